@@ -1,0 +1,111 @@
+"""create_app(): plugins, routes, exception handlers, and the resources the routes share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from marketplace.businesses.controllers import BusinessController
+from marketplace.catalog.controllers import CatalogController
+from marketplace.db import migrate
+from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.http.access import DOCS_PATH, access_guard, check_declared
+from marketplace.http.problems import EXCEPTION_HANDLERS
+from marketplace.http.ratelimit import RateLimiter
+from marketplace.jobs import DramatiqJobs, InProcessJobs
+from marketplace.leads.controllers import LeadController
+from marketplace.settings import Settings, get_settings
+from marketplace.uow import UnitOfWorkFactory
+from workers import runtime
+from workers.broker import make_broker, use_broker
+
+log = logging.getLogger("marketplace")
+
+CONTROLLERS: list[Any] = [CatalogController, BusinessController, LeadController]
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["request_id"] = uuid.uuid4().hex[:16]
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    migrate_on_start: bool | None = None,
+    run_jobs_in_background: bool = True,
+) -> Litestar:
+    settings = settings or get_settings()
+    engine = create_engine(settings.service.database_url)
+    sessions = create_session_factory(engine)
+    broker = use_broker(make_broker(settings.service.redis_url))
+    jobs = DramatiqJobs(broker) if settings.service.redis_url else InProcessJobs(broker)
+    uow = UnitOfWorkFactory(sessions)
+    state = State(
+        {
+            "settings": settings,
+            "engine": engine,
+            "sessions": sessions,
+            "uow": uow,
+            "jobs": jobs,
+            "intake_limiter": RateLimiter(settings.service.intake_rate_limit_per_minute),
+        }
+    )
+    should_migrate = settings.service.is_sqlite if migrate_on_start is None else migrate_on_start
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if should_migrate:
+            await migrate.upgrade(engine)
+        runtime.bind(runtime.Runtime(settings, uow, jobs))
+        background: asyncio.Task[None] | None = None
+        if run_jobs_in_background and isinstance(jobs, InProcessJobs):
+            background = asyncio.create_task(jobs.run_forever())
+        try:
+            yield
+        finally:
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+            runtime.bind(None)
+            await engine.dispose()
+
+    app = Litestar(
+        route_handlers=CONTROLLERS,
+        state=state,
+        guards=[access_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        middleware=[request_id_middleware],
+        request_max_body_size=settings.service.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Lead marketplace",
+            version="1.0.0",
+            path=DOCS_PATH,
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        on_app_init=[_quiet_defaults],
+    )
+    check_declared(app)
+    return app
+
+
+def _quiet_defaults(config: AppConfig) -> AppConfig:
+    config.debug = False
+    return config

@@ -1,0 +1,1 @@
+"""Businesses: sign-up with the requirements form, profile changes, statuses set by operators."""

@@ -1,0 +1,66 @@
+"""HTTP routes of businesses: sign-up, own account, operators' status changes, the public unreliable list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, patch, post
+from litestar.datastructures import State
+
+from marketplace.businesses import schemas, services
+from marketplace.http.access import Access, access, current_principal
+
+
+class BusinessController(Controller):
+    path = "/v1"
+    tags = ["businesses"]
+
+    @post("/businesses", opt=access(Access.PUBLIC), status_code=201)
+    async def register(self, state: State, data: schemas.BusinessCreate) -> schemas.BusinessCreated:
+        """Sign up as a deal maker or a lead buyer; the API token in the answer is shown only once."""
+        async with state.uow() as uow:
+            business, token = await services.register_business(uow.session, state.settings, data)
+        out = services.to_schema(business)
+        return schemas.BusinessCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, api_token=token)
+
+    @get("/businesses/me", opt=access(Access.BUSINESS))
+    async def me(self, state: State, request: Request[Any, Any, Any]) -> schemas.Business:
+        async with state.uow() as uow:
+            business = await services.get_business(uow.session, current_principal(request).id)
+            return services.to_schema(business)
+
+    @patch("/businesses/me", opt=access(Access.BUSINESS))
+    async def update_me(
+        self, state: State, request: Request[Any, Any, Any], data: schemas.BusinessUpdate
+    ) -> schemas.Business:
+        async with state.uow() as uow:
+            business = await services.update_business(uow.session, state.settings, current_principal(request).id, data)
+            out = services.to_schema(business)
+        return out
+
+    @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))
+    async def get_one(self, state: State, business_id: str) -> schemas.Business:
+        async with state.uow() as uow:
+            return services.to_schema(await services.get_business(uow.session, business_id))
+
+    @post("/businesses/{business_id:str}/status", opt=access(Access.OPERATOR), status_code=200)
+    async def change_status(self, state: State, business_id: str, data: schemas.StatusChange) -> schemas.Business:
+        async with state.uow() as uow:
+            business = await services.set_status(uow.session, business_id, data.status)
+            out = services.to_schema(business)
+        return out
+
+    @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)
+    async def block(self, state: State, business_id: str, data: schemas.BlockRequest | None = None) -> schemas.Business:
+        """Block an account; by default it is also listed publicly as unreliable."""
+        request = data or schemas.BlockRequest()
+        async with state.uow() as uow:
+            business = await services.set_status(uow.session, business_id, "blocked", unreliable=request.unreliable)
+            out = services.to_schema(business)
+        return out
+
+    @get("/unreliable", opt=access(Access.PUBLIC))
+    async def unreliable(self, state: State) -> list[schemas.UnreliableBusiness]:
+        async with state.uow() as uow:
+            rows = await services.list_unreliable(uow.session)
+        return [schemas.UnreliableBusiness(id=b.id, name=b.name, since=b.unreliable_since) for b in rows if b.unreliable_since]

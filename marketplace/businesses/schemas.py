@@ -1,0 +1,101 @@
+"""Read and write shapes of a business; write shapes forbid unknown fields so no client sets id, status or balance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+Cap = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+Minor = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+
+
+class ProfileIn(msgspec.Struct, forbid_unknown_fields=True):
+    categories: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)]
+    regions: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)]
+    min_deal_minor: Minor
+    max_deal_minor: Minor
+    daily_cap: Cap
+    monthly_cap: Cap
+
+
+class ProfilePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    categories: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    regions: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)] | None = None
+    min_deal_minor: Minor | None = None
+    max_deal_minor: Minor | None = None
+    daily_cap: Cap | None = None
+    monthly_cap: Cap | None = None
+
+
+class BusinessCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    email: Annotated[str, msgspec.Meta(max_length=320)]
+    phone: Annotated[str, msgspec.Meta(max_length=40)]
+    mode: Literal["deal_maker", "lead_buyer"]
+    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
+    profile: ProfileIn
+
+
+class BusinessUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: Name | None = None
+    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+    phone: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    profile: ProfilePatch | None = None
+
+
+class StatusChange(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["active", "suspended", "blocked"]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class BlockRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    unreliable: bool = True
+
+
+class Profile(msgspec.Struct):
+    categories: list[str]
+    regions: list[str]
+    min_deal_minor: int
+    max_deal_minor: int
+    daily_cap: int
+    monthly_cap: int
+
+
+class Business(msgspec.Struct):
+    id: str
+    name: str
+    email: str
+    phone: str
+    mode: str
+    currency: str
+    status: str
+    unreliable: bool
+    profile: Profile
+    created_at: datetime
+    updated_at: datetime
+
+
+class BusinessCreated(msgspec.Struct):
+    id: str
+    name: str
+    email: str
+    phone: str
+    mode: str
+    currency: str
+    status: str
+    unreliable: bool
+    profile: Profile
+    created_at: datetime
+    updated_at: datetime
+    api_token: str
+
+
+class UnreliableBusiness(msgspec.Struct):
+    id: str
+    name: str
+    since: datetime

@@ -1,0 +1,176 @@
+"""Business commands: register, change the profile, change the status (operators). Services never commit."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.businesses import schemas
+from marketplace.clock import utcnow
+from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Offer
+from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
+from marketplace.identity.services import issue_business_token
+from marketplace.ids import new_id
+from marketplace.settings import Settings
+
+
+def _check_profile(
+    settings: Settings,
+    categories: list[str],
+    regions: list[str],
+    min_deal: int,
+    max_deal: int,
+    daily_cap: int,
+    monthly_cap: int,
+) -> None:
+    errors = [
+        FieldError(f"profile.categories[{i}]", f"unknown category {code!r}")
+        for i, code in enumerate(categories)
+        if code not in settings.categories
+    ]
+    errors += [
+        FieldError(f"profile.regions[{i}]", f"unknown region {code!r}")
+        for i, code in enumerate(regions)
+        if code not in settings.regions
+    ]
+    if max_deal < min_deal:
+        errors.append(FieldError("profile.max_deal_minor", "must not be below min_deal_minor"))
+    if monthly_cap < daily_cap:
+        errors.append(FieldError("profile.monthly_cap", "must not be below daily_cap"))
+    if errors:
+        raise InvalidInput(errors[0].message if len(errors) == 1 else "the profile is invalid", errors=errors)
+
+
+def _default_phone_region(settings: Settings) -> str:
+    return DEFAULT_REGION_BY_CURRENCY.get(settings.currency, "IL")
+
+
+async def register_business(
+    session: AsyncSession, settings: Settings, data: schemas.BusinessCreate
+) -> tuple[Business, str]:
+    if data.currency != settings.currency:
+        raise InvalidInput.field("currency", f"this marketplace works in {settings.currency}")
+    email = normalise_email(data.email, "email")
+    phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))
+    p = data.profile
+    categories, regions = sorted(set(p.categories)), sorted(set(p.regions))
+    _check_profile(settings, categories, regions, p.min_deal_minor, p.max_deal_minor, p.daily_cap, p.monthly_cap)
+    now = utcnow()
+    business = Business(
+        id=new_id("biz"),
+        name=data.name.strip(),
+        email=email,
+        phone=phone,
+        mode=data.mode,
+        currency=data.currency,
+        status="active",
+        min_deal_minor=p.min_deal_minor,
+        max_deal_minor=p.max_deal_minor,
+        daily_cap=p.daily_cap,
+        monthly_cap=p.monthly_cap,
+        created_at=now,
+        updated_at=now,
+        category_rows=[BusinessCategory(category=c) for c in categories],
+        region_rows=[BusinessRegion(region=r) for r in regions],
+    )
+    session.add(business)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("a business with this email is already registered",
+                       errors=[FieldError("email", "already registered")]) from exc
+    token = issue_business_token(session, business.id)
+    return business, token
+
+
+async def get_business(session: AsyncSession, business_id: str, *, for_update: bool = False) -> Business:
+    query = select(Business).where(Business.id == business_id)
+    if for_update:
+        query = query.with_for_update()
+    business = (await session.execute(query)).scalar_one_or_none()
+    if business is None:
+        raise NotFound(f"no business {business_id}")
+    return business
+
+
+async def update_business(
+    session: AsyncSession, settings: Settings, business_id: str, data: schemas.BusinessUpdate
+) -> Business:
+    business = await get_business(session, business_id, for_update=True)
+    if data.name is not None:
+        business.name = data.name.strip()
+    if data.email is not None and (email := normalise_email(data.email, "email")) != business.email:
+        taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
+        if taken:
+            raise Conflict("a business with this email is already registered",
+                           errors=[FieldError("email", "already registered")])
+        business.email = email
+    if data.phone is not None:
+        business.phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))
+    if data.profile is not None:
+        p = data.profile
+        categories = sorted(set(p.categories)) if p.categories is not None else business.categories
+        regions = sorted(set(p.regions)) if p.regions is not None else business.regions
+        min_deal = p.min_deal_minor if p.min_deal_minor is not None else business.min_deal_minor
+        max_deal = p.max_deal_minor if p.max_deal_minor is not None else business.max_deal_minor
+        daily = p.daily_cap if p.daily_cap is not None else business.daily_cap
+        monthly = p.monthly_cap if p.monthly_cap is not None else business.monthly_cap
+        _check_profile(settings, categories, regions, min_deal, max_deal, daily, monthly)
+        if categories != business.categories:
+            business.category_rows = [BusinessCategory(category=c) for c in categories]
+        if regions != business.regions:
+            business.region_rows = [BusinessRegion(region=r) for r in regions]
+        business.min_deal_minor, business.max_deal_minor = min_deal, max_deal
+        business.daily_cap, business.monthly_cap = daily, monthly
+    business.updated_at = utcnow()
+    await session.flush()
+    return business
+
+
+async def set_status(session: AsyncSession, business_id: str, status: str, *, unreliable: bool = False) -> Business:
+    """Operators only. A business that is no longer active loses the offers it has not claimed."""
+    business = await get_business(session, business_id, for_update=True)
+    now = utcnow()
+    business.status = status
+    business.updated_at = now
+    if unreliable and business.unreliable_since is None:
+        business.unreliable_since = now
+    if status != "active":
+        await session.execute(
+            update(Offer).where(Offer.business_id == business_id, Offer.status == "open").values(status="closed")
+        )
+    await session.flush()
+    return business
+
+
+async def list_unreliable(session: AsyncSession) -> list[Business]:
+    rows = await session.scalars(
+        select(Business).where(Business.unreliable_since.is_not(None)).order_by(Business.unreliable_since.desc())
+    )
+    return list(rows)
+
+
+def to_schema(business: Business) -> schemas.Business:
+    return schemas.Business(
+        id=business.id,
+        name=business.name,
+        email=business.email,
+        phone=business.phone,
+        mode=business.mode,
+        currency=business.currency,
+        status=business.status,
+        unreliable=business.unreliable,
+        profile=schemas.Profile(
+            categories=business.categories,
+            regions=business.regions,
+            min_deal_minor=business.min_deal_minor,
+            max_deal_minor=business.max_deal_minor,
+            daily_cap=business.daily_cap,
+            monthly_cap=business.monthly_cap,
+        ),
+        created_at=business.created_at,
+        updated_at=business.updated_at,
+    )

@@ -1,0 +1,1 @@
+"""The market's catalog: regions and categories with their prices, read from the settings."""

@@ -1,0 +1,57 @@
+"""Public catalog routes and the health check."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from sqlalchemy import text
+
+from marketplace.http.access import Access, access
+from marketplace.schemas import MoneyOut
+
+
+class RegionOut(msgspec.Struct):
+    code: str
+    name: str
+
+
+class CategoryOut(msgspec.Struct):
+    code: str
+    name: str
+    lead_price: MoneyOut
+    exclusive_price: MoneyOut
+    max_exposures: int
+    commission_rate_bp: int
+
+
+class CatalogController(Controller):
+    tags = ["catalog"]
+
+    @get("/v1/regions", opt=access(Access.PUBLIC))
+    async def regions(self, state: State) -> list[RegionOut]:
+        return [RegionOut(r.code, r.name) for r in state.settings.regions.values()]
+
+    @get("/v1/categories", opt=access(Access.PUBLIC))
+    async def categories(self, state: State) -> list[CategoryOut]:
+        cur = state.settings.currency
+        return [
+            CategoryOut(
+                code=c.code,
+                name=c.name,
+                lead_price=MoneyOut(c.lead_price_minor, cur),
+                exclusive_price=MoneyOut(c.exclusive_price_minor, cur),
+                max_exposures=c.max_exposures,
+                commission_rate_bp=c.commission_rate_bp,
+            )
+            for c in state.settings.categories.values()
+        ]
+
+    @get("/health", opt=access(Access.PUBLIC))
+    async def health(self, state: State) -> Response[dict[str, str]]:
+        try:
+            async with state.sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure to reach the database means unhealthy
+            return Response({"status": "unavailable", "database": type(exc).__name__}, status_code=503)
+        return Response({"status": "ok", "database": "ok"})

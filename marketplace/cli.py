@@ -1,0 +1,137 @@
+"""The `marketplace` command: serve, db upgrade, operator create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from marketplace.settings import Settings, SettingsError, get_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="marketplace", description="The lead marketplace service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API worker processes")
+    serve.add_argument("--demo", action="store_true", help="load a small demo market first")
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply every migration")
+    rev = db_sub.add_parser("revision", help="autogenerate a migration from the models")
+    rev.add_argument("-m", "--message", required=True)
+
+    op = sub.add_parser("operator", help="operators")
+    op_sub = op.add_subparsers(dest="operator_command", required=True)
+    create = op_sub.add_parser("create", help="create an operator and print its API token")
+    create.add_argument("--name", required=True)
+
+    sub.add_parser("worker", help="run dramatiq workers for the actors (needs REDIS_URL)")
+    return parser
+
+
+async def _upgrade(settings: Settings) -> None:
+    from marketplace.db import migrate
+    from marketplace.db.engine import create_engine
+
+    engine = create_engine(settings.service.database_url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _revision(settings: Settings, message: str) -> None:
+    from marketplace.db import migrate
+    from marketplace.db.engine import create_engine
+
+    engine = create_engine(settings.service.database_url)
+    try:
+        await migrate.revision(engine, message)
+    finally:
+        await engine.dispose()
+
+
+async def _create_operator(settings: Settings, name: str) -> str:
+    from marketplace.db.engine import create_engine, create_session_factory
+    from marketplace.identity.services import create_operator
+    from marketplace.uow import UnitOfWorkFactory
+
+    if settings.service.is_sqlite:
+        await _upgrade(settings)
+    engine = create_engine(settings.service.database_url)
+    try:
+        async with UnitOfWorkFactory(create_session_factory(engine))() as uow:
+            _, token = await create_operator(uow.session, name)
+        return token
+    finally:
+        await engine.dispose()
+
+
+async def _load_demo(settings: Settings) -> list[str]:
+    from marketplace.demo import load_demo
+
+    return await load_demo(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "db":
+        if args.db_command == "upgrade":
+            asyncio.run(_upgrade(settings))
+            print("database is at the latest migration")
+        else:
+            asyncio.run(_revision(settings, args.message))
+        return 0
+    if args.command == "operator":
+        print(asyncio.run(_create_operator(settings, args.name)))
+        return 0
+    if args.command == "worker":
+        if not settings.service.redis_url:
+            print("configuration error: REDIS_URL: required for `marketplace worker`", file=sys.stderr)
+            return 2
+        from dramatiq.cli import main as dramatiq_main
+
+        sys.argv = ["dramatiq", "workers.worker_entry", "--processes", "1", "--threads", "4"]
+        return int(dramatiq_main() or 0)
+    if args.command == "serve":
+        return _serve(settings, args)
+    return 2
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if settings.service.is_sqlite:
+        asyncio.run(_upgrade(settings))
+    if args.demo:
+        for line in asyncio.run(_load_demo(settings)):
+            print(line)
+    base = f"http://{args.host}:{args.port}"
+    print(f"API:  {base}/v1   (health: {base}/health)")
+    print(f"Docs: {base}/docs")
+    if args.workers > 1:
+        uvicorn.run("marketplace.asgi:app", host=args.host, port=args.port, workers=args.workers,
+                    log_level="warning")
+    else:
+        from marketplace.app import create_app
+
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

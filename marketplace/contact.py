@@ -1,0 +1,28 @@
+"""Normalising contact details: phones to E.164 (libphonenumber), emails checked and lower-cased domain."""
+
+from __future__ import annotations
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from marketplace.errors import InvalidInput
+
+# Numbers written without a country code are read as numbers of the marketplace's country.
+DEFAULT_REGION_BY_CURRENCY = {"ILS": "IL", "EUR": "DE"}
+
+
+def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput.field(field, f"not a phone number ({exc})") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidInput.field(field, "not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_email(raw: str, field: str) -> str:
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise InvalidInput.field(field, str(exc)) from exc

@@ -1,0 +1,71 @@
+"""Businesses and their requirements form (categories, regions, deal sizes, caps)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from marketplace.db.base import Base, UTCDateTime
+
+
+class Business(Base):
+    __tablename__ = "businesses"
+    __table_args__ = (
+        CheckConstraint("mode IN ('deal_maker', 'lead_buyer')", name="mode"),
+        CheckConstraint("status IN ('active', 'suspended', 'blocked')", name="status"),
+        CheckConstraint("min_deal_minor >= 0 AND max_deal_minor >= min_deal_minor", name="deal_range"),
+        CheckConstraint("daily_cap >= 1 AND monthly_cap >= daily_cap", name="caps"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    mode: Mapped[str] = mapped_column(String(20))
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    # Set when an operator marks the business publicly as unreliable (a confirmed fraud alert or a block).
+    unreliable_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    min_deal_minor: Mapped[int] = mapped_column(BigInteger)
+    max_deal_minor: Mapped[int] = mapped_column(BigInteger)
+    daily_cap: Mapped[int] = mapped_column(Integer)
+    monthly_cap: Mapped[int] = mapped_column(Integer)
+    # The fair rotation offers a lead first to whoever was offered one longest ago.
+    last_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    category_rows: Mapped[list[BusinessCategory]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="BusinessCategory.category"
+    )
+    region_rows: Mapped[list[BusinessRegion]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="BusinessRegion.region"
+    )
+
+    @property
+    def unreliable(self) -> bool:
+        return self.unreliable_since is not None
+
+    @property
+    def categories(self) -> list[str]:
+        return [row.category for row in self.category_rows]
+
+    @property
+    def regions(self) -> list[str]:
+        return [row.region for row in self.region_rows]
+
+
+class BusinessCategory(Base):
+    __tablename__ = "business_categories"
+
+    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True)
+    category: Mapped[str] = mapped_column(String(60), primary_key=True, index=True)
+
+
+class BusinessRegion(Base):
+    __tablename__ = "business_regions"
+
+    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True)
+    region: Mapped[str] = mapped_column(String(60), primary_key=True, index=True)

@@ -1,0 +1,54 @@
+"""Leads: the summary every candidate may see, and the contact kept apart for exposures only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from marketplace.db.base import Base, UTCDateTime
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'full', 'expired')", name="status"),
+        CheckConstraint("source IN ('customer', 'business')", name="source"),
+        CheckConstraint("exposure_count >= 0 AND exposure_count <= max_exposures", name="exposure_limit"),
+        CheckConstraint("NOT is_exclusive OR exposure_count = 1", name="exclusive_single"),
+        CheckConstraint("budget_minor >= 0", name="budget"),
+        Index("ix_leads_dedup_key_created_at", "dedup_key", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    category: Mapped[str] = mapped_column(String(60), index=True)
+    region: Mapped[str] = mapped_column(String(60))
+    description: Mapped[str] = mapped_column(Text)
+    budget_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    source: Mapped[str] = mapped_column(String(20))
+    seller_business_id: Mapped[str | None] = mapped_column(ForeignKey("businesses.id"), index=True)
+    referral_code: Mapped[str | None] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    max_exposures: Mapped[int] = mapped_column(Integer)
+    exposure_count: Mapped[int] = mapped_column(Integer, default=0)
+    is_exclusive: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The wave the next offers belong to; the wave worker advances it with a conditional update.
+    waves_sent: Mapped[int] = mapped_column(Integer, default=0)
+    seen_count: Mapped[int] = mapped_column(Integer, default=1)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LeadContact(Base):
+    """Personal data: read only through an exposure the reader holds."""
+
+    __tablename__ = "lead_contacts"
+
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(320))

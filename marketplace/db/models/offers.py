@@ -1,0 +1,94 @@
+"""Offers (a lead's summary shown to a candidate) and exposures (a candidate holding the lead's contact)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from marketplace.db.base import Base, UTCDateTime
+
+EXPOSURE_STATUSES = ("new", "contacted", "quoted", "won", "lost", "invoiced", "paid", "returned")
+
+
+class Offer(Base):
+    __tablename__ = "offers"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "business_id"),
+        CheckConstraint("status IN ('open', 'claimed', 'expired', 'closed')", name="status"),
+        Index("ix_offers_business_id_status", "business_id", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id"))
+    wave: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    # The ranking's score and factors when the offer was made, so the decision can be audited later.
+    score: Mapped[float] = mapped_column(Float)
+    factors: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # A replacement for a returned lead (deal makers) names the exposure it replaces.
+    replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Exposure(Base):
+    __tablename__ = "exposures"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "business_id"),
+        CheckConstraint("kind IN ('shared', 'exclusive', 'assigned')", name="kind"),
+        CheckConstraint(
+            "status IN ('new', 'contacted', 'quoted', 'won', 'lost', 'invoiced', 'paid', 'returned')",
+            name="status",
+        ),
+        CheckConstraint("price_minor >= 0", name="price"),
+        Index("ix_exposures_business_id_created_at", "business_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
+    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id"))
+    offer_id: Mapped[str] = mapped_column(ForeignKey("offers.id"), unique=True)
+    mode: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    # What the claim owes, fixed at claim time: the price paid (lead buyers) and the commission rate in force.
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    commission_rate_bp: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="new")
+    turnover_minor: Mapped[int | None] = mapped_column(BigInteger)
+    stale: Mapped[bool] = mapped_column(default=False)
+    return_reason: Mapped[str | None] = mapped_column(Text)
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ExposureEvent(Base):
+    """Append-only history of an exposure: who changed what, when, from which state to which."""
+
+    __tablename__ = "exposure_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    exposure_id: Mapped[str] = mapped_column(ForeignKey("exposures.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(80))
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    turnover_minor: Mapped[int | None] = mapped_column(BigInteger)
+    note: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,74 @@
+"""The error hierarchy of the service; each class carries its HTTP status and becomes problem+json in one handler."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class MarketplaceError(Exception):
+    status_code: int = 400
+    title: str = "Bad request"
+    type_slug: str = "bad-request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] = (),
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.extra = extra or {}
+
+
+class BadRequest(MarketplaceError):
+    status_code, title, type_slug = 400, "Malformed request", "malformed-request"
+
+
+class Unauthorized(MarketplaceError):
+    status_code, title, type_slug = 401, "Not authenticated", "not-authenticated"
+
+
+class Forbidden(MarketplaceError):
+    status_code, title, type_slug = 403, "Not allowed", "forbidden"
+
+
+class NotFound(MarketplaceError):
+    status_code, title, type_slug = 404, "Not found", "not-found"
+
+
+class Conflict(MarketplaceError):
+    status_code, title, type_slug = 409, "Conflict with the current state", "conflict"
+
+
+class InsufficientFunds(Conflict):
+    title, type_slug = "Insufficient funds", "insufficient-funds"
+
+
+class Gone(MarketplaceError):
+    status_code, title, type_slug = 410, "Gone", "gone"
+
+
+class PayloadTooLarge(MarketplaceError):
+    status_code, title, type_slug = 413, "Request body too large", "payload-too-large"
+
+
+class InvalidInput(MarketplaceError):
+    status_code, title, type_slug = 422, "Invalid input", "invalid-input"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> InvalidInput:
+        return cls(f"{field}: {message}", errors=[FieldError(field, message)])
+
+
+class TooManyRequests(MarketplaceError):
+    status_code, title, type_slug = 429, "Too many requests", "too-many-requests"

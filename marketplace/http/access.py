@@ -1,0 +1,89 @@
+"""Who may call what: every route declares `opt={"access": ...}` and one guard enforces it.
+
+A route without a declaration is refused at start-up (see `check_declared`), so none can be forgotten.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from marketplace.errors import Forbidden, Unauthorized
+from marketplace.identity.services import Principal, resolve_token
+
+
+DOCS_PATH = "/docs"
+
+
+class Access(StrEnum):
+    PUBLIC = "public"  # anyone, no token (customers' links carry their own signed token)
+    BUSINESS = "business"  # any business, on its own data
+    LEAD_BUYER = "lead_buyer"  # a business in lead-buyer mode
+    OPERATOR = "operator"
+    BUSINESS_OR_OPERATOR = "business_or_operator"
+
+
+def access(level: Access) -> dict[str, Any]:
+    return {"access": level}
+
+
+async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    level = handler.opt.get("access")
+    if level is None:
+        if _is_docs(connection.scope["path"]):
+            return
+        raise Forbidden("this endpoint declares no access rule")
+    if level == Access.PUBLIC:
+        return
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send `Authorization: Bearer <token>`")
+    async with connection.app.state.sessions() as session:
+        principal = await resolve_token(session, token.strip())
+    if principal is None:
+        raise Unauthorized("unknown or revoked token")
+    _check(level, principal, connection.method)
+    connection.state.principal = principal
+
+
+def _check(level: Access, principal: Principal, method: str) -> None:
+    if level == Access.OPERATOR:
+        if principal.kind != "operator":
+            raise Forbidden("operators only")
+        return
+    if principal.kind == "operator":
+        if level == Access.BUSINESS_OR_OPERATOR:
+            return
+        raise Forbidden("this endpoint is for businesses")
+    # A blocked business may still read its own records (it still owes what it owes), but not act.
+    if principal.status == "blocked" and method not in ("GET", "HEAD"):
+        raise Forbidden("this account is blocked")
+    if level == Access.LEAD_BUYER and principal.mode != "lead_buyer":
+        raise Forbidden("lead buyers only")
+
+
+def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = getattr(connection.state, "principal", None)
+    if principal is None:
+        raise Unauthorized("not authenticated")
+    return principal
+
+
+def _is_docs(path: str) -> bool:
+    return path == DOCS_PATH or path.startswith(DOCS_PATH + "/")
+
+
+def check_declared(app: Litestar) -> None:
+    missing = [
+        f"{sorted(handler.http_methods)} {route.path}"
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if "access" not in handler.opt and handler.http_methods != {"OPTIONS"} and not _is_docs(route.path)
+    ]
+    if missing:
+        raise RuntimeError(f"routes without an access rule: {missing}")

@@ -1,0 +1,84 @@
+"""The one place that turns errors into RFC 9457 `application/problem+json` responses."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from marketplace.errors import MarketplaceError
+
+log = logging.getLogger("marketplace.http")
+PROBLEM = "application/problem+json"
+_MSGSPEC_PATH = re.compile(r"at `\$(?P<path>[^`]*)`")
+
+
+def _problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": f"https://errors.marketplace.example/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM)
+
+
+def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Response[dict[str, Any]]:
+    extra: dict[str, Any] = dict(exc.extra)
+    if exc.errors:
+        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+    return _problem(exc.status_code, exc.title, exc.detail, exc.type_slug, **extra)
+
+
+def _field_from(message: str, key: str | None) -> str:
+    if key:
+        return key
+    match = _MSGSPEC_PATH.search(message)
+    if match:
+        return match.group("path").lstrip(".").replace("].", "].").replace("[", ".").replace("]", "") or "body"
+    return "body"
+
+
+def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """Litestar's body/parameter validation: malformed JSON is a 400, a well-formed wrong value a 422."""
+    raw = exc.extra if isinstance(exc.extra, list) else []
+    errors = []
+    malformed = False
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid"))
+        if "malformed" in message.lower() or "JSON is malformed" in message:
+            malformed = True
+        field = _field_from(message, item.get("key") if item.get("key") not in (None, "data") else None)
+        errors.append({"field": field, "message": _MSGSPEC_PATH.sub("", message).rstrip(" -")})
+    detail = str(exc.detail)
+    if "malformed" in detail.lower() or malformed:
+        return _problem(400, "Malformed request", "the body is not valid JSON", "malformed-request", errors=errors)
+    return _problem(422, "Invalid input", errors[0]["message"] if errors else detail, "invalid-input", errors=errors)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    titles = {400: "Malformed request", 401: "Not authenticated", 403: "Not allowed", 404: "Not found",
+              405: "Method not allowed", 409: "Conflict", 413: "Request body too large", 429: "Too many requests"}
+    return _problem(status, titles.get(status, "Error"), str(exc.detail), f"http-{status}")
+
+
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    request_id = request.scope.get("state", {}).get("request_id") or "-"
+    log.exception("unexpected error handling %s %s (request %s)", request.method, request.url.path, request_id)
+    return _problem(500, "Internal error", f"something went wrong; quote request id {request_id}",
+                    "internal-error", request_id=request_id)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    MarketplaceError: marketplace_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

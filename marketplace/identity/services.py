@@ -1,0 +1,67 @@
+"""Creating operators and tokens, resolving a bearer token to a principal, spending single-use links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.db.models import ApiToken, Business, Operator, UsedLink
+from marketplace.errors import Gone
+from marketplace.identity.links import LinkClaims
+from marketplace.identity.tokens import hash_token, new_token
+from marketplace.ids import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: str  # "business" or "operator"
+    id: str
+    mode: str | None = None  # a business's mode
+    status: str | None = None  # a business's status
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+async def create_operator(session: AsyncSession, name: str) -> tuple[Operator, str]:
+    operator = Operator(id=new_id("op"), name=name, created_at=utcnow())
+    session.add(operator)
+    token = new_token("operator")
+    await session.flush()
+    session.add(ApiToken(id=new_id("tok"), token_hash=hash_token(token), operator_id=operator.id, created_at=utcnow()))
+    return operator, token
+
+
+def issue_business_token(session: AsyncSession, business_id: str) -> str:
+    token = new_token("business")
+    session.add(ApiToken(id=new_id("tok"), token_hash=hash_token(token), business_id=business_id, created_at=utcnow()))
+    return token
+
+
+async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
+    row = (
+        await session.execute(
+            select(ApiToken.business_id, ApiToken.operator_id, Business.mode, Business.status)
+            .outerjoin(Business, Business.id == ApiToken.business_id)
+            .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.operator_id is not None:
+        return Principal(kind="operator", id=row.operator_id)
+    return Principal(kind="business", id=row.business_id, mode=row.mode, status=row.status)
+
+
+async def spend_link(session: AsyncSession, claims: LinkClaims) -> None:
+    """Mark a link used inside the caller's transaction; a second use is a 410."""
+    try:
+        async with session.begin_nested():
+            session.add(UsedLink(link_id=claims.link_id, purpose=claims.purpose, used_at=utcnow()))
+    except IntegrityError as exc:
+        raise Gone("this link has already been used") from exc

@@ -1,0 +1,77 @@
+"""Enqueueing background jobs by actor name: dramatiq (Redis) in production, an in-process queue otherwise.
+
+Both run the same actor functions from `workers.actors`. The in-process queue keys due times on the
+service clock, so a simulation or a test that advances the clock sees waves and expiries happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import dramatiq
+
+from marketplace.clock import utcnow
+
+log = logging.getLogger("marketplace.jobs")
+
+
+class Jobs(Protocol):
+    def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None: ...
+
+    async def run_due(self) -> int: ...
+
+
+class DramatiqJobs:
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+
+    def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
+        actor = self.broker.get_actor(actor_name)
+        actor.send_with_options(args=args, delay=int(delay_seconds * 1000) or None)
+
+    async def run_due(self) -> int:
+        return 0  # dramatiq workers run the jobs
+
+
+class InProcessJobs:
+    """A heap of (due time, job) run on the service's own event loop."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.broker = broker
+        self._heap: list[tuple[datetime, int, str, tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._lock = asyncio.Lock()
+
+    def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
+        self.broker.get_actor(actor_name)  # fail now, not later, on an unknown actor
+        due = utcnow() + timedelta(seconds=delay_seconds)
+        heapq.heappush(self._heap, (due, next(self._seq), actor_name, args))
+
+    def pending(self) -> int:
+        return len(self._heap)
+
+    async def run_due(self) -> int:
+        """Run every job whose time has come (including jobs those jobs enqueue for now)."""
+        ran = 0
+        async with self._lock:
+            while self._heap and self._heap[0][0] <= utcnow():
+                _, _, name, args = heapq.heappop(self._heap)
+                actor = self.broker.get_actor(name)
+                try:
+                    result = actor.fn(*args)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    log.exception("job %s%r failed", name, args)
+                ran += 1
+        return ran
+
+    async def run_forever(self, interval: float = 0.2) -> None:
+        while True:
+            await self.run_due()
+            await asyncio.sleep(interval)

@@ -1,0 +1,55 @@
+"""HTTP routes of lead intake (customers, businesses selling an inquiry) and operators' lead view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+
+from marketplace.http.access import Access, access, current_principal
+from marketplace.leads import schemas, services
+
+
+def _client_address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class LeadController(Controller):
+    path = "/v1"
+    tags = ["leads"]
+
+    @post("/leads", opt=access(Access.PUBLIC))
+    async def submit(
+        self, state: State, request: Request[Any, Any, Any], data: schemas.LeadCreate
+    ) -> Response[schemas.LeadAccepted]:
+        """A customer's request. A duplicate within the window answers 200 with the existing lead's id."""
+        state.intake_limiter.hit(_client_address(request))
+        return await self._accept(state, data, seller_business_id=None)
+
+    @post("/businesses/me/leads", opt=access(Access.BUSINESS))
+    async def sell(
+        self, state: State, request: Request[Any, Any, Any], data: schemas.LeadCreate
+    ) -> Response[schemas.LeadAccepted]:
+        """Sell an inquiry the business cannot serve; it earns from the lead's exposures."""
+        return await self._accept(state, data, seller_business_id=current_principal(request).id)
+
+    @staticmethod
+    async def _accept(
+        state: State, data: schemas.LeadCreate, seller_business_id: str | None
+    ) -> Response[schemas.LeadAccepted]:
+        async with state.uow() as uow:
+            lead, duplicate = await services.submit_lead(
+                uow.session, state.settings, data, seller_business_id=seller_business_id
+            )
+            if not duplicate:
+                uow.after_commit(lambda: state.jobs.enqueue("lead_submitted", lead.id))
+        return Response(
+            schemas.LeadAccepted(id=lead.id, status=lead.status, duplicate=duplicate),
+            status_code=200 if duplicate else 201,
+        )
+
+    @get("/leads/{lead_id:str}", opt=access(Access.OPERATOR))
+    async def get_one(self, state: State, lead_id: str) -> schemas.LeadDetail:
+        async with state.uow() as uow:
+            return await services.detail(uow.session, await services.get_lead(uow.session, lead_id))

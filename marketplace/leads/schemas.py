@@ -1,0 +1,73 @@
+"""Shapes of a lead on the wire: what a customer sends, and the summary a business may see without paying."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from marketplace.schemas import MoneyIn, MoneyOut
+
+__all__ = ["MoneyIn", "MoneyOut"]
+
+
+class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    phone: Annotated[str, msgspec.Meta(min_length=3, max_length=40)]
+    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+
+
+class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
+    category: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    description: Annotated[str, msgspec.Meta(min_length=1, max_length=5000)]
+    budget: MoneyIn
+    contact: ContactIn
+    consent: bool
+    referral_code: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
+
+
+class LeadAccepted(msgspec.Struct):
+    id: str
+    status: str
+    duplicate: bool = False
+
+
+class Contact(msgspec.Struct):
+    name: str
+    phone: str
+    email: str | None
+
+
+class LeadSummary(msgspec.Struct):
+    """What any candidate may see: no contact."""
+
+    id: str
+    category: str
+    region: str
+    description: str
+    budget: MoneyOut
+    status: str
+    created_at: datetime
+
+
+class LeadDetail(msgspec.Struct):
+    """Operators' view."""
+
+    id: str
+    category: str
+    region: str
+    description: str
+    budget: MoneyOut
+    status: str
+    source: str
+    seller_business_id: str | None
+    referral_code: str | None
+    exposure_count: int
+    max_exposures: int
+    is_exclusive: bool
+    seen_count: int
+    created_at: datetime
+    expires_at: datetime
+    contact: Contact

@@ -1,0 +1,150 @@
+"""Lead intake: validate, normalise, deduplicate and store a lead with its contact kept apart."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
+from marketplace.db.models import Lead, LeadContact
+from marketplace.errors import FieldError, InvalidInput, NotFound
+from marketplace.ids import new_id
+from marketplace.leads import schemas
+from marketplace.schemas import MoneyOut
+from marketplace.settings import Settings
+
+
+def dedup_key(category: str, phone_e164: str) -> str:
+    return hashlib.sha256(f"{category}|{phone_e164}".encode()).hexdigest()
+
+
+def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
+    errors = []
+    if not data.consent:
+        errors.append(FieldError("consent", "the customer must consent to being contacted"))
+    if data.category not in settings.categories:
+        errors.append(FieldError("category", f"unknown category {data.category!r}"))
+    if data.region not in settings.regions:
+        errors.append(FieldError("region", f"unknown region {data.region!r}"))
+    if data.budget.currency != settings.currency:
+        errors.append(FieldError("budget.currency", f"this marketplace works in {settings.currency}"))
+    return errors
+
+
+async def submit_lead(
+    session: AsyncSession,
+    settings: Settings,
+    data: schemas.LeadCreate,
+    *,
+    seller_business_id: str | None = None,
+) -> tuple[Lead, bool]:
+    """Store a new lead, or count a duplicate (same contact and category within the window) as seen again.
+
+    Returns the lead and whether it was a duplicate.
+    """
+    errors = _validate(settings, data)
+    region = DEFAULT_REGION_BY_CURRENCY.get(settings.currency, "IL")
+    phone = email = None
+    try:
+        phone = normalise_phone(data.contact.phone, "contact.phone", region)
+    except InvalidInput as exc:
+        errors += exc.errors
+    if data.contact.email:
+        try:
+            email = normalise_email(data.contact.email, "contact.email")
+        except InvalidInput as exc:
+            errors += exc.errors
+    if errors or phone is None:
+        raise InvalidInput(errors[0].message if len(errors) == 1 else "the lead is invalid", errors=errors)
+
+    now = utcnow()
+    key = dedup_key(data.category, phone)
+    window_start = now - timedelta(hours=settings.windows.dedup_hours)
+    existing = await session.scalar(
+        select(Lead.id)
+        .where(Lead.dedup_key == key, Lead.created_at >= window_start)
+        .order_by(Lead.created_at.desc())
+        .limit(1)
+    )
+    if existing is not None:
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == existing)
+            .values(seen_count=Lead.seen_count + 1, last_seen_at=now)
+        )
+        lead = await session.get(Lead, existing, populate_existing=True)
+        assert lead is not None
+        return lead, True
+
+    category = settings.categories[data.category]
+    lead = Lead(
+        id=new_id("lead"),
+        category=data.category,
+        region=data.region,
+        description=data.description.strip(),
+        budget_minor=data.budget.amount_minor,
+        currency=data.budget.currency,
+        source="business" if seller_business_id else "customer",
+        seller_business_id=seller_business_id,
+        referral_code=data.referral_code,
+        status="open",
+        max_exposures=category.max_exposures,
+        exposure_count=0,
+        is_exclusive=False,
+        waves_sent=0,
+        seen_count=1,
+        last_seen_at=now,
+        dedup_key=key,
+        created_at=now,
+        expires_at=now + timedelta(hours=settings.windows.lead_ttl_hours),
+    )
+    session.add(lead)
+    session.add(LeadContact(lead_id=lead.id, name=data.contact.name.strip(), phone=phone, email=email))
+    await session.flush()
+    return lead, False
+
+
+async def get_lead(session: AsyncSession, lead_id: str) -> Lead:
+    lead = await session.get(Lead, lead_id)
+    if lead is None:
+        raise NotFound(f"no lead {lead_id}")
+    return lead
+
+
+def summary(lead: Lead) -> schemas.LeadSummary:
+    return schemas.LeadSummary(
+        id=lead.id,
+        category=lead.category,
+        region=lead.region,
+        description=lead.description,
+        budget=MoneyOut(lead.budget_minor, lead.currency),
+        status=lead.status,
+        created_at=lead.created_at,
+    )
+
+
+async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
+    contact = await session.get(LeadContact, lead.id)
+    assert contact is not None
+    return schemas.LeadDetail(
+        id=lead.id,
+        category=lead.category,
+        region=lead.region,
+        description=lead.description,
+        budget=MoneyOut(lead.budget_minor, lead.currency),
+        status=lead.status,
+        source=lead.source,
+        seller_business_id=lead.seller_business_id,
+        referral_code=lead.referral_code,
+        exposure_count=lead.exposure_count,
+        max_exposures=lead.max_exposures,
+        is_exclusive=lead.is_exclusive,
+        seen_count=lead.seen_count,
+        created_at=lead.created_at,
+        expires_at=lead.expires_at,
+        contact=schemas.Contact(name=contact.name, phone=contact.phone, email=contact.email),
+    )

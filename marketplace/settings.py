@@ -1,0 +1,300 @@
+"""Settings: grouped dataclasses read from config/*.toml with environment variables on top.
+
+A wrong or missing setting raises SettingsError with one line naming the setting and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./marketplace.db"
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message is one line naming it and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    database_url: str
+    redis_url: str
+    secret_key: str
+    jurisdiction: str
+    max_body_bytes: int
+    intake_rate_limit_per_minute: int
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    dedup_hours: int
+    return_days: int
+    stale_days: int
+    offer_ttl_minutes: int
+    lead_ttl_hours: int
+
+
+@dataclass(frozen=True, slots=True)
+class Jurisdiction:
+    code: str
+    name: str
+    currency: str
+    vat_rate_bp: int
+    prices_include_vat: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    code: str
+    name: str
+    lead_price_minor: int
+    exclusive_price_minor: int
+    max_exposures: int
+    commission_rate_bp: int
+    wave_size: int
+    wave_delay_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    service: ServiceSettings
+    windows: Windows
+    jurisdictions: Mapping[str, Jurisdiction]
+    categories: Mapping[str, Category]
+    regions: Mapping[str, Region]
+    config_dir: Path = field(default=DEFAULT_CONFIG_DIR)
+
+    @property
+    def jurisdiction(self) -> Jurisdiction:
+        return self.jurisdictions[self.service.jurisdiction]
+
+    @property
+    def currency(self) -> str:
+        return self.jurisdiction.currency
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def _read_toml_dir(config_dir: Path) -> dict[str, Any]:
+    if not config_dir.is_dir():
+        raise SettingsError(f"MARKETPLACE_CONFIG_DIR: {config_dir} is not a folder")
+    merged: dict[str, Any] = {}
+    for path in sorted(config_dir.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path.name}: not valid TOML ({exc})") from exc
+        _deep_merge(merged, data)
+    return merged
+
+
+def _deep_merge(into: dict[str, Any], data: Mapping[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _env_value(raw: str) -> Any:
+    """Environment values are TOML literals when they parse as one (numbers, booleans), strings otherwise."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    service = data.setdefault("service", {})
+    for name, key in (
+        ("DATABASE_URL", "database_url"),
+        ("REDIS_URL", "redis_url"),
+        ("SECRET_KEY", "secret_key"),
+        ("MARKETPLACE_JURISDICTION", "jurisdiction"),
+    ):
+        if name in env:
+            service[key] = env[name]
+    for name, raw in env.items():
+        if not name.startswith("MARKETPLACE__"):
+            continue
+        path = [part.lower() for part in name.removeprefix("MARKETPLACE__").split("__")]
+        if len(path) != 2 or not all(path):
+            raise SettingsError(f"{name}: expected MARKETPLACE__<SECTION>__<KEY>")
+        data.setdefault(path[0], {})[path[1]] = _env_value(raw)
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _int(section: Mapping[str, Any], where: str, key: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    if key not in section:
+        raise SettingsError(f"{where}.{key}: missing")
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{where}.{key}: must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{where}.{key}: must be {bound}, got {value}")
+    return value
+
+
+def _str(section: Mapping[str, Any], where: str, key: str, *, allow_empty: bool = False) -> str:
+    if key not in section:
+        raise SettingsError(f"{where}.{key}: missing")
+    value = section[key]
+    if not isinstance(value, str) or (not allow_empty and not value.strip()):
+        raise SettingsError(f"{where}.{key}: must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _bool(section: Mapping[str, Any], where: str, key: str) -> bool:
+    value = section.get(key)
+    if not isinstance(value, bool):
+        raise SettingsError(f"{where}.{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{key}: missing section")
+    return value
+
+
+def _database_url(raw: str) -> str:
+    url = raw or SQLITE_DEFAULT_URL
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise SettingsError(
+            f"DATABASE_URL: must start with sqlite+aiosqlite:// or postgresql+asyncpg://, got {url.split(':', 1)[0]}:"
+        )
+    return url
+
+
+def _secret_key(raw: str, database_url: str) -> str:
+    if raw:
+        if len(raw) < 16:
+            raise SettingsError("SECRET_KEY: must be at least 16 characters")
+        return raw
+    if not database_url.startswith("sqlite"):
+        raise SettingsError("SECRET_KEY: required when the database is PostgreSQL (links must survive restarts)")
+    # The embedded default keeps a random secret beside its SQLite file so that links survive a restart.
+    db_path = database_url.split(":///", 1)[1] if ":///" in database_url else ""
+    if not db_path or db_path == ":memory:" or "mode=memory" in db_path:
+        return secrets.token_urlsafe(32)
+    secret_file = Path(db_path.split("?", 1)[0]).with_suffix(".secret")
+    if secret_file.exists():
+        return secret_file.read_text(encoding="utf-8").strip()
+    secret = secrets.token_urlsafe(32)
+    secret_file.parent.mkdir(parents=True, exist_ok=True)
+    secret_file.write_text(secret, encoding="utf-8")
+    secret_file.chmod(0o600)
+    return secret
+
+
+def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
+    svc = _section(data, "service")
+    database_url = _database_url(_str(svc, "service", "database_url", allow_empty=True))
+    redis_url = _str(svc, "service", "redis_url", allow_empty=True)
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"REDIS_URL: must start with redis:// or rediss://, got {redis_url!r}")
+    service = ServiceSettings(
+        database_url=database_url,
+        redis_url=redis_url,
+        secret_key=_secret_key(_str(svc, "service", "secret_key", allow_empty=True), database_url),
+        jurisdiction=_str(svc, "service", "jurisdiction"),
+        max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
+        intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
+    )
+    win = _section(data, "windows")
+    windows = Windows(
+        dedup_hours=_int(win, "windows", "dedup_hours", minimum=0),
+        return_days=_int(win, "windows", "return_days", minimum=0),
+        stale_days=_int(win, "windows", "stale_days", minimum=1),
+        offer_ttl_minutes=_int(win, "windows", "offer_ttl_minutes", minimum=1),
+        lead_ttl_hours=_int(win, "windows", "lead_ttl_hours", minimum=1),
+    )
+    jurisdictions: dict[str, Jurisdiction] = {}
+    for code, raw in _section(data, "jurisdictions").items():
+        where = f"jurisdictions.{code}"
+        if not isinstance(raw, Mapping):
+            raise SettingsError(f"{where}: must be a table")
+        currency = _str(raw, where, "currency")
+        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+            raise SettingsError(f"{where}.currency: must be an ISO 4217 code like ILS, got {currency!r}")
+        jurisdictions[code] = Jurisdiction(
+            code=code,
+            name=_str(raw, where, "name"),
+            currency=currency,
+            vat_rate_bp=_int(raw, where, "vat_rate_bp", maximum=10000),
+            prices_include_vat=_bool(raw, where, "prices_include_vat"),
+        )
+    if service.jurisdiction not in jurisdictions:
+        raise SettingsError(
+            f"MARKETPLACE_JURISDICTION: {service.jurisdiction!r} is not one of {sorted(jurisdictions)}"
+        )
+    categories: dict[str, Category] = {}
+    raw_categories = data.get("categories")
+    if not isinstance(raw_categories, list) or not raw_categories:
+        raise SettingsError("categories: at least one [[categories]] entry is required")
+    for i, raw in enumerate(raw_categories):
+        where = f"categories[{i}]"
+        code = _str(raw, where, "code")
+        where = f"categories.{code}"
+        if code in categories:
+            raise SettingsError(f"{where}: defined twice")
+        category = Category(
+            code=code,
+            name=_str(raw, where, "name"),
+            lead_price_minor=_int(raw, where, "lead_price_minor", minimum=1),
+            exclusive_price_minor=_int(raw, where, "exclusive_price_minor", minimum=1),
+            max_exposures=_int(raw, where, "max_exposures", minimum=1),
+            commission_rate_bp=_int(raw, where, "commission_rate_bp", maximum=10000),
+            wave_size=_int(raw, where, "wave_size", minimum=1),
+            wave_delay_seconds=_int(raw, where, "wave_delay_seconds", minimum=0),
+        )
+        if category.exclusive_price_minor < category.lead_price_minor:
+            raise SettingsError(f"{where}.exclusive_price_minor: must not be below lead_price_minor")
+        categories[code] = category
+    regions: dict[str, Region] = {}
+    raw_regions = data.get("regions")
+    if not isinstance(raw_regions, list) or not raw_regions:
+        raise SettingsError("regions: at least one [[regions]] entry is required")
+    for i, raw in enumerate(raw_regions):
+        code = _str(raw, f"regions[{i}]", "code")
+        if code in regions:
+            raise SettingsError(f"regions.{code}: defined twice")
+        regions[code] = Region(code=code, name=_str(raw, f"regions.{code}", "name"))
+    return Settings(service, windows, jurisdictions, categories, regions, config_dir)
+
+
+def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None = None) -> Settings:
+    env = os.environ if env is None else env
+    directory = Path(config_dir or env.get("MARKETPLACE_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
+    data = _read_toml_dir(directory)
+    _apply_env(data, env)
+    return _build(data, directory)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,59 @@
+"""The unit of work: one database transaction per request or job, and the jobs to enqueue once it commits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+
+@dataclass
+class UnitOfWork:
+    session: AsyncSession
+    _after_commit: list[Callable[[], Any]] = field(default_factory=list)
+
+    def after_commit(self, job: Callable[[], Any]) -> None:
+        """Run `job` only once the transaction has committed (e.g. enqueue a worker message)."""
+        self._after_commit.append(job)
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        jobs, self._after_commit = self._after_commit, []
+        for job in jobs:
+            result = job()
+            if hasattr(result, "__await__"):
+                await result
+
+    async def rollback(self) -> None:
+        self._after_commit.clear()
+        await self.session.rollback()
+
+
+class UnitOfWorkFactory:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    def __call__(self) -> _UowContext:
+        return _UowContext(self.sessions)
+
+
+class _UowContext:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._uow: UnitOfWork | None = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._uow = UnitOfWork(self._sessions())
+        return self._uow
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        assert self._uow is not None
+        try:
+            if exc_type is None:
+                await self._uow.commit()
+            else:
+                await self._uow.rollback()
+        finally:
+            await self._uow.session.close()

@@ -66,25 +66,16 @@ def create_app(
             "intake_limiter": RateLimiter(settings.service.intake_rate_limit_per_minute),
         }
     )
-    should_migrate = settings.service.is_sqlite if migrate_on_start is None else migrate_on_start
+    state["migrate_on_start"] = settings.service.is_sqlite if migrate_on_start is None else migrate_on_start
+    state["run_jobs_in_background"] = run_jobs_in_background
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        if should_migrate:
-            await migrate.upgrade(engine)
-        runtime.bind(runtime.Runtime(settings, uow, jobs))
-        background: asyncio.Task[None] | None = None
-        if run_jobs_in_background and isinstance(jobs, InProcessJobs):
-            background = asyncio.create_task(jobs.run_forever())
+        await startup(app.state)
         try:
             yield
         finally:
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
-            runtime.bind(None)
-            await engine.dispose()
+            await shutdown(app.state)
 
     app = Litestar(
         route_handlers=CONTROLLERS,
@@ -104,6 +95,25 @@ def create_app(
     )
     check_declared(app)
     return app
+
+
+async def startup(state: State) -> None:
+    """Migrate (embedded default), bind the workers' runtime to this process, start in-process jobs."""
+    if state.migrate_on_start:
+        await migrate.upgrade(state.engine)
+    runtime.bind(runtime.Runtime(state.settings, state.uow, state.jobs))
+    if state.run_jobs_in_background and isinstance(state.jobs, InProcessJobs):
+        state.background = asyncio.create_task(state.jobs.run_forever())
+
+
+async def shutdown(state: State) -> None:
+    background: asyncio.Task[None] | None = state.get("background")
+    if background is not None:
+        background.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await background
+    runtime.bind(None)
+    await state.engine.dispose()
 
 
 def _quiet_defaults(config: AppConfig) -> AppConfig:

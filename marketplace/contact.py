@@ -1,4 +1,4 @@
-"""Normalising contact details: phones to E.164 (libphonenumber), emails checked and lower-cased domain."""
+"""Normalising contact details: phones to E.164 (libphonenumber), emails checked and lower-cased."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
 
 def normalise_email(raw: str, field: str) -> str:
     try:
-        return validate_email(raw.strip(), check_deliverability=False).normalized
+        # Mailboxes are case-insensitive in practice; one spelling keeps sign-ups unique.
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise InvalidInput.field(field, str(exc)) from exc

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, patch, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from marketplace.businesses import schemas, services
 from marketplace.http.access import Access, access, current_principal
@@ -16,7 +17,7 @@ class BusinessController(Controller):
     tags = ["businesses"]
 
     @post("/businesses", opt=access(Access.PUBLIC), status_code=201)
-    async def register(self, state: State, data: schemas.BusinessCreate) -> schemas.BusinessCreated:
+    async def register(self, state: State, data: JSONBody[schemas.BusinessCreate]) -> schemas.BusinessCreated:
         """Sign up as a deal maker or a lead buyer; the API token in the answer is shown only once."""
         async with state.uow() as uow:
             business, token = await services.register_business(uow.session, state.settings, data)
@@ -31,7 +32,7 @@ class BusinessController(Controller):
 
     @patch("/businesses/me", opt=access(Access.BUSINESS))
     async def update_me(
-        self, state: State, request: Request[Any, Any, Any], data: schemas.BusinessUpdate
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.BusinessUpdate]
     ) -> schemas.Business:
         async with state.uow() as uow:
             business = await services.update_business(uow.session, state.settings, current_principal(request).id, data)
@@ -39,19 +40,19 @@ class BusinessController(Controller):
         return out
 
     @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))
-    async def get_one(self, state: State, business_id: str) -> schemas.Business:
+    async def get_one(self, state: State, business_id: FromPath[str]) -> schemas.Business:
         async with state.uow() as uow:
             return services.to_schema(await services.get_business(uow.session, business_id))
 
     @post("/businesses/{business_id:str}/status", opt=access(Access.OPERATOR), status_code=200)
-    async def change_status(self, state: State, business_id: str, data: schemas.StatusChange) -> schemas.Business:
+    async def change_status(self, state: State, business_id: FromPath[str], data: JSONBody[schemas.StatusChange]) -> schemas.Business:
         async with state.uow() as uow:
             business = await services.set_status(uow.session, business_id, data.status)
             out = services.to_schema(business)
         return out
 
     @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)
-    async def block(self, state: State, business_id: str, data: schemas.BlockRequest | None = None) -> schemas.Business:
+    async def block(self, state: State, business_id: FromPath[str], data: JSONBody[schemas.BlockRequest | None] = None) -> schemas.Business:
         """Block an account; by default it is also listed publicly as unreliable."""
         request = data or schemas.BlockRequest()
         async with state.uow() as uow:

@@ -34,13 +34,19 @@ def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Respo
     return _problem(exc.status_code, exc.title, exc.detail, exc.type_slug, **extra)
 
 
+_MISSING = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+)`")
+
+
 def _field_from(message: str, key: str | None) -> str:
+    """The dotted path of the offending field, from msgspec's `... - at `$.profile.daily_cap`` messages."""
     if key:
         return key
     match = _MSGSPEC_PATH.search(message)
-    if match:
-        return match.group("path").lstrip(".").replace("].", "].").replace("[", ".").replace("]", "") or "body"
-    return "body"
+    path = match.group("path").lstrip(".") if match else ""
+    named = _MISSING.search(message)
+    if named:
+        path = f"{path}.{named.group('name')}" if path else named.group("name")
+    return path or "body"
 
 
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:

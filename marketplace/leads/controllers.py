@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 
 from marketplace.http.access import Access, access, current_principal
 from marketplace.leads import schemas, services
@@ -21,7 +22,7 @@ class LeadController(Controller):
 
     @post("/leads", opt=access(Access.PUBLIC))
     async def submit(
-        self, state: State, request: Request[Any, Any, Any], data: schemas.LeadCreate
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.LeadCreate]
     ) -> Response[schemas.LeadAccepted]:
         """A customer's request. A duplicate within the window answers 200 with the existing lead's id."""
         state.intake_limiter.hit(_client_address(request))
@@ -29,7 +30,7 @@ class LeadController(Controller):
 
     @post("/businesses/me/leads", opt=access(Access.BUSINESS))
     async def sell(
-        self, state: State, request: Request[Any, Any, Any], data: schemas.LeadCreate
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.LeadCreate]
     ) -> Response[schemas.LeadAccepted]:
         """Sell an inquiry the business cannot serve; it earns from the lead's exposures."""
         return await self._accept(state, data, seller_business_id=current_principal(request).id)
@@ -50,6 +51,6 @@ class LeadController(Controller):
         )
 
     @get("/leads/{lead_id:str}", opt=access(Access.OPERATOR))
-    async def get_one(self, state: State, lead_id: str) -> schemas.LeadDetail:
+    async def get_one(self, state: State, lead_id: FromPath[str]) -> schemas.LeadDetail:
         async with state.uow() as uow:
             return await services.detail(uow.session, await services.get_lead(uow.session, lead_id))

@@ -1,0 +1,141 @@
+"""Fixtures: every storage test runs on SQLite and on PostgreSQL, through the real app and migrations.
+
+Under CI=true an unreachable PostgreSQL or Redis fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+from sqlalchemy import func, select, text
+
+from marketplace.app import create_app, shutdown, startup
+from marketplace.clock import clock
+from marketplace.db import migrate
+from marketplace.db.base import Base
+from marketplace.db.engine import create_engine
+from marketplace.settings import Settings, load_settings
+
+PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_TEST_DB = os.environ.get("TEST_PG_DATABASE", "marketplace_test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+def unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable: {exc!r}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing service is a failure, not a skip)")
+    pytest.skip(message)
+
+
+async def _fresh_postgres() -> str:
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable("PostgreSQL", exc)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{PG_TEST_DB}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{PG_TEST_DB}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    else:
+        url = await _fresh_postgres()
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    return url
+
+
+def make_settings(database_url: str, **env: str) -> Settings:
+    return load_settings(
+        env={
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET,
+            "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000",
+            **env,
+        }
+    )
+
+
+async def _truncate(database_url: str) -> None:
+    engine = create_engine(database_url)
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as conn:
+        if database_url.startswith("postgresql"):
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                await conn.execute(text(f"DELETE FROM {name}"))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def settings(database_url: str) -> AsyncIterator[Settings]:
+    await _truncate(database_url)
+    clock.reset()
+    yield make_settings(database_url)
+    clock.reset()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> Litestar:
+    return create_app(settings, migrate_on_start=False, run_jobs_in_background=False)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    # The app runs on the test's own event loop, so the database pool is shared safely with `db`.
+    await startup(app.state)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
+    finally:
+        await shutdown(app.state)
+
+
+class DbProbe:
+    """Reads for assertions on what the database really holds, each in its own short transaction
+    (a session left open would hold SQLite's write lock against the app)."""
+
+    def __init__(self, app: Litestar) -> None:
+        self._sessions = app.state.sessions
+
+    async def scalar(self, query: Any) -> Any:
+        async with self._sessions() as session:
+            return await session.scalar(query)
+
+    async def scalars(self, query: Any) -> list[Any]:
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
+
+    async def count(self, model: Any, *where: Any) -> int:
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+@pytest.fixture
+def db(app: Litestar) -> DbProbe:
+    return DbProbe(app)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(Path(item.path)):
+            item.add_marker(pytest.mark.integration)

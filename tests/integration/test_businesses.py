@@ -1,0 +1,91 @@
+"""Sign-up, own account, profile changes and operators' status changes over HTTP."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from marketplace.db.models import ApiToken, Business
+from marketplace.identity.tokens import hash_token
+from tests.factories import auth, business_body, operator_token, register
+
+
+async def test_sign_up_each_mode_returns_token_once_and_stores_it_hashed(client, db):
+    for mode in ("deal_maker", "lead_buyer"):
+        body = business_body(mode, phone="052-555-0177" if mode == "deal_maker" else "+972 52 555 0178")
+        response = await client.post("/v1/businesses", json=body)
+        assert response.status_code == 201, response.text
+        data = response.json()
+        assert data["mode"] == mode
+        assert data["status"] == "active"
+        assert data["phone"].startswith("+97252555")
+        assert data["profile"]["categories"] == ["plumbing", "renovation"]
+        token = data["api_token"]
+        stored = await db.scalar(select(ApiToken).where(ApiToken.business_id == data["id"]))
+        assert stored.token_hash == hash_token(token) and token not in stored.token_hash
+        me = await client.get("/v1/businesses/me", headers=auth(token))
+        assert me.status_code == 200
+        assert "api_token" not in me.json()
+        assert me.json()["id"] == data["id"]
+
+
+async def test_profile_change_keeps_what_is_not_sent(client):
+    _, token = await register(client, "deal_maker")
+    response = await client.patch(
+        "/v1/businesses/me",
+        headers=auth(token),
+        json={"name": "Renamed", "profile": {"regions": ["haifa"], "daily_cap": 5}},
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["name"] == "Renamed"
+    assert data["profile"]["regions"] == ["haifa"]
+    assert data["profile"]["daily_cap"] == 5
+    assert data["profile"]["categories"] == ["plumbing", "renovation"]
+    again = await client.get("/v1/businesses/me", headers=auth(token))
+    assert again.json()["profile"] == data["profile"]
+
+
+async def test_profile_change_with_caps_out_of_order_is_refused(client):
+    _, token = await register(client)
+    response = await client.patch("/v1/businesses/me", headers=auth(token), json={"profile": {"daily_cap": 9999}})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "profile.monthly_cap"
+    me = await client.get("/v1/businesses/me", headers=auth(token))
+    assert me.json()["profile"]["daily_cap"] == 50
+
+
+async def test_duplicate_email_is_a_conflict(client, db):
+    body = business_body()
+    assert (await client.post("/v1/businesses", json=body)).status_code == 201
+    again = business_body(email=body["email"].upper())
+    response = await client.post("/v1/businesses", json=again)
+    assert response.status_code == 409
+    assert response.json()["errors"] == [{"field": "email", "message": "already registered"}]
+    assert await db.count(Business) == 1
+
+
+async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client):
+    business_id, token = await register(client)
+    op = await operator_token(app)
+    response = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"reason": "fraud"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "blocked"
+    listed = await client.get("/v1/unreliable")
+    assert [b["id"] for b in listed.json()] == [business_id]
+    # A blocked business may still read its account, but no longer act.
+    assert (await client.get("/v1/businesses/me", headers=auth(token))).status_code == 200
+    refused = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "x"})
+    assert refused.status_code == 403
+
+
+async def test_operator_suspends_and_reactivates(app, client):
+    business_id, _ = await register(client)
+    op = await operator_token(app)
+    for status in ("suspended", "active"):
+        response = await client.post(
+            f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": status}
+        )
+        assert response.status_code == 200
+        assert response.json()["status"] == status
+    missing = await client.post("/v1/businesses/biz_nope/status", headers=auth(op), json={"status": "active"})
+    assert missing.status_code == 404

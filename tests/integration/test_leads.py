@@ -1,0 +1,70 @@
+"""Lead intake over HTTP: customers, duplicates, businesses selling an inquiry, the contact kept apart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from marketplace.clock import clock
+from marketplace.db.models import Lead, LeadContact
+from tests.factories import auth, lead_body, operator_token, register
+
+
+async def test_customer_lead_is_normalised_and_contact_stored_apart(app, client, db):
+    body = lead_body(contact={"phone": "052-555-0199", "email": "Dana@Example.COM"})
+    response = await client.post("/v1/leads", json=body)
+    assert response.status_code == 201, response.text
+    lead_id = response.json()["id"]
+    assert response.json()["status"] == "open"
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.budget_minor == 150_000 and lead.currency == "ILS" and lead.source == "customer"
+    assert not hasattr(lead, "phone")
+    contact = await db.scalar(select(LeadContact).where(LeadContact.lead_id == lead_id))
+    assert contact.phone == "+972525550199"
+    assert contact.email == "dana@example.com"
+    op = await operator_token(app)
+    detail = await client.get(f"/v1/leads/{lead_id}", headers=auth(op))
+    assert detail.json()["contact"]["phone"] == "+972525550199"
+
+
+async def test_duplicate_within_window_is_one_lead_seen_again(client, db):
+    body = lead_body()
+    first = await client.post("/v1/leads", json=body)
+    # Same phone written differently, same category: the same customer with the same need.
+    again = dict(body, contact=dict(body["contact"], phone=body["contact"]["phone"].replace("+972", "0")))
+    second = await client.post("/v1/leads", json=again)
+    assert first.status_code == 201 and second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert second.json()["duplicate"] is True
+    assert await db.count(Lead) == 1
+    assert await db.scalar(select(Lead.seen_count)) == 2
+    other_category = await client.post("/v1/leads", json=dict(body, category="renovation"))
+    assert other_category.status_code == 201
+    assert await db.count(Lead) == 2
+
+
+async def test_same_contact_after_the_window_is_a_new_lead(settings, client, db):
+    body = lead_body()
+    assert (await client.post("/v1/leads", json=body)).status_code == 201
+    clock.advance(timedelta(hours=settings.windows.dedup_hours, minutes=1))
+    response = await client.post("/v1/leads", json=body)
+    assert response.status_code == 201
+    assert await db.count(Lead) == 2
+
+
+async def test_business_sells_an_inquiry(client, db):
+    seller_id, token = await register(client, "lead_buyer")
+    response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(category="legal"))
+    assert response.status_code == 201, response.text
+    lead = await db.scalar(select(Lead).where(Lead.id == response.json()["id"]))
+    assert lead.source == "business" and lead.seller_business_id == seller_id
+    anonymous = await client.post("/v1/businesses/me/leads", json=lead_body())
+    assert anonymous.status_code == 401
+
+
+async def test_intake_is_rate_limited_per_client_address(app, client, db):
+    app.state.intake_limiter.per_minute = 3
+    statuses = [(await client.post("/v1/leads", json=lead_body())).status_code for _ in range(5)]
+    assert statuses == [201, 201, 201, 429, 429]
+    assert await db.count(Lead) == 3

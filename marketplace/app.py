@@ -24,7 +24,10 @@ from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.problems import EXCEPTION_HANDLERS
 from marketplace.http.ratelimit import RateLimiter
 from marketplace.jobs import DramatiqJobs, InProcessJobs
+from marketplace.exposures.controllers import ExposureController
 from marketplace.leads.controllers import LeadController
+from marketplace.offers.controllers import OfferController
+from marketplace.ranking.rotation import RotationRanker
 from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
 from workers import runtime
@@ -32,7 +35,9 @@ from workers.broker import make_broker, use_broker
 
 log = logging.getLogger("marketplace")
 
-CONTROLLERS: list[Any] = [CatalogController, BusinessController, LeadController]
+CONTROLLERS: list[Any] = [CatalogController, BusinessController, LeadController, OfferController, ExposureController]
+# How often the periodic jobs (expiry, stale leads, lost first waves) are enqueued.
+PERIODIC_SECONDS = 30.0
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -63,6 +68,7 @@ def create_app(
             "sessions": sessions,
             "uow": uow,
             "jobs": jobs,
+            "ranker": RotationRanker(),
             "intake_limiter": RateLimiter(settings.service.intake_rate_limit_per_minute),
         }
     )
@@ -101,9 +107,24 @@ async def startup(state: State) -> None:
     """Migrate (embedded default), bind the workers' runtime to this process, start in-process jobs."""
     if state.migrate_on_start:
         await migrate.upgrade(state.engine)
-    runtime.bind(runtime.Runtime(state.settings, state.uow, state.jobs))
-    if state.run_jobs_in_background and isinstance(state.jobs, InProcessJobs):
-        state.background = asyncio.create_task(state.jobs.run_forever())
+    runtime.bind(runtime.Runtime(state.settings, state.uow, state.jobs, state.ranker))
+    if state.run_jobs_in_background:
+        state.background = asyncio.create_task(_periodic(state))
+
+
+async def _periodic(state: State) -> None:
+    """Enqueue the periodic jobs (every replica may: they are idempotent) and, in process, run due jobs."""
+    from workers.actors import PERIODIC
+
+    last = float("-inf")
+    loop = asyncio.get_running_loop()
+    while True:
+        if loop.time() - last >= PERIODIC_SECONDS:
+            last = loop.time()
+            for name in PERIODIC:
+                state.jobs.enqueue(name)
+        await state.jobs.run_due()
+        await asyncio.sleep(0.2)
 
 
 async def shutdown(state: State) -> None:

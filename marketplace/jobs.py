@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import itertools
 import logging
 from datetime import datetime, timedelta
@@ -61,17 +62,13 @@ class InProcessJobs:
         async with self._lock:
             while self._heap and self._heap[0][0] <= utcnow():
                 _, _, name, args = heapq.heappop(self._heap)
-                actor = self.broker.get_actor(name)
+                # dramatiq wraps async actors to run on its own loop thread; here we await the coroutine itself.
+                job = inspect.unwrap(self.broker.get_actor(name).fn)
                 try:
-                    result = actor.fn(*args)
+                    result = job(*args)
                     if asyncio.iscoroutine(result):
                         await result
                 except Exception:
                     log.exception("job %s%r failed", name, args)
                 ran += 1
         return ran
-
-    async def run_forever(self, interval: float = 0.2) -> None:
-        while True:
-            await self.run_due()
-            await asyncio.sleep(interval)

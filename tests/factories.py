@@ -72,3 +72,35 @@ async def operator_token(app: Any, name: str = "Test operator") -> str:
     async with app.state.uow() as uow:
         _, token = await create_operator(uow.session, name)
     return token
+
+
+async def submit_lead(client: httpx.AsyncClient, **overrides: Any) -> str:
+    response = await client.post("/v1/leads", json=lead_body(**overrides))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def offer_lead_to(app: Any, lead_id: str, business_ids: list[str]) -> list[str]:
+    """Offers of one lead to many businesses at once (setup for races; waves offer a few at a time)."""
+    from datetime import timedelta
+
+    from marketplace.clock import utcnow
+    from marketplace.db.models import Offer
+    from marketplace.ids import new_id
+
+    now = utcnow()
+    ids = []
+    async with app.state.uow() as uow:
+        for rank, business_id in enumerate(business_ids, start=1):
+            offer = Offer(id=new_id("off"), lead_id=lead_id, business_id=business_id, wave=1, rank=rank, score=0.0,
+                          factors={"policy": "test"}, status="open", created_at=now,
+                          expires_at=now + timedelta(hours=1))
+            uow.session.add(offer)
+            ids.append(offer.id)
+    return ids
+
+
+async def offers_of(client: httpx.AsyncClient, token: str) -> list[dict[str, Any]]:
+    response = await client.get("/v1/offers", headers=auth(token))
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])

@@ -1,20 +1,65 @@
-"""The actors. Each takes ids, runs one service call in one unit of work, and is safe to deliver twice."""
+"""The actors. Each takes ids, runs one service call in one unit of work, and is safe to deliver twice.
+
+The job functions stay plain coroutines (tests and the in-process queue await them); `ALL` holds the
+dramatiq actors declared from them.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import dramatiq
 
+from marketplace.exposures import services as exposures
+from marketplace.offers import services as offers
 from workers import runtime
 
 
-@dramatiq.actor(queue_name="leads", max_retries=3)
 async def lead_submitted(lead_id: str) -> None:
-    """A new lead is in: make its first wave of offers."""
-    from marketplace.offers import services
+    """A new lead is in: offer it to its first wave."""
+    await send_wave(lead_id, 1)
 
+
+async def send_wave(lead_id: str, wave: int) -> None:
+    """Offer the lead to the next candidates; schedules the wave after it while the lead is not full."""
     rt = runtime.current()
     async with rt.uow() as uow:
-        await services.send_wave(uow, rt.settings, rt.jobs, lead_id, wave=1)
+        await offers.send_wave(uow, rt.settings, rt.jobs, rt.ranker, lead_id, wave)
 
 
-ALL = [lead_submitted]
+async def expire_lapsed() -> None:
+    """Offers past their time expire; leads nobody filled in time close."""
+    rt = runtime.current()
+    async with rt.uow() as uow:
+        await offers.expire_lapsed(uow.session)
+
+
+async def mark_stale() -> None:
+    """Deals with no status update for the configured time become stale."""
+    rt = runtime.current()
+    async with rt.uow() as uow:
+        await exposures.mark_stale(uow.session, rt.settings)
+
+
+async def resend_first_waves() -> None:
+    """Leads whose first wave never went out (a lost message, a restart) get it now."""
+    rt = runtime.current()
+    async with rt.uow() as uow:
+        waiting = await offers.leads_waiting_for_first_wave(uow.session, older_than=timedelta(minutes=1))
+    for lead_id in waiting:
+        rt.jobs.enqueue("send_wave", lead_id, 1)
+
+
+def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:
+    return dramatiq.actor(fn, actor_name=fn.__name__, queue_name=queue, max_retries=retries)
+
+
+ALL = [
+    _actor(lead_submitted, "leads", 5),
+    _actor(send_wave, "leads", 5),
+    _actor(expire_lapsed, "maintenance", 3),
+    _actor(mark_stale, "maintenance", 3),
+    _actor(resend_first_waves, "maintenance", 3),
+]
+PERIODIC = ["expire_lapsed", "mark_stale", "resend_first_waves"]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.jobs import DramatiqJobs, Jobs
+from marketplace.ranking.ports import Ranker
+from marketplace.ranking.rotation import RotationRanker
 from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
 
@@ -19,6 +21,7 @@ class Runtime:
     settings: Settings
     uow: UnitOfWorkFactory
     jobs: Jobs
+    ranker: Ranker
 
 
 _runtime: Runtime | None = None
@@ -36,5 +39,10 @@ def current() -> Runtime:
 
         settings = get_settings()
         engine = create_engine(settings.service.database_url)
-        _runtime = Runtime(settings, UnitOfWorkFactory(create_session_factory(engine)), DramatiqJobs(dramatiq.get_broker()))
+        _runtime = Runtime(
+            settings,
+            UnitOfWorkFactory(create_session_factory(engine)),
+            DramatiqJobs(dramatiq.get_broker()),
+            RotationRanker(),
+        )
     return _runtime

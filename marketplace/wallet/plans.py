@@ -280,7 +280,7 @@ class _Reader:
                 self.fail(_join(path, key), "is required")
         for key in value:
             if key not in required and key not in optional:
-                self.fail(_join(path, str(key)), "is not a field of a plan here")
+                self.fail(_join(path, str(key)), "is not a known field")
         return value
 
     def integer(self, value: Any, path: str, *, minimum: int, maximum: int | None = None) -> int | None:

@@ -1,0 +1,99 @@
+"""HTTP routes of exposures: own list and detail with contact, status updates, exclusive upgrade, returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromHeader, FromPath, FromQuery, JSONBody
+
+from marketplace.exposures import schemas, services
+from marketplace.http.access import Access, access, current_principal
+from marketplace.http.idempotency import request_hash, run_idempotent
+from marketplace.http.pagination import Page, check_limit
+from marketplace.schemas import MoneyOut
+from marketplace.uow import UnitOfWork
+
+
+class ExposureController(Controller):
+    path = "/v1"
+    tags = ["exposures"]
+
+    @get("/exposures", opt=access(Access.BUSINESS))
+    async def list_exposures(
+        self, state: State, request: Request[Any, Any, Any], limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
+    ) -> Page[schemas.Exposure]:
+        async with state.uow() as uow:
+            rows, next_cursor = await services.list_own(
+                uow.session, current_principal(request), check_limit(limit), cursor, status
+            )
+            items = [await services.to_schema(uow.session, state.settings, e) for e in rows]
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get("/exposures/{exposure_id:str}", opt=access(Access.BUSINESS))
+    async def get_exposure(
+        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str]
+    ) -> schemas.Exposure:
+        async with state.uow() as uow:
+            exposure = await services.get_own(uow.session, current_principal(request), exposure_id)
+            return await services.to_schema(uow.session, state.settings, exposure)
+
+    @post("/exposures/{exposure_id:str}/status", opt=access(Access.BUSINESS), status_code=200)
+    async def update_status(
+        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
+        data: JSONBody[schemas.StatusUpdate],
+    ) -> schemas.Exposure:
+        """Move the deal along its pipeline; an impossible move is a 409 naming the allowed next states."""
+        async with state.uow() as uow:
+            exposure = await services.update_status(uow.session, current_principal(request), exposure_id, data)
+            return await services.to_schema(uow.session, state.settings, exposure)
+
+    @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
+    async def upgrade(
+        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
+        idempotency_key: FromHeader[str | None] = None,
+    ) -> Response[Any]:
+        business = current_principal(request)
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            exposure = await services.upgrade_to_exclusive(uow.session, state.settings, business, exposure_id)
+            return 200, await services.to_schema(uow.session, state.settings, exposure)
+
+        fingerprint = request_hash("POST", request.url.path, None)
+        return await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+
+    @post("/exposures/{exposure_id:str}/return", opt=access(Access.BUSINESS), status_code=200)
+    async def return_lead(
+        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
+        data: JSONBody[schemas.ReturnRequest], idempotency_key: FromHeader[str | None] = None,
+    ) -> Response[Any]:
+        """Return an irrelevant lead: a deal maker gets a replacement offer, a lead buyer a refund."""
+        business = current_principal(request)
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            exposure, replacement = await services.return_exposure(
+                uow.session, state.settings, business, exposure_id, data.reason
+            )
+            refund = MoneyOut(exposure.price_minor, exposure.currency) if exposure.price_minor else None
+            return 200, schemas.ReturnResult(
+                exposure_id=exposure.id,
+                status=exposure.status,
+                refund=refund,
+                replacement_offer_id=replacement.id if replacement else None,
+            )
+
+        fingerprint = request_hash("POST", request.url.path, data)
+        return await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+
+    @get("/businesses/me/stats", opt=access(Access.BUSINESS))
+    async def my_stats(self, state: State, request: Request[Any, Any, Any]) -> schemas.BusinessStats:
+        """Own exposures, return rate and stale leads."""
+        async with state.uow() as uow:
+            return await services.business_stats(uow.session, current_principal(request).id)
+
+    @get("/businesses/{business_id:str}/stats", opt=access(Access.OPERATOR))
+    async def stats(self, state: State, business_id: FromPath[str]) -> schemas.BusinessStats:
+        async with state.uow() as uow:
+            return await services.business_stats(uow.session, business_id)

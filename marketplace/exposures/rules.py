@@ -1,0 +1,32 @@
+"""The deal status pipeline as pure rules: which status may follow which, and what each needs."""
+
+from __future__ import annotations
+
+# new → contacted → quoted → won | lost, then won → invoiced → paid. A business may skip forward
+# (a first call can end in a sale), never go back; lost, paid and returned are final.
+NEXT: dict[str, tuple[str, ...]] = {
+    "new": ("contacted", "quoted", "won", "lost"),
+    "contacted": ("quoted", "won", "lost"),
+    "quoted": ("won", "lost"),
+    "won": ("invoiced", "paid"),
+    "invoiced": ("paid",),
+    "lost": (),
+    "paid": (),
+    "returned": (),
+}
+# Statuses that keep a deal open: a business that has not updated one in time has a stale lead.
+OPEN = ("new", "contacted", "quoted", "won", "invoiced")
+# A lead may be returned only before any deal was made on it.
+RETURNABLE = ("new", "contacted", "quoted", "lost")
+
+
+def allowed_next(status: str) -> tuple[str, ...]:
+    return NEXT.get(status, ())
+
+
+def can_move(current: str, target: str) -> bool:
+    return target in allowed_next(current)
+
+
+def turnover_required(target: str) -> bool:
+    return target == "paid"

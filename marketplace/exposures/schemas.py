@@ -1,0 +1,70 @@
+"""Exposures on the wire: the contact the business paid for or was assigned, its status and history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from marketplace.leads.schemas import Contact, LeadSummary
+from marketplace.schemas import MoneyIn, MoneyOut
+
+
+class HistoryEntry(msgspec.Struct):
+    actor: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+    turnover: MoneyOut | None = None
+    note: str | None = None
+
+
+class Exposure(msgspec.Struct):
+    id: str
+    lead_id: str
+    offer_id: str
+    business_id: str
+    mode: str
+    kind: str
+    price: MoneyOut
+    commission_rate_bp: int
+    status: str
+    turnover: MoneyOut | None
+    stale: bool
+    lead: LeadSummary
+    contact: Contact
+    created_at: datetime
+    status_changed_at: datetime
+    returnable_until: datetime
+    returned_at: datetime | None
+    return_reason: str | None
+    history: list[HistoryEntry]
+
+
+class StatusUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["contacted", "quoted", "won", "lost", "invoiced", "paid"]
+    turnover: MoneyIn | None = None
+    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class ReturnRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class ReturnResult(msgspec.Struct):
+    exposure_id: str
+    status: str
+    refund: MoneyOut | None
+    replacement_offer_id: str | None
+
+
+class BusinessStats(msgspec.Struct):
+    business_id: str
+    exposures: int
+    returned: int
+    return_rate_bp: int
+    stale: int
+    won: int
+    lost: int
+    paid: int

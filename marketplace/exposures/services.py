@@ -1,0 +1,232 @@
+"""Exposure commands: read own exposures, move the deal status, upgrade to exclusive, return, mark stale."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.db.models import Exposure, ExposureEvent, Lead, LeadContact, Offer
+from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
+from marketplace.exposures import rules, schemas
+from marketplace.identity.services import Principal
+from marketplace.leads.schemas import Contact
+from marketplace.leads.services import summary
+from marketplace.offers.services import close_open_offers, offer_replacement
+from marketplace.schemas import MoneyOut
+from marketplace.settings import Settings
+
+
+async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
+    """A business's own exposure; another's is a 404, so ids reveal nothing."""
+    query = select(Exposure).where(Exposure.id == exposure_id, Exposure.business_id == business.id)
+    if lock:
+        query = query.with_for_update()
+    exposure = (await session.execute(query)).scalar_one_or_none()
+    if exposure is None:
+        raise NotFound(f"no exposure {exposure_id}")
+    return exposure
+
+
+async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposure) -> schemas.Exposure:
+    lead = await session.get(Lead, exposure.lead_id)
+    contact = await session.get(LeadContact, exposure.lead_id)
+    assert lead is not None and contact is not None
+    events = await session.scalars(
+        select(ExposureEvent).where(ExposureEvent.exposure_id == exposure.id).order_by(ExposureEvent.id)
+    )
+    cur = exposure.currency
+    return schemas.Exposure(
+        id=exposure.id,
+        lead_id=exposure.lead_id,
+        offer_id=exposure.offer_id,
+        business_id=exposure.business_id,
+        mode=exposure.mode,
+        kind=exposure.kind,
+        price=MoneyOut(exposure.price_minor, cur),
+        commission_rate_bp=exposure.commission_rate_bp,
+        status=exposure.status,
+        turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
+        stale=exposure.stale,
+        lead=summary(lead),
+        contact=Contact(name=contact.name, phone=contact.phone, email=contact.email),
+        created_at=exposure.created_at,
+        status_changed_at=exposure.status_changed_at,
+        returnable_until=exposure.created_at + timedelta(days=settings.windows.return_days),
+        returned_at=exposure.returned_at,
+        return_reason=exposure.return_reason,
+        history=[
+            schemas.HistoryEntry(
+                actor=e.actor,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                at=e.at,
+                turnover=None if e.turnover_minor is None else MoneyOut(e.turnover_minor, cur),
+                note=e.note,
+            )
+            for e in events
+        ],
+    )
+
+
+async def list_own(
+    session: AsyncSession, business: Principal, limit: int, cursor: str | None, status: str | None
+) -> tuple[list[Exposure], str | None]:
+    query = select(Exposure).where(Exposure.business_id == business.id)
+    if status:
+        query = query.where(Exposure.status == status)
+    if cursor:
+        query = query.where(Exposure.id < cursor)
+    rows = list(await session.scalars(query.order_by(Exposure.id.desc()).limit(limit + 1)))
+    items = rows[:limit]
+    return items, (items[-1].id if len(rows) > limit and items else None)
+
+
+def _record(session: AsyncSession, exposure: Exposure, actor: str, to_status: str, note: str | None = None) -> None:
+    session.add(
+        ExposureEvent(
+            exposure_id=exposure.id,
+            actor=actor,
+            from_status=exposure.status,
+            to_status=to_status,
+            turnover_minor=exposure.turnover_minor,
+            note=note,
+            at=utcnow(),
+        )
+    )
+
+
+async def update_status(
+    session: AsyncSession, business: Principal, exposure_id: str, data: schemas.StatusUpdate
+) -> Exposure:
+    exposure = await get_own(session, business, exposure_id, lock=True)
+    if not rules.can_move(exposure.status, data.status):
+        allowed = rules.allowed_next(exposure.status)
+        raise Conflict(
+            f"cannot go from {exposure.status} to {data.status}; allowed next: {', '.join(allowed) or 'none'}",
+            extra={"current_status": exposure.status, "allowed_next": list(allowed)},
+        )
+    if data.turnover is not None:
+        if data.status not in ("won", "invoiced", "paid"):
+            raise InvalidInput.field("turnover", "a turnover belongs to a won, invoiced or paid deal")
+        if data.turnover.currency != exposure.currency:
+            raise InvalidInput.field("turnover.currency", f"this deal is in {exposure.currency}")
+        exposure.turnover_minor = data.turnover.amount_minor
+    if rules.turnover_required(data.status) and exposure.turnover_minor is None:
+        raise InvalidInput("a paid deal needs its turnover", errors=[FieldError("turnover", "required for paid")])
+    _record(session, exposure, business.actor, data.status, data.note)
+    exposure.status = data.status
+    exposure.status_changed_at = utcnow()
+    exposure.stale = False
+    await session.flush()
+    return exposure
+
+
+async def upgrade_to_exclusive(session: AsyncSession, settings: Settings, business: Principal, exposure_id: str) -> Exposure:
+    """A lead buyer holding the only exposure buys it exclusively, paying the difference to the exclusive price."""
+    exposure = await get_own(session, business, exposure_id, lock=True)
+    if exposure.kind == "exclusive":
+        raise Conflict("this exposure is already exclusive")
+    if exposure.kind != "shared" or exposure.status == "returned":
+        raise Conflict("only a lead buyer's shared exposure can become exclusive")
+    # Decided by the lead row: only while this exposure is the one and only.
+    won = await session.execute(
+        update(Lead)
+        .where(Lead.id == exposure.lead_id, Lead.exposure_count == 1, Lead.is_exclusive.is_(False))
+        .values(is_exclusive=True, status="full")
+    )
+    if won.rowcount != 1:
+        raise Conflict("a competitor already holds an exposure of this lead, so it can no longer be exclusive")
+    lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
+    assert lead is not None
+    category = settings.categories[lead.category]
+    exposure.price_minor = max(exposure.price_minor, category.exclusive_price_minor)
+    exposure.kind = "exclusive"
+    session.add(
+        ExposureEvent(
+            exposure_id=exposure.id, actor=business.actor, from_status=exposure.status, to_status=exposure.status,
+            note="upgraded to exclusive", at=utcnow(),
+        )
+    )
+    await close_open_offers(session, lead.id)
+    await session.flush()
+    return exposure
+
+
+async def return_exposure(
+    session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, reason: str
+) -> tuple[Exposure, Offer | None]:
+    """Return an irrelevant lead within the window. Its slot goes back to the market; a deal maker gets a
+    replacement offer, a lead buyer's price is owed back as a refund (the wallet credits it)."""
+    if not reason.strip():
+        raise InvalidInput.field("reason", "say why the lead is irrelevant")
+    exposure = await get_own(session, business, exposure_id, lock=True)
+    now = utcnow()
+    if exposure.status not in rules.RETURNABLE:
+        raise Conflict(f"a lead in status {exposure.status} cannot be returned")
+    deadline = exposure.created_at + timedelta(days=settings.windows.return_days)
+    if now > deadline:
+        raise Conflict(f"the return window closed at {deadline.isoformat()}",
+                       extra={"returnable_until": deadline.isoformat()})
+    _record(session, exposure, business.actor, "returned", reason.strip())
+    exposure.status = "returned"
+    exposure.status_changed_at = now
+    exposure.returned_at = now
+    exposure.return_reason = reason.strip()
+    exposure.stale = False
+    await session.execute(
+        update(Lead)
+        .where(Lead.id == exposure.lead_id)
+        .values(
+            exposure_count=Lead.exposure_count - 1,
+            is_exclusive=False,
+            status=case((Lead.expires_at > now, "open"), else_="expired"),
+        )
+    )
+    replacement = None
+    if exposure.mode == "deal_maker":
+        replacement = await offer_replacement(session, settings, business.id, exposure)
+    await session.flush()
+    return exposure, replacement
+
+
+async def mark_stale(session: AsyncSession, settings: Settings) -> int:
+    """Open deals with no update for `stale_days` become stale. Idempotent."""
+    cutoff = utcnow() - timedelta(days=settings.windows.stale_days)
+    result = await session.execute(
+        update(Exposure)
+        .where(Exposure.status.in_(rules.OPEN), Exposure.status_changed_at <= cutoff, Exposure.stale.is_(False))
+        .values(stale=True)
+    )
+    return result.rowcount
+
+
+async def business_stats(session: AsyncSession, business_id: str) -> schemas.BusinessStats:
+    def count_where(*conditions: object) -> object:
+        return func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0)  # type: ignore[arg-type]
+
+    row = (
+        await session.execute(
+            select(
+                func.count(Exposure.id),
+                count_where(Exposure.status == "returned"),
+                count_where(Exposure.stale.is_(True)),
+                count_where(Exposure.status.in_(("won", "invoiced", "paid"))),
+                count_where(Exposure.status == "lost"),
+                count_where(Exposure.status == "paid"),
+            ).where(Exposure.business_id == business_id)
+        )
+    ).one()
+    total, returned, stale, won, lost, paid = (int(v or 0) for v in row)
+    return schemas.BusinessStats(
+        business_id=business_id,
+        exposures=total,
+        returned=returned,
+        return_rate_bp=(returned * 10_000 // total) if total else 0,
+        stale=stale,
+        won=won,
+        lost=lost,
+        paid=paid,
+    )

@@ -1,0 +1,74 @@
+"""HTTP routes of offers: a business's current offers, claiming one, and operators' view of a lead's ranking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromHeader, FromPath, FromQuery, JSONBody
+
+from marketplace.clock import utcnow
+from marketplace.exposures.services import to_schema
+from marketplace.http.access import Access, access, current_principal
+from marketplace.http.idempotency import request_hash, run_idempotent
+from marketplace.http.pagination import Page, check_limit
+from marketplace.leads.services import get_lead
+from marketplace.offers import schemas, services
+from marketplace.uow import UnitOfWork
+
+
+class OfferController(Controller):
+    path = "/v1"
+    tags = ["offers"]
+
+    @get("/offers", opt=access(Access.BUSINESS))
+    async def list_offers(
+        self, state: State, request: Request[Any, Any, Any], limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[schemas.Offer]:
+        """Leads offered to the calling business now: summaries only, never the contact."""
+        async with state.uow() as uow:
+            items, next_cursor = await services.list_offers(
+                uow.session, state.settings, current_principal(request), check_limit(limit), cursor
+            )
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post("/offers/{offer_id:str}/claim", opt=access(Access.BUSINESS), status_code=201)
+    async def claim(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        offer_id: FromPath[str],
+        data: JSONBody[schemas.ClaimRequest | None] = None,
+        idempotency_key: FromHeader[str | None] = None,
+    ) -> Response[Any]:
+        """Claim an offer: 201 with the exposure and the lead's contact; 409 when taken, full or not exclusive-able."""
+        business = current_principal(request)
+        claim = data or schemas.ClaimRequest()
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            exposure = await services.claim_offer(uow.session, state.settings, business, offer_id, claim.exclusive)
+            return 201, await to_schema(uow.session, state.settings, exposure)
+
+        fingerprint = request_hash("POST", request.url.path, claim)
+        return await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+
+    @get("/leads/{lead_id:str}/ranking", opt=access(Access.OPERATOR))
+    async def ranking(self, state: State, lead_id: FromPath[str]) -> schemas.LeadRanking:
+        """The lead's candidates as the ranker orders them now, each with its score's factors; those
+        already offered the lead are listed with the score and rank recorded on their offer."""
+        async with state.uow() as uow:
+            lead = await get_lead(uow.session, lead_id)
+            ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow())
+            offered = await services.offers_of_lead(uow.session, lead_id)
+        candidates = [
+            schemas.RankedCandidate(business_id=o.business_id, rank=o.rank, score=o.score, factors=o.factors,
+                                    offered=True)
+            for o in offered
+        ] + [
+            schemas.RankedCandidate(business_id=r.business_id, rank=i, score=r.score, factors=r.factors,
+                                    offered=False)
+            for i, r in enumerate(ranked, start=1)
+        ]
+        return schemas.LeadRanking(lead_id=lead_id, policy=state.ranker.name, candidates=candidates)

@@ -1,0 +1,59 @@
+"""Matching: the active businesses whose profile fits a lead and whose caps are not reached."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, Offer
+from marketplace.ranking.ports import Candidate
+
+
+def _day_start(now: datetime) -> datetime:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _month_start(now: datetime) -> datetime:
+    return _day_start(now).replace(day=1)
+
+
+async def find_candidates(session: AsyncSession, lead: Lead, now: datetime) -> list[Candidate]:
+    """Active businesses serving the lead's category and region, whose deal range holds the budget
+    (a budget of 0 means "not stated" and fits every range), that were not offered this lead yet,
+    are not its seller, and have not reached their daily or monthly cap of exposures."""
+    day, month = _day_start(now), _month_start(now)
+    received_today = (
+        select(func.count())
+        .where(Exposure.business_id == Business.id, Exposure.created_at >= day)
+        .correlate(Business)
+        .scalar_subquery()
+    )
+    received_month = (
+        select(func.count())
+        .where(Exposure.business_id == Business.id, Exposure.created_at >= month)
+        .correlate(Business)
+        .scalar_subquery()
+    )
+    already_offered = select(Offer.business_id).where(Offer.lead_id == lead.id)
+    query = (
+        select(Business.id, Business.mode, Business.created_at, Business.last_offered_at)
+        .join(BusinessCategory, and_(BusinessCategory.business_id == Business.id,
+                                     BusinessCategory.category == lead.category))
+        .join(BusinessRegion, and_(BusinessRegion.business_id == Business.id, BusinessRegion.region == lead.region))
+        .where(
+            Business.status == "active",
+            Business.currency == lead.currency,
+            Business.id.not_in(already_offered),
+            received_today < Business.daily_cap,
+            received_month < Business.monthly_cap,
+        )
+    )
+    if lead.seller_business_id is not None:
+        query = query.where(Business.id != lead.seller_business_id)
+    if lead.budget_minor > 0:
+        query = query.where(Business.min_deal_minor <= lead.budget_minor, Business.max_deal_minor >= lead.budget_minor)
+    rows = (await session.execute(query)).all()
+    return [Candidate(business_id=r.id, mode=r.mode, created_at=r.created_at, last_offered_at=r.last_offered_at)
+            for r in rows]

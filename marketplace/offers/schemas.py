@@ -1,0 +1,45 @@
+"""Offers on the wire: a lead's summary without contact, what claiming costs, and when the offer lapses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from marketplace.leads.schemas import LeadSummary
+from marketplace.schemas import MoneyOut
+
+
+class Offer(msgspec.Struct):
+    offer_id: str
+    lead_id: str
+    lead: LeadSummary
+    wave: int
+    rank: int
+    # Lead buyers pay `price` for a shared exposure or `exclusive_price` for the only one; deal makers pay
+    # nothing now and owe `commission_rate_bp` of the turnover once their customer has paid.
+    price: MoneyOut
+    exclusive_price: MoneyOut | None
+    commission_rate_bp: int | None
+    exclusive_available: bool
+    expires_at: datetime
+    replaces_exposure_id: str | None = None
+
+
+class ClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
+    exclusive: bool = False
+
+
+class RankedCandidate(msgspec.Struct):
+    business_id: str
+    rank: int
+    score: float
+    factors: dict[str, Any]
+    offered: bool
+
+
+class LeadRanking(msgspec.Struct):
+    lead_id: str
+    policy: str
+    candidates: list[RankedCandidate]

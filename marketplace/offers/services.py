@@ -1,0 +1,276 @@
+"""Offer commands: send a wave, list a business's offers, claim one, expire what lapsed.
+
+Limits are decided by the database: a claim is a conditional UPDATE of the lead row (exposure count below
+the limit, no exclusive owner), so fifty concurrent claims can never exceed it. Services never commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, Offer
+from marketplace.errors import Conflict, InvalidInput, NotFound
+from marketplace.identity.services import Principal
+from marketplace.ids import new_id
+from marketplace.jobs import Jobs
+from marketplace.leads.services import summary
+from marketplace.offers import schemas
+from marketplace.offers.matching import find_candidates
+from marketplace.ranking.ports import LeadView, Ranked, Ranker
+from marketplace.schemas import MoneyOut
+from marketplace.settings import Settings
+from marketplace.uow import UnitOfWork
+
+
+def lead_view(lead: Lead) -> LeadView:
+    return LeadView(lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at)
+
+
+async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead, now: datetime) -> list[Ranked]:
+    return ranker.rank(lead_view(lead), await find_candidates(session, lead, now), now)
+
+
+async def send_wave(
+    uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int
+) -> int:
+    """Offer the lead to the next `wave_size` candidates. Returns how many offers were made.
+
+    Idempotent: the wave counter moves from wave-1 to wave with a conditional update, so a message
+    delivered twice, or a wave whose lead is already full or expired, changes nothing.
+    """
+    session, now = uow.session, utcnow()
+    advanced = await session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id, Lead.waves_sent == wave - 1, Lead.status == "open", Lead.expires_at > now)
+        .values(waves_sent=wave)
+    )
+    if advanced.rowcount != 1:
+        return 0
+    lead = await session.get(Lead, lead_id)
+    assert lead is not None
+    category = settings.categories[lead.category]
+    chosen = (await rank_lead(session, ranker, lead, now))[: category.wave_size]
+    expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
+    for rank, ranked in enumerate(chosen, start=1):
+        session.add(
+            Offer(
+                id=new_id("off"),
+                lead_id=lead.id,
+                business_id=ranked.business_id,
+                wave=wave,
+                rank=rank,
+                score=ranked.score,
+                factors=ranked.factors,
+                status="open",
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+    if chosen:
+        await session.execute(
+            update(Business).where(Business.id.in_([r.business_id for r in chosen])).values(last_offered_at=now)
+        )
+        await session.flush()
+        uow.after_commit(
+            lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=category.wave_delay_seconds)
+        )
+    return len(chosen)
+
+
+async def list_offers(
+    session: AsyncSession, settings: Settings, business: Principal, limit: int, cursor: str | None
+) -> tuple[list[schemas.Offer], str | None]:
+    now = utcnow()
+    query = (
+        select(Offer, Lead)
+        .join(Lead, Lead.id == Offer.lead_id)
+        .where(Offer.business_id == business.id, Offer.status == "open", Offer.expires_at > now, Lead.status == "open")
+    )
+    if cursor:
+        query = query.where(Offer.id < cursor)
+    rows = (await session.execute(query.order_by(Offer.id.desc()).limit(limit + 1))).all()
+    items = [_offer_out(settings, business.mode or "", offer, lead) for offer, lead in rows[:limit]]
+    return items, (items[-1].offer_id if len(rows) > limit and items else None)
+
+
+def _offer_out(settings: Settings, mode: str, offer: Offer, lead: Lead) -> schemas.Offer:
+    category = settings.categories[lead.category]
+    buyer = mode == "lead_buyer"
+    return schemas.Offer(
+        offer_id=offer.id,
+        lead_id=lead.id,
+        lead=summary(lead),
+        wave=offer.wave,
+        rank=offer.rank,
+        price=MoneyOut(category.lead_price_minor if buyer else 0, lead.currency),
+        exclusive_price=MoneyOut(category.exclusive_price_minor, lead.currency) if buyer else None,
+        commission_rate_bp=None if buyer else category.commission_rate_bp,
+        exclusive_available=buyer and lead.exposure_count == 0,
+        expires_at=offer.expires_at,
+        replaces_exposure_id=offer.replaces_exposure_id,
+    )
+
+
+async def claim_offer(
+    session: AsyncSession, settings: Settings, business: Principal, offer_id: str, exclusive: bool
+) -> Exposure:
+    """Turn an open offer into an exposure: a lead buyer buys a shared or exclusive one, a deal maker is assigned.
+
+    Records what the claim owes (price, commission rate in force); the wallet settles it.
+    """
+    now = utcnow()
+    offer = await session.get(Offer, offer_id)
+    if offer is None or offer.business_id != business.id:
+        raise NotFound(f"no offer {offer_id}")
+    if exclusive and business.mode != "lead_buyer":
+        raise InvalidInput.field("exclusive", "only lead buyers buy a lead exclusively")
+    if offer.status == "claimed":
+        raise Conflict("this offer has already been claimed")
+    if offer.status != "open" or offer.expires_at <= now:
+        raise Conflict("this offer has expired or was withdrawn")
+
+    # Each step below is a conditional UPDATE: the database, not this process, decides who wins a race.
+    taken = await session.execute(
+        update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
+    )
+    if taken.rowcount != 1:
+        raise Conflict("this offer has already been claimed")
+    open_lead = and_(Lead.id == offer.lead_id, Lead.status == "open", Lead.expires_at > now)
+    if exclusive:
+        won = await session.execute(
+            update(Lead)
+            .where(open_lead, Lead.exposure_count == 0)
+            .values(exposure_count=1, is_exclusive=True, status="full")
+        )
+        refusal = "another business already holds this lead, so it can no longer be bought exclusively"
+    else:
+        won = await session.execute(
+            update(Lead)
+            .where(open_lead, Lead.is_exclusive.is_(False), Lead.exposure_count < Lead.max_exposures)
+            .values(
+                exposure_count=Lead.exposure_count + 1,
+                status=case((Lead.exposure_count + 1 >= Lead.max_exposures, "full"), else_=Lead.status),
+            )
+        )
+        refusal = "this lead is taken: it is full, bought exclusively, or expired"
+    if won.rowcount != 1:
+        raise Conflict(refusal)
+
+    lead = await session.get(Lead, offer.lead_id, populate_existing=True)
+    assert lead is not None
+    category = settings.categories[lead.category]
+    if business.mode == "lead_buyer":
+        kind = "exclusive" if exclusive else "shared"
+        price = category.exclusive_price_minor if exclusive else category.lead_price_minor
+    else:
+        kind, price = "assigned", 0
+    exposure = Exposure(
+        id=new_id("exp"),
+        lead_id=lead.id,
+        business_id=business.id,
+        offer_id=offer.id,
+        mode=business.mode or "",
+        kind=kind,
+        price_minor=price,
+        currency=lead.currency,
+        commission_rate_bp=category.commission_rate_bp,
+        status="new",
+        stale=False,
+        created_at=now,
+        status_changed_at=now,
+    )
+    session.add(exposure)
+    session.add(ExposureEvent(exposure_id=exposure.id, actor=business.actor, from_status=None, to_status="new", at=now))
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the unique (lead, business) pair: this business already holds the lead
+        raise Conflict("this business already holds an exposure of this lead") from exc
+    if lead.status == "full":
+        await close_open_offers(session, lead.id)
+    return exposure
+
+
+async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
+    await session.execute(
+        update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed")
+    )
+
+
+async def offer_replacement(
+    session: AsyncSession, settings: Settings, business_id: str, returned: Exposure
+) -> Offer | None:
+    """A deal maker who returned a lead gets an offer of another open lead that fits its profile."""
+    now = utcnow()
+    business = await session.get(Business, business_id)
+    returned_lead = await session.get(Lead, returned.lead_id)
+    if business is None or business.status != "active" or returned_lead is None:
+        return None
+    returned_category = returned_lead.category
+    query = (
+        select(Lead)
+        .where(
+            Lead.status == "open",
+            Lead.expires_at > now,
+            Lead.id != returned.lead_id,
+            Lead.category.in_(business.categories),
+            Lead.region.in_(business.regions),
+            Lead.currency == business.currency,
+            ~exists().where(Offer.lead_id == Lead.id, Offer.business_id == business_id),
+            (Lead.seller_business_id.is_(None)) | (Lead.seller_business_id != business_id),
+            (Lead.budget_minor == 0)
+            | Lead.budget_minor.between(business.min_deal_minor, business.max_deal_minor),
+        )
+        # The returned lead's own category first, then the lead that has waited longest.
+        .order_by((Lead.category != returned_category).asc(), Lead.created_at)
+        .limit(1)
+    )
+    lead = (await session.execute(query)).scalar_one_or_none()
+    if lead is None:
+        return None
+    offer = Offer(
+        id=new_id("off"),
+        lead_id=lead.id,
+        business_id=business_id,
+        wave=0,
+        rank=1,
+        score=0.0,
+        factors={"policy": "replacement", "replaces_exposure_id": returned.id},
+        replaces_exposure_id=returned.id,
+        status="open",
+        created_at=now,
+        expires_at=min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at),
+    )
+    session.add(offer)
+    await session.flush()
+    return offer
+
+
+async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
+    """Offers past their time and leads nobody filled in time. Idempotent."""
+    now = utcnow()
+    offers = await session.execute(
+        update(Offer).where(Offer.status == "open", Offer.expires_at <= now).values(status="expired")
+    )
+    leads = await session.execute(
+        update(Lead).where(Lead.status == "open", Lead.expires_at <= now).values(status="expired")
+    )
+    return offers.rowcount, leads.rowcount
+
+
+async def leads_waiting_for_first_wave(session: AsyncSession, older_than: timedelta) -> list[str]:
+    """Open leads whose first wave never went out (a lost message, a restart): the periodic sweep resends."""
+    cutoff = utcnow() - older_than
+    rows = await session.scalars(
+        select(Lead.id).where(Lead.status == "open", Lead.waves_sent == 0, Lead.created_at <= cutoff).limit(1000)
+    )
+    return list(rows)
+
+
+
+async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:
+    return list(await session.scalars(select(Offer).where(Offer.lead_id == lead_id).order_by(Offer.wave, Offer.rank)))

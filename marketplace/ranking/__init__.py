@@ -1,0 +1,1 @@
+"""Ranking: orders a lead's candidates. Pure policies here (no database); the offers service feeds them."""

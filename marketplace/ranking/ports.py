@@ -1,0 +1,41 @@
+"""The Ranker interface: given a lead and its candidates, return them in order with score and factors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LeadView:
+    id: str
+    category: str
+    region: str
+    budget_minor: int
+    currency: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    business_id: str
+    mode: str
+    created_at: datetime
+    last_offered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    business_id: str
+    score: float
+    factors: dict[str, Any] = field(default_factory=dict)
+
+
+class Ranker(Protocol):
+    name: str
+
+    def rank(self, lead: LeadView, candidates: Sequence[Candidate], now: datetime) -> list[Ranked]:
+        """All candidates, best first; each with its score and the factors that produced it."""
+        ...

@@ -1,0 +1,190 @@
+"""A lead from intake to a closed deal over HTTP: waves, claims, statuses, returns and the workers' sweeps."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from marketplace.clock import clock
+from marketplace.db.models import Exposure, ExposureEvent, Lead, Offer
+from tests.factories import auth, offers_of, register, submit_lead
+
+
+async def _market(client):
+    """Two businesses of each mode serving plumbing in Tel Aviv."""
+    businesses = {}
+    for name, mode in (("dm1", "deal_maker"), ("dm2", "deal_maker"), ("lb1", "lead_buyer"), ("lb2", "lead_buyer")):
+        businesses[name] = await register(client, mode)
+    return businesses
+
+
+async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
+    market = await _market(client)
+    lead_id = await submit_lead(client, category="plumbing", region="tel-aviv")
+    await app.state.jobs.run_due()
+
+    wave_size = settings.categories["plumbing"].wave_size
+    offered = {n for n, (_, token) in market.items() if await offers_of(client, token)}
+    assert len(offered) == wave_size == 3
+    for name in offered:
+        offer = (await offers_of(client, market[name][1]))[0]
+        assert offer["lead_id"] == lead_id and "contact" not in offer
+        assert "phone" not in str(offer)
+
+    # Not taken within the wave delay: the next wave reaches the remaining business.
+    clock.advance(timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    assert all([await offers_of(client, token) for _, token in market.values()])
+    waves = await db.scalars(select(Offer.wave).where(Offer.lead_id == lead_id))
+    assert sorted(waves) == [1, 1, 1, 2]
+
+    # A shared purchase by a lead buyer: it pays the lead price and sees the contact.
+    lb_token = market["lb1"][1]
+    offer_id = (await offers_of(client, lb_token))[0]["offer_id"]
+    claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb_token), json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    assert claimed.json()["kind"] == "shared"
+    assert claimed.json()["price"] == {"amount_minor": settings.categories["plumbing"].lead_price_minor,
+                                       "currency": "ILS"}
+    assert claimed.json()["contact"]["phone"].startswith("+972")
+
+    # A deal maker is assigned the lead, pays nothing now, and reports the deal to `paid`.
+    dm_token = market["dm1"][1]
+    dm_offer = (await offers_of(client, dm_token))[0]
+    assert dm_offer["price"]["amount_minor"] == 0 and dm_offer["commission_rate_bp"] == 1500
+    assigned = await client.post(f"/v1/offers/{dm_offer['offer_id']}/claim", headers=auth(dm_token))
+    assert assigned.status_code == 201, assigned.text
+    exposure_id = assigned.json()["id"]
+    assert assigned.json()["kind"] == "assigned" and assigned.json()["commission_rate_bp"] == 1500
+    won = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm_token),
+                            json={"status": "won", "turnover": {"amount_minor": 1_000_000, "currency": "ILS"}})
+    assert won.status_code == 200, won.text
+    paid = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm_token), json={"status": "paid"})
+    assert paid.status_code == 200, paid.text
+    body = paid.json()
+    assert body["status"] == "paid" and body["turnover"] == {"amount_minor": 1_000_000, "currency": "ILS"}
+    assert [(h["from_status"], h["to_status"]) for h in body["history"]] == [(None, "new"), ("new", "won"),
+                                                                             ("won", "paid")]
+    assert all(h["actor"] == f"business:{market['dm1'][0]}" for h in body["history"])
+    assert await db.count(ExposureEvent, ExposureEvent.exposure_id == exposure_id) == 3
+
+    # The other deal maker returns its lead and gets a replacement offer of a matching lead.
+    other_lead = await submit_lead(client, category="plumbing", region="tel-aviv")
+    dm2_token = market["dm2"][1]
+    dm2_offer = (await offers_of(client, dm2_token))[0]
+    dm2_exposure = await client.post(f"/v1/offers/{dm2_offer['offer_id']}/claim", headers=auth(dm2_token))
+    assert dm2_exposure.status_code == 201, dm2_exposure.text
+    returned = await client.post(f"/v1/exposures/{dm2_exposure.json()['id']}/return", headers=auth(dm2_token),
+                                 json={"reason": "customer wants a gardener, not a plumber"})
+    assert returned.status_code == 200, returned.text
+    replacement_id = returned.json()["replacement_offer_id"]
+    assert replacement_id and returned.json()["refund"] is None
+    replacement = [o for o in await offers_of(client, dm2_token) if o["offer_id"] == replacement_id]
+    assert replacement and replacement[0]["lead_id"] == other_lead
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.exposure_count == 2  # lb1 and dm1 hold it; dm2's slot went back to the market
+    stats = await client.get("/v1/businesses/me/stats", headers=auth(dm2_token))
+    assert stats.json()["returned"] == 1 and stats.json()["return_rate_bp"] == 10_000
+
+
+async def test_lead_buyer_return_is_recorded_for_a_refund(app, client, db):
+    _, token = await register(client, "lead_buyer")
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer = (await offers_of(client, token))[0]
+    exposure = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))).json()
+    response = await client.post(f"/v1/exposures/{exposure['id']}/return", headers=auth(token),
+                                 json={"reason": "wrong number"})
+    assert response.status_code == 200
+    assert response.json()["refund"] == exposure["price"]
+    assert response.json()["replacement_offer_id"] is None
+
+
+async def test_impossible_transition_names_the_allowed_states(app, client, db):
+    _, token = await register(client, "deal_maker")
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer = (await offers_of(client, token))[0]
+    exposure_id = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))).json()["id"]
+    response = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "paid"})
+    assert response.status_code == 409
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["allowed_next"] == ["contacted", "quoted", "won", "lost"]
+    assert "contacted" in response.json()["detail"]
+    lost = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "lost"})
+    assert lost.status_code == 200
+    again = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "won"})
+    assert again.status_code == 409 and again.json()["allowed_next"] == []
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+    # A paid deal needs its turnover.
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer2 = (await offers_of(client, token))[0]
+    e2 = (await client.post(f"/v1/offers/{offer2['offer_id']}/claim", headers=auth(token))).json()["id"]
+    await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "won"})
+    no_turnover = await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "paid"})
+    assert no_turnover.status_code == 422 and no_turnover.json()["errors"][0]["field"] == "turnover"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == e2)) == "won"
+
+
+async def test_claims_on_expired_full_or_foreign_offers_are_refused(app, client, db, settings):
+    _, token = await register(client, "lead_buyer")
+    _, other_token = await register(client, "lead_buyer")
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer = (await offers_of(client, token))[0]
+    foreign = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(other_token))
+    assert foreign.status_code == 404
+    clock.advance(timedelta(minutes=settings.windows.offer_ttl_minutes + 1))
+    expired = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))
+    assert expired.status_code == 409
+    assert await db.count(Exposure) == 0
+    # The sweep marks it expired and it no longer shows.
+    await app.state.jobs.run_due()
+    from workers.actors import expire_lapsed
+
+    await expire_lapsed()
+    assert await db.scalar(select(Offer.status).where(Offer.id == offer["offer_id"])) == "expired"
+    assert await offers_of(client, token) == []
+
+
+async def test_return_after_the_window_is_refused(app, client, db, settings):
+    _, token = await register(client, "lead_buyer")
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer = (await offers_of(client, token))[0]
+    exposure_id = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))).json()["id"]
+    clock.advance(timedelta(days=settings.windows.return_days, minutes=1))
+    response = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "x"})
+    assert response.status_code == 409
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "new"
+    empty_reason = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": " "})
+    assert empty_reason.status_code == 422
+
+
+async def test_stale_leads_are_counted_per_business(app, client, settings):
+    _, token = await register(client, "deal_maker")
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer = (await offers_of(client, token))[0]
+    await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))
+    from workers.actors import mark_stale
+
+    await mark_stale()
+    assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 0
+    clock.advance(timedelta(days=settings.windows.stale_days, seconds=1))
+    await mark_stale()
+    await mark_stale()  # delivered twice: changes nothing more
+    assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 1
+
+
+async def test_wave_message_delivered_twice_changes_nothing(app, client, db):
+    for _ in range(2):
+        await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    from workers.actors import send_wave
+
+    await send_wave(lead_id, 1)
+    await send_wave(lead_id, 1)
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 2

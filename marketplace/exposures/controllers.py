@@ -6,11 +6,11 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromHeader, FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.exposures import schemas, services
 from marketplace.http.access import Access, access, current_principal
-from marketplace.http.idempotency import request_hash, run_idempotent
+from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
@@ -53,7 +53,7 @@ class ExposureController(Controller):
     @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
     async def upgrade(
         self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
-        idempotency_key: FromHeader[str | None] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         business = current_principal(request)
 
@@ -67,7 +67,7 @@ class ExposureController(Controller):
     @post("/exposures/{exposure_id:str}/return", opt=access(Access.BUSINESS), status_code=200)
     async def return_lead(
         self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
-        data: JSONBody[schemas.ReturnRequest], idempotency_key: FromHeader[str | None] = None,
+        data: JSONBody[schemas.ReturnRequest], idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Return an irrelevant lead: a deal maker gets a replacement offer, a lead buyer a refund."""
         business = current_principal(request)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Response
+from litestar.params import Parameter
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +22,8 @@ from marketplace.db.models import IdempotencyRecord
 from marketplace.errors import Conflict, InvalidInput
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
+# The header as a handler parameter: `idempotency_key: IdempotencyKey = None`.
+IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
 Work = Callable[[UnitOfWork], Awaitable[tuple[int, Any]]]
 MAX_KEY_LENGTH = 200
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromHeader, FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.clock import utcnow
 from marketplace.exposures.services import to_schema
 from marketplace.http.access import Access, access, current_principal
-from marketplace.http.idempotency import request_hash, run_idempotent
+from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
 from marketplace.leads.services import get_lead
 from marketplace.offers import schemas, services
@@ -41,7 +41,7 @@ class OfferController(Controller):
         request: Request[Any, Any, Any],
         offer_id: FromPath[str],
         data: JSONBody[schemas.ClaimRequest | None] = None,
-        idempotency_key: FromHeader[str | None] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Claim an offer: 201 with the exposure and the lead's contact; 409 when taken, full or not exclusive-able."""
         business = current_principal(request)

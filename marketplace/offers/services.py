@@ -135,11 +135,8 @@ async def claim_offer(
         raise Conflict("this offer has expired or was withdrawn")
 
     # Each step below is a conditional UPDATE: the database, not this process, decides who wins a race.
-    taken = await session.execute(
-        update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
-    )
-    if taken.rowcount != 1:
-        raise Conflict("this offer has already been claimed")
+    # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
+    # with the winner closing the lead's other offers).
     open_lead = and_(Lead.id == offer.lead_id, Lead.status == "open", Lead.expires_at > now)
     if exclusive:
         won = await session.execute(
@@ -160,6 +157,11 @@ async def claim_offer(
         refusal = "this lead is taken: it is full, bought exclusively, or expired"
     if won.rowcount != 1:
         raise Conflict(refusal)
+    taken = await session.execute(
+        update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
+    )
+    if taken.rowcount != 1:
+        raise Conflict("this offer has already been claimed")
 
     lead = await session.get(Lead, offer.lead_id, populate_existing=True)
     assert lead is not None

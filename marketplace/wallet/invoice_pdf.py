@@ -13,9 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from fpdf import FPDF
-from fpdf.enums import Align, XPos, YPos
-
 from marketplace.money import BP_WHOLE, Money
 from marketplace.wallet.offset import OffsetPlan
 
@@ -199,6 +196,9 @@ class _Pdf:
     """fpdf2 with the few drawing helpers an invoice needs."""
 
     def __init__(self) -> None:
+        # fpdf2 pulls in Pillow and fontTools (about a second); only a process that renders pays for it.
+        from fpdf import FPDF
+
         self.pdf = FPDF(format="A4")
         self.pdf.set_margins(18, 18, 18)
         self.pdf.set_auto_page_break(auto=True, margin=18)
@@ -219,16 +219,16 @@ class _Pdf:
     def font(self, size: float, *, bold: bool = False) -> None:
         self.pdf.set_font(self.family, "B" if bold else "", size)
 
-    def line(self, value: str, *, size: float = 10, bold: bool = False, align: Align = Align.L) -> None:
+    def line(self, value: str, *, size: float = 10, bold: bool = False, align: str = "L") -> None:
         self.font(size, bold=bold)
-        self.pdf.cell(0, size * 0.55, self.text(value), align=align, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.cell(0, size * 0.55, self.text(value), align=align, new_x="LMARGIN", new_y="NEXT")
 
     def row(
         self, cells: Sequence[str], widths: Sequence[float], *, bold: bool = False, border: str = ""
     ) -> None:
         self.font(9.5, bold=bold)
         for index, (value, width) in enumerate(zip(cells, widths, strict=True)):
-            align = Align.L if index == 0 else Align.R
+            align = "L" if index == 0 else "R"
             self.pdf.cell(width, 6.5, self.text(value), border=border, align=align)
         self.pdf.ln(6.5)
 
@@ -260,10 +260,10 @@ def render_invoice_pdf(invoice: InvoiceDocument | Mapping[str, Any]) -> bytes:
         if party.tax_id:
             block.append(f"Tax id: {party.tax_id}")
         out.font(9, bold=True)
-        pdf.cell(half, 5, label, new_x=XPos.LEFT, new_y=YPos.NEXT)
+        pdf.cell(half, 5, label, new_x="LEFT", new_y="NEXT")
         out.font(10)
         for text in block:
-            pdf.cell(half - 4, 5, out.text(text), new_x=XPos.LEFT, new_y=YPos.NEXT)
+            pdf.cell(half - 4, 5, out.text(text), new_x="LEFT", new_y="NEXT")
     pdf.set_xy(pdf.l_margin, max(pdf.get_y(), top + 30))
     pdf.ln(4)
 
@@ -273,7 +273,7 @@ def render_invoice_pdf(invoice: InvoiceDocument | Mapping[str, Any]) -> bytes:
     # A table, unlike cells, wraps a long description instead of running over the amounts.
     with pdf.table(
         col_widths=widths,
-        text_align=(Align.L, Align.R, Align.R, Align.R),
+        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
         borders_layout="HORIZONTAL_LINES",
         line_height=5.5,
         first_row_as_headings=True,
@@ -295,5 +295,5 @@ def render_invoice_pdf(invoice: InvoiceDocument | Mapping[str, Any]) -> bytes:
     if doc.note:
         pdf.ln(6)
         out.font(9)
-        pdf.multi_cell(0, 5, out.text(doc.note), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(0, 5, out.text(doc.note), new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

@@ -105,9 +105,21 @@ def test_money_multiplies_only_by_int(factor: object) -> None:
 
 @pytest.mark.parametrize(
     ("numerator", "denominator", "expected"),
-    [(5, 2, 3), (-5, 2, -3), (4, 3, 1), (5, 3, 2), (-4, 3, -1), (-5, 3, -2), (7, -2, -4), (0, 7, 0), (1, 3, 0)],
+    [
+        (5, 2, 3),
+        (-5, 2, -3),
+        (4, 3, 1),
+        (5, 3, 2),
+        (-4, 3, -1),
+        (-5, 3, -2),
+        (7, -2, -4),
+        (0, 7, 0),
+        (1, 3, 0),
+    ],
 )
-def test_div_round_half_up_rounds_halves_away_from_zero(numerator: int, denominator: int, expected: int) -> None:
+def test_div_round_half_up_rounds_halves_away_from_zero(
+    numerator: int, denominator: int, expected: int
+) -> None:
     assert div_round_half_up(numerator, denominator) == expected
 
 
@@ -139,7 +151,7 @@ def test_percent_bp_refuses_float_basis_points() -> None:
         Money(100, EUR).percent_bp(30.0)  # type: ignore[arg-type]
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(amount=st.integers(-(10**15), 10**15), bp=st.integers(0, 20_000))
 def test_percent_bp_is_the_exact_share_rounded_half_up(amount: int, bp: int) -> None:
     exact = Fraction(amount * bp, 10_000)
@@ -155,7 +167,11 @@ def test_percent_bp_is_the_exact_share_rounded_half_up(amount: int, bp: int) -> 
 def test_allocate_gives_leftover_units_to_largest_remainders() -> None:
     assert Money(100, ILS).allocate([1, 1, 1]) == [Money(34, ILS), Money(33, ILS), Money(33, ILS)]
     assert Money(5, ILS).allocate([3, 7]) == [Money(2, ILS), Money(3, ILS)]  # 1.5, 3.5: tie → earlier
-    assert Money(33_333, EUR).allocate([7000, 2500, 500]) == [Money(23_333, EUR), Money(8_333, EUR), Money(1_667, EUR)]
+    assert Money(33_333, EUR).allocate([7000, 2500, 500]) == [
+        Money(23_333, EUR),
+        Money(8_333, EUR),
+        Money(1_667, EUR),
+    ]
 
 
 def test_allocate_negative_total_mirrors_the_positive_one() -> None:
@@ -163,7 +179,12 @@ def test_allocate_negative_total_mirrors_the_positive_one() -> None:
 
 
 def test_allocate_zero_weights_get_zero() -> None:
-    assert Money(101, ILS).allocate([0, 1, 0, 1]) == [Money(0, ILS), Money(51, ILS), Money(0, ILS), Money(50, ILS)]
+    assert Money(101, ILS).allocate([0, 1, 0, 1]) == [
+        Money(0, ILS),
+        Money(51, ILS),
+        Money(0, ILS),
+        Money(50, ILS),
+    ]
 
 
 @pytest.mark.parametrize("weights", [[], [0, 0], [1, -1], [1.5, 1], "12", [True, 1]])
@@ -172,7 +193,7 @@ def test_allocate_refuses_bad_weights(weights: object) -> None:
         Money(100, ILS).allocate(weights)  # type: ignore[arg-type]
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(
     total=st.integers(-(10**12), 10**12),
     weights=st.lists(st.integers(0, 10_000), min_size=1, max_size=8).filter(lambda w: sum(w) > 0),
@@ -192,7 +213,7 @@ def test_allocate_sums_to_total_and_each_part_is_within_one_unit_of_its_share(
             assert part.amount_minor == 0
 
 
-@settings(max_examples=200)
+@settings(max_examples=60)
 @given(total=st.integers(0, 10**12), weights=st.lists(st.integers(1, 1000), min_size=1, max_size=6))
 def test_allocate_of_negative_total_is_the_mirror_image(total: int, weights: list[int]) -> None:
     assert Money(-total, ILS).allocate(weights) == [-p for p in Money(total, ILS).allocate(weights)]
@@ -254,7 +275,9 @@ def test_parse(text: str, currency: str, minor: int) -> None:
     assert Money.parse(text, currency) == Money(minor, currency)
 
 
-@pytest.mark.parametrize(("text", "currency"), [("1.234", "ILS"), ("5.0", "JPY"), ("abc", "ILS"), ("1,00", "EUR")])
+@pytest.mark.parametrize(
+    ("text", "currency"), [("1.234", "ILS"), ("5.0", "JPY"), ("abc", "ILS"), ("1,00", "EUR")]
+)
 def test_parse_never_rounds_or_guesses(text: str, currency: str) -> None:
     with pytest.raises(ValueError):
         Money.parse(text, currency)
@@ -279,7 +302,7 @@ def test_minor_unit_exponent() -> None:
     assert (minor_unit_exponent("ILS"), minor_unit_exponent("JPY"), minor_unit_exponent("KWD")) == (2, 0, 3)
 
 
-@settings(max_examples=200)
+@settings(max_examples=60)
 @given(amount=st.integers(-(10**15), 10**15), currency=st.sampled_from(["ILS", "EUR", "JPY", "KWD"]))
 def test_format_and_parse_round_trip(amount: int, currency: str) -> None:
     money = Money(amount, currency)

@@ -1,0 +1,80 @@
+"""Races the database must decide: many buyers on one exclusive lead, a limit of 3, repeated keys, upgrades."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from sqlalchemy import select
+
+from marketplace.db.models import Exposure, Lead
+from tests.factories import auth, offer_lead_to, register, submit_lead
+
+
+async def _buyers(client, n):
+    return [await register(client, "lead_buyer") for _ in range(n)]
+
+
+async def test_fifty_buyers_race_for_one_exclusive_lead(app, client, db):
+    buyers = await _buyers(client, 50)
+    lead_id = await submit_lead(client)
+    offers = await offer_lead_to(app, lead_id, [b for b, _ in buyers])
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/offers/{o}/claim", headers=auth(t), json={"exclusive": True})
+          for o, (_, t) in zip(offers, buyers, strict=True))
+    )
+    assert Counter(r.status_code for r in responses) == {201: 1, 409: 49}
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 1
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.is_exclusive and lead.exposure_count == 1 and lead.status == "full"
+
+
+async def test_twenty_claims_on_a_lead_limited_to_three(app, client, db, settings):
+    assert settings.categories["plumbing"].max_exposures == 3
+    buyers = await _buyers(client, 20)
+    lead_id = await submit_lead(client, category="plumbing")
+    offers = await offer_lead_to(app, lead_id, [b for b, _ in buyers])
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/offers/{o}/claim", headers=auth(t), json={"exclusive": False})
+          for o, (_, t) in zip(offers, buyers, strict=True))
+    )
+    assert Counter(r.status_code for r in responses) == {201: 3, 409: 17}
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 3
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 3
+
+
+async def test_same_idempotency_key_ten_times_at_once_makes_one_exposure(app, client, db):
+    (business_id, token), *_ = await _buyers(client, 1)
+    lead_id = await submit_lead(client)
+    (offer_id,) = await offer_lead_to(app, lead_id, [business_id])
+    headers = {**auth(token), "Idempotency-Key": "claim-123"}
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/offers/{offer_id}/claim", headers=headers, json={"exclusive": False}) for _ in range(10))
+    )
+    assert [r.status_code for r in responses] == [201] * 10, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 1
+    other_body = await client.post(f"/v1/offers/{offer_id}/claim", headers=headers, json={"exclusive": True})
+    assert other_body.status_code == 422
+    assert other_body.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+async def test_upgrade_to_exclusive_races_a_competitors_claim(app, client, db):
+    for _ in range(5):
+        (holder_id, holder), (rival_id, rival) = await _buyers(client, 2)
+        lead_id = await submit_lead(client)
+        holder_offer, rival_offer = await offer_lead_to(app, lead_id, [holder_id, rival_id])
+        first = await client.post(f"/v1/offers/{holder_offer}/claim", headers=auth(holder))
+        assert first.status_code == 201
+        upgrade, claim = await asyncio.gather(
+            client.post(f"/v1/exposures/{first.json()['id']}/exclusive", headers=auth(holder)),
+            client.post(f"/v1/offers/{rival_offer}/claim", headers=auth(rival)),
+        )
+        assert sorted([upgrade.status_code, claim.status_code]) in ([200, 409], [201, 409])
+        lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+        if upgrade.status_code == 200:
+            assert lead.is_exclusive and lead.exposure_count == 1
+            assert upgrade.json()["kind"] == "exclusive"
+            assert upgrade.json()["price"]["amount_minor"] == 15000  # plumbing's exclusive price
+        else:
+            assert not lead.is_exclusive and lead.exposure_count == 2

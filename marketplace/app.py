@@ -20,11 +20,11 @@ from marketplace.businesses.controllers import BusinessController
 from marketplace.catalog.controllers import CatalogController
 from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.exposures.controllers import ExposureController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.problems import EXCEPTION_HANDLERS
 from marketplace.http.ratelimit import RateLimiter
 from marketplace.jobs import DramatiqJobs, InProcessJobs
-from marketplace.exposures.controllers import ExposureController
 from marketplace.leads.controllers import LeadController
 from marketplace.offers.controllers import OfferController
 from marketplace.ranking.rotation import RotationRanker

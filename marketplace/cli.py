@@ -124,8 +124,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     print(f"API:  {base}/v1   (health: {base}/health)")
     print(f"Docs: {base}/docs")
     if args.workers > 1:
-        uvicorn.run("marketplace.asgi:app", host=args.host, port=args.port, workers=args.workers,
-                    log_level="warning")
+        uvicorn.run("marketplace.asgi:app", host=args.host, port=args.port, workers=args.workers, log_level="warning")
     else:
         from marketplace.app import create_app
 

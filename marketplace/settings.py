@@ -249,9 +249,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
             prices_include_vat=_bool(raw, where, "prices_include_vat"),
         )
     if service.jurisdiction not in jurisdictions:
-        raise SettingsError(
-            f"MARKETPLACE_JURISDICTION: {service.jurisdiction!r} is not one of {sorted(jurisdictions)}"
-        )
+        raise SettingsError(f"MARKETPLACE_JURISDICTION: {service.jurisdiction!r} is not one of {sorted(jurisdictions)}")
     categories: dict[str, Category] = {}
     raw_categories = data.get("categories")
     if not isinstance(raw_categories, list) or not raw_categories:

@@ -92,9 +92,18 @@ async def offer_lead_to(app: Any, lead_id: str, business_ids: list[str]) -> list
     ids = []
     async with app.state.uow() as uow:
         for rank, business_id in enumerate(business_ids, start=1):
-            offer = Offer(id=new_id("off"), lead_id=lead_id, business_id=business_id, wave=1, rank=rank, score=0.0,
-                          factors={"policy": "test"}, status="open", created_at=now,
-                          expires_at=now + timedelta(hours=1))
+            offer = Offer(
+                id=new_id("off"),
+                lead_id=lead_id,
+                business_id=business_id,
+                wave=1,
+                rank=rank,
+                score=0.0,
+                factors={"policy": "test"},
+                status="open",
+                created_at=now,
+                expires_at=now + timedelta(hours=1),
+            )
             uow.session.add(offer)
             ids.append(offer.id)
     return ids

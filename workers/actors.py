@@ -52,7 +52,8 @@ async def resend_first_waves() -> None:
 
 
 def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:
-    return dramatiq.actor(fn, actor_name=fn.__name__, queue_name=queue, max_retries=retries)
+    declare = dramatiq.actor(actor_name=fn.__name__, queue_name=queue, max_retries=retries)
+    return declare(fn)
 
 
 ALL = [

@@ -8,8 +8,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware.asyncio import AsyncIO
 
 
-def make_broker(redis_url: str) -> dramatiq.Broker:
-    broker: dramatiq.Broker = RedisBroker(url=redis_url) if redis_url else StubBroker()
+def make_broker(redis_url: str, namespace: str = "marketplace") -> dramatiq.Broker:
+    broker: dramatiq.Broker = RedisBroker(url=redis_url, namespace=namespace) if redis_url else StubBroker()
     broker.add_middleware(AsyncIO())
     return broker
 

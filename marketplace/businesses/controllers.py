@@ -45,14 +45,18 @@ class BusinessController(Controller):
             return services.to_schema(await services.get_business(uow.session, business_id))
 
     @post("/businesses/{business_id:str}/status", opt=access(Access.OPERATOR), status_code=200)
-    async def change_status(self, state: State, business_id: FromPath[str], data: JSONBody[schemas.StatusChange]) -> schemas.Business:
+    async def change_status(
+        self, state: State, business_id: FromPath[str], data: JSONBody[schemas.StatusChange]
+    ) -> schemas.Business:
         async with state.uow() as uow:
             business = await services.set_status(uow.session, business_id, data.status)
             out = services.to_schema(business)
         return out
 
     @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)
-    async def block(self, state: State, business_id: FromPath[str], data: JSONBody[schemas.BlockRequest | None] = None) -> schemas.Business:
+    async def block(
+        self, state: State, business_id: FromPath[str], data: JSONBody[schemas.BlockRequest | None] = None
+    ) -> schemas.Business:
         """Block an account; by default it is also listed publicly as unreliable."""
         request = data or schemas.BlockRequest()
         async with state.uow() as uow:
@@ -64,4 +68,8 @@ class BusinessController(Controller):
     async def unreliable(self, state: State) -> list[schemas.UnreliableBusiness]:
         async with state.uow() as uow:
             rows = await services.list_unreliable(uow.session)
-        return [schemas.UnreliableBusiness(id=b.id, name=b.name, since=b.unreliable_since) for b in rows if b.unreliable_since]
+        return [
+            schemas.UnreliableBusiness(id=b.id, name=b.name, since=b.unreliable_since)
+            for b in rows
+            if b.unreliable_since
+        ]

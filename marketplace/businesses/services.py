@@ -80,8 +80,9 @@ async def register_business(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
-        raise Conflict("a business with this email is already registered",
-                       errors=[FieldError("email", "already registered")]) from exc
+        raise Conflict(
+            "a business with this email is already registered", errors=[FieldError("email", "already registered")]
+        ) from exc
     token = issue_business_token(session, business.id)
     return business, token
 
@@ -105,8 +106,9 @@ async def update_business(
     if data.email is not None and (email := normalise_email(data.email, "email")) != business.email:
         taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
         if taken:
-            raise Conflict("a business with this email is already registered",
-                           errors=[FieldError("email", "already registered")])
+            raise Conflict(
+                "a business with this email is already registered", errors=[FieldError("email", "already registered")]
+            )
         business.email = email
     if data.phone is not None:
         business.phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))

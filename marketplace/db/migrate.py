@@ -27,6 +27,4 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 async def revision(engine: AsyncEngine, message: str) -> None:
     """Autogenerate a new migration from the difference between the models and the database."""
     async with engine.begin() as conn:
-        await conn.run_sync(
-            lambda sync_conn: command.revision(_config(sync_conn), message=message, autogenerate=True)
-        )
+        await conn.run_sync(lambda sync_conn: command.revision(_config(sync_conn), message=message, autogenerate=True))

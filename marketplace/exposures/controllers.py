@@ -22,8 +22,12 @@ class ExposureController(Controller):
 
     @get("/exposures", opt=access(Access.BUSINESS))
     async def list_exposures(
-        self, state: State, request: Request[Any, Any, Any], limit: FromQuery[int] = 50,
-        cursor: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
     ) -> Page[schemas.Exposure]:
         async with state.uow() as uow:
             rows, next_cursor = await services.list_own(
@@ -42,7 +46,10 @@ class ExposureController(Controller):
 
     @post("/exposures/{exposure_id:str}/status", opt=access(Access.BUSINESS), status_code=200)
     async def update_status(
-        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        exposure_id: FromPath[str],
         data: JSONBody[schemas.StatusUpdate],
     ) -> schemas.Exposure:
         """Move the deal along its pipeline; an impossible move is a 409 naming the allowed next states."""
@@ -52,7 +59,10 @@ class ExposureController(Controller):
 
     @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
     async def upgrade(
-        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        exposure_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         business = current_principal(request)
@@ -66,8 +76,12 @@ class ExposureController(Controller):
 
     @post("/exposures/{exposure_id:str}/return", opt=access(Access.BUSINESS), status_code=200)
     async def return_lead(
-        self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str],
-        data: JSONBody[schemas.ReturnRequest], idempotency_key: IdempotencyKey = None,
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        exposure_id: FromPath[str],
+        data: JSONBody[schemas.ReturnRequest],
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         """Return an irrelevant lead: a deal maker gets a replacement offer, a lead buyer a refund."""
         business = current_principal(request)

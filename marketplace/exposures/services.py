@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Exposure, ExposureEvent, Lead, LeadContact, Offer
+from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.identity.services import Principal
@@ -124,7 +125,9 @@ async def update_status(
     return exposure
 
 
-async def upgrade_to_exclusive(session: AsyncSession, settings: Settings, business: Principal, exposure_id: str) -> Exposure:
+async def upgrade_to_exclusive(
+    session: AsyncSession, settings: Settings, business: Principal, exposure_id: str
+) -> Exposure:
     """A lead buyer holding the only exposure buys it exclusively, paying the difference to the exclusive price."""
     exposure = await get_own(session, business, exposure_id, lock=True)
     if exposure.kind == "exclusive":
@@ -132,12 +135,13 @@ async def upgrade_to_exclusive(session: AsyncSession, settings: Settings, busine
     if exposure.kind != "shared" or exposure.status == "returned":
         raise Conflict("only a lead buyer's shared exposure can become exclusive")
     # Decided by the lead row: only while this exposure is the one and only.
-    won = await session.execute(
+    won = await rows_changed(
+        session,
         update(Lead)
         .where(Lead.id == exposure.lead_id, Lead.exposure_count == 1, Lead.is_exclusive.is_(False))
-        .values(is_exclusive=True, status="full")
+        .values(is_exclusive=True, status="full"),
     )
-    if won.rowcount != 1:
+    if won != 1:
         raise Conflict("a competitor already holds an exposure of this lead, so it can no longer be exclusive")
     lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
     assert lead is not None
@@ -146,8 +150,12 @@ async def upgrade_to_exclusive(session: AsyncSession, settings: Settings, busine
     exposure.kind = "exclusive"
     session.add(
         ExposureEvent(
-            exposure_id=exposure.id, actor=business.actor, from_status=exposure.status, to_status=exposure.status,
-            note="upgraded to exclusive", at=utcnow(),
+            exposure_id=exposure.id,
+            actor=business.actor,
+            from_status=exposure.status,
+            to_status=exposure.status,
+            note="upgraded to exclusive",
+            at=utcnow(),
         )
     )
     await close_open_offers(session, lead.id)
@@ -168,8 +176,9 @@ async def return_exposure(
         raise Conflict(f"a lead in status {exposure.status} cannot be returned")
     deadline = exposure.created_at + timedelta(days=settings.windows.return_days)
     if now > deadline:
-        raise Conflict(f"the return window closed at {deadline.isoformat()}",
-                       extra={"returnable_until": deadline.isoformat()})
+        raise Conflict(
+            f"the return window closed at {deadline.isoformat()}", extra={"returnable_until": deadline.isoformat()}
+        )
     _record(session, exposure, business.actor, "returned", reason.strip())
     exposure.status = "returned"
     exposure.status_changed_at = now
@@ -195,17 +204,18 @@ async def return_exposure(
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:
     """Open deals with no update for `stale_days` become stale. Idempotent."""
     cutoff = utcnow() - timedelta(days=settings.windows.stale_days)
-    result = await session.execute(
+    result = await rows_changed(
+        session,
         update(Exposure)
         .where(Exposure.status.in_(rules.OPEN), Exposure.status_changed_at <= cutoff, Exposure.stale.is_(False))
-        .values(stale=True)
+        .values(stale=True),
     )
-    return result.rowcount
+    return result
 
 
 async def business_stats(session: AsyncSession, business_id: str) -> schemas.BusinessStats:
-    def count_where(*conditions: object) -> object:
-        return func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0)  # type: ignore[arg-type]
+    def count_where(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     row = (
         await session.execute(

@@ -15,7 +15,6 @@ from litestar.handlers.base import BaseRouteHandler
 from marketplace.errors import Forbidden, Unauthorized
 from marketplace.identity.services import Principal, resolve_token
 
-
 DOCS_PATH = "/docs"
 
 
@@ -47,7 +46,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         principal = await resolve_token(session, token.strip())
     if principal is None:
         raise Unauthorized("unknown or revoked token")
-    _check(level, principal, connection.method)
+    _check(level, principal, str(connection.scope.get("method", "GET")))
     connection.state.principal = principal
 
 

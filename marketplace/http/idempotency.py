@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Response
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -23,7 +23,7 @@ from marketplace.errors import Conflict, InvalidInput
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
 # The header as a handler parameter: `idempotency_key: IdempotencyKey = None`.
-IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False)]
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
 Work = Callable[[UnitOfWork], Awaitable[tuple[int, Any]]]
 MAX_KEY_LENGTH = 200
 
@@ -49,8 +49,9 @@ async def run_idempotent(
             previous = await _stored(uow, scope, key)
             if previous is None:
                 uow.session.add(
-                    IdempotencyRecord(scope=scope, key=key, request_hash=fingerprint, status_code=0, body=None,
-                                      created_at=utcnow())
+                    IdempotencyRecord(
+                        scope=scope, key=key, request_hash=fingerprint, status_code=0, body=None, created_at=utcnow()
+                    )
                 )
                 await uow.session.flush()  # concurrent holders of the same key wait here
                 status, body = await work(uow)

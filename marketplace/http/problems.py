@@ -38,11 +38,16 @@ _MISSING = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+
 
 
 def _field_from(message: str, key: str | None) -> str:
-    """The dotted path of the offending field, from msgspec's `... - at `$.profile.daily_cap`` messages."""
+    """The dotted path of the offending field, from msgspec's `... - at `$.profile.daily_cap`` messages.
+
+    A missing or unknown field is named inside the object that lacks or holds it (`contact.phone`, not
+    `contact`): Litestar's key is the path of that object, and the message names the field.
+    """
     if key:
-        return key
-    match = _MSGSPEC_PATH.search(message)
-    path = match.group("path").lstrip(".") if match else ""
+        path = key
+    else:
+        match = _MSGSPEC_PATH.search(message)
+        path = match.group("path").lstrip(".") if match else ""
     named = _MISSING.search(message)
     if named:
         path = f"{path}.{named.group('name')}" if path else named.group("name")
@@ -58,6 +63,9 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         if not isinstance(item, dict):
             continue
         message = str(item.get("message", "invalid"))
+        if item.get("key") == "data" and message == "'data'":
+            # Litestar reports an absent body as the bare KeyError of its `data` argument.
+            message = "a JSON body is required"
         if "malformed" in message.lower() or "JSON is malformed" in message:
             malformed = True
         field = _field_from(message, item.get("key") if item.get("key") not in (None, "data") else None)
@@ -70,16 +78,29 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     status = exc.status_code
-    titles = {400: "Malformed request", 401: "Not authenticated", 403: "Not allowed", 404: "Not found",
-              405: "Method not allowed", 409: "Conflict", 413: "Request body too large", 429: "Too many requests"}
+    titles = {
+        400: "Malformed request",
+        401: "Not authenticated",
+        403: "Not allowed",
+        404: "Not found",
+        405: "Method not allowed",
+        409: "Conflict",
+        413: "Request body too large",
+        429: "Too many requests",
+    }
     return _problem(status, titles.get(status, "Error"), str(exc.detail), f"http-{status}")
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     request_id = request.scope.get("state", {}).get("request_id") or "-"
     log.exception("unexpected error handling %s %s (request %s)", request.method, request.url.path, request_id)
-    return _problem(500, "Internal error", f"something went wrong; quote request id {request_id}",
-                    "internal-error", request_id=request_id)
+    return _problem(
+        500,
+        "Internal error",
+        f"something went wrong; quote request id {request_id}",
+        "internal-error",
+        request_id=request_id,
+    )
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -72,9 +72,7 @@ async def submit_lead(
     )
     if existing is not None:
         await session.execute(
-            update(Lead)
-            .where(Lead.id == existing)
-            .values(seen_count=Lead.seen_count + 1, last_seen_at=now)
+            update(Lead).where(Lead.id == existing).values(seen_count=Lead.seen_count + 1, last_seen_at=now)
         )
         lead = await session.get(Lead, existing, populate_existing=True)
         assert lead is not None

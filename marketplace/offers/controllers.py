@@ -24,7 +24,10 @@ class OfferController(Controller):
 
     @get("/offers", opt=access(Access.BUSINESS))
     async def list_offers(
-        self, state: State, request: Request[Any, Any, Any], limit: FromQuery[int] = 50,
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Offer]:
         """Leads offered to the calling business now: summaries only, never the contact."""
@@ -63,12 +66,12 @@ class OfferController(Controller):
             ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow())
             offered = await services.offers_of_lead(uow.session, lead_id)
         candidates = [
-            schemas.RankedCandidate(business_id=o.business_id, rank=o.rank, score=o.score, factors=o.factors,
-                                    offered=True)
+            schemas.RankedCandidate(
+                business_id=o.business_id, rank=o.rank, score=o.score, factors=o.factors, offered=True
+            )
             for o in offered
         ] + [
-            schemas.RankedCandidate(business_id=r.business_id, rank=i, score=r.score, factors=r.factors,
-                                    offered=False)
+            schemas.RankedCandidate(business_id=r.business_id, rank=i, score=r.score, factors=r.factors, offered=False)
             for i, r in enumerate(ranked, start=1)
         ]
         return schemas.LeadRanking(lead_id=lead_id, policy=state.ranker.name, candidates=candidates)

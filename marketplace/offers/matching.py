@@ -39,8 +39,10 @@ async def find_candidates(session: AsyncSession, lead: Lead, now: datetime) -> l
     already_offered = select(Offer.business_id).where(Offer.lead_id == lead.id)
     query = (
         select(Business.id, Business.mode, Business.created_at, Business.last_offered_at)
-        .join(BusinessCategory, and_(BusinessCategory.business_id == Business.id,
-                                     BusinessCategory.category == lead.category))
+        .join(
+            BusinessCategory,
+            and_(BusinessCategory.business_id == Business.id, BusinessCategory.category == lead.category),
+        )
         .join(BusinessRegion, and_(BusinessRegion.business_id == Business.id, BusinessRegion.region == lead.region))
         .where(
             Business.status == "active",
@@ -55,5 +57,7 @@ async def find_candidates(session: AsyncSession, lead: Lead, now: datetime) -> l
     if lead.budget_minor > 0:
         query = query.where(Business.min_deal_minor <= lead.budget_minor, Business.max_deal_minor >= lead.budget_minor)
     rows = (await session.execute(query)).all()
-    return [Candidate(business_id=r.id, mode=r.mode, created_at=r.created_at, last_offered_at=r.last_offered_at)
-            for r in rows]
+    return [
+        Candidate(business_id=r.id, mode=r.mode, created_at=r.created_at, last_offered_at=r.last_offered_at)
+        for r in rows
+    ]

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, Offer
+from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
@@ -35,37 +36,37 @@ async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead, now: date
     return ranker.rank(lead_view(lead), await find_candidates(session, lead, now), now)
 
 
-async def send_wave(
-    uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int
-) -> int:
+async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int) -> int:
     """Offer the lead to the next `wave_size` candidates. Returns how many offers were made.
 
     Idempotent: the wave counter moves from wave-1 to wave with a conditional update, so a message
     delivered twice, or a wave whose lead is already full or expired, changes nothing.
     """
     session, now = uow.session, utcnow()
-    advanced = await session.execute(
+    advanced = await rows_changed(
+        session,
         update(Lead)
         .where(Lead.id == lead_id, Lead.waves_sent == wave - 1, Lead.status == "open", Lead.expires_at > now)
-        .values(waves_sent=wave)
+        .values(waves_sent=wave),
     )
-    if advanced.rowcount != 1:
+    if advanced != 1:
         return 0
     lead = await session.get(Lead, lead_id)
     assert lead is not None
     category = settings.categories[lead.category]
-    chosen = (await rank_lead(session, ranker, lead, now))[: category.wave_size]
+    ranked = await rank_lead(session, ranker, lead, now)
+    chosen = ranked[: category.wave_size]
     expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
-    for rank, ranked in enumerate(chosen, start=1):
+    for rank, pick in enumerate(chosen, start=1):
         session.add(
             Offer(
                 id=new_id("off"),
                 lead_id=lead.id,
-                business_id=ranked.business_id,
+                business_id=pick.business_id,
                 wave=wave,
                 rank=rank,
-                score=ranked.score,
-                factors=ranked.factors,
+                score=pick.score,
+                factors=pick.factors,
                 status="open",
                 created_at=now,
                 expires_at=expires_at,
@@ -76,6 +77,7 @@ async def send_wave(
             update(Business).where(Business.id.in_([r.business_id for r in chosen])).values(last_offered_at=now)
         )
         await session.flush()
+    if len(ranked) > len(chosen):  # candidates are left for a next wave, if the lead is not taken by then
         uow.after_commit(
             lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=category.wave_delay_seconds)
         )
@@ -139,28 +141,30 @@ async def claim_offer(
     # with the winner closing the lead's other offers).
     open_lead = and_(Lead.id == offer.lead_id, Lead.status == "open", Lead.expires_at > now)
     if exclusive:
-        won = await session.execute(
+        won = await rows_changed(
+            session,
             update(Lead)
             .where(open_lead, Lead.exposure_count == 0)
-            .values(exposure_count=1, is_exclusive=True, status="full")
+            .values(exposure_count=1, is_exclusive=True, status="full"),
         )
         refusal = "another business already holds this lead, so it can no longer be bought exclusively"
     else:
-        won = await session.execute(
+        won = await rows_changed(
+            session,
             update(Lead)
             .where(open_lead, Lead.is_exclusive.is_(False), Lead.exposure_count < Lead.max_exposures)
             .values(
                 exposure_count=Lead.exposure_count + 1,
                 status=case((Lead.exposure_count + 1 >= Lead.max_exposures, "full"), else_=Lead.status),
-            )
+            ),
         )
         refusal = "this lead is taken: it is full, bought exclusively, or expired"
-    if won.rowcount != 1:
+    if won != 1:
         raise Conflict(refusal)
-    taken = await session.execute(
-        update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
+    taken = await rows_changed(
+        session, update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
     )
-    if taken.rowcount != 1:
+    if taken != 1:
         raise Conflict("this offer has already been claimed")
 
     lead = await session.get(Lead, offer.lead_id, populate_existing=True)
@@ -198,9 +202,7 @@ async def claim_offer(
 
 
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
-    await session.execute(
-        update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed")
-    )
+    await session.execute(update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed"))
 
 
 async def offer_replacement(
@@ -224,8 +226,7 @@ async def offer_replacement(
             Lead.currency == business.currency,
             ~exists().where(Offer.lead_id == Lead.id, Offer.business_id == business_id),
             (Lead.seller_business_id.is_(None)) | (Lead.seller_business_id != business_id),
-            (Lead.budget_minor == 0)
-            | Lead.budget_minor.between(business.min_deal_minor, business.max_deal_minor),
+            (Lead.budget_minor == 0) | Lead.budget_minor.between(business.min_deal_minor, business.max_deal_minor),
         )
         # The returned lead's own category first, then the lead that has waited longest.
         .order_by((Lead.category != returned_category).asc(), Lead.created_at)
@@ -255,13 +256,13 @@ async def offer_replacement(
 async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
     """Offers past their time and leads nobody filled in time. Idempotent."""
     now = utcnow()
-    offers = await session.execute(
-        update(Offer).where(Offer.status == "open", Offer.expires_at <= now).values(status="expired")
+    offers = await rows_changed(
+        session, update(Offer).where(Offer.status == "open", Offer.expires_at <= now).values(status="expired")
     )
-    leads = await session.execute(
-        update(Lead).where(Lead.status == "open", Lead.expires_at <= now).values(status="expired")
+    leads = await rows_changed(
+        session, update(Lead).where(Lead.status == "open", Lead.expires_at <= now).values(status="expired")
     )
-    return offers.rowcount, leads.rowcount
+    return offers, leads
 
 
 async def leads_waiting_for_first_wave(session: AsyncSession, older_than: timedelta) -> list[str]:
@@ -271,7 +272,6 @@ async def leads_waiting_for_first_wave(session: AsyncSession, older_than: timede
         select(Lead.id).where(Lead.status == "open", Lead.waves_sent == 0, Lead.created_at <= cutoff).limit(1000)
     )
     return list(rows)
-
 
 
 async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:

@@ -1,6 +1,6 @@
 """Commission plans as data: parse and validate an operator's plan, and evaluate it for an event into payouts.
 
-A plan is JSON an operator edits (``DEFAULT_PLAN`` shows every part)::
+A plan is JSON an operator edits (``default_plan()`` shows every part)::
 
     version               int >= 1; a settlement records the version it used
     name                  free text
@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from marketplace.errors import FieldError, InvalidInput
-from marketplace.money import BP_WHOLE, CurrencyMismatch, Money
+from marketplace.money import BP_WHOLE, CurrencyMismatch, Money, minor_unit_exponent
 
 __all__ = [
     "DEFAULT_PLAN",
@@ -56,6 +56,7 @@ __all__ = [
     "SplitRecipient",
     "Tier",
     "deal_commission",
+    "default_plan",
     "evaluate",
     "parse_plan",
     "sponsor_role",
@@ -215,45 +216,50 @@ class CommissionPlan:
         }
 
 
-DEFAULT_PLAN: dict[str, Any] = {
-    "version": 1,
-    "name": "Marketplace default",
-    "commission_rates_bp": {},
-    "commission_split": {
-        # Seed 000: the recommender 70 %, the platform 25 %, the club operator 5 %.
-        "recipients": [
-            {"role": ROLE_RECOMMENDER, "share_bp": 7000},
-            {"role": ROLE_PLATFORM, "share_bp": 2500},
-            {"role": ROLE_CLUB_OPERATOR, "share_bp": 500},
-        ],
-        "unclaimed_to": ROLE_PLATFORM,
-    },
-    "tiers": {
-        "qualified_lead": {"role": ROLE_REFERRER, "fixed": {"amount_minor": 2_000, "currency": "ILS"}},
-        "closed_sale": {"role": ROLE_REFERRER, "percent_bp": 500},
-        "lifetime_bonus": [
+def default_plan(currency: str = "ILS") -> dict[str, Any]:
+    """The design's default plan as editable JSON, its fixed amounts in currency (a fresh copy each call)."""
+    Money.zero(currency)  # refuses a malformed code before it reaches an operator's plan
+    unit = 10 ** minor_unit_exponent(currency)
+
+    def major(amount: int) -> dict[str, Any]:
+        return Money(amount * unit, currency).to_json()
+
+    return {
+        "version": 1,
+        "name": "Marketplace default",
+        "commission_rates_bp": {},
+        "commission_split": {
+            # Seed 000: the recommender 70 %, the platform 25 %, the club operator 5 %.
+            "recipients": [
+                {"role": ROLE_RECOMMENDER, "share_bp": 7000},
+                {"role": ROLE_PLATFORM, "share_bp": 2500},
+                {"role": ROLE_CLUB_OPERATOR, "share_bp": 500},
+            ],
+            "unclaimed_to": ROLE_PLATFORM,
+        },
+        "tiers": {
+            "qualified_lead": {"role": ROLE_REFERRER, "fixed": major(20)},
+            "closed_sale": {"role": ROLE_REFERRER, "percent_bp": 500},
+            "lifetime_bonus": [{"role": ROLE_REFERRER, "threshold": major(100_000), "fixed": major(500)}],
+            "retention_bonus": {"role": ROLE_REFERRER, "percent_bp": 200},
+        },
+        # Seed 001: the customer who refers earns 5 %, its sponsor 20 % as a difference bonus.
+        "customer_referrer": {
+            "referrer_bp": 500,
+            "sponsor_chain_bp": [2000],
+            "mode": ReferrerMode.DIFFERENCE.value,
+        },
+        "rewards": [
             {
-                "role": ROLE_REFERRER,
-                "threshold": {"amount_minor": 10_000_000, "currency": "ILS"},
-                "fixed": {"amount_minor": 50_000, "currency": "ILS"},
+                "on": EventKind.DEAL_PAID.value,
+                "role": ROLE_RECOMMENDER,
+                "description": "A business lunch as thanks",
             }
         ],
-        "retention_bonus": {"role": ROLE_REFERRER, "percent_bp": 200},
-    },
-    # Seed 001: the customer who refers earns 5 %, its sponsor 20 % as a difference bonus.
-    "customer_referrer": {
-        "referrer_bp": 500,
-        "sponsor_chain_bp": [2000],
-        "mode": ReferrerMode.DIFFERENCE.value,
-    },
-    "rewards": [
-        {
-            "on": EventKind.DEAL_PAID.value,
-            "role": ROLE_RECOMMENDER,
-            "description": "A business lunch as thanks",
-        }
-    ],
-}
+    }
+
+
+DEFAULT_PLAN: dict[str, Any] = default_plan("ILS")
 
 
 # --- parsing -----------------------------------------------------------------------------------------

@@ -82,9 +82,7 @@ async def test_operator_suspends_and_reactivates(app, client):
     business_id, _ = await register(client)
     op = await operator_token(app)
     for status in ("suspended", "active"):
-        response = await client.post(
-            f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": status}
-        )
+        response = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": status})
         assert response.status_code == 200
         assert response.json()["status"] == status
     missing = await client.post("/v1/businesses/biz_nope/status", headers=auth(op), json={"status": "active"})

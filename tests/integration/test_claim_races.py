@@ -20,8 +20,10 @@ async def test_fifty_buyers_race_for_one_exclusive_lead(app, client, db):
     lead_id = await submit_lead(client)
     offers = await offer_lead_to(app, lead_id, [b for b, _ in buyers])
     responses = await asyncio.gather(
-        *(client.post(f"/v1/offers/{o}/claim", headers=auth(t), json={"exclusive": True})
-          for o, (_, t) in zip(offers, buyers, strict=True))
+        *(
+            client.post(f"/v1/offers/{o}/claim", headers=auth(t), json={"exclusive": True})
+            for o, (_, t) in zip(offers, buyers, strict=True)
+        )
     )
     assert Counter(r.status_code for r in responses) == {201: 1, 409: 49}
     assert await db.count(Exposure, Exposure.lead_id == lead_id) == 1
@@ -35,8 +37,10 @@ async def test_twenty_claims_on_a_lead_limited_to_three(app, client, db, setting
     lead_id = await submit_lead(client, category="plumbing")
     offers = await offer_lead_to(app, lead_id, [b for b, _ in buyers])
     responses = await asyncio.gather(
-        *(client.post(f"/v1/offers/{o}/claim", headers=auth(t), json={"exclusive": False})
-          for o, (_, t) in zip(offers, buyers, strict=True))
+        *(
+            client.post(f"/v1/offers/{o}/claim", headers=auth(t), json={"exclusive": False})
+            for o, (_, t) in zip(offers, buyers, strict=True)
+        )
     )
     assert Counter(r.status_code for r in responses) == {201: 3, 409: 17}
     assert await db.count(Exposure, Exposure.lead_id == lead_id) == 3

@@ -45,8 +45,10 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb_token), json={"exclusive": False})
     assert claimed.status_code == 201, claimed.text
     assert claimed.json()["kind"] == "shared"
-    assert claimed.json()["price"] == {"amount_minor": settings.categories["plumbing"].lead_price_minor,
-                                       "currency": "ILS"}
+    assert claimed.json()["price"] == {
+        "amount_minor": settings.categories["plumbing"].lead_price_minor,
+        "currency": "ILS",
+    }
     assert claimed.json()["contact"]["phone"].startswith("+972")
 
     # A deal maker is assigned the lead, pays nothing now, and reports the deal to `paid`.
@@ -57,15 +59,21 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     assert assigned.status_code == 201, assigned.text
     exposure_id = assigned.json()["id"]
     assert assigned.json()["kind"] == "assigned" and assigned.json()["commission_rate_bp"] == 1500
-    won = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm_token),
-                            json={"status": "won", "turnover": {"amount_minor": 1_000_000, "currency": "ILS"}})
+    won = await client.post(
+        f"/v1/exposures/{exposure_id}/status",
+        headers=auth(dm_token),
+        json={"status": "won", "turnover": {"amount_minor": 1_000_000, "currency": "ILS"}},
+    )
     assert won.status_code == 200, won.text
     paid = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm_token), json={"status": "paid"})
     assert paid.status_code == 200, paid.text
     body = paid.json()
     assert body["status"] == "paid" and body["turnover"] == {"amount_minor": 1_000_000, "currency": "ILS"}
-    assert [(h["from_status"], h["to_status"]) for h in body["history"]] == [(None, "new"), ("new", "won"),
-                                                                             ("won", "paid")]
+    assert [(h["from_status"], h["to_status"]) for h in body["history"]] == [
+        (None, "new"),
+        ("new", "won"),
+        ("won", "paid"),
+    ]
     assert all(h["actor"] == f"business:{market['dm1'][0]}" for h in body["history"])
     assert await db.count(ExposureEvent, ExposureEvent.exposure_id == exposure_id) == 3
 
@@ -75,8 +83,11 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     dm2_offer = (await offers_of(client, dm2_token))[0]
     dm2_exposure = await client.post(f"/v1/offers/{dm2_offer['offer_id']}/claim", headers=auth(dm2_token))
     assert dm2_exposure.status_code == 201, dm2_exposure.text
-    returned = await client.post(f"/v1/exposures/{dm2_exposure.json()['id']}/return", headers=auth(dm2_token),
-                                 json={"reason": "customer wants a gardener, not a plumber"})
+    returned = await client.post(
+        f"/v1/exposures/{dm2_exposure.json()['id']}/return",
+        headers=auth(dm2_token),
+        json={"reason": "customer wants a gardener, not a plumber"},
+    )
     assert returned.status_code == 200, returned.text
     replacement_id = returned.json()["replacement_offer_id"]
     assert replacement_id and returned.json()["refund"] is None
@@ -94,8 +105,9 @@ async def test_lead_buyer_return_is_recorded_for_a_refund(app, client, db):
     await app.state.jobs.run_due()
     offer = (await offers_of(client, token))[0]
     exposure = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))).json()
-    response = await client.post(f"/v1/exposures/{exposure['id']}/return", headers=auth(token),
-                                 json={"reason": "wrong number"})
+    response = await client.post(
+        f"/v1/exposures/{exposure['id']}/return", headers=auth(token), json={"reason": "wrong number"}
+    )
     assert response.status_code == 200
     assert response.json()["refund"] == exposure["price"]
     assert response.json()["replacement_offer_id"] is None

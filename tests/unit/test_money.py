@@ -151,7 +151,7 @@ def test_percent_bp_refuses_float_basis_points() -> None:
         Money(100, EUR).percent_bp(30.0)  # type: ignore[arg-type]
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(amount=st.integers(-(10**15), 10**15), bp=st.integers(0, 20_000))
 def test_percent_bp_is_the_exact_share_rounded_half_up(amount: int, bp: int) -> None:
     exact = Fraction(amount * bp, 10_000)
@@ -193,7 +193,7 @@ def test_allocate_refuses_bad_weights(weights: object) -> None:
         Money(100, ILS).allocate(weights)  # type: ignore[arg-type]
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(
     total=st.integers(-(10**12), 10**12),
     weights=st.lists(st.integers(0, 10_000), min_size=1, max_size=8).filter(lambda w: sum(w) > 0),
@@ -213,7 +213,7 @@ def test_allocate_sums_to_total_and_each_part_is_within_one_unit_of_its_share(
             assert part.amount_minor == 0
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(total=st.integers(0, 10**12), weights=st.lists(st.integers(1, 1000), min_size=1, max_size=6))
 def test_allocate_of_negative_total_is_the_mirror_image(total: int, weights: list[int]) -> None:
     assert Money(-total, ILS).allocate(weights) == [-p for p in Money(total, ILS).allocate(weights)]
@@ -302,7 +302,7 @@ def test_minor_unit_exponent() -> None:
     assert (minor_unit_exponent("ILS"), minor_unit_exponent("JPY"), minor_unit_exponent("KWD")) == (2, 0, 3)
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(amount=st.integers(-(10**15), 10**15), currency=st.sampled_from(["ILS", "EUR", "JPY", "KWD"]))
 def test_format_and_parse_round_trip(amount: int, currency: str) -> None:
     money = Money(amount, currency)

@@ -23,11 +23,7 @@ class ApiToken(Base):
     """Only the SHA-256 of a token is kept; the token itself is shown once."""
 
     __tablename__ = "api_tokens"
-    __table_args__ = (
-        CheckConstraint(
-            "(business_id IS NULL) <> (operator_id IS NULL)", name="exactly_one_owner"
-        ),
-    )
+    __table_args__ = (CheckConstraint("(business_id IS NULL) <> (operator_id IS NULL)", name="exactly_one_owner"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

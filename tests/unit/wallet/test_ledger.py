@@ -422,7 +422,7 @@ def any_transfer(draw: st.DrawFn) -> Transfer:
     return build_partner_bonus("k", CLUB, gross)
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(transfer=any_transfer())
 def test_every_builder_produces_a_balanced_transfer(transfer: Transfer) -> None:
     assert len(transfer.postings) >= 2
@@ -504,7 +504,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(ops=operations)
 def test_random_trading_keeps_the_ledger_balanced_and_wallets_non_negative(
     ops: list[tuple[str, int, int, str]],

@@ -65,7 +65,7 @@ def test_to_json() -> None:
     }
 
 
-@settings(max_examples=100)
+@settings(max_examples=50)
 @given(
     charge=st.integers(0, 10**12),
     credit=st.integers(0, 10**12),

@@ -23,6 +23,7 @@ from marketplace.wallet.plans import (
     PlanEvent,
     Reward,
     deal_commission,
+    default_plan,
     evaluate,
     parse_plan,
     sponsor_role,
@@ -203,7 +204,7 @@ def shares(draw: st.DrawFn) -> list[int]:
     return [b - a for a, b in itertools.pairwise(bounds)]
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(share_list=shares(), minor=st.integers(0, 10**11), absent=st.sets(st.integers(0, 4)))
 def test_the_split_always_sums_to_the_commission(share_list: list[int], minor: int, absent: set[int]) -> None:
     roles = [f"role_{i}" for i in range(len(share_list))]
@@ -321,7 +322,7 @@ def test_without_a_referrer_the_sponsor_gets_its_full_rate_in_difference_mode() 
     }
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(
     revenue=st.integers(0, 10**11),
     referrer=st.integers(0, 10_000),
@@ -370,3 +371,13 @@ def test_deal_commission() -> None:
         deal_commission(Money(100, "ILS"), 10_001)
     with pytest.raises(ValueError):
         deal_commission(Money(-100, "ILS"), 3000)
+
+
+def test_default_plan_in_another_currency() -> None:
+    euro = parse_plan(default_plan("EUR"))
+    result = evaluate(euro, PlanEvent(EventKind.QUALIFIED_LEAD, eur("150.00")))
+    assert result.payouts == (Payout("referrer", eur("20.00"), PayoutReason.QUALIFIED_LEAD),)
+    assert default_plan("JPY")["tiers"]["qualified_lead"]["fixed"] == {"amount_minor": 20, "currency": "JPY"}
+    assert default_plan() == DEFAULT_PLAN and default_plan() is not default_plan()
+    with pytest.raises(ValueError):
+        default_plan("eur")

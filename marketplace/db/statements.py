@@ -1,0 +1,13 @@
+"""Running conditional writes: how many rows an UPDATE changed is how the database answers a race."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def rows_changed(session: AsyncSession, statement: Any) -> int:
+    result = cast(CursorResult[Any], await session.execute(statement))
+    return int(result.rowcount)

@@ -1,0 +1,75 @@
+"""The same actors through dramatiq's Redis broker and a real worker, against the real Redis server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import httpx
+import pytest
+import redis
+from dramatiq import Worker
+from sqlalchemy import func, select
+
+from marketplace.app import create_app, shutdown, startup
+from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.db.models import Offer
+from marketplace.ranking.rotation import RotationRanker
+from marketplace.uow import UnitOfWorkFactory
+from tests.conftest import make_settings, unavailable
+from tests.factories import lead_body, register
+from workers import runtime
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+pytestmark = pytest.mark.redis
+
+
+async def _offers(sessions, lead_id: str) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(Offer).where(Offer.lead_id == lead_id)) or 0)
+
+
+async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, database_url):
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    redis_settings = make_settings(database_url, REDIS_URL=REDIS_URL)
+    app = create_app(redis_settings, migrate_on_start=False, run_jobs_in_background=False)
+    broker = app.state.jobs.broker
+    broker.namespace = f"marketplace-test-{uuid.uuid4().hex[:8]}"  # nothing from an earlier run is delivered
+    await startup(app.state)
+    # The worker's actors run on dramatiq's own event loop thread, so they get their own engine.
+    worker_engine = create_engine(database_url)
+    runtime.bind(
+        runtime.Runtime(
+            redis_settings, UnitOfWorkFactory(create_session_factory(worker_engine)), app.state.jobs, RotationRanker()
+        )
+    )
+    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker.start()
+    try:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50001))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for _ in range(2):
+                await register(client, "lead_buyer")
+            response = await client.post("/v1/leads", json=lead_body())
+            assert response.status_code == 201
+            lead_id = response.json()["id"]
+        for _ in range(100):
+            if await _offers(app.state.sessions, lead_id) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert await _offers(app.state.sessions, lead_id) == 2
+        # The same message delivered again changes nothing.
+        app.state.jobs.enqueue("send_wave", lead_id, 1)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: broker.join("leads", timeout=10_000))
+        assert await _offers(app.state.sessions, lead_id) == 2
+    finally:
+        worker.stop()
+        await asyncio.get_running_loop().run_in_executor(None, broker.close)
+        runtime.bind(None)
+        await worker_engine.dispose()
+        await shutdown(app.state)

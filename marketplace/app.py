@@ -24,10 +24,12 @@ from marketplace.exposures.controllers import ExposureController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.problems import EXCEPTION_HANDLERS
 from marketplace.http.ratelimit import RateLimiter
+from marketplace.http.strict import StrictRequest
 from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.offers.controllers import OfferController
 from marketplace.ranking.rotation import RotationRanker
+from marketplace.wallet.controllers import WalletController
 from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
 from workers import runtime
@@ -35,7 +37,14 @@ from workers.broker import make_broker, use_broker
 
 log = logging.getLogger("marketplace")
 
-CONTROLLERS: list[Any] = [CatalogController, BusinessController, LeadController, OfferController, ExposureController]
+CONTROLLERS: list[Any] = [
+    CatalogController,
+    BusinessController,
+    LeadController,
+    OfferController,
+    ExposureController,
+    WalletController,
+]
 # How often the periodic jobs (expiry, stale leads, lost first waves) are enqueued.
 PERIODIC_SECONDS = 30.0
 
@@ -91,6 +100,7 @@ def create_app(
         lifespan=[lifespan],
         middleware=[request_id_middleware],
         request_max_body_size=settings.service.max_body_bytes,
+        request_class=StrictRequest,
         openapi_config=OpenAPIConfig(
             title="Lead marketplace",
             version="1.0.0",

@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
 
     sub.add_parser("worker", help="run dramatiq workers for the actors (needs REDIS_URL)")
+    # These two own their options: everything after the word goes to their own parser.
+    sub.add_parser("simulate", help="run a simulated market (see `marketplace simulate --help`)", add_help=False)
+    sub.add_parser("bench", help="benchmarks (see `marketplace bench --help`)", add_help=False)
     return parser
 
 
@@ -81,6 +84,9 @@ async def _load_demo(settings: Settings) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("simulate", "bench"):
+        return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -110,6 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args)
     return 2
+
+
+def _delegate(command: str, rest: list[str]) -> int:
+    try:
+        get_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if command == "simulate":
+        from marketplace.simulation.cli import main as simulate_main
+
+        return simulate_main(rest)
+    from marketplace.bench.cli import main as bench_main
+
+    return bench_main(rest)
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -46,6 +46,14 @@ class Windows:
 
 
 @dataclass(frozen=True, slots=True)
+class WalletSettings:
+    default_credit_limit_minor: int
+    issuer_name: str
+    issuer_tax_id: str
+    issuer_address: str
+
+
+@dataclass(frozen=True, slots=True)
 class Jurisdiction:
     code: str
     name: str
@@ -79,6 +87,7 @@ class Settings:
     jurisdictions: Mapping[str, Jurisdiction]
     categories: Mapping[str, Category]
     regions: Mapping[str, Region]
+    wallet: WalletSettings
     config_dir: Path = field(default=DEFAULT_CONFIG_DIR)
 
     @property
@@ -282,7 +291,14 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         if code in regions:
             raise SettingsError(f"regions.{code}: defined twice")
         regions[code] = Region(code=code, name=_str(raw, f"regions.{code}", "name"))
-    return Settings(service, windows, jurisdictions, categories, regions, config_dir)
+    wal = _section(data, "wallet")
+    wallet = WalletSettings(
+        default_credit_limit_minor=_int(wal, "wallet", "default_credit_limit_minor"),
+        issuer_name=_str(wal, "wallet", "issuer_name"),
+        issuer_tax_id=_str(wal, "wallet", "issuer_tax_id"),
+        issuer_address=_str(wal, "wallet", "issuer_address"),
+    )
+    return Settings(service, windows, jurisdictions, categories, regions, wallet, config_dir)
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None = None) -> Settings:

@@ -5,6 +5,7 @@ Under CI=true an unreachable PostgreSQL or Redis fails the run instead of skippi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -73,6 +74,15 @@ def make_settings(database_url: str, **env: str) -> Settings:
     )
 
 
+def _wallet_migration() -> Any:
+    path = Path(migrate.MIGRATIONS_DIR) / "versions" / "0002_wallet.py"
+    spec = importlib.util.spec_from_file_location("wallet_migration", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 async def _truncate(database_url: str) -> None:
     engine = create_engine(database_url)
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
@@ -80,8 +90,14 @@ async def _truncate(database_url: str) -> None:
         if database_url.startswith("postgresql"):
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
+            # The ledger's append-only triggers refuse deletes; lift them for the wipe between tests only.
+            ledger_rules = _wallet_migration()
+            for statement in ledger_rules.SQLITE_DROP:
+                await conn.execute(text(statement))
             for name in tables:
                 await conn.execute(text(f"DELETE FROM {name}"))
+            for statement in ledger_rules.SQLITE_TRIGGERS:
+                await conn.execute(text(statement))
     await engine.dispose()
 
 

@@ -54,7 +54,9 @@ class ExposureController(Controller):
     ) -> schemas.Exposure:
         """Move the deal along its pipeline; an impossible move is a 409 naming the allowed next states."""
         async with state.uow() as uow:
-            exposure = await services.update_status(uow.session, current_principal(request), exposure_id, data)
+            exposure = await services.update_status(
+                uow.session, state.settings, current_principal(request), exposure_id, data
+            )
             return await services.to_schema(uow.session, state.settings, exposure)
 
     @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
@@ -87,15 +89,13 @@ class ExposureController(Controller):
         business = current_principal(request)
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            exposure, replacement = await services.return_exposure(
-                uow.session, state.settings, business, exposure_id, data.reason
-            )
-            refund = MoneyOut(exposure.price_minor, exposure.currency) if exposure.price_minor else None
+            returned = await services.return_exposure(uow.session, state.settings, business, exposure_id, data.reason)
+            refund = returned.refund
             return 200, schemas.ReturnResult(
-                exposure_id=exposure.id,
-                status=exposure.status,
-                refund=refund,
-                replacement_offer_id=replacement.id if replacement else None,
+                exposure_id=returned.exposure.id,
+                status=returned.exposure.status,
+                refund=MoneyOut(refund.amount_minor, refund.currency) if refund is not None else None,
+                replacement_offer_id=returned.replacement.id if returned.replacement else None,
             )
 
         fingerprint = request_hash("POST", request.url.path, data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, case, func, select, update
@@ -15,9 +16,18 @@ from marketplace.exposures import rules, schemas
 from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
+from marketplace.money import Money
 from marketplace.offers.services import close_open_offers, offer_replacement
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.wallet import services as wallet
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    exposure: Exposure
+    replacement: Offer | None
+    refund: Money | None
 
 
 async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
@@ -100,7 +110,7 @@ def _record(session: AsyncSession, exposure: Exposure, actor: str, to_status: st
 
 
 async def update_status(
-    session: AsyncSession, business: Principal, exposure_id: str, data: schemas.StatusUpdate
+    session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
 ) -> Exposure:
     exposure = await get_own(session, business, exposure_id, lock=True)
     if not rules.can_move(exposure.status, data.status):
@@ -122,6 +132,10 @@ async def update_status(
     exposure.status_changed_at = utcnow()
     exposure.stale = False
     await session.flush()
+    if data.status == "paid" and exposure.mode == "deal_maker":
+        lead = await session.get(Lead, exposure.lead_id)
+        assert lead is not None
+        await wallet.settle_commission(session, settings, exposure, lead)
     return exposure
 
 
@@ -146,8 +160,11 @@ async def upgrade_to_exclusive(
     lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
     assert lead is not None
     category = settings.categories[lead.category]
-    exposure.price_minor = max(exposure.price_minor, category.exclusive_price_minor)
+    difference = category.exclusive_price_minor - exposure.price_minor
     exposure.kind = "exclusive"
+    if difference > 0:
+        exposure.price_minor = category.exclusive_price_minor
+        await wallet.charge_exposure(session, settings, exposure, lead, price_minor=difference, step="upgrade")
     session.add(
         ExposureEvent(
             exposure_id=exposure.id,
@@ -165,7 +182,7 @@ async def upgrade_to_exclusive(
 
 async def return_exposure(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, reason: str
-) -> tuple[Exposure, Offer | None]:
+) -> Returned:
     """Return an irrelevant lead within the window. Its slot goes back to the market; a deal maker gets a
     replacement offer, a lead buyer's price is owed back as a refund (the wallet credits it)."""
     if not reason.strip():
@@ -194,11 +211,13 @@ async def return_exposure(
             status=case((Lead.expires_at > now, "open"), else_="expired"),
         )
     )
-    replacement = None
+    replacement, refund = None, None
     if exposure.mode == "deal_maker":
         replacement = await offer_replacement(session, settings, business.id, exposure)
+    else:
+        refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()
-    return exposure, replacement
+    return Returned(exposure, replacement, refund)
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:

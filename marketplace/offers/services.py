@@ -26,6 +26,7 @@ from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
+from marketplace.wallet import services as wallet
 
 
 def lead_view(lead: Lead) -> LeadView:
@@ -170,6 +171,7 @@ async def claim_offer(
     lead = await session.get(Lead, offer.lead_id, populate_existing=True)
     assert lead is not None
     category = settings.categories[lead.category]
+    plan_version, _ = await wallet.active_plan(session, settings)
     if business.mode == "lead_buyer":
         kind = "exclusive" if exclusive else "shared"
         price = category.exclusive_price_minor if exclusive else category.lead_price_minor
@@ -185,6 +187,7 @@ async def claim_offer(
         price_minor=price,
         currency=lead.currency,
         commission_rate_bp=category.commission_rate_bp,
+        plan_version_id=plan_version.id,
         status="new",
         stale=False,
         created_at=now,
@@ -198,6 +201,9 @@ async def claim_offer(
         raise Conflict("this business already holds an exposure of this lead") from exc
     if lead.status == "full":
         await close_open_offers(session, lead.id)
+    if price:
+        # In the same transaction as the claim: no contact without the charge, no charge without the contact.
+        await wallet.charge_exposure(session, settings, exposure, lead, price_minor=price, step="purchase")
     return exposure
 
 

@@ -4,18 +4,34 @@ from marketplace.db.models.businesses import Business, BusinessCategory, Busines
 from marketplace.db.models.identity import ApiToken, IdempotencyRecord, Operator, UsedLink
 from marketplace.db.models.leads import Lead, LeadContact
 from marketplace.db.models.offers import Exposure, ExposureEvent, Offer
+from marketplace.db.models.wallet import (
+    CommissionPlanVersion,
+    Invoice,
+    InvoiceSequence,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    Settlement,
+)
 
 __all__ = [
     "ApiToken",
     "Business",
     "BusinessCategory",
     "BusinessRegion",
+    "CommissionPlanVersion",
     "Exposure",
     "ExposureEvent",
     "IdempotencyRecord",
+    "Invoice",
+    "InvoiceSequence",
     "Lead",
     "LeadContact",
+    "LedgerAccount",
+    "LedgerPosting",
+    "LedgerTransaction",
     "Offer",
     "Operator",
+    "Settlement",
     "UsedLink",
 ]

@@ -32,6 +32,8 @@ class Business(Base):
     max_deal_minor: Mapped[int] = mapped_column(BigInteger)
     daily_cap: Mapped[int] = mapped_column(Integer)
     monthly_cap: Mapped[int] = mapped_column(Integer)
+    # How much it may owe through the payment provider (unpaid charges); None: the configured default.
+    credit_limit_minor: Mapped[int | None] = mapped_column(BigInteger)
     # The fair rotation offers a lead first to whoever was offered one longest ago.
     last_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -70,6 +70,8 @@ class Exposure(Base):
     price_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     commission_rate_bp: Mapped[int] = mapped_column(Integer)
+    # The commission plan version in force at claim time: the deal is settled under it, whatever changes later.
+    plan_version_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), default="new")
     turnover_minor: Mapped[int | None] = mapped_column(BigInteger)
     stale: Mapped[bool] = mapped_column(default=False)

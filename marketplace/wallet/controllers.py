@@ -1,0 +1,262 @@
+"""HTTP routes of the wallet: balances, entries (JSON or CSV), withdrawals, invoices (JSON or PDF),
+settlements confirmed by operators, the trial balance, commission plans and credit limits."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Any
+
+import anyio
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+from sqlalchemy import select
+
+from marketplace.db.models import Business, CommissionPlanVersion
+from marketplace.errors import InvalidInput, NotFound
+from marketplace.http.access import Access, access, current_principal
+from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
+from marketplace.http.pagination import Page, check_limit
+from marketplace.ids import new_id
+from marketplace.money import Money
+from marketplace.schemas import MoneyOut
+from marketplace.uow import UnitOfWork
+from marketplace.wallet import queries, schemas, services, store
+from marketplace.wallet.invoice_pdf import render_invoice_pdf
+
+CSV_PAGE = 1000
+
+
+def _cursor(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidInput.field("cursor", "not a cursor this list gave out")
+    return int(raw)
+
+
+class WalletController(Controller):
+    path = "/v1"
+    tags = ["wallet"]
+
+    @get("/wallet", opt=access(Access.BUSINESS))
+    async def wallet(self, state: State, request: Request[Any, Any, Any]) -> schemas.Wallet:
+        """Balances per account kind: `available` (withdrawable), `credit`, and what the business owes."""
+        async with state.uow() as uow:
+            return await queries.wallet_of(uow.session, state.settings, current_principal(request).id)
+
+    @get("/wallet/entries", opt=access(Access.BUSINESS))
+    async def entries(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        kind: FromQuery[str | None] = None,
+        format: FromQuery[str] = "json",
+    ) -> Response[Any]:
+        """Own ledger entries, newest first, filtered by date and kind; `?format=csv` exports them all."""
+        business_id = current_principal(request).id
+        if format not in ("json", "csv"):
+            raise InvalidInput.field("format", "json or csv")
+        async with state.uow() as uow:
+            if format == "json":
+                items, next_cursor = await queries.entries_of(
+                    uow.session,
+                    business_id,
+                    limit=check_limit(limit),
+                    cursor=_cursor(cursor),
+                    since=since,
+                    until=until,
+                    kind=kind,
+                )
+                return Response(Page(items=items, next_cursor=next_cursor))
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(
+                [
+                    "posting_id",
+                    "at",
+                    "transaction_id",
+                    "kind",
+                    "account",
+                    "amount_minor",
+                    "currency",
+                    "memo",
+                    "reference",
+                ]
+            )
+            page_cursor: int | None = None
+            while True:
+                items, next_cursor = await queries.entries_of(
+                    uow.session,
+                    business_id,
+                    limit=CSV_PAGE,
+                    cursor=page_cursor,
+                    since=since,
+                    until=until,
+                    kind=kind,
+                )
+                for e in items:
+                    writer.writerow(
+                        [
+                            e.posting_id,
+                            e.at.isoformat(),
+                            e.transaction_id,
+                            e.kind,
+                            e.account,
+                            e.amount.amount_minor,
+                            e.amount.currency,
+                            e.memo,
+                            e.reference or "",
+                        ]
+                    )
+                if next_cursor is None:
+                    break
+                page_cursor = int(next_cursor)
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="wallet-entries.csv"'},
+        )
+
+    @post("/wallet/withdrawals", opt=access(Access.LEAD_BUYER), status_code=201)
+    async def withdraw(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        data: JSONBody[schemas.WithdrawalRequest],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Pay out part of the available balance (lead buyers only; credit is never paid out)."""
+        principal = current_principal(request)
+        ledger_key = idempotency_key or new_id("wd")
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            business = await uow.session.get(Business, principal.id)
+            assert business is not None
+            amount = Money(data.amount.amount_minor, data.amount.currency)
+            settlement = await services.withdraw(uow.session, business, amount, ledger_key)
+            return 201, queries.settlement_out(settlement)
+
+        fingerprint = request_hash("POST", request.url.path, data)
+        return await run_idempotent(state.uow, principal.id, idempotency_key, fingerprint, work)
+
+    @get("/wallet/trial-balance", opt=access(Access.OPERATOR))
+    async def trial_balance(self, state: State) -> schemas.TrialBalance:
+        """Every posting summed per currency (zero when sound), the marketplace's accounts, and any business
+        account whose kept balance disagrees with its postings."""
+        async with state.uow() as uow:
+            totals = await store.trial_balance(uow.session)
+            accounts = await store.marketplace_balances(uow.session)
+            mismatches = await store.balance_mismatches(uow.session)
+        return schemas.TrialBalance(
+            totals=totals,
+            balanced=all(v == 0 for v in totals.values()) and not mismatches,
+            marketplace_accounts=[
+                schemas.AccountBalance(account=code, balance=MoneyOut(amount, cur)) for code, cur, amount in accounts
+            ],
+            mismatches=[
+                {"account": code, "currency": cur, "kept_minor": kept, "from_postings_minor": derived}
+                for code, cur, kept, derived in mismatches
+            ],
+        )
+
+    @get("/invoices", opt=access(Access.BUSINESS_OR_OPERATOR))
+    async def invoices(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        business_id: FromQuery[str | None] = None,
+    ) -> Page[schemas.InvoiceSummary]:
+        async with state.uow() as uow:
+            items, next_cursor = await queries.invoices_for(
+                uow.session, current_principal(request), business_id, check_limit(limit), cursor
+            )
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get("/invoices/{invoice_id:str}", opt=access(Access.BUSINESS_OR_OPERATOR))
+    async def invoice(self, state: State, request: Request[Any, Any, Any], invoice_id: FromPath[str]) -> Response[Any]:
+        """The invoice as JSON, or as a PDF with `Accept: application/pdf`."""
+        async with state.uow() as uow:
+            invoice = await queries.invoice_for(uow.session, current_principal(request), invoice_id)
+        if "application/pdf" in request.headers.get("accept", ""):
+            pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
+            number = invoice.document["number"]
+            return Response(
+                pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{number}.pdf"'}
+            )
+        return Response(queries.invoice_detail(invoice))
+
+    @get("/settlements", opt=access(Access.BUSINESS_OR_OPERATOR))
+    async def settlements(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        status: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[schemas.Settlement]:
+        async with state.uow() as uow:
+            items, next_cursor = await queries.settlements_for(
+                uow.session, current_principal(request), status, check_limit(limit), cursor
+            )
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post("/settlements/{settlement_id:str}/confirm", opt=access(Access.OPERATOR), status_code=200)
+    async def confirm(
+        self, state: State, request: Request[Any, Any, Any], settlement_id: FromPath[str]
+    ) -> schemas.Settlement:
+        """A bank transfer was received (a charge) or paid out (a withdrawal): the ledger moves it."""
+        async with state.uow() as uow:
+            settlement = await services.confirm_settlement(uow.session, settlement_id, current_principal(request).actor)
+            return queries.settlement_out(settlement)
+
+    @post("/settlements/{settlement_id:str}/fail", opt=access(Access.OPERATOR), status_code=200)
+    async def fail(
+        self, state: State, request: Request[Any, Any, Any], settlement_id: FromPath[str]
+    ) -> schemas.Settlement:
+        """The transfer did not happen: a charge's debt stays open, a payout goes back to the wallet."""
+        async with state.uow() as uow:
+            settlement = await services.fail_settlement(uow.session, settlement_id, current_principal(request).actor)
+            return queries.settlement_out(settlement)
+
+    @get("/commission-plans", opt=access(Access.OPERATOR))
+    async def plans(self, state: State) -> list[schemas.Plan]:
+        """Every version of the commission plan, newest first (settled deals name the version they used)."""
+        async with state.uow() as uow:
+            await services.active_plan(uow.session, state.settings)
+            rows = await uow.session.scalars(
+                select(CommissionPlanVersion).order_by(CommissionPlanVersion.version.desc())
+            )
+            return [schemas.Plan(r.id, r.version, r.definition, r.created_by, r.created_at) for r in rows]
+
+    @post("/commission-plans", opt=access(Access.OPERATOR), status_code=201)
+    async def new_plan(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.PlanIn]
+    ) -> schemas.Plan:
+        """A new plan version, in force for exposures from now on; every field is checked, errors name it."""
+        async with state.uow() as uow:
+            row = await services.save_plan(uow.session, data.definition, current_principal(request).actor)
+            return schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
+
+    @post("/businesses/{business_id:str}/credit-limit", opt=access(Access.OPERATOR), status_code=200)
+    async def credit_limit(
+        self, state: State, business_id: FromPath[str], data: JSONBody[schemas.CreditLimit]
+    ) -> schemas.Wallet:
+        """How much a business may owe through the payment provider before purchases are refused."""
+        async with state.uow() as uow:
+            business = await uow.session.get(Business, business_id, with_for_update=True)
+            if business is None:
+                raise NotFound(f"no business {business_id}")
+            if data.amount.currency != business.currency:
+                raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
+            business.credit_limit_minor = data.amount.amount_minor
+            await uow.session.flush()
+            return await queries.wallet_of(uow.session, state.settings, business_id)

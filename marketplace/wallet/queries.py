@@ -1,0 +1,162 @@
+"""Reading the wallet: a business's balances and entries, invoices, settlements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.db.models import Business, Invoice, LedgerAccount, LedgerPosting, LedgerTransaction, Settlement
+from marketplace.errors import NotFound
+from marketplace.identity.services import Principal
+from marketplace.schemas import MoneyOut
+from marketplace.settings import Settings
+from marketplace.wallet import schemas
+from marketplace.wallet.ledger import AccountKind
+
+
+def settlement_out(s: Settlement) -> schemas.Settlement:
+    return schemas.Settlement(
+        id=s.id,
+        business_id=s.business_id,
+        direction=s.direction,
+        method=s.method,
+        amount=MoneyOut(s.amount_minor, s.currency),
+        status=s.status,
+        invoice_id=s.invoice_id,
+        reference=s.reference,
+        created_at=s.created_at,
+        confirmed_at=s.confirmed_at,
+    )
+
+
+async def wallet_of(session: AsyncSession, settings: Settings, business_id: str) -> schemas.Wallet:
+    business = await session.get(Business, business_id)
+    if business is None:
+        raise NotFound(f"no business {business_id}")
+    cur = business.currency
+    rows = await session.execute(
+        select(LedgerAccount.kind, LedgerAccount.balance_minor).where(
+            LedgerAccount.owner == "business", LedgerAccount.owner_id == business_id, LedgerAccount.currency == cur
+        )
+    )
+    balances = {AccountKind(kind): amount for kind, amount in rows}
+    pending = await session.scalars(
+        select(Settlement)
+        .where(Settlement.business_id == business_id, Settlement.status == "pending")
+        .order_by(Settlement.id.desc())
+    )
+    limit = (
+        business.credit_limit_minor
+        if business.credit_limit_minor is not None
+        else settings.wallet.default_credit_limit_minor
+    )
+    return schemas.Wallet(
+        business_id=business_id,
+        currency=cur,
+        available=MoneyOut(balances.get(AccountKind.AVAILABLE, 0), cur),
+        credit=MoneyOut(balances.get(AccountKind.CREDIT, 0), cur),
+        owed=MoneyOut(balances.get(AccountKind.RECEIVABLE, 0), cur),
+        credit_limit=MoneyOut(limit, cur),
+        withdrawable=business.mode == "lead_buyer",
+        pending_settlements=[settlement_out(s) for s in pending],
+    )
+
+
+async def entries_of(
+    session: AsyncSession,
+    business_id: str,
+    *,
+    limit: int,
+    cursor: int | None,
+    since: datetime | None,
+    until: datetime | None,
+    kind: str | None,
+) -> tuple[list[schemas.Entry], str | None]:
+    query = (
+        select(LedgerPosting, LedgerAccount.kind.label("account_kind"), LedgerTransaction)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .where(LedgerAccount.owner == "business", LedgerAccount.owner_id == business_id)
+    )
+    if cursor is not None:
+        query = query.where(LedgerPosting.id < cursor)
+    if since is not None:
+        query = query.where(LedgerTransaction.created_at >= since)
+    if until is not None:
+        query = query.where(LedgerTransaction.created_at < until)
+    if kind:
+        query = query.where(LedgerTransaction.kind == kind)
+    rows = (await session.execute(query.order_by(LedgerPosting.id.desc()).limit(limit + 1))).all()
+    items = [
+        schemas.Entry(
+            posting_id=posting.id,
+            transaction_id=txn.id,
+            kind=txn.kind,
+            account=account_kind,
+            amount=MoneyOut(posting.amount_minor * AccountKind(account_kind).normal_sign, posting.currency),
+            memo=txn.memo,
+            reference=txn.reference,
+            at=txn.created_at,
+        )
+        for posting, account_kind, txn in rows[:limit]
+    ]
+    return items, (str(items[-1].posting_id) if len(rows) > limit and items else None)
+
+
+def invoice_summary(i: Invoice) -> schemas.InvoiceSummary:
+    return schemas.InvoiceSummary(
+        id=i.id,
+        number=i.document["number"],
+        kind=i.kind,
+        business_id=i.business_id,
+        net=MoneyOut(i.net_minor, i.currency),
+        vat=MoneyOut(i.vat_minor, i.currency),
+        gross=MoneyOut(i.gross_minor, i.currency),
+        vat_rate_bp=i.vat_rate_bp,
+        issued_at=i.issued_at,
+        corrects_invoice_id=i.corrects_invoice_id,
+    )
+
+
+def invoice_detail(i: Invoice) -> schemas.InvoiceDetail:
+    s = invoice_summary(i)
+    return schemas.InvoiceDetail(**{f: getattr(s, f) for f in s.__struct_fields__}, document=i.document)
+
+
+async def invoice_for(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:
+    invoice = await session.get(Invoice, invoice_id)
+    if invoice is None or (principal.kind == "business" and invoice.business_id != principal.id):
+        raise NotFound(f"no invoice {invoice_id}")
+    return invoice
+
+
+async def invoices_for(
+    session: AsyncSession, principal: Principal, business_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[schemas.InvoiceSummary], str | None]:
+    query = select(Invoice)
+    if principal.kind == "business":
+        query = query.where(Invoice.business_id == principal.id)
+    elif business_id:
+        query = query.where(Invoice.business_id == business_id)
+    if cursor:
+        query = query.where(Invoice.id < cursor)
+    rows = list(await session.scalars(query.order_by(Invoice.id.desc()).limit(limit + 1)))
+    items = [invoice_summary(i) for i in rows[:limit]]
+    return items, (items[-1].id if len(rows) > limit and items else None)
+
+
+async def settlements_for(
+    session: AsyncSession, principal: Principal, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[schemas.Settlement], str | None]:
+    query = select(Settlement)
+    if principal.kind == "business":
+        query = query.where(Settlement.business_id == principal.id)
+    if status:
+        query = query.where(Settlement.status == status)
+    if cursor:
+        query = query.where(Settlement.id < cursor)
+    rows = list(await session.scalars(query.order_by(Settlement.id.desc()).limit(limit + 1)))
+    items = [settlement_out(s) for s in rows[:limit]]
+    return items, (items[-1].id if len(rows) > limit and items else None)

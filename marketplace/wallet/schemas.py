@@ -1,0 +1,107 @@
+"""The wallet on the wire: balances, ledger entries, settlements, invoices, plans, the trial balance."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from marketplace.schemas import MoneyIn, MoneyOut
+
+
+class Settlement(msgspec.Struct):
+    id: str
+    business_id: str
+    direction: str
+    method: str
+    amount: MoneyOut
+    status: str
+    invoice_id: str | None
+    reference: str | None
+    created_at: datetime
+    confirmed_at: datetime | None
+
+
+class Wallet(msgspec.Struct):
+    business_id: str
+    currency: str
+    available: MoneyOut
+    credit: MoneyOut
+    owed: MoneyOut
+    credit_limit: MoneyOut
+    withdrawable: bool
+    pending_settlements: list[Settlement]
+
+
+class Entry(msgspec.Struct):
+    posting_id: int
+    transaction_id: str
+    kind: str
+    account: str
+    # In the account's own terms: +100 on `credit` means the business has 1.00 more credit.
+    amount: MoneyOut
+    memo: str
+    reference: str | None
+    at: datetime
+
+
+class WithdrawalRequest(msgspec.Struct, forbid_unknown_fields=True):
+    amount: MoneyIn
+
+
+class InvoiceSummary(msgspec.Struct):
+    id: str
+    number: str
+    kind: str
+    business_id: str
+    net: MoneyOut
+    vat: MoneyOut
+    gross: MoneyOut
+    vat_rate_bp: int
+    issued_at: datetime
+    corrects_invoice_id: str | None
+
+
+class InvoiceDetail(msgspec.Struct):
+    id: str
+    number: str
+    kind: str
+    business_id: str
+    net: MoneyOut
+    vat: MoneyOut
+    gross: MoneyOut
+    vat_rate_bp: int
+    issued_at: datetime
+    corrects_invoice_id: str | None
+    document: dict[str, Any]
+
+
+class AccountBalance(msgspec.Struct):
+    account: str
+    balance: MoneyOut
+
+
+class TrialBalance(msgspec.Struct):
+    # Every posting summed per currency: zero in a sound ledger.
+    totals: dict[str, int]
+    balanced: bool
+    marketplace_accounts: list[AccountBalance]
+    # Business accounts whose kept balance differs from their postings (empty in a sound ledger).
+    mismatches: list[dict[str, Any]]
+
+
+class PlanIn(msgspec.Struct, forbid_unknown_fields=True):
+    definition: dict[str, Any]
+
+
+class Plan(msgspec.Struct):
+    id: str
+    version: int
+    definition: dict[str, Any]
+    created_by: str
+    created_at: datetime
+
+
+class CreditLimit(msgspec.Struct, forbid_unknown_fields=True):
+    amount: MoneyIn

@@ -1,0 +1,508 @@
+"""Every money movement of the product, through the ledger: lead purchases, refunds, earnings for sold leads,
+deal commissions, withdrawals, settlements confirmed by operators; invoices for every charge; plans.
+
+Services never commit; each runs inside the caller's unit of work, so the money moves with the claim,
+the status change or the return that caused it, or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.db.models import (
+    Business,
+    CommissionPlanVersion,
+    Exposure,
+    Invoice,
+    InvoiceSequence,
+    Lead,
+    LedgerTransaction,
+    Settlement,
+)
+from marketplace.db.statements import rows_changed
+from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
+from marketplace.ids import new_id
+from marketplace.money import Money
+from marketplace.settings import Settings
+from marketplace.wallet import store
+from marketplace.wallet.invoice_pdf import InvoiceDocument, InvoiceKind, InvoiceLine, Party, steps_from_offset
+from marketplace.wallet.ledger import (
+    AccountKind,
+    Allocation,
+    SettlementDirection,
+    build_charge_received,
+    build_deal_commission,
+    build_exposure_purchase,
+    build_lead_earnings,
+    build_lead_refund,
+    build_provider_settlement,
+    build_reversal,
+    build_withdrawal,
+    business_account,
+    earnings_account_kind,
+    marketplace_account,
+)
+from marketplace.wallet.offset import OffsetPlan, plan_offset
+from marketplace.wallet.plans import (
+    ROLE_PLATFORM,
+    ROLE_RECOMMENDER,
+    ROLE_REFERRER,
+    CommissionPlan,
+    EventKind,
+    PlanEvent,
+    default_plan,
+    evaluate,
+    parse_plan,
+)
+from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
+from marketplace.wallet.vat import VatBreakdown, vat_breakdown
+
+ISSUER = "marketplace"
+DEFAULT_PLAN_NAME = "default"
+provider: PaymentProvider = ManualBankTransfer()
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    transaction_id: str
+    invoice_id: str | None
+    offset: OffsetPlan
+    settlement_id: str | None
+
+
+def breakdown(settings: Settings, amount: Money) -> VatBreakdown:
+    jurisdiction = settings.jurisdiction
+    return vat_breakdown(amount, jurisdiction.vat_rate_bp, jurisdiction.prices_include_vat)
+
+
+# --- commission plans --------------------------------------------------------------------------------
+
+
+async def active_plan(session: AsyncSession, settings: Settings) -> tuple[CommissionPlanVersion, CommissionPlan]:
+    """The plan in force now; the design's default becomes version 1 the first time one is needed."""
+    row = (
+        await session.execute(
+            select(CommissionPlanVersion)
+            .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
+            .order_by(CommissionPlanVersion.version.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        row = await save_plan(session, default_plan(settings.currency), created_by="system")
+    return row, parse_plan(row.definition)
+
+
+async def save_plan(session: AsyncSession, definition: dict[str, Any], created_by: str) -> CommissionPlanVersion:
+    """A new version of the plan (never an edit of an old one, which settled deals still point at)."""
+    parse_plan(definition)  # refuses an invalid plan with every bad field named
+    latest = await session.scalar(
+        select(func.max(CommissionPlanVersion.version)).where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
+    )
+    version = int(latest or 0) + 1
+    stored = dict(definition, version=version)
+    row = CommissionPlanVersion(
+        id=new_id("plan"),
+        name=DEFAULT_PLAN_NAME,
+        version=version,
+        definition=stored,
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def plan_of(session: AsyncSession, settings: Settings, plan_version_id: str | None) -> CommissionPlan:
+    if plan_version_id is not None:
+        row = await session.get(CommissionPlanVersion, plan_version_id)
+        if row is not None:
+            return parse_plan(row.definition)
+    return (await active_plan(session, settings))[1]
+
+
+# --- invoices ----------------------------------------------------------------------------------------
+
+
+async def _next_invoice_number(session: AsyncSession) -> int:
+    """Numbers per issuer with no gaps: the sequence row is taken by a conditional update in this transaction,
+    so concurrent invoices queue on it and a rolled-back one gives its number back."""
+    for _ in range(2):
+        number = await session.scalar(
+            update(InvoiceSequence)
+            .where(InvoiceSequence.issuer == ISSUER)
+            .values(next_number=InvoiceSequence.next_number + 1)
+            .returning(InvoiceSequence.next_number - 1)
+        )
+        if number is not None:
+            return int(number)
+        await store.insert_ignore(session, InvoiceSequence, {"issuer": ISSUER, "next_number": 1})
+    raise RuntimeError("invoice sequence could not be created")
+
+
+def _parties(settings: Settings, business: Business) -> tuple[Party, Party]:
+    w = settings.wallet
+    issuer = Party(w.issuer_name, (w.issuer_address,), w.issuer_tax_id)
+    return issuer, Party(business.name, (business.email,), None)
+
+
+async def issue_invoice(
+    session: AsyncSession,
+    settings: Settings,
+    business: Business,
+    amount: VatBreakdown,
+    description: str,
+    *,
+    transaction_id: str,
+    offset: OffsetPlan | None = None,
+    corrects: Invoice | None = None,
+) -> Invoice:
+    number = await _next_invoice_number(session)
+    issuer, recipient = _parties(settings, business)
+    now = utcnow()
+    document = InvoiceDocument(
+        number=f"LM-{number:06d}",
+        issuer=issuer,
+        recipient=recipient,
+        issued_at=now,
+        currency=amount.currency,
+        lines=(InvoiceLine(description, amount.net, amount.vat, amount.gross),),
+        net=amount.net,
+        vat=amount.vat,
+        gross=amount.gross,
+        vat_rate_bp=settings.jurisdiction.vat_rate_bp,
+        steps=steps_from_offset(offset) if offset is not None else (),
+        kind=InvoiceKind.CREDIT_NOTE if corrects is not None else InvoiceKind.INVOICE,
+        corrects=corrects.document["number"] if corrects is not None else None,
+    )
+    invoice = Invoice(
+        id=new_id("inv"),
+        issuer=ISSUER,
+        number=number,
+        kind=document.kind.value,
+        business_id=business.id,
+        transaction_id=transaction_id,
+        corrects_invoice_id=corrects.id if corrects is not None else None,
+        currency=amount.currency,
+        net_minor=amount.net.amount_minor,
+        vat_minor=amount.vat.amount_minor,
+        gross_minor=amount.gross.amount_minor,
+        vat_rate_bp=settings.jurisdiction.vat_rate_bp,
+        document=document.to_json(),
+        issued_at=now,
+    )
+    session.add(invoice)
+    await session.flush()
+    return invoice
+
+
+# --- charges -----------------------------------------------------------------------------------------
+
+
+async def _business(session: AsyncSession, business_id: str) -> Business:
+    business = await session.get(Business, business_id)
+    if business is None:
+        raise NotFound(f"no business {business_id}")
+    return business
+
+
+async def _charge(
+    session: AsyncSession,
+    settings: Settings,
+    business: Business,
+    amount: VatBreakdown,
+    key: str,
+    description: str,
+    reference: str,
+    shares: tuple[Allocation, ...] = (),
+    commission: bool = False,
+) -> Charged:
+    """Wallet first (credit, then available), the rest charged through the provider within the credit limit."""
+    balances = await store.lock_wallet(session, business.id, amount.currency)
+    offset = plan_offset(
+        amount.gross,
+        Money(balances[AccountKind.CREDIT], amount.currency),
+        Money(balances[AccountKind.AVAILABLE], amount.currency),
+    )
+    limit = (
+        business.credit_limit_minor
+        if business.credit_limit_minor is not None
+        else settings.wallet.default_credit_limit_minor
+    )
+    owed_after = balances[AccountKind.RECEIVABLE] + offset.to_charge.amount_minor
+    if owed_after > limit:
+        raise InsufficientFunds(
+            f"this needs {offset.to_charge} charged, and the account may owe at most "
+            f"{Money(limit, amount.currency)} (it owes {Money(balances[AccountKind.RECEIVABLE], amount.currency)})",
+            extra={"to_charge": offset.to_charge.to_json(), "credit_limit": Money(limit, amount.currency).to_json()},
+        )
+    if commission:
+        transfer = build_deal_commission(key, business.id, amount, offset, shares=shares, memo=description)
+    else:
+        transfer = build_exposure_purchase(key, business.id, amount, offset, memo=description)
+    posted = await store.post(session, transfer, business_id=business.id, reference=reference)
+    if posted.replayed:
+        invoice_id = await session.scalar(select(Invoice.id).where(Invoice.transaction_id == posted.transaction_id))
+        settlement_id = await session.scalar(
+            select(Settlement.id).where(Settlement.transaction_id == posted.transaction_id)
+        )
+        return Charged(posted.transaction_id, invoice_id, offset, settlement_id)
+    invoice = await issue_invoice(
+        session, settings, business, amount, description, transaction_id=posted.transaction_id, offset=offset
+    )
+    settlement = None
+    if offset.to_charge.is_positive:
+        settlement = await provider.charge(
+            session,
+            business.id,
+            offset.to_charge,
+            transaction_id=posted.transaction_id,
+            reference=reference,
+            invoice_id=invoice.id,
+        )
+    return Charged(posted.transaction_id, invoice.id, offset, settlement.id if settlement else None)
+
+
+def _present_roles(lead: Lead) -> frozenset[str]:
+    roles = {ROLE_PLATFORM}
+    if lead.seller_business_id:
+        roles.add(ROLE_RECOMMENDER)
+    if lead.referral_code:
+        roles.add(ROLE_REFERRER)
+    return frozenset(roles)
+
+
+async def _seller(session: AsyncSession, lead: Lead) -> Business | None:
+    return await session.get(Business, lead.seller_business_id) if lead.seller_business_id else None
+
+
+async def charge_exposure(
+    session: AsyncSession, settings: Settings, exposure: Exposure, lead: Lead, *, price_minor: int, step: str
+) -> Charged:
+    """A lead buyer pays for an exposure (`step` "purchase"), or the difference of an upgrade ("upgrade");
+    a business that sold the lead earns its share of the net price under the plan in force."""
+    business = await _business(session, exposure.business_id)
+    amount = breakdown(settings, Money(price_minor, exposure.currency))
+    description = f"Lead {lead.id} ({lead.category}), {'exclusive' if exposure.kind == 'exclusive' else 'shared'}"
+    if step == "upgrade":
+        description = f"Lead {lead.id} ({lead.category}): upgrade to exclusive"
+    charged = await _charge(
+        session, settings, business, amount, f"{step}:{exposure.id}", description, reference=exposure.id
+    )
+    seller = await _seller(session, lead)
+    if seller is not None:
+        plan = await plan_of(session, settings, exposure.plan_version_id)
+        result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
+        earned = result.by_role().get(ROLE_RECOMMENDER)
+        if earned is not None and earned.is_positive:
+            await store.post(
+                session,
+                build_lead_earnings(
+                    f"earnings:{step}:{exposure.id}",
+                    seller.id,
+                    seller.mode,
+                    earned,
+                    memo=f"Sold lead {lead.id} bought by another business",
+                ),
+                business_id=seller.id,
+                reference=exposure.id,
+            )
+    return charged
+
+
+async def settle_commission(session: AsyncSession, settings: Settings, exposure: Exposure, lead: Lead) -> Charged:
+    """A deal maker's deal reached paid: rate × turnover is due, split by the plan in force at exposure."""
+    assert exposure.turnover_minor is not None
+    business = await _business(session, exposure.business_id)
+    plan = await plan_of(session, settings, exposure.plan_version_id)
+    rate = plan.rate_bp(lead.category, exposure.commission_rate_bp)
+    gross = Money(exposure.turnover_minor, exposure.currency).percent_bp(rate)
+    amount = breakdown(settings, gross)
+    if not amount.gross.is_positive:
+        raise InvalidInput.field("turnover", "a paid deal needs a turnover above zero")
+    result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
+    shares: list[Allocation] = []
+    seller = await _seller(session, lead)
+    for payout in result.split:
+        if payout.recipient_role == ROLE_RECOMMENDER and seller is not None:
+            account = business_account(seller.id, earnings_account_kind(seller.mode))
+            shares.append(Allocation(account, payout.amount))
+    for payout in result.bonuses:
+        if payout.recipient_role == ROLE_REFERRER and lead.referral_code:
+            account = marketplace_account(AccountKind.REFERRER_PAYABLE, lead.referral_code.replace(":", "_"))
+            shares.append(Allocation(account, payout.amount))
+    description = f"Commission {rate / 100:g} % on deal for lead {lead.id} (plan v{result.plan_version})"
+    return await _charge(
+        session,
+        settings,
+        business,
+        amount,
+        f"commission:{exposure.id}",
+        description,
+        reference=exposure.id,
+        shares=tuple(shares),
+        commission=True,
+    )
+
+
+async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> Money | None:
+    """A lead buyer's returned lead: its price comes back, first cancelling what is still unpaid of the
+    charge, the rest as wallet credit. Returns the price given back."""
+    if exposure.price_minor <= 0:
+        return None
+    business = await _business(session, exposure.business_id)
+    amount = breakdown(settings, Money(exposure.price_minor, exposure.currency))
+    pending = list(
+        await session.scalars(
+            select(Settlement)
+            .where(
+                Settlement.reference == exposure.id, Settlement.direction == "charge", Settlement.status == "pending"
+            )
+            .with_for_update()
+        )
+    )
+    unpaid = Money(sum(s.amount_minor for s in pending), exposure.currency)
+    cancel = min(unpaid, amount.gross)
+    await store.lock_wallet(session, business.id, exposure.currency)
+    posted = await store.post(
+        session,
+        build_lead_refund(
+            f"refund:{exposure.id}",
+            business.id,
+            amount,
+            cancel_receivable=cancel if cancel.is_positive else None,
+            memo=f"Returned lead {exposure.lead_id}",
+        ),
+        business_id=business.id,
+        reference=exposure.id,
+    )
+    if not posted.replayed:
+        for settlement in pending:
+            settlement.status = "cancelled"
+        original = await session.scalar(
+            select(Invoice)
+            .where(
+                Invoice.business_id == business.id,
+                Invoice.kind == "invoice",
+                Invoice.transaction_id.in_(
+                    select(LedgerTransaction.id).where(LedgerTransaction.reference == exposure.id)
+                ),
+            )
+            .order_by(Invoice.number)
+            .limit(1)
+        )
+        await issue_invoice(
+            session,
+            settings,
+            business,
+            amount,
+            f"Credit note: returned lead {exposure.lead_id}",
+            transaction_id=posted.transaction_id,
+            corrects=original,
+        )
+    return amount.gross
+
+
+# --- withdrawals and settlements ---------------------------------------------------------------------
+
+
+async def withdraw(session: AsyncSession, business: Business, amount: Money, key: str) -> Settlement:
+    """A lead buyer takes money out of its available balance (never credit); the payout waits for an operator."""
+    if amount.currency != business.currency:
+        raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
+    if not amount.is_positive:
+        raise InvalidInput.field("amount.amount_minor", "must be above zero")
+    await store.lock_wallet(session, business.id, amount.currency)
+    transfer = build_withdrawal(
+        f"withdrawal:{business.id}:{key}",
+        business.id,
+        business.mode,
+        amount,
+        memo="Withdrawal to the business's bank account",
+    )
+    posted = await store.post(session, transfer, business_id=business.id, reference=f"withdrawal:{key}")
+    if posted.replayed:
+        existing = await session.scalar(select(Settlement).where(Settlement.transaction_id == posted.transaction_id))
+        assert existing is not None
+        return existing
+    settlement = await provider.payout(
+        session, business.id, amount, transaction_id=posted.transaction_id, reference=f"withdrawal:{key}"
+    )
+    await session.flush()
+    return settlement
+
+
+async def confirm_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:
+    """The operator saw the money arrive (a charge) or leave (a payout): the ledger moves it through clearing."""
+    settlement = await _settlement(session, settlement_id)
+    if settlement.status == "confirmed":
+        return settlement
+    changed = await rows_changed(
+        session,
+        update(Settlement)
+        .where(Settlement.id == settlement_id, Settlement.status == "pending")
+        .values(status="confirmed", confirmed_at=utcnow(), confirmed_by=operator),
+    )
+    if changed != 1:
+        raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can be confirmed")
+    amount = Money(settlement.amount_minor, settlement.currency)
+    if settlement.direction == "charge":
+        await store.lock_wallet(session, settlement.business_id, settlement.currency)
+        received = await store.post(
+            session,
+            build_charge_received(f"received:{settlement.id}", settlement.business_id, amount),
+            business_id=settlement.business_id,
+            reference=settlement.id,
+        )
+        settlement.confirmed_transaction_id = received.transaction_id
+        await store.post(
+            session,
+            build_provider_settlement(f"banked:{settlement.id}", amount, SettlementDirection.TO_BANK),
+            reference=settlement.id,
+        )
+    else:
+        paid = await store.post(
+            session,
+            build_provider_settlement(f"paid-out:{settlement.id}", amount, SettlementDirection.FROM_BANK),
+            reference=settlement.id,
+        )
+        settlement.confirmed_transaction_id = paid.transaction_id
+    await session.refresh(settlement)
+    return settlement
+
+
+async def fail_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:
+    """A charge that failed leaves the debt open (the receivable stays); a failed payout goes back to the wallet."""
+    settlement = await _settlement(session, settlement_id)
+    changed = await rows_changed(
+        session,
+        update(Settlement)
+        .where(Settlement.id == settlement_id, Settlement.status == "pending")
+        .values(status="failed", confirmed_at=utcnow(), confirmed_by=operator),
+    )
+    if changed != 1:
+        raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can fail")
+    if settlement.direction == "payout":
+        original = await store.transfer_of(session, settlement.transaction_id)
+        await store.lock_wallet(session, settlement.business_id, settlement.currency)
+        await store.post(
+            session,
+            build_reversal(f"reversal:{settlement.id}", original, memo="Payout failed: back to the wallet"),
+            business_id=settlement.business_id,
+            reference=settlement.id,
+        )
+    await session.refresh(settlement)
+    return settlement
+
+
+async def _settlement(session: AsyncSession, settlement_id: str) -> Settlement:
+    settlement = await session.get(Settlement, settlement_id)
+    if settlement is None:
+        raise NotFound(f"no settlement {settlement_id}")
+    return settlement

@@ -1,0 +1,240 @@
+"""Writing transfers to the database ledger: accounts, postings, the transaction row, and balances kept in step.
+
+One transfer is one savepoint: the business balances move by conditional UPDATEs (a balance that would go
+below zero stops the whole transfer), the postings are inserted, then the transaction row, which the
+database accepts only if the postings balance. A retry with the same idempotency key moves nothing and
+returns the first transaction. Marketplace accounts keep no running balance (they would be a hot row in
+every transfer); their balances are sums of postings.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.db.models import LedgerAccount, LedgerPosting, LedgerTransaction
+from marketplace.errors import InsufficientFunds
+from marketplace.ids import new_id
+from marketplace.money import Money
+from marketplace.wallet.ledger import (
+    AccountKey,
+    AccountKind,
+    IdempotencyConflict,
+    Posting,
+    Transfer,
+    TransferKind,
+    business_account,
+)
+
+BUSINESS_KINDS = (AccountKind.AVAILABLE, AccountKind.CREDIT, AccountKind.RECEIVABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    transaction_id: str
+    replayed: bool
+
+
+async def account_ids(session: AsyncSession, keys: set[tuple[AccountKey, str]]) -> dict[tuple[str, str], int]:
+    """Ids of (account, currency) pairs, creating the accounts that do not exist yet."""
+    wanted = {(key.code, currency): key for key, currency in keys}
+    found = await _load_ids(session, set(wanted))
+    missing = [pair for pair in wanted if pair not in found]
+    if missing:
+        now = utcnow()
+        rows = [
+            {
+                "code": code,
+                "owner": wanted[(code, currency)].owner,
+                "owner_id": wanted[(code, currency)].owner_id,
+                "kind": wanted[(code, currency)].kind.value,
+                "currency": currency,
+                "balance_minor": 0,
+                "non_negative": wanted[(code, currency)].is_business,
+                "created_at": now,
+            }
+            for code, currency in missing
+        ]
+        await insert_ignore(session, LedgerAccount, rows)
+        found.update(await _load_ids(session, set(missing)))
+    return found
+
+
+async def insert_ignore(session: AsyncSession, model: Any, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on either database (rows another transaction may create too)."""
+    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(make(model).values(rows).on_conflict_do_nothing())
+
+
+async def _load_ids(session: AsyncSession, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    if not pairs:
+        return {}
+    codes = {code for code, _ in pairs}
+    rows = await session.execute(
+        select(LedgerAccount.code, LedgerAccount.currency, LedgerAccount.id).where(LedgerAccount.code.in_(codes))
+    )
+    return {(r.code, r.currency): r.id for r in rows if (r.code, r.currency) in pairs}
+
+
+async def lock_wallet(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:
+    """Lock a business's accounts (creating them) and return their balances, so a plan computed from them
+    (an offset, a credit limit) cannot be overtaken by a concurrent charge before it is posted."""
+    keys = {(business_account(business_id, kind), currency) for kind in BUSINESS_KINDS}
+    ids = await account_ids(session, keys)
+    rows = await session.execute(
+        select(LedgerAccount.kind, LedgerAccount.balance_minor)
+        .where(LedgerAccount.id.in_(sorted(ids.values())))
+        .order_by(LedgerAccount.id)
+        .with_for_update()
+    )
+    return {AccountKind(r.kind): r.balance_minor for r in rows}
+
+
+async def post(
+    session: AsyncSession, transfer: Transfer, *, business_id: str | None = None, reference: str | None = None
+) -> Posted:
+    transfer.validate()
+    fingerprint = transfer.fingerprint()
+    previous = await _previous(session, transfer.idempotency_key)
+    if previous is not None:
+        return _replay(previous, fingerprint)
+    try:
+        async with session.begin_nested():
+            transaction_id = await _write(session, transfer, fingerprint, business_id, reference)
+    except IntegrityError:
+        # A concurrent holder of the same key wrote first (PostgreSQL made this one wait for it).
+        previous = await _previous(session, transfer.idempotency_key)
+        if previous is None:
+            raise
+        return _replay(previous, fingerprint)
+    return Posted(transaction_id, replayed=False)
+
+
+async def _previous(session: AsyncSession, key: str) -> LedgerTransaction | None:
+    return (
+        await session.execute(select(LedgerTransaction).where(LedgerTransaction.idempotency_key == key))
+    ).scalar_one_or_none()
+
+
+def _replay(previous: LedgerTransaction, fingerprint: str) -> Posted:
+    if previous.fingerprint != fingerprint:
+        raise IdempotencyConflict.field("Idempotency-Key", "this key already moved different money")
+    return Posted(previous.id, replayed=True)
+
+
+async def _write(
+    session: AsyncSession, transfer: Transfer, fingerprint: str, business_id: str | None, reference: str | None
+) -> str:
+    ids = await account_ids(session, {(p.account, p.amount.currency) for p in transfer.postings})
+    deltas: dict[int, int] = defaultdict(int)
+    for posting in transfer.postings:
+        if posting.account.is_business:
+            deltas[ids[(posting.account.code, posting.amount.currency)]] += posting.balance_delta
+    # Ascending ids: concurrent transfers lock shared rows in one order, so they cannot deadlock.
+    for account_id in sorted(deltas):
+        delta = deltas[account_id]
+        if delta == 0:
+            continue
+        changed = await session.execute(
+            update(LedgerAccount)
+            .where(LedgerAccount.id == account_id, LedgerAccount.balance_minor + delta >= 0)
+            .values(balance_minor=LedgerAccount.balance_minor + delta)
+            .returning(LedgerAccount.id)
+        )
+        if changed.first() is None:
+            raise InsufficientFunds("the wallet does not hold enough for this")
+    transaction_id = new_id("txn")
+    await session.execute(
+        insert(LedgerPosting),
+        [
+            {
+                "transaction_id": transaction_id,
+                "account_id": ids[(p.account.code, p.amount.currency)],
+                "amount_minor": p.amount.amount_minor,
+                "currency": p.amount.currency,
+            }
+            for p in transfer.postings
+        ],
+    )
+    await session.execute(
+        insert(LedgerTransaction).values(
+            id=transaction_id,
+            idempotency_key=transfer.idempotency_key,
+            kind=transfer.kind.value,
+            memo=transfer.memo,
+            fingerprint=fingerprint,
+            business_id=business_id,
+            reference=reference,
+            created_at=utcnow(),
+        )
+    )
+    return transaction_id
+
+
+async def trial_balance(session: AsyncSession) -> dict[str, int]:
+    """The sum of every posting per currency: zero, or the ledger is broken."""
+    rows = await session.execute(
+        select(LedgerPosting.currency, func.sum(LedgerPosting.amount_minor)).group_by(LedgerPosting.currency)
+    )
+    return {currency: int(total or 0) for currency, total in rows}
+
+
+async def balance_mismatches(session: AsyncSession) -> list[tuple[str, str, int, int]]:
+    """Business accounts whose kept balance differs from their postings: (code, currency, kept, derived)."""
+    derived = (
+        select(LedgerPosting.account_id, func.sum(LedgerPosting.amount_minor).label("total"))
+        .group_by(LedgerPosting.account_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(
+            LedgerAccount.code, LedgerAccount.currency, LedgerAccount.kind, LedgerAccount.balance_minor, derived.c.total
+        )
+        .outerjoin(derived, derived.c.account_id == LedgerAccount.id)
+        .where(LedgerAccount.non_negative.is_(True))
+    )
+    mismatches = []
+    for r in rows:
+        expected = int(r.total or 0) * AccountKind(r.kind).normal_sign
+        if expected != r.balance_minor:
+            mismatches.append((r.code, r.currency, r.balance_minor, expected))
+    return mismatches
+
+
+async def marketplace_balances(session: AsyncSession) -> list[tuple[str, str, int]]:
+    """(account code, currency, balance in the account's normal terms) of the marketplace's accounts."""
+    rows = await session.execute(
+        select(LedgerAccount.code, LedgerAccount.kind, LedgerPosting.currency, func.sum(LedgerPosting.amount_minor))
+        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
+        .where(LedgerAccount.owner == "marketplace")
+        .group_by(LedgerAccount.code, LedgerAccount.kind, LedgerPosting.currency)
+        .order_by(LedgerAccount.code)
+    )
+    return [(code, currency, int(total) * AccountKind(kind).normal_sign) for code, kind, currency, total in rows]
+
+
+async def transfer_of(session: AsyncSession, transaction_id: str) -> Transfer:
+    """A written transaction as a Transfer again (to reverse it)."""
+    row = await session.get(LedgerTransaction, transaction_id)
+    if row is None:
+        raise LookupError(transaction_id)
+    postings = await session.execute(
+        select(LedgerAccount.code, LedgerPosting.amount_minor, LedgerPosting.currency)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .where(LedgerPosting.transaction_id == transaction_id)
+        .order_by(LedgerPosting.id)
+    )
+    return Transfer(
+        row.idempotency_key,
+        TransferKind(row.kind),
+        tuple(Posting(AccountKey.parse(code), Money(amount, currency)) for code, amount, currency in postings),
+        row.memo,
+    )

@@ -29,9 +29,9 @@ from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.offers.controllers import OfferController
 from marketplace.ranking.rotation import RotationRanker
-from marketplace.wallet.controllers import WalletController
 from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
+from marketplace.wallet.controllers import WalletController
 from workers import runtime
 from workers.broker import make_broker, use_broker
 

@@ -317,7 +317,7 @@ async def charge_exposure(
 
 
 async def settle_commission(session: AsyncSession, settings: Settings, exposure: Exposure, lead: Lead) -> Charged:
-    """A deal maker's deal reached paid: rate × turnover is due, split by the plan in force at exposure."""
+    """A deal maker's deal reached paid: rate times turnover is due, split by the plan in force at exposure."""
     assert exposure.turnover_minor is not None
     business = await _business(session, exposure.business_id)
     plan = await plan_of(session, settings, exposure.plan_version_id)

@@ -28,7 +28,8 @@ from marketplace.http.strict import StrictRequest
 from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.offers.controllers import OfferController
-from marketplace.ranking.rotation import RotationRanker
+from marketplace.ranking.policies import make_ranker
+from marketplace.ranking.sync import ALL, RankingSync
 from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet.controllers import WalletController
@@ -47,6 +48,7 @@ CONTROLLERS: list[Any] = [
 ]
 # How often the periodic jobs (expiry, stale leads, lost first waves) are enqueued.
 PERIODIC_SECONDS = 30.0
+RANKING_REFRESH_SECONDS = 300.0
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -70,6 +72,7 @@ def create_app(
     broker = use_broker(make_broker(settings.service.redis_url))
     jobs = DramatiqJobs(broker) if settings.service.redis_url else InProcessJobs(broker)
     uow = UnitOfWorkFactory(sessions)
+    ranker = make_ranker(settings.ranking.policy, settings)
     state = State(
         {
             "settings": settings,
@@ -77,7 +80,8 @@ def create_app(
             "sessions": sessions,
             "uow": uow,
             "jobs": jobs,
-            "ranker": RotationRanker(),
+            "ranker": ranker,
+            "ranking_sync": RankingSync(ranker, sessions, settings.service.redis_url),
             "intake_limiter": RateLimiter(settings.service.intake_rate_limit_per_minute),
         }
     )
@@ -117,32 +121,40 @@ async def startup(state: State) -> None:
     """Migrate (embedded default), bind the workers' runtime to this process, start in-process jobs."""
     if state.migrate_on_start:
         await migrate.upgrade(state.engine)
-    runtime.bind(runtime.Runtime(state.settings, state.uow, state.jobs, state.ranker))
+    runtime.bind(runtime.Runtime(state.settings, state.uow, state.jobs, state.ranker, state.ranking_sync))
+    await state.ranking_sync.start()
+    state.background_tasks = []
     if state.run_jobs_in_background:
-        state.background = asyncio.create_task(_periodic(state))
+        state.background_tasks.append(asyncio.create_task(_periodic(state)))
+        state.background_tasks.append(asyncio.create_task(state.ranking_sync.listen()))
 
 
 async def _periodic(state: State) -> None:
     """Enqueue the periodic jobs (every replica may: they are idempotent) and, in process, run due jobs."""
     from workers.actors import PERIODIC
 
-    last = float("-inf")
+    last = last_ranking = float("-inf")
     loop = asyncio.get_running_loop()
     while True:
         if loop.time() - last >= PERIODIC_SECONDS:
             last = loop.time()
             for name in PERIODIC:
                 state.jobs.enqueue(name)
+        if loop.time() - last_ranking >= RANKING_REFRESH_SECONDS:
+            # Every process refreshes its own core in full now and then: caps reset with the day, and
+            # category averages drift with history.
+            last_ranking = loop.time()
+            state.ranking_sync.changed(ALL)
         await state.jobs.run_due()
         await asyncio.sleep(0.2)
 
 
 async def shutdown(state: State) -> None:
-    background: asyncio.Task[None] | None = state.get("background")
-    if background is not None:
-        background.cancel()
+    for task in state.get("background_tasks", []):
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await background
+            await task
+    await state.ranking_sync.stop()
     runtime.bind(None)
     await state.engine.dispose()
 

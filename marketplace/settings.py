@@ -9,7 +9,7 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,15 @@ class Windows:
     stale_days: int
     offer_ttl_minutes: int
     lead_ttl_hours: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankingSettings:
+    policy: str
+    explore_share_bp: int
+
+
+RANKING_POLICIES = ("profitability", "rotation", "random")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +97,7 @@ class Settings:
     categories: Mapping[str, Category]
     regions: Mapping[str, Region]
     wallet: WalletSettings
+    ranking: RankingSettings
     config_dir: Path = field(default=DEFAULT_CONFIG_DIR)
 
     @property
@@ -229,7 +239,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
     service = ServiceSettings(
         database_url=database_url,
         redis_url=redis_url,
-        secret_key=_secret_key(_str(svc, "service", "secret_key", allow_empty=True), database_url),
+        secret_key=_str(svc, "service", "secret_key", allow_empty=True),  # checked last, see below
         jurisdiction=_str(svc, "service", "jurisdiction"),
         max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
@@ -298,7 +308,17 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         issuer_tax_id=_str(wal, "wallet", "issuer_tax_id"),
         issuer_address=_str(wal, "wallet", "issuer_address"),
     )
-    return Settings(service, windows, jurisdictions, categories, regions, wallet, config_dir)
+    rank = _section(data, "ranking")
+    ranking = RankingSettings(
+        policy=_str(rank, "ranking", "policy"),
+        explore_share_bp=_int(rank, "ranking", "explore_share_bp", maximum=10_000),
+    )
+    if ranking.policy not in RANKING_POLICIES:
+        raise SettingsError(f"ranking.policy: must be one of {', '.join(RANKING_POLICIES)}, got {ranking.policy!r}")
+    # Last, once every other setting is valid: the embedded default may create its secret file, and a
+    # refused start-up must leave nothing behind.
+    service = replace(service, secret_key=_secret_key(service.secret_key, database_url))
+    return Settings(service, windows, jurisdictions, categories, regions, wallet, ranking, config_dir)
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None = None) -> Settings:

@@ -23,28 +23,29 @@ async def lead_submitted(lead_id: str) -> None:
 
 async def send_wave(lead_id: str, wave: int) -> None:
     """Offer the lead to the next candidates; schedules the wave after it while the lead is not full."""
-    rt = runtime.current()
+    rt = await runtime.current()
+    await rt.ranking_sync.settled()  # changes this process made just before are in the core
     async with rt.uow() as uow:
         await offers.send_wave(uow, rt.settings, rt.jobs, rt.ranker, lead_id, wave)
 
 
 async def expire_lapsed() -> None:
     """Offers past their time expire; leads nobody filled in time close."""
-    rt = runtime.current()
+    rt = await runtime.current()
     async with rt.uow() as uow:
         await offers.expire_lapsed(uow.session)
 
 
 async def mark_stale() -> None:
     """Deals with no status update for the configured time become stale."""
-    rt = runtime.current()
+    rt = await runtime.current()
     async with rt.uow() as uow:
         await exposures.mark_stale(uow.session, rt.settings)
 
 
 async def resend_first_waves() -> None:
     """Leads whose first wave never went out (a lost message, a restart) get it now."""
-    rt = runtime.current()
+    rt = await runtime.current()
     async with rt.uow() as uow:
         waiting = await offers.leads_waiting_for_first_wave(uow.session, older_than=timedelta(minutes=1))
     for lead_id in waiting:

@@ -1,17 +1,20 @@
-"""What an actor needs to run: a unit-of-work factory, settings and the job queue.
+"""What an actor needs to run: a unit-of-work factory, settings, the job queue and the ranking.
 
-The API process binds its own (in-process mode); a dramatiq worker process builds them lazily on the
-event loop the AsyncIO middleware runs actors on.
+The API process binds its own (in-process mode); a dramatiq worker process builds them on first use on
+the event loop the AsyncIO middleware runs actors on, builds its ranking core from the database, and
+keeps it in step with the API processes through Redis.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.jobs import DramatiqJobs, Jobs
+from marketplace.ranking.policies import make_ranker
 from marketplace.ranking.ports import Ranker
-from marketplace.ranking.rotation import RotationRanker
+from marketplace.ranking.sync import RankingSync
 from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
 
@@ -22,9 +25,12 @@ class Runtime:
     uow: UnitOfWorkFactory
     jobs: Jobs
     ranker: Ranker
+    ranking_sync: RankingSync
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 _runtime: Runtime | None = None
+_lock = asyncio.Lock()
 
 
 def bind(runtime: Runtime | None) -> None:
@@ -32,17 +38,20 @@ def bind(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
-def current() -> Runtime:
+async def current() -> Runtime:
     global _runtime
-    if _runtime is None:
-        import dramatiq
+    if _runtime is not None:
+        return _runtime
+    async with _lock:
+        if _runtime is None:
+            import dramatiq
 
-        settings = get_settings()
-        engine = create_engine(settings.service.database_url)
-        _runtime = Runtime(
-            settings,
-            UnitOfWorkFactory(create_session_factory(engine)),
-            DramatiqJobs(dramatiq.get_broker()),
-            RotationRanker(),
-        )
+            settings = get_settings()
+            sessions = create_session_factory(create_engine(settings.service.database_url))
+            ranker = make_ranker(settings.ranking.policy, settings)
+            sync = RankingSync(ranker, sessions, settings.service.redis_url)
+            await sync.start()
+            runtime = Runtime(settings, UnitOfWorkFactory(sessions), DramatiqJobs(dramatiq.get_broker()), ranker, sync)
+            runtime.tasks.append(asyncio.get_running_loop().create_task(sync.listen()))
+            _runtime = runtime
     return _runtime

@@ -21,6 +21,7 @@ class BusinessController(Controller):
         """Sign up as a deal maker or a lead buyer; the API token in the answer is shown only once."""
         async with state.uow() as uow:
             business, token = await services.register_business(uow.session, state.settings, data)
+        state.ranking_sync.changed(business.id)
         out = services.to_schema(business)
         return schemas.BusinessCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, api_token=token)
 
@@ -37,6 +38,7 @@ class BusinessController(Controller):
         async with state.uow() as uow:
             business = await services.update_business(uow.session, state.settings, current_principal(request).id, data)
             out = services.to_schema(business)
+        state.ranking_sync.changed(business.id)
         return out
 
     @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))
@@ -51,6 +53,7 @@ class BusinessController(Controller):
         async with state.uow() as uow:
             business = await services.set_status(uow.session, business_id, data.status)
             out = services.to_schema(business)
+        state.ranking_sync.changed(business_id)
         return out
 
     @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)
@@ -62,6 +65,7 @@ class BusinessController(Controller):
         async with state.uow() as uow:
             business = await services.set_status(uow.session, business_id, "blocked", unreliable=request.unreliable)
             out = services.to_schema(business)
+        state.ranking_sync.changed(business_id)
         return out
 
     @get("/unreliable", opt=access(Access.PUBLIC))

@@ -57,7 +57,9 @@ class ExposureController(Controller):
             exposure = await services.update_status(
                 uow.session, state.settings, current_principal(request), exposure_id, data
             )
-            return await services.to_schema(uow.session, state.settings, exposure)
+            out = await services.to_schema(uow.session, state.settings, exposure)
+        state.ranking_sync.changed(exposure.business_id)
+        return out
 
     @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
     async def upgrade(
@@ -74,7 +76,9 @@ class ExposureController(Controller):
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, None)
-        return await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        state.ranking_sync.changed(business.id)
+        return response
 
     @post("/exposures/{exposure_id:str}/return", opt=access(Access.BUSINESS), status_code=200)
     async def return_lead(
@@ -99,7 +103,9 @@ class ExposureController(Controller):
             )
 
         fingerprint = request_hash("POST", request.url.path, data)
-        return await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        state.ranking_sync.changed(business.id)
+        return response
 
     @get("/businesses/me/stats", opt=access(Access.BUSINESS))
     async def my_stats(self, state: State, request: Request[Any, Any, Any]) -> schemas.BusinessStats:

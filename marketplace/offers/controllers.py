@@ -55,7 +55,9 @@ class OfferController(Controller):
             return 201, await to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, claim)
-        return await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        state.ranking_sync.changed(business.id)  # its history and caps moved
+        return response
 
     @get("/leads/{lead_id:str}/ranking", opt=access(Access.OPERATOR))
     async def ranking(self, state: State, lead_id: FromPath[str]) -> schemas.LeadRanking:

@@ -37,6 +37,31 @@ async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead, now: date
     return ranker.rank(lead_view(lead), await find_candidates(session, lead, now), now)
 
 
+async def _candidates_in_order(
+    session: AsyncSession, ranker: Ranker, lead: Lead, wave_size: int, now: datetime
+) -> list[Ranked]:
+    """The wave's candidates, best first, and one more to tell whether a next wave has anyone left.
+
+    A ranker with an in-memory core selects them itself (the hot path); the database then only confirms
+    that the chosen ones are still active. Otherwise the database matches and the ranker orders.
+    """
+    select_top = getattr(ranker, "select", None)
+    if select_top is None:
+        return await rank_lead(session, ranker, lead, now)
+    offered = set(await session.scalars(select(Offer.business_id).where(Offer.lead_id == lead.id)))
+    if lead.seller_business_id:
+        offered.add(lead.seller_business_id)
+    picks: list[Ranked] = select_top(lead_view(lead), wave_size + 1, offered)
+    if not picks:
+        return []
+    active = set(
+        await session.scalars(
+            select(Business.id).where(Business.id.in_([p.business_id for p in picks]), Business.status == "active")
+        )
+    )
+    return [p for p in picks if p.business_id in active]
+
+
 async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int) -> int:
     """Offer the lead to the next `wave_size` candidates. Returns how many offers were made.
 
@@ -55,7 +80,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     lead = await session.get(Lead, lead_id)
     assert lead is not None
     category = settings.categories[lead.category]
-    ranked = await rank_lead(session, ranker, lead, now)
+    ranked = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
     chosen = ranked[: category.wave_size]
     expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
     for rank, pick in enumerate(chosen, start=1):
@@ -68,6 +93,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
                 rank=rank,
                 score=pick.score,
                 factors=pick.factors,
+                price_minor=pick.factors.get("price_minor"),
                 status="open",
                 created_at=now,
                 expires_at=expires_at,
@@ -110,7 +136,7 @@ def _offer_out(settings: Settings, mode: str, offer: Offer, lead: Lead) -> schem
         lead=summary(lead),
         wave=offer.wave,
         rank=offer.rank,
-        price=MoneyOut(category.lead_price_minor if buyer else 0, lead.currency),
+        price=MoneyOut((offer.price_minor or category.lead_price_minor) if buyer else 0, lead.currency),
         exclusive_price=MoneyOut(category.exclusive_price_minor, lead.currency) if buyer else None,
         commission_rate_bp=None if buyer else category.commission_rate_bp,
         exclusive_available=buyer and lead.exposure_count == 0,
@@ -174,7 +200,9 @@ async def claim_offer(
     plan_version, _ = await wallet.active_plan(session, settings)
     if business.mode == "lead_buyer":
         kind = "exclusive" if exclusive else "shared"
-        price = category.exclusive_price_minor if exclusive else category.lead_price_minor
+        # A shared claim pays the second price the ranking set on the offer (the list price without one).
+        shared_price = offer.price_minor if offer.price_minor is not None else category.lead_price_minor
+        price = category.exclusive_price_minor if exclusive else shared_price
     else:
         kind, price = "assigned", 0
     exposure = Exposure(

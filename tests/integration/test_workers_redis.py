@@ -13,10 +13,8 @@ from dramatiq import Worker
 from sqlalchemy import func, select
 
 from marketplace.app import create_app, shutdown, startup
-from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.db.models import Offer
-from marketplace.ranking.rotation import RotationRanker
-from marketplace.uow import UnitOfWorkFactory
+from marketplace.settings import get_settings
 from tests.conftest import make_settings, unavailable
 from tests.factories import lead_body, register
 from workers import runtime
@@ -31,7 +29,7 @@ async def _offers(sessions, lead_id: str) -> int:
         return int(await session.scalar(select(func.count()).select_from(Offer).where(Offer.lead_id == lead_id)) or 0)
 
 
-async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, database_url):
+async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, database_url, monkeypatch):
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
@@ -41,13 +39,13 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
     broker = app.state.jobs.broker
     broker.namespace = f"marketplace-test-{uuid.uuid4().hex[:8]}"  # nothing from an earlier run is delivered
     await startup(app.state)
-    # The worker's actors run on dramatiq's own event loop thread, so they get their own engine.
-    worker_engine = create_engine(database_url)
-    runtime.bind(
-        runtime.Runtime(
-            redis_settings, UnitOfWorkFactory(create_session_factory(worker_engine)), app.state.jobs, RotationRanker()
-        )
-    )
+    # The worker builds its own runtime, as a `marketplace worker` process does: from the environment, on
+    # dramatiq's event loop thread, with its own ranking core kept in step through Redis.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789abcdef")
+    get_settings.cache_clear()
+    runtime.bind(None)
     worker = Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
@@ -71,5 +69,5 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
         worker.stop()
         await asyncio.get_running_loop().run_in_executor(None, broker.close)
         runtime.bind(None)
-        await worker_engine.dispose()
+        get_settings.cache_clear()
         await shutdown(app.state)

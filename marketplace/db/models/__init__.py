@@ -1,7 +1,7 @@
 """All tables; importing this package registers every model on Base.metadata."""
 
 from marketplace.db.models.businesses import Business, BusinessCategory, BusinessRegion
-from marketplace.db.models.identity import ApiToken, IdempotencyRecord, Operator, UsedLink
+from marketplace.db.models.identity import ApiToken, IdempotencyRecord, Operator, RankingModel, UsedLink
 from marketplace.db.models.leads import Lead, LeadContact
 from marketplace.db.models.offers import Exposure, ExposureEvent, Offer
 from marketplace.db.models.wallet import (
@@ -32,6 +32,7 @@ __all__ = [
     "LedgerTransaction",
     "Offer",
     "Operator",
+    "RankingModel",
     "Settlement",
     "UsedLink",
 ]

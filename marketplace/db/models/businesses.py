@@ -34,6 +34,8 @@ class Business(Base):
     monthly_cap: Mapped[int] = mapped_column(Integer)
     # How much it may owe through the payment provider (unpaid charges); None: the configured default.
     credit_limit_minor: Mapped[int | None] = mapped_column(BigInteger)
+    # The fraud module's trust in the business, in basis points: 10000 until it has reason to lower it.
+    reliability_bp: Mapped[int] = mapped_column(Integer, default=10_000, server_default="10000")
     # The fair rotation offers a lead first to whoever was offered one longest ago.
     last_offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -64,6 +66,8 @@ class BusinessCategory(Base):
 
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True)
     category: Mapped[str] = mapped_column(String(60), primary_key=True, index=True)
+    # A lead buyer's highest bid for a lead of this category (None: the category's price).
+    max_bid_minor: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class BusinessRegion(Base):

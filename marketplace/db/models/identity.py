@@ -54,3 +54,14 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[Any] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RankingModel(Base):
+    """A trained conversion model's coefficients: the ranking core applies them as plain arithmetic."""
+
+    __tablename__ = "ranking_models"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    trained_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    coefficients: Mapped[Any] = mapped_column(JSON)
+    metrics: Mapped[Any] = mapped_column(JSON)

@@ -40,6 +40,8 @@ class Offer(Base):
     # The ranking's score and factors when the offer was made, so the decision can be audited later.
     score: Mapped[float] = mapped_column(Float)
     factors: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What a shared claim costs a lead buyer: the generalised second price at ranking time (None: list price).
+    price_minor: Mapped[int | None] = mapped_column(BigInteger)
     # A replacement for a returned lead (deal makers) names the exposure it replaces.
     replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), default="open")

@@ -1,0 +1,112 @@
+"""Keeping every API process's ranking core in step: changed business ids are refreshed from the
+database locally and published on Redis, where every other process's listener picks them up (well within
+a second); the database stays the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from marketplace.clock import utcnow
+
+log = logging.getLogger("marketplace.ranking")
+CHANNEL = "marketplace:ranking:changed"
+ALL = "*"
+
+
+class RankingSync:
+    def __init__(self, ranker: Any, sessions: async_sessionmaker[AsyncSession], redis_url: str = "") -> None:
+        self.ranker = ranker
+        self.sessions = sessions
+        self.redis_url = redis_url
+        self._pending: set[str] = set()
+        self._flushing: asyncio.Task[None] | None = None
+        self._redis: Any = None
+        # Messages carry their origin, so a process does not refresh twice what it published itself.
+        self._origin = uuid.uuid4().hex[:12]
+
+    @property
+    def enabled(self) -> bool:
+        return hasattr(self.ranker, "refresh")
+
+    def changed(self, *business_ids: str) -> None:
+        """Call after the commit that changed these businesses' profile, status, caps or history."""
+        if not self.enabled or not business_ids:
+            return
+        self._pending.update(business_ids)
+        if self._redis is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._redis.publish(CHANNEL, f"{self._origin}|{','.join(business_ids)}")
+            )
+            task.add_done_callback(_log_failure)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self.flush())
+
+    async def settled(self) -> None:
+        """Wait until the changes this process knows of are in its core."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+        if self._pending:
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            ids, self._pending = self._pending, set()
+            async with self.sessions() as session:
+                if ALL in ids:
+                    await self.ranker.refresh_priors(session)
+                    await self.ranker.load(session, utcnow())
+                else:
+                    await self.ranker.refresh(session, sorted(ids), utcnow())
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return
+        async with self.sessions() as session:
+            count = await self.ranker.load(session, utcnow())
+        log.info("ranking core built with %d businesses", count)
+        if self.redis_url:
+            import redis.asyncio as redis
+
+            self._redis = redis.Redis.from_url(self.redis_url)
+
+    async def listen(self) -> None:
+        """Apply what other processes published (runs as a background task when Redis is configured)."""
+        if self._redis is None:
+            return
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(CHANNEL)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
+                origin, _, ids = data.partition("|")
+                if origin == self._origin:
+                    continue
+                self._pending.update(i for i in ids.split(",") if i)
+                self._schedule()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def stop(self) -> None:
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await self._flushing
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not publish a ranking change: %r", task.exception())

@@ -14,7 +14,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
-from marketplace.ranking.core import LeadFactor, Profile, RankingCore
+from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
 from marketplace.ranking.scoring import CategoryPrior, History, Score, Terms, category_prior, gsp_price, score
 from marketplace.settings import Settings
@@ -57,10 +57,11 @@ class ProfitabilityRanker:
             return
         if not self.priors:
             self.priors = await _category_priors(session, self.settings)
-        for snapshot in await _snapshots(session, self.settings, self.priors, business_ids, now):
+        snapshots = await _snapshots(session, self.settings, self.priors, business_ids, now)
+        for snapshot in snapshots:
             self.core.upsert(snapshot.profile, snapshot.scores)
-        known = {s for s in business_ids if self.core.profile(s) is not None}
-        for missing in set(business_ids) - known:
+        found = {snapshot.profile.business_id for snapshot in snapshots}
+        for missing in set(business_ids) - found:
             self.core.remove(missing)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
@@ -91,26 +92,46 @@ class ProfitabilityRanker:
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k, exclude=exclude)
         return self._ranked(lead, ranking, list(range(len(ranking))))
 
-    def _ranked(self, lead: LeadView, ranking: Any, indexes: list[int]) -> list[Ranked]:
+    def _ranked(self, lead: LeadView, ranking: Ranking, indexes: list[int]) -> list[Ranked]:
         category = self.settings.categories[lead.category]
+        prior = self.priors.get(lead.category)
         out = []
         for position, i in enumerate(indexes):
-            parts: Score = ranking.parts(i)
-            factors = dict(parts.factors)
-            factors.update(
-                {
-                    "policy": self.name,
-                    "lead_factor": round(ranking.lead_factor(i), 4),
-                    "explored": bool(ranking.explored[i]),
-                    "score": round(float(ranking.scores[i]), 4),
-                }
-            )
-            if factors.get("mode") == "lead_buyer":
+            parts = ranking.parts(i)
+            p = parts.alpha / (parts.alpha + parts.beta)
+            received = ranking.received(i)
+            factors: dict[str, Any] = {"policy": self.name, "score": round(float(ranking.scores[i]), 4)}
+            if ranking.buyer[i]:
+                bid = round(parts.worth)
                 next_score = float(ranking.scores[indexes[position + 1]]) if position + 1 < len(indexes) else None
-                bid = int(factors.get("price_or_bid_minor", category.lead_price_minor))
-                p_keep = float(factors.get("p_not_returned", 1.0))
-                price = gsp_price(next_score, p_keep, parts.reliability, parts.bonus, category.lead_price_minor, bid)
-                factors["price_minor"] = price
+                factors.update(
+                    mode="lead_buyer",
+                    price_or_bid_minor=bid,
+                    p_not_returned=round(p, 6),
+                    price_minor=gsp_price(
+                        next_score,
+                        p,
+                        parts.reliability,
+                        parts.bonus,
+                        category.lead_price_minor,
+                        max(bid, category.lead_price_minor),
+                    ),
+                )
+            else:
+                factors.update(
+                    mode="deal_maker",
+                    p_close_and_pay=round(p, 6),
+                    commission_rate_bp=category.commission_rate_bp,
+                    expected_turnover_minor=round(parts.worth * 10_000 / max(category.commission_rate_bp, 1)),
+                )
+            factors.update(
+                sold_leads_bonus_minor=round(parts.bonus, 2),
+                reliability=round(parts.reliability, 4),
+                history_exposures=received,
+                prior_weight=round(prior.strength / (received + prior.strength), 4) if prior else None,
+                lead_factor=round(ranking.lead_factor(i), 4),
+                explored=bool(ranking.explored[i]),
+            )
             out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors))
         return out
 

@@ -1,0 +1,364 @@
+"""Bad input: each answered with the right 4xx as problem+json naming the field, and nothing written."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from marketplace.db.models import ApiToken, Business, BusinessCategory, Lead, LeadContact
+from marketplace.http.problems import PROBLEM
+from marketplace.leads import services as lead_services
+from tests.factories import auth, business_body, lead_body, operator_token, register
+
+
+def assert_problem(response: httpx.Response, status: int, *fields: str) -> dict[str, Any]:
+    """RFC 9457 shape; for invalid input every named field is among the `errors`, each with a reason."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    for key in ("type", "title", "detail"):
+        assert isinstance(body[key], str) and body[key], (key, body)
+    if fields:
+        named = [e["field"] for e in body["errors"]]
+        assert all(isinstance(e["message"], str) and e["message"] for e in body["errors"]), body
+        for field in fields:
+            assert field in named, (field, body["errors"])
+    return body
+
+
+class Table:
+    """Runs every case of a table and reports all the failures at once, each under its case's name."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def check(self, case: str, response: httpx.Response, status: int, *fields: str) -> None:
+        try:
+            assert_problem(response, status, *fields)
+        except AssertionError as exc:
+            self.failures.append(f"{case}: {exc}")
+
+    def done(self) -> None:
+        assert not self.failures, "\n".join(self.failures)
+
+
+def without(body: dict[str, Any], *path: str) -> dict[str, Any]:
+    inner = body
+    for key in path[:-1]:
+        inner = inner[key]
+    del inner[path[-1]]
+    return body
+
+
+async def nothing_written(db: Any, *models: Any) -> None:
+    for model in models:
+        assert await db.count(model) == 0, model.__tablename__
+
+
+# --- lead intake -----------------------------------------------------------------------------------------
+
+
+def money(amount: Any, currency: Any = "ILS") -> dict[str, Any]:
+    return {"amount_minor": amount, "currency": currency}
+
+
+LEAD_CASES: list[tuple[str, Callable[[], dict[str, Any]], str]] = [
+    ("consent-missing", lambda: without(lead_body(), "consent"), "consent"),
+    ("consent-false", lambda: lead_body(consent=False), "consent"),
+    ("consent-a-string", lambda: lead_body(consent="yes"), "consent"),
+    ("consent-the-string-true", lambda: lead_body(consent="true"), "consent"),
+    ("budget-a-float", lambda: lead_body(budget=money(12.5)), "budget.amount_minor"),
+    ("budget-a-string", lambda: lead_body(budget=money("1500")), "budget.amount_minor"),
+    ("budget-a-whole-float", lambda: lead_body(budget=money(1500.0)), "budget.amount_minor"),
+    ("budget-negative", lambda: lead_body(budget=money(-1)), "budget.amount_minor"),
+    ("budget-not-money", lambda: lead_body(budget=150_000), "budget"),
+    ("budget-no-currency", lambda: without(lead_body(), "budget", "currency"), "budget.currency"),
+    ("currency-foreign", lambda: lead_body(budget=money(100, "EUR")), "budget.currency"),
+    ("currency-not-iso", lambda: lead_body(budget=money(100, "shekel")), "budget.currency"),
+    ("category-unknown", lambda: lead_body(category="astrology"), "category"),
+    ("category-a-number", lambda: lead_body(category=7), "category"),
+    ("region-unknown", lambda: lead_body(region="atlantis"), "region"),
+    ("phone-too-short-a-number", lambda: lead_body(contact={"phone": "12345"}), "contact.phone"),
+    ("phone-words", lambda: lead_body(contact={"phone": "call me maybe"}), "contact.phone"),
+    ("phone-missing", lambda: without(lead_body(), "contact", "phone"), "contact.phone"),
+    ("phone-a-number", lambda: lead_body(contact={"phone": 525550100}), "contact.phone"),
+    ("email-invalid", lambda: lead_body(contact={"email": "dana-at-example"}), "contact.email"),
+    ("contact-unknown-field", lambda: lead_body(contact={"address": "1 Main St"}), "contact.address"),
+    ("description-empty", lambda: lead_body(description=""), "description"),
+    ("client-sets-id", lambda: lead_body(id="lead_mine"), "id"),
+    ("client-sets-status", lambda: lead_body(status="full"), "status"),
+]
+
+
+async def test_invalid_leads_are_422_naming_the_field_and_write_nothing(client, db):
+    table = Table()
+    for case, make, field in LEAD_CASES:
+        table.check(case, await client.post("/v1/leads", json=make()), 422, field)
+    table.done()
+    await nothing_written(db, Lead, LeadContact)
+
+
+async def test_every_invalid_field_of_a_lead_is_named_at_once(client, db):
+    body = lead_body(category="astrology", region="atlantis", consent=False, contact={"phone": "call me"})
+    response = await client.post("/v1/leads", json=body)
+    problem = assert_problem(response, 422, "category", "region", "consent", "contact.phone")
+    assert len(problem["errors"]) == 4
+    await nothing_written(db, Lead, LeadContact)
+
+
+async def test_business_selling_an_invalid_inquiry_gets_the_same_answers(client, db):
+    _, token = await register(client)
+    response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(consent=False))
+    assert_problem(response, 422, "consent")
+    response = await client.post("/v1/businesses/me/leads", headers=auth(token),
+                                 json=lead_body(contact={"phone": "0000"}))
+    assert_problem(response, 422, "contact.phone")
+    await nothing_written(db, Lead, LeadContact)
+
+
+# --- malformed and oversized bodies ----------------------------------------------------------------------
+
+MALFORMED = {
+    "garbage": b"{not json",
+    "truncated": b'{"category": "plumbing",',
+    "not-utf8": b"\xff\xfe{}",
+    "single-quotes": b"{'single': 'quotes'}",
+}
+
+
+async def test_malformed_json_is_400_and_writes_nothing(client, db):
+    _, token = await register(client)
+    headers = {"content-type": "application/json"}
+    table = Table()
+    for case, content in MALFORMED.items():
+        for method, path, extra in (
+            ("POST", "/v1/leads", {}),
+            ("POST", "/v1/businesses", {}),
+            ("PATCH", "/v1/businesses/me", auth(token)),
+            ("POST", "/v1/businesses/me/leads", auth(token)),
+        ):
+            response = await client.request(method, path, content=content, headers={**headers, **extra})
+            table.check(f"{case} {method} {path}", response, 400)
+    table.done()
+    await nothing_written(db, Lead, LeadContact)
+    assert await db.count(Business) == 1
+
+
+async def test_missing_body_is_422_asking_for_one(client, db):
+    response = await client.post("/v1/leads")
+    problem = assert_problem(response, 422, "body")
+    assert "body" in problem["errors"][0]["message"]
+    await nothing_written(db, Lead)
+
+
+async def test_body_over_the_limit_is_413_even_when_it_is_otherwise_valid(settings, client, db):
+    _, token = await register(client)
+    limit = settings.service.max_body_bytes
+    # Valid JSON with valid fields, padded with whitespace: only its size is wrong.
+    padded = (json.dumps(lead_body()) + " " * limit).encode()
+    assert len(padded) > limit
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(padded), 4096):
+            yield padded[i : i + 4096]
+
+    json_header = {"content-type": "application/json"}
+    for path, headers in (("/v1/leads", {}), ("/v1/businesses/me/leads", auth(token))):
+        assert_problem(await client.post(path, content=padded, headers={**json_header, **headers}), 413)
+        # Without a Content-Length (chunked), the limit holds while the body is read.
+        assert_problem(await client.post(path, content=chunks(), headers={**json_header, **headers}), 413)
+    signup = (json.dumps(business_body()) + " " * limit).encode()
+    assert_problem(await client.post("/v1/businesses", content=signup, headers=json_header), 413)
+    await nothing_written(db, Lead, LeadContact)
+    assert await db.count(Business) == 1
+    # Just under the limit is accepted: the 413 is about size, not about padding.
+    fits = (json.dumps(lead_body()) + " " * 100).encode()
+    assert (await client.post("/v1/leads", content=fits, headers=json_header)).status_code == 201
+
+
+# --- tokens and other businesses' data --------------------------------------------------------------------
+
+
+async def test_missing_or_wrong_token_is_401_and_writes_nothing(client, db):
+    business_id, token = await register(client)
+    table = Table()
+    for case, headers in (
+        ("missing", {}),
+        ("unknown", auth("mkb_forged")),
+        ("empty", {"Authorization": "Bearer "}),
+        ("other-scheme", {"Authorization": f"Token {token}"}),
+        ("token-cut", auth(token[:-1])),
+    ):
+        sold = await client.post("/v1/businesses/me/leads", headers=headers, json=lead_body())
+        table.check(f"{case} sell", sold, 401)
+        renamed = await client.patch("/v1/businesses/me", headers=headers, json={"name": "Hijacked"})
+        table.check(f"{case} rename", renamed, 401)
+        table.check(f"{case} read", await client.get("/v1/businesses/me", headers=headers), 401)
+    table.done()
+    await nothing_written(db, Lead, LeadContact)
+    assert await db.scalar(select(Business.name).where(Business.id == business_id)) != "Hijacked"
+
+
+async def test_a_business_reading_or_changing_another_is_refused_and_nothing_changes(app, client, db):
+    victim_id, _ = await register(client, name="Victim Ltd")
+    _, intruder = await register(client)
+    assert_problem(await client.get(f"/v1/businesses/{victim_id}", headers=auth(intruder)), 403)
+    assert_problem(await client.get(f"/v1/businesses/{victim_id}/stats", headers=auth(intruder)), 403)
+    blocked = await client.post(f"/v1/businesses/{victim_id}/block", headers=auth(intruder), json={"reason": "x"})
+    assert_problem(blocked, 403)
+    status = await client.post(f"/v1/businesses/{victim_id}/status", headers=auth(intruder),
+                               json={"status": "suspended"})
+    assert_problem(status, 403)
+    assert_problem(await client.get("/v1/exposures/exp_not_mine", headers=auth(intruder)), 404)
+    victim = await db.scalar(select(Business).where(Business.id == victim_id))
+    assert victim.status == "active" and victim.unreliable_since is None and victim.name == "Victim Ltd"
+    # The same calls by an operator do go through, so the refusals above are about who asked.
+    op = await operator_token(app)
+    assert (await client.get(f"/v1/businesses/{victim_id}", headers=auth(op))).status_code == 200
+
+
+# --- sign-up and profile changes ----------------------------------------------------------------------------
+
+SIGNUP_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("sets-status", {"status": "active"}, "status"),
+    ("sets-id", {"id": "biz_mine"}, "id"),
+    ("sets-api-token", {"api_token": "mkb_chosen"}, "api_token"),
+    ("sets-balance", {"balance": {"amount_minor": 1_000_000, "currency": "ILS"}}, "balance"),
+    ("sets-unreliable", {"unreliable": False}, "unreliable"),
+    ("sets-status-in-profile", {"profile": {"status": "active"}}, "profile.status"),
+    ("mode-unknown", {"mode": "broker"}, "mode"),
+    ("currency-foreign", {"currency": "EUR"}, "currency"),
+    ("phone-invalid", {"phone": "12345"}, "phone"),
+    ("email-invalid", {"email": "not-an-email"}, "email"),
+    ("categories-empty", {"profile": {"categories": []}}, "profile.categories"),
+    ("regions-empty", {"profile": {"regions": []}}, "profile.regions"),
+    ("category-unknown", {"profile": {"categories": ["plumbing", "astrology"]}}, "profile.categories[0]"),
+    ("region-unknown", {"profile": {"regions": ["atlantis"]}}, "profile.regions[0]"),
+    ("daily-cap-over-monthly", {"profile": {"daily_cap": 10, "monthly_cap": 5}}, "profile.monthly_cap"),
+    ("min-deal-over-max", {"profile": {"min_deal_minor": 10_000, "max_deal_minor": 5_000}}, "profile.max_deal_minor"),
+    ("min-deal-negative", {"profile": {"min_deal_minor": -1}}, "profile.min_deal_minor"),
+    ("cap-a-float", {"profile": {"daily_cap": 12.5}}, "profile.daily_cap"),
+    ("cap-zero", {"profile": {"daily_cap": 0}}, "profile.daily_cap"),
+    ("cap-a-string", {"profile": {"monthly_cap": "ten"}}, "profile.monthly_cap"),
+    ("cap-a-numeric-string", {"profile": {"monthly_cap": "500"}}, "profile.monthly_cap"),
+    ("deal-a-float", {"profile": {"max_deal_minor": 12.5}}, "profile.max_deal_minor"),
+]
+
+
+async def test_invalid_sign_ups_are_422_naming_the_field_and_write_nothing(client, db):
+    table = Table()
+    for case, overrides, field in SIGNUP_CASES:
+        body = business_body("lead_buyer")
+        for key, value in overrides.items():
+            if key == "profile":
+                body["profile"].update(value)
+            else:
+                body[key] = value
+        response = await client.post("/v1/businesses", json=body)
+        table.check(case, response, 422, field)
+        if response.headers.get("content-type") != PROBLEM or "api_token" in response.json():
+            table.failures.append(f"{case}: a token was issued")
+    table.done()
+    await nothing_written(db, Business, BusinessCategory, ApiToken)
+
+
+PATCH_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("sets-status", {"status": "active"}, "status"),
+    ("sets-id", {"id": "biz_mine"}, "id"),
+    ("sets-api-token", {"api_token": "mkb_chosen"}, "api_token"),
+    ("sets-balance", {"balance": {"amount_minor": 1_000_000, "currency": "ILS"}}, "balance"),
+    ("sets-available", {"available": 1_000_000}, "available"),
+    ("sets-mode", {"mode": "deal_maker"}, "mode"),
+    ("sets-status-in-profile", {"profile": {"status": "active"}}, "profile.status"),
+    ("sets-status-with-a-valid-name", {"name": "Renamed", "status": "active"}, "status"),
+    ("caps-out-of-order-with-a-valid-name", {"name": "Renamed", "profile": {"daily_cap": 600}}, "profile.monthly_cap"),
+    ("deals-out-of-order", {"profile": {"min_deal_minor": 20_000_000}}, "profile.max_deal_minor"),
+    ("categories-empty", {"profile": {"categories": []}}, "profile.categories"),
+    ("category-unknown", {"profile": {"categories": ["astrology"]}}, "profile.categories[0]"),
+    ("cap-a-float", {"profile": {"daily_cap": 12.5}}, "profile.daily_cap"),
+    ("phone-invalid", {"phone": "12345"}, "phone"),
+    ("name-empty", {"name": ""}, "name"),
+]
+
+
+async def test_invalid_profile_changes_are_422_and_change_nothing(app, client, db):
+    business_id, token = await register(client, "lead_buyer")
+    op = await operator_token(app)
+    suspended = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op),
+                                  json={"status": "suspended"})
+    assert suspended.status_code == 200
+    before = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+    table = Table()
+    for case, data, field in PATCH_CASES:
+        table.check(case, await client.patch("/v1/businesses/me", headers=auth(token), json=data), 422, field)
+        after = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+        if after != before:
+            table.failures.append(f"{case}: the account changed to {after}")
+    table.done()
+    stored = await db.scalar(select(Business).where(Business.id == business_id))
+    assert stored.status == "suspended" and stored.mode == "lead_buyer"
+    assert await db.count(Business) == 1
+
+
+async def test_taking_another_business_email_is_409_and_changes_nothing(client, db):
+    await register(client, email="taken@example.com")
+    business_id, token = await register(client, email="mine@example.com")
+    response = await client.patch("/v1/businesses/me", headers=auth(token),
+                                  json={"name": "Renamed", "email": "TAKEN@example.com"})
+    assert_problem(response, 409, "email")
+    stored = await db.scalar(select(Business).where(Business.id == business_id))
+    assert stored.email == "mine@example.com" and stored.name != "Renamed"
+
+
+# --- query parameters, unknown routes ------------------------------------------------------------------------
+
+
+async def test_bad_query_parameter_is_422_naming_it(client):
+    _, token = await register(client)
+    table = Table()
+    for query in ("limit=abc", "limit=0", "limit=201", "limit=1.5"):
+        table.check(query, await client.get(f"/v1/offers?{query}", headers=auth(token)), 422, "limit")
+    table.done()
+
+
+async def test_unknown_route_and_wrong_method_are_problems_too(client):
+    assert_problem(await client.get("/v1/no-such-thing"), 404)
+    assert_problem(await client.delete("/v1/leads"), 405)
+
+
+# --- unexpected errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("boom: internal detail"), OperationalError("SELECT internal detail", {}, Exception("db down"))],
+    ids=["bug", "database"],
+)
+async def test_unexpected_error_is_500_with_a_request_id_and_no_stack_trace(client, db, monkeypatch, caplog, error):
+    real = lead_services.submit_lead
+
+    async def fails_after_writing(session: Any, *args: Any, **kwargs: Any) -> Any:
+        await real(session, *args, **kwargs)  # the lead is flushed, so a missing rollback would keep it
+        raise error
+
+    monkeypatch.setattr(lead_services, "submit_lead", fails_after_writing)
+    with caplog.at_level(logging.ERROR, logger="marketplace"):
+        first = await client.post("/v1/leads", json=lead_body())
+        second = await client.post("/v1/leads", json=lead_body())
+    problem = assert_problem(first, 500)
+    request_id = problem["request_id"]
+    assert request_id and request_id != "-" and request_id in problem["detail"]
+    assert assert_problem(second, 500)["request_id"] != request_id
+    for leak in ("Traceback", "internal detail", type(error).__name__, "File \"", ".py"):
+        assert leak not in first.text, leak
+    logged = [r for r in caplog.records if request_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None and logged[0].exc_info[1] is error
+    await nothing_written(db, Lead, LeadContact)

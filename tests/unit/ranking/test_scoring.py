@@ -1,0 +1,72 @@
+"""Profitability scores against hand-computed examples; shrinkage; second prices."""
+
+from __future__ import annotations
+
+import pytest
+
+from marketplace.ranking.scoring import CategoryPrior, History, Terms, category_prior, gsp_price, score
+
+PRIOR = CategoryPrior(close_rate=0.2, mean_turnover_minor=1_000_000, return_rate=0.1, strength=10)
+
+
+def test_deal_maker_score_by_hand():
+    # 30 exposures, 9 paid deals with 9,000,000 turnover: p = (9 + 10*0.2) / (30 + 10) = 11/40 = 0.275;
+    # turnover = (9,000,000 + 10*1,000,000) / (9 + 10) = 1,000,000; worth at 15 % = 150,000.
+    s = score(History(received=30, paid_deals=9, turnover_minor=9_000_000), PRIOR, Terms("deal_maker", 6000, 1500))
+    assert s.value == pytest.approx(0.275 * 150_000)
+    assert s.factors["p_close_and_pay"] == pytest.approx(0.275)
+    assert s.factors["expected_turnover_minor"] == 1_000_000
+
+
+def test_lead_buyer_score_by_hand_uses_the_higher_of_price_and_bid():
+    # 20 exposures, 2 returned: p_keep = (18 + 10*0.9) / (20 + 10) = 0.9; bid 8,000 above the price 6,000.
+    s = score(History(received=20, returned=2), PRIOR, Terms("lead_buyer", 6000, 1500, bid_minor=8000))
+    assert s.value == pytest.approx(0.9 * 8000)
+    low_bid = score(History(received=20, returned=2), PRIOR, Terms("lead_buyer", 6000, 1500, bid_minor=100))
+    assert low_bid.value == pytest.approx(0.9 * 6000)
+
+
+def test_sold_leads_bonus_and_reliability():
+    # 10 received, 50,000 earned from its sold leads: bonus = 50,000 / (10 + 10) = 2,500 per exposure.
+    s = score(History(received=10, returned=0, sold_revenue_minor=50_000), PRIOR, Terms("lead_buyer", 6000, 0),
+              reliability=0.5)
+    p_keep = (10 + 9) / 20
+    assert s.value == pytest.approx(0.5 * (p_keep * 6000 + 2500))
+
+
+def test_a_newcomer_starts_at_the_category_prior_not_at_zero():
+    s = score(History(), PRIOR, Terms("deal_maker", 6000, 1500))
+    assert s.value == pytest.approx(0.2 * 1_000_000 * 0.15)
+    assert s.factors["prior_weight"] == 1.0
+
+
+def test_shrinkage_moves_toward_the_evidence_as_it_grows():
+    terms = Terms("deal_maker", 6000, 1500)
+    closes = [score(History(received=n, paid_deals=n // 2, turnover_minor=(n // 2) * 1_000_000), PRIOR, terms)
+              .factors["p_close_and_pay"] for n in (0, 10, 100, 10_000)]
+    assert closes[0] == pytest.approx(0.2)
+    assert closes == sorted(closes)
+    assert closes[-1] == pytest.approx(0.5, abs=0.001)
+    # A lucky newcomer (1 deal of 1) does not jump to certainty.
+    lucky = score(History(received=1, paid_deals=1, turnover_minor=1_000_000), PRIOR, terms)
+    assert lucky.factors["p_close_and_pay"] < 0.3
+
+
+def test_category_prior_is_itself_shrunk_toward_the_defaults():
+    empty = category_prior(0, 0, 0, 0, default=PRIOR)
+    assert (empty.close_rate, empty.return_rate) == (0.2, 0.1)
+    busy = category_prior(1000, 500, 500 * 2_000_000, 50, default=PRIOR)
+    assert busy.close_rate == pytest.approx((500 + 2) / 1010)
+    assert busy.mean_turnover_minor == pytest.approx((1_000_000_000 + 10_000_000) / 510)
+
+
+def test_generalised_second_price():
+    # The next candidate scores 5,400; this buyer keeps 90 % of its leads: it needs a bid of 6,000 to stay above.
+    assert gsp_price(5400, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 6000
+    # Never below the category's price, never above its own bid.
+    assert gsp_price(100, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 5000
+    assert gsp_price(50_000, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 9000
+    # The last one pays the reserve.
+    assert gsp_price(None, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 5000
+    # A bonus of its own counts toward its place, so it needs to bid less.
+    assert gsp_price(5400, 0.9, 1.0, 900.0, reserve=1000, bid=9000) == 5000

@@ -1,0 +1,247 @@
+"""Configuration: config/*.toml with the environment on top; a wrong or missing setting is one line naming it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from marketplace.settings import DEFAULT_CONFIG_DIR, SQLITE_DEFAULT_URL, SettingsError, load_settings
+
+SECRET = "unit-test-secret-0123456789abcdef"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shipped() -> dict:
+    """The shipped configuration as plain data, to compare loaded settings with."""
+    merged: dict = {}
+    for path in sorted(DEFAULT_CONFIG_DIR.glob("*.toml")):
+        merged.update(tomllib.loads(path.read_text(encoding="utf-8")))
+    return merged
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A private copy of config/ to break."""
+    return Path(shutil.copytree(DEFAULT_CONFIG_DIR, tmp_path / "config"))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def one_line_naming(error: SettingsError, name: str) -> str:
+    message = str(error)
+    assert "\n" not in message, message
+    assert message.startswith(f"{name}:"), message
+    assert len(message) > len(name) + 2, message  # and says why
+    return message
+
+
+# --- what loads ------------------------------------------------------------------------------------------
+
+
+def test_the_shipped_defaults_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={"SECRET_KEY": SECRET})
+    data = shipped()
+    assert settings.service.database_url == SQLITE_DEFAULT_URL and settings.service.is_sqlite
+    assert settings.service.redis_url == ""
+    assert settings.service.max_body_bytes == data["service"]["max_body_bytes"]
+    assert settings.windows.return_days == data["windows"]["return_days"]
+    assert settings.windows.dedup_hours == data["windows"]["dedup_hours"]
+    assert settings.service.jurisdiction == data["service"]["jurisdiction"]
+    assert settings.currency == data["jurisdictions"][settings.service.jurisdiction]["currency"]
+    assert list(settings.categories) == [c["code"] for c in data["categories"]]
+    assert list(settings.regions) == [r["code"] for r in data["regions"]]
+    plumbing = next(c for c in data["categories"] if c["code"] == "plumbing")
+    assert settings.categories["plumbing"].lead_price_minor == plumbing["lead_price_minor"]
+    assert settings.categories["plumbing"].exclusive_price_minor == plumbing["exclusive_price_minor"]
+    assert settings.categories["plumbing"].max_exposures == plumbing["max_exposures"]
+    assert settings.categories["plumbing"].commission_rate_bp == plumbing["commission_rate_bp"]
+
+
+def test_with_no_settings_at_all_it_runs_on_sqlite_in_the_working_folder_with_a_kept_secret(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = load_settings(env={})
+    assert first.service.database_url == SQLITE_DEFAULT_URL
+    secret_file = tmp_path / "marketplace.secret"
+    assert secret_file.read_text(encoding="utf-8").strip() == first.service.secret_key
+    assert len(first.service.secret_key) >= 32
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    # A restart reads the same secret, so the links already sent stay valid.
+    assert load_settings(env={}).service.secret_key == first.service.secret_key
+
+
+def test_environment_overrides_the_files():
+    defaults = load_settings(env={"SECRET_KEY": SECRET})
+    assert defaults.windows.return_days != 14 and defaults.currency == "ILS"
+    settings = load_settings(
+        env={
+            "DATABASE_URL": "postgresql://market:pw@db.internal:5432/market",
+            "REDIS_URL": "redis://cache.internal:6379/0",
+            "SECRET_KEY": SECRET,
+            "MARKETPLACE_JURISDICTION": "DE",
+            "MARKETPLACE__WINDOWS__RETURN_DAYS": "14",
+            "MARKETPLACE__SERVICE__MAX_BODY_BYTES": "2048",
+        }
+    )
+    # A plain postgresql:// URL is taken to mean the async driver the service uses.
+    assert settings.service.database_url == "postgresql+asyncpg://market:pw@db.internal:5432/market"
+    assert not settings.service.is_sqlite
+    assert settings.service.redis_url == "redis://cache.internal:6379/0"
+    assert settings.service.secret_key == SECRET
+    assert settings.windows.return_days == 14
+    assert settings.windows.dedup_hours == defaults.windows.dedup_hours  # the rest of the section stays
+    assert settings.service.max_body_bytes == 2048
+    assert settings.currency == "EUR" and settings.jurisdiction.prices_include_vat is False
+
+
+def test_the_config_folder_comes_from_the_environment_or_the_argument(config, tmp_path):
+    edit(config / "categories.toml", "lead_price_minor = 6000", "lead_price_minor = 7000")
+    from_env = load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE_CONFIG_DIR": str(config)})
+    assert from_env.categories["plumbing"].lead_price_minor == 7000
+    from_argument = load_settings(env={"SECRET_KEY": SECRET}, config_dir=config)
+    assert from_argument.categories["plumbing"].lead_price_minor == 7000
+    assert load_settings(env={"SECRET_KEY": SECRET}).categories["plumbing"].lead_price_minor == 6000
+
+
+def test_an_explicit_env_mapping_ignores_the_process_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "mysql://nope")
+    monkeypatch.setenv("MARKETPLACE__WINDOWS__RETURN_DAYS", "not a number")
+    settings = load_settings(env={"SECRET_KEY": SECRET, "DATABASE_URL": "sqlite+aiosqlite:///:memory:"})
+    assert settings.service.database_url == "sqlite+aiosqlite:///:memory:"
+    with pytest.raises(SettingsError):
+        load_settings()  # while without a mapping, the process environment is read
+
+
+# --- what does not ----------------------------------------------------------------------------------------
+
+ENV_CASES = [
+    ("database-url-scheme", {"DATABASE_URL": "mysql://market@db/market"}, "DATABASE_URL"),
+    ("database-url-sync-driver", {"DATABASE_URL": "sqlite:///market.db"}, "DATABASE_URL"),
+    ("redis-url-scheme", {"REDIS_URL": "http://cache:6379"}, "REDIS_URL"),
+    ("secret-key-required-for-postgresql", {"DATABASE_URL": "postgresql+asyncpg://db/market", "SECRET_KEY": ""},
+     "SECRET_KEY"),
+    ("secret-key-too-short", {"SECRET_KEY": "short"}, "SECRET_KEY"),
+    ("jurisdiction-unknown", {"MARKETPLACE_JURISDICTION": "XX"}, "MARKETPLACE_JURISDICTION"),
+    ("window-not-a-number", {"MARKETPLACE__WINDOWS__RETURN_DAYS": "soon"}, "windows.return_days"),
+    ("window-negative", {"MARKETPLACE__WINDOWS__RETURN_DAYS": "-1"}, "windows.return_days"),
+    ("window-a-float", {"MARKETPLACE__WINDOWS__DEDUP_HOURS": "1.5"}, "windows.dedup_hours"),
+    ("body-limit-too-small", {"MARKETPLACE__SERVICE__MAX_BODY_BYTES": "10"}, "service.max_body_bytes"),
+    ("override-name-malformed", {"MARKETPLACE__WINDOWS": "3"}, "MARKETPLACE__WINDOWS"),
+    ("config-folder-missing", {"MARKETPLACE_CONFIG_DIR": "/nonexistent/config"}, "MARKETPLACE_CONFIG_DIR"),
+]
+
+
+@pytest.mark.parametrize(("env", "name"), [c[1:] for c in ENV_CASES], ids=[c[0] for c in ENV_CASES])
+def test_a_wrong_environment_setting_is_one_line_naming_it(env, name):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={"SECRET_KEY": SECRET, **env})
+    one_line_naming(raised.value, name)
+
+
+PLUMBING = 'code = "plumbing"\nname = "Plumbing"\n'
+FILE_CASES = [
+    ("category-field-missing", "categories.toml", PLUMBING + "lead_price_minor = 6000\n", PLUMBING,
+     "categories.plumbing.lead_price_minor"),
+    ("category-price-negative", "categories.toml", "lead_price_minor = 6000", "lead_price_minor = -6000",
+     "categories.plumbing.lead_price_minor"),
+    ("category-price-a-float", "categories.toml", "lead_price_minor = 6000", "lead_price_minor = 60.5",
+     "categories.plumbing.lead_price_minor"),
+    ("exclusive-below-shared-price", "categories.toml", "exclusive_price_minor = 15000",
+     "exclusive_price_minor = 100", "categories.plumbing.exclusive_price_minor"),
+    ("commission-over-everything", "categories.toml", "commission_rate_bp = 1500", "commission_rate_bp = 10001",
+     "categories.plumbing.commission_rate_bp"),
+    ("category-defined-twice", "categories.toml", 'code = "legal"', 'code = "plumbing"', "categories.plumbing"),
+    ("category-without-code", "categories.toml", 'code = "renovation"\n', "", "categories[0].code"),
+    ("no-categories", "categories.toml", "[[categories]]", "[[categorie]]", "categories"),
+    ("region-name-missing", "regions.toml", 'name = "Haifa"\n', "", "regions.haifa.name"),
+    ("jurisdiction-unknown", "default.toml", 'jurisdiction = "IL"', 'jurisdiction = "FR"',
+     "MARKETPLACE_JURISDICTION"),
+    ("jurisdiction-missing", "default.toml", 'jurisdiction = "IL"\n', "", "service.jurisdiction"),
+    ("currency-not-iso", "default.toml", 'currency = "ILS"', 'currency = "shekel"', "jurisdictions.IL.currency"),
+    ("vat-rate-a-string", "default.toml", "vat_rate_bp = 1800", 'vat_rate_bp = "18%"', "jurisdictions.IL.vat_rate_bp"),
+    ("vat-included-not-a-boolean", "default.toml", "prices_include_vat = true", 'prices_include_vat = "yes"',
+     "jurisdictions.IL.prices_include_vat"),
+    ("windows-section-missing", "default.toml", "[windows]", "[windowz]", "windows"),
+    ("window-missing", "default.toml", "return_days = 7\n", "", "windows.return_days"),
+    ("wallet-section-missing", "default.toml", "[wallet]", "[walet]", "wallet"),
+    ("not-toml", "default.toml", "[service]", "[service", "default.toml"),
+    ("not-toml-value", "regions.toml", 'name = "Haifa"', "name = Haifa", "regions.toml"),
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "name"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES]
+)
+def test_a_wrong_or_missing_file_setting_is_one_line_naming_it(config, tmp_path, file, old, new, name):
+    load_settings(env={"SECRET_KEY": SECRET}, config_dir=config)  # the copy loads before it is broken
+    edit(config / file, old, new)
+    embedded = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'market.db'}"}
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env=embedded, config_dir=config)
+    one_line_naming(raised.value, name)
+    # Refused before the embedded default created its secret file: a failed start leaves nothing behind.
+    assert not (tmp_path / "market.secret").exists()
+
+
+def test_a_refused_configuration_leaves_no_secret_file_behind(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError):
+        load_settings(env={"MARKETPLACE__WINDOWS__RETURN_DAYS": "-1"})
+    assert list(tmp_path.iterdir()) == []
+    load_settings(env={})
+    assert [p.name for p in tmp_path.iterdir()] == ["marketplace.secret"]
+
+
+# --- the command ------------------------------------------------------------------------------------------
+
+
+def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY") and not k.startswith("MARKETPLACE")}
+    return subprocess.run(
+        [sys.executable, "-m", "marketplace.cli", *args],
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "name"),
+    [
+        (("serve", "--port", "1"), {"DATABASE_URL": "mysql://market@db/market"}, "DATABASE_URL"),
+        (("db", "upgrade"), {"DATABASE_URL": "postgresql+asyncpg://db/market"}, "SECRET_KEY"),
+        (("operator", "create", "--name", "Ops"), {"MARKETPLACE__WINDOWS__RETURN_DAYS": "-3"}, "windows.return_days"),
+    ],
+    ids=["serve", "db-upgrade", "operator-create"],
+)
+def test_the_command_stops_with_code_2_and_one_line_naming_the_setting(tmp_path, args, env, name):
+    result = run_cli(tmp_path, *args, **env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"configuration error: {name}:"), lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # it stopped before creating a database or a secret
+
+
+def test_the_command_stops_on_a_broken_config_file(config, tmp_path):
+    edit(config / "categories.toml", "lead_price_minor = 6000", "lead_price_minor = -1")
+    result = run_cli(tmp_path, "db", "upgrade", MARKETPLACE_CONFIG_DIR=str(config))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.strip() == (
+        "configuration error: categories.plumbing.lead_price_minor: must be at least 1, got -1"
+    )

@@ -160,7 +160,8 @@ def main(argv: list[str]) -> int:
         speedup = f"{pg['pg_top100_p50_us'] / f['top100_p50_us']:>11.1f}x" if pg else f"{'-':>12}"
         print(
             f"{n:>10} {f['build_s']:>8.1f} {f['memory_bytes_per_business']:>7.0f} "
-            f"{f['top10_p50_us']:>8.1f}/{f['top10_p99_us']:<9.1f} {f['top100_p50_us']:>8.1f}/{f['top100_p99_us']:<10.1f}"
+            f"{f['top10_p50_us']:>8.1f}/{f['top10_p99_us']:<9.1f} "
+            f"{f['top100_p50_us']:>8.1f}/{f['top100_p99_us']:<10.1f}"
             f" {f['update_us']:>9.1f} {pg_cell} {speedup}"
         )
         if pg:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, patch, post
+from litestar import Controller, Request, get, patch, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
@@ -40,6 +40,24 @@ class BusinessController(Controller):
             out = services.to_schema(business)
         state.ranking_sync.changed(business.id)
         return out
+
+    @get("/businesses/me/bids", opt=access(Access.LEAD_BUYER))
+    async def my_bids(self, state: State, request: Request[Any, Any, Any]) -> schemas.Bids:
+        async with state.uow() as uow:
+            business = await services.get_business(uow.session, current_principal(request).id)
+            return schemas.Bids(services.bids_of(state.settings, business))
+
+    @put("/businesses/me/bids", opt=access(Access.LEAD_BUYER))
+    async def set_my_bids(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.BidsIn]
+    ) -> schemas.Bids:
+        """A lead buyer's highest bid per category; each lead costs the least that keeps its place in the
+        ranking (generalised second price), never below the category's price and never above the bid."""
+        business_id = current_principal(request).id
+        async with state.uow() as uow:
+            bids = await services.set_bids(uow.session, state.settings, business_id, data)
+        state.ranking_sync.changed(business_id)
+        return schemas.Bids(bids)
 
     @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))
     async def get_one(self, state: State, business_id: FromPath[str]) -> schemas.Business:

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from marketplace.schemas import MoneyIn, MoneyOut
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
 Cap = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
@@ -99,3 +101,23 @@ class UnreliableBusiness(msgspec.Struct):
     id: str
     name: str
     since: datetime
+
+
+class BidIn(msgspec.Struct, forbid_unknown_fields=True):
+    category: Code
+    # None withdraws the bid: the lead is priced at the category's list price again.
+    max_bid: MoneyIn | None
+
+
+class BidsIn(msgspec.Struct, forbid_unknown_fields=True):
+    bids: Annotated[list[BidIn], msgspec.Meta(max_length=100)]
+
+
+class Bid(msgspec.Struct):
+    category: str
+    list_price: MoneyOut
+    max_bid: MoneyOut | None
+
+
+class Bids(msgspec.Struct):
+    bids: list[Bid]

@@ -13,6 +13,7 @@ from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Of
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
+from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 
 
@@ -176,3 +177,48 @@ def to_schema(business: Business) -> schemas.Business:
         created_at=business.created_at,
         updated_at=business.updated_at,
     )
+
+
+async def set_bids(
+    session: AsyncSession, settings: Settings, business_id: str, data: schemas.BidsIn
+) -> list[schemas.Bid]:
+    """A lead buyer's highest bid per category it serves; never below the category's price (the reserve).
+    It pays the generalised second price of each lead, at most its bid."""
+    business = await get_business(session, business_id, for_update=True)
+    rows = {row.category: row for row in business.category_rows}
+    errors = []
+    for i, bid in enumerate(data.bids):
+        category = settings.categories.get(bid.category)
+        if bid.category not in rows or category is None:
+            errors.append(FieldError(f"bids[{i}].category", f"{bid.category!r} is not one of your categories"))
+            continue
+        if bid.max_bid is None:
+            continue
+        if bid.max_bid.currency != business.currency:
+            errors.append(FieldError(f"bids[{i}].max_bid.currency", f"this marketplace works in {business.currency}"))
+        elif bid.max_bid.amount_minor < category.lead_price_minor:
+            errors.append(
+                FieldError(
+                    f"bids[{i}].max_bid.amount_minor",
+                    f"must be at least the category's price {category.lead_price_minor}",
+                )
+            )
+    if errors:
+        raise InvalidInput(errors[0].message if len(errors) == 1 else "the bids are invalid", errors=errors)
+    for bid in data.bids:
+        rows[bid.category].max_bid_minor = bid.max_bid.amount_minor if bid.max_bid is not None else None
+    business.updated_at = utcnow()
+    await session.flush()
+    return bids_of(settings, business)
+
+
+def bids_of(settings: Settings, business: Business) -> list[schemas.Bid]:
+    return [
+        schemas.Bid(
+            category=row.category,
+            list_price=MoneyOut(settings.categories[row.category].lead_price_minor, business.currency),
+            max_bid=MoneyOut(row.max_bid_minor, business.currency) if row.max_bid_minor is not None else None,
+        )
+        for row in business.category_rows
+        if row.category in settings.categories
+    ]

@@ -66,6 +66,8 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("POST", "/v1/businesses/{}/credit-limit"): A.OPERATOR,
     ("GET", "/v1/commission-plans"): A.OPERATOR,
     ("POST", "/v1/commission-plans"): A.OPERATOR,
+    ("GET", "/v1/businesses/me/bids"): A.LEAD_BUYER,
+    ("PUT", "/v1/businesses/me/bids"): A.LEAD_BUYER,
 }
 # The routes of the foundation (issue 2) that must exist now, so the table can never match an empty app.
 FOUNDATION = {

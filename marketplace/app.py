@@ -131,14 +131,18 @@ async def startup(state: State) -> None:
 
 async def _periodic(state: State) -> None:
     """Enqueue the periodic jobs (every replica may: they are idempotent) and, in process, run due jobs."""
-    from workers.actors import PERIODIC
+    from workers.actors import DAILY, PERIODIC
 
-    last = last_ranking = float("-inf")
+    last = last_ranking = last_daily = float("-inf")
     loop = asyncio.get_running_loop()
     while True:
         if loop.time() - last >= PERIODIC_SECONDS:
             last = loop.time()
             for name in PERIODIC:
+                state.jobs.enqueue(name)
+        if loop.time() - last_daily >= 24 * 3600:
+            last_daily = loop.time()
+            for name in DAILY:
                 state.jobs.enqueue(name)
         if loop.time() - last_ranking >= RANKING_REFRESH_SECONDS:
             # Every process refreshes its own core in full now and then: caps reset with the day, and

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from marketplace.clock import utcnow
 from marketplace.settings import Settings, SettingsError, get_settings
 
 
@@ -33,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
 
     sub.add_parser("worker", help="run dramatiq workers for the actors (needs REDIS_URL)")
+
+    ranking = sub.add_parser("ranking", help="the ranking policies")
+    ranking_sub = ranking.add_subparsers(dest="ranking_command", required=True)
+    replay = ranking_sub.add_parser("replay", help="estimate what each policy would have earned on the recorded leads")
+    replay.add_argument("--policies", default="rotation,random,profitability")
+    replay.add_argument("--limit", type=int, default=5000, help="how many recorded leads to replay")
+    ranking_sub.add_parser("train", help="train the conversion model on the history now")
     # These two own their options: everything after the word goes to their own parser.
     sub.add_parser("simulate", help="run a simulated market (see `marketplace simulate --help`)", add_help=False)
     sub.add_parser("bench", help="benchmarks (see `marketplace bench --help`)", add_help=False)
@@ -105,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "operator":
         print(asyncio.run(_create_operator(settings, args.name)))
         return 0
+    if args.command == "ranking":
+        print(asyncio.run(_ranking(settings, args)))
+        return 0
     if args.command == "worker":
         if not settings.service.redis_url:
             print("configuration error: REDIS_URL: required for `marketplace worker`", file=sys.stderr)
@@ -116,6 +127,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(settings, args)
     return 2
+
+
+async def _ranking(settings: Settings, args: argparse.Namespace) -> str:
+    from marketplace.db.engine import create_engine, create_session_factory
+    from marketplace.ranking.policies import make_ranker
+    from marketplace.ranking.replay import format_report, replay
+    from marketplace.ranking.service import train_conversion_model
+    from marketplace.uow import UnitOfWorkFactory
+
+    engine = create_engine(settings.service.database_url)
+    uow = UnitOfWorkFactory(create_session_factory(engine))
+    try:
+        if args.ranking_command == "train":
+            async with uow() as unit:
+                row = await train_conversion_model(unit.session, settings)
+            return "too little history to train on yet" if row is None else f"trained {row.id}: {row.metrics}"
+        policies = {}
+        async with uow() as unit:
+            for name in args.policies.split(","):
+                policy = make_ranker(name.strip(), settings, seed=0)
+                if hasattr(policy, "load"):
+                    await policy.load(unit.session, utcnow())
+                policies[name.strip()] = policy
+            report = await replay(unit.session, settings, policies, limit=args.limit)
+        return format_report(report, settings.currency)
+    finally:
+        await engine.dispose()
 
 
 def _delegate(command: str, rest: list[str]) -> int:

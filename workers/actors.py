@@ -52,6 +52,18 @@ async def resend_first_waves() -> None:
         rt.jobs.enqueue("send_wave", lead_id, 1)
 
 
+async def train_ranking_model() -> None:
+    """Learn the conversion model from history (scikit-learn); every process's core reloads it."""
+    from marketplace.ranking.service import train_conversion_model
+    from marketplace.ranking.sync import ALL
+
+    rt = await runtime.current()
+    async with rt.uow() as uow:
+        trained = await train_conversion_model(uow.session, rt.settings)
+    if trained is not None:
+        rt.ranking_sync.changed(ALL)
+
+
 def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:
     declare = dramatiq.actor(actor_name=fn.__name__, queue_name=queue, max_retries=retries)
     return declare(fn)
@@ -63,5 +75,7 @@ ALL = [
     _actor(expire_lapsed, "maintenance", 3),
     _actor(mark_stale, "maintenance", 3),
     _actor(resend_first_waves, "maintenance", 3),
+    _actor(train_ranking_model, "maintenance", 1),
 ]
 PERIODIC = ["expire_lapsed", "mark_stale", "resend_first_waves"]
+DAILY = ["train_ranking_model"]

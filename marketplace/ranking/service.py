@@ -13,8 +13,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
+from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore
+from marketplace.ranking.model import Sample, train
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
 from marketplace.ranking.scoring import CategoryPrior, History, Score, Terms, category_prior, gsp_price, score
 from marketplace.settings import Settings
@@ -43,7 +46,7 @@ class ProfitabilityRanker:
 
     async def load(self, session: AsyncSession, now: datetime) -> int:
         """Build the core from the database (start-up); later changes go through `refresh`."""
-        self.priors = await _category_priors(session, self.settings)
+        self.priors = await load_category_priors(session, self.settings)
         await self._load_model(session)
         ids = list(await session.scalars(select(Business.id)))
         for start in range(0, len(ids), 2000):
@@ -56,8 +59,8 @@ class ProfitabilityRanker:
         if not business_ids:
             return
         if not self.priors:
-            self.priors = await _category_priors(session, self.settings)
-        snapshots = await _snapshots(session, self.settings, self.priors, business_ids, now)
+            self.priors = await load_category_priors(session, self.settings)
+        snapshots = await load_snapshots(session, self.settings, self.priors, business_ids, now)
         for snapshot in snapshots:
             self.core.upsert(snapshot.profile, snapshot.scores)
         found = {snapshot.profile.business_id for snapshot in snapshots}
@@ -65,7 +68,7 @@ class ProfitabilityRanker:
             self.core.remove(missing)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
-        self.priors = await _category_priors(session, self.settings)
+        self.priors = await load_category_priors(session, self.settings)
         await self._load_model(session)
 
     async def _load_model(self, session: AsyncSession) -> None:
@@ -136,7 +139,7 @@ class ProfitabilityRanker:
         return out
 
 
-async def _category_priors(session: AsyncSession, settings: Settings) -> dict[str, CategoryPrior]:
+async def load_category_priors(session: AsyncSession, settings: Settings) -> dict[str, CategoryPrior]:
     rows = await session.execute(
         select(
             Lead.category,
@@ -161,7 +164,7 @@ async def _category_priors(session: AsyncSession, settings: Settings) -> dict[st
     return priors
 
 
-async def _snapshots(
+async def load_snapshots(
     session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
 ) -> list[_Snapshot]:
     businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
@@ -241,3 +244,65 @@ async def _snapshots(
             )
         snapshots.append(_Snapshot(profile, scores))
     return snapshots
+
+
+async def train_conversion_model(session: AsyncSession, settings: Settings) -> RankingModel | None:
+    """Train the conversion model on deal makers' settled exposures and store its coefficients; every
+    process's core picks them up on its next full refresh. None while the history is too thin."""
+    priors = await load_category_priors(session, settings)
+    result = await session.execute(
+        select(
+            Exposure.business_id,
+            Exposure.status,
+            Lead.category,
+            Lead.budget_minor,
+            Business.min_deal_minor,
+            Business.max_deal_minor,
+        )
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .join(Business, Business.id == Exposure.business_id)
+        .where(Exposure.mode == "deal_maker", Exposure.status.in_(("paid", "lost", "returned")))
+        .order_by(Exposure.id)
+        .limit(200_000)
+    )
+    rows = list(result)
+    history = await session.execute(
+        select(
+            Exposure.business_id,
+            Lead.category,
+            func.count(Exposure.id),
+            func.sum(case((Exposure.status == "paid", 1), else_=0)),
+        )
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .where(Exposure.mode == "deal_maker")
+        .group_by(Exposure.business_id, Lead.category)
+    )
+    close_rate = {}
+    for business_id, category, received, paid in history:
+        prior = priors.get(category)
+        if prior is not None:
+            k = prior.strength
+            close_rate[(business_id, category)] = (int(paid or 0) + k * prior.close_rate) / (int(received) + k)
+    samples = [
+        Sample(
+            r.category,
+            r.budget_minor,
+            r.min_deal_minor,
+            r.max_deal_minor,
+            close_rate.get((r.business_id, r.category), DEFAULT_CLOSE_RATE),
+            r.status == "paid",
+        )
+        for r in rows
+    ]
+    trained = train(samples)
+    if trained is None:
+        return None
+    row = RankingModel(
+        id=new_id("rmod"),
+        trained_at=utcnow(),
+        coefficients=trained.coefficients.to_json(),
+        metrics={"samples": trained.samples, "positive_rate": trained.positive_rate, "auc": trained.auc},
+    )
+    session.add(row)
+    await session.flush()
+    return row

@@ -133,8 +133,9 @@ async def _periodic(state: State) -> None:
     """Enqueue the periodic jobs (every replica may: they are idempotent) and, in process, run due jobs."""
     from workers.actors import DAILY, PERIODIC
 
-    last = last_ranking = last_daily = float("-inf")
     loop = asyncio.get_running_loop()
+    last = last_daily = float("-inf")
+    last_ranking = loop.time()  # start-up has just built the core
     while True:
         if loop.time() - last >= PERIODIC_SECONDS:
             last = loop.time()

@@ -21,6 +21,7 @@ from marketplace.catalog.controllers import CatalogController
 from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
+from marketplace.fraud.controllers import FraudController, NotificationController, SurveyController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.problems import EXCEPTION_HANDLERS
 from marketplace.http.ratelimit import RateLimiter
@@ -45,6 +46,9 @@ CONTROLLERS: list[Any] = [
     OfferController,
     ExposureController,
     WalletController,
+    SurveyController,
+    NotificationController,
+    FraudController,
 ]
 # How often the periodic jobs (expiry, stale leads, lost first waves) are enqueued.
 PERIODIC_SECONDS = 30.0

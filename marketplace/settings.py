@@ -55,6 +55,37 @@ RANKING_POLICIES = ("profitability", "rotation", "random")
 
 
 @dataclass(frozen=True, slots=True)
+class NotificationSettings:
+    # Empty: messages are only kept in the outbox (GET /v1/notifications); smtp://[user:password@]host[:port]
+    # (STARTTLS when the server offers it) or smtps://... sends them.
+    smtp_url: str
+    from_address: str
+    # Where operators' messages (fraud alerts) go.
+    operator_address: str
+    # The public base URL that customers' links (surveys) start with.
+    public_base_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class FraudSettings:
+    # A customer's survey link works this many days.
+    survey_ttl_days: int
+    # A lead whose open deals had no news for this many days has gone quiet: its customer is asked.
+    quiet_days: int
+    # At most this many surveys per lead (a later one only once the earlier expired or said "not hired").
+    max_surveys_per_lead: int
+    # A deal the customer says it hired the business for, while the business reported nothing, counts as
+    # hidden once the answer is this many days old and the business still has not reported it.
+    report_grace_days: int
+    # A won deal not paid after this many days counts as never reaching `paid`.
+    unpaid_days: int
+    # An alert opens at this risk score (basis points of 1.0).
+    alert_threshold_bp: int
+    # Operator decisions of each kind (confirm, dismiss) before the supervised model replaces the unsupervised one.
+    min_labels_per_class: int
+
+
+@dataclass(frozen=True, slots=True)
 class WalletSettings:
     default_credit_limit_minor: int
     issuer_name: str
@@ -98,6 +129,8 @@ class Settings:
     regions: Mapping[str, Region]
     wallet: WalletSettings
     ranking: RankingSettings
+    notifications: NotificationSettings
+    fraud: FraudSettings
     config_dir: Path = field(default=DEFAULT_CONFIG_DIR)
 
     @property
@@ -315,10 +348,43 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
     )
     if ranking.policy not in RANKING_POLICIES:
         raise SettingsError(f"ranking.policy: must be one of {', '.join(RANKING_POLICIES)}, got {ranking.policy!r}")
+    notifications = _notifications(_section(data, "notifications"))
+    fraud = _fraud(_section(data, "fraud"))
     # Last, once every other setting is valid: the embedded default may create its secret file, and a
     # refused start-up must leave nothing behind.
     service = replace(service, secret_key=_secret_key(service.secret_key, database_url))
-    return Settings(service, windows, jurisdictions, categories, regions, wallet, ranking, config_dir)
+    return Settings(
+        service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud, config_dir
+    )
+
+
+def _notifications(section: Mapping[str, Any]) -> NotificationSettings:
+    smtp_url = _str(section, "notifications", "smtp_url", allow_empty=True)
+    if smtp_url and not smtp_url.startswith(("smtp://", "smtps://")):
+        raise SettingsError(
+            f"notifications.smtp_url: must be empty or start with smtp:// or smtps://, got {smtp_url.split('@')[-1]!r}"
+        )
+    base_url = _str(section, "notifications", "public_base_url").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise SettingsError(f"notifications.public_base_url: must start with http:// or https://, got {base_url!r}")
+    return NotificationSettings(
+        smtp_url=smtp_url,
+        from_address=_str(section, "notifications", "from_address"),
+        operator_address=_str(section, "notifications", "operator_address"),
+        public_base_url=base_url,
+    )
+
+
+def _fraud(section: Mapping[str, Any]) -> FraudSettings:
+    return FraudSettings(
+        survey_ttl_days=_int(section, "fraud", "survey_ttl_days", minimum=1),
+        quiet_days=_int(section, "fraud", "quiet_days", minimum=1),
+        max_surveys_per_lead=_int(section, "fraud", "max_surveys_per_lead", minimum=1),
+        report_grace_days=_int(section, "fraud", "report_grace_days", minimum=0),
+        unpaid_days=_int(section, "fraud", "unpaid_days", minimum=1),
+        alert_threshold_bp=_int(section, "fraud", "alert_threshold_bp", minimum=1, maximum=10_000),
+        min_labels_per_class=_int(section, "fraud", "min_labels_per_class", minimum=1),
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None = None) -> Settings:

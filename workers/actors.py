@@ -6,12 +6,14 @@ dramatiq actors declared from them.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any
 
 import dramatiq
 
 from marketplace.exposures import services as exposures
+from marketplace.fraud import services as fraud
 from marketplace.offers import services as offers
 from workers import runtime
 
@@ -64,6 +66,43 @@ async def train_ranking_model() -> None:
         rt.ranking_sync.changed(ALL)
 
 
+async def fraud_scan() -> None:
+    """Re-assess the businesses that had news (status reports, returns, survey answers): signals, risk,
+    reliability for the ranking, alerts. Enqueued on each survey answer and on the schedule."""
+    rt = await runtime.current()
+    for _ in range(20):  # a batch per transaction; what is left waits for the next run
+        async with rt.uow() as uow:
+            found = await fraud.scan_dirty(uow.session, rt.settings)
+            if found.reliability_changed:
+                uow.after_commit(functools.partial(rt.ranking_sync.changed, *found.reliability_changed))
+        if found.assessed == 0:
+            return
+
+
+async def send_quiet_surveys() -> None:
+    """Customers of leads gone quiet get a survey link."""
+    rt = await runtime.current()
+    async with rt.uow() as uow:
+        await fraud.send_quiet_surveys(uow.session, rt.settings)
+
+
+async def deliver_notifications() -> None:
+    """Send the outbox through the mail server, when one is configured."""
+    rt = await runtime.current()
+    await fraud.deliver_notifications(rt.uow, rt.settings)
+
+
+async def train_fraud_model() -> None:
+    """Learn the fraud model (operators' decisions, or unsupervised until there are enough), then re-assess
+    every business: time alone moves some signals (stale leads, deals never paid)."""
+    rt = await runtime.current()
+    async with rt.uow() as uow:
+        await fraud.train_model(uow.session, rt.settings)
+    found = await fraud.scan_all(rt.uow, rt.settings)
+    if found.reliability_changed:
+        rt.ranking_sync.changed(*found.reliability_changed)
+
+
 def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:
     declare = dramatiq.actor(actor_name=fn.__name__, queue_name=queue, max_retries=retries)
     return declare(fn)
@@ -76,6 +115,11 @@ ALL = [
     _actor(mark_stale, "maintenance", 3),
     _actor(resend_first_waves, "maintenance", 3),
     _actor(train_ranking_model, "maintenance", 1),
+    _actor(fraud_scan, "fraud", 3),
+    _actor(send_quiet_surveys, "fraud", 3),
+    _actor(deliver_notifications, "notifications", 3),
+    _actor(train_fraud_model, "maintenance", 1),
 ]
-PERIODIC = ["expire_lapsed", "mark_stale", "resend_first_waves"]
-DAILY = ["train_ranking_model"]
+PERIODIC = ["expire_lapsed", "mark_stale", "resend_first_waves", "fraud_scan", "send_quiet_surveys",
+            "deliver_notifications"]
+DAILY = ["train_ranking_model", "train_fraud_model"]

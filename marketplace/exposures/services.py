@@ -13,6 +13,7 @@ from marketplace.db.models import Exposure, ExposureEvent, Lead, LeadContact, Of
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
+from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
@@ -132,6 +133,8 @@ async def update_status(
     exposure.status_changed_at = utcnow()
     exposure.stale = False
     await session.flush()
+    # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.
+    await fraud.on_deal_reported(session, settings, exposure, data.status)
     if data.status == "paid" and exposure.mode == "deal_maker":
         lead = await session.get(Lead, exposure.lead_id)
         assert lead is not None
@@ -211,6 +214,7 @@ async def return_exposure(
             status=case((Lead.expires_at > now, "open"), else_="expired"),
         )
     )
+    await fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
         replacement = await offer_replacement(session, settings, business.id, exposure)

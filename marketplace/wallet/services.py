@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -83,24 +84,51 @@ def breakdown(settings: Settings, amount: Money) -> VatBreakdown:
 # --- commission plans --------------------------------------------------------------------------------
 
 
+async def _latest_plan(session: AsyncSession) -> CommissionPlanVersion | None:
+    query = (
+        select(CommissionPlanVersion)
+        .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
+        .order_by(CommissionPlanVersion.version.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def active_plan(session: AsyncSession, settings: Settings) -> tuple[CommissionPlanVersion, CommissionPlan]:
     """The plan in force now; the design's default becomes version 1 the first time one is needed."""
-    row = (
-        await session.execute(
-            select(CommissionPlanVersion)
-            .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
-            .order_by(CommissionPlanVersion.version.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    row = await _latest_plan(session)
     if row is None:
-        row = await save_plan(session, default_plan(settings.currency), created_by="system")
+        # Concurrent first uses (many claims at once on a new market) insert version 1 once: the others wait for
+        # it on the unique (name, version) and read it, instead of failing the claim.
+        definition = dict(default_plan(settings.currency), version=1)
+        parse_plan(definition)
+        await store.insert_ignore(
+            session,
+            CommissionPlanVersion,
+            {
+                "id": new_id("plan"),
+                "name": DEFAULT_PLAN_NAME,
+                "version": 1,
+                "definition": definition,
+                "created_by": "system",
+                "created_at": utcnow(),
+            },
+        )
+        row = await _latest_plan(session)
+        assert row is not None
     return row, parse_plan(row.definition)
 
 
 async def save_plan(session: AsyncSession, definition: dict[str, Any], created_by: str) -> CommissionPlanVersion:
     """A new version of the plan (never an edit of an old one, which settled deals still point at)."""
     parse_plan(definition)  # refuses an invalid plan with every bad field named
+    # Concurrent saves queue on the first version's row (the latest would change under them), then number theirs
+    # after whatever was saved meanwhile.
+    await session.execute(
+        select(CommissionPlanVersion.id)
+        .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME, CommissionPlanVersion.version == 1)
+        .with_for_update()
+    )
     latest = await session.scalar(
         select(func.max(CommissionPlanVersion.version)).where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
     )
@@ -114,8 +142,12 @@ async def save_plan(session: AsyncSession, definition: dict[str, Any], created_b
         created_by=created_by,
         created_at=utcnow(),
     )
-    session.add(row)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError as exc:  # the very first versions, saved at once before any row existed to queue on
+        raise Conflict("another version of the plan was saved at the same time; send it again") from exc
     return row
 
 
@@ -223,7 +255,8 @@ async def _charge(
     shares: tuple[Allocation, ...] = (),
     commission: bool = False,
 ) -> Charged:
-    """Wallet first (credit, then available), the rest charged through the provider within the credit limit."""
+    """Wallet first (credit, then available), the rest charged through the provider (for a purchase, within the
+    credit limit)."""
     balances = await store.lock_wallet(session, business.id, amount.currency)
     offset = plan_offset(
         amount.gross,
@@ -236,7 +269,9 @@ async def _charge(
         else settings.wallet.default_credit_limit_minor
     )
     owed_after = balances[AccountKind.RECEIVABLE] + offset.to_charge.amount_minor
-    if owed_after > limit:
+    # The limit guards purchases only: a commission on a paid deal is owed whatever the business already owes,
+    # and refusing it would refuse the deal maker's status report (an incentive never to report `paid`).
+    if not commission and owed_after > limit:
         raise InsufficientFunds(
             f"this needs {offset.to_charge} charged, and the account may owe at most "
             f"{Money(limit, amount.currency)} (it owes {Money(balances[AccountKind.RECEIVABLE], amount.currency)})",
@@ -292,10 +327,12 @@ async def charge_exposure(
     description = f"Lead {lead.id} ({lead.category}), {'exclusive' if exposure.kind == 'exclusive' else 'shared'}"
     if step == "upgrade":
         description = f"Lead {lead.id} ({lead.category}): upgrade to exclusive"
+    seller = await _seller(session, lead)
+    if seller is not None:
+        await store.lock_wallets(session, (business.id, seller.id), exposure.currency)
     charged = await _charge(
         session, settings, business, amount, f"{step}:{exposure.id}", description, reference=exposure.id
     )
-    seller = await _seller(session, lead)
     if seller is not None:
         plan = await plan_of(session, settings, exposure.plan_version_id)
         result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
@@ -329,6 +366,8 @@ async def settle_commission(session: AsyncSession, settings: Settings, exposure:
     result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
     shares: list[Allocation] = []
     seller = await _seller(session, lead)
+    if seller is not None:  # both wallets in one order, as for a purchase (see store.lock_wallets)
+        await store.lock_wallets(session, (business.id, seller.id), exposure.currency)
     for payout in result.split:
         if payout.recipient_role == ROLE_RECOMMENDER and seller is not None:
             account = business_account(seller.id, earnings_account_kind(seller.mode))
@@ -357,12 +396,36 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
     if exposure.price_minor <= 0:
         return None
     business = await _business(session, exposure.business_id)
+    charged = list(
+        await session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.business_id == business.id,
+                Invoice.kind == "invoice",
+                Invoice.transaction_id.in_(
+                    select(LedgerTransaction.id).where(LedgerTransaction.reference == exposure.id)
+                ),
+            )
+            .order_by(Invoice.number)
+        )
+    )
     amount = breakdown(settings, Money(exposure.price_minor, exposure.currency))
+    if charged and sum(i.gross_minor for i in charged) == exposure.price_minor:
+        # Reverse exactly what was invoiced: a purchase and its upgrade to exclusive each rounded their own VAT,
+        # which can differ by an agora from the VAT of the whole price at once.
+        amount = VatBreakdown(
+            Money(sum(i.net_minor for i in charged), exposure.currency),
+            Money(sum(i.vat_minor for i in charged), exposure.currency),
+            Money(exposure.price_minor, exposure.currency),
+        )
+    # A failed charge is as unpaid as a pending one (its debt stays open): both are cancelled, never credited.
     pending = list(
         await session.scalars(
             select(Settlement)
             .where(
-                Settlement.reference == exposure.id, Settlement.direction == "charge", Settlement.status == "pending"
+                Settlement.reference == exposure.id,
+                Settlement.direction == "charge",
+                Settlement.status.in_(("pending", "failed")),
             )
             .with_for_update()
         )
@@ -385,18 +448,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
     if not posted.replayed:
         for settlement in pending:
             settlement.status = "cancelled"
-        original = await session.scalar(
-            select(Invoice)
-            .where(
-                Invoice.business_id == business.id,
-                Invoice.kind == "invoice",
-                Invoice.transaction_id.in_(
-                    select(LedgerTransaction.id).where(LedgerTransaction.reference == exposure.id)
-                ),
-            )
-            .order_by(Invoice.number)
-            .limit(1)
-        )
+        original = charged[0] if charged else None
         await issue_invoice(
             session,
             settings,

@@ -10,6 +10,7 @@ every transfer); their balances are sums of postings.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,8 @@ async def account_ids(session: AsyncSession, keys: set[tuple[AccountKey, str]]) 
     """Ids of (account, currency) pairs, creating the accounts that do not exist yet."""
     wanted = {(key.code, currency): key for key, currency in keys}
     found = await _load_ids(session, set(wanted))
-    missing = [pair for pair in wanted if pair not in found]
+    # Sorted, so that concurrent first uses insert (and wait on) the same rows in the same order.
+    missing = sorted(pair for pair in wanted if pair not in found)
     if missing:
         now = utcnow()
         rows = [
@@ -87,15 +89,31 @@ async def _load_ids(session: AsyncSession, pairs: set[tuple[str, str]]) -> dict[
 async def lock_wallet(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:
     """Lock a business's accounts (creating them) and return their balances, so a plan computed from them
     (an offset, a credit limit) cannot be overtaken by a concurrent charge before it is posted."""
-    keys = {(business_account(business_id, kind), currency) for kind in BUSINESS_KINDS}
+    return (await lock_wallets(session, [business_id], currency))[business_id]
+
+
+async def lock_wallets(
+    session: AsyncSession, business_ids: Iterable[str], currency: str
+) -> dict[str, dict[AccountKind, int]]:
+    """Lock the accounts of several businesses at once, in ascending id order, and return their balances.
+
+    A transfer between two businesses (a purchase that earns the lead's seller its share) locks both wallets
+    here before moving either: locking the payer's first and the seller's on update would deadlock against the
+    seller buying one of the payer's leads at the same moment.
+    """
+    wanted = sorted(set(business_ids))
+    keys = {(business_account(business_id, kind), currency) for business_id in wanted for kind in BUSINESS_KINDS}
     ids = await account_ids(session, keys)
     rows = await session.execute(
-        select(LedgerAccount.kind, LedgerAccount.balance_minor)
+        select(LedgerAccount.owner_id, LedgerAccount.kind, LedgerAccount.balance_minor)
         .where(LedgerAccount.id.in_(sorted(ids.values())))
         .order_by(LedgerAccount.id)
         .with_for_update()
     )
-    return {AccountKind(r.kind): r.balance_minor for r in rows}
+    balances: dict[str, dict[AccountKind, int]] = {business_id: {} for business_id in wanted}
+    for r in rows:
+        balances[r.owner_id][AccountKind(r.kind)] = r.balance_minor
+    return balances
 
 
 async def post(
@@ -109,8 +127,9 @@ async def post(
     try:
         async with session.begin_nested():
             transaction_id = await _write(session, transfer, fingerprint, business_id, reference)
-    except IntegrityError:
-        # A concurrent holder of the same key wrote first (PostgreSQL made this one wait for it).
+    except (IntegrityError, InsufficientFunds):
+        # A concurrent holder of the same key wrote first (PostgreSQL made this one wait for it): on its key, or
+        # on a balance it already moved (a retried withdrawal of everything would otherwise be refused).
         previous = await _previous(session, transfer.idempotency_key)
         if previous is None:
             raise

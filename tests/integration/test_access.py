@@ -68,6 +68,8 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("POST", "/v1/commission-plans"): A.OPERATOR,
     ("GET", "/v1/businesses/me/bids"): A.LEAD_BUYER,
     ("PUT", "/v1/businesses/me/bids"): A.LEAD_BUYER,
+    ("GET", "/v1/fraud/alerts/{}"): A.OPERATOR,
+    ("GET", "/v1/fraud/businesses/{}"): A.OPERATOR,
 }
 # The routes of the foundation (issue 2) that must exist now, so the table can never match an empty app.
 FOUNDATION = {

@@ -1,6 +1,16 @@
 """All tables; importing this package registers every model on Base.metadata."""
 
 from marketplace.db.models.businesses import Business, BusinessCategory, BusinessRegion
+from marketplace.db.models.fraud import (
+    FraudAlert,
+    FraudAssessment,
+    FraudDecision,
+    FraudDirty,
+    FraudModel,
+    FraudRelease,
+    Notification,
+    Survey,
+)
 from marketplace.db.models.identity import ApiToken, IdempotencyRecord, Operator, RankingModel, UsedLink
 from marketplace.db.models.leads import Lead, LeadContact
 from marketplace.db.models.offers import Exposure, ExposureEvent, Offer
@@ -22,6 +32,12 @@ __all__ = [
     "CommissionPlanVersion",
     "Exposure",
     "ExposureEvent",
+    "FraudAlert",
+    "FraudAssessment",
+    "FraudDecision",
+    "FraudDirty",
+    "FraudModel",
+    "FraudRelease",
     "IdempotencyRecord",
     "Invoice",
     "InvoiceSequence",
@@ -30,9 +46,11 @@ __all__ = [
     "LedgerAccount",
     "LedgerPosting",
     "LedgerTransaction",
+    "Notification",
     "Offer",
     "Operator",
     "RankingModel",
     "Settlement",
+    "Survey",
     "UsedLink",
 ]

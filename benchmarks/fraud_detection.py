@@ -1,0 +1,349 @@
+"""Fraud detection benchmark: the fraud module on simulated markets whose dishonest businesses are known.
+
+    python benchmarks/fraud_detection.py [--train-seed 11] [--eval-seed 12] [--businesses 400] [--days 28]
+
+Two seeded markets (5 % dishonest businesses of each kind: hiders, returners, under-reporters), each run in
+process through the service's HTTP API by `marketplace.simulation` on simulated time:
+
+1. Training: customers answer the survey links the service sends (read from GET /v1/notifications, answered
+   with what the simulator knows: whom they hired, for how much, how satisfied they are); the fraud workers
+   run on their schedule (scans every hour, the daily rescan); a simulated operator reviews the open alerts
+   every day and decides by the ground truth (confirm a cheat, dismiss an honest business). To label
+   borderline cases too, the training market alerts from a lower risk (`--train-threshold`). At the end the
+   model is trained on those decisions.
+2. Evaluation, on another seed: the same, at the service's alert threshold, with the trained model copied in
+   and never retrained.
+
+Printed for the evaluation market: precision (alerted businesses that are dishonest), recall (dishonest
+businesses that cheated at least once, alerted by the end), false alerts among honest businesses, and the
+median simulated days from a business's first cheat (a hidden deal, a converted lead returned, an
+under-reported turnover) to its first alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from marketplace.db import migrate
+from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.db.models import FraudAlert, FraudDecision, FraudModel
+from marketplace.fraud import model as risk_model
+from marketplace.fraud import services as fraud
+from marketplace.settings import Settings
+from marketplace.simulation.agents import HONEST, rng
+from marketplace.simulation.cli import in_process_app, simulation_settings
+from marketplace.simulation.market import InProcessService, Result, Simulation
+from marketplace.simulation.scenario import Scenario, load_scenario
+
+CHEATS = ("hidden_lost", "hidden_silent", "returned_converted", "under_reported")
+_ANSWER_DELAY = 101  # seeded-generator purpose (the simulator's own purposes are below 100)
+# A customer answers a survey within this many hours (exponential around the mean).
+ANSWER_MEAN_HOURS = 10.0
+
+
+class FraudSimulation(Simulation):
+    """The simulated market plus what the fraud module needs from the world: customers who answer the survey
+    links they receive, the fraud workers on their schedule, and an operator who reviews alerts daily."""
+
+    def __init__(self, scenario: Scenario, service: InProcessService, *, ranker: str, progress: bool) -> None:
+        super().__init__(scenario, service, ranker=ranker, progress=progress)
+        self.app = service.app
+        self._handlers.update({"fraud_hour": self._on_fraud_hour, "fraud_day": self._on_fraud_day,
+                               "answer": self._on_answer})
+        self._seen_surveys: set[str] = set()
+        self._surveys_of: dict[int, int] = {}
+        self.answers = 0
+        self.decisions: list[tuple[str, str]] = []
+        self._push(scenario.start + timedelta(hours=1), "fraud_hour")
+        self._push(scenario.start + timedelta(days=1, hours=6), "fraud_day")
+
+    async def _on_fraud_hour(self, _: Any) -> None:
+        await self.service.periodic(["send_quiet_surveys", "fraud_scan"])
+        await self._collect_surveys()
+        self._push(self.now + timedelta(hours=1), "fraud_hour")
+
+    async def _on_fraud_day(self, _: Any) -> None:
+        # The daily rescan (time alone moves some signals); the model is not retrained during a run.
+        state = self.app.state
+        found = await fraud.scan_all(state.uow, state.settings)
+        if found.reliability_changed:
+            state.ranking_sync.changed(*found.reliability_changed)
+        await self.service.settle()
+        await self._review()
+        self._push(self.now + timedelta(days=1), "fraud_day")
+
+    async def _collect_surveys(self) -> None:
+        """Survey links sent since the last look, as each customer would find them in its mailbox."""
+        fresh: list[tuple[int, str, str]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"kind": "survey", "limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            response = await self._call("GET /v1/notifications", "GET", "/v1/notifications", token=self._operator,
+                                        params=params)
+            page = response.json()
+            unseen = [m for m in page["items"] if m["id"] not in self._seen_surveys]
+            for m in unseen:
+                self._seen_surveys.add(m["id"])
+                lead = self.lead_by_id.get(m["reference"])
+                if lead is not None:
+                    fresh.append((lead, m["id"], m["link"].rsplit("/", 1)[1]))
+            cursor = page.get("next_cursor")
+            if not unseen or not cursor:
+                break
+        for lead, _, token in sorted(fresh):
+            record = self.leads[lead]
+            if not record.plan.answers_survey:
+                continue
+            nth = self._surveys_of.get(lead, 0) + 1
+            self._surveys_of[lead] = nth
+            hours = float(rng(self.scenario.seed, _ANSWER_DELAY, lead, nth).exponential(ANSWER_MEAN_HOURS))
+            self._push(self.now + timedelta(hours=hours), "answer", (lead, token))
+
+    async def _on_answer(self, payload: tuple[int, str]) -> None:
+        """The customer answers with the truth as it stands now: whom it hired, for about how much."""
+        assert self.market is not None
+        lead_index, token = payload
+        lead = self.leads[lead_index]
+        body: dict[str, Any] = {"hired": False, "satisfaction": 3}
+        if lead.hired_exposure is not None:
+            record = self.exposures[lead.hired_exposure]
+            business = self.market.businesses[record.business]
+            amount = max(0, int(round(record.plan.turnover_minor * (1 + record.plan.survey_noise), -2)))
+            body = {
+                "hired": True,
+                "business_id": business.id,
+                "amount": {"amount_minor": amount, "currency": self.market.catalog.currency},
+                "satisfaction": record.plan.satisfaction,
+            }
+        response = await self._call("POST /v1/surveys/{token}", "POST", f"/v1/surveys/{token}", body=body)
+        if response.status_code == 200:
+            self.answers += 1
+        await self._run_jobs()  # the answer enqueued a fraud scan
+
+    async def _review(self) -> None:
+        """The operator's daily review: every open alert decided by the ground truth."""
+        assert self.market is not None
+        kind_of = {b.id: b.kind for b in self.market.businesses if b.id is not None}
+        response = await self._call("GET /v1/fraud/alerts", "GET", "/v1/fraud/alerts", token=self._operator,
+                                    params={"status": "open", "limit": 200})
+        for alert in sorted(response.json()["items"], key=lambda a: a["business_id"]):
+            cheat = kind_of.get(alert["business_id"], HONEST) != HONEST
+            decision = "confirm" if cheat else "dismiss"
+            await self._call(
+                "POST /v1/fraud/alerts/{id}/decision", "POST", f"/v1/fraud/alerts/{alert['id']}/decision",
+                token=self._operator,
+                body={"decision": decision, "note": "simulated operator: checked with the customers"},
+            )
+            self.decisions.append((alert["business_id"], decision))
+        await self._run_jobs()  # confirmations send the freed leads' waves
+
+
+def scenario_for(seed: int, args: argparse.Namespace) -> Scenario:
+    return load_scenario(
+        "default",
+        overrides={
+            "seed": seed,
+            "days": args.days,
+            "businesses": args.businesses,
+            "newcomers": args.businesses // 5,
+            "leads_per_day": args.businesses * 0.4,
+            "honesty.dishonest_share": 0.15,
+            "honesty.mix": {"hider": 1.0, "returner": 1.0, "under_reporter": 1.0},
+        },
+    )
+
+
+def fresh_database(out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("market.db*"):
+        stale.unlink()
+    return f"sqlite+aiosqlite:///{(out / 'market.db').resolve()}"
+
+
+async def run_market(
+    scenario: Scenario, out: Path, threshold_bp: int, model_blob: tuple[bytes, str, str] | None, progress: bool
+) -> tuple[Result, FraudSimulation, Settings, str]:
+    url = fresh_database(out)
+    settings = simulation_settings(url)
+    settings = dataclasses.replace(settings, fraud=dataclasses.replace(settings.fraud, alert_threshold_bp=threshold_bp))
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    if model_blob is not None:
+        blob, signature, secret = model_blob
+        model = risk_model.loads(blob, signature, secret)
+        blob, signature = risk_model.dumps(model, settings.service.secret_key)
+        async with create_session_factory(engine)() as session:
+            session.add(FraudModel(id="fmod_trained", kind=model.kind, trained_at=scenario.start - timedelta(days=1),
+                                   samples=model.samples, labels=model.labels, metrics=model.metrics, blob=blob,
+                                   signature=signature))
+            await session.commit()
+    await engine.dispose()
+    app = in_process_app(settings, None, scenario.seed, migrate=False)
+    simulation = FraudSimulation(scenario, InProcessService(app), ranker=app.state.ranker.name, progress=progress)
+    result = await simulation.run()
+    return result, simulation, settings, url
+
+
+async def train(url: str, settings: Settings) -> FraudModel | None:
+    engine = create_engine(url)
+    try:
+        async with create_session_factory(engine)() as session:
+            row = await fraud.train_model(session, settings)
+            await session.commit()
+            return row
+    finally:
+        await engine.dispose()
+
+
+async def first_alerts(url: str) -> dict[str, datetime]:
+    engine = create_engine(url)
+    try:
+        async with create_session_factory(engine)() as session:
+            alerts: dict[str, datetime] = {}
+            for business_id, opened_at in await session.execute(
+                select(FraudAlert.business_id, FraudAlert.opened_at).order_by(FraudAlert.opened_at)
+            ):
+                alerts.setdefault(business_id, opened_at)
+            return alerts
+    finally:
+        await engine.dispose()
+
+
+async def decisions(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        async with create_session_factory(engine)() as session:
+            rows = list(await session.scalars(select(FraudDecision.decision)))
+            return {d: rows.count(d) for d in ("confirm", "dismiss")}
+    finally:
+        await engine.dispose()
+
+
+def evaluate(result: Result, alerts: dict[str, datetime]) -> dict[str, Any]:
+    market = result.market
+    businesses = [b for b in market.businesses if b.id is not None]
+    first_cheat: dict[str, datetime] = {}
+    for e in result.exposures:
+        if e.act in CHEATS and e.decided_at is not None:
+            business_id = market.businesses[e.business].id
+            assert business_id is not None
+            if business_id not in first_cheat or e.decided_at < first_cheat[business_id]:
+                first_cheat[business_id] = e.decided_at
+    dishonest = {b.id for b in businesses if b.kind != HONEST}
+    honest = {b.id for b in businesses if b.kind == HONEST}
+    cheated = {b for b in dishonest if b in first_cheat}
+    alerted = set(alerts)
+    caught = alerted & dishonest
+    days = sorted(
+        (alerts[b] - first_cheat[b]).total_seconds() / 86400 for b in caught & cheated if alerts[b] >= first_cheat[b]
+    )
+    end = market.end
+    settled = {b for b in cheated if end - first_cheat[b] >= timedelta(days=7)}
+    kinds = {}
+    for kind in ("hider", "returner", "under_reporter"):
+        of_kind = {b.id for b in businesses if b.kind == kind and b.id in cheated}
+        kinds[kind] = (len(of_kind & alerted), len(of_kind))
+    return {
+        "businesses": len(businesses),
+        "dishonest": len(dishonest),
+        "dishonest_who_cheated": len(cheated),
+        "alerted": len(alerted),
+        "precision": len(caught) / len(alerted) if alerted else float("nan"),
+        "recall": len(alerted & cheated) / len(cheated) if cheated else float("nan"),
+        "recall_cheated_7_days_before_end": len(alerted & settled) / len(settled) if settled else float("nan"),
+        "false_alerts_among_honest": len(alerted & honest) / len(honest) if honest else float("nan"),
+        "false_alerts": len(alerted & honest),
+        "median_days_to_alert": statistics.median(days) if days else float("nan"),
+        "p90_days_to_alert": float(np.percentile(days, 90)) if days else float("nan"),
+        "caught_by_kind": kinds,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    progress = not args.no_progress and sys.stderr.isatty()
+    out = Path(args.out)
+    started = time.perf_counter()
+    if args.train_db:
+        # A training market run before (its operator's decisions are in its database): train on it again.
+        url = f"sqlite+aiosqlite:///{args.train_db}"
+        settings = simulation_settings(url)
+        summary = f"training market from {args.train_db}"
+    else:
+        train_scenario = scenario_for(args.train_seed, args)
+        result, simulation, settings, url = await run_market(
+            train_scenario, out / "train", args.train_threshold, None, progress
+        )
+        summary = (f"training market (seed {args.train_seed}): {len(result.exposures)} exposures, "
+                   f"{simulation.answers} survey answers")
+    labels = await decisions(url)
+    row = await train(url, settings)
+    if row is None:
+        print("the training market produced too few decisions or businesses to train a model", file=sys.stderr)
+        return 2
+    print(f"{summary}, {labels['confirm']} confirmed and {labels['dismiss']} dismissed alerts; trained {row.kind} "
+          f"{json.dumps(row.metrics)}")
+    model = (row.blob, row.signature, settings.service.secret_key)
+    eval_scenario = scenario_for(args.eval_seed, args)
+    threshold = settings.fraud.alert_threshold_bp if args.eval_threshold is None else args.eval_threshold
+    result, simulation, settings, url = await run_market(eval_scenario, out / "eval", threshold, model, progress)
+    figures = evaluate(result, await first_alerts(url))
+    figures.update(
+        train_seed=args.train_seed,
+        eval_seed=args.eval_seed,
+        days=args.days,
+        alert_threshold=threshold / 10_000,
+        survey_answers=simulation.answers,
+        model=row.kind,
+        wall_seconds=round(time.perf_counter() - started, 1),
+    )
+    (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"evaluation market (seed {args.eval_seed}, {figures['businesses']} businesses, {figures['dishonest']} "
+          f"dishonest of whom {figures['dishonest_who_cheated']} cheated, {args.days} days):")
+    print(f"  precision                               {figures['precision']:.3f}   (goal >= 0.9)")
+    print(f"  recall                                  {figures['recall']:.3f}   (goal >= 0.8)")
+    print(f"  recall, first cheat >= 7 days before end {figures['recall_cheated_7_days_before_end']:.3f}")
+    print(f"  false alerts among honest businesses    {figures['false_alerts_among_honest']:.2%}  "
+          f"({figures['false_alerts']})   (goal <= 1 %)")
+    print(f"  median days, first cheat to alert       {figures['median_days_to_alert']:.1f}   (goal <= 14; "
+          f"p90 {figures['p90_days_to_alert']:.1f})")
+    print("  caught by kind                          " + ", ".join(
+        f"{k} {a}/{n}" for k, (a, n) in figures["caught_by_kind"].items()))
+    print(f"figures: {out / 'figures.json'} (wall time {figures['wall_seconds']} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train-seed", type=int, default=11)
+    parser.add_argument("--eval-seed", type=int, default=12)
+    parser.add_argument("--businesses", type=int, default=400, help="businesses at the start (a fifth more join)")
+    parser.add_argument("--days", type=int, default=28)
+    parser.add_argument("--train-threshold", type=int, default=2500,
+                        help="alert threshold (bp) of the training market: borderline cases get labels too")
+    parser.add_argument("--eval-threshold", type=int, help="alert threshold (bp) of the evaluation market "
+                                                           "(default: the service's setting)")
+    parser.add_argument("--train-db", help="skip the training market: train on this earlier one's market.db")
+    parser.add_argument("--out", default="reports/fraud-bench")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.train_db:
+        args.train_db = str(Path(args.train_db).resolve())
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

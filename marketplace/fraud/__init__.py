@@ -1,0 +1,1 @@
+"""Fraud watch: customers' surveys, signals, risk scores (rules and a learned model), alerts and decisions."""

@@ -1,0 +1,113 @@
+"""HTTP routes of the fraud module: customers' surveys (their signed link is the credential), the operators'
+notification outbox, fraud alerts and decisions, and a business's risk (operators only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from marketplace.errors import InvalidInput
+from marketplace.fraud import schemas, services
+from marketplace.http.access import Access, access, current_principal
+from marketplace.http.pagination import Page, check_limit
+
+ALERT_STATUSES = ("open", "confirmed", "dismissed")
+
+
+class SurveyController(Controller):
+    path = "/v1/surveys"
+    tags = ["surveys"]
+
+    @get("/{token:str}", opt=access(Access.PUBLIC))
+    async def show(self, state: State, token: FromPath[str]) -> schemas.SurveyView:
+        """The customer's survey: its request and the businesses that received its contact. A forged link is
+        a 404; an expired or already answered one a 410."""
+        async with state.uow() as uow:
+            return await services.survey_view(uow.session, state.settings, token)
+
+    @post("/{token:str}", opt=access(Access.PUBLIC), status_code=200)
+    async def answer(
+        self, state: State, token: FromPath[str], data: JSONBody[schemas.SurveyAnswerIn]
+    ) -> schemas.SurveyAnswer:
+        """Whether the customer hired one of the businesses, for how much, and how satisfied it is. The link
+        works once; the answer re-assesses the lead's businesses at once."""
+        async with state.uow() as uow:
+            survey, _ = await services.answer_survey(uow.session, state.settings, token, data)
+            uow.after_commit(lambda: state.jobs.enqueue("fraud_scan"))
+            return services.answer_out(survey)
+
+
+class NotificationController(Controller):
+    path = "/v1/notifications"
+    tags = ["notifications"]
+
+    @get("", opt=access(Access.OPERATOR))
+    async def list_notifications(
+        self,
+        state: State,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        kind: FromQuery[str | None] = None,
+        reference: FromQuery[str | None] = None,
+    ) -> Page[schemas.Notification]:
+        """Every message the service sent or would send (survey links, alerts), newest first. Without a mail
+        server (the embedded default) this is where they land."""
+        async with state.uow() as uow:
+            rows, next_cursor = await services.list_notifications(
+                uow.session, check_limit(limit), cursor, kind, reference
+            )
+        return Page(items=[services.notification_out(m) for m in rows], next_cursor=next_cursor)
+
+
+class FraudController(Controller):
+    path = "/v1/fraud"
+    tags = ["fraud"]
+
+    @get("/alerts", opt=access(Access.OPERATOR))
+    async def list_alerts(
+        self,
+        state: State,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+    ) -> Page[schemas.Alert]:
+        """Alerts, newest first (`?status=open` for the queue), each with its risk score, reasons and the
+        evidence with the leads behind it."""
+        if status is not None and status not in ALERT_STATUSES:
+            raise InvalidInput.field("status", f"one of {', '.join(ALERT_STATUSES)}")
+        async with state.uow() as uow:
+            rows, next_cursor = await services.list_alerts(uow.session, status, check_limit(limit), cursor)
+            items = await services.alerts_out(uow.session, rows)
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get("/alerts/{alert_id:str}", opt=access(Access.OPERATOR))
+    async def get_alert(self, state: State, alert_id: FromPath[str]) -> schemas.Alert:
+        async with state.uow() as uow:
+            alert = await services.get_alert(uow.session, alert_id)
+            return (await services.alerts_out(uow.session, [alert]))[0]
+
+    @post("/alerts/{alert_id:str}/decision", opt=access(Access.OPERATOR), status_code=200)
+    async def decide(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        alert_id: FromPath[str],
+        data: JSONBody[schemas.DecisionIn],
+    ) -> schemas.Alert:
+        """Confirm (the business is blocked, listed as unreliable, its open leads go back to the market; what
+        it owes stays owed) or dismiss (a label for the model; the alert reopens only on new evidence)."""
+        operator = current_principal(request)
+        async with state.uow() as uow:
+            alert = await services.decide(uow, state.settings, state.jobs, operator, alert_id, data)
+            out = (await services.alerts_out(uow.session, [alert]))[0]
+        state.ranking_sync.changed(alert.business_id)
+        return out
+
+    @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))
+    async def business_risk(self, state: State, business_id: FromPath[str]) -> schemas.BusinessRisk:
+        """A business's latest assessment (risk score, reasons, every signal with its leads), alert or not."""
+        async with state.uow() as uow:
+            return await services.business_risk(uow.session, business_id)

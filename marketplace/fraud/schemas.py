@@ -1,0 +1,116 @@
+"""Surveys, notifications and fraud alerts on the wire. A business never sees any of the fraud shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from marketplace.schemas import MoneyIn, MoneyOut
+
+
+class SurveyBusiness(msgspec.Struct):
+    id: str
+    name: str
+
+
+class SurveyView(msgspec.Struct):
+    """What the customer sees behind the link: the request, and the businesses that received its contact."""
+
+    lead_id: str
+    category: str
+    businesses: list[SurveyBusiness]
+    expires_at: datetime
+
+
+class SurveyAnswerIn(msgspec.Struct, forbid_unknown_fields=True):
+    hired: bool
+    satisfaction: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    # Whom the customer hired: one of the businesses the survey lists (or none: someone else, or nobody).
+    business_id: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
+    amount: MoneyIn | None = None
+    comment: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+class SurveyAnswer(msgspec.Struct):
+    lead_id: str
+    hired: bool
+    business_id: str | None
+    amount: MoneyOut | None
+    satisfaction: int
+    comment: str | None
+    answered_at: datetime
+
+
+class Notification(msgspec.Struct):
+    id: str
+    kind: str
+    recipient: str
+    subject: str
+    body: str
+    link: str | None
+    reference: str | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+class Reason(msgspec.Struct):
+    kind: str
+    text: str
+    weight: float
+    leads: list[str]
+
+
+class Evidence(msgspec.Struct):
+    """One signal and the leads behind it."""
+
+    kind: str
+    text: str
+    weight: float
+    count: int
+    value: float
+    leads: list[str]
+
+
+class Decision(msgspec.Struct):
+    decision: str
+    note: str
+    decided_by: str
+    decided_at: datetime
+
+
+class Alert(msgspec.Struct):
+    id: str
+    business_id: str
+    business_name: str
+    business_status: str
+    status: str
+    risk_score: float
+    rule_score: float
+    model_score: float | None
+    reasons: list[Reason]
+    evidence: list[Evidence]
+    opened_at: datetime
+    updated_at: datetime
+    decision: Decision | None
+    # On confirmation: the leads given back to the market from this business's open deals.
+    released_leads: list[str]
+
+
+class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
+    decision: Literal["confirm", "dismiss"]
+    note: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class BusinessRisk(msgspec.Struct):
+    """Operators only: a business's latest assessment, whether or not an alert is open."""
+
+    business_id: str
+    risk_score: float
+    rule_score: float
+    model_score: float | None
+    reliability_bp: int
+    reasons: list[Reason]
+    evidence: list[Evidence]
+    computed_at: datetime

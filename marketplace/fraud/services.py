@@ -1,0 +1,901 @@
+"""The fraud module in the database: the notification outbox, customers' surveys, assessments of businesses
+(signals, rule and model scores, the reliability the ranking reads), alerts and operators' decisions.
+
+Services never commit: the request or the job's unit of work does. Jobs that need several transactions
+(delivering mail, a full rescan) take the unit-of-work factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.businesses.services import set_status
+from marketplace.clock import utcnow
+from marketplace.db.models import (
+    Business,
+    Exposure,
+    ExposureEvent,
+    FraudAlert,
+    FraudAssessment,
+    FraudDecision,
+    FraudDirty,
+    FraudModel,
+    FraudRelease,
+    Lead,
+    LeadContact,
+    Notification,
+    Survey,
+    UsedLink,
+)
+from marketplace.db.statements import rows_changed
+from marketplace.errors import Conflict, FieldError, Gone, InvalidInput, NotFound
+from marketplace.fraud import model as risk_model
+from marketplace.fraud import rules, schemas
+from marketplace.fraud.mailer import Message, SmtpConfig, send_all
+from marketplace.fraud.signals import OPEN_PIPELINE, Answer, CategoryCounts, Deal, RuleConfig, Signal, assess
+from marketplace.identity.links import read_link, sign_link
+from marketplace.identity.services import Principal, spend_link
+from marketplace.ids import new_id
+from marketplace.jobs import Jobs
+from marketplace.schemas import MoneyOut
+from marketplace.settings import Settings
+from marketplace.uow import UnitOfWork, UnitOfWorkFactory
+
+log = logging.getLogger("marketplace.fraud")
+
+SURVEY = "survey"  # the signed link's purpose
+QUIET_STATUSES = (*OPEN_PIPELINE, "returned")
+# Leads older than this are not surveyed when they go quiet (a first deploy must not mail last year's customers).
+QUIET_HORIZON = timedelta(days=90)
+MAX_DELIVERY_ATTEMPTS = 5
+DELIVERY_CLAIM = timedelta(minutes=10)
+CHUNK = 500
+
+
+# --- the notification outbox ------------------------------------------------------------------------------
+
+
+def notify(
+    session: AsyncSession,
+    kind: str,
+    recipient: str,
+    subject: str,
+    body: str,
+    *,
+    link: str | None = None,
+    reference: str | None = None,
+) -> Notification:
+    """Keep a message in the outbox, in the caller's transaction: it is sent only if that commits."""
+    message = Notification(
+        id=new_id("ntf"),
+        kind=kind,
+        recipient=recipient,
+        subject=subject,
+        body=body,
+        link=link,
+        reference=reference,
+        created_at=utcnow(),
+        attempts=0,
+    )
+    session.add(message)
+    return message
+
+
+async def list_notifications(
+    session: AsyncSession, limit: int, cursor: str | None, kind: str | None = None, reference: str | None = None
+) -> tuple[list[Notification], str | None]:
+    query = select(Notification)
+    if kind:
+        query = query.where(Notification.kind == kind)
+    if reference:
+        query = query.where(Notification.reference == reference)
+    if cursor:
+        query = query.where(Notification.id < cursor)
+    rows = list(await session.scalars(query.order_by(Notification.id.desc()).limit(limit + 1)))
+    items = rows[:limit]
+    return items, (items[-1].id if len(rows) > limit and items else None)
+
+
+def notification_out(message: Notification) -> schemas.Notification:
+    return schemas.Notification(
+        id=message.id,
+        kind=message.kind,
+        recipient=message.recipient,
+        subject=message.subject,
+        body=message.body,
+        link=message.link,
+        reference=message.reference,
+        created_at=message.created_at,
+        sent_at=message.sent_at,
+    )
+
+
+async def deliver_notifications(uow: UnitOfWorkFactory, settings: Settings, limit: int = 100) -> int:
+    """Send unsent messages through the configured mail server; without one they are only kept.
+
+    Each message is claimed with a conditional update first (committed), so two senders never send it
+    twice; a failure is recorded and retried later, up to MAX_DELIVERY_ATTEMPTS times.
+    """
+    if not settings.notifications.smtp_url:
+        return 0
+    config = SmtpConfig.from_url(settings.notifications.smtp_url)
+    now = utcnow()
+    claimable = and_(
+        Notification.sent_at.is_(None),
+        Notification.attempts < MAX_DELIVERY_ATTEMPTS,
+        or_(Notification.claimed_at.is_(None), Notification.claimed_at < now - DELIVERY_CLAIM),
+    )
+    claimed: list[tuple[str, Message]] = []
+    async with uow() as unit:
+        rows = list(
+            await unit.session.scalars(select(Notification).where(claimable).order_by(Notification.id).limit(limit))
+        )
+        for row in rows:
+            taken = await rows_changed(
+                unit.session,
+                update(Notification)
+                .where(Notification.id == row.id, claimable)
+                .values(claimed_at=now, attempts=Notification.attempts + 1),
+            )
+            if taken == 1:
+                claimed.append((row.id, Message(row.recipient, row.subject, _with_link(row.body, row.link))))
+    if not claimed:
+        return 0
+    try:
+        results = await asyncio.to_thread(send_all, config, settings.notifications.from_address, claimed)
+    except OSError as exc:  # the server is unreachable: every claimed message is retried later
+        results = {message_id: f"{type(exc).__name__}: {exc}" for message_id, _ in claimed}
+    sent = 0
+    async with uow() as unit:
+        for message_id, error in results.items():
+            if error is None:
+                sent += 1
+                values: dict[str, Any] = {"sent_at": utcnow(), "last_error": None}
+            else:
+                log.warning("notification %s not sent: %s", message_id, error)
+                values = {"claimed_at": None, "last_error": error[:2000]}
+            await unit.session.execute(update(Notification).where(Notification.id == message_id).values(**values))
+    return sent
+
+
+def _with_link(body: str, link: str | None) -> str:
+    return body if not link or link in body else f"{body}\n\n{link}"
+
+
+# --- surveys ------------------------------------------------------------------------------------------------
+
+
+async def request_survey(
+    session: AsyncSession, settings: Settings, lead_id: str, cause: str, exposure_id: str | None = None
+) -> Survey | None:
+    """Send the lead's customer a survey link, unless it cannot be reached or was asked enough: one
+    unanswered survey at a time, none after the customer named whom it hired, at most
+    `max_surveys_per_lead`, and after a lead went quiet only if no survey went out for as long."""
+    now = utcnow()
+    contact = await session.get(LeadContact, lead_id)
+    if contact is None or not contact.email:
+        return None
+    # The lead row serialises two businesses reporting on the same lead at once (one survey, not two).
+    lead = (await session.execute(select(Lead).where(Lead.id == lead_id).with_for_update())).scalar_one_or_none()
+    if lead is None:
+        return None
+    fraud = settings.fraud
+    earlier = list(await session.scalars(select(Survey).where(Survey.lead_id == lead_id)))
+    if len(earlier) >= fraud.max_surveys_per_lead or any(s.hired for s in earlier):
+        return None
+    if any(s.answered_at is None and s.expires_at > now for s in earlier):
+        return None
+    if cause == "quiet" and any(s.created_at > now - timedelta(days=fraud.quiet_days) for s in earlier):
+        return None
+    expires_at = now + timedelta(days=fraud.survey_ttl_days)
+    token = sign_link(settings.service.secret_key, SURVEY, lead_id, expires_at)
+    claims = read_link(settings.service.secret_key, token, SURVEY, now)
+    survey = Survey(
+        id=new_id("srv"),
+        lead_id=lead_id,
+        link_id=claims.link_id,
+        cause=cause,
+        exposure_id=exposure_id,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    session.add(survey)
+    category = settings.categories.get(lead.category)
+    what = category.name.lower() if category else lead.category
+    link = f"{settings.notifications.public_base_url}/v1/surveys/{token}"
+    notify(
+        session,
+        "survey",
+        contact.email,
+        f"How did your {what} request go?",
+        f"Hello {contact.name},\n\nyou asked for help with {what} on {lead.created_at:%d %B %Y}. Did you hire one "
+        f"of the businesses we put you in touch with, for how much, and how satisfied are you? It takes a "
+        f"minute:\n\n{link}\n\nThe link works once, until {expires_at:%d %B %Y}.",
+        link=link,
+        reference=lead_id,
+    )
+    await session.flush()
+    return survey
+
+
+async def _survey_by_token(session: AsyncSession, settings: Settings, token: str) -> Survey:
+    """The survey behind a link: a forged one is a 404; an expired, answered or used one a 410."""
+    claims = read_link(settings.service.secret_key, token, SURVEY, utcnow())
+    survey = (await session.execute(select(Survey).where(Survey.link_id == claims.link_id))).scalar_one_or_none()
+    if survey is None or survey.lead_id != claims.subject:
+        raise NotFound("no such survey")
+    if survey.answered_at is not None or await session.get(UsedLink, claims.link_id) is not None:
+        raise Gone("this survey has already been answered")
+    return survey
+
+
+async def _holders(session: AsyncSession, lead_id: str) -> list[tuple[str, str]]:
+    """(id, name) of every business that received the lead's contact, first holder first."""
+    rows = await session.execute(
+        select(Business.id, Business.name)
+        .join(Exposure, Exposure.business_id == Business.id)
+        .where(Exposure.lead_id == lead_id)
+        .order_by(Exposure.created_at, Exposure.id)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def survey_view(session: AsyncSession, settings: Settings, token: str) -> schemas.SurveyView:
+    survey = await _survey_by_token(session, settings, token)
+    lead = await session.get(Lead, survey.lead_id)
+    assert lead is not None
+    return schemas.SurveyView(
+        lead_id=lead.id,
+        category=lead.category,
+        businesses=[schemas.SurveyBusiness(id=i, name=n) for i, n in await _holders(session, lead.id)],
+        expires_at=survey.expires_at,
+    )
+
+
+async def answer_survey(
+    session: AsyncSession, settings: Settings, token: str, data: schemas.SurveyAnswerIn
+) -> tuple[Survey, list[str]]:
+    """Store the customer's answer (the link is spent in the same transaction) and mark every business of
+    the lead for re-assessment. Returns the survey and those businesses."""
+    survey = await _survey_by_token(session, settings, token)
+    lead = await session.get(Lead, survey.lead_id)
+    assert lead is not None
+    holders = [business_id for business_id, _ in await _holders(session, lead.id)]
+    errors = []
+    if data.business_id is not None:
+        if not data.hired:
+            errors.append(FieldError("business_id", "name a business only when you hired one"))
+        elif data.business_id not in holders:
+            errors.append(FieldError("business_id", "not one of the businesses this survey lists"))
+    if data.amount is not None:
+        if not data.hired:
+            errors.append(FieldError("amount", "an amount belongs to a hire"))
+        elif data.amount.currency != lead.currency:
+            errors.append(FieldError("amount.currency", f"this request was in {lead.currency}"))
+    if errors:
+        raise InvalidInput(errors[0].message if len(errors) == 1 else "the answer is invalid", errors=errors)
+    await spend_link(session, read_link(settings.service.secret_key, token, SURVEY, utcnow()))
+    survey.answered_at = utcnow()
+    survey.hired = data.hired
+    survey.business_id = data.business_id
+    survey.amount_minor = data.amount.amount_minor if data.amount is not None else None
+    survey.currency = data.amount.currency if data.amount is not None else None
+    survey.satisfaction = data.satisfaction
+    survey.comment = data.comment.strip() if data.comment and data.comment.strip() else None
+    await mark_dirty(session, *holders)
+    await session.flush()
+    return survey, holders
+
+
+def answer_out(survey: Survey) -> schemas.SurveyAnswer:
+    assert survey.answered_at is not None and survey.hired is not None and survey.satisfaction is not None
+    amount = (
+        MoneyOut(survey.amount_minor, survey.currency)
+        if survey.amount_minor is not None and survey.currency is not None
+        else None
+    )
+    return schemas.SurveyAnswer(
+        lead_id=survey.lead_id,
+        hired=survey.hired,
+        business_id=survey.business_id,
+        amount=amount,
+        satisfaction=survey.satisfaction,
+        comment=survey.comment,
+        answered_at=survey.answered_at,
+    )
+
+
+async def on_deal_reported(session: AsyncSession, settings: Settings, exposure: Exposure, status: str) -> None:
+    """A business moved a deal: its assessment is due again, and a won or lost deal asks the customer."""
+    await mark_dirty(session, exposure.business_id)
+    if status in ("won", "lost"):
+        await request_survey(session, settings, exposure.lead_id, status, exposure.id)
+
+
+async def send_quiet_surveys(session: AsyncSession, settings: Settings, limit: int = 500) -> int:
+    """Leads gone quiet: an open (or returned) deal with no news for `quiet_days`. Their customers are asked
+    who they hired, which is how deals hidden behind silence or a return come to light."""
+    now = utcnow()
+    fraud = settings.fraud
+    cutoff = now - timedelta(days=fraud.quiet_days)
+    blocking_survey = exists().where(
+        Survey.lead_id == Exposure.lead_id,
+        or_(
+            Survey.created_at > cutoff,
+            Survey.hired.is_(True),
+            and_(Survey.answered_at.is_(None), Survey.expires_at > now),
+        ),
+    )
+    surveys_so_far = (
+        select(func.count(Survey.id)).where(Survey.lead_id == Exposure.lead_id).correlate(Exposure).scalar_subquery()
+    )
+    lead_ids = list(
+        await session.scalars(
+            select(Exposure.lead_id)
+            .join(LeadContact, LeadContact.lead_id == Exposure.lead_id)
+            .where(
+                Exposure.status.in_(QUIET_STATUSES),
+                Exposure.status_changed_at <= cutoff,
+                Exposure.created_at >= now - QUIET_HORIZON,
+                LeadContact.email.is_not(None),
+                ~blocking_survey,
+                surveys_so_far < fraud.max_surveys_per_lead,
+            )
+            .group_by(Exposure.lead_id)
+            .order_by(Exposure.lead_id)
+            .limit(limit)
+        )
+    )
+    sent = 0
+    for lead_id in lead_ids:
+        if await request_survey(session, settings, lead_id, "quiet") is not None:
+            sent += 1
+    return sent
+
+
+# --- assessments ------------------------------------------------------------------------------------------
+
+
+async def mark_dirty(session: AsyncSession, *business_ids: str) -> None:
+    """Note that these businesses have news; the next scan re-assesses them. Idempotent, in the caller's
+    transaction (an upsert: a later mark moves the time, so a scan that read the earlier one keeps it)."""
+    if not business_ids:
+        return
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(FraudDirty).values([{"business_id": b, "since": now} for b in sorted(set(business_ids))])
+        await session.execute(pg.on_conflict_do_update(index_elements=["business_id"], set_={"since": now}))
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(FraudDirty).values([{"business_id": b, "since": now} for b in sorted(set(business_ids))])
+        await session.execute(lite.on_conflict_do_update(index_elements=["business_id"], set_={"since": now}))
+
+
+async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
+    """Counts per (mode, category) over every business: what a business's rates are compared with."""
+    rows = await session.execute(
+        select(
+            Exposure.mode,
+            Lead.category,
+            func.count(Exposure.id),
+            func.sum(case((Exposure.status.in_(("won", "invoiced", "paid", "lost")), 1), else_=0)),
+            func.sum(case((Exposure.status == "lost", 1), else_=0)),
+            func.sum(case((Exposure.status == "returned", 1), else_=0)),
+            func.sum(case((and_(Exposure.stale.is_(True), Exposure.status.in_(OPEN_PIPELINE)), 1), else_=0)),
+        )
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .group_by(Exposure.mode, Lead.category)
+    )
+    return {(r[0], r[1]): CategoryCounts(*(int(v or 0) for v in r[2:])) for r in rows}
+
+
+async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict[str, list[Deal]]:
+    """Every exposure of these businesses, with the customers' answers about each lead."""
+    rows = list(
+        await session.execute(
+            select(
+                Exposure.business_id,
+                Exposure.id,
+                Exposure.lead_id,
+                Lead.category,
+                Exposure.status,
+                Lead.budget_minor,
+                Exposure.turnover_minor,
+                Exposure.created_at,
+                Exposure.status_changed_at,
+                Exposure.stale,
+            )
+            .join(Lead, Lead.id == Exposure.lead_id)
+            .where(Exposure.business_id.in_(list(business_ids)))
+            .order_by(Exposure.business_id, Exposure.created_at, Exposure.id)
+        )
+    )
+    lead_ids = sorted({r[2] for r in rows})
+    answers: dict[str, list[Answer]] = defaultdict(list)
+    for start in range(0, len(lead_ids), CHUNK):
+        for s in await session.scalars(
+            select(Survey).where(Survey.lead_id.in_(lead_ids[start : start + CHUNK]), Survey.answered_at.is_not(None))
+        ):
+            assert s.answered_at is not None
+            answers[s.lead_id].append(
+                Answer(s.id, bool(s.hired), s.business_id, s.amount_minor, int(s.satisfaction or 0), s.answered_at)
+            )
+    deals: dict[str, list[Deal]] = defaultdict(list)
+    for r in rows:
+        deals[r[0]].append(
+            Deal(
+                exposure_id=r[1],
+                lead_id=r[2],
+                category=r[3],
+                status=r[4],
+                budget_minor=int(r[5]),
+                turnover_minor=r[6],
+                created_at=r[7],
+                status_changed_at=r[8],
+                stale=bool(r[9]),
+                answers=tuple(answers.get(r[2], ())),
+            )
+        )
+    return deals
+
+
+_models: dict[str, risk_model.RiskModel] = {}
+
+
+async def current_model(session: AsyncSession, settings: Settings) -> tuple[str, risk_model.RiskModel] | None:
+    """The latest trained model (kept in this process until a newer one is trained)."""
+    model_id = await session.scalar(select(FraudModel.id).order_by(FraudModel.trained_at.desc(), FraudModel.id.desc()))
+    if model_id is None:
+        return None
+    cached = _models.get(model_id)
+    if cached is None:
+        row = await session.get(FraudModel, model_id)
+        assert row is not None
+        try:
+            cached = risk_model.loads(row.blob, row.signature, settings.service.secret_key)
+        except ValueError as exc:
+            log.warning("fraud model %s ignored: %s", model_id, exc)
+            return None
+        _models.clear()
+        _models[model_id] = cached
+    return model_id, cached
+
+
+@dataclass
+class ScanResult:
+    assessed: int = 0
+    opened: list[str] = field(default_factory=list)
+    reliability_changed: list[str] = field(default_factory=list)
+
+
+def rule_config(settings: Settings) -> RuleConfig:
+    return RuleConfig(
+        report_grace=timedelta(days=settings.fraud.report_grace_days),
+        unpaid_after=timedelta(days=settings.fraud.unpaid_days),
+    )
+
+
+async def assess_businesses(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> ScanResult:
+    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing)."""
+    result = ScanResult()
+    if not business_ids:
+        return result
+    now = utcnow()
+    businesses = {
+        b.id: b
+        for b in await session.scalars(
+            select(Business).where(Business.id.in_(list(business_ids))).order_by(Business.id)
+        )
+    }
+    if not businesses:
+        return result
+    peers = await load_peers(session)
+    deals = await load_deals(session, list(businesses))
+    loaded = await current_model(session, settings)
+    model_id, model = loaded if loaded is not None else (None, None)
+    alerts: dict[str, list[FraudAlert]] = defaultdict(list)
+    for alert in await session.scalars(
+        select(FraudAlert).where(FraudAlert.business_id.in_(list(businesses))).order_by(FraudAlert.opened_at)
+    ):
+        alerts[alert.business_id].append(alert)
+    assessments = {
+        a.business_id: a
+        for a in await session.scalars(
+            select(FraudAssessment).where(FraudAssessment.business_id.in_(list(businesses)))
+        )
+    }
+    threshold = settings.fraud.alert_threshold_bp / 10_000
+    config = rule_config(settings)
+    found_all = {}
+    for business_id, business in businesses.items():
+        mode_peers = {code: counts for (mode, code), counts in peers.items() if mode == business.mode}
+        found_all[business_id] = assess(business_id, business.mode, deals.get(business_id, []), mode_peers, now, config)
+    # The model is asked (in one batch) only about businesses with evidence: without any, the risk is 0.
+    with_evidence = [b for b, found in found_all.items() if found.signals]
+    model_scores: dict[str, float] = {}
+    if model is not None and with_evidence:
+        scores = model.scores([found_all[b].features for b in with_evidence])
+        model_scores = {b: float(v) for b, v in zip(with_evidence, scores, strict=True)}
+    for business_id, business in businesses.items():
+        found = found_all[business_id]
+        model_score = model_scores.get(business_id, 0.0) if model is not None else None
+        reason = model.explain(found.features, model_score) if model is not None and model_score else None
+        scored = rules.score(found.signals, model_score, bool(model and model.supervised), reason)
+        signals_json = [s.to_json() for s in found.signals]
+        reasons_json = list(scored.reasons)
+        row = assessments.get(business_id)
+        if row is None:
+            row = FraudAssessment(business_id=business_id)
+            session.add(row)
+        row.risk_score, row.rule_score, row.model_score = scored.risk, scored.rule, scored.model
+        row.model_id = model_id
+        row.reasons, row.signals, row.features = reasons_json, signals_json, found.features
+        row.computed_at = now
+        result.assessed += 1
+
+        if business.status == "active":
+            target = rules.reliability_bp(scored.risk)
+            if target != business.reliability_bp and (
+                abs(target - business.reliability_bp) >= 100 or target == 10_000
+            ):
+                business.reliability_bp = target
+                result.reliability_changed.append(business_id)
+
+        past = [rules.PastAlert(a.status, a.evidence) for a in alerts[business_id]]
+        action = rules.alert_action(scored.risk, threshold, found.signals, past)
+        if business.status == "blocked" and action == rules.OPEN:
+            action = rules.NOTHING  # already out of the market; a block by hand needs no alert
+        if action == rules.UPDATE:
+            alert = next(a for a in alerts[business_id] if a.status == "open")
+            _refresh_alert(alert, scored, signals_json, found.features, now)
+        elif action == rules.OPEN:
+            opened = await _open_alert(session, settings, business, scored, found.signals, found.features, now)
+            if opened is not None:
+                result.opened.append(opened.id)
+    await session.flush()
+    return result
+
+
+def _refresh_alert(
+    alert: FraudAlert,
+    scored: rules.Score,
+    signals_json: list[dict[str, Any]],
+    features: dict[str, float],
+    now: datetime,
+) -> None:
+    alert.risk_score, alert.rule_score, alert.model_score = scored.risk, scored.rule, scored.model
+    alert.reasons, alert.evidence, alert.features = list(scored.reasons), signals_json, features
+    alert.updated_at = now
+
+
+async def _open_alert(
+    session: AsyncSession,
+    settings: Settings,
+    business: Business,
+    scored: rules.Score,
+    signals: Sequence[Signal],
+    features: dict[str, float],
+    now: datetime,
+) -> FraudAlert | None:
+    alert = FraudAlert(
+        id=new_id("alr"),
+        business_id=business.id,
+        status="open",
+        risk_score=scored.risk,
+        rule_score=scored.rule,
+        model_score=scored.model,
+        reasons=list(scored.reasons),
+        evidence=[s.to_json() for s in signals],
+        features=features,
+        opened_at=now,
+        updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(alert)
+            await session.flush()
+    except IntegrityError:
+        return None  # another scan opened this business's alert a moment ago: one alert per business
+    top = "; ".join(r["text"] for r in scored.reasons[:3])
+    notify(
+        session,
+        "alert",
+        settings.notifications.operator_address,
+        f"Fraud alert: {business.name} (risk {scored.risk:.2f})",
+        f"A fraud alert opened for {business.name} ({business.id}), risk {scored.risk:.2f}.\n\n{top}\n\n"
+        f"Review it at GET /v1/fraud/alerts/{alert.id} and decide at POST /v1/fraud/alerts/{alert.id}/decision.",
+        reference=alert.id,
+    )
+    return alert
+
+
+async def scan_dirty(session: AsyncSession, settings: Settings, limit: int = CHUNK) -> ScanResult:
+    """Re-assess the businesses that had news, oldest news first. Rows being scanned by another process
+    are skipped (PostgreSQL), and a mark newer than the one read survives for the next scan."""
+    rows = list(
+        await session.execute(
+            select(FraudDirty.business_id, FraudDirty.since)
+            .order_by(FraudDirty.since, FraudDirty.business_id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not rows:
+        return ScanResult()
+    for business_id, since in rows:
+        await session.execute(
+            delete(FraudDirty).where(FraudDirty.business_id == business_id, FraudDirty.since == since)
+        )
+    return await assess_businesses(session, settings, [r[0] for r in rows])
+
+
+async def scan_all(uow: UnitOfWorkFactory, settings: Settings, batch: int = CHUNK) -> ScanResult:
+    """Re-assess every business in batches (one transaction each): time alone changes some signals
+    (stale leads, deals never paid, answers past their grace period)."""
+    total = ScanResult()
+    after = ""
+    while True:
+        async with uow() as unit:
+            ids = list(
+                await unit.session.scalars(
+                    select(Business.id).where(Business.id > after).order_by(Business.id).limit(batch)
+                )
+            )
+            if not ids:
+                break
+            found = await assess_businesses(unit.session, settings, ids)
+        total.assessed += found.assessed
+        total.opened += found.opened
+        total.reliability_changed += found.reliability_changed
+        after = ids[-1]
+    return total
+
+
+async def train_model(session: AsyncSession, settings: Settings) -> FraudModel | None:
+    """Learn from operators' decisions once there are enough of each kind; until then, an unsupervised
+    outlier model over every assessed business. None while even that has too little to learn from."""
+    decisions = list(await session.execute(select(FraudDecision.features, FraudDecision.decision)))
+    trained = risk_model.train_supervised(
+        [d[0] for d in decisions], [d[1] == "confirm" for d in decisions], settings.fraud.min_labels_per_class
+    )
+    if trained is None:
+        features = list(await session.scalars(select(FraudAssessment.features).order_by(FraudAssessment.business_id)))
+        trained = risk_model.train_unsupervised(features)
+    if trained is None:
+        return None
+    blob, signature = risk_model.dumps(trained, settings.service.secret_key)
+    row = FraudModel(
+        id=new_id("fmod"),
+        kind=trained.kind,
+        trained_at=utcnow(),
+        samples=trained.samples,
+        labels=trained.labels,
+        metrics=trained.metrics,
+        blob=blob,
+        signature=signature,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def business_risk(session: AsyncSession, business_id: str) -> schemas.BusinessRisk:
+    business = await session.get(Business, business_id)
+    if business is None:
+        raise NotFound(f"no business {business_id}")
+    row = await session.get(FraudAssessment, business_id)
+    if row is None:
+        raise NotFound(f"business {business_id} has not been assessed yet")
+    return schemas.BusinessRisk(
+        business_id=business_id,
+        risk_score=round(row.risk_score, 4),
+        rule_score=round(row.rule_score, 4),
+        model_score=None if row.model_score is None else round(row.model_score, 4),
+        reliability_bp=business.reliability_bp,
+        reasons=[_reason(r) for r in row.reasons],
+        evidence=[_evidence(s) for s in row.signals],
+        computed_at=row.computed_at,
+    )
+
+
+# --- alerts and decisions ---------------------------------------------------------------------------------
+
+
+async def list_alerts(
+    session: AsyncSession, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[FraudAlert], str | None]:
+    """Newest first."""
+    query = select(FraudAlert)
+    if status:
+        query = query.where(FraudAlert.status == status)
+    if cursor:
+        query = query.where(FraudAlert.id < cursor)
+    rows = list(await session.scalars(query.order_by(FraudAlert.id.desc()).limit(limit + 1)))
+    items = rows[:limit]
+    return items, (items[-1].id if len(rows) > limit and items else None)
+
+
+async def get_alert(session: AsyncSession, alert_id: str, *, lock: bool = False) -> FraudAlert:
+    query = select(FraudAlert).where(FraudAlert.id == alert_id)
+    if lock:
+        query = query.with_for_update()
+    alert = (await session.execute(query)).scalar_one_or_none()
+    if alert is None:
+        raise NotFound(f"no alert {alert_id}")
+    return alert
+
+
+def _reason(r: dict[str, Any]) -> schemas.Reason:
+    return schemas.Reason(
+        kind=str(r["kind"]), text=str(r["text"]), weight=float(r["weight"]), leads=list(r.get("leads", []))
+    )
+
+
+def _evidence(s: dict[str, Any]) -> schemas.Evidence:
+    return schemas.Evidence(
+        kind=str(s["kind"]),
+        text=str(s["text"]),
+        weight=float(s["weight"]),
+        count=int(s["count"]),
+        value=float(s.get("value", 0.0)),
+        leads=list(s.get("leads", [])),
+    )
+
+
+async def alerts_out(session: AsyncSession, alerts: Sequence[FraudAlert]) -> list[schemas.Alert]:
+    if not alerts:
+        return []
+    ids = [a.id for a in alerts]
+    businesses = {
+        b.id: b for b in await session.scalars(select(Business).where(Business.id.in_({a.business_id for a in alerts})))
+    }
+    decisions: dict[str, FraudDecision] = {
+        d.alert_id: d for d in await session.scalars(select(FraudDecision).where(FraudDecision.alert_id.in_(ids)))
+    }
+    released: dict[str, list[str]] = defaultdict(list)
+    for alert_id, lead_id in await session.execute(
+        select(FraudRelease.alert_id, FraudRelease.lead_id)
+        .where(FraudRelease.alert_id.in_(ids))
+        .order_by(FraudRelease.released_at, FraudRelease.lead_id)
+    ):
+        released[alert_id].append(lead_id)
+    out = []
+    for a in alerts:
+        business = businesses[a.business_id]
+        d = decisions.get(a.id)
+        out.append(
+            schemas.Alert(
+                id=a.id,
+                business_id=a.business_id,
+                business_name=business.name,
+                business_status=business.status,
+                status=a.status,
+                risk_score=round(a.risk_score, 4),
+                rule_score=round(a.rule_score, 4),
+                model_score=None if a.model_score is None else round(a.model_score, 4),
+                reasons=[_reason(r) for r in a.reasons],
+                evidence=[_evidence(s) for s in a.evidence],
+                opened_at=a.opened_at,
+                updated_at=a.updated_at,
+                decision=schemas.Decision(d.decision, d.note, d.decided_by, d.decided_at) if d else None,
+                released_leads=released.get(a.id, []),
+            )
+        )
+    return out
+
+
+async def decide(
+    uow: UnitOfWork, settings: Settings, jobs: Jobs, operator: Principal, alert_id: str, data: schemas.DecisionIn
+) -> FraudAlert:
+    """An operator's decision on an open alert, kept with who and why and the features it labels.
+
+    Confirm: the business is blocked and listed publicly as unreliable, its open deals go back to the
+    market (each lead's slot is freed and a new wave is sent after the commit); what it owes stays owed.
+    Dismiss: the alert closes, and reopens only on new evidence.
+    """
+    session = uow.session
+    note = data.note.strip()
+    if not note:
+        raise InvalidInput.field("note", "say why")
+    alert = await get_alert(session, alert_id, lock=True)
+    if alert.status != "open":
+        raise Conflict(f"this alert was already decided ({alert.status})", extra={"alert_status": alert.status})
+    now = utcnow()
+    session.add(
+        FraudDecision(
+            id=new_id("fdec"),
+            alert_id=alert.id,
+            business_id=alert.business_id,
+            decision=data.decision,
+            note=note,
+            decided_by=operator.actor,
+            decided_at=now,
+            risk_score=alert.risk_score,
+            features=alert.features,
+        )
+    )
+    alert.status = "confirmed" if data.decision == "confirm" else "dismissed"
+    alert.decided_at, alert.decided_by, alert.note = now, operator.actor, note
+    alert.updated_at = now
+    if data.decision == "confirm":
+        await set_status(session, alert.business_id, "blocked", unreliable=True)
+        waves = await release_open_deals(session, alert, operator, now)
+        for lead_id, wave in waves:
+            uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
+    await session.flush()
+    return alert
+
+
+async def release_open_deals(
+    session: AsyncSession, alert: FraudAlert, operator: Principal, now: datetime
+) -> list[tuple[str, int]]:
+    """Give a confirmed fraud's leads back to the market: every exposure not won or paid frees its lead's
+    slot once (an open deal is closed as lost with a note). Returns (lead, next wave) of the leads that are
+    open again. Won, invoiced and paid deals stay: their commissions are owed whatever happens."""
+    exposures = list(
+        await session.scalars(
+            select(Exposure)
+            .where(
+                Exposure.business_id == alert.business_id,
+                Exposure.status.in_((*OPEN_PIPELINE, "lost")),
+                ~exists().where(FraudRelease.exposure_id == Exposure.id),
+            )
+            .order_by(Exposure.created_at, Exposure.id)
+            .with_for_update()
+        )
+    )
+    reopened: list[tuple[str, int]] = []
+    for exposure in exposures:
+        session.add(FraudRelease(exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert.id, released_at=now))
+        if exposure.status in OPEN_PIPELINE:
+            session.add(
+                ExposureEvent(
+                    exposure_id=exposure.id,
+                    actor=operator.actor,
+                    from_status=exposure.status,
+                    to_status="lost",
+                    note="released to the market: the business was blocked after a confirmed fraud alert",
+                    at=now,
+                )
+            )
+            exposure.status = "lost"
+            exposure.status_changed_at = now
+            exposure.stale = False
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == exposure.lead_id, Lead.exposure_count > 0)
+            .values(
+                exposure_count=Lead.exposure_count - 1,
+                is_exclusive=False,
+                status=case((Lead.expires_at > now, "open"), else_="expired"),
+            )
+        )
+        lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
+        assert lead is not None
+        if lead.status == "open":
+            reopened.append((lead.id, lead.waves_sent + 1))
+    await session.flush()
+    return reopened
+
+
+async def alerts_of(session: AsyncSession, business_ids: Iterable[str]) -> list[FraudAlert]:
+    return list(
+        await session.scalars(
+            select(FraudAlert).where(FraudAlert.business_id.in_(list(business_ids))).order_by(FraudAlert.id)
+        )
+    )

@@ -1,0 +1,467 @@
+"""Fraud signals of one business, computed from its deals and what their customers answered. Pure: no web
+framework, no database; every signal names the leads behind it so that an operator can check it.
+
+Strong signals are contradictions on one lead (the customer says it hired the business, the business said
+otherwise); pattern signals compare the business with its category's peers and only add weight to them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+OPEN_PIPELINE = ("new", "contacted", "quoted")
+WON = ("won", "invoiced", "paid")
+UNPAID = ("won", "invoiced")
+
+# Kinds of signal. Strong ones are per-lead contradictions; a dismissed alert reopens on a new one.
+HIDDEN_DEAL = "hidden_deal"
+RETURNED_THEN_HIRED = "returned_then_hired"
+UNDER_REPORTED = "under_reported"
+# Pattern signals: each adds a little, and together they are capped below the alert threshold.
+BELOW_BUDGET = "below_budget"
+LOST_RATE = "lost_rate"
+RETURN_RATE = "return_rate"
+STALE_LEADS = "stale_leads"
+NEVER_PAID = "never_paid"
+LOW_SATISFACTION = "low_satisfaction"
+
+STRONG = (HIDDEN_DEAL, RETURNED_THEN_HIRED, UNDER_REPORTED)
+PATTERNS = (BELOW_BUDGET, LOST_RATE, RETURN_RATE, STALE_LEADS, NEVER_PAID, LOW_SATISFACTION)
+
+# Evidence weights (the rule score is 1 - exp(-total weight); 0.69 of weight is a score of 0.5).
+HIDDEN_AS_LOST = 1.0  # the customer hired it; it reported `lost`
+HIDDEN_AS_NOTHING = 0.8  # the customer hired it; it still reports an open deal after the grace period
+RETURNED_HIRED = 1.0  # it returned the lead as irrelevant; the customer hired it
+UNDER_REPORT_MAX = 1.0  # per deal, scaled by how far below the customer's amount the turnover is
+STRONG_CAP = 4.0
+PATTERN_CAP = 0.6  # patterns alone never reach a score of 0.5 (1 - exp(-0.6) = 0.45)
+
+# A reported turnover below this share of the customer's stated amount counts as under-reported; at
+# UNDER_REPORT_FULL or below it counts in full. Survey amounts are honest estimates (about +-10 %), so an
+# honest deal falls below 80 % of one rarely, and then only by a little.
+UNDER_REPORT_RATIO = 0.8
+UNDER_REPORT_FULL = 0.5
+# A turnover below this share of the customer's budget counts as a pattern (budgets are rough).
+BELOW_BUDGET_RATIO = 0.4
+BELOW_BUDGET_EACH = 0.15
+NEVER_PAID_EACH = 0.1
+PATTERN_MAX = {
+    BELOW_BUDGET: 0.45,
+    LOST_RATE: 0.35,
+    RETURN_RATE: 0.35,
+    STALE_LEADS: 0.3,
+    NEVER_PAID: 0.3,
+    LOW_SATISFACTION: 0.25,
+}
+# Rates against peers need this many of the business's own deals, and a z-score this high.
+MIN_DEALS_FOR_RATE = 6
+Z_FLOOR = 2.0
+# Satisfaction: shrunk toward a fair prior of this many ratings at this mean.
+SATISFACTION_PRIOR = 4.0
+SATISFACTION_PRIOR_WEIGHT = 3.0
+SATISFACTION_LOW = 3.0
+MIN_RATINGS = 3
+MAX_LEADS_SHOWN = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A customer's survey answer about one lead."""
+
+    survey_id: str
+    hired: bool
+    business_id: str | None
+    amount_minor: int | None
+    satisfaction: int
+    answered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Deal:
+    """One exposure of the business: what it reported, and what the customer answered about the lead."""
+
+    exposure_id: str
+    lead_id: str
+    category: str
+    status: str
+    budget_minor: int
+    turnover_minor: int | None
+    created_at: datetime
+    status_changed_at: datetime
+    stale: bool = False
+    answers: tuple[Answer, ...] = ()
+
+    def verdict(self) -> Answer | None:
+        """What the customer says: the latest answer that names a hire, else the latest answer."""
+        if not self.answers:
+            return None
+        hired = [a for a in self.answers if a.hired]
+        pool = hired or list(self.answers)
+        return max(pool, key=lambda a: (a.answered_at, a.survey_id))
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryCounts:
+    """Deal makers' counts in one category: exposures, decided deals, lost, returned, stale."""
+
+    exposures: int = 0
+    decided: int = 0
+    lost: int = 0
+    returned: int = 0
+    stale: int = 0
+
+    def minus(self, other: CategoryCounts) -> CategoryCounts:
+        return CategoryCounts(
+            max(0, self.exposures - other.exposures),
+            max(0, self.decided - other.decided),
+            max(0, self.lost - other.lost),
+            max(0, self.returned - other.returned),
+            max(0, self.stale - other.stale),
+        )
+
+
+# Before a category has history, its peers are taken to lose this share of decided deals, and so on.
+DEFAULT_PEERS = CategoryCounts(exposures=100, decided=100, lost=70, returned=8, stale=10)
+PEER_PRIOR_WEIGHT = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    report_grace: timedelta = timedelta(days=2)
+    unpaid_after: timedelta = timedelta(days=45)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    kind: str
+    weight: float
+    count: int
+    text: str
+    leads: tuple[str, ...] = ()
+    # What a contradiction rests on (its exposures) and the weight of each: a dismissed alert reopens only on
+    # evidence it did not contain. Patterns have none; their growth is what counts.
+    keys: tuple[str, ...] = ()
+    key_weights: tuple[float, ...] = ()
+    value: float = 0.0
+
+    @property
+    def strong(self) -> bool:
+        return self.kind in STRONG
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "weight": round(self.weight, 4),
+            "count": self.count,
+            "text": self.text,
+            "leads": list(self.leads[:MAX_LEADS_SHOWN]),
+            "keys": list(self.keys),
+            "key_weights": [round(w, 4) for w in self.key_weights],
+            "value": round(self.value, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Every signal of a business, and the features the model reads."""
+
+    business_id: str
+    signals: tuple[Signal, ...]
+    features: dict[str, float] = field(default_factory=dict)
+
+
+def _leads(deals: Iterable[Deal]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(d.lead_id for d in deals))
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _binomial_z(own: Sequence[tuple[int, int, float]]) -> float:
+    """z-score of the business's count against its peers' rates, pooled over categories: (k, n, p0) each."""
+    expected = sum(n * p for _, n, p in own)
+    variance = sum(n * p * (1 - p) for _, n, p in own)
+    observed = sum(k for k, _, _ in own)
+    if variance <= 0:
+        return 0.0
+    return (observed - expected) / math.sqrt(variance)
+
+
+def _peer_rate(count: int, total: int, default: float) -> float:
+    return (count + PEER_PRIOR_WEIGHT * default) / (total + PEER_PRIOR_WEIGHT)
+
+
+def own_counts(deals: Sequence[Deal]) -> dict[str, CategoryCounts]:
+    """A business's own counts per category, in the shape its peers' are given (to take itself out)."""
+    out: dict[str, CategoryCounts] = {}
+    for d in deals:
+        c = out.get(d.category, CategoryCounts())
+        out[d.category] = CategoryCounts(
+            c.exposures + 1,
+            c.decided + (d.status in WON or d.status == "lost"),
+            c.lost + (d.status == "lost"),
+            c.returned + (d.status == "returned"),
+            c.stale + (d.stale and d.status in OPEN_PIPELINE),
+        )
+    return out
+
+
+def assess(
+    business_id: str,
+    mode: str,
+    deals: Sequence[Deal],
+    peers: Mapping[str, CategoryCounts],
+    now: datetime,
+    config: RuleConfig | None = None,
+) -> Assessment:
+    """Every signal of one business. Lead buyers owe no commission, so only what cheats them out of a price
+    counts for them (returning a lead they converted, and their customers' satisfaction)."""
+    config = config or RuleConfig()
+    deal_maker = mode == "deal_maker"
+    signals: list[Signal] = []
+    mine = [(d, d.verdict()) for d in deals]
+    hired_me = [(d, a) for d, a in mine if a is not None and a.hired and a.business_id == business_id]
+
+    # --- contradictions on one lead -------------------------------------------------------------
+    returned = [d for d, _ in hired_me if d.status == "returned"]
+    if returned:
+        signals.append(
+            Signal(
+                RETURNED_THEN_HIRED,
+                RETURNED_HIRED * len(returned),
+                len(returned),
+                f"{_plural(len(returned), 'lead')} returned as irrelevant, then the customer said it hired "
+                "this business",
+                _leads(returned),
+                tuple(d.exposure_id for d in returned),
+                tuple(RETURNED_HIRED for _ in returned),
+                float(len(returned)),
+            )
+        )
+    under: list[tuple[Deal, float]] = []
+    below_budget: list[Deal] = []
+    if deal_maker:
+        as_lost = [d for d, _ in hired_me if d.status == "lost"]
+        as_nothing = [
+            d
+            for d, a in hired_me
+            if d.status in OPEN_PIPELINE and (d.stale or now - a.answered_at >= config.report_grace)
+        ]
+        hidden = as_lost + as_nothing
+        if hidden:
+            parts = []
+            if as_lost:
+                parts.append(f"{len(as_lost)} reported lost")
+            if as_nothing:
+                parts.append(f"{len(as_nothing)} never reported")
+            signals.append(
+                Signal(
+                    HIDDEN_DEAL,
+                    HIDDEN_AS_LOST * len(as_lost) + HIDDEN_AS_NOTHING * len(as_nothing),
+                    len(hidden),
+                    f"{_plural(len(hidden), 'deal')} the customer says it hired this business for "
+                    f"({', '.join(parts)})",
+                    _leads(hidden),
+                    tuple(d.exposure_id for d in hidden),
+                    tuple([HIDDEN_AS_LOST] * len(as_lost) + [HIDDEN_AS_NOTHING] * len(as_nothing)),
+                    float(len(hidden)),
+                )
+            )
+        for d, a in hired_me:
+            if d.status not in WON or d.turnover_minor is None:
+                continue
+            if a.amount_minor:
+                ratio = d.turnover_minor / a.amount_minor
+                if ratio < UNDER_REPORT_RATIO:
+                    under.append((d, ratio))
+        if under:
+            weights = tuple(
+                UNDER_REPORT_MAX * min(1.0, (UNDER_REPORT_RATIO - r) / (UNDER_REPORT_RATIO - UNDER_REPORT_FULL))
+                for _, r in under
+            )
+            worst = min(r for _, r in under)
+            signals.append(
+                Signal(
+                    UNDER_REPORTED,
+                    sum(weights),
+                    len(under),
+                    f"{_plural(len(under), 'deal')} reported with a turnover below what the customer says it "
+                    f"paid (lowest {worst:.0%} of it)",
+                    _leads(d for d, _ in under),
+                    tuple(d.exposure_id for d, _ in under),
+                    weights,
+                    worst,
+                )
+            )
+        under_ids = {d.exposure_id for d, _ in under}
+        below_budget = [
+            d
+            for d, _ in mine
+            if d.status in WON
+            and d.turnover_minor is not None
+            and d.budget_minor > 0
+            and d.turnover_minor < BELOW_BUDGET_RATIO * d.budget_minor
+            and d.exposure_id not in under_ids
+        ]
+        if below_budget:
+            signals.append(
+                Signal(
+                    BELOW_BUDGET,
+                    min(PATTERN_MAX[BELOW_BUDGET], BELOW_BUDGET_EACH * len(below_budget)),
+                    len(below_budget),
+                    f"{_plural(len(below_budget), 'deal')} reported below {BELOW_BUDGET_RATIO:.0%} of the "
+                    "customer's budget",
+                    _leads(below_budget),
+                    value=float(len(below_budget)),
+                )
+            )
+
+    # --- patterns against the category's peers -------------------------------------------------------
+    own = own_counts(deals)
+    others = {code: peers.get(code, CategoryCounts()).minus(counts) for code, counts in own.items()}
+    default = DEFAULT_PEERS
+    if deal_maker:
+        rows = [
+            (c.lost, c.decided, _peer_rate(others[code].lost, others[code].decided, default.lost / default.decided))
+            for code, c in own.items()
+        ]
+        decided = sum(n for _, n, _ in rows)
+        z = _binomial_z(rows)
+        if decided >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR:
+            lost = [d for d in deals if d.status == "lost"]
+            expected = sum(n * p for _, n, p in rows) / decided
+            signals.append(
+                Signal(
+                    LOST_RATE,
+                    min(PATTERN_MAX[LOST_RATE], 0.1 * (z - Z_FLOOR + 1)),
+                    len(lost),
+                    f"loses {len(lost) / decided:.0%} of its decided deals where its category's peers lose "
+                    f"{expected:.0%} (z = {z:.1f}, {decided} deals)",
+                    _leads(lost),
+                    value=z,
+                )
+            )
+        stale_rows = [
+            (c.stale, c.exposures, _peer_rate(others[code].stale, others[code].exposures, default.stale / 100))
+            for code, c in own.items()
+        ]
+        total = sum(n for _, n, _ in stale_rows)
+        z = _binomial_z(stale_rows)
+        if total >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR:
+            stale = [d for d in deals if d.stale and d.status in OPEN_PIPELINE]
+            signals.append(
+                Signal(
+                    STALE_LEADS,
+                    min(PATTERN_MAX[STALE_LEADS], 0.1 * (z - Z_FLOOR + 1)),
+                    len(stale),
+                    f"{_plural(len(stale), 'lead')} with no status update for too long, {len(stale) / total:.0%} of "
+                    f"its leads (z = {z:.1f} against its peers)",
+                    _leads(stale),
+                    value=z,
+                )
+            )
+        unpaid = [d for d in deals if d.status in UNPAID and now - d.status_changed_at >= config.unpaid_after]
+        if unpaid:
+            signals.append(
+                Signal(
+                    NEVER_PAID,
+                    min(PATTERN_MAX[NEVER_PAID], NEVER_PAID_EACH * len(unpaid)),
+                    len(unpaid),
+                    f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the "
+                    "last report",
+                    _leads(unpaid),
+                    value=float(len(unpaid)),
+                )
+            )
+    return_rows = [
+        (c.returned, c.exposures, _peer_rate(others[code].returned, others[code].exposures, default.returned / 100))
+        for code, c in own.items()
+    ]
+    total = sum(n for _, n, _ in return_rows)
+    return_z = _binomial_z(return_rows)
+    if total >= MIN_DEALS_FOR_RATE and return_z >= Z_FLOOR:
+        returned_all = [d for d in deals if d.status == "returned"]
+        signals.append(
+            Signal(
+                RETURN_RATE,
+                min(PATTERN_MAX[RETURN_RATE], 0.1 * (return_z - Z_FLOOR + 1)),
+                len(returned_all),
+                f"returns {len(returned_all) / total:.0%} of its leads, far more than its category's peers "
+                f"(z = {return_z:.1f})",
+                _leads(returned_all),
+                value=return_z,
+            )
+        )
+    ratings = [(d, a) for d, a in hired_me if 1 <= a.satisfaction <= 5]
+    mean = (sum(a.satisfaction for _, a in ratings) + SATISFACTION_PRIOR * SATISFACTION_PRIOR_WEIGHT) / (
+        len(ratings) + SATISFACTION_PRIOR_WEIGHT
+    )
+    if len(ratings) >= MIN_RATINGS and mean < SATISFACTION_LOW:
+        low = [d for d, a in ratings if a.satisfaction <= 2]
+        signals.append(
+            Signal(
+                LOW_SATISFACTION,
+                min(PATTERN_MAX[LOW_SATISFACTION], 0.25 * (SATISFACTION_LOW - mean)),
+                len(ratings),
+                f"its customers rate it {sum(a.satisfaction for _, a in ratings) / len(ratings):.1f} of 5 on "
+                f"average ({_plural(len(ratings), 'answer')})",
+                _leads(low),
+                value=mean,
+            )
+        )
+    signals.sort(key=lambda s: (-s.weight, s.kind))
+    features = _features(signals, deals, hired_me, mean if ratings else SATISFACTION_PRIOR, return_z)
+    return Assessment(business_id, tuple(signals), features)
+
+
+# The model's inputs, oriented so that more is more suspicious (the unsupervised model looks for outliers).
+FEATURES = (
+    "hidden_weight",
+    "returned_hired",
+    "under_reported_weight",
+    "below_budget",
+    "lost_z",
+    "stale_z",
+    "return_z",
+    "never_paid",
+    "satisfaction_gap",
+    "contradicted_share",
+    "log_deals",
+)
+
+
+def _features(
+    signals: Sequence[Signal],
+    deals: Sequence[Deal],
+    hired_me: Sequence[tuple[Deal, Answer]],
+    satisfaction: float,
+    return_z: float,
+) -> dict[str, float]:
+    by_kind = {s.kind: s for s in signals}
+
+    def weight(kind: str) -> float:
+        s = by_kind.get(kind)
+        return s.weight if s else 0.0
+
+    def value(kind: str) -> float:
+        s = by_kind.get(kind)
+        return s.value if s else 0.0
+
+    contradicted = sum(by_kind[k].count for k in STRONG if k in by_kind)
+    return {
+        "hidden_weight": weight(HIDDEN_DEAL),
+        "returned_hired": weight(RETURNED_THEN_HIRED),
+        "under_reported_weight": weight(UNDER_REPORTED),
+        "below_budget": value(BELOW_BUDGET),
+        "lost_z": value(LOST_RATE),
+        "stale_z": value(STALE_LEADS),
+        "return_z": max(0.0, return_z),
+        "never_paid": value(NEVER_PAID),
+        "satisfaction_gap": max(0.0, SATISFACTION_PRIOR - satisfaction),
+        "contradicted_share": contradicted / len(hired_me) if hired_me else 0.0,
+        "log_deals": math.log1p(len(deals)),
+    }

@@ -1,0 +1,211 @@
+"""`marketplace simulate [options]` and `marketplace simulate compare [options]`: run a simulated market and
+write its report, or run the same seeded market under several ranking policies and compare them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from marketplace.settings import Settings, SettingsError, load_settings
+from marketplace.simulation.scenario import Scenario, ScenarioError, available, load_scenario
+
+# The embedded default needs no secret, but a simulation must not create one beside the developer's files.
+SIMULATION_SECRET = "simulation-only-secret-key-0123456789"
+
+
+def _parser(compare: bool) -> argparse.ArgumentParser:
+    prog = "marketplace simulate compare" if compare else "marketplace simulate"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Run the same seeded market under several ranking policies and print the figures side by side."
+            if compare
+            else "Run an agent-based market through the service's HTTP API over simulated days; write its report."
+        ),
+        epilog=(
+            "In process (the default) the service runs on this event loop with its clock driven by the simulation. "
+            "With --url the server keeps its wall clock: waves after the first, expiries, stale sweeps and return "
+            "windows follow real time there, so time-dependent figures are not meaningful; start that server with "
+            "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE and MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR "
+            "raised. The database in process: --database-url, else DATABASE_URL when it is PostgreSQL, else a fresh "
+            "SQLite file in the output folder."
+        ),
+    )
+    parser.add_argument("--scenario", default="default", help=f"a name ({', '.join(available())}) or a .toml path")
+    parser.add_argument("--seed", type=int, help="seed of every random draw (default: the scenario's)")
+    parser.add_argument("--days", type=int, help="simulated days")
+    parser.add_argument("--businesses", type=int, help="businesses at the start")
+    parser.add_argument("--newcomers", type=int, help="businesses that sign up during the run")
+    parser.add_argument("--leads-per-day", type=float, help="customers' requests per day (Poisson)")
+    parser.add_argument("--dishonest-share", type=float, help="share of businesses that cheat")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override any scenario field by its dotted path, e.g. --set customers.junk_share=0.1",
+    )
+    if compare:
+        parser.add_argument("--rankers", default="rotation,random", help="comma-separated ranking policies")
+    else:
+        parser.add_argument("--ranker", help="ranking policy (default: the service's setting ranking.policy)")
+    default_out = "reports/compare-<scenario>-<seed>/" if compare else "reports/sim-<scenario>-<seed>/"
+    parser.add_argument("--out", type=Path, help=f"output folder (default {default_out})")
+    parser.add_argument("--url", help="drive a running server at this base URL instead of the in-process app")
+    parser.add_argument("--operator-token", help="with --url: an operator token, to read the trial balance")
+    parser.add_argument("--database-url", help="in process: the database to run on (it must be empty)")
+    parser.add_argument(
+        "--reset-database", action="store_true",
+        help="in process on PostgreSQL: wipe the database's public schema first (it must otherwise be empty)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    compare = bool(argv) and argv[0] == "compare"
+    args = _parser(compare).parse_args(argv[1:] if compare else argv)
+    try:
+        scenario = load_scenario(
+            args.scenario,
+            overrides={
+                "seed": args.seed,
+                "days": args.days,
+                "businesses": args.businesses,
+                "newcomers": args.newcomers,
+                "leads_per_day": args.leads_per_day,
+                "honesty.dishonest_share": args.dishonest_share,
+            },
+            settings_overrides=args.set,
+        )
+    except ScenarioError as exc:
+        print(f"scenario error: {exc}", file=sys.stderr)
+        return 2
+    if compare:
+        rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
+        if not rankers:
+            print("--rankers: name at least one policy", file=sys.stderr)
+            return 2
+        out = args.out or Path("reports") / f"compare-{scenario.name}-{scenario.seed}"
+        return asyncio.run(_compare(scenario, rankers, out, args))
+    out = args.out or Path("reports") / f"sim-{scenario.name}-{scenario.seed}"
+    try:
+        data = asyncio.run(_simulate(scenario, args.ranker, out, args))
+    except (SettingsError, ScenarioError, RuntimeError, ValueError) as exc:
+        print(f"simulation error: {exc}", file=sys.stderr)
+        return 2
+    from marketplace.simulation.report import summary
+
+    print(summary(data))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+async def _compare(scenario: Scenario, rankers: list[str], out: Path, args: argparse.Namespace) -> int:
+    from marketplace.simulation.report import comparison_text, write_comparison
+
+    runs: dict[str, dict[str, Any]] = {}
+    for i, ranker in enumerate(rankers):
+        try:
+            # Every run after the first finds the previous run's market in a PostgreSQL database.
+            runs[ranker] = await _simulate(scenario, ranker, out / ranker, args, reset=args.reset_database or i > 0)
+        except (SettingsError, ScenarioError, RuntimeError, ValueError) as exc:
+            print(f"simulation error ({ranker}): {exc}", file=sys.stderr)
+            return 2
+    write_comparison(runs, out)
+    print(comparison_text(runs))
+    print(f"reports: {out}/<ranker>/report.md, comparison: {out / 'comparison.md'}")
+    return 0
+
+
+def simulation_settings(database_url: str) -> Settings:
+    env = dict(os.environ)
+    from marketplace.simulation.market import SIMULATION_ENV
+
+    env.update(SIMULATION_ENV)
+    env["DATABASE_URL"] = database_url
+    env.setdefault("SECRET_KEY", SIMULATION_SECRET)
+    if not env["SECRET_KEY"]:
+        env["SECRET_KEY"] = SIMULATION_SECRET
+    return load_settings(env=env)
+
+
+async def _simulate(
+    scenario: Scenario, ranker: str | None, out: Path, args: argparse.Namespace, *, reset: bool | None = None
+) -> dict[str, Any]:
+    from marketplace.simulation.market import InProcessService, RemoteService, Simulation
+    from marketplace.simulation.report import write_report
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.url:
+        service: InProcessService | RemoteService = RemoteService(
+            args.url, args.operator_token, scenario.url_pause_seconds
+        )
+        simulation = Simulation(scenario, service, ranker=ranker or "the server's", progress=progress)
+    else:
+        url = _database_url(args, out)
+        if url.startswith("postgresql"):
+            await prepare_postgres(url, reset=args.reset_database if reset is None else reset)
+        settings = simulation_settings(url)
+        app = in_process_app(settings, ranker, scenario.seed)
+        simulation = Simulation(scenario, InProcessService(app), ranker=app.state.ranker.name, progress=progress)
+    result = await simulation.run()
+    return write_report(result, out)
+
+
+def _database_url(args: argparse.Namespace, out: Path) -> str:
+    if args.database_url:
+        return str(args.database_url)
+    env_url = os.environ.get("DATABASE_URL", "")
+    if env_url.startswith(("postgresql", "postgres://")):
+        return env_url
+    # A fresh SQLite file per run, never the developer's ./marketplace.db.
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "market.db"
+    for stale in out.glob("market.db*"):
+        stale.unlink()
+    return f"sqlite+aiosqlite:///{path.resolve()}"
+
+
+def in_process_app(settings: Settings, ranker: str | None, seed: int, *, migrate: bool = True) -> Any:
+    """The service's app with the chosen ranking policy (seeded with the simulation's seed), migrated at
+    start, its jobs run by the simulation on simulated time rather than by a background loop."""
+    from marketplace.app import create_app
+
+    app = create_app(settings, migrate_on_start=migrate, run_jobs_in_background=False)
+    if ranker is not None:
+        from marketplace.ranking.policies import make_ranker
+
+        chosen = make_ranker(ranker, settings, seed=seed)
+        app.state.ranker = chosen
+        sync = getattr(app.state, "ranking_sync", None)
+        if sync is not None:
+            sync.ranker = chosen  # the sync keeps the ranker's in-memory core in step with the database
+    return app
+
+
+async def prepare_postgres(url: str, *, reset: bool) -> None:
+    """A simulation needs an empty database: wipe it when asked, refuse a market that is already there."""
+    from sqlalchemy import text
+
+    from marketplace.db.engine import create_engine
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            tables = (
+                await conn.execute(text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+            ).scalar_one()
+            if tables and not reset:
+                raise RuntimeError(
+                    f"{url.rsplit('@', 1)[-1]} already holds {tables} tables: a simulation needs an empty database "
+                    "(create one, e.g. `psql -h 127.0.0.1 -U postgres -c 'CREATE DATABASE sim'`, "
+                    "or pass --reset-database to wipe this one)"
+                )
+            if tables:
+                await conn.execute(text("DROP SCHEMA public CASCADE"))
+                await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+

@@ -1,0 +1,278 @@
+"""Fraud watch through the HTTP API and the workers: a business that hides a won deal is caught by its
+customer's survey, scored, alerted on once, confirmed by an operator (blocked, listed as unreliable, its open
+leads back on the market, its commissions still owed) or dismissed (reopening only on new evidence)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from marketplace.clock import clock
+from marketplace.db.models import (
+    Business,
+    Exposure,
+    ExposureEvent,
+    FraudAlert,
+    FraudAssessment,
+    FraudDecision,
+    FraudModel,
+    Lead,
+    Offer,
+)
+from marketplace.fraud import services as fraud
+from tests.factories import auth, offers_of, operator_token, register, submit_lead
+from tests.integration.fraud_market import answer, claimed_deal, hired, notifications, report, survey_token
+from workers.actors import fraud_scan, send_quiet_surveys, train_fraud_model
+
+
+async def alerts(client: httpx.AsyncClient, operator: str, **params: Any) -> list[dict[str, Any]]:
+    response = await client.get("/v1/fraud/alerts", headers=auth(operator), params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def hide_a_won_deal(app: Any, client: httpx.AsyncClient, operator: str, business_id: str, token: str) -> str:
+    """The customer hired the business, which reported the deal lost; the customer says so in its survey."""
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    await report(client, token, exposure_id, "lost")
+    response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id, 180_000))
+    assert response.status_code == 200, response.text
+    await app.state.jobs.run_due()  # the answer enqueued a fraud scan (and the leads' waves went out)
+    return lead_id
+
+
+async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees_the_leads(app, client, db):
+    operator = await operator_token(app)
+    hider_id, hider = await register(client, "deal_maker", name="Shady Pipes")
+    honest_id, honest = await register(client, "deal_maker", name="Honest Pipes")
+    await register(client, "lead_buyer", name="Pipe Buyers")
+
+    # A deal it did report and was paid for: the commission is owed, whatever happens next.
+    paid_lead, paid = await claimed_deal(app, client, hider_id, hider)
+    await report(client, hider, paid, "won", turnover=100_000)
+    paid_survey = await survey_token(client, operator, paid_lead)
+    assert (await answer(client, paid_survey, **hired(hider_id, 100_000))).status_code == 200
+    await report(client, hider, paid, "paid")
+    owed = (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"]
+    assert owed["amount_minor"] > 0
+    # Two leads it is still working on, and one it already lost.
+    open_leads = [await claimed_deal(app, client, hider_id, hider) for _ in range(2)]
+    await report(client, hider, open_leads[1][1], "contacted")
+    await app.state.jobs.run_due()
+    assert await alerts(client, operator) == []  # an honest-looking history: no alert
+
+    hidden_lead = await hide_a_won_deal(app, client, operator, hider_id, hider)
+    (alert,) = await alerts(client, operator)
+    assert alert["business_id"] == hider_id and alert["business_name"] == "Shady Pipes" and alert["status"] == "open"
+    assert alert["risk_score"] >= 0.5 and alert["decision"] is None
+    assert alert["reasons"][0]["kind"] == "hidden_deal" and alert["reasons"][0]["leads"] == [hidden_lead]
+    assert alert["evidence"][0]["leads"] == [hidden_lead] and "reported lost" in alert["evidence"][0]["text"]
+    (message,) = await notifications(client, operator, kind="alert")
+    assert message["reference"] == alert["id"] and "Shady Pipes" in message["subject"]
+
+    # The risk feeds the ranking's reliability factor; the honest business keeps 1.0.
+    hider_row = await db.scalar(select(Business).where(Business.id == hider_id))
+    assert hider_row.reliability_bp < 10_000
+    assert (await db.scalar(select(Business.reliability_bp).where(Business.id == honest_id))) == 10_000
+    risk = await client.get(f"/v1/fraud/businesses/{hider_id}", headers=auth(operator))
+    assert risk.status_code == 200 and risk.json()["reliability_bp"] == hider_row.reliability_bp
+    fresh_lead = await submit_lead(client)
+    ranking = await client.get(f"/v1/leads/{fresh_lead}/ranking", headers=auth(operator))
+    factors = {c["business_id"]: c["factors"] for c in ranking.json()["candidates"] if not c["offered"]}
+    assert factors[hider_id]["reliability"] == hider_row.reliability_bp / 10_000
+    assert factors[honest_id]["reliability"] == 1.0
+
+    # More news keeps the one alert up to date rather than opening another.
+    await hide_a_won_deal(app, client, operator, hider_id, hider)
+    (updated,) = await alerts(client, operator)
+    assert updated["id"] == alert["id"] and updated["risk_score"] > alert["risk_score"]
+    assert len(await notifications(client, operator, kind="alert")) == 1
+
+    # A business never sees any score, its own or another's.
+    for method, path in (
+        ("GET", "/v1/fraud/alerts"),
+        ("GET", f"/v1/fraud/alerts/{alert['id']}"),
+        ("POST", f"/v1/fraud/alerts/{alert['id']}/decision"),
+        ("GET", f"/v1/fraud/businesses/{hider_id}"),
+        ("GET", f"/v1/fraud/businesses/{honest_id}"),
+        ("GET", "/v1/notifications"),
+    ):
+        for token in (hider, honest):
+            body = {"decision": "dismiss", "note": "x"}
+            response = await client.request(method, path, headers=auth(token), json=body)
+            assert response.status_code == 403, (method, path, response.text)
+    me = (await client.get("/v1/businesses/me", headers=auth(hider))).json()
+    assert me["unreliable"] is False and not {"reliability_bp", "risk_score", "alert"} & set(me)
+    assert "reliability" not in str(me).replace("unreliable", "") and "risk" not in str(me)
+
+    # The operator confirms: blocked, listed publicly, its open leads back on the market.
+    before = {lead_id: await db.scalar(select(Lead).where(Lead.id == lead_id)) for lead_id, _ in open_leads}
+    decided = await client.post(
+        f"/v1/fraud/alerts/{alert['id']}/decision",
+        headers=auth(operator),
+        json={"decision": "confirm", "note": "The customer confirmed paying 1,800.00 ILS"},
+    )
+    assert decided.status_code == 200, decided.text
+    body = decided.json()
+    assert body["status"] == "confirmed" and body["business_status"] == "blocked"
+    assert body["decision"]["decision"] == "confirm" and body["decision"]["decided_by"].startswith("operator:")
+    assert body["decision"]["note"] == "The customer confirmed paying 1,800.00 ILS"
+    # Its open leads and the leads it reported lost are freed; the paid one stays.
+    assert set(body["released_leads"]) >= {lead_id for lead_id, _ in open_leads} | {hidden_lead}
+    assert paid_lead not in body["released_leads"]
+    unreliable = (await client.get("/v1/unreliable")).json()
+    assert [b["id"] for b in unreliable] == [hider_id]
+    assert (await db.scalar(select(Business.status).where(Business.id == hider_id))) == "blocked"
+    for lead_id, exposure_id in open_leads:
+        lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+        assert lead.exposure_count == before[lead_id].exposure_count - 1 and lead.status == "open"
+        exposure = await db.scalar(select(Exposure).where(Exposure.id == exposure_id))
+        assert exposure.status == "lost"
+        event = await db.scalar(
+            select(ExposureEvent).where(ExposureEvent.exposure_id == exposure_id).order_by(ExposureEvent.id.desc())
+        )
+        assert event.actor == body["decision"]["decided_by"] and "released" in (event.note or "")
+    assert (await db.scalar(select(Exposure.status).where(Exposure.id == paid))) == "paid"
+    # A new wave reaches the honest business with the freed leads.
+    await app.state.jobs.run_due()
+    offered = {o["lead_id"] for o in await offers_of(client, honest)}
+    assert {lead_id for lead_id, _ in open_leads} <= offered
+    assert await db.count(Offer, Offer.business_id == hider_id, Offer.status == "open") == 0
+    # What it owes stays owed; it may still read it, but no longer act.
+    assert (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"] == owed
+    acting = await client.post(f"/v1/exposures/{paid}/status", headers=auth(hider), json={"status": "won"})
+    assert acting.status_code == 403
+
+    # Decided once, kept with who and why; a second decision is a conflict.
+    again = await client.post(
+        f"/v1/fraud/alerts/{alert['id']}/decision", headers=auth(operator), json={"decision": "dismiss", "note": "x"}
+    )
+    assert again.status_code == 409
+    (decision,) = await db.scalars(select(FraudDecision))
+    assert (decision.decision, decision.business_id, decision.features["hidden_weight"]) == ("confirm", hider_id, 2.0)
+    # Confirmed is final: later scans open nothing more.
+    await fraud_scan()
+    await train_fraud_model()
+    assert [a["id"] for a in await alerts(client, operator)] == [alert["id"]]
+
+
+async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, settings):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, dm_id, dm)
+    (alert,) = await alerts(client, operator, status="open")
+    dismissed = await client.post(
+        f"/v1/fraud/alerts/{alert['id']}/decision",
+        headers=auth(operator),
+        json={"decision": "dismiss", "note": "The customer mixed us up with another plumber"},
+    )
+    assert dismissed.status_code == 200, dismissed.text
+    assert dismissed.json()["status"] == "dismissed" and dismissed.json()["business_status"] == "active"
+    assert await alerts(client, operator, status="open") == []
+
+    # News without new evidence (another report, the daily rescan, time passing) opens nothing.
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, exposure_id, "contacted")
+    await fraud_scan()
+    clock.advance(timedelta(days=1))
+    await train_fraud_model()
+    assert await alerts(client, operator, status="open") == []
+    assert (await db.scalar(select(Business.status).where(Business.id == dm_id))) == "active"
+
+    # A new hidden deal on another lead reopens it: a new alert, the dismissed one stays as it was.
+    await report(client, dm, exposure_id, "lost")
+    response = await answer(client, await survey_token(client, operator, lead_id), **hired(dm_id))
+    assert response.status_code == 200
+    await app.state.jobs.run_due()
+    (reopened,) = await alerts(client, operator, status="open")
+    assert reopened["id"] != alert["id"] and lead_id in reopened["reasons"][0]["leads"]
+    (old,) = await alerts(client, operator, status="dismissed")
+    assert old["id"] == alert["id"] and old["decision"]["note"].startswith("The customer mixed")
+
+
+async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, client, db, settings):
+    operator = await operator_token(app)
+    silent_id, silent = await register(client, "deal_maker", name="Silent")
+    returner_id, returner = await register(client, "lead_buyer", name="Returner")
+    quiet_lead, _ = await claimed_deal(app, client, silent_id, silent)
+    returned_lead, exposure_id = await claimed_deal(app, client, returner_id, returner)
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "spam"})
+    assert returned.status_code == 200
+
+    clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+    await send_quiet_surveys()
+    for lead_id, business_id in ((quiet_lead, silent_id), (returned_lead, returner_id)):
+        response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id, 50_000))
+        assert response.status_code == 200, response.text
+    await app.state.jobs.run_due()
+    # The returned lead the customer hired it for counts at once; silence only once the grace period is over.
+    open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
+    assert set(open_now) == {returner_id}
+    assert open_now[returner_id]["reasons"][0]["kind"] == "returned_then_hired"
+    clock.advance(timedelta(days=settings.fraud.report_grace_days, minutes=1))
+    await train_fraud_model()  # the daily job rescans every business
+    open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
+    assert set(open_now) == {returner_id, silent_id}
+    assert "never reported" in open_now[silent_id]["reasons"][0]["text"]
+
+
+async def test_decisions_train_the_model_that_then_scores_businesses(app, client, db, settings):
+    operator = await operator_token(app)
+    ids = []
+    for n in range(2):
+        business_id, token = await register(client, "deal_maker", name=f"Suspect {n}")
+        await hide_a_won_deal(app, client, operator, business_id, token)
+        ids.append(business_id)
+    by_business = {a["business_id"]: a["id"] for a in await alerts(client, operator)}
+    for business_id, decision in zip(ids, ("confirm", "dismiss"), strict=True):
+        response = await client.post(
+            f"/v1/fraud/alerts/{by_business[business_id]}/decision",
+            headers=auth(operator),
+            json={"decision": decision, "note": f"{decision} after a call with the customer"},
+        )
+        assert response.status_code == 200, response.text
+    # Too few decisions (and businesses) for either model with the defaults.
+    await train_fraud_model()
+    assert await db.count(FraudModel) == 0
+    one_each = dataclasses.replace(settings, fraud=dataclasses.replace(settings.fraud, min_labels_per_class=1))
+    async with app.state.uow() as uow:
+        row = await fraud.train_model(uow.session, one_each)
+    assert row is not None and row.kind == "logistic_regression" and row.labels == 2
+    third_id, third = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, third_id, third)
+    assessment = await db.scalar(select(FraudAssessment).where(FraudAssessment.business_id == third_id))
+    assert assessment.model_id == row.id and assessment.model_score is not None
+    body = (await client.get(f"/v1/fraud/businesses/{third_id}", headers=auth(operator))).json()
+    assert body["model_score"] == round(assessment.model_score, 4)
+    assert any(r["kind"] == "model_logistic_regression" for r in body["reasons"])
+
+
+async def test_decision_input_and_unknown_alerts(app, client, db):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, dm_id, dm)
+    (alert,) = await alerts(client, operator)
+    path = f"/v1/fraud/alerts/{alert['id']}/decision"
+    for body, field in (
+        ({"decision": "maybe", "note": "x"}, "decision"),
+        ({"decision": "confirm"}, "note"),
+        ({"decision": "confirm", "note": ""}, "note"),
+        ({"decision": "confirm", "note": "   "}, "note"),
+        ({"decision": "confirm", "note": "x", "block": False}, "block"),
+    ):
+        response = await client.post(path, headers=auth(operator), json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert field in [e["field"] for e in response.json()["errors"]]
+    assert await db.count(FraudDecision) == 0
+    assert (await db.scalar(select(FraudAlert.status).where(FraudAlert.id == alert["id"]))) == "open"
+    missing = await client.post(
+        "/v1/fraud/alerts/alr_nope/decision", headers=auth(operator), json={"decision": "dismiss", "note": "x"}
+    )
+    assert missing.status_code == 404
+    assert (await client.get("/v1/fraud/alerts/alr_nope", headers=auth(operator))).status_code == 404
+    wrong_status = await client.get("/v1/fraud/alerts", headers=auth(operator), params={"status": "closed"})
+    assert wrong_status.status_code == 422

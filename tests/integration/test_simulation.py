@@ -1,0 +1,213 @@
+"""The small simulated market, run through the real app on SQLite and PostgreSQL: its assertions are about
+the market's truth. What the simulator recorded is in the database, each dishonest business did what its
+kind says, and the ledger balances. Plus the pure parts: seeded agents and scenario files."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.db.models import Business, Exposure, ExposureEvent, Lead
+from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
+from marketplace.simulation.cli import in_process_app
+from marketplace.simulation.market import SIMULATION_ENV, InProcessService, Result, Simulation
+from marketplace.simulation.report import figures, gini, ground_truth
+from marketplace.simulation.scenario import ScenarioError, build, load_scenario
+from tests.conftest import _truncate, make_settings
+
+SMALL = load_scenario("small")
+
+
+@dataclasses.dataclass
+class Run:
+    result: Result
+    truth: dict[str, Any]
+    exposures: dict[str, Exposure]
+    businesses: dict[str, Business]
+    leads: dict[str, Lead]
+    events: Counter[str]
+
+
+@pytest.fixture(scope="module")
+async def small_market(database_url: str) -> AsyncIterator[Run]:
+    """One run of the small scenario per database, shared by the assertions below."""
+    await _truncate(database_url)
+    settings = make_settings(database_url, **SIMULATION_ENV)
+    app = in_process_app(settings, "rotation", SMALL.seed, migrate=False)
+    result = await Simulation(SMALL, InProcessService(app), ranker="rotation", progress=False).run()
+    # The app's engine is gone with its shutdown: read what the database holds through a fresh one.
+    engine = create_engine(database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            exposures = {e.id: e for e in await session.scalars(select(Exposure))}
+            businesses = {b.id: b for b in await session.scalars(select(Business))}
+            leads = {lead.id: lead for lead in await session.scalars(select(Lead))}
+            events = Counter(
+                dict(
+                    (
+                        await session.execute(
+                            select(ExposureEvent.exposure_id, func.count()).group_by(ExposureEvent.exposure_id)
+                        )
+                    ).all()
+                )
+            )
+    finally:
+        await engine.dispose()
+    yield Run(result, ground_truth(result), exposures, businesses, leads, events)
+
+
+async def test_the_market_traded_without_unexpected_answers(small_market: Run) -> None:
+    data = figures(small_market.result)
+    assert small_market.result.errors == []
+    assert data["leads"]["submitted"] > 40 and data["exposures"]["total"] > 40
+    assert 0 < data["leads"]["fill_rate"] <= 1
+    assert data["revenue"]["lead_sales_minor"] > 0 and data["revenue"]["commission_charged_minor"] > 0
+    # Duplicates were answered 200 with the first lead's id, never stored twice.
+    repeated = [lead for lead in small_market.result.leads if lead.duplicate]
+    assert repeated and all(lead.id in small_market.leads for lead in repeated)
+    assert len(small_market.leads) == data["leads"]["submitted"]
+
+
+async def test_every_claimed_exposure_is_in_the_database(small_market: Run) -> None:
+    result = small_market.result
+    assert result.exposures
+    businesses = result.market.businesses
+    for record in result.exposures:
+        row = small_market.exposures.get(record.id)
+        assert row is not None, f"exposure {record.id} the API granted is not in the database"
+        assert row.business_id == businesses[record.business].id
+        assert row.lead_id == result.leads[record.lead].id
+        assert row.status == record.status
+        assert row.turnover_minor == record.reported_turnover_minor
+        assert row.price_minor == record.price_minor
+    # And nothing else: every exposure in the database is one the simulator's businesses claimed.
+    assert len(small_market.exposures) == len(result.exposures)
+
+
+async def test_every_dishonest_business_exists_and_behaved_as_its_kind(small_market: Run) -> None:
+    truth, result = small_market.truth, small_market.result
+    assert set(truth["dishonest"]) == {"hider", "returner", "under_reporter"}
+    kind_of = {b: kind for kind, ids in truth["dishonest"].items() for b in ids}
+    for business_id, kind in kind_of.items():
+        row = small_market.businesses.get(business_id)
+        assert row is not None, f"dishonest business {business_id} ({kind}) is not in the database"
+        if kind in ("hider", "under_reporter"):
+            assert row.mode == "deal_maker"  # cheating on commission only pays when commission is owed
+    cheats: Counter[str] = Counter()
+    for business_id, acts in truth["dishonest_acts"].items():
+        kind = kind_of[business_id]
+        for act in acts:
+            row = small_market.exposures[act["exposure_id"]]
+            assert row.business_id == business_id
+            if act["act"] in ("hidden_lost", "hidden_silent"):
+                # A hider won the deal (the customer hired it) and told the marketplace it lost, or nothing.
+                assert kind == "hider" and act["converted"] and act["true_turnover_minor"] > 0
+                assert row.status == ("lost" if act["act"] == "hidden_lost" else "new")
+                assert small_market.events[row.id] == (2 if act["act"] == "hidden_lost" else 1)
+            elif act["act"] == "returned_converted":
+                # A returner sent back as irrelevant a lead whose customer hired it.
+                assert kind == "returner" and act["converted"]
+                assert row.status == "returned" and row.returned_at is not None
+            elif act["act"] == "under_reported":
+                assert kind == "under_reporter" and act["converted"]
+                assert row.turnover_minor is not None and 0 < row.turnover_minor < act["true_turnover_minor"]
+            else:
+                assert not act["cheated"]
+                continue
+            cheats[kind] += 1
+    # The small scenario is dense enough that every kind has cheated before the end.
+    assert set(cheats) == {"hider", "returner", "under_reporter"}, cheats
+    # No deal a hider hid shows up as won or paid anywhere.
+    hidden = {a["exposure_id"] for acts in truth["dishonest_acts"].values() for a in acts if "hidden" in a["act"]}
+    assert all(small_market.exposures[e].status not in ("won", "invoiced", "paid") for e in hidden)
+    # Hidden deals whose customers paid before the end are commission the marketplace never charged.
+    commission = figures(result)["commission"]
+    assert commission["by_honesty"]["hider"]["leakage_minor"] > 0
+
+
+async def test_the_ledger_balances(small_market: Run) -> None:
+    trial = small_market.result.trial_balance
+    assert trial is not None, small_market.result.trial_balance_note
+    assert trial["balanced"] is True
+    assert trial["totals"] and all(v == 0 for v in trial["totals"].values())
+    assert trial["mismatches"] == []
+
+
+async def test_customers_truth_is_kept_for_surveys(small_market: Run) -> None:
+    customers = small_market.truth["customers"]
+    hired = [c for c in customers if c["hired_business_id"]]
+    assert hired and all(c["hired_business_id"] in c["exposed_to"] for c in hired)
+    answering = [c for c in customers if c["answers_survey"]]
+    silent = [c for c in customers if not c["answers_survey"]]
+    assert answering and silent and all(c["survey"] is None for c in silent)
+    assert all(c["survey"]["hired"] == bool(c["hired_business_id"]) for c in answering)
+
+
+# --- the pure parts ---------------------------------------------------------------------------------
+
+CATALOG = Catalog(
+    "ILS",
+    {
+        "plumbing": CatalogCategory("plumbing", 6000, 15000, 3, 1500),
+        "legal": CatalogCategory("legal", 25000, 70000, 2, 3000),
+    },
+    ("tel-aviv", "haifa", "center"),
+)
+
+
+def test_the_same_seed_makes_the_same_market_and_another_seed_another() -> None:
+    scenario = build({"businesses": 60, "newcomers": 10, "days": 3, "leads_per_day": 80, "seed": 11})
+    first, again = build_market(scenario, CATALOG), build_market(scenario, CATALOG)
+    assert [b.truth() for b in first.businesses] == [b.truth() for b in again.businesses]
+    leads = leads_of_day(first, 1, 0, 0)
+    assert leads == leads_of_day(again, 1, 0, 0)
+    assert deal_plan(scenario, first.businesses[3], leads[5]) == deal_plan(scenario, again.businesses[3], leads[5])
+    other = build_market(dataclasses.replace(scenario, seed=12), CATALOG)
+    assert [b.truth() for b in other.businesses] != [b.truth() for b in first.businesses]
+
+
+def test_dishonest_share_and_mix_are_honoured() -> None:
+    scenario = build({"businesses": 100, "newcomers": 0, "honesty": {"dishonest_share": 0.2}})
+    kinds = Counter(b.kind for b in build_market(scenario, CATALOG).businesses)
+    assert kinds["honest"] == 80
+    assert kinds["hider"] + kinds["returner"] + kinds["under_reporter"] == 20
+    assert min(kinds["hider"], kinds["returner"], kinds["under_reporter"]) >= 5
+
+
+def test_leads_arrive_over_the_day_as_the_profile_says() -> None:
+    night_and_day = [0.0] * 24
+    night_and_day[10] = 1.0
+    scenario = build({"leads_per_day": 500, "customers": {"hourly_profile": night_and_day, "duplicate_share": 0.0}})
+    market = build_market(dataclasses.replace(scenario, businesses=5, newcomers=0), CATALOG)
+    leads = [lead for lead in leads_of_day(market, 0, 0, 0) if lead.seller is None]
+    assert 400 < len(leads) < 600  # Poisson around 500
+    assert all(lead.at.hour == 10 for lead in leads)
+    assert [lead.at for lead in leads] == sorted(lead.at for lead in leads)
+    assert all(lead.at.tzinfo == UTC and lead.at.date() == datetime(2026, 1, 5).date() for lead in leads)
+
+
+def test_scenario_files_load_and_mistakes_are_named() -> None:
+    assert load_scenario("default").businesses >= 2000
+    assert load_scenario("small", overrides={"days": 5}, settings_overrides=["honesty.dishonest_share=0.5"]).days == 5
+    for bad, named in (
+        ({"dayz": 3}, "dayz"),
+        ({"honesty": {"dishonest_share": 1.5}}, "honesty.dishonest_share"),
+        ({"business": {"claim_rate": [0.9, 0.1]}}, "business.claim_rate"),
+        ({"honesty": {"mix": {"liar": 1.0}}}, "honesty.mix"),
+        ({"days": "many"}, "days"),
+    ):
+        with pytest.raises(ScenarioError, match=named.replace(".", r"\.")):
+            build(bad)
+
+
+def test_gini() -> None:
+    assert gini([5, 5, 5, 5]) == 0.0
+    assert gini([0, 0, 0, 12]) == 0.75
+    assert gini([]) == 0.0

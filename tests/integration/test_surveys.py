@@ -1,0 +1,286 @@
+"""Customers' surveys through the HTTP API: sent when a deal is reported won or lost and when a lead goes
+quiet, read from the operators' outbox, answered once through a signed link; the outbox and its SMTP sender."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from marketplace.clock import clock
+from marketplace.db.models import Notification, Survey, UsedLink
+from marketplace.fraud import services as fraud
+from tests.factories import auth, operator_token, register
+from tests.integration.fraud_market import answer, claimed_deal, hired, notifications, report, survey_token
+from workers.actors import deliver_notifications, send_quiet_surveys
+
+
+async def test_a_won_deal_sends_a_survey_that_works_once(app, client, db, settings):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", name="Honest Plumbing")
+    lb_id, lb = await register(client, "lead_buyer", name="Pipe Buyers")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    (offer,) = await offer_lead_to_second(app, client, lead_id, lb_id, lb)
+    assert await notifications(client, operator, kind="survey") == []  # claims alone ask nothing
+
+    await report(client, dm, exposure_id, "won", turnover=150_000)
+    (message,) = await notifications(client, operator, kind="survey")
+    assert message["recipient"] == "dana@example.com" and message["reference"] == lead_id
+    assert message["link"].startswith(f"{settings.notifications.public_base_url}/v1/surveys/")
+    assert message["sent_at"] is None  # no mail server configured: the message is kept
+    token = await survey_token(client, operator, lead_id)
+
+    shown = await client.get(f"/v1/surveys/{token}")
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert body["lead_id"] == lead_id and body["category"] == "plumbing"
+    assert body["businesses"] == [{"id": dm_id, "name": "Honest Plumbing"}, {"id": lb_id, "name": "Pipe Buyers"}]
+    assert "dana" not in shown.text and "phone" not in shown.text
+
+    answered = await answer(client, token, **hired(dm_id, 160_000, satisfaction=5, comment=" Quick and clean "))
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["amount"] == {"amount_minor": 160_000, "currency": "ILS"}
+    survey = await db.scalar(select(Survey).where(Survey.lead_id == lead_id))
+    assert (survey.cause, survey.exposure_id, survey.hired, survey.business_id) == ("won", exposure_id, True, dm_id)
+    assert (survey.amount_minor, survey.satisfaction, survey.comment) == (160_000, 5, "Quick and clean")
+    assert await db.count(UsedLink, UsedLink.link_id == survey.link_id) == 1
+
+    # A second use, or a look after the answer, is a 410; nothing changes.
+    again = await answer(client, token, hired=False, satisfaction=1)
+    assert again.status_code == 410 and again.headers["content-type"] == "application/problem+json"
+    assert (await client.get(f"/v1/surveys/{token}")).status_code == 410
+    assert (await db.scalar(select(Survey.satisfaction).where(Survey.id == survey.id))) == 5
+    # The customer named whom it hired: further reports on the lead ask nothing more.
+    await report(client, lb, offer, "lost")
+    assert len(await notifications(client, operator, kind="survey")) == 1
+
+
+async def offer_lead_to_second(app: Any, client: Any, lead_id: str, business_id: str, token: str) -> list[str]:
+    """A second business claims the same lead: returns its exposure id."""
+    from tests.factories import offer_lead_to
+
+    (offer_id,) = await offer_lead_to(app, lead_id, [business_id])
+    response = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={"exclusive": False})
+    assert response.status_code == 201, response.text
+    return [response.json()["id"]]
+
+
+async def test_forged_expired_and_foreign_links(app, client, db, settings):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, exposure_id, "lost")
+    token = await survey_token(client, operator, lead_id)
+    payload, mac = token.split(".")
+    forged = f"{payload}.{mac[:-2]}{'AA' if mac[-2:] != 'AA' else 'BB'}"
+    for bad in (forged, "not-a-token", f"{payload}x.{mac}"):
+        assert (await client.get(f"/v1/surveys/{bad}")).status_code == 404
+        assert (await answer(client, bad, hired=False)).status_code == 404
+    # A link the service signed for another purpose is no survey either.
+    from marketplace.clock import utcnow
+    from marketplace.identity.links import sign_link
+
+    other = sign_link(settings.service.secret_key, "password-reset", lead_id, utcnow() + timedelta(days=1))
+    assert (await client.get(f"/v1/surveys/{other}")).status_code == 404
+
+    clock.advance(timedelta(days=settings.fraud.survey_ttl_days, seconds=1))
+    assert (await client.get(f"/v1/surveys/{token}")).status_code == 410
+    expired = await answer(client, token, hired=False)
+    assert expired.status_code == 410 and "expired" in expired.json()["detail"]
+    assert await db.count(UsedLink) == 0
+
+
+async def test_bad_answers_are_422_naming_the_field_and_leave_the_link_usable(app, client, db):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    stranger_id, _ = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, exposure_id, "lost")
+    token = await survey_token(client, operator, lead_id)
+    cases = [
+        ({"hired": True, "satisfaction": 6}, "satisfaction"),
+        ({"hired": True, "satisfaction": 0}, "satisfaction"),
+        ({"hired": True}, "satisfaction"),
+        ({"satisfaction": 3}, "hired"),
+        ({"hired": "yes", "satisfaction": 3}, "hired"),
+        ({"hired": True, "satisfaction": "5"}, "satisfaction"),
+        ({**hired(stranger_id), "satisfaction": 3}, "business_id"),
+        ({"hired": False, "business_id": dm_id, "satisfaction": 3}, "business_id"),
+        ({**hired(dm_id), "amount": {"amount_minor": 100, "currency": "EUR"}, "satisfaction": 3}, "amount.currency"),
+        ({**hired(dm_id), "amount": {"amount_minor": -1, "currency": "ILS"}, "satisfaction": 3}, "amount.amount_minor"),
+        ({**hired(dm_id), "amount": {"amount_minor": 12.5, "currency": "ILS"}, "satisfaction": 3},
+         "amount.amount_minor"),
+        ({"hired": False, "amount": {"amount_minor": 100, "currency": "ILS"}, "satisfaction": 3}, "amount"),
+        ({"hired": False, "satisfaction": 3, "rating": 5}, "rating"),
+    ]
+    for body, field in cases:
+        response = await client.post(f"/v1/surveys/{token}", json=body)
+        assert response.status_code == 422, (body, response.status_code, response.text)
+        assert field in [e["field"] for e in response.json()["errors"]], (body, response.json())
+    assert await db.count(UsedLink) == 0
+    # Someone hired outside the marketplace: hired without a business is a valid answer.
+    ok = await answer(client, token, hired=True, satisfaction=2)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["business_id"] is None
+
+
+async def test_one_survey_at_a_time_and_none_without_an_email(app, client, db, settings):
+    operator = await operator_token(app)
+    a_id, a = await register(client, "deal_maker")
+    b_id, b = await register(client, "deal_maker")
+    lead_id, a_exposure = await claimed_deal(app, client, a_id, a)
+    (b_exposure,) = await offer_lead_to_second(app, client, lead_id, b_id, b)
+    await report(client, a, a_exposure, "lost")
+    await report(client, b, b_exposure, "won", turnover=90_000)
+    assert len(await notifications(client, operator, kind="survey")) == 1  # the first is still unanswered
+    token = await survey_token(client, operator, lead_id)
+    assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    # "Not yet": a later report asks again.
+    await report(client, b, b_exposure, "paid")
+    assert len(await notifications(client, operator, kind="survey", reference=lead_id)) == 1  # paid asks nothing
+
+    silent_id, silent = await register(client, "deal_maker")
+    no_email, exposure = await claimed_deal(app, client, silent_id, silent, contact={"email": None})
+    await report(client, silent, exposure, "won", turnover=10_000)
+    assert await notifications(client, operator, kind="survey", reference=no_email) == []
+    assert await db.count(Survey, Survey.lead_id == no_email) == 0
+
+
+async def test_a_quiet_lead_gets_a_survey_and_quiet_leads_are_asked_again_later(app, client, db, settings):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, exposure_id, "contacted")
+    await send_quiet_surveys()
+    assert await notifications(client, operator, kind="survey") == []  # not quiet yet
+
+    clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+    await send_quiet_surveys()
+    await send_quiet_surveys()  # delivered twice: still one survey
+    (first,) = await db.scalars(select(Survey).where(Survey.lead_id == lead_id))
+    assert first.cause == "quiet" and first.exposure_id is None
+    token = await survey_token(client, operator, lead_id)
+    assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+
+    # Still quiet after the customer said "not yet": asked again once as long has passed, up to the limit.
+    await send_quiet_surveys()
+    assert await db.count(Survey, Survey.lead_id == lead_id) == 1
+    for n in range(2, settings.fraud.max_surveys_per_lead + 2):
+        clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+        await send_quiet_surveys()
+        surveys = await db.count(Survey, Survey.lead_id == lead_id)
+        assert surveys == min(n, settings.fraud.max_surveys_per_lead)
+        if surveys < settings.fraud.max_surveys_per_lead:
+            token = await survey_token(client, operator, lead_id)
+            assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+
+
+async def test_notifications_are_for_operators_newest_first_and_paginated(app, client, db):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    leads = []
+    for _ in range(3):
+        lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+        await report(client, dm, exposure_id, "lost")
+        leads.append(lead_id)
+    first = await client.get("/v1/notifications", headers=auth(operator), params={"limit": 2})
+    assert first.status_code == 200
+    page = first.json()
+    assert [m["reference"] for m in page["items"]] == [leads[2], leads[1]] and page["next_cursor"]
+    rest = await client.get(
+        "/v1/notifications", headers=auth(operator), params={"limit": 2, "cursor": page["next_cursor"]}
+    )
+    assert [m["reference"] for m in rest.json()["items"]] == [leads[0]] and rest.json()["next_cursor"] is None
+    assert (await client.get("/v1/notifications", headers=auth(dm))).status_code == 403
+    assert (await client.get("/v1/notifications")).status_code == 401
+    assert (await client.get("/v1/notifications", headers=auth(operator), params={"limit": 0})).status_code == 422
+
+
+class FakeSmtp:
+    """A minimal SMTP server on the test's event loop: enough of the protocol for smtplib."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.messages: list[tuple[list[str], str]] = []
+        self.refuse = refuse
+        self.server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def say(line: str) -> None:
+            writer.write((line + "\r\n").encode())
+
+        say("220 fake ESMTP")
+        recipients: list[str] = []
+        while line := (await reader.readline()).decode().rstrip("\r\n"):
+            verb = line.split(" ", 1)[0].upper()
+            if verb in ("EHLO", "HELO"):
+                say("250 fake")
+            elif verb == "MAIL":
+                recipients = []
+                say("250 ok")
+            elif verb == "RCPT":
+                address = line.split(":", 1)[1].strip("<> ")
+                if address == self.refuse:
+                    say("550 no such user")
+                else:
+                    recipients.append(address)
+                    say("250 ok")
+            elif verb == "DATA":
+                say("354 go on")
+                lines = []
+                while (data := (await reader.readline()).decode().rstrip("\r\n")) != ".":
+                    lines.append(data)
+                self.messages.append((recipients, "\n".join(lines)))
+                say("250 queued")
+            elif verb == "RSET":
+                say("250 ok")
+            elif verb == "QUIT":
+                say("221 bye")
+                await writer.drain()
+                break
+            else:
+                say("502 not here")
+            await writer.drain()
+        writer.close()
+
+
+async def test_the_outbox_is_sent_through_smtp_once_and_a_refused_message_is_retried(app, client, db, settings):
+    server = FakeSmtp(refuse="nobody@example.com")
+    port = await server.start()
+    try:
+        smtp = dataclasses.replace(
+            settings, notifications=dataclasses.replace(settings.notifications, smtp_url=f"smtp://127.0.0.1:{port}")
+        )
+        # Without a mail server the job sends nothing and the messages are only kept.
+        async with app.state.uow() as uow:
+            fraud.notify(uow.session, "survey", "dana@example.com", "How did it go?", "Tell us", link="http://x/1")
+            fraud.notify(uow.session, "alert", "nobody@example.com", "Alert", "Look")
+        await deliver_notifications()
+        assert server.messages == []
+        assert await fraud.deliver_notifications(app.state.uow, smtp) == 1
+        assert await fraud.deliver_notifications(app.state.uow, smtp) == 0  # sent ones are not sent again
+        ((recipients, text),) = server.messages
+        assert recipients == ["dana@example.com"] and "Subject: How did it go?" in text and "http://x/1" in text
+        rows = {n.recipient: n for n in await db.scalars(select(Notification))}
+        assert rows["dana@example.com"].sent_at is not None and rows["dana@example.com"].attempts == 1
+        refused = rows["nobody@example.com"]
+        assert refused.sent_at is None and "550" in (refused.last_error or "") and refused.claimed_at is None
+        # Retried on later runs, up to the limit of attempts.
+        for _ in range(fraud.MAX_DELIVERY_ATTEMPTS + 2):
+            await fraud.deliver_notifications(app.state.uow, smtp)
+        refused = await db.scalar(select(Notification).where(Notification.recipient == "nobody@example.com"))
+        assert refused.attempts == fraud.MAX_DELIVERY_ATTEMPTS and refused.sent_at is None
+        assert len(server.messages) == 1
+    finally:
+        await server.stop()

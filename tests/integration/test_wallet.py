@@ -1,0 +1,800 @@
+"""The wallet through the HTTP API and the services, on both databases: the design's worked examples to the cent,
+purchases, invoices (JSON and PDF), returns and credit notes, earnings for sold leads, withdrawals and
+settlements, statements, commission plans and their versions, credit limits, and a property test of the
+ledger's invariants over random sequences of money movements."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import msgspec
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, update
+
+from marketplace.clock import clock, utcnow
+from marketplace.db.models import Business, Exposure, Invoice, LedgerAccount, LedgerTransaction, Offer, Settlement
+from marketplace.ids import new_id
+from marketplace.leads.schemas import LeadCreate
+from marketplace.leads.services import submit_lead as submit_lead_service
+from marketplace.money import Money
+from marketplace.wallet import store
+from marketplace.wallet.ledger import build_lead_earnings
+from marketplace.wallet.plans import default_plan
+from tests.factories import auth, lead_body, offer_lead_to, operator_token, register, submit_lead
+
+ILS = "ILS"
+# plumbing: 60.00 ILS a lead, 150.00 exclusive. At 18 % VAT included: 60.00 = 50.85 net + 9.15 VAT
+# (6000 x 10000 / 11800 = 5084.75 → 5085).
+PRICE, PRICE_NET, PRICE_VAT = 6000, 5085, 915
+
+
+def money(minor: int) -> dict[str, Any]:
+    return {"amount_minor": minor, "currency": ILS}
+
+
+async def fund(app: Any, business_id: str, mode: str, amount_minor: int) -> str:
+    """Setup: the business earns for a sold inquiry (a deal maker's credit, a lead buyer's available)."""
+    transfer = build_lead_earnings(new_id("setup"), business_id, mode, Money(amount_minor, ILS), memo="test setup")
+    async with app.state.uow() as uow:
+        posted = await store.post(uow.session, transfer, business_id=business_id)
+    return posted.transaction_id
+
+
+async def offered_lead(app: Any, client: httpx.AsyncClient, business_id: str, **lead: Any) -> tuple[str, str]:
+    lead_id = await submit_lead(client, **lead)
+    (offer_id,) = await offer_lead_to(app, lead_id, [business_id])
+    return lead_id, offer_id
+
+
+async def quick_offer(app: Any, business_id: str, *, seller_id: str | None = None, **lead: Any) -> str:
+    """A new lead (sold by seller_id, if given) offered to the business, in one unit of work through the services
+    (the intake routes are tested elsewhere; this keeps many-step tests fast). Returns the offer id."""
+    now = utcnow()
+    data = msgspec.convert(lead_body(**lead), LeadCreate)
+    async with app.state.uow() as uow:
+        created, duplicate = await submit_lead_service(
+            uow.session, app.state.settings, data, seller_business_id=seller_id
+        )
+        assert not duplicate
+        offer = Offer(
+            id=new_id("off"),
+            lead_id=created.id,
+            business_id=business_id,
+            wave=1,
+            rank=1,
+            score=0.0,
+            factors={"policy": "test"},
+            status="open",
+            created_at=now,
+            expires_at=now + timedelta(hours=1),
+        )
+        uow.session.add(offer)
+    return offer.id
+
+
+async def claim(client: httpx.AsyncClient, token: str, offer_id: str, exclusive: bool = False) -> httpx.Response:
+    return await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={"exclusive": exclusive})
+
+
+async def buy(app: Any, client: httpx.AsyncClient, business_id: str, token: str, **lead: Any) -> dict[str, Any]:
+    _, offer_id = await offered_lead(app, client, business_id, **lead)
+    response = await claim(client, token, offer_id)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def close_deal(client: httpx.AsyncClient, token: str, exposure_id: str, turnover_minor: int) -> httpx.Response:
+    won = await client.post(
+        f"/v1/exposures/{exposure_id}/status",
+        headers=auth(token),
+        json={"status": "won", "turnover": money(turnover_minor)},
+    )
+    assert won.status_code == 200, won.text
+    return await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "paid"})
+
+
+async def wallet(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
+    response = await client.get("/v1/wallet", headers=auth(token))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def invoices(client: httpx.AsyncClient, token: str) -> list[dict[str, Any]]:
+    response = await client.get("/v1/invoices", headers=auth(token))
+    assert response.status_code == 200, response.text
+    return sorted(response.json()["items"], key=lambda i: i["number"])
+
+
+async def invoice(client: httpx.AsyncClient, token: str, invoice_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/invoices/{invoice_id}", headers=auth(token))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def trial_balance(client: httpx.AsyncClient, operator: str) -> dict[str, Any]:
+    response = await client.get("/v1/wallet/trial-balance", headers=auth(operator))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def number(inv: dict[str, Any]) -> int:
+    prefix, _, digits = inv["number"].partition("-")
+    assert prefix == "LM" and digits.isdigit(), inv["number"]
+    return int(digits)
+
+
+def accounts_of(tb: dict[str, Any]) -> dict[str, int]:
+    return {a["account"]: a["balance"]["amount_minor"] for a in tb["marketplace_accounts"]}
+
+
+async def assert_sound(client: httpx.AsyncClient, operator: str) -> dict[str, Any]:
+    tb = await trial_balance(client, operator)
+    assert tb["balanced"] is True, tb
+    assert all(total == 0 for total in tb["totals"].values()), tb
+    assert tb["mismatches"] == []
+    return tb
+
+
+# --- the design's worked examples ---------------------------------------------------------------------
+
+
+async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfer(app, client, db, settings):
+    assert settings.categories["legal"].commission_rate_bp == 3000
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    await fund(app, dm_id, "deal_maker", 120_000)
+    before = await wallet(client, dm)
+    assert before["credit"] == money(120_000) and before["available"] == money(0) and before["owed"] == money(0)
+    assert before["withdrawable"] is False
+
+    _, offer_id = await offered_lead(app, client, dm_id, category="legal")
+    assigned = await claim(client, dm, offer_id)
+    assert assigned.status_code == 201, assigned.text
+    assert assigned.json()["kind"] == "assigned" and assigned.json()["price"] == money(0)
+    assert (await wallet(client, dm))["credit"] == money(120_000)  # a deal maker pays nothing to be assigned
+
+    paid = await close_deal(client, dm, assigned.json()["id"], 1_000_000)  # 10,000.00 ILS turnover
+    assert paid.status_code == 200, paid.text
+
+    # Commission 3,000.00: 1,200.00 offset from credit, 1,800.00 charged by bank transfer.
+    after = await wallet(client, dm)
+    assert after["credit"] == money(0) and after["available"] == money(0)
+    assert after["owed"] == money(180_000)
+    (pending,) = after["pending_settlements"]
+    assert pending["direction"] == "charge" and pending["status"] == "pending"
+    assert pending["amount"] == money(180_000) and pending["method"] == "bank_transfer"
+
+    (summary,) = await invoices(client, dm)
+    assert summary["kind"] == "invoice" and summary["vat_rate_bp"] == 1800
+    assert (summary["gross"], summary["net"], summary["vat"]) == (money(300_000), money(254_237), money(45_763))
+    assert pending["invoice_id"] == summary["id"]
+    detail = await invoice(client, dm, summary["id"])
+    document = detail["document"]
+    (line,) = document["lines"]
+    assert "30 %" in line["description"] and "plan v1" in line["description"]
+    assert line["gross"] == money(300_000) and line["net"] == money(254_237) and line["vat"] == money(45_763)
+    assert document["steps"] == [
+        {"description": "Offset from wallet credit", "amount": money(120_000)},
+        {"description": "Charged via the payment provider", "amount": money(180_000)},
+    ]
+
+    # Nothing is paid before the operator saw the money arrive.
+    tb = await assert_sound(client, operator)
+    assert accounts_of(tb).get("marketplace::bank", 0) == 0
+    confirmed = await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(operator))
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["status"] == "confirmed" and confirmed.json()["confirmed_at"]
+    settled = await wallet(client, dm)
+    assert settled["owed"] == money(0) and settled["pending_settlements"] == []
+
+    # Confirming twice moves nothing more.
+    again = await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(operator))
+    assert again.status_code == 200 and again.json()["status"] == "confirmed"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+
+    tb = await assert_sound(client, operator)
+    assert tb["totals"] == {ILS: 0}
+    balances = accounts_of(tb)
+    assert balances["marketplace::revenue"] == 254_237  # no seller, no club: the whole net is the marketplace's
+    assert balances["marketplace::vat_payable"] == 45_763
+    assert balances["marketplace::bank"] == 180_000
+    assert balances["marketplace::provider_clearing"] == 0
+    assert balances["marketplace::acquisition_costs"] == 120_000  # what the credit cost (the setup's earnings)
+
+    refused = await client.get("/v1/wallet/trial-balance", headers=auth(dm))
+    assert refused.status_code == 403
+    not_operator = await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(dm))
+    assert not_operator.status_code == 403
+
+
+async def test_purchase_with_an_empty_wallet_is_owed_and_invoiced_with_vat(app, client, db, settings):
+    assert settings.categories["plumbing"].lead_price_minor == PRICE
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer", name="Buyer Ltd")
+    first = await buy(app, client, lb_id, lb)
+    assert first["price"] == money(PRICE) and first["contact"]["phone"]
+
+    state = await wallet(client, lb)
+    assert state["owed"] == money(PRICE) and state["available"] == money(0) and state["credit"] == money(0)
+    (pending,) = state["pending_settlements"]
+    assert pending["direction"] == "charge" and pending["status"] == "pending" and pending["amount"] == money(PRICE)
+    assert pending["reference"] == first["id"]
+
+    await buy(app, client, lb_id, lb)
+    assert (await wallet(client, lb))["owed"] == money(2 * PRICE)
+    issued = await invoices(client, lb)
+    assert len(issued) == 2
+    assert number(issued[1]) == number(issued[0]) + 1
+    for inv in issued:
+        assert inv["kind"] == "invoice" and inv["business_id"] == lb_id and inv["vat_rate_bp"] == 1800
+        assert (inv["gross"], inv["net"], inv["vat"]) == (money(PRICE), money(PRICE_NET), money(PRICE_VAT))
+
+    detail = await invoice(client, lb, pending["invoice_id"])
+    assert detail["number"] in {i["number"] for i in issued}
+    document = detail["document"]
+    assert document["number"] == detail["number"] and document["kind"] == "invoice"
+    assert document["issuer"]["name"] == settings.wallet.issuer_name
+    assert document["issuer"]["tax_id"] == settings.wallet.issuer_tax_id
+    assert document["recipient"]["name"] == "Buyer Ltd"
+    assert document["gross"] == money(PRICE) and document["net"] == money(PRICE_NET)
+    assert document["vat"] == money(PRICE_VAT) and document["vat_rate_bp"] == 1800
+    assert document["steps"] == [{"description": "Charged via the payment provider", "amount": money(PRICE)}]
+
+    pdf = await client.get(f"/v1/invoices/{pending['invoice_id']}", headers={**auth(lb), "Accept": "application/pdf"})
+    assert pdf.status_code == 200
+    assert pdf.headers["content-type"].startswith("application/pdf")
+    assert pdf.content.startswith(b"%PDF") and len(pdf.content) > 1000
+    assert detail["number"] in pdf.headers["content-disposition"]
+
+    # Another business cannot see it; an operator can.
+    _, other = await register(client, "lead_buyer")
+    assert (await client.get(f"/v1/invoices/{pending['invoice_id']}", headers=auth(other))).status_code == 404
+    assert await invoices(client, other) == []
+    as_operator = await client.get(f"/v1/invoices/{pending['invoice_id']}", headers=auth(operator))
+    assert as_operator.status_code == 200 and as_operator.json()["number"] == detail["number"]
+    listed = await client.get("/v1/invoices", headers=auth(operator), params={"business_id": lb_id})
+    assert {i["id"] for i in listed.json()["items"]} == {i["id"] for i in issued}
+
+    tb = await assert_sound(client, operator)
+    assert accounts_of(tb)["marketplace::revenue"] == 2 * PRICE_NET
+    assert accounts_of(tb)["marketplace::vat_payable"] == 2 * PRICE_VAT
+
+
+# --- returns ------------------------------------------------------------------------------------------
+
+
+async def _return(client: httpx.AsyncClient, token: str, exposure_id: str) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "not what the customer needs"}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def _credit_note_for(client: httpx.AsyncClient, token: str, original_id: str) -> dict[str, Any]:
+    (note,) = [i for i in await invoices(client, token) if i["kind"] == "credit_note"]
+    assert note["corrects_invoice_id"] == original_id
+    assert (note["gross"], note["net"], note["vat"]) == (money(PRICE), money(PRICE_NET), money(PRICE_VAT))
+    original = await invoice(client, token, original_id)
+    detail = await invoice(client, token, note["id"])
+    assert detail["document"]["kind"] == "credit_note"
+    assert detail["document"]["corrects"] == original["number"]
+    assert number(detail) > number(original)
+    # The original stays as it was issued.
+    assert original["kind"] == "invoice" and original["gross"] == money(PRICE)
+    return detail
+
+
+async def test_returning_an_unpaid_lead_cancels_the_charge(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    exposure = await buy(app, client, lb_id, lb)
+    (pending,) = (await wallet(client, lb))["pending_settlements"]
+
+    returned = await _return(client, lb, exposure["id"])
+    assert returned["refund"] == money(PRICE)
+    state = await wallet(client, lb)
+    assert state["owed"] == money(0) and state["credit"] == money(0) and state["available"] == money(0)
+    assert state["pending_settlements"] == []
+    assert await db.scalar(select(Settlement.status).where(Settlement.id == pending["id"])) == "cancelled"
+    # A cancelled charge can no longer be confirmed: nobody collects the price of a returned lead.
+    assert (await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(operator))).status_code == 409
+    await _credit_note_for(client, lb, pending["invoice_id"])
+    tb = await assert_sound(client, operator)
+    assert accounts_of(tb)["marketplace::revenue"] == 0 and accounts_of(tb)["marketplace::vat_payable"] == 0
+
+
+async def test_returning_a_paid_lead_gives_the_price_as_credit_that_pays_the_next_lead(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    exposure = await buy(app, client, lb_id, lb)
+    (pending,) = (await wallet(client, lb))["pending_settlements"]
+    assert (await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(operator))).status_code == 200
+    assert (await wallet(client, lb))["owed"] == money(0)
+
+    returned = await _return(client, lb, exposure["id"])
+    assert returned["refund"] == money(PRICE)
+    state = await wallet(client, lb)
+    assert state["credit"] == money(PRICE) and state["owed"] == money(0) and state["available"] == money(0)
+    assert await db.scalar(select(Settlement.status).where(Settlement.id == pending["id"])) == "confirmed"
+    await _credit_note_for(client, lb, pending["invoice_id"])
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "lead_refund") == 1
+
+    # The credit pays the next lead entirely: nothing to charge, no settlement.
+    await buy(app, client, lb_id, lb)
+    state = await wallet(client, lb)
+    assert state["credit"] == money(0) and state["owed"] == money(0) and state["pending_settlements"] == []
+    latest = (await invoices(client, lb))[-1]
+    steps = (await invoice(client, lb, latest["id"]))["document"]["steps"]
+    assert steps == [{"description": "Offset from wallet credit", "amount": money(PRICE)}]
+    await assert_sound(client, operator)
+
+
+async def test_returning_a_lead_whose_charge_failed_cancels_the_debt(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    exposure = await buy(app, client, lb_id, lb)
+    (pending,) = (await wallet(client, lb))["pending_settlements"]
+    failed = await client.post(f"/v1/settlements/{pending['id']}/fail", headers=auth(operator))
+    assert failed.status_code == 200 and failed.json()["status"] == "failed"
+    # A failed charge leaves the debt open and visible; it is neither paid nor pending any more.
+    state = await wallet(client, lb)
+    assert state["owed"] == money(PRICE) and state["pending_settlements"] == []
+    assert (await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(operator))).status_code == 409
+    assert (await client.post(f"/v1/settlements/{pending['id']}/fail", headers=auth(operator))).status_code == 409
+    assert (await client.post("/v1/settlements/stl_nope/confirm", headers=auth(operator))).status_code == 404
+
+    returned = await _return(client, lb, exposure["id"])
+    assert returned["refund"] == money(PRICE)
+    # The price was never paid: the refund cancels the open debt instead of granting credit on top of it.
+    state = await wallet(client, lb)
+    assert state["owed"] == money(0) and state["credit"] == money(0)
+    assert await db.scalar(select(Settlement.status).where(Settlement.id == pending["id"])) == "cancelled"
+    await _credit_note_for(client, lb, pending["invoice_id"])
+    await assert_sound(client, operator)
+
+
+async def test_returning_an_upgraded_lead_reverses_exactly_what_was_invoiced(app, client, db, settings):
+    """accounting: 120.00 shared, then 180.00 more for exclusive. VAT on the two charges (18.31 + 27.46 = 45.77)
+    is one agora more than VAT on 300.00 at once (45.76): the credit note must reverse what was invoiced."""
+    operator = await operator_token(app)
+    shared = settings.categories["accounting"].lead_price_minor
+    exclusive = settings.categories["accounting"].exclusive_price_minor
+    assert (shared, exclusive) == (12_000, 30_000)
+    lb_id, lb = await register(client, "lead_buyer")
+    exposure = await buy(app, client, lb_id, lb, category="accounting")
+    upgraded = await client.post(f"/v1/exposures/{exposure['id']}/exclusive", headers=auth(lb))
+    assert upgraded.status_code == 200, upgraded.text
+    state = await wallet(client, lb)
+    assert state["owed"] == money(exclusive)
+    assert sorted(s["amount"]["amount_minor"] for s in state["pending_settlements"]) == [shared, exclusive - shared]
+    charged = await invoices(client, lb)
+    assert [i["gross"]["amount_minor"] for i in charged] == [shared, exclusive - shared]
+    assert [i["vat"]["amount_minor"] for i in charged] == [1_831, 2_746]
+
+    returned = await client.post(f"/v1/exposures/{exposure['id']}/return", headers=auth(lb), json={"reason": "spam"})
+    assert returned.status_code == 200 and returned.json()["refund"] == money(exclusive)
+    state = await wallet(client, lb)
+    assert state["owed"] == money(0) and state["credit"] == money(0) and state["pending_settlements"] == []
+    (note,) = [i for i in await invoices(client, lb) if i["kind"] == "credit_note"]
+    assert note["corrects_invoice_id"] == charged[0]["id"]
+    assert (note["gross"], note["net"], note["vat"]) == (money(30_000), money(25_423), money(4_577))
+    tb = await assert_sound(client, operator)
+    assert accounts_of(tb)["marketplace::revenue"] == 0 and accounts_of(tb)["marketplace::vat_payable"] == 0
+
+
+# --- sold leads ---------------------------------------------------------------------------------------
+
+
+async def _sell(client: httpx.AsyncClient, token: str, **lead: Any) -> str:
+    response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(**lead))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def test_a_sold_lead_earns_the_seller_its_share_of_the_net_price(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    # 70 % of the net 50.85: 35.595 → by largest remainder (a tie with the platform's share) 35.60, not 70 % of
+    # the gross (42.00).
+    share = 3560
+    for seller_mode, kept_in, not_in in (("lead_buyer", "available", "credit"), ("deal_maker", "credit", "available")):
+        _, seller = await register(client, seller_mode)
+        lead_id = await _sell(client, seller)
+        (offer_id,) = await offer_lead_to(app, lead_id, [buyer_id])
+        bought = await claim(client, buyer, offer_id)
+        assert bought.status_code == 201, bought.text
+
+        earned = await wallet(client, seller)
+        assert earned[kept_in] == money(share) and earned[not_in] == money(0) and earned["owed"] == money(0)
+        entries = (await client.get("/v1/wallet/entries", headers=auth(seller))).json()["items"]
+        assert [(e["kind"], e["account"], e["amount"]) for e in entries] == [("lead_earnings", kept_in, money(share))]
+        assert entries[0]["reference"] == bought.json()["id"]
+        assert earned["withdrawable"] is (seller_mode == "lead_buyer")
+    # The buyer paid the full price twice; the marketplace kept the net and booked the shares as costs.
+    assert (await wallet(client, buyer))["owed"] == money(2 * PRICE)
+    balances = accounts_of(await assert_sound(client, operator))
+    assert balances["marketplace::acquisition_costs"] == 2 * share
+    assert balances["marketplace::revenue"] == 2 * PRICE_NET
+
+
+# --- withdrawals --------------------------------------------------------------------------------------
+
+
+async def test_withdrawals_from_available_only_and_payouts_confirmed_or_failed(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    await fund(app, lb_id, "lead_buyer", 10_000)
+    assert (await wallet(client, lb))["available"] == money(10_000)
+
+    first = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(4_000)})
+    assert first.status_code == 201, first.text
+    payout = first.json()
+    assert payout["direction"] == "payout" and payout["status"] == "pending" and payout["amount"] == money(4_000)
+    state = await wallet(client, lb)
+    assert state["available"] == money(6_000)
+    assert [s["id"] for s in state["pending_settlements"]] == [payout["id"]]
+
+    too_much = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(6_001)})
+    assert too_much.status_code == 409
+    assert too_much.headers["content-type"].startswith("application/problem+json")
+    assert "insufficient-funds" in too_much.json()["type"]
+    assert (await wallet(client, lb))["available"] == money(6_000)
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "withdrawal") == 1
+    assert await db.count(Settlement, Settlement.direction == "payout") == 1
+
+    for bad in (money(0), {"amount_minor": 100, "currency": "EUR"}):
+        refused = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": bad})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"].startswith("amount")
+
+    # A deal maker's credit is never paid out.
+    dm_id, dm = await register(client, "deal_maker")
+    await fund(app, dm_id, "deal_maker", 10_000)
+    forbidden = await client.post("/v1/wallet/withdrawals", headers=auth(dm), json={"amount": money(1_000)})
+    assert forbidden.status_code == 403
+    assert (await wallet(client, dm))["credit"] == money(10_000)
+
+    confirmed = await client.post(f"/v1/settlements/{payout['id']}/confirm", headers=auth(operator))
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "confirmed"
+    assert (await wallet(client, lb))["available"] == money(6_000)
+    assert accounts_of(await assert_sound(client, operator))["marketplace::bank"] == -4_000
+
+    second = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(6_000)})
+    assert second.status_code == 201
+    assert (await wallet(client, lb))["available"] == money(0)
+    failed = await client.post(f"/v1/settlements/{second.json()['id']}/fail", headers=auth(operator))
+    assert failed.status_code == 200 and failed.json()["status"] == "failed"
+    state = await wallet(client, lb)
+    assert state["available"] == money(6_000) and state["pending_settlements"] == []
+    assert (await client.post(f"/v1/settlements/{second.json()['id']}/fail", headers=auth(operator))).status_code == 409
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "reversal") == 1
+    balances = accounts_of(await assert_sound(client, operator))
+    assert balances["marketplace::provider_clearing"] == 0 and balances["marketplace::bank"] == -4_000
+
+    # A retried withdrawal (same Idempotency-Key, same body) pays out once; the key with another body is refused.
+    keyed = {**auth(lb), "Idempotency-Key": "wd-1"}
+    once = await client.post("/v1/wallet/withdrawals", headers=keyed, json={"amount": money(2_000)})
+    again = await client.post("/v1/wallet/withdrawals", headers=keyed, json={"amount": money(2_000)})
+    assert once.status_code == again.status_code == 201
+    assert again.json()["id"] == once.json()["id"]
+    other_body = await client.post("/v1/wallet/withdrawals", headers=keyed, json={"amount": money(1_000)})
+    assert other_body.status_code == 422 and other_body.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert (await wallet(client, lb))["available"] == money(4_000)
+    assert await db.count(Settlement, Settlement.direction == "payout") == 3
+
+
+# --- statements ---------------------------------------------------------------------------------------
+
+
+async def test_entries_are_own_filtered_paged_and_exported_as_csv(app, client, db):
+    lb_id, lb = await register(client, "lead_buyer")
+    other_id, other = await register(client, "lead_buyer")
+    earning = await fund(app, lb_id, "lead_buyer", 10_000)
+    await fund(app, other_id, "lead_buyer", 777)
+    between = utcnow() + timedelta(minutes=30)
+    clock.advance(timedelta(hours=1))
+    exposure = await buy(app, client, lb_id, lb)  # paid from available: no charge
+
+    response = await client.get("/v1/wallet/entries", headers=auth(lb))
+    assert response.status_code == 200
+    items = response.json()["items"]
+    assert [(e["kind"], e["account"], e["amount"]) for e in items] == [
+        ("exposure_purchase", "available", money(-PRICE)),
+        ("lead_earnings", "available", money(10_000)),
+    ]
+    assert items[1]["transaction_id"] == earning and items[0]["reference"] == exposure["id"]
+    assert response.json()["next_cursor"] is None
+
+    by_kind = (await client.get("/v1/wallet/entries", headers=auth(lb), params={"kind": "lead_earnings"})).json()
+    assert [e["transaction_id"] for e in by_kind["items"]] == [earning]
+    since = (await client.get("/v1/wallet/entries", headers=auth(lb), params={"since": between.isoformat()})).json()
+    assert [e["kind"] for e in since["items"]] == ["exposure_purchase"]
+    until = (await client.get("/v1/wallet/entries", headers=auth(lb), params={"until": between.isoformat()})).json()
+    assert [e["kind"] for e in until["items"]] == ["lead_earnings"]
+
+    page1 = (await client.get("/v1/wallet/entries", headers=auth(lb), params={"limit": 1})).json()
+    assert len(page1["items"]) == 1 and page1["next_cursor"]
+    page2 = (
+        await client.get("/v1/wallet/entries", headers=auth(lb), params={"limit": 1, "cursor": page1["next_cursor"]})
+    ).json()
+    assert [e["posting_id"] for e in page1["items"] + page2["items"]] == [e["posting_id"] for e in items]
+    assert page2["next_cursor"] is None
+
+    # Another business sees only its own.
+    theirs = (await client.get("/v1/wallet/entries", headers=auth(other))).json()["items"]
+    assert [e["amount"] for e in theirs] == [money(777)]
+    assert not {e["transaction_id"] for e in theirs} & {e["transaction_id"] for e in items}
+    theirs_csv = (await client.get("/v1/wallet/entries", headers=auth(other), params={"format": "csv"})).text
+    assert earning not in theirs_csv and exposure["id"] not in theirs_csv
+
+    exported = await client.get("/v1/wallet/entries", headers=auth(lb), params={"format": "csv"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert rows[0] == [
+        "posting_id", "at", "transaction_id", "kind", "account", "amount_minor", "currency", "memo", "reference"
+    ]  # fmt: skip
+    assert [(r[3], r[4], int(r[5]), r[6]) for r in rows[1:]] == [
+        ("exposure_purchase", "available", -PRICE, ILS),
+        ("lead_earnings", "available", 10_000, ILS),
+    ]
+    filtered = await client.get("/v1/wallet/entries", headers=auth(lb), params={"format": "csv", "kind": "withdrawal"})
+    assert list(csv.reader(io.StringIO(filtered.text)))[1:] == []
+
+    assert (await client.get("/v1/wallet/entries", headers=auth(lb), params={"format": "xml"})).status_code == 422
+    operator = await operator_token(app)
+    assert (await client.get("/v1/wallet/entries", headers=auth(operator))).status_code == 403
+    assert (await client.get("/v1/wallet/entries")).status_code == 401
+
+
+# --- commission plans ---------------------------------------------------------------------------------
+
+
+async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_exposure(app, client, db):
+    operator = await operator_token(app)
+    listed = await client.get("/v1/commission-plans", headers=auth(operator))
+    assert listed.status_code == 200, listed.text
+    (v1,) = listed.json()
+    assert v1["version"] == 1 and v1["created_by"] == "system"
+    assert v1["definition"] == default_plan(ILS)
+    _, business = await register(client, "lead_buyer")
+    assert (await client.get("/v1/commission-plans", headers=auth(business))).status_code == 403
+
+    # A deal maker sells a legal lead; another is assigned it under v1.
+    _, seller = await register(client, "deal_maker")
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    lead_id = await _sell(client, seller, category="legal")
+    (offer_id,) = await offer_lead_to(app, lead_id, [dm_id])
+    under_v1 = await claim(client, dm, offer_id)
+    assert under_v1.status_code == 201, under_v1.text
+
+    changed = default_plan(ILS)
+    changed["commission_rates_bp"] = {"legal": 2000}
+    changed["commission_split"]["recipients"][0]["share_bp"] = 6000  # recommender 60 %
+    changed["commission_split"]["recipients"][1]["share_bp"] = 3500  # platform 35 %
+    created = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": changed})
+    assert created.status_code == 201, created.text
+    assert created.json()["version"] == 2 and created.json()["definition"]["commission_rates_bp"] == {"legal": 2000}
+    assert created.json()["created_by"] != "system"
+
+    invalid = default_plan(ILS)
+    invalid["commission_split"]["recipients"][0]["share_bp"] = 12_000
+    refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": invalid})
+    assert refused.status_code == 422, refused.text
+    assert "commission_split.recipients[0].share_bp" in {e["field"] for e in refused.json()["errors"]}
+    assert (
+        await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})
+    ).status_code == 403
+    versions = (await client.get("/v1/commission-plans", headers=auth(operator))).json()
+    assert [p["version"] for p in versions] == [2, 1]
+
+    # Paid after v2 came into force, the v1 exposure is settled under v1: 30 %, recommender 70 % of the net.
+    paid = await close_deal(client, dm, under_v1.json()["id"], 1_000_000)
+    assert paid.status_code == 200, paid.text
+    (commission,) = await invoices(client, dm)
+    assert commission["gross"] == money(300_000) and commission["net"] == money(254_237)
+    description = (await invoice(client, dm, commission["id"]))["document"]["lines"][0]["description"]
+    assert "plan v1" in description and "30 %" in description
+    assert (await wallet(client, seller))["credit"] == money(177_966)  # 254,237 x 70 % = 177,965.9
+    assert (await wallet(client, dm))["owed"] == money(300_000)
+
+    # A lead exposed now is settled under v2: 20 % of the turnover, the recommender 60 % of the net.
+    lead2 = await _sell(client, seller, category="legal")
+    (offer2,) = await offer_lead_to(app, lead2, [dm_id])
+    under_v2 = await claim(client, dm, offer2)
+    assert under_v2.status_code == 201
+    paid2 = await close_deal(client, dm, under_v2.json()["id"], 1_000_000)
+    assert paid2.status_code == 200, paid2.text
+    latest = (await invoices(client, dm))[-1]
+    assert latest["gross"] == money(200_000) and latest["net"] == money(169_492)
+    assert "plan v2" in (await invoice(client, dm, latest["id"]))["document"]["lines"][0]["description"]
+    assert (await wallet(client, seller))["credit"] == money(177_966 + 101_695)  # 169,492 x 60 % = 101,695.2
+    balances = accounts_of(await assert_sound(client, operator))
+    # The marketplace keeps the net less the recommender's shares (the club's absent share falls to it).
+    assert balances["marketplace::revenue"] == (254_237 - 177_966) + (169_492 - 101_695)
+
+
+# --- credit limits ------------------------------------------------------------------------------------
+
+
+async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    limited = await client.post(
+        f"/v1/businesses/{lb_id}/credit-limit", headers=auth(operator), json={"amount": money(PRICE)}
+    )
+    assert limited.status_code == 200, limited.text
+    assert limited.json()["credit_limit"] == money(PRICE)
+    assert (await wallet(client, lb))["credit_limit"] == money(PRICE)
+
+    await buy(app, client, lb_id, lb)
+    lead_id, offer_id = await offered_lead(app, client, lb_id)
+    refused = await claim(client, lb, offer_id)
+    assert refused.status_code == 409
+    assert "insufficient-funds" in refused.json()["type"]
+    assert refused.json()["credit_limit"] == money(PRICE) and refused.json()["to_charge"] == money(PRICE)
+    # Refused as a whole: no exposure, no charge, the offer still open.
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 0
+    assert (await wallet(client, lb))["owed"] == money(PRICE)
+    assert await db.count(Invoice) == 1
+
+    raised = await client.post(
+        f"/v1/businesses/{lb_id}/credit-limit", headers=auth(operator), json={"amount": money(2 * PRICE)}
+    )
+    assert raised.status_code == 200
+    assert (await claim(client, lb, offer_id)).status_code == 201
+    assert (await wallet(client, lb))["owed"] == money(2 * PRICE)
+
+    assert (
+        await client.post(f"/v1/businesses/{lb_id}/credit-limit", headers=auth(lb), json={"amount": money(1)})
+    ).status_code == 403
+    wrong_currency = await client.post(
+        f"/v1/businesses/{lb_id}/credit-limit",
+        headers=auth(operator),
+        json={"amount": {"amount_minor": 1, "currency": "EUR"}},
+    )
+    assert wrong_currency.status_code == 422
+    missing = await client.post(
+        "/v1/businesses/biz_nope/credit-limit", headers=auth(operator), json={"amount": money(1)}
+    )
+    assert missing.status_code == 404
+    assert (await wallet(client, lb))["credit_limit"] == money(2 * PRICE)
+
+    # The limit guards purchases; a deal maker reporting a paid deal is never refused for owing too much (that
+    # would reward not reporting), so the commission is owed in full.
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    zero = await client.post(f"/v1/businesses/{dm_id}/credit-limit", headers=auth(operator), json={"amount": money(0)})
+    assert zero.status_code == 200 and zero.json()["credit_limit"] == money(0)
+    exposure = await buy(app, client, dm_id, dm, category="legal")
+    paid = await close_deal(client, dm, exposure["id"], 1_000_000)
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "paid"
+    state = await wallet(client, dm)
+    assert state["owed"] == money(300_000) and [s["amount"] for s in state["pending_settlements"]] == [money(300_000)]
+    await assert_sound(client, operator)
+
+
+# --- the ledger's invariants over random sequences ----------------------------------------------------
+
+# One step of a sequence. Indices pick among what exists when the step runs (modulo its count).
+steps = st.one_of(
+    st.tuples(st.just("buy"), st.integers(0, 1)),
+    st.tuples(st.just("sell"), st.integers(0, 2), st.integers(0, 1)),
+    st.tuples(st.just("return"), st.integers(0, 20)),
+    st.tuples(st.just("commission"), st.integers(100, 2_000_000)),
+    st.tuples(st.just("withdraw"), st.integers(0, 1), st.integers(1, 9_000)),
+    st.tuples(st.just("confirm"), st.integers(0, 20)),
+    st.tuples(st.just("fail"), st.integers(0, 20)),
+)
+
+
+@hsettings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    # Each example takes a database round of half a second: shrinking a failure could take many minutes, and a
+    # failing sequence of at most eight steps is short enough to read as it is.
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    funds=st.tuples(st.integers(0, 15_000), st.integers(0, 15_000), st.integers(0, 200_000)),
+    sequence=st.lists(steps, min_size=3, max_size=8),
+)
+async def test_random_money_movements_keep_the_ledger_sound(app, client, funds, sequence):
+    """Purchases, returns, sales, commissions, withdrawals and settlements in any order: every currency sums to
+    zero, no business account is below zero, kept balances agree with the postings, what a business owes is
+    exactly its open charges, and a returned lead leaves no charge open."""
+    # Fresh businesses per example, with some money to start; a small credit limit so that purchases get refused.
+    buyers = [await register(client, "lead_buyer") for _ in range(2)]
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    businesses = [*buyers, (dm_id, dm)]
+    operator = await operator_token(app)
+    async with app.state.uow() as uow:
+        for (business_id, _), mode, amount in zip(
+            businesses, ("lead_buyer", "lead_buyer", "deal_maker"), funds, strict=True
+        ):
+            if amount:
+                earnings = build_lead_earnings(new_id("setup"), business_id, mode, Money(amount, ILS))
+                await store.post(uow.session, earnings, business_id=business_id)
+        await uow.session.execute(
+            update(Business).where(Business.id.in_([b for b, _ in buyers])).values(credit_limit_minor=2 * PRICE)
+        )
+    held: list[tuple[str, str]] = []  # (exposure id, buyer token) that may be returned
+    returned: list[str] = []
+
+    for step in sequence:
+        kind = step[0]
+        if kind in ("buy", "sell"):
+            buyer_id, token = buyers[step[-1]]
+            if kind == "buy":
+                offer_id = await quick_offer(app, buyer_id)
+            else:
+                seller_id = businesses[step[1]][0]
+                if seller_id == buyer_id:
+                    buyer_id, token = buyers[1 - step[-1]]
+                offer_id = await quick_offer(app, buyer_id, seller_id=seller_id)
+            response = await claim(client, token, offer_id)
+            assert response.status_code in (201, 409), response.text
+            if response.status_code == 201:
+                held.append((response.json()["id"], token))
+            else:
+                assert "insufficient-funds" in response.json()["type"]
+        elif kind == "return" and held:
+            exposure_id, token = held.pop(step[1] % len(held))
+            response = await client.post(
+                f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "irrelevant"}
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["refund"] == money(PRICE)
+            returned.append(exposure_id)
+        elif kind == "commission":
+            assigned = await claim(client, dm, await quick_offer(app, dm_id, category="legal"))
+            assert assigned.status_code == 201, assigned.text
+            paid = await close_deal(client, dm, assigned.json()["id"], step[1])
+            assert paid.status_code == 200, paid.text
+        elif kind == "withdraw":
+            _, token = buyers[step[1]]
+            available = (await wallet(client, token))["available"]["amount_minor"]
+            response = await client.post("/v1/wallet/withdrawals", headers=auth(token), json={"amount": money(step[2])})
+            assert response.status_code == (201 if step[2] <= available else 409), response.text
+        elif kind in ("confirm", "fail"):
+            pending = (await client.get("/v1/settlements", headers=auth(operator), params={"status": "pending"})).json()
+            ours = [s for s in pending["items"] if s["business_id"] in {b for b, _ in businesses}]
+            if ours:
+                chosen = ours[step[1] % len(ours)]
+                response = await client.post(f"/v1/settlements/{chosen['id']}/{kind}", headers=auth(operator))
+                assert response.status_code == 200, response.text
+
+    await assert_sound(client, operator)
+    owed = {business_id: (await wallet(client, token))["owed"]["amount_minor"] for business_id, token in businesses}
+    # A read-only unit of work, and no HTTP call while it is open (it would hold SQLite's write lock).
+    async with app.state.uow() as uow:
+        assert await store.balance_mismatches(uow.session) == []
+        assert all(total == 0 for total in (await store.trial_balance(uow.session)).values())
+        negative = await uow.session.scalar(
+            select(func.count())
+            .select_from(LedgerAccount)
+            .where(LedgerAccount.non_negative.is_(True), LedgerAccount.balance_minor < 0)
+        )
+        assert negative == 0
+        open_charge = (Settlement.direction == "charge", Settlement.status.in_(("pending", "failed")))
+        for business_id, _ in businesses:
+            open_total = await uow.session.scalar(
+                select(func.coalesce(func.sum(Settlement.amount_minor), 0)).where(
+                    Settlement.business_id == business_id, *open_charge
+                )
+            )
+            assert owed[business_id] == open_total, (business_id, sequence)
+        if returned:
+            still_open = await uow.session.scalar(
+                select(func.count()).select_from(Settlement).where(Settlement.reference.in_(returned), *open_charge)
+            )
+            assert still_open == 0, sequence

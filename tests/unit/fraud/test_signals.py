@@ -1,0 +1,185 @@
+"""Every fraud signal on hand-made histories: what raises it, what does not, and the leads it names."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from marketplace.fraud.signals import (
+    BELOW_BUDGET,
+    FEATURES,
+    HIDDEN_DEAL,
+    LOST_RATE,
+    LOW_SATISFACTION,
+    NEVER_PAID,
+    RETURN_RATE,
+    RETURNED_THEN_HIRED,
+    STALE_LEADS,
+    UNDER_REPORTED,
+    RuleConfig,
+    assess,
+)
+from tests.unit.fraud.histories import ME, NOW, OTHER, answer, deal, peers
+
+
+def kinds(deals, mode="deal_maker", counts=None, config=None):
+    found = assess(ME, mode, deals, counts if counts is not None else peers(), NOW, config)
+    return {s.kind: s for s in found.signals}
+
+
+def honest_history():
+    """Twelve deals, reported as the customers tell them: won ones with their true turnover, lost ones."""
+    won = [deal("paid", answer(amount=150_000), turnover=150_000, budget=150_000) for _ in range(4)]
+    lost = [deal("lost", answer(hired=True, business_id=OTHER)) for _ in range(6)]
+    open_ = [deal("contacted"), deal("new", days_ago=1)]
+    return won + lost + open_
+
+
+def test_an_honest_history_raises_no_signal():
+    found = assess(ME, "deal_maker", honest_history(), peers(), NOW)
+    assert found.signals == ()
+    assert set(found.features) == set(FEATURES)
+    assert found.features["hidden_weight"] == 0 and found.features["contradicted_share"] == 0
+
+
+def test_hidden_deal_reported_lost_counts_at_once():
+    hidden = deal("lost", answer(days_ago=0))
+    signal = kinds([*honest_history(), hidden])[HIDDEN_DEAL]
+    assert signal.count == 1 and signal.weight == pytest.approx(1.0)
+    assert signal.leads == (hidden.lead_id,) and signal.keys == (hidden.exposure_id,)
+    assert "1 reported lost" in signal.text
+
+
+def test_hidden_deal_reported_nothing_counts_after_the_grace_period():
+    fresh = deal("contacted", answer(days_ago=1))
+    assert HIDDEN_DEAL not in kinds([fresh])  # the business may still report it
+    old = deal("contacted", answer(days_ago=3))
+    stale = deal("new", answer(days_ago=0.5), stale=True)
+    signal = kinds([fresh, old, stale])[HIDDEN_DEAL]
+    assert signal.count == 2 and set(signal.leads) == {old.lead_id, stale.lead_id}
+    assert signal.weight == pytest.approx(2 * 0.8)
+    assert "2 never reported" in signal.text
+    # A longer grace period waits for the old one too (the stale one is late anyway).
+    assert kinds([fresh, old, stale], config=RuleConfig(report_grace=timedelta(days=5)))[HIDDEN_DEAL].count == 1
+
+
+def test_a_customer_who_hired_someone_else_or_nobody_is_no_hidden_deal():
+    history = [
+        deal("lost", answer(business_id=OTHER)),
+        deal("lost", answer(hired=False)),
+        deal("contacted", answer(hired=False, days_ago=9)),
+        deal("won", answer(), turnover=100_000),
+    ]
+    assert HIDDEN_DEAL not in kinds(history)
+
+
+def test_the_latest_hire_named_wins_over_an_earlier_not_hired():
+    # First asked: "not yet"; asked again later: "hired them". The later answer decides.
+    flipped = deal("lost", answer(hired=False, days_ago=6), answer(days_ago=2))
+    assert kinds([flipped])[HIDDEN_DEAL].leads == (flipped.lead_id,)
+
+
+def test_lead_buyers_owe_no_commission_so_silence_is_no_hidden_deal():
+    silent = deal("new", answer(days_ago=10))
+    reported_lost = deal("lost", answer(days_ago=10))
+    assert HIDDEN_DEAL not in kinds([silent, reported_lost], mode="lead_buyer")
+
+
+@pytest.mark.parametrize("mode", ["deal_maker", "lead_buyer"])
+def test_returned_then_hired(mode):
+    returned = deal("returned", answer(days_ago=1))
+    junk = deal("returned", answer(hired=False))
+    signal = kinds([returned, junk, deal("returned")], mode=mode)[RETURNED_THEN_HIRED]
+    assert signal.count == 1 and signal.leads == (returned.lead_id,) and signal.weight == pytest.approx(1.0)
+    assert HIDDEN_DEAL not in kinds([returned], mode=mode)  # one contradiction, counted once
+
+
+def test_under_reported_turnover_against_the_survey_amount():
+    honest_noise = deal("paid", answer(amount=120_000), turnover=100_000)  # 83 %: within the survey's noise
+    half = deal("paid", answer(amount=200_000), turnover=100_000)  # 50 %: counts in full
+    three_quarters = deal("won", answer(amount=100_000), turnover=70_000)  # 70 %: counts in part
+    no_amount = deal("paid", answer(amount=None), turnover=1_000)
+    signal = kinds([honest_noise, half, three_quarters, no_amount])[UNDER_REPORTED]
+    assert signal.count == 2 and set(signal.leads) == {half.lead_id, three_quarters.lead_id}
+    assert signal.weight == pytest.approx(1.0 + (0.8 - 0.7) / 0.3)
+    assert signal.value == pytest.approx(0.5)  # the worst ratio
+    assert UNDER_REPORTED not in kinds([honest_noise, no_amount])
+
+
+def test_turnover_far_below_the_budget_is_a_pattern_not_counted_twice():
+    low = [deal("paid", turnover=30_000, budget=100_000) for _ in range(2)]
+    fine = deal("paid", turnover=60_000, budget=100_000)
+    surveyed = deal("paid", answer(amount=100_000), turnover=30_000, budget=100_000)
+    found = kinds([*low, fine, surveyed])
+    assert found[BELOW_BUDGET].count == 2 and set(found[BELOW_BUDGET].leads) == {d.lead_id for d in low}
+    assert found[BELOW_BUDGET].weight == pytest.approx(0.3)
+    assert found[UNDER_REPORTED].leads == (surveyed.lead_id,)  # the survey's amount is the better witness
+    assert BELOW_BUDGET not in kinds(low, mode="lead_buyer")
+
+
+def test_lost_rate_far_above_the_category_peers():
+    # Peers without it lose (690 + 20 * 0.7) / (990 + 20) = 69.7 %: 10 lost of 10 decided is
+    # z = (10 - 6.97) / sqrt(10 * 0.697 * 0.303) = 2.08, just past the floor.
+    lost = [deal("lost") for _ in range(10)]
+    signal = kinds(lost)[LOST_RATE]
+    assert signal.value == pytest.approx(2.085, abs=0.001) and len(signal.leads) == 10
+    assert "100%" in signal.text and "70%" in signal.text
+    # Fewer deals, or a usual share, raise nothing.
+    assert LOST_RATE not in kinds(lost[:5])
+    assert LOST_RATE not in kinds([*lost[:7], *(deal("paid", turnover=1) for _ in range(3))])
+
+
+def test_lost_rate_compares_with_the_peers_without_the_business_itself():
+    # Alone in its category, with nobody else's history, it is compared with the default peers (70 %).
+    lost = [deal("lost") for _ in range(10)]
+    own_only = peers(decided=10, lost=10, exposures=10, returned=0, stale=0)
+    assert kinds(lost, counts=own_only)[LOST_RATE].value == pytest.approx(2.07, abs=0.01)
+
+
+def test_stale_leads_against_the_peers():
+    stale = [deal("contacted", stale=True) for _ in range(5)]
+    signal = kinds([*stale, *(deal("paid", turnover=1) for _ in range(3))])[STALE_LEADS]
+    assert signal.count == 5 and set(signal.leads) == {d.lead_id for d in stale}
+    assert STALE_LEADS not in kinds([stale[0], *(deal("paid", turnover=1) for _ in range(7))])
+
+
+def test_won_deals_that_never_reach_paid():
+    stuck = deal("invoiced", turnover=100_000, days_ago=60, changed_days_ago=50)
+    recent = deal("won", turnover=100_000, days_ago=20, changed_days_ago=20)
+    signal = kinds([stuck, recent, deal("paid", turnover=100_000, days_ago=90)])[NEVER_PAID]
+    assert signal.count == 1 and signal.leads == (stuck.lead_id,) and signal.weight == pytest.approx(0.1)
+    assert NEVER_PAID not in kinds([stuck], config=RuleConfig(unpaid_after=timedelta(days=51)))
+
+
+def test_return_rate_far_above_the_peers():
+    returned = [deal("returned") for _ in range(5)]
+    signal = kinds([*returned, *(deal("lost") for _ in range(5))], mode="lead_buyer")[RETURN_RATE]
+    assert signal.count == 5 and "50%" in signal.text
+    assert RETURN_RATE not in kinds([returned[0], *(deal("lost") for _ in range(9))], mode="lead_buyer")
+
+
+def test_low_satisfaction_of_the_customers_who_hired_it():
+    unhappy = [deal("paid", answer(satisfaction=1), turnover=100_000) for _ in range(4)]
+    signal = kinds(unhappy)[LOW_SATISFACTION]
+    # Shrunk toward 4.0 with the weight of 3 answers: (4 * 1 + 3 * 4) / 7 = 2.29.
+    assert signal.value == pytest.approx(16 / 7) and signal.count == 4
+    assert set(signal.leads) == {d.lead_id for d in unhappy}
+    assert LOW_SATISFACTION not in kinds(unhappy[:2])  # too few answers
+    # A customer who hired someone else says nothing about this business.
+    assert LOW_SATISFACTION not in kinds([deal("lost", answer(business_id=OTHER, satisfaction=1)) for _ in range(5)])
+
+
+def test_signals_come_strongest_first_and_features_follow_them():
+    history = [
+        deal("lost", answer(days_ago=0)),
+        deal("returned", answer()),
+        *(deal("paid", turnover=30_000, budget=100_000) for _ in range(2)),
+    ]
+    found = assess(ME, "deal_maker", history, peers(), NOW)
+    weights = [s.weight for s in found.signals]
+    assert weights == sorted(weights, reverse=True)
+    assert found.features["hidden_weight"] == pytest.approx(1.0)
+    assert found.features["returned_hired"] == pytest.approx(1.0)
+    assert found.features["below_budget"] == 2
+    assert found.features["contradicted_share"] == pytest.approx(1.0)  # both hires it was named for

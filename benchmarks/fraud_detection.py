@@ -38,7 +38,7 @@ from sqlalchemy import select
 
 from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
-from marketplace.db.models import FraudAlert, FraudDecision, FraudModel
+from marketplace.db.models import FraudAlert, FraudAssessment, FraudDecision, FraudModel, Survey
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import services as fraud
 from marketplace.settings import Settings
@@ -223,6 +223,47 @@ async def first_alerts(url: str) -> dict[str, datetime]:
         await engine.dispose()
 
 
+async def missed(url: str, result: Result, alerts: dict[str, datetime]) -> list[dict[str, Any]]:
+    """Why each dishonest business that cheated was not alerted: its cheats, and what the surveys of those
+    leads asked and heard."""
+    market = result.market
+    engine = create_engine(url)
+    out = []
+    try:
+        async with create_session_factory(engine)() as session:
+            for b in market.businesses:
+                if b.kind == HONEST or b.id is None or b.id in alerts:
+                    continue
+                cheats = [e for e in result.exposures if e.business == b.index and e.act in CHEATS]
+                if not cheats:
+                    continue
+                rows = []
+                for e in cheats:
+                    lead = result.leads[e.lead]
+                    surveys = await session.scalars(select(Survey).where(Survey.lead_id == lead.id))
+                    rows.append({
+                        "act": e.act,
+                        "day": round((e.decided_at - market.scenario.start).total_seconds() / 86400, 1)
+                        if e.decided_at else None,
+                        "answers_surveys": lead.plan.answers_survey,
+                        "surveys": [
+                            (s.cause, round((s.created_at - market.scenario.start).total_seconds() / 86400, 1),
+                             None if s.answered_at is None else ("hired " + str(s.business_id == b.id)
+                                                                 if s.hired else "not hired"))
+                            for s in surveys
+                        ],
+                    })
+                assessment = await session.get(FraudAssessment, b.id)
+                out.append({
+                    "business_id": b.id, "kind": b.kind, "mode": b.mode, "cheats": rows,
+                    "risk": None if assessment is None else round(assessment.risk_score, 3),
+                    "signals": [] if assessment is None else [s["text"] for s in assessment.signals],
+                })
+    finally:
+        await engine.dispose()
+    return out
+
+
 async def decisions(url: str) -> dict[str, int]:
     engine = create_engine(url)
     try:
@@ -300,7 +341,9 @@ async def main_async(args: argparse.Namespace) -> int:
     eval_scenario = scenario_for(args.eval_seed, args)
     threshold = settings.fraud.alert_threshold_bp if args.eval_threshold is None else args.eval_threshold
     result, simulation, settings, url = await run_market(eval_scenario, out / "eval", threshold, model, progress)
-    figures = evaluate(result, await first_alerts(url))
+    alerted = await first_alerts(url)
+    figures = evaluate(result, alerted)
+    figures["missed"] = await missed(url, result, alerted)
     figures.update(
         train_seed=args.train_seed,
         eval_seed=args.eval_seed,

@@ -278,12 +278,15 @@ def evaluate(result: Result, alerts: dict[str, datetime]) -> dict[str, Any]:
     market = result.market
     businesses = [b for b in market.businesses if b.id is not None]
     first_cheat: dict[str, datetime] = {}
+    witnessed: set[str] = set()  # a cheat on a lead whose customer answers surveys, a week before the end
     for e in result.exposures:
         if e.act in CHEATS and e.decided_at is not None:
             business_id = market.businesses[e.business].id
             assert business_id is not None
             if business_id not in first_cheat or e.decided_at < first_cheat[business_id]:
                 first_cheat[business_id] = e.decided_at
+            if result.leads[e.lead].plan.answers_survey and market.end - e.decided_at >= timedelta(days=7):
+                witnessed.add(business_id)
     dishonest = {b.id for b in businesses if b.kind != HONEST}
     honest = {b.id for b in businesses if b.kind == HONEST}
     cheated = {b for b in dishonest if b in first_cheat}
@@ -306,6 +309,8 @@ def evaluate(result: Result, alerts: dict[str, datetime]) -> dict[str, Any]:
         "precision": len(caught) / len(alerted) if alerted else float("nan"),
         "recall": len(alerted & cheated) / len(cheated) if cheated else float("nan"),
         "recall_cheated_7_days_before_end": len(alerted & settled) / len(settled) if settled else float("nan"),
+        "recall_with_a_witness": len(alerted & witnessed) / len(witnessed) if witnessed else float("nan"),
+        "with_a_witness": len(witnessed),
         "false_alerts_among_honest": len(alerted & honest) / len(honest) if honest else float("nan"),
         "false_alerts": len(alerted & honest),
         "median_days_to_alert": statistics.median(days) if days else float("nan"),
@@ -359,6 +364,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"  precision                               {figures['precision']:.3f}   (goal >= 0.9)")
     print(f"  recall                                  {figures['recall']:.3f}   (goal >= 0.8)")
     print(f"  recall, first cheat >= 7 days before end {figures['recall_cheated_7_days_before_end']:.3f}")
+    print(f"  recall, a cheat >= 7 days before end whose customer answers surveys "
+          f"{figures['recall_with_a_witness']:.3f} ({figures['with_a_witness']} businesses)")
     print(f"  false alerts among honest businesses    {figures['false_alerts_among_honest']:.2%}  "
           f"({figures['false_alerts']})   (goal <= 1 %)")
     print(f"  median days, first cheat to alert       {figures['median_days_to_alert']:.1f}   (goal <= 14; "

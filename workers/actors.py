@@ -6,7 +6,6 @@ dramatiq actors declared from them.
 
 from __future__ import annotations
 
-import functools
 from datetime import timedelta
 from typing import Any
 
@@ -71,10 +70,9 @@ async def fraud_scan() -> None:
     reliability for the ranking, alerts. Enqueued on each survey answer and on the schedule."""
     rt = await runtime.current()
     for _ in range(20):  # a batch per transaction; what is left waits for the next run
-        async with rt.uow() as uow:
-            found = await fraud.scan_dirty(uow.session, rt.settings)
-            if found.reliability_changed:
-                uow.after_commit(functools.partial(rt.ranking_sync.changed, *found.reliability_changed))
+        found = await fraud.scan_dirty(rt.uow, rt.settings)
+        if found.reliability_changed:
+            rt.ranking_sync.changed(*found.reliability_changed)
         if found.assessed == 0:
             return
 

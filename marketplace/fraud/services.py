@@ -624,9 +624,9 @@ async def _open_alert(
     return alert
 
 
-async def scan_dirty(session: AsyncSession, settings: Settings, limit: int = CHUNK) -> ScanResult:
-    """Re-assess the businesses that had news, oldest news first. Rows being scanned by another process
-    are skipped (PostgreSQL), and a mark newer than the one read survives for the next scan."""
+async def claim_dirty(session: AsyncSession, limit: int = CHUNK) -> list[str]:
+    """Take up to `limit` marks, oldest news first. Rows another scan is taking are skipped (PostgreSQL);
+    a mark newer than the one read survives for the next scan."""
     rows = list(
         await session.execute(
             select(FraudDirty.business_id, FraudDirty.since)
@@ -635,13 +635,28 @@ async def scan_dirty(session: AsyncSession, settings: Settings, limit: int = CHU
             .with_for_update(skip_locked=True)
         )
     )
-    if not rows:
-        return ScanResult()
     for business_id, since in rows:
         await session.execute(
             delete(FraudDirty).where(FraudDirty.business_id == business_id, FraudDirty.since == since)
         )
-    return await assess_businesses(session, settings, [r[0] for r in rows])
+    return [r[0] for r in rows]
+
+
+async def scan_dirty(uow: UnitOfWorkFactory, settings: Settings, limit: int = CHUNK) -> ScanResult:
+    """Re-assess the businesses that had news. The marks are taken in a transaction of their own, so that a
+    status report marking the same business never waits for the assessment; should the assessment fail, they
+    are put back."""
+    async with uow() as unit:
+        ids = await claim_dirty(unit.session, limit)
+    if not ids:
+        return ScanResult()
+    try:
+        async with uow() as unit:
+            return await assess_businesses(unit.session, settings, ids)
+    except Exception:
+        async with uow() as unit:
+            await mark_dirty(unit.session, *ids)
+        raise
 
 
 async def scan_all(uow: UnitOfWorkFactory, settings: Settings, batch: int = CHUNK) -> ScanResult:

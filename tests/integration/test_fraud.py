@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from marketplace.clock import clock
@@ -19,6 +20,7 @@ from marketplace.db.models import (
     FraudAlert,
     FraudAssessment,
     FraudDecision,
+    FraudDirty,
     FraudModel,
     Lead,
     Offer,
@@ -276,3 +278,30 @@ async def test_decision_input_and_unknown_alerts(app, client, db):
     assert (await client.get("/v1/fraud/alerts/alr_nope", headers=auth(operator))).status_code == 404
     wrong_status = await client.get("/v1/fraud/alerts", headers=auth(operator), params={"status": "closed"})
     assert wrong_status.status_code == 422
+
+
+async def test_marks_are_taken_apart_from_the_assessment_and_put_back_when_it_fails(app, client, db, monkeypatch):
+    a_id, _ = await register(client, "deal_maker")
+    b_id, _ = await register(client, "deal_maker")
+    async with app.state.uow() as uow:
+        await fraud.mark_dirty(uow.session, a_id, b_id)
+        await fraud.mark_dirty(uow.session, a_id)  # marked twice: one mark
+    assert await db.count(FraudDirty) == 2
+    async with app.state.uow() as uow:
+        assert sorted(await fraud.claim_dirty(uow.session)) == sorted([a_id, b_id])
+    assert await db.count(FraudDirty) == 0
+    async with app.state.uow() as uow:  # news after the marks were taken waits for the next scan
+        await fraud.mark_dirty(uow.session, b_id)
+    assert (await db.scalars(select(FraudDirty.business_id))) == [b_id]
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(fraud, "assess_businesses", broken)
+    with pytest.raises(RuntimeError):
+        await fraud.scan_dirty(app.state.uow, app.state.settings)
+    assert (await db.scalars(select(FraudDirty.business_id))) == [b_id]  # put back for the next scan
+    monkeypatch.undo()
+    found = await fraud.scan_dirty(app.state.uow, app.state.settings)
+    assert found.assessed == 1 and await db.count(FraudDirty) == 0
+    assert await db.count(FraudAssessment, FraudAssessment.business_id == b_id) == 1

@@ -44,6 +44,12 @@ def _check_profile(
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the profile is invalid", errors=errors)
 
 
+def _check_name(name: str) -> None:
+    # The name is what customers and operators see: spaces alone are no name (stored stripped, they would be "").
+    if not name.strip():
+        raise InvalidInput.field("name", "must not be blank")
+
+
 def _default_phone_region(settings: Settings) -> str:
     return DEFAULT_REGION_BY_CURRENCY.get(settings.currency, "IL")
 
@@ -53,6 +59,7 @@ async def register_business(
 ) -> tuple[Business, str]:
     if data.currency != settings.currency:
         raise InvalidInput.field("currency", f"this marketplace works in {settings.currency}")
+    _check_name(data.name)
     email = normalise_email(data.email, "email")
     phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))
     p = data.profile
@@ -103,6 +110,7 @@ async def update_business(
 ) -> Business:
     business = await get_business(session, business_id, for_update=True)
     if data.name is not None:
+        _check_name(data.name)
         business.name = data.name.strip()
     if data.email is not None and (email := normalise_email(data.email, "email")) != business.email:
         taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))

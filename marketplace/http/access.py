@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from marketplace.errors import Forbidden, Unauthorized
+from marketplace.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.identity.services import Principal, resolve_token
 
 DOCS_PATH = "/docs"
@@ -30,6 +30,16 @@ def access(level: Access) -> dict[str, Any]:
     return {"access": level}
 
 
+def _refuse_nul(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """No id, cursor or filter holds a NUL character; PostgreSQL cannot even compare one (it would be a 500)."""
+    for name, value in connection.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise NotFound(f"no {name.removesuffix('_id')} with that id")
+    for name, value in connection.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput.field(name.replace("\x00", ""), "must not contain a NUL character")
+
+
 async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     level = handler.opt.get("access")
     if level is None:
@@ -37,6 +47,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
             return
         raise Forbidden("this endpoint declares no access rule")
     if level == Access.PUBLIC:
+        _refuse_nul(connection)
         return
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -47,6 +58,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     if principal is None:
         raise Unauthorized("unknown or revoked token")
     _check(level, principal, str(connection.scope.get("method", "GET")))
+    _refuse_nul(connection)
     connection.state.principal = principal
 
 

@@ -13,6 +13,8 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
+from marketplace.errors import BadRequest
+
 
 def _is_struct(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
@@ -26,10 +28,44 @@ def _body_type(handler: BaseRouteHandler) -> Any:
     return field.annotation
 
 
+def nul_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or object key) holding a NUL character, or None.
+
+    JSON may carry `\\u0000`, but no text column can: PostgreSQL refuses it with an error (a 500 if it got
+    that far) and SQLite would keep it, so a NUL is refused at the door as invalid input, naming the field.
+    """
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return inner
+            found = nul_at(item, inner)
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = nul_at(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
 class StrictRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
         # Malformed JSON is still Litestar's 400; only well-formed JSON reaches the strict conversion.
-        data = await super().json()
+        try:
+            data = await super().json()
+            field = nul_at(data)
+        except RecursionError as exc:
+            # `[[[[...]]]]` thousands deep fits in the size limit but not in the decoder's stack.
+            raise BadRequest("the JSON body is nested too deeply") from exc
+        if field is not None:
+            raise ValidationException(
+                detail="Validation failed",
+                extra=[{"message": "must not contain a NUL character", "key": field, "source": "body"}],
+            )
         target = _body_type(self.route_handler)
         if target is None:
             return data

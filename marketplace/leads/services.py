@@ -32,6 +32,11 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
         errors.append(FieldError("region", f"unknown region {data.region!r}"))
     if data.budget.currency != settings.currency:
         errors.append(FieldError("budget.currency", f"this marketplace works in {settings.currency}"))
+    # Both are stored stripped: spaces alone would leave a lead nobody can read or a customer without a name.
+    if not data.description.strip():
+        errors.append(FieldError("description", "must not be blank"))
+    if not data.contact.name.strip():
+        errors.append(FieldError("contact.name", "must not be blank"))
     return errors
 
 

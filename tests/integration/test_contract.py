@@ -1,0 +1,127 @@
+"""The HTTP contract (../shared/API.md) as an outside client meets it, beyond what test_access.py and
+test_bad_input.py already hold: input no column can store, blank text, retries of every call that moves
+money, list shapes, rate-limit answers, timestamps, and the served OpenAPI schema agreeing with the page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from marketplace.db.models import ApiToken, Business, Exposure, ExposureEvent, Lead, LeadContact
+from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
+from tests.integration.test_bad_input import Table, assert_problem, nothing_written
+
+ILS = "ILS"
+
+
+def money(minor: int) -> dict[str, Any]:
+    return {"amount_minor": minor, "currency": ILS}
+
+
+async def claimed_exposure(app: Any, client: httpx.AsyncClient, mode: str, **lead: Any) -> tuple[str, str, str]:
+    """A business of `mode` holding an exposure of a fresh lead: (business id, token, exposure id)."""
+    business_id, token = await register(client, mode)
+    lead_id = await submit_lead(client, **lead)
+    (offer_id,) = await offer_lead_to(app, lead_id, [business_id])
+    claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    return business_id, token, str(claimed.json()["id"])
+
+
+# --- input no column can store: a NUL character, JSON nested beyond any decoder ------------------------------
+
+
+async def test_a_nul_character_in_a_body_is_422_naming_the_field_and_writes_nothing(app, client, db):
+    # PostgreSQL refuses NUL in text outright (it was a 500 there); SQLite kept it. Either way it is bad input.
+    business_id, token = await register(client, "lead_buyer", name="Before")
+    table = Table()
+    for case, method, path, body, headers, field in (
+        ("lead description", "POST", "/v1/leads", lead_body(description="Leak\x00ing"), {}, "description"),
+        ("lead contact name", "POST", "/v1/leads", lead_body(contact={"name": "Dana\x00"}), {}, "contact.name"),
+        ("sold lead", "POST", "/v1/businesses/me/leads", lead_body(region="tel\x00aviv"), auth(token), "region"),
+        ("sign-up name", "POST", "/v1/businesses", business_body(name="Alpha\x00"), {}, "name"),
+        ("sign-up category", "POST", "/v1/businesses", business_body(profile={"categories": ["plumb\x00ing"]}), {},
+         "profile.categories[0]"),
+        ("profile name", "PATCH", "/v1/businesses/me", {"name": "Hijack\x00ed"}, auth(token), "name"),
+        ("a key", "PATCH", "/v1/businesses/me", {"na\x00me": "Renamed"}, auth(token), "na\x00me"),
+    ):
+        response = await client.request(method, path, json=body, headers=headers)
+        table.check(case, response, 422, field)
+    table.done()
+    await nothing_written(db, Lead, LeadContact)
+    assert await db.count(Business) == 1 and await db.count(ApiToken) == 1
+    assert await db.scalar(select(Business.name).where(Business.id == business_id)) == "Before"
+
+
+async def test_a_nul_character_in_an_id_or_a_query_is_a_clean_4xx(app, client, db):
+    _, buyer, exposure_id = await claimed_exposure(app, client, "lead_buyer")
+    operator = await operator_token(app)
+    events = await db.count(ExposureEvent)
+    table = Table()
+    for method, path, headers, json in (
+        ("GET", "/v1/exposures/exp%00x", auth(buyer), None),
+        ("POST", "/v1/exposures/exp%00x/status", auth(buyer), {"status": "contacted"}),
+        ("POST", "/v1/exposures/exp%00x/return", auth(buyer), {"reason": "not mine"}),
+        ("POST", "/v1/offers/off%00x/claim", auth(buyer), {"exclusive": False}),
+        ("GET", "/v1/invoices/inv%00x", auth(buyer), None),
+        ("GET", "/v1/leads/lead%00x", auth(operator), None),
+        ("GET", "/v1/leads/lead%00x/ranking", auth(operator), None),
+        ("POST", "/v1/businesses/biz%00x/block", auth(operator), None),
+        ("POST", "/v1/settlements/stl%00x/confirm", auth(operator), None),
+        ("POST", "/v1/fraud/alerts/alr%00x/decision", auth(operator), {"decision": "dismiss", "note": "n"}),
+        ("GET", "/v1/surveys/tok%00x", {}, None),
+    ):
+        table.check(f"{method} {path}", await client.request(method, path, headers=headers, json=json), 404)
+    for path, headers, field in (
+        ("/v1/offers?cursor=off%00x", auth(buyer), "cursor"),
+        ("/v1/exposures?cursor=exp%00x", auth(buyer), "cursor"),
+        ("/v1/invoices?cursor=inv%00x", auth(buyer), "cursor"),
+        ("/v1/notifications?kind=survey%00", auth(operator), "kind"),
+        ("/v1/invoices?business_id=biz%00x", auth(operator), "business_id"),
+    ):
+        table.check(path, await client.get(path, headers=headers), 422, field)
+    table.done()
+    # The caller is still refused before anything is looked up: no token is still a 401, not a 404.
+    assert_problem(await client.get("/v1/exposures/exp%00x"), 401)
+    exposure = await db.scalar(select(Exposure).where(Exposure.id == exposure_id))
+    assert exposure.status == "new" and await db.count(ExposureEvent) == events
+
+
+async def test_json_nested_too_deeply_is_400_not_a_500(client, db):
+    _, token = await register(client)
+    json_header = {"content-type": "application/json"}
+    table = Table()
+    for depth in (2_000, 20_000):
+        nested = b"[" * depth + b"]" * depth
+        inside = b'{"category": ' + nested + b"}"
+        table.check(f"{depth} deep", await client.post("/v1/leads", content=nested, headers=json_header), 400)
+        table.check(f"{depth} deep field", await client.post("/v1/leads", content=inside, headers=json_header), 400)
+        patched = await client.patch("/v1/businesses/me", content=inside, headers={**json_header, **auth(token)})
+        table.check(f"{depth} deep profile change", patched, 400)
+    table.done()
+    await nothing_written(db, Lead)
+
+
+# --- blank text -------------------------------------------------------------------------------------------------
+
+
+async def test_text_of_spaces_alone_is_422_and_writes_nothing(client, db):
+    business_id, token = await register(client, name="Alpha Plumbing")
+    table = Table()
+    table.check("sign-up name", await client.post("/v1/businesses", json=business_body(name="   ")), 422, "name")
+    table.check("profile name", await client.patch("/v1/businesses/me", headers=auth(token), json={"name": " \t"}),
+                422, "name")
+    table.check("description", await client.post("/v1/leads", json=lead_body(description=" \n ")), 422, "description")
+    table.check("contact name", await client.post("/v1/leads", json=lead_body(contact={"name": "  "})), 422,
+                "contact.name")
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(description="  "))
+    table.check("sold description", sold, 422, "description")
+    table.done()
+    await nothing_written(db, Lead, LeadContact)
+    assert await db.count(Business) == 1
+    assert await db.scalar(select(Business.name).where(Business.id == business_id)) == "Alpha Plumbing"
+    # Text with spaces around it is fine, and kept without them.
+    renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "  Beta Plumbing "})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Beta Plumbing"

@@ -6,10 +6,12 @@ from typing import Any
 
 from litestar import Controller, Request, get, patch, post, put
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.businesses import schemas, services
 from marketplace.http.access import Access, access, current_principal
+from marketplace.http.pagination import Page
+from marketplace.ranking.events import joined
 
 
 class BusinessController(Controller):
@@ -21,7 +23,7 @@ class BusinessController(Controller):
         """Sign up as a deal maker or a lead buyer; the API token in the answer is shown only once."""
         async with state.uow() as uow:
             business, token = await services.register_business(uow.session, state.settings, data)
-        state.ranking_sync.changed(business.id)
+        state.ranking_sync.record(joined(business))
         out = services.to_schema(business)
         return schemas.BusinessCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, api_token=token)
 
@@ -87,11 +89,15 @@ class BusinessController(Controller):
         return out
 
     @get("/unreliable", opt=access(Access.PUBLIC))
-    async def unreliable(self, state: State) -> list[schemas.UnreliableBusiness]:
+    async def unreliable(
+        self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Page[schemas.UnreliableBusiness]:
+        """The public list of businesses marked unreliable, newest first; paginated like every list."""
         async with state.uow() as uow:
-            rows = await services.list_unreliable(uow.session)
-        return [
+            rows, next_cursor = await services.list_unreliable(uow.session, limit, cursor)
+        items = [
             schemas.UnreliableBusiness(id=b.id, name=b.name, since=b.unreliable_since)
             for b in rows
             if b.unreliable_since
         ]
+        return Page(items=items, next_cursor=next_cursor)

@@ -12,6 +12,8 @@ from marketplace.exposures import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
+from marketplace.leads.services import get_lead
+from marketplace.ranking import events
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
 
@@ -51,15 +53,24 @@ class ExposureController(Controller):
         request: Request[Any, Any, Any],
         exposure_id: FromPath[str],
         data: JSONBody[schemas.StatusUpdate],
-    ) -> schemas.Exposure:
-        """Move the deal along its pipeline; an impossible move is a 409 naming the allowed next states."""
-        async with state.uow() as uow:
-            exposure = await services.update_status(
-                uow.session, state.settings, current_principal(request), exposure_id, data
-            )
-            out = await services.to_schema(uow.session, state.settings, exposure)
-        state.ranking_sync.changed(exposure.business_id)
-        return out
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Move the deal along its pipeline; an impossible move is a 409 naming the allowed next states.
+
+        A deal maker's `paid` settles the commission (money moves), so the call takes an `Idempotency-Key`: a
+        retry of a report that went through answers as the first time instead of a 409 from `paid` to `paid`."""
+        business = current_principal(request)
+        made: list[events.Event] = []
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            exposure = await services.update_status(uow.session, state.settings, business, exposure_id, data)
+            made.append(events.moved(exposure, await get_lead(uow.session, exposure.lead_id)))
+            return 200, await services.to_schema(uow.session, state.settings, exposure)
+
+        fingerprint = request_hash("POST", request.url.path, data)
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        state.ranking_sync.record(*made)
+        return response
 
     @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
     async def upgrade(
@@ -92,8 +103,11 @@ class ExposureController(Controller):
         """Return an irrelevant lead: a deal maker gets a replacement offer, a lead buyer a refund."""
         business = current_principal(request)
 
+        made: list[events.Event] = []
+
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             returned = await services.return_exposure(uow.session, state.settings, business, exposure_id, data.reason)
+            made.append(events.moved(returned.exposure, await get_lead(uow.session, returned.exposure.lead_id)))
             refund = returned.refund
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,
@@ -104,7 +118,7 @@ class ExposureController(Controller):
 
         fingerprint = request_hash("POST", request.url.path, data)
         response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
-        state.ranking_sync.changed(business.id)
+        state.ranking_sync.record(*made)
         return response
 
     @get("/businesses/me/stats", opt=access(Access.BUSINESS))

@@ -15,6 +15,8 @@ from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idemp
 from marketplace.http.pagination import Page, check_limit
 from marketplace.leads.services import get_lead
 from marketplace.offers import schemas, services
+from marketplace.ranking import events
+from marketplace.ranking.events import Event
 from marketplace.uow import UnitOfWork
 
 
@@ -49,14 +51,16 @@ class OfferController(Controller):
         """Claim an offer: 201 with the exposure and the lead's contact; 409 when taken, full or not exclusive-able."""
         business = current_principal(request)
         claim = data or schemas.ClaimRequest()
+        made: list[Event] = []
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             exposure = await services.claim_offer(uow.session, state.settings, business, offer_id, claim.exclusive)
+            made.append(events.exposed(exposure, await get_lead(uow.session, exposure.lead_id)))
             return 201, await to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, claim)
         response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
-        state.ranking_sync.changed(business.id)  # its history and caps moved
+        state.ranking_sync.record(*made)  # its history and caps moved (nothing, for a replayed retry)
         return response
 
     @get("/leads/{lead_id:str}/ranking", opt=access(Access.OPERATOR))

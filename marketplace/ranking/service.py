@@ -7,16 +7,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
 from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore
+from marketplace.ranking.events import SCORED_STATUSES, Event, Exposed, Joined, Moved, business_ids
 from marketplace.ranking.model import Sample, train
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
 from marketplace.ranking.scoring import CategoryPrior, History, Score, Terms, category_prior, gsp_price, score
@@ -41,6 +43,7 @@ class ProfitabilityRanker:
         self.settings = settings
         self.core = RankingCore(explore_share=explore_share, seed=seed)
         self.priors: dict[str, CategoryPrior] = {}
+        self.standings: dict[str, Standing] = {}
 
     # --- keeping the core in step --------------------------------------------------------------
 
@@ -60,12 +63,84 @@ class ProfitabilityRanker:
             return
         if not self.priors:
             self.priors = await load_category_priors(session, self.settings)
-        snapshots = await load_snapshots(session, self.settings, self.priors, business_ids, now)
-        for snapshot in snapshots:
-            self.core.upsert(snapshot.profile, snapshot.scores)
-        found = {snapshot.profile.business_id for snapshot in snapshots}
-        for missing in set(business_ids) - found:
+        standings = await load_standings(session, business_ids, now)
+        for business_id, standing in standings.items():
+            self._put(business_id, standing)
+        for missing in set(business_ids) - standings.keys():
+            self.standings.pop(missing, None)
             self.core.remove(missing)
+
+    def apply(self, events: Sequence[Event]) -> list[str]:
+        """Update the core from events this process has just committed, without a database read. Returns
+        the businesses it holds no standing for (or cannot tell about): those need a `refresh`."""
+        if not self.priors:  # not built yet: nothing to update in place
+            return business_ids(events)
+        unknown: list[str] = []
+        touched: dict[str, Standing] = {}
+
+        def standing(business_id: str) -> Standing | None:
+            found = self.standings.get(business_id)
+            if found is None and business_id not in unknown:
+                unknown.append(business_id)
+            return found
+
+        for event in events:
+            if isinstance(event, Joined):
+                touched[event.business_id] = Standing(
+                    mode=event.mode,
+                    status=event.status,
+                    categories=event.categories,
+                    regions=event.regions,
+                    min_deal_minor=event.min_deal_minor,
+                    max_deal_minor=event.max_deal_minor,
+                    daily_cap=event.daily_cap,
+                    monthly_cap=event.monthly_cap,
+                    reliability=event.reliability_bp / 10_000,
+                    bids={c: None for c in event.categories},
+                    history={},
+                    sold_minor=0,
+                    day=utcnow().date(),
+                    today=0,
+                    this_month=0,
+                )
+                continue
+            if event.category not in self.priors:
+                unknown.append(event.business_id)
+                continue
+            s = standing(event.business_id)
+            earned = 0
+            if isinstance(event, Exposed):
+                if s is not None:
+                    s.history.setdefault(event.category, [0, 0, 0, 0])[0] += 1
+                    s.count_exposure(event.at)
+                    touched[event.business_id] = s
+                earned = event.price_minor
+            elif isinstance(event, Moved):
+                if event.status not in SCORED_STATUSES:
+                    continue
+                if s is not None:
+                    counts = s.history.setdefault(event.category, [0, 0, 0, 0])
+                    if event.status == "paid":
+                        counts[1] += 1
+                        counts[2] += event.turnover_minor
+                    else:
+                        counts[3] += 1
+                    touched[event.business_id] = s
+                earned = event.commission_minor if event.status == "paid" else 0
+            if event.seller_id and earned:
+                seller = standing(event.seller_id)
+                if seller is not None:
+                    seller.sold_minor += earned
+                    touched[event.seller_id] = seller
+        for business_id, s in touched.items():
+            if business_id not in unknown:
+                self._put(business_id, s)
+        return unknown
+
+    def _put(self, business_id: str, standing: Standing) -> None:
+        self.standings[business_id] = standing
+        snapshot = lay_out(self.settings, self.priors, business_id, standing)
+        self.core.upsert(snapshot.profile, snapshot.scores)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
         self.priors = await load_category_priors(session, self.settings)
@@ -164,19 +239,80 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
     return priors
 
 
-async def load_snapshots(
-    session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
-) -> list[_Snapshot]:
-    businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
+@dataclass
+class Standing:
+    """What a business's scores are computed from: kept beside the core, so that an event this process
+    committed (a claim, a paid deal, a return) updates them without reading the database back."""
+
+    mode: str
+    status: str
+    categories: tuple[str, ...]
+    regions: tuple[str, ...]
+    min_deal_minor: int
+    max_deal_minor: int
+    daily_cap: int
+    monthly_cap: int
+    reliability: float
+    bids: dict[str, int | None]
+    history: dict[str, list[int]]  # category -> [received, paid deals, turnover, returned]
+    sold_minor: int  # what the marketplace earned from leads this business sold it
+    day: date  # the day `today` counts exposures of
+    today: int
+    this_month: int
+
+    def count_exposure(self, at: datetime) -> None:
+        on = at.date()
+        if on != self.day:
+            if (on.year, on.month) != (self.day.year, self.day.month):
+                self.this_month = 0
+            self.day, self.today = on, 0
+        self.today += 1
+        self.this_month += 1
+
+
+def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: str, s: Standing) -> _Snapshot:
+    """The core's view of a standing: its profile (active only below its caps) and a score per category."""
+    active = s.status == "active" and s.today < s.daily_cap and s.this_month < s.monthly_cap
+    categories = tuple(c for c in s.categories if c in settings.categories)
+    profile = Profile(business_id, s.mode, categories, s.regions, s.min_deal_minor, s.max_deal_minor, active)
+    scores = {}
+    for code in categories:
+        category = settings.categories[code]
+        received, paid, turnover, returned = s.history.get(code, (0, 0, 0, 0))
+        terms = Terms(s.mode, category.lead_price_minor, category.commission_rate_bp, s.bids.get(code))
+        scores[code] = score(
+            History(received, paid, turnover, returned, s.sold_minor), priors[code], terms, reliability=s.reliability
+        )
+    return _Snapshot(profile, scores)
+
+
+async def load_standings(
+    session: AsyncSession, ids: Sequence[str], now: datetime
+) -> dict[str, Standing]:
+    """These businesses' standings from the database, in five statements whatever their number."""
+    businesses = list(
+        await session.scalars(
+            select(Business)
+            .where(Business.id.in_(ids))
+            .options(raiseload(Business.category_rows), raiseload(Business.region_rows))
+        )
+    )
     if not businesses:
-        return []
-    bids = {
-        (r.business_id, r.category): r.max_bid_minor
-        for r in await session.scalars(select(BusinessCategory).where(BusinessCategory.business_id.in_(ids)))
-    }
+        return {}
+    bids: dict[str, dict[str, int | None]] = defaultdict(dict)
+    for business_id, code, bid in await session.execute(
+        select(BusinessCategory.business_id, BusinessCategory.category, BusinessCategory.max_bid_minor)
+        .where(BusinessCategory.business_id.in_(ids))
+        .order_by(BusinessCategory.business_id, BusinessCategory.category)
+    ):
+        bids[business_id][code] = bid
     regions: dict[str, list[str]] = defaultdict(list)
-    for r in await session.scalars(select(BusinessRegion).where(BusinessRegion.business_id.in_(ids))):
-        regions[r.business_id].append(r.region)
+    for business_id, region in await session.execute(
+        select(BusinessRegion.business_id, BusinessRegion.region)
+        .where(BusinessRegion.business_id.in_(ids))
+        .order_by(BusinessRegion.business_id, BusinessRegion.region)
+    ):
+        regions[business_id].append(region)
     history_rows = await session.execute(
         select(
             Exposure.business_id,
@@ -190,7 +326,9 @@ async def load_snapshots(
         .where(Exposure.business_id.in_(ids))
         .group_by(Exposure.business_id, Lead.category)
     )
-    history = {(r[0], r[1]): tuple(int(v or 0) for v in r[2:]) for r in history_rows}
+    history: dict[str, dict[str, list[int]]] = defaultdict(dict)
+    for r in history_rows:
+        history[r[0]][r[1]] = [int(v or 0) for v in r[2:]]
     # What the marketplace earned from leads each business sold it: prices paid and commissions on them.
     sold_rows = await session.execute(
         select(
@@ -223,27 +361,34 @@ async def load_snapshots(
         .group_by(Exposure.business_id)
     )
     caps = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in caps_rows}
-    snapshots = []
+    standings = {}
     for b in businesses:
         today, this_month = caps.get(b.id, (0, 0))
-        active = b.status == "active" and today < b.daily_cap and this_month < b.monthly_cap
-        categories = tuple(c for c in b.categories if c in settings.categories)
-        profile = Profile(
-            b.id, b.mode, categories, tuple(regions.get(b.id, ())), b.min_deal_minor, b.max_deal_minor, active
+        standings[b.id] = Standing(
+            mode=b.mode,
+            status=b.status,
+            categories=tuple(bids.get(b.id, {})),
+            regions=tuple(regions.get(b.id, ())),
+            min_deal_minor=b.min_deal_minor,
+            max_deal_minor=b.max_deal_minor,
+            daily_cap=b.daily_cap,
+            monthly_cap=b.monthly_cap,
+            reliability=b.reliability_bp / 10_000,
+            bids=dict(bids.get(b.id, {})),
+            history=history.get(b.id, {}),
+            sold_minor=sold.get(b.id, 0),
+            day=day.date(),
+            today=today,
+            this_month=this_month,
         )
-        scores = {}
-        for code in categories:
-            category = settings.categories[code]
-            received, paid, turnover, returned = history.get((b.id, code), (0, 0, 0, 0))
-            terms = Terms(b.mode, category.lead_price_minor, category.commission_rate_bp, bids.get((b.id, code)))
-            scores[code] = score(
-                History(received, paid, turnover, returned, sold.get(b.id, 0)),
-                priors[code],
-                terms,
-                reliability=b.reliability_bp / 10_000,
-            )
-        snapshots.append(_Snapshot(profile, scores))
-    return snapshots
+    return standings
+
+
+async def load_snapshots(
+    session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
+) -> list[_Snapshot]:
+    standings = await load_standings(session, ids, now)
+    return [lay_out(settings, priors, business_id, s) for business_id, s in standings.items()]
 
 
 async def train_conversion_model(session: AsyncSession, settings: Settings) -> RankingModel | None:

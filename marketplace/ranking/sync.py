@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from marketplace.clock import utcnow
+from marketplace.ranking.events import Event, business_ids
 
 log = logging.getLogger("marketplace.ranking")
 CHANNEL = "marketplace:ranking:changed"
@@ -25,6 +26,7 @@ class RankingSync:
         self.sessions = sessions
         self.redis_url = redis_url
         self._pending: set[str] = set()
+        self._refreshing: set[str] = set()  # being read from the database right now
         self._flushing: asyncio.Task[None] | None = None
         self._redis: Any = None
         # Messages carry their origin, so a process does not refresh twice what it published itself.
@@ -34,17 +36,38 @@ class RankingSync:
     def enabled(self) -> bool:
         return hasattr(self.ranker, "refresh")
 
-    def changed(self, *business_ids: str) -> None:
-        """Call after the commit that changed these businesses' profile, status, caps or history."""
-        if not self.enabled or not business_ids:
+    def changed(self, *ids: str) -> None:
+        """Call after the commit that changed these businesses' profile, status, caps or history: they are
+        read back from the database, here and in every other process."""
+        if not self.enabled or not ids:
             return
-        self._pending.update(business_ids)
+        self._pending.update(ids)
+        self._publish(ids)
+        self._schedule()
+
+    def record(self, *events: Event) -> None:
+        """Call after the commit that made these events: this process's core moves at once, without reading
+        the database; the other processes hear the business ids and read them back. A business this process
+        does not know yet, or one whose refresh is reading the database right now (it could read what was
+        there before this commit), is read back here too."""
+        if not self.enabled or not events:
+            return
+        ids = business_ids(events)
+        self._publish(ids)
+        apply = getattr(self.ranker, "apply", None)
+        if apply is None or ALL in self._refreshing or any(i in self._refreshing or i in self._pending for i in ids):
+            self._pending.update(ids)
+        else:
+            self._pending.update(apply(events))
+        if self._pending:
+            self._schedule()
+
+    def _publish(self, ids: Any) -> None:
         if self._redis is not None:
             task = asyncio.get_running_loop().create_task(
-                self._redis.publish(CHANNEL, f"{self._origin}|{','.join(business_ids)}")
+                self._redis.publish(CHANNEL, f"{self._origin}|{','.join(ids)}")
             )
             task.add_done_callback(_log_failure)
-        self._schedule()
 
     def _schedule(self) -> None:
         if self._flushing is None or self._flushing.done():
@@ -60,12 +83,16 @@ class RankingSync:
     async def flush(self) -> None:
         while self._pending:
             ids, self._pending = self._pending, set()
-            async with self.sessions() as session:
-                if ALL in ids:
-                    await self.ranker.refresh_priors(session)
-                    await self.ranker.load(session, utcnow())
-                else:
-                    await self.ranker.refresh(session, sorted(ids), utcnow())
+            self._refreshing = ids
+            try:
+                async with self.sessions() as session:
+                    if ALL in ids:
+                        await self.ranker.refresh_priors(session)
+                        await self.ranker.load(session, utcnow())
+                    else:
+                        await self.ranker.refresh(session, sorted(ids), utcnow())
+            finally:
+                self._refreshing = set()
 
     async def start(self) -> None:
         if not self.enabled:

@@ -1,0 +1,97 @@
+"""The ranking core moves in place on what this process commits (sign-ups, claims, paid deals, returns),
+without reading the database back, and ends where a fresh read of the database would put it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from marketplace.clock import (
+    clock,
+    utcnow,
+)
+from marketplace.db.models import Business
+from marketplace.ranking.service import ProfitabilityRanker
+from tests.factories import auth, lead_body, offers_of, register, submit_lead
+
+
+async def _fresh_copy(app) -> ProfitabilityRanker:
+    """A ranker read from the database alone, with the same category averages as the running one."""
+    live = app.state.ranker
+    fresh = ProfitabilityRanker(app.state.settings)
+    fresh.priors = dict(live.priors)
+    async with app.state.sessions() as session:
+        ids = list(await session.scalars(select(Business.id)))
+        await fresh.refresh(session, ids, utcnow())
+    return fresh
+
+
+async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app, client, db, settings):
+    ranker = app.state.ranker
+    assert isinstance(ranker, ProfitabilityRanker)
+    one_a_day = {"categories": ["plumbing"], "daily_cap": 1}
+    buyers = [await register(client, "lead_buyer", profile={"categories": ["plumbing"]}) for _ in range(2)]
+    makers = [await register(client, "deal_maker", profile=one_a_day), await register(client, "deal_maker")]
+    seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["renovation"]})
+    refreshed: list[str] = []
+    real_refresh = ranker.refresh
+
+    async def counting_refresh(session, ids, now):
+        refreshed.extend(ids)
+        await real_refresh(session, ids, now)
+
+    ranker.refresh = counting_refresh
+    # Sign-ups are known without a read: the core holds each with its profile.
+    assert all(business_id in ranker.core for business_id, _ in buyers + makers)
+
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    assert sold.status_code == 201, sold.text
+    sold_lead = sold.json()["id"]
+    for _ in range(3):
+        await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    clock.advance(timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()  # the second waves reach whoever the first missed
+
+    exposures: dict[str, list[str]] = {}
+    for business_id, token in makers + buyers:  # one lead each, two for the uncapped deal maker
+        offers = sorted(await offers_of(client, token), key=lambda o: o["lead_id"] != sold_lead)  # the sold one first
+        for offer in offers[: 2 if business_id == makers[1][0] else 1]:
+            claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token), json={})
+            assert claimed.status_code == 201, claimed.text
+            exposures.setdefault(business_id, []).append(claimed.json()["id"])
+    await app.state.ranking_sync.settled()
+    assert exposures, "somebody claimed something"
+
+    # A deal maker's deal reaches paid; a lead buyer returns one.
+    maker_id, maker = makers[1]
+    assert makers[0][0] in exposures and maker_id in exposures and all(b in exposures for b, _ in buyers)
+    exposure_id = exposures[maker_id][0]
+    for status in ("contacted", "quoted", "won", "invoiced"):
+        moved = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(maker), json={"status": status})
+        assert moved.status_code == 200, moved.text
+    paid = await client.post(
+        f"/v1/exposures/{exposure_id}/status",
+        headers=auth(maker),
+        json={"status": "paid", "turnover": {"amount_minor": 1_234_567, "currency": "ILS"}},
+    )
+    assert paid.status_code == 200, paid.text
+    buyer_id, buyer = buyers[0]
+    returned = await client.post(
+        f"/v1/exposures/{exposures[buyer_id][0]}/return", headers=auth(buyer), json={"reason": "not a plumbing job"}
+    )
+    assert returned.status_code == 200, returned.text
+    await app.state.ranking_sync.settled()
+
+    assert refreshed == [], "claims, statuses and returns were applied without reading the database back"
+    fresh = await _fresh_copy(app)
+    assert ranker.standings.keys() == fresh.standings.keys()
+    for business_id, standing in fresh.standings.items():
+        assert ranker.standings[business_id] == standing, business_id
+    assert ranker.core.snapshot() == fresh.core.snapshot()
+    # The deal maker with a cap of one lead a day left the core's buckets once it took one.
+    capped_id = makers[0][0]
+    assert all(capped_id not in [b for b, _ in entries] for entries in ranker.core.snapshot().values())
+    assert ranker.standings[seller_id].sold_minor > 0
+    assert ranker.standings[seller_id].sold_minor == fresh.standings[seller_id].sold_minor

@@ -118,11 +118,15 @@ def business_ids(count: int) -> list[str]:
     return [f"bench_{n:05d}" for n in range(count)]
 
 
+# The same price, offset plan and share for every transfer: made once (as a service would look its plan up once).
+PRICE = VatBreakdown(Money(GROSS - VAT, CURRENCY), Money(VAT, CURRENCY), Money(GROSS, CURRENCY))
+OFFSET = OffsetPlan(Money(0, CURRENCY), Money(GROSS, CURRENCY), Money(0, CURRENCY))
+SHARE_MONEY = Money(SHARE, CURRENCY)
+
+
 def commission(key: str, payer: str, recipient: str) -> Transfer:
-    price = VatBreakdown(Money(GROSS - VAT, CURRENCY), Money(VAT, CURRENCY), Money(GROSS, CURRENCY))
-    offset = OffsetPlan(Money(0, CURRENCY), Money(GROSS, CURRENCY), Money(0, CURRENCY))
-    share = Allocation(business_account(recipient, AccountKind.AVAILABLE), Money(SHARE, CURRENCY))
-    return build_deal_commission(key, payer, price, offset, shares=[share], memo="benchmark")
+    share = Allocation(business_account(recipient, AccountKind.AVAILABLE), SHARE_MONEY)
+    return build_deal_commission(key, payer, PRICE, OFFSET, shares=[share], memo="benchmark")
 
 
 # --- databases -------------------------------------------------------------------------------------------

@@ -245,7 +245,7 @@ class GroupCommitLedger:
         await self.aclose()
 
     async def _run(self) -> None:
-        connection: AsyncConnection | None = None
+        writer: _Writer | None = None
         try:
             while True:
                 if not self._queue:
@@ -259,60 +259,99 @@ class GroupCommitLedger:
                 batch = [self._queue.popleft() for _ in range(min(share, self.max_batch))]
                 self._busy += 1
                 try:
-                    if connection is None:
-                        connection = await self.engine.connect()
-                    await self._write(connection, batch)
+                    if writer is None:
+                        writer = await _Writer.open(self.engine)
+                    await self._write(writer, batch)
                 except BaseException as exc:
                     # The connection is in doubt (broken, cancelled mid-statement): its callers cannot know
                     # whether the batch committed (a retry with the same key is safe); start a new one.
                     for pending in batch:
                         _fail(pending.future, exc)
-                    if connection is not None:
-                        with contextlib.suppress(Exception):
-                            await connection.invalidate()
-                    connection = None
+                    if writer is not None:
+                        await writer.discard()
+                    writer = None
                     if not isinstance(exc, Exception):
                         raise
                 finally:
                     self._busy -= 1
         finally:
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    await connection.close()
+            if writer is not None:
+                await writer.close()
 
-    async def _write(self, connection: AsyncConnection, batch: list[_Pending]) -> None:
-        raw = await connection.get_raw_connection()
-        driver: Any = raw.driver_connection
+    async def _write(self, writer: _Writer, batch: list[_Pending]) -> None:
         try:
-            # No explicit transaction: the statement's implicit one commits (and, with synchronous_commit on,
-            # is flushed to disk) before the server answers.
-            results = await driver.fetch(BATCH_SQL, *_columns([p.row for p in batch]))
+            results = await writer.post_batch(_columns([p.row for p in batch]))
         except asyncpg.PostgresError as exc:
+            if writer.is_closed():  # the server ended the session (shutdown, terminated): the batch is in doubt
+                raise
             # The server refused the statement as a whole, so nothing of it was written. Should one transfer
             # be the cause, the others must not fail with it: write each one alone.
             if len(batch) == 1:
                 _fail(batch[0].future, exc)
                 return
             for pending in batch:
-                await self._write(connection, [pending])
+                await self._write(writer, [pending])
             return
         self.batches += 1
         self.written += len(batch)
-        self.one_by_one += sum(1 for result in results if not result["out_batched"])
         for pending, result in zip(batch, results, strict=True):
-            sqlstate = result["out_sqlstate"]
+            # out_ord, out_transaction_id, out_replayed, out_sqlstate, out_message, out_batched
+            sqlstate = result[3]
+            if not result[5]:
+                self.one_by_one += 1
             if sqlstate in TRANSIENT and pending.attempts + 1 < MAX_ATTEMPTS:
                 pending.attempts += 1
                 self._queue.append(pending)
                 continue
             if pending.future.done():  # the caller was cancelled; the transfer stands (or not) all the same
                 continue
+            if sqlstate is None:
+                pending.future.set_result(Posted(result[1], replayed=bool(result[2])))
+                continue
             try:
-                posted = _outcome(result["out_transaction_id"], result["out_replayed"], sqlstate, result["out_message"])
+                _outcome(result[1], result[2], sqlstate, result[4])
             except Exception as exc:
                 pending.future.set_exception(exc)
-            else:
-                pending.future.set_result(posted)
+        if self._queue:  # retries of transient failures
+            self._wakeup.set()
+
+
+@dataclass(eq=False)
+class _Writer:
+    """One pipeline's connection, taken from the engine's pool for as long as the pipeline runs, and the batch
+    statement prepared on it once. Statements go to the driver directly: no explicit transaction, so each
+    statement's implicit one commits (and, with synchronous_commit on, is flushed to disk) before the server
+    answers."""
+
+    connection: AsyncConnection
+    driver: Any
+    statement: Any
+
+    @classmethod
+    async def open(cls, engine: AsyncEngine) -> _Writer:
+        connection = await engine.connect()
+        try:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            return cls(connection, driver, await driver.prepare(BATCH_SQL))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
+            raise
+
+    async def post_batch(self, columns: tuple[list[Any], ...]) -> list[Any]:
+        return list(await self.statement.fetch(*columns))
+
+    def is_closed(self) -> bool:
+        return bool(self.driver.is_closed())
+
+    async def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.connection.invalidate()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.connection.close()
 
 
 def _fail(future: asyncio.Future[Posted], exc: BaseException) -> None:

@@ -496,3 +496,80 @@ async def test_the_database_still_refuses_an_unbalanced_transfer(app: Litestar) 
         assert await session.scalar(select(func.count()).select_from(LedgerTransaction)) == 0
         assert await session.scalar(select(func.count()).select_from(LedgerPosting)) == 0
         assert await session.scalar(select(func.count()).select_from(LedgerAccount)) == 0
+
+
+async def test_the_checks_hold_for_statements_of_many_rows(app: Litestar) -> None:
+    """On PostgreSQL the balance and closed-transaction checks run once per statement over all its rows (0006),
+    on SQLite once per row (0002); either way a statement of many rows is judged whole: balanced transactions
+    written together are accepted, one unbalanced transaction (or one without postings) refuses its whole
+    statement, and postings for a transaction already written are refused."""
+    revenue, vat = marketplace_account(AccountKind.REVENUE), marketplace_account(AccountKind.VAT_PAYABLE)
+    async with app.state.uow() as uow:
+        ids = await store.account_ids(uow.session, {(revenue, ILS), (vat, ILS)})
+    r, v = ids[(revenue.code, ILS)], ids[(vat.code, ILS)]
+
+    def postings(*rows: tuple[str, int, int]) -> Any:
+        values = ", ".join(f"('{txn}', {account}, {amount}, 'ILS')" for txn, account, amount in rows)
+        return text(f"INSERT INTO ledger_postings (transaction_id, account_id, amount_minor, currency) VALUES {values}")
+
+    def transactions(*ids_: str) -> Any:
+        values = ", ".join(f"('{txn}', 'key-{txn}', 'reversal', '', 'f', '2026-01-01 00:00:00')" for txn in ids_)
+        return text(
+            "INSERT INTO ledger_transactions (id, idempotency_key, kind, memo, fingerprint, created_at)"
+            f" VALUES {values}"
+        )
+
+    async with app.state.sessions() as session:
+        await session.execute(postings(("t1", r, 100), ("t1", v, -100), ("t2", r, 5), ("t2", v, -3), ("t2", v, -2)))
+        await session.execute(transactions("t1", "t2"))
+        await session.commit()
+    refused = [
+        # t4 does not sum to zero: t3, balanced, is refused with it.
+        [postings(("t3", r, 100), ("t3", v, -100), ("t4", r, 100), ("t4", v, -99)), transactions("t3", "t4")],
+        # t6 has no postings at all.
+        [postings(("t5", r, 7), ("t5", v, -7)), transactions("t5", "t6")],
+        # t1 is written: nothing may be added to it, not even postings that sum to zero.
+        [postings(("t1", r, 1), ("t1", v, -1))],
+    ]
+    for statements in refused:
+        async with app.state.sessions() as session:
+            with pytest.raises(Exception, match=r"unbalanced|already written"):
+                for statement in statements:
+                    await session.execute(statement)
+            await session.rollback()
+    async with app.state.sessions() as session:
+        written = set(await session.scalars(select(LedgerTransaction.id)))
+        assert written == {"t1", "t2"}
+        assert await session.scalar(select(func.count()).select_from(LedgerPosting)) == 5
+        assert await store.trial_balance(session) == {ILS: 0}
+
+
+async def test_the_group_writer_starts_a_new_connection_when_its_own_is_lost(app: Litestar) -> None:
+    """A batch whose connection is lost is in doubt: its callers get the error, and a retry with the same key
+    is safe (written once). The writer then carries on, on a new connection with the statement prepared again."""
+    if not is_postgres(app):
+        pytest.skip("SQLite has no writer connection")
+    async with await group_ledger(app, pipelines=1) as ledger:
+        first = await ledger.post(build_lead_earnings("before", "biz_a", "lead_buyer", m(100)))
+        async with app.state.sessions() as session:
+            ended = await session.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND query LIKE '%ledger_post_batch%'"
+                )
+            )
+        assert ended == 1
+        lost = build_lead_earnings("lost", "biz_a", "lead_buyer", m(10))
+        with pytest.raises(Exception):  # noqa: B017 - whichever error the driver raises for a lost connection
+            await ledger.post(lost)
+        retried = await outcome(ledger.post(lost))
+        after = await ledger.post(build_lead_earnings("after", "biz_a", "lead_buyer", m(1)))
+    assert not first.replayed and not after.replayed and retried[0] in ("new", "replay")
+    async with app.state.sessions() as session:
+        keys = list(await session.scalars(select(LedgerTransaction.idempotency_key)))
+        assert sorted(keys) == ["after", "before", "lost"]
+        balance = await session.scalar(
+            select(LedgerAccount.balance_minor).where(LedgerAccount.code == "business:biz_a:available")
+        )
+        assert balance == 111
+        assert await store.balance_mismatches(session) == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +11,7 @@ from marketplace.clock import utcnow
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Offer
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
+from marketplace.http.pagination import check_limit
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
 from marketplace.schemas import MoneyOut
@@ -157,11 +158,28 @@ async def set_status(session: AsyncSession, business_id: str, status: str, *, un
     return business
 
 
-async def list_unreliable(session: AsyncSession) -> list[Business]:
-    rows = await session.scalars(
-        select(Business).where(Business.unreliable_since.is_not(None)).order_by(Business.unreliable_since.desc())
+async def list_unreliable(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[Business], str | None]:
+    """Newest marks first; the cursor is the last business listed (its mark's time orders the rest)."""
+    query = select(Business).where(Business.unreliable_since.is_not(None))
+    if cursor:
+        since = await session.scalar(
+            select(Business.unreliable_since).where(Business.id == cursor, Business.unreliable_since.is_not(None))
+        )
+        if since is None:
+            raise InvalidInput.field("cursor", "not a cursor this list gave out")
+        query = query.where(
+            or_(
+                Business.unreliable_since < since,
+                and_(Business.unreliable_since == since, Business.id < cursor),
+            )
+        )
+    rows = list(
+        await session.scalars(
+            query.order_by(Business.unreliable_since.desc(), Business.id.desc()).limit(check_limit(limit) + 1)
+        )
     )
-    return list(rows)
+    items = rows[:limit]
+    return items, (items[-1].id if len(rows) > limit and items else None)
 
 
 def to_schema(business: Business) -> schemas.Business:

@@ -87,7 +87,10 @@ async def list_own(
     session: AsyncSession, business: Principal, limit: int, cursor: str | None, status: str | None
 ) -> tuple[list[Exposure], str | None]:
     query = select(Exposure).where(Exposure.business_id == business.id)
-    if status:
+    if status is not None:
+        # A misspelt filter is an error, not an empty list that reads as "no such deals".
+        if status not in rules.NEXT:
+            raise InvalidInput.field("status", f"one of {', '.join(rules.NEXT)}")
         query = query.where(Exposure.status == status)
     if cursor:
         query = query.where(Exposure.id < cursor)

@@ -9,14 +9,16 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from marketplace.errors import MarketplaceError
+from marketplace.errors import MarketplaceError, Unauthorized
 
 log = logging.getLogger("marketplace.http")
 PROBLEM = "application/problem+json"
 _MSGSPEC_PATH = re.compile(r"at `\$(?P<path>[^`]*)`")
 
 
-def _problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> Response[dict[str, Any]]:
+def _problem(
+    status: int, title: str, detail: str, slug: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": f"https://errors.marketplace.example/{slug}",
         "title": title,
@@ -24,14 +26,20 @@ def _problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> R
         "detail": detail,
     }
     body.update(extra)
-    return Response(body, status_code=status, media_type=PROBLEM)
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Response[dict[str, Any]]:
     extra: dict[str, Any] = dict(exc.extra)
     if exc.errors:
         extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
-    return _problem(exc.status_code, exc.title, exc.detail, exc.type_slug, **extra)
+    headers = {}
+    if isinstance(extra.get("retry_after_seconds"), int):
+        # A 429 says when to come back in the standard header too, which clients and proxies act on.
+        headers["Retry-After"] = str(extra["retry_after_seconds"])
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="marketplace"'  # RFC 9110: a 401 names its scheme
+    return _problem(exc.status_code, exc.title, exc.detail, exc.type_slug, headers, **extra)
 
 
 _MISSING = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+)`")
@@ -88,7 +96,9 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         413: "Request body too large",
         429: "Too many requests",
     }
-    return _problem(status, titles.get(status, "Error"), str(exc.detail), f"http-{status}")
+    # Litestar's own headers stay (`Allow` on a 405).
+    headers = {k: v for k, v in (exc.headers or {}).items() if isinstance(v, str)}
+    return _problem(status, titles.get(status, "Error"), str(exc.detail), f"http-{status}", headers)
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

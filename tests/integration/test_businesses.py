@@ -71,7 +71,7 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert response.status_code == 200
     assert response.json()["status"] == "blocked"
     listed = await client.get("/v1/unreliable")
-    assert [b["id"] for b in listed.json()] == [business_id]
+    assert [b["id"] for b in listed.json()["items"]] == [business_id]
     # A blocked business may still read its account, but no longer act.
     assert (await client.get("/v1/businesses/me", headers=auth(token))).status_code == 200
     refused = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "x"})

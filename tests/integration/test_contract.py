@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from marketplace.db.models import ApiToken, Business, Exposure, ExposureEvent, Lead, LeadContact
+from marketplace.db.models import ApiToken, Business, Exposure, ExposureEvent, Lead, LeadContact, LedgerTransaction
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
 from tests.integration.test_bad_input import Table, assert_problem, nothing_written
 
@@ -125,3 +125,89 @@ async def test_text_of_spaces_alone_is_422_and_writes_nothing(client, db):
     # Text with spaces around it is fine, and kept without them.
     renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "  Beta Plumbing "})
     assert renamed.status_code == 200 and renamed.json()["name"] == "Beta Plumbing"
+
+
+# --- Idempotency-Key on every POST that moves money ----------------------------------------------------------
+
+
+async def test_a_retried_paid_report_answers_as_the_first_and_charges_the_commission_once(app, client, db):
+    # A deal maker's `paid` settles the commission: the retry of a report whose answer was lost must not be a
+    # 409 (paid to paid), and must not charge again.
+    _, maker, exposure_id = await claimed_exposure(app, client, "deal_maker")
+    path = f"/v1/exposures/{exposure_id}/status"
+    won = await client.post(path, headers=auth(maker), json={"status": "won", "turnover": money(1_000_000)})
+    assert won.status_code == 200, won.text
+    keyed = {**auth(maker), "Idempotency-Key": "paid-1"}
+    first = await client.post(path, headers=keyed, json={"status": "paid"})
+    assert first.status_code == 200, first.text
+    again = await client.post(path, headers=keyed, json={"status": "paid"})
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json() and again.json()["status"] == "paid"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "deal_commission") == 1
+    # The same key with another body is a 422; without a key a second `paid` is the pipeline's 409.
+    other = await client.post(path, headers=keyed, json={"status": "paid", "note": "again"})
+    assert_problem(other, 422, "Idempotency-Key")
+    unkeyed = await client.post(path, headers=auth(maker), json={"status": "paid"})
+    assert assert_problem(unkeyed, 409)["allowed_next"] == []
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "deal_commission") == 1
+    history = await db.scalars(select(ExposureEvent.to_status).where(ExposureEvent.exposure_id == exposure_id))
+    assert history.count("paid") == 1
+
+
+# --- filters and lists ----------------------------------------------------------------------------------------
+
+
+async def test_an_unknown_status_filter_is_422_not_an_empty_list(app, client):
+    _, buyer, exposure_id = await claimed_exposure(app, client, "lead_buyer")
+    assert_problem(await client.get("/v1/exposures?status=nwe", headers=auth(buyer)), 422, "status")
+    listed = await client.get("/v1/exposures?status=new", headers=auth(buyer))
+    assert [e["id"] for e in listed.json()["items"]] == [exposure_id]
+    assert (await client.get("/v1/exposures?status=won", headers=auth(buyer))).json()["items"] == []
+
+
+async def test_the_unreliable_list_is_paginated_like_every_list(app, client):
+    operator = await operator_token(app)
+    blocked = []
+    for _ in range(5):
+        business_id, _ = await register(client)
+        response = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(operator))
+        assert response.status_code == 200, response.text
+        blocked.append(business_id)
+    kept, _ = await register(client)
+    await client.post(f"/v1/businesses/{kept}/block", headers=auth(operator), json={"unreliable": False})
+
+    everything = await client.get("/v1/unreliable")
+    assert everything.status_code == 200
+    assert set(everything.json()) == {"items", "next_cursor"} and everything.json()["next_cursor"] is None
+    assert sorted(b["id"] for b in everything.json()["items"]) == sorted(blocked)
+    walked: list[str] = []
+    cursor = None
+    while True:
+        page = (await client.get("/v1/unreliable", params={"limit": 2, **({"cursor": cursor} if cursor else {})}))
+        assert page.status_code == 200, page.text
+        assert len(page.json()["items"]) <= 2
+        walked += [b["id"] for b in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == [b["id"] for b in everything.json()["items"]]  # the same order, nothing twice or missed
+    for query, field in (("limit=0", "limit"), ("limit=201", "limit"), ("cursor=biz_never_listed", "cursor")):
+        assert_problem(await client.get(f"/v1/unreliable?{query}"), 422, field)
+
+
+# --- answers that tell a client what to do next ---------------------------------------------------------------
+
+
+async def test_refusals_carry_the_standard_headers(app, client):
+    app.state.intake_limiter.per_minute = 1
+    assert (await client.post("/v1/leads", json=lead_body())).status_code == 201
+    limited = await client.post("/v1/leads", json=lead_body())
+    problem = assert_problem(limited, 429)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert problem["retry_after_seconds"] == int(limited.headers["Retry-After"])
+    unauthenticated = await client.get("/v1/businesses/me")
+    assert_problem(unauthenticated, 401)
+    assert unauthenticated.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong_method = await client.delete("/v1/leads")
+    assert_problem(wrong_method, 405)
+    assert "POST" in wrong_method.headers["Allow"]

@@ -126,7 +126,7 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     # Its open leads and the leads it reported lost are freed; the paid one stays.
     assert set(body["released_leads"]) >= {lead_id for lead_id, _ in open_leads} | {hidden_lead}
     assert paid_lead not in body["released_leads"]
-    unreliable = (await client.get("/v1/unreliable")).json()
+    unreliable = (await client.get("/v1/unreliable")).json()["items"]
     assert [b["id"] for b in unreliable] == [hider_id]
     assert (await db.scalar(select(Business.status).where(Business.id == hider_id))) == "blocked"
     for lead_id, exposure_id in open_leads:

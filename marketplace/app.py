@@ -26,6 +26,7 @@ from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.problems import EXCEPTION_HANDLERS
 from marketplace.http.ratelimit import RateLimiter
 from marketplace.http.strict import StrictRequest
+from marketplace.identity.cache import PrincipalCache
 from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.offers.controllers import OfferController
@@ -77,6 +78,9 @@ def create_app(
     jobs = DramatiqJobs(broker) if settings.service.redis_url else InProcessJobs(broker)
     uow = UnitOfWorkFactory(sessions)
     ranker = make_ranker(settings.ranking.policy, settings)
+    sync = RankingSync(ranker, sessions, settings.service.redis_url)
+    principals = PrincipalCache(settings.service.principal_cache_ms / 1000)
+    sync.listeners.append(principals.forget)  # a block (or any change) of a business: its tokens are read again
     state = State(
         {
             "settings": settings,
@@ -85,7 +89,8 @@ def create_app(
             "uow": uow,
             "jobs": jobs,
             "ranker": ranker,
-            "ranking_sync": RankingSync(ranker, sessions, settings.service.redis_url),
+            "ranking_sync": sync,
+            "principals": principals,
             "intake_limiter": RateLimiter(settings.service.intake_rate_limit_per_minute),
         }
     )

@@ -30,6 +30,7 @@ class ServiceSettings:
     jurisdiction: str
     max_body_bytes: int
     intake_rate_limit_per_minute: int
+    principal_cache_ms: int = 2000
 
     @property
     def is_sqlite(self) -> bool:
@@ -276,6 +277,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         jurisdiction=_str(svc, "service", "jurisdiction"),
         max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
+        principal_cache_ms=_int(svc, "service", "principal_cache_ms", minimum=0),
     )
     win = _section(data, "windows")
     windows = Windows(

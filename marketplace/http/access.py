@@ -14,6 +14,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from marketplace.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.identity.services import Principal, resolve_token
+from marketplace.identity.tokens import hash_token
 
 DOCS_PATH = "/docs"
 
@@ -53,10 +54,15 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send `Authorization: Bearer <token>`")
-    async with connection.app.state.sessions() as session:
-        principal = await resolve_token(session, token.strip())
+    cache = connection.app.state.principals
+    token_hash = hash_token(token.strip())
+    principal = cache.get(token_hash)
     if principal is None:
-        raise Unauthorized("unknown or revoked token")
+        async with connection.app.state.sessions() as session:
+            principal = await resolve_token(session, token.strip())
+        if principal is None:
+            raise Unauthorized("unknown or revoked token")
+        cache.put(token_hash, principal)
     _check(level, principal, str(connection.scope.get("method", "GET")))
     _refuse_nul(connection)
     connection.state.principal = principal

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +32,9 @@ class RankingSync:
         self._redis: Any = None
         # Messages carry their origin, so a process does not refresh twice what it published itself.
         self._origin = uuid.uuid4().hex[:12]
+        # Others that keep something of a business in memory (e.g. the principal cache) and must forget it
+        # when it changes, here or in another process.
+        self.listeners: list[Callable[[Sequence[str]], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -38,12 +42,15 @@ class RankingSync:
 
     def changed(self, *ids: str) -> None:
         """Call after the commit that changed these businesses' profile, status, caps or history: they are
-        read back from the database, here and in every other process."""
-        if not self.enabled or not ids:
+        read back from the database, here and in every other process (whose listeners hear of them too)."""
+        if not ids:
             return
-        self._pending.update(ids)
+        for listener in self.listeners:
+            listener(ids)
         self._publish(ids)
-        self._schedule()
+        if self.enabled:
+            self._pending.update(ids)
+            self._schedule()
 
     def record(self, *events: Event) -> None:
         """Call after the commit that made these events: this process's core moves at once, without reading
@@ -95,11 +102,10 @@ class RankingSync:
                 self._refreshing = set()
 
     async def start(self) -> None:
-        if not self.enabled:
-            return
-        async with self.sessions() as session:
-            count = await self.ranker.load(session, utcnow())
-        log.info("ranking core built with %d businesses", count)
+        if self.enabled:
+            async with self.sessions() as session:
+                count = await self.ranker.load(session, utcnow())
+            log.info("ranking core built with %d businesses", count)
         if self.redis_url:
             import redis.asyncio as redis
 
@@ -119,8 +125,12 @@ class RankingSync:
                 origin, _, ids = data.partition("|")
                 if origin == self._origin:
                     continue
-                self._pending.update(i for i in ids.split(",") if i)
-                self._schedule()
+                changed = [i for i in ids.split(",") if i]
+                for listener in self.listeners:
+                    listener(changed)
+                if self.enabled:
+                    self._pending.update(changed)
+                    self._schedule()
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()

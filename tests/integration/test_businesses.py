@@ -67,6 +67,8 @@ async def test_duplicate_email_is_a_conflict(client, db):
 async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client):
     business_id, token = await register(client)
     op = await operator_token(app)
+    # Acting before the block: the process now holds the business's token in its principal cache.
+    assert (await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "Before"})).status_code == 200
     response = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"reason": "fraud"})
     assert response.status_code == 200
     assert response.json()["status"] == "blocked"

@@ -1,9 +1,13 @@
-"""Ranking core benchmark: time to rank one lead (top 10 and top 100 after the profile filters), updates per
-second, memory per business and build time, for 100,000 and 1,000,000 businesses; and in the same run the
-same ranking as an indexed PostgreSQL query (filters, ORDER BY score, LIMIT k), the baseline a typical
-system uses.
+"""Ranking core benchmark: time to rank one lead (top 10 and top 100 after the profile filters, with the
+exploration share and the learned per-lead factor applied), updates per second, memory per business and
+build time, for 100,000 and 1,000,000 businesses; and in the same run the same ranking as an indexed
+PostgreSQL query (filters, ORDER BY score, LIMIT k), the baseline a typical system uses.
 
     python benchmarks/ranking_core.py [--sizes 100000,1000000] [--leads 5000] [--no-postgres]
+
+Other options: --updates 20000, --pg-dsn (or BENCH_PG_DSN), --pg-database bench_ranking_core (dropped and
+created again). Timings are wall clock; the load average and the share of time some task waited for a CPU
+(Linux pressure stall information) are printed with each row, since neighbours on a shared machine move them.
 """
 
 from __future__ import annotations
@@ -11,47 +15,68 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import os
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
-from marketplace.ranking.core import Profile, RankingCore
-from marketplace.ranking.scoring import CategoryPrior, History, Terms, score
+from marketplace.ranking.core import LeadFactor, Profile, RankingCore
+from marketplace.ranking.scoring import CategoryPrior, History, Score, Terms, score
 
 CATEGORIES = [f"cat{i:02d}" for i in range(20)]
 REGIONS = [f"reg{i:02d}" for i in range(20)]
 PRIOR = CategoryPrior(0.2, 500_000, 0.1, 10)
 PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_DB = "bench_ranking"
+PG_DB = "bench_ranking_core"
+# A learned conversion model's weights (ranking/model.py): budgets above the category's mean and budgets in
+# the middle of a deal maker's range close more often. Mean budget 1,000,000 minor units in every category.
+LEAD_FACTOR = LeadFactor(w_budget=0.3, w_fit=0.5, mean_log_budget={c: math.log(1_000_000) for c in CATEGORIES})
 
 
-def market(n: int, seed: int = 1) -> list[tuple[Profile, dict]]:
-    rng = np.random.default_rng(seed)
-    out = []
-    n_cats = rng.integers(1, 4, n)
-    n_regs = rng.integers(1, 5, n)
-    modes = rng.random(n) < 0.5
-    received = rng.integers(0, 200, n)
-    lo = rng.integers(0, 5, n) * 100_000
-    hi = lo + rng.integers(1, 20, n) * 100_000
-    for i in range(n):
-        cats = tuple(rng.choice(CATEGORIES, n_cats[i], replace=False).tolist())
-        regs = tuple(rng.choice(REGIONS, n_regs[i], replace=False).tolist())
-        mode = "lead_buyer" if modes[i] else "deal_maker"
-        r = int(received[i])
-        scores = {
+class Market:
+    """Businesses in 1-3 categories and 1-4 regions of 20 each, half lead buyers, with a history each."""
+
+    def __init__(self, n: int, seed: int = 1) -> None:
+        rng = np.random.default_rng(seed)
+        self.n = n
+        n_cats = rng.integers(1, 4, n)
+        n_regs = rng.integers(1, 5, n)
+        self.buyer = rng.random(n) < 0.5
+        self.received = rng.integers(0, 200, n)
+        lo = rng.integers(0, 5, n) * 100_000
+        hi = lo + rng.integers(1, 20, n) * 100_000
+        # Distinct categories and regions per business: the first columns of a random permutation per row.
+        cats = np.argsort(rng.random((n, len(CATEGORIES))), axis=1)[:, :3]
+        regs = np.argsort(rng.random((n, len(REGIONS))), axis=1)[:, :4]
+        self.paid_share = rng.random((n, 3)) * 0.4
+        self.returned_share = rng.random((n, 3)) * 0.2
+        self.bid = 6000 + rng.integers(0, 4, (n, 3)) * 1000
+        self.entries: list[tuple[Profile, dict[str, Score]]] = []
+        for i in range(n):
+            categories = tuple(CATEGORIES[c] for c in cats[i, : n_cats[i]].tolist())
+            regions = tuple(REGIONS[r] for r in regs[i, : n_regs[i]].tolist())
+            mode = "lead_buyer" if self.buyer[i] else "deal_maker"
+            profile = Profile(f"biz{i:07d}", mode, categories, regions, int(lo[i]), int(hi[i]))
+            self.entries.append((profile, self.scores(i, profile, int(self.received[i]))))
+
+    def scores(self, i: int, profile: Profile, received: int) -> dict[str, Score]:
+        return {
             c: score(
-                History(r, int(r * rng.random() * 0.4), int(r * 0.2 * 400_000), int(r * rng.random() * 0.2)),
+                History(
+                    received,
+                    int(received * self.paid_share[i, j]),
+                    int(received * 0.2 * 400_000),
+                    int(received * self.returned_share[i, j]),
+                ),
                 PRIOR,
-                Terms(mode, 6000, 1500, int(6000 + rng.integers(0, 4) * 1000)),
+                Terms(profile.mode, 6000, 1500, int(self.bid[i, j])),
             )
-            for c in cats
+            for j, c in enumerate(profile.categories)
         }
-        out.append((Profile(f"biz{i:07d}", mode, cats, regs, int(lo[i]), int(hi[i])), scores))
-    return out
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -59,55 +84,104 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
 
 
-def bench_core(n: int, leads: int) -> dict[str, float]:
-    data = market(n)
+def cpu_stall_us() -> int | None:
+    """Microseconds in which some task on the host waited for a CPU (Linux pressure stall information)."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return int(first.rsplit("total=", 1)[1])
+
+
+class Conditions:
+    """The load around a measurement: load average at its end, share of its time some task waited for a CPU."""
+
+    def __enter__(self) -> Conditions:
+        self.stall, self.started = cpu_stall_us(), time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        now = cpu_stall_us()
+        elapsed = time.perf_counter() - self.started
+        self.stall_share = 100 * (now - self.stall) / 1e6 / elapsed if now is not None and self.stall else None
+        self.load = os.getloadavg()[0]
+
+    def __str__(self) -> str:
+        stall = f"{self.stall_share:.0f}%" if self.stall_share is not None else "-"
+        return f"load {self.load:.1f}, CPU stall {stall}"
+
+
+def time_ranks(core: RankingCore, queries: list[tuple[str, str, int]], k: int) -> tuple[float, float]:
+    for c, r, b in queries[:200]:  # warm up
+        core.rank(c, r, b, k)
+    samples = []
+    clock = time.perf_counter_ns
+    for c, r, b in queries:
+        start = clock()
+        core.rank(c, r, b, k)
+        samples.append((clock() - start) / 1000)
+    return percentiles(samples)
+
+
+def bench_core(market: Market, leads: int, updates: int) -> dict[str, object]:
+    n = market.n
     gc.collect()
     tracemalloc.start()
     t0 = time.perf_counter()
     core = RankingCore(explore_share=0.1, seed=2)
-    for profile, scores in data:
+    for profile, scores in market.entries:
         core.upsert(profile, scores)
     core.compact()
     build_s = time.perf_counter() - t0
     current, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    figures: dict[str, object] = {"businesses": n, "build_s": build_s, "memory_bytes_per_business": current / n}
     rng = np.random.default_rng(3)
+    # Updates: a business's scores change (one more exposure, a new estimate): all its entries are replaced.
+    picks = rng.integers(0, n, updates).tolist()
+    changed: list[tuple[Profile, dict[str, Score]]] = []
+    for i in picks:
+        profile = market.entries[i][0]
+        changed.append((profile, market.scores(i, profile, int(market.received[i]) + 1 + len(changed) % 7)))
+    samples = []
+    clock = time.perf_counter_ns
+    with Conditions() as conditions:
+        started = time.perf_counter()
+        for profile, scores in changed:
+            start = clock()
+            core.upsert(profile, scores)
+            samples.append((clock() - start) / 1000)
+        elapsed = time.perf_counter() - started
+    figures["update_p50_us"], figures["update_p99_us"] = percentiles(samples)
+    figures["update_mean_us"] = elapsed / len(changed) * 1e6
+    figures["updates_per_s"] = len(changed) / elapsed
+    figures["update_conditions"] = conditions
     queries = [
         (CATEGORIES[rng.integers(20)], REGIONS[rng.integers(20)], int(rng.integers(1, 20) * 100_000))
         for _ in range(leads)
     ]
-    figures: dict[str, float] = {"businesses": n, "build_s": build_s, "memory_bytes_per_business": current / n}
-    for k in (10, 100):
-        for c, r, b in queries[:200]:  # warm up
-            core.rank(c, r, b, k)
-        samples = []
-        for c, r, b in queries:
-            start = time.perf_counter_ns()
-            core.rank(c, r, b, k)
-            samples.append((time.perf_counter_ns() - start) / 1000)
-        figures[f"top{k}_p50_us"], figures[f"top{k}_p99_us"] = percentiles(samples)
-    # Updates: a business's scores change (a claim, a status, a new estimate): all its entries are replaced.
-    picks = rng.integers(0, n, 20_000)
-    start = time.perf_counter()
-    for i in picks.tolist():
-        profile, scores = data[i]
-        core.upsert(profile, scores)
-    elapsed = time.perf_counter() - start
-    figures["update_us"] = elapsed / len(picks) * 1e6
-    figures["updates_per_s"] = len(picks) / elapsed
-    figures["_queries"] = queries  # type: ignore[assignment]
-    figures["_data"] = data  # type: ignore[assignment]
+    figures["queries"] = queries
+    # Ranking after the updates (the state a serving process is in), with the learned per-lead factor and
+    # without it; exploration on (10 % of places) in both.
+    for label, factor in (("", LEAD_FACTOR), ("plain_", LeadFactor())):
+        core.lead_factor = factor
+        for k in (10, 100):
+            with Conditions() as conditions:
+                figures[f"{label}top{k}_p50_us"], figures[f"{label}top{k}_p99_us"] = time_ranks(core, queries, k)
+            figures[f"{label}top{k}_conditions"] = conditions
     return figures
 
 
-async def bench_postgres(data: list[tuple[Profile, dict]], queries: list[tuple[str, str, int]]) -> dict[str, float]:
+async def bench_postgres(
+    entries: list[tuple[Profile, dict[str, Score]]], queries: list[tuple[str, str, int]], dsn: str, database: str
+) -> dict[str, object]:
     import asyncpg
 
-    admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
-    await admin.execute(f"CREATE DATABASE {PG_DB}")
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{database}"')
     await admin.close()
-    conn = await asyncpg.connect(PG_DSN.rsplit("/", 1)[0] + f"/{PG_DB}")
+    conn = await asyncpg.connect(dsn.rsplit("/", 1)[0] + f"/{database}")
     try:
         await conn.execute(
             "CREATE UNLOGGED TABLE entries (business_id text, category text, region text, score float8,"
@@ -115,7 +189,7 @@ async def bench_postgres(data: list[tuple[Profile, dict]], queries: list[tuple[s
         )
         rows = [
             (p.business_id, c, r, s[c].value, p.min_deal_minor, p.max_deal_minor, True)
-            for p, s in data
+            for p, s in entries
             for c in p.categories
             for r in p.regions
         ]
@@ -126,16 +200,18 @@ async def bench_postgres(data: list[tuple[Profile, dict]], queries: list[tuple[s
             "SELECT business_id, score FROM entries WHERE category = $1 AND region = $2 AND active"
             " AND min_deal <= $3 AND max_deal >= $3 ORDER BY score DESC LIMIT $4"
         )
-        figures: dict[str, float] = {}
+        figures: dict[str, object] = {}
         for k in (10, 100):
             for c, r, b in queries[:200]:
                 await statement.fetch(c, r, b, k)
             samples = []
-            for c, r, b in queries[:2000]:
-                start = time.perf_counter_ns()
-                await statement.fetch(c, r, b, k)
-                samples.append((time.perf_counter_ns() - start) / 1000)
+            with Conditions() as conditions:
+                for c, r, b in queries[:2000]:
+                    start = time.perf_counter_ns()
+                    await statement.fetch(c, r, b, k)
+                    samples.append((time.perf_counter_ns() - start) / 1000)
             figures[f"pg_top{k}_p50_us"], figures[f"pg_top{k}_p99_us"] = percentiles(samples)
+            figures[f"pg_top{k}_conditions"] = conditions
         return figures
     finally:
         await conn.close()
@@ -145,27 +221,38 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--leads", type=int, default=5000)
+    parser.add_argument("--updates", type=int, default=20_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--pg-dsn", default=PG_DSN)
+    parser.add_argument("--pg-database", default=PG_DB)
     args = parser.parse_args(argv)
-    print(
-        f"{'businesses':>10} {'build s':>8} {'B/biz':>7} {'top10 p50/p99 us':>18} {'top100 p50/p99 us':>19} "
-        f"{'update us':>9} {'pg top100 p50/p99 us':>21} {'speed-up p50':>12}"
-    )
     for n in (int(x) for x in args.sizes.split(",")):
-        f = bench_core(n, args.leads)
-        pg: dict[str, float] = {}
+        started = time.perf_counter()
+        market = Market(n)
+        print(f"{n:,} businesses: market generated in {time.perf_counter() - started:.0f} s", flush=True)
+        f = bench_core(market, args.leads, args.updates)
+        pg: dict[str, object] = {}
         if not args.no_postgres:
-            pg = asyncio.run(bench_postgres(f["_data"], f["_queries"]))  # type: ignore[arg-type]
-        pg_cell = f"{pg['pg_top100_p50_us']:>9.0f}/{pg['pg_top100_p99_us']:<9.0f}" if pg else f"{'-':>21}"
-        speedup = f"{pg['pg_top100_p50_us'] / f['top100_p50_us']:>11.1f}x" if pg else f"{'-':>12}"
+            pg = asyncio.run(bench_postgres(market.entries, f["queries"], args.pg_dsn, args.pg_database))  # type: ignore[arg-type]
         print(
-            f"{n:>10} {f['build_s']:>8.1f} {f['memory_bytes_per_business']:>7.0f} "
-            f"{f['top10_p50_us']:>8.1f}/{f['top10_p99_us']:<9.1f} "
-            f"{f['top100_p50_us']:>8.1f}/{f['top100_p99_us']:<10.1f}"
-            f" {f['update_us']:>9.1f} {pg_cell} {speedup}"
+            f"  build {f['build_s']:.1f} s, {f['memory_bytes_per_business']:.0f} bytes per business\n"
+            f"  update p50/p99 {f['update_p50_us']:.1f}/{f['update_p99_us']:.1f} us, mean {f['update_mean_us']:.1f} us,"
+            f" {f['updates_per_s']:,.0f} updates/s ({f['update_conditions']})"
         )
+        for label, name in (("", "with per-lead factor"), ("plain_", "without per-lead factor")):
+            for k in (10, 100):
+                print(
+                    f"  top {k:<3} {name}, exploration on: p50/p99 {f[f'{label}top{k}_p50_us']:.1f}/"
+                    f"{f[f'{label}top{k}_p99_us']:.1f} us ({f[f'{label}top{k}_conditions']})"
+                )
         if pg:
-            print(f"{'':>10} postgres top10 p50/p99 us: {pg['pg_top10_p50_us']:.0f}/{pg['pg_top10_p99_us']:.0f}")
+            for k in (10, 100):
+                p50 = pg[f"pg_top{k}_p50_us"]
+                print(
+                    f"  top {k:<3} PostgreSQL indexed query: p50/p99 {p50:.0f}/{pg[f'pg_top{k}_p99_us']:.0f} us"
+                    f" ({pg[f'pg_top{k}_conditions']}); core with factor {p50 / f[f'top{k}_p50_us']:.1f}x faster"  # type: ignore[operator]
+                    f" at p50"
+                )
         sys.stdout.flush()
     return 0
 

@@ -1,18 +1,21 @@
 """The in-memory ranking core: per (category, region) buckets of businesses kept sorted by score.
 
-Hot path, pure numpy, few calls per lead. Each bucket is a score-sorted main array plus a small unsorted
-delta. An update kills the business's main entries in place (found by binary search on their old score;
-their deal range becomes empty, so every filter drops them) and appends fresh entries to the delta, O(1);
-a delta past `MERGE_AT` entries is merged back, so no update rebuilds the core. Ranking a lead with no
-delta and no per-lead factor is a scan of the sorted main array: the first k entries whose deal range
-holds the budget are the top k. Otherwise the delta and the top of the main array are scored exactly
-(base score x a bounded per-lead factor) until nothing further down could reach the top k. A configured
-share of offer places explores: Thompson draws from the posteriors of a random sample of the bucket take
-the last places, so newcomers get seen and estimates keep learning.
+Hot path, pure numpy, a few dozen numpy calls per lead whatever the bucket's size. A bucket is one table
+of rows (negated score, deal range, slot, posterior row), kept sorted by score with a free place every
+few entries (a gapped array). An update kills the business's entries in place (found by binary search on
+their old score; a dead entry's deal range is empty, so every filter drops it, and its place becomes
+free) and inserts fresh ones at their sorted places, shifting entries only as far as the nearest free
+place; a bucket that runs out of free places nearby is re-spread, so no update rebuilds the core.
+Ranking a lead is a scan of a sorted prefix: without a per-lead factor the first k entries whose deal
+range holds the budget are the top k; with one (bounded), the prefix is extended once to every entry
+that could still reach the k-th exact score. A configured share of offer places explores: Thompson
+draws from the posteriors of a random sample of the bucket take the last places, so newcomers get seen
+and estimates keep learning.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,26 +26,46 @@ from numpy.typing import NDArray
 
 from marketplace.ranking.scoring import Score
 
-CHUNK = 256
-MERGE_AT = 256
 RING_SAMPLE = 1024  # entries sampled for one batch of Thompson draws
 RING_SIZE = 512  # the best draws kept for the next leads' exploration places
 RANDOM_BUFFER = 1 << 16
-# Columns of an entry's posterior: Beta(alpha, beta) of the success probability, what a success is worth,
+# Columns of a posterior row: Beta(alpha, beta) of the success probability, what a success is worth,
 # the sold-leads bonus, the reliability factor, how many exposures the estimate rests on, lead buyer or not.
 ALPHA, BETA, WORTH, BONUS, RELIABILITY, RECEIVED, BUYER = range(7)
 POSTERIOR_COLUMNS = 7
-# A killed main entry's deal range: no budget fits it, so the range filter drops it for free.
+# A dead entry's (or a free place's) deal range: no budget fits it, so the range filter drops it for free.
 DEAD_LO = np.iinfo(np.int64).max
 DEAD_HI = np.iinfo(np.int64).min
 UNSTATED = np.iinfo(np.int64).max - 1  # a budget of 0 means "not stated": every live range holds it
+# Rows of a bucket's table (int64; the score row is read as float64); its posteriors are a float32 table
+# of POSTERIOR_COLUMNS rows alongside, so the entries a lead ranks are read from contiguous memory.
+NEG, LO, HI, SLOT = range(4)
+GAP_EVERY = 8  # a re-spread bucket has one free place after every 8 entries
+GAP_WINDOW = 64  # how far an insertion looks for a free place before the bucket is re-spread
+FIRST_SCAN = 512  # the least prefix a ranking scans in one go
+MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
+_BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for the per-lead factor's bound: scan a hair deeper, never less
+
+
+def _binomial_cdf(n: int, p: float) -> list[float]:
+    """P(X <= j) for j = 0..n, X ~ Binomial(n, p), 0 < p < 1."""
+    pmf = (1.0 - p) ** n
+    ratio = p / (1.0 - p)
+    out, total = [], 0.0
+    for j in range(n + 1):
+        total += pmf
+        out.append(total)
+        pmf *= (n - j) / (j + 1) * ratio
+    return out
 
 
 def _fits(lo: NDArray[np.int64], hi: NDArray[np.int64], budget: int) -> NDArray[np.bool_]:
     """Live entries whose deal range holds the budget (every live one for an unstated budget)."""
     if budget == UNSTATED:
         return lo != DEAD_LO
-    return (lo <= budget) & (hi >= budget)
+    mask = lo <= budget
+    mask &= hi >= budget
+    return mask
 
 
 @dataclass
@@ -56,43 +79,113 @@ class Profile:
     active: bool = True
 
 
-Entry = tuple[int, int, float, int, int, tuple[float, ...]]
+# A bucket's entry before its table is first laid out: negated score, deal range, slot, version, posterior.
+Entry = tuple[float, int, int, int, int, tuple[float, ...]]
 
 
 class _Bucket:
-    """Entries side by side, so a scan reads contiguous memory: slot, score, deal range, posterior."""
+    """One gapped table sorted by score; rows side by side, so a scan reads contiguous memory and an
+    insertion moves every row with one slice assignment."""
 
-    __slots__ = ("delta", "hi", "lo", "post", "ring", "ring_at", "scores", "slots", "versions")
+    __slots__ = ("depth", "hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table")
 
     def __init__(self) -> None:
+        # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
+        self.pending: list[Entry] | None = []
         # Batched Thompson sampling: candidates drawn for exploration ahead of time, handed out in turn.
-        self.ring: tuple[NDArray[Any], ...] | None = None
+        # (slot -> place, slots, deal ranges, draws, base scores, posteriors), best draw first.
+        self.ring: tuple[Any, ...] | None = None
         self.ring_at = 0
-        self.slots = np.empty(0, np.int32)
-        self.versions = np.empty(0, np.int32)
-        self.scores = np.empty(0, np.float64)
-        self.lo = np.empty(0, np.int64)
-        self.hi = np.empty(0, np.int64)
-        self.post = np.empty((0, POSTERIOR_COLUMNS), np.float32)
-        self.delta: list[Entry] = []
+        # How many table places a ranking scanned per entry it wanted, lately: the next scan's first reach.
+        self.depth = 4.0
+        self._use(np.empty((4, 0), np.int64), np.empty((POSTERIOR_COLUMNS, 0), np.float32))
 
-    def delta_arrays(self) -> tuple[NDArray[Any], ...]:
-        slots, versions, scores, lo, hi, post = zip(*self.delta, strict=True)
-        return (
-            np.asarray(slots, np.int32),
-            np.asarray(versions, np.int32),
-            np.asarray(scores, np.float64),
-            np.asarray(lo, np.int64),
-            np.asarray(hi, np.int64),
-            np.asarray(post, np.float32),
-        )
+    def _use(self, table: NDArray[np.int64], post: NDArray[np.float32]) -> None:
+        self.table, self.post = table, post
+        self.neg: NDArray[np.float64] = table[NEG].view(np.float64)  # ascending: -score
+        self.lo, self.hi, self.slot = table[LO], table[HI], table[SLOT]
 
-    def pool(self) -> tuple[NDArray[Any], ...]:
-        """Main and delta together (not sorted)."""
-        main = (self.slots, self.versions, self.scores, self.lo, self.hi, self.post)
-        if not self.delta:
-            return main
-        return tuple(np.concatenate([a, b]) for a, b in zip(main, self.delta_arrays(), strict=True))
+    def lay_out(
+        self,
+        neg: NDArray[np.float64],
+        lo: NDArray[np.int64],
+        hi: NDArray[np.int64],
+        slot: NDArray[np.int64],
+        post: NDArray[np.float32],
+    ) -> None:
+        """A fresh table from live entries sorted by negated score, a free place after every GAP_EVERY."""
+        n = len(neg)
+        cap = n + n // GAP_EVERY + 16
+        table = np.empty((4, cap), np.int64)
+        fneg = table[NEG].view(np.float64)
+        fneg[:] = np.inf
+        table[LO], table[HI], table[SLOT] = DEAD_LO, DEAD_HI, -1
+        posts = np.zeros((POSTERIOR_COLUMNS, cap), np.float32)
+        at = np.arange(n)
+        at += at // GAP_EVERY
+        fneg[at], table[LO, at], table[HI, at], table[SLOT, at], posts[:, at] = neg, lo, hi, slot, post
+        # A free place takes the next entry's score, so the score row stays sorted for binary search.
+        fneg[:] = np.minimum.accumulate(fneg[::-1])[::-1]
+        self._use(table, posts)
+        self.ring = None
+
+    def respread(self) -> None:
+        live = (self.lo != DEAD_LO).nonzero()[0]
+        self.lay_out(self.neg[live], self.lo[live], self.hi[live], self.slot[live], self.post[:, live])
+
+    def insert(self, neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]) -> None:
+        """At its sorted place: into a free place there, or shifting the entries up to the nearest one."""
+        while True:
+            at = self._place(neg)
+            if at >= 0:
+                break
+            self.respread()
+        self.neg[at] = neg
+        self.lo[at], self.hi[at], self.slot[at] = lo, hi, slot
+        self.post[:, at] = posterior
+
+    def _place(self, neg: float) -> int:
+        lo_row = self.lo
+        cap = len(lo_row)
+        p = int(self.neg.searchsorted(neg, "right"))  # every place before p scores at least as high
+        if p < cap and lo_row[p] == DEAD_LO:
+            return p
+        if p and lo_row[p - 1] == DEAD_LO:
+            return p - 1
+        table, post = self.table, self.post
+        if p < cap:
+            free = lo_row[p : p + GAP_WINDOW] == DEAD_LO
+            j = int(free.argmax())
+            if free[j]:
+                table[:, p + 1 : p + j + 1] = table[:, p : p + j]
+                post[:, p + 1 : p + j + 1] = post[:, p : p + j]
+                return p
+        if p:
+            start = max(0, p - GAP_WINDOW)
+            free = lo_row[start:p] == DEAD_LO
+            j = len(free) - 1 - int(free[::-1].argmax())
+            if free[j]:
+                q = start + j
+                table[:, q : p - 1] = table[:, q + 1 : p]
+                post[:, q : p - 1] = post[:, q + 1 : p]
+                return p - 1
+        return -1
+
+    def kill(self, neg: float, slot: int) -> None:
+        """End the live entry of this slot that scores -neg (if there is one), and its exploration draw."""
+        if self.ring is not None:
+            drawn = self.ring[0].get(slot)
+            if drawn is not None:
+                self.ring[2][drawn] = DEAD_LO  # its draw rests on what it was: no longer eligible to explore
+        p = int(self.neg.searchsorted(neg))
+        slots, lo_row = self.slot, self.lo
+        if not (p < len(slots) and slots[p] == slot and lo_row[p] != DEAD_LO):
+            end = int(self.neg.searchsorted(neg, "right"))
+            hits = ((slots[p:end] == slot) & (lo_row[p:end] != DEAD_LO)).nonzero()[0]
+            if not len(hits):
+                return
+            p += int(hits[0])
+        lo_row[p], self.hi[p] = DEAD_LO, DEAD_HI
 
 
 class Ranking:
@@ -103,7 +196,7 @@ class Ranking:
     def __init__(
         self,
         names: list[str],
-        slots: NDArray[np.int32],
+        slots: NDArray[np.integer[Any]],
         scores: NDArray[np.float64],
         base: NDArray[np.float64],
         explored: NDArray[np.bool_],
@@ -162,14 +255,33 @@ class LeadFactor:
     def upper(self) -> float:
         return math.exp(self.BOUND) if self.active else 1.0
 
+    def _x_budget(self, category: str, budget: int) -> float:
+        return math.log(budget) - self.mean_log_budget.get(category, math.log(budget))
+
+    def maker_upper(self, category: str, budget: int) -> float:
+        """The largest factor a deal maker can get for this lead: the fit term lies in [0, 1] for every range
+        that holds the budget. Computed with apply's operations, so no rounding makes a factor exceed it."""
+        z = self.w_budget * self._x_budget(category, budget) + self.w_fit * (1.0 if self.w_fit > 0 else 0.0)
+        return math.exp(min(max(z, -self.BOUND), self.BOUND))
+
     def apply(
         self, category: str, budget: int, buyer: NDArray[np.bool_], lo: NDArray[np.int64], hi: NDArray[np.int64]
     ) -> NDArray[np.float64]:
-        x_budget = math.log(budget) - self.mean_log_budget.get(category, math.log(budget))
-        span = np.maximum(hi - lo, 1)
-        fit = 1.0 - np.abs((budget - lo) / span - 0.5) * 2.0  # 1 in the middle of the range, 0 at its edges
-        z = np.clip(self.w_budget * x_budget + self.w_fit * fit, -self.BOUND, self.BOUND)
-        return np.where(buyer, 1.0, np.exp(z))
+        # In place, operation for operation: 1 - |(budget - lo) / span - 0.5| * 2, clipped w . x, exp.
+        span = hi - lo
+        np.maximum(span, 1, out=span)
+        fit = (budget - lo) / span
+        fit -= 0.5
+        np.abs(fit, out=fit)
+        fit *= 2.0
+        np.subtract(1.0, fit, out=fit)  # 1 in the middle of the range, 0 at its edges
+        fit *= self.w_fit
+        fit += self.w_budget * self._x_budget(category, budget)
+        np.maximum(fit, -self.BOUND, out=fit)
+        np.minimum(fit, self.BOUND, out=fit)
+        np.exp(fit, out=fit)
+        fit[buyer] = 1.0
+        return fit
 
 
 class RankingCore:
@@ -190,6 +302,8 @@ class RankingCore:
         self._uniform = self.rng.random(RANDOM_BUFFER)
         self._normal = self.rng.standard_normal(RANDOM_BUFFER)
         self._u_at = self._n_at = 0
+        self._scalars: list[float] = []
+        self._cdf: dict[tuple[int, float], list[float]] = {}
 
     # --- updates ---------------------------------------------------------------------------------
 
@@ -212,7 +326,7 @@ class RankingCore:
             setattr(self, name, grown)
 
     def upsert(self, profile: Profile, scores: dict[str, Score]) -> None:
-        """A new business, a changed profile or new scores: its old entries die, fresh ones are appended."""
+        """A new business, a changed profile or new scores: its old entries die, fresh ones take their places."""
         slot = self._slot.get(profile.business_id)
         if slot is None:
             slot = len(self._ids)
@@ -227,44 +341,41 @@ class RankingCore:
         version = int(self._version[slot])
         lo, hi = profile.min_deal_minor, profile.max_deal_minor
         buyer = 1.0 if profile.mode == "lead_buyer" else 0.0
+        buckets = self._buckets
         for category in profile.categories:
             parts = scores.get(category)
             if parts is None:
                 continue
             received = float(parts.factors.get("history_exposures", 0)) if parts.factors else 0.0
             posterior = (parts.alpha, parts.beta, parts.worth, parts.bonus, parts.reliability, received, buyer)
+            neg = -parts.value
             for region in profile.regions:
-                bucket = self._buckets.get((category, region))
+                bucket = buckets.get((category, region))
                 if bucket is None:
-                    bucket = self._buckets[(category, region)] = _Bucket()
-                bucket.delta.append((slot, version, parts.value, lo, hi, posterior))
-                if len(bucket.delta) >= MERGE_AT:
-                    self._merge(bucket)
+                    bucket = buckets[(category, region)] = _Bucket()
+                if bucket.pending is not None:
+                    bucket.pending.append((neg, lo, hi, slot, version, posterior))
+                else:
+                    bucket.insert(neg, lo, hi, slot, posterior)
 
     def _kill(self, slot: int) -> None:
-        """End a business's current entries: delta entries by the version bump, main entries in place (found
-        by their score with a binary search), so a scan of the main array needs no lookup per entry."""
+        """End a business's current entries in place (found by their score with a binary search), so a scan
+        needs no lookup per entry; entries still pending die by the version bump."""
         self._version[slot] += 1
         stored = self._stored[slot]
         if stored is None or not stored[0].active:
             return
         profile, scores = stored
+        buckets = self._buckets
         for category in profile.categories:
             parts = scores.get(category)
             if parts is None:
                 continue
+            neg = -parts.value
             for region in profile.regions:
-                bucket = self._buckets.get((category, region))
-                if bucket is None or not len(bucket.scores):
-                    continue
-                ascending = bucket.scores[::-1]
-                n = len(ascending)
-                left = int(np.searchsorted(ascending, parts.value, "left"))
-                right = int(np.searchsorted(ascending, parts.value, "right"))
-                for position in range(n - right, n - left):
-                    if bucket.slots[position] == slot:
-                        bucket.lo[position], bucket.hi[position] = DEAD_LO, DEAD_HI
-                        break
+                bucket = buckets.get((category, region))
+                if bucket is not None and bucket.pending is None:
+                    bucket.kill(neg, slot)
 
     def set_active(self, business_id: str, active: bool) -> None:
         """Blocked, suspended or at its cap: out of every bucket; back in play with the scores it had."""
@@ -291,18 +402,32 @@ class RankingCore:
             self._kill(slot)
             self._stored[slot] = None
 
-    def _merge(self, bucket: _Bucket) -> None:
-        slots, versions, scores, lo, hi, post = bucket.pool()
-        order = np.argsort(-scores, kind="stable")
-        order = order[versions[order] == self._version[slots[order]]]  # only live entries stay
-        bucket.slots, bucket.versions, bucket.scores = slots[order], versions[order], scores[order]
-        bucket.lo, bucket.hi, bucket.post = lo[order], hi[order], post[order]
-        bucket.delta = []
-        bucket.ring = None
+    def _lay_out_pending(self, bucket: _Bucket) -> None:
+        pending, bucket.pending = bucket.pending, None
+        if not pending:
+            none = np.empty(0, np.int64)
+            bucket.lay_out(np.empty(0), none, none, none, np.empty((POSTERIOR_COLUMNS, 0), np.float32))
+            return
+        neg, lo, hi, slot, version, posterior = zip(*pending, strict=True)
+        slots = np.array(slot, np.int64)
+        live = (np.array(version, np.int32) == self._version[slots]).nonzero()[0]
+        negs = np.array(neg, np.float64)
+        order = live[np.argsort(negs[live], kind="stable")]
+        bucket.lay_out(
+            negs[order],
+            np.array(lo, np.int64)[order],
+            np.array(hi, np.int64)[order],
+            slots[order],
+            np.array(posterior, np.float32)[order].T,
+        )
 
     def compact(self) -> None:
+        """Lay out pending buckets and re-spread the others (dead entries out, free places evenly again)."""
         for bucket in self._buckets.values():
-            self._merge(bucket)
+            if bucket.pending is not None:
+                self._lay_out_pending(bucket)
+            else:
+                bucket.respread()
 
     # --- ranking ---------------------------------------------------------------------------------
 
@@ -318,11 +443,13 @@ class RankingCore:
         bucket = self._buckets.get((category, region))
         if bucket is None or k <= 0:
             return self._none()
+        if bucket.pending is not None:
+            self._lay_out_pending(bucket)
         excluded = [self._slot[b] for b in exclude if b in self._slot]
         if excluded:
             self._mark[excluded] = True
         try:
-            return self._rank(bucket, category, budget_minor or UNSTATED, k, bool(excluded), explore)
+            return self._rank(bucket, category, budget_minor or UNSTATED, k, len(excluded), explore)
         finally:
             if excluded:
                 self._mark[excluded] = False
@@ -331,114 +458,115 @@ class RankingCore:
         empty_f = np.empty(0)
         return Ranking(
             self._ids,
-            np.empty(0, np.int32),
+            np.empty(0, np.int64),
             empty_f,
             empty_f,
             np.zeros(0, np.bool_),
             np.empty((0, POSTERIOR_COLUMNS), np.float32),
         )
 
-    def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: bool, explore: bool | None) -> Ranking:
+    def _eligible(self, bucket: _Bucket, budget: int, start: int, end: int, marked: int) -> NDArray[np.intp]:
+        """Places in [start, end) whose entry is live, holds the budget and is not excluded, in score order."""
+        at = _fits(bucket.lo[start:end], bucket.hi[start:end], budget).nonzero()[0]
+        if start:
+            at += start
+        if marked:
+            at = at[~self._mark[bucket.slot[at]]]
+        return at
+
+    def _prefix(self, bucket: _Bucket, budget: int, k: int, marked: int) -> NDArray[np.intp]:
+        """The first k eligible places (fewer if the bucket has fewer). The first reach is sized from the
+        bucket's recent scans, so one pass usually suffices."""
+        cap = len(bucket.lo)
+        end = min(cap, max(FIRST_SCAN, int(bucket.depth * (k + marked) * 2.0)))
+        at = self._eligible(bucket, budget, 0, end, marked)
+        if len(at) < k and end < cap:
+            found = [at]
+            count = len(at)
+            while count < k and end < cap:
+                start, end = end, min(cap, end * 2)
+                more = self._eligible(bucket, budget, start, end, marked)
+                found.append(more)
+                count += len(more)
+            at = np.concatenate(found)
+        if len(at) >= k:
+            # Learn the reach that k eligible entries took, per entry wanted, for the next lead.
+            bucket.depth = 0.75 * bucket.depth + 0.25 * (int(at[k - 1]) + 1) / (k + marked)
+            return at[:k]
+        return at
+
+    def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
         factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
-        if factor is None and not bucket.delta:
-            slots, scores, base, post = self._scan_sorted(bucket, budget, k, marked)
+        at = self._prefix(bucket, budget, k, marked)
+        if factor is not None:
+            at, base, scores = self._exact_top(bucket, factor, category, budget, k, marked, at)
+            rows = bucket.table[:, at]
         else:
-            slots, scores, base, post = self._scan_exact(bucket, category, budget, k, marked, factor)
-        if explore is None:
-            places = self._places(len(slots))
+            rows = bucket.table[:, at]  # one gather for every row of the entries found
+            base = -rows[NEG].view(np.float64)
+            scores = base
+        slots = rows[SLOT]
+        post = bucket.post[:, at].T
+        n = len(slots)
+        places = self._places(n) if explore is None else (max(1, n // 3) if explore and n else 0)
+        if places:
+            return self._explore(bucket, budget, slots, scores, base, post, places)
+        return Ranking(self._ids, slots, scores, base, np.zeros(n, np.bool_), post)
+
+    def _exact_top(
+        self,
+        bucket: _Bucket,
+        factor: LeadFactor,
+        category: str,
+        budget: int,
+        k: int,
+        marked: int,
+        at: NDArray[np.intp],
+    ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+        """The top k by exact score (base x per-lead factor), given the first k eligible places by base score:
+        their k-th exact score bounds how far down anything else could still reach the top k. Lead buyers
+        (factor 1) reach it only with a base score at least as high; deal makers with one at least as high
+        over the factor's bound for this lead. Places, base and exact scores, best first."""
+        base = -bucket.neg[at]
+        scores = base * self._factor(bucket, factor, category, budget, at)
+        if len(at) == k:
+            kth = float(scores.min())
+            neg = bucket.neg
+            buyers_reach = int(neg.searchsorted(-kth, "right"))
+            upper = factor.maker_upper(category, budget) * _BOUND_MARGIN
+            makers_reach = int(neg.searchsorted(-kth / upper, "right"))
+            start = int(at[-1]) + 1
+            end = max(buyers_reach, makers_reach)
+            if end > start:
+                ok = _fits(bucket.lo[start:end], bucket.hi[start:end], budget)
+                if makers_reach < end:  # past it only lead buyers
+                    cut = max(makers_reach, start)
+                    ok[cut - start :] &= bucket.post[BUYER, cut:end] > 0.5
+                if buyers_reach < end:  # past it only deal makers
+                    cut = max(buyers_reach, start)
+                    ok[cut - start :] &= bucket.post[BUYER, cut:end] < 0.5
+                more = ok.nonzero()[0]
+                more += start
+                if marked:
+                    more = more[~self._mark[bucket.slot[more]]]
+                if len(more):
+                    more_base = -bucket.neg[more]
+                    at = np.concatenate((at, more))
+                    base = np.concatenate((base, more_base))
+                    scores = np.concatenate((scores, more_base * self._factor(bucket, factor, category, budget, more)))
+        if len(scores) > k:
+            top = np.argpartition(-scores, k - 1)[:k]
+            order = top[np.argsort(-scores[top], kind="stable")]
         else:
-            places = max(1, len(slots) // 3) if explore and len(slots) else 0
-        explored = np.zeros(len(slots), np.bool_)
-        if places and len(bucket.slots):
-            slots, scores, base, post, explored = self._explore(bucket, budget, slots, scores, base, post, places)
-        return Ranking(self._ids, slots, scores, base, explored, post)
+            order = np.argsort(-scores, kind="stable")
+        return at[order], base[order], scores[order]
 
-    def _scan_sorted(
-        self, bucket: _Bucket, budget: int, k: int, marked: bool
-    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
-        """Main array only, no per-lead factor: the first k eligible entries in score order are the top k."""
-        n = len(bucket.slots)
-        found: list[NDArray[np.int64]] = []
-        count = start = 0
-        while start < n and count < k:
-            end = min(n, start + max(CHUNK, 2 * k))
-            eligible = _fits(bucket.lo[start:end], bucket.hi[start:end], budget)
-            if marked:
-                eligible &= ~self._mark[bucket.slots[start:end]]
-            at = np.flatnonzero(eligible)
-            if len(at):
-                found.append(at + start if start else at)
-                count += len(at)
-            start = end
-        positions = (found[0] if len(found) == 1 else np.concatenate(found))[:k] if found else np.empty(0, np.int64)
-        scores = bucket.scores[positions]
-        return bucket.slots[positions], scores, scores, bucket.post[positions]
-
-    def _scan_exact(
-        self, bucket: _Bucket, category: str, budget: int, k: int, marked: bool, factor: LeadFactor | None
-    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
-        """The delta and the top of the main array scored exactly, until nothing further down can reach
-        the top k (main entries are sorted by base score and the per-lead factor is bounded)."""
-        upper = factor.upper if factor is not None else 1.0
-        version = self._version
-        parts: list[tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]] = []
-        count = 0
-        kth = -math.inf
-
-        def take(
-            in_delta: bool,
-            slots: NDArray[Any],
-            versions: NDArray[Any],
-            scores: NDArray[Any],
-            lo: NDArray[Any],
-            hi: NDArray[Any],
-            post: NDArray[Any],
-        ) -> None:
-            nonlocal count, kth
-            mask = _fits(lo, hi, budget)
-            if in_delta:
-                mask &= versions == version[slots]
-            if marked:
-                mask &= ~self._mark[slots]
-            if not mask.any():
-                return
-            base = scores[mask]
-            exact = base
-            if factor is not None:
-                exact = base * factor.apply(category, budget, post[mask][:, BUYER] > 0.5, lo[mask], hi[mask])
-            parts.append((slots[mask], exact, base, post[mask]))
-            count += len(base)
-            if count >= k:
-                everything = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else exact
-                kth = float(np.partition(everything, len(everything) - k)[len(everything) - k])
-
-        if bucket.delta:
-            take(True, *bucket.delta_arrays())
-        n, start = len(bucket.slots), 0
-        while start < n:
-            if count >= k and bucket.scores[start] * upper < kth:
-                break
-            end = min(n, start + CHUNK)
-            take(
-                False,
-                bucket.slots[start:end],
-                bucket.versions[start:end],
-                bucket.scores[start:end],
-                bucket.lo[start:end],
-                bucket.hi[start:end],
-                bucket.post[start:end],
-            )
-            start = end
-        if not parts:
-            return np.empty(0, np.int32), np.empty(0), np.empty(0), np.empty((0, POSTERIOR_COLUMNS), np.float32)
-        slots, exact, base, post = (np.concatenate(c) if len(parts) > 1 else c[0] for c in zip(*parts, strict=True))
-        # An update kills the old entries, so at most one entry per business and bucket is alive.
-        if len(exact) > k:
-            top = np.argpartition(-exact, k - 1)[:k]
-            top = top[np.argsort(-exact[top], kind="stable")]
-        else:
-            top = np.argsort(-exact, kind="stable")
-        return slots[top], exact[top], base[top], post[top]
+    def _factor(
+        self, bucket: _Bucket, factor: LeadFactor, category: str, budget: int, at: NDArray[np.intp]
+    ) -> NDArray[np.float64]:
+        """The per-lead factor of these places (lead buyers' is 1)."""
+        lo, hi = bucket.table[LO : HI + 1, at]
+        return factor.apply(category, budget, bucket.post[BUYER, at] > 0.5, lo, hi)
 
     def _take_uniform(self, n: int) -> NDArray[np.float64]:
         if self._u_at + n > RANDOM_BUFFER:
@@ -455,17 +583,30 @@ class RankingCore:
         return out
 
     def _places(self, k: int) -> int:
-        """Each place explores with probability explore_share: that share of offers explores."""
-        if not self.explore_share or not k:
+        """Each place explores with probability explore_share: that share of offers explores. The count is
+        drawn from its binomial law with one uniform number (inverse CDF, cached per k)."""
+        share = self.explore_share
+        if share <= 0 or not k:
             return 0
-        return int(np.count_nonzero(self._take_uniform(k) < self.explore_share))
+        if share >= 1:
+            return k
+        cdf = self._cdf.get((k, share))
+        if cdf is None:
+            if k > 1024:
+                return int(np.count_nonzero(self._take_uniform(k) < share))
+            cdf = self._cdf[(k, share)] = _binomial_cdf(k, share)
+        if not self._scalars:
+            self._scalars = self.rng.random(4096).tolist()
+        return min(k, bisect.bisect_right(cdf, self._scalars.pop()))
 
-    def _draw_ring(self, bucket: _Bucket) -> tuple[NDArray[Any], ...]:
-        """Thompson draws for a random sample of the bucket, best first: the next leads' exploration places.
-        Drawing a batch at a time keeps the per-lead cost to a slice (batched Thompson sampling)."""
-        n = len(bucket.slots)
-        at = (self._take_uniform(min(n, RING_SAMPLE)) * n).astype(np.int64)
-        p = bucket.post[at]
+    def _draw_ring(self, bucket: _Bucket) -> tuple[Any, ...]:
+        """Thompson draws for a random sample of the bucket (distinct places, live entries), best first: the
+        next leads' exploration places. Drawing a batch at a time keeps the per-lead cost to a slice
+        (batched Thompson sampling). A drawn business that changes is struck out of the ring (`_Bucket.kill`)."""
+        cap = len(bucket.lo)
+        at = np.unique((self._take_uniform(min(cap, RING_SAMPLE)) * cap).astype(np.int64))
+        at = at[bucket.lo[at] != DEAD_LO]
+        p = bucket.post[:, at].T
         a, b = p[:, ALPHA].astype(np.float64), p[:, BETA].astype(np.float64)
         total = a + b
         mean = a / total
@@ -476,13 +617,14 @@ class RankingCore:
         draws = p[:, RELIABILITY] * (chance * p[:, WORTH] + p[:, BONUS])
         order = np.argsort(-draws)[:RING_SIZE]
         at = at[order]
+        slots = bucket.slot[at]
         return (
-            bucket.slots[at],
-            bucket.versions[at],
-            draws[order],
-            bucket.scores[at],
+            {s: i for i, s in enumerate(slots.tolist())},
+            slots,
             bucket.lo[at],
             bucket.hi[at],
+            draws[order],
+            -bucket.neg[at],
             p[order],
         )
 
@@ -495,45 +637,39 @@ class RankingCore:
         base: NDArray[Any],
         post: NDArray[Any],
         places: int,
-    ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any], NDArray[np.bool_]]:
+    ) -> Ranking:
         """The last `places` places go to the next eligible candidates of the bucket's Thompson ring, so
         businesses with wide posteriors (newcomers) get seen and the estimates keep learning."""
-        if bucket.ring is None or bucket.ring_at >= len(bucket.ring[0]):
-            bucket.ring, bucket.ring_at = self._draw_ring(bucket), 0
-        r_slots, r_versions, r_draws, r_base, r_lo, r_hi, r_post = bucket.ring
+        ring = bucket.ring
+        if ring is None or bucket.ring_at >= len(ring[1]):
+            ring = bucket.ring = self._draw_ring(bucket)
+            bucket.ring_at = 0
+        _, r_slots, r_lo, r_hi, r_draws, r_base, r_post = ring
         window = slice(bucket.ring_at, bucket.ring_at + 2 * places + 2)
         bucket.ring_at = window.stop
-        mark = self._mark  # holds the excluded slots; the chosen ones join them for this test
-        mark[slots] = True
         candidates = r_slots[window]
-        ok = (
-            _fits(r_lo[window], r_hi[window], budget)
-            & ~mark[candidates]
-            & (r_versions[window] == self._version[candidates])
-        )
+        ok = _fits(r_lo[window], r_hi[window], budget)
+        mark = self._mark  # holds the excluded slots; the ranked ones join them for this test
+        mark[slots] = True
+        np.greater(ok, mark[candidates], out=ok)  # ok and not marked
         mark[slots] = False
-        picked: list[int] = []
-        seen: set[int] = set()
-        for i in np.flatnonzero(ok).tolist():  # a business drawn twice takes one place
-            slot = int(candidates[i])
-            if slot not in seen:
-                seen.add(slot)
-                picked.append(window.start + i)
-                if len(picked) == places:
-                    break
-        if not picked:
-            return slots, scores, base, post, np.zeros(len(slots), np.bool_)
-        take = np.asarray(picked, np.int64)
-        keep = max(0, len(slots) - len(take))
-        explored = np.zeros(keep + len(take), np.bool_)
-        explored[keep:] = True
-        return (
-            np.concatenate([slots[:keep], r_slots[take]]),
-            np.concatenate([scores[:keep], r_draws[take]]),
-            np.concatenate([base[:keep], r_base[take]]),
-            np.concatenate([post[:keep], r_post[take]]),
-            explored,
-        )
+        # The ring's places are distinct and a business has one live entry per bucket: no repeats.
+        take = ok.nonzero()[0][:places]
+        n = len(slots)
+        explored = np.zeros(n, np.bool_)
+        if len(take):
+            keep = n - len(take)
+            if scores is base:
+                scores = base.copy()
+            take += window.start
+            slots[keep:], scores[keep:], base[keep:], post[keep:] = (
+                r_slots[take],
+                r_draws[take],
+                r_base[take],
+                r_post[take],
+            )
+            explored[keep:] = True
+        return Ranking(self._ids, slots, scores, base, explored, post)
 
     # --- introspection ---------------------------------------------------------------------------
 
@@ -541,10 +677,11 @@ class RankingCore:
         """Every bucket's live entries sorted by score (an incrementally updated core must equal a fresh one)."""
         out: dict[tuple[str, str], list[tuple[str, float]]] = {}
         for key, bucket in self._buckets.items():
-            slots, versions, scores, lo, _, _ = bucket.pool()
-            live = (versions == self._version[slots]) & (lo != DEAD_LO)
+            if bucket.pending is not None:
+                self._lay_out_pending(bucket)
+            live = bucket.lo != DEAD_LO
             entries = sorted(
-                ((self._ids[int(s)], float(v)) for s, v in zip(slots[live], scores[live], strict=True)),
+                ((self._ids[int(s)], -float(v)) for s, v in zip(bucket.slot[live], bucket.neg[live], strict=True)),
                 key=lambda e: (-e[1], e[0]),
             )
             if entries:
@@ -554,11 +691,7 @@ class RankingCore:
     def memory_bytes(self) -> int:
         """Bytes held by the arrays (the id map and list come on top: about 150 bytes per business)."""
         arrays = self._version.nbytes + self._mark.nbytes + self._uniform.nbytes + self._normal.nbytes
-        buckets = sum(
-            b.slots.nbytes + b.versions.nbytes + b.scores.nbytes + b.lo.nbytes + b.hi.nbytes + b.post.nbytes
-            for b in self._buckets.values()
-        )
-        return arrays + buckets
+        return arrays + sum(b.table.nbytes + b.post.nbytes for b in self._buckets.values())
 
 
 def build(profiles: Sequence[tuple[Profile, dict[str, Score]]], **options: Any) -> RankingCore:

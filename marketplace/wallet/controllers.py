@@ -27,6 +27,7 @@ from marketplace.wallet import queries, schemas, services, store
 from marketplace.wallet.invoice_pdf import render_invoice_pdf
 
 CSV_PAGE = 1000
+SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 
 
 def _cursor(raw: str | None) -> int | None:
@@ -203,6 +204,8 @@ class WalletController(Controller):
         limit: FromQuery[int] = 50,
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Settlement]:
+        if status is not None and status not in SETTLEMENT_STATUSES:
+            raise InvalidInput.field("status", f"one of {', '.join(SETTLEMENT_STATUSES)}")
         async with state.uow() as uow:
             items, next_cursor = await queries.settlements_for(
                 uow.session, current_principal(request), status, check_limit(limit), cursor
@@ -211,21 +214,41 @@ class WalletController(Controller):
 
     @post("/settlements/{settlement_id:str}/confirm", opt=access(Access.OPERATOR), status_code=200)
     async def confirm(
-        self, state: State, request: Request[Any, Any, Any], settlement_id: FromPath[str]
-    ) -> schemas.Settlement:
-        """A bank transfer was received (a charge) or paid out (a withdrawal): the ledger moves it."""
-        async with state.uow() as uow:
-            settlement = await services.confirm_settlement(uow.session, settlement_id, current_principal(request).actor)
-            return queries.settlement_out(settlement)
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        settlement_id: FromPath[str],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """A bank transfer was received (a charge) or paid out (a withdrawal): the ledger moves it. Money moves,
+        so an `Idempotency-Key` replays the first answer."""
+        operator = current_principal(request)
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            settlement = await services.confirm_settlement(uow.session, settlement_id, operator.actor)
+            return 200, queries.settlement_out(settlement)
+
+        fingerprint = request_hash("POST", request.url.path, None)
+        return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
 
     @post("/settlements/{settlement_id:str}/fail", opt=access(Access.OPERATOR), status_code=200)
     async def fail(
-        self, state: State, request: Request[Any, Any, Any], settlement_id: FromPath[str]
-    ) -> schemas.Settlement:
-        """The transfer did not happen: a charge's debt stays open, a payout goes back to the wallet."""
-        async with state.uow() as uow:
-            settlement = await services.fail_settlement(uow.session, settlement_id, current_principal(request).actor)
-            return queries.settlement_out(settlement)
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        settlement_id: FromPath[str],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """The transfer did not happen: a charge's debt stays open, a payout goes back to the wallet (money moves,
+        so an `Idempotency-Key` replays the first answer instead of a 409 for a failure already recorded)."""
+        operator = current_principal(request)
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            settlement = await services.fail_settlement(uow.session, settlement_id, operator.actor)
+            return 200, queries.settlement_out(settlement)
+
+        fingerprint = request_hash("POST", request.url.path, None)
+        return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
 
     @get("/commission-plans", opt=access(Access.OPERATOR))
     async def plans(self, state: State) -> list[schemas.Plan]:

@@ -211,3 +211,24 @@ async def test_refusals_carry_the_standard_headers(app, client):
     wrong_method = await client.delete("/v1/leads")
     assert_problem(wrong_method, 405)
     assert "POST" in wrong_method.headers["Allow"]
+
+
+async def test_a_retried_settlement_confirmation_answers_as_the_first_and_moves_money_once(app, client, db):
+    operator = await operator_token(app)
+    _, buyer, exposure_id = await claimed_exposure(app, client, "lead_buyer")  # an empty wallet: a bank transfer
+    (charge,) = (await client.get("/v1/settlements?status=pending", headers=auth(buyer))).json()["items"]
+    assert charge["reference"] == exposure_id and charge["direction"] == "charge"
+    path = f"/v1/settlements/{charge['id']}/confirm"
+    keyed = {**auth(operator), "Idempotency-Key": "bank-statement-17"}
+    first = await client.post(path, headers=keyed)
+    again = await client.post(path, headers=keyed)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.json() == first.json() and first.json()["status"] == "confirmed"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    # The key belongs to that confirmation: on another call it is a 422, and nothing moves.
+    reused = await client.post(f"/v1/settlements/{charge['id']}/fail", headers=keyed)
+    assert_problem(reused, 422, "Idempotency-Key")
+    assert_problem(await client.post(f"/v1/settlements/{charge['id']}/fail", headers=auth(operator)), 409)
+    wallet = (await client.get("/v1/wallet", headers=auth(buyer))).json()
+    assert wallet["owed"] == money(0)
+    assert_problem(await client.get("/v1/settlements?status=done", headers=auth(buyer)), 422, "status")

@@ -101,6 +101,15 @@ async def train_fraud_model() -> None:
         rt.ranking_sync.changed(*found.reliability_changed)
 
 
+async def collect_debts() -> None:
+    """Open debts are paid from wallet money that arrived since, and failed charges are tried again on their
+    schedule (one attempt per debt at a time, each with its own idempotency key)."""
+    from marketplace.wallet.services import collect_open_debts
+
+    rt = await runtime.current()
+    await collect_open_debts(rt.uow)
+
+
 def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:
     declare = dramatiq.actor(actor_name=fn.__name__, queue_name=queue, max_retries=retries)
     return declare(fn)
@@ -117,7 +126,9 @@ ALL = [
     _actor(send_quiet_surveys, "fraud", 3),
     _actor(deliver_notifications, "notifications", 3),
     _actor(train_fraud_model, "maintenance", 1),
+    _actor(collect_debts, "maintenance", 3),
 ]
 PERIODIC = ["expire_lapsed", "mark_stale", "resend_first_waves", "fraud_scan", "send_quiet_surveys",
             "deliver_notifications"]
+PERIODIC.append("collect_debts")
 DAILY = ["train_ranking_model", "train_fraud_model"]

@@ -25,9 +25,11 @@ from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import queries, schemas, services, store
 from marketplace.wallet.invoice_pdf import render_invoice_pdf
+from marketplace.wallet.ledger import TransferKind
 
 CSV_PAGE = 1000
 SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
+KINDS = frozenset(k.value for k in TransferKind)
 
 
 def _cursor(raw: str | None) -> int | None:
@@ -64,6 +66,10 @@ class WalletController(Controller):
         business_id = current_principal(request).id
         if format not in ("json", "csv"):
             raise InvalidInput.field("format", "json or csv")
+        if kind is not None and kind not in KINDS:
+            raise InvalidInput.field("kind", f"one of {', '.join(sorted(KINDS))}")
+        if since is not None and until is not None and since > until:
+            raise InvalidInput.field("until", "must not be before since")
         async with state.uow() as uow:
             if format == "json":
                 items, next_cursor = await queries.entries_of(
@@ -133,7 +139,8 @@ class WalletController(Controller):
         data: JSONBody[schemas.WithdrawalRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        """Pay out part of the available balance (lead buyers only; credit is never paid out)."""
+        """Pay out part of the available balance (lead buyers only; credit is never paid out). Open debts are paid
+        from the wallet first; asking for more than is left after them is a 409 naming the debts."""
         principal = current_principal(request)
         ledger_key = idempotency_key or new_id("wd")
 

@@ -28,6 +28,11 @@ charge received:      Dr provider_clearing / Cr receivable; only now is the debt
 provider settlement:  clearing ↔ bank, when the operator confirms the money arrived or left.
 refund to credit:     Dr revenue, Dr vat_payable / Cr receivable (unpaid part) + Cr credit (the rest).
 lead earnings, bonus: Dr acquisition_costs / Cr the seller's credit or available, or a payable.
+earnings reversal:    a sold lead's buyer returned it, so the seller's earnings for that exposure come back:
+    Dr the account they were paid into, Dr the other wallet account, Dr receivable (what the wallet no longer
+    holds becomes an open debt) / Cr acquisition_costs.
+debt offset:          money that arrived in a wallet pays what the business owes (credit, then available):
+    Dr credit, Dr available / Cr receivable.
 withdrawal, payout:   Dr available or a payable / Cr provider_clearing (the provider pays it out).
 """
 
@@ -62,6 +67,8 @@ __all__ = [
     "WithdrawalNotAllowed",
     "build_charge_received",
     "build_deal_commission",
+    "build_debt_offset",
+    "build_earnings_reversal",
     "build_exposure_purchase",
     "build_lead_earnings",
     "build_lead_refund",
@@ -214,6 +221,8 @@ class TransferKind(StrEnum):
     PAYABLE_PAYOUT = "payable_payout"
     PROVIDER_SETTLEMENT = "provider_settlement"
     REVERSAL = "reversal"
+    EARNINGS_REVERSAL = "earnings_reversal"
+    DEBT_OFFSET = "debt_offset"
 
 
 class SettlementDirection(StrEnum):
@@ -413,6 +422,45 @@ def build_lead_earnings(
         [
             Posting(marketplace_account(AccountKind.ACQUISITION_COSTS), amount),
             Posting(business_account(business_id, earnings_account_kind(mode)), -amount),
+        ],
+        memo,
+    )
+
+
+def build_earnings_reversal(
+    idempotency_key: str, business_id: str, taken: OffsetPlan, *, memo: str = ""
+) -> Transfer:
+    """A seller's earnings for a lead its buyer returned, taken back: from the wallet as planned (taken.from_credit,
+    taken.from_available), and what the wallet no longer holds (taken.to_charge) owed as a receivable."""
+    _positive(taken.total, "taken.total")
+    return _transfer(
+        idempotency_key,
+        TransferKind.EARNINGS_REVERSAL,
+        [
+            Posting(business_account(business_id, AccountKind.CREDIT), taken.from_credit),
+            Posting(business_account(business_id, AccountKind.AVAILABLE), taken.from_available),
+            Posting(business_account(business_id, AccountKind.RECEIVABLE), taken.to_charge),
+            Posting(marketplace_account(AccountKind.ACQUISITION_COSTS), -taken.total),
+        ],
+        memo,
+    )
+
+
+def build_debt_offset(idempotency_key: str, business_id: str, paid: OffsetPlan, *, memo: str = "") -> Transfer:
+    """An open debt paid from the wallet: paid.from_credit and paid.from_available settle that much receivable.
+
+    paid.to_charge must be zero: what the wallet cannot pay stays owed, and is no movement.
+    """
+    _positive(paid.from_wallet, "paid.from_wallet")
+    if not paid.to_charge.is_zero:
+        raise ValueError(f"a debt offset moves wallet money only; {paid.to_charge} would stay owed")
+    return _transfer(
+        idempotency_key,
+        TransferKind.DEBT_OFFSET,
+        [
+            Posting(business_account(business_id, AccountKind.CREDIT), paid.from_credit),
+            Posting(business_account(business_id, AccountKind.AVAILABLE), paid.from_available),
+            Posting(business_account(business_id, AccountKind.RECEIVABLE), -paid.from_wallet),
         ],
         memo,
     )

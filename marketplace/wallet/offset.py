@@ -44,11 +44,15 @@ class OffsetPlan:
         }
 
 
-def plan_offset(charge: Money, credit: Money, available: Money, *, credit_only: bool = False) -> OffsetPlan:
+def plan_offset(
+    charge: Money, credit: Money, available: Money, *, credit_only: bool = False, available_first: bool = False
+) -> OffsetPlan:
     """Pay charge from credit, then (unless credit_only) from available; the rest goes to the provider.
 
-    credit_only serves charges that may not touch withdrawable money. Balances are the business's current
-    ones; the database must still guard them, since they may change between reading and posting.
+    credit_only serves charges that may not touch withdrawable money. available_first takes available before
+    credit: a lead buyer's reversed earnings come back out of the account they were paid into first. Balances
+    are the business's current ones; the database must still guard them, since they may change between reading
+    and posting.
     """
     for name, value in (("charge", charge), ("credit", credit), ("available", available)):
         if not isinstance(value, Money):
@@ -57,6 +61,10 @@ def plan_offset(charge: Money, credit: Money, available: Money, *, credit_only: 
             raise CurrencyMismatch(charge.currency, value.currency, "offset")
         if value.is_negative:
             raise ValueError(f"{name} must not be negative, got {value}")
+    if available_first and not credit_only:
+        from_available = min(charge, available)
+        from_credit = min(charge - from_available, credit)
+        return OffsetPlan(from_credit, from_available, charge - from_credit - from_available)
     from_credit = min(charge, credit)
     from_available = Money.zero(charge.currency) if credit_only else min(charge - from_credit, available)
     return OffsetPlan(from_credit, from_available, charge - from_credit - from_available)

@@ -3,6 +3,9 @@
 A charge or payout becomes a pending settlement; nothing counts as paid until an operator confirms that
 the money arrived (or left), which moves it through the provider-clearing account in the ledger. Card
 providers (the Sharetrust platform uses Mangopay) plug in behind the same port.
+
+Every charge carries an idempotency key bound to the debt and the attempt (``charge:<transaction>:<n>``): an
+adapter passes it to its provider, so that a request sent twice (a worker delivered twice, a timeout) charges once.
 """
 
 from __future__ import annotations
@@ -29,11 +32,17 @@ class PaymentProvider(Protocol):
         transaction_id: str,
         reference: str,
         invoice_id: str | None,
+        idempotency_key: str,
     ) -> Settlement: ...
 
     async def payout(
         self, session: AsyncSession, business_id: str, amount: Money, *, transaction_id: str, reference: str
     ) -> Settlement: ...
+
+    async def cancel(self, session: AsyncSession, settlement: Settlement) -> bool:
+        """Withdraw a pending charge before it collects (its debt was paid from the wallet instead); False when
+        the provider can no longer stop it, so the debt waits for the charge's outcome."""
+        ...
 
 
 class ManualBankTransfer:
@@ -50,13 +59,20 @@ class ManualBankTransfer:
         transaction_id: str,
         reference: str,
         invoice_id: str | None,
+        idempotency_key: str,
     ) -> Settlement:
+        # A bank transfer is a request to the business; the key's guard is the caller's conditional update of the
+        # debt it charges (one attempt per debt at a time).
         return self._record(session, "charge", business_id, amount, transaction_id, reference, invoice_id)
 
     async def payout(
         self, session: AsyncSession, business_id: str, amount: Money, *, transaction_id: str, reference: str
     ) -> Settlement:
         return self._record(session, "payout", business_id, amount, transaction_id, reference, None)
+
+    async def cancel(self, session: AsyncSession, settlement: Settlement) -> bool:
+        # Nothing is collected until an operator confirms the transfer, and a cancelled one can no longer be.
+        return True
 
     def _record(
         self,

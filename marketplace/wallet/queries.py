@@ -42,25 +42,32 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
         )
     )
     balances = {AccountKind(kind): amount for kind, amount in rows}
-    pending = await session.scalars(
-        select(Settlement)
-        .where(Settlement.business_id == business_id, Settlement.status == "pending")
-        .order_by(Settlement.id.desc())
+    pending = list(
+        await session.scalars(
+            select(Settlement)
+            .where(Settlement.business_id == business_id, Settlement.status.in_(("pending", "failed")))
+            .order_by(Settlement.id.desc())
+        )
     )
     limit = (
         business.credit_limit_minor
         if business.credit_limit_minor is not None
         else settings.wallet.default_credit_limit_minor
     )
+    available = balances.get(AccountKind.AVAILABLE, 0)
+    owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
+    withdrawable = business.mode == "lead_buyer"
     return schemas.Wallet(
         business_id=business_id,
         currency=cur,
-        available=MoneyOut(balances.get(AccountKind.AVAILABLE, 0), cur),
+        available=MoneyOut(available, cur),
         credit=MoneyOut(balances.get(AccountKind.CREDIT, 0), cur),
         owed=MoneyOut(balances.get(AccountKind.RECEIVABLE, 0), cur),
         credit_limit=MoneyOut(limit, cur),
-        withdrawable=business.mode == "lead_buyer",
-        pending_settlements=[settlement_out(s) for s in pending],
+        withdrawable=withdrawable,
+        pending_settlements=[settlement_out(s) for s in pending if s.status == "pending"],
+        open_debts=[settlement_out(s) for s in pending if s.direction == "charge" and s.currency == cur],
+        withdrawable_amount=MoneyOut(max(0, available - owed_beyond_credit) if withdrawable else 0, cur),
     )
 
 

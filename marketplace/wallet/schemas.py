@@ -32,6 +32,10 @@ class Wallet(msgspec.Struct):
     credit_limit: MoneyOut
     withdrawable: bool
     pending_settlements: list[Settlement]
+    # Every charge still open, pending or failed: they add up to `owed`.
+    open_debts: list[Settlement]
+    # What a withdrawal could pay out now: available, less what it owes beyond its credit (debts are paid first).
+    withdrawable_amount: MoneyOut
 
 
 class Entry(msgspec.Struct):

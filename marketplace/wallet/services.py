@@ -1,18 +1,28 @@
-"""Every money movement of the product, through the ledger: lead purchases, refunds, earnings for sold leads,
-deal commissions, withdrawals, settlements confirmed by operators; invoices for every charge; plans.
+"""Every money movement of the product, through the ledger: lead purchases, refunds, earnings for sold leads
+(and their reversal when the lead is returned), deal commissions, withdrawals, settlements confirmed by operators,
+the collection of open debts; invoices for every charge; plans.
 
 Services never commit; each runs inside the caller's unit of work, so the money moves with the claim,
 the status change or the return that caused it, or not at all.
+
+Open debts. What a business owes is its `receivable`, and each part of it is an open charge: a settlement in
+`pending` (the provider is collecting it) or `failed`. A debt is collected (collect_debts) from wallet money as it
+arrives (earnings, refunds to credit, a failed payout), before any withdrawal, and by the `collect_debts` worker,
+which also tries failed charges again on a schedule. Either way the charge it replaces is `cancelled` (paid from
+the wallet, or superseded by the next attempt, which keeps its transaction, invoice and reference), so that the
+open charges always add up to what is owed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from marketplace.clock import utcnow
 from marketplace.db.models import (
@@ -22,6 +32,8 @@ from marketplace.db.models import (
     Invoice,
     InvoiceSequence,
     Lead,
+    LedgerAccount,
+    LedgerPosting,
     LedgerTransaction,
     Settlement,
 )
@@ -30,6 +42,7 @@ from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFou
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.settings import Settings
+from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet import store
 from marketplace.wallet.invoice_pdf import InvoiceDocument, InvoiceKind, InvoiceLine, Party, steps_from_offset
 from marketplace.wallet.ledger import (
@@ -38,6 +51,8 @@ from marketplace.wallet.ledger import (
     SettlementDirection,
     build_charge_received,
     build_deal_commission,
+    build_debt_offset,
+    build_earnings_reversal,
     build_exposure_purchase,
     build_lead_earnings,
     build_lead_refund,
@@ -67,6 +82,13 @@ ISSUER = "marketplace"
 DEFAULT_PLAN_NAME = "default"
 provider: PaymentProvider = ManualBankTransfer()
 
+OPEN_CHARGE = ("pending", "failed")
+DEBT_COLLECTOR = "system:debt-collection"
+# A failed charge is tried again a day after it failed, then two, four, eight days after each further failure;
+# after MAX_CHARGE_ATTEMPTS attempts it stays failed (open, visible) for an operator to pursue.
+CHARGE_RETRY_AFTER = timedelta(days=1)
+MAX_CHARGE_ATTEMPTS = 5
+
 
 @dataclass(frozen=True, slots=True)
 class Charged:
@@ -74,6 +96,11 @@ class Charged:
     invoice_id: str | None
     offset: OffsetPlan
     settlement_id: str | None
+
+
+def charge_key(transaction_id: str, attempt: int) -> str:
+    """The idempotency key of the n-th attempt to charge the debt a ledger transaction left open."""
+    return f"charge:{transaction_id}:{attempt}"
 
 
 def breakdown(settings: Settings, amount: Money) -> VatBreakdown:
@@ -300,6 +327,7 @@ async def _charge(
             transaction_id=posted.transaction_id,
             reference=reference,
             invoice_id=invoice.id,
+            idempotency_key=charge_key(posted.transaction_id, 1),
         )
     return Charged(posted.transaction_id, invoice.id, offset, settlement.id if settlement else None)
 
@@ -328,8 +356,10 @@ async def charge_exposure(
     if step == "upgrade":
         description = f"Lead {lead.id} ({lead.category}): upgrade to exclusive"
     seller = await _seller(session, lead)
+    seller_owed = 0
     if seller is not None:
-        await store.lock_wallets(session, (business.id, seller.id), exposure.currency)
+        locked = await store.lock_wallets(session, (business.id, seller.id), exposure.currency)
+        seller_owed = locked[seller.id].get(AccountKind.RECEIVABLE, 0)
     charged = await _charge(
         session, settings, business, amount, f"{step}:{exposure.id}", description, reference=exposure.id
     )
@@ -350,6 +380,8 @@ async def charge_exposure(
                 business_id=seller.id,
                 reference=exposure.id,
             )
+            if seller_owed > 0:  # the seller's earnings pay what it owes first
+                await collect_debts(session, seller.id, exposure.currency)
     return charged
 
 
@@ -366,8 +398,10 @@ async def settle_commission(session: AsyncSession, settings: Settings, exposure:
     result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
     shares: list[Allocation] = []
     seller = await _seller(session, lead)
+    seller_owed = 0
     if seller is not None:  # both wallets in one order, as for a purchase (see store.lock_wallets)
-        await store.lock_wallets(session, (business.id, seller.id), exposure.currency)
+        locked = await store.lock_wallets(session, (business.id, seller.id), exposure.currency)
+        seller_owed = locked[seller.id].get(AccountKind.RECEIVABLE, 0)
     for payout in result.split:
         if payout.recipient_role == ROLE_RECOMMENDER and seller is not None:
             account = business_account(seller.id, earnings_account_kind(seller.mode))
@@ -377,7 +411,7 @@ async def settle_commission(session: AsyncSession, settings: Settings, exposure:
             account = marketplace_account(AccountKind.REFERRER_PAYABLE, lead.referral_code.replace(":", "_"))
             shares.append(Allocation(account, payout.amount))
     description = f"Commission {rate / 100:g} % on deal for lead {lead.id} (plan v{result.plan_version})"
-    return await _charge(
+    charged = await _charge(
         session,
         settings,
         business,
@@ -388,14 +422,23 @@ async def settle_commission(session: AsyncSession, settings: Settings, exposure:
         shares=tuple(shares),
         commission=True,
     )
+    if seller is not None and seller_owed > 0 and seller.id != business.id:
+        await collect_debts(session, seller.id, exposure.currency)
+    return charged
 
 
 async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> Money | None:
     """A lead buyer's returned lead: its price comes back, first cancelling what is still unpaid of the
-    charge, the rest as wallet credit. Returns the price given back."""
+    charge, the rest as wallet credit. Returns the price given back.
+
+    The lead's seller earned a share of that price (charge_exposure); the price is given back, so the share is
+    taken back too (reverse_earnings), in the same transaction.
+    """
     if exposure.price_minor <= 0:
         return None
     business = await _business(session, exposure.business_id)
+    lead = await session.get(Lead, exposure.lead_id)
+    seller_id = lead.seller_business_id if lead is not None else None
     charged = list(
         await session.scalars(
             select(Invoice)
@@ -423,16 +466,19 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
         await session.scalars(
             select(Settlement)
             .where(
+                Settlement.business_id == business.id,
                 Settlement.reference == exposure.id,
                 Settlement.direction == "charge",
-                Settlement.status.in_(("pending", "failed")),
+                Settlement.status.in_(OPEN_CHARGE),
             )
             .with_for_update()
         )
     )
     unpaid = Money(sum(s.amount_minor for s in pending), exposure.currency)
     cancel = min(unpaid, amount.gross)
-    await store.lock_wallet(session, business.id, exposure.currency)
+    # Buyer and seller locked in one order, as for the purchase that paid the seller (store.lock_wallets).
+    wallets = {business.id} | ({seller_id} if seller_id else set())
+    locked = await store.lock_wallets(session, wallets, exposure.currency)
     posted = await store.post(
         session,
         build_lead_refund(
@@ -458,26 +504,307 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
             transaction_id=posted.transaction_id,
             corrects=original,
         )
+    if seller_id is not None and seller_id != business.id:
+        await reverse_earnings(session, exposure, seller_id)
+    # Credit given back pays the buyer's other open debts first.
+    if locked[business.id].get(AccountKind.RECEIVABLE, 0) > cancel.amount_minor and amount.gross > cancel:
+        await collect_debts(session, business.id, exposure.currency)
     return amount.gross
+
+
+async def reverse_earnings(session: AsyncSession, exposure: Exposure, seller_id: str) -> Money | None:
+    """Take back what a lead's seller earned for this exposure (its purchase and any upgrade), now that the buyer
+    returned the lead and got its price back. It comes out of the account it was paid into, then the seller's other
+    wallet account; what the seller has already spent is owed as an open debt (a charge, like any other), never a
+    negative balance. Returns the amount taken back, or None when the seller earned nothing for it."""
+    keys = [f"earnings:{step}:{exposure.id}" for step in ("purchase", "upgrade")]
+    credited = await session.scalar(
+        select(func.coalesce(func.sum(LedgerPosting.amount_minor), 0))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .where(
+            LedgerTransaction.idempotency_key.in_(keys),
+            LedgerAccount.owner == "business",
+            LedgerAccount.owner_id == seller_id,
+            LedgerPosting.currency == exposure.currency,
+        )
+    )
+    earned = -int(credited or 0)  # credits to a business account are negative postings
+    if earned <= 0:
+        return None
+    seller = await _business(session, seller_id)
+    balances = await store.lock_wallet(session, seller_id, exposure.currency)
+    taken = plan_offset(
+        Money(earned, exposure.currency),
+        Money(balances[AccountKind.CREDIT], exposure.currency),
+        Money(balances[AccountKind.AVAILABLE], exposure.currency),
+        available_first=earnings_account_kind(seller.mode) is AccountKind.AVAILABLE,
+    )
+    posted = await store.post(
+        session,
+        build_earnings_reversal(
+            f"earnings-reversal:{exposure.id}",
+            seller_id,
+            taken,
+            memo=f"Sold lead {exposure.lead_id} returned by its buyer: earnings reversed",
+        ),
+        business_id=seller_id,
+        reference=exposure.id,
+    )
+    if not posted.replayed and taken.to_charge.is_positive:
+        await provider.charge(
+            session,
+            seller_id,
+            taken.to_charge,
+            transaction_id=posted.transaction_id,
+            reference=f"earnings-reversal:{exposure.id}",
+            invoice_id=None,  # no sale: the marketplace takes back what it paid for the lead
+            idempotency_key=charge_key(posted.transaction_id, 1),
+        )
+    return taken.total
+
+
+# --- open debts --------------------------------------------------------------------------------------
+
+
+async def collect_debts(
+    session: AsyncSession, business_id: str, currency: str, *, actor: str = DEBT_COLLECTOR
+) -> Money:
+    """Pay a business's open debts from its wallet (credit, then available), oldest first. Returns what was paid.
+
+    Each debt paid is one ledger transaction keyed on the charge it settles (`debt-offset:<settlement>`); the charge
+    is cancelled at the provider (a pending one only if the provider can still stop it) and, when the wallet pays
+    part of it, the rest is a new charge of the same debt. Charges another transaction holds right now (an operator
+    confirming one) are skipped, not waited for: their wallet is locked after them elsewhere.
+    """
+    zero = Money.zero(currency)
+    open_charges = list(
+        await session.scalars(_open_charges_query(business_id, currency).with_for_update(skip_locked=True))
+    )
+    if not open_charges:
+        return zero
+    balances = await store.lock_wallet(session, business_id, currency)
+    credit, available = balances[AccountKind.CREDIT], balances[AccountKind.AVAILABLE]
+    owed = balances[AccountKind.RECEIVABLE]
+    paid_total = 0
+    for charge in open_charges:
+        payable = min(charge.amount_minor, credit + available, owed)
+        if payable <= 0:
+            break
+        was = charge.status
+        if was == "pending" and not await provider.cancel(session, charge):
+            continue
+        if not await _close_charge(session, charge, was):
+            continue
+        paid = plan_offset(Money(payable, currency), Money(credit, currency), Money(available, currency))
+        posted = await store.post(
+            session,
+            build_debt_offset(
+                f"debt-offset:{charge.id}",
+                business_id,
+                paid,
+                memo=f"Open debt paid from the wallet ({charge.reference or charge.id})",
+            ),
+            business_id=business_id,
+            reference=charge.reference,
+        )
+        charge.confirmed_transaction_id = posted.transaction_id
+        if payable < charge.amount_minor:
+            await _next_attempt(session, charge, charge.amount_minor - payable, failed=was == "failed")
+        credit -= paid.from_credit.amount_minor
+        available -= paid.from_available.amount_minor
+        owed -= payable
+        paid_total += payable
+    await session.flush()
+    return Money(paid_total, currency)
+
+
+async def _close_charge(session: AsyncSession, charge: Settlement, was: str) -> bool:
+    """Cancel an open charge (paid from the wallet, or superseded by a new attempt), if it is still as it was."""
+    changed = await rows_changed(
+        session,
+        update(Settlement).where(Settlement.id == charge.id, Settlement.status == was).values(status="cancelled"),
+    )
+    if changed == 1:
+        charge.status = "cancelled"  # the loaded row, in step with the update
+    return changed == 1
+
+
+async def _chain(session: AsyncSession, charge: Settlement) -> list[Settlement]:
+    """Every charge of the debt this charge belongs to (the same ledger transaction), one after the other."""
+    return list(
+        await session.scalars(
+            select(Settlement).where(
+                Settlement.business_id == charge.business_id,
+                Settlement.transaction_id == charge.transaction_id,
+                Settlement.direction == "charge",
+            )
+        )
+    )
+
+
+def _failures(chain: list[Settlement]) -> int:
+    """How many times a debt's charge failed: failed charges and those superseded by a retry carry the time of the
+    failure and no transaction (one paid from the wallet links its debt offset; a confirmed one, the money in)."""
+    return sum(1 for c in chain if c.confirmed_at is not None and c.confirmed_transaction_id is None)
+
+
+async def _next_attempt(session: AsyncSession, previous: Settlement, amount_minor: int, *, failed: bool) -> Settlement:
+    """The rest of a debt as a charge of its own, keeping the debt's transaction, invoice and reference.
+
+    After a pending charge the provider is asked for the rest; after a failed one the rest stays failed with the
+    same time of failure, so that the retry schedule decides when to charge it again."""
+    amount = Money(amount_minor, previous.currency)
+    if not failed:
+        attempt = len(await _chain(session, previous)) + 1
+        return await provider.charge(
+            session,
+            previous.business_id,
+            amount,
+            transaction_id=previous.transaction_id,
+            reference=previous.reference or previous.id,
+            invoice_id=previous.invoice_id,
+            idempotency_key=charge_key(previous.transaction_id, attempt),
+        )
+    rest = Settlement(
+        id=new_id("stl"),
+        business_id=previous.business_id,
+        direction="charge",
+        method=previous.method,
+        amount_minor=amount_minor,
+        currency=previous.currency,
+        status="failed",
+        transaction_id=previous.transaction_id,
+        invoice_id=previous.invoice_id,
+        reference=previous.reference,
+        created_at=utcnow(),
+        confirmed_at=previous.confirmed_at,
+        confirmed_by=previous.confirmed_by,
+    )
+    session.add(rest)
+    return rest
+
+
+def retry_due(failed_at: datetime, failures: int, now: datetime) -> bool:
+    """Whether a debt whose charge failed `failures` times, the last at failed_at, is to be charged again."""
+    if failures >= MAX_CHARGE_ATTEMPTS:
+        return False
+    return now >= failed_at + CHARGE_RETRY_AFTER * 2 ** max(failures - 1, 0)
+
+
+async def retry_failed_charges(session: AsyncSession, now: datetime, *, limit: int = 200) -> list[Settlement]:
+    """Charge again the failed debts whose time has come: each as a new attempt with its own idempotency key
+    (`charge:<transaction>:<attempt>`), the failed charge superseded by it, so that a debt is charged once at a
+    time however often (or concurrently) this runs. Returns the new charges."""
+    due = list(
+        await session.scalars(
+            select(Settlement)
+            .where(
+                Settlement.direction == "charge",
+                Settlement.status == "failed",
+                Settlement.confirmed_at <= now - CHARGE_RETRY_AFTER,
+            )
+            .order_by(Settlement.confirmed_at, Settlement.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    retried = []
+    for charge in due:
+        chain = await _chain(session, charge)
+        if charge.confirmed_at is None or not retry_due(charge.confirmed_at, _failures(chain), now):
+            continue
+        if not await _close_charge(session, charge, "failed"):
+            continue
+        retried.append(
+            await provider.charge(
+                session,
+                charge.business_id,
+                Money(charge.amount_minor, charge.currency),
+                transaction_id=charge.transaction_id,
+                reference=charge.reference or charge.id,
+                invoice_id=charge.invoice_id,
+                idempotency_key=charge_key(charge.transaction_id, len(chain) + 1),
+            )
+        )
+    await session.flush()
+    return retried
+
+
+@dataclass(frozen=True, slots=True)
+class DebtCollection:
+    businesses: int
+    """Businesses whose wallet paid (part of) their debts."""
+    retried: int
+    """Failed charges tried again."""
+
+
+async def collect_open_debts(uow_factory: UnitOfWorkFactory, *, limit: int = 500) -> DebtCollection:
+    """The worker's round: every business that owes and has wallet money pays from it (one transaction each, so a
+    busy wallet holds up nobody else), then failed charges whose time has come are tried again."""
+    receivable, wallet = aliased(LedgerAccount), aliased(LedgerAccount)
+    async with uow_factory() as uow:
+        rows = await uow.session.execute(
+            select(receivable.owner_id, receivable.currency)
+            .join(
+                wallet,
+                and_(
+                    wallet.owner_id == receivable.owner_id,
+                    wallet.currency == receivable.currency,
+                    wallet.owner == "business",
+                    wallet.kind.in_((AccountKind.CREDIT.value, AccountKind.AVAILABLE.value)),
+                    wallet.balance_minor > 0,
+                ),
+            )
+            .where(
+                receivable.owner == "business",
+                receivable.kind == AccountKind.RECEIVABLE.value,
+                receivable.balance_minor > 0,
+            )
+            .distinct()
+            .limit(limit)
+        )
+        owing = [(str(owner_id), str(currency)) for owner_id, currency in rows]
+    paid = 0
+    for business_id, currency in owing:
+        async with uow_factory() as uow:
+            if (await collect_debts(uow.session, business_id, currency)).is_positive:
+                paid += 1
+    async with uow_factory() as uow:
+        retried = await retry_failed_charges(uow.session, utcnow())
+    return DebtCollection(paid, len(retried))
 
 
 # --- withdrawals and settlements ---------------------------------------------------------------------
 
 
 async def withdraw(session: AsyncSession, business: Business, amount: Money, key: str) -> Settlement:
-    """A lead buyer takes money out of its available balance (never credit); the payout waits for an operator."""
+    """A lead buyer takes money out of its available balance (never credit); the payout waits for an operator.
+
+    What the business owes is paid first: its open debts are offset from the wallet (credit, then available, as
+    for any charge), and only the available balance left after that can be paid out. Asking for more is a 409
+    naming the open debts and what can be withdrawn; nothing is changed then.
+    """
     if amount.currency != business.currency:
         raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
     if not amount.is_positive:
         raise InvalidInput.field("amount.amount_minor", "must be above zero")
-    await store.lock_wallet(session, business.id, amount.currency)
+    ledger_key = f"withdrawal:{business.id}:{key}"
     transfer = build_withdrawal(
-        f"withdrawal:{business.id}:{key}",
-        business.id,
-        business.mode,
-        amount,
-        memo="Withdrawal to the business's bank account",
+        ledger_key, business.id, business.mode, amount, memo="Withdrawal to the business's bank account"
     )
+    balances = await store.lock_wallet(session, business.id, amount.currency)
+    # Looked up with the wallet locked: a concurrent request with the same key has committed by now.
+    done = await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == ledger_key))
+    if done is None:
+        owed = Money(balances[AccountKind.RECEIVABLE], amount.currency)
+        debts = await _open_charges(session, business.id, amount.currency) if owed.is_positive else []
+        if owed.is_positive:
+            await collect_debts(session, business.id, amount.currency)
+            balances = await store.lock_wallet(session, business.id, amount.currency)
+        available = Money(balances[AccountKind.AVAILABLE], amount.currency)
+        if available < amount:
+            raise _not_withdrawable(amount, available, owed, debts)
     posted = await store.post(session, transfer, business_id=business.id, reference=f"withdrawal:{key}")
     if posted.replayed:
         existing = await session.scalar(select(Settlement).where(Settlement.transaction_id == posted.transaction_id))
@@ -488,6 +815,42 @@ async def withdraw(session: AsyncSession, business: Business, amount: Money, key
     )
     await session.flush()
     return settlement
+
+
+def _open_charges_query(business_id: str, currency: str) -> Select[Settlement]:
+    """A business's open debts, oldest first: its charges still pending or failed."""
+    return (
+        select(Settlement)
+        .where(
+            Settlement.business_id == business_id,
+            Settlement.currency == currency,
+            Settlement.direction == "charge",
+            Settlement.status.in_(OPEN_CHARGE),
+        )
+        .order_by(Settlement.created_at, Settlement.id)
+    )
+
+
+async def _open_charges(session: AsyncSession, business_id: str, currency: str) -> list[Settlement]:
+    return list(await session.scalars(_open_charges_query(business_id, currency)))
+
+
+def _not_withdrawable(amount: Money, available: Money, owed: Money, debts: list[Settlement]) -> InsufficientFunds:
+    """The refusal of a withdrawal: what can be withdrawn, and the open debts that come first, by name."""
+    extra: dict[str, object] = {"withdrawable": available.to_json(), "owed": owed.to_json()}
+    if not owed.is_positive:
+        return InsufficientFunds(f"{amount} asked, {available} can be withdrawn", extra=extra)
+    extra["open_debts"] = [
+        {"settlement_id": d.id, "amount": Money(d.amount_minor, d.currency).to_json(), "status": d.status,
+         "reference": d.reference}
+        for d in debts
+    ]  # fmt: skip
+    named = ", ".join(f"{d.id} ({Money(d.amount_minor, d.currency)}, {d.status})" for d in debts) or "none listed"
+    return InsufficientFunds(
+        f"the business owes {owed} (open debts: {named}); what it owes is paid from the wallet before any "
+        f"withdrawal, which leaves {available} to withdraw, not {amount}",
+        extra=extra,
+    )
 
 
 async def confirm_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:
@@ -549,6 +912,7 @@ async def fail_settlement(session: AsyncSession, settlement_id: str, operator: s
             business_id=settlement.business_id,
             reference=settlement.id,
         )
+        await collect_debts(session, settlement.business_id, settlement.currency)
     await session.refresh(settlement)
     return settlement
 

@@ -1,0 +1,338 @@
+"""Open debts in the wallet, on both databases: a returned sold lead takes its seller's earnings back (a debt when
+they were spent), open debts are paid from wallet money as it arrives and by the worker, failed charges are tried
+again on a schedule and never twice at once, and a withdrawal pays what the business owes first."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from marketplace.clock import clock
+from marketplace.db.models import LedgerAccount, LedgerTransaction, Settlement
+from marketplace.wallet import services
+from tests.factories import auth, operator_token, register
+from tests.integration.test_wallet import (
+    PRICE,
+    accounts_of,
+    assert_sound,
+    claim,
+    fund,
+    money,
+    quick_offer,
+    wallet,
+)
+from workers import actors
+
+# What the seller of a plumbing lead earns when it is bought: 70 % of the net 50.85 (see test_wallet.py).
+SHARE = 3560
+
+
+async def entries(client: httpx.AsyncClient, token: str, **params: Any) -> list[tuple[str, str, int]]:
+    response = await client.get("/v1/wallet/entries", headers=auth(token), params=params)
+    assert response.status_code == 200, response.text
+    return [(e["kind"], e["account"], e["amount"]["amount_minor"]) for e in response.json()["items"]]
+
+
+async def return_lead(client: httpx.AsyncClient, token: str, exposure_id: str) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "not what the customer needs"}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def buy_from(app: Any, client: httpx.AsyncClient, buyer: tuple[str, str], seller_id: str | None) -> str:
+    """The buyer claims a new lead (sold by seller_id, if given); returns the exposure id."""
+    response = await claim(client, buyer[1], await quick_offer(app, buyer[0], seller_id=seller_id))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def settlement(db: Any, settlement_id: str) -> Settlement:
+    (row,) = await db.scalars(select(Settlement).where(Settlement.id == settlement_id))
+    return row
+
+
+async def no_negative_balance(db: Any) -> None:
+    negative = await db.count(LedgerAccount, LedgerAccount.non_negative.is_(True), LedgerAccount.balance_minor < 0)
+    assert negative == 0
+
+
+def owed_matches_open_debts(state: dict[str, Any]) -> None:
+    assert sum(d["amount"]["amount_minor"] for d in state["open_debts"]) == state["owed"]["amount_minor"], state
+    assert all(d["direction"] == "charge" and d["status"] in ("pending", "failed") for d in state["open_debts"])
+
+
+# --- gap 1: a returned sold lead -----------------------------------------------------------------------------
+
+
+async def test_a_returned_sold_lead_takes_back_what_its_seller_earned(app, client, db):
+    operator = await operator_token(app)
+    buyer = await register(client, "lead_buyer")
+    for seller_mode, kept_in in (("lead_buyer", "available"), ("deal_maker", "credit")):
+        seller_id, seller = await register(client, seller_mode)
+        exposure_id = await buy_from(app, client, buyer, seller_id)
+        assert (await wallet(client, seller))[kept_in] == money(SHARE)
+
+        assert (await return_lead(client, buyer[1], exposure_id))["refund"] == money(PRICE)
+        state = await wallet(client, seller)
+        assert state[kept_in] == money(0) and state["owed"] == money(0) and state["open_debts"] == []
+        assert await entries(client, seller) == [
+            ("earnings_reversal", kept_in, -SHARE),
+            ("lead_earnings", kept_in, SHARE),
+        ]
+        response = await client.get("/v1/wallet/entries", headers=auth(seller), params={"kind": "earnings_reversal"})
+        (reversal,) = response.json()["items"]
+        assert reversal["reference"] == exposure_id and "returned" in reversal["memo"]
+
+    # A lead can be returned once: the second try is refused and takes nothing more back.
+    refused = await client.post(
+        f"/v1/exposures/{exposure_id}/return", headers=auth(buyer[1]), json={"reason": "again"}
+    )
+    assert refused.status_code == 409
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "earnings_reversal") == 2
+    balances = accounts_of(await assert_sound(client, operator))
+    # The marketplace neither earned from the returned leads nor paid for them.
+    assert balances.get("marketplace::acquisition_costs", 0) == 0
+    assert balances.get("marketplace::revenue", 0) == 0
+
+
+async def test_an_upgraded_sold_lead_returned_takes_back_both_earnings(app, client, db):
+    operator = await operator_token(app)
+    buyer = await register(client, "lead_buyer")
+    seller_id, seller = await register(client, "deal_maker")
+    offer_id = await quick_offer(app, buyer[0], seller_id=seller_id, category="accounting")
+    response = await claim(client, buyer[1], offer_id)
+    assert response.status_code == 201, response.text
+    exposure_id = response.json()["id"]
+    after_purchase = (await wallet(client, seller))["credit"]["amount_minor"]
+    upgraded = await client.post(f"/v1/exposures/{exposure_id}/exclusive", headers=auth(buyer[1]))
+    assert upgraded.status_code == 200, upgraded.text
+    earned = (await wallet(client, seller))["credit"]["amount_minor"]
+    assert earned > after_purchase > 0
+
+    await return_lead(client, buyer[1], exposure_id)
+    assert (await wallet(client, seller))["credit"] == money(0)
+    assert (await entries(client, seller))[0] == ("earnings_reversal", "credit", -earned)
+    assert accounts_of(await assert_sound(client, operator)).get("marketplace::acquisition_costs", 0) == 0
+
+
+async def test_spent_earnings_of_a_returned_lead_are_an_open_debt_paid_from_the_next_earnings(app, client, db):
+    operator = await operator_token(app)
+    buyer = await register(client, "lead_buyer")
+    seller_id, seller = await register(client, "lead_buyer")
+    exposure_id = await buy_from(app, client, buyer, seller_id)
+    payout = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(SHARE)})
+    assert payout.status_code == 201, payout.text
+    confirmed = await client.post(f"/v1/settlements/{payout.json()['id']}/confirm", headers=auth(operator))
+    assert confirmed.status_code == 200
+
+    # The earnings were paid out: taking them back leaves a debt, visible, never a negative balance.
+    await return_lead(client, buyer[1], exposure_id)
+    state = await wallet(client, seller)
+    assert state["available"] == money(0) and state["credit"] == money(0) and state["owed"] == money(SHARE)
+    (debt,) = state["open_debts"]
+    assert debt["direction"] == "charge" and debt["status"] == "pending" and debt["amount"] == money(SHARE)
+    assert debt["reference"] == f"earnings-reversal:{exposure_id}" and debt["invoice_id"] is None
+    assert state["withdrawable_amount"] == money(0)
+    await no_negative_balance(db)
+    assert await entries(client, seller) == [
+        ("earnings_reversal", "receivable", SHARE),
+        ("withdrawal", "available", -SHARE),
+        ("lead_earnings", "available", SHARE),
+    ]
+    await assert_sound(client, operator)
+
+    # The seller's next earnings pay it at once; the charge is withdrawn and points at what paid it.
+    await buy_from(app, client, buyer, seller_id)
+    state = await wallet(client, seller)
+    assert state["owed"] == money(0) and state["available"] == money(0) and state["open_debts"] == []
+    paid_debt = await settlement(db, debt["id"])
+    assert paid_debt.status == "cancelled" and paid_debt.confirmed_transaction_id
+    assert await db.scalar(
+        select(LedgerTransaction.kind).where(LedgerTransaction.id == paid_debt.confirmed_transaction_id)
+    ) == "debt_offset"
+    latest = await entries(client, seller)
+    assert sorted(latest[:2]) == [("debt_offset", "available", -SHARE), ("debt_offset", "receivable", -SHARE)]
+    assert latest[2] == ("lead_earnings", "available", SHARE)
+    assert (await client.post(f"/v1/settlements/{debt['id']}/confirm", headers=auth(operator))).status_code == 409
+    await assert_sound(client, operator)
+
+
+# --- gap 2: collecting open debts ----------------------------------------------------------------------------
+
+
+async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_schedule(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    other = await register(client, "lead_buyer")
+    exposure_id = await buy_from(app, client, (buyer_id, buyer), None)
+    (first,) = (await wallet(client, buyer))["open_debts"]
+    failed = await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))
+    assert failed.status_code == 200
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(PRICE) and [d["status"] for d in state["open_debts"]] == ["failed"]
+
+    # The buyer sells a lead: its earnings pay part of the debt; the rest stays failed, on the same invoice.
+    await buy_from(app, client, other, buyer_id)
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(PRICE - SHARE) and state["available"] == money(0)
+    owed_matches_open_debts(state)
+    (rest,) = state["open_debts"]
+    assert rest["status"] == "failed" and rest["amount"] == money(PRICE - SHARE)
+    assert rest["invoice_id"] == first["invoice_id"] and rest["reference"] == exposure_id
+    assert (await settlement(db, first["id"])).status == "cancelled"
+
+    # The worker leaves a charge that just failed alone; a day later it charges the rest again, once.
+    collected = await services.collect_open_debts(app.state.uow)
+    assert collected.retried == 0
+    clock.advance(timedelta(days=1, minutes=1))
+    assert (await services.collect_open_debts(app.state.uow)).retried == 1
+    assert (await services.collect_open_debts(app.state.uow)).retried == 0
+    state = await wallet(client, buyer)
+    (retry,) = state["open_debts"]
+    assert retry["status"] == "pending" and retry["amount"] == money(PRICE - SHARE) and retry["id"] != rest["id"]
+    assert retry["invoice_id"] == first["invoice_id"] and retry["reference"] == exposure_id
+    assert (await settlement(db, rest["id"])).status == "cancelled"
+    assert await db.count(Settlement, Settlement.business_id == buyer_id, Settlement.direction == "charge") == 3
+
+    # It fails again: the next try waits twice as long.
+    assert (await client.post(f"/v1/settlements/{retry['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(days=1, minutes=1))
+    assert (await services.collect_open_debts(app.state.uow)).retried == 0
+    clock.advance(timedelta(days=1))
+    assert (await services.collect_open_debts(app.state.uow)).retried == 1
+    (again,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{again['id']}/confirm", headers=auth(operator))).status_code == 200
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(0) and state["open_debts"] == []
+    await assert_sound(client, operator)
+
+
+async def test_concurrent_debt_collection_charges_a_failed_debt_once(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (first,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(days=2))
+    results = await asyncio.gather(*(services.collect_open_debts(app.state.uow) for _ in range(4)))
+    assert sum(r.retried for r in results) == 1
+    state = await wallet(client, buyer)
+    assert [d["status"] for d in state["open_debts"]] == ["pending"]
+    owed_matches_open_debts(state)
+
+
+async def test_wallet_money_that_arrives_outside_a_sale_is_collected_by_the_worker(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    await buy_from(app, client, (buyer_id, buyer), None)
+    debts = (await wallet(client, buyer))["open_debts"]
+    assert [d["status"] for d in debts] == ["pending", "pending"]
+    await fund(app, buyer_id, "lead_buyer", PRICE + 1_000)  # earnings posted straight to the ledger
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(2 * PRICE) and state["withdrawable_amount"] == money(0)
+
+    # The actor's round (what the periodic schedule runs): the oldest debt first, the rest of the money on the next.
+    assert "collect_debts" in actors.PERIODIC
+    app.state.jobs.enqueue("collect_debts")
+    assert await app.state.jobs.run_due() >= 1
+    state = await wallet(client, buyer)
+    assert state["available"] == money(0) and state["owed"] == money(PRICE - 1_000)
+    owed_matches_open_debts(state)
+    oldest = min(debts, key=lambda d: d["id"])
+    assert (await settlement(db, oldest["id"])).status == "cancelled"
+    (rest,) = state["open_debts"]
+    assert rest["status"] == "pending" and rest["amount"] == money(PRICE - 1_000)
+    await assert_sound(client, operator)
+
+
+# --- gap 3: withdrawals while owing --------------------------------------------------------------------------
+
+
+async def test_a_withdrawal_pays_open_debts_first_or_is_refused_naming_them(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    await buy_from(app, client, (lb_id, lb), None)
+    (debt,) = (await wallet(client, lb))["open_debts"]
+    await fund(app, lb_id, "lead_buyer", 10_000)  # available arrives while the purchase is still owed
+    state = await wallet(client, lb)
+    assert state["available"] == money(10_000) and state["owed"] == money(PRICE)
+    assert state["withdrawable_amount"] == money(10_000 - PRICE)
+
+    refused = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(10_000)})
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    problem = refused.json()
+    assert "insufficient-funds" in problem["type"] and debt["id"] in problem["detail"]
+    assert problem["withdrawable"] == money(10_000 - PRICE) and problem["owed"] == money(PRICE)
+    assert [d["settlement_id"] for d in problem["open_debts"]] == [debt["id"]]
+    # Refused as a whole: the debt is still open, nothing was offset or paid out.
+    state = await wallet(client, lb)
+    assert state["available"] == money(10_000) and state["owed"] == money(PRICE)
+    assert (await settlement(db, debt["id"])).status == "pending"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind.in_(("debt_offset", "withdrawal"))) == 0
+
+    keyed = {**auth(lb), "Idempotency-Key": "wd-debts"}
+    paid = await client.post("/v1/wallet/withdrawals", headers=keyed, json={"amount": money(10_000 - PRICE)})
+    assert paid.status_code == 201, paid.text
+    again = await client.post("/v1/wallet/withdrawals", headers=keyed, json={"amount": money(10_000 - PRICE)})
+    assert again.status_code == 201 and again.json()["id"] == paid.json()["id"]
+    state = await wallet(client, lb)
+    assert state["available"] == money(0) and state["owed"] == money(0) and state["open_debts"] == []
+    assert (await settlement(db, debt["id"])).status == "cancelled"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "debt_offset") == 1
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "withdrawal") == 1
+    await assert_sound(client, operator)
+
+
+async def test_a_failed_payout_back_in_the_wallet_pays_what_was_owed_meanwhile(app, client, db):
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    await fund(app, lb_id, "lead_buyer", 10_000)
+    payout = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(10_000)})
+    assert payout.status_code == 201
+    await buy_from(app, client, (lb_id, lb), None)  # the wallet is empty: the price is owed
+    assert (await wallet(client, lb))["owed"] == money(PRICE)
+
+    failed = await client.post(f"/v1/settlements/{payout.json()['id']}/fail", headers=auth(operator))
+    assert failed.status_code == 200
+    state = await wallet(client, lb)
+    assert state["available"] == money(10_000 - PRICE) and state["owed"] == money(0) and state["open_debts"] == []
+    await assert_sound(client, operator)
+
+
+async def test_a_deal_makers_credit_is_never_withdrawable(app, client, db):
+    dm_id, dm = await register(client, "deal_maker")
+    await fund(app, dm_id, "deal_maker", 10_000)
+    state = await wallet(client, dm)
+    assert state["credit"] == money(10_000) and state["withdrawable"] is False
+    assert state["withdrawable_amount"] == money(0)
+    refused = await client.post("/v1/wallet/withdrawals", headers=auth(dm), json={"amount": money(1)})
+    assert refused.status_code == 403
+    assert (await wallet(client, dm))["credit"] == money(10_000)
+
+
+# --- statements: bad filters ---------------------------------------------------------------------------------
+
+
+async def test_statement_filters_are_checked(app, client, db):
+    _, lb = await register(client, "lead_buyer")
+    for params, field in (
+        ({"kind": "free_money"}, "kind"),
+        ({"kind": "free_money", "format": "csv"}, "kind"),
+        ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
+    ):
+        response = await client.get("/v1/wallet/entries", headers=auth(lb), params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["errors"][0]["field"] == field
+    for kind in ("earnings_reversal", "debt_offset"):
+        response = await client.get("/v1/wallet/entries", headers=auth(lb), params={"kind": kind})
+        assert response.status_code == 200 and response.json()["items"] == []
+    assert await db.scalar(select(func.count()).select_from(LedgerTransaction)) == 0

@@ -68,6 +68,9 @@ class WalletController(Controller):
             raise InvalidInput.field("format", "json or csv")
         if kind is not None and kind not in KINDS:
             raise InvalidInput.field("kind", f"one of {', '.join(sorted(KINDS))}")
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidInput.field(name, "an RFC 3339 time with its offset, e.g. 2026-01-01T00:00:00Z")
         if since is not None and until is not None and since > until:
             raise InvalidInput.field("until", "must not be before since")
         async with state.uow() as uow:

@@ -327,6 +327,8 @@ async def test_statement_filters_are_checked(app, client, db):
         ({"kind": "free_money"}, "kind"),
         ({"kind": "free_money", "format": "csv"}, "kind"),
         ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
+        ({"since": "2026-02-01T00:00:00"}, "since"),
+        ({"until": "2026-02-01T00:00:00", "format": "csv"}, "until"),
     ):
         response = await client.get("/v1/wallet/entries", headers=auth(lb), params=params)
         assert response.status_code == 422, (params, response.text)

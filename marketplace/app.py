@@ -23,7 +23,7 @@ from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
 from marketplace.fraud.controllers import FraudController, NotificationController, SurveyController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
-from marketplace.http.problems import EXCEPTION_HANDLERS
+from marketplace.http.problems import EXCEPTION_HANDLERS, document_problems
 from marketplace.http.ratelimit import RateLimiter
 from marketplace.http.strict import StrictRequest
 from marketplace.identity.cache import PrincipalCache
@@ -123,6 +123,7 @@ def create_app(
         on_app_init=[_quiet_defaults],
     )
     check_declared(app)
+    document_problems(app)
     return app
 
 

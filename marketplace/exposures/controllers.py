@@ -12,6 +12,7 @@ from marketplace.exposures import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
+from marketplace.http.problems import documented
 from marketplace.leads.services import get_lead
 from marketplace.ranking import events
 from marketplace.schemas import MoneyOut
@@ -46,7 +47,12 @@ class ExposureController(Controller):
             exposure = await services.get_own(uow.session, current_principal(request), exposure_id)
             return await services.to_schema(uow.session, state.settings, exposure)
 
-    @post("/exposures/{exposure_id:str}/status", opt=access(Access.BUSINESS), status_code=200)
+    @post(
+        "/exposures/{exposure_id:str}/status",
+        opt=access(Access.BUSINESS),
+        status_code=200,
+        responses={200: documented(schemas.Exposure, "The exposure in its new status")},
+    )
     async def update_status(
         self,
         state: State,
@@ -72,7 +78,12 @@ class ExposureController(Controller):
         state.ranking_sync.record(*made)
         return response
 
-    @post("/exposures/{exposure_id:str}/exclusive", opt=access(Access.LEAD_BUYER), status_code=200)
+    @post(
+        "/exposures/{exposure_id:str}/exclusive",
+        opt=access(Access.LEAD_BUYER),
+        status_code=200,
+        responses={200: documented(schemas.Exposure, "The exposure, now exclusive")},
+    )
     async def upgrade(
         self,
         state: State,
@@ -91,7 +102,12 @@ class ExposureController(Controller):
         state.ranking_sync.changed(business.id)
         return response
 
-    @post("/exposures/{exposure_id:str}/return", opt=access(Access.BUSINESS), status_code=200)
+    @post(
+        "/exposures/{exposure_id:str}/return",
+        opt=access(Access.BUSINESS),
+        status_code=200,
+        responses={200: documented(schemas.ReturnResult, "The refund or the replacement offer")},
+    )
     async def return_lead(
         self,
         state: State,

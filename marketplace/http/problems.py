@@ -6,8 +6,11 @@ import logging
 import re
 from typing import Any
 
-from litestar import Request, Response
+import msgspec
+from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import ResponseSpec
 
 from marketplace.errors import MarketplaceError, Unauthorized
 
@@ -111,6 +114,75 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
         "internal-error",
         request_id=request_id,
     )
+
+
+class ProblemFieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details, as every error of the service is answered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemFieldError] | None = None
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request: the body is not JSON (or nested too deeply)",
+    401: "No token, or one the service does not know",
+    403: "Not allowed for this caller",
+    404: "Not found, or not yours",
+    409: "Conflict with the current state",
+    410: "The link was used or has expired",
+    413: "Request body too large",
+    422: "Well-formed but invalid: `errors` names each field with the reason",
+    429: "Too many requests: `Retry-After` says when to try again",
+}
+
+
+def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
+    access = handler.opt.get("access")
+    writes = bool(handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"})
+    statuses = [400, 422]  # Litestar documents a 400 for every route with parameters: it must show our shape
+    if handler.parsed_data_field is not None:
+        statuses.append(413)
+    if access != "public":
+        statuses += [401, 403]
+    if "{" in path:
+        statuses.append(404)
+    if writes and access != "public":
+        statuses.append(409)
+    if path.startswith("/v1/surveys/"):
+        statuses.append(410)
+    if path == "/v1/leads" and "POST" in handler.http_methods:
+        statuses.append(429)
+    return sorted(set(statuses))
+
+
+def documented(container: Any, description: str) -> ResponseSpec:
+    """A success answer for the OpenAPI schema, where the handler returns a bare `Response` (no examples:
+    generated ones would be random strings)."""
+    return ResponseSpec(container, description=description, generate_examples=False)
+
+
+def document_problems(app: Litestar) -> None:
+    """Have the served OpenAPI schema say what the contract says of errors: each route's refusals are
+    `application/problem+json` (Litestar would document its own 400 shape, which the service never sends)."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if not isinstance(handler, HTTPRouteHandler) or handler.http_methods == {"OPTIONS"}:
+                continue
+            problems = {
+                status: ResponseSpec(
+                    Problem, description=_DESCRIPTIONS[status], media_type=PROBLEM, generate_examples=False
+                )
+                for status in _problem_statuses(handler, route.path)
+            }
+            handler.responses = {**problems, **(handler.responses or {})}
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

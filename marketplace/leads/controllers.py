@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from marketplace.http.access import Access, access, current_principal
+from marketplace.http.problems import documented
 from marketplace.leads import schemas, services
 
 
@@ -16,11 +17,18 @@ def _client_address(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
+# A new lead is a 201; the same customer's same need within the dedup window is a 200 naming the lead it is.
+INTAKE_RESPONSES = {
+    201: documented(schemas.LeadAccepted, "A new lead"),
+    200: documented(schemas.LeadAccepted, "A duplicate within the window: the existing lead's id"),
+}
+
+
 class LeadController(Controller):
     path = "/v1"
     tags = ["leads"]
 
-    @post("/leads", opt=access(Access.PUBLIC))
+    @post("/leads", opt=access(Access.PUBLIC), status_code=201, responses=INTAKE_RESPONSES)
     async def submit(
         self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.LeadCreate]
     ) -> Response[schemas.LeadAccepted]:
@@ -28,7 +36,7 @@ class LeadController(Controller):
         state.intake_limiter.hit(_client_address(request))
         return await self._accept(state, data, seller_business_id=None)
 
-    @post("/businesses/me/leads", opt=access(Access.BUSINESS))
+    @post("/businesses/me/leads", opt=access(Access.BUSINESS), status_code=201, responses=INTAKE_RESPONSES)
     async def sell(
         self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.LeadCreate]
     ) -> Response[schemas.LeadAccepted]:

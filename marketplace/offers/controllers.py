@@ -9,10 +9,12 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.clock import utcnow
+from marketplace.exposures.schemas import Exposure
 from marketplace.exposures.services import to_schema
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
+from marketplace.http.problems import documented
 from marketplace.leads.services import get_lead
 from marketplace.offers import schemas, services
 from marketplace.ranking import events
@@ -39,7 +41,12 @@ class OfferController(Controller):
             )
         return Page(items=items, next_cursor=next_cursor)
 
-    @post("/offers/{offer_id:str}/claim", opt=access(Access.BUSINESS), status_code=201)
+    @post(
+        "/offers/{offer_id:str}/claim",
+        opt=access(Access.BUSINESS),
+        status_code=201,
+        responses={201: documented(Exposure, "The exposure, with the lead's contact")},
+    )
     async def claim(
         self,
         state: State,

@@ -19,6 +19,7 @@ from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
+from marketplace.http.problems import documented
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.schemas import MoneyOut
@@ -50,7 +51,11 @@ class WalletController(Controller):
         async with state.uow() as uow:
             return await queries.wallet_of(uow.session, state.settings, current_principal(request).id)
 
-    @get("/wallet/entries", opt=access(Access.BUSINESS))
+    @get(
+        "/wallet/entries",
+        opt=access(Access.BUSINESS),
+        responses={200: documented(Page[schemas.Entry], "A page of entries; `?format=csv` gives CSV")},
+    )
     async def entries(
         self,
         state: State,
@@ -134,7 +139,12 @@ class WalletController(Controller):
             headers={"Content-Disposition": 'attachment; filename="wallet-entries.csv"'},
         )
 
-    @post("/wallet/withdrawals", opt=access(Access.LEAD_BUYER), status_code=201)
+    @post(
+        "/wallet/withdrawals",
+        opt=access(Access.LEAD_BUYER),
+        status_code=201,
+        responses={201: documented(schemas.Settlement, "The payout, pending until an operator confirms")},
+    )
     async def withdraw(
         self,
         state: State,
@@ -192,7 +202,11 @@ class WalletController(Controller):
             )
         return Page(items=items, next_cursor=next_cursor)
 
-    @get("/invoices/{invoice_id:str}", opt=access(Access.BUSINESS_OR_OPERATOR))
+    @get(
+        "/invoices/{invoice_id:str}",
+        opt=access(Access.BUSINESS_OR_OPERATOR),
+        responses={200: documented(schemas.InvoiceDetail, "The invoice; with `Accept: application/pdf`, its PDF")},
+    )
     async def invoice(self, state: State, request: Request[Any, Any, Any], invoice_id: FromPath[str]) -> Response[Any]:
         """The invoice as JSON, or as a PDF with `Accept: application/pdf`."""
         async with state.uow() as uow:
@@ -222,7 +236,12 @@ class WalletController(Controller):
             )
         return Page(items=items, next_cursor=next_cursor)
 
-    @post("/settlements/{settlement_id:str}/confirm", opt=access(Access.OPERATOR), status_code=200)
+    @post(
+        "/settlements/{settlement_id:str}/confirm",
+        opt=access(Access.OPERATOR),
+        status_code=200,
+        responses={200: documented(schemas.Settlement, "The settlement, confirmed")},
+    )
     async def confirm(
         self,
         state: State,
@@ -241,7 +260,12 @@ class WalletController(Controller):
         fingerprint = request_hash("POST", request.url.path, None)
         return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
 
-    @post("/settlements/{settlement_id:str}/fail", opt=access(Access.OPERATOR), status_code=200)
+    @post(
+        "/settlements/{settlement_id:str}/fail",
+        opt=access(Access.OPERATOR),
+        status_code=200,
+        responses={200: documented(schemas.Settlement, "The settlement, failed")},
+    )
     async def fail(
         self,
         state: State,

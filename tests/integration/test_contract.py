@@ -4,12 +4,14 @@ money, list shapes, rate-limit answers, timestamps, and the served OpenAPI schem
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 
 from marketplace.db.models import ApiToken, Business, Exposure, ExposureEvent, Lead, LeadContact, LedgerTransaction
+from marketplace.http.problems import PROBLEM
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
 from tests.integration.test_bad_input import Table, assert_problem, nothing_written
 
@@ -232,3 +234,93 @@ async def test_a_retried_settlement_confirmation_answers_as_the_first_and_moves_
     wallet = (await client.get("/v1/wallet", headers=auth(buyer))).json()
     assert wallet["owed"] == money(0)
     assert_problem(await client.get("/v1/settlements?status=done", headers=auth(buyer)), 422, "status")
+
+
+# --- the served OpenAPI schema agrees with the page ------------------------------------------------------------
+
+# Every call API.md names, with the success statuses it gives (or the one a client of its kind expects).
+CALLS: dict[tuple[str, str], set[str]] = {
+    ("GET", "/health"): {"200"},
+    ("GET", "/v1/regions"): {"200"},
+    ("GET", "/v1/categories"): {"200"},
+    ("POST", "/v1/businesses"): {"201"},
+    ("GET", "/v1/businesses/me"): {"200"},
+    ("PATCH", "/v1/businesses/me"): {"200"},
+    ("POST", "/v1/leads"): {"201", "200"},
+    ("POST", "/v1/businesses/me/leads"): {"201", "200"},
+    ("GET", "/v1/offers"): {"200"},
+    ("POST", "/v1/offers/{}/claim"): {"201"},
+    ("GET", "/v1/exposures"): {"200"},
+    ("GET", "/v1/exposures/{}"): {"200"},
+    ("POST", "/v1/exposures/{}/exclusive"): {"200"},
+    ("POST", "/v1/exposures/{}/status"): {"200"},
+    ("POST", "/v1/exposures/{}/return"): {"200"},
+    ("GET", "/v1/wallet"): {"200"},
+    ("GET", "/v1/wallet/entries"): {"200"},
+    ("POST", "/v1/wallet/withdrawals"): {"201"},
+    ("GET", "/v1/invoices"): {"200"},
+    ("GET", "/v1/invoices/{}"): {"200"},
+    ("GET", "/v1/surveys/{}"): {"200"},
+    ("POST", "/v1/surveys/{}"): {"200"},
+    ("GET", "/v1/notifications"): {"200"},
+    ("GET", "/v1/leads/{}/ranking"): {"200"},
+    ("GET", "/v1/fraud/alerts"): {"200"},
+    ("POST", "/v1/fraud/alerts/{}/decision"): {"200"},
+    ("POST", "/v1/businesses/{}/block"): {"200"},
+    ("GET", "/v1/unreliable"): {"200"},
+    ("POST", "/v1/settlements/{}/confirm"): {"200"},
+}
+PAGINATED = {"/v1/offers", "/v1/exposures", "/v1/wallet/entries", "/v1/invoices", "/v1/notifications",
+             "/v1/fraud/alerts", "/v1/unreliable"}
+MOVES_MONEY = {"/v1/offers/{}/claim", "/v1/exposures/{}/exclusive", "/v1/exposures/{}/status",
+               "/v1/exposures/{}/return", "/v1/wallet/withdrawals", "/v1/settlements/{}/confirm"}
+PUBLIC = {"/health", "/v1/regions", "/v1/categories", "/v1/businesses", "/v1/leads", "/v1/surveys/{}",
+          "/v1/unreliable"}
+
+
+async def test_the_served_openapi_schema_agrees_with_the_contract(client):
+    response = await client.get("/docs/openapi.json")
+    assert response.status_code == 200
+    schema = response.json()
+    components = schema["components"]["schemas"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = components[node["$ref"].rsplit("/", 1)[1]]
+        return node
+
+    served = {(method.upper(), re.sub(r"\{[^}]+\}", "{}", path)): op
+              for path, ops in schema["paths"].items() for method, op in ops.items()}
+    failures = []
+    for (method, path), successes in CALLS.items():
+        op = served.get((method, path))
+        if op is None:
+            failures.append(f"{method} {path}: not in the schema")
+            continue
+        answers = op["responses"]
+        for status in successes:
+            content = answers.get(status, {}).get("content", {}).get("application/json", {})
+            if not content.get("schema"):
+                failures.append(f"{method} {path}: no {status} with a JSON body documented")
+        if path in PAGINATED:
+            body = resolve(answers["200"]["content"]["application/json"]["schema"])
+            if not {"items", "next_cursor"} <= set(body.get("properties", {})):
+                failures.append(f"{method} {path}: the list is not documented as {{items, next_cursor}}")
+            if not {"limit", "cursor"} <= {p["name"] for p in op.get("parameters", [])}:
+                failures.append(f"{method} {path}: limit and cursor are not documented")
+        if path in MOVES_MONEY and "Idempotency-Key" not in {p["name"] for p in op.get("parameters", [])}:
+            failures.append(f"{method} {path}: Idempotency-Key is not documented")
+        expected_errors = {"422"} | ({"401", "403"} if path not in PUBLIC else set())
+        expected_errors |= {"404"} if "{}" in path else set()
+        missing = expected_errors - set(answers)
+        if missing:
+            failures.append(f"{method} {path}: refusals {sorted(missing)} are not documented")
+        for status, answer in answers.items():
+            if status >= "400":
+                media = answer.get("content", {})
+                problem = resolve(media.get(PROBLEM, {}).get("schema", {}))
+                if list(media) != [PROBLEM] or not {"type", "title", "status", "detail", "errors"} <= set(
+                    problem.get("properties", {})
+                ):
+                    failures.append(f"{method} {path}: {status} is documented as {list(media)}, not problem+json")
+    assert not failures, "\n".join(failures)

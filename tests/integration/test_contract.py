@@ -324,3 +324,68 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
                 ):
                     failures.append(f"{method} {path}: {status} is documented as {list(media)}, not problem+json")
     assert not failures, "\n".join(failures)
+
+
+# --- the wire style: timestamps and money ---------------------------------------------------------------------
+
+RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$")
+TIMESTAMP_KEYS = re.compile(r"(_at|_until|^since|^at)$")
+
+
+def wire_style_faults(node: Any, where: str = "$") -> list[str]:
+    """Timestamps that are not RFC 3339 UTC, and money that is not {amount_minor: int, currency: "ABC"}."""
+    faults = []
+    if isinstance(node, dict):
+        if "amount_minor" in node:
+            amount, currency = node.get("amount_minor"), node.get("currency")
+            if type(amount) is not int or not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
+                faults.append(f"{where}: money {node}")
+        for key, value in node.items():
+            if TIMESTAMP_KEYS.search(key) and value is not None and not (
+                isinstance(value, str) and RFC3339_UTC.match(value)
+            ):
+                faults.append(f"{where}.{key}: timestamp {value!r}")
+            faults += wire_style_faults(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            faults += wire_style_faults(item, f"{where}[{i}]")
+    elif isinstance(node, float):
+        faults.append(f"{where}: a float {node}") if "score" not in where and "factors" not in where else None
+    return faults
+
+
+async def test_timestamps_are_rfc3339_utc_and_money_is_minor_units_with_a_currency_everywhere(app, client):
+    operator = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer")
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="renovation"))
+    assert sold.status_code == 201, sold.text
+    maker_id, maker, deal = await claimed_exposure(app, client, "deal_maker")
+    buyer_id, buyer, bought = await claimed_exposure(app, client, "lead_buyer", category="renovation")
+    for status, extra in (("won", {"turnover": money(500_000)}), ("paid", {})):
+        moved = await client.post(f"/v1/exposures/{deal}/status", headers=auth(maker), json={"status": status, **extra})
+        assert moved.status_code == 200, moved.text
+    returned = await client.post(f"/v1/exposures/{bought}/return", headers=auth(buyer), json={"reason": "wrong city"})
+    assert returned.status_code == 200, returned.text
+    await client.post(f"/v1/businesses/{seller_id}/block", headers=auth(operator))
+    lead_id = (await client.get(f"/v1/exposures/{deal}", headers=auth(maker))).json()["lead_id"]
+    invoice_id = (await client.get("/v1/invoices", headers=auth(maker))).json()["items"][0]["id"]
+
+    faults = []
+    checked = 0
+    for token, paths in (
+        (None, ["/v1/categories", "/v1/unreliable"]),
+        (maker, ["/v1/businesses/me", "/v1/exposures", f"/v1/exposures/{deal}", "/v1/wallet", "/v1/wallet/entries",
+                 "/v1/invoices", f"/v1/invoices/{invoice_id}", "/v1/settlements"]),
+        (buyer, ["/v1/offers", "/v1/exposures", f"/v1/exposures/{bought}", "/v1/wallet", "/v1/wallet/entries",
+                 "/v1/invoices"]),
+        (operator, [f"/v1/leads/{lead_id}", f"/v1/leads/{lead_id}/ranking", "/v1/notifications", "/v1/fraud/alerts",
+                    f"/v1/businesses/{buyer_id}", "/v1/settlements", "/v1/invoices"]),
+    ):
+        for path in paths:
+            response = await client.get(path, headers=auth(token) if token else {})
+            assert response.status_code == 200, (path, response.text)
+            faults += [f"{path} {fault}" for fault in wire_style_faults(response.json())]
+            checked += 1
+    faults += [f"return {fault}" for fault in wire_style_faults(returned.json())]
+    assert not faults, "\n".join(faults)
+    assert checked == 23 and maker_id != buyer_id

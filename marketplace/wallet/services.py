@@ -83,7 +83,6 @@ DEFAULT_PLAN_NAME = "default"
 provider: PaymentProvider = ManualBankTransfer()
 
 OPEN_CHARGE = ("pending", "failed")
-DEBT_COLLECTOR = "system:debt-collection"
 # A failed charge is tried again a day after it failed, then two, four, eight days after each further failure;
 # after MAX_CHARGE_ATTEMPTS attempts it stays failed (open, visible) for an operator to pursue.
 CHARGE_RETRY_AFTER = timedelta(days=1)
@@ -567,9 +566,7 @@ async def reverse_earnings(session: AsyncSession, exposure: Exposure, seller_id:
 # --- open debts --------------------------------------------------------------------------------------
 
 
-async def collect_debts(
-    session: AsyncSession, business_id: str, currency: str, *, actor: str = DEBT_COLLECTOR
-) -> Money:
+async def collect_debts(session: AsyncSession, business_id: str, currency: str) -> Money:
     """Pay a business's open debts from its wallet (credit, then available), oldest first. Returns what was paid.
 
     Each debt paid is one ledger transaction keyed on the charge it settles (`debt-offset:<settlement>`); the charge

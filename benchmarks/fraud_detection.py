@@ -195,7 +195,31 @@ async def run_market(
     app = in_process_app(settings, None, scenario.seed, migrate=False)
     simulation = FraudSimulation(scenario, InProcessService(app), ranker=app.state.ranker.name, progress=progress)
     result = await simulation.run()
+    write_truth(result, out / "truth.json")
     return result, simulation, settings, url
+
+
+def write_truth(result: Result, path: Path) -> None:
+    """The market's ground truth next to its database, to study afterwards what was caught and why (never read
+    by the service)."""
+    market = result.market
+    truth = {
+        "start": market.scenario.start.isoformat(),
+        "end": market.end.isoformat(),
+        "businesses": [b.truth() for b in market.businesses if b.id is not None],
+        "exposures": [
+            {
+                "id": e.id,
+                "business": market.businesses[e.business].id,
+                "lead": result.leads[e.lead].id,
+                "act": e.act,
+                "decided_at": None if e.decided_at is None else e.decided_at.isoformat(),
+                "answers_survey": result.leads[e.lead].plan.answers_survey,
+            }
+            for e in result.exposures
+        ],
+    }
+    path.write_text(json.dumps(truth) + "\n", encoding="utf-8")
 
 
 async def train(url: str, settings: Settings) -> FraudModel | None:
@@ -344,7 +368,9 @@ async def main_async(args: argparse.Namespace) -> int:
           f"{json.dumps(row.metrics)}")
     model = (row.blob, row.signature, settings.service.secret_key)
     eval_scenario = scenario_for(args.eval_seed, args)
-    threshold = settings.fraud.alert_threshold_bp if args.eval_threshold is None else args.eval_threshold
+    # The service's own threshold (the training market's settings carry the lower training threshold).
+    service_threshold = simulation_settings(url).fraud.alert_threshold_bp
+    threshold = service_threshold if args.eval_threshold is None else args.eval_threshold
     result, simulation, settings, url = await run_market(eval_scenario, out / "eval", threshold, model, progress)
     alerted = await first_alerts(url)
     figures = evaluate(result, alerted)

@@ -22,6 +22,8 @@ RELIABILITY_FLOOR_BP = 500
 PATTERN_GROWTH = 0.15
 NEW_EVIDENCE = 0.3
 TOP_REASONS = 3
+# The most that patterns reach without a contradiction (1 - exp(-PATTERN_CAP), below any sensible threshold).
+PATTERNS_ALONE = 1.0 - math.exp(-PATTERN_CAP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +55,16 @@ def combine(rule: float, model: float | None, supervised: bool, strong: float = 
     and which they confirm. It may lower what rests on patterns, never below what the business's
     contradictions score on their own (a customer's word against the business's still deserves a review),
     and a business without evidence stays at zero whatever the model says.
-    Unsupervised, its outlier score can only lift the rule score a little.
+    Unsupervised, its outlier score can only lift the rule score a little, and never lifts a business whose
+    evidence is patterns alone past what patterns reach on their own.
     """
     if model is None:
         return rule
     if supervised:
         return max(strong, min(1.0, rule * (0.5 + model)))
-    return min(1.0, rule * (1.0 + UNSUPERVISED_LIFT * model))
+    lifted = min(1.0, rule * (1.0 + UNSUPERVISED_LIFT * model))
+    # Without a contradiction the outlier score moves a business only within what patterns reach alone.
+    return lifted if strong > 0 else min(lifted, PATTERNS_ALONE)
 
 
 def reasons(signals: Sequence[Signal], model_reason: dict[str, Any] | None = None) -> tuple[dict[str, Any], ...]:

@@ -40,10 +40,13 @@ STRONG_CAP = 4.0
 PATTERN_CAP = 0.6  # patterns alone never reach a score of 0.5 (1 - exp(-0.6) = 0.45)
 
 # A reported turnover below this share of the customer's stated amount counts as under-reported; at
-# UNDER_REPORT_FULL or below it counts in full. Survey amounts are honest estimates (about +-10 %), so an
-# honest deal falls below 80 % of one rarely, and then only by a little.
+# UNDER_REPORT_FULL or below it counts in full, as much as a hidden deal. Survey amounts are honest estimates
+# (about +-10 %), so an honest deal falls below 80 % of one rarely, and then only by a little: on the training
+# market (seed 11) no honest deal of 98 with a surveyed amount came below 84 %, while every deal under-reported
+# on purpose came below 70 %. 60 % is a quarter of the turnover kept away from the commission on the
+# customer's own word: one such deal deserves an operator's look.
 UNDER_REPORT_RATIO = 0.8
-UNDER_REPORT_FULL = 0.5
+UNDER_REPORT_FULL = 0.6
 # A turnover below this share of the customer's budget counts as a pattern (budgets are rough).
 BELOW_BUDGET_RATIO = 0.4
 BELOW_BUDGET_EACH = 0.15

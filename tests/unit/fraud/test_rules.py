@@ -48,7 +48,12 @@ def test_the_model_moves_the_score_but_never_makes_evidence():
     assert rules.combine(0.4, 0.9, supervised=True) == pytest.approx(0.56)  # a confirmed-like case rises
     assert rules.combine(0.45, 0.1, supervised=True) == pytest.approx(0.27)  # a dismissed-like one falls,
     assert rules.combine(0.7, 0.1, supervised=True, strong=0.63) == pytest.approx(0.63)  # not below its contradictions
-    assert rules.combine(0.4, 1.0, supervised=False) == pytest.approx(0.5)  # an outlier tips a borderline case
+    # Unsupervised, an outlier tips a borderline case that rests on a contradiction...
+    assert rules.combine(0.4, 1.0, supervised=False, strong=0.26) == pytest.approx(0.5)
+    # ...but never lifts patterns alone past what they reach on their own (no alert from them).
+    assert rules.combine(rules.PATTERNS_ALONE, 1.0, supervised=False) == pytest.approx(rules.PATTERNS_ALONE)
+    assert rules.combine(0.3, 1.0, supervised=False) == pytest.approx(0.375)
+    assert rules.PATTERNS_ALONE < THRESHOLD
     assert rules.combine(0.9, 1.0, supervised=True) == 1.0
     assert rules.combine(0.3, None, supervised=False) == 0.3
 

@@ -102,7 +102,7 @@ def test_under_reported_turnover_against_the_survey_amount():
     no_amount = deal("paid", answer(amount=None), turnover=1_000)
     signal = kinds([honest_noise, half, three_quarters, no_amount])[UNDER_REPORTED]
     assert signal.count == 2 and set(signal.leads) == {half.lead_id, three_quarters.lead_id}
-    assert signal.weight == pytest.approx(1.0 + (0.8 - 0.7) / 0.3)
+    assert signal.weight == pytest.approx(1.0 + (0.8 - 0.7) / (0.8 - 0.6))
     assert signal.value == pytest.approx(0.5)  # the worst ratio
     assert UNDER_REPORTED not in kinds([honest_noise, no_amount])
 

@@ -349,8 +349,8 @@ def wire_style_faults(node: Any, where: str = "$") -> list[str]:
     elif isinstance(node, list):
         for i, item in enumerate(node):
             faults += wire_style_faults(item, f"{where}[{i}]")
-    elif isinstance(node, float):
-        faults.append(f"{where}: a float {node}") if "score" not in where and "factors" not in where else None
+    elif isinstance(node, float) and "score" not in where and "factors" not in where:
+        faults.append(f"{where}: a float {node}")  # only the ranking's scores and factors are not money
     return faults
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from marketplace.app import create_app, shutdown, startup
 from marketplace.db.models import ApiToken, Business, Exposure, ExposureEvent, Lead, LeadContact, LedgerTransaction
 from marketplace.http.problems import PROBLEM
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
@@ -389,3 +390,23 @@ async def test_timestamps_are_rfc3339_utc_and_money_is_minor_units_with_a_curren
     faults += [f"return {fault}" for fault in wire_style_faults(returned.json())]
     assert not faults, "\n".join(faults)
     assert checked == 23 and maker_id != buyer_id
+
+
+# --- start-up -------------------------------------------------------------------------------------------------
+
+
+async def test_leads_waiting_when_the_service_starts_are_offered_at_once(settings, client):
+    # `marketplace serve --demo` stores its leads before the service runs: their first wave is offered at
+    # start-up, not after the sweep's minute, so the printed tokens see offers straight away.
+    _, token = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)  # this app never runs its jobs: as if it had stopped right here
+    service = create_app(settings, migrate_on_start=False, run_jobs_in_background=True)
+    await startup(service.state)
+    try:
+        await service.state.jobs.run_due()  # waits for the background loop if it holds the queue
+        transport = httpx.ASGITransport(app=service, client=("127.0.0.1", 50001))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as restarted:
+            offers = (await restarted.get("/v1/offers", headers=auth(token))).json()["items"]
+    finally:
+        await shutdown(service.state)
+    assert [o["lead_id"] for o in offers] == [lead_id]

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,7 @@ NEG, LO, HI, SLOT = range(4)
 GAP_EVERY = 8  # a re-spread bucket has one free place after every 8 entries
 GAP_WINDOW = 64  # how far an insertion looks for a free place before the bucket is re-spread
 FIRST_SCAN = 512  # the least prefix a ranking scans in one go
+FACTOR_SAMPLE, FACTOR_SAMPLE_MAX = 2, 400  # with a fit weight, first score the first 2k eligible (k + 400 at most)
 MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
 _BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for the per-lead factor's bound: scan a hair deeper, never less
 
@@ -79,8 +82,20 @@ class Profile:
     active: bool = True
 
 
-# A bucket's entry before its table is first laid out: negated score, deal range, slot, version, posterior.
-Entry = tuple[float, int, int, int, int, tuple[float, ...]]
+class _Pending:
+    """A bucket's entries before its table is first laid out (start-up), column by column: negated score,
+    deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
+    posterior."""
+
+    __slots__ = ("hi", "lo", "neg", "post", "slot", "version")
+
+    def __init__(self) -> None:
+        self.neg: list[float] = []
+        self.lo: list[int] = []
+        self.hi: list[int] = []
+        self.slot: list[int] = []
+        self.version: list[int] = []
+        self.post: list[tuple[float, ...]] = []
 
 
 class _Bucket:
@@ -91,7 +106,7 @@ class _Bucket:
 
     def __init__(self) -> None:
         # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
-        self.pending: list[Entry] | None = []
+        self.pending: _Pending | None = _Pending()
         # Batched Thompson sampling: candidates drawn for exploration ahead of time, handed out in turn.
         # (slot -> place, slots, deal ranges, draws, base scores, posteriors), best draw first.
         self.ring: tuple[Any, ...] | None = None
@@ -133,7 +148,7 @@ class _Bucket:
         live = (self.lo != DEAD_LO).nonzero()[0]
         self.lay_out(self.neg[live], self.lo[live], self.hi[live], self.slot[live], self.post[:, live])
 
-    def insert(self, neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]) -> None:
+    def insert(self, neg: float, lo: int, hi: int, slot: int, posterior: NDArray[np.float32]) -> None:
         """At its sorted place: into a free place there, or shifting the entries up to the nearest one."""
         while True:
             at = self._place(neg)
@@ -348,15 +363,24 @@ class RankingCore:
                 continue
             received = float(parts.factors.get("history_exposures", 0)) if parts.factors else 0.0
             posterior = (parts.alpha, parts.beta, parts.worth, parts.bonus, parts.reliability, received, buyer)
+            column = None  # the posterior as an array, converted once for all its regions
             neg = -parts.value
             for region in profile.regions:
                 bucket = buckets.get((category, region))
                 if bucket is None:
                     bucket = buckets[(category, region)] = _Bucket()
-                if bucket.pending is not None:
-                    bucket.pending.append((neg, lo, hi, slot, version, posterior))
+                pending = bucket.pending
+                if pending is not None:
+                    pending.neg.append(neg)
+                    pending.lo.append(lo)
+                    pending.hi.append(hi)
+                    pending.slot.append(slot)
+                    pending.version.append(version)
+                    pending.post.append(posterior)
                 else:
-                    bucket.insert(neg, lo, hi, slot, posterior)
+                    if column is None:
+                        column = np.array(posterior, np.float32)
+                    bucket.insert(neg, lo, hi, slot, column)
 
     def _kill(self, slot: int) -> None:
         """End a business's current entries in place (found by their score with a binary search), so a scan
@@ -404,21 +428,20 @@ class RankingCore:
 
     def _lay_out_pending(self, bucket: _Bucket) -> None:
         pending, bucket.pending = bucket.pending, None
-        if not pending:
-            none = np.empty(0, np.int64)
-            bucket.lay_out(np.empty(0), none, none, none, np.empty((POSTERIOR_COLUMNS, 0), np.float32))
-            return
-        neg, lo, hi, slot, version, posterior = zip(*pending, strict=True)
-        slots = np.array(slot, np.int64)
-        live = (np.array(version, np.int32) == self._version[slots]).nonzero()[0]
-        negs = np.array(neg, np.float64)
+        assert pending is not None
+        n = len(pending.slot)
+        # From Python lists by the fastest routes numpy offers for each (np.array on a list of ints is slow).
+        slots = np.fromiter(pending.slot, np.int64, n)
+        live = (np.fromiter(pending.version, np.int32, n) == self._version[slots]).nonzero()[0]
+        negs = np.frombuffer(array("d", pending.neg), np.float64)
         order = live[np.argsort(negs[live], kind="stable")]
+        post = np.fromiter(chain.from_iterable(pending.post), np.float32, n * POSTERIOR_COLUMNS)
         bucket.lay_out(
             negs[order],
-            np.array(lo, np.int64)[order],
-            np.array(hi, np.int64)[order],
+            np.fromiter(pending.lo, np.int64, n)[order],
+            np.fromiter(pending.hi, np.int64, n)[order],
             slots[order],
-            np.array(posterior, np.float32)[order].T,
+            post.reshape(n, POSTERIOR_COLUMNS)[order].T,
         )
 
     def compact(self) -> None:
@@ -497,11 +520,15 @@ class RankingCore:
 
     def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
         factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
-        at = self._prefix(bucket, budget, k, marked)
         if factor is not None:
-            at, base, scores = self._exact_top(bucket, factor, category, budget, k, marked, at)
+            # When the factor reorders deal makers among themselves (a fit weight), a wider first sample gives a
+            # higher k-th exact score, so a shorter second scan.
+            want = min(k * FACTOR_SAMPLE, k + FACTOR_SAMPLE_MAX) if factor.w_fit else k
+            at = self._prefix(bucket, budget, want, marked)
+            at, base, scores = self._exact_top(bucket, factor, category, budget, k, want, marked, at)
             rows = bucket.table[:, at]
         else:
+            at = self._prefix(bucket, budget, k, marked)
             rows = bucket.table[:, at]  # one gather for every row of the entries found
             base = -rows[NEG].view(np.float64)
             scores = base
@@ -520,17 +547,18 @@ class RankingCore:
         category: str,
         budget: int,
         k: int,
+        want: int,
         marked: int,
         at: NDArray[np.intp],
     ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
-        """The top k by exact score (base x per-lead factor), given the first k eligible places by base score:
-        their k-th exact score bounds how far down anything else could still reach the top k. Lead buyers
+        """The top k by exact score (base x per-lead factor), given the first `want` (>= k) eligible places by
+        base score: their k-th exact score bounds how far down anything else could still reach the top k. Lead buyers
         (factor 1) reach it only with a base score at least as high; deal makers with one at least as high
         over the factor's bound for this lead. Places, base and exact scores, best first."""
         base = -bucket.neg[at]
         scores = base * self._factor(bucket, factor, category, budget, at)
-        if len(at) == k:
-            kth = float(scores.min())
+        if len(at) == want:  # else the bucket has no more eligible entries
+            kth = float(scores.min()) if want == k else float(np.partition(scores, want - k)[want - k])
             neg = bucket.neg
             buyers_reach = int(neg.searchsorted(-kth, "right"))
             upper = factor.maker_upper(category, budget) * _BOUND_MARGIN

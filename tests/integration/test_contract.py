@@ -130,6 +130,34 @@ async def test_text_of_spaces_alone_is_422_and_writes_nothing(client, db):
     assert renamed.status_code == 200 and renamed.json()["name"] == "Beta Plumbing"
 
 
+# --- another business's money ----------------------------------------------------------------------------------
+
+
+async def test_a_business_never_sees_another_business_money(app, client):
+    # test_access.py covers exposures and offers; here invoices (JSON and PDF), settlements and ledger entries.
+    _, owner, _ = await claimed_exposure(app, client, "lead_buyer")  # an invoice, a pending charge, postings
+    _, other = await register(client, "lead_buyer")
+    owner_id = (await client.get("/v1/businesses/me", headers=auth(owner))).json()["id"]
+    (invoice,) = (await client.get("/v1/invoices", headers=auth(owner))).json()["items"]
+    (settlement,) = (await client.get("/v1/settlements", headers=auth(owner))).json()["items"]
+    assert (await client.get("/v1/wallet/entries", headers=auth(owner))).json()["items"]
+
+    for accept in ("application/json", "application/pdf"):
+        response = await client.get(f"/v1/invoices/{invoice['id']}", headers={**auth(other), "Accept": accept})
+        assert_problem(response, 404)
+        assert invoice["number"] not in response.text
+    for path in (f"/v1/invoices?business_id={owner_id}", "/v1/invoices", "/v1/settlements",
+                 "/v1/settlements?status=pending", "/v1/wallet/entries"):
+        response = await client.get(path, headers=auth(other))
+        assert response.status_code == 200 and response.json()["items"] == [], (path, response.text)
+    wallet = (await client.get("/v1/wallet", headers=auth(other))).json()
+    assert wallet["owed"] == money(0) and wallet["pending_settlements"] == []
+    assert settlement["id"] not in str(wallet)
+    # The owner does get its PDF, so the 404 above is about who asked.
+    pdf = await client.get(f"/v1/invoices/{invoice['id']}", headers={**auth(owner), "Accept": "application/pdf"})
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
 # --- Idempotency-Key on every POST that moves money ----------------------------------------------------------
 
 

@@ -107,6 +107,45 @@ async def test_json_nested_too_deeply_is_400_not_a_500(client, db):
     await nothing_written(db, Lead)
 
 
+# --- out-of-range values on the calls that move money ---------------------------------------------------------
+
+
+async def test_huge_negative_or_fractional_amounts_are_422_and_move_nothing(app, client, db):
+    _, maker, deal = await claimed_exposure(app, client, "deal_maker")
+    buyer_id, buyer, bought = await claimed_exposure(app, client, "lead_buyer")
+    lead2 = await submit_lead(client)
+    (offer,) = await offer_lead_to(app, lead2, [buyer_id])
+    transactions = await db.count(LedgerTransaction)
+    table = Table()
+    for case, token, path, body, field in (
+        ("turnover over 10^15", maker, f"/v1/exposures/{deal}/status",
+         {"status": "won", "turnover": money(10**16)}, "turnover.amount_minor"),
+        ("turnover negative", maker, f"/v1/exposures/{deal}/status",
+         {"status": "won", "turnover": money(-1)}, "turnover.amount_minor"),
+        ("turnover a float", maker, f"/v1/exposures/{deal}/status",
+         {"status": "won", "turnover": {"amount_minor": 100.5, "currency": ILS}}, "turnover.amount_minor"),
+        ("turnover in words", maker, f"/v1/exposures/{deal}/status",
+         {"status": "won", "turnover": {"amount_minor": "lots", "currency": ILS}}, "turnover.amount_minor"),
+        ("note too long", maker, f"/v1/exposures/{deal}/status", {"status": "contacted", "note": "n" * 2001}, "note"),
+        ("withdrawal over 10^15", buyer, "/v1/wallet/withdrawals", {"amount": money(10**16)}, "amount.amount_minor"),
+        ("withdrawal negative", buyer, "/v1/wallet/withdrawals", {"amount": money(-500)}, "amount.amount_minor"),
+        ("withdrawal a float", buyer, "/v1/wallet/withdrawals",
+         {"amount": {"amount_minor": 0.5, "currency": ILS}}, "amount.amount_minor"),
+        ("withdrawal no currency", buyer, "/v1/wallet/withdrawals", {"amount": {"amount_minor": 5}},
+         "amount.currency"),
+        ("claim exclusive as a string", buyer, f"/v1/offers/{offer}/claim", {"exclusive": "true"}, "exclusive"),
+        ("claim exclusive as a number", buyer, f"/v1/offers/{offer}/claim", {"exclusive": 1}, "exclusive"),
+        ("return reason too long", buyer, f"/v1/exposures/{bought}/return", {"reason": "r" * 2001}, "reason"),
+        ("return reason a number", buyer, f"/v1/exposures/{bought}/return", {"reason": 7}, "reason"),
+    ):
+        table.check(case, await client.post(path, headers=auth(token), json=body), 422, field)
+    table.done()
+    assert await db.count(LedgerTransaction) == transactions
+    statuses = await db.scalars(select(Exposure.status).where(Exposure.id.in_([deal, bought])))
+    assert statuses == ["new", "new"]
+    assert await db.count(Exposure) == 2  # the offer of the second lead was not claimed
+
+
 # --- blank text -------------------------------------------------------------------------------------------------
 
 

@@ -108,7 +108,8 @@ class _Bucket:
         # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
         self.pending: _Pending | None = _Pending()
         # Batched Thompson sampling: candidates drawn for exploration ahead of time, handed out in turn.
-        # (slot -> place, slots, deal ranges, draws, base scores, posteriors), best draw first.
+        # (slot -> place, slots, deal ranges, base scores, (slot, draw, base score, posterior) rows), best draw
+        # first.
         self.ring: tuple[Any, ...] | None = None
         self.ring_at = 0
         # How many table places a ranking scanned per entry it wanted, lately: the next scan's first reach.
@@ -319,6 +320,7 @@ class RankingCore:
         self._u_at = self._n_at = 0
         self._scalars: list[float] = []
         self._cdf: dict[tuple[int, float], list[float]] = {}
+        self._explored: dict[tuple[int, int], NDArray[np.bool_]] = {}
 
     # --- updates ---------------------------------------------------------------------------------
 
@@ -537,8 +539,8 @@ class RankingCore:
         n = len(slots)
         places = self._places(n) if explore is None else (max(1, n // 3) if explore and n else 0)
         if places:
-            return self._explore(bucket, budget, slots, scores, base, post, places)
-        return Ranking(self._ids, slots, scores, base, np.zeros(n, np.bool_), post)
+            return self._explore(bucket, budget, slots, scores, base, post, places, factor is None and not marked)
+        return Ranking(self._ids, slots, scores, base, self._flags(n, n), post)
 
     def _exact_top(
         self,
@@ -646,15 +648,11 @@ class RankingCore:
         order = np.argsort(-draws)[:RING_SIZE]
         at = at[order]
         slots = bucket.slot[at]
-        return (
-            {s: i for i, s in enumerate(slots.tolist())},
-            slots,
-            bucket.lo[at],
-            bucket.hi[at],
-            draws[order],
-            -bucket.neg[at],
-            p[order],
-        )
+        base = -bucket.neg[at]
+        # What an explored place shows, side by side, so the chosen are read with one gather.
+        shown = np.empty((len(at), 3 + POSTERIOR_COLUMNS))
+        shown[:, 0], shown[:, 1], shown[:, 2], shown[:, 3:] = slots, draws[order], base, p[order]
+        return ({s: i for i, s in enumerate(slots.tolist())}, slots, bucket.lo[at], bucket.hi[at], base, shown)
 
     def _explore(
         self,
@@ -665,39 +663,51 @@ class RankingCore:
         base: NDArray[Any],
         post: NDArray[Any],
         places: int,
+        by_base: bool,
     ) -> Ranking:
         """The last `places` places go to the next eligible candidates of the bucket's Thompson ring, so
-        businesses with wide posteriors (newcomers) get seen and the estimates keep learning."""
+        businesses with wide posteriors (newcomers) get seen and the estimates keep learning. `by_base`: the
+        ranked are the first eligible by base score and nobody is excluded, so a candidate is among them
+        exactly when its base score is at least the last one's."""
         ring = bucket.ring
         if ring is None or bucket.ring_at >= len(ring[1]):
             ring = bucket.ring = self._draw_ring(bucket)
             bucket.ring_at = 0
-        _, r_slots, r_lo, r_hi, r_draws, r_base, r_post = ring
-        window = slice(bucket.ring_at, bucket.ring_at + 2 * places + 2)
+        _, r_slots, r_lo, r_hi, r_base, shown = ring
+        start = bucket.ring_at
+        window = slice(start, start + 2 * places + 2)
         bucket.ring_at = window.stop
-        candidates = r_slots[window]
         ok = _fits(r_lo[window], r_hi[window], budget)
-        mark = self._mark  # holds the excluded slots; the ranked ones join them for this test
-        mark[slots] = True
-        np.greater(ok, mark[candidates], out=ok)  # ok and not marked
-        mark[slots] = False
+        if by_base:
+            ok &= r_base[window] < base[-1]
+        else:
+            mark = self._mark  # holds the excluded slots; the ranked ones join them for this test
+            mark[slots] = True
+            np.greater(ok, mark[r_slots[window]], out=ok)  # ok and not marked
+            mark[slots] = False
         # The ring's places are distinct and a business has one live entry per bucket: no repeats.
         take = ok.nonzero()[0][:places]
         n = len(slots)
-        explored = np.zeros(n, np.bool_)
-        if len(take):
-            keep = n - len(take)
-            if scores is base:
-                scores = base.copy()
-            take += window.start
-            slots[keep:], scores[keep:], base[keep:], post[keep:] = (
-                r_slots[take],
-                r_draws[take],
-                r_base[take],
-                r_post[take],
-            )
-            explored[keep:] = True
-        return Ranking(self._ids, slots, scores, base, explored, post)
+        if not len(take):
+            return Ranking(self._ids, slots, scores, base, self._flags(n, n), post)
+        keep = n - len(take)
+        if scores is base:
+            scores = base.copy()
+        take += start
+        chosen = shown[take]
+        slots[keep:], scores[keep:], base[keep:], post[keep:] = chosen[:, 0], chosen[:, 1], chosen[:, 2], chosen[:, 3:]
+        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), post)
+
+    def _flags(self, n: int, keep: int) -> NDArray[np.bool_]:
+        """Explored or not, per place: the last n - keep of n (shared, read-only arrays)."""
+        flags = self._explored.get((n, keep))
+        if flags is None:
+            flags = np.zeros(n, np.bool_)
+            flags[keep:] = True
+            flags.flags.writeable = False
+            if len(self._explored) < 4096:
+                self._explored[(n, keep)] = flags
+        return flags
 
     # --- introspection ---------------------------------------------------------------------------
 

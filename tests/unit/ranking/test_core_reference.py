@@ -166,8 +166,10 @@ def test_many_updates_in_one_bucket_keep_it_sorted_and_exact(factor):
             assert_same_top(core, state, "plumbing", "north", budget, k, ["b00007", "b00011"], factor)
 
 
-def test_explored_places_are_eligible_distinct_and_not_excluded():
-    core = RankingCore(explore_share=0.3, seed=4)
+@pytest.mark.parametrize("excluding", [True, False])
+@pytest.mark.parametrize("factor", [LeadFactor(), LeadFactor(0.3, 0.7, {"plumbing": 13.0})])
+def test_explored_places_are_eligible_distinct_and_not_excluded(excluding, factor):
+    core = RankingCore(explore_share=0.3, seed=4, lead_factor=factor)
     rng = random.Random(9)
     ranges = {}
     for i in range(400):
@@ -181,13 +183,16 @@ def test_explored_places_are_eligible_distinct_and_not_excluded():
     explored = 0
     for lead in range(300):
         budget = rng.randrange(1, 12) * 100_000
-        exclude = [f"b{j:04d}" for j in range(lead % 7, 400, 9)]
+        exclude = [f"b{j:04d}" for j in range(lead % 7, 400, 9)] if excluding else []
         ranking = core.rank("plumbing", "north", budget, 20, exclude=exclude)
         ids = ranking.business_ids
         assert len(ids) == len(set(ids))
         assert not set(ids) & set(exclude)
         assert all(ranges[b][0] <= budget <= ranges[b][1] for b in ids)
         explored += int(ranking.explored.sum())
+        exact = core.rank("plumbing", "north", budget, 20, exclude=exclude, explore=False)
+        kept = [b for b, e in zip(ids, ranking.explored, strict=True) if not e]
+        assert kept == exact.business_ids[: len(kept)]  # exploration takes the last places, the rest is the top
         if lead % 50 == 0:  # updates in between: explored candidates changed since the draw are skipped
             for j in range(0, 400, 3):
                 b = f"b{j:04d}"

@@ -25,6 +25,7 @@ from tests.integration.test_wallet import (
     quick_offer,
     wallet,
 )
+from tests.integration.test_wallet_races import leads_offered_to
 from workers import actors
 
 # What the seller of a plumbing lead earns when it is bought: 70 % of the net 50.85 (see test_wallet.py).
@@ -249,6 +250,37 @@ async def test_wallet_money_that_arrives_outside_a_sale_is_collected_by_the_work
     assert (await settlement(db, oldest["id"])).status == "cancelled"
     (rest,) = state["open_debts"]
     assert rest["status"] == "pending" and rest["amount"] == money(PRICE - 1_000)
+    await assert_sound(client, operator)
+
+
+async def test_earnings_arriving_while_an_operator_confirms_the_debt_pay_it_once(app, client, db):
+    """Sales of the seller's leads (each paying its debts from the earnings), the operator confirming its charge and
+    the collector's round, all at once: no deadlock, and the debt is paid once, by the wallet or by the transfer."""
+    operator = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer")
+    await buy_from(app, client, (seller_id, seller), None)
+    (debt,) = (await wallet(client, seller))["open_debts"]
+    buyers = [await register(client, "lead_buyer") for _ in range(4)]
+    offers = await leads_offered_to(app, [b for b, _ in buyers], sellers=[seller_id] * len(buyers))
+    claims = [claim(client, token, offer_id) for (_, token), offer_id in zip(buyers, offers, strict=True)]
+    confirm = client.post(f"/v1/settlements/{debt['id']}/confirm", headers=auth(operator))
+    *claimed, confirmed, _ = await asyncio.gather(*claims, confirm, services.collect_open_debts(app.state.uow))
+    assert [r.status_code for r in claimed] == [201] * len(buyers), [r.text for r in claimed]
+    assert confirmed.status_code in (200, 409), confirmed.text
+
+    state = await wallet(client, seller)
+    owed_matches_open_debts(state)
+    offsets = await db.count(LedgerTransaction, LedgerTransaction.kind == "debt_offset")
+    received = await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received")
+    earned = len(buyers) * SHARE
+    if confirmed.status_code == 200:  # the transfer paid it: the earnings stay in the wallet
+        assert (received, offsets) == (1, 0)
+        assert state["available"] == money(earned) and state["owed"] == money(0)
+    else:  # the earnings paid it first (the first sale part of it); the charge can no longer be confirmed
+        assert received == 0 and offsets in (1, 2)
+        assert state["available"] == money(earned - PRICE) and state["owed"] == money(0)
+        assert (await settlement(db, debt["id"])).status == "cancelled"
+    await no_negative_balance(db)
     await assert_sound(client, operator)
 
 

@@ -248,7 +248,9 @@ async def run_cell(cell: Cell, post: Post, businesses: list[str], seconds: float
     cell.seconds = seconds
 
 
-def make_post(path: str, engine: AsyncEngine, pipelines: int) -> tuple[Post, Callable[[], Awaitable[None]], Any]:
+def make_post(
+    path: str, engine: AsyncEngine, pipelines: int, min_share: int
+) -> tuple[Post, Callable[[], Awaitable[None]], Any]:
     sessions = create_session_factory(engine)
     if path == "store":
 
@@ -264,7 +266,7 @@ def make_post(path: str, engine: AsyncEngine, pipelines: int) -> tuple[Post, Cal
                 return await fast_store.post(session, transfer, business_id=payer)
 
         return post_function, _nothing, None
-    ledger = fast_store.GroupCommitLedger(engine, pipelines=pipelines)
+    ledger = fast_store.GroupCommitLedger(engine, pipelines=pipelines, min_share=min_share)
 
     async def post_group(transfer: Transfer, payer: str) -> Any:
         return await ledger.post(transfer, business_id=payer)
@@ -286,7 +288,7 @@ async def bench_backend(backend: str, args: argparse.Namespace, workdir: Path) -
         await migrate.upgrade(engine)
         await seed(engine, [*businesses, HOT])
         print(f"\n[{backend} / {path}] {await durability(engine)}", flush=True)
-        post, close, ledger = make_post(path, engine, args.pipelines)
+        post, close, ledger = make_post(path, engine, args.pipelines, args.min_share)
         try:
             for workload in args.workloads:
                 for clients in args.clients:
@@ -384,6 +386,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pipelines", type=int, default=2, help="batches in flight at once on the group path (default 2)"
     )
+    parser.add_argument(
+        "--min-share",
+        type=int,
+        default=fast_store.MIN_SHARE,
+        help=f"idle pipelines share the queue in parts of at least this many (default {fast_store.MIN_SHARE})",
+    )
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (as uvicorn)")
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",")]
@@ -402,7 +410,8 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"ledger transfers: {platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, loop {args.loop}, "
-        f"{args.accounts:,} accounts, {args.seconds:g} s per cell"
+        f"{args.accounts:,} accounts, {args.seconds:g} s per cell, group path: {args.pipelines} pipelines, "
+        f"min share {args.min_share}"
     )
     cells: list[Cell] = []
     with tempfile.TemporaryDirectory(prefix="bench_ledger_") as workdir:

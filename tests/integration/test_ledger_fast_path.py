@@ -573,3 +573,28 @@ async def test_the_group_writer_starts_a_new_connection_when_its_own_is_lost(app
         )
         assert balance == 111
         assert await store.balance_mismatches(session) == []
+
+
+@pytest.mark.parametrize(("min_share", "batches"), [(1, [3, 3]), (3, [3, 3]), (4, [6])])
+async def test_idle_pipelines_share_a_queue_only_in_parts_of_min_share(
+    app: Litestar, min_share: int, batches: list[int]
+) -> None:
+    """Six transfers queued at once before either of two idle pipelines runs: shared out in two parts of three,
+    unless parts that small are not allowed, and then one commit takes all six."""
+    if not is_postgres(app):
+        pytest.skip("SQLite writes one transfer per transaction")
+    transfers = [build_lead_earnings(f"share-{n}", "biz_a", "lead_buyer", m(100)) for n in range(6)]
+    await open_accounts(app, transfers)
+    sizes: list[int] = []
+    ledger = fast_store.GroupCommitLedger(app.state.engine, pipelines=2, min_share=min_share)
+    write = ledger._write
+
+    async def counting_write(writer: Any, batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        await write(writer, batch)
+
+    ledger._write = counting_write  # type: ignore[method-assign]
+    async with ledger:
+        outcomes = await asyncio.gather(*(outcome(ledger.post(t)) for t in transfers))
+    assert sorted(sizes) == batches
+    assert [kind for kind, _ in outcomes] == ["new"] * 6

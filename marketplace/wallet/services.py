@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, and_, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -689,27 +689,45 @@ def retry_due(failed_at: datetime, failures: int, now: datetime) -> bool:
     return now >= failed_at + CHARGE_RETRY_AFTER * 2 ** max(failures - 1, 0)
 
 
-async def retry_failed_charges(session: AsyncSession, now: datetime, *, limit: int = 200) -> list[Settlement]:
+async def retry_failed_charges(
+    session: AsyncSession, now: datetime, *, limit: int = 200, after: tuple[datetime, str] | None = None
+) -> tuple[list[Settlement], tuple[datetime, str] | None]:
     """Charge again the failed debts whose time has come: each as a new attempt with its own idempotency key
     (`charge:<transaction>:<attempt>`), the failed charge superseded by it, so that a debt is charged once at a
-    time however often (or concurrently) this runs. Returns the new charges."""
-    due = list(
-        await session.scalars(
-            select(Settlement)
-            .where(
-                Settlement.direction == "charge",
-                Settlement.status == "failed",
-                Settlement.confirmed_at <= now - CHARGE_RETRY_AFTER,
-            )
-            .order_by(Settlement.confirmed_at, Settlement.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    time however often (or concurrently) this runs. One page of candidates, oldest failure first, after `after`;
+    returns the new charges and where the next page starts (None after the last)."""
+    chain = aliased(Settlement)
+    failures = (
+        select(func.count())
+        .select_from(chain)
+        .where(
+            chain.business_id == Settlement.business_id,
+            chain.transaction_id == Settlement.transaction_id,
+            chain.direction == "charge",
+            chain.confirmed_at.is_not(None),
+            chain.confirmed_transaction_id.is_(None),
         )
+        .scalar_subquery()
     )
+    query = (
+        select(Settlement)
+        .where(
+            Settlement.direction == "charge",
+            Settlement.status == "failed",
+            Settlement.confirmed_at <= now - CHARGE_RETRY_AFTER,
+            failures < MAX_CHARGE_ATTEMPTS,  # those left to an operator would fill every page
+        )
+        .order_by(Settlement.confirmed_at, Settlement.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if after is not None:
+        query = query.where(tuple_(Settlement.confirmed_at, Settlement.id) > tuple_(*after))
+    due = list(await session.scalars(query))
     retried = []
     for charge in due:
-        chain = await _chain(session, charge)
-        if charge.confirmed_at is None or not retry_due(charge.confirmed_at, _failures(chain), now):
+        debt = await _chain(session, charge)
+        if charge.confirmed_at is None or not retry_due(charge.confirmed_at, _failures(debt), now):
             continue
         if not await _close_charge(session, charge, "failed"):
             continue
@@ -721,11 +739,12 @@ async def retry_failed_charges(session: AsyncSession, now: datetime, *, limit: i
                 transaction_id=charge.transaction_id,
                 reference=charge.reference or charge.id,
                 invoice_id=charge.invoice_id,
-                idempotency_key=charge_key(charge.transaction_id, len(chain) + 1),
+                idempotency_key=charge_key(charge.transaction_id, len(debt) + 1),
             )
         )
     await session.flush()
-    return retried
+    last = due[-1] if len(due) == limit else None
+    return retried, (last.confirmed_at, last.id) if last is not None and last.confirmed_at is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -739,25 +758,22 @@ class DebtCollection:
 async def collect_open_debts(uow_factory: UnitOfWorkFactory, *, limit: int = 500) -> DebtCollection:
     """The worker's round: every business that owes and has wallet money pays from it (one transaction each, so a
     busy wallet holds up nobody else), then failed charges whose time has come are tried again."""
-    receivable, wallet = aliased(LedgerAccount), aliased(LedgerAccount)
+    # Driven by the open charges (settlements by status are indexed; owing businesses are few), not by a scan of
+    # every wallet.
     async with uow_factory() as uow:
         rows = await uow.session.execute(
-            select(receivable.owner_id, receivable.currency)
+            select(Settlement.business_id, Settlement.currency)
             .join(
-                wallet,
+                LedgerAccount,
                 and_(
-                    wallet.owner_id == receivable.owner_id,
-                    wallet.currency == receivable.currency,
-                    wallet.owner == "business",
-                    wallet.kind.in_((AccountKind.CREDIT.value, AccountKind.AVAILABLE.value)),
-                    wallet.balance_minor > 0,
+                    LedgerAccount.owner_id == Settlement.business_id,
+                    LedgerAccount.currency == Settlement.currency,
+                    LedgerAccount.owner == "business",
+                    LedgerAccount.kind.in_((AccountKind.CREDIT.value, AccountKind.AVAILABLE.value)),
+                    LedgerAccount.balance_minor > 0,
                 ),
             )
-            .where(
-                receivable.owner == "business",
-                receivable.kind == AccountKind.RECEIVABLE.value,
-                receivable.balance_minor > 0,
-            )
+            .where(Settlement.direction == "charge", Settlement.status.in_(OPEN_CHARGE))
             .distinct()
             .limit(limit)
         )
@@ -767,9 +783,14 @@ async def collect_open_debts(uow_factory: UnitOfWorkFactory, *, limit: int = 500
         async with uow_factory() as uow:
             if (await collect_debts(uow.session, business_id, currency)).is_positive:
                 paid += 1
-    async with uow_factory() as uow:
-        retried = await retry_failed_charges(uow.session, utcnow())
-    return DebtCollection(paid, len(retried))
+    now, retried, after = utcnow(), 0, None
+    for _ in range(50):  # a page per transaction; what is left waits for the next round
+        async with uow_factory() as uow:
+            charged, after = await retry_failed_charges(uow.session, now, after=after)
+        retried += len(charged)
+        if after is None:
+            break
+    return DebtCollection(paid, retried)
 
 
 # --- withdrawals and settlements ---------------------------------------------------------------------

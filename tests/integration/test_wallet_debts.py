@@ -214,6 +214,43 @@ async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_
     await assert_sound(client, operator)
 
 
+async def test_failed_charges_are_retried_page_by_page_and_at_most_five_times(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    for _ in range(3):
+        await buy_from(app, client, (buyer_id, buyer), None)
+    for debt in (await wallet(client, buyer))["open_debts"]:
+        assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(days=1, minutes=1))
+    pages, retried, after = 0, 0, None
+    while True:
+        async with app.state.uow() as uow:
+            charged, after = await services.retry_failed_charges(uow.session, clock.now(), limit=1, after=after)
+        pages, retried = pages + 1, retried + len(charged)
+        if after is None:
+            break
+    assert retried == 3 and pages >= 3
+    state = await wallet(client, buyer)
+    assert [d["status"] for d in state["open_debts"]] == ["pending"] * 3
+    owed_matches_open_debts(state)
+
+    # Each debt fails four more times (five in all), each retry waiting twice as long; then it is left as it is.
+    for failures in (2, 3, 4, 5):
+        for debt in (await wallet(client, buyer))["open_debts"]:
+            assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
+        wait = timedelta(days=2 ** (failures - 1))
+        clock.advance(wait - timedelta(minutes=1))
+        assert (await services.collect_open_debts(app.state.uow)).retried == 0
+        clock.advance(timedelta(minutes=2))
+        assert (await services.collect_open_debts(app.state.uow)).retried == (3 if failures < 5 else 0)
+    state = await wallet(client, buyer)
+    assert [d["status"] for d in state["open_debts"]] == ["failed"] * 3 and state["owed"] == money(3 * PRICE)
+    clock.advance(timedelta(days=365))
+    assert (await services.collect_open_debts(app.state.uow)).retried == 0
+    assert await db.count(Settlement, Settlement.business_id == buyer_id) == 3 * 5
+    await assert_sound(client, operator)
+
+
 async def test_concurrent_debt_collection_charges_a_failed_debt_once(app, client, db):
     operator = await operator_token(app)
     buyer_id, buyer = await register(client, "lead_buyer")

@@ -10,6 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
     if database_url.startswith("sqlite"):
+        from marketplace.db import sqlite_driver  # registers the one-hop aiosqlite dialect
+
+        if database_url.startswith("sqlite+aiosqlite:"):
+            database_url = f"sqlite+{sqlite_driver.DRIVER}:" + database_url.split(":", 1)[1]
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **overrides)
         _sqlite_pragmas(engine)
         return engine

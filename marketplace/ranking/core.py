@@ -43,7 +43,8 @@ UNSTATED = np.iinfo(np.int64).max - 1  # a budget of 0 means "not stated": every
 # of POSTERIOR_COLUMNS rows alongside, so the entries a lead ranks are read from contiguous memory.
 NEG, LO, HI, SLOT = range(4)
 GAP_EVERY = 8  # a re-spread bucket has one free place after every 8 entries
-GAP_WINDOW = 64  # how far an insertion looks for a free place before the bucket is re-spread
+GAP_WINDOW = 64  # how far an insertion looks for a free place first
+WIDE_WINDOW = 2048  # and then, before the bucket is re-spread; also the longest move of an entry in place
 FIRST_SCAN = 512  # the least prefix a ranking scans in one go
 FACTOR_SAMPLE, FACTOR_SAMPLE_MAX = 2, 400  # with a fit weight, first score the first 2k eligible (k + 400 at most)
 MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
@@ -168,16 +169,27 @@ class _Bucket:
             return p
         if p and lo_row[p - 1] == DEAD_LO:
             return p - 1
-        table, post = self.table, self.post
-        if p < cap:
-            free = lo_row[p : p + GAP_WINDOW] == DEAD_LO
+        # A run of equal scores (newcomers at their category's prior) uses up the free places around it: look
+        # further before re-spreading the whole bucket.
+        for window in (GAP_WINDOW, WIDE_WINDOW):
+            at = self._shift_to_free(p, window)
+            if at >= 0:
+                return at
+        return -1
+
+    def _shift_to_free(self, p: int, window: int) -> int:
+        """Make place p (or p - 1) free by shifting the entries up to the nearest free place within the window
+        on the right (or on the left); -1 if there is none."""
+        lo_row, table, post = self.lo, self.table, self.post
+        if p < len(lo_row):
+            free = lo_row[p : p + window] == DEAD_LO
             j = int(free.argmax())
             if free[j]:
                 table[:, p + 1 : p + j + 1] = table[:, p : p + j]
                 post[:, p + 1 : p + j + 1] = post[:, p : p + j]
                 return p
         if p:
-            start = max(0, p - GAP_WINDOW)
+            start = max(0, p - window)
             free = lo_row[start:p] == DEAD_LO
             j = len(free) - 1 - int(free[::-1].argmax())
             if free[j]:
@@ -187,21 +199,55 @@ class _Bucket:
                 return p - 1
         return -1
 
-    def kill(self, neg: float, slot: int) -> None:
-        """End the live entry of this slot that scores -neg (if there is one), and its exploration draw."""
+    def _find(self, neg: float, slot: int) -> int:
+        """The place of this slot's live entry scoring -neg, or -1."""
+        p = int(self.neg.searchsorted(neg))
+        slots, lo_row = self.slot, self.lo
+        if p < len(slots) and slots[p] == slot and lo_row[p] != DEAD_LO:
+            return p
+        end = int(self.neg.searchsorted(neg, "right"))
+        hits = ((slots[p:end] == slot) & (lo_row[p:end] != DEAD_LO)).nonzero()[0]
+        return p + int(hits[0]) if len(hits) else -1
+
+    def _strike(self, slot: int) -> None:
+        """A drawn business changed: its draw rests on what it was, so it may no longer explore."""
         if self.ring is not None:
             drawn = self.ring[0].get(slot)
             if drawn is not None:
-                self.ring[2][drawn] = DEAD_LO  # its draw rests on what it was: no longer eligible to explore
-        p = int(self.neg.searchsorted(neg))
-        slots, lo_row = self.slot, self.lo
-        if not (p < len(slots) and slots[p] == slot and lo_row[p] != DEAD_LO):
-            end = int(self.neg.searchsorted(neg, "right"))
-            hits = ((slots[p:end] == slot) & (lo_row[p:end] != DEAD_LO)).nonzero()[0]
-            if not len(hits):
-                return
-            p += int(hits[0])
-        lo_row[p], self.hi[p] = DEAD_LO, DEAD_HI
+                self.ring[2][drawn] = DEAD_LO
+
+    def move(self, old: float, slot: int, neg: float, lo: int, hi: int, posterior: NDArray[np.float32]) -> bool:
+        """The slot's entry scoring -old takes its place for -neg (deal range and posterior rewritten); the
+        entries in between shift by one. False (nothing done) if it has no live entry here or the way is long."""
+        i = self._find(old, slot)
+        if i < 0:
+            return False
+        p = int(self.neg.searchsorted(neg, "right"))
+        table, post = self.table, self.post
+        if p > i:  # a lower score: the entries in (i, p) move up one
+            if p - i > WIDE_WINDOW:
+                return False
+            at = p - 1
+            table[:, i:at] = table[:, i + 1 : p]
+            post[:, i:at] = post[:, i + 1 : p]
+        else:  # a higher (or equal) score: the entries in [p, i) move down one
+            if i - p > WIDE_WINDOW:
+                return False
+            at = p
+            table[:, p + 1 : i + 1] = table[:, p:i]
+            post[:, p + 1 : i + 1] = post[:, p:i]
+        self._strike(slot)
+        self.neg[at] = neg
+        self.lo[at], self.hi[at], self.slot[at] = lo, hi, slot
+        post[:, at] = posterior
+        return True
+
+    def kill(self, neg: float, slot: int) -> None:
+        """End the live entry of this slot that scores -neg (if there is one), and its exploration draw."""
+        self._strike(slot)
+        p = self._find(neg, slot)
+        if p >= 0:
+            self.lo[p], self.hi[p] = DEAD_LO, DEAD_HI
 
 
 class Ranking:
@@ -351,7 +397,23 @@ class RankingCore:
             self._slot[profile.business_id] = slot
             self._ids.append(profile.business_id)
             self._stored.append(None)
-        self._kill(slot)
+        stored = self._stored[slot]
+        # The usual update: new scores, same categories and regions. Each entry then moves from its old place to
+        # its new one; otherwise the old entries die and new ones are inserted.
+        moving = (
+            stored is not None
+            and stored[0].active
+            and profile.active
+            and stored[0].categories == profile.categories
+            and stored[0].regions == profile.regions
+            and len(set(profile.regions)) == len(profile.regions)
+            and all((c in scores) == (c in stored[1]) for c in profile.categories)
+        )
+        old_scores = stored[1] if stored is not None else {}
+        if moving:
+            self._version[slot] += 1  # entries still pending die
+        else:
+            self._kill(slot)
         self._stored[slot] = (profile, scores)
         if not profile.active:
             return  # blocked, suspended or at its cap: no entries until it is back
@@ -367,6 +429,7 @@ class RankingCore:
             posterior = (parts.alpha, parts.beta, parts.worth, parts.bonus, parts.reliability, received, buyer)
             column = None  # the posterior as an array, converted once for all its regions
             neg = -parts.value
+            old = -old_scores[category].value if moving else 0.0
             for region in profile.regions:
                 bucket = buckets.get((category, region))
                 if bucket is None:
@@ -382,7 +445,10 @@ class RankingCore:
                 else:
                     if column is None:
                         column = np.array(posterior, np.float32)
-                    bucket.insert(neg, lo, hi, slot, column)
+                    if not (moving and bucket.move(old, slot, neg, lo, hi, column)):
+                        if moving:
+                            bucket.kill(old, slot)
+                        bucket.insert(neg, lo, hi, slot, column)
 
     def _kill(self, slot: int) -> None:
         """End a business's current entries in place (found by their score with a binary search), so a scan

@@ -4,8 +4,8 @@ and, for transfers that stand alone, several transfers per commit (group commit)
 Two entry points:
 
 ``post(session, transfer)``
-    store.post() in one round trip: the database function ``ledger_post_batch`` (migration
-    0004_ledger_function) checks the idempotency key, creates missing accounts, moves the business balances
+    store.post() in one round trip: the database function ``ledger_post_batch`` (migrations
+    0004_ledger_function, 0006_ledger_statement_checks) checks the idempotency key, creates missing accounts, moves the business balances
     (conditionally, never below zero, accounts locked in ascending id order), inserts the postings and the
     transaction row. It runs in the caller's transaction and commits with it, like store.post(); a refused
     transfer (insufficient funds, idempotency conflict) leaves no trace and the session stays usable.

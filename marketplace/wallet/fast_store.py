@@ -5,10 +5,11 @@ Two entry points:
 
 ``post(session, transfer)``
     store.post() in one round trip: the database function ``ledger_post_batch`` (migrations
-    0004_ledger_function, 0006_ledger_statement_checks) checks the idempotency key, creates missing accounts, moves the business balances
-    (conditionally, never below zero, accounts locked in ascending id order), inserts the postings and the
-    transaction row. It runs in the caller's transaction and commits with it, like store.post(); a refused
-    transfer (insufficient funds, idempotency conflict) leaves no trace and the session stays usable.
+    0004_ledger_function, 0006_ledger_statement_checks) checks the idempotency key, creates missing accounts,
+    moves the business balances (conditionally, never below zero, accounts locked in ascending id order),
+    inserts the postings and the transaction row. It runs in the caller's transaction and commits with it, like
+    store.post(); a refused transfer (insufficient funds, idempotency conflict) leaves no trace and the session
+    stays usable.
     On SQLite this *is* store.post().
 
 ``GroupCommitLedger(engine).post(transfer)``

@@ -645,6 +645,12 @@ class RankingCore:
                 more += start
                 if marked:
                     more = more[~self._mark[bucket.slot[more]]]
+                if len(more) > k:
+                    # Lead buyers keep their base order, and so do deal makers when the factor has no fit weight
+                    # (one factor for them all): the first k of such a kind are all of it that may rank.
+                    buyer = bucket.post[BUYER, more] > 0.5
+                    makers = more[~buyer]
+                    more = np.concatenate((more[buyer][:k], makers if factor.w_fit else makers[:k]))
                 if len(more):
                     more_base = -bucket.neg[more]
                     at = np.concatenate((at, more))

@@ -90,12 +90,12 @@ operations = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(
     ops=operations,
-    factor_on=st.booleans(),
+    factor_weights=st.sampled_from([None, (0.4, -0.6), (0.4, 0.0), (-0.5, 0.3)]),
     budgets=st.lists(st.sampled_from([0, 100_000, 300_000, 400_000, 1_000_000]), min_size=1, max_size=3),
     k=st.integers(1, 12),
 )
-def test_the_fast_core_equals_the_reference_after_any_updates(ops, factor_on, budgets, k):
-    factor = LeadFactor(0.4, -0.6, {"plumbing": 12.5}) if factor_on else LeadFactor()
+def test_the_fast_core_equals_the_reference_after_any_updates(ops, factor_weights, budgets, k):
+    factor = LeadFactor(*factor_weights, {"plumbing": 12.5}) if factor_weights else LeadFactor()
     core = RankingCore(explore_share=0.0, lead_factor=factor)
     state: dict[str, tuple[Profile, dict[str, Score]]] = {}
     for op, i, h, (lo, hi), shape, buyer in ops:
@@ -133,7 +133,9 @@ def test_the_fast_core_equals_the_reference_after_any_updates(ops, factor_on, bu
                 assert_same_top(core, state, category, region, budget, k, [], factor)
 
 
-@pytest.mark.parametrize("factor", [LeadFactor(), LeadFactor(0.3, 0.7, {"plumbing": 13.0})])
+@pytest.mark.parametrize(
+    "factor", [LeadFactor(), LeadFactor(0.3, 0.7, {"plumbing": 13.0}), LeadFactor(0.5, 0.0, {"plumbing": 13.0})]
+)
 def test_many_updates_in_one_bucket_keep_it_sorted_and_exact(factor):
     """Thousands of entries and updates: insertions shift up to the nearest free place, buckets re-spread."""
     rng = random.Random(5)

@@ -39,6 +39,7 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
+from marketplace.fraud.services import notify
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.settings import Settings
@@ -256,6 +257,18 @@ async def issue_invoice(
         issued_at=now,
     )
     session.add(invoice)
+    # The business gets its invoice by message (in the embedded default it lands in GET /v1/notifications).
+    title = "Credit note" if corrects is not None else "Invoice"
+    notify(
+        session,
+        "invoice",
+        business.email,
+        f"{title} {document.number}: {amount.gross}",
+        f"{title} {document.number} for {business.name}: {description}. Net {amount.net}, VAT {amount.vat}, "
+        f"total {amount.gross}.",
+        link=f"{settings.notifications.public_base_url}/v1/invoices/{invoice.id}",
+        reference=invoice.id,
+    )
     await session.flush()
     return invoice
 

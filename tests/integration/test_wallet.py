@@ -266,6 +266,17 @@ async def test_purchase_with_an_empty_wallet_is_owed_and_invoiced_with_vat(app, 
     assert accounts_of(tb)["marketplace::revenue"] == 2 * PRICE_NET
     assert accounts_of(tb)["marketplace::vat_payable"] == 2 * PRICE_VAT
 
+    # Each invoice went to the business as a message with its link (the outbox, in the embedded default).
+    sent = await client.get("/v1/notifications", headers=auth(operator), params={"kind": "invoice"})
+    assert sent.status_code == 200
+    messages = {m["reference"]: m for m in sent.json()["items"]}
+    assert messages.keys() == {i["id"] for i in issued}
+    buyer_email = (await client.get("/v1/businesses/me", headers=auth(lb))).json()["email"]
+    for inv in issued:
+        message = messages[inv["id"]]
+        assert message["recipient"] == buyer_email and inv["number"] in message["subject"]
+        assert message["link"] == f"{settings.notifications.public_base_url}/v1/invoices/{inv['id']}"
+
 
 # --- returns ------------------------------------------------------------------------------------------
 

@@ -44,8 +44,9 @@ class Exposed:
 
 @dataclass(frozen=True, slots=True)
 class Moved:
-    """An exposure reached `status` (`paid` with its turnover, or `returned`); a paid deal on a lead that
-    `seller_id` sold the marketplace earned that seller's score `commission_minor`."""
+    """An exposure reached `status` (`paid` with its turnover, or `returned`). On a lead that `seller_id` sold
+    the marketplace, a paid deal earned the marketplace `commission_minor`, and a return gave back the
+    `refunded_minor` it had been paid for the lead: that seller's bonus moves by as much."""
 
     business_id: str
     category: str
@@ -53,6 +54,7 @@ class Moved:
     turnover_minor: int = 0
     seller_id: str | None = None
     commission_minor: int = 0
+    refunded_minor: int = 0
 
 
 Event = Joined | Exposed | Moved
@@ -100,4 +102,7 @@ def moved(exposure: Exposure, lead: Lead) -> Moved:
         if exposure.status == "paid" and exposure.mode == "deal_maker"
         else 0
     )
-    return Moved(exposure.business_id, lead.category, exposure.status, turnover, lead.seller_business_id, commission)
+    refunded = (exposure.price_minor or 0) if exposure.status == "returned" else 0
+    return Moved(
+        exposure.business_id, lead.category, exposure.status, turnover, lead.seller_business_id, commission, refunded
+    )

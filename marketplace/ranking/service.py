@@ -126,7 +126,7 @@ class ProfitabilityRanker:
                     else:
                         counts[3] += 1
                     touched[event.business_id] = s
-                earned = event.commission_minor if event.status == "paid" else 0
+                earned = event.commission_minor if event.status == "paid" else -event.refunded_minor
             if event.seller_id and earned:
                 seller = standing(event.seller_id)
                 if seller is not None:
@@ -329,11 +329,12 @@ async def load_standings(
     history: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for r in history_rows:
         history[r[0]][r[1]] = [int(v or 0) for v in r[2:]]
-    # What the marketplace earned from leads each business sold it: prices paid and commissions on them.
+    # What the marketplace earned from leads each business sold it: prices paid (not those refunded on a
+    # return) and commissions on them.
     sold_rows = await session.execute(
         select(
             Lead.seller_business_id,
-            func.sum(Exposure.price_minor),
+            func.sum(case((Exposure.status == "returned", 0), else_=Exposure.price_minor)),
             func.sum(
                 case(
                     (

@@ -449,6 +449,10 @@ class RankingCore:
                         if moving:
                             bucket.kill(old, slot)
                         bucket.insert(neg, lo, hi, slot, column)
+                        if not moving:
+                            # A business new to the bucket (a sign-up, a profile change): the exploration
+                            # order drawn before it came cannot reach it, so the next lead draws a new one.
+                            bucket.ring = None
 
     def _kill(self, slot: int) -> None:
         """End a business's current entries in place (found by their score with a binary search), so a scan

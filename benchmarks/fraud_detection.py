@@ -17,7 +17,13 @@ process through the service's HTTP API by `marketplace.simulation` on simulated 
 Printed for the evaluation market: precision (alerted businesses that are dishonest), recall (dishonest
 businesses that cheated at least once, alerted by the end), false alerts among honest businesses, and the
 median simulated days from a business's first cheat (a hidden deal, a converted lead returned, an
-under-reported turnover) to its first alert.
+under-reported turnover) to its first alert. Recall is also given over the cheaters that could be witnessed:
+a cheat at least 7 days before the end on a lead whose customer answers surveys (a third of customers never
+do, and most cheaters of a 28-day market cheat once or twice).
+
+Each market's folder keeps `market.db` and `truth.json` (who is dishonest, what each business did with each
+lead) for study afterwards; the service never reads the truth. `figures.json` lists every missed cheater
+with its cheats and the surveys of those leads.
 """
 
 from __future__ import annotations

@@ -39,27 +39,31 @@ async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead, now: date
 
 async def _candidates_in_order(
     session: AsyncSession, ranker: Ranker, lead: Lead, wave_size: int, now: datetime
-) -> list[Ranked]:
-    """The wave's candidates, best first, and one more to tell whether a next wave has anyone left.
+) -> tuple[list[Ranked], bool]:
+    """The wave's candidates, best first, and whether anyone is left for a next wave.
 
-    A ranker with an in-memory core selects them itself (the hot path); the database then only confirms
-    that the chosen ones are still active. Otherwise the database matches and the ranker orders.
+    A ranker with an in-memory core selects them itself (the hot path: its explored places are among the
+    wave's, not beyond it); the database then only confirms that the chosen ones are still active.
+    Otherwise the database matches and the ranker orders.
     """
     select_top = getattr(ranker, "select", None)
     if select_top is None:
-        return await rank_lead(session, ranker, lead, now)
+        ranked = await rank_lead(session, ranker, lead, now)
+        return ranked[:wave_size], len(ranked) > wave_size
     offered = set(await session.scalars(select(Offer.business_id).where(Offer.lead_id == lead.id)))
     if lead.seller_business_id:
         offered.add(lead.seller_business_id)
-    picks: list[Ranked] = select_top(lead_view(lead), wave_size + 1, offered)
+    view = lead_view(lead)
+    picks: list[Ranked] = select_top(view, wave_size, offered)
     if not picks:
-        return []
+        return [], False
+    more = bool(ranker.remaining(view, offered | {p.business_id for p in picks}))  # type: ignore[attr-defined]
     active = set(
         await session.scalars(
             select(Business.id).where(Business.id.in_([p.business_id for p in picks]), Business.status == "active")
         )
     )
-    return [p for p in picks if p.business_id in active]
+    return [p for p in picks if p.business_id in active], more
 
 
 async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int) -> int:
@@ -80,8 +84,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     lead = await session.get(Lead, lead_id)
     assert lead is not None
     category = settings.categories[lead.category]
-    ranked = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
-    chosen = ranked[: category.wave_size]
+    chosen, more = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
     expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
     for rank, pick in enumerate(chosen, start=1):
         session.add(
@@ -104,7 +107,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             update(Business).where(Business.id.in_([r.business_id for r in chosen])).values(last_offered_at=now)
         )
         await session.flush()
-    if len(ranked) > len(chosen):  # candidates are left for a next wave, if the lead is not taken by then
+    if more:  # candidates are left for a next wave, if the lead is not taken by then
         uow.after_commit(
             lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=category.wave_delay_seconds)
         )

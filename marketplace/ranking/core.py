@@ -216,6 +216,27 @@ class _Bucket:
             if drawn is not None:
                 self.ring[2][drawn] = DEAD_LO
 
+    def welcome(self, slot: int, neg: float, lo: int, hi: int, posterior: NDArray[np.float32]) -> None:
+        """A business new to the bucket (a sign-up, a profile change) is explored next: it joins the drawn
+        ring at the place the next lead reads. A ring drawn before it came could not reach it, and a redraw
+        would start again from the best draws, so newcomers would wait for a whole turn of the ring."""
+        ring = self.ring
+        if ring is None or self.ring_at >= len(ring[1]):
+            return  # the next lead draws a ring, with it
+        _, slots, r_lo, r_hi, r_base, shown = ring
+        at = self.ring_at
+        row = np.empty(shown.shape[1])
+        row[0], row[1], row[2], row[3:] = slot, -neg, -neg, posterior
+        slots = np.insert(slots, at, slot)
+        self.ring = (
+            {s: i for i, s in enumerate(slots.tolist())},
+            slots,
+            np.insert(r_lo, at, lo),
+            np.insert(r_hi, at, hi),
+            np.insert(r_base, at, -neg),
+            np.insert(shown, at, row, axis=0),
+        )
+
     def move(self, old: float, slot: int, neg: float, lo: int, hi: int, posterior: NDArray[np.float32]) -> bool:
         """The slot's entry scoring -old takes its place for -neg (deal range and posterior rewritten); the
         entries in between shift by one. False (nothing done) if it has no live entry here or the way is long."""
@@ -450,9 +471,7 @@ class RankingCore:
                             bucket.kill(old, slot)
                         bucket.insert(neg, lo, hi, slot, column)
                         if not moving:
-                            # A business new to the bucket (a sign-up, a profile change): the exploration
-                            # order drawn before it came cannot reach it, so the next lead draws a new one.
-                            bucket.ring = None
+                            bucket.welcome(slot, neg, lo, hi, column)
 
     def _kill(self, slot: int) -> None:
         """End a business's current entries in place (found by their score with a binary search), so a scan

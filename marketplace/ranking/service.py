@@ -170,6 +170,10 @@ class ProfitabilityRanker:
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k, exclude=exclude)
         return self._ranked(lead, ranking, list(range(len(ranking))))
 
+    def remaining(self, lead: LeadView, exclude: Iterable[str]) -> bool:
+        """Whether any matching business is left besides these (a next wave would have someone to offer)."""
+        return len(self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=exclude, explore=False)) > 0
+
     def _ranked(self, lead: LeadView, ranking: Ranking, indexes: list[int]) -> list[Ranked]:
         category = self.settings.categories[lead.category]
         prior = self.priors.get(lead.category)

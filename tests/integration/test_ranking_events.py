@@ -11,7 +11,7 @@ from marketplace.clock import (
     clock,
     utcnow,
 )
-from marketplace.db.models import Business
+from marketplace.db.models import Business, Offer
 from marketplace.ranking.service import ProfitabilityRanker
 from tests.factories import auth, lead_body, offers_of, register, submit_lead
 
@@ -95,3 +95,24 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     assert all(capped_id not in [b for b, _ in entries] for entries in ranker.core.snapshot().values())
     assert ranker.standings[seller_id].sold_minor > 0
     assert ranker.standings[seller_id].sold_minor == fresh.standings[seller_id].sold_minor
+
+
+async def test_a_wave_holds_the_configured_share_of_explored_places(app, client, db, settings):
+    """Exploration takes its share of the places a wave offers (not a place beyond the wave, which is
+    dropped), so newcomers and the little known are offered leads."""
+    app.state.ranker.core.explore_share = 0.3
+    price = settings.categories["plumbing"].lead_price_minor
+    for i in range(12):  # bids set them apart: a clear order that exploration departs from
+        _, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"], "regions": ["tel-aviv"]})
+        bid = {"category": "plumbing", "max_bid": {"amount_minor": price + 100 * i, "currency": "ILS"}}
+        assert (
+            await client.put("/v1/businesses/me/bids", headers=auth(token), json={"bids": [bid]})
+        ).status_code == 200
+    await app.state.ranking_sync.settled()
+    for _ in range(40):
+        await submit_lead(client, category="plumbing", region="tel-aviv")
+    await app.state.jobs.run_due()  # the first wave of each
+    offers = list(await db.scalars(select(Offer)))
+    assert len(offers) == 40 * settings.categories["plumbing"].wave_size
+    explored = sum(1 for o in offers if o.factors.get("explored"))
+    assert 0.2 <= explored / len(offers) <= 0.4, explored

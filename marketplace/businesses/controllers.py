@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from marketplace.businesses import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
-from marketplace.ranking.events import joined
+from marketplace.ranking.service import joined
 
 
 class BusinessController(Controller):

@@ -14,7 +14,8 @@ from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idemp
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.leads.services import get_lead
-from marketplace.ranking import events
+from marketplace.ranking.events import Event
+from marketplace.ranking.service import moved
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
 
@@ -66,11 +67,11 @@ class ExposureController(Controller):
         A deal maker's `paid` settles the commission (money moves), so the call takes an `Idempotency-Key`: a
         retry of a report that went through answers as the first time instead of a 409 from `paid` to `paid`."""
         business = current_principal(request)
-        made: list[events.Event] = []
+        made: list[Event] = []
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             exposure = await services.update_status(uow.session, state.settings, business, exposure_id, data)
-            made.append(events.moved(exposure, await get_lead(uow.session, exposure.lead_id)))
+            made.append(moved(exposure, await get_lead(uow.session, exposure.lead_id)))
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -119,11 +120,11 @@ class ExposureController(Controller):
         """Return an irrelevant lead: a deal maker gets a replacement offer, a lead buyer a refund."""
         business = current_principal(request)
 
-        made: list[events.Event] = []
+        made: list[Event] = []
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             returned = await services.return_exposure(uow.session, state.settings, business, exposure_id, data.reason)
-            made.append(events.moved(returned.exposure, await get_lead(uow.session, returned.exposure.lead_id)))
+            made.append(moved(returned.exposure, await get_lead(uow.session, returned.exposure.lead_id)))
             refund = returned.refund
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,

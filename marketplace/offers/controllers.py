@@ -17,8 +17,8 @@ from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.leads.services import get_lead
 from marketplace.offers import schemas, services
-from marketplace.ranking import events
 from marketplace.ranking.events import Event
+from marketplace.ranking.service import exposed
 from marketplace.uow import UnitOfWork
 
 
@@ -62,7 +62,7 @@ class OfferController(Controller):
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             exposure = await services.claim_offer(uow.session, state.settings, business, offer_id, claim.exclusive)
-            made.append(events.exposed(exposure, await get_lead(uow.session, exposure.lead_id)))
+            made.append(exposed(exposure, await get_lead(uow.session, exposure.lead_id)))
             return 201, await to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, claim)

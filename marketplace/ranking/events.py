@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from marketplace.db.models import Business, Exposure, Lead
-
 
 @dataclass(frozen=True, slots=True)
 class Joined:
@@ -72,37 +70,3 @@ def business_ids(events: Sequence[Event]) -> list[str]:
         if seller:
             seen[seller] = None
     return list(seen)
-
-
-def joined(business: Business) -> Joined:
-    return Joined(
-        business.id,
-        business.mode,
-        business.status,
-        tuple(business.categories),
-        tuple(business.regions),
-        business.min_deal_minor,
-        business.max_deal_minor,
-        business.daily_cap,
-        business.monthly_cap,
-        business.reliability_bp if business.reliability_bp is not None else 10_000,
-    )
-
-
-def exposed(exposure: Exposure, lead: Lead) -> Exposed:
-    return Exposed(
-        exposure.business_id, lead.category, exposure.created_at, exposure.price_minor or 0, lead.seller_business_id
-    )
-
-
-def moved(exposure: Exposure, lead: Lead) -> Moved:
-    turnover = exposure.turnover_minor or 0
-    commission = (
-        turnover * (exposure.commission_rate_bp or 0) // 10_000
-        if exposure.status == "paid" and exposure.mode == "deal_maker"
-        else 0
-    )
-    refunded = (exposure.price_minor or 0) if exposure.status == "returned" else 0
-    return Moved(
-        exposure.business_id, lead.category, exposure.status, turnover, lead.seller_business_id, commission, refunded
-    )

@@ -218,6 +218,43 @@ class ProfitabilityRanker:
         return out
 
 
+# --- events from what a request committed (the pure event types are in ranking/events.py) ------------
+
+
+def joined(business: Business) -> Joined:
+    return Joined(
+        business.id,
+        business.mode,
+        business.status,
+        tuple(business.categories),
+        tuple(business.regions),
+        business.min_deal_minor,
+        business.max_deal_minor,
+        business.daily_cap,
+        business.monthly_cap,
+        business.reliability_bp if business.reliability_bp is not None else 10_000,
+    )
+
+
+def exposed(exposure: Exposure, lead: Lead) -> Exposed:
+    return Exposed(
+        exposure.business_id, lead.category, exposure.created_at, exposure.price_minor or 0, lead.seller_business_id
+    )
+
+
+def moved(exposure: Exposure, lead: Lead) -> Moved:
+    turnover = exposure.turnover_minor or 0
+    commission = (
+        turnover * (exposure.commission_rate_bp or 0) // 10_000
+        if exposure.status == "paid" and exposure.mode == "deal_maker"
+        else 0
+    )
+    refunded = (exposure.price_minor or 0) if exposure.status == "returned" else 0
+    return Moved(
+        exposure.business_id, lead.category, exposure.status, turnover, lead.seller_business_id, commission, refunded
+    )
+
+
 async def load_category_priors(session: AsyncSession, settings: Settings) -> dict[str, CategoryPrior]:
     rows = await session.execute(
         select(
@@ -290,9 +327,7 @@ def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: s
     return _Snapshot(profile, scores)
 
 
-async def load_standings(
-    session: AsyncSession, ids: Sequence[str], now: datetime
-) -> dict[str, Standing]:
+async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
     """These businesses' standings from the database, in five statements whatever their number."""
     businesses = list(
         await session.scalars(

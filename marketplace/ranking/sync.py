@@ -19,6 +19,9 @@ from marketplace.ranking.events import Event, business_ids
 log = logging.getLogger("marketplace.ranking")
 CHANNEL = "marketplace:ranking:changed"
 ALL = "*"
+# What a message says of its businesses: changed (profile, status, ...: listeners forget what they keep), or
+# recorded (a claim, a status report: only the ranking moves).
+CHANGED, RECORDED = "c", "r"
 
 
 class RankingSync:
@@ -47,7 +50,7 @@ class RankingSync:
             return
         for listener in self.listeners:
             listener(ids)
-        self._publish(ids)
+        self._publish(CHANGED, ids)
         if self.enabled:
             self._pending.update(ids)
             self._schedule()
@@ -60,7 +63,7 @@ class RankingSync:
         if not self.enabled or not events:
             return
         ids = business_ids(events)
-        self._publish(ids)
+        self._publish(RECORDED, ids)
         apply = getattr(self.ranker, "apply", None)
         if apply is None or ALL in self._refreshing or any(i in self._refreshing or i in self._pending for i in ids):
             self._pending.update(ids)
@@ -69,10 +72,10 @@ class RankingSync:
         if self._pending:
             self._schedule()
 
-    def _publish(self, ids: Any) -> None:
+    def _publish(self, kind: str, ids: Any) -> None:
         if self._redis is not None:
             task = asyncio.get_running_loop().create_task(
-                self._redis.publish(CHANNEL, f"{self._origin}|{','.join(ids)}")
+                self._redis.publish(CHANNEL, f"{self._origin}|{kind}|{','.join(ids)}")
             )
             task.add_done_callback(_log_failure)
 
@@ -122,12 +125,14 @@ class RankingSync:
                 if message.get("type") != "message":
                     continue
                 data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                origin, _, ids = data.partition("|")
+                origin, _, rest = data.partition("|")
+                kind, _, ids = rest.partition("|")
                 if origin == self._origin:
                     continue
                 changed = [i for i in ids.split(",") if i]
-                for listener in self.listeners:
-                    listener(changed)
+                if kind != RECORDED:  # a claim or a status report leaves what listeners keep (tokens) as it was
+                    for listener in self.listeners:
+                        listener(changed)
                 if self.enabled:
                     self._pending.update(changed)
                     self._schedule()

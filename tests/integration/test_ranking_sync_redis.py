@@ -1,0 +1,84 @@
+"""Two processes' ranking syncs over a real Redis: a change is read back in the other process and makes its
+listeners (the principal cache) forget the business; a recorded claim moves only the ranking."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import pytest
+import redis
+
+from marketplace.ranking.events import Exposed
+from marketplace.ranking.sync import RankingSync
+from tests.conftest import unavailable
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+pytestmark = pytest.mark.redis
+
+
+class Ranker:
+    """Stands in for a process's ranker: records what it was told to read back or apply."""
+
+    def __init__(self) -> None:
+        self.refreshed: list[str] = []
+        self.applied: list[Any] = []
+
+    async def load(self, session: Any, now: datetime) -> int:
+        return 0
+
+    async def refresh(self, session: Any, ids: Sequence[str], now: datetime) -> None:
+        self.refreshed.extend(ids)
+
+    def apply(self, events: Sequence[Any]) -> list[str]:
+        self.applied.extend(events)
+        return []
+
+
+@contextlib.asynccontextmanager
+async def no_session() -> AsyncIterator[None]:
+    yield None
+
+
+async def _until(check: Any, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not heard within the time")
+
+
+async def test_changes_and_records_reach_the_other_process() -> None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    here, there = Ranker(), Ranker()
+    a, b = RankingSync(here, no_session, REDIS_URL), RankingSync(there, no_session, REDIS_URL)
+    forgotten: list[str] = []
+    b.listeners.append(forgotten.extend)
+    await a.start()
+    await b.start()
+    listening = asyncio.create_task(b.listen())
+    try:
+        await asyncio.sleep(0.3)  # b has subscribed
+        a.changed("biz_blocked")
+        await _until(lambda: "biz_blocked" in there.refreshed)
+        assert "biz_blocked" in forgotten
+
+        a.record(Exposed("biz_buyer", "plumbing", datetime(2026, 1, 5), 500, "biz_seller"))
+        await _until(lambda: {"biz_buyer", "biz_seller"} <= set(there.refreshed))
+        assert [e.business_id for e in here.applied] == ["biz_buyer"]  # applied in place where it happened
+        assert "biz_buyer" not in here.refreshed  # nor read back there
+        assert not {"biz_buyer", "biz_seller"} & set(forgotten)  # a claim leaves their tokens valid
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await a.stop()
+        await b.stop()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from marketplace.ranking.events import Exposed
+from marketplace.ranking.events import Exposed, Moved
 from marketplace.ranking.sync import RankingSync
 from tests.conftest import unavailable
 
@@ -75,6 +75,13 @@ async def test_changes_and_records_reach_the_other_process() -> None:
         await _until(lambda: {"biz_buyer", "biz_seller"} <= set(there.refreshed))
         assert [e.business_id for e in here.applied] == ["biz_buyer"]  # applied in place where it happened
         assert "biz_buyer" not in here.refreshed  # nor read back there
+
+        # A report short of paid or returned moves no score: it is neither applied nor published. The marker
+        # sent after it arrives alone (one publisher's messages keep their order).
+        a.record(Moved("biz_quiet", "plumbing", "contacted"))
+        a.changed("biz_marker")
+        await _until(lambda: "biz_marker" in there.refreshed)
+        assert "biz_quiet" not in there.refreshed and not any(e.business_id == "biz_quiet" for e in here.applied)
         assert not {"biz_buyer", "biz_seller"} & set(forgotten)  # a claim leaves their tokens valid
     finally:
         listening.cancel()

@@ -293,10 +293,9 @@ class Market:
         self.leads_submitted = 0
         # Phone numbers unique to this run, so a rerun against a long-lived server is no duplicate either.
         self._phones = itertools.count(self.rng.randrange(0, 5_000_000))
-        self._phone_prefix = "53"  # every 053-XXXXXXX number is a valid mobile number to libphonenumber
 
     def phone(self) -> str:
-        return f"+972{self._phone_prefix}{next(self._phones) % 10_000_000:07d}"
+        return mobile_number(next(self._phones))
 
     def business_body(self, mode: str, n: int) -> bytes:
         rng = self.rng
@@ -329,7 +328,7 @@ class Market:
                 "budget": {"amount_minor": rng.randrange(50_000, 5_000_000, 100), "currency": self.catalog.currency},
                 "contact": {
                     "name": "Dana Bench",
-                    "phone": f"+972{self._phone_prefix}{n % 10_000_000:07d}",
+                    "phone": mobile_number(n),
                     "email": f"customer{n}@example.com",
                 },
                 "consent": True,
@@ -386,6 +385,15 @@ async def seed_businesses(market: Market, host: str, port: int, prefix: str, per
 
 
 # --- the phases ----------------------------------------------------------------------------------
+
+# Israeli mobile numbers 053-XXXXXXX: libphonenumber takes every one of them as valid, so a counter gives as many
+# distinct, valid customers' phones as a run needs.
+MOBILE_PREFIX = "+97253"
+
+
+def mobile_number(n: int) -> str:
+    return f"{MOBILE_PREFIX}{n % 10_000_000:07d}"
+
 
 FLOOR = "GET /v1/regions"
 LEADS = "POST /v1/leads"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +14,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.db.models import Business, CommissionPlanVersion
+from marketplace.db.models import Business, CommissionPlanVersion, Settlement
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
@@ -251,14 +253,7 @@ class WalletController(Controller):
     ) -> Response[Any]:
         """A bank transfer was received (a charge) or paid out (a withdrawal): the ledger moves it. Money moves,
         so an `Idempotency-Key` replays the first answer."""
-        operator = current_principal(request)
-
-        async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            settlement = await services.confirm_settlement(uow.session, settlement_id, operator.actor)
-            return 200, queries.settlement_out(settlement)
-
-        fingerprint = request_hash("POST", request.url.path, None)
-        return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
+        return await _decide_settlement(state, request, settlement_id, idempotency_key, services.confirm_settlement)
 
     @post(
         "/settlements/{settlement_id:str}/fail",
@@ -275,14 +270,7 @@ class WalletController(Controller):
     ) -> Response[Any]:
         """The transfer did not happen: a charge's debt stays open, a payout goes back to the wallet (money moves,
         so an `Idempotency-Key` replays the first answer instead of a 409 for a failure already recorded)."""
-        operator = current_principal(request)
-
-        async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            settlement = await services.fail_settlement(uow.session, settlement_id, operator.actor)
-            return 200, queries.settlement_out(settlement)
-
-        fingerprint = request_hash("POST", request.url.path, None)
-        return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
+        return await _decide_settlement(state, request, settlement_id, idempotency_key, services.fail_settlement)
 
     @get("/commission-plans", opt=access(Access.OPERATOR))
     async def plans(self, state: State) -> list[schemas.Plan]:
@@ -317,3 +305,20 @@ class WalletController(Controller):
             business.credit_limit_minor = data.amount.amount_minor
             await uow.session.flush()
             return await queries.wallet_of(uow.session, state.settings, business_id)
+
+
+async def _decide_settlement(
+    state: State,
+    request: Request[Any, Any, Any],
+    settlement_id: str,
+    idempotency_key: str | None,
+    decide: Callable[[AsyncSession, str, str], Awaitable[Settlement]],
+) -> Response[Any]:
+    """An operator's confirmation or failure of a settlement, replayed for a repeated `Idempotency-Key`."""
+    operator = current_principal(request)
+
+    async def work(uow: UnitOfWork) -> tuple[int, Any]:
+        return 200, queries.settlement_out(await decide(uow.session, settlement_id, operator.actor))
+
+    fingerprint = request_hash("POST", request.url.path, None)
+    return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)

@@ -16,6 +16,9 @@ from typing import Any
 from marketplace.money import BP_WHOLE, Money
 from marketplace.wallet.offset import OffsetPlan
 
+# Type sizes in typographic points (9.5 pt, 10 pt): layout, never money, which stays in integer minor units.
+Points = float
+
 __all__ = [
     "InvoiceDocument",
     "InvoiceKind",
@@ -216,10 +219,10 @@ class _Pdf:
         # Helvetica cannot draw characters outside Latin-1; a '?' is better than a failed invoice.
         return value if self.unicode else value.encode("latin-1", "replace").decode("latin-1")
 
-    def font(self, size: float, *, bold: bool = False) -> None:
+    def font(self, size: Points, *, bold: bool = False) -> None:
         self.pdf.set_font(self.family, "B" if bold else "", size)
 
-    def line(self, value: str, *, size: float = 10, bold: bool = False, align: str = "L") -> None:
+    def line(self, value: str, *, size: Points = 10, bold: bool = False, align: str = "L") -> None:
         self.font(size, bold=bold)
         self.pdf.cell(0, size * 0.55, self.text(value), align=align, new_x="LMARGIN", new_y="NEXT")
 

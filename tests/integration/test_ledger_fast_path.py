@@ -544,11 +544,10 @@ async def test_the_checks_hold_for_statements_of_many_rows(app: Litestar) -> Non
         assert await store.trial_balance(session) == {ILS: 0}
 
 
+@pytest.mark.postgres_only
 async def test_the_group_writer_starts_a_new_connection_when_its_own_is_lost(app: Litestar) -> None:
     """A batch whose connection is lost is in doubt: its callers get the error, and a retry with the same key
     is safe (written once). The writer then carries on, on a new connection with the statement prepared again."""
-    if not is_postgres(app):
-        pytest.skip("SQLite has no writer connection")
     async with await group_ledger(app, pipelines=1) as ledger:
         first = await ledger.post(build_lead_earnings("before", "biz_a", "lead_buyer", m(100)))
         async with app.state.sessions() as session:
@@ -575,14 +574,13 @@ async def test_the_group_writer_starts_a_new_connection_when_its_own_is_lost(app
         assert await store.balance_mismatches(session) == []
 
 
+@pytest.mark.postgres_only
 @pytest.mark.parametrize(("min_share", "batches"), [(1, [3, 3]), (3, [3, 3]), (4, [6])])
 async def test_idle_pipelines_share_a_queue_only_in_parts_of_min_share(
     app: Litestar, min_share: int, batches: list[int]
 ) -> None:
     """Six transfers queued at once before either of two idle pipelines runs: shared out in two parts of three,
     unless parts that small are not allowed, and then one commit takes all six."""
-    if not is_postgres(app):
-        pytest.skip("SQLite writes one transfer per transaction")
     transfers = [build_lead_earnings(f"share-{n}", "biz_a", "lead_buyer", m(100)) for n in range(6)]
     await open_accounts(app, transfers)
     sizes: list[int] = []

@@ -89,7 +89,6 @@ class ProfitabilityRanker:
                 touched[event.business_id] = Standing(
                     mode=event.mode,
                     status=event.status,
-                    categories=event.categories,
                     regions=event.regions,
                     min_deal_minor=event.min_deal_minor,
                     max_deal_minor=event.max_deal_minor,
@@ -287,14 +286,13 @@ class Standing:
 
     mode: str
     status: str
-    categories: tuple[str, ...]
     regions: tuple[str, ...]
     min_deal_minor: int
     max_deal_minor: int
     daily_cap: int
     monthly_cap: int
     reliability: float
-    bids: dict[str, int | None]
+    bids: dict[str, int | None]  # per category it serves: its highest bid (None: the list price)
     history: dict[str, list[int]]  # category -> [received, paid deals, turnover, returned]
     sold_minor: int  # what the marketplace earned from leads this business sold it
     day: date  # the day `today` counts exposures of
@@ -314,7 +312,7 @@ class Standing:
 def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: str, s: Standing) -> _Snapshot:
     """The core's view of a standing: its profile (active only below its caps) and a score per category."""
     active = s.status == "active" and s.today < s.daily_cap and s.this_month < s.monthly_cap
-    categories = tuple(c for c in s.categories if c in settings.categories)
+    categories = tuple(c for c in s.bids if c in settings.categories)
     profile = Profile(business_id, s.mode, categories, s.regions, s.min_deal_minor, s.max_deal_minor, active)
     scores = {}
     for code in categories:
@@ -407,7 +405,6 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
         standings[b.id] = Standing(
             mode=b.mode,
             status=b.status,
-            categories=tuple(bids.get(b.id, {})),
             regions=tuple(regions.get(b.id, ())),
             min_deal_minor=b.min_deal_minor,
             max_deal_minor=b.max_deal_minor,

@@ -10,10 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
     if database_url.startswith("sqlite"):
-        from marketplace.db import sqlite_driver  # registers the one-hop aiosqlite dialect
+        from marketplace.db import sqlite_driver  # registers the in-loop aiosqlite dialect
 
         if database_url.startswith("sqlite+aiosqlite:"):
             database_url = f"sqlite+{sqlite_driver.DRIVER}:" + database_url.split(":", 1)[1]
+        if f"+{sqlite_driver.DRIVER}:" in database_url and ":memory:" not in database_url:
+            # Statements run on the event loop's thread (see sqlite_driver): one connection per engine, so that
+            # a request waits for the database on the pool, never in SQLite's busy handler on the loop.
+            overrides = {"pool_size": 1, "max_overflow": 0, **overrides}
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **overrides)
         _sqlite_pragmas(engine)
         return engine

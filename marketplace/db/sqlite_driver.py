@@ -1,13 +1,22 @@
-"""SQLite through aiosqlite with one thread hand-off per statement instead of four.
+"""SQLite for the async engine, run on the event loop's own thread.
 
-SQLAlchemy's aiosqlite adapter opens a cursor, executes, fetches and closes it, each a round trip to
-aiosqlite's worker thread (a queue put, a future, a wake-up of the event loop). On a virtual machine where
-waking a thread is dear, those hand-offs cost several times the statement itself. This cursor sends the
-whole statement (open, execute, fetch every row, close) to the worker thread as one call, and keeps what
-the DBAPI cursor would report (description, rowcount, lastrowid) for SQLAlchemy to read afterwards.
+SQLAlchemy's aiosqlite adapter sends every cursor operation (open, execute, fetch, close, commit) to
+aiosqlite's worker thread and waits for a future: a queue put, a thread wake-up and a wake-up of the event
+loop each time. On a virtual machine where waking a thread is dear, those hand-offs cost several times the
+statement itself: a point query or a one-row insert takes SQLite tens of microseconds, the hand-offs hundreds
+(and most of the process's system time). This adapter runs the statement, its fetch and the commit directly
+on the calling thread, the event loop's, through the very sqlite3 connection aiosqlite opened.
 
-Registered as the `sqlite+aiosqlite_onehop` dialect; `marketplace.db.engine.create_engine` uses it for
-every `sqlite+aiosqlite` URL. Server-side cursors keep SQLAlchemy's own adapter.
+That is safe because an engine built by ``marketplace.db.engine.create_engine`` keeps **one** SQLite
+connection per engine (a pool of one): a request that wants the database while another request holds it waits
+for the connection asynchronously, on the pool, and never inside SQLite. SQLite allows one writer at a time and
+the service begins every transaction IMMEDIATE (it takes the write lock at BEGIN), so one connection per
+process serialises no more than the database already did. Only another *process* on the same file can make a
+statement wait in SQLite's busy handler, which then blocks this event loop for as long as that process holds
+its write transaction (milliseconds; at most busy_timeout): the embedded default runs one process.
+
+Registered as the `sqlite+aiosqlite_inloop` dialect; ``create_engine`` uses it for every `sqlite+aiosqlite` URL.
+Server-side cursors keep SQLAlchemy's own adapter (aiosqlite's thread).
 """
 
 from __future__ import annotations
@@ -26,13 +35,13 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
-DRIVER = "aiosqlite_onehop"
+DRIVER = "aiosqlite_inloop"
 
 Outcome = tuple[Any, list[Any], int, int | None]
 
 
 def _run(connection: sqlite3.Connection, operation: str, parameters: Any) -> Outcome:
-    """On aiosqlite's worker thread: the whole statement, and what its cursor would report."""
+    """The whole statement, and what its cursor would report."""
     cursor = connection.cursor()
     try:
         cursor.execute(operation, () if parameters is None else parameters)
@@ -52,11 +61,13 @@ def _run_many(connection: sqlite3.Connection, operation: str, seq_of_parameters:
         cursor.close()
 
 
-class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+class InLoopCursor(AsyncAdapt_aiosqlite_cursor):
+    """A DBAPI cursor whose statements run at once on the calling thread; every row is fetched at execute."""
+
     __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: Any) -> None:
-        # No aiosqlite cursor: each statement opens and closes its own sqlite3 cursor on the worker thread.
+        # No aiosqlite cursor: each statement opens and closes its own sqlite3 cursor.
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
         self._cursor = None  # type: ignore[assignment]
@@ -91,14 +102,14 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
+    # SQLAlchemy's execute() awaits these through its greenlet bridge (it insists that a statement of an async
+    # engine awaits something); they finish without giving the event loop a turn.
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
-        async with self._adapt_connection._execute_mutex:
-            self._keep(await self._connection._execute(_run, self._connection._conn, operation, parameters))
+        self._keep(_run(self._connection._conn, operation, parameters))
         return self
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
-        async with self._adapt_connection._execute_mutex:
-            self._keep(await self._connection._execute(_run_many, self._connection._conn, operation, seq_of_parameters))
+        self._keep(_run_many(self._connection._conn, operation, seq_of_parameters))
         return self
 
     async def _async_soft_close(self) -> None:
@@ -114,26 +125,47 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         return None
 
 
-class OneHopConnection(AsyncAdapt_aiosqlite_connection):
+class InLoopConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
-    _cursor_cls = OneHopCursor
+    _cursor_cls = InLoopCursor
+
+    def commit(self) -> None:
+        if self._connection._connection:
+            try:
+                await_(_call(self._connection._conn.commit))
+            except Exception as error:
+                self._handle_exception(error)
+
+    def rollback(self) -> None:
+        if self._connection._connection:
+            try:
+                await_(_call(self._connection._conn.rollback))
+            except Exception as error:
+                self._handle_exception(error)
 
 
-class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
+async def _call(method: Any) -> Any:
+    return method()
+
+
+class InLoopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> InLoopConnection:
+        # aiosqlite opens the connection on its worker thread; this adapter then uses it from the event loop's.
+        # Never from two threads at once: aiosqlite's thread only runs what is awaited (open, close).
+        kw["check_same_thread"] = False
         connection = self.aiosqlite.connect(*arg, **kw)
         connection._thread.daemon = True
-        return OneHopConnection(self, await_(connection))
+        return InLoopConnection(self, await_(connection))
 
 
-class OneHopDialect(SQLiteDialect_aiosqlite):
+class InLoopDialect(SQLiteDialect_aiosqlite):
     driver = DRIVER
     supports_statement_cache = True
 
     @classmethod
-    def import_dbapi(cls) -> OneHopDBAPI:
-        return OneHopDBAPI(__import__("aiosqlite"), __import__("sqlite3"))
+    def import_dbapi(cls) -> InLoopDBAPI:
+        return InLoopDBAPI(__import__("aiosqlite"), __import__("sqlite3"))
 
 
-dialect = OneHopDialect
-registry.register(f"sqlite.{DRIVER}", __name__, "OneHopDialect")
+dialect = InLoopDialect
+registry.register(f"sqlite.{DRIVER}", __name__, "InLoopDialect")

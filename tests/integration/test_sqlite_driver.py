@@ -1,0 +1,65 @@
+"""The embedded default's SQLite adapter: statements on the event loop's thread, one connection per engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
+
+from marketplace.db import sqlite_driver
+from marketplace.db.engine import create_engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> Any:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL CHECK (n >= 0))"))
+        await conn.execute(text("INSERT INTO counter (id, n) VALUES (1, 0)"))
+    yield engine
+    await engine.dispose()
+
+
+async def test_the_embedded_default_uses_the_in_loop_dialect_with_one_connection(engine: Any) -> None:
+    assert engine.dialect.driver == sqlite_driver.DRIVER
+    assert engine.pool.size() == 1
+
+
+async def test_statements_run_on_the_event_loops_thread(engine: Any) -> None:
+    threads: list[int] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _record(*_: Any) -> None:
+        threads.append(threading.get_ident())
+
+    async with engine.begin() as conn:
+        assert (await conn.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one() == 0
+    assert threads and set(threads) == {threading.get_ident()}
+
+
+async def test_concurrent_transactions_queue_on_the_pool_and_none_is_lost(engine: Any) -> None:
+    async def bump() -> None:
+        async with engine.begin() as conn:
+            n = (await conn.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one()
+            await asyncio.sleep(0)  # give the other tasks a turn inside the transaction
+            await conn.execute(text("UPDATE counter SET n = :n WHERE id = 1"), {"n": n + 1})
+
+    await asyncio.gather(*(bump() for _ in range(40)))
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one() == 40
+
+
+async def test_a_failed_statement_rolls_back_its_transaction_and_the_connection_stays_usable(engine: Any) -> None:
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE counter SET n = 5 WHERE id = 1"))
+            await conn.execute(text("UPDATE counter SET n = -1 WHERE id = 1"))
+    async with engine.begin() as conn:
+        assert (await conn.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one() == 0
+        rows = await conn.execute(text("INSERT INTO counter (id, n) VALUES (2, 7), (3, 8) RETURNING id"))
+        assert sorted(rows.scalars()) == [2, 3]

@@ -10,6 +10,7 @@ from marketplace.businesses import schemas
 from marketplace.clock import utcnow
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Offer
+from marketplace.db.models.businesses import with_profile
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.http.pagination import check_limit
 from marketplace.identity.services import issue_business_token
@@ -97,7 +98,7 @@ async def register_business(
 
 
 async def get_business(session: AsyncSession, business_id: str, *, for_update: bool = False) -> Business:
-    query = select(Business).where(Business.id == business_id)
+    query = select(Business).where(Business.id == business_id).options(*with_profile())
     if for_update:
         query = query.with_for_update()
     business = (await session.execute(query)).scalar_one_or_none()

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 
 def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
@@ -45,5 +46,24 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class RequestSession(Session):
+    """A session that keeps every object it loaded or wrote until it closes.
+
+    SQLAlchemy's identity map holds objects weakly: a lead read by one service function and not kept by its
+    caller is gone when the next one asks for it by id, and `session.get` then queries it again (a claim read
+    its lead three times). A session here lives for one request or one job, so it may as well keep them."""
+
+
+@event.listens_for(RequestSession, "loaded_as_persistent")
+@event.listens_for(RequestSession, "pending_to_persistent")
+def _keep(session: Session, instance: Any) -> None:
+    session.info.setdefault("kept", []).append(instance)
+
+
+@event.listens_for(RequestSession, "after_soft_rollback")
+def _forget(session: Session, _transaction: Any) -> None:
+    session.info.pop("kept", None)
+
+
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False, sync_session_class=RequestSession)

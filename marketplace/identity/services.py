@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +62,9 @@ async def spend_link(session: AsyncSession, claims: LinkClaims) -> None:
     """Mark a link used inside the caller's transaction; a second use is a 410."""
     try:
         async with session.begin_nested():
-            session.add(UsedLink(link_id=claims.link_id, purpose=claims.purpose, used_at=utcnow()))
+            # A plain INSERT, not an object: the session may already hold the row this one would duplicate.
+            await session.execute(
+                insert(UsedLink).values(link_id=claims.link_id, purpose=claims.purpose, used_at=utcnow())
+            )
     except IntegrityError as exc:
         raise Gone("this link has already been used") from exc

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, ExposureEvent, Lead, Offer
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.identity.services import Principal
@@ -258,8 +258,8 @@ async def offer_replacement(
             Lead.status == "open",
             Lead.expires_at > now,
             Lead.id != returned.lead_id,
-            Lead.category.in_(business.categories),
-            Lead.region.in_(business.regions),
+            Lead.category.in_(select(BusinessCategory.category).where(BusinessCategory.business_id == business_id)),
+            Lead.region.in_(select(BusinessRegion.region).where(BusinessRegion.business_id == business_id)),
             Lead.currency == business.currency,
             ~exists().where(Offer.lead_id == Lead.id, Offer.business_id == business_id),
             (Lead.seller_business_id.is_(None)) | (Lead.seller_business_id != business_id),

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import raiseload
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
@@ -328,11 +327,7 @@ def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: s
 async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
     """These businesses' standings from the database, in five statements whatever their number."""
     businesses = list(
-        await session.scalars(
-            select(Business)
-            .where(Business.id.in_(ids))
-            .options(raiseload(Business.category_rows), raiseload(Business.region_rows))
-        )
+        await session.scalars(select(Business).where(Business.id.in_(ids)))
     )
     if not businesses:
         return {}

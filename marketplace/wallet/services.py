@@ -111,6 +111,21 @@ def breakdown(settings: Settings, amount: Money) -> VatBreakdown:
 # --- commission plans --------------------------------------------------------------------------------
 
 
+# A plan version is never edited once saved (settled deals point at it), so its parsed form can be kept by id.
+_PARSED_PLANS: dict[str, CommissionPlan] = {}
+_PARSED_PLANS_KEPT = 256
+
+
+def _parsed(row: CommissionPlanVersion) -> CommissionPlan:
+    plan = _PARSED_PLANS.get(row.id)
+    if plan is None:
+        plan = parse_plan(row.definition)
+        if len(_PARSED_PLANS) >= _PARSED_PLANS_KEPT:
+            _PARSED_PLANS.clear()
+        _PARSED_PLANS[row.id] = plan
+    return plan
+
+
 async def _latest_plan(session: AsyncSession) -> CommissionPlanVersion | None:
     query = (
         select(CommissionPlanVersion)
@@ -143,7 +158,7 @@ async def active_plan(session: AsyncSession, settings: Settings) -> tuple[Commis
         )
         row = await _latest_plan(session)
         assert row is not None
-    return row, parse_plan(row.definition)
+    return row, _parsed(row)
 
 
 async def save_plan(session: AsyncSession, definition: dict[str, Any], created_by: str) -> CommissionPlanVersion:
@@ -182,7 +197,7 @@ async def plan_of(session: AsyncSession, settings: Settings, plan_version_id: st
     if plan_version_id is not None:
         row = await session.get(CommissionPlanVersion, plan_version_id)
         if row is not None:
-            return parse_plan(row.definition)
+            return _parsed(row)
     return (await active_plan(session, settings))[1]
 
 

@@ -9,16 +9,18 @@ every transfer); their balances are sums of postings.
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, event, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from marketplace.clock import utcnow
 from marketplace.db.models import LedgerAccount, LedgerPosting, LedgerTransaction
@@ -47,7 +49,10 @@ class Posted:
 async def account_ids(session: AsyncSession, keys: set[tuple[AccountKey, str]]) -> dict[tuple[str, str], int]:
     """Ids of (account, currency) pairs, creating the accounts that do not exist yet."""
     wanted = {(key.code, currency): key for key, currency in keys}
-    found = await _load_ids(session, set(wanted))
+    known = _known_ids(session)
+    found = {pair: known[pair] for pair in wanted if pair in known}
+    if len(found) < len(wanted):
+        found.update(await _load_ids(session, {pair for pair in wanted if pair not in found}))
     # Sorted, so that concurrent first uses insert (and wait on) the same rows in the same order.
     missing = sorted(pair for pair in wanted if pair not in found)
     if missing:
@@ -70,6 +75,29 @@ async def account_ids(session: AsyncSession, keys: set[tuple[AccountKey, str]]) 
     return found
 
 
+# An account's id never changes and no account is ever deleted, so ids once committed are kept per database for
+# the process's life. Ids a transaction read wait in its session until it commits: an account it created itself
+# would vanish with a rollback.
+_COMMITTED_IDS: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = weakref.WeakKeyDictionary()
+_SEEN = "ledger_account_ids"
+
+
+def _known_ids(session: AsyncSession) -> dict[tuple[str, str], int]:
+    return _COMMITTED_IDS.get(session.sync_session.get_bind(), {})  # type: ignore[arg-type]
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_committed_ids(session: Session) -> None:
+    seen = session.info.pop(_SEEN, None)
+    if seen:
+        _COMMITTED_IDS.setdefault(session.get_bind(), {}).update(seen)  # type: ignore[arg-type]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_seen_ids(session: Session, _transaction: Any) -> None:
+    session.info.pop(_SEEN, None)
+
+
 async def insert_ignore(session: AsyncSession, model: Any, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on either database (rows another transaction may create too)."""
     make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -83,7 +111,9 @@ async def _load_ids(session: AsyncSession, pairs: set[tuple[str, str]]) -> dict[
     rows = await session.execute(
         select(LedgerAccount.code, LedgerAccount.currency, LedgerAccount.id).where(LedgerAccount.code.in_(codes))
     )
-    return {(r.code, r.currency): r.id for r in rows if (r.code, r.currency) in pairs}
+    loaded = {(r.code, r.currency): r.id for r in rows if (r.code, r.currency) in pairs}
+    session.info.setdefault(_SEEN, {}).update(loaded)
+    return loaded
 
 
 async def lock_wallet(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:

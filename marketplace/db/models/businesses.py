@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
+from sqlalchemy.orm.strategy_options import _AbstractLoad
 
 from marketplace.db.base import Base, UTCDateTime
 
@@ -41,11 +42,14 @@ class Business(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
+    # The profile's rows are loaded only where a query asks for them (services.get_business, with_profile()):
+    # most reads of a business (a charge, a token, a status change) need none of them, and loading them anyway
+    # cost two statements each time. Reading them unloaded raises rather than querying behind the caller's back.
     category_rows: Mapped[list[BusinessCategory]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin", order_by="BusinessCategory.category"
+        cascade="all, delete-orphan", lazy="raise_on_sql", order_by="BusinessCategory.category"
     )
     region_rows: Mapped[list[BusinessRegion]] = relationship(
-        cascade="all, delete-orphan", lazy="selectin", order_by="BusinessRegion.region"
+        cascade="all, delete-orphan", lazy="raise_on_sql", order_by="BusinessRegion.region"
     )
 
     @property
@@ -75,3 +79,8 @@ class BusinessRegion(Base):
 
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True)
     region: Mapped[str] = mapped_column(String(60), primary_key=True, index=True)
+
+
+def with_profile() -> tuple[_AbstractLoad, _AbstractLoad]:
+    """Loader options for a query of businesses that reads their categories and regions."""
+    return selectinload(Business.category_rows), selectinload(Business.region_rows)

@@ -1,0 +1,73 @@
+"""What a unit of work may remember: the objects it loaded (for its own life) and ledger account ids (once
+committed, for the process's life), and never an id a rollback took back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from sqlalchemy import event, select
+
+from marketplace.db.models import LedgerAccount
+from marketplace.wallet import store
+from marketplace.wallet.ledger import AccountKind, business_account
+
+
+def count_statements(app: Litestar, like: str) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(app.state.engine.sync_engine, "before_cursor_execute")
+    def _count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if like in statement:
+            seen.append(statement)
+
+    return seen
+
+
+def keys(business_id: str) -> set[Any]:
+    return {(business_account(business_id, kind), "ILS") for kind in (AccountKind.AVAILABLE, AccountKind.CREDIT)}
+
+
+async def test_account_ids_are_read_once_committed_and_then_from_memory(app: Litestar) -> None:
+    reads = count_statements(app, "FROM ledger_accounts")
+    async with app.state.uow() as uow:
+        created = await store.account_ids(uow.session, keys("biz_cached"))
+    first = len(reads)
+    assert first >= 1
+    async with app.state.uow() as uow:
+        assert await store.account_ids(uow.session, keys("biz_cached")) == created
+    assert len(reads) == first  # no statement: both ids were committed
+
+
+async def test_an_account_created_by_a_rolled_back_transaction_is_not_remembered(app: Litestar) -> None:
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort):
+        async with app.state.uow() as uow:
+            gone = await store.account_ids(uow.session, keys("biz_rolled_back"))
+            raise Abort
+    async with app.state.uow() as uow:
+        again = await store.account_ids(uow.session, keys("biz_rolled_back"))
+        rows = await uow.session.execute(
+            select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.owner_id == "biz_rolled_back")
+        )
+        stored = {code: account_id for code, account_id in rows}
+    assert sorted(again.values()) == sorted(stored.values())
+    # SQLite may hand a rolled-back rowid out again, PostgreSQL never: either way the ids used are the stored ones.
+    assert len(gone) == len(again)
+
+
+async def test_a_unit_of_work_reads_an_object_once_even_when_nobody_holds_it(app: Litestar) -> None:
+    async with app.state.uow() as uow:
+        await store.account_ids(uow.session, keys("biz_kept"))
+    reads = count_statements(app, "FROM ledger_accounts")
+    async with app.state.uow() as uow:
+        account_id = (
+            await uow.session.scalars(select(LedgerAccount.id).where(LedgerAccount.owner_id == "biz_kept"))
+        ).first()
+        before = len(reads)
+        await uow.session.get(LedgerAccount, account_id)  # loaded, then dropped by this code
+        await uow.session.get(LedgerAccount, account_id)  # the session kept it: no second read
+    assert len(reads) == before + 1

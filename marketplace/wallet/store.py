@@ -151,15 +151,16 @@ async def post(
 ) -> Posted:
     transfer.validate()
     fingerprint = transfer.fingerprint()
-    previous = await _previous(session, transfer.idempotency_key)
-    if previous is not None:
-        return _replay(previous, fingerprint)
+    # Written first, asked after: a new key (nearly every call) costs no lookup. A key already used fails the
+    # transaction row's unique constraint, or a balance the first use already moved, and the savepoint takes
+    # back whatever this attempt wrote.
     try:
         async with session.begin_nested():
             transaction_id = await _write(session, transfer, fingerprint, business_id, reference)
     except (IntegrityError, InsufficientFunds):
-        # A concurrent holder of the same key wrote first (PostgreSQL made this one wait for it): on its key, or
-        # on a balance it already moved (a retried withdrawal of everything would otherwise be refused).
+        # Written before, by an earlier call or by a concurrent holder of the same key (PostgreSQL made this one
+        # wait for it): on its key, or on a balance it already moved (a retried withdrawal of everything would
+        # otherwise be refused).
         previous = await _previous(session, transfer.idempotency_key)
         if previous is None:
             raise

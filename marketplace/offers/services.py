@@ -43,8 +43,8 @@ async def _candidates_in_order(
     """The wave's candidates, best first, and whether anyone is left for a next wave.
 
     A ranker with an in-memory core selects them itself (the hot path: its explored places are among the
-    wave's, not beyond it); the database then only confirms that the chosen ones are still active.
-    Otherwise the database matches and the ranker orders.
+    wave's, not beyond it); send_wave then keeps those the database still has active. Otherwise the database
+    matches and the ranker orders.
     """
     select_top = getattr(ranker, "select", None)
     if select_top is None:
@@ -58,12 +58,7 @@ async def _candidates_in_order(
     if not picks:
         return [], False
     more = bool(ranker.remaining(view, offered | {p.business_id for p in picks}))  # type: ignore[attr-defined]
-    active = set(
-        await session.scalars(
-            select(Business.id).where(Business.id.in_([p.business_id for p in picks]), Business.status == "active")
-        )
-    )
-    return [p for p in picks if p.business_id in active], more
+    return picks, more
 
 
 async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int) -> int:
@@ -73,18 +68,34 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     delivered twice, or a wave whose lead is already full or expired, changes nothing.
     """
     session, now = uow.session, utcnow()
-    advanced = await rows_changed(
-        session,
-        update(Lead)
-        .where(Lead.id == lead_id, Lead.waves_sent == wave - 1, Lead.status == "open", Lead.expires_at > now)
-        .values(waves_sent=wave),
-    )
-    if advanced != 1:
+    # The wave counter moves and the lead is read in one statement.
+    lead = (
+        await session.scalars(
+            update(Lead)
+            .where(Lead.id == lead_id, Lead.waves_sent == wave - 1, Lead.status == "open", Lead.expires_at > now)
+            .values(waves_sent=wave)
+            .returning(Lead),
+            execution_options={"populate_existing": True},
+        )
+    ).one_or_none()
+    if lead is None:
         return 0
-    lead = await session.get(Lead, lead_id)
-    assert lead is not None
     category = settings.categories[lead.category]
-    chosen, more = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
+    picks, more = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
+    chosen: list[Ranked] = []
+    if picks:
+        # Those still active (the database is the truth; another process may have blocked one a moment ago) are
+        # marked offered now, for the fair rotation, in the same statement.
+        active = set(
+            await session.scalars(
+                update(Business)
+                .where(Business.id.in_([p.business_id for p in picks]), Business.status == "active")
+                .values(last_offered_at=now)
+                .returning(Business.id),
+                execution_options={"synchronize_session": False},
+            )
+        )
+        chosen = [p for p in picks if p.business_id in active]
     expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
     for rank, pick in enumerate(chosen, start=1):
         session.add(
@@ -103,9 +114,6 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             )
         )
     if chosen:
-        await session.execute(
-            update(Business).where(Business.id.in_([r.business_id for r in chosen])).values(last_offered_at=now)
-        )
         await session.flush()
     if more:  # candidates are left for a next wave, if the lead is not taken by then
         uow.after_commit(

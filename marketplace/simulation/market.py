@@ -45,6 +45,7 @@ from marketplace.simulation.agents import (
     reaction_delay,
     within_work_hours,
 )
+from marketplace.simulation.asgi_client import AsgiClient, AsgiResponse
 from marketplace.simulation.scenario import Scenario
 
 log = logging.getLogger("marketplace.simulation")
@@ -144,9 +145,8 @@ class InProcessService:
 
         self.app = app
         self._clock = clock
-        self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 40000)), base_url="http://simulation"
-        )
+        # The app's ASGI interface, called directly (httpx's ASGITransport cost 0.5 ms a call more).
+        self.client = AsgiClient(app, client=("127.0.0.1", 40000))
         self.return_days = app.state.settings.windows.return_days
         url = app.state.settings.service.database_url
         self.description = url.split("://", 1)[0] + "://" + url.rsplit("@", 1)[-1].split("://")[-1]
@@ -327,7 +327,7 @@ class Simulation:
     async def _call(
         self, name: str, method: str, path: str, *, token: str | None = None, body: Any = None,
         params: dict[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> httpx.Response | AsgiResponse:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         started = time.perf_counter()
         response = await self.service.client.request(method, path, json=body, params=params, headers=headers)

@@ -18,3 +18,9 @@ def new_id(prefix: str) -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether value has the shape of an id new_id(prefix) makes (not whether one exists)."""
+    head, sep, tail = value.partition("_")
+    return head == prefix and sep == "_" and len(tail) == 26 and all(c in _ALPHABET for c in tail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from litestar import Controller, Request, get, patch, post, put
@@ -9,6 +10,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.businesses import schemas, services
+from marketplace.clock import utcnow
+from marketplace.fraud.services import release_open_deals
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
 from marketplace.ranking.service import joined
@@ -78,12 +81,21 @@ class BusinessController(Controller):
 
     @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)
     async def block(
-        self, state: State, business_id: FromPath[str], data: JSONBody[schemas.BlockRequest | None] = None
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        business_id: FromPath[str],
+        data: JSONBody[schemas.BlockRequest | None] = None,
     ) -> schemas.Business:
-        """Block an account; by default it is also listed publicly as unreliable."""
-        request = data or schemas.BlockRequest()
+        """Block an account; by default it is also listed publicly as unreliable. Its open leads go back to the
+        market (deals not yet won are closed as lost); won, invoiced and paid deals stay, with what they owe."""
+        block = data or schemas.BlockRequest()
+        operator = current_principal(request)
         async with state.uow() as uow:
-            business = await services.set_status(uow.session, business_id, "blocked", unreliable=request.unreliable)
+            business = await services.set_status(uow.session, business_id, "blocked", unreliable=block.unreliable)
+            waves = await release_open_deals(uow.session, business_id, operator, utcnow())
+            for lead_id, wave in waves:
+                uow.after_commit(functools.partial(state.jobs.enqueue, "send_wave", lead_id, wave))
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
         return out

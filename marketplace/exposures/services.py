@@ -14,6 +14,7 @@ from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.fraud import services as fraud
+from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
@@ -92,7 +93,7 @@ async def list_own(
         if status not in rules.NEXT:
             raise InvalidInput.field("status", f"one of {', '.join(rules.NEXT)}")
         query = query.where(Exposure.status == status)
-    if cursor:
+    if check_cursor(cursor, "exp"):
         query = query.where(Exposure.id < cursor)
     rows = list(await session.scalars(query.order_by(Exposure.id.desc()).limit(limit + 1)))
     items = rows[:limit]

@@ -17,6 +17,14 @@ from marketplace.http.pagination import Page, check_limit
 ALERT_STATUSES = ("open", "confirmed", "dismissed")
 
 
+async def _survey_link_first(request: Request[Any, Any, Any]) -> None:
+    """Before the answer's body is read: a forged link is a 404 and a spent or expired one a 410 whatever the
+    body says (the body's own errors are 422s only on a link that still works)."""
+    state = request.app.state
+    async with state.uow() as uow:
+        await services.check_survey_link(uow.session, state.settings, request.path_params["token"])
+
+
 class SurveyController(Controller):
     path = "/v1/surveys"
     tags = ["surveys"]
@@ -28,7 +36,7 @@ class SurveyController(Controller):
         async with state.uow() as uow:
             return await services.survey_view(uow.session, state.settings, token)
 
-    @post("/{token:str}", opt=access(Access.PUBLIC), status_code=200)
+    @post("/{token:str}", opt=access(Access.PUBLIC), status_code=200, before_request=_survey_link_first)
     async def answer(
         self, state: State, token: FromPath[str], data: JSONBody[schemas.SurveyAnswerIn]
     ) -> schemas.SurveyAnswer:

@@ -44,6 +44,7 @@ from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.mailer import Message, SmtpConfig, send_all
 from marketplace.fraud.signals import OPEN_PIPELINE, Answer, CategoryCounts, Deal, RuleConfig, Signal, assess
+from marketplace.http.pagination import check_cursor
 from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import Principal, spend_link
 from marketplace.ids import new_id
@@ -66,6 +67,10 @@ CHUNK = 500
 # --- the notification outbox ------------------------------------------------------------------------------
 
 
+# What the outbox sends: a customer's survey link, an operator's fraud alert, a business's invoice or credit note.
+NOTIFICATION_KINDS = ("alert", "invoice", "survey")
+
+
 def notify(
     session: AsyncSession,
     kind: str,
@@ -77,6 +82,8 @@ def notify(
     reference: str | None = None,
 ) -> Notification:
     """Keep a message in the outbox, in the caller's transaction: it is sent only if that commits."""
+    if kind not in NOTIFICATION_KINDS:
+        raise ValueError(f"unknown notification kind {kind!r}")
     message = Notification(
         id=new_id("ntf"),
         kind=kind,
@@ -97,10 +104,12 @@ async def list_notifications(
 ) -> tuple[list[Notification], str | None]:
     query = select(Notification)
     if kind:
+        if kind not in NOTIFICATION_KINDS:
+            raise InvalidInput.field("kind", f"one of {', '.join(NOTIFICATION_KINDS)}")
         query = query.where(Notification.kind == kind)
     if reference:
         query = query.where(Notification.reference == reference)
-    if cursor:
+    if check_cursor(cursor, "ntf"):
         query = query.where(Notification.id < cursor)
     rows = list(await session.scalars(query.order_by(Notification.id.desc()).limit(limit + 1)))
     items = rows[:limit]
@@ -227,6 +236,11 @@ async def request_survey(
     )
     await session.flush()
     return survey
+
+
+async def check_survey_link(session: AsyncSession, settings: Settings, token: str) -> None:
+    """Refuse a forged (404), expired or spent (410) survey link, whatever the answer sent with it."""
+    await _survey_by_token(session, settings, token)
 
 
 async def _survey_by_token(session: AsyncSession, settings: Settings, token: str) -> Survey:
@@ -738,7 +752,7 @@ async def list_alerts(
     query = select(FraudAlert)
     if status:
         query = query.where(FraudAlert.status == status)
-    if cursor:
+    if check_cursor(cursor, "alr"):
         query = query.where(FraudAlert.id < cursor)
     rows = list(await session.scalars(query.order_by(FraudAlert.id.desc()).limit(limit + 1)))
     items = rows[:limit]
@@ -782,7 +796,7 @@ async def alerts_out(session: AsyncSession, alerts: Sequence[FraudAlert]) -> lis
     decisions: dict[str, FraudDecision] = {
         d.alert_id: d for d in await session.scalars(select(FraudDecision).where(FraudDecision.alert_id.in_(ids)))
     }
-    released: dict[str, list[str]] = defaultdict(list)
+    released: dict[str | None, list[str]] = defaultdict(list)
     for alert_id, lead_id in await session.execute(
         select(FraudRelease.alert_id, FraudRelease.lead_id)
         .where(FraudRelease.alert_id.in_(ids))
@@ -849,7 +863,7 @@ async def decide(
     alert.updated_at = now
     if data.decision == "confirm":
         await set_status(session, alert.business_id, "blocked", unreliable=True)
-        waves = await release_open_deals(session, alert, operator, now)
+        waves = await release_open_deals(session, alert.business_id, operator, now, alert_id=alert.id)
         for lead_id, wave in waves:
             uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
     await session.flush()
@@ -857,16 +871,18 @@ async def decide(
 
 
 async def release_open_deals(
-    session: AsyncSession, alert: FraudAlert, operator: Principal, now: datetime
+    session: AsyncSession, business_id: str, operator: Principal, now: datetime, *, alert_id: str | None = None
 ) -> list[tuple[str, int]]:
-    """Give a confirmed fraud's leads back to the market: every exposure not won or paid frees its lead's
-    slot once (an open deal is closed as lost with a note). Returns (lead, next wave) of the leads that are
-    open again. Won, invoiced and paid deals stay: their commissions are owed whatever happens."""
+    """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
+    every exposure not won or paid frees its lead's slot once (an open deal is closed as lost with a note).
+    Returns (lead, next wave) of the leads that are open again. Won, invoiced and paid deals stay: their
+    commissions are owed whatever happens."""
+    why = "after a confirmed fraud alert" if alert_id else "by an operator"
     exposures = list(
         await session.scalars(
             select(Exposure)
             .where(
-                Exposure.business_id == alert.business_id,
+                Exposure.business_id == business_id,
                 Exposure.status.in_((*OPEN_PIPELINE, "lost")),
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
@@ -876,7 +892,7 @@ async def release_open_deals(
     )
     reopened: list[tuple[str, int]] = []
     for exposure in exposures:
-        session.add(FraudRelease(exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert.id, released_at=now))
+        session.add(FraudRelease(exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert_id, released_at=now))
         if exposure.status in OPEN_PIPELINE:
             session.add(
                 ExposureEvent(
@@ -884,7 +900,7 @@ async def release_open_deals(
                     actor=operator.actor,
                     from_status=exposure.status,
                     to_status="lost",
-                    note="released to the market: the business was blocked after a confirmed fraud alert",
+                    note=f"released to the market: the business was blocked {why}",
                     at=now,
                 )
             )

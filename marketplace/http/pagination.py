@@ -9,6 +9,7 @@ import msgspec
 from sqlalchemy import Select
 
 from marketplace.errors import InvalidInput
+from marketplace.ids import is_id
 
 T = TypeVar("T")
 MAX_LIMIT = 200
@@ -23,6 +24,16 @@ def check_limit(limit: int) -> int:
     if limit < 1 or limit > MAX_LIMIT:
         raise InvalidInput.field("limit", f"must be between 1 and {MAX_LIMIT}")
     return limit
+
+
+def check_cursor(cursor: str | None, prefix: str) -> str | None:
+    """The cursor of a list paged by id (the last id of the previous page), or None for the first page; anything
+    else is a 422, not an empty page that reads as "nothing more"."""
+    if not cursor:
+        return None
+    if not is_id(cursor, prefix):
+        raise InvalidInput.field("cursor", "not a cursor this list gave out")
+    return cursor
 
 
 def paginate_desc(query: Select[Any], id_column: Any, limit: int, cursor: str | None) -> Select[Any]:

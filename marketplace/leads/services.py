@@ -58,7 +58,7 @@ async def submit_lead(
         phone = normalise_phone(data.contact.phone, "contact.phone", region)
     except InvalidInput as exc:
         errors += exc.errors
-    if data.contact.email:
+    if data.contact.email is not None:  # "" is an invalid address, not a missing one
         try:
             email = normalise_email(data.contact.email, "contact.email")
         except InvalidInput as exc:

@@ -16,6 +16,7 @@ from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, ExposureEvent, Lead, Offer
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, InvalidInput, NotFound
+from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
@@ -131,7 +132,7 @@ async def list_offers(
         .join(Lead, Lead.id == Offer.lead_id)
         .where(Offer.business_id == business.id, Offer.status == "open", Offer.expires_at > now, Lead.status == "open")
     )
-    if cursor:
+    if check_cursor(cursor, "off"):
         query = query.where(Offer.id < cursor)
     rows = (await session.execute(query.order_by(Offer.id.desc()).limit(limit + 1))).all()
     items = [_offer_out(settings, business.mode or "", offer, lead) for offer, lead in rows[:limit]]

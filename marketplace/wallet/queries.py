@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, Invoice, LedgerAccount, LedgerPosting, LedgerTransaction, Settlement
 from marketplace.errors import NotFound
+from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -147,7 +148,7 @@ async def invoices_for(
         query = query.where(Invoice.business_id == principal.id)
     elif business_id:
         query = query.where(Invoice.business_id == business_id)
-    if cursor:
+    if check_cursor(cursor, "inv"):
         query = query.where(Invoice.id < cursor)
     rows = list(await session.scalars(query.order_by(Invoice.id.desc()).limit(limit + 1)))
     items = [invoice_summary(i) for i in rows[:limit]]
@@ -162,7 +163,7 @@ async def settlements_for(
         query = query.where(Settlement.business_id == principal.id)
     if status:
         query = query.where(Settlement.status == status)
-    if cursor:
+    if check_cursor(cursor, "stl"):
         query = query.where(Settlement.id < cursor)
     rows = list(await session.scalars(query.order_by(Settlement.id.desc()).limit(limit + 1)))
     items = [settlement_out(s) for s in rows[:limit]]

@@ -362,3 +362,49 @@ async def test_unexpected_error_is_500_with_a_request_id_and_no_stack_trace(clie
     logged = [r for r in caplog.records if request_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None and logged[0].exc_info[1] is error
     await nothing_written(db, Lead, LeadContact)
+
+
+async def test_a_cursor_no_list_gave_out_is_refused_on_every_list(app, client):
+    from tests.factories import auth, operator_token, register
+
+    _, token = await register(client)
+    op = await operator_token(app)
+    for path, who in (
+        ("/v1/offers", token),
+        ("/v1/exposures", token),
+        ("/v1/invoices", token),
+        ("/v1/settlements", token),
+        ("/v1/notifications", op),
+        ("/v1/fraud/alerts", op),
+        ("/v1/wallet/entries", token),
+        ("/v1/unreliable", None),
+    ):
+        for cursor in ("garbage", "off_" + "0" * 25, "exp_" + "!" * 26):
+            headers = auth(who) if who else {}
+            response = await client.get(path, params={"cursor": cursor}, headers=headers)
+            assert response.status_code == 422, (path, cursor, response.text)
+            assert response.json()["errors"][0]["field"] == "cursor", (path, response.text)
+        first = await client.get(path, headers=auth(who) if who else {})
+        assert first.status_code == 200, (path, first.text)
+
+
+async def test_an_empty_contact_email_is_an_invalid_address_not_a_missing_one(client, db):
+    from marketplace.db.models import Lead
+    from tests.factories import lead_body
+
+    body = lead_body()
+    body["contact"]["email"] = ""
+    response = await client.post("/v1/leads", json=body)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "contact.email"
+    assert await db.count(Lead) == 0
+
+
+async def test_notifications_refuse_an_unknown_kind(app, client):
+    from tests.factories import auth, operator_token
+
+    op = await operator_token(app)
+    response = await client.get("/v1/notifications", params={"kind": "bogus"}, headers=auth(op))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "kind"
+    assert (await client.get("/v1/notifications", params={"kind": "survey"}, headers=auth(op))).status_code == 200

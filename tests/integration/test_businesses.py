@@ -89,3 +89,34 @@ async def test_operator_suspends_and_reactivates(app, client):
         assert response.json()["status"] == status
     missing = await client.post("/v1/businesses/biz_nope/status", headers=auth(op), json={"status": "active"})
     assert missing.status_code == 404
+
+
+async def test_an_operators_block_gives_the_open_leads_back_to_the_market(app, client, db):
+    from marketplace.db.models import Exposure, Lead
+    from tests.integration.fraud_market import claimed_deal, report
+
+    op = await operator_token(app)
+    blocked_id, blocked = await register(client, "deal_maker", name="Gone Pipes")
+    other_id, other = await register(client, "deal_maker", name="Next Pipes")
+    open_lead, open_exposure = await claimed_deal(app, client, blocked_id, blocked)
+    won_lead, won_exposure = await claimed_deal(app, client, blocked_id, blocked)
+    await report(client, blocked, won_exposure, "won", turnover=50_000)
+
+    response = await client.post(f"/v1/businesses/{blocked_id}/block", headers=auth(op), json={})
+    assert response.status_code == 200, response.text
+    # The deal not yet won is closed as lost and its lead's slot is free again; the won deal stays, with what it owes.
+    exposure = await db.scalar(select(Exposure).where(Exposure.id == open_exposure))
+    assert exposure.status == "lost"
+    lead = await db.scalar(select(Lead).where(Lead.id == open_lead))
+    assert lead.status == "open" and lead.exposure_count == 0
+    assert (await db.scalar(select(Exposure.status).where(Exposure.id == won_exposure))) == "won"
+    assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == won_lead))) == 1
+    # The next wave offers the freed lead to another business that fits it.
+    await app.state.jobs.run_due()
+    offered = await client.get("/v1/offers", headers=auth(other))
+    assert open_lead in [o["lead_id"] for o in offered.json()["items"]]
+    assert other_id != blocked_id
+    # Blocking again frees nothing twice.
+    again = await client.post(f"/v1/businesses/{blocked_id}/block", headers=auth(op), json={})
+    assert again.status_code == 200
+    assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == open_lead))) == 0

@@ -51,6 +51,9 @@ async def test_a_won_deal_sends_a_survey_that_works_once(app, client, db, settin
     # A second use, or a look after the answer, is a 410; nothing changes.
     again = await answer(client, token, hired=False, satisfaction=1)
     assert again.status_code == 410 and again.headers["content-type"] == "application/problem+json"
+    # The link is judged before the answer: a spent link with a bad answer is still a 410, not a 422.
+    assert (await answer(client, token, hired=True, satisfaction=9)).status_code == 410
+    assert (await client.post(f"/v1/surveys/{token}", json={"hired": "maybe"})).status_code == 410
     assert (await client.get(f"/v1/surveys/{token}")).status_code == 410
     assert (await db.scalar(select(Survey.satisfaction).where(Survey.id == survey.id))) == 5
     # The customer named whom it hired: further reports on the lead ask nothing more.
@@ -79,6 +82,7 @@ async def test_forged_expired_and_foreign_links(app, client, db, settings):
     for bad in (forged, "not-a-token", f"{payload}x.{mac}"):
         assert (await client.get(f"/v1/surveys/{bad}")).status_code == 404
         assert (await answer(client, bad, hired=False)).status_code == 404
+        assert (await client.post(f"/v1/surveys/{bad}", json={"hired": True, "satisfaction": 9})).status_code == 404
     # A link the service signed for another purpose is no survey either.
     from marketplace.clock import utcnow
     from marketplace.identity.links import sign_link

@@ -170,12 +170,13 @@ class FraudModel(Base):
 
 
 class FraudRelease(Base):
-    """An exposure given back to the market when its business was confirmed a fraud: its lead's slot is
-    freed once (the primary key makes a repeated release change nothing)."""
+    """An exposure given back to the market when its business was blocked (by an operator, or on a confirmed
+    fraud alert, which it then names): its lead's slot is freed once (the primary key makes a repeated release
+    change nothing)."""
 
     __tablename__ = "fraud_releases"
 
     exposure_id: Mapped[str] = mapped_column(ForeignKey("exposures.id"), primary_key=True)
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
-    alert_id: Mapped[str] = mapped_column(ForeignKey("fraud_alerts.id"), index=True)
+    alert_id: Mapped[str | None] = mapped_column(ForeignKey("fraud_alerts.id"), index=True)
     released_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from sqlalchemy import text
 
 from marketplace.http.access import Access, access
+from marketplace.http.problems import documented
 from marketplace.schemas import MoneyOut
 
 
@@ -47,7 +48,11 @@ class CatalogController(Controller):
             for c in state.settings.categories.values()
         ]
 
-    @get("/health", opt=access(Access.PUBLIC))
+    @get(
+        "/health",
+        opt=access(Access.PUBLIC),
+        responses={503: documented(dict[str, str], "The database cannot be reached: `{status, database}`")},
+    )
     async def health(self, state: State) -> Response[dict[str, str]]:
         try:
             async with state.sessions() as session:

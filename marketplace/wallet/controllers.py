@@ -213,7 +213,9 @@ class WalletController(Controller):
         """The invoice as JSON, or as a PDF with `Accept: application/pdf`."""
         async with state.uow() as uow:
             invoice = await queries.invoice_for(uow.session, current_principal(request), invoice_id)
-        if "application/pdf" in request.headers.get("accept", ""):
+        # The Accept header's preference, q-values included; JSON unless the PDF is preferred.
+        wanted = request.accept.best_match(["application/json", "application/pdf"], default="application/json")
+        if wanted == "application/pdf":
             pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
             number = invoice.document["number"]
             return Response(

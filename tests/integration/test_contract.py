@@ -195,6 +195,16 @@ async def test_a_business_never_sees_another_business_money(app, client):
     # The owner does get its PDF, so the 404 above is about who asked.
     pdf = await client.get(f"/v1/invoices/{invoice['id']}", headers={**auth(owner), "Accept": "application/pdf"})
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    # The Accept header's q-values decide: a PDF refused (q=0) or less wanted than JSON gives JSON.
+    for accept, pdf_wanted in (
+        ("application/json, application/pdf;q=0", False),
+        ("application/pdf;q=0.4, application/json", False),
+        ("application/json;q=0.2, application/pdf", True),
+        ("*/*", False),
+    ):
+        answer = await client.get(f"/v1/invoices/{invoice['id']}", headers={**auth(owner), "Accept": accept})
+        assert answer.status_code == 200
+        assert answer.content.startswith(b"%PDF") is pdf_wanted, accept
 
 
 # --- Idempotency-Key on every POST that moves money ----------------------------------------------------------

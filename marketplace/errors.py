@@ -70,5 +70,9 @@ class InvalidInput(MarketplaceError):
         return cls(f"{field}: {message}", errors=[FieldError(field, message)])
 
 
+class ServiceUnavailable(MarketplaceError):
+    status_code, title, type_slug = 503, "Service unavailable", "service-unavailable"
+
+
 class TooManyRequests(MarketplaceError):
     status_code, title, type_slug = 429, "Too many requests", "too-many-requests"

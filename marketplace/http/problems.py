@@ -141,6 +141,7 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     422: "Well-formed but invalid: `errors` names each field with the reason",
     429: "Too many requests: `Retry-After` says when to try again",
+    503: "The database cannot be reached: `database` names the failure",
 }
 
 
@@ -160,6 +161,8 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses.append(410)
     if path == "/v1/leads" and "POST" in handler.http_methods:
         statuses.append(429)
+    if path == "/health":
+        statuses.append(503)
     return sorted(set(statuses))
 
 

@@ -487,3 +487,20 @@ async def test_leads_waiting_when_the_service_starts_are_offered_at_once(setting
     finally:
         await shutdown(service.state)
     assert [o["lead_id"] for o in offers] == [lead_id]
+
+
+async def test_health_is_a_503_problem_when_the_database_cannot_be_reached() -> None:
+    from marketplace.app import create_app
+    from marketplace.simulation.asgi_client import AsgiClient
+    from tests.conftest import make_settings
+
+    # Port 9 (discard) on the loopback: nothing listens, the connection is refused at once.
+    app = create_app(make_settings("postgresql+asyncpg://postgres@127.0.0.1:9/nowhere"), migrate_on_start=False)
+    try:
+        answer = await AsgiClient(app).request("GET", "/health")
+    finally:
+        await app.state.engine.dispose()
+    assert answer.status_code == 503
+    assert answer.header("content-type") == "application/problem+json"
+    body = answer.json()
+    assert body["status"] == 503 and body["detail"] == "the database cannot be reached" and body["database"]

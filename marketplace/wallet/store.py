@@ -88,6 +88,8 @@ def _known_ids(session: AsyncSession) -> dict[tuple[str, str], int]:
 
 @event.listens_for(Session, "after_commit")
 def _keep_committed_ids(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released (SQLAlchemy calls that a commit too): the transaction may still roll back
     seen = session.info.pop(_SEEN, None)
     if seen:
         _COMMITTED_IDS.setdefault(session.get_bind(), {}).update(seen)  # type: ignore[arg-type]

@@ -71,3 +71,31 @@ async def test_a_unit_of_work_reads_an_object_once_even_when_nobody_holds_it(app
         await uow.session.get(LedgerAccount, account_id)  # loaded, then dropped by this code
         await uow.session.get(LedgerAccount, account_id)  # the session kept it: no second read
     assert len(reads) == before + 1
+
+
+async def test_ids_seen_before_a_released_savepoint_are_forgotten_when_the_transaction_rolls_back(app: Litestar) -> None:
+    """A savepoint's release is not the transaction's commit: a transfer posted (its savepoint released) in a unit
+    of work that then fails must not leave the ids of the accounts that unit created in the cache, or the next
+    account created (SQLite reuses rowids) would receive that business's money."""
+    from marketplace.money import Money
+    from marketplace.wallet.ledger import build_lead_earnings
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort):
+        async with app.state.uow() as uow:
+            await store.lock_wallet(uow.session, "biz_savepoint", "ILS")  # creates its accounts, no savepoint
+            earned = build_lead_earnings("earnings:savepoint", "biz_savepoint", "lead_buyer", Money(1_000, "ILS"))
+            await store.post(uow.session, earned, business_id="biz_savepoint")  # its savepoint is released
+            raise Abort
+    async with app.state.uow() as uow:
+        other = await store.account_ids(uow.session, keys("biz_other"))  # may take the rolled-back rowids
+    async with app.state.uow() as uow:
+        mine = await store.account_ids(uow.session, keys("biz_savepoint"))
+        rows = await uow.session.execute(
+            select(LedgerAccount.code, LedgerAccount.id).where(LedgerAccount.owner_id == "biz_savepoint")
+        )
+        stored = {code: account_id for code, account_id in rows}
+    assert not set(mine.values()) & set(other.values())
+    assert {code: account_id for (code, _), account_id in mine.items()} == stored

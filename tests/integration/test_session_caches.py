@@ -73,7 +73,7 @@ async def test_a_unit_of_work_reads_an_object_once_even_when_nobody_holds_it(app
     assert len(reads) == before + 1
 
 
-async def test_ids_seen_before_a_released_savepoint_are_forgotten_when_the_transaction_rolls_back(app: Litestar) -> None:
+async def test_ids_seen_before_a_released_savepoint_are_forgotten_on_rollback(app: Litestar) -> None:
     """A savepoint's release is not the transaction's commit: a transfer posted (its savepoint released) in a unit
     of work that then fails must not leave the ids of the accounts that unit created in the cache, or the next
     account created (SQLite reuses rowids) would receive that business's money."""

@@ -20,6 +20,7 @@ from marketplace.db.models import Business, CommissionPlanVersion, Settlement
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
+from marketplace.http.negotiation import preferred
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.ids import new_id
@@ -213,9 +214,8 @@ class WalletController(Controller):
         """The invoice as JSON, or as a PDF with `Accept: application/pdf`."""
         async with state.uow() as uow:
             invoice = await queries.invoice_for(uow.session, current_principal(request), invoice_id)
-        # The Accept header's preference, q-values included; JSON unless the PDF is preferred.
-        wanted = request.accept.best_match(["application/json", "application/pdf"], default="application/json")
-        if wanted == "application/pdf":
+        # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred.
+        if preferred(request.headers.get("accept", ""), ["application/json", "application/pdf"]) == "application/pdf":
             pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
             number = invoice.document["number"]
             return Response(

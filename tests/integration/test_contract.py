@@ -198,6 +198,7 @@ async def test_a_business_never_sees_another_business_money(app, client):
     # The Accept header's q-values decide: a PDF refused (q=0) or less wanted than JSON gives JSON.
     for accept, pdf_wanted in (
         ("application/json, application/pdf;q=0", False),
+        ("application/pdf;q=0", False),
         ("application/pdf;q=0.4, application/json", False),
         ("application/json;q=0.2, application/pdf", True),
         ("*/*", False),

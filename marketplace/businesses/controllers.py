@@ -14,7 +14,9 @@ from marketplace.clock import utcnow
 from marketplace.fraud.services import release_open_deals
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
+from marketplace.identity.services import Principal
 from marketplace.ranking.service import joined
+from marketplace.uow import UnitOfWork
 
 
 class BusinessController(Controller):
@@ -71,10 +73,18 @@ class BusinessController(Controller):
 
     @post("/businesses/{business_id:str}/status", opt=access(Access.OPERATOR), status_code=200)
     async def change_status(
-        self, state: State, business_id: FromPath[str], data: JSONBody[schemas.StatusChange]
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        business_id: FromPath[str],
+        data: JSONBody[schemas.StatusChange],
     ) -> schemas.Business:
+        """Suspend, reactivate or block an account; a block gives its open leads back to the market (as
+        `POST .../block` does, without listing it as unreliable)."""
         async with state.uow() as uow:
             business = await services.set_status(uow.session, business_id, data.status)
+            if data.status == "blocked":
+                await _release_open_deals(state, uow, business_id, current_principal(request))
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
         return out
@@ -93,9 +103,7 @@ class BusinessController(Controller):
         operator = current_principal(request)
         async with state.uow() as uow:
             business = await services.set_status(uow.session, business_id, "blocked", unreliable=block.unreliable)
-            waves = await release_open_deals(uow.session, business_id, operator, utcnow())
-            for lead_id, wave in waves:
-                uow.after_commit(functools.partial(state.jobs.enqueue, "send_wave", lead_id, wave))
+            await _release_open_deals(state, uow, business_id, operator)
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
         return out
@@ -113,3 +121,9 @@ class BusinessController(Controller):
             if b.unreliable_since
         ]
         return Page(items=items, next_cursor=next_cursor)
+
+
+async def _release_open_deals(state: State, uow: UnitOfWork, business_id: str, operator: Principal) -> None:
+    """A blocked business's open leads back to the market: their next waves go out once the block commits."""
+    for lead_id, wave in await release_open_deals(uow.session, business_id, operator, utcnow()):
+        uow.after_commit(functools.partial(state.jobs.enqueue, "send_wave", lead_id, wave))

@@ -120,3 +120,18 @@ async def test_an_operators_block_gives_the_open_leads_back_to_the_market(app, c
     again = await client.post(f"/v1/businesses/{blocked_id}/block", headers=auth(op), json={})
     assert again.status_code == 200
     assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == open_lead))) == 0
+
+
+async def test_a_block_through_the_status_call_gives_the_open_leads_back_too(app, client, db):
+    from marketplace.db.models import Exposure, Lead
+    from tests.integration.fraud_market import claimed_deal
+
+    op = await operator_token(app)
+    blocked_id, blocked = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, blocked_id, blocked)
+    response = await client.post(f"/v1/businesses/{blocked_id}/status", headers=auth(op), json={"status": "blocked"})
+    assert response.status_code == 200 and response.json()["status"] == "blocked"
+    assert (await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id))) == "lost"
+    assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))) == 0
+    # Not listed as unreliable: that is what POST .../block adds.
+    assert (await client.get("/v1/unreliable")).json()["items"] == []

@@ -25,6 +25,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM fraud_releases WHERE alert_id IS NULL")
+    # Deleting those rows would let a later confirmed alert free the same leads' slots a second time.
+    blocks = op.get_bind().execute(sa.text("SELECT count(*) FROM fraud_releases WHERE alert_id IS NULL")).scalar()
+    if blocks:
+        raise RuntimeError(
+            f"{blocks} leads were released by operators' blocks: 0006 has no place for them (downgrade refused)"
+        )
     with op.batch_alter_table("fraud_releases", schema=None) as batch_op:
         batch_op.alter_column("alert_id", existing_type=sa.String(length=40), nullable=False)

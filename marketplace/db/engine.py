@@ -28,6 +28,8 @@ def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    from marketplace.db import sqlite_driver
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, open transactions, so that each one can start IMMEDIATE below.
@@ -35,14 +37,17 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Short: SQLite's busy handler sleeps on the event loop's thread; sqlite_driver retries BEGIN IMMEDIATE
+        # asynchronously instead (another process's write lock), up to its LOCK_WAIT_SECONDS.
+        cursor.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # SQLite has one writer; taking the write lock at BEGIN makes concurrent requests queue on
-        # busy_timeout instead of failing when a reader later tries to write.
+        # SQLite has one writer; taking the write lock at BEGIN makes concurrent transactions queue for it (on
+        # the pool within a process, in sqlite_driver's retry between processes) instead of failing when a
+        # reader later tries to write.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 

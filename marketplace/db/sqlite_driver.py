@@ -11,9 +11,10 @@ That is safe because an engine built by ``marketplace.db.engine.create_engine`` 
 connection per engine (a pool of one): a request that wants the database while another request holds it waits
 for the connection asynchronously, on the pool, and never inside SQLite. SQLite allows one writer at a time and
 the service begins every transaction IMMEDIATE (it takes the write lock at BEGIN), so one connection per
-process serialises no more than the database already did. Only another *process* on the same file can make a
-statement wait in SQLite's busy handler, which then blocks this event loop for as long as that process holds
-its write transaction (milliseconds; at most busy_timeout): the embedded default runs one process.
+process serialises no more than the database already did. Another *process* on the same file (a second server
+worker, `marketplace worker`, a CLI command) can hold the write lock when a transaction begins: SQLite's own
+busy handler would then sleep on this thread and stall the event loop, so the connection's busy timeout is a
+few milliseconds and `BEGIN IMMEDIATE` is retried here, asynchronously, until LOCK_WAIT_SECONDS have passed.
 
 Registered as the `sqlite+aiosqlite_inloop` dialect; ``create_engine`` uses it for every `sqlite+aiosqlite` URL.
 Server-side cursors keep SQLAlchemy's own adapter (aiosqlite's thread).
@@ -21,6 +22,7 @@ Server-side cursors keep SQLAlchemy's own adapter (aiosqlite's thread).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 from typing import Any
@@ -36,6 +38,11 @@ from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 DRIVER = "aiosqlite_inloop"
+BEGIN = "BEGIN IMMEDIATE"
+# How long a transaction waits for another process's write lock before it fails ("database is locked").
+LOCK_WAIT_SECONDS = 30.0
+# SQLite's own busy handler (PRAGMA busy_timeout, set by db/engine.py): it sleeps on the event loop's thread.
+BUSY_TIMEOUT_MS = 5
 
 Outcome = tuple[Any, list[Any], int, int | None]
 
@@ -50,6 +57,10 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any) -> Out
         return description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
 
 
 def _run_many(connection: sqlite3.Connection, operation: str, seq_of_parameters: Any) -> Outcome:
@@ -105,8 +116,28 @@ class InLoopCursor(AsyncAdapt_aiosqlite_cursor):
     # SQLAlchemy's execute() awaits these through its greenlet bridge (it insists that a statement of an async
     # engine awaits something); they finish without giving the event loop a turn.
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
-        self._keep(_run(self._connection._conn, operation, parameters))
+        try:
+            self._keep(_run(self._connection._conn, operation, parameters))
+        except sqlite3.OperationalError as exc:
+            if operation != BEGIN or not _locked(exc):
+                raise
+            await self._begin_when_free()
         return self
+
+    async def _begin_when_free(self) -> None:
+        """Another process holds the write lock: try again, letting the event loop run meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT_SECONDS
+        pause = 0.001
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                self._keep(_run(self._connection._conn, BEGIN, None))
+                return
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or loop.time() >= deadline:
+                    raise
+            pause = min(pause * 2, 0.02)
 
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         self._keep(_run_many(self._connection._conn, operation, seq_of_parameters))

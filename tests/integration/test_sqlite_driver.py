@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,45 @@ async def test_a_failed_statement_rolls_back_its_transaction_and_the_connection_
         assert (await conn.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one() == 0
         rows = await conn.execute(text("INSERT INTO counter (id, n) VALUES (2, 7), (3, 8) RETURNING id"))
         assert sorted(rows.scalars()) == [2, 3]
+
+
+async def test_another_process_write_lock_is_waited_for_without_stalling_the_event_loop(engine: Any) -> None:
+    """A second process (here a thread with its own connection) holds SQLite's write lock; a transaction of
+    this engine waits for it asynchronously: the event loop keeps running, and the transaction goes through
+    once the lock is released."""
+    database = engine.url.database
+    holding = threading.Event()
+
+    def other_process() -> None:
+        other = sqlite3.connect(database, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("UPDATE counter SET n = n + 100 WHERE id = 1")
+            holding.set()
+            time.sleep(0.4)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    await asyncio.get_running_loop().run_in_executor(None, holding.wait)
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while holder.is_alive():
+            started = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - started - 0.005)
+
+    async def bump() -> int:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE counter SET n = n + 1 WHERE id = 1"))
+            return int((await conn.execute(text("SELECT n FROM counter WHERE id = 1"))).scalar_one())
+
+    waited = time.perf_counter()
+    _, n = await asyncio.gather(ticker(), bump())
+    holder.join()
+    assert n == 101  # after the other process's commit, never instead of it
+    assert time.perf_counter() - waited >= 0.2
+    assert lags and max(lags) < 0.1  # the loop was never held for the other process's 400 ms

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -22,9 +24,35 @@ def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **overrides)
         _sqlite_pragmas(engine)
         return engine
-    options: dict[str, Any] = {"pool_size": 20, "max_overflow": 60, "pool_pre_ping": True}
+    options: dict[str, Any] = {"pool_size": 20, "max_overflow": 60}
     options.update(overrides)
-    return create_async_engine(database_url, **options)
+    engine = create_async_engine(database_url, **options)
+    if not options.get("pool_pre_ping"):
+        _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection idle this long is pinged before it is handed out (the server may have restarted or dropped
+# it meanwhile); one returned a moment ago is not. SQLAlchemy's pool_pre_ping pings at every checkout: a round
+# trip and a server transaction for every request (about half of the PostgreSQL transactions under load).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            # The pool drops this connection and hands out another (a new one if need be).
+            raise DisconnectionError("a pooled connection was lost while idle") from exc
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:

@@ -1,0 +1,35 @@
+"""The PostgreSQL pool: a connection lost while idle in the pool is replaced before a request gets it, without
+a ping on every checkout."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from marketplace.db import engine as engine_module
+from marketplace.db.engine import create_engine
+
+
+@pytest.mark.postgres_only
+async def test_a_connection_killed_while_idle_in_the_pool_is_replaced_before_use(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            first_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        # Returned a moment ago: handed out again as it is (the same backend, no ping needed).
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() == first_pid
+        # The server drops it while it sits in the pool (a restart, an idle timeout, an operator).
+        killer = create_engine(database_url)
+        async with killer.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first_pid})
+        await killer.dispose()
+        # After a while in the pool it is pinged, found dead and replaced: the request never sees the loss.
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_SECONDS", 0.0)
+        async with engine.connect() as conn:
+            second_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert second_pid != first_pid
+    finally:
+        await engine.dispose()

@@ -93,6 +93,14 @@ def _keep(session: Session, instance: Any) -> None:
     session.info.setdefault("kept", []).append(instance)
 
 
+@event.listens_for(RequestSession, "do_orm_execute")
+def _fresh_when_locked(orm_execute: Any) -> None:
+    # A row read FOR UPDATE is read to act on its locked, current values: an object this session already holds
+    # (loaded before the lock was taken) is refreshed from it rather than handed back as it was.
+    if orm_execute.is_select and getattr(orm_execute.statement, "_for_update_arg", None) is not None:
+        orm_execute.update_execution_options(populate_existing=True)
+
+
 @event.listens_for(RequestSession, "after_soft_rollback")
 def _forget(session: Session, _transaction: Any) -> None:
     session.info.pop("kept", None)

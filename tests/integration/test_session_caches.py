@@ -99,3 +99,26 @@ async def test_ids_seen_before_a_released_savepoint_are_forgotten_on_rollback(ap
         stored = {code: account_id for code, account_id in rows}
     assert not set(mine.values()) & set(other.values())
     assert {code: account_id for (code, _), account_id in mine.items()} == stored
+
+
+async def test_a_row_read_for_update_refreshes_the_object_the_session_already_holds(app: Litestar) -> None:
+    from sqlalchemy import update
+
+    async with app.state.uow() as uow:
+        await store.account_ids(uow.session, keys("biz_locked"))
+    async with app.state.uow() as uow:
+        account = (
+            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.owner_id == "biz_locked").limit(1))
+        ).one()
+        # The row changes behind the object's back (as another transaction would before this one's lock).
+        await uow.session.execute(
+            update(LedgerAccount).where(LedgerAccount.id == account.id).values(balance_minor=777),
+            execution_options={"synchronize_session": False},
+        )
+        assert account.balance_minor == 0
+        locked = (
+            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.id == account.id).with_for_update())
+        ).one()
+        assert locked is account and account.balance_minor == 777
+        got = await uow.session.get(LedgerAccount, account.id, with_for_update=True)
+        assert got is account and got.balance_minor == 777

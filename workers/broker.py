@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
+
+
+class RuntimeShutdown(Middleware):
+    """When a worker stops, close the runtime its actors built (the ranking sync's Redis listener, the database
+    pool) on the actors' event loop, before the AsyncIO middleware stops that loop."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from workers import runtime
+
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None and loop_thread.loop.is_running():
+            loop_thread.run_coroutine(runtime.close())
 
 
 def make_broker(redis_url: str, namespace: str = "marketplace") -> dramatiq.Broker:
     broker: dramatiq.Broker = RedisBroker(url=redis_url, namespace=namespace) if redis_url else StubBroker()
     broker.add_middleware(AsyncIO())
+    broker.add_middleware(RuntimeShutdown())
     return broker
 
 

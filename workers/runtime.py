@@ -8,7 +8,10 @@ keeps it in step with the API processes through Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.jobs import DramatiqJobs, Jobs
@@ -27,6 +30,19 @@ class Runtime:
     ranker: Ranker
     ranking_sync: RankingSync
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    engine: AsyncEngine | None = None
+    """The engine this runtime made (None when the API process bound its own, which it closes itself)."""
+
+    async def close(self) -> None:
+        """Stop listening, finish the ranking sync and close the database pool (a worker shutting down)."""
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks.clear()
+        await self.ranking_sync.stop()
+        if self.engine is not None:
+            await self.engine.dispose()
 
 
 _runtime: Runtime | None = None
@@ -47,11 +63,22 @@ async def current() -> Runtime:
             import dramatiq
 
             settings = get_settings()
-            sessions = create_session_factory(create_engine(settings.service.database_url))
+            engine = create_engine(settings.service.database_url)
+            sessions = create_session_factory(engine)
             ranker = make_ranker(settings.ranking.policy, settings)
             sync = RankingSync(ranker, sessions, settings.service.redis_url)
             await sync.start()
-            runtime = Runtime(settings, UnitOfWorkFactory(sessions), DramatiqJobs(dramatiq.get_broker()), ranker, sync)
+            runtime = Runtime(
+                settings, UnitOfWorkFactory(sessions), DramatiqJobs(dramatiq.get_broker()), ranker, sync, engine=engine
+            )
             runtime.tasks.append(asyncio.get_running_loop().create_task(sync.listen()))
             _runtime = runtime
     return _runtime
+
+
+async def close() -> None:
+    """Close the runtime this process built for its actors, if any (see workers/broker.py: RuntimeShutdown)."""
+    global _runtime
+    runtime, _runtime = _runtime, None
+    if runtime is not None and runtime.engine is not None:
+        await runtime.close()

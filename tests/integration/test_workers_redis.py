@@ -67,6 +67,8 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
         assert await _offers(app.state.sessions, lead_id) == 2
     finally:
         worker.stop()
+        # Stopping the worker closed the runtime its actors built (its Redis listener and database pool).
+        assert runtime._runtime is None
         await asyncio.get_running_loop().run_in_executor(None, broker.close)
         runtime.bind(None)
         get_settings.cache_clear()

@@ -45,7 +45,8 @@ class Offer(Base):
     # A replacement for a returned lead (deal makers) names the exposure it replaces.
     replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(20), default="open")
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 

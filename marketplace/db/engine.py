@@ -97,7 +97,11 @@ def _keep(session: Session, instance: Any) -> None:
 def _fresh_when_locked(orm_execute: Any) -> None:
     # A row read FOR UPDATE is read to act on its locked, current values: an object this session already holds
     # (loaded before the lock was taken) is refreshed from it rather than handed back as it was.
+    # Changes not yet flushed are written first (as autoflush would), so that the refresh cannot discard them.
     if orm_execute.is_select and getattr(orm_execute.statement, "_for_update_arg", None) is not None:
+        session = orm_execute.session
+        if session.new or session.dirty or session.deleted:
+            session.flush()
         orm_execute.update_execution_options(populate_existing=True)
 
 

@@ -122,3 +122,21 @@ async def test_a_row_read_for_update_refreshes_the_object_the_session_already_ho
         assert locked is account and account.balance_minor == 777
         got = await uow.session.get(LedgerAccount, account.id, with_for_update=True)
         assert got is account and got.balance_minor == 777
+
+
+async def test_a_locking_read_keeps_the_changes_the_session_has_not_written_yet(app: Litestar) -> None:
+    """Refreshing on FOR UPDATE must not discard a change made to the object before it (autoflush is off)."""
+    async with app.state.uow() as uow:
+        await store.account_ids(uow.session, keys("biz_pending"))
+    async with app.state.uow() as uow:
+        account = (
+            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.owner_id == "biz_pending").limit(1))
+        ).one()
+        account.balance_minor = 500  # not flushed yet
+        locked = (
+            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.id == account.id).with_for_update())
+        ).one()
+        assert locked is account and account.balance_minor == 500
+    async with app.state.uow() as uow:
+        stored = await uow.session.scalar(select(LedgerAccount.balance_minor).where(LedgerAccount.id == account.id))
+    assert stored == 500

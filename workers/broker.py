@@ -11,10 +11,12 @@ from dramatiq.middleware.asyncio import AsyncIO
 
 
 class RuntimeShutdown(Middleware):
-    """When a worker stops, close the runtime its actors built (the ranking sync's Redis listener, the database
-    pool) on the actors' event loop, before the AsyncIO middleware stops that loop."""
+    """When a worker has stopped, close the runtime its actors built (the ranking sync's Redis listener, the
+    database pool) on the actors' event loop. `after_` hooks run in reverse order of the middleware, so added
+    after AsyncIO this one runs once the worker's threads are joined (no actor still running) and before AsyncIO
+    stops that loop."""
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         from workers import runtime
 
         loop_thread = get_event_loop_thread()

@@ -79,6 +79,7 @@ async def current() -> Runtime:
 async def close() -> None:
     """Close the runtime this process built for its actors, if any (see workers/broker.py: RuntimeShutdown)."""
     global _runtime
-    runtime, _runtime = _runtime, None
-    if runtime is not None and runtime.engine is not None:
+    runtime = _runtime
+    if runtime is not None and runtime.engine is not None:  # not one the API process bound (it closes its own)
+        _runtime = None
         await runtime.close()

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -51,8 +51,9 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
         try:
             dbapi_connection.ping()
         except Exception as exc:
-            # The pool drops this connection and hands out another (a new one if need be).
-            raise DisconnectionError("a pooled connection was lost while idle") from exc
+            # The pool reconnects this slot, and replaces every connection older than it (after a server restart
+            # they are all gone, those returned a moment ago too), as pool_pre_ping does.
+            raise InvalidatePoolError("a pooled connection was lost while idle") from exc
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:

@@ -161,16 +161,15 @@ class InLoopConnection(AsyncAdapt_aiosqlite_connection):
     _cursor_cls = InLoopCursor
 
     def commit(self) -> None:
-        if self._connection._connection:
-            try:
-                await_(_call(self._connection._conn.commit))
-            except Exception as error:
-                self._handle_exception(error)
+        self._end_transaction("commit")
 
     def rollback(self) -> None:
+        self._end_transaction("rollback")
+
+    def _end_transaction(self, how: str) -> None:
         if self._connection._connection:
             try:
-                await_(_call(self._connection._conn.rollback))
+                await_(_call(getattr(self._connection._conn, how)))
             except Exception as error:
                 self._handle_exception(error)
 

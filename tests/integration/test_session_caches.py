@@ -107,19 +107,14 @@ async def test_a_row_read_for_update_refreshes_the_object_the_session_already_ho
     async with app.state.uow() as uow:
         await store.account_ids(uow.session, keys("biz_locked"))
     async with app.state.uow() as uow:
-        account = (
-            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.owner_id == "biz_locked").limit(1))
-        ).one()
+        account = await an_account_of(uow.session, "biz_locked")
         # The row changes behind the object's back (as another transaction would before this one's lock).
         await uow.session.execute(
             update(LedgerAccount).where(LedgerAccount.id == account.id).values(balance_minor=777),
             execution_options={"synchronize_session": False},
         )
         assert account.balance_minor == 0
-        locked = (
-            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.id == account.id).with_for_update())
-        ).one()
-        assert locked is account and account.balance_minor == 777
+        assert await read_locked(uow.session, account.id) is account and account.balance_minor == 777
         got = await uow.session.get(LedgerAccount, account.id, with_for_update=True)
         assert got is account and got.balance_minor == 777
 
@@ -129,14 +124,19 @@ async def test_a_locking_read_keeps_the_changes_the_session_has_not_written_yet(
     async with app.state.uow() as uow:
         await store.account_ids(uow.session, keys("biz_pending"))
     async with app.state.uow() as uow:
-        account = (
-            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.owner_id == "biz_pending").limit(1))
-        ).one()
+        account = await an_account_of(uow.session, "biz_pending")
         account.balance_minor = 500  # not flushed yet
-        locked = (
-            await uow.session.scalars(select(LedgerAccount).where(LedgerAccount.id == account.id).with_for_update())
-        ).one()
-        assert locked is account and account.balance_minor == 500
+        assert await read_locked(uow.session, account.id) is account and account.balance_minor == 500
     async with app.state.uow() as uow:
         stored = await uow.session.scalar(select(LedgerAccount.balance_minor).where(LedgerAccount.id == account.id))
     assert stored == 500
+
+
+async def an_account_of(session: Any, business_id: str) -> LedgerAccount:
+    return (
+        await session.scalars(select(LedgerAccount).where(LedgerAccount.owner_id == business_id).limit(1))
+    ).one()
+
+
+async def read_locked(session: Any, account_id: int) -> LedgerAccount:
+    return (await session.scalars(select(LedgerAccount).where(LedgerAccount.id == account_id).with_for_update())).one()

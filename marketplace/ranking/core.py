@@ -1,11 +1,12 @@
 """The in-memory ranking core: per (category, region) buckets of businesses kept sorted by score.
 
-Hot path, pure numpy, a few dozen numpy calls per lead whatever the bucket's size. A bucket is one table
-of rows (negated score, deal range, slot, posterior row), kept sorted by score with a free place every
-few entries (a gapped array). An update kills the business's entries in place (found by binary search on
-their old score; a dead entry's deal range is empty, so every filter drops it, and its place becomes
-free) and inserts fresh ones at their sorted places, shifting entries only as far as the nearest free
-place; a bucket that runs out of free places nearby is re-spread, so no update rebuilds the core.
+Hot path: a few dozen numpy calls per lead whatever the bucket's size, and the per-entry steps of an update
+as compiled loops (ranking/kernels.py, numba). A bucket is one table of rows (negated score, deal range,
+slot, posterior rows), kept sorted by score with a free place every few entries (a gapped array). An update
+ends the business's entry in place (found by binary search on its old score; a dead entry's deal range is
+empty, so every filter drops it, and its place becomes free) and writes the fresh one at its sorted place,
+shifting entries only as far as the nearest free place; a bucket that runs out of free places nearby is
+re-spread, so no update rebuilds the core.
 Ranking a lead is a scan of a sorted prefix: without a per-lead factor the first k entries whose deal
 range holds the budget are the top k; with one (bounded), the prefix is extended once to every entry
 that could still reach the k-th exact score. A configured share of offer places explores: Thompson
@@ -26,6 +27,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from marketplace.ranking import kernels
+from marketplace.ranking.kernels import DEAD_HI, DEAD_LO, HI, LO, NEG, POST, POSTERIOR_COLUMNS, ROWS, SLOT
 from marketplace.ranking.scoring import Score
 
 RING_SAMPLE = 1024  # entries sampled for one batch of Thompson draws
@@ -33,18 +36,16 @@ RING_SIZE = 512  # the best draws kept for the next leads' exploration places
 RANDOM_BUFFER = 1 << 16
 # Columns of a posterior row: Beta(alpha, beta) of the success probability, what a success is worth,
 # the sold-leads bonus, the reliability factor, how many exposures the estimate rests on, lead buyer or not.
-ALPHA, BETA, WORTH, BONUS, RELIABILITY, RECEIVED, BUYER = range(7)
-POSTERIOR_COLUMNS = 7
-# A dead entry's (or a free place's) deal range: no budget fits it, so the range filter drops it for free.
-DEAD_LO = np.iinfo(np.int64).max
-DEAD_HI = np.iinfo(np.int64).min
+ALPHA, BETA, WORTH, BONUS, RELIABILITY, RECEIVED, BUYER = range(POSTERIOR_COLUMNS)
+# A dead entry's (or a free place's) deal range is DEAD_LO..DEAD_HI: no budget fits it, so the range filter
+# drops it for free.
 UNSTATED = np.iinfo(np.int64).max - 1  # a budget of 0 means "not stated": every live range holds it
-# Rows of a bucket's table (int64; the score row is read as float64); its posteriors are a float32 table
-# of POSTERIOR_COLUMNS rows alongside, so the entries a lead ranks are read from contiguous memory.
-NEG, LO, HI, SLOT = range(4)
+# Rows of a bucket's table (ranking/kernels.py): int64, the score row and the POSTERIOR_COLUMNS posterior rows
+# from POST on read as float64. An entry is one column, so an update moves it, and those it passes, in one loop.
 GAP_EVERY = 8  # a re-spread bucket has one free place after every 8 entries
 GAP_WINDOW = 64  # how far an insertion looks for a free place first
-WIDE_WINDOW = 2048  # and then, before the bucket is re-spread; also the longest move of an entry in place
+WIDE_WINDOW = 2048  # and then, before the bucket is re-spread
+WINDOWS = (GAP_WINDOW, WIDE_WINDOW)
 FIRST_SCAN = 512  # the least prefix a ranking scans in one go
 FACTOR_SAMPLE, FACTOR_SAMPLE_MAX = 2, 400  # with a fit weight, first score the first 2k eligible (k + 400 at most)
 MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
@@ -83,6 +84,13 @@ class Profile:
     active: bool = True
 
 
+def _entry(neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]) -> NDArray[np.int64]:
+    """An entry as its table column: the floats' bits where the table reads floats."""
+    column = np.array((neg, 0.0, 0.0, 0.0, *posterior)).view(np.int64)
+    column[LO], column[HI], column[SLOT] = lo, hi, slot
+    return column
+
+
 class _Pending:
     """A bucket's entries before its table is first laid out (start-up), column by column: negated score,
     deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
@@ -101,7 +109,9 @@ class _Pending:
 
 class _Bucket:
     """One gapped table sorted by score; rows side by side, so a scan reads contiguous memory and an
-    insertion moves every row with one slice assignment."""
+    insertion moves every row with one slice assignment.
+
+    An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
     __slots__ = ("depth", "hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table")
 
@@ -115,12 +125,13 @@ class _Bucket:
         self.ring_at = 0
         # How many table places a ranking scanned per entry it wanted, lately: the next scan's first reach.
         self.depth = 4.0
-        self._use(np.empty((4, 0), np.int64), np.empty((POSTERIOR_COLUMNS, 0), np.float32))
+        self._use(np.empty((ROWS, 0), np.int64))
 
-    def _use(self, table: NDArray[np.int64], post: NDArray[np.float32]) -> None:
-        self.table, self.post = table, post
+    def _use(self, table: NDArray[np.int64]) -> None:
+        self.table = table
         self.neg: NDArray[np.float64] = table[NEG].view(np.float64)  # ascending: -score
         self.lo, self.hi, self.slot = table[LO], table[HI], table[SLOT]
+        self.post: NDArray[np.float64] = table[POST:].view(np.float64)
 
     def lay_out(
         self,
@@ -128,86 +139,43 @@ class _Bucket:
         lo: NDArray[np.int64],
         hi: NDArray[np.int64],
         slot: NDArray[np.int64],
-        post: NDArray[np.float32],
+        post: NDArray[np.float64],
     ) -> None:
         """A fresh table from live entries sorted by negated score, a free place after every GAP_EVERY."""
         n = len(neg)
         cap = n + n // GAP_EVERY + 16
-        table = np.empty((4, cap), np.int64)
+        table = np.empty((ROWS, cap), np.int64)
         fneg = table[NEG].view(np.float64)
         fneg[:] = np.inf
         table[LO], table[HI], table[SLOT] = DEAD_LO, DEAD_HI, -1
-        posts = np.zeros((POSTERIOR_COLUMNS, cap), np.float32)
+        posts = table[POST:].view(np.float64)
+        posts[:] = 0.0
         at = np.arange(n)
         at += at // GAP_EVERY
         fneg[at], table[LO, at], table[HI, at], table[SLOT, at], posts[:, at] = neg, lo, hi, slot, post
         # A free place takes the next entry's score, so the score row stays sorted for binary search.
         fneg[:] = np.minimum.accumulate(fneg[::-1])[::-1]
-        self._use(table, posts)
+        self._use(table)
         self.ring = None
 
     def respread(self) -> None:
         live = (self.lo != DEAD_LO).nonzero()[0]
         self.lay_out(self.neg[live], self.lo[live], self.hi[live], self.slot[live], self.post[:, live])
 
-    def insert(self, neg: float, lo: int, hi: int, slot: int, posterior: NDArray[np.float32]) -> None:
-        """At its sorted place: into a free place there, or shifting the entries up to the nearest one."""
+    def insert(self, neg: float, entry: NDArray[np.int64]) -> None:
+        """At its sorted place: into a free place there, or shifting the entries up to the nearest one (a run of
+        equal scores, newcomers at their category's prior, uses up the free places around it: the wide window
+        looks further before the whole bucket is re-spread)."""
         while True:
-            at = self._place(neg)
+            at = int(kernels.make_room(self.neg, self.table, neg, WINDOWS))
             if at >= 0:
                 break
             self.respread()
-        self.neg[at] = neg
-        self.lo[at], self.hi[at], self.slot[at] = lo, hi, slot
-        self.post[:, at] = posterior
-
-    def _place(self, neg: float) -> int:
-        lo_row = self.lo
-        cap = len(lo_row)
-        p = int(self.neg.searchsorted(neg, "right"))  # every place before p scores at least as high
-        if p < cap and lo_row[p] == DEAD_LO:
-            return p
-        if p and lo_row[p - 1] == DEAD_LO:
-            return p - 1
-        # A run of equal scores (newcomers at their category's prior) uses up the free places around it: look
-        # further before re-spreading the whole bucket.
-        for window in (GAP_WINDOW, WIDE_WINDOW):
-            at = self._shift_to_free(p, window)
-            if at >= 0:
-                return at
-        return -1
-
-    def _shift_to_free(self, p: int, window: int) -> int:
-        """Make place p (or p - 1) free by shifting the entries up to the nearest free place within the window
-        on the right (or on the left); -1 if there is none."""
-        lo_row, table, post = self.lo, self.table, self.post
-        if p < len(lo_row):
-            free = lo_row[p : p + window] == DEAD_LO
-            j = int(free.argmax())
-            if free[j]:
-                table[:, p + 1 : p + j + 1] = table[:, p : p + j]
-                post[:, p + 1 : p + j + 1] = post[:, p : p + j]
-                return p
-        if p:
-            start = max(0, p - window)
-            free = lo_row[start:p] == DEAD_LO
-            j = len(free) - 1 - int(free[::-1].argmax())
-            if free[j]:
-                q = start + j
-                table[:, q : p - 1] = table[:, q + 1 : p]
-                post[:, q : p - 1] = post[:, q + 1 : p]
-                return p - 1
-        return -1
+        self.table[:, at] = entry
 
     def _find(self, neg: float, slot: int) -> int:
         """The place of this slot's live entry scoring -neg, or -1."""
-        p = int(self.neg.searchsorted(neg))
-        slots, lo_row = self.slot, self.lo
-        if p < len(slots) and slots[p] == slot and lo_row[p] != DEAD_LO:
-            return p
-        end = int(self.neg.searchsorted(neg, "right"))
-        hits = ((slots[p:end] == slot) & (lo_row[p:end] != DEAD_LO)).nonzero()[0]
-        return p + int(hits[0]) if len(hits) else -1
+        return int(kernels.find(self.neg, self.table, neg, slot))
 
     def _strike(self, slot: int) -> None:
         """A drawn business changed: its draw rests on what it was, so it may no longer explore."""
@@ -216,7 +184,7 @@ class _Bucket:
             if drawn is not None:
                 self.ring[2][drawn] = DEAD_LO
 
-    def welcome(self, slot: int, neg: float, lo: int, hi: int, posterior: NDArray[np.float32]) -> None:
+    def welcome(self, neg: float, entry: NDArray[np.int64]) -> None:
         """A business new to the bucket (a sign-up, a profile change) is explored next: it joins the drawn
         ring at the place the next lead reads. A ring drawn before it came could not reach it, and a redraw
         would start again from the best draws, so newcomers would wait for a whole turn of the ring."""
@@ -225,42 +193,29 @@ class _Bucket:
             return  # the next lead draws a ring, with it
         _, slots, r_lo, r_hi, r_base, shown = ring
         at = self.ring_at
+        slot = int(entry[SLOT])
         row = np.empty(shown.shape[1])
-        row[0], row[1], row[2], row[3:] = slot, -neg, -neg, posterior
+        row[0], row[1], row[2], row[3:] = slot, -neg, -neg, entry[POST:].view(np.float64)
         slots = np.insert(slots, at, slot)
         self.ring = (
             {s: i for i, s in enumerate(slots.tolist())},
             slots,
-            np.insert(r_lo, at, lo),
-            np.insert(r_hi, at, hi),
+            np.insert(r_lo, at, entry[LO]),
+            np.insert(r_hi, at, entry[HI]),
             np.insert(r_base, at, -neg),
             np.insert(shown, at, row, axis=0),
         )
 
-    def move(self, old: float, slot: int, neg: float, lo: int, hi: int, posterior: NDArray[np.float32]) -> bool:
-        """The slot's entry scoring -old takes its place for -neg (deal range and posterior rewritten); the
-        entries in between shift by one. False (nothing done) if it has no live entry here or the way is long."""
-        i = self._find(old, slot)
-        if i < 0:
+    def move(self, old: float, slot: int, neg: float, entry: NDArray[np.int64]) -> bool:
+        """The slot's entry scoring -old is rewritten as `entry` at its place for -neg (kernels.move). False
+        (nothing done) if the slot has no live entry scoring -old here."""
+        moved = kernels.move(self.neg, self.table, old, slot, neg, entry, WINDOWS)
+        if not moved:
             return False
-        p = int(self.neg.searchsorted(neg, "right"))
-        table, post = self.table, self.post
-        if p > i:  # a lower score: the entries in (i, p) move up one
-            if p - i > WIDE_WINDOW:
-                return False
-            at = p - 1
-            table[:, i:at] = table[:, i + 1 : p]
-            post[:, i:at] = post[:, i + 1 : p]
-        else:  # a higher (or equal) score: the entries in [p, i) move down one
-            if i - p > WIDE_WINDOW:
-                return False
-            at = p
-            table[:, p + 1 : i + 1] = table[:, p:i]
-            post[:, p + 1 : i + 1] = post[:, p:i]
-        self._strike(slot)
-        self.neg[at] = neg
-        self.lo[at], self.hi[at], self.slot[at] = lo, hi, slot
-        post[:, at] = posterior
+        if self.ring is not None:
+            self._strike(slot)
+        if moved == 2:  # its old entry ended, but no free place was near the new one
+            self.insert(neg, entry)
         return True
 
     def kill(self, neg: float, slot: int) -> None:
@@ -283,7 +238,7 @@ class Ranking:
         scores: NDArray[np.float64],
         base: NDArray[np.float64],
         explored: NDArray[np.bool_],
-        post: NDArray[np.float32],
+        post: NDArray[np.float64],
     ) -> None:
         self._names = names
         self._ids: list[str] | None = None
@@ -448,7 +403,7 @@ class RankingCore:
                 continue
             received = float(parts.factors.get("history_exposures", 0)) if parts.factors else 0.0
             posterior = (parts.alpha, parts.beta, parts.worth, parts.bonus, parts.reliability, received, buyer)
-            column = None  # the posterior as an array, converted once for all its regions
+            entry = None  # the entry's table column, made once for all its regions
             neg = -parts.value
             old = -old_scores[category].value if moving else 0.0
             for region in profile.regions:
@@ -464,14 +419,14 @@ class RankingCore:
                     pending.version.append(version)
                     pending.post.append(posterior)
                 else:
-                    if column is None:
-                        column = np.array(posterior, np.float32)
-                    if not (moving and bucket.move(old, slot, neg, lo, hi, column)):
+                    if entry is None:
+                        entry = _entry(neg, lo, hi, slot, posterior)
+                    if not (moving and bucket.move(old, slot, neg, entry)):
                         if moving:
                             bucket.kill(old, slot)
-                        bucket.insert(neg, lo, hi, slot, column)
+                        bucket.insert(neg, entry)
                         if not moving:
-                            bucket.welcome(slot, neg, lo, hi, column)
+                            bucket.welcome(neg, entry)
 
     def _kill(self, slot: int) -> None:
         """End a business's current entries in place (found by their score with a binary search), so a scan
@@ -526,7 +481,7 @@ class RankingCore:
         live = (np.fromiter(pending.version, np.int32, n) == self._version[slots]).nonzero()[0]
         negs = np.frombuffer(array("d", pending.neg), np.float64)
         order = live[np.argsort(negs[live], kind="stable")]
-        post = np.fromiter(chain.from_iterable(pending.post), np.float32, n * POSTERIOR_COLUMNS)
+        post = np.fromiter(chain.from_iterable(pending.post), np.float64, n * POSTERIOR_COLUMNS)
         bucket.lay_out(
             negs[order],
             np.fromiter(pending.lo, np.int64, n)[order],
@@ -576,7 +531,7 @@ class RankingCore:
             empty_f,
             empty_f,
             np.zeros(0, np.bool_),
-            np.empty((0, POSTERIOR_COLUMNS), np.float32),
+            np.empty((0, POSTERIOR_COLUMNS)),
         )
 
     def _eligible(self, bucket: _Bucket, budget: int, start: int, end: int, marked: int) -> NDArray[np.intp]:
@@ -624,7 +579,7 @@ class RankingCore:
             base = -rows[NEG].view(np.float64)
             scores = base
         slots = rows[SLOT]
-        post = bucket.post[:, at].T
+        post = rows[POST:].view(np.float64).T
         n = len(slots)
         places = self._places(n) if explore is None else (max(1, n // 3) if explore and n else 0)
         if places:
@@ -824,7 +779,7 @@ class RankingCore:
     def memory_bytes(self) -> int:
         """Bytes held by the arrays (the id map and list come on top: about 150 bytes per business)."""
         arrays = self._version.nbytes + self._mark.nbytes + self._uniform.nbytes + self._normal.nbytes
-        return arrays + sum(b.table.nbytes + b.post.nbytes for b in self._buckets.values())
+        return arrays + sum(b.table.nbytes for b in self._buckets.values())
 
 
 def build(profiles: Sequence[tuple[Profile, dict[str, Score]]], **options: Any) -> RankingCore:

@@ -7,11 +7,11 @@ ends the business's entry in place (found by binary search on its old score; a d
 empty, so every filter drops it, and its place becomes free) and writes the fresh one at its sorted place,
 shifting entries only as far as the nearest free place; a bucket that runs out of free places nearby is
 re-spread, so no update rebuilds the core.
-Ranking a lead is a scan of a sorted prefix: without a per-lead factor the first k entries whose deal
-range holds the budget are the top k; with one (bounded), the prefix is extended once to every entry
-that could still reach the k-th exact score. A configured share of offer places explores: Thompson
-draws from the posteriors of a random sample of the bucket take the last places, so newcomers get seen
-and estimates keep learning.
+Ranking a lead is one compiled scan of a sorted prefix (kernels.top): without a per-lead factor the first
+k entries whose deal range holds the budget are the top k; with one (bounded), the scan keeps the k best
+exact scores and stops where no entry further down could still reach the k-th. A configured share of offer
+places explores: Thompson draws from the posteriors of a random sample of the bucket take the last places,
+so newcomers get seen and estimates keep learning.
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ GAP_EVERY = 8  # a re-spread bucket has one free place after every 8 entries
 GAP_WINDOW = 64  # how far an insertion looks for a free place first
 WIDE_WINDOW = 2048  # and then, before the bucket is re-spread
 WINDOWS = (GAP_WINDOW, WIDE_WINDOW)
-FIRST_SCAN = 512  # the least prefix a ranking scans in one go
-FACTOR_SAMPLE, FACTOR_SAMPLE_MAX = 2, 400  # with a fit weight, first score the first 2k eligible (k + 400 at most)
 MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
 _BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for the per-lead factor's bound: scan a hair deeper, never less
 
@@ -62,15 +60,6 @@ def _binomial_cdf(n: int, p: float) -> list[float]:
         out.append(total)
         pmf *= (n - j) / (j + 1) * ratio
     return out
-
-
-def _fits(lo: NDArray[np.int64], hi: NDArray[np.int64], budget: int) -> NDArray[np.bool_]:
-    """Live entries whose deal range holds the budget (every live one for an unstated budget)."""
-    if budget == UNSTATED:
-        return lo != DEAD_LO
-    mask = lo <= budget
-    mask &= hi >= budget
-    return mask
 
 
 @dataclass
@@ -113,7 +102,7 @@ class _Bucket:
 
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
-    __slots__ = ("depth", "hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table")
+    __slots__ = ("hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table")
 
     def __init__(self) -> None:
         # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
@@ -123,8 +112,6 @@ class _Bucket:
         # first.
         self.ring: tuple[Any, ...] | None = None
         self.ring_at = 0
-        # How many table places a ranking scanned per entry it wanted, lately: the next scan's first reach.
-        self.depth = 4.0
         self._use(np.empty((ROWS, 0), np.int64))
 
     def _use(self, table: NDArray[np.int64]) -> None:
@@ -296,6 +283,10 @@ class LeadFactor:
     def _x_budget(self, category: str, budget: int) -> float:
         return math.log(budget) - self.mean_log_budget.get(category, math.log(budget))
 
+    def lead_term(self, category: str, budget: int) -> float:
+        """The lead's own part of w . x (its budget against the category's mean), the same for every business."""
+        return self.w_budget * self._x_budget(category, budget)
+
     def maker_upper(self, category: str, budget: int) -> float:
         """The largest factor a deal maker can get for this lead: the fit term lies in [0, 1] for every range
         that holds the budget. Computed with apply's operations, so no rounding makes a factor exceed it."""
@@ -314,12 +305,15 @@ class LeadFactor:
         fit *= 2.0
         np.subtract(1.0, fit, out=fit)  # 1 in the middle of the range, 0 at its edges
         fit *= self.w_fit
-        fit += self.w_budget * self._x_budget(category, budget)
+        fit += self.lead_term(category, budget)
         np.maximum(fit, -self.BOUND, out=fit)
         np.minimum(fit, self.BOUND, out=fit)
         np.exp(fit, out=fit)
         fit[buyer] = 1.0
         return fit
+
+
+_EXP_ABOVE = kernels.exp_bounds(LeadFactor.BOUND)
 
 
 class RankingCore:
@@ -534,119 +528,29 @@ class RankingCore:
             np.empty((0, POSTERIOR_COLUMNS)),
         )
 
-    def _eligible(self, bucket: _Bucket, budget: int, start: int, end: int, marked: int) -> NDArray[np.intp]:
-        """Places in [start, end) whose entry is live, holds the budget and is not excluded, in score order."""
-        at = _fits(bucket.lo[start:end], bucket.hi[start:end], budget).nonzero()[0]
-        if start:
-            at += start
-        if marked:
-            at = at[~self._mark[bucket.slot[at]]]
-        return at
-
-    def _prefix(self, bucket: _Bucket, budget: int, k: int, marked: int) -> NDArray[np.intp]:
-        """The first k eligible places (fewer if the bucket has fewer). The first reach is sized from the
-        bucket's recent scans, so one pass usually suffices."""
-        cap = len(bucket.lo)
-        end = min(cap, max(FIRST_SCAN, int(bucket.depth * (k + marked) * 2.0)))
-        at = self._eligible(bucket, budget, 0, end, marked)
-        if len(at) < k and end < cap:
-            found = [at]
-            count = len(at)
-            while count < k and end < cap:
-                start, end = end, min(cap, end * 2)
-                more = self._eligible(bucket, budget, start, end, marked)
-                found.append(more)
-                count += len(more)
-            at = np.concatenate(found)
-        if len(at) >= k:
-            # Learn the reach that k eligible entries took, per entry wanted, for the next lead.
-            bucket.depth = 0.75 * bucket.depth + 0.25 * (int(at[k - 1]) + 1) / (k + marked)
-            return at[:k]
-        return at
-
     def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
         factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
-        if factor is not None:
-            # When the factor reorders deal makers among themselves (a fit weight), a wider first sample gives a
-            # higher k-th exact score, so a shorter second scan.
-            want = min(k * FACTOR_SAMPLE, k + FACTOR_SAMPLE_MAX) if factor.w_fit else k
-            at = self._prefix(bucket, budget, want, marked)
-            at, base, scores = self._exact_top(bucket, factor, category, budget, k, want, marked, at)
-            rows = bucket.table[:, at]
+        found, exact = np.empty(k, np.int64), np.empty(k)
+        if factor is None:
+            n = kernels.top(
+                bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark,
+                marked > 0, False, 0.0, 0.0, 0.0, 1.0, _EXP_ABOVE, found, exact,
+            )  # fmt: skip
         else:
-            at = self._prefix(bucket, budget, k, marked)
-            rows = bucket.table[:, at]  # one gather for every row of the entries found
-            base = -rows[NEG].view(np.float64)
-            scores = base
+            reach = max(1.0, factor.maker_upper(category, budget)) * _BOUND_MARGIN
+            n = kernels.top(
+                bucket.neg, bucket.table, bucket.post[BUYER], budget, False, k, self._mark, marked > 0, True,
+                factor.lead_term(category, budget), factor.w_fit, LeadFactor.BOUND, reach, _EXP_ABOVE, found, exact,
+            )  # fmt: skip
+        rows = bucket.table[:, found[:n]]  # one gather for every row of the entries found
+        base = -rows[NEG].view(np.float64)
+        scores = base if factor is None else exact[:n]
         slots = rows[SLOT]
         post = rows[POST:].view(np.float64).T
-        n = len(slots)
         places = self._places(n) if explore is None else (max(1, n // 3) if explore and n else 0)
         if places:
             return self._explore(bucket, budget, slots, scores, base, post, places, factor is None and not marked)
         return Ranking(self._ids, slots, scores, base, self._flags(n, n), post)
-
-    def _exact_top(
-        self,
-        bucket: _Bucket,
-        factor: LeadFactor,
-        category: str,
-        budget: int,
-        k: int,
-        want: int,
-        marked: int,
-        at: NDArray[np.intp],
-    ) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
-        """The top k by exact score (base x per-lead factor), given the first `want` (>= k) eligible places by
-        base score: their k-th exact score bounds how far down anything else could still reach the top k. Lead buyers
-        (factor 1) reach it only with a base score at least as high; deal makers with one at least as high
-        over the factor's bound for this lead. Places, base and exact scores, best first."""
-        base = -bucket.neg[at]
-        scores = base * self._factor(bucket, factor, category, budget, at)
-        if len(at) == want:  # else the bucket has no more eligible entries
-            kth = float(scores.min()) if want == k else float(np.partition(scores, want - k)[want - k])
-            neg = bucket.neg
-            buyers_reach = int(neg.searchsorted(-kth, "right"))
-            upper = factor.maker_upper(category, budget) * _BOUND_MARGIN
-            makers_reach = int(neg.searchsorted(-kth / upper, "right"))
-            start = int(at[-1]) + 1
-            end = max(buyers_reach, makers_reach)
-            if end > start:
-                ok = _fits(bucket.lo[start:end], bucket.hi[start:end], budget)
-                if makers_reach < end:  # past it only lead buyers
-                    cut = max(makers_reach, start)
-                    ok[cut - start :] &= bucket.post[BUYER, cut:end] > 0.5
-                if buyers_reach < end:  # past it only deal makers
-                    cut = max(buyers_reach, start)
-                    ok[cut - start :] &= bucket.post[BUYER, cut:end] < 0.5
-                more = ok.nonzero()[0]
-                more += start
-                if marked:
-                    more = more[~self._mark[bucket.slot[more]]]
-                if len(more) > k:
-                    # Lead buyers keep their base order, and so do deal makers when the factor has no fit weight
-                    # (one factor for them all): the first k of such a kind are all of it that may rank.
-                    buyer = bucket.post[BUYER, more] > 0.5
-                    makers = more[~buyer]
-                    more = np.concatenate((more[buyer][:k], makers if factor.w_fit else makers[:k]))
-                if len(more):
-                    more_base = -bucket.neg[more]
-                    at = np.concatenate((at, more))
-                    base = np.concatenate((base, more_base))
-                    scores = np.concatenate((scores, more_base * self._factor(bucket, factor, category, budget, more)))
-        if len(scores) > k:
-            top = np.argpartition(-scores, k - 1)[:k]
-            order = top[np.argsort(-scores[top], kind="stable")]
-        else:
-            order = np.argsort(-scores, kind="stable")
-        return at[order], base[order], scores[order]
-
-    def _factor(
-        self, bucket: _Bucket, factor: LeadFactor, category: str, budget: int, at: NDArray[np.intp]
-    ) -> NDArray[np.float64]:
-        """The per-lead factor of these places (lead buyers' is 1)."""
-        lo, hi = bucket.table[LO : HI + 1, at]
-        return factor.apply(category, budget, bucket.post[BUYER, at] > 0.5, lo, hi)
 
     def _take_uniform(self, n: int) -> NDArray[np.float64]:
         if self._u_at + n > RANDOM_BUFFER:
@@ -725,26 +629,20 @@ class RankingCore:
             bucket.ring_at = 0
         _, r_slots, r_lo, r_hi, r_base, shown = ring
         start = bucket.ring_at
-        window = slice(start, start + 2 * places + 2)
-        bucket.ring_at = window.stop
-        ok = _fits(r_lo[window], r_hi[window], budget)
-        if by_base:
-            ok &= r_base[window] < base[-1]
-        else:
-            mark = self._mark  # holds the excluded slots; the ranked ones join them for this test
-            mark[slots] = True
-            np.greater(ok, mark[r_slots[window]], out=ok)  # ok and not marked
-            mark[slots] = False
+        stop = bucket.ring_at = start + 2 * places + 2
         # The ring's places are distinct and a business has one live entry per bucket: no repeats.
-        take = ok.nonzero()[0][:places]
+        take = np.empty(places, np.int64)
+        found = kernels.explore_picks(
+            r_slots, r_lo, r_hi, r_base, start, stop, budget, budget == UNSTATED, by_base,
+            float(base[-1]), self._mark, slots, places, take,
+        )  # fmt: skip
         n = len(slots)
-        if not len(take):
+        if not found:
             return Ranking(self._ids, slots, scores, base, self._flags(n, n), post)
-        keep = n - len(take)
+        keep = n - found
         if scores is base:
             scores = base.copy()
-        take += start
-        chosen = shown[take]
+        chosen = shown[take[:found]]
         slots[keep:], scores[keep:], base[keep:], post[keep:] = chosen[:, 0], chosen[:, 1], chosen[:, 2], chosen[:, 3:]
         return Ranking(self._ids, slots, scores, base, self._flags(n, keep), post)
 

@@ -23,7 +23,7 @@ DEAD_HI = np.iinfo(np.int64).min
 def find(negs: np.ndarray, table: np.ndarray, neg: float, slot: int) -> int:  # pragma: no cover - compiled
     """The place of this slot's live entry scoring -neg, or -1: a binary search, then the run of equal scores."""
     cap = negs.shape[0]
-    i = np.searchsorted(negs, neg)
+    i = int(np.searchsorted(negs, neg))
     while i < cap and negs[i] == neg:
         if table[SLOT, i] == slot and table[LO, i] != DEAD_LO:
             return i
@@ -37,7 +37,7 @@ def make_room(negs: np.ndarray, table: np.ndarray, neg: float, windows: tuple[in
     before, else made there by shifting the entries up to the nearest free place within the first window on
     either side, then the second; -1 if there is none (the caller re-spreads the bucket)."""
     cap = negs.shape[0]
-    p = np.searchsorted(negs, neg, side="right")  # after every entry scoring at least as high
+    p = int(np.searchsorted(negs, neg, side="right"))  # after every entry scoring at least as high
     if p < cap and table[LO, p] == DEAD_LO:
         return p
     if p > 0 and table[LO, p - 1] == DEAD_LO:
@@ -83,3 +83,177 @@ def move(
     for r in range(table.shape[0]):
         table[r, at] = entry[r]
     return 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _before(s1: float, p1: int, s2: float, p2: int) -> bool:  # pragma: no cover - compiled
+    """Heap order of the k best so far: the lower score first; at equal scores the later place (it goes first)."""
+    return s1 < s2 or (s1 == s2 and p1 > p2)
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(hs: np.ndarray, hp: np.ndarray, n: int, i: int) -> None:  # pragma: no cover - compiled
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            return
+        if child + 1 < n and _before(hs[child + 1], hp[child + 1], hs[child], hp[child]):
+            child += 1
+        if not _before(hs[child], hp[child], hs[i], hp[i]):
+            return
+        hs[i], hs[child] = hs[child], hs[i]
+        hp[i], hp[child] = hp[child], hp[i]
+        i = child
+
+
+@njit(cache=True, nogil=True)
+def top(
+    negs: np.ndarray,
+    table: np.ndarray,
+    post_buyer: np.ndarray,
+    budget: int,
+    unstated: bool,
+    k: int,
+    mark: np.ndarray,
+    marked: bool,
+    factor: bool,
+    lead_term: float,
+    w_fit: float,
+    bound: float,
+    reach: float,
+    exp_above: np.ndarray,
+    out_places: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """A lead's top k of a bucket: the eligible entries (live, a deal range that holds the budget, unless it is
+    unstated; not marked as excluded) with the highest exact scores, best first (at equal scores the higher
+    place). Writes their places and exact scores; returns how many (fewer than k if the bucket has fewer).
+
+    Without a per-lead factor the exact score is the base score, so the first k eligible places are the top k.
+    With one, a deal maker's exact score is base x exp(clip(lead_term + w_fit x fit, -bound, bound)) (fit: 1
+    where the budget sits in the middle of its deal range, 0 at its edges; lead buyers' factor is 1), computed
+    operation for operation as LeadFactor.apply does. The scan keeps the k best in a heap and stops where even
+    `reach` (the largest factor any entry can have for this lead, with a rounding margin) times the base score
+    cannot pass the k-th: the table is sorted by base score, so nothing further down can. A deal maker's
+    exp() is computed only when `exp_above` (see exp_bounds) says its score might pass the k-th."""
+    cap = negs.shape[0]
+    lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
+    n = 0
+    if not factor:
+        for j in range(cap):
+            lo = lo_row[j]
+            if lo == DEAD_LO or (not unstated and (lo > budget or hi_row[j] < budget)):
+                continue
+            if marked and mark[slot_row[j]]:
+                continue
+            out_places[n] = j
+            out_scores[n] = -negs[j]
+            n += 1
+            if n == k:
+                break
+        return n
+    hs, hp = out_scores, out_places  # a min-heap of the k best until the end, then sorted in place
+    cells = exp_above.shape[0] - 2
+    per_cell = cells / (2.0 * bound)
+    for j in range(cap):
+        base = -negs[j]
+        if n == k and base * reach < hs[0]:
+            break
+        lo = lo_row[j]
+        hi = hi_row[j]
+        if lo == DEAD_LO or lo > budget or hi < budget:
+            continue
+        if marked and mark[slot_row[j]]:
+            continue
+        if post_buyer[j] > 0.5:
+            s = base
+        else:
+            span = hi - lo
+            if span < 1:
+                span = 1
+            fit = (budget - lo) / span
+            fit -= 0.5
+            fit = abs(fit)
+            fit *= 2.0
+            fit = 1.0 - fit
+            fit *= w_fit
+            fit += lead_term
+            fit = max(fit, -bound)
+            fit = min(fit, bound)
+            if n == k and base * exp_above[int((fit + bound) * per_cell) + 1] < hs[0]:
+                continue  # even its factor's upper bound leaves it below the k-th
+            s = base * np.exp(fit)
+        if n < k:  # push, then sift up
+            i = n
+            hs[i], hp[i] = s, j
+            n += 1
+            while i > 0:
+                parent = (i - 1) // 2
+                if not _before(hs[i], hp[i], hs[parent], hp[parent]):
+                    break
+                hs[i], hs[parent] = hs[parent], hs[i]
+                hp[i], hp[parent] = hp[parent], hp[i]
+                i = parent
+        elif not _before(s, j, hs[0], hp[0]):  # better than the k-th: it takes the k-th's place
+            hs[0], hp[0] = s, j
+            _sift_down(hs, hp, n, 0)
+    # Heap sort: the k-th goes last, and so on, so the best comes first.
+    for end in range(n - 1, 0, -1):
+        hs[0], hs[end] = hs[end], hs[0]
+        hp[0], hp[end] = hp[end], hp[0]
+        _sift_down(hs, hp, end, 0)
+    return n
+
+
+def exp_bounds(bound: float, cells: int = 4096) -> np.ndarray:
+    """Upper bounds of exp over [-bound, bound] cut into cells: entry c + 1 bounds exp(z) for every z in cell c
+    (entries are shifted one cell up, and carry a relative margin, so rounding in finding a z's cell never
+    yields a bound below exp(z))."""
+    edges = -bound + (np.arange(cells + 2) + 1.0) * (2.0 * bound / cells)
+    return np.exp(edges) * (1.0 + 1e-9)
+
+
+@njit(cache=True, nogil=True)
+def explore_picks(
+    r_slots: np.ndarray,
+    r_lo: np.ndarray,
+    r_hi: np.ndarray,
+    r_base: np.ndarray,
+    start: int,
+    stop: int,
+    budget: int,
+    unstated: bool,
+    by_base: bool,
+    last_base: float,
+    mark: np.ndarray,
+    ranked: np.ndarray,
+    places: int,
+    out: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Which of the drawn candidates in [start, stop) of a bucket's Thompson ring take a lead's exploration
+    places: the first `places` whose deal range holds the budget (any live one when it is unstated) and who
+    are not ranked already. `by_base`: nobody is excluded and the ranked are the first eligible by base score,
+    so a candidate is among them exactly when its base score is at least `last_base`; otherwise the ranked
+    slots join the marked (excluded) ones for the test. Writes ring indices to `out`, returns how many."""
+    stop = min(stop, r_slots.shape[0])
+    if not by_base:
+        for s in ranked:
+            mark[s] = True
+    n = 0
+    for i in range(start, stop):
+        lo = r_lo[i]
+        if lo == DEAD_LO or (not unstated and (lo > budget or r_hi[i] < budget)):
+            continue
+        if by_base:
+            if r_base[i] >= last_base:
+                continue
+        elif mark[r_slots[i]]:
+            continue
+        out[n] = i
+        n += 1
+        if n == places:
+            break
+    if not by_base:
+        for s in ranked:
+            mark[s] = False
+    return n

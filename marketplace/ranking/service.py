@@ -326,9 +326,7 @@ def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: s
 
 async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
     """These businesses' standings from the database, in five statements whatever their number."""
-    businesses = list(
-        await session.scalars(select(Business).where(Business.id.in_(ids)))
-    )
+    businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
     if not businesses:
         return {}
     bids: dict[str, dict[str, int | None]] = defaultdict(dict)

@@ -63,8 +63,16 @@ def test_incremental_updates_equal_a_fresh_build():
         final[i] = (profile, scores)
         if step % 97 == 0:
             core.set_active(profile.business_id, False)
-            final[i] = (Profile(*[getattr(profile, f) for f in ("business_id", "mode", "categories", "regions",
-                                                               "min_deal_minor", "max_deal_minor")], False), scores)
+            final[i] = (
+                Profile(
+                    *[
+                        getattr(profile, f)
+                        for f in ("business_id", "mode", "categories", "regions", "min_deal_minor", "max_deal_minor")
+                    ],
+                    False,
+                ),
+                scores,
+            )
     fresh = build(list(final.values()), explore_share=0.0)
     assert core.snapshot() == fresh.snapshot()
     for region in ("north", "south", "east"):
@@ -98,8 +106,9 @@ def test_lead_factor_reorders_within_its_bound_and_the_scan_stays_exact():
     factor = LeadFactor(w_budget=0.0, w_fit=0.7)
     core = RankingCore(explore_share=0.0, lead_factor=factor)
     core.upsert(Profile("wide", "deal_maker", ("plumbing",), ("north",), 0, 10_000_000), {"plumbing": _score(100, 31)})
-    core.upsert(Profile("fit", "deal_maker", ("plumbing",), ("north",), 900_000, 1_100_000),
-                {"plumbing": _score(100, 30)})
+    core.upsert(
+        Profile("fit", "deal_maker", ("plumbing",), ("north",), 900_000, 1_100_000), {"plumbing": _score(100, 30)}
+    )
     for i in range(600):  # many weaker ones the scan should stop before
         core.upsert(_profile(i), {"plumbing": _score(100, 1)})
     core.compact()
@@ -107,8 +116,14 @@ def test_lead_factor_reorders_within_its_bound_and_the_scan_stays_exact():
     assert ranking.business_ids == ["fit", "wide"]
     assert ranking.lead_factor(0) > 1.0
     brute = sorted(
-        ((b, s) for b, s in zip(core.rank("plumbing", "north", 1_000_000, k=1000).business_ids,
-                                core.rank("plumbing", "north", 1_000_000, k=1000).scores, strict=True)),
+        (
+            (b, s)
+            for b, s in zip(
+                core.rank("plumbing", "north", 1_000_000, k=1000).business_ids,
+                core.rank("plumbing", "north", 1_000_000, k=1000).scores,
+                strict=True,
+            )
+        ),
         key=lambda e: -e[1],
     )
     assert [b for b, _ in brute[:2]] == ranking.business_ids

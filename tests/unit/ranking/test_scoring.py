@@ -28,8 +28,12 @@ def test_lead_buyer_score_by_hand_uses_the_higher_of_price_and_bid():
 
 def test_sold_leads_bonus_and_reliability():
     # 10 received, 50,000 earned from its sold leads: bonus = 50,000 / (10 + 10) = 2,500 per exposure.
-    s = score(History(received=10, returned=0, sold_revenue_minor=50_000), PRIOR, Terms("lead_buyer", 6000, 0),
-              reliability=0.5)
+    s = score(
+        History(received=10, returned=0, sold_revenue_minor=50_000),
+        PRIOR,
+        Terms("lead_buyer", 6000, 0),
+        reliability=0.5,
+    )
     p_keep = (10 + 9) / 20
     assert s.value == pytest.approx(0.5 * (p_keep * 6000 + 2500))
 
@@ -42,8 +46,12 @@ def test_a_newcomer_starts_at_the_category_prior_not_at_zero():
 
 def test_shrinkage_moves_toward_the_evidence_as_it_grows():
     terms = Terms("deal_maker", 6000, 1500)
-    closes = [score(History(received=n, paid_deals=n // 2, turnover_minor=(n // 2) * 1_000_000), PRIOR, terms)
-              .factors["p_close_and_pay"] for n in (0, 10, 100, 10_000)]
+    closes = [
+        score(History(received=n, paid_deals=n // 2, turnover_minor=(n // 2) * 1_000_000), PRIOR, terms).factors[
+            "p_close_and_pay"
+        ]
+        for n in (0, 10, 100, 10_000)
+    ]
     assert closes[0] == pytest.approx(0.2)
     assert closes == sorted(closes)
     assert closes[-1] == pytest.approx(0.5, abs=0.001)

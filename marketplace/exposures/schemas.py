@@ -1,4 +1,5 @@
-"""Exposures on the wire: the contact the business paid for or was assigned, its status and history."""
+"""Exposures on the wire: the contact the business paid for or was assigned (until it returns the lead), its status
+and history."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class Exposure(msgspec.Struct):
     turnover: MoneyOut | None
     stale: bool
     lead: LeadSummary
-    contact: Contact
+    # None once returned: its slot went back to the market (and a lead buyer's price back to its wallet).
+    contact: Contact | None
     created_at: datetime
     status_changed_at: datetime
     returnable_until: datetime

@@ -45,8 +45,9 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
 
 async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposure) -> schemas.Exposure:
     lead = await session.get(Lead, exposure.lead_id)
-    contact = await session.get(LeadContact, exposure.lead_id)
-    assert lead is not None and contact is not None
+    assert lead is not None
+    # A returned lead's slot went back to the market, so its contact is no longer this business's to see.
+    contact = None if exposure.status == "returned" else await session.get(LeadContact, exposure.lead_id)
     events = await session.scalars(
         select(ExposureEvent).where(ExposureEvent.exposure_id == exposure.id).order_by(ExposureEvent.id)
     )
@@ -64,7 +65,7 @@ async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposur
         turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
         stale=exposure.stale,
         lead=summary(lead),
-        contact=Contact(name=contact.name, phone=contact.phone, email=contact.email),
+        contact=None if contact is None else Contact(name=contact.name, phone=contact.phone, email=contact.email),
         created_at=exposure.created_at,
         status_changed_at=exposure.status_changed_at,
         returnable_until=exposure.created_at + timedelta(days=settings.windows.return_days),

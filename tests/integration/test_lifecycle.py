@@ -93,6 +93,8 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     assert replacement_id and returned.json()["refund"] is None
     replacement = [o for o in await offers_of(client, dm2_token) if o["offer_id"] == replacement_id]
     assert replacement and replacement[0]["lead_id"] == other_lead
+    gone = await client.get(f"/v1/exposures/{dm2_exposure.json()['id']}", headers=auth(dm2_token))
+    assert gone.json()["status"] == "returned" and gone.json()["contact"] is None
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
     assert lead.exposure_count == 2  # lb1 and dm1 hold it; dm2's slot went back to the market
     stats = await client.get("/v1/businesses/me/stats", headers=auth(dm2_token))
@@ -111,6 +113,13 @@ async def test_lead_buyer_return_is_recorded_for_a_refund(app, client, db):
     assert response.status_code == 200
     assert response.json()["refund"] == exposure["price"]
     assert response.json()["replacement_offer_id"] is None
+    # Refunded, and its slot back on the market: the contact is withdrawn from the exposure.
+    assert exposure["contact"]["phone"]
+    after = await client.get(f"/v1/exposures/{exposure['id']}", headers=auth(token))
+    assert after.status_code == 200 and after.json()["status"] == "returned"
+    assert after.json()["contact"] is None
+    listed = (await client.get("/v1/exposures", headers=auth(token))).json()["items"]
+    assert [e["contact"] for e in listed if e["id"] == exposure["id"]] == [None]
 
 
 async def test_impossible_transition_names_the_allowed_states(app, client, db):

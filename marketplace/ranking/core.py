@@ -680,6 +680,28 @@ class RankingCore:
         return arrays + sum(b.table.nbytes for b in self._buckets.values())
 
 
+def warm_up() -> None:
+    """Run every compiled loop once on a scratch core, by the paths the service takes: the first call of each
+    compiles it (seconds) or loads it from numba's cache, so that no lead waits for that at start-up's end."""
+    core = RankingCore(explore_share=0.5, seed=0, lead_factor=LeadFactor(0.2, 0.3, {"c": 11.0}))
+    modes = ("lead_buyer", "deal_maker")
+    for i in range(40):
+        profile = Profile(f"warm{i}", modes[i % 2], ("c",), ("r",), 0, 1_000_000 + i)
+        core.upsert(profile, {"c": Score(float(i), 1.0 + i, 2.0, 100.0, 0.0, 1.0)})
+    core.compact()
+    core.upsert(Profile("warm-new", "deal_maker", ("c",), ("r",), 0, 1), {"c": Score(0.5, 1.0, 2.0, 1.0, 0.0, 1.0)})
+    for i in range(40):  # moves in place
+        profile = Profile(f"warm{i}", modes[i % 2], ("c",), ("r",), 0, 1_000_000 + i)
+        core.upsert(profile, {"c": Score(float(40 - i), 1.0 + i, 2.0, 100.0, 0.0, 1.0)})
+    core.set_active("warm1", False)  # its entries end in place
+    core.set_active("warm1", True)
+    for factor in (core.lead_factor, LeadFactor()):
+        core.lead_factor = factor
+        for budget in (0, 500_000):
+            core.rank("c", "r", budget, 5)
+            core.rank("c", "r", budget, 5, exclude=("warm3",))
+
+
 def build(profiles: Sequence[tuple[Profile, dict[str, Score]]], **options: Any) -> RankingCore:
     core = RankingCore(**options)
     for profile, scores in profiles:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
 from marketplace.ids import new_id
-from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore
+from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
 from marketplace.ranking.events import SCORED_STATUSES, Event, Exposed, Joined, Moved, business_ids
 from marketplace.ranking.model import Sample, train
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
@@ -48,6 +48,7 @@ class ProfitabilityRanker:
 
     async def load(self, session: AsyncSession, now: datetime) -> int:
         """Build the core from the database (start-up); later changes go through `refresh`."""
+        warm_up()
         self.priors = await load_category_priors(session, self.settings)
         await self._load_model(session)
         ids = list(await session.scalars(select(Business.id)))

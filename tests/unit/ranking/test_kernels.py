@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketplace.ranking import kernels
-from marketplace.ranking.core import WINDOWS, LeadFactor, _Bucket, _entry
+from marketplace.ranking.core import WINDOWS, LeadFactor, _Bucket, _entry, warm_up
 from marketplace.ranking.kernels import DEAD_HI, DEAD_LO
 
 POSTERIOR = (1.0, 2.0, 3.0, 0.0, 1.0, 0.0, 0.0)
@@ -99,3 +99,9 @@ def test_exploration_picks_skip_ineligible_ranked_and_excluded_candidates():
     assert out[:n].tolist() == [4, 5]  # by base: only those scoring below the last ranked; marks not read
     n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 1, 6, 0, True, True, 9.0, mark, ranked, 2, out)
     assert out[:n].tolist() == [1, 3]  # an unstated budget fits every live range
+
+
+def test_the_warm_up_runs_every_compiled_loop_the_service_calls():
+    warm_up()
+    for kernel in (kernels.find, kernels.make_room, kernels.move, kernels.top, kernels.explore_picks):
+        assert kernel.signatures, kernel

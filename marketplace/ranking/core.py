@@ -184,8 +184,10 @@ class _Bucket:
         row = np.empty(shown.shape[1])
         row[0], row[1], row[2], row[3:] = slot, -neg, -neg, entry[POST:].view(np.float64)
         slots = np.insert(slots, at, slot)
+        index = {s: i for i, s in enumerate(slots.tolist())}
+        index[slot] = at  # an older (struck) copy of it may wait further on: strikes must find this one
         self.ring = (
-            {s: i for i, s in enumerate(slots.tolist())},
+            index,
             slots,
             np.insert(r_lo, at, entry[LO]),
             np.insert(r_hi, at, entry[HI]),
@@ -313,7 +315,14 @@ class LeadFactor:
         return fit
 
 
-_EXP_ABOVE = kernels.exp_bounds(LeadFactor.BOUND)
+_EXP_ABOVE: dict[float, NDArray[np.float64]] = {}
+
+
+def _exp_above(bound: float) -> NDArray[np.float64]:
+    table = _EXP_ABOVE.get(bound)
+    if table is None:
+        table = _EXP_ABOVE[bound] = kernels.exp_bounds(bound)
+    return table
 
 
 class RankingCore:
@@ -530,17 +539,19 @@ class RankingCore:
 
     def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
         factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
+        k = min(k, len(bucket.neg))  # "everyone" is asked for as k = 10**9
         found, exact = np.empty(k, np.int64), np.empty(k)
         if factor is None:
             n = kernels.top(
                 bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark,
-                marked > 0, False, 0.0, 0.0, 0.0, 1.0, _EXP_ABOVE, found, exact,
+                marked > 0, False, 0.0, 0.0, 0.0, 1.0, _exp_above(LeadFactor.BOUND), found, exact,
             )  # fmt: skip
         else:
             reach = max(1.0, factor.maker_upper(category, budget)) * _BOUND_MARGIN
             n = kernels.top(
                 bucket.neg, bucket.table, bucket.post[BUYER], budget, False, k, self._mark, marked > 0, True,
-                factor.lead_term(category, budget), factor.w_fit, LeadFactor.BOUND, reach, _EXP_ABOVE, found, exact,
+                factor.lead_term(category, budget), factor.w_fit, factor.BOUND, reach, _exp_above(factor.BOUND), found,
+                exact,
             )  # fmt: skip
         rows = bucket.table[:, found[:n]]  # one gather for every row of the entries found
         base = -rows[NEG].view(np.float64)

@@ -157,8 +157,8 @@ def top(
     per_cell = cells / (2.0 * bound)
     for j in range(cap):
         base = -negs[j]
-        if n == k and base * reach < hs[0]:
-            break
+        if n == k and base >= 0.0 and base * reach < hs[0]:
+            break  # (for a negative base, base x reach bounds nothing: those are scored one by one)
         lo = lo_row[j]
         hi = hi_row[j]
         if lo == DEAD_LO or lo > budget or hi < budget:
@@ -180,7 +180,7 @@ def top(
             fit += lead_term
             fit = max(fit, -bound)
             fit = min(fit, bound)
-            if n == k and base * exp_above[int((fit + bound) * per_cell) + 1] < hs[0]:
+            if n == k and base >= 0.0 and base * exp_above[int((fit + bound) * per_cell) + 1] < hs[0]:
                 continue  # even its factor's upper bound leaves it below the k-th
             s = base * np.exp(fit)
         if n < k:  # push, then sift up

@@ -75,7 +75,9 @@ class ExposureController(Controller):
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, data)
-        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        response = await run_idempotent(
+            state.uow, business.id, idempotency_key, fingerprint, work, private=services.CONTACT
+        )
         state.ranking_sync.record(*made)
         return response
 
@@ -99,7 +101,9 @@ class ExposureController(Controller):
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, None)
-        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        response = await run_idempotent(
+            state.uow, business.id, idempotency_key, fingerprint, work, private=services.CONTACT
+        )
         state.ranking_sync.changed(business.id)
         return response
 

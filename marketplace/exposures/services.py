@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import msgspec
 from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +16,7 @@ from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.fraud import services as fraud
+from marketplace.http.idempotency import Private
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
@@ -22,6 +25,7 @@ from marketplace.money import Money
 from marketplace.offers.services import close_open_offers, offer_replacement
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
 
 
@@ -83,6 +87,26 @@ async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposur
             for e in events
         ],
     )
+
+
+def _without_contact(body: Any) -> Any:
+    return {**body, "contact": None} if isinstance(body, dict) and "contact" in body else body
+
+
+async def _with_contact_now(uow: UnitOfWork, body: Any) -> Any:
+    """The contact as the exposure may show it now: none once it was returned."""
+    if not isinstance(body, dict) or "contact" not in body:
+        return body
+    exposure = await uow.session.get(Exposure, body.get("id"))
+    row = None
+    if exposure is not None and exposure.status != "returned":
+        row = await uow.session.get(LeadContact, exposure.lead_id)
+    contact = None if row is None else msgspec.to_builtins(Contact(name=row.name, phone=row.phone, email=row.email))
+    return {**body, "contact": contact}
+
+
+# An answer with an exposure's contact is stored without it; a replay shows the contact as the exposure may now.
+CONTACT = Private(strip=_without_contact, restore=_with_contact_now)
 
 
 async def list_own(

@@ -3,12 +3,17 @@ and replayed for a retry with the same body; the same key with another body is a
 
 The record is inserted before the work, so concurrent retries queue on its primary key in the database
 (PostgreSQL) or on the write lock (SQLite) and then read the first response instead of working twice.
+
+A part of a response that must not be kept at rest, or may no longer be shown later (a lead's contact once the
+exposure is returned), is declared as `Private`: it is left out of the stored body and put back on a replay
+from the live data.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -28,6 +33,15 @@ Work = Callable[[UnitOfWork], Awaitable[tuple[int, Any]]]
 MAX_KEY_LENGTH = 200
 
 
+@dataclass(frozen=True, slots=True)
+class Private:
+    """What a stored response leaves out (`strip`, on the body as JSON builtins) and how a replay puts it back
+    (`restore`, reading the live data in a unit of work of its own)."""
+
+    strip: Callable[[Any], Any]
+    restore: Callable[[UnitOfWork, Any], Awaitable[Any]]
+
+
 def request_hash(method: str, path: str, body: Any) -> str:
     digest = hashlib.sha256(f"{method} {path}\n".encode())
     digest.update(msgspec.json.encode(body, order="sorted"))
@@ -35,7 +49,12 @@ def request_hash(method: str, path: str, body: Any) -> str:
 
 
 async def run_idempotent(
-    uow_factory: UnitOfWorkFactory, scope: str, key: str | None, fingerprint: str, work: Work
+    uow_factory: UnitOfWorkFactory,
+    scope: str,
+    key: str | None,
+    fingerprint: str,
+    work: Work,
+    private: Private | None = None,
 ) -> Response[Any]:
     if key is None:
         async with uow_factory() as uow:
@@ -55,19 +74,24 @@ async def run_idempotent(
                 )
                 await uow.session.flush()  # concurrent holders of the same key wait here
                 status, body = await work(uow)
-                stored_body = msgspec.to_builtins(body)
+                answer = msgspec.to_builtins(body)
+                stored_body = private.strip(answer) if private is not None and status < 300 else answer
                 await uow.session.execute(
                     update(IdempotencyRecord)
                     .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
                     .values(status_code=status, body=stored_body)
                 )
-                return Response(stored_body, status_code=status)
+                return Response(answer, status_code=status)
     except IntegrityError:
         async with uow_factory() as uow:
             previous = await _stored(uow, scope, key)
         if previous is None:
             raise
-    return _replay(previous, fingerprint)
+    replayed = _replay(previous, fingerprint)
+    if private is not None and previous.status_code < 300:
+        async with uow_factory() as uow:
+            replayed.content = await private.restore(uow, replayed.content)
+    return replayed
 
 
 async def _stored(uow: UnitOfWork, scope: str, key: str) -> IdempotencyRecord | None:

@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.clock import utcnow
 from marketplace.exposures.schemas import Exposure
-from marketplace.exposures.services import to_schema
+from marketplace.exposures.services import CONTACT, to_schema
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
@@ -66,7 +66,7 @@ class OfferController(Controller):
             return 201, await to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, claim)
-        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work)
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work, private=CONTACT)
         state.ranking_sync.record(*made)  # its history and caps moved (nothing, for a replayed retry)
         return response
 

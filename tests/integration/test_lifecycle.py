@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from marketplace.clock import clock
-from marketplace.db.models import Exposure, ExposureEvent, Lead, Offer
+from marketplace.db.models import Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
 from tests.factories import auth, offers_of, register, submit_lead
 
 
@@ -120,6 +120,29 @@ async def test_lead_buyer_return_is_recorded_for_a_refund(app, client, db):
     assert after.json()["contact"] is None
     listed = (await client.get("/v1/exposures", headers=auth(token))).json()["items"]
     assert [e["contact"] for e in listed if e["id"] == exposure["id"]] == [None]
+
+
+async def test_a_replayed_claim_shows_the_contact_as_the_exposure_may_now(app, client, db):
+    """The stored answer of a claim keeps no contact at rest; a retry with its key shows the contact while the
+    exposure holds the lead, and none once it was returned."""
+    _, token = await register(client, "lead_buyer")
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    offer = (await offers_of(client, token))[0]
+    headers = {**auth(token), "Idempotency-Key": "claim-1"}
+    first = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=headers)
+    assert first.status_code == 201 and first.json()["contact"]["phone"]
+    stored = await db.scalar(select(IdempotencyRecord.body).where(IdempotencyRecord.key == "claim-1"))
+    assert stored["id"] == first.json()["id"] and stored["contact"] is None
+    again = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    returned = await client.post(
+        f"/v1/exposures/{first.json()['id']}/return", headers=auth(token), json={"reason": "wrong number"}
+    )
+    assert returned.status_code == 200
+    late = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=headers)
+    assert late.status_code == 201 and late.json()["id"] == first.json()["id"] and late.json()["contact"] is None
 
 
 async def test_impossible_transition_names_the_allowed_states(app, client, db):

@@ -66,7 +66,9 @@ class Score:
 
 def score(history: History, prior: CategoryPrior, terms: Terms, reliability: float = 1.0) -> Score:
     k = prior.strength
-    bonus = history.sold_revenue_minor / (history.received + k)
+    # Net of refunds; never below zero (an event applied out of order could make it so for a moment), so a
+    # score is never negative, which the core's early stop relies on.
+    bonus = max(0, history.sold_revenue_minor) / (history.received + k)
     if terms.mode == "deal_maker":
         alpha = history.paid_deals + k * prior.close_rate
         beta = (history.received - history.paid_deals) + k * (1.0 - prior.close_rate)

@@ -38,6 +38,15 @@ def test_sold_leads_bonus_and_reliability():
     assert s.value == pytest.approx(0.5 * (p_keep * 6000 + 2500))
 
 
+def test_refunds_beyond_the_earnings_never_make_a_score_negative():
+    # A seller's refunds applied before its earnings (events out of order): the bonus stops at zero.
+    s = score(History(received=0, sold_revenue_minor=-90_000), PRIOR, Terms("lead_buyer", 6000, 0), reliability=0.0)
+    assert s.bonus == 0 and s.value == 0
+    plain = score(History(received=0), PRIOR, Terms("deal_maker", 6000, 1500))
+    owing = score(History(received=0, sold_revenue_minor=-90_000), PRIOR, Terms("deal_maker", 6000, 1500))
+    assert owing.value == plain.value > 0
+
+
 def test_a_newcomer_starts_at_the_category_prior_not_at_zero():
     s = score(History(), PRIOR, Terms("deal_maker", 6000, 1500))
     assert s.value == pytest.approx(0.2 * 1_000_000 * 0.15)

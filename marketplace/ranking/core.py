@@ -641,21 +641,15 @@ class RankingCore:
         _, r_slots, r_lo, r_hi, r_base, shown = ring
         start = bucket.ring_at
         stop = bucket.ring_at = start + 2 * places + 2
-        # The ring's places are distinct and a business has one live entry per bucket: no repeats.
-        take = np.empty(places, np.int64)
-        found = kernels.explore_picks(
-            r_slots, r_lo, r_hi, r_base, start, stop, budget, budget == UNSTATED, by_base,
-            float(base[-1]), self._mark, slots, places, take,
-        )  # fmt: skip
-        n = len(slots)
-        if not found:
-            return Ranking(self._ids, slots, scores, base, self._flags(n, n), post)
-        keep = n - found
         if scores is base:
             scores = base.copy()
-        chosen = shown[take[:found]]
-        slots[keep:], scores[keep:], base[keep:], post[keep:] = chosen[:, 0], chosen[:, 1], chosen[:, 2], chosen[:, 3:]
-        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), post)
+        # The ring's places are distinct and a business has one live entry per bucket: no repeats.
+        found = kernels.explore_fill(
+            r_slots, r_lo, r_hi, r_base, shown, start, stop, budget, budget == UNSTATED, by_base, self._mark,
+            slots, scores, base, post, places,
+        )  # fmt: skip
+        n = len(slots)
+        return Ranking(self._ids, slots, scores, base, self._flags(n, n - found), post)
 
     def _flags(self, n: int, keep: int) -> NDArray[np.bool_]:
         """Explored or not, per place: the last n - keep of n (shared, read-only arrays)."""

@@ -257,3 +257,44 @@ def explore_picks(
         for s in ranked:
             mark[s] = False
     return n
+
+
+@njit(cache=True, nogil=True)
+def explore_fill(
+    r_slots: np.ndarray,
+    r_lo: np.ndarray,
+    r_hi: np.ndarray,
+    r_base: np.ndarray,
+    shown: np.ndarray,
+    start: int,
+    stop: int,
+    budget: int,
+    unstated: bool,
+    by_base: bool,
+    mark: np.ndarray,
+    slots: np.ndarray,
+    scores: np.ndarray,
+    base: np.ndarray,
+    post: np.ndarray,
+    places: int,
+) -> int:  # pragma: no cover - compiled
+    """A lead's exploration places: the candidates explore_picks chooses from the ring take the last places of the
+    ranked (slots, scores, base, posterior rows), each written from its `shown` row (slot, draw, base score,
+    posterior). Returns how many places were taken."""
+    n = slots.shape[0]
+    if n == 0:
+        return 0
+    chosen = np.empty(places, np.int64)
+    found = explore_picks(
+        r_slots, r_lo, r_hi, r_base, start, stop, budget, unstated, by_base, base[n - 1], mark, slots, places, chosen
+    )
+    keep = n - found
+    for i in range(found):
+        row = shown[chosen[i]]
+        at = keep + i
+        slots[at] = np.int64(row[0])
+        scores[at] = row[1]
+        base[at] = row[2]
+        for c in range(post.shape[1]):
+            post[at, c] = row[3 + c]
+    return found

@@ -617,7 +617,8 @@ class RankingCore:
         # What an explored place shows, side by side, so the chosen are read with one gather.
         shown = np.empty((len(at), 3 + POSTERIOR_COLUMNS))
         shown[:, 0], shown[:, 1], shown[:, 2], shown[:, 3:] = slots, draws[order], base, p[order]
-        return ({s: i for i, s in enumerate(slots.tolist())}, slots, bucket.lo[at], bucket.hi[at], base, shown)
+        index = dict(zip(slots.tolist(), range(len(at)), strict=True))
+        return (index, slots, bucket.lo[at], bucket.hi[at], base, shown)
 
     def _explore(
         self,

@@ -178,27 +178,29 @@ async def claim_offer(
     # Each step below is a conditional UPDATE: the database, not this process, decides who wins a race.
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
+    # The lead row comes back from its UPDATE (RETURNING), refreshed in the session: no read after it.
     open_lead = and_(Lead.id == offer.lead_id, Lead.status == "open", Lead.expires_at > now)
     if exclusive:
-        won = await rows_changed(
-            session,
+        take = (
             update(Lead)
             .where(open_lead, Lead.exposure_count == 0)
-            .values(exposure_count=1, is_exclusive=True, status="full"),
+            .values(exposure_count=1, is_exclusive=True, status="full")
         )
         refusal = "another business already holds this lead, so it can no longer be bought exclusively"
     else:
-        won = await rows_changed(
-            session,
+        take = (
             update(Lead)
             .where(open_lead, Lead.is_exclusive.is_(False), Lead.exposure_count < Lead.max_exposures)
             .values(
                 exposure_count=Lead.exposure_count + 1,
                 status=case((Lead.exposure_count + 1 >= Lead.max_exposures, "full"), else_=Lead.status),
-            ),
+            )
         )
         refusal = "this lead is taken: it is full, bought exclusively, or expired"
-    if won != 1:
+    lead = (
+        await session.scalars(take.returning(Lead), execution_options={"populate_existing": True})
+    ).one_or_none()
+    if lead is None:
         raise Conflict(refusal)
     taken = await rows_changed(
         session, update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
@@ -206,8 +208,6 @@ async def claim_offer(
     if taken != 1:
         raise Conflict("this offer has already been claimed")
 
-    lead = await session.get(Lead, offer.lead_id, populate_existing=True)
-    assert lead is not None
     category = settings.categories[lead.category]
     plan_version, _ = await wallet.active_plan(session, settings)
     if business.mode == "lead_buyer":

@@ -47,11 +47,19 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
     return exposure
 
 
+async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact | None:
+    """The lead's contact as its exposure shows it: none once returned (its slot went back to the market, so the
+    contact is no longer this business's to see)."""
+    if exposure.status == "returned":
+        return None
+    row = await session.get(LeadContact, exposure.lead_id)
+    return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+
+
 async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposure) -> schemas.Exposure:
     lead = await session.get(Lead, exposure.lead_id)
     assert lead is not None
-    # A returned lead's slot went back to the market, so its contact is no longer this business's to see.
-    contact = None if exposure.status == "returned" else await session.get(LeadContact, exposure.lead_id)
+    contact = await visible_contact(session, exposure)
     events = await session.scalars(
         select(ExposureEvent).where(ExposureEvent.exposure_id == exposure.id).order_by(ExposureEvent.id)
     )
@@ -69,7 +77,7 @@ async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposur
         turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
         stale=exposure.stale,
         lead=summary(lead),
-        contact=None if contact is None else Contact(name=contact.name, phone=contact.phone, email=contact.email),
+        contact=contact,
         created_at=exposure.created_at,
         status_changed_at=exposure.status_changed_at,
         returnable_until=exposure.created_at + timedelta(days=settings.windows.return_days),
@@ -93,16 +101,15 @@ def _without_contact(body: Any) -> Any:
     return {**body, "contact": None} if isinstance(body, dict) and "contact" in body else body
 
 
-async def _with_contact_now(uow: UnitOfWork, body: Any) -> Any:
-    """The contact as the exposure may show it now: none once it was returned."""
+async def _with_contact_now(uow: UnitOfWork, business_id: str, body: Any) -> Any:
+    """The contact as the business's exposure may show it now (none once it was returned)."""
     if not isinstance(body, dict) or "contact" not in body:
         return body
     exposure = await uow.session.get(Exposure, body.get("id"))
-    row = None
-    if exposure is not None and exposure.status != "returned":
-        row = await uow.session.get(LeadContact, exposure.lead_id)
-    contact = None if row is None else msgspec.to_builtins(Contact(name=row.name, phone=row.phone, email=row.email))
-    return {**body, "contact": contact}
+    contact = None
+    if exposure is not None and exposure.business_id == business_id:
+        contact = await visible_contact(uow.session, exposure)
+    return {**body, "contact": None if contact is None else msgspec.to_builtins(contact)}
 
 
 # An answer with an exposure's contact is stored without it; a replay shows the contact as the exposure may now.

@@ -36,10 +36,10 @@ MAX_KEY_LENGTH = 200
 @dataclass(frozen=True, slots=True)
 class Private:
     """What a stored response leaves out (`strip`, on the body as JSON builtins) and how a replay puts it back
-    (`restore`, reading the live data in a unit of work of its own)."""
+    (`restore(uow, scope, body)`, reading the live data as the key's scope, the caller, may see it now)."""
 
     strip: Callable[[Any], Any]
-    restore: Callable[[UnitOfWork, Any], Awaitable[Any]]
+    restore: Callable[[UnitOfWork, str, Any], Awaitable[Any]]
 
 
 def request_hash(method: str, path: str, body: Any) -> str:
@@ -90,7 +90,7 @@ async def run_idempotent(
     replayed = _replay(previous, fingerprint)
     if private is not None and previous.status_code < 300:
         async with uow_factory() as uow:
-            replayed.content = await private.restore(uow, replayed.content)
+            replayed.content = await private.restore(uow, scope, replayed.content)
     return replayed
 
 

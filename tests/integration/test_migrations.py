@@ -17,3 +17,35 @@ async def test_the_migrated_database_matches_the_models(app: Litestar) -> None:
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
         )
     assert differences == []
+
+
+async def test_answers_stored_before_0009_lose_the_contact_they_held(tmp_path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from marketplace.db.migrate import upgrade
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'before.db'}")
+    try:
+        await upgrade(engine, "0008_offers_created_at")
+        claim = '{"id": "exp_1", "contact": {"name": "Dana", "phone": "+972501234567", "email": null}}'
+        refused = '{"title": "Conflict", "contact": {"name": "kept as it was"}}'
+        async with engine.begin() as conn:
+            for key, status, body in (("k1", 201, claim), ("k2", 409, refused), ("k3", 201, '{"id": "tx_1"}')):
+                await conn.execute(
+                    text(
+                        "INSERT INTO idempotency_records (scope, key, request_hash, status_code, body, created_at)"
+                        " VALUES ('biz_1', :key, 'h', :status, :body, '2026-11-26 00:00:00')"
+                    ),
+                    {"key": key, "status": status, "body": body},
+                )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            rows = dict((await conn.execute(text("SELECT key, body FROM idempotency_records"))).all())
+    finally:
+        await engine.dispose()
+    import json
+
+    assert json.loads(rows["k1"]) == {"id": "exp_1", "contact": None}
+    assert json.loads(rows["k2"]) == json.loads(refused)  # not a stored answer of an exposure: untouched
+    assert json.loads(rows["k3"]) == {"id": "tx_1"}

@@ -386,8 +386,8 @@ async def seed_businesses(market: Market, host: str, port: int, prefix: str, per
 
 # --- the phases ----------------------------------------------------------------------------------
 
-# Israeli mobile numbers 053-XXXXXXX: libphonenumber takes every one of them as valid, so a counter gives as many
-# distinct, valid customers' phones as a run needs.
+# Israeli mobile numbers: 053 and any seven digits. libphonenumber takes every one of them as valid, so a counter
+# gives as many distinct, valid customers' phones as a run needs.
 MOBILE_PREFIX = "+97253"
 
 

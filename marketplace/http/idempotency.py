@@ -66,32 +66,29 @@ async def run_idempotent(
     try:
         async with uow_factory() as uow:
             previous = await _stored(uow, scope, key)
-            if previous is None:
-                uow.session.add(
-                    IdempotencyRecord(
-                        scope=scope, key=key, request_hash=fingerprint, status_code=0, body=None, created_at=utcnow()
-                    )
+            if previous is not None:
+                return await _replay(uow, previous, fingerprint, private)
+            uow.session.add(
+                IdempotencyRecord(
+                    scope=scope, key=key, request_hash=fingerprint, status_code=0, body=None, created_at=utcnow()
                 )
-                await uow.session.flush()  # concurrent holders of the same key wait here
-                status, body = await work(uow)
-                answer = msgspec.to_builtins(body)
-                stored_body = private.strip(answer) if private is not None and status < 300 else answer
-                await uow.session.execute(
-                    update(IdempotencyRecord)
-                    .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-                    .values(status_code=status, body=stored_body)
-                )
-                return Response(answer, status_code=status)
+            )
+            await uow.session.flush()  # concurrent holders of the same key wait here
+            status, body = await work(uow)
+            answer = msgspec.to_builtins(body)
+            stored_body = private.strip(answer) if private is not None and status < 300 else answer
+            await uow.session.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+                .values(status_code=status, body=stored_body)
+            )
+            return Response(answer, status_code=status)
     except IntegrityError:
         async with uow_factory() as uow:
             previous = await _stored(uow, scope, key)
-        if previous is None:
-            raise
-    replayed = _replay(previous, fingerprint)
-    if private is not None and previous.status_code < 300:
-        async with uow_factory() as uow:
-            replayed.content = await private.restore(uow, scope, replayed.content)
-    return replayed
+            if previous is None:
+                raise
+            return await _replay(uow, previous, fingerprint, private)
 
 
 async def _stored(uow: UnitOfWork, scope: str, key: str) -> IdempotencyRecord | None:
@@ -102,9 +99,15 @@ async def _stored(uow: UnitOfWork, scope: str, key: str) -> IdempotencyRecord | 
     ).scalar_one_or_none()
 
 
-def _replay(record: IdempotencyRecord, fingerprint: str) -> Response[Any]:
+async def _replay(
+    uow: UnitOfWork, record: IdempotencyRecord, fingerprint: str, private: Private | None
+) -> Response[Any]:
+    """The first answer again, in the unit of work that read it (what it keeps private read back from there)."""
     if record.request_hash != fingerprint:
         raise InvalidInput.field("Idempotency-Key", "this key was already used with a different request")
     if record.status_code == 0:
         raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly")
-    return Response(record.body, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
+    body = record.body
+    if private is not None and record.status_code < 300:
+        body = await private.restore(uow, record.scope, body)
+    return Response(body, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})

@@ -17,6 +17,7 @@ so newcomers get seen and estimates keep learning.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from array import array
 from collections.abc import Iterable, Sequence
@@ -80,6 +81,11 @@ def _entry(neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]
     return column
 
 
+def _ring_index(slots: NDArray[np.int64]) -> dict[int, int]:
+    """Slot -> its place in an exploration ring (the last one, if a slot is there twice)."""
+    return dict(zip(slots.tolist(), range(len(slots)), strict=True))
+
+
 class _Pending:
     """A bucket's entries before its table is first laid out (start-up), column by column: negated score,
     deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
@@ -97,8 +103,7 @@ class _Pending:
 
 
 class _Bucket:
-    """One gapped table sorted by score; rows side by side, so a scan reads contiguous memory and an
-    insertion moves every row with one slice assignment.
+    """One gapped table sorted by score; rows side by side, so a scan reads contiguous memory.
 
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
@@ -184,7 +189,7 @@ class _Bucket:
         row = np.empty(shown.shape[1])
         row[0], row[1], row[2], row[3:] = slot, -neg, -neg, entry[POST:].view(np.float64)
         slots = np.insert(slots, at, slot)
-        index = {s: i for i, s in enumerate(slots.tolist())}
+        index = _ring_index(slots)
         index[slot] = at  # an older (struck) copy of it may wait further on: strikes must find this one
         self.ring = (
             index,
@@ -196,13 +201,12 @@ class _Bucket:
         )
 
     def move(self, old: float, slot: int, neg: float, entry: NDArray[np.int64]) -> bool:
-        """The slot's entry scoring -old is rewritten as `entry` at its place for -neg (kernels.move). False
-        (nothing done) if the slot has no live entry scoring -old here."""
+        """The slot's entry scoring -old is rewritten as `entry` at its place for -neg (kernels.move). False if
+        the slot has no live entry scoring -old here (nothing moved). Its exploration draw ends either way."""
+        self._strike(slot)
         moved = kernels.move(self.neg, self.table, old, slot, neg, entry, WINDOWS)
         if not moved:
             return False
-        if self.ring is not None:
-            self._strike(slot)
         if moved == 2:  # its old entry ended, but no free place was near the new one
             self.insert(neg, entry)
         return True
@@ -315,14 +319,7 @@ class LeadFactor:
         return fit
 
 
-_EXP_ABOVE: dict[float, NDArray[np.float64]] = {}
-
-
-def _exp_above(bound: float) -> NDArray[np.float64]:
-    table = _EXP_ABOVE.get(bound)
-    if table is None:
-        table = _EXP_ABOVE[bound] = kernels.exp_bounds(bound)
-    return table
+_exp_above = functools.cache(kernels.exp_bounds)  # one table of exp bounds per factor bound
 
 
 class RankingCore:
@@ -425,8 +422,6 @@ class RankingCore:
                     if entry is None:
                         entry = _entry(neg, lo, hi, slot, posterior)
                     if not (moving and bucket.move(old, slot, neg, entry)):
-                        if moving:
-                            bucket.kill(old, slot)
                         bucket.insert(neg, entry)
                         if not moving:
                             bucket.welcome(neg, entry)
@@ -541,18 +536,14 @@ class RankingCore:
         factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
         k = min(k, len(bucket.neg))  # "everyone" is asked for as k = 10**9
         found, exact = np.empty(k, np.int64), np.empty(k)
-        if factor is None:
-            n = kernels.top(
-                bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark,
-                marked > 0, False, 0.0, 0.0, 0.0, 1.0, _exp_above(LeadFactor.BOUND), found, exact,
-            )  # fmt: skip
-        else:
+        lead_term, w_fit, bound, reach = 0.0, 0.0, LeadFactor.BOUND, 1.0
+        if factor is not None:
+            lead_term, w_fit, bound = factor.lead_term(category, budget), factor.w_fit, factor.BOUND
             reach = max(1.0, factor.maker_upper(category, budget)) * _BOUND_MARGIN
-            n = kernels.top(
-                bucket.neg, bucket.table, bucket.post[BUYER], budget, False, k, self._mark, marked > 0, True,
-                factor.lead_term(category, budget), factor.w_fit, factor.BOUND, reach, _exp_above(factor.BOUND), found,
-                exact,
-            )  # fmt: skip
+        n = kernels.top(
+            bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark, marked > 0,
+            factor is not None, lead_term, w_fit, bound, reach, _exp_above(bound), found, exact,
+        )  # fmt: skip
         rows = bucket.table[:, found[:n]]  # one gather for every row of the entries found
         base = -rows[NEG].view(np.float64)
         scores = base if factor is None else exact[:n]
@@ -617,8 +608,7 @@ class RankingCore:
         # What an explored place shows, side by side, so the chosen are read with one gather.
         shown = np.empty((len(at), 3 + POSTERIOR_COLUMNS))
         shown[:, 0], shown[:, 1], shown[:, 2], shown[:, 3:] = slots, draws[order], base, p[order]
-        index = dict(zip(slots.tolist(), range(len(at)), strict=True))
-        return (index, slots, bucket.lo[at], bucket.hi[at], base, shown)
+        return (_ring_index(slots), slots, bucket.lo[at], bucket.hi[at], base, shown)
 
     def _explore(
         self,
@@ -686,6 +676,7 @@ class RankingCore:
         return arrays + sum(b.table.nbytes for b in self._buckets.values())
 
 
+@functools.cache  # once a process: what it compiles or loads stays loaded
 def warm_up() -> None:
     """Run every compiled loop once on a scratch core, by the paths the service takes: the first call of each
     compiles it (seconds) or loads it from numba's cache, so that no lead waits for that at start-up's end."""

@@ -19,6 +19,12 @@ DEAD_LO = np.iinfo(np.int64).max
 DEAD_HI = np.iinfo(np.int64).min
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _holds(lo: int, hi: int, budget: int, unstated: bool) -> bool:  # pragma: no cover - compiled
+    """A live entry whose deal range holds the budget (any live one when the budget is unstated)."""
+    return lo != DEAD_LO and (unstated or (lo <= budget and hi >= budget))
+
+
 @njit(cache=True, nogil=True)
 def find(negs: np.ndarray, table: np.ndarray, neg: float, slot: int) -> int:  # pragma: no cover - compiled
     """The place of this slot's live entry scoring -neg, or -1: a binary search, then the run of equal scores."""
@@ -141,8 +147,7 @@ def top(
     n = 0
     if not factor:
         for j in range(cap):
-            lo = lo_row[j]
-            if lo == DEAD_LO or (not unstated and (lo > budget or hi_row[j] < budget)):
+            if not _holds(lo_row[j], hi_row[j], budget, unstated):
                 continue
             if marked and mark[slot_row[j]]:
                 continue
@@ -161,7 +166,7 @@ def top(
             break  # (for a negative base, base x reach bounds nothing: those are scored one by one)
         lo = lo_row[j]
         hi = hi_row[j]
-        if lo == DEAD_LO or lo > budget or hi < budget:
+        if not _holds(lo, hi, budget, False):
             continue
         if marked and mark[slot_row[j]]:
             continue
@@ -241,8 +246,7 @@ def explore_picks(
             mark[s] = True
     n = 0
     for i in range(start, stop):
-        lo = r_lo[i]
-        if lo == DEAD_LO or (not unstated and (lo > budget or r_hi[i] < budget)):
+        if not _holds(r_lo[i], r_hi[i], budget, unstated):
             continue
         if by_base:
             if r_base[i] >= last_base:

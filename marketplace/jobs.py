@@ -11,6 +11,7 @@ import heapq
 import inspect
 import itertools
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -47,6 +48,8 @@ class InProcessJobs:
         self._heap: list[tuple[datetime, int, str, tuple[Any, ...]]] = []
         self._seq = itertools.count()
         self._lock = asyncio.Lock()
+        self.stats: dict[str, list[float]] = {}
+        """Per actor: [jobs run, seconds they took] (a simulation's report shows where its time went)."""
 
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
         self.broker.get_actor(actor_name)  # fail now, not later, on an unknown actor
@@ -64,11 +67,15 @@ class InProcessJobs:
                 _, _, name, args = heapq.heappop(self._heap)
                 # dramatiq wraps async actors to run on its own loop thread; here we await the coroutine itself.
                 job = inspect.unwrap(self.broker.get_actor(name).fn)
+                started = time.perf_counter()
                 try:
                     result = job(*args)
                     if asyncio.iscoroutine(result):
                         await result
                 except Exception:
                     log.exception("job %s%r failed", name, args)
+                stats = self.stats.setdefault(name, [0, 0.0])
+                stats[0] += 1
+                stats[1] += time.perf_counter() - started
                 ran += 1
         return ran

@@ -130,6 +130,7 @@ class Result:
     database: str
     return_days: int
     wall_seconds: float = 0.0
+    job_stats: dict[str, tuple[int, float]] = field(default_factory=dict)  # per actor: jobs, seconds
 
 
 # --- the service, in process or remote ---------------------------------------------------------------
@@ -172,6 +173,10 @@ class InProcessService:
         ran = int(await self.app.state.jobs.run_due())
         await self.settle()
         return ran
+
+    def job_stats(self) -> dict[str, tuple[int, float]]:
+        stats = getattr(self.app.state.jobs, "stats", {})
+        return {name: (int(n), float(seconds)) for name, (n, seconds) in sorted(stats.items())}
 
     async def periodic(self, names: list[str]) -> None:
         import workers.actors as actors
@@ -255,6 +260,9 @@ class RemoteService:
 
     async def run_jobs(self) -> int:
         return 0
+
+    def job_stats(self) -> dict[str, tuple[int, float]]:
+        return {}  # the server's own workers run them
 
     async def periodic(self, names: list[str]) -> None:
         return None
@@ -416,6 +424,7 @@ class Simulation:
             database=self.service.description if self.service.in_process else "the server's",
             return_days=self.service.return_days,
             wall_seconds=time.perf_counter() - wall,
+            job_stats=self.service.job_stats(),
         )
 
     async def _catalog(self) -> Catalog:

@@ -283,6 +283,10 @@ def figures(result: Result) -> dict[str, Any]:
             "jobs_run": result.jobs.count,
             "jobs_seconds": round(result.jobs.seconds, 1),
             "calls": calls,
+            "jobs": {
+                name: {"count": n, "mean_ms": round(1000 * seconds / n, 2) if n else 0.0, "total_s": round(seconds, 2)}
+                for name, (n, seconds) in result.job_stats.items()
+            },
         },
     }
 
@@ -574,6 +578,9 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
     ]
     for name, v in perf["calls"].items():
         lines.append(f"| {name} | {v['count']:,} | {v['mean_ms']} | {v['total_s']} | {v['statuses']} |")
+    if perf.get("jobs"):
+        lines += ["", "| job | count | mean ms | total s |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {v['count']:,} | {v['mean_ms']} | {v['total_s']} |" for name, v in perf["jobs"].items()]
     if data["errors"]["count"]:
         lines += ["", "## Unexpected answers", "", "```", json.dumps(data["errors"]["by_call_and_status"], indent=2),
                   "```"]

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Offer
 from marketplace.ranking.ports import Candidate
+
+
+class MatchableLead(Protocol):
+    """What matching reads of a lead: a `Lead` row object, or the facts a wave read with its update."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def budget_minor(self) -> int: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def seller_business_id(self) -> str | None: ...
 
 
 def _day_start(now: datetime) -> datetime:
@@ -19,7 +37,7 @@ def _month_start(now: datetime) -> datetime:
     return _day_start(now).replace(day=1)
 
 
-async def find_candidates(session: AsyncSession, lead: Lead, now: datetime) -> list[Candidate]:
+async def find_candidates(session: AsyncSession, lead: MatchableLead, now: datetime) -> list[Candidate]:
     """Active businesses serving the lead's category and region, whose deal range holds the budget
     (a budget of 0 means "not stated" and fits every range), that were not offered this lead yet,
     are not its seller, and have not reached their daily or monthly cap of exposures."""

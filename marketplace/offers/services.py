@@ -6,9 +6,11 @@ the limit, no exclusive owner), so fifty concurrent claims can never exceed it. 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import and_, case, exists, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,16 +32,62 @@ from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
 
 
-def lead_view(lead: Lead) -> LeadView:
+@dataclass(frozen=True, slots=True)
+class WaveLead:
+    """What a wave reads of its lead, returned by the update that moves its wave counter."""
+
+    id: str
+    category: str
+    region: str
+    budget_minor: int
+    currency: str
+    created_at: datetime
+    expires_at: datetime
+    seller_business_id: str | None
+
+
+def lead_view(lead: Lead | WaveLead) -> LeadView:
     return LeadView(lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at)
 
 
-async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead, now: datetime) -> list[Ranked]:
+async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead | WaveLead, now: datetime) -> list[Ranked]:
     return ranker.rank(lead_view(lead), await find_candidates(session, lead, now), now)
 
 
+# The wave's statements, built once: a lead gets about nine waves, so this is the service's busiest job, and
+# building a statement (and its cache key) costs SQLAlchemy more than SQLite takes to run it. They are Core
+# statements on the tables: a wave's session holds no objects to keep in step.
+_LEADS, _OFFERS, _BUSINESSES = (cast(Table, model.__table__) for model in (Lead, Offer, Business))
+_leads, _offers, _businesses = _LEADS.c, _OFFERS.c, _BUSINESSES.c
+# The wave counter moves from wave-1 to wave, and the lead is read, in one statement.
+_TAKE_WAVE = (
+    update(_LEADS)
+    .where(
+        _leads.id == bindparam("lead_id"),
+        _leads.waves_sent == bindparam("previous"),
+        _leads.status == "open",
+        _leads.expires_at > bindparam("now"),
+    )
+    .values(waves_sent=bindparam("wave"))
+    .returning(
+        _leads.id, _leads.category, _leads.region, _leads.budget_minor, _leads.currency, _leads.created_at,
+        _leads.expires_at, _leads.seller_business_id,
+    )
+)  # fmt: skip
+_OFFERED = select(_offers.business_id).where(_offers.lead_id == bindparam("lead_id"))
+# Those still active (the database is the truth; another process may have blocked one a moment ago) are marked
+# offered now, for the fair rotation, in the same statement.
+_MARK_OFFERED = (
+    update(_BUSINESSES)
+    .where(_businesses.id.in_(bindparam("ids", expanding=True)), _businesses.status == "active")
+    .values(last_offered_at=bindparam("now"))
+    .returning(_businesses.id)
+)
+_INSERT_OFFER = insert(_OFFERS)
+
+
 async def _candidates_in_order(
-    session: AsyncSession, ranker: Ranker, lead: Lead, wave_size: int, now: datetime
+    session: AsyncSession, ranker: Ranker, lead: WaveLead, wave_size: int, now: datetime
 ) -> tuple[list[Ranked], bool]:
     """The wave's candidates, best first, and whether anyone is left for a next wave.
 
@@ -51,7 +99,7 @@ async def _candidates_in_order(
     if select_top is None:
         ranked = await rank_lead(session, ranker, lead, now)
         return ranked[:wave_size], len(ranked) > wave_size
-    offered = set(await session.scalars(select(Offer.business_id).where(Offer.lead_id == lead.id)))
+    offered = set((await session.execute(_OFFERED, {"lead_id": lead.id})).scalars())
     if lead.seller_business_id:
         offered.add(lead.seller_business_id)
     view = lead_view(lead)
@@ -69,53 +117,41 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     delivered twice, or a wave whose lead is already full or expired, changes nothing.
     """
     session, now = uow.session, utcnow()
-    # The wave counter moves and the lead is read in one statement.
-    lead = (
-        await session.scalars(
-            update(Lead)
-            .where(Lead.id == lead_id, Lead.waves_sent == wave - 1, Lead.status == "open", Lead.expires_at > now)
-            .values(waves_sent=wave)
-            .returning(Lead),
-            execution_options={"populate_existing": True},
-        )
+    row = (
+        await session.execute(_TAKE_WAVE, {"lead_id": lead_id, "previous": wave - 1, "now": now, "wave": wave})
     ).one_or_none()
-    if lead is None:
+    if row is None:
         return 0
+    lead = WaveLead(*row)
     category = settings.categories[lead.category]
     picks, more = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
     chosen: list[Ranked] = []
     if picks:
-        # Those still active (the database is the truth; another process may have blocked one a moment ago) are
-        # marked offered now, for the fair rotation, in the same statement.
-        active = set(
-            await session.scalars(
-                update(Business)
-                .where(Business.id.in_([p.business_id for p in picks]), Business.status == "active")
-                .values(last_offered_at=now)
-                .returning(Business.id),
-                execution_options={"synchronize_session": False},
-            )
-        )
+        ids = [p.business_id for p in picks]
+        active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now})).scalars())
         chosen = [p for p in picks if p.business_id in active]
-    expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
-    for rank, pick in enumerate(chosen, start=1):
-        session.add(
-            Offer(
-                id=new_id("off"),
-                lead_id=lead.id,
-                business_id=pick.business_id,
-                wave=wave,
-                rank=rank,
-                score=pick.score,
-                factors=pick.factors,
-                price_minor=pick.factors.get("price_minor"),
-                status="open",
-                created_at=now,
-                expires_at=expires_at,
-            )
-        )
     if chosen:
-        await session.flush()
+        expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
+        await session.execute(
+            _INSERT_OFFER,
+            [
+                {
+                    "id": new_id("off"),
+                    "lead_id": lead.id,
+                    "business_id": pick.business_id,
+                    "wave": wave,
+                    "rank": rank,
+                    "score": pick.score,
+                    "factors": pick.factors,
+                    "price_minor": pick.factors.get("price_minor"),
+                    "replaces_exposure_id": None,
+                    "status": "open",
+                    "created_at": now,
+                    "expires_at": expires_at,
+                }
+                for rank, pick in enumerate(chosen, start=1)
+            ],
+        )
     if more:  # candidates are left for a next wave, if the lead is not taken by then
         uow.after_commit(
             lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=category.wave_delay_seconds)

@@ -13,9 +13,9 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -182,6 +182,22 @@ def _replay(previous: LedgerTransaction, fingerprint: str) -> Posted:
     return Posted(previous.id, replayed=True)
 
 
+# A transfer's statements, built once (every movement of money runs them; building a statement costs
+# SQLAlchemy more than SQLite takes to run it). Core statements on the tables: no ORM objects are involved.
+_ACCOUNTS, _POSTINGS, _TRANSACTIONS = (
+    cast(Table, model.__table__) for model in (LedgerAccount, LedgerPosting, LedgerTransaction)
+)
+# A business balance moves only if it stays at or above zero: the database decides, not a read before.
+_MOVE_BALANCE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"), _ACCOUNTS.c.balance_minor + bindparam("delta") >= 0)
+    .values(balance_minor=_ACCOUNTS.c.balance_minor + bindparam("delta"))
+    .returning(_ACCOUNTS.c.id)
+)
+_INSERT_POSTINGS = insert(_POSTINGS)
+_INSERT_TRANSACTION = insert(_TRANSACTIONS)
+
+
 async def _write(
     session: AsyncSession, transfer: Transfer, fingerprint: str, business_id: str | None, reference: str | None
 ) -> str:
@@ -190,22 +206,16 @@ async def _write(
     for posting in transfer.postings:
         if posting.account.is_business:
             deltas[ids[(posting.account.code, posting.amount.currency)]] += posting.balance_delta
-    # Ascending ids: concurrent transfers lock shared rows in one order, so they cannot deadlock.
     for account_id in sorted(deltas):
         delta = deltas[account_id]
         if delta == 0:
             continue
-        changed = await session.execute(
-            update(LedgerAccount)
-            .where(LedgerAccount.id == account_id, LedgerAccount.balance_minor + delta >= 0)
-            .values(balance_minor=LedgerAccount.balance_minor + delta)
-            .returning(LedgerAccount.id)
-        )
+        changed = await session.execute(_MOVE_BALANCE, {"account_id": account_id, "delta": delta})
         if changed.first() is None:
             raise InsufficientFunds("the wallet does not hold enough for this")
     transaction_id = new_id("txn")
     await session.execute(
-        insert(LedgerPosting),
+        _INSERT_POSTINGS,
         [
             {
                 "transaction_id": transaction_id,
@@ -217,16 +227,17 @@ async def _write(
         ],
     )
     await session.execute(
-        insert(LedgerTransaction).values(
-            id=transaction_id,
-            idempotency_key=transfer.idempotency_key,
-            kind=transfer.kind.value,
-            memo=transfer.memo,
-            fingerprint=fingerprint,
-            business_id=business_id,
-            reference=reference,
-            created_at=utcnow(),
-        )
+        _INSERT_TRANSACTION,
+        {
+            "id": transaction_id,
+            "idempotency_key": transfer.idempotency_key,
+            "kind": transfer.kind.value,
+            "memo": transfer.memo,
+            "fingerprint": fingerprint,
+            "business_id": business_id,
+            "reference": reference,
+            "created_at": utcnow(),
+        },
     )
     return transaction_id
 

@@ -49,3 +49,34 @@ async def test_answers_stored_before_0009_lose_the_contact_they_held(tmp_path) -
     assert json.loads(rows["k1"]) == {"id": "exp_1", "contact": None}
     assert json.loads(rows["k2"]) == json.loads(refused)  # not a stored answer of an exposure: untouched
     assert json.loads(rows["k3"]) == {"id": "tx_1"}
+
+
+async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litestar) -> None:
+    """Without statistics SQLite's planner once walked every active business (through an index on status) to
+    mark the three a wave offers a lead to, and every expired offer to find the open ones that lapsed."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from marketplace.db.models import Offer
+    from marketplace.offers.services import _MARK_OFFERED
+
+    if app.state.engine.dialect.name != "sqlite":
+        return  # PostgreSQL plans from its own statistics
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    sweep = update(Offer).where(Offer.status == "open", Offer.expires_at <= now).values(status="expired")
+    plans = {}
+    async with app.state.engine.connect() as conn:
+        for name, statement in (
+            ("wave", _MARK_OFFERED),
+            ("sweep", sweep),
+        ):
+            compiled = statement.compile(dialect=conn.dialect)
+            # The wave's ids are an expanding list: rendered here as the three placeholders of a wave of three.
+            compiled_sql = str(compiled).replace("(__[POSTCOMPILE_ids])", "(?, ?, ?)")
+            # The plan does not depend on the values: each placeholder gets a NULL.
+            nulls = (None,) * compiled_sql.count("?")
+            rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled_sql}", nulls)
+            plans[name] = " | ".join(str(r[-1]) for r in rows)
+    assert "sqlite_autoindex_businesses_1 (id=?)" in plans["wave"], plans["wave"]
+    assert "ix_offers_status_expires_at (status=? AND expires_at<?)" in plans["sweep"], plans["sweep"]

@@ -26,7 +26,8 @@ class Business(Base):
     phone: Mapped[str] = mapped_column(String(20))
     mode: Mapped[str] = mapped_column(String(20))
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    # Not indexed: three values, nearly all rows "active" (see migration 0010).
+    status: Mapped[str] = mapped_column(String(20), default="active")
     # Set when an operator marks the business publicly as unreliable (a confirmed fraud alert or a block).
     unreliable_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     min_deal_minor: Mapped[int] = mapped_column(BigInteger)

@@ -30,6 +30,8 @@ class Offer(Base):
         UniqueConstraint("lead_id", "business_id"),
         CheckConstraint("status IN ('open', 'claimed', 'expired', 'closed')", name="status"),
         Index("ix_offers_business_id_status", "business_id", "status"),
+        # The expiry sweep's own range: open offers past their time (not every offer that ever expired).
+        Index("ix_offers_status_expires_at", "status", "expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -47,7 +49,7 @@ class Offer(Base):
     status: Mapped[str] = mapped_column(String(20), default="open")
     # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Exposure(Base):

@@ -8,6 +8,6 @@ from sqlalchemy import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-async def rows_changed(session: AsyncSession, statement: Any) -> int:
-    result = cast(CursorResult[Any], await session.execute(statement))
+async def rows_changed(session: AsyncSession, statement: Any, params: dict[str, Any] | None = None) -> int:
+    result = cast(CursorResult[Any], await session.execute(statement, params))
     return int(result.rowcount)

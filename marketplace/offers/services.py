@@ -13,6 +13,7 @@ from typing import cast
 from sqlalchemy import Table, and_, bindparam, case, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, ExposureEvent, Lead, Offer
@@ -159,18 +160,32 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     return len(chosen)
 
 
+# A business's open offers, newest first (what it reads each time it is told of one): built once, with and
+# without the cursor.
+_OPEN_OFFERS = (
+    select(Offer, Lead)
+    .join(Lead, Lead.id == Offer.lead_id)
+    .where(
+        Offer.business_id == bindparam("business_id"),
+        Offer.status == "open",
+        Offer.expires_at > bindparam("now"),
+        Lead.status == "open",
+    )
+)
+_OPEN_OFFERS_FIRST_PAGE = _OPEN_OFFERS.order_by(Offer.id.desc()).limit(bindparam("limit"))
+_OPEN_OFFERS_AFTER = (
+    _OPEN_OFFERS.where(Offer.id < bindparam("cursor")).order_by(Offer.id.desc()).limit(bindparam("limit"))
+)
+
+
 async def list_offers(
     session: AsyncSession, settings: Settings, business: Principal, limit: int, cursor: str | None
 ) -> tuple[list[schemas.Offer], str | None]:
-    now = utcnow()
-    query = (
-        select(Offer, Lead)
-        .join(Lead, Lead.id == Offer.lead_id)
-        .where(Offer.business_id == business.id, Offer.status == "open", Offer.expires_at > now, Lead.status == "open")
-    )
+    params = {"business_id": business.id, "now": utcnow(), "limit": limit + 1}
+    query = _OPEN_OFFERS_FIRST_PAGE
     if check_cursor(cursor, "off"):
-        query = query.where(Offer.id < cursor)
-    rows = (await session.execute(query.order_by(Offer.id.desc()).limit(limit + 1))).all()
+        query, params["cursor"] = _OPEN_OFFERS_AFTER, cursor
+    rows = (await session.execute(query, params)).all()
     items = [_offer_out(settings, business.mode or "", offer, lead) for offer, lead in rows[:limit]]
     return items, (items[-1].offer_id if len(rows) > limit and items else None)
 
@@ -193,6 +208,33 @@ def _offer_out(settings: Settings, mode: str, offer: Offer, lead: Lead) -> schem
     )
 
 
+# A claim's statements, built once. Each is a conditional UPDATE: the database, not this process, decides who
+# wins a race. The lead row comes back from its UPDATE (RETURNING), refreshed in the session: no read after it.
+_OPEN_LEAD = and_(Lead.id == bindparam("lead_id"), Lead.status == "open", Lead.expires_at > bindparam("now"))
+_TAKE_EXCLUSIVE = (
+    update(Lead)
+    .where(_OPEN_LEAD, Lead.exposure_count == 0)
+    .values(exposure_count=1, is_exclusive=True, status="full")
+    .returning(Lead)
+)
+_TAKE_SHARED = (
+    update(Lead)
+    .where(_OPEN_LEAD, Lead.is_exclusive.is_(False), Lead.exposure_count < Lead.max_exposures)
+    .values(
+        exposure_count=Lead.exposure_count + 1,
+        status=case((Lead.exposure_count + 1 >= Lead.max_exposures, "full"), else_=Lead.status),
+    )
+    .returning(Lead)
+)
+# Offers by table (no objects to keep in step: the claimed one is set in the session by hand).
+_CLAIM_OFFER = (
+    update(_OFFERS).where(_offers.id == bindparam("offer_id"), _offers.status == "open").values(status="claimed")
+)
+_CLOSE_OPEN_OFFERS = (
+    update(_OFFERS).where(_offers.lead_id == bindparam("of_lead"), _offers.status == "open").values(status="closed")
+)
+
+
 async def claim_offer(
     session: AsyncSession, settings: Settings, business: Principal, offer_id: str, exclusive: bool
 ) -> Exposure:
@@ -211,38 +253,23 @@ async def claim_offer(
     if offer.status != "open" or offer.expires_at <= now:
         raise Conflict("this offer has expired or was withdrawn")
 
-    # Each step below is a conditional UPDATE: the database, not this process, decides who wins a race.
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
-    # The lead row comes back from its UPDATE (RETURNING), refreshed in the session: no read after it.
-    open_lead = and_(Lead.id == offer.lead_id, Lead.status == "open", Lead.expires_at > now)
-    if exclusive:
-        take = (
-            update(Lead)
-            .where(open_lead, Lead.exposure_count == 0)
-            .values(exposure_count=1, is_exclusive=True, status="full")
-        )
-        refusal = "another business already holds this lead, so it can no longer be bought exclusively"
-    else:
-        take = (
-            update(Lead)
-            .where(open_lead, Lead.is_exclusive.is_(False), Lead.exposure_count < Lead.max_exposures)
-            .values(
-                exposure_count=Lead.exposure_count + 1,
-                status=case((Lead.exposure_count + 1 >= Lead.max_exposures, "full"), else_=Lead.status),
-            )
-        )
-        refusal = "this lead is taken: it is full, bought exclusively, or expired"
+    take, refusal = (
+        (_TAKE_EXCLUSIVE, "another business already holds this lead, so it can no longer be bought exclusively")
+        if exclusive
+        else (_TAKE_SHARED, "this lead is taken: it is full, bought exclusively, or expired")
+    )
     lead = (
-        await session.scalars(take.returning(Lead), execution_options={"populate_existing": True})
+        await session.scalars(
+            take, {"lead_id": offer.lead_id, "now": now}, execution_options={"populate_existing": True}
+        )
     ).one_or_none()
     if lead is None:
         raise Conflict(refusal)
-    taken = await rows_changed(
-        session, update(Offer).where(Offer.id == offer_id, Offer.status == "open").values(status="claimed")
-    )
-    if taken != 1:
+    if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
+    set_committed_value(offer, "status", "claimed")  # what the database now holds; nothing more to write
 
     category = settings.categories[lead.category]
     plan_version, _ = await wallet.active_plan(session, settings)
@@ -284,7 +311,7 @@ async def claim_offer(
 
 
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
-    await session.execute(update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed"))
+    await session.execute(_CLOSE_OPEN_OFFERS, {"of_lead": lead_id})
 
 
 async def offer_replacement(

@@ -126,14 +126,17 @@ def _parsed(row: CommissionPlanVersion) -> CommissionPlan:
     return plan
 
 
+# Read at every claim (the plan in force is recorded on the exposure): built once.
+_LATEST_PLAN = (
+    select(CommissionPlanVersion)
+    .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
+    .order_by(CommissionPlanVersion.version.desc())
+    .limit(1)
+)
+
+
 async def _latest_plan(session: AsyncSession) -> CommissionPlanVersion | None:
-    query = (
-        select(CommissionPlanVersion)
-        .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
-        .order_by(CommissionPlanVersion.version.desc())
-        .limit(1)
-    )
-    return (await session.execute(query)).scalar_one_or_none()
+    return (await session.execute(_LATEST_PLAN)).scalar_one_or_none()
 
 
 async def active_plan(session: AsyncSession, settings: Settings) -> tuple[CommissionPlanVersion, CommissionPlan]:
@@ -204,16 +207,19 @@ async def plan_of(session: AsyncSession, settings: Settings, plan_version_id: st
 # --- invoices ----------------------------------------------------------------------------------------
 
 
+_TAKE_INVOICE_NUMBER = (
+    update(InvoiceSequence)
+    .where(InvoiceSequence.issuer == ISSUER)
+    .values(next_number=InvoiceSequence.next_number + 1)
+    .returning(InvoiceSequence.next_number - 1)
+)
+
+
 async def _next_invoice_number(session: AsyncSession) -> int:
     """Numbers per issuer with no gaps: the sequence row is taken by a conditional update in this transaction,
     so concurrent invoices queue on it and a rolled-back one gives its number back."""
     for _ in range(2):
-        number = await session.scalar(
-            update(InvoiceSequence)
-            .where(InvoiceSequence.issuer == ISSUER)
-            .values(next_number=InvoiceSequence.next_number + 1)
-            .returning(InvoiceSequence.next_number - 1)
-        )
+        number = await session.scalar(_TAKE_INVOICE_NUMBER)
         if number is not None:
             return int(number)
         await store.insert_ignore(session, InvoiceSequence, {"issuer": ISSUER, "next_number": 1})

@@ -118,6 +118,15 @@ async def _load_ids(session: AsyncSession, pairs: set[tuple[str, str]]) -> dict[
     return loaded
 
 
+# Locked in ascending id order (see lock_wallets); built once, as every charge runs it.
+_LOCK_ACCOUNTS = (
+    select(LedgerAccount.owner_id, LedgerAccount.kind, LedgerAccount.balance_minor)
+    .where(LedgerAccount.id.in_(bindparam("ids", expanding=True)))
+    .order_by(LedgerAccount.id)
+    .with_for_update()
+)
+
+
 async def lock_wallet(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:
     """Lock a business's accounts (creating them) and return their balances, so a plan computed from them
     (an offset, a credit limit) cannot be overtaken by a concurrent charge before it is posted."""
@@ -136,12 +145,7 @@ async def lock_wallets(
     wanted = sorted(set(business_ids))
     keys = {(business_account(business_id, kind), currency) for business_id in wanted for kind in BUSINESS_KINDS}
     ids = await account_ids(session, keys)
-    rows = await session.execute(
-        select(LedgerAccount.owner_id, LedgerAccount.kind, LedgerAccount.balance_minor)
-        .where(LedgerAccount.id.in_(sorted(ids.values())))
-        .order_by(LedgerAccount.id)
-        .with_for_update()
-    )
+    rows = await session.execute(_LOCK_ACCOUNTS, {"ids": sorted(ids.values())})
     balances: dict[str, dict[AccountKind, int]] = {business_id: {} for business_id in wanted}
     for r in rows:
         balances[r.owner_id][AccountKind(r.kind)] = r.balance_minor

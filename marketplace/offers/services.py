@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, insert, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -362,12 +362,19 @@ async def offer_replacement(
     return offer
 
 
+# The status as a literal in the SQL, not a parameter: the partial index of open offers (migration 0010) serves
+# only a statement that names its condition.
+_EXPIRE_OFFERS = (
+    update(_OFFERS)
+    .where(_offers.status == literal("open", literal_execute=True), _offers.expires_at <= bindparam("now"))
+    .values(status="expired")
+)
+
+
 async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
     """Offers past their time and leads nobody filled in time. Idempotent."""
     now = utcnow()
-    offers = await rows_changed(
-        session, update(Offer).where(Offer.status == "open", Offer.expires_at <= now).values(status="expired")
-    )
+    offers = await rows_changed(session, _EXPIRE_OFFERS, {"now": now})
     leads = await rows_changed(
         session, update(Lead).where(Lead.status == "open", Lead.expires_at <= now).values(status="expired")
     )

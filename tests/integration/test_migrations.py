@@ -52,31 +52,44 @@ async def test_answers_stored_before_0009_lose_the_contact_they_held(tmp_path) -
 
 
 async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litestar) -> None:
-    """Without statistics SQLite's planner once walked every active business (through an index on status) to
-    mark the three a wave offers a lead to, and every expired offer to find the open ones that lapsed."""
+    """SQLite keeps no statistics (no ANALYZE), and its planner once walked every active business (by an index
+    on status) to mark the three a wave offers a lead to, and every open offer of the market (by an index on
+    (status, expires_at)) to list one business's offers or close one lead's. Each busy statement is run here
+    as the service sends it, and its plan must use the index meant for it."""
     from datetime import UTC, datetime
 
-    from sqlalchemy import update
+    from sqlalchemy import event
 
-    from marketplace.db.models import Offer
-    from marketplace.offers.services import _MARK_OFFERED
+    from marketplace.offers.services import _CLOSE_OPEN_OFFERS, _EXPIRE_OFFERS, _MARK_OFFERED, _OPEN_OFFERS_FIRST_PAGE
 
-    if app.state.engine.dialect.name != "sqlite":
+    engine = app.state.engine
+    if engine.dialect.name != "sqlite":
         return  # PostgreSQL plans from its own statistics
     now = datetime(2026, 1, 5, tzinfo=UTC)
-    sweep = update(Offer).where(Offer.status == "open", Offer.expires_at <= now).values(status="expired")
-    plans = {}
-    async with app.state.engine.connect() as conn:
-        for name, statement in (
-            ("wave", _MARK_OFFERED),
-            ("sweep", sweep),
-        ):
-            compiled = statement.compile(dialect=conn.dialect)
-            # The wave's ids are an expanding list: rendered here as the three placeholders of a wave of three.
-            compiled_sql = str(compiled).replace("(__[POSTCOMPILE_ids])", "(?, ?, ?)")
-            # The plan does not depend on the values: each placeholder gets a NULL.
-            nulls = (None,) * compiled_sql.count("?")
-            rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled_sql}", nulls)
+    cases = {
+        "wave marks businesses": (_MARK_OFFERED, {"ids": ["biz_1", "biz_2", "biz_3"], "now": now}),
+        "a business's open offers": (_OPEN_OFFERS_FIRST_PAGE, {"business_id": "biz_1", "now": now, "limit": 21}),
+        "a lead's open offers closed": (_CLOSE_OPEN_OFFERS, {"of_lead": "lead_1"}),
+        "expiry sweep": (_EXPIRE_OFFERS, {"now": now}),
+    }
+    sent: dict[str, str] = {}
+    async with engine.connect() as conn:
+        for name, (statement, params) in cases.items():
+
+            def capture(_conn, _cursor, sql, *_rest, name=name):  # type: ignore[no-untyped-def]
+                sent[name] = sql
+
+            event.listen(engine.sync_engine, "before_cursor_execute", capture)
+            try:
+                await conn.execute(statement, params)
+            finally:
+                event.remove(engine.sync_engine, "before_cursor_execute", capture)
+        plans = {}
+        for name, sql in sent.items():
+            rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", (None,) * sql.count("?"))
             plans[name] = " | ".join(str(r[-1]) for r in rows)
-    assert "sqlite_autoindex_businesses_1 (id=?)" in plans["wave"], plans["wave"]
-    assert "ix_offers_status_expires_at (status=? AND expires_at<?)" in plans["sweep"], plans["sweep"]
+        await conn.rollback()
+    assert "USING INDEX sqlite_autoindex_businesses_1 (id=?)" in plans["wave marks businesses"], plans
+    assert "ix_offers_business_id_status (business_id=? AND status=?)" in plans["a business's open offers"], plans
+    assert "ix_offers_lead_id (lead_id=?)" in plans["a lead's open offers closed"], plans
+    assert "ix_offers_open_expires_at (expires_at<?)" in plans["expiry sweep"], plans

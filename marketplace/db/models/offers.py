@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,8 +31,14 @@ class Offer(Base):
         UniqueConstraint("lead_id", "business_id"),
         CheckConstraint("status IN ('open', 'claimed', 'expired', 'closed')", name="status"),
         Index("ix_offers_business_id_status", "business_id", "status"),
-        # The expiry sweep's own range: open offers past their time (not every offer that ever expired).
-        Index("ix_offers_status_expires_at", "status", "expires_at"),
+        # The expiry sweep's own range: open offers past their time, not every offer that ever expired. Partial,
+        # so that SQLite's planner (no statistics) never prefers it to the business's or the lead's own index.
+        Index(
+            "ix_offers_open_expires_at",
+            "expires_at",
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -89,6 +89,7 @@ class RequestSession(Session):
 
 
 @event.listens_for(RequestSession, "loaded_as_persistent")
+@event.listens_for(RequestSession, "detached_to_persistent")  # db.statements.attach
 @event.listens_for(RequestSession, "pending_to_persistent")
 def _keep(session: Session, instance: Any) -> None:
     session.info.setdefault("kept", []).append(instance)

@@ -13,11 +13,10 @@ from typing import cast
 from sqlalchemy import Table, and_, bindparam, case, exists, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, ExposureEvent, Lead, Offer
-from marketplace.db.statements import rows_changed
+from marketplace.db.statements import attach, rows_changed
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
@@ -210,22 +209,26 @@ def _offer_out(settings: Settings, mode: str, offer: Offer, lead: Lead) -> schem
 
 # A claim's statements, built once. Each is a conditional UPDATE: the database, not this process, decides who
 # wins a race. The lead row comes back from its UPDATE (RETURNING), refreshed in the session: no read after it.
-_OPEN_LEAD = and_(Lead.id == bindparam("lead_id"), Lead.status == "open", Lead.expires_at > bindparam("now"))
+# Core statements on the table, every column returned: the lead goes into the session by db.statements.attach.
+_OPEN_LEAD = and_(_leads.id == bindparam("lead_id"), _leads.status == "open", _leads.expires_at > bindparam("now"))
 _TAKE_EXCLUSIVE = (
-    update(Lead)
-    .where(_OPEN_LEAD, Lead.exposure_count == 0)
+    update(_LEADS)
+    .where(_OPEN_LEAD, _leads.exposure_count == 0)
     .values(exposure_count=1, is_exclusive=True, status="full")
-    .returning(Lead)
+    .returning(*_LEADS.c)
 )
 _TAKE_SHARED = (
-    update(Lead)
-    .where(_OPEN_LEAD, Lead.is_exclusive.is_(False), Lead.exposure_count < Lead.max_exposures)
+    update(_LEADS)
+    .where(_OPEN_LEAD, _leads.is_exclusive.is_(False), _leads.exposure_count < _leads.max_exposures)
     .values(
-        exposure_count=Lead.exposure_count + 1,
-        status=case((Lead.exposure_count + 1 >= Lead.max_exposures, "full"), else_=Lead.status),
+        exposure_count=_leads.exposure_count + 1,
+        status=case((_leads.exposure_count + 1 >= _leads.max_exposures, "full"), else_=_leads.status),
     )
-    .returning(Lead)
+    .returning(*_LEADS.c)
 )
+_OFFER = select(
+    _offers.id, _offers.lead_id, _offers.business_id, _offers.status, _offers.expires_at, _offers.price_minor
+).where(_offers.id == bindparam("offer_id"))
 # Offers by table (no objects to keep in step: the claimed one is set in the session by hand).
 _CLAIM_OFFER = (
     update(_OFFERS).where(_offers.id == bindparam("offer_id"), _offers.status == "open").values(status="claimed")
@@ -243,7 +246,7 @@ async def claim_offer(
     Records what the claim owes (price, commission rate in force); the wallet settles it.
     """
     now = utcnow()
-    offer = await session.get(Offer, offer_id)
+    offer = (await session.execute(_OFFER, {"offer_id": offer_id})).one_or_none()
     if offer is None or offer.business_id != business.id:
         raise NotFound(f"no offer {offer_id}")
     if exclusive and business.mode != "lead_buyer":
@@ -260,16 +263,12 @@ async def claim_offer(
         if exclusive
         else (_TAKE_SHARED, "this lead is taken: it is full, bought exclusively, or expired")
     )
-    lead = (
-        await session.scalars(
-            take, {"lead_id": offer.lead_id, "now": now}, execution_options={"populate_existing": True}
-        )
-    ).one_or_none()
-    if lead is None:
+    taken = (await session.execute(take, {"lead_id": offer.lead_id, "now": now})).one_or_none()
+    if taken is None:
         raise Conflict(refusal)
+    lead = attach(session, Lead, taken)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
-    set_committed_value(offer, "status", "claimed")  # what the database now holds; nothing more to write
 
     category = settings.categories[lead.category]
     plan_version, _ = await wallet.active_plan(session, settings)

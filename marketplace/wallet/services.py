@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, func, select, tuple_, update
+from sqlalchemy import Select, Table, and_, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -207,11 +207,12 @@ async def plan_of(session: AsyncSession, settings: Settings, plan_version_id: st
 # --- invoices ----------------------------------------------------------------------------------------
 
 
+_SEQUENCES = cast(Table, InvoiceSequence.__table__)
 _TAKE_INVOICE_NUMBER = (
-    update(InvoiceSequence)
-    .where(InvoiceSequence.issuer == ISSUER)
-    .values(next_number=InvoiceSequence.next_number + 1)
-    .returning(InvoiceSequence.next_number - 1)
+    update(_SEQUENCES)
+    .where(_SEQUENCES.c.issuer == ISSUER)
+    .values(next_number=_SEQUENCES.c.next_number + 1)
+    .returning(_SEQUENCES.c.next_number - 1)
 )
 
 

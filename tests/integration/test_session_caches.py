@@ -140,3 +140,45 @@ async def an_account_of(session: Any, business_id: str) -> LedgerAccount:
 
 async def read_locked(session: Any, account_id: int) -> LedgerAccount:
     return (await session.scalars(select(LedgerAccount).where(LedgerAccount.id == account_id).with_for_update())).one()
+
+
+async def test_a_row_attached_from_returning_is_a_clean_kept_object_and_refreshes_one_already_held(
+    app: Litestar,
+) -> None:
+    import gc
+
+    from sqlalchemy import insert, inspect, update
+
+    from marketplace.db.models import InvoiceSequence
+    from marketplace.db.statements import attach
+
+    table = InvoiceSequence.__table__
+    reads = count_statements(app, "FROM invoice_sequences")
+    async with app.state.uow() as uow:
+        session = uow.session
+        await session.execute(insert(table).values(issuer="attach-test", next_number=5))
+        row = (
+            await session.execute(
+                update(table).where(table.c.issuer == "attach-test").values(next_number=6).returning(*table.c)
+            )
+        ).one()
+        attached = attach(session, InvoiceSequence, row)
+        state = inspect(attached)
+        assert state.persistent and not state.modified
+        assert (attached.issuer, attached.next_number) == ("attach-test", 6)
+        identity = id(attached)
+        del attached, state
+        gc.collect()
+        # Kept for the unit of work, as loaded objects are: found by key without a statement.
+        again = await session.get(InvoiceSequence, "attach-test")
+        assert again is not None and id(again) == identity and again.next_number == 6
+        assert reads == []
+
+        row = (
+            await session.execute(
+                update(table).where(table.c.issuer == "attach-test").values(next_number=9).returning(*table.c)
+            )
+        ).one()
+        refreshed = attach(session, InvoiceSequence, row)
+        assert refreshed is again and again.next_number == 9 and not inspect(again).modified
+        assert not session.dirty

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Offer
-from marketplace.ranking.ports import Candidate
-
-
-class MatchableLead(Protocol):
-    """What matching reads of a lead: a `Lead` row object, or the facts a wave read with its update."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def category(self) -> str: ...
-    @property
-    def region(self) -> str: ...
-    @property
-    def budget_minor(self) -> int: ...
-    @property
-    def currency(self) -> str: ...
-    @property
-    def seller_business_id(self) -> str | None: ...
+from marketplace.ranking.ports import Candidate, LeadView
 
 
 def _day_start(now: datetime) -> datetime:
@@ -37,7 +19,9 @@ def _month_start(now: datetime) -> datetime:
     return _day_start(now).replace(day=1)
 
 
-async def find_candidates(session: AsyncSession, lead: MatchableLead, now: datetime) -> list[Candidate]:
+async def find_candidates(
+    session: AsyncSession, lead: LeadView, seller_business_id: str | None, now: datetime
+) -> list[Candidate]:
     """Active businesses serving the lead's category and region, whose deal range holds the budget
     (a budget of 0 means "not stated" and fits every range), that were not offered this lead yet,
     are not its seller, and have not reached their daily or monthly cap of exposures."""
@@ -70,8 +54,8 @@ async def find_candidates(session: AsyncSession, lead: MatchableLead, now: datet
             received_month < Business.monthly_cap,
         )
     )
-    if lead.seller_business_id is not None:
-        query = query.where(Business.id != lead.seller_business_id)
+    if seller_business_id is not None:
+        query = query.where(Business.id != seller_business_id)
     if lead.budget_minor > 0:
         query = query.where(Business.min_deal_minor <= lead.budget_minor, Business.max_deal_minor >= lead.budget_minor)
     rows = (await session.execute(query)).all()

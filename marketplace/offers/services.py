@@ -36,22 +36,20 @@ from marketplace.wallet import services as wallet
 class WaveLead:
     """What a wave reads of its lead, returned by the update that moves its wave counter."""
 
-    id: str
-    category: str
-    region: str
-    budget_minor: int
-    currency: str
-    created_at: datetime
+    view: LeadView
     expires_at: datetime
     seller_business_id: str | None
 
 
 def lead_view(lead: Lead | WaveLead) -> LeadView:
+    if isinstance(lead, WaveLead):
+        return lead.view
     return LeadView(lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at)
 
 
 async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead | WaveLead, now: datetime) -> list[Ranked]:
-    return ranker.rank(lead_view(lead), await find_candidates(session, lead, now), now)
+    view = lead_view(lead)
+    return ranker.rank(view, await find_candidates(session, view, lead.seller_business_id, now), now)
 
 
 # The wave's statements, built once: a lead gets about nine waves, so this is the service's busiest job, and
@@ -99,10 +97,10 @@ async def _candidates_in_order(
     if select_top is None:
         ranked = await rank_lead(session, ranker, lead, now)
         return ranked[:wave_size], len(ranked) > wave_size
-    offered = set((await session.execute(_OFFERED, {"lead_id": lead.id})).scalars())
+    view = lead.view
+    offered = set((await session.execute(_OFFERED, {"lead_id": view.id})).scalars())
     if lead.seller_business_id:
         offered.add(lead.seller_business_id)
-    view = lead_view(lead)
     picks: list[Ranked] = select_top(view, wave_size, offered)
     if not picks:
         return [], False
@@ -122,8 +120,8 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     ).one_or_none()
     if row is None:
         return 0
-    lead = WaveLead(*row)
-    category = settings.categories[lead.category]
+    lead = WaveLead(LeadView(*row[:6]), row.expires_at, row.seller_business_id)
+    category = settings.categories[lead.view.category]
     picks, more = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
     chosen: list[Ranked] = []
     if picks:
@@ -137,7 +135,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             [
                 {
                     "id": new_id("off"),
-                    "lead_id": lead.id,
+                    "lead_id": lead_id,
                     "business_id": pick.business_id,
                     "wave": wave,
                     "rank": rank,

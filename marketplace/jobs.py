@@ -48,8 +48,8 @@ class InProcessJobs:
         self._heap: list[tuple[datetime, int, str, tuple[Any, ...]]] = []
         self._seq = itertools.count()
         self._lock = asyncio.Lock()
-        self.stats: dict[str, list[float]] = {}
-        """Per actor: [jobs run, seconds they took] (a simulation's report shows where its time went)."""
+        self.stats: dict[str, tuple[int, float]] = {}
+        """Per actor: jobs run and the seconds they took (a simulation's report shows where its time went)."""
 
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
         self.broker.get_actor(actor_name)  # fail now, not later, on an unknown actor
@@ -74,8 +74,7 @@ class InProcessJobs:
                         await result
                 except Exception:
                     log.exception("job %s%r failed", name, args)
-                stats = self.stats.setdefault(name, [0, 0.0])
-                stats[0] += 1
-                stats[1] += time.perf_counter() - started
+                count, seconds = self.stats.get(name, (0, 0.0))
+                self.stats[name] = (count + 1, seconds + time.perf_counter() - started)
                 ran += 1
         return ran

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, case, exists, insert, literal, select, update
+from sqlalchemy import and_, bindparam, case, exists, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, ExposureEvent, Lead, Offer
-from marketplace.db.statements import attach, rows_changed
+from marketplace.db.statements import attach, rows_changed, table
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
@@ -52,10 +51,10 @@ async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead | WaveLead
     return ranker.rank(view, await find_candidates(session, view, lead.seller_business_id, now), now)
 
 
-# The wave's statements, built once: a lead gets about nine waves, so this is the service's busiest job, and
+# The wave's statements, built once: a lead gets about ten waves, so this is the service's busiest job, and
 # building a statement (and its cache key) costs SQLAlchemy more than SQLite takes to run it. They are Core
 # statements on the tables: a wave's session holds no objects to keep in step.
-_LEADS, _OFFERS, _BUSINESSES = (cast(Table, model.__table__) for model in (Lead, Offer, Business))
+_LEADS, _OFFERS, _BUSINESSES = table(Lead), table(Offer), table(Business)
 _leads, _offers, _businesses = _LEADS.c, _OFFERS.c, _BUSINESSES.c
 # The wave counter moves from wave-1 to wave, and the lead is read, in one statement.
 _TAKE_WAVE = (
@@ -206,8 +205,8 @@ def _offer_out(settings: Settings, mode: str, offer: Offer, lead: Lead) -> schem
 
 
 # A claim's statements, built once. Each is a conditional UPDATE: the database, not this process, decides who
-# wins a race. The lead row comes back from its UPDATE (RETURNING), refreshed in the session: no read after it.
-# Core statements on the table, every column returned: the lead goes into the session by db.statements.attach.
+# wins a race. The lead row comes back from its UPDATE with every column (RETURNING) and goes into the session by
+# db.statements.attach: no read after it.
 _OPEN_LEAD = and_(_leads.id == bindparam("lead_id"), _leads.status == "open", _leads.expires_at > bindparam("now"))
 _TAKE_EXCLUSIVE = (
     update(_LEADS)
@@ -227,7 +226,7 @@ _TAKE_SHARED = (
 _OFFER = select(
     _offers.id, _offers.lead_id, _offers.business_id, _offers.status, _offers.expires_at, _offers.price_minor
 ).where(_offers.id == bindparam("offer_id"))
-# Offers by table (no objects to keep in step: the claimed one is set in the session by hand).
+# Offers by table: a claim reads its offer as a row, so the session holds no offer object to keep in step.
 _CLAIM_OFFER = (
     update(_OFFERS).where(_offers.id == bindparam("offer_id"), _offers.status == "open").values(status="claimed")
 )

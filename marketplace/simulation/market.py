@@ -175,8 +175,7 @@ class InProcessService:
         return ran
 
     def job_stats(self) -> dict[str, tuple[int, float]]:
-        stats = getattr(self.app.state.jobs, "stats", {})
-        return {name: (int(n), float(seconds)) for name, (n, seconds) in sorted(stats.items())}
+        return dict(sorted(getattr(self.app.state.jobs, "stats", {}).items()))
 
     async def periodic(self, names: list[str]) -> None:
         import workers.actors as actors

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, and_, func, select, tuple_, update
+from sqlalchemy import Select, and_, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -37,7 +37,7 @@ from marketplace.db.models import (
     LedgerTransaction,
     Settlement,
 )
-from marketplace.db.statements import rows_changed
+from marketplace.db.statements import rows_changed, table
 from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from marketplace.fraud.services import notify
 from marketplace.ids import new_id
@@ -207,7 +207,7 @@ async def plan_of(session: AsyncSession, settings: Settings, plan_version_id: st
 # --- invoices ----------------------------------------------------------------------------------------
 
 
-_SEQUENCES = cast(Table, InvoiceSequence.__table__)
+_SEQUENCES = table(InvoiceSequence)
 _TAKE_INVOICE_NUMBER = (
     update(_SEQUENCES)
     .where(_SEQUENCES.c.issuer == ISSUER)

@@ -13,9 +13,9 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, event, func, insert, select, update
+from sqlalchemy import Engine, bindparam, event, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.clock import utcnow
 from marketplace.db.models import LedgerAccount, LedgerPosting, LedgerTransaction
+from marketplace.db.statements import table
 from marketplace.errors import InsufficientFunds
 from marketplace.ids import new_id
 from marketplace.money import Money
@@ -188,9 +189,7 @@ def _replay(previous: LedgerTransaction, fingerprint: str) -> Posted:
 
 # A transfer's statements, built once (every movement of money runs them; building a statement costs
 # SQLAlchemy more than SQLite takes to run it). Core statements on the tables: no ORM objects are involved.
-_ACCOUNTS, _POSTINGS, _TRANSACTIONS = (
-    cast(Table, model.__table__) for model in (LedgerAccount, LedgerPosting, LedgerTransaction)
-)
+_ACCOUNTS, _POSTINGS, _TRANSACTIONS = table(LedgerAccount), table(LedgerPosting), table(LedgerTransaction)
 # A business balance moves only if it stays at or above zero: the database decides, not a read before.
 _MOVE_BALANCE = (
     update(_ACCOUNTS)

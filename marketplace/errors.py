@@ -62,6 +62,10 @@ class PayloadTooLarge(MarketplaceError):
     status_code, title, type_slug = 413, "Request body too large", "payload-too-large"
 
 
+class UnsupportedMediaType(MarketplaceError):
+    status_code, title, type_slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
 class InvalidInput(MarketplaceError):
     status_code, title, type_slug = 422, "Invalid input", "invalid-input"
 

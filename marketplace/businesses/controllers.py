@@ -81,10 +81,13 @@ class BusinessController(Controller):
     ) -> schemas.Business:
         """Suspend, reactivate or block an account; a block gives its open leads back to the market (as
         `POST .../block` does, without listing it as unreliable)."""
+        operator = current_principal(request)
         async with state.uow() as uow:
-            business = await services.set_status(uow.session, business_id, data.status)
+            business = await services.set_status(
+                uow.session, business_id, data.status, actor=operator.actor, reason=data.reason.strip()
+            )
             if data.status == "blocked":
-                await _release_open_deals(state, uow, business_id, current_principal(request))
+                await _release_open_deals(state, uow, business_id, operator)
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
         return out
@@ -102,7 +105,14 @@ class BusinessController(Controller):
         block = data or schemas.BlockRequest()
         operator = current_principal(request)
         async with state.uow() as uow:
-            business = await services.set_status(uow.session, business_id, "blocked", unreliable=block.unreliable)
+            business = await services.set_status(
+                uow.session,
+                business_id,
+                "blocked",
+                actor=operator.actor,
+                reason=block.reason.strip(),
+                unreliable=block.unreliable,
+            )
             await _release_open_deals(state, uow, business_id, operator)
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.businesses import schemas
 from marketplace.clock import utcnow
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Offer
 from marketplace.db.models.businesses import with_profile
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.http.pagination import check_limit
@@ -143,10 +143,25 @@ async def update_business(
     return business
 
 
-async def set_status(session: AsyncSession, business_id: str, status: str, *, unreliable: bool = False) -> Business:
-    """Operators only. A business that is no longer active loses the offers it has not claimed."""
+async def set_status(
+    session: AsyncSession, business_id: str, status: str, *, actor: str, reason: str, unreliable: bool = False
+) -> Business:
+    """Operators only, kept with who made the change and why. A business that is no longer active loses the
+    offers it has not claimed."""
     business = await get_business(session, business_id, for_update=True)
     now = utcnow()
+    session.add(
+        BusinessStatusChange(
+            id=new_id("bsc"),
+            business_id=business_id,
+            from_status=business.status,
+            to_status=status,
+            unreliable=unreliable and business.unreliable_since is None,
+            reason=reason,
+            changed_by=actor,
+            changed_at=now,
+        )
+    )
     business.status = status
     business.updated_at = now
     if unreliable and business.unreliable_since is None:

@@ -50,7 +50,7 @@ class ExposureController(Controller):
 
     @post(
         "/exposures/{exposure_id:str}/status",
-        opt=access(Access.BUSINESS),
+        opt=access(Access.BUSINESS_SETTLING),
         status_code=200,
         responses={200: documented(schemas.Exposure, "The exposure in its new status")},
     )

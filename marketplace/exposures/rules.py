@@ -16,6 +16,8 @@ NEXT: dict[str, tuple[str, ...]] = {
 }
 # Statuses that keep a deal open: a business that has not updated one in time has a stale lead.
 OPEN = ("new", "contacted", "quoted", "won", "invoiced")
+# What a blocked business may still report: the invoicing and payment of deals it won (their commission is owed).
+SETTLING = ("invoiced", "paid")
 # A lead may be returned only before any deal was made on it.
 RETURNABLE = ("new", "contacted", "quoted", "lost")
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.db.models import Exposure, ExposureEvent, Lead, LeadContact, Offer
 from marketplace.db.statements import rows_changed
-from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
+from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.fraud import services as fraud
 from marketplace.http.idempotency import Private
@@ -150,6 +150,8 @@ async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
 ) -> Exposure:
     exposure = await get_own(session, business, exposure_id, lock=True)
+    if business.status == "blocked" and data.status not in rules.SETTLING:
+        raise Forbidden("this account is blocked: it may only report the invoicing and payment of deals it won")
     if not rules.can_move(exposure.status, data.status):
         allowed = rules.allowed_next(exposure.status)
         raise Conflict(
@@ -161,6 +163,8 @@ async def update_status(
             raise InvalidInput.field("turnover", "a turnover belongs to a won, invoiced or paid deal")
         if data.turnover.currency != exposure.currency:
             raise InvalidInput.field("turnover.currency", f"this deal is in {exposure.currency}")
+        if data.turnover.amount_minor == 0:
+            raise InvalidInput.field("turnover.amount_minor", "a deal's turnover is above zero")
         exposure.turnover_minor = data.turnover.amount_minor
     if rules.turnover_required(data.status) and exposure.turnover_minor is None:
         raise InvalidInput("a paid deal needs its turnover", errors=[FieldError("turnover", "required for paid")])
@@ -261,15 +265,19 @@ async def return_exposure(
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:
-    """Open deals with no update for `stale_days` become stale. Idempotent."""
+    """Open deals with no update for `stale_days` become stale; their businesses have news for the fraud
+    assessment (a stale lead is one of its signals). Idempotent. Returns how many deals became stale."""
     cutoff = utcnow() - timedelta(days=settings.windows.stale_days)
-    result = await rows_changed(
-        session,
-        update(Exposure)
-        .where(Exposure.status.in_(rules.OPEN), Exposure.status_changed_at <= cutoff, Exposure.stale.is_(False))
-        .values(stale=True),
+    owners = list(
+        await session.scalars(
+            update(Exposure)
+            .where(Exposure.status.in_(rules.OPEN), Exposure.status_changed_at <= cutoff, Exposure.stale.is_(False))
+            .values(stale=True)
+            .returning(Exposure.business_id)
+        )
     )
-    return result
+    await fraud.mark_dirty(session, *owners)
+    return len(owners)
 
 
 async def business_stats(session: AsyncSession, business_id: str) -> schemas.BusinessStats:

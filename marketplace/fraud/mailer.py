@@ -40,10 +40,14 @@ class SmtpConfig:
         )
 
 
-def send_all(config: SmtpConfig, sender: str, messages: list[tuple[str, Message]], timeout: float = 30.0) -> dict[
-    str, str | None
-]:
-    """Send each (id, message) over one connection; returns id -> None when sent, or the error's text."""
+def send_all(
+    config: SmtpConfig, sender: str, messages: list[tuple[str, Message]], timeout: float = 30.0
+) -> dict[str, str | None]:
+    """Send each (id, message) over one connection; returns id -> None when sent, or the error's text.
+
+    Raises (OSError, smtplib.SMTPException is one) only while nothing was sent: connecting, greeting, logging in.
+    Once sending began, every message has its own result, so a connection lost half way, or a server that
+    answers the goodbye badly, never has the messages it took sent again."""
     results: dict[str, str | None] = {}
     context = ssl.create_default_context()
     smtp: smtplib.SMTP = (
@@ -51,7 +55,7 @@ def send_all(config: SmtpConfig, sender: str, messages: list[tuple[str, Message]
         if config.tls
         else smtplib.SMTP(config.host, config.port, timeout=timeout)
     )
-    with smtp:
+    try:
         smtp.ehlo()
         if not config.tls and smtp.has_extn("starttls"):
             smtp.starttls(context=context)
@@ -68,6 +72,11 @@ def send_all(config: SmtpConfig, sender: str, messages: list[tuple[str, Message]
             try:
                 smtp.send_message(email)
                 results[message_id] = None
-            except smtplib.SMTPException as exc:  # one refused recipient must not stop the others
+            except OSError as exc:  # a refused recipient, or the connection lost: the others still get a result
                 results[message_id] = f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            smtp.quit()
+        except OSError:
+            smtp.close()
     return results

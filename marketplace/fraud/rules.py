@@ -107,12 +107,13 @@ class PastAlert:
     evidence: Sequence[Mapping[str, Any]]
 
 
-def dismissed_evidence(past: Iterable[PastAlert]) -> tuple[set[tuple[str, str]], dict[str, float]]:
-    """Everything dismissed alerts rested on: the contradictions' keys, and each pattern's highest weight."""
+def decided_evidence(past: Iterable[PastAlert]) -> tuple[set[tuple[str, str]], dict[str, float]]:
+    """Everything decided alerts (dismissed or confirmed) rested on: the contradictions' keys, and each
+    pattern's highest weight."""
     keys: set[tuple[str, str]] = set()
     weights: dict[str, float] = {}
     for alert in past:
-        if alert.status != "dismissed":
+        if alert.status == "open":
             continue
         for signal in alert.evidence:
             kind = str(signal.get("kind"))
@@ -124,9 +125,9 @@ def dismissed_evidence(past: Iterable[PastAlert]) -> tuple[set[tuple[str, str]],
 
 
 def new_evidence(signals: Sequence[Signal], past: Iterable[PastAlert]) -> float:
-    """How much weight rests on something no dismissed alert showed: contradictions on other deals, and
+    """How much weight rests on something no decided alert showed: contradictions on other deals, and
     patterns that grew clearly stronger (by what they grew)."""
-    keys, weights = dismissed_evidence(past)
+    keys, weights = decided_evidence(past)
     fresh = 0.0
     for s in signals:
         if s.strong:
@@ -140,16 +141,14 @@ def alert_action(risk: float, threshold: float, signals: Sequence[Signal], past:
     """What a fresh assessment does to the business's alerts.
 
     - an open alert is kept up to date (one per business, whatever the number of signals);
-    - a confirmed one ends it: the business is blocked and needs no further alert;
-    - above the threshold an alert opens, unless operators dismissed one and nothing new of weight has
-      come since (what they dismissed does not count twice).
+    - above the threshold an alert opens, unless operators decided one and nothing new of weight has come
+      since: what they dismissed, or confirmed and then forgave by reactivating the account, does not count
+      twice. (While a confirmed business stays blocked no alert opens at all: the caller knows its status.)
     """
     if any(a.status == "open" for a in past):
         return UPDATE
-    if any(a.status == "confirmed" for a in past):
-        return NOTHING
     if risk < threshold:
         return NOTHING
-    if any(a.status == "dismissed" for a in past) and new_evidence(signals, past) < NEW_EVIDENCE:
+    if past and new_evidence(signals, past) < NEW_EVIDENCE:
         return NOTHING
     return OPEN

@@ -401,7 +401,8 @@ async def mark_dirty(session: AsyncSession, *business_ids: str) -> None:
 
 
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
-    """Counts per (mode, category) over every business: what a business's rates are compared with."""
+    """Counts per (mode, category) over every business not blocked: what a business's rates are compared with.
+    A blocked business's history is no norm (and its open deals were closed as lost by the block, not by it)."""
     rows = await session.execute(
         select(
             Exposure.mode,
@@ -413,6 +414,8 @@ async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCou
             func.sum(case((and_(Exposure.stale.is_(True), Exposure.status.in_(OPEN_PIPELINE)), 1), else_=0)),
         )
         .join(Lead, Lead.id == Exposure.lead_id)
+        .join(Business, Business.id == Exposure.business_id)
+        .where(Business.status != "blocked")
         .group_by(Exposure.mode, Lead.category)
     )
     return {(r[0], r[1]): CategoryCounts(*(int(v or 0) for v in r[2:])) for r in rows}
@@ -529,9 +532,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
         alerts[alert.business_id].append(alert)
     assessments = {
         a.business_id: a
-        for a in await session.scalars(
-            select(FraudAssessment).where(FraudAssessment.business_id.in_(list(businesses)))
-        )
+        for a in await session.scalars(select(FraudAssessment).where(FraudAssessment.business_id.in_(list(businesses))))
     }
     threshold = settings.fraud.alert_threshold_bp / 10_000
     config = rule_config(settings)
@@ -564,9 +565,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
 
         if business.status == "active":
             target = rules.reliability_bp(scored.risk)
-            if target != business.reliability_bp and (
-                abs(target - business.reliability_bp) >= 100 or target == 10_000
-            ):
+            if target != business.reliability_bp and (abs(target - business.reliability_bp) >= 100 or target == 10_000):
                 business.reliability_bp = target
                 result.reliability_changed.append(business_id)
 
@@ -862,7 +861,14 @@ async def decide(
     alert.decided_at, alert.decided_by, alert.note = now, operator.actor, note
     alert.updated_at = now
     if data.decision == "confirm":
-        await set_status(session, alert.business_id, "blocked", unreliable=True)
+        await set_status(
+            session,
+            alert.business_id,
+            "blocked",
+            actor=operator.actor,
+            reason=f"confirmed fraud alert {alert.id}: {note}",
+            unreliable=True,
+        )
         waves = await release_open_deals(session, alert.business_id, operator, now, alert_id=alert.id)
         for lead_id, wave in waves:
             uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
@@ -874,16 +880,21 @@ async def release_open_deals(
     session: AsyncSession, business_id: str, operator: Principal, now: datetime, *, alert_id: str | None = None
 ) -> list[tuple[str, int]]:
     """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
-    every exposure not won or paid frees its lead's slot once (an open deal is closed as lost with a note).
-    Returns (lead, next wave) of the leads that are open again. Won, invoiced and paid deals stay: their
-    commissions are owed whatever happens."""
+    its open deals (closed as lost, with a note) and the leads it reported lost, each freeing its lead's slot
+    once. A lead whose customer says it hired this business stays where it is: that customer has been served,
+    and a fresh round of calls would only bother them. Returns (lead, next wave) of the leads that are open
+    again. Won, invoiced and paid deals stay: their commissions are owed whatever happens (the blocked business
+    may still report their invoicing and payment)."""
     why = "after a confirmed fraud alert" if alert_id else "by an operator"
+    hired_here = exists().where(
+        Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True), Survey.business_id == Exposure.business_id
+    )
     exposures = list(
         await session.scalars(
             select(Exposure)
             .where(
                 Exposure.business_id == business_id,
-                Exposure.status.in_((*OPEN_PIPELINE, "lost")),
+                or_(Exposure.status.in_(OPEN_PIPELINE), and_(Exposure.status == "lost", ~hired_here)),
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
             .order_by(Exposure.created_at, Exposure.id)

@@ -25,6 +25,9 @@ class Access(StrEnum):
     LEAD_BUYER = "lead_buyer"  # a business in lead-buyer mode
     OPERATOR = "operator"
     BUSINESS_OR_OPERATOR = "business_or_operator"
+    # Any business on its own data, a blocked one too: what it still owes it may settle (the service decides
+    # which of its acts that allows).
+    BUSINESS_SETTLING = "business_settling"
 
 
 def access(level: Access) -> dict[str, Any]:
@@ -77,8 +80,9 @@ def _check(level: Access, principal: Principal, method: str) -> None:
         if level == Access.BUSINESS_OR_OPERATOR:
             return
         raise Forbidden("this endpoint is for businesses")
-    # A blocked business may still read its own records (it still owes what it owes), but not act.
-    if principal.status == "blocked" and method not in ("GET", "HEAD"):
+    # A blocked business may still read its own records (it still owes what it owes), but not act, except to
+    # settle what it owes.
+    if principal.status == "blocked" and method not in ("GET", "HEAD") and level != Access.BUSINESS_SETTLING:
         raise Forbidden("this account is blocked")
     if level == Access.LEAD_BUYER and principal.mode != "lead_buyer":
         raise Forbidden("lead buyers only")

@@ -13,7 +13,7 @@ from litestar import Request
 from litestar.exceptions import ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
-from marketplace.errors import BadRequest
+from marketplace.errors import BadRequest, UnsupportedMediaType
 
 
 def _is_struct(annotation: Any) -> bool:
@@ -52,8 +52,19 @@ def nul_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+def is_json(content_type: str) -> bool:
+    """application/json or a JSON-based type (application/problem+json ...), whatever its parameters."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 class StrictRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
+        # A body sent as another type (a form, plain text) is refused, not read as JSON anyway; a body without a
+        # Content-Type is taken for JSON.
+        content_type = self.headers.get("content-type")
+        if content_type is not None and not is_json(content_type) and await self.body():
+            raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type}")
         # Malformed JSON is still Litestar's 400; only well-formed JSON reaches the strict conversion.
         try:
             data = await super().json()
@@ -61,6 +72,8 @@ class StrictRequest(Request[Any, Any, Any]):
         except RecursionError as exc:
             # `[[[[...]]]]` thousands deep fits in the size limit but not in the decoder's stack.
             raise BadRequest("the JSON body is nested too deeply") from exc
+        except UnicodeDecodeError as exc:  # a string holding bytes that are not UTF-8
+            raise BadRequest("the JSON body is not valid UTF-8") from exc
         if field is not None:
             raise ValidationException(
                 detail="Validation failed",

@@ -15,7 +15,7 @@ __all__ = ["MoneyIn", "MoneyOut"]
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     phone: Annotated[str, msgspec.Meta(min_length=3, max_length=40)]
-    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+    email: Annotated[str, msgspec.Meta(max_length=320)]  # required (API.md): the customer's survey goes there
 
 
 class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -58,12 +58,11 @@ async def submit_lead(
         phone = normalise_phone(data.contact.phone, "contact.phone", region)
     except InvalidInput as exc:
         errors += exc.errors
-    if data.contact.email is not None:  # "" is an invalid address, not a missing one
-        try:
-            email = normalise_email(data.contact.email, "contact.email")
-        except InvalidInput as exc:
-            errors += exc.errors
-    if errors or phone is None:
+    try:
+        email = normalise_email(data.contact.email, "contact.email")
+    except InvalidInput as exc:
+        errors += exc.errors
+    if errors or phone is None or email is None:
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the lead is invalid", errors=errors)
 
     now = utcnow()

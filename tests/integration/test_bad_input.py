@@ -91,6 +91,8 @@ LEAD_CASES: list[tuple[str, Callable[[], dict[str, Any]], str]] = [
     ("phone-missing", lambda: without(lead_body(), "contact", "phone"), "contact.phone"),
     ("phone-a-number", lambda: lead_body(contact={"phone": 525550100}), "contact.phone"),
     ("email-invalid", lambda: lead_body(contact={"email": "dana-at-example"}), "contact.email"),
+    ("email-missing", lambda: without(lead_body(), "contact", "email"), "contact.email"),
+    ("email-null", lambda: lead_body(contact={"email": None}), "contact.email"),
     ("contact-unknown-field", lambda: lead_body(contact={"address": "1 Main St"}), "contact.address"),
     ("description-empty", lambda: lead_body(description=""), "description"),
     ("client-sets-id", lambda: lead_body(id="lead_mine"), "id"),
@@ -118,8 +120,9 @@ async def test_business_selling_an_invalid_inquiry_gets_the_same_answers(client,
     _, token = await register(client)
     response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(consent=False))
     assert_problem(response, 422, "consent")
-    response = await client.post("/v1/businesses/me/leads", headers=auth(token),
-                                 json=lead_body(contact={"phone": "0000"}))
+    response = await client.post(
+        "/v1/businesses/me/leads", headers=auth(token), json=lead_body(contact={"phone": "0000"})
+    )
     assert_problem(response, 422, "contact.phone")
     await nothing_written(db, Lead, LeadContact)
 
@@ -130,6 +133,7 @@ MALFORMED = {
     "garbage": b"{not json",
     "truncated": b'{"category": "plumbing",',
     "not-utf8": b"\xff\xfe{}",
+    "not-utf8-in-a-string": b'{"name": "\xff", "category": "\xc3"}',
     "single-quotes": b"{'single': 'quotes'}",
 }
 
@@ -150,6 +154,22 @@ async def test_malformed_json_is_400_and_writes_nothing(client, db):
     table.done()
     await nothing_written(db, Lead, LeadContact)
     assert await db.count(Business) == 1
+
+
+async def test_a_body_that_is_not_json_is_415_and_writes_nothing(client, db):
+    from tests.factories import lead_body
+
+    body = json.dumps(lead_body()).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        response = await client.post("/v1/leads", content=body, headers={"content-type": content_type})
+        problem = assert_problem(response, 415)
+        assert "application/json" in problem["detail"]
+    await nothing_written(db, Lead, LeadContact)
+    # JSON with parameters, a JSON-based type, or no Content-Type at all: read as JSON.
+    for content_type in ("application/json; charset=utf-8", "application/vnd.x+json", None):
+        headers = {"content-type": content_type} if content_type else {}
+        response = await client.post("/v1/leads", content=json.dumps(lead_body()).encode(), headers=headers)
+        assert response.status_code == 201, (headers, response.text)
 
 
 async def test_missing_body_is_422_asking_for_one(client, db):
@@ -214,8 +234,9 @@ async def test_a_business_reading_or_changing_another_is_refused_and_nothing_cha
     assert_problem(await client.get(f"/v1/businesses/{victim_id}/stats", headers=auth(intruder)), 403)
     blocked = await client.post(f"/v1/businesses/{victim_id}/block", headers=auth(intruder), json={"reason": "x"})
     assert_problem(blocked, 403)
-    status = await client.post(f"/v1/businesses/{victim_id}/status", headers=auth(intruder),
-                               json={"status": "suspended"})
+    status = await client.post(
+        f"/v1/businesses/{victim_id}/status", headers=auth(intruder), json={"status": "suspended"}
+    )
     assert_problem(status, 403)
     assert_problem(await client.get("/v1/exposures/exp_not_mine", headers=auth(intruder)), 404)
     victim = await db.scalar(select(Business).where(Business.id == victim_id))
@@ -292,8 +313,9 @@ PATCH_CASES: list[tuple[str, dict[str, Any], str]] = [
 async def test_invalid_profile_changes_are_422_and_change_nothing(app, client, db):
     business_id, token = await register(client, "lead_buyer")
     op = await operator_token(app)
-    suspended = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op),
-                                  json={"status": "suspended"})
+    suspended = await client.post(
+        f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": "suspended"}
+    )
     assert suspended.status_code == 200
     before = (await client.get("/v1/businesses/me", headers=auth(token))).json()
     table = Table()
@@ -311,8 +333,9 @@ async def test_invalid_profile_changes_are_422_and_change_nothing(app, client, d
 async def test_taking_another_business_email_is_409_and_changes_nothing(client, db):
     await register(client, email="taken@example.com")
     business_id, token = await register(client, email="mine@example.com")
-    response = await client.patch("/v1/businesses/me", headers=auth(token),
-                                  json={"name": "Renamed", "email": "TAKEN@example.com"})
+    response = await client.patch(
+        "/v1/businesses/me", headers=auth(token), json={"name": "Renamed", "email": "TAKEN@example.com"}
+    )
     assert_problem(response, 409, "email")
     stored = await db.scalar(select(Business).where(Business.id == business_id))
     assert stored.email == "mine@example.com" and stored.name != "Renamed"
@@ -357,7 +380,7 @@ async def test_unexpected_error_is_500_with_a_request_id_and_no_stack_trace(clie
     request_id = problem["request_id"]
     assert request_id and request_id != "-" and request_id in problem["detail"]
     assert assert_problem(second, 500)["request_id"] != request_id
-    for leak in ("Traceback", "internal detail", type(error).__name__, "File \"", ".py"):
+    for leak in ("Traceback", "internal detail", type(error).__name__, 'File "', ".py"):
         assert leak not in first.text, leak
     logged = [r for r in caplog.records if request_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None and logged[0].exc_info[1] is error

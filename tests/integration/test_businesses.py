@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from marketplace.db.models import ApiToken, Business
+from marketplace.db.models import ApiToken, Business, BusinessStatusChange
 from marketplace.identity.tokens import hash_token
 from tests.factories import auth, business_body, operator_token, register
 
@@ -64,7 +64,7 @@ async def test_duplicate_email_is_a_conflict(client, db):
     assert await db.count(Business) == 1
 
 
-async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client):
+async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client, db):
     business_id, token = await register(client)
     op = await operator_token(app)
     # Acting before the block: the process now holds the business's token in its principal cache.
@@ -72,6 +72,8 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     response = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"reason": "fraud"})
     assert response.status_code == 200
     assert response.json()["status"] == "blocked"
+    (change,) = await db.scalars(select(BusinessStatusChange).where(BusinessStatusChange.business_id == business_id))
+    assert (change.from_status, change.to_status, change.reason) == ("active", "blocked", "fraud") and change.unreliable
     listed = await client.get("/v1/unreliable")
     assert [b["id"] for b in listed.json()["items"]] == [business_id]
     # A blocked business may still read its account, but no longer act.
@@ -80,13 +82,23 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert refused.status_code == 403
 
 
-async def test_operator_suspends_and_reactivates(app, client):
+async def test_operator_suspends_and_reactivates(app, client, db):
     business_id, _ = await register(client)
     op = await operator_token(app)
-    for status in ("suspended", "active"):
-        response = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": status})
+    for status, reason in (("suspended", "  unpaid invoices "), ("active", "")):
+        response = await client.post(
+            f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": status, "reason": reason}
+        )
         assert response.status_code == 200
         assert response.json()["status"] == status
+    # Each change is kept with who made it and why.
+    changes = list(await db.scalars(select(BusinessStatusChange).order_by(BusinessStatusChange.changed_at)))
+    assert [(c.from_status, c.to_status, c.reason, c.unreliable) for c in changes] == [
+        ("active", "suspended", "unpaid invoices", False),
+        ("suspended", "active", "", False),
+    ]
+    assert {c.changed_by for c in changes} == {changes[0].changed_by} and changes[0].changed_by.startswith("operator:")
+    assert all(c.business_id == business_id for c in changes)
     missing = await client.post("/v1/businesses/biz_nope/status", headers=auth(op), json={"status": "active"})
     assert missing.status_code == 404
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from marketplace.clock import clock
 from marketplace.db.models import (
     Business,
+    BusinessStatusChange,
     Exposure,
     ExposureEvent,
     FraudAlert,
@@ -61,9 +62,13 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     await report(client, hider, paid, "paid")
     owed = (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"]
     assert owed["amount_minor"] > 0
-    # Two leads it is still working on, and one it already lost.
+    # Two leads it is still working on, one it lost, and a deal it won that is not paid yet.
     open_leads = [await claimed_deal(app, client, hider_id, hider) for _ in range(2)]
     await report(client, hider, open_leads[1][1], "contacted")
+    lost_lead, lost = await claimed_deal(app, client, hider_id, hider)
+    await report(client, hider, lost, "lost")
+    won_lead, won = await claimed_deal(app, client, hider_id, hider)
+    await report(client, hider, won, "won", turnover=200_000)
     await app.state.jobs.run_due()
     assert await alerts(client, operator) == []  # an honest-looking history: no alert
 
@@ -123,9 +128,13 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     assert body["status"] == "confirmed" and body["business_status"] == "blocked"
     assert body["decision"]["decision"] == "confirm" and body["decision"]["decided_by"].startswith("operator:")
     assert body["decision"]["note"] == "The customer confirmed paying 1,800.00 ILS"
-    # Its open leads and the leads it reported lost are freed; the paid one stays.
-    assert set(body["released_leads"]) >= {lead_id for lead_id, _ in open_leads} | {hidden_lead}
-    assert paid_lead not in body["released_leads"]
+    (block,) = await db.scalars(select(BusinessStatusChange).where(BusinessStatusChange.business_id == hider_id))
+    assert (block.to_status, block.unreliable, block.changed_by) == ("blocked", True, body["decision"]["decided_by"])
+    assert alert["id"] in block.reason and "1,800.00 ILS" in block.reason
+    # Its open leads and the lead it reported lost are freed. The won and the paid one stay, and so do the leads
+    # whose customers say they hired it: they were served, and new calls would only bother them.
+    assert set(body["released_leads"]) == {lead_id for lead_id, _ in open_leads} | {lost_lead}
+    assert not {paid_lead, won_lead, hidden_lead} & set(body["released_leads"])
     unreliable = (await client.get("/v1/unreliable")).json()["items"]
     assert [b["id"] for b in unreliable] == [hider_id]
     assert (await db.scalar(select(Business.status).where(Business.id == hider_id))) == "blocked"
@@ -144,10 +153,16 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     offered = {o["lead_id"] for o in await offers_of(client, honest)}
     assert {lead_id for lead_id, _ in open_leads} <= offered
     assert await db.count(Offer, Offer.business_id == hider_id, Offer.status == "open") == 0
-    # What it owes stays owed; it may still read it, but no longer act.
+    # What it owes stays owed; it may still read it, but no longer act, except to settle what it owes: the deal
+    # it won is paid, and its commission is charged.
     assert (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"] == owed
-    acting = await client.post(f"/v1/exposures/{paid}/status", headers=auth(hider), json={"status": "won"})
-    assert acting.status_code == 403
+    for exposure_id, status in ((paid, "won"), (won, "lost"), (open_leads[0][1], "contacted")):
+        acting = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(hider), json={"status": status})
+        assert acting.status_code == 403 and "blocked" in acting.json()["detail"]
+    assert (await client.post("/v1/businesses/me/leads", headers=auth(hider), json={})).status_code == 403
+    settled = await report(client, hider, won, "paid", turnover=200_000)
+    assert settled["status"] == "paid"
+    assert (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"]["amount_minor"] > owed["amount_minor"]
 
     # Decided once, kept with who and why; a second decision is a conflict.
     again = await client.post(
@@ -156,10 +171,21 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     assert again.status_code == 409
     (decision,) = await db.scalars(select(FraudDecision))
     assert (decision.decision, decision.business_id, decision.features["hidden_weight"]) == ("confirm", hider_id, 2.0)
-    # Confirmed is final: later scans open nothing more.
+    # While it stays blocked, later scans open nothing more.
     await fraud_scan()
     await train_fraud_model()
     assert [a["id"] for a in await alerts(client, operator)] == [alert["id"]]
+    # An operator lets it back in: what the confirmed alert held does not count twice, new evidence does.
+    back = await client.post(
+        f"/v1/businesses/{hider_id}/status", headers=auth(operator), json={"status": "active", "reason": "appeal"}
+    )
+    assert back.status_code == 200, back.text
+    await fraud_scan()
+    assert [a["id"] for a in await alerts(client, operator)] == [alert["id"]]
+    another = await hide_a_won_deal(app, client, operator, hider_id, hider)
+    reopened = await alerts(client, operator, status="open")
+    assert len(reopened) == 1 and reopened[0]["id"] != alert["id"]
+    assert another in {lead for reason in reopened[0]["reasons"] for lead in reason["leads"]}
 
 
 async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, settings):

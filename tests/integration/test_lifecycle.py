@@ -169,7 +169,13 @@ async def test_impossible_transition_names_the_allowed_states(app, client, db):
     await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "won"})
     no_turnover = await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "paid"})
     assert no_turnover.status_code == 422 and no_turnover.json()["errors"][0]["field"] == "turnover"
+    # A turnover, when it is given, is above zero (for a won deal too).
+    for status in ("invoiced", "paid"):
+        zero = {"status": status, "turnover": {"amount_minor": 0, "currency": "ILS"}}
+        response = await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json=zero)
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "turnover.amount_minor"
     assert await db.scalar(select(Exposure.status).where(Exposure.id == e2)) == "won"
+    assert await db.scalar(select(Exposure.turnover_minor).where(Exposure.id == e2)) is None
 
 
 async def test_claims_on_expired_full_or_foreign_offers_are_refused(app, client, db, settings):
@@ -207,8 +213,10 @@ async def test_return_after_the_window_is_refused(app, client, db, settings):
     assert empty_reason.status_code == 422
 
 
-async def test_stale_leads_are_counted_per_business(app, client, settings):
-    _, token = await register(client, "deal_maker")
+async def test_stale_leads_are_counted_per_business(app, client, settings, db):
+    from marketplace.db.models import FraudDirty
+
+    business_id, token = await register(client, "deal_maker")
     await submit_lead(client)
     await app.state.jobs.run_due()
     offer = (await offers_of(client, token))[0]
@@ -217,10 +225,16 @@ async def test_stale_leads_are_counted_per_business(app, client, settings):
 
     await mark_stale()
     assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 0
+    from workers.actors import fraud_scan
+
+    await fraud_scan()  # the claim was news for the fraud assessment too: assessed, the business has no news left
+    assert await db.count(FraudDirty) == 0
     clock.advance(timedelta(days=settings.windows.stale_days, seconds=1))
     await mark_stale()
     await mark_stale()  # delivered twice: changes nothing more
     assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 1
+    # A stale lead is a fraud signal: its business is assessed again at the next scan.
+    assert list(await db.scalars(select(FraudDirty.business_id))) == [business_id]
 
 
 async def test_wave_message_delivered_twice_changes_nothing(app, client, db):

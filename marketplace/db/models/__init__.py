@@ -1,6 +1,6 @@
 """All tables; importing this package registers every model on Base.metadata."""
 
-from marketplace.db.models.businesses import Business, BusinessCategory, BusinessRegion
+from marketplace.db.models.businesses import Business, BusinessCategory, BusinessRegion, BusinessStatusChange
 from marketplace.db.models.fraud import (
     FraudAlert,
     FraudAssessment,
@@ -29,6 +29,7 @@ __all__ = [
     "Business",
     "BusinessCategory",
     "BusinessRegion",
+    "BusinessStatusChange",
     "CommissionPlanVersion",
     "Exposure",
     "ExposureEvent",

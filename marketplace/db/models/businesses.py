@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 from sqlalchemy.orm.strategy_options import _AbstractLoad
 
@@ -80,6 +80,23 @@ class BusinessRegion(Base):
 
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True)
     region: Mapped[str] = mapped_column(String(60), primary_key=True, index=True)
+
+
+class BusinessStatusChange(Base):
+    """An operator's change of an account's status (a suspension, a block, a reactivation; a confirmed fraud
+    alert blocks too), kept with who made it and why."""
+
+    __tablename__ = "business_status_changes"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    # Whether this change listed the business publicly as unreliable.
+    unreliable: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(80))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 def with_profile() -> tuple[_AbstractLoad, _AbstractLoad]:

@@ -93,11 +93,14 @@ def test_an_alert_opens_above_the_threshold_and_is_then_only_updated():
     assert alert_action(0.2, THRESHOLD, more, opened) == UPDATE  # an operator still decides it
 
 
-def test_a_confirmed_alert_ends_the_story():
+def test_a_confirmed_alert_counts_once_if_the_business_is_let_back_in():
+    # (While it stays blocked nothing opens at all: tests/integration/test_fraud.py.) An operator who reactivates
+    # a confirmed business has forgiven what the alert held; only new evidence opens another.
     first = deal("lost", answer())
     confirmed = [PastAlert("confirmed", evidence(signals_of([first])))]
+    assert alert_action(0.63, THRESHOLD, signals_of([first]), confirmed) == NOTHING
     later = signals_of([first, deal("lost", answer())])
-    assert alert_action(0.9, THRESHOLD, later, confirmed) == NOTHING
+    assert alert_action(0.9, THRESHOLD, later, confirmed) == OPEN
 
 
 def test_a_dismissed_alert_stays_closed_on_the_same_evidence():

@@ -77,6 +77,16 @@ async def fraud_scan() -> None:
             return
 
 
+async def fraud_recheck(*business_ids: str) -> None:
+    """Re-assess these businesses now that time alone may have changed their signals: enqueued, with a delay of
+    the report grace, when a customer says it hired a business (a hire still unreported by then is a hidden
+    deal), so the alert does not wait for the daily rescan."""
+    rt = await runtime.current()
+    async with rt.uow() as uow:
+        await fraud.mark_dirty(uow.session, *business_ids)
+    await fraud_scan()
+
+
 async def send_quiet_surveys() -> None:
     """Customers of leads gone quiet get a survey link."""
     rt = await runtime.current()
@@ -123,6 +133,7 @@ ALL = [
     _actor(resend_first_waves, "maintenance", 3),
     _actor(train_ranking_model, "maintenance", 1),
     _actor(fraud_scan, "fraud", 3),
+    _actor(fraud_recheck, "fraud", 3),
     _actor(send_quiet_surveys, "fraud", 3),
     _actor(deliver_notifications, "notifications", 3),
     _actor(train_fraud_model, "maintenance", 1),

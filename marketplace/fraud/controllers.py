@@ -41,10 +41,15 @@ class SurveyController(Controller):
         self, state: State, token: FromPath[str], data: JSONBody[schemas.SurveyAnswerIn]
     ) -> schemas.SurveyAnswer:
         """Whether the customer hired one of the businesses, for how much, and how satisfied it is. The link
-        works once; the answer re-assesses the lead's businesses at once."""
+        works once; the answer re-assesses the lead's businesses at once, and the hired one again when its
+        grace for reporting the deal has passed."""
         async with state.uow() as uow:
             survey, _ = await services.answer_survey(uow.session, state.settings, token, data)
             uow.after_commit(lambda: state.jobs.enqueue("fraud_scan"))
+            hired = survey.business_id
+            if hired is not None:
+                grace = state.settings.fraud.report_grace_days * 86_400 + 60
+                uow.after_commit(lambda: state.jobs.enqueue("fraud_recheck", hired, delay_seconds=grace))
             return services.answer_out(survey)
 
 

@@ -241,8 +241,12 @@ async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, clie
     open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
     assert set(open_now) == {returner_id}
     assert open_now[returner_id]["reasons"][0]["kind"] == "returned_then_hired"
-    clock.advance(timedelta(days=settings.fraud.report_grace_days, minutes=1))
-    await train_fraud_model()  # the daily job rescans every business
+    # The answer scheduled a recheck of the hired business for the end of its grace: no daily rescan needed.
+    clock.advance(timedelta(days=settings.fraud.report_grace_days) - timedelta(minutes=1))
+    await app.state.jobs.run_due()
+    assert {a["business_id"] for a in await alerts(client, operator, status="open")} == {returner_id}
+    clock.advance(timedelta(minutes=3))
+    await app.state.jobs.run_due()
     open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
     assert set(open_now) == {returner_id, silent_id}
     assert "never reported" in open_now[silent_id]["reasons"][0]["text"]

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 import redis
 from dramatiq import Worker
+from litestar import Litestar
 from sqlalchemy import func, select
 
 from marketplace.app import create_app, shutdown, startup
 from marketplace.db.models import Offer
 from marketplace.settings import get_settings
 from tests.conftest import make_settings, unavailable
-from tests.factories import lead_body, register
+from tests.factories import auth, lead_body, operator_token, register
+from tests.integration.fraud_market import answer, claimed_deal, hired, report, survey_token
 from workers import runtime
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -29,7 +33,9 @@ async def _offers(sessions, lead_id: str) -> int:
         return int(await session.scalar(select(func.count()).select_from(Offer).where(Offer.lead_id == lead_id)) or 0)
 
 
-async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, database_url, monkeypatch):
+@asynccontextmanager
+async def app_with_a_worker(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Litestar]:
+    """The app enqueueing through the Redis broker, and a real dramatiq worker consuming it."""
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
@@ -49,8 +55,26 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
     worker = Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
     try:
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50001))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield app
+    finally:
+        worker.stop()
+        # Stopping the worker closed the runtime its actors built (its Redis listener and database pool).
+        assert runtime._runtime is None
+        await asyncio.get_running_loop().run_in_executor(None, broker.close)
+        runtime.bind(None)
+        get_settings.cache_clear()
+        await shutdown(app.state)
+
+
+def client_of(app: Litestar) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50001))
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+
+async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(database_url, monkeypatch):
+    async with app_with_a_worker(database_url, monkeypatch) as app:
+        broker = app.state.jobs.broker
+        async with client_of(app) as client:
             for _ in range(2):
                 await register(client, "lead_buyer")
             response = await client.post("/v1/leads", json=lead_body())
@@ -65,11 +89,23 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
         app.state.jobs.enqueue("send_wave", lead_id, 1)
         await asyncio.get_running_loop().run_in_executor(None, lambda: broker.join("leads", timeout=10_000))
         assert await _offers(app.state.sessions, lead_id) == 2
-    finally:
-        worker.stop()
-        # Stopping the worker closed the runtime its actors built (its Redis listener and database pool).
-        assert runtime._runtime is None
-        await asyncio.get_running_loop().run_in_executor(None, broker.close)
-        runtime.bind(None)
-        get_settings.cache_clear()
-        await shutdown(app.state)
+
+
+async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(database_url, monkeypatch):
+    """The fraud scan a survey answer enqueues runs in the worker: the hidden deal opens an alert."""
+    async with app_with_a_worker(database_url, monkeypatch) as app:
+        async with client_of(app) as client:
+            operator = await operator_token(app)
+            business_id, token = await register(client, "deal_maker")
+            lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+            await report(client, token, exposure_id, "lost")
+            response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id))
+            assert response.status_code == 200, response.text
+            found: list[dict[str, object]] = []
+            for _ in range(100):
+                found = (await client.get("/v1/fraud/alerts", headers=auth(operator))).json()["items"]
+                if found:
+                    break
+                await asyncio.sleep(0.1)
+            assert [(a["business_id"], a["status"]) for a in found] == [(business_id, "open")]
+            assert found[0]["reasons"][0]["leads"] == [lead_id]  # type: ignore[index]

@@ -93,19 +93,18 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(database_ur
 
 async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(database_url, monkeypatch):
     """The fraud scan a survey answer enqueues runs in the worker: the hidden deal opens an alert."""
-    async with app_with_a_worker(database_url, monkeypatch) as app:
-        async with client_of(app) as client:
-            operator = await operator_token(app)
-            business_id, token = await register(client, "deal_maker")
-            lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
-            await report(client, token, exposure_id, "lost")
-            response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id))
-            assert response.status_code == 200, response.text
-            found: list[dict[str, object]] = []
-            for _ in range(100):
-                found = (await client.get("/v1/fraud/alerts", headers=auth(operator))).json()["items"]
-                if found:
-                    break
-                await asyncio.sleep(0.1)
-            assert [(a["business_id"], a["status"]) for a in found] == [(business_id, "open")]
-            assert found[0]["reasons"][0]["leads"] == [lead_id]  # type: ignore[index]
+    async with app_with_a_worker(database_url, monkeypatch) as app, client_of(app) as client:
+        operator = await operator_token(app)
+        business_id, token = await register(client, "deal_maker")
+        lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+        await report(client, token, exposure_id, "lost")
+        response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id))
+        assert response.status_code == 200, response.text
+        found: list[dict[str, object]] = []
+        for _ in range(100):
+            found = (await client.get("/v1/fraud/alerts", headers=auth(operator))).json()["items"]
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert [(a["business_id"], a["status"]) for a in found] == [(business_id, "open")]
+        assert found[0]["reasons"][0]["leads"] == [lead_id]  # type: ignore[index]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -117,7 +118,20 @@ async def get_lead(session: AsyncSession, lead_id: str) -> Lead:
     return lead
 
 
-def summary(lead: Lead) -> schemas.LeadSummary:
+class LeadColumns(Protocol):
+    """What a lead's summary reads: a Lead, or a row holding these of its columns under their names."""
+
+    id: str
+    category: str
+    region: str
+    description: str
+    budget_minor: int
+    currency: str
+    status: str
+    created_at: datetime
+
+
+def summary(lead: Lead | LeadColumns) -> schemas.LeadSummary:
     return schemas.LeadSummary(
         id=lead.id,
         category=lead.category,

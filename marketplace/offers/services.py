@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import and_, bindparam, case, exists, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +22,7 @@ from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
-from marketplace.leads.services import summary
+from marketplace.leads.services import LeadColumns, summary
 from marketplace.offers import schemas
 from marketplace.offers.matching import find_candidates
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
@@ -157,20 +158,25 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
 
 
 # A business's open offers, newest first (what it reads each time it is told of one): built once, with and
-# without the cursor.
+# without the cursor. The busiest read of a market, so a Core read of the columns an offer shows, one flat row
+# each (the lead's own columns under their names, so the row reads as the lead's summary too), no ORM objects.
 _OPEN_OFFERS = (
-    select(Offer, Lead)
-    .join(Lead, Lead.id == Offer.lead_id)
-    .where(
-        Offer.business_id == bindparam("business_id"),
-        Offer.status == "open",
-        Offer.expires_at > bindparam("now"),
-        Lead.status == "open",
+    select(
+        _offers.id.label("offer_id"), _offers.wave, _offers.rank, _offers.price_minor, _offers.expires_at,
+        _offers.replaces_exposure_id, _leads.id, _leads.category, _leads.region, _leads.description,
+        _leads.budget_minor, _leads.currency, _leads.status, _leads.created_at, _leads.exposure_count,
     )
-)
-_OPEN_OFFERS_FIRST_PAGE = _OPEN_OFFERS.order_by(Offer.id.desc()).limit(bindparam("limit"))
+    .join(_LEADS, _leads.id == _offers.lead_id)
+    .where(
+        _offers.business_id == bindparam("business_id"),
+        _offers.status == "open",
+        _offers.expires_at > bindparam("now"),
+        _leads.status == "open",
+    )
+)  # fmt: skip
+_OPEN_OFFERS_FIRST_PAGE = _OPEN_OFFERS.order_by(_offers.id.desc()).limit(bindparam("limit"))
 _OPEN_OFFERS_AFTER = (
-    _OPEN_OFFERS.where(Offer.id < bindparam("cursor")).order_by(Offer.id.desc()).limit(bindparam("limit"))
+    _OPEN_OFFERS.where(_offers.id < bindparam("cursor")).order_by(_offers.id.desc()).limit(bindparam("limit"))
 )
 
 
@@ -182,25 +188,37 @@ async def list_offers(
     if check_cursor(cursor, "off"):
         query, params["cursor"] = _OPEN_OFFERS_AFTER, cursor
     rows = (await session.execute(query, params)).all()
-    items = [_offer_out(settings, business.mode or "", offer, lead) for offer, lead in rows[:limit]]
+    buyer = business.mode == "lead_buyer"
+    items = [_offer_out(settings, buyer, row) for row in rows[:limit]]
     return items, (items[-1].offer_id if len(rows) > limit and items else None)
 
 
-def _offer_out(settings: Settings, mode: str, offer: Offer, lead: Lead) -> schemas.Offer:
-    category = settings.categories[lead.category]
-    buyer = mode == "lead_buyer"
+class _OfferRow(LeadColumns, Protocol):
+    """A row of _OPEN_OFFERS: the lead's columns under their names, and the offer's."""
+
+    offer_id: str
+    wave: int
+    rank: int
+    price_minor: int | None
+    expires_at: datetime
+    replaces_exposure_id: str | None
+    exposure_count: int
+
+
+def _offer_out(settings: Settings, buyer: bool, row: _OfferRow) -> schemas.Offer:
+    category = settings.categories[row.category]
     return schemas.Offer(
-        offer_id=offer.id,
-        lead_id=lead.id,
-        lead=summary(lead),
-        wave=offer.wave,
-        rank=offer.rank,
-        price=MoneyOut((offer.price_minor or category.lead_price_minor) if buyer else 0, lead.currency),
-        exclusive_price=MoneyOut(category.exclusive_price_minor, lead.currency) if buyer else None,
+        offer_id=row.offer_id,
+        lead_id=row.id,
+        lead=summary(row),
+        wave=row.wave,
+        rank=row.rank,
+        price=MoneyOut((row.price_minor or category.lead_price_minor) if buyer else 0, row.currency),
+        exclusive_price=MoneyOut(category.exclusive_price_minor, row.currency) if buyer else None,
         commission_rate_bp=None if buyer else category.commission_rate_bp,
-        exclusive_available=buyer and lead.exposure_count == 0,
-        expires_at=offer.expires_at,
-        replaces_exposure_id=offer.replaces_exposure_id,
+        exclusive_available=buyer and row.exposure_count == 0,
+        expires_at=row.expires_at,
+        replaces_exposure_id=row.replaces_exposure_id,
     )
 
 

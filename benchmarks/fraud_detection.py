@@ -158,9 +158,12 @@ class FraudSimulation(Simulation):
         await self._run_jobs()  # confirmations send the freed leads' waves
 
 
-def scenario_for(seed: int, args: argparse.Namespace) -> Scenario:
+def scenario_for(seed: int, args: argparse.Namespace, changes: list[str] | None = None) -> Scenario:
+    """The benchmark's market for a seed; `changes` (KEY=VALUE, as `marketplace simulate --set`) make the
+    evaluation market another scenario than the one the model was trained on, not only another draw."""
     return load_scenario(
         "default",
+        settings_overrides=changes,
         overrides={
             "seed": seed,
             "days": args.days,
@@ -373,7 +376,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"{summary}, {labels['confirm']} confirmed and {labels['dismiss']} dismissed alerts; trained {row.kind} "
           f"{json.dumps(row.metrics)}")
     model = (row.blob, row.signature, settings.service.secret_key)
-    eval_scenario = scenario_for(args.eval_seed, args)
+    eval_scenario = scenario_for(args.eval_seed, args, args.eval_set)
     # The service's own threshold (the training market's settings carry the lower training threshold).
     service_threshold = simulation_settings(url).fraud.alert_threshold_bp
     threshold = service_threshold if args.eval_threshold is None else args.eval_threshold
@@ -384,6 +387,7 @@ async def main_async(args: argparse.Namespace) -> int:
     figures.update(
         train_seed=args.train_seed,
         eval_seed=args.eval_seed,
+        eval_changes=args.eval_set,
         days=args.days,
         alert_threshold=threshold / 10_000,
         survey_answers=simulation.answers,
@@ -419,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-threshold", type=int, help="alert threshold (bp) of the evaluation market "
                                                            "(default: the service's setting)")
     parser.add_argument("--train-db", help="skip the training market: train on this earlier one's market.db")
+    parser.add_argument("--eval-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scenario field of the evaluation market only (repeatable), e.g. "
+                             "customers.survey_response_rate=0.5: evaluate on a scenario the model was not trained on")
     parser.add_argument("--out", default="reports/fraud-bench")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

@@ -16,8 +16,9 @@ NEXT: dict[str, tuple[str, ...]] = {
 }
 # Statuses that keep a deal open: a business that has not updated one in time has a stale lead.
 OPEN = ("new", "contacted", "quoted", "won", "invoiced")
-# What a blocked business may still report: the invoicing and payment of deals it won (their commission is owed).
-SETTLING = ("invoiced", "paid")
+# What a blocked business may still report: the deals it kept through the block (those it won, and those whose
+# customer says it hired it) won, invoiced and paid, so their commission is charged.
+SETTLING = ("won", "invoiced", "paid")
 # A lead may be returned only before any deal was made on it.
 RETURNABLE = ("new", "contacted", "quoted", "lost")
 

@@ -150,8 +150,11 @@ async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
 ) -> Exposure:
     exposure = await get_own(session, business, exposure_id, lock=True)
-    if business.status == "blocked" and data.status not in rules.SETTLING:
-        raise Forbidden("this account is blocked: it may only report the invoicing and payment of deals it won")
+    if business.status == "blocked":
+        if data.status not in rules.SETTLING:
+            raise Forbidden("this account is blocked: it may only report the deals it still holds won, invoiced, paid")
+        if data.turnover is not None and exposure.turnover_minor not in (None, data.turnover.amount_minor):
+            raise Forbidden("this account is blocked: the turnover it reported stands")
     if not rules.can_move(exposure.status, data.status):
         allowed = rules.allowed_next(exposure.status)
         raise Conflict(

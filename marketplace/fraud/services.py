@@ -881,10 +881,10 @@ async def release_open_deals(
 ) -> list[tuple[str, int]]:
     """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
     its open deals (closed as lost, with a note) and the leads it reported lost, each freeing its lead's slot
-    once. A lead whose customer says it hired this business stays where it is: that customer has been served,
-    and a fresh round of calls would only bother them. Returns (lead, next wave) of the leads that are open
-    again. Won, invoiced and paid deals stay: their commissions are owed whatever happens (the blocked business
-    may still report their invoicing and payment)."""
+    once. A lead whose customer says it hired this business stays where it is, whatever the business reported:
+    that customer has been served, and a fresh round of calls would only bother them. Returns (lead, next wave)
+    of the leads that are open again. Won, invoiced and paid deals stay: their commissions are owed whatever
+    happens (the blocked business may still report a hired deal won, invoiced and paid)."""
     why = "after a confirmed fraud alert" if alert_id else "by an operator"
     hired_here = exists().where(
         Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True), Survey.business_id == Exposure.business_id
@@ -894,7 +894,8 @@ async def release_open_deals(
             select(Exposure)
             .where(
                 Exposure.business_id == business_id,
-                or_(Exposure.status.in_(OPEN_PIPELINE), and_(Exposure.status == "lost", ~hired_here)),
+                Exposure.status.in_((*OPEN_PIPELINE, "lost")),
+                ~hired_here,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
             .order_by(Exposure.created_at, Exposure.id)

@@ -97,6 +97,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         405: "Method not allowed",
         409: "Conflict",
         413: "Request body too large",
+    415: "The body is sent as another media type than JSON",
         429: "Too many requests",
     }
     # Litestar's own headers stay (`Allow` on a 405).
@@ -132,13 +133,14 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 
 _DESCRIPTIONS = {
-    400: "Malformed request: the body is not JSON (or nested too deeply)",
+    400: "Malformed request: the body is not JSON (not UTF-8, or nested too deeply)",
     401: "No token, or one the service does not know",
     403: "Not allowed for this caller",
     404: "Not found, or not yours",
     409: "Conflict with the current state",
     410: "The link was used or has expired",
     413: "Request body too large",
+    415: "The body is sent as another media type than JSON",
     422: "Well-formed but invalid: `errors` names each field with the reason",
     429: "Too many requests: `Retry-After` says when to try again",
     503: "The database cannot be reached: `database` names the failure",
@@ -150,7 +152,7 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
     writes = bool(handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"})
     statuses = [400, 422]  # Litestar documents a 400 for every route with parameters: it must show our shape
     if handler.parsed_data_field is not None:
-        statuses.append(413)
+        statuses += [413, 415]
     if access != "public":
         statuses += [401, 403]
     if "{" in path:

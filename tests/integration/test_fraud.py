@@ -156,10 +156,12 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     # What it owes stays owed; it may still read it, but no longer act, except to settle what it owes: the deal
     # it won is paid, and its commission is charged.
     assert (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"] == owed
-    for exposure_id, status in ((paid, "won"), (won, "lost"), (open_leads[0][1], "contacted")):
+    for exposure_id, status in ((won, "lost"), (open_leads[0][1], "contacted")):
         acting = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(hider), json={"status": status})
         assert acting.status_code == 403 and "blocked" in acting.json()["detail"]
     assert (await client.post("/v1/businesses/me/leads", headers=auth(hider), json={})).status_code == 403
+    returning = await client.post(f"/v1/exposures/{won}/return", headers=auth(hider), json={"reason": "x"})
+    assert returning.status_code == 403
     settled = await report(client, hider, won, "paid", turnover=200_000)
     assert settled["status"] == "paid"
     assert (await client.get("/v1/wallet", headers=auth(hider))).json()["owed"]["amount_minor"] > owed["amount_minor"]
@@ -226,7 +228,7 @@ async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, clie
     operator = await operator_token(app)
     silent_id, silent = await register(client, "deal_maker", name="Silent")
     returner_id, returner = await register(client, "lead_buyer", name="Returner")
-    quiet_lead, _ = await claimed_deal(app, client, silent_id, silent)
+    quiet_lead, quiet_exposure = await claimed_deal(app, client, silent_id, silent)
     returned_lead, exposure_id = await claimed_deal(app, client, returner_id, returner)
     returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "spam"})
     assert returned.status_code == 200
@@ -250,6 +252,26 @@ async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, clie
     open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
     assert set(open_now) == {returner_id, silent_id}
     assert "never reported" in open_now[silent_id]["reasons"][0]["text"]
+
+    # Confirmed: the deal it never reported stays with it (its customer says it hired it; no new round of calls),
+    # and the blocked business may still report it won and paid, at the turnover it states first.
+    decided = await client.post(
+        f"/v1/fraud/alerts/{open_now[silent_id]['id']}/decision",
+        headers=auth(operator),
+        json={"decision": "confirm", "note": "hired, never reported"},
+    )
+    assert decided.status_code == 200 and quiet_lead not in decided.json()["released_leads"]
+    assert (await db.scalar(select(Exposure.status).where(Exposure.id == quiet_exposure))) == "new"
+    assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == quiet_lead))) == 1
+    await report(client, silent, quiet_exposure, "won", turnover=50_000)
+    changed = await client.post(
+        f"/v1/exposures/{quiet_exposure}/status",
+        headers=auth(silent),
+        json={"status": "paid", "turnover": {"amount_minor": 100, "currency": "ILS"}},
+    )
+    assert changed.status_code == 403 and "turnover" in changed.json()["detail"]
+    paid = await report(client, silent, quiet_exposure, "paid", turnover=50_000)
+    assert paid["status"] == "paid" and paid["turnover"]["amount_minor"] == 50_000
 
 
 async def test_decisions_train_the_model_that_then_scores_businesses(app, client, db, settings):

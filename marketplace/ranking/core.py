@@ -107,9 +107,12 @@ class _Bucket:
 
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
-    __slots__ = ("hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table")
+    __slots__ = ("hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table", "writes")
 
     def __init__(self) -> None:
+        # Writes into the table in place (an insert, a move, an end): a Ranking reads its posteriors lazily from
+        # the table as it was, and must know whether it still is. A re-spread makes a new table instead.
+        self.writes = 0
         # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
         self.pending: _Pending | None = _Pending()
         # Batched Thompson sampling: candidates drawn for exploration ahead of time, handed out in turn.
@@ -163,6 +166,7 @@ class _Bucket:
             if at >= 0:
                 break
             self.respread()
+        self.writes += 1
         self.table[:, at] = entry
 
     def _find(self, neg: float, slot: int) -> int:
@@ -204,6 +208,7 @@ class _Bucket:
         """The slot's entry scoring -old is rewritten as `entry` at its place for -neg (kernels.move). False if
         the slot has no live entry scoring -old here (nothing moved). Its exploration draw ends either way."""
         self._strike(slot)
+        self.writes += 1
         moved = kernels.move(self.neg, self.table, old, slot, neg, entry, WINDOWS)
         if not moved:
             return False
@@ -216,13 +221,39 @@ class _Bucket:
         self._strike(slot)
         p = self._find(neg, slot)
         if p >= 0:
+            self.writes += 1
             self.lo[p], self.hi[p] = DEAD_LO, DEAD_HI
 
 
-class Ranking:
-    """A lead's top k, best first, as arrays; ids and explanations are read lazily."""
+@dataclass(frozen=True, slots=True)
+class _Posteriors:
+    """Where a ranking's posteriors are, until they are read: the table's columns at `places` for the ranked
+    places, then the exploration ring's `shown` rows for the explored ones; valid while the bucket's table has
+    had exactly `writes` in-place writes."""
 
-    __slots__ = ("_ids", "_names", "base", "explored", "post", "scores", "slots")
+    bucket: _Bucket
+    writes: int
+    table: NDArray[np.int64]
+    places: NDArray[np.int64]
+    shown: NDArray[np.float64] | None = None
+    rows: NDArray[np.int64] | None = None
+
+    def read(self) -> NDArray[np.float64]:
+        if self.bucket.writes != self.writes:
+            raise RuntimeError("the bucket changed since this ranking was made: read its explanations at once")
+        post: NDArray[np.float64] = self.table[POST:, self.places].view(np.float64).T
+        if self.shown is not None and self.rows is not None and len(self.rows):
+            post = np.concatenate((post, self.shown[self.rows, 3:]))
+        return post
+
+
+class Ranking:
+    """A lead's top k, best first, as arrays; ids and explanations are read lazily. The explanations (the
+    posterior behind each score) are gathered from the bucket on first use, so a ranking whose explanations
+    are wanted is read before the core changes (the service reads the places it offers at once); a read after
+    a change raises rather than explain with another business's numbers."""
+
+    __slots__ = ("_ids", "_names", "_post", "_source", "base", "explored", "scores", "slots")
 
     def __init__(
         self,
@@ -231,7 +262,7 @@ class Ranking:
         scores: NDArray[np.float64],
         base: NDArray[np.float64],
         explored: NDArray[np.bool_],
-        post: NDArray[np.float64],
+        post: NDArray[np.float64] | _Posteriors,
     ) -> None:
         self._names = names
         self._ids: list[str] | None = None
@@ -239,7 +270,19 @@ class Ranking:
         self.scores = scores
         self.base = base
         self.explored = explored
-        self.post = post
+        self._post: NDArray[np.float64] | None = None
+        self._source: _Posteriors | None = None
+        if isinstance(post, _Posteriors):
+            self._source = post
+        else:
+            self._post = post
+
+    @property
+    def post(self) -> NDArray[np.float64]:
+        if self._post is None:
+            assert self._source is not None
+            self._post, self._source = self._source.read(), None
+        return self._post
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -544,15 +587,17 @@ class RankingCore:
             bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark, marked > 0,
             factor is not None, lead_term, w_fit, bound, reach, _exp_above(bound), found, exact,
         )  # fmt: skip
-        rows = bucket.table[:, found[:n]]  # one gather for every row of the entries found
-        base = -rows[NEG].view(np.float64)
+        found = found[:n]
+        # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
+        # per-lead factor reorders it) only when an explanation is read.
+        base = -bucket.neg[found]
         scores = base if factor is None else exact[:n]
-        slots = rows[SLOT]
-        post = rows[POST:].view(np.float64).T
+        slots = bucket.slot[found]
         places = self._places(n) if explore is None else (max(1, n // 3) if explore and n else 0)
         if places:
-            return self._explore(bucket, budget, slots, scores, base, post, places, factor is None and not marked)
-        return Ranking(self._ids, slots, scores, base, self._flags(n, n), post)
+            return self._explore(bucket, budget, slots, scores, base, found, places, factor is None and not marked)
+        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found)
+        return Ranking(self._ids, slots, scores, base, self._flags(n, n), posteriors)
 
     def _take_uniform(self, n: int) -> NDArray[np.float64]:
         if self._u_at + n > RANDOM_BUFFER:
@@ -617,7 +662,7 @@ class RankingCore:
         slots: NDArray[Any],
         scores: NDArray[Any],
         base: NDArray[Any],
-        post: NDArray[Any],
+        found: NDArray[np.int64],
         places: int,
         by_base: bool,
     ) -> Ranking:
@@ -635,12 +680,15 @@ class RankingCore:
         if scores is base:
             scores = base.copy()
         # The ring's places are distinct and a business has one live entry per bucket: no repeats.
-        found = kernels.explore_fill(
+        rows = np.empty(places, np.int64)
+        explored = kernels.explore_fill(
             r_slots, r_lo, r_hi, r_base, shown, start, stop, budget, budget == UNSTATED, by_base, self._mark,
-            slots, scores, base, post, places,
+            slots, scores, base, places, rows,
         )  # fmt: skip
         n = len(slots)
-        return Ranking(self._ids, slots, scores, base, self._flags(n, n - found), post)
+        keep = n - explored
+        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], shown, rows[:explored])
+        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)
 
     def _flags(self, n: int, keep: int) -> NDArray[np.bool_]:
         """Explored or not, per place: the last n - keep of n (shared, read-only arrays)."""

@@ -279,16 +279,15 @@ def explore_fill(
     slots: np.ndarray,
     scores: np.ndarray,
     base: np.ndarray,
-    post: np.ndarray,
     places: int,
+    chosen: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """A lead's exploration places: the candidates explore_picks chooses from the ring take the last places of the
-    ranked (slots, scores, base, posterior rows), each written from its `shown` row (slot, draw, base score,
-    posterior). Returns how many places were taken."""
+    ranked (slots, scores, base), each written from its `shown` row (slot, draw, base score, posterior); their
+    ring indices go to `chosen` (where their posteriors are). Returns how many places were taken."""
     n = slots.shape[0]
     if n == 0:
         return 0
-    chosen = np.empty(places, np.int64)
     found = explore_picks(
         r_slots, r_lo, r_hi, r_base, start, stop, budget, unstated, by_base, base[n - 1], mark, slots, places, chosen
     )
@@ -299,6 +298,4 @@ def explore_fill(
         slots[at] = np.int64(row[0])
         scores[at] = row[1]
         base[at] = row[2]
-        for c in range(post.shape[1]):
-            post[at, c] = row[3 + c]
     return found

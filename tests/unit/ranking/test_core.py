@@ -127,3 +127,48 @@ def test_lead_factor_reorders_within_its_bound_and_the_scan_stays_exact():
         key=lambda e: -e[1],
     )
     assert [b for b, _ in brute[:2]] == ranking.business_ids
+
+
+@pytest.mark.parametrize("factor", [LeadFactor(), LeadFactor(w_budget=0.2, w_fit=0.5)], ids=["plain", "factor"])
+def test_each_place_is_explained_by_its_own_business_posterior(factor):
+    """Ranked and explored places alike: the posterior a ranking explains a place with is its business's."""
+    core = RankingCore(explore_share=0.3, seed=5, lead_factor=factor)
+    scores = {}
+    for i in range(200):
+        mode = "lead_buyer" if i % 3 == 0 else "deal_maker"
+        scores[f"b{i:04d}"] = _score(10 + i % 50, i % 9, mode)
+        profile = Profile(f"b{i:04d}", mode, ("plumbing",), ("north",), 0, 2_000_000)
+        core.upsert(profile, {"plumbing": scores[f"b{i:04d}"]})
+    core.compact()
+    explored = 0
+    for lead in range(40):
+        ranking = core.rank("plumbing", "north", 100_000 + 20_000 * lead, k=12)
+        explored += int(ranking.explored.sum())
+        for i, business_id in enumerate(ranking.business_ids):
+            expected = scores[business_id]
+            parts = ranking.parts(i)
+            assert (parts.alpha, parts.beta, parts.worth, parts.bonus, parts.reliability) == (
+                expected.alpha, expected.beta, expected.worth, expected.bonus, expected.reliability
+            )
+            assert bool(ranking.buyer[i]) == (int(business_id[1:]) % 3 == 0)
+        # An update between leads: the next ranking reads the bucket as it is then.
+        changed = f"b{lead:04d}"
+        scores[changed] = _score(60, 20, "lead_buyer" if lead % 3 == 0 else "deal_maker")
+        mode = "lead_buyer" if lead % 3 == 0 else "deal_maker"
+        core.upsert(Profile(changed, mode, ("plumbing",), ("north",), 0, 2_000_000), {"plumbing": scores[changed]})
+    assert explored > 0
+
+
+def test_explanations_read_after_the_bucket_changed_are_refused():
+    core = RankingCore(explore_share=0.0)
+    for i in range(20):
+        core.upsert(_profile(i), {"plumbing": _score(100, i)})
+    core.compact()
+    read_at_once = core.rank("plumbing", "north", 0, k=3)
+    assert read_at_once.parts(0).alpha > 0  # read before the change: kept
+    late = core.rank("plumbing", "north", 0, k=3)
+    core.upsert(_profile(19), {"plumbing": _score(100, 0)})  # the best business falls to the bottom
+    with pytest.raises(RuntimeError, match="changed since this ranking was made"):
+        late.parts(0)
+    assert read_at_once.parts(0).alpha == _score(100, 19).alpha
+    assert late.business_ids[0] == "b0019"  # ids, scores and base were taken at once

@@ -30,8 +30,10 @@ class Access(StrEnum):
     BUSINESS_SETTLING = "business_settling"
 
 
-def access(level: Access) -> dict[str, Any]:
-    return {"access": level}
+def access(level: Access, *, rate_limited: bool = False) -> dict[str, Any]:
+    """A route's rule: who may call it, and whether each call counts against its caller's address's rate limit
+    (public intake), before anything else about the request is looked at."""
+    return {"access": level, "rate_limited": rate_limited}
 
 
 def _refuse_nul(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -45,6 +47,8 @@ def _refuse_nul(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
 
 
 async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    if handler.opt.get("rate_limited"):  # every request counts, invalid ones too
+        connection.app.state.intake_limiter.hit(connection.client.host if connection.client else "unknown")
     level = handler.opt.get("access")
     if level is None:
         if _is_docs(connection.scope["path"]):

@@ -5,21 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.problems import documented
 from marketplace.leads import schemas, services
-
-
-def _intake_limit(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Public intake is rate-limited per client address, every request counted, before its body is read: a
-    flood of invalid bodies is refused as soon as a flood of valid ones would be."""
-    connection.app.state.intake_limiter.hit(connection.client.host if connection.client else "unknown")
-
 
 # A new lead is a 201; the same customer's same need within the dedup window is a 200 naming the lead it is.
 INTAKE_RESPONSES = {
@@ -32,9 +23,11 @@ class LeadController(Controller):
     path = "/v1"
     tags = ["leads"]
 
-    @post("/leads", opt=access(Access.PUBLIC), guards=[_intake_limit], status_code=201, responses=INTAKE_RESPONSES)
+    @post("/leads", opt=access(Access.PUBLIC, rate_limited=True), status_code=201, responses=INTAKE_RESPONSES)
     async def submit(self, state: State, data: JSONBody[schemas.LeadCreate]) -> Response[schemas.LeadAccepted]:
-        """A customer's request. A duplicate within the window answers 200 with the existing lead's id."""
+        """A customer's request. A duplicate within the window answers 200 with the existing lead's id. Rate-limited
+        per client address, every request counted before anything else is read: a flood of invalid requests is
+        refused as soon as a flood of valid ones would be."""
         return await self._accept(state, data, seller_business_id=None)
 
     @post("/businesses/me/leads", opt=access(Access.BUSINESS), status_code=201, responses=INTAKE_RESPONSES)

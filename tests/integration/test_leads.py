@@ -72,7 +72,9 @@ async def test_intake_is_rate_limited_per_client_address(app, client, db):
 
 async def test_invalid_requests_count_against_the_intake_limit_too(app, client, db):
     app.state.intake_limiter.per_minute = 3
-    statuses = [(await client.post("/v1/leads", json={})).status_code for _ in range(4)]
+    statuses = [(await client.post("/v1/leads", json={})).status_code for _ in range(2)]
+    statuses.append((await client.post("/v1/leads", params={"x": "\x00"}, json=lead_body())).status_code)
+    statuses.append((await client.post("/v1/leads", json={})).status_code)
     assert statuses == [422, 422, 422, 429]
     assert (await client.post("/v1/leads", json=lead_body())).status_code == 429
     assert await db.count(Lead) == 0

@@ -48,8 +48,8 @@ class SurveyController(Controller):
             uow.after_commit(lambda: state.jobs.enqueue("fraud_scan"))
             hired = survey.business_id
             if hired is not None:
-                grace = state.settings.fraud.report_grace_days * 86_400 + 60
-                uow.after_commit(lambda: state.jobs.enqueue("fraud_recheck", hired, delay_seconds=grace))
+                delay = services.recheck_delay_seconds(state.settings)
+                uow.after_commit(lambda: state.jobs.enqueue("fraud_recheck", hired, delay_seconds=delay))
             return services.answer_out(survey)
 
 

@@ -277,6 +277,12 @@ async def survey_view(session: AsyncSession, settings: Settings, token: str) -> 
     )
 
 
+def recheck_delay_seconds(settings: Settings) -> float:
+    """When to assess a business a customer says it hired once more: after its grace for reporting the deal (a
+    hire still unreported then is a hidden deal), and a minute."""
+    return settings.fraud.report_grace_days * 86_400 + 60
+
+
 async def answer_survey(
     session: AsyncSession, settings: Settings, token: str, data: schemas.SurveyAnswerIn
 ) -> tuple[Survey, list[str]]:

@@ -97,7 +97,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         405: "Method not allowed",
         409: "Conflict",
         413: "Request body too large",
-    415: "The body is sent as another media type than JSON",
+        415: "Unsupported media type",
         429: "Too many requests",
     }
     # Litestar's own headers stay (`Allow` on a 405).

@@ -70,8 +70,9 @@ class ExposureController(Controller):
         made: list[Event] = []
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            exposure = await services.update_status(uow.session, state.settings, business, exposure_id, data)
-            made.append(moved(exposure, await get_lead(uow.session, exposure.lead_id)))
+            change = await services.update_status(uow.session, state.settings, business, exposure_id, data)
+            exposure = change.exposure
+            made.append(moved(exposure, await get_lead(uow.session, exposure.lead_id), change.before))
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -128,7 +129,9 @@ class ExposureController(Controller):
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             returned = await services.return_exposure(uow.session, state.settings, business, exposure_id, data.reason)
-            made.append(moved(returned.exposure, await get_lead(uow.session, returned.exposure.lead_id)))
+            made.append(
+                moved(returned.exposure, await get_lead(uow.session, returned.exposure.lead_id), returned.before)
+            )
             refund = returned.refund
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,

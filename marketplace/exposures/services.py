@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -30,8 +30,29 @@ from marketplace.wallet import services as wallet
 
 
 @dataclass(frozen=True, slots=True)
+class Before:
+    """A deal as it stood before a move: what the ranking's history counted it as."""
+
+    status: str
+    stale: bool
+    changed_at: datetime
+    turnover_minor: int | None
+
+    @classmethod
+    def of(cls, exposure: Exposure) -> Before:
+        return cls(exposure.status, exposure.stale, exposure.status_changed_at, exposure.turnover_minor)
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    exposure: Exposure
+    before: Before
+
+
+@dataclass(frozen=True, slots=True)
 class Returned:
     exposure: Exposure
+    before: Before
     replacement: Offer | None
     refund: Money | None
 
@@ -148,8 +169,9 @@ def _record(session: AsyncSession, exposure: Exposure, actor: str, to_status: st
 
 async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
-) -> Exposure:
+) -> Moved:
     exposure = await get_own(session, business, exposure_id, lock=True)
+    before = Before.of(exposure)
     if business.status == "blocked":
         if data.status not in rules.SETTLING:
             raise Forbidden("this account is blocked: it may only report the deals it still holds won, invoiced, paid")
@@ -182,7 +204,7 @@ async def update_status(
         lead = await session.get(Lead, exposure.lead_id)
         assert lead is not None
         await wallet.settle_commission(session, settings, exposure, lead)
-    return exposure
+    return Moved(exposure, before)
 
 
 async def upgrade_to_exclusive(
@@ -234,6 +256,7 @@ async def return_exposure(
     if not reason.strip():
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
     exposure = await get_own(session, business, exposure_id, lock=True)
+    before = Before.of(exposure)
     now = utcnow()
     if exposure.status not in rules.RETURNABLE:
         raise Conflict(f"a lead in status {exposure.status} cannot be returned")
@@ -264,7 +287,7 @@ async def return_exposure(
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()
-    return Returned(exposure, replacement, refund)
+    return Returned(exposure, before, replacement, refund)
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from marketplace.ranking.scoring import WIN_CLASSES, outcome
+
 
 @dataclass(frozen=True, slots=True)
 class Joined:
@@ -42,9 +44,10 @@ class Exposed:
 
 @dataclass(frozen=True, slots=True)
 class Moved:
-    """An exposure reached `status` (`paid` with its turnover, or `returned`). On a lead that `seller_id` sold
-    the marketplace, a paid deal earned the marketplace `commission_minor`, and a return gave back the
-    `refunded_minor` it had been paid for the lead: that seller's bonus moves by as much."""
+    """An exposure reached `status`, from the outcome class `was` (see `scoring.outcome`; None: not known, so
+    the business is read back) with `was_turnover_minor` stated on it; `turnover_minor` is what it states now.
+    On a lead that `seller_id` sold the marketplace, a paid deal earned the marketplace `commission_minor`, and a
+    return gave back the `refunded_minor` it had been paid for the lead: that seller's bonus moves by as much."""
 
     business_id: str
     category: str
@@ -53,12 +56,26 @@ class Moved:
     seller_id: str | None = None
     commission_minor: int = 0
     refunded_minor: int = 0
+    was: str | None = None
+    was_turnover_minor: int = 0
+
+    @property
+    def becomes(self) -> str:
+        """The outcome class it moves to: a move leaves a deal fresh (not stale, its payment not yet due)."""
+        return outcome(self.status)
+
+    @property
+    def moves_score(self) -> bool:
+        """Whether any score can change: a step inside one class (new to contacted) changes none."""
+        return (
+            self.was is None
+            or self.was != self.becomes
+            or (self.becomes in WIN_CLASSES and self.was_turnover_minor != self.turnover_minor)
+            or bool(self.commission_minor or self.refunded_minor)
+        )
 
 
 Event = Joined | Exposed | Moved
-
-# The statuses whose counts enter a score; any other move leaves the ranking as it was.
-SCORED_STATUSES = frozenset({"paid", "returned"})
 
 
 def business_ids(events: Sequence[Event]) -> list[str]:

@@ -1,8 +1,8 @@
-"""The conversion model: which leads a deal maker turns into paid deals, learned with scikit-learn from
+"""The conversion model: which leads a deal maker wins (of those decided), learned with scikit-learn from
 history, and handed to the ranking core as two weights it applies with plain numpy arithmetic.
 
 Features of an exposure: the lead's budget against its category's mean (log ratio), how centrally the
-budget sits in the business's deal range, and the business's own shrunk close rate (as a logit, so the
+budget sits in the business's deal range, and the business's own shrunk win rate (as a logit, so the
 other two weights learn only what the history does not already say). Pure: no database.
 """
 
@@ -23,8 +23,8 @@ class Sample:
     budget_minor: int
     min_deal_minor: int
     max_deal_minor: int
-    business_close_rate: float
-    paid: bool
+    business_win_rate: float
+    won: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def features(samples: Sequence[Sample], mean_log_budget: dict[str, float]) -> np
     lo = np.array([s.min_deal_minor for s in samples], np.float64)
     hi = np.array([s.max_deal_minor for s in samples], np.float64)
     means = np.array([mean_log_budget.get(s.category, 0.0) for s in samples])
-    p = np.clip(np.array([s.business_close_rate for s in samples]), 1e-4, 1 - 1e-4)
+    p = np.clip(np.array([s.business_win_rate for s in samples]), 1e-4, 1 - 1e-4)
     return np.column_stack([np.log(budget) - means, _fit_feature(budget, lo, hi), np.log(p / (1 - p))])
 
 
@@ -71,7 +71,7 @@ def train(samples: Sequence[Sample], seed: int = 0) -> Trained | None:
     """Logistic regression on the history; None while there is too little of it (or only one outcome)."""
     if len(samples) < MIN_SAMPLES:
         return None
-    labels = np.array([s.paid for s in samples], np.int64)
+    labels = np.array([s.won for s in samples], np.int64)
     if labels.min() == labels.max():
         return None
     from sklearn.linear_model import LogisticRegression

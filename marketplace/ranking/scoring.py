@@ -1,41 +1,75 @@
 """Profitability scores: the marketplace's expected revenue per exposure, one scale for both modes.
 
-deal maker:  P(close and pay | business, category) x expected turnover x commission rate
+deal maker:  P(close and pay | business, category) x expected turnover x commission rate,
+             where P(close and pay) = P(won | decided) x P(paid | won)
 lead buyer:  price or bid x P(not returned | business, category)
 both:        + revenue the marketplace earned from leads the business sold it, per lead it received
              x reliability (1 until the fraud module lowers it)
 
 Every estimate is shrunk toward the category's average with a prior of `strength` pseudo-exposures, so a
 newcomer starts at the category's fair prior, not at zero, and a few lucky deals do not crown anyone.
-Pure: no database, no web framework.
+
+Outcomes come late: a customer decides days after the claim and pays days or weeks after that. Counting every
+exposure still waiting as a failure would rank every deal maker near zero for its first month (measured: 0.004
+against a true 0.2-0.35). So the close rate is split where the delays differ. Won and lost are reported when the
+customer decides, at the same moment either way, so P(won) counts decided exposures only: a won, lost or returned
+one, or an open one gone stale (the business never said: a failure). P(paid | won) counts a win as unpaid only
+once it is overdue (no payment `PAYMENT_DUE_DAYS` after its last step); a win whose payment is not due yet is
+neither. Pure: no database, no web framework.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+
+# A won or invoiced deal with no payment this long after its last step counts as unpaid.
+PAYMENT_DUE_DAYS = 60
+# A deal's outcome, as the score counts it (see `outcome`); each class that carries a count has its place in a
+# business's history row.
+OPEN_STATUSES = frozenset({"new", "contacted", "quoted"})
+WON_STATUSES = frozenset({"won", "invoiced"})
+WIN_CLASSES = frozenset({"won_unpaid", "overdue", "paid"})
 
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What the business did with the leads of one category (counts and sums in minor units)."""
+    """What the business did with the leads of one category (counts and sums in minor units). Without the last
+    three counts, every exposure received is decided and every win paid: a history long settled."""
 
     received: int = 0
     paid_deals: int = 0
-    turnover_minor: int = 0
+    turnover_minor: int = 0  # stated on its wins: won, invoiced or paid deals
     returned: int = 0
     sold_revenue_minor: int = 0  # what the marketplace earned from leads this business sold it (all categories)
+    undecided: int = 0  # open, before any decision, and not stale: the customer may still choose it
+    won_unpaid: int = 0  # won or invoiced, payment not due yet
+    overdue: int = 0  # won or invoiced, payment overdue
+
+    @property
+    def decided(self) -> int:
+        return self.received - self.undecided
+
+    @property
+    def wins(self) -> int:
+        return self.paid_deals + self.won_unpaid + self.overdue
 
 
 @dataclass(frozen=True, slots=True)
 class CategoryPrior:
     """The category's averages over every business, and how many pseudo-exposures they weigh."""
 
-    close_rate: float
-    mean_turnover_minor: float
+    win_rate: float  # of decided exposures, those won
+    mean_turnover_minor: float  # of a win
     return_rate: float
     strength: float = 10.0
+    pay_rate: float = 1.0  # of wins due, those paid
+
+    @property
+    def close_rate(self) -> float:
+        return self.win_rate * self.pay_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +85,9 @@ class Terms:
 @dataclass(frozen=True, slots=True)
 class Score:
     value: float
-    # Beta posterior of the success probability (closing for deal makers, keeping for lead buyers),
-    # and what a success is worth: value = reliability x (p x worth + bonus). Thompson sampling draws p.
+    # Beta posterior of the success probability (winning for deal makers, keeping for lead buyers), and what a
+    # success is worth (for a deal maker, a win's commission times P(paid | won)):
+    # value = reliability x (p x worth + bonus). Thompson sampling draws p.
     alpha: float
     beta: float
     worth: float
@@ -70,16 +105,21 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
     # score is never negative, which the core's early stop relies on.
     bonus = max(0, history.sold_revenue_minor) / (history.received + k)
     if terms.mode == "deal_maker":
-        alpha = history.paid_deals + k * prior.close_rate
-        beta = (history.received - history.paid_deals) + k * (1.0 - prior.close_rate)
+        wins = history.wins
+        alpha = wins + k * prior.win_rate
+        beta = (history.decided - wins) + k * (1.0 - prior.win_rate)
         p = alpha / (alpha + beta)
-        turnover = (history.turnover_minor + k * prior.mean_turnover_minor) / (history.paid_deals + k)
-        worth = turnover * terms.commission_rate_bp / 10_000
+        paid = pay_rate(history, prior)
+        turnover = (history.turnover_minor + k * prior.mean_turnover_minor) / (wins + k)
+        worth = paid * turnover * terms.commission_rate_bp / 10_000
         factors: dict[str, Any] = {
             "mode": "deal_maker",
-            "p_close_and_pay": round(p, 6),
+            "p_close_and_pay": round(p * paid, 6),
+            "p_won": round(p, 6),
+            "p_paid_if_won": round(paid, 6),
             "expected_turnover_minor": round(turnover),
             "commission_rate_bp": terms.commission_rate_bp,
+            "decided_exposures": history.decided,
         }
     else:
         price = max(terms.price_minor, terms.bid_minor or 0)
@@ -101,15 +141,35 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
     return Score(value, max(alpha, 1e-9), max(beta, 1e-9), worth, bonus, reliability, factors)
 
 
-def category_prior(
-    received: int, paid_deals: int, turnover_minor: int, returned: int, *, default: CategoryPrior
-) -> CategoryPrior:
-    """The category's averages from all businesses' history, themselves shrunk toward configured defaults."""
+def pay_rate(history: History, prior: CategoryPrior) -> float:
+    """P(paid | won): of the wins whose payment is due (paid or overdue), those paid, shrunk toward the prior."""
+    k = prior.strength
+    return (history.paid_deals + k * prior.pay_rate) / (history.paid_deals + history.overdue + k)
+
+
+def category_prior(history: History, *, default: CategoryPrior) -> CategoryPrior:
+    """The category's averages from all businesses' history (summed), themselves shrunk toward defaults."""
     k = default.strength
-    close = (paid_deals + k * default.close_rate) / (received + k)
-    turnover = (turnover_minor + k * default.mean_turnover_minor) / (paid_deals + k)
-    returns = (returned + k * default.return_rate) / (received + k)
-    return CategoryPrior(close, turnover, returns, k)
+    wins = history.wins
+    win = (wins + k * default.win_rate) / (history.decided + k)
+    turnover = (history.turnover_minor + k * default.mean_turnover_minor) / (wins + k)
+    returns = (history.returned + k * default.return_rate) / (history.received + k)
+    return CategoryPrior(win, turnover, returns, k, pay_rate(history, default))
+
+
+def outcome(status: str, *, stale: bool = False, overdue: bool = False) -> str:
+    """The class a deal counts in: `undecided` (open, the customer may still choose it), `silent` (open and stale:
+    the business never said, a failure), `won_unpaid`, `overdue`, or its final status (paid, lost, returned).
+    A deal that has just moved is neither stale nor overdue."""
+    if status in OPEN_STATUSES:
+        return "silent" if stale else "undecided"
+    if status in WON_STATUSES:
+        return "overdue" if overdue else "won_unpaid"
+    return status
+
+
+def payment_overdue(changed_at: datetime, now: datetime) -> bool:
+    return changed_at <= now - timedelta(days=PAYMENT_DUE_DAYS)
 
 
 def gsp_price(next_score: float | None, p_keep: float, reliability: float, bonus: float, reserve: int, bid: int) -> int:

@@ -7,26 +7,51 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
 from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
-from marketplace.ranking.events import SCORED_STATUSES, Event, Exposed, Joined, Moved, business_ids
+from marketplace.ranking.events import Event, Exposed, Joined, Moved, business_ids
 from marketplace.ranking.model import Sample, train
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
-from marketplace.ranking.scoring import CategoryPrior, History, Score, Terms, category_prior, gsp_price, score
+from marketplace.ranking.scoring import (
+    OPEN_STATUSES,
+    PAYMENT_DUE_DAYS,
+    WIN_CLASSES,
+    WON_STATUSES,
+    CategoryPrior,
+    History,
+    Score,
+    Terms,
+    category_prior,
+    gsp_price,
+    outcome,
+    pay_rate,
+    payment_overdue,
+    score,
+)
 from marketplace.settings import Settings
 
-# Before any history, a category's close rate, return rate and the weight of its prior in pseudo-exposures.
-DEFAULT_CLOSE_RATE = 0.2
+if TYPE_CHECKING:
+    from marketplace.exposures.services import Before
+
+# Before any history, a category's win rate (of decided deals), pay rate (of wins due), return rate, and the
+# weight of its prior in pseudo-exposures: a close rate of 0.25 x 0.8 = 0.2.
+DEFAULT_WIN_RATE = 0.25
+DEFAULT_PAY_RATE = 0.8
 DEFAULT_RETURN_RATE = 0.1
 PRIOR_STRENGTH = 10.0
+
+# A business's history row per category: counts and the turnover of its wins, in this order.
+RECEIVED, PAID, TURNOVER, RETURNED, UNDECIDED, WON_UNPAID, OVERDUE = range(7)
+# Where each outcome class is counted (lost and silent deals are decided non-wins: received minus the rest).
+SLOT = {"paid": PAID, "returned": RETURNED, "undecided": UNDECIDED, "won_unpaid": WON_UNPAID, "overdue": OVERDUE}
 
 
 @dataclass
@@ -110,22 +135,29 @@ class ProfitabilityRanker:
             earned = 0
             if isinstance(event, Exposed):
                 if s is not None:
-                    s.history.setdefault(event.category, [0, 0, 0, 0])[0] += 1
+                    row = s.row(event.category)
+                    row[RECEIVED] += 1
+                    row[UNDECIDED] += 1
                     s.count_exposure(event.at)
                     touched[event.business_id] = s
                 earned = event.price_minor
             elif isinstance(event, Moved):
-                if event.status not in SCORED_STATUSES:
+                if not event.moves_score:
                     continue
-                if s is not None:
-                    counts = s.history.setdefault(event.category, [0, 0, 0, 0])
-                    if event.status == "paid":
-                        counts[1] += 1
-                        counts[2] += event.turnover_minor
-                    else:
-                        counts[3] += 1
+                if event.was is None:  # the class it left is not known: read it back
+                    unknown.append(event.business_id)
+                elif s is not None:
+                    row = s.row(event.category)
+                    if event.was in SLOT:
+                        row[SLOT[event.was]] -= 1
+                    if event.was in WIN_CLASSES:
+                        row[TURNOVER] -= event.was_turnover_minor
+                    if event.becomes in SLOT:
+                        row[SLOT[event.becomes]] += 1
+                    if event.becomes in WIN_CLASSES:
+                        row[TURNOVER] += event.turnover_minor
                     touched[event.business_id] = s
-                earned = event.commission_minor if event.status == "paid" else -event.refunded_minor
+                earned = event.commission_minor - event.refunded_minor
             if event.seller_id and earned:
                 seller = standing(event.seller_id)
                 if seller is not None:
@@ -199,11 +231,21 @@ class ProfitabilityRanker:
                     ),
                 )
             else:
+                standing = self.standings.get(ranking.business_ids[i])
+                paid = (
+                    pay_rate(standing.history_of(lead.category), prior)
+                    if standing is not None and prior is not None
+                    else 1.0
+                )
                 factors.update(
                     mode="deal_maker",
-                    p_close_and_pay=round(p, 6),
+                    p_close_and_pay=round(p * paid, 6),
+                    p_won=round(p, 6),
+                    p_paid_if_won=round(paid, 6),
                     commission_rate_bp=category.commission_rate_bp,
-                    expected_turnover_minor=round(parts.worth * 10_000 / max(category.commission_rate_bp, 1)),
+                    expected_turnover_minor=round(
+                        parts.worth * 10_000 / max(category.commission_rate_bp, 1) / max(paid, 1e-9)
+                    ),
                 )
             factors.update(
                 sold_leads_bonus_minor=round(parts.bonus, 2),
@@ -241,7 +283,9 @@ def exposed(exposure: Exposure, lead: Lead) -> Exposed:
     )
 
 
-def moved(exposure: Exposure, lead: Lead) -> Moved:
+def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved:
+    """The event of a committed status move, from the deal as it stood `before` (None: not known, so the
+    business is read back)."""
     turnover = exposure.turnover_minor or 0
     commission = (
         turnover * (exposure.commission_rate_bp or 0) // 10_000
@@ -250,32 +294,70 @@ def moved(exposure: Exposure, lead: Lead) -> Moved:
     )
     refunded = (exposure.price_minor or 0) if exposure.status == "returned" else 0
     return Moved(
-        exposure.business_id, lead.category, exposure.status, turnover, lead.seller_business_id, commission, refunded
+        exposure.business_id,
+        lead.category,
+        exposure.status,
+        turnover,
+        lead.seller_business_id,
+        commission,
+        refunded,
+        None
+        if before is None
+        else outcome(before.status, stale=before.stale, overdue=payment_overdue(before.changed_at, utcnow())),
+        0 if before is None else before.turnover_minor or 0,
+    )
+
+
+def history_columns(now: datetime) -> list[ColumnElement[Any]]:
+    """Aggregates of exposures into a history row (RECEIVED, PAID, TURNOVER, ...), as `scoring.outcome` classes
+    them at `now`."""
+    due = now - timedelta(days=PAYMENT_DUE_DAYS)
+    won = Exposure.status.in_(tuple(WON_STATUSES))
+
+    def count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+        return func.sum(case((condition, 1), else_=0))
+
+    return [
+        func.count(Exposure.id),
+        count(Exposure.status == "paid"),
+        func.sum(case((Exposure.status.in_(("paid", *WON_STATUSES)), Exposure.turnover_minor), else_=0)),
+        count(Exposure.status == "returned"),
+        count(and_(Exposure.status.in_(tuple(OPEN_STATUSES)), Exposure.stale.is_(False))),
+        count(and_(won, Exposure.status_changed_at > due)),
+        count(and_(won, Exposure.status_changed_at <= due)),
+    ]
+
+
+def history(row: Sequence[int], sold_minor: int = 0) -> History:
+    return History(
+        received=row[RECEIVED],
+        paid_deals=row[PAID],
+        turnover_minor=row[TURNOVER],
+        returned=row[RETURNED],
+        sold_revenue_minor=sold_minor,
+        undecided=row[UNDECIDED],
+        won_unpaid=row[WON_UNPAID],
+        overdue=row[OVERDUE],
     )
 
 
 async def load_category_priors(session: AsyncSession, settings: Settings) -> dict[str, CategoryPrior]:
     rows = await session.execute(
-        select(
-            Lead.category,
-            func.count(Exposure.id),
-            func.sum(case((Exposure.status == "paid", 1), else_=0)),
-            func.sum(case((Exposure.status == "paid", Exposure.turnover_minor), else_=0)),
-            func.sum(case((Exposure.status == "returned", 1), else_=0)),
-        )
+        select(Lead.category, *history_columns(utcnow()))
         .join(Lead, Lead.id == Exposure.lead_id)
         .group_by(Lead.category)
     )
-    stats = {r[0]: r[1:] for r in rows}
+    stats = {r[0]: [int(v or 0) for v in r[1:]] for r in rows}
     budgets: dict[str, float] = dict(
         (await session.execute(select(Lead.category, func.avg(Lead.budget_minor)).group_by(Lead.category))).all()
     )
     priors = {}
     for code, category in settings.categories.items():
         typical_turnover = float(budgets.get(code) or category.lead_price_minor * 20)
-        default = CategoryPrior(DEFAULT_CLOSE_RATE, typical_turnover, DEFAULT_RETURN_RATE, PRIOR_STRENGTH)
-        received, paid, turnover, returned = (int(v or 0) for v in stats.get(code, (0, 0, 0, 0)))
-        priors[code] = category_prior(received, paid, turnover, returned, default=default)
+        default = CategoryPrior(
+            DEFAULT_WIN_RATE, typical_turnover, DEFAULT_RETURN_RATE, PRIOR_STRENGTH, DEFAULT_PAY_RATE
+        )
+        priors[code] = category_prior(history(stats.get(code, [0] * 7)), default=default)
     return priors
 
 
@@ -293,11 +375,17 @@ class Standing:
     monthly_cap: int
     reliability: float
     bids: dict[str, int | None]  # per category it serves: its highest bid (None: the list price)
-    history: dict[str, list[int]]  # category -> [received, paid deals, turnover, returned]
+    history: dict[str, list[int]]  # category -> its history row (RECEIVED, PAID, TURNOVER, ...)
     sold_minor: int  # what the marketplace earned from leads this business sold it
     day: date  # the day `today` counts exposures of
     today: int
     this_month: int
+
+    def row(self, category: str) -> list[int]:
+        return self.history.setdefault(category, [0] * 7)
+
+    def history_of(self, category: str) -> History:
+        return history(self.history.get(category, [0] * 7), self.sold_minor)
 
     def count_exposure(self, at: datetime) -> None:
         on = at.date()
@@ -317,11 +405,8 @@ def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: s
     scores = {}
     for code in categories:
         category = settings.categories[code]
-        received, paid, turnover, returned = s.history.get(code, (0, 0, 0, 0))
         terms = Terms(s.mode, category.lead_price_minor, category.commission_rate_bp, s.bids.get(code))
-        scores[code] = score(
-            History(received, paid, turnover, returned, s.sold_minor), priors[code], terms, reliability=s.reliability
-        )
+        scores[code] = score(s.history_of(code), priors[code], terms, reliability=s.reliability)
     return _Snapshot(profile, scores)
 
 
@@ -345,21 +430,14 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
     ):
         regions[business_id].append(region)
     history_rows = await session.execute(
-        select(
-            Exposure.business_id,
-            Lead.category,
-            func.count(Exposure.id),
-            func.sum(case((Exposure.status == "paid", 1), else_=0)),
-            func.sum(case((Exposure.status == "paid", Exposure.turnover_minor), else_=0)),
-            func.sum(case((Exposure.status == "returned", 1), else_=0)),
-        )
+        select(Exposure.business_id, Lead.category, *history_columns(now))
         .join(Lead, Lead.id == Exposure.lead_id)
         .where(Exposure.business_id.in_(ids))
         .group_by(Exposure.business_id, Lead.category)
     )
-    history: dict[str, dict[str, list[int]]] = defaultdict(dict)
+    rows: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for r in history_rows:
-        history[r[0]][r[1]] = [int(v or 0) for v in r[2:]]
+        rows[r[0]][r[1]] = [int(v or 0) for v in r[2:]]
     # What the marketplace earned from leads each business sold it: prices paid (not those refunded on a
     # return) and commissions on them.
     sold_rows = await session.execute(
@@ -406,7 +484,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
             monthly_cap=b.monthly_cap,
             reliability=b.reliability_bp / 10_000,
             bids=dict(bids.get(b.id, {})),
-            history=history.get(b.id, {}),
+            history=rows.get(b.id, {}),
             sold_minor=sold.get(b.id, 0),
             day=day.date(),
             today=today,
@@ -423,13 +501,20 @@ async def load_snapshots(
 
 
 async def train_conversion_model(session: AsyncSession, settings: Settings) -> RankingModel | None:
-    """Train the conversion model on deal makers' settled exposures and store its coefficients; every
-    process's core picks them up on its next full refresh. None while the history is too thin."""
+    """Train the conversion model on deal makers' decided exposures (won or not: the factor it gives scales
+    P(won)) and store its coefficients; every process's core picks them up on its next full refresh. None while
+    the history is too thin."""
     priors = await load_category_priors(session, settings)
+    won = Exposure.status.in_(("paid", *WON_STATUSES))
+    decided = or_(
+        won,
+        Exposure.status.in_(("lost", "returned")),
+        and_(Exposure.status.in_(tuple(OPEN_STATUSES)), Exposure.stale.is_(True)),
+    )
     result = await session.execute(
         select(
             Exposure.business_id,
-            Exposure.status,
+            won.label("won"),
             Lead.category,
             Lead.budget_minor,
             Business.min_deal_minor,
@@ -437,36 +522,32 @@ async def train_conversion_model(session: AsyncSession, settings: Settings) -> R
         )
         .join(Lead, Lead.id == Exposure.lead_id)
         .join(Business, Business.id == Exposure.business_id)
-        .where(Exposure.mode == "deal_maker", Exposure.status.in_(("paid", "lost", "returned")))
+        .where(Exposure.mode == "deal_maker", decided)
         .order_by(Exposure.id)
         .limit(200_000)
     )
     rows = list(result)
-    history = await session.execute(
-        select(
-            Exposure.business_id,
-            Lead.category,
-            func.count(Exposure.id),
-            func.sum(case((Exposure.status == "paid", 1), else_=0)),
-        )
+    history_rows = await session.execute(
+        select(Exposure.business_id, Lead.category, *history_columns(utcnow()))
         .join(Lead, Lead.id == Exposure.lead_id)
         .where(Exposure.mode == "deal_maker")
         .group_by(Exposure.business_id, Lead.category)
     )
-    close_rate = {}
-    for business_id, category, received, paid in history:
-        prior = priors.get(category)
+    win_rate = {}
+    for r in history_rows:
+        prior = priors.get(r[1])
         if prior is not None:
+            h = history([int(v or 0) for v in r[2:]])
             k = prior.strength
-            close_rate[(business_id, category)] = (int(paid or 0) + k * prior.close_rate) / (int(received) + k)
+            win_rate[(r[0], r[1])] = (h.wins + k * prior.win_rate) / (h.decided + k)
     samples = [
         Sample(
             r.category,
             r.budget_minor,
             r.min_deal_minor,
             r.max_deal_minor,
-            close_rate.get((r.business_id, r.category), DEFAULT_CLOSE_RATE),
-            r.status == "paid",
+            win_rate.get((r.business_id, r.category), DEFAULT_WIN_RATE),
+            bool(r.won),
         )
         for r in rows
     ]

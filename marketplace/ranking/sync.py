@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from marketplace.clock import utcnow
-from marketplace.ranking.events import SCORED_STATUSES, Event, Moved, business_ids
+from marketplace.ranking.events import Event, Moved, business_ids
 
 log = logging.getLogger("marketplace.ranking")
 CHANNEL = "marketplace:ranking:changed"
@@ -60,8 +60,8 @@ class RankingSync:
         the database; the other processes hear the business ids and read them back. A business this process
         does not know yet, or one whose refresh is reading the database right now (it could read what was
         there before this commit), is read back here too."""
-        # A status report short of paid or returned leaves every score as it was: nobody need hear of it.
-        events = tuple(e for e in events if not (isinstance(e, Moved) and e.status not in SCORED_STATUSES))
+        # A status step inside one outcome class (new to contacted) leaves every score as it was: nobody need hear.
+        events = tuple(e for e in events if not (isinstance(e, Moved) and not e.moves_score))
         if not self.enabled or not events:
             return
         ids = business_ids(events)

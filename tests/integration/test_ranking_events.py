@@ -12,6 +12,7 @@ from marketplace.clock import (
     utcnow,
 )
 from marketplace.db.models import Business, Offer
+from marketplace.exposures.services import mark_stale
 from marketplace.ranking.service import ProfitabilityRanker
 from tests.factories import auth, lead_body, offers_of, register, submit_lead
 
@@ -77,6 +78,11 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
         json={"status": "paid", "turnover": {"amount_minor": 1_234_567, "currency": "ILS"}},
     )
     assert paid.status_code == 200, paid.text
+    # The capped deal maker loses its deal: decided, not won.
+    lost = await client.post(
+        f"/v1/exposures/{exposures[makers[0][0]][0]}/status", headers=auth(makers[0][1]), json={"status": "lost"}
+    )
+    assert lost.status_code == 200, lost.text
     buyer_id, buyer = buyers[0]
     returned = await client.post(
         f"/v1/exposures/{exposures[buyer_id][0]}/return", headers=auth(buyer), json={"reason": "not a plumbing job"}
@@ -95,6 +101,30 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     assert all(capped_id not in [b for b, _ in entries] for entries in ranker.core.snapshot().values())
     assert ranker.standings[seller_id].sold_minor > 0
     assert ranker.standings[seller_id].sold_minor == fresh.standings[seller_id].sold_minor
+
+    # Days later the deal maker's other lead has gone stale (a failure, once the full refresh reads it), and then
+    # it reports the deal won after all: the move from `silent` to a win is applied in place too.
+    clock.advance(timedelta(days=settings.windows.stale_days + 1))
+    async with app.state.sessions() as session:
+        assert await mark_stale(session, settings) >= 1
+        await session.commit()
+        await real_refresh(session, list(ranker.standings), utcnow())
+    late = exposures[maker_id][1]
+    assert ranker.standings[maker_id].history_of("plumbing").decided == 2  # paid and stale
+    won = await client.post(
+        f"/v1/exposures/{late}/status",
+        headers=auth(maker),
+        json={"status": "won", "turnover": {"amount_minor": 500_000, "currency": "ILS"}},
+    )
+    assert won.status_code == 200, won.text
+    await app.state.ranking_sync.settled()
+    assert refreshed == []
+    after = ranker.standings[maker_id].history_of("plumbing")
+    assert (after.decided, after.wins, after.won_unpaid, after.turnover_minor) == (2, 2, 1, 1_234_567 + 500_000)
+    fresh = await _fresh_copy(app)
+    for business_id, standing in fresh.standings.items():
+        assert ranker.standings[business_id] == standing, business_id
+    assert ranker.core.snapshot() == fresh.core.snapshot()
 
 
 async def test_a_wave_holds_the_configured_share_of_explored_places(app, client, db, settings):

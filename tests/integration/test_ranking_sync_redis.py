@@ -76,9 +76,9 @@ async def test_changes_and_records_reach_the_other_process() -> None:
         assert [e.business_id for e in here.applied] == ["biz_buyer"]  # applied in place where it happened
         assert "biz_buyer" not in here.refreshed  # nor read back there
 
-        # A report short of paid or returned moves no score: it is neither applied nor published. The marker
+        # A step inside one outcome class moves no score: it is neither applied nor published. The marker
         # sent after it arrives alone (one publisher's messages keep their order).
-        a.record(Moved("biz_quiet", "plumbing", "contacted"))
+        a.record(Moved("biz_quiet", "plumbing", "contacted", was="undecided"))
         a.changed("biz_marker")
         await _until(lambda: "biz_marker" in there.refreshed)
         assert "biz_quiet" not in there.refreshed and not any(e.business_id == "biz_quiet" for e in here.applied)

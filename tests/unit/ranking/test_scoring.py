@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.ranking.scoring import CategoryPrior, History, Terms, category_prior, gsp_price, score
+from datetime import UTC, datetime, timedelta
 
-PRIOR = CategoryPrior(close_rate=0.2, mean_turnover_minor=1_000_000, return_rate=0.1, strength=10)
+from marketplace.ranking.events import Moved
+from marketplace.ranking.scoring import (
+    PAYMENT_DUE_DAYS,
+    CategoryPrior,
+    History,
+    Terms,
+    category_prior,
+    gsp_price,
+    outcome,
+    payment_overdue,
+    score,
+)
+
+PRIOR = CategoryPrior(win_rate=0.2, mean_turnover_minor=1_000_000, return_rate=0.1, strength=10)
 
 
 def test_deal_maker_score_by_hand():
@@ -70,11 +83,72 @@ def test_shrinkage_moves_toward_the_evidence_as_it_grows():
 
 
 def test_category_prior_is_itself_shrunk_toward_the_defaults():
-    empty = category_prior(0, 0, 0, 0, default=PRIOR)
-    assert (empty.close_rate, empty.return_rate) == (0.2, 0.1)
-    busy = category_prior(1000, 500, 500 * 2_000_000, 50, default=PRIOR)
+    empty = category_prior(History(), default=PRIOR)
+    assert (empty.win_rate, empty.return_rate, empty.pay_rate) == (0.2, 0.1, 1.0)
+    busy = category_prior(History(1000, 500, 500 * 2_000_000, 50), default=PRIOR)
     assert busy.close_rate == pytest.approx((500 + 2) / 1010)
     assert busy.mean_turnover_minor == pytest.approx((1_000_000_000 + 10_000_000) / 510)
+    # Waiting deals: 400 undecided are left out of the win rate, 100 wins not yet due out of the pay rate.
+    waiting = category_prior(
+        History(1000, 300, 400 * 2_000_000, 50, undecided=400, won_unpaid=80, overdue=20),
+        default=CategoryPrior(0.25, 1_000_000, 0.1, 10, pay_rate=0.8),
+    )
+    assert waiting.win_rate == pytest.approx((400 + 2.5) / 610)
+    assert waiting.pay_rate == pytest.approx((300 + 8) / 330)
+
+
+def test_deals_still_waiting_are_not_failures():
+    # 40 received: 10 decided (3 won, 7 lost), 30 the customers have not decided on yet. Counting those 30 as
+    # failures would give (1 + 2) / 50 = 0.06; of the decided ones, 3 of 10 were won: (3 + 2) / (10 + 10) = 0.25.
+    terms = Terms("deal_maker", 6000, 1500)
+    s = score(History(40, 0, 3_000_000, 0, undecided=30, won_unpaid=3), PRIOR, terms)
+    assert s.factors["p_won"] == pytest.approx(0.25)
+    # None of its wins is due yet: P(paid | won) is the prior's (1.0 here), not 0 of 3.
+    assert s.factors["p_paid_if_won"] == 1.0
+    assert s.factors["p_close_and_pay"] == pytest.approx(0.25)
+    # The turnover of a win counts as soon as it is stated: (3,000,000 + 10 x 1,000,000) / (3 + 10).
+    assert s.factors["expected_turnover_minor"] == round(13_000_000 / 13)
+    assert s.value == pytest.approx(0.25 * 13_000_000 / 13 * 0.15)
+
+
+def test_overdue_wins_lower_the_pay_rate_and_paid_ones_raise_it():
+    terms = Terms("deal_maker", 6000, 1500)
+    prior = CategoryPrior(0.2, 1_000_000, 0.1, 10, pay_rate=0.8)
+    # 20 decided, 10 won: 4 paid, 6 overdue. P(paid | won) = (4 + 10 x 0.8) / (4 + 6 + 10) = 0.6.
+    late = score(History(20, 4, 10_000_000, 0, overdue=6), prior, terms)
+    assert late.factors["p_paid_if_won"] == pytest.approx(0.6)
+    assert late.factors["p_won"] == pytest.approx((10 + 2) / 30)
+    assert late.factors["p_close_and_pay"] == pytest.approx(0.6 * 12 / 30)
+    prompt = score(History(20, 10, 10_000_000, 0), prior, terms)
+    assert prompt.factors["p_paid_if_won"] == pytest.approx(18 / 20)
+    assert prompt.value > late.value
+
+
+def test_a_stale_open_deal_is_a_failure_and_a_fresh_one_is_not():
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    assert outcome("new") == outcome("quoted") == "undecided"
+    assert outcome("contacted", stale=True) == "silent"
+    assert outcome("won") == outcome("invoiced") == "won_unpaid"
+    assert outcome("invoiced", overdue=True) == "overdue"
+    assert [outcome(s) for s in ("paid", "lost", "returned")] == ["paid", "lost", "returned"]
+    assert payment_overdue(now - timedelta(days=PAYMENT_DUE_DAYS), now)
+    assert not payment_overdue(now - timedelta(days=PAYMENT_DUE_DAYS - 1), now)
+    # The business that says nothing: 10 received, all stale, so all decided and none won.
+    silent = score(History(10), PRIOR, Terms("deal_maker", 6000, 1500))
+    waiting = score(History(10, undecided=10), PRIOR, Terms("deal_maker", 6000, 1500))
+    assert silent.factors["p_won"] == pytest.approx(2 / 20)
+    assert waiting.factors["p_won"] == pytest.approx(0.2)
+
+
+def test_which_moves_change_a_score():
+    assert not Moved("b", "c", "contacted", was="undecided").moves_score
+    assert Moved("b", "c", "contacted", was="silent").moves_score  # a stale deal came back to life
+    assert Moved("b", "c", "won", 100, was="undecided").moves_score
+    assert Moved("b", "c", "paid", 100, was="won_unpaid", was_turnover_minor=100).moves_score
+    assert not Moved("b", "c", "invoiced", 100, was="won_unpaid", was_turnover_minor=100).moves_score
+    assert Moved("b", "c", "invoiced", 120, was="won_unpaid", was_turnover_minor=100).moves_score
+    assert Moved("b", "c", "invoiced", 100, was="overdue", was_turnover_minor=100).moves_score
+    assert Moved("b", "c", "contacted").moves_score  # not known what it was: the business is read back
 
 
 def test_generalised_second_price():

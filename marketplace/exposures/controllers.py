@@ -15,7 +15,7 @@ from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.leads.services import get_lead
 from marketplace.ranking.events import Event
-from marketplace.ranking.service import moved
+from marketplace.ranking.service import moved, payment_due
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
 
@@ -72,7 +72,8 @@ class ExposureController(Controller):
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             change = await services.update_status(uow.session, state.settings, business, exposure_id, data)
             exposure = change.exposure
-            made.append(moved(exposure, await get_lead(uow.session, exposure.lead_id), change.before))
+            lead = await get_lead(uow.session, exposure.lead_id)
+            made.append(moved(exposure, lead, change.before, payment_due(state.settings)))
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -130,7 +131,12 @@ class ExposureController(Controller):
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             returned = await services.return_exposure(uow.session, state.settings, business, exposure_id, data.reason)
             made.append(
-                moved(returned.exposure, await get_lead(uow.session, returned.exposure.lead_id), returned.before)
+                moved(
+                    returned.exposure,
+                    await get_lead(uow.session, returned.exposure.lead_id),
+                    returned.before,
+                    payment_due(state.settings),
+                )
             )
             refund = returned.refund
             return 200, schemas.ReturnResult(

@@ -14,8 +14,8 @@ exposure still waiting as a failure would rank every deal maker near zero for it
 against a true 0.2-0.35). So the close rate is split where the delays differ. Won and lost are reported when the
 customer decides, at the same moment either way, so P(won) counts decided exposures only: a won, lost or returned
 one, or an open one gone stale (the business never said: a failure). P(paid | won) counts a win as unpaid only
-once it is overdue (no payment `PAYMENT_DUE_DAYS` after its last step); a win whose payment is not due yet is
-neither. Pure: no database, no web framework.
+once it is overdue (no payment some days after its last step: the fraud module's `unpaid_days`, one rule for
+both); a win whose payment is not due yet is neither. Pure: no database, no web framework.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-# A won or invoiced deal with no payment this long after its last step counts as unpaid.
-PAYMENT_DUE_DAYS = 60
 # A deal's outcome, as the score counts it (see `outcome`); each class that carries a count has its place in a
 # business's history row.
 OPEN_STATUSES = frozenset({"new", "contacted", "quoted"})
@@ -168,8 +166,9 @@ def outcome(status: str, *, stale: bool = False, overdue: bool = False) -> str:
     return status
 
 
-def payment_overdue(changed_at: datetime, now: datetime) -> bool:
-    return changed_at <= now - timedelta(days=PAYMENT_DUE_DAYS)
+def payment_overdue(changed_at: datetime, now: datetime, due: timedelta) -> bool:
+    """A won or invoiced deal whose last step was at `changed_at` is overdue once `due` has passed unpaid."""
+    return changed_at <= now - due
 
 
 def gsp_price(next_score: float | None, p_keep: float, reliability: float, bonus: float, reserve: int, bid: int) -> int:

@@ -22,7 +22,6 @@ from marketplace.ranking.model import Sample, train
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
 from marketplace.ranking.scoring import (
     OPEN_STATUSES,
-    PAYMENT_DUE_DAYS,
     WIN_CLASSES,
     WON_STATUSES,
     CategoryPrior,
@@ -88,7 +87,7 @@ class ProfitabilityRanker:
             return
         if not self.priors:
             self.priors = await load_category_priors(session, self.settings)
-        standings = await load_standings(session, business_ids, now)
+        standings = await load_standings(session, business_ids, now, payment_due(self.settings))
         for business_id, standing in standings.items():
             self._put(business_id, standing)
         for missing in set(business_ids) - standings.keys():
@@ -283,9 +282,14 @@ def exposed(exposure: Exposure, lead: Lead) -> Exposed:
     )
 
 
-def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved:
+def payment_due(settings: Settings) -> timedelta:
+    """How long a won deal may stay unpaid before it counts as unpaid: the fraud module's rule, one for both."""
+    return timedelta(days=settings.fraud.unpaid_days)
+
+
+def moved(exposure: Exposure, lead: Lead, before: Before | None = None, due: timedelta | None = None) -> Moved:
     """The event of a committed status move, from the deal as it stood `before` (None: not known, so the
-    business is read back)."""
+    business is read back); `due`: see payment_due."""
     turnover = exposure.turnover_minor or 0
     commission = (
         turnover * (exposure.commission_rate_bp or 0) // 10_000
@@ -303,15 +307,19 @@ def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved
         refunded,
         None
         if before is None
-        else outcome(before.status, stale=before.stale, overdue=payment_overdue(before.changed_at, utcnow())),
+        else outcome(
+            before.status,
+            stale=before.stale,
+            overdue=due is not None and payment_overdue(before.changed_at, utcnow(), due),
+        ),
         0 if before is None else before.turnover_minor or 0,
     )
 
 
-def history_columns(now: datetime) -> list[ColumnElement[Any]]:
+def history_columns(now: datetime, payment_due: timedelta) -> list[ColumnElement[Any]]:
     """Aggregates of exposures into a history row (RECEIVED, PAID, TURNOVER, ...), as `scoring.outcome` classes
     them at `now`."""
-    due = now - timedelta(days=PAYMENT_DUE_DAYS)
+    due = now - payment_due
     won = Exposure.status.in_(tuple(WON_STATUSES))
 
     def count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -343,7 +351,7 @@ def history(row: Sequence[int], sold_minor: int = 0) -> History:
 
 async def load_category_priors(session: AsyncSession, settings: Settings) -> dict[str, CategoryPrior]:
     rows = await session.execute(
-        select(Lead.category, *history_columns(utcnow()))
+        select(Lead.category, *history_columns(utcnow(), payment_due(settings)))
         .join(Lead, Lead.id == Exposure.lead_id)
         .group_by(Lead.category)
     )
@@ -410,8 +418,11 @@ def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: s
     return _Snapshot(profile, scores)
 
 
-async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
-    """These businesses' standings from the database, in five statements whatever their number."""
+async def load_standings(
+    session: AsyncSession, ids: Sequence[str], now: datetime, due: timedelta
+) -> dict[str, Standing]:
+    """These businesses' standings from the database (`due`: see payment_due), in five statements whatever their
+    number."""
     businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
     if not businesses:
         return {}
@@ -430,7 +441,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
     ):
         regions[business_id].append(region)
     history_rows = await session.execute(
-        select(Exposure.business_id, Lead.category, *history_columns(now))
+        select(Exposure.business_id, Lead.category, *history_columns(now, due))
         .join(Lead, Lead.id == Exposure.lead_id)
         .where(Exposure.business_id.in_(ids))
         .group_by(Exposure.business_id, Lead.category)
@@ -496,7 +507,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
 async def load_snapshots(
     session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
 ) -> list[_Snapshot]:
-    standings = await load_standings(session, ids, now)
+    standings = await load_standings(session, ids, now, payment_due(settings))
     return [lay_out(settings, priors, business_id, s) for business_id, s in standings.items()]
 
 
@@ -528,7 +539,7 @@ async def train_conversion_model(session: AsyncSession, settings: Settings) -> R
     )
     rows = list(result)
     history_rows = await session.execute(
-        select(Exposure.business_id, Lead.category, *history_columns(utcnow()))
+        select(Exposure.business_id, Lead.category, *history_columns(utcnow(), payment_due(settings)))
         .join(Lead, Lead.id == Exposure.lead_id)
         .where(Exposure.mode == "deal_maker")
         .group_by(Exposure.business_id, Lead.category)

@@ -126,6 +126,27 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
         assert ranker.standings[business_id] == standing, business_id
     assert ranker.core.snapshot() == fresh.core.snapshot()
 
+    # Its payment comes after the fraud module's `unpaid_days`: the win counted as overdue (read by the full
+    # refresh), and the payment moves it from overdue to paid in place.
+    clock.advance(timedelta(days=settings.fraud.unpaid_days + 1))
+    async with app.state.sessions() as session:
+        await real_refresh(session, list(ranker.standings), utcnow())
+    assert ranker.standings[maker_id].history_of("plumbing").overdue == 1
+    paid = await client.post(
+        f"/v1/exposures/{late}/status",
+        headers=auth(maker),
+        json={"status": "paid", "turnover": {"amount_minor": 600_000, "currency": "ILS"}},
+    )
+    assert paid.status_code == 200, paid.text
+    await app.state.ranking_sync.settled()
+    assert refreshed == []
+    after = ranker.standings[maker_id].history_of("plumbing")
+    assert (after.paid_deals, after.overdue, after.turnover_minor) == (2, 0, 1_234_567 + 600_000)
+    fresh = await _fresh_copy(app)
+    for business_id, standing in fresh.standings.items():
+        assert ranker.standings[business_id] == standing, business_id
+    assert ranker.core.snapshot() == fresh.core.snapshot()
+
 
 async def test_a_wave_holds_the_configured_share_of_explored_places(app, client, db, settings):
     """Exploration takes its share of the places a wave offers (not a place beyond the wave, which is

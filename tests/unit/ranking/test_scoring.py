@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from marketplace.ranking.events import Moved
 from marketplace.ranking.scoring import (
-    PAYMENT_DUE_DAYS,
     CategoryPrior,
     History,
     Terms,
@@ -131,8 +130,9 @@ def test_a_stale_open_deal_is_a_failure_and_a_fresh_one_is_not():
     assert outcome("won") == outcome("invoiced") == "won_unpaid"
     assert outcome("invoiced", overdue=True) == "overdue"
     assert [outcome(s) for s in ("paid", "lost", "returned")] == ["paid", "lost", "returned"]
-    assert payment_overdue(now - timedelta(days=PAYMENT_DUE_DAYS), now)
-    assert not payment_overdue(now - timedelta(days=PAYMENT_DUE_DAYS - 1), now)
+    due = timedelta(days=45)
+    assert payment_overdue(now - due, now, due)
+    assert not payment_overdue(now - due + timedelta(seconds=1), now, due)
     # The business that says nothing: 10 received, all stale, so all decided and none won.
     silent = score(History(10), PRIOR, Terms("deal_maker", 6000, 1500))
     waiting = score(History(10, undecided=10), PRIOR, Terms("deal_maker", 6000, 1500))

@@ -15,7 +15,7 @@ from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.leads.services import get_lead
 from marketplace.ranking.events import Event
-from marketplace.ranking.service import moved, payment_due
+from marketplace.ranking.service import moved
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
 
@@ -73,7 +73,7 @@ class ExposureController(Controller):
             change = await services.update_status(uow.session, state.settings, business, exposure_id, data)
             exposure = change.exposure
             lead = await get_lead(uow.session, exposure.lead_id)
-            made.append(moved(exposure, lead, change.before, payment_due(state.settings)))
+            made.append(moved(exposure, lead, change.before))
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -135,7 +135,6 @@ class ExposureController(Controller):
                     returned.exposure,
                     await get_lead(uow.session, returned.exposure.lead_id),
                     returned.before,
-                    payment_due(state.settings),
                 )
             )
             refund = returned.refund

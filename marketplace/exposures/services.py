@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -35,16 +35,15 @@ class Before:
 
     status: str
     stale: bool
-    changed_at: datetime
     turnover_minor: int | None
 
     @classmethod
     def of(cls, exposure: Exposure) -> Before:
-        return cls(exposure.status, exposure.stale, exposure.status_changed_at, exposure.turnover_minor)
+        return cls(exposure.status, exposure.stale, exposure.turnover_minor)
 
 
 @dataclass(frozen=True, slots=True)
-class Moved:
+class StatusChange:
     exposure: Exposure
     before: Before
 
@@ -169,7 +168,7 @@ def _record(session: AsyncSession, exposure: Exposure, actor: str, to_status: st
 
 async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
-) -> Moved:
+) -> StatusChange:
     exposure = await get_own(session, business, exposure_id, lock=True)
     before = Before.of(exposure)
     if business.status == "blocked":
@@ -204,7 +203,7 @@ async def update_status(
         lead = await session.get(Lead, exposure.lead_id)
         assert lead is not None
         await wallet.settle_commission(session, settings, exposure, lead)
-    return Moved(exposure, before)
+    return StatusChange(exposure, before)
 
 
 async def upgrade_to_exclusive(

@@ -44,29 +44,33 @@ class Exposed:
 
 @dataclass(frozen=True, slots=True)
 class Moved:
-    """An exposure reached `status`, from the outcome class `was` (see `scoring.outcome`; None: not known, so
-    the business is read back) with `was_turnover_minor` stated on it; `turnover_minor` is what it states now.
-    On a lead that `seller_id` sold the marketplace, a paid deal earned the marketplace `commission_minor`, and a
-    return gave back the `refunded_minor` it had been paid for the lead: that seller's bonus moves by as much."""
+    """Exposure `exposure_id` reached `status` at `at`, stating `turnover_minor` (None: none stated), from the
+    outcome class `was` (see `scoring.outcome`; None: not known, so the business is read back) with
+    `was_turnover_minor` stated. On a lead that `seller_id` sold the marketplace, a paid deal earned the marketplace
+    `commission_minor`, and a return gave back the `refunded_minor` it had been paid for the lead: that seller's
+    bonus moves by as much."""
 
     business_id: str
     category: str
     status: str
-    turnover_minor: int = 0
+    turnover_minor: int | None = None
     seller_id: str | None = None
     commission_minor: int = 0
     refunded_minor: int = 0
     was: str | None = None
-    was_turnover_minor: int = 0
+    was_turnover_minor: int | None = None
+    exposure_id: str = ""
+    at: datetime | None = None
 
     @property
     def becomes(self) -> str:
-        """The outcome class it moves to: a move leaves a deal fresh (not stale, its payment not yet due)."""
+        """The outcome class it moves to: a move leaves a deal fresh (not stale)."""
         return outcome(self.status)
 
     @property
     def moves_score(self) -> bool:
-        """Whether any score can change: a step inside one class (new to contacted) changes none."""
+        """Whether any score can change: a step inside one class (new to contacted, won to invoiced: a win's
+        payment term runs from the win) changes none unless the turnover stated changes."""
         return (
             self.was is None
             or self.was != self.becomes

@@ -11,31 +11,35 @@ newcomer starts at the category's fair prior, not at zero, and a few lucky deals
 
 Outcomes come late: a customer decides days after the claim and pays days or weeks after that. Counting every
 exposure still waiting as a failure would rank every deal maker near zero for its first month (measured: 0.004
-against a true 0.2-0.35). So the close rate is split where the delays differ. Won and lost are reported when the
-customer decides, at the same moment either way, so P(won) counts decided exposures only: a won, lost or returned
-one, or an open one gone stale (the business never said: a failure). P(paid | won) counts a win as unpaid only
-once it is overdue (no payment some days after its last step: the fraud module's `unpaid_days`, one rule for
-both); a win whose payment is not due yet is neither. Pure: no database, no web framework.
+against a true 0.2-0.35). So the close rate is split where the delays differ:
+- P(won | decided). Won and lost are reported when the customer decides, at the same moment either way, so it
+  counts decided exposures only: won, lost or returned, or open and gone stale (the business never said: a
+  failure). An exposure still open and fresh is neither a success nor a failure yet.
+- P(paid | won). A paid win counts at once; an unpaid one counts as a failure by the share of its payment term
+  gone by since the win (the fraud module's `unpaid_days`: a quarter of a failure a quarter of the way in, a whole
+  one when the term is over). So a fresh win is not a failure, and a business cannot ride on wins it never
+  collects: they turn into failures as their term runs.
+Pure: no database, no web framework.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-# A deal's outcome, as the score counts it (see `outcome`); each class that carries a count has its place in a
-# business's history row.
+# A deal's outcome, as the score counts it (see `outcome`).
 OPEN_STATUSES = frozenset({"new", "contacted", "quoted"})
 WON_STATUSES = frozenset({"won", "invoiced"})
-WIN_CLASSES = frozenset({"won_unpaid", "overdue", "paid"})
+WIN_CLASSES = frozenset({"won_unpaid", "paid"})
 
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What the business did with the leads of one category (counts and sums in minor units). Without the last
-    three counts, every exposure received is decided and every win paid: a history long settled."""
+    """What the business did with the leads of one category (counts and sums in minor units). With the defaults
+    of the last four, every exposure received is decided and every win paid: a history long settled."""
 
     received: int = 0
     paid_deals: int = 0
@@ -43,8 +47,9 @@ class History:
     returned: int = 0
     sold_revenue_minor: int = 0  # what the marketplace earned from leads this business sold it (all categories)
     undecided: int = 0  # open, before any decision, and not stale: the customer may still choose it
-    won_unpaid: int = 0  # won or invoiced, payment not due yet
-    overdue: int = 0  # won or invoiced, payment overdue
+    won_unpaid: int = 0  # won or invoiced, not paid (yet)
+    unpaid_weight: float = 0.0  # those wins as failures to pay: the share of each one's payment term gone by
+    stated: int | None = None  # wins with a stated turnover (None: every one of them)
 
     @property
     def decided(self) -> int:
@@ -52,7 +57,11 @@ class History:
 
     @property
     def wins(self) -> int:
-        return self.paid_deals + self.won_unpaid + self.overdue
+        return self.paid_deals + self.won_unpaid
+
+    @property
+    def turnover_known(self) -> int:
+        return self.wins if self.stated is None else self.stated
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,7 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
         beta = (history.decided - wins) + k * (1.0 - prior.win_rate)
         p = alpha / (alpha + beta)
         paid = pay_rate(history, prior)
-        turnover = (history.turnover_minor + k * prior.mean_turnover_minor) / (wins + k)
+        turnover = (history.turnover_minor + k * prior.mean_turnover_minor) / (history.turnover_known + k)
         worth = paid * turnover * terms.commission_rate_bp / 10_000
         factors: dict[str, Any] = {
             "mode": "deal_maker",
@@ -140,35 +149,39 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
 
 
 def pay_rate(history: History, prior: CategoryPrior) -> float:
-    """P(paid | won): of the wins whose payment is due (paid or overdue), those paid, shrunk toward the prior."""
+    """P(paid | won): paid wins against paid ones plus unpaid ones weighted by how much of their payment term has
+    gone by, shrunk toward the prior."""
     k = prior.strength
-    return (history.paid_deals + k * prior.pay_rate) / (history.paid_deals + history.overdue + k)
+    return (history.paid_deals + k * prior.pay_rate) / (history.paid_deals + history.unpaid_weight + k)
 
 
-def category_prior(history: History, *, default: CategoryPrior) -> CategoryPrior:
-    """The category's averages from all businesses' history (summed), themselves shrunk toward defaults."""
+def unpaid_weight(won_at: Iterable[datetime], now: datetime, term: timedelta) -> float:
+    """Unpaid wins, won at these moments, as failures to pay: each the share of its payment term gone by."""
+    seconds = term.total_seconds()
+    return sum(min(1.0, max(0.0, (now - at).total_seconds() / seconds)) for at in won_at)
+
+
+def category_prior(history: History, *, default: CategoryPrior, returns: History | None = None) -> CategoryPrior:
+    """The category's averages from its deal makers' history (summed), and its return rate from `returns` (its
+    lead buyers' history; the same history if not given), themselves shrunk toward defaults."""
     k = default.strength
     wins = history.wins
     win = (wins + k * default.win_rate) / (history.decided + k)
-    turnover = (history.turnover_minor + k * default.mean_turnover_minor) / (wins + k)
-    returns = (history.returned + k * default.return_rate) / (history.received + k)
-    return CategoryPrior(win, turnover, returns, k, pay_rate(history, default))
+    turnover = (history.turnover_minor + k * default.mean_turnover_minor) / (history.turnover_known + k)
+    kept = history if returns is None else returns
+    return_rate = (kept.returned + k * default.return_rate) / (kept.received + k)
+    return CategoryPrior(win, turnover, return_rate, k, pay_rate(history, default))
 
 
-def outcome(status: str, *, stale: bool = False, overdue: bool = False) -> str:
+def outcome(status: str, *, stale: bool = False) -> str:
     """The class a deal counts in: `undecided` (open, the customer may still choose it), `silent` (open and stale:
-    the business never said, a failure), `won_unpaid`, `overdue`, or its final status (paid, lost, returned).
-    A deal that has just moved is neither stale nor overdue."""
+    the business never said, a failure), `won_unpaid` (won or invoiced), or its final status (paid, lost,
+    returned). A deal that has just moved is not stale."""
     if status in OPEN_STATUSES:
         return "silent" if stale else "undecided"
     if status in WON_STATUSES:
-        return "overdue" if overdue else "won_unpaid"
+        return "won_unpaid"
     return status
-
-
-def payment_overdue(changed_at: datetime, now: datetime, due: timedelta) -> bool:
-    """A won or invoiced deal whose last step was at `changed_at` is overdue once `due` has passed unpaid."""
-    return changed_at <= now - due
 
 
 def gsp_price(next_score: float | None, p_keep: float, reliability: float, bonus: float, reserve: int, bid: int) -> int:

@@ -14,7 +14,15 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
+from marketplace.db.models import (
+    Business,
+    BusinessCategory,
+    BusinessRegion,
+    Exposure,
+    ExposureEvent,
+    Lead,
+    RankingModel,
+)
 from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
 from marketplace.ranking.events import Event, Exposed, Joined, Moved, business_ids
@@ -32,15 +40,15 @@ from marketplace.ranking.scoring import (
     gsp_price,
     outcome,
     pay_rate,
-    payment_overdue,
     score,
+    unpaid_weight,
 )
 from marketplace.settings import Settings
 
 if TYPE_CHECKING:
     from marketplace.exposures.services import Before
 
-# Before any history, a category's win rate (of decided deals), pay rate (of wins due), return rate, and the
+# Before any history, a category's win rate (of decided deals), pay rate (of wins), return rate, and the
 # weight of its prior in pseudo-exposures: a close rate of 0.25 x 0.8 = 0.2.
 DEFAULT_WIN_RATE = 0.25
 DEFAULT_PAY_RATE = 0.8
@@ -48,9 +56,10 @@ DEFAULT_RETURN_RATE = 0.1
 PRIOR_STRENGTH = 10.0
 
 # A business's history row per category: counts and the turnover of its wins, in this order.
-RECEIVED, PAID, TURNOVER, RETURNED, UNDECIDED, WON_UNPAID, OVERDUE = range(7)
+RECEIVED, PAID, TURNOVER, RETURNED, UNDECIDED, WON_UNPAID, STATED = range(7)
+ROW_WIDTH = 7
 # Where each outcome class is counted (lost and silent deals are decided non-wins: received minus the rest).
-SLOT = {"paid": PAID, "returned": RETURNED, "undecided": UNDECIDED, "won_unpaid": WON_UNPAID, "overdue": OVERDUE}
+SLOT = {"paid": PAID, "returned": RETURNED, "undecided": UNDECIDED, "won_unpaid": WON_UNPAID}
 
 
 @dataclass
@@ -87,7 +96,7 @@ class ProfitabilityRanker:
             return
         if not self.priors:
             self.priors = await load_category_priors(session, self.settings)
-        standings = await load_standings(session, business_ids, now, payment_due(self.settings))
+        standings = await load_standings(session, business_ids, now)
         for business_id, standing in standings.items():
             self._put(business_id, standing)
         for missing in set(business_ids) - standings.keys():
@@ -121,6 +130,7 @@ class ProfitabilityRanker:
                     reliability=event.reliability_bp / 10_000,
                     bids={c: None for c in event.categories},
                     history={},
+                    won_at={},
                     sold_minor=0,
                     day=utcnow().date(),
                     today=0,
@@ -134,27 +144,18 @@ class ProfitabilityRanker:
             earned = 0
             if isinstance(event, Exposed):
                 if s is not None:
-                    row = s.row(event.category)
-                    row[RECEIVED] += 1
-                    row[UNDECIDED] += 1
-                    s.count_exposure(event.at)
+                    s.expose(event)
                     touched[event.business_id] = s
                 earned = event.price_minor
             elif isinstance(event, Moved):
                 if not event.moves_score:
                     continue
-                if event.was is None:  # the class it left is not known: read it back
+                if event.was is None or event.was == "silent":
+                    # Not known what it left, or a stale deal: this core may still count it as undecided (stale
+                    # marks reach it by a read). Read it back.
                     unknown.append(event.business_id)
                 elif s is not None:
-                    row = s.row(event.category)
-                    if event.was in SLOT:
-                        row[SLOT[event.was]] -= 1
-                    if event.was in WIN_CLASSES:
-                        row[TURNOVER] -= event.was_turnover_minor
-                    if event.becomes in SLOT:
-                        row[SLOT[event.becomes]] += 1
-                    if event.becomes in WIN_CLASSES:
-                        row[TURNOVER] += event.turnover_minor
+                    s.move(event)
                     touched[event.business_id] = s
                 earned = event.commission_minor - event.refunded_minor
             if event.seller_id and earned:
@@ -169,7 +170,7 @@ class ProfitabilityRanker:
 
     def _put(self, business_id: str, standing: Standing) -> None:
         self.standings[business_id] = standing
-        snapshot = lay_out(self.settings, self.priors, business_id, standing)
+        snapshot = lay_out(self.settings, self.priors, business_id, standing, utcnow())
         self.core.upsert(snapshot.profile, snapshot.scores)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
@@ -232,7 +233,7 @@ class ProfitabilityRanker:
             else:
                 standing = self.standings.get(ranking.business_ids[i])
                 paid = (
-                    pay_rate(standing.history_of(lead.category), prior)
+                    pay_rate(standing.history_of(lead.category, utcnow(), payment_term(self.settings)), prior)
                     if standing is not None and prior is not None
                     else 1.0
                 )
@@ -282,17 +283,17 @@ def exposed(exposure: Exposure, lead: Lead) -> Exposed:
     )
 
 
-def payment_due(settings: Settings) -> timedelta:
-    """How long a won deal may stay unpaid before it counts as unpaid: the fraud module's rule, one for both."""
+def payment_term(settings: Settings) -> timedelta:
+    """How long a win may stay unpaid before it counts as a whole failure to pay: the fraud module's rule."""
     return timedelta(days=settings.fraud.unpaid_days)
 
 
-def moved(exposure: Exposure, lead: Lead, before: Before | None = None, due: timedelta | None = None) -> Moved:
+def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved:
     """The event of a committed status move, from the deal as it stood `before` (None: not known, so the
-    business is read back); `due`: see payment_due."""
-    turnover = exposure.turnover_minor or 0
+    business is read back)."""
+    turnover = exposure.turnover_minor
     commission = (
-        turnover * (exposure.commission_rate_bp or 0) // 10_000
+        (turnover or 0) * (exposure.commission_rate_bp or 0) // 10_000
         if exposure.status == "paid" and exposure.mode == "deal_maker"
         else 0
     )
@@ -305,22 +306,18 @@ def moved(exposure: Exposure, lead: Lead, before: Before | None = None, due: tim
         lead.seller_business_id,
         commission,
         refunded,
-        None
-        if before is None
-        else outcome(
-            before.status,
-            stale=before.stale,
-            overdue=due is not None and payment_overdue(before.changed_at, utcnow(), due),
-        ),
-        0 if before is None else before.turnover_minor or 0,
+        None if before is None else outcome(before.status, stale=before.stale),
+        None if before is None else before.turnover_minor,
+        exposure.id,
+        exposure.status_changed_at,
     )
 
 
-def history_columns(now: datetime, payment_due: timedelta) -> list[ColumnElement[Any]]:
+def history_columns() -> list[ColumnElement[Any]]:
     """Aggregates of exposures into a history row (RECEIVED, PAID, TURNOVER, ...), as `scoring.outcome` classes
-    them at `now`."""
-    due = now - payment_due
-    won = Exposure.status.in_(tuple(WON_STATUSES))
+    them."""
+    win = Exposure.status.in_(("paid", *WON_STATUSES))
+    stated = and_(win, Exposure.turnover_minor.is_not(None))
 
     def count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
         return func.sum(case((condition, 1), else_=0))
@@ -328,15 +325,26 @@ def history_columns(now: datetime, payment_due: timedelta) -> list[ColumnElement
     return [
         func.count(Exposure.id),
         count(Exposure.status == "paid"),
-        func.sum(case((Exposure.status.in_(("paid", *WON_STATUSES)), Exposure.turnover_minor), else_=0)),
+        func.sum(case((stated, Exposure.turnover_minor), else_=0)),
         count(Exposure.status == "returned"),
         count(and_(Exposure.status.in_(tuple(OPEN_STATUSES)), Exposure.stale.is_(False))),
-        count(and_(won, Exposure.status_changed_at > due)),
-        count(and_(won, Exposure.status_changed_at <= due)),
+        count(Exposure.status.in_(tuple(WON_STATUSES))),
+        count(stated),
     ]
 
 
-def history(row: Sequence[int], sold_minor: int = 0) -> History:
+def won_at_column() -> ColumnElement[Any]:
+    """When a won or invoiced deal was won: its payment term runs from then (an invoice does not restart it)."""
+    first_won = (
+        select(func.min(ExposureEvent.at))
+        .where(ExposureEvent.exposure_id == Exposure.id, ExposureEvent.to_status == "won")
+        .correlate(Exposure)
+        .scalar_subquery()
+    )
+    return func.coalesce(first_won, Exposure.status_changed_at)
+
+
+def history(row: Sequence[int], sold_minor: int = 0, weight: float = 0.0) -> History:
     return History(
         received=row[RECEIVED],
         paid_deals=row[PAID],
@@ -345,27 +353,41 @@ def history(row: Sequence[int], sold_minor: int = 0) -> History:
         sold_revenue_minor=sold_minor,
         undecided=row[UNDECIDED],
         won_unpaid=row[WON_UNPAID],
-        overdue=row[OVERDUE],
+        unpaid_weight=weight,
+        stated=row[STATED],
     )
 
 
 async def load_category_priors(session: AsyncSession, settings: Settings) -> dict[str, CategoryPrior]:
+    """Each category's prior: win, pay and turnover figures from its deal makers' deals, the return rate from its
+    lead buyers' (lead buyers need not report a status, so their deals would read as silent failures)."""
+    now, term = utcnow(), payment_term(settings)
     rows = await session.execute(
-        select(Lead.category, *history_columns(utcnow(), payment_due(settings)))
+        select(Lead.category, Exposure.mode, *history_columns())
         .join(Lead, Lead.id == Exposure.lead_id)
-        .group_by(Lead.category)
+        .group_by(Lead.category, Exposure.mode)
     )
-    stats = {r[0]: [int(v or 0) for v in r[1:]] for r in rows}
+    stats = {(r[0], r[1]): [int(v or 0) for v in r[2:]] for r in rows}
+    won_at: dict[str, list[datetime]] = defaultdict(list)
+    for category, at in await session.execute(
+        select(Lead.category, won_at_column())
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .where(Exposure.mode == "deal_maker", Exposure.status.in_(tuple(WON_STATUSES)))
+    ):
+        won_at[category].append(at)
     budgets: dict[str, float] = dict(
         (await session.execute(select(Lead.category, func.avg(Lead.budget_minor)).group_by(Lead.category))).all()
     )
     priors = {}
+    empty = [0] * ROW_WIDTH
     for code, category in settings.categories.items():
         typical_turnover = float(budgets.get(code) or category.lead_price_minor * 20)
         default = CategoryPrior(
             DEFAULT_WIN_RATE, typical_turnover, DEFAULT_RETURN_RATE, PRIOR_STRENGTH, DEFAULT_PAY_RATE
         )
-        priors[code] = category_prior(history(stats.get(code, [0] * 7)), default=default)
+        makers = history(stats.get((code, "deal_maker"), empty), weight=unpaid_weight(won_at[code], now, term))
+        buyers = history(stats.get((code, "lead_buyer"), empty))
+        priors[code] = category_prior(makers, default=default, returns=buyers)
     return priors
 
 
@@ -384,16 +406,43 @@ class Standing:
     reliability: float
     bids: dict[str, int | None]  # per category it serves: its highest bid (None: the list price)
     history: dict[str, list[int]]  # category -> its history row (RECEIVED, PAID, TURNOVER, ...)
+    won_at: dict[str, dict[str, datetime]]  # category -> its unpaid wins: exposure id -> when it was won
     sold_minor: int  # what the marketplace earned from leads this business sold it
     day: date  # the day `today` counts exposures of
     today: int
     this_month: int
 
-    def row(self, category: str) -> list[int]:
-        return self.history.setdefault(category, [0] * 7)
+    def history_of(self, category: str, now: datetime, term: timedelta) -> History:
+        weight = unpaid_weight(self.won_at.get(category, {}).values(), now, term)
+        return history(self.history.get(category, [0] * ROW_WIDTH), self.sold_minor, weight)
 
-    def history_of(self, category: str) -> History:
-        return history(self.history.get(category, [0] * 7), self.sold_minor)
+    def expose(self, event: Exposed) -> None:
+        """It took a lead: one more exposure received, undecided, counted against its caps."""
+        row = self.history.setdefault(event.category, [0] * ROW_WIDTH)
+        row[RECEIVED] += 1
+        row[UNDECIDED] += 1
+        self.count_exposure(event.at)
+
+    def move(self, event: Moved) -> None:
+        """A deal moved from the class `event.was` (known, and as this standing counts it) to another."""
+        row = self.history.setdefault(event.category, [0] * ROW_WIDTH)
+        if event.was in SLOT:
+            row[SLOT[event.was]] -= 1
+        if event.was in WIN_CLASSES and event.was_turnover_minor is not None:
+            row[TURNOVER] -= event.was_turnover_minor
+            row[STATED] -= 1
+        if event.becomes in SLOT:
+            row[SLOT[event.becomes]] += 1
+        if event.becomes in WIN_CLASSES and event.turnover_minor is not None:
+            row[TURNOVER] += event.turnover_minor
+            row[STATED] += 1
+        if event.was == "won_unpaid" and event.becomes != "won_unpaid":
+            unpaid = self.won_at.get(event.category, {})
+            unpaid.pop(event.exposure_id, None)
+            if not unpaid:
+                self.won_at.pop(event.category, None)
+        elif event.becomes == "won_unpaid" and event.was != "won_unpaid" and event.at is not None:
+            self.won_at.setdefault(event.category, {})[event.exposure_id] = event.at
 
     def count_exposure(self, at: datetime) -> None:
         on = at.date()
@@ -405,7 +454,9 @@ class Standing:
         self.this_month += 1
 
 
-def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: str, s: Standing) -> _Snapshot:
+def lay_out(
+    settings: Settings, priors: dict[str, CategoryPrior], business_id: str, s: Standing, now: datetime
+) -> _Snapshot:
     """The core's view of a standing: its profile (active only below its caps) and a score per category."""
     active = s.status == "active" and s.today < s.daily_cap and s.this_month < s.monthly_cap
     categories = tuple(c for c in s.bids if c in settings.categories)
@@ -414,15 +465,13 @@ def lay_out(settings: Settings, priors: dict[str, CategoryPrior], business_id: s
     for code in categories:
         category = settings.categories[code]
         terms = Terms(s.mode, category.lead_price_minor, category.commission_rate_bp, s.bids.get(code))
-        scores[code] = score(s.history_of(code), priors[code], terms, reliability=s.reliability)
+        history = s.history_of(code, now, payment_term(settings))
+        scores[code] = score(history, priors[code], terms, reliability=s.reliability)
     return _Snapshot(profile, scores)
 
 
-async def load_standings(
-    session: AsyncSession, ids: Sequence[str], now: datetime, due: timedelta
-) -> dict[str, Standing]:
-    """These businesses' standings from the database (`due`: see payment_due), in five statements whatever their
-    number."""
+async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
+    """These businesses' standings from the database, in six statements whatever their number."""
     businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
     if not businesses:
         return {}
@@ -441,7 +490,7 @@ async def load_standings(
     ):
         regions[business_id].append(region)
     history_rows = await session.execute(
-        select(Exposure.business_id, Lead.category, *history_columns(now, due))
+        select(Exposure.business_id, Lead.category, *history_columns())
         .join(Lead, Lead.id == Exposure.lead_id)
         .where(Exposure.business_id.in_(ids))
         .group_by(Exposure.business_id, Lead.category)
@@ -449,6 +498,13 @@ async def load_standings(
     rows: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for r in history_rows:
         rows[r[0]][r[1]] = [int(v or 0) for v in r[2:]]
+    won_at: dict[str, dict[str, dict[str, datetime]]] = defaultdict(dict)
+    for business_id, category, exposure_id, at in await session.execute(
+        select(Exposure.business_id, Lead.category, Exposure.id, won_at_column())
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .where(Exposure.business_id.in_(ids), Exposure.status.in_(tuple(WON_STATUSES)))
+    ):
+        won_at[business_id].setdefault(category, {})[exposure_id] = at
     # What the marketplace earned from leads each business sold it: prices paid (not those refunded on a
     # return) and commissions on them.
     sold_rows = await session.execute(
@@ -496,6 +552,7 @@ async def load_standings(
             reliability=b.reliability_bp / 10_000,
             bids=dict(bids.get(b.id, {})),
             history=rows.get(b.id, {}),
+            won_at=won_at.get(b.id, {}),
             sold_minor=sold.get(b.id, 0),
             day=day.date(),
             today=today,
@@ -507,8 +564,8 @@ async def load_standings(
 async def load_snapshots(
     session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
 ) -> list[_Snapshot]:
-    standings = await load_standings(session, ids, now, payment_due(settings))
-    return [lay_out(settings, priors, business_id, s) for business_id, s in standings.items()]
+    standings = await load_standings(session, ids, now)
+    return [lay_out(settings, priors, business_id, s, now) for business_id, s in standings.items()]
 
 
 async def train_conversion_model(session: AsyncSession, settings: Settings) -> RankingModel | None:
@@ -539,7 +596,7 @@ async def train_conversion_model(session: AsyncSession, settings: Settings) -> R
     )
     rows = list(result)
     history_rows = await session.execute(
-        select(Exposure.business_id, Lead.category, *history_columns(utcnow(), payment_due(settings)))
+        select(Exposure.business_id, Lead.category, *history_columns())
         .join(Lead, Lead.id == Exposure.lead_id)
         .where(Exposure.mode == "deal_maker")
         .group_by(Exposure.business_id, Lead.category)

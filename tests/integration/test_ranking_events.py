@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from marketplace.clock import (
@@ -102,36 +103,50 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     assert ranker.standings[seller_id].sold_minor > 0
     assert ranker.standings[seller_id].sold_minor == fresh.standings[seller_id].sold_minor
 
-    # Days later the deal maker's other lead has gone stale (a failure, once the full refresh reads it), and then
-    # it reports the deal won after all: the move from `silent` to a win is applied in place too.
-    clock.advance(timedelta(days=settings.windows.stale_days + 1))
+    # Days later the deal maker's other lead has gone stale (a failure, once a read finds it), and then it reports
+    # the deal won after all. This core may still count the deal as undecided, so the move reads the business back.
+    # (Time stands still from here: an unpaid win's weight, and so its business's score, moves with the clock.)
+    clock.freeze(utcnow() + timedelta(days=settings.windows.stale_days + 1))
+    others = [b for b in ranker.standings if b != maker_id]
     async with app.state.sessions() as session:
         assert await mark_stale(session, settings) >= 1
         await session.commit()
-        await real_refresh(session, list(ranker.standings), utcnow())
+        await real_refresh(session, others, utcnow())  # a new day for their caps; the deal maker is left as it was
     late = exposures[maker_id][1]
-    assert ranker.standings[maker_id].history_of("plumbing").decided == 2  # paid and stale
+    term = timedelta(days=settings.fraud.unpaid_days)
+    assert ranker.standings[maker_id].history_of("plumbing", utcnow(), term).decided == 1  # the stale one not yet
     won = await client.post(
         f"/v1/exposures/{late}/status",
         headers=auth(maker),
         json={"status": "won", "turnover": {"amount_minor": 500_000, "currency": "ILS"}},
     )
     assert won.status_code == 200, won.text
+    won_at = utcnow()
     await app.state.ranking_sync.settled()
-    assert refreshed == []
-    after = ranker.standings[maker_id].history_of("plumbing")
+    assert refreshed == [maker_id]
+    after = ranker.standings[maker_id].history_of("plumbing", utcnow(), term)
     assert (after.decided, after.wins, after.won_unpaid, after.turnover_minor) == (2, 2, 1, 1_234_567 + 500_000)
     fresh = await _fresh_copy(app)
     for business_id, standing in fresh.standings.items():
         assert ranker.standings[business_id] == standing, business_id
     assert ranker.core.snapshot() == fresh.core.snapshot()
 
-    # Its payment comes after the fraud module's `unpaid_days`: the win counted as overdue (read by the full
-    # refresh), and the payment moves it from overdue to paid in place.
-    clock.advance(timedelta(days=settings.fraud.unpaid_days + 1))
+    # Half its payment term later the unpaid win weighs half a failure to pay. The invoice does not restart the
+    # term (a fresh read dates the win by its `won` step too), and the payment is applied in place.
+    refreshed.clear()
+    clock.advance(term / 2)
     async with app.state.sessions() as session:
-        await real_refresh(session, list(ranker.standings), utcnow())
-    assert ranker.standings[maker_id].history_of("plumbing").overdue == 1
+        await real_refresh(session, others, utcnow())
+    invoiced = await client.post(f"/v1/exposures/{late}/status", headers=auth(maker), json={"status": "invoiced"})
+    assert invoiced.status_code == 200, invoiced.text
+    await app.state.ranking_sync.settled()
+    assert ranker.standings[maker_id].won_at["plumbing"] == {late: won_at}
+    assert ranker.standings[maker_id].history_of("plumbing", utcnow(), term).unpaid_weight == pytest.approx(0.5)
+    fresh = await _fresh_copy(app)
+    held, read = ranker.standings[maker_id], fresh.standings[maker_id]
+    assert (held.won_at, held.history) == (read.won_at, read.history)
+    async with app.state.sessions() as session:
+        await real_refresh(session, [maker_id], utcnow())  # its new day, as the full refresh would
     paid = await client.post(
         f"/v1/exposures/{late}/status",
         headers=auth(maker),
@@ -140,8 +155,9 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     assert paid.status_code == 200, paid.text
     await app.state.ranking_sync.settled()
     assert refreshed == []
-    after = ranker.standings[maker_id].history_of("plumbing")
-    assert (after.paid_deals, after.overdue, after.turnover_minor) == (2, 0, 1_234_567 + 600_000)
+    after = ranker.standings[maker_id].history_of("plumbing", utcnow(), term)
+    assert (after.paid_deals, after.won_unpaid, after.unpaid_weight) == (2, 0, 0.0)
+    assert after.turnover_minor == 1_234_567 + 600_000
     fresh = await _fresh_copy(app)
     for business_id, standing in fresh.standings.items():
         assert ranker.standings[business_id] == standing, business_id

@@ -14,8 +14,8 @@ from marketplace.ranking.scoring import (
     category_prior,
     gsp_price,
     outcome,
-    payment_overdue,
     score,
+    unpaid_weight,
 )
 
 PRIOR = CategoryPrior(win_rate=0.2, mean_turnover_minor=1_000_000, return_rate=0.1, strength=10)
@@ -87,13 +87,18 @@ def test_category_prior_is_itself_shrunk_toward_the_defaults():
     busy = category_prior(History(1000, 500, 500 * 2_000_000, 50), default=PRIOR)
     assert busy.close_rate == pytest.approx((500 + 2) / 1010)
     assert busy.mean_turnover_minor == pytest.approx((1_000_000_000 + 10_000_000) / 510)
-    # Waiting deals: 400 undecided are left out of the win rate, 100 wins not yet due out of the pay rate.
+    # Deals waiting: 400 undecided are left out of the win rate; 100 unpaid wins weigh 25 failures to pay by the
+    # time gone by in their payment terms; 20 of the 400 wins stated no turnover. The return rate is the lead
+    # buyers' when given.
     waiting = category_prior(
-        History(1000, 300, 400 * 2_000_000, 50, undecided=400, won_unpaid=80, overdue=20),
+        History(1000, 300, 380 * 2_000_000, 50, undecided=400, won_unpaid=100, unpaid_weight=25.0, stated=380),
         default=CategoryPrior(0.25, 1_000_000, 0.1, 10, pay_rate=0.8),
+        returns=History(500, returned=100),
     )
     assert waiting.win_rate == pytest.approx((400 + 2.5) / 610)
-    assert waiting.pay_rate == pytest.approx((300 + 8) / 330)
+    assert waiting.pay_rate == pytest.approx((300 + 8) / (300 + 25 + 10))
+    assert waiting.mean_turnover_minor == pytest.approx((760_000_000 + 10_000_000) / 390)
+    assert waiting.return_rate == pytest.approx((100 + 1) / 510)
 
 
 def test_deals_still_waiting_are_not_failures():
@@ -102,37 +107,42 @@ def test_deals_still_waiting_are_not_failures():
     terms = Terms("deal_maker", 6000, 1500)
     s = score(History(40, 0, 3_000_000, 0, undecided=30, won_unpaid=3), PRIOR, terms)
     assert s.factors["p_won"] == pytest.approx(0.25)
-    # None of its wins is due yet: P(paid | won) is the prior's (1.0 here), not 0 of 3.
+    # Its wins are fresh (no time gone by in their payment terms): P(paid | won) is the prior's (1.0 here).
     assert s.factors["p_paid_if_won"] == 1.0
     assert s.factors["p_close_and_pay"] == pytest.approx(0.25)
     # The turnover of a win counts as soon as it is stated: (3,000,000 + 10 x 1,000,000) / (3 + 10).
     assert s.factors["expected_turnover_minor"] == round(13_000_000 / 13)
     assert s.value == pytest.approx(0.25 * 13_000_000 / 13 * 0.15)
+    # A win reported without a turnover does not drag the expected turnover toward zero.
+    unstated = score(History(40, 0, 3_000_000, 0, undecided=30, won_unpaid=4, stated=3), PRIOR, terms)
+    assert unstated.factors["expected_turnover_minor"] == round(13_000_000 / 13)
 
 
-def test_overdue_wins_lower_the_pay_rate_and_paid_ones_raise_it():
+def test_unpaid_wins_turn_into_failures_as_their_payment_term_runs():
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    term = timedelta(days=40)
+    won_at = [now, now - timedelta(days=10), now - timedelta(days=20), now - timedelta(days=90), now + timedelta(1)]
+    assert unpaid_weight(won_at, now, term) == pytest.approx(0 + 0.25 + 0.5 + 1 + 0)
     terms = Terms("deal_maker", 6000, 1500)
     prior = CategoryPrior(0.2, 1_000_000, 0.1, 10, pay_rate=0.8)
-    # 20 decided, 10 won: 4 paid, 6 overdue. P(paid | won) = (4 + 10 x 0.8) / (4 + 6 + 10) = 0.6.
-    late = score(History(20, 4, 10_000_000, 0, overdue=6), prior, terms)
+    # 20 decided, 10 won: 4 paid, 6 unpaid whose terms are over. P(paid | won) = (4 + 10 x 0.8) / (4 + 6 + 10).
+    late = score(History(20, 4, 10_000_000, 0, won_unpaid=6, unpaid_weight=6.0), prior, terms)
     assert late.factors["p_paid_if_won"] == pytest.approx(0.6)
     assert late.factors["p_won"] == pytest.approx((10 + 2) / 30)
     assert late.factors["p_close_and_pay"] == pytest.approx(0.6 * 12 / 30)
+    # The same 6 wins a quarter of the way into their terms: 1.5 failures, not 6 nor 0.
+    young = score(History(20, 4, 10_000_000, 0, won_unpaid=6, unpaid_weight=1.5), prior, terms)
+    assert young.factors["p_paid_if_won"] == pytest.approx(12 / 15.5)
     prompt = score(History(20, 10, 10_000_000, 0), prior, terms)
     assert prompt.factors["p_paid_if_won"] == pytest.approx(18 / 20)
-    assert prompt.value > late.value
+    assert prompt.value > young.value > late.value
 
 
 def test_a_stale_open_deal_is_a_failure_and_a_fresh_one_is_not():
-    now = datetime(2026, 3, 1, tzinfo=UTC)
     assert outcome("new") == outcome("quoted") == "undecided"
     assert outcome("contacted", stale=True) == "silent"
-    assert outcome("won") == outcome("invoiced") == "won_unpaid"
-    assert outcome("invoiced", overdue=True) == "overdue"
+    assert outcome("won") == outcome("invoiced", stale=True) == "won_unpaid"
     assert [outcome(s) for s in ("paid", "lost", "returned")] == ["paid", "lost", "returned"]
-    due = timedelta(days=45)
-    assert payment_overdue(now - due, now, due)
-    assert not payment_overdue(now - due + timedelta(seconds=1), now, due)
     # The business that says nothing: 10 received, all stale, so all decided and none won.
     silent = score(History(10), PRIOR, Terms("deal_maker", 6000, 1500))
     waiting = score(History(10, undecided=10), PRIOR, Terms("deal_maker", 6000, 1500))
@@ -145,9 +155,10 @@ def test_which_moves_change_a_score():
     assert Moved("b", "c", "contacted", was="silent").moves_score  # a stale deal came back to life
     assert Moved("b", "c", "won", 100, was="undecided").moves_score
     assert Moved("b", "c", "paid", 100, was="won_unpaid", was_turnover_minor=100).moves_score
+    # An invoice neither restarts a win's payment term nor changes a count, unless the turnover changes.
     assert not Moved("b", "c", "invoiced", 100, was="won_unpaid", was_turnover_minor=100).moves_score
     assert Moved("b", "c", "invoiced", 120, was="won_unpaid", was_turnover_minor=100).moves_score
-    assert Moved("b", "c", "invoiced", 100, was="overdue", was_turnover_minor=100).moves_score
+    assert Moved("b", "c", "invoiced", 100, was="won_unpaid", was_turnover_minor=None).moves_score
     assert Moved("b", "c", "contacted").moves_score  # not known what it was: the business is read back
 
 

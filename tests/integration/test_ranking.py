@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
 from sqlalchemy import select
 
+from marketplace.clock import clock
 from marketplace.db.models import Offer
-from tests.factories import auth, offers_of, operator_token, register, submit_lead
+from marketplace.exposures.services import mark_stale
+from marketplace.ranking.service import (
+    DEFAULT_PAY_RATE,
+    DEFAULT_RETURN_RATE,
+    DEFAULT_WIN_RATE,
+    PRIOR_STRENGTH,
+    load_category_priors,
+)
+from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
 
 
 async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_second_price(app, client, db, settings):
@@ -135,3 +147,47 @@ def settings_now():
     from marketplace.clock import utcnow
 
     return utcnow()
+
+
+async def test_category_priors_learn_deal_makers_wins_and_lead_buyers_returns_from_outcomes_that_are_in(
+    app, client, settings
+):
+    """A category's prior counts only decided deals: a lead buyer's unreported deal going stale is not a deal
+    maker's failure, and a deal still undecided is nobody's; the return rate is the lead buyers'."""
+    plumbing = {"categories": ["plumbing"], "regions": ["tel-aviv"]}
+    maker_id, maker = await register(client, "deal_maker", profile=plumbing)
+    buyer_id, buyer = await register(client, "lead_buyer", profile=plumbing)
+    leads = [await submit_lead(client, category="plumbing", region="tel-aviv") for _ in range(4)]
+    held: dict[str, list[str]] = {maker_id: [], buyer_id: []}
+    for business_id, token in ((maker_id, maker), (buyer_id, buyer)):
+        for offer_id in await offer_lead_to(app, leads[0 if business_id == maker_id else 1], [business_id]):
+            claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={})
+            assert claimed.status_code == 201, claimed.text
+            held[business_id].append(claimed.json()["id"])
+    for offer_id in await offer_lead_to(app, leads[2], [maker_id]):  # the deal maker's second: undecided
+        assert (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(maker), json={})).status_code == 201
+    for offer_id in await offer_lead_to(app, leads[3], [buyer_id]):  # the lead buyer's second: returned
+        claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(buyer), json={})
+        returned = await client.post(
+            f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(buyer), json={"reason": "a duplicate"}
+        )
+        assert returned.status_code == 200, returned.text
+    won = await client.post(
+        f"/v1/exposures/{held[maker_id][0]}/status",
+        headers=auth(maker),
+        json={"status": "won", "turnover": {"amount_minor": 300_000, "currency": "ILS"}},
+    )
+    assert won.status_code == 200, won.text
+    clock.advance(timedelta(days=settings.windows.stale_days + 1))
+    async with app.state.sessions() as session:
+        await mark_stale(session, settings)  # the lead buyer's unreported deal and the deal maker's second
+        await session.commit()
+        priors = await load_category_priors(session, settings)
+    prior, k = priors["plumbing"], PRIOR_STRENGTH
+    # Deal makers: 2 decided (1 won, 1 gone stale), the buyer's stale deal left out.
+    assert prior.win_rate == pytest.approx((1 + k * DEFAULT_WIN_RATE) / (2 + k))
+    # Its win is days into its payment term: it weighs that share of a failure to pay.
+    share = (settings.windows.stale_days + 1) / settings.fraud.unpaid_days
+    assert prior.pay_rate == pytest.approx(k * DEFAULT_PAY_RATE / (share + k), rel=1e-4)
+    # Lead buyers: 1 of 2 returned.
+    assert prior.return_rate == pytest.approx((1 + k * DEFAULT_RETURN_RATE) / (2 + k))

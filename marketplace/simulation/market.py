@@ -470,7 +470,9 @@ class Simulation:
             if plan.repeats is None:
                 self._next_customer = max(self._next_customer, plan.customer + 1)
         if day:
-            await self.service.periodic(["mark_stale"])
+            # The app's loop marks stale deals every few minutes and trains the conversion model daily; the full
+            # refresh then takes up the new model and every business's standing.
+            await self.service.periodic(["mark_stale", "train_ranking_model"])
             await self.service.refresh_ranking()
 
     async def _on_join(self, index: int) -> None:

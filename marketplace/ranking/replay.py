@@ -4,14 +4,17 @@ before it goes live (offline evaluation with the direct method).
 For every recorded lead, each policy orders the businesses that match it; the reward model (the learned
 profitability estimates: expected marketplace revenue per exposure) values the first `max_exposures` of
 that order. The same estimate of the logged order, set beside the revenue the lead really brought,
-shows how far the reward model can be trusted.
+shows how far the reward model can be trusted. Only on leads whose outcomes are in, though: the reward model
+estimates what a lead will earn, the revenue recorded is what it has earned so far, and a deal is decided (or
+goes stale) within `stale_days` and paid within `unpaid_days` after that. The report counts the leads younger
+than that.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +43,8 @@ class ReplayReport:
     logged_actual_per_lead: float
     logged_estimated_per_lead: float
     policies: list[PolicyValue] = field(default_factory=list)
+    maturing: int = 0  # leads whose deals may still be decided or paid: their recorded revenue is not all in
+    maturing_days: int = 0
 
 
 async def replay(
@@ -111,11 +116,14 @@ async def replay(
                 reward.get((r.business_id, lead.category), 0.0) for r in order[:n]
             )
     count = len(leads)
+    horizon = timedelta(days=settings.windows.stale_days + settings.fraud.unpaid_days)
     return ReplayReport(
         leads=count,
         logged_actual_per_lead=actual / count if count else 0.0,
         logged_estimated_per_lead=estimated_logged / count if count else 0.0,
         policies=list(values.values()),
+        maturing=sum(1 for lead in leads if lead.created_at > now - horizon),
+        maturing_days=horizon.days,
     )
 
 
@@ -131,6 +139,12 @@ def format_report(report: ReplayReport, currency: str, as_of: datetime | None = 
         f"  logged policy, actual revenue:     {report.logged_actual_per_lead:12.0f}",
         f"  logged policy, estimated revenue:  {report.logged_estimated_per_lead:12.0f}",
     ]
+    if report.maturing:
+        lines.insert(
+            1,
+            f"  ({report.maturing} of them younger than {report.maturing_days} days: their deals may still be decided "
+            "or paid, so their actual revenue is not all in)",
+        )
     for value in report.policies:
         lines.append(f"  {value.policy:<14} estimated revenue: {value.per_lead:12.0f}")
     return "\n".join(lines)

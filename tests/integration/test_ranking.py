@@ -135,6 +135,7 @@ async def test_policy_replay_and_model_training_on_recorded_history(app, client,
         report = await replay(uow.session, settings, policies)
         assert report.leads == 6
         assert report.logged_actual_per_lead > 0
+        assert report.maturing == 6  # all of them fresh: their recorded revenue may still grow
         values = {v.policy: v.per_lead for v in report.policies}
         # The reward model is the profitability estimate, so ordering by it can only match or beat the others.
         assert values["profitability"] >= values["rotation"]

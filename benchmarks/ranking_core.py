@@ -39,8 +39,13 @@ LEAD_FACTOR = LeadFactor(w_budget=0.3, w_fit=0.5, mean_log_budget={c: math.log(1
 # A model that learned only the budget effect (as on the simulator's market, where the deal range's centre does
 # not matter): it moves deal makers against lead buyers but keeps the deal makers' own order.
 BUDGET_FACTOR = LeadFactor(w_budget=0.3, w_fit=0.0, mean_log_budget=LEAD_FACTOR.mean_log_budget)
+# The weights the service's own conversion model learned on the simulated default scenario (seventh session,
+# `marketplace simulate --ranker profitability`, the model trained on its last day, 41,176 decided deals): a
+# small fit weight, a budget weight near zero.
+LEARNED_FACTOR = LeadFactor(w_budget=-0.047, w_fit=0.104, mean_log_budget=LEAD_FACTOR.mean_log_budget)
 CONFIGURATIONS = (
     ("", "with per-lead factor (budget and fit weights)", LEAD_FACTOR),
+    ("learned_", "with per-lead factor (weights learned on the simulated market)", LEARNED_FACTOR),
     ("budget_", "with per-lead factor (budget weight only)", BUDGET_FACTOR),
     ("plain_", "without per-lead factor", LeadFactor()),
 )

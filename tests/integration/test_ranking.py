@@ -18,6 +18,7 @@ from marketplace.ranking.service import (
     load_category_priors,
 )
 from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
+from tests.integration.fraud_market import report
 
 
 async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_second_price(app, client, db, settings):
@@ -173,12 +174,7 @@ async def test_category_priors_learn_deal_makers_wins_and_lead_buyers_returns_fr
             f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(buyer), json={"reason": "a duplicate"}
         )
         assert returned.status_code == 200, returned.text
-    won = await client.post(
-        f"/v1/exposures/{held[maker_id][0]}/status",
-        headers=auth(maker),
-        json={"status": "won", "turnover": {"amount_minor": 300_000, "currency": "ILS"}},
-    )
-    assert won.status_code == 200, won.text
+    await report(client, maker, held[maker_id][0], "won", 300_000)
     clock.advance(timedelta(days=settings.windows.stale_days + 1))
     async with app.state.sessions() as session:
         await mark_stale(session, settings)  # the lead buyer's unreported deal and the deal maker's second

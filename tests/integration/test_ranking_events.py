@@ -16,6 +16,7 @@ from marketplace.db.models import Business, Offer
 from marketplace.exposures.services import mark_stale
 from marketplace.ranking.service import ProfitabilityRanker
 from tests.factories import auth, lead_body, offers_of, register, submit_lead
+from tests.integration.fraud_market import report
 
 
 async def _fresh_copy(app) -> ProfitabilityRanker:
@@ -71,19 +72,10 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     assert makers[0][0] in exposures and maker_id in exposures and all(b in exposures for b, _ in buyers)
     exposure_id = exposures[maker_id][0]
     for status in ("contacted", "quoted", "won", "invoiced"):
-        moved = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(maker), json={"status": status})
-        assert moved.status_code == 200, moved.text
-    paid = await client.post(
-        f"/v1/exposures/{exposure_id}/status",
-        headers=auth(maker),
-        json={"status": "paid", "turnover": {"amount_minor": 1_234_567, "currency": "ILS"}},
-    )
-    assert paid.status_code == 200, paid.text
+        await report(client, maker, exposure_id, status)
+    await report(client, maker, exposure_id, "paid", 1_234_567)
     # The capped deal maker loses its deal: decided, not won.
-    lost = await client.post(
-        f"/v1/exposures/{exposures[makers[0][0]][0]}/status", headers=auth(makers[0][1]), json={"status": "lost"}
-    )
-    assert lost.status_code == 200, lost.text
+    await report(client, makers[0][1], exposures[makers[0][0]][0], "lost")
     buyer_id, buyer = buyers[0]
     returned = await client.post(
         f"/v1/exposures/{exposures[buyer_id][0]}/return", headers=auth(buyer), json={"reason": "not a plumbing job"}
@@ -115,12 +107,7 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     late = exposures[maker_id][1]
     term = timedelta(days=settings.fraud.unpaid_days)
     assert ranker.standings[maker_id].history_of("plumbing", utcnow(), term).decided == 1  # the stale one not yet
-    won = await client.post(
-        f"/v1/exposures/{late}/status",
-        headers=auth(maker),
-        json={"status": "won", "turnover": {"amount_minor": 500_000, "currency": "ILS"}},
-    )
-    assert won.status_code == 200, won.text
+    await report(client, maker, late, "won", 500_000)
     won_at = utcnow()
     await app.state.ranking_sync.settled()
     assert refreshed == [maker_id]
@@ -137,8 +124,7 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     clock.advance(term / 2)
     async with app.state.sessions() as session:
         await real_refresh(session, others, utcnow())
-    invoiced = await client.post(f"/v1/exposures/{late}/status", headers=auth(maker), json={"status": "invoiced"})
-    assert invoiced.status_code == 200, invoiced.text
+    await report(client, maker, late, "invoiced")
     await app.state.ranking_sync.settled()
     assert ranker.standings[maker_id].won_at["plumbing"] == {late: won_at}
     assert ranker.standings[maker_id].history_of("plumbing", utcnow(), term).unpaid_weight == pytest.approx(0.5)
@@ -147,12 +133,7 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     assert (held.won_at, held.history) == (read.won_at, read.history)
     async with app.state.sessions() as session:
         await real_refresh(session, [maker_id], utcnow())  # its new day, as the full refresh would
-    paid = await client.post(
-        f"/v1/exposures/{late}/status",
-        headers=auth(maker),
-        json={"status": "paid", "turnover": {"amount_minor": 600_000, "currency": "ILS"}},
-    )
-    assert paid.status_code == 200, paid.text
+    await report(client, maker, late, "paid", 600_000)
     await app.state.ranking_sync.settled()
     assert refreshed == []
     after = ranker.standings[maker_id].history_of("plumbing", utcnow(), term)

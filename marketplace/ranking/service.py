@@ -471,7 +471,7 @@ def lay_out(
 
 
 async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
-    """These businesses' standings from the database, in six statements whatever their number."""
+    """These businesses' standings from the database, in seven statements whatever their number."""
     businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
     if not businesses:
         return {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -152,7 +152,14 @@ async def list_own(
     return items, (items[-1].id if len(rows) > limit and items else None)
 
 
-def _record(session: AsyncSession, exposure: Exposure, actor: str, to_status: str, note: str | None = None) -> None:
+def _record(
+    session: AsyncSession,
+    exposure: Exposure,
+    actor: str,
+    to_status: str,
+    note: str | None = None,
+    at: datetime | None = None,
+) -> None:
     session.add(
         ExposureEvent(
             exposure_id=exposure.id,
@@ -161,7 +168,7 @@ def _record(session: AsyncSession, exposure: Exposure, actor: str, to_status: st
             to_status=to_status,
             turnover_minor=exposure.turnover_minor,
             note=note,
-            at=utcnow(),
+            at=at or utcnow(),
         )
     )
 
@@ -192,9 +199,11 @@ async def update_status(
         exposure.turnover_minor = data.turnover.amount_minor
     if rules.turnover_required(data.status) and exposure.turnover_minor is None:
         raise InvalidInput("a paid deal needs its turnover", errors=[FieldError("turnover", "required for paid")])
-    _record(session, exposure, business.actor, data.status, data.note)
+    # One moment for the event and the deal: the ranking dates a win by either (events.Moved.at, won_at_column).
+    now = utcnow()
+    _record(session, exposure, business.actor, data.status, data.note, at=now)
     exposure.status = data.status
-    exposure.status_changed_at = utcnow()
+    exposure.status_changed_at = now
     exposure.stale = False
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.

@@ -40,10 +40,11 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, Gone, InvalidInput, NotFound
+from marketplace.exposures.queries import won_at_column
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.mailer import Message, SmtpConfig, send_all
-from marketplace.fraud.signals import OPEN_PIPELINE, Answer, CategoryCounts, Deal, RuleConfig, Signal, assess
+from marketplace.fraud.signals import OPEN_PIPELINE, UNPAID, Answer, CategoryCounts, Deal, RuleConfig, Signal, assess
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import Principal, spend_link
@@ -442,6 +443,7 @@ async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict
                 Exposure.created_at,
                 Exposure.status_changed_at,
                 Exposure.stale,
+                case((Exposure.status.in_(UNPAID), won_at_column()), else_=None),
             )
             .join(Lead, Lead.id == Exposure.lead_id)
             .where(Exposure.business_id.in_(list(business_ids)))
@@ -471,6 +473,7 @@ async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict
                 created_at=r[7],
                 status_changed_at=r[8],
                 stale=bool(r[9]),
+                won_at=r[10],
                 answers=tuple(answers.get(r[2], ())),
             )
         )

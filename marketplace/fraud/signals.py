@@ -96,6 +96,7 @@ class Deal:
     status_changed_at: datetime
     stale: bool = False
     answers: tuple[Answer, ...] = ()
+    won_at: datetime | None = None  # a won or invoiced deal: when it was won (None: at its last step)
 
     def verdict(self) -> Answer | None:
         """What the customer says: the latest answer that names a hire, else the latest answer."""
@@ -266,8 +267,7 @@ def assess(
                     HIDDEN_DEAL,
                     HIDDEN_AS_LOST * len(as_lost) + HIDDEN_AS_NOTHING * len(as_nothing),
                     len(hidden),
-                    f"{_plural(len(hidden), 'deal')} the customer says it hired this business for "
-                    f"({', '.join(parts)})",
+                    f"{_plural(len(hidden), 'deal')} the customer says it hired this business for ({', '.join(parts)})",
                     _leads(hidden),
                     tuple(d.exposure_id for d in hidden),
                     tuple([HIDDEN_AS_LOST] * len(as_lost) + [HIDDEN_AS_NOTHING] * len(as_nothing)),
@@ -367,15 +367,17 @@ def assess(
                     value=z,
                 )
             )
-        unpaid = [d for d in deals if d.status in UNPAID and now - d.status_changed_at >= config.unpaid_after]
+        # Dated from the win, as the ranking dates its payment term: an invoice does not restart it.
+        unpaid = [
+            d for d in deals if d.status in UNPAID and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
+        ]
         if unpaid:
             signals.append(
                 Signal(
                     NEVER_PAID,
                     min(PATTERN_MAX[NEVER_PAID], NEVER_PAID_EACH * len(unpaid)),
                     len(unpaid),
-                    f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the "
-                    "last report",
+                    f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the win",
                     _leads(unpaid),
                     value=float(len(unpaid)),
                 )

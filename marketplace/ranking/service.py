@@ -14,15 +14,8 @@ from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import (
-    Business,
-    BusinessCategory,
-    BusinessRegion,
-    Exposure,
-    ExposureEvent,
-    Lead,
-    RankingModel,
-)
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
+from marketplace.exposures.queries import won_at_column
 from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
 from marketplace.ranking.events import Event, Exposed, Joined, Moved, business_ids
@@ -331,17 +324,6 @@ def history_columns() -> list[ColumnElement[Any]]:
         count(Exposure.status.in_(tuple(WON_STATUSES))),
         count(stated),
     ]
-
-
-def won_at_column() -> ColumnElement[Any]:
-    """When a won or invoiced deal was won: its payment term runs from then (an invoice does not restart it)."""
-    first_won = (
-        select(func.min(ExposureEvent.at))
-        .where(ExposureEvent.exposure_id == Exposure.id, ExposureEvent.to_status == "won")
-        .correlate(Exposure)
-        .scalar_subquery()
-    )
-    return func.coalesce(first_won, Exposure.status_changed_at)
 
 
 def history(row: Sequence[int], sold_minor: int = 0, weight: float = 0.0) -> History:

@@ -357,3 +357,25 @@ async def test_marks_are_taken_apart_from_the_assessment_and_put_back_when_it_fa
     found = await fraud.scan_dirty(app.state.uow, app.state.settings)
     assert found.assessed == 1 and await db.count(FraudDirty) == 0
     assert await db.count(FraudAssessment, FraudAssessment.business_id == b_id) == 1
+
+
+async def test_a_won_deal_counts_as_never_paid_from_its_win_not_from_its_invoice(app, client, settings):
+    """The never-paid signal dates a deal by its `won` step (as the ranking dates a win's payment term), so a
+    business cannot keep an unpaid deal out of it by sending a fresh invoice."""
+    business_id, token = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    clock.freeze(clock.now())
+    won_at = clock.now()
+    await report(client, token, exposure_id, "won", 250_000)
+    clock.advance(timedelta(days=settings.fraud.unpaid_days - 5))
+    await report(client, token, exposure_id, "invoiced")  # 5 days before the win's term is over
+    clock.advance(timedelta(days=6))
+    async with app.state.uow() as uow:
+        (held,) = (await fraud.load_deals(uow.session, [business_id]))[business_id]
+        assert (held.status, held.won_at) == ("invoiced", won_at)
+        await fraud.assess_businesses(uow.session, settings, [business_id])
+    risk = await client.get(f"/v1/fraud/businesses/{business_id}", headers=auth(await operator_token(app)))
+    assert risk.status_code == 200, risk.text
+    evidence = {e["kind"]: e for e in risk.json()["evidence"]}
+    assert "never_paid" in evidence, risk.json()
+    assert lead_id in evidence["never_paid"]["leads"]

@@ -39,6 +39,7 @@ def deal(
     days_ago: float = 10,
     changed_days_ago: float | None = None,
     stale: bool = False,
+    won_days_ago: float | None = None,
 ) -> Deal:
     n = next(_seq)
     return Deal(
@@ -52,6 +53,7 @@ def deal(
         status_changed_at=NOW - timedelta(days=days_ago if changed_days_ago is None else changed_days_ago),
         stale=stale,
         answers=tuple(answers),
+        won_at=None if won_days_ago is None else NOW - timedelta(days=won_days_ago),
     )
 
 

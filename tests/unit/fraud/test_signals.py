@@ -150,6 +150,11 @@ def test_won_deals_that_never_reach_paid():
     signal = kinds([stuck, recent, deal("paid", turnover=100_000, days_ago=90)])[NEVER_PAID]
     assert signal.count == 1 and signal.leads == (stuck.lead_id,) and signal.weight == pytest.approx(0.1)
     assert NEVER_PAID not in kinds([stuck], config=RuleConfig(unpaid_after=timedelta(days=51)))
+    # Dated from the win: an invoice sent 10 days ago does not restart the 45 days of a deal won 50 days ago.
+    reinvoiced = deal("invoiced", turnover=100_000, days_ago=60, changed_days_ago=10, won_days_ago=50)
+    assert kinds([reinvoiced])[NEVER_PAID].leads == (reinvoiced.lead_id,)
+    fresh_win = deal("invoiced", turnover=100_000, days_ago=60, changed_days_ago=10, won_days_ago=30)
+    assert NEVER_PAID not in kinds([fresh_win])
 
 
 def test_return_rate_far_above_the_peers():

@@ -35,6 +35,7 @@ class RankingSync:
         self._pending: set[str] = set()
         self._refreshing: set[str] = set()  # being read from the database right now
         self._flushing: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None  # ends a flush's gathering time at once (a change of this process)
         self._redis: Any = None
         # Messages carry their origin, so a process does not refresh twice what it published itself.
         self._origin = uuid.uuid4().hex[:12]
@@ -62,7 +63,8 @@ class RankingSync:
         """Call after the commit that made these events: this process's core moves at once, without reading
         the database; the other processes hear the business ids and read them back. A business this process
         does not know yet, or one whose refresh is reading the database right now (it could read what was
-        there before this commit), is read back here too."""
+        there before this commit), is read back here too. One only waiting for a read (another process's news)
+        moves at once as well: that read comes after this commit, and replaces it with the database's word."""
         # A status step inside one outcome class (new to contacted) leaves every score as it was: nobody need hear.
         events = tuple(e for e in events if not (isinstance(e, Moved) and not e.moves_score))
         if not self.enabled or not events:
@@ -70,11 +72,12 @@ class RankingSync:
         ids = business_ids(events)
         self._publish(RECORDED, ids)
         apply = getattr(self.ranker, "apply", None)
-        if apply is None or ALL in self._refreshing or any(i in self._refreshing or i in self._pending for i in ids):
-            self._pending.update(ids)
+        if apply is None or ALL in self._refreshing or any(i in self._refreshing for i in ids):
+            unknown = list(ids)
         else:
-            self._pending.update(apply(events))
-        if self._pending:
+            unknown = apply(events)
+        if unknown:
+            self._pending.update(unknown)
             self._schedule()
 
     def _publish(self, kind: str, ids: Any) -> None:
@@ -85,16 +88,24 @@ class RankingSync:
             task.add_done_callback(_log_failure)
 
     def _schedule(self, after: float = 0.0) -> None:
+        """Read the pending businesses back: at once, or `after` seconds from now to gather more of other
+        processes' news into one read. A change of this process never waits for that gathering."""
         if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush_after(after))
+            self._wake = asyncio.Event()
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_after(after, self._wake))
+        elif not after and self._wake is not None:
+            self._wake.set()
 
-    async def _flush_after(self, seconds: float) -> None:
-        if seconds:
-            await asyncio.sleep(seconds)
+    async def _flush_after(self, seconds: float, wake: asyncio.Event) -> None:
+        if seconds and not wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), seconds)
         await self.flush()
 
     async def settled(self) -> None:
-        """Wait until the changes this process knows of are in its core."""
+        """Wait until the changes this process knows of are in its core (without waiting out a gathering)."""
+        if self._wake is not None:
+            self._wake.set()
         while self._flushing is not None and not self._flushing.done():
             await asyncio.shield(self._flushing)
         if self._pending:

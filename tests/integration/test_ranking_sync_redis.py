@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,35 +15,11 @@ import redis
 from marketplace.ranking.events import Exposed, Moved
 from marketplace.ranking.sync import RankingSync
 from tests.conftest import unavailable
+from tests.unit.ranking.fakes import RecordingRanker, no_session
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 pytestmark = pytest.mark.redis
-
-
-class Ranker:
-    """Stands in for a process's ranker: records what it was told to read back or apply."""
-
-    def __init__(self) -> None:
-        self.refreshed: list[str] = []
-        self.reads = 0
-        self.applied: list[Any] = []
-
-    async def load(self, session: Any, now: datetime) -> int:
-        return 0
-
-    async def refresh(self, session: Any, ids: Sequence[str], now: datetime) -> None:
-        self.refreshed.extend(ids)
-        self.reads += 1
-
-    def apply(self, events: Sequence[Any]) -> list[str]:
-        self.applied.extend(events)
-        return []
-
-
-@contextlib.asynccontextmanager
-async def no_session() -> AsyncIterator[None]:
-    yield None
 
 
 async def _until(check: Any, seconds: float = 5.0) -> None:
@@ -60,7 +35,7 @@ async def test_changes_and_records_reach_the_other_process() -> None:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         unavailable("Redis", exc)
-    here, there = Ranker(), Ranker()
+    here, there = RecordingRanker(), RecordingRanker()
     a, b = RankingSync(here, no_session, REDIS_URL), RankingSync(there, no_session, REDIS_URL)
     forgotten: list[str] = []
     b.listeners.append(forgotten.extend)

@@ -4,31 +4,11 @@ process's own changes never wait for that, and an event of this process moves it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from marketplace.ranking.events import Exposed
 from marketplace.ranking.sync import RankingSync
-
-
-class Ranker:
-    def __init__(self) -> None:
-        self.refreshed: list[str] = []
-        self.applied: list[Any] = []
-
-    async def refresh(self, session: Any, ids: Sequence[str], now: datetime) -> None:
-        self.refreshed.extend(ids)
-
-    def apply(self, events: Sequence[Any]) -> list[str]:
-        self.applied.extend(events)
-        return []
-
-
-@contextlib.asynccontextmanager
-async def no_session() -> AsyncIterator[None]:
-    yield None
+from tests.unit.ranking.fakes import RecordingRanker, no_session
 
 
 def _gathering(sync: RankingSync, *ids: str, seconds: float = 30.0) -> None:
@@ -38,7 +18,7 @@ def _gathering(sync: RankingSync, *ids: str, seconds: float = 30.0) -> None:
 
 
 async def test_a_change_of_this_process_does_not_wait_for_other_processes_news_to_gather() -> None:
-    ranker = Ranker()
+    ranker = RecordingRanker()
     sync = RankingSync(ranker, no_session)
     _gathering(sync, "biz_remote")
     await asyncio.sleep(0.01)
@@ -52,7 +32,7 @@ async def test_a_change_of_this_process_does_not_wait_for_other_processes_news_t
 
 
 async def test_waiting_for_the_core_does_not_wait_for_other_processes_news_to_gather() -> None:
-    ranker = Ranker()
+    ranker = RecordingRanker()
     sync = RankingSync(ranker, no_session)
     _gathering(sync, "biz_remote")
     await asyncio.wait_for(sync.settled(), 2.0)  # e.g. a wave job, before it ranks
@@ -60,7 +40,7 @@ async def test_waiting_for_the_core_does_not_wait_for_other_processes_news_to_ga
 
 
 async def test_other_processes_news_gathers_into_one_read() -> None:
-    ranker = Ranker()
+    ranker = RecordingRanker()
     sync = RankingSync(ranker, no_session)
     _gathering(sync, "biz_a", seconds=0.05)
     _gathering(sync, "biz_b", seconds=0.05)
@@ -71,7 +51,7 @@ async def test_other_processes_news_gathers_into_one_read() -> None:
 
 
 async def test_an_event_of_this_process_moves_its_core_at_once_even_while_a_read_is_pending() -> None:
-    ranker = Ranker()
+    ranker = RecordingRanker()
     sync = RankingSync(ranker, no_session)
     _gathering(sync, "biz_busy")
     event = Exposed("biz_busy", "plumbing", datetime(2026, 1, 5), 500)

@@ -14,8 +14,12 @@ NEXT: dict[str, tuple[str, ...]] = {
     "paid": (),
     "returned": (),
 }
+# Before the customer's decision; won and not paid yet; won (the deals that owe a commission once paid).
+UNDECIDED = ("new", "contacted", "quoted")
+UNPAID = ("won", "invoiced")
+WON = (*UNPAID, "paid")
 # Statuses that keep a deal open: a business that has not updated one in time has a stale lead.
-OPEN = ("new", "contacted", "quoted", "won", "invoiced")
+OPEN = (*UNDECIDED, *UNPAID)
 # What a blocked business may still report: the deals it kept through the block (those it won, and those whose
 # customer says it hired it) won, invoiced and paid, so their commission is charged.
 SETTLING = ("won", "invoiced", "paid")

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-OPEN_PIPELINE = ("new", "contacted", "quoted")
-WON = ("won", "invoiced", "paid")
-UNPAID = ("won", "invoiced")
+from marketplace.exposures.rules import UNDECIDED as OPEN_PIPELINE
+from marketplace.exposures.rules import UNPAID, WON
 
 # Kinds of signal. Strong ones are per-lead contradictions; a dismissed alert reopens on a new one.
 HIDDEN_DEAL = "hidden_deal"

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-# A deal's outcome, as the score counts it (see `outcome`).
-OPEN_STATUSES = frozenset({"new", "contacted", "quoted"})
-WON_STATUSES = frozenset({"won", "invoiced"})
+from marketplace.exposures.rules import UNDECIDED, UNPAID
+
+# The outcome classes (see `outcome`) that are wins.
 WIN_CLASSES = frozenset({"won_unpaid", "paid"})
 
 
@@ -177,9 +177,9 @@ def outcome(status: str, *, stale: bool = False) -> str:
     """The class a deal counts in: `undecided` (open, the customer may still choose it), `silent` (open and stale:
     the business never said, a failure), `won_unpaid` (won or invoiced), or its final status (paid, lost,
     returned). A deal that has just moved is not stale."""
-    if status in OPEN_STATUSES:
+    if status in UNDECIDED:
         return "silent" if stale else "undecided"
-    if status in WON_STATUSES:
+    if status in UNPAID:
         return "won_unpaid"
     return status
 

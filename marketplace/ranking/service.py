@@ -16,15 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
 from marketplace.exposures.queries import won_at_column
+from marketplace.exposures.rules import UNDECIDED, UNPAID, WON
 from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
 from marketplace.ranking.events import Event, Exposed, Joined, Moved, business_ids
 from marketplace.ranking.model import Sample, train
 from marketplace.ranking.ports import Candidate, LeadView, Ranked
 from marketplace.ranking.scoring import (
-    OPEN_STATUSES,
     WIN_CLASSES,
-    WON_STATUSES,
     CategoryPrior,
     History,
     Score,
@@ -49,10 +48,10 @@ DEFAULT_RETURN_RATE = 0.1
 PRIOR_STRENGTH = 10.0
 
 # A business's history row per category: counts and the turnover of its wins, in this order.
-RECEIVED, PAID, TURNOVER, RETURNED, UNDECIDED, WON_UNPAID, STATED = range(7)
-ROW_WIDTH = 7
+RECEIVED, PAID, TURNOVER, RETURNED, OPEN_FRESH, WON_UNPAID, STATED = range(7)
+ROW_WIDTH = STATED + 1
 # Where each outcome class is counted (lost and silent deals are decided non-wins: received minus the rest).
-SLOT = {"paid": PAID, "returned": RETURNED, "undecided": UNDECIDED, "won_unpaid": WON_UNPAID}
+SLOT = {"paid": PAID, "returned": RETURNED, "undecided": OPEN_FRESH, "won_unpaid": WON_UNPAID}
 
 
 @dataclass
@@ -309,7 +308,7 @@ def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved
 def history_columns() -> list[ColumnElement[Any]]:
     """Aggregates of exposures into a history row (RECEIVED, PAID, TURNOVER, ...), as `scoring.outcome` classes
     them."""
-    win = Exposure.status.in_(("paid", *WON_STATUSES))
+    win = Exposure.status.in_(WON)
     stated = and_(win, Exposure.turnover_minor.is_not(None))
 
     def count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -320,8 +319,8 @@ def history_columns() -> list[ColumnElement[Any]]:
         count(Exposure.status == "paid"),
         func.sum(case((stated, Exposure.turnover_minor), else_=0)),
         count(Exposure.status == "returned"),
-        count(and_(Exposure.status.in_(tuple(OPEN_STATUSES)), Exposure.stale.is_(False))),
-        count(Exposure.status.in_(tuple(WON_STATUSES))),
+        count(and_(Exposure.status.in_(UNDECIDED), Exposure.stale.is_(False))),
+        count(Exposure.status.in_(UNPAID)),
         count(stated),
     ]
 
@@ -333,7 +332,7 @@ def history(row: Sequence[int], sold_minor: int = 0, weight: float = 0.0) -> His
         turnover_minor=row[TURNOVER],
         returned=row[RETURNED],
         sold_revenue_minor=sold_minor,
-        undecided=row[UNDECIDED],
+        undecided=row[OPEN_FRESH],
         won_unpaid=row[WON_UNPAID],
         unpaid_weight=weight,
         stated=row[STATED],
@@ -354,7 +353,7 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
     for category, at in await session.execute(
         select(Lead.category, won_at_column())
         .join(Lead, Lead.id == Exposure.lead_id)
-        .where(Exposure.mode == "deal_maker", Exposure.status.in_(tuple(WON_STATUSES)))
+        .where(Exposure.mode == "deal_maker", Exposure.status.in_(UNPAID))
     ):
         won_at[category].append(at)
     budgets: dict[str, float] = dict(
@@ -402,7 +401,7 @@ class Standing:
         """It took a lead: one more exposure received, undecided, counted against its caps."""
         row = self.history.setdefault(event.category, [0] * ROW_WIDTH)
         row[RECEIVED] += 1
-        row[UNDECIDED] += 1
+        row[OPEN_FRESH] += 1
         self.count_exposure(event.at)
 
     def move(self, event: Moved) -> None:
@@ -484,7 +483,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
     for business_id, category, exposure_id, at in await session.execute(
         select(Exposure.business_id, Lead.category, Exposure.id, won_at_column())
         .join(Lead, Lead.id == Exposure.lead_id)
-        .where(Exposure.business_id.in_(ids), Exposure.status.in_(tuple(WON_STATUSES)))
+        .where(Exposure.business_id.in_(ids), Exposure.status.in_(UNPAID))
     ):
         won_at[business_id].setdefault(category, {})[exposure_id] = at
     # What the marketplace earned from leads each business sold it: prices paid (not those refunded on a
@@ -555,11 +554,11 @@ async def train_conversion_model(session: AsyncSession, settings: Settings) -> R
     P(won)) and store its coefficients; every process's core picks them up on its next full refresh. None while
     the history is too thin."""
     priors = await load_category_priors(session, settings)
-    won = Exposure.status.in_(("paid", *WON_STATUSES))
+    won = Exposure.status.in_(WON)
     decided = or_(
         won,
         Exposure.status.in_(("lost", "returned")),
-        and_(Exposure.status.in_(tuple(OPEN_STATUSES)), Exposure.stale.is_(True)),
+        and_(Exposure.status.in_(UNDECIDED), Exposure.stale.is_(True)),
     )
     result = await session.execute(
         select(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,7 +47,14 @@ class Runtime:
 
 
 _runtime: Runtime | None = None
-_lock = asyncio.Lock()
+# One lock per event loop: a lock waited on binds to its loop, and a process may run actors on a new loop after
+# an old one has stopped (a worker started again, as the tests do).
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def loop_lock() -> asyncio.Lock:
+    """The lock that builds the runtime once, on the running loop."""
+    return _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
 def bind(runtime: Runtime | None) -> None:
@@ -58,7 +66,7 @@ async def current() -> Runtime:
     global _runtime
     if _runtime is not None:
         return _runtime
-    async with _lock:
+    async with loop_lock():
         if _runtime is None:
             import dramatiq
 

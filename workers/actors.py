@@ -83,7 +83,7 @@ async def fraud_recheck(*business_ids: str) -> None:
     deal), so the alert does not wait for the daily rescan."""
     rt = await runtime.current()
     async with rt.uow() as uow:
-        await fraud.mark_dirty(uow.session, *business_ids)
+        fraud.mark_dirty(uow.session, *business_ids)
     await fraud_scan()
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import ColumnElement, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -224,15 +224,21 @@ async def upgrade_to_exclusive(
         raise Conflict("this exposure is already exclusive")
     if exposure.kind != "shared" or exposure.status == "returned":
         raise Conflict("only a lead buyer's shared exposure can become exclusive")
-    # Decided by the lead row: only while this exposure is the one and only.
+    # Decided by the lead row: only while this exposure is the one and only, and no competitor has ever seen the
+    # contact (an exposure returned since still counts).
     won = await rows_changed(
         session,
         update(Lead)
-        .where(Lead.id == exposure.lead_id, Lead.exposure_count == 1, Lead.is_exclusive.is_(False))
+        .where(
+            Lead.id == exposure.lead_id,
+            Lead.exposure_count == 1,
+            Lead.is_exclusive.is_(False),
+            ~exists().where(Exposure.lead_id == Lead.id, Exposure.business_id != business.id),
+        )
         .values(is_exclusive=True, status="full"),
     )
     if won != 1:
-        raise Conflict("a competitor already holds an exposure of this lead, so it can no longer be exclusive")
+        raise Conflict("a competitor has seen this lead's contact, so it can no longer be exclusive")
     lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
     assert lead is not None
     category = settings.categories[lead.category]
@@ -288,7 +294,7 @@ async def return_exposure(
             status=case((Lead.expires_at > now, "open"), else_="expired"),
         )
     )
-    await fraud.mark_dirty(session, business.id)
+    fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
         replacement = await offer_replacement(session, settings, business.id, exposure)
@@ -310,7 +316,7 @@ async def mark_stale(session: AsyncSession, settings: Settings) -> int:
             .returning(Exposure.business_id)
         )
     )
-    await fraud.mark_dirty(session, *owners)
+    fraud.mark_dirty(session, *owners)
     return len(owners)
 
 

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import and_, case, delete, event, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from marketplace.businesses.services import set_status
 from marketplace.clock import utcnow
@@ -73,7 +76,7 @@ NOTIFICATION_KINDS = ("alert", "invoice", "survey")
 
 
 def notify(
-    session: AsyncSession,
+    session: AsyncSession | Session,
     kind: str,
     recipient: str,
     subject: str,
@@ -314,7 +317,7 @@ async def answer_survey(
     survey.currency = data.amount.currency if data.amount is not None else None
     survey.satisfaction = data.satisfaction
     survey.comment = data.comment.strip() if data.comment and data.comment.strip() else None
-    await mark_dirty(session, *holders)
+    mark_dirty(session, *holders)
     await session.flush()
     return survey, holders
 
@@ -339,7 +342,7 @@ def answer_out(survey: Survey) -> schemas.SurveyAnswer:
 
 async def on_deal_reported(session: AsyncSession, settings: Settings, exposure: Exposure, status: str) -> None:
     """A business moved a deal: its assessment is due again, and a won or lost deal asks the customer."""
-    await mark_dirty(session, exposure.business_id)
+    mark_dirty(session, exposure.business_id)
     if status in ("won", "lost"):
         await request_survey(session, settings, exposure.lead_id, status, exposure.id)
 
@@ -388,23 +391,36 @@ async def send_quiet_surveys(session: AsyncSession, settings: Settings, limit: i
 # --- assessments ------------------------------------------------------------------------------------------
 
 
-async def mark_dirty(session: AsyncSession, *business_ids: str) -> None:
+_DIRTY = "fraud.dirty"
+
+
+def mark_dirty(session: AsyncSession, *business_ids: str) -> None:
     """Note that these businesses have news; the next scan re-assesses them. Idempotent, in the caller's
-    transaction (an upsert: a later mark moves the time, so a scan that read the earlier one keeps it)."""
-    if not business_ids:
+    transaction, written as it commits (_write_marks)."""
+    if business_ids:
+        session.info.setdefault(_DIRTY, set()).update(business_ids)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_marks(session: Session) -> None:
+    """The marks of a transaction, as an upsert (a later mark moves the time, so a scan that read the earlier one
+    keeps it). Two reports on one business's deals queue on its row until the first commits, so the row is
+    taken last: held for the commit alone, not for the rest of the report that marked it."""
+    if session.in_nested_transaction():
+        return  # a savepoint: the marks wait for the transaction itself
+    marked: set[str] | None = session.info.pop(_DIRTY, None)
+    if not marked:
         return
     now = utcnow()
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    upsert = make(FraudDirty).values([{"business_id": b, "since": now} for b in sorted(marked)])
+    session.execute(upsert.on_conflict_do_update(index_elements=["business_id"], set_={"since": now}))
 
-        pg = pg_insert(FraudDirty).values([{"business_id": b, "since": now} for b in sorted(set(business_ids))])
-        await session.execute(pg.on_conflict_do_update(index_elements=["business_id"], set_={"since": now}))
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        lite = sqlite_insert(FraudDirty).values([{"business_id": b, "since": now} for b in sorted(set(business_ids))])
-        await session.execute(lite.on_conflict_do_update(index_elements=["business_id"], set_={"since": now}))
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_marks(session: Session, previous_transaction: Any) -> None:
+    if not session.in_transaction():  # the outermost transaction ended: its news never happened
+        session.info.pop(_DIRTY, None)
 
 
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
@@ -677,7 +693,7 @@ async def scan_dirty(uow: UnitOfWorkFactory, settings: Settings, limit: int = CH
             return await assess_businesses(unit.session, settings, ids)
     except Exception:
         async with uow() as unit:
-            await mark_dirty(unit.session, *ids)
+            mark_dirty(unit.session, *ids)
         raise
 
 

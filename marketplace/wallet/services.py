@@ -15,14 +15,17 @@ open charges always add up to what is owed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, event, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from marketplace.clock import utcnow
 from marketplace.db.models import (
@@ -40,6 +43,7 @@ from marketplace.db.models import (
 from marketplace.db.statements import rows_changed, table
 from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
 from marketplace.fraud.services import notify
+from marketplace.identity.links import referrer_of
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.settings import Settings
@@ -208,23 +212,77 @@ async def plan_of(session: AsyncSession, settings: Settings, plan_version_id: st
 
 
 _SEQUENCES = table(InvoiceSequence)
-_TAKE_INVOICE_NUMBER = (
+_TAKE_INVOICE_NUMBERS = (
     update(_SEQUENCES)
     .where(_SEQUENCES.c.issuer == ISSUER)
-    .values(next_number=_SEQUENCES.c.next_number + 1)
-    .returning(_SEQUENCES.c.next_number - 1)
+    .values(next_number=_SEQUENCES.c.next_number + bindparam("count"))
+    .returning(_SEQUENCES.c.next_number - bindparam("count"))
 )
+_UNNUMBERED = "wallet.unnumbered_invoices"
+_PROVISIONAL = "(numbered at commit)"
 
 
-async def _next_invoice_number(session: AsyncSession) -> int:
-    """Numbers per issuer with no gaps: the sequence row is taken by a conditional update in this transaction,
-    so concurrent invoices queue on it and a rolled-back one gives its number back."""
+def _take_invoice_numbers(session: Session, count: int) -> int:
+    """The first of `count` consecutive numbers per issuer, with no gaps: the sequence row is taken by a
+    conditional update in this transaction, so concurrent invoices queue on it and a rolled-back transaction gives
+    its numbers back."""
     for _ in range(2):
-        number = await session.scalar(_TAKE_INVOICE_NUMBER)
-        if number is not None:
-            return int(number)
-        await store.insert_ignore(session, InvoiceSequence, {"issuer": ISSUER, "next_number": 1})
+        first = session.execute(_TAKE_INVOICE_NUMBERS, {"count": count}).scalar()
+        if first is not None:
+            return int(first)
+        make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(make(InvoiceSequence).values(issuer=ISSUER, next_number=1).on_conflict_do_nothing())
     raise RuntimeError("invoice sequence could not be created")
+
+
+@dataclass
+class _Unnumbered:
+    """An invoice issued in this transaction, waiting for its number (see _number_invoices)."""
+
+    invoice: Invoice
+    document: InvoiceDocument  # checked when issued, under a provisional number and date
+    business: Business
+    description: str
+    public_base_url: str
+
+
+@event.listens_for(Session, "before_commit")
+def _number_invoices(session: Session) -> None:
+    """Invoices get their numbers as their transaction commits: one update of the sequence row for all of them,
+    then the invoices and their messages are written by the commit's flush. Every charge across the marketplace
+    queues on that row until its transaction ends, so it is taken last: it is held for the commit alone, not for
+    the rest of the claim or status report that charged. Numbers follow the order of the commits and issued_at
+    is the moment of numbering, so a later number is never dated before an earlier one."""
+    if session.in_nested_transaction():
+        return  # a savepoint: the numbers wait for the transaction itself
+    pending: list[_Unnumbered] = session.info.pop(_UNNUMBERED, [])
+    if not pending:
+        return
+    first = _take_invoice_numbers(session, len(pending))
+    now = utcnow()
+    for offset, item in enumerate(pending):
+        invoice = item.invoice
+        document = dataclasses.replace(item.document, number=f"LM-{first + offset:06d}", issued_at=now)
+        invoice.number, invoice.issued_at, invoice.document = first + offset, now, document.to_json()
+        session.add(invoice)
+        # The business gets its invoice by message (in the embedded default it lands in GET /v1/notifications).
+        title = "Credit note" if document.kind is InvoiceKind.CREDIT_NOTE else "Invoice"
+        notify(
+            session,
+            "invoice",
+            item.business.email,
+            f"{title} {document.number}: {document.gross}",
+            f"{title} {document.number} for {item.business.name}: {item.description}. Net {document.net}, "
+            f"VAT {document.vat}, total {document.gross}.",
+            link=f"{item.public_base_url}/v1/invoices/{invoice.id}",
+            reference=invoice.id,
+        )
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_unnumbered(session: Session, previous_transaction: Any) -> None:
+    if not session.in_transaction():  # the outermost transaction ended: what it issued was never written
+        session.info.pop(_UNNUMBERED, None)
 
 
 def _parties(settings: Settings, business: Business) -> tuple[Party, Party]:
@@ -233,7 +291,7 @@ def _parties(settings: Settings, business: Business) -> tuple[Party, Party]:
     return issuer, Party(business.name, (business.email,), None)
 
 
-async def issue_invoice(
+def issue_invoice(
     session: AsyncSession,
     settings: Settings,
     business: Business,
@@ -244,29 +302,14 @@ async def issue_invoice(
     offset: OffsetPlan | None = None,
     corrects: Invoice | None = None,
 ) -> Invoice:
-    number = await _next_invoice_number(session)
+    """An invoice (or, with `corrects`, a credit note) for a charge of this transaction. Its id is known at once;
+    its number, date, document and message are written when the transaction commits (_number_invoices)."""
     issuer, recipient = _parties(settings, business)
-    now = utcnow()
-    document = InvoiceDocument(
-        number=f"LM-{number:06d}",
-        issuer=issuer,
-        recipient=recipient,
-        issued_at=now,
-        currency=amount.currency,
-        lines=(InvoiceLine(description, amount.net, amount.vat, amount.gross),),
-        net=amount.net,
-        vat=amount.vat,
-        gross=amount.gross,
-        vat_rate_bp=settings.jurisdiction.vat_rate_bp,
-        steps=steps_from_offset(offset) if offset is not None else (),
-        kind=InvoiceKind.CREDIT_NOTE if corrects is not None else InvoiceKind.INVOICE,
-        corrects=corrects.document["number"] if corrects is not None else None,
-    )
+    kind = InvoiceKind.CREDIT_NOTE if corrects is not None else InvoiceKind.INVOICE
     invoice = Invoice(
         id=new_id("inv"),
         issuer=ISSUER,
-        number=number,
-        kind=document.kind.value,
+        kind=kind.value,
         business_id=business.id,
         transaction_id=transaction_id,
         corrects_invoice_id=corrects.id if corrects is not None else None,
@@ -275,23 +318,24 @@ async def issue_invoice(
         vat_minor=amount.vat.amount_minor,
         gross_minor=amount.gross.amount_minor,
         vat_rate_bp=settings.jurisdiction.vat_rate_bp,
-        document=document.to_json(),
-        issued_at=now,
     )
-    session.add(invoice)
-    # The business gets its invoice by message (in the embedded default it lands in GET /v1/notifications).
-    title = "Credit note" if corrects is not None else "Invoice"
-    notify(
-        session,
-        "invoice",
-        business.email,
-        f"{title} {document.number}: {amount.gross}",
-        f"{title} {document.number} for {business.name}: {description}. Net {amount.net}, VAT {amount.vat}, "
-        f"total {amount.gross}.",
-        link=f"{settings.notifications.public_base_url}/v1/invoices/{invoice.id}",
-        reference=invoice.id,
+    document = InvoiceDocument(
+        number=_PROVISIONAL,
+        issuer=issuer,
+        recipient=recipient,
+        issued_at=utcnow(),
+        currency=amount.currency,
+        lines=(InvoiceLine(description, amount.net, amount.vat, amount.gross),),
+        net=amount.net,
+        vat=amount.vat,
+        gross=amount.gross,
+        vat_rate_bp=settings.jurisdiction.vat_rate_bp,
+        steps=steps_from_offset(offset) if offset is not None else (),
+        kind=kind,
+        corrects=corrects.document["number"] if corrects is not None else None,
     )
-    await session.flush()
+    item = _Unnumbered(invoice, document, business, description, settings.notifications.public_base_url)
+    session.info.setdefault(_UNNUMBERED, []).append(item)
     return invoice
 
 
@@ -349,7 +393,7 @@ async def _charge(
             select(Settlement.id).where(Settlement.transaction_id == posted.transaction_id)
         )
         return Charged(posted.transaction_id, invoice_id, offset, settlement_id)
-    invoice = await issue_invoice(
+    invoice = issue_invoice(
         session, settings, business, amount, description, transaction_id=posted.transaction_id, offset=offset
     )
     settlement = None
@@ -424,7 +468,7 @@ async def settle_commission(session: AsyncSession, settings: Settings, exposure:
     assert exposure.turnover_minor is not None
     business = await _business(session, exposure.business_id)
     plan = await plan_of(session, settings, exposure.plan_version_id)
-    rate = plan.rate_bp(lead.category, exposure.commission_rate_bp)
+    rate = exposure.commission_rate_bp  # the plan's rate when it was claimed, as the deal maker was shown it
     gross = Money(exposure.turnover_minor, exposure.currency).percent_bp(rate)
     amount = breakdown(settings, gross)
     if not amount.gross.is_positive:
@@ -442,7 +486,7 @@ async def settle_commission(session: AsyncSession, settings: Settings, exposure:
             shares.append(Allocation(account, payout.amount))
     for payout in result.bonuses:
         if payout.recipient_role == ROLE_REFERRER and lead.referral_code:
-            account = marketplace_account(AccountKind.REFERRER_PAYABLE, lead.referral_code.replace(":", "_"))
+            account = marketplace_account(AccountKind.REFERRER_PAYABLE, referrer_of(lead.referral_code))
             shares.append(Allocation(account, payout.amount))
     description = f"Commission {rate / 100:g} % on deal for lead {lead.id} (plan v{result.plan_version})"
     charged = await _charge(
@@ -529,7 +573,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
         for settlement in pending:
             settlement.status = "cancelled"
         original = charged[0] if charged else None
-        await issue_invoice(
+        issue_invoice(
             session,
             settings,
             business,

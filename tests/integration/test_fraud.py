@@ -336,14 +336,18 @@ async def test_marks_are_taken_apart_from_the_assessment_and_put_back_when_it_fa
     a_id, _ = await register(client, "deal_maker")
     b_id, _ = await register(client, "deal_maker")
     async with app.state.uow() as uow:
-        await fraud.mark_dirty(uow.session, a_id, b_id)
-        await fraud.mark_dirty(uow.session, a_id)  # marked twice: one mark
+        fraud.mark_dirty(uow.session, a_id, b_id)
+        fraud.mark_dirty(uow.session, a_id)  # marked twice: one mark
     assert await db.count(FraudDirty) == 2
     async with app.state.uow() as uow:
         assert sorted(await fraud.claim_dirty(uow.session)) == sorted([a_id, b_id])
     assert await db.count(FraudDirty) == 0
+    with pytest.raises(LookupError):  # news of a transaction that rolls back never happened
+        async with app.state.uow() as uow:
+            fraud.mark_dirty(uow.session, a_id)
+            raise LookupError
     async with app.state.uow() as uow:  # news after the marks were taken waits for the next scan
-        await fraud.mark_dirty(uow.session, b_id)
+        fraud.mark_dirty(uow.session, b_id)
     assert (await db.scalars(select(FraudDirty.business_id))) == [b_id]
 
     async def broken(*args: Any, **kwargs: Any) -> None:

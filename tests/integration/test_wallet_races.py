@@ -5,6 +5,7 @@ businesses buying each other's sold leads at once, plan versions saved at once."
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import httpx
 import msgspec
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from marketplace.clock import utcnow
 from marketplace.db.models import (
@@ -23,6 +25,7 @@ from marketplace.db.models import (
     Lead,
     LedgerAccount,
     LedgerTransaction,
+    Notification,
     Offer,
     Settlement,
 )
@@ -157,7 +160,8 @@ async def test_invoice_numbers_stay_consecutive_under_concurrency_and_rollback(a
     assert sorted(int(d["number"].removeprefix("LM-")) for d in documents) == list(range(1, 21))
     await assert_ledger_sound(app)
 
-    # An invoice whose unit of work is rolled back gives its number back: the next one takes it.
+    # An invoice whose unit of work is rolled back takes no number, even when the sequence row was taken before
+    # the rollback (the commit's flush failed): the next invoice gets 21.
     class Abandoned(Exception):
         pass
 
@@ -165,15 +169,40 @@ async def test_invoice_numbers_stay_consecutive_under_concurrency_and_rollback(a
     with pytest.raises(Abandoned):
         async with app.state.uow() as uow:
             business = await uow.session.get(Business, buyers[0][0])
-            issued = await services.issue_invoice(
+            issued = services.issue_invoice(
                 uow.session, app.state.settings, business, amount, "abandoned", transaction_id="txn_none"
             )
-            assert issued.number == 21
+            assert issued.number is None  # numbered as its transaction commits
             raise Abandoned
+    existing = await db.scalar(select(Invoice.id).limit(1))
+    with pytest.raises(IntegrityError):
+        async with app.state.uow() as uow:
+            business = await uow.session.get(Business, buyers[0][0])
+            clash = services.issue_invoice(
+                uow.session, app.state.settings, business, amount, "abandoned", transaction_id="txn_none"
+            )
+            clash.id = existing  # a duplicate key: the commit's flush fails after numbering
     assert await invoice_numbers(db) == list(range(1, 21))
     (last_offer,) = await leads_offered_to(app, [buyers[0][0]])
     assert (await claim(client, buyers[0][1], last_offer)).status_code == 201
     assert await invoice_numbers(db) == list(range(1, 22))
+
+    # Two invoices of one transaction: consecutive numbers, each with its message, dated in number order.
+    async with app.state.uow() as uow:
+        business = await uow.session.get(Business, buyers[1][0])
+        pair = [
+            services.issue_invoice(
+                uow.session, app.state.settings, business, amount, f"pair {i}", transaction_id=f"txn_pair{i}"
+            )
+            for i in range(2)
+        ]
+    stored = {i.id: i for i in await db.scalars(select(Invoice).where(Invoice.id.in_([p.id for p in pair])))}
+    assert [stored[p.id].number for p in pair] == [22, 23]
+    assert [stored[p.id].document["number"] for p in pair] == ["LM-000022", "LM-000023"]
+    dated = sorted(await db.scalars(select(Invoice)), key=lambda i: i.number)
+    assert all(a.issued_at <= b.issued_at for a, b in itertools.pairwise(dated))
+    messages = await db.scalars(select(Notification).where(Notification.reference.in_([p.id for p in pair])))
+    assert sorted(m.subject.split(":")[0] for m in messages) == ["Invoice LM-000022", "Invoice LM-000023"]
 
 
 async def test_one_idempotency_key_posted_twenty_times_at_once_moves_money_once_or_conflicts(app, client, db):

@@ -24,6 +24,7 @@ from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
 from marketplace.fraud.controllers import FraudController, NotificationController, SurveyController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
+from marketplace.http.openapi import COMPONENTS, document_access
 from marketplace.http.problems import EXCEPTION_HANDLERS, document_problems
 from marketplace.http.ratelimit import RateLimiter
 from marketplace.http.strict import StrictRequest
@@ -121,11 +122,13 @@ def create_app(
             version="1.0.0",
             path=DOCS_PATH,
             render_plugins=[SwaggerRenderPlugin()],
+            components=COMPONENTS,
         ),
         on_app_init=[_quiet_defaults],
     )
     check_declared(app)
     document_problems(app)
+    document_access(app)
     return app
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from marketplace.errors import ServiceUnavailable
 from marketplace.http.access import Access, access
 from marketplace.schemas import MoneyOut
+from marketplace.wallet.services import active_plan
 
 
 class RegionOut(msgspec.Struct):
@@ -35,7 +36,11 @@ class CatalogController(Controller):
 
     @get("/v1/categories", opt=access(Access.PUBLIC))
     async def categories(self, state: State) -> list[CategoryOut]:
+        """Categories with their prices and the commission rate of the plan in force (what a deal maker claiming
+        a lead now agrees to pay on its paid deal)."""
         cur = state.settings.currency
+        async with state.uow() as uow:
+            _, plan = await active_plan(uow.session, state.settings)
         return [
             CategoryOut(
                 code=c.code,
@@ -43,7 +48,7 @@ class CatalogController(Controller):
                 lead_price=MoneyOut(c.lead_price_minor, cur),
                 exclusive_price=MoneyOut(c.exclusive_price_minor, cur),
                 max_exposures=c.max_exposures,
-                commission_rate_bp=c.commission_rate_bp,
+                commission_rate_bp=plan.rate_bp(c.code, c.commission_rate_bp),
             )
             for c in state.settings.categories.values()
         ]

@@ -1,6 +1,10 @@
 """Signed single-use links for customers: HMAC-SHA256 over purpose, subject, link id and expiry.
 
 The signature proves the service issued the link; the used_links table makes it single-use.
+
+Referral codes are signed too: `<referrer>.<signature>`. A referrer earns a share of the commissions on the leads
+its code brought, paid into a payable account named by the referrer, so only a code the marketplace issued may name
+one (anybody can submit a lead, with any code).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,3 +69,33 @@ def read_link(secret: str, token: str, purpose: str, now: datetime) -> LinkClaim
     if claims.expires_at <= now:
         raise Gone("this link has expired")
     return claims
+
+
+REFERRER = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_REFERRAL_MAC_CHARS = 22  # 132 bits of the HMAC, base64url
+
+
+def _referral_mac(secret: str, referrer: str) -> str:
+    return _b64(hmac.new(secret.encode(), f"referral:{referrer}".encode(), hashlib.sha256).digest())[
+        :_REFERRAL_MAC_CHARS
+    ]
+
+
+def sign_referral_code(secret: str, referrer: str) -> str:
+    """The referral code of a referrer (lower-case letters, digits, `-` and `_`, at most 40): the same every time."""
+    if not REFERRER.fullmatch(referrer):
+        raise ValueError(f"a referrer is 1-40 lower-case letters, digits, '-' or '_', not {referrer!r}")
+    return f"{referrer}.{_referral_mac(secret, referrer)}"
+
+
+def read_referral_code(secret: str, code: str) -> str | None:
+    """The referrer a code names, or None if the marketplace did not issue it."""
+    referrer, _, mac = code.partition(".")
+    if not REFERRER.fullmatch(referrer) or not hmac.compare_digest(mac, _referral_mac(secret, referrer)):
+        return None
+    return referrer
+
+
+def referrer_of(code: str) -> str:
+    """The referrer named by a code already checked at intake (read_referral_code)."""
+    return code.partition(".")[0]

@@ -10,6 +10,7 @@ from litestar.params import FromPath, JSONBody
 
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.problems import documented
+from marketplace.identity.links import sign_referral_code
 from marketplace.leads import schemas, services
 
 # A new lead is a 201; the same customer's same need within the dedup window is a 200 naming the lead it is.
@@ -51,6 +52,14 @@ class LeadController(Controller):
             schemas.LeadAccepted(id=lead.id, status=lead.status, duplicate=duplicate),
             status_code=200 if duplicate else 201,
         )
+
+    @post("/referral-codes", opt=access(Access.OPERATOR), status_code=201)
+    async def referral_code(self, state: State, data: JSONBody[schemas.ReferralCodeIn]) -> schemas.ReferralCode:
+        """The referral code of a referrer (a customer or partner with a referral link), for `referral_code` at
+        intake: the referrer earns its share of the commissions on the deals of the leads it brought. Codes are
+        signed, so a lead can name only a referrer the marketplace issued a code to; the same referrer always gets
+        the same code."""
+        return schemas.ReferralCode(data.referrer, sign_referral_code(state.settings.service.secret_key, data.referrer))
 
     @get("/leads/{lead_id:str}", opt=access(Access.OPERATOR))
     async def get_one(self, state: State, lead_id: FromPath[str]) -> schemas.LeadDetail:

@@ -28,6 +28,16 @@ class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
     referral_code: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
 
 
+class ReferralCodeIn(msgspec.Struct, forbid_unknown_fields=True):
+    # The payable account of the referrer is named by it: lower-case letters, digits, '-' and '_'.
+    referrer: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+
+
+class ReferralCode(msgspec.Struct):
+    referrer: str
+    code: str
+
+
 class LeadAccepted(msgspec.Struct):
     id: str
     status: str

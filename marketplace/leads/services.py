@@ -13,6 +13,7 @@ from marketplace.clock import utcnow
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.models import Lead, LeadContact
 from marketplace.errors import FieldError, InvalidInput, NotFound
+from marketplace.identity.links import read_referral_code
 from marketplace.ids import new_id
 from marketplace.leads import schemas
 from marketplace.schemas import MoneyOut
@@ -38,6 +39,8 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
         errors.append(FieldError("description", "must not be blank"))
     if not data.contact.name.strip():
         errors.append(FieldError("contact.name", "must not be blank"))
+    if data.referral_code is not None and read_referral_code(settings.service.secret_key, data.referral_code) is None:
+        errors.append(FieldError("referral_code", "unknown referral code: codes are issued by the marketplace"))
     return errors
 
 

@@ -30,6 +30,7 @@ from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
+from marketplace.wallet.plans import CommissionPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +190,8 @@ async def list_offers(
         query, params["cursor"] = _OPEN_OFFERS_AFTER, cursor
     rows = (await session.execute(query, params)).all()
     buyer = business.mode == "lead_buyer"
-    items = [_offer_out(settings, buyer, row) for row in rows[:limit]]
+    plan = None if buyer or not rows else (await wallet.active_plan(session, settings))[1]
+    items = [_offer_out(settings, plan, row) for row in rows[:limit]]
     return items, (items[-1].offer_id if len(rows) > limit and items else None)
 
 
@@ -205,8 +207,11 @@ class _OfferRow(LeadColumns, Protocol):
     exposure_count: int
 
 
-def _offer_out(settings: Settings, buyer: bool, row: _OfferRow) -> schemas.Offer:
+def _offer_out(settings: Settings, plan: CommissionPlan | None, row: _OfferRow) -> schemas.Offer:
+    """An offer as a lead buyer sees it (`plan` None: prices) or a deal maker (the commission rate of the plan in
+    force, which a claim now would record on its exposure)."""
     category = settings.categories[row.category]
+    buyer = plan is None
     return schemas.Offer(
         offer_id=row.offer_id,
         lead_id=row.id,
@@ -215,7 +220,7 @@ def _offer_out(settings: Settings, buyer: bool, row: _OfferRow) -> schemas.Offer
         rank=row.rank,
         price=MoneyOut((row.price_minor or category.lead_price_minor) if buyer else 0, row.currency),
         exclusive_price=MoneyOut(category.exclusive_price_minor, row.currency) if buyer else None,
-        commission_rate_bp=None if buyer else category.commission_rate_bp,
+        commission_rate_bp=None if plan is None else plan.rate_bp(category.code, category.commission_rate_bp),
         exclusive_available=buyer and row.exposure_count == 0,
         expires_at=row.expires_at,
         replaces_exposure_id=row.replaces_exposure_id,
@@ -226,9 +231,11 @@ def _offer_out(settings: Settings, buyer: bool, row: _OfferRow) -> schemas.Offer
 # wins a race. The lead row comes back from its UPDATE with every column (RETURNING) and goes into the session by
 # db.statements.attach: no read after it.
 _OPEN_LEAD = and_(_leads.id == bindparam("lead_id"), _leads.status == "open", _leads.expires_at > bindparam("now"))
+_EXPOSURES = table(Exposure)
+# Exclusive only while no competitor has seen the contact: no exposure now, and none returned either.
 _TAKE_EXCLUSIVE = (
     update(_LEADS)
-    .where(_OPEN_LEAD, _leads.exposure_count == 0)
+    .where(_OPEN_LEAD, _leads.exposure_count == 0, ~exists().where(_EXPOSURES.c.lead_id == _leads.id))
     .values(exposure_count=1, is_exclusive=True, status="full")
     .returning(*_LEADS.c)
 )
@@ -274,7 +281,7 @@ async def claim_offer(
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
     take, refusal = (
-        (_TAKE_EXCLUSIVE, "another business already holds this lead, so it can no longer be bought exclusively")
+        (_TAKE_EXCLUSIVE, "another business has seen this lead's contact, so it can no longer be bought exclusively")
         if exclusive
         else (_TAKE_SHARED, "this lead is taken: it is full, bought exclusively, or expired")
     )
@@ -286,7 +293,7 @@ async def claim_offer(
         raise Conflict("this offer has already been claimed")
 
     category = settings.categories[lead.category]
-    plan_version, _ = await wallet.active_plan(session, settings)
+    plan_version, plan = await wallet.active_plan(session, settings)
     if business.mode == "lead_buyer":
         kind = "exclusive" if exclusive else "shared"
         # A shared claim pays the second price the ranking set on the offer (the list price without one).
@@ -303,7 +310,8 @@ async def claim_offer(
         kind=kind,
         price_minor=price,
         currency=lead.currency,
-        commission_rate_bp=category.commission_rate_bp,
+        # The rate the deal maker was shown and will be charged: the plan in force's for the category.
+        commission_rate_bp=plan.rate_bp(category.code, category.commission_rate_bp),
         plan_version_id=plan_version.id,
         status="new",
         stale=False,

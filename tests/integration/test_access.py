@@ -66,6 +66,7 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("POST", "/v1/businesses/{}/credit-limit"): A.OPERATOR,
     ("GET", "/v1/commission-plans"): A.OPERATOR,
     ("POST", "/v1/commission-plans"): A.OPERATOR,
+    ("POST", "/v1/referral-codes"): A.OPERATOR,
     ("GET", "/v1/businesses/me/bids"): A.LEAD_BUYER,
     ("PUT", "/v1/businesses/me/bids"): A.LEAD_BUYER,
     ("GET", "/v1/fraud/alerts/{}"): A.OPERATOR,

@@ -82,3 +82,36 @@ async def test_upgrade_to_exclusive_races_a_competitors_claim(app, client, db):
             assert upgrade.json()["price"]["amount_minor"] == 15000  # plumbing's exclusive price
         else:
             assert not lead.is_exclusive and lead.exposure_count == 2
+
+
+async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_it_returned_the_lead(app, client, db):
+    (holder_id, holder), (rival_id, rival), (late_id, late) = await _buyers(client, 3)
+    maker_id, maker = await register(client, "deal_maker")
+    lead_id = await submit_lead(client)
+    holder_offer, maker_offer, late_offer = await offer_lead_to(app, lead_id, [holder_id, maker_id, late_id])
+    held = await client.post(f"/v1/offers/{holder_offer}/claim", headers=auth(holder))
+    assigned = await client.post(f"/v1/offers/{maker_offer}/claim", headers=auth(maker))
+    assert held.status_code == 201 and assigned.status_code == 201
+    returned = await client.post(
+        f"/v1/exposures/{assigned.json()['id']}/return", headers=auth(maker), json={"reason": "not my trade"}
+    )
+    assert returned.status_code == 200, returned.text
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 1
+
+    # The holder is alone again, but the deal maker saw the contact: exclusivity would be sold for nothing.
+    upgrade = await client.post(f"/v1/exposures/{held.json()['id']}/exclusive", headers=auth(holder))
+    assert upgrade.status_code == 409, upgrade.text
+    assert "seen" in upgrade.json()["detail"]
+    assert (await db.scalar(select(Exposure).where(Exposure.id == held.json()["id"]))).kind == "shared"
+
+    # And nobody may buy the lead exclusively any more; a shared claim still may.
+    second = await submit_lead(client)
+    (rival_offer,) = await offer_lead_to(app, second, [rival_id])
+    bought = await client.post(f"/v1/offers/{rival_offer}/claim", headers=auth(rival), json={"exclusive": True})
+    assert bought.status_code == 201  # a lead nobody has seen: exclusive as before
+    exclusive = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": True})
+    assert exclusive.status_code == 409, exclusive.text
+    shared = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
+    assert shared.status_code == 201, shared.text
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert not lead.is_exclusive and lead.exposure_count == 2

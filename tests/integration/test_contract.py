@@ -389,6 +389,8 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
                 failures.append(f"{method} {path}: limit and cursor are not documented")
         if path in MOVES_MONEY and "Idempotency-Key" not in {p["name"] for p in op.get("parameters", [])}:
             failures.append(f"{method} {path}: Idempotency-Key is not documented")
+        if (op.get("security") == [{"bearer": []}]) == (path in PUBLIC):
+            failures.append(f"{method} {path}: the bearer token is {'' if path in PUBLIC else 'not '}required")
         expected_errors = {"422"} | ({"401", "403"} if path not in PUBLIC else set())
         expected_errors |= {"404"} if "{}" in path else set()
         expected_errors |= {"413", "415"} if "requestBody" in op else set()  # too large; not sent as JSON
@@ -404,6 +406,17 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
                 ):
                     failures.append(f"{method} {path}: {status} is documented as {list(media)}, not problem+json")
     assert not failures, "\n".join(failures)
+    assert schema["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["bearer"]["description"],
+    }
+    # The invoice's PDF form; the claim's body may be left out (a shared claim), as the server accepts.
+    assert set(served[("GET", "/v1/invoices/{}")]["responses"]["200"]["content"]) == {
+        "application/json",
+        "application/pdf",
+    }
+    assert served[("POST", "/v1/offers/{}/claim")]["requestBody"]["required"] is False
 
 
 # --- the wire style: timestamps and money ---------------------------------------------------------------------

@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from marketplace.clock import clock, utcnow
-from marketplace.db.models import Business, Exposure, Invoice, LedgerAccount, LedgerTransaction, Offer, Settlement
+from marketplace.db.models import (
+    Business,
+    Exposure,
+    Invoice,
+    Lead,
+    LedgerAccount,
+    LedgerTransaction,
+    Offer,
+    Settlement,
+)
 from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
@@ -212,6 +221,41 @@ async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfe
     assert refused.status_code == 403
     not_operator = await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(dm))
     assert not_operator.status_code == 403
+
+
+async def test_a_referrer_earns_only_through_a_code_the_marketplace_issued(app, client, db, settings):
+    operator = await operator_token(app)
+    issued = await client.post("/v1/referral-codes", headers=auth(operator), json={"referrer": "partner-7"})
+    assert issued.status_code == 201, issued.text
+    code = issued.json()["code"]
+    assert issued.json()["referrer"] == "partner-7" and code.startswith("partner-7.")
+    again = await client.post("/v1/referral-codes", headers=auth(operator), json={"referrer": "partner-7"})
+    assert again.json()["code"] == code  # one code per referrer
+    for bad in ({"referrer": "Partner 7"}, {"referrer": ""}, {}, {"referrer": "x" * 41}):
+        refused = await client.post("/v1/referral-codes", headers=auth(operator), json=bad)
+        assert refused.status_code == 422, (bad, refused.text)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    assert (await client.post("/v1/referral-codes", headers=auth(dm), json={"referrer": "me"})).status_code == 403
+
+    # A code the marketplace did not issue (made up, another referrer's name on this code's signature, cut short)
+    # is refused, naming the field, and no lead is stored.
+    leads_before = await db.count(Lead)
+    for forged in ("nope", "partner-8" + code.removeprefix("partner-7"), code[:-1], f"{code}x", "partner-7."):
+        response = await client.post("/v1/leads", json=lead_body(category="legal", referral_code=forged))
+        assert response.status_code == 422, (forged, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in response.json()["errors"]] == ["referral_code"]
+    assert await db.count(Lead) == leads_before
+
+    # The issued code: the referrer's 5 % of the net commission goes to its payable account.
+    _, offer_id = await offered_lead(app, client, dm_id, category="legal", referral_code=code)
+    assigned = await claim(client, dm, offer_id)
+    assert assigned.status_code == 201, assigned.text
+    paid = await close_deal(client, dm, assigned.json()["id"], 1_000_000)
+    assert paid.status_code == 200, paid.text
+    balances = accounts_of(await assert_sound(client, operator))
+    assert balances["marketplace:partner-7:referrer_payable"] == 12_712  # 5 % of the net 2,542.37, to the agora
+    assert not [a for a in balances if a.endswith("referrer_payable") and "partner-7" not in a]
 
 
 async def test_purchase_with_an_empty_wallet_is_owed_and_invoiced_with_vat(app, client, db, settings):
@@ -616,11 +660,19 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert (await wallet(client, seller))["credit"] == money(177_966)  # 254,237 x 70 % = 177,965.9
     assert (await wallet(client, dm))["owed"] == money(300_000)
 
-    # A lead exposed now is settled under v2: 20 % of the turnover, the recommender 60 % of the net.
+    # A lead exposed now is settled under v2: 20 % of the turnover, the recommender 60 % of the net. The rate a
+    # deal maker is shown (categories, its offer, its exposure) is the rate it is charged.
+    assert under_v1.json()["commission_rate_bp"] == 3000
+    categories = {c["code"]: c for c in (await client.get("/v1/categories")).json()}
+    assert categories["legal"]["commission_rate_bp"] == 2000 and categories["plumbing"]["commission_rate_bp"] == 1500
     lead2 = await _sell(client, seller, category="legal")
     (offer2,) = await offer_lead_to(app, lead2, [dm_id])
+    offered = (await client.get("/v1/offers", headers=auth(dm))).json()["items"]
+    (shown,) = [o for o in offered if o["offer_id"] == offer2]
+    assert shown["commission_rate_bp"] == 2000
     under_v2 = await claim(client, dm, offer2)
     assert under_v2.status_code == 201
+    assert under_v2.json()["commission_rate_bp"] == 2000
     paid2 = await close_deal(client, dm, under_v2.json()["id"], 1_000_000)
     assert paid2.status_code == 200, paid2.text
     latest = (await invoices(client, dm))[-1]

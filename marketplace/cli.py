@@ -182,12 +182,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     print(f"API:  {base}/v1   (health: {base}/health)")
     print(f"Docs: {base}/docs")
+    # X-Forwarded-For is believed only from the configured proxies (uvicorn would trust 127.0.0.1's by default).
+    proxies = settings.service.trusted_proxies
+    network = {"host": args.host, "port": args.port, "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies}
     if args.workers > 1:
-        uvicorn.run("marketplace.asgi:app", host=args.host, port=args.port, workers=args.workers, log_level="warning")
+        uvicorn.run("marketplace.asgi:app", workers=args.workers, log_level="warning", **network)
     else:
         from marketplace.app import create_app
 
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(settings), log_level="info", **network)
     return 0
 
 

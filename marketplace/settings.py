@@ -31,6 +31,9 @@ class ServiceSettings:
     max_body_bytes: int
     intake_rate_limit_per_minute: int
     principal_cache_ms: int = 2000
+    # Addresses of reverse proxies whose X-Forwarded-For names the client (comma-separated; "*" trusts any).
+    # Empty: the connection's own address is the client's, so nobody evades the intake rate limit with a header.
+    trusted_proxies: str = ""
 
     @property
     def is_sqlite(self) -> bool:
@@ -278,6 +281,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
         principal_cache_ms=_int(svc, "service", "principal_cache_ms", minimum=0),
+        trusted_proxies=_str(svc, "service", "trusted_proxies", allow_empty=True) if "trusted_proxies" in svc else "",
     )
     win = _section(data, "windows")
     windows = Windows(

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from marketplace.schemas import MoneyIn, MoneyOut
 
@@ -25,12 +26,13 @@ class ProfileIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ProfilePatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    categories: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)] | None = None
-    regions: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)] | None = None
-    min_deal_minor: Minor | None = None
-    max_deal_minor: Minor | None = None
-    daily_cap: Cap | None = None
-    monthly_cap: Cap | None = None
+    # A field left out keeps its value; none may be set to null (each is required at sign-up).
+    categories: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    regions: Annotated[list[Code], msgspec.Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    min_deal_minor: Minor | UnsetType = UNSET
+    max_deal_minor: Minor | UnsetType = UNSET
+    daily_cap: Cap | UnsetType = UNSET
+    monthly_cap: Cap | UnsetType = UNSET
 
 
 class BusinessCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,10 +45,10 @@ class BusinessCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class BusinessUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    name: Name | None = None
-    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
-    phone: Annotated[str, msgspec.Meta(max_length=40)] | None = None
-    profile: ProfilePatch | None = None
+    name: Name | UnsetType = UNSET
+    email: Annotated[str, msgspec.Meta(max_length=320)] | UnsetType = UNSET
+    phone: Annotated[str, msgspec.Meta(max_length=40)] | UnsetType = UNSET
+    profile: ProfilePatch | UnsetType = UNSET
 
 
 class StatusChange(msgspec.Struct, forbid_unknown_fields=True):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from msgspec import UnsetType
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +20,8 @@ from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+
+T = TypeVar("T")
 
 
 def _check_profile(
@@ -107,30 +112,35 @@ async def get_business(session: AsyncSession, business_id: str, *, for_update: b
     return business
 
 
+def _given(value: T | UnsetType, current: T) -> T:
+    """A patched field's new value, or its current one when the patch leaves it out."""
+    return current if isinstance(value, UnsetType) else value
+
+
 async def update_business(
     session: AsyncSession, settings: Settings, business_id: str, data: schemas.BusinessUpdate
 ) -> Business:
     business = await get_business(session, business_id, for_update=True)
-    if data.name is not None:
+    if not isinstance(data.name, UnsetType):
         _check_name(data.name)
         business.name = data.name.strip()
-    if data.email is not None and (email := normalise_email(data.email, "email")) != business.email:
+    if not isinstance(data.email, UnsetType) and (email := normalise_email(data.email, "email")) != business.email:
         taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
         if taken:
             raise Conflict(
                 "a business with this email is already registered", errors=[FieldError("email", "already registered")]
             )
         business.email = email
-    if data.phone is not None:
+    if not isinstance(data.phone, UnsetType):
         business.phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))
-    if data.profile is not None:
+    if not isinstance(data.profile, UnsetType):
         p = data.profile
-        categories = sorted(set(p.categories)) if p.categories is not None else business.categories
-        regions = sorted(set(p.regions)) if p.regions is not None else business.regions
-        min_deal = p.min_deal_minor if p.min_deal_minor is not None else business.min_deal_minor
-        max_deal = p.max_deal_minor if p.max_deal_minor is not None else business.max_deal_minor
-        daily = p.daily_cap if p.daily_cap is not None else business.daily_cap
-        monthly = p.monthly_cap if p.monthly_cap is not None else business.monthly_cap
+        categories = sorted(set(_given(p.categories, business.categories)))
+        regions = sorted(set(_given(p.regions, business.regions)))
+        min_deal = _given(p.min_deal_minor, business.min_deal_minor)
+        max_deal = _given(p.max_deal_minor, business.max_deal_minor)
+        daily = _given(p.daily_cap, business.daily_cap)
+        monthly = _given(p.monthly_cap, business.monthly_cap)
         _check_profile(settings, categories, regions, min_deal, max_deal, daily, monthly)
         if categories != business.categories:
             business.category_rows = [BusinessCategory(category=c) for c in categories]

@@ -73,14 +73,15 @@ class OfferController(Controller):
     @get("/leads/{lead_id:str}/ranking", opt=access(Access.OPERATOR))
     async def ranking(self, state: State, lead_id: FromPath[str]) -> schemas.LeadRanking:
         """The lead's candidates as the ranker orders them now, each with its score's factors; those
-        already offered the lead are listed with the score and rank recorded on their offer."""
+        already offered the lead come first, with the wave, score and rank (within that wave) recorded on their
+        offer, then the others ranked from 1 in the order the next waves would offer it to them."""
         async with state.uow() as uow:
             lead = await get_lead(uow.session, lead_id)
             ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow())
             offered = await services.offers_of_lead(uow.session, lead_id)
         candidates = [
             schemas.RankedCandidate(
-                business_id=o.business_id, rank=o.rank, score=o.score, factors=o.factors, offered=True
+                business_id=o.business_id, rank=o.rank, score=o.score, factors=o.factors, offered=True, wave=o.wave
             )
             for o in offered
         ] + [

@@ -33,10 +33,13 @@ class ClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class RankedCandidate(msgspec.Struct):
     business_id: str
+    # Offered: the rank within its wave, as recorded on the offer. Not offered yet: its place among those not
+    # offered yet, in the order the next waves would offer the lead now.
     rank: int
     score: float
     factors: dict[str, Any]
     offered: bool
+    wave: int | None = None  # the wave that offered it; null while not offered
 
 
 class LeadRanking(msgspec.Struct):

@@ -531,7 +531,8 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
         )
     )
     amount = breakdown(settings, Money(exposure.price_minor, exposure.currency))
-    if charged and sum(i.gross_minor for i in charged) == exposure.price_minor:
+    invoiced_exactly = bool(charged) and sum(i.gross_minor for i in charged) == exposure.price_minor
+    if invoiced_exactly:
         # Reverse exactly what was invoiced: a purchase and its upgrade to exclusive each rounded their own VAT,
         # which can differ by an agora from the VAT of the whole price at once.
         amount = VatBreakdown(
@@ -572,16 +573,31 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
     if not posted.replayed:
         for settlement in pending:
             settlement.status = "cancelled"
-        original = charged[0] if charged else None
-        issue_invoice(
-            session,
-            settings,
-            business,
-            amount,
-            f"Credit note: returned lead {exposure.lead_id}",
-            transaction_id=posted.transaction_id,
-            corrects=original,
-        )
+        if invoiced_exactly:  # a credit note for each invoice (a purchase, its upgrade), for what that one said
+            for original in charged:
+                issue_invoice(
+                    session,
+                    settings,
+                    business,
+                    VatBreakdown(
+                        Money(original.net_minor, original.currency),
+                        Money(original.vat_minor, original.currency),
+                        Money(original.gross_minor, original.currency),
+                    ),
+                    f"Credit note: returned lead {exposure.lead_id}",
+                    transaction_id=posted.transaction_id,
+                    corrects=original,
+                )
+        else:
+            issue_invoice(
+                session,
+                settings,
+                business,
+                amount,
+                f"Credit note: returned lead {exposure.lead_id}",
+                transaction_id=posted.transaction_id,
+                corrects=charged[0] if charged else None,
+            )
     if seller_id is not None and seller_id != business.id:
         await reverse_earnings(session, exposure, seller_id)
     # Credit given back pays the buyer's other open debts first.

@@ -45,6 +45,22 @@ async def test_profile_change_keeps_what_is_not_sent(client):
     assert again.json()["profile"] == data["profile"]
 
 
+async def test_a_null_in_a_profile_change_is_422_naming_the_field_and_changes_nothing(client):
+    _, token = await register(client, "deal_maker")
+    before = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+    for body, field in (
+        ({"name": None}, "name"),
+        ({"profile": None}, "profile"),
+        ({"profile": {"daily_cap": None}}, "profile.daily_cap"),
+        ({"name": "Renamed", "profile": {"categories": None}}, "profile.categories"),
+    ):
+        response = await client.patch("/v1/businesses/me", headers=auth(token), json=body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in response.json()["errors"]] == [field], response.json()
+    assert (await client.get("/v1/businesses/me", headers=auth(token))).json() == before
+
+
 async def test_profile_change_with_caps_out_of_order_is_refused(client):
     _, token = await register(client)
     response = await client.patch("/v1/businesses/me", headers=auth(token), json={"profile": {"daily_cap": 9999}})

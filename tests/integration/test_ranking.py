@@ -91,6 +91,8 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
     assert body["policy"] == "profitability"
     offered = [c for c in body["candidates"] if c["offered"]]
     assert len(offered) == 2
+    assert sorted((c["wave"], c["rank"]) for c in offered) == [(1, 1), (1, 2)]
+    assert all(c["wave"] is None for c in body["candidates"] if not c["offered"])
     for candidate in offered:
         factors = candidate["factors"]
         assert factors["score"] > 0 and factors["mode"] in ("deal_maker", "lead_buyer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, Invoice, LedgerAccount, LedgerPosting, LedgerTransaction, Settlement
@@ -14,7 +14,7 @@ from marketplace.identity.services import Principal
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.wallet import schemas
-from marketplace.wallet.ledger import AccountKind
+from marketplace.wallet.ledger import AccountKind, TransferKind
 
 
 def settlement_out(s: Settlement) -> schemas.Settlement:
@@ -58,6 +58,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     available = balances.get(AccountKind.AVAILABLE, 0)
     owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
     withdrawable = business.mode == "lead_buyer"
+    held = await held_earnings(session, business_id, cur) if withdrawable and available > 0 else 0
     return schemas.Wallet(
         business_id=business_id,
         currency=cur,
@@ -68,8 +69,36 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
         withdrawable=withdrawable,
         pending_settlements=[settlement_out(s) for s in pending if s.status == "pending"],
         open_debts=[settlement_out(s) for s in pending if s.direction == "charge" and s.currency == cur],
-        withdrawable_amount=MoneyOut(max(0, available - owed_beyond_credit) if withdrawable else 0, cur),
+        withdrawable_amount=MoneyOut(max(0, available - owed_beyond_credit - held) if withdrawable else 0, cur),
+        held=MoneyOut(held, cur),
     )
+
+
+async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> int:
+    """A lead buyer's earnings for leads it sold whose buyers have not paid for them yet (the buyer's charge is
+    pending or failed): they count in its balance and pay its own charges, but are not paid out until the buyer
+    pays, so that two accounts cannot turn a purchase nobody pays for into cash. A returned lead's earnings are
+    taken back instead (its charge is cancelled, so they are not held)."""
+    unpaid = exists().where(
+        Settlement.reference == LedgerTransaction.reference,
+        Settlement.direction == "charge",
+        Settlement.status.in_(("pending", "failed")),
+        Settlement.business_id != business_id,
+    )
+    credited = await session.scalar(
+        select(func.coalesce(func.sum(LedgerPosting.amount_minor), 0))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .where(
+            LedgerAccount.owner == "business",
+            LedgerAccount.owner_id == business_id,
+            LedgerAccount.kind == AccountKind.AVAILABLE.value,
+            LedgerAccount.currency == currency,
+            LedgerTransaction.kind == TransferKind.LEAD_EARNINGS.value,
+            unpaid,
+        )
+    )
+    return -int(credited or 0)  # earnings are credited (negative postings) to the business's account
 
 
 async def entries_of(

@@ -34,8 +34,11 @@ class Wallet(msgspec.Struct):
     pending_settlements: list[Settlement]
     # Every charge still open, pending or failed: they add up to `owed`.
     open_debts: list[Settlement]
-    # What a withdrawal could pay out now: available, less what it owes beyond its credit (debts are paid first).
+    # What a withdrawal could pay out now: available, less what it owes beyond its credit (debts are paid first)
+    # and less the held earnings.
     withdrawable_amount: MoneyOut
+    # Earnings for sold leads whose buyers have not paid yet: spendable in the marketplace, paid out once they pay.
+    held: MoneyOut
 
 
 class Entry(msgspec.Struct):

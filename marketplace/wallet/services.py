@@ -81,6 +81,7 @@ from marketplace.wallet.plans import (
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
+from marketplace.wallet.queries import held_earnings
 from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ISSUER = "marketplace"
@@ -916,8 +917,10 @@ async def withdraw(session: AsyncSession, business: Business, amount: Money, key
             await collect_debts(session, business.id, amount.currency)
             balances = await store.lock_wallet(session, business.id, amount.currency)
         available = Money(balances[AccountKind.AVAILABLE], amount.currency)
-        if available < amount:
-            raise _not_withdrawable(amount, available, owed, debts)
+        held = Money(await held_earnings(session, business.id, amount.currency), amount.currency)
+        free = max(available - held, Money(0, amount.currency))
+        if free < amount:
+            raise _not_withdrawable(amount, free, owed, debts, held)
     posted = await store.post(session, transfer, business_id=business.id, reference=f"withdrawal:{key}")
     if posted.replayed:
         existing = await session.scalar(select(Settlement).where(Settlement.transaction_id == posted.transaction_id))
@@ -948,11 +951,15 @@ async def _open_charges(session: AsyncSession, business_id: str, currency: str) 
     return list(await session.scalars(_open_charges_query(business_id, currency)))
 
 
-def _not_withdrawable(amount: Money, available: Money, owed: Money, debts: list[Settlement]) -> InsufficientFunds:
-    """The refusal of a withdrawal: what can be withdrawn, and the open debts that come first, by name."""
-    extra: dict[str, object] = {"withdrawable": available.to_json(), "owed": owed.to_json()}
+def _not_withdrawable(
+    amount: Money, available: Money, owed: Money, debts: list[Settlement], held: Money
+) -> InsufficientFunds:
+    """The refusal of a withdrawal: what can be withdrawn, the earnings held until their buyers pay, and the open
+    debts that come first, by name."""
+    extra: dict[str, object] = {"withdrawable": available.to_json(), "owed": owed.to_json(), "held": held.to_json()}
+    waiting = f" ({held} of earnings wait for the buyers of the leads sold to pay)" if held.is_positive else ""
     if not owed.is_positive:
-        return InsufficientFunds(f"{amount} asked, {available} can be withdrawn", extra=extra)
+        return InsufficientFunds(f"{amount} asked, {available} can be withdrawn{waiting}", extra=extra)
     extra["open_debts"] = [
         {"settlement_id": d.id, "amount": Money(d.amount_minor, d.currency).to_json(), "status": d.status,
          "reference": d.reference}
@@ -961,7 +968,7 @@ def _not_withdrawable(amount: Money, available: Money, owed: Money, debts: list[
     named = ", ".join(f"{d.id} ({Money(d.amount_minor, d.currency)}, {d.status})" for d in debts) or "none listed"
     return InsufficientFunds(
         f"the business owes {owed} (open debts: {named}); what it owes is paid from the wallet before any "
-        f"withdrawal, which leaves {available} to withdraw, not {amount}",
+        f"withdrawal, which leaves {available} to withdraw{waiting}, not {amount}",
         extra=extra,
     )
 

@@ -32,7 +32,7 @@ from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
 from marketplace.money import Money
-from marketplace.wallet import store
+from marketplace.wallet import services, store
 from marketplace.wallet.ledger import build_lead_earnings
 from marketplace.wallet.plans import default_plan
 from marketplace.wallet.services import collect_open_debts
@@ -480,6 +480,50 @@ async def test_a_sold_lead_earns_the_seller_its_share_of_the_net_price(app, clie
     balances = accounts_of(await assert_sound(client, operator))
     assert balances["marketplace::acquisition_costs"] == 2 * share
     assert balances["marketplace::revenue"] == 2 * PRICE_NET
+
+
+async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_paid(app, client, db):
+    """Two accounts must not turn a purchase nobody pays for into cash: the seller's earnings count in its balance
+    (and pay its own charges) at once, but a withdrawal waits for the buyer's charge."""
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    _, seller = await register(client, "lead_buyer")
+    share = 3560  # 70 % of the net price, as above
+    (offer_id,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
+    assert (await claim(client, buyer, offer_id)).status_code == 201
+    (charge,) = (await wallet(client, buyer))["pending_settlements"]
+
+    held = await wallet(client, seller)
+    assert held["available"] == money(share) and held["held"] == money(share)
+    assert held["withdrawable_amount"] == money(0)
+    refused = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(share)})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["held"] == money(share) and refused.json()["withdrawable"] == money(0)
+    assert await db.count(Settlement, Settlement.direction == "payout") == 0
+
+    # A second sale whose buyer pays at once (from its wallet) is not held.
+    await fund(app, buyer_id, "lead_buyer", PRICE)
+    (offer_id,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
+    assert (await claim(client, buyer, offer_id)).status_code == 201
+    assert (await wallet(client, buyer))["pending_settlements"] == [charge]
+    two = await wallet(client, seller)
+    assert two["available"] == money(2 * share) and two["withdrawable_amount"] == money(share)
+
+    # The buyer's charge fails: still held (a failed charge is still owed, and retried).
+    failed = await client.post(f"/v1/settlements/{charge['id']}/fail", headers=auth(operator), json={"reason": "x"})
+    assert failed.status_code == 200, failed.text
+    assert (await wallet(client, seller))["held"] == money(share)
+
+    # Paid: the buyer's own earnings arrive and pay its debt first. The earnings are the seller's to take out.
+    await fund(app, buyer_id, "lead_buyer", PRICE)
+    async with app.state.uow() as uow:
+        await services.collect_debts(uow.session, buyer_id, ILS)
+    assert (await wallet(client, buyer))["open_debts"] == []
+    free = await wallet(client, seller)
+    assert free["held"] == money(0) and free["withdrawable_amount"] == money(2 * share)
+    paid_out = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(2 * share)})
+    assert paid_out.status_code == 201, paid_out.text
+    await assert_sound(client, operator)
 
 
 # --- withdrawals --------------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ async def test_spent_earnings_of_a_returned_lead_are_an_open_debt_paid_from_the_
     buyer = await register(client, "lead_buyer")
     seller_id, seller = await register(client, "lead_buyer")
     exposure_id = await buy_from(app, client, buyer, seller_id)
+    # The buyer pays (the earnings are paid out only then), and the seller takes its earnings out.
+    (charge,) = (await wallet(client, buyer[1]))["pending_settlements"]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
     payout = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(SHARE)})
     assert payout.status_code == 201, payout.text
     confirmed = await client.post(f"/v1/settlements/{payout.json()['id']}/confirm", headers=auth(operator))

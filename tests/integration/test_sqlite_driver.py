@@ -106,4 +106,7 @@ async def test_another_process_write_lock_is_waited_for_without_stalling_the_eve
     holder.join()
     assert n == 101  # after the other process's commit, never instead of it
     assert time.perf_counter() - waited >= 0.2
-    assert lags and max(lags) < 0.1  # the loop was never held for the other process's 400 ms
+    # The loop was never held for the other process's 400 ms: it kept ticking every few milliseconds while the
+    # transaction waited (counted, not timed: a busy machine stretches each tick, but a blocked loop ticks not at
+    # all until the lock is gone).
+    assert len(lags) >= 5, lags

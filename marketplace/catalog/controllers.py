@@ -10,7 +10,7 @@ from sqlalchemy import text
 from marketplace.errors import ServiceUnavailable
 from marketplace.http.access import Access, access
 from marketplace.schemas import MoneyOut
-from marketplace.wallet.services import active_plan
+from marketplace.wallet.services import rates_in_force
 
 
 class RegionOut(msgspec.Struct):
@@ -40,7 +40,7 @@ class CatalogController(Controller):
         a lead now agrees to pay on its paid deal)."""
         cur = state.settings.currency
         async with state.uow() as uow:
-            _, plan = await active_plan(uow.session, state.settings)
+            rates = await rates_in_force(uow.session, state.settings)
         return [
             CategoryOut(
                 code=c.code,
@@ -48,7 +48,7 @@ class CatalogController(Controller):
                 lead_price=MoneyOut(c.lead_price_minor, cur),
                 exclusive_price=MoneyOut(c.exclusive_price_minor, cur),
                 max_exposures=c.max_exposures,
-                commission_rate_bp=plan.rate_bp(c.code, c.commission_rate_bp),
+                commission_rate_bp=rates[c.code],
             )
             for c in state.settings.categories.values()
         ]

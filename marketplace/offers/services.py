@@ -30,7 +30,6 @@ from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
-from marketplace.wallet.plans import CommissionPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +189,8 @@ async def list_offers(
         query, params["cursor"] = _OPEN_OFFERS_AFTER, cursor
     rows = (await session.execute(query, params)).all()
     buyer = business.mode == "lead_buyer"
-    plan = None if buyer or not rows else (await wallet.active_plan(session, settings))[1]
-    items = [_offer_out(settings, plan, row) for row in rows[:limit]]
+    rates = None if buyer or not rows else await wallet.rates_in_force(session, settings)
+    items = [_offer_out(settings, rates, row) for row in rows[:limit]]
     return items, (items[-1].offer_id if len(rows) > limit and items else None)
 
 
@@ -207,11 +206,11 @@ class _OfferRow(LeadColumns, Protocol):
     exposure_count: int
 
 
-def _offer_out(settings: Settings, plan: CommissionPlan | None, row: _OfferRow) -> schemas.Offer:
-    """An offer as a lead buyer sees it (`plan` None: prices) or a deal maker (the commission rate of the plan in
+def _offer_out(settings: Settings, rates: dict[str, int] | None, row: _OfferRow) -> schemas.Offer:
+    """An offer as a lead buyer sees it (`rates` None: prices) or a deal maker (the commission rate of the plan in
     force, which a claim now would record on its exposure)."""
     category = settings.categories[row.category]
-    buyer = plan is None
+    buyer = rates is None
     return schemas.Offer(
         offer_id=row.offer_id,
         lead_id=row.id,
@@ -220,7 +219,7 @@ def _offer_out(settings: Settings, plan: CommissionPlan | None, row: _OfferRow) 
         rank=row.rank,
         price=MoneyOut((row.price_minor or category.lead_price_minor) if buyer else 0, row.currency),
         exclusive_price=MoneyOut(category.exclusive_price_minor, row.currency) if buyer else None,
-        commission_rate_bp=None if plan is None else plan.rate_bp(category.code, category.commission_rate_bp),
+        commission_rate_bp=None if rates is None else rates[category.code],
         exclusive_available=buyer and row.exposure_count == 0,
         expires_at=row.expires_at,
         replaces_exposure_id=row.replaces_exposure_id,

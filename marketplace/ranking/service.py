@@ -36,6 +36,7 @@ from marketplace.ranking.scoring import (
     unpaid_weight,
 )
 from marketplace.settings import Settings
+from marketplace.wallet.services import rates_in_force
 
 if TYPE_CHECKING:
     from marketplace.exposures.services import Before
@@ -67,6 +68,7 @@ class ProfitabilityRanker:
         self.settings = settings
         self.core = RankingCore(explore_share=explore_share, seed=seed)
         self.priors: dict[str, CategoryPrior] = {}
+        self.rates: dict[str, int] = {}  # each category's commission rate under the plan in force
         self.standings: dict[str, Standing] = {}
 
     # --- keeping the core in step --------------------------------------------------------------
@@ -75,6 +77,7 @@ class ProfitabilityRanker:
         """Build the core from the database (start-up); later changes go through `refresh`."""
         warm_up()
         self.priors = await load_category_priors(session, self.settings)
+        self.rates = await rates_in_force(session, self.settings)
         await self._load_model(session)
         ids = list(await session.scalars(select(Business.id)))
         for start in range(0, len(ids), 2000):
@@ -88,6 +91,7 @@ class ProfitabilityRanker:
             return
         if not self.priors:
             self.priors = await load_category_priors(session, self.settings)
+            self.rates = await rates_in_force(session, self.settings)
         standings = await load_standings(session, business_ids, now)
         for business_id, standing in standings.items():
             self._put(business_id, standing)
@@ -162,11 +166,12 @@ class ProfitabilityRanker:
 
     def _put(self, business_id: str, standing: Standing) -> None:
         self.standings[business_id] = standing
-        snapshot = lay_out(self.settings, self.priors, business_id, standing, utcnow())
+        snapshot = lay_out(self.settings, self.priors, self.rates, business_id, standing, utcnow())
         self.core.upsert(snapshot.profile, snapshot.scores)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
         self.priors = await load_category_priors(session, self.settings)
+        self.rates = await rates_in_force(session, self.settings)
         await self._load_model(session)
 
     async def _load_model(self, session: AsyncSession) -> None:
@@ -199,6 +204,7 @@ class ProfitabilityRanker:
 
     def _ranked(self, lead: LeadView, ranking: Ranking, indexes: list[int]) -> list[Ranked]:
         category = self.settings.categories[lead.category]
+        rate = self.rates.get(lead.category, category.commission_rate_bp)
         prior = self.priors.get(lead.category)
         out = []
         for position, i in enumerate(indexes):
@@ -234,10 +240,8 @@ class ProfitabilityRanker:
                     p_close_and_pay=round(p * paid, 6),
                     p_won=round(p, 6),
                     p_paid_if_won=round(paid, 6),
-                    commission_rate_bp=category.commission_rate_bp,
-                    expected_turnover_minor=round(
-                        parts.worth * 10_000 / max(category.commission_rate_bp, 1) / max(paid, 1e-9)
-                    ),
+                    commission_rate_bp=rate,
+                    expected_turnover_minor=round(parts.worth * 10_000 / max(rate, 1) / max(paid, 1e-9)),
                 )
             factors.update(
                 sold_leads_bonus_minor=round(parts.bonus, 2),
@@ -436,7 +440,12 @@ class Standing:
 
 
 def lay_out(
-    settings: Settings, priors: dict[str, CategoryPrior], business_id: str, s: Standing, now: datetime
+    settings: Settings,
+    priors: dict[str, CategoryPrior],
+    rates: dict[str, int],
+    business_id: str,
+    s: Standing,
+    now: datetime,
 ) -> _Snapshot:
     """The core's view of a standing: its profile (active only below its caps) and a score per category."""
     active = s.status == "active" and s.today < s.daily_cap and s.this_month < s.monthly_cap
@@ -445,7 +454,8 @@ def lay_out(
     scores = {}
     for code in categories:
         category = settings.categories[code]
-        terms = Terms(s.mode, category.lead_price_minor, category.commission_rate_bp, s.bids.get(code))
+        rate = rates.get(code, category.commission_rate_bp)
+        terms = Terms(s.mode, category.lead_price_minor, rate, s.bids.get(code))
         history = s.history_of(code, now, payment_term(settings))
         scores[code] = score(history, priors[code], terms, reliability=s.reliability)
     return _Snapshot(profile, scores)
@@ -546,7 +556,8 @@ async def load_snapshots(
     session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
 ) -> list[_Snapshot]:
     standings = await load_standings(session, ids, now)
-    return [lay_out(settings, priors, business_id, s, now) for business_id, s in standings.items()]
+    rates = await rates_in_force(session, settings)
+    return [lay_out(settings, priors, rates, business_id, s, now) for business_id, s in standings.items()]
 
 
 async def train_conversion_model(session: AsyncSession, settings: Settings) -> RankingModel | None:

@@ -169,6 +169,19 @@ async def active_plan(session: AsyncSession, settings: Settings) -> tuple[Commis
     return row, _parsed(row)
 
 
+async def rates_in_force(session: AsyncSession, settings: Settings) -> dict[str, int]:
+    """Each category's commission rate under the plan in force: what a deal maker claiming a lead now is shown and
+    charged. Read only (before a first version is saved, the default plan's, as active_plan would save it)."""
+    row = await _latest_plan(session)
+    plan = _parsed(row) if row is not None else _DEFAULT_PARSED.setdefault(
+        settings.currency, parse_plan(dict(default_plan(settings.currency), version=1))
+    )
+    return {code: plan.rate_bp(code, c.commission_rate_bp) for code, c in settings.categories.items()}
+
+
+_DEFAULT_PARSED: dict[str, CommissionPlan] = {}
+
+
 async def save_plan(session: AsyncSession, definition: dict[str, Any], created_by: str) -> CommissionPlanVersion:
     """A new version of the plan (never an edit of an old one, which settled deals still point at)."""
     parse_plan(definition)  # refuses an invalid plan with every bad field named

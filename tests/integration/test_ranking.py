@@ -101,6 +101,23 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert expected in factors
 
 
+async def test_deal_makers_are_scored_at_the_commission_rate_of_the_plan_in_force(app, client):
+    from marketplace.wallet.plans import default_plan
+
+    await register(client, "deal_maker")
+    op = await operator_token(app)
+    plan = default_plan("ILS")
+    plan["commission_rates_bp"] = {"plumbing": 4500}
+    assert (await client.post("/v1/commission-plans", headers=auth(op), json={"definition": plan})).status_code == 201
+    async with app.state.uow() as uow:  # the periodic refresh (every five minutes) reads the plan in force
+        await app.state.ranker.refresh_priors(uow.session)
+        await app.state.ranker.refresh(uow.session, list(app.state.ranker.standings), clock.now())
+    lead_id = await submit_lead(client, category="plumbing")
+    body = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()
+    (maker,) = [c for c in body["candidates"] if c["factors"]["mode"] == "deal_maker"]
+    assert maker["factors"]["commission_rate_bp"] == 4500
+
+
 async def test_a_blocked_business_never_ranks(app, client, db):
     blocked_id, _ = await register(client, "lead_buyer")
     other_id, _ = await register(client, "lead_buyer")

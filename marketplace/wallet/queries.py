@@ -74,10 +74,16 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     )
 
 
+# A seller earns from its sold lead's purchase (lead_earnings) and from the commission on the deal made of it (its
+# share of a deal_commission): each is held until what it was paid from is paid.
+_EARNING_KINDS = (TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION.value)
+
+
 async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> int:
-    """A lead buyer's earnings for leads it sold whose buyers have not paid for them yet (the buyer's charge is
-    pending or failed): they count in its balance and pay its own charges, but are not paid out until the buyer
-    pays, so that two accounts cannot turn a purchase nobody pays for into cash. A returned lead's earnings are
+    """A lead buyer's earnings for leads it sold whose buyers have not paid for them yet (the buyer's charge for the
+    purchase, or the deal maker's for the commission, is pending or failed): they count in its balance and pay its
+    own charges, but are not paid out until the payer pays, so that two accounts cannot turn a purchase or a
+    reported turnover nobody pays for into cash. A returned lead's earnings are
     taken back instead (its charge is cancelled, so they are not held)."""
     unpaid = exists().where(
         Settlement.reference == LedgerTransaction.reference,
@@ -94,7 +100,7 @@ async def held_earnings(session: AsyncSession, business_id: str, currency: str) 
             LedgerAccount.owner_id == business_id,
             LedgerAccount.kind == AccountKind.AVAILABLE.value,
             LedgerAccount.currency == currency,
-            LedgerTransaction.kind == TransferKind.LEAD_EARNINGS.value,
+            LedgerTransaction.kind.in_(_EARNING_KINDS),
             unpaid,
         )
     )

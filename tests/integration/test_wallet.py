@@ -525,6 +525,22 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     assert paid_out.status_code == 201, paid_out.text
     await assert_sound(client, operator)
 
+    # The seller's share of the commission on a deal made of its lead waits for the deal maker's payment too: a
+    # turnover reported paid and never paid is no cash for anybody.
+    maker_id, maker = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    (offer_id,) = await offer_lead_to(app, await _sell(client, seller, category="legal"), [maker_id])
+    assigned = await claim(client, maker, offer_id)
+    assert (await close_deal(client, maker, assigned.json()["id"], 1_000_000)).status_code == 200
+    (commission,) = (await wallet(client, maker))["pending_settlements"]
+    shared = await wallet(client, seller)
+    assert shared["available"]["amount_minor"] > 0 and shared["held"] == shared["available"]
+    assert shared["withdrawable_amount"] == money(0)
+    refused = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(1)})
+    assert refused.status_code == 409, refused.text
+    confirmed = await client.post(f"/v1/settlements/{commission['id']}/confirm", headers=auth(operator))
+    assert confirmed.status_code == 200, confirmed.text
+    assert (await wallet(client, seller))["withdrawable_amount"] == shared["available"]
+
 
 # --- withdrawals --------------------------------------------------------------------------------------
 

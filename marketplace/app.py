@@ -68,6 +68,28 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def head_as_get(app: ASGIApp) -> ASGIApp:
+    """HEAD answered wherever GET is (RFC 9110: the same status and headers, no body), as load balancers probe
+    /health with it. Wraps the application's handler, before routing (Litestar's middleware runs after it)."""
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "HEAD":
+            await app({**scope, "method": "GET"}, receive, _without_body(send))  # type: ignore[arg-type]
+            return
+        await app(scope, receive, send)
+
+    return handler
+
+
+def _without_body(send: Send) -> Send:
+    async def send_headers_only(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_headers_only
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -129,6 +151,7 @@ def create_app(
     check_declared(app)
     document_problems(app)
     document_access(app)
+    app.asgi_handler = head_as_get(app.asgi_handler)
     return app
 
 

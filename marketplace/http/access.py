@@ -30,6 +30,9 @@ class Access(StrEnum):
     BUSINESS_SETTLING = "business_settling"
 
 
+_QUERY = "query_parameters"
+
+
 def access(level: Access, *, rate_limited: bool = False) -> dict[str, Any]:
     """A route's rule: who may call it, and whether each call counts against its caller's address's rate limit
     (public intake), before anything else about the request is looked at."""
@@ -51,11 +54,12 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         connection.app.state.intake_limiter.hit(connection.client.host if connection.client else "unknown")
     level = handler.opt.get("access")
     if level is None:
-        if _is_docs(connection.scope["path"]):
-            return
+        if _is_docs(connection.scope["path"]) or getattr(handler, "http_methods", None) == {"OPTIONS"}:
+            return  # the docs, and the Allow header Litestar answers OPTIONS with on every route
         raise Forbidden("this endpoint declares no access rule")
     if level == Access.PUBLIC:
         _refuse_nul(connection)
+        _refuse_unknown_query(connection, handler)
         return
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -72,6 +76,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         cache.put(token_hash, principal)
     _check(level, principal, str(connection.scope.get("method", "GET")))
     _refuse_nul(connection)
+    _refuse_unknown_query(connection, handler)
     connection.state.principal = principal
 
 
@@ -104,11 +109,26 @@ def _is_docs(path: str) -> bool:
 
 
 def check_declared(app: Litestar) -> None:
-    missing = [
-        f"{sorted(handler.http_methods)} {route.path}"
-        for route in app.routes
-        for handler in getattr(route, "route_handlers", [])
-        if "access" not in handler.opt and handler.http_methods != {"OPTIONS"} and not _is_docs(route.path)
-    ]
+    """Every route declares its access rule (start-up refuses one that does not); and each notes the query
+    parameters it reads, so that the guard refuses any other (a filter the route does not have would otherwise
+    be ignored, and the answer would look filtered when it is not)."""
+    missing = []
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if handler.http_methods == {"OPTIONS"} or _is_docs(route.path):
+                continue
+            if "access" not in handler.opt:
+                missing.append(f"{sorted(handler.http_methods)} {route.path}")
+                continue
+            kwargs = handler.create_kwargs_model(path_parameters=route.path_parameters)
+            handler.opt[_QUERY] = frozenset(p.field_alias for p in kwargs.expected_query_params)
     if missing:
         raise RuntimeError(f"routes without an access rule: {missing}")
+
+
+def _refuse_unknown_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    known: frozenset[str] = handler.opt.get(_QUERY, frozenset())
+    for name in connection.query_params:
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InvalidInput.field(name, f"this route has no such query parameter (it takes: {takes})")

@@ -8,7 +8,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, Invoice, LedgerAccount, LedgerPosting, LedgerTransaction, Settlement
-from marketplace.errors import NotFound
+from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.schemas import MoneyOut
@@ -180,6 +180,8 @@ async def invoices_for(
 ) -> tuple[list[schemas.InvoiceSummary], str | None]:
     query = select(Invoice)
     if principal.kind == "business":
+        if business_id is not None and business_id != principal.id:
+            raise InvalidInput.field("business_id", "a business lists its own invoices; only operators filter by one")
         query = query.where(Invoice.business_id == principal.id)
     elif business_id:
         query = query.where(Invoice.business_id == business_id)

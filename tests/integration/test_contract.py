@@ -185,10 +185,14 @@ async def test_a_business_never_sees_another_business_money(app, client):
         response = await client.get(f"/v1/invoices/{invoice['id']}", headers={**auth(other), "Accept": accept})
         assert_problem(response, 404)
         assert invoice["number"] not in response.text
-    for path in (f"/v1/invoices?business_id={owner_id}", "/v1/invoices", "/v1/settlements",
-                 "/v1/settlements?status=pending", "/v1/wallet/entries"):
+    for path in ("/v1/invoices", "/v1/settlements", "/v1/settlements?status=pending", "/v1/wallet/entries"):
         response = await client.get(path, headers=auth(other))
         assert response.status_code == 200 and response.json()["items"] == [], (path, response.text)
+    # Asking for another business's invoices by filter is refused (as for any id: nothing tells it exists).
+    for asked in (owner_id, "biz_nobody"):
+        response = await client.get(f"/v1/invoices?business_id={asked}", headers=auth(other))
+        assert_problem(response, 422)
+        assert invoice["number"] not in response.text
     wallet = (await client.get("/v1/wallet", headers=auth(other))).json()
     assert wallet["owed"] == money(0) and wallet["pending_settlements"] == []
     assert settlement["id"] not in str(wallet)
@@ -519,3 +523,33 @@ async def test_health_is_a_503_problem_when_the_database_cannot_be_reached() -> 
     assert answer.header("content-type") == "application/problem+json"
     body = answer.json()
     assert body["status"] == 503 and body["detail"] == "the database cannot be reached" and body["database"]
+
+
+async def test_head_answers_like_get_without_a_body_and_options_names_the_methods(app, client):
+    _, token = await register(client, "lead_buyer")
+    for path, headers in (("/health", {}), ("/v1/regions", {}), ("/v1/wallet", auth(token))):
+        got = await client.get(path, headers=headers)
+        head = await client.head(path, headers=headers)
+        assert head.status_code == got.status_code == 200, (path, head.text)
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+    assert (await client.head("/v1/wallet")).status_code == 401  # HEAD is no way around the token
+    options = await client.options("/v1/wallet")
+    assert options.status_code == 204, options.text
+    assert {"GET", "OPTIONS"} <= {m.strip() for m in options.headers["allow"].split(",")}
+
+
+async def test_a_query_parameter_a_route_does_not_take_is_422_naming_it(app, client):
+    operator = await operator_token(app)
+    _, token = await register(client, "lead_buyer")
+    for path, headers, name in (
+        ("/v1/settlements?business_id=biz_x", auth(operator), "business_id"),
+        ("/v1/invoices?business_id=biz_x&limit=5", auth(token), "business_id"),
+        ("/v1/wallet?verbose=1", auth(token), "verbose"),
+        ("/v1/categories?lang=de", {}, "lang"),
+    ):
+        response = await client.get(path, headers=headers)
+        assert response.status_code == 422, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in response.json()["errors"]] == [name]
+    assert (await client.get("/v1/invoices?limit=5", headers=auth(token))).status_code == 200
+    assert (await client.get("/v1/settlements?status=pending", headers=auth(operator))).status_code == 200

@@ -276,6 +276,8 @@ async def claim_offer(
         raise Conflict("this offer has already been claimed")
     if offer.status != "open" or offer.expires_at <= now:
         raise Conflict("this offer has expired or was withdrawn")
+    if business.mode == "deal_maker":
+        await wallet.check_may_be_assigned(session, settings, business.id)
 
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).

@@ -73,6 +73,9 @@ class CategoryPrior:
     return_rate: float
     strength: float = 10.0
     pay_rate: float = 1.0  # of wins due, those paid
+    # The most a win's expected turnover is believed to be (a multiple of what the category's customers ask for):
+    # a turnover reported far beyond it, paid or not, cannot buy a business the top of the list.
+    turnover_cap_minor: float = math.inf
 
     @property
     def close_rate(self) -> float:
@@ -117,7 +120,8 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
         beta = (history.decided - wins) + k * (1.0 - prior.win_rate)
         p = alpha / (alpha + beta)
         paid = pay_rate(history, prior)
-        turnover = (history.turnover_minor + k * prior.mean_turnover_minor) / (history.turnover_known + k)
+        reported = (history.turnover_minor + k * prior.mean_turnover_minor) / (history.turnover_known + k)
+        turnover = min(reported, prior.turnover_cap_minor)
         worth = paid * turnover * terms.commission_rate_bp / 10_000
         factors: dict[str, Any] = {
             "mode": "deal_maker",
@@ -125,6 +129,7 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
             "p_won": round(p, 6),
             "p_paid_if_won": round(paid, 6),
             "expected_turnover_minor": round(turnover),
+            "turnover_capped": reported > turnover,
             "commission_rate_bp": terms.commission_rate_bp,
             "decided_exposures": history.decided,
         }
@@ -167,10 +172,11 @@ def category_prior(history: History, *, default: CategoryPrior, returns: History
     k = default.strength
     wins = history.wins
     win = (wins + k * default.win_rate) / (history.decided + k)
-    turnover = (history.turnover_minor + k * default.mean_turnover_minor) / (history.turnover_known + k)
+    cap = default.turnover_cap_minor
+    turnover = min(cap, (history.turnover_minor + k * default.mean_turnover_minor) / (history.turnover_known + k))
     kept = history if returns is None else returns
     return_rate = (kept.returned + k * default.return_rate) / (kept.received + k)
-    return CategoryPrior(win, turnover, return_rate, k, pay_rate(history, default))
+    return CategoryPrior(win, turnover, return_rate, k, pay_rate(history, default), cap)
 
 
 def outcome(status: str, *, stale: bool = False) -> str:

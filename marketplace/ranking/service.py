@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 # Before any history, a category's win rate (of decided deals), pay rate (of wins), return rate, and the
 # weight of its prior in pseudo-exposures: a close rate of 0.25 x 0.8 = 0.2.
 DEFAULT_WIN_RATE = 0.25
+# A win's expected turnover is believed up to this multiple of the category's mean budget (scoring.CategoryPrior).
+TURNOVER_CAP_MULTIPLE = 10.0
 DEFAULT_PAY_RATE = 0.8
 DEFAULT_RETURN_RATE = 0.1
 PRIOR_STRENGTH = 10.0
@@ -361,14 +363,23 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
     ):
         won_at[category].append(at)
     budgets: dict[str, float] = dict(
-        (await session.execute(select(Lead.category, func.avg(Lead.budget_minor)).group_by(Lead.category))).all()
+        (
+            await session.execute(
+                select(Lead.category, func.avg(Lead.budget_minor)).where(Lead.budget_minor > 0).group_by(Lead.category)
+            )
+        ).all()
     )
     priors = {}
     empty = [0] * ROW_WIDTH
     for code, category in settings.categories.items():
         typical_turnover = float(budgets.get(code) or category.lead_price_minor * 20)
         default = CategoryPrior(
-            DEFAULT_WIN_RATE, typical_turnover, DEFAULT_RETURN_RATE, PRIOR_STRENGTH, DEFAULT_PAY_RATE
+            DEFAULT_WIN_RATE,
+            typical_turnover,
+            DEFAULT_RETURN_RATE,
+            PRIOR_STRENGTH,
+            DEFAULT_PAY_RATE,
+            TURNOVER_CAP_MULTIPLE * typical_turnover,
         )
         makers = history(stats.get((code, "deal_maker"), empty), weight=unpaid_weight(won_at[code], now, term))
         buyers = history(stats.get((code, "lead_buyer"), empty))

@@ -477,6 +477,39 @@ async def charge_exposure(
     return charged
 
 
+_OWED_AND_LIMIT = (
+    select(LedgerAccount.balance_minor, Business.credit_limit_minor, Business.currency)
+    .select_from(Business)
+    .outerjoin(
+        LedgerAccount,
+        and_(
+            LedgerAccount.owner == "business",
+            LedgerAccount.owner_id == Business.id,
+            LedgerAccount.kind == AccountKind.RECEIVABLE.value,
+            LedgerAccount.currency == Business.currency,
+        ),
+    )
+    .where(Business.id == bindparam("business_id"))
+)
+
+
+async def check_may_be_assigned(session: AsyncSession, settings: Settings, business_id: str) -> None:
+    """A deal maker that owes more than its credit limit (commissions on deals it reported paid, not paid yet) is
+    assigned no new lead until it pays: the limit never refuses the report of a paid deal (that would reward not
+    reporting), so it guards the next lead instead. An operator can raise the limit."""
+    row = (await session.execute(_OWED_AND_LIMIT, {"business_id": business_id})).one_or_none()
+    if row is None:
+        return
+    owed, limit, currency = int(row[0] or 0), row[1], row[2]
+    limit = settings.wallet.default_credit_limit_minor if limit is None else limit
+    if owed > limit:
+        raise InsufficientFunds(
+            f"this business owes {Money(owed, currency)}, above its credit limit of {Money(limit, currency)}: it is "
+            "assigned new leads again once it has paid what it owes",
+            extra={"owed": Money(owed, currency).to_json(), "credit_limit": Money(limit, currency).to_json()},
+        )
+
+
 async def settle_commission(session: AsyncSession, settings: Settings, exposure: Exposure, lead: Lead) -> Charged:
     """A deal maker's deal reached paid: rate times turnover is due, split by the plan in force at exposure."""
     assert exposure.turnover_minor is not None

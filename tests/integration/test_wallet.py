@@ -805,6 +805,16 @@ async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, d
     assert state["owed"] == money(300_000) and [s["amount"] for s in state["pending_settlements"]] == [money(300_000)]
     await assert_sound(client, operator)
 
+    # Owing beyond its limit, the deal maker is assigned no new lead until it pays (or the limit is raised): a
+    # turnover reported and never paid does not keep the leads coming.
+    _, offer_id = await offered_lead(app, client, dm_id, category="legal")
+    refused = await claim(client, dm, offer_id)
+    assert refused.status_code == 409, refused.text
+    assert "insufficient-funds" in refused.json()["type"] and refused.json()["owed"] == money(300_000)
+    (charge,) = state["pending_settlements"]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    assert (await claim(client, dm, offer_id)).status_code == 201
+
 
 # --- the ledger's invariants over random sequences ----------------------------------------------------
 

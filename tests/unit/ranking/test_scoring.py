@@ -172,3 +172,19 @@ def test_generalised_second_price():
     assert gsp_price(None, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 5000
     # A bonus of its own counts toward its place, so it needs to bid less.
     assert gsp_price(5400, 0.9, 1.0, 900.0, reserve=1000, bid=9000) == 5000
+
+
+def test_a_turnover_reported_far_beyond_the_category_is_believed_only_up_to_its_cap():
+    capped = CategoryPrior(win_rate=0.2, mean_turnover_minor=1_000_000, return_rate=0.1, strength=10,
+                           turnover_cap_minor=10_000_000)  # fmt: skip
+    honest = History(received=30, paid_deals=9, turnover_minor=9_000_000)
+    inflated = History(received=30, paid_deals=9, turnover_minor=10**15)
+    terms = Terms("deal_maker", 6000, 1500)
+    assert score(honest, capped, terms).value == score(honest, PRIOR, terms).value  # below the cap: no change
+    assert not score(honest, capped, terms).factors["turnover_capped"]
+    gamed = score(inflated, capped, terms)
+    assert gamed.factors["turnover_capped"] and gamed.factors["expected_turnover_minor"] == 10_000_000
+    assert gamed.value == pytest.approx(0.275 * 10_000_000 * 0.15)  # 10x an honest business's, not 10^8x
+    # The category's own mean is capped too: one business's invented turnover does not lift every prior.
+    default = CategoryPrior(0.25, 1_000_000, 0.1, 10, 0.8, 10_000_000)
+    assert category_prior(inflated, default=default).mean_turnover_minor == 10_000_000

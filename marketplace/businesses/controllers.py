@@ -80,11 +80,17 @@ class BusinessController(Controller):
         data: JSONBody[schemas.StatusChange],
     ) -> schemas.Business:
         """Suspend, reactivate or block an account; a block gives its open leads back to the market (as
-        `POST .../block` does, without listing it as unreliable)."""
+        `POST .../block` does, without listing it as unreliable unless `unreliable` is true). `unreliable: false`
+        takes the business off the public unreliable list (a mark found wrong), kept with the reason."""
         operator = current_principal(request)
         async with state.uow() as uow:
             business = await services.set_status(
-                uow.session, business_id, data.status, actor=operator.actor, reason=data.reason.strip()
+                uow.session,
+                business_id,
+                data.status,
+                actor=operator.actor,
+                reason=data.reason.strip(),
+                unreliable=data.unreliable,
             )
             if data.status == "blocked":
                 await _release_open_deals(state, uow, business_id, operator)
@@ -111,7 +117,7 @@ class BusinessController(Controller):
                 "blocked",
                 actor=operator.actor,
                 reason=block.reason.strip(),
-                unreliable=block.unreliable,
+                unreliable=True if block.unreliable else None,  # a block never takes a mark back
             )
             await _release_open_deals(state, uow, business_id, operator)
             out = services.to_schema(business)

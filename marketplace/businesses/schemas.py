@@ -54,6 +54,8 @@ class BusinessUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 class StatusChange(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["active", "suspended", "blocked"]
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    # true: list it publicly as unreliable; false: take it off that list (say why); left out: as it is.
+    unreliable: bool | None = None
 
 
 class BlockRequest(msgspec.Struct, forbid_unknown_fields=True):

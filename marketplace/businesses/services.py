@@ -154,19 +154,29 @@ async def update_business(
 
 
 async def set_status(
-    session: AsyncSession, business_id: str, status: str, *, actor: str, reason: str, unreliable: bool = False
+    session: AsyncSession,
+    business_id: str,
+    status: str,
+    *,
+    actor: str,
+    reason: str,
+    unreliable: bool | None = None,
 ) -> Business:
     """Operators only, kept with who made the change and why. A business that is no longer active loses the
-    offers it has not claimed."""
+    offers it has not claimed. `unreliable`: True lists it publicly as unreliable, False takes it off that list
+    (an operator's correction, kept with its reason), None leaves the list as it is."""
     business = await get_business(session, business_id, for_update=True)
     now = utcnow()
+    if unreliable is False and business.unreliable_since is not None:
+        business.unreliable_since = None
+        reason = f"taken off the unreliable list: {reason}" if reason else "taken off the unreliable list"
     session.add(
         BusinessStatusChange(
             id=new_id("bsc"),
             business_id=business_id,
             from_status=business.status,
             to_status=status,
-            unreliable=unreliable and business.unreliable_since is None,
+            unreliable=bool(unreliable) and business.unreliable_since is None,
             reason=reason,
             changed_by=actor,
             changed_at=now,

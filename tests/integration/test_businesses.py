@@ -97,6 +97,20 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     refused = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "x"})
     assert refused.status_code == 403
 
+    # Let back in, it stays listed; only an operator's explicit correction takes the mark back, with its reason.
+    back = {"status": "active", "reason": "appeal heard"}
+    assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)).status_code == 200
+    assert [b["id"] for b in (await client.get("/v1/unreliable")).json()["items"]] == [business_id]
+    cleared = await client.post(
+        f"/v1/businesses/{business_id}/status",
+        headers=auth(op),
+        json={"status": "active", "reason": "the alert was wrong", "unreliable": False},
+    )
+    assert cleared.status_code == 200 and cleared.json()["unreliable"] is False
+    assert (await client.get("/v1/unreliable")).json()["items"] == []
+    reasons = set(await db.scalars(select(BusinessStatusChange.reason)))
+    assert "taken off the unreliable list: the alert was wrong" in reasons
+
 
 async def test_operator_suspends_and_reactivates(app, client, db):
     business_id, _ = await register(client)

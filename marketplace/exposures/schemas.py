@@ -29,7 +29,8 @@ class Exposure(msgspec.Struct):
     mode: str
     kind: str
     price: MoneyOut
-    commission_rate_bp: int
+    # A deal maker's rate on the deal's turnover (recorded at the claim); null for a lead buyer, who pays the price.
+    commission_rate_bp: int | None
     status: str
     turnover: MoneyOut | None
     stale: bool

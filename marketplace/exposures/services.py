@@ -92,7 +92,7 @@ async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposur
         mode=exposure.mode,
         kind=exposure.kind,
         price=MoneyOut(exposure.price_minor, cur),
-        commission_rate_bp=exposure.commission_rate_bp,
+        commission_rate_bp=exposure.commission_rate_bp if exposure.mode == "deal_maker" else None,
         status=exposure.status,
         turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
         stale=exposure.stale,

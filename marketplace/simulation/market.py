@@ -599,7 +599,7 @@ class Simulation:
             mode=business.mode,
             kind=data["kind"],
             price_minor=int(data["price"]["amount_minor"]),
-            commission_rate_bp=int(data["commission_rate_bp"]),
+            commission_rate_bp=int(data["commission_rate_bp"] or 0),  # null for a lead buyer
             claimed_at=self.now,
             plan=plan,
             status=data["status"],

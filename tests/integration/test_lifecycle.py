@@ -44,7 +44,7 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     offer_id = (await offers_of(client, lb_token))[0]["offer_id"]
     claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb_token), json={"exclusive": False})
     assert claimed.status_code == 201, claimed.text
-    assert claimed.json()["kind"] == "shared"
+    assert claimed.json()["kind"] == "shared" and claimed.json()["commission_rate_bp"] is None  # it pays a price
     assert claimed.json()["price"] == {
         "amount_minor": settings.categories["plumbing"].lead_price_minor,
         "currency": "ILS",

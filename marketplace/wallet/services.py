@@ -1059,8 +1059,11 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
 
 
 async def fail_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:
-    """A charge that failed leaves the debt open (the receivable stays); a failed payout goes back to the wallet."""
+    """A charge that failed leaves the debt open (the receivable stays); a failed payout goes back to the wallet.
+    Saying so again answers as the first time (as a confirmation does), and moves nothing."""
     settlement = await _settlement(session, settlement_id)
+    if settlement.status == "failed":
+        return settlement
     changed = await rows_changed(
         session,
         update(Settlement)

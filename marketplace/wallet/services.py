@@ -173,9 +173,12 @@ async def rates_in_force(session: AsyncSession, settings: Settings) -> dict[str,
     """Each category's commission rate under the plan in force: what a deal maker claiming a lead now is shown and
     charged. Read only (before a first version is saved, the default plan's, as active_plan would save it)."""
     row = await _latest_plan(session)
-    plan = _parsed(row) if row is not None else _DEFAULT_PARSED.setdefault(
-        settings.currency, parse_plan(dict(default_plan(settings.currency), version=1))
-    )
+    if row is not None:
+        plan = _parsed(row)
+    else:
+        plan = _DEFAULT_PARSED.get(settings.currency) or _DEFAULT_PARSED.setdefault(
+            settings.currency, parse_plan(dict(default_plan(settings.currency), version=1))
+        )
     return {code: plan.rate_bp(code, c.commission_rate_bp) for code, c in settings.categories.items()}
 
 

@@ -11,12 +11,12 @@ from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Ex
 from marketplace.ranking.ports import Candidate, LeadView
 
 
-def _day_start(now: datetime) -> datetime:
+def day_start(now: datetime) -> datetime:
     return now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _month_start(now: datetime) -> datetime:
-    return _day_start(now).replace(day=1)
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
 
 
 async def find_candidates(
@@ -25,7 +25,7 @@ async def find_candidates(
     """Active businesses serving the lead's category and region, whose deal range holds the budget
     (a budget of 0 means "not stated" and fits every range), that were not offered this lead yet,
     are not its seller, and have not reached their daily or monthly cap of exposures."""
-    day, month = _day_start(now), _month_start(now)
+    day, month = day_start(now), month_start(now)
     received_today = (
         select(func.count())
         .where(Exposure.business_id == Business.id, Exposure.created_at >= day)

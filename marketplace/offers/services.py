@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, case, exists, insert, literal, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +24,7 @@ from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
 from marketplace.offers import schemas
-from marketplace.offers.matching import find_candidates
+from marketplace.offers.matching import day_start, find_candidates, month_start
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -259,6 +259,37 @@ _CLOSE_OPEN_OFFERS = (
 )
 
 
+# The business's caps, its row locked: its concurrent claims queue here, so two of them cannot both take the last
+# place under a cap. Its exposures are counted after the lock, in a statement of their own: on PostgreSQL a
+# statement that waited for a row lock still reads what it counts as of its start.
+_LOCK_CAPS = (
+    select(_businesses.daily_cap, _businesses.monthly_cap)
+    .where(_businesses.id == bindparam("business_id"))
+    # FOR NO KEY UPDATE: it does not wait for, nor hold up, the key-share locks that rows referring to the business
+    # take (another business's claim writing its earnings), which FOR UPDATE would deadlock with.
+    .with_for_update(key_share=True)
+)
+_RECEIVED = select(
+    func.count().filter(_EXPOSURES.c.created_at >= bindparam("day")),
+    func.count(),
+).where(_EXPOSURES.c.business_id == bindparam("business_id"), _EXPOSURES.c.created_at >= bindparam("month"))
+
+
+async def _check_caps(session: AsyncSession, business_id: str, now: datetime) -> None:
+    """Offers are made below the caps, but several may be open at once: a claim that would take the business over
+    its daily or monthly cap of leads is refused (409), and the offer stays for nobody else to lose."""
+    caps = (await session.execute(_LOCK_CAPS, {"business_id": business_id})).one_or_none()
+    if caps is None:
+        return
+    daily_cap, monthly_cap = caps
+    params = {"business_id": business_id, "day": day_start(now), "month": month_start(now)}
+    today, this_month = (await session.execute(_RECEIVED, params)).one()
+    if today >= daily_cap:
+        raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
+    if this_month >= monthly_cap:
+        raise Conflict(f"the business's monthly cap of {monthly_cap} leads is reached")
+
+
 async def claim_offer(
     session: AsyncSession, settings: Settings, business: Principal, offer_id: str, exclusive: bool
 ) -> Exposure:
@@ -290,6 +321,7 @@ async def claim_offer(
     if taken is None:
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
+    await _check_caps(session, business.id, now)  # after the lead row, in the order a wave takes them
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
 

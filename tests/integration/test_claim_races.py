@@ -115,3 +115,18 @@ async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_it_
     assert shared.status_code == 201, shared.text
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
     assert not lead.is_exclusive and lead.exposure_count == 2
+
+
+async def test_a_business_never_claims_beyond_its_daily_cap_even_with_offers_open_at_once(app, client, db):
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"daily_cap": 2})
+    offers = []
+    for _ in range(6):  # offered before it held any: each wave saw it below its cap
+        offers += await offer_lead_to(app, await submit_lead(client), [buyer_id])
+    responses = await asyncio.gather(
+        *(client.post(f"/v1/offers/{o}/claim", headers=auth(buyer), json={"exclusive": False}) for o in offers)
+    )
+    assert Counter(r.status_code for r in responses) == {201: 2, 409: 4}, [r.text for r in responses]
+    assert all("daily cap of 2" in r.json()["detail"] for r in responses if r.status_code == 409)
+    assert await db.count(Exposure, Exposure.business_id == buyer_id) == 2
+    # The refused claims left nothing: their leads still have their places for others.
+    assert sum(lead.exposure_count for lead in await db.scalars(select(Lead))) == 2

@@ -55,7 +55,7 @@ async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead | WaveLead
 # The wave's statements, built once: a lead gets about ten waves, so this is the service's busiest job, and
 # building a statement (and its cache key) costs SQLAlchemy more than SQLite takes to run it. They are Core
 # statements on the tables: a wave's session holds no objects to keep in step.
-_LEADS, _OFFERS, _BUSINESSES = table(Lead), table(Offer), table(Business)
+_LEADS, _OFFERS, _BUSINESSES, _EXPOSURES = table(Lead), table(Offer), table(Business), table(Exposure)
 _leads, _offers, _businesses = _LEADS.c, _OFFERS.c, _BUSINESSES.c
 # The wave counter moves from wave-1 to wave, and the lead is read, in one statement.
 _TAKE_WAVE = (
@@ -165,6 +165,8 @@ _OPEN_OFFERS = (
         _offers.id.label("offer_id"), _offers.wave, _offers.rank, _offers.price_minor, _offers.expires_at,
         _offers.replaces_exposure_id, _leads.id, _leads.category, _leads.region, _leads.description,
         _leads.budget_minor, _leads.currency, _leads.status, _leads.created_at, _leads.exposure_count,
+        # Nobody has seen the contact, now or before a return: the lead may still be bought exclusively.
+        ~exists().where(_EXPOSURES.c.lead_id == _leads.id).label("unseen"),
     )
     .join(_LEADS, _leads.id == _offers.lead_id)
     .where(
@@ -204,6 +206,7 @@ class _OfferRow(LeadColumns, Protocol):
     expires_at: datetime
     replaces_exposure_id: str | None
     exposure_count: int
+    unseen: bool
 
 
 def _offer_out(settings: Settings, rates: dict[str, int] | None, row: _OfferRow) -> schemas.Offer:
@@ -220,7 +223,7 @@ def _offer_out(settings: Settings, rates: dict[str, int] | None, row: _OfferRow)
         price=MoneyOut((row.price_minor or category.lead_price_minor) if buyer else 0, row.currency),
         exclusive_price=MoneyOut(category.exclusive_price_minor, row.currency) if buyer else None,
         commission_rate_bp=None if rates is None else rates[category.code],
-        exclusive_available=buyer and row.exposure_count == 0,
+        exclusive_available=buyer and bool(row.unseen),
         expires_at=row.expires_at,
         replaces_exposure_id=row.replaces_exposure_id,
     )
@@ -230,7 +233,6 @@ def _offer_out(settings: Settings, rates: dict[str, int] | None, row: _OfferRow)
 # wins a race. The lead row comes back from its UPDATE with every column (RETURNING) and goes into the session by
 # db.statements.attach: no read after it.
 _OPEN_LEAD = and_(_leads.id == bindparam("lead_id"), _leads.status == "open", _leads.expires_at > bindparam("now"))
-_EXPOSURES = table(Exposure)
 # Exclusive only while no competitor has seen the contact: no exposure now, and none returned either.
 _TAKE_EXCLUSIVE = (
     update(_LEADS)

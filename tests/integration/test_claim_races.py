@@ -107,8 +107,12 @@ async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_it_
     # And nobody may buy the lead exclusively any more; a shared claim still may.
     second = await submit_lead(client)
     (rival_offer,) = await offer_lead_to(app, second, [rival_id])
+    rival_listed = (await client.get("/v1/offers", headers=auth(rival))).json()["items"]
+    assert [o["exclusive_available"] for o in rival_listed if o["offer_id"] == rival_offer] == [True]
     bought = await client.post(f"/v1/offers/{rival_offer}/claim", headers=auth(rival), json={"exclusive": True})
     assert bought.status_code == 201  # a lead nobody has seen: exclusive as before
+    listed = {o["offer_id"]: o for o in (await client.get("/v1/offers", headers=auth(late))).json()["items"]}
+    assert listed[late_offer]["exclusive_available"] is False  # the list says what the claim would answer
     exclusive = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": True})
     assert exclusive.status_code == 409, exclusive.text
     shared = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})

@@ -249,8 +249,13 @@ async def set_bids(
     business = await get_business(session, business_id, for_update=True)
     rows = {row.category: row for row in business.category_rows}
     errors = []
+    named: set[str] = set()
     for i, bid in enumerate(data.bids):
         category = settings.categories.get(bid.category)
+        if bid.category in named:
+            errors.append(FieldError(f"bids[{i}].category", f"{bid.category!r} is named twice"))
+            continue
+        named.add(bid.category)
         if bid.category not in rows or category is None:
             errors.append(FieldError(f"bids[{i}].category", f"{bid.category!r} is not one of your categories"))
             continue
@@ -263,6 +268,14 @@ async def set_bids(
                 FieldError(
                     f"bids[{i}].max_bid.amount_minor",
                     f"must be at least the category's price {category.lead_price_minor}",
+                )
+            )
+        elif bid.max_bid.amount_minor > category.exclusive_price_minor:
+            # A shared place never costs more than the whole lead: above it, buy the lead exclusively.
+            errors.append(
+                FieldError(
+                    f"bids[{i}].max_bid.amount_minor",
+                    f"must be at most the category's exclusive price {category.exclusive_price_minor}",
                 )
             )
     if errors:

@@ -36,17 +36,26 @@ async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_seco
         "/v1/businesses/me/bids", headers=auth(high), json={"bids": [{"category": "legal", "max_bid": None}]}
     )
     assert foreign.status_code == 422
+    exclusive = settings.categories["plumbing"].exclusive_price_minor
+    for bids, field in (
+        ([{"category": "plumbing", "max_bid": {"amount_minor": exclusive + 1, "currency": "ILS"}}], "bids[0].max_bid"),
+        ([{"category": "plumbing", "max_bid": None}, {"category": "plumbing", "max_bid": None}], "bids[1].category"),
+    ):
+        refused_bid = await client.put("/v1/businesses/me/bids", headers=auth(high), json={"bids": bids})
+        assert refused_bid.status_code == 422, refused_bid.text
+        assert refused_bid.json()["errors"][0]["field"].startswith(field)
+    high_bid = 2 * price + 2000  # 14,000: below the exclusive price (15,000); a shared place never costs more
     ok = await client.put(
         "/v1/businesses/me/bids",
         headers=auth(high),
-        json={"bids": [{"category": "plumbing", "max_bid": {"amount_minor": 3 * price, "currency": "ILS"}}]},
+        json={"bids": [{"category": "plumbing", "max_bid": {"amount_minor": high_bid, "currency": "ILS"}}]},
     )
     assert ok.status_code == 200, ok.text
     assert ok.json()["bids"] == [
         {
             "category": "plumbing",
             "list_price": {"amount_minor": price, "currency": "ILS"},
-            "max_bid": {"amount_minor": 3 * price, "currency": "ILS"},
+            "max_bid": {"amount_minor": high_bid, "currency": "ILS"},
         }
     ]
     assert (
@@ -68,7 +77,7 @@ async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_seco
     assert ranked.index(high_id) < ranked.index(low_id)
     top = next(o for o in offers if o.business_id == high_id)
     runner_up = next(o for o in offers if o.business_id == low_id)
-    # Same return record, so the place is kept by matching the runner-up's bid: it pays 2x, not its own 3x.
+    # Same return record, so the place is kept by matching the runner-up's bid: it pays 2x, not its own bid.
     assert top.price_minor == 2 * price
     assert runner_up.price_minor == price  # nobody below it to outbid: the list price
     assert top.factors["policy"] == "profitability" and "p_not_returned" in top.factors

@@ -197,14 +197,26 @@ class ProfitabilityRanker:
 
     def select(self, lead: LeadView, k: int, exclude: Iterable[str]) -> list[Ranked]:
         """The hot path: the top k matching businesses straight from the in-memory buckets."""
+        exclude = set(exclude)
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k, exclude=exclude)
-        return self._ranked(lead, ranking, list(range(len(ranking))))
+        after = None
+        n = len(ranking)
+        if n and ranking.buyer[n - 1] and not ranking.explored[n - 1]:  # an explored place pays the list price
+            # The wave's last place pays what keeps it above whoever comes next: the best of the rest.
+            wave = exclude | set(ranking.business_ids)
+            rest = self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=wave, explore=False)
+            after = float(rest.scores[0]) if len(rest) else None
+        return self._ranked(lead, ranking, list(range(n)), after=after)
 
     def remaining(self, lead: LeadView, exclude: Iterable[str]) -> bool:
         """Whether any matching business is left besides these (a next wave would have someone to offer)."""
         return len(self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=exclude, explore=False)) > 0
 
-    def _ranked(self, lead: LeadView, ranking: Ranking, indexes: list[int]) -> list[Ranked]:
+    def _ranked(
+        self, lead: LeadView, ranking: Ranking, indexes: list[int], after: float | None = None
+    ) -> list[Ranked]:
+        """The picks with their factors; a lead buyer's price is the second price against the next place (for the
+        last, `after`: the best score outside the picks)."""
         category = self.settings.categories[lead.category]
         rate = self.rates.get(lead.category, category.commission_rate_bp)
         prior = self.priors.get(lead.category)
@@ -216,7 +228,7 @@ class ProfitabilityRanker:
             factors: dict[str, Any] = {"policy": self.name, "score": round(float(ranking.scores[i]), 4)}
             if ranking.buyer[i]:
                 bid = round(parts.worth)
-                next_score = float(ranking.scores[indexes[position + 1]]) if position + 1 < len(indexes) else None
+                next_score = float(ranking.scores[indexes[position + 1]]) if position + 1 < len(indexes) else after
                 factors.update(
                     mode="lead_buyer",
                     price_or_bid_minor=bid,

@@ -110,6 +110,28 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert expected in factors
 
 
+async def test_the_last_place_of_a_wave_pays_what_keeps_it_above_the_next_candidate_outside_it(app, client, settings):
+    from marketplace.ranking.ports import LeadView
+
+    price = settings.categories["plumbing"].lead_price_minor
+    bidders = {}
+    for bid in (2 * price, price + 2000):
+        business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+        body = {"bids": [{"category": "plumbing", "max_bid": {"amount_minor": bid, "currency": "ILS"}}]}
+        assert (await client.put("/v1/businesses/me/bids", headers=auth(token), json=body)).status_code == 200
+        bidders[business_id] = bid
+    await app.state.ranking_sync.settled()
+    ranker = app.state.ranker
+    ranker.core.explore_share = 0.0
+    lead = LeadView("lead_x", "plumbing", "tel-aviv", 150_000, "ILS", clock.now())
+    (first,) = ranker.select(lead, 1, exclude=())  # a wave of one
+    assert bidders[first.business_id] == 2 * price
+    # Same return record: the runner-up's bid (outside the wave) is what the first must match, not the list price.
+    assert first.factors["price_minor"] == price + 2000
+    (last,) = ranker.select(lead, 1, exclude={first.business_id})
+    assert last.factors["price_minor"] == price  # nobody left to outbid: the list price
+
+
 async def test_deal_makers_are_scored_at_the_commission_rate_of_the_plan_in_force(app, client):
     from marketplace.wallet.plans import default_plan
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -138,6 +139,10 @@ class ExposureController(Controller):
                 )
             )
             refund = returned.refund
+            if returned.next_wave is not None:  # the freed place goes back to the market (a wave is idempotent)
+                uow.after_commit(
+                    functools.partial(state.jobs.enqueue, "send_wave", returned.exposure.lead_id, returned.next_wave)
+                )
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,
                 status=returned.exposure.status,

@@ -54,6 +54,7 @@ class Returned:
     before: Before
     replacement: Offer | None
     refund: Money | None
+    next_wave: int | None = None  # the lead is open again: its place goes to the market in this wave
 
 
 async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
@@ -285,15 +286,18 @@ async def return_exposure(
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
     exposure.stale = False
-    await session.execute(
-        update(Lead)
-        .where(Lead.id == exposure.lead_id)
-        .values(
-            exposure_count=Lead.exposure_count - 1,
-            is_exclusive=False,
-            status=case((Lead.expires_at > now, "open"), else_="expired"),
+    reopened = (
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == exposure.lead_id)
+            .values(
+                exposure_count=Lead.exposure_count - 1,
+                is_exclusive=False,
+                status=case((Lead.expires_at > now, "open"), else_="expired"),
+            )
+            .returning(Lead.status, Lead.waves_sent)
         )
-    )
+    ).one()
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
@@ -301,7 +305,8 @@ async def return_exposure(
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()
-    return Returned(exposure, before, replacement, refund)
+    next_wave = reopened.waves_sent + 1 if reopened.status == "open" else None
+    return Returned(exposure, before, replacement, refund, next_wave)
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:

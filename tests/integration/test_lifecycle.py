@@ -246,3 +246,31 @@ async def test_wave_message_delivered_twice_changes_nothing(app, client, db):
     await send_wave(lead_id, 1)
     await send_wave(lead_id, 1)
     assert await db.count(Offer, Offer.lead_id == lead_id) == 2
+
+
+async def test_a_returned_place_goes_back_to_the_market_in_a_next_wave(app, client, db, settings):
+    assert settings.categories["plumbing"].max_exposures == settings.categories["plumbing"].wave_size == 3
+    buyers = [await register(client, "lead_buyer", profile={"categories": ["plumbing"]}) for _ in range(3)]
+    await app.state.ranking_sync.settled()
+    lead_id = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    exposures = []
+    for _, token in buyers:
+        (offer,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead_id]
+        claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))
+        assert claimed.status_code == 201, claimed.text
+        exposures.append(claimed.json()["id"])
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).status == "full"
+
+    newcomer_id, newcomer = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    await app.state.ranking_sync.settled()
+    returned = await client.post(
+        f"/v1/exposures/{exposures[0]}/return", headers=auth(buyers[0][1]), json={"reason": "not my area"}
+    )
+    assert returned.status_code == 200, returned.text
+    await app.state.jobs.run_due()
+    # The freed place was offered in a next wave, to someone who had not been offered the lead.
+    (offer,) = [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id]
+    assert offer["wave"] == 2
+    assert (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(newcomer))).status_code == 201
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 3

@@ -25,6 +25,7 @@ from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.ids import new_id
 from marketplace.money import Money
+from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import queries, schemas, services, store
@@ -291,7 +292,9 @@ class WalletController(Controller):
         """A new plan version, in force for exposures from now on; every field is checked, errors name it."""
         async with state.uow() as uow:
             row = await services.save_plan(uow.session, data.definition, current_principal(request).actor)
-            return schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
+            out = schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
+        state.ranking_sync.changed(ALL)  # deal makers' scores follow the plan's rates at once, in every process
+        return out
 
     @post("/businesses/{business_id:str}/credit-limit", opt=access(Access.OPERATOR), status_code=200)
     async def credit_limit(

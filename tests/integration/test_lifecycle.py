@@ -262,7 +262,7 @@ async def test_a_returned_place_goes_back_to_the_market_in_a_next_wave(app, clie
         exposures.append(claimed.json()["id"])
     assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).status == "full"
 
-    newcomer_id, newcomer = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    _, newcomer = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
     await app.state.ranking_sync.settled()
     returned = await client.post(
         f"/v1/exposures/{exposures[0]}/return", headers=auth(buyers[0][1]), json={"reason": "not my area"}

@@ -140,9 +140,7 @@ async def test_deal_makers_are_scored_at_the_commission_rate_of_the_plan_in_forc
     plan = default_plan("ILS")
     plan["commission_rates_bp"] = {"plumbing": 4500}
     assert (await client.post("/v1/commission-plans", headers=auth(op), json={"definition": plan})).status_code == 201
-    async with app.state.uow() as uow:  # the periodic refresh (every five minutes) reads the plan in force
-        await app.state.ranker.refresh_priors(uow.session)
-        await app.state.ranker.refresh(uow.session, list(app.state.ranker.standings), clock.now())
+    await app.state.ranking_sync.settled()  # a saved plan has every process read its rates at once
     lead_id = await submit_lead(client, category="plumbing")
     body = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()
     (maker,) = [c for c in body["candidates"] if c["factors"]["mode"] == "deal_maker"]

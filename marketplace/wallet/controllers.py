@@ -291,7 +291,9 @@ class WalletController(Controller):
     ) -> schemas.Plan:
         """A new plan version, in force for exposures from now on; every field is checked, errors name it."""
         async with state.uow() as uow:
-            row = await services.save_plan(uow.session, data.definition, current_principal(request).actor)
+            row = await services.save_plan(
+                uow.session, data.definition, current_principal(request).actor, categories=state.settings.categories
+            )
             out = schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
         state.ranking_sync.changed(ALL)  # deal makers' scores follow the plan's rates at once, in every process
         return out

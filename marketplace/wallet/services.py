@@ -16,6 +16,7 @@ open charges always add up to what is owed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +42,7 @@ from marketplace.db.models import (
     Settlement,
 )
 from marketplace.db.statements import rows_changed, table
-from marketplace.errors import Conflict, InsufficientFunds, InvalidInput, NotFound
+from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidInput, NotFound
 from marketplace.fraud.services import notify
 from marketplace.identity.links import referrer_of
 from marketplace.ids import new_id
@@ -185,9 +186,21 @@ async def rates_in_force(session: AsyncSession, settings: Settings) -> dict[str,
 _DEFAULT_PARSED: dict[str, CommissionPlan] = {}
 
 
-async def save_plan(session: AsyncSession, definition: dict[str, Any], created_by: str) -> CommissionPlanVersion:
+async def save_plan(
+    session: AsyncSession,
+    definition: dict[str, Any],
+    created_by: str,
+    *,
+    categories: Mapping[str, object] | None = None,
+) -> CommissionPlanVersion:
     """A new version of the plan (never an edit of an old one, which settled deals still point at)."""
-    parse_plan(definition)  # refuses an invalid plan with every bad field named
+    plan = parse_plan(definition)  # refuses an invalid plan with every bad field named
+    unknown = sorted(set(plan.commission_rates_bp) - set(categories)) if categories is not None else []
+    if unknown:  # a misspelt code would silently set nobody's rate
+        raise InvalidInput(
+            f"no such category: {', '.join(unknown)}",
+            errors=[FieldError(f"commission_rates_bp.{code}", "no such category") for code in unknown],
+        )
     # Concurrent saves queue on the first version's row (the latest would change under them), then number theirs
     # after whatever was saved meanwhile.
     await session.execute(

@@ -705,6 +705,10 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert created.json()["version"] == 2 and created.json()["definition"]["commission_rates_bp"] == {"legal": 2000}
     assert created.json()["created_by"] != "system"
 
+    misspelt = default_plan(ILS)
+    misspelt["commission_rates_bp"] = {"legall": 2000}
+    refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": misspelt})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "commission_rates_bp.legall"
     invalid = default_plan(ILS)
     invalid["commission_split"]["recipients"][0]["share_bp"] = 12_000
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": invalid})

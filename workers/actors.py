@@ -30,6 +30,17 @@ async def send_wave(lead_id: str, wave: int) -> None:
         await offers.send_wave(uow, rt.settings, rt.jobs, rt.ranker, lead_id, wave)
 
 
+async def offer_open_leads(business_id: str) -> None:
+    """A business just became a candidate (signed up, widened its profile, active again): open leads whose waves
+    had stopped for want of candidates go on with a next wave."""
+    rt = await runtime.current()
+    await rt.ranking_sync.settled()  # the business is in the core before a wave ranks it
+    async with rt.uow() as uow:
+        waves = await offers.open_leads_for(uow.session, business_id)
+    for lead_id, wave in waves:
+        rt.jobs.enqueue("send_wave", lead_id, wave)
+
+
 async def expire_lapsed() -> None:
     """Offers past their time expire; leads nobody filled in time close."""
     rt = await runtime.current()
@@ -128,6 +139,7 @@ def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:
 ALL = [
     _actor(lead_submitted, "leads", 5),
     _actor(send_wave, "leads", 5),
+    _actor(offer_open_leads, "leads", 3),
     _actor(expire_lapsed, "maintenance", 3),
     _actor(mark_stale, "maintenance", 3),
     _actor(resend_first_waves, "maintenance", 3),

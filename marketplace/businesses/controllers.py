@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Controller, Request, get, patch, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
+from msgspec import UnsetType
 
 from marketplace.businesses import schemas, services
 from marketplace.clock import utcnow
@@ -29,6 +30,7 @@ class BusinessController(Controller):
         async with state.uow() as uow:
             business, token = await services.register_business(uow.session, state.settings, data)
         state.ranking_sync.record(joined(business))
+        state.jobs.enqueue("offer_open_leads", business.id)  # open leads whose waves ran out of candidates
         out = services.to_schema(business)
         return schemas.BusinessCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, api_token=token)
 
@@ -46,6 +48,8 @@ class BusinessController(Controller):
             business = await services.update_business(uow.session, state.settings, current_principal(request).id, data)
             out = services.to_schema(business)
         state.ranking_sync.changed(business.id)
+        if not isinstance(data.profile, UnsetType):  # it may fit leads it did not before
+            state.jobs.enqueue("offer_open_leads", business.id)
         return out
 
     @get("/businesses/me/bids", opt=access(Access.LEAD_BUYER))
@@ -96,6 +100,8 @@ class BusinessController(Controller):
                 await _release_open_deals(state, uow, business_id, operator)
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
+        if data.status == "active":
+            state.jobs.enqueue("offer_open_leads", business_id)
         return out
 
     @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)

@@ -438,6 +438,42 @@ async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
     return offers, leads
 
 
+async def open_leads_for(session: AsyncSession, business_id: str, limit: int = 100) -> list[tuple[str, int]]:
+    """Open leads with a place left that fit this business (category, region, currency, deal range; not its own,
+    not offered to it) and whose waves have stopped (no offer open: the last wave found nobody left, or its offers
+    ran out). A business that just became a candidate (a sign-up, a wider profile, back to active) lets them go on:
+    returns each lead with the wave to send (waves are idempotent, so one already on its way makes this a no-op)."""
+    now = utcnow()
+    business = await session.get(Business, business_id)
+    if business is None or business.status != "active":
+        return []
+    open_offer = exists().where(_offers.lead_id == _leads.id, _offers.status == "open")
+    offered_here = exists().where(_offers.lead_id == _leads.id, _offers.business_id == business_id)
+    fits_range = (_leads.budget_minor == 0) | _leads.budget_minor.between(
+        business.min_deal_minor, business.max_deal_minor
+    )
+    rows = await session.execute(
+        select(_leads.id, _leads.waves_sent)
+        .where(
+            _leads.status == "open",
+            _leads.expires_at > now,
+            _leads.is_exclusive.is_(False),
+            _leads.exposure_count < _leads.max_exposures,
+            _leads.waves_sent > 0,  # a first wave is the intake's (or the sweep's) to send
+            _leads.currency == business.currency,
+            _leads.category.in_(select(BusinessCategory.category).where(BusinessCategory.business_id == business_id)),
+            _leads.region.in_(select(BusinessRegion.region).where(BusinessRegion.business_id == business_id)),
+            (_leads.seller_business_id.is_(None)) | (_leads.seller_business_id != business_id),
+            fits_range,
+            ~offered_here,
+            ~open_offer,
+        )
+        .order_by(_leads.created_at)
+        .limit(limit)
+    )
+    return [(lead_id, waves_sent + 1) for lead_id, waves_sent in rows]
+
+
 async def leads_waiting_for_first_wave(session: AsyncSession, older_than: timedelta) -> list[str]:
     """Open leads whose first wave never went out (a lost message, a restart): the periodic sweep resends."""
     cutoff = utcnow() - older_than

@@ -274,3 +274,31 @@ async def test_a_returned_place_goes_back_to_the_market_in_a_next_wave(app, clie
     assert offer["wave"] == 2
     assert (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(newcomer))).status_code == 201
     assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 3
+
+
+async def test_a_business_that_becomes_a_candidate_gets_open_leads_whose_waves_had_stopped(app, client, db):
+    lead_id = await submit_lead(client, category="legal", region="haifa")
+    await app.state.jobs.run_due()  # its first wave finds nobody: the waves stop
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).waves_sent == 1
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 0
+
+    # A sign-up that fits it lets its waves go on.
+    newcomer_id, newcomer = await register(
+        client, "lead_buyer", profile={"categories": ["legal"], "regions": ["haifa"]}
+    )
+    await app.state.jobs.run_due()
+    (offer,) = [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id]
+    assert offer["wave"] == 2
+
+    # So does a profile widened to fit another such lead; one that does not fit is left alone.
+    other_lead = await submit_lead(client, category="renovation", region="haifa")
+    unfit_lead = await submit_lead(client, category="accounting", region="haifa")
+    await app.state.jobs.run_due()
+    widened = await client.patch(
+        "/v1/businesses/me", headers=auth(newcomer), json={"profile": {"categories": ["legal", "renovation"]}}
+    )
+    assert widened.status_code == 200, widened.text
+    await app.state.jobs.run_due()
+    offered = {o["lead_id"] for o in await offers_of(client, newcomer)}
+    assert other_lead in offered and unfit_lead not in offered
+    assert await db.count(Offer, Offer.business_id == newcomer_id) == 2

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.businesses import schemas
 from marketplace.clock import utcnow
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
 from marketplace.db.models.businesses import with_profile
 from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.http.pagination import check_limit
@@ -148,6 +148,19 @@ async def update_business(
             business.region_rows = [BusinessRegion(region=r) for r in regions]
         business.min_deal_minor, business.max_deal_minor = min_deal, max_deal
         business.daily_cap, business.monthly_cap = daily, monthly
+        # Offers it holds for leads that no longer fit the profile are withdrawn, as new ones are not made.
+        unfit = select(Lead.id).where(
+            or_(
+                Lead.category.not_in(categories),
+                Lead.region.not_in(regions),
+                and_(Lead.budget_minor > 0, or_(Lead.budget_minor < min_deal, Lead.budget_minor > max_deal)),
+            )
+        )
+        await session.execute(
+            update(Offer)
+            .where(Offer.business_id == business.id, Offer.status == "open", Offer.lead_id.in_(unfit))
+            .values(status="closed")
+        )
     business.updated_at = utcnow()
     await session.flush()
     return business

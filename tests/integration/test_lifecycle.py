@@ -302,3 +302,20 @@ async def test_a_business_that_becomes_a_candidate_gets_open_leads_whose_waves_h
     offered = {o["lead_id"] for o in await offers_of(client, newcomer)}
     assert other_lead in offered and unfit_lead not in offered
     assert await db.count(Offer, Offer.business_id == newcomer_id) == 2
+
+
+async def test_an_offer_for_a_lead_the_profile_no_longer_fits_is_withdrawn(app, client, db):
+    _, token = await register(client, "lead_buyer", profile={"categories": ["plumbing", "legal"]})
+    await app.state.ranking_sync.settled()
+    kept, dropped = await submit_lead(client, category="plumbing"), await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    offers = {o["lead_id"]: o["offer_id"] for o in await offers_of(client, token)}
+    assert {kept, dropped} <= set(offers)
+    narrowed = await client.patch(
+        "/v1/businesses/me", headers=auth(token), json={"profile": {"categories": ["plumbing"]}}
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert {o["lead_id"] for o in await offers_of(client, token)} == {kept}
+    refused = await client.post(f"/v1/offers/{offers[dropped]}/claim", headers=auth(token))
+    assert refused.status_code == 409, refused.text
+    assert (await client.post(f"/v1/offers/{offers[kept]}/claim", headers=auth(token))).status_code == 201

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -125,8 +126,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv = ["dramatiq", "workers.worker_entry", "--processes", "1", "--threads", "4"]
         return int(dramatiq_main() or 0)
     if args.command == "serve":
-        return _serve(settings, args)
+        return _serve(_served_at(settings, args), args)
     return 2
+
+
+_SHIPPED_BASE_URL = "http://127.0.0.1:8000"
+_BASE_URL_ENV = "MARKETPLACE__NOTIFICATIONS__PUBLIC_BASE_URL"
+
+
+def _served_at(settings: Settings, args: argparse.Namespace) -> Settings:
+    """Links in messages (surveys, invoices) point at the address the service answers on: while the public base
+    URL is the shipped default and the environment does not set it, it follows --host and --port (uvicorn's
+    worker processes read the same environment)."""
+    if _BASE_URL_ENV in os.environ or settings.notifications.public_base_url != _SHIPPED_BASE_URL:
+        return settings
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    os.environ[_BASE_URL_ENV] = f"http://{host}:{args.port}"
+    return get_settings()
 
 
 async def _ranking(settings: Settings, args: argparse.Namespace) -> str:

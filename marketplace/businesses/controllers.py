@@ -12,6 +12,7 @@ from msgspec import UnsetType
 
 from marketplace.businesses import schemas, services
 from marketplace.clock import utcnow
+from marketplace.errors import InvalidInput
 from marketplace.fraud.services import release_open_deals
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
@@ -87,6 +88,8 @@ class BusinessController(Controller):
         `POST .../block` does, without listing it as unreliable unless `unreliable` is true). `unreliable: false`
         takes the business off the public unreliable list (a mark found wrong), kept with the reason."""
         operator = current_principal(request)
+        if data.unreliable is False and not data.reason.strip():
+            raise InvalidInput.field("reason", "say why the business comes off the unreliable list")
         async with state.uow() as uow:
             business = await services.set_status(
                 uow.session,

@@ -664,6 +664,7 @@ async def _open_alert(
         f"Fraud alert: {business.name} (risk {scored.risk:.2f})",
         f"A fraud alert opened for {business.name} ({business.id}), risk {scored.risk:.2f}.\n\n{top}\n\n"
         f"Review it at GET /v1/fraud/alerts/{alert.id} and decide at POST /v1/fraud/alerts/{alert.id}/decision.",
+        link=f"{settings.notifications.public_base_url}/v1/fraud/alerts/{alert.id}",
         reference=alert.id,
     )
     return alert

@@ -101,6 +101,10 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     back = {"status": "active", "reason": "appeal heard"}
     assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)).status_code == 200
     assert [b["id"] for b in (await client.get("/v1/unreliable")).json()["items"]] == [business_id]
+    unexplained = await client.post(
+        f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": "active", "unreliable": False}
+    )
+    assert unexplained.status_code == 422 and unexplained.json()["errors"][0]["field"] == "reason"
     cleared = await client.post(
         f"/v1/businesses/{business_id}/status",
         headers=auth(op),

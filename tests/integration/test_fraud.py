@@ -80,6 +80,7 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     assert alert["evidence"][0]["leads"] == [hidden_lead] and "reported lost" in alert["evidence"][0]["text"]
     (message,) = await notifications(client, operator, kind="alert")
     assert message["reference"] == alert["id"] and "Shady Pipes" in message["subject"]
+    assert message["link"].endswith(f"/v1/fraud/alerts/{alert['id']}")
 
     # The risk feeds the ranking's reliability factor; the honest business keeps 1.0.
     hider_row = await db.scalar(select(Business).where(Business.id == hider_id))

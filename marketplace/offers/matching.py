@@ -38,7 +38,7 @@ async def find_candidates(
         .correlate(Business)
         .scalar_subquery()
     )
-    already_offered = select(Offer.business_id).where(Offer.lead_id == lead.id)
+    already_offered = select(Offer.business_id).where(Offer.lead_id == lead.id, Offer.status != "closed")
     query = (
         select(Business.id, Business.mode, Business.created_at, Business.last_offered_at)
         .join(

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,7 +74,11 @@ _TAKE_WAVE = (
         _leads.expires_at, _leads.seller_business_id,
     )
 )  # fmt: skip
-_OFFERED = select(_offers.business_id).where(_offers.lead_id == bindparam("lead_id"))
+# Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
+# profile changed) does not count, so the business may be offered it again once it fits and a place is free.
+_OFFERED = select(_offers.business_id).where(
+    _offers.lead_id == bindparam("lead_id"), _offers.status != literal("closed", literal_execute=True)
+)
 # Those still active (the database is the truth; another process may have blocked one a moment ago) are marked
 # offered now, for the fair rotation, in the same statement.
 _MARK_OFFERED = (
@@ -81,7 +87,21 @@ _MARK_OFFERED = (
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
 )
-_INSERT_OFFER = insert(_OFFERS)
+_MADE_AGAIN = ("wave", "rank", "score", "factors", "price_minor", "created_at", "expires_at")
+
+
+def _offer_upsert(make: Any) -> Any:
+    """Insert the offer; a withdrawn offer of the same lead to the same business (one row per pair) is made again."""
+    stmt = make(_OFFERS)
+    again = {c: stmt.excluded[c] for c in _MADE_AGAIN}
+    return stmt.on_conflict_do_update(
+        index_elements=["lead_id", "business_id"],
+        set_={**again, "status": "open", "replaces_exposure_id": None},
+        where=_offers.status == "closed",
+    )
+
+
+_INSERT_OFFER = {"postgresql": _offer_upsert(pg_insert), "sqlite": _offer_upsert(sqlite_insert)}
 
 
 async def _candidates_in_order(
@@ -131,7 +151,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     if chosen:
         expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
         await session.execute(
-            _INSERT_OFFER,
+            _INSERT_OFFER[session.get_bind().dialect.name],
             [
                 {
                     "id": new_id("off"),
@@ -440,15 +460,17 @@ async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
 
 async def open_leads_for(session: AsyncSession, business_id: str, limit: int = 100) -> list[tuple[str, int]]:
     """Open leads with a place left that fit this business (category, region, currency, deal range; not its own,
-    not offered to it) and whose waves have stopped (no offer open: the last wave found nobody left, or its offers
-    ran out). A business that just became a candidate (a sign-up, a wider profile, back to active) lets them go on:
-    returns each lead with the wave to send (waves are idempotent, so one already on its way makes this a no-op)."""
+    not offered to it, or offered and withdrawn). A business that just became a candidate (a sign-up, a wider
+    profile, back to active) may be the only one left for them, and their waves may have stopped for want of one:
+    returns each lead with its next wave, to send now (a wave is idempotent: one already scheduled for that number
+    merely goes out early, the later delivery changes nothing)."""
     now = utcnow()
     business = await session.get(Business, business_id)
     if business is None or business.status != "active":
         return []
-    open_offer = exists().where(_offers.lead_id == _leads.id, _offers.status == "open")
-    offered_here = exists().where(_offers.lead_id == _leads.id, _offers.business_id == business_id)
+    offered_here = exists().where(
+        _offers.lead_id == _leads.id, _offers.business_id == business_id, _offers.status != "closed"
+    )
     fits_range = (_leads.budget_minor == 0) | _leads.budget_minor.between(
         business.min_deal_minor, business.max_deal_minor
     )
@@ -466,7 +488,6 @@ async def open_leads_for(session: AsyncSession, business_id: str, limit: int = 1
             (_leads.seller_business_id.is_(None)) | (_leads.seller_business_id != business_id),
             fits_range,
             ~offered_here,
-            ~open_offer,
         )
         .order_by(_leads.created_at)
         .limit(limit)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from marketplace.clock import clock
 from marketplace.db.models import Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
-from tests.factories import auth, offers_of, register, submit_lead
+from tests.factories import auth, offers_of, operator_token, register, submit_lead
 
 
 async def _market(client):
@@ -319,3 +319,34 @@ async def test_an_offer_for_a_lead_the_profile_no_longer_fits_is_withdrawn(app, 
     refused = await client.post(f"/v1/offers/{offers[dropped]}/claim", headers=auth(token))
     assert refused.status_code == 409, refused.text
     assert (await client.post(f"/v1/offers/{offers[kept]}/claim", headers=auth(token))).status_code == 201
+
+
+async def test_a_business_let_back_in_is_offered_again_the_leads_its_block_withdrew(app, client, db):
+    business_id, token = await register(client, "lead_buyer", profile={"categories": ["legal"], "regions": ["haifa"]})
+    await app.state.ranking_sync.settled()
+    lead_id = await submit_lead(client, category="legal", region="haifa")
+    await app.state.jobs.run_due()
+    (first,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead_id]
+    op = await operator_token(app)
+    blocked = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"unreliable": False})
+    assert blocked.status_code == 200
+    back = {"status": "active", "reason": "blocked by mistake"}
+    assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)).status_code == 200
+    await app.state.jobs.run_due()
+    (again,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead_id]
+    assert again["offer_id"] == first["offer_id"] and again["wave"] == 2  # the withdrawn offer, made again
+    assert (await client.post(f"/v1/offers/{again['offer_id']}/claim", headers=auth(token))).status_code == 201
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 1
+
+
+async def test_a_newcomer_is_offered_a_lead_whose_first_offers_are_still_open(app, client, db):
+    _, first = await register(client, "lead_buyer", profile={"categories": ["legal"], "regions": ["haifa"]})
+    await app.state.ranking_sync.settled()
+    lead_id = await submit_lead(client, category="legal", region="haifa")
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, first)] == [lead_id]  # still open, unclaimed
+    _, newcomer = await register(client, "lead_buyer", profile={"categories": ["legal"], "regions": ["haifa"]})
+    await app.state.jobs.run_due()
+    (offer,) = [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id]
+    assert offer["wave"] == 2
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 2

@@ -71,7 +71,8 @@ def client_of(app: Litestar) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
-async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(database_url, monkeypatch):
+async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, database_url, monkeypatch):
+    # `settings` truncates the database first: businesses an earlier test left would be candidates too.
     async with app_with_a_worker(database_url, monkeypatch) as app:
         broker = app.state.jobs.broker
         async with client_of(app) as client:
@@ -91,7 +92,7 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(database_ur
         assert await _offers(app.state.sessions, lead_id) == 2
 
 
-async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(database_url, monkeypatch):
+async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(settings, database_url, monkeypatch):
     """The fraud scan a survey answer enqueues runs in the worker: the hidden deal opens an alert."""
     async with app_with_a_worker(database_url, monkeypatch) as app, client_of(app) as client:
         operator = await operator_token(app)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, event, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from marketplace.businesses.services import set_status
 from marketplace.clock import utcnow
+from marketplace.db.at_commit import at_commit, defer
 from marketplace.db.models import (
     Business,
     Exposure,
@@ -397,8 +398,8 @@ _DIRTY = "fraud.dirty"
 def mark_dirty(session: AsyncSession, *business_ids: str) -> None:
     """Note that these businesses have news; the next scan re-assesses them. Idempotent, in the caller's
     transaction, written as it commits (_write_marks)."""
-    if business_ids:
-        session.info.setdefault(_DIRTY, set()).update(business_ids)
+    for business_id in business_ids:
+        defer(session, _DIRTY, business_id)
 
 
 # Built once per database (a statement built per report cost more than running it).
@@ -410,24 +411,14 @@ _MARK = {
 }
 
 
-@event.listens_for(Session, "before_commit")
-def _write_marks(session: Session) -> None:
+@at_commit(_DIRTY)
+def _write_marks(session: Session, marked: list[str]) -> None:
     """The marks of a transaction, as an upsert (a later mark moves the time, so a scan that read the earlier one
-    keeps it). Two reports on one business's deals queue on its row until the first commits, so the row is
-    taken last: held for the commit alone, not for the rest of the report that marked it."""
-    if session.in_nested_transaction():
-        return  # a savepoint: the marks wait for the transaction itself
-    marked: set[str] | None = session.info.pop(_DIRTY, None)
-    if not marked:
-        return
+    keeps it). Two reports on one business's deals queue on its row until the first commits: taken at the commit
+    (db/at_commit.py), it is held for the commit alone, not for the rest of the report that marked it."""
     now = utcnow()
-    session.execute(_MARK[session.get_bind().dialect.name], [{"business_id": b, "now": now} for b in sorted(marked)])
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_marks(session: Session, previous_transaction: Any) -> None:
-    if not session.in_transaction():  # the outermost transaction ended: its news never happened
-        session.info.pop(_DIRTY, None)
+    rows = [{"business_id": b, "now": now} for b in sorted(set(marked))]
+    session.execute(_MARK[session.get_bind().dialect.name], rows)
 
 
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:

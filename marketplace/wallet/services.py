@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, event, func, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
 
 from marketplace.clock import utcnow
+from marketplace.db.at_commit import at_commit, defer
 from marketplace.db.models import (
     Business,
     CommissionPlanVersion,
@@ -276,18 +277,13 @@ class _Unnumbered:
     public_base_url: str
 
 
-@event.listens_for(Session, "before_commit")
-def _number_invoices(session: Session) -> None:
+@at_commit(_UNNUMBERED)
+def _number_invoices(session: Session, pending: list[_Unnumbered]) -> None:
     """Invoices get their numbers as their transaction commits: one update of the sequence row for all of them,
     then the invoices and their messages are written by the commit's flush. Every charge across the marketplace
-    queues on that row until its transaction ends, so it is taken last: it is held for the commit alone, not for
-    the rest of the claim or status report that charged. Numbers follow the order of the commits and issued_at
-    is the moment of numbering, so a later number is never dated before an earlier one."""
-    if session.in_nested_transaction():
-        return  # a savepoint: the numbers wait for the transaction itself
-    pending: list[_Unnumbered] = session.info.pop(_UNNUMBERED, [])
-    if not pending:
-        return
+    queues on that row until its transaction ends: taken at the commit (db/at_commit.py), it is held for the commit
+    alone, not for the rest of the claim or status report that charged. Numbers follow the order of the commits and
+    issued_at is the moment of numbering, so a later number is never dated before an earlier one."""
     first = _take_invoice_numbers(session, len(pending))
     now = utcnow()
     for offset, item in enumerate(pending):
@@ -307,12 +303,6 @@ def _number_invoices(session: Session) -> None:
             link=f"{item.public_base_url}/v1/invoices/{invoice.id}",
             reference=invoice.id,
         )
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_unnumbered(session: Session, previous_transaction: Any) -> None:
-    if not session.in_transaction():  # the outermost transaction ended: what it issued was never written
-        session.info.pop(_UNNUMBERED, None)
 
 
 def _parties(settings: Settings, business: Business) -> tuple[Party, Party]:
@@ -365,7 +355,7 @@ def issue_invoice(
         corrects=corrects.document["number"] if corrects is not None else None,
     )
     item = _Unnumbered(invoice, document, business, description, settings.notifications.public_base_url)
-    session.info.setdefault(_UNNUMBERED, []).append(item)
+    defer(session, _UNNUMBERED, item)
     return invoice
 
 

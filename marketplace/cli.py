@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from marketplace.clock import utcnow
-from marketplace.settings import Settings, SettingsError, get_settings
+from marketplace.settings import Settings, SettingsError, get_settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,8 +141,9 @@ def _served_at(settings: Settings, args: argparse.Namespace) -> Settings:
     if _BASE_URL_ENV in os.environ or settings.notifications.public_base_url != _SHIPPED_BASE_URL:
         return settings
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address
     os.environ[_BASE_URL_ENV] = f"http://{host}:{args.port}"
-    return get_settings()
+    return load_settings()  # read again (get_settings keeps what it read first)
 
 
 async def _ranking(settings: Settings, args: argparse.Namespace) -> str:

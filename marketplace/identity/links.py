@@ -91,7 +91,9 @@ def sign_referral_code(secret: str, referrer: str) -> str:
 def read_referral_code(secret: str, code: str) -> str | None:
     """The referrer a code names, or None if the marketplace did not issue it."""
     referrer, _, mac = code.partition(".")
-    if not REFERRER.fullmatch(referrer) or not hmac.compare_digest(mac, _referral_mac(secret, referrer)):
+    expected = _referral_mac(secret, referrer).encode()
+    # Compared as bytes: compare_digest refuses str that is not ASCII (a code is anybody's input).
+    if not REFERRER.fullmatch(referrer) or not hmac.compare_digest(mac.encode(), expected):
         return None
     return referrer
 

@@ -30,7 +30,7 @@ class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
 
 class ReferralCodeIn(msgspec.Struct, forbid_unknown_fields=True):
     # The payable account of the referrer is named by it: lower-case letters, digits, '-' and '_'.
-    referrer: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+    referrer: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}\Z")]  # \Z: no trailing newline
 
 
 class ReferralCode(msgspec.Struct):

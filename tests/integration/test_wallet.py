@@ -231,7 +231,7 @@ async def test_a_referrer_earns_only_through_a_code_the_marketplace_issued(app, 
     assert issued.json()["referrer"] == "partner-7" and code.startswith("partner-7.")
     again = await client.post("/v1/referral-codes", headers=auth(operator), json={"referrer": "partner-7"})
     assert again.json()["code"] == code  # one code per referrer
-    for bad in ({"referrer": "Partner 7"}, {"referrer": ""}, {}, {"referrer": "x" * 41}):
+    for bad in ({"referrer": "Partner 7"}, {"referrer": ""}, {}, {"referrer": "x" * 41}, {"referrer": "abc\n"}):
         refused = await client.post("/v1/referral-codes", headers=auth(operator), json=bad)
         assert refused.status_code == 422, (bad, refused.text)
     dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
@@ -240,7 +240,8 @@ async def test_a_referrer_earns_only_through_a_code_the_marketplace_issued(app, 
     # A code the marketplace did not issue (made up, another referrer's name on this code's signature, cut short)
     # is refused, naming the field, and no lead is stored.
     leads_before = await db.count(Lead)
-    for forged in ("nope", "partner-8" + code.removeprefix("partner-7"), code[:-1], f"{code}x", "partner-7."):
+    forgeries = ("nope", "partner-8" + code.removeprefix("partner-7"), code[:-1], f"{code}x", "partner-7.", "abc.é")
+    for forged in forgeries:
         response = await client.post("/v1/leads", json=lead_body(category="legal", referral_code=forged))
         assert response.status_code == 422, (forged, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")

@@ -36,9 +36,9 @@ async def offer_open_leads(business_id: str) -> None:
     rt = await runtime.current()
     await rt.ranking_sync.settled()  # the business is in the core before a wave ranks it
     async with rt.uow() as uow:
-        waves = await offers.open_leads_for(uow.session, business_id)
-    for lead_id, wave in waves:
-        rt.jobs.enqueue("send_wave", lead_id, wave)
+        waves = await offers.open_leads_for(uow.session, rt.settings, business_id)
+    for lead_id, wave, due_in in waves:
+        rt.jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in)
 
 
 async def expire_lapsed() -> None:

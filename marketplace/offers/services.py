@@ -458,12 +458,15 @@ async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
     return offers, leads
 
 
-async def open_leads_for(session: AsyncSession, business_id: str, limit: int = 100) -> list[tuple[str, int]]:
+async def open_leads_for(
+    session: AsyncSession, settings: Settings, business_id: str, limit: int = 100
+) -> list[tuple[str, int, float]]:
     """Open leads with a place left that fit this business (category, region, currency, deal range; not its own,
     not offered to it, or offered and withdrawn). A business that just became a candidate (a sign-up, a wider
-    profile, back to active) may be the only one left for them, and their waves may have stopped for want of one:
-    returns each lead with its next wave, to send now (a wave is idempotent: one already scheduled for that number
-    merely goes out early, the later delivery changes nothing)."""
+    profile, back to active) may be the only one left for them, and their waves may have stopped for want of one.
+    Returns each lead with its next wave and when to send it: never sooner than the category's wave delay after its
+    last wave, so that nobody can hurry a lead past the businesses ranked first by signing up (a wave is
+    idempotent: one already scheduled for that number makes the other delivery change nothing)."""
     now = utcnow()
     business = await session.get(Business, business_id)
     if business is None or business.status != "active":
@@ -474,8 +477,9 @@ async def open_leads_for(session: AsyncSession, business_id: str, limit: int = 1
     fits_range = (_leads.budget_minor == 0) | _leads.budget_minor.between(
         business.min_deal_minor, business.max_deal_minor
     )
+    last_wave_at = select(func.max(_offers.created_at)).where(_offers.lead_id == _leads.id).scalar_subquery()
     rows = await session.execute(
-        select(_leads.id, _leads.waves_sent)
+        select(_leads.id, _leads.waves_sent, _leads.category, last_wave_at)
         .where(
             _leads.status == "open",
             _leads.expires_at > now,
@@ -492,7 +496,15 @@ async def open_leads_for(session: AsyncSession, business_id: str, limit: int = 1
         .order_by(_leads.created_at)
         .limit(limit)
     )
-    return [(lead_id, waves_sent + 1) for lead_id, waves_sent in rows]
+    waves = []
+    for lead_id, waves_sent, category, last_at in rows:
+        due = 0.0
+        if last_at is not None:
+            last = last_at if last_at.tzinfo is not None else last_at.replace(tzinfo=now.tzinfo)
+            waited = (now - last).total_seconds()
+            due = max(0.0, settings.categories[category].wave_delay_seconds - waited)
+        waves.append((lead_id, waves_sent + 1, due))
+    return waves
 
 
 async def leads_waiting_for_first_wave(session: AsyncSession, older_than: timedelta) -> list[str]:

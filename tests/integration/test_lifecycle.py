@@ -333,19 +333,26 @@ async def test_a_business_let_back_in_is_offered_again_the_leads_its_block_withd
     back = {"status": "active", "reason": "blocked by mistake"}
     assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)).status_code == 200
     await app.state.jobs.run_due()
+    assert await offers_of(client, token) == []  # not before the wave delay, as any next wave
+    clock.advance(timedelta(seconds=app.state.settings.categories["legal"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
     (again,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead_id]
     assert again["offer_id"] == first["offer_id"] and again["wave"] == 2  # the withdrawn offer, made again
     assert (await client.post(f"/v1/offers/{again['offer_id']}/claim", headers=auth(token))).status_code == 201
     assert await db.count(Offer, Offer.lead_id == lead_id) == 1
 
 
-async def test_a_newcomer_is_offered_a_lead_whose_first_offers_are_still_open(app, client, db):
+async def test_a_newcomer_is_offered_a_lead_whose_first_offers_are_still_open_after_the_wave_delay(app, client, db):
     _, first = await register(client, "lead_buyer", profile={"categories": ["legal"], "regions": ["haifa"]})
     await app.state.ranking_sync.settled()
     lead_id = await submit_lead(client, category="legal", region="haifa")
     await app.state.jobs.run_due()
     assert [o["lead_id"] for o in await offers_of(client, first)] == [lead_id]  # still open, unclaimed
     _, newcomer = await register(client, "lead_buyer", profile={"categories": ["legal"], "regions": ["haifa"]})
+    await app.state.jobs.run_due()
+    # A sign-up cannot hurry the lead past the business ranked first: its wave comes after the wave delay.
+    assert [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id] == []
+    clock.advance(timedelta(seconds=app.state.settings.categories["legal"].wave_delay_seconds + 1))
     await app.state.jobs.run_due()
     (offer,) = [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id]
     assert offer["wave"] == 2

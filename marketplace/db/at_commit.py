@@ -5,7 +5,8 @@ and a business's fraud mark (every report on its deals). A transaction that take
 whatever it does after taking it, every other transaction that needs the row waits for. Such writes are queued on
 the session instead (`defer`) and done by a writer registered for them (`at_commit`), as the outermost transaction
 commits: the row is held for the commit alone. Writers run in the order they were registered, so transactions
-take these rows in one order (no deadlock between them). A transaction that rolls back forgets what it queued.
+take these rows in one order (no deadlock between them). A transaction that rolls back forgets what it queued;
+a savepoint rolled back does not (nothing is queued inside one: queue after the savepoint has been released).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
 from marketplace.http.pagination import check_limit
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
+from marketplace.offers.matching import fits_business
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 
@@ -149,13 +150,7 @@ async def update_business(
         business.min_deal_minor, business.max_deal_minor = min_deal, max_deal
         business.daily_cap, business.monthly_cap = daily, monthly
         # Offers it holds for leads that no longer fit the profile are withdrawn, as new ones are not made.
-        unfit = select(Lead.id).where(
-            or_(
-                Lead.category.not_in(categories),
-                Lead.region.not_in(regions),
-                and_(Lead.budget_minor > 0, or_(Lead.budget_minor < min_deal, Lead.budget_minor > max_deal)),
-            )
-        )
+        unfit = select(Lead.id).where(~fits_business(business, categories, regions))
         await session.execute(
             update(Offer)
             .where(Offer.business_id == business.id, Offer.status == "open", Offer.lead_id.in_(unfit))

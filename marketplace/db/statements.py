@@ -1,17 +1,38 @@
-"""Running conditional writes (how many rows an UPDATE changed is how the database answers a race), and
-putting the rows a Core statement returned into the session as objects."""
+"""Running conditional writes (how many rows an UPDATE changed is how the database answers a race), putting the
+rows a Core statement returned into the session as objects, and statements that differ by database (upserts:
+INSERT ... ON CONFLICT is spelled by each dialect's own `insert`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Row, Table
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 M = TypeVar("M")
+S = TypeVar("S")
+_INSERTS: dict[str, Any] = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+
+
+def per_database(build: Callable[[Any], S]) -> dict[str, S]:
+    """A statement built once per database from that database's `insert` (for ON CONFLICT)."""
+    return {name: build(make) for name, make in _INSERTS.items()}
+
+
+def of_session(statements: dict[str, S], session: AsyncSession | Session) -> S:
+    """The one of `per_database`'s statements for the database this session talks to."""
+    return statements[session.get_bind().dialect.name]
+
+
+def insert_for(session: AsyncSession | Session) -> Any:
+    """This session's database's `insert` (for a statement built on the spot: ON CONFLICT differs by dialect)."""
+    return _INSERTS[session.get_bind().dialect.name]
 
 
 async def rows_changed(session: AsyncSession, statement: Any, params: dict[str, Any] | None = None) -> int:

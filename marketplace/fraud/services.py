@@ -17,8 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -42,7 +40,7 @@ from marketplace.db.models import (
     Survey,
     UsedLink,
 )
-from marketplace.db.statements import rows_changed
+from marketplace.db.statements import of_session, per_database, rows_changed
 from marketplace.errors import Conflict, FieldError, Gone, InvalidInput, NotFound
 from marketplace.exposures.queries import won_at_column
 from marketplace.fraud import model as risk_model
@@ -403,12 +401,11 @@ def mark_dirty(session: AsyncSession, *business_ids: str) -> None:
 
 
 # Built once per database (a statement built per report cost more than running it).
-_MARK = {
-    name: make(FraudDirty)
+_MARK = per_database(
+    lambda insert: insert(FraudDirty)
     .values(business_id=bindparam("business_id"), since=bindparam("now"))
     .on_conflict_do_update(index_elements=["business_id"], set_={"since": bindparam("now")})
-    for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
+)
 
 
 @at_commit(_DIRTY)
@@ -418,7 +415,7 @@ def _write_marks(session: Session, marked: list[str]) -> None:
     (db/at_commit.py), it is held for the commit alone, not for the rest of the report that marked it."""
     now = utcnow()
     rows = [{"business_id": b, "now": now} for b in sorted(set(marked))]
-    session.execute(_MARK[session.get_bind().dialect.name], rows)
+    session.execute(of_session(_MARK, session), rows)
 
 
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:

@@ -58,8 +58,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
             return  # the docs, and the Allow header Litestar answers OPTIONS with on every route
         raise Forbidden("this endpoint declares no access rule")
     if level == Access.PUBLIC:
-        _refuse_nul(connection)
-        _refuse_unknown_query(connection, handler)
+        _check_query(connection, handler)
         return
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -75,8 +74,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
             raise Unauthorized("unknown or revoked token")
         cache.put(token_hash, principal)
     _check(level, principal, str(connection.scope.get("method", "GET")))
-    _refuse_nul(connection)
-    _refuse_unknown_query(connection, handler)
+    _check_query(connection, handler)
     connection.state.principal = principal
 
 
@@ -126,7 +124,9 @@ def check_declared(app: Litestar) -> None:
         raise RuntimeError(f"routes without an access rule: {missing}")
 
 
-def _refuse_unknown_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+def _check_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Ids and query parameters without NUL characters; no query parameter the route does not take."""
+    _refuse_nul(connection)
     known: frozenset[str] = handler.opt.get(_QUERY, frozenset())
     for name in connection.query_params:
         if name not in known:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, Offer
 from marketplace.ranking.ports import Candidate, LeadView
 
 
@@ -17,6 +19,27 @@ def day_start(now: datetime) -> datetime:
 
 def month_start(now: datetime) -> datetime:
     return day_start(now).replace(day=1)
+
+
+def fits_business(
+    business: Business,
+    categories: Iterable[str] | Select[Any] | None = None,
+    regions: Iterable[str] | Select[Any] | None = None,
+) -> ColumnElement[bool]:
+    """A lead (Lead's columns) fits this business's profile: one of its categories and regions (its stored ones
+    unless others are given, as a profile change has them before they are written), its currency, its deal range
+    (a budget of 0 is "not stated" and fits every range), and not the lead it sold itself."""
+    if categories is None:
+        categories = select(BusinessCategory.category).where(BusinessCategory.business_id == business.id)
+    if regions is None:
+        regions = select(BusinessRegion.region).where(BusinessRegion.business_id == business.id)
+    return and_(
+        Lead.category.in_(categories),
+        Lead.region.in_(regions),
+        Lead.currency == business.currency,
+        (Lead.budget_minor == 0) | Lead.budget_minor.between(business.min_deal_minor, business.max_deal_minor),
+        (Lead.seller_business_id.is_(None)) | (Lead.seller_business_id != business.id),
+    )
 
 
 async def find_candidates(

@@ -11,14 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, case, exists, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, ExposureEvent, Lead, Offer
-from marketplace.db.statements import attach, rows_changed, table
+from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
+from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
@@ -26,12 +24,13 @@ from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
 from marketplace.offers import schemas
-from marketplace.offers.matching import day_start, find_candidates, month_start
+from marketplace.offers.matching import day_start, find_candidates, fits_business, month_start
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
+from marketplace.wallet.ledger import AccountKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +100,7 @@ def _offer_upsert(make: Any) -> Any:
     )
 
 
-_INSERT_OFFER = {"postgresql": _offer_upsert(pg_insert), "sqlite": _offer_upsert(sqlite_insert)}
+_INSERT_OFFER = per_database(_offer_upsert)
 
 
 async def _candidates_in_order(
@@ -151,7 +150,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     if chosen:
         expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
         await session.execute(
-            _INSERT_OFFER[session.get_bind().dialect.name],
+            of_session(_INSERT_OFFER, session),
             [
                 {
                     "id": new_id("off"),
@@ -281,35 +280,47 @@ _CLOSE_OPEN_OFFERS = (
 )
 
 
-# The business's caps, its row locked: its concurrent claims queue here, so two of them cannot both take the last
-# place under a cap. Its exposures are counted after the lock, in a statement of their own: on PostgreSQL a
-# statement that waited for a row lock still reads what it counts as of its start.
-_LOCK_CAPS = (
-    select(_businesses.daily_cap, _businesses.monthly_cap)
+# The claimer's caps and credit limit, its row locked: its concurrent claims queue here, so two of them cannot both
+# take the last place under a cap. What it has received and owes is read after the lock, in a statement of its own:
+# on PostgreSQL a statement that waited for a row lock still reads what it counts as of its start.
+_LOCK_CLAIMER = (
+    select(_businesses.daily_cap, _businesses.monthly_cap, _businesses.credit_limit_minor, _businesses.currency)
     .where(_businesses.id == bindparam("business_id"))
     # FOR NO KEY UPDATE: it does not wait for, nor hold up, the key-share locks that rows referring to the business
     # take (another business's claim writing its earnings), which FOR UPDATE would deadlock with.
     .with_for_update(key_share=True)
 )
-_RECEIVED = select(
+_ACCOUNTS = table(LedgerAccount).c
+_RECEIVED_AND_OWED = select(
     func.count().filter(_EXPOSURES.c.created_at >= bindparam("day")),
     func.count(),
+    select(_ACCOUNTS.balance_minor)
+    .where(
+        _ACCOUNTS.owner == "business",
+        _ACCOUNTS.owner_id == bindparam("business_id"),
+        _ACCOUNTS.kind == AccountKind.RECEIVABLE.value,
+        _ACCOUNTS.currency == bindparam("currency"),
+    )
+    .scalar_subquery(),
 ).where(_EXPOSURES.c.business_id == bindparam("business_id"), _EXPOSURES.c.created_at >= bindparam("month"))
 
 
-async def _check_caps(session: AsyncSession, business_id: str, now: datetime) -> None:
+async def _check_claimer(session: AsyncSession, settings: Settings, business: Principal, now: datetime) -> None:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
-    its daily or monthly cap of leads is refused (409), and the offer stays for nobody else to lose."""
-    caps = (await session.execute(_LOCK_CAPS, {"business_id": business_id})).one_or_none()
-    if caps is None:
+    its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
+    limit (wallet.refuse_new_leads_over_limit). The offer stays open."""
+    row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
+    if row is None:
         return
-    daily_cap, monthly_cap = caps
-    params = {"business_id": business_id, "day": day_start(now), "month": month_start(now)}
-    today, this_month = (await session.execute(_RECEIVED, params)).one()
+    daily_cap, monthly_cap, limit, currency = row
+    params = {"business_id": business.id, "day": day_start(now), "month": month_start(now), "currency": currency}
+    today, this_month, owed = (await session.execute(_RECEIVED_AND_OWED, params)).one()
     if today >= daily_cap:
         raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
     if this_month >= monthly_cap:
         raise Conflict(f"the business's monthly cap of {monthly_cap} leads is reached")
+    if business.mode == "deal_maker":
+        wallet.refuse_new_leads_over_limit(settings, int(owed or 0), limit, currency)
 
 
 async def claim_offer(
@@ -329,8 +340,6 @@ async def claim_offer(
         raise Conflict("this offer has already been claimed")
     if offer.status != "open" or offer.expires_at <= now:
         raise Conflict("this offer has expired or was withdrawn")
-    if business.mode == "deal_maker":
-        await wallet.check_may_be_assigned(session, settings, business.id)
 
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
@@ -343,7 +352,7 @@ async def claim_offer(
     if taken is None:
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
-    await _check_caps(session, business.id, now)  # after the lead row, in the order a wave takes them
+    await _check_claimer(session, settings, business, now)  # after the lead row, in the order a wave takes them
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
 
@@ -407,12 +416,8 @@ async def offer_replacement(
             Lead.status == "open",
             Lead.expires_at > now,
             Lead.id != returned.lead_id,
-            Lead.category.in_(select(BusinessCategory.category).where(BusinessCategory.business_id == business_id)),
-            Lead.region.in_(select(BusinessRegion.region).where(BusinessRegion.business_id == business_id)),
-            Lead.currency == business.currency,
+            fits_business(business),
             ~exists().where(Offer.lead_id == Lead.id, Offer.business_id == business_id),
-            (Lead.seller_business_id.is_(None)) | (Lead.seller_business_id != business_id),
-            (Lead.budget_minor == 0) | Lead.budget_minor.between(business.min_deal_minor, business.max_deal_minor),
         )
         # The returned lead's own category first, then the lead that has waited longest.
         .order_by((Lead.category != returned_category).asc(), Lead.created_at)
@@ -474,9 +479,6 @@ async def open_leads_for(
     offered_here = exists().where(
         _offers.lead_id == _leads.id, _offers.business_id == business_id, _offers.status != "closed"
     )
-    fits_range = (_leads.budget_minor == 0) | _leads.budget_minor.between(
-        business.min_deal_minor, business.max_deal_minor
-    )
     last_wave_at = select(func.max(_offers.created_at)).where(_offers.lead_id == _leads.id).scalar_subquery()
     rows = await session.execute(
         select(_leads.id, _leads.waves_sent, _leads.category, last_wave_at)
@@ -486,11 +488,7 @@ async def open_leads_for(
             _leads.is_exclusive.is_(False),
             _leads.exposure_count < _leads.max_exposures,
             _leads.waves_sent > 0,  # a first wave is the intake's (or the sweep's) to send
-            _leads.currency == business.currency,
-            _leads.category.in_(select(BusinessCategory.category).where(BusinessCategory.business_id == business_id)),
-            _leads.region.in_(select(BusinessRegion.region).where(BusinessRegion.business_id == business_id)),
-            (_leads.seller_business_id.is_(None)) | (_leads.seller_business_id != business_id),
-            fits_range,
+            fits_business(business),
             ~offered_here,
         )
         .order_by(_leads.created_at)

@@ -50,11 +50,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
             .order_by(Settlement.id.desc())
         )
     )
-    limit = (
-        business.credit_limit_minor
-        if business.credit_limit_minor is not None
-        else settings.wallet.default_credit_limit_minor
-    )
+    limit = credit_limit(settings, business.credit_limit_minor)
     available = balances.get(AccountKind.AVAILABLE, 0)
     owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
     withdrawable = business.mode == "lead_buyer"
@@ -77,6 +73,11 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
 # A seller earns from its sold lead's purchase (lead_earnings) and from the commission on the deal made of it (its
 # share of a deal_commission): each is held until what it was paid from is paid.
 _EARNING_KINDS = (TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION.value)
+
+
+def credit_limit(settings: Settings, business_limit_minor: int | None) -> int:
+    """How much a business may owe through the payment provider: its own limit, or the marketplace's default."""
+    return settings.wallet.default_credit_limit_minor if business_limit_minor is None else business_limit_minor
 
 
 async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> int:

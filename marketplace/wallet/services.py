@@ -22,8 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -42,7 +40,7 @@ from marketplace.db.models import (
     LedgerTransaction,
     Settlement,
 )
-from marketplace.db.statements import rows_changed, table
+from marketplace.db.statements import of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidInput, NotFound
 from marketplace.fraud.services import notify
 from marketplace.identity.links import referrer_of
@@ -83,7 +81,7 @@ from marketplace.wallet.plans import (
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
-from marketplace.wallet.queries import held_earnings
+from marketplace.wallet.queries import credit_limit, held_earnings
 from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ISSUER = "marketplace"
@@ -249,6 +247,9 @@ _TAKE_INVOICE_NUMBERS = (
     .values(next_number=_SEQUENCES.c.next_number + bindparam("count"))
     .returning(_SEQUENCES.c.next_number - bindparam("count"))
 )
+_CREATE_SEQUENCE = per_database(
+    lambda insert: insert(InvoiceSequence).values(issuer=ISSUER, next_number=1).on_conflict_do_nothing()
+)
 _UNNUMBERED = "wallet.unnumbered_invoices"
 _PROVISIONAL = "(numbered at commit)"
 
@@ -261,8 +262,7 @@ def _take_invoice_numbers(session: Session, count: int) -> int:
         first = session.execute(_TAKE_INVOICE_NUMBERS, {"count": count}).scalar()
         if first is not None:
             return int(first)
-        make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(make(InvoiceSequence).values(issuer=ISSUER, next_number=1).on_conflict_do_nothing())
+        session.execute(of_session(_CREATE_SEQUENCE, session))
     raise RuntimeError("invoice sequence could not be created")
 
 
@@ -388,11 +388,7 @@ async def _charge(
         Money(balances[AccountKind.CREDIT], amount.currency),
         Money(balances[AccountKind.AVAILABLE], amount.currency),
     )
-    limit = (
-        business.credit_limit_minor
-        if business.credit_limit_minor is not None
-        else settings.wallet.default_credit_limit_minor
-    )
+    limit = credit_limit(settings, business.credit_limit_minor)
     owed_after = balances[AccountKind.RECEIVABLE] + offset.to_charge.amount_minor
     # The limit guards purchases only: a commission on a paid deal is owed whatever the business already owes,
     # and refusing it would refuse the deal maker's status report (an incentive never to report `paid`).
@@ -483,36 +479,17 @@ async def charge_exposure(
     return charged
 
 
-_OWED_AND_LIMIT = (
-    select(LedgerAccount.balance_minor, Business.credit_limit_minor, Business.currency)
-    .select_from(Business)
-    .outerjoin(
-        LedgerAccount,
-        and_(
-            LedgerAccount.owner == "business",
-            LedgerAccount.owner_id == Business.id,
-            LedgerAccount.kind == AccountKind.RECEIVABLE.value,
-            LedgerAccount.currency == Business.currency,
-        ),
-    )
-    .where(Business.id == bindparam("business_id"))
-)
-
-
-async def check_may_be_assigned(session: AsyncSession, settings: Settings, business_id: str) -> None:
+def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor: int | None, currency: str) -> None:
     """A deal maker that owes more than its credit limit (commissions on deals it reported paid, not paid yet) is
     assigned no new lead until it pays: the limit never refuses the report of a paid deal (that would reward not
     reporting), so it guards the next lead instead. An operator can raise the limit."""
-    row = (await session.execute(_OWED_AND_LIMIT, {"business_id": business_id})).one_or_none()
-    if row is None:
-        return
-    owed, limit, currency = int(row[0] or 0), row[1], row[2]
-    limit = settings.wallet.default_credit_limit_minor if limit is None else limit
-    if owed > limit:
+    limit = credit_limit(settings, limit_minor)
+    if owed_minor > limit:
+        owed, allowed = Money(owed_minor, currency), Money(limit, currency)
         raise InsufficientFunds(
-            f"this business owes {Money(owed, currency)}, above its credit limit of {Money(limit, currency)}: it is "
-            "assigned new leads again once it has paid what it owes",
-            extra={"owed": Money(owed, currency).to_json(), "credit_limit": Money(limit, currency).to_json()},
+            f"this business owes {owed}, above its credit limit of {allowed}: it is assigned new leads again once it "
+            "has paid what it owes",
+            extra={"owed": owed.to_json(), "credit_limit": allowed.to_json()},
         )
 
 

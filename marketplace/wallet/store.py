@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, event, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from marketplace.clock import utcnow
 from marketplace.db.models import LedgerAccount, LedgerPosting, LedgerTransaction
-from marketplace.db.statements import table
+from marketplace.db.statements import insert_for, table
 from marketplace.errors import InsufficientFunds
 from marketplace.ids import new_id
 from marketplace.money import Money
@@ -103,8 +101,7 @@ def _drop_seen_ids(session: Session, _transaction: Any) -> None:
 
 async def insert_ignore(session: AsyncSession, model: Any, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on either database (rows another transaction may create too)."""
-    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    await session.execute(make(model).values(rows).on_conflict_do_nothing())
+    await session.execute(insert_for(session)(model).values(rows).on_conflict_do_nothing())
 
 
 async def _load_ids(session: AsyncSession, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:

@@ -187,7 +187,7 @@ async def run_market(
     scenario: Scenario, out: Path, threshold_bp: int, model_blob: tuple[bytes, str, str] | None, progress: bool
 ) -> tuple[Result, FraudSimulation, Settings, str]:
     url = fresh_database(out)
-    settings = simulation_settings(url)
+    settings = simulation_settings(url, scenario)
     settings = dataclasses.replace(settings, fraud=dataclasses.replace(settings.fraud, alert_threshold_bp=threshold_bp))
     engine = create_engine(url)
     await migrate.upgrade(engine)
@@ -359,7 +359,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if args.train_db:
         # A training market run before (its operator's decisions are in its database): train on it again.
         url = f"sqlite+aiosqlite:///{args.train_db}"
-        settings = simulation_settings(url)
+        settings = simulation_settings(url, scenario_for(args.train_seed, args))
         summary = f"training market from {args.train_db}"
     else:
         train_scenario = scenario_for(args.train_seed, args)
@@ -378,7 +378,7 @@ async def main_async(args: argparse.Namespace) -> int:
     model = (row.blob, row.signature, settings.service.secret_key)
     eval_scenario = scenario_for(args.eval_seed, args, args.eval_set)
     # The service's own threshold (the training market's settings carry the lower training threshold).
-    service_threshold = simulation_settings(url).fraud.alert_threshold_bp
+    service_threshold = simulation_settings(url, eval_scenario).fraud.alert_threshold_bp
     threshold = service_threshold if args.eval_threshold is None else args.eval_threshold
     result, simulation, settings, url = await run_market(eval_scenario, out / "eval", threshold, model, progress)
     alerted = await first_alerts(url)

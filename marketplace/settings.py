@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from marketplace.off_hours import NO_OFF_HOURS, OffHours, OffHoursError
+
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./marketplace.db"
 
@@ -47,6 +49,9 @@ class Windows:
     stale_days: int
     offer_ttl_minutes: int
     lead_ttl_hours: int
+    # The nightly stretch in which later waves wait and offers' lifetimes stand still (marketplace/off_hours.py);
+    # set once the jurisdiction is known (its time zone, unless windows.off_hours_time_zone names another).
+    off_hours: OffHours = NO_OFF_HOURS
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ class Jurisdiction:
     currency: str
     vat_rate_bp: int
     prices_include_vat: bool
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,9 +311,17 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
             currency=currency,
             vat_rate_bp=_int(raw, where, "vat_rate_bp", maximum=10000),
             prices_include_vat=_bool(raw, where, "prices_include_vat"),
+            time_zone=_str(raw, where, "time_zone") if "time_zone" in raw else "UTC",
         )
     if service.jurisdiction not in jurisdictions:
         raise SettingsError(f"MARKETPLACE_JURISDICTION: {service.jurisdiction!r} is not one of {sorted(jurisdictions)}")
+    zone = _str(win, "windows", "off_hours_time_zone", allow_empty=True) if "off_hours_time_zone" in win else ""
+    spec = _str(win, "windows", "off_hours", allow_empty=True) if "off_hours" in win else ""
+    try:
+        off_hours = OffHours.parse(spec, zone or jurisdictions[service.jurisdiction].time_zone)
+    except OffHoursError as exc:
+        raise SettingsError(f"windows.off_hours: {exc}") from None
+    windows = replace(windows, off_hours=off_hours)
     categories: dict[str, Category] = {}
     raw_categories = data.get("categories")
     if not isinstance(raw_categories, list) or not raw_categories:

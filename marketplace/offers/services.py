@@ -127,6 +127,13 @@ async def _candidates_in_order(
     return picks, more
 
 
+def offer_expiry(settings: Settings, now: datetime, lead_expires_at: datetime) -> datetime:
+    """An offer made now may be claimed for `offer_ttl_minutes` of open time (off hours do not count), and never
+    after its lead expires."""
+    lifetime = timedelta(minutes=settings.windows.offer_ttl_minutes)
+    return min(settings.windows.off_hours.add(now, lifetime), lead_expires_at)
+
+
 async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int) -> int:
     """Offer the lead to the next `wave_size` candidates. Returns how many offers were made.
 
@@ -134,6 +141,11 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     delivered twice, or a wave whose lead is already full or expired, changes nothing.
     """
     session, now = uow.session, utcnow()
+    off_hours = settings.windows.off_hours
+    if wave > 1 and off_hours.is_off(now):  # no escalation at night: the wave goes out when the off hours end
+        due_in = (off_hours.open_at(now) - now).total_seconds()
+        uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in))
+        return 0
     row = (
         await session.execute(_TAKE_WAVE, {"lead_id": lead_id, "previous": wave - 1, "now": now, "wave": wave})
     ).one_or_none()
@@ -148,7 +160,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now})).scalars())
         chosen = [p for p in picks if p.business_id in active]
     if chosen:
-        expires_at = min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at)
+        expires_at = offer_expiry(settings, now, lead.expires_at)
         await session.execute(
             of_session(_INSERT_OFFER, session),
             [
@@ -169,10 +181,9 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
                 for rank, pick in enumerate(chosen, start=1)
             ],
         )
-    if more:  # candidates are left for a next wave, if the lead is not taken by then
-        uow.after_commit(
-            lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=category.wave_delay_seconds)
-        )
+    if more:  # candidates are left for a next wave, if the lead is not taken by then (the delay counts open time)
+        due_in = (off_hours.add(now, timedelta(seconds=category.wave_delay_seconds)) - now).total_seconds()
+        uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=due_in))
     return len(chosen)
 
 
@@ -437,7 +448,7 @@ async def offer_replacement(
         replaces_exposure_id=returned.id,
         status="open",
         created_at=now,
-        expires_at=min(now + timedelta(minutes=settings.windows.offer_ttl_minutes), lead.expires_at),
+        expires_at=offer_expiry(settings, now, lead.expires_at),
     )
     session.add(offer)
     await session.flush()
@@ -499,8 +510,8 @@ async def open_leads_for(
         due = 0.0
         if last_at is not None:
             last = last_at if last_at.tzinfo is not None else last_at.replace(tzinfo=now.tzinfo)
-            waited = (now - last).total_seconds()
-            due = max(0.0, settings.categories[category].wave_delay_seconds - waited)
+            delay = timedelta(seconds=settings.categories[category].wave_delay_seconds)
+            due = max(0.0, (settings.windows.off_hours.add(last, delay) - now).total_seconds())
         waves.append((lead_id, waves_sent + 1, due))
     return waves
 

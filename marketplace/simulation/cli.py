@@ -119,11 +119,11 @@ async def _compare(scenario: Scenario, rankers: list[str], out: Path, args: argp
     return 0
 
 
-def simulation_settings(database_url: str) -> Settings:
+def simulation_settings(database_url: str, scenario: Scenario) -> Settings:
     env = dict(os.environ)
-    from marketplace.simulation.market import SIMULATION_ENV
+    from marketplace.simulation.market import simulation_env
 
-    env.update(SIMULATION_ENV)
+    env.update(simulation_env(scenario))
     env["DATABASE_URL"] = database_url
     env.setdefault("SECRET_KEY", SIMULATION_SECRET)
     if not env["SECRET_KEY"]:
@@ -147,7 +147,7 @@ async def _simulate(
         url = _database_url(args, out)
         if url.startswith("postgresql"):
             await prepare_postgres(url, reset=args.reset_database if reset is None else reset)
-        settings = simulation_settings(url)
+        settings = simulation_settings(url, scenario)
         app = in_process_app(settings, ranker, scenario.seed)
         simulation = Simulation(scenario, InProcessService(app), ranker=app.state.ranker.name, progress=progress)
     result = await simulation.run()

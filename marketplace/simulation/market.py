@@ -50,13 +50,23 @@ from marketplace.simulation.scenario import Scenario
 
 log = logging.getLogger("marketplace.simulation")
 
-# Service settings a simulated market needs. Its customers all come from one address, so the intake rate
-# limit is lifted; its businesses would pay their bank transfers to an operator who confirms each by hand,
-# which nobody does here, so the credit limit is lifted too (what they owe stays visible in the ledger).
-SIMULATION_ENV = {
-    "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000000",
-    "MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR": str(10**14),
-}
+
+def simulation_env(scenario: Scenario) -> dict[str, str]:
+    """Service settings a simulated market needs (in process). Its customers all come from one address, so the
+    intake rate limit is lifted; its businesses would pay their bank transfers to an operator who confirms each
+    by hand, which nobody does here, so the credit limit is lifted too (what they owe stays visible in the
+    ledger). And the marketplace's off hours are its businesses' own: the hours outside their working hours, on
+    the service clock (UTC), as an operator would set them for the market it serves."""
+    start, end = scenario.business.work_hours
+    off_hours = "" if (start, end) == (0, 24) else f"{end % 24:02d}:00-{start:02d}:00"
+    return {
+        "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000000",
+        "MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR": str(10**14),
+        "MARKETPLACE__WINDOWS__OFF_HOURS": off_hours,
+        "MARKETPLACE__WINDOWS__OFF_HOURS_TIME_ZONE": "UTC",
+    }
+
+
 RETURN_DAYS_WITHOUT_SETTINGS = 7
 
 

@@ -17,7 +17,7 @@ from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.db.models import Business, Exposure, ExposureEvent, Lead
 from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
 from marketplace.simulation.cli import in_process_app
-from marketplace.simulation.market import SIMULATION_ENV, InProcessService, Result, Simulation
+from marketplace.simulation.market import InProcessService, Result, Simulation, simulation_env
 from marketplace.simulation.report import figures, gini, ground_truth
 from marketplace.simulation.scenario import ScenarioError, build, load_scenario
 from tests.conftest import _truncate, make_settings
@@ -39,7 +39,7 @@ class Run:
 async def small_market(database_url: str) -> AsyncIterator[Run]:
     """One run of the small scenario per database, shared by the assertions below."""
     await _truncate(database_url)
-    settings = make_settings(database_url, **SIMULATION_ENV)
+    settings = make_settings(database_url, **simulation_env(SMALL))
     app = in_process_app(settings, "rotation", SMALL.seed, migrate=False)
     result = await Simulation(SMALL, InProcessService(app), ranker="rotation", progress=False).run()
     # The app's engine is gone with its shutdown: read what the database holds through a fresh one.

@@ -50,6 +50,7 @@ async def app_with_a_worker(database_url: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("REDIS_URL", REDIS_URL)
     monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789abcdef")
+    monkeypatch.setenv("MARKETPLACE__WINDOWS__OFF_HOURS", "")  # as make_settings: waves whatever the hour
     get_settings.cache_clear()
     runtime.bind(None)
     worker = Worker(broker, worker_threads=2, worker_timeout=100)

@@ -292,7 +292,11 @@ class WalletController(Controller):
         """A new plan version, in force for exposures from now on; every field is checked, errors name it."""
         async with state.uow() as uow:
             row = await services.save_plan(
-                uow.session, data.definition, current_principal(request).actor, categories=state.settings.categories
+                uow.session,
+                data.definition,
+                current_principal(request).actor,
+                currency=state.settings.currency,
+                categories=state.settings.categories,
             )
             out = schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
         state.ranking_sync.changed(ALL)  # deal makers' scores follow the plan's rates at once, in every process

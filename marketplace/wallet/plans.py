@@ -268,9 +268,10 @@ DEFAULT_PLAN: dict[str, Any] = default_plan("ILS")
 class _Reader:
     """Collects every error of a plan, each named by its path, so an operator fixes them in one go."""
 
-    def __init__(self) -> None:
+    def __init__(self, currency: str | None = None) -> None:
         self.errors: list[FieldError] = []
         self.currencies: dict[str, str] = {}
+        self.currency = currency
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append(FieldError(path, message))
@@ -323,7 +324,11 @@ class _Reader:
         if positive and not money.is_positive:
             self.fail(path, f"must be positive, got {money}")
             return None
-        # One plan, one currency: a fixed amount in another currency could never apply to its events.
+        # The marketplace's currency, and one currency per plan: a fixed amount in another could never apply to
+        # its events (every deal settled under the plan would fail).
+        if self.currency is not None and money.currency != self.currency:
+            self.fail(path, f"is in {money.currency}; this marketplace's amounts are in {self.currency}")
+            return None
         if self.currencies and money.currency not in self.currencies.values():
             first_path, first = next(iter(self.currencies.items()))
             self.fail(path, f"is in {money.currency} but {first_path} is in {first}; one currency per plan")
@@ -370,9 +375,10 @@ def _listed(reader: _Reader, value: Any, path: str) -> list[Any]:
     return value
 
 
-def parse_plan(data: Mapping[str, Any]) -> CommissionPlan:
-    """A validated CommissionPlan, or PlanError listing every wrong field by its path."""
-    r = _Reader()
+def parse_plan(data: Mapping[str, Any], currency: str | None = None) -> CommissionPlan:
+    """A validated CommissionPlan, or PlanError listing every wrong field by its path; with `currency`, every fixed
+    amount must be in it (the marketplace's)."""
+    r = _Reader(currency)
     top = r.mapping(
         data,
         "",

@@ -190,10 +190,11 @@ async def save_plan(
     definition: dict[str, Any],
     created_by: str,
     *,
+    currency: str | None = None,
     categories: Mapping[str, object] | None = None,
 ) -> CommissionPlanVersion:
     """A new version of the plan (never an edit of an old one, which settled deals still point at)."""
-    plan = parse_plan(definition)  # refuses an invalid plan with every bad field named
+    plan = parse_plan(definition, currency)  # refuses an invalid plan with every bad field named
     unknown = sorted(set(plan.commission_rates_bp) - set(categories)) if categories is not None else []
     if unknown:  # a misspelt code would silently set nobody's rate
         raise InvalidInput(
@@ -493,16 +494,19 @@ def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor
         )
 
 
-async def settle_commission(session: AsyncSession, settings: Settings, exposure: Exposure, lead: Lead) -> Charged:
-    """A deal maker's deal reached paid: rate times turnover is due, split by the plan in force at exposure."""
+async def settle_commission(
+    session: AsyncSession, settings: Settings, exposure: Exposure, lead: Lead
+) -> Charged | None:
+    """A deal maker's deal reached paid: rate times turnover is due, split by the plan in force at exposure.
+    A commission of nothing (a plan's rate of 0 %, a turnover of a few agorot) closes the deal with no charge."""
     assert exposure.turnover_minor is not None
-    business = await _business(session, exposure.business_id)
-    plan = await plan_of(session, settings, exposure.plan_version_id)
     rate = exposure.commission_rate_bp  # the plan's rate when it was claimed, as the deal maker was shown it
     gross = Money(exposure.turnover_minor, exposure.currency).percent_bp(rate)
+    if not gross.is_positive:
+        return None
+    business = await _business(session, exposure.business_id)
+    plan = await plan_of(session, settings, exposure.plan_version_id)
     amount = breakdown(settings, gross)
-    if not amount.gross.is_positive:
-        raise InvalidInput.field("turnover", "a paid deal needs a turnover above zero")
     result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
     shares: list[Allocation] = []
     seller = await _seller(session, lead)
@@ -561,14 +565,16 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
         )
     )
     amount = breakdown(settings, Money(exposure.price_minor, exposure.currency))
-    invoiced_exactly = bool(charged) and sum(i.gross_minor for i in charged) == exposure.price_minor
+    # The price is the invoices' gross where prices include VAT (Israel), their net where they do not (Germany).
+    priced = (lambda i: i.gross_minor) if settings.jurisdiction.prices_include_vat else (lambda i: i.net_minor)
+    invoiced_exactly = bool(charged) and sum(priced(i) for i in charged) == exposure.price_minor
     if invoiced_exactly:
         # Reverse exactly what was invoiced: a purchase and its upgrade to exclusive each rounded their own VAT,
         # which can differ by an agora from the VAT of the whole price at once.
         amount = VatBreakdown(
             Money(sum(i.net_minor for i in charged), exposure.currency),
             Money(sum(i.vat_minor for i in charged), exposure.currency),
-            Money(exposure.price_minor, exposure.currency),
+            Money(sum(i.gross_minor for i in charged), exposure.currency),
         )
     # A failed charge is as unpaid as a pending one (its debt stays open): both are cancelled, never credited.
     pending = list(

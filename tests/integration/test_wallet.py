@@ -17,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
+from marketplace.app import create_app, shutdown, startup
 from marketplace.clock import clock, utcnow
 from marketplace.db.models import (
     Business,
@@ -36,6 +37,7 @@ from marketplace.wallet import services, store
 from marketplace.wallet.ledger import build_lead_earnings
 from marketplace.wallet.plans import default_plan
 from marketplace.wallet.services import collect_open_debts
+from tests.conftest import _truncate, make_settings
 from tests.factories import auth, lead_body, offer_lead_to, operator_token, register, submit_lead
 
 ILS = "ILS"
@@ -450,6 +452,38 @@ async def test_returning_an_upgraded_lead_reverses_exactly_what_was_invoiced(app
     assert accounts_of(tb)["marketplace::revenue"] == 0 and accounts_of(tb)["marketplace::vat_payable"] == 0
 
 
+async def test_in_germany_returning_an_upgraded_lead_credits_each_invoice_at_its_net_price(database_url):
+    """Where prices exclude VAT the price is the invoices' net: legal 250.00 + 47.50 VAT, then the upgrade's 450.00 +
+    85.50; the return gives back 833.00 with one credit note for each invoice."""
+    await _truncate(database_url)
+    de = make_settings(database_url, MARKETPLACE_JURISDICTION="DE")
+    app = create_app(de, migrate_on_start=False, run_jobs_in_background=False)
+    await startup(app.state)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50002))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            eur = {"currency": "EUR"}
+            lb_id, lb = await register(client, "lead_buyer", **eur, profile={"categories": ["legal"]})
+            lead_id = await submit_lead(client, category="legal", budget={"amount_minor": 500_000, **eur})
+            (offer_id,) = await offer_lead_to(app, lead_id, [lb_id])
+            exposure = (await claim(client, lb, offer_id)).json()
+            assert (await client.post(f"/v1/exposures/{exposure['id']}/exclusive", headers=auth(lb))).is_success
+            charged = await invoices(client, lb)
+            assert [(i["net"]["amount_minor"], i["gross"]["amount_minor"]) for i in charged] == [
+                (25_000, 29_750),
+                (45_000, 53_550),
+            ]
+            url = f"/v1/exposures/{exposure['id']}/return"
+            returned = await client.post(url, headers=auth(lb), json={"reason": "x"})
+            assert returned.status_code == 200 and returned.json()["refund"]["amount_minor"] == 83_300, returned.text
+            notes = [i for i in await invoices(client, lb) if i["kind"] == "credit_note"]
+            assert [n["corrects_invoice_id"] for n in notes] == [i["id"] for i in charged]
+            assert [(n["net"], n["vat"]) for n in notes] == [(i["net"], i["vat"]) for i in charged]
+            assert [n["gross"] for n in notes] == [i["gross"] for i in charged]
+    finally:
+        await shutdown(app.state)
+
+
 # --- sold leads ---------------------------------------------------------------------------------------
 
 
@@ -679,6 +713,27 @@ async def test_entries_are_own_filtered_paged_and_exported_as_csv(app, client, d
 # --- commission plans ---------------------------------------------------------------------------------
 
 
+async def test_a_deal_whose_commission_is_nothing_is_paid_without_a_charge(app, client, db):
+    operator = await operator_token(app)
+    free = default_plan(ILS)
+    free["commission_rates_bp"] = {"legal": 0}  # a promotion: no commission on legal deals
+    assert (await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": free})).is_success
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    _, offer_id = await offered_lead(app, client, dm_id, category="legal")
+    exposure = await claim(client, dm, offer_id)
+    assert exposure.status_code == 201 and exposure.json()["commission_rate_bp"] == 0
+    paid = await close_deal(client, dm, exposure.json()["id"], 1_000_000)
+    assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+    assert await invoices(client, dm) == [] and (await wallet(client, dm))["owed"] == money(0)
+
+    # So does a turnover too small to earn an agora at the usual rate.
+    _, offer_id = await offered_lead(app, client, dm_id, category="plumbing")
+    exposure = await claim(client, dm, offer_id)
+    paid = await close_deal(client, dm, exposure.json()["id"], 1)
+    assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+    assert await invoices(client, dm) == []
+
+
 async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_exposure(app, client, db):
     operator = await operator_token(app)
     listed = await client.get("/v1/commission-plans", headers=auth(operator))
@@ -715,6 +770,12 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": invalid})
     assert refused.status_code == 422, refused.text
     assert "commission_split.recipients[0].share_bp" in {e["field"] for e in refused.json()["errors"]}
+    # A fixed amount in another currency than the marketplace's could never apply: every deal under it would fail.
+    foreign = default_plan("EUR")
+    refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": foreign})
+    assert refused.status_code == 422, refused.text
+    assert {e["field"] for e in refused.json()["errors"]} >= {"tiers.qualified_lead.fixed"}
+    assert "ILS" in refused.json()["errors"][0]["message"]
     assert (
         await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})
     ).status_code == 403

@@ -12,6 +12,7 @@ from marketplace.http.access import Access, access, current_principal
 from marketplace.http.problems import documented
 from marketplace.identity.links import sign_referral_code
 from marketplace.leads import schemas, services
+from marketplace.wallet.referrals import register_referrer
 
 # A new lead is a 201; the same customer's same need within the dedup window is a 200 naming the lead it is.
 INTAKE_RESPONSES = {
@@ -54,12 +55,21 @@ class LeadController(Controller):
         )
 
     @post("/referral-codes", opt=access(Access.OPERATOR), status_code=201)
-    async def referral_code(self, state: State, data: JSONBody[schemas.ReferralCodeIn]) -> schemas.ReferralCode:
-        """The referral code of a referrer (a customer or partner with a referral link), for `referral_code` at
-        intake: the referrer earns its share of the commissions on the deals of the leads it brought. Codes are
-        signed, so a lead can name only a referrer the marketplace issued a code to; the same referrer always gets
-        the same code."""
-        return schemas.ReferralCode(data.referrer, sign_referral_code(state.settings.service.secret_key, data.referrer))
+    async def referral_code(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.ReferralCodeIn]
+    ) -> schemas.ReferralCode:
+        """Register a referrer (a partner, or a customer who refers others, with its sponsor) and give its referral
+        code, for `referral_code` at intake: the referrer, and its sponsors, earn what the commission plan grants
+        on the leads the code brings (wallet/referrals.py). Codes are signed, so a lead can name only a referrer the
+        marketplace issued a code to; the same referrer always gets the same code. A known referrer asked for again
+        gets its code; with another kind or sponsor, a 409 (they do not change)."""
+        async with state.uow() as uow:
+            row = await register_referrer(
+                uow.session, data.referrer, data.kind, data.sponsor, current_principal(request).actor
+            )
+            kind, sponsor = row.kind, row.sponsor_id
+        code = sign_referral_code(state.settings.service.secret_key, data.referrer)
+        return schemas.ReferralCode(data.referrer, code, kind, sponsor)
 
     @get("/leads/{lead_id:str}", opt=access(Access.OPERATOR))
     async def get_one(self, state: State, lead_id: FromPath[str]) -> schemas.LeadDetail:

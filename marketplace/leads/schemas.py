@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -28,14 +28,24 @@ class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
     referral_code: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
 
 
+# The payable account of a referrer is named by it: lower-case letters, digits, '-' and '_' (\Z: no trailing newline).
+ReferrerName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}\Z")]
+
+
 class ReferralCodeIn(msgspec.Struct, forbid_unknown_fields=True):
-    # The payable account of the referrer is named by it: lower-case letters, digits, '-' and '_'.
-    referrer: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}\Z")]  # \Z: no trailing newline
+    referrer: ReferrerName
+    # partner: the plan's tiers (qualified-lead fee, closed-sale share, lifetime and retention bonuses);
+    # customer: the plan's customer-referrer rate of what its referred customers bring, and its sponsors theirs.
+    kind: Literal["partner", "customer"] = "partner"
+    # The referrer who brought this one in (registered before it): the first link of its sponsor chain.
+    sponsor: ReferrerName | None = None
 
 
 class ReferralCode(msgspec.Struct):
     referrer: str
     code: str
+    kind: str
+    sponsor: str | None
 
 
 class LeadAccepted(msgspec.Struct):

@@ -404,6 +404,7 @@ async def claim_offer(
     if price:
         # In the same transaction as the claim: no contact without the charge, no charge without the contact.
         await wallet.charge_exposure(session, settings, exposure, lead, price_minor=price, step="purchase")
+    await wallet.lead_taken(session, settings, plan, exposure, lead)
     return exposure
 
 

@@ -73,6 +73,7 @@ __all__ = [
     "build_lead_earnings",
     "build_lead_refund",
     "build_partner_bonus",
+    "build_partner_bonuses",
     "build_payable_payout",
     "build_provider_settlement",
     "build_reversal",
@@ -470,12 +471,30 @@ def build_partner_bonus(
     idempotency_key: str, recipient: AccountKey, amount: Money, *, memo: str = ""
 ) -> Transfer:
     """A plan's fee or bonus (referrer, sponsor, tier) the marketplace pays on top of a commission."""
-    _positive(amount, "amount")
-    _recipient(recipient, "recipient")
+    return build_partner_bonuses(idempotency_key, [(recipient, amount)], memo=memo)
+
+
+def build_partner_bonuses(
+    idempotency_key: str, payouts: Sequence[tuple[AccountKey, Money]], *, memo: str = ""
+) -> Transfer:
+    """A plan's fees and bonuses for one event (a referrer's and its sponsors'), in one transfer: acquisition costs
+    the marketplace bears, owed to each recipient."""
+    if not payouts:
+        raise ValueError("a bonus transfer needs at least one payout")
+    for recipient, amount in payouts:
+        _positive(amount, "amount")
+        _recipient(recipient, "recipient")
+    owed: dict[AccountKey, Money] = {}  # one posting per recipient (a referrer's fee and bonus of one event)
+    for recipient, amount in payouts:
+        owed[recipient] = owed[recipient] + amount if recipient in owed else amount
+    total = Money.sum(owed.values(), payouts[0][1].currency)
     return _transfer(
         idempotency_key,
         TransferKind.PARTNER_BONUS,
-        [Posting(marketplace_account(AccountKind.ACQUISITION_COSTS), amount), Posting(recipient, -amount)],
+        [
+            Posting(marketplace_account(AccountKind.ACQUISITION_COSTS), total),
+            *(Posting(recipient, -amount) for recipient, amount in owed.items()),
+        ],
         memo,
     )
 

@@ -43,12 +43,11 @@ from marketplace.db.models import (
 from marketplace.db.statements import of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidInput, NotFound
 from marketplace.fraud.services import notify
-from marketplace.identity.links import referrer_of
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
-from marketplace.wallet import store
+from marketplace.wallet import referrals, store
 from marketplace.wallet.invoice_pdf import InvoiceDocument, InvoiceKind, InvoiceLine, Party, steps_from_offset
 from marketplace.wallet.ledger import (
     AccountKind,
@@ -66,13 +65,11 @@ from marketplace.wallet.ledger import (
     build_withdrawal,
     business_account,
     earnings_account_kind,
-    marketplace_account,
 )
 from marketplace.wallet.offset import OffsetPlan, plan_offset
 from marketplace.wallet.plans import (
     ROLE_PLATFORM,
     ROLE_RECOMMENDER,
-    ROLE_REFERRER,
     CommissionPlan,
     EventKind,
     PlanEvent,
@@ -428,12 +425,9 @@ async def _charge(
 
 
 def _present_roles(lead: Lead) -> frozenset[str]:
-    roles = {ROLE_PLATFORM}
-    if lead.seller_business_id:
-        roles.add(ROLE_RECOMMENDER)
-    if lead.referral_code:
-        roles.add(ROLE_REFERRER)
-    return frozenset(roles)
+    """Who shares a commission: the platform, and the business that sold the lead (its recommender). A referrer's
+    rewards are not a share of it but acquisition costs on top (wallet/referrals.py)."""
+    return frozenset({ROLE_PLATFORM, ROLE_RECOMMENDER} if lead.seller_business_id else {ROLE_PLATFORM})
 
 
 async def _seller(session: AsyncSession, lead: Lead) -> Business | None:
@@ -458,8 +452,12 @@ async def charge_exposure(
     charged = await _charge(
         session, settings, business, amount, f"{step}:{exposure.id}", description, reference=exposure.id
     )
+    if lead.referral_code is None and seller is None:
+        return charged
+    plan = await plan_of(session, settings, exposure.plan_version_id)
+    if lead.referral_code:
+        await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step=step)
     if seller is not None:
-        plan = await plan_of(session, settings, exposure.plan_version_id)
         result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
         earned = result.by_role().get(ROLE_RECOMMENDER)
         if earned is not None and earned.is_positive:
@@ -478,6 +476,15 @@ async def charge_exposure(
             if seller_owed > 0:  # the seller's earnings pay what it owes first
                 await collect_debts(session, seller.id, exposure.currency)
     return charged
+
+
+async def lead_taken(
+    session: AsyncSession, settings: Settings, plan: CommissionPlan, exposure: Exposure, lead: Lead
+) -> None:
+    """A business claimed the lead: the first claim of a referred lead earns its partner the qualified-lead fee."""
+    if lead.referral_code and lead.exposure_count == 1:
+        price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
+        await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 
 
 def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor: int | None, currency: str) -> None:
@@ -518,10 +525,6 @@ async def settle_commission(
         if payout.recipient_role == ROLE_RECOMMENDER and seller is not None:
             account = business_account(seller.id, earnings_account_kind(seller.mode))
             shares.append(Allocation(account, payout.amount))
-    for payout in result.bonuses:
-        if payout.recipient_role == ROLE_REFERRER and lead.referral_code:
-            account = marketplace_account(AccountKind.REFERRER_PAYABLE, referrer_of(lead.referral_code))
-            shares.append(Allocation(account, payout.amount))
     description = f"Commission {rate / 100:g} % on deal for lead {lead.id} (plan v{result.plan_version})"
     charged = await _charge(
         session,
@@ -536,6 +539,8 @@ async def settle_commission(
     )
     if seller is not None and seller_owed > 0 and seller.id != business.id:
         await collect_debts(session, seller.id, exposure.currency)
+    if lead.referral_code:
+        await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step="commission")
     return charged
 
 
@@ -636,6 +641,8 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
             )
     if seller_id is not None and seller_id != business.id:
         await reverse_earnings(session, exposure, seller_id)
+    if lead is not None and lead.referral_code:
+        await referrals.take_back_rewards(session, lead, exposure, amount.net)
     # Credit given back pays the buyer's other open debts first.
     if locked[business.id].get(AccountKind.RECEIVABLE, 0) > cancel.amount_minor and amount.gross > cancel:
         await collect_debts(session, business.id, exposure.currency)

@@ -250,14 +250,18 @@ async def test_a_referrer_earns_only_through_a_code_the_marketplace_issued(app, 
         assert [e["field"] for e in response.json()["errors"]] == ["referral_code"]
     assert await db.count(Lead) == leads_before
 
-    # The issued code: the referrer's 5 % of the net commission goes to its payable account.
+    # The issued code: the partner's qualified-lead fee (20.00) when the lead is taken, and 5 % of the net commission
+    # when the deal is paid, both on top of the commission (acquisition costs), none of it out of the revenue.
     _, offer_id = await offered_lead(app, client, dm_id, category="legal", referral_code=code)
     assigned = await claim(client, dm, offer_id)
     assert assigned.status_code == 201, assigned.text
+    assert accounts_of(await assert_sound(client, operator))["marketplace:partner-7:referrer_payable"] == 2_000
     paid = await close_deal(client, dm, assigned.json()["id"], 1_000_000)
     assert paid.status_code == 200, paid.text
     balances = accounts_of(await assert_sound(client, operator))
-    assert balances["marketplace:partner-7:referrer_payable"] == 12_712  # 5 % of the net 2,542.37, to the agora
+    assert balances["marketplace:partner-7:referrer_payable"] == 2_000 + 12_712  # 5 % of the net 2,542.37
+    assert balances["marketplace::acquisition_costs"] == 2_000 + 12_712
+    assert balances["marketplace::revenue"] == 254_237
     assert not [a for a in balances if a.endswith("referrer_payable") and "partner-7" not in a]
 
 

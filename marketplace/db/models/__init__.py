@@ -21,6 +21,7 @@ from marketplace.db.models.wallet import (
     LedgerAccount,
     LedgerPosting,
     LedgerTransaction,
+    Referrer,
     Settlement,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "Offer",
     "Operator",
     "RankingModel",
+    "Referrer",
     "Settlement",
     "Survey",
     "UsedLink",

@@ -149,3 +149,24 @@ class CommissionPlanVersion(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Referrer(Base):
+    """Someone with a referral link (its name is its code's and its payable account's): a `partner` earns the plan's
+    tiers (a fee per qualified lead, a share of each closed sale, lifetime and retention bonuses); a `customer` who
+    refers others earns the plan's customer-referrer rate of what its referred customers bring, and its sponsor (who
+    brought the customer in) the sponsor's rate, up the chain."""
+
+    __tablename__ = "referrers"
+    __table_args__ = (
+        CheckConstraint("kind IN ('partner', 'customer')", name="kind"),
+        CheckConstraint("sponsor_id IS NULL OR sponsor_id <> id", name="not_own_sponsor"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    sponsor_id: Mapped[str | None] = mapped_column(ForeignKey("referrers.id"))
+    # Revenue (net) its referred leads brought the marketplace: the lifetime bonus's measure.
+    lifetime_revenue_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

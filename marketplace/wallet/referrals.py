@@ -1,0 +1,240 @@
+"""What referrers and their sponsors earn from the leads their referral codes brought.
+
+The plan in force when the lead was exposed decides (wallet/plans.py); every payout is an acquisition cost the
+marketplace bears on top of what it charged, owed to the referrer's payable account (`referrer_payable`, named by
+the referrer, paid out by settlement). Nothing is taken out of a commission's split.
+
+- A **partner** (a business or site with a referral link) earns the plan's tiers: the qualified-lead fee when a
+  business first takes one of its leads (claimed after seeing the summary; not taken back if it is returned: the
+  payable is paid out by an operator, who sees the returns), a share of each closed sale's commission, the
+  lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on a referred
+  customer's repeat purchase.
+- A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a
+  lead buyer's net price, a deal's net commission), and its sponsors up the chain theirs: in mode "difference"
+  only what the rate below did not already pay (seed 001: 5 % and 20 % of 1,000.00 are 50.00 and 150.00). A
+  returned lead's price is given back, and so are the rewards it earned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.db.models import (
+    Exposure,
+    Lead,
+    LeadContact,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    Referrer,
+)
+from marketplace.errors import Conflict, InvalidInput
+from marketplace.identity.links import referrer_of
+from marketplace.money import Money
+from marketplace.wallet import store
+from marketplace.wallet.ledger import (
+    AccountKey,
+    AccountKind,
+    build_partner_bonuses,
+    build_reversal,
+    marketplace_account,
+)
+from marketplace.wallet.plans import (
+    ROLE_REFERRER,
+    CommissionPlan,
+    EventKind,
+    PlanEvent,
+    evaluate,
+    sponsor_role,
+)
+
+PARTNER, CUSTOMER = "partner", "customer"
+REFERRER_KINDS = (PARTNER, CUSTOMER)
+
+
+async def register_referrer(
+    session: AsyncSession, referrer: str, kind: str, sponsor: str | None, created_by: str
+) -> Referrer:
+    """The referrer as it is registered now: a new one, or the same one again (its code never changes). Its kind
+    and sponsor are fixed once given: a different kind or sponsor for a known referrer is a 409."""
+    if sponsor is not None:
+        if sponsor == referrer:
+            raise InvalidInput.field("sponsor", "a referrer cannot be its own sponsor")
+        if await session.get(Referrer, sponsor) is None:
+            raise InvalidInput.field("sponsor", f"no such referrer: {sponsor} (issue its code first)")
+    await store.insert_ignore(
+        session,
+        Referrer,
+        {
+            "id": referrer,
+            "kind": kind,
+            "sponsor_id": sponsor,
+            "lifetime_revenue_minor": 0,
+            "created_by": created_by,
+            "created_at": utcnow(),
+        },
+    )
+    row = await session.get(Referrer, referrer, populate_existing=True)
+    assert row is not None
+    if (row.kind, row.sponsor_id) != (kind, sponsor):
+        raise Conflict(
+            f"referrer {referrer} is registered as a {row.kind}"
+            + (f" sponsored by {row.sponsor_id}" if row.sponsor_id else " with no sponsor")
+            + "; a referrer's kind and sponsor do not change"
+        )
+    return row
+
+
+async def _referrer_locked(session: AsyncSession, lead: Lead) -> Referrer | None:
+    """The lead's referrer, its row locked (its lifetime revenue moves); a code issued before referrers were kept
+    names a partner with no sponsor."""
+    if not lead.referral_code:
+        return None
+    name = referrer_of(lead.referral_code)
+    row = await session.get(Referrer, name, with_for_update=True, populate_existing=True)
+    if row is None:
+        await register_referrer(session, name, PARTNER, None, "referral code issued before referrers were kept")
+        row = await session.get(Referrer, name, with_for_update=True, populate_existing=True)
+    return row
+
+
+async def _sponsors(session: AsyncSession, referrer: Referrer, levels: int) -> list[str]:
+    """Who sponsored the referrer, and who sponsored that one, up to `levels` (the plan's chain)."""
+    chain: list[str] = []
+    current = referrer.sponsor_id
+    while current is not None and len(chain) < levels and current not in chain and current != referrer.id:
+        chain.append(current)
+        current = await session.scalar(select(Referrer.sponsor_id).where(Referrer.id == current))
+    return chain
+
+
+async def _is_repeat_purchase(session: AsyncSession, lead: Lead) -> bool:
+    """The same customer (phone), brought by the same code, bought before: an earlier lead of it was bought or
+    closed and not returned."""
+    phone = select(LeadContact.phone).where(LeadContact.lead_id == lead.id).scalar_subquery()
+    earlier = (
+        select(Lead.id)
+        .join(LeadContact, LeadContact.lead_id == Lead.id)
+        .where(
+            Lead.referral_code == lead.referral_code,
+            Lead.id != lead.id,
+            Lead.created_at < lead.created_at,
+            LeadContact.phone == phone,
+            exists().where(
+                Exposure.lead_id == Lead.id,
+                Exposure.status != "returned",
+                (Exposure.price_minor > 0) | (Exposure.status == "paid"),
+            ),
+        )
+        .limit(1)
+    )
+    return await session.scalar(earlier) is not None
+
+
+async def _pay(
+    session: AsyncSession,
+    key: str,
+    payouts: Sequence[tuple[str, Money]],
+    accounts: dict[str, str],
+    *,
+    memo: str,
+    reference: str,
+) -> None:
+    """Post the payouts of roles that name someone (the referrer, its sponsors) as one bonus transfer."""
+    owed = [
+        (marketplace_account(AccountKind.REFERRER_PAYABLE, accounts[role]), amount)
+        for role, amount in payouts
+        if role in accounts and amount.is_positive
+    ]
+    if owed:
+        await store.post(session, build_partner_bonuses(key, owed, memo=memo), reference=reference)
+
+
+async def reward_qualified_lead(
+    session: AsyncSession, plan: CommissionPlan, lead: Lead, exposure: Exposure, price: Money
+) -> None:
+    """A business took a partner's lead for the first time: the plan's qualified-lead fee (a percent tier applies to
+    the price paid, nothing for a deal maker's assignment). Once per lead."""
+    referrer = await _referrer_locked(session, lead)
+    if referrer is None or referrer.kind != PARTNER:
+        return
+    event = PlanEvent(EventKind.QUALIFIED_LEAD, price, present_roles=frozenset({ROLE_REFERRER}))
+    result = evaluate(plan, event)
+    await _pay(
+        session,
+        f"referral:qualified:{lead.id}",
+        [(p.recipient_role, p.amount) for p in result.bonuses],
+        {ROLE_REFERRER: referrer.id},
+        memo=f"Qualified lead {lead.id} (plan v{result.plan_version})",
+        reference=exposure.id,
+    )
+
+
+async def reward_revenue(
+    session: AsyncSession, plan: CommissionPlan, lead: Lead, exposure: Exposure, revenue: Money, *, step: str
+) -> None:
+    """A referred lead brought the marketplace revenue (net of VAT): a lead buyer's purchase or upgrade (`step`
+    "purchase", "upgrade") or a deal's commission ("commission"). A partner earns the closed-sale share of a
+    commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue."""
+    referrer = await _referrer_locked(session, lead)
+    if referrer is None or not revenue.is_positive:
+        return
+    if referrer.kind == PARTNER and step != "commission":
+        return  # a partner is paid per qualified lead and per closed sale; its lifetime counts commissions
+    before = Money(referrer.lifetime_revenue_minor, revenue.currency)
+    referrer.lifetime_revenue_minor += revenue.amount_minor
+    accounts = {ROLE_REFERRER: referrer.id}
+    if referrer.kind == CUSTOMER and plan.customer_referrer is not None:
+        sponsors = await _sponsors(session, referrer, len(plan.customer_referrer.sponsor_chain_bp))
+        accounts.update({sponsor_role(level): sponsor for level, sponsor in enumerate(sponsors, start=1)})
+    kind = EventKind.DEAL_PAID if referrer.kind == PARTNER else EventKind.CUSTOMER_PURCHASE
+    event = PlanEvent(
+        kind,
+        revenue,
+        present_roles=frozenset(accounts),
+        lifetime_revenue_before=before,
+        repeat_purchase=await _is_repeat_purchase(session, lead),
+    )
+    result = evaluate(plan, event)
+    await _pay(
+        session,
+        _revenue_key(step, exposure.id),
+        [(p.recipient_role, p.amount) for p in result.bonuses],
+        accounts,
+        memo=f"Referral rewards: lead {lead.id}, {step} (plan v{result.plan_version})",
+        reference=exposure.id,
+    )
+
+
+def _revenue_key(step: str, exposure_id: str) -> str:
+    return f"referral:{step}:{exposure_id}"
+
+
+async def take_back_rewards(session: AsyncSession, lead: Lead, exposure: Exposure, refunded_net: Money) -> None:
+    """A returned lead's price was given back: so are the rewards its purchase and upgrade earned, and the revenue
+    leaves the referrer's lifetime."""
+    if not lead.referral_code:
+        return
+    for step in ("purchase", "upgrade"):
+        key = _revenue_key(step, exposure.id)
+        rows = (
+            await session.execute(
+                select(LedgerAccount.code, LedgerPosting.amount_minor, LedgerPosting.currency)
+                .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
+                .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+                .where(LedgerTransaction.idempotency_key == key, LedgerAccount.kind == AccountKind.REFERRER_PAYABLE)
+            )
+        ).all()
+        if rows:
+            original = build_partner_bonuses(
+                key, [(AccountKey.parse(code), Money(-amount, currency)) for code, amount, currency in rows]
+            )
+            reversal = build_reversal(f"{key}:returned", original, memo=f"Returned lead {lead.id}: rewards back")
+            await store.post(session, reversal, reference=exposure.id)
+    referrer = await session.get(Referrer, referrer_of(lead.referral_code), with_for_update=True)
+    if referrer is not None and referrer.kind == CUSTOMER:
+        referrer.lifetime_revenue_minor -= refunded_net.amount_minor

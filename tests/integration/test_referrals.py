@@ -1,0 +1,121 @@
+"""What referrers and their sponsors earn (wallet/referrals.py): the plan's tiers for a partner, the customer-referrer
+rule with its difference bonus for a customer who refers others, all as acquisition costs on top of the revenue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from marketplace.money import Money
+from marketplace.wallet.vat import vat_breakdown
+from tests.factories import auth, lead_body, offer_lead_to, operator_token, register
+from tests.integration.test_wallet import accounts_of, assert_sound, claim, close_deal
+
+
+def pct(amount_minor: int, bp: int) -> int:
+    return Money(amount_minor, "ILS").percent_bp(bp).amount_minor
+
+
+async def code_for(client: httpx.AsyncClient, operator: str, **body: Any) -> str:
+    issued = await client.post("/v1/referral-codes", headers=auth(operator), json=body)
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["kind"] == body.get("kind", "partner") and issued.json()["sponsor"] == body.get("sponsor")
+    return str(issued.json()["code"])
+
+
+async def referred_offer(app: Any, client: httpx.AsyncClient, business_id: str, code: str, **lead: Any) -> str:
+    response = await client.post("/v1/leads", json=lead_body(referral_code=code, **lead))
+    assert response.status_code == 201, response.text
+    (offer_id,) = await offer_lead_to(app, response.json()["id"], [business_id])
+    return offer_id
+
+
+async def payables(client: httpx.AsyncClient, operator: str) -> dict[str, int]:
+    balances = accounts_of(await assert_sound(client, operator))
+    return {k.split(":")[1]: v for k, v in balances.items() if k.endswith(":referrer_payable")} | {
+        "costs": balances.get("marketplace::acquisition_costs", 0)
+    }
+
+
+async def test_a_customer_referrer_and_its_sponsor_earn_the_difference_bonus(app, client, db):
+    operator = await operator_token(app)
+    await code_for(client, operator, referrer="club-bob", kind="customer")
+    dana = await code_for(client, operator, referrer="dana", kind="customer", sponsor="club-bob")
+
+    # A deal closed for 10,000.00 at 30 %: the net commission 2,542.37 is the revenue the customer brought. Dana
+    # earns 5 % of it, her sponsor 20 % less what was paid below him (seed 001: 50.00 and 150.00 of 1,000.00).
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    exposure = await claim(client, dm, await referred_offer(app, client, dm_id, dana, category="legal"))
+    assert (await payables(client, operator)) == {"costs": 0}  # a customer earns on revenue, not on a claim
+    assert (await close_deal(client, dm, exposure.json()["id"], 1_000_000)).status_code == 200
+    net = 254_237
+    dana_share, bob_share = pct(net, 500), pct(net, 2000) - pct(net, 500)
+    assert (dana_share, bob_share) == (12_712, 38_135)
+    assert await payables(client, operator) == {"dana": dana_share, "club-bob": bob_share, "costs": net // 5}
+
+    # A lead buyer's purchase of a lead she referred is revenue too (net 211.86 of 250.00); given back on a return,
+    # so are the rewards it earned.
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    bought = await claim(client, lb, await referred_offer(app, client, lb_id, dana, category="legal"))
+    assert bought.status_code == 201, bought.text
+    after_purchase = await payables(client, operator)
+    assert after_purchase["dana"] == dana_share + pct(21_186, 500)
+    assert after_purchase["club-bob"] == bob_share + pct(21_186, 2000) - pct(21_186, 500)
+    returned = await client.post(f"/v1/exposures/{bought.json()['id']}/return", headers=auth(lb), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    assert await payables(client, operator) == {"dana": dana_share, "club-bob": bob_share, "costs": net // 5}
+
+
+async def test_a_partner_earns_the_lifetime_and_the_retention_bonus(app, client, db):
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-9")
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal", "accounting"]})
+    customer = {"contact": {"phone": "+972525550999"}}
+
+    # A first deal: the qualified-lead fee (20.00) and 5 % of the net commission.
+    first = await claim(client, dm, await referred_offer(app, client, dm_id, code, category="legal", **customer))
+    assert (await close_deal(client, dm, first.json()["id"], 1_000_000)).status_code == 200
+    earned = 2_000 + 12_712
+    assert (await payables(client, operator))["site-9"] == earned
+
+    # The same customer buys again (another category): a repeat purchase, and its commission (net 101,694.92 on a
+    # 600,000.00 deal at 20 %) carries the partner's lifetime revenue past 100,000.00: 5 % + 2 % retention + 500.00.
+    second = await claim(client, dm, await referred_offer(app, client, dm_id, code, category="accounting", **customer))
+    assert second.json()["commission_rate_bp"] == 2000
+    assert (await close_deal(client, dm, second.json()["id"], 60_000_000)).status_code == 200
+    net = vat_breakdown(Money(12_000_000, "ILS"), 1800, True).net.amount_minor
+    assert net == 10_169_492 and 12_712 + net >= 10_000_000 > 12_712
+    expected = earned + 2_000 + pct(net, 500) + pct(net, 200) + 50_000
+    assert (await payables(client, operator))["site-9"] == expected
+
+    # A third deal of the same customer: retention again, the lifetime bonus not (it is paid once).
+    # (Another deal maker: the first owes 120,000.00, above its credit limit, and is assigned no new lead.)
+    other_id, other = await register(client, "deal_maker")
+    third = await claim(
+        client, other, await referred_offer(app, client, other_id, code, category="plumbing", **customer)
+    )
+    assert (await close_deal(client, other, third.json()["id"], 1_000_000)).status_code == 200
+    net = vat_breakdown(Money(150_000, "ILS"), 1800, True).net.amount_minor  # 15 % of 10,000.00
+    assert (await payables(client, operator))["site-9"] == expected + 2_000 + pct(net, 500) + pct(net, 200)
+
+
+async def test_a_referrers_kind_and_sponsor_are_checked_and_fixed(app, client):
+    operator = await operator_token(app)
+    await code_for(client, operator, referrer="ann", kind="customer")
+    for body, field in (
+        ({"referrer": "ben", "sponsor": "nobody"}, "sponsor"),
+        ({"referrer": "ben", "sponsor": "ben"}, "sponsor"),
+        ({"referrer": "ben", "kind": "reseller"}, "kind"),
+    ):
+        refused = await client.post("/v1/referral-codes", headers=auth(operator), json=body)
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == [field]
+    changed = await client.post(
+        "/v1/referral-codes", headers=auth(operator), json={"referrer": "ann", "kind": "partner"}
+    )
+    assert changed.status_code == 409, changed.text
+    again = await client.post(
+        "/v1/referral-codes", headers=auth(operator), json={"referrer": "ann", "kind": "customer"}
+    )
+    assert again.status_code == 201 and again.json()["kind"] == "customer"

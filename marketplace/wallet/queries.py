@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import exists, func, select
@@ -54,7 +55,10 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     available = balances.get(AccountKind.AVAILABLE, 0)
     owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
     withdrawable = business.mode == "lead_buyer"
-    held = await held_earnings(session, business_id, cur) if withdrawable and available > 0 else 0
+    credit = balances.get(AccountKind.CREDIT, 0)
+    held_in = await held_earnings(session, business_id, cur) if available > 0 or credit > 0 else {}
+    held = sum(held_in.values())
+    held_available = held_in.get(AccountKind.AVAILABLE, 0)
     return schemas.Wallet(
         business_id=business_id,
         currency=cur,
@@ -65,7 +69,9 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
         withdrawable=withdrawable,
         pending_settlements=[settlement_out(s) for s in pending if s.status == "pending"],
         open_debts=[settlement_out(s) for s in pending if s.direction == "charge" and s.currency == cur],
-        withdrawable_amount=MoneyOut(max(0, available - owed_beyond_credit - held) if withdrawable else 0, cur),
+        withdrawable_amount=MoneyOut(
+            max(0, available - owed_beyond_credit - held_available) if withdrawable else 0, cur
+        ),
         held=MoneyOut(held, cur),
     )
 
@@ -80,32 +86,49 @@ def credit_limit(settings: Settings, business_limit_minor: int | None) -> int:
     return settings.wallet.default_credit_limit_minor if business_limit_minor is None else business_limit_minor
 
 
-async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> int:
-    """A lead buyer's earnings for leads it sold whose buyers have not paid for them yet (the buyer's charge for the
-    purchase, or the deal maker's for the commission, is pending or failed): they count in its balance and pay its
-    own charges, but are not paid out until the payer pays, so that two accounts cannot turn a purchase or a
-    reported turnover nobody pays for into cash. A returned lead's earnings are
-    taken back instead (its charge is cancelled, so they are not held)."""
+async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:
+    """A business's earnings for leads it sold whose buyers have not paid for them yet (the buyer's charge for the
+    purchase, or the deal maker's for the commission, is pending or failed), per account they sit in (a lead
+    buyer's available, a deal maker's credit). They count in its balance but are spent on nothing, neither paid out
+    nor used to pay its own charges and debts, until the payer pays: so that two accounts cannot turn a purchase or
+    a reported turnover nobody pays for into cash, or into a debt paid off. A returned lead's earnings are taken
+    back instead (its charge is cancelled, so they are not held)."""
     unpaid = exists().where(
         Settlement.reference == LedgerTransaction.reference,
         Settlement.direction == "charge",
         Settlement.status.in_(("pending", "failed")),
         Settlement.business_id != business_id,
     )
-    credited = await session.scalar(
-        select(func.coalesce(func.sum(LedgerPosting.amount_minor), 0))
+    rows = await session.execute(
+        select(LedgerAccount.kind, func.sum(LedgerPosting.amount_minor))
+        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
         .where(
             LedgerAccount.owner == "business",
             LedgerAccount.owner_id == business_id,
-            LedgerAccount.kind == AccountKind.AVAILABLE.value,
+            LedgerAccount.kind.in_((AccountKind.AVAILABLE.value, AccountKind.CREDIT.value)),
             LedgerAccount.currency == currency,
             LedgerTransaction.kind.in_(_EARNING_KINDS),
             unpaid,
         )
+        .group_by(LedgerAccount.kind)
     )
-    return -int(credited or 0)  # earnings are credited (negative postings) to the business's account
+    # Earnings are credited (negative postings) to the business's account.
+    held = {AccountKind.AVAILABLE: 0, AccountKind.CREDIT: 0}
+    held.update({AccountKind(kind): -int(total or 0) for kind, total in rows})
+    return held
+
+
+async def spendable(
+    session: AsyncSession, business_id: str, currency: str, balances: Mapping[AccountKind, int]
+) -> tuple[int, int]:
+    """What of its credit and available balances a business may spend on its charges and debts now: all but its
+    held earnings (read only when it has a balance to spend, which most buyers have not)."""
+    credit, available = balances.get(AccountKind.CREDIT, 0), balances.get(AccountKind.AVAILABLE, 0)
+    if credit <= 0 and available <= 0:
+        return credit, available
+    held = await held_earnings(session, business_id, currency)
+    return max(0, credit - held[AccountKind.CREDIT]), max(0, available - held[AccountKind.AVAILABLE])
 
 
 async def entries_of(

@@ -53,6 +53,7 @@ from marketplace.wallet.ledger import (
     AccountKind,
     Allocation,
     SettlementDirection,
+    TransferKind,
     build_charge_received,
     build_deal_commission,
     build_debt_offset,
@@ -78,7 +79,7 @@ from marketplace.wallet.plans import (
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
-from marketplace.wallet.queries import credit_limit, held_earnings
+from marketplace.wallet.queries import credit_limit, held_earnings, spendable
 from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ISSUER = "marketplace"
@@ -381,11 +382,8 @@ async def _charge(
     """Wallet first (credit, then available), the rest charged through the provider (for a purchase, within the
     credit limit)."""
     balances = await store.lock_wallet(session, business.id, amount.currency)
-    offset = plan_offset(
-        amount.gross,
-        Money(balances[AccountKind.CREDIT], amount.currency),
-        Money(balances[AccountKind.AVAILABLE], amount.currency),
-    )
+    credit, available = await spendable(session, business.id, amount.currency, balances)
+    offset = plan_offset(amount.gross, Money(credit, amount.currency), Money(available, amount.currency))
     limit = credit_limit(settings, business.credit_limit_minor)
     owed_after = balances[AccountKind.RECEIVABLE] + offset.to_charge.amount_minor
     # The limit guards purchases only: a commission on a paid deal is owed whatever the business already owes,
@@ -719,7 +717,7 @@ async def collect_debts(session: AsyncSession, business_id: str, currency: str) 
     if not open_charges:
         return zero
     balances = await store.lock_wallet(session, business_id, currency)
-    credit, available = balances[AccountKind.CREDIT], balances[AccountKind.AVAILABLE]
+    credit, available = await spendable(session, business_id, currency, balances)
     owed = balances[AccountKind.RECEIVABLE]
     paid_total = 0
     for charge in open_charges:
@@ -959,7 +957,9 @@ async def withdraw(session: AsyncSession, business: Business, amount: Money, key
             await collect_debts(session, business.id, amount.currency)
             balances = await store.lock_wallet(session, business.id, amount.currency)
         available = Money(balances[AccountKind.AVAILABLE], amount.currency)
-        held = Money(await held_earnings(session, business.id, amount.currency), amount.currency)
+        held = Money(
+            (await held_earnings(session, business.id, amount.currency))[AccountKind.AVAILABLE], amount.currency
+        )
         free = max(available - held, Money(0, amount.currency))
         if free < amount:
             raise _not_withdrawable(amount, free, owed, debts, held)
@@ -1030,7 +1030,10 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
         raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can be confirmed")
     amount = Money(settlement.amount_minor, settlement.currency)
     if settlement.direction == "charge":
-        await store.lock_wallet(session, settlement.business_id, settlement.currency)
+        # Whoever earned from what this charge paid for (a sold lead's seller) may spend those earnings now: they pay
+        # its open debts first. Every wallet locked in one order, as a purchase locks buyer and seller.
+        earners = await _earned_from(session, settlement)
+        await store.lock_wallets(session, (settlement.business_id, *earners), settlement.currency)
         received = await store.post(
             session,
             build_charge_received(f"received:{settlement.id}", settlement.business_id, amount),
@@ -1043,6 +1046,8 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
             build_provider_settlement(f"banked:{settlement.id}", amount, SettlementDirection.TO_BANK),
             reference=settlement.id,
         )
+        for earner in earners:
+            await collect_debts(session, earner, settlement.currency)
     else:
         paid = await store.post(
             session,
@@ -1052,6 +1057,26 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
         settlement.confirmed_transaction_id = paid.transaction_id
     await session.refresh(settlement)
     return settlement
+
+
+async def _earned_from(session: AsyncSession, charge: Settlement) -> list[str]:
+    """The businesses (other than the payer) whose earnings were paid from what this charge is for."""
+    if charge.reference is None:
+        return []
+    rows = await session.scalars(
+        select(LedgerAccount.owner_id)
+        .distinct()
+        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .where(
+            LedgerTransaction.reference == charge.reference,
+            LedgerTransaction.kind.in_((TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION.value)),
+            LedgerAccount.owner == "business",
+            LedgerAccount.kind.in_((AccountKind.AVAILABLE.value, AccountKind.CREDIT.value)),
+            LedgerAccount.owner_id != charge.business_id,
+        )
+    )
+    return sorted(r for r in rows if r is not None)
 
 
 async def fail_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:

@@ -525,7 +525,7 @@ async def test_a_sold_lead_earns_the_seller_its_share_of_the_net_price(app, clie
 
 async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_paid(app, client, db):
     """Two accounts must not turn a purchase nobody pays for into cash: the seller's earnings count in its balance
-    (and pay its own charges) at once, but a withdrawal waits for the buyer's charge."""
+    at once, but a withdrawal waits for the buyer's charge."""
     operator = await operator_token(app)
     buyer_id, buyer = await register(client, "lead_buyer")
     _, seller = await register(client, "lead_buyer")
@@ -581,6 +581,34 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     confirmed = await client.post(f"/v1/settlements/{commission['id']}/confirm", headers=auth(operator))
     assert confirmed.status_code == 200, confirmed.text
     assert (await wallet(client, seller))["withdrawable_amount"] == shared["available"]
+
+
+async def test_held_earnings_pay_the_sellers_debts_only_once_its_buyer_has_paid(app, client, db):
+    """Nor into a debt paid off: earnings from a purchase nobody has paid yet pay none of the seller's own charges
+    or debts; once the buyer's charge is confirmed they pay the seller's open debts."""
+    operator = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    await buy(app, client, seller_id, seller)  # the seller owes 60.00, charged and pending
+    assert (await wallet(client, seller))["owed"] == money(PRICE)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    (offer_id,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
+    assert (await claim(client, buyer, offer_id)).status_code == 201
+    (charge,) = (await wallet(client, buyer))["pending_settlements"]
+    share = 3560  # 70 % of the net price
+    held = await wallet(client, seller)
+    assert held["available"] == money(share) and held["held"] == money(share) and held["owed"] == money(PRICE)
+
+    # Neither the periodic collection nor the seller's next purchase spends them.
+    await collect_open_debts(app.state.uow)
+    await buy(app, client, seller_id, seller)
+    after = await wallet(client, seller)
+    assert after["owed"] == money(2 * PRICE) and after["available"] == money(share)
+
+    # The buyer pays (its charge is confirmed): the earnings pay the seller's oldest debt in part.
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    paid = await wallet(client, seller)
+    assert paid["available"] == money(0) and paid["held"] == money(0) and paid["owed"] == money(2 * PRICE - share)
+    await assert_sound(client, operator)
 
 
 # --- withdrawals --------------------------------------------------------------------------------------
@@ -992,10 +1020,12 @@ async def test_random_money_movements_keep_the_ledger_sound(app, client, funds, 
     await assert_sound(client, operator)
     states = {business_id: await wallet(client, token) for business_id, token in businesses}
     owed = {business_id: state["owed"]["amount_minor"] for business_id, state in states.items()}
-    # Wallet money and an open debt never stay side by side: what arrives in a wallet pays what is owed first.
+    # Wallet money and an open debt never stay side by side: what arrives in a wallet pays what is owed first,
+    # except earnings held until their payer pays.
     for state in states.values():
         in_wallet = state["credit"]["amount_minor"] + state["available"]["amount_minor"]
-        assert state["owed"]["amount_minor"] == 0 or in_wallet == 0, (state, sequence)
+        spendable = in_wallet - state["held"]["amount_minor"]
+        assert state["owed"]["amount_minor"] == 0 or spendable == 0, (state, sequence)
     # A read-only unit of work, and no HTTP call while it is open (it would hold SQLite's write lock).
     async with app.state.uow() as uow:
         assert await store.balance_mismatches(uow.session) == []

@@ -181,8 +181,12 @@ async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_
     state = await wallet(client, buyer)
     assert state["owed"] == money(PRICE) and [d["status"] for d in state["open_debts"]] == ["failed"]
 
-    # The buyer sells a lead: its earnings pay part of the debt; the rest stays failed, on the same invoice.
+    # The buyer sells a lead: once that lead's buyer has paid, its earnings pay part of the debt; the rest stays
+    # failed, on the same invoice.
     await buy_from(app, client, other, buyer_id)
+    assert (await wallet(client, buyer))["owed"] == money(PRICE)  # held until the other pays
+    (paid_for,) = (await wallet(client, other[1]))["pending_settlements"]
+    assert (await client.post(f"/v1/settlements/{paid_for['id']}/confirm", headers=auth(operator))).is_success
     state = await wallet(client, buyer)
     assert state["owed"] == money(PRICE - SHARE) and state["available"] == money(0)
     owed_matches_open_debts(state)

@@ -272,11 +272,11 @@ async def test_businesses_buying_each_others_sold_leads_at_once(app, client, db)
     share = 3560  # 70 % of the net price of each lead
     assert await db.count(LedgerTransaction, LedgerTransaction.kind == "lead_earnings") == 10
     for business_id, token in ((a_id, a), (b_id, b)):
-        # Earnings land in available and pay the next purchases, and what is already owed, first; what they did not
-        # cover is owed, as the open charges.
+        # Earnings land in available, held while their buyers have not paid (each purchase is charged, pending):
+        # every purchase is owed in full, as the open charges.
         state = await wallet(client, token)
-        assert state["owed"]["amount_minor"] - state["available"]["amount_minor"] == 5 * PRICE - 5 * share
-        assert state["available"]["amount_minor"] == 0
+        assert state["available"]["amount_minor"] == state["held"]["amount_minor"] == 5 * share
+        assert state["owed"]["amount_minor"] == 5 * PRICE
         charged = await db.scalar(
             select(func.coalesce(func.sum(Settlement.amount_minor), 0)).where(
                 Settlement.business_id == business_id, Settlement.status.in_(("pending", "failed"))

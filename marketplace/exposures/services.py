@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import Exposure, ExposureEvent, Lead, LeadContact, Offer
+from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, LeadContact, Offer
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
@@ -69,9 +69,13 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
 
 
 async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact | None:
-    """The lead's contact as its exposure shows it: none once returned (its slot went back to the market, so the
-    contact is no longer this business's to see)."""
+    """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
+    back to the market, so the contact is no longer this business's to see)."""
     if exposure.status == "returned":
+        return None
+    if exposure.status == "lost" and await session.scalar(
+        select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == exposure.id)
+    ):
         return None
     row = await session.get(LeadContact, exposure.lead_id)
     return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)

@@ -75,6 +75,7 @@ class OfferController(Controller):
         """The lead's candidates as the ranker orders them now, each with its score's factors; those
         already offered the lead come first, with the wave, score and rank (within that wave) recorded on their
         offer, then the others ranked from 1 in the order the next waves would offer it to them."""
+        await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:
             lead = await get_lead(uow.session, lead_id)
             ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow())

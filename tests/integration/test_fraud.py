@@ -148,6 +148,12 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
             select(ExposureEvent).where(ExposureEvent.exposure_id == exposure_id).order_by(ExposureEvent.id.desc())
         )
         assert event.actor == body["decision"]["decided_by"] and "released" in (event.note or "")
+        # Its place went back to the market, and so did the contact: the blocked business no longer sees it.
+        shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(hider))).json()
+        assert shown["status"] == "lost" and shown["contact"] is None
+    listed = {e["id"]: e for e in (await client.get("/v1/exposures", headers=auth(hider))).json()["items"]}
+    assert all(listed[exposure_id]["contact"] is None for _, exposure_id in open_leads)
+    assert listed[paid]["contact"] is not None  # a deal it keeps keeps its contact
     assert (await db.scalar(select(Exposure.status).where(Exposure.id == paid))) == "paid"
     # A new wave reaches the honest business with the freed leads.
     await app.state.jobs.run_due()

@@ -86,7 +86,7 @@ _MARK_OFFERED = (
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
 )
-_MADE_AGAIN = ("wave", "rank", "score", "factors", "price_minor", "created_at", "expires_at")
+_MADE_AGAIN = ("wave", "rank", "score", "factors", "price_minor", "replaces_exposure_id", "created_at", "expires_at")
 
 
 def _offer_upsert(make: Any) -> Any:
@@ -95,7 +95,7 @@ def _offer_upsert(make: Any) -> Any:
     again = {c: stmt.excluded[c] for c in _MADE_AGAIN}
     return stmt.on_conflict_do_update(
         index_elements=["lead_id", "business_id"],
-        set_={**again, "status": "open", "replaces_exposure_id": None},
+        set_={**again, "status": "open"},
         where=_offers.status == "closed",
     )
 
@@ -280,8 +280,9 @@ _TAKE_SHARED = (
     .returning(*_LEADS.c)
 )
 _OFFER = select(
-    _offers.id, _offers.lead_id, _offers.business_id, _offers.status, _offers.expires_at, _offers.price_minor
-).where(_offers.id == bindparam("offer_id"))
+    _offers.id, _offers.lead_id, _offers.business_id, _offers.status, _offers.expires_at, _offers.price_minor,
+    _offers.replaces_exposure_id,
+).where(_offers.id == bindparam("offer_id"))  # fmt: skip
 # Offers by table: a claim reads its offer as a row, so the session holds no offer object to keep in step.
 _CLAIM_OFFER = (
     update(_OFFERS).where(_offers.id == bindparam("offer_id"), _offers.status == "open").values(status="claimed")
@@ -316,16 +317,21 @@ _RECEIVED_AND_OWED = select(
 ).where(_EXPOSURES.c.business_id == bindparam("business_id"), _EXPOSURES.c.created_at >= bindparam("month"))
 
 
-async def _check_claimer(session: AsyncSession, settings: Settings, business: Principal, now: datetime) -> None:
+async def _check_claimer(
+    session: AsyncSession, settings: Settings, business: Principal, now: datetime, *, replacement: bool
+) -> None:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
-    limit (wallet.refuse_new_leads_over_limit). The offer stays open."""
+    limit (wallet.refuse_new_leads_over_limit). The offer stays open. A replacement for a returned lead takes that
+    lead's place within the caps, so the caps do not refuse it."""
     row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
     if row is None:
         return
     daily_cap, monthly_cap, limit, currency = row
     params = {"business_id": business.id, "day": day_start(now), "month": month_start(now), "currency": currency}
     today, this_month, owed = (await session.execute(_RECEIVED_AND_OWED, params)).one()
+    if replacement:
+        today = this_month = 0
     if today >= daily_cap:
         raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
     if this_month >= monthly_cap:
@@ -363,7 +369,8 @@ async def claim_offer(
     if taken is None:
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
-    await _check_claimer(session, settings, business, now)  # after the lead row, in the order a wave takes them
+    # After the lead row, in the order a wave takes them.
+    await _check_claimer(session, settings, business, now, replacement=offer.replaces_exposure_id is not None)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
 
@@ -429,7 +436,8 @@ async def offer_replacement(
             Lead.expires_at > now,
             Lead.id != returned.lead_id,
             fits_business(business),
-            ~exists().where(Offer.lead_id == Lead.id, Offer.business_id == business_id),
+            # Not offered to it already; an offer withdrawn (the lead filled, a block) is made again.
+            ~exists().where(Offer.lead_id == Lead.id, Offer.business_id == business_id, Offer.status != "closed"),
         )
         # The returned lead's own category first, then the lead that has waited longest.
         .order_by((Lead.category != returned_category).asc(), Lead.created_at)
@@ -438,22 +446,24 @@ async def offer_replacement(
     lead = (await session.execute(query)).scalar_one_or_none()
     if lead is None:
         return None
-    offer = Offer(
-        id=new_id("off"),
-        lead_id=lead.id,
-        business_id=business_id,
-        wave=0,
-        rank=1,
-        score=0.0,
-        factors={"policy": "replacement", "replaces_exposure_id": returned.id},
-        replaces_exposure_id=returned.id,
-        status="open",
-        created_at=now,
-        expires_at=offer_expiry(settings, now, lead.expires_at),
+    made = await session.execute(
+        of_session(_INSERT_OFFER, session).returning(_offers.id),
+        {
+            "id": new_id("off"),
+            "lead_id": lead.id,
+            "business_id": business_id,
+            "wave": 0,
+            "rank": 1,
+            "score": 0.0,
+            "factors": {"policy": "replacement", "replaces_exposure_id": returned.id},
+            "price_minor": None,
+            "replaces_exposure_id": returned.id,
+            "status": "open",
+            "created_at": now,
+            "expires_at": offer_expiry(settings, now, lead.expires_at),
+        },
     )
-    session.add(offer)
-    await session.flush()
-    return offer
+    return await session.get(Offer, made.scalar_one(), populate_existing=True)
 
 
 # The status as a literal in the SQL, not a parameter: the partial index of open offers (migration 0010) serves

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from marketplace.clock import clock
 from marketplace.db.models import Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
-from tests.factories import auth, offers_of, operator_token, register, submit_lead
+from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
 
 
 async def _market(client):
@@ -235,6 +235,40 @@ async def test_stale_leads_are_counted_per_business(app, client, settings, db):
     assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 1
     # A stale lead is a fraud signal: its business is assessed again at the next scan.
     assert list(await db.scalars(select(FraudDirty.business_id))) == [business_id]
+
+
+async def test_a_replacement_takes_the_returned_leads_place_within_the_caps(app, client, db):
+    dm_id, dm = await register(client, "deal_maker", profile={"daily_cap": 1, "monthly_cap": 1})
+    first = await submit_lead(client, category="plumbing")
+    (offer_id,) = await offer_lead_to(app, first, [dm_id])
+    claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(dm))
+    assert claimed.status_code == 201, claimed.text
+
+    await submit_lead(client, category="plumbing")  # an open lead to replace it with
+    returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
+    replacement = returned.json()["replacement_offer_id"]
+    assert returned.status_code == 200 and replacement, returned.text
+    assert (await client.post(f"/v1/offers/{replacement}/claim", headers=auth(dm))).status_code == 201
+    # Any other lead is beyond its one a day.
+    (other_offer,) = await offer_lead_to(app, await submit_lead(client, category="plumbing"), [dm_id])
+    refused = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(dm))
+    assert refused.status_code == 409 and "cap" in refused.json()["detail"]
+
+
+async def test_a_lead_whose_offer_was_withdrawn_may_be_the_replacement(app, client, db):
+    dm_id, dm = await register(client, "deal_maker")
+    first, second = [await submit_lead(client, category="plumbing") for _ in range(2)]
+    (offer_id,) = await offer_lead_to(app, first, [dm_id])
+    (withdrawn,) = await offer_lead_to(app, second, [dm_id])
+    async with app.state.uow() as uow:  # withdrawn, as when its lead filled before a return freed a place
+        await uow.session.execute(update(Offer).where(Offer.id == withdrawn).values(status="closed"))
+    claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(dm))
+    returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
+    assert returned.json()["replacement_offer_id"] == withdrawn  # the same row, open again, for the replacement
+    (offer,) = [o for o in await offers_of(client, dm) if o["offer_id"] == withdrawn]
+    assert offer["lead_id"] == second
+    assert (await db.scalar(select(Offer).where(Offer.id == withdrawn))).replaces_exposure_id == claimed.json()["id"]
+    assert (await client.post(f"/v1/offers/{withdrawn}/claim", headers=auth(dm))).status_code == 201
 
 
 async def test_wave_message_delivered_twice_changes_nothing(app, client, db):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -31,6 +31,7 @@ class Access(StrEnum):
 
 
 _QUERY = "query_parameters"
+_BODY = "takes_body"
 
 
 def access(level: Access, *, rate_limited: bool = False) -> dict[str, Any]:
@@ -58,7 +59,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
             return  # the docs, and the Allow header Litestar answers OPTIONS with on every route
         raise Forbidden("this endpoint declares no access rule")
     if level == Access.PUBLIC:
-        _check_query(connection, handler)
+        await _check_request(connection, handler)
         return
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -74,7 +75,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
             raise Unauthorized("unknown or revoked token")
         cache.put(token_hash, principal)
     _check(level, principal, str(connection.scope.get("method", "GET")))
-    _check_query(connection, handler)
+    await _check_request(connection, handler)
     connection.state.principal = principal
 
 
@@ -120,15 +121,23 @@ def check_declared(app: Litestar) -> None:
                 continue
             kwargs = handler.create_kwargs_model(path_parameters=route.path_parameters)
             handler.opt[_QUERY] = frozenset(p.field_alias for p in kwargs.expected_query_params)
+            handler.opt[_BODY] = "data" in handler.parsed_fn_signature.parameters
     if missing:
         raise RuntimeError(f"routes without an access rule: {missing}")
 
 
-def _check_query(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Ids and query parameters without NUL characters; no query parameter the route does not take."""
+async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Ids and query parameters without NUL characters; no query parameter the route does not take; and no body
+    for a call that takes none (`{}` is none): a field sent to it would otherwise be silently ignored, and the
+    answer would look as if it had been read (an upgrade asked for with options it does not have)."""
     _refuse_nul(connection)
     known: frozenset[str] = handler.opt.get(_QUERY, frozenset())
     for name in connection.query_params:
         if name not in known:
             takes = ", ".join(sorted(known)) or "none"
             raise InvalidInput.field(name, f"this route has no such query parameter (it takes: {takes})")
+    if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
+        return
+    body = (await connection.body()).strip() if isinstance(connection, Request) else b""  # 413 past the limit
+    if body not in (b"", b"{}"):
+        raise InvalidInput.field("body", "this call takes no body: send none (or {})")

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from marketplace.db.models import ApiToken, Business, BusinessCategory, Lead, LeadContact
+from marketplace.db.models import ApiToken, Business, BusinessCategory, Exposure, Lead, LeadContact
 from marketplace.http.problems import PROBLEM
 from marketplace.leads import services as lead_services
-from tests.factories import auth, business_body, lead_body, operator_token, register
+from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
 
 
 def assert_problem(response: httpx.Response, status: int, *fields: str) -> dict[str, Any]:
@@ -431,3 +431,17 @@ async def test_notifications_refuse_an_unknown_kind(app, client):
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "kind"
     assert (await client.get("/v1/notifications", params={"kind": "survey"}, headers=auth(op))).status_code == 200
+
+
+async def test_a_body_sent_to_a_call_that_takes_none_is_422_and_changes_nothing(app, client, db):
+    lb_id, lb = await register(client, "lead_buyer")
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
+    exposure_id = (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb))).json()["id"]
+    url = f"/v1/exposures/{exposure_id}/exclusive"
+    for body in (b'{"exclusive": "garbage"}', b"not json", b"[]"):
+        refused = await client.post(url, headers={**auth(lb), "Content-Type": "application/json"}, content=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"] == [{"field": "body", "message": "this call takes no body: send none (or {})"}]
+    assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "shared"
+    assert (await client.post(url, headers=auth(lb), json={})).status_code == 200  # {} is no body
+    assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "exclusive"

@@ -114,6 +114,11 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert (await client.get("/v1/unreliable")).json()["items"] == []
     reasons = set(await db.scalars(select(BusinessStatusChange.reason)))
     assert "taken off the unreliable list: the alert was wrong" in reasons
+    # A block without a reason is kept saying so.
+    other_id, _ = await register(client)
+    assert (await client.post(f"/v1/businesses/{other_id}/block", headers=auth(op))).status_code == 200
+    reason = await db.scalar(select(BusinessStatusChange.reason).where(BusinessStatusChange.business_id == other_id))
+    assert reason == "blocked by an operator; no reason given"
 
 
 async def test_operator_suspends_and_reactivates(app, client, db):

@@ -102,7 +102,9 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     }
     # Litestar's own headers stay (`Allow` on a 405).
     headers = {k: v for k, v in (exc.headers or {}).items() if isinstance(v, str)}
-    return _problem(status, titles.get(status, "Error"), str(exc.detail), f"http-{status}", headers)
+    # One type per kind of error: a body that is not JSON is `malformed-request` whichever layer found it.
+    slug = "malformed-request" if status == 400 else f"http-{status}"
+    return _problem(status, titles.get(status, "Error"), str(exc.detail), slug, headers)
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -130,6 +132,21 @@ class Problem(msgspec.Struct, omit_defaults=True):
     status: int
     detail: str
     errors: list[ProblemFieldError] | None = None
+    # Extensions some problems carry (RFC 9457 §3.2), each only where it says more than the detail:
+    request_id: str | None = None  # 500: quote it to an operator
+    retry_after_seconds: int | None = None  # 429, as the Retry-After header
+    current_status: str | None = None  # 409 on a status report: where the deal is, and where it may go
+    allowed_next: list[str] | None = None
+    returnable_until: str | None = None  # 409 on a return after its window
+    alert_status: str | None = None  # 409 on a decision of an alert already decided
+    # 409 on money: what the call needed and what the wallet allows (amounts as {amount_minor, currency}).
+    to_charge: dict[str, Any] | None = None
+    credit_limit: dict[str, Any] | None = None
+    owed: dict[str, Any] | None = None
+    withdrawable: dict[str, Any] | None = None
+    held: dict[str, Any] | None = None
+    open_debts: list[dict[str, Any]] | None = None  # 409 on a withdrawal: the debts it must wait for
+    database: str | None = None  # 503 on /health: what failed to reach the database
 
 
 _DESCRIPTIONS = {

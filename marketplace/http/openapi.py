@@ -1,10 +1,14 @@
 """What the served OpenAPI schema says beyond what Litestar derives from the handlers: how callers authenticate
-(a bearer token on every route but the public ones), the invoice's PDF form, and the claim's optional body."""
+(a bearer token on every route but the public ones), the invoice's PDF form, the claim's optional body, and the
+bounds of fields that may be left out (Litestar drops a lower bound of 0, and wraps such a field in a oneOf of
+one schema)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import msgspec.inspect as mi
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.handlers import HTTPRouteHandler
@@ -55,9 +59,42 @@ def _complete(schema: OpenAPI) -> None:
         operation = getattr(paths[path], method)
         if operation.request_body is not None:
             operation.request_body.required = False
+    _bound_struct_fields(schema)
     for (path, method, status), media_type in _ALSO_AS.items():
         response = getattr(paths[path], method).responses[status]
         response.content = {
             **(response.content or {}),
             media_type: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format="binary")),  # type: ignore[arg-type]
         }
+
+
+def _structs(base: type[msgspec.Struct] = msgspec.Struct) -> dict[str, type[msgspec.Struct]]:
+    found: dict[str, type[msgspec.Struct]] = {}
+    cls: type[msgspec.Struct]
+    for cls in base.__subclasses__():
+        if cls.__module__.startswith("marketplace."):
+            found[cls.__name__] = cls
+        found.update(_structs(cls))
+    return found
+
+
+def _bound_struct_fields(schema: OpenAPI) -> None:
+    """Each request and answer schema's integer fields carry the bounds their msgspec struct enforces, and a field
+    that may be left out (`X | UnsetType`) reads as X."""
+    components = schema.components.schemas if schema.components and schema.components.schemas else {}
+    structs = _structs()
+    for name, component in components.items():
+        if name not in structs or not isinstance(component, Schema) or not component.properties:
+            continue
+        info = mi.type_info(structs[name])
+        for field in info.fields if isinstance(info, mi.StructType) else ():
+            prop = component.properties.get(field.encode_name)
+            if not isinstance(prop, Schema):
+                continue
+            if prop.one_of and len(prop.one_of) == 1 and isinstance(prop.one_of[0], Schema) and prop.type is None:
+                prop.type, prop.items, prop.one_of = prop.one_of[0].type, prop.one_of[0].items, None
+            if isinstance(field.type, mi.IntType):
+                if prop.minimum is None and field.type.ge is not None:
+                    prop.minimum = field.type.ge
+                if prop.maximum is None and field.type.le is not None:
+                    prop.maximum = field.type.le

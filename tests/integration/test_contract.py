@@ -421,6 +421,12 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
         "application/pdf",
     }
     assert served[("POST", "/v1/offers/{}/claim")]["requestBody"]["required"] is False
+    # A field a PATCH may leave out keeps the bounds the server enforces (a lower bound of 0 too).
+    patch = components["ProfilePatch"]["properties"]
+    assert patch["min_deal_minor"] == {"type": "integer", "minimum": 0, "maximum": 10**15}
+    assert patch["daily_cap"]["minimum"] == 1 and patch["categories"]["type"] == "array"
+    # The extensions problems carry are documented.
+    assert {"allowed_next", "retry_after_seconds", "held"} <= set(components["Problem"]["properties"])
 
 
 # --- the wire style: timestamps and money ---------------------------------------------------------------------

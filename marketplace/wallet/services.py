@@ -639,7 +639,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
             )
     if seller_id is not None and seller_id != business.id:
         await reverse_earnings(session, exposure, seller_id)
-    if lead is not None and lead.referral_code:
+    if lead is not None and lead.referral_code and not posted.replayed:  # once, with the refund itself
         await referrals.take_back_rewards(session, lead, exposure, amount.net)
     # Credit given back pays the buyer's other open debts first.
     if locked[business.id].get(AccountKind.RECEIVABLE, 0) > cancel.amount_minor and amount.gross > cancel:

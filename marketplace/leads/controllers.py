@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
+from msgspec import UNSET
 
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.problems import documented
@@ -65,7 +66,12 @@ class LeadController(Controller):
         gets its code; with another kind or sponsor, a 409 (they do not change)."""
         async with state.uow() as uow:
             row = await register_referrer(
-                uow.session, data.referrer, data.kind, data.sponsor, current_principal(request).actor
+                uow.session,
+                data.referrer,
+                None if data.kind is UNSET else data.kind,
+                None if data.sponsor is UNSET else data.sponsor,
+                current_principal(request).actor,
+                sponsor_given=data.sponsor is not UNSET,
             )
             kind, sponsor = row.kind, row.sponsor_id
         code = sign_referral_code(state.settings.service.secret_key, data.referrer)

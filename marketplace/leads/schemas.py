@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from marketplace.schemas import MoneyIn, MoneyOut
 
@@ -36,9 +37,11 @@ class ReferralCodeIn(msgspec.Struct, forbid_unknown_fields=True):
     referrer: ReferrerName
     # partner: the plan's tiers (qualified-lead fee, closed-sale share, lifetime and retention bonuses);
     # customer: the plan's customer-referrer rate of what its referred customers bring, and its sponsors theirs.
-    kind: Literal["partner", "customer"] = "partner"
-    # The referrer who brought this one in (registered before it): the first link of its sponsor chain.
-    sponsor: ReferrerName | None = None
+    # Left out: as registered (a new referrer is a partner).
+    kind: Literal["partner", "customer"] | UnsetType = UNSET
+    # The referrer who brought this one in (registered before it): the first link of its sponsor chain. Left out:
+    # as registered (a new referrer has none).
+    sponsor: ReferrerName | UnsetType | None = UNSET
 
 
 class ReferralCode(msgspec.Struct):

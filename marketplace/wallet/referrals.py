@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -57,11 +57,23 @@ REFERRER_KINDS = (PARTNER, CUSTOMER)
 
 
 async def register_referrer(
-    session: AsyncSession, referrer: str, kind: str, sponsor: str | None, created_by: str
+    session: AsyncSession,
+    referrer: str,
+    kind: str | None,
+    sponsor: str | None,
+    created_by: str,
+    *,
+    sponsor_given: bool = True,
 ) -> Referrer:
-    """The referrer as it is registered now: a new one, or the same one again (its code never changes). Its kind
-    and sponsor are fixed once given: a different kind or sponsor for a known referrer is a 409."""
-    if sponsor is not None:
+    """The referrer as it is registered now: a new one (a partner with no sponsor unless said otherwise), or the
+    same one again (its code never changes; a kind or sponsor left out means as registered). Its kind and sponsor
+    are fixed once given: a different kind or sponsor for a known referrer is a 409."""
+    known = await session.get(Referrer, referrer)
+    if known is not None:
+        kind = known.kind if kind is None else kind
+        sponsor = known.sponsor_id if not sponsor_given else sponsor
+    kind = kind or PARTNER
+    if sponsor is not None and (known is None or sponsor != known.sponsor_id):
         if sponsor == referrer:
             raise InvalidInput.field("sponsor", "a referrer cannot be its own sponsor")
         if await session.get(Referrer, sponsor) is None:
@@ -89,17 +101,29 @@ async def register_referrer(
     return row
 
 
-async def _referrer_locked(session: AsyncSession, lead: Lead) -> Referrer | None:
-    """The lead's referrer, its row locked (its lifetime revenue moves); a code issued before referrers were kept
-    names a partner with no sponsor."""
+async def _referrer(session: AsyncSession, lead: Lead) -> Referrer | None:
+    """The lead's referrer (its kind and sponsor never change, so it is read without a lock); a code issued before
+    referrers were kept names a partner with no sponsor."""
     if not lead.referral_code:
         return None
     name = referrer_of(lead.referral_code)
-    row = await session.get(Referrer, name, with_for_update=True, populate_existing=True)
+    row = await session.get(Referrer, name)
     if row is None:
-        await register_referrer(session, name, PARTNER, None, "referral code issued before referrers were kept")
-        row = await session.get(Referrer, name, with_for_update=True, populate_existing=True)
+        row = await register_referrer(session, name, PARTNER, None, "referral code issued before referrers were kept")
     return row
+
+
+async def _add_lifetime_revenue(session: AsyncSession, referrer: Referrer, revenue: Money) -> Money:
+    """Add the revenue to the referrer's lifetime in one statement (the row is locked by it until the commit, so
+    concurrent events of one referrer count in turn) and return what it was before."""
+    before = await session.scalar(
+        update(Referrer)
+        .where(Referrer.id == referrer.id)
+        .values(lifetime_revenue_minor=Referrer.lifetime_revenue_minor + revenue.amount_minor)
+        .returning(Referrer.lifetime_revenue_minor - revenue.amount_minor)
+        .execution_options(synchronize_session=False)
+    )
+    return Money(int(before or 0), revenue.currency)
 
 
 async def _sponsors(session: AsyncSession, referrer: Referrer, levels: int) -> list[str]:
@@ -158,15 +182,19 @@ async def reward_qualified_lead(
     session: AsyncSession, plan: CommissionPlan, lead: Lead, exposure: Exposure, price: Money
 ) -> None:
     """A business took a partner's lead for the first time: the plan's qualified-lead fee (a percent tier applies to
-    the price paid, nothing for a deal maker's assignment). Once per lead."""
-    referrer = await _referrer_locked(session, lead)
+    the price paid, nothing for a deal maker's assignment). Once per lead: a later claim (after a return freed a
+    place) finds the fee paid, whatever the plan in force says now."""
+    referrer = await _referrer(session, lead)
     if referrer is None or referrer.kind != PARTNER:
+        return
+    key = f"referral:qualified:{lead.id}"
+    if await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)):
         return
     event = PlanEvent(EventKind.QUALIFIED_LEAD, price, present_roles=frozenset({ROLE_REFERRER}))
     result = evaluate(plan, event)
     await _pay(
         session,
-        f"referral:qualified:{lead.id}",
+        key,
         [(p.recipient_role, p.amount) for p in result.bonuses],
         {ROLE_REFERRER: referrer.id},
         memo=f"Qualified lead {lead.id} (plan v{result.plan_version})",
@@ -180,13 +208,12 @@ async def reward_revenue(
     """A referred lead brought the marketplace revenue (net of VAT): a lead buyer's purchase or upgrade (`step`
     "purchase", "upgrade") or a deal's commission ("commission"). A partner earns the closed-sale share of a
     commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue."""
-    referrer = await _referrer_locked(session, lead)
+    referrer = await _referrer(session, lead)
     if referrer is None or not revenue.is_positive:
         return
     if referrer.kind == PARTNER and step != "commission":
         return  # a partner is paid per qualified lead and per closed sale; its lifetime counts commissions
-    before = Money(referrer.lifetime_revenue_minor, revenue.currency)
-    referrer.lifetime_revenue_minor += revenue.amount_minor
+    before = await _add_lifetime_revenue(session, referrer, revenue)
     accounts = {ROLE_REFERRER: referrer.id}
     if referrer.kind == CUSTOMER and plan.customer_referrer is not None:
         sponsors = await _sponsors(session, referrer, len(plan.customer_referrer.sponsor_chain_bp))
@@ -235,6 +262,6 @@ async def take_back_rewards(session: AsyncSession, lead: Lead, exposure: Exposur
             )
             reversal = build_reversal(f"{key}:returned", original, memo=f"Returned lead {lead.id}: rewards back")
             await store.post(session, reversal, reference=exposure.id)
-    referrer = await session.get(Referrer, referrer_of(lead.referral_code), with_for_update=True)
+    referrer = await session.get(Referrer, referrer_of(lead.referral_code))
     if referrer is not None and referrer.kind == CUSTOMER:
-        referrer.lifetime_revenue_minor -= refunded_net.amount_minor
+        await _add_lifetime_revenue(session, referrer, -refunded_net)

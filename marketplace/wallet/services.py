@@ -479,8 +479,9 @@ async def charge_exposure(
 async def lead_taken(
     session: AsyncSession, settings: Settings, plan: CommissionPlan, exposure: Exposure, lead: Lead
 ) -> None:
-    """A business claimed the lead: the first claim of a referred lead earns its partner the qualified-lead fee."""
-    if lead.referral_code and lead.exposure_count == 1:
+    """A business claimed the lead: the first claim of a referred lead earns its partner the qualified-lead fee
+    (once per lead, however often a return or a block frees a place to claim again)."""
+    if lead.referral_code:
         price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 

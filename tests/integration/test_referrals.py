@@ -119,3 +119,32 @@ async def test_a_referrers_kind_and_sponsor_are_checked_and_fixed(app, client):
         "/v1/referral-codes", headers=auth(operator), json={"referrer": "ann", "kind": "customer"}
     )
     assert again.status_code == 201 and again.json()["kind"] == "customer"
+    # Asked for with its name alone, a known referrer gets its code, as registered.
+    url = "/v1/referral-codes"
+    named = await client.post(url, headers=auth(operator), json={"referrer": "ann"})
+    assert named.status_code == 201, named.text
+    assert (named.json()["kind"], named.json()["code"]) == ("customer", again.json()["code"])
+    sponsored = await code_for(client, operator, referrer="cid", kind="customer", sponsor="ann")
+    named = await client.post(url, headers=auth(operator), json={"referrer": "cid"})
+    assert named.status_code == 201 and named.json()["sponsor"] == "ann" and named.json()["code"] == sponsored
+
+
+async def test_the_qualified_lead_fee_is_paid_once_however_often_the_lead_is_claimed(app, client, db):
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-3")
+    (a_id, a), (b_id, b) = [await register(client, "lead_buyer", profile={"categories": ["legal"]}) for _ in range(2)]
+    response = await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))
+    lead_id = response.json()["id"]
+    (offer_a, offer_b) = await offer_lead_to(app, lead_id, [a_id, b_id])
+    first = await claim(client, a, offer_a)
+    assert (await payables(client, operator))["site-3"] == 2_000
+    returned = await client.post(f"/v1/exposures/{first.json()['id']}/return", headers=auth(a), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+
+    # The fee changed since; the lead's next claim (its place freed by the return) pays none again.
+    plan = (await client.get("/v1/commission-plans", headers=auth(operator))).json()[0]["definition"]
+    plan["tiers"]["qualified_lead"]["fixed"]["amount_minor"] = 3_000
+    assert (await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})).is_success
+    second = await claim(client, b, offer_b)
+    assert second.status_code == 201, second.text
+    assert (await payables(client, operator))["site-3"] == 2_000

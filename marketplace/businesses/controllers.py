@@ -125,8 +125,7 @@ class BusinessController(Controller):
                 business_id,
                 "blocked",
                 actor=operator.actor,
-                # Kept with the block (and shown beside the public mark): that none was given is worth keeping too.
-                reason=block.reason.strip() or "blocked by an operator; no reason given",
+                reason=block.reason.strip(),
                 unreliable=True if block.unreliable else None,  # a block never takes a mark back
             )
             await _release_open_deals(state, uow, business_id, operator)

@@ -185,7 +185,7 @@ async def set_status(
             from_status=business.status,
             to_status=status,
             unreliable=bool(unreliable) and business.unreliable_since is None,
-            reason=reason,
+            reason=reason or "no reason given",  # that none was given is worth keeping too
             changed_by=actor,
             changed_at=now,
         )

@@ -68,14 +68,18 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
     return exposure
 
 
+async def _released(session: AsyncSession, exposure: Exposure) -> bool:
+    """Whether a block gave this (lost) deal's place back to the market (fraud.release_open_deals)."""
+    found = await session.scalar(select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == exposure.id))
+    return found is not None
+
+
 async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact | None:
     """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
     back to the market, so the contact is no longer this business's to see)."""
     if exposure.status == "returned":
         return None
-    if exposure.status == "lost" and await session.scalar(
-        select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == exposure.id)
-    ):
+    if exposure.status == "lost" and await _released(session, exposure):
         return None
     row = await session.get(LeadContact, exposure.lead_id)
     return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
@@ -279,6 +283,8 @@ async def return_exposure(
     now = utcnow()
     if exposure.status not in rules.RETURNABLE:
         raise Conflict(f"a lead in status {exposure.status} cannot be returned")
+    if exposure.status == "lost" and await _released(session, exposure):
+        raise Conflict("this lead was released by a block: its place already went back to the market")
     deadline = exposure.created_at + timedelta(days=settings.windows.return_days)
     if now > deadline:
         raise Conflict(
@@ -293,7 +299,7 @@ async def return_exposure(
     reopened = (
         await session.execute(
             update(Lead)
-            .where(Lead.id == exposure.lead_id)
+            .where(Lead.id == exposure.lead_id, Lead.exposure_count > 0)
             .values(
                 exposure_count=Lead.exposure_count - 1,
                 is_exclusive=False,
@@ -301,7 +307,7 @@ async def return_exposure(
             )
             .returning(Lead.status, Lead.waves_sent)
         )
-    ).one()
+    ).one_or_none()
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
@@ -309,7 +315,7 @@ async def return_exposure(
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()
-    next_wave = reopened.waves_sent + 1 if reopened.status == "open" else None
+    next_wave = reopened.waves_sent + 1 if reopened is not None and reopened.status == "open" else None
     return Returned(exposure, before, replacement, refund, next_wave)
 
 

@@ -905,7 +905,8 @@ async def release_open_deals(
     once. A lead whose customer says it hired this business stays where it is, whatever the business reported:
     that customer has been served, and a fresh round of calls would only bother them. Returns (lead, next wave)
     of the leads that are open again. Won, invoiced and paid deals stay: their commissions are owed whatever
-    happens (the blocked business may still report a hired deal won, invoiced and paid)."""
+    happens (the blocked business may still report a hired deal won, invoiced and paid). A deal maker's deals
+    only: a lead buyer paid for its leads, and keeps them (and their contacts) as it keeps what it owes for them."""
     why = "after a confirmed fraud alert" if alert_id else "by an operator"
     hired_here = exists().where(
         Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True), Survey.business_id == Exposure.business_id
@@ -915,6 +916,7 @@ async def release_open_deals(
             select(Exposure)
             .where(
                 Exposure.business_id == business_id,
+                Exposure.mode == "deal_maker",
                 Exposure.status.in_((*OPEN_PIPELINE, "lost")),
                 ~hired_here,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),

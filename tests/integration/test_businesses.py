@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from marketplace.db.models import ApiToken, Business, BusinessStatusChange
+from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Lead
 from marketplace.identity.tokens import hash_token
-from tests.factories import auth, business_body, operator_token, register
+from tests.factories import auth, business_body, offer_lead_to, operator_token, register, submit_lead
 
 
 async def test_sign_up_each_mode_returns_token_once_and_stores_it_hashed(client, db):
@@ -118,7 +118,13 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     other_id, _ = await register(client)
     assert (await client.post(f"/v1/businesses/{other_id}/block", headers=auth(op))).status_code == 200
     reason = await db.scalar(select(BusinessStatusChange.reason).where(BusinessStatusChange.business_id == other_id))
-    assert reason == "blocked by an operator; no reason given"
+    assert reason == "no reason given"
+    # So is one through the status change.
+    other_id, _ = await register(client)
+    changed = await client.post(f"/v1/businesses/{other_id}/status", headers=auth(op), json={"status": "suspended"})
+    assert changed.status_code == 200, changed.text
+    reason = await db.scalar(select(BusinessStatusChange.reason).where(BusinessStatusChange.business_id == other_id))
+    assert reason == "no reason given"
 
 
 async def test_operator_suspends_and_reactivates(app, client, db):
@@ -134,7 +140,7 @@ async def test_operator_suspends_and_reactivates(app, client, db):
     changes = list(await db.scalars(select(BusinessStatusChange).order_by(BusinessStatusChange.changed_at)))
     assert [(c.from_status, c.to_status, c.reason, c.unreliable) for c in changes] == [
         ("active", "suspended", "unpaid invoices", False),
-        ("suspended", "active", "", False),
+        ("suspended", "active", "no reason given", False),
     ]
     assert {c.changed_by for c in changes} == {changes[0].changed_by} and changes[0].changed_by.startswith("operator:")
     assert all(c.business_id == business_id for c in changes)
@@ -186,3 +192,26 @@ async def test_a_block_through_the_status_call_gives_the_open_leads_back_too(app
     assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))) == 0
     # Not listed as unreliable: that is what POST .../block adds.
     assert (await client.get("/v1/unreliable")).json()["items"] == []
+
+
+async def test_a_deal_released_by_a_block_cannot_be_returned_and_a_lead_buyer_keeps_what_it_bought(app, client, db):
+    op = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lb_id, lb = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    offers = dict(zip((dm_id, lb_id), await offer_lead_to(app, lead_id, [dm_id, lb_id]), strict=True))
+    assigned = (await client.post(f"/v1/offers/{offers[dm_id]}/claim", headers=auth(dm))).json()["id"]
+    bought = (await client.post(f"/v1/offers/{offers[lb_id]}/claim", headers=auth(lb))).json()["id"]
+    for business_id in (dm_id, lb_id):
+        assert (await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op))).status_code == 200
+        back = {"status": "active", "reason": "cleared"}
+        let_in = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)
+        assert let_in.status_code == 200, let_in.text
+
+    # The deal maker's deal went back to the market with the block: it is not its to return any more.
+    returned = await client.post(f"/v1/exposures/{assigned}/return", headers=auth(dm), json={"reason": "x"})
+    assert returned.status_code == 409 and "released" in returned.json()["detail"], returned.text
+    # The lead buyer paid for its lead: the block left it, and its contact, where they were.
+    kept = (await client.get(f"/v1/exposures/{bought}", headers=auth(lb))).json()
+    assert kept["status"] == "new" and kept["contact"] is not None
+    assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))) == 1

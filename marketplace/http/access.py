@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -139,5 +140,12 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
     if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
         return
     body = (await connection.body()).strip() if isinstance(connection, Request) else b""  # 413 past the limit
-    if body not in (b"", b"{}"):
+    if body and _decoded(body) not in ({}, None):
         raise InvalidInput.field("body", "this call takes no body: send none (or {})")
+
+
+def _decoded(body: bytes) -> object:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return body

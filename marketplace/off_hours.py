@@ -60,12 +60,15 @@ class OffHours:
         return stretches
 
     def open_at(self, at: datetime) -> datetime:
-        """`at` itself when it is open time, else the moment the off hours it falls in end."""
+        """`at` itself when it is open time, else the moment the off hours it falls in end (the first open moment:
+        where a change of clocks swallows a day's open window, one stretch ends as the next begins)."""
         if self.start is None:
             return at
-        for begin, finish in self._stretches_around(at):
-            if begin <= at < finish:
-                return finish
+        for _ in range(8):  # a day's open window lost to a change of clocks at most every few months
+            inside = [finish for begin, finish in self._stretches_around(at) if begin <= at < finish]
+            if not inside:
+                return at
+            at = max(inside)
         return at
 
     def is_off(self, at: datetime) -> bool:

@@ -86,3 +86,16 @@ def test_adding_open_time_never_takes_less_than_the_time_itself_nor_ends_inside_
     end = NIGHTS.add(at, span)
     assert end - at >= span
     assert not NIGHTS.is_off(end) or end.astimezone(JERUSALEM).time() == time(21)  # at most as the night begins
+
+
+BERLIN_LONG_NIGHTS = OffHours.parse("03:00-02:00", "Europe/Berlin")  # one open hour a day, 02:00-03:00
+
+
+@given(st.datetimes(min_value=datetime(2026, 3, 20), max_value=datetime(2026, 4, 5), timezones=st.just(UTC)), spans)
+def test_a_days_open_window_lost_to_a_change_of_clocks_is_skipped(at: datetime, span: timedelta) -> None:
+    # On 29 March 2026 Berlin's clocks jump from 02:00 to 03:00: that day has no open hour at all.
+    opened = BERLIN_LONG_NIGHTS.open_at(at)
+    assert opened >= at and not BERLIN_LONG_NIGHTS.is_off(opened)
+    end = BERLIN_LONG_NIGHTS.add(at, span)
+    assert end - at >= span
+    assert not BERLIN_LONG_NIGHTS.is_off(end) or end.astimezone(ZoneInfo("Europe/Berlin")).time() == time(3)

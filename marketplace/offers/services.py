@@ -318,20 +318,23 @@ _RECEIVED_AND_OWED = select(
 
 
 async def _check_claimer(
-    session: AsyncSession, settings: Settings, business: Principal, now: datetime, *, replacement: bool
+    session: AsyncSession, settings: Settings, business: Principal, now: datetime, *, replaces: str | None
 ) -> None:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
     limit (wallet.refuse_new_leads_over_limit). The offer stays open. A replacement for a returned lead takes that
-    lead's place within the caps, so the caps do not refuse it."""
+    lead's place within the caps: the returned one (still counted) is not counted against it."""
     row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
     if row is None:
         return
     daily_cap, monthly_cap, limit, currency = row
     params = {"business_id": business.id, "day": day_start(now), "month": month_start(now), "currency": currency}
     today, this_month, owed = (await session.execute(_RECEIVED_AND_OWED, params)).one()
-    if replacement:
-        today = this_month = 0
+    if replaces is not None:
+        returned_at = await session.scalar(select(Exposure.created_at).where(Exposure.id == replaces))
+        if returned_at is not None:
+            today -= returned_at >= params["day"]
+            this_month -= returned_at >= params["month"]
     if today >= daily_cap:
         raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
     if this_month >= monthly_cap:
@@ -370,7 +373,7 @@ async def claim_offer(
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
     # After the lead row, in the order a wave takes them.
-    await _check_claimer(session, settings, business, now, replacement=offer.replaces_exposure_id is not None)
+    await _check_claimer(session, settings, business, now, replaces=offer.replaces_exposure_id)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
 
@@ -463,7 +466,8 @@ async def offer_replacement(
             "expires_at": offer_expiry(settings, now, lead.expires_at),
         },
     )
-    return await session.get(Offer, made.scalar_one(), populate_existing=True)
+    offer_id = made.scalar_one_or_none()  # None: a wave offered it the same moment (its offer stands)
+    return None if offer_id is None else await session.get(Offer, offer_id, populate_existing=True)
 
 
 # The status as a literal in the SQL, not a parameter: the partial index of open offers (migration 0010) serves

@@ -255,6 +255,21 @@ async def test_a_replacement_takes_the_returned_leads_place_within_the_caps(app,
     assert refused.status_code == 409 and "cap" in refused.json()["detail"]
 
 
+async def test_a_replacement_for_an_older_lead_does_not_lift_todays_cap(app, client, db, settings):
+    dm_id, dm = await register(client, "deal_maker", profile={"daily_cap": 1, "monthly_cap": 100})
+    (yesterdays,) = await offer_lead_to(app, await submit_lead(client, category="plumbing"), [dm_id])
+    older = (await client.post(f"/v1/offers/{yesterdays}/claim", headers=auth(dm))).json()["id"]
+    clock.advance(timedelta(days=1))
+    (todays,) = await offer_lead_to(app, await submit_lead(client, category="plumbing"), [dm_id])
+    assert (await client.post(f"/v1/offers/{todays}/claim", headers=auth(dm))).status_code == 201
+    await submit_lead(client, category="plumbing")  # an open lead to replace the older one with
+    returned = await client.post(f"/v1/exposures/{older}/return", headers=auth(dm), json={"reason": "x"})
+    replacement = returned.json()["replacement_offer_id"]
+    assert returned.status_code == 200 and replacement, returned.text
+    refused = await client.post(f"/v1/offers/{replacement}/claim", headers=auth(dm))
+    assert refused.status_code == 409 and "daily cap" in refused.json()["detail"]  # yesterday's place, not today's
+
+
 async def test_a_lead_whose_offer_was_withdrawn_may_be_the_replacement(app, client, db):
     dm_id, dm = await register(client, "deal_maker")
     first, second = [await submit_lead(client, category="plumbing") for _ in range(2)]

@@ -134,6 +134,13 @@ def offer_expiry(settings: Settings, now: datetime, lead_expires_at: datetime) -
     return min(settings.windows.off_hours.add(now, lifetime), lead_expires_at)
 
 
+def next_wave_at(settings: Settings, category: str, last_wave_at: datetime) -> datetime:
+    """When a lead's next wave is due: the category's wave delay after its last, in open time (off hours do not
+    count, so a wave due in the night goes out as the morning's delay runs out)."""
+    delay = timedelta(seconds=settings.categories[category].wave_delay_seconds)
+    return settings.windows.off_hours.add(last_wave_at, delay)
+
+
 async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ranker, lead_id: str, wave: int) -> int:
     """Offer the lead to the next `wave_size` candidates. Returns how many offers were made.
 
@@ -182,7 +189,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             ],
         )
     if more:  # candidates are left for a next wave, if the lead is not taken by then (the delay counts open time)
-        due_in = (off_hours.add(now, timedelta(seconds=category.wave_delay_seconds)) - now).total_seconds()
+        due_in = (next_wave_at(settings, category.code, now) - now).total_seconds()
         uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=due_in))
     return len(chosen)
 
@@ -525,8 +532,7 @@ async def open_leads_for(
         due = 0.0
         if last_at is not None:
             last = last_at if last_at.tzinfo is not None else last_at.replace(tzinfo=now.tzinfo)
-            delay = timedelta(seconds=settings.categories[category].wave_delay_seconds)
-            due = max(0.0, (settings.windows.off_hours.add(last, delay) - now).total_seconds())
+            due = max(0.0, (next_wave_at(settings, category, last) - now).total_seconds())
         waves.append((lead_id, waves_sent + 1, due))
     return waves
 

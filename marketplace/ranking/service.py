@@ -201,8 +201,9 @@ class ProfitabilityRanker:
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k, exclude=exclude)
         after = None
         n = len(ranking)
-        if n and ranking.buyer[n - 1] and not ranking.explored[n - 1]:  # an explored place pays the list price
-            # The wave's last place pays what keeps it above whoever comes next: the best of the rest.
+        last_ranked = max((i for i in range(n) if not ranking.explored[i]), default=None)
+        if last_ranked is not None and ranking.buyer[last_ranked]:
+            # The wave's last place by score pays what keeps it above whoever comes next: the best of the rest.
             wave = exclude | set(ranking.business_ids)
             rest = self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=wave, explore=False)
             after = float(rest.scores[0]) if len(rest) else None
@@ -215,8 +216,9 @@ class ProfitabilityRanker:
     def _ranked(
         self, lead: LeadView, ranking: Ranking, indexes: list[int], after: float | None = None
     ) -> list[Ranked]:
-        """The picks with their factors; a lead buyer's price is the second price against the next place (for the
-        last, `after`: the best score outside the picks)."""
+        """The picks with their factors; a lead buyer's price is the second price against the next place won by
+        score (an explored place below is a random draw, not a competitor it beat; for the last, `after`: the best
+        score outside the picks). An explored place pays the list price."""
         category = self.settings.categories[lead.category]
         rate = self.rates.get(lead.category, category.commission_rate_bp)
         prior = self.priors.get(lead.category)
@@ -228,7 +230,8 @@ class ProfitabilityRanker:
             factors: dict[str, Any] = {"policy": self.name, "score": round(float(ranking.scores[i]), 4)}
             if ranking.buyer[i]:
                 bid = round(parts.worth)
-                next_score = float(ranking.scores[indexes[position + 1]]) if position + 1 < len(indexes) else after
+                below = (float(ranking.scores[j]) for j in indexes[position + 1 :] if not ranking.explored[j])
+                next_score = None if ranking.explored[i] else next(below, after)
                 factors.update(
                     mode="lead_buyer",
                     price_or_bid_minor=bid,

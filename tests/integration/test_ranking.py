@@ -132,6 +132,32 @@ async def test_the_last_place_of_a_wave_pays_what_keeps_it_above_the_next_candid
     assert last.factors["price_minor"] == price  # nobody left to outbid: the list price
 
 
+async def test_a_place_above_an_explored_one_pays_against_the_best_it_beat_not_the_random_draw(
+    app, client, settings, monkeypatch
+):
+    from marketplace.ranking.ports import LeadView
+
+    price = settings.categories["plumbing"].lead_price_minor
+    bidders = {}
+    for bid in range(price + 500, 2 * price + 2000, 1000):  # eight bidders, bids 6,500 to 13,500
+        business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+        body = {"bids": [{"category": "plumbing", "max_bid": {"amount_minor": bid, "currency": "ILS"}}]}
+        assert (await client.put("/v1/businesses/me/bids", headers=auth(token), json=body)).status_code == 200
+        bidders[business_id] = bid
+    await app.state.ranking_sync.settled()
+    ranker = app.state.ranker
+    monkeypatch.setattr(ranker.core, "_places", lambda n: 1)  # the wave's last place explores
+    lead = LeadView("lead_x", "plumbing", "tel-aviv", 150_000, "ILS", clock.now())
+    first, drawn = ranker.select(lead, 2, exclude=())
+    assert bidders[first.business_id] == max(bidders.values()) and drawn.factors["explored"]
+    best_beaten = max(bid for b, bid in bidders.items() if b not in (first.business_id, drawn.business_id))
+    assert bidders[drawn.business_id] != best_beaten  # the seeded draw is not the runner-up: the test tells them apart
+    # The first kept its place against the best candidate it outranked, outside the wave; the explored place below
+    # it is a random draw, whatever its bid, and pays the list price.
+    assert first.factors["price_minor"] == best_beaten
+    assert drawn.factors["price_minor"] == price
+
+
 async def test_deal_makers_are_scored_at_the_commission_rate_of_the_plan_in_force(app, client):
     from marketplace.wallet.plans import default_plan
 

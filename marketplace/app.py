@@ -7,7 +7,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 from litestar import Litestar
@@ -32,7 +31,7 @@ from marketplace.identity.cache import PrincipalCache
 from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.offers.controllers import OfferController
-from marketplace.offers.services import leads_waiting_for_first_wave
+from marketplace.offers.services import waves_to_send_again
 from marketplace.ranking.policies import make_ranker
 from marketplace.ranking.sync import ALL, RankingSync
 from marketplace.settings import Settings, get_settings
@@ -165,11 +164,12 @@ async def startup(state: State) -> None:
     if state.run_jobs_in_background:
         if isinstance(state.jobs, InProcessJobs):
             # In process no queued job outlives the process: leads whose first wave never went out (the
-            # `--demo` market's, or those of a service stopped early) are offered now, not a minute later.
+            # `--demo` market's, or those of a service stopped early) are offered now, and the next waves the
+            # last process had scheduled are scheduled again, each at its time.
             async with state.uow() as uow:
-                waiting = await leads_waiting_for_first_wave(uow.session, older_than=timedelta(0))
-            for lead_id in waiting:
-                state.jobs.enqueue("send_wave", lead_id, 1)
+                waves = await waves_to_send_again(uow.session, overdue_by=None)
+            for lead_id, wave, due_in in waves:
+                state.jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in)
         state.background_tasks.append(asyncio.create_task(_periodic(state)))
         state.background_tasks.append(asyncio.create_task(state.ranking_sync.listen()))
 

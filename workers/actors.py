@@ -55,13 +55,14 @@ async def mark_stale() -> None:
         await exposures.mark_stale(uow.session, rt.settings)
 
 
-async def resend_first_waves() -> None:
-    """Leads whose first wave never went out (a lost message, a restart) get it now."""
+async def resend_lost_waves() -> None:
+    """Leads whose first wave never went out, or whose next wave is a minute overdue (a lost message, a restart),
+    get it now."""
     rt = await runtime.current()
     async with rt.uow() as uow:
-        waiting = await offers.leads_waiting_for_first_wave(uow.session, older_than=timedelta(minutes=1))
-    for lead_id in waiting:
-        rt.jobs.enqueue("send_wave", lead_id, 1)
+        due = await offers.waves_to_send_again(uow.session, overdue_by=timedelta(minutes=1))
+    for lead_id, wave, _ in due:
+        rt.jobs.enqueue("send_wave", lead_id, wave)
 
 
 async def train_ranking_model() -> None:
@@ -142,7 +143,7 @@ ALL = [
     _actor(offer_open_leads, "leads", 3),
     _actor(expire_lapsed, "maintenance", 3),
     _actor(mark_stale, "maintenance", 3),
-    _actor(resend_first_waves, "maintenance", 3),
+    _actor(resend_lost_waves, "maintenance", 3),
     _actor(train_ranking_model, "maintenance", 1),
     _actor(fraud_scan, "fraud", 3),
     _actor(fraud_recheck, "fraud", 3),
@@ -151,7 +152,7 @@ ALL = [
     _actor(train_fraud_model, "maintenance", 1),
     _actor(collect_debts, "maintenance", 3),
 ]
-PERIODIC = ["expire_lapsed", "mark_stale", "resend_first_waves", "fraud_scan", "send_quiet_surveys",
+PERIODIC = ["expire_lapsed", "mark_stale", "resend_lost_waves", "fraud_scan", "send_quiet_surveys",
             "deliver_notifications"]
 PERIODIC.append("collect_debts")
 DAILY = ["train_ranking_model", "train_fraud_model"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,12 +67,13 @@ _TAKE_WAVE = (
         _leads.status == "open",
         _leads.expires_at > bindparam("now"),
     )
-    .values(waves_sent=bindparam("wave"))
+    .values(waves_sent=bindparam("wave"), next_wave_at=None)
     .returning(
         _leads.id, _leads.category, _leads.region, _leads.budget_minor, _leads.currency, _leads.created_at,
         _leads.expires_at, _leads.seller_business_id,
     )
 )  # fmt: skip
+_NEXT_WAVE_DUE = update(_LEADS).where(_leads.id == bindparam("lead_id")).values(next_wave_at=bindparam("due"))
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
 _OFFERED = select(_offers.business_id).where(
@@ -189,7 +190,9 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             ],
         )
     if more:  # candidates are left for a next wave, if the lead is not taken by then (the delay counts open time)
-        due_in = (next_wave_at(settings, category.code, now) - now).total_seconds()
+        due = next_wave_at(settings, category.code, now)
+        await session.execute(_NEXT_WAVE_DUE, {"lead_id": lead_id, "due": due})  # found again if the job is lost
+        due_in = (due - now).total_seconds()
         uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=due_in))
     return len(chosen)
 
@@ -537,13 +540,24 @@ async def open_leads_for(
     return waves
 
 
-async def leads_waiting_for_first_wave(session: AsyncSession, older_than: timedelta) -> list[str]:
-    """Open leads whose first wave never went out (a lost message, a restart): the periodic sweep resends."""
-    cutoff = utcnow() - older_than
-    rows = await session.scalars(
-        select(Lead.id).where(Lead.status == "open", Lead.waves_sent == 0, Lead.created_at <= cutoff).limit(1000)
+async def waves_to_send_again(session: AsyncSession, overdue_by: timedelta | None) -> list[tuple[str, int, float]]:
+    """Open leads whose next wave should be on its way, as (lead, wave, seconds until it is due): a first wave that
+    never went out, or a next wave due (`next_wave_at`) whose job was lost (a lost message; in process, a restart).
+    `overdue_by`: those late by that much (the periodic sweep); None: every one scheduled, each at its time (a
+    process that kept its jobs in memory starting again). A wave is idempotent: one sent twice changes nothing."""
+    now = utcnow()
+    cutoff = now - (overdue_by or timedelta(0))
+    first = and_(Lead.waves_sent == 0, Lead.created_at <= cutoff)
+    later = Lead.next_wave_at.is_not(None) if overdue_by is None else Lead.next_wave_at <= cutoff
+    rows = await session.execute(
+        select(Lead.id, Lead.waves_sent, Lead.next_wave_at)
+        .where(Lead.status == "open", Lead.expires_at > now, or_(first, later))
+        .limit(1000)
     )
-    return list(rows)
+    return [
+        (lead_id, sent + 1, max(0.0, (due - now).total_seconds()) if due is not None else 0.0)
+        for lead_id, sent, due in rows
+    ]
 
 
 async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:

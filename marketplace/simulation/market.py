@@ -523,7 +523,7 @@ class Simulation:
         self._push(self.now + step, "tick")
 
     async def _on_periodic(self, _: Any) -> None:
-        await self.service.periodic(["expire_lapsed", "resend_first_waves"])
+        await self.service.periodic(["expire_lapsed", "resend_lost_waves"])
         await self._run_jobs()
         self._push(self.now + timedelta(minutes=self.scenario.periodic_minutes), "periodic")
 

@@ -286,6 +286,39 @@ async def test_a_lead_whose_offer_was_withdrawn_may_be_the_replacement(app, clie
     assert (await client.post(f"/v1/offers/{withdrawn}/claim", headers=auth(dm))).status_code == 201
 
 
+async def test_a_next_wave_whose_job_was_lost_is_sent_again(app, client, db, settings):
+    from marketplace.offers.services import waves_to_send_again
+    from workers.actors import resend_lost_waves
+
+    for _ in range(4):
+        await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    await app.state.ranking_sync.settled()
+    lead_id = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 3
+    due = await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))
+    delay = timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds)
+    assert due is not None
+    assert abs(due.replace(tzinfo=clock.now().tzinfo) - (clock.now() + delay)) < timedelta(seconds=5)
+
+    # The process that held the next wave's job is gone (jobs in memory): a new one schedules it again at its time.
+    app.state.jobs._heap.clear()
+    async with app.state.uow() as uow:
+        (again,) = await waves_to_send_again(uow.session, overdue_by=None)
+    assert again[:2] == (lead_id, 2) and 0 < again[2] <= delay.total_seconds()
+    # Or the periodic sweep sends it once it is a minute late.
+    clock.advance(delay + timedelta(seconds=30))
+    await resend_lost_waves()
+    await app.state.jobs.run_due()
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 3
+    clock.advance(timedelta(minutes=1))
+    await resend_lost_waves()
+    await app.state.jobs.run_due()
+    assert sorted(await db.scalars(select(Offer.wave).where(Offer.lead_id == lead_id))) == [1, 1, 1, 2]
+    # Nobody is left: no next wave is due, and the sweep sends nothing more.
+    assert await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id)) is None
+
+
 async def test_wave_message_delivered_twice_changes_nothing(app, client, db):
     for _ in range(2):
         await register(client, "lead_buyer")

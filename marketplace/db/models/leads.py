@@ -36,6 +36,9 @@ class Lead(Base):
     is_exclusive: Mapped[bool] = mapped_column(Boolean, default=False)
     # The wave the next offers belong to; the wave worker advances it with a conditional update.
     waves_sent: Mapped[int] = mapped_column(Integer, default=0)
+    # When the next wave is due (set as a wave schedules it, cleared as a wave goes out or finds nobody left): a
+    # wave job lost with a process that kept its jobs in memory is sent again from here.
+    next_wave_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     seen_count: Mapped[int] = mapped_column(Integer, default=1)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     dedup_key: Mapped[str] = mapped_column(String(64))

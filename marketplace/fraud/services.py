@@ -37,6 +37,7 @@ from marketplace.db.models import (
     Lead,
     LeadContact,
     Notification,
+    Offer,
     Survey,
     UsedLink,
 )
@@ -317,8 +318,23 @@ async def answer_survey(
     survey.satisfaction = data.satisfaction
     survey.comment = data.comment.strip() if data.comment and data.comment.strip() else None
     mark_dirty(session, *holders)
+    if data.hired:
+        await _take_off_the_market(session, lead.id)
     await session.flush()
     return survey, holders
+
+
+async def _take_off_the_market(session: AsyncSession, lead_id: str) -> None:
+    """The customer says it hired someone: it has been served, and more calls would only bother it. Its lead goes
+    out in no more waves (its expiry is brought forward to now; the expiry sweep closes it) and its open offers
+    are withdrawn."""
+    now = utcnow()
+    await session.execute(
+        update(Lead).where(Lead.id == lead_id, Lead.status == "open", Lead.expires_at > now).values(expires_at=now)
+    )
+    await session.execute(
+        update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed")
+    )
 
 
 def answer_out(survey: Survey) -> schemas.SurveyAnswer:
@@ -902,15 +918,14 @@ async def release_open_deals(
 ) -> list[tuple[str, int]]:
     """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
     its open deals (closed as lost, with a note) and the leads it reported lost, each freeing its lead's slot
-    once. A lead whose customer says it hired this business stays where it is, whatever the business reported:
-    that customer has been served, and a fresh round of calls would only bother them. Returns (lead, next wave)
-    of the leads that are open again. Won, invoiced and paid deals stay: their commissions are owed whatever
-    happens (the blocked business may still report a hired deal won, invoiced and paid). A deal maker's deals
-    only: a lead buyer paid for its leads, and keeps them (and their contacts) as it keeps what it owes for them."""
+    once. A lead whose customer says it hired a business (this one or another) stays where it is, whatever the
+    business reported: that customer has been served, and a fresh round of calls would only bother them. Returns
+    (lead, next wave) of the leads that are open again. Won, invoiced and paid deals stay: their commissions are
+    owed whatever happens (the blocked business may still report a hired deal won, invoiced and paid). A deal
+    maker's deals only: a lead buyer paid for its leads, and keeps them (and their contacts) as it keeps what it
+    owes for them."""
     why = "after a confirmed fraud alert" if alert_id else "by an operator"
-    hired_here = exists().where(
-        Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True), Survey.business_id == Exposure.business_id
-    )
+    hired = exists().where(Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True))  # by whomever
     exposures = list(
         await session.scalars(
             select(Exposure)
@@ -918,7 +933,7 @@ async def release_open_deals(
                 Exposure.business_id == business_id,
                 Exposure.mode == "deal_maker",
                 Exposure.status.in_((*OPEN_PIPELINE, "lost")),
-                ~hired_here,
+                ~hired,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
             .order_by(Exposure.created_at, Exposure.id)

@@ -317,3 +317,26 @@ async def test_a_connection_lost_half_way_sends_nothing_twice(app, db, settings)
         ]
     finally:
         await server.stop()
+
+
+async def test_a_customer_who_says_it_hired_someone_gets_no_more_offers_made_of_its_lead(app, client, db):
+    from marketplace.db.models import Lead, Offer
+    from tests.factories import offer_lead_to
+    from workers.actors import expire_lapsed
+
+    operator = await operator_token(app)
+    a_id, a = await register(client, "deal_maker")
+    others = [await register(client, "lead_buyer") for _ in range(2)]
+    lead_id, exposure = await claimed_deal(app, client, a_id, a)
+    await offer_lead_to(app, lead_id, [others[0][0]])  # an offer still open
+    await report(client, a, exposure, "lost")
+    assert (await answer(client, await survey_token(client, operator, lead_id), hired=True)).status_code == 200
+
+    # Served: its open offers are withdrawn, no next wave goes out, and the sweep closes it.
+    assert await db.count(Offer, Offer.lead_id == lead_id, Offer.status == "open") == 0
+    await app.state.jobs.run_due()
+    app.state.jobs.enqueue("send_wave", lead_id, 2)
+    await app.state.jobs.run_due()
+    assert await db.count(Offer, Offer.lead_id == lead_id) == 2  # the claimed one and the withdrawn one: no new
+    await expire_lapsed()
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"

@@ -9,6 +9,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from marketplace.db.models import Business
+from marketplace.errors import NotFound
 from marketplace.exposures import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
@@ -163,5 +165,8 @@ class ExposureController(Controller):
 
     @get("/businesses/{business_id:str}/stats", opt=access(Access.OPERATOR))
     async def stats(self, state: State, business_id: FromPath[str]) -> schemas.BusinessStats:
+        """A business's exposures, return rate and stale leads (operators); an unknown business is a 404."""
         async with state.uow() as uow:
+            if await uow.session.get(Business, business_id) is None:
+                raise NotFound(f"no business {business_id}")
             return await services.business_stats(uow.session, business_id)

@@ -215,3 +215,10 @@ async def test_a_deal_released_by_a_block_cannot_be_returned_and_a_lead_buyer_ke
     kept = (await client.get(f"/v1/exposures/{bought}", headers=auth(lb))).json()
     assert kept["status"] == "new" and kept["contact"] is not None
     assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))) == 1
+
+
+async def test_the_stats_of_an_unknown_business_are_a_404(app, client):
+    op = await operator_token(app)
+    assert (await client.get("/v1/businesses/biz_nope/stats", headers=auth(op))).status_code == 404
+    business_id, _ = await register(client)
+    assert (await client.get(f"/v1/businesses/{business_id}/stats", headers=auth(op))).status_code == 200

@@ -74,19 +74,29 @@ class OfferController(Controller):
     async def ranking(self, state: State, lead_id: FromPath[str]) -> schemas.LeadRanking:
         """The lead's candidates as the ranker orders them now, each with its score's factors; those
         already offered the lead come first, with the wave, score and rank (within that wave) recorded on their
-        offer, then the others ranked from 1 in the order the next waves would offer it to them."""
+        offer and the offer's status, then the others ranked from 1 in the order the next waves would offer it to
+        them (none once the lead is full, exclusive or closed: no next wave goes out; one whose offer was withdrawn
+        may be offered again, so it is among them)."""
         await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:
             lead = await get_lead(uow.session, lead_id)
-            ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow())
             offered = await services.offers_of_lead(uow.session, lead_id)
+            waves_go_on = lead.status == "open" and lead.expires_at > utcnow() and not lead.is_exclusive
+            ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow()) if waves_go_on else []
+        holding = {o.business_id for o in offered if o.status != "closed"}
         candidates = [
             schemas.RankedCandidate(
-                business_id=o.business_id, rank=o.rank, score=o.score, factors=o.factors, offered=True, wave=o.wave
+                business_id=o.business_id,
+                rank=o.rank,
+                score=o.score,
+                factors=o.factors,
+                offered=True,
+                wave=o.wave,
+                offer_status=o.status,
             )
             for o in offered
         ] + [
             schemas.RankedCandidate(business_id=r.business_id, rank=i, score=r.score, factors=r.factors, offered=False)
-            for i, r in enumerate(ranked, start=1)
+            for i, r in enumerate((r for r in ranked if r.business_id not in holding), start=1)
         ]
         return schemas.LeadRanking(lead_id=lead_id, policy=state.ranker.name, candidates=candidates)

@@ -40,6 +40,9 @@ class RankedCandidate(msgspec.Struct):
     factors: dict[str, Any]
     offered: bool
     wave: int | None = None  # the wave that offered it; null while not offered
+    # The offer's status (open, claimed, expired, or closed: withdrawn, and it may be offered again); null while
+    # not offered.
+    offer_status: str | None = None
 
 
 class LeadRanking(msgspec.Struct):

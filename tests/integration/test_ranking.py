@@ -102,6 +102,11 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
     assert len(offered) == 2
     assert sorted((c["wave"], c["rank"]) for c in offered) == [(1, 1), (1, 2)]
     assert all(c["wave"] is None for c in body["candidates"] if not c["offered"])
+    assert {c["offer_status"] for c in offered} == {"open"}
+    # Each business once: an open offer's holder is not also a candidate for the next waves.
+    waiting = [c["business_id"] for c in body["candidates"] if not c["offered"]]
+    assert not {c["business_id"] for c in offered} & set(waiting) and len(waiting) == len(set(waiting))
+    assert [c["rank"] for c in body["candidates"] if not c["offered"]] == list(range(1, len(waiting) + 1))
     for candidate in offered:
         factors = candidate["factors"]
         assert factors["score"] > 0 and factors["mode"] in ("deal_maker", "lead_buyer")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -115,17 +117,23 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert expected in factors
 
 
-async def test_the_last_place_of_a_wave_pays_what_keeps_it_above_the_next_candidate_outside_it(app, client, settings):
-    from marketplace.ranking.ports import LeadView
-
-    price = settings.categories["plumbing"].lead_price_minor
+async def plumbing_bidders(app: Any, client: Any, bids: Iterable[int]) -> dict[str, int]:
+    """Lead buyers in plumbing, one per bid, each with its maximum bid; the core has them all."""
     bidders = {}
-    for bid in (2 * price, price + 2000):
+    for bid in bids:
         business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
         body = {"bids": [{"category": "plumbing", "max_bid": {"amount_minor": bid, "currency": "ILS"}}]}
         assert (await client.put("/v1/businesses/me/bids", headers=auth(token), json=body)).status_code == 200
         bidders[business_id] = bid
     await app.state.ranking_sync.settled()
+    return bidders
+
+
+async def test_the_last_place_of_a_wave_pays_what_keeps_it_above_the_next_candidate_outside_it(app, client, settings):
+    from marketplace.ranking.ports import LeadView
+
+    price = settings.categories["plumbing"].lead_price_minor
+    bidders = await plumbing_bidders(app, client, (2 * price, price + 2000))
     ranker = app.state.ranker
     ranker.core.explore_share = 0.0
     lead = LeadView("lead_x", "plumbing", "tel-aviv", 150_000, "ILS", clock.now())
@@ -143,13 +151,7 @@ async def test_a_place_above_an_explored_one_pays_against_the_best_it_beat_not_t
     from marketplace.ranking.ports import LeadView
 
     price = settings.categories["plumbing"].lead_price_minor
-    bidders = {}
-    for bid in range(price + 500, 2 * price + 2000, 1000):  # eight bidders, bids 6,500 to 13,500
-        business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
-        body = {"bids": [{"category": "plumbing", "max_bid": {"amount_minor": bid, "currency": "ILS"}}]}
-        assert (await client.put("/v1/businesses/me/bids", headers=auth(token), json=body)).status_code == 200
-        bidders[business_id] = bid
-    await app.state.ranking_sync.settled()
+    bidders = await plumbing_bidders(app, client, range(price + 500, 2 * price + 2000, 1000))  # 6,500 to 13,500
     ranker = app.state.ranker
     monkeypatch.setattr(ranker.core, "_places", lambda n: 1)  # the wave's last place explores
     lead = LeadView("lead_x", "plumbing", "tel-aviv", 150_000, "ILS", clock.now())

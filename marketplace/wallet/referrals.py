@@ -2,11 +2,13 @@
 
 The plan in force when the lead was exposed decides (wallet/plans.py); every payout is an acquisition cost the
 marketplace bears on top of what it charged, owed to the referrer's payable account (`referrer_payable`, named by
-the referrer, paid out by settlement). Nothing is taken out of a commission's split.
+the referrer). Nothing is taken out of a commission's split. What it is owed is paid out by an operator's bank
+transfer; the service records the debt, not the payout, yet (the ledger has `build_payable_payout` for it, and no
+route calls it).
 
 - A **partner** (a business or site with a referral link) earns the plan's tiers: the qualified-lead fee when a
   business first takes one of its leads (claimed after seeing the summary; not taken back if it is returned: the
-  payable is paid out by an operator, who sees the returns), a share of each closed sale's commission, the
+  operator who pays it out sees the returns), a share of each closed sale's commission, the
   lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on a referred
   customer's repeat purchase.
 - A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a

@@ -1,5 +1,6 @@
 """`Idempotency-Key`: the first response to a key is stored in the same transaction as the work it did,
-and replayed for a retry with the same body; the same key with another body is a 422.
+and replayed for a retry with the same body; the same key with another body is a 422. A refusal (404, 409, 422
+from the work) is kept under the key too, in a transaction of its own.
 
 The record is inserted before the work, so concurrent retries queue on its primary key in the database
 (PostgreSQL) or on the write lock (SQLite) and then read the first response instead of working twice.
@@ -24,7 +25,9 @@ from sqlalchemy.exc import IntegrityError
 
 from marketplace.clock import utcnow
 from marketplace.db.models import IdempotencyRecord
-from marketplace.errors import Conflict, InvalidInput
+from marketplace.db.statements import insert_for
+from marketplace.errors import Conflict, InvalidInput, MarketplaceError
+from marketplace.http.problems import PROBLEM, problem_body
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
 # The header as a handler parameter: `idempotency_key: IdempotencyKey = None`.
@@ -63,6 +66,7 @@ async def run_idempotent(
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidInput.field("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters")
 
+    refusal: MarketplaceError | None = None
     try:
         async with uow_factory() as uow:
             previous = await _stored(uow, scope, key)
@@ -74,7 +78,11 @@ async def run_idempotent(
                 )
             )
             await uow.session.flush()  # concurrent holders of the same key wait here
-            status, body = await work(uow)
+            try:
+                status, body = await work(uow)
+            except MarketplaceError as exc:
+                refusal = exc
+                raise
             answer = msgspec.to_builtins(body)
             stored_body = private.strip(answer) if private is not None and status < 300 else answer
             await uow.session.execute(
@@ -89,6 +97,35 @@ async def run_idempotent(
             if previous is None:
                 raise
             return await _replay(uow, previous, fingerprint, private)
+    except MarketplaceError:
+        if refusal is not None and refusal.status_code in KEPT_REFUSALS:
+            await _keep_refusal(uow_factory, scope, key, fingerprint, refusal)
+        raise
+
+
+# A refusal the key answers again (the state or the body refused it: not found, a conflict, invalid): once a key has
+# been answered, a retry gets that answer and another body is a 422, as for a success. Not an authentication or a
+# permission refusal, which says nothing about the request (no work was tried).
+KEPT_REFUSALS = frozenset({404, 409, 422})
+
+
+async def _keep_refusal(
+    uow_factory: UnitOfWorkFactory, scope: str, key: str, fingerprint: str, refusal: MarketplaceError
+) -> None:
+    """Store the refusal under the key, in a unit of work of its own (the refused one rolled back)."""
+    async with uow_factory() as uow:
+        await uow.session.execute(
+            insert_for(uow.session)(IdempotencyRecord)
+            .values(
+                scope=scope,
+                key=key,
+                request_hash=fingerprint,
+                status_code=refusal.status_code,
+                body=problem_body(refusal),
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing()  # a concurrent retry stored its answer first
+        )
 
 
 async def _stored(uow: UnitOfWork, scope: str, key: str) -> IdempotencyRecord | None:
@@ -108,6 +145,9 @@ async def _replay(
     if record.status_code == 0:
         raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly")
     body = record.body
+    headers = {"Idempotent-Replayed": "true"}
+    if record.status_code >= 400:  # a refusal kept under the key
+        return Response(body, status_code=record.status_code, media_type=PROBLEM, headers=headers)
     if private is not None and record.status_code < 300:
         body = await private.restore(uow, record.scope, body)
-    return Response(body, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
+    return Response(body, status_code=record.status_code, headers=headers)

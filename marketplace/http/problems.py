@@ -32,6 +32,20 @@ def _problem(
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def problem_body(exc: MarketplaceError) -> dict[str, Any]:
+    """The problem document a service error answers with (kept as is for an idempotent replay)."""
+    extra: dict[str, Any] = dict(exc.extra)
+    if exc.errors:
+        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+    return {
+        "type": f"https://errors.marketplace.example/{exc.type_slug}",
+        "title": exc.title,
+        "status": exc.status_code,
+        "detail": exc.detail,
+        **extra,
+    }
+
+
 def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Response[dict[str, Any]]:
     extra: dict[str, Any] = dict(exc.extra)
     if exc.errors:

@@ -678,6 +678,19 @@ async def test_withdrawals_from_available_only_and_payouts_confirmed_or_failed(a
     assert (await wallet(client, lb))["available"] == money(4_000)
     assert await db.count(Settlement, Settlement.direction == "payout") == 3
 
+    # A key first answered with a refusal keeps it: the retry is refused the same way (even once the money is
+    # there), and the key with another body is a 422, so it cannot move money after all.
+    refused_key = {**auth(lb), "Idempotency-Key": "wd-2"}
+    too_much = await client.post("/v1/wallet/withdrawals", headers=refused_key, json={"amount": money(999_999)})
+    assert too_much.status_code == 409, too_much.text
+    replayed = await client.post("/v1/wallet/withdrawals", headers=refused_key, json={"amount": money(999_999)})
+    assert replayed.status_code == 409 and replayed.json() == too_much.json()
+    assert replayed.headers["content-type"].startswith("application/problem+json")
+    assert replayed.headers["idempotent-replayed"] == "true"
+    smaller = await client.post("/v1/wallet/withdrawals", headers=refused_key, json={"amount": money(100)})
+    assert smaller.status_code == 422 and smaller.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert await db.count(Settlement, Settlement.direction == "payout") == 3
+
 
 # --- statements ---------------------------------------------------------------------------------------
 

@@ -12,9 +12,18 @@ import msgspec.inspect as mi
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.spec import Components, OpenAPI, OpenAPIMediaType, OpenAPIType, Schema, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Parameter,
+    Schema,
+    SecurityScheme,
+)
 
 from marketplace.http.access import Access
+from marketplace.http.pagination import MAX_LIMIT
 
 BEARER = "bearer"
 COMPONENTS = Components(
@@ -60,6 +69,10 @@ def _complete(schema: OpenAPI) -> None:
         if operation.request_body is not None:
             operation.request_body.required = False
     _bound_struct_fields(schema)
+    for path_item in paths.values():  # every list's page size, as pagination.check_limit enforces it
+        for parameter in path_item.get.parameters or [] if path_item.get else []:
+            if isinstance(parameter, Parameter) and parameter.name == "limit" and isinstance(parameter.schema, Schema):
+                parameter.schema.minimum, parameter.schema.maximum = 1, MAX_LIMIT
     for (path, method, status), media_type in _ALSO_AS.items():
         response = getattr(paths[path], method).responses[status]
         response.content = {

@@ -184,6 +184,8 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
     statuses = [400, 422]  # Litestar documents a 400 for every route with parameters: it must show our shape
     if handler.parsed_data_field is not None:
         statuses += [413, 415]
+    elif writes:
+        statuses.append(413)  # a call that takes no body still reads one to refuse it
     if access != "public":
         statuses += [401, 403]
     if "{" in path:

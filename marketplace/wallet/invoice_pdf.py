@@ -157,7 +157,7 @@ class InvoiceDocument:
             "corrects": self.corrects,
             "issuer": self.issuer.to_json(),
             "recipient": self.recipient.to_json(),
-            "issued_at": self.issued_at.isoformat(),
+            "issued_at": self.issued_at.isoformat().replace("+00:00", "Z"),  # RFC 3339 UTC, as every timestamp
             "currency": self.currency,
             "vat_rate_bp": self.vat_rate_bp,
             "lines": [line.to_json() for line in self.lines],

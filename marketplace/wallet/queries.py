@@ -158,7 +158,7 @@ async def entries_of(
     rows = (await session.execute(query.order_by(LedgerPosting.id.desc()).limit(limit + 1))).all()
     items = [
         schemas.Entry(
-            posting_id=posting.id,
+            posting_id=str(posting.id),
             transaction_id=txn.id,
             kind=txn.kind,
             account=account_kind,

@@ -42,7 +42,7 @@ class Wallet(msgspec.Struct):
 
 
 class Entry(msgspec.Struct):
-    posting_id: int
+    posting_id: str  # opaque, as every id
     transaction_id: str
     kind: str
     account: str

@@ -391,6 +391,9 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
                 failures.append(f"{method} {path}: the list is not documented as {{items, next_cursor}}")
             if not {"limit", "cursor"} <= {p["name"] for p in op.get("parameters", [])}:
                 failures.append(f"{method} {path}: limit and cursor are not documented")
+            limits = [p["schema"] for p in op.get("parameters", []) if p["name"] == "limit"]
+            if limits and (limits[0].get("minimum"), limits[0].get("maximum")) != (1, 200):
+                failures.append(f"{method} {path}: limit is not documented as 1 to 200")
         if path in MOVES_MONEY and "Idempotency-Key" not in {p["name"] for p in op.get("parameters", [])}:
             failures.append(f"{method} {path}: Idempotency-Key is not documented")
         if (op.get("security") == [{"bearer": []}]) == (path in PUBLIC):

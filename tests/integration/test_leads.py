@@ -78,3 +78,15 @@ async def test_invalid_requests_count_against_the_intake_limit_too(app, client, 
     assert statuses == [422, 422, 422, 429]
     assert (await client.post("/v1/leads", json=lead_body())).status_code == 429
     assert await db.count(Lead) == 0
+
+
+async def test_a_number_of_its_countrys_length_is_taken_whether_or_not_the_library_knows_its_range(client, db):
+    # 050-123-4567 is a mobile number libphonenumber's metadata does not list as allocated: a customer typing it is
+    # still a customer. A number too short or too long for its country is refused, naming the field.
+    taken = await client.post("/v1/leads", json=lead_body(contact={"phone": "050-123-4567"}))
+    assert taken.status_code == 201, taken.text
+    lead_id = taken.json()["id"]
+    assert await db.scalar(select(LeadContact.phone).where(LeadContact.lead_id == lead_id)) == "+972501234567"
+    for wrong in ("050-123", "+972 50 123 4567 8901"):
+        refused = await client.post("/v1/leads", json=lead_body(contact={"phone": wrong}))
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "contact.phone", refused.text

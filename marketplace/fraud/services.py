@@ -330,7 +330,8 @@ async def _take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     are withdrawn."""
     now = utcnow()
     await session.execute(
-        update(Lead).where(Lead.id == lead_id, Lead.status == "open", Lead.expires_at > now).values(expires_at=now)
+        # Whatever its status: a full lead a return or a block reopens later is expired, not open again.
+        update(Lead).where(Lead.id == lead_id, Lead.expires_at > now).values(expires_at=now)
     )
     await session.execute(
         update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed")

@@ -74,6 +74,7 @@ _TAKE_WAVE = (
     )
 )  # fmt: skip
 _NEXT_WAVE_DUE = update(_LEADS).where(_leads.id == bindparam("lead_id")).values(next_wave_at=bindparam("due"))
+_DUE_AFTER_NIGHT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous"))
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
 _OFFERED = select(_offers.business_id).where(
@@ -151,7 +152,10 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     session, now = uow.session, utcnow()
     off_hours = settings.windows.off_hours
     if wave > 1 and off_hours.is_off(now):  # no escalation at night: the wave goes out when the off hours end
-        due_in = (off_hours.open_at(now) - now).total_seconds()
+        morning = off_hours.open_at(now)
+        # Due then (the lost-wave sweep would otherwise find it overdue all night and send it again and again).
+        await session.execute(_DUE_AFTER_NIGHT, {"lead_id": lead_id, "previous": wave - 1, "due": morning})
+        due_in = (morning - now).total_seconds()
         uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in))
         return 0
     row = (

@@ -481,7 +481,7 @@ async def lead_taken(
 ) -> None:
     """A business claimed the lead: the first claim of a referred lead earns its partner the qualified-lead fee
     (once per lead, however often a return or a block frees a place to claim again)."""
-    if lead.referral_code:
+    if lead.referral_code and lead.exposure_count == 1:  # a later claim finds the fee paid (by its key) or not due
         price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 

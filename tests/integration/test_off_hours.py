@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from marketplace.clock import clock
-from marketplace.db.models import Offer
+from marketplace.db.models import Lead, Offer
 from marketplace.settings import Settings
 from tests.conftest import _truncate, make_settings
 from tests.factories import offers_of, register, submit_lead
+from workers.actors import resend_lost_waves
 
 JERUSALEM = ZoneInfo("Asia/Jerusalem")
 
@@ -79,6 +80,13 @@ async def test_a_wave_asked_for_at_night_goes_out_when_the_night_ends(app, clien
     app.state.jobs.enqueue("send_wave", lead_id, 2)
     await app.state.jobs.run_due()
     assert await db.count(Offer, Offer.lead_id == lead_id) == 3
+    # It is due at 07:00, so the lost-wave sweep, all night, finds nothing overdue to send again.
+    assert (await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))).replace(tzinfo=UTC) == local(6, 7)
+    pending = app.state.jobs.pending()
+    for hour in (0, 3, 6):
+        clock.freeze(local(6, hour))
+        await resend_lost_waves()
+    assert app.state.jobs.pending() == pending
     clock.freeze(local(6, 7))
     await app.state.jobs.run_due()
     offered = [o for _, token in buyers for o in await offers_of(client, token) if o["wave"] == 2]

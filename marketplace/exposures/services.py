@@ -20,7 +20,7 @@ from marketplace.http.idempotency import Private
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
-from marketplace.leads.services import summary
+from marketplace.leads.services import free_a_place, summary
 from marketplace.money import Money
 from marketplace.offers.services import close_open_offers, offer_replacement
 from marketplace.schemas import MoneyOut
@@ -296,18 +296,7 @@ async def return_exposure(
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
     exposure.stale = False
-    reopened = (
-        await session.execute(
-            update(Lead)
-            .where(Lead.id == exposure.lead_id, Lead.exposure_count > 0)
-            .values(
-                exposure_count=Lead.exposure_count - 1,
-                is_exclusive=False,
-                status=case((Lead.expires_at > now, "open"), else_="expired"),
-            )
-            .returning(Lead.status, Lead.waves_sent)
-        )
-    ).one_or_none()
+    reopened = await free_a_place(session, exposure.lead_id, now)
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
@@ -315,7 +304,7 @@ async def return_exposure(
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()
-    next_wave = reopened.waves_sent + 1 if reopened is not None and reopened.status == "open" else None
+    next_wave = reopened[1] + 1 if reopened is not None and reopened[0] == "open" else None
     return Returned(exposure, before, replacement, refund, next_wave)
 
 

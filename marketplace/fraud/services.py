@@ -53,6 +53,7 @@ from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import Principal, spend_link
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
+from marketplace.leads.services import free_a_place
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
@@ -958,19 +959,9 @@ async def release_open_deals(
             exposure.status = "lost"
             exposure.status_changed_at = now
             exposure.stale = False
-        await session.execute(
-            update(Lead)
-            .where(Lead.id == exposure.lead_id, Lead.exposure_count > 0)
-            .values(
-                exposure_count=Lead.exposure_count - 1,
-                is_exclusive=False,
-                status=case((Lead.expires_at > now, "open"), else_="expired"),
-            )
-        )
-        lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
-        assert lead is not None
-        if lead.status == "open":
-            reopened.append((lead.id, lead.waves_sent + 1))
+        freed = await free_a_place(session, exposure.lead_id, now)
+        if freed is not None and freed[0] == "open":
+            reopened.append((exposure.lead_id, freed[1] + 1))
     await session.flush()
     return reopened
 

@@ -47,16 +47,13 @@ def problem_body(exc: MarketplaceError) -> dict[str, Any]:
 
 
 def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Response[dict[str, Any]]:
-    extra: dict[str, Any] = dict(exc.extra)
-    if exc.errors:
-        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
     headers = {}
-    if isinstance(extra.get("retry_after_seconds"), int):
+    if isinstance(exc.extra.get("retry_after_seconds"), int):
         # A 429 says when to come back in the standard header too, which clients and proxies act on.
-        headers["Retry-After"] = str(extra["retry_after_seconds"])
+        headers["Retry-After"] = str(exc.extra["retry_after_seconds"])
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="marketplace"'  # RFC 9110: a 401 names its scheme
-    return _problem(exc.status_code, exc.title, exc.detail, exc.type_slug, headers, **extra)
+    return Response(problem_body(exc), status_code=exc.status_code, media_type=PROBLEM, headers=headers)
 
 
 _MISSING = re.compile(r"(?:missing required field|unknown field) `(?P<name>[^`]+)`")

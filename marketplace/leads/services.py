@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -167,3 +167,22 @@ async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
         expires_at=lead.expires_at,
         contact=schemas.Contact(name=contact.name, phone=contact.phone, email=contact.email),
     )
+
+
+async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tuple[str, int] | None:
+    """An exposure of the lead gave its place back (a return, a block's release): the lead is open again, or expired
+    if its time is up, and exclusive no more. Returns its status and waves sent, or None when it held no place
+    (never below zero)."""
+    row = (
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == lead_id, Lead.exposure_count > 0)
+            .values(
+                exposure_count=Lead.exposure_count - 1,
+                is_exclusive=False,
+                status=case((Lead.expires_at > now, "open"), else_="expired"),
+            )
+            .returning(Lead.status, Lead.waves_sent)
+        )
+    ).one_or_none()
+    return None if row is None else (row.status, row.waves_sent)

@@ -4,6 +4,7 @@ reads, and an alert's life (open, update, reopen only on new evidence). Pure: no
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,40 @@ def new_evidence(signals: Sequence[Signal], past: Iterable[PastAlert]) -> float:
         elif s.weight >= weights.get(s.kind, 0.0) + PATTERN_GROWTH:
             fresh += s.weight - weights.get(s.kind, 0.0)
     return fresh
+
+
+def undecided(signals: Sequence[Signal], past: Iterable[PastAlert]) -> list[Signal]:
+    """The evidence no decided alert showed: contradictions on other deals, and what patterns weigh beyond
+    their weight when operators looked. What operators dismissed (or confirmed, then forgave by reactivating
+    the account) no longer lowers the business's reliability; only what came since does."""
+    keys, weights = decided_evidence(past)
+    if not keys and not weights:
+        return list(signals)
+    out: list[Signal] = []
+    for s in signals:
+        if s.strong:
+            kept = [(k, w) for k, w in zip(s.keys, s.key_weights, strict=True) if (s.kind, k) not in keys]
+            if kept:
+                out.append(
+                    dataclasses.replace(
+                        s,
+                        weight=sum(w for _, w in kept),
+                        count=len(kept),
+                        keys=tuple(k for k, _ in kept),
+                        key_weights=tuple(w for _, w in kept),
+                    )
+                )
+        elif s.weight > weights.get(s.kind, 0.0):
+            out.append(dataclasses.replace(s, weight=s.weight - weights.get(s.kind, 0.0)))
+    return out
+
+
+def reliability_after_decisions(
+    signals: Sequence[Signal], model: float | None, supervised: bool, past: Iterable[PastAlert]
+) -> int:
+    """The reliability factor (basis points) from the risk of the evidence operators have not decided on."""
+    fresh = undecided(signals, past)
+    return reliability_bp(combine(rule_score(fresh), model, supervised, strong_score(fresh)))
 
 
 def alert_action(risk: float, threshold: float, signals: Sequence[Signal], past: Sequence[PastAlert]) -> str:

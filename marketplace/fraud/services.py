@@ -601,13 +601,15 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
         row.computed_at = now
         result.assessed += 1
 
+        past = [rules.PastAlert(a.status, a.evidence) for a in alerts[business_id]]
         if business.status == "active":
-            target = rules.reliability_bp(scored.risk)
+            target = rules.reliability_after_decisions(
+                found.signals, model_score, bool(model and model.supervised), past
+            )
             if target != business.reliability_bp and (abs(target - business.reliability_bp) >= 100 or target == 10_000):
                 business.reliability_bp = target
                 result.reliability_changed.append(business_id)
 
-        past = [rules.PastAlert(a.status, a.evidence) for a in alerts[business_id]]
         action = rules.alert_action(scored.risk, threshold, found.signals, past)
         if business.status == "blocked" and action == rules.OPEN:
             action = rules.NOTHING  # already out of the market; a block by hand needs no alert
@@ -873,7 +875,8 @@ async def decide(
 
     Confirm: the business is blocked and listed publicly as unreliable, its open deals go back to the
     market (each lead's slot is freed and a new wave is sent after the commit); what it owes stays owed.
-    Dismiss: the alert closes, and reopens only on new evidence.
+    Dismiss: the alert closes, and reopens only on new evidence; the reliability factor is worked out again
+    from the evidence nobody has decided on.
     """
     session = uow.session
     note = data.note.strip()
@@ -911,6 +914,9 @@ async def decide(
         waves = await release_open_deals(session, alert.business_id, operator, now, alert_id=alert.id)
         for lead_id, wave in waves:
             uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
+    else:
+        # What the operators looked at and dismissed no longer lowers the business's place in the ranking.
+        await assess_businesses(session, settings, [alert.business_id])
     await session.flush()
     return alert
 

@@ -202,6 +202,8 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     dm_id, dm = await register(client, "deal_maker")
     await hide_a_won_deal(app, client, operator, dm_id, dm)
     (alert,) = await alerts(client, operator, status="open")
+    reliability = select(Business.reliability_bp).where(Business.id == dm_id)
+    assert (await db.scalar(reliability)) < 10_000  # the hidden deal lowers its place in the ranking
     dismissed = await client.post(
         f"/v1/fraud/alerts/{alert['id']}/decision",
         headers=auth(operator),
@@ -209,6 +211,8 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     )
     assert dismissed.status_code == 200, dismissed.text
     assert dismissed.json()["status"] == "dismissed" and dismissed.json()["business_status"] == "active"
+    # What the operator dismissed no longer counts against it, at once and on every later assessment.
+    assert (await db.scalar(reliability)) == 10_000
     assert await alerts(client, operator, status="open") == []
 
     # News without new evidence (another report, the daily rescan, time passing) opens nothing.
@@ -219,6 +223,7 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     await train_fraud_model()
     assert await alerts(client, operator, status="open") == []
     assert (await db.scalar(select(Business.status).where(Business.id == dm_id))) == "active"
+    assert (await db.scalar(reliability)) == 10_000
 
     # A new hidden deal on another lead reopens it: a new alert, the dismissed one stays as it was.
     await report(client, dm, exposure_id, "lost")
@@ -227,6 +232,7 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     await app.state.jobs.run_due()
     (reopened,) = await alerts(client, operator, status="open")
     assert reopened["id"] != alert["id"] and lead_id in reopened["reasons"][0]["leads"]
+    assert (await db.scalar(reliability)) < 10_000  # the new hidden deal counts
     (old,) = await alerts(client, operator, status="dismissed")
     assert old["id"] == alert["id"] and old["decision"]["note"].startswith("The customer mixed")
 

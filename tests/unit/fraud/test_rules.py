@@ -151,3 +151,31 @@ def test_evidence_of_every_dismissed_alert_counts():
     ]
     assert alert_action(0.86, THRESHOLD, signals_of([a, b]), past) == NOTHING
     assert alert_action(0.95, THRESHOLD, signals_of([a, b, deal("returned", answer())]), past) == OPEN
+
+
+def test_reliability_rests_only_on_evidence_nobody_decided():
+    first = deal("lost", answer())
+    signals = signals_of([first])
+    assert rules.reliability_after_decisions(signals, None, False, []) < 10_000
+    dismissed = [PastAlert("dismissed", evidence(signals))]
+    assert rules.undecided(signals, dismissed) == []
+    assert rules.reliability_after_decisions(signals, 0.9, True, dismissed) == 10_000
+    # A contradiction on another deal counts again, by itself: the dismissed one stays out.
+    second = deal("contacted", answer(days_ago=3))
+    later = signals_of([first, second])
+    (fresh,) = [s for s in rules.undecided(later, dismissed) if s.strong]
+    assert fresh.count == 1 and fresh.weight == pytest.approx(0.8)  # a deal never reported weighs 0.8
+    assert rules.reliability_after_decisions(later, None, False, dismissed) == rules.reliability_after_decisions(
+        signals_of([second]), None, False, []
+    )
+    # An open alert decides nothing: all of its evidence counts.
+    assert rules.undecided(signals, [PastAlert("open", evidence(signals))]) == list(signals)
+
+
+def test_patterns_count_only_by_what_they_grew_since_a_dismissal():
+    first = deal("lost", answer())
+    low = [deal("paid", turnover=10_000, budget=100_000) for _ in range(3)]
+    dismissed = [PastAlert("dismissed", evidence(signals_of([first, low[0]])))]
+    grown = rules.undecided(signals_of([first, *low]), dismissed)
+    assert [s.strong for s in grown] == [False]
+    assert grown[0].weight == pytest.approx(0.45 - 0.15)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 
 class Clock:
@@ -36,3 +37,25 @@ clock = Clock()
 
 def utcnow() -> datetime:
     return clock.now()
+
+
+# --- the marketplace's calendar: days and months as its businesses live them ---------------------------------
+
+
+def local_date(at: datetime, zone: ZoneInfo) -> date:
+    """The date `at` falls on where the marketplace trades."""
+    return at.astimezone(zone).date()
+
+
+def day_start(now: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the local day holding `now` began: a daily cap counts from the local midnight."""
+    return _local_midnight(local_date(now, zone), zone)
+
+
+def month_start(now: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the local month holding `now` began."""
+    return _local_midnight(local_date(now, zone).replace(day=1), zone)
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marketplace.off_hours import NO_OFF_HOURS, OffHours, OffHoursError
 
@@ -110,6 +111,11 @@ class Jurisdiction:
     vat_rate_bp: int
     prices_include_vat: bool
     time_zone: str = "UTC"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """Its time zone: days (and the caps counted per day and month) begin at its midnight."""
+        return ZoneInfo(self.time_zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +319,12 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
             prices_include_vat=_bool(raw, where, "prices_include_vat"),
             time_zone=_str(raw, where, "time_zone") if "time_zone" in raw else "UTC",
         )
+        try:
+            ZoneInfo(jurisdictions[code].time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(
+                f"{where}.time_zone: {jurisdictions[code].time_zone!r} is not a time zone (e.g. Asia/Jerusalem)"
+            ) from None
     if service.jurisdiction not in jurisdictions:
         raise SettingsError(f"MARKETPLACE_JURISDICTION: {service.jurisdiction!r} is not one of {sorted(jurisdictions)}")
     zone = _str(win, "windows", "off_hours_time_zone", allow_empty=True) if "off_hours_time_zone" in win else ""

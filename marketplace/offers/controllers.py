@@ -82,7 +82,8 @@ class OfferController(Controller):
             lead = await get_lead(uow.session, lead_id)
             offered = await services.offers_of_lead(uow.session, lead_id)
             waves_go_on = lead.status == "open" and lead.expires_at > utcnow() and not lead.is_exclusive
-            ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow()) if waves_go_on else []
+            zone = state.settings.jurisdiction.zone
+            ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow(), zone) if waves_go_on else []
         holding = {o.business_id for o in offered if o.status != "closed"}
         candidates = [
             schemas.RankedCandidate(

@@ -5,20 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.clock import day_start, month_start
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, Offer
 from marketplace.ranking.ports import Candidate, LeadView
-
-
-def day_start(now: datetime) -> datetime:
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def month_start(now: datetime) -> datetime:
-    return day_start(now).replace(day=1)
 
 
 def fits_business(
@@ -43,12 +37,13 @@ def fits_business(
 
 
 async def find_candidates(
-    session: AsyncSession, lead: LeadView, seller_business_id: str | None, now: datetime
+    session: AsyncSession, lead: LeadView, seller_business_id: str | None, now: datetime, zone: ZoneInfo
 ) -> list[Candidate]:
     """Active businesses serving the lead's category and region, whose deal range holds the budget
     (a budget of 0 means "not stated" and fits every range), that were not offered this lead yet,
-    are not its seller, and have not reached their daily or monthly cap of exposures."""
-    day, month = day_start(now), month_start(now)
+    are not its seller, and have not reached their daily or monthly cap of exposures (days and months of the
+    marketplace's time zone)."""
+    day, month = day_start(now, zone), month_start(now, zone)
     received_today = (
         select(func.count())
         .where(Exposure.business_id == Business.id, Exposure.created_at >= day)

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.clock import utcnow
+from marketplace.clock import day_start, month_start, utcnow
 from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, InvalidInput, NotFound
@@ -24,7 +25,7 @@ from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
 from marketplace.offers import schemas
-from marketplace.offers.matching import day_start, find_candidates, fits_business, month_start
+from marketplace.offers.matching import find_candidates, fits_business
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -48,9 +49,11 @@ def lead_view(lead: Lead | WaveLead) -> LeadView:
     return LeadView(lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at)
 
 
-async def rank_lead(session: AsyncSession, ranker: Ranker, lead: Lead | WaveLead, now: datetime) -> list[Ranked]:
+async def rank_lead(
+    session: AsyncSession, ranker: Ranker, lead: Lead | WaveLead, now: datetime, zone: ZoneInfo
+) -> list[Ranked]:
     view = lead_view(lead)
-    return ranker.rank(view, await find_candidates(session, view, lead.seller_business_id, now), now)
+    return ranker.rank(view, await find_candidates(session, view, lead.seller_business_id, now, zone), now)
 
 
 # The wave's statements, built once: a lead gets about ten waves, so this is the service's busiest job, and
@@ -106,7 +109,7 @@ _INSERT_OFFER = per_database(_offer_upsert)
 
 
 async def _candidates_in_order(
-    session: AsyncSession, ranker: Ranker, lead: WaveLead, wave_size: int, now: datetime
+    session: AsyncSession, ranker: Ranker, lead: WaveLead, wave_size: int, now: datetime, zone: ZoneInfo
 ) -> tuple[list[Ranked], bool]:
     """The wave's candidates, best first, and whether anyone is left for a next wave.
 
@@ -116,7 +119,7 @@ async def _candidates_in_order(
     """
     select_top = getattr(ranker, "select", None)
     if select_top is None:
-        ranked = await rank_lead(session, ranker, lead, now)
+        ranked = await rank_lead(session, ranker, lead, now, zone)
         return ranked[:wave_size], len(ranked) > wave_size
     view = lead.view
     offered = set((await session.execute(_OFFERED, {"lead_id": view.id})).scalars())
@@ -165,7 +168,9 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         return 0
     lead = WaveLead(LeadView(*row[:6]), row.expires_at, row.seller_business_id)
     category = settings.categories[lead.view.category]
-    picks, more = await _candidates_in_order(session, ranker, lead, category.wave_size, now)
+    picks, more = await _candidates_in_order(
+        session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone
+    )
     chosen: list[Ranked] = []
     if picks:
         ids = [p.business_id for p in picks]
@@ -342,7 +347,13 @@ async def _check_claimer(
     if row is None:
         return
     daily_cap, monthly_cap, limit, currency = row
-    params = {"business_id": business.id, "day": day_start(now), "month": month_start(now), "currency": currency}
+    zone = settings.jurisdiction.zone
+    params = {
+        "business_id": business.id,
+        "day": day_start(now, zone),
+        "month": month_start(now, zone),
+        "currency": currency,
+    }
     today, this_month, owed = (await session.execute(_RECEIVED_AND_OWED, params)).one()
     if replaces is not None:
         returned_at = await session.scalar(select(Exposure.created_at).where(Exposure.id == replaces))

@@ -9,11 +9,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.clock import utcnow
+from marketplace.clock import day_start, local_date, month_start, utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
 from marketplace.exposures.queries import won_at_column
 from marketplace.exposures.rules import UNDECIDED, UNPAID, WON
@@ -94,7 +95,7 @@ class ProfitabilityRanker:
         if not self.priors:
             self.priors = await load_category_priors(session, self.settings)
             self.rates = await rates_in_force(session, self.settings)
-        standings = await load_standings(session, business_ids, now)
+        standings = await load_standings(session, business_ids, now, self.settings.jurisdiction.zone)
         for business_id, standing in standings.items():
             self._put(business_id, standing)
         for missing in set(business_ids) - standings.keys():
@@ -130,7 +131,7 @@ class ProfitabilityRanker:
                     history={},
                     won_at={},
                     sold_minor=0,
-                    day=utcnow().date(),
+                    day=local_date(utcnow(), self.settings.jurisdiction.zone),
                     today=0,
                     this_month=0,
                 )
@@ -142,7 +143,7 @@ class ProfitabilityRanker:
             earned = 0
             if isinstance(event, Exposed):
                 if s is not None:
-                    s.expose(event)
+                    s.expose(event, self.settings.jurisdiction.zone)
                     touched[event.business_id] = s
                 earned = event.price_minor
             elif isinstance(event, Moved):
@@ -419,7 +420,7 @@ class Standing:
     history: dict[str, list[int]]  # category -> its history row (RECEIVED, PAID, TURNOVER, ...)
     won_at: dict[str, dict[str, datetime]]  # category -> its unpaid wins: exposure id -> when it was won
     sold_minor: int  # what the marketplace earned from leads this business sold it
-    day: date  # the day `today` counts exposures of
+    day: date  # the local day `today` counts exposures of
     today: int
     this_month: int
 
@@ -427,12 +428,12 @@ class Standing:
         weight = unpaid_weight(self.won_at.get(category, {}).values(), now, term)
         return history(self.history.get(category, [0] * ROW_WIDTH), self.sold_minor, weight)
 
-    def expose(self, event: Exposed) -> None:
+    def expose(self, event: Exposed, zone: ZoneInfo) -> None:
         """It took a lead: one more exposure received, undecided, counted against its caps."""
         row = self.history.setdefault(event.category, [0] * ROW_WIDTH)
         row[RECEIVED] += 1
         row[OPEN_FRESH] += 1
-        self.count_exposure(event.at)
+        self.count_exposure(local_date(event.at, zone))
 
     def move(self, event: Moved) -> None:
         """A deal moved from the class `event.was` (known, and as this standing counts it) to another."""
@@ -455,8 +456,9 @@ class Standing:
         elif event.becomes == "won_unpaid" and event.was != "won_unpaid" and event.at is not None:
             self.won_at.setdefault(event.category, {})[event.exposure_id] = event.at
 
-    def count_exposure(self, at: datetime) -> None:
-        on = at.date()
+    def count_exposure(self, on: date) -> None:
+        """One more exposure on the local date `on`: the day's count starts again on a new day, the month's
+        on a new month."""
         if on != self.day:
             if (on.year, on.month) != (self.day.year, self.day.month):
                 self.this_month = 0
@@ -487,7 +489,9 @@ def lay_out(
     return _Snapshot(profile, scores)
 
 
-async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetime) -> dict[str, Standing]:
+async def load_standings(
+    session: AsyncSession, ids: Sequence[str], now: datetime, zone: ZoneInfo
+) -> dict[str, Standing]:
     """These businesses' standings from the database, in seven statements whatever their number."""
     businesses = list(await session.scalars(select(Business).where(Business.id.in_(ids))))
     if not businesses:
@@ -543,8 +547,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
         .group_by(Lead.seller_business_id)
     )
     sold = {r[0]: int((r[1] or 0) + (r[2] or 0)) for r in sold_rows}
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = day.replace(day=1)
+    day, month = day_start(now, zone), month_start(now, zone)
     caps_rows = await session.execute(
         select(
             Exposure.business_id,
@@ -571,7 +574,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
             history=rows.get(b.id, {}),
             won_at=won_at.get(b.id, {}),
             sold_minor=sold.get(b.id, 0),
-            day=day.date(),
+            day=local_date(now, zone),
             today=today,
             this_month=this_month,
         )
@@ -581,7 +584,7 @@ async def load_standings(session: AsyncSession, ids: Sequence[str], now: datetim
 async def load_snapshots(
     session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
 ) -> list[_Snapshot]:
-    standings = await load_standings(session, ids, now)
+    standings = await load_standings(session, ids, now, settings.jurisdiction.zone)
     rates = await rates_in_force(session, settings)
     return [lay_out(settings, priors, rates, business_id, s, now) for business_id, s in standings.items()]
 

@@ -6,7 +6,9 @@ the wire contract wants a wrong type refused with the field named, never coerced
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import types
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 from litestar import Request
@@ -26,6 +28,51 @@ def _body_type(handler: BaseRouteHandler) -> Any:
     if field is None or not field.match_predicate_recursively(lambda f: _is_struct(f.annotation)):
         return None
     return field.annotation
+
+
+_AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _struct_in(annotation: Any) -> type[msgspec.Struct] | None:
+    """The Struct type of `annotation`, also when it is optional (`Struct | None`)."""
+    if _is_struct(annotation):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        structs = [a for a in get_args(annotation) if _is_struct(a)]
+        if len(structs) == 1:
+            return structs[0]
+    return None
+
+
+def _at(message: str, path: str) -> str:
+    return f"{message} - at `${path}`" if path else message
+
+
+def every_error(value: Any, annotation: Any, path: str = "") -> list[str]:
+    """What is wrong with each field of a body, in msgspec's words with each one's path: msgspec stops at the
+    first, and a client fixing a form wants them all at once. Objects are walked field by field (missing,
+    unknown and wrong fields), anything else is converted alone. Empty when every field is right on its own
+    (the whole may still be wrong: the caller then keeps msgspec's own message)."""
+    struct = _struct_in(annotation)
+    if struct is None or not isinstance(value, dict):
+        try:
+            msgspec.convert(value, type=annotation, strict=True)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            inner = _AT.search(message)
+            return [_at(message[: inner.start()], path + inner.group("path")) if inner else _at(message, path)]
+        return []
+    errors: list[str] = []
+    fields = msgspec.structs.fields(struct)
+    for f in fields:
+        if f.encode_name in value:
+            errors += every_error(value[f.encode_name], f.type, f"{path}.{f.encode_name}")
+        elif f.required:
+            errors.append(_at(f"Object missing required field `{f.encode_name}`", path))
+    if struct.__struct_config__.forbid_unknown_fields:
+        known = {f.encode_name for f in fields}
+        errors += [_at(f"Object contains unknown field `{key}`", path) for key in value if key not in known]
+    return errors
 
 
 def nul_at(value: Any, path: str = "") -> str | None:
@@ -86,7 +133,8 @@ class StrictRequest(Request[Any, Any, Any]):
             # Litestar's lenient conversion afterwards passes an instance of the target type through unchanged.
             return msgspec.convert(data, type=target, strict=True)
         except msgspec.ValidationError as exc:
-            # The same shape as Litestar's own validation errors; problems.py names the field from the message.
+            # The same shape as Litestar's own validation errors; problems.py names each field from its message.
+            messages = every_error(data, target) or [str(exc)]
             raise ValidationException(
-                detail="Validation failed", extra=[{"message": str(exc), "source": "body"}]
+                detail="Validation failed", extra=[{"message": m, "source": "body"} for m in messages]
             ) from exc

@@ -118,6 +118,20 @@ async def test_every_invalid_field_of_a_lead_is_named_at_once(client, db):
     await nothing_written(db, Lead, LeadContact)
 
 
+async def test_every_field_of_the_wrong_type_is_named_at_once(client, db):
+    body = business_body("lead_buyer", name=1, colour="blue")
+    del body["phone"]
+    body["profile"].update(daily_cap="3", categories=["plumbing", 7])
+    response = await client.post("/v1/businesses", json=body)
+    problem = assert_problem(response, 422, "name", "phone", "colour", "profile.daily_cap", "profile.categories[1]")
+    assert len(problem["errors"]) == 5, problem["errors"]
+    assert problem["detail"] == problem["errors"][0]["message"]
+    # One wrong field is named alone, as before.
+    response = await client.post("/v1/businesses", json=business_body("lead buyer"))
+    assert len(assert_problem(response, 422, "mode")["errors"]) == 1
+    await nothing_written(db, Business, BusinessCategory, ApiToken)
+
+
 async def test_business_selling_an_invalid_inquiry_gets_the_same_answers(client, db):
     _, token = await register(client)
     response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(consent=False))

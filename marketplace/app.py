@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from marketplace.businesses.controllers import BusinessController
 from marketplace.catalog.controllers import CatalogController
+from marketplace.clubs.controllers import ClubController
 from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
@@ -45,6 +46,7 @@ log = logging.getLogger("marketplace")
 CONTROLLERS: list[Any] = [
     CatalogController,
     BusinessController,
+    ClubController,
     LeadController,
     OfferController,
     ExposureController,

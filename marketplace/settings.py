@@ -37,6 +37,10 @@ class ServiceSettings:
     # Addresses of reverse proxies whose X-Forwarded-For names the client (comma-separated; "*" trusts any).
     # Empty: the connection's own address is the client's, so nobody evades the intake rate limit with a header.
     trusted_proxies: str = ""
+    # Sign-up only with an invitation into a club (POST /v1/businesses with `invitation`); false: anyone signs up.
+    registration_by_invitation: bool = False
+    # How long a club's invitation may be used.
+    invitation_days: int = 30
 
     @property
     def is_sqlite(self) -> bool:
@@ -294,6 +298,10 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
         principal_cache_ms=_int(svc, "service", "principal_cache_ms", minimum=0),
         trusted_proxies=_str(svc, "service", "trusted_proxies", allow_empty=True) if "trusted_proxies" in svc else "",
+        registration_by_invitation=(
+            _bool(svc, "service", "registration_by_invitation") if "registration_by_invitation" in svc else False
+        ),
+        invitation_days=_int(svc, "service", "invitation_days", minimum=1) if "invitation_days" in svc else 30,
     )
     win = _section(data, "windows")
     windows = Windows(

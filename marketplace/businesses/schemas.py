@@ -42,6 +42,8 @@ class BusinessCreate(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["deal_maker", "lead_buyer"]
     currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
     profile: ProfileIn
+    # A club's invitation code: the business joins that club (required where sign-up is by invitation).
+    invitation: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
 
 class BusinessUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.businesses import schemas
 from marketplace.clock import utcnow
+from marketplace.clubs import services as clubs
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
 from marketplace.db.models.businesses import with_profile
-from marketplace.errors import Conflict, FieldError, InvalidInput, NotFound
+from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.http.pagination import check_limit
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
@@ -73,6 +74,10 @@ async def register_business(
     p = data.profile
     categories, regions = sorted(set(p.categories)), sorted(set(p.regions))
     _check_profile(settings, categories, regions, p.min_deal_minor, p.max_deal_minor, p.daily_cap, p.monthly_cap)
+    if data.invitation is None and settings.service.registration_by_invitation:
+        raise Forbidden("sign-up is by invitation: send the invitation code a club gave you as `invitation`")
+    if data.invitation is not None:
+        await clubs.check_invitation(session, data.invitation, email)  # refused before anything is written
     now = utcnow()
     business = Business(
         id=new_id("biz"),
@@ -99,6 +104,8 @@ async def register_business(
         raise Conflict(
             "a business with this email is already registered", errors=[FieldError("email", "already registered")]
         ) from exc
+    if data.invitation is not None:
+        await clubs.join(session, data.invitation, business.id, email)
     token = issue_business_token(session, business.id)
     return business, token
 

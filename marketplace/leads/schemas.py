@@ -27,6 +27,8 @@ class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
     contact: ContactIn
     consent: bool
     referral_code: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
+    # A request inside a club (its landing page, or a member selling an inquiry there): offered to its members only.
+    club: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
 
 
 # The payable account of a referrer is named by it: lower-case letters, digits, '-' and '_' (\Z: no trailing newline).

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
-from marketplace.db.models import Lead, LeadContact
-from marketplace.errors import FieldError, InvalidInput, NotFound
+from marketplace.db.models import Club, ClubMember, Lead, LeadContact
+from marketplace.errors import FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
 from marketplace.ids import new_id
 from marketplace.leads import schemas
@@ -66,8 +66,13 @@ async def submit_lead(
         email = normalise_email(data.contact.email, "contact.email")
     except InvalidInput as exc:
         errors += exc.errors
+    if data.club is not None and await session.get(Club, data.club) is None:
+        errors.append(FieldError("club", f"unknown club {data.club!r}"))
     if errors or phone is None or email is None:
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the lead is invalid", errors=errors)
+    seller_outside = seller_business_id is not None and data.club is not None
+    if seller_outside and await session.get(ClubMember, (data.club, seller_business_id)) is None:
+        raise Forbidden(f"only members of club {data.club} bring leads into it")
 
     now = utcnow()
     key = dedup_key(data.category, phone)
@@ -97,6 +102,7 @@ async def submit_lead(
         source="business" if seller_business_id else "customer",
         seller_business_id=seller_business_id,
         referral_code=data.referral_code,
+        club_id=data.club,
         status="open",
         max_exposures=category.max_exposures,
         exposure_count=0,

@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, month_start
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, ClubMember, Exposure, Lead, Offer
 from marketplace.ranking.ports import Candidate, LeadView
 
 
@@ -33,6 +33,8 @@ def fits_business(
         Lead.currency == business.currency,
         (Lead.budget_minor == 0) | Lead.budget_minor.between(business.min_deal_minor, business.max_deal_minor),
         (Lead.seller_business_id.is_(None)) | (Lead.seller_business_id != business.id),
+        (Lead.club_id.is_(None))
+        | exists().where(ClubMember.club_id == Lead.club_id, ClubMember.business_id == business.id),
     )
 
 
@@ -42,17 +44,17 @@ async def find_candidates(
     """Active businesses serving the lead's category and region, whose deal range holds the budget
     (a budget of 0 means "not stated" and fits every range), that were not offered this lead yet,
     are not its seller, and have not reached their daily or monthly cap of exposures (days and months of the
-    marketplace's time zone)."""
+    marketplace's time zone; a lead it returned does not count)."""
     day, month = day_start(now, zone), month_start(now, zone)
     received_today = (
         select(func.count())
-        .where(Exposure.business_id == Business.id, Exposure.created_at >= day)
+        .where(Exposure.business_id == Business.id, Exposure.created_at >= day, Exposure.returned_at.is_(None))
         .correlate(Business)
         .scalar_subquery()
     )
     received_month = (
         select(func.count())
-        .where(Exposure.business_id == Business.id, Exposure.created_at >= month)
+        .where(Exposure.business_id == Business.id, Exposure.created_at >= month, Exposure.returned_at.is_(None))
         .correlate(Business)
         .scalar_subquery()
     )
@@ -74,6 +76,8 @@ async def find_candidates(
     )
     if seller_business_id is not None:
         query = query.where(Business.id != seller_business_id)
+    if lead.club_id is not None:  # a club's lead goes to its members only
+        query = query.join(ClubMember, and_(ClubMember.business_id == Business.id, ClubMember.club_id == lead.club_id))
     if lead.budget_minor > 0:
         query = query.where(Business.min_deal_minor <= lead.budget_minor, Business.max_deal_minor >= lead.budget_minor)
     rows = (await session.execute(query)).all()

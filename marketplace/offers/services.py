@@ -46,7 +46,9 @@ class WaveLead:
 def lead_view(lead: Lead | WaveLead) -> LeadView:
     if isinstance(lead, WaveLead):
         return lead.view
-    return LeadView(lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at)
+    return LeadView(
+        lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at, lead.club_id
+    )
 
 
 async def rank_lead(
@@ -73,7 +75,7 @@ _TAKE_WAVE = (
     .values(waves_sent=bindparam("wave"), next_wave_at=None)
     .returning(
         _leads.id, _leads.category, _leads.region, _leads.budget_minor, _leads.currency, _leads.created_at,
-        _leads.expires_at, _leads.seller_business_id,
+        _leads.expires_at, _leads.seller_business_id, _leads.club_id,
     )
 )  # fmt: skip
 _NEXT_WAVE_DUE = update(_LEADS).where(_leads.id == bindparam("lead_id")).values(next_wave_at=bindparam("due"))
@@ -118,7 +120,7 @@ async def _candidates_in_order(
     matches and the ranker orders.
     """
     select_top = getattr(ranker, "select", None)
-    if select_top is None:
+    if select_top is None or lead.view.club_id is not None:  # the core's buckets do not know clubs; clubs are small
         ranked = await rank_lead(session, ranker, lead, now, zone)
         return ranked[:wave_size], len(ranked) > wave_size
     view = lead.view
@@ -166,7 +168,8 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     ).one_or_none()
     if row is None:
         return 0
-    lead = WaveLead(LeadView(*row[:6]), row.expires_at, row.seller_business_id)
+    view = LeadView(row.id, row.category, row.region, row.budget_minor, row.currency, row.created_at, row.club_id)
+    lead = WaveLead(view, row.expires_at, row.seller_business_id)
     category = settings.categories[lead.view.category]
     picks, more = await _candidates_in_order(
         session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone
@@ -333,16 +336,20 @@ _RECEIVED_AND_OWED = select(
         _ACCOUNTS.currency == bindparam("currency"),
     )
     .scalar_subquery(),
-).where(_EXPOSURES.c.business_id == bindparam("business_id"), _EXPOSURES.c.created_at >= bindparam("month"))
+).where(
+    _EXPOSURES.c.business_id == bindparam("business_id"),
+    _EXPOSURES.c.created_at >= bindparam("month"),
+    _EXPOSURES.c.returned_at.is_(None),  # a lead it gave back does not count against its caps
+)
 
 
 async def _check_claimer(
-    session: AsyncSession, settings: Settings, business: Principal, now: datetime, *, replaces: str | None
+    session: AsyncSession, settings: Settings, business: Principal, now: datetime
 ) -> None:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
-    limit (wallet.refuse_new_leads_over_limit). The offer stays open. A replacement for a returned lead takes that
-    lead's place within the caps: the returned one (still counted) is not counted against it."""
+    limit (wallet.refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
+    gave it back, and its replacement (or any other lead) takes its place within the caps."""
     row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
     if row is None:
         return
@@ -355,11 +362,6 @@ async def _check_claimer(
         "currency": currency,
     }
     today, this_month, owed = (await session.execute(_RECEIVED_AND_OWED, params)).one()
-    if replaces is not None:
-        returned_at = await session.scalar(select(Exposure.created_at).where(Exposure.id == replaces))
-        if returned_at is not None:
-            today -= returned_at >= params["day"]
-            this_month -= returned_at >= params["month"]
     if today >= daily_cap:
         raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
     if this_month >= monthly_cap:
@@ -398,7 +400,7 @@ async def claim_offer(
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
     # After the lead row, in the order a wave takes them.
-    await _check_claimer(session, settings, business, now, replaces=offer.replaces_exposure_id)
+    await _check_claimer(session, settings, business, now)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
 

@@ -16,6 +16,7 @@ class LeadView:
     budget_minor: int
     currency: str
     created_at: datetime
+    club_id: str | None = None  # offered to this club's members only
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,9 @@ class ProfitabilityRanker:
                     # Not known what it left, or a stale deal: this core may still count it as undecided (stale
                     # marks reach it by a read). Read it back.
                     unknown.append(event.business_id)
+                elif event.status == "returned":
+                    # A returned lead no longer counts against its caps: read back, as the day it was claimed decides.
+                    unknown.append(event.business_id)
                 elif s is not None:
                     s.move(event)
                     touched[event.business_id] = s
@@ -554,7 +557,7 @@ async def load_standings(
             func.sum(case((Exposure.created_at >= day, 1), else_=0)),
             func.sum(case((Exposure.created_at >= month, 1), else_=0)),
         )
-        .where(Exposure.business_id.in_(ids), Exposure.created_at >= month)
+        .where(Exposure.business_id.in_(ids), Exposure.created_at >= month, Exposure.returned_at.is_(None))
         .group_by(Exposure.business_id)
     )
     caps = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in caps_rows}

@@ -28,7 +28,7 @@ from marketplace.money import Money
 from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
-from marketplace.wallet import queries, schemas, services, store
+from marketplace.wallet import payables, queries, schemas, services, store
 from marketplace.wallet.invoice_pdf import render_invoice_pdf
 from marketplace.wallet.ledger import TransferKind
 
@@ -37,10 +37,15 @@ SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 KINDS = frozenset(k.value for k in TransferKind)
 
 
+# A posting's id is a 64-bit integer in both databases: a larger "cursor" was never given out (and SQLite cannot
+# even compare it: an OverflowError, a 500).
+_LARGEST_ID = 2**63 - 1
+
+
 def _cursor(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > _LARGEST_ID:
         raise InvalidInput.field("cursor", "not a cursor this list gave out")
     return int(raw)
 
@@ -274,6 +279,46 @@ class WalletController(Controller):
         """The transfer did not happen: a charge's debt stays open, a payout goes back to the wallet (money moves,
         so an `Idempotency-Key` replays the first answer instead of a 409 for a failure already recorded)."""
         return await _decide_settlement(state, request, settlement_id, idempotency_key, services.fail_settlement)
+
+    @get("/payables", opt=access(Access.OPERATOR))
+    async def list_payables(
+        self,
+        state: State,
+        account: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[schemas.Payable]:
+        """What the marketplace owes each club operator (its club's share of commissions) and each referrer (its
+        rewards), payouts already made or pending taken off; `account` keeps one kind."""
+        async with state.uow() as uow:
+            items, next_cursor = await payables.payables(uow.session, account, check_limit(limit), cursor)
+        return Page(items=items, next_cursor=next_cursor)
+
+    @post(
+        "/payables/payouts",
+        opt=access(Access.OPERATOR),
+        status_code=201,
+        responses={201: documented(schemas.Settlement, "The payout, pending until an operator confirms the transfer")},
+    )
+    async def pay_out(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        data: JSONBody[schemas.PayableOut],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Pay a club operator or a referrer (by bank transfer) part or all of what the marketplace owes it; more than
+        it is owed is a 409. Confirmed like any payout (POST /v1/settlements/{id}/confirm); a failed one is owed
+        again."""
+        operator = current_principal(request)
+        ledger_key = idempotency_key or new_id("po")
+
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            settlement = await payables.pay_out(uow.session, state.settings, services.provider, data, ledger_key)
+            return 201, queries.settlement_out(settlement)
+
+        fingerprint = request_hash("POST", request.url.path, data)
+        return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
 
     @get("/commission-plans", opt=access(Access.OPERATOR))
     async def plans(self, state: State) -> list[schemas.Plan]:

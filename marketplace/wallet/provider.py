@@ -36,8 +36,17 @@ class PaymentProvider(Protocol):
     ) -> Settlement: ...
 
     async def payout(
-        self, session: AsyncSession, business_id: str, amount: Money, *, transaction_id: str, reference: str
-    ) -> Settlement: ...
+        self,
+        session: AsyncSession,
+        business_id: str | None,
+        amount: Money,
+        *,
+        transaction_id: str,
+        reference: str,
+        payee: str | None = None,
+    ) -> Settlement:
+        """Pay a business (`business_id`), or a club operator or referrer (`payee`: its payable account's code)."""
+        ...
 
     async def cancel(self, session: AsyncSession, settlement: Settlement) -> bool:
         """Withdraw a pending charge before it collects (its debt was paid from the wallet instead); False when
@@ -66,9 +75,16 @@ class ManualBankTransfer:
         return self._record(session, "charge", business_id, amount, transaction_id, reference, invoice_id)
 
     async def payout(
-        self, session: AsyncSession, business_id: str, amount: Money, *, transaction_id: str, reference: str
+        self,
+        session: AsyncSession,
+        business_id: str | None,
+        amount: Money,
+        *,
+        transaction_id: str,
+        reference: str,
+        payee: str | None = None,
     ) -> Settlement:
-        return self._record(session, "payout", business_id, amount, transaction_id, reference, None)
+        return self._record(session, "payout", business_id, amount, transaction_id, reference, None, payee)
 
     async def cancel(self, session: AsyncSession, settlement: Settlement) -> bool:
         # Nothing is collected until an operator confirms the transfer, and a cancelled one can no longer be.
@@ -78,15 +94,17 @@ class ManualBankTransfer:
         self,
         session: AsyncSession,
         direction: str,
-        business_id: str,
+        business_id: str | None,
         amount: Money,
         transaction_id: str,
         reference: str,
         invoice_id: str | None,
+        payee: str | None = None,
     ) -> Settlement:
         settlement = Settlement(
             id=new_id("stl"),
             business_id=business_id,
+            payee=payee,
             direction=direction,
             method=self.method,
             amount_minor=amount.amount_minor,

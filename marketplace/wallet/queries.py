@@ -30,6 +30,7 @@ def settlement_out(s: Settlement) -> schemas.Settlement:
         reference=s.reference,
         created_at=s.created_at,
         confirmed_at=s.confirmed_at,
+        payee=s.payee,
     )
 
 

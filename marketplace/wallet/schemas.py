@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -12,7 +12,8 @@ from marketplace.schemas import MoneyIn, MoneyOut
 
 class Settlement(msgspec.Struct):
     id: str
-    business_id: str
+    # The business charged or paid; None for a payout of what the marketplace owes a club operator or a referrer.
+    business_id: str | None
     direction: str
     method: str
     amount: MoneyOut
@@ -21,6 +22,8 @@ class Settlement(msgspec.Struct):
     reference: str | None
     created_at: datetime
     confirmed_at: datetime | None
+    # A payable's payout: its account (e.g. marketplace:club_x:club_payable); None for a business's settlement.
+    payee: str | None = None
 
 
 class Wallet(msgspec.Struct):
@@ -54,6 +57,20 @@ class Entry(msgspec.Struct):
 
 
 class WithdrawalRequest(msgspec.Struct, forbid_unknown_fields=True):
+    amount: MoneyIn
+
+
+class Payable(msgspec.Struct):
+    """What the marketplace owes a club's operator or a referrer now (pending payouts already taken off)."""
+
+    account: str  # club_payable | referrer_payable
+    owner: str  # the club's id, or the referrer's name
+    owed: MoneyOut
+
+
+class PayableOut(msgspec.Struct, forbid_unknown_fields=True):
+    account: Literal["club_payable", "referrer_payable"]
+    owner: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
     amount: MoneyIn
 
 

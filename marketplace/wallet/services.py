@@ -66,9 +66,11 @@ from marketplace.wallet.ledger import (
     build_withdrawal,
     business_account,
     earnings_account_kind,
+    marketplace_account,
 )
 from marketplace.wallet.offset import OffsetPlan, plan_offset
 from marketplace.wallet.plans import (
+    ROLE_CLUB_OPERATOR,
     ROLE_PLATFORM,
     ROLE_RECOMMENDER,
     CommissionPlan,
@@ -423,9 +425,15 @@ async def _charge(
 
 
 def _present_roles(lead: Lead) -> frozenset[str]:
-    """Who shares a commission: the platform, and the business that sold the lead (its recommender). A referrer's
-    rewards are not a share of it but acquisition costs on top (wallet/referrals.py)."""
-    return frozenset({ROLE_PLATFORM, ROLE_RECOMMENDER} if lead.seller_business_id else {ROLE_PLATFORM})
+    """Who shares a commission: the platform, the business that sold the lead (its recommender), and the operator
+    of the club the lead came in through. A referrer's rewards are not a share of it but acquisition costs on top
+    (wallet/referrals.py)."""
+    roles = {ROLE_PLATFORM}
+    if lead.seller_business_id:
+        roles.add(ROLE_RECOMMENDER)
+    if lead.club_id:
+        roles.add(ROLE_CLUB_OPERATOR)
+    return frozenset(roles)
 
 
 async def _seller(session: AsyncSession, lead: Lead) -> Business | None:
@@ -524,6 +532,9 @@ async def settle_commission(
         if payout.recipient_role == ROLE_RECOMMENDER and seller is not None:
             account = business_account(seller.id, earnings_account_kind(seller.mode))
             shares.append(Allocation(account, payout.amount))
+        elif payout.recipient_role == ROLE_CLUB_OPERATOR and lead.club_id:
+            # Owed to the club's operator, paid out by an operator's bank transfer (wallet/payables.py).
+            shares.append(Allocation(marketplace_account(AccountKind.CLUB_PAYABLE, lead.club_id), payout.amount))
     description = f"Commission {rate / 100:g} % on deal for lead {lead.id} (plan v{result.plan_version})"
     charged = await _charge(
         session,
@@ -793,7 +804,7 @@ async def _next_attempt(session: AsyncSession, previous: Settlement, amount_mino
         attempt = len(await _chain(session, previous)) + 1
         return await provider.charge(
             session,
-            previous.business_id,
+            previous.payer,
             amount,
             transaction_id=previous.transaction_id,
             reference=previous.reference or previous.id,
@@ -871,7 +882,7 @@ async def retry_failed_charges(
         retried.append(
             await provider.charge(
                 session,
-                charge.business_id,
+                charge.payer,
                 Money(charge.amount_minor, charge.currency),
                 transaction_id=charge.transaction_id,
                 reference=charge.reference or charge.id,
@@ -1034,10 +1045,10 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
         # Whoever earned from what this charge paid for (a sold lead's seller) may spend those earnings now: they pay
         # its open debts first. Every wallet locked in one order, as a purchase locks buyer and seller.
         earners = await _earned_from(session, settlement)
-        await store.lock_wallets(session, (settlement.business_id, *earners), settlement.currency)
+        await store.lock_wallets(session, (settlement.payer, *earners), settlement.currency)
         received = await store.post(
             session,
-            build_charge_received(f"received:{settlement.id}", settlement.business_id, amount),
+            build_charge_received(f"received:{settlement.id}", settlement.payer, amount),
             business_id=settlement.business_id,
             reference=settlement.id,
         )
@@ -1094,16 +1105,24 @@ async def fail_settlement(session: AsyncSession, settlement_id: str, operator: s
     )
     if changed != 1:
         raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can fail")
-    if settlement.direction == "payout":
+    business_id = settlement.business_id
+    if settlement.direction == "payout" and business_id is None:  # a club's or a referrer's payable: owed again
         original = await store.transfer_of(session, settlement.transaction_id)
-        await store.lock_wallet(session, settlement.business_id, settlement.currency)
+        await store.post(
+            session,
+            build_reversal(f"reversal:{settlement.id}", original, memo="Payout failed: owed again"),
+            reference=settlement.id,
+        )
+    elif settlement.direction == "payout" and business_id is not None:
+        original = await store.transfer_of(session, settlement.transaction_id)
+        await store.lock_wallet(session, business_id, settlement.currency)
         await store.post(
             session,
             build_reversal(f"reversal:{settlement.id}", original, memo="Payout failed: back to the wallet"),
-            business_id=settlement.business_id,
+            business_id=business_id,
             reference=settlement.id,
         )
-        await collect_debts(session, settlement.business_id, settlement.currency)
+        await collect_debts(session, business_id, settlement.currency)
     await session.refresh(settlement)
     return settlement
 

@@ -71,6 +71,14 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("PUT", "/v1/businesses/me/bids"): A.LEAD_BUYER,
     ("GET", "/v1/fraud/alerts/{}"): A.OPERATOR,
     ("GET", "/v1/fraud/businesses/{}"): A.OPERATOR,
+    ("POST", "/v1/clubs"): A.OPERATOR,
+    ("GET", "/v1/clubs"): A.OPERATOR,
+    ("GET", "/v1/clubs/{}"): A.OPERATOR,
+    ("POST", "/v1/clubs/{}/invitations"): A.OPERATOR,
+    ("GET", "/v1/businesses/me/clubs"): A.BUSINESS,
+    ("POST", "/v1/businesses/me/clubs"): A.BUSINESS,
+    ("GET", "/v1/payables"): A.OPERATOR,
+    ("POST", "/v1/payables/payouts"): A.OPERATOR,
 }
 # The routes of the foundation (issue 2) that must exist now, so the table can never match an empty app.
 FOUNDATION = {

@@ -417,8 +417,11 @@ async def test_a_cursor_no_list_gave_out_is_refused_on_every_list(app, client):
         ("/v1/fraud/alerts", op),
         ("/v1/wallet/entries", token),
         ("/v1/unreliable", None),
+        ("/v1/clubs", op),
+        ("/v1/payables", op),
     ):
-        for cursor in ("garbage", "off_" + "0" * 25, "exp_" + "!" * 26):
+        # Numbers too: a posting id beyond 64 bits, or digits that are not ASCII, was never a cursor.
+        for cursor in ("garbage", "off_" + "0" * 25, "exp_" + "!" * 26, str(2**63), "\u00b2", "-1"):
             headers = auth(who) if who else {}
             response = await client.get(path, params={"cursor": cursor}, headers=headers)
             assert response.status_code == 422, (path, cursor, response.text)

@@ -255,6 +255,46 @@ async def test_a_replacement_takes_the_returned_leads_place_within_the_caps(app,
     assert refused.status_code == 409 and "cap" in refused.json()["detail"]
 
 
+async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already_offered(app, client, db):
+    _, dm = await register(
+        client, "deal_maker", profile={"categories": ["plumbing"], "daily_cap": 1, "monthly_cap": 100}
+    )
+    await app.state.ranking_sync.settled()
+    first, second = [await submit_lead(client, category="plumbing") for _ in range(2)]
+    await app.state.jobs.run_due()
+    offers = {o["lead_id"]: o["offer_id"] for o in await offers_of(client, dm)}
+    assert set(offers) == {first, second}  # both offered before it held any
+    claimed = await client.post(f"/v1/offers/{offers[first]}/claim", headers=auth(dm))
+    assert (await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))).status_code == 409
+    returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
+    assert returned.status_code == 200 and returned.json()["replacement_offer_id"] is None  # none left to offer
+    # The lead it gave back no longer counts: the other lead, offered before, is its replacement in all but name.
+    assert (await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))).status_code == 201
+    await app.state.ranking_sync.settled()
+    # And the ranking core counts it as the database does: at its cap again, a new lead is not offered to it.
+    third = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    assert third not in {o["lead_id"] for o in await offers_of(client, dm)}
+
+
+async def test_a_returned_lead_makes_its_business_a_candidate_again_today(app, client, db):
+    _, dm = await register(
+        client, "deal_maker", profile={"categories": ["plumbing"], "daily_cap": 1, "monthly_cap": 100}
+    )
+    await app.state.ranking_sync.settled()
+    first = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    (offer,) = await offers_of(client, dm)
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(dm))
+    await app.state.ranking_sync.settled()
+    returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
+    assert returned.status_code == 200 and returned.json()["replacement_offer_id"] is None
+    await app.state.ranking_sync.settled()
+    later = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    assert later in {o["lead_id"] for o in await offers_of(client, dm)}, first
+
+
 async def test_a_replacement_for_an_older_lead_does_not_lift_todays_cap(app, client, db, settings):
     dm_id, dm = await register(client, "deal_maker", profile={"daily_cap": 1, "monthly_cap": 100})
     (yesterdays,) = await offer_lead_to(app, await submit_lead(client, category="plumbing"), [dm_id])

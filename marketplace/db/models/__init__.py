@@ -1,6 +1,7 @@
 """All tables; importing this package registers every model on Base.metadata."""
 
 from marketplace.db.models.businesses import Business, BusinessCategory, BusinessRegion, BusinessStatusChange
+from marketplace.db.models.clubs import Club, ClubInvitation, ClubMember
 from marketplace.db.models.fraud import (
     FraudAlert,
     FraudAssessment,
@@ -31,6 +32,9 @@ __all__ = [
     "BusinessCategory",
     "BusinessRegion",
     "BusinessStatusChange",
+    "Club",
+    "ClubInvitation",
+    "ClubMember",
     "CommissionPlanVersion",
     "Exposure",
     "ExposureEvent",

@@ -30,6 +30,8 @@ class Lead(Base):
     source: Mapped[str] = mapped_column(String(20))
     seller_business_id: Mapped[str | None] = mapped_column(ForeignKey("businesses.id"), index=True)
     referral_code: Mapped[str | None] = mapped_column(String(80))
+    # A lead inside a club is offered to the club's members only.
+    club_id: Mapped[str | None] = mapped_column(ForeignKey("clubs.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="open", index=True)
     max_exposures: Mapped[int] = mapped_column(Integer)
     exposure_count: Mapped[int] = mapped_column(Integer, default=0)

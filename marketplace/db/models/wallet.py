@@ -118,10 +118,14 @@ class Settlement(Base):
         CheckConstraint("status IN ('pending', 'confirmed', 'failed', 'cancelled')", name="status"),
         CheckConstraint("direction IN ('charge', 'payout')", name="direction"),
         CheckConstraint("amount_minor > 0", name="positive"),
+        CheckConstraint("(business_id IS NULL) <> (payee IS NULL)", name="one_party"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id"), index=True)
+    # The business paying or paid; None for a payout of what the marketplace owes a club operator or a referrer,
+    # who is then the payee (its payable account's code, e.g. marketplace:club_x:club_payable).
+    business_id: Mapped[str | None] = mapped_column(ForeignKey("businesses.id"), index=True)
+    payee: Mapped[str | None] = mapped_column(String(120))
     direction: Mapped[str] = mapped_column(String(20))
     method: Mapped[str] = mapped_column(String(40))
     amount_minor: Mapped[int] = mapped_column(BigInteger)
@@ -135,6 +139,13 @@ class Settlement(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     confirmed_by: Mapped[str | None] = mapped_column(String(80))
+
+    @property
+    def payer(self) -> str:
+        """The business a charge collects from (every charge has one)."""
+        if self.business_id is None:
+            raise ValueError(f"settlement {self.id} pays out a payable, it has no business")
+        return self.business_id
 
 
 class CommissionPlanVersion(Base):

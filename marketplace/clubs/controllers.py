@@ -1,0 +1,72 @@
+"""HTTP routes of clubs: operators found clubs and invite businesses; a business joins one with an invitation and
+lists its clubs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from marketplace.clubs import schemas, services
+from marketplace.db.models import Business
+from marketplace.http.access import Access, access, current_principal
+from marketplace.http.pagination import Page, check_limit
+
+
+class ClubController(Controller):
+    path = "/v1"
+    tags = ["clubs"]
+
+    @post("/clubs", opt=access(Access.OPERATOR), status_code=201)
+    async def create(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.ClubCreate]
+    ) -> schemas.Club:
+        """Found a club: a closed network whose leads are offered to its members only. Businesses join it by
+        invitation; its operator earns the commission plan's club share of the commissions on its leads."""
+        async with state.uow() as uow:
+            club = await services.create_club(uow.session, data, current_principal(request).actor)
+            return await services.club_out(uow.session, club)
+
+    @get("/clubs", opt=access(Access.OPERATOR))
+    async def list_clubs(
+        self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Page[schemas.Club]:
+        async with state.uow() as uow:
+            items, next_cursor = await services.list_clubs(uow.session, check_limit(limit), cursor)
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get("/clubs/{club_id:str}", opt=access(Access.OPERATOR))
+    async def get_club(self, state: State, club_id: FromPath[str]) -> schemas.Club:
+        async with state.uow() as uow:
+            return await services.club_out(uow.session, await services.get_club(uow.session, club_id))
+
+    @post("/clubs/{club_id:str}/invitations", opt=access(Access.OPERATOR), status_code=201)
+    async def invite(
+        self, state: State, club_id: FromPath[str], data: JSONBody[schemas.InvitationCreate]
+    ) -> schemas.Invitation:
+        """A single-use invitation into the club (for one business email when `email` is given); the code is shown
+        only here. A business signs up with it (`invitation`, required where sign-up is by invitation) or, already
+        signed up, joins with it."""
+        async with state.uow() as uow:
+            return await services.invite(uow.session, state.settings, club_id, data)
+
+    @get("/businesses/me/clubs", opt=access(Access.BUSINESS))
+    async def my_clubs(self, state: State, request: Request[Any, Any, Any]) -> list[schemas.Membership]:
+        async with state.uow() as uow:
+            return await services.memberships(uow.session, current_principal(request).id)
+
+    @post("/businesses/me/clubs", opt=access(Access.BUSINESS), status_code=201)
+    async def join(
+        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.JoinClub]
+    ) -> schemas.Membership:
+        """Join a club with an invitation; its open leads that fit the business's profile are offered to it."""
+        business_id = current_principal(request).id
+        async with state.uow() as uow:
+            business = await uow.session.get(Business, business_id)
+            assert business is not None
+            club, member = await services.join(uow.session, data.invitation, business_id, business.email)
+            out = schemas.Membership(club.id, club.name, member.joined_at)
+        state.jobs.enqueue("offer_open_leads", business_id)
+        return out

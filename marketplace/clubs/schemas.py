@@ -1,0 +1,49 @@
+"""Shapes of a club, its invitations and a membership on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+InvitationCode = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class ClubCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    # Who runs the club (an association, a person): the plan's club share of its leads' commissions is owed to it.
+    operator_name: Name
+
+
+class Club(msgspec.Struct):
+    id: str
+    name: str
+    operator_name: str
+    members: int
+    created_at: datetime
+
+
+class InvitationCreate(msgspec.Struct, forbid_unknown_fields=True):
+    # Meant for this business email only, when given.
+    email: Annotated[str, msgspec.Meta(max_length=320)] | None = None
+
+
+class Invitation(msgspec.Struct):
+    id: str
+    club_id: str
+    # Shown once: the business signs up with it (`invitation`) or joins with it (POST /v1/businesses/me/clubs).
+    code: str
+    email: str | None
+    expires_at: datetime
+
+
+class JoinClub(msgspec.Struct, forbid_unknown_fields=True):
+    invitation: InvitationCode
+
+
+class Membership(msgspec.Struct):
+    club_id: str
+    name: str
+    joined_at: datetime

@@ -1,0 +1,129 @@
+"""Clubs: an operator founds one and invites businesses with single-use codes; a business joins with one (at sign-up
+or later); a lead inside a club is offered to its members only (offers/matching.py), and the club's operator earns
+the plan's club share of the commissions on its leads (wallet/services.settle_commission, its club_payable)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.clock import utcnow
+from marketplace.clubs import schemas
+from marketplace.contact import normalise_email
+from marketplace.db.models import Club, ClubInvitation, ClubMember
+from marketplace.errors import Conflict, InvalidInput, NotFound
+from marketplace.http.pagination import check_cursor
+from marketplace.ids import new_id
+from marketplace.settings import Settings
+
+CODE_PREFIX = "inv_"
+
+
+def _hash(code: str) -> str:
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
+async def create_club(session: AsyncSession, data: schemas.ClubCreate, actor: str) -> Club:
+    name, operator_name = data.name.strip(), data.operator_name.strip()
+    errors = [f for f, v in (("name", name), ("operator_name", operator_name)) if not v]
+    if errors:
+        raise InvalidInput.field(errors[0], "must not be blank")
+    club = Club(id=new_id("club"), name=name, operator_name=operator_name, created_at=utcnow(), created_by=actor)
+    session.add(club)
+    await session.flush()
+    return club
+
+
+async def get_club(session: AsyncSession, club_id: str) -> Club:
+    club = await session.get(Club, club_id)
+    if club is None:
+        raise NotFound(f"no club {club_id}")
+    return club
+
+
+async def club_out(session: AsyncSession, club: Club) -> schemas.Club:
+    members = await session.scalar(select(func.count()).where(ClubMember.club_id == club.id))
+    return schemas.Club(club.id, club.name, club.operator_name, int(members or 0), club.created_at)
+
+
+async def list_clubs(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[schemas.Club], str | None]:
+    query = select(Club).order_by(Club.id).limit(limit + 1)
+    if check_cursor(cursor, "club"):
+        query = query.where(Club.id > cursor)
+    rows = list(await session.scalars(query))
+    items = [await club_out(session, c) for c in rows[:limit]]
+    return items, (items[-1].id if len(rows) > limit and items else None)
+
+
+async def invite(
+    session: AsyncSession, settings: Settings, club_id: str, data: schemas.InvitationCreate
+) -> schemas.Invitation:
+    club = await get_club(session, club_id)
+    email = normalise_email(data.email, "email") if data.email is not None else None
+    code = CODE_PREFIX + secrets.token_urlsafe(18)
+    now = utcnow()
+    invitation = ClubInvitation(
+        id=new_id("cinv"),
+        club_id=club.id,
+        code_hash=_hash(code),
+        email=email,
+        created_at=now,
+        expires_at=now + timedelta(days=settings.service.invitation_days),
+    )
+    session.add(invitation)
+    await session.flush()
+    return schemas.Invitation(invitation.id, club.id, code, email, invitation.expires_at)
+
+
+async def check_invitation(session: AsyncSession, code: str, email: str, field: str = "invitation") -> ClubInvitation:
+    """The invitation a code names, if a business with this email may use it now; 422 naming `field` otherwise."""
+    invitation = await session.scalar(select(ClubInvitation).where(ClubInvitation.code_hash == _hash(code)))
+    if invitation is None:
+        raise InvalidInput.field(field, "unknown invitation code")
+    if invitation.used_by is not None:
+        raise InvalidInput.field(field, "this invitation has already been used")
+    if invitation.expires_at <= utcnow():
+        raise InvalidInput.field(field, "this invitation has expired")
+    if invitation.email is not None and invitation.email != email:
+        raise InvalidInput.field(field, "this invitation is for another email address")
+    return invitation
+
+
+async def join(
+    session: AsyncSession, code: str, business_id: str, email: str, field: str = "invitation"
+) -> tuple[Club, ClubMember]:
+    """Use an invitation (once: two businesses racing for one code, one of them gets it) and join its club."""
+    invitation = await check_invitation(session, code, email, field)
+    if await session.get(ClubMember, (invitation.club_id, business_id)) is not None:
+        raise Conflict(f"the business is already a member of club {invitation.club_id}")
+    now = utcnow()
+    taken = await session.execute(
+        update(ClubInvitation)
+        .where(ClubInvitation.id == invitation.id, ClubInvitation.used_by.is_(None))
+        .values(used_by=business_id, used_at=now)
+        .returning(ClubInvitation.id)
+    )
+    if taken.first() is None:
+        raise InvalidInput.field(field, "this invitation has already been used")
+    member = ClubMember(club_id=invitation.club_id, business_id=business_id, invitation_id=invitation.id, joined_at=now)
+    session.add(member)
+    await session.flush()
+    return await get_club(session, invitation.club_id), member
+
+
+async def memberships(session: AsyncSession, business_id: str) -> list[schemas.Membership]:
+    rows = await session.execute(
+        select(Club.id, Club.name, ClubMember.joined_at)
+        .join(ClubMember, ClubMember.club_id == Club.id)
+        .where(ClubMember.business_id == business_id)
+        .order_by(ClubMember.joined_at, Club.id)
+    )
+    return [schemas.Membership(r.id, r.name, r.joined_at) for r in rows]
+
+
+async def is_member(session: AsyncSession, club_id: str, business_id: str) -> bool:
+    return await session.get(ClubMember, (club_id, business_id)) is not None

@@ -1,0 +1,227 @@
+"""Clubs over HTTP: an operator founds one and invites businesses; an invitation is used once; a lead inside the club
+is offered to its members only; its operator earns the plan's club share of a deal's commission; sign-up may be by
+invitation only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from marketplace.db.models import Business, ClubMember, LedgerAccount, LedgerPosting, Offer
+from tests.conftest import make_settings
+from tests.factories import auth, business_body, lead_body, offers_of, operator_token, register, submit_lead
+from tests.integration.fraud_market import report
+
+
+async def found_club(client: httpx.AsyncClient, operator: str, name: str = "Haifa Builders Club") -> str:
+    response = await client.post(
+        "/v1/clubs", headers=auth(operator), json={"name": name, "operator_name": "Haifa Builders Association"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["members"] == 0
+    return str(response.json()["id"])
+
+
+async def invitation(client: httpx.AsyncClient, operator: str, club_id: str, **body: Any) -> str:
+    response = await client.post(f"/v1/clubs/{club_id}/invitations", headers=auth(operator), json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["code"])
+
+
+async def member(client: httpx.AsyncClient, operator: str, club_id: str, mode: str, **profile: Any) -> tuple[str, str]:
+    code = await invitation(client, operator, club_id)
+    body = business_body(mode, invitation=code, profile={"categories": ["plumbing"], **profile})
+    response = await client.post("/v1/businesses", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"], response.json()["api_token"]
+
+
+async def test_a_clubs_lead_is_offered_to_its_members_only(app, client, db):
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    insider_id, insider = await member(client, operator, club, "lead_buyer")
+    _, outsider = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    await app.state.ranking_sync.settled()
+
+    inside = await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
+    assert inside.status_code == 201, inside.text
+    public = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    assert {o["lead_id"] for o in await offers_of(client, insider)} == {inside.json()["id"], public}
+    assert {o["lead_id"] for o in await offers_of(client, outsider)} == {public}
+    # The operator's explanation lists the members alone as the club lead's candidates.
+    ranking = await client.get(f"/v1/leads/{inside.json()['id']}/ranking", headers=auth(operator))
+    assert {c["business_id"] for c in ranking.json()["candidates"]} == {insider_id}
+
+    listed = await client.get("/v1/businesses/me/clubs", headers=auth(insider))
+    assert [m["club_id"] for m in listed.json()] == [club]
+    assert (await client.get(f"/v1/clubs/{club}", headers=auth(operator))).json()["members"] == 1
+
+
+async def test_a_business_joins_later_and_is_offered_the_clubs_open_leads(app, client, db):
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    lead = await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
+    await app.state.jobs.run_due()
+    assert await offers_of(client, token) == []
+
+    code = await invitation(client, operator, club)
+    joined = await client.post("/v1/businesses/me/clubs", headers=auth(token), json={"invitation": code})
+    assert joined.status_code == 201, joined.text
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, token)] == [lead.json()["id"]]
+    again = await client.post("/v1/businesses/me/clubs", headers=auth(token), json={"invitation": code})
+    assert again.status_code == 422 and again.json()["errors"][0]["field"] == "invitation"
+    assert await db.count(ClubMember, ClubMember.business_id == business_id) == 1
+
+
+async def test_an_invitation_is_used_once_and_only_by_its_addressee(app, client, db):
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    code = await invitation(client, operator, club)
+    bodies = [business_body("deal_maker", invitation=code) for _ in range(5)]
+    responses = await asyncio.gather(*(client.post("/v1/businesses", json=b) for b in bodies))
+    assert Counter(r.status_code for r in responses) == {201: 1, 422: 4}, [r.text for r in responses]
+    assert await db.count(Business) == 1  # the refused sign-ups wrote nothing
+
+    for_dana = await invitation(client, operator, club, email="dana@builders.example")
+    other = await client.post("/v1/businesses", json=business_body(invitation=for_dana, email="eve@x.example"))
+    assert other.status_code == 422 and "another email" in other.json()["errors"][0]["message"]
+    dana = await client.post("/v1/businesses", json=business_body(invitation=for_dana, email="Dana@Builders.example"))
+    assert dana.status_code == 201, dana.text
+    unknown = await client.post("/v1/businesses", json=business_body(invitation="inv_nonsense"))
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "invitation"
+    assert await db.count(Business) == 2
+
+
+async def test_leads_name_a_known_club_and_only_members_sell_into_it(app, client, db):
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    unknown = await client.post("/v1/leads", json=lead_body(club="club_nowhere"))
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "club"
+    _, outsider = await register(client, "deal_maker")
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(outsider), json=lead_body(club=club))
+    assert sold.status_code == 403
+    _, insider = await member(client, operator, club, "deal_maker")
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(insider), json=lead_body(club=club))
+    assert sold.status_code == 201, sold.text
+
+
+async def test_clubs_are_for_operators_to_found_and_invite_into(app, client):
+    _, business = await register(client)
+    assert (
+        await client.post("/v1/clubs", headers=auth(business), json={"name": "x", "operator_name": "y"})
+    ).status_code == 403
+    operator = await operator_token(app)
+    blank = await client.post("/v1/clubs", headers=auth(operator), json={"name": " ", "operator_name": "y"})
+    assert blank.status_code == 422 and blank.json()["errors"][0]["field"] == "name"
+    missing = await client.post("/v1/clubs/club_nowhere/invitations", headers=auth(operator), json={})
+    assert missing.status_code == 404
+    page = await client.get("/v1/clubs", headers=auth(operator), params={"cursor": "garbage"})
+    assert page.status_code == 422
+
+
+async def test_the_club_operator_earns_its_share_of_a_deal_inside_the_club(app, client, db):
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    maker_id, maker = await member(client, operator, club, "deal_maker")
+    await app.state.ranking_sync.settled()
+    lead = await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
+    await app.state.jobs.run_due()
+    (offer,) = await offers_of(client, maker)
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(maker))
+    assert claimed.status_code == 201, claimed.text
+    exposure = claimed.json()["id"]
+    await report(client, maker, exposure, "won", turnover=1_180_000)
+    await report(client, maker, exposure, "paid")
+    # 30 % of 11,800.00 is 3,540.00 gross, 3,000.00 net of 18 % VAT; the club operator's 5 % of the net: 150.00.
+    owed = await db.scalar(
+        select(-func.sum(LedgerPosting.amount_minor))
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .where(LedgerAccount.code == f"marketplace:{club}:club_payable")
+    )
+    rate = app.state.settings.categories["plumbing"].commission_rate_bp
+    net = round(1_180_000 * rate / 10_000 / 1.18)
+    assert owed == round(net * 0.05) and owed > 0
+    assert lead.json()["id"] and await db.count(Offer, Offer.business_id == maker_id) == 1
+
+
+async def test_where_sign_up_is_by_invitation_none_is_a_403(app, client, db, database_url):
+    from marketplace.app import create_app, shutdown, startup
+
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    code = await invitation(client, operator, club)
+    closed = create_app(
+        make_settings(database_url, MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATION="true"),
+        migrate_on_start=False,
+        run_jobs_in_background=False,
+    )
+    await startup(closed.state)
+    try:
+        transport = httpx.ASGITransport(app=closed, client=("127.0.0.1", 50001))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            refused = await c.post("/v1/businesses", json=business_body())
+            assert refused.status_code == 403 and "invitation" in refused.json()["detail"]
+            invited = await c.post("/v1/businesses", json=business_body(invitation=code))
+            assert invited.status_code == 201, invited.text
+    finally:
+        await shutdown(closed.state)
+        await closed.state.engine.dispose()
+    assert await db.count(Business) == 1
+
+
+async def test_what_a_club_operator_is_owed_is_paid_out_once_by_an_operator(app, client, db):
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    _, maker = await member(client, operator, club, "deal_maker")
+    await app.state.ranking_sync.settled()
+    await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
+    await app.state.jobs.run_due()
+    (offer,) = await offers_of(client, maker)
+    exposure = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(maker))).json()["id"]
+    await report(client, maker, exposure, "won", turnover=1_180_000)
+    await report(client, maker, exposure, "paid")
+
+    listed = await client.get("/v1/payables", headers=auth(operator), params={"account": "club_payable"})
+    assert listed.status_code == 200, listed.text
+    ((payable),) = listed.json()["items"]
+    owed = payable["owed"]["amount_minor"]
+    assert payable["owner"] == club and owed > 0
+
+    def payout(amount: int, key: str) -> Any:
+        body = {"account": "club_payable", "owner": club, "amount": {"amount_minor": amount, "currency": "ILS"}}
+        return client.post("/v1/payables/payouts", headers={**auth(operator), "Idempotency-Key": key}, json=body)
+
+    too_much = await payout(owed + 1, "k0")
+    assert too_much.status_code == 409 and too_much.json()["owed"]["amount_minor"] == owed
+    # Two payouts of everything at once: one is made, the other finds nothing left.
+    first, second = await asyncio.gather(payout(owed, "k1"), payout(owed, "k2"))
+    assert sorted((first.status_code, second.status_code)) == [201, 409], (first.text, second.text)
+    made = first if first.status_code == 201 else second
+    settlement = made.json()
+    assert settlement["payee"] == f"marketplace:{club}:club_payable" and settlement["business_id"] is None
+    assert settlement["status"] == "pending" and settlement["amount"]["amount_minor"] == owed
+    replay = await payout(owed, "k1" if made is first else "k2")
+    assert replay.status_code == 201 and replay.json()["id"] == settlement["id"]
+    assert (await client.get("/v1/payables", headers=auth(operator))).json()["items"] == []
+
+    failed = await client.post(f"/v1/settlements/{settlement['id']}/fail", headers=auth(operator))
+    assert failed.status_code == 200 and failed.json()["status"] == "failed"
+    (again,) = (await client.get("/v1/payables", headers=auth(operator))).json()["items"]
+    assert again["owed"]["amount_minor"] == owed  # the transfer did not happen: owed again
+    paid = await payout(owed, "k3")
+    confirmed = await client.post(f"/v1/settlements/{paid.json()['id']}/confirm", headers=auth(operator))
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "confirmed"
+    assert (await client.get("/v1/payables", headers=auth(operator))).json()["items"] == []
+    balance = await client.get("/v1/wallet/trial-balance", headers=auth(operator))
+    assert balance.json()["balanced"] is True, balance.text
+    # Nobody else's money: a business cannot see or make payouts, and an unknown payee is a 404.
+    assert (await client.get("/v1/payables", headers=auth(maker))).status_code == 403
+    unknown = {"account": "referrer_payable", "owner": "nobody", "amount": {"amount_minor": 1, "currency": "ILS"}}
+    assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=unknown)).status_code == 404

@@ -26,7 +26,7 @@ from marketplace.fraud.controllers import FraudController, NotificationControlle
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.openapi import COMPONENTS, document_access
 from marketplace.http.problems import EXCEPTION_HANDLERS, document_problems
-from marketplace.http.ratelimit import RateLimiter
+from marketplace.http.ratelimit import make_limiter
 from marketplace.http.strict import StrictRequest
 from marketplace.identity.cache import PrincipalCache
 from marketplace.jobs import DramatiqJobs, InProcessJobs
@@ -117,7 +117,7 @@ def create_app(
             "ranker": ranker,
             "ranking_sync": sync,
             "principals": principals,
-            "intake_limiter": RateLimiter(settings.service.intake_rate_limit_per_minute),
+            "intake_limiter": make_limiter(settings.service.intake_rate_limit_per_minute, settings.service.redis_url),
         }
     )
     state["migrate_on_start"] = settings.service.is_sqlite if migrate_on_start is None else migrate_on_start
@@ -207,6 +207,10 @@ async def shutdown(state: State) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await state.ranking_sync.stop()
+    close = getattr(state.intake_limiter, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
     runtime.bind(None)
     await state.engine.dispose()
 

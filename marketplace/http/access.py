@@ -53,7 +53,7 @@ def _refuse_nul(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
 
 async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     if handler.opt.get("rate_limited"):  # every request counts, invalid ones too
-        connection.app.state.intake_limiter.hit(connection.client.host if connection.client else "unknown")
+        await connection.app.state.intake_limiter.hit(connection.client.host if connection.client else "unknown")
     level = handler.opt.get("access")
     if level is None:
         if _is_docs(connection.scope["path"]) or getattr(handler, "http_methods", None) == {"OPTIONS"}:

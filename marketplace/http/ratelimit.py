@@ -1,29 +1,100 @@
-"""Per-client-address rate limit for public endpoints: a sliding one-minute window kept in process."""
+"""Per-client-address rate limit for public endpoints (lead intake): a sliding one-minute window, kept in process in
+the embedded default, and in Redis when the service has one, so that the limit holds across all API processes (with
+a window per process, n workers would let n times the limit through)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
+from typing import Any, Protocol
 
 from marketplace.errors import TooManyRequests
 
+log = logging.getLogger("marketplace.http")
+WINDOW_SECONDS = 60
+
+
+class Limiter(Protocol):
+    per_minute: int
+
+    async def hit(self, client: str) -> None:
+        """Count a request from `client`; TooManyRequests (429) when it is over the limit."""
+        ...
+
+
+def _refuse(per_minute: int, retry_after: float) -> TooManyRequests:
+    return TooManyRequests(
+        f"at most {per_minute} requests a minute from one address",
+        extra={"retry_after_seconds": max(1, int(retry_after))},
+    )
+
 
 class RateLimiter:
+    """The window in this process: exact (a deque of the last minute's request times per address)."""
+
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._hits: dict[str, deque[float]] = {}
 
-    def hit(self, client: str) -> None:
+    async def hit(self, client: str) -> None:
+        self.hit_now(client)
+
+    def hit_now(self, client: str) -> None:
         now = time.monotonic()
         window = self._hits.setdefault(client, deque())
-        while window and window[0] <= now - 60:
+        while window and window[0] <= now - WINDOW_SECONDS:
             window.popleft()
         if len(window) >= self.per_minute:
-            raise TooManyRequests(
-                f"at most {self.per_minute} requests a minute from one address",
-                extra={"retry_after_seconds": max(1, int(60 - (now - window[0])))},
-            )
+            raise _refuse(self.per_minute, WINDOW_SECONDS - (now - window[0]))
         window.append(now)
         if len(self._hits) > 100_000:  # forget idle clients so the map cannot grow without bound
-            for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - 60]:
+            for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - WINDOW_SECONDS]:
                 del self._hits[key]
+
+
+# One round trip: count this request in the current minute's bucket and read the previous minute's. The window
+# slides by weighting the previous minute by the part of it still inside the last 60 seconds (the usual sliding
+# window counter: exact for an even flow, never more than the limit in any 60 seconds by much).
+_COUNT = """
+local current = redis.call('INCR', KEYS[1])
+if current == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {current, previous}
+"""
+
+
+class RedisRateLimiter:
+    """The window shared by every process through Redis. Should Redis fail, this process's own window decides (the
+    intake stays open and still limited), and the failure is logged."""
+
+    def __init__(self, per_minute: int, redis_url: str, prefix: str = "marketplace:ratelimit:intake") -> None:
+        import redis.asyncio as redis
+
+        self.per_minute = per_minute
+        self.prefix = prefix
+        self._redis: Any = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script: Any = self._redis.register_script(_COUNT)
+        self._local = RateLimiter(per_minute)
+
+    async def hit(self, client: str) -> None:
+        now = time.time()
+        minute = int(now // WINDOW_SECONDS)
+        keys = [f"{self.prefix}:{client}:{minute}", f"{self.prefix}:{client}:{minute - 1}"]
+        try:
+            current, previous = await self._script(keys=keys)
+        except Exception as exc:  # any Redis trouble: fall back, never a 500 on intake
+            log.warning("rate limit: Redis unavailable (%r); this process's own window applies", exc)
+            self._local.hit_now(client)
+            return
+        into_minute = now - minute * WINDOW_SECONDS
+        seen = int(previous) * (1 - into_minute / WINDOW_SECONDS) + int(current)
+        if seen > self.per_minute:
+            raise _refuse(self.per_minute, WINDOW_SECONDS - into_minute)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_limiter(per_minute: int, redis_url: str) -> Limiter:
+    return RedisRateLimiter(per_minute, redis_url) if redis_url else RateLimiter(per_minute)

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -76,6 +76,7 @@ async def submit_lead(
 
     now = utcnow()
     key = dedup_key(data.category, phone)
+    await _queue_on(session, key)
     window_start = now - timedelta(hours=settings.windows.dedup_hours)
     existing = await session.scalar(
         select(Lead.id)
@@ -118,6 +119,16 @@ async def submit_lead(
     session.add(LeadContact(lead_id=lead.id, name=data.contact.name.strip(), phone=phone, email=email))
     await session.flush()
     return lead, False
+
+
+async def _queue_on(session: AsyncSession, key: str) -> None:
+    """Make two submissions of one customer's need at the same moment queue, so that the second finds the first's
+    lead (a 200 naming it) instead of both finding none and making two leads of one customer, which could then be
+    sold exclusively twice. PostgreSQL: a lock on the key's hash until the commit (the look-up after it is a new
+    statement and sees what the first committed). SQLite: every write transaction holds the database's write lock
+    from its BEGIN IMMEDIATE (db/engine.py), so they queue already."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(bytes.fromhex(key[:16]), signed=True))))
 
 
 async def get_lead(session: AsyncSession, lead_id: str) -> Lead:

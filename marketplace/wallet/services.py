@@ -1039,6 +1039,9 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
         .values(status="confirmed", confirmed_at=utcnow(), confirmed_by=operator),
     )
     if changed != 1:
+        settlement = await _decided_meanwhile(session, settlement_id)
+        if settlement.status == "confirmed":  # by a repeat of this very call that got there first
+            return settlement
         raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can be confirmed")
     amount = Money(settlement.amount_minor, settlement.currency)
     if settlement.direction == "charge":
@@ -1104,6 +1107,9 @@ async def fail_settlement(session: AsyncSession, settlement_id: str, operator: s
         .values(status="failed", confirmed_at=utcnow(), confirmed_by=operator),
     )
     if changed != 1:
+        settlement = await _decided_meanwhile(session, settlement_id)
+        if settlement.status == "failed":  # by a repeat of this very call that got there first
+            return settlement
         raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can fail")
     business_id = settlement.business_id
     if settlement.direction == "payout" and business_id is None:  # a club's or a referrer's payable: owed again
@@ -1124,6 +1130,14 @@ async def fail_settlement(session: AsyncSession, settlement_id: str, operator: s
         )
         await collect_debts(session, business_id, settlement.currency)
     await session.refresh(settlement)
+    return settlement
+
+
+async def _decided_meanwhile(session: AsyncSession, settlement_id: str) -> Settlement:
+    """The settlement as another transaction left it: its decision committed between our read and our update (on
+    PostgreSQL the update waited for it, then found the row no longer pending)."""
+    settlement = await session.get(Settlement, settlement_id, populate_existing=True)
+    assert settlement is not None
     return settlement
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from marketplace.db.models import Exposure, Lead
-from tests.factories import auth, offer_lead_to, register, submit_lead
+from tests.factories import auth, lead_body, offer_lead_to, register, submit_lead
 
 
 async def _buyers(client, n):
@@ -134,3 +134,12 @@ async def test_a_business_never_claims_beyond_its_daily_cap_even_with_offers_ope
     assert await db.count(Exposure, Exposure.business_id == buyer_id) == 2
     # The refused claims left nothing: their leads still have their places for others.
     assert sum(lead.exposure_count for lead in await db.scalars(select(Lead))) == 2
+
+
+async def test_one_customer_submitting_twenty_times_at_once_is_one_lead(client, db):
+    body = lead_body(category="plumbing")
+    responses = await asyncio.gather(*(client.post("/v1/leads", json=body) for _ in range(20)))
+    assert Counter(r.status_code for r in responses) == {201: 1, 200: 19}, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await db.count(Lead) == 1
+    assert (await db.scalar(select(Lead.seen_count))) == 20

@@ -261,6 +261,21 @@ async def test_concurrent_withdrawals_never_overdraw(app, client, db):
     await assert_ledger_sound(app)
 
 
+@pytest.mark.parametrize("decision", ["confirm", "fail"])
+async def test_an_operator_deciding_one_payout_ten_times_at_once_gets_one_answer(app, client, db, decision):
+    business_id, token = await register(client, "lead_buyer")
+    await post_alone(app, build_lead_earnings(new_id("setup"), business_id, "lead_buyer", Money(10_000, ILS)))
+    payout = await client.post("/v1/wallet/withdrawals", headers=auth(token), json={"amount": money(4_000)})
+    operator = await operator_token(app)
+    path = f"/v1/settlements/{payout.json()['id']}/{decision}"
+    responses = await asyncio.gather(*(client.post(path, headers=auth(operator)) for _ in range(10)))
+    # Said ten times, it is done once and each repeat answers as the first (a repeat after it was done does too).
+    assert Counter(r.status_code for r in responses) == {200: 10}, [r.text for r in responses]
+    assert {r.json()["status"] for r in responses} == {"confirmed" if decision == "confirm" else "failed"}
+    assert (await wallet(client, token))["available"] == money(6_000 if decision == "confirm" else 10_000)
+    await assert_ledger_sound(app)
+
+
 async def test_businesses_buying_each_others_sold_leads_at_once(app, client, db):
     """Each buyer's purchase credits the other's earnings while the other's purchase locks its own wallet: the
     locks must be taken in one order, or the database kills one of them as a deadlock."""

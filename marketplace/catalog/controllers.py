@@ -1,9 +1,11 @@
-"""Public catalog routes and the health check."""
+"""Public catalog routes, the health check and the OpenAPI schema where clients look for it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from sqlalchemy import text
 
@@ -52,6 +54,12 @@ class CatalogController(Controller):
             )
             for c in state.settings.categories.values()
         ]
+
+    @get(["/openapi.json", "/schema/openapi.json"], opt=access(Access.PUBLIC), include_in_schema=False)
+    async def openapi(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+        """The served OpenAPI schema (also at /docs/openapi.json, beside its Swagger UI at /docs), where clients
+        commonly look for it."""
+        return Response(request.app.openapi_schema.to_schema(), media_type="application/vnd.oai.openapi+json")
 
     @get("/health", opt=access(Access.PUBLIC))
     async def health(self, state: State) -> Response[dict[str, str]]:

@@ -61,6 +61,7 @@ class Moved:
     was_turnover_minor: int | None = None
     exposure_id: str = ""
     at: datetime | None = None
+    claimed_at: datetime | None = None  # when the exposure was claimed: a return frees its place under that day's cap
 
     @property
     def becomes(self) -> str:

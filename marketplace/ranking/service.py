@@ -153,11 +153,12 @@ class ProfitabilityRanker:
                     # Not known what it left, or a stale deal: this core may still count it as undecided (stale
                     # marks reach it by a read). Read it back.
                     unknown.append(event.business_id)
-                elif event.status == "returned":
-                    # A returned lead no longer counts against its caps: read back, as the day it was claimed decides.
-                    unknown.append(event.business_id)
+                elif event.becomes == "returned" and event.claimed_at is None:
+                    unknown.append(event.business_id)  # when it was claimed decides which cap it frees: read back
                 elif s is not None:
                     s.move(event)
+                    if event.becomes == "returned" and event.claimed_at is not None:
+                        s.uncount_exposure(local_date(event.claimed_at, self.settings.jurisdiction.zone))
                     touched[event.business_id] = s
                 earned = event.commission_minor - event.refunded_minor
             if event.seller_id and earned:
@@ -327,6 +328,7 @@ def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved
         None if before is None else before.turnover_minor,
         exposure.id,
         exposure.status_changed_at,
+        exposure.created_at,
     )
 
 
@@ -458,6 +460,13 @@ class Standing:
                 self.won_at.pop(event.category, None)
         elif event.becomes == "won_unpaid" and event.was != "won_unpaid" and event.at is not None:
             self.won_at.setdefault(event.category, {})[event.exposure_id] = event.at
+
+    def uncount_exposure(self, on: date) -> None:
+        """A lead claimed on the local date `on` was returned: it no longer counts against the caps."""
+        if on == self.day:
+            self.today = max(0, self.today - 1)
+        if (on.year, on.month) == (self.day.year, self.day.month):
+            self.this_month = max(0, self.this_month - 1)
 
     def count_exposure(self, on: date) -> None:
         """One more exposure on the local date `on`: the day's count starts again on a new day, the month's

@@ -71,6 +71,8 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("PUT", "/v1/businesses/me/bids"): A.LEAD_BUYER,
     ("GET", "/v1/fraud/alerts/{}"): A.OPERATOR,
     ("GET", "/v1/fraud/businesses/{}"): A.OPERATOR,
+    ("GET", "/openapi.json"): A.PUBLIC,
+    ("GET", "/schema/openapi.json"): A.PUBLIC,
     ("POST", "/v1/clubs"): A.OPERATOR,
     ("GET", "/v1/clubs"): A.OPERATOR,
     ("GET", "/v1/clubs/{}"): A.OPERATOR,

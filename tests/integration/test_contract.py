@@ -365,6 +365,8 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
     response = await client.get("/docs/openapi.json")
     assert response.status_code == 200
     schema = response.json()
+    for elsewhere in ("/openapi.json", "/schema/openapi.json"):  # where clients commonly look: the same schema
+        assert (await client.get(elsewhere)).json() == schema, elsewhere
     components = schema["components"]["schemas"]
 
     def resolve(node: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class LeadSummary(msgspec.Struct):
     budget: MoneyOut
     status: str
     created_at: datetime
+    # The club the lead came in through (offered to its members only); None for the open market.
+    club_id: str | None = None
 
 
 class LeadDetail(msgspec.Struct):
@@ -96,3 +98,4 @@ class LeadDetail(msgspec.Struct):
     created_at: datetime
     expires_at: datetime
     contact: Contact
+    club_id: str | None = None

@@ -149,6 +149,7 @@ class LeadColumns(Protocol):
     currency: str
     status: str
     created_at: datetime
+    club_id: str | None
 
 
 def summary(lead: Lead | LeadColumns) -> schemas.LeadSummary:
@@ -160,6 +161,7 @@ def summary(lead: Lead | LeadColumns) -> schemas.LeadSummary:
         budget=MoneyOut(lead.budget_minor, lead.currency),
         status=lead.status,
         created_at=lead.created_at,
+        club_id=lead.club_id,
     )
 
 
@@ -183,6 +185,7 @@ async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
         created_at=lead.created_at,
         expires_at=lead.expires_at,
         contact=schemas.Contact(name=contact.name, phone=contact.phone, email=contact.email),
+        club_id=lead.club_id,
     )
 
 

@@ -216,7 +216,7 @@ _OPEN_OFFERS = (
     select(
         _offers.id.label("offer_id"), _offers.wave, _offers.rank, _offers.price_minor, _offers.expires_at,
         _offers.replaces_exposure_id, _leads.id, _leads.category, _leads.region, _leads.description,
-        _leads.budget_minor, _leads.currency, _leads.status, _leads.created_at, _leads.exposure_count,
+        _leads.budget_minor, _leads.currency, _leads.status, _leads.created_at, _leads.exposure_count, _leads.club_id,
         # Nobody has seen the contact, now or before a return: the lead may still be bought exclusively.
         ~exists().where(_EXPOSURES.c.lead_id == _leads.id).label("unseen"),
     )

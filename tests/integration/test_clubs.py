@@ -51,7 +51,8 @@ async def test_a_clubs_lead_is_offered_to_its_members_only(app, client, db):
     assert inside.status_code == 201, inside.text
     public = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
-    assert {o["lead_id"] for o in await offers_of(client, insider)} == {inside.json()["id"], public}
+    seen = {o["lead_id"]: o["lead"]["club_id"] for o in await offers_of(client, insider)}
+    assert seen == {inside.json()["id"]: club, public: None}  # the member sees which lead came through its club
     assert {o["lead_id"] for o in await offers_of(client, outsider)} == {public}
     # The operator's explanation lists the members alone as the club lead's candidates.
     ranking = await client.get(f"/v1/leads/{inside.json()['id']}/ranking", headers=auth(operator))

@@ -66,6 +66,21 @@ async def test_a_customer_referrer_and_its_sponsor_earn_the_difference_bonus(app
     assert returned.status_code == 200, returned.text
     assert await payables(client, operator) == {"dana": dana_share, "club-bob": bob_share, "costs": net // 5}
 
+    # What the referrers are owed is listed for the operators, and paid out (a bank transfer, confirmed later).
+    listed = await client.get("/v1/payables", headers=auth(operator), params={"account": "referrer_payable"})
+    owed = {p["owner"]: p["owed"]["amount_minor"] for p in listed.json()["items"]}
+    assert owed == {"dana": dana_share, "club-bob": bob_share}
+    first = (await client.get("/v1/payables", headers=auth(operator), params={"limit": 1})).json()
+    assert [p["owner"] for p in first["items"]] == ["club-bob"] and first["next_cursor"]
+    rest = await client.get("/v1/payables", headers=auth(operator), params={"limit": 1, "cursor": first["next_cursor"]})
+    assert [p["owner"] for p in rest.json()["items"]] == ["dana"] and rest.json()["next_cursor"] is None
+    body = {"account": "referrer_payable", "owner": "dana", "amount": {"amount_minor": dana_share, "currency": "ILS"}}
+    paid = await client.post("/v1/payables/payouts", headers=auth(operator), json=body)
+    assert paid.status_code == 201 and paid.json()["payee"] == "marketplace:dana:referrer_payable", paid.text
+    page = await client.get("/v1/payables", headers=auth(operator), params={"limit": 1})
+    assert [p["owner"] for p in page.json()["items"]] == ["club-bob"] and page.json()["next_cursor"] is None
+    assert (await payables(client, operator))["dana"] == 0
+
 
 async def test_a_partner_earns_the_lifetime_and_the_retention_bonus(app, client, db):
     operator = await operator_token(app)

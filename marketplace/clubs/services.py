@@ -75,6 +75,20 @@ async def invite(
         expires_at=now + timedelta(days=settings.service.invitation_days),
     )
     session.add(invitation)
+    if email is not None:  # sent to the business it is meant for; without an address the operator hands it over
+        from marketplace.fraud.services import notify  # the outbox's owner imports businesses, which import clubs
+
+        notify(
+            session,
+            "invitation",
+            email,
+            f"An invitation to join {club.name} on the lead marketplace",
+            f"{club.operator_name} invites you to {club.name}, whose members alone receive the leads that come in "
+            f"through it. Sign up with this invitation code (the `invitation` field of POST /v1/businesses), or, "
+            f"if you already have an account, join with it (POST /v1/businesses/me/clubs): {code}\n"
+            f"It can be used once, until {invitation.expires_at:%Y-%m-%d %H:%M} UTC, with this email address.",
+            reference=club.id,
+        )
     await session.flush()
     return schemas.Invitation(invitation.id, club.id, code, email, invitation.expires_at)
 

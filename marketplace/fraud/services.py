@@ -72,8 +72,9 @@ CHUNK = 500
 # --- the notification outbox ------------------------------------------------------------------------------
 
 
-# What the outbox sends: a customer's survey link, an operator's fraud alert, a business's invoice or credit note.
-NOTIFICATION_KINDS = ("alert", "invoice", "survey")
+# What the outbox sends: a customer's survey link, an operator's fraud alert, a business's invoice or credit note, a
+# club's invitation.
+NOTIFICATION_KINDS = ("alert", "invitation", "invoice", "survey")
 
 
 def notify(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from marketplace.db.models import Business, ClubMember, LedgerAccount, LedgerPosting, Offer
 from tests.conftest import make_settings
 from tests.factories import auth, business_body, lead_body, offers_of, operator_token, register, submit_lead
-from tests.integration.fraud_market import report
+from tests.integration.fraud_market import notifications, report
 
 
 async def found_club(client: httpx.AsyncClient, operator: str, name: str = "Haifa Builders Club") -> str:
@@ -91,6 +91,8 @@ async def test_an_invitation_is_used_once_and_only_by_its_addressee(app, client,
     assert await db.count(Business) == 1  # the refused sign-ups wrote nothing
 
     for_dana = await invitation(client, operator, club, email="dana@builders.example")
+    (sent,) = [n for n in await notifications(client, operator) if n["kind"] == "invitation"]
+    assert sent["recipient"] == "dana@builders.example" and for_dana in sent["body"]
     other = await client.post("/v1/businesses", json=business_body(invitation=for_dana, email="eve@x.example"))
     assert other.status_code == 422 and "another email" in other.json()["errors"][0]["message"]
     dana = await client.post("/v1/businesses", json=business_body(invitation=for_dana, email="Dana@Builders.example"))

@@ -18,6 +18,7 @@ from marketplace.db.models import Club, ClubInvitation, ClubMember
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.ids import new_id
+from marketplace.outbox import notify
 from marketplace.settings import Settings
 
 CODE_PREFIX = "inv_"
@@ -76,8 +77,6 @@ async def invite(
     )
     session.add(invitation)
     if email is not None:  # sent to the business it is meant for; without an address the operator hands it over
-        from marketplace.fraud.services import notify  # the outbox's owner imports businesses, which import clubs
-
         notify(
             session,
             "invitation",

@@ -54,6 +54,7 @@ from marketplace.identity.services import Principal, spend_link
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
+from marketplace.outbox import NOTIFICATION_KINDS, notify
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
@@ -70,39 +71,6 @@ CHUNK = 500
 
 
 # --- the notification outbox ------------------------------------------------------------------------------
-
-
-# What the outbox sends: a customer's survey link, an operator's fraud alert, a business's invoice or credit note, a
-# club's invitation.
-NOTIFICATION_KINDS = ("alert", "invitation", "invoice", "survey")
-
-
-def notify(
-    session: AsyncSession | Session,
-    kind: str,
-    recipient: str,
-    subject: str,
-    body: str,
-    *,
-    link: str | None = None,
-    reference: str | None = None,
-) -> Notification:
-    """Keep a message in the outbox, in the caller's transaction: it is sent only if that commits."""
-    if kind not in NOTIFICATION_KINDS:
-        raise ValueError(f"unknown notification kind {kind!r}")
-    message = Notification(
-        id=new_id("ntf"),
-        kind=kind,
-        recipient=recipient,
-        subject=subject,
-        body=body,
-        link=link,
-        reference=reference,
-        created_at=utcnow(),
-        attempts=0,
-    )
-    session.add(message)
-    return message
 
 
 async def list_notifications(

@@ -53,15 +53,32 @@ class RateLimiter:
                 del self._hits[key]
 
 
-# One round trip: count this request in the current minute's bucket and read the previous minute's. The window
-# slides by weighting the previous minute by the part of it still inside the last 60 seconds (the usual sliding
-# window counter: exact for an even flow, never more than the limit in any 60 seconds by much).
+# One round trip, atomic: the requests let through in the current minute and the previous one, the previous weighted
+# by the part of it still inside the last 60 seconds (ARGV[1]; the usual sliding window counter); this request is
+# counted only if it stays within the limit (ARGV[2]), as in process: a client that waits as long as it was told
+# gets through, and one that keeps retrying does not lock itself out for good.
 _COUNT = """
-local current = redis.call('INCR', KEYS[1])
-if current == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
-return {current, previous}
+if previous * tonumber(ARGV[1]) + current + 1 > tonumber(ARGV[2]) then return {0, current, previous} end
+if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+return {1, current + 1, previous}
 """
+# After Redis failed, this process's own window decides for a while instead of every request waiting for a timeout.
+RETRY_REDIS_AFTER_SECONDS = 5.0
+
+
+def retry_after(current: int, previous: int, into_minute: float, limit: int) -> float:
+    """Seconds until the sliding window lets one more request through, if no other comes meanwhile: `current`
+    requests let through in this minute so far, `previous` in the one before, `into_minute` seconds into this one."""
+    if current + 1 <= limit:  # this minute has room once enough of the previous one slides out
+        if previous <= 0:
+            return 0.0
+        needed = 1 - (limit - current - 1) / previous  # the previous minute's weight must fall to this
+        return max(0.0, WINDOW_SECONDS * needed - into_minute)
+    # Not before the next minute, where this one is the previous, weighing less and less.
+    needed = 1 - (limit - 1) / current
+    return (WINDOW_SECONDS - into_minute) + WINDOW_SECONDS * max(0.0, needed)
 
 
 class RedisRateLimiter:
@@ -76,21 +93,29 @@ class RedisRateLimiter:
         self._redis: Any = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script: Any = self._redis.register_script(_COUNT)
         self._local = RateLimiter(per_minute)
+        self._redis_down_until = 0.0
 
     async def hit(self, client: str) -> None:
-        now = time.time()
-        minute = int(now // WINDOW_SECONDS)
-        keys = [f"{self.prefix}:{client}:{minute}", f"{self.prefix}:{client}:{minute - 1}"]
-        try:
-            current, previous = await self._script(keys=keys)
-        except Exception as exc:  # any Redis trouble: fall back, never a 500 on intake
-            log.warning("rate limit: Redis unavailable (%r); this process's own window applies", exc)
+        if time.monotonic() < self._redis_down_until:
+            self._local.per_minute = self.per_minute
             self._local.hit_now(client)
             return
+        now = time.time()
+        minute = int(now // WINDOW_SECONDS)
         into_minute = now - minute * WINDOW_SECONDS
-        seen = int(previous) * (1 - into_minute / WINDOW_SECONDS) + int(current)
-        if seen > self.per_minute:
-            raise _refuse(self.per_minute, WINDOW_SECONDS - into_minute)
+        keys = [f"{self.prefix}:{client}:{minute}", f"{self.prefix}:{client}:{minute - 1}"]
+        try:
+            allowed, current, previous = await self._script(
+                keys=keys, args=[1 - into_minute / WINDOW_SECONDS, self.per_minute]
+            )
+        except Exception as exc:  # any Redis trouble: fall back, never a 500 on intake
+            log.warning("rate limit: Redis unavailable (%r); this process's own window applies for a while", exc)
+            self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER_SECONDS
+            self._local.per_minute = self.per_minute
+            self._local.hit_now(client)
+            return
+        if not int(allowed):
+            raise _refuse(self.per_minute, retry_after(int(current), int(previous), into_minute, self.per_minute))
 
     async def close(self) -> None:
         await self._redis.aclose()

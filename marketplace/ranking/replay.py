@@ -20,7 +20,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, ClubMember, Exposure, Lead, Offer
 from marketplace.ranking.ports import Candidate, LeadView, Ranker
 from marketplace.ranking.service import load_category_priors, load_snapshots
 from marketplace.settings import Settings
@@ -92,6 +92,9 @@ async def replay(
             )
         ).all()
     )
+    members: dict[str, set[str]] = defaultdict(set)  # a club's lead goes to its members only
+    for club_id, business_id in await session.execute(select(ClubMember.club_id, ClubMember.business_id)):
+        members[club_id].add(business_id)
     logged_order: dict[str, list[str]] = defaultdict(list)
     for lead_id, business_id in await session.execute(
         select(Offer.lead_id, Offer.business_id).order_by(Offer.lead_id, Offer.wave, Offer.rank)
@@ -104,9 +107,13 @@ async def replay(
         candidates = [
             c
             for c in matching.get((lead.category, lead.region), [])
-            if c.business_id != lead.seller_business_id and _fits(ranges.get(c.business_id), lead.budget_minor)
+            if c.business_id != lead.seller_business_id
+            and _fits(ranges.get(c.business_id), lead.budget_minor)
+            and (lead.club_id is None or c.business_id in members[lead.club_id])
         ]
-        view = LeadView(lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at)
+        view = LeadView(
+            lead.id, lead.category, lead.region, lead.budget_minor, lead.currency, lead.created_at, lead.club_id
+        )
         actual += float(earned.get(lead.id) or 0)
         estimated_logged += sum(reward.get((b, lead.category), 0.0) for b in logged_order[lead.id][:n])
         for name, policy in policies.items():

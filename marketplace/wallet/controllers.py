@@ -291,7 +291,9 @@ class WalletController(Controller):
         """What the marketplace owes each club operator (its club's share of commissions) and each referrer (its
         rewards), payouts already made or pending taken off; `account` keeps one kind."""
         async with state.uow() as uow:
-            items, next_cursor = await payables.payables(uow.session, account, check_limit(limit), cursor)
+            items, next_cursor = await payables.payables(
+                uow.session, state.settings, account, check_limit(limit), cursor
+            )
         return Page(items=items, next_cursor=next_cursor)
 
     @post(

@@ -1,14 +1,31 @@
 """What the marketplace owes club operators and referrers (`club_payable`, `referrer_payable`, one account each),
 and its payout by an operator's bank transfer: booked from the payable to the provider's clearing at once, pending
-until the transfer is confirmed (POST /v1/settlements/{id}/confirm), owed again if it fails."""
+until the transfer is confirmed (POST /v1/settlements/{id}/confirm), owed again if it fails.
+
+Part of what is owed is held, and not paid out yet: a share of a commission, or a reward on a purchase, whose payer
+has not paid (its charge is pending or failed: the marketplace has not received the money it would pay out of),
+and a reward on a lead its buyer may still return (within the return window: the return takes the reward back)."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.db.models import Club, LedgerAccount, LedgerPosting, LedgerTransaction, Referrer, Settlement
+from marketplace.clock import utcnow
+from marketplace.db.models import (
+    Club,
+    Exposure,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    Referrer,
+    Settlement,
+)
 from marketplace.errors import InsufficientFunds, InvalidInput, NotFound
+from marketplace.exposures.rules import RETURNABLE
 from marketplace.money import Money
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -20,23 +37,54 @@ KINDS = {
     AccountKind.CLUB_PAYABLE.value: AccountKind.CLUB_PAYABLE,
     AccountKind.REFERRER_PAYABLE.value: AccountKind.REFERRER_PAYABLE,
 }
+_PAYABLE = (LedgerAccount.owner == "marketplace", LedgerAccount.kind.in_(list(KINDS)))
 
 
-# What each payable account holds, credit positive: club operators' and referrers' accounts with their owner's id.
-_OWED = (
-    select(LedgerAccount.kind, LedgerAccount.owner_id, LedgerAccount.currency, func.sum(LedgerPosting.amount_minor))
-    .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-    .where(LedgerAccount.owner == "marketplace", LedgerAccount.kind.in_(list(KINDS)))
-    .group_by(LedgerAccount.kind, LedgerAccount.owner_id, LedgerAccount.currency)
-    .order_by(LedgerAccount.kind, LedgerAccount.owner_id)
-)
+async def _owed(session: AsyncSession, *where: object) -> dict[int, tuple[str, str | None, str, int]]:
+    """Per payable account: (kind, owner, currency, what it holds, credit positive)."""
+    rows = await session.execute(
+        select(
+            LedgerAccount.id,
+            LedgerAccount.kind,
+            LedgerAccount.owner_id,
+            LedgerAccount.currency,
+            func.sum(LedgerPosting.amount_minor),
+        )
+        .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
+        .where(*_PAYABLE, *where)  # type: ignore[arg-type]
+        .group_by(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.owner_id, LedgerAccount.currency)
+    )
+    return {r[0]: (r[1], r[2], r[3], -int(r[4] or 0)) for r in rows}
+
+
+async def _held(session: AsyncSession, settings: Settings, now: datetime, account_ids: Sequence[int]) -> dict[int, int]:
+    """Per payable account, what it holds that may not be paid out yet (see the module's docstring)."""
+    if not account_ids:
+        return {}
+    unpaid = exists().where(
+        Settlement.reference == LedgerTransaction.reference,
+        Settlement.direction == "charge",
+        Settlement.status.in_(("pending", "failed")),
+    )
+    returnable = exists().where(
+        Exposure.id == LedgerTransaction.reference,
+        Exposure.status.in_(RETURNABLE),
+        Exposure.created_at > now - timedelta(days=settings.windows.return_days),
+    )
+    rows = await session.execute(
+        select(LedgerPosting.account_id, func.sum(LedgerPosting.amount_minor))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .where(LedgerPosting.account_id.in_(list(account_ids)), or_(unpaid, returnable))
+        .group_by(LedgerPosting.account_id)
+    )
+    return {account_id: max(0, -int(total or 0)) for account_id, total in rows}
 
 
 async def payables(
-    session: AsyncSession, account: str | None, limit: int, cursor: str | None
+    session: AsyncSession, settings: Settings, account: str | None, limit: int, cursor: str | None
 ) -> tuple[list[schemas.Payable], str | None]:
-    """Every club operator and referrer the marketplace owes something, with what it owes (credit balances), in
-    order of account and owner; a page's cursor is its last `account:owner`."""
+    """Every club operator and referrer the marketplace owes something: what it is owed, what of that is held, and
+    what may be paid out now; in order of account and owner (a page's cursor is its last `account:owner`)."""
     if account is not None and account not in KINDS:
         raise InvalidInput.field("account", f"one of {', '.join(KINDS)}")
     after: tuple[str, str] | None = None
@@ -45,17 +93,29 @@ async def payables(
         if kind not in KINDS or not owner:
             raise InvalidInput.field("cursor", "not a cursor this list gave out")
         after = (kind, owner)
-    query = _OWED
-    if account is not None:
-        query = query.where(LedgerAccount.kind == account)
-    rows = sorted((kind, owner, currency, total) for kind, owner, currency, total in await session.execute(query))
-    owed = [
-        schemas.Payable(kind, owner, MoneyOut(-int(total), currency))
-        for kind, owner, currency, total in rows  # sorted here: the database's collation may order otherwise
+    owed = await _owed(session, *([LedgerAccount.kind == account] if account is not None else []))
+    # Sorted here: the database's collation may order owners otherwise than the cursor compares them.
+    listed = sorted(
+        (kind, owner, account_id)
+        for account_id, (kind, owner, _, total) in owed.items()
         if owner is not None and total and (after is None or (kind, owner) > after)
-    ]
-    items = owed[:limit]
-    return items, (f"{items[-1].account}:{items[-1].owner}" if len(owed) > limit else None)
+    )
+    page = listed[:limit]
+    held = await _held(session, settings, utcnow(), [account_id for _, _, account_id in page])
+    items = []
+    for kind, owner, account_id in page:
+        _, _, currency, total = owed[account_id]
+        kept = min(held.get(account_id, 0), max(total, 0))
+        items.append(
+            schemas.Payable(
+                kind,
+                owner,
+                MoneyOut(total, currency),
+                MoneyOut(kept, currency),
+                MoneyOut(max(0, total - kept), currency),
+            )
+        )
+    return items, (f"{items[-1].account}:{items[-1].owner}" if len(listed) > limit else None)
 
 
 async def _payee(session: AsyncSession, kind: AccountKind, owner: str) -> AccountKey:
@@ -72,8 +132,9 @@ async def pay_out(
     data: schemas.PayableOut,
     key: str,
 ) -> Settlement:
-    """Pay a club operator or a referrer part or all of what it is owed. More than it is owed is a 409 naming what
-    is; the account is locked while that is read, so two payouts at once cannot both take the same money."""
+    """Pay a club operator or a referrer part or all of what may be paid out now (owed, less what is held). More is
+    a 409 naming what is owed, held and payable; the account is locked while that is read, so two payouts at once
+    cannot both take the same money."""
     amount = Money(data.amount.amount_minor, data.amount.currency)
     if amount.currency != settings.currency:
         raise InvalidInput.field("amount.currency", f"this marketplace works in {settings.currency}")
@@ -86,18 +147,19 @@ async def pay_out(
     ledger_key = f"payable-payout:{account.code}:{key}"
     done = await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == ledger_key))
     if done is None:
-        owed = -int(
-            await session.scalar(
-                select(func.coalesce(func.sum(LedgerPosting.amount_minor), 0)).where(
-                    LedgerPosting.account_id == account_id
-                )
-            )
-            or 0
-        )
-        if amount.amount_minor > owed:
+        owed = (await _owed(session, LedgerAccount.id == account_id)).get(account_id, ("", None, "", 0))[3]
+        held = (await _held(session, settings, utcnow(), [account_id])).get(account_id, 0)
+        payable = max(0, owed - min(held, max(owed, 0)))
+        if amount.amount_minor > payable:
             raise InsufficientFunds(
-                f"{amount} asked, {Money(owed, amount.currency)} is owed to {data.owner}",
-                extra={"owed": Money(owed, amount.currency).to_json()},
+                f"{amount} asked, {Money(payable, amount.currency)} can be paid out to {data.owner} now "
+                f"({Money(owed, amount.currency)} owed, {Money(held, amount.currency)} of it held until its payers "
+                "pay and its leads can no longer be returned)",
+                extra={
+                    "owed": Money(owed, amount.currency).to_json(),
+                    "held": Money(held, amount.currency).to_json(),
+                    "payable": Money(payable, amount.currency).to_json(),
+                },
             )
     transfer = build_payable_payout(ledger_key, account, amount, memo=f"Payout to {data.owner} ({data.account})")
     posted = await store.post(session, transfer, reference=f"payout:{data.owner}")

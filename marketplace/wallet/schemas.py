@@ -66,6 +66,9 @@ class Payable(msgspec.Struct):
     account: str  # club_payable | referrer_payable
     owner: str  # the club's id, or the referrer's name
     owed: MoneyOut
+    # Of what is owed: held until its payers pay and its leads can no longer be returned; the rest may be paid out.
+    held: MoneyOut
+    payable: MoneyOut
 
 
 class PayableOut(msgspec.Struct, forbid_unknown_fields=True):

@@ -42,9 +42,9 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidInput, NotFound
-from marketplace.fraud.services import notify
 from marketplace.ids import new_id
 from marketplace.money import Money
+from marketplace.outbox import notify
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet import referrals, store

@@ -196,10 +196,24 @@ async def test_what_a_club_operator_is_owed_is_paid_out_once_by_an_operator(app,
     ((payable),) = listed.json()["items"]
     owed = payable["owed"]["amount_minor"]
     assert payable["owner"] == club and owed > 0
+    # Held while the deal maker has not paid its commission: the marketplace has not received what it would pay.
+    assert payable["held"]["amount_minor"] == owed and payable["payable"]["amount_minor"] == 0
 
     def payout(amount: int, key: str) -> Any:
         body = {"account": "club_payable", "owner": club, "amount": {"amount_minor": amount, "currency": "ILS"}}
         return client.post("/v1/payables/payouts", headers={**auth(operator), "Idempotency-Key": key}, json=body)
+
+    early = await payout(owed, "k-early")
+    assert early.status_code == 409 and early.json()["held"]["amount_minor"] == owed, early.text
+    (charge,) = [
+        s
+        for s in (await client.get("/v1/settlements", headers=auth(maker))).json()["items"]
+        if s["direction"] == "charge" and s["status"] == "pending"
+    ]
+    received = await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))
+    assert received.status_code == 200, received.text
+    (payable,) = (await client.get("/v1/payables", headers=auth(operator))).json()["items"]
+    assert payable["held"]["amount_minor"] == 0 and payable["payable"]["amount_minor"] == owed
 
     too_much = await payout(owed + 1, "k0")
     assert too_much.status_code == 409 and too_much.json()["owed"]["amount_minor"] == owed
@@ -228,3 +242,30 @@ async def test_what_a_club_operator_is_owed_is_paid_out_once_by_an_operator(app,
     assert (await client.get("/v1/payables", headers=auth(maker))).status_code == 403
     unknown = {"account": "referrer_payable", "owner": "nobody", "amount": {"amount_minor": 1, "currency": "ILS"}}
     assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=unknown)).status_code == 404
+
+
+async def test_policy_replay_offers_a_clubs_lead_to_its_members_only(app, client, settings):
+    from marketplace.ranking.policies import make_ranker
+    from marketplace.ranking.replay import replay
+
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    await member(client, operator, club, "deal_maker")
+    for _ in range(3):  # as fit as the member, outside the club
+        await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    await app.state.ranking_sync.settled()
+    await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
+    await app.state.jobs.run_due()
+    async with app.state.uow() as uow:
+        policies = {name: make_ranker(name, settings, seed=1) for name in ("rotation", "random", "profitability")}
+        await policies["profitability"].load(uow.session, clock_now())
+        report = await replay(uow.session, settings, policies)
+    assert report.leads == 1 and report.logged_estimated_per_lead > 0
+    # Every policy could offer it to the one member only: what the logged offer was worth, not three places' worth.
+    assert {round(v.per_lead, 6) for v in report.policies} == {round(report.logged_estimated_per_lead, 6)}
+
+
+def clock_now() -> Any:
+    from marketplace.clock import utcnow
+
+    return utcnow()

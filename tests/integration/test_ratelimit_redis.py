@@ -38,6 +38,9 @@ async def test_two_processes_share_one_window_per_address() -> None:
     a, b = RedisRateLimiter(5, REDIS_URL, prefix), RedisRateLimiter(5, REDIS_URL, prefix)
     try:
         assert await _passed([a, b], "203.0.113.7", 12) == 5
+        # Refused requests are not counted: retrying does not push the address's window further out.
+        stored = redis.Redis.from_url(REDIS_URL)
+        assert sum(int(stored.get(k) or 0) for k in stored.keys(f"{prefix}:203.0.113.7:*")) == 5
         assert await _passed([a, b], "198.51.100.9", 3) == 3  # another address has its own window
     finally:
         await a.close()
@@ -48,5 +51,6 @@ async def test_without_redis_each_process_still_limits() -> None:
     down = RedisRateLimiter(4, "redis://127.0.0.1:6399/0", f"test:ratelimit:{uuid.uuid4().hex}")
     try:
         assert await _passed([down], "203.0.113.8", 9) == 4
+        assert down._redis_down_until > 0  # and it stops asking the unreachable Redis for a while
     finally:
         await down.close()

@@ -75,6 +75,13 @@ async def test_a_customer_referrer_and_its_sponsor_earn_the_difference_bonus(app
     rest = await client.get("/v1/payables", headers=auth(operator), params={"limit": 1, "cursor": first["next_cursor"]})
     assert [p["owner"] for p in rest.json()["items"]] == ["dana"] and rest.json()["next_cursor"] is None
     body = {"account": "referrer_payable", "owner": "dana", "amount": {"amount_minor": dana_share, "currency": "ILS"}}
+    # Held until the deal maker pays the commission her reward is a share of.
+    held = await client.post("/v1/payables/payouts", headers=auth(operator), json=body)
+    assert held.status_code == 409 and held.json()["held"]["amount_minor"] == dana_share, held.text
+    (charge,) = [
+        s for s in (await client.get("/v1/settlements", headers=auth(dm))).json()["items"] if s["status"] == "pending"
+    ]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
     paid = await client.post("/v1/payables/payouts", headers=auth(operator), json=body)
     assert paid.status_code == 201 and paid.json()["payee"] == "marketplace:dana:referrer_payable", paid.text
     page = await client.get("/v1/payables", headers=auth(operator), params={"limit": 1})
@@ -163,3 +170,32 @@ async def test_the_qualified_lead_fee_is_paid_once_however_often_the_lead_is_cla
     second = await claim(client, b, offer_b)
     assert second.status_code == 201, second.text
     assert (await payables(client, operator))["site-3"] == 2_000
+
+
+async def test_a_reward_on_a_purchase_is_paid_out_only_once_the_lead_can_no_longer_be_returned(
+    app, client, db, settings
+):
+    from datetime import timedelta
+
+    from marketplace.clock import clock
+
+    operator = await operator_token(app)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    bought = await claim(client, lb, await referred_offer(app, client, lb_id, dana, category="legal"))
+    (charge,) = [s for s in (await client.get("/v1/settlements", headers=auth(lb))).json()["items"]]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+
+    async def dana_now() -> dict[str, int]:
+        (p,) = (await client.get("/v1/payables", headers=auth(operator))).json()["items"]
+        return {k: p[k]["amount_minor"] for k in ("owed", "held", "payable")}
+
+    reward = pct(21_186, 500)  # 5 % of the purchase's net price
+    # Paid for, but the buyer may still return the lead, which takes the reward back: held.
+    assert await dana_now() == {"owed": reward, "held": reward, "payable": 0}
+    clock.advance(timedelta(days=settings.windows.return_days, minutes=1))
+    assert await dana_now() == {"owed": reward, "held": 0, "payable": reward}
+    late = await client.post(f"/v1/exposures/{bought.json()['id']}/return", headers=auth(lb), json={"reason": "x"})
+    assert late.status_code == 409  # past the window: the reward stands
+    body = {"account": "referrer_payable", "owner": "dana", "amount": {"amount_minor": reward, "currency": "ILS"}}
+    assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=body)).status_code == 201

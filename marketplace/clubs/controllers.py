@@ -13,6 +13,7 @@ from marketplace.clubs import schemas, services
 from marketplace.db.models import Business
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
+from marketplace.identity.services import issue_club_token
 
 
 class ClubController(Controller):
@@ -22,12 +23,16 @@ class ClubController(Controller):
     @post("/clubs", opt=access(Access.OPERATOR), status_code=201)
     async def create(
         self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.ClubCreate]
-    ) -> schemas.Club:
+    ) -> schemas.ClubCreated:
         """Found a club: a closed network whose leads are offered to its members only. Businesses join it by
-        invitation; its operator earns the commission plan's club share of the commissions on its leads."""
+        invitation; its operator earns the commission plan's club share of the commissions on its leads. The
+        answer carries the club operator's token (shown once): with it, the club's operator invites businesses
+        into its club and reads it."""
         async with state.uow() as uow:
             club = await services.create_club(uow.session, data, current_principal(request).actor)
-            return await services.club_out(uow.session, club)
+            out = await services.club_out(uow.session, club)
+            token = issue_club_token(uow.session, club.id)
+        return schemas.ClubCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, operator_token=token)
 
     @get("/clubs", opt=access(Access.OPERATOR))
     async def list_clubs(
@@ -37,18 +42,26 @@ class ClubController(Controller):
             items, next_cursor = await services.list_clubs(uow.session, check_limit(limit), cursor)
         return Page(items=items, next_cursor=next_cursor)
 
-    @get("/clubs/{club_id:str}", opt=access(Access.OPERATOR))
-    async def get_club(self, state: State, club_id: FromPath[str]) -> schemas.Club:
+    @get("/clubs/{club_id:str}", opt=access(Access.CLUB_OR_OPERATOR))
+    async def get_club(self, state: State, request: Request[Any, Any, Any], club_id: FromPath[str]) -> schemas.Club:
+        """A club (to its own operator, or the marketplace's)."""
+        services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
             return await services.club_out(uow.session, await services.get_club(uow.session, club_id))
 
-    @post("/clubs/{club_id:str}/invitations", opt=access(Access.OPERATOR), status_code=201)
+    @post("/clubs/{club_id:str}/invitations", opt=access(Access.CLUB_OR_OPERATOR), status_code=201)
     async def invite(
-        self, state: State, club_id: FromPath[str], data: JSONBody[schemas.InvitationCreate]
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        club_id: FromPath[str],
+        data: JSONBody[schemas.InvitationCreate],
     ) -> schemas.Invitation:
         """A single-use invitation into the club (for one business email when `email` is given); the code is shown
         only here. A business signs up with it (`invitation`, required where sign-up is by invitation) or, already
-        signed up, joins with it."""
+        signed up, joins with it. The club's own operator invites too (with the token it got when the club was
+        founded); another club is a 404 to it."""
+        services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
             return await services.invite(uow.session, state.settings, club_id, data)
 

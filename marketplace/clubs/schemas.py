@@ -25,6 +25,11 @@ class Club(msgspec.Struct):
     created_at: datetime
 
 
+class ClubCreated(Club):
+    # The club operator's token, shown once: with it the club's operator invites businesses and reads its club.
+    operator_token: str
+
+
 class InvitationCreate(msgspec.Struct, forbid_unknown_fields=True):
     # Meant for this business email only, when given.
     email: Annotated[str, msgspec.Meta(max_length=320)] | None = None

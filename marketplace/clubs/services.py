@@ -17,6 +17,7 @@ from marketplace.contact import normalise_email
 from marketplace.db.models import Club, ClubInvitation, ClubMember
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
+from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.outbox import notify
 from marketplace.settings import Settings
@@ -37,6 +38,12 @@ async def create_club(session: AsyncSession, data: schemas.ClubCreate, actor: st
     session.add(club)
     await session.flush()
     return club
+
+
+def check_own_club(principal: Principal, club_id: str) -> None:
+    """A club's operator acts on its own club only; another club is as good as unknown to it (404)."""
+    if principal.kind == "club" and principal.id != club_id:
+        raise NotFound(f"no club {club_id}")
 
 
 async def get_club(session: AsyncSession, club_id: str) -> Club:

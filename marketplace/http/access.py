@@ -29,6 +29,8 @@ class Access(StrEnum):
     # Any business on its own data, a blocked one too: what it still owes it may settle (the service decides
     # which of its acts that allows).
     BUSINESS_SETTLING = "business_settling"
+    # A marketplace operator, or the operator of the club the route names (the service checks which club).
+    CLUB_OR_OPERATOR = "club_or_operator"
 
 
 _QUERY = "query_parameters"
@@ -81,6 +83,12 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
 
 
 def _check(level: Access, principal: Principal, method: str) -> None:
+    if level == Access.CLUB_OR_OPERATOR:
+        if principal.kind not in ("operator", "club"):
+            raise Forbidden("operators and club operators only")
+        return
+    if principal.kind == "club":
+        raise Forbidden("a club operator's token is for its club's routes only")
     if level == Access.OPERATOR:
         if principal.kind != "operator":
             raise Forbidden("operators only")

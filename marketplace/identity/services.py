@@ -18,7 +18,7 @@ from marketplace.ids import new_id
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: str  # "business" or "operator"
+    kind: str  # "business", "operator" (the marketplace's) or "club" (a club's operator: id is the club's)
     id: str
     mode: str | None = None  # a business's mode
     status: str | None = None  # a business's status
@@ -43,10 +43,17 @@ def issue_business_token(session: AsyncSession, business_id: str) -> str:
     return token
 
 
+def issue_club_token(session: AsyncSession, club_id: str) -> str:
+    """A token for a club's operator (shown once): it invites businesses into its club and reads its club."""
+    token = new_token("club")
+    session.add(ApiToken(id=new_id("tok"), token_hash=hash_token(token), club_id=club_id, created_at=utcnow()))
+    return token
+
+
 async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
     row = (
         await session.execute(
-            select(ApiToken.business_id, ApiToken.operator_id, Business.mode, Business.status)
+            select(ApiToken.business_id, ApiToken.operator_id, ApiToken.club_id, Business.mode, Business.status)
             .outerjoin(Business, Business.id == ApiToken.business_id)
             .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
         )
@@ -55,6 +62,8 @@ async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
         return None
     if row.operator_id is not None:
         return Principal(kind="operator", id=row.operator_id)
+    if row.club_id is not None:
+        return Principal(kind="club", id=row.club_id)
     return Principal(kind="business", id=row.business_id, mode=row.mode, status=row.status)
 
 

@@ -75,8 +75,8 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("GET", "/schema/openapi.json"): A.PUBLIC,
     ("POST", "/v1/clubs"): A.OPERATOR,
     ("GET", "/v1/clubs"): A.OPERATOR,
-    ("GET", "/v1/clubs/{}"): A.OPERATOR,
-    ("POST", "/v1/clubs/{}/invitations"): A.OPERATOR,
+    ("GET", "/v1/clubs/{}"): A.CLUB_OR_OPERATOR,
+    ("POST", "/v1/clubs/{}/invitations"): A.CLUB_OR_OPERATOR,
     ("GET", "/v1/businesses/me/clubs"): A.BUSINESS,
     ("POST", "/v1/businesses/me/clubs"): A.BUSINESS,
     ("GET", "/v1/payables"): A.OPERATOR,
@@ -129,7 +129,9 @@ def refusal(level: Access, caller: str, method: str) -> int | None:
     if caller in ("anonymous", "garbage token", "basic scheme", "revoked token"):
         return 401
     if caller == "operator":
-        return None if level in (A.OPERATOR, A.BUSINESS_OR_OPERATOR) else 403
+        return None if level in (A.OPERATOR, A.BUSINESS_OR_OPERATOR, A.CLUB_OR_OPERATOR) else 403
+    if caller == "club operator" or level == A.CLUB_OR_OPERATOR:
+        return None if caller == "club operator" and level == A.CLUB_OR_OPERATOR else 403
     if level == A.OPERATOR:
         return 403
     if caller == "deal maker" and level == A.LEAD_BUYER:
@@ -166,6 +168,7 @@ async def test_every_route_enforces_its_rule_for_every_kind_of_caller(app, clien
         await uow.session.execute(
             update(ApiToken).where(ApiToken.business_id == revoked_id).values(revoked_at=ApiToken.created_at)
         )
+    founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "Club", "operator_name": "Its op"})
     callers: dict[str, dict[str, str]] = {
         "anonymous": {},
         "garbage token": auth("mkb_not-a-token-the-service-issued"),
@@ -175,6 +178,7 @@ async def test_every_route_enforces_its_rule_for_every_kind_of_caller(app, clien
         "deal maker": auth(maker),
         "blocked lead buyer": auth(blocked),
         "operator": auth(operator),
+        "club operator": auth(founded.json()["operator_token"]),
     }
     failures = []
     checked = 0

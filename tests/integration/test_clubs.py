@@ -269,3 +269,24 @@ def clock_now() -> Any:
     from marketplace.clock import utcnow
 
     return utcnow()
+
+
+async def test_a_clubs_operator_invites_into_its_own_club_only(app, client, db):
+    operator = await operator_token(app)
+    founded = await client.post(
+        "/v1/clubs", headers=auth(operator), json={"name": "Negev Growers", "operator_name": "Negev Growers Assoc."}
+    )
+    assert founded.status_code == 201 and founded.json()["operator_token"].startswith("mkc_"), founded.text
+    club, club_op = founded.json()["id"], founded.json()["operator_token"]
+    other = await found_club(client, operator, name="Another club")
+
+    response = await client.post(f"/v1/clubs/{club}/invitations", headers=auth(club_op), json={})
+    assert response.status_code == 201, response.text
+    joined = await client.post("/v1/businesses", json=business_body(invitation=response.json()["code"]))
+    assert joined.status_code == 201, joined.text
+    assert (await client.get(f"/v1/clubs/{club}", headers=auth(club_op))).json()["members"] == 1
+    # Another club is unknown to it, and the marketplace's and businesses' routes are closed to it.
+    assert (await client.post(f"/v1/clubs/{other}/invitations", headers=auth(club_op), json={})).status_code == 404
+    assert (await client.get(f"/v1/clubs/{other}", headers=auth(club_op))).status_code == 404
+    for method, path in (("GET", "/v1/clubs"), ("GET", "/v1/payables"), ("GET", "/v1/offers"), ("POST", "/v1/clubs")):
+        assert (await client.request(method, path, headers=auth(club_op))).status_code == 403, path

@@ -19,16 +19,25 @@ class Operator(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+# A token belongs to exactly one of a business, a marketplace operator and a club's operator.
+ONE_OWNER = (
+    "(CASE WHEN business_id IS NULL THEN 0 ELSE 1 END) + (CASE WHEN operator_id IS NULL THEN 0 ELSE 1 END)"
+    " + (CASE WHEN club_id IS NULL THEN 0 ELSE 1 END) = 1"
+)
+
+
 class ApiToken(Base):
     """Only the SHA-256 of a token is kept; the token itself is shown once."""
 
     __tablename__ = "api_tokens"
-    __table_args__ = (CheckConstraint("(business_id IS NULL) <> (operator_id IS NULL)", name="exactly_one_owner"),)
+    __table_args__ = (CheckConstraint(ONE_OWNER, name="exactly_one_owner"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     business_id: Mapped[str | None] = mapped_column(ForeignKey("businesses.id"), index=True)
     operator_id: Mapped[str | None] = mapped_column(ForeignKey("operators.id"), index=True)
+    # A club's operator: it invites businesses into its club and sees its club.
+    club_id: Mapped[str | None] = mapped_column(ForeignKey("clubs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

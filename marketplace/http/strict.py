@@ -30,6 +30,8 @@ def _body_type(handler: BaseRouteHandler) -> Any:
     return field.annotation
 
 
+# A body of thousands of wrong items is answered with the first of them, not an answer larger than the body.
+MAX_ERRORS_LISTED = 50
 _AT = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 
 
@@ -134,7 +136,7 @@ class StrictRequest(Request[Any, Any, Any]):
             return msgspec.convert(data, type=target, strict=True)
         except msgspec.ValidationError as exc:
             # The same shape as Litestar's own validation errors; problems.py names each field from its message.
-            messages = every_error(data, target) or [str(exc)]
+            messages = every_error(data, target)[:MAX_ERRORS_LISTED] or [str(exc)]
             raise ValidationException(
                 detail="Validation failed", extra=[{"message": m, "source": "body"} for m in messages]
             ) from exc

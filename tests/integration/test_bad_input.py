@@ -130,6 +130,10 @@ async def test_every_field_of_the_wrong_type_is_named_at_once(client, db):
     response = await client.post("/v1/businesses", json=business_body("lead buyer"))
     assert len(assert_problem(response, 422, "mode")["errors"]) == 1
     await nothing_written(db, Business, BusinessCategory, ApiToken)
+    # Thousands of wrong items are answered with the first fifty, not an answer larger than the body.
+    many = business_body("lead_buyer", **{f"x{i}": i for i in range(3000)})
+    response = await client.post("/v1/businesses", json=many)
+    assert len(assert_problem(response, 422, "x0", "x49")["errors"]) == 50
 
 
 async def test_business_selling_an_invalid_inquiry_gets_the_same_answers(client, db):

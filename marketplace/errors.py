@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,31 @@ class InvalidInput(MarketplaceError):
     @classmethod
     def field(cls, field: str, message: str) -> InvalidInput:
         return cls(f"{field}: {message}", errors=[FieldError(field, message)])
+
+
+class FieldErrors:
+    """What is wrong with several fields, gathered to refuse them all in one answer (a client fixing a form wants
+    every field named at once, not one per round trip)."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.errors.append(FieldError(field, message))
+
+    def check(self, check: Callable[..., T], *args: Any) -> T | None:
+        """`check(*args)`'s result, or None with its errors gathered when it refuses the input."""
+        try:
+            return check(*args)
+        except InvalidInput as exc:
+            self.errors += exc.errors
+            return None
+
+    def refuse_if_any(self, what: str) -> None:
+        if len(self.errors) == 1:
+            raise InvalidInput(f"{self.errors[0].field}: {self.errors[0].message}", errors=self.errors)
+        if self.errors:
+            raise InvalidInput(what, errors=self.errors)
 
 
 class ServiceUnavailable(MarketplaceError):

@@ -15,7 +15,7 @@ from marketplace.clubs import services as clubs
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
 from marketplace.db.models.businesses import with_profile
-from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
 from marketplace.http.pagination import check_limit
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
@@ -66,14 +66,19 @@ def _default_phone_region(settings: Settings) -> str:
 async def register_business(
     session: AsyncSession, settings: Settings, data: schemas.BusinessCreate
 ) -> tuple[Business, str]:
+    found = FieldErrors()
     if data.currency != settings.currency:
-        raise InvalidInput.field("currency", f"this marketplace works in {settings.currency}")
-    _check_name(data.name)
-    email = normalise_email(data.email, "email")
-    phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))
+        found.add("currency", f"this marketplace works in {settings.currency}")
+    found.check(_check_name, data.name)
+    email = found.check(normalise_email, data.email, "email")
+    phone = found.check(normalise_phone, data.phone, "phone", _default_phone_region(settings))
     p = data.profile
     categories, regions = sorted(set(p.categories)), sorted(set(p.regions))
-    _check_profile(settings, categories, regions, p.min_deal_minor, p.max_deal_minor, p.daily_cap, p.monthly_cap)
+    found.check(
+        _check_profile, settings, categories, regions, p.min_deal_minor, p.max_deal_minor, p.daily_cap, p.monthly_cap
+    )
+    found.refuse_if_any("the sign-up is invalid")
+    assert email is not None and phone is not None
     if data.invitation is None and settings.service.registration_by_invitation:
         raise Forbidden("sign-up is by invitation: send the invitation code a club gave you as `invitation`")
     if data.invitation is not None:
@@ -129,18 +134,40 @@ async def update_business(
     session: AsyncSession, settings: Settings, business_id: str, data: schemas.BusinessUpdate
 ) -> Business:
     business = await get_business(session, business_id, for_update=True)
+    # Every field is checked before any is changed, and all that are wrong are named at once.
+    found = FieldErrors()
     if not isinstance(data.name, UnsetType):
-        _check_name(data.name)
+        found.check(_check_name, data.name)
+    email = found.check(normalise_email, data.email, "email") if not isinstance(data.email, UnsetType) else None
+    phone = (
+        found.check(normalise_phone, data.phone, "phone", _default_phone_region(settings))
+        if not isinstance(data.phone, UnsetType)
+        else None
+    )
+    if not isinstance(data.profile, UnsetType):
+        p = data.profile
+        found.check(
+            _check_profile,
+            settings,
+            sorted(set(_given(p.categories, business.categories))),
+            sorted(set(_given(p.regions, business.regions))),
+            _given(p.min_deal_minor, business.min_deal_minor),
+            _given(p.max_deal_minor, business.max_deal_minor),
+            _given(p.daily_cap, business.daily_cap),
+            _given(p.monthly_cap, business.monthly_cap),
+        )
+    found.refuse_if_any("the change is invalid")
+    if not isinstance(data.name, UnsetType):
         business.name = data.name.strip()
-    if not isinstance(data.email, UnsetType) and (email := normalise_email(data.email, "email")) != business.email:
+    if email is not None and email != business.email:
         taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
         if taken:
             raise Conflict(
                 "a business with this email is already registered", errors=[FieldError("email", "already registered")]
             )
         business.email = email
-    if not isinstance(data.phone, UnsetType):
-        business.phone = normalise_phone(data.phone, "phone", _default_phone_region(settings))
+    if phone is not None:
+        business.phone = phone
     if not isinstance(data.profile, UnsetType):
         p = data.profile
         categories = sorted(set(_given(p.categories, business.categories)))
@@ -149,7 +176,6 @@ async def update_business(
         max_deal = _given(p.max_deal_minor, business.max_deal_minor)
         daily = _given(p.daily_cap, business.daily_cap)
         monthly = _given(p.monthly_cap, business.monthly_cap)
-        _check_profile(settings, categories, regions, min_deal, max_deal, daily, monthly)
         if categories != business.categories:
             business.category_rows = [BusinessCategory(category=c) for c in categories]
         if regions != business.regions:

@@ -24,7 +24,7 @@ from marketplace.db.models import (
     Referrer,
     Settlement,
 )
-from marketplace.errors import InsufficientFunds, InvalidInput, NotFound
+from marketplace.errors import FieldErrors, InsufficientFunds, InvalidInput, NotFound
 from marketplace.exposures.rules import RETURNABLE
 from marketplace.money import Money
 from marketplace.schemas import MoneyOut
@@ -136,10 +136,12 @@ async def pay_out(
     a 409 naming what is owed, held and payable; the account is locked while that is read, so two payouts at once
     cannot both take the same money."""
     amount = Money(data.amount.amount_minor, data.amount.currency)
+    found = FieldErrors()
     if amount.currency != settings.currency:
-        raise InvalidInput.field("amount.currency", f"this marketplace works in {settings.currency}")
+        found.add("amount.currency", f"this marketplace works in {settings.currency}")
     if not amount.is_positive:
-        raise InvalidInput.field("amount.amount_minor", "must be above zero")
+        found.add("amount.amount_minor", "must be above zero")
+    found.refuse_if_any("the payout is invalid")
     account = await _payee(session, KINDS[data.account], data.owner)
     ids = await store.account_ids(session, {(account, amount.currency)})
     account_id = ids[(account.code, amount.currency)]

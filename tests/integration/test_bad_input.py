@@ -471,3 +471,26 @@ async def test_a_body_sent_to_a_call_that_takes_none_is_422_and_changes_nothing(
         answer = await client.post(url, headers={**auth(lb), "Content-Type": "application/json"}, content=nothing)
         assert answer.status_code == (200 if i == 0 else 409), answer.text
     assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "exclusive"
+
+
+async def test_a_sign_up_or_a_change_with_several_wrong_values_names_each(client, db):
+    body = business_body("lead_buyer", name=" ", email="not-an-email", phone="12", currency="EUR")
+    body["profile"].update(categories=["astrology"], daily_cap=90, monthly_cap=10)
+    problem = assert_problem(
+        await client.post("/v1/businesses", json=body),
+        422,
+        "currency",
+        "name",
+        "email",
+        "phone",
+        "profile.categories[0]",
+        "profile.monthly_cap",
+    )
+    assert len(problem["errors"]) == 6
+    await nothing_written(db, Business, BusinessCategory, ApiToken)
+    _, token = await register(client)
+    before = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+    change = {"name": "Renamed", "email": "bad", "phone": "12", "profile": {"regions": ["atlantis"]}}
+    response = await client.patch("/v1/businesses/me", headers=auth(token), json=change)
+    assert len(assert_problem(response, 422, "email", "phone", "profile.regions[0]")["errors"]) == 3
+    assert (await client.get("/v1/businesses/me", headers=auth(token))).json() == before  # the name did not change

@@ -30,7 +30,7 @@ class ClubController(Controller):
         into its club and reads it."""
         async with state.uow() as uow:
             club = await services.create_club(uow.session, data, current_principal(request).actor)
-            out = await services.club_out(uow.session, club)
+            out = await services.club_out(uow.session, state.settings, club)
             token = issue_club_token(uow.session, club.id)
         return schemas.ClubCreated(**{f: getattr(out, f) for f in out.__struct_fields__}, operator_token=token)
 
@@ -39,7 +39,7 @@ class ClubController(Controller):
         self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
     ) -> Page[schemas.Club]:
         async with state.uow() as uow:
-            items, next_cursor = await services.list_clubs(uow.session, check_limit(limit), cursor)
+            items, next_cursor = await services.list_clubs(uow.session, state.settings, check_limit(limit), cursor)
         return Page(items=items, next_cursor=next_cursor)
 
     @get("/clubs/{club_id:str}", opt=access(Access.CLUB_OR_OPERATOR))
@@ -47,7 +47,7 @@ class ClubController(Controller):
         """A club (to its own operator, or the marketplace's)."""
         services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
-            return await services.club_out(uow.session, await services.get_club(uow.session, club_id))
+            return await services.club_out(uow.session, state.settings, await services.get_club(uow.session, club_id))
 
     @post("/clubs/{club_id:str}/invitations", opt=access(Access.CLUB_OR_OPERATOR), status_code=201)
     async def invite(

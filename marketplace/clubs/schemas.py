@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from marketplace.wallet.schemas import Payable
+
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 InvitationCode = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 
@@ -23,6 +25,8 @@ class Club(msgspec.Struct):
     operator_name: str
     members: int
     created_at: datetime
+    # The club operator's share of its leads' commissions: owed, held until collected, payable now.
+    earnings: Payable
 
 
 class ClubCreated(Club):

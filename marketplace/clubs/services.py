@@ -21,6 +21,8 @@ from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.outbox import notify
 from marketplace.settings import Settings
+from marketplace.wallet.ledger import AccountKind
+from marketplace.wallet.payables import owed_to
 
 CODE_PREFIX = "inv_"
 
@@ -53,17 +55,20 @@ async def get_club(session: AsyncSession, club_id: str) -> Club:
     return club
 
 
-async def club_out(session: AsyncSession, club: Club) -> schemas.Club:
+async def club_out(session: AsyncSession, settings: Settings, club: Club) -> schemas.Club:
     members = await session.scalar(select(func.count()).where(ClubMember.club_id == club.id))
-    return schemas.Club(club.id, club.name, club.operator_name, int(members or 0), club.created_at)
+    earnings = await owed_to(session, settings, AccountKind.CLUB_PAYABLE, club.id)
+    return schemas.Club(club.id, club.name, club.operator_name, int(members or 0), club.created_at, earnings)
 
 
-async def list_clubs(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[schemas.Club], str | None]:
+async def list_clubs(
+    session: AsyncSession, settings: Settings, limit: int, cursor: str | None
+) -> tuple[list[schemas.Club], str | None]:
     query = select(Club).order_by(Club.id).limit(limit + 1)
     if check_cursor(cursor, "club"):
         query = query.where(Club.id > cursor)
     rows = list(await session.scalars(query))
-    items = [await club_out(session, c) for c in rows[:limit]]
+    items = [await club_out(session, settings, c) for c in rows[:limit]]
     return items, (items[-1].id if len(rows) > limit and items else None)
 
 

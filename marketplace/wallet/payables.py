@@ -80,6 +80,17 @@ async def _held(session: AsyncSession, settings: Settings, now: datetime, accoun
     return {account_id: max(0, -int(total or 0)) for account_id, total in rows}
 
 
+async def owed_to(session: AsyncSession, settings: Settings, kind: AccountKind, owner: str) -> schemas.Payable:
+    """What the marketplace owes one club operator or referrer, in its currency: owed, held, payable now."""
+    code, currency = marketplace_account(kind, owner).code, settings.currency
+    owed = await _owed(session, LedgerAccount.code == code, LedgerAccount.currency == currency)
+    ((account_id, (_, _, _, total)),) = owed.items() or [(0, ("", None, currency, 0))]
+    kept = min((await _held(session, settings, utcnow(), [account_id])).get(account_id, 0), max(total, 0))
+    return schemas.Payable(
+        kind.value, owner, MoneyOut(total, currency), MoneyOut(kept, currency), MoneyOut(max(0, total - kept), currency)
+    )
+
+
 async def payables(
     session: AsyncSession, settings: Settings, account: str | None, limit: int, cursor: str | None
 ) -> tuple[list[schemas.Payable], str | None]:

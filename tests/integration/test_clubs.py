@@ -198,6 +198,8 @@ async def test_what_a_club_operator_is_owed_is_paid_out_once_by_an_operator(app,
     assert payable["owner"] == club and owed > 0
     # Held while the deal maker has not paid its commission: the marketplace has not received what it would pay.
     assert payable["held"]["amount_minor"] == owed and payable["payable"]["amount_minor"] == 0
+    earnings = (await client.get(f"/v1/clubs/{club}", headers=auth(operator))).json()["earnings"]
+    assert earnings == payable  # the club's own page shows the same
 
     def payout(amount: int, key: str) -> Any:
         body = {"account": "club_payable", "owner": club, "amount": {"amount_minor": amount, "currency": "ILS"}}

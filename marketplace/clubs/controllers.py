@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
@@ -64,6 +64,23 @@ class ClubController(Controller):
         services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
             return await services.invite(uow.session, state.settings, club_id, data)
+
+    @delete("/clubs/{club_id:str}/members/{business_id:str}", opt=access(Access.CLUB_OR_OPERATOR))
+    async def remove_member(
+        self, state: State, request: Request[Any, Any, Any], club_id: FromPath[str], business_id: FromPath[str]
+    ) -> None:
+        """Take a business out of the club (its operator, or the marketplace's): the club's leads are no longer
+        offered to it, and its open offers of them are withdrawn; what it claimed stays its own."""
+        services.check_own_club(current_principal(request), club_id)
+        async with state.uow() as uow:
+            await services.leave(uow.session, club_id, business_id)
+
+    @delete("/businesses/me/clubs/{club_id:str}", opt=access(Access.BUSINESS))
+    async def leave(self, state: State, request: Request[Any, Any, Any], club_id: FromPath[str]) -> None:
+        """Leave a club: its leads are no longer offered to the business, and its open offers of them are
+        withdrawn."""
+        async with state.uow() as uow:
+            await services.leave(uow.session, club_id, current_principal(request).id)
 
     @get("/businesses/me/clubs", opt=access(Access.BUSINESS))
     async def my_clubs(self, state: State, request: Request[Any, Any, Any]) -> list[schemas.Membership]:

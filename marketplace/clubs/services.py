@@ -8,13 +8,13 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.clubs import schemas
 from marketplace.contact import normalise_email
-from marketplace.db.models import Club, ClubInvitation, ClubMember
+from marketplace.db.models import Club, ClubInvitation, ClubMember, Lead, Offer
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
@@ -138,6 +138,27 @@ async def join(
     session.add(member)
     await session.flush()
     return await get_club(session, invitation.club_id), member
+
+
+async def leave(session: AsyncSession, club_id: str, business_id: str) -> None:
+    """A business leaves a club (or its operator removes it): the club's leads are no longer offered to it, and
+    its open offers of them are withdrawn. What it already claimed stays its own (it saw the contact)."""
+    gone = await session.execute(
+        delete(ClubMember)
+        .where(ClubMember.club_id == club_id, ClubMember.business_id == business_id)
+        .returning(ClubMember.business_id)
+    )
+    if gone.first() is None:
+        raise NotFound(f"no member {business_id} in club {club_id}")
+    await session.execute(
+        update(Offer)
+        .where(
+            Offer.business_id == business_id,
+            Offer.status == "open",
+            Offer.lead_id.in_(select(Lead.id).where(Lead.club_id == club_id)),
+        )
+        .values(status="closed")
+    )
 
 
 async def memberships(session: AsyncSession, business_id: str) -> list[schemas.Membership]:

@@ -292,3 +292,28 @@ async def test_a_clubs_operator_invites_into_its_own_club_only(app, client, db):
     assert (await client.get(f"/v1/clubs/{other}", headers=auth(club_op))).status_code == 404
     for method, path in (("GET", "/v1/clubs"), ("GET", "/v1/payables"), ("GET", "/v1/offers"), ("POST", "/v1/clubs")):
         assert (await client.request(method, path, headers=auth(club_op))).status_code == 403, path
+
+
+async def test_a_member_leaves_or_is_removed_and_is_offered_the_clubs_leads_no_more(app, client, db):
+    operator = await operator_token(app)
+    founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
+    club, club_op = founded.json()["id"], founded.json()["operator_token"]
+    leaver_id, leaver = await member(client, operator, club, "lead_buyer")
+    removed_id, removed = await member(client, operator, club, "lead_buyer")
+    await app.state.ranking_sync.settled()
+    lead = (await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))).json()["id"]
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, leaver)] == [lead]
+
+    assert (await client.delete(f"/v1/businesses/me/clubs/{club}", headers=auth(leaver))).status_code == 204
+    gone = await client.delete(f"/v1/clubs/{club}/members/{removed_id}", headers=auth(club_op))
+    assert gone.status_code == 204, gone.text
+    assert await offers_of(client, leaver) == [] and await offers_of(client, removed) == []  # withdrawn
+    again = await client.delete(f"/v1/businesses/me/clubs/{club}", headers=auth(leaver))
+    assert again.status_code == 404
+    assert (await client.get(f"/v1/clubs/{club}", headers=auth(club_op))).json()["members"] == 0
+    later = (await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))).json()["id"]
+    await app.state.jobs.run_due()
+    assert later not in {o["lead_id"] for o in await offers_of(client, leaver)}
+    # A business cannot remove another from a club.
+    assert (await client.delete(f"/v1/clubs/{club}/members/{leaver_id}", headers=auth(removed))).status_code == 403

@@ -190,7 +190,13 @@ async def update_business(
             .values(status="closed")
         )
     business.updated_at = utcnow()
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:  # another business took the email between the check above and this write
+        raise Conflict(
+            "a business with this email is already registered", errors=[FieldError("email", "already registered")]
+        ) from exc
     return business
 
 

@@ -13,7 +13,7 @@ from marketplace.clubs import schemas, services
 from marketplace.db.models import Business
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
-from marketplace.identity.services import issue_club_token
+from marketplace.identity.services import issue_club_token, reissue_club_token
 
 
 class ClubController(Controller):
@@ -48,6 +48,15 @@ class ClubController(Controller):
         services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
             return await services.club_out(uow.session, state.settings, await services.get_club(uow.session, club_id))
+
+    @post("/clubs/{club_id:str}/operator-token", opt=access(Access.OPERATOR), status_code=201)
+    async def operator_token(self, state: State, club_id: FromPath[str]) -> schemas.OperatorToken:
+        """A new token for the club's operator (a lost or leaked one, or a club founded before clubs had tokens):
+        its earlier tokens stop working (within `service.principal_cache_ms` in processes that had them cached)."""
+        async with state.uow() as uow:
+            await services.get_club(uow.session, club_id)
+            token = await reissue_club_token(uow.session, club_id)
+        return schemas.OperatorToken(club_id, token)
 
     @post("/clubs/{club_id:str}/invitations", opt=access(Access.CLUB_OR_OPERATOR), status_code=201)
     async def invite(

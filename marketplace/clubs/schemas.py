@@ -34,6 +34,11 @@ class ClubCreated(Club):
     operator_token: str
 
 
+class OperatorToken(msgspec.Struct):
+    club_id: str
+    operator_token: str  # shown once; the club operator's earlier tokens no longer work
+
+
 class InvitationCreate(msgspec.Struct, forbid_unknown_fields=True):
     # Meant for this business email only, when given.
     email: Annotated[str, msgspec.Meta(max_length=320)] | None = None

@@ -32,11 +32,14 @@ def _problem(
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+MAX_ERRORS_LISTED = 50
+
+
 def problem_body(exc: MarketplaceError) -> dict[str, Any]:
     """The problem document a service error answers with (kept as is for an idempotent replay)."""
     extra: dict[str, Any] = dict(exc.extra)
-    if exc.errors:
-        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors]
+    if exc.errors:  # the first fifty: an answer never grows with the input beyond that
+        extra["errors"] = [{"field": e.field, "message": e.message} for e in exc.errors[:MAX_ERRORS_LISTED]]
     return {
         "type": f"https://errors.marketplace.example/{exc.type_slug}",
         "title": exc.title,

@@ -5,6 +5,7 @@ a window per process, n workers would let n times the limit through)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from typing import Any, Protocol
@@ -26,7 +27,7 @@ class Limiter(Protocol):
 def _refuse(per_minute: int, retry_after: float) -> TooManyRequests:
     return TooManyRequests(
         f"at most {per_minute} requests a minute from one address",
-        extra={"retry_after_seconds": max(1, int(retry_after))},
+        extra={"retry_after_seconds": max(1, math.ceil(retry_after))},  # waited in whole seconds, never short
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +48,14 @@ def issue_club_token(session: AsyncSession, club_id: str) -> str:
     token = new_token("club")
     session.add(ApiToken(id=new_id("tok"), token_hash=hash_token(token), club_id=club_id, created_at=utcnow()))
     return token
+
+
+async def reissue_club_token(session: AsyncSession, club_id: str) -> str:
+    """Revoke every token of the club's operator (lost, leaked, or never had one) and issue a new one."""
+    await session.execute(
+        update(ApiToken).where(ApiToken.club_id == club_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+    return issue_club_token(session, club_id)
 
 
 async def resolve_token(session: AsyncSession, token: str) -> Principal | None:

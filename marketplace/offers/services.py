@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, month_start, utcnow
-from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
+from marketplace.db.models import Business, ClubMember, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
@@ -63,6 +63,7 @@ async def rank_lead(
 # statements on the tables: a wave's session holds no objects to keep in step.
 _LEADS, _OFFERS, _BUSINESSES, _EXPOSURES = table(Lead), table(Offer), table(Business), table(Exposure)
 _leads, _offers, _businesses = _LEADS.c, _OFFERS.c, _BUSINESSES.c
+_members = table(ClubMember).c
 # The wave counter moves from wave-1 to wave, and the lead is read, in one statement.
 _TAKE_WAVE = (
     update(_LEADS)
@@ -226,6 +227,10 @@ _OPEN_OFFERS = (
         _offers.status == "open",
         _offers.expires_at > bindparam("now"),
         _leads.status == "open",
+        # A club's lead to its members only (an offer a wave made as the business left the club is not shown).
+        _leads.club_id.is_(None) | exists().where(
+            _members.club_id == _leads.club_id, _members.business_id == bindparam("business_id")
+        ),
     )
 )  # fmt: skip
 _OPEN_OFFERS_FIRST_PAGE = _OPEN_OFFERS.order_by(_offers.id.desc()).limit(bindparam("limit"))
@@ -399,6 +404,9 @@ async def claim_offer(
     if taken is None:
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
+    if lead.club_id is not None and await session.get(ClubMember, (lead.club_id, business.id)) is None:
+        # Offered while it was a member (a wave that read the members as it left): the contact is for members only.
+        raise Conflict(f"this lead is for the members of club {lead.club_id}, and the business is no longer one")
     # After the lead row, in the order a wave takes them.
     await _check_claimer(session, settings, business, now)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:

@@ -69,7 +69,7 @@ async def _held(session: AsyncSession, settings: Settings, now: datetime, accoun
     returnable = exists().where(
         Exposure.id == LedgerTransaction.reference,
         Exposure.status.in_(RETURNABLE),
-        Exposure.created_at > now - timedelta(days=settings.windows.return_days),
+        Exposure.created_at >= now - timedelta(days=settings.windows.return_days),  # returnable up to the deadline
     )
     rows = await session.execute(
         select(LedgerPosting.account_id, func.sum(LedgerPosting.amount_minor))
@@ -161,8 +161,8 @@ async def pay_out(
     done = await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == ledger_key))
     if done is None:
         owed = (await _owed(session, LedgerAccount.id == account_id)).get(account_id, ("", None, "", 0))[3]
-        held = (await _held(session, settings, utcnow(), [account_id])).get(account_id, 0)
-        payable = max(0, owed - min(held, max(owed, 0)))
+        held = min((await _held(session, settings, utcnow(), [account_id])).get(account_id, 0), max(owed, 0))
+        payable = max(0, owed - held)
         if amount.amount_minor > payable:
             raise InsufficientFunds(
                 f"{amount} asked, {Money(payable, amount.currency)} can be paid out to {data.owner} now "

@@ -77,6 +77,7 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("GET", "/v1/clubs"): A.OPERATOR,
     ("GET", "/v1/clubs/{}"): A.CLUB_OR_OPERATOR,
     ("POST", "/v1/clubs/{}/invitations"): A.CLUB_OR_OPERATOR,
+    ("POST", "/v1/clubs/{}/operator-token"): A.OPERATOR,
     ("GET", "/v1/businesses/me/clubs"): A.BUSINESS,
     ("POST", "/v1/businesses/me/clubs"): A.BUSINESS,
     ("DELETE", "/v1/businesses/me/clubs/{}"): A.BUSINESS,

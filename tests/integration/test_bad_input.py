@@ -134,6 +134,10 @@ async def test_every_field_of_the_wrong_type_is_named_at_once(client, db):
     many = business_body("lead_buyer", **{f"x{i}": i for i in range(3000)})
     response = await client.post("/v1/businesses", json=many)
     assert len(assert_problem(response, 422, "x0", "x49")["errors"]) == 50
+    unknown = business_body("lead_buyer")  # the service's own checks are capped the same way
+    unknown["profile"].update(categories=[f"c{i:03}" for i in range(100)], regions=[f"r{i:03}" for i in range(100)])
+    response = await client.post("/v1/businesses", json=unknown)
+    assert len(assert_problem(response, 422, "profile.categories[0]")["errors"]) == 50
 
 
 async def test_business_selling_an_invalid_inquiry_gets_the_same_answers(client, db):

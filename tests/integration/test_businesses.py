@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import select
 
 from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Lead
@@ -78,6 +80,15 @@ async def test_duplicate_email_is_a_conflict(client, db):
     assert response.status_code == 409
     assert response.json()["errors"] == [{"field": "email", "message": "already registered"}]
     assert await db.count(Business) == 1
+
+
+async def test_two_businesses_taking_one_email_at_once_get_a_conflict_not_an_error(client, db):
+    tokens = [(await register(client))[1] for _ in range(6)]
+    responses = await asyncio.gather(
+        *(client.patch("/v1/businesses/me", headers=auth(t), json={"email": "shared@x.example"}) for t in tokens)
+    )
+    assert sorted(r.status_code for r in responses) == [200] + [409] * 5, [r.text for r in responses]
+    assert await db.count(Business, Business.email == "shared@x.example") == 1
 
 
 async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client, db):

@@ -317,3 +317,37 @@ async def test_a_member_leaves_or_is_removed_and_is_offered_the_clubs_leads_no_m
     assert later not in {o["lead_id"] for o in await offers_of(client, leaver)}
     # A business cannot remove another from a club.
     assert (await client.delete(f"/v1/clubs/{club}/members/{leaver_id}", headers=auth(removed))).status_code == 403
+
+
+async def test_a_club_operators_token_is_reissued_and_the_old_one_stops_working(app, client):
+    operator = await operator_token(app)
+    founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
+    club, old = founded.json()["id"], founded.json()["operator_token"]
+    app.state.principals.clear()
+    reissued = await client.post(f"/v1/clubs/{club}/operator-token", headers=auth(operator))
+    assert reissued.status_code == 201 and reissued.json()["club_id"] == club, reissued.text
+    new = reissued.json()["operator_token"]
+    app.state.principals.clear()  # (another process's cache would forget it within principal_cache_ms)
+    assert (await client.get(f"/v1/clubs/{club}", headers=auth(old))).status_code == 401
+    assert (await client.get(f"/v1/clubs/{club}", headers=auth(new))).status_code == 200
+    missing = await client.post("/v1/clubs/club_nowhere/operator-token", headers=auth(operator))
+    assert missing.status_code == 404
+
+
+async def test_an_offer_made_as_its_business_left_the_club_is_neither_shown_nor_claimed(app, client, db):
+    from sqlalchemy import delete
+
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    leaver_id, leaver = await member(client, operator, club, "lead_buyer")
+    await app.state.ranking_sync.settled()
+    lead = (await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))).json()["id"]
+    await app.state.jobs.run_due()
+    (offer,) = await offers_of(client, leaver)
+    # The wave read the members just before the business left, and made its offer after (the race, by hand).
+    async with app.state.uow() as uow:
+        await uow.session.execute(delete(ClubMember).where(ClubMember.business_id == leaver_id))
+    assert await offers_of(client, leaver) == []
+    claim = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(leaver), json={"exclusive": False})
+    assert claim.status_code == 409 and "no longer" in claim.json()["detail"], claim.text
+    assert lead and await db.count(Offer, Offer.status == "claimed") == 0

@@ -34,3 +34,10 @@ def test_waiting_as_told_lets_one_more_through(limit, current, previous, into_mi
 def test_a_full_minute_waits_for_the_next_one_and_part_of_it():
     assert retry_after(10, 0, 30.0, 10) == 30.0 + WINDOW_SECONDS * (1 - 9 / 10)
     assert retry_after(3, 10, 0.0, 10) == WINDOW_SECONDS * (1 - 6 / 10)
+
+
+def test_the_header_rounds_the_wait_up_to_whole_seconds():
+    from marketplace.http.ratelimit import _refuse
+
+    assert _refuse(5, 8.07).extra["retry_after_seconds"] == 9  # waiting 8 s would be refused again
+    assert _refuse(5, 0.2).extra["retry_after_seconds"] == 1

@@ -40,6 +40,27 @@ async def member(client: httpx.AsyncClient, operator: str, club_id: str, mode: s
     return response.json()["id"], response.json()["api_token"]
 
 
+async def club_lead(app: Any, client: httpx.AsyncClient, club: str) -> str:
+    """A customer's request inside the club, its first wave sent."""
+    await app.state.ranking_sync.settled()
+    response = await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
+    assert response.status_code == 201, response.text
+    await app.state.jobs.run_due()
+    return str(response.json()["id"])
+
+
+async def paid_club_deal(app: Any, client: httpx.AsyncClient, club: str, maker: str) -> str:
+    """The member deal maker claims the club's new lead, wins it for 11,800.00 and reports it paid: its exposure."""
+    lead = await club_lead(app, client, club)
+    (offer,) = [o for o in await offers_of(client, maker) if o["lead_id"] == lead]
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(maker))
+    assert claimed.status_code == 201, claimed.text
+    exposure = str(claimed.json()["id"])
+    await report(client, maker, exposure, "won", turnover=1_180_000)
+    await report(client, maker, exposure, "paid")
+    return exposure
+
+
 async def test_a_clubs_lead_is_offered_to_its_members_only(app, client, db):
     operator = await operator_token(app)
     club = await found_club(client, operator)
@@ -133,15 +154,7 @@ async def test_the_club_operator_earns_its_share_of_a_deal_inside_the_club(app, 
     operator = await operator_token(app)
     club = await found_club(client, operator)
     maker_id, maker = await member(client, operator, club, "deal_maker")
-    await app.state.ranking_sync.settled()
-    lead = await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
-    await app.state.jobs.run_due()
-    (offer,) = await offers_of(client, maker)
-    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(maker))
-    assert claimed.status_code == 201, claimed.text
-    exposure = claimed.json()["id"]
-    await report(client, maker, exposure, "won", turnover=1_180_000)
-    await report(client, maker, exposure, "paid")
+    await paid_club_deal(app, client, club, maker)
     # 30 % of 11,800.00 is 3,540.00 gross, 3,000.00 net of 18 % VAT; the club operator's 5 % of the net: 150.00.
     owed = await db.scalar(
         select(-func.sum(LedgerPosting.amount_minor))
@@ -151,7 +164,7 @@ async def test_the_club_operator_earns_its_share_of_a_deal_inside_the_club(app, 
     rate = app.state.settings.categories["plumbing"].commission_rate_bp
     net = round(1_180_000 * rate / 10_000 / 1.18)
     assert owed == round(net * 0.05) and owed > 0
-    assert lead.json()["id"] and await db.count(Offer, Offer.business_id == maker_id) == 1
+    assert await db.count(Offer, Offer.business_id == maker_id) == 1
 
 
 async def test_where_sign_up_is_by_invitation_none_is_a_403(app, client, db, database_url):
@@ -183,13 +196,7 @@ async def test_what_a_club_operator_is_owed_is_paid_out_once_by_an_operator(app,
     operator = await operator_token(app)
     club = await found_club(client, operator)
     _, maker = await member(client, operator, club, "deal_maker")
-    await app.state.ranking_sync.settled()
-    await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))
-    await app.state.jobs.run_due()
-    (offer,) = await offers_of(client, maker)
-    exposure = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(maker))).json()["id"]
-    await report(client, maker, exposure, "won", turnover=1_180_000)
-    await report(client, maker, exposure, "paid")
+    await paid_club_deal(app, client, club, maker)
 
     listed = await client.get("/v1/payables", headers=auth(operator), params={"account": "club_payable"})
     assert listed.status_code == 200, listed.text
@@ -300,9 +307,7 @@ async def test_a_member_leaves_or_is_removed_and_is_offered_the_clubs_leads_no_m
     club, club_op = founded.json()["id"], founded.json()["operator_token"]
     leaver_id, leaver = await member(client, operator, club, "lead_buyer")
     removed_id, removed = await member(client, operator, club, "lead_buyer")
-    await app.state.ranking_sync.settled()
-    lead = (await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))).json()["id"]
-    await app.state.jobs.run_due()
+    lead = await club_lead(app, client, club)
     assert [o["lead_id"] for o in await offers_of(client, leaver)] == [lead]
 
     assert (await client.delete(f"/v1/businesses/me/clubs/{club}", headers=auth(leaver))).status_code == 204
@@ -340,9 +345,7 @@ async def test_an_offer_made_as_its_business_left_the_club_is_neither_shown_nor_
     operator = await operator_token(app)
     club = await found_club(client, operator)
     leaver_id, leaver = await member(client, operator, club, "lead_buyer")
-    await app.state.ranking_sync.settled()
-    lead = (await client.post("/v1/leads", json=lead_body(category="plumbing", club=club))).json()["id"]
-    await app.state.jobs.run_due()
+    lead = await club_lead(app, client, club)
     (offer,) = await offers_of(client, leaver)
     # The wave read the members just before the business left, and made its offer after (the race, by hand).
     async with app.state.uow() as uow:

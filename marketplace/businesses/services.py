@@ -74,8 +74,16 @@ async def register_business(
     phone = found.check(normalise_phone, data.phone, "phone", _default_phone_region(settings))
     p = data.profile
     categories, regions = sorted(set(p.categories)), sorted(set(p.regions))
+    # Checked as sent, so that an error names the place the client gave the value; stored sorted, once each.
     found.check(
-        _check_profile, settings, categories, regions, p.min_deal_minor, p.max_deal_minor, p.daily_cap, p.monthly_cap
+        _check_profile,
+        settings,
+        p.categories,
+        p.regions,
+        p.min_deal_minor,
+        p.max_deal_minor,
+        p.daily_cap,
+        p.monthly_cap,
     )
     found.refuse_if_any("the sign-up is invalid")
     assert email is not None and phone is not None
@@ -149,8 +157,8 @@ async def update_business(
         found.check(
             _check_profile,
             settings,
-            sorted(set(_given(p.categories, business.categories))),
-            sorted(set(_given(p.regions, business.regions))),
+            _given(p.categories, business.categories),  # as sent: an error names the place the client gave it
+            _given(p.regions, business.regions),
             _given(p.min_deal_minor, business.min_deal_minor),
             _given(p.max_deal_minor, business.max_deal_minor),
             _given(p.daily_cap, business.daily_cap),

@@ -285,7 +285,7 @@ SIGNUP_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("email-invalid", {"email": "not-an-email"}, "email"),
     ("categories-empty", {"profile": {"categories": []}}, "profile.categories"),
     ("regions-empty", {"profile": {"regions": []}}, "profile.regions"),
-    ("category-unknown", {"profile": {"categories": ["plumbing", "astrology"]}}, "profile.categories[0]"),
+    ("category-unknown", {"profile": {"categories": ["plumbing", "astrology"]}}, "profile.categories[1]"),
     ("region-unknown", {"profile": {"regions": ["atlantis"]}}, "profile.regions[0]"),
     ("daily-cap-over-monthly", {"profile": {"daily_cap": 10, "monthly_cap": 5}}, "profile.monthly_cap"),
     ("min-deal-over-max", {"profile": {"min_deal_minor": 10_000, "max_deal_minor": 5_000}}, "profile.max_deal_minor"),

@@ -39,6 +39,11 @@ def utcnow() -> datetime:
     return clock.now()
 
 
+def rfc3339(at: datetime) -> str:
+    """A timestamp as the API writes every one: RFC 3339 in UTC, with `Z` (JSON, CSV and problem details alike)."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 # --- the marketplace's calendar: days and months as its businesses live them ---------------------------------
 
 

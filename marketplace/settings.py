@@ -115,6 +115,10 @@ class Jurisdiction:
     vat_rate_bp: int
     prices_include_vat: bool
     time_zone: str = "UTC"
+    # Who issues the marketplace's invoices there (empty: the [wallet] issuer).
+    issuer_name: str = ""
+    issuer_tax_id: str = ""
+    issuer_address: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -326,6 +330,11 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
             vat_rate_bp=_int(raw, where, "vat_rate_bp", maximum=10000),
             prices_include_vat=_bool(raw, where, "prices_include_vat"),
             time_zone=_str(raw, where, "time_zone") if "time_zone" in raw else "UTC",
+            **{
+                key: _str(raw, where, key)
+                for key in ("issuer_name", "issuer_tax_id", "issuer_address")
+                if key in raw
+            },
         )
         try:
             ZoneInfo(jurisdictions[code].time_zone)

@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy import ColumnElement, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.clock import utcnow
+from marketplace.clock import rfc3339, utcnow
 from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, LeadContact, Offer
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
@@ -288,7 +288,7 @@ async def return_exposure(
     deadline = exposure.created_at + timedelta(days=settings.windows.return_days)
     if now > deadline:
         raise Conflict(
-            f"the return window closed at {deadline.isoformat()}", extra={"returnable_until": deadline.isoformat()}
+            f"the return window closed at {rfc3339(deadline)}", extra={"returnable_until": rfc3339(deadline)}
         )
     _record(session, exposure, business.actor, "returned", reason.strip())
     exposure.status = "returned"

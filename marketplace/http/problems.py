@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -151,7 +152,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     retry_after_seconds: int | None = None  # 429, as the Retry-After header
     current_status: str | None = None  # 409 on a status report: where the deal is, and where it may go
     allowed_next: list[str] | None = None
-    returnable_until: str | None = None  # 409 on a return after its window
+    returnable_until: datetime | None = None  # 409 on a return after its window
     alert_status: str | None = None  # 409 on a decision of an alert already decided
     # 409 on money: what the call needed and what the wallet allows (amounts as {amount_minor, currency}).
     to_charge: dict[str, Any] | None = None
@@ -159,6 +160,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     owed: dict[str, Any] | None = None
     withdrawable: dict[str, Any] | None = None
     held: dict[str, Any] | None = None
+    payable: dict[str, Any] | None = None  # 409 on a payout of a club's or a referrer's payable: what may go now
     open_debts: list[dict[str, Any]] | None = None  # 409 on a withdrawal: the debts it must wait for
     database: str | None = None  # 503 on /health: what failed to reach the database
 

@@ -16,6 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.clock import rfc3339
 from marketplace.db.models import Business, CommissionPlanVersion, Settlement
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.access import Access, access, current_principal
@@ -129,7 +130,7 @@ class WalletController(Controller):
                     writer.writerow(
                         [
                             e.posting_id,
-                            e.at.isoformat(),
+                            rfc3339(e.at),
                             e.transaction_id,
                             e.kind,
                             e.account,

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from marketplace.clock import rfc3339
 from marketplace.money import BP_WHOLE, Money
 from marketplace.wallet.offset import OffsetPlan
 
@@ -157,7 +158,7 @@ class InvoiceDocument:
             "corrects": self.corrects,
             "issuer": self.issuer.to_json(),
             "recipient": self.recipient.to_json(),
-            "issued_at": self.issued_at.isoformat().replace("+00:00", "Z"),  # RFC 3339 UTC, as every timestamp
+            "issued_at": rfc3339(self.issued_at),  # RFC 3339 UTC, as every timestamp
             "currency": self.currency,
             "vat_rate_bp": self.vat_rate_bp,
             "lines": [line.to_json() for line in self.lines],

@@ -307,8 +307,11 @@ def _number_invoices(session: Session, pending: list[_Unnumbered]) -> None:
 
 
 def _parties(settings: Settings, business: Business) -> tuple[Party, Party]:
-    w = settings.wallet
-    issuer = Party(w.issuer_name, (w.issuer_address,), w.issuer_tax_id)
+    """The invoice's issuer (the jurisdiction's, or the [wallet] default) and the business it is for."""
+    w, j = settings.wallet, settings.jurisdiction
+    issuer = Party(
+        j.issuer_name or w.issuer_name, (j.issuer_address or w.issuer_address,), j.issuer_tax_id or w.issuer_tax_id
+    )
     return issuer, Party(business.name, (business.email,), None)
 
 

@@ -207,7 +207,7 @@ async def test_return_after_the_window_is_refused(app, client, db, settings):
     exposure_id = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))).json()["id"]
     clock.advance(timedelta(days=settings.windows.return_days, minutes=1))
     response = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "x"})
-    assert response.status_code == 409
+    assert response.status_code == 409 and response.json()["returnable_until"].endswith("Z"), response.text
     assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "new"
     empty_reason = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": " "})
     assert empty_reason.status_code == 422

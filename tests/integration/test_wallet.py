@@ -484,6 +484,10 @@ async def test_in_germany_returning_an_upgraded_lead_credits_each_invoice_at_its
             assert [n["corrects_invoice_id"] for n in notes] == [i["id"] for i in charged]
             assert [(n["net"], n["vat"]) for n in notes] == [(i["net"], i["vat"]) for i in charged]
             assert [n["gross"] for n in notes] == [i["gross"] for i in charged]
+            # Issued by the German company, not the [wallet] default (the Israeli one).
+            detail = (await client.get(f"/v1/invoices/{charged[0]['id']}", headers=auth(lb))).json()
+            assert detail["document"]["issuer"]["name"] == "Lead Marketplace GmbH"
+            assert detail["document"]["issuer"]["tax_id"].startswith("DE"), detail["document"]["issuer"]
     finally:
         await shutdown(app.state)
 
@@ -742,6 +746,7 @@ async def test_entries_are_own_filtered_paged_and_exported_as_csv(app, client, d
     assert rows[0] == [
         "posting_id", "at", "transaction_id", "kind", "account", "amount_minor", "currency", "memo", "reference"
     ]  # fmt: skip
+    assert all(r[1].endswith("Z") for r in rows[1:])  # RFC 3339 UTC as in JSON
     assert [(r[3], r[4], int(r[5]), r[6]) for r in rows[1:]] == [
         ("exposure_purchase", "available", -PRICE, ILS),
         ("lead_earnings", "available", 10_000, ILS),

@@ -382,7 +382,15 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         code = _str(raw, f"regions[{i}]", "code")
         if code in regions:
             raise SettingsError(f"regions.{code}: defined twice")
-        regions[code] = Region(code=code, name=_str(raw, f"regions.{code}", "name"))
+        # A region of another jurisdiction is not this marketplace's (Germany does not serve Tel Aviv); one that
+        # names none is everybody's.
+        served_in = raw.get("jurisdiction") if isinstance(raw, Mapping) else None
+        if served_in is not None and served_in not in jurisdictions:
+            raise SettingsError(f"regions.{code}.jurisdiction: {served_in!r} is not one of {sorted(jurisdictions)}")
+        if served_in in (None, service.jurisdiction):
+            regions[code] = Region(code=code, name=_str(raw, f"regions.{code}", "name"))
+    if not regions:
+        raise SettingsError(f"regions: none for the jurisdiction {service.jurisdiction}")
     wal = _section(data, "wallet")
     wallet = WalletSettings(
         default_credit_limit_minor=_int(wal, "wallet", "default_credit_limit_minor"),

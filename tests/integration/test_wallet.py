@@ -467,8 +467,12 @@ async def test_in_germany_returning_an_upgraded_lead_credits_each_invoice_at_its
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50002))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             eur = {"currency": "EUR"}
-            lb_id, lb = await register(client, "lead_buyer", **eur, profile={"categories": ["legal"]})
-            lead_id = await submit_lead(client, category="legal", budget={"amount_minor": 500_000, **eur})
+            regions = (await client.get("/v1/regions")).json()
+            assert [r["code"] for r in regions] == ["berlin", "hamburg", "bavaria", "nrw", "hesse"]  # Germany's own
+            profile = {"categories": ["legal"], "regions": ["berlin"]}
+            lb_id, lb = await register(client, "lead_buyer", **eur, phone="+49 30 901820", profile=profile)
+            budget = {"amount_minor": 500_000, **eur}
+            lead_id = await submit_lead(client, category="legal", region="berlin", budget=budget)
             (offer_id,) = await offer_lead_to(app, lead_id, [lb_id])
             exposure = (await claim(client, lb, offer_id)).json()
             assert (await client.post(f"/v1/exposures/{exposure['id']}/exclusive", headers=auth(lb))).is_success

@@ -61,7 +61,12 @@ def test_the_shipped_defaults_load(tmp_path, monkeypatch):
     assert settings.service.jurisdiction == data["service"]["jurisdiction"]
     assert settings.currency == data["jurisdictions"][settings.service.jurisdiction]["currency"]
     assert list(settings.categories) == [c["code"] for c in data["categories"]]
-    assert list(settings.regions) == [r["code"] for r in data["regions"]]
+    here = settings.service.jurisdiction
+    assert list(settings.regions) == [r["code"] for r in data["regions"] if r.get("jurisdiction", here) == here]
+    assert "tel-aviv" in settings.regions and "berlin" not in settings.regions
+    germany = load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE_JURISDICTION": "DE"})
+    assert "berlin" in germany.regions and "tel-aviv" not in germany.regions  # a marketplace lists its own regions
+    assert germany.jurisdiction.issuer_tax_id.startswith("DE") and settings.jurisdiction.issuer_tax_id == ""
     plumbing = next(c for c in data["categories"] if c["code"] == "plumbing")
     assert settings.categories["plumbing"].lead_price_minor == plumbing["lead_price_minor"]
     assert settings.categories["plumbing"].exclusive_price_minor == plumbing["exclusive_price_minor"]

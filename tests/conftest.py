@@ -65,13 +65,15 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
 
 def make_settings(database_url: str, **env: str) -> Settings:
     """The service's settings over a test database. Off hours are off unless a test sets them, so that what a test
-    sees does not depend on the hour it runs at (tests/integration/test_off_hours.py sets them on a frozen clock)."""
+    sees does not depend on the hour it runs at (tests/integration/test_off_hours.py sets them on a frozen clock).
+    A new business may owe as much as any (the smaller first limit is tested where it is set: test_wallet.py)."""
     return load_settings(
         env={
             "DATABASE_URL": database_url,
             "SECRET_KEY": SECRET,
             "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000",
             "MARKETPLACE__WINDOWS__OFF_HOURS": "",
+            "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR": "100000000",
             **env,
         }
     )

@@ -66,6 +66,7 @@ def service_env(config: ServerConfig) -> dict[str, str]:
         MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE="100000000",
         # Lead buyers buy thousands of leads in a run; the default credit limit would refuse them after ~100.
         MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR=str(10**13),
+        MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR=str(10**13),  # nobody confirms their bank transfers either
     )
     env.update(config.extra_env)
     return env

@@ -30,8 +30,9 @@ def _parser(compare: bool) -> argparse.ArgumentParser:
             "In process (the default) the service runs on this event loop with its clock driven by the simulation. "
             "With --url the server keeps its wall clock: waves after the first, expiries, stale sweeps and return "
             "windows follow real time there, so time-dependent figures are not meaningful; start that server with "
-            "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE and MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR "
-            "raised. The database in process: --database-url, else DATABASE_URL when it is PostgreSQL, else a fresh "
+            "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE, MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR and "
+            "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR raised. The database in process: --database-url, else "
+            "DATABASE_URL when it is PostgreSQL, else a fresh "
             "SQLite file in the output folder."
         ),
     )

@@ -62,6 +62,7 @@ def simulation_env(scenario: Scenario) -> dict[str, str]:
     return {
         "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000000",
         "MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR": str(10**14),
+        "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR": str(10**14),
         "MARKETPLACE__WINDOWS__OFF_HOURS": off_hours,
         "MARKETPLACE__WINDOWS__OFF_HOURS_TIME_ZONE": "UTC",
     }

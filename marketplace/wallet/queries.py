@@ -52,7 +52,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
             .order_by(Settlement.id.desc())
         )
     )
-    limit = credit_limit(settings, business.credit_limit_minor)
+    limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)
     available = balances.get(AccountKind.AVAILABLE, 0)
     owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
     withdrawable = business.mode == "lead_buyer"
@@ -82,9 +82,36 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
 _EARNING_KINDS = (TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION.value)
 
 
-def credit_limit(settings: Settings, business_limit_minor: int | None) -> int:
-    """How much a business may owe through the payment provider: its own limit, or the marketplace's default."""
-    return settings.wallet.default_credit_limit_minor if business_limit_minor is None else business_limit_minor
+async def credit_limit(session: AsyncSession, settings: Settings, business_id: str, own_limit_minor: int | None) -> int:
+    """How much a business may owe through the payment provider: its own limit (an operator's), else the
+    marketplace's default once it has paid a charge of its own, and the smaller first limit until then."""
+    if own_limit_minor is not None:
+        return own_limit_minor
+    default, first = settings.wallet.default_credit_limit_minor, settings.wallet.first_credit_limit_minor
+    if first >= default or await has_paid(session, business_id):
+        return default
+    return first
+
+
+def within_first_limit(settings: Settings, own_limit_minor: int | None, owing_minor: int) -> bool:
+    """Whether owing this much is allowed whatever the business's history (so that the hot path reads none)."""
+    if own_limit_minor is not None:
+        return owing_minor <= own_limit_minor
+    return owing_minor <= min(settings.wallet.first_credit_limit_minor, settings.wallet.default_credit_limit_minor)
+
+
+async def has_paid(session: AsyncSession, business_id: str) -> bool:
+    """Whether a charge of the business's own has been received (an operator confirmed its bank transfer)."""
+    paid = await session.scalar(
+        select(Settlement.id)
+        .where(
+            Settlement.business_id == business_id,
+            Settlement.direction == "charge",
+            Settlement.status == "confirmed",
+        )
+        .limit(1)
+    )
+    return paid is not None
 
 
 async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:

@@ -81,7 +81,7 @@ from marketplace.wallet.plans import (
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
-from marketplace.wallet.queries import credit_limit, held_earnings, spendable
+from marketplace.wallet.queries import credit_limit, held_earnings, spendable, within_first_limit
 from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ISSUER = "marketplace"
@@ -389,11 +389,12 @@ async def _charge(
     balances = await store.lock_wallet(session, business.id, amount.currency)
     credit, available = await spendable(session, business.id, amount.currency, balances)
     offset = plan_offset(amount.gross, Money(credit, amount.currency), Money(available, amount.currency))
-    limit = credit_limit(settings, business.credit_limit_minor)
     owed_after = balances[AccountKind.RECEIVABLE] + offset.to_charge.amount_minor
     # The limit guards purchases only: a commission on a paid deal is owed whatever the business already owes,
     # and refusing it would refuse the deal maker's status report (an incentive never to report `paid`).
-    if not commission and owed_after > limit:
+    over = not commission and not within_first_limit(settings, business.credit_limit_minor, owed_after)
+    limit = await credit_limit(session, settings, business.id, business.credit_limit_minor) if over else 0
+    if over and owed_after > limit:
         raise InsufficientFunds(
             f"this needs {offset.to_charge} charged, and the account may owe at most "
             f"{Money(limit, amount.currency)} (it owes {Money(balances[AccountKind.RECEIVABLE], amount.currency)})",
@@ -497,11 +498,15 @@ async def lead_taken(
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 
 
-def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor: int | None, currency: str) -> None:
+async def refuse_new_leads_over_limit(
+    session: AsyncSession, settings: Settings, business_id: str, owed_minor: int, limit_minor: int | None, currency: str
+) -> None:
     """A deal maker that owes more than its credit limit (commissions on deals it reported paid, not paid yet) is
     assigned no new lead until it pays: the limit never refuses the report of a paid deal (that would reward not
     reporting), so it guards the next lead instead. An operator can raise the limit."""
-    limit = credit_limit(settings, limit_minor)
+    if within_first_limit(settings, limit_minor, owed_minor):
+        return
+    limit = await credit_limit(session, settings, business_id, limit_minor)
     if owed_minor > limit:
         owed, allowed = Money(owed_minor, currency), Money(limit, currency)
         raise InsufficientFunds(

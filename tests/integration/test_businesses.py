@@ -82,6 +82,14 @@ async def test_duplicate_email_is_a_conflict(client, db):
     assert await db.count(Business) == 1
 
 
+async def test_sign_ups_are_rate_limited_per_client_address_with_intake(app, client, db):
+    app.state.intake_limiter.per_minute = 3
+    statuses = [(await client.post("/v1/businesses", json=business_body())).status_code for _ in range(3)]
+    statuses.append((await client.post("/v1/leads", json={})).status_code)
+    assert statuses == [201, 201, 201, 429]
+    assert await db.count(Business) == 3
+
+
 async def test_two_businesses_taking_one_email_at_once_get_a_conflict_not_an_error(client, db):
     tokens = [(await register(client))[1] for _ in range(6)]
     responses = await asyncio.gather(

@@ -354,3 +354,16 @@ async def test_an_offer_made_as_its_business_left_the_club_is_neither_shown_nor_
     claim = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(leaver), json={"exclusive": False})
     assert claim.status_code == 409 and "no longer" in claim.json()["detail"], claim.text
     assert lead and await db.count(Offer, Offer.status == "claimed") == 0
+
+
+async def test_the_same_customer_inside_a_club_and_on_the_open_market_is_two_leads(app, client):
+    operator = await operator_token(app)
+    club, other = await found_club(client, operator), await found_club(client, operator, name="Other")
+    body = lead_body(category="plumbing")
+    opened = await client.post("/v1/leads", json=body)
+    inside = await client.post("/v1/leads", json={**body, "club": club})
+    elsewhere = await client.post("/v1/leads", json={**body, "club": other})
+    again = await client.post("/v1/leads", json={**body, "club": club})
+    assert [r.status_code for r in (opened, inside, elsewhere, again)] == [201, 201, 201, 200]
+    assert len({opened.json()["id"], inside.json()["id"], elsewhere.json()["id"]}) == 3
+    assert again.json()["id"] == inside.json()["id"]  # within one club, one need is one lead

@@ -1071,3 +1071,31 @@ async def test_random_money_movements_keep_the_ledger_sound(app, client, funds, 
                 select(func.count()).select_from(Settlement).where(Settlement.reference.in_(returned), *open_charge)
             )
             assert still_open == 0, sequence
+
+
+async def test_a_new_business_owes_at_most_the_first_limit_until_it_has_paid_once(database_url):
+    """A throw-away sign-up cannot take contacts on the full credit limit: until an operator has received a payment
+    of its own, a business may owe only `wallet.first_credit_limit_minor` (here two plumbing leads)."""
+    await _truncate(database_url)
+    settings = make_settings(database_url, MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR=str(2 * PRICE))
+    app = create_app(settings, migrate_on_start=False, run_jobs_in_background=False)
+    await startup(app.state)
+    try:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50003))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            operator = await operator_token(app)
+            lb_id, lb = await register(client, "lead_buyer")
+            assert (await wallet(client, lb))["credit_limit"] == money(2 * PRICE)
+            await buy(app, client, lb_id, lb)
+            await buy(app, client, lb_id, lb)
+            _, offer_id = await offered_lead(app, client, lb_id)
+            refused = await claim(client, lb, offer_id)
+            assert refused.status_code == 409 and refused.json()["credit_limit"] == money(2 * PRICE), refused.text
+            # It pays one of its charges: it is known to pay now, and may owe the marketplace's default.
+            charge = (await wallet(client, lb))["open_debts"][0]
+            confirmed = await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))
+            assert confirmed.status_code == 200, confirmed.text
+            assert (await wallet(client, lb))["credit_limit"] == money(settings.wallet.default_credit_limit_minor)
+            assert (await claim(client, lb, offer_id)).status_code == 201
+    finally:
+        await shutdown(app.state)

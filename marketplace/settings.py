@@ -107,7 +107,7 @@ class WalletSettings:
     issuer_address: str
     # What a business may owe before any payment of its own has been received (a new account is not yet known to pay:
     # a throw-away sign-up could otherwise take contacts on credit up to the full default limit).
-    first_credit_limit_minor: int = 100_000
+    first_credit_limit_minor: int = 250_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +401,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         issuer_tax_id=_str(wal, "wallet", "issuer_tax_id"),
         issuer_address=_str(wal, "wallet", "issuer_address"),
         first_credit_limit_minor=(
-            _int(wal, "wallet", "first_credit_limit_minor") if "first_credit_limit_minor" in wal else 100_000
+            _int(wal, "wallet", "first_credit_limit_minor") if "first_credit_limit_minor" in wal else 250_000
         ),
     )
     rank = _section(data, "ranking")

@@ -100,4 +100,6 @@ class OfferController(Controller):
             schemas.RankedCandidate(business_id=r.business_id, rank=i, score=r.score, factors=r.factors, offered=False)
             for i, r in enumerate((r for r in ranked if r.business_id not in holding), start=1)
         ]
+        for position, candidate in enumerate(candidates, start=1):
+            candidate.position = position
         return schemas.LeadRanking(lead_id=lead_id, policy=state.ranker.name, candidates=candidates)

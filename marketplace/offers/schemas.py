@@ -43,6 +43,8 @@ class RankedCandidate(msgspec.Struct):
     # The offer's status (open, claimed, expired, or closed: withdrawn, and it may be offered again); null while
     # not offered.
     offer_status: str | None = None
+    # Its place in this whole list, from 1: the order the lead reached (or would reach) the candidates, unique.
+    position: int = 0
 
 
 class LeadRanking(msgspec.Struct):

@@ -109,6 +109,7 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
     waiting = [c["business_id"] for c in body["candidates"] if not c["offered"]]
     assert not {c["business_id"] for c in offered} & set(waiting) and len(waiting) == len(set(waiting))
     assert [c["rank"] for c in body["candidates"] if not c["offered"]] == list(range(1, len(waiting) + 1))
+    assert [c["position"] for c in body["candidates"]] == list(range(1, len(body["candidates"]) + 1))  # unique
     for candidate in offered:
         factors = candidate["factors"]
         assert factors["score"] > 0 and factors["mode"] in ("deal_maker", "lead_buyer")

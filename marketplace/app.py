@@ -118,6 +118,9 @@ def create_app(
             "ranking_sync": sync,
             "principals": principals,
             "intake_limiter": make_limiter(settings.service.intake_rate_limit_per_minute, settings.service.redis_url),
+            "signup_limiter": make_limiter(
+                settings.service.signup_rate_limit_per_minute, settings.service.redis_url, "signup"
+            ),
         }
     )
     state["migrate_on_start"] = settings.service.is_sqlite if migrate_on_start is None else migrate_on_start
@@ -207,10 +210,11 @@ async def shutdown(state: State) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await state.ranking_sync.stop()
-    close = getattr(state.intake_limiter, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
+    for limiter in (state.intake_limiter, state.signup_limiter):
+        close = getattr(limiter, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
     runtime.bind(None)
     await state.engine.dispose()
 

@@ -37,6 +37,8 @@ class ServiceSettings:
     # Addresses of reverse proxies whose X-Forwarded-For names the client (comma-separated; "*" trusts any).
     # Empty: the connection's own address is the client's, so nobody evades the intake rate limit with a header.
     trusted_proxies: str = ""
+    # Sign-ups a minute from one client address (a limit of their own: they never use up lead intake's).
+    signup_rate_limit_per_minute: int = 30
     # Sign-up only with an invitation into a club (POST /v1/businesses with `invitation`); false: anyone signs up.
     registration_by_invitation: bool = False
     # How long a club's invitation may be used.
@@ -107,7 +109,7 @@ class WalletSettings:
     issuer_address: str
     # What a business may owe before any payment of its own has been received (a new account is not yet known to pay:
     # a throw-away sign-up could otherwise take contacts on credit up to the full default limit).
-    first_credit_limit_minor: int = 250_000
+    first_credit_limit_minor: int = 500_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +307,11 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
         principal_cache_ms=_int(svc, "service", "principal_cache_ms", minimum=0),
         trusted_proxies=_str(svc, "service", "trusted_proxies", allow_empty=True) if "trusted_proxies" in svc else "",
+        signup_rate_limit_per_minute=(
+            _int(svc, "service", "signup_rate_limit_per_minute", minimum=1)
+            if "signup_rate_limit_per_minute" in svc
+            else 30
+        ),
         registration_by_invitation=(
             _bool(svc, "service", "registration_by_invitation") if "registration_by_invitation" in svc else False
         ),
@@ -388,7 +395,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         # A region of another jurisdiction is not this marketplace's (Germany does not serve Tel Aviv); one that
         # names none is everybody's.
         served_in = raw.get("jurisdiction") if isinstance(raw, Mapping) else None
-        if served_in is not None and served_in not in jurisdictions:
+        if served_in is not None and (not isinstance(served_in, str) or served_in not in jurisdictions):
             raise SettingsError(f"regions.{code}.jurisdiction: {served_in!r} is not one of {sorted(jurisdictions)}")
         if served_in in (None, service.jurisdiction):
             regions[code] = Region(code=code, name=_str(raw, f"regions.{code}", "name"))
@@ -401,7 +408,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         issuer_tax_id=_str(wal, "wallet", "issuer_tax_id"),
         issuer_address=_str(wal, "wallet", "issuer_address"),
         first_credit_limit_minor=(
-            _int(wal, "wallet", "first_credit_limit_minor") if "first_credit_limit_minor" in wal else 250_000
+            _int(wal, "wallet", "first_credit_limit_minor") if "first_credit_limit_minor" in wal else 500_000
         ),
     )
     rank = _section(data, "ranking")

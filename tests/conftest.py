@@ -72,6 +72,7 @@ def make_settings(database_url: str, **env: str) -> Settings:
             "DATABASE_URL": database_url,
             "SECRET_KEY": SECRET,
             "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000",
+            "MARKETPLACE__SERVICE__SIGNUP_RATE_LIMIT_PER_MINUTE": "100000",
             "MARKETPLACE__WINDOWS__OFF_HOURS": "",
             "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR": "100000000",
             **env,

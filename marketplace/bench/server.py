@@ -64,6 +64,7 @@ def service_env(config: ServerConfig) -> dict[str, str]:
         SECRET_KEY=env.get("BENCH_SECRET_KEY", "bench-http-secret-key-not-for-production"),
         # Every client of the benchmark comes from 127.0.0.1: the per-address limit would refuse them all.
         MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE="100000000",
+        MARKETPLACE__SERVICE__SIGNUP_RATE_LIMIT_PER_MINUTE="100000000",
         # Lead buyers buy thousands of leads in a run; the default credit limit would refuse them after ~100.
         MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR=str(10**13),
         MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR=str(10**13),  # nobody confirms their bank transfers either

@@ -25,10 +25,11 @@ class BusinessController(Controller):
     path = "/v1"
     tags = ["businesses"]
 
-    @post("/businesses", opt=access(Access.PUBLIC, rate_limited=True), status_code=201)
+    @post("/businesses", opt=access(Access.PUBLIC, signup_limited=True), status_code=201)
     async def register(self, state: State, data: JSONBody[schemas.BusinessCreate]) -> schemas.BusinessCreated:
         """Sign up as a deal maker or a lead buyer; the API token in the answer is shown only once. Rate-limited per
-        client address with lead intake (a flood of throw-away accounts is refused as a flood of leads is)."""
+        client address (`service.signup_rate_limit_per_minute`, apart from lead intake's): a flood of throw-away
+        accounts is refused."""
         async with state.uow() as uow:
             business, token = await services.register_business(uow.session, state.settings, data)
         state.ranking_sync.record(joined(business))

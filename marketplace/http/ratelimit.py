@@ -122,5 +122,7 @@ class RedisRateLimiter:
         await self._redis.aclose()
 
 
-def make_limiter(per_minute: int, redis_url: str) -> Limiter:
-    return RedisRateLimiter(per_minute, redis_url) if redis_url else RateLimiter(per_minute)
+def make_limiter(per_minute: int, redis_url: str, name: str = "intake") -> Limiter:
+    if redis_url:
+        return RedisRateLimiter(per_minute, redis_url, prefix=f"marketplace:ratelimit:{name}")
+    return RateLimiter(per_minute)

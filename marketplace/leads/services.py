@@ -20,11 +20,8 @@ from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 
 
-def dedup_key(category: str, phone_e164: str, club_id: str | None = None) -> str:
-    """One customer's one need: its category and phone, and the club it came through (a request inside a club and
-    one on the open market, or in another club, are served by different businesses: neither joins the other)."""
-    seed = f"{category}|{phone_e164}" if club_id is None else f"{category}|{phone_e164}|{club_id}"
-    return hashlib.sha256(seed.encode()).hexdigest()
+def dedup_key(category: str, phone_e164: str) -> str:
+    return hashlib.sha256(f"{category}|{phone_e164}".encode()).hexdigest()
 
 
 def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
@@ -78,12 +75,18 @@ async def submit_lead(
         raise Forbidden(f"only members of club {data.club} bring leads into it")
 
     now = utcnow()
-    key = dedup_key(data.category, phone, data.club)
+    key = dedup_key(data.category, phone)
     await _queue_on(session, key)
     window_start = now - timedelta(hours=settings.windows.dedup_hours)
     existing = await session.scalar(
         select(Lead.id)
-        .where(Lead.dedup_key == key, Lead.created_at >= window_start)
+        # The same customer's need inside a club and on the open market (or in another club) are two leads: served
+        # by different businesses, neither joins the other.
+        .where(
+            Lead.dedup_key == key,
+            Lead.created_at >= window_start,
+            Lead.club_id.is_(None) if data.club is None else Lead.club_id == data.club,
+        )
         .order_by(Lead.created_at.desc())
         .limit(1)
     )

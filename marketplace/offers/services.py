@@ -372,7 +372,7 @@ async def _check_claimer(
     if this_month >= monthly_cap:
         raise Conflict(f"the business's monthly cap of {monthly_cap} leads is reached")
     if business.mode == "deal_maker":
-        await wallet.refuse_new_leads_over_limit(session, settings, business.id, int(owed or 0), limit, currency)
+        wallet.refuse_new_leads_over_limit(settings, int(owed or 0), limit, currency)
 
 
 async def claim_offer(

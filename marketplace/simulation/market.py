@@ -61,6 +61,7 @@ def simulation_env(scenario: Scenario) -> dict[str, str]:
     off_hours = "" if (start, end) == (0, 24) else f"{end % 24:02d}:00-{start:02d}:00"
     return {
         "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE": "100000000",
+        "MARKETPLACE__SERVICE__SIGNUP_RATE_LIMIT_PER_MINUTE": "100000000",
         "MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR": str(10**14),
         "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR": str(10**14),
         "MARKETPLACE__WINDOWS__OFF_HOURS": off_hours,

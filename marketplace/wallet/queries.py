@@ -8,7 +8,15 @@ from datetime import datetime
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.db.models import Business, Invoice, LedgerAccount, LedgerPosting, LedgerTransaction, Settlement
+from marketplace.db.models import (
+    Business,
+    Exposure,
+    Invoice,
+    LedgerAccount,
+    LedgerPosting,
+    LedgerTransaction,
+    Settlement,
+)
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
@@ -101,13 +109,15 @@ def within_first_limit(settings: Settings, own_limit_minor: int | None, owing_mi
 
 
 async def has_paid(session: AsyncSession, business_id: str) -> bool:
-    """Whether a charge of the business's own has been received (an operator confirmed its bank transfer)."""
+    """Whether a charge of the business's own has been received (an operator confirmed its bank transfer) for
+    something it kept: a lead it returned gave the money back (as credit), so paying for it proves nothing."""
     paid = await session.scalar(
         select(Settlement.id)
         .where(
             Settlement.business_id == business_id,
             Settlement.direction == "charge",
             Settlement.status == "confirmed",
+            ~exists().where(Exposure.id == Settlement.reference, Exposure.status == "returned"),
         )
         .limit(1)
     )

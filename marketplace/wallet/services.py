@@ -309,9 +309,10 @@ def _number_invoices(session: Session, pending: list[_Unnumbered]) -> None:
 def _parties(settings: Settings, business: Business) -> tuple[Party, Party]:
     """The invoice's issuer (the jurisdiction's, or the [wallet] default) and the business it is for."""
     w, j = settings.wallet, settings.jurisdiction
-    issuer = Party(
-        j.issuer_name or w.issuer_name, (j.issuer_address or w.issuer_address,), j.issuer_tax_id or w.issuer_tax_id
-    )
+    if j.issuer_name:  # the jurisdiction's company, as a whole (never its name with another's tax id)
+        issuer = Party(j.issuer_name, (j.issuer_address,), j.issuer_tax_id or None)
+    else:
+        issuer = Party(w.issuer_name, (w.issuer_address,), w.issuer_tax_id)
     return issuer, Party(business.name, (business.email,), None)
 
 
@@ -498,15 +499,13 @@ async def lead_taken(
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 
 
-async def refuse_new_leads_over_limit(
-    session: AsyncSession, settings: Settings, business_id: str, owed_minor: int, limit_minor: int | None, currency: str
-) -> None:
+def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor: int | None, currency: str) -> None:
     """A deal maker that owes more than its credit limit (commissions on deals it reported paid, not paid yet) is
     assigned no new lead until it pays: the limit never refuses the report of a paid deal (that would reward not
-    reporting), so it guards the next lead instead. An operator can raise the limit."""
-    if within_first_limit(settings, limit_minor, owed_minor):
-        return
-    limit = await credit_limit(session, settings, business_id, limit_minor)
+    reporting), so it guards the next lead instead. An operator can raise the limit. (The first limit, for businesses
+    not yet known to pay, guards purchases: a deal maker owes only on deals it reports paid, and a throw-away one
+    reports none.)"""
+    limit = settings.wallet.default_credit_limit_minor if limit_minor is None else limit_minor
     if owed_minor > limit:
         owed, allowed = Money(owed_minor, currency), Money(limit, currency)
         raise InsufficientFunds(

@@ -367,3 +367,13 @@ async def test_the_same_customer_inside_a_club_and_on_the_open_market_is_two_lea
     assert [r.status_code for r in (opened, inside, elsewhere, again)] == [201, 201, 201, 200]
     assert len({opened.json()["id"], inside.json()["id"], elsewhere.json()["id"]}) == 3
     assert again.json()["id"] == inside.json()["id"]  # within one club, one need is one lead
+
+
+async def test_a_repeat_inside_a_club_is_the_same_lead(app, client, db):
+    """Leads keep the dedup key they always had (category and phone); the club is matched beside it."""
+    operator = await operator_token(app)
+    club = await found_club(client, operator)
+    body = lead_body(category="plumbing", club=club)
+    first = await client.post("/v1/leads", json=body)
+    again = await client.post("/v1/leads", json=body)
+    assert (first.status_code, again.status_code) == (201, 200) and again.json()["id"] == first.json()["id"]

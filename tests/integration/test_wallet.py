@@ -1097,5 +1097,22 @@ async def test_a_new_business_owes_at_most_the_first_limit_until_it_has_paid_onc
             assert confirmed.status_code == 200, confirmed.text
             assert (await wallet(client, lb))["credit_limit"] == money(settings.wallet.default_credit_limit_minor)
             assert (await claim(client, lb, offer_id)).status_code == 201
+
+            # Paying for a lead it then returns proves nothing: the money came back (as credit).
+            other_id, other = await register(client, "lead_buyer")
+            bought = await buy(app, client, other_id, other)
+            charge = (await wallet(client, other))["open_debts"][0]
+            assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).is_success
+            url = f"/v1/exposures/{bought['id']}/return"
+            assert (await client.post(url, headers=auth(other), json={"reason": "x"})).status_code == 200
+            assert (await wallet(client, other))["credit_limit"] == money(2 * PRICE)
+
+            # A deal maker's commissions on the deals it reports paid are not purchases: the first limit does not
+            # keep it from new leads (the default limit does, as for any business).
+            dm_id, dm = await register(client, "deal_maker")
+            exposure = (await claim(client, dm, (await offered_lead(app, client, dm_id))[1])).json()
+            assert (await close_deal(client, dm, exposure["id"], 100_000)).status_code == 200
+            assert (await wallet(client, dm))["owed"]["amount_minor"] > 2 * PRICE
+            assert (await claim(client, dm, (await offered_lead(app, client, dm_id))[1])).status_code == 201
     finally:
         await shutdown(app.state)

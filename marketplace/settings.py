@@ -38,7 +38,7 @@ class ServiceSettings:
     # Empty: the connection's own address is the client's, so nobody evades the intake rate limit with a header.
     trusted_proxies: str = ""
     # Sign-ups a minute from one client address (a limit of their own: they never use up lead intake's).
-    signup_rate_limit_per_minute: int = 30
+    signup_rate_limit_per_minute: int = 300
     # Sign-up only with an invitation into a club (POST /v1/businesses with `invitation`); false: anyone signs up.
     registration_by_invitation: bool = False
     # How long a club's invitation may be used.
@@ -310,7 +310,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         signup_rate_limit_per_minute=(
             _int(svc, "service", "signup_rate_limit_per_minute", minimum=1)
             if "signup_rate_limit_per_minute" in svc
-            else 30
+            else 300
         ),
         registration_by_invitation=(
             _bool(svc, "service", "registration_by_invitation") if "registration_by_invitation" in svc else False

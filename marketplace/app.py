@@ -117,10 +117,13 @@ def create_app(
             "ranker": ranker,
             "ranking_sync": sync,
             "principals": principals,
-            "intake_limiter": make_limiter(settings.service.intake_rate_limit_per_minute, settings.service.redis_url),
-            "signup_limiter": make_limiter(
-                settings.service.signup_rate_limit_per_minute, settings.service.redis_url, "signup"
-            ),
+            "rate_limits": {
+                name: make_limiter(per_minute, settings.service.redis_url, name)
+                for name, per_minute in (
+                    ("intake", settings.service.intake_rate_limit_per_minute),
+                    ("signup", settings.service.signup_rate_limit_per_minute),
+                )
+            },
         }
     )
     state["migrate_on_start"] = settings.service.is_sqlite if migrate_on_start is None else migrate_on_start
@@ -210,7 +213,7 @@ async def shutdown(state: State) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await state.ranking_sync.stop()
-    for limiter in (state.intake_limiter, state.signup_limiter):
+    for limiter in state.rate_limits.values():
         close = getattr(limiter, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):

@@ -97,7 +97,7 @@ class FieldErrors:
 
     def refuse_if_any(self, what: str) -> None:
         if len(self.errors) == 1:
-            raise InvalidInput(f"{self.errors[0].field}: {self.errors[0].message}", errors=self.errors)
+            raise InvalidInput.field(self.errors[0].field, self.errors[0].message)
         if self.errors:
             raise InvalidInput(what, errors=self.errors)
 

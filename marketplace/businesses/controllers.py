@@ -25,7 +25,7 @@ class BusinessController(Controller):
     path = "/v1"
     tags = ["businesses"]
 
-    @post("/businesses", opt=access(Access.PUBLIC, signup_limited=True), status_code=201)
+    @post("/businesses", opt=access(Access.PUBLIC, rate_limit="signup"), status_code=201)
     async def register(self, state: State, data: JSONBody[schemas.BusinessCreate]) -> schemas.BusinessCreated:
         """Sign up as a deal maker or a lead buyer; the API token in the answer is shown only once. Rate-limited per
         client address (`service.signup_rate_limit_per_minute`, apart from lead intake's): a flood of throw-away

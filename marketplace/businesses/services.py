@@ -114,9 +114,7 @@ async def register_business(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
-        raise Conflict(
-            "a business with this email is already registered", errors=[FieldError("email", "already registered")]
-        ) from exc
+        raise _email_taken() from exc
     if data.invitation is not None:
         await clubs.join(session, data.invitation, business.id, email)
     token = issue_business_token(session, business.id)
@@ -152,11 +150,10 @@ async def update_business(
         if not isinstance(data.phone, UnsetType)
         else None
     )
+    profile = None
     if not isinstance(data.profile, UnsetType):
         p = data.profile
-        found.check(
-            _check_profile,
-            settings,
+        profile = (
             _given(p.categories, business.categories),  # as sent: an error names the place the client gave it
             _given(p.regions, business.regions),
             _given(p.min_deal_minor, business.min_deal_minor),
@@ -164,26 +161,20 @@ async def update_business(
             _given(p.daily_cap, business.daily_cap),
             _given(p.monthly_cap, business.monthly_cap),
         )
+        found.check(_check_profile, settings, *profile)
     found.refuse_if_any("the change is invalid")
     if not isinstance(data.name, UnsetType):
         business.name = data.name.strip()
     if email is not None and email != business.email:
         taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
         if taken:
-            raise Conflict(
-                "a business with this email is already registered", errors=[FieldError("email", "already registered")]
-            )
+            raise _email_taken()
         business.email = email
     if phone is not None:
         business.phone = phone
-    if not isinstance(data.profile, UnsetType):
-        p = data.profile
-        categories = sorted(set(_given(p.categories, business.categories)))
-        regions = sorted(set(_given(p.regions, business.regions)))
-        min_deal = _given(p.min_deal_minor, business.min_deal_minor)
-        max_deal = _given(p.max_deal_minor, business.max_deal_minor)
-        daily = _given(p.daily_cap, business.daily_cap)
-        monthly = _given(p.monthly_cap, business.monthly_cap)
+    if profile is not None:
+        sent_categories, sent_regions, min_deal, max_deal, daily, monthly = profile
+        categories, regions = sorted(set(sent_categories)), sorted(set(sent_regions))
         if categories != business.categories:
             business.category_rows = [BusinessCategory(category=c) for c in categories]
         if regions != business.regions:
@@ -202,10 +193,14 @@ async def update_business(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:  # another business took the email between the check above and this write
-        raise Conflict(
-            "a business with this email is already registered", errors=[FieldError("email", "already registered")]
-        ) from exc
+        raise _email_taken() from exc
     return business
+
+
+def _email_taken() -> Conflict:
+    return Conflict(
+        "a business with this email is already registered", errors=[FieldError("email", "already registered")]
+    )
 
 
 async def set_status(

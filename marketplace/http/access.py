@@ -37,10 +37,10 @@ _QUERY = "query_parameters"
 _BODY = "takes_body"
 
 
-def access(level: Access, *, rate_limited: bool = False, signup_limited: bool = False) -> dict[str, Any]:
-    """A route's rule: who may call it, and whether each call counts against its caller's address's rate limit
-    (public intake; sign-ups have a limit of their own), before anything else about the request is looked at."""
-    return {"access": level, "rate_limited": rate_limited, "signup_limited": signup_limited}
+def access(level: Access, *, rate_limit: str | None = None) -> dict[str, Any]:
+    """A route's rule: who may call it, and which per-address rate limit each call counts against (`app.state.
+    rate_limits`: "intake" for leads, "signup" for sign-ups), before anything else about the request is looked at."""
+    return {"access": level, "rate_limit": rate_limit}
 
 
 def _refuse_nul(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -54,10 +54,9 @@ def _refuse_nul(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
 
 
 async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    if handler.opt.get("rate_limited"):  # every request counts, invalid ones too
-        await connection.app.state.intake_limiter.hit(connection.client.host if connection.client else "unknown")
-    if handler.opt.get("signup_limited"):
-        await connection.app.state.signup_limiter.hit(connection.client.host if connection.client else "unknown")
+    limit = handler.opt.get("rate_limit")
+    if limit is not None:  # every request counts, invalid ones too
+        await connection.app.state.rate_limits[limit].hit(connection.client.host if connection.client else "unknown")
     level = handler.opt.get("access")
     if level is None:
         if _is_docs(connection.scope["path"]) or getattr(handler, "http_methods", None) == {"OPTIONS"}:

@@ -98,8 +98,7 @@ class RedisRateLimiter:
 
     async def hit(self, client: str) -> None:
         if time.monotonic() < self._redis_down_until:
-            self._local.per_minute = self.per_minute
-            self._local.hit_now(client)
+            self._hit_locally(client)
             return
         now = time.time()
         minute = int(now // WINDOW_SECONDS)
@@ -112,17 +111,20 @@ class RedisRateLimiter:
         except Exception as exc:  # any Redis trouble: fall back, never a 500 on intake
             log.warning("rate limit: Redis unavailable (%r); this process's own window applies for a while", exc)
             self._redis_down_until = time.monotonic() + RETRY_REDIS_AFTER_SECONDS
-            self._local.per_minute = self.per_minute
-            self._local.hit_now(client)
+            self._hit_locally(client)
             return
         if not int(allowed):
             raise _refuse(self.per_minute, retry_after(int(current), int(previous), into_minute, self.per_minute))
+
+    def _hit_locally(self, client: str) -> None:
+        self._local.per_minute = self.per_minute  # (a limit changed on this one holds for its fallback too)
+        self._local.hit_now(client)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-def make_limiter(per_minute: int, redis_url: str, name: str = "intake") -> Limiter:
+def make_limiter(per_minute: int, redis_url: str, name: str) -> Limiter:
     if redis_url:
         return RedisRateLimiter(per_minute, redis_url, prefix=f"marketplace:ratelimit:{name}")
     return RateLimiter(per_minute)

@@ -26,7 +26,7 @@ class LeadController(Controller):
     path = "/v1"
     tags = ["leads"]
 
-    @post("/leads", opt=access(Access.PUBLIC, rate_limited=True), status_code=201, responses=INTAKE_RESPONSES)
+    @post("/leads", opt=access(Access.PUBLIC, rate_limit="intake"), status_code=201, responses=INTAKE_RESPONSES)
     async def submit(self, state: State, data: JSONBody[schemas.LeadCreate]) -> Response[schemas.LeadAccepted]:
         """A customer's request. A duplicate within the window answers 200 with the existing lead's id. Rate-limited
         per client address, every request counted before anything else is read: a flood of invalid requests is

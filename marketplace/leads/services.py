@@ -10,8 +10,9 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
+from marketplace.clubs.services import is_member
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
-from marketplace.db.models import Club, ClubMember, Lead, LeadContact
+from marketplace.db.models import Club, Lead, LeadContact
 from marketplace.errors import FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
 from marketplace.ids import new_id
@@ -70,8 +71,9 @@ async def submit_lead(
         errors.append(FieldError("club", f"unknown club {data.club!r}"))
     if errors or phone is None or email is None:
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the lead is invalid", errors=errors)
-    seller_outside = seller_business_id is not None and data.club is not None
-    if seller_outside and await session.get(ClubMember, (data.club, seller_business_id)) is None:
+    if seller_business_id is not None and data.club is not None and not await is_member(
+        session, data.club, seller_business_id
+    ):
         raise Forbidden(f"only members of club {data.club} bring leads into it")
 
     now = utcnow()

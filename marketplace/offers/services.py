@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, month_start, utcnow
+from marketplace.clubs.services import is_member
 from marketplace.db.models import Business, ClubMember, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, InvalidInput, NotFound
@@ -404,7 +405,7 @@ async def claim_offer(
     if taken is None:
         raise Conflict(refusal)
     lead = attach(session, Lead, taken)
-    if lead.club_id is not None and await session.get(ClubMember, (lead.club_id, business.id)) is None:
+    if lead.club_id is not None and not await is_member(session, lead.club_id, business.id):
         # Offered while it was a member (a wave that read the members as it left): the contact is for members only.
         raise Conflict(f"this lead is for the members of club {lead.club_id}, and the business is no longer one")
     # After the lead row, in the order a wave takes them.

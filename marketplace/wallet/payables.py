@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -40,7 +40,7 @@ KINDS = {
 _PAYABLE = (LedgerAccount.owner == "marketplace", LedgerAccount.kind.in_(list(KINDS)))
 
 
-async def _owed(session: AsyncSession, *where: object) -> dict[int, tuple[str, str | None, str, int]]:
+async def _owed(session: AsyncSession, *where: ColumnElement[bool]) -> dict[int, tuple[str, str | None, str, int]]:
     """Per payable account: (kind, owner, currency, what it holds, credit positive)."""
     rows = await session.execute(
         select(
@@ -51,7 +51,7 @@ async def _owed(session: AsyncSession, *where: object) -> dict[int, tuple[str, s
             func.sum(LedgerPosting.amount_minor),
         )
         .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-        .where(*_PAYABLE, *where)  # type: ignore[arg-type]
+        .where(*_PAYABLE, *where)
         .group_by(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.owner_id, LedgerAccount.currency)
     )
     return {r[0]: (r[1], r[2], r[3], -int(r[4] or 0)) for r in rows}
@@ -80,15 +80,21 @@ async def _held(session: AsyncSession, settings: Settings, now: datetime, accoun
     return {account_id: max(0, -int(total or 0)) for account_id, total in rows}
 
 
+def _payable(kind: str, owner: str, currency: str, owed: int, held: int) -> schemas.Payable:
+    """Owed, the part of it held (never more than is owed), and the rest, which may be paid out now."""
+    kept = min(held, max(owed, 0))
+    return schemas.Payable(
+        kind, owner, MoneyOut(owed, currency), MoneyOut(kept, currency), MoneyOut(max(0, owed - kept), currency)
+    )
+
+
 async def owed_to(session: AsyncSession, settings: Settings, kind: AccountKind, owner: str) -> schemas.Payable:
     """What the marketplace owes one club operator or referrer, in its currency: owed, held, payable now."""
     code, currency = marketplace_account(kind, owner).code, settings.currency
     owed = await _owed(session, LedgerAccount.code == code, LedgerAccount.currency == currency)
     ((account_id, (_, _, _, total)),) = owed.items() or [(0, ("", None, currency, 0))]
-    kept = min((await _held(session, settings, utcnow(), [account_id])).get(account_id, 0), max(total, 0))
-    return schemas.Payable(
-        kind.value, owner, MoneyOut(total, currency), MoneyOut(kept, currency), MoneyOut(max(0, total - kept), currency)
-    )
+    held = (await _held(session, settings, utcnow(), [account_id])).get(account_id, 0)
+    return _payable(kind.value, owner, currency, total, held)
 
 
 async def payables(
@@ -113,19 +119,10 @@ async def payables(
     )
     page = listed[:limit]
     held = await _held(session, settings, utcnow(), [account_id for _, _, account_id in page])
-    items = []
-    for kind, owner, account_id in page:
-        _, _, currency, total = owed[account_id]
-        kept = min(held.get(account_id, 0), max(total, 0))
-        items.append(
-            schemas.Payable(
-                kind,
-                owner,
-                MoneyOut(total, currency),
-                MoneyOut(kept, currency),
-                MoneyOut(max(0, total - kept), currency),
-            )
-        )
+    items = [
+        _payable(kind, owner, owed[account_id][2], owed[account_id][3], held.get(account_id, 0))
+        for kind, owner, account_id in page
+    ]
     return items, (f"{items[-1].account}:{items[-1].owner}" if len(listed) > limit else None)
 
 
@@ -160,19 +157,13 @@ async def pay_out(
     ledger_key = f"payable-payout:{account.code}:{key}"
     done = await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == ledger_key))
     if done is None:
-        owed = (await _owed(session, LedgerAccount.id == account_id)).get(account_id, ("", None, "", 0))[3]
-        held = min((await _held(session, settings, utcnow(), [account_id])).get(account_id, 0), max(owed, 0))
-        payable = max(0, owed - held)
-        if amount.amount_minor > payable:
+        now = await owed_to(session, settings, account.kind, data.owner)
+        if amount.amount_minor > now.payable.amount_minor:
+            owed, held, payable = (Money(m.amount_minor, m.currency) for m in (now.owed, now.held, now.payable))
             raise InsufficientFunds(
-                f"{amount} asked, {Money(payable, amount.currency)} can be paid out to {data.owner} now "
-                f"({Money(owed, amount.currency)} owed, {Money(held, amount.currency)} of it held until its payers "
-                "pay and its leads can no longer be returned)",
-                extra={
-                    "owed": Money(owed, amount.currency).to_json(),
-                    "held": Money(held, amount.currency).to_json(),
-                    "payable": Money(payable, amount.currency).to_json(),
-                },
+                f"{amount} asked, {payable} can be paid out to {data.owner} now ({owed} owed, {held} of it held "
+                "until its payers pay and its leads can no longer be returned)",
+                extra={"owed": owed.to_json(), "held": held.to_json(), "payable": payable.to_json()},
             )
     transfer = build_payable_payout(ledger_key, account, amount, memo=f"Payout to {data.owner} ({data.account})")
     posted = await store.post(session, transfer, reference=f"payout:{data.owner}")

@@ -93,19 +93,23 @@ _EARNING_KINDS = (TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION
 async def credit_limit(session: AsyncSession, settings: Settings, business_id: str, own_limit_minor: int | None) -> int:
     """How much a business may owe through the payment provider: its own limit (an operator's), else the
     marketplace's default once it has paid a charge of its own, and the smaller first limit until then."""
-    if own_limit_minor is not None:
-        return own_limit_minor
-    default, first = settings.wallet.default_credit_limit_minor, settings.wallet.first_credit_limit_minor
-    if first >= default or await has_paid(session, business_id):
-        return default
-    return first
+    limit = standing_limit(settings, own_limit_minor)
+    if own_limit_minor is not None or settings.wallet.first_credit_limit_minor >= limit:
+        return limit
+    return limit if await has_paid(session, business_id) else settings.wallet.first_credit_limit_minor
+
+
+def standing_limit(settings: Settings, own_limit_minor: int | None) -> int:
+    """An operator's limit for the business, else the marketplace's default: what a business known to pay may owe."""
+    return settings.wallet.default_credit_limit_minor if own_limit_minor is None else own_limit_minor
 
 
 def within_first_limit(settings: Settings, own_limit_minor: int | None, owing_minor: int) -> bool:
     """Whether owing this much is allowed whatever the business's history (so that the hot path reads none)."""
-    if own_limit_minor is not None:
-        return owing_minor <= own_limit_minor
-    return owing_minor <= min(settings.wallet.first_credit_limit_minor, settings.wallet.default_credit_limit_minor)
+    limit = standing_limit(settings, own_limit_minor)
+    if own_limit_minor is None:
+        limit = min(settings.wallet.first_credit_limit_minor, limit)
+    return owing_minor <= limit
 
 
 async def has_paid(session: AsyncSession, business_id: str) -> bool:

@@ -81,7 +81,7 @@ from marketplace.wallet.plans import (
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
-from marketplace.wallet.queries import credit_limit, held_earnings, spendable, within_first_limit
+from marketplace.wallet.queries import credit_limit, held_earnings, spendable, standing_limit, within_first_limit
 from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ISSUER = "marketplace"
@@ -505,7 +505,7 @@ def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor
     reporting), so it guards the next lead instead. An operator can raise the limit. (The first limit, for businesses
     not yet known to pay, guards purchases: a deal maker owes only on deals it reports paid, and a throw-away one
     reports none.)"""
-    limit = settings.wallet.default_credit_limit_minor if limit_minor is None else limit_minor
+    limit = standing_limit(settings, limit_minor)
     if owed_minor > limit:
         owed, allowed = Money(owed_minor, currency), Money(limit, currency)
         raise InsufficientFunds(
@@ -1118,24 +1118,21 @@ async def fail_settlement(session: AsyncSession, settlement_id: str, operator: s
         if settlement.status == "failed":  # by a repeat of this very call that got there first
             return settlement
         raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can fail")
-    business_id = settlement.business_id
-    if settlement.direction == "payout" and business_id is None:  # a club's or a referrer's payable: owed again
+    if settlement.direction == "payout":
+        # Back to the business's wallet, or owed again to the club operator or referrer it was paying.
+        business_id = settlement.business_id
         original = await store.transfer_of(session, settlement.transaction_id)
+        if business_id is not None:
+            await store.lock_wallet(session, business_id, settlement.currency)
+        memo = "Payout failed: " + ("back to the wallet" if business_id is not None else "owed again")
         await store.post(
             session,
-            build_reversal(f"reversal:{settlement.id}", original, memo="Payout failed: owed again"),
-            reference=settlement.id,
-        )
-    elif settlement.direction == "payout" and business_id is not None:
-        original = await store.transfer_of(session, settlement.transaction_id)
-        await store.lock_wallet(session, business_id, settlement.currency)
-        await store.post(
-            session,
-            build_reversal(f"reversal:{settlement.id}", original, memo="Payout failed: back to the wallet"),
+            build_reversal(f"reversal:{settlement.id}", original, memo=memo),
             business_id=business_id,
             reference=settlement.id,
         )
-        await collect_debts(session, business_id, settlement.currency)
+        if business_id is not None:
+            await collect_debts(session, business_id, settlement.currency)
     await session.refresh(settlement)
     return settlement
 

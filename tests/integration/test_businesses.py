@@ -83,7 +83,7 @@ async def test_duplicate_email_is_a_conflict(client, db):
 
 
 async def test_sign_ups_are_rate_limited_per_client_address_apart_from_intake(app, client, db):
-    app.state.signup_limiter.per_minute = 3
+    app.state.rate_limits["signup"].per_minute = 3
     statuses = [(await client.post("/v1/businesses", json=business_body())).status_code for _ in range(4)]
     assert statuses == [201, 201, 201, 429]
     assert await db.count(Business) == 3

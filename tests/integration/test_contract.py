@@ -284,7 +284,7 @@ async def test_the_unreliable_list_is_paginated_like_every_list(app, client):
 
 
 async def test_refusals_carry_the_standard_headers(app, client):
-    app.state.intake_limiter.per_minute = 1
+    app.state.rate_limits["intake"].per_minute = 1
     assert (await client.post("/v1/leads", json=lead_body())).status_code == 201
     limited = await client.post("/v1/leads", json=lead_body())
     problem = assert_problem(limited, 429)

@@ -64,14 +64,14 @@ async def test_business_sells_an_inquiry(client, db):
 
 
 async def test_intake_is_rate_limited_per_client_address(app, client, db):
-    app.state.intake_limiter.per_minute = 3
+    app.state.rate_limits["intake"].per_minute = 3
     statuses = [(await client.post("/v1/leads", json=lead_body())).status_code for _ in range(5)]
     assert statuses == [201, 201, 201, 429, 429]
     assert await db.count(Lead) == 3
 
 
 async def test_invalid_requests_count_against_the_intake_limit_too(app, client, db):
-    app.state.intake_limiter.per_minute = 3
+    app.state.rate_limits["intake"].per_minute = 3
     statuses = [(await client.post("/v1/leads", json={})).status_code for _ in range(2)]
     statuses.append((await client.post("/v1/leads", params={"x": "\x00"}, json=lead_body())).status_code)
     statuses.append((await client.post("/v1/leads", json={})).status_code)

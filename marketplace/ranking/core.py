@@ -362,9 +362,6 @@ class LeadFactor:
         return fit
 
 
-_exp_above = functools.cache(kernels.exp_bounds)  # one table of exp bounds per factor bound
-
-
 class RankingCore:
     def __init__(self, explore_share: float = 0.1, seed: int = 0, lead_factor: LeadFactor | None = None) -> None:
         self.explore_share = explore_share
@@ -585,7 +582,7 @@ class RankingCore:
             reach = max(1.0, factor.maker_upper(category, budget)) * _BOUND_MARGIN
         n = kernels.top(
             bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor is not None, lead_term, w_fit, bound, reach, _exp_above(bound), found, exact,
+            factor is not None, lead_term, w_fit, bound, reach, found, exact,
         )  # fmt: skip
         found = found[:n]
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a

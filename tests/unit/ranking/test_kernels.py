@@ -86,24 +86,31 @@ def test_make_room_keeps_the_order_among_equal_scores():
 
 @settings(max_examples=300, deadline=None)
 @given(z=st.floats(-LeadFactor.BOUND, LeadFactor.BOUND, allow_nan=False))
-def test_the_exp_bounds_never_fall_below_exp(z):
+def test_the_exp_bound_never_falls_below_exp(z):
     """Through the kernel: a lone deal maker whose factor is exp(z) is never skipped against a k-th just below it."""
     bound = LeadFactor.BOUND
     negs = np.array([-1.0, -1.0])
     table = np.zeros((ROWS, 2), np.int64)
     table[NEG] = negs.view(np.int64)
     table[LO], table[HI], table[SLOT] = (0, 0), (1_000, 1_000), (0, 1)
-    buyer = np.array([1.0, 0.0])  # place 0: a lead buyer scoring exp(z) x (1 - 1e-12), the k-th; place 1: the maker
-    negs[0] = -math.exp(z) * (1 - 1e-12)
+    buyer = np.array([1.0, 0.0])  # place 0: a lead buyer two ulps below exp(z), the k-th; place 1: the maker
+    negs[0] = -math.exp(z) * (1 - 4e-16)
     table[NEG] = negs.view(np.int64)
     places, scores = np.empty(1, np.int64), np.empty(1)
     # budget 500 sits mid-range (fit 1); w_fit 0 leaves z = lead_term
     n = kernels.top(
         negs, table, buyer, 500, False, 1, np.zeros(2, np.bool_), False, True, z, 0.0, bound,
-        math.exp(bound) * 1.000000001, kernels.exp_bounds(bound), places, scores,
+        math.exp(bound) * 1.000000001, places, scores,
     )  # fmt: skip
     assert n == 1 and places[0] == 1  # the maker, not skipped
     assert abs(scores[0] / math.exp(z) - 1) < 1e-12
+
+
+@settings(max_examples=500, deadline=None)
+@given(z=st.floats(-LeadFactor.BOUND, LeadFactor.BOUND, allow_nan=False))
+def test_the_exp_bound_is_within_three_percent(z):
+    c4 = math.exp(LeadFactor.BOUND) / 24.0
+    assert math.exp(z) <= kernels.exp_upper(z, c4) <= math.exp(z) * 1.03
 
 
 def _brute_top(negs, lo, hi, buyer, budget, k, excluded, lead_term, w_fit, bound):
@@ -154,13 +161,43 @@ def test_top_equals_scoring_everyone(entries, budget, k, weights):
     places, scores = np.empty(k, np.int64), np.empty(k)
     n = kernels.top(
         negs, table, buyer, budget, False, k, mark, bool(excluded), factor, lead_term, w_fit, bound, reach,
-        kernels.exp_bounds(bound), places, scores,
+        places, scores,
     )  # fmt: skip
     expected = _brute_top(negs, table[LO], table[HI], buyer, budget, k, excluded, lead_term, w_fit, bound)
     assert n == len(expected)
     assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
     if not factor:  # exact scores are the base scores: the same places, ties in place order
         assert places[:n].tolist() == [j for _, j in expected]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_top_equals_scoring_everyone_over_many_blocks(seed):
+    """Tables of up to 1,000 entries (the scan bounds kernels.BLOCK entries at a time), ties and dead entries."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 1_000))
+    negs = np.sort(-rng.choice([-1.0, 0.0, 0.25, 0.5, 1.0, 2.0], size) * rng.integers(1, 4, size))
+    table = np.zeros((ROWS, size), np.int64)
+    table[NEG] = negs.view(np.int64)
+    table[LO] = rng.integers(0, 5, size) * 100
+    table[HI] = table[LO] + rng.integers(0, 8, size) * 100
+    dead = rng.random(size) < 0.1
+    table[LO][dead], table[HI][dead] = DEAD_LO, DEAD_HI
+    table[SLOT] = np.arange(size)
+    buyer = (rng.random(size) < 0.5).astype(np.float64)
+    mark = rng.random(size) < 0.05
+    k = int(rng.integers(1, 150))
+    budget = int(rng.integers(1, 10) * 100)
+    lead_term, w_fit = [(0.3, 0.5), (-0.4, 0.6), (0.2, -0.5), (0.69, 0.69)][seed % 4]
+    bound = LeadFactor.BOUND
+    reach = max(1.0, math.exp(min(max(lead_term + max(w_fit, 0.0), -bound), bound))) * (1 + 1e-9)
+    places, scores = np.empty(k, np.int64), np.empty(k)
+    n = kernels.top(
+        negs, table, buyer, budget, False, k, mark, True, True, lead_term, w_fit, bound, reach, places, scores,
+    )  # fmt: skip
+    excluded = set(np.flatnonzero(mark).tolist())
+    expected = _brute_top(negs, table[LO], table[HI], buyer, budget, k, excluded, lead_term, w_fit, bound)
+    assert n == len(expected)
+    assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
 
 
 def test_exploration_picks_skip_ineligible_ranked_and_excluded_candidates():

@@ -188,7 +188,8 @@ async def update_business(
             .where(Offer.business_id == business.id, Offer.status == "open", Offer.lead_id.in_(unfit))
             .values(status="closed")
         )
-    business.updated_at = utcnow()
+    if session.is_modified(business):  # a change that changes nothing (an empty PATCH) is not an update
+        business.updated_at = utcnow()
     try:
         async with session.begin_nested():
             await session.flush()

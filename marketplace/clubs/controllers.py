@@ -92,9 +92,19 @@ class ClubController(Controller):
             await services.leave(uow.session, club_id, current_principal(request).id)
 
     @get("/businesses/me/clubs", opt=access(Access.BUSINESS))
-    async def my_clubs(self, state: State, request: Request[Any, Any, Any]) -> list[schemas.Membership]:
+    async def my_clubs(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[schemas.Membership]:
+        """The clubs the business is a member of, by club id."""
         async with state.uow() as uow:
-            return await services.memberships(uow.session, current_principal(request).id)
+            items, next_cursor = await services.memberships(
+                uow.session, current_principal(request).id, check_limit(limit), cursor
+            )
+        return Page(items=items, next_cursor=next_cursor)
 
     @post("/businesses/me/clubs", opt=access(Access.BUSINESS), status_code=201)
     async def join(

@@ -161,14 +161,21 @@ async def leave(session: AsyncSession, club_id: str, business_id: str) -> None:
     )
 
 
-async def memberships(session: AsyncSession, business_id: str) -> list[schemas.Membership]:
-    rows = await session.execute(
+async def memberships(
+    session: AsyncSession, business_id: str, limit: int, cursor: str | None
+) -> tuple[list[schemas.Membership], str | None]:
+    query = (
         select(Club.id, Club.name, ClubMember.joined_at)
         .join(ClubMember, ClubMember.club_id == Club.id)
         .where(ClubMember.business_id == business_id)
-        .order_by(ClubMember.joined_at, Club.id)
+        .order_by(Club.id)
+        .limit(limit + 1)
     )
-    return [schemas.Membership(r.id, r.name, r.joined_at) for r in rows]
+    if check_cursor(cursor, "club"):
+        query = query.where(Club.id > cursor)
+    rows = list(await session.execute(query))
+    items = [schemas.Membership(r.id, r.name, r.joined_at) for r in rows[:limit]]
+    return items, (items[-1].club_id if len(rows) > limit and items else None)
 
 
 async def is_member(session: AsyncSession, club_id: str, business_id: str) -> bool:

@@ -9,11 +9,12 @@ import re
 from enum import StrEnum
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from marketplace.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from marketplace.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.identity.services import Principal, resolve_token
 from marketplace.identity.tokens import hash_token
 
@@ -149,8 +150,15 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
     if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
         return
     body = (await connection.body()).strip() if isinstance(connection, Request) else b""  # 413 past the limit
-    if body and not _NO_BODY.fullmatch(body):  # matched, not decoded: a deeply nested body must not reach a parser
-        raise InvalidInput.field("body", "this call takes no body: send none (or {})")
+    if not body or _NO_BODY.fullmatch(body):
+        return
+    try:  # malformed JSON is a 400 on every call, as the contract says; well-formed JSON here is a 422
+        msgspec.json.decode(body)
+    except RecursionError as exc:  # `[[[[...]]]]` thousands deep fits in the size limit but not in the stack
+        raise BadRequest("the JSON body is nested too deeply") from exc
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    raise InvalidInput.field("body", "this call takes no body: send none (or {})")
 
 
 _NO_BODY = re.compile(rb"\{\s*\}|null")

@@ -15,9 +15,11 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
     Components,
     OpenAPI,
+    OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIType,
     Parameter,
+    Reference,
     Schema,
     SecurityScheme,
 )
@@ -73,6 +75,16 @@ def _complete(schema: OpenAPI) -> None:
         for parameter in path_item.get.parameters or [] if path_item.get else []:
             if isinstance(parameter, Parameter) and parameter.name == "limit" and isinstance(parameter.schema, Schema):
                 parameter.schema.minimum, parameter.schema.maximum = 1, MAX_LIMIT
+    for path_item in paths.values():  # a refusal for too many requests says when to come back
+        for operation in (path_item.get, path_item.post, path_item.patch, path_item.put, path_item.delete):
+            too_many = operation.responses.get("429") if operation and operation.responses else None
+            if too_many is not None and not isinstance(too_many, Reference):
+                too_many.headers = {
+                    "Retry-After": OpenAPIHeader(
+                        schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
+                        description="Seconds to wait before the next request is let through",
+                    )
+                }
     for (path, method, status), media_type in _ALSO_AS.items():
         response = getattr(paths[path], method).responses[status]
         response.content = {

@@ -192,11 +192,11 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses += [401, 403]
     if "{" in path:
         statuses.append(404)
-    if writes and access != "public":
+    if writes and (access != "public" or path == "/v1/businesses"):  # a sign-up with an email already taken
         statuses.append(409)
     if path.startswith("/v1/surveys/"):
         statuses.append(410)
-    if path == "/v1/leads" and "POST" in handler.http_methods:
+    if handler.opt.get("rate_limit"):
         statuses.append(429)
     if path == "/health":
         statuses.append(503)

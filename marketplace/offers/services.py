@@ -19,7 +19,7 @@ from marketplace.clock import day_start, month_start, utcnow
 from marketplace.clubs.services import is_member
 from marketplace.db.models import Business, ClubMember, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
-from marketplace.errors import Conflict, InvalidInput, NotFound
+from marketplace.errors import Conflict, Forbidden, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
@@ -388,11 +388,11 @@ async def claim_offer(
     if offer is None or offer.business_id != business.id:
         raise NotFound(f"no offer {offer_id}")
     if exclusive and business.mode != "lead_buyer":
-        raise InvalidInput.field("exclusive", "only lead buyers buy a lead exclusively")
+        raise Forbidden("only lead buyers buy a lead exclusively; a deal maker claims it shared")
     if offer.status == "claimed":
         raise Conflict("this offer has already been claimed")
     if offer.status != "open" or offer.expires_at <= now:
-        raise Conflict("this offer has expired or was withdrawn")
+        raise Conflict(await _why_closed(session, offer, now))
 
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
@@ -452,6 +452,18 @@ async def claim_offer(
         await wallet.charge_exposure(session, settings, exposure, lead, price_minor=price, step="purchase")
     await wallet.lead_taken(session, settings, plan, exposure, lead)
     return exposure
+
+
+async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
+    """Why an offer can no longer be claimed, as the business would want to hear it: its lead's state first."""
+    lead = await session.get(Lead, offer.lead_id)
+    if lead is not None and lead.is_exclusive:
+        return "this lead is taken: another business bought it exclusively"
+    if lead is not None and (lead.status == "full" or lead.exposure_count >= lead.max_exposures):
+        return "this lead is taken: it is full (as many businesses as it may have hold it)"
+    if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
+        return "this offer has expired"
+    return "this offer was withdrawn"
 
 
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:

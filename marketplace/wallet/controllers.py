@@ -22,7 +22,7 @@ from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import preferred
-from marketplace.http.pagination import Page, check_limit
+from marketplace.http.pagination import Page, check_cursor, check_limit, page_of, paginate_desc
 from marketplace.http.problems import documented
 from marketplace.ids import new_id
 from marketplace.money import Money
@@ -324,14 +324,18 @@ class WalletController(Controller):
         return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)
 
     @get("/commission-plans", opt=access(Access.OPERATOR))
-    async def plans(self, state: State) -> list[schemas.Plan]:
+    async def plans(
+        self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+    ) -> Page[schemas.Plan]:
         """Every version of the commission plan, newest first (settled deals name the version they used)."""
         async with state.uow() as uow:
             await services.active_plan(uow.session, state.settings)
-            rows = await uow.session.scalars(
-                select(CommissionPlanVersion).order_by(CommissionPlanVersion.version.desc())
+            query = paginate_desc(
+                select(CommissionPlanVersion), CommissionPlanVersion.id, limit, check_cursor(cursor, "plan")
             )
-            return [schemas.Plan(r.id, r.version, r.definition, r.created_by, r.created_at) for r in rows]
+            rows, next_cursor = page_of(list(await uow.session.scalars(query)), limit, lambda r: r.id)
+            items = [schemas.Plan(r.id, r.version, r.definition, r.created_by, r.created_at) for r in rows]
+        return Page(items=items, next_cursor=next_cursor)
 
     @post("/commission-plans", opt=access(Access.OPERATOR), status_code=201)
     async def new_plan(

@@ -337,3 +337,15 @@ async def test_no_one_sees_a_lead_contact_without_an_exposure(app, client):
             assert leaks(response) == [], (business_id, path, response.status_code, leaks(response))
     anonymous = await client.get(f"/v1/leads/{lead_id}")
     assert is_problem(anonymous, 401) and leaks(anonymous) == []
+
+
+async def test_a_deal_maker_asking_to_buy_a_lead_exclusively_is_not_allowed_and_changes_nothing(app, client, db):
+    maker_id, maker = await register(client, "deal_maker")
+    lead_id = (await client.post("/v1/leads", json=lead_body())).json()["id"]
+    (offer_id,) = await offer_lead_to(app, lead_id, [maker_id])
+    refused = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(maker), json={"exclusive": True})
+    assert is_problem(refused, 403), refused.text  # as the exclusive upgrade answers a deal maker
+    assert "lead buyers" in refused.json()["detail"]
+    assert await db.count(Exposure) == 0
+    claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(maker), json={"exclusive": False})
+    assert claimed.status_code == 201 and claimed.json()["kind"] == "assigned"  # the offer is still open

@@ -460,15 +460,19 @@ async def test_notifications_refuse_an_unknown_kind(app, client):
     assert (await client.get("/v1/notifications", params={"kind": "survey"}, headers=auth(op))).status_code == 200
 
 
-async def test_a_body_sent_to_a_call_that_takes_none_is_422_and_changes_nothing(app, client, db):
+async def test_a_body_sent_to_a_call_that_takes_none_is_refused_and_changes_nothing(app, client, db):
     lb_id, lb = await register(client, "lead_buyer")
     (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
     exposure_id = (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb))).json()["id"]
     url = f"/v1/exposures/{exposure_id}/exclusive"
-    for body in (b'{"exclusive": "garbage"}', b"not json", b"[]"):
+    for body in (b'{"exclusive": "garbage"}', b"[]", b'"text"'):
         refused = await client.post(url, headers={**auth(lb), "Content-Type": "application/json"}, content=body)
         assert refused.status_code == 422, refused.text
         assert refused.json()["errors"] == [{"field": "body", "message": "this call takes no body: send none (or {})"}]
+    for malformed in (b"not json", b'{"a":', b"[" * 30_000 + b"]" * 30_000):  # malformed as on every other call: 400
+        refused = await client.post(url, headers={**auth(lb), "Content-Type": "application/json"}, content=malformed)
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
     assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "shared"
     # No body is sent as nothing, {} or null, however spaced: the first upgrades, the others find it done.
     for i, nothing in enumerate((b"{ }", b"null", b" \n", b"{}")):

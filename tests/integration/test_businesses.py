@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -45,6 +46,19 @@ async def test_profile_change_keeps_what_is_not_sent(client):
     assert data["profile"]["categories"] == ["plumbing", "renovation"]
     again = await client.get("/v1/businesses/me", headers=auth(token))
     assert again.json()["profile"] == data["profile"]
+
+
+async def test_a_change_that_changes_nothing_keeps_the_time_of_the_last_update(client):
+    from marketplace.clock import clock
+
+    _, token = await register(client, "deal_maker")
+    before = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+    clock.advance(timedelta(minutes=5))
+    for same in ({}, {"name": before["name"], "profile": {"daily_cap": before["profile"]["daily_cap"]}}):
+        answer = await client.patch("/v1/businesses/me", headers=auth(token), json=same)
+        assert answer.status_code == 200 and answer.json()["updated_at"] == before["updated_at"], (same, answer.text)
+    renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "Another name"})
+    assert renamed.json()["updated_at"] > before["updated_at"]
 
 
 async def test_a_null_in_a_profile_change_is_422_naming_the_field_and_changes_nothing(client):

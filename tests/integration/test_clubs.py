@@ -80,7 +80,7 @@ async def test_a_clubs_lead_is_offered_to_its_members_only(app, client, db):
     assert {c["business_id"] for c in ranking.json()["candidates"]} == {insider_id}
 
     listed = await client.get("/v1/businesses/me/clubs", headers=auth(insider))
-    assert [m["club_id"] for m in listed.json()] == [club]
+    assert [m["club_id"] for m in listed.json()["items"]] == [club] and listed.json()["next_cursor"] is None
     assert (await client.get(f"/v1/clubs/{club}", headers=auth(operator))).json()["members"] == 1
 
 

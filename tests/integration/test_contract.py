@@ -414,6 +414,12 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
                     problem.get("properties", {})
                 ):
                     failures.append(f"{method} {path}: {status} is documented as {list(media)}, not problem+json")
+    # Every list is a page ({items, next_cursor}), beside the two the contract shows as bare arrays.
+    for (method, path), op in served.items():
+        answer = op["responses"].get("200", {}).get("content", {}).get("application/json", {})
+        if method == "GET" and resolve(answer.get("schema", {})).get("type") == "array":
+            if path not in ("/v1/regions", "/v1/categories"):
+                failures.append(f"{method} {path}: a list that is not paginated")
     assert not failures, "\n".join(failures)
     assert schema["components"]["securitySchemes"]["bearer"] == {
         "type": "http",
@@ -430,6 +436,12 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
     patch = components["ProfilePatch"]["properties"]
     assert patch["min_deal_minor"] == {"type": "integer", "minimum": 0, "maximum": 10**15}
     assert patch["daily_cap"]["minimum"] == 1 and patch["categories"]["type"] == "array"
+    # Every refusal a rate-limited call may answer, and when to come back from it.
+    signup = served[("POST", "/v1/businesses")]["responses"]
+    assert {"409", "429"} <= set(signup), "an email already taken; too many sign-ups from one address"
+    for call in (("POST", "/v1/businesses"), ("POST", "/v1/leads")):
+        retry_after = served[call]["responses"]["429"]["headers"]["Retry-After"]
+        assert retry_after["schema"] == {"type": "integer", "minimum": 1}, call
     # The extensions problems carry are documented.
     assert {"allowed_next", "retry_after_seconds", "held"} <= set(components["Problem"]["properties"])
 

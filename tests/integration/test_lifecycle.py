@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from marketplace.clock import clock
 from marketplace.db.models import Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
-from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
+from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 
 
 async def _market(client):
@@ -197,6 +197,27 @@ async def test_claims_on_expired_full_or_foreign_offers_are_refused(app, client,
     await expire_lapsed()
     assert await db.scalar(select(Offer.status).where(Offer.id == offer["offer_id"])) == "expired"
     assert await offers_of(client, token) == []
+
+
+async def test_a_claim_refused_on_a_taken_lead_says_why(app, client, db):
+    """Full, bought exclusively, or withdrawn: the 409 tells the business which (the contract's three cases)."""
+    makers = [await register(client, "deal_maker") for _ in range(3)]
+    (_, first), (_, second), (_, third) = makers
+    buyers = [await register(client, "lead_buyer") for _ in range(2)]
+    # legal: two exposures at most
+    full_lead = (await client.post("/v1/leads", json=lead_body(category="legal"))).json()["id"]
+    a, b, c = await offer_lead_to(app, full_lead, [m for m, _ in makers])
+    for offer, token in ((a, first), (b, second)):
+        assert (await client.post(f"/v1/offers/{offer}/claim", headers=auth(token))).status_code == 201
+    full = await client.post(f"/v1/offers/{c}/claim", headers=auth(third))
+    assert full.status_code == 409 and "full" in full.json()["detail"], full.text
+    exclusive_lead = (await client.post("/v1/leads", json=lead_body())).json()["id"]
+    x, y = await offer_lead_to(app, exclusive_lead, [b for b, _ in buyers])
+    bought = await client.post(f"/v1/offers/{x}/claim", headers=auth(buyers[0][1]), json={"exclusive": True})
+    assert bought.status_code == 201, bought.text
+    late = await client.post(f"/v1/offers/{y}/claim", headers=auth(buyers[1][1]))
+    assert late.status_code == 409 and "exclusively" in late.json()["detail"], late.text
+    assert await db.count(Exposure) == 3
 
 
 async def test_return_after_the_window_is_refused(app, client, db, settings):

@@ -164,7 +164,7 @@ async def test_the_qualified_lead_fee_is_paid_once_however_often_the_lead_is_cla
     assert returned.status_code == 200, returned.text
 
     # The fee changed since; the lead's next claim (its place freed by the return) pays none again.
-    plan = (await client.get("/v1/commission-plans", headers=auth(operator))).json()[0]["definition"]
+    plan = (await client.get("/v1/commission-plans", headers=auth(operator))).json()["items"][0]["definition"]
     plan["tiers"]["qualified_lead"]["fixed"]["amount_minor"] = 3_000
     assert (await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})).is_success
     second = await claim(client, b, offer_b)

@@ -792,7 +792,7 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     operator = await operator_token(app)
     listed = await client.get("/v1/commission-plans", headers=auth(operator))
     assert listed.status_code == 200, listed.text
-    (v1,) = listed.json()
+    (v1,) = listed.json()["items"]
     assert v1["version"] == 1 and v1["created_by"] == "system"
     assert v1["definition"] == default_plan(ILS)
     _, business = await register(client, "lead_buyer")
@@ -833,8 +833,13 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert (
         await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})
     ).status_code == 403
-    versions = (await client.get("/v1/commission-plans", headers=auth(operator))).json()
+    versions = (await client.get("/v1/commission-plans", headers=auth(operator))).json()["items"]
     assert [p["version"] for p in versions] == [2, 1]
+    # A page at a time, newest first, each version once.
+    page = (await client.get("/v1/commission-plans", params={"limit": 1}, headers=auth(operator))).json()
+    assert [p["version"] for p in page["items"]] == [2] and page["next_cursor"]
+    rest = await client.get("/v1/commission-plans", params={"cursor": page["next_cursor"]}, headers=auth(operator))
+    assert [p["version"] for p in rest.json()["items"]] == [1] and rest.json()["next_cursor"] is None
 
     # Paid after v2 came into force, the v1 exposure is settled under v1: 30 %, recommender 70 % of the net.
     paid = await close_deal(client, dm, under_v1.json()["id"], 1_000_000)

@@ -304,8 +304,8 @@ async def test_businesses_buying_each_others_sold_leads_at_once(app, client, db)
 async def test_plan_versions_saved_at_once_are_numbered_in_turn(app, client, db):
     operator = await operator_token(app)
     first = await client.get("/v1/commission-plans", headers=auth(operator))
-    assert [p["version"] for p in first.json()] == [1]
-    definition = first.json()[0]["definition"]
+    assert [p["version"] for p in first.json()["items"]] == [1]
+    definition = first.json()["items"][0]["definition"]
     responses = await asyncio.gather(
         *(
             client.post("/v1/commission-plans", headers=auth(operator), json={"definition": definition})

@@ -164,21 +164,14 @@ def undecided(signals: Sequence[Signal], past: Iterable[PastAlert]) -> list[Sign
     return out
 
 
-def reliability_after_decisions(
-    signals: Sequence[Signal], model: float | None, supervised: bool, past: Iterable[PastAlert]
-) -> int:
-    """The reliability factor (basis points) from the risk of the evidence operators have not decided on."""
-    fresh = undecided(signals, past)
-    return reliability_bp(combine(rule_score(fresh), model, supervised, strong_score(fresh)))
-
-
 def alert_action(risk: float, threshold: float, signals: Sequence[Signal], past: Sequence[PastAlert]) -> str:
     """What a fresh assessment does to the business's alerts.
 
     - an open alert is kept up to date (one per business, whatever the number of signals);
     - above the threshold an alert opens, unless operators decided one and nothing new of weight has come
       since: what they dismissed, or confirmed and then forgave by reactivating the account, does not count
-      twice. (While a confirmed business stays blocked no alert opens at all: the caller knows its status.)
+      twice (the caller scores the risk on the evidence no decided alert held, `undecided`). (While a confirmed
+      business stays blocked no alert opens at all: the caller knows its status.)
     """
     if any(a.status == "open" for a in past):
         return UPDATE

@@ -557,7 +557,12 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
         found = found_all[business_id]
         model_score = model_scores.get(business_id, 0.0) if model is not None else None
         reason = model.explain(found.features, model_score) if model is not None and model_score else None
-        scored = rules.score(found.signals, model_score, bool(model and model.supervised), reason)
+        past = [rules.PastAlert(a.status, a.evidence) for a in alerts[business_id]]
+        # Scored on what no decided alert held: what operators dismissed (or confirmed, then forgave) counts
+        # against the business neither in its risk and reliability nor towards a new alert. The evidence kept
+        # (on the assessment and an alert) is all of it, for the record and for what the next decision saw.
+        fresh = rules.undecided(found.signals, past)
+        scored = rules.score(fresh, model_score, bool(model and model.supervised), reason)
         signals_json = [s.to_json() for s in found.signals]
         reasons_json = list(scored.reasons)
         row = assessments.get(business_id)
@@ -570,11 +575,8 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
         row.computed_at = now
         result.assessed += 1
 
-        past = [rules.PastAlert(a.status, a.evidence) for a in alerts[business_id]]
         if business.status == "active":
-            target = rules.reliability_after_decisions(
-                found.signals, model_score, bool(model and model.supervised), past
-            )
+            target = rules.reliability_bp(scored.risk)
             if target != business.reliability_bp and (abs(target - business.reliability_bp) >= 100 or target == 10_000):
                 business.reliability_bp = target
                 result.reliability_changed.append(business_id)

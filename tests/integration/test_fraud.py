@@ -237,6 +237,35 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     assert old["id"] == alert["id"] and old["decision"]["note"].startswith("The customer mixed")
 
 
+async def test_dismissed_evidence_does_not_add_to_patterns_that_come_later(app, client, db):
+    """Twins with the same later pattern (won deals reported far below the customer's budget), one of them with a
+    dismissed hidden deal before: the dismissal adds nothing to its risk, so the pattern opens no alert for it
+    (on its own a pattern never does), and both rank alike."""
+    operator = await operator_token(app)
+    twin_id, twin = await register(client, "deal_maker", name="Twin with a dismissal")
+    other_id, other = await register(client, "deal_maker", name="Twin without")
+    await hide_a_won_deal(app, client, operator, twin_id, twin)
+    (alert,) = await alerts(client, operator, status="open")
+    decided = {"decision": "dismiss", "note": "the customer mixed us up"}
+    url = f"/v1/fraud/alerts/{alert['id']}/decision"
+    assert (await client.post(url, headers=auth(operator), json=decided)).is_success
+    for business_id, token in ((twin_id, twin), (other_id, other)):
+        for _ in range(3):
+            _, exposure_id = await claimed_deal(app, client, business_id, token)
+            await report(client, token, exposure_id, "won", turnover=20_000)  # budget 1,500.00: won at 200.00
+    await fraud_scan()
+    risk = {
+        a.business_id: a.risk_score
+        for a in await db.scalars(select(FraudAssessment).where(FraudAssessment.business_id.in_([twin_id, other_id])))
+    }
+    assert risk[other_id] > 0  # the pattern is there, for both
+    assert risk[twin_id] == pytest.approx(risk[other_id])
+    assert await alerts(client, operator, status="open") == []
+    of = select(Business.reliability_bp)
+    twin_reliability = await db.scalar(of.where(Business.id == twin_id))
+    assert twin_reliability == await db.scalar(of.where(Business.id == other_id)) and twin_reliability < 10_000
+
+
 async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, client, db, settings):
     operator = await operator_token(app)
     silent_id, silent = await register(client, "deal_maker", name="Silent")

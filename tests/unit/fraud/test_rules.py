@@ -153,19 +153,24 @@ def test_evidence_of_every_dismissed_alert_counts():
     assert alert_action(0.95, THRESHOLD, signals_of([a, b, deal("returned", answer())]), past) == OPEN
 
 
+def reliability(signals, model, supervised, past):
+    """As the assessment computes it: the risk of the evidence no decided alert held."""
+    return rules.reliability_bp(rules.score(rules.undecided(signals, past), model, supervised, None).risk)
+
+
 def test_reliability_rests_only_on_evidence_nobody_decided():
     first = deal("lost", answer())
     signals = signals_of([first])
-    assert rules.reliability_after_decisions(signals, None, False, []) < 10_000
+    assert reliability(signals, None, False, []) < 10_000
     dismissed = [PastAlert("dismissed", evidence(signals))]
     assert rules.undecided(signals, dismissed) == []
-    assert rules.reliability_after_decisions(signals, 0.9, True, dismissed) == 10_000
+    assert reliability(signals, 0.9, True, dismissed) == 10_000
     # A contradiction on another deal counts again, by itself: the dismissed one stays out.
     second = deal("contacted", answer(days_ago=3))
     later = signals_of([first, second])
     (fresh,) = [s for s in rules.undecided(later, dismissed) if s.strong]
     assert fresh.count == 1 and fresh.weight == pytest.approx(0.8)  # a deal never reported weighs 0.8
-    assert rules.reliability_after_decisions(later, None, False, dismissed) == rules.reliability_after_decisions(
+    assert reliability(later, None, False, dismissed) == reliability(
         signals_of([second]), None, False, []
     )
     # An open alert decides nothing: all of its evidence counts.

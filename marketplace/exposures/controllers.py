@@ -143,7 +143,13 @@ class ExposureController(Controller):
             refund = returned.refund
             if returned.next_wave is not None:  # the freed place goes back to the market (a wave is idempotent)
                 uow.after_commit(
-                    functools.partial(state.jobs.enqueue, "send_wave", returned.exposure.lead_id, returned.next_wave)
+                    functools.partial(
+                        state.jobs.enqueue,
+                        "send_wave",
+                        returned.exposure.lead_id,
+                        returned.next_wave,
+                        delay_seconds=returned.wave_in,
+                    )
                 )
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,

@@ -22,7 +22,7 @@ from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import free_a_place, summary
 from marketplace.money import Money
-from marketplace.offers.services import close_open_offers, offer_replacement
+from marketplace.offers.services import close_open_offers, offer_replacement, schedule_next_wave
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
@@ -55,6 +55,7 @@ class Returned:
     replacement: Offer | None
     refund: Money | None
     next_wave: int | None = None  # the lead is open again: its place goes to the market in this wave
+    wave_in: float = 0.0  # seconds until that wave is due (the category's wave delay after the last)
 
 
 async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
@@ -304,8 +305,11 @@ async def return_exposure(
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()
-    next_wave = reopened[1] + 1 if reopened is not None and reopened[0] == "open" else None
-    return Returned(exposure, before, replacement, refund, next_wave)
+    next_wave, wave_in = None, 0.0
+    if reopened is not None and reopened[0] == "open":
+        next_wave = reopened[1] + 1
+        wave_in = await schedule_next_wave(session, settings, exposure.lead_id, reopened[1])
+    return Returned(exposure, before, replacement, refund, next_wave, wave_in)
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:

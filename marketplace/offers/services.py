@@ -466,6 +466,30 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
     return "this offer was withdrawn"
 
 
+async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id: str, waves_sent: int) -> float:
+    """A place of an open lead came free (a return): its next wave goes out the category's wave delay after its
+    last one, not at once, so a business of an early wave cannot hand the lead to the next wave early by returning
+    it. Records when it is due (for the lost-wave sweep) and returns the seconds until then (0: due already)."""
+    now = utcnow()
+    row = (
+        await session.execute(
+            select(_leads.category, func.max(_offers.created_at))
+            .select_from(_LEADS.outerjoin(_OFFERS, _offers.lead_id == _leads.id))
+            .where(_leads.id == lead_id)
+            .group_by(_leads.category)
+        )
+    ).one_or_none()
+    if row is None or row[1] is None:
+        return 0.0
+    category, last = row
+    last = last if last.tzinfo is not None else last.replace(tzinfo=now.tzinfo)
+    due = next_wave_at(settings, category, last)
+    if due <= now:
+        return 0.0
+    await session.execute(_NEXT_WAVE_DUE.where(_leads.waves_sent == waves_sent), {"lead_id": lead_id, "due": due})
+    return (due - now).total_seconds()
+
+
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
     await session.execute(_CLOSE_OPEN_OFFERS, {"of_lead": lead_id})
 

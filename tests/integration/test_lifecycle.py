@@ -276,6 +276,31 @@ async def test_a_replacement_takes_the_returned_leads_place_within_the_caps(app,
     assert refused.status_code == 409 and "cap" in refused.json()["detail"]
 
 
+async def test_a_return_does_not_hasten_the_next_wave(app, client, db, settings):
+    """A business of the first wave that returns the lead at once does not hand it to the next wave early: the
+    next wave still waits for the category's delay after the first."""
+    makers = [await register(client, "deal_maker", profile={"categories": ["plumbing"]}) for _ in range(4)]
+    await app.state.ranking_sync.settled()
+    lead_id = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    first_wave = [(b, t) for b, t in makers if await offers_of(client, t)]
+    assert len(first_wave) == settings.categories["plumbing"].wave_size == 3
+    (_, waiting), *_ = [(b, t) for b, t in makers if (b, t) not in first_wave]
+    holder = first_wave[0][1]
+    offer_id = (await offers_of(client, holder))[0]["offer_id"]
+    exposure_id = (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(holder))).json()["id"]
+    clock.advance(timedelta(minutes=1))
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(holder), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    await app.state.jobs.run_due()
+    assert await offers_of(client, waiting) == []  # the lead waits for its next wave
+    due = await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))
+    assert due is not None  # recorded, for the sweep of waves whose job was lost
+    clock.advance(timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds))
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, waiting)] == [lead_id]
+
+
 async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already_offered(app, client, db):
     _, dm = await register(
         client, "deal_maker", profile={"categories": ["plumbing"], "daily_cap": 1, "monthly_cap": 100}
@@ -411,6 +436,9 @@ async def test_a_returned_place_goes_back_to_the_market_in_a_next_wave(app, clie
         f"/v1/exposures/{exposures[0]}/return", headers=auth(buyers[0][1]), json={"reason": "not my area"}
     )
     assert returned.status_code == 200, returned.text
+    await app.state.jobs.run_due()
+    assert await offers_of(client, newcomer) == []  # the next wave waits for the delay after the last
+    clock.advance(timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds))
     await app.state.jobs.run_due()
     # The freed place was offered in a next wave, to someone who had not been offered the lead.
     (offer,) = [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id]

@@ -56,6 +56,8 @@ class Windows:
     stale_days: int
     offer_ttl_minutes: int
     lead_ttl_hours: int
+    # How long a deal maker's return that found no lead to replace it waits for one (the next lead that fits).
+    replacement_days: int = 14
     # The nightly stretch in which later waves wait and offers' lifetimes stand still (marketplace/off_hours.py);
     # set once the jurisdiction is known (its time zone, unless windows.off_hours_time_zone names another).
     off_hours: OffHours = NO_OFF_HOURS
@@ -324,6 +326,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
         stale_days=_int(win, "windows", "stale_days", minimum=1),
         offer_ttl_minutes=_int(win, "windows", "offer_ttl_minutes", minimum=1),
         lead_ttl_hours=_int(win, "windows", "lead_ttl_hours", minimum=1),
+        replacement_days=_int(win, "windows", "replacement_days", minimum=0) if "replacement_days" in win else 14,
     )
     jurisdictions: dict[str, Jurisdiction] = {}
     for code, raw in _section(data, "jurisdictions").items():

@@ -60,6 +60,9 @@ class ReturnResult(msgspec.Struct):
     status: str
     refund: MoneyOut | None
     replacement_offer_id: str | None
+    # A deal maker's return that found no open lead to replace it: the first wave of the next lead that fits its
+    # profile offers that lead as the replacement (within windows.replacement_days).
+    replacement_owed: bool = False
 
 
 class BusinessStats(msgspec.Struct):

@@ -11,13 +11,23 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy import BigInteger, String, and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, month_start, utcnow
 from marketplace.clubs.services import is_member
-from marketplace.db.models import Business, ClubMember, Exposure, ExposureEvent, Lead, LedgerAccount, Offer
+from marketplace.db.models import (
+    Business,
+    BusinessCategory,
+    BusinessRegion,
+    ClubMember,
+    Exposure,
+    ExposureEvent,
+    Lead,
+    LedgerAccount,
+    Offer,
+)
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, Forbidden, NotFound
 from marketplace.http.pagination import check_cursor
@@ -173,6 +183,8 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     view = LeadView(row.id, row.category, row.region, row.budget_minor, row.currency, row.created_at, row.club_id)
     lead = WaveLead(view, row.expires_at, row.seller_business_id)
     category = settings.categories[lead.view.category]
+    if wave == 1:  # first, the deal maker owed a replacement the longest that it fits; the ranked come beside it
+        await offer_owed_replacement(session, settings, lead, now, offer_expiry(settings, now, lead.expires_at))
     picks, more = await _candidates_in_order(
         session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone
     )
@@ -464,6 +476,102 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
     return "this offer was withdrawn"
+
+
+def _received_since(start: str) -> Any:
+    """How many leads the business received since the bound moment, not counting those it returned (its caps)."""
+    received = _EXPOSURES.alias(f"received_{start}")  # apart from the owed exposure the outer query reads
+    return (
+        select(func.count())
+        .where(
+            received.c.business_id == Business.id,
+            received.c.created_at >= bindparam(start),
+            received.c.returned_at.is_(None),
+        )
+        .correlate(Business)
+        .scalar_subquery()
+    )
+
+
+# The deal maker owed a replacement the longest whom a new lead fits (profile, club, caps), if any: built once, read
+# by every first wave (the partial index holds only the replacements owed).
+_OWED = (
+    select(Exposure.id, Exposure.business_id)
+    .join(Business, Business.id == Exposure.business_id)
+    .where(
+        Exposure.replacement_owed_since.is_not(None),
+        Exposure.replacement_owed_since >= bindparam("since"),
+        Business.status == "active",
+        Business.currency == bindparam("currency"),
+        exists().where(BusinessCategory.business_id == Business.id, BusinessCategory.category == bindparam("category")),
+        exists().where(BusinessRegion.business_id == Business.id, BusinessRegion.region == bindparam("region")),
+        or_(
+            bindparam("budget", type_=BigInteger) == 0,
+            bindparam("budget", type_=BigInteger).between(Business.min_deal_minor, Business.max_deal_minor),
+        ),
+        Business.id != bindparam("seller"),
+        or_(
+            bindparam("club", type_=String) == None,  # noqa: E711 (a bound value compared in SQL)
+            exists().where(ClubMember.club_id == bindparam("club"), ClubMember.business_id == Business.id),
+        ),
+        Business.id.not_in(select(_offers.business_id).where(_offers.lead_id == bindparam("lead_id"))),
+        _received_since("day") < Business.daily_cap,
+        _received_since("month") < Business.monthly_cap,
+    )
+    .order_by(Exposure.replacement_owed_since)
+    .limit(1)
+)
+_SETTLE_OWED = (
+    update(_EXPOSURES)
+    .where(_EXPOSURES.c.id == bindparam("exposure_id"), _EXPOSURES.c.replacement_owed_since.is_not(None))
+    .values(replacement_owed_since=None)
+)
+
+
+async def offer_owed_replacement(
+    session: AsyncSession, settings: Settings, lead: WaveLead, now: datetime, expires_at: datetime
+) -> str | None:
+    """A new lead's first wave also offers it to the deal maker owed a replacement the longest that it fits (a return
+    that found no open lead then), as the replacement of the lead it returned. Returns that business's id."""
+    zone, view = settings.jurisdiction.zone, lead.view
+    since = now - timedelta(days=settings.windows.replacement_days)
+    owed = (
+        await session.execute(
+            _OWED,
+            {
+                "since": since,
+                "currency": view.currency,
+                "category": view.category,
+                "region": view.region,
+                "budget": view.budget_minor,
+                "seller": lead.seller_business_id or "",
+                "club": view.club_id,
+                "lead_id": view.id,
+                "day": day_start(now, zone),
+                "month": month_start(now, zone),
+            },
+        )
+    ).one_or_none()
+    if owed is None or await rows_changed(session, _SETTLE_OWED, {"exposure_id": owed.id}) != 1:
+        return None  # none owed, or another wave settled it a moment ago
+    await session.execute(
+        of_session(_INSERT_OFFER, session),
+        {
+            "id": new_id("off"),
+            "lead_id": view.id,
+            "business_id": owed.business_id,
+            "wave": 0,
+            "rank": 1,
+            "score": 0.0,
+            "factors": {"policy": "replacement", "replaces_exposure_id": owed.id},
+            "price_minor": None,
+            "replaces_exposure_id": owed.id,
+            "status": "open",
+            "created_at": now,
+            "expires_at": expires_at,
+        },
+    )
+    return str(owed.business_id)
 
 
 async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id: str, waves_sent: int) -> float:

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from marketplace.clock import clock
 from marketplace.db.models import Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
 from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
+from tests.integration.fraud_market import claimed_deal
 
 
 async def _market(client):
@@ -299,6 +300,38 @@ async def test_a_return_does_not_hasten_the_next_wave(app, client, db, settings)
     clock.advance(timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds))
     await app.state.jobs.run_due()
     assert [o["lead_id"] for o in await offers_of(client, waiting)] == [lead_id]
+
+
+async def test_a_return_with_nothing_to_replace_it_gets_the_next_lead_that_fits(app, client, db, settings):
+    """No open lead fits when the deal maker returns one: it is owed a replacement, which the first wave of the
+    next lead that fits offers it (beside the ranked wave, whoever the ranking picks); a lead that does not fit
+    leaves it owed, and a replacement is offered once."""
+    returner_id, returner = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    lead_id, exposure_id = await claimed_deal(app, client, returner_id, returner, category="plumbing")
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    assert returned.json()["replacement_offer_id"] is None and returned.json()["replacement_owed"] is True
+    # Others who would take the whole first wave of the next plumbing lead.
+    for _ in range(settings.categories["plumbing"].wave_size):
+        await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    await app.state.ranking_sync.settled()
+
+    await submit_lead(client, category="legal")  # not its category: still owed
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, returner) if o["lead_id"] != lead_id] == []
+    fitting = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    (offer,) = [o for o in await offers_of(client, returner) if o["lead_id"] == fitting]
+    assert offer["replaces_exposure_id"] == exposure_id
+    assert await db.count(Offer, Offer.lead_id == fitting) == settings.categories["plumbing"].wave_size + 1
+    owed = select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)
+    assert await db.scalar(owed) is None
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(returner))
+    assert claimed.status_code == 201, claimed.text
+    # Settled: the next plumbing lead goes by the ranking alone.
+    later = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    assert not any(o.replaces_exposure_id for o in await db.scalars(select(Offer).where(Offer.lead_id == later)))
 
 
 async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already_offered(app, client, db):

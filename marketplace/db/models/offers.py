@@ -70,6 +70,13 @@ class Exposure(Base):
         ),
         CheckConstraint("price_minor >= 0", name="price"),
         Index("ix_exposures_business_id_created_at", "business_id", "created_at"),
+        # Replacements owed, oldest first: a handful at most, read by every lead's first wave.
+        Index(
+            "ix_exposures_replacement_owed_since",
+            "replacement_owed_since",
+            postgresql_where=text("replacement_owed_since IS NOT NULL"),
+            sqlite_where=text("replacement_owed_since IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -89,6 +96,9 @@ class Exposure(Base):
     stale: Mapped[bool] = mapped_column(default=False)
     return_reason: Mapped[str | None] = mapped_column(Text)
     returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A deal maker's return that found no open lead to replace it: since when a replacement is owed (the first
+    # wave of a new lead that fits offers it; cleared as the replacement offer is made).
+    replacement_owed_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

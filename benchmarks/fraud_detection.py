@@ -48,37 +48,26 @@ from marketplace.db.models import FraudAlert, FraudAssessment, FraudDecision, Fr
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import services as fraud
 from marketplace.settings import Settings
-from marketplace.simulation.agents import HONEST, rng
+from marketplace.simulation.agents import HONEST
 from marketplace.simulation.cli import in_process_app, simulation_settings
 from marketplace.simulation.market import InProcessService, Result, Simulation
+from marketplace.simulation.report import CHEATS
 from marketplace.simulation.scenario import Scenario, load_scenario
-
-CHEATS = ("hidden_lost", "hidden_silent", "returned_converted", "under_reported")
-_ANSWER_DELAY = 101  # seeded-generator purpose (the simulator's own purposes are below 100)
-# A customer answers a survey within this many hours (exponential around the mean).
-ANSWER_MEAN_HOURS = 10.0
 
 
 class FraudSimulation(Simulation):
     """The simulated market plus what the fraud module needs from the world: customers who answer the survey
     links they receive, the fraud workers on their schedule, and an operator who reviews alerts daily."""
 
+    # The fraud model is trained once, on the training market's decisions, and never retrained during a run.
+    daily_jobs = ("train_ranking_model",)
+
     def __init__(self, scenario: Scenario, service: InProcessService, *, ranker: str, progress: bool) -> None:
         super().__init__(scenario, service, ranker=ranker, progress=progress)
         self.app = service.app
-        self._handlers.update({"fraud_hour": self._on_fraud_hour, "fraud_day": self._on_fraud_day,
-                               "answer": self._on_answer})
-        self._seen_surveys: set[str] = set()
-        self._surveys_of: dict[int, int] = {}
-        self.answers = 0
+        self._handlers["fraud_day"] = self._on_fraud_day
         self.decisions: list[tuple[str, str]] = []
-        self._push(scenario.start + timedelta(hours=1), "fraud_hour")
         self._push(scenario.start + timedelta(days=1, hours=6), "fraud_day")
-
-    async def _on_fraud_hour(self, _: Any) -> None:
-        await self.service.periodic(["send_quiet_surveys", "fraud_scan"])
-        await self._collect_surveys()
-        self._push(self.now + timedelta(hours=1), "fraud_hour")
 
     async def _on_fraud_day(self, _: Any) -> None:
         # The daily rescan (time alone moves some signals); the model is not retrained during a run.
@@ -89,56 +78,6 @@ class FraudSimulation(Simulation):
         await self.service.settle()
         await self._review()
         self._push(self.now + timedelta(days=1), "fraud_day")
-
-    async def _collect_surveys(self) -> None:
-        """Survey links sent since the last look, as each customer would find them in its mailbox."""
-        fresh: list[tuple[int, str, str]] = []
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"kind": "survey", "limit": 200}
-            if cursor:
-                params["cursor"] = cursor
-            response = await self._call("GET /v1/notifications", "GET", "/v1/notifications", token=self._operator,
-                                        params=params)
-            page = response.json()
-            unseen = [m for m in page["items"] if m["id"] not in self._seen_surveys]
-            for m in unseen:
-                self._seen_surveys.add(m["id"])
-                lead = self.lead_by_id.get(m["reference"])
-                if lead is not None:
-                    fresh.append((lead, m["id"], m["link"].rsplit("/", 1)[1]))
-            cursor = page.get("next_cursor")
-            if not unseen or not cursor:
-                break
-        for lead, _, token in sorted(fresh):
-            record = self.leads[lead]
-            if not record.plan.answers_survey:
-                continue
-            nth = self._surveys_of.get(lead, 0) + 1
-            self._surveys_of[lead] = nth
-            hours = float(rng(self.scenario.seed, _ANSWER_DELAY, lead, nth).exponential(ANSWER_MEAN_HOURS))
-            self._push(self.now + timedelta(hours=hours), "answer", (lead, token))
-
-    async def _on_answer(self, payload: tuple[int, str]) -> None:
-        """The customer answers with the truth as it stands now: whom it hired, for about how much."""
-        assert self.market is not None
-        lead_index, token = payload
-        lead = self.leads[lead_index]
-        body: dict[str, Any] = {"hired": False, "satisfaction": 3}
-        if lead.hired_exposure is not None:
-            record = self.exposures[lead.hired_exposure]
-            business = self.market.businesses[record.business]
-            amount = max(0, int(round(record.plan.turnover_minor * (1 + record.plan.survey_noise), -2)))
-            body = {
-                "hired": True,
-                "business_id": business.id,
-                "amount": {"amount_minor": amount, "currency": self.market.catalog.currency},
-                "satisfaction": record.plan.satisfaction,
-            }
-        response = await self._call("POST /v1/surveys/{token}", "POST", f"/v1/surveys/{token}", body=body)
-        if response.status_code == 200:
-            self.answers += 1
-        await self._run_jobs()  # the answer enqueued a fraud scan
 
     async def _review(self) -> None:
         """The operator's daily review: every open alert decided by the ground truth."""
@@ -367,7 +306,7 @@ async def main_async(args: argparse.Namespace) -> int:
             train_scenario, out / "train", args.train_threshold, None, progress
         )
         summary = (f"training market (seed {args.train_seed}): {len(result.exposures)} exposures, "
-                   f"{simulation.answers} survey answers")
+                   f"{simulation.survey_answers} survey answers")
     labels = await decisions(url)
     row = await train(url, settings)
     if row is None:
@@ -390,7 +329,7 @@ async def main_async(args: argparse.Namespace) -> int:
         eval_changes=args.eval_set,
         days=args.days,
         alert_threshold=threshold / 10_000,
-        survey_answers=simulation.answers,
+        survey_answers=simulation.survey_answers,
         model=row.kind,
         wall_seconds=round(time.perf_counter() - started, 1),
     )

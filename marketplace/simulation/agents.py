@@ -19,6 +19,7 @@ from marketplace.simulation.scenario import DISHONEST_KINDS, Scenario
 
 # Purposes of the seeded generators (part of their seeds: never reuse a number for another purpose).
 _TRAITS, _JOINS, _HONESTY, _DAY, _CLAIM, _DEAL, _REACTION, _SELL = 1, 2, 3, 4, 5, 6, 7, 8
+_SURVEY_ANSWER = 101  # (the number benchmarks/fraud_detection.py gave it first: its markets stay as they were)
 
 HONEST = "honest"
 
@@ -94,11 +95,14 @@ class BusinessAgent:
     id: str | None = None
     token: str | None = None
 
-    def sign_up_body(self, seed: int, currency: str) -> dict[str, Any]:
+    def sign_up_body(self, seed: int, currency: str, run: int = 0) -> dict[str, Any]:
+        """`run`: 0 in process (a fresh database each time); against a running server, a number of its own per run,
+        so a second run's businesses are not the first run's emails (a 409)."""
+        tag = f"-run{run}" if run else ""
         return {
             "name": f"Sim business {self.index}",
-            "email": f"sim{seed}-business{self.index}@example.com",
-            "phone": f"+97256{self.index % 10_000_000:07d}",
+            "email": f"sim{seed}{tag}-business{self.index}@example.com",
+            "phone": f"+97256{(self.index + run) % 10_000_000:07d}",
             "mode": self.mode,
             "currency": currency,
             "profile": {
@@ -149,16 +153,19 @@ class LeadPlan:
     seller: int | None = None
     answers_survey: bool = True
 
-    def body(self, currency: str) -> dict[str, Any]:
+    def body(self, currency: str, run: int = 0) -> dict[str, Any]:
+        """`run` as for a sign-up: a second run against one server must not send the first run's customers again
+        (the service would take them for the same requests, duplicates)."""
+        customer = self.customer + run
         return {
             "category": self.category,
             "region": self.region,
             "description": f"Simulated {self.category} request in {self.region}",
             "budget": {"amount_minor": self.budget_minor, "currency": currency},
             "contact": {
-                "name": f"Customer {self.customer}",
-                "phone": f"+97253{self.customer % 10_000_000:07d}",
-                "email": f"customer{self.customer}@example.com",
+                "name": f"Customer {customer}",
+                "phone": f"+97253{customer % 10_000_000:07d}",
+                "email": f"customer{customer}@example.com",
             },
             "consent": True,
         }
@@ -374,6 +381,12 @@ def reaction_delay(scenario: Scenario, business: BusinessAgent, key: int) -> tim
     """How long after a notification the business looks at its offers (exponential around its habit)."""
     g = rng(scenario.seed, _REACTION, business.index, key)
     return timedelta(minutes=float(g.exponential(business.reaction_minutes)) + 1.0)
+
+
+def survey_delay(scenario: Scenario, lead: int, nth: int) -> timedelta:
+    """How long after the service sent it the customer answers the lead's nth survey (exponential)."""
+    hours = float(rng(scenario.seed, _SURVEY_ANSWER, lead, nth).exponential(scenario.customers.survey_answer_hours))
+    return timedelta(hours=hours)
 
 
 def deal_plan(scenario: Scenario, business: BusinessAgent, lead: LeadPlan) -> DealPlan:

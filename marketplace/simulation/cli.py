@@ -48,7 +48,9 @@ def _parser(compare: bool) -> argparse.ArgumentParser:
         help="override any scenario field by its dotted path, e.g. --set customers.junk_share=0.1",
     )
     if compare:
-        parser.add_argument("--rankers", default="rotation,random", help="comma-separated ranking policies")
+        parser.add_argument(
+            "--rankers", default="rotation,random,profitability", help="comma-separated ranking policies"
+        )
     else:
         parser.add_argument("--ranker", help="ranking policy (default: the service's setting ranking.policy)")
     default_out = "reports/compare-<scenario>-<seed>/" if compare else "reports/sim-<scenario>-<seed>/"
@@ -82,6 +84,14 @@ def main(argv: list[str]) -> int:
         )
     except ScenarioError as exc:
         print(f"scenario error: {exc}", file=sys.stderr)
+        return 2
+    if args.url and (compare or args.ranker):
+        # A running server ranks with its own policy (its setting ranking.policy): the simulator cannot choose it.
+        print(
+            f"{'compare' if compare else '--ranker'} with --url: a running server ranks with its own ranking.policy; "
+            "run in process to choose the policy",
+            file=sys.stderr,
+        )
         return 2
     if compare:
         rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
@@ -143,13 +153,14 @@ async def _simulate(
         service: InProcessService | RemoteService = RemoteService(
             args.url, args.operator_token, scenario.url_pause_seconds
         )
-        simulation = Simulation(scenario, service, ranker=ranker or "the server's", progress=progress)
+        simulation = Simulation(scenario, service, ranker="the server's (ranking.policy)", progress=progress)
     else:
         url = _database_url(args, out)
         if url.startswith("postgresql"):
             await prepare_postgres(url, reset=args.reset_database if reset is None else reset)
         settings = simulation_settings(url, scenario)
-        app = in_process_app(settings, ranker, scenario.seed)
+        # The policy is made here even when it is the service's own, so that it is seeded with the scenario's seed.
+        app = in_process_app(settings, ranker or settings.ranking.policy, scenario.seed)
         simulation = Simulation(scenario, InProcessService(app), ranker=app.state.ranker.name, progress=progress)
     result = await simulation.run()
     return write_report(result, out)

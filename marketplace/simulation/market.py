@@ -23,6 +23,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
@@ -43,6 +44,7 @@ from marketplace.simulation.agents import (
     deal_plan,
     leads_of_day,
     reaction_delay,
+    survey_delay,
     within_work_hours,
 )
 from marketplace.simulation.asgi_client import AsgiClient, AsgiResponse
@@ -143,6 +145,8 @@ class Result:
     return_days: int
     wall_seconds: float = 0.0
     job_stats: dict[str, tuple[int, float]] = field(default_factory=dict)  # per actor: jobs, seconds
+    survey_answers: int = 0  # surveys the customers answered
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # the fraud alerts at the end, as operators see them
 
 
 # --- the service, in process or remote ---------------------------------------------------------------
@@ -152,6 +156,7 @@ class InProcessService:
     """The ASGI app on this event loop, its jobs run on the simulated clock."""
 
     in_process = True
+    run = 0  # a fresh database each time: the market's own emails and phone numbers
 
     def __init__(self, app: Any) -> None:
         from marketplace.clock import clock
@@ -253,6 +258,8 @@ class RemoteService:
 
     def __init__(self, url: str, operator_token: str | None, pause_seconds: float) -> None:
         self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=60.0)
+        # The server keeps earlier runs' businesses and customers: this run's emails and phone numbers are its own.
+        self.run = secrets.randbelow(9_000_000) + 1_000_000
         self._operator = operator_token
         self._pause = pause_seconds
         self.return_days = RETURN_DAYS_WITHOUT_SETTINGS
@@ -301,6 +308,9 @@ Handler = Callable[[Any], Coroutine[Any, Any, None]]
 
 
 class Simulation:
+    # The app's daily jobs (workers/actors.py DAILY), on the simulated days.
+    daily_jobs: tuple[str, ...] = ("train_ranking_model", "train_fraud_model")
+
     def __init__(
         self, scenario: Scenario, service: InProcessService | RemoteService, *, ranker: str, progress: bool = True
     ) -> None:
@@ -336,7 +346,12 @@ class Simulation:
             "poll": self._on_poll,
             "decide": self._on_decide,
             "pay": self._on_pay,
+            "fraud_hour": self._on_fraud_hour,
+            "answer": self._on_answer,
         }
+        self._seen_surveys: set[str] = set()
+        self._surveys_of: Counter[int] = Counter()
+        self.survey_answers = 0
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -400,6 +415,8 @@ class Simulation:
                 self._push(s.start + timedelta(days=day), "day", day)
             self._push(s.start, "tick")
             self._push(s.start + timedelta(minutes=s.periodic_minutes), "periodic")
+            if self._operator is not None:  # the survey links are read from the outbox, as operators see it
+                self._push(s.start + timedelta(hours=1), "fraud_hour")
             end = self.market.end
             while self._events and self._events[0][0] < end:
                 at, _, kind, payload = heapq.heappop(self._events)
@@ -417,6 +434,7 @@ class Simulation:
             bar.update(s.days - bar.n)
             bar.close()
             trial_balance, note = await self._trial_balance()
+            alerts = await self._alerts()
         finally:
             await self.service.stop()
         return Result(
@@ -436,6 +454,8 @@ class Simulation:
             return_days=self.service.return_days,
             wall_seconds=time.perf_counter() - wall,
             job_stats=self.service.job_stats(),
+            survey_answers=self.survey_answers,
+            alerts=alerts,
         )
 
     async def _catalog(self) -> Catalog:
@@ -461,9 +481,14 @@ class Simulation:
         assert self.market is not None
         response = await self._call(
             "POST /v1/businesses", "POST", "/v1/businesses",
-            body=business.sign_up_body(self.scenario.seed, self.market.catalog.currency),
+            body=business.sign_up_body(self.scenario.seed, self.market.catalog.currency, self.service.run),
         )
         if response.status_code != 201:
+            if response.status_code < 400 or response.status_code in (409, 410, 413, 415):  # not counted in _call
+                self.errors.append(
+                    {"call": "POST /v1/businesses", "path": "/v1/businesses", "status": response.status_code,
+                     "body": response.text[:300]}
+                )
             return
         data = response.json()
         business.id, business.token = data["id"], data["api_token"]
@@ -482,9 +507,10 @@ class Simulation:
             if plan.repeats is None:
                 self._next_customer = max(self._next_customer, plan.customer + 1)
         if day:
-            # The app's loop marks stale deals every few minutes and trains the conversion model daily; the full
-            # refresh then takes up the new model and every business's standing.
-            await self.service.periodic(["mark_stale", "train_ranking_model"])
+            # The app's loop marks stale deals every few minutes and runs its daily jobs (the conversion model, the
+            # fraud model with its rescan of every business); the full refresh then takes up the new model and
+            # every business's standing.
+            await self.service.periodic(["mark_stale", *self.daily_jobs])
             await self.service.refresh_ranking()
 
     async def _on_join(self, index: int) -> None:
@@ -495,7 +521,7 @@ class Simulation:
         assert self.market is not None
         record = self.leads[index]
         plan = record.plan
-        body = plan.body(self.market.catalog.currency)
+        body = plan.body(self.market.catalog.currency, self.service.run)
         if plan.seller is not None:
             seller = self.market.businesses[plan.seller]
             if seller.token is None:
@@ -528,6 +554,85 @@ class Simulation:
         await self.service.periodic(["expire_lapsed", "resend_lost_waves"])
         await self._run_jobs()
         self._push(self.now + timedelta(minutes=self.scenario.periodic_minutes), "periodic")
+
+    async def _on_fraud_hour(self, _: Any) -> None:
+        """The fraud workers on their schedule (quiet-lead surveys, scans of the businesses with news), then the
+        customers find the survey links sent since the last look in their mailboxes."""
+        await self.service.periodic(["send_quiet_surveys", "fraud_scan"])
+        await self._collect_surveys()
+        self._push(self.now + timedelta(hours=1), "fraud_hour")
+
+    async def _collect_surveys(self) -> None:
+        """Survey links sent since the last look (read from the outbox, the embedded default's mailbox); each
+        customer who answers surveys does so after its own delay."""
+        fresh: list[tuple[int, str]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"kind": "survey", "limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            response = await self._call(
+                "GET /v1/notifications", "GET", "/v1/notifications", token=self._operator, params=params
+            )
+            if response.status_code != 200:
+                return
+            page = response.json()
+            unseen = [m for m in page["items"] if m["id"] not in self._seen_surveys]
+            for m in unseen:
+                self._seen_surveys.add(m["id"])
+                lead = self.lead_by_id.get(m["reference"])
+                if lead is not None and m.get("link"):
+                    fresh.append((lead, m["link"].rsplit("/", 1)[1]))
+            cursor = page.get("next_cursor")
+            if not unseen or not cursor:
+                break
+        for lead, token in sorted(fresh):
+            if not self.leads[lead].plan.answers_survey:
+                continue  # some customers never answer
+            self._surveys_of[lead] += 1
+            delay = survey_delay(self.scenario, lead, self._surveys_of[lead])
+            self._push(self.now + delay, "answer", (lead, token))
+
+    async def _on_answer(self, payload: tuple[int, str]) -> None:
+        """The customer answers with the truth as it stands now: whom it hired and for about how much (with its
+        own noise), how satisfied it is; or that it hired nobody (yet)."""
+        assert self.market is not None
+        lead_index, token = payload
+        lead = self.leads[lead_index]
+        body: dict[str, Any] = {"hired": False, "satisfaction": 3}
+        if lead.hired_exposure is not None:
+            record = self.exposures[lead.hired_exposure]
+            business = self.market.businesses[record.business]
+            amount = max(0, int(round(record.plan.turnover_minor * (1 + record.plan.survey_noise), -2)))
+            body = {
+                "hired": True,
+                "business_id": business.id,
+                "amount": {"amount_minor": amount, "currency": self.market.catalog.currency},
+                "satisfaction": record.plan.satisfaction,
+            }
+        response = await self._call("POST /v1/surveys/{token}", "POST", f"/v1/surveys/{token}", body=body)
+        if response.status_code == 200:
+            self.survey_answers += 1
+        await self._run_jobs()  # the answer enqueued a fraud scan
+
+    async def _alerts(self) -> list[dict[str, Any]]:
+        """Every fraud alert at the end, as an operator lists them (the report sets them against the truth)."""
+        if self._operator is None:
+            return []
+        alerts: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+            response = await self._call(
+                "GET /v1/fraud/alerts", "GET", "/v1/fraud/alerts", token=self._operator, params=params
+            )
+            if response.status_code != 200:
+                return alerts
+            page = response.json()
+            alerts += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return alerts
 
     async def _notify(self) -> None:
         """New offers reach their businesses, who look at them after their own reaction time."""

@@ -262,6 +262,7 @@ def figures(result: Result) -> dict[str, Any]:
             },
             "refunds_on_converted_leads_minor": refunds_on_converted,
         },
+        "fraud": _fraud_figures(result, signed_up),
         "trial_balance": {
             "source": result.trial_balance_note,
             "balanced": trial.get("balanced") if trial else None,
@@ -288,6 +289,34 @@ def figures(result: Result) -> dict[str, Any]:
                 for name, (n, seconds) in result.job_stats.items()
             },
         },
+    }
+
+
+# What a dishonest business does that the fraud module should catch (ExposureRecord.act).
+CHEATS = ("hidden_lost", "hidden_silent", "returned_converted", "under_reported")
+
+
+def _fraud_figures(result: Result, signed_up: list[Any]) -> dict[str, Any]:
+    """The fraud module against the truth: the alerts open or decided at the end (nobody reviews them in a plain
+    simulation; `benchmarks/fraud_detection.py` adds an operator and a trained model), the businesses alerted,
+    how many of them are dishonest (precision) and how many cheaters were alerted (recall)."""
+    ids = {b.index: b.id for b in signed_up}
+    dishonest = {b.id for b in signed_up if b.kind != HONEST}
+    cheated = {ids[e.business] for e in result.exposures if e.act in CHEATS and e.business in ids}
+    alerted = {a["business_id"] for a in result.alerts}
+    return {
+        "note": "alerts at the end against the ground truth; cheaters: dishonest businesses that cheated at least "
+        "once (hid a won deal, returned a converted lead, under-reported a turnover)",
+        "survey_answers": result.survey_answers,
+        "alerts": len(result.alerts),
+        "alerts_by_status": dict(sorted(Counter(a["status"] for a in result.alerts).items())),
+        "businesses_alerted": len(alerted),
+        "alerted_dishonest": len(alerted & dishonest),
+        "false_alerts": len(alerted - dishonest),
+        "precision": _ratio(len(alerted & dishonest), len(alerted)),
+        "cheaters": len(cheated),
+        "cheaters_alerted": len(alerted & cheated),
+        "recall": _ratio(len(alerted & cheated), len(cheated)),
     }
 
 
@@ -478,6 +507,7 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         trial = "zero (balanced)" if tb["balanced"] else f"NOT zero: {tb['totals']}"
     ttfc = data["time_to_first_claim_minutes"]
+    fraud = data["fraud"]
     return [
         ("businesses (at start + newcomers)", f"{data['businesses']['at_start']} + {data['businesses']['newcomers']}"),
         ("leads submitted", f"{data['leads']['submitted']:,}"),
@@ -495,6 +525,10 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str]]:
          f"{money(data['commission']['charged_minor'], cur)}"),
         ("commission leakage", f"{money(data['commission']['leakage_minor'], cur)} "
          f"({100 * data['commission']['leakage_share']:.1f} %)"),
+        ("survey answers", f"{fraud['survey_answers']:,}"),
+        ("fraud alerts: businesses (false)", f"{fraud['businesses_alerted']} ({fraud['false_alerts']})"),
+        ("fraud: precision / recall of cheaters", f"{fraud['precision']:.2f} / {fraud['recall']:.2f} "
+         f"({fraud['cheaters_alerted']} of {fraud['cheaters']})"),
         ("trial balance", trial),
         ("HTTP calls / errors", f"{data['performance']['http_calls']:,} / {data['errors']['count']}"),
         ("wall time", f"{data['performance']['wall_seconds']} s"),
@@ -541,6 +575,16 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
             f"| {kind} | {money(v['owed_minor'], cur)} | {money(v['charged_minor'], cur)} | "
             f"{money(v['leakage_minor'], cur)} |"
         )
+    f = data["fraud"]
+    lines += [
+        "",
+        "## Fraud",
+        "",
+        f"{f['note']}. Customers answered {f['survey_answers']:,} surveys; {f['alerts']} alerts "
+        f"({f['alerts_by_status']}) on {f['businesses_alerted']} businesses, {f['alerted_dishonest']} of them "
+        f"dishonest (precision {f['precision']:.2f}); {f['cheaters_alerted']} of {f['cheaters']} cheaters alerted "
+        f"(recall {f['recall']:.2f}).",
+    ]
     r = data["returns"]
     lines += ["", "## Returns", "", "| exposures of | exposures | returned | rate | of converted leads |",
               "| --- | ---: | ---: | ---: | ---: |"]
@@ -615,6 +659,7 @@ COMPARED = (
     ("return rate", lambda d: f"{100 * d['returns']['overall']['rate']:.1f} %"),
     ("commission charged", lambda d: money(d["commission"]["charged_minor"], d["revenue"]["currency"])),
     ("commission leakage", lambda d: f"{100 * d['commission']['leakage_share']:.1f} %"),
+    ("fraud: precision / recall", lambda d: f"{d['fraud']['precision']:.2f} / {d['fraud']['recall']:.2f}"),
     ("trial balance zero", lambda d: str(d["trial_balance"]["balanced"])),
     ("wall time (s)", lambda d: str(d["performance"]["wall_seconds"])),
 )

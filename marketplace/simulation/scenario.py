@@ -47,9 +47,11 @@ class Customers:
     budget_sigma: float = 0.5
     # A hired business's turnover against the budget the customer stated: log-normal spread.
     turnover_sigma: float = 0.25
-    # Surveys are not in the API yet: the answers a customer would give are kept in the ground truth.
+    # The survey links the service sends: a share of customers answer them (truthfully: whom they hired, for the
+    # amount with this relative noise), within about survey_answer_hours (exponential); the others never answer.
     survey_response_rate: float = 0.65
     survey_amount_noise: float = 0.1
+    survey_answer_hours: float = 10.0
     # Hours of the day (UTC on the service clock) weighting when leads arrive; 24 numbers.
     hourly_profile: tuple[float, ...] = (
         0.2, 0.1, 0.1, 0.1, 0.2, 0.4, 0.8, 1.2, 1.6, 1.8, 1.8, 1.7,
@@ -294,6 +296,8 @@ def _check(s: Scenario) -> None:
         ("honesty.dishonest_share", h.dishonest_share),
     ):
         _share(name, value)
+    if c.survey_answer_hours <= 0:
+        raise ScenarioError("customers.survey_answer_hours: must be above 0")
     if len(c.hourly_profile) != 24 or min(c.hourly_profile) < 0 or sum(c.hourly_profile) <= 0:
         raise ScenarioError("customers.hourly_profile: must be 24 non-negative weights, not all zero")
     for name, bounds, hi in (

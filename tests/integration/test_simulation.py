@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from marketplace.db.engine import create_engine, create_session_factory
-from marketplace.db.models import Business, Exposure, ExposureEvent, Lead
+from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAssessment, Lead, Survey
 from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
 from marketplace.simulation.cli import in_process_app
 from marketplace.simulation.market import InProcessService, Result, Simulation, simulation_env
@@ -33,6 +33,8 @@ class Run:
     businesses: dict[str, Business]
     leads: dict[str, Lead]
     events: Counter[str]
+    answered: list[Survey]
+    assessed: int
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +60,11 @@ async def small_market(database_url: str) -> AsyncIterator[Run]:
                     ).all()
                 )
             )
+            answered = list(await session.scalars(select(Survey).where(Survey.answered_at.is_not(None))))
+            assessed = await session.scalar(select(func.count()).select_from(FraudAssessment))
     finally:
         await engine.dispose()
-    yield Run(result, ground_truth(result), exposures, businesses, leads, events)
+    yield Run(result, ground_truth(result), exposures, businesses, leads, events, answered, assessed or 0)
 
 
 async def test_the_market_traded_without_unexpected_answers(small_market: Run) -> None:
@@ -148,6 +152,23 @@ async def test_customers_truth_is_kept_for_surveys(small_market: Run) -> None:
     silent = [c for c in customers if not c["answers_survey"]]
     assert answering and silent and all(c["survey"] is None for c in silent)
     assert all(c["survey"]["hired"] == bool(c["hired_business_id"]) for c in answering)
+
+
+async def test_customers_answer_the_surveys_the_service_sends_and_the_fraud_module_reads_them(small_market: Run):
+    """Those who answer surveys answer the links the service sent them, truthfully as things stand when they do;
+    the others never answer. The fraud workers ran on their schedule and the report sets alerts against the truth."""
+    answered = small_market.answered
+    assert answered and small_market.result.survey_answers == len(answered)
+    truth = {c["lead_id"]: c for c in small_market.truth["customers"]}
+    for survey in answered:
+        customer = truth[survey.lead_id]
+        assert customer["answers_survey"], survey.lead_id
+        if survey.hired:  # "not hired (yet)" may come before a decision; a hire is always the true one
+            assert survey.business_id == customer["hired_business_id"]
+    assert small_market.assessed > 0
+    fraud = figures(small_market.result)["fraud"]
+    assert fraud["survey_answers"] == len(answered)
+    assert fraud["alerted_dishonest"] + fraud["false_alerts"] == fraud["businesses_alerted"]
 
 
 # --- the pure parts ---------------------------------------------------------------------------------

@@ -121,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not settings.service.redis_url:
             print("configuration error: REDIS_URL: required for `marketplace worker`", file=sys.stderr)
             return 2
+        if settings.notifications.public_base_url == _SHIPPED_BASE_URL and _BASE_URL_ENV not in os.environ:
+            print(
+                f"warning: notifications.public_base_url is the shipped {_SHIPPED_BASE_URL}: links in the messages "
+                f"this worker writes (quiet-lead surveys, alerts) point there; set {_BASE_URL_ENV}",
+                file=sys.stderr,
+            )
         from dramatiq.cli import main as dramatiq_main
 
         sys.argv = ["dramatiq", "workers.worker_entry", "--processes", "1", "--threads", "4"]

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import dramatiq
+import dramatiq.errors
+import redis.exceptions
 
 from marketplace.clock import utcnow
 
@@ -27,17 +29,37 @@ class Jobs(Protocol):
 
     async def run_due(self) -> int: ...
 
+    async def status(self) -> str: ...
+
 
 class DramatiqJobs:
     def __init__(self, broker: dramatiq.Broker) -> None:
         self.broker = broker
 
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
-        actor = self.broker.get_actor(actor_name)
-        actor.send_with_options(args=args, delay=int(delay_seconds * 1000) or None)
+        """Send the job to the workers. A broker that cannot be reached is logged, not raised: the caller has
+        committed what the job follows up (a lead, a sign-up), and its answer must go out; the periodic sweeps
+        (lost first waves, businesses with fraud news, overdue waves) take up the work from the database."""
+        actor = self.broker.get_actor(actor_name)  # an unknown actor is a mistake in the code: raised
+        try:
+            actor.send_with_options(args=args, delay=int(delay_seconds * 1000) or None)
+        except (redis.exceptions.RedisError, dramatiq.errors.BrokerError, OSError) as exc:
+            log.error("could not enqueue %s%r (%s: %s); the periodic sweeps take up what they can",
+                      actor_name, args, type(exc).__name__, exc)
 
     async def run_due(self) -> int:
         return 0  # dramatiq workers run the jobs
+
+    async def status(self) -> str:
+        """"ok" when the broker answers a ping within a second, else what went wrong (GET /health says it)."""
+        client = getattr(self.broker, "client", None)
+        if client is None:
+            return "ok"
+        try:
+            await asyncio.wait_for(asyncio.to_thread(client.ping), 1.0)
+        except Exception as exc:  # any failure to reach it
+            return f"unreachable ({type(exc).__name__})"
+        return "ok"
 
 
 class InProcessJobs:
@@ -58,6 +80,9 @@ class InProcessJobs:
 
     def pending(self) -> int:
         return len(self._heap)
+
+    async def status(self) -> str:
+        return "in process"
 
     async def run_due(self) -> int:
         """Run every job whose time has come (including jobs those jobs enqueue for now)."""

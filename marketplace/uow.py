@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger("marketplace.uow")
 
 
 @dataclass
@@ -22,9 +25,16 @@ class UnitOfWork:
         await self.session.commit()
         jobs, self._after_commit = self._after_commit, []
         for job in jobs:
-            result = job()
-            if hasattr(result, "__await__"):
-                await result
+            # What is committed stands, and its answer goes out: a follow-up that fails here (a job queue that
+            # cannot be reached) is logged, and the periodic sweeps take up its work (a lead's first wave, a
+            # business's fraud scan) from what the database holds. Failing the request instead would hide a
+            # change that was made (a sign-up's token, shown once, lost).
+            try:
+                result = job()
+                if hasattr(result, "__await__"):
+                    await result
+            except Exception:
+                log.exception("a follow-up of a committed change failed; the periodic sweeps take it up")
 
     async def rollback(self) -> None:
         self._after_commit.clear()

@@ -97,11 +97,25 @@ _DUE_AFTER_NIGHT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous
 _OFFERED = select(_offers.business_id).where(
     _offers.lead_id == bindparam("lead_id"), _offers.status != literal("closed", literal_execute=True)
 )
-# Those still active (the database is the truth; another process may have blocked one a moment ago) are marked
-# offered now, for the fair rotation, in the same statement.
+# A business's profile holds the bound lead's category, region and budget (a budget of 0 is not stated: any range).
+_FITS_THE_LEAD = (
+    exists().where(BusinessCategory.business_id == Business.id, BusinessCategory.category == bindparam("category")),
+    exists().where(BusinessRegion.business_id == Business.id, BusinessRegion.region == bindparam("region")),
+    or_(
+        bindparam("budget", type_=BigInteger) == 0,
+        bindparam("budget", type_=BigInteger).between(Business.min_deal_minor, Business.max_deal_minor),
+    ),
+)
+# Those the database still has active and fitting the lead (the database is the truth: another process may have
+# blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
+# rotation, in the same statement.
 _MARK_OFFERED = (
     update(_BUSINESSES)
-    .where(_businesses.id.in_(bindparam("ids", expanding=True)), _businesses.status == "active")
+    .where(
+        _businesses.id.in_(bindparam("ids", expanding=True)),
+        _businesses.status == "active",
+        *_FITS_THE_LEAD,
+    )
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
 )
@@ -191,7 +205,8 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     chosen: list[Ranked] = []
     if picks:
         ids = [p.business_id for p in picks]
-        active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now})).scalars())
+        fit = {"category": lead.view.category, "region": lead.view.region, "budget": lead.view.budget_minor}
+        active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, **fit})).scalars())
         chosen = [p for p in picks if p.business_id in active]
     if chosen:
         expires_at = offer_expiry(settings, now, lead.expires_at)
@@ -503,12 +518,7 @@ _OWED = (
         Exposure.replacement_owed_since >= bindparam("since"),
         Business.status == "active",
         Business.currency == bindparam("currency"),
-        exists().where(BusinessCategory.business_id == Business.id, BusinessCategory.category == bindparam("category")),
-        exists().where(BusinessRegion.business_id == Business.id, BusinessRegion.region == bindparam("region")),
-        or_(
-            bindparam("budget", type_=BigInteger) == 0,
-            bindparam("budget", type_=BigInteger).between(Business.min_deal_minor, Business.max_deal_minor),
-        ),
+        *_FITS_THE_LEAD,
         Business.id != bindparam("seller"),
         or_(
             bindparam("club", type_=String) == None,  # noqa: E711 (a bound value compared in SQL)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from marketplace.clock import clock
-from marketplace.db.models import Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
+from marketplace.db.models import BusinessRegion, Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
 from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 from tests.integration.fraud_market import claimed_deal
 
@@ -332,6 +332,23 @@ async def test_a_return_with_nothing_to_replace_it_gets_the_next_lead_that_fits(
     later = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
     assert not any(o.replaces_exposure_id for o in await db.scalars(select(Offer).where(Offer.lead_id == later)))
+
+
+async def test_a_wave_offers_only_to_businesses_whose_profile_in_the_database_fits(app, client, db):
+    """The ranking core may not have heard yet of a profile changed a moment ago in another process: the wave
+    checks the profile in the database, which is the truth, as it marks the businesses offered."""
+    moved_id, moved = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    _, stays = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    await app.state.ranking_sync.settled()
+    async with app.state.sessions() as session:  # as another process would, without this one hearing of it
+        gone = (BusinessRegion.business_id == moved_id) & (BusinessRegion.region == "tel-aviv")
+        await session.execute(delete(BusinessRegion).where(gone))
+        await session.commit()
+    lead_id = await submit_lead(client, category="plumbing", region="tel-aviv")
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, stays)] == [lead_id]
+    assert await offers_of(client, moved) == []
+    assert await db.count(Offer, Offer.lead_id == lead_id, Offer.business_id == moved_id) == 0
 
 
 async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already_offered(app, client, db):

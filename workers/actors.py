@@ -42,10 +42,10 @@ async def offer_open_leads(business_id: str) -> None:
 
 
 async def expire_lapsed() -> None:
-    """Offers past their time expire; leads nobody filled in time close."""
+    """Offers past their time expire; leads nobody filled in time close; replacements owed too long lapse."""
     rt = await runtime.current()
     async with rt.uow() as uow:
-        await offers.expire_lapsed(uow.session)
+        await offers.expire_lapsed(uow.session, rt.settings)
 
 
 async def mark_stale() -> None:

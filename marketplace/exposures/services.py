@@ -302,8 +302,8 @@ async def return_exposure(
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
         replacement = await offer_replacement(session, settings, business.id, exposure)
-        if replacement is None:  # none open now: the next lead that fits is offered as its replacement
-            exposure.replacement_owed_since = now
+        if replacement is None and settings.windows.replacement_days > 0:
+            exposure.replacement_owed_since = now  # none open now: the next lead that fits is offered as one
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     await session.flush()

@@ -47,7 +47,17 @@ from marketplace.exposures.queries import won_at_column
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.mailer import Message, SmtpConfig, send_all
-from marketplace.fraud.signals import OPEN_PIPELINE, UNPAID, Answer, CategoryCounts, Deal, RuleConfig, Signal, assess
+from marketplace.fraud.signals import (
+    OPEN_PIPELINE,
+    UNPAID,
+    Answer,
+    CategoryCounts,
+    Deal,
+    RuleConfig,
+    Signal,
+    assess,
+    undecided_features,
+)
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import Principal, spend_link
@@ -547,21 +557,27 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     for business_id, business in businesses.items():
         mode_peers = {code: counts for (mode, code), counts in peers.items() if mode == business.mode}
         found_all[business_id] = assess(business_id, business.mode, deals.get(business_id, []), mode_peers, now, config)
+    # Scored on what no decided alert held: what operators dismissed (or confirmed, then forgave) counts against the
+    # business neither in its risk and reliability nor towards a new alert, in the rules and in the model alike.
+    # The evidence kept (on the assessment and an alert) is all of it, for the record and for what the next decision
+    # saw.
+    pasts = {b: [rules.PastAlert(a.status, a.evidence) for a in alerts[b]] for b in businesses}
+    fresh_all = {b: rules.undecided(found.signals, pasts[b]) for b, found in found_all.items()}
+    model_features = {
+        b: undecided_features(found.features, found.signals, fresh_all[b]) for b, found in found_all.items()
+    }
     # The model is asked (in one batch) only about businesses with evidence: without any, the risk is 0.
-    with_evidence = [b for b, found in found_all.items() if found.signals]
+    with_evidence = [b for b, fresh in fresh_all.items() if fresh]
     model_scores: dict[str, float] = {}
     if model is not None and with_evidence:
-        scores = model.scores([found_all[b].features for b in with_evidence])
+        scores = model.scores([model_features[b] for b in with_evidence])
         model_scores = {b: float(v) for b, v in zip(with_evidence, scores, strict=True)}
     for business_id, business in businesses.items():
         found = found_all[business_id]
         model_score = model_scores.get(business_id, 0.0) if model is not None else None
-        reason = model.explain(found.features, model_score) if model is not None and model_score else None
-        past = [rules.PastAlert(a.status, a.evidence) for a in alerts[business_id]]
-        # Scored on what no decided alert held: what operators dismissed (or confirmed, then forgave) counts
-        # against the business neither in its risk and reliability nor towards a new alert. The evidence kept
-        # (on the assessment and an alert) is all of it, for the record and for what the next decision saw.
-        fresh = rules.undecided(found.signals, past)
+        features = model_features[business_id]
+        reason = model.explain(features, model_score) if model is not None and model_score else None
+        past, fresh = pasts[business_id], fresh_all[business_id]
         scored = rules.score(fresh, model_score, bool(model and model.supervised), reason)
         signals_json = [s.to_json() for s in found.signals]
         reasons_json = list(scored.reasons)
@@ -571,7 +587,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
             session.add(row)
         row.risk_score, row.rule_score, row.model_score = scored.risk, scored.rule, scored.model
         row.model_id = model_id
-        row.reasons, row.signals, row.features = reasons_json, signals_json, found.features
+        row.reasons, row.signals, row.features = reasons_json, signals_json, features
         row.computed_at = now
         result.assessed += 1
 
@@ -586,9 +602,9 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
             action = rules.NOTHING  # already out of the market; a block by hand needs no alert
         if action == rules.UPDATE:
             alert = next(a for a in alerts[business_id] if a.status == "open")
-            _refresh_alert(alert, scored, signals_json, found.features, now)
+            _refresh_alert(alert, scored, signals_json, features, now)
         elif action == rules.OPEN:
-            opened = await _open_alert(session, settings, business, scored, found.signals, found.features, now)
+            opened = await _open_alert(session, settings, business, scored, found.signals, features, now)
             if opened is not None:
                 result.opened.append(opened.id)
     await session.flush()

@@ -469,3 +469,23 @@ def _features(
         "contradicted_share": contradicted / len(hired_me) if hired_me else 0.0,
         "log_deals": math.log1p(len(deals)),
     }
+
+
+def undecided_features(
+    features: dict[str, float], signals: Sequence[Signal], undecided: Sequence[Signal]
+) -> dict[str, float]:
+    """The model's features with the contradictions operators decided on (`rules.undecided` left them out) taken
+    out as well, so that the model, like the rules, reads only the evidence nobody decided: what a dismissed alert
+    held counts against the business in neither."""
+    if len(undecided) == len(signals) and all(a is b for a, b in zip(undecided, signals, strict=True)):
+        return features
+    before = {s.kind: s for s in signals if s.kind in STRONG}
+    after = {s.kind: s for s in undecided if s.kind in STRONG}
+    out = dict(features)
+    for kind, feature in ((HIDDEN_DEAL, "hidden_weight"), (RETURNED_THEN_HIRED, "returned_hired"),
+                          (UNDER_REPORTED, "under_reported_weight")):
+        out[feature] = after[kind].weight if kind in after else 0.0
+    contradicted = sum(s.count for s in before.values())
+    if contradicted:  # the share of the hires customers reported that contradict the business, less the decided
+        out["contradicted_share"] = features["contradicted_share"] * sum(s.count for s in after.values()) / contradicted
+    return out

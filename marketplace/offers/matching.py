@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import BigInteger, ColumnElement, Select, String, and_, bindparam, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, month_start
@@ -85,3 +85,84 @@ async def find_candidates(
         Candidate(business_id=r.id, mode=r.mode, created_at=r.created_at, last_offered_at=r.last_offered_at)
         for r in rows
     ]
+
+
+# A business's profile holds the bound lead's category, region and budget (a budget of 0 is not stated: any range).
+FITS_THE_LEAD = (
+    exists().where(BusinessCategory.business_id == Business.id, BusinessCategory.category == bindparam("category")),
+    exists().where(BusinessRegion.business_id == Business.id, BusinessRegion.region == bindparam("region")),
+    or_(
+        bindparam("budget", type_=BigInteger) == 0,
+        bindparam("budget", type_=BigInteger).between(Business.min_deal_minor, Business.max_deal_minor),
+    ),
+)
+
+
+def _received_since(start: str) -> Any:
+    """How many leads the business received since the bound moment, not counting those it returned (its caps)."""
+    received = Exposure.__table__.alias(f"received_{start}")  # apart from the owed exposure the query reads
+    return (
+        select(func.count())
+        .where(
+            received.c.business_id == Business.id,
+            received.c.created_at >= bindparam(start),
+            received.c.returned_at.is_(None),
+        )
+        .correlate(Business)
+        .scalar_subquery()
+    )
+
+
+# The deal maker owed a replacement the longest whom a new lead fits (profile, club, caps) and that holds no open
+# replacement offer for it already: built once, read by every first wave (the partial index holds only the debts).
+# On PostgreSQL the debt's row is locked, and one a concurrent wave holds is skipped: two first waves at once offer
+# two different debts, not the same one twice (and not none to the second).
+_OWED = (
+    select(Exposure.id, Exposure.business_id)
+    .join(Business, Business.id == Exposure.business_id)
+    .where(
+        Exposure.replacement_owed_since.is_not(None),
+        Exposure.replacement_owed_since >= bindparam("since"),
+        ~exists().where(Offer.replaces_exposure_id == Exposure.id, Offer.status == "open"),
+        Business.status == "active",
+        Business.currency == bindparam("currency"),
+        *FITS_THE_LEAD,
+        Business.id != bindparam("seller"),
+        or_(
+            bindparam("club", type_=String) == None,  # noqa: E711 (a bound value compared in SQL)
+            exists().where(ClubMember.club_id == bindparam("club"), ClubMember.business_id == Business.id),
+        ),
+        Business.id.not_in(select(Offer.business_id).where(Offer.lead_id == bindparam("lead_id"))),
+        _received_since("day") < Business.daily_cap,
+        _received_since("month") < Business.monthly_cap,
+    )
+    .order_by(Exposure.replacement_owed_since)
+    .limit(1)
+    .with_for_update(of=Exposure, skip_locked=True)
+)
+
+
+async def owed_replacement(
+    session: AsyncSession, lead: LeadView, seller_business_id: str | None, now: datetime, zone: ZoneInfo,
+    since: datetime,
+) -> tuple[str, str] | None:
+    """The returned exposure whose replacement this lead should be, and its business: the debt owed the longest (since
+    `since`) of an active deal maker the lead fits. None when nobody is owed one."""
+    row = (
+        await session.execute(
+            _OWED,
+            {
+                "since": since,
+                "currency": lead.currency,
+                "category": lead.category,
+                "region": lead.region,
+                "budget": lead.budget_minor,
+                "seller": seller_business_id or "",
+                "club": lead.club_id,
+                "lead_id": lead.id,
+                "day": day_start(now, zone),
+                "month": month_start(now, zone),
+            },
+        )
+    ).one_or_none()
+    return None if row is None else (str(row.id), str(row.business_id))

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BigInteger, String, and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,8 +19,6 @@ from marketplace.clock import day_start, month_start, utcnow
 from marketplace.clubs.services import is_member
 from marketplace.db.models import (
     Business,
-    BusinessCategory,
-    BusinessRegion,
     ClubMember,
     Exposure,
     ExposureEvent,
@@ -36,7 +34,7 @@ from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
 from marketplace.offers import schemas
-from marketplace.offers.matching import find_candidates, fits_business
+from marketplace.offers.matching import FITS_THE_LEAD, find_candidates, fits_business, owed_replacement
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -97,15 +95,6 @@ _DUE_AFTER_NIGHT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous
 _OFFERED = select(_offers.business_id).where(
     _offers.lead_id == bindparam("lead_id"), _offers.status != literal("closed", literal_execute=True)
 )
-# A business's profile holds the bound lead's category, region and budget (a budget of 0 is not stated: any range).
-_FITS_THE_LEAD = (
-    exists().where(BusinessCategory.business_id == Business.id, BusinessCategory.category == bindparam("category")),
-    exists().where(BusinessRegion.business_id == Business.id, BusinessRegion.region == bindparam("region")),
-    or_(
-        bindparam("budget", type_=BigInteger) == 0,
-        bindparam("budget", type_=BigInteger).between(Business.min_deal_minor, Business.max_deal_minor),
-    ),
-)
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
 # rotation, in the same statement.
@@ -114,7 +103,7 @@ _MARK_OFFERED = (
     .where(
         _businesses.id.in_(bindparam("ids", expanding=True)),
         _businesses.status == "active",
-        *_FITS_THE_LEAD,
+        *FITS_THE_LEAD,
     )
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
@@ -342,6 +331,15 @@ _OFFER = select(
 _CLAIM_OFFER = (
     update(_OFFERS).where(_offers.id == bindparam("offer_id"), _offers.status == "open").values(status="claimed")
 )
+_SETTLE_OWED = (
+    update(_EXPOSURES)
+    .where(
+        _EXPOSURES.c.id == bindparam("exposure_id"),
+        _EXPOSURES.c.business_id == bindparam("owed_to"),
+        _EXPOSURES.c.replacement_owed_since.is_not(None),
+    )
+    .values(replacement_owed_since=None)
+)
 _CLOSE_OPEN_OFFERS = (
     update(_OFFERS).where(_offers.lead_id == bindparam("of_lead"), _offers.status == "open").values(status="closed")
 )
@@ -439,6 +437,8 @@ async def claim_offer(
     await _check_claimer(session, settings, business, now)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
+    if offer.replaces_exposure_id is not None:  # a replacement taken: what its return was owed is settled
+        await session.execute(_SETTLE_OWED, {"exposure_id": offer.replaces_exposure_id, "owed_to": business.id})
 
     category = settings.categories[lead.category]
     plan_version, plan = await wallet.active_plan(session, settings)
@@ -493,95 +493,37 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
     return "this offer was withdrawn"
 
 
-def _received_since(start: str) -> Any:
-    """How many leads the business received since the bound moment, not counting those it returned (its caps)."""
-    received = _EXPOSURES.alias(f"received_{start}")  # apart from the owed exposure the outer query reads
-    return (
-        select(func.count())
-        .where(
-            received.c.business_id == Business.id,
-            received.c.created_at >= bindparam(start),
-            received.c.returned_at.is_(None),
-        )
-        .correlate(Business)
-        .scalar_subquery()
-    )
-
-
-# The deal maker owed a replacement the longest whom a new lead fits (profile, club, caps), if any: built once, read
-# by every first wave (the partial index holds only the replacements owed).
-_OWED = (
-    select(Exposure.id, Exposure.business_id)
-    .join(Business, Business.id == Exposure.business_id)
-    .where(
-        Exposure.replacement_owed_since.is_not(None),
-        Exposure.replacement_owed_since >= bindparam("since"),
-        Business.status == "active",
-        Business.currency == bindparam("currency"),
-        *_FITS_THE_LEAD,
-        Business.id != bindparam("seller"),
-        or_(
-            bindparam("club", type_=String) == None,  # noqa: E711 (a bound value compared in SQL)
-            exists().where(ClubMember.club_id == bindparam("club"), ClubMember.business_id == Business.id),
-        ),
-        Business.id.not_in(select(_offers.business_id).where(_offers.lead_id == bindparam("lead_id"))),
-        _received_since("day") < Business.daily_cap,
-        _received_since("month") < Business.monthly_cap,
-    )
-    .order_by(Exposure.replacement_owed_since)
-    .limit(1)
-)
-_SETTLE_OWED = (
-    update(_EXPOSURES)
-    .where(_EXPOSURES.c.id == bindparam("exposure_id"), _EXPOSURES.c.replacement_owed_since.is_not(None))
-    .values(replacement_owed_since=None)
-)
-
-
 async def offer_owed_replacement(
     session: AsyncSession, settings: Settings, lead: WaveLead, now: datetime, expires_at: datetime
 ) -> str | None:
     """A new lead's first wave also offers it to the deal maker owed a replacement the longest that it fits (a return
-    that found no open lead then), as the replacement of the lead it returned. Returns that business's id."""
-    zone, view = settings.jurisdiction.zone, lead.view
+    that found no open lead then), as the replacement of the lead it returned. The debt is settled when the deal maker
+    claims a replacement (claim_offer): one that closes unclaimed (the lead filled first, the offer expired) leaves
+    it owed, and the next lead that fits is offered. Returns that business's id."""
+    view = lead.view
     since = now - timedelta(days=settings.windows.replacement_days)
-    owed = (
-        await session.execute(
-            _OWED,
-            {
-                "since": since,
-                "currency": view.currency,
-                "category": view.category,
-                "region": view.region,
-                "budget": view.budget_minor,
-                "seller": lead.seller_business_id or "",
-                "club": view.club_id,
-                "lead_id": view.id,
-                "day": day_start(now, zone),
-                "month": month_start(now, zone),
-            },
-        )
-    ).one_or_none()
-    if owed is None or await rows_changed(session, _SETTLE_OWED, {"exposure_id": owed.id}) != 1:
-        return None  # none owed, or another wave settled it a moment ago
+    owed = await owed_replacement(session, view, lead.seller_business_id, now, settings.jurisdiction.zone, since)
+    if owed is None:
+        return None
+    exposure_id, business_id = owed
     await session.execute(
         of_session(_INSERT_OFFER, session),
         {
             "id": new_id("off"),
             "lead_id": view.id,
-            "business_id": owed.business_id,
+            "business_id": business_id,
             "wave": 0,
             "rank": 1,
             "score": 0.0,
-            "factors": {"policy": "replacement", "replaces_exposure_id": owed.id},
+            "factors": {"policy": "replacement", "replaces_exposure_id": exposure_id},
             "price_minor": None,
-            "replaces_exposure_id": owed.id,
+            "replaces_exposure_id": exposure_id,
             "status": "open",
             "created_at": now,
             "expires_at": expires_at,
         },
     )
-    return str(owed.business_id)
+    return business_id
 
 
 async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id: str, waves_sent: int) -> float:
@@ -669,12 +611,19 @@ _EXPIRE_OFFERS = (
 )
 
 
-async def expire_lapsed(session: AsyncSession) -> tuple[int, int]:
-    """Offers past their time and leads nobody filled in time. Idempotent."""
+async def expire_lapsed(session: AsyncSession, settings: Settings) -> tuple[int, int]:
+    """Offers past their time, leads nobody filled in time, and replacements owed longer than
+    `windows.replacement_days` (no longer offered). Idempotent."""
     now = utcnow()
     offers = await rows_changed(session, _EXPIRE_OFFERS, {"now": now})
     leads = await rows_changed(
         session, update(Lead).where(Lead.status == "open", Lead.expires_at <= now).values(status="expired")
+    )
+    lapsed = now - timedelta(days=settings.windows.replacement_days)
+    await session.execute(
+        update(Exposure)
+        .where(Exposure.replacement_owed_since.is_not(None), Exposure.replacement_owed_since < lapsed)
+        .values(replacement_owed_since=None)
     )
     return offers, leads
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
@@ -325,9 +326,10 @@ async def test_a_return_with_nothing_to_replace_it_gets_the_next_lead_that_fits(
     assert offer["replaces_exposure_id"] == exposure_id
     assert await db.count(Offer, Offer.lead_id == fitting) == settings.categories["plumbing"].wave_size + 1
     owed = select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)
-    assert await db.scalar(owed) is None
+    assert await db.scalar(owed) is not None  # owed until it takes a replacement
     claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(returner))
     assert claimed.status_code == 201, claimed.text
+    assert await db.scalar(owed) is None
     # Settled: the next plumbing lead goes by the ranking alone.
     later = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
@@ -349,6 +351,54 @@ async def test_a_wave_offers_only_to_businesses_whose_profile_in_the_database_fi
     assert [o["lead_id"] for o in await offers_of(client, stays)] == [lead_id]
     assert await offers_of(client, moved) == []
     assert await db.count(Offer, Offer.lead_id == lead_id, Offer.business_id == moved_id) == 0
+
+
+async def test_a_replacement_offer_that_closes_unclaimed_leaves_the_replacement_owed(app, client, db, settings):
+    """The lead offered as the replacement fills before the deal maker claims it: the deal maker is still owed one,
+    and the next lead that fits is offered to it."""
+    returner_id, returner = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    _, exposure_id = await claimed_deal(app, client, returner_id, returner, category="legal")
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
+    assert returned.json()["replacement_owed"] is True
+    quick = [await register(client, "deal_maker", profile={"categories": ["legal"]}) for _ in range(2)]
+    await app.state.ranking_sync.settled()
+    first = await submit_lead(client, category="legal")  # two places, both taken by the ranked wave
+    await app.state.jobs.run_due()
+    (offer,) = [o for o in await offers_of(client, returner) if o["lead_id"] == first]
+    for _, token in quick:
+        (theirs,) = [o for o in await offers_of(client, token) if o["lead_id"] == first]
+        assert (await client.post(f"/v1/offers/{theirs['offer_id']}/claim", headers=auth(token))).status_code == 201
+    assert (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(returner))).status_code == 409
+    second = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    (again,) = [o for o in await offers_of(client, returner) if o["lead_id"] == second]
+    assert again["replaces_exposure_id"] == exposure_id
+
+
+async def test_two_first_waves_at_once_offer_two_replacements_owed_not_one_twice(app, client, db):
+    """Two deal makers are owed a replacement; two leads that fit both go out at the same moment: each gets one (on
+    PostgreSQL the wave that finds the oldest debt locked by the other takes the next)."""
+    held = []
+    for _ in range(2):
+        business_id, token = await register(client, "deal_maker", profile={"categories": ["accounting"]})
+        lead_id, exposure_id = await claimed_deal(app, client, business_id, token, category="accounting")
+        held.append((token, lead_id, exposure_id))
+    async with app.state.sessions() as session:  # their leads closed: no open lead to replace them with now
+        closed = {"status": "expired", "expires_at": clock.now()}
+        await session.execute(update(Lead).where(Lead.id.in_([h[1] for h in held])).values(**closed))
+        await session.commit()
+    owed = []
+    for token, _, exposure_id in held:
+        returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "x"})
+        assert returned.status_code == 200 and returned.json()["replacement_owed"] is True, returned.text
+        owed.append(exposure_id)
+    await app.state.ranking_sync.settled()
+    leads = [await submit_lead(client, category="accounting") for _ in range(2)]
+    from workers.actors import send_wave
+
+    await asyncio.gather(*(send_wave(lead_id, 1) for lead_id in leads))
+    replacements = await db.scalars(select(Offer.replaces_exposure_id).where(Offer.lead_id.in_(leads)))
+    assert sorted(r for r in replacements if r) == sorted(owed)
 
 
 async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already_offered(app, client, db):

@@ -9,7 +9,7 @@ import pytest
 
 from marketplace.fraud import rules
 from marketplace.fraud.rules import NOTHING, OPEN, UPDATE, PastAlert, alert_action
-from marketplace.fraud.signals import assess
+from marketplace.fraud.signals import assess, undecided_features
 from tests.unit.fraud.histories import ME, NOW, answer, deal, peers
 
 THRESHOLD = 0.5
@@ -175,6 +175,25 @@ def test_reliability_rests_only_on_evidence_nobody_decided():
     )
     # An open alert decides nothing: all of its evidence counts.
     assert rules.undecided(signals, [PastAlert("open", evidence(signals))]) == list(signals)
+
+
+def test_the_model_reads_only_the_contradictions_nobody_decided():
+    first, second = deal("lost", answer()), deal("contacted", answer(days_ago=3))
+    found = assess(ME, "deal_maker", [first, second], peers(), NOW)
+    assert found.features["hidden_weight"] > 0 and found.features["contradicted_share"] > 0
+    # Nothing decided: the features as they are.
+    assert undecided_features(found.features, found.signals, rules.undecided(found.signals, [])) is found.features
+    # Both hidden deals dismissed: the model no longer sees them either.
+    dismissed = [PastAlert("dismissed", evidence(found.signals))]
+    none_left = undecided_features(found.features, found.signals, rules.undecided(found.signals, dismissed))
+    assert none_left["hidden_weight"] == 0.0 and none_left["contradicted_share"] == 0.0
+    assert none_left["log_deals"] == found.features["log_deals"]  # what is not evidence stays
+    # One of them dismissed: the other counts, by itself.
+    only_first = [PastAlert("dismissed", evidence(signals_of([first])))]
+    one_left = undecided_features(found.features, found.signals, rules.undecided(found.signals, only_first))
+    alone = assess(ME, "deal_maker", [second], peers(), NOW).features
+    assert one_left["hidden_weight"] == pytest.approx(alone["hidden_weight"])
+    assert one_left["contradicted_share"] == pytest.approx(found.features["contradicted_share"] / 2)
 
 
 def test_patterns_count_only_by_what_they_grew_since_a_dismissal():

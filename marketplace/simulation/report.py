@@ -303,13 +303,16 @@ def _fraud_figures(result: Result, signed_up: list[Any]) -> dict[str, Any]:
     ids = {b.index: b.id for b in signed_up}
     dishonest = {b.id for b in signed_up if b.kind != HONEST}
     cheated = {ids[e.business] for e in result.exposures if e.act in CHEATS and e.business in ids}
-    alerted = {a["business_id"] for a in result.alerts}
+    # This run's businesses only: a running server may hold earlier runs' alerts.
+    alerted = {a["business_id"] for a in result.alerts} & set(ids.values())
     return {
         "note": "alerts at the end against the ground truth; cheaters: dishonest businesses that cheated at least "
         "once (hid a won deal, returned a converted lead, under-reported a turnover)",
         "survey_answers": result.survey_answers,
-        "alerts": len(result.alerts),
-        "alerts_by_status": dict(sorted(Counter(a["status"] for a in result.alerts).items())),
+        "alerts": sum(a["business_id"] in alerted for a in result.alerts),
+        "alerts_by_status": dict(
+            sorted(Counter(a["status"] for a in result.alerts if a["business_id"] in alerted).items())
+        ),
         "businesses_alerted": len(alerted),
         "alerted_dishonest": len(alerted & dishonest),
         "false_alerts": len(alerted - dishonest),

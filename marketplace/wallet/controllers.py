@@ -22,7 +22,7 @@ from marketplace.errors import InvalidInput, NotFound
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import preferred
-from marketplace.http.pagination import Page, check_cursor, check_limit, page_of, paginate_desc
+from marketplace.http.pagination import Page, check_cursor, check_limit, page_of
 from marketplace.http.problems import documented
 from marketplace.ids import new_id
 from marketplace.money import Money
@@ -330,10 +330,14 @@ class WalletController(Controller):
         """Every version of the commission plan, newest first (settled deals name the version they used)."""
         async with state.uow() as uow:
             await services.active_plan(uow.session, state.settings)
-            query = paginate_desc(
-                select(CommissionPlanVersion), CommissionPlanVersion.id, limit, check_cursor(cursor, "plan")
-            )
-            rows, next_cursor = page_of(list(await uow.session.scalars(query)), limit, lambda r: r.id)
+            # By version, newest first (ids made in the same instant need not sort as versions do); the cursor is
+            # the last version's id.
+            query = select(CommissionPlanVersion).order_by(CommissionPlanVersion.version.desc())
+            if check_cursor(cursor, "plan"):
+                after = select(CommissionPlanVersion.version).where(CommissionPlanVersion.id == cursor)
+                query = query.where(CommissionPlanVersion.version < after.scalar_subquery())
+            rows = list(await uow.session.scalars(query.limit(check_limit(limit) + 1)))
+            rows, next_cursor = page_of(rows, limit, lambda r: r.id)
             items = [schemas.Plan(r.id, r.version, r.definition, r.created_by, r.created_at) for r in rows]
         return Page(items=items, next_cursor=next_cursor)
 

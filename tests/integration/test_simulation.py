@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from marketplace.db.engine import create_engine, create_session_factory
-from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAssessment, Lead, Survey
+from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAlert, FraudAssessment, Lead, Survey
 from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
 from marketplace.simulation.cli import in_process_app
 from marketplace.simulation.market import InProcessService, Result, Simulation, simulation_env
@@ -35,6 +35,7 @@ class Run:
     events: Counter[str]
     answered: list[Survey]
     assessed: int
+    alerted: set[str]
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +63,10 @@ async def small_market(database_url: str) -> AsyncIterator[Run]:
             )
             answered = list(await session.scalars(select(Survey).where(Survey.answered_at.is_not(None))))
             assessed = await session.scalar(select(func.count()).select_from(FraudAssessment))
+            alerted = set(await session.scalars(select(FraudAlert.business_id)))
     finally:
         await engine.dispose()
-    yield Run(result, ground_truth(result), exposures, businesses, leads, events, answered, assessed or 0)
+    yield Run(result, ground_truth(result), exposures, businesses, leads, events, answered, assessed or 0, alerted)
 
 
 async def test_the_market_traded_without_unexpected_answers(small_market: Run) -> None:
@@ -168,7 +170,11 @@ async def test_customers_answer_the_surveys_the_service_sends_and_the_fraud_modu
     assert small_market.assessed > 0
     fraud = figures(small_market.result)["fraud"]
     assert fraud["survey_answers"] == len(answered)
-    assert fraud["alerted_dishonest"] + fraud["false_alerts"] == fraud["businesses_alerted"]
+    # The alerts the report counts are those the database holds, set against the truth the simulator wrote.
+    alerted = small_market.alerted
+    dishonest = {b for ids in small_market.truth["dishonest"].values() for b in ids}
+    assert fraud["businesses_alerted"] == len(alerted)
+    assert fraud["alerted_dishonest"] == len(alerted & dishonest) and fraud["false_alerts"] == len(alerted - dishonest)
 
 
 # --- the pure parts ---------------------------------------------------------------------------------

@@ -137,7 +137,7 @@ def _brute_top(negs, lo, hi, buyer, budget, k, excluded, lead_term, w_fit, bound
             st.booleans(),  # excluded
         ),
         min_size=1,
-        max_size=40,
+        max_size=150,  # past the scan's blocks of kernels.BLOCK entries
     ),
     budget=st.sampled_from([250, 300, 600]),
     k=st.integers(1, 8),
@@ -198,6 +198,8 @@ def test_top_equals_scoring_everyone_over_many_blocks(seed):
     expected = _brute_top(negs, table[LO], table[HI], buyer, budget, k, excluded, lead_term, w_fit, bound)
     assert n == len(expected)
     assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
+    # The same places in the same order, ties (equal exact scores, frequent here) by place.
+    assert places[:n].tolist() == [j for _, j in expected]
 
 
 def test_exploration_picks_skip_ineligible_ranked_and_excluded_candidates():

@@ -67,7 +67,10 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
         return  # PostgreSQL plans from its own statistics
     now = datetime(2026, 1, 5, tzinfo=UTC)
     cases = {
-        "wave marks businesses": (_MARK_OFFERED, {"ids": ["biz_1", "biz_2", "biz_3"], "now": now}),
+        "wave marks businesses": (
+            _MARK_OFFERED,
+            {"ids": ["biz_1", "biz_2", "biz_3"], "now": now, "category": "plumbing", "region": "haifa", "budget": 0},
+        ),
         "a business's open offers": (_OPEN_OFFERS_FIRST_PAGE, {"business_id": "biz_1", "now": now, "limit": 21}),
         "a lead's open offers closed": (_CLOSE_OPEN_OFFERS, {"of_lead": "lead_1"}),
         "expiry sweep": (_EXPIRE_OFFERS, {"now": now}),

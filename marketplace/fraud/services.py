@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -415,6 +416,26 @@ def _write_marks(session: Session, marked: list[str]) -> None:
     session.execute(of_session(_MARK, session), rows)
 
 
+# The category norms a scan compares each business with, read at most once per PEERS_MAX_AGE of service time per
+# database (per engine): they are sums over every exposure of the market, and a busy market scans a business at every
+# survey answer and status report; norms a few minutes old compare as well as fresh ones.
+PEERS_MAX_AGE = timedelta(minutes=10)
+_peers_read: weakref.WeakKeyDictionary[Any, tuple[datetime, dict[tuple[str, str], CategoryCounts]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def peers_now(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
+    """The norms (load_peers), as read within the last PEERS_MAX_AGE by this process from this database."""
+    engine, now = session.sync_session.get_bind(), utcnow()
+    kept = _peers_read.get(engine)
+    if kept is not None and timedelta(0) <= now - kept[0] < PEERS_MAX_AGE:
+        return kept[1]
+    peers = await load_peers(session)
+    _peers_read[engine] = (now, peers)
+    return peers
+
+
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
     """Counts per (mode, category) over every business not blocked: what a business's rates are compared with.
     A blocked business's history is no norm (and its open deals were closed as lost by the block, not by it)."""
@@ -538,7 +559,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     }
     if not businesses:
         return result
-    peers = await load_peers(session)
+    peers = await peers_now(session)
     deals = await load_deals(session, list(businesses))
     loaded = await current_model(session, settings)
     model_id, model = loaded if loaded is not None else (None, None)

@@ -102,7 +102,7 @@ def create_app(
     engine = create_engine(settings.service.database_url)
     sessions = create_session_factory(engine)
     broker = use_broker(make_broker(settings.service.redis_url))
-    jobs = DramatiqJobs(broker) if settings.service.redis_url else InProcessJobs(broker)
+    jobs = DramatiqJobs(broker, settings.service.redis_url) if settings.service.redis_url else InProcessJobs(broker)
     uow = UnitOfWorkFactory(sessions)
     ranker = make_ranker(settings.ranking.policy, settings)
     sync = RankingSync(ranker, sessions, settings.service.redis_url)

@@ -33,8 +33,10 @@ class Jobs(Protocol):
 
 
 class DramatiqJobs:
-    def __init__(self, broker: dramatiq.Broker) -> None:
+    def __init__(self, broker: dramatiq.Broker, redis_url: str = "") -> None:
         self.broker = broker
+        self._redis_url = redis_url
+        self._probe: Any = None  # a client of its own for status(), with short timeouts
 
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
         """Send the job to the workers. A broker that cannot be reached is logged, not raised: the caller has
@@ -51,12 +53,17 @@ class DramatiqJobs:
         return 0  # dramatiq workers run the jobs
 
     async def status(self) -> str:
-        """"ok" when the broker answers a ping within a second, else what went wrong (GET /health says it)."""
-        client = getattr(self.broker, "client", None)
-        if client is None:
+        """"ok" when the broker answers a ping within a second, else what went wrong (GET /health says it). The
+        probe has its own client with one-second timeouts: a broker that hangs holds no thread or pooled connection
+        of the service's."""
+        if not self._redis_url:
             return "ok"
+        if self._probe is None:
+            import redis.asyncio
+
+            self._probe = redis.asyncio.Redis.from_url(self._redis_url, socket_connect_timeout=1, socket_timeout=1)
         try:
-            await asyncio.wait_for(asyncio.to_thread(client.ping), 1.0)
+            await asyncio.wait_for(self._probe.ping(), 1.5)
         except Exception as exc:  # any failure to reach it
             return f"unreachable ({type(exc).__name__})"
         return "ok"

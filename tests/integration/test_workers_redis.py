@@ -77,6 +77,7 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
     async with app_with_a_worker(database_url, monkeypatch) as app:
         broker = app.state.jobs.broker
         async with client_of(app) as client:
+            assert (await client.get("/health")).json()["jobs"] == "ok"  # the queue answers
             for _ in range(2):
                 await register(client, "lead_buyer")
             response = await client.post("/v1/leads", json=lead_body())

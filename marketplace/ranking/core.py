@@ -48,6 +48,16 @@ GAP_WINDOW = 64  # how far an insertion looks for a free place first
 WIDE_WINDOW = 2048  # and then, before the bucket is re-spread
 WINDOWS = (GAP_WINDOW, WIDE_WINDOW)
 MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
+# An exploration ring's arrays (slots, deal ranges, base scores, shown rows) for a ranking that explores nothing.
+_NO_RING = (
+    None,
+    np.empty(0, np.int64),
+    np.empty(0, np.int64),
+    np.empty(0, np.int64),
+    np.empty(0),
+    np.empty((0, 3 + POSTERIOR_COLUMNS)),
+)
+_NO_ROWS = np.empty(0, np.int64)
 _BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for the per-lead factor's bound: scan a hair deeper, never less
 
 
@@ -107,7 +117,7 @@ class _Bucket:
 
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
-    __slots__ = ("hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table", "writes")
+    __slots__ = ("buyer", "hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table", "writes")
 
     def __init__(self) -> None:
         # Writes into the table in place (an insert, a move, an end): a Ranking reads its posteriors lazily from
@@ -127,6 +137,7 @@ class _Bucket:
         self.neg: NDArray[np.float64] = table[NEG].view(np.float64)  # ascending: -score
         self.lo, self.hi, self.slot = table[LO], table[HI], table[SLOT]
         self.post: NDArray[np.float64] = table[POST:].view(np.float64)
+        self.buyer = self.post[BUYER]  # 1.0 for a lead buyer's entry
 
     def lay_out(
         self,
@@ -225,18 +236,26 @@ class _Bucket:
             self.lo[p], self.hi[p] = DEAD_LO, DEAD_HI
 
 
-@dataclass(frozen=True, slots=True)
 class _Posteriors:
     """Where a ranking's posteriors are, until they are read: the table's columns at `places` for the ranked
     places, then the exploration ring's `shown` rows for the explored ones; valid while the bucket's table has
-    had exactly `writes` in-place writes."""
+    had exactly `writes` in-place writes. (A plain class: one is made per lead, and a frozen dataclass's
+    __init__ costs a microsecond.)"""
 
-    bucket: _Bucket
-    writes: int
-    table: NDArray[np.int64]
-    places: NDArray[np.int64]
-    shown: NDArray[np.float64] | None = None
-    rows: NDArray[np.int64] | None = None
+    __slots__ = ("bucket", "places", "rows", "shown", "table", "writes")
+
+    def __init__(
+        self,
+        bucket: _Bucket,
+        writes: int,
+        table: NDArray[np.int64],
+        places: NDArray[np.int64],
+        shown: NDArray[np.float64] | None = None,
+        rows: NDArray[np.int64] | None = None,
+    ) -> None:
+        self.bucket, self.writes, self.table, self.places, self.shown, self.rows = (
+            bucket, writes, table, places, shown, rows,
+        )  # fmt: skip
 
     def read(self) -> NDArray[np.float64]:
         if self.bucket.writes != self.writes:
@@ -339,8 +358,13 @@ class LeadFactor:
     def maker_upper(self, category: str, budget: int) -> float:
         """The largest factor a deal maker can get for this lead: the fit term lies in [0, 1] for every range
         that holds the budget. Computed with apply's operations, so no rounding makes a factor exceed it."""
-        z = self.w_budget * self._x_budget(category, budget) + self.w_fit * (1.0 if self.w_fit > 0 else 0.0)
-        return math.exp(min(max(z, -self.BOUND), self.BOUND))
+        return self.terms(category, budget)[1]
+
+    def terms(self, category: str, budget: int) -> tuple[float, float]:
+        """lead_term and maker_upper for this lead, with one logarithm."""
+        lead = self.w_budget * self._x_budget(category, budget)
+        z = lead + self.w_fit * (1.0 if self.w_fit > 0 else 0.0)
+        return lead, math.exp(min(max(z, -self.BOUND), self.BOUND))
 
     def apply(
         self, category: str, budget: int, buyer: NDArray[np.bool_], lo: NDArray[np.int64], hi: NDArray[np.int64]
@@ -575,26 +599,38 @@ class RankingCore:
     def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
         factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
         k = min(k, len(bucket.neg))  # "everyone" is asked for as k = 10**9
-        found, exact = np.empty(k, np.int64), np.empty(k)
+        if not k:
+            return self._none()
         lead_term, w_fit, bound, reach = 0.0, 0.0, LeadFactor.BOUND, 1.0
         if factor is not None:
-            lead_term, w_fit, bound = factor.lead_term(category, budget), factor.w_fit, factor.BOUND
-            reach = max(1.0, factor.maker_upper(category, budget)) * _BOUND_MARGIN
-        n = kernels.top(
-            bucket.neg, bucket.table, bucket.post[BUYER], budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor is not None, lead_term, w_fit, bound, reach, found, exact,
+            lead_term, reach = factor.terms(category, budget)
+            w_fit, reach = factor.w_fit, max(1.0, reach) * _BOUND_MARGIN
+        # Exploration's places are drawn for k ranked, so the one compiled call fills them too. A bucket with
+        # fewer eligible than k has all of them ranked and nobody left to explore: then none is.
+        places = self._explore_places(k, explore)
+        ring, start, stop = _NO_RING, 0, 0
+        if places:
+            ring = self._ring(bucket)
+            start = bucket.ring_at
+            stop = bucket.ring_at = start + 2 * places + 2
+        ints, floats = np.empty((2, k), np.int64), np.empty((2, k))
+        rows = np.empty(places, np.int64) if places else _NO_ROWS
+        n, explored = kernels.rank_bucket(
+            bucket.neg, bucket.table, bucket.buyer, budget, budget == UNSTATED, k, self._mark, marked > 0,
+            factor is not None, lead_term, w_fit, bound, reach, places, ring[1:], start, stop, ints, floats, rows,
         )  # fmt: skip
-        found = found[:n]
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
         # per-lead factor reorders it) only when an explanation is read.
-        base = -bucket.neg[found]
-        scores = base if factor is None else exact[:n]
-        slots = bucket.slot[found]
-        places = self._places(n) if explore is None else (max(1, n // 3) if explore and n else 0)
-        if places:
-            return self._explore(bucket, budget, slots, scores, base, found, places, factor is None and not marked)
-        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found)
-        return Ranking(self._ids, slots, scores, base, self._flags(n, n), posteriors)
+        found, slots, scores, base = ints[0, :n], ints[1, :n], floats[0, :n], floats[1, :n]
+        keep = n - explored
+        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], ring[5], rows[:explored])
+        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)
+
+    def _explore_places(self, n: int, explore: bool | None) -> int:
+        """How many of n ranked places explore: drawn (see _places), or a third of them when asked to explore."""
+        if explore is None:
+            return self._places(n)
+        return max(1, n // 3) if explore and n else 0
 
     def _take_uniform(self, n: int) -> NDArray[np.float64]:
         if self._u_at + n > RANDOM_BUFFER:
@@ -652,40 +688,13 @@ class RankingCore:
         shown[:, 0], shown[:, 1], shown[:, 2], shown[:, 3:] = slots, draws[order], base, p[order]
         return (_ring_index(slots), slots, bucket.lo[at], bucket.hi[at], base, shown)
 
-    def _explore(
-        self,
-        bucket: _Bucket,
-        budget: int,
-        slots: NDArray[Any],
-        scores: NDArray[Any],
-        base: NDArray[Any],
-        found: NDArray[np.int64],
-        places: int,
-        by_base: bool,
-    ) -> Ranking:
-        """The last `places` places go to the next eligible candidates of the bucket's Thompson ring, so
-        businesses with wide posteriors (newcomers) get seen and the estimates keep learning. `by_base`: the
-        ranked are the first eligible by base score and nobody is excluded, so a candidate is among them
-        exactly when its base score is at least the last one's."""
+    def _ring(self, bucket: _Bucket) -> tuple[Any, ...]:
+        """The bucket's ring of Thompson draws, drawn afresh when the last one is used up."""
         ring = bucket.ring
         if ring is None or bucket.ring_at >= len(ring[1]):
             ring = bucket.ring = self._draw_ring(bucket)
             bucket.ring_at = 0
-        _, r_slots, r_lo, r_hi, r_base, shown = ring
-        start = bucket.ring_at
-        stop = bucket.ring_at = start + 2 * places + 2
-        if scores is base:
-            scores = base.copy()
-        # The ring's places are distinct and a business has one live entry per bucket: no repeats.
-        rows = np.empty(places, np.int64)
-        explored = kernels.explore_fill(
-            r_slots, r_lo, r_hi, r_base, shown, start, stop, budget, budget == UNSTATED, by_base, self._mark,
-            slots, scores, base, places, rows,
-        )  # fmt: skip
-        n = len(slots)
-        keep = n - explored
-        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], shown, rows[:explored])
-        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)
+        return ring
 
     def _flags(self, n: int, keep: int) -> NDArray[np.bool_]:
         """Explored or not, per place: the last n - keep of n (shared, read-only arrays)."""

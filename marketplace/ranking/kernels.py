@@ -245,6 +245,52 @@ def top(
 
 
 @njit(cache=True, nogil=True)
+def rank_bucket(
+    negs: np.ndarray,
+    table: np.ndarray,
+    post_buyer: np.ndarray,
+    budget: int,
+    unstated: bool,
+    k: int,
+    mark: np.ndarray,
+    marked: bool,
+    factor: bool,
+    lead_term: float,
+    w_fit: float,
+    bound: float,
+    reach: float,
+    places: int,
+    ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    start: int,
+    stop: int,
+    ints: np.ndarray,
+    floats: np.ndarray,
+    rows: np.ndarray,
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """A lead's whole ranking in one call (a call from Python costs a microsecond or two, and so did each numpy
+    step between the two loops): `top` (places to ints[0], exact scores to floats[0]), then the ranked's slots
+    (ints[1]) and base scores (floats[1]), then, when `places` is set and all k were found, the last places
+    explored from the bucket's ring of Thompson draws (`explore_fill`, its ring indices to `rows`). Returns
+    (ranked, explored). With fewer than k found, every eligible entry is ranked and none is left to explore."""
+    found, slots, scores, base = ints[0], ints[1], floats[0], floats[1]
+    n = top(negs, table, post_buyer, budget, unstated, k, mark, marked, factor, lead_term, w_fit, bound, reach,
+            found, scores)  # fmt: skip
+    slot_row = table[SLOT]
+    for i in range(n):
+        j = found[i]
+        base[i] = -negs[j]
+        slots[i] = slot_row[j]
+    if places == 0 or n < k:
+        return n, 0
+    r_slots, r_lo, r_hi, r_base, shown = ring
+    explored = explore_fill(
+        r_slots, r_lo, r_hi, r_base, shown, start, stop, budget, unstated, not factor and not marked, mark,
+        slots[:n], scores[:n], base[:n], places, rows,
+    )  # fmt: skip
+    return n, explored
+
+
+@njit(cache=True, nogil=True)
 def explore_picks(
     r_slots: np.ndarray,
     r_lo: np.ndarray,

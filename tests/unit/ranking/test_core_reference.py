@@ -203,3 +203,27 @@ def test_explored_places_are_eligible_distinct_and_not_excluded(excluding, facto
                     {"plumbing": _score(rng.randrange(0, 100), rng.randrange(0, 10), "deal_maker")},
                 )
     assert explored > 0
+
+
+@pytest.mark.parametrize("factor", [LeadFactor(), LeadFactor(0.3, 0.7, {"plumbing": 13.0})])
+def test_a_lead_fewer_businesses_fit_than_asked_for_lists_them_all_unexplored(factor):
+    # Exploration's places are drawn for k ranked before the scan; when fewer than k hold the lead's budget, all
+    # of them are ranked, best first, and nobody is left to explore.
+    core = RankingCore(explore_share=0.5, seed=6, lead_factor=factor)
+    for i in range(200):
+        wide = i % 40 == 0  # 5 businesses take budgets up to 5,000,000; the rest stop at 1,000,000
+        core.upsert(
+            Profile(f"b{i:04d}", "deal_maker", ("plumbing",), ("north",), 0, 5_000_000 if wide else 1_000_000),
+            {"plumbing": _score(i % 50, i % 7, "deal_maker")},
+        )
+    core.compact()
+    eligible = {f"b{i:04d}" for i in range(0, 200, 40)}
+    for explore in (None, True):
+        for _ in range(20):
+            ranking = core.rank("plumbing", "north", 3_000_000, 20, explore=explore)
+            assert sorted(ranking.business_ids) == sorted(eligible)
+            assert list(ranking.scores) == sorted(ranking.scores, reverse=True)
+            assert not ranking.explored.any()
+            assert len(ranking.post) == 5
+    # With more eligible than k, the same lead's places do explore (the share is a half).
+    assert any(core.rank("plumbing", "north", 500_000, 20).explored.any() for _ in range(20))

@@ -225,7 +225,7 @@ def test_the_warm_up_runs_every_compiled_loop_the_service_calls():
     script = (
         "from marketplace.ranking import kernels\n"
         "from marketplace.ranking.core import warm_up\n"
-        "loops = (kernels.find, kernels.make_room, kernels.move, kernels.top, kernels.explore_fill)\n"
+        "loops = (kernels.find, kernels.make_room, kernels.move, kernels.rank_bucket)\n"
         "assert not any(k.signatures for k in loops)\n"
         "warm_up()\n"
         "import json; print(json.dumps([len(k.signatures) for k in loops]))\n"

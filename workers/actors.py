@@ -129,7 +129,7 @@ async def collect_debts() -> None:
     from marketplace.wallet.services import collect_open_debts
 
     rt = await runtime.current()
-    await collect_open_debts(rt.uow)
+    await collect_open_debts(rt.uow, rt.settings)
 
 
 def _actor(fn: Any, queue: str, retries: int) -> dramatiq.Actor[Any, Any]:

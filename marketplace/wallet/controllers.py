@@ -28,6 +28,7 @@ from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut
+from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import payables, queries, schemas, services, store
 from marketplace.wallet.invoice_pdf import render_invoice_pdf
@@ -171,7 +172,7 @@ class WalletController(Controller):
             business = await uow.session.get(Business, principal.id)
             assert business is not None
             amount = Money(data.amount.amount_minor, data.amount.currency)
-            settlement = await services.withdraw(uow.session, business, amount, ledger_key)
+            settlement = await services.withdraw(uow.session, state.settings, business, amount, ledger_key)
             return 201, queries.settlement_out(settlement)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -379,13 +380,13 @@ async def _decide_settlement(
     request: Request[Any, Any, Any],
     settlement_id: str,
     idempotency_key: str | None,
-    decide: Callable[[AsyncSession, str, str], Awaitable[Settlement]],
+    decide: Callable[[AsyncSession, Settings, str, str], Awaitable[Settlement]],
 ) -> Response[Any]:
     """An operator's confirmation or failure of a settlement, replayed for a repeated `Idempotency-Key`."""
     operator = current_principal(request)
 
     async def work(uow: UnitOfWork) -> tuple[int, Any]:
-        return 200, queries.settlement_out(await decide(uow.session, settlement_id, operator.actor))
+        return 200, queries.settlement_out(await decide(uow.session, state.settings, settlement_id, operator.actor))
 
     fingerprint = request_hash("POST", request.url.path, None)
     return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.clock import utcnow
 from marketplace.db.models import (
     Business,
     Exposure,
@@ -18,6 +19,7 @@ from marketplace.db.models import (
     Settlement,
 )
 from marketplace.errors import InvalidInput, NotFound
+from marketplace.exposures.rules import RETURNABLE
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.schemas import MoneyOut
@@ -65,7 +67,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
     withdrawable = business.mode == "lead_buyer"
     credit = balances.get(AccountKind.CREDIT, 0)
-    held_in = await held_earnings(session, business_id, cur) if available > 0 or credit > 0 else {}
+    held_in = await held_earnings(session, settings, business_id, cur) if available > 0 or credit > 0 else {}
     held = sum(held_in.values())
     held_available = held_in.get(AccountKind.AVAILABLE, 0)
     return schemas.Wallet(
@@ -86,7 +88,8 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
 
 
 # A seller earns from its sold lead's purchase (lead_earnings) and from the commission on the deal made of it (its
-# share of a deal_commission): each is held until what it was paid from is paid.
+# share of a deal_commission): each is held until what it was paid from is paid (and a purchase until it can no
+# longer be returned).
 _EARNING_KINDS = (TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION.value)
 
 
@@ -128,18 +131,27 @@ async def has_paid(session: AsyncSession, business_id: str) -> bool:
     return paid is not None
 
 
-async def held_earnings(session: AsyncSession, business_id: str, currency: str) -> dict[AccountKind, int]:
+async def held_earnings(
+    session: AsyncSession, settings: Settings, business_id: str, currency: str
+) -> dict[AccountKind, int]:
     """A business's earnings for leads it sold whose buyers have not paid for them yet (the buyer's charge for the
-    purchase, or the deal maker's for the commission, is pending or failed), per account they sit in (a lead
+    purchase, or the deal maker's for the commission, is pending or failed), or whose buyer may still return the
+    lead (a purchase within its return window, in a status a return is open to), per account they sit in (a lead
     buyer's available, a deal maker's credit). They count in its balance but are spent on nothing, neither paid out
-    nor used to pay its own charges and debts, until the payer pays: so that two accounts cannot turn a purchase or
-    a reported turnover nobody pays for into cash, or into a debt paid off. A returned lead's earnings are taken
-    back instead (its charge is cancelled, so they are not held)."""
+    nor used to pay its own charges and debts, until the payer pays and the return window closes: so that two
+    accounts cannot turn a purchase or a reported turnover nobody pays for into cash, or into a debt paid off, and
+    the marketplace never pays out earnings a return then takes back. A returned lead's earnings are taken back
+    (its charge is cancelled or refunded, so they are not held)."""
     unpaid = exists().where(
         Settlement.reference == LedgerTransaction.reference,
         Settlement.direction == "charge",
         Settlement.status.in_(("pending", "failed")),
         Settlement.business_id != business_id,
+    )
+    returnable = exists().where(
+        Exposure.id == LedgerTransaction.reference,
+        Exposure.status.in_(RETURNABLE),
+        Exposure.created_at >= utcnow() - timedelta(days=settings.windows.return_days),  # a return's own test: now > deadline
     )
     rows = await session.execute(
         select(LedgerAccount.kind, func.sum(LedgerPosting.amount_minor))
@@ -151,7 +163,7 @@ async def held_earnings(session: AsyncSession, business_id: str, currency: str) 
             LedgerAccount.kind.in_((AccountKind.AVAILABLE.value, AccountKind.CREDIT.value)),
             LedgerAccount.currency == currency,
             LedgerTransaction.kind.in_(_EARNING_KINDS),
-            unpaid,
+            or_(unpaid, returnable),
         )
         .group_by(LedgerAccount.kind)
     )
@@ -162,14 +174,14 @@ async def held_earnings(session: AsyncSession, business_id: str, currency: str) 
 
 
 async def spendable(
-    session: AsyncSession, business_id: str, currency: str, balances: Mapping[AccountKind, int]
+    session: AsyncSession, settings: Settings, business_id: str, currency: str, balances: Mapping[AccountKind, int]
 ) -> tuple[int, int]:
     """What of its credit and available balances a business may spend on its charges and debts now: all but its
     held earnings (read only when it has a balance to spend, which most buyers have not)."""
     credit, available = balances.get(AccountKind.CREDIT, 0), balances.get(AccountKind.AVAILABLE, 0)
     if credit <= 0 and available <= 0:
         return credit, available
-    held = await held_earnings(session, business_id, currency)
+    held = await held_earnings(session, settings, business_id, currency)
     return max(0, credit - held[AccountKind.CREDIT]), max(0, available - held[AccountKind.AVAILABLE])
 
 

@@ -388,7 +388,7 @@ async def _charge(
     """Wallet first (credit, then available), the rest charged through the provider (for a purchase, within the
     credit limit)."""
     balances = await store.lock_wallet(session, business.id, amount.currency)
-    credit, available = await spendable(session, business.id, amount.currency, balances)
+    credit, available = await spendable(session, settings, business.id, amount.currency, balances)
     offset = plan_offset(amount.gross, Money(credit, amount.currency), Money(available, amount.currency))
     owed_after = balances[AccountKind.RECEIVABLE] + offset.to_charge.amount_minor
     # The limit guards purchases only: a commission on a paid deal is owed whatever the business already owes,
@@ -485,7 +485,7 @@ async def charge_exposure(
                 reference=exposure.id,
             )
             if seller_owed > 0:  # the seller's earnings pay what it owes first
-                await collect_debts(session, seller.id, exposure.currency)
+                await collect_debts(session, settings, seller.id, exposure.currency)
     return charged
 
 
@@ -555,7 +555,7 @@ async def settle_commission(
         commission=True,
     )
     if seller is not None and seller_owed > 0 and seller.id != business.id:
-        await collect_debts(session, seller.id, exposure.currency)
+        await collect_debts(session, settings, seller.id, exposure.currency)
     if lead.referral_code:
         await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step="commission")
     return charged
@@ -662,7 +662,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
         await referrals.take_back_rewards(session, lead, exposure, amount.net)
     # Credit given back pays the buyer's other open debts first.
     if locked[business.id].get(AccountKind.RECEIVABLE, 0) > cancel.amount_minor and amount.gross > cancel:
-        await collect_debts(session, business.id, exposure.currency)
+        await collect_debts(session, settings, business.id, exposure.currency)
     return amount.gross
 
 
@@ -721,7 +721,7 @@ async def reverse_earnings(session: AsyncSession, exposure: Exposure, seller_id:
 # --- open debts --------------------------------------------------------------------------------------
 
 
-async def collect_debts(session: AsyncSession, business_id: str, currency: str) -> Money:
+async def collect_debts(session: AsyncSession, settings: Settings, business_id: str, currency: str) -> Money:
     """Pay a business's open debts from its wallet (credit, then available), oldest first. Returns what was paid.
 
     Each debt paid is one ledger transaction keyed on the charge it settles (`debt-offset:<settlement>`); the charge
@@ -736,7 +736,7 @@ async def collect_debts(session: AsyncSession, business_id: str, currency: str) 
     if not open_charges:
         return zero
     balances = await store.lock_wallet(session, business_id, currency)
-    credit, available = await spendable(session, business_id, currency, balances)
+    credit, available = await spendable(session, settings, business_id, currency, balances)
     owed = balances[AccountKind.RECEIVABLE]
     paid_total = 0
     for charge in open_charges:
@@ -910,7 +910,9 @@ class DebtCollection:
     """Failed charges tried again."""
 
 
-async def collect_open_debts(uow_factory: UnitOfWorkFactory, *, limit: int = 500) -> DebtCollection:
+async def collect_open_debts(
+    uow_factory: UnitOfWorkFactory, settings: Settings, *, limit: int = 500
+) -> DebtCollection:
     """The worker's round: every business that owes and has wallet money pays from it (one transaction each, so a
     busy wallet holds up nobody else), then failed charges whose time has come are tried again."""
     # Driven by the open charges (settlements by status are indexed; owing businesses are few), not by a scan of
@@ -936,7 +938,7 @@ async def collect_open_debts(uow_factory: UnitOfWorkFactory, *, limit: int = 500
     paid = 0
     for business_id, currency in owing:
         async with uow_factory() as uow:
-            if (await collect_debts(uow.session, business_id, currency)).is_positive:
+            if (await collect_debts(uow.session, settings, business_id, currency)).is_positive:
                 paid += 1
     now, retried, after = utcnow(), 0, None
     for _ in range(50):  # a page per transaction; what is left waits for the next round
@@ -951,7 +953,9 @@ async def collect_open_debts(uow_factory: UnitOfWorkFactory, *, limit: int = 500
 # --- withdrawals and settlements ---------------------------------------------------------------------
 
 
-async def withdraw(session: AsyncSession, business: Business, amount: Money, key: str) -> Settlement:
+async def withdraw(
+    session: AsyncSession, settings: Settings, business: Business, amount: Money, key: str
+) -> Settlement:
     """A lead buyer takes money out of its available balance (never credit); the payout waits for an operator.
 
     What the business owes is paid first: its open debts are offset from the wallet (credit, then available, as
@@ -973,12 +977,11 @@ async def withdraw(session: AsyncSession, business: Business, amount: Money, key
         owed = Money(balances[AccountKind.RECEIVABLE], amount.currency)
         debts = await _open_charges(session, business.id, amount.currency) if owed.is_positive else []
         if owed.is_positive:
-            await collect_debts(session, business.id, amount.currency)
+            await collect_debts(session, settings, business.id, amount.currency)
             balances = await store.lock_wallet(session, business.id, amount.currency)
         available = Money(balances[AccountKind.AVAILABLE], amount.currency)
-        held = Money(
-            (await held_earnings(session, business.id, amount.currency))[AccountKind.AVAILABLE], amount.currency
-        )
+        held_in = await held_earnings(session, settings, business.id, amount.currency)
+        held = Money(held_in[AccountKind.AVAILABLE], amount.currency)
         free = max(available - held, Money(0, amount.currency))
         if free < amount:
             raise _not_withdrawable(amount, free, owed, debts, held)
@@ -1018,7 +1021,11 @@ def _not_withdrawable(
     """The refusal of a withdrawal: what can be withdrawn, the earnings held until their buyers pay, and the open
     debts that come first, by name."""
     extra: dict[str, object] = {"withdrawable": available.to_json(), "owed": owed.to_json(), "held": held.to_json()}
-    waiting = f" ({held} of earnings wait for the buyers of the leads sold to pay)" if held.is_positive else ""
+    waiting = (
+        f" ({held} of earnings wait for the buyers of the leads sold to pay, or for their return windows to close)"
+        if held.is_positive
+        else ""
+    )
     if not owed.is_positive:
         return InsufficientFunds(f"{amount} asked, {available} can be withdrawn{waiting}", extra=extra)
     extra["open_debts"] = [
@@ -1034,7 +1041,9 @@ def _not_withdrawable(
     )
 
 
-async def confirm_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:
+async def confirm_settlement(
+    session: AsyncSession, settings: Settings, settlement_id: str, operator: str
+) -> Settlement:
     """The operator saw the money arrive (a charge) or leave (a payout): the ledger moves it through clearing."""
     settlement = await _settlement(session, settlement_id)
     if settlement.status == "confirmed":
@@ -1069,7 +1078,7 @@ async def confirm_settlement(session: AsyncSession, settlement_id: str, operator
             reference=settlement.id,
         )
         for earner in earners:
-            await collect_debts(session, earner, settlement.currency)
+            await collect_debts(session, settings, earner, settlement.currency)
     else:
         paid = await store.post(
             session,
@@ -1101,7 +1110,9 @@ async def _earned_from(session: AsyncSession, charge: Settlement) -> list[str]:
     return sorted(r for r in rows if r is not None)
 
 
-async def fail_settlement(session: AsyncSession, settlement_id: str, operator: str) -> Settlement:
+async def fail_settlement(
+    session: AsyncSession, settings: Settings, settlement_id: str, operator: str
+) -> Settlement:
     """A charge that failed leaves the debt open (the receivable stays); a failed payout goes back to the wallet.
     Saying so again answers as the first time (as a confirmation does), and moves nothing."""
     settlement = await _settlement(session, settlement_id)
@@ -1132,7 +1143,7 @@ async def fail_settlement(session: AsyncSession, settlement_id: str, operator: s
             reference=settlement.id,
         )
         if business_id is not None:
-            await collect_debts(session, business_id, settlement.currency)
+            await collect_debts(session, settings, business_id, settlement.currency)
     await session.refresh(settlement)
     return settlement
 

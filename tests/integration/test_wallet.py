@@ -550,11 +550,16 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     assert refused.json()["held"] == money(share) and refused.json()["withdrawable"] == money(0)
     assert await db.count(Settlement, Settlement.direction == "payout") == 0
 
-    # A second sale whose buyer pays at once (from its wallet) is not held.
+    # A second sale whose buyer pays at once (from its wallet) is held while the buyer may still return the lead
+    # (a return would take the earnings back), and no longer once its return window has closed.
     await fund(app, buyer_id, "lead_buyer", PRICE)
     (offer_id,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
     assert (await claim(client, buyer, offer_id)).status_code == 201
     assert (await wallet(client, buyer))["pending_settlements"] == [charge]
+    two = await wallet(client, seller)
+    assert two["available"] == money(2 * share) and two["held"] == money(2 * share)
+    assert two["withdrawable_amount"] == money(0)
+    clock.advance(timedelta(days=app.state.settings.windows.return_days, minutes=1))
     two = await wallet(client, seller)
     assert two["available"] == money(2 * share) and two["withdrawable_amount"] == money(share)
 
@@ -566,7 +571,7 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     # Paid: the buyer's own earnings arrive and pay its debt first. The earnings are the seller's to take out.
     await fund(app, buyer_id, "lead_buyer", PRICE)
     async with app.state.uow() as uow:
-        await services.collect_debts(uow.session, buyer_id, ILS)
+        await services.collect_debts(uow.session, app.state.settings, buyer_id, ILS)
     assert (await wallet(client, buyer))["open_debts"] == []
     free = await wallet(client, seller)
     assert free["held"] == money(0) and free["withdrawable_amount"] == money(2 * share)
@@ -591,6 +596,40 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     assert (await wallet(client, seller))["withdrawable_amount"] == shared["available"]
 
 
+async def test_earnings_for_a_sold_lead_are_held_while_its_buyer_may_return_it(app, client, db):
+    """A return refunds the buyer and takes the seller's earnings back: were they paid out before, the marketplace
+    would have paid cash it must then recover. So they wait for the return window, even when the buyer has paid,
+    unless the lead can no longer be returned (reported won)."""
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    _, seller = await register(client, "lead_buyer")
+    share = 3560
+    await fund(app, buyer_id, "lead_buyer", 2 * PRICE)  # the buyer pays from its wallet: nothing pending
+    (first,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
+    exposure = (await claim(client, buyer, first)).json()
+    held = await wallet(client, seller)
+    assert held["held"] == money(share) and held["withdrawable_amount"] == money(0)
+    refused = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(share)})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["held"] == money(share)
+    returned = await client.post(f"/v1/exposures/{exposure['id']}/return", headers=auth(buyer), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    after = await wallet(client, seller)
+    assert after["available"] == money(0) and after["owed"] == money(0) and after["pending_settlements"] == []
+
+    # A lead reported won can no longer be returned: its earnings are free at once.
+    (second,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
+    kept = (await claim(client, buyer, second)).json()
+    assert (await wallet(client, seller))["withdrawable_amount"] == money(0)
+    won = await client.post(
+        f"/v1/exposures/{kept['id']}/status", headers=auth(buyer), json={"status": "won", "turnover": money(90_000)}
+    )
+    assert won.status_code == 200, won.text
+    assert (await wallet(client, seller))["withdrawable_amount"] == money(share)
+    assert await db.count(Settlement, Settlement.direction == "payout") == 0
+    await assert_sound(client, operator)
+
+
 async def test_held_earnings_pay_the_sellers_debts_only_once_its_buyer_has_paid(app, client, db):
     """Nor into a debt paid off: earnings from a purchase nobody has paid yet pay none of the seller's own charges
     or debts; once the buyer's charge is confirmed they pay the seller's open debts."""
@@ -607,13 +646,17 @@ async def test_held_earnings_pay_the_sellers_debts_only_once_its_buyer_has_paid(
     assert held["available"] == money(share) and held["held"] == money(share) and held["owed"] == money(PRICE)
 
     # Neither the periodic collection nor the seller's next purchase spends them.
-    await collect_open_debts(app.state.uow)
+    await collect_open_debts(app.state.uow, app.state.settings)
     await buy(app, client, seller_id, seller)
     after = await wallet(client, seller)
     assert after["owed"] == money(2 * PRICE) and after["available"] == money(share)
 
-    # The buyer pays (its charge is confirmed): the earnings pay the seller's oldest debt in part.
+    # The buyer pays (its charge is confirmed), and once it can no longer return the lead, the next collection
+    # has the earnings pay the seller's oldest debt in part.
     assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    assert (await wallet(client, seller))["held"] == money(share)
+    clock.advance(timedelta(days=app.state.settings.windows.return_days, minutes=1))
+    await collect_open_debts(app.state.uow, app.state.settings)
     paid = await wallet(client, seller)
     assert paid["available"] == money(0) and paid["held"] == money(0) and paid["owed"] == money(2 * PRICE - share)
     await assert_sound(client, operator)
@@ -1042,7 +1085,7 @@ async def test_random_money_movements_keep_the_ledger_sound(app, client, funds, 
                 assert response.status_code == 200, response.text
         elif kind == "collect":  # days pass; the debt collector's round (offsets, failed charges charged again)
             clock.advance(timedelta(days=step[1]))
-            await collect_open_debts(app.state.uow)
+            await collect_open_debts(app.state.uow, app.state.settings)
 
     await assert_sound(client, operator)
     states = {business_id: await wallet(client, token) for business_id, token in businesses}

@@ -5,6 +5,7 @@ again on a schedule and never twice at once, and a withdrawal pays what the busi
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +62,10 @@ async def settlement(db: Any, settlement_id: str) -> Settlement:
 async def no_negative_balance(db: Any) -> None:
     negative = await db.count(LedgerAccount, LedgerAccount.non_negative.is_(True), LedgerAccount.balance_minor < 0)
     assert negative == 0
+
+
+def collect(app):
+    return services.collect_open_debts(app.state.uow, app.state.settings)
 
 
 def owed_matches_open_debts(state: dict[str, Any]) -> None:
@@ -127,15 +132,20 @@ async def test_spent_earnings_of_a_returned_lead_are_an_open_debt_paid_from_the_
     buyer = await register(client, "lead_buyer")
     seller_id, seller = await register(client, "lead_buyer")
     exposure_id = await buy_from(app, client, buyer, seller_id)
-    # The buyer pays (the earnings are paid out only then), and the seller takes its earnings out.
+    # The buyer pays and its return window closes (the earnings are paid out only then), and the seller takes its
+    # earnings out. Then the marketplace lengthens the return window, and the buyer returns the lead after all.
     (charge,) = (await wallet(client, buyer[1]))["pending_settlements"]
     assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    settings = app.state.settings
+    clock.advance(timedelta(days=settings.windows.return_days, minutes=1))
     payout = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(SHARE)})
     assert payout.status_code == 201, payout.text
     confirmed = await client.post(f"/v1/settlements/{payout.json()['id']}/confirm", headers=auth(operator))
     assert confirmed.status_code == 200
 
     # The earnings were paid out: taking them back leaves a debt, visible, never a negative balance.
+    longer = settings.windows.return_days + 30
+    app.state.settings = replace(settings, windows=replace(settings.windows, return_days=longer))
     await return_lead(client, buyer[1], exposure_id)
     state = await wallet(client, seller)
     assert state["available"] == money(0) and state["credit"] == money(0) and state["owed"] == money(SHARE)
@@ -151,8 +161,12 @@ async def test_spent_earnings_of_a_returned_lead_are_an_open_debt_paid_from_the_
     ]
     await assert_sound(client, operator)
 
-    # The seller's next earnings pay it at once; the charge is withdrawn and points at what paid it.
+    # The seller's next earnings pay it once they can no longer be taken back; the charge is withdrawn and points at
+    # what paid it.
     await buy_from(app, client, buyer, seller_id)
+    assert (await wallet(client, seller))["owed"] == money(SHARE)
+    clock.advance(timedelta(days=longer, minutes=1))
+    await collect(app)
     state = await wallet(client, seller)
     assert state["owed"] == money(0) and state["available"] == money(0) and state["open_debts"] == []
     paid_debt = await settlement(db, debt["id"])
@@ -176,15 +190,16 @@ async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_
     other = await register(client, "lead_buyer")
     exposure_id = await buy_from(app, client, (buyer_id, buyer), None)
     (first,) = (await wallet(client, buyer))["open_debts"]
+    # The buyer has sold a lead too, a return window ago (so that it can no longer be returned).
+    await buy_from(app, client, other, buyer_id)
+    clock.advance(timedelta(days=app.state.settings.windows.return_days, minutes=1))
     failed = await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))
     assert failed.status_code == 200
     state = await wallet(client, buyer)
     assert state["owed"] == money(PRICE) and [d["status"] for d in state["open_debts"]] == ["failed"]
 
-    # The buyer sells a lead: once that lead's buyer has paid, its earnings pay part of the debt; the rest stays
-    # failed, on the same invoice.
-    await buy_from(app, client, other, buyer_id)
-    assert (await wallet(client, buyer))["owed"] == money(PRICE)  # held until the other pays
+    # Once that lead's buyer has paid, the earnings pay part of the debt; the rest stays failed, on the same invoice.
+    assert (await wallet(client, buyer))["held"] == money(SHARE)  # held until the other pays
     (paid_for,) = (await wallet(client, other[1]))["pending_settlements"]
     assert (await client.post(f"/v1/settlements/{paid_for['id']}/confirm", headers=auth(operator))).is_success
     state = await wallet(client, buyer)
@@ -196,11 +211,11 @@ async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_
     assert (await settlement(db, first["id"])).status == "cancelled"
 
     # The worker leaves a charge that just failed alone; a day later it charges the rest again, once.
-    collected = await services.collect_open_debts(app.state.uow)
+    collected = await collect(app)
     assert collected.retried == 0
     clock.advance(timedelta(days=1, minutes=1))
-    assert (await services.collect_open_debts(app.state.uow)).retried == 1
-    assert (await services.collect_open_debts(app.state.uow)).retried == 0
+    assert (await collect(app)).retried == 1
+    assert (await collect(app)).retried == 0
     state = await wallet(client, buyer)
     (retry,) = state["open_debts"]
     assert retry["status"] == "pending" and retry["amount"] == money(PRICE - SHARE) and retry["id"] != rest["id"]
@@ -211,9 +226,9 @@ async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_
     # It fails again: the next try waits twice as long.
     assert (await client.post(f"/v1/settlements/{retry['id']}/fail", headers=auth(operator))).status_code == 200
     clock.advance(timedelta(days=1, minutes=1))
-    assert (await services.collect_open_debts(app.state.uow)).retried == 0
+    assert (await collect(app)).retried == 0
     clock.advance(timedelta(days=1))
-    assert (await services.collect_open_debts(app.state.uow)).retried == 1
+    assert (await collect(app)).retried == 1
     (again,) = (await wallet(client, buyer))["open_debts"]
     assert (await client.post(f"/v1/settlements/{again['id']}/confirm", headers=auth(operator))).status_code == 200
     state = await wallet(client, buyer)
@@ -247,13 +262,13 @@ async def test_failed_charges_are_retried_page_by_page_and_at_most_five_times(ap
             assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
         wait = timedelta(days=2 ** (failures - 1))
         clock.advance(wait - timedelta(minutes=1))
-        assert (await services.collect_open_debts(app.state.uow)).retried == 0
+        assert (await collect(app)).retried == 0
         clock.advance(timedelta(minutes=2))
-        assert (await services.collect_open_debts(app.state.uow)).retried == (3 if failures < 5 else 0)
+        assert (await collect(app)).retried == (3 if failures < 5 else 0)
     state = await wallet(client, buyer)
     assert [d["status"] for d in state["open_debts"]] == ["failed"] * 3 and state["owed"] == money(3 * PRICE)
     clock.advance(timedelta(days=365))
-    assert (await services.collect_open_debts(app.state.uow)).retried == 0
+    assert (await collect(app)).retried == 0
     assert await db.count(Settlement, Settlement.business_id == buyer_id) == 3 * 5
     await assert_sound(client, operator)
 
@@ -265,7 +280,7 @@ async def test_concurrent_debt_collection_charges_a_failed_debt_once(app, client
     (first,) = (await wallet(client, buyer))["open_debts"]
     assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
     clock.advance(timedelta(days=2))
-    results = await asyncio.gather(*(services.collect_open_debts(app.state.uow) for _ in range(4)))
+    results = await asyncio.gather(*(collect(app) for _ in range(4)))
     assert sum(r.retried for r in results) == 1
     state = await wallet(client, buyer)
     assert [d["status"] for d in state["open_debts"]] == ["pending"]
@@ -308,7 +323,7 @@ async def test_earnings_arriving_while_an_operator_confirms_the_debt_pay_it_once
     offers = await leads_offered_to(app, [b for b, _ in buyers], sellers=[seller_id] * len(buyers))
     claims = [claim(client, token, offer_id) for (_, token), offer_id in zip(buyers, offers, strict=True)]
     confirm = client.post(f"/v1/settlements/{debt['id']}/confirm", headers=auth(operator))
-    *claimed, confirmed, _ = await asyncio.gather(*claims, confirm, services.collect_open_debts(app.state.uow))
+    *claimed, confirmed, _ = await asyncio.gather(*claims, confirm, collect(app))
     assert [r.status_code for r in claimed] == [201] * len(buyers), [r.text for r in claimed]
     assert confirmed.status_code in (200, 409), confirmed.text
 

@@ -151,7 +151,8 @@ async def held_earnings(
     returnable = exists().where(
         Exposure.id == LedgerTransaction.reference,
         Exposure.status.in_(RETURNABLE),
-        Exposure.created_at >= utcnow() - timedelta(days=settings.windows.return_days),  # a return's own test: now > deadline
+        # Still returnable at the deadline itself (a return is refused only after it).
+        Exposure.created_at >= utcnow() - timedelta(days=settings.windows.return_days),
     )
     rows = await session.execute(
         select(LedgerAccount.kind, func.sum(LedgerPosting.amount_minor))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from marketplace.clock import clock
+from marketplace.clock import clock, utcnow
 from marketplace.db.models import Lead, LeadContact
 from tests.factories import auth, lead_body, operator_token, register
 
@@ -51,6 +51,28 @@ async def test_same_contact_after_the_window_is_a_new_lead(settings, client, db)
     response = await client.post("/v1/leads", json=body)
     assert response.status_code == 201
     assert await db.count(Lead) == 2
+
+
+async def test_asking_again_after_the_lead_ended_is_a_new_lead(app, client, db):
+    # A lead ends when the customer says it hired someone (a survey answer) or its time runs out: the same customer
+    # asking again within the dedup window has a new need (or the old one unserved), not a duplicate of an ended lead.
+    body = lead_body()
+    first = (await client.post("/v1/leads", json=body)).json()["id"]
+    async with app.state.uow() as uow:
+        await uow.session.execute(update(Lead).where(Lead.id == first).values(status="expired"))
+    again = await client.post("/v1/leads", json=body)
+    assert again.status_code == 201, again.text
+    second = again.json()["id"]
+    assert second != first and again.json()["status"] == "open"
+    # Its lifetime over (before the dedup window's), without the status written yet: the same.
+    async with app.state.uow() as uow:
+        ended = utcnow() - timedelta(minutes=1)
+        await uow.session.execute(update(Lead).where(Lead.id == second).values(expires_at=ended))
+    third = await client.post("/v1/leads", json=body)
+    assert third.status_code == 201 and third.json()["id"] not in (first, second)
+    # And an open one is still joined.
+    assert (await client.post("/v1/leads", json=body)).json()["id"] == third.json()["id"]
+    assert await db.count(Lead) == 3
 
 
 async def test_business_sells_an_inquiry(client, db):

@@ -218,6 +218,9 @@ async def set_status(
     (an operator's correction, kept with its reason), None leaves the list as it is."""
     business = await get_business(session, business_id, for_update=True)
     now = utcnow()
+    # Saying it again (a second block, say) is kept as asked, but changes nothing: updated_at stays.
+    listed = business.unreliable_since is not None
+    changes = status != business.status or (unreliable is not None and unreliable != listed)
     if unreliable is False and business.unreliable_since is not None:
         business.unreliable_since = None
         reason = f"taken off the unreliable list: {reason}" if reason else "taken off the unreliable list"
@@ -234,7 +237,8 @@ async def set_status(
         )
     )
     business.status = status
-    business.updated_at = now
+    if changes:
+        business.updated_at = now
     if unreliable and business.unreliable_since is None:
         business.unreliable_since = now
     if status != "active":

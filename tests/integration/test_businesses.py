@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from marketplace.clock import clock
 from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Lead
 from marketplace.identity.tokens import hash_token
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
@@ -126,6 +127,10 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert (change.from_status, change.to_status, change.reason) == ("active", "blocked", "fraud") and change.unreliable
     listed = await client.get("/v1/unreliable")
     assert [b["id"] for b in listed.json()["items"]] == [business_id]
+    # Blocking it again is kept (who asked, and why) but changes nothing: its updated_at stays.
+    clock.advance(timedelta(minutes=5))
+    again = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"reason": "again"})
+    assert again.status_code == 200 and again.json()["updated_at"] == response.json()["updated_at"]
     # A blocked business may still read its account, but no longer act.
     assert (await client.get("/v1/businesses/me", headers=auth(token))).status_code == 200
     refused = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "x"})

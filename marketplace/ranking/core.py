@@ -29,15 +29,24 @@ import numpy as np
 from numpy.typing import NDArray
 
 from marketplace.ranking import kernels
-from marketplace.ranking.kernels import DEAD_HI, DEAD_LO, HI, LO, NEG, POST, POSTERIOR_COLUMNS, ROWS, SLOT
+from marketplace.ranking.kernels import (
+    BUYER,
+    DEAD_HI,
+    DEAD_LO,
+    HI,
+    LO,
+    NEG,
+    POST,
+    POSTERIOR_COLUMNS,
+    RECEIVED,
+    ROWS,
+    SLOT,
+)
 from marketplace.ranking.scoring import Score
 
 RING_SAMPLE = 1024  # entries sampled for one batch of Thompson draws
 RING_SIZE = 512  # the best draws kept for the next leads' exploration places
 RANDOM_BUFFER = 1 << 16
-# Columns of a posterior row: Beta(alpha, beta) of the success probability, what a success is worth,
-# the sold-leads bonus, the reliability factor, how many exposures the estimate rests on, lead buyer or not.
-ALPHA, BETA, WORTH, BONUS, RELIABILITY, RECEIVED, BUYER = range(POSTERIOR_COLUMNS)
 # A dead entry's (or a free place's) deal range is DEAD_LO..DEAD_HI: no budget fits it, so the range filter
 # drops it for free.
 UNSTATED = np.iinfo(np.int64).max - 1  # a budget of 0 means "not stated": every live range holds it
@@ -668,25 +677,11 @@ class RankingCore:
         next leads' exploration places. Drawing a batch at a time keeps the per-lead cost to a slice
         (batched Thompson sampling). A drawn business that changes is struck out of the ring (`_Bucket.kill`)."""
         cap = len(bucket.lo)
-        at = np.unique((self._take_uniform(min(cap, RING_SAMPLE)) * cap).astype(np.int64))
-        at = at[bucket.lo[at] != DEAD_LO]
-        p = bucket.post[:, at].T
-        a, b = p[:, ALPHA].astype(np.float64), p[:, BETA].astype(np.float64)
-        total = a + b
-        mean = a / total
-        # Beta(a, b) drawn by its normal approximation, clipped to [0, 1]: far cheaper than exact Beta
-        # sampling, and as good for choosing whom to explore.
-        spread = np.sqrt(a * b / (total * total * (total + 1.0)))
-        chance = np.clip(mean + spread * self._take_normal(len(a)), 0.0, 1.0)
-        draws = p[:, RELIABILITY] * (chance * p[:, WORTH] + p[:, BONUS])
-        order = np.argsort(-draws)[:RING_SIZE]
-        at = at[order]
-        slots = bucket.slot[at]
-        base = -bucket.neg[at]
-        # What an explored place shows, side by side, so the chosen are read with one gather.
-        shown = np.empty((len(at), 3 + POSTERIOR_COLUMNS))
-        shown[:, 0], shown[:, 1], shown[:, 2], shown[:, 3:] = slots, draws[order], base, p[order]
-        return (_ring_index(slots), slots, bucket.lo[at], bucket.hi[at], base, shown)
+        sample = min(cap, RING_SAMPLE)
+        slots, r_lo, r_hi, base, shown = kernels.draw_ring(
+            bucket.table, self._take_uniform(sample), self._take_normal(sample), RING_SIZE
+        )
+        return (_ring_index(slots), slots, r_lo, r_hi, base, shown)
 
     def _ring(self, bucket: _Bucket) -> tuple[Any, ...]:
         """The bucket's ring of Thompson draws, drawn afresh when the last one is used up."""

@@ -14,6 +14,9 @@ from numba import njit
 # Rows of a bucket's table, all int64; the score row and the posterior rows hold float64 bits.
 NEG, LO, HI, SLOT, POST = range(5)
 POSTERIOR_COLUMNS = 7
+# Columns of a posterior (rows POST + these of a table): Beta(alpha, beta) of the success probability, what a success
+# is worth, the sold-leads bonus, the reliability factor, how many exposures the estimate rests on, lead buyer or not.
+ALPHA, BETA, WORTH, BONUS, RELIABILITY, RECEIVED, BUYER = range(POSTERIOR_COLUMNS)
 ROWS = POST + POSTERIOR_COLUMNS
 DEAD_LO = np.iinfo(np.int64).max
 DEAD_HI = np.iinfo(np.int64).min
@@ -371,3 +374,42 @@ def explore_fill(
         scores[at] = row[1]
         base[at] = row[2]
     return found
+
+
+@njit(cache=True, nogil=True)
+def draw_ring(
+    table: np.ndarray, uniforms: np.ndarray, normals: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """A batch of Thompson draws for a bucket's exploration ring: the places uniforms x capacity (distinct, live
+    entries only), each drawn from the normal approximation of its Beta(alpha, beta) (one normal each, clipped to
+    [0, 1]) and worth reliability x (draw x worth + bonus); the best `size` draws, best first (equal draws in place
+    order). Returns their slots, deal ranges, base scores, and the rows an explored place shows: (slot, draw, base
+    score, posterior)."""
+    cap = table.shape[1]
+    at = np.unique((uniforms * cap).astype(np.int64))
+    lo_row = table[LO]
+    live = at[lo_row[at] != DEAD_LO]
+    n = live.shape[0]
+    alpha, beta = table[POST + ALPHA].view(np.float64), table[POST + BETA].view(np.float64)
+    worth, bonus = table[POST + WORTH].view(np.float64), table[POST + BONUS].view(np.float64)
+    reliability = table[POST + RELIABILITY].view(np.float64)
+    draws = np.empty(n)
+    for i in range(n):
+        j = live[i]
+        a, b = alpha[j], beta[j]
+        total = a + b
+        spread = np.sqrt(a * b / (total * total * (total + 1.0)))
+        chance = min(max(a / total + spread * normals[i], 0.0), 1.0)
+        draws[i] = reliability[j] * (chance * worth[j] + bonus[j])
+    order = np.argsort(-draws, kind="mergesort")[:size]
+    m = order.shape[0]
+    negs = table[NEG].view(np.float64)
+    slots, r_lo, r_hi, base = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m)
+    shown = np.empty((m, 3 + POSTERIOR_COLUMNS))
+    for i in range(m):
+        j = live[order[i]]
+        slots[i], r_lo[i], r_hi[i], base[i] = table[SLOT, j], lo_row[j], table[HI, j], -negs[j]
+        shown[i, 0], shown[i, 1], shown[i, 2] = table[SLOT, j], draws[order[i]], -negs[j]
+        for c in range(POSTERIOR_COLUMNS):
+            shown[i, 3 + c] = table[POST + c, j : j + 1].view(np.float64)[0]
+    return slots, r_lo, r_hi, base, shown

@@ -225,7 +225,7 @@ def test_the_warm_up_runs_every_compiled_loop_the_service_calls():
     script = (
         "from marketplace.ranking import kernels\n"
         "from marketplace.ranking.core import warm_up\n"
-        "loops = (kernels.find, kernels.make_room, kernels.move, kernels.rank_bucket)\n"
+        "loops = (kernels.find, kernels.make_room, kernels.move, kernels.rank_bucket, kernels.draw_ring)\n"
         "assert not any(k.signatures for k in loops)\n"
         "warm_up()\n"
         "import json; print(json.dumps([len(k.signatures) for k in loops]))\n"
@@ -263,3 +263,29 @@ def test_a_business_welcomed_twice_into_the_ring_is_struck_where_it_waits():
     core.set_active(business_id, False)
     for _ in range(40):
         assert business_id not in core.rank("p", "n", 100, 3).business_ids
+
+
+def test_a_ring_draw_takes_distinct_live_places_each_drawn_from_its_own_posterior():
+    # Eight entries; entry 5 dead. Posterior of entry i: Beta(1 + i, 9 - i), worth 100 + i, bonus i, reliability 1
+    # (0.5 for entry 2). With every normal 0 a draw is the posterior's mean: reliability x (mean x worth + bonus).
+    n = 8
+    table = np.zeros((ROWS, n), np.int64)
+    floats = np.zeros((ROWS, n))
+    for i in range(n):
+        floats[NEG, i] = -(10.0 - i)
+        floats[kernels.POST:, i] = (1.0 + i, 9.0 - i, 100.0 + i, float(i), 0.5 if i == 2 else 1.0, 3.0, 0.0)
+    table[:] = floats.view(np.int64)
+    table[LO], table[HI], table[SLOT] = 0, 1_000, np.arange(n) + 40
+    table[LO, 5], table[HI, 5] = DEAD_LO, DEAD_HI
+    uniforms = (np.array([0, 1, 1, 2, 3, 5, 6, 7, 7, 4]) + 0.5) / n  # places 1 and 7 twice, the dead 5 once
+    slots, lo, hi, base, shown = kernels.draw_ring(table, uniforms, np.zeros(len(uniforms)), 5)
+    expected = {i: (0.5 if i == 2 else 1.0) * ((1.0 + i) / 10.0 * (100.0 + i) + i) for i in (0, 1, 2, 3, 4, 6, 7)}
+    best = sorted(expected, key=lambda i: -expected[i])[:5]
+    assert slots.tolist() == [40 + i for i in best]
+    assert shown[:, 1].tolist() == pytest.approx([expected[i] for i in best])
+    assert base.tolist() == [10.0 - i for i in best] and shown[:, 2].tolist() == base.tolist()
+    assert lo.tolist() == [0] * 5 and hi.tolist() == [1_000] * 5
+    assert shown[:, 3:].tolist() == [list(floats[kernels.POST:, i]) for i in best]
+    # A normal moves a draw by its posterior's spread, and the chance is kept within [0, 1].
+    _, _, _, _, wide = kernels.draw_ring(table, uniforms[:1], np.array([100.0]), 5)
+    assert wide[0, 1] == pytest.approx(1.0 * 100.0 + 0.0)  # entry 0: chance clipped to 1

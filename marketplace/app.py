@@ -59,6 +59,9 @@ CONTROLLERS: list[Any] = [
 PERIODIC_SECONDS = 30.0
 PERIODIC_RETRY_SECONDS = 5.0  # after a round of the periodic loop failed
 RANKING_REFRESH_SECONDS = 300.0
+# The daily jobs (model trainings): every process asks once a day, from its start; the first to ask in 23 hours
+# sends them (a process started later in the day finds them sent).
+DAILY_ONCE_SECONDS = 23 * 3600.0
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -200,8 +203,8 @@ async def _periodic(state: State) -> None:
                     state.jobs.enqueue(name)
             if loop.time() - last_daily >= 24 * 3600:
                 last_daily = loop.time()
-                for name in DAILY:
-                    state.jobs.enqueue(name)
+                for name in DAILY:  # once a day across the processes that share the queue
+                    state.jobs.enqueue_once_per(name, DAILY_ONCE_SECONDS)
             if loop.time() - last_ranking >= RANKING_REFRESH_SECONDS:
                 # Every process refreshes its own core in full now and then: caps reset with the day, and
                 # category averages drift with history.

@@ -27,6 +27,8 @@ log = logging.getLogger("marketplace.jobs")
 class Jobs(Protocol):
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None: ...
 
+    def enqueue_once_per(self, actor_name: str, seconds: float) -> None: ...
+
     async def run_due(self) -> int: ...
 
     async def status(self) -> str: ...
@@ -48,6 +50,21 @@ class DramatiqJobs:
         except (redis.exceptions.RedisError, dramatiq.errors.BrokerError, OSError) as exc:
             log.error("could not enqueue %s%r (%s: %s); the periodic sweeps take up what they can",
                       actor_name, args, type(exc).__name__, exc)
+
+    def enqueue_once_per(self, actor_name: str, seconds: float) -> None:
+        """Send the job unless another process (every API replica runs the same schedule, and each starts it anew
+        when it starts) has sent it within `seconds`: the first to set a key in Redis, expiring after that long,
+        sends it. So the daily trainings run once a day, not once per process and restart."""
+        client = getattr(self.broker, "client", None)
+        if client is not None:
+            key = f"{getattr(self.broker, 'namespace', 'dramatiq')}:once:{actor_name}"
+            try:
+                if not client.set(key, utcnow().isoformat(), nx=True, ex=max(1, int(seconds))):
+                    return
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.error("could not enqueue %s (%s: %s)", actor_name, type(exc).__name__, exc)
+                return
+        self.enqueue(actor_name)
 
     async def run_due(self) -> int:
         return 0  # dramatiq workers run the jobs
@@ -84,6 +101,9 @@ class InProcessJobs:
         self.broker.get_actor(actor_name)  # fail now, not later, on an unknown actor
         due = utcnow() + timedelta(seconds=delay_seconds)
         heapq.heappush(self._heap, (due, next(self._seq), actor_name, args))
+
+    def enqueue_once_per(self, actor_name: str, seconds: float) -> None:
+        self.enqueue(actor_name)  # one process: its own schedule is the only one
 
     def pending(self) -> int:
         return len(self._heap)

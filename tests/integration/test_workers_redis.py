@@ -111,3 +111,32 @@ async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(se
             await asyncio.sleep(0.1)
         assert [(a["business_id"], a["status"]) for a in found] == [(business_id, "open")]
         assert found[0]["reasons"][0]["leads"] == [lead_id]  # type: ignore[index]
+
+
+def test_daily_jobs_are_sent_once_whatever_the_number_of_processes_asking():
+    # Every API replica asks for the daily jobs when it starts and once a day after; the queue gets each once.
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    from marketplace.jobs import DramatiqJobs
+    from workers.broker import make_broker, use_broker
+
+    namespace = f"marketplace-test-{uuid.uuid4().hex[:8]}"
+    broker = use_broker(make_broker(REDIS_URL, namespace))
+    processes = [DramatiqJobs(broker, REDIS_URL) for _ in range(3)]  # three API workers asking
+    client = processes[0].broker.client
+    try:
+        for jobs in processes:
+            jobs.enqueue_once_per("train_ranking_model", 60)
+            jobs.enqueue_once_per("train_fraud_model", 60)
+        queued = client.lrange(f"{namespace}:maintenance", 0, -1)
+        assert len(queued) == 2, queued
+        assert 0 < client.ttl(f"{namespace}:once:train_ranking_model") <= 60
+        client.delete(f"{namespace}:once:train_ranking_model")  # its time has passed: the next to ask sends it
+        processes[2].enqueue_once_per("train_ranking_model", 60)
+        assert client.llen(f"{namespace}:maintenance") == 3
+    finally:
+        for key in client.keys(f"{namespace}*"):
+            client.delete(key)
+        broker.close()

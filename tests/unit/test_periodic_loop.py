@@ -21,6 +21,9 @@ class FlakyJobs:
             raise ConnectionError("the broker is away")
         self.enqueued.append(name)
 
+    def enqueue_once_per(self, name: str, seconds: float) -> None:
+        self.enqueue(name)
+
     async def run_due(self) -> int:
         self.rounds += 1
         return 0

@@ -58,9 +58,18 @@ class RiskModel:
         if self.supervised:
             return np.asarray(self.estimator.predict_proba(x)[:, 1], dtype=float)
         assert self.reference is not None
-        outlier = -self.estimator.score_samples(x)
+        outlier = -self._forest().score_samples(x)
         percentile = np.searchsorted(self.reference, outlier, side="left") / max(len(self.reference), 1)
         return np.clip((percentile - ORDINARY_PERCENTILE) / (1.0 - ORDINARY_PERCENTILE), 0.0, 1.0)
+
+    def _forest(self) -> Any:
+        """The IsolationForest's scorer: its trees as arrays (`Forest`) once they are checked to score the training
+        sample as scikit-learn does, else the estimator itself. Built on first use (also for models pickled
+        before), kept with the model."""
+        forest = self.__dict__.get("_compact")
+        if forest is None:
+            forest = self.__dict__["_compact"] = Forest.of(self.estimator) or self.estimator
+        return forest
 
     def explain(self, features: Mapping[str, float], score: float | None = None) -> dict[str, Any] | None:
         """The model's reason, for operators: what in this business pushed its score up."""
@@ -81,6 +90,78 @@ class RiskModel:
             text = f"unusual among {self.samples} businesses"
         detail = f" ({', '.join(name.replace('_', ' ') for name in top)})" if top else ""
         return {"kind": f"model_{self.kind}", "text": text + detail, "weight": round(score, 4), "leads": []}
+
+
+def _average_path_length(n: np.ndarray) -> np.ndarray:
+    """c(n): the average path length of an unsuccessful search in a binary search tree of n points (the part of a
+    path a leaf holding n training points stands for), as the IsolationForest paper and scikit-learn define it."""
+    n = np.asarray(n, dtype=float)
+    out = np.zeros(n.shape)
+    out[n == 2] = 1.0
+    many = n > 2
+    out[many] = 2.0 * (np.log(n[many] - 1.0) + np.euler_gamma) - 2.0 * (n[many] - 1.0) / n[many]
+    return out
+
+
+class Forest:
+    """A fitted IsolationForest's trees as padded arrays, scored level by level with a few numpy steps for all
+    trees and rows at once. scikit-learn scores tree by tree through joblib: ~16 ms for one business, most of a
+    fraud scan's time for a business with evidence. Same result: the leaf a row reaches in each tree (left where
+    its float32 feature is at most the threshold, as scikit-learn's trees compare), the leaf's depth plus c(its
+    training points), summed over the trees in order, and 2^(-mean / c(max_samples)), negated."""
+
+    def __init__(self, estimator: Any) -> None:
+        trees = [e.tree_ for e in estimator.estimators_]
+        size = max(t.node_count for t in trees)
+        count = len(trees)
+        self.left = np.full((count, size), -1, np.int64)
+        self.right = np.full((count, size), -1, np.int64)
+        self.feature = np.zeros((count, size), np.int64)
+        self.threshold = np.zeros((count, size))
+        self.value = np.zeros((count, size))
+        self.levels = 0
+        for i, tree in enumerate(trees):
+            n = tree.node_count
+            left, right = tree.children_left[:n], tree.children_right[:n]
+            depth = np.zeros(n)
+            for node in range(n):  # a node's children come after it
+                if left[node] >= 0:
+                    depth[left[node]] = depth[right[node]] = depth[node] + 1
+            self.left[i, :n], self.right[i, :n] = left, right
+            self.feature[i, :n] = np.maximum(tree.feature[:n], 0)
+            self.threshold[i, :n] = tree.threshold[:n]
+            # As scikit-learn adds it up: the nodes on the path (depth + 1), plus c(n), minus 1.
+            self.value[i, :n] = (depth + 1.0) + _average_path_length(tree.n_node_samples[:n]) - 1.0
+            self.levels = max(self.levels, int(depth.max()))
+        self.denominator = count * float(_average_path_length(np.array([estimator.max_samples_]))[0])
+
+    @classmethod
+    def of(cls, estimator: Any) -> Forest | None:
+        """The arrays of a forest whose trees read every feature in order (no feature subsampling), if they score
+        a probe sample exactly as scikit-learn does; else None (and scikit-learn scores)."""
+        try:
+            n_features = int(estimator.n_features_in_)
+            if any(list(f) != list(range(n_features)) for f in estimator.estimators_features_):
+                return None
+            forest = cls(estimator)
+            probe = np.random.default_rng(0).normal(size=(64, n_features)) * 3.0
+            if not np.array_equal(forest.score_samples(probe), estimator.score_samples(probe)):
+                return None
+        except (AttributeError, ValueError):
+            return None
+        return forest
+
+    def score_samples(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32).astype(np.float64)
+        trees = np.arange(self.left.shape[0])[:, None]
+        rows = np.arange(x.shape[0])[None, :]
+        node = np.zeros((self.left.shape[0], x.shape[0]), np.int64)
+        for _ in range(self.levels):
+            go_left = x[rows, self.feature[trees, node]] <= self.threshold[trees, node]
+            step = np.where(go_left, self.left[trees, node], self.right[trees, node])
+            node = np.where(step >= 0, step, node)  # a leaf stays where it is
+        depths = np.cumsum(self.value[trees, node], axis=0)[-1]  # summed tree by tree, in order
+        return -(2 ** (-np.divide(depths, self.denominator)))
 
 
 def matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> np.ndarray:

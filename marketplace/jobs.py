@@ -7,6 +7,7 @@ service clock, so a simulation or a test that advances the clock sees waves and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import inspect
 import itertools
@@ -44,27 +45,37 @@ class DramatiqJobs:
         """Send the job to the workers. A broker that cannot be reached is logged, not raised: the caller has
         committed what the job follows up (a lead, a sign-up), and its answer must go out; the periodic sweeps
         (lost first waves, businesses with fraud news, overdue waves) take up the work from the database."""
+        self._send(actor_name, args, delay_seconds)
+
+    def _send(self, actor_name: str, args: tuple[Any, ...], delay_seconds: float = 0) -> bool:
         actor = self.broker.get_actor(actor_name)  # an unknown actor is a mistake in the code: raised
         try:
             actor.send_with_options(args=args, delay=int(delay_seconds * 1000) or None)
         except (redis.exceptions.RedisError, dramatiq.errors.BrokerError, OSError) as exc:
             log.error("could not enqueue %s%r (%s: %s); the periodic sweeps take up what they can",
                       actor_name, args, type(exc).__name__, exc)
+            return False
+        return True
 
     def enqueue_once_per(self, actor_name: str, seconds: float) -> None:
         """Send the job unless another process (every API replica runs the same schedule, and each starts it anew
         when it starts) has sent it within `seconds`: the first to set a key in Redis, expiring after that long,
         sends it. So the daily trainings run once a day, not once per process and restart."""
         client = getattr(self.broker, "client", None)
-        if client is not None:
-            key = f"{getattr(self.broker, 'namespace', 'dramatiq')}:once:{actor_name}"
-            try:
-                if not client.set(key, utcnow().isoformat(), nx=True, ex=max(1, int(seconds))):
-                    return
-            except (redis.exceptions.RedisError, OSError) as exc:
-                log.error("could not enqueue %s (%s: %s)", actor_name, type(exc).__name__, exc)
+        if client is None:
+            self._send(actor_name, ())
+            return
+        key = f"{getattr(self.broker, 'namespace', 'dramatiq')}:once:{actor_name}"
+        try:
+            if not client.set(key, utcnow().isoformat(), nx=True, ex=max(1, int(seconds))):
                 return
-        self.enqueue(actor_name)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.error("could not enqueue %s (%s: %s)", actor_name, type(exc).__name__, exc)
+            return
+        if not self._send(actor_name, ()):
+            # Not sent after all: the key must not keep every process from sending it for the whole period.
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                client.delete(key)
 
     async def run_due(self) -> int:
         return 0  # dramatiq workers run the jobs

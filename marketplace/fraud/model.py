@@ -58,14 +58,16 @@ class RiskModel:
         if self.supervised:
             return np.asarray(self.estimator.predict_proba(x)[:, 1], dtype=float)
         assert self.reference is not None
-        outlier = -self._forest().score_samples(x)
+        # scikit-learn's trees send a missing value their own way; the arrays know only finite ones.
+        scorer = self._forest() if np.isfinite(x).all() else self.estimator
+        outlier = -scorer.score_samples(x)
         percentile = np.searchsorted(self.reference, outlier, side="left") / max(len(self.reference), 1)
         return np.clip((percentile - ORDINARY_PERCENTILE) / (1.0 - ORDINARY_PERCENTILE), 0.0, 1.0)
 
     def _forest(self) -> Any:
-        """The IsolationForest's scorer: its trees as arrays (`Forest`) once they are checked to score the training
-        sample as scikit-learn does, else the estimator itself. Built on first use (also for models pickled
-        before), kept with the model."""
+        """The IsolationForest's scorer: its trees as arrays (`Forest`) once they are checked to score a probe sample
+        exactly as scikit-learn does, else the estimator itself (for finite features only: see scores). Built on
+        first use (also for models pickled before), kept with the model."""
         forest = self.__dict__.get("_compact")
         if forest is None:
             forest = self.__dict__["_compact"] = Forest.of(self.estimator) or self.estimator

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -83,13 +83,13 @@ async def submit_lead(
     existing = await session.scalar(
         select(Lead.id)
         # The same customer's need inside a club and on the open market (or in another club) are two leads: served
-        # by different businesses, neither joins the other. A lead that has ended (its time ran out, or the customer
+        # by different businesses, neither joins the other. A lead sold in full is joined (its businesses have the
+        # customer's contact), an open one while it lasts; one that has ended (its time ran out unsold, or the customer
         # said it hired someone) is joined by nothing: asking again is a new need, or the same one still unserved.
         .where(
             Lead.dedup_key == key,
             Lead.created_at >= window_start,
-            Lead.status != "expired",
-            Lead.expires_at > now,
+            or_(Lead.status == "full", and_(Lead.status == "open", Lead.expires_at > now)),
             Lead.club_id.is_(None) if data.club is None else Lead.club_id == data.club,
         )
         .order_by(Lead.created_at.desc())

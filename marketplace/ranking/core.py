@@ -1,17 +1,17 @@
 """The in-memory ranking core: per (category, region) buckets of businesses kept sorted by score.
 
-Hot path: a few dozen numpy calls per lead whatever the bucket's size, and the per-entry steps of an update
-as compiled loops (ranking/kernels.py, numba). A bucket is one table of rows (negated score, deal range,
-slot, posterior rows), kept sorted by score with a free place every few entries (a gapped array). An update
-ends the business's entry in place (found by binary search on its old score; a dead entry's deal range is
-empty, so every filter drops it, and its place becomes free) and writes the fresh one at its sorted place,
-shifting entries only as far as the nearest free place; a bucket that runs out of free places nearby is
-re-spread, so no update rebuilds the core.
-Ranking a lead is one compiled scan of a sorted prefix (kernels.top): without a per-lead factor the first
-k entries whose deal range holds the budget are the top k; with one (bounded), the scan keeps the k best
-exact scores and stops where no entry further down could still reach the k-th. A configured share of offer
-places explores: Thompson draws from the posteriors of a random sample of the bucket take the last places,
-so newcomers get seen and estimates keep learning.
+Hot path: one compiled call per lead whatever the bucket's size (ranking/kernels.py, numba: the scan, the
+ranked's slots and scores, the exploration places), and the per-entry steps of an update as compiled loops too.
+A bucket is one table of rows (negated score, deal range, slot, posterior rows), kept sorted by score with a
+free place every few entries (a gapped array). An update ends the business's entry in place (found by binary
+search on its old score; a dead entry's deal range is empty, so every filter drops it, and its place becomes
+free) and writes the fresh one at its sorted place, shifting entries only as far as the nearest free place; a
+bucket that runs out of free places nearby is re-spread, so no update rebuilds the core.
+Ranking a lead is one compiled scan of a sorted prefix (kernels.top, within kernels.rank_bucket): without a
+per-lead factor the first k entries whose deal range holds the budget are the top k; with one (bounded), the
+scan keeps the k best exact scores and stops where no entry further down could still reach the k-th. A
+configured share of offer places explores: Thompson draws from the posteriors of a random sample of the bucket
+take the last places, so newcomers get seen and estimates keep learning.
 """
 
 from __future__ import annotations
@@ -631,6 +631,8 @@ class RankingCore:
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
         # per-lead factor reorders it) only when an explanation is read.
         found, slots, scores, base = ints[0, :n], ints[1, :n], floats[0, :n], floats[1, :n]
+        if places and n < k:
+            bucket.ring_at = start  # nobody explored: the ring's next candidates (a newcomer first) wait for the next
         keep = n - explored
         posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], ring[5], rows[:explored])
         return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)

@@ -87,6 +87,9 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     )
 
 
+# How long past a purchase's return deadline its seller's earnings stay held: a return that began before the
+# deadline may still be committing.
+RETURN_SETTLING = timedelta(hours=1)
 # A seller earns from its sold lead's purchase (lead_earnings) and from the commission on the deal made of it (its
 # share of a deal_commission): each is held until what it was paid from is paid (and a purchase until it can no
 # longer be returned).
@@ -151,8 +154,9 @@ async def held_earnings(
     returnable = exists().where(
         Exposure.id == LedgerTransaction.reference,
         Exposure.status.in_(RETURNABLE),
-        # Still returnable at the deadline itself (a return is refused only after it).
-        Exposure.created_at >= utcnow() - timedelta(days=settings.windows.return_days),
+        # Returnable up to the deadline itself, and held a while past it: a return begun just before the deadline
+        # may still be committing (its status not yet written) when a withdrawal reads this.
+        Exposure.created_at >= utcnow() - timedelta(days=settings.windows.return_days) - RETURN_SETTLING,
     )
     rows = await session.execute(
         select(LedgerAccount.kind, func.sum(LedgerPosting.amount_minor))

@@ -40,7 +40,8 @@ class Wallet(msgspec.Struct):
     # What a withdrawal could pay out now: available, less what it owes beyond its credit (debts are paid first)
     # and less the held earnings.
     withdrawable_amount: MoneyOut
-    # Earnings for sold leads whose buyers have not paid yet: spendable in the marketplace, paid out once they pay.
+    # Earnings for sold leads whose buyers have not paid yet, or may still return them: counted in the balance, but
+    # neither paid out nor spent on the business's charges until the payers pay and the return windows close.
     held: MoneyOut
 
 

@@ -1018,8 +1018,8 @@ async def _open_charges(session: AsyncSession, business_id: str, currency: str) 
 def _not_withdrawable(
     amount: Money, available: Money, owed: Money, debts: list[Settlement], held: Money
 ) -> InsufficientFunds:
-    """The refusal of a withdrawal: what can be withdrawn, the earnings held until their buyers pay, and the open
-    debts that come first, by name."""
+    """The refusal of a withdrawal: what can be withdrawn, the earnings held (until their buyers pay and can no longer
+    return the leads), and the open debts that come first, by name."""
     extra: dict[str, object] = {"withdrawable": available.to_json(), "owed": owed.to_json(), "held": held.to_json()}
     waiting = (
         f" ({held} of earnings wait for the buyers of the leads sold to pay, or for their return windows to close)"

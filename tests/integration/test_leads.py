@@ -70,7 +70,11 @@ async def test_asking_again_after_the_lead_ended_is_a_new_lead(app, client, db):
         await uow.session.execute(update(Lead).where(Lead.id == second).values(expires_at=ended))
     third = await client.post("/v1/leads", json=body)
     assert third.status_code == 201 and third.json()["id"] not in (first, second)
-    # And an open one is still joined.
+    # And an open one is still joined; so is one sold in full (its buyers have the contact), even past its lifetime.
+    assert (await client.post("/v1/leads", json=body)).json()["id"] == third.json()["id"]
+    async with app.state.uow() as uow:
+        sold = update(Lead).where(Lead.id == third.json()["id"]).values(status="full", expires_at=ended)
+        await uow.session.execute(sold)
     assert (await client.post("/v1/leads", json=body)).json()["id"] == third.json()["id"]
     assert await db.count(Lead) == 3
 

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from marketplace.clock import clock
 from marketplace.db.models import LedgerAccount, LedgerTransaction, Settlement
 from marketplace.wallet import services
+from marketplace.wallet.queries import RETURN_SETTLING
 from tests.factories import auth, operator_token, register
 from tests.integration.test_wallet import (
     PRICE,
@@ -137,7 +138,7 @@ async def test_spent_earnings_of_a_returned_lead_are_an_open_debt_paid_from_the_
     (charge,) = (await wallet(client, buyer[1]))["pending_settlements"]
     assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
     settings = app.state.settings
-    clock.advance(timedelta(days=settings.windows.return_days, minutes=1))
+    clock.advance(timedelta(days=settings.windows.return_days, minutes=1) + RETURN_SETTLING)
     payout = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(SHARE)})
     assert payout.status_code == 201, payout.text
     confirmed = await client.post(f"/v1/settlements/{payout.json()['id']}/confirm", headers=auth(operator))
@@ -165,7 +166,7 @@ async def test_spent_earnings_of_a_returned_lead_are_an_open_debt_paid_from_the_
     # what paid it.
     await buy_from(app, client, buyer, seller_id)
     assert (await wallet(client, seller))["owed"] == money(SHARE)
-    clock.advance(timedelta(days=longer, minutes=1))
+    clock.advance(timedelta(days=longer, minutes=1) + RETURN_SETTLING)
     await collect(app)
     state = await wallet(client, seller)
     assert state["owed"] == money(0) and state["available"] == money(0) and state["open_debts"] == []
@@ -192,7 +193,7 @@ async def test_a_failed_charge_is_paid_in_part_by_later_earnings_and_retried_on_
     (first,) = (await wallet(client, buyer))["open_debts"]
     # The buyer has sold a lead too, a return window ago (so that it can no longer be returned).
     await buy_from(app, client, other, buyer_id)
-    clock.advance(timedelta(days=app.state.settings.windows.return_days, minutes=1))
+    clock.advance(timedelta(days=app.state.settings.windows.return_days, minutes=1) + RETURN_SETTLING)
     failed = await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))
     assert failed.status_code == 200
     state = await wallet(client, buyer)

@@ -136,6 +136,13 @@ def test_daily_jobs_are_sent_once_whatever_the_number_of_processes_asking():
         client.delete(f"{namespace}:once:train_ranking_model")  # its time has passed: the next to ask sends it
         processes[2].enqueue_once_per("train_ranking_model", 60)
         assert client.llen(f"{namespace}:maintenance") == 3
+        # A send that fails leaves no key behind: the next process to ask sends it, not a day later.
+        client.delete(f"{namespace}:once:train_fraud_model")
+        processes[0]._send = lambda *_args, **_kw: False  # the broker refused it
+        processes[0].enqueue_once_per("train_fraud_model", 60)
+        assert client.exists(f"{namespace}:once:train_fraud_model") == 0
+        processes[1].enqueue_once_per("train_fraud_model", 60)
+        assert client.llen(f"{namespace}:maintenance") == 4
     finally:
         for key in client.keys(f"{namespace}*"):
             client.delete(key)

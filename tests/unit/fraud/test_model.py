@@ -115,3 +115,14 @@ def test_a_forest_that_subsamples_features_is_scored_by_scikit_learn():
     x = np.random.default_rng(4).normal(size=(300, 6))
     forest = IsolationForest(n_estimators=20, max_features=3, random_state=0).fit(x)
     assert risk_model.Forest.of(forest) is None
+
+
+def test_a_row_with_a_missing_feature_is_scored_by_scikit_learn():
+    # scikit-learn's trees send a missing value their own way; the arrays would not: such a batch goes to it.
+    trained = risk_model.train_unsupervised(population())
+    assert trained is not None
+    row = suspicious()
+    row["lost_z"] = float("nan")
+    expected = -trained.estimator.score_samples(risk_model.matrix([row], trained.features))
+    outlier = np.searchsorted(trained.reference, expected, side="left") / len(trained.reference)
+    assert trained.scores([row])[0] == pytest.approx(max(0.0, (outlier[0] - 0.5) / 0.5))

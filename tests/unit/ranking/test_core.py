@@ -172,3 +172,19 @@ def test_explanations_read_after_the_bucket_changed_are_refused():
         late.parts(0)
     assert read_at_once.parts(0).alpha == _score(100, 19).alpha
     assert late.business_ids[0] == "b0019"  # ids, scores and base were taken at once
+
+
+def test_leads_nobody_fits_leave_the_exploration_ring_where_it_was():
+    # A newcomer joins the ring where the next lead reads it; leads no business fits rank nobody and explore
+    # nobody, so they must not move the ring on past it.
+    core = RankingCore(explore_share=0.3, seed=5)
+    for i in range(200):
+        core.upsert(_profile(i), {"plumbing": _score(200, 40 + i % 20)})
+    core.compact()
+    core.rank("plumbing", "north", 0, k=10, explore=True)  # the ring is drawn
+    core.upsert(_profile(999), {"plumbing": _score(0, 0)})
+    for _ in range(30):
+        assert len(core.rank("plumbing", "north", 10**12, k=10, explore=True)) == 0  # above every deal range
+    ranking = core.rank("plumbing", "north", 0, k=10, explore=True)
+    explored = [b for b, e in zip(ranking.business_ids, ranking.explored, strict=True) if e]
+    assert "b0999" in explored

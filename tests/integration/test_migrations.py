@@ -96,3 +96,24 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
     assert "ix_offers_business_id_status (business_id=? AND status=?)" in plans["a business's open offers"], plans
     assert "ix_offers_lead_id (lead_id=?)" in plans["a lead's open offers closed"], plans
     assert "ix_offers_open_expires_at (expires_at<?)" in plans["expiry sweep"], plans
+
+    # The outbox by kind, newest first, a page after a cursor: read off the index, not sorted whole.
+    from marketplace.fraud.services import list_notifications
+    from marketplace.ids import new_id
+
+    listed: list[str] = []
+
+    def capture_list(_conn, _cursor, sql, *_rest):  # type: ignore[no-untyped-def]
+        listed.append(sql)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture_list)
+    try:
+        async with app.state.uow() as uow:
+            await list_notifications(uow.session, 200, new_id("ntf"), "survey")
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture_list)
+    (sql,) = [q for q in listed if "FROM notifications" in q]
+    async with engine.connect() as conn:
+        rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", (None,) * sql.count("?"))
+        plan = " | ".join(str(r[-1]) for r in rows)
+    assert "ix_notifications_kind_id (kind=? AND id<?)" in plan and "TEMP B-TREE" not in plan, plan

@@ -29,7 +29,21 @@ def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
     engine = create_async_engine(database_url, **options)
     if not options.get("pool_pre_ping"):
         _ping_idle_connections(engine)
+    _discard_confused_connections(engine)
     return engine
+
+
+def _discard_confused_connections(engine: AsyncEngine) -> None:
+    """asyncpg's "cannot switch to state N; another operation is in progress" (InternalClientError) means the
+    connection's protocol lost track of where it was (seen once here under load, in twenty concurrent posts of one
+    idempotency key; a known asyncpg/SQLAlchemy race, sqlalchemy#13241). SQLAlchemy does not count it as a
+    disconnect, so the connection would go back to the pool and fail the requests that get it next: it is dropped
+    instead (the statement that met it still fails, and its transaction rolls back)."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _confused(context: Any) -> None:
+        if type(context.original_exception).__name__ == "InternalClientError":
+            context.is_disconnect = True
 
 
 # A pooled connection idle this long is pinged before it is handed out (the server may have restarted or dropped

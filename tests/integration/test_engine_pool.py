@@ -33,3 +33,36 @@ async def test_a_connection_killed_while_idle_in_the_pool_is_replaced_before_use
         assert second_pid != first_pid
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres_only
+async def test_a_connection_whose_protocol_lost_track_is_dropped_not_pooled(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # asyncpg's InternalClientError ("cannot switch to state 12; another operation is in progress") on one
+    # statement: that statement fails, and the connection is not handed to the next request.
+    import asyncpg
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+    from sqlalchemy.exc import DBAPIError
+
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    confused: list[object] = []
+    original = AsyncAdapt_asyncpg_connection._prepare
+
+    async def prepare(self, operation, invalidate_timestamp):  # type: ignore[no-untyped-def]
+        if self in confused:
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation is in progress")
+        return await original(self, operation, invalidate_timestamp)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "_prepare", prepare)
+    try:
+        async with engine.connect() as conn:
+            first_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            confused.append((await conn.get_raw_connection()).dbapi_connection)
+            with pytest.raises(DBAPIError) as failed:
+                await conn.execute(text("SELECT 1"))
+            assert failed.value.connection_invalidated
+        async with engine.connect() as conn:  # the pool's one place: a fresh connection, not the confused one
+            assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != first_pid
+    finally:
+        await engine.dispose()

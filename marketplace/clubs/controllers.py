@@ -52,10 +52,12 @@ class ClubController(Controller):
     @post("/clubs/{club_id:str}/operator-token", opt=access(Access.OPERATOR), status_code=201)
     async def operator_token(self, state: State, club_id: FromPath[str]) -> schemas.OperatorToken:
         """A new token for the club's operator (a lost or leaked one, or a club founded before clubs had tokens):
-        its earlier tokens stop working (within `service.principal_cache_ms` in processes that had them cached)."""
+        its earlier tokens stop working at once in this process (within `service.principal_cache_ms` in other
+        processes that had them cached)."""
         async with state.uow() as uow:
             await services.get_club(uow.session, club_id)
             token = await reissue_club_token(uow.session, club_id)
+        state.principals.forget([club_id])
         return schemas.OperatorToken(club_id, token)
 
     @post("/clubs/{club_id:str}/invitations", opt=access(Access.CLUB_OR_OPERATOR), status_code=201)

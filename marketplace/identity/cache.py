@@ -3,7 +3,8 @@ would otherwise open a transaction of its own just to read its token.
 
 Keyed by the token's hash (never the token). An entry lives `ttl` seconds of wall time at most, and a
 business's entries are forgotten as soon as its status changes (`forget`), so a block takes effect at once
-in the process that made it and, where the change is broadcast, in the others.
+in the process that made it and, where the change is broadcast, in the others; a club operator's, as soon as its
+token is replaced, in the process that replaced it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterable
 
 from marketplace.identity.services import Principal
 
+OWNED = ("business", "club")  # principals whose tokens are forgotten by their owner's id
+
 
 class PrincipalCache:
     def __init__(self, ttl_seconds: float, max_entries: int = 100_000, now: Callable[[], float] = time.monotonic):
@@ -20,7 +23,7 @@ class PrincipalCache:
         self.max_entries = max_entries
         self._now = now
         self._entries: dict[str, tuple[float, Principal]] = {}
-        self._by_business: dict[str, set[str]] = {}
+        self._by_owner: dict[str, set[str]] = {}  # a business's or a club's id -> its cached token hashes
 
     @property
     def enabled(self) -> bool:
@@ -41,26 +44,27 @@ class PrincipalCache:
         if len(self._entries) >= self.max_entries:
             self._evict()
         self._entries[token_hash] = (self._now() + self.ttl, principal)
-        if principal.kind == "business":
-            self._by_business.setdefault(principal.id, set()).add(token_hash)
+        if principal.kind in OWNED:
+            self._by_owner.setdefault(principal.id, set()).add(token_hash)
 
-    def forget(self, business_ids: Iterable[str]) -> None:
-        for business_id in business_ids:
-            for token_hash in self._by_business.pop(business_id, ()):
+    def forget(self, owner_ids: Iterable[str]) -> None:
+        """Every cached token of these businesses or clubs: the next request reads its token again."""
+        for owner_id in owner_ids:
+            for token_hash in self._by_owner.pop(owner_id, ()):
                 self._entries.pop(token_hash, None)
 
     def clear(self) -> None:
         self._entries.clear()
-        self._by_business.clear()
+        self._by_owner.clear()
 
     def _drop(self, token_hash: str) -> None:
         entry = self._entries.pop(token_hash, None)
-        if entry is not None and entry[1].kind == "business":
-            hashes = self._by_business.get(entry[1].id)
+        if entry is not None and entry[1].kind in OWNED:
+            hashes = self._by_owner.get(entry[1].id)
             if hashes is not None:
                 hashes.discard(token_hash)
                 if not hashes:
-                    del self._by_business[entry[1].id]
+                    del self._by_owner[entry[1].id]
 
     def _evict(self) -> None:
         now = self._now()

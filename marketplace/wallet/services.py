@@ -38,6 +38,7 @@ from marketplace.db.models import (
     LedgerAccount,
     LedgerPosting,
     LedgerTransaction,
+    Notification,
     Settlement,
 )
 from marketplace.db.statements import of_session, per_database, rows_changed, table
@@ -76,6 +77,7 @@ from marketplace.wallet.plans import (
     CommissionPlan,
     EventKind,
     PlanEvent,
+    PlanResult,
     default_plan,
     evaluate,
     parse_plan,
@@ -470,6 +472,7 @@ async def charge_exposure(
         await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step=step)
     if seller is not None:
         result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
+        await _record_rewards(session, result, lead, seller, exposure)
         earned = result.by_role().get(ROLE_RECOMMENDER)
         if earned is not None and earned.is_positive:
             await store.post(
@@ -556,9 +559,34 @@ async def settle_commission(
     )
     if seller is not None and seller_owed > 0 and seller.id != business.id:
         await collect_debts(session, settings, seller.id, exposure.currency)
+    await _record_rewards(session, result, lead, seller, exposure)
     if lead.referral_code:
         await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step="commission")
     return charged
+
+
+async def _record_rewards(
+    session: AsyncSession, result: PlanResult, lead: Lead, seller: Business | None, exposure: Exposure
+) -> None:
+    """The plan's non-cash rewards for this event (a business lunch, say): recorded, never paid, as a message to the
+    business that earned it in the outbox (`GET /v1/notifications?kind=reward`), once per exposure whatever steps
+    (a purchase, then its upgrade to exclusive) or retries evaluate it again. A reward of a role with no business
+    behind it here (a club's operator, a referrer) is listed by the plan's evaluation only."""
+    for index, reward in enumerate(result.rewards):
+        if reward.recipient_role != ROLE_RECOMMENDER or seller is None:
+            continue
+        key = f"reward:{exposure.id}:{index}"
+        if await session.scalar(select(Notification.id).where(Notification.reference == key).limit(1)) is not None:
+            continue
+        notify(
+            session,
+            "reward",
+            seller.email,
+            f"A thank-you for lead {lead.id}: {reward.description}",
+            f"The lead you handed the marketplace ({lead.id}, {lead.category}) became business: {reward.description}. "
+            "The marketplace's team will be in touch to arrange it.",
+            reference=key,
+        )
 
 
 async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> Money | None:

@@ -1168,3 +1168,24 @@ async def test_a_new_business_owes_at_most_the_first_limit_until_it_has_paid_onc
             assert (await claim(client, dm, (await offered_lead(app, client, dm_id))[1])).status_code == 201
     finally:
         await shutdown(app.state)
+
+
+async def test_a_plans_non_cash_reward_is_recorded_for_the_seller_once_and_never_paid(app, client, db):
+    """The default plan thanks the recommender of a paid deal with a business lunch: recorded (a message to the
+    seller in the outbox), not a movement of money, and once per deal however often its status is said again."""
+    operator = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer")
+    maker_id, maker = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    (offer_id,) = await offer_lead_to(app, await _sell(client, seller, category="legal"), [maker_id])
+    exposure = (await claim(client, maker, offer_id)).json()
+    assert (await close_deal(client, maker, exposure["id"], 1_000_000)).status_code == 200
+    again = await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(maker), json={"status": "paid"})
+    assert again.status_code in (200, 409), again.text
+    listed = await client.get("/v1/notifications", headers=auth(operator), params={"kind": "reward"})
+    assert listed.status_code == 200, listed.text
+    (reward,) = listed.json()["items"]
+    seller_email = (await client.get("/v1/businesses/me", headers=auth(seller))).json()["email"]
+    assert reward["recipient"] == seller_email and "business lunch" in reward["subject"].lower()
+    kinds = set(await db.scalars(select(LedgerTransaction.kind).where(LedgerTransaction.memo.contains("lunch"))))
+    assert kinds == set()  # never paid
+    await assert_sound(client, operator)

@@ -66,15 +66,16 @@ class ClubController(Controller):
         state: State,
         request: Request[Any, Any, Any],
         club_id: FromPath[str],
-        data: JSONBody[schemas.InvitationCreate],
+        data: JSONBody[schemas.InvitationCreate | None] = None,
     ) -> schemas.Invitation:
-        """A single-use invitation into the club (for one business email when `email` is given); the code is shown
+        """A single-use invitation into the club (for one business email when `email` is given; no body: for anyone
+        with the code); the code is shown
         only here. A business signs up with it (`invitation`, required where sign-up is by invitation) or, already
         signed up, joins with it. The club's own operator invites too (with the token it got when the club was
         founded); another club is a 404 to it."""
         services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
-            return await services.invite(uow.session, state.settings, club_id, data)
+            return await services.invite(uow.session, state.settings, club_id, data or schemas.InvitationCreate())
 
     @delete("/clubs/{club_id:str}/members/{business_id:str}", opt=access(Access.CLUB_OR_OPERATOR))
     async def remove_member(

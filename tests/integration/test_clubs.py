@@ -291,6 +291,8 @@ async def test_a_clubs_operator_invites_into_its_own_club_only(app, client, db):
 
     response = await client.post(f"/v1/clubs/{club}/invitations", headers=auth(club_op), json={})
     assert response.status_code == 201, response.text
+    bare = await client.post(f"/v1/clubs/{club}/invitations", headers=auth(club_op))  # no body: `email` is optional
+    assert bare.status_code == 201 and bare.json()["code"] != response.json()["code"], bare.text
     joined = await client.post("/v1/businesses", json=business_body(invitation=response.json()["code"]))
     assert joined.status_code == 201, joined.text
     assert (await client.get(f"/v1/clubs/{club}", headers=auth(club_op))).json()["members"] == 1

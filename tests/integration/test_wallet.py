@@ -1174,7 +1174,7 @@ async def test_a_plans_non_cash_reward_is_recorded_for_the_seller_once_and_never
     """The default plan thanks the recommender of a paid deal with a business lunch: recorded (a message to the
     seller in the outbox), not a movement of money, and once per deal however often its status is said again."""
     operator = await operator_token(app)
-    seller_id, seller = await register(client, "lead_buyer")
+    _, seller = await register(client, "lead_buyer")
     maker_id, maker = await register(client, "deal_maker", profile={"categories": ["legal"]})
     (offer_id,) = await offer_lead_to(app, await _sell(client, seller, category="legal"), [maker_id])
     exposure = (await claim(client, maker, offer_id)).json()

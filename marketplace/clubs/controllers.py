@@ -77,6 +77,21 @@ class ClubController(Controller):
         async with state.uow() as uow:
             return await services.invite(uow.session, state.settings, club_id, data or schemas.InvitationCreate())
 
+    @get("/clubs/{club_id:str}/members", opt=access(Access.CLUB_OR_OPERATOR))
+    async def list_members(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        club_id: FromPath[str],
+        limit: FromQuery[int] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[schemas.Member]:
+        """The club's members (to its own operator, or the marketplace's), by business id: whom it may take out."""
+        services.check_own_club(current_principal(request), club_id)
+        async with state.uow() as uow:
+            items, next_cursor = await services.members(uow.session, club_id, check_limit(limit), cursor)
+        return Page(items=items, next_cursor=next_cursor)
+
     @delete("/clubs/{club_id:str}/members/{business_id:str}", opt=access(Access.CLUB_OR_OPERATOR))
     async def remove_member(
         self, state: State, request: Request[Any, Any, Any], club_id: FromPath[str], business_id: FromPath[str]

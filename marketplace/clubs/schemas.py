@@ -61,3 +61,12 @@ class Membership(msgspec.Struct):
     club_id: str
     name: str
     joined_at: datetime
+
+
+class Member(msgspec.Struct):
+    """A business in a club, as the club's operator sees it: who it is, not its data."""
+
+    business_id: str
+    name: str
+    mode: str
+    joined_at: datetime

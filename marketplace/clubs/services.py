@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.clubs import schemas
 from marketplace.contact import normalise_email
-from marketplace.db.models import Club, ClubInvitation, ClubMember, Lead, Offer
+from marketplace.db.models import Business, Club, ClubInvitation, ClubMember, Lead, Offer
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
@@ -176,6 +176,25 @@ async def memberships(
     rows = list(await session.execute(query))
     items = [schemas.Membership(r.id, r.name, r.joined_at) for r in rows[:limit]]
     return items, (items[-1].club_id if len(rows) > limit and items else None)
+
+
+async def members(
+    session: AsyncSession, club_id: str, limit: int, cursor: str | None
+) -> tuple[list[schemas.Member], str | None]:
+    """A club's members by business id (the cursor: the last one listed)."""
+    await get_club(session, club_id)
+    query = (
+        select(Business.id, Business.name, Business.mode, ClubMember.joined_at)
+        .join(ClubMember, ClubMember.business_id == Business.id)
+        .where(ClubMember.club_id == club_id)
+        .order_by(Business.id)
+        .limit(limit + 1)
+    )
+    if check_cursor(cursor, "biz"):
+        query = query.where(Business.id > cursor)
+    rows = list(await session.execute(query))
+    items = [schemas.Member(r.id, r.name, r.mode, r.joined_at) for r in rows[:limit]]
+    return items, (items[-1].business_id if len(rows) > limit and items else None)
 
 
 async def is_member(session: AsyncSession, club_id: str, business_id: str) -> bool:

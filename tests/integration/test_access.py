@@ -81,6 +81,7 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("GET", "/v1/businesses/me/clubs"): A.BUSINESS,
     ("POST", "/v1/businesses/me/clubs"): A.BUSINESS,
     ("DELETE", "/v1/businesses/me/clubs/{}"): A.BUSINESS,
+    ("GET", "/v1/clubs/{}/members"): A.CLUB_OR_OPERATOR,
     ("DELETE", "/v1/clubs/{}/members/{}"): A.CLUB_OR_OPERATOR,
     ("GET", "/v1/payables"): A.OPERATOR,
     ("POST", "/v1/payables/payouts"): A.OPERATOR,

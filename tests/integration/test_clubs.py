@@ -296,6 +296,23 @@ async def test_a_clubs_operator_invites_into_its_own_club_only(app, client, db):
     joined = await client.post("/v1/businesses", json=business_body(invitation=response.json()["code"]))
     assert joined.status_code == 201, joined.text
     assert (await client.get(f"/v1/clubs/{club}", headers=auth(club_op))).json()["members"] == 1
+    # Its members, by business id (whom it may take out), paged; a business's data stays its own.
+    second = await client.post(f"/v1/clubs/{club}/invitations", headers=auth(club_op), json={})
+    other_member = await client.post("/v1/businesses", json=business_body(invitation=second.json()["code"]))
+    assert other_member.status_code == 201, other_member.text
+    first_page = await client.get(f"/v1/clubs/{club}/members", headers=auth(club_op), params={"limit": 1})
+    assert first_page.status_code == 200, first_page.text
+    (one,) = first_page.json()["items"]
+    assert set(one) == {"business_id", "name", "mode", "joined_at"}
+    rest = await client.get(
+        f"/v1/clubs/{club}/members", headers=auth(club_op), params={"cursor": first_page.json()["next_cursor"]}
+    )
+    listed = [one["business_id"]] + [m["business_id"] for m in rest.json()["items"]]
+    assert listed == sorted([joined.json()["id"], other_member.json()["id"]]) and rest.json()["next_cursor"] is None
+    assert (await client.get(f"/v1/clubs/{other}/members", headers=auth(club_op))).status_code == 404
+    assert (await client.get("/v1/clubs/club_nowhere/members", headers=auth(operator))).status_code == 404
+    bad = await client.get(f"/v1/clubs/{club}/members", headers=auth(club_op), params={"cursor": "nope"})
+    assert bad.status_code == 422
     # Another club is unknown to it, and the marketplace's and businesses' routes are closed to it.
     assert (await client.post(f"/v1/clubs/{other}/invitations", headers=auth(club_op), json={})).status_code == 404
     assert (await client.get(f"/v1/clubs/{other}", headers=auth(club_op))).status_code == 404

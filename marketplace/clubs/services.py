@@ -16,7 +16,7 @@ from marketplace.clubs import schemas
 from marketplace.contact import normalise_email
 from marketplace.db.models import Business, Club, ClubInvitation, ClubMember, Lead, Offer
 from marketplace.errors import Conflict, InvalidInput, NotFound
-from marketplace.http.pagination import check_cursor
+from marketplace.http.pagination import check_cursor, page_of
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.outbox import notify
@@ -173,9 +173,8 @@ async def memberships(
     )
     if check_cursor(cursor, "club"):
         query = query.where(Club.id > cursor)
-    rows = list(await session.execute(query))
-    items = [schemas.Membership(r.id, r.name, r.joined_at) for r in rows[:limit]]
-    return items, (items[-1].club_id if len(rows) > limit and items else None)
+    rows = [schemas.Membership(r.id, r.name, r.joined_at) for r in await session.execute(query)]
+    return page_of(rows, limit, lambda m: m.club_id)
 
 
 async def members(
@@ -192,9 +191,8 @@ async def members(
     )
     if check_cursor(cursor, "biz"):
         query = query.where(Business.id > cursor)
-    rows = list(await session.execute(query))
-    items = [schemas.Member(r.id, r.name, r.mode, r.joined_at) for r in rows[:limit]]
-    return items, (items[-1].business_id if len(rows) > limit and items else None)
+    rows = [schemas.Member(r.id, r.name, r.mode, r.joined_at) for r in await session.execute(query)]
+    return page_of(rows, limit, lambda m: m.business_id)
 
 
 async def is_member(session: AsyncSession, club_id: str, business_id: str) -> bool:

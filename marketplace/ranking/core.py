@@ -364,14 +364,11 @@ class LeadFactor:
         """The lead's own part of w . x (its budget against the category's mean), the same for every business."""
         return self.w_budget * self._x_budget(category, budget)
 
-    def maker_upper(self, category: str, budget: int) -> float:
-        """The largest factor a deal maker can get for this lead: the fit term lies in [0, 1] for every range
-        that holds the budget. Computed with apply's operations, so no rounding makes a factor exceed it."""
-        return self.terms(category, budget)[1]
-
     def terms(self, category: str, budget: int) -> tuple[float, float]:
-        """lead_term and maker_upper for this lead, with one logarithm."""
-        lead = self.w_budget * self._x_budget(category, budget)
+        """The lead's term (lead_term) and the largest factor a deal maker can get for this lead, with one logarithm:
+        the fit term lies in [0, 1] for every range that holds the budget. Computed with apply's operations, so no
+        rounding makes a factor exceed it."""
+        lead = self.lead_term(category, budget)
         z = lead + self.w_fit * (1.0 if self.w_fit > 0 else 0.0)
         return lead, math.exp(min(max(z, -self.BOUND), self.BOUND))
 

@@ -403,13 +403,12 @@ def draw_ring(
         draws[i] = reliability[j] * (chance * worth[j] + bonus[j])
     order = np.argsort(-draws, kind="mergesort")[:size]
     m = order.shape[0]
-    negs = table[NEG].view(np.float64)
+    negs, posts = table[NEG].view(np.float64), table[POST:].view(np.float64)
     slots, r_lo, r_hi, base = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m)
     shown = np.empty((m, 3 + POSTERIOR_COLUMNS))
     for i in range(m):
         j = live[order[i]]
         slots[i], r_lo[i], r_hi[i], base[i] = table[SLOT, j], lo_row[j], table[HI, j], -negs[j]
-        shown[i, 0], shown[i, 1], shown[i, 2] = table[SLOT, j], draws[order[i]], -negs[j]
-        for c in range(POSTERIOR_COLUMNS):
-            shown[i, 3 + c] = table[POST + c, j : j + 1].view(np.float64)[0]
+        shown[i, 0], shown[i, 1], shown[i, 2] = slots[i], draws[order[i]], base[i]
+        shown[i, 3:] = posts[:, j]
     return slots, r_lo, r_hi, base, shown

@@ -11,11 +11,21 @@ from marketplace.errors import InvalidInput
 DEFAULT_REGION_BY_CURRENCY = {"ILS": "IL", "EUR": "DE"}
 
 
+# What libphonenumber could not read, said without its own wording (which numbers its reasons).
+_UNREADABLE = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "not a phone number: its country code is unknown",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "not a phone number: too short after the country code",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "not a phone number: too short",
+    phonenumbers.NumberParseException.TOO_LONG: "not a phone number: too long",
+}
+
+
 def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidInput.field(field, f"not a phone number ({exc})") from exc
+        message = _UNREADABLE.get(exc.error_type, "not a phone number (one is written like +972 50 123 4567)")
+        raise InvalidInput.field(field, message) from exc
     # A number of a length its country's numbers have. Not checked against the ranges allocated today: the
     # library's list of them lags the carriers (+972 50-123-4567 is a mobile number it calls invalid), and a
     # customer refused for a number that works is a lead lost.

@@ -22,7 +22,7 @@ from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import free_a_place, summary
 from marketplace.money import Money
-from marketplace.offers.services import close_open_offers, offer_replacement, schedule_next_wave
+from marketplace.offers.services import close_open_offers, offer_replacement, schedule_next_wave, take_off_the_market
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
@@ -218,6 +218,9 @@ async def update_status(
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.
     await fraud.on_deal_reported(session, settings, exposure, data.status)
+    if data.status in rules.SETTLING and before.status not in rules.SETTLING:
+        # The customer hired this business: nobody else is offered, nor sold, its contact from now on.
+        await take_off_the_market(session, exposure.lead_id)
     if data.status == "paid" and exposure.mode == "deal_maker":
         lead = await session.get(Lead, exposure.lead_id)
         assert lead is not None

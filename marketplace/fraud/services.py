@@ -38,7 +38,6 @@ from marketplace.db.models import (
     Lead,
     LeadContact,
     Notification,
-    Offer,
     Survey,
     UsedLink,
 )
@@ -65,6 +64,7 @@ from marketplace.identity.services import Principal, spend_link
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
+from marketplace.offers.services import take_off_the_market
 from marketplace.outbox import NOTIFICATION_KINDS, notify
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -288,6 +288,8 @@ async def answer_survey(
             errors.append(FieldError("amount", "an amount belongs to a hire"))
         elif data.amount.currency != lead.currency:
             errors.append(FieldError("amount.currency", f"this request was in {lead.currency}"))
+        elif data.amount.amount_minor == 0:
+            errors.append(FieldError("amount.amount_minor", "what the customer paid is above zero (or left out)"))
     if errors:
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the answer is invalid", errors=errors)
     await spend_link(session, read_link(settings.service.secret_key, token, SURVEY, utcnow()))
@@ -300,23 +302,9 @@ async def answer_survey(
     survey.comment = data.comment.strip() if data.comment and data.comment.strip() else None
     mark_dirty(session, *holders)
     if data.hired:
-        await _take_off_the_market(session, lead.id)
+        await take_off_the_market(session, lead.id)
     await session.flush()
     return survey, holders
-
-
-async def _take_off_the_market(session: AsyncSession, lead_id: str) -> None:
-    """The customer says it hired someone: it has been served, and more calls would only bother it. Its lead goes
-    out in no more waves (its expiry is brought forward to now; the expiry sweep closes it) and its open offers
-    are withdrawn."""
-    now = utcnow()
-    await session.execute(
-        # Whatever its status: a full lead a return or a block reopens later is expired, not open again.
-        update(Lead).where(Lead.id == lead_id, Lead.expires_at > now).values(expires_at=now)
-    )
-    await session.execute(
-        update(Offer).where(Offer.lead_id == lead_id, Offer.status == "open").values(status="closed")
-    )
 
 
 def answer_out(survey: Survey) -> schemas.SurveyAnswer:

@@ -343,6 +343,13 @@ _SETTLE_OWED = (
 _CLOSE_OPEN_OFFERS = (
     update(_OFFERS).where(_offers.lead_id == bindparam("of_lead"), _offers.status == "open").values(status="closed")
 )
+_CLOSE_OTHER_OFFERS = (
+    update(_OFFERS)
+    .where(
+        _offers.business_id == bindparam("of_business"), _offers.status == "open", _offers.id != bindparam("claimed")
+    )
+    .values(status="closed")
+)
 
 
 # The claimer's caps and credit limit, its row locked: its concurrent claims queue here, so two of them cannot both
@@ -376,14 +383,15 @@ _RECEIVED_AND_OWED = select(
 
 async def _check_claimer(
     session: AsyncSession, settings: Settings, business: Principal, now: datetime
-) -> None:
+) -> bool:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
     limit (wallet.refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
-    gave it back, and its replacement (or any other lead) takes its place within the caps."""
+    gave it back, and its replacement (or any other lead) takes its place within the caps. Returns whether this
+    claim reaches a cap (its other open offers are then withdrawn: see claim_offer)."""
     row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
     if row is None:
-        return
+        return False
     daily_cap, monthly_cap, limit, currency = row
     zone = settings.jurisdiction.zone
     params = {
@@ -399,6 +407,7 @@ async def _check_claimer(
         raise Conflict(f"the business's monthly cap of {monthly_cap} leads is reached")
     if business.mode == "deal_maker":
         wallet.refuse_new_leads_over_limit(settings, int(owed or 0), limit, currency)
+    return today + 1 >= daily_cap or this_month + 1 >= monthly_cap
 
 
 async def claim_offer(
@@ -434,9 +443,13 @@ async def claim_offer(
         # Offered while it was a member (a wave that read the members as it left): the contact is for members only.
         raise Conflict(f"this lead is for the members of club {lead.club_id}, and the business is no longer one")
     # After the lead row, in the order a wave takes them.
-    await _check_claimer(session, settings, business, now)
+    reaches_cap = await _check_claimer(session, settings, business, now)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         raise Conflict("this offer has already been claimed")
+    if reaches_cap:
+        # Its other open offers could only be refused: withdrawn, they leave its list and the leads' places (a
+        # withdrawn offer does not count as offered, so a lead still open when the cap allows is offered again).
+        await session.execute(_CLOSE_OTHER_OFFERS, {"of_business": business.id, "claimed": offer_id})
     if offer.replaces_exposure_id is not None:  # a replacement taken: what its return was owed is settled
         await session.execute(_SETTLE_OWED, {"exposure_id": offer.replaces_exposure_id, "owed_to": business.id})
 
@@ -490,7 +503,7 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
         return "this lead is taken: it is full (as many businesses as it may have hold it)"
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
-    return "this offer was withdrawn"
+    return "this offer was withdrawn: the business reached a cap, no longer fits the lead, or was blocked"
 
 
 async def offer_owed_replacement(
@@ -552,6 +565,18 @@ async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id:
 
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
     await session.execute(_CLOSE_OPEN_OFFERS, {"of_lead": lead_id})
+
+
+async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
+    """The customer has hired someone (its survey says so, or a business reports the deal won): it has been
+    served, and more calls would only bother it, or sell a buyer a customer already taken. Its lead goes out in
+    no more waves and takes no more claims (its expiry is brought forward to now; the expiry sweep closes it), and
+    its open offers are withdrawn."""
+    now = utcnow()
+    # Whatever its status: a full lead a return or a block reopens later is expired, not open again. (An ORM update:
+    # a Lead this session holds sees it.)
+    await session.execute(update(Lead).where(Lead.id == lead_id, Lead.expires_at > now).values(expires_at=now))
+    await close_open_offers(session, lead_id)
 
 
 async def offer_replacement(

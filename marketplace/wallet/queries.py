@@ -39,8 +39,10 @@ def settlement_out(s: Settlement) -> schemas.Settlement:
         invoice_id=s.invoice_id,
         reference=s.reference,
         created_at=s.created_at,
-        confirmed_at=s.confirmed_at,
+        # The row keeps one decision time (a failed charge's retries are scheduled from it): shown under its name.
+        confirmed_at=s.confirmed_at if s.status == "confirmed" else None,
         payee=s.payee,
+        failed_at=s.confirmed_at if s.status == "failed" else None,
     )
 
 
@@ -62,10 +64,16 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
             .order_by(Settlement.id.desc())
         )
     )
-    limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)
+    if business.mode == "deal_maker":
+        # It buys nothing, so the first limit (on purchases) never applies: the standing one guards its next lead
+        # (wallet.services.refuse_new_leads_over_limit).
+        limit = standing_limit(settings, business.credit_limit_minor)
+    else:
+        limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)
     available = balances.get(AccountKind.AVAILABLE, 0)
     owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
-    withdrawable = business.mode == "lead_buyer"
+    # A lead buyer's earnings can be paid out; a deal maker's are credit only, and a blocked account withdraws nothing.
+    withdrawable = business.mode == "lead_buyer" and business.status != "blocked"
     credit = balances.get(AccountKind.CREDIT, 0)
     held_in = await held_earnings(session, settings, business_id, cur) if available > 0 or credit > 0 else {}
     held = sum(held_in.values())

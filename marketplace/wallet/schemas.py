@@ -21,9 +21,10 @@ class Settlement(msgspec.Struct):
     invoice_id: str | None
     reference: str | None
     created_at: datetime
-    confirmed_at: datetime | None
+    confirmed_at: datetime | None  # only a confirmed one's
     # A payable's payout: its account (e.g. marketplace:club_x:club_payable); None for a business's settlement.
     payee: str | None = None
+    failed_at: datetime | None = None  # only a failed one's
 
 
 class Wallet(msgspec.Struct):

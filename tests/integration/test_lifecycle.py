@@ -61,6 +61,11 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     assert assigned.status_code == 201, assigned.text
     exposure_id = assigned.json()["id"]
     assert assigned.json()["kind"] == "assigned" and assigned.json()["commission_rate_bp"] == 1500
+    # The other deal maker is assigned it too, before the deal is won (from then on nobody else is).
+    dm2_token = market["dm2"][1]
+    dm2_offer = (await offers_of(client, dm2_token))[0]
+    dm2_exposure = await client.post(f"/v1/offers/{dm2_offer['offer_id']}/claim", headers=auth(dm2_token))
+    assert dm2_exposure.status_code == 201, dm2_exposure.text
     won = await client.post(
         f"/v1/exposures/{exposure_id}/status",
         headers=auth(dm_token),
@@ -81,10 +86,6 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
 
     # The other deal maker returns its lead and gets a replacement offer of a matching lead.
     other_lead = await submit_lead(client, category="plumbing", region="tel-aviv")
-    dm2_token = market["dm2"][1]
-    dm2_offer = (await offers_of(client, dm2_token))[0]
-    dm2_exposure = await client.post(f"/v1/offers/{dm2_offer['offer_id']}/claim", headers=auth(dm2_token))
-    assert dm2_exposure.status_code == 201, dm2_exposure.text
     returned = await client.post(
         f"/v1/exposures/{dm2_exposure.json()['id']}/return",
         headers=auth(dm2_token),
@@ -411,10 +412,13 @@ async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already
     offers = {o["lead_id"]: o["offer_id"] for o in await offers_of(client, dm)}
     assert set(offers) == {first, second}  # both offered before it held any
     claimed = await client.post(f"/v1/offers/{offers[first]}/claim", headers=auth(dm))
-    assert (await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))).status_code == 409
+    # At its cap, the other offer is withdrawn: off its list, and refused as withdrawn, not as over the cap.
+    assert await offers_of(client, dm) == []
+    refused = await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))
+    assert refused.status_code == 409 and "withdrawn" in refused.json()["detail"]
     returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
-    assert returned.status_code == 200 and returned.json()["replacement_offer_id"] is None  # none left to offer
-    # The lead it gave back no longer counts: the other lead, offered before, is its replacement in all but name.
+    # The lead it gave back no longer counts: the other lead, its offer withdrawn, is offered again as the replacement.
+    assert returned.status_code == 200 and returned.json()["replacement_offer_id"] == offers[second]
     assert (await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))).status_code == 201
     await app.state.ranking_sync.settled()
     # And the ranking core counts it as the database does: at its cap again, a new lead is not offered to it.
@@ -628,3 +632,34 @@ async def test_a_newcomer_is_offered_a_lead_whose_first_offers_are_still_open_af
     (offer,) = [o for o in await offers_of(client, newcomer) if o["lead_id"] == lead_id]
     assert offer["wave"] == 2
     assert await db.count(Offer, Offer.lead_id == lead_id) == 2
+
+
+async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db):
+    """The customer hired the deal maker: its competitors' offers are withdrawn, nobody else buys the contact, and the
+    lead goes out in no more waves. Those already holding it keep what they hold."""
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    holder_id, holder = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    lead_id = await submit_lead(client, category="plumbing")
+    dm_offer, holder_offer, late_offer = await offer_lead_to(app, lead_id, [dm_id, holder_id, late_id])
+    held = await client.post(f"/v1/offers/{holder_offer}/claim", headers=auth(holder), json={"exclusive": False})
+    assert held.status_code == 201, held.text
+    exposure = (await client.post(f"/v1/offers/{dm_offer}/claim", headers=auth(dm))).json()
+    won = await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json={"status": "won"})
+    assert won.status_code == 200, won.text
+
+    assert await offers_of(client, late) == []
+    refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 2
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.expires_at <= clock.now()
+    # The buyer that held it before keeps the contact it paid for.
+    kept = await client.get(f"/v1/exposures/{held.json()['id']}", headers=auth(holder))
+    assert kept.status_code == 200 and kept.json()["contact"] is not None
+    # Saying won again (or moving on to invoiced) changes nothing more.
+    invoiced = await client.post(
+        f"/v1/exposures/{exposure['id']}/status", headers=auth(dm),
+        json={"status": "invoiced", "turnover": {"amount_minor": 100_000, "currency": "ILS"}},
+    )  # fmt: skip
+    assert invoiced.status_code == 200, invoiced.text

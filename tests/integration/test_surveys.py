@@ -115,6 +115,7 @@ async def test_bad_answers_are_422_naming_the_field_and_leave_the_link_usable(ap
         ({"hired": False, "business_id": dm_id, "satisfaction": 3}, "business_id"),
         ({**hired(dm_id), "amount": {"amount_minor": 100, "currency": "EUR"}, "satisfaction": 3}, "amount.currency"),
         ({**hired(dm_id), "amount": {"amount_minor": -1, "currency": "ILS"}, "satisfaction": 3}, "amount.amount_minor"),
+        ({**hired(dm_id), "amount": {"amount_minor": 0, "currency": "ILS"}, "satisfaction": 3}, "amount.amount_minor"),
         (
             {**hired(dm_id), "amount": {"amount_minor": 12.5, "currency": "ILS"}, "satisfaction": 3},
             "amount.amount_minor",

@@ -203,6 +203,7 @@ async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfe
     confirmed = await client.post(f"/v1/settlements/{pending['id']}/confirm", headers=auth(operator))
     assert confirmed.status_code == 200, confirmed.text
     assert confirmed.json()["status"] == "confirmed" and confirmed.json()["confirmed_at"]
+    assert confirmed.json()["failed_at"] is None
     settled = await wallet(client, dm)
     assert settled["owed"] == money(0) and settled["pending_settlements"] == []
 
@@ -407,6 +408,7 @@ async def test_returning_a_lead_whose_charge_failed_cancels_the_debt(app, client
     (pending,) = (await wallet(client, lb))["pending_settlements"]
     failed = await client.post(f"/v1/settlements/{pending['id']}/fail", headers=auth(operator))
     assert failed.status_code == 200 and failed.json()["status"] == "failed"
+    assert failed.json()["failed_at"] and failed.json()["confirmed_at"] is None  # when it failed, not "confirmed"
     # A failed charge leaves the debt open and visible; it is neither paid nor pending any more.
     state = await wallet(client, lb)
     assert state["owed"] == money(PRICE) and state["pending_settlements"] == []
@@ -667,6 +669,21 @@ async def test_held_earnings_pay_the_sellers_debts_only_once_its_buyer_has_paid(
 
 
 # --- withdrawals --------------------------------------------------------------------------------------
+
+
+async def test_a_blocked_lead_buyers_wallet_says_it_can_withdraw_nothing(app, client, db):
+    """A block refuses its withdrawals (403), so its wallet does not offer them: what it holds stays to be seen."""
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    await fund(app, lb_id, "lead_buyer", 10_000)
+    before = await wallet(client, lb)
+    assert before["withdrawable"] is True and before["withdrawable_amount"] == money(10_000)
+    assert (await client.post(f"/v1/businesses/{lb_id}/block", headers=auth(operator))).status_code == 200
+    after = await wallet(client, lb)
+    assert after["withdrawable"] is False and after["withdrawable_amount"] == money(0)
+    assert after["available"] == money(10_000)
+    refused = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(1_000)})
+    assert refused.status_code == 403
 
 
 async def test_withdrawals_from_available_only_and_payouts_confirmed_or_failed(app, client, db):
@@ -1166,6 +1183,8 @@ async def test_a_new_business_owes_at_most_the_first_limit_until_it_has_paid_onc
             assert (await close_deal(client, dm, exposure["id"], 100_000)).status_code == 200
             assert (await wallet(client, dm))["owed"]["amount_minor"] > 2 * PRICE
             assert (await claim(client, dm, (await offered_lead(app, client, dm_id))[1])).status_code == 201
+            # Its wallet shows the limit that guards it, not the first limit it never meets.
+            assert (await wallet(client, dm))["credit_limit"] == money(settings.wallet.default_credit_limit_minor)
     finally:
         await shutdown(app.state)
 

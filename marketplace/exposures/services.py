@@ -26,6 +26,7 @@ from marketplace.offers.services import close_open_offers, offer_replacement, sc
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
+from marketplace.wallet import referrals
 from marketplace.wallet import services as wallet
 
 
@@ -309,6 +310,9 @@ async def return_exposure(
             exposure.replacement_owed_since = now  # none open now: the next lead that fits is offered as one
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
+    lead = await session.get(Lead, exposure.lead_id)
+    if lead is not None and lead.referral_code:  # a partner's fee stands only while someone keeps its lead
+        await referrals.take_back_qualified_fee(session, lead)
     await session.flush()
     next_wave, wave_in = None, 0.0
     if reopened is not None and reopened[0] == "open":

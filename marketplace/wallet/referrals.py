@@ -7,8 +7,9 @@ transfer; the service records the debt, not the payout, yet (the ledger has `bui
 route calls it).
 
 - A **partner** (a business or site with a referral link) earns the plan's tiers: the qualified-lead fee when a
-  business first takes one of its leads (claimed after seeing the summary; not taken back if it is returned: the
-  operator who pays it out sees the returns), a share of each closed sale's commission, the
+  business first takes one of its leads (claimed after seeing the summary; taken back when a return leaves nobody
+  holding the lead, since a lead every taker gave back as irrelevant was not qualified, and earned again by a
+  later claim), a share of each closed sale's commission, the
   lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on a referred
   customer's repeat purchase.
 - A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a
@@ -183,25 +184,72 @@ async def _pay(
 async def reward_qualified_lead(
     session: AsyncSession, plan: CommissionPlan, lead: Lead, exposure: Exposure, price: Money
 ) -> None:
-    """A business took a partner's lead for the first time: the plan's qualified-lead fee (a percent tier applies to
-    the price paid, nothing for a deal maker's assignment). Once per lead: a later claim (after a return freed a
-    place) finds the fee paid, whatever the plan in force says now."""
+    """A business took a partner's lead: the plan's qualified-lead fee (a percent tier applies to the price paid,
+    nothing for a deal maker's assignment). Once per lead while it stands: a later claim finds it paid, whatever the
+    plan in force says now, unless a return took it back (take_back_qualified_fee)."""
     referrer = await _referrer(session, lead)
     if referrer is None or referrer.kind != PARTNER:
         return
-    key = f"referral:qualified:{lead.id}"
-    if await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)):
+    if await _standing_fees(session, lead):
         return
     event = PlanEvent(EventKind.QUALIFIED_LEAD, price, present_roles=frozenset({ROLE_REFERRER}))
     result = evaluate(plan, event)
     await _pay(
         session,
-        key,
+        f"{_QUALIFIED}{lead.id}:{exposure.id}",
         [(p.recipient_role, p.amount) for p in result.bonuses],
         {ROLE_REFERRER: referrer.id},
         memo=f"Qualified lead {lead.id} (plan v{result.plan_version})",
         reference=exposure.id,
     )
+
+
+_QUALIFIED = "referral:qualified:"
+_TAKEN_BACK = ":returned"
+
+
+async def _standing_fees(session: AsyncSession, lead: Lead) -> list[str]:
+    """The keys of the lead's qualified-lead fees not taken back (one at most): read among the ledger transactions
+    of its exposures (each fee and its reversal reference the claim that earned it)."""
+    keys = set(
+        await session.scalars(
+            select(LedgerTransaction.idempotency_key).where(
+                LedgerTransaction.reference.in_(select(Exposure.id).where(Exposure.lead_id == lead.id)),
+                LedgerTransaction.idempotency_key.startswith(f"{_QUALIFIED}{lead.id}", autoescape=True),
+            )
+        )
+    )
+    return sorted(k for k in keys if not k.endswith(_TAKEN_BACK) and k + _TAKEN_BACK not in keys)
+
+
+async def take_back_qualified_fee(session: AsyncSession, lead: Lead) -> None:
+    """A return left nobody holding the lead (every business that took it gave it back, e.g. as irrelevant): its
+    qualified-lead fee is taken back (held until then: payables hold a reward while its lead may be returned), so
+    a partner cannot earn fees on leads a business it works with takes and returns. A later claim earns it again."""
+    if not lead.referral_code:
+        return
+    held = select(Exposure.id).where(Exposure.lead_id == lead.id, Exposure.status != "returned").limit(1)
+    if await session.scalar(held) is not None:
+        return
+    for key in await _standing_fees(session, lead):
+        memo = f"Returned lead {lead.id}: qualified-lead fee back"
+        await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=key.rsplit(":", 1)[1])
+
+
+async def _reverse(session: AsyncSession, key: str, reversal_key: str, memo: str, *, reference: str) -> None:
+    """Take back what the transaction under `key` credited to referrers' payables (if anything)."""
+    rows = (
+        await session.execute(
+            select(LedgerAccount.code, LedgerPosting.amount_minor, LedgerPosting.currency)
+            .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+            .where(LedgerTransaction.idempotency_key == key, LedgerAccount.kind == AccountKind.REFERRER_PAYABLE)
+        )
+    ).all()
+    credited = [(AccountKey.parse(code), Money(-amount, cur)) for code, amount, cur in rows]
+    if credited:
+        reversal = build_reversal(reversal_key, build_partner_bonuses(key, credited), memo=memo)
+        await store.post(session, reversal, reference=reference)
 
 
 async def reward_revenue(

@@ -151,25 +151,39 @@ async def test_a_referrers_kind_and_sponsor_are_checked_and_fixed(app, client):
     assert named.status_code == 201 and named.json()["sponsor"] == "ann" and named.json()["code"] == sponsored
 
 
-async def test_the_qualified_lead_fee_is_paid_once_however_often_the_lead_is_claimed(app, client, db):
+async def test_the_qualified_lead_fee_stands_once_per_lead_while_a_business_keeps_it(app, client, db):
     operator = await operator_token(app)
     code = await code_for(client, operator, referrer="site-3")
-    (a_id, a), (b_id, b) = [await register(client, "lead_buyer", profile={"categories": ["legal"]}) for _ in range(2)]
+    (a_id, a), (b_id, b), (c_id, c) = [
+        await register(client, "lead_buyer", profile={"categories": ["legal"]}) for _ in range(3)
+    ]
     response = await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))
     lead_id = response.json()["id"]
     (offer_a, offer_b) = await offer_lead_to(app, lead_id, [a_id, b_id])
     first = await claim(client, a, offer_a)
     assert (await payables(client, operator))["site-3"] == 2_000
-    returned = await client.post(f"/v1/exposures/{first.json()['id']}/return", headers=auth(a), json={"reason": "x"})
-    assert returned.status_code == 200, returned.text
+    second = await claim(client, b, offer_b)  # a second claim of the lead pays no second fee
+    assert second.status_code == 201, second.text
+    assert (await payables(client, operator))["site-3"] == 2_000
 
-    # The fee changed since; the lead's next claim (its place freed by the return) pays none again.
+    async def give_back(token: str, exposure: httpx.Response) -> None:
+        url = f"/v1/exposures/{exposure.json()['id']}/return"
+        returned = await client.post(url, headers=auth(token), json={"reason": "not what was asked"})
+        assert returned.status_code == 200, returned.text
+
+    await give_back(a, first)  # the business that earned it returns the lead, but another keeps it: the fee stands
+    assert (await payables(client, operator))["site-3"] == 2_000
+    await give_back(b, second)  # nobody keeps it now: it was not a qualified lead, and the fee is taken back
+    assert (await payables(client, operator)).get("site-3", 0) == 0
+
+    # The fee changed since; the lead's next claim (its places freed by the returns) earns the fee in force now.
     plan = (await client.get("/v1/commission-plans", headers=auth(operator))).json()["items"][0]["definition"]
     plan["tiers"]["qualified_lead"]["fixed"]["amount_minor"] = 3_000
     assert (await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})).is_success
-    second = await claim(client, b, offer_b)
-    assert second.status_code == 201, second.text
-    assert (await payables(client, operator))["site-3"] == 2_000
+    (offer_c,) = await offer_lead_to(app, lead_id, [c_id])
+    third = await claim(client, c, offer_c)
+    assert third.status_code == 201, third.text
+    assert (await payables(client, operator))["site-3"] == 3_000  # (payables checks the trial balance each time)
 
 
 async def test_a_reward_on_a_purchase_is_paid_out_only_once_the_lead_can_no_longer_be_returned(

@@ -14,6 +14,7 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from marketplace.businesses.controllers import BusinessController
@@ -73,17 +74,42 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def head_as_get(app: ASGIApp) -> ASGIApp:
+def head_as_get(app: ASGIApp, methods: dict[str, frozenset[str]] | None = None) -> ASGIApp:
     """HEAD answered wherever GET is (RFC 9110: the same status and headers, no body), as load balancers probe
-    /health with it. Wraps the application's handler, before routing (Litestar's middleware runs after it)."""
+    /health with it. Wraps the application's handler, before routing (Litestar's middleware runs after it).
+
+    `methods` (each route's methods, by path template) puts the whole set in the `Allow` an OPTIONS answer carries:
+    Litestar's answer lists those of the first controller that declared the path (one that declares another method
+    of it later, e.g. PATCH beside GET, keeps the first answer). HEAD is listed wherever GET is."""
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("method") == "HEAD":
-            await app({**scope, "method": "GET"}, receive, _without_body(send))  # type: ignore[arg-type]
+            await app({**scope, "method": "GET"}, receive, _with_allow(_without_body(send), scope, methods))  # type: ignore[arg-type]
             return
+        if scope["type"] == "http":
+            send = _with_allow(send, scope, methods)
         await app(scope, receive, send)
 
     return handler
+
+
+def _with_allow(send: Send, scope: Scope, methods: dict[str, frozenset[str]] | None) -> Send:
+    async def send_allow(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers") or []
+            given = [value for name, value in headers if name.lower() == b"allow"]
+            if given:
+                allowed = {m.strip() for m in given[0].decode("latin-1").split(",") if m.strip()}
+                if scope.get("method") == "OPTIONS" and methods:  # routed: the path's template is known
+                    allowed |= methods.get(scope.get("path_template", ""), frozenset())
+                if "GET" in allowed:
+                    allowed.add("HEAD")
+                headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
+                headers.append((b"allow", ", ".join(sorted(allowed)).encode("latin-1")))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return send_allow
 
 
 def _without_body(send: Send) -> Send:
@@ -162,7 +188,12 @@ def create_app(
     check_declared(app)
     document_problems(app)
     document_access(app)
-    app.asgi_handler = head_as_get(app.asgi_handler)
+    routes = {
+        route.path_format: frozenset(str(getattr(m, "value", m)) for m in route.methods)
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    }
+    app.asgi_handler = head_as_get(app.asgi_handler, routes)
     return app
 
 

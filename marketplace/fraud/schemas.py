@@ -113,4 +113,5 @@ class BusinessRisk(msgspec.Struct):
     reliability_bp: int
     reasons: list[Reason]
     evidence: list[Evidence]
-    computed_at: datetime
+    computed_at: datetime | None  # null while it has not been assessed
+    assessed: bool = True  # false: no scan has assessed it yet (its scores are 0, nothing found)

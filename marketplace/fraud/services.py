@@ -774,8 +774,18 @@ async def business_risk(session: AsyncSession, business_id: str) -> schemas.Busi
     if business is None:
         raise NotFound(f"no business {business_id}")
     row = await session.get(FraudAssessment, business_id)
-    if row is None:
-        raise NotFound(f"business {business_id} has not been assessed yet")
+    if row is None:  # nothing it did has been news for a scan yet: no risk found, and nothing to show for it
+        return schemas.BusinessRisk(
+            business_id=business_id,
+            risk_score=0.0,
+            rule_score=0.0,
+            model_score=None,
+            reliability_bp=business.reliability_bp,
+            reasons=[],
+            evidence=[],
+            computed_at=None,
+            assessed=False,
+        )
     return schemas.BusinessRisk(
         business_id=business_id,
         risk_score=round(row.risk_score, 4),

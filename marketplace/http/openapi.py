@@ -37,8 +37,9 @@ COMPONENTS = Components(
         )
     }
 )
-# Operations whose body may be left out: a claim without one is a shared claim ({"exclusive": false}).
-_OPTIONAL_BODIES = {("/v1/offers/{offer_id}/claim", "post")}
+# Operations whose body may be left out: a claim without one is a shared claim ({"exclusive": false}); an invitation
+# without one is open to any email.
+_OPTIONAL_BODIES = {("/v1/offers/{offer_id}/claim", "post"), ("/v1/clubs/{club_id}/invitations", "post")}
 # Operations that answer in another form on request (`Accept`), beside JSON.
 _ALSO_AS = {("/v1/invoices/{invoice_id}", "get", "200"): "application/pdf"}
 

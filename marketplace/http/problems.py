@@ -45,9 +45,16 @@ def problem_body(exc: MarketplaceError) -> dict[str, Any]:
         "type": f"https://errors.marketplace.example/{exc.type_slug}",
         "title": exc.title,
         "status": exc.status_code,
-        "detail": exc.detail,
+        "detail": _clipped(exc.detail),
         **extra,
     }
+
+
+MAX_DETAIL = 500  # characters: a detail quotes what was sent (an id, a code), and an answer never grows with it
+
+
+def _clipped(detail: str) -> str:
+    return detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
 
 
 def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Response[dict[str, Any]]:
@@ -180,6 +187,10 @@ _DESCRIPTIONS = {
 }
 
 
+# Calls whose body names something that may not exist (a payout's owner): a 404 like an unknown id in a path.
+_NAMES_IN_THE_BODY = frozenset({"/v1/payables/payouts"})
+
+
 def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
     access = handler.opt.get("access")
     writes = bool(handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"})
@@ -190,8 +201,10 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses.append(413)  # a call that takes no body still reads one to refuse it
     if access != "public":
         statuses += [401, 403]
-    if "{" in path:
+    if "{" in path or path in _NAMES_IN_THE_BODY:
         statuses.append(404)
+    if path == "/v1/businesses":  # a sign-up without an invitation where sign-up is by invitation only
+        statuses.append(403)
     if writes and (access != "public" or path == "/v1/businesses"):  # a sign-up with an email already taken
         statuses.append(409)
     if path.startswith("/v1/surveys/"):

@@ -31,8 +31,10 @@ class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
     club: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
 
 
-# The payable account of a referrer is named by it: lower-case letters, digits, '-' and '_' (\Z: no trailing newline).
-ReferrerName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}\Z")]
+# The payable account of a referrer is named by it: lower-case letters, digits, '-' and '_'. Written so that Python and
+# JSON Schema's regular expressions (ECMA-262, which has no \Z) read it alike: "(?!\n)" refuses the trailing newline
+# Python's "$" would let through.
+ReferrerName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$(?!\n)")]
 
 
 class ReferralCodeIn(msgspec.Struct, forbid_unknown_fields=True):

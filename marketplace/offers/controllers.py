@@ -76,7 +76,8 @@ class OfferController(Controller):
         already offered the lead come first, with the wave, score and rank (within that wave) recorded on their
         offer and the offer's status, then the others ranked from 1 in the order the next waves would offer it to
         them (none once the lead is full, exclusive or closed: no next wave goes out; one whose offer was withdrawn
-        may be offered again, so it is among them)."""
+        may be offered again, so it is among them). An offered business since blocked or suspended says so
+        (`excluded`); such a business is never among the others."""
         await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:
             lead = await get_lead(uow.session, lead_id)
@@ -84,6 +85,7 @@ class OfferController(Controller):
             waves_go_on = lead.status == "open" and lead.expires_at > utcnow() and not lead.is_exclusive
             zone = state.settings.jurisdiction.zone
             ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow(), zone) if waves_go_on else []
+            statuses = await services.statuses_of(uow.session, sorted({o.business_id for o in offered}))
         holding = {o.business_id for o in offered if o.status != "closed"}
         candidates = [
             schemas.RankedCandidate(
@@ -94,6 +96,7 @@ class OfferController(Controller):
                 offered=True,
                 wave=o.wave,
                 offer_status=o.status,
+                excluded=None if statuses.get(o.business_id, "active") == "active" else statuses[o.business_id],
             )
             for o in offered
         ] + [

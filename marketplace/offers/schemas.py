@@ -45,6 +45,9 @@ class RankedCandidate(msgspec.Struct):
     offer_status: str | None = None
     # Its place in this whole list, from 1: the order the lead reached (or would reach) the candidates, unique.
     position: int = 0
+    # Why an offered business is out of the running now (its account "blocked" or "suspended"); null while it
+    # may still take the lead. A business out of the running is not among those not offered yet.
+    excluded: str | None = None
 
 
 class LeadRanking(msgspec.Struct):

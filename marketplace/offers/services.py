@@ -714,5 +714,13 @@ async def waves_to_send_again(session: AsyncSession, overdue_by: timedelta | Non
     ]
 
 
+async def statuses_of(session: AsyncSession, business_ids: list[str]) -> dict[str, str]:
+    """Each business's account status (active, suspended, blocked)."""
+    if not business_ids:
+        return {}
+    rows = await session.execute(select(Business.id, Business.status).where(Business.id.in_(business_ids)))
+    return {business_id: status for business_id, status in rows}
+
+
 async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:
     return list(await session.scalars(select(Offer).where(Offer.lead_id == lead_id).order_by(Offer.wave, Offer.rank)))

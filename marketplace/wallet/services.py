@@ -203,6 +203,14 @@ async def save_plan(
             f"no such category: {', '.join(unknown)}",
             errors=[FieldError(f"commission_rates_bp.{code}", "no such category") for code in unknown],
         )
+    # A share of a role this service pays no one from a commission would go to `unclaimed_to` on every deal, unseen.
+    unpaid = [
+        FieldError(f"commission_split.recipients[{i}].role", f"one of {', '.join(SPLIT_ROLES)} ({_NOT_IN_SPLIT})")
+        for i, r in enumerate(plan.split)
+        if r.role not in SPLIT_ROLES
+    ]
+    if unpaid:
+        raise InvalidInput("the commission split names a role nobody is paid as", errors=unpaid)
     # Concurrent saves queue on the first version's row (the latest would change under them), then number theirs
     # after whatever was saved meanwhile.
     await session.execute(
@@ -431,6 +439,11 @@ async def _charge(
     return Charged(posted.transaction_id, invoice.id, offset, settlement.id if settlement else None)
 
 
+# Who can share a commission (_present_roles): a referrer or a sponsor is paid by the plan's referral tiers on top.
+SPLIT_ROLES = (ROLE_RECOMMENDER, ROLE_PLATFORM, ROLE_CLUB_OPERATOR)
+_NOT_IN_SPLIT = "a referrer and its sponsors are paid by the referral tiers, on top of the split"
+
+
 def _present_roles(lead: Lead) -> frozenset[str]:
     """Who shares a commission: the platform, the business that sold the lead (its recommender), and the operator
     of the club the lead came in through. A referrer's rewards are not a share of it but acquisition costs on top
@@ -471,8 +484,9 @@ async def charge_exposure(
     if lead.referral_code:
         await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step=step)
     if seller is not None:
+        # The seller's share of a purchase is split as a paid deal's; its non-cash rewards are not given: the plan
+        # gives them on a paid deal, and a lead buyer reports no deal (and may still return the lead).
         result = evaluate(plan, PlanEvent(EventKind.DEAL_PAID, amount.net, present_roles=_present_roles(lead)))
-        await _record_rewards(session, result, lead, seller, exposure)
         earned = result.by_role().get(ROLE_RECOMMENDER)
         if earned is not None and earned.is_positive:
             await store.post(
@@ -568,10 +582,10 @@ async def settle_commission(
 async def _record_rewards(
     session: AsyncSession, result: PlanResult, lead: Lead, seller: Business | None, exposure: Exposure
 ) -> None:
-    """The plan's non-cash rewards for this event (a business lunch, say): recorded, never paid, as a message to the
-    business that earned it in the outbox (`GET /v1/notifications?kind=reward`), once per exposure whatever steps
-    (a purchase, then its upgrade to exclusive) or retries evaluate it again. A reward of a role with no business
-    behind it here (a club's operator, a referrer) is listed by the plan's evaluation only."""
+    """The plan's non-cash rewards for a paid deal (a business lunch, say): recorded, never paid, as a message to the
+    business that earned it in the outbox (`GET /v1/notifications?kind=reward`), once per exposure however often
+    its status is said again. A reward of a role with no business behind it here (a club's operator, a referrer) is
+    listed by the plan's evaluation only."""
     for index, reward in enumerate(result.rewards):
         if reward.recipient_role != ROLE_RECOMMENDER or seller is None:
             continue

@@ -58,6 +58,13 @@ async def test_a_nul_character_in_a_body_is_422_naming_the_field_and_writes_noth
     assert await db.scalar(select(Business.name).where(Business.id == business_id)) == "Before"
 
 
+async def test_a_long_id_is_not_echoed_back_at_length(client):
+    _, token = await register(client, "lead_buyer")
+    response = await client.get(f"/v1/exposures/exp_{'x' * 20_000}", headers=auth(token))
+    assert response.status_code == 404, response.text[:200]
+    assert len(response.json()["detail"]) <= 500 and len(response.content) < 2_000
+
+
 async def test_a_nul_character_in_an_id_or_a_query_is_a_clean_4xx(app, client, db):
     _, buyer, exposure_id = await claimed_exposure(app, client, "lead_buyer")
     operator = await operator_token(app)
@@ -444,6 +451,20 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
         assert retry_after["schema"] == {"type": "integer", "minimum": 1}, call
     # The extensions problems carry are documented.
     assert {"allowed_next", "retry_after_seconds", "held"} <= set(components["Problem"]["properties"])
+    # Refusals of calls beyond the contract's table: a payout to an owner nobody knows; a sign-up without an
+    # invitation where sign-up is by invitation. An invitation's body may be left out (any email), as the server takes.
+    assert "404" in served[("POST", "/v1/payables/payouts")]["responses"]
+    assert "403" in served[("POST", "/v1/businesses")]["responses"]
+    assert served[("POST", "/v1/clubs/{}/invitations")]["requestBody"]["required"] is False
+    # Patterns are JSON Schema's (ECMA-262) regular expressions: no Python-only anchor (there, a letter).
+    def patterns(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            own = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+            return own + [p for value in node.values() for p in patterns(value)]
+        return [p for value in node for p in patterns(value)] if isinstance(node, list) else []
+
+    found = patterns(schema)
+    assert found and not [p for p in found if re.search(r"\\[AZz]", p)], found
 
 
 # --- the wire style: timestamps and money ---------------------------------------------------------------------
@@ -559,6 +580,22 @@ async def test_head_answers_like_get_without_a_body_and_options_names_the_method
     options = await client.options("/v1/wallet")
     assert options.status_code == 204, options.text
     assert {"GET", "OPTIONS"} <= {m.strip() for m in options.headers["allow"].split(",")}
+
+    def allowed(response: httpx.Response) -> set[str]:
+        return {m.strip() for m in response.headers["allow"].split(",")}
+
+    # Every method of the path, whichever controller declares it (GET and PATCH of /me live apart), HEAD beside GET.
+    expected = {
+        "/v1/businesses/me": {"GET", "HEAD", "PATCH", "OPTIONS"},
+        "/v1/surveys/some-token": {"GET", "HEAD", "POST", "OPTIONS"},
+        "/v1/commission-plans": {"GET", "HEAD", "POST", "OPTIONS"},
+        "/v1/wallet": {"GET", "HEAD", "OPTIONS"},
+    }
+    for path, methods in expected.items():
+        answer = await client.options(path)
+        assert answer.status_code == 204 and allowed(answer) == methods, (path, answer.headers.get("allow"))
+    refused = await client.delete("/v1/wallet", headers=auth(token))
+    assert refused.status_code == 405 and allowed(refused) == {"GET", "HEAD", "OPTIONS"}
 
 
 async def test_a_query_parameter_a_route_does_not_take_is_422_naming_it(app, client):

@@ -88,6 +88,13 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     assert (await db.scalar(select(Business.reliability_bp).where(Business.id == honest_id))) == 10_000
     risk = await client.get(f"/v1/fraud/businesses/{hider_id}", headers=auth(operator))
     assert risk.status_code == 200 and risk.json()["reliability_bp"] == hider_row.reliability_bp
+    assert risk.json()["assessed"] is True and risk.json()["computed_at"]
+    # A business no scan has had news of is no 404: nothing found yet, and it says so.
+    newcomer_id, _ = await register(client, "lead_buyer")
+    fresh = (await client.get(f"/v1/fraud/businesses/{newcomer_id}", headers=auth(operator))).json()
+    assert fresh["assessed"] is False and fresh["computed_at"] is None
+    assert fresh["risk_score"] == 0 and fresh["reasons"] == [] and fresh["reliability_bp"] == 10_000
+    assert (await client.get("/v1/fraud/businesses/biz_nope", headers=auth(operator))).status_code == 404
     fresh_lead = await submit_lead(client)
     ranking = await client.get(f"/v1/leads/{fresh_lead}/ranking", headers=auth(operator))
     factors = {c["business_id"]: c["factors"] for c in ranking.json()["candidates"] if not c["offered"]}

@@ -193,6 +193,22 @@ async def test_a_blocked_business_never_ranks(app, client, db):
     assert offered == {other_id}
 
 
+async def test_the_ranking_says_which_offered_business_is_out_of_the_running_and_why(app, client, db):
+    blocked_id, _ = await register(client, "lead_buyer")
+    other_id, _ = await register(client, "lead_buyer")
+    op = await operator_token(app)
+    lead_id = await submit_lead(client)
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    assert set(await db.scalars(select(Offer.business_id).where(Offer.lead_id == lead_id))) == {blocked_id, other_id}
+    assert (await client.post(f"/v1/businesses/{blocked_id}/block", headers=auth(op), json={})).status_code == 200
+    body = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()
+    entries = [(c["business_id"], c["offered"], c["offer_status"], c["excluded"]) for c in body["candidates"]]
+    assert (blocked_id, True, "closed", "blocked") in entries  # its offer withdrawn, and why
+    assert (other_id, True, "open", None) in entries
+    assert [e for e in entries if e[0] == blocked_id and not e[1]] == []  # never among those to offer next
+
+
 async def test_policy_replay_and_model_training_on_recorded_history(app, client, settings):
     from marketplace.ranking.policies import make_ranker
     from marketplace.ranking.replay import replay

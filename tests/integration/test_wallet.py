@@ -894,6 +894,14 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert refused.status_code == 422, refused.text
     assert {e["field"] for e in refused.json()["errors"]} >= {"tiers.qualified_lead.fixed"}
     assert "ILS" in refused.json()["errors"][0]["message"]
+    # A share for a role nobody is paid as (a referrer is paid by the referral tiers) would go to unclaimed_to unseen.
+    unpaid = default_plan(ILS)
+    unpaid["commission_split"]["recipients"][0]["share_bp"] -= 1000
+    unpaid["commission_split"]["recipients"].append({"role": "referrer", "share_bp": 1000})
+    refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": unpaid})
+    assert refused.status_code == 422, refused.text
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "commission_split.recipients[3].role" and "referral tiers" in error["message"]
     assert (
         await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})
     ).status_code == 403
@@ -1207,4 +1215,20 @@ async def test_a_plans_non_cash_reward_is_recorded_for_the_seller_once_and_never
     assert reward["recipient"] == seller_email and "business lunch" in reward["subject"].lower()
     kinds = set(await db.scalars(select(LedgerTransaction.kind).where(LedgerTransaction.memo.contains("lunch"))))
     assert kinds == set()  # never paid
+    await assert_sound(client, operator)
+
+
+async def test_a_purchase_of_a_sold_lead_earns_its_seller_no_non_cash_reward(app, client, db):
+    """The plan gives the lunch on a paid deal: a lead buyer's purchase pays the seller its share, but is no deal (and
+    a return may still undo it), so nothing is promised, bought or returned."""
+    operator = await operator_token(app)
+    _, seller = await register(client, "lead_buyer")
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    (offer_id,) = await offer_lead_to(app, await _sell(client, seller, category="legal"), [buyer_id])
+    bought = await claim(client, buyer, offer_id)
+    assert bought.status_code == 201, bought.text
+    url = f"/v1/exposures/{bought.json()['id']}/return"
+    assert (await client.post(url, headers=auth(buyer), json={"reason": "x"})).status_code == 200
+    listed = await client.get("/v1/notifications", headers=auth(operator), params={"kind": "reward"})
+    assert listed.status_code == 200 and listed.json()["items"] == []
     await assert_sound(client, operator)

@@ -296,26 +296,9 @@ async def take_back_rewards(session: AsyncSession, lead: Lead, exposure: Exposur
     leaves the referrer's lifetime."""
     if not lead.referral_code:
         return
-    keys = [_revenue_key(step, exposure.id) for step in ("purchase", "upgrade")]
-    rows = (
-        await session.execute(  # what the purchase and the upgrade credited, in one read
-            select(
-                LedgerTransaction.idempotency_key,
-                LedgerAccount.code,
-                LedgerPosting.amount_minor,
-                LedgerPosting.currency,
-            )
-            .join(LedgerPosting, LedgerPosting.account_id == LedgerAccount.id)
-            .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-            .where(LedgerTransaction.idempotency_key.in_(keys), LedgerAccount.kind == AccountKind.REFERRER_PAYABLE)
-        )
-    ).all()
-    for key in keys:
-        credited = [(AccountKey.parse(code), Money(-amount, cur)) for k, code, amount, cur in rows if k == key]
-        if credited:
-            original = build_partner_bonuses(key, credited)
-            reversal = build_reversal(f"{key}:returned", original, memo=f"Returned lead {lead.id}: rewards back")
-            await store.post(session, reversal, reference=exposure.id)
+    for step in ("purchase", "upgrade"):
+        key = _revenue_key(step, exposure.id)
+        await _reverse(session, key, f"{key}:returned", f"Returned lead {lead.id}: rewards back", reference=exposure.id)
     referrer = await session.get(Referrer, referrer_of(lead.referral_code))
     if referrer is not None and referrer.kind == CUSTOMER:
         await _add_lifetime_revenue(session, referrer, -refunded_net)

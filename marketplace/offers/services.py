@@ -515,13 +515,13 @@ async def offer_owed_replacement(
     it owed, and the next lead that fits is offered. Returns that business's id."""
     view = lead.view
     since = now - timedelta(days=settings.windows.replacement_days)
-    owed = await owed_replacement(session, view, lead.seller_business_id, now, settings.jurisdiction.zone, since)
-    if owed is None:
-        return None
-    exposure_id, business_id = owed
-    await session.execute(
-        of_session(_INSERT_OFFER, session),
-        {
+    zone = settings.jurisdiction.zone
+    for _ in range(OWED_TRIES):
+        owed = await owed_replacement(session, view, lead.seller_business_id, now, zone, since)
+        if owed is None:
+            return None
+        exposure_id, business_id = owed
+        row = {
             "id": new_id("off"),
             "lead_id": view.id,
             "business_id": business_id,
@@ -534,9 +534,20 @@ async def offer_owed_replacement(
             "status": "open",
             "created_at": now,
             "expires_at": expires_at,
-        },
-    )
-    return business_id
+        }
+        try:
+            async with session.begin_nested():
+                await session.execute(of_session(_INSERT_OFFER, session), row)
+        except IntegrityError:
+            # A concurrent first wave offered this debt (one open replacement per exposure): its offer is committed
+            # now, so the next read passes over the debt to the next one.
+            continue
+        return business_id
+    return None
+
+
+# Debts read again when a concurrent first wave took the one read (each try sees the other waves' offers).
+OWED_TRIES = 3
 
 
 async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id: str, waves_sent: int) -> float:

@@ -402,6 +402,52 @@ async def test_two_first_waves_at_once_offer_two_replacements_owed_not_one_twice
     assert sorted(r for r in replacements if r) == sorted(owed)
 
 
+async def test_a_first_wave_that_read_a_debt_another_wave_just_offered_takes_the_next(app, client, db, monkeypatch):
+    """The race the unique open replacement closes: a wave's read of the debts predates another wave's commit (on
+    PostgreSQL the row lock it then takes is free), so it reads a debt already offered; its insert is refused, and it
+    reads again and offers the next debt, not the same one twice."""
+    from marketplace.offers import services as offer_services
+    from workers.actors import send_wave
+
+    held = []
+    for _ in range(2):
+        business_id, token = await register(client, "deal_maker", profile={"categories": ["accounting"]})
+        lead_id, exposure_id = await claimed_deal(app, client, business_id, token, category="accounting")
+        held.append((token, lead_id, exposure_id))
+        clock.advance(timedelta(seconds=1))  # the first debt is the older one
+    async with app.state.sessions() as session:  # their leads closed: no open lead to replace them with now
+        closed = {"status": "expired", "expires_at": clock.now()}
+        await session.execute(update(Lead).where(Lead.id.in_([h[1] for h in held])).values(**closed))
+        await session.commit()
+    for token, _, exposure_id in held:
+        returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "x"})
+        assert returned.json()["replacement_owed"] is True, returned.text
+    await app.state.ranking_sync.settled()
+    first_debt, second_debt = held[0][2], held[1][2]
+    taken_lead = await submit_lead(client, category="accounting")
+    await app.state.jobs.run_due()  # its first wave offers the older debt
+    assert await db.scalar(select(Offer.replaces_exposure_id).where(Offer.lead_id == taken_lead, Offer.wave == 0)) == (
+        first_debt
+    )
+    real = offer_services.owed_replacement
+    first_owed = await db.scalar(select(Exposure.business_id).where(Exposure.id == first_debt))
+    reads = []
+
+    async def stale_then_real(*args, **kwargs):
+        reads.append(1)
+        if len(reads) == 1:  # what a wave that read before that commit saw
+            return first_debt, first_owed
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(offer_services, "owed_replacement", stale_then_real)
+    later = await submit_lead(client, category="accounting")
+    await send_wave(later, 1)
+    replaces = await db.scalar(select(Offer.replaces_exposure_id).where(Offer.lead_id == later, Offer.wave == 0))
+    assert replaces == second_debt and len(reads) == 2
+    open_for_first = await db.count(Offer, Offer.replaces_exposure_id == first_debt, Offer.status == "open")
+    assert open_for_first == 1
+
+
 async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already_offered(app, client, db):
     _, dm = await register(
         client, "deal_maker", profile={"categories": ["plumbing"], "daily_cap": 1, "monthly_cap": 100}

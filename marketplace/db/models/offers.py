@@ -39,6 +39,16 @@ class Offer(Base):
             sqlite_where=text("status = 'open'"),
             postgresql_where=text("status = 'open'"),
         ),
+        # One open replacement per returned exposure: two first waves at once cannot both offer the same debt (on
+        # PostgreSQL the second one's read may predate the first's commit; its insert then waits, fails, and it
+        # takes the next debt: offers.services.offer_owed_replacement).
+        Index(
+            "ux_offers_open_replacement",
+            "replaces_exposure_id",
+            unique=True,
+            sqlite_where=text("status = 'open' AND replaces_exposure_id IS NOT NULL"),
+            postgresql_where=text("status = 'open' AND replaces_exposure_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

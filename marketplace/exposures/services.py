@@ -22,7 +22,13 @@ from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import free_a_place, summary
 from marketplace.money import Money
-from marketplace.offers.services import close_open_offers, offer_replacement, schedule_next_wave, take_off_the_market
+from marketplace.offers.services import (
+    close_open_offers,
+    offer_replacement,
+    schedule_next_wave,
+    take_off_the_market,
+    withdraw_offers_over_credit,
+)
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
@@ -226,6 +232,7 @@ async def update_status(
         lead = await session.get(Lead, exposure.lead_id)
         assert lead is not None
         await wallet.settle_commission(session, settings, exposure, lead)
+        await withdraw_offers_over_credit(session, settings, exposure.business_id)
     return StatusChange(exposure, before)
 
 

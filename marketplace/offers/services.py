@@ -98,15 +98,45 @@ _OFFERED = select(_offers.business_id).where(
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
 # rotation, in the same statement.
+_ledger = table(LedgerAccount).c
+# What a business owes through the payment provider now: its receivable account in its own currency.
+_OWES = (
+    select(_ledger.balance_minor)
+    .where(
+        _ledger.owner == "business",
+        _ledger.owner_id == _businesses.id,
+        _ledger.kind == AccountKind.RECEIVABLE.value,
+        _ledger.currency == _businesses.currency,
+    )
+    .correlate(_BUSINESSES)
+    .scalar_subquery()
+)
+# A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
+# wallet.refuse_new_leads_over_limit), so it is not offered one either.
+_WITHIN_CREDIT = or_(
+    _businesses.mode != "deal_maker",
+    func.coalesce(_OWES, 0) <= func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
+)
 _MARK_OFFERED = (
     update(_BUSINESSES)
     .where(
         _businesses.id.in_(bindparam("ids", expanding=True)),
         _businesses.status == "active",
         *FITS_THE_LEAD,
+        _WITHIN_CREDIT,
     )
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
+)
+# Its open offers, once it owes more than that: they could only be refused.
+_WITHDRAW_OVER_CREDIT = (
+    update(_OFFERS)
+    .where(
+        _offers.business_id == bindparam("of_business"),
+        _offers.status == "open",
+        exists().where(_businesses.id == bindparam("of_business"), ~_WITHIN_CREDIT),
+    )
+    .values(status="closed")
 )
 _MADE_AGAIN = ("wave", "rank", "score", "factors", "price_minor", "replaces_exposure_id", "created_at", "expires_at")
 
@@ -195,7 +225,9 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     if picks:
         ids = [p.business_id for p in picks]
         fit = {"category": lead.view.category, "region": lead.view.region, "budget": lead.view.budget_minor}
-        active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, **fit})).scalars())
+        limit = settings.wallet.default_credit_limit_minor
+        marked = await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, "default_limit": limit, **fit})
+        active = set(marked.scalars())
         chosen = [p for p in picks if p.business_id in active]
     if chosen:
         expires_at = offer_expiry(settings, now, lead.expires_at)
@@ -576,6 +608,13 @@ async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id:
 
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
     await session.execute(_CLOSE_OPEN_OFFERS, {"of_lead": lead_id})
+
+
+async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings, business_id: str) -> None:
+    """A deal maker's paid deal made it owe more than its credit limit: its open offers are withdrawn (its claims
+    would be refused until it pays), and waves pass over it meanwhile (_MARK_OFFERED)."""
+    limit = settings.wallet.default_credit_limit_minor
+    await session.execute(_WITHDRAW_OVER_CREDIT, {"of_business": business_id, "default_limit": limit})
 
 
 async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:

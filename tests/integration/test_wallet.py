@@ -39,7 +39,7 @@ from marketplace.wallet.plans import default_plan
 from marketplace.wallet.queries import RETURN_SETTLING
 from marketplace.wallet.services import collect_open_debts
 from tests.conftest import _truncate, make_settings
-from tests.factories import auth, lead_body, offer_lead_to, operator_token, register, submit_lead
+from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 
 ILS = "ILS"
 # plumbing: 60.00 ILS a lead, 150.00 exclusive. At 18 % VAT included: 60.00 = 50.85 net + 9.15 VAT
@@ -948,6 +948,30 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
 
 
 # --- credit limits ------------------------------------------------------------------------------------
+
+
+async def test_a_deal_maker_owing_beyond_its_limit_holds_no_offer_and_gets_none_until_it_pays(app, client, db):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(100_000)})).status_code == 200
+    exposure = await buy(app, client, dm_id, dm, category="legal")
+    _, waiting = await offered_lead(app, client, dm_id, category="legal")  # offered before it owed anything
+    assert (await close_deal(client, dm, exposure["id"], 1_000_000)).status_code == 200  # 300,000.00 owed now
+    # Its open offer could only be refused: withdrawn; and a new lead's waves pass over it.
+    assert await offers_of(client, dm) == []
+    assert (await claim(client, dm, waiting)).status_code == 409
+    await app.state.ranking_sync.settled()
+    passed_over = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    assert await db.count(Offer, Offer.lead_id == passed_over, Offer.business_id == dm_id) == 0
+    # Once it has paid, leads come again.
+    (charge,) = (await wallet(client, dm))["pending_settlements"]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    await app.state.ranking_sync.settled()
+    offered_again = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    assert offered_again in {o["lead_id"] for o in await offers_of(client, dm)}
 
 
 async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, db):

@@ -477,7 +477,11 @@ async def claim_offer(
     # After the lead row, in the order a wave takes them.
     reaches_cap = await _check_claimer(session, settings, business, now)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
-        raise Conflict("this offer has already been claimed")
+        # Claimed, or withdrawn (a block, the deal won elsewhere) while this claim was on its way: said as it is now.
+        again = (await session.execute(_OFFER, {"offer_id": offer_id})).one()
+        raise Conflict("this offer has already been claimed" if again.status == "claimed" else await _why_closed(
+            session, again, now
+        ))
     if reaches_cap:
         # Its other open offers could only be refused: withdrawn, they leave its list and the leads' places (a
         # withdrawn offer does not count as offered, so a lead still open when the cap allows is offered again).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from marketplace.db.models import Exposure, Lead
+from marketplace.db.models import Exposure, Lead, Offer
 from tests.factories import auth, lead_body, offer_lead_to, offers_of, register, submit_lead
 
 
@@ -146,3 +146,24 @@ async def test_one_customer_submitting_twenty_times_at_once_is_one_lead(client, 
     assert len({r.json()["id"] for r in responses}) == 1
     assert await db.count(Lead) == 1
     assert (await db.scalar(select(Lead.seen_count))) == 20
+
+
+async def test_a_claim_whose_offer_is_withdrawn_on_its_way_says_so_not_already_claimed(app, client, db, monkeypatch):
+    """The offer was open when the claim read it, and withdrawn (a block, the deal won elsewhere) before the claim
+    took it: the refusal says why as things stand, not that someone claimed it."""
+    from marketplace.offers import services as offer_services
+
+    buyer_id, buyer = await register(client, "lead_buyer")
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [buyer_id])
+    real = offer_services._check_claimer
+
+    async def withdrawn_meanwhile(session, *args, **kwargs):
+        reaches_cap = await real(session, *args, **kwargs)
+        await session.execute(update(Offer).where(Offer.id == offer_id).values(status="closed"))
+        return reaches_cap
+
+    monkeypatch.setattr(offer_services, "_check_claimer", withdrawn_meanwhile)
+    refused = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+    assert "withdrawn" in refused.json()["detail"] and "already been claimed" not in refused.json()["detail"]
+    assert await db.count(Exposure, Exposure.business_id == buyer_id) == 0

@@ -29,6 +29,7 @@ from marketplace.db.models import (
     Offer,
     Settlement,
 )
+from marketplace.errors import Forbidden
 from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
@@ -684,6 +685,27 @@ async def test_a_blocked_lead_buyers_wallet_says_it_can_withdraw_nothing(app, cl
     assert after["available"] == money(10_000)
     refused = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(1_000)})
     assert refused.status_code == 403
+
+
+async def test_a_withdrawal_let_in_before_a_block_committed_is_refused_once_it_has(app, client, db, settings):
+    """The race a black-box probe found: the request was let in while the account was active, the block committed
+    before its money moved. The withdrawal reads the status again, the row held, inside its own transaction."""
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    await fund(app, lb_id, "lead_buyer", 10_000)
+    assert (await client.post(f"/v1/businesses/{lb_id}/block", headers=auth(operator))).status_code == 200
+    async with app.state.uow() as uow:  # the withdrawal's own transaction, past the access check
+        business = await uow.session.get(Business, lb_id)
+        assert business is not None
+        try:
+            await services.withdraw(uow.session, settings, business, Money(1_000, ILS), "race")
+        except Forbidden as refused:
+            assert "blocked" in refused.detail
+        else:
+            raise AssertionError("a blocked account withdrew")
+        await uow.session.rollback()
+    assert (await wallet(client, lb))["available"] == money(10_000)
+    assert await db.count(Settlement, Settlement.business_id == lb_id) == 0
 
 
 async def test_withdrawals_from_available_only_and_payouts_confirmed_or_failed(app, client, db):

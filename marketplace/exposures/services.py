@@ -32,7 +32,6 @@ from marketplace.offers.services import (
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
-from marketplace.wallet import referrals
 from marketplace.wallet import services as wallet
 
 
@@ -317,10 +316,11 @@ async def return_exposure(
             exposure.replacement_owed_since = now  # none open now: the next lead that fits is offered as one
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
+    await session.flush()  # (the session does not autoflush: what follows reads the exposure as returned)
     lead = await session.get(Lead, exposure.lead_id)
-    if lead is not None and lead.referral_code:  # a partner's fee stands only while someone keeps its lead
-        await referrals.take_back_qualified_fee(session, lead)
-    await session.flush()
+    if lead is not None and lead.referral_code:  # a partner's qualified-lead fee stands on a claim that is kept
+        await wallet.claim_returned(session, settings, lead, exposure)
+        await session.flush()
     next_wave, wave_in = None, 0.0
     if reopened is not None and reopened[0] == "open":
         next_wave = reopened[1] + 1

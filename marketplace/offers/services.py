@@ -123,7 +123,6 @@ _MARK_OFFERED = (
         _businesses.id.in_(bindparam("ids", expanding=True)),
         _businesses.status == "active",
         *FITS_THE_LEAD,
-        _WITHIN_CREDIT,
     )
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
@@ -225,9 +224,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     if picks:
         ids = [p.business_id for p in picks]
         fit = {"category": lead.view.category, "region": lead.view.region, "budget": lead.view.budget_minor}
-        limit = settings.wallet.default_credit_limit_minor
-        marked = await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, "default_limit": limit, **fit})
-        active = set(marked.scalars())
+        active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, **fit})).scalars())
         chosen = [p for p in picks if p.business_id in active]
     if chosen:
         expires_at = offer_expiry(settings, now, lead.expires_at)
@@ -378,7 +375,11 @@ _CLOSE_OPEN_OFFERS = (
 _CLOSE_OTHER_OFFERS = (
     update(_OFFERS)
     .where(
-        _offers.business_id == bindparam("of_business"), _offers.status == "open", _offers.id != bindparam("claimed")
+        _offers.business_id == bindparam("of_business"),
+        _offers.status == "open",
+        _offers.id != bindparam("claimed"),
+        # A replacement made at a return is owed by no debt row: withdrawn, nothing would offer it again.
+        _offers.replaces_exposure_id.is_(None),
     )
     .values(status="closed")
 )
@@ -478,10 +479,9 @@ async def claim_offer(
     reaches_cap = await _check_claimer(session, settings, business, now)
     if await rows_changed(session, _CLAIM_OFFER, {"offer_id": offer_id}) != 1:
         # Claimed, or withdrawn (a block, the deal won elsewhere) while this claim was on its way: said as it is now.
+        # (Its lead is read as this claim changed it, so the offer's own status says why.)
         again = (await session.execute(_OFFER, {"offer_id": offer_id})).one()
-        raise Conflict("this offer has already been claimed" if again.status == "claimed" else await _why_closed(
-            session, again, now
-        ))
+        raise Conflict(_WHY_NOT_OPEN.get(again.status, _WITHDRAWN))
     if reaches_cap:
         # Its other open offers could only be refused: withdrawn, they leave its list and the leads' places (a
         # withdrawn offer does not count as offered, so a lead still open when the cap allows is offered again).
@@ -539,7 +539,11 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
         return "this lead is taken: it is full (as many businesses as it may have hold it)"
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
-    return "this offer was withdrawn: the business reached a cap, no longer fits the lead, or was blocked"
+    return _WITHDRAWN
+
+
+_WITHDRAWN = "this offer was withdrawn: the business reached a cap, no longer fits the lead, or was blocked"
+_WHY_NOT_OPEN = {"claimed": "this offer has already been claimed", "expired": "this offer has expired"}
 
 
 async def offer_owed_replacement(
@@ -616,7 +620,7 @@ async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
 
 async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings, business_id: str) -> None:
     """A deal maker's paid deal made it owe more than its credit limit: its open offers are withdrawn (its claims
-    would be refused until it pays), and waves pass over it meanwhile (_MARK_OFFERED)."""
+    would be refused until it pays). (The ranking core does not know the limit: a later wave may still offer it one.)"""
     limit = settings.wallet.default_credit_limit_minor
     await session.execute(_WITHDRAW_OVER_CREDIT, {"of_business": business_id, "default_limit": limit})
 

@@ -7,9 +7,9 @@ transfer; the service records the debt, not the payout, yet (the ledger has `bui
 route calls it).
 
 - A **partner** (a business or site with a referral link) earns the plan's tiers: the qualified-lead fee when a
-  business first takes one of its leads (claimed after seeing the summary; taken back when a return leaves nobody
-  holding the lead, since a lead every taker gave back as irrelevant was not qualified, and earned again by a
-  later claim), a share of each closed sale's commission, the
+  business first takes one of its leads (claimed after seeing the summary; taken back when that claim is returned,
+  and earned again by the claim of a business still holding the lead, or by a later one), a share of each closed
+  sale's commission, the
   lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on a referred
   customer's repeat purchase.
 - A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a
@@ -208,32 +208,37 @@ _QUALIFIED = "referral:qualified:"
 _TAKEN_BACK = ":returned"
 
 
-async def _standing_fees(session: AsyncSession, lead: Lead) -> list[str]:
-    """The keys of the lead's qualified-lead fees not taken back (one at most): read among the ledger transactions
-    of its exposures (each fee and its reversal reference the claim that earned it)."""
-    keys = set(
-        await session.scalars(
-            select(LedgerTransaction.idempotency_key).where(
+async def _standing_fees(session: AsyncSession, lead: Lead) -> list[tuple[str, str | None]]:
+    """The lead's qualified-lead fees not taken back (one at most), as (key, the claim that earned it): read among
+    the ledger transactions of its exposures (each fee and its reversal reference the claim that earned it)."""
+    rows = (
+        await session.execute(
+            select(LedgerTransaction.idempotency_key, LedgerTransaction.reference).where(
                 LedgerTransaction.reference.in_(select(Exposure.id).where(Exposure.lead_id == lead.id)),
                 LedgerTransaction.idempotency_key.startswith(f"{_QUALIFIED}{lead.id}", autoescape=True),
             )
         )
+    ).all()
+    keys = {key for key, _ in rows}
+    return sorted(
+        (key, reference) for key, reference in rows if not key.endswith(_TAKEN_BACK) and key + _TAKEN_BACK not in keys
     )
-    return sorted(k for k in keys if not k.endswith(_TAKEN_BACK) and k + _TAKEN_BACK not in keys)
 
 
-async def take_back_qualified_fee(session: AsyncSession, lead: Lead) -> None:
-    """A return left nobody holding the lead (every business that took it gave it back, e.g. as irrelevant): its
-    qualified-lead fee is taken back (held until then: payables hold a reward while its lead may be returned), so
-    a partner cannot earn fees on leads a business it works with takes and returns. A later claim earns it again."""
+async def take_back_qualified_fee(session: AsyncSession, lead: Lead, returned: Exposure) -> bool:
+    """The claim that earned the lead's qualified-lead fee was returned (e.g. as irrelevant): the fee is taken back,
+    so a partner cannot earn fees on leads a business it works with takes and gives back. The fee is held while that
+    claim may be returned (wallet/payables.py), so it is never taken back after it was paid out. Returns whether
+    there was one (the caller then has another business still holding the lead earn it)."""
     if not lead.referral_code:
-        return
-    held = select(Exposure.id).where(Exposure.lead_id == lead.id, Exposure.status != "returned").limit(1)
-    if await session.scalar(held) is not None:
-        return
-    for key in await _standing_fees(session, lead):
-        memo = f"Returned lead {lead.id}: qualified-lead fee back"
-        await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=key.rsplit(":", 1)[1])
+        return False
+    taken = False
+    for key, reference in await _standing_fees(session, lead):
+        if reference == returned.id:
+            memo = f"Returned lead {lead.id}: qualified-lead fee back"
+            await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=returned.id)
+            taken = True
+    return taken
 
 
 async def _reverse(session: AsyncSession, key: str, reversal_key: str, memo: str, *, reference: str) -> None:

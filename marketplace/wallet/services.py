@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, exists, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -32,6 +32,7 @@ from marketplace.db.models import (
     Business,
     CommissionPlanVersion,
     Exposure,
+    FraudRelease,
     Invoice,
     InvoiceSequence,
     Lead,
@@ -514,6 +515,28 @@ async def lead_taken(
     if lead.referral_code and lead.exposure_count == 1:  # a later claim finds the fee paid (by its key) or not due
         price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
+
+
+async def claim_returned(session: AsyncSession, settings: Settings, lead: Lead, exposure: Exposure) -> None:
+    """A claim of a partner's lead was returned: the qualified-lead fee it earned is taken back, and the claim of a
+    business still holding the lead (the earliest; not one a block released) earns it instead."""
+    if not lead.referral_code or not await referrals.take_back_qualified_fee(session, lead, exposure):
+        return
+    holder = await session.scalar(
+        select(Exposure)
+        .where(
+            Exposure.lead_id == lead.id,
+            Exposure.id != exposure.id,
+            Exposure.status != "returned",
+            ~exists().where(FraudRelease.exposure_id == Exposure.id),
+        )
+        .order_by(Exposure.created_at, Exposure.id)
+        .limit(1)
+    )
+    if holder is not None:
+        plan = await plan_of(session, settings, holder.plan_version_id)
+        price = breakdown(settings, Money(holder.price_minor, holder.currency)).net
+        await referrals.reward_qualified_lead(session, plan, lead, holder, price)
 
 
 def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor: int | None, currency: str) -> None:

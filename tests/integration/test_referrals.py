@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from marketplace.db.models import LedgerTransaction
 from marketplace.money import Money
 from marketplace.wallet.vat import vat_breakdown
 from tests.factories import auth, lead_body, offer_lead_to, operator_token, register
@@ -151,7 +153,7 @@ async def test_a_referrers_kind_and_sponsor_are_checked_and_fixed(app, client):
     assert named.status_code == 201 and named.json()["sponsor"] == "ann" and named.json()["code"] == sponsored
 
 
-async def test_the_qualified_lead_fee_stands_once_per_lead_while_a_business_keeps_it(app, client, db):
+async def test_the_qualified_lead_fee_stands_once_per_lead_on_a_claim_that_is_kept(app, client, db):
     operator = await operator_token(app)
     code = await code_for(client, operator, referrer="site-3")
     (a_id, a), (b_id, b), (c_id, c) = [
@@ -171,8 +173,10 @@ async def test_the_qualified_lead_fee_stands_once_per_lead_while_a_business_keep
         returned = await client.post(url, headers=auth(token), json={"reason": "not what was asked"})
         assert returned.status_code == 200, returned.text
 
-    await give_back(a, first)  # the business that earned it returns the lead, but another keeps it: the fee stands
+    await give_back(a, first)  # the claim that earned it is returned; another business keeps the lead, and earns it
     assert (await payables(client, operator))["site-3"] == 2_000
+    fees = await db.scalars(select(LedgerTransaction.reference).where(LedgerTransaction.memo.startswith("Qualified")))
+    assert sorted(fees) == sorted([first.json()["id"], second.json()["id"]])  # A's (taken back), then B's
     await give_back(b, second)  # nobody keeps it now: it was not a qualified lead, and the fee is taken back
     assert (await payables(client, operator)).get("site-3", 0) == 0
 
@@ -213,3 +217,19 @@ async def test_a_reward_on_a_purchase_is_paid_out_only_once_the_lead_can_no_long
     assert late.status_code == 409  # past the window: the reward stands
     body = {"account": "referrer_payable", "owner": "dana", "amount": {"amount_minor": reward, "currency": "ILS"}}
     assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=body)).status_code == 201
+
+
+async def test_a_deal_makers_return_takes_back_the_fixed_qualified_lead_fee(app, client, db):
+    """A deal maker pays nothing for a claim, yet the plan's fixed tier pays the partner: its return (no refund, a
+    replacement instead) takes the fee back too, or a partner could farm fees through a deal maker it works with."""
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-9")
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    lead_id = (await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))).json()["id"]
+    (offer_id,) = await offer_lead_to(app, lead_id, [dm_id])
+    assigned = await claim(client, dm, offer_id)
+    assert assigned.status_code == 201, assigned.text
+    assert (await payables(client, operator))["site-9"] == 2_000
+    url = f"/v1/exposures/{assigned.json()['id']}/return"
+    assert (await client.post(url, headers=auth(dm), json={"reason": "not ours"})).status_code == 200
+    assert (await payables(client, operator)).get("site-9", 0) == 0

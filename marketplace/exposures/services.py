@@ -316,11 +316,10 @@ async def return_exposure(
             exposure.replacement_owed_since = now  # none open now: the next lead that fits is offered as one
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
-    await session.flush()  # (the session does not autoflush: what follows reads the exposure as returned)
     lead = await session.get(Lead, exposure.lead_id)
-    if lead is not None and lead.referral_code:  # a partner's qualified-lead fee stands on a claim that is kept
+    if lead is not None:  # a partner's qualified-lead fee stands on a claim that is kept
         await wallet.claim_returned(session, settings, lead, exposure)
-        await session.flush()
+    await session.flush()
     next_wave, wave_in = None, 0.0
     if reopened is not None and reopened[0] == "open":
         next_wave = reopened[1] + 1

@@ -98,6 +98,16 @@ _OFFERED = select(_offers.business_id).where(
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
 # rotation, in the same statement.
+_MARK_OFFERED = (
+    update(_BUSINESSES)
+    .where(
+        _businesses.id.in_(bindparam("ids", expanding=True)),
+        _businesses.status == "active",
+        *FITS_THE_LEAD,
+    )
+    .values(last_offered_at=bindparam("now"))
+    .returning(_businesses.id)
+)
 _ledger = table(LedgerAccount).c
 # What a business owes through the payment provider now: its receivable account in its own currency.
 _OWES = (
@@ -112,28 +122,17 @@ _OWES = (
     .scalar_subquery()
 )
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
-# wallet.refuse_new_leads_over_limit), so it is not offered one either.
-_WITHIN_CREDIT = or_(
-    _businesses.mode != "deal_maker",
-    func.coalesce(_OWES, 0) <= func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
-)
-_MARK_OFFERED = (
-    update(_BUSINESSES)
-    .where(
-        _businesses.id.in_(bindparam("ids", expanding=True)),
-        _businesses.status == "active",
-        *FITS_THE_LEAD,
-    )
-    .values(last_offered_at=bindparam("now"))
-    .returning(_businesses.id)
-)
-# Its open offers, once it owes more than that: they could only be refused.
+# wallet.refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
 _WITHDRAW_OVER_CREDIT = (
     update(_OFFERS)
     .where(
         _offers.business_id == bindparam("of_business"),
         _offers.status == "open",
-        exists().where(_businesses.id == bindparam("of_business"), ~_WITHIN_CREDIT),
+        exists().where(
+            _businesses.id == bindparam("of_business"),
+            _businesses.mode == "deal_maker",
+            func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
+        ),
     )
     .values(status="closed")
 )

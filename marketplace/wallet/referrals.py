@@ -230,8 +230,6 @@ async def take_back_qualified_fee(session: AsyncSession, lead: Lead, returned: E
     so a partner cannot earn fees on leads a business it works with takes and gives back. The fee is held while that
     claim may be returned (wallet/payables.py), so it is never taken back after it was paid out. Returns whether
     there was one (the caller then has another business still holding the lead earn it)."""
-    if not lead.referral_code:
-        return False
     taken = False
     for key, reference in await _standing_fees(session, lead):
         if reference == returned.id:

@@ -2,16 +2,21 @@
 
 Hot path: one compiled call per lead whatever the bucket's size (ranking/kernels.py, numba: the scan, the
 ranked's slots and scores, the exploration places), and the per-entry steps of an update as compiled loops too.
-A bucket is one table of rows (negated score, deal range, slot, posterior rows), kept sorted by score with a
-free place every few entries (a gapped array). An update ends the business's entry in place (found by binary
-search on its old score; a dead entry's deal range is empty, so every filter drops it, and its place becomes
-free) and writes the fresh one at its sorted place, shifting entries only as far as the nearest free place; a
-bucket that runs out of free places nearby is re-spread, so no update rebuilds the core.
-Ranking a lead is one compiled scan of a sorted prefix (kernels.top, within kernels.rank_bucket): without a
-per-lead factor the first k entries whose deal range holds the budget are the top k; with one (bounded), the
-scan keeps the k best exact scores and stops where no entry further down could still reach the k-th. A
-configured share of offer places explores: Thompson draws from the posteriors of a random sample of the bucket
-take the last places, so newcomers get seen and estimates keep learning.
+A bucket is one table of rows (negated score, deal range, slot, posterior rows) split into parts by deal range and
+mode (range_class: lead buyers or deal makers, the octave of the range's centre and that of its width), one after
+the other, each kept sorted by score with a free place every few entries (a gapped array). An update ends the
+business's entry in place (found by binary search on its old score within its part; a dead entry's deal range is
+empty, so every filter drops it, and its place becomes free) and writes the fresh one at its sorted place, shifting
+entries only as far as the nearest free place; a part that runs out of free places nearby has the bucket re-spread,
+so no update rebuilds the core.
+Ranking a lead is one compiled scan (kernels.top, within kernels.rank_bucket). The parts are an index over deal
+ranges: a part whose ranges cannot hold the lead's budget is never read, and for the others the largest per-lead
+factor their entries can get is known before any entry is read (a range centred far from the budget fits it
+badly). Without a per-lead factor, or with one that keeps each part's order, the top k is a merge of the parts;
+with one that reorders them (bounded), the scan reads a block at a time from the part that could still score
+most, keeps the k best exact scores, and stops where no part could still reach the k-th. A configured share of
+offer places explores: Thompson draws from the posteriors of a random sample of the bucket take the last places,
+so newcomers get seen and estimates keep learning.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from numpy.typing import NDArray
 
 from marketplace.ranking import kernels
 from marketplace.ranking.kernels import (
+    BEST,
     BUYER,
     DEAD_HI,
     DEAD_LO,
@@ -67,7 +73,6 @@ _NO_RING = (
     np.empty((0, 3 + POSTERIOR_COLUMNS)),
 )
 _NO_ROWS = np.empty(0, np.int64)
-_BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for the per-lead factor's bound: scan a hair deeper, never less
 
 
 def _binomial_cdf(n: int, p: float) -> list[float]:
@@ -93,6 +98,10 @@ class Profile:
     active: bool = True
 
 
+def _class_of(profile: Profile) -> tuple[bool, int, int]:
+    return range_class(profile.min_deal_minor, profile.max_deal_minor, profile.mode == "lead_buyer")
+
+
 def _entry(neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]) -> NDArray[np.int64]:
     """An entry as its table column: the floats' bits where the table reads floats."""
     column = np.array((neg, 0.0, 0.0, 0.0, *posterior)).view(np.int64)
@@ -105,12 +114,46 @@ def _ring_index(slots: NDArray[np.int64]) -> dict[int, int]:
     return dict(zip(slots.tolist(), range(len(slots)), strict=True))
 
 
-class _Pending:
-    """A bucket's entries before its table is first laid out (start-up), column by column: negated score,
-    deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
-    posterior."""
+BANDS_PER_OCTAVE = 1  # how finely a bucket's parts split deal ranges (range_class): octaves (2: half-octaves)
 
-    __slots__ = ("hi", "lo", "neg", "post", "slot", "version")
+
+def _band(x: int) -> int:
+    """The band of x >= 1: band b holds [2^(b/BANDS_PER_OCTAVE), 2^((b+1)/BANDS_PER_OCTAVE)), with integers only."""
+    e = x.bit_length() - 1
+    if BANDS_PER_OCTAVE == 1:
+        return e
+    return 2 * e + (x * x >= 1 << (2 * e + 1))
+
+
+def range_class(lo: int, hi: int, buyer: bool) -> tuple[bool, int, int]:
+    """The part of a bucket an entry goes to: its mode, the band of its deal range's centre (as 2 lo + span) and that
+    of its span (hi - lo, at least 1, as the per-lead factor reads it). Within one part, a lead's budget is at least
+    as far from every range's centre as the part's bounds say, so the scan knows a part's best fit before it reads
+    an entry (kernels.top)."""
+    span = max(hi - lo, 1)
+    return buyer, _band(max(2 * lo + span, 1)), _band(span)
+
+
+def _class_bounds(key: tuple[bool, int, int]) -> tuple[float, float, float, float, float]:
+    """A part's column of a bucket's `bounds` (kernels.PART_BUYER...): bounds that hold for every entry of the part,
+    widened by a rounding margin (a half-octave's edge is irrational); BEST is set when the part is laid out."""
+    buyer, centre, span = key
+    step = 1.0 / BANDS_PER_OCTAVE
+    return (
+        1.0 if buyer else 0.0,
+        2.0 ** (centre * step) * (1 - 1e-9),
+        2.0 ** ((centre + 1) * step) * (1 + 1e-9),
+        2.0 ** ((span + 1) * step) * (1 + 1e-9),
+        -np.inf,
+    )
+
+
+class _Pending:
+    """A bucket's entries before its tables are first laid out (start-up), column by column: negated score,
+    deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
+    posterior, part (range_class)."""
+
+    __slots__ = ("cls", "hi", "lo", "neg", "post", "slot", "version")
 
     def __init__(self) -> None:
         self.neg: list[float] = []
@@ -119,14 +162,21 @@ class _Pending:
         self.slot: list[int] = []
         self.version: list[int] = []
         self.post: list[tuple[float, ...]] = []
+        self.cls: list[tuple[bool, int, int]] = []
 
 
 class _Bucket:
-    """One gapped table sorted by score; rows side by side, so a scan reads contiguous memory.
+    """One (category, region): one table of entries in parts by deal range and mode (range_class), each part sorted by
+    score with a free place every few entries (a gapped array), the parts one after the other; rows side by side, so
+    a scan reads contiguous memory. A lead's scan skips the parts whose ranges cannot hold its budget and reads the
+    others only as deep as their best possible fit makes worthwhile (kernels.top).
 
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
-    __slots__ = ("buyer", "hi", "lo", "neg", "pending", "post", "ring", "ring_at", "slot", "table", "writes")
+    __slots__ = (
+        "bounds", "buyer", "classes", "hi", "keys", "lo", "neg", "pending", "post", "ring", "ring_at", "seg", "slot",
+        "table", "writes",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         # Writes into the table in place (an insert, a move, an end): a Ranking reads its posteriors lazily from
@@ -139,59 +189,92 @@ class _Bucket:
         # first.
         self.ring: tuple[Any, ...] | None = None
         self.ring_at = 0
+        self.keys: list[tuple[bool, int, int]] = []  # the parts' classes, in table order
+        self.classes: dict[tuple[bool, int, int], int] = {}  # class -> its part's index
+        self.seg = np.zeros((2, 0), np.int64)  # each part's first place and the place after its last
+        self.bounds = np.empty((5, 0))  # a column per part (kernels.PART_BUYER...)
         self._use(np.empty((ROWS, 0), np.int64))
 
     def _use(self, table: NDArray[np.int64]) -> None:
         self.table = table
-        self.neg: NDArray[np.float64] = table[NEG].view(np.float64)  # ascending: -score
+        self.neg: NDArray[np.float64] = table[NEG].view(np.float64)  # ascending within a part: -score
         self.lo, self.hi, self.slot = table[LO], table[HI], table[SLOT]
         self.post: NDArray[np.float64] = table[POST:].view(np.float64)
         self.buyer = self.post[BUYER]  # 1.0 for a lead buyer's entry
 
     def lay_out(
         self,
+        cls: Sequence[tuple[bool, int, int]],
         neg: NDArray[np.float64],
         lo: NDArray[np.int64],
         hi: NDArray[np.int64],
         slot: NDArray[np.int64],
         post: NDArray[np.float64],
     ) -> None:
-        """A fresh table from live entries sorted by negated score, a free place after every GAP_EVERY."""
-        n = len(neg)
-        cap = n + n // GAP_EVERY + 16
+        """A fresh table from live entries sorted by negated score, each in the part of its class (parts in class
+        order), a free place after every GAP_EVERY of a part and a few at its end."""
+        keys = sorted(set(cls) | set(self.keys))  # a part once made stays (its entries may come back)
+        classes = {key: i for i, key in enumerate(keys)}
+        part = np.fromiter((classes[c] for c in cls), np.int64, len(cls))
+        order = np.lexsort((neg, part))  # by part, then by score (stable: equal scores keep their order)
+        part = part[order]
+        counts = np.bincount(part, minlength=len(keys))
+        sizes = counts + counts // GAP_EVERY + 4
+        ends = np.cumsum(sizes)
+        firsts = ends - sizes
+        cap = int(ends[-1]) if len(ends) else 0
         table = np.empty((ROWS, cap), np.int64)
         fneg = table[NEG].view(np.float64)
         fneg[:] = np.inf
         table[LO], table[HI], table[SLOT] = DEAD_LO, DEAD_HI, -1
         posts = table[POST:].view(np.float64)
         posts[:] = 0.0
-        at = np.arange(n)
-        at += at // GAP_EVERY
-        fneg[at], table[LO, at], table[HI, at], table[SLOT, at], posts[:, at] = neg, lo, hi, slot, post
-        # A free place takes the next entry's score, so the score row stays sorted for binary search.
-        fneg[:] = np.minimum.accumulate(fneg[::-1])[::-1]
+        rank_in_part = np.arange(len(part)) - (np.cumsum(counts) - counts)[part]
+        at = firsts[part] + rank_in_part + rank_in_part // GAP_EVERY
+        fneg[at], table[LO, at], table[HI, at], table[SLOT, at] = neg[order], lo[order], hi[order], slot[order]
+        posts[:, at] = post[:, order]
+        bounds = np.array([_class_bounds(key) for key in keys]).T.reshape(5, len(keys))
+        for p in range(len(keys)):
+            # A free place takes the next entry's score, so each part stays sorted for binary search.
+            fneg[firsts[p] : ends[p]] = np.minimum.accumulate(fneg[firsts[p] : ends[p]][::-1])[::-1]
+            bounds[BEST, p] = -fneg[firsts[p]] if counts[p] else -np.inf
+        self.keys, self.classes = keys, classes
+        self.seg = np.stack((firsts, ends)).astype(np.int64)
+        self.bounds = bounds
         self._use(table)
         self.ring = None
 
-    def respread(self) -> None:
+    def respread(self, extra: tuple[tuple[bool, int, int], NDArray[np.int64]] | None = None) -> None:
+        """Lay out the live entries again (and an `extra` entry's column, of its class)."""
         live = (self.lo != DEAD_LO).nonzero()[0]
-        self.lay_out(self.neg[live], self.lo[live], self.hi[live], self.slot[live], self.post[:, live])
+        part = np.searchsorted(self.seg[1], live, side="right")
+        cls = [self.keys[p] for p in part.tolist()]
+        columns = self.table[:, live]
+        if extra is not None:
+            cls.append(extra[0])
+            columns = np.concatenate((columns, extra[1][:, None]), axis=1)
+        self.lay_out(
+            cls, columns[NEG].view(np.float64), columns[LO], columns[HI], columns[SLOT], columns[POST:].view(np.float64)
+        )
 
-    def insert(self, neg: float, entry: NDArray[np.int64]) -> None:
-        """At its sorted place: into a free place there, or shifting the entries up to the nearest one (a run of
-        equal scores, newcomers at their category's prior, uses up the free places around it: the wide window
-        looks further before the whole bucket is re-spread)."""
+    def insert(self, cls: tuple[bool, int, int], neg: float, entry: NDArray[np.int64]) -> None:
+        """At its sorted place in its part: into a free place there, or shifting the entries up to the nearest one
+        (a run of equal scores, newcomers at their category's prior, uses up the free places around it: the wide
+        window looks further before the whole bucket is re-spread). A class new to the bucket gets its part in a
+        re-spread."""
+        self.writes += 1
+        p = self.classes.get(cls)
+        if p is None:
+            self.respread((cls, entry))
+            return
         while True:
-            at = int(kernels.make_room(self.neg, self.table, neg, WINDOWS))
+            at = int(kernels.make_room(self.neg, self.table, neg, WINDOWS, int(self.seg[0, p]), int(self.seg[1, p])))
             if at >= 0:
                 break
             self.respread()
-        self.writes += 1
         self.table[:, at] = entry
-
-    def _find(self, neg: float, slot: int) -> int:
-        """The place of this slot's live entry scoring -neg, or -1."""
-        return int(kernels.find(self.neg, self.table, neg, slot))
+        if -neg > self.bounds[BEST, p]:
+            self.bounds[BEST, p] = -neg
 
     def _strike(self, slot: int) -> None:
         """A drawn business changed: its draw rests on what it was, so it may no longer explore."""
@@ -224,25 +307,51 @@ class _Bucket:
             np.insert(shown, at, row, axis=0),
         )
 
-    def move(self, old: float, slot: int, neg: float, entry: NDArray[np.int64]) -> bool:
-        """The slot's entry scoring -old is rewritten as `entry` at its place for -neg (kernels.move). False if
-        the slot has no live entry scoring -old here (nothing moved). Its exploration draw ends either way."""
+    def move(
+        self,
+        old_cls: tuple[bool, int, int],
+        old: float,
+        slot: int,
+        cls: tuple[bool, int, int],
+        neg: float,
+        entry: NDArray[np.int64],
+    ) -> bool:
+        """The slot's entry scoring -old, in the part of old_cls, is rewritten as `entry` at its place for -neg in
+        the part of cls (kernels.move within a part; an end and an insert between two). False if the slot has no
+        live entry scoring -old there (nothing moved). Its exploration draw ends either way."""
         self._strike(slot)
+        p = self.classes.get(old_cls)
+        if p is None:
+            return False
+        first, cap = int(self.seg[0, p]), int(self.seg[1, p])
+        if old_cls != cls:
+            at = int(kernels.find(self.neg, self.table, old, slot, first, cap))
+            if at < 0:
+                return False
+            self.writes += 1
+            self.lo[at], self.hi[at] = DEAD_LO, DEAD_HI
+            self.insert(cls, neg, entry)
+            return True
         self.writes += 1
-        moved = kernels.move(self.neg, self.table, old, slot, neg, entry, WINDOWS)
+        moved = kernels.move(self.neg, self.table, old, slot, neg, entry, WINDOWS, first, cap)
         if not moved:
             return False
         if moved == 2:  # its old entry ended, but no free place was near the new one
-            self.insert(neg, entry)
+            self.insert(cls, neg, entry)
+        elif -neg > self.bounds[BEST, p]:
+            self.bounds[BEST, p] = -neg
         return True
 
-    def kill(self, neg: float, slot: int) -> None:
+    def kill(self, cls: tuple[bool, int, int], neg: float, slot: int) -> None:
         """End the live entry of this slot that scores -neg (if there is one), and its exploration draw."""
         self._strike(slot)
-        p = self._find(neg, slot)
-        if p >= 0:
+        p = self.classes.get(cls)
+        if p is None:
+            return
+        at = int(kernels.find(self.neg, self.table, neg, slot, int(self.seg[0, p]), int(self.seg[1, p])))
+        if at >= 0:
             self.writes += 1
-            self.lo[p], self.hi[p] = DEAD_LO, DEAD_HI
+            self.lo[at], self.hi[at] = DEAD_LO, DEAD_HI
 
 
 class _Posteriors:
@@ -466,6 +575,8 @@ class RankingCore:
         version = int(self._version[slot])
         lo, hi = profile.min_deal_minor, profile.max_deal_minor
         buyer = 1.0 if profile.mode == "lead_buyer" else 0.0
+        cls = range_class(lo, hi, buyer > 0.5)
+        old_cls = _class_of(stored[0]) if moving and stored is not None else cls
         buckets = self._buckets
         for category in profile.categories:
             parts = scores.get(category)
@@ -488,11 +599,12 @@ class RankingCore:
                     pending.slot.append(slot)
                     pending.version.append(version)
                     pending.post.append(posterior)
+                    pending.cls.append(cls)
                 else:
                     if entry is None:
                         entry = _entry(neg, lo, hi, slot, posterior)
-                    if not (moving and bucket.move(old, slot, neg, entry)):
-                        bucket.insert(neg, entry)
+                    if not (moving and bucket.move(old_cls, old, slot, cls, neg, entry)):
+                        bucket.insert(cls, neg, entry)
                         if not moving:
                             bucket.welcome(neg, entry)
 
@@ -504,6 +616,7 @@ class RankingCore:
         if stored is None or not stored[0].active:
             return
         profile, scores = stored
+        cls = _class_of(profile)
         buckets = self._buckets
         for category in profile.categories:
             parts = scores.get(category)
@@ -513,7 +626,7 @@ class RankingCore:
             for region in profile.regions:
                 bucket = buckets.get((category, region))
                 if bucket is not None and bucket.pending is None:
-                    bucket.kill(neg, slot)
+                    bucket.kill(cls, neg, slot)
 
     def set_active(self, business_id: str, active: bool) -> None:
         """Blocked, suspended or at its cap: out of every bucket; back in play with the scores it had."""
@@ -551,6 +664,7 @@ class RankingCore:
         order = live[np.argsort(negs[live], kind="stable")]
         post = np.fromiter(chain.from_iterable(pending.post), np.float64, n * POSTERIOR_COLUMNS)
         bucket.lay_out(
+            [pending.cls[i] for i in order.tolist()],
             negs[order],
             np.fromiter(pending.lo, np.int64, n)[order],
             np.fromiter(pending.hi, np.int64, n)[order],
@@ -607,10 +721,9 @@ class RankingCore:
         k = min(k, len(bucket.neg))  # "everyone" is asked for as k = 10**9
         if not k:
             return self._none()
-        lead_term, w_fit, bound, reach = 0.0, 0.0, LeadFactor.BOUND, 1.0
+        lead_term, w_fit, bound = 0.0, 0.0, LeadFactor.BOUND
         if factor is not None:
-            lead_term, reach = factor.terms(category, budget)
-            w_fit, reach = factor.w_fit, max(1.0, reach) * _BOUND_MARGIN
+            lead_term, w_fit = factor.lead_term(category, budget), factor.w_fit
         # Exploration's places are drawn for k ranked, so the one compiled call fills them too. A bucket with
         # fewer eligible than k has all of them ranked and nobody left to explore: then none is.
         places = self._explore_places(k, explore)
@@ -622,8 +735,8 @@ class RankingCore:
         ints, floats = np.empty((2, k), np.int64), np.empty((2, k))
         rows = np.empty(places, np.int64) if places else _NO_ROWS
         n, explored = kernels.rank_bucket(
-            bucket.neg, bucket.table, bucket.buyer, budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor is not None, lead_term, w_fit, bound, reach, places, ring[1:], start, stop, ints, floats, rows,
+            bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, budget == UNSTATED, k, self._mark, marked > 0,
+            factor is not None, lead_term, w_fit, bound, places, ring[1:], start, stop, ints, floats, rows,
         )  # fmt: skip
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
         # per-lead factor reorders it) only when an explanation is read.
@@ -675,8 +788,7 @@ class RankingCore:
         """Thompson draws for a random sample of the bucket (distinct places, live entries), best first: the
         next leads' exploration places. Drawing a batch at a time keeps the per-lead cost to a slice
         (batched Thompson sampling). A drawn business that changes is struck out of the ring (`_Bucket.kill`)."""
-        cap = len(bucket.lo)
-        sample = min(cap, RING_SAMPLE)
+        sample = min(len(bucket.lo), RING_SAMPLE)
         slots, r_lo, r_hi, base, shown = kernels.draw_ring(
             bucket.table, self._take_uniform(sample), self._take_normal(sample), RING_SIZE
         )
@@ -721,7 +833,7 @@ class RankingCore:
     def memory_bytes(self) -> int:
         """Bytes held by the arrays (the id map and list come on top: about 150 bytes per business)."""
         arrays = self._version.nbytes + self._mark.nbytes + self._uniform.nbytes + self._normal.nbytes
-        return arrays + sum(b.table.nbytes for b in self._buckets.values())
+        return arrays + sum(b.table.nbytes + b.bounds.nbytes + b.seg.nbytes for b in self._buckets.values())
 
 
 @functools.cache  # once a process: what it compiles or loads stays loaded

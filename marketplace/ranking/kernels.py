@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Rows of a bucket's table, all int64; the score row and the posterior rows hold float64 bits.
+# Rows of a bucket's table, all int64; the score row and the posterior rows hold float64 bits. The table is split
+# into parts by deal range and mode (ranking/core.py, range_class), one after the other, each sorted by score on its
+# own; `seg` holds each part's first place and the place after its last.
 NEG, LO, HI, SLOT, POST = range(5)
 POSTERIOR_COLUMNS = 7
 # Columns of a posterior (rows POST + these of a table): Beta(alpha, beta) of the success probability, what a success
@@ -29,10 +31,12 @@ def _holds(lo: int, hi: int, budget: int, unstated: bool) -> bool:  # pragma: no
 
 
 @njit(cache=True, nogil=True)
-def find(negs: np.ndarray, table: np.ndarray, neg: float, slot: int) -> int:  # pragma: no cover - compiled
-    """The place of this slot's live entry scoring -neg, or -1: a binary search, then the run of equal scores."""
-    cap = negs.shape[0]
-    i = int(np.searchsorted(negs, neg))
+def find(
+    negs: np.ndarray, table: np.ndarray, neg: float, slot: int, first: int, cap: int
+) -> int:  # pragma: no cover - compiled
+    """The place of this slot's live entry scoring -neg in the part [first, cap), or -1: a binary search, then the
+    run of equal scores."""
+    i = first + int(np.searchsorted(negs[first:cap], neg))
     while i < cap and negs[i] == neg:
         if table[SLOT, i] == slot and table[LO, i] != DEAD_LO:
             return i
@@ -41,15 +45,16 @@ def find(negs: np.ndarray, table: np.ndarray, neg: float, slot: int) -> int:  # 
 
 
 @njit(cache=True, nogil=True)
-def make_room(negs: np.ndarray, table: np.ndarray, neg: float, windows: tuple[int, int]) -> int:  # pragma: no cover
-    """A free place where an entry scoring -neg keeps the table sorted: the one at its sorted place or just
-    before, else made there by shifting the entries up to the nearest free place within the first window on
-    either side, then the second; -1 if there is none (the caller re-spreads the bucket)."""
-    cap = negs.shape[0]
-    p = int(np.searchsorted(negs, neg, side="right"))  # after every entry scoring at least as high
+def make_room(
+    negs: np.ndarray, table: np.ndarray, neg: float, windows: tuple[int, int], first: int, cap: int
+) -> int:  # pragma: no cover - compiled
+    """A free place in the part [first, cap) where an entry scoring -neg keeps it sorted: the one at its sorted
+    place or just before, else made there by shifting the entries up to the nearest free place within the first
+    window on either side, then the second; -1 if there is none (the caller re-spreads the bucket)."""
+    p = first + int(np.searchsorted(negs[first:cap], neg, side="right"))  # after every entry scoring at least as high
     if p < cap and table[LO, p] == DEAD_LO:
         return p
-    if p > 0 and table[LO, p - 1] == DEAD_LO:
+    if p > first and table[LO, p - 1] == DEAD_LO:
         return p - 1
     rows = table.shape[0]
     for window in windows:
@@ -62,7 +67,7 @@ def make_room(negs: np.ndarray, table: np.ndarray, neg: float, windows: tuple[in
                         row[m] = row[m - 1]
                 return p
         # On the left: the entries in (q, p) move down one place.
-        for q in range(p - 1, max(-1, p - 1 - window), -1):
+        for q in range(p - 1, max(first - 1, p - 1 - window), -1):
             if table[LO, q] == DEAD_LO:
                 for r in range(rows):
                     row = table[r]
@@ -74,19 +79,28 @@ def make_room(negs: np.ndarray, table: np.ndarray, neg: float, windows: tuple[in
 
 @njit(cache=True, nogil=True)
 def move(
-    negs: np.ndarray, table: np.ndarray, old: float, slot: int, neg: float, entry: np.ndarray, windows: tuple[int, int]
+    negs: np.ndarray,
+    table: np.ndarray,
+    old: float,
+    slot: int,
+    neg: float,
+    entry: np.ndarray,
+    windows: tuple[int, int],
+    first: int,
+    cap: int,
 ) -> int:  # pragma: no cover - compiled
-    """The slot's entry scoring -old is rewritten as `entry`, scoring -neg, at its new sorted place. Its old
+    """In the part [first, cap), the slot's entry scoring -old is rewritten as `entry`, scoring -neg, at its new
+    sorted place. Its old
     place becomes free and the new one is made from the nearest free place there (see make_room), so an update
     moves a handful of entries, not all those between its two places. 0: the slot has no live entry scoring
     -old here (nothing done); 1: moved; 2: its old entry ended but there is no free place near the new one (the
     caller re-spreads the bucket and inserts it)."""
-    i = find(negs, table, old, slot)
+    i = find(negs, table, old, slot, first, cap)
     if i < 0:
         return 0
     table[LO, i] = DEAD_LO
     table[HI, i] = DEAD_HI
-    at = make_room(negs, table, neg, windows)
+    at = make_room(negs, table, neg, windows, first, cap)
     if at < 0:
         return 2
     for r in range(table.shape[0]):
@@ -122,8 +136,14 @@ def _heapify(hs: np.ndarray, hp: np.ndarray, n: int) -> None:  # pragma: no cove
 
 
 # Entries a lead's scan bounds at a time (see top): one pass over a block computes every entry's upper bound in
-# straight-line code the compiler vectorises; a second visits only those whose bound can pass the k-th.
-BLOCK = 64
+# straight-line code the compiler vectorises; a second visits only those whose bound can pass the k-th. Small, since
+# the scan takes its next block from whichever part promises most, and a block read past the k-th is waste.
+BLOCK = 16
+# Rows of a bucket's `bounds` (one column per part): lead buyers' part or not; bounds that hold for every entry of
+# the part, with a margin for rounding: twice its range's centre (2 lo + span) from CENTRE_LO to CENTRE_HI, its span
+# (hi - lo, at least 1) below SPAN_HI; and BEST, at least its best score (minus infinity for an empty part).
+PART_BUYER, CENTRE_LO, CENTRE_HI, SPAN_HI, BEST = range(5)
+BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for a part's largest factor: scan a hair deeper, never less
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -136,10 +156,74 @@ def exp_upper(z: float, c4: float) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _merge(
+    negs: np.ndarray,
+    table: np.ndarray,
+    seg: np.ndarray,
+    bounds: np.ndarray,
+    budget: int,
+    unstated: bool,
+    k: int,
+    mark: np.ndarray,
+    marked: bool,
+    factor: bool,
+    lead_term: float,
+    bound: float,
+    live: np.ndarray,
+    pos: np.ndarray,
+    out_places: np.ndarray,
+    out_scores: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """`top` when the factor keeps each part's order: none, or one without a fit weight (every deal maker's factor is
+    then exp(clip(lead_term)), every buyer's 1). The exact scores of a part are its base scores times one number, so
+    the top k is a merge of the live parts' eligible entries, best first: the part with the best next entry gives
+    entries while they beat every other part's next one. No heap, no sort."""
+    m = live.shape[0]
+    scale = np.ones(m)
+    head = np.empty(m)  # the next entry's score in each part (an upper bound while it is not eligible)
+    ends = np.empty(m, np.int64)
+    dm = np.exp(min(max(lead_term, -bound), bound))  # apply's operations with fit x 0 = 0
+    for i in range(m):
+        p = live[i]
+        if factor and bounds[PART_BUYER, p] < 0.5:
+            scale[i] = dm
+        ends[i] = seg[1, p]
+        head[i] = -negs[pos[i]] * scale[i] if pos[i] < ends[i] else -np.inf
+    lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
+    n = 0
+    while n < k:
+        q, most, second = -1, -np.inf, -np.inf
+        for i in range(m):
+            h = head[i]
+            if h > most:
+                q, most, second = i, h, most
+            elif h > second:
+                second = h
+        if q < 0 or most == -np.inf:
+            break
+        j, cap, c = pos[q], ends[q], scale[q]
+        while j < cap:
+            base = -negs[j]
+            if base * c < second:
+                break  # another part's next entry may come first
+            if _holds(lo_row[j], hi_row[j], budget, unstated) and not (marked and mark[slot_row[j]]):
+                out_places[n], out_scores[n] = j, base * c if factor and c != 1.0 else base
+                n += 1
+                if n == k:
+                    j += 1
+                    break
+            j += 1
+        pos[q] = j
+        head[q] = -negs[j] * c if j < cap else -np.inf
+    return n
+
+
+@njit(cache=True, nogil=True)
 def top(
     negs: np.ndarray,
     table: np.ndarray,
-    post_buyer: np.ndarray,
+    seg: np.ndarray,
+    bounds: np.ndarray,
     budget: int,
     unstated: bool,
     k: int,
@@ -149,59 +233,88 @@ def top(
     lead_term: float,
     w_fit: float,
     bound: float,
-    reach: float,
     out_places: np.ndarray,
     out_scores: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """A lead's top k of a bucket: the eligible entries (live, a deal range that holds the budget, unless it is
-    unstated; not marked as excluded) with the highest exact scores, best first (at equal scores the higher
-    place). Writes their places and exact scores; returns how many (fewer than k if the bucket has fewer).
+    unstated; not marked as excluded) with the highest exact scores, best first (at equal scores the lower place).
+    Writes their places and exact scores; returns how many (fewer than k if the bucket has fewer).
 
-    Without a per-lead factor the exact score is the base score, so the first k eligible places are the top k.
-    With one, a deal maker's exact score is base x exp(clip(lead_term + w_fit x fit, -bound, bound)) (fit: 1
-    where the budget sits in the middle of its deal range, 0 at its edges; lead buyers' factor is 1), computed
-    operation for operation as LeadFactor.apply does. The scan keeps the k best in a heap and stops where even
-    `reach` (the largest factor any entry can have for this lead, with a rounding margin) times the base score
-    cannot pass the k-th: the table is sorted by base score, so nothing further down can. It goes a block at a
-    time: first every entry's upper bound (base x exp_upper of its clipped term; minus infinity when its range
-    does not hold the budget, plus infinity for a negative base, which bounds nothing), in branch-free code;
-    then the exact score (one exp) only of those whose bound reaches the k-th."""
-    cap = negs.shape[0]
-    lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
-    n = 0
-    if not factor:
-        for j in range(cap):
-            if not _holds(lo_row[j], hi_row[j], budget, unstated):
-                continue
-            if marked and mark[slot_row[j]]:
-                continue
-            out_places[n] = j
-            out_scores[n] = -negs[j]
-            n += 1
-            if n == k:
-                break
-        return n
+    A deal maker's exact score is base x exp(clip(lead_term + w_fit x fit, -bound, bound)) with a per-lead factor
+    (fit: 1 where the budget sits in the middle of its deal range, 0 at its edges, i.e. 1 - |2 budget - (2 lo +
+    span)| / span), computed operation for operation as LeadFactor.apply does; lead buyers' factor is 1, and without
+    a factor every exact score is the base score.
+
+    Each part is sorted by base score and its deal ranges are bounded (`bounds`), so before reading an entry the scan
+    knows which parts hold no range around the budget (skipped) and, for the others, the largest factor any of their
+    entries can get (a part whose ranges are centred far from the budget cannot fit it well) and so the most their
+    first block can score. It then reads a block at a time from the part whose next block could score most, keeps
+    the k best exact scores in a heap, and stops when no part's next block can pass the k-th. In a block: first
+    every entry's upper bound (base x exp_upper of its own clipped term; minus infinity when its range does not hold
+    the budget, plus infinity for a negative base), in branch-free code; then the exact score (one exp) only of
+    those whose bound reaches the k-th."""
+    parts = seg.shape[1]
+    live = np.empty(parts, np.int64)  # the parts whose ranges may hold the budget
+    nxt = np.empty(parts)  # the most a live part's next block can score; minus infinity once it has nothing left
+    reach = np.empty(parts)  # the largest factor an entry of it can have, and the smallest
+    low = np.empty(parts)
+    pos = np.empty(parts, np.int64)
+    b2 = 2.0 * budget
+    floor = np.exp(-bound)
+    m = 0
+    for p in range(parts):
+        best = bounds[BEST, p]
+        if best == -np.inf:
+            continue  # empty
+        d2 = 0.0  # twice the distance from the budget to the nearest centre a range of the part can have
+        if not unstated:
+            d2 = max(0.0, bounds[CENTRE_LO, p] - b2, b2 - bounds[CENTRE_HI, p])
+            if d2 > bounds[SPAN_HI, p]:
+                continue  # a range holds the budget only if its centre is within half its span of it
+        r, f = 1.0, 1.0
+        if factor and bounds[PART_BUYER, p] < 0.5:
+            z = lead_term
+            if w_fit > 0.0:
+                z += w_fit * min(1.0, 1.0 - d2 / bounds[SPAN_HI, p] + 1e-9)
+            z = min(max(z, -bound), bound)
+            r, f = np.exp(z) * BOUND_MARGIN, floor
+        live[m], reach[m], low[m], pos[m] = p, r, f, seg[0, p]
+        nxt[m] = best * (r if best >= 0.0 else f)
+        m += 1
+    if not factor or w_fit == 0.0:
+        return _merge(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, bound, live[:m],
+                      pos, out_places, out_scores)  # fmt: skip
     hs, hp = out_scores, out_places  # a min-heap of the k best until the end, then sorted in place
+    n = 0
     c4 = np.exp(bound) / 24.0
     upper = np.empty(BLOCK)
-    for start in range(0, cap, BLOCK):
-        first = -negs[start]
-        if n == k and first >= 0.0 and first * reach < hs[0]:
-            break  # (for a negative base, base x reach bounds nothing: those are scored one by one)
+    lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
+    while True:
+        q, most = -1, -np.inf
+        for i in range(m):
+            if nxt[i] > most:
+                q, most = i, nxt[i]
+        if q < 0 or (n == k and most < hs[0]):
+            break
+        scaled = factor and bounds[PART_BUYER, live[q]] < 0.5  # a buyer's factor is exactly 1
+        start = pos[q]
+        cap = seg[1, live[q]]
         stop = min(cap, start + BLOCK)
         for j in range(start, stop):  # branch-free: selects, no jumps
             base = -negs[j]
             lo = lo_row[j]
             hi = hi_row[j]
-            span = hi - lo
-            span = span if span > 1 else 1
-            fit = 1.0 - abs((budget - lo) / span - 0.5) * 2.0
-            z = lead_term + w_fit * fit
-            z = z if z > -bound else -bound
-            z = z if z < bound else bound
-            u = base * (1.0 if post_buyer[j] > 0.5 else exp_upper(z, c4))  # a buyer's factor is exactly 1
-            u = u if base >= 0.0 else np.inf
-            upper[j - start] = u if (lo <= budget and hi >= budget) else -np.inf
+            u = base
+            if scaled:
+                span = hi - lo
+                span = span if span > 1 else 1
+                fit = 1.0 - abs((budget - lo) / span - 0.5) * 2.0
+                z = lead_term + w_fit * fit
+                z = z if z > -bound else -bound
+                z = z if z < bound else bound
+                u = base * exp_upper(z, c4)
+                u = u if base >= 0.0 else np.inf
+            upper[j - start] = u if (lo != DEAD_LO and (unstated or (lo <= budget and hi >= budget))) else -np.inf
         for j in range(start, stop):
             u = upper[j - start]
             if n < k:
@@ -211,10 +324,8 @@ def top(
                 continue  # even its upper bound leaves it below the k-th
             if marked and mark[slot_row[j]]:
                 continue
-            base = -negs[j]
-            if post_buyer[j] > 0.5:
-                s = base
-            else:
+            s = -negs[j]
+            if scaled:
                 lo = lo_row[j]
                 span = hi_row[j] - lo
                 if span < 1:
@@ -228,15 +339,21 @@ def top(
                 fit += lead_term
                 fit = max(fit, -bound)
                 fit = min(fit, bound)
-                s = base * np.exp(fit)
-            if n < k:  # the first k are kept as they come, then made a heap at once (they come nearly best
-                hs[n], hp[n] = s, j  # first, the worst case of pushing one by one: each would sift up to the root)
+                s = s * np.exp(fit)
+            if n < k:  # the first k are kept as they come, then made a heap at once
+                hs[n], hp[n] = s, j
                 n += 1
                 if n == k:
                     _heapify(hs, hp, n)
             elif not _before(s, j, hs[0], hp[0]):  # better than the k-th: it takes the k-th's place
                 hs[0], hp[0] = s, j
                 _sift_down(hs, hp, n, 0)
+        pos[q] = stop
+        nxt[q] = -np.inf
+        if stop < cap:
+            first = -negs[stop]  # the highest score left in the part (free places take the next entry's)
+            if first != -np.inf:  # (free places at a part's end score minus infinity)
+                nxt[q] = first * (reach[q] if first >= 0.0 else low[q])
     if n < k:
         _heapify(hs, hp, n)
     # Heap sort: the k-th goes last, and so on, so the best comes first.
@@ -251,7 +368,8 @@ def top(
 def rank_bucket(
     negs: np.ndarray,
     table: np.ndarray,
-    post_buyer: np.ndarray,
+    seg: np.ndarray,
+    bounds: np.ndarray,
     budget: int,
     unstated: bool,
     k: int,
@@ -261,7 +379,6 @@ def rank_bucket(
     lead_term: float,
     w_fit: float,
     bound: float,
-    reach: float,
     places: int,
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     start: int,
@@ -276,8 +393,7 @@ def rank_bucket(
     explored from the bucket's ring of Thompson draws (`explore_fill`, its ring indices to `rows`). Returns
     (ranked, explored). With fewer than k found, every eligible entry is ranked and none is left to explore."""
     found, slots, scores, base = ints[0], ints[1], floats[0], floats[1]
-    n = top(negs, table, post_buyer, budget, unstated, k, mark, marked, factor, lead_term, w_fit, bound, reach,
-            found, scores)  # fmt: skip
+    n = top(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, w_fit, bound, found, scores)
     slot_row = table[SLOT]
     for i in range(n):
         j = found[i]

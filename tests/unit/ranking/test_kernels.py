@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketplace.ranking import kernels
-from marketplace.ranking.core import WINDOWS, LeadFactor, Profile, RankingCore, _Bucket, _entry
-from marketplace.ranking.kernels import DEAD_HI, DEAD_LO, HI, LO, NEG, ROWS, SLOT
+from marketplace.ranking.core import WINDOWS, LeadFactor, Profile, RankingCore, _Bucket, _entry, range_class
+from marketplace.ranking.kernels import BUYER, DEAD_HI, DEAD_LO, HI, LO, NEG, ROWS, SLOT
 from marketplace.ranking.scoring import Score
 
 POSTERIOR = (1.0, 2.0, 3.0, 0.0, 1.0, 0.0, 0.0)
+CLASS = range_class(0, 1_000, False)  # the class of every entry these tables hold: one part
 
 
 def _plain(value: float) -> Score:
@@ -32,10 +33,13 @@ def _bucket(scores: list[float], spread: bool) -> _Bucket:
     n = len(scores)
     neg = -np.array(scores)
     post = np.tile(np.array(POSTERIOR)[:, None], (1, n))
-    bucket.lay_out(neg, np.zeros(n, np.int64), np.full(n, 1_000, np.int64), np.arange(n, dtype=np.int64), post)
+    bucket.lay_out(
+        [CLASS] * n, neg, np.zeros(n, np.int64), np.full(n, 1_000, np.int64), np.arange(n, dtype=np.int64), post
+    )
     if not spread:  # the same entries packed: no free place anywhere
         live = bucket.lo != DEAD_LO
         bucket._use(np.ascontiguousarray(bucket.table[:, live]))
+        bucket.seg[:, 0] = (0, n)
     return bucket
 
 
@@ -44,10 +48,27 @@ def _live(bucket: _Bucket) -> list[tuple[int, float]]:
     return [(int(s), -float(v)) for s, v in zip(bucket.slot[live], bucket.neg[live], strict=True)]
 
 
+def _laid_out(entries: list[tuple[float, int, int, bool]]) -> _Bucket:
+    """A bucket of these entries (score, deal range, lead buyer), slots 0.., laid out in parts as the core does."""
+    bucket = _Bucket()
+    n = len(entries)
+    post = np.tile(np.array(POSTERIOR)[:, None], (1, n))
+    post[BUYER] = [1.0 if e[3] else 0.0 for e in entries]
+    bucket.lay_out(
+        [range_class(e[1], e[2], e[3]) for e in entries],
+        -np.array([e[0] for e in entries], np.float64),
+        np.array([e[1] for e in entries], np.int64),
+        np.array([e[2] for e in entries], np.int64),
+        np.arange(n, dtype=np.int64),
+        post,
+    )
+    return bucket
+
+
 def test_a_move_frees_the_old_place_and_takes_a_free_place_near_the_new_one():
     bucket = _bucket([float(100 - i) for i in range(40)], spread=True)
     free_before = int((bucket.lo == DEAD_LO).sum())
-    assert bucket.move(-90.0, 10, -50.5, _entry(-50.5, 0, 1_000, 10, POSTERIOR))
+    assert bucket.move(CLASS, -90.0, 10, CLASS, -50.5, _entry(-50.5, 0, 1_000, 10, POSTERIOR))
     live = _live(bucket)
     assert (10, 50.5) in live and (10, 90.0) not in live
     assert [v for _, v in live] == sorted((v for _, v in live), reverse=True)
@@ -60,11 +81,11 @@ def test_a_move_with_no_free_place_near_ends_the_old_entry_and_reinserts_after_a
     bucket = _bucket(scores, spread=False)
     assert int((bucket.lo == DEAD_LO).sum()) == 0
     entry = _entry(-0.5, 0, 1_000, 0, POSTERIOR)  # from the top to the bottom: its freed place is far away
-    assert kernels.move(bucket.neg, bucket.table, -5000.0, 0, -0.5, entry, WINDOWS) == 2
+    assert kernels.move(bucket.neg, bucket.table, -5000.0, 0, -0.5, entry, WINDOWS, 0, 5000) == 2
     assert bucket.lo[0] == DEAD_LO and bucket.hi[0] == DEAD_HI  # ended, nothing written yet
     # Through the bucket: the entry comes back at its new place, after a re-spread.
     bucket = _bucket(scores, spread=False)
-    assert bucket.move(-5000.0, 0, -0.5, entry)
+    assert bucket.move(CLASS, -5000.0, 0, CLASS, -0.5, entry)
     assert _live(bucket) == [(i, 5000.0 - i) for i in range(1, 5000)] + [(0, 0.5)]
     assert int((bucket.lo == DEAD_LO).sum()) >= 5000 // 8  # spread again: a free place every 8 entries
 
@@ -72,14 +93,14 @@ def test_a_move_with_no_free_place_near_ends_the_old_entry_and_reinserts_after_a
 def test_a_move_of_a_slot_without_a_live_entry_at_that_score_does_nothing():
     bucket = _bucket([3.0, 2.0, 1.0], spread=True)
     before = bucket.table.copy()
-    assert not bucket.move(-2.0, 0, -9.0, _entry(-9.0, 0, 1_000, 0, POSTERIOR))  # slot 0 scores 3, not 2
+    assert not bucket.move(CLASS, -2.0, 0, CLASS, -9.0, _entry(-9.0, 0, 1_000, 0, POSTERIOR))  # slot 0 scores 3
     assert np.array_equal(bucket.table, before)
 
 
 def test_make_room_keeps_the_order_among_equal_scores():
     bucket = _bucket([3.0] * 20 + [1.0] * 40, spread=True)
     for slot in range(60, 90):  # newcomers at the same score go after those already there, shifting the rest
-        bucket.insert(-3.0, _entry(-3.0, 0, 1_000, slot, POSTERIOR))
+        bucket.insert(CLASS, -3.0, _entry(-3.0, 0, 1_000, slot, POSTERIOR))
     assert [s for s, _ in _live(bucket)] == [*range(20), *range(60, 90), *range(20, 60)]
     assert bool(np.all(bucket.neg[1:] >= bucket.neg[:-1]))
 
@@ -89,21 +110,27 @@ def test_make_room_keeps_the_order_among_equal_scores():
 def test_the_exp_bound_never_falls_below_exp(z):
     """Through the kernel: a lone deal maker whose factor is exp(z) is never skipped against a k-th just below it."""
     bound = LeadFactor.BOUND
-    negs = np.array([-1.0, -1.0])
-    table = np.zeros((ROWS, 2), np.int64)
-    table[NEG] = negs.view(np.int64)
-    table[LO], table[HI], table[SLOT] = (0, 0), (1_000, 1_000), (0, 1)
-    buyer = np.array([1.0, 0.0])  # place 0: a lead buyer two ulps below exp(z), the k-th; place 1: the maker
-    negs[0] = -math.exp(z) * (1 - 4e-16)
-    table[NEG] = negs.view(np.int64)
+    budget, w_fit = 10, -0.5
+
+    def factor(lo: int, hi: int) -> float:  # as the kernel computes it
+        fit = 1.0 - abs((budget - lo) / (hi - lo) - 0.5) * 2.0
+        return math.exp(min(max(fit * w_fit + z, -bound), bound))
+
+    # Two deal makers of one part (ranges 0..1,000 and 0..1,010: the same half-octaves). The first, scanned first, is
+    # the k-th when the second's turn comes; the second's lower base times its larger factor beats it by two ulps.
+    first = factor(0, 1_000)
+    second = first / factor(0, 1_010) * (1 + 4e-16)
+    bucket = _laid_out([(1.0, 0, 1_000, False), (second, 0, 1_010, False)])
+    assert len(bucket.keys) == 1
     places, scores = np.empty(1, np.int64), np.empty(1)
-    # budget 500 sits mid-range (fit 1); w_fit 0 leaves z = lead_term
     n = kernels.top(
-        negs, table, buyer, 500, False, 1, np.zeros(2, np.bool_), False, True, z, 0.0, bound,
-        math.exp(bound) * 1.000000001, places, scores,
+        bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, False, 1, np.zeros(2, np.bool_), False, True, z,
+        w_fit, bound, places, scores,
     )  # fmt: skip
-    assert n == 1 and places[0] == 1  # the maker, not skipped
-    assert abs(scores[0] / math.exp(z) - 1) < 1e-12
+    assert n == 1
+    if second < 1.0:  # (clipped alike, the two factors are equal and the second leads its part)
+        assert bucket.slot[places[0]] == 1  # not skipped
+        assert scores[0] == second * factor(0, 1_010)
 
 
 @settings(max_examples=500, deadline=None)
@@ -113,18 +140,46 @@ def test_the_exp_bound_is_within_three_percent(z):
     assert math.exp(z) <= kernels.exp_upper(z, c4) <= math.exp(z) * 1.03
 
 
-def _brute_top(negs, lo, hi, buyer, budget, k, excluded, lead_term, w_fit, bound):
+def _brute_top(entries, budget, k, lead_term, w_fit, bound):
+    """(exact score, slot) of the top k of (score, lo, hi, buyer, excluded, dead) entries, slot = index."""
     exact = []
-    for j in range(len(negs)):
-        if lo[j] == DEAD_LO or not lo[j] <= budget <= hi[j] or j in excluded:
+    for slot, (base, lo, hi, buyer, excluded, dead) in enumerate(entries):
+        if dead or excluded or not lo <= budget <= hi:
             continue
-        base = -negs[j]
-        if buyer[j]:
-            exact.append((base, j))
+        if buyer or not (lead_term or w_fit):
+            exact.append((base, slot))
         else:
-            fit = 1.0 - abs((budget - lo[j]) / max(hi[j] - lo[j], 1) - 0.5) * 2.0
-            exact.append((base * math.exp(min(max(lead_term + w_fit * fit, -bound), bound)), j))
-    return sorted(exact, key=lambda e: (-e[0], e[1]))[:k]
+            fit = 1.0 - abs((budget - lo) / max(hi - lo, 1) - 0.5) * 2.0
+            exact.append((base * math.exp(min(max(lead_term + w_fit * fit, -bound), bound)), slot))
+    return sorted(exact, key=lambda e: -e[0])[:k]
+
+
+def _check_top(entries, budget, k, lead_term, w_fit):
+    """kernels.top over the entries laid out in parts as the core does (the dead ones ended in place) against
+    scoring every entry: the same scores best first, each listed slot at its own exact score, and every slot
+    strictly above the k-th listed (ties at the k-th may be listed in another order)."""
+    bound = LeadFactor.BOUND
+    bucket = _laid_out([(e[0], e[1], e[2], e[3]) for e in entries])
+    for slot, (base, lo, hi, buyer, _, dead) in enumerate(entries):
+        if dead:
+            bucket.kill(range_class(lo, hi, buyer), -base, slot)
+    mark = np.array([e[4] for e in entries], np.bool_)
+    places, scores = np.empty(k, np.int64), np.empty(k)
+    factor = bool(lead_term or w_fit)
+    n = kernels.top(
+        bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, False, k, mark, bool(mark.any()), factor,
+        lead_term, w_fit, bound, places, scores,
+    )  # fmt: skip
+    expected = _brute_top(entries, budget, k, lead_term, w_fit, bound)
+    assert n == len(expected)
+    assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
+    slots = bucket.slot[places[:n]].tolist()
+    assert len(set(slots)) == n
+    everyone = dict((slot, s) for s, slot in _brute_top(entries, budget, 10**9, lead_term, w_fit, bound))
+    assert [everyone[slot] for slot in slots] == [pytest.approx(s, rel=1e-12) for s in scores[:n].tolist()]
+    if expected:
+        kth = expected[-1][0]
+        assert {slot for s, slot in expected if s > kth + abs(kth) * 1e-9} <= set(slots)
 
 
 @settings(max_examples=200, deadline=None)
@@ -132,9 +187,10 @@ def _brute_top(negs, lo, hi, buyer, budget, k, excluded, lead_term, w_fit, bound
     entries=st.lists(
         st.tuples(
             st.sampled_from([-2.0, -0.5, 0.0, 0.5, 1.0, 1.5, 3.0]),  # scores, negative ones included, ties often
-            st.sampled_from([(0, 1_000), (200, 400), (300, 900), (0, 300), (DEAD_LO, DEAD_HI)]),
+            st.sampled_from([(0, 1_000), (200, 400), (300, 900), (0, 300), (250, 250), (600, 5_000)]),
             st.booleans(),  # lead buyer
             st.booleans(),  # excluded
+            st.booleans(),  # ended in place
         ),
         min_size=1,
         max_size=150,  # past the scan's blocks of kernels.BLOCK entries
@@ -144,62 +200,27 @@ def _brute_top(negs, lo, hi, buyer, budget, k, excluded, lead_term, w_fit, bound
     weights=st.sampled_from([(0.0, 0.0), (0.3, 0.0), (-0.4, 0.6), (0.2, -0.5)]),
 )
 def test_top_equals_scoring_everyone(entries, budget, k, weights):
-    entries = sorted(entries, key=lambda e: -e[0])
-    negs = np.array([-e[0] for e in entries])
-    table = np.zeros((ROWS, len(entries)), np.int64)
-    table[NEG] = negs.view(np.int64)
-    table[LO] = [e[1][0] for e in entries]
-    table[HI] = [e[1][1] for e in entries]
-    table[SLOT] = np.arange(len(entries))
-    buyer = np.array([1.0 if e[2] else 0.0 for e in entries])
-    mark = np.array([e[3] for e in entries], np.bool_)
-    excluded = {j for j, e in enumerate(entries) if e[3]}
-    lead_term, w_fit = weights
-    factor = bool(lead_term or w_fit)
-    bound = LeadFactor.BOUND
-    reach = max(1.0, math.exp(min(max(lead_term + max(w_fit, 0.0), -bound), bound))) * (1 + 1e-9)
-    places, scores = np.empty(k, np.int64), np.empty(k)
-    n = kernels.top(
-        negs, table, buyer, budget, False, k, mark, bool(excluded), factor, lead_term, w_fit, bound, reach,
-        places, scores,
-    )  # fmt: skip
-    expected = _brute_top(negs, table[LO], table[HI], buyer, budget, k, excluded, lead_term, w_fit, bound)
-    assert n == len(expected)
-    assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
-    if not factor:  # exact scores are the base scores: the same places, ties in place order
-        assert places[:n].tolist() == [j for _, j in expected]
+    _check_top([(e[0], *e[1], e[2], e[3], e[4]) for e in entries], budget, k, *weights)
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_top_equals_scoring_everyone_over_many_blocks(seed):
-    """Tables of up to 1,000 entries (the scan bounds kernels.BLOCK entries at a time), ties and dead entries."""
+def test_top_equals_scoring_everyone_over_many_blocks_and_parts(seed):
+    """Up to 1,000 entries (the scan reads kernels.BLOCK entries at a time, from parts by deal range and mode), ties,
+    ended entries and exclusions; deal ranges from 0 to 10,000,000 wide, budgets anywhere in them."""
     rng = np.random.default_rng(seed)
     size = int(rng.integers(1, 1_000))
-    negs = np.sort(-rng.choice([-1.0, 0.0, 0.25, 0.5, 1.0, 2.0], size) * rng.integers(1, 4, size))
-    table = np.zeros((ROWS, size), np.int64)
-    table[NEG] = negs.view(np.int64)
-    table[LO] = rng.integers(0, 5, size) * 100
-    table[HI] = table[LO] + rng.integers(0, 8, size) * 100
+    base = rng.choice([-1.0, 0.0, 0.25, 0.5, 1.0, 2.0], size) * rng.integers(1, 4, size)
+    lo = (rng.integers(0, 5, size) * 10.0 ** rng.integers(1, 7, size)).astype(np.int64)
+    hi = lo + (rng.integers(0, 8, size) * 10.0 ** rng.integers(1, 7, size)).astype(np.int64)
+    buyer = rng.random(size) < 0.5
+    excluded = rng.random(size) < 0.05
     dead = rng.random(size) < 0.1
-    table[LO][dead], table[HI][dead] = DEAD_LO, DEAD_HI
-    table[SLOT] = np.arange(size)
-    buyer = (rng.random(size) < 0.5).astype(np.float64)
-    mark = rng.random(size) < 0.05
+    columns = (base, lo, hi, buyer, excluded, dead)
+    entries = list(zip(*(c.tolist() for c in columns), strict=True))
     k = int(rng.integers(1, 150))
-    budget = int(rng.integers(1, 10) * 100)
-    lead_term, w_fit = [(0.3, 0.5), (-0.4, 0.6), (0.2, -0.5), (0.69, 0.69)][seed % 4]
-    bound = LeadFactor.BOUND
-    reach = max(1.0, math.exp(min(max(lead_term + max(w_fit, 0.0), -bound), bound))) * (1 + 1e-9)
-    places, scores = np.empty(k, np.int64), np.empty(k)
-    n = kernels.top(
-        negs, table, buyer, budget, False, k, mark, True, True, lead_term, w_fit, bound, reach, places, scores,
-    )  # fmt: skip
-    excluded = set(np.flatnonzero(mark).tolist())
-    expected = _brute_top(negs, table[LO], table[HI], buyer, budget, k, excluded, lead_term, w_fit, bound)
-    assert n == len(expected)
-    assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
-    # The same places in the same order, ties (equal exact scores, frequent here) by place.
-    assert places[:n].tolist() == [j for _, j in expected]
+    budget = int(rng.integers(1, 10) * 10 ** rng.integers(1, 7))
+    weights = [(0.3, 0.5), (-0.4, 0.6), (0.2, -0.5), (0.69, 0.69), (0.0, 0.0), (0.3, 0.0)][seed % 6]
+    _check_top(entries, budget, k, *weights)
 
 
 def test_exploration_picks_skip_ineligible_ranked_and_excluded_candidates():

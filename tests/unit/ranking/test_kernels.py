@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import tracemalloc
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -175,6 +176,8 @@ def _check_top(entries, budget, k, lead_term, w_fit):
     assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
     slots = bucket.slot[places[:n]].tolist()
     assert len(set(slots)) == n
+    listed = list(zip(scores[:n].tolist(), places[:n].tolist(), strict=True))
+    assert all(a[0] > b[0] or (a[0] == b[0] and a[1] < b[1]) for a, b in pairwise(listed)), listed  # ties: by place
     everyone = dict((slot, s) for s, slot in _brute_top(entries, budget, 10**9, lead_term, w_fit, bound))
     assert [everyone[slot] for slot in slots] == [pytest.approx(s, rel=1e-12) for s in scores[:n].tolist()]
     if expected:

@@ -241,8 +241,7 @@ class _Bucket:
         self.keys, self.classes = keys, classes
         self.seg = np.stack((firsts, ends)).astype(np.int64)
         self.bounds = bounds
-        self._use(table)
-        self.ring = None
+        self._use(table)  # (the exploration ring holds its candidates' own rows, not places: it stays)
 
     def respread(self, extra: tuple[tuple[bool, int, int], NDArray[np.int64]] | None = None) -> None:
         """Lay out the live entries again (and an `extra` entry's column, of its class)."""
@@ -661,15 +660,15 @@ class RankingCore:
         slots = np.fromiter(pending.slot, np.int64, n)
         live = (np.fromiter(pending.version, np.int32, n) == self._version[slots]).nonzero()[0]
         negs = np.frombuffer(array("d", pending.neg), np.float64)
-        order = live[np.argsort(negs[live], kind="stable")]
         post = np.fromiter(chain.from_iterable(pending.post), np.float64, n * POSTERIOR_COLUMNS)
-        bucket.lay_out(
-            [pending.cls[i] for i in order.tolist()],
-            negs[order],
-            np.fromiter(pending.lo, np.int64, n)[order],
-            np.fromiter(pending.hi, np.int64, n)[order],
-            slots[order],
-            post.reshape(n, POSTERIOR_COLUMNS)[order].T,
+        classes = pending.cls
+        bucket.lay_out(  # (it sorts them)
+            [classes[i] for i in live.tolist()],
+            negs[live],
+            np.fromiter(pending.lo, np.int64, n)[live],
+            np.fromiter(pending.hi, np.int64, n)[live],
+            slots[live],
+            post.reshape(n, POSTERIOR_COLUMNS)[live].T,
         )
 
     def compact(self) -> None:

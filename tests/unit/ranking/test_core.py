@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from marketplace.ranking.core import MERGE_AT, LeadFactor, Profile, RankingCore, build
+from marketplace.ranking.core import (
+    MERGE_AT,
+    LeadFactor,
+    Profile,
+    RankingCore,
+    _band,
+    _class_bounds,
+    build,
+    range_class,
+)
 from marketplace.ranking.scoring import CategoryPrior, History, Terms, score
 
 PRIOR = CategoryPrior(0.2, 1_000_000, 0.1, 10)
@@ -188,3 +200,31 @@ def test_leads_nobody_fits_leave_the_exploration_ring_where_it_was():
     ranking = core.rank("plumbing", "north", 0, k=10, explore=True)
     explored = [b for b, e in zip(ranking.business_ids, ranking.explored, strict=True) if e]
     assert "b0999" in explored
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lo=st.one_of(st.integers(0, 2_000), st.integers(0, 10**15)),
+    width=st.one_of(st.integers(0, 2_000), st.integers(0, 10**15)),
+    budget=st.integers(1, 2 * 10**15),
+    buyer=st.booleans(),
+)
+def test_a_part_s_bounds_hold_for_every_range_of_its_class(lo, width, budget, buyer):
+    """The scan trusts a part's bounds: twice the range's centre and its span within them (half-octave edges
+    included, found with integers), a range that holds the budget never in a part the budget skips, and its fit
+    never above the part's best."""
+    hi = lo + width
+    key = range_class(lo, hi, buyer)
+    is_buyer, low, high, span_hi, best = _class_bounds(key)
+    span = max(hi - lo, 1)
+    assert is_buyer == (1.0 if buyer else 0.0) and best == -math.inf
+    assert low <= 2 * lo + span < high and span < span_hi
+    d2 = max(0.0, low - 2.0 * budget, 2.0 * budget - high)
+    if lo <= budget <= hi:
+        assert d2 <= span_hi  # not skipped
+        fit = 1.0 - abs((budget - lo) / span - 0.5) * 2.0
+        assert fit <= 1.0 - d2 / span_hi + 1e-9
+
+
+def test_bands_split_at_powers_of_two():
+    assert [_band(x) for x in (1, 2, 3, 4, 7, 8, 2**40 - 1, 2**40)] == [0, 1, 1, 2, 2, 3, 39, 40]

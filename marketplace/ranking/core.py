@@ -695,6 +695,8 @@ class RankingCore:
             return self._none()
         if bucket.pending is not None:
             self._lay_out_pending(bucket)
+        if not exclude:
+            return self._rank(bucket, category, budget_minor or UNSTATED, k, 0, explore)
         excluded = [self._slot[b] for b in exclude if b in self._slot]
         if excluded:
             self._mark[excluded] = True
@@ -716,33 +718,37 @@ class RankingCore:
         )
 
     def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
-        factor = self.lead_factor if self.lead_factor.active and budget != UNSTATED else None
+        lead_factor = self.lead_factor
+        w_budget, w_fit = lead_factor.w_budget, lead_factor.w_fit
+        factor = bool(w_budget or w_fit) and budget != UNSTATED
         k = min(k, len(bucket.neg))  # "everyone" is asked for as k = 10**9
         if not k:
             return self._none()
-        lead_term, w_fit, bound = 0.0, 0.0, LeadFactor.BOUND
-        if factor is not None:
-            lead_term, w_fit = factor.lead_term(category, budget), factor.w_fit
+        lead_term = lead_factor.lead_term(category, budget) if factor else 0.0
+        if not factor:
+            w_fit = 0.0
         # Exploration's places are drawn for k ranked, so the one compiled call fills them too. A bucket with
         # fewer eligible than k has all of them ranked and nobody left to explore: then none is.
-        places = self._explore_places(k, explore)
+        places = self._places(k) if explore is None else self._explore_places(k, explore)
         ring, start, stop = _NO_RING, 0, 0
+        rows = _NO_ROWS
         if places:
             ring = self._ring(bucket)
             start = bucket.ring_at
             stop = bucket.ring_at = start + 2 * places + 2
-        ints, floats = np.empty((2, k), np.int64), np.empty((2, k))
-        rows = np.empty(places, np.int64) if places else _NO_ROWS
+            rows = np.empty(places, np.int64)
+        found, slots, scores, base = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k), np.empty(k)
         n, explored = kernels.rank_bucket(
             bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor is not None, lead_term, w_fit, bound, places, ring[1:], start, stop, ints, floats, rows,
+            factor, lead_term, w_fit, LeadFactor.BOUND, places, ring[1:], start, stop, found, slots, scores, base, rows,
         )  # fmt: skip
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
         # per-lead factor reorders it) only when an explanation is read.
-        found, slots, scores, base = ints[0, :n], ints[1, :n], floats[0, :n], floats[1, :n]
-        if places and n < k:
-            bucket.ring_at = start  # nobody explored: the ring's next candidates (a newcomer first) wait for the next
         keep = n - explored
+        if n < k:
+            slots, scores, base = slots[:n], scores[:n], base[:n]
+            if places:  # nobody explored: the ring's next candidates (a newcomer first) wait for the next lead
+                bucket.ring_at = start
         posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], ring[5], rows[:explored])
         return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)
 

@@ -407,16 +407,17 @@ def rank_bucket(
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     start: int,
     stop: int,
-    ints: np.ndarray,
-    floats: np.ndarray,
+    found: np.ndarray,
+    slots: np.ndarray,
+    scores: np.ndarray,
+    base: np.ndarray,
     rows: np.ndarray,
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """A lead's whole ranking in one call (a call from Python costs a microsecond or two, and so did each numpy
-    step between the two loops): `top` (places to ints[0], exact scores to floats[0]), then the ranked's slots
-    (ints[1]) and base scores (floats[1]), then, when `places` is set and all k were found, the last places
-    explored from the bucket's ring of Thompson draws (`explore_fill`, its ring indices to `rows`). Returns
-    (ranked, explored). With fewer than k found, every eligible entry is ranked and none is left to explore."""
-    found, slots, scores, base = ints[0], ints[1], floats[0], floats[1]
+    step between the two loops): `top` (places to `found`, exact scores to `scores`), then the ranked's `slots` and
+    `base` scores, then, when `places` is set and all k were found, the last places explored from the bucket's ring
+    of Thompson draws (`explore_fill`, its ring indices to `rows`). Returns (ranked, explored). With fewer than k
+    found, every eligible entry is ranked and none is left to explore."""
     n = top(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, w_fit, bound, found, scores)
     slot_row = table[SLOT]
     for i in range(n):

@@ -174,8 +174,8 @@ class _Bucket:
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
     __slots__ = (
-        "bounds", "buyer", "classes", "hi", "keys", "lo", "neg", "pending", "post", "ring", "ring_at", "seg", "slot",
-        "table", "writes",
+        "best", "bounds", "buyer", "classes", "hi", "keys", "lo", "neg", "pending", "post", "ring", "ring_at", "seg",
+        "slot", "spans", "table", "writes",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -193,6 +193,9 @@ class _Bucket:
         self.classes: dict[tuple[bool, int, int], int] = {}  # class -> its part's index
         self.seg = np.zeros((2, 0), np.int64)  # each part's first place and the place after its last
         self.bounds = np.empty((5, 0))  # a column per part (kernels.PART_BUYER...)
+        # The same as Python numbers, for updates (a numpy element read costs more than the rest of the lookup).
+        self.spans: list[tuple[int, int]] = []
+        self.best: list[float] = []
         self._use(np.empty((ROWS, 0), np.int64))
 
     def _use(self, table: NDArray[np.int64]) -> None:
@@ -241,6 +244,8 @@ class _Bucket:
         self.keys, self.classes = keys, classes
         self.seg = np.stack((firsts, ends)).astype(np.int64)
         self.bounds = bounds
+        self.spans = list(zip(firsts.tolist(), ends.tolist(), strict=True))
+        self.best = bounds[BEST].tolist()
         self._use(table)  # (the exploration ring holds its candidates' own rows, not places: it stays)
 
     def respread(self, extra: tuple[tuple[bool, int, int], NDArray[np.int64]] | None = None) -> None:
@@ -267,13 +272,17 @@ class _Bucket:
             self.respread((cls, entry))
             return
         while True:
-            at = int(kernels.make_room(self.neg, self.table, neg, WINDOWS, int(self.seg[0, p]), int(self.seg[1, p])))
+            first, cap = self.spans[p]
+            at = int(kernels.make_room(self.neg, self.table, neg, WINDOWS, first, cap))
             if at >= 0:
                 break
             self.respread()
         self.table[:, at] = entry
-        if -neg > self.bounds[BEST, p]:
-            self.bounds[BEST, p] = -neg
+        self._raise_best(p, -neg)
+
+    def _raise_best(self, p: int, score: float) -> None:
+        if score > self.best[p]:
+            self.best[p] = self.bounds[BEST, p] = score
 
     def _strike(self, slot: int) -> None:
         """A drawn business changed: its draw rests on what it was, so it may no longer explore."""
@@ -322,7 +331,7 @@ class _Bucket:
         p = self.classes.get(old_cls)
         if p is None:
             return False
-        first, cap = int(self.seg[0, p]), int(self.seg[1, p])
+        first, cap = self.spans[p]
         if old_cls != cls:
             at = int(kernels.find(self.neg, self.table, old, slot, first, cap))
             if at < 0:
@@ -337,8 +346,8 @@ class _Bucket:
             return False
         if moved == 2:  # its old entry ended, but no free place was near the new one
             self.insert(cls, neg, entry)
-        elif -neg > self.bounds[BEST, p]:
-            self.bounds[BEST, p] = -neg
+        else:
+            self._raise_best(p, -neg)
         return True
 
     def kill(self, cls: tuple[bool, int, int], neg: float, slot: int) -> None:
@@ -347,7 +356,8 @@ class _Bucket:
         p = self.classes.get(cls)
         if p is None:
             return
-        at = int(kernels.find(self.neg, self.table, neg, slot, int(self.seg[0, p]), int(self.seg[1, p])))
+        first, cap = self.spans[p]
+        at = int(kernels.find(self.neg, self.table, neg, slot, first, cap))
         if at >= 0:
             self.writes += 1
             self.lo[at], self.hi[at] = DEAD_LO, DEAD_HI

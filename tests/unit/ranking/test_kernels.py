@@ -41,6 +41,7 @@ def _bucket(scores: list[float], spread: bool) -> _Bucket:
         live = bucket.lo != DEAD_LO
         bucket._use(np.ascontiguousarray(bucket.table[:, live]))
         bucket.seg[:, 0] = (0, n)
+        bucket.spans = [(0, n)]
     return bucket
 
 

@@ -110,7 +110,7 @@ def _entry(neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]
 
 
 def _ring_index(slots: NDArray[np.int64]) -> dict[int, int]:
-    """Slot -> its place in an exploration ring (the last one, if a slot is there twice)."""
+    """Slot -> its place in a freshly drawn exploration ring (distinct places of one bucket: each slot once)."""
     return dict(zip(slots.tolist(), range(len(slots)), strict=True))
 
 
@@ -130,8 +130,9 @@ def range_class(lo: int, hi: int, buyer: bool) -> tuple[bool, int, int]:
     of its span (hi - lo, at least 1, as the per-lead factor reads it). Within one part, a lead's budget is at least
     as far from every range's centre as the part's bounds say, so the scan knows a part's best fit before it reads
     an entry (kernels.top)."""
+    lo, hi = int(lo), int(hi)  # (numpy integers have no bit_length)
     span = max(hi - lo, 1)
-    return buyer, _band(max(2 * lo + span, 1)), _band(span)
+    return bool(buyer), _band(max(2 * lo + span, 1)), _band(span)
 
 
 def _class_bounds(key: tuple[bool, int, int]) -> tuple[float, float, float, float, float]:
@@ -236,7 +237,9 @@ class _Bucket:
         at = firsts[part] + rank_in_part + rank_in_part // GAP_EVERY
         fneg[at], table[LO, at], table[HI, at], table[SLOT, at] = neg[order], lo[order], hi[order], slot[order]
         posts[:, at] = post[:, order]
-        bounds = np.array([_class_bounds(key) for key in keys]).T.reshape(5, len(keys))
+        # C order whatever the number of parts (one column would be both C and F contiguous, and another compiled
+        # variant of the scan than warm_up made).
+        bounds = np.ascontiguousarray(np.array([_class_bounds(key) for key in keys]).T.reshape(5, len(keys)))
         for p in range(len(keys)):
             # A free place takes the next entry's score, so each part stays sorted for binary search.
             fneg[firsts[p] : ends[p]] = np.minimum.accumulate(fneg[firsts[p] : ends[p]][::-1])[::-1]
@@ -298,14 +301,17 @@ class _Bucket:
         ring = self.ring
         if ring is None or self.ring_at >= len(ring[1]):
             return  # the next lead draws a ring, with it
-        _, slots, r_lo, r_hi, r_base, shown = ring
+        drawn, slots, r_lo, r_hi, r_base, shown = ring
         at = self.ring_at
         slot = int(entry[SLOT])
         row = np.empty(shown.shape[1])
         row[0], row[1], row[2], row[3:] = slot, -neg, -neg, entry[POST:].view(np.float64)
         slots = np.insert(slots, at, slot)
-        index = _ring_index(slots)
-        index[slot] = at  # an older (struck) copy of it may wait further on: strikes must find this one
+        # Every slot keeps the copy strikes must find (its live one), a place further on. An older, struck copy of
+        # this one may wait further on: not read again, since strikes must find this one (a rebuild from the slots
+        # would find the last copy of each, and leave a re-welcomed business's live copy unstruck).
+        index = {s: i + 1 if i >= at else i for s, i in drawn.items()}
+        index[slot] = at
         self.ring = (
             index,
             slots,

@@ -253,11 +253,28 @@ def test_the_warm_up_runs_every_compiled_loop_the_service_calls():
         "loops = (kernels.find, kernels.make_room, kernels.move, kernels.rank_bucket, kernels.draw_ring)\n"
         "assert not any(k.signatures for k in loops)\n"
         "warm_up()\n"
-        "import json; print(json.dumps([len(k.signatures) for k in loops]))\n"
+        "warm = [len(k.signatures) for k in loops]\n"
+        # A bucket of one part and one of several, after the warm-up: no loop compiles another variant.
+        "from marketplace.ranking.core import LeadFactor, Profile, RankingCore\n"
+        "from marketplace.ranking.scoring import Score\n"
+        "core = RankingCore(explore_share=0.5, lead_factor=LeadFactor(0.1, 0.2, {'c': 10.0}))\n"
+        "for i in range(30):\n"
+        "    ranges = (0, 10**6) if i % 3 else (10**4 * i, 10**5 * (i + 1))\n"
+        "    core.upsert(Profile(f'b{i}', 'deal_maker', ('c',), ('r', 'r1') if i else ('r1',), *ranges),\n"
+        "                {'c': Score(1.0 + i, 2.0, 2.0, 1.0, 0.0, 1.0)})\n"
+        "solo = Profile('solo', 'deal_maker', ('c',), ('r2',), 0, 10**6)  # its bucket: one part\n"
+        "core.upsert(solo, {'c': Score(1.0, 2.0, 2.0, 1.0, 0.0, 1.0)})\n"
+        "core.compact()\n"
+        "for region in ('r', 'r1', 'r2'):\n"
+        "    for budget in (0, 5_000):\n"
+        "        core.rank('c', region, budget, 5)\n"
+        "import json; print(json.dumps([warm, [len(k.signatures) for k in loops]]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
-    assert 0 not in json.loads(done.stdout.strip())
+    warm, after = json.loads(done.stdout.strip())
+    assert 0 not in warm
+    assert after == warm
 
 
 def test_everyone_is_asked_for_without_allocating_for_a_billion():
@@ -288,6 +305,28 @@ def test_a_business_welcomed_twice_into_the_ring_is_struck_where_it_waits():
     core.set_active(business_id, False)
     for _ in range(40):
         assert business_id not in core.rank("p", "n", 100, 3).business_ids
+
+
+def test_a_business_welcomed_again_keeps_its_live_ring_copy_struck_after_others_are_welcomed():
+    """A drawn business re-enters the bucket (its drawn copy struck, a fresh one welcomed), then another newcomer is
+    welcomed, then the first changes: its fresh copy must be struck, whatever else came in between."""
+    core = RankingCore(explore_share=0.0, seed=1)
+    for i in range(20):
+        core.upsert(Profile(f"b{i}", "deal_maker", ("c",), ("r",), 0, 10**6), {"c": _plain(float(i))})
+    core.compact()
+    core.rank("c", "r", 500, 3, explore=True)  # draws the ring
+    bucket = core._buckets[("c", "r")]
+    assert bucket.ring is not None
+    business_id = core._ids[int(bucket.ring[1][bucket.ring_at + 5])]  # drawn, waiting further on
+    core.set_active(business_id, False)
+    core.set_active(business_id, True)  # its drawn copy struck, a fresh one welcomed at the reading place
+    core.upsert(Profile("new", "deal_maker", ("c",), ("r",), 0, 10**6), {"c": _plain(0.5)})  # another welcome
+    core.upsert(Profile(business_id, "deal_maker", ("c",), ("r",), 2 * 10**6, 3 * 10**6), {"c": _plain(100.0)})
+    core.set_active(business_id, False)
+    for _ in range(20):
+        ranking = core.rank("c", "r", 500, 9, explore=True)
+        assert business_id not in ranking.business_ids
+        assert len(set(ranking.business_ids)) == len(ranking)
 
 
 def test_a_ring_draw_takes_distinct_live_places_each_drawn_from_its_own_posterior():

@@ -180,8 +180,8 @@ class _Bucket:
     )  # fmt: skip
 
     def __init__(self) -> None:
-        # Writes into the table in place (an insert, a move, an end): a Ranking reads its posteriors lazily from
-        # the table as it was, and must know whether it still is. A re-spread makes a new table instead.
+        # Changes to the table (an insert, a move, an end, a re-spread): a Ranking reads its posteriors lazily from
+        # the table as it was, and must know whether it still is.
         self.writes = 0
         # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
         self.pending: _Pending | None = _Pending()
@@ -307,9 +307,9 @@ class _Bucket:
         row = np.empty(shown.shape[1])
         row[0], row[1], row[2], row[3:] = slot, -neg, -neg, entry[POST:].view(np.float64)
         slots = np.insert(slots, at, slot)
-        # Every slot keeps the copy strikes must find (its live one), a place further on. An older, struck copy of
-        # this one may wait further on: not read again, since strikes must find this one (a rebuild from the slots
-        # would find the last copy of each, and leave a re-welcomed business's live copy unstruck).
+        # Each slot keeps pointing at the copy strikes must find, one place further on past the newcomer. (A rebuild
+        # from the slots would point a business welcomed again at its older, struck copy further on, and its live
+        # copy could never be struck.)
         index = {s: i + 1 if i >= at else i for s, i in drawn.items()}
         index[slot] = at
         self.ring = (

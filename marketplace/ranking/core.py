@@ -125,6 +125,7 @@ def _band(x: int) -> int:
     return 2 * e + (x * x >= 1 << (2 * e + 1))
 
 
+@functools.lru_cache(maxsize=1 << 16)  # an update asks twice (its old range and its new): 0.4 us each, 0.07 cached
 def range_class(lo: int, hi: int, buyer: bool) -> tuple[bool, int, int]:
     """The part of a bucket an entry goes to: its mode, the band of its deal range's centre (as 2 lo + span) and that
     of its span (hi - lo, at least 1, as the per-lead factor reads it). Within one part, a lead's budget is at least

@@ -538,6 +538,9 @@ class RankingCore:
         self._scalars: list[float] = []
         self._cdf: dict[tuple[int, float], list[float]] = {}
         self._explored: dict[tuple[int, int], NDArray[np.bool_]] = {}
+        # Leads ranked: at equal scores, which part of a bucket goes first turns with each lead (kernels.top), so
+        # businesses tied at their category's prior are not served by the class of their deal range.
+        self._turn = 0
 
     # --- updates ---------------------------------------------------------------------------------
 
@@ -755,9 +758,11 @@ class RankingCore:
             stop = bucket.ring_at = start + 2 * places + 2
             rows = np.empty(places, np.int64)
         found, slots, scores, base = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k), np.empty(k)
+        self._turn += 1
         n, explored = kernels.rank_bucket(
             bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor, lead_term, w_fit, LeadFactor.BOUND, places, ring[1:], start, stop, found, slots, scores, base, rows,
+            factor, lead_term, w_fit, LeadFactor.BOUND, self._turn, places, ring[1:], start, stop, found, slots, scores,
+            base, rows,
         )  # fmt: skip
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
         # per-lead factor reorders it) only when an explanation is read.

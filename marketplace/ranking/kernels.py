@@ -144,6 +144,9 @@ BLOCK = 16
 # (hi - lo, at least 1) below SPAN_HI; and BEST, at least its best score (minus infinity for an empty part).
 PART_BUYER, CENTRE_LO, CENTRE_HI, SPAN_HI, BEST = range(5)
 BOUND_MARGIN = 1.0 + 1e-9  # rounding headroom for a part's largest factor: scan a hair deeper, never less
+# The heap's keys: a place, and above PART_SHIFT bits its part's rank in the lead's turn (see top).
+PART_SHIFT = 40
+PLACE_MASK = (1 << PART_SHIFT) - 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -171,6 +174,7 @@ def _merge(
     bound: float,
     live: np.ndarray,
     pos: np.ndarray,
+    turn: int,
     out_places: np.ndarray,
     out_scores: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
@@ -191,11 +195,15 @@ def _merge(
         head[i] = -negs[pos[i]] * scale[i] if pos[i] < ends[i] else -np.inf
     lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
     n = 0
+    opener = turn % m if m else 0  # at equal scores, parts in this lead's turn: from `opener` on, round the list
     while n < k:
-        # The part with the best next entry (q), and the best of the others (r): at equal scores the earlier part
-        # first, as its places come first.
+        # The part with the best next entry (q), and the best of the others (r), in turn order (at equal scores the
+        # one that comes first in it).
         q, most, r, second = -1, -np.inf, -1, -np.inf
-        for i in range(m):
+        for t in range(m):
+            i = opener + t
+            if i >= m:
+                i -= m
             h = head[i]
             if h > most:
                 q, most, r, second = i, h, q, most
@@ -204,10 +212,11 @@ def _merge(
         if q < 0 or most == -np.inf:
             break
         j, cap, c = pos[q], ends[q], scale[q]
+        later = (r - opener) % m < (q - opener) % m if r >= 0 else False  # r before q in this turn
         while j < cap:
             base = -negs[j]
             v = base * c
-            if v < second or (v == second and r < q):
+            if v < second or (v == second and later):
                 break  # another part's next entry may come first
             if _holds(lo_row[j], hi_row[j], budget, unstated) and not (marked and mark[slot_row[j]]):
                 out_places[n], out_scores[n] = j, base * c if factor and c != 1.0 else base
@@ -236,12 +245,15 @@ def top(
     lead_term: float,
     w_fit: float,
     bound: float,
+    turn: int,
     out_places: np.ndarray,
     out_scores: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """A lead's top k of a bucket: the eligible entries (live, a deal range that holds the budget, unless it is
-    unstated; not marked as excluded) with the highest exact scores, best first (at equal scores the lower place).
-    Writes their places and exact scores; returns how many (fewer than k if the bucket has fewer).
+    unstated; not marked as excluded) with the highest exact scores, best first. Equal scores are common (newcomers
+    at their category's prior): they come part by part, the parts in the lead's `turn` (from part turn mod the
+    number of live parts on, round the list; a caller counting leads rotates which ranges go first), and by place
+    within a part. Writes their places and exact scores; returns how many (fewer than k if the bucket has fewer).
 
     A deal maker's exact score is base x exp(clip(lead_term + w_fit x fit, -bound, bound)) with a per-lead factor
     (fit: 1 where the budget sits in the middle of its deal range, 0 at its edges, i.e. 1 - |2 budget - (2 lo +
@@ -286,7 +298,9 @@ def top(
         m += 1
     if not factor or w_fit == 0.0:
         return _merge(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, bound, live[:m],
-                      pos, out_places, out_scores)  # fmt: skip
+                      pos, turn, out_places, out_scores)  # fmt: skip
+    # Heap keys: the place, above it the part's rank in this lead's turn, so that equal scores order as _merge's.
+    opener = turn % m if m else 0
     hs, hp = out_scores, out_places  # a min-heap of the k best until the end, then sorted in place
     n = 0
     c4 = np.exp(bound) / 24.0
@@ -300,6 +314,7 @@ def top(
         if q < 0 or (n == k and most < hs[0]):
             break
         scaled = factor and bounds[PART_BUYER, live[q]] < 0.5  # a buyer's factor is exactly 1
+        tag = ((q - opener) % m) << PART_SHIFT
         start = pos[q]
         cap = seg[1, live[q]]
         stop = min(cap, start + BLOCK)
@@ -343,13 +358,14 @@ def top(
                 fit = max(fit, -bound)
                 fit = min(fit, bound)
                 s = s * np.exp(fit)
+            key = tag | j
             if n < k:  # the first k are kept as they come, then made a heap at once
-                hs[n], hp[n] = s, j
+                hs[n], hp[n] = s, key
                 n += 1
                 if n == k:
                     _heapify(hs, hp, n)
-            elif not _before(s, j, hs[0], hp[0]):  # better than the k-th: it takes the k-th's place
-                hs[0], hp[0] = s, j
+            elif not _before(s, key, hs[0], hp[0]):  # better than the k-th: it takes the k-th's place
+                hs[0], hp[0] = s, key
                 _sift_down(hs, hp, n, 0)
         pos[q] = stop
         nxt[q] = -np.inf
@@ -358,6 +374,8 @@ def top(
             if first != -np.inf:  # (free places at a part's end score minus infinity)
                 nxt[q] = first * (reach[q] if first >= 0.0 else low[q])
     _best_first(hs, hp, n)
+    for i in range(n):
+        hp[i] &= PLACE_MASK
     return n
 
 
@@ -403,6 +421,7 @@ def rank_bucket(
     lead_term: float,
     w_fit: float,
     bound: float,
+    turn: int,
     places: int,
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     start: int,
@@ -418,7 +437,8 @@ def rank_bucket(
     `base` scores, then, when `places` is set and all k were found, the last places explored from the bucket's ring
     of Thompson draws (`explore_fill`, its ring indices to `rows`). Returns (ranked, explored). With fewer than k
     found, every eligible entry is ranked and none is left to explore."""
-    n = top(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, w_fit, bound, found, scores)
+    n = top(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, w_fit, bound, turn,
+            found, scores)  # fmt: skip
     slot_row = table[SLOT]
     for i in range(n):
         j = found[i]

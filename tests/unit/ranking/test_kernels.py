@@ -127,7 +127,7 @@ def test_the_exp_bound_never_falls_below_exp(z):
     places, scores = np.empty(1, np.int64), np.empty(1)
     n = kernels.top(
         bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, False, 1, np.zeros(2, np.bool_), False, True, z,
-        w_fit, bound, places, scores,
+        w_fit, bound, 0, places, scores,
     )  # fmt: skip
     assert n == 1
     if second < 1.0:  # (clipped alike, the two factors are equal and the second leads its part)
@@ -170,7 +170,7 @@ def _check_top(entries, budget, k, lead_term, w_fit):
     factor = bool(lead_term or w_fit)
     n = kernels.top(
         bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, False, k, mark, bool(mark.any()), factor,
-        lead_term, w_fit, bound, places, scores,
+        lead_term, w_fit, bound, 0, places, scores,
     )  # fmt: skip
     expected = _brute_top(entries, budget, k, lead_term, w_fit, bound)
     assert n == len(expected)
@@ -225,6 +225,29 @@ def test_top_equals_scoring_everyone_over_many_blocks_and_parts(seed):
     budget = int(rng.integers(1, 10) * 10 ** rng.integers(1, 7))
     weights = [(0.3, 0.5), (-0.4, 0.6), (0.2, -0.5), (0.69, 0.69), (0.0, 0.0), (0.3, 0.0)][seed % 6]
     _check_top(entries, budget, k, *weights)
+
+
+@pytest.mark.parametrize("weights", [(0.0, 0.0), (0.0, 0.5)])  # the merge of parts, and the heap
+def test_equal_scores_take_turns_by_part(weights):
+    """Businesses tied at one score in two parts (lead buyers, deal makers): which part goes first turns with the
+    lead, so a tie is not always won by the same deal ranges."""
+    entries = [(1.0, 0, 1_000, True), (1.0, 0, 1_000, True), (1.0, 0, 1_000, False), (1.0, 0, 1_000, False)]
+    bucket = _laid_out(entries)
+    assert len(bucket.keys) == 2
+    firsts = []
+    for turn in range(4):
+        places, scores = np.empty(2, np.int64), np.empty(2)
+        # budget 0 sits at the ranges' edge (fit 0): a deal maker's factor is exp(0) = 1, a tie with the buyers
+        n = kernels.top(
+            bucket.neg, bucket.table, bucket.seg, bucket.bounds, 0, False, 2, np.zeros(4, np.bool_), False,
+            bool(weights[1]), *weights, LeadFactor.BOUND, turn, places, scores,
+        )  # fmt: skip
+        assert n == 2 and scores.tolist() == [1.0, 1.0]
+        buyers = {bool(entries[int(s)][3]) for s in bucket.slot[places]}
+        assert len(buyers) == 1  # one part's two, in place order
+        assert places[0] < places[1]
+        firsts.append(buyers.pop())
+    assert firsts == [False, True, False, True]
 
 
 def test_exploration_picks_skip_ineligible_ranked_and_excluded_candidates():

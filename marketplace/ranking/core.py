@@ -47,6 +47,7 @@ from marketplace.ranking.kernels import (
     RECEIVED,
     ROWS,
     SLOT,
+    STAMP,
 )
 from marketplace.ranking.scoring import Score
 
@@ -102,10 +103,12 @@ def _class_of(profile: Profile) -> tuple[bool, int, int]:
     return range_class(profile.min_deal_minor, profile.max_deal_minor, profile.mode == "lead_buyer")
 
 
-def _entry(neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...]) -> NDArray[np.int64]:
+def _entry(
+    neg: float, lo: int, hi: int, slot: int, posterior: tuple[float, ...], stamp: int = 1
+) -> NDArray[np.int64]:
     """An entry as its table column: the floats' bits where the table reads floats."""
-    column = np.array((neg, 0.0, 0.0, 0.0, *posterior)).view(np.int64)
-    column[LO], column[HI], column[SLOT] = lo, hi, slot
+    column = np.array((neg, 0.0, 0.0, 0.0, 0.0, *posterior)).view(np.int64)
+    column[LO], column[HI], column[SLOT], column[STAMP] = lo, hi, slot, stamp
     return column
 
 
@@ -155,7 +158,7 @@ class _Pending:
     deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
     posterior, part (range_class)."""
 
-    __slots__ = ("cls", "hi", "lo", "neg", "post", "slot", "version")
+    __slots__ = ("cls", "hi", "lo", "neg", "post", "slot", "stamp", "version")
 
     def __init__(self) -> None:
         self.neg: list[float] = []
@@ -165,6 +168,7 @@ class _Pending:
         self.version: list[int] = []
         self.post: list[tuple[float, ...]] = []
         self.cls: list[tuple[bool, int, int]] = []
+        self.stamp: list[int] = []
 
 
 class _Bucket:
@@ -215,9 +219,11 @@ class _Bucket:
         hi: NDArray[np.int64],
         slot: NDArray[np.int64],
         post: NDArray[np.float64],
+        stamp: NDArray[np.int64] | None = None,
     ) -> None:
         """A fresh table from live entries sorted by negated score, each in the part of its class (parts in class
-        order), a free place after every GAP_EVERY of a part and a few at its end."""
+        order), a free place after every GAP_EVERY of a part and a few at its end. `stamp`: when each was written
+        (at equal scores the oldest first; by default, in the order given)."""
         keys = sorted(set(cls) | set(self.keys))  # a part once made stays (its entries may come back)
         classes = {key: i for i, key in enumerate(keys)}
         part = np.fromiter((classes[c] for c in cls), np.int64, len(cls))
@@ -231,12 +237,15 @@ class _Bucket:
         table = np.empty((ROWS, cap), np.int64)
         fneg = table[NEG].view(np.float64)
         fneg[:] = np.inf
-        table[LO], table[HI], table[SLOT] = DEAD_LO, DEAD_HI, -1
+        table[LO], table[HI], table[SLOT], table[STAMP] = DEAD_LO, DEAD_HI, -1, 0
         posts = table[POST:].view(np.float64)
         posts[:] = 0.0
+        if stamp is None:
+            stamp = np.arange(1, len(cls) + 1, dtype=np.int64)
         rank_in_part = np.arange(len(part)) - (np.cumsum(counts) - counts)[part]
         at = firsts[part] + rank_in_part + rank_in_part // GAP_EVERY
         fneg[at], table[LO, at], table[HI, at], table[SLOT, at] = neg[order], lo[order], hi[order], slot[order]
+        table[STAMP, at] = stamp[order]
         posts[:, at] = post[:, order]
         # C order whatever the number of parts (one column would be both C and F contiguous, and another compiled
         # variant of the scan than warm_up made).
@@ -262,7 +271,13 @@ class _Bucket:
             cls.append(extra[0])
             columns = np.concatenate((columns, extra[1][:, None]), axis=1)
         self.lay_out(
-            cls, columns[NEG].view(np.float64), columns[LO], columns[HI], columns[SLOT], columns[POST:].view(np.float64)
+            cls,
+            columns[NEG].view(np.float64),
+            columns[LO],
+            columns[HI],
+            columns[SLOT],
+            columns[POST:].view(np.float64),
+            columns[STAMP],
         )
 
     def insert(self, cls: tuple[bool, int, int], neg: float, entry: NDArray[np.int64]) -> None:
@@ -344,7 +359,7 @@ class _Bucket:
             if at < 0:
                 return False
             self.writes += 1
-            self.lo[at], self.hi[at] = DEAD_LO, DEAD_HI
+            self.lo[at], self.hi[at], self.table[STAMP, at] = DEAD_LO, DEAD_HI, 0
             self.insert(cls, neg, entry)
             return True
         self.writes += 1
@@ -367,7 +382,7 @@ class _Bucket:
         at = int(kernels.find(self.neg, self.table, neg, slot, first, cap))
         if at >= 0:
             self.writes += 1
-            self.lo[at], self.hi[at] = DEAD_LO, DEAD_HI
+            self.lo[at], self.hi[at], self.table[STAMP, at] = DEAD_LO, DEAD_HI, 0
 
 
 class _Posteriors:
@@ -541,6 +556,7 @@ class RankingCore:
         # Leads ranked: at equal scores, which part of a bucket goes first turns with each lead (kernels.top), so
         # businesses tied at their category's prior are not served by the class of their deal range.
         self._turn = 0
+        self._stamp = 0
 
     # --- updates ---------------------------------------------------------------------------------
 
@@ -596,6 +612,8 @@ class RankingCore:
         buyer = 1.0 if profile.mode == "lead_buyer" else 0.0
         cls = range_class(lo, hi, buyer > 0.5)
         old_cls = _class_of(stored[0]) if moving and stored is not None else cls
+        self._stamp += 1  # when its entries are written: at equal scores, they come after those written before
+        stamp = self._stamp
         buckets = self._buckets
         for category in profile.categories:
             parts = scores.get(category)
@@ -619,9 +637,10 @@ class RankingCore:
                     pending.version.append(version)
                     pending.post.append(posterior)
                     pending.cls.append(cls)
+                    pending.stamp.append(stamp)
                 else:
                     if entry is None:
-                        entry = _entry(neg, lo, hi, slot, posterior)
+                        entry = _entry(neg, lo, hi, slot, posterior, stamp)
                     if not (moving and bucket.move(old_cls, old, slot, cls, neg, entry)):
                         bucket.insert(cls, neg, entry)
                         if not moving:
@@ -689,6 +708,7 @@ class RankingCore:
             np.fromiter(pending.hi, np.int64, n)[live],
             slots[live],
             post.reshape(n, POSTERIOR_COLUMNS)[live].T,
+            np.fromiter(pending.stamp, np.int64, n)[live],
         )
 
     def compact(self) -> None:

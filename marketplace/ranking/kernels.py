@@ -14,7 +14,8 @@ from numba import njit
 # Rows of a bucket's table, all int64; the score row and the posterior rows hold float64 bits. The table is split
 # into parts by deal range and mode (ranking/core.py, range_class), one after the other, each sorted by score on its
 # own; `seg` holds each part's first place and the place after its last.
-NEG, LO, HI, SLOT, POST = range(5)
+# STAMP: when the entry was written (the core's count of updates then): at equal scores the oldest comes first.
+NEG, LO, HI, SLOT, STAMP, POST = range(6)
 POSTERIOR_COLUMNS = 7
 # Columns of a posterior (rows POST + these of a table): Beta(alpha, beta) of the success probability, what a success
 # is worth, the sold-leads bonus, the reliability factor, how many exposures the estimate rests on, lead buyer or not.
@@ -100,6 +101,7 @@ def move(
         return 0
     table[LO, i] = DEAD_LO
     table[HI, i] = DEAD_HI
+    table[STAMP, i] = 0  # a free place wins a tie, to be passed over (see _merge)
     at = make_room(negs, table, neg, windows, first, cap)
     if at < 0:
         return 2
@@ -174,7 +176,6 @@ def _merge(
     bound: float,
     live: np.ndarray,
     pos: np.ndarray,
-    turn: int,
     out_places: np.ndarray,
     out_scores: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
@@ -185,39 +186,36 @@ def _merge(
     m = live.shape[0]
     scale = np.ones(m)
     head = np.empty(m)  # the next entry's score in each part (an upper bound while it is not eligible)
+    stamp = np.empty(m, np.int64)  # and when it was written: at equal scores the oldest first (a free place's is 0)
     ends = np.empty(m, np.int64)
     dm = np.exp(min(max(lead_term, -bound), bound))  # apply's operations with fit x 0 = 0
+    stamps = table[STAMP]
     for i in range(m):
         p = live[i]
         if factor and bounds[PART_BUYER, p] < 0.5:
             scale[i] = dm
         ends[i] = seg[1, p]
         head[i] = -negs[pos[i]] * scale[i] if pos[i] < ends[i] else -np.inf
+        stamp[i] = stamps[pos[i]] if pos[i] < ends[i] else 0
     lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
     n = 0
-    opener = turn % m if m else 0  # at equal scores, parts in this lead's turn: from `opener` on, round the list
     while n < k:
-        # The part with the best next entry (q), and the best of the others (r), in turn order (at equal scores the
-        # one that comes first in it).
-        q, most, r, second = -1, -np.inf, -1, -np.inf
-        for t in range(m):
-            i = opener + t
-            if i >= m:
-                i -= m
-            h = head[i]
-            if h > most:
-                q, most, r, second = i, h, q, most
-            elif h > second:
-                r, second = i, h
+        # The part with the best next entry (q), and the best of the others (r); at equal scores the older entry.
+        q, most, oldest, r, second, second_stamp = -1, -np.inf, 0, -1, -np.inf, 0
+        for i in range(m):
+            h, t = head[i], stamp[i]
+            if h > most or (h == most and q >= 0 and t < oldest):
+                q, most, oldest, r, second, second_stamp = i, h, t, q, most, oldest
+            elif h > second or (h == second and r >= 0 and t < second_stamp):
+                r, second, second_stamp = i, h, t
         if q < 0 or most == -np.inf:
             break
         j, cap, c = pos[q], ends[q], scale[q]
-        later = (r - opener) % m < (q - opener) % m if r >= 0 else False  # r before q in this turn
         while j < cap:
             base = -negs[j]
             v = base * c
-            if v < second or (v == second and later):
-                break  # another part's next entry may come first
+            if v < second or (v == second and stamps[j] > second_stamp):
+                break  # another part's next entry comes first
             if _holds(lo_row[j], hi_row[j], budget, unstated) and not (marked and mark[slot_row[j]]):
                 out_places[n], out_scores[n] = j, base * c if factor and c != 1.0 else base
                 n += 1
@@ -227,6 +225,7 @@ def _merge(
             j += 1
         pos[q] = j
         head[q] = -negs[j] * c if j < cap else -np.inf
+        stamp[q] = stamps[j] if j < cap else 0
     return n
 
 
@@ -298,7 +297,7 @@ def top(
         m += 1
     if not factor or w_fit == 0.0:
         return _merge(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, bound, live[:m],
-                      pos, turn, out_places, out_scores)  # fmt: skip
+                      pos, out_places, out_scores)  # fmt: skip
     # Heap keys: the place, above it the part's rank in this lead's turn, so that equal scores order as _merge's.
     opener = turn % m if m else 0
     hs, hp = out_scores, out_places  # a min-heap of the k best until the end, then sorted in place

@@ -177,8 +177,11 @@ def _check_top(entries, budget, k, lead_term, w_fit):
     assert scores[:n].tolist() == [pytest.approx(s, rel=1e-12) for s, _ in expected]
     slots = bucket.slot[places[:n]].tolist()
     assert len(set(slots)) == n
-    listed = list(zip(scores[:n].tolist(), places[:n].tolist(), strict=True))
-    assert all(a[0] > b[0] or (a[0] == b[0] and a[1] < b[1]) for a, b in pairwise(listed)), listed  # ties: by place
+    # Equal scores: without a fit weight (a merge of the parts) the entry written first comes first (here, in slot
+    # order); with one, by place (the parts in turn 0's order, the table's).
+    merged = not factor or w_fit == 0.0
+    listed = list(zip(scores[:n].tolist(), (slots if merged else places[:n].tolist()), strict=True))
+    assert all(a[0] > b[0] or (a[0] == b[0] and a[1] < b[1]) for a, b in pairwise(listed)), listed
     everyone = dict((slot, s) for s, slot in _brute_top(entries, budget, 10**9, lead_term, w_fit, bound))
     assert [everyone[slot] for slot in slots] == [pytest.approx(s, rel=1e-12) for s in scores[:n].tolist()]
     if expected:
@@ -227,26 +230,42 @@ def test_top_equals_scoring_everyone_over_many_blocks_and_parts(seed):
     _check_top(entries, budget, k, *weights)
 
 
-@pytest.mark.parametrize("weights", [(0.0, 0.0), (0.0, 0.5)])  # the merge of parts, and the heap
-def test_equal_scores_take_turns_by_part(weights):
-    """Businesses tied at one score in two parts (lead buyers, deal makers): which part goes first turns with the
-    lead, so a tie is not always won by the same deal ranges."""
-    entries = [(1.0, 0, 1_000, True), (1.0, 0, 1_000, True), (1.0, 0, 1_000, False), (1.0, 0, 1_000, False)]
-    bucket = _laid_out(entries)
+def _tied_top(bucket: _Bucket, k: int, weights: tuple[float, float], turn: int) -> list[int]:
+    places, scores = np.empty(k, np.int64), np.empty(k)
+    # budget 0 sits at the ranges' edge (fit 0): a deal maker's factor is exp(0) = 1, a tie with the buyers
+    n = kernels.top(
+        bucket.neg, bucket.table, bucket.seg, bucket.bounds, 0, False, k, np.zeros(8, np.bool_), False,
+        bool(weights[1]), *weights, LeadFactor.BOUND, turn, places, scores,
+    )  # fmt: skip
+    assert n == k and scores.tolist() == [1.0] * k
+    return bucket.slot[places].tolist()
+
+
+TIED = [(1.0, 0, 1_000, True), (1.0, 0, 1_000, True), (1.0, 0, 1_000, False), (1.0, 0, 1_000, False)]
+
+
+def test_equal_scores_go_to_the_entry_written_first_across_parts():
+    """Without a fit weight (ties are common then: businesses at their category's prior) the entry written first
+    comes first, whichever part it is in; a business written again (a claim moves its entry) goes last, so a tie
+    takes turns as it did in one table."""
+    bucket = _laid_out(TIED)  # slots 0-1 lead buyers, 2-3 deal makers, written in slot order
     assert len(bucket.keys) == 2
+    for turn in range(3):
+        assert _tied_top(bucket, 4, (0.0, 0.0), turn) == [0, 1, 2, 3]
+    buyer = range_class(0, 1_000, True)
+    assert bucket.move(buyer, -1.0, 0, buyer, -1.0, _entry(-1.0, 0, 1_000, 0, POSTERIOR, stamp=10))
+    assert _tied_top(bucket, 4, (0.0, 0.0), 0) == [1, 2, 3, 0]
+
+
+def test_equal_scores_take_turns_by_part_with_a_fit_weight():
+    """With a fit weight exact ties are rare (a factor per deal range); when they happen, which part goes first
+    turns with the lead."""
+    bucket = _laid_out(TIED)
     firsts = []
     for turn in range(4):
-        places, scores = np.empty(2, np.int64), np.empty(2)
-        # budget 0 sits at the ranges' edge (fit 0): a deal maker's factor is exp(0) = 1, a tie with the buyers
-        n = kernels.top(
-            bucket.neg, bucket.table, bucket.seg, bucket.bounds, 0, False, 2, np.zeros(4, np.bool_), False,
-            bool(weights[1]), *weights, LeadFactor.BOUND, turn, places, scores,
-        )  # fmt: skip
-        assert n == 2 and scores.tolist() == [1.0, 1.0]
-        buyers = {bool(entries[int(s)][3]) for s in bucket.slot[places]}
-        assert len(buyers) == 1  # one part's two, in place order
-        assert places[0] < places[1]
-        firsts.append(buyers.pop())
+        slots = _tied_top(bucket, 2, (0.0, 0.5), turn)
+        assert len({s < 2 for s in slots}) == 1  # one part's two, in place order
+        firsts.append(slots[0] < 2)
     assert firsts == [False, True, False, True]
 
 

@@ -186,7 +186,6 @@ def _merge(
     m = live.shape[0]
     scale = np.ones(m)
     head = np.empty(m)  # the next entry's score in each part (an upper bound while it is not eligible)
-    stamp = np.empty(m, np.int64)  # and when it was written: at equal scores the oldest first (a free place's is 0)
     ends = np.empty(m, np.int64)
     dm = np.exp(min(max(lead_term, -bound), bound))  # apply's operations with fit x 0 = 0
     stamps = table[STAMP]
@@ -196,25 +195,25 @@ def _merge(
             scale[i] = dm
         ends[i] = seg[1, p]
         head[i] = -negs[pos[i]] * scale[i] if pos[i] < ends[i] else -np.inf
-        stamp[i] = stamps[pos[i]] if pos[i] < ends[i] else 0
     lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
     n = 0
     while n < k:
-        # The part with the best next entry (q), and the best of the others (r); at equal scores the older entry.
-        q, most, oldest, r, second, second_stamp = -1, -np.inf, 0, -1, -np.inf, 0
+        # The part with the best next entry (q), and the best of the others (r); at equal scores the entry written
+        # first (its stamp read only then: a free place's is 0, so it wins, to be passed over).
+        q, most, r, second = -1, -np.inf, -1, -np.inf
         for i in range(m):
-            h, t = head[i], stamp[i]
-            if h > most or (h == most and q >= 0 and t < oldest):
-                q, most, oldest, r, second, second_stamp = i, h, t, q, most, oldest
-            elif h > second or (h == second and r >= 0 and t < second_stamp):
-                r, second, second_stamp = i, h, t
+            h = head[i]
+            if h > most or (h == most and h > -np.inf and stamps[pos[i]] < stamps[pos[q]]):
+                q, most, r, second = i, h, q, most
+            elif h > second or (h == second and h > -np.inf and stamps[pos[i]] < stamps[pos[r]]):
+                r, second = i, h
         if q < 0 or most == -np.inf:
             break
         j, cap, c = pos[q], ends[q], scale[q]
         while j < cap:
             base = -negs[j]
             v = base * c
-            if v < second or (v == second and stamps[j] > second_stamp):
+            if v < second or (v == second and v > -np.inf and stamps[j] > stamps[pos[r]]):
                 break  # another part's next entry comes first
             if _holds(lo_row[j], hi_row[j], budget, unstated) and not (marked and mark[slot_row[j]]):
                 out_places[n], out_scores[n] = j, base * c if factor and c != 1.0 else base
@@ -225,7 +224,6 @@ def _merge(
             j += 1
         pos[q] = j
         head[q] = -negs[j] * c if j < cap else -np.inf
-        stamp[q] = stamps[j] if j < cap else 0
     return n
 
 

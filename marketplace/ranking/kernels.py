@@ -247,10 +247,13 @@ def top(
     out_scores: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """A lead's top k of a bucket: the eligible entries (live, a deal range that holds the budget, unless it is
-    unstated; not marked as excluded) with the highest exact scores, best first. Equal scores are common (newcomers
-    at their category's prior): they come part by part, the parts in the lead's `turn` (from part turn mod the
-    number of live parts on, round the list; a caller counting leads rotates which ranges go first), and by place
-    within a part. Writes their places and exact scores; returns how many (fewer than k if the bucket has fewer).
+    unstated; not marked as excluded) with the highest exact scores, best first. Writes their places and exact
+    scores; returns how many (fewer than k if the bucket has fewer).
+
+    Equal scores are common without a fit weight (businesses at their category's prior): `_merge` gives them to the
+    entry written first (STAMP), whichever its part, as one table sorted by score did by place. With a fit weight
+    exact ties are rare: they come part by part, the parts in the lead's `turn` (from part turn mod the number of
+    live parts on, round the list; a caller counting leads rotates which ranges go first), by place within a part.
 
     A deal maker's exact score is base x exp(clip(lead_term + w_fit x fit, -bound, bound)) with a per-lead factor
     (fit: 1 where the budget sits in the middle of its deal range, 0 at its edges, i.e. 1 - |2 budget - (2 lo +

@@ -117,15 +117,10 @@ def _ring_index(slots: NDArray[np.int64]) -> dict[int, int]:
     return dict(zip(slots.tolist(), range(len(slots)), strict=True))
 
 
-BANDS_PER_OCTAVE = 1  # how finely a bucket's parts split deal ranges (range_class): octaves (2: half-octaves)
-
-
 def _band(x: int) -> int:
-    """The band of x >= 1: band b holds [2^(b/BANDS_PER_OCTAVE), 2^((b+1)/BANDS_PER_OCTAVE)), with integers only."""
-    e = x.bit_length() - 1
-    if BANDS_PER_OCTAVE == 1:
-        return e
-    return 2 * e + (x * x >= 1 << (2 * e + 1))
+    """The octave of x >= 1: band b holds [2^b, 2^(b+1)). (Half-octaves read fewer entries but cost more parts,
+    each its first block's cache misses: no faster, README "Ranking".)"""
+    return x.bit_length() - 1
 
 
 @functools.lru_cache(maxsize=1 << 16)  # an update asks twice (its old range and its new): 0.4 us each, 0.07 cached
@@ -141,14 +136,13 @@ def range_class(lo: int, hi: int, buyer: bool) -> tuple[bool, int, int]:
 
 def _class_bounds(key: tuple[bool, int, int]) -> tuple[float, float, float, float, float]:
     """A part's column of a bucket's `bounds` (kernels.PART_BUYER...): bounds that hold for every entry of the part,
-    widened by a rounding margin (a half-octave's edge is irrational); BEST is set when the part is laid out."""
+    widened by a margin for the scan's rounding of budgets past 2^53; BEST is set when the part is laid out."""
     buyer, centre, span = key
-    step = 1.0 / BANDS_PER_OCTAVE
     return (
         1.0 if buyer else 0.0,
-        2.0 ** (centre * step) * (1 - 1e-9),
-        2.0 ** ((centre + 1) * step) * (1 + 1e-9),
-        2.0 ** ((span + 1) * step) * (1 + 1e-9),
+        2.0**centre * (1 - 1e-9),
+        2.0 ** (centre + 1) * (1 + 1e-9),
+        2.0 ** (span + 1) * (1 + 1e-9),
         -np.inf,
     )
 
@@ -156,7 +150,7 @@ def _class_bounds(key: tuple[bool, int, int]) -> tuple[float, float, float, floa
 class _Pending:
     """A bucket's entries before its tables are first laid out (start-up), column by column: negated score,
     deal range, slot, the slot's version when added (an entry whose business changed since is dropped),
-    posterior, part (range_class)."""
+    posterior, class (an index into the core's list of range classes)."""
 
     __slots__ = ("cls", "hi", "lo", "neg", "post", "slot", "stamp", "version")
 
@@ -167,7 +161,7 @@ class _Pending:
         self.slot: list[int] = []
         self.version: list[int] = []
         self.post: list[tuple[float, ...]] = []
-        self.cls: list[tuple[bool, int, int]] = []
+        self.cls: list[int] = []
         self.stamp: list[int] = []
 
 
@@ -213,7 +207,8 @@ class _Bucket:
 
     def lay_out(
         self,
-        cls: Sequence[tuple[bool, int, int]],
+        keys: Sequence[tuple[bool, int, int]],
+        part: NDArray[np.int64],
         neg: NDArray[np.float64],
         lo: NDArray[np.int64],
         hi: NDArray[np.int64],
@@ -222,11 +217,15 @@ class _Bucket:
         stamp: NDArray[np.int64] | None = None,
     ) -> None:
         """A fresh table from live entries sorted by negated score, each in the part of its class (parts in class
-        order), a free place after every GAP_EVERY of a part and a few at its end. `stamp`: when each was written
-        (at equal scores the oldest first; by default, in the order given)."""
-        keys = sorted(set(cls) | set(self.keys))  # a part once made stays (its entries may come back)
-        classes = {key: i for i, key in enumerate(keys)}
-        part = np.fromiter((classes[c] for c in cls), np.int64, len(cls))
+        order), a free place after every GAP_EVERY of a part and a few at its end. `part`: each entry's class, as an
+        index into `keys`. `stamp`: when each was written (at equal scores the oldest first; by default, in the
+        order given)."""
+        used = np.unique(part).tolist()
+        merged = sorted(set(self.keys).union(keys[i] for i in used))  # a part once made stays (entries come back)
+        classes = {key: i for i, key in enumerate(merged)}
+        remap = np.zeros(len(keys), np.int64)
+        remap[used] = [classes[keys[i]] for i in used]
+        keys, part = merged, remap[part]
         order = np.lexsort((neg, part))  # by part, then by score (stable: equal scores keep their order)
         part = part[order]
         counts = np.bincount(part, minlength=len(keys))
@@ -241,7 +240,7 @@ class _Bucket:
         posts = table[POST:].view(np.float64)
         posts[:] = 0.0
         if stamp is None:
-            stamp = np.arange(1, len(cls) + 1, dtype=np.int64)
+            stamp = np.arange(1, len(part) + 1, dtype=np.int64)
         rank_in_part = np.arange(len(part)) - (np.cumsum(counts) - counts)[part]
         at = firsts[part] + rank_in_part + rank_in_part // GAP_EVERY
         fneg[at], table[LO, at], table[HI, at], table[SLOT, at] = neg[order], lo[order], hi[order], slot[order]
@@ -265,13 +264,15 @@ class _Bucket:
         """Lay out the live entries again (and an `extra` entry's column, of its class)."""
         live = (self.lo != DEAD_LO).nonzero()[0]
         part = np.searchsorted(self.seg[1], live, side="right")
-        cls = [self.keys[p] for p in part.tolist()]
+        keys = self.keys
         columns = self.table[:, live]
         if extra is not None:
-            cls.append(extra[0])
+            keys = [*keys, extra[0]]
+            part = np.append(part, len(self.keys))
             columns = np.concatenate((columns, extra[1][:, None]), axis=1)
         self.lay_out(
-            cls,
+            keys,
+            part,
             columns[NEG].view(np.float64),
             columns[LO],
             columns[HI],
@@ -557,6 +558,9 @@ class RankingCore:
         # businesses tied at their category's prior are not served by the class of their deal range.
         self._turn = 0
         self._stamp = 0
+        # Range classes as small numbers, for entries waiting to be laid out (start-up) to name theirs cheaply.
+        self._classes: list[tuple[bool, int, int]] = []
+        self._class_ids: dict[tuple[bool, int, int], int] = {}
 
     # --- updates ---------------------------------------------------------------------------------
 
@@ -614,6 +618,7 @@ class RankingCore:
         old_cls = _class_of(stored[0]) if moving and stored is not None else cls
         self._stamp += 1  # when its entries are written: at equal scores, they come after those written before
         stamp = self._stamp
+        cls_id = -1  # its class's number, once an entry waits to be laid out
         buckets = self._buckets
         for category in profile.categories:
             parts = scores.get(category)
@@ -636,7 +641,9 @@ class RankingCore:
                     pending.slot.append(slot)
                     pending.version.append(version)
                     pending.post.append(posterior)
-                    pending.cls.append(cls)
+                    if cls_id < 0:
+                        cls_id = self._class_id(cls)
+                    pending.cls.append(cls_id)
                     pending.stamp.append(stamp)
                 else:
                     if entry is None:
@@ -665,6 +672,13 @@ class RankingCore:
                 bucket = buckets.get((category, region))
                 if bucket is not None and bucket.pending is None:
                     bucket.kill(cls, neg, slot)
+
+    def _class_id(self, cls: tuple[bool, int, int]) -> int:
+        at = self._class_ids.get(cls)
+        if at is None:
+            at = self._class_ids[cls] = len(self._classes)
+            self._classes.append(cls)
+        return at
 
     def set_active(self, business_id: str, active: bool) -> None:
         """Blocked, suspended or at its cap: out of every bucket; back in play with the scores it had."""
@@ -700,9 +714,9 @@ class RankingCore:
         live = (np.fromiter(pending.version, np.int32, n) == self._version[slots]).nonzero()[0]
         negs = np.frombuffer(array("d", pending.neg), np.float64)
         post = np.fromiter(chain.from_iterable(pending.post), np.float64, n * POSTERIOR_COLUMNS)
-        classes = pending.cls
         bucket.lay_out(  # (it sorts them)
-            [classes[i] for i in live.tolist()],
+            self._classes,
+            np.fromiter(pending.cls, np.int64, n)[live],
             negs[live],
             np.fromiter(pending.lo, np.int64, n)[live],
             np.fromiter(pending.hi, np.int64, n)[live],

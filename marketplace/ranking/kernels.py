@@ -164,36 +164,25 @@ def exp_upper(z: float, c4: float) -> float:  # pragma: no cover - compiled
 def _merge(
     negs: np.ndarray,
     table: np.ndarray,
-    seg: np.ndarray,
-    bounds: np.ndarray,
     budget: int,
     unstated: bool,
     k: int,
     mark: np.ndarray,
     marked: bool,
-    factor: bool,
-    lead_term: float,
-    bound: float,
-    live: np.ndarray,
     pos: np.ndarray,
+    ends: np.ndarray,
+    scale: np.ndarray,
     out_places: np.ndarray,
     out_scores: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """`top` when the factor keeps each part's order: none, or one without a fit weight (every deal maker's factor is
-    then exp(clip(lead_term)), every buyer's 1). The exact scores of a part are its base scores times one number, so
-    the top k is a merge of the live parts' eligible entries, best first: the part with the best next entry gives
-    entries while they beat every other part's next one. No heap, no sort."""
-    m = live.shape[0]
-    scale = np.ones(m)
+    then exp(clip(lead_term)), every buyer's 1). The exact scores of a live part (from pos to ends) are its base
+    scores times one number (`scale`), so the top k is a merge of the live parts' eligible entries, best first: the
+    part with the best next entry gives entries while they beat every other part's next one. No heap, no sort."""
+    m = pos.shape[0]
     head = np.empty(m)  # the next entry's score in each part (an upper bound while it is not eligible)
-    ends = np.empty(m, np.int64)
-    dm = np.exp(min(max(lead_term, -bound), bound))  # apply's operations with fit x 0 = 0
     stamps = table[STAMP]
     for i in range(m):
-        p = live[i]
-        if factor and bounds[PART_BUYER, p] < 0.5:
-            scale[i] = dm
-        ends[i] = seg[1, p]
         head[i] = -negs[pos[i]] * scale[i] if pos[i] < ends[i] else -np.inf
     lo_row, hi_row, slot_row = table[LO], table[HI], table[SLOT]
     n = 0
@@ -216,7 +205,7 @@ def _merge(
             if v < second or (v == second and v > -np.inf and stamps[j] > stamps[pos[r]]):
                 break  # another part's next entry comes first
             if _holds(lo_row[j], hi_row[j], budget, unstated) and not (marked and mark[slot_row[j]]):
-                out_places[n], out_scores[n] = j, base * c if factor and c != 1.0 else base
+                out_places[n], out_scores[n] = j, base * c
                 n += 1
                 if n == k:
                     j += 1
@@ -273,7 +262,9 @@ def top(
     nxt = np.empty(parts)  # the most a live part's next block can score; minus infinity once it has nothing left
     reach = np.empty(parts)  # the largest factor an entry of it can have, and the smallest
     low = np.empty(parts)
-    pos = np.empty(parts, np.int64)
+    exact = np.empty(parts)  # its deal makers' factor, when the fit weight is 0 (the same for all of them)
+    pos = np.empty(parts, np.int64)  # where its next block begins, and where it ends
+    ends = np.empty(parts, np.int64)
     b2 = 2.0 * budget
     floor = np.exp(-bound)
     m = 0
@@ -286,19 +277,21 @@ def top(
             d2 = max(0.0, bounds[CENTRE_LO, p] - b2, b2 - bounds[CENTRE_HI, p])
             if d2 > bounds[SPAN_HI, p]:
                 continue  # a range holds the budget only if its centre is within half its span of it
-        r, f = 1.0, 1.0
+        e, r, f = 1.0, 1.0, 1.0
         if factor and bounds[PART_BUYER, p] < 0.5:
             z = lead_term
             if w_fit > 0.0:
                 z += w_fit * min(1.0, 1.0 - d2 / bounds[SPAN_HI, p] + 1e-9)
-            z = min(max(z, -bound), bound)
-            r, f = np.exp(z) * BOUND_MARGIN, floor
-        live[m], reach[m], low[m], pos[m] = p, r, f, seg[0, p]
+            z = min(max(z, -bound), bound)  # with w_fit 0, apply's operations: fit x 0 = 0
+            e = np.exp(z)
+            r, f = e * BOUND_MARGIN, floor
+        live[m], reach[m], low[m], exact[m], pos[m], ends[m] = p, r, f, e, seg[0, p], seg[1, p]
         nxt[m] = best * (r if best >= 0.0 else f)
         m += 1
     if not factor or w_fit == 0.0:
-        return _merge(negs, table, seg, bounds, budget, unstated, k, mark, marked, factor, lead_term, bound, live[:m],
-                      pos, out_places, out_scores)  # fmt: skip
+        return _merge(
+            negs, table, budget, unstated, k, mark, marked, pos[:m], ends[:m], exact[:m], out_places, out_scores
+        )
     # Heap keys: the place, above it the part's rank in this lead's turn, so that equal scores order as _merge's.
     opener = turn % m if m else 0
     hs, hp = out_scores, out_places  # a min-heap of the k best until the end, then sorted in place
@@ -316,7 +309,7 @@ def top(
         scaled = factor and bounds[PART_BUYER, live[q]] < 0.5  # a buyer's factor is exactly 1
         tag = ((q - opener) % m) << PART_SHIFT
         start = pos[q]
-        cap = seg[1, live[q]]
+        cap = ends[q]
         stop = min(cap, start + BLOCK)
         for j in range(start, stop):  # branch-free: selects, no jumps
             base = -negs[j]

@@ -34,9 +34,8 @@ def _bucket(scores: list[float], spread: bool) -> _Bucket:
     n = len(scores)
     neg = -np.array(scores)
     post = np.tile(np.array(POSTERIOR)[:, None], (1, n))
-    bucket.lay_out(
-        [CLASS] * n, neg, np.zeros(n, np.int64), np.full(n, 1_000, np.int64), np.arange(n, dtype=np.int64), post
-    )
+    zeros, ends = np.zeros(n, np.int64), np.full(n, 1_000, np.int64)
+    bucket.lay_out([CLASS], zeros, neg, zeros, ends, np.arange(n, dtype=np.int64), post)
     if not spread:  # the same entries packed: no free place anywhere
         live = bucket.lo != DEAD_LO
         bucket._use(np.ascontiguousarray(bucket.table[:, live]))
@@ -58,6 +57,7 @@ def _laid_out(entries: list[tuple[float, int, int, bool]]) -> _Bucket:
     post[BUYER] = [1.0 if e[3] else 0.0 for e in entries]
     bucket.lay_out(
         [range_class(e[1], e[2], e[3]) for e in entries],
+        np.arange(n, dtype=np.int64),
         -np.array([e[0] for e in entries], np.float64),
         np.array([e[1] for e in entries], np.int64),
         np.array([e[2] for e in entries], np.int64),

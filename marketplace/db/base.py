@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, String, literal_column
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql import operators
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -37,6 +39,36 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class PartialIndexKey(TypeDecorator[str]):
+    """A string column that a partial index's condition names (`offers.status = 'open'`). A constant compared with it
+    for (in)equality is written into the SQL instead of being bound as a parameter:
+
+    - SQLite re-prepares a statement at every execution when a parameter is compared with such a column (the value
+      decides whether the partial index may serve): about 20 us more for a one-line SELECT, 130 us for the owed-
+      replacement read, and each row of the wave's offer upsert;
+    - PostgreSQL's generic plan of a prepared statement cannot prove a parameter equal to the index's condition, so
+      it cannot use the index at all.
+    """
+
+    impl = String
+    cache_ok = True
+
+    class comparator_factory(TypeDecorator.Comparator[str]):
+        def operate(self, op: Any, *other: Any, **kwargs: Any) -> Any:
+            if op in (operators.eq, operators.ne) and len(other) == 1 and isinstance(other[0], str):
+                other = (_constant(other[0]),)
+            return super().operate(op, *other, **kwargs)
+
+
+_WORD = re.compile(r"[a-z_]+")
+
+
+def _constant(value: str) -> Any:
+    """A status name written into the SQL as it is compiled (so executemany takes it too); anything that is not a
+    plain lower-case word stays a parameter."""
+    return literal_column(f"'{value}'", String()) if _WORD.fullmatch(value) else value
 
 
 class Base(DeclarativeBase):

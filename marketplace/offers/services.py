@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,7 +93,7 @@ _DUE_AFTER_NIGHT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
 _OFFERED = select(_offers.business_id).where(
-    _offers.lead_id == bindparam("lead_id"), _offers.status != literal("closed", literal_execute=True)
+    _offers.lead_id == bindparam("lead_id"), _offers.status != "closed"
 )
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
@@ -684,11 +684,11 @@ async def offer_replacement(
     return None if offer_id is None else await session.get(Offer, offer_id, populate_existing=True)
 
 
-# The status as a literal in the SQL, not a parameter: the partial index of open offers (migration 0010) serves
-# only a statement that names its condition.
+# (The status is written into the SQL, not bound, as with every comparison of offers.status: db.base.PartialIndexKey.
+# The partial index of open offers, migration 0010, serves only a statement that names its condition.)
 _EXPIRE_OFFERS = (
     update(_OFFERS)
-    .where(_offers.status == literal("open", literal_execute=True), _offers.expires_at <= bindparam("now"))
+    .where(_offers.status == "open", _offers.expires_at <= bindparam("now"))
     .values(status="expired")
 )
 

@@ -5,14 +5,17 @@ kind says, and the ledger balances. Plus the pure parts: seeded agents and scena
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
 
+from marketplace.db.base import Base
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAlert, FraudAssessment, Lead, Survey
 from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
@@ -36,6 +39,7 @@ class Run:
     answered: list[Survey]
     assessed: int
     alerted: set[str]
+    statements: set[str]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,16 @@ async def small_market(database_url: str) -> AsyncIterator[Run]:
     await _truncate(database_url)
     settings = make_settings(database_url, **simulation_env(SMALL))
     app = in_process_app(settings, "rotation", SMALL.seed, migrate=False)
-    result = await Simulation(SMALL, InProcessService(app), ranker="rotation", progress=False).run()
+    statements: set[str] = set()
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.add(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        result = await Simulation(SMALL, InProcessService(app), ranker="rotation", progress=False).run()
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
     # The app's engine is gone with its shutdown: read what the database holds through a fresh one.
     engine = create_engine(database_url)
     try:
@@ -66,7 +79,9 @@ async def small_market(database_url: str) -> AsyncIterator[Run]:
             alerted = set(await session.scalars(select(FraudAlert.business_id)))
     finally:
         await engine.dispose()
-    yield Run(result, ground_truth(result), exposures, businesses, leads, events, answered, assessed or 0, alerted)
+    yield Run(
+        result, ground_truth(result), exposures, businesses, leads, events, answered, assessed or 0, alerted, statements
+    )
 
 
 async def test_the_market_traded_without_unexpected_answers(small_market: Run) -> None:
@@ -79,6 +94,35 @@ async def test_the_market_traded_without_unexpected_answers(small_market: Run) -
     repeated = [lead for lead in small_market.result.leads if lead.duplicate]
     assert repeated and all(lead.id in small_market.leads for lead in repeated)
     assert len(small_market.leads) == data["leads"]["submitted"]
+
+
+def partial_index_keys() -> set[tuple[str, str]]:
+    """(table, column) pairs that a partial index's condition compares with a constant (`status = 'open'`)."""
+    keys = set()
+    for table in Base.metadata.tables.values():
+        for index in table.indexes:
+            where = index.dialect_options["sqlite"]["where"]
+            if where is not None:
+                keys |= {(table.name, column) for column in re.findall(r"(\w+)\s*=\s*'", str(where))}
+    return keys
+
+
+async def test_no_statement_compares_a_partial_index_key_with_a_parameter(small_market: Run) -> None:
+    """Every statement the market ran writes the constant it compares offers.status (or another column a partial
+    index's condition names) with into its SQL: SQLite re-prepares a statement at each execution when that constant is
+    a parameter, and PostgreSQL's generic plan cannot use the partial index (db.base.PartialIndexKey)."""
+    keys = partial_index_keys()
+    assert {("offers", "status"), ("fraud_alerts", "status")} <= keys
+    parameter = r"(?:\?|\$\d+|%\(\w+\)s)"
+    bound = [
+        (f"{t}.{c}", statement)
+        for t, c in sorted(keys)
+        for statement in small_market.statements
+        if re.search(rf"\b{t}\.{c}\s*(?:=|!=|<>)\s*{parameter}", statement)
+    ]
+    assert bound == []
+    # The market did run statements that compare them, with the constant written in.
+    assert any(re.search(r"\boffers\.status\s*=\s*'open'", s) for s in small_market.statements)
 
 
 async def test_every_claimed_exposure_is_in_the_database(small_market: Run) -> None:

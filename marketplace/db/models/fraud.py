@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from marketplace.db.base import Base, UTCDateTime
+from marketplace.db.base import Base, PartialIndexKey, UTCDateTime
 
 
 class Notification(Base):
@@ -127,7 +127,7 @@ class FraudAlert(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id"))
-    status: Mapped[str] = mapped_column(String(20), default="open")
+    status: Mapped[str] = mapped_column(PartialIndexKey(20), default="open")
     risk_score: Mapped[float] = mapped_column(Float)
     rule_score: Mapped[float] = mapped_column(Float)
     model_score: Mapped[float | None] = mapped_column(Float)

@@ -432,3 +432,36 @@ async def test_a_won_deal_counts_as_never_paid_from_its_win_not_from_its_invoice
     evidence = {e["kind"]: e for e in risk.json()["evidence"]}
     assert "never_paid" in evidence, risk.json()
     assert lead_id in evidence["never_paid"]["leads"]
+
+
+async def test_category_norms_count_every_business_but_the_blocked(app, client):
+    """load_peers: per (mode, category), every exposure, the decided and lost deals, the returns and the stale open
+    ones, over the businesses not blocked (a blocked business's history is no norm)."""
+    makers = [await register(client, "deal_maker") for _ in range(3)]
+    buyer = await register(client, "lead_buyer")
+    exposures: dict[str, list[str]] = {}
+    for business_id, token in [*makers, buyer]:
+        exposures[business_id] = [(await claimed_deal(app, client, business_id, token))[1] for _ in range(2)]
+    (a, _), (b, _), (blocked, _) = makers
+    async with app.state.uow() as uow:
+        session = uow.session
+        before = await fraud.load_peers(session)
+        for exposure_id, status, stale in [
+            (exposures[a][0], "lost", False),
+            (exposures[a][1], "won", False),
+            (exposures[b][0], "contacted", True),
+            (exposures[b][1], "returned", False),
+            (exposures[blocked][0], "lost", False),
+            (exposures[blocked][1], "lost", False),
+            (exposures[buyer[0]][0], "returned", False),
+        ]:
+            exposure = await session.get(Exposure, exposure_id)
+            exposure.status, exposure.stale = status, stale
+        (await session.get(Business, blocked)).status = "blocked"
+        await session.flush()
+        peers = await fraud.load_peers(session)
+    # Every lead is a plumbing request (tests.factories.lead_body).
+    assert before[("deal_maker", "plumbing")] == fraud.CategoryCounts(exposures=6)
+    expected = fraud.CategoryCounts(exposures=4, decided=2, lost=1, returned=1, stale=1)
+    assert peers[("deal_maker", "plumbing")] == expected
+    assert peers[("lead_buyer", "plumbing")] == fraud.CategoryCounts(exposures=2, returned=1)

@@ -37,6 +37,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
+from marketplace.db.conflicts import sqlite_locked
+
 DRIVER = "aiosqlite_inloop"
 BEGIN = "BEGIN IMMEDIATE"
 # How long a transaction waits for another process's write lock before it fails ("database is locked").
@@ -57,10 +59,6 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any) -> Out
         return description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
-
-
-def _locked(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(exc)
 
 
 def _run_many(connection: sqlite3.Connection, operation: str, seq_of_parameters: Any) -> Outcome:
@@ -119,7 +117,7 @@ class InLoopCursor(AsyncAdapt_aiosqlite_cursor):
         try:
             self._keep(_run(self._connection._conn, operation, parameters))
         except sqlite3.OperationalError as exc:
-            if operation != BEGIN or not _locked(exc):
+            if operation != BEGIN or not sqlite_locked(exc):
                 raise
             await self._begin_when_free()
         return self
@@ -135,7 +133,7 @@ class InLoopCursor(AsyncAdapt_aiosqlite_cursor):
                 self._keep(_run(self._connection._conn, BEGIN, None))
                 return
             except sqlite3.OperationalError as exc:
-                if not _locked(exc) or loop.time() >= deadline:
+                if not sqlite_locked(exc) or loop.time() >= deadline:
                     raise
             pause = min(pause * 2, 0.02)
 

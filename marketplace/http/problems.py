@@ -12,7 +12,9 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
+from sqlalchemy.exc import DBAPIError
 
+from marketplace.db.conflicts import is_transient
 from marketplace.errors import MarketplaceError, Unauthorized
 
 log = logging.getLogger("marketplace.http")
@@ -141,6 +143,27 @@ def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Respons
     )
 
 
+# How long a caller waits before sending again a request the database undid for another transaction's sake.
+RETRY_CONFLICT_SECONDS = 1
+
+
+def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """A deadlock or a serialization failure (PostgreSQL), a write lock held past the wait (SQLite): the request's
+    transaction was undone and nothing of it stands, so it may be sent again as it was (with its Idempotency-Key where
+    it moves money: the key was not spent). Any other database error is an internal one."""
+    if not is_transient(exc):
+        return unexpected_error(request, exc)
+    log.warning("%s %s undone by a concurrent transaction: %s", request.method, request.url.path, exc.orig)
+    return _problem(
+        503,
+        "Try again",
+        "the request met a concurrent change and was undone; nothing of it was kept: send it again",
+        "concurrent-change",
+        headers={"Retry-After": str(RETRY_CONFLICT_SECONDS)},
+        retry_after_seconds=RETRY_CONFLICT_SECONDS,
+    )
+
+
 class ProblemFieldError(msgspec.Struct):
     field: str
     message: str
@@ -156,7 +179,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     errors: list[ProblemFieldError] | None = None
     # Extensions some problems carry (RFC 9457 §3.2), each only where it says more than the detail:
     request_id: str | None = None  # 500: quote it to an operator
-    retry_after_seconds: int | None = None  # 429, as the Retry-After header
+    retry_after_seconds: int | None = None  # 429 and 503, as the Retry-After header
     current_status: str | None = None  # 409 on a status report: where the deal is, and where it may go
     allowed_next: list[str] | None = None
     returnable_until: datetime | None = None  # 409 on a return after its window
@@ -183,10 +206,15 @@ _DESCRIPTIONS = {
     415: "The body is sent as another media type than JSON",
     422: "Well-formed but invalid: `errors` names each field with the reason",
     429: "Too many requests: `Retry-After` says when to try again",
-    503: "The database cannot be reached: `database` names the failure",
+    503: (
+        "The database cannot be reached (`database` names the failure), or the request met a concurrent change and "
+        "was undone: send it again after `Retry-After`"
+    ),
 }
 
 
+# Calls answered from the settings alone.
+_NO_DATABASE = frozenset({"/v1/regions", "/v1/categories"})
 # Calls whose body names something that may not exist (a payout's owner): a 404 like an unknown id in a path.
 _NAMES_IN_THE_BODY = frozenset({"/v1/payables/payouts"})
 
@@ -211,7 +239,7 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses.append(410)
     if handler.opt.get("rate_limit"):
         statuses.append(429)
-    if path == "/health":
+    if path not in _NO_DATABASE:  # the database unreachable (/health), or a concurrent change (database_error)
         statuses.append(503)
     return sorted(set(statuses))
 
@@ -242,5 +270,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     MarketplaceError: marketplace_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    DBAPIError: database_error,
     Exception: unexpected_error,
 }

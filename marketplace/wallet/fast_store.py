@@ -47,6 +47,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from marketplace.clock import utcnow
+from marketplace.db.conflicts import TRANSIENT_SQLSTATES
 from marketplace.errors import InsufficientFunds
 from marketplace.ids import new_id
 from marketplace.wallet import store
@@ -76,7 +77,7 @@ INSUFFICIENT_FUNDS = "LDG01"
 IDEMPOTENCY_CONFLICT = "LDG02"
 # Worth another attempt in a later batch: deadlock (with a transaction outside this writer), serialization
 # failure, lock not available.
-TRANSIENT = frozenset({"40P01", "40001", "55P03"})
+TRANSIENT = TRANSIENT_SQLSTATES
 MAX_ATTEMPTS = 3
 # When the function falls back to writing a batch one transfer at a time, each is a subtransaction; up to 64
 # per transaction stay in PostgreSQL's per-backend cache of subtransaction ids (beyond it every snapshot on

@@ -1,0 +1,91 @@
+"""A request the database undoes for another transaction's sake (a deadlock on PostgreSQL, a write lock another
+process holds past the wait on SQLite) is a 503 problem with Retry-After: nothing of it is kept, its
+Idempotency-Key is not spent, and the same request sent again goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+
+from marketplace.db import sqlite_driver
+from marketplace.db.models import Exposure, LedgerTransaction
+from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB
+from tests.factories import auth, offer_lead_to, register, submit_lead
+
+
+@asynccontextmanager
+async def sqlite_writer_elsewhere(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """Another process's connection holding SQLite's write lock, and the service waiting a fraction of a second for
+    it instead of its thirty."""
+    monkeypatch.setattr(sqlite_driver, "LOCK_WAIT_SECONDS", 0.3)
+    other = sqlite3.connect(database_url.split("///", 1)[1], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def claim_in_a_postgres_deadlock(client: Any, path: str, headers: dict[str, str], offer_id: str, lead_id: str):
+    """The claim takes its lead's row, then waits for its offer's row, which another transaction holds; that one then
+    asks for the lead's row: PostgreSQL finds the cycle and undoes the claim (its wait began first)."""
+    other = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_TEST_DB}")
+    try:
+        await other.execute("BEGIN")
+        await other.execute("SELECT 1 FROM offers WHERE id = $1 FOR UPDATE", offer_id)
+        claim = asyncio.ensure_future(client.post(path, headers=headers, json={"exclusive": False}))
+        for _ in range(500):  # until the claim waits for the offer's row
+            waiting = await other.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE NOT l.granted AND a.datname = $1",
+                PG_TEST_DB,
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the claim never waited for the offer's row")
+        locking = asyncio.ensure_future(other.execute("SELECT 1 FROM leads WHERE id = $1 FOR UPDATE", lead_id))
+        answer = await claim
+        await locking
+        await other.execute("ROLLBACK")
+        return answer
+    finally:
+        await other.close()
+
+
+async def test_a_claim_undone_by_a_concurrent_transaction_is_a_503_and_goes_through_when_sent_again(
+    app, client, db, database_url, monkeypatch
+):
+    business_id, token = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    (offer_id,) = await offer_lead_to(app, lead_id, [business_id])
+    path, headers = f"/v1/offers/{offer_id}/claim", {**auth(token), "Idempotency-Key": "claim-once"}
+    transactions = await db.count(LedgerTransaction)
+
+    if database_url.startswith("sqlite"):
+        async with sqlite_writer_elsewhere(database_url, monkeypatch):
+            answer = await client.post(path, headers=headers, json={"exclusive": False})
+    else:
+        answer = await claim_in_a_postgres_deadlock(client, path, headers, offer_id, lead_id)
+
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.headers["retry-after"] == "1"
+    problem = answer.json()
+    assert problem["type"].endswith("/concurrent-change") and problem["retry_after_seconds"] == 1
+    # Nothing of it stands: no exposure, no charge.
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 0
+    assert await db.count(LedgerTransaction) == transactions
+
+    again = await client.post(path, headers=headers, json={"exclusive": False})
+    assert again.status_code == 201, again.text
+    assert again.json()["contact"]["phone"]
+    assert await db.count(Exposure, Exposure.lead_id == lead_id) == 1

@@ -10,6 +10,7 @@ from sqlalchemy import DateTime, MetaData, String, literal_column
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import operators
+from sqlalchemy.sql.sqltypes import Concatenable
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -42,33 +43,35 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class PartialIndexKey(TypeDecorator[str]):
-    """A string column that a partial index's condition names (`offers.status = 'open'`). A constant compared with it
-    for (in)equality is written into the SQL instead of being bound as a parameter:
+    """A status column that a partial index's condition names (`offers.status = 'open'`). One of its status names
+    compared with it for (in)equality is written into the SQL instead of being bound as a parameter:
 
     - SQLite re-prepares a statement at every execution when a parameter is compared with such a column (the value
       decides whether the partial index may serve): about 20 us more for a one-line SELECT, 130 us for the owed-
       replacement read, and each row of the wave's offer upsert;
-    - PostgreSQL's generic plan of a prepared statement cannot prove a parameter equal to the index's condition, so
-      it cannot use the index at all.
-    """
+    - PostgreSQL plans a prepared statement with a parameter there for any value once it settles on a generic plan,
+      and a generic plan cannot use the partial index.
+
+    Only the column's own status names are written in (`names`); any other value stays a parameter, so what a caller
+    sends never becomes SQL text, and each status name makes one statement text, not one per value."""
 
     impl = String
     cache_ok = True
 
-    class comparator_factory(TypeDecorator.Comparator[str]):
+    def __init__(self, length: int, names: tuple[str, ...]) -> None:
+        super().__init__(length)
+        self.names = frozenset(names)
+
+    class comparator_factory(TypeDecorator.Comparator[str], Concatenable.Comparator[str]):
         def operate(self, op: Any, *other: Any, **kwargs: Any) -> Any:
-            if op in (operators.eq, operators.ne) and len(other) == 1 and isinstance(other[0], str):
-                other = (_constant(other[0]),)
+            if op in (operators.eq, operators.ne) and len(other) == 1 and type(other[0]) is str:
+                names: frozenset[str] = getattr(self.type, "names", frozenset())
+                if other[0] in names and _WORD.fullmatch(other[0]):
+                    other = (literal_column(f"'{other[0]}'", String()),)
             return super().operate(op, *other, **kwargs)
 
 
 _WORD = re.compile(r"[a-z_]+")
-
-
-def _constant(value: str) -> Any:
-    """A status name written into the SQL as it is compiled (so executemany takes it too); anything that is not a
-    plain lower-case word stays a parameter."""
-    return literal_column(f"'{value}'", String()) if _WORD.fullmatch(value) else value
 
 
 class Base(DeclarativeBase):

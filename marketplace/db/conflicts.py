@@ -21,5 +21,5 @@ def is_transient(exc: DBAPIError) -> bool:
 def sqlite_locked(error: BaseException | None) -> bool:
     """SQLite's "database is locked": another connection holds the write lock."""
     return isinstance(error, sqlite3.OperationalError) and (
-        getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "database is locked" in str(error)
+        (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_BUSY or "database is locked" in str(error)
     )

@@ -9,12 +9,11 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
+from marketplace.db.models.fraud import ALERT_STATUSES
 from marketplace.errors import InvalidInput
 from marketplace.fraud import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
-
-ALERT_STATUSES = ("open", "confirmed", "dismissed")
 
 
 async def _survey_link_first(request: Request[Any, Any, Any]) -> None:

@@ -415,15 +415,16 @@ _peers_read: weakref.WeakKeyDictionary[Any, tuple[datetime, dict[tuple[str, str]
 )
 
 
-async def peers_now(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
-    """The norms (load_peers), as read within the last PEERS_MAX_AGE by this process from this database."""
+async def peers_now(session: AsyncSession) -> tuple[datetime, dict[tuple[str, str], CategoryCounts]]:
+    """The norms (load_peers), as read within the last PEERS_MAX_AGE by this process from this database, and when
+    they were read (a business is taken out of them as it stood then: signals.own_counts)."""
     engine, now = session.sync_session.get_bind(), utcnow()
     kept = _peers_read.get(engine)
     if kept is not None and timedelta(0) <= now - kept[0] < PEERS_MAX_AGE:
-        return kept[1]
+        return kept
     peers = await load_peers(session)
     _peers_read[engine] = (now, peers)
-    return peers
+    return now, peers
 
 
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
@@ -560,7 +561,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     }
     if not businesses:
         return result
-    peers = await peers_now(session)
+    peers_at, peers = await peers_now(session)
     deals = await load_deals(session, list(businesses))
     loaded = await current_model(session, settings)
     model_id, model = loaded if loaded is not None else (None, None)
@@ -578,7 +579,9 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     found_all = {}
     for business_id, business in businesses.items():
         mode_peers = {code: counts for (mode, code), counts in peers.items() if mode == business.mode}
-        found_all[business_id] = assess(business_id, business.mode, deals.get(business_id, []), mode_peers, now, config)
+        found_all[business_id] = assess(
+            business_id, business.mode, deals.get(business_id, []), mode_peers, now, config, peers_at=peers_at
+        )
     # Scored on what no decided alert held: what operators dismissed (or confirmed, then forgave) counts against the
     # business neither in its risk and reliability nor towards a new alert, in the rules and in the model alike.
     # The evidence kept (on the assessment and an alert) is all of it, for the record and for what the next decision

@@ -198,11 +198,20 @@ def _peer_rate(count: int, total: int, default: float) -> float:
     return (count + PEER_PRIOR_WEIGHT * default) / (total + PEER_PRIOR_WEIGHT)
 
 
-def own_counts(deals: Sequence[Deal]) -> dict[str, CategoryCounts]:
-    """A business's own counts per category, in the shape its peers' are given (to take itself out)."""
+def own_counts(deals: Sequence[Deal], as_of: datetime | None = None) -> dict[str, CategoryCounts]:
+    """A business's own counts per category, in the shape its peers' are given (to take itself out).
+
+    `as_of`: what the business had added to norms summed at that moment (they are read at most once an hour): a deal
+    made since adds nothing, and one whose status moved since counts as the plain exposure it most likely was then (an
+    open deal), so that taking the business out of older norms never takes out more than they hold."""
     out: dict[str, CategoryCounts] = {}
     for d in deals:
+        if as_of is not None and d.created_at > as_of:
+            continue
         c = out.get(d.category, CategoryCounts())
+        if as_of is not None and d.status_changed_at > as_of:
+            out[d.category] = CategoryCounts(c.exposures + 1, c.decided, c.lost, c.returned, c.stale)
+            continue
         out[d.category] = CategoryCounts(
             c.exposures + 1,
             c.decided + (d.status in WON or d.status == "lost"),
@@ -220,9 +229,11 @@ def assess(
     peers: Mapping[str, CategoryCounts],
     now: datetime,
     config: RuleConfig | None = None,
+    peers_at: datetime | None = None,
 ) -> Assessment:
     """Every signal of one business. Lead buyers owe no commission, so only what cheats them out of a price
-    counts for them (returning a lead they converted, and their customers' satisfaction)."""
+    counts for them (returning a lead they converted, and their customers' satisfaction). `peers_at`: when the
+    norms were summed (the business is taken out of them as it stood then; None: they are current)."""
     config = config or RuleConfig()
     deal_maker = mode == "deal_maker"
     signals: list[Signal] = []
@@ -324,7 +335,10 @@ def assess(
 
     # --- patterns against the category's peers -------------------------------------------------------
     own = own_counts(deals)
-    others = {code: peers.get(code, CategoryCounts()).minus(counts) for code, counts in own.items()}
+    counted = own if peers_at is None else own_counts(deals, as_of=peers_at)
+    others = {
+        code: peers.get(code, CategoryCounts()).minus(counted.get(code, CategoryCounts())) for code in own
+    }
     default = DEFAULT_PEERS
     if deal_maker:
         rows = [

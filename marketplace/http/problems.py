@@ -153,7 +153,13 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
     it moves money: the key was not spent). Any other database error is an internal one."""
     if not is_transient(exc):
         return unexpected_error(request, exc)
-    log.warning("%s %s undone by a concurrent transaction: %s", request.method, request.url.path, exc.orig)
+    request_id = request.scope.get("state", {}).get("request_id") or "-"
+    # Each side of a deadlock took its rows in another order: the statement says which (the service takes them in
+    # one order where it can, so one here is worth a look).
+    log.warning(
+        "%s %s (request %s) undone by a concurrent transaction: %s [statement: %s]",
+        request.method, request.url.path, request_id, exc.orig, (exc.statement or "")[:300],
+    )  # fmt: skip
     return _problem(
         503,
         "Try again",
@@ -161,6 +167,7 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
         "concurrent-change",
         headers={"Retry-After": str(RETRY_CONFLICT_SECONDS)},
         retry_after_seconds=RETRY_CONFLICT_SECONDS,
+        request_id=request_id,
     )
 
 
@@ -178,7 +185,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     errors: list[ProblemFieldError] | None = None
     # Extensions some problems carry (RFC 9457 §3.2), each only where it says more than the detail:
-    request_id: str | None = None  # 500: quote it to an operator
+    request_id: str | None = None  # 500 and 503: quote it to an operator
     retry_after_seconds: int | None = None  # 429 and 503, as the Retry-After header
     current_status: str | None = None  # 409 on a status report: where the deal is, and where it may go
     allowed_next: list[str] | None = None

@@ -35,30 +35,31 @@ async def sqlite_writer_elsewhere(database_url: str, monkeypatch: pytest.MonkeyP
 
 async def claim_in_a_postgres_deadlock(client: Any, path: str, headers: dict[str, str], offer_id: str, lead_id: str):
     """The claim takes its lead's row, then waits for its offer's row, which another transaction holds; that one then
-    asks for the lead's row: PostgreSQL finds the cycle and undoes the claim (its wait began first)."""
-    other = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_TEST_DB}")
+    asks for the lead's row. PostgreSQL undoes the claim: the other transaction never looks for a deadlock itself
+    (its deadlock_timeout is a minute), while the claim's backend looks a second after it began to wait."""
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_TEST_DB}"
+    other, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
+        await other.execute("SET deadlock_timeout = '1min'")
         await other.execute("BEGIN")
         await other.execute("SELECT 1 FROM offers WHERE id = $1 FOR UPDATE", offer_id)
+        holder = other.get_server_pid()
         claim = asyncio.ensure_future(client.post(path, headers=headers, json={"exclusive": False}))
-        for _ in range(500):  # until the claim waits for the offer's row
-            waiting = await other.fetchval(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                "WHERE NOT l.granted AND a.datname = $1",
-                PG_TEST_DB,
-            )
-            if waiting:
+        for _ in range(1000):  # until the claim waits for the offer's row (read outside any open transaction)
+            blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+            if await watcher.fetchval(blocked, holder):
                 break
             await asyncio.sleep(0.01)
         else:
             raise AssertionError("the claim never waited for the offer's row")
         locking = asyncio.ensure_future(other.execute("SELECT 1 FROM leads WHERE id = $1 FOR UPDATE", lead_id))
-        answer = await claim
+        answer = await asyncio.wait_for(claim, timeout=30)
         await locking
         await other.execute("ROLLBACK")
         return answer
     finally:
         await other.close()
+        await watcher.close()
 
 
 async def test_a_claim_undone_by_a_concurrent_transaction_is_a_503_and_goes_through_when_sent_again(
@@ -81,6 +82,7 @@ async def test_a_claim_undone_by_a_concurrent_transaction_is_a_503_and_goes_thro
     assert answer.headers["retry-after"] == "1"
     problem = answer.json()
     assert problem["type"].endswith("/concurrent-change") and problem["retry_after_seconds"] == 1
+    assert problem["request_id"]
     # Nothing of it stands: no exposure, no charge.
     assert await db.count(Exposure, Exposure.lead_id == lead_id) == 0
     assert await db.count(LedgerTransaction) == transactions

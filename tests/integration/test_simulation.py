@@ -118,7 +118,7 @@ async def test_no_statement_compares_a_partial_index_key_with_a_parameter(small_
         (f"{t}.{c}", statement)
         for t, c in sorted(keys)
         for statement in small_market.statements
-        if re.search(rf"\b{t}\.{c}\s*(?:=|!=|<>)\s*{parameter}", statement)
+        if re.search(rf"\b{t}(?:_\d+)?\.{c}\s*(?:=|!=|<>)\s*{parameter}", statement)
     ]
     assert bound == []
     # The market did run statements that compare them, with the constant written in.

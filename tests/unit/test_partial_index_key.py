@@ -3,6 +3,8 @@ SQL, for every database and for executemany too; anything else stays a parameter
 
 from __future__ import annotations
 
+from enum import Enum
+
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -24,8 +26,17 @@ def test_a_status_name_is_written_into_the_sql(dialect: object) -> None:
     assert "fraud_alerts.status = 'open'" in sql
 
 
+class Status(str, Enum):  # noqa: UP042 - the (str, Enum) kind, whose str() is not its value
+    OPEN = "open"
+
+
 def test_a_value_that_is_no_status_name_stays_a_parameter() -> None:
-    for value in ("it's", "Open", "open; drop table offers", ""):
+    for value in ("it's", "Open", "open; drop table offers", "", "confirmed", Status.OPEN):  # confirmed: an alert's
         compiled = select(Offer.id).where(Offer.status == value).compile(dialect=sqlite.dialect())
         assert "offers.status = ?" in str(compiled)
         assert list(compiled.params.values()) == [value]
+
+
+def test_the_column_keeps_the_string_operators() -> None:
+    sql = str(select(Offer.id).where(Offer.status + "_x" == "open_x").compile(dialect=postgresql.dialect()))
+    assert "offers.status || " in sql

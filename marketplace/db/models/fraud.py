@@ -23,6 +23,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from marketplace.db.base import Base, PartialIndexKey, UTCDateTime
 
+ALERT_STATUSES = ("open", "confirmed", "dismissed")
+
 
 class Notification(Base):
     """The outbox: every message the service sends or would send. A sender delivers the unsent ones when a
@@ -127,7 +129,7 @@ class FraudAlert(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id"))
-    status: Mapped[str] = mapped_column(PartialIndexKey(20), default="open")
+    status: Mapped[str] = mapped_column(PartialIndexKey(20, ALERT_STATUSES), default="open")
     risk_score: Mapped[float] = mapped_column(Float)
     rule_score: Mapped[float] = mapped_column(Float)
     model_score: Mapped[float | None] = mapped_column(Float)

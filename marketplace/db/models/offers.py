@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from marketplace.db.base import Base, PartialIndexKey, UTCDateTime
 
 EXPOSURE_STATUSES = ("new", "contacted", "quoted", "won", "lost", "invoiced", "paid", "returned")
+OFFER_STATUSES = ("open", "claimed", "expired", "closed")
 
 
 class Offer(Base):
@@ -63,7 +64,7 @@ class Offer(Base):
     price_minor: Mapped[int | None] = mapped_column(BigInteger)
     # A replacement for a returned lead (deal makers) names the exposure it replaces.
     replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(PartialIndexKey(20), default="open")
+    status: Mapped[str] = mapped_column(PartialIndexKey(20, OFFER_STATUSES), default="open")
     # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

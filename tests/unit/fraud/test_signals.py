@@ -188,3 +188,21 @@ def test_signals_come_strongest_first_and_features_follow_them():
     assert found.features["returned_hired"] == pytest.approx(1.0)
     assert found.features["below_budget"] == 2
     assert found.features["contradicted_share"] == pytest.approx(1.0)  # both hires it was named for
+
+
+def test_norms_read_earlier_lose_the_business_as_it_stood_then():
+    """Norms are read at most once an hour: a business is taken out of them as it stood when they were read. Its deals
+    made since were never in them, and a deal decided since was in them as an open one."""
+    read_at = NOW - timedelta(hours=1)
+    since = [deal("lost", days_ago=0.01) for _ in range(8)]  # made after the read
+    decided_since = [deal("lost", days_ago=10, changed_days_ago=0.01) for _ in range(2)]  # open at the read
+    mine = [*since, *decided_since]
+    # Now the category holds others' 990 decided (690 lost) and this business's 10 lost; at the read, the others'
+    # deals and two open deals of this business.
+    current = peers(decided=1000, lost=700, exposures=1500)
+    earlier = peers(decided=990, lost=690, exposures=1492)
+    expected = assess(ME, "deal_maker", mine, current, NOW).signals
+    assert {s.kind for s in expected} == {LOST_RATE}
+    assert assess(ME, "deal_maker", mine, earlier, NOW, peers_at=read_at).signals == expected
+    # Taken out as it stands now, it would take from the earlier norms ten lost deals they never held.
+    assert assess(ME, "deal_maker", mine, earlier, NOW).signals != expected

@@ -163,7 +163,7 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
     return _problem(
         503,
         "Try again",
-        "the request met a concurrent change and was undone; nothing of it was kept: send it again",
+        "the request met a concurrent change and was undone; nothing of this attempt was kept: send it again",
         "concurrent-change",
         headers={"Retry-After": str(RETRY_CONFLICT_SECONDS)},
         retry_after_seconds=RETRY_CONFLICT_SECONDS,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import DateTime, MetaData, String, literal_column
 from sqlalchemy.engine import Dialect
@@ -59,19 +59,18 @@ class PartialIndexKey(TypeDecorator[str]):
     cache_ok = True
 
     def __init__(self, length: int, names: tuple[str, ...]) -> None:
+        plain = re.compile(r"[a-z_]+")
+        if not all(plain.fullmatch(name) for name in names):
+            raise ValueError(f"status names are plain lower-case words (they are written into SQL): {names}")
         super().__init__(length)
         self.names = frozenset(names)
 
     class comparator_factory(TypeDecorator.Comparator[str], Concatenable.Comparator[str]):
         def operate(self, op: Any, *other: Any, **kwargs: Any) -> Any:
-            if op in (operators.eq, operators.ne) and len(other) == 1 and type(other[0]) is str:
-                names: frozenset[str] = getattr(self.type, "names", frozenset())
-                if other[0] in names and _WORD.fullmatch(other[0]):
-                    other = (literal_column(f"'{other[0]}'", String()),)
+            named = cast(PartialIndexKey, self.type).names
+            if op in (operators.eq, operators.ne) and len(other) == 1 and type(other[0]) is str and other[0] in named:
+                other = (literal_column(f"'{other[0]}'", String()),)
             return super().operate(op, *other, **kwargs)
-
-
-_WORD = re.compile(r"[a-z_]+")
 
 
 class Base(DeclarativeBase):

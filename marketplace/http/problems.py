@@ -131,8 +131,12 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return _problem(status, titles.get(status, "Error"), str(exc.detail), slug, headers)
 
 
+def _request_id(request: Request[Any, Any, Any]) -> str:
+    return str(request.scope.get("state", {}).get("request_id") or "-")
+
+
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    request_id = request.scope.get("state", {}).get("request_id") or "-"
+    request_id = _request_id(request)
     log.exception("unexpected error handling %s %s (request %s)", request.method, request.url.path, request_id)
     return _problem(
         500,
@@ -153,7 +157,7 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
     it moves money: the key was not spent). Any other database error is an internal one."""
     if not is_transient(exc):
         return unexpected_error(request, exc)
-    request_id = request.scope.get("state", {}).get("request_id") or "-"
+    request_id = _request_id(request)
     # Each side of a deadlock took its rows in another order: the statement says which (the service takes them in
     # one order where it can, so one here is worth a look).
     log.warning(

@@ -75,9 +75,6 @@ _BATCH_PARAMS = (
 
 INSUFFICIENT_FUNDS = "LDG01"
 IDEMPOTENCY_CONFLICT = "LDG02"
-# Worth another attempt in a later batch: deadlock (with a transaction outside this writer), serialization
-# failure, lock not available.
-TRANSIENT = TRANSIENT_SQLSTATES
 MAX_ATTEMPTS = 3
 # When the function falls back to writing a batch one transfer at a time, each is a subtransaction; up to 64
 # per transaction stay in PostgreSQL's per-backend cache of subtransaction ids (beyond it every snapshot on
@@ -178,7 +175,7 @@ async def post(
     params = dict(zip(_BATCH_PARAMS, _columns([row]), strict=True))
     for _ in range(MAX_ATTEMPTS):
         result = (await session.execute(_BATCH_TEXT, params)).one()
-        if result.out_sqlstate not in TRANSIENT:
+        if result.out_sqlstate not in TRANSIENT_SQLSTATES:  # worth another attempt in a later batch
             break
     return _outcome(result.out_transaction_id, result.out_replayed, result.out_sqlstate, result.out_message)
 
@@ -312,7 +309,7 @@ class GroupCommitLedger:
             sqlstate = result[3]
             if not result[5]:
                 self.one_by_one += 1
-            if sqlstate in TRANSIENT and pending.attempts + 1 < MAX_ATTEMPTS:
+            if sqlstate in TRANSIENT_SQLSTATES and pending.attempts + 1 < MAX_ATTEMPTS:
                 pending.attempts += 1
                 self._queue.append(pending)
                 continue

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from marketplace.db.base import PartialIndexKey
 from marketplace.db.models import FraudAlert, Offer
 from marketplace.db.statements import table
 
@@ -40,3 +41,8 @@ def test_a_value_that_is_no_status_name_stays_a_parameter() -> None:
 def test_the_column_keeps_the_string_operators() -> None:
     sql = str(select(Offer.id).where(Offer.status + "_x" == "open_x").compile(dialect=postgresql.dialect()))
     assert "offers.status || " in sql
+
+
+def test_status_names_are_plain_words() -> None:
+    with pytest.raises(ValueError, match="plain lower-case words"):
+        PartialIndexKey(20, ("open", "it's"))

@@ -66,7 +66,6 @@ WINDOWS = (GAP_WINDOW, WIDE_WINDOW)
 MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
 # An exploration ring's arrays (slots, deal ranges, base scores, shown rows) for a ranking that explores nothing.
 _NO_RING = (
-    None,
     np.empty(0, np.int64),
     np.empty(0, np.int64),
     np.empty(0, np.int64),
@@ -110,11 +109,6 @@ def _entry(
     column = np.array((neg, 0.0, 0.0, 0.0, 0.0, *posterior)).view(np.int64)
     column[LO], column[HI], column[SLOT], column[STAMP] = lo, hi, slot, stamp
     return column
-
-
-def _ring_index(slots: NDArray[np.int64]) -> dict[int, int]:
-    """Slot -> its place in a freshly drawn exploration ring (distinct places of one bucket: each slot once)."""
-    return dict(zip(slots.tolist(), range(len(slots)), strict=True))
 
 
 def _band(x: int) -> int:
@@ -185,8 +179,7 @@ class _Bucket:
         # Entries of a bucket not ranked yet (start-up): laid out in one sort when it is first needed.
         self.pending: _Pending | None = _Pending()
         # Batched Thompson sampling: candidates drawn for exploration ahead of time, handed out in turn.
-        # (slot -> place, slots, deal ranges, base scores, (slot, draw, base score, posterior) rows), best draw
-        # first.
+        # (slots, deal ranges, base scores, (slot, draw, base score, posterior) rows), best draw first.
         self.ring: tuple[Any, ...] | None = None
         self.ring_at = 0
         self.keys: list[tuple[bool, int, int]] = []  # the parts' classes, in table order
@@ -305,33 +298,24 @@ class _Bucket:
             self.best[p] = self.bounds[BEST, p] = score
 
     def _strike(self, slot: int) -> None:
-        """A drawn business changed: its draw rests on what it was, so it may no longer explore."""
+        """A drawn business changed: its draws rest on what it was, so it may no longer explore (each copy the ring
+        still holds: one drawn, and one welcomed since)."""
         if self.ring is not None:
-            drawn = self.ring[0].get(slot)
-            if drawn is not None:
-                self.ring[2][drawn] = DEAD_LO
+            kernels.strike(self.ring[0], self.ring[1], self.ring_at, slot)
 
     def welcome(self, neg: float, entry: NDArray[np.int64]) -> None:
         """A business new to the bucket (a sign-up, a profile change) is explored next: it joins the drawn
         ring at the place the next lead reads. A ring drawn before it came could not reach it, and a redraw
         would start again from the best draws, so newcomers would wait for a whole turn of the ring."""
         ring = self.ring
-        if ring is None or self.ring_at >= len(ring[1]):
+        if ring is None or self.ring_at >= len(ring[0]):
             return  # the next lead draws a ring, with it
-        drawn, slots, r_lo, r_hi, r_base, shown = ring
+        slots, r_lo, r_hi, r_base, shown = ring
         at = self.ring_at
-        slot = int(entry[SLOT])
         row = np.empty(shown.shape[1])
-        row[0], row[1], row[2], row[3:] = slot, -neg, -neg, entry[POST:].view(np.float64)
-        slots = np.insert(slots, at, slot)
-        # Each slot keeps pointing at the copy strikes must find, one place further on past the newcomer. (A rebuild
-        # from the slots would point a business welcomed again at its older, struck copy further on, and its live
-        # copy could never be struck.)
-        index = {s: i + 1 if i >= at else i for s, i in drawn.items()}
-        index[slot] = at
+        row[0], row[1], row[2], row[3:] = entry[SLOT], -neg, -neg, entry[POST:].view(np.float64)
         self.ring = (
-            index,
-            slots,
+            np.insert(slots, at, entry[SLOT]),
             np.insert(r_lo, at, entry[LO]),
             np.insert(r_hi, at, entry[HI]),
             np.insert(r_base, at, -neg),
@@ -795,7 +779,7 @@ class RankingCore:
         self._turn += 1
         n, explored = kernels.rank_bucket(
             bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor, lead_term, w_fit, LeadFactor.BOUND, self._turn, places, ring[1:], start, stop, found, slots, scores,
+            factor, lead_term, w_fit, LeadFactor.BOUND, self._turn, places, ring, start, stop, found, slots, scores,
             base, rows,
         )  # fmt: skip
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
@@ -805,7 +789,7 @@ class RankingCore:
             slots, scores, base = slots[:n], scores[:n], base[:n]
             if places:  # nobody explored: the ring's next candidates (a newcomer first) wait for the next lead
                 bucket.ring_at = start
-        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], ring[5], rows[:explored])
+        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], ring[4], rows[:explored])
         return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)
 
     def _explore_places(self, n: int, explore: bool | None) -> int:
@@ -850,15 +834,12 @@ class RankingCore:
         next leads' exploration places. Drawing a batch at a time keeps the per-lead cost to a slice
         (batched Thompson sampling). A drawn business that changes is struck out of the ring (`_Bucket.kill`)."""
         sample = min(len(bucket.lo), RING_SAMPLE)
-        slots, r_lo, r_hi, base, shown = kernels.draw_ring(
-            bucket.table, self._take_uniform(sample), self._take_normal(sample), RING_SIZE
-        )
-        return (_ring_index(slots), slots, r_lo, r_hi, base, shown)
+        return kernels.draw_ring(bucket.table, self._take_uniform(sample), self._take_normal(sample), RING_SIZE)
 
     def _ring(self, bucket: _Bucket) -> tuple[Any, ...]:
         """The bucket's ring of Thompson draws, drawn afresh when the last one is used up."""
         ring = bucket.ring
-        if ring is None or bucket.ring_at >= len(ring[1]):
+        if ring is None or bucket.ring_at >= len(ring[0]):
             ring = bucket.ring = self._draw_ring(bucket)
             bucket.ring_at = 0
         return ring
@@ -918,6 +899,7 @@ def warm_up() -> None:
         for budget in (0, 500_000):
             core.rank("c", "r", budget, 5)
             core.rank("c", "r", budget, 5, exclude=("warm3",))
+    core.set_active("warm2", False)  # a drawn ring is struck
 
 
 def build(profiles: Sequence[tuple[Profile, dict[str, Score]]], **options: Any) -> RankingCore:

@@ -292,7 +292,8 @@ def test_the_warm_up_runs_every_compiled_loop_the_service_calls():
     script = (
         "from marketplace.ranking import kernels\n"
         "from marketplace.ranking.core import warm_up\n"
-        "loops = (kernels.find, kernels.make_room, kernels.move, kernels.rank_bucket, kernels.draw_ring)\n"
+        "loops = (kernels.find, kernels.make_room, kernels.move, kernels.rank_bucket, kernels.draw_ring,\n"
+        "         kernels.strike)\n"
         "assert not any(k.signatures for k in loops)\n"
         "warm_up()\n"
         "warm = [len(k.signatures) for k in loops]\n"
@@ -341,7 +342,7 @@ def test_a_business_welcomed_twice_into_the_ring_is_struck_where_it_waits():
     core.rank("p", "n", 100, 3)  # draws the ring
     bucket = core._buckets[("p", "n")]
     assert bucket.ring is not None
-    waiting = int(bucket.ring[1][bucket.ring_at + 50])
+    waiting = int(bucket.ring[0][bucket.ring_at + 50])
     business_id = core._ids[waiting]
     core.upsert(Profile(business_id, "deal_maker", ("p", "q"), ("n",), 0, 10**9), {"p": _plain(1.0), "q": _plain(1.0)})
     core.set_active(business_id, False)
@@ -359,7 +360,7 @@ def test_a_business_welcomed_again_keeps_its_live_ring_copy_struck_after_others_
     core.rank("c", "r", 500, 3, explore=True)  # draws the ring
     bucket = core._buckets[("c", "r")]
     assert bucket.ring is not None
-    business_id = core._ids[int(bucket.ring[1][bucket.ring_at + 5])]  # drawn, waiting further on
+    business_id = core._ids[int(bucket.ring[0][bucket.ring_at + 5])]  # drawn, waiting further on
     core.set_active(business_id, False)
     core.set_active(business_id, True)  # its drawn copy struck, a fresh one welcomed at the reading place
     core.upsert(Profile("new", "deal_maker", ("c",), ("r",), 0, 10**6), {"c": _plain(0.5)})  # another welcome
@@ -395,3 +396,34 @@ def test_a_ring_draw_takes_distinct_live_places_each_drawn_from_its_own_posterio
     # A normal moves a draw by its posterior's spread, and the chance is kept within [0, 1].
     _, _, _, _, wide = kernels.draw_ring(table, uniforms[:1], np.array([100.0]), 5)
     assert wide[0, 1] == pytest.approx(1.0 * 100.0 + 0.0)  # entry 0: chance clipped to 1
+
+
+# Draws as they come: ties (a prior's value, a chance clipped at 0 or 1), zeros of both signs, infinities.
+_DRAW = st.one_of(
+    st.sampled_from([0.0, -0.0, 1.0, 0.5, -2.0, math.inf, -math.inf]),
+    st.floats(allow_nan=False, width=64),
+)
+
+
+@given(st.lists(_DRAW, max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_a_ring_orders_its_draws_best_first_equal_ones_in_sample_order(values):
+    draws = np.array(values, dtype=np.float64)
+    expected = np.argsort(-draws, kind="mergesort")  # what the ring's order was before the radix sort
+    assert kernels._best_first_order(draws.copy()).tolist() == expected.tolist()
+
+
+@given(st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1, max_size=200), st.integers(1, 20_000))
+@settings(max_examples=200, deadline=None)
+def test_a_ring_samples_distinct_places_in_order_whichever_way_it_dedupes(uniforms, cap):
+    # Below 32 places a sample, by marks; above, by a sort: np.unique's answer either way.
+    u = np.array(uniforms)
+    expected = np.unique(np.minimum((u * cap).astype(np.int64), cap - 1))
+    assert kernels._distinct_places(u, cap).tolist() == expected.tolist()
+
+
+def test_a_strike_ends_every_copy_of_the_business_not_read_yet():
+    slots = np.array([7, 3, 7, 5, 7], np.int64)
+    lo = np.array([0, 0, 0, 0, 0], np.int64)
+    kernels.strike(slots, lo, 1, 7)
+    assert lo.tolist() == [0, 0, DEAD_LO, 0, DEAD_LO]  # the copy before the reading place was read already

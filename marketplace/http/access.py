@@ -74,8 +74,8 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     token_hash = hash_token(token.strip())
     principal = cache.get(token_hash)
     if principal is None:
-        async with connection.app.state.sessions() as session:
-            principal = await resolve_token(session, token.strip())
+        async with connection.app.state.engine.connect() as db:
+            principal = await resolve_token(db, token.strip())
         if principal is None:
             raise Unauthorized("unknown or revoked token")
         cache.put(token_hash, principal)

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Response
 from litestar.params import HeaderParameter
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from marketplace.clock import utcnow
@@ -69,15 +69,20 @@ async def run_idempotent(
     refusal: MarketplaceError | None = None
     try:
         async with uow_factory() as uow:
-            previous = await _stored(uow, scope, key)
-            if previous is not None:
-                return await _replay(uow, previous, fingerprint, private)
-            uow.session.add(
-                IdempotencyRecord(
-                    scope=scope, key=key, request_hash=fingerprint, status_code=0, body=None, created_at=utcnow()
-                )
+            # The key is taken first, by its primary key: a key used before (or being used by a concurrent retry,
+            # which this insert waits for) raises, and is answered from its record below. No read first: a used key
+            # is the rare case, and the read cost a retry-free request as much as the insert.
+            await uow.session.execute(
+                _TAKE,
+                {
+                    "scope": scope,
+                    "key": key,
+                    "request_hash": fingerprint,
+                    "status_code": 0,
+                    "body": None,
+                    "created_at": utcnow(),
+                },
             )
-            await uow.session.flush()  # concurrent holders of the same key wait here
             try:
                 status, body = await work(uow)
             except MarketplaceError as exc:
@@ -86,12 +91,11 @@ async def run_idempotent(
             answer = msgspec.to_builtins(body)
             stored_body = private.strip(answer) if private is not None and status < 300 else answer
             await uow.session.execute(
-                update(IdempotencyRecord)
-                .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
-                .values(status_code=status, body=stored_body)
+                _ANSWER, {"b_scope": scope, "b_key": key, "status_code": status, "body": stored_body}
             )
             return Response(answer, status_code=status)
     except IntegrityError:
+        # The key's record was there (or the work broke a constraint of its own: then there is none, and it raises).
         async with uow_factory() as uow:
             previous = await _stored(uow, scope, key)
             if previous is None:
@@ -101,6 +105,16 @@ async def run_idempotent(
         if refusal is not None and refusal.status_code in KEPT_REFUSALS:
             await _keep_refusal(uow_factory, scope, key, fingerprint, refusal)
         raise
+
+
+# Built once (SQLAlchemy builds a statement and its cache key at each call otherwise). The record is never an object
+# of the session, so the update has nothing to synchronise.
+_TAKE = insert(IdempotencyRecord)
+_ANSWER = (
+    update(IdempotencyRecord)
+    .where(IdempotencyRecord.scope == bindparam("b_scope"), IdempotencyRecord.key == bindparam("b_key"))
+    .execution_options(synchronize_session=False)
+)
 
 
 # A refusal the key answers again (the state or the body refused it: not found, a conflict, invalid): once a key has

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -45,6 +45,29 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
     return errors
 
 
+def _same_need(in_club: bool) -> Select[str]:
+    """The lead a submission joins, if any (built once per shape: every intake reads it).
+
+    The same customer's need inside a club and on the open market (or in another club) are two leads: served by
+    different businesses, neither joins the other. A lead sold in full is joined (its businesses have the customer's
+    contact), an open one while it lasts; one that has ended (its time ran out unsold, or the customer said it hired
+    someone) is joined by nothing: asking again is a new need, or the same one still unserved."""
+    return (
+        select(Lead.id)
+        .where(
+            Lead.dedup_key == bindparam("key"),
+            Lead.created_at >= bindparam("window_start"),
+            or_(Lead.status == "full", and_(Lead.status == "open", Lead.expires_at > bindparam("now"))),
+            Lead.club_id == bindparam("club") if in_club else Lead.club_id.is_(None),
+        )
+        .order_by(Lead.created_at.desc())
+        .limit(1)
+    )
+
+
+_SAME_NEED, _SAME_NEED_IN_CLUB = _same_need(False), _same_need(True)
+
+
 async def submit_lead(
     session: AsyncSession,
     settings: Settings,
@@ -81,19 +104,8 @@ async def submit_lead(
     await _queue_on(session, key)
     window_start = now - timedelta(hours=settings.windows.dedup_hours)
     existing = await session.scalar(
-        select(Lead.id)
-        # The same customer's need inside a club and on the open market (or in another club) are two leads: served
-        # by different businesses, neither joins the other. A lead sold in full is joined (its businesses have the
-        # customer's contact), an open one while it lasts; one that has ended (its time ran out unsold, or the customer
-        # said it hired someone) is joined by nothing: asking again is a new need, or the same one still unserved.
-        .where(
-            Lead.dedup_key == key,
-            Lead.created_at >= window_start,
-            or_(Lead.status == "full", and_(Lead.status == "open", Lead.expires_at > now)),
-            Lead.club_id.is_(None) if data.club is None else Lead.club_id == data.club,
-        )
-        .order_by(Lead.created_at.desc())
-        .limit(1)
+        _SAME_NEED if data.club is None else _SAME_NEED_IN_CLUB,
+        {"key": key, "window_start": window_start, "now": now, "club": data.club},
     )
     if existing is not None:
         await session.execute(

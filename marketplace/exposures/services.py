@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, case, exists, func, select, update
+from sqlalchemy import ColumnElement, bindparam, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339, utcnow
@@ -64,12 +64,18 @@ class Returned:
     wave_in: float = 0.0  # seconds until that wave is due (the category's wave delay after the last)
 
 
+# Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):
+# every status report reads its deal, and every exposure shown reads its release and history.
+_OWN = select(Exposure).where(Exposure.id == bindparam("exposure_id"), Exposure.business_id == bindparam("business_id"))
+_OWN_LOCKED = _OWN.with_for_update()
+_RELEASED = select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == bindparam("exposure_id"))
+_HISTORY = select(ExposureEvent).where(ExposureEvent.exposure_id == bindparam("exposure_id")).order_by(ExposureEvent.id)
+
+
 async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
     """A business's own exposure; another's is a 404, so ids reveal nothing."""
-    query = select(Exposure).where(Exposure.id == exposure_id, Exposure.business_id == business.id)
-    if lock:
-        query = query.with_for_update()
-    exposure = (await session.execute(query)).scalar_one_or_none()
+    params = {"exposure_id": exposure_id, "business_id": business.id}
+    exposure = (await session.execute(_OWN_LOCKED if lock else _OWN, params)).scalar_one_or_none()
     if exposure is None:
         raise NotFound(f"no exposure {exposure_id}")
     return exposure
@@ -77,7 +83,7 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
 
 async def _released(session: AsyncSession, exposure: Exposure) -> bool:
     """Whether a block gave this (lost) deal's place back to the market (fraud.release_open_deals)."""
-    found = await session.scalar(select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == exposure.id))
+    found = await session.scalar(_RELEASED, {"exposure_id": exposure.id})
     return found is not None
 
 
@@ -96,9 +102,7 @@ async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposur
     lead = await session.get(Lead, exposure.lead_id)
     assert lead is not None
     contact = await visible_contact(session, exposure)
-    events = await session.scalars(
-        select(ExposureEvent).where(ExposureEvent.exposure_id == exposure.id).order_by(ExposureEvent.id)
-    )
+    events = await session.scalars(_HISTORY, {"exposure_id": exposure.id})
     cur = exposure.currency
     return schemas.Exposure(
         id=exposure.id,

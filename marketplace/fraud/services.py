@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -170,6 +170,19 @@ def _with_link(body: str, link: str | None) -> str:
 # --- surveys ------------------------------------------------------------------------------------------------
 
 
+# Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):
+# a won or lost report asks for a survey, and a customer's answer reads the survey and the lead's holders.
+_LEAD_LOCKED = select(Lead).where(Lead.id == bindparam("lead_id")).with_for_update()
+_SURVEYS_OF_LEAD = select(Survey).where(Survey.lead_id == bindparam("lead_id"))
+_SURVEY_OF_LINK = select(Survey).where(Survey.link_id == bindparam("link_id"))
+_HOLDERS = (
+    select(Business.id, Business.name)
+    .join(Exposure, Exposure.business_id == Business.id)
+    .where(Exposure.lead_id == bindparam("lead_id"))
+    .order_by(Exposure.created_at, Exposure.id)
+)
+
+
 async def request_survey(
     session: AsyncSession, settings: Settings, lead_id: str, cause: str, exposure_id: str | None = None
 ) -> Survey | None:
@@ -181,11 +194,11 @@ async def request_survey(
     if contact is None or not contact.email:
         return None
     # The lead row serialises two businesses reporting on the same lead at once (one survey, not two).
-    lead = (await session.execute(select(Lead).where(Lead.id == lead_id).with_for_update())).scalar_one_or_none()
+    lead = (await session.execute(_LEAD_LOCKED, {"lead_id": lead_id})).scalar_one_or_none()
     if lead is None:
         return None
     fraud = settings.fraud
-    earlier = list(await session.scalars(select(Survey).where(Survey.lead_id == lead_id)))
+    earlier = list(await session.scalars(_SURVEYS_OF_LEAD, {"lead_id": lead_id}))
     if len(earlier) >= fraud.max_surveys_per_lead or any(s.hired for s in earlier):
         return None
     if any(s.answered_at is None and s.expires_at > now for s in earlier):
@@ -231,7 +244,7 @@ async def check_survey_link(session: AsyncSession, settings: Settings, token: st
 async def _survey_by_token(session: AsyncSession, settings: Settings, token: str) -> Survey:
     """The survey behind a link: a forged one is a 404; an expired, answered or used one a 410."""
     claims = read_link(settings.service.secret_key, token, SURVEY, utcnow())
-    survey = (await session.execute(select(Survey).where(Survey.link_id == claims.link_id))).scalar_one_or_none()
+    survey = (await session.execute(_SURVEY_OF_LINK, {"link_id": claims.link_id})).scalar_one_or_none()
     if survey is None or survey.lead_id != claims.subject:
         raise NotFound("no such survey")
     if survey.answered_at is not None or await session.get(UsedLink, claims.link_id) is not None:
@@ -241,12 +254,7 @@ async def _survey_by_token(session: AsyncSession, settings: Settings, token: str
 
 async def _holders(session: AsyncSession, lead_id: str) -> list[tuple[str, str]]:
     """(id, name) of every business that received the lead's contact, first holder first."""
-    rows = await session.execute(
-        select(Business.id, Business.name)
-        .join(Exposure, Exposure.business_id == Business.id)
-        .where(Exposure.lead_id == lead_id)
-        .order_by(Exposure.created_at, Exposure.id)
-    )
+    rows = await session.execute(_HOLDERS, {"lead_id": lead_id})
     return [(r[0], r[1]) for r in rows]
 
 
@@ -692,21 +700,27 @@ async def _open_alert(
     return alert
 
 
+# Built once, as the marks' upsert is (_MARK). A mark is never an object of a session (only its columns are read), so
+# the delete has nothing to synchronise; nor could the ORM's evaluation of its criteria see the values bound to them.
+_OLDEST_MARKS = (
+    select(FraudDirty.business_id, FraudDirty.since)
+    .order_by(FraudDirty.since, FraudDirty.business_id)
+    .limit(bindparam("limit", type_=Integer))  # typed as a plain .limit(n) binds it
+    .with_for_update(skip_locked=True)
+)
+_UNMARK = (
+    delete(FraudDirty)
+    .where(FraudDirty.business_id == bindparam("b_business_id"), FraudDirty.since == bindparam("b_since"))
+    .execution_options(synchronize_session=False)
+)
+
+
 async def claim_dirty(session: AsyncSession, limit: int = CHUNK) -> list[str]:
     """Take up to `limit` marks, oldest news first. Rows another scan is taking are skipped (PostgreSQL);
     a mark newer than the one read survives for the next scan."""
-    rows = list(
-        await session.execute(
-            select(FraudDirty.business_id, FraudDirty.since)
-            .order_by(FraudDirty.since, FraudDirty.business_id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
+    rows = list(await session.execute(_OLDEST_MARKS, {"limit": limit}))
     for business_id, since in rows:
-        await session.execute(
-            delete(FraudDirty).where(FraudDirty.business_id == business_id, FraudDirty.since == since)
-        )
+        await session.execute(_UNMARK, {"b_business_id": business_id, "b_since": since})
     return [r[0] for r in rows]
 
 

@@ -89,7 +89,8 @@ _TAKE_WAVE = (
     )
 )  # fmt: skip
 _NEXT_WAVE_DUE = update(_LEADS).where(_leads.id == bindparam("lead_id")).values(next_wave_at=bindparam("due"))
-_DUE_AFTER_NIGHT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous"))
+# Unless a wave went out meanwhile (the counter moved on): a wave put off by the night, a return's next wave.
+_DUE_UNLESS_SENT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous"))
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
 _OFFERED = select(_offers.business_id).where(
@@ -202,7 +203,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     if wave > 1 and off_hours.is_off(now):  # no escalation at night: the wave goes out when the off hours end
         morning = off_hours.open_at(now)
         # Due then (the lost-wave sweep would otherwise find it overdue all night and send it again and again).
-        await session.execute(_DUE_AFTER_NIGHT, {"lead_id": lead_id, "previous": wave - 1, "due": morning})
+        await session.execute(_DUE_UNLESS_SENT, {"lead_id": lead_id, "previous": wave - 1, "due": morning})
         due_in = (morning - now).total_seconds()
         uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in))
         return 0
@@ -589,19 +590,22 @@ async def offer_owed_replacement(
 OWED_TRIES = 3
 
 
+# A lead's category and when its last wave went out (its newest offer), built once: read at each return that
+# reopens a lead.
+_LAST_WAVE = (
+    select(_leads.category, func.max(_offers.created_at))
+    .select_from(_LEADS.outerjoin(_OFFERS, _offers.lead_id == _leads.id))
+    .where(_leads.id == bindparam("lead_id"))
+    .group_by(_leads.category)
+)
+
+
 async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id: str, waves_sent: int) -> float:
     """A place of an open lead came free (a return): its next wave goes out the category's wave delay after its
     last one, not at once, so a business of an early wave cannot hand the lead to the next wave early by returning
     it. Records when it is due (for the lost-wave sweep) and returns the seconds until then (0: due already)."""
     now = utcnow()
-    row = (
-        await session.execute(
-            select(_leads.category, func.max(_offers.created_at))
-            .select_from(_LEADS.outerjoin(_OFFERS, _offers.lead_id == _leads.id))
-            .where(_leads.id == lead_id)
-            .group_by(_leads.category)
-        )
-    ).one_or_none()
+    row = (await session.execute(_LAST_WAVE, {"lead_id": lead_id})).one_or_none()
     if row is None or row[1] is None:
         return 0.0
     category, last = row
@@ -609,7 +613,7 @@ async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id:
     due = next_wave_at(settings, category, last)
     if due <= now:
         return 0.0
-    await session.execute(_NEXT_WAVE_DUE.where(_leads.waves_sent == waves_sent), {"lead_id": lead_id, "due": due})
+    await session.execute(_DUE_UNLESS_SENT, {"lead_id": lead_id, "previous": waves_sent, "due": due})
     return (due - now).total_seconds()
 
 

@@ -75,7 +75,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     principal = cache.get(token_hash)
     if principal is None:
         async with connection.app.state.engine.connect() as db:
-            principal = await resolve_token(db, token.strip())
+            principal = await resolve_token(db, token_hash)
         if principal is None:
             raise Unauthorized("unknown or revoked token")
         cache.put(token_hash, principal)

@@ -67,10 +67,11 @@ _PRINCIPAL = (
 )
 
 
-async def resolve_token(db: AsyncConnection | AsyncSession, token: str) -> Principal | None:
-    """The principal a bearer token stands for (None: unknown or revoked). `db` may be a bare connection: the guard
-    reads it before any unit of work, and an ORM session would cost it more than the read."""
-    row = (await db.execute(_PRINCIPAL, {"token_hash": hash_token(token)})).first()
+async def resolve_token(db: AsyncConnection | AsyncSession, token_hash: str) -> Principal | None:
+    """The principal a bearer token (by its hash, `tokens.hash_token`, as the guard's cache keys it) stands for (None:
+    unknown or revoked). `db` may be a bare connection: the guard reads it before any unit of work, and an ORM session
+    would cost it more than the read."""
+    row = (await db.execute(_PRINCIPAL, {"token_hash": token_hash})).first()
     if row is None:
         return None
     if row.operator_id is not None:

@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Select, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -49,15 +49,16 @@ def _same_need(in_club: bool) -> Select[str]:
     """The lead a submission joins, if any (built once per shape: every intake reads it).
 
     The same customer's need inside a club and on the open market (or in another club) are two leads: served by
-    different businesses, neither joins the other. A lead sold in full is joined (its businesses have the customer's
-    contact), an open one while it lasts; one that has ended (its time ran out unsold, or the customer said it hired
-    someone) is joined by nothing: asking again is a new need, or the same one still unserved."""
+    different businesses, neither joins the other. Within the window the same need is one lead whatever became of
+    it: open, sold in full, or taken off the market because the customer hired someone (a submission a moment later
+    is the same request again, or a business selling back a contact it got here; as a new lead it would sell
+    buyers a customer already served). A lead nobody took lives as long as the window (`lead_ttl_hours`), so an
+    unserved need asked again after it is a new lead."""
     return (
         select(Lead.id)
         .where(
             Lead.dedup_key == bindparam("key"),
             Lead.created_at >= bindparam("window_start"),
-            or_(Lead.status == "full", and_(Lead.status == "open", Lead.expires_at > bindparam("now"))),
             Lead.club_id == bindparam("club") if in_club else Lead.club_id.is_(None),
         )
         .order_by(Lead.created_at.desc())
@@ -105,7 +106,7 @@ async def submit_lead(
     window_start = now - timedelta(hours=settings.windows.dedup_hours)
     existing = await session.scalar(
         _SAME_NEED if data.club is None else _SAME_NEED_IN_CLUB,
-        {"key": key, "window_start": window_start, "now": now, "club": data.club},
+        {"key": key, "window_start": window_start, "club": data.club},
     )
     if existing is not None:
         await session.execute(

@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from marketplace.clock import clock, utcnow
 from marketplace.db.models import Lead, LeadContact
-from tests.factories import auth, lead_body, operator_token, register
+from tests.factories import auth, lead_body, offers_of, operator_token, register
 
 
 async def test_customer_lead_is_normalised_and_contact_stored_apart(app, client, db):
@@ -53,30 +53,41 @@ async def test_same_contact_after_the_window_is_a_new_lead(settings, client, db)
     assert await db.count(Lead) == 2
 
 
-async def test_asking_again_after_the_lead_ended_is_a_new_lead(app, client, db):
-    # A lead ends when the customer says it hired someone (a survey answer) or its time runs out: the same customer
-    # asking again within the dedup window has a new need (or the old one unserved), not a duplicate of an ended lead.
-    body = lead_body()
-    first = (await client.post("/v1/leads", json=body)).json()["id"]
-    async with app.state.uow() as uow:
-        await uow.session.execute(update(Lead).where(Lead.id == first).values(status="expired"))
+async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it(app, client, db):
+    # A buyer claims the lead and reports the deal won (the lead is taken off the market): the same request again a
+    # moment later, from the customer or from the buyer selling the contact back, is the same lead, not a new one
+    # to sell other buyers a customer already served.
+    body = lead_body(category="plumbing", region="tel-aviv")
+    _, buyer = await register(client, "lead_buyer")
+    lead_id = (await client.post("/v1/leads", json=body)).json()["id"]
+    await app.state.jobs.run_due()
+    (offer,) = await offers_of(client, buyer)
+    offer_id = offer["offer_id"]
+    claim = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert claim.status_code == 201, claim.text
+    won = await client.post(
+        f"/v1/exposures/{claim.json()['id']}/status",
+        headers=auth(buyer),
+        json={"status": "won", "turnover": {"amount_minor": 500_000, "currency": "ILS"}},
+    )
+    assert won.status_code == 200, won.text
+    assert (await db.scalar(select(Lead.expires_at).where(Lead.id == lead_id))) <= utcnow()
+
     again = await client.post("/v1/leads", json=body)
-    assert again.status_code == 201, again.text
-    second = again.json()["id"]
-    assert second != first and again.json()["status"] == "open"
-    # Its lifetime over (before the dedup window's), without the status written yet: the same.
+    assert again.status_code == 200 and again.json()["id"] == lead_id and again.json()["duplicate"] is True
+    sold_back = await client.post("/v1/businesses/me/leads", headers=auth(buyer), json=body)
+    assert sold_back.status_code == 200 and sold_back.json()["id"] == lead_id
+    # An expired one too (its lifetime is the window's, so this only happens when it ended early).
     async with app.state.uow() as uow:
-        ended = utcnow() - timedelta(minutes=1)
-        await uow.session.execute(update(Lead).where(Lead.id == second).values(expires_at=ended))
-    third = await client.post("/v1/leads", json=body)
-    assert third.status_code == 201 and third.json()["id"] not in (first, second)
-    # And an open one is still joined; so is one sold in full (its buyers have the contact), even past its lifetime.
-    assert (await client.post("/v1/leads", json=body)).json()["id"] == third.json()["id"]
-    async with app.state.uow() as uow:
-        sold = update(Lead).where(Lead.id == third.json()["id"]).values(status="full", expires_at=ended)
-        await uow.session.execute(sold)
-    assert (await client.post("/v1/leads", json=body)).json()["id"] == third.json()["id"]
-    assert await db.count(Lead) == 3
+        await uow.session.execute(update(Lead).where(Lead.id == lead_id).values(status="expired"))
+    assert (await client.post("/v1/leads", json=body)).json()["id"] == lead_id
+    assert await db.count(Lead) == 1
+    assert await db.scalar(select(Lead.seen_count)) == 4
+    assert await db.scalar(select(Lead.seller_business_id)) is None  # the seller route changed nothing of it
+
+    clock.advance(timedelta(hours=72, minutes=1))
+    after = await client.post("/v1/leads", json=body)
+    assert after.status_code == 201 and after.json()["id"] != lead_id
 
 
 async def test_business_sells_an_inquiry(client, db):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -16,6 +15,7 @@ from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
+from marketplace.http.strict import QueryInt
 from marketplace.leads.services import get_lead
 from marketplace.ranking.events import Event
 from marketplace.ranking.service import moved
@@ -32,7 +32,7 @@ class ExposureController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
     ) -> Page[schemas.Exposure]:
@@ -141,16 +141,6 @@ class ExposureController(Controller):
                 )
             )
             refund = returned.refund
-            if returned.next_wave is not None:  # the freed place goes back to the market (a wave is idempotent)
-                uow.after_commit(
-                    functools.partial(
-                        state.jobs.enqueue,
-                        "send_wave",
-                        returned.exposure.lead_id,
-                        returned.next_wave,
-                        delay_seconds=returned.wave_in,
-                    )
-                )
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,
                 status=returned.exposure.status,

@@ -20,12 +20,11 @@ from marketplace.http.idempotency import Private
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.leads.schemas import Contact
-from marketplace.leads.services import free_a_place, summary
+from marketplace.leads.services import summary
 from marketplace.money import Money
 from marketplace.offers.services import (
     close_open_offers,
     offer_replacement,
-    schedule_next_wave,
     take_off_the_market,
     withdraw_offers_over_credit,
 )
@@ -60,8 +59,6 @@ class Returned:
     before: Before
     replacement: Offer | None
     refund: Money | None
-    next_wave: int | None = None  # the lead is open again: its place goes to the market in this wave
-    wave_in: float = 0.0  # seconds until that wave is due (the category's wave delay after the last)
 
 
 # Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):
@@ -289,8 +286,11 @@ async def upgrade_to_exclusive(
 async def return_exposure(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, reason: str
 ) -> Returned:
-    """Return an irrelevant lead within the window. Its slot goes back to the market; a deal maker gets a
-    replacement offer, a lead buyer's price is owed back as a refund (the wallet credits it)."""
+    """Return an irrelevant lead within the window: a deal maker gets a replacement offer (another lead), a lead
+    buyer's price is owed back as a refund (the wallet credits it). The returned lead's place does not go back to the
+    market: the business has seen the contact, and a lead is exposed to at most `max_exposures` businesses (the
+    customer is called by no more; nor can a claim and a return hand the contact on). It no longer counts against
+    the business's caps."""
     if not reason.strip():
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
     exposure = await get_own(session, business, exposure_id, lock=True)
@@ -311,7 +311,6 @@ async def return_exposure(
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
     exposure.stale = False
-    reopened = await free_a_place(session, exposure.lead_id, now)
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
@@ -324,11 +323,7 @@ async def return_exposure(
     if lead is not None:  # a partner's qualified-lead fee stands on a claim that is kept
         await wallet.claim_returned(session, settings, lead, exposure)
     await session.flush()
-    next_wave, wave_in = None, 0.0
-    if reopened is not None and reopened[0] == "open":
-        next_wave = reopened[1] + 1
-        wave_in = await schedule_next_wave(session, settings, exposure.lead_id, reopened[1])
-    return Returned(exposure, before, replacement, refund, next_wave, wave_in)
+    return Returned(exposure, before, replacement, refund)
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:

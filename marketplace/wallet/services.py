@@ -510,9 +510,10 @@ async def charge_exposure(
 async def lead_taken(
     session: AsyncSession, settings: Settings, plan: CommissionPlan, exposure: Exposure, lead: Lead
 ) -> None:
-    """A business claimed the lead: the first claim of a referred lead earns its partner the qualified-lead fee
-    (once per lead, however often a return or a block frees a place to claim again)."""
-    if lead.referral_code and lead.exposure_count == 1:  # a later claim finds the fee paid (by its key) or not due
+    """A business claimed the lead: a claim of a referred lead earns its partner the qualified-lead fee while no
+    claim kept holds it (once per lead: a later claim finds it standing; after the returns of every claim that held
+    it, the next claim earns it again)."""
+    if lead.referral_code:  # (the lead's place count says nothing: returned places are not given again)
         price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 

@@ -96,9 +96,11 @@ async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_it_
         f"/v1/exposures/{assigned.json()['id']}/return", headers=auth(maker), json={"reason": "not my trade"}
     )
     assert returned.status_code == 200, returned.text
-    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 1
+    # The deal maker saw the contact: its place still counts (a returned place is not offered again).
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 2
 
-    # The holder is alone again, but the deal maker saw the contact: exclusivity would be sold for nothing.
+    # The holder is the only one left holding it, but the deal maker saw the contact: exclusivity would be sold for
+    # nothing.
     upgrade = await client.post(f"/v1/exposures/{held.json()['id']}/exclusive", headers=auth(holder))
     assert upgrade.status_code == 409, upgrade.text
     assert "seen" in upgrade.json()["detail"]
@@ -118,7 +120,7 @@ async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_it_
     shared = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
     assert shared.status_code == 201, shared.text
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
-    assert not lead.is_exclusive and lead.exposure_count == 2
+    assert not lead.is_exclusive and lead.exposure_count == 3  # the holder, the deal maker who returned it, and late
 
 
 async def test_a_business_never_claims_beyond_its_daily_cap_even_with_offers_open_at_once(app, client, db):

@@ -157,9 +157,9 @@ async def test_the_qualified_lead_fee_stands_once_per_lead_on_a_claim_that_is_ke
     operator = await operator_token(app)
     code = await code_for(client, operator, referrer="site-3")
     (a_id, a), (b_id, b), (c_id, c) = [
-        await register(client, "lead_buyer", profile={"categories": ["legal"]}) for _ in range(3)
+        await register(client, "lead_buyer", profile={"categories": ["accounting"]}) for _ in range(3)
     ]
-    response = await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))
+    response = await client.post("/v1/leads", json=lead_body(referral_code=code, category="accounting"))
     lead_id = response.json()["id"]
     (offer_a, offer_b) = await offer_lead_to(app, lead_id, [a_id, b_id])
     first = await claim(client, a, offer_a)
@@ -180,7 +180,8 @@ async def test_the_qualified_lead_fee_stands_once_per_lead_on_a_claim_that_is_ke
     await give_back(b, second)  # nobody keeps it now: it was not a qualified lead, and the fee is taken back
     assert (await payables(client, operator)).get("site-3", 0) == 0
 
-    # The fee changed since; the lead's next claim (its places freed by the returns) earns the fee in force now.
+    # The fee changed since; the lead's next claim (its third place: a returned one is not given again) earns the fee
+    # in force now.
     plan = (await client.get("/v1/commission-plans", headers=auth(operator))).json()["items"][0]["definition"]
     plan["tiers"]["qualified_lead"]["fixed"]["amount_minor"] = 3_000
     assert (await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})).is_success

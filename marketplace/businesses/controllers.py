@@ -16,6 +16,7 @@ from marketplace.errors import InvalidInput
 from marketplace.fraud.services import release_open_deals
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
+from marketplace.http.strict import QueryInt
 from marketplace.identity.services import Principal
 from marketplace.ranking.service import joined
 from marketplace.uow import UnitOfWork
@@ -137,7 +138,7 @@ class BusinessController(Controller):
 
     @get("/unreliable", opt=access(Access.PUBLIC))
     async def unreliable(
-        self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        self, state: State, limit: FromQuery[QueryInt] = QueryInt(50), cursor: FromQuery[str | None] = None
     ) -> Page[schemas.UnreliableBusiness]:
         """The public list of businesses marked unreliable, newest first; paginated like every list."""
         async with state.uow() as uow:

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.businesses import schemas
-from marketplace.clock import utcnow
+from marketplace.clock import day_start, month_start, utcnow
 from marketplace.clubs import services as clubs
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
@@ -20,6 +20,7 @@ from marketplace.http.pagination import check_limit
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
 from marketplace.offers.matching import fits_business
+from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 
@@ -188,6 +189,7 @@ async def update_business(
             .where(Offer.business_id == business.id, Offer.status == "open", Offer.lead_id.in_(unfit))
             .values(status="closed")
         )
+        await _withdraw_offers_at_cap(session, settings, business)
     if session.is_modified(business):  # a change that changes nothing (an empty PATCH) is not an update
         business.updated_at = utcnow()
     try:
@@ -196,6 +198,27 @@ async def update_business(
     except IntegrityError as exc:  # another business took the email between the check above and this write
         raise _email_taken() from exc
     return business
+
+
+async def _withdraw_offers_at_cap(session: AsyncSession, settings: Settings, business: Business) -> None:
+    """A cap lowered to what the business has already received today or this month (leads it gave back do not
+    count): every claim of its open offers would be refused, so they are withdrawn, as when a claim reaches a cap
+    (offers.services.claim_offer, with the same count and statement). Replacements it is owed stay."""
+    now, zone = utcnow(), settings.jurisdiction.zone
+    today, this_month, _ = (
+        await session.execute(
+            RECEIVED_AND_OWED,
+            {
+                "business_id": business.id,
+                "day": day_start(now, zone),
+                "month": month_start(now, zone),
+                "currency": business.currency,
+            },
+        )
+    ).one()
+    if today >= business.daily_cap or this_month >= business.monthly_cap:
+        # No offer is being claimed here: an id no offer has keeps every open one in the withdrawal.
+        await session.execute(CLOSE_OTHER_OFFERS, {"of_business": business.id, "claimed": ""})
 
 
 def _email_taken() -> Conflict:

@@ -13,6 +13,7 @@ from marketplace.clubs import schemas, services
 from marketplace.db.models import Business
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
+from marketplace.http.strict import QueryInt
 from marketplace.identity.services import issue_club_token, reissue_club_token
 
 
@@ -36,7 +37,7 @@ class ClubController(Controller):
 
     @get("/clubs", opt=access(Access.OPERATOR))
     async def list_clubs(
-        self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        self, state: State, limit: FromQuery[QueryInt] = QueryInt(50), cursor: FromQuery[str | None] = None
     ) -> Page[schemas.Club]:
         async with state.uow() as uow:
             items, next_cursor = await services.list_clubs(uow.session, state.settings, check_limit(limit), cursor)
@@ -83,7 +84,7 @@ class ClubController(Controller):
         state: State,
         request: Request[Any, Any, Any],
         club_id: FromPath[str],
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Member]:
         """The club's members (to its own operator, or the marketplace's), by business id: whom it may take out."""
@@ -114,7 +115,7 @@ class ClubController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Membership]:
         """The clubs the business is a member of, by club id."""

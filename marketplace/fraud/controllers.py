@@ -14,6 +14,7 @@ from marketplace.errors import InvalidInput
 from marketplace.fraud import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
+from marketplace.http.strict import QueryInt
 
 
 async def _survey_link_first(request: Request[Any, Any, Any]) -> None:
@@ -60,7 +61,7 @@ class NotificationController(Controller):
     async def list_notifications(
         self,
         state: State,
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
         kind: FromQuery[str | None] = None,
         reference: FromQuery[str | None] = None,
@@ -82,7 +83,7 @@ class FraudController(Controller):
     async def list_alerts(
         self,
         state: State,
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
         status: FromQuery[str | None] = None,
     ) -> Page[schemas.Alert]:

@@ -13,6 +13,7 @@ import msgspec
 from litestar import Litestar, Request
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from litestar.typing import FieldDefinition
 
 from marketplace.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.identity.services import Principal, resolve_token
@@ -121,8 +122,9 @@ def _is_docs(path: str) -> bool:
 def check_declared(app: Litestar) -> None:
     """Every route declares its access rule (start-up refuses one that does not); and each notes the query
     parameters it reads, so that the guard refuses any other (a filter the route does not have would otherwise
-    be ignored, and the answer would look filtered when it is not)."""
-    missing = []
+    be ignored, and the answer would look filtered when it is not). An integer query parameter is a `QueryInt`
+    (digits only): start-up refuses a plain `int` one too."""
+    missing, loose = [], []
     for route in app.routes:
         for handler in getattr(route, "route_handlers", []):
             if handler.http_methods == {"OPTIONS"} or _is_docs(route.path):
@@ -133,8 +135,21 @@ def check_declared(app: Litestar) -> None:
             kwargs = handler.create_kwargs_model(path_parameters=route.path_parameters)
             handler.opt[_QUERY] = frozenset(p.field_alias for p in kwargs.expected_query_params)
             handler.opt[_BODY] = "data" in handler.parsed_fn_signature.parameters
+            signature = handler.parsed_fn_signature.parameters
+            loose += [
+                f"{sorted(handler.http_methods)} {route.path} ?{p.field_alias}"
+                for p in kwargs.expected_query_params
+                if p.field_name in signature and _is_plain_int(signature[p.field_name])
+            ]
     if missing:
         raise RuntimeError(f"routes without an access rule: {missing}")
+    if loose:
+        raise RuntimeError(f"integer query parameters read as JSON numbers (declare them strict.QueryInt): {loose}")
+
+
+def _is_plain_int(field: FieldDefinition) -> bool:
+    """An `int` query parameter, optional or not: Litestar would take `1e2` for 100 and refuse `05`."""
+    return field.annotation is int or (field.is_optional and any(t.annotation is int for t in field.inner_types))
 
 
 async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

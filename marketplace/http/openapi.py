@@ -1,7 +1,7 @@
 """What the served OpenAPI schema says beyond what Litestar derives from the handlers: how callers authenticate
-(a bearer token on every route but the public ones), the invoice's PDF form, the claim's optional body, and the
+(a bearer token on every route but the public ones), the invoice's PDF form, the claim's optional body, the
 bounds of fields that may be left out (Litestar drops a lower bound of 0, and wraps such a field in a oneOf of
-one schema)."""
+one schema), and that an integer query parameter (`QueryInt`) is an integer."""
 
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.plugins import OpenAPISchemaPlugin
+from litestar.typing import FieldDefinition
 
 from marketplace.http.access import Access
 from marketplace.http.pagination import MAX_LIMIT
+from marketplace.http.strict import QueryInt
 
 BEARER = "bearer"
 COMPONENTS = Components(
@@ -42,6 +45,17 @@ COMPONENTS = Components(
 _OPTIONAL_BODIES = {("/v1/offers/{offer_id}/claim", "post"), ("/v1/clubs/{club_id}/invitations", "post")}
 # Operations that answer in another form on request (`Accept`), beside JSON.
 _ALSO_AS = {("/v1/invoices/{invoice_id}", "get", "200"): "application/pdf"}
+
+
+class QueryIntSchema(OpenAPISchemaPlugin):
+    """`QueryInt` is documented as what it is on the wire, an integer (Litestar knows no schema for an int
+    subclass, and would document none)."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.annotation is QueryInt
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        return Schema(type=OpenAPIType.INTEGER)
 
 
 def document_access(app: Litestar) -> None:

@@ -1,7 +1,11 @@
-"""Cursor pagination: `?limit=` (max 200) and `?cursor=` (the last id seen; ids are time-ordered)."""
+"""Cursor pagination: `?limit=` (max 200) and `?cursor=` (the last id seen; ids are time-ordered, or, for a list
+computed whole at each request, the last position seen)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
@@ -47,3 +51,28 @@ def paginate_desc(query: Select[Any], id_column: Any, limit: int, cursor: str | 
 def page_of(rows: Sequence[Any], limit: int, id_of: Any) -> tuple[list[Any], str | None]:
     items = list(rows[:limit])
     return items, (id_of(items[-1]) if len(rows) > limit and items else None)
+
+
+_POSITION = re.compile(r"[1-9][0-9]{0,8}")
+
+
+def position_cursor(list_key: str, position: int) -> str:
+    """The cursor after `position` (from 1) of a list computed whole at each request (a lead's ranking), tied to
+    that list (`list_key`): opaque to clients, who send it back as they got it."""
+    return base64.urlsafe_b64encode(f"{list_key}:{position}".encode()).decode("ascii").rstrip("=")
+
+
+def after_position(cursor: str | None, list_key: str) -> int:
+    """The position a page of such a list starts after: 0 for the first page; a cursor this list did not give out
+    (another list's, altered, made up) is a 422."""
+    if not cursor:
+        return 0
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raw = ""
+    key, _, position = raw.rpartition(":")
+    # Only the exact text it gives out: no other spelling (padding, leading zeros) of the same position.
+    if key != list_key or not _POSITION.fullmatch(position) or position_cursor(key, int(position)) != cursor:
+        raise InvalidInput.field("cursor", "not a cursor this list gave out")
+    return int(position)

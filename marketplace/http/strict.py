@@ -1,7 +1,9 @@
-"""Strict JSON bodies: a body is converted into the handler's msgspec type with strict typing.
+"""Strict JSON bodies and integer query parameters: a body is converted into the handler's msgspec type with strict
+typing, and an integer query parameter (`QueryInt`) is plain decimal digits.
 
 Litestar converts bodies leniently (`"1500"` or `1500.0` becomes the integer 1500, `"true"` a boolean);
 the wire contract wants a wrong type refused with the field named, never coerced, so that amounts stay exact.
+Its query integers are read as JSON numbers are, so `?limit=1e2` was 100 and `?limit=05` refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,35 @@ from litestar.exceptions import ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
 from marketplace.errors import BadRequest, UnsupportedMediaType
+
+
+class QueryInt(int):
+    """An integer query parameter (`limit: FromQuery[QueryInt] = QueryInt(50)`): decimal digits and nothing else
+    (`05` is 5); a float, an exponent, a sign or a space is a 422 naming the parameter. A plain `int` query
+    parameter is refused at start-up (access.check_declared): Litestar would read it as a JSON number."""
+
+
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only: `\d` would take other scripts' digits too
+_QUERY_INT_MESSAGE = "must be a whole number written in the digits 0-9 alone (no sign, decimal point or exponent)"
+
+
+def _is_query_int(target: Any) -> bool:
+    return target is QueryInt
+
+
+def _query_int(_: Any, value: Any) -> QueryInt:
+    """Litestar's type decoder for QueryInt, given the parameter's text (a default never reaches it). A ValueError
+    becomes a validation error at the parameter's name (problems.validation_error: a 422)."""
+    if not isinstance(value, str) or not _DIGITS.fullmatch(value):
+        raise ValueError(_QUERY_INT_MESSAGE)
+    try:
+        return QueryInt(value)
+    except ValueError:  # more digits than Python converts (4,300): no list has a use for such a number
+        raise ValueError("too large a number") from None
+
+
+# For Litestar(type_decoders=...).
+TYPE_DECODERS = [(_is_query_int, _query_int)]
 
 
 def _is_struct(annotation: Any) -> bool:

@@ -13,8 +13,9 @@ from marketplace.exposures.schemas import Exposure
 from marketplace.exposures.services import CONTACT, to_schema
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
-from marketplace.http.pagination import Page, check_limit
+from marketplace.http.pagination import MAX_LIMIT, Page, after_position, check_limit, position_cursor
 from marketplace.http.problems import documented
+from marketplace.http.strict import QueryInt
 from marketplace.leads.services import get_lead
 from marketplace.offers import schemas, services
 from marketplace.ranking.events import Event
@@ -31,7 +32,7 @@ class OfferController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Offer]:
         """Leads offered to the calling business now: summaries only, never the contact."""
@@ -70,14 +71,36 @@ class OfferController(Controller):
         state.ranking_sync.record(*made)  # its history and caps moved (nothing, for a replayed retry)
         return response
 
-    @get("/leads/{lead_id:str}/ranking", opt=access(Access.OPERATOR))
-    async def ranking(self, state: State, lead_id: FromPath[str]) -> schemas.LeadRanking:
+    @get(
+        "/leads/{lead_id:str}/ranking",
+        opt=access(Access.OPERATOR),
+        responses={
+            200: documented(
+                schemas.LeadRanking,
+                "One page of the lead's candidates (`?limit=`, 200 by default, and `?cursor=`), in the order of their "
+                "`position`; `next_cursor` is null on the last page",
+            )
+        },
+    )
+    async def ranking(
+        self,
+        state: State,
+        lead_id: FromPath[str],
+        limit: FromQuery[QueryInt] = QueryInt(MAX_LIMIT),
+        cursor: FromQuery[str | None] = None,
+    ) -> schemas.LeadRanking:
         """The lead's candidates as the ranker orders them now, each with its score's factors; those
         already offered the lead come first, with the wave, score and rank (within that wave) recorded on their
         offer and the offer's status, then the others ranked from 1 in the order the next waves would offer it to
         them (none once the lead is full, exclusive or closed: no next wave goes out; one whose offer was withdrawn
         may be offered again, so it is among them). An offered business since blocked or suspended says so
-        (`excluded`); such a business is never among the others."""
+        (`excluded`); such a business is never among the others.
+
+        Paginated: `candidates` holds up to `limit` of them (200 by default, at most 200), each with its `position`
+        in the whole list; `next_cursor` (null on the last page) fetches the next page as `?cursor=`. The ranking
+        is computed afresh for each page, so a page goes on after that position in the ranking as it is then."""
+        check_limit(limit)
+        after = after_position(cursor, lead_id)
         await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:
             lead = await get_lead(uow.session, lead_id)
@@ -105,4 +128,10 @@ class OfferController(Controller):
         ]
         for position, candidate in enumerate(candidates, start=1):
             candidate.position = position
-        return schemas.LeadRanking(lead_id=lead_id, policy=state.ranker.name, candidates=candidates)
+        end = after + limit
+        return schemas.LeadRanking(
+            lead_id=lead_id,
+            policy=state.ranker.name,
+            candidates=candidates[after:end],
+            next_cursor=position_cursor(lead_id, end) if len(candidates) > end else None,
+        )

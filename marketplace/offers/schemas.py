@@ -43,7 +43,8 @@ class RankedCandidate(msgspec.Struct):
     # The offer's status (open, claimed, expired, or closed: withdrawn, and it may be offered again); null while
     # not offered.
     offer_status: str | None = None
-    # Its place in this whole list, from 1: the order the lead reached (or would reach) the candidates, unique.
+    # Its place in the whole list (not in its page), from 1: the order the lead reached (or would reach) the
+    # candidates, unique.
     position: int = 0
     # Why an offered business is out of the running now (its account "blocked" or "suspended"); null while it
     # may still take the lead. A business out of the running is not among those not offered yet.
@@ -53,4 +54,5 @@ class RankedCandidate(msgspec.Struct):
 class LeadRanking(msgspec.Struct):
     lead_id: str
     policy: str
-    candidates: list[RankedCandidate]
+    candidates: list[RankedCandidate]  # one page of them, in the order of their `position`
+    next_cursor: str | None  # the next page's `?cursor=`; null on the last page

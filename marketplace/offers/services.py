@@ -372,7 +372,7 @@ _SETTLE_OWED = (
 _CLOSE_OPEN_OFFERS = (
     update(_OFFERS).where(_offers.lead_id == bindparam("of_lead"), _offers.status == "open").values(status="closed")
 )
-_CLOSE_OTHER_OFFERS = (
+CLOSE_OTHER_OFFERS = (
     update(_OFFERS)
     .where(
         _offers.business_id == bindparam("of_business"),
@@ -396,7 +396,7 @@ _LOCK_CLAIMER = (
     .with_for_update(key_share=True)
 )
 _ACCOUNTS = table(LedgerAccount).c
-_RECEIVED_AND_OWED = select(
+RECEIVED_AND_OWED = select(
     func.count().filter(_EXPOSURES.c.created_at >= bindparam("day")),
     func.count(),
     select(_ACCOUNTS.balance_minor)
@@ -433,7 +433,7 @@ async def _check_claimer(
         "month": month_start(now, zone),
         "currency": currency,
     }
-    today, this_month, owed = (await session.execute(_RECEIVED_AND_OWED, params)).one()
+    today, this_month, owed = (await session.execute(RECEIVED_AND_OWED, params)).one()
     if today >= daily_cap:
         raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
     if this_month >= monthly_cap:
@@ -485,7 +485,7 @@ async def claim_offer(
     if reaches_cap:
         # Its other open offers could only be refused: withdrawn, they leave its list and the leads' places (a
         # withdrawn offer does not count as offered, so a lead still open when the cap allows is offered again).
-        await session.execute(_CLOSE_OTHER_OFFERS, {"of_business": business.id, "claimed": offer_id})
+        await session.execute(CLOSE_OTHER_OFFERS, {"of_business": business.id, "claimed": offer_id})
     if offer.replaces_exposure_id is not None:  # a replacement taken: what its return was owed is settled
         await session.execute(_SETTLE_OWED, {"exposure_id": offer.replaces_exposure_id, "owed_to": business.id})
 

@@ -24,6 +24,7 @@ from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idemp
 from marketplace.http.negotiation import preferred
 from marketplace.http.pagination import Page, check_cursor, check_limit, page_of
 from marketplace.http.problems import documented
+from marketplace.http.strict import QueryInt
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.ranking.sync import ALL
@@ -37,6 +38,8 @@ from marketplace.wallet.ledger import TransferKind
 CSV_PAGE = 1000
 SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 KINDS = frozenset(k.value for k in TransferKind)
+# The headers of an answer whose form the request's Accept header chose (RFC 9110 12.5.5).
+NEGOTIATED = {"Vary": "Accept"}
 
 
 # A posting's id is a 64-bit integer in both databases: a larger "cursor" was never given out (and SQLite cannot
@@ -71,7 +74,7 @@ class WalletController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
         since: FromQuery[datetime | None] = None,
         until: FromQuery[datetime | None] = None,
@@ -203,7 +206,7 @@ class WalletController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
         business_id: FromQuery[str | None] = None,
     ) -> Page[schemas.InvoiceSummary]:
@@ -222,14 +225,17 @@ class WalletController(Controller):
         """The invoice as JSON, or as a PDF with `Accept: application/pdf`."""
         async with state.uow() as uow:
             invoice = await queries.invoice_for(uow.session, current_principal(request), invoice_id)
-        # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred.
+        # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred. Either
+        # answer says it depends on Accept, so that a cache never gives one to a client that asked for the other.
         if preferred(request.headers.get("accept", ""), ["application/json", "application/pdf"]) == "application/pdf":
             pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
             number = invoice.document["number"]
             return Response(
-                pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{number}.pdf"'}
+                pdf,
+                media_type="application/pdf",
+                headers={"Content-Disposition": f'inline; filename="{number}.pdf"', **NEGOTIATED},
             )
-        return Response(queries.invoice_detail(invoice))
+        return Response(queries.invoice_detail(invoice), headers=NEGOTIATED)
 
     @get("/settlements", opt=access(Access.BUSINESS_OR_OPERATOR))
     async def settlements(
@@ -237,7 +243,7 @@ class WalletController(Controller):
         state: State,
         request: Request[Any, Any, Any],
         status: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Settlement]:
         if status is not None and status not in SETTLEMENT_STATUSES:
@@ -287,7 +293,7 @@ class WalletController(Controller):
         self,
         state: State,
         account: FromQuery[str | None] = None,
-        limit: FromQuery[int] = 50,
+        limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Payable]:
         """What the marketplace owes each club operator (its club's share of commissions) and each referrer (its
@@ -326,7 +332,7 @@ class WalletController(Controller):
 
     @get("/commission-plans", opt=access(Access.OPERATOR))
     async def plans(
-        self, state: State, limit: FromQuery[int] = 50, cursor: FromQuery[str | None] = None
+        self, state: State, limit: FromQuery[QueryInt] = QueryInt(50), cursor: FromQuery[str | None] = None
     ) -> Page[schemas.Plan]:
         """Every version of the commission plan, newest first (settled deals name the version they used)."""
         async with state.uow() as uow:

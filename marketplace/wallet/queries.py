@@ -42,7 +42,9 @@ def settlement_out(s: Settlement) -> schemas.Settlement:
         # The row keeps one decision time (a failed charge's retries are scheduled from it): shown under its name.
         confirmed_at=s.confirmed_at if s.status == "confirmed" else None,
         payee=s.payee,
-        failed_at=s.confirmed_at if s.status == "failed" else None,
+        # A failure stays on record when its charge is cancelled (the lead returned, the debt paid from the wallet,
+        # a retry in its place): only an open charge is cancelled, and of those only a failed one has a decision time.
+        failed_at=s.confirmed_at if s.status in ("failed", "cancelled") else None,
     )
 
 

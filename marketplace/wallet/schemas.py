@@ -24,7 +24,7 @@ class Settlement(msgspec.Struct):
     confirmed_at: datetime | None  # only a confirmed one's
     # A payable's payout: its account (e.g. marketplace:club_x:club_payable); None for a business's settlement.
     payee: str | None = None
-    failed_at: datetime | None = None  # only a failed one's
+    failed_at: datetime | None = None  # a failed one's, kept when it is then cancelled
 
 
 class Wallet(msgspec.Struct):

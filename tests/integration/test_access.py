@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar import Litestar, get
+from litestar.params import FromQuery
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
@@ -17,6 +18,7 @@ from marketplace.app import create_app
 from marketplace.db.models import ApiToken, Business, Exposure, Lead
 from marketplace.http.access import Access, access, access_guard, check_declared
 from marketplace.http.problems import EXCEPTION_HANDLERS, PROBLEM
+from marketplace.http.strict import QueryInt
 from tests.conftest import make_settings
 from tests.factories import auth, lead_body, offer_lead_to, operator_token, register
 
@@ -220,6 +222,22 @@ async def test_a_route_without_an_access_rule_is_refused_at_start_up():
     with pytest.raises(RuntimeError, match="/forgotten") as raised:
         check_declared(Litestar(route_handlers=[declared, forgotten], openapi_config=None))
     assert "/declared" not in str(raised.value)
+
+
+async def test_an_integer_query_parameter_read_as_a_json_number_is_refused_at_start_up():
+    @get("/strict", opt=access(Access.PUBLIC), sync_to_thread=False)
+    def strict(limit: FromQuery[QueryInt] = QueryInt(50), cursor: FromQuery[str | None] = None) -> str:
+        return "ok"
+
+    @get("/loose", opt=access(Access.PUBLIC), sync_to_thread=False)
+    def loose(limit: FromQuery[int] = 50, page: FromQuery[int | None] = None) -> str:
+        return "ok"
+
+    check_declared(Litestar(route_handlers=[strict], openapi_config=None))
+    with pytest.raises(RuntimeError, match="QueryInt") as raised:  # `?limit=1e2` would be 100, `?limit=05` a 422
+        check_declared(Litestar(route_handlers=[strict, loose], openapi_config=None))
+    assert "/loose ?limit" in str(raised.value) and "/loose ?page" in str(raised.value)
+    assert "/strict" not in str(raised.value)
 
 
 async def test_create_app_refuses_a_controller_with_an_undeclared_route(monkeypatch, tmp_path):

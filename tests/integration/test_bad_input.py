@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from marketplace.db.models import ApiToken, Business, BusinessCategory, Exposure, Lead, LeadContact
+from marketplace.http.access import Access
 from marketplace.http.problems import PROBLEM
 from marketplace.leads import services as lead_services
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
@@ -371,9 +373,57 @@ async def test_taking_another_business_email_is_409_and_changes_nothing(client, 
 async def test_bad_query_parameter_is_422_naming_it(client):
     _, token = await register(client)
     table = Table()
-    for query in ("limit=abc", "limit=0", "limit=201", "limit=1.5"):
+    for query in ("limit=abc", "limit=0", "limit=201", "limit=1.5", "limit=1.0", "limit=1e2", "limit=+5", "limit=0201"):
         table.check(query, await client.get(f"/v1/offers?{query}", headers=auth(token)), 422, "limit")
     table.done()
+
+
+# Not plain decimal digits: each a 422 naming `limit` on every list, never read as a number (`1e2` was 100).
+NOT_DIGITS = ["1.0", "1e0", "1e2", "5.", "+5", "-5", " 5", "5 ", "0x10", "1_0", "", "\u0665", "\uff15", "abc"]
+
+
+async def test_every_lists_limit_is_plain_digits_leading_zeros_allowed(app, client):
+    lead_buyer_id, lead_buyer = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    token_for = {
+        Access.PUBLIC: None,
+        Access.OPERATOR: operator,
+        Access.BUSINESS_OR_OPERATOR: operator,
+        Access.CLUB_OR_OPERATOR: operator,
+        Access.BUSINESS: lead_buyer,
+        Access.LEAD_BUYER: lead_buyer,
+        Access.BUSINESS_SETTLING: lead_buyer,
+    }
+    lists = [
+        (re.sub(r"\{[^}]+\}", "x", route.path), token_for[handler.opt["access"]])
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if "GET" in getattr(handler, "http_methods", ()) and "limit" in handler.opt.get("query_parameters", ())
+    ]
+    assert len(lists) >= 13 and ("/v1/offers", lead_buyer) in lists, lists
+    table = Table()
+    for path, token in lists:
+        for value in NOT_DIGITS:  # refused by the parameter's type, before the route looks up any id in its path
+            response = await client.get(path, params={"limit": value}, headers=auth(token) if token else {})
+            table.check(f"{path}?limit={value!r}", response, 422, "limit")
+    table.done()
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lead_buyer_id])
+    for value in ("05", "0001", "0200"):  # leading zeros are still the number; the 200 rule stays
+        page = await client.get("/v1/offers", params={"limit": value}, headers=auth(lead_buyer))
+        assert page.status_code == 200 and [o["offer_id"] for o in page.json()["items"]] == [offer_id], page.text
+    notifications = await client.get("/v1/notifications", params={"limit": "007"}, headers=auth(operator))
+    assert notifications.status_code == 200, notifications.text
+    # The served schema still describes every list's limit as an integer from 1 to 200.
+    schema = (await client.get("/schema/openapi.json")).json()
+    limits = [
+        parameter["schema"]
+        for operations in schema["paths"].values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "limit"
+    ]
+    assert len(limits) == len(lists)
+    assert all((s.get("type"), s.get("minimum"), s.get("maximum")) == ("integer", 1, 200) for s in limits), limits
 
 
 async def test_unknown_route_and_wrong_method_are_problems_too(client):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from marketplace.clock import clock
-from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Lead
+from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Lead, Offer
 from marketplace.identity.tokens import hash_token
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
 
@@ -85,6 +85,49 @@ async def test_profile_change_with_caps_out_of_order_is_refused(client):
     assert response.json()["errors"][0]["field"] == "profile.monthly_cap"
     me = await client.get("/v1/businesses/me", headers=auth(token))
     assert me.json()["profile"]["daily_cap"] == 50
+
+
+async def test_lowering_a_cap_to_what_was_received_withdraws_the_open_offers_but_replacements(app, client, db):
+    clock.freeze(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # mid-month, mid-day where the marketplace trades
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"daily_cap": 5, "monthly_cap": 100})
+    claimed, kept, owed = [(await offer_lead_to(app, await submit_lead(client), [buyer_id]))[0] for _ in range(3)]
+    exposure = await client.post(f"/v1/offers/{claimed}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert exposure.status_code == 201, exposure.text
+    async with app.state.uow() as uow:  # a replacement it is owed, as a return makes one
+        await uow.session.execute(
+            update(Offer).where(Offer.id == owed).values(replaces_exposure_id=exposure.json()["id"])
+        )
+
+    async def listed() -> set[str]:
+        response = await client.get("/v1/offers", headers=auth(buyer))
+        assert response.status_code == 200, response.text
+        return {o["offer_id"] for o in response.json()["items"]}
+
+    # One received today: a cap of 2 still takes one more, so nothing is withdrawn.
+    lowered = await client.patch("/v1/businesses/me", headers=auth(buyer), json={"profile": {"daily_cap": 2}})
+    assert lowered.status_code == 200, lowered.text
+    assert await listed() == {kept, owed}
+    # A cap of 1 is reached: a claim of `kept` could only be refused, so it leaves the list, as at a claim's cap.
+    lowered = await client.patch("/v1/businesses/me", headers=auth(buyer), json={"profile": {"daily_cap": 1}})
+    assert lowered.status_code == 200 and lowered.json()["profile"]["daily_cap"] == 1, lowered.text
+    assert await listed() == {owed}
+    assert await db.scalar(select(Offer.status).where(Offer.id == kept)) == "closed"
+    assert await db.scalar(select(Offer.status).where(Offer.id == owed)) == "open"
+    refused = await client.post(f"/v1/offers/{kept}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert refused.status_code == 409 and "withdrawn" in refused.json()["detail"], refused.text
+
+    # The next day the daily cap takes leads again, but a monthly cap lowered to the month's one lead is reached.
+    clock.advance(timedelta(days=1))
+    (tomorrows,) = await offer_lead_to(app, await submit_lead(client), [buyer_id])
+    assert tomorrows in await listed()
+    same = await client.patch("/v1/businesses/me", headers=auth(buyer), json={"profile": {"monthly_cap": 2}})
+    assert same.status_code == 200 and tomorrows in await listed()
+    lowered = await client.patch(
+        "/v1/businesses/me", headers=auth(buyer), json={"profile": {"daily_cap": 1, "monthly_cap": 1}}
+    )
+    assert lowered.status_code == 200, lowered.text
+    assert tomorrows not in await listed()
+    assert await db.scalar(select(Offer.status).where(Offer.id == tomorrows)) == "closed"
 
 
 async def test_duplicate_email_is_a_conflict(client, db):

@@ -219,6 +219,24 @@ async def test_a_business_never_sees_another_business_money(app, client):
         assert answer.content.startswith(b"%PDF") is pdf_wanted, accept
 
 
+async def test_an_invoice_says_its_form_depends_on_accept(app, client):
+    # The same URL answers JSON or a PDF by the Accept header: a cache must key on it (Vary), or it could hand the
+    # PDF to a client that asked for JSON.
+    _, owner, _ = await claimed_exposure(app, client, "lead_buyer")
+    (invoice,) = (await client.get("/v1/invoices", headers=auth(owner))).json()["items"]
+    for accept, media in (
+        (None, "application/json"),
+        ("application/json", "application/json"),
+        ("application/pdf", "application/pdf"),
+        ("application/pdf;q=0", "application/json"),
+    ):
+        headers = auth(owner) if accept is None else {**auth(owner), "Accept": accept}
+        answer = await client.get(f"/v1/invoices/{invoice['id']}", headers=headers)
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith(media), accept
+        vary = {v.strip().lower() for v in answer.headers.get_list("vary", split_commas=True)}
+        assert "accept" in vary, (accept, answer.headers)
+
+
 # --- Idempotency-Key on every POST that moves money ----------------------------------------------------------
 
 

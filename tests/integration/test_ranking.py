@@ -118,6 +118,53 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert expected in factors
 
 
+async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, client):
+    for _ in range(5):
+        await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    lead_id = await submit_lead(client, category="plumbing")
+    other_lead = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    app.state.ranker.core.explore_share = 0.0  # the same order at every request: pages can be joined
+    op = await operator_token(app)
+    url = f"/v1/leads/{lead_id}/ranking"
+
+    def key(candidate: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(candidate[field] for field in ("position", "business_id", "offered", "wave", "rank"))
+
+    whole = await client.get(url, headers=auth(op))  # 200 a page by default: all of them, and no next page
+    assert whole.status_code == 200, whole.text
+    everyone = [key(c) for c in whole.json()["candidates"]]
+    assert len(everyone) == 5 and whole.json()["next_cursor"] is None
+    assert [c[0] for c in everyone] == [1, 2, 3, 4, 5]
+    assert any(c[2] for c in everyone) and not all(c[2] for c in everyone)  # offered ones, and ones to offer next
+    walked, pages, cursor = [], [], None
+    while True:
+        page = await client.get(url, headers=auth(op), params={"limit": "02", **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert body["lead_id"] == lead_id and body["policy"] == "profitability"
+        pages.append(len(body["candidates"]))
+        walked += [key(c) for c in body["candidates"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert isinstance(cursor, str) and cursor.isascii() and len(cursor) < 200
+    assert pages == [2, 2, 1] and walked == everyone  # each keeps its position: nothing twice, nothing missed
+
+    first = (await client.get(url, headers=auth(op), params={"limit": 2})).json()["next_cursor"]
+    elsewhere = (await client.get(f"/v1/leads/{other_lead}/ranking", headers=auth(op), params={"limit": 1})).json()
+    assert elsewhere["next_cursor"] and first
+    for cursor in ("garbage", "3", lead_id, elsewhere["next_cursor"], first + "=", first[:-1], first.swapcase()):
+        refused = await client.get(url, headers=auth(op), params={"cursor": cursor})
+        assert refused.status_code == 422, (cursor, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in refused.json()["errors"]] == ["cursor"], refused.text
+    for limit in ("0", "201", "1.0", "1e2", "+2", "-1"):
+        refused = await client.get(url, headers=auth(op), params={"limit": limit})
+        assert refused.status_code == 422, (limit, refused.text)
+        assert [e["field"] for e in refused.json()["errors"]] == ["limit"], refused.text
+
+
 async def plumbing_bidders(app: Any, client: Any, bids: Iterable[int]) -> dict[str, int]:
     """Lead buyers in plumbing, one per bid, each with its maximum bid; the core has them all."""
     bidders = {}

@@ -288,6 +288,46 @@ async def test_concurrent_debt_collection_charges_a_failed_debt_once(app, client
     owed_matches_open_debts(state)
 
 
+async def test_a_failed_charge_keeps_its_failure_on_record_when_it_is_cancelled(app, client, db):
+    """Cancelled because its lead was returned, or superseded by a retry: the charge reads cancelled (no longer
+    listed as failed) and still says when it failed. A charge cancelled while pending never failed."""
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    returned, retried, never_failed = [await buy_from(app, client, (buyer_id, buyer), None) for _ in range(3)]
+    charge_of = {d["reference"]: d["id"] for d in (await wallet(client, buyer))["open_debts"]}
+    failures = {}
+    for exposure_id in (returned, retried):
+        answer = await client.post(f"/v1/settlements/{charge_of[exposure_id]}/fail", headers=auth(operator))
+        assert answer.status_code == 200 and answer.json()["status"] == "failed" and answer.json()["failed_at"]
+        failures[charge_of[exposure_id]] = answer.json()["failed_at"]
+
+    await return_lead(client, buyer, returned)
+    await return_lead(client, buyer, never_failed)
+    clock.advance(timedelta(days=1, minutes=1))
+    assert (await collect(app)).retried == 1
+
+    async def listed(**params: str) -> dict[str, dict[str, Any]]:
+        response = await client.get("/v1/settlements", headers=auth(buyer), params=params)
+        assert response.status_code == 200, response.text
+        return {s["id"]: s for s in response.json()["items"]}
+
+    everything = await listed()
+    for settlement_id, failed_at in failures.items():
+        assert everything[settlement_id]["status"] == "cancelled"
+        assert everything[settlement_id]["failed_at"] == failed_at  # the failure stays on record
+        assert everything[settlement_id]["confirmed_at"] is None
+    assert everything[charge_of[never_failed]]["status"] == "cancelled"
+    assert everything[charge_of[never_failed]]["failed_at"] is None
+    (retry,) = (s for s in everything.values() if s["status"] == "pending")
+    assert retry["reference"] == retried and retry["failed_at"] is None
+    # The status says what the charge is now: cancelled, not failed.
+    assert await listed(status="failed") == {}
+    assert set(await listed(status="cancelled")) == {*failures, charge_of[never_failed]}
+    operator_view = await client.get("/v1/settlements", headers=auth(operator), params={"status": "cancelled"})
+    assert {s["id"]: s["failed_at"] for s in operator_view.json()["items"] if s["id"] in failures} == failures
+    await assert_sound(client, operator)
+
+
 async def test_wallet_money_that_arrives_outside_a_sale_is_collected_by_the_worker(app, client, db):
     operator = await operator_token(app)
     buyer_id, buyer = await register(client, "lead_buyer")

@@ -78,8 +78,8 @@ async def train_ranking_model() -> None:
 
 
 async def fraud_scan() -> None:
-    """Re-assess the businesses that had news (status reports, returns, survey answers): signals, risk,
-    reliability for the ranking, alerts. Enqueued on each survey answer and on the schedule."""
+    """Re-assess the businesses that had news (status reports, returns, survey answers, rechecks): signals, risk,
+    reliability for the ranking, alerts. On the schedule (every 30 seconds in a served process)."""
     rt = await runtime.current()
     for _ in range(20):  # a batch per transaction; what is left waits for the next run
         found = await fraud.scan_dirty(rt.uow, rt.settings)
@@ -90,13 +90,13 @@ async def fraud_scan() -> None:
 
 
 async def fraud_recheck(*business_ids: str) -> None:
-    """Re-assess these businesses now that time alone may have changed their signals: enqueued, with a delay of
+    """These businesses have news now that time alone may have changed their signals: enqueued, with a delay of
     the report grace, when a customer says it hired a business (a hire still unreported by then is a hidden
-    deal), so the alert does not wait for the daily rescan."""
+    deal), so that the next scheduled scan re-assesses it rather than the daily rescan. Marked, not assessed here:
+    the scheduled scan takes every business with news in one batch, each once however much news it had."""
     rt = await runtime.current()
     async with rt.uow() as uow:
         fraud.mark_dirty(uow.session, *business_ids)
-    await fraud_scan()
 
 
 async def send_quiet_surveys() -> None:

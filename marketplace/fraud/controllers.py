@@ -41,11 +41,11 @@ class SurveyController(Controller):
         self, state: State, token: FromPath[str], data: JSONBody[schemas.SurveyAnswerIn]
     ) -> schemas.SurveyAnswer:
         """Whether the customer hired one of the businesses, for how much, and how satisfied it is. The link
-        works once; the answer re-assesses the lead's businesses at once, and the hired one again when its
-        grace for reporting the deal has passed."""
+        works once; the answer is news for the lead's businesses, which the scheduled scan re-assesses (every
+        30 seconds in a served process), and for the hired one again when its grace for reporting the deal has
+        passed."""
         async with state.uow() as uow:
             survey, _ = await services.answer_survey(uow.session, state.settings, token, data)
-            uow.after_commit(lambda: state.jobs.enqueue("fraud_scan"))
             hired = survey.business_id
             if hired is not None:
                 delay = services.recheck_delay_seconds(state.settings)

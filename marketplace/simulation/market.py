@@ -166,6 +166,7 @@ class InProcessService:
         # The app's ASGI interface, called directly (httpx's ASGITransport cost 0.5 ms a call more).
         self.client = AsgiClient(app, client=("127.0.0.1", 40000))
         self.return_days = app.state.settings.windows.return_days
+        self._periodic: dict[str, tuple[int, float]] = {}  # per periodic job run on the schedule: runs, seconds
         url = app.state.settings.service.database_url
         self.description = url.split("://", 1)[0] + "://" + url.rsplit("@", 1)[-1].split("://")[-1]
 
@@ -192,13 +193,19 @@ class InProcessService:
         return ran
 
     def job_stats(self) -> dict[str, tuple[int, float]]:
-        return dict(sorted(getattr(self.app.state.jobs, "stats", {}).items()))
+        """Jobs enqueued, and the periodic ones run on the schedule (as "NAME (scheduled)")."""
+        enqueued = getattr(self.app.state.jobs, "stats", {})
+        scheduled = {f"{name} (scheduled)": stats for name, stats in self._periodic.items()}
+        return dict(sorted({**enqueued, **scheduled}.items()))
 
     async def periodic(self, names: list[str]) -> None:
         import workers.actors as actors
 
         for name in names:
+            started = time.perf_counter()
             await getattr(actors, name)()
+            count, seconds = self._periodic.get(name, (0, 0.0))
+            self._periodic[name] = (count + 1, seconds + time.perf_counter() - started)
         await self.settle()
 
     async def new_offers(self, since: datetime) -> list[tuple[datetime, str, str, str]]:
@@ -430,7 +437,9 @@ class Simulation:
             self.now = end
             self.service.set_time(end)
             await self._run_jobs()
-            await self.service.periodic(["expire_lapsed", "mark_stale"])
+            # The end as the schedule would leave it: the last sweeps, and a fraud scan of the news since the last
+            # fraud hour (the alerts are read next).
+            await self.service.periodic(["expire_lapsed", "mark_stale", "fraud_scan"])
             bar.update(s.days - bar.n)
             bar.close()
             trial_balance, note = await self._trial_balance()
@@ -613,7 +622,7 @@ class Simulation:
         response = await self._call("POST /v1/surveys/{token}", "POST", f"/v1/surveys/{token}", body=body)
         if response.status_code == 200:
             self.survey_answers += 1
-        await self._run_jobs()  # the answer enqueued a fraud scan
+        await self._run_jobs()  # the answer enqueued the hired business's recheck (its news waits for the fraud hour)
 
     async def _alerts(self) -> list[dict[str, Any]]:
         """Every fraud alert at the end, as an operator lists them (the report sets them against the truth)."""

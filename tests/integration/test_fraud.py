@@ -44,7 +44,8 @@ async def hide_a_won_deal(app: Any, client: httpx.AsyncClient, operator: str, bu
     await report(client, token, exposure_id, "lost")
     response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id, 180_000))
     assert response.status_code == 200, response.text
-    await app.state.jobs.run_due()  # the answer enqueued a fraud scan (and the leads' waves went out)
+    await app.state.jobs.run_due()  # the leads' waves went out
+    await fraud_scan()  # the scheduled scan: the answer was news for the business
     return lead_id
 
 
@@ -237,6 +238,7 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     response = await answer(client, await survey_token(client, operator, lead_id), **hired(dm_id))
     assert response.status_code == 200
     await app.state.jobs.run_due()
+    await fraud_scan()  # the scheduled scan takes the answer's news
     (reopened,) = await alerts(client, operator, status="open")
     assert reopened["id"] != alert["id"] and lead_id in reopened["reasons"][0]["leads"]
     assert (await db.scalar(reliability)) < 10_000  # the new hidden deal counts
@@ -288,16 +290,20 @@ async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, clie
         response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id, 50_000))
         assert response.status_code == 200, response.text
     await app.state.jobs.run_due()
+    await fraud_scan()  # the scheduled scan takes the answers' news
     # The returned lead the customer hired it for counts at once; silence only once the grace period is over.
     open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
     assert set(open_now) == {returner_id}
     assert open_now[returner_id]["reasons"][0]["kind"] == "returned_then_hired"
-    # The answer scheduled a recheck of the hired business for the end of its grace: no daily rescan needed.
+    # The answer scheduled a recheck of the hired business for the end of its grace (news for the next scheduled
+    # scan): no daily rescan needed.
     clock.advance(timedelta(days=settings.fraud.report_grace_days) - timedelta(minutes=1))
     await app.state.jobs.run_due()
+    await fraud_scan()
     assert {a["business_id"] for a in await alerts(client, operator, status="open")} == {returner_id}
     clock.advance(timedelta(minutes=3))
     await app.state.jobs.run_due()
+    await fraud_scan()
     open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
     assert set(open_now) == {returner_id, silent_id}
     assert "never reported" in open_now[silent_id]["reasons"][0]["text"]

@@ -95,7 +95,8 @@ async def test_lead_is_dispatched_by_a_dramatiq_worker_through_redis(settings, d
 
 
 async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(settings, database_url, monkeypatch):
-    """The fraud scan a survey answer enqueues runs in the worker: the hidden deal opens an alert."""
+    """The scheduled fraud scan (the periodic loop sends it) runs in the worker and takes the answer's news: the
+    hidden deal opens an alert."""
     async with app_with_a_worker(database_url, monkeypatch) as app, client_of(app) as client:
         operator = await operator_token(app)
         business_id, token = await register(client, "deal_maker")
@@ -103,6 +104,7 @@ async def test_a_survey_answer_is_assessed_by_a_dramatiq_worker_through_redis(se
         await report(client, token, exposure_id, "lost")
         response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id))
         assert response.status_code == 200, response.text
+        app.state.jobs.enqueue("fraud_scan")
         found: list[dict[str, object]] = []
         for _ in range(100):
             found = (await client.get("/v1/fraud/alerts", headers=auth(operator))).json()["items"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,11 +96,15 @@ async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact 
     return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
 
 
-async def to_schema(session: AsyncSession, settings: Settings, exposure: Exposure) -> schemas.Exposure:
+async def to_schema(
+    session: AsyncSession, settings: Settings, exposure: Exposure, *, history: Sequence[ExposureEvent] | None = None
+) -> schemas.Exposure:
+    """The exposure as its business sees it. `history`: its events, when the caller holds all of them (a claim
+    just made the first), so they are not read back."""
     lead = await session.get(Lead, exposure.lead_id)
     assert lead is not None
     contact = await visible_contact(session, exposure)
-    events = await session.scalars(_HISTORY, {"exposure_id": exposure.id})
+    events = history if history is not None else await session.scalars(_HISTORY, {"exposure_id": exposure.id})
     cur = exposure.currency
     return schemas.Exposure(
         id=exposure.id,

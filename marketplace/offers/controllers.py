@@ -62,9 +62,11 @@ class OfferController(Controller):
         made: list[Event] = []
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            exposure = await services.claim_offer(uow.session, state.settings, business, offer_id, claim.exclusive)
+            exposure, first = await services.claim_offer(
+                uow.session, state.settings, business, offer_id, claim.exclusive
+            )
             made.append(exposed(exposure, await get_lead(uow.session, exposure.lead_id)))
-            return 201, await to_schema(uow.session, state.settings, exposure)
+            return 201, await to_schema(uow.session, state.settings, exposure, history=[first])
 
         fingerprint = request_hash("POST", request.url.path, claim)
         response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work, private=CONTACT)

@@ -445,10 +445,11 @@ async def _check_claimer(
 
 async def claim_offer(
     session: AsyncSession, settings: Settings, business: Principal, offer_id: str, exclusive: bool
-) -> Exposure:
+) -> tuple[Exposure, ExposureEvent]:
     """Turn an open offer into an exposure: a lead buyer buys a shared or exclusive one, a deal maker is assigned.
 
-    Records what the claim owes (price, commission rate in force); the wallet settles it.
+    Records what the claim owes (price, commission rate in force); the wallet settles it. Returns the exposure and
+    its history's first (and so far only) event.
     """
     now = utcnow()
     offer = (await session.execute(_OFFER, {"offer_id": offer_id})).one_or_none()
@@ -516,7 +517,8 @@ async def claim_offer(
         status_changed_at=now,
     )
     session.add(exposure)
-    session.add(ExposureEvent(exposure_id=exposure.id, actor=business.actor, from_status=None, to_status="new", at=now))
+    first = ExposureEvent(exposure_id=exposure.id, actor=business.actor, from_status=None, to_status="new", at=now)
+    session.add(first)
     try:
         await session.flush()
     except IntegrityError as exc:  # the unique (lead, business) pair: this business already holds the lead
@@ -527,7 +529,7 @@ async def claim_offer(
         # In the same transaction as the claim: no contact without the charge, no charge without the contact.
         await wallet.charge_exposure(session, settings, exposure, lead, price_minor=price, step="purchase")
     await wallet.lead_taken(session, settings, plan, exposure, lead)
-    return exposure
+    return exposure, first
 
 
 async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:

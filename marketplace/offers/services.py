@@ -491,7 +491,7 @@ async def claim_offer(
         await session.execute(_SETTLE_OWED, {"exposure_id": offer.replaces_exposure_id, "owed_to": business.id})
 
     category = settings.categories[lead.category]
-    plan_version, plan = await wallet.active_plan(session, settings)
+    plan_version_id, plan = await wallet.active_plan(session, settings)
     if business.mode == "lead_buyer":
         kind = "exclusive" if exclusive else "shared"
         # A shared claim pays the second price the ranking set on the offer (the list price without one).
@@ -510,7 +510,7 @@ async def claim_offer(
         currency=lead.currency,
         # The rate the deal maker was shown and will be charged: the plan in force's for the category.
         commission_rate_bp=plan.rate_bp(category.code, category.commission_rate_bp),
-        plan_version_id=plan_version.id,
+        plan_version_id=plan_version_id,
         status="new",
         stale=False,
         created_at=now,

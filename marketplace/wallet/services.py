@@ -134,23 +134,33 @@ def _parsed(row: CommissionPlanVersion) -> CommissionPlan:
     return plan
 
 
-# Read at every claim (the plan in force is recorded on the exposure): built once.
-_LATEST_PLAN = (
-    select(CommissionPlanVersion)
+# Read at every claim (the plan in force is recorded on the exposure) and every deal maker's offer list: built once,
+# and only the version's id (a version is never edited, so its parsed definition is kept by id: _parsed).
+_LATEST_PLAN_ID = (
+    select(CommissionPlanVersion.id)
     .where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
     .order_by(CommissionPlanVersion.version.desc())
     .limit(1)
 )
 
 
-async def _latest_plan(session: AsyncSession) -> CommissionPlanVersion | None:
-    return (await session.execute(_LATEST_PLAN)).scalar_one_or_none()
+async def _latest_plan(session: AsyncSession) -> tuple[str, CommissionPlan] | None:
+    plan_id = await session.scalar(_LATEST_PLAN_ID)
+    if plan_id is None:
+        return None
+    plan = _PARSED_PLANS.get(plan_id)
+    if plan is None:
+        row = await session.get(CommissionPlanVersion, plan_id)
+        assert row is not None
+        plan = _parsed(row)
+    return plan_id, plan
 
 
-async def active_plan(session: AsyncSession, settings: Settings) -> tuple[CommissionPlanVersion, CommissionPlan]:
-    """The plan in force now; the design's default becomes version 1 the first time one is needed."""
-    row = await _latest_plan(session)
-    if row is None:
+async def active_plan(session: AsyncSession, settings: Settings) -> tuple[str, CommissionPlan]:
+    """The plan in force now, as its version's id and its parsed definition; the design's default becomes version
+    1 the first time one is needed."""
+    latest = await _latest_plan(session)
+    if latest is None:
         # Concurrent first uses (many claims at once on a new market) insert version 1 once: the others wait for
         # it on the unique (name, version) and read it, instead of failing the claim.
         definition = dict(default_plan(settings.currency), version=1)
@@ -167,17 +177,17 @@ async def active_plan(session: AsyncSession, settings: Settings) -> tuple[Commis
                 "created_at": utcnow(),
             },
         )
-        row = await _latest_plan(session)
-        assert row is not None
-    return row, _parsed(row)
+        latest = await _latest_plan(session)
+        assert latest is not None
+    return latest
 
 
 async def rates_in_force(session: AsyncSession, settings: Settings) -> dict[str, int]:
     """Each category's commission rate under the plan in force: what a deal maker claiming a lead now is shown and
     charged. Read only (before a first version is saved, the default plan's, as active_plan would save it)."""
-    row = await _latest_plan(session)
-    if row is not None:
-        plan = _parsed(row)
+    latest = await _latest_plan(session)
+    if latest is not None:
+        plan = latest[1]
     else:
         plan = _DEFAULT_PARSED.get(settings.currency) or _DEFAULT_PARSED.setdefault(
             settings.currency, parse_plan(dict(default_plan(settings.currency), version=1))

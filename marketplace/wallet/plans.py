@@ -58,6 +58,7 @@ __all__ = [
     "deal_commission",
     "default_plan",
     "evaluate",
+    "is_referral_role",
     "parse_plan",
     "sponsor_role",
 ]
@@ -73,6 +74,14 @@ _ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 def sponsor_role(level: int) -> str:
     """The role of the sponsor `level` steps above the referrer: sponsor, sponsor_2, sponsor_3, ..."""
     return "sponsor" if level == 1 else f"sponsor_{level}"
+
+
+_REFERRAL_ROLE_RE = re.compile(r"referrer|sponsor(_[2-9]|_[1-9][0-9]+)?")
+
+
+def is_referral_role(role: str) -> bool:
+    """Whether a tier's role is one the referral rewards pay: the referrer or a sponsor above it."""
+    return _REFERRAL_ROLE_RE.fullmatch(role) is not None
 
 
 class PlanError(InvalidInput):

@@ -77,10 +77,13 @@ from marketplace.wallet.plans import (
     ROLE_RECOMMENDER,
     CommissionPlan,
     EventKind,
+    LifetimeBonus,
     PlanEvent,
     PlanResult,
+    Tier,
     default_plan,
     evaluate,
+    is_referral_role,
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
@@ -220,8 +223,18 @@ async def save_plan(
         for i, r in enumerate(plan.split)
         if r.role not in SPLIT_ROLES
     ]
+    # A tier pays the referrer or a sponsor above it; any other role (a misspelt "refferer") would never be paid.
+    tier_roles: dict[str, Tier | LifetimeBonus | None] = {"qualified_lead": plan.qualified_lead}
+    tier_roles |= {"closed_sale": plan.closed_sale}
+    tier_roles |= {"retention_bonus": plan.retention_bonus}
+    tier_roles |= {f"lifetime_bonus[{i}]": bonus for i, bonus in enumerate(plan.lifetime_bonus)}
+    unpaid += [
+        FieldError(f"tiers.{name}.role", f"referrer, sponsor or sponsor_N ({_TIERS_PAY})")
+        for name, tier in tier_roles.items()
+        if tier is not None and not is_referral_role(tier.role)
+    ]
     if unpaid:
-        raise InvalidInput("the commission split names a role nobody is paid as", errors=unpaid)
+        raise InvalidInput("the plan names a role nobody is paid as", errors=unpaid)
     # Concurrent saves queue on the first version's row (the latest would change under them), then number theirs
     # after whatever was saved meanwhile.
     await session.execute(
@@ -453,6 +466,7 @@ async def _charge(
 # Who can share a commission (_present_roles): a referrer or a sponsor is paid by the plan's referral tiers on top.
 SPLIT_ROLES = (ROLE_RECOMMENDER, ROLE_PLATFORM, ROLE_CLUB_OPERATOR)
 _NOT_IN_SPLIT = "a referrer and its sponsors are paid by the referral tiers, on top of the split"
+_TIERS_PAY = "the referral tiers pay a lead's referrer and its sponsors; a commission's sharers are in the split"
 
 
 def _present_roles(lead: Lead) -> frozenset[str]:

@@ -924,6 +924,16 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert refused.status_code == 422, refused.text
     (error,) = refused.json()["errors"]
     assert error["field"] == "commission_split.recipients[3].role" and "referral tiers" in error["message"]
+    # A tier pays the referrer or a sponsor above it: a misspelt role would never be paid, and nothing would say so.
+    misnamed = default_plan(ILS)
+    misnamed["tiers"]["qualified_lead"]["role"] = "refferer"
+    misnamed["tiers"]["lifetime_bonus"][0]["role"] = "sponsor_1"
+    refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": misnamed})
+    assert refused.status_code == 422, refused.text
+    assert {e["field"] for e in refused.json()["errors"]} == {
+        "tiers.qualified_lead.role",
+        "tiers.lifetime_bonus[0].role",
+    }
     assert (
         await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})
     ).status_code == 403

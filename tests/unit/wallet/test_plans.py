@@ -25,6 +25,7 @@ from marketplace.wallet.plans import (
     deal_commission,
     default_plan,
     evaluate,
+    is_referral_role,
     parse_plan,
     sponsor_role,
 )
@@ -229,6 +230,25 @@ def test_the_split_always_sums_to_the_commission(share_list: list[int], minor: i
 
 def _tiered() -> CommissionPlan:
     return parse_plan(DEFAULT_PLAN)
+
+
+@pytest.mark.parametrize(
+    ("role", "paid"),
+    [
+        ("referrer", True),
+        ("sponsor", True),
+        ("sponsor_2", True),
+        ("sponsor_10", True),
+        ("sponsor_1", False),  # the first sponsor is "sponsor"
+        ("sponsor_02", False),
+        ("refferer", False),
+        ("recommender", False),
+        ("platform", False),
+    ],
+)
+def test_a_tier_pays_the_referrer_or_a_sponsor_by_the_name_sponsor_role_gives(role: str, paid: bool) -> None:
+    assert is_referral_role(role) is paid
+    assert all(is_referral_role(sponsor_role(level)) for level in range(1, 30))
 
 
 def test_qualified_lead_fee() -> None:

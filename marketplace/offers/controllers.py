@@ -98,14 +98,14 @@ class OfferController(Controller):
         may be offered again, so it is among them). An offered business since blocked or suspended says so
         (`excluded`); such a business is never among the others.
 
-        Paginated: `candidates` holds up to `limit` of them (200 by default, at most 200), each with its `position`
+        Paginated: `items` (also under its earlier name `candidates`) holds up to `limit` of them (200 by default, at most 200), each with its `position`
         in the whole list; `next_cursor` (null on the last page) fetches the next page as `?cursor=`. The ranking
         is computed afresh for each page, so a page goes on after that position in the ranking as it is then."""
         check_limit(limit)
-        after = after_position(cursor, lead_id)
         await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:
-            lead = await get_lead(uow.session, lead_id)
+            lead = await get_lead(uow.session, lead_id)  # an unknown lead is a 404 before its cursor is read
+            after = after_position(cursor, lead_id)
             offered = await services.offers_of_lead(uow.session, lead_id)
             waves_go_on = lead.status == "open" and lead.expires_at > utcnow() and not lead.is_exclusive
             zone = state.settings.jurisdiction.zone
@@ -131,9 +131,11 @@ class OfferController(Controller):
         for position, candidate in enumerate(candidates, start=1):
             candidate.position = position
         end = after + limit
+        page = candidates[after:end]
         return schemas.LeadRanking(
             lead_id=lead_id,
             policy=state.ranker.name,
-            candidates=candidates[after:end],
+            items=page,
             next_cursor=position_cursor(lead_id, end) if len(candidates) > end else None,
+            candidates=page,
         )

@@ -54,5 +54,6 @@ class RankedCandidate(msgspec.Struct):
 class LeadRanking(msgspec.Struct):
     lead_id: str
     policy: str
-    candidates: list[RankedCandidate]  # one page of them, in the order of their `position`
+    items: list[RankedCandidate]  # one page of the candidates, in the order of their `position` (a list's shape)
     next_cursor: str | None  # the next page's `?cursor=`; null on the last page
+    candidates: list[RankedCandidate]  # the same page under the name the explanation had before it was paginated

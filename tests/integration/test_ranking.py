@@ -143,8 +143,9 @@ async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, c
         assert page.status_code == 200, page.text
         body = page.json()
         assert body["lead_id"] == lead_id and body["policy"] == "profitability"
-        pages.append(len(body["candidates"]))
-        walked += [key(c) for c in body["candidates"]]
+        assert body["items"] == body["candidates"]  # a list's shape, and the explanation's earlier name
+        pages.append(len(body["items"]))
+        walked += [key(c) for c in body["items"]]
         cursor = body["next_cursor"]
         if cursor is None:
             break
@@ -163,6 +164,9 @@ async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, c
         refused = await client.get(url, headers=auth(op), params={"limit": limit})
         assert refused.status_code == 422, (limit, refused.text)
         assert [e["field"] for e in refused.json()["errors"]] == ["limit"], refused.text
+    # An unknown lead is not found, whatever its cursor says.
+    missing = await client.get("/v1/leads/lead_nosuch/ranking", headers=auth(op), params={"cursor": first})
+    assert missing.status_code == 404, missing.text
 
 
 async def plumbing_bidders(app: Any, client: Any, bids: Iterable[int]) -> dict[str, int]:

@@ -35,7 +35,7 @@ class Exposure(msgspec.Struct):
     turnover: MoneyOut | None
     stale: bool
     lead: LeadSummary
-    # None once returned: its slot went back to the market (and a lead buyer's price back to its wallet).
+    # None once returned (a lead buyer's price went back to its wallet) or released by a block.
     contact: Contact | None
     created_at: datetime
     status_changed_at: datetime

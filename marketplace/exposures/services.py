@@ -67,6 +67,7 @@ class Returned:
 _OWN = select(Exposure).where(Exposure.id == bindparam("exposure_id"), Exposure.business_id == bindparam("business_id"))
 _OWN_LOCKED = _OWN.with_for_update()
 _RELEASED = select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == bindparam("exposure_id"))
+_LOCK_LEAD = select(Lead.id).where(Lead.id == bindparam("lead_id")).with_for_update(key_share=True)
 _HISTORY = select(ExposureEvent).where(ExposureEvent.exposure_id == bindparam("exposure_id")).order_by(ExposureEvent.id)
 
 
@@ -316,6 +317,9 @@ async def return_exposure(
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
     exposure.stale = False
+    # The lead's row, as its claims take it first: a return and a concurrent claim of the lead follow one another,
+    # so each sees the other (the qualified-lead fee a return takes back goes to a claim made meanwhile).
+    await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":

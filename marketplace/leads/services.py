@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Select, bindparam, case, func, select, update
+from sqlalchemy import Select, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -49,16 +49,18 @@ def _same_need(in_club: bool) -> Select[str]:
     """The lead a submission joins, if any (built once per shape: every intake reads it).
 
     The same customer's need inside a club and on the open market (or in another club) are two leads: served by
-    different businesses, neither joins the other. Within the window the same need is one lead whatever became of
-    it: open, sold in full, or taken off the market because the customer hired someone (a submission a moment later
-    is the same request again, or a business selling back a contact it got here; as a new lead it would sell
-    buyers a customer already served). A lead nobody took lives as long as the window (`lead_ttl_hours`), so an
-    unserved need asked again after it is a new lead."""
+    different businesses, neither joins the other. Within the window a lead is joined while it is open, and once any
+    business has had its contact whatever became of it since (sold in full, returned, or taken off the market because
+    the customer hired someone: a submission a moment later is the same request again, or a business selling back a
+    contact it got here; as a new lead it would sell buyers a customer already served). Only a lead that ended
+    unserved, its time run out with nobody holding it (`lead_ttl_hours` shorter than the window), is joined by
+    nothing: asking again is the same need still unserved."""
     return (
         select(Lead.id)
         .where(
             Lead.dedup_key == bindparam("key"),
             Lead.created_at >= bindparam("window_start"),
+            or_(Lead.exposure_count > 0, and_(Lead.status == "open", Lead.expires_at > bindparam("now"))),
             Lead.club_id == bindparam("club") if in_club else Lead.club_id.is_(None),
         )
         .order_by(Lead.created_at.desc())
@@ -106,7 +108,7 @@ async def submit_lead(
     window_start = now - timedelta(hours=settings.windows.dedup_hours)
     existing = await session.scalar(
         _SAME_NEED if data.club is None else _SAME_NEED_IN_CLUB,
-        {"key": key, "window_start": window_start, "club": data.club},
+        {"key": key, "window_start": window_start, "now": now, "club": data.club},
     )
     if existing is not None:
         await session.execute(
@@ -214,9 +216,9 @@ async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
 
 
 async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tuple[str, int] | None:
-    """An exposure of the lead gave its place back (a return, a block's release): the lead is open again, or expired
-    if its time is up, and exclusive no more. Returns its status and waves sent, or None when it held no place
-    (never below zero)."""
+    """An exposure of the lead gave its place back (a block's release; a return does not): the lead is open again,
+    or expired if its time is up, and exclusive no more. Returns its status and waves sent, or None when it held no
+    place (never below zero)."""
     row = (
         await session.execute(
             update(Lead)

@@ -89,7 +89,7 @@ _TAKE_WAVE = (
     )
 )  # fmt: skip
 _NEXT_WAVE_DUE = update(_LEADS).where(_leads.id == bindparam("lead_id")).values(next_wave_at=bindparam("due"))
-# Unless a wave went out meanwhile (the counter moved on): a wave put off by the night, a return's next wave.
+# Unless a wave went out meanwhile (the counter moved on): a wave put off by the night.
 _DUE_UNLESS_SENT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous"))
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
@@ -538,7 +538,7 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
     if lead is not None and lead.is_exclusive:
         return "this lead is taken: another business bought it exclusively"
     if lead is not None and (lead.status == "full" or lead.exposure_count >= lead.max_exposures):
-        return "this lead is taken: it is full (as many businesses as it may have hold it)"
+        return "this lead is full: as many businesses as it may reach have had its contact"
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
     return _WITHDRAWN
@@ -592,33 +592,6 @@ async def offer_owed_replacement(
 OWED_TRIES = 3
 
 
-# A lead's category and when its last wave went out (its newest offer), built once: read at each return that
-# reopens a lead.
-_LAST_WAVE = (
-    select(_leads.category, func.max(_offers.created_at))
-    .select_from(_LEADS.outerjoin(_OFFERS, _offers.lead_id == _leads.id))
-    .where(_leads.id == bindparam("lead_id"))
-    .group_by(_leads.category)
-)
-
-
-async def schedule_next_wave(session: AsyncSession, settings: Settings, lead_id: str, waves_sent: int) -> float:
-    """A place of an open lead came free (a return): its next wave goes out the category's wave delay after its
-    last one, not at once, so a business of an early wave cannot hand the lead to the next wave early by returning
-    it. Records when it is due (for the lost-wave sweep) and returns the seconds until then (0: due already)."""
-    now = utcnow()
-    row = (await session.execute(_LAST_WAVE, {"lead_id": lead_id})).one_or_none()
-    if row is None or row[1] is None:
-        return 0.0
-    category, last = row
-    last = last if last.tzinfo is not None else last.replace(tzinfo=now.tzinfo)
-    due = next_wave_at(settings, category, last)
-    if due <= now:
-        return 0.0
-    await session.execute(_DUE_UNLESS_SENT, {"lead_id": lead_id, "previous": waves_sent, "due": due})
-    return (due - now).total_seconds()
-
-
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
     await session.execute(_CLOSE_OPEN_OFFERS, {"of_lead": lead_id})
 
@@ -636,7 +609,7 @@ async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     no more waves and takes no more claims (its expiry is brought forward to now; the expiry sweep closes it), and
     its open offers are withdrawn."""
     now = utcnow()
-    # Whatever its status: a full lead a return or a block reopens later is expired, not open again. (An ORM update:
+    # Whatever its status: a full lead a block's release reopens later is expired, not open again. (An ORM update:
     # a Lead this session holds sees it.)
     await session.execute(update(Lead).where(Lead.id == lead_id, Lead.expires_at > now).values(expires_at=now))
     await close_open_offers(session, lead_id)

@@ -8,7 +8,7 @@ from collections import Counter
 from sqlalchemy import select, update
 
 from marketplace.db.models import Exposure, Lead, Offer
-from tests.factories import auth, lead_body, offer_lead_to, offers_of, register, submit_lead
+from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 
 
 async def _buyers(client, n):
@@ -121,6 +121,29 @@ async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_it_
     assert shared.status_code == 201, shared.text
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
     assert not lead.is_exclusive and lead.exposure_count == 3  # the holder, the deal maker who returned it, and late
+
+
+async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_a_block_freed_its_place(app, client, db):
+    # A block's release gives a blocked deal maker's place back to the market (the lead's place count falls to one):
+    # the one holder left still cannot buy the lead exclusively, nor can anyone else, as the deal maker saw the contact.
+    (holder_id, holder), (late_id, late) = await _buyers(client, 2)
+    maker_id, maker = await register(client, "deal_maker")
+    lead_id = await submit_lead(client)
+    holder_offer, maker_offer, late_offer = await offer_lead_to(app, lead_id, [holder_id, maker_id, late_id])
+    held = await client.post(f"/v1/offers/{holder_offer}/claim", headers=auth(holder))
+    assigned = await client.post(f"/v1/offers/{maker_offer}/claim", headers=auth(maker))
+    assert held.status_code == 201 and assigned.status_code == 201
+    operator = await operator_token(app)
+    blocked = await client.post(f"/v1/businesses/{maker_id}/block", headers=auth(operator))
+    assert blocked.status_code == 200, blocked.text
+    assert (await db.scalar(select(Lead).where(Lead.id == lead_id))).exposure_count == 1
+
+    upgrade = await client.post(f"/v1/exposures/{held.json()['id']}/exclusive", headers=auth(holder))
+    assert upgrade.status_code == 409 and "seen" in upgrade.json()["detail"], upgrade.text
+    exclusive = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": True})
+    assert exclusive.status_code == 409, exclusive.text
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert not lead.is_exclusive and lead.exposure_count == 1
 
 
 async def test_a_business_never_claims_beyond_its_daily_cap_even_with_offers_open_at_once(app, client, db):

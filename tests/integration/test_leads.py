@@ -90,6 +90,26 @@ async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it
     assert after.status_code == 201 and after.json()["id"] != lead_id
 
 
+async def test_a_need_that_ended_unserved_within_the_window_is_asked_again_as_a_new_lead(app, client, db, settings):
+    # Leads living shorter than the window: one whose time ran out with nobody holding its contact is not joined
+    # (the customer is still unserved); one a business had is, even once it ended.
+    from dataclasses import replace
+
+    app.state.settings = replace(settings, windows=replace(settings.windows, lead_ttl_hours=24))
+    body = lead_body(category="legal", region="haifa")  # nobody serves it
+    first = (await client.post("/v1/leads", json=body)).json()["id"]
+    assert (await client.post("/v1/leads", json=body)).json()["id"] == first  # open: the same request again
+    clock.advance(timedelta(hours=25))
+    again = await client.post("/v1/leads", json=body)
+    assert again.status_code == 201 and again.json()["id"] != first
+    async with app.state.uow() as uow:  # had by a business (its place counted), then its time ran out
+        ended = utcnow() - timedelta(minutes=1)
+        had = update(Lead).where(Lead.id == again.json()["id"]).values(exposure_count=1, expires_at=ended)
+        await uow.session.execute(had)
+    assert (await client.post("/v1/leads", json=body)).json()["id"] == again.json()["id"]
+    assert await db.count(Lead) == 2
+
+
 async def test_business_sells_an_inquiry(client, db):
     seller_id, token = await register(client, "lead_buyer")
     response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(category="legal"))

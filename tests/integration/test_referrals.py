@@ -3,12 +3,14 @@ rule with its difference bonus for a customer who refers others, all as acquisit
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
-from marketplace.db.models import LedgerTransaction
+from marketplace.db.models import Exposure, LedgerTransaction
 from marketplace.money import Money
 from marketplace.wallet.vat import vat_breakdown
 from tests.factories import auth, lead_body, offer_lead_to, operator_token, register
@@ -234,3 +236,45 @@ async def test_a_deal_makers_return_takes_back_the_fixed_qualified_lead_fee(app,
     url = f"/v1/exposures/{assigned.json()['id']}/return"
     assert (await client.post(url, headers=auth(dm), json={"reason": "not ours"})).status_code == 200
     assert (await payables(client, operator)).get("site-9", 0) == 0
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("mode", ["lead_buyer", "deal_maker"])
+async def test_a_return_and_a_claim_at_once_leave_the_qualified_lead_fee_with_the_claim_kept(app, client, db, mode):
+    # The claim that earned the fee is returned while another business claims the lead: whichever commits first, the
+    # fee ends with the claim that is kept (the return used to see no other holder, the claim a fee still standing).
+    import asyncio
+
+    from marketplace.exposures.services import return_exposure
+    from marketplace.identity.services import Principal
+    from marketplace.offers.services import claim_offer
+
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-9")
+    (a_id, a), (b_id, _) = [await register(client, mode, profile={"categories": ["accounting"]}) for _ in range(2)]
+    lead_id = (await client.post("/v1/leads", json=lead_body(referral_code=code, category="accounting"))).json()["id"]
+    offer_a, offer_b = await offer_lead_to(app, lead_id, [a_id, b_id])
+    first = await claim(client, a, offer_a)
+    assert first.status_code == 201, first.text
+    fee = (await payables(client, operator)).get("site-9", 0)
+    settings = app.state.settings
+    returned, claimed = asyncio.Event(), asyncio.Event()
+
+    async def give_back() -> None:
+        async with app.state.uow() as uow:
+            owner = Principal("business", a_id, mode, "active")
+            await return_exposure(uow.session, settings, owner, first.json()["id"], "not mine")
+            returned.set()
+            # The claim runs while the return is not committed yet (it waits for the lead's row, or finishes).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(claimed.wait(), 1)
+
+    async def take() -> None:
+        await returned.wait()
+        async with app.state.uow() as uow:
+            await claim_offer(uow.session, settings, Principal("business", b_id, mode, "active"), offer_b, False)
+        claimed.set()
+
+    await asyncio.gather(give_back(), take())
+    assert await db.count(Exposure, Exposure.lead_id == lead_id, Exposure.status != "returned") == 1
+    assert (await payables(client, operator)).get("site-9", 0) == fee  # B's claim holds it now

@@ -7,6 +7,7 @@ or after the clock stepped back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -53,3 +54,10 @@ def is_id(value: str, prefix: str) -> bool:
     """Whether value has the shape of an id new_id(prefix) makes (not whether one exists)."""
     head, sep, tail = value.partition("_")
     return head == prefix and sep == "_" and len(tail) == 26 and all(c in _ALPHABET for c in tail)
+
+
+def key_digest(key: str) -> str:
+    """A client's Idempotency-Key (up to 200 characters of its choosing) as 32 hex characters, for the ledger keys
+    and references made of it, whose columns are shorter: the same key always names the same record."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+

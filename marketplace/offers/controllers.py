@@ -98,9 +98,10 @@ class OfferController(Controller):
         may be offered again, so it is among them). An offered business since blocked or suspended says so
         (`excluded`); such a business is never among the others.
 
-        Paginated: `items` (also under its earlier name `candidates`) holds up to `limit` of them (200 by default, at most 200), each with its `position`
-        in the whole list; `next_cursor` (null on the last page) fetches the next page as `?cursor=`. The ranking
-        is computed afresh for each page, so a page goes on after that position in the ranking as it is then."""
+        Paginated: `items` (also under its earlier name `candidates`) holds up to `limit` of them (200 by default,
+        at most 200), each with its `position` in the whole list; `next_cursor` (null on the last page) fetches the
+        next page as `?cursor=`. The ranking is computed afresh for each page, so a page goes on after that position
+        in the ranking as it is then."""
         check_limit(limit)
         await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -88,8 +88,14 @@ class WalletController(Controller):
         if kind is not None and kind not in KINDS:
             raise InvalidInput.field("kind", f"one of {', '.join(sorted(KINDS))}")
         for name, value in (("since", since), ("until", until)):
-            if value is not None and value.tzinfo is None:
+            if value is None:
+                continue
+            if value.tzinfo is None:
                 raise InvalidInput.field(name, "an RFC 3339 time with its offset, e.g. 2026-01-01T00:00:00Z")
+            try:
+                value.astimezone(UTC)  # as it is stored and compared
+            except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first moment UTC has
+                raise InvalidInput.field(name, "outside the years 1 to 9999 in UTC") from None
         if since is not None and until is not None and since > until:
             raise InvalidInput.field("until", "must not be before since")
         async with state.uow() as uow:

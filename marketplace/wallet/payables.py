@@ -26,6 +26,7 @@ from marketplace.db.models import (
 )
 from marketplace.errors import FieldErrors, InsufficientFunds, InvalidInput, NotFound
 from marketplace.exposures.rules import RETURNABLE
+from marketplace.ids import key_digest
 from marketplace.money import Money
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -154,7 +155,8 @@ async def pay_out(
     ids = await store.account_ids(session, {(account, amount.currency)})
     account_id = ids[(account.code, amount.currency)]
     await session.execute(select(LedgerAccount.id).where(LedgerAccount.id == account_id).with_for_update())
-    ledger_key = f"payable-payout:{account.code}:{key}"
+    ref = key_digest(key)  # a key may be longer than the references' columns take
+    ledger_key = f"payable-payout:{account.code}:{ref}"
     done = await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == ledger_key))
     if done is None:
         now = await owed_to(session, settings, account.kind, data.owner)
@@ -172,7 +174,7 @@ async def pay_out(
         assert existing is not None
         return existing
     settlement = await provider.payout(
-        session, None, amount, transaction_id=posted.transaction_id, reference=f"payout:{key}", payee=account.code
+        session, None, amount, transaction_id=posted.transaction_id, reference=f"payout:{ref}", payee=account.code
     )
     await session.flush()
     return settlement

@@ -44,7 +44,7 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, FieldError, Forbidden, InsufficientFunds, InvalidInput, NotFound
-from marketplace.ids import new_id
+from marketplace.ids import key_digest, new_id
 from marketplace.money import Money
 from marketplace.outbox import notify
 from marketplace.settings import Settings
@@ -1062,7 +1062,8 @@ async def withdraw(
     status = await session.scalar(select(Business.status).where(Business.id == business.id).with_for_update(read=True))
     if status == "blocked":
         raise Forbidden("this account is blocked")
-    ledger_key = f"withdrawal:{business.id}:{key}"
+    ref = key_digest(key)  # a key may be longer than the references' columns take
+    ledger_key = f"withdrawal:{business.id}:{ref}"
     transfer = build_withdrawal(
         ledger_key, business.id, business.mode, amount, memo="Withdrawal to the business's bank account"
     )
@@ -1078,16 +1079,19 @@ async def withdraw(
         available = Money(balances[AccountKind.AVAILABLE], amount.currency)
         held_in = await held_earnings(session, settings, business.id, amount.currency)
         held = Money(held_in[AccountKind.AVAILABLE], amount.currency)
-        free = max(available - held, Money(0, amount.currency))
+        # What is still owed after that (a debt whose charge an operator is settling at this moment is passed over
+        # by the collection, its row locked) stays in the wallet too: a payout never leaves a debt behind.
+        still_owed = Money(balances[AccountKind.RECEIVABLE], amount.currency)
+        free = max(available - held - still_owed, Money(0, amount.currency))
         if free < amount:
             raise _not_withdrawable(amount, free, owed, debts, held)
-    posted = await store.post(session, transfer, business_id=business.id, reference=f"withdrawal:{key}")
+    posted = await store.post(session, transfer, business_id=business.id, reference=f"withdrawal:{ref}")
     if posted.replayed:
         existing = await session.scalar(select(Settlement).where(Settlement.transaction_id == posted.transaction_id))
         assert existing is not None
         return existing
     settlement = await provider.payout(
-        session, business.id, amount, transaction_id=posted.transaction_id, reference=f"withdrawal:{key}"
+        session, business.id, amount, transaction_id=posted.transaction_id, reference=f"withdrawal:{ref}"
     )
     await session.flush()
     return settlement

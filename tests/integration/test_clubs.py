@@ -241,7 +241,8 @@ async def test_what_a_club_operator_is_owed_is_paid_out_once_by_an_operator(app,
     assert failed.status_code == 200 and failed.json()["status"] == "failed"
     (again,) = (await client.get("/v1/payables", headers=auth(operator))).json()["items"]
     assert again["owed"]["amount_minor"] == owed  # the transfer did not happen: owed again
-    paid = await payout(owed, "k3")
+    paid = await payout(owed, "k3" * 100)  # as long as a key may be (the payout's references hold its digest)
+    assert paid.status_code == 201, paid.text
     confirmed = await client.post(f"/v1/settlements/{paid.json()['id']}/confirm", headers=auth(operator))
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "confirmed"
     assert (await client.get("/v1/payables", headers=auth(operator))).json()["items"] == []

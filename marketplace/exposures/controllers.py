@@ -146,7 +146,7 @@ class ExposureController(Controller):
                 status=returned.exposure.status,
                 refund=MoneyOut(refund.amount_minor, refund.currency) if refund is not None else None,
                 replacement_offer_id=returned.replacement.id if returned.replacement else None,
-                replacement_owed=returned.exposure.replacement_owed_since is not None,
+                replacement_owed=returned.replacement is None and returned.exposure.replacement_owed_since is not None,
             )
 
         fingerprint = request_hash("POST", request.url.path, data)

@@ -258,6 +258,8 @@ async def upgrade_to_exclusive(
         update(Lead)
         .where(
             Lead.id == exposure.lead_id,
+            # Still on the market: once its time is up (or the customer hired someone), exclusivity keeps nobody out.
+            Lead.expires_at > utcnow(),
             Lead.exposure_count == 1,
             Lead.is_exclusive.is_(False),
             ~exists().where(Exposure.lead_id == Lead.id, Exposure.business_id != business.id),
@@ -265,6 +267,9 @@ async def upgrade_to_exclusive(
         .values(is_exclusive=True, status="full"),
     )
     if won != 1:
+        lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
+        if lead is not None and lead.expires_at <= utcnow():
+            raise Conflict("this lead is no longer on the market (its time ran out, or the customer hired someone)")
         raise Conflict("a competitor has seen this lead's contact, so it can no longer be exclusive")
     lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
     assert lead is not None
@@ -324,8 +329,10 @@ async def return_exposure(
     replacement, refund = None, None
     if exposure.mode == "deal_maker":
         replacement = await offer_replacement(session, settings, business.id, exposure)
-        if replacement is None and settings.windows.replacement_days > 0:
-            exposure.replacement_owed_since = now  # none open now: the next lead that fits is offered as one
+        if settings.windows.replacement_days > 0:
+            # Owed until a replacement is claimed: with none open now, the next lead that fits is offered as one;
+            # one offered now that closes unclaimed (its lead filled first, the offer expired) leaves it owed too.
+            exposure.replacement_owed_since = now
     else:
         refund = await wallet.refund_exposure(session, settings, exposure)
     lead = await session.get(Lead, exposure.lead_id)

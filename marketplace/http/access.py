@@ -153,7 +153,8 @@ def _is_plain_int(field: FieldDefinition) -> bool:
 
 
 async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Ids and query parameters without NUL characters; no query parameter the route does not take; and no body
+    """Ids and query parameters without NUL characters; no query parameter the route does not take, nor one given
+    twice; and no body
     for a call that takes none (`{}` is none): a field sent to it would otherwise be silently ignored, and the
     answer would look as if it had been read (an upgrade asked for with options it does not have)."""
     _refuse_nul(connection)
@@ -162,6 +163,10 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
         if name not in known:
             takes = ", ".join(sorted(known)) or "none"
             raise InvalidInput.field(name, f"this route has no such query parameter (it takes: {takes})")
+        # Every parameter takes one value: `?status=new&status=lost` would be read as its last value alone, a list
+        # filtered by something other than what was asked.
+        if len(connection.query_params.getall(name)) > 1:
+            raise InvalidInput.field(name, "given more than once; it takes one value")
     if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
         return
     body = (await connection.body()).strip() if isinstance(connection, Request) else b""  # 413 past the limit

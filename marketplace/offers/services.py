@@ -378,7 +378,8 @@ CLOSE_OTHER_OFFERS = (
         _offers.business_id == bindparam("of_business"),
         _offers.status == "open",
         _offers.id != bindparam("claimed"),
-        # A replacement made at a return is owed by no debt row: withdrawn, nothing would offer it again.
+        # A replacement stays: it is what the business's return is owed (withdrawn, the debt would wait for a new
+        # lead's first wave to be offered again).
         _offers.replaces_exposure_id.is_(None),
     )
     .values(status="closed")

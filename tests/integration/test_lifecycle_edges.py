@@ -1,0 +1,171 @@
+"""The lead lifecycle at its edges, over HTTP (intake, offers, claims, exposures, returns, surveys, block): a
+replacement owed until one is claimed, no exclusivity bought off the market, one value per query parameter, and odd
+input on every lifecycle call refused with nothing changed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from marketplace.clock import clock
+from marketplace.db.models import Exposure, ExposureEvent, Lead, LedgerTransaction, Offer
+from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
+from tests.integration.fraud_market import claimed_deal, report, survey_token
+
+
+def money(amount: Any, currency: Any = "ILS") -> dict[str, Any]:
+    return {"amount_minor": amount, "currency": currency}
+
+
+# --- what was wrong ------------------------------------------------------------------------------------------------
+
+
+async def test_a_replacement_offered_at_the_return_that_fills_before_the_claim_leaves_the_replacement_owed(
+    app, client, db
+):
+    """A deal maker returns a lead and is offered an open lead as its replacement at once; other businesses fill
+    that lead before it claims (not its doing): it is still owed a replacement, as when the return found no lead and
+    the owed replacement offered later fills first (test_lifecycle's
+    test_a_replacement_offer_that_closes_unclaimed_leaves_the_replacement_owed)."""
+    legal = {"categories": ["legal"]}  # two places a lead
+    returner_id, returner = await register(client, "deal_maker", profile=legal)
+    quick = [await register(client, "deal_maker", profile=legal) for _ in range(2)]
+    _, exposure_id = await claimed_deal(app, client, returner_id, returner, category="legal")
+    replacement_lead = await submit_lead(client, category="legal")  # open, offered to nobody yet
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    replacement_offer = returned.json()["replacement_offer_id"]
+    assert replacement_offer is not None
+    assert await db.scalar(select(Offer.lead_id).where(Offer.id == replacement_offer)) == replacement_lead
+    # The two places of the replacement lead are taken by others first.
+    offers = await offer_lead_to(app, replacement_lead, [b for b, _ in quick])
+    for (_, token), offer_id in zip(quick, offers, strict=True):
+        assert (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token))).status_code == 201
+    late = await client.post(f"/v1/offers/{replacement_offer}/claim", headers=auth(returner))
+    assert late.status_code == 409
+    # The next lead that fits is offered to it as the replacement it is still owed.
+    await app.state.ranking_sync.settled()
+    following = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    mine = [o for o in await offers_of(client, returner) if o["lead_id"] == following]
+    assert [o["replaces_exposure_id"] for o in mine] == [exposure_id], mine
+
+
+async def test_an_upgrade_of_a_lead_no_longer_on_the_market_is_refused_and_changes_nothing(app, client, db):
+    """Exclusivity keeps competitors from a lead's contact; once the lead has expired nobody can claim it any more,
+    so an upgrade would sell nothing. It is a 409, charges nothing, and leaves the lead expired (it was a 200, the
+    difference charged, and the expired lead turned back to `full`)."""
+    lb_id, lb = await register(client, "lead_buyer")
+    lead_id, exposure_id = await claimed_deal(app, client, lb_id, lb)
+    clock.advance(timedelta(hours=80))  # past lead_ttl_hours (72), within nothing else that matters here
+    from workers.actors import expire_lapsed
+
+    await expire_lapsed()
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+    transactions = await db.count(LedgerTransaction)
+    upgrade = await client.post(f"/v1/exposures/{exposure_id}/exclusive", headers=auth(lb))
+    assert upgrade.status_code == 409, upgrade.text
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+    assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "shared"
+    assert await db.count(LedgerTransaction) == transactions
+
+
+async def test_a_repeated_query_parameter_is_refused_not_silently_the_last(app, client, db):
+    """`?status=new&status=lost` was answered as if only `status=lost` had been asked (the last won): the list looked
+    filtered by what the client did not mean. Like an unknown parameter (http/access.py), it is a 422 naming it."""
+    dm_id, dm = await register(client, "deal_maker")
+    await claimed_deal(app, client, dm_id, dm)
+    response = await client.get("/v1/exposures?status=new&status=lost", headers=auth(dm))
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["status"]
+
+
+# --- what held: odd input on each lifecycle call is refused, and changes nothing ---------------------------------
+
+
+async def test_odd_bodies_on_claims_reports_returns_and_surveys_are_refused_and_change_nothing(app, client, db):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lb_id, lb = await register(client, "lead_buyer")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    (lb_offer,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
+    for body in ({"exclusive": "true"}, {"exclusive": None}, {"exclusive": 1}, {"exclusive": False, "x": 1}, [], 5):
+        response = await client.post(f"/v1/offers/{lb_offer}/claim", headers=auth(lb), json=body)
+        assert response.status_code == 422, (body, response.text)
+    for path in ("/v1/offers/ü🙂/claim", "/v1/offers/" + "a" * 5000 + "/claim", "/v1/offers/%00/claim"):
+        assert (await client.post(path, headers=auth(lb), json={})).status_code == 404
+    for body in (
+        {"status": "new"},
+        {"status": "returned"},
+        {"status": None},
+        {"status": "WON"},
+        {"status": "won", "turnover": money(1.5)},
+        {"status": "won", "turnover": money(10**16)},
+        {"status": "won", "turnover": money(100, "EUR")},
+        {"status": "contacted", "turnover": money(100)},
+        {"status": "contacted", "note": "x" * 2001},
+        {},
+    ):
+        response = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm), json=body)
+        assert response.status_code == 422, (body, response.text)
+    for body in (
+        {"reason": None},
+        {"reason": 5},
+        {"reason": ""},
+        {"reason": "\u3000\u00a0"},
+        {"reason": "x" * 2001},
+        {},
+    ):
+        response = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(dm), json=body)
+        assert response.status_code == 422, (body, response.text)
+    # Another business's exposure is a 404 on every call, and in no list.
+    for method, path, body in (
+        ("GET", f"/v1/exposures/{exposure_id}", None),
+        ("POST", f"/v1/exposures/{exposure_id}/status", {"status": "contacted"}),
+        ("POST", f"/v1/exposures/{exposure_id}/return", {"reason": "x"}),
+        ("POST", f"/v1/exposures/{exposure_id}/exclusive", None),
+    ):
+        assert (await client.request(method, path, headers=auth(lb), json=body)).status_code == 404
+    assert (await client.get("/v1/exposures", headers=auth(lb))).json()["items"] == []
+    assert await db.count(Exposure) == 1
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "new"
+    assert await db.count(ExposureEvent, ExposureEvent.exposure_id == exposure_id) == 1
+    # Surveys: odd answers are 422s that leave the link usable; forged links 404s.
+    await report(client, dm, exposure_id, "lost")
+    token = await survey_token(client, operator, lead_id)
+    for body in (
+        {"hired": False, "satisfaction": 0},
+        {"hired": False, "satisfaction": "5"},
+        {"hired": False, "satisfaction": 5.0},
+        {"hired": None, "satisfaction": 3},
+        {"hired": True, "satisfaction": 3, "amount": money(10**20)},
+        {"hired": True, "satisfaction": 3, "business_id": "ü"},
+        {"hired": False, "satisfaction": 3, "amount": money(100)},
+    ):
+        response = await client.post(f"/v1/surveys/{token}", json=body)
+        assert response.status_code == 422, (body, response.text)
+    for forged in ("abc", "a.b.c", "ü.ü", "a" * 5000 + ".b", token.split(".")[0] + "."):
+        assert (await client.get(f"/v1/surveys/{forged}")).status_code == 404
+    answered = await client.post(f"/v1/surveys/{token}", json={"hired": False, "satisfaction": 3, "comment": "🙂 תודה"})
+    assert answered.status_code == 200, answered.text
+
+
+async def test_a_blocked_business_acts_no_more_at_once_and_a_second_block_releases_nothing_twice(app, client, db):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [dm_id])
+    assert (await client.get("/v1/offers", headers=auth(dm))).status_code == 200  # its token is in the cache now
+    assert (await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator), json={})).status_code == 200
+    for path, body in (
+        (f"/v1/offers/{offer_id}/claim", {}),
+        (f"/v1/exposures/{exposure_id}/return", {"reason": "x"}),
+        ("/v1/businesses/me/leads", lead_body()),
+    ):
+        assert (await client.post(path, headers=auth(dm), json=body)).status_code == 403
+    released = await client.get(f"/v1/exposures/{exposure_id}", headers=auth(dm))
+    assert released.json()["status"] == "lost" and released.json()["contact"] is None
+    assert (await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator))).status_code == 200
+    assert await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id)) == 0

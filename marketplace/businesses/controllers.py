@@ -13,7 +13,7 @@ from msgspec import UnsetType
 from marketplace.businesses import schemas, services
 from marketplace.clock import utcnow
 from marketplace.errors import InvalidInput
-from marketplace.fraud.services import release_open_deals
+from marketplace.fraud.services import assess_businesses, release_open_deals
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
 from marketplace.http.strict import QueryInt
@@ -104,6 +104,10 @@ class BusinessController(Controller):
             )
             if data.status == "blocked":
                 await _release_open_deals(state, uow, business_id, operator)
+            elif data.status == "active":
+                # Let back in: assessed afresh now, as a dismissal does (what a decided alert held no longer counts
+                # against it), so the ranking reads its reliability as of now, not as of the block.
+                await assess_businesses(uow.session, state.settings, [business_id])
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
         if data.status == "active":

@@ -16,7 +16,7 @@ from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, nor
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
 from marketplace.db.models.businesses import with_profile
 from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
-from marketplace.http.pagination import check_limit
+from marketplace.http.pagination import after_time_cursor, check_limit, time_cursor
 from marketplace.identity.services import issue_business_token
 from marketplace.ids import new_id
 from marketplace.offers.matching import fits_business
@@ -273,18 +273,15 @@ async def set_status(
 
 
 async def list_unreliable(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[Business], str | None]:
-    """Newest marks first; the cursor is the last business listed (its mark's time orders the rest)."""
+    """Newest marks first; the cursor holds the last listed business's mark time and id, so the next page goes on
+    from there even if that business has since been taken off the list, or marked again."""
     query = select(Business).where(Business.unreliable_since.is_not(None))
     if cursor:
-        since = await session.scalar(
-            select(Business.unreliable_since).where(Business.id == cursor, Business.unreliable_since.is_not(None))
-        )
-        if since is None:
-            raise InvalidInput.field("cursor", "not a cursor this list gave out")
+        since, after_id = after_time_cursor(cursor)
         query = query.where(
             or_(
                 Business.unreliable_since < since,
-                and_(Business.unreliable_since == since, Business.id < cursor),
+                and_(Business.unreliable_since == since, Business.id < after_id),
             )
         )
     rows = list(
@@ -293,7 +290,8 @@ async def list_unreliable(session: AsyncSession, limit: int, cursor: str | None)
         )
     )
     items = rows[:limit]
-    return items, (items[-1].id if len(rows) > limit and items else None)
+    last = items[-1] if len(rows) > limit and items else None
+    return items, (time_cursor(last.unreliable_since, last.id) if last and last.unreliable_since else None)
 
 
 def to_schema(business: Business) -> schemas.Business:

@@ -1,5 +1,6 @@
-"""Cursor pagination: `?limit=` (max 200) and `?cursor=` (the last id seen; ids are time-ordered, or, for a list
-computed whole at each request, the last position seen)."""
+"""Cursor pagination: `?limit=` (max 200) and `?cursor=` (the last id seen, ids being time-ordered; for a list
+computed whole at each request, the last position seen; for a list ordered by a time that can change, that time and
+the id)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -76,3 +78,23 @@ def after_position(cursor: str | None, list_key: str) -> int:
     if key != list_key or not _POSITION.fullmatch(position) or position_cursor(key, int(position)) != cursor:
         raise InvalidInput.field("cursor", "not a cursor this list gave out")
     return int(position)
+
+
+def time_cursor(at: datetime, item_id: str) -> str:
+    """The cursor after an item of a list ordered by a time that can change (newest first, then id): the time and id
+    themselves, so the next page goes on from there even once that item has left the list or moved in it."""
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{item_id}".encode()).decode("ascii").rstrip("=")
+
+
+def after_time_cursor(cursor: str) -> tuple[datetime, str]:
+    """The time and id a time_cursor holds; a cursor no list gave out (altered, made up) is a 422."""
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode("utf-8")
+        at_text, _, item_id = raw.partition("|")
+        at = datetime.fromisoformat(at_text)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        at, item_id = None, ""
+    if at is None or at.tzinfo is None or not item_id or time_cursor(at, item_id) != cursor:
+        raise InvalidInput.field("cursor", "not a cursor this list gave out")
+    return at, item_id
+

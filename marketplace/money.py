@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "BP_WHOLE",
+    "MAX_AMOUNT_MINOR",
     "CurrencyMismatch",
     "Money",
     "div_round_half_up",
@@ -21,6 +22,10 @@ __all__ = [
 
 BP_WHOLE = 10_000
 """Basis points in a whole: 10,000 bp = 100 %."""
+
+# The largest amount the marketplace takes (10 trillion in a currency of two decimals): sums of many stay far within
+# the ledger's 64-bit integers.
+MAX_AMOUNT_MINOR = 10**15
 
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _MAJOR_RE = re.compile(r"(?P<sign>-?)(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?")

@@ -9,6 +9,7 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -135,8 +136,12 @@ async def join(
     if taken.first() is None:
         raise InvalidInput.field(field, "this invitation has already been used")
     member = ClubMember(club_id=invitation.club_id, business_id=business_id, invitation_id=invitation.id, joined_at=now)
-    session.add(member)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(member)
+            await session.flush()
+    except IntegrityError as exc:  # a join of the same business with another invitation, at the same moment
+        raise Conflict(f"the business is already a member of club {invitation.club_id}") from exc
     return await get_club(session, invitation.club_id), member
 
 

@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any
 
 from marketplace.errors import FieldError, InvalidInput
-from marketplace.money import BP_WHOLE, CurrencyMismatch, Money, minor_unit_exponent
+from marketplace.money import BP_WHOLE, MAX_AMOUNT_MINOR, CurrencyMismatch, Money, minor_unit_exponent
 
 __all__ = [
     "DEFAULT_PLAN",
@@ -332,6 +332,9 @@ class _Reader:
             return None
         if positive and not money.is_positive:
             self.fail(path, f"must be positive, got {money}")
+            return None
+        if abs(money.amount_minor) > MAX_AMOUNT_MINOR:  # it would overflow the ledger at the first event it pays
+            self.fail(path, f"amount_minor must be at most {MAX_AMOUNT_MINOR}")
             return None
         # The marketplace's currency, and one currency per plan: a fixed amount in another could never apply to
         # its events (every deal settled under the plan would fail).

@@ -358,6 +358,21 @@ async def set_bids(
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the bids are invalid", errors=errors)
     for bid in data.bids:
         rows[bid.category].max_bid_minor = bid.max_bid.amount_minor if bid.max_bid is not None else None
+        # An open offer's second price was set under the old bid: a lowered (or withdrawn) bid caps it, so that a
+        # claim never costs more than the bid in force, and the list shows what the claim charges. A raised bid
+        # leaves it: the price was the least that kept the place.
+        list_price = settings.categories[bid.category].lead_price_minor
+        ceiling = bid.max_bid.amount_minor if bid.max_bid is not None else list_price
+        await session.execute(
+            update(Offer)
+            .where(
+                Offer.business_id == business.id,
+                Offer.status == "open",
+                Offer.price_minor > ceiling,
+                Offer.lead_id.in_(select(Lead.id).where(Lead.category == bid.category)),
+            )
+            .values(price_minor=ceiling)
+        )
     business.updated_at = utcnow()
     await session.flush()
     return bids_of(settings, business)

@@ -1,0 +1,295 @@
+"""Edges of offers, waves and bids over HTTP.
+
+Covers: a bid kept across a profile change; each wave place paying the next place's bid (core and club paths), and
+what a claim costs against the bid in force (a lowered bid caps the open offers' prices); each
+business seeing and claiming only its own offers; odd paging, claim and bid input as 4xx that change nothing; the
+deal range's bounds; suspended, blocked, capped and non-member businesses never offered; paging a lead's ranking and
+the offers list; a refused claim changing nothing; a narrower profile withdrawing only the offers that no longer fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from marketplace.db.models import Offer
+from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
+
+
+def _bid(category: str, amount: int | None) -> dict[str, Any]:
+    return {"category": category, "max_bid": None if amount is None else {"amount_minor": amount, "currency": "ILS"}}
+
+
+async def _put_bids(client: Any, token: str, *bids: dict[str, Any]) -> Any:
+    return await client.put("/v1/businesses/me/bids", headers=auth(token), json={"bids": list(bids)})
+
+
+async def test_a_bid_survives_a_profile_change_that_keeps_its_category(app, client, settings):
+    """A lead buyer bids on plumbing, then adds a category (plumbing stays): its plumbing bid stays. (The PATCH
+    replaces the category rows; SQLAlchemy turns the delete and insert of the same key into an update that leaves
+    max_bid_minor alone. Pinned so that a rewrite of update_business does not drop bids silently.)"""
+    price = settings.categories["plumbing"].lead_price_minor
+    _, buyer = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    assert (await _put_bids(client, buyer, _bid("plumbing", 2 * price))).status_code == 200
+    changed = await client.patch(
+        "/v1/businesses/me", headers=auth(buyer), json={"profile": {"categories": ["plumbing", "legal"]}}
+    )
+    assert changed.status_code == 200, changed.text
+    bids = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
+    plumbing = next(b for b in bids if b["category"] == "plumbing")
+    assert plumbing["max_bid"] == {"amount_minor": 2 * price, "currency": "ILS"}
+
+
+async def test_offers_and_claims_are_each_business_s_own(app, client, db):
+    """A business never sees or claims another's offer (404, and the offer stays open)."""
+    a_id, a = await register(client, "lead_buyer")
+    _, b = await register(client, "lead_buyer")
+    lead = await submit_lead(client)
+    (offer_a,) = await offer_lead_to(app, lead, [a_id])
+    assert [o["offer_id"] for o in await offers_of(client, b) if o["lead_id"] == lead] == []
+    refused = await client.post(f"/v1/offers/{offer_a}/claim", headers=auth(b))
+    assert refused.status_code == 404
+    assert (await db.scalar(select(Offer.status).where(Offer.id == offer_a))) == "open"
+    mine = [o for o in await offers_of(client, a) if o["offer_id"] == offer_a]
+    assert len(mine) == 1 and "contact" not in mine[0]["lead"]
+
+
+async def test_odd_paging_input_is_a_client_error(app, client):
+    _, buyer = await register(client, "lead_buyer")
+    op = await operator_token(app)
+    lead = await submit_lead(client)
+    await app.state.jobs.run_due()
+    for query in ("limit=0", "limit=-1", "limit=201", "limit=abc", "cursor=nonsense", "cursor=off_", "limit=1e3"):
+        r = await client.get(f"/v1/offers?{query}", headers=auth(buyer))
+        assert r.status_code in (400, 422), (query, r.status_code, r.text)
+    for query in ("limit=0", "limit=201", "cursor=nonsense", "cursor=bGVhZDoxMA", "limit=x"):
+        r = await client.get(f"/v1/leads/{lead}/ranking?{query}", headers=auth(op))
+        assert r.status_code in (400, 422), (query, r.status_code, r.text)
+    assert (await client.get("/v1/leads/nope/ranking", headers=auth(op))).status_code == 404
+    assert (await client.get(f"/v1/leads/{lead}/ranking", headers=auth(buyer))).status_code == 403
+
+
+async def _buyers_with_bids(client: Any, *amounts: int | None) -> list[tuple[str, str]]:
+    out = []
+    for amount in amounts:
+        business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+        if amount is not None:
+            assert (await _put_bids(client, token, _bid("plumbing", amount))).status_code == 200
+        out.append((business_id, token))
+    return out
+
+
+async def test_each_place_pays_the_next_places_bid_and_the_wave_s_last_pays_against_the_first_left_out(
+    app, client, db, settings
+):
+    """Four buyers of equal record bid 14,000, 12,000, 9,000 and 7,000 on plumbing (list price 6,000, waves of
+    three): the wave's three pay 12,000, 9,000 and 7,000 (the last against the first left for the next wave)."""
+    buyers = await _buyers_with_bids(client, 14_000, 12_000, 9_000, 7_000)
+    app.state.ranker.core.explore_share = 0.0
+    await app.state.ranking_sync.settled()
+    lead = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
+    assert set(offers) == {b for b, _ in buyers[:3]}
+    assert [offers[b].price_minor for b, _ in buyers[:3]] == [12_000, 9_000, 7_000]
+    for (business_id, token), bid in zip(buyers[:3], (14_000, 12_000, 9_000), strict=True):
+        (shown,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead]
+        assert shown["price"]["amount_minor"] == offers[business_id].price_minor <= bid
+        assert shown["exclusive_price"]["amount_minor"] == settings.categories["plumbing"].exclusive_price_minor
+
+
+async def test_a_claim_never_costs_more_than_the_bid_in_force(app, client, db, settings):
+    """A buyer bids 14,000 and is offered a lead at the second price 12,000; before claiming it lowers its bid to
+    the list price (or withdraws it). The claim costs at most the bid in force when it claims (here the list price),
+    and the offer list says so. (It cost the 12,000 set when the offer was made, above the buyer's bid: set_bids
+    left open offers' prices alone.)"""
+    price = settings.categories["plumbing"].lead_price_minor
+    (_, top), _ = await _buyers_with_bids(client, 14_000, 12_000)
+    app.state.ranker.core.explore_share = 0.0
+    await app.state.ranking_sync.settled()
+    lead = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    (offer,) = [o for o in await offers_of(client, top) if o["lead_id"] == lead]
+    assert offer["price"]["amount_minor"] == 12_000
+    assert (await _put_bids(client, top, _bid("plumbing", None))).status_code == 200
+    (offer,) = [o for o in await offers_of(client, top) if o["lead_id"] == lead]
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(top))
+    assert claimed.status_code == 201, claimed.text
+    assert claimed.json()["price"]["amount_minor"] <= price  # the bid in force: none, so the list price
+
+
+async def test_waves_reach_the_deal_range_s_bounds_and_nobody_outside_it(app, client, db):
+    """A budget equal to a business's min or max deal is in its range; one a minor unit outside is not."""
+    budget = 150_000
+    at_min, _ = await register(client, "lead_buyer", profile={"categories": ["legal"], "min_deal_minor": budget})
+    at_max, _ = await register(
+        client, "deal_maker", profile={"categories": ["legal"], "min_deal_minor": 0, "max_deal_minor": budget}
+    )
+    below, _ = await register(client, "lead_buyer", profile={"categories": ["legal"], "max_deal_minor": budget - 1})
+    above, _ = await register(client, "deal_maker", profile={"categories": ["legal"], "min_deal_minor": budget + 1})
+    await app.state.ranking_sync.settled()
+    lead = await submit_lead(client, category="legal", budget={"amount_minor": budget, "currency": "ILS"})
+    await app.state.jobs.run_due()
+    offered = set(await db.scalars(select(Offer.business_id).where(Offer.lead_id == lead)))
+    assert offered == {at_min, at_max}
+    assert not {below, above} & offered
+
+
+async def test_suspended_and_blocked_businesses_are_never_offered_nor_ranked(app, client, db):
+    op = await operator_token(app)
+    active, _ = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    suspended, s_token = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    blocked, _ = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    change = {"status": "suspended", "reason": "checking"}
+    assert (await client.post(f"/v1/businesses/{suspended}/status", headers=auth(op), json=change)).status_code == 200
+    assert (await client.post(f"/v1/businesses/{blocked}/block", headers=auth(op), json={})).status_code == 200
+    await app.state.ranking_sync.settled()
+    lead = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    offered = set(await db.scalars(select(Offer.business_id).where(Offer.lead_id == lead)))
+    assert offered == {active}
+    ranking = (await client.get(f"/v1/leads/{lead}/ranking", headers=auth(op))).json()
+    assert {c["business_id"] for c in ranking["items"]} == {active}
+    # A suspended business changing its profile is offered nothing either.
+    widened = await client.patch("/v1/businesses/me", headers=auth(s_token), json={"profile": {"regions": ["haifa"]}})
+    assert widened.status_code in (200, 401, 403), widened.text
+    await app.state.jobs.run_due()
+    assert suspended not in set(await db.scalars(select(Offer.business_id)))
+
+
+async def test_a_lead_s_ranking_pages_through_every_candidate_once(app, client):
+    """Seven fitting businesses, a wave of three offered: pages of two cover all seven once, positions 1..7, the
+    last page with no next cursor; `candidates` repeats `items`."""
+    ids = {
+        (await register(client, mode, profile={"categories": ["plumbing"]}))[0]
+        for mode in ["lead_buyer"] * 4 + ["deal_maker"] * 3
+    }
+    op = await operator_token(app)
+    await app.state.ranking_sync.settled()
+    lead = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(10):
+        query = "limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await client.get(f"/v1/leads/{lead}/ranking?{query}", headers=auth(op))
+        assert page.status_code == 200, page.text
+        body = page.json()
+        assert body["items"] == body["candidates"] and len(body["items"]) <= 2
+        seen += body["items"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert [c["position"] for c in seen] == list(range(1, 8))
+    assert {c["business_id"] for c in seen} == ids and len(seen) == 7
+    assert sum(c["offered"] for c in seen) == 3
+    for c in seen:
+        if c["factors"].get("mode") == "lead_buyer" and c["offered"]:
+            assert c["factors"]["price_minor"] >= app.state.settings.categories["plumbing"].lead_price_minor
+
+
+async def test_offers_page_by_cursor_newest_first_without_repeats(app, client):
+    buyer_id, buyer = await register(client, "lead_buyer")
+    leads = [await submit_lead(client, category="plumbing") for _ in range(5)]
+    for lead in leads:
+        await offer_lead_to(app, lead, [buyer_id])
+    got: list[str] = []
+    cursor = None
+    for _ in range(5):
+        r = await client.get("/v1/offers?limit=2" + (f"&cursor={cursor}" if cursor else ""), headers=auth(buyer))
+        assert r.status_code == 200, r.text
+        got += [o["lead_id"] for o in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(got) == sorted(leads) and len(got) == 5
+
+
+async def test_a_claim_refused_at_the_cap_changes_nothing(app, client, db):
+    """Refused at its daily cap (409): the lead keeps its places, the offer stays open, no exposure is made."""
+    from marketplace.db.models import Exposure, Lead
+
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"daily_cap": 1, "monthly_cap": 10})
+    first, second = await submit_lead(client), await submit_lead(client, category="renovation")
+    (o1,) = await offer_lead_to(app, first, [buyer_id])
+    (o2,) = await offer_lead_to(app, second, [buyer_id])
+    assert (await client.post(f"/v1/offers/{o1}/claim", headers=auth(buyer))).status_code == 201
+    refused = await client.post(f"/v1/offers/{o2}/claim", headers=auth(buyer))
+    assert refused.status_code == 409, refused.text
+    assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == second))) == 0
+    assert (await db.scalar(select(Lead.status).where(Lead.id == second))) == "open"
+    assert await db.count(Exposure, Exposure.lead_id == second) == 0
+
+
+async def test_a_narrower_region_or_deal_range_withdraws_only_the_offers_that_no_longer_fit(app, client, db):
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"regions": ["tel-aviv", "center"]})
+    tlv = await submit_lead(client, region="tel-aviv", budget={"amount_minor": 100_000, "currency": "ILS"})
+    center = await submit_lead(client, region="center", budget={"amount_minor": 100_000, "currency": "ILS"})
+    big = await submit_lead(client, region="tel-aviv", budget={"amount_minor": 900_000, "currency": "ILS"})
+    unstated = await submit_lead(client, region="tel-aviv", budget={"amount_minor": 0, "currency": "ILS"})
+    for lead in (tlv, center, big, unstated):
+        await offer_lead_to(app, lead, [buyer_id])
+    changed = await client.patch(
+        "/v1/businesses/me",
+        headers=auth(buyer),
+        json={"profile": {"regions": ["tel-aviv"], "max_deal_minor": 500_000}},
+    )
+    assert changed.status_code == 200, changed.text
+    assert {o["lead_id"] for o in await offers_of(client, buyer)} == {tlv, unstated}
+
+
+async def test_odd_claim_and_bid_bodies_are_client_errors_that_change_nothing(app, client, db, settings):
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    (offer,) = await offer_lead_to(app, await submit_lead(client), [buyer_id])
+    for body in ({"exclusive": "yes"}, {"exclusive": None}, {"exclusive": 1}, [], {"exclusive": False, "x": 1}, "x"):
+        r = await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json=body)
+        assert r.status_code in (400, 422), (body, r.status_code, r.text)
+    r = await client.post(
+        f"/v1/offers/{offer}/claim", headers={**auth(buyer), "Content-Type": "application/json"}, content=b"{"
+    )
+    assert r.status_code in (400, 422), r.text
+    assert (await db.scalar(select(Offer.status).where(Offer.id == offer))) == "open"
+    price = settings.categories["plumbing"].lead_price_minor
+    assert (await _put_bids(client, buyer, _bid("plumbing", 2 * price))).status_code == 200
+    for bids in (
+        [{"category": "plumbing", "max_bid": {"amount_minor": 10**30, "currency": "ILS"}}],
+        [{"category": "plumbing", "max_bid": {"amount_minor": -1, "currency": "ILS"}}],
+        [{"category": "plumbing", "max_bid": {"amount_minor": 7000.5, "currency": "ILS"}}],
+        [{"category": "plumbing", "max_bid": {"amount_minor": 7000, "currency": "EUR"}}],
+        [{"category": "plumbing", "max_bid": {"amount_minor": 7000, "currency": "ils"}}],
+        [{"category": 7, "max_bid": None}],
+        [{"category": "plumbing"}],
+        [_bid("plumbing", 7000), _bid("renovation", 20_000)],  # one not its category: all refused
+    ):
+        r = await client.put("/v1/businesses/me/bids", headers=auth(buyer), json={"bids": bids})
+        assert r.status_code in (400, 422), (bids, r.status_code, r.text)
+    for body in ({}, {"bids": None}, {"bids": "x"}, {"bids": [None]}):
+        r = await client.put("/v1/businesses/me/bids", headers=auth(buyer), json=body)
+        assert r.status_code in (400, 422), (body, r.status_code, r.text)
+    bids = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
+    assert bids[0]["max_bid"]["amount_minor"] == 2 * price
+
+
+async def test_a_clubs_lead_prices_its_members_by_second_price_and_skips_one_at_its_cap(app, client, db):
+    """Inside a club (waves matched by the database, not the core): four members bid 14,000, 12,000, 9,000 and
+    7,000, a fifth is at its daily cap; the wave of three pays 12,000, 9,000 and 7,000, and the capped member and
+    every outsider are not offered it."""
+    from tests.integration.test_clubs import club_lead, found_club, member
+
+    op = await operator_token(app)
+    club = await found_club(client, op)
+    members = []
+    for amount in (14_000, 12_000, 9_000, 7_000):
+        business_id, token = await member(client, op, club, "lead_buyer")
+        assert (await _put_bids(client, token, _bid("plumbing", amount))).status_code == 200
+        members.append(business_id)
+    capped_id, capped = await member(client, op, club, "lead_buyer", daily_cap=1, monthly_cap=5)
+    (first,) = await offer_lead_to(app, await submit_lead(client, category="renovation"), [capped_id])
+    assert (await client.post(f"/v1/offers/{first}/claim", headers=auth(capped))).status_code == 201
+    outsider, _ = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    app.state.ranker.core.explore_share = 0.0
+    lead = await club_lead(app, client, club)
+    offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
+    assert set(offers) == set(members[:3])
+    assert [offers[b].price_minor for b in members[:3]] == [12_000, 9_000, 7_000]
+    assert capped_id not in offers and outsider not in offers

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from marketplace.db import at_commit
 
 log = logging.getLogger("marketplace.uow")
 
@@ -20,6 +23,22 @@ class UnitOfWork:
     def after_commit(self, job: Callable[[], Any]) -> None:
         """Run `job` only once the transaction has committed (e.g. enqueue a worker message)."""
         self._after_commit.append(job)
+
+    @asynccontextmanager
+    async def attempt(self) -> AsyncIterator[None]:
+        """A part of the unit of work that may fail on its own (in a savepoint): if it raises, everything it did is
+        undone (its rows, the jobs and the writes it left for the commit) and the rest of the unit of work stands,
+        to be committed with what the caller does next."""
+        jobs, writes = len(self._after_commit), at_commit.queued(self.session)
+        savepoint = await self.session.begin_nested()
+        try:
+            yield
+        except BaseException:
+            await savepoint.rollback()
+            del self._after_commit[jobs:]
+            at_commit.requeue(self.session, writes)
+            raise
+        await savepoint.commit()
 
     async def commit(self) -> None:
         await self.session.commit()

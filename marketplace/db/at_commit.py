@@ -6,7 +6,8 @@ whatever it does after taking it, every other transaction that needs the row wai
 the session instead (`defer`) and done by a writer registered for them (`at_commit`), as the outermost transaction
 commits: the row is held for the commit alone. Writers run in the order they were registered, so transactions
 take these rows in one order (no deadlock between them). A transaction that rolls back forgets what it queued;
-a savepoint rolled back does not (nothing is queued inside one: queue after the savepoint has been released).
+a savepoint rolled back does not by itself: its owner puts the queues back as they were (`queued`, `requeue`:
+see `UnitOfWork.attempt`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ def at_commit(key: str) -> Callable[[Writer], Writer]:
 def defer(session: AsyncSession | Session, key: str, item: Any) -> None:
     """Queue `item` for the writer of `key`, to be written as this session's transaction commits."""
     session.info.setdefault(key, []).append(item)
+
+
+def queued(session: AsyncSession | Session) -> dict[str, int]:
+    """How much is queued under each key now: a mark to put the queues back to (`requeue`)."""
+    return {key: len(session.info.get(key, ())) for key in _WRITERS}
+
+
+def requeue(session: AsyncSession | Session, mark: dict[str, int]) -> None:
+    """Forget what was queued since `mark` (the work of a savepoint that rolled back)."""
+    for key in _WRITERS:
+        items = session.info.get(key)
+        if items is not None:
+            del items[mark.get(key, 0) :]
 
 
 @event.listens_for(Session, "before_commit")

@@ -1,6 +1,6 @@
 """`Idempotency-Key`: the first response to a key is stored in the same transaction as the work it did,
 and replayed for a retry with the same body; the same key with another body is a 422. A refusal (404, 409, 422
-from the work) is kept under the key too, in a transaction of its own.
+from the work) is kept under the key too: the work ran in a savepoint, undone, and the refusal is stored in its place.
 
 The record is inserted before the work, so concurrent retries queue on its primary key in the database
 (PostgreSQL) or on the write lock (SQLite) and then read the first response instead of working twice.
@@ -25,7 +25,6 @@ from sqlalchemy.exc import IntegrityError
 
 from marketplace.clock import utcnow
 from marketplace.db.models import IdempotencyRecord
-from marketplace.db.statements import insert_for
 from marketplace.errors import Conflict, InvalidInput, MarketplaceError
 from marketplace.http.problems import PROBLEM, problem_body
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
@@ -84,16 +83,26 @@ async def run_idempotent(
                 },
             )
             try:
-                status, body = await work(uow)
+                # The work in a savepoint: a refusal undoes it but keeps the key, answered with the refusal in this
+                # same transaction. The key is never free in between, so a concurrent request with the key (another
+                # body, or the same one once the state has changed) gets this answer rather than working under it.
+                async with uow.attempt():
+                    status, body = await work(uow)
             except MarketplaceError as exc:
+                if exc.status_code not in KEPT_REFUSALS:
+                    raise
                 refusal = exc
-                raise
-            answer = msgspec.to_builtins(body)
-            stored_body = private.strip(answer) if private is not None and status < 300 else answer
-            await uow.session.execute(
-                _ANSWER, {"b_scope": scope, "b_key": key, "status_code": status, "body": stored_body}
-            )
-            return Response(answer, status_code=status)
+                await uow.session.execute(
+                    _ANSWER,
+                    {"b_scope": scope, "b_key": key, "status_code": exc.status_code, "body": problem_body(exc)},
+                )
+            else:
+                answer = msgspec.to_builtins(body)
+                stored_body = private.strip(answer) if private is not None and status < 300 else answer
+                await uow.session.execute(
+                    _ANSWER, {"b_scope": scope, "b_key": key, "status_code": status, "body": stored_body}
+                )
+                return Response(answer, status_code=status)
     except IntegrityError:
         # The key's record was there (or the work broke a constraint of its own: then there is none, and it raises).
         async with uow_factory() as uow:
@@ -101,10 +110,8 @@ async def run_idempotent(
             if previous is None:
                 raise
             return await _replay(uow, previous, fingerprint, private)
-    except MarketplaceError:
-        if refusal is not None and refusal.status_code in KEPT_REFUSALS:
-            await _keep_refusal(uow_factory, scope, key, fingerprint, refusal)
-        raise
+    assert refusal is not None  # the only way out of the unit of work above without an answer
+    raise refusal  # kept under the key, now committed
 
 
 # Built once (SQLAlchemy builds a statement and its cache key at each call otherwise). The record is never an object
@@ -121,25 +128,6 @@ _ANSWER = (
 # been answered, a retry gets that answer and another body is a 422, as for a success. Not an authentication or a
 # permission refusal, which says nothing about the request (no work was tried).
 KEPT_REFUSALS = frozenset({404, 409, 422})
-
-
-async def _keep_refusal(
-    uow_factory: UnitOfWorkFactory, scope: str, key: str, fingerprint: str, refusal: MarketplaceError
-) -> None:
-    """Store the refusal under the key, in a unit of work of its own (the refused one rolled back)."""
-    async with uow_factory() as uow:
-        await uow.session.execute(
-            insert_for(uow.session)(IdempotencyRecord)
-            .values(
-                scope=scope,
-                key=key,
-                request_hash=fingerprint,
-                status_code=refusal.status_code,
-                body=problem_body(refusal),
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing()  # a concurrent retry stored its answer first
-        )
 
 
 async def _stored(uow: UnitOfWork, scope: str, key: str) -> IdempotencyRecord | None:

@@ -49,6 +49,10 @@ class NotFound(MarketplaceError):
     status_code, title, type_slug = 404, "Not found", "not-found"
 
 
+class NotAcceptable(MarketplaceError):
+    status_code, title, type_slug = 406, "Not acceptable", "not-acceptable"
+
+
 class Conflict(MarketplaceError):
     status_code, title, type_slug = 409, "Conflict with the current state", "conflict"
 

@@ -44,8 +44,9 @@ def quality(accept: str, media_type: str) -> float:
     return best[1] if best is not None else 0.0
 
 
-def preferred(accept: str, offered: list[str]) -> str:
-    """The offered media type the client wants most (the first offered on a tie, and when it wants none)."""
+def preferred(accept: str, offered: list[str]) -> str | None:
+    """The offered media type the client wants most (the first offered on a tie); None when it takes none of them
+    (RFC 9110 12.5.1: every offered type unlisted or refused with q=0), which the caller answers with a 406."""
     scored = [(quality(accept, media), -i, media) for i, media in enumerate(offered)]
     q, _, media = max(scored)
-    return media if q > 0 else offered[0]
+    return media if q > 0 else None

@@ -204,6 +204,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     payable: dict[str, Any] | None = None  # 409 on a payout of a club's or a referrer's payable: what may go now
     open_debts: list[dict[str, Any]] | None = None  # 409 on a withdrawal: the debts it must wait for
     database: str | None = None  # 503 on /health: what failed to reach the database
+    available: list[str] | None = None  # 406: the media types the resource comes in
 
 
 _DESCRIPTIONS = {
@@ -211,6 +212,7 @@ _DESCRIPTIONS = {
     401: "No token, or one the service does not know",
     403: "Not allowed for this caller",
     404: "Not found, or not yours",
+    406: "The `Accept` header takes none of the forms this comes in (`available` names them)",
     409: "Conflict with the current state",
     410: "The link was used or has expired",
     413: "Request body too large",
@@ -242,6 +244,8 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses += [401, 403]
     if "{" in path or path in _NAMES_IN_THE_BODY:
         statuses.append(404)
+    if handler.opt.get("negotiated"):  # the form chosen by Accept: one it does not take at all is a 406
+        statuses.append(406)
     if path == "/v1/businesses":  # a sign-up without an invitation where sign-up is by invitation only
         statuses.append(403)
     if writes and (access != "public" or path == "/v1/businesses"):  # a sign-up with an email already taken

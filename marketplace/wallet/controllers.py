@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339
 from marketplace.db.models import Business, CommissionPlanVersion, Settlement
-from marketplace.errors import InvalidInput, NotFound
+from marketplace.errors import InvalidInput, NotAcceptable, NotFound
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import preferred
@@ -40,6 +40,8 @@ SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 KINDS = frozenset(k.value for k in TransferKind)
 # The headers of an answer whose form the request's Accept header chose (RFC 9110 12.5.5).
 NEGOTIATED = {"Vary": "Accept"}
+# The forms an invoice comes in, the first the default (no Accept header, or one that takes both alike).
+INVOICE_FORMS = ["application/json", "application/pdf"]
 
 
 # A posting's id is a 64-bit integer in both databases: a larger "cursor" was never given out (and SQLite cannot
@@ -224,16 +226,23 @@ class WalletController(Controller):
 
     @get(
         "/invoices/{invoice_id:str}",
-        opt=access(Access.BUSINESS_OR_OPERATOR),
+        opt={**access(Access.BUSINESS_OR_OPERATOR), "negotiated": True},
         responses={200: documented(schemas.InvoiceDetail, "The invoice; with `Accept: application/pdf`, its PDF")},
     )
     async def invoice(self, state: State, request: Request[Any, Any, Any], invoice_id: FromPath[str]) -> Response[Any]:
-        """The invoice as JSON, or as a PDF with `Accept: application/pdf`."""
+        """The invoice as JSON, or as a PDF with `Accept: application/pdf`; an Accept that takes neither is a 406."""
         async with state.uow() as uow:
             invoice = await queries.invoice_for(uow.session, current_principal(request), invoice_id)
-        # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred. Either
-        # answer says it depends on Accept, so that a cache never gives one to a client that asked for the other.
-        if preferred(request.headers.get("accept", ""), ["application/json", "application/pdf"]) == "application/pdf":
+        # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred, and a
+        # 406 naming both when it takes neither (after the lookup: another's invoice is a 404 whatever is asked).
+        # Every answer says it depends on Accept, so that a cache never gives one to a client that asked for another.
+        form = preferred(request.headers.get("accept", ""), INVOICE_FORMS)
+        if form is None:
+            raise NotAcceptable(
+                f"an invoice comes as {' or '.join(INVOICE_FORMS)}; the Accept header takes neither",
+                extra={"available": INVOICE_FORMS},
+            )
+        if form == "application/pdf":
             pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
             number = invoice.document["number"]
             return Response(

@@ -13,8 +13,11 @@ OFFERED = ["application/json", "application/pdf"]
     ("accept", "chosen"),
     [
         ("application/pdf", "application/pdf"),
-        ("application/pdf;q=0", "application/json"),  # refused: never the PDF
-        ("application/pdf;q=0, text/html", "application/json"),
+        ("application/pdf;q=0", None),  # refused, and JSON not taken either: nothing acceptable (a 406)
+        ("application/pdf;q=0, text/html", None),
+        ("application/pdf;q=0, */*", "application/json"),  # refused: never the PDF
+        ("text/csv", None),
+        ("image/*, text/*", None),
         ("application/json, application/pdf;q=0", "application/json"),
         ("application/pdf;q=0.4, application/json", "application/json"),
         ("application/json;q=0.2, application/pdf", "application/pdf"),
@@ -22,11 +25,11 @@ OFFERED = ["application/json", "application/pdf"]
         ("application/pdf;q=0.5, application/*", "application/json"),
         ("*/*", "application/json"),  # a tie goes to the first offered
         ("", "application/json"),
-        ("application/pdf; q=abc", "application/json"),  # a q that does not parse refuses
+        ("application/pdf; q=abc", None),  # a q that does not parse refuses
         ("APPLICATION/PDF", "application/pdf"),
     ],
 )
-def test_preferred(accept: str, chosen: str) -> None:
+def test_preferred(accept: str, chosen: str | None) -> None:
     assert preferred(accept, OFFERED) == chosen
 
 

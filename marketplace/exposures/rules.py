@@ -35,5 +35,7 @@ def can_move(current: str, target: str) -> bool:
     return target in allowed_next(current)
 
 
-def turnover_required(target: str) -> bool:
-    return target == "paid"
+def turnover_required(target: str, mode: str) -> bool:
+    """A deal maker's paid deal owes its commission on the turnover, so it needs one; a lead buyer paid for the
+    contact and owes nothing on its deals (its reports are optional, a lead manager of its own): it may state one."""
+    return target == "paid" and mode == "deal_maker"

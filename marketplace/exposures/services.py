@@ -220,8 +220,11 @@ async def update_status(
         if data.turnover.amount_minor == 0:
             raise InvalidInput.field("turnover.amount_minor", "a deal's turnover is above zero")
         exposure.turnover_minor = data.turnover.amount_minor
-    if rules.turnover_required(data.status) and exposure.turnover_minor is None:
-        raise InvalidInput("a paid deal needs its turnover", errors=[FieldError("turnover", "required for paid")])
+    if rules.turnover_required(data.status, exposure.mode) and exposure.turnover_minor is None:
+        raise InvalidInput(
+            "a deal maker's paid deal needs its turnover (the commission is its share)",
+            errors=[FieldError("turnover", "required for paid")],
+        )
     # One moment for the event and the deal: the ranking dates a win by either (events.Moved.at, won_at_column).
     now = utcnow()
     _record(session, exposure, business.actor, data.status, data.note, at=now)

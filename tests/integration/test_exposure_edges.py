@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
+from marketplace.db.models import Exposure, Invoice, LedgerTransaction, Settlement
 from tests.factories import auth, operator_token, register
 from tests.integration.test_bad_input import assert_problem
 from tests.integration.test_contract import claimed_exposure
@@ -12,6 +15,10 @@ from tests.integration.test_contract import claimed_exposure
 
 def money(amount: int, currency: str = "ILS") -> dict[str, Any]:
     return {"amount_minor": amount, "currency": currency}
+
+
+async def _report(client: Any, token: str, exposure_id: str, body: dict[str, Any]) -> Any:
+    return await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json=body)
 
 
 # --- what was wrong ------------------------------------------------------------------------------------------------
@@ -49,3 +56,32 @@ async def test_an_invoice_asked_for_in_a_form_it_does_not_come_in_is_a_406(app, 
     assert_problem(await client.get(url, headers={**auth(operator), "Accept": "text/csv"}), 406)
     pdf = await client.get(url, headers={**auth(operator), "Accept": "application/pdf"})
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
+async def test_a_lead_buyer_reports_its_deals_without_a_turnover_it_owes_nothing_on(app, client, db):
+    """A lead buyer paid for the contact; its deal reports are optional, a lead manager of its own (DESIGN 1), and
+    owe nothing. Its `paid` was refused without a turnover (a 422), as a deal maker's is, whose commission is that
+    turnover's share: it is now taken without one, and a turnover it does give is checked and kept as ever."""
+    _, token, exposure_id = await claimed_exposure(app, client, "lead_buyer")
+    transactions_before = await db.count(LedgerTransaction)
+    invoices_before = await db.count(Invoice)
+    for status in ("won", "invoiced", "paid"):
+        response = await _report(client, token, exposure_id, {"status": status})
+        assert response.status_code == 200, (status, response.text)
+        assert response.json()["status"] == status and response.json()["turnover"] is None
+    assert [h["to_status"] for h in response.json()["history"]] == ["new", "won", "invoiced", "paid"]
+    assert await db.count(LedgerTransaction) == transactions_before  # no commission, no charge
+    assert await db.count(Invoice) == invoices_before
+    # One that states a turnover has it checked and kept.
+    _, token2, exposure2 = await claimed_exposure(app, client, "lead_buyer")
+    assert (await _report(client, token2, exposure2, {"status": "won"})).status_code == 200
+    bad = await _report(client, token2, exposure2, {"status": "paid", "turnover": money(0)})
+    assert_problem(bad, 422, "turnover.amount_minor")
+    stated = await _report(client, token2, exposure2, {"status": "paid", "turnover": money(250_000)})
+    assert stated.status_code == 200 and stated.json()["turnover"] == money(250_000)
+    # A deal maker's paid still needs the turnover its commission is computed on.
+    _, dm, dm_exposure = await claimed_exposure(app, client, "deal_maker")
+    assert (await _report(client, dm, dm_exposure, {"status": "won"})).status_code == 200
+    assert_problem(await _report(client, dm, dm_exposure, {"status": "paid"}), 422, "turnover")
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == dm_exposure)) == "won"
+    assert await db.count(Settlement, Settlement.reference == dm_exposure) == 0

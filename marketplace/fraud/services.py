@@ -435,9 +435,15 @@ async def peers_now(session: AsyncSession) -> tuple[datetime, dict[tuple[str, st
     return now, peers
 
 
+# Deals a block closed (as lost) while they were open: the block's doing, not a report of their business's, so no
+# signal of it and no part of a norm (a business let back in keeps them closed; its own reports are what it is judged
+# on). A handful of rows (blocks are rare): a list, not a lookup per exposure.
+CLOSED_BY_BLOCK = select(FraudRelease.exposure_id).where(FraudRelease.closed.is_(True))
+
+
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:
     """Counts per (mode, category) over every business not blocked: what a business's rates are compared with.
-    A blocked business's history is no norm (and its open deals were closed as lost by the block, not by it)."""
+    A blocked business's history is no norm, nor are the deals a block closed (CLOSED_BY_BLOCK)."""
     rows = await session.execute(
         select(
             Exposure.mode,
@@ -451,7 +457,10 @@ async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCou
         .join(Lead, Lead.id == Exposure.lead_id)
         # The few blocked businesses as one list, not a lookup of every exposure's business: half the statement's
         # time on SQLite (a sum over every exposure of the market, 59 against 108 ms at 38,656 exposures).
-        .where(Exposure.business_id.not_in(select(Business.id).where(Business.status == "blocked")))
+        .where(
+            Exposure.business_id.not_in(select(Business.id).where(Business.status == "blocked")),
+            Exposure.id.not_in(CLOSED_BY_BLOCK),
+        )
         .group_by(Exposure.mode, Lead.category)
     )
     return {(r[0], r[1]): CategoryCounts(*(int(v or 0) for v in r[2:])) for r in rows}
@@ -474,7 +483,7 @@ _DEALS = (
         case((Exposure.status.in_(UNPAID), won_at_column()), else_=None),
     )
     .join(Lead, Lead.id == Exposure.lead_id)
-    .where(Exposure.business_id.in_(bindparam("business_ids", expanding=True)))
+    .where(Exposure.business_id.in_(bindparam("business_ids", expanding=True)), Exposure.id.not_in(CLOSED_BY_BLOCK))
     .order_by(Exposure.business_id, Exposure.created_at, Exposure.id)
 )
 # Columns, not Survey objects: a busy business's leads have hundreds of answers, and loading each as an ORM object
@@ -988,8 +997,13 @@ async def release_open_deals(
     )
     reopened: list[tuple[str, int]] = []
     for exposure in exposures:
-        session.add(FraudRelease(exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert_id, released_at=now))
-        if exposure.status in OPEN_PIPELINE:
+        closing = exposure.status in OPEN_PIPELINE
+        session.add(
+            FraudRelease(
+                exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert_id, released_at=now, closed=closing
+            )
+        )
+        if closing:
             session.add(
                 ExposureEvent(
                     exposure_id=exposure.id,

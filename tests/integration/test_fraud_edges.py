@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from marketplace.clock import clock
-from marketplace.db.models import Business, FraudDecision, Survey, UsedLink
+from marketplace.db.models import Business, Exposure, FraudDecision, Survey, UsedLink
+from marketplace.fraud.services import load_deals, load_peers
 from tests.factories import auth, operator_token, register, submit_lead
 from tests.integration.fraud_market import answer, claimed_deal, hired, notifications, report, survey_token
 from tests.integration.test_fraud import alerts, hide_a_won_deal
@@ -202,3 +203,30 @@ async def test_odd_input_on_the_fraud_routes_is_refused_never_a_500(app, client,
         assert response.status_code in (400, 422), (body, response.text)
     assert (await db.scalar(select(Business.status).where(Business.id == dm_id))) == "active"
     assert (await client.post("/v1/businesses/biz_nope/block", headers=auth(operator))).status_code == 404
+
+
+async def test_deals_a_block_closed_are_not_the_business_reporting_them_lost(app, client, db):
+    """A block closes a deal maker's open deals as lost. They were counted as lost deals it had reported: in its own
+    signals once it was let back in, and in the category norms. Only the deal it reported lost itself still is."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    await claimed_deal(app, client, dm_id, dm)  # left open
+    _, contacted = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, contacted, "contacted")
+    _, its_own_loss = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, its_own_loss, "lost")
+    blocked = await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator), json={"reason": "x"})
+    assert blocked.status_code == 200, blocked.text
+    back = await client.post(
+        f"/v1/businesses/{dm_id}/status", headers=auth(operator), json={"status": "active", "reason": "appeal"}
+    )
+    assert back.status_code == 200, back.text
+
+    statuses = await db.scalars(select(Exposure.status).where(Exposure.business_id == dm_id))
+    assert sorted(statuses) == ["lost", "lost", "lost"]  # the block closed the two open deals
+    async with app.state.sessions() as session:
+        deals = (await load_deals(session, [dm_id]))[dm_id]
+        peers = await load_peers(session)
+    assert [(d.exposure_id, d.status) for d in deals] == [(its_own_loss, "lost")]
+    (counts,) = [c for (mode, _), c in peers.items() if mode == "deal_maker"]
+    assert (counts.exposures, counts.lost) == (1, 1)

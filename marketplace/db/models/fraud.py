@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -187,3 +188,6 @@ class FraudRelease(Base):
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id"), index=True)
     alert_id: Mapped[str | None] = mapped_column(ForeignKey("fraud_alerts.id"), index=True)
     released_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The release closed a deal still open (as lost, for the business): the block's doing, not a report of the
+    # business's, so its fraud signals and the category norms leave it out. False where it had reported it lost.
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

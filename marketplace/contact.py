@@ -21,6 +21,8 @@ _UNREADABLE = {
 
 
 def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
+    if not raw.strip():
+        raise InvalidInput.field(field, "required: a phone number (one is written like +972 50 123 4567)")
     try:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException as exc:
@@ -35,6 +37,8 @@ def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
 
 
 def normalise_email(raw: str, field: str) -> str:
+    if not raw.strip():
+        raise InvalidInput.field(field, "required: an email address")
     try:
         # Mailboxes are case-insensitive in practice; one spelling keeps sign-ups unique.
         return validate_email(raw.strip(), check_deliverability=False).normalized.lower()

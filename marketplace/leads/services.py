@@ -29,9 +29,13 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
     errors = []
     if not data.consent:
         errors.append(FieldError("consent", "the customer must consent to being contacted"))
-    if data.category not in settings.categories:
+    if not data.category.strip():
+        errors.append(FieldError("category", "required: one of GET /v1/categories"))
+    elif data.category not in settings.categories:
         errors.append(FieldError("category", f"unknown category {data.category!r}"))
-    if data.region not in settings.regions:
+    if not data.region.strip():
+        errors.append(FieldError("region", "required: one of GET /v1/regions"))
+    elif data.region not in settings.regions:
         errors.append(FieldError("region", f"unknown region {data.region!r}"))
     if data.budget.currency != settings.currency:
         errors.append(FieldError("budget.currency", f"this marketplace works in {settings.currency}"))

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.clubs.services import is_member
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
-from marketplace.db.models import Club, Lead, LeadContact
-from marketplace.errors import FieldError, Forbidden, InvalidInput, NotFound
+from marketplace.db.models import Club, Exposure, Lead, LeadContact
+from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
 from marketplace.ids import new_id
 from marketplace.leads import schemas
@@ -73,6 +73,13 @@ def _same_need(in_club: bool) -> Select[str]:
 
 
 _SAME_NEED, _SAME_NEED_IN_CLUB = _same_need(False), _same_need(True)
+# Whether the seller ever held an exposure of a lead of this customer and category (whatever became of it).
+_RECEIVED_HERE = (
+    select(Exposure.id)
+    .join(Lead, Lead.id == Exposure.lead_id)
+    .where(Lead.dedup_key == bindparam("key"), Exposure.business_id == bindparam("seller"))
+    .limit(1)
+)
 
 
 async def submit_lead(
@@ -121,6 +128,14 @@ async def submit_lead(
         lead = await session.get(Lead, existing, populate_existing=True)
         assert lead is not None
         return lead, True
+    received_here = {"key": key, "seller": seller_business_id}
+    if seller_business_id is not None and await session.scalar(_RECEIVED_HERE, received_here):
+        # Past the window a contact bought here would be a new lead, and its buyer would earn from every claim of it
+        # (three claims earn more than the one price it paid) while the customer is called all over again.
+        raise Conflict(
+            "this customer came to this business from the marketplace (a lead of the same category and phone): "
+            "a contact received here is not the business's own inquiry to sell"
+        )
 
     category = settings.categories[data.category]
     lead = Lead(

@@ -3,13 +3,15 @@ audit): what a form, a customer or an outside client sends that the other tests 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
+from marketplace.clock import clock
 from marketplace.db.models import Lead, LeadContact
 from marketplace.http.problems import PROBLEM
-from tests.factories import auth, lead_body, register
+from tests.factories import auth, lead_body, offer_lead_to, register, submit_lead
 
 
 def named(response: httpx.Response) -> list[str]:
@@ -38,3 +40,29 @@ async def test_a_form_sent_with_its_fields_blank_names_every_one_of_them_at_once
     fields = named(await client.post("/v1/leads", json=spaces))
     assert sorted(fields) == ["contact.email", "contact.name", "contact.phone", "description"], fields
     assert await db.count(Lead) == 0 and await db.count(LeadContact) == 0
+
+
+async def test_a_contact_bought_here_cannot_be_sold_back_as_the_buyers_own_inquiry(app, client, db):
+    # Past the duplicate window, a lead buyer sold back the customer it had bought: a new lead, earning it from every
+    # claim (three claims pay more than the one price it paid) while the customer was called all over again.
+    buyer_id, buyer = await register(client, "lead_buyer")
+    body = lead_body()
+    lead_id = await submit_lead(client, **body)
+    (offer_id,) = await offer_lead_to(app, lead_id, [buyer_id])
+    claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    clock.advance(timedelta(hours=100))  # past the duplicate window (72 hours)
+
+    resold = await client.post("/v1/businesses/me/leads", headers=auth(buyer), json=body)
+    assert resold.status_code == 409, resold.text
+    assert resold.headers["content-type"] == PROBLEM and "marketplace" in resold.json()["detail"]
+    assert await db.count(Lead) == 1
+    # Its own inquiry from that customer in another category, and the customer sold by a business that never
+    # received it, are new leads.
+    other_need = await client.post(
+        "/v1/businesses/me/leads", headers=auth(buyer), json=dict(body, category="renovation")
+    )
+    assert other_need.status_code == 201, other_need.text
+    _, stranger = await register(client, "lead_buyer")
+    theirs = await client.post("/v1/businesses/me/leads", headers=auth(stranger), json=body)
+    assert theirs.status_code == 201, theirs.text

@@ -132,6 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv = ["dramatiq", "workers.worker_entry", "--processes", "1", "--threads", "4"]
         return int(dramatiq_main() or 0)
     if args.command == "serve":
+        if args.workers > 1 and not settings.service.redis_url:
+            # Without Redis each process would keep its own ranking core (a sign-up in one is not offered the
+            # leads the other takes in), token cache, rate limits and job queue, and each would send the daily jobs.
+            print(
+                f"configuration error: REDIS_URL: required for `marketplace serve --workers {args.workers}` "
+                "(without Redis the service runs as one process: leave out --workers)",
+                file=sys.stderr,
+            )
+            return 2
         return _serve(_served_at(settings, args), args)
     return 2
 

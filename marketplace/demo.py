@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from marketplace.businesses import schemas as bschemas
 from marketplace.businesses.services import register_business
 from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.db.models import Operator
 from marketplace.errors import Conflict
 from marketplace.identity.services import create_operator
 from marketplace.leads import schemas as lschemas
@@ -12,6 +15,7 @@ from marketplace.leads.services import submit_lead
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
 
+DEMO_OPERATOR = "Demo operator"
 _BUSINESSES = [
     ("Cohen Renovations", "deal_maker", ["renovation", "plumbing"], "+972525550101"),
     ("Levi & Sons Plumbing", "deal_maker", ["plumbing"], "+972525550102"),
@@ -33,8 +37,16 @@ async def load_demo(settings: Settings) -> list[str]:
     regions = list(settings.regions)
     try:
         async with uow_factory() as uow:
-            _, token = await create_operator(uow.session, "Demo operator")
-        lines.append(f"  operator token: {token}")
+            # One demo operator however often the demo is loaded (a restart with --demo): its token, like the
+            # businesses', is shown when it is first created.
+            existing = await uow.session.scalar(select(Operator.id).where(Operator.name == DEMO_OPERATOR).limit(1))
+            token = None if existing else (await create_operator(uow.session, DEMO_OPERATOR))[1]
+        lines.append(
+            f"  operator token: {token}"
+            if token
+            else "  operator token: already created (shown when first created; "
+            "`marketplace operator create --name NAME` prints a new one)"
+        )
         for i, (name, mode, categories, phone) in enumerate(_BUSINESSES):
             data = bschemas.BusinessCreate(
                 name=name,

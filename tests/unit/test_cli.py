@@ -38,3 +38,59 @@ def test_a_configured_base_url_is_kept(environment):
     settings = load_settings()
     served = cli._served_at(settings, argparse.Namespace(host="127.0.0.1", port=9000))
     assert served.notifications.public_base_url == "https://leads.example"
+
+
+# --- found driving a real server (helper-75) -------------------------------------------------------------------
+
+
+def test_serve_with_several_workers_and_no_redis_is_refused_before_anything_runs(environment, capsys):
+    # Without Redis each API process keeps its own ranking core, token cache, rate limits and job queue: a
+    # business that signed up in one process was not offered the leads the other took in (6 of 8 leads reached it
+    # over real HTTP with `--workers 2`). The README's "without Redis there is one process" is now what serve holds.
+    import uvicorn
+
+    environment.delenv("REDIS_URL", raising=False)
+    environment.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started"))
+    environment.setattr(cli, "_upgrade", lambda *a, **k: pytest.fail("migrated before refusing"))
+    assert cli.main(["serve", "--workers", "2", "--port", "8770"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: REDIS_URL: required for `marketplace serve --workers 2`"), err
+
+
+def test_serve_with_one_worker_needs_no_redis(environment):
+    import uvicorn
+
+    ran: list[dict] = []
+    environment.delenv("REDIS_URL", raising=False)
+    environment.setattr(uvicorn, "run", lambda *a, **k: ran.append(k))
+    assert cli.main(["serve", "--port", "8771"]) == 0
+    assert ran and ran[0]["port"] == 8771
+
+
+async def test_the_demo_loaded_again_makes_no_second_operator(environment):
+    # `marketplace serve --demo` run again (a restart, as the README says) made a new "Demo operator" with a new
+    # token every time; the businesses and leads were found and not made again.
+    from sqlalchemy import func, select
+
+    from marketplace.db.engine import create_engine
+    from marketplace.db.models import ApiToken, Business, Lead, Operator
+
+    settings = cli.get_settings()
+    await cli._upgrade(settings)
+    first = await cli._load_demo(settings)
+    second = await cli._load_demo(settings)
+    assert first[1].startswith("  operator token: mko_")
+    assert "mko_" not in "\n".join(second) and "operator token: already created" in second[1]
+    engine = create_engine(settings.service.database_url)
+    try:
+        async with engine.connect() as conn:
+            counts = [
+                (await conn.execute(select(func.count()).select_from(model))).scalar_one()
+                for model in (Operator, Business, Lead)
+            ]
+            operator_tokens = (
+                await conn.execute(select(func.count()).select_from(ApiToken).where(ApiToken.operator_id.is_not(None)))
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert counts == [1, 4, 3] and operator_tokens == 1

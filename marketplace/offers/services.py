@@ -99,16 +99,6 @@ _OFFERED = select(_offers.business_id).where(
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
 # rotation, in the same statement.
-_MARK_OFFERED = (
-    update(_BUSINESSES)
-    .where(
-        _businesses.id.in_(bindparam("ids", expanding=True)),
-        _businesses.status == "active",
-        *FITS_THE_LEAD,
-    )
-    .values(last_offered_at=bindparam("now"))
-    .returning(_businesses.id)
-)
 _ledger = table(LedgerAccount).c
 # What a business owes through the payment provider now: its receivable account in its own currency.
 _OWES = (
@@ -122,6 +112,24 @@ _OWES = (
     .correlate(_BUSINESSES)
     .scalar_subquery()
 )
+_OVER_CREDIT = and_(
+    _businesses.mode == "deal_maker",
+    func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
+)
+# The wave's picks that may still be offered the lead: active, fitting it, and not a deal maker owing more than its
+# credit limit (its claim would be refused, wallet.refuse_new_leads_over_limit: the offer would take a place in the
+# wave that a business able to take the lead should have; the ranking core does not know balances).
+_MARK_OFFERED = (
+    update(_BUSINESSES)
+    .where(
+        _businesses.id.in_(bindparam("ids", expanding=True)),
+        _businesses.status == "active",
+        *FITS_THE_LEAD,
+        ~_OVER_CREDIT,
+    )
+    .values(last_offered_at=bindparam("now"))
+    .returning(_businesses.id)
+)
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
 # wallet.refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
 _WITHDRAW_OVER_CREDIT = (
@@ -129,11 +137,7 @@ _WITHDRAW_OVER_CREDIT = (
     .where(
         _offers.business_id == bindparam("of_business"),
         _offers.status == "open",
-        exists().where(
-            _businesses.id == bindparam("of_business"),
-            _businesses.mode == "deal_maker",
-            func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
-        ),
+        exists().where(_businesses.id == bindparam("of_business"), _OVER_CREDIT),
     )
     .values(status="closed")
 )
@@ -224,7 +228,10 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     if picks:
         ids = [p.business_id for p in picks]
         fit = {"category": lead.view.category, "region": lead.view.region, "budget": lead.view.budget_minor}
-        active = set((await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, **fit})).scalars())
+        limit = settings.wallet.default_credit_limit_minor
+        active = set(
+            (await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, "default_limit": limit, **fit})).scalars()
+        )
         chosen = [p for p in picks if p.business_id in active]
     if chosen:
         expires_at = offer_expiry(settings, now, lead.expires_at)
@@ -599,7 +606,7 @@ async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
 
 async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings, business_id: str) -> None:
     """A deal maker's paid deal made it owe more than its credit limit: its open offers are withdrawn (its claims
-    would be refused until it pays). (The ranking core does not know the limit: a later wave may still offer it one.)"""
+    would be refused until it pays). (The ranking core does not know the limit: the waves check it, _MARK_OFFERED.)"""
     limit = settings.wallet.default_credit_limit_minor
     await session.execute(_WITHDRAW_OVER_CREDIT, {"of_business": business_id, "default_limit": limit})
 

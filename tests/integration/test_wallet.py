@@ -993,6 +993,10 @@ async def test_a_deal_maker_owing_beyond_its_limit_holds_no_open_offer(app, clie
     # Its open offer could only be refused: withdrawn.
     assert await offers_of(client, dm) == []
     assert (await claim(client, dm, waiting)).status_code == 409
+    # Nor does a wave offer it a new lead meanwhile (it was: a place in the wave for a claim bound to be refused).
+    await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    assert await offers_of(client, dm) == []
     # Once it has paid, leads come again.
     (charge,) = (await wallet(client, dm))["pending_settlements"]
     assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200

@@ -15,7 +15,7 @@ from litestar.openapi import ResponseSpec
 from sqlalchemy.exc import DBAPIError
 
 from marketplace.db.conflicts import is_transient
-from marketplace.errors import MarketplaceError, Unauthorized
+from marketplace.errors import MarketplaceError, NotAcceptable, Unauthorized
 
 log = logging.getLogger("marketplace.http")
 PROBLEM = "application/problem+json"
@@ -66,6 +66,8 @@ def marketplace_error(_: Request[Any, Any, Any], exc: MarketplaceError) -> Respo
         headers["Retry-After"] = str(exc.extra["retry_after_seconds"])
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="marketplace"'  # RFC 9110: a 401 names its scheme
+    if isinstance(exc, NotAcceptable):
+        headers["Vary"] = "Accept"  # the answer depends on Accept, as the negotiated answers it stands for say
     return Response(problem_body(exc), status_code=exc.status_code, media_type=PROBLEM, headers=headers)
 
 

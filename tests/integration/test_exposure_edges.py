@@ -36,6 +36,7 @@ async def test_an_invoice_asked_for_in_a_form_it_does_not_come_in_is_a_406(app, 
         refused = await client.get(url, headers={**auth(owner), "Accept": accept})
         body = assert_problem(refused, 406)
         assert body["available"] == ["application/json", "application/pdf"], accept
+        assert refused.headers["vary"] == "Accept", accept  # as the answers it stands for
         assert invoice["number"] not in refused.text
         head = await client.head(url, headers={**auth(owner), "Accept": accept})
         assert head.status_code == 406 and head.content == b"", accept

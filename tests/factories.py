@@ -81,32 +81,39 @@ async def submit_lead(client: httpx.AsyncClient, **overrides: Any) -> str:
 
 
 async def offer_lead_to(app: Any, lead_id: str, business_ids: list[str]) -> list[str]:
-    """Offers of one lead to many businesses at once (setup for races; waves offer a few at a time)."""
+    """Offers of one lead to many businesses at once (setup for races; waves offer a few at a time). Where a wave
+    (a worker running beside the test) offered the lead to one of them first, its offer is the one returned."""
     from datetime import timedelta
+
+    from sqlalchemy import select
 
     from marketplace.clock import utcnow
     from marketplace.db.models import Offer
+    from marketplace.db.statements import insert_for
     from marketplace.ids import new_id
 
     now = utcnow()
-    ids = []
+    rows = [
+        {
+            "id": new_id("off"),
+            "lead_id": lead_id,
+            "business_id": business_id,
+            "wave": 1,
+            "rank": rank,
+            "score": 0.0,
+            "factors": {"policy": "test"},
+            "status": "open",
+            "created_at": now,
+            "expires_at": now + timedelta(hours=1),
+        }
+        for rank, business_id in enumerate(business_ids, start=1)
+    ]
     async with app.state.uow() as uow:
-        for rank, business_id in enumerate(business_ids, start=1):
-            offer = Offer(
-                id=new_id("off"),
-                lead_id=lead_id,
-                business_id=business_id,
-                wave=1,
-                rank=rank,
-                score=0.0,
-                factors={"policy": "test"},
-                status="open",
-                created_at=now,
-                expires_at=now + timedelta(hours=1),
-            )
-            uow.session.add(offer)
-            ids.append(offer.id)
-    return ids
+        if rows:
+            await uow.session.execute(insert_for(uow.session)(Offer).values(rows).on_conflict_do_nothing())
+        query = select(Offer.business_id, Offer.id).where(Offer.lead_id == lead_id, Offer.business_id.in_(business_ids))
+        found = {business_id: offer_id for business_id, offer_id in await uow.session.execute(query)}
+    return [found[b] for b in business_ids]
 
 
 async def offers_of(client: httpx.AsyncClient, token: str) -> list[dict[str, Any]]:

@@ -69,7 +69,14 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
     cases = {
         "wave marks businesses": (
             _MARK_OFFERED,
-            {"ids": ["biz_1", "biz_2", "biz_3"], "now": now, "category": "plumbing", "region": "haifa", "budget": 0},
+            {
+                "ids": ["biz_1", "biz_2", "biz_3"],
+                "now": now,
+                "category": "plumbing",
+                "region": "haifa",
+                "budget": 0,
+                "default_limit": 0,
+            },
         ),
         "a business's open offers": (_OPEN_OFFERS_FIRST_PAGE, {"business_id": "biz_1", "now": now, "limit": 21}),
         "a lead's open offers closed": (_CLOSE_OPEN_OFFERS, {"of_lead": "lead_1"}),
@@ -93,6 +100,7 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
             plans[name] = " | ".join(str(r[-1]) for r in rows)
         await conn.rollback()
     assert "USING INDEX sqlite_autoindex_businesses_1 (id=?)" in plans["wave marks businesses"], plans
+    assert "SEARCH ledger_accounts USING INDEX" in plans["wave marks businesses"], plans  # what a pick owes
     assert "ix_offers_business_id_status (business_id=? AND status=?)" in plans["a business's open offers"], plans
     assert "ix_offers_lead_id (lead_id=?)" in plans["a lead's open offers closed"], plans
     assert "ix_offers_open_expires_at (expires_at<?)" in plans["expiry sweep"], plans

@@ -25,7 +25,7 @@ from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
 from marketplace.fraud.controllers import FraudController, NotificationController, SurveyController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
-from marketplace.http.openapi import COMPONENTS, QueryIntSchema, document_access
+from marketplace.http.openapi import COMPONENTS, QueryIntSchema, QueryTimeSchema, document_access
 from marketplace.http.problems import EXCEPTION_HANDLERS, document_problems
 from marketplace.http.ratelimit import make_limiter
 from marketplace.http.strict import TYPE_DECODERS, StrictRequest
@@ -176,8 +176,8 @@ def create_app(
         middleware=[request_id_middleware],
         request_max_body_size=settings.service.max_body_bytes,
         request_class=StrictRequest,
-        type_decoders=TYPE_DECODERS,  # integer query parameters: digits only
-        plugins=[QueryIntSchema()],
+        type_decoders=TYPE_DECODERS,  # integer query parameters: digits only; times: RFC 3339 only
+        plugins=[QueryIntSchema(), QueryTimeSchema()],
         openapi_config=OpenAPIConfig(
             title="Lead marketplace",
             version="1.0.0",

@@ -6,6 +6,7 @@ A route without a declaration is refused at start-up (see `check_declared`), so 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -123,7 +124,7 @@ def check_declared(app: Litestar) -> None:
     """Every route declares its access rule (start-up refuses one that does not); and each notes the query
     parameters it reads, so that the guard refuses any other (a filter the route does not have would otherwise
     be ignored, and the answer would look filtered when it is not). An integer query parameter is a `QueryInt`
-    (digits only): start-up refuses a plain `int` one too."""
+    (digits only) and a time a `QueryTime` (RFC 3339 only): start-up refuses a plain `int` or `datetime` one too."""
     missing, loose = [], []
     for route in app.routes:
         for handler in getattr(route, "route_handlers", []):
@@ -139,17 +140,21 @@ def check_declared(app: Litestar) -> None:
             loose += [
                 f"{sorted(handler.http_methods)} {route.path} ?{p.field_alias}"
                 for p in kwargs.expected_query_params
-                if p.field_name in signature and _is_plain_int(signature[p.field_name])
+                if p.field_name in signature and _is_loose(signature[p.field_name])
             ]
     if missing:
         raise RuntimeError(f"routes without an access rule: {missing}")
     if loose:
-        raise RuntimeError(f"integer query parameters read as JSON numbers (declare them strict.QueryInt): {loose}")
+        raise RuntimeError(
+            f"query parameters read as JSON numbers (declare them strict.QueryInt or strict.QueryTime): {loose}"
+        )
 
 
-def _is_plain_int(field: FieldDefinition) -> bool:
-    """An `int` query parameter, optional or not: Litestar would take `1e2` for 100 and refuse `05`."""
-    return field.annotation is int or (field.is_optional and any(t.annotation is int for t in field.inner_types))
+def _is_loose(field: FieldDefinition) -> bool:
+    """An `int` or `datetime` query parameter, optional or not: Litestar would take `1e2` for 100 and refuse `05`,
+    and take `2026` for a time 2,026 seconds after the epoch."""
+    loose = (int, datetime)
+    return field.annotation in loose or (field.is_optional and any(t.annotation in loose for t in field.inner_types))
 
 
 async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
@@ -176,6 +181,8 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
         msgspec.json.decode(body)
     except RecursionError as exc:  # `[[[[...]]]]` thousands deep fits in the size limit but not in the stack
         raise BadRequest("the JSON body is nested too deeply") from exc
+    except UnicodeDecodeError as exc:  # bytes that are not UTF-8, in a string or outside one (a 500 before)
+        raise BadRequest("the JSON body is not valid UTF-8") from exc
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     raise InvalidInput.field("body", "this call takes no body: send none (or {})")

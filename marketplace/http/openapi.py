@@ -1,10 +1,11 @@
 """What the served OpenAPI schema says beyond what Litestar derives from the handlers: how callers authenticate
-(a bearer token on every route but the public ones), the invoice's PDF form, the claim's optional body, the
+(a bearer token on every route but the public ones), the invoice's PDF form, the bodies that may be left out, the
 bounds of fields that may be left out (Litestar drops a lower bound of 0, and wraps such a field in a oneOf of
-one schema), and that an integer query parameter (`QueryInt`) is an integer."""
+one schema), and that an integer query parameter (`QueryInt`) is an integer and a time one (`QueryTime`) a date-time."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -15,6 +16,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import (
     Components,
     OpenAPI,
+    OpenAPIFormat,
     OpenAPIHeader,
     OpenAPIMediaType,
     OpenAPIType,
@@ -24,11 +26,12 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.plugins import OpenAPISchemaPlugin
+from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
 
 from marketplace.http.access import Access
 from marketplace.http.pagination import MAX_LIMIT
-from marketplace.http.strict import QueryInt
+from marketplace.http.strict import QueryInt, QueryTime
 
 BEARER = "bearer"
 COMPONENTS = Components(
@@ -40,9 +43,6 @@ COMPONENTS = Components(
         )
     }
 )
-# Operations whose body may be left out: a claim without one is a shared claim ({"exclusive": false}); an invitation
-# without one is open to any email.
-_OPTIONAL_BODIES = {("/v1/offers/{offer_id}/claim", "post"), ("/v1/clubs/{club_id}/invitations", "post")}
 # Operations that answer in another form on request (`Accept`), beside JSON.
 _ALSO_AS = {("/v1/invoices/{invoice_id}", "get", "200"): "application/pdf"}
 
@@ -56,6 +56,16 @@ class QueryIntSchema(OpenAPISchemaPlugin):
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
         return Schema(type=OpenAPIType.INTEGER)
+
+
+class QueryTimeSchema(OpenAPISchemaPlugin):
+    """`QueryTime` is documented as what it is on the wire, an RFC 3339 date-time string."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.annotation is QueryTime
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        return Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME)
 
 
 def document_access(app: Litestar) -> None:
@@ -75,13 +85,26 @@ class _CompletingOpenAPIPlugin(OpenAPIPlugin):
     def provide_openapi(self) -> OpenAPI:
         if not self._openapi:
             self._openapi = self._build_openapi()
-            _complete(self._openapi)
+            _complete(self._openapi, self.included_routes.values())
         return self._openapi
 
 
-def _complete(schema: OpenAPI) -> None:
+def _optional_bodies(routes: Iterable[HTTPRoute]) -> set[tuple[str, str]]:
+    """The operations whose body may be left out (`data: ... = None`), read from the handlers so that the schema
+    cannot drift from them: a claim without one is a shared claim, an invitation without one is open to any email,
+    a block without one lists the business as unreliable. Litestar documents every body as required."""
+    optional = set()
+    for route in routes:
+        for handler in route.route_handlers:
+            data = handler.parsed_fn_signature.parameters.get("data")
+            if data is not None and data.has_default:
+                optional |= {(route.path_format, method.lower()) for method in handler.http_methods}
+    return optional
+
+
+def _complete(schema: OpenAPI, routes: Iterable[HTTPRoute]) -> None:
     paths: dict[str, Any] = schema.paths or {}
-    for path, method in _OPTIONAL_BODIES:
+    for path, method in _optional_bodies(routes):
         operation = getattr(paths[path], method)
         if operation.request_body is not None:
             operation.request_body.required = False

@@ -143,7 +143,7 @@ def _structs(base: type[msgspec.Struct] = msgspec.Struct) -> dict[str, type[msgs
 
 def _bound_struct_fields(schema: OpenAPI) -> None:
     """Each request and answer schema's integer fields carry the bounds their msgspec struct enforces, and a field
-    that may be left out (`X | UnsetType`) reads as X."""
+    that may be left out (`X | UnsetType`) reads as X, with X's values when it has a fixed set of them."""
     components = schema.components.schemas if schema.components and schema.components.schemas else {}
     structs = _structs()
     for name, component in components.items():
@@ -155,7 +155,9 @@ def _bound_struct_fields(schema: OpenAPI) -> None:
             if not isinstance(prop, Schema):
                 continue
             if prop.one_of and len(prop.one_of) == 1 and isinstance(prop.one_of[0], Schema) and prop.type is None:
-                prop.type, prop.items, prop.one_of = prop.one_of[0].type, prop.one_of[0].items, None
+                only = prop.one_of[0]
+                prop.type, prop.items, prop.one_of = only.type, only.items, None
+                prop.enum = prop.enum if prop.enum is not None else only.enum  # `kind: Literal[...] | UnsetType`
             if isinstance(field.type, mi.IntType):
                 if prop.minimum is None and field.type.ge is not None:
                     prop.minimum = field.type.ge

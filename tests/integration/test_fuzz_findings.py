@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+import msgspec.inspect as mi
 import pytest
 from litestar import Litestar, get
 from litestar.handlers import HTTPRouteHandler
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from marketplace.db.models import Exposure
 from marketplace.http.access import Access, access, check_declared
+from marketplace.http.openapi import _structs
 from marketplace.http.strict import QueryTime
 from tests.factories import auth, offer_lead_to, operator_token, register, submit_lead
 from tests.integration.test_bad_input import assert_problem
@@ -104,4 +106,32 @@ async def test_a_body_the_server_lets_be_left_out_is_documented_as_optional(app:
                 if data.has_default:
                     optional.add((method, _schema_path(route.path)))
     assert ("POST", "/v1/businesses/{business_id}/block") in optional
+    assert not failures, failures
+
+
+def _fixed_values(annotation: mi.Type) -> tuple[str, ...] | None:
+    for inner in annotation.types if isinstance(annotation, mi.UnionType) else (annotation,):
+        if isinstance(inner, mi.LiteralType):
+            return tuple(sorted(str(v) for v in inner.values))
+    return None
+
+
+async def test_a_field_with_a_fixed_set_of_values_documents_them_also_when_it_may_be_left_out(client):
+    """`POST /v1/referral-codes {"referrer": "partner-1", "kind": ""}` was a 422 ("Invalid enum value ''") for a
+    body the schema allowed: `kind` (partner or customer, may be left out) was documented as any string."""
+    components = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    checked, failures = [], []
+    for name, struct in _structs().items():
+        if name not in components:
+            continue
+        info = mi.type_info(struct)
+        for field in info.fields if isinstance(info, mi.StructType) else ():
+            values = _fixed_values(field.type)
+            if values is None:
+                continue
+            checked.append(f"{name}.{field.encode_name}")
+            documented = components[name]["properties"][field.encode_name].get("enum")
+            if tuple(sorted(documented or ())) != values:
+                failures.append(f"{name}.{field.encode_name}: documented {documented}, takes {values}")
+    assert "ReferralCodeIn.kind" in checked and "StatusUpdate.status" in checked, checked
     assert not failures, failures

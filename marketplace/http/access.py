@@ -17,6 +17,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.typing import FieldDefinition
 
 from marketplace.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unauthorized
+from marketplace.http.idempotency import IDEMPOTENCY_KEY
 from marketplace.identity.services import Principal, resolve_token
 from marketplace.identity.tokens import hash_token
 
@@ -68,6 +69,8 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     if level == Access.PUBLIC:
         await _check_request(connection, handler)
         return
+    if len(set(connection.headers.getall("authorization", []))) > 1:  # whose request it is cannot be told
+        raise Unauthorized("send one `Authorization: Bearer <token>`, not several")
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -159,7 +162,7 @@ def _is_loose(field: FieldDefinition) -> bool:
 
 async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Ids and query parameters without NUL characters; no query parameter the route does not take, nor one given
-    twice; and no body
+    twice; no two different Idempotency-Keys; and no body
     for a call that takes none (`{}` is none): a field sent to it would otherwise be silently ignored, and the
     answer would look as if it had been read (an upgrade asked for with options it does not have)."""
     _refuse_nul(connection)
@@ -172,6 +175,10 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
         # filtered by something other than what was asked.
         if len(connection.query_params.getall(name)) > 1:
             raise InvalidInput.field(name, "given more than once; it takes one value")
+    # Two different keys: the one read would depend on their order, and a retry with them the other way round would
+    # be a new request (a second charge) instead of the first one's answer.
+    if len(set(connection.headers.getall(IDEMPOTENCY_KEY, []))) > 1:
+        raise InvalidInput.field(IDEMPOTENCY_KEY, "given more than once with different values; send one key")
     if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
         return
     body = (await connection.body()).strip() if isinstance(connection, Request) else b""  # 413 past the limit

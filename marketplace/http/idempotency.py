@@ -30,7 +30,8 @@ from marketplace.http.problems import PROBLEM, problem_body
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
 # The header as a handler parameter: `idempotency_key: IdempotencyKey = None`.
-IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", required=False)]
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IdempotencyKey = Annotated[str | None, HeaderParameter(name=IDEMPOTENCY_KEY, required=False)]
 Work = Callable[[UnitOfWork], Awaitable[tuple[int, Any]]]
 MAX_KEY_LENGTH = 200
 

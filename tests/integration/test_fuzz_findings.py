@@ -13,12 +13,12 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromQuery
 from sqlalchemy import select
 
-from marketplace.db.models import Exposure
+from marketplace.db.models import Business, Exposure
 from marketplace.http.access import Access, access, check_declared
 from marketplace.http.openapi import _structs
 from marketplace.http.strict import QueryTime
 from tests.factories import auth, offer_lead_to, operator_token, register, submit_lead
-from tests.integration.test_bad_input import assert_problem
+from tests.integration.test_bad_input import assert_problem, money
 
 
 async def test_a_body_not_in_utf8_sent_to_a_call_that_takes_none_is_a_400_not_a_500(app, client, db):
@@ -135,3 +135,38 @@ async def test_a_field_with_a_fixed_set_of_values_documents_them_also_when_it_ma
                 failures.append(f"{name}.{field.encode_name}: documented {documented}, takes {values}")
     assert "ReferralCodeIn.kind" in checked and "StatusUpdate.status" in checked, checked
     assert not failures, failures
+
+
+async def test_a_request_with_two_different_idempotency_keys_is_refused_and_does_nothing(app, client, db):
+    """`POST /v1/offers/{id}/claim` with `Idempotency-Key: a` and `Idempotency-Key: b` was answered under the first
+    key alone: a retry whose keys came in the other order (a proxy, a client library) was a second request, and a
+    second charge where the first had gone through. Two different keys are now a 422 naming the header, as a query
+    parameter given twice is; the same key twice is one key."""
+    lb_id, lb = await register(client, "lead_buyer")
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
+    url = f"/v1/offers/{offer_id}/claim"
+    two_keys = [*auth(lb).items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    assert_problem(await client.post(url, headers=two_keys, json={"exclusive": False}), 422, "Idempotency-Key")
+    assert await db.count(Exposure) == 0
+    withdrawal = await client.post("/v1/wallet/withdrawals", headers=two_keys, json={"amount": money(100)})
+    assert_problem(withdrawal, 422, "Idempotency-Key")
+    same_key = [*auth(lb).items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "a")]
+    claimed = await client.post(url, headers=same_key, json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    again = await client.post(url, headers=auth(lb) | {"Idempotency-Key": "a"}, json={"exclusive": False})
+    assert again.status_code == 201 and again.json()["id"] == claimed.json()["id"]
+    assert await db.count(Exposure) == 1
+
+
+async def test_a_request_with_two_different_tokens_is_401_whichever_comes_first(app, client, db):
+    """Two `Authorization` headers were read as the first alone: the same request acted as a business or was
+    refused as an operator's depending on their order. Whose request it is cannot be told: a 401."""
+    business_id, token = await register(client)
+    op = await operator_token(app)
+    for first, second in ((token, op), (op, token), (token, "mkb_forged")):
+        headers = [("Authorization", f"Bearer {first}"), ("Authorization", f"Bearer {second}")]
+        assert_problem(await client.patch("/v1/businesses/me", headers=headers, json={"name": "Twice"}), 401)
+        assert_problem(await client.get("/v1/businesses/me", headers=headers), 401)
+    assert await db.scalar(select(Business.name).where(Business.id == business_id)) != "Twice"
+    same = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+    assert (await client.get("/v1/businesses/me", headers=same)).status_code == 200

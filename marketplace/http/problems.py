@@ -91,6 +91,11 @@ def _field_from(message: str, key: str | None) -> str:
     return path or "body"
 
 
+# What msgspec says of bytes that are not JSON (a msgspec.DecodeError), as a message begins: a wrong value's message
+# may hold the word too (`Invalid enum value 'malformed'`), as may Litestar's detail (the URL), and those are a 422.
+_DECODE_ERRORS = ("JSON is malformed", "Input data was truncated")
+
+
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Litestar's body/parameter validation: malformed JSON is a 400, a well-formed wrong value a 422."""
     raw = exc.extra if isinstance(exc.extra, list) else []
@@ -103,12 +108,12 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         if item.get("key") == "data" and message == "'data'":
             # Litestar reports an absent body as the bare KeyError of its `data` argument.
             message = "a JSON body is required"
-        if "malformed" in message.lower() or "JSON is malformed" in message:
+        if message.startswith(_DECODE_ERRORS):
             malformed = True
         field = _field_from(message, item.get("key") if item.get("key") not in (None, "data") else None)
         errors.append({"field": field, "message": _MSGSPEC_PATH.sub("", message).rstrip(" -")})
     detail = str(exc.detail)
-    if "malformed" in detail.lower() or malformed:
+    if malformed:
         return _problem(400, "Malformed request", "the body is not valid JSON", "malformed-request", errors=errors)
     return _problem(422, "Invalid input", errors[0]["message"] if errors else detail, "invalid-input", errors=errors)
 

@@ -17,7 +17,7 @@ from marketplace.db.models import Business, Exposure
 from marketplace.http.access import Access, access, check_declared
 from marketplace.http.openapi import _structs
 from marketplace.http.strict import QueryTime
-from tests.factories import auth, offer_lead_to, operator_token, register, submit_lead
+from tests.factories import auth, business_body, offer_lead_to, operator_token, register, submit_lead
 from tests.integration.test_bad_input import assert_problem, money
 
 
@@ -170,3 +170,30 @@ async def test_a_request_with_two_different_tokens_is_401_whichever_comes_first(
     assert await db.scalar(select(Business.name).where(Business.id == business_id)) != "Twice"
     same = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
     assert (await client.get("/v1/businesses/me", headers=same)).status_code == 200
+
+
+async def test_the_word_malformed_in_a_wrong_value_or_name_does_not_make_it_a_400(app, client, db):
+    """`GET /v1/unreliable?limit=malformed`, `{"status": "malformed"}` or a body with a field named `malformed` was a
+    400 "the body is not valid JSON": the 422 handler took any message (or the URL in Litestar's detail) holding the
+    word for a JSON syntax error. Well-formed input with a wrong value is a 422 naming the field."""
+    lb_id, lb = await register(client, "lead_buyer")
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
+    exposure_id = (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb))).json()["id"]
+    status_url = f"/v1/exposures/{exposure_id}/status"
+    for case, response, field in (
+        ("limit", await client.get("/v1/unreliable?limit=malformed"), "limit"),
+        ("limit-url", await client.get("/v1/offers?limit=JSON%20is%20malformed", headers=auth(lb)), "limit"),
+        ("enum", await client.post(status_url, headers=auth(lb), json={"status": "malformed"}), "status"),
+        ("enum-msg", await client.post(status_url, headers=auth(lb), json={"status": "JSON is malformed"}), "status"),
+        ("field", await client.post(status_url, headers=auth(lb), json={"status": "won", "malformed": 1}), "malformed"),
+        ("truncated", await client.post("/v1/businesses", json=business_body(mode="Input data was truncated")), "mode"),
+    ):
+        problem = assert_problem(response, 422, field)
+        assert problem["type"].endswith("/invalid-input"), (case, problem)
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "new"
+    # JSON that is not JSON is still a 400, truncated or malformed.
+    for content in (b'{"status": "won"', b'{"status": won}'):
+        response = await client.post(
+            status_url, headers={**auth(lb), "Content-Type": "application/json"}, content=content
+        )
+        assert_problem(response, 400)

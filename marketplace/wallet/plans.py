@@ -387,6 +387,10 @@ def _listed(reader: _Reader, value: Any, path: str) -> list[Any]:
     return value
 
 
+def _or_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
 def parse_plan(data: Mapping[str, Any], currency: str | None = None) -> CommissionPlan:
     """A validated CommissionPlan, or PlanError listing every wrong field by its path; with `currency`, every fixed
     amount must be in it (the marketplace's)."""
@@ -404,7 +408,8 @@ def parse_plan(data: Mapping[str, Any], currency: str | None = None) -> Commissi
     name = r.text(top.get("name", ""), "name", allow_empty=True) or ""
 
     rates: dict[str, int] = {}
-    raw_rates = top.get("commission_rates_bp") or {}
+    # Left out or null is none; any other falsy value (0, "", [], false) is the wrong type, named as such.
+    raw_rates = _or_empty(top.get("commission_rates_bp"))
     if not isinstance(raw_rates, Mapping):
         r.fail("commission_rates_bp", f"must be an object of category: bp, got {_type(raw_rates)}")
     else:
@@ -417,7 +422,7 @@ def parse_plan(data: Mapping[str, Any], currency: str | None = None) -> Commissi
 
     tiers = (
         r.mapping(
-            top.get("tiers") or {},
+            _or_empty(top.get("tiers")),
             "tiers",
             required=(),
             optional=("qualified_lead", "closed_sale", "lifetime_bonus", "retention_bonus"),
@@ -448,7 +453,7 @@ def parse_plan(data: Mapping[str, Any], currency: str | None = None) -> Commissi
         if reward is None:
             continue
         on = reward.get("on")
-        if on not in {kind.value for kind in EventKind}:
+        if not isinstance(on, str) or on not in {kind.value for kind in EventKind}:  # a list would be unhashable
             r.fail(f"{path}.on", f"must be one of {', '.join(k.value for k in EventKind)}, got {on!r}")
             on = None
         role = r.role(reward.get("role"), f"{path}.role") if "role" in reward else None
@@ -543,7 +548,7 @@ def _parse_customer_referrer(r: _Reader, value: Any) -> CustomerReferrerRule | N
         else:
             chain.append(checked)
     mode = data.get("mode")
-    if mode not in {m.value for m in ReferrerMode}:
+    if not isinstance(mode, str) or mode not in {m.value for m in ReferrerMode}:  # a list would be unhashable
         if "mode" in data:
             r.fail(f"{path}.mode", f"must be difference or company_pays, got {mode!r}")
         return None

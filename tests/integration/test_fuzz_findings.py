@@ -3,8 +3,10 @@ each case as the fuzzer sent it, answered as the contract says."""
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import datetime
+from typing import Any
 
 import msgspec.inspect as mi
 import pytest
@@ -18,7 +20,7 @@ from marketplace.http.access import Access, access, check_declared
 from marketplace.http.openapi import _structs
 from marketplace.http.strict import QueryTime
 from tests.factories import auth, business_body, offer_lead_to, operator_token, register, submit_lead
-from tests.integration.test_bad_input import assert_problem, money
+from tests.integration.test_bad_input import Table, assert_problem, money
 
 
 async def test_a_body_not_in_utf8_sent_to_a_call_that_takes_none_is_a_400_not_a_500(app, client, db):
@@ -197,3 +199,32 @@ async def test_the_word_malformed_in_a_wrong_value_or_name_does_not_make_it_a_40
             status_url, headers={**auth(lb), "Content-Type": "application/json"}, content=content
         )
         assert_problem(response, 400)
+
+
+async def test_a_commission_plan_with_a_list_or_object_where_a_name_goes_is_a_422_not_a_500(app, client, db):
+    """`POST /v1/commission-plans` with `rewards[0].on` or `customer_referrer.mode` a list or an object was a 500 (the
+    value was looked up in a set: unhashable). And `"tiers": 0`, `"commission_rates_bp": ""` (a wrong type that
+    happens to be falsy) were saved as if left out. Each is a 422 naming the field; nothing is saved."""
+    operator = await operator_token(app)
+    listed = await client.get("/v1/commission-plans", headers=auth(operator))
+    plan = listed.json()["items"][0]["definition"]
+    saved_before = len(listed.json()["items"])
+    table = Table()
+    cases: list[tuple[tuple[str | int, ...], Any, str]] = []
+    for value in ([], {}, ["deal_paid"], {"a": 1}):
+        cases.append((("rewards", 0, "on"), value, "rewards[0].on"))
+        cases.append((("customer_referrer", "mode"), value, "customer_referrer.mode"))
+    for value in (0, "", [], False):
+        cases.append((("tiers",), value, "tiers"))
+        cases.append((("commission_rates_bp",), value, "commission_rates_bp"))
+    for path, value, field in cases:
+        definition = copy.deepcopy(plan)
+        target = definition
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+        response = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": definition})
+        table.check(f"{field}={value!r}", response, 422, field)
+    table.done()
+    listed = await client.get("/v1/commission-plans", headers=auth(operator))
+    assert len(listed.json()["items"]) == saved_before

@@ -702,15 +702,19 @@ def evaluate(plan: CommissionPlan, event: PlanEvent) -> PlanResult:
 
 
 def _split(plan: CommissionPlan, total: Money, has: Callable[[str], bool]) -> list[tuple[str, Money]]:
-    """Fixed parts first (never more than is left), the rest by share_bp with the largest remainder."""
+    """Fixed parts first (never more than is left), the rest by share_bp with the largest remainder. An absent role's
+    part, fixed or shared, is unclaimed_to's: the shares divide what the fixed parts leave, whoever is at the deal."""
+    zero = Money.zero(total.currency)
     left = total
     parts: dict[str, Money] = {}
     for recipient in plan.split:
         if recipient.fixed is not None:
             if recipient.fixed.currency != total.currency:
                 raise CurrencyMismatch(recipient.fixed.currency, total.currency, "split")
-            taken = min(recipient.fixed if has(recipient.role) else Money.zero(total.currency), left)
-            parts[recipient.role] = taken
+            taken = min(recipient.fixed, left)
+            role = recipient.role if has(recipient.role) else plan.unclaimed_to
+            parts.setdefault(recipient.role, zero)
+            parts[role] = parts.get(role, zero) + taken
             left = left - taken
     # An absent role's share joins unclaimed_to before allocating, so rounding sees one combined share.
     weights: dict[str, int] = {}
@@ -721,7 +725,7 @@ def _split(plan: CommissionPlan, total: Money, has: Callable[[str], bool]) -> li
             weights[role] = weights.get(role, 0) + recipient.share_bp
     roles = list(weights)
     for role, amount in zip(roles, left.allocate([weights[r] for r in roles]), strict=True):
-        parts[role] = parts.get(role, Money.zero(total.currency)) + amount
+        parts[role] = parts.get(role, zero) + amount
     return [(recipient.role, parts[recipient.role]) for recipient in plan.split]
 
 

@@ -198,6 +198,26 @@ def test_fixed_recipients_are_paid_first_and_never_more_than_the_total() -> None
         split_of(fixed, Money(11_000, "ILS"))
 
 
+def test_an_absent_fixed_recipient_s_amount_goes_to_unclaimed_to_not_to_the_shares() -> None:
+    """A deal with no club under a plan that pays the club operator a fixed 10.00: the 10.00 is the platform's
+    (unclaimed_to), and the recommender keeps its 80 % of what the fixed part leaves, not 80 % of the whole."""
+    fixed = plan(
+        commission_split={
+            "recipients": [
+                {"role": "club_operator", "fixed": {"amount_minor": 1_000, "currency": "EUR"}},
+                {"role": "recommender", "share_bp": 8000},
+                {"role": "platform", "share_bp": 2000},
+            ],
+            "unclaimed_to": "platform",
+        }
+    )
+    assert split_of(fixed, eur("110.00"), {"recommender", "platform"}) == {
+        "recommender": eur("80.00"),
+        "platform": eur("30.00"),
+    }
+    assert split_of(fixed, eur("4.00"), {"recommender", "platform"}) == {"platform": eur("4.00")}
+
+
 @st.composite
 def shares(draw: st.DrawFn) -> list[int]:
     cuts = sorted(draw(st.lists(st.integers(0, 10_000), min_size=0, max_size=4)))

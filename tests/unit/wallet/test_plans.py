@@ -177,8 +177,10 @@ def test_an_absent_role_share_goes_to_unclaimed_to() -> None:
     assert split_of(plan(), eur("333.33"), {"platform"}) == {"platform": eur("333.33")}
 
 
-def test_fixed_recipients_are_paid_first_and_never_more_than_the_total() -> None:
-    fixed = plan(
+def _club_fee_plan() -> CommissionPlan:
+    """The club operator a fixed 10.00, the rest 80/20 between recommender and platform (which takes what is
+    unclaimed)."""
+    return plan(
         commission_split={
             "recipients": [
                 {"role": "club_operator", "fixed": {"amount_minor": 1_000, "currency": "EUR"}},
@@ -188,6 +190,10 @@ def test_fixed_recipients_are_paid_first_and_never_more_than_the_total() -> None
             "unclaimed_to": "platform",
         }
     )
+
+
+def test_fixed_recipients_are_paid_first_and_never_more_than_the_total() -> None:
+    fixed = _club_fee_plan()
     assert split_of(fixed, eur("110.00")) == {
         "club_operator": eur("10.00"),
         "recommender": eur("80.00"),
@@ -201,16 +207,7 @@ def test_fixed_recipients_are_paid_first_and_never_more_than_the_total() -> None
 def test_an_absent_fixed_recipient_s_amount_goes_to_unclaimed_to_not_to_the_shares() -> None:
     """A deal with no club under a plan that pays the club operator a fixed 10.00: the 10.00 is the platform's
     (unclaimed_to), and the recommender keeps its 80 % of what the fixed part leaves, not 80 % of the whole."""
-    fixed = plan(
-        commission_split={
-            "recipients": [
-                {"role": "club_operator", "fixed": {"amount_minor": 1_000, "currency": "EUR"}},
-                {"role": "recommender", "share_bp": 8000},
-                {"role": "platform", "share_bp": 2000},
-            ],
-            "unclaimed_to": "platform",
-        }
-    )
+    fixed = _club_fee_plan()
     assert split_of(fixed, eur("110.00"), {"recommender", "platform"}) == {
         "recommender": eur("80.00"),
         "platform": eur("30.00"),

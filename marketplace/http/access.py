@@ -69,7 +69,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     if level == Access.PUBLIC:
         await _check_request(connection, handler)
         return
-    if len(set(connection.headers.getall("authorization", []))) > 1:  # whose request it is cannot be told
+    if _differs(connection, "authorization"):  # whose request it is cannot be told
         raise Unauthorized("send one `Authorization: Bearer <token>`, not several")
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -177,7 +177,7 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
             raise InvalidInput.field(name, "given more than once; it takes one value")
     # Two different keys: the one read would depend on their order, and a retry with them the other way round would
     # be a new request (a second charge) instead of the first one's answer.
-    if len(set(connection.headers.getall(IDEMPOTENCY_KEY, []))) > 1:
+    if _differs(connection, IDEMPOTENCY_KEY):
         raise InvalidInput.field(IDEMPOTENCY_KEY, "given more than once with different values; send one key")
     if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
         return
@@ -196,3 +196,8 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
 
 
 _NO_BODY = re.compile(rb"\{\s*\}|null")
+
+
+def _differs(connection: ASGIConnection[Any, Any, Any, Any], header: str) -> bool:
+    """The header given more than once with different values (the same value repeated is one value)."""
+    return len(set(connection.headers.getall(header, []))) > 1

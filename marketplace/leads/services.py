@@ -128,8 +128,9 @@ async def submit_lead(
         lead = await session.get(Lead, existing, populate_existing=True)
         assert lead is not None
         return lead, True
-    received_here = {"key": key, "seller": seller_business_id}
-    if seller_business_id is not None and await session.scalar(_RECEIVED_HERE, received_here):
+    if seller_business_id is not None and await session.scalar(
+        _RECEIVED_HERE, {"key": key, "seller": seller_business_id}
+    ):
         # Past the window a contact bought here would be a new lead, and its buyer would earn from every claim of it
         # (three claims earn more than the one price it paid) while the customer is called all over again.
         raise Conflict(

@@ -21,7 +21,6 @@ so newcomers get seen and estimates keep learning.
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 from array import array
@@ -54,6 +53,7 @@ from marketplace.ranking.scoring import Score
 RING_SAMPLE = 1024  # entries sampled for one batch of Thompson draws
 RING_SIZE = 512  # the best draws kept for the next leads' exploration places
 RANDOM_BUFFER = 1 << 16
+PLACE_COUNTS = 4096  # exploration place counts drawn at a time, per k
 # A dead entry's (or a free place's) deal range is DEAD_LO..DEAD_HI: no budget fits it, so the range filter
 # drops it for free.
 UNSTATED = np.iinfo(np.int64).max - 1  # a budget of 0 means "not stated": every live range holds it
@@ -72,19 +72,6 @@ _NO_RING = (
     np.empty(0),
     np.empty((0, 3 + POSTERIOR_COLUMNS)),
 )
-_NO_ROWS = np.empty(0, np.int64)
-
-
-def _binomial_cdf(n: int, p: float) -> list[float]:
-    """P(X <= j) for j = 0..n, X ~ Binomial(n, p), 0 < p < 1."""
-    pmf = (1.0 - p) ** n
-    ratio = p / (1.0 - p)
-    out, total = [], 0.0
-    for j in range(n + 1):
-        total += pmf
-        out.append(total)
-        pmf *= (n - j) / (j + 1) * ratio
-    return out
 
 
 @dataclass
@@ -370,43 +357,18 @@ class _Bucket:
             self.lo[at], self.hi[at], self.table[STAMP, at] = DEAD_LO, DEAD_HI, 0
 
 
-class _Posteriors:
-    """Where a ranking's posteriors are, until they are read: the table's columns at `places` for the ranked
-    places, then the exploration ring's `shown` rows for the explored ones; valid while the bucket's table has
-    had exactly `writes` in-place writes. (A plain class: one is made per lead, and a frozen dataclass's
-    __init__ costs a microsecond.)"""
-
-    __slots__ = ("bucket", "places", "rows", "shown", "table", "writes")
-
-    def __init__(
-        self,
-        bucket: _Bucket,
-        writes: int,
-        table: NDArray[np.int64],
-        places: NDArray[np.int64],
-        shown: NDArray[np.float64] | None = None,
-        rows: NDArray[np.int64] | None = None,
-    ) -> None:
-        self.bucket, self.writes, self.table, self.places, self.shown, self.rows = (
-            bucket, writes, table, places, shown, rows,
-        )  # fmt: skip
-
-    def read(self) -> NDArray[np.float64]:
-        if self.bucket.writes != self.writes:
-            raise RuntimeError("the bucket changed since this ranking was made: read its explanations at once")
-        post: NDArray[np.float64] = self.table[POST:, self.places].view(np.float64).T
-        if self.shown is not None and self.rows is not None and len(self.rows):
-            post = np.concatenate((post, self.shown[self.rows, 3:]))
-        return post
-
-
 class Ranking:
     """A lead's top k, best first, as arrays; ids and explanations are read lazily. The explanations (the
-    posterior behind each score) are gathered from the bucket on first use, so a ranking whose explanations
-    are wanted is read before the core changes (the service reads the places it offers at once); a read after
-    a change raises rather than explain with another business's numbers."""
+    posterior behind each score) are gathered on first use: the ranked places' from the bucket's table, the
+    explored places' from its exploration ring (`found` holds the places of the first `keep`, then the ring
+    indices of the explored). So a ranking whose explanations are wanted is read before the core changes (the
+    service reads the places it offers at once); a read after a change raises rather than explain with another
+    business's numbers. (One plain object per lead: a frozen dataclass's __init__ costs a microsecond.)"""
 
-    __slots__ = ("_ids", "_names", "_post", "_source", "base", "explored", "scores", "slots")
+    __slots__ = (
+        "_bucket", "_found", "_ids", "_keep", "_names", "_post", "_shown", "_writes", "base", "explored", "scores",
+        "slots",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -415,7 +377,11 @@ class Ranking:
         scores: NDArray[np.float64],
         base: NDArray[np.float64],
         explored: NDArray[np.bool_],
-        post: NDArray[np.float64] | _Posteriors,
+        post: NDArray[np.float64] | None,
+        bucket: _Bucket | None = None,
+        found: NDArray[np.int64] | None = None,
+        keep: int = 0,
+        shown: NDArray[np.float64] | None = None,
     ) -> None:
         self._names = names
         self._ids: list[str] | None = None
@@ -423,18 +389,23 @@ class Ranking:
         self.scores = scores
         self.base = base
         self.explored = explored
-        self._post: NDArray[np.float64] | None = None
-        self._source: _Posteriors | None = None
-        if isinstance(post, _Posteriors):
-            self._source = post
-        else:
-            self._post = post
+        self._post = post
+        self._bucket = bucket
+        self._writes = bucket.writes if bucket is not None else 0
+        self._found, self._keep, self._shown = found, keep, shown
 
     @property
     def post(self) -> NDArray[np.float64]:
         if self._post is None:
-            assert self._source is not None
-            self._post, self._source = self._source.read(), None
+            bucket, found = self._bucket, self._found
+            assert bucket is not None and found is not None
+            if bucket.writes != self._writes:
+                raise RuntimeError("the bucket changed since this ranking was made: read its explanations at once")
+            keep, n = self._keep, len(self.slots)
+            post: NDArray[np.float64] = bucket.table[POST:, found[:keep]].view(np.float64).T
+            if n > keep and self._shown is not None:
+                post = np.concatenate((post, self._shown[found[keep:n], 3:]))
+            self._post, self._bucket, self._found, self._shown = post, None, None, None
         return self._post
 
     def __len__(self) -> int:
@@ -482,12 +453,11 @@ class LeadFactor:
     def upper(self) -> float:
         return math.exp(self.BOUND) if self.active else 1.0
 
-    def _x_budget(self, category: str, budget: int) -> float:
-        return math.log(budget) - self.mean_log_budget.get(category, math.log(budget))
-
     def lead_term(self, category: str, budget: int) -> float:
-        """The lead's own part of w . x (its budget against the category's mean), the same for every business."""
-        return self.w_budget * self._x_budget(category, budget)
+        """The lead's own part of w . x (its budget against the category's mean; 0 in a category the model has no
+        mean for), the same for every business."""
+        mean = self.mean_log_budget.get(category)
+        return self.w_budget * (math.log(budget) - mean) if mean is not None else 0.0
 
     def terms(self, category: str, budget: int) -> tuple[float, float]:
         """The lead's term (lead_term) and the largest factor a deal maker can get for this lead, with one logarithm:
@@ -535,8 +505,9 @@ class RankingCore:
         self._uniform = self.rng.random(RANDOM_BUFFER)
         self._normal = self.rng.standard_normal(RANDOM_BUFFER)
         self._u_at = self._n_at = 0
-        self._scalars: list[float] = []
-        self._cdf: dict[tuple[int, float], list[float]] = {}
+        # Exploration places per lead, drawn ahead per k for the share they were drawn with (see _places).
+        self._counts: dict[int, list[int]] = {}
+        self._places_share = explore_share
         self._explored: dict[tuple[int, int], NDArray[np.bool_]] = {}
         # Leads ranked: at equal scores, which part of a bucket goes first turns with each lead (kernels.top), so
         # businesses tied at their category's prior are not served by the class of their deal range.
@@ -757,40 +728,41 @@ class RankingCore:
 
     def _rank(self, bucket: _Bucket, category: str, budget: int, k: int, marked: int, explore: bool | None) -> Ranking:
         lead_factor = self.lead_factor
-        w_budget, w_fit = lead_factor.w_budget, lead_factor.w_fit
-        factor = bool(w_budget or w_fit) and budget != UNSTATED
+        w_fit = lead_factor.w_fit
+        unstated = budget == UNSTATED
+        factor = not unstated and bool(lead_factor.w_budget or w_fit)
         k = min(k, len(bucket.neg))  # "everyone" is asked for as k = 10**9
         if not k:
             return self._none()
-        lead_term = lead_factor.lead_term(category, budget) if factor else 0.0
-        if not factor:
-            w_fit = 0.0
+        if factor:
+            lead_term = lead_factor.lead_term(category, budget)
+        else:
+            lead_term = w_fit = 0.0
         # Exploration's places are drawn for k ranked, so the one compiled call fills them too. A bucket with
         # fewer eligible than k has all of them ranked and nobody left to explore: then none is.
         places = self._places(k) if explore is None else self._explore_places(k, explore)
-        ring, start, stop = _NO_RING, 0, 0
-        rows = _NO_ROWS
         if places:
-            ring = self._ring(bucket)
+            ring = bucket.ring
+            if ring is None or bucket.ring_at >= len(ring[0]):
+                ring = self._ring(bucket)
             start = bucket.ring_at
             stop = bucket.ring_at = start + 2 * places + 2
-            rows = np.empty(places, np.int64)
+        else:
+            ring, start, stop = _NO_RING, 0, 0
         found, slots, scores, base = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k), np.empty(k)
         self._turn += 1
         n, explored = kernels.rank_bucket(
-            bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, budget == UNSTATED, k, self._mark, marked > 0,
-            factor, lead_term, w_fit, LeadFactor.BOUND, self._turn, places, ring, start, stop, found, slots, scores,
-            base, rows,
+            bucket.neg, bucket.table, bucket.seg, bucket.bounds, budget, unstated, k, self._mark, marked > 0, factor,
+            lead_term, w_fit, LeadFactor.BOUND, self._turn, places, ring, start, stop, found, slots, scores, base,
         )  # fmt: skip
         # Ids, scores and base scores now; the posteriors (9 more rows, scattered over the scanned prefix when a
         # per-lead factor reorders it) only when an explanation is read.
-        keep = n - explored
         if n < k:
             slots, scores, base = slots[:n], scores[:n], base[:n]
             if places:  # nobody explored: the ring's next candidates (a newcomer first) wait for the next lead
                 bucket.ring_at = start
-        posteriors = _Posteriors(bucket, bucket.writes, bucket.table, found[:keep], ring[4], rows[:explored])
-        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), posteriors)
+        keep = n - explored
+        return Ranking(self._ids, slots, scores, base, self._flags(n, keep), None, bucket, found, keep, ring[4])
 
     def _explore_places(self, n: int, explore: bool | None) -> int:
         """How many of n ranked places explore: drawn (see _places), or a third of them when asked to explore."""
@@ -813,21 +785,21 @@ class RankingCore:
         return out
 
     def _places(self, k: int) -> int:
-        """Each place explores with probability explore_share: that share of offers explores. The count is
-        drawn from its binomial law with one uniform number (inverse CDF, cached per k)."""
+        """Each place explores with probability explore_share: that share of offers explores. The counts are drawn
+        from their binomial law a few thousand at a time, per k (a Generator call costs microseconds however few
+        numbers it returns); a change of the share drops the counts drawn for the old one."""
         share = self.explore_share
-        if share <= 0 or not k:
-            return 0
-        if share >= 1:
-            return k
-        cdf = self._cdf.get((k, share))
-        if cdf is None:
-            if k > 1024:
-                return int(np.count_nonzero(self._take_uniform(k) < share))
-            cdf = self._cdf[(k, share)] = _binomial_cdf(k, share)
-        if not self._scalars:
-            self._scalars = self.rng.random(4096).tolist()
-        return min(k, bisect.bisect_right(cdf, self._scalars.pop()))
+        if share != self._places_share:
+            self._counts.clear()
+            self._places_share = share
+        counts = self._counts.get(k)
+        if not counts:
+            if share <= 0 or not k:
+                return 0
+            if share >= 1:
+                return k
+            counts = self._counts[k] = self.rng.binomial(k, share, PLACE_COUNTS).tolist()
+        return counts.pop()
 
     def _draw_ring(self, bucket: _Bucket) -> tuple[Any, ...]:
         """Thompson draws for a random sample of the bucket (distinct places, live entries), best first: the

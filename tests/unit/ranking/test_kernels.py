@@ -278,12 +278,14 @@ def test_exploration_picks_skip_ineligible_ranked_and_excluded_candidates():
     mark[11] = True  # excluded
     out = np.empty(3, np.int64)
     ranked = np.array([10], np.int64)
-    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 0, 6, 300, False, False, 0.0, mark, ranked, 3, out)
+    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 0, 6, 300, False, False, 0.0, mark, True, ranked, 3, out)
     assert out[:n].tolist() == [0, 5]  # 8: budget outside its range; 9: dead; 10: ranked; 11: excluded
-    assert not mark[10] and mark[11]  # the ranked slots are unmarked again
-    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 0, 6, 300, False, True, 2.0, mark, ranked, 3, out)
+    assert mark.nonzero()[0].tolist() == [11]  # the marks are read, not written
+    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 0, 6, 300, False, False, 0.0, mark, False, ranked, 3, out)
+    assert out[:n].tolist() == [0, 4, 5]  # nobody excluded: the marks are not read
+    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 0, 6, 300, False, True, 2.0, mark, True, ranked, 3, out)
     assert out[:n].tolist() == [4, 5]  # by base: only those scoring below the last ranked; marks not read
-    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 1, 6, 0, True, True, 9.0, mark, ranked, 2, out)
+    n = kernels.explore_picks(r_slots, r_lo, r_hi, r_base, 1, 6, 0, True, True, 9.0, mark, False, ranked, 2, out)
     assert out[:n].tolist() == [1, 3]  # an unstated budget fits every live range
 
 

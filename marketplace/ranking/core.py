@@ -798,6 +798,10 @@ class RankingCore:
                 return 0
             if share >= 1:
                 return k
+            if k > 1024:  # a ranking of everyone (k is the bucket's size): rare, and too many sizes to keep counts for
+                return int(self.rng.binomial(k, share))
+            if len(self._counts) >= 256:
+                self._counts.clear()
             counts = self._counts[k] = self.rng.binomial(k, share, PLACE_COUNTS).tolist()
         return counts.pop()
 

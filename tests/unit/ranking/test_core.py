@@ -93,6 +93,20 @@ def test_incremental_updates_equal_a_fresh_build():
         assert list(mine.scores) == list(theirs.scores)
 
 
+def test_exploration_place_counts_follow_the_share_in_force():
+    core = RankingCore(explore_share=0.25, seed=4)
+    draws = [core._places(12) for _ in range(2000)]
+    assert all(0 <= d <= 12 for d in draws)
+    assert sum(draws) / (12 * len(draws)) == pytest.approx(0.25, abs=0.02)
+    core.explore_share = 0.0  # counts drawn ahead for the old share are dropped at once
+    assert {core._places(12) for _ in range(50)} == {0}
+    core.explore_share = 1.0
+    assert {core._places(12) for _ in range(50)} == {12}
+    core.explore_share = 0.1  # a ranking of everyone in a large bucket: drawn one at a time
+    big = [core._places(5000) for _ in range(200)]
+    assert sum(big) / (5000 * len(big)) == pytest.approx(0.1, abs=0.01)
+
+
 def test_exploration_takes_the_configured_share_of_places_and_reaches_newcomers():
     core = RankingCore(explore_share=0.2, seed=3)
     for i in range(300):

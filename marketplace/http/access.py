@@ -18,6 +18,7 @@ from litestar.typing import FieldDefinition
 
 from marketplace.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.http.idempotency import IDEMPOTENCY_KEY
+from marketplace.http.strict import unpaired_surrogate
 from marketplace.identity.services import Principal, resolve_token
 from marketplace.identity.tokens import hash_token
 
@@ -191,7 +192,9 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
     except UnicodeDecodeError as exc:  # bytes that are not UTF-8, in a string or outside one (a 500 before)
         raise BadRequest("the JSON body is not valid UTF-8") from exc
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        # Well-formed but for an unpaired surrogate escape (`"\ud800"`): a body all the same, not malformed JSON.
+        if unpaired_surrogate(body) is None:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from exc
     raise InvalidInput.field("body", "this call takes no body: send none (or {})")
 
 

@@ -9,6 +9,7 @@ take a number for seconds since the epoch, so `?since=2026` was 1970-01-01T00:33
 
 from __future__ import annotations
 
+import json
 import re
 import types
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import ValidationException
+from litestar.exceptions import SerializationException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
 from marketplace.errors import BadRequest, UnsupportedMediaType
@@ -160,6 +161,132 @@ def nul_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+# The end of every object key: a string's closing quote, optional JSON whitespace and a colon. A string value may hold
+# the same characters (`"a \\": b"`), so the count is never below the number of keys written, only above it.
+_KEY_END = re.compile(rb'"[ \t\n\r]*:')
+_REPEATED = "given more than once; it takes one value"
+_NOT_UNICODE = "is not valid Unicode: it holds an unpaired surrogate escape (\\ud800-\\udfff without its pair)"
+
+
+def _key_count(value: Any) -> int:
+    """How many distinct keys the objects of a decoded body hold, all levels together."""
+    # `type(...) is` rather than isinstance: the decoder makes plain dicts and lists, and this runs on every body.
+    if type(value) is dict:
+        count = len(value)
+        for item in value.values():
+            if type(item) is dict or type(item) is list:
+                count += _key_count(item)
+        return count
+    if type(value) is list:
+        count = 0
+        for item in value:
+            if type(item) is dict or type(item) is list:
+                count += _key_count(item)
+        return count
+    return 0
+
+
+class _Pairs(dict[str, Any]):
+    """An object read by the slow path, with the keys it was given more than once, in the order they came."""
+
+    repeated: list[str]
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(pairs)
+    seen: set[str] = set()
+    obj.repeated = []
+    for key, _ in pairs:
+        if key in seen and key not in obj.repeated:
+            obj.repeated.append(key)
+        seen.add(key)
+    return obj
+
+
+def _repeated_in(value: Any, path: str = "") -> list[str]:
+    """The paths of the keys given more than once in a body read with `_pairs`, in document order."""
+    found: list[str] = []
+    if isinstance(value, _Pairs):
+        found += [f"{path}.{key}" if path else key for key in value.repeated]
+        for key, item in value.items():
+            found += _repeated_in(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found += _repeated_in(item, f"{path}[{i}]")
+    return found
+
+
+def repeated_keys(body: bytes, data: Any) -> list[str]:
+    """The paths of the keys a JSON body gives more than once in one object (`{"name": "a", "name": "b"}`).
+
+    The decoder keeps the last value of a repeated key, so a client that sends two would have one silently dropped.
+    Checked cheaply: every key written is followed by a colon, so a body with no more colons than its decoded objects
+    hold distinct keys repeats none; failing that (a string holding a time or an address has colons of its own),
+    no more key endings (`"` and a colon); only when there are more still (a repeated key, or a string holding `":`)
+    is it read again with every pair kept, to tell which.
+    """
+    keys = _key_count(data)
+    if body.count(b":") <= keys or len(_KEY_END.findall(body)) <= keys:
+        return []
+    # Only the keys matter: numbers are not converted (Python refuses an integer of more than 4,300 digits).
+    return _repeated_in(json.loads(body, object_pairs_hook=_pairs, parse_int=_ignored, parse_float=_ignored))
+
+
+def _ignored(_: str) -> None:
+    return None
+
+
+def _readable(text: str) -> str:
+    """Text with its unpaired surrogates written as escapes (`\\ud800`), so that it can be put in an answer."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# A pair written as two escapes reads as one character above U+FFFF, so any surrogate left is unpaired.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def surrogate_at(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or object key) holding an unpaired surrogate, or None."""
+    if isinstance(value, str):
+        return (path or "body") if _has_surrogate(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{_readable(key)}" if path else _readable(key)
+            if _has_surrogate(key):
+                return inner
+            found = surrogate_at(item, inner)
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = surrogate_at(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def unpaired_surrogate(body: bytes) -> str | None:
+    """Where a body the decoder refused holds an unpaired surrogate escape (`"\\ud800"`), or None when that is not why.
+
+    The JSON grammar allows such an escape but no Unicode text holds the character, so the decoder refuses it, in
+    misleading words (`Input data was truncated`). Read again by a decoder that keeps it (only once refused: this
+    is the error path) to name the field; any other fault keeps the decoder's own answer.
+    """
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)  # NaN and Infinity are not JSON, whatever Python's decoder takes
+
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=refuse, parse_int=_ignored, parse_float=_ignored)
+    except (ValueError, RecursionError):
+        return None
+    return surrogate_at(data)
+
+
 def is_json(content_type: str) -> bool:
     """application/json or a JSON-based type (application/problem+json ...), whatever its parameters."""
     media = content_type.split(";", 1)[0].strip().lower()
@@ -175,8 +302,18 @@ class StrictRequest(Request[Any, Any, Any]):
             raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type}")
         # Malformed JSON is still Litestar's 400; only well-formed JSON reaches the strict conversion.
         try:
-            data = await super().json()
+            try:
+                data = await super().json()
+            except SerializationException:
+                surrogate = unpaired_surrogate(await self.body())
+                if surrogate is None:
+                    raise
+                raise ValidationException(
+                    detail="Validation failed",
+                    extra=[{"message": _NOT_UNICODE, "key": surrogate, "source": "body"}],
+                ) from None
             field = nul_at(data)
+            repeated = repeated_keys(await self.body(), data) if field is None else []
         except RecursionError as exc:
             # `[[[[...]]]]` thousands deep fits in the size limit but not in the decoder's stack.
             raise BadRequest("the JSON body is nested too deeply") from exc
@@ -186,6 +323,12 @@ class StrictRequest(Request[Any, Any, Any]):
             raise ValidationException(
                 detail="Validation failed",
                 extra=[{"message": "must not contain a NUL character", "key": field, "source": "body"}],
+            )
+        if repeated:
+            # Refused rather than read as its last value, as a query parameter given twice is.
+            raise ValidationException(
+                detail="Validation failed",
+                extra=[{"message": _REPEATED, "key": key, "source": "body"} for key in repeated[:MAX_ERRORS_LISTED]],
             )
         target = _body_type(self.route_handler)
         if target is None:

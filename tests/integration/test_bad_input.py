@@ -515,7 +515,7 @@ async def test_a_body_sent_to_a_call_that_takes_none_is_refused_and_changes_noth
     (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
     exposure_id = (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb))).json()["id"]
     url = f"/v1/exposures/{exposure_id}/exclusive"
-    for body in (b'{"exclusive": "garbage"}', b"[]", b'"text"'):
+    for body in (b'{"exclusive": "garbage"}', b"[]", b'"text"', b'{"note": "\\ud800"}'):
         refused = await client.post(url, headers={**auth(lb), "Content-Type": "application/json"}, content=body)
         assert refused.status_code == 422, refused.text
         assert refused.json()["errors"] == [{"field": "body", "message": "this call takes no body: send none (or {})"}]
@@ -552,3 +552,65 @@ async def test_a_sign_up_or_a_change_with_several_wrong_values_names_each(client
     response = await client.patch("/v1/businesses/me", headers=auth(token), json=change)
     assert len(assert_problem(response, 422, "email", "phone", "profile.regions[0]")["errors"]) == 3
     assert (await client.get("/v1/businesses/me", headers=auth(token))).json() == before  # the name did not change
+
+
+REPEATED = "given more than once; it takes one value"
+
+
+async def test_a_key_given_twice_in_one_object_is_422_naming_it_and_writes_nothing(client, db):
+    """The decoder would keep the last of two values silently; a key repeated, at any depth and however written
+    (spaced before its colon, or escaped), is refused naming each one."""
+    as_json = {"content-type": "application/json"}
+    sign_up = json.dumps(business_body("lead_buyer"))
+    twice = '{"name": "Other", ' + sign_up[1:].replace('"profile": {', '"profile": {"daily_cap" : 1, ', 1)
+    problem = assert_problem(
+        await client.post("/v1/businesses", content=twice, headers=as_json), 422, "name", "profile.daily_cap"
+    )
+    assert problem["errors"] == [
+        {"field": "name", "message": REPEATED},
+        {"field": "profile.daily_cap", "message": REPEATED},
+    ]
+    assert problem["detail"] == REPEATED
+    await nothing_written(db, Business, BusinessCategory, ApiToken)
+    lead = json.dumps(lead_body())
+    for case, content, field in (
+        ("top level", '{"consent": true, ' + lead[1:], "consent"),
+        ("nested", lead.replace('"contact": {', '"contact": {"phone": "+972500000000", ', 1), "contact.phone"),
+        ("escaped", '{"\\u0063ategory": "plumbing", ' + lead[1:], "category"),
+        ("spaced", lead[:-1] + ', "region"\n : "center"}', "region"),
+    ):
+        response = await client.post("/v1/leads", content=content, headers=as_json)
+        assert [e["field"] for e in assert_problem(response, 422, field)["errors"]] == [field], case
+    await nothing_written(db, Lead, LeadContact)
+    # A change given a key twice changes nothing.
+    _, token = await register(client)
+    before = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+    change = b'{"name": "Renamed", "profile": {"daily_cap": 3, "daily_cap": 4}}'
+    response = await client.patch("/v1/businesses/me", content=change, headers={**auth(token), **as_json})
+    assert_problem(response, 422, "profile.daily_cap")
+    assert (await client.get("/v1/businesses/me", headers=auth(token))).json() == before
+    # Strings holding colons and `":` are no repeated keys: the body is taken.
+    said = lead_body(description='The plumber said "come at 10:00": it leaks at https://example.com/sink')
+    assert (await client.post("/v1/leads", content=json.dumps(said), headers=as_json)).status_code == 201
+
+
+async def test_an_unpaired_surrogate_escape_is_422_naming_the_field_and_writes_nothing(client, db):
+    """`\\ud800` alone is no Unicode character: the decoder refused it as `Input data was truncated`, a 400 that
+    sent the client looking for a cut-off body. It is a 422 naming the field and saying why."""
+    as_json = {"content-type": "application/json"}
+    lead = json.dumps(lead_body())
+    for case, content, field in (
+        ("high alone", lead.replace('"Leaking pipe', '"Leaking \\ud800pipe', 1), "description"),
+        ("at the end", lead.replace('"Dana Customer"', '"Dana \\ud800"', 1), "contact.name"),
+        ("low alone", lead.replace('"Dana Customer"', '"\\udc00Dana"', 1), "contact.name"),
+        ("high then not low", lead.replace('"Leaking pipe', '"\\ud800\\u0041', 1), "description"),
+    ):
+        problem = assert_problem(await client.post("/v1/leads", content=content, headers=as_json), 422, field)
+        assert "unpaired surrogate" in problem["detail"] and "not valid Unicode" in problem["detail"], (case, problem)
+    await nothing_written(db, Lead, LeadContact)
+    # Malformed JSON with one is malformed still (400), and a pair written as two escapes is one character.
+    truncated = '{"description": "\\ud800", "category":'
+    assert_problem(await client.post("/v1/leads", content=truncated, headers=as_json), 400)
+    paired = lead.replace('"Leaking pipe', '"Leaking \\ud83d\\udca7 pipe', 1)
+    created = await client.post("/v1/leads", content=paired, headers=as_json)
+    assert created.status_code == 201, created.text

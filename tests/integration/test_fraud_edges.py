@@ -230,3 +230,34 @@ async def test_deals_a_block_closed_are_not_the_business_reporting_them_lost(app
     assert [(d.exposure_id, d.status) for d in deals] == [(its_own_loss, "lost")]
     (counts,) = [c for (mode, _), c in peers.items() if mode == "deal_maker"]
     assert (counts.exposures, counts.lost) == (1, 1)
+
+
+async def test_a_decision_missing_its_fields_names_every_one_and_decides_nothing(app, client, db):
+    """`{}` names both required fields, not only the first; a note given twice or holding an unpaired surrogate
+    escape is refused naming it; the alert stays open for a decision that is whole."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, dm_id, dm)
+    (alert,) = await alerts(client, operator)
+    path = f"/v1/fraud/alerts/{alert['id']}/decision"
+    headers = {**auth(operator), "content-type": "application/json"}
+    empty = await client.post(path, headers=headers, content=b"{}")
+    assert empty.status_code == 422, empty.text
+    assert empty.headers["content-type"] == "application/problem+json"
+    assert empty.json()["errors"] == [
+        {"field": "decision", "message": "Object missing required field `decision`"},
+        {"field": "note", "message": "Object missing required field `note`"},
+    ]
+    only_note = await client.post(path, headers=headers, content=b'{"note": "x"}')
+    assert [e["field"] for e in only_note.json()["errors"]] == ["decision"], only_note.text
+    for body, message in (
+        (b'{"decision": "dismiss", "decision": "confirm", "note": "x"}', "given more than once; it takes one value"),
+        (b'{"decision": "confirm", "note": "\\ud800"}', "is not valid Unicode"),
+    ):
+        refused = await client.post(path, headers=headers, content=body)
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["errors"]
+        assert error["field"] == ("decision" if b"dismiss" in body else "note") and message in error["message"], error
+    assert await db.count(FraudDecision) == 0
+    (still,) = await alerts(client, operator)
+    assert still["status"] == alert["status"] and still["decision"] is None

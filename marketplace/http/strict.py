@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import types
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Union, get_args, get_origin
 
@@ -137,25 +138,35 @@ def every_error(value: Any, annotation: Any, path: str = "") -> list[str]:
     return errors
 
 
-def nul_at(value: Any, path: str = "") -> str | None:
+def nul_at(value: Any) -> str | None:
     """The dotted path of the first string (or object key) holding a NUL character, or None.
 
     JSON may carry `\\u0000`, but no text column can: PostgreSQL refuses it with an error (a 500 if it got
     that far) and SQLite would keep it, so a NUL is refused at the door as invalid input, naming the field.
     """
+    return first_text_at(value, _has_nul)
+
+
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
+
+
+def first_text_at(value: Any, bad: Callable[[str], bool], path: str = "") -> str | None:
+    """The dotted path of the first string or object key of a decoded body that `bad` refuses, or None."""
     if isinstance(value, str):
-        return (path or "body") if "\x00" in value else None
+        return (path or "body") if bad(value) else None
     if isinstance(value, dict):
-        for key, item in value.items():
-            inner = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
+        for raw_key, item in value.items():
+            key = str(raw_key)
+            inner = f"{path}.{_readable(key)}" if path else _readable(key)
+            if bad(key):
                 return inner
-            found = nul_at(item, inner)
+            found = first_text_at(item, bad, inner)
             if found:
                 return found
     if isinstance(value, list):
         for i, item in enumerate(value):
-            found = nul_at(item, f"{path}[{i}]")
+            found = first_text_at(item, bad, f"{path}[{i}]")
             if found:
                 return found
     return None
@@ -249,24 +260,9 @@ def _has_surrogate(text: str) -> bool:
     return _SURROGATE.search(text) is not None
 
 
-def surrogate_at(value: Any, path: str = "") -> str | None:
+def surrogate_at(value: Any) -> str | None:
     """The dotted path of the first string (or object key) holding an unpaired surrogate, or None."""
-    if isinstance(value, str):
-        return (path or "body") if _has_surrogate(value) else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            inner = f"{path}.{_readable(key)}" if path else _readable(key)
-            if _has_surrogate(key):
-                return inner
-            found = surrogate_at(item, inner)
-            if found:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = surrogate_at(item, f"{path}[{i}]")
-            if found:
-                return found
-    return None
+    return first_text_at(value, _has_surrogate)
 
 
 def unpaired_surrogate(body: bytes) -> str | None:

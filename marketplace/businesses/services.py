@@ -23,6 +23,7 @@ from marketplace.offers.matching import fits_business
 from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.text import blank
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ def _check_profile(
 
 def _check_name(name: str) -> None:
     # The name is what customers and operators see: spaces alone are no name (stored stripped, they would be "").
-    if not name.strip():
+    if blank(name):
         raise InvalidInput.field("name", "must not be blank")
 
 

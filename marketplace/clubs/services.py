@@ -22,6 +22,7 @@ from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.outbox import notify
 from marketplace.settings import Settings
+from marketplace.text import blank
 from marketplace.wallet.ledger import AccountKind
 from marketplace.wallet.payables import owed_to
 
@@ -34,7 +35,7 @@ def _hash(code: str) -> str:
 
 async def create_club(session: AsyncSession, data: schemas.ClubCreate, actor: str) -> Club:
     name, operator_name = data.name.strip(), data.operator_name.strip()
-    errors = [f for f, v in (("name", name), ("operator_name", operator_name)) if not v]
+    errors = [f for f, v in (("name", name), ("operator_name", operator_name)) if blank(v)]
     if errors:
         raise InvalidInput.field(errors[0], "must not be blank")
     club = Club(id=new_id("club"), name=name, operator_name=operator_name, created_at=utcnow(), created_by=actor)

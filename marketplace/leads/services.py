@@ -19,6 +19,7 @@ from marketplace.ids import new_id
 from marketplace.leads import schemas
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.text import blank
 
 
 def dedup_key(category: str, phone_e164: str) -> str:
@@ -40,9 +41,9 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
     if data.budget.currency != settings.currency:
         errors.append(FieldError("budget.currency", f"this marketplace works in {settings.currency}"))
     # Both are stored stripped: spaces alone would leave a lead nobody can read or a customer without a name.
-    if not data.description.strip():
+    if blank(data.description):
         errors.append(FieldError("description", "must not be blank"))
-    if not data.contact.name.strip():
+    if blank(data.contact.name):
         errors.append(FieldError("contact.name", "must not be blank"))
     if data.referral_code is not None and read_referral_code(settings.service.secret_key, data.referral_code) is None:
         errors.append(FieldError("referral_code", "unknown referral code: codes are issued by the marketplace"))

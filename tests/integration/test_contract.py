@@ -11,7 +11,16 @@ import httpx
 from sqlalchemy import select
 
 from marketplace.app import create_app, shutdown, startup
-from marketplace.db.models import ApiToken, Business, Exposure, ExposureEvent, Lead, LeadContact, LedgerTransaction
+from marketplace.db.models import (
+    ApiToken,
+    Business,
+    Club,
+    Exposure,
+    ExposureEvent,
+    Lead,
+    LeadContact,
+    LedgerTransaction,
+)
 from marketplace.http.problems import PROBLEM
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
 from tests.integration.test_bad_input import Table, assert_problem, nothing_written
@@ -174,6 +183,33 @@ async def test_text_of_spaces_alone_is_422_and_writes_nothing(client, db):
     # Text with spaces around it is fine, and kept without them.
     renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "  Beta Plumbing "})
     assert renamed.status_code == 200 and renamed.json()["name"] == "Beta Plumbing"
+
+
+async def test_text_of_invisible_characters_alone_is_422_and_writes_nothing(app, client, db):
+    # Zero-width spaces and joiners, the byte order mark, a soft hyphen, direction marks, a no-break space: a name
+    # of them shows nothing, as one of spaces does not.
+    business_id, token = await register(client, name="Alpha Plumbing")
+    operator = await operator_token(app)
+    table = Table()
+    for invisible in ("\u200b", "\u200b\u200d \ufeff", "\u00ad\u200e\u00a0", "\u2060\u3000"):
+        signed_up = await client.post("/v1/businesses", json=business_body(name=invisible))
+        table.check(f"sign-up name {invisible!r}", signed_up, 422, "name")
+        table.check(f"profile name {invisible!r}",
+                    await client.patch("/v1/businesses/me", headers=auth(token), json={"name": invisible}), 422, "name")
+        table.check(f"description {invisible!r}", await client.post("/v1/leads", json=lead_body(description=invisible)),
+                    422, "description")
+        table.check(f"contact name {invisible!r}",
+                    await client.post("/v1/leads", json=lead_body(contact={"name": invisible})), 422, "contact.name")
+        club = {"name": invisible, "operator_name": "Haifa Builders Association"}
+        table.check(f"club name {invisible!r}", await client.post("/v1/clubs", headers=auth(operator), json=club),
+                    422, "name")
+    table.done()
+    await nothing_written(db, Lead, LeadContact, Club)
+    assert await db.count(Business) == 1
+    assert await db.scalar(select(Business.name).where(Business.id == business_id)) == "Alpha Plumbing"
+    # A visible character among them is a name (kept as written, but for the spaces around it).
+    renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "\u200bBeta\u200d "})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "\u200bBeta\u200d"
 
 
 # --- another business's money ----------------------------------------------------------------------------------

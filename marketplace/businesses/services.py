@@ -56,7 +56,7 @@ def _check_profile(
 
 
 def _check_name(name: str) -> None:
-    # The name is what customers and operators see: spaces alone are no name (stored stripped, they would be "").
+    # The name is what customers and operators see: spaces or invisible characters alone are no name (text.blank).
     if blank(name):
         raise InvalidInput.field("name", "must not be blank")
 

@@ -152,24 +152,33 @@ def _has_nul(text: str) -> bool:
 
 
 def first_text_at(value: Any, bad: Callable[[str], bool], path: str = "") -> str | None:
-    """The dotted path of the first string or object key of a decoded body that `bad` refuses, or None."""
+    """The dotted path of the first string or object key of a decoded body that `bad` refuses, or None.
+
+    This runs on every body (the NUL check): a key's path is written out only for what was found or a nested value
+    to look into, never for every key.
+    """
     if isinstance(value, str):
         return (path or "body") if bad(value) else None
     if isinstance(value, dict):
-        for raw_key, item in value.items():
-            key = str(raw_key)
-            inner = f"{path}.{_readable(key)}" if path else _readable(key)
-            if bad(key):
-                return inner
-            found = first_text_at(item, bad, inner)
-            if found:
-                return found
+        for key, item in value.items():
+            if bad(key) or (isinstance(item, str) and bad(item)):
+                return _key_path(path, key)
+            if isinstance(item, dict | list):
+                found = first_text_at(item, bad, _key_path(path, key))
+                if found:
+                    return found
     if isinstance(value, list):
         for i, item in enumerate(value):
-            found = first_text_at(item, bad, f"{path}[{i}]")
-            if found:
-                return found
+            if isinstance(item, str | dict | list):
+                found = first_text_at(item, bad, f"{path}[{i}]")
+                if found:
+                    return found
     return None
+
+
+def _key_path(path: str, key: Any) -> str:
+    key = _readable(str(key))
+    return f"{path}.{key}" if path else key
 
 
 # The end of every object key: a string's closing quote, optional JSON whitespace and a colon. A string value may hold
@@ -289,6 +298,14 @@ def is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+def invalid_body(errors: list[tuple[str, str]]) -> ValidationException:
+    """A 422 naming fields of the body, each with its reason (at most MAX_ERRORS_LISTED), as Litestar's own are."""
+    return ValidationException(
+        detail="Validation failed",
+        extra=[{"message": message, "key": key, "source": "body"} for key, message in errors[:MAX_ERRORS_LISTED]],
+    )
+
+
 class StrictRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
         # A body sent as another type (a form, plain text) is refused, not read as JSON anyway; a body without a
@@ -304,10 +321,7 @@ class StrictRequest(Request[Any, Any, Any]):
                 surrogate = unpaired_surrogate(await self.body())
                 if surrogate is None:
                     raise
-                raise ValidationException(
-                    detail="Validation failed",
-                    extra=[{"message": _NOT_UNICODE, "key": surrogate, "source": "body"}],
-                ) from None
+                raise invalid_body([(surrogate, _NOT_UNICODE)]) from None
             field = nul_at(data)
             repeated = repeated_keys(await self.body(), data) if field is None else []
         except RecursionError as exc:
@@ -316,16 +330,10 @@ class StrictRequest(Request[Any, Any, Any]):
         except UnicodeDecodeError as exc:  # a string holding bytes that are not UTF-8
             raise BadRequest("the JSON body is not valid UTF-8") from exc
         if field is not None:
-            raise ValidationException(
-                detail="Validation failed",
-                extra=[{"message": "must not contain a NUL character", "key": field, "source": "body"}],
-            )
+            raise invalid_body([(field, "must not contain a NUL character")])
         if repeated:
             # Refused rather than read as its last value, as a query parameter given twice is.
-            raise ValidationException(
-                detail="Validation failed",
-                extra=[{"message": _REPEATED, "key": key, "source": "body"} for key in repeated[:MAX_ERRORS_LISTED]],
-            )
+            raise invalid_body([(key, _REPEATED) for key in repeated])
         target = _body_type(self.route_handler)
         if target is None:
             return data

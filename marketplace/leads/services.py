@@ -40,7 +40,8 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
         errors.append(FieldError("region", f"unknown region {data.region!r}"))
     if data.budget.currency != settings.currency:
         errors.append(FieldError("budget.currency", f"this marketplace works in {settings.currency}"))
-    # Both are stored stripped: spaces alone would leave a lead nobody can read or a customer without a name.
+    # Both are stored stripped: spaces or invisible characters alone would leave a lead nobody can read or a customer
+    # without a name.
     if blank(data.description):
         errors.append(FieldError("description", "must not be blank"))
     if blank(data.contact.name):

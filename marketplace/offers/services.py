@@ -617,9 +617,13 @@ async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     no more waves and takes no more claims (its expiry is brought forward to now; the expiry sweep closes it), and
     its open offers are withdrawn."""
     now = utcnow()
-    # Whatever its status: a full lead a block's release reopens later is expired, not open again. (An ORM update:
-    # a Lead this session holds sees it.)
-    await session.execute(update(Lead).where(Lead.id == lead_id, Lead.expires_at > now).values(expires_at=now))
+    # Whatever its status: a full lead a block's release reopens later is expired, not open again. An open one says
+    # so at once, as the expiry sweep would only later (a duplicate of the request, the exposures' lead summaries and
+    # the operator's view would show it open meanwhile). (An ORM update: a Lead this session holds sees it.)
+    on_the_market = (Lead.id == lead_id, Lead.expires_at > now)
+    open_now = update(Lead).where(*on_the_market, Lead.status == "open")
+    await session.execute(open_now.values(expires_at=now, status="expired"))
+    await session.execute(update(Lead).where(*on_the_market).values(expires_at=now))
     await close_open_offers(session, lead_id)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from marketplace.db.conflicts import is_transient
 from marketplace.errors import MarketplaceError, NotAcceptable, Unauthorized
+from marketplace.schemas import pattern_in_words
 
 log = logging.getLogger("marketplace.http")
 PROBLEM = "application/problem+json"
@@ -91,6 +92,10 @@ def _field_from(message: str, key: str | None) -> str:
     return path or "body"
 
 
+# msgspec's words for a string that does not match its field's pattern: the pattern's meaning is said instead.
+_PATTERN = re.compile(r"Expected `str` matching regex '(?P<regex>.*)'")
+
+
 # What msgspec says of bytes that are not JSON (a msgspec.DecodeError), as a message begins: a wrong value's message
 # may hold the word too (`Invalid enum value 'malformed'`), as may Litestar's detail (the URL), and those are a 422.
 _DECODE_ERRORS = ("JSON is malformed", "Input data was truncated")
@@ -111,7 +116,8 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
         if message.startswith(_DECODE_ERRORS):
             malformed = True
         field = _field_from(message, item.get("key") if item.get("key") not in (None, "data") else None)
-        errors.append({"field": field, "message": _MSGSPEC_PATH.sub("", message).rstrip(" -")})
+        message = _PATTERN.sub(lambda m: pattern_in_words(m["regex"]) or m[0], _MSGSPEC_PATH.sub("", message))
+        errors.append({"field": field, "message": message.rstrip(" -")})
     detail = str(exc.detail)
     if malformed:
         return _problem(400, "Malformed request", "the body is not valid JSON", "malformed-request", errors=errors)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from marketplace.schemas import MoneyIn, MoneyOut
+from marketplace.schemas import MoneyIn, MoneyOut, pattern
 
 __all__ = ["MoneyIn", "MoneyOut"]
 
@@ -37,7 +37,13 @@ class LeadCreate(msgspec.Struct, forbid_unknown_fields=True):
 # The payable account of a referrer is named by it: lower-case letters, digits, '-' and '_'. Written so that Python and
 # JSON Schema's regular expressions (ECMA-262, which has no \Z) read it alike: "(?!\n)" refuses the trailing newline
 # Python's "$" would let through.
-ReferrerName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$(?!\n)")]
+ReferrerName = Annotated[
+    str,
+    pattern(
+        r"^[a-z0-9][a-z0-9_-]{0,39}$(?!\n)",
+        "1 to 40 lower-case letters, digits, '-' and '_', beginning with a letter or a digit",
+    ),
+]
 
 
 class ReferralCodeIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -185,6 +185,19 @@ async def test_text_of_spaces_alone_is_422_and_writes_nothing(client, db):
     assert renamed.status_code == 200 and renamed.json()["name"] == "Beta Plumbing"
 
 
+async def test_a_field_off_its_pattern_is_told_what_the_pattern_means_not_the_regex(app, client, db):
+    lower = await client.post("/v1/leads", json=lead_body(budget={"amount_minor": 100_000, "currency": "ils"}))
+    assert_problem(lower, 422, "budget.currency")
+    (error,) = lower.json()["errors"]
+    assert "three capital letters" in error["message"] and "regex" not in lower.text, lower.text
+    operator = await operator_token(app)
+    spaced = await client.post("/v1/referral-codes", headers=auth(operator), json={"referrer": "Big Partner"})
+    assert_problem(spaced, 422, "referrer")
+    assert "lower-case letters, digits" in spaced.json()["errors"][0]["message"], spaced.text
+    assert "regex" not in spaced.text
+    await nothing_written(db, Lead, LeadContact)
+
+
 async def test_text_of_invisible_characters_alone_is_422_and_writes_nothing(app, client, db):
     # Zero-width spaces and joiners, the byte order mark, a soft hyphen, direction marks, a no-break space: a name
     # of them shows nothing, as one of spaces does not.

@@ -96,7 +96,9 @@ class OfferController(Controller):
         offer and the offer's status, then the others ranked from 1 in the order the next waves would offer it to
         them (none once the lead is full, exclusive or closed: no next wave goes out; one whose offer was withdrawn
         may be offered again, so it is among them). An offered business since blocked or suspended says so
-        (`excluded`); such a business is never among the others.
+        (`excluded`); such a business is never among the others. One of the others that the next wave would pass
+        over for now says why too: `over_credit_limit`, a deal maker owing more than its credit limit (until it pays,
+        a lead's offer to it would take a place in the wave for a claim bound to be refused).
 
         Paginated: `items` (also under its earlier name `candidates`) holds up to `limit` of them (200 by default,
         at most 200), each with its `position` in the whole list; `next_cursor` (null on the last page) fetches the
@@ -112,7 +114,9 @@ class OfferController(Controller):
             zone = state.settings.jurisdiction.zone
             ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow(), zone) if waves_go_on else []
             statuses = await services.statuses_of(uow.session, sorted({o.business_id for o in offered}))
-        holding = {o.business_id for o in offered if o.status != "closed"}
+            holding = {o.business_id for o in offered if o.status != "closed"}
+            ranked = [r for r in ranked if r.business_id not in holding]
+            owing = await services.over_credit_limit(uow.session, state.settings, [r.business_id for r in ranked])
         candidates = [
             schemas.RankedCandidate(
                 business_id=o.business_id,
@@ -126,8 +130,15 @@ class OfferController(Controller):
             )
             for o in offered
         ] + [
-            schemas.RankedCandidate(business_id=r.business_id, rank=i, score=r.score, factors=r.factors, offered=False)
-            for i, r in enumerate((r for r in ranked if r.business_id not in holding), start=1)
+            schemas.RankedCandidate(
+                business_id=r.business_id,
+                rank=i,
+                score=r.score,
+                factors=r.factors,
+                offered=False,
+                excluded=schemas.OVER_CREDIT_LIMIT if r.business_id in owing else None,
+            )
+            for i, r in enumerate(ranked, start=1)
         ]
         for position, candidate in enumerate(candidates, start=1):
             candidate.position = position

@@ -31,6 +31,10 @@ class ClaimRequest(msgspec.Struct, forbid_unknown_fields=True):
     exclusive: bool = False
 
 
+# A candidate not offered yet that the next wave passes over until it has paid what it owes.
+OVER_CREDIT_LIMIT = "over_credit_limit"
+
+
 class RankedCandidate(msgspec.Struct):
     business_id: str
     # Offered: the rank within its wave, as recorded on the offer. Not offered yet: its place among those not
@@ -47,7 +51,8 @@ class RankedCandidate(msgspec.Struct):
     # candidates, unique.
     position: int = 0
     # Why an offered business is out of the running now (its account "blocked" or "suspended"); null while it
-    # may still take the lead. A business out of the running is not among those not offered yet.
+    # may still take the lead. A business out of the running is not among those not offered yet. One of those that
+    # the next wave would pass over for now: "over_credit_limit" (a deal maker owing more than its credit limit).
     excluded: str | None = None
 
 

@@ -762,6 +762,18 @@ async def waves_to_send_again(session: AsyncSession, overdue_by: timedelta | Non
     ]
 
 
+_OVER_CREDIT_AMONG = select(_businesses.id).where(_businesses.id.in_(bindparam("ids", expanding=True)), _OVER_CREDIT)
+
+
+async def over_credit_limit(session: AsyncSession, settings: Settings, business_ids: list[str]) -> set[str]:
+    """The deal makers among these that owe more than their credit limit: a wave passes over them (_MARK_OFFERED)
+    until they pay."""
+    if not business_ids:
+        return set()
+    params = {"ids": business_ids, "default_limit": settings.wallet.default_credit_limit_minor}
+    return set((await session.execute(_OVER_CREDIT_AMONG, params)).scalars())
+
+
 async def statuses_of(session: AsyncSession, business_ids: list[str]) -> dict[str, str]:
     """Each business's account status (active, suspended, blocked)."""
     if not business_ids:

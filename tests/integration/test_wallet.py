@@ -994,9 +994,14 @@ async def test_a_deal_maker_owing_beyond_its_limit_holds_no_open_offer(app, clie
     assert await offers_of(client, dm) == []
     assert (await claim(client, dm, waiting)).status_code == 409
     # Nor does a wave offer it a new lead meanwhile (it was: a place in the wave for a claim bound to be refused).
-    await submit_lead(client, category="legal")
+    skipped = await submit_lead(client, category="legal")
     await app.state.jobs.run_due()
     assert await offers_of(client, dm) == []
+    # The lead's ranking says why it was passed over.
+    ranking = (await client.get(f"/v1/leads/{skipped}/ranking", headers=auth(operator))).json()["items"]
+    assert [(c["offered"], c["excluded"]) for c in ranking if c["business_id"] == dm_id] == [
+        (False, "over_credit_limit")
+    ]
     # Once it has paid, leads come again.
     (charge,) = (await wallet(client, dm))["pending_settlements"]
     assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
@@ -1004,6 +1009,8 @@ async def test_a_deal_maker_owing_beyond_its_limit_holds_no_open_offer(app, clie
     offered_again = await submit_lead(client, category="legal")
     await app.state.jobs.run_due()
     assert offered_again in {o["lead_id"] for o in await offers_of(client, dm)}
+    ranking = (await client.get(f"/v1/leads/{skipped}/ranking", headers=auth(operator))).json()["items"]
+    assert all(c["excluded"] is None for c in ranking if c["business_id"] == dm_id)
 
 
 async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, db):

@@ -22,6 +22,8 @@ class Offer(msgspec.Struct):
     price: MoneyOut
     exclusive_price: MoneyOut | None
     commission_rate_bp: int | None
+    # Whether the lead may still be bought exclusively: no competitor has seen its contact. (The wallet may still
+    # refuse the charge, as for a shared claim: a 409 over the credit limit.)
     exclusive_available: bool
     expires_at: datetime
     replaces_exposure_id: str | None = None

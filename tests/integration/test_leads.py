@@ -71,6 +71,7 @@ async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it
         json={"status": "won", "turnover": {"amount_minor": 500_000, "currency": "ILS"}},
     )
     assert won.status_code == 200, won.text
+    assert won.json()["lead"]["status"] == "expired"
     assert (await db.scalar(select(Lead.expires_at).where(Lead.id == lead_id))) <= utcnow()
     # It says so at once, not only once the expiry sweep has run.
     assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"

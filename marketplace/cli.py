@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from marketplace.clock import utcnow
 from marketplace.settings import Settings, SettingsError, get_settings, load_settings
+from marketplace.text import blank
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="operators")
     op_sub = op.add_subparsers(dest="operator_command", required=True)
     create = op_sub.add_parser("create", help="create an operator and print its API token")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, type=_operator_name, help="who the operator is (1 to 200 characters)")
 
     sub.add_parser("worker", help="run dramatiq workers for the actors (needs REDIS_URL)")
 
@@ -90,6 +91,17 @@ async def _load_demo(settings: Settings) -> list[str]:
     from marketplace.demo import load_demo
 
     return await load_demo(settings)
+
+
+def _operator_name(raw: str) -> str:
+    """An operator's name is what its decisions and status changes are kept under: one that shows nothing, or one
+    longer than its column, is refused before anything is written."""
+    name = raw.strip()
+    if blank(name):
+        raise argparse.ArgumentTypeError("must not be blank")
+    if len(name) > 200:
+        raise argparse.ArgumentTypeError("at most 200 characters")
+    return name
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,7 @@ _LARGEST_ID = 2**63 - 1
 
 
 def _cursor(raw: str | None) -> int | None:
-    if raw is None:
+    if not raw:  # `?cursor=` is the first page, as on every other list (http/pagination.check_cursor)
         return None
     if not (raw.isascii() and raw.isdigit()) or int(raw) > _LARGEST_ID:
         raise InvalidInput.field("cursor", "not a cursor this list gave out")

@@ -325,6 +325,16 @@ async def test_an_unknown_status_filter_is_422_not_an_empty_list(app, client):
     assert (await client.get("/v1/exposures?status=won", headers=auth(buyer))).json()["items"] == []
 
 
+async def test_an_empty_cursor_is_the_first_page_on_every_business_list(app, client):
+    _, token, _ = await claimed_exposure(app, client, "lead_buyer")  # a purchase: entries, an invoice, a settlement
+    for path in ("/v1/wallet/entries", "/v1/exposures", "/v1/offers", "/v1/invoices", "/v1/settlements"):
+        first = await client.get(path, headers=auth(token))
+        empty = await client.get(f"{path}?cursor=", headers=auth(token))
+        assert first.status_code == empty.status_code == 200, (path, empty.text)
+        assert empty.json() == first.json(), path
+        assert first.json()["items"] or path == "/v1/offers", path  # its one offer was claimed
+
+
 async def test_the_unreliable_list_is_paginated_like_every_list(app, client):
     operator = await operator_token(app)
     blocked = []

@@ -94,3 +94,12 @@ async def test_the_demo_loaded_again_makes_no_second_operator(environment):
     finally:
         await engine.dispose()
     assert counts == [1, 4, 3] and operator_tokens == 1
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\u200b", "x" * 201])
+def test_an_operator_needs_a_name_that_shows(environment, capsys, name):
+    # `marketplace operator create --name ""` made an operator with no name (its decisions are kept under it).
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["operator", "create", "--name", name])
+    assert exited.value.code == 2
+    assert "--name" in capsys.readouterr().err

@@ -614,7 +614,7 @@ async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings,
 async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     """The customer has hired someone (its survey says so, or a business reports the deal won): it has been
     served, and more calls would only bother it, or sell a buyer a customer already taken. Its lead goes out in
-    no more waves and takes no more claims (its expiry is brought forward to now; the expiry sweep closes it), and
+    no more waves and takes no more claims (its expiry is brought forward to now, and an open one is expired), and
     its open offers are withdrawn."""
     now = utcnow()
     # Whatever its status: a full lead a block's release reopens later is expired, not open again. An open one says

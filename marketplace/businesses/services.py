@@ -93,6 +93,7 @@ async def register_business(
         raise Forbidden("sign-up is by invitation: send the invitation code a club gave you as `invitation`")
     if data.invitation is not None:
         await clubs.check_invitation(session, data.invitation, email)  # refused before anything is written
+    await _check_phone_free_of_marks(session, phone)
     now = utcnow()
     business = Business(
         id=new_id("biz"),
@@ -165,12 +166,23 @@ async def update_business(
         )
         found.check(_check_profile, settings, *profile)
     found.refuse_if_any("the change is invalid")
-    if not isinstance(data.name, UnsetType):
-        business.name = data.name.strip()
+    # Conflicts with the current state are checked before any field changes too: a refused change changes nothing.
+    name = data.name.strip() if not isinstance(data.name, UnsetType) else business.name
+    if name != business.name and business.unreliable_since is not None:
+        # The public unreliable list names the business by its name: renamed, the warning would name whoever it
+        # took the name of (an honest competitor, say) and no longer the business it is about.
+        raise Conflict(
+            "a business marked unreliable keeps the name it is listed under until an operator takes it off the list",
+            errors=[FieldError("name", "cannot change while the business is marked unreliable")],
+        )
+    if phone is not None and phone != business.phone:
+        await _check_phone_free_of_marks(session, phone)
     if email is not None and email != business.email:
         taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
         if taken:
             raise _email_taken()
+    business.name = name
+    if email is not None and email != business.email:
         business.email = email
     if phone is not None:
         business.phone = phone
@@ -220,6 +232,21 @@ async def _withdraw_offers_at_cap(session: AsyncSession, settings: Settings, bus
     if today >= business.daily_cap or this_month >= business.monthly_cap:
         # No offer is being claimed here: an id no offer has keeps every open one in the withdrawal.
         await session.execute(CLOSE_OTHER_OFFERS, {"of_business": business.id, "claimed": ""})
+
+
+async def _check_phone_free_of_marks(session: AsyncSession, phone: str) -> None:
+    """Refuses a phone (normalised) of a business that is blocked or marked unreliable. Only the email is unique, so
+    without this a blocked business came back at once under its name and phone with a new email, and was offered
+    the leads its block had released. Businesses may otherwise share a phone (a franchise's branches)."""
+    query = select(Business.id).where(
+        Business.phone == phone,
+        or_(Business.status == "blocked", Business.unreliable_since.is_not(None)),
+    )
+    if await session.scalar(query.limit(1)):
+        raise Conflict(
+            "this phone belongs to an account that was blocked or marked unreliable; contact the marketplace",
+            errors=[FieldError("phone", "belongs to an account that was blocked or marked unreliable")],
+        )
 
 
 def _email_taken() -> Conflict:

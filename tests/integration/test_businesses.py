@@ -216,6 +216,82 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert reason == "no reason given"
 
 
+async def test_a_business_marked_unreliable_keeps_the_name_it_is_listed_under(app, client, db):
+    op = await operator_token(app)
+    business_id, token = await register(client, name="Shady Pipes")
+    await register(client, name="Honest Pipes")
+    block = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"reason": "fraud"})
+    assert block.status_code == 200, block.text
+    back = {"status": "active", "reason": "appeal heard"}
+    assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)).status_code == 200
+
+    # Let back in, it is still listed: renamed, the public warning would name an honest competitor. The whole
+    # change is refused, the fields that could change with it too.
+    taking = {"name": "Honest Pipes", "profile": {"daily_cap": 7}}
+    refused = await client.patch("/v1/businesses/me", headers=auth(token), json=taking)
+    assert refused.status_code == 409, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["name"]
+    listed = (await client.get("/v1/unreliable")).json()["items"]
+    assert [(b["id"], b["name"]) for b in listed] == [(business_id, "Shady Pipes")]
+    me = (await client.get("/v1/businesses/me", headers=auth(token))).json()
+    assert (me["name"], me["profile"]["daily_cap"]) == ("Shady Pipes", 50)
+    # Its own name (spaces aside) and the other fields it may still change.
+    same = {"name": " Shady Pipes ", "profile": {"daily_cap": 7}}
+    kept = await client.patch("/v1/businesses/me", headers=auth(token), json=same)
+    assert kept.status_code == 200, kept.text
+    assert (kept.json()["name"], kept.json()["profile"]["daily_cap"]) == ("Shady Pipes", 7)
+    # Suspended and listed, it may not rename either (only a blocked business is refused every change).
+    suspend = {"status": "suspended", "reason": "under review", "unreliable": True}
+    suspended = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=suspend)
+    assert suspended.status_code == 200, suspended.text
+    renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "Honest Pipes"})
+    assert renamed.status_code == 409 and renamed.json()["errors"][0]["field"] == "name"
+
+    # Taken off the list by an operator, it may rename.
+    off = {"status": "active", "reason": "the alert was wrong", "unreliable": False}
+    assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=off)).status_code == 200
+    renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "Fresh Pipes"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Fresh Pipes"
+    assert await db.scalar(select(Business.name).where(Business.id == business_id)) == "Fresh Pipes"
+
+
+async def test_a_blocked_or_unreliable_business_phone_signs_up_no_one_else(app, client, db):
+    op = await operator_token(app)
+    blocked_id, _ = await register(client, "deal_maker", name="Gone Pipes", phone="+972 52 555 0190")
+    assert (await client.post(f"/v1/businesses/{blocked_id}/block", headers=auth(op))).status_code == 200
+
+    # The same business again under a new email, its phone written another way: refused, nothing written.
+    clone = business_body("deal_maker", name="Gone Pipes", phone="052-555-0190")
+    refused = await client.post("/v1/businesses", json=clone)
+    assert refused.status_code == 409, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["phone"]
+    assert await db.count(Business) == 1
+    # An active business's phone others may share (a franchise's branches).
+    await register(client, phone="+972525550191")
+    assert (await client.post("/v1/businesses", json=business_body(phone="052 555 0191"))).status_code == 201
+    # Let back in but still listed as unreliable, its phone is refused too; taken off the list, no longer.
+    listed_id, _ = await register(client, phone="+972525550192")
+    assert (await client.post(f"/v1/businesses/{listed_id}/block", headers=auth(op))).status_code == 200
+    back = {"status": "active", "reason": "appeal heard"}
+    assert (await client.post(f"/v1/businesses/{listed_id}/status", headers=auth(op), json=back)).status_code == 200
+    again = await client.post("/v1/businesses", json=business_body(phone="0525550192"))
+    assert again.status_code == 409 and again.json()["errors"][0]["field"] == "phone"
+    off = {"status": "active", "reason": "the alert was wrong", "unreliable": False}
+    assert (await client.post(f"/v1/businesses/{listed_id}/status", headers=auth(op), json=off)).status_code == 200
+    assert (await client.post("/v1/businesses", json=business_body(phone="0525550192"))).status_code == 201
+
+    # A business may not take a blocked business's phone by changing its own either; its phone stays.
+    other_id, other = await register(client)
+    phone = await db.scalar(select(Business.phone).where(Business.id == other_id))
+    taking = await client.patch("/v1/businesses/me", headers=auth(other), json={"phone": "+972-52-555-0190"})
+    assert taking.status_code == 409, taking.text
+    assert [e["field"] for e in taking.json()["errors"]] == ["phone"]
+    assert (await client.get("/v1/businesses/me", headers=auth(other))).json()["phone"] == phone != "+972525550190"
+    # Another active business's phone it may take.
+    shared = await client.patch("/v1/businesses/me", headers=auth(other), json={"phone": "+972525550191"})
+    assert shared.status_code == 200 and shared.json()["phone"] == "+972525550191"
+
+
 async def test_operator_suspends_and_reactivates(app, client, db):
     business_id, _ = await register(client)
     op = await operator_token(app)

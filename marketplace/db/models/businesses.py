@@ -23,7 +23,8 @@ class Business(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    phone: Mapped[str] = mapped_column(String(20))
+    # Indexed: every sign-up looks up the blocked and unreliable businesses with its phone (services.register_business).
+    phone: Mapped[str] = mapped_column(String(20), index=True)
     mode: Mapped[str] = mapped_column(String(20))
     currency: Mapped[str] = mapped_column(String(3))
     # Not indexed: three values, nearly all rows "active" (see migration 0010).

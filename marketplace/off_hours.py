@@ -10,7 +10,8 @@ waves wait for the end of the off hours, and an offer's lifetime counts open tim
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -46,18 +47,10 @@ class OffHours:
             raise OffHoursError(f"start and end are the same ({spec!r}): leave it empty for no off hours")
         return cls(start, end, tz)
 
-    def _stretches_around(self, at: datetime) -> list[tuple[datetime, datetime]]:
+    def _stretches_around(self, at: datetime) -> tuple[tuple[datetime, datetime], ...]:
         """The off stretches that begin on the local day before `at`'s, on its day and on the day after (UTC)."""
         assert self.start is not None and self.end is not None
-        day = at.astimezone(self.zone).date()
-        stretches = []
-        for offset in (-1, 0, 1):
-            d = day + timedelta(days=offset)
-            begin = datetime.combine(d, self.start, self.zone)
-            end_day = d if self.start < self.end else d + timedelta(days=1)
-            finish = datetime.combine(end_day, self.end, self.zone)
-            stretches.append((begin.astimezone(UTC), finish.astimezone(UTC)))
-        return stretches
+        return _stretches_of_day(self.start, self.end, self.zone, at.astimezone(self.zone).date())
 
     def open_at(self, at: datetime) -> datetime:
         """`at` itself when it is open time, else the moment the off hours it falls in end (the first open moment:
@@ -86,6 +79,20 @@ class OffHours:
                 return t + left
             left -= next_off - t
             t = self.open_at(next_off)
+
+
+# Every wave and offer asks (is it off now, when does this offer expire, when is the next wave due), a few times each:
+# the same few days' stretches, computed once.
+@lru_cache(maxsize=256)
+def _stretches_of_day(start: time, end: time, zone: ZoneInfo, day: date) -> tuple[tuple[datetime, datetime], ...]:
+    stretches = []
+    for offset in (-1, 0, 1):
+        d = day + timedelta(days=offset)
+        begin = datetime.combine(d, start, zone)
+        end_day = d if start < end else d + timedelta(days=1)
+        finish = datetime.combine(end_day, end, zone)
+        stretches.append((begin.astimezone(UTC), finish.astimezone(UTC)))
+    return tuple(stretches)
 
 
 NO_OFF_HOURS = OffHours(None, None, ZoneInfo("UTC"))

@@ -43,13 +43,14 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import of_session, per_database, rows_changed
 from marketplace.errors import Conflict, FieldError, Gone, InvalidInput, NotFound
-from marketplace.exposures.queries import won_at_column
+from marketplace.exposures.queries import highest_turnover_column, won_at_column
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.mailer import Message, SmtpConfig, send_all
 from marketplace.fraud.signals import (
     OPEN_PIPELINE,
     UNPAID,
+    WON,
     Answer,
     CategoryCounts,
     Deal,
@@ -481,6 +482,8 @@ _DEALS = (
         Exposure.status_changed_at,
         Exposure.stale,
         case((Exposure.status.in_(UNPAID), won_at_column()), else_=None),
+        # Only a won deal can have been lowered after its win; the others are not looked up.
+        case((Exposure.status.in_(WON), highest_turnover_column()), else_=None),
     )
     .join(Lead, Lead.id == Exposure.lead_id)
     .where(Exposure.business_id.in_(bindparam("business_ids", expanding=True)), Exposure.id.not_in(CLOSED_BY_BLOCK))
@@ -524,6 +527,7 @@ async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict
                 status_changed_at=r[8],
                 stale=bool(r[9]),
                 won_at=r[10],
+                highest_turnover_minor=r[11],
                 answers=tuple(answers.get(r[2], ())),
             )
         )

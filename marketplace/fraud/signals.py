@@ -21,6 +21,7 @@ RETURNED_THEN_HIRED = "returned_then_hired"
 UNDER_REPORTED = "under_reported"
 # Pattern signals: each adds a little, and together they are capped below the alert threshold.
 BELOW_BUDGET = "below_budget"
+LOWERED_TURNOVER = "lowered_turnover"
 LOST_RATE = "lost_rate"
 RETURN_RATE = "return_rate"
 STALE_LEADS = "stale_leads"
@@ -28,7 +29,7 @@ NEVER_PAID = "never_paid"
 LOW_SATISFACTION = "low_satisfaction"
 
 STRONG = (HIDDEN_DEAL, RETURNED_THEN_HIRED, UNDER_REPORTED)
-PATTERNS = (BELOW_BUDGET, LOST_RATE, RETURN_RATE, STALE_LEADS, NEVER_PAID, LOW_SATISFACTION)
+PATTERNS = (BELOW_BUDGET, LOWERED_TURNOVER, LOST_RATE, RETURN_RATE, STALE_LEADS, NEVER_PAID, LOW_SATISFACTION)
 
 # Evidence weights (the rule score is 1 - exp(-total weight); 0.69 of weight is a score of 0.5).
 HIDDEN_AS_LOST = 1.0  # the customer hired it; it reported `lost`
@@ -49,9 +50,14 @@ UNDER_REPORT_FULL = 0.6
 # A turnover below this share of the customer's budget counts as a pattern (budgets are rough).
 BELOW_BUDGET_RATIO = 0.4
 BELOW_BUDGET_EACH = 0.15
+# A won deal's turnover cut below UNDER_REPORT_RATIO of the most the business itself reported on it (at `won`, then
+# `invoiced` or `paid`): the commission is charged on the last figure, so 10,000 at the win and 1.00 at payment owes
+# almost nothing. Deals are renegotiated, so the cut is allowed and only a pattern, weighed like a low budget.
+LOWERED_EACH = 0.15
 NEVER_PAID_EACH = 0.1
 PATTERN_MAX = {
     BELOW_BUDGET: 0.45,
+    LOWERED_TURNOVER: 0.45,
     LOST_RATE: 0.35,
     RETURN_RATE: 0.35,
     STALE_LEADS: 0.3,
@@ -96,6 +102,8 @@ class Deal:
     stale: bool = False
     answers: tuple[Answer, ...] = ()
     won_at: datetime | None = None  # a won or invoiced deal: when it was won (None: at its last step)
+    # A won, invoiced or paid deal: the most the business reported as its turnover, at any step (None: unknown)
+    highest_turnover_minor: int | None = None
 
     def verdict(self) -> Answer | None:
         """What the customer says: the latest answer that names a hire, else the latest answer."""
@@ -182,6 +190,11 @@ def _leads(deals: Iterable[Deal]) -> tuple[str, ...]:
 
 def _plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _share(ratio: float) -> str:
+    # A cut to 1.00 of 10,000 is "0%" rounded, which reads as no turnover at all.
+    return f"{ratio:.0%}" if ratio >= 0.01 else "under 1%"
 
 
 def _binomial_z(own: Sequence[tuple[int, int, float]]) -> float:
@@ -330,6 +343,30 @@ def assess(
                     "customer's budget",
                     _leads(below_budget),
                     value=float(len(below_budget)),
+                )
+            )
+        # On the business's own word: a higher turnover it reported earlier on the deal says what the deal was worth.
+        # A deal the customer's amount already shows under-reported says so more strongly, and is not counted again.
+        lowered = [
+            (d, d.turnover_minor / d.highest_turnover_minor)
+            for d, _ in mine
+            if d.status in WON
+            and d.turnover_minor is not None
+            and d.highest_turnover_minor
+            and d.turnover_minor < UNDER_REPORT_RATIO * d.highest_turnover_minor
+            and d.exposure_id not in under_ids
+        ]
+        if lowered:
+            deepest = min(r for _, r in lowered)
+            signals.append(
+                Signal(
+                    LOWERED_TURNOVER,
+                    min(PATTERN_MAX[LOWERED_TURNOVER], LOWERED_EACH * len(lowered)),
+                    len(lowered),
+                    f"{_plural(len(lowered), 'won deal')} whose turnover it lowered after the win (lowest "
+                    f"{_share(deepest)} of the most it had reported)",
+                    _leads(d for d, _ in lowered),
+                    value=float(len(lowered)),
                 )
             )
 

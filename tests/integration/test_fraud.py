@@ -440,6 +440,33 @@ async def test_a_won_deal_counts_as_never_paid_from_its_win_not_from_its_invoice
     assert lead_id in evidence["never_paid"]["leads"]
 
 
+async def test_a_turnover_lowered_after_the_win_is_a_pattern_naming_the_lead(app, client, db, settings):
+    """A deal maker reports 10,000.00 at the win and 1.00 at payment, and so owes commission on 1.00: the scan names
+    the deal on the business's own word, a pattern that opens no alert on its own."""
+    operator = await operator_token(app)
+    business_id, token = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    await report(client, token, exposure_id, "won", 1_000_000)
+    await report(client, token, exposure_id, "paid", 100)
+    _, open_deal = await claimed_deal(app, client, business_id, token)
+    await report(client, token, open_deal, "contacted")
+    await fraud_scan()
+    async with app.state.uow() as uow:
+        deals = {d.exposure_id: d for d in (await fraud.load_deals(uow.session, [business_id]))[business_id]}
+    assert (deals[exposure_id].turnover_minor, deals[exposure_id].highest_turnover_minor) == (100, 1_000_000)
+    assert deals[open_deal].highest_turnover_minor is None  # only won deals are looked up
+    risk = await client.get(f"/v1/fraud/businesses/{business_id}", headers=auth(operator))
+    assert risk.status_code == 200, risk.text
+    evidence = {e["kind"]: e for e in risk.json()["evidence"]}
+    assert "lowered_turnover" in evidence, risk.json()
+    lowered = evidence["lowered_turnover"]
+    assert lowered["leads"] == [lead_id] and lowered["count"] == 1 and lowered["weight"] == pytest.approx(0.15)
+    assert "lowered after the win" in lowered["text"] and "under 1%" in lowered["text"]
+    assert 0 < risk.json()["risk_score"] < settings.fraud.alert_threshold_bp / 10_000
+    assert await alerts(client, operator) == []
+    assert await db.count(FraudAlert, FraudAlert.business_id == business_id) == 0
+
+
 async def test_category_norms_count_every_business_but_the_blocked(app, client):
     """load_peers: per (mode, category), every exposure, the decided and lost deals, the returns and the stale open
     ones, over the businesses not blocked (a blocked business's history is no norm)."""

@@ -40,6 +40,7 @@ def deal(
     changed_days_ago: float | None = None,
     stale: bool = False,
     won_days_ago: float | None = None,
+    highest: int | None = None,
 ) -> Deal:
     n = next(_seq)
     return Deal(
@@ -54,6 +55,7 @@ def deal(
         stale=stale,
         answers=tuple(answers),
         won_at=None if won_days_ago is None else NOW - timedelta(days=won_days_ago),
+        highest_turnover_minor=highest,
     )
 
 

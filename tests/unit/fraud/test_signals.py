@@ -12,7 +12,11 @@ from marketplace.fraud.signals import (
     HIDDEN_DEAL,
     LOST_RATE,
     LOW_SATISFACTION,
+    LOWERED_TURNOVER,
     NEVER_PAID,
+    PATTERN_CAP,
+    PATTERN_MAX,
+    PATTERNS,
     RETURN_RATE,
     RETURNED_THEN_HIRED,
     STALE_LEADS,
@@ -116,6 +120,41 @@ def test_turnover_far_below_the_budget_is_a_pattern_not_counted_twice():
     assert found[BELOW_BUDGET].weight == pytest.approx(0.3)
     assert found[UNDER_REPORTED].leads == (surveyed.lead_id,)  # the survey's amount is the better witness
     assert BELOW_BUDGET not in kinds(low, mode="lead_buyer")
+
+
+def test_turnover_lowered_after_the_win_is_a_pattern_on_the_business_own_word():
+    # 10,000.00 at the win, 1.00 at payment: the commission is charged on the 1.00.
+    to_nothing = deal("paid", turnover=100, highest=1_000_000)
+    by_a_third = deal("invoiced", turnover=60_000, highest=90_000, budget=60_000)  # 67 %
+    renegotiated = deal("paid", turnover=90_000, highest=100_000)  # 90 %: a discount, not a cut
+    raised = deal("paid", turnover=120_000, highest=120_000)  # the highest is the current figure
+    unknown = deal("paid", turnover=100_000)  # no turnover kept in the deal's events
+    signal = kinds([to_nothing, by_a_third, renegotiated, raised, unknown])[LOWERED_TURNOVER]
+    assert signal.count == 2 and signal.value == 2 and not signal.strong
+    assert set(signal.leads) == {to_nothing.lead_id, by_a_third.lead_id}
+    assert signal.weight == pytest.approx(2 * 0.15)
+    assert signal.text == (
+        "2 won deals whose turnover it lowered after the win (lowest under 1% of the most it had reported)"
+    )
+    assert "(lowest 67% of" in kinds([by_a_third])[LOWERED_TURNOVER].text
+    assert LOWERED_TURNOVER not in kinds([renegotiated, raised, unknown])
+    # Just below the ratio counts; at it, not.
+    assert LOWERED_TURNOVER in kinds([deal("won", turnover=79_999, highest=100_000)])
+    assert LOWERED_TURNOVER not in kinds([deal("won", turnover=80_000, highest=100_000)])
+    # A lead buyer owes no commission on its turnover: what it states is its own business.
+    assert LOWERED_TURNOVER not in kinds([to_nothing, by_a_third], mode="lead_buyer")
+
+
+def test_lowered_turnover_is_not_counted_twice_with_the_customer_amount_and_is_capped():
+    # The customer says 100,000: the cut to 10,000 is under-reported on the customer's word, the stronger witness.
+    surveyed = deal("paid", answer(amount=100_000), turnover=10_000, highest=100_000)
+    found = kinds([surveyed])
+    assert found[UNDER_REPORTED].leads == (surveyed.lead_id,) and LOWERED_TURNOVER not in found
+    many = [deal("paid", turnover=100, highest=1_000_000) for _ in range(5)]
+    signal = kinds(many)[LOWERED_TURNOVER]
+    assert signal.count == 5 and len(signal.leads) == 5
+    assert signal.weight == pytest.approx(PATTERN_MAX[LOWERED_TURNOVER]) == pytest.approx(0.45)
+    assert LOWERED_TURNOVER in PATTERNS and PATTERN_MAX[LOWERED_TURNOVER] < PATTERN_CAP
 
 
 def test_lost_rate_far_above_the_category_peers():

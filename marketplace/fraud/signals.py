@@ -197,6 +197,17 @@ def _share(ratio: float) -> str:
     return f"{ratio:.0%}" if ratio >= 0.01 else "under 1%"
 
 
+def _customer_agrees(turnover_minor: int, answer: Answer | None, business_id: str) -> bool:
+    """The customer says it hired this business and names an amount the turnover is not under-reported against."""
+    return bool(
+        answer is not None
+        and answer.hired
+        and answer.business_id == business_id
+        and answer.amount_minor
+        and turnover_minor >= UNDER_REPORT_RATIO * answer.amount_minor
+    )
+
+
 def _binomial_z(own: Sequence[tuple[int, int, float]]) -> float:
     """z-score of the business's count against its peers' rates, pooled over categories: (k, n, p0) each."""
     expected = sum(n * p for _, n, p in own)
@@ -346,15 +357,17 @@ def assess(
                 )
             )
         # On the business's own word: a higher turnover it reported earlier on the deal says what the deal was worth.
-        # A deal the customer's amount already shows under-reported says so more strongly, and is not counted again.
+        # A deal the customer's amount already shows under-reported says so more strongly, and is not counted again;
+        # one whose customer names an amount the lower turnover agrees with was renegotiated, not hidden.
         lowered = [
             (d, d.turnover_minor / d.highest_turnover_minor)
-            for d, _ in mine
+            for d, a in mine
             if d.status in WON
             and d.turnover_minor is not None
             and d.highest_turnover_minor
             and d.turnover_minor < UNDER_REPORT_RATIO * d.highest_turnover_minor
             and d.exposure_id not in under_ids
+            and not _customer_agrees(d.turnover_minor, a, business_id)
         ]
         if lowered:
             deepest = min(r for _, r in lowered)

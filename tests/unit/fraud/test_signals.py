@@ -155,6 +155,13 @@ def test_lowered_turnover_is_not_counted_twice_with_the_customer_amount_and_is_c
     assert signal.count == 5 and len(signal.leads) == 5
     assert signal.weight == pytest.approx(PATTERN_MAX[LOWERED_TURNOVER]) == pytest.approx(0.45)
     assert LOWERED_TURNOVER in PATTERNS and PATTERN_MAX[LOWERED_TURNOVER] < PATTERN_CAP
+    # The customer names the lower figure (a deal renegotiated after the win): nothing was hidden.
+    agreed = deal("paid", answer(amount=52_000), turnover=50_000, highest=100_000)
+    assert LOWERED_TURNOVER not in kinds([agreed]) and UNDER_REPORTED not in kinds([agreed])
+    # A customer who names no amount, or hired someone else, does not vouch for it.
+    assert LOWERED_TURNOVER in kinds([deal("paid", answer(amount=None), turnover=50_000, highest=100_000)])
+    assert LOWERED_TURNOVER in kinds([deal("paid", answer(business_id="biz_other", amount=50_000), turnover=50_000,
+                                          highest=100_000)])
 
 
 def test_lost_rate_far_above_the_category_peers():

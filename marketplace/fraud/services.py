@@ -414,11 +414,12 @@ def _write_marks(session: Session, marked: list[str]) -> None:
 
 
 # The category norms a scan compares each business with, read at most once per PEERS_MAX_AGE of service time per
-# database (per engine): they are sums over every exposure of the market (60 ms at 40,000 exposures on SQLite, growing
-# with the market), and a busy market scans businesses at every survey answer; an hour's deals move norms summed over
-# the market's whole history by a fraction of a percent, so hour-old norms compare as well as fresh ones. (Ten minutes
-# until the fifteenth session: on the default simulated market that was ~2,400 reads in 28 days.)
-PEERS_MAX_AGE = timedelta(hours=1)
+# database (per engine): they are sums over every exposure of the market (107-166 ms at 66,000 exposures on SQLite, a
+# 28-day default simulated market, growing with the market), and the hourly scan re-read them every time (about a
+# third of each scan's time there). Six hours of deals move norms summed over the market's whole history by a percent
+# or two, and a business is taken out of them as it stood when they were read (signals.own_counts), so six-hour-old
+# norms compare as well as fresh ones. (Ten minutes until the fifteenth session, an hour until the twenty-second.)
+PEERS_MAX_AGE = timedelta(hours=6)
 _peers_read: weakref.WeakKeyDictionary[Any, tuple[datetime, dict[tuple[str, str], CategoryCounts]]] = (
     weakref.WeakKeyDictionary()
 )

@@ -160,8 +160,9 @@ def test_lowered_turnover_is_not_counted_twice_with_the_customer_amount_and_is_c
     assert LOWERED_TURNOVER not in kinds([agreed]) and UNDER_REPORTED not in kinds([agreed])
     # A customer who names no amount, or hired someone else, does not vouch for it.
     assert LOWERED_TURNOVER in kinds([deal("paid", answer(amount=None), turnover=50_000, highest=100_000)])
-    assert LOWERED_TURNOVER in kinds([deal("paid", answer(business_id="biz_other", amount=50_000), turnover=50_000,
-                                          highest=100_000)])
+    assert LOWERED_TURNOVER in kinds(
+        [deal("paid", answer(business_id="biz_other", amount=50_000), turnover=50_000, highest=100_000)]
+    )
 
 
 def test_lost_rate_far_above_the_category_peers():

@@ -21,12 +21,13 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
@@ -38,27 +39,39 @@ PG_DATABASE = "bench_statements"
 BUSINESS_ID = "biz_bench"
 
 
-async def _seed(url: str) -> None:
+def _updated_id(i: int) -> str:
+    return f"biz_bench_{i:06d}"
+
+
+async def _seed(url: str, n: int) -> None:
+    """The business every read reads, and n others for the updates: each update changes a row of its own (on
+    PostgreSQL, thousands of updates of one row in one transaction leave a chain of versions that every later
+    statement on it walks, and the figures would grow with n)."""
     engine = create_engine(url)
     try:
         await migrate.upgrade(engine)
         sessions = create_session_factory(engine)
         async with sessions() as session:
             now = datetime.now(UTC)
-            session.add(
-                Business(
-                    id=BUSINESS_ID, name="Bench", email="bench@example.com", phone="+972500000000",
-                    mode="deal_maker", currency="ILS", status="active", min_deal_minor=0, max_deal_minor=10**9,
-                    daily_cap=10, monthly_cap=100, created_at=now, updated_at=now,
-                )
-            )  # fmt: skip
+            for i, business_id in enumerate([BUSINESS_ID, *(_updated_id(i) for i in range(n))]):
+                session.add(
+                    Business(
+                        id=business_id, name="Bench", email=f"bench{i}@example.com", phone="+972500000000",
+                        mode="deal_maker", currency="ILS", status="active", min_deal_minor=0, max_deal_minor=10**9,
+                        daily_cap=10, monthly_cap=100, created_at=now, updated_at=now,
+                    )
+                )  # fmt: skip
             await session.commit()
     finally:
         await engine.dispose()
 
 
+WARMUP = 500
+LAYERS = 5
+
+
 async def _time(n: int, call: Callable[[], Awaitable[Any]]) -> float:
-    for _ in range(min(500, n)):
+    for _ in range(WARMUP):
         await call()
     started = time.perf_counter()
     for _ in range(n):
@@ -67,7 +80,7 @@ async def _time(n: int, call: Callable[[], Awaitable[Any]]) -> float:
 
 
 async def measure(url: str, n: int) -> list[tuple[str, float, float]]:
-    """(layer, read us, update us) per layer."""
+    """(layer, read us, update us) per layer, each layer in a transaction of its own (rolled back)."""
     engine = create_engine(url)
     sessions = create_session_factory(engine)
     b = table(Business).c
@@ -80,65 +93,84 @@ async def measure(url: str, n: int) -> list[tuple[str, float, float]]:
     )
     core_read = select(b.daily_cap, b.monthly_cap).where(b.id == bindparam("b"))
     core_write = update(table(Business)).where(b.id == bindparam("b")).values(daily_cap=b.daily_cap)
-    params = {"b": BUSINESS_ID}
+    read = {"b": BUSINESS_ID}
     postgres = url.startswith("postgresql")
     raw_read = f"SELECT daily_cap, monthly_cap FROM businesses WHERE id = {'$1' if postgres else '?'}"
     raw_write = f"UPDATE businesses SET daily_cap = daily_cap WHERE id = {'$1' if postgres else '?'}"
+
+    taken = 0
+
+    def rows_to_update() -> Iterator[str]:
+        """Rows no earlier layer updated (a rolled-back update leaves a dead version of its row on PostgreSQL)."""
+        nonlocal taken
+        taken += n + WARMUP
+        return iter([_updated_id(i) for i in range(taken - n - WARMUP, taken)])
+
+    async def layer(name: str, how: Callable[[AsyncSession], Awaitable[tuple[float, float]]]) -> None:
+        async with sessions() as session:
+            reads, writes = await how(session)
+            await session.rollback()
+        rows.append((name, reads, writes))
+
+    async def orm_session(session: AsyncSession) -> tuple[float, float]:
+        ids = rows_to_update()
+        return (
+            await _time(n, lambda: _all(session.execute(orm_read, read))),
+            await _time(n, lambda: session.execute(orm_write, {"b": next(ids)})),
+        )
+
+    async def core_session(session: AsyncSession) -> tuple[float, float]:
+        ids = rows_to_update()
+        return (
+            await _time(n, lambda: _all(session.execute(core_read, read))),
+            await _time(n, lambda: session.execute(core_write, {"b": next(ids)})),
+        )
+
+    async def core_connection(session: AsyncSession) -> tuple[float, float]:
+        conn, ids = await session.connection(), rows_to_update()
+        return (
+            await _time(n, lambda: _all(conn.execute(core_read, read))),
+            await _time(n, lambda: conn.execute(core_write, {"b": next(ids)})),
+        )
+
+    async def one_greenlet(session: AsyncSession) -> tuple[float, float]:
+        conn, ids = await session.connection(), rows_to_update()
+
+        def read_many(sync_conn: Any) -> None:
+            for _ in range(n):
+                sync_conn.execute(core_read, read).all()
+
+        def write_many(sync_conn: Any) -> None:
+            for _ in range(n):
+                sync_conn.execute(core_write, {"b": next(ids)})
+
+        return await _sync_time(n, conn, read_many), await _sync_time(n, conn, write_many)
+
+    async def driver_itself(session: AsyncSession) -> tuple[float, float]:
+        ids = rows_to_update()
+        driver: Any = (await (await session.connection()).get_raw_connection()).driver_connection
+        if postgres:
+            return (
+                await _time(n, lambda: driver.fetch(raw_read, BUSINESS_ID)),
+                await _time(n, lambda: driver.execute(raw_write, next(ids))),
+            )
+        sqlite = driver._conn  # aiosqlite's sqlite3 connection, used on this thread (db/sqlite_driver.py)
+
+        async def sqlite_read() -> None:
+            sqlite.execute(raw_read, (BUSINESS_ID,)).fetchall()
+
+        async def sqlite_write() -> None:
+            sqlite.execute(raw_write, (next(ids),))
+
+        return await _time(n, sqlite_read), await _time(n, sqlite_write)
+
     rows: list[tuple[str, float, float]] = []
     try:
-        async with sessions() as session:
-            rows.append(
-                (
-                    "session ORM columns",
-                    await _time(n, lambda: _all(session.execute(orm_read, params))),
-                    await _time(n, lambda: session.execute(orm_write, params)),
-                )
-            )
-            rows.append(
-                (
-                    "session Core table",
-                    await _time(n, lambda: _all(session.execute(core_read, params))),
-                    await _time(n, lambda: session.execute(core_write, params)),
-                )
-            )
-            conn = await session.connection()
-            rows.append(
-                (
-                    "connection Core",
-                    await _time(n, lambda: _all(conn.execute(core_read, params))),
-                    await _time(n, lambda: conn.execute(core_write, params)),
-                )
-            )
-
-            def read_many(sync_conn: Any) -> None:
-                for _ in range(n):
-                    sync_conn.execute(core_read, params).all()
-
-            def write_many(sync_conn: Any) -> None:
-                for _ in range(n):
-                    sync_conn.execute(core_write, params)
-
-            rows.append(("run_sync Core", await _sync_time(n, conn, read_many), await _sync_time(n, conn, write_many)))
-            driver: Any = (await conn.get_raw_connection()).driver_connection
-            if postgres:
-                rows.append(
-                    (
-                        "driver (asyncpg)",
-                        await _time(n, lambda: driver.fetch(raw_read, BUSINESS_ID)),
-                        await _time(n, lambda: driver.execute(raw_write, BUSINESS_ID)),
-                    )
-                )
-            else:
-                sqlite = driver._conn  # aiosqlite's sqlite3 connection, used on this thread (db/sqlite_driver.py)
-
-                async def sqlite_read() -> None:
-                    sqlite.execute(raw_read, (BUSINESS_ID,)).fetchall()
-
-                async def sqlite_write() -> None:
-                    sqlite.execute(raw_write, (BUSINESS_ID,))
-
-                rows.append(("driver (sqlite3)", await _time(n, sqlite_read), await _time(n, sqlite_write)))
-            await session.rollback()
+        await layer("session ORM columns", orm_session)
+        await layer("session Core table", core_session)
+        await layer("connection Core", core_connection)
+        await layer("run_sync Core", one_greenlet)
+        await layer("driver (asyncpg)" if postgres else "driver (sqlite3)", driver_itself)
     finally:
         await engine.dispose()
     return rows
@@ -170,7 +202,7 @@ async def main(backends: list[str], n: int) -> None:
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="bench-statements-") as folder:
             url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}" if backend == "sqlite" else await _postgres_url()
-            await _seed(url)
+            await _seed(url, LAYERS * (n + WARMUP))
             print(f"{backend}: us per statement (mean of {n})")
             print(f"  {'layer':22s} {'point read':>10s} {'update':>10s}")
             for layer, read, write in await measure(url, n):

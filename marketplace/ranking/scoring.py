@@ -196,4 +196,9 @@ def gsp_price(next_score: float | None, p_keep: float, reliability: float, bonus
     if next_score is None or p_keep <= 0 or reliability <= 0:
         return reserve
     needed = (next_score / reliability - bonus) / p_keep
-    return max(reserve, min(bid, math.ceil(needed)))
+    # A score is a float product: the next bidder's own bid comes back as 26,000.000000000004 from 20,000.0 / 0.769...,
+    # and rounding that up charged a minor unit more than keeping the place needs. A value within float error of a
+    # whole amount is that amount.
+    whole = round(needed)
+    price = whole if abs(needed - whole) <= 1e-9 * max(1.0, abs(needed)) else math.ceil(needed)
+    return max(reserve, min(bid, price))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from marketplace.ranking.events import Moved
 from marketplace.ranking.scoring import (
@@ -172,6 +174,22 @@ def test_generalised_second_price():
     assert gsp_price(None, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 5000
     # A bonus of its own counts toward its place, so it needs to bid less.
     assert gsp_price(5400, 0.9, 1.0, 900.0, reserve=1000, bid=9000) == 5000
+    # Float error is not a minor unit: 20,000.0 / 0.7692307692307692 is 26,000.000000000004; the price was 26,001.
+    assert gsp_price(20_000.0, 0.7692307692307692, 1.0, 0.0, reserve=25_000, bid=28_000) == 26_000
+    assert gsp_price(26_000.5 * (10 / 13), 10 / 13, 1.0, 0.0, reserve=25_000, bid=28_000) == 26_001
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    next_bid=st.integers(min_value=1, max_value=10**12),
+    p_keep=st.floats(min_value=0.01, max_value=1.0),
+    reliability=st.floats(min_value=0.05, max_value=1.0),
+)
+def test_a_second_price_is_the_next_bid_when_both_keep_alike(next_bid, p_keep, reliability):
+    # The next bidder's score is its bid x the same P(not returned) x the same reliability: keeping the place costs
+    # exactly its bid, whatever float error the product carries.
+    next_score = next_bid * p_keep * reliability
+    assert gsp_price(next_score, p_keep, reliability, 0.0, reserve=1, bid=10**13) == next_bid
 
 
 def test_a_turnover_reported_far_beyond_the_category_is_believed_only_up_to_its_cap():

@@ -65,7 +65,7 @@ async def load_demo(settings: Settings) -> list[str]:
             )
             try:
                 async with uow_factory() as uow:
-                    business, btoken = await register_business(uow.session, settings, data)
+                    business, btoken = await register_business(uow.session, settings, data, by_the_marketplace=True)
                 lines.append(f"  {mode:<10} {name:<24} {business.id}  token: {btoken}")
             except Conflict:
                 lines.append(f"  {mode:<10} {name:<24} already registered (token shown when first created)")

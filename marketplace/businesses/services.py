@@ -66,8 +66,10 @@ def _default_phone_region(settings: Settings) -> str:
 
 
 async def register_business(
-    session: AsyncSession, settings: Settings, data: schemas.BusinessCreate
+    session: AsyncSession, settings: Settings, data: schemas.BusinessCreate, *, by_the_marketplace: bool = False
 ) -> tuple[Business, str]:
+    """A business signs up (or, `by_the_marketplace`, the marketplace registers it itself, as the demo market does:
+    no invitation is asked for then, even where sign-up is by invitation)."""
     found = FieldErrors()
     if data.currency != settings.currency:
         found.add("currency", f"this marketplace works in {settings.currency}")
@@ -89,7 +91,7 @@ async def register_business(
     )
     found.refuse_if_any("the sign-up is invalid")
     assert email is not None and phone is not None
-    if data.invitation is None and settings.service.registration_by_invitation:
+    if data.invitation is None and settings.service.registration_by_invitation and not by_the_marketplace:
         raise Forbidden("sign-up is by invitation: send the invitation code a club gave you as `invitation`")
     if data.invitation is not None:
         await clubs.check_invitation(session, data.invitation, email)  # refused before anything is written

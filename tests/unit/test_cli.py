@@ -103,3 +103,15 @@ def test_an_operator_needs_a_name_that_shows(environment, capsys, name):
         cli.main(["operator", "create", "--name", name])
     assert exited.value.code == 2
     assert "--name" in capsys.readouterr().err
+
+
+async def test_the_demo_loads_where_sign_up_is_by_invitation(environment):
+    # `marketplace serve --demo` died with a traceback (Forbidden: sign-up is by invitation): the demo's businesses are
+    # the marketplace's own, registered by it, not signing up.
+    environment.setenv("MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATION", "true")
+    cli.get_settings.cache_clear()
+    settings = cli.get_settings()
+    assert settings.service.registration_by_invitation
+    await cli._upgrade(settings)
+    lines = await cli._load_demo(settings)
+    assert sum("token: mkb_" in line for line in lines) == 4, lines

@@ -136,7 +136,9 @@ def create_app(
     ranker = make_ranker(settings.ranking.policy, settings)
     sync = RankingSync(ranker, sessions, settings.service.redis_url)
     principals = PrincipalCache(settings.service.principal_cache_ms / 1000)
-    sync.listeners.append(principals.forget)  # a block (or any change) of a business: its tokens are read again
+    # A block (or any change) of a business: its tokens are read again; all of them when every business is read back
+    # (news missed while Redis was away).
+    sync.listeners.append(lambda ids: principals.clear() if ALL in ids else principals.forget(ids))
     state = State(
         {
             "settings": settings,

@@ -25,6 +25,9 @@ CHANGED, RECORDED = "c", "r"
 # How long a process gathers what other processes published before it reads those businesses back: one read of
 # many businesses (seven statements for any number) instead of one per message, still well within a second.
 REMOTE_BATCH_SECONDS = 0.2
+# A listener that lost Redis (a restart, a network blip) subscribes again after this long, doubling up to the most.
+RESUBSCRIBE_FIRST_SECONDS = 0.5
+RESUBSCRIBE_MOST_SECONDS = 10.0
 
 
 class RankingSync:
@@ -36,7 +39,8 @@ class RankingSync:
         self._refreshing: set[str] = set()  # being read from the database right now
         self._flushing: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None  # ends a flush's gathering time at once (a change of this process)
-        self._redis: Any = None
+        self._redis: Any = None  # publishes
+        self._subscriber: Any = None  # listens
         # Messages carry their origin, so a process does not refresh twice what it published itself.
         self._origin = uuid.uuid4().hex[:12]
         # Others that keep something of a business in memory (e.g. the principal cache) and must forget it
@@ -132,42 +136,78 @@ class RankingSync:
             log.info("ranking core built with %d businesses", count)
         if self.redis_url:
             import redis.asyncio as redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
 
-            self._redis = redis.Redis.from_url(self.redis_url)
+            # A publish after Redis came back first meets a pooled connection that died with it: tried again on a
+            # new one rather than lost. The name tells this process's connections apart in `CLIENT LIST`.
+            name = f"marketplace-ranking-{self._origin}"
+            self._redis = redis.Redis.from_url(
+                self.redis_url,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                client_name=name,
+            )
+            # The listener's own client does not retry: a subscription that silently came back would not know what
+            # was published while it was away (listen() reads everything back when it subscribes again).
+            self._subscriber = redis.Redis.from_url(self.redis_url, client_name=name)
 
     async def listen(self) -> None:
-        """Apply what other processes published (runs as a background task when Redis is configured)."""
-        if self._redis is None:
-            return
-        pubsub = self._redis.pubsub()
-        await pubsub.subscribe(CHANNEL)
-        try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
-                    continue
-                data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                origin, _, rest = data.partition("|")
-                kind, _, ids = rest.partition("|")
-                if origin == self._origin:
-                    continue
-                changed = [i for i in ids.split(",") if i]
-                if kind != RECORDED:  # a claim or a status report leaves what listeners keep (tokens) as it was
-                    for listener in self.listeners:
-                        listener(changed)
-                if self.enabled:
-                    self._pending.update(changed)
-                    self._schedule(after=REMOTE_BATCH_SECONDS)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        """Apply what other processes published (runs as a background task when Redis is configured). A lost
+        connection is not the end of it: the listener subscribes again, and since what was published meanwhile is
+        lost, everything is read back once it listens again (this process's core in full; the listeners forget
+        all they keep). Before this, one Redis blip silenced every process for good: none heard another again,
+        and the job worker's waves never reached a business that signed up after it."""
+        pause = RESUBSCRIBE_FIRST_SECONDS
+        missed = False
+        while self._subscriber is not None:
+            pubsub = self._subscriber.pubsub()
+            try:
+                await pubsub.subscribe(CHANNEL)
+                if missed:
+                    log.info("listening to the ranking channel again; reading everything back")
+                    self._heard(ALL, [ALL])
+                    missed = False
+                pause = RESUBSCRIBE_FIRST_SECONDS
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._message(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away (or answered nonsense): listen again
+                log.warning("lost the ranking channel (%r); subscribing again in %.1f s", exc, pause)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            missed = True
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RESUBSCRIBE_MOST_SECONDS)
+
+    def _message(self, raw: Any) -> None:
+        data = raw.decode() if isinstance(raw, bytes) else str(raw)
+        origin, _, rest = data.partition("|")
+        kind, _, ids = rest.partition("|")
+        if origin != self._origin:
+            self._heard(kind, [i for i in ids.split(",") if i])
+
+    def _heard(self, kind: str, changed: list[str]) -> None:
+        if kind != RECORDED:  # a claim or a status report leaves what listeners keep (tokens) as it was
+            for listener in self.listeners:
+                listener(changed)
+        if self.enabled:
+            self._pending.update(changed)
+            self._schedule(after=REMOTE_BATCH_SECONDS)
 
     async def stop(self) -> None:
         if self._flushing is not None:
             with contextlib.suppress(Exception):
                 await self._flushing
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        for client in (self._redis, self._subscriber):
+            if client is not None:
+                await client.aclose()
+        self._redis = self._subscriber = None
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -74,3 +74,47 @@ async def test_changes_and_records_reach_the_other_process() -> None:
             await listening
         await a.stop()
         await b.stop()
+
+
+async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_back() -> None:
+    # A Redis blip ended the listener for good: no process heard another again, and the job worker's waves never
+    # reached a business that signed up afterwards. Its connection is cut here as a restart of Redis would.
+    try:
+        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        admin.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    here, there = RecordingRanker(), RecordingRanker()
+    a, b = RankingSync(here, no_session, REDIS_URL), RankingSync(there, no_session, REDIS_URL)
+    forgotten: list[str] = []
+    b.listeners.append(forgotten.extend)
+    await a.start()
+    await b.start()
+    listening = asyncio.create_task(b.listen())
+    try:
+        await asyncio.sleep(0.3)
+        a.changed("biz_before")
+        await _until(lambda: "biz_before" in there.refreshed)
+        loads = there.loads
+        name = f"marketplace-ranking-{b._origin}"
+        killed = [c["id"] for c in admin.client_list(_type="pubsub") if c.get("name") == name]
+        assert killed, admin.client_list(_type="pubsub")
+        for client_id in killed:
+            admin.client_kill_filter(_id=client_id)
+        # It subscribes again, and reads everything back: what was published meanwhile is lost.
+        await _until(lambda: there.loads > loads and "*" in forgotten)
+        a.changed("biz_after")
+        await _until(lambda: "biz_after" in there.refreshed)
+        # A's own publishing connection died too (the same kill, by name): its next publish went out all the same.
+        for c in admin.client_list():
+            if c.get("name") == f"marketplace-ranking-{a._origin}":
+                admin.client_kill_filter(_id=c["id"])
+        a.changed("biz_after_publisher_lost")
+        await _until(lambda: "biz_after_publisher_lost" in there.refreshed)
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await a.stop()
+        await b.stop()
+        admin.close()

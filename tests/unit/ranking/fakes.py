@@ -14,9 +14,14 @@ class RecordingRanker:
         self.refreshed: list[str] = []
         self.reads = 0
         self.applied: list[Any] = []
+        self.loads = 0  # full reads (at start, and when every business is read back)
 
     async def load(self, session: Any, now: datetime) -> int:
+        self.loads += 1
         return 0
+
+    async def refresh_priors(self, session: Any) -> None:
+        return None
 
     async def refresh(self, session: Any, ids: Sequence[str], now: datetime) -> None:
         self.refreshed.extend(ids)

@@ -17,6 +17,8 @@ from marketplace.clock import utcnow
 from marketplace.ranking.events import Event, Moved, business_ids
 
 log = logging.getLogger("marketplace.ranking")
+# Pub/sub channels are the Redis server's, whatever database a client selected: the channel is named for the
+# database (deployments sharing a server on different database numbers would otherwise hear each other).
 CHANNEL = "marketplace:ranking:changed"
 ALL = "*"
 # What a message says of its businesses: changed (profile, status, ...: listeners forget what they keep), or
@@ -41,6 +43,7 @@ class RankingSync:
         self._wake: asyncio.Event | None = None  # ends a flush's gathering time at once (a change of this process)
         self._redis: Any = None  # publishes
         self._subscriber: Any = None  # listens
+        self._channel = CHANNEL
         # Messages carry their origin, so a process does not refresh twice what it published itself.
         self._origin = uuid.uuid4().hex[:12]
         # Others that keep something of a business in memory (e.g. the principal cache) and must forget it
@@ -87,7 +90,7 @@ class RankingSync:
     def _publish(self, kind: str, ids: Any) -> None:
         if self._redis is not None:
             task = asyncio.get_running_loop().create_task(
-                self._redis.publish(CHANNEL, f"{self._origin}|{kind}|{','.join(ids)}")
+                self._redis.publish(self._channel, f"{self._origin}|{kind}|{','.join(ids)}")
             )
             task.add_done_callback(_log_failure)
 
@@ -153,6 +156,7 @@ class RankingSync:
             # The listener's own client does not retry: a subscription that silently came back would not know what
             # was published while it was away (listen() reads everything back when it subscribes again).
             self._subscriber = redis.Redis.from_url(self.redis_url, client_name=name)
+            self._channel = f"{CHANNEL}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
 
     async def listen(self) -> None:
         """Apply what other processes published (runs as a background task when Redis is configured). A lost
@@ -165,7 +169,7 @@ class RankingSync:
         while self._subscriber is not None:
             pubsub = self._subscriber.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self._channel)
                 if missed:
                     log.info("listening to the ranking channel again; reading everything back")
                     self._heard(ALL, [ALL])

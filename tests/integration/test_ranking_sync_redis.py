@@ -118,3 +118,33 @@ async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_bac
         await a.stop()
         await b.stop()
         admin.close()
+
+
+async def test_deployments_on_other_redis_databases_do_not_hear_each_other() -> None:
+    # Pub/sub channels belong to the Redis server, not to a database: two deployments sharing a server on different
+    # database numbers heard each other's changes (and full refreshes) before the channel was named for the database.
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    base, _, db = REDIS_URL.rpartition("/")
+    other_url = f"{base}/{(int(db or 0) + 1) % 16}"
+    here, same, other = RecordingRanker(), RecordingRanker(), RecordingRanker()
+    a = RankingSync(here, no_session, REDIS_URL)
+    b, c = RankingSync(same, no_session, REDIS_URL), RankingSync(other, no_session, other_url)
+    for sync in (a, b, c):
+        await sync.start()
+    listening = [asyncio.create_task(b.listen()), asyncio.create_task(c.listen())]
+    try:
+        await asyncio.sleep(0.3)
+        a.changed("biz_one_deployment")
+        await _until(lambda: "biz_one_deployment" in same.refreshed)
+        await asyncio.sleep(0.3)
+        assert other.refreshed == []
+    finally:
+        for task in listening:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sync in (a, b, c):
+            await sync.stop()

@@ -162,8 +162,8 @@ class RankingSync:
         """Apply what other processes published (runs as a background task when Redis is configured). A lost
         connection is not the end of it: the listener subscribes again, and since what was published meanwhile is
         lost, everything is read back once it listens again (this process's core in full; the listeners forget
-        all they keep). Before this, one Redis blip silenced every process for good: none heard another again,
-        and the job worker's waves never reached a business that signed up after it."""
+        all they keep). Otherwise one Redis blip would silence every process for good: none would hear another
+        again, and the job worker's waves would never reach a business that signed up after it."""
         pause = RESUBSCRIBE_FIRST_SECONDS
         missed = False
         while self._subscriber is not None:

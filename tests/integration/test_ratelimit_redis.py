@@ -54,3 +54,24 @@ async def test_without_redis_each_process_still_limits() -> None:
         assert down._redis_down_until > 0  # and it stops asking the unreachable Redis for a while
     finally:
         await down.close()
+
+
+async def test_a_connection_lost_with_redis_is_replaced_not_a_fallback() -> None:
+    # Once Redis came back, the first call met a pooled connection that had died with it and fell back to this
+    # process's own window for a while (each process then let its own limit through).
+    try:
+        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        admin.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    limiter = RedisRateLimiter(5, REDIS_URL, f"test:ratelimit:{uuid.uuid4().hex}")
+    try:
+        assert await _passed([limiter], "203.0.113.9", 2) == 2
+        for client in admin.client_list():
+            if client.get("name") == limiter.name:
+                admin.client_kill_filter(_id=client["id"])
+        assert await _passed([limiter], "203.0.113.9", 6) == 3  # the shared window, still counting
+        assert limiter._redis_down_until == 0.0
+    finally:
+        await limiter.close()
+        admin.close()

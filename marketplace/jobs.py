@@ -13,6 +13,7 @@ import inspect
 import itertools
 import logging
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -40,6 +41,7 @@ class DramatiqJobs:
         self.broker = broker
         self._redis_url = redis_url
         self._probe: Any = None  # a client of its own for status(), with short timeouts
+        self.probe_name = f"marketplace-health-{uuid.uuid4().hex[:12]}"  # its connection's name in `CLIENT LIST`
 
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
         """Send the job to the workers. A broker that cannot be reached is logged, not raised: the caller has
@@ -88,8 +90,20 @@ class DramatiqJobs:
             return "ok"
         if self._probe is None:
             import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
 
-            self._probe = redis.asyncio.Redis.from_url(self._redis_url, socket_connect_timeout=1, socket_timeout=1)
+            # A ping after Redis came back first meets the pooled connection that died with it: tried once more on
+            # a new one, or /health would call a broker that is back "unreachable".
+            self._probe = redis.asyncio.Redis.from_url(
+                self._redis_url,
+                socket_connect_timeout=1,
+                socket_timeout=1,
+                retry=Retry(NoBackoff(), 1),
+                retry_on_error=[RedisConnectionError],
+                client_name=self.probe_name,
+            )
         try:
             await asyncio.wait_for(self._probe.ping(), 1.5)
         except Exception as exc:  # any failure to reach it

@@ -149,3 +149,28 @@ def test_daily_jobs_are_sent_once_whatever_the_number_of_processes_asking():
         for key in client.keys(f"{namespace}*"):
             client.delete(key)
         broker.close()
+
+
+async def test_health_calls_a_broker_that_is_back_reachable() -> None:
+    # Once Redis came back, the probe's first ping met the pooled connection that had died with it, and /health said
+    # "unreachable (ConnectionError)" about a broker that answered.
+    from dramatiq.brokers.stub import StubBroker
+
+    from marketplace.jobs import DramatiqJobs
+
+    try:
+        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        admin.ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", exc)
+    jobs = DramatiqJobs(StubBroker(), REDIS_URL)
+    try:
+        assert await jobs.status() == "ok"
+        killed = [c["id"] for c in admin.client_list() if c.get("name") == jobs.probe_name]
+        assert killed
+        for client_id in killed:
+            admin.client_kill_filter(_id=client_id)
+        assert await jobs.status() == "ok"
+    finally:
+        await jobs._probe.aclose()
+        admin.close()

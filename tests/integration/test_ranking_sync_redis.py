@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -30,20 +31,41 @@ async def _until(check: Any, seconds: float = 5.0) -> None:
     raise AssertionError("not heard within the time")
 
 
-async def test_changes_and_records_reach_the_other_process() -> None:
+def _admin() -> redis.Redis:
+    """A client of the test's own, to see and cut the syncs' connections; the test is skipped without Redis."""
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        admin.ping()
     except redis.RedisError as exc:
         unavailable("Redis", exc)
-    here, there = RecordingRanker(), RecordingRanker()
-    a, b = RankingSync(here, no_session, REDIS_URL), RankingSync(there, no_session, REDIS_URL)
-    forgotten: list[str] = []
-    b.listeners.append(forgotten.extend)
-    await a.start()
-    await b.start()
-    listening = asyncio.create_task(b.listen())
+    return admin
+
+
+@contextlib.asynccontextmanager
+async def _processes(*rankers: RecordingRanker, urls: tuple[str, ...] = ()) -> AsyncIterator[list[RankingSync]]:
+    """One sync per ranker, as one process each (the first publishes; every other listens), started and stopped."""
+    syncs = [RankingSync(r, no_session, urls[i] if i < len(urls) else REDIS_URL) for i, r in enumerate(rankers)]
+    for sync in syncs:
+        await sync.start()
+    listening = [asyncio.create_task(sync.listen()) for sync in syncs[1:]]
     try:
-        await asyncio.sleep(0.3)  # b has subscribed
+        await asyncio.sleep(0.3)  # they have subscribed
+        yield syncs
+    finally:
+        for task in listening:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sync in syncs:
+            await sync.stop()
+
+
+async def test_changes_and_records_reach_the_other_process() -> None:
+    _admin().close()
+    here, there = RecordingRanker(), RecordingRanker()
+    forgotten: list[str] = []
+    async with _processes(here, there) as (a, b):
+        b.listeners.append(forgotten.extend)
         a.changed("biz_blocked")
         await _until(lambda: "biz_blocked" in there.refreshed)
         assert "biz_blocked" in forgotten
@@ -68,31 +90,16 @@ async def test_changes_and_records_reach_the_other_process() -> None:
             a.record(Moved(business_id, "plumbing", "lost", was="undecided"))
         await _until(lambda: set(many) <= set(there.refreshed))
         assert there.reads - reads <= 2, there.reads - reads
-    finally:
-        listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listening
-        await a.stop()
-        await b.stop()
 
 
 async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_back() -> None:
     # A Redis blip ended the listener for good: no process heard another again, and the job worker's waves never
     # reached a business that signed up afterwards. Its connection is cut here as a restart of Redis would.
-    try:
-        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        admin.ping()
-    except redis.RedisError as exc:
-        unavailable("Redis", exc)
+    admin = _admin()
     here, there = RecordingRanker(), RecordingRanker()
-    a, b = RankingSync(here, no_session, REDIS_URL), RankingSync(there, no_session, REDIS_URL)
     forgotten: list[str] = []
-    b.listeners.append(forgotten.extend)
-    await a.start()
-    await b.start()
-    listening = asyncio.create_task(b.listen())
-    try:
-        await asyncio.sleep(0.3)
+    async with _processes(here, there) as (a, b):
+        b.listeners.append(forgotten.extend)
         a.changed("biz_before")
         await _until(lambda: "biz_before" in there.refreshed)
         loads = there.loads
@@ -105,46 +112,24 @@ async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_bac
         await _until(lambda: there.loads > loads and "*" in forgotten)
         a.changed("biz_after")
         await _until(lambda: "biz_after" in there.refreshed)
-        # A's own publishing connection died too (the same kill, by name): its next publish went out all the same.
+        # A's publishing connection is cut as well: its next publish goes out all the same, on a new one.
         for c in admin.client_list():
             if c.get("name") == f"marketplace-ranking-{a._origin}":
                 admin.client_kill_filter(_id=c["id"])
         a.changed("biz_after_publisher_lost")
         await _until(lambda: "biz_after_publisher_lost" in there.refreshed)
-    finally:
-        listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listening
-        await a.stop()
-        await b.stop()
-        admin.close()
+    admin.close()
 
 
 async def test_deployments_on_other_redis_databases_do_not_hear_each_other() -> None:
     # Pub/sub channels belong to the Redis server, not to a database: two deployments sharing a server on different
     # database numbers heard each other's changes (and full refreshes) before the channel was named for the database.
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        unavailable("Redis", exc)
+    _admin().close()
     base, _, db = REDIS_URL.rpartition("/")
     other_url = f"{base}/{(int(db or 0) + 1) % 16}"
-    here, same, other = RecordingRanker(), RecordingRanker(), RecordingRanker()
-    a = RankingSync(here, no_session, REDIS_URL)
-    b, c = RankingSync(same, no_session, REDIS_URL), RankingSync(other, no_session, other_url)
-    for sync in (a, b, c):
-        await sync.start()
-    listening = [asyncio.create_task(b.listen()), asyncio.create_task(c.listen())]
-    try:
-        await asyncio.sleep(0.3)
+    same, other = RecordingRanker(), RecordingRanker()
+    async with _processes(RecordingRanker(), same, other, urls=(REDIS_URL, REDIS_URL, other_url)) as (a, _, _):
         a.changed("biz_one_deployment")
         await _until(lambda: "biz_one_deployment" in same.refreshed)
         await asyncio.sleep(0.3)
         assert other.refreshed == []
-    finally:
-        for task in listening:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for sync in (a, b, c):
-            await sync.stop()

@@ -11,11 +11,10 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-import redis
 
 from marketplace.ranking.events import Exposed, Moved
 from marketplace.ranking.sync import RankingSync
-from tests.conftest import unavailable
+from tests.redis_clients import admin_client, cut
 from tests.unit.ranking.fakes import RecordingRanker, no_session
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -29,16 +28,6 @@ async def _until(check: Any, seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("not heard within the time")
-
-
-def _admin() -> redis.Redis:
-    """A client of the test's own, to see and cut the syncs' connections; the test is skipped without Redis."""
-    try:
-        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        admin.ping()
-    except redis.RedisError as exc:
-        unavailable("Redis", exc)
-    return admin
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +50,7 @@ async def _processes(*rankers: RecordingRanker, urls: tuple[str, ...] = ()) -> A
 
 
 async def test_changes_and_records_reach_the_other_process() -> None:
-    _admin().close()
+    admin_client(REDIS_URL).close()
     here, there = RecordingRanker(), RecordingRanker()
     forgotten: list[str] = []
     async with _processes(here, there) as (a, b):
@@ -95,7 +84,7 @@ async def test_changes_and_records_reach_the_other_process() -> None:
 async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_back() -> None:
     # A Redis blip ended the listener for good: no process heard another again, and the job worker's waves never
     # reached a business that signed up afterwards. Its connection is cut here as a restart of Redis would.
-    admin = _admin()
+    admin = admin_client(REDIS_URL)
     here, there = RecordingRanker(), RecordingRanker()
     forgotten: list[str] = []
     async with _processes(here, there) as (a, b):
@@ -103,19 +92,13 @@ async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_bac
         a.changed("biz_before")
         await _until(lambda: "biz_before" in there.refreshed)
         loads = there.loads
-        name = f"marketplace-ranking-{b._origin}"
-        killed = [c["id"] for c in admin.client_list(_type="pubsub") if c.get("name") == name]
-        assert killed, admin.client_list(_type="pubsub")
-        for client_id in killed:
-            admin.client_kill_filter(_id=client_id)
+        assert cut(admin, f"marketplace-ranking-{b._origin}")  # its listening connection (and its publishing one)
         # It subscribes again, and reads everything back: what was published meanwhile is lost.
         await _until(lambda: there.loads > loads and "*" in forgotten)
         a.changed("biz_after")
         await _until(lambda: "biz_after" in there.refreshed)
         # A's publishing connection is cut as well: its next publish goes out all the same, on a new one.
-        for c in admin.client_list():
-            if c.get("name") == f"marketplace-ranking-{a._origin}":
-                admin.client_kill_filter(_id=c["id"])
+        assert cut(admin, f"marketplace-ranking-{a._origin}")
         a.changed("biz_after_publisher_lost")
         await _until(lambda: "biz_after_publisher_lost" in there.refreshed)
     admin.close()
@@ -124,7 +107,7 @@ async def test_a_listener_that_lost_redis_listens_again_and_reads_everything_bac
 async def test_deployments_on_other_redis_databases_do_not_hear_each_other() -> None:
     # Pub/sub channels belong to the Redis server, not to a database: two deployments sharing a server on different
     # database numbers heard each other's changes (and full refreshes) before the channel was named for the database.
-    _admin().close()
+    admin_client(REDIS_URL).close()
     base, _, db = REDIS_URL.rpartition("/")
     other_url = f"{base}/{(int(db or 0) + 1) % 16}"
     same, other = RecordingRanker(), RecordingRanker()

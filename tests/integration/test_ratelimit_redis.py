@@ -12,6 +12,7 @@ import redis
 from marketplace.errors import TooManyRequests
 from marketplace.http.ratelimit import RedisRateLimiter
 from tests.conftest import unavailable
+from tests.redis_clients import admin_client, cut
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -59,17 +60,11 @@ async def test_without_redis_each_process_still_limits() -> None:
 async def test_a_connection_lost_with_redis_is_replaced_not_a_fallback() -> None:
     # Once Redis came back, the first call met a pooled connection that had died with it and fell back to this
     # process's own window for a while (each process then let its own limit through).
-    try:
-        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        admin.ping()
-    except redis.RedisError as exc:
-        unavailable("Redis", exc)
+    admin = admin_client(REDIS_URL)
     limiter = RedisRateLimiter(5, REDIS_URL, f"test:ratelimit:{uuid.uuid4().hex}")
     try:
         assert await _passed([limiter], "203.0.113.9", 2) == 2
-        for client in admin.client_list():
-            if client.get("name") == limiter.name:
-                admin.client_kill_filter(_id=client["id"])
+        assert cut(admin, limiter.name)
         assert await _passed([limiter], "203.0.113.9", 6) == 3  # the shared window, still counting
         assert limiter._redis_down_until == 0.0
     finally:

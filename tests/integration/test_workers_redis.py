@@ -21,6 +21,7 @@ from marketplace.settings import get_settings
 from tests.conftest import make_settings, unavailable
 from tests.factories import auth, lead_body, operator_token, register
 from tests.integration.fraud_market import answer, claimed_deal, hired, report, survey_token
+from tests.redis_clients import admin_client, cut
 from workers import runtime
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -158,18 +159,11 @@ async def test_health_calls_a_broker_that_is_back_reachable() -> None:
 
     from marketplace.jobs import DramatiqJobs
 
-    try:
-        admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-        admin.ping()
-    except redis.RedisError as exc:
-        unavailable("Redis", exc)
+    admin = admin_client(REDIS_URL)
     jobs = DramatiqJobs(StubBroker(), REDIS_URL)
     try:
         assert await jobs.status() == "ok"
-        killed = [c["id"] for c in admin.client_list() if c.get("name") == jobs.probe_name]
-        assert killed
-        for client_id in killed:
-            admin.client_kill_filter(_id=client_id)
+        assert cut(admin, jobs.probe_name)
         assert await jobs.status() == "ok"
     finally:
         await jobs._probe.aclose()

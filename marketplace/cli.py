@@ -96,11 +96,17 @@ async def _load_demo(settings: Settings) -> list[str]:
 def _operator_name(raw: str) -> str:
     """An operator's name is what its decisions and status changes are kept under: one that shows nothing, or one
     longer than its column, is refused before anything is written."""
-    name = raw.strip()
+    from sqlalchemy import String
+
+    from marketplace.db.models import Operator
+
+    column = Operator.__table__.c.name.type
+    assert isinstance(column, String) and column.length is not None
+    name, longest = raw.strip(), column.length
     if blank(name):
         raise argparse.ArgumentTypeError("must not be blank")
-    if len(name) > 200:
-        raise argparse.ArgumentTypeError("at most 200 characters")
+    if len(name) > longest:
+        raise argparse.ArgumentTypeError(f"at most {longest} characters")
     return name
 
 

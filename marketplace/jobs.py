@@ -22,6 +22,7 @@ import dramatiq.errors
 import redis.exceptions
 
 from marketplace.clock import utcnow
+from marketplace.redis_clients import redis_client
 
 log = logging.getLogger("marketplace.jobs")
 
@@ -89,21 +90,7 @@ class DramatiqJobs:
         if not self._redis_url:
             return "ok"
         if self._probe is None:
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-
-            # A ping after Redis came back first meets the pooled connection that died with it: tried once more on
-            # a new one, or /health would call a broker that is back "unreachable".
-            self._probe = redis.asyncio.Redis.from_url(
-                self._redis_url,
-                socket_connect_timeout=1,
-                socket_timeout=1,
-                retry=Retry(NoBackoff(), 1),
-                retry_on_error=[RedisConnectionError],
-                client_name=self.probe_name,
-            )
+            self._probe = redis_client(self._redis_url, self.probe_name, socket_connect_timeout=1, socket_timeout=1)
         try:
             await asyncio.wait_for(self._probe.ping(), 1.5)
         except Exception as exc:  # any failure to reach it

@@ -179,13 +179,13 @@ async def update_business(
         )
     if phone is not None and phone != business.phone:
         await _check_phone_free_of_marks(session, phone)
-    if email is not None and email != business.email:
-        taken = await session.scalar(select(Business.id).where(Business.email == email, Business.id != business.id))
+    new_email = email if email is not None and email != business.email else None
+    if new_email is not None:
+        taken = await session.scalar(select(Business.id).where(Business.email == new_email, Business.id != business.id))
         if taken:
             raise _email_taken()
+        business.email = new_email
     business.name = name
-    if email is not None and email != business.email:
-        business.email = email
     if phone is not None:
         business.phone = phone
     if profile is not None:

@@ -225,7 +225,7 @@ def _peer_rate(count: int, total: int, default: float) -> float:
 def own_counts(deals: Sequence[Deal], as_of: datetime | None = None) -> dict[str, CategoryCounts]:
     """A business's own counts per category, in the shape its peers' are given (to take itself out).
 
-    `as_of`: what the business had added to norms summed at that moment (they are read at most once an hour): a deal
+    `as_of`: what the business had added to norms summed at that moment (they are read at most every few hours): a deal
     made since adds nothing, and one whose status moved since counts as the plain exposure it most likely was then (an
     open deal), so that taking the business out of older norms never takes out more than they hold."""
     # Summed in lists and made into counts once per category: a busy business has hundreds of deals, and a frozen

@@ -12,6 +12,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from marketplace.errors import TooManyRequests
+from marketplace.redis_clients import redis_client
 
 log = logging.getLogger("marketplace.http")
 WINDOW_SECONDS = 60
@@ -88,24 +89,10 @@ class RedisRateLimiter:
     intake stays open and still limited), and the failure is logged."""
 
     def __init__(self, per_minute: int, redis_url: str, prefix: str = "marketplace:ratelimit:intake") -> None:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
         self.per_minute = per_minute
         self.prefix = prefix
-        # Once Redis is back, the first call meets a pooled connection that died with it: tried again at once on a
-        # new one (not on a timeout, which would only double the wait) rather than falling back for a while.
         self.name = f"marketplace-ratelimit-{uuid.uuid4().hex[:12]}"
-        self._redis: Any = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
-            client_name=self.name,
-        )
+        self._redis: Any = redis_client(redis_url, self.name, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script: Any = self._redis.register_script(_COUNT)
         self._local = RateLimiter(per_minute)
         self._redis_down_until = 0.0

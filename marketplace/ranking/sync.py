@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from marketplace.clock import utcnow
 from marketplace.ranking.events import Event, Moved, business_ids
+from marketplace.redis_clients import redis_client
 
 log = logging.getLogger("marketplace.ranking")
 # Pub/sub channels are the Redis server's, whatever database a client selected: the channel is named for the
@@ -138,24 +139,12 @@ class RankingSync:
                 count = await self.ranker.load(session, utcnow())
             log.info("ranking core built with %d businesses", count)
         if self.redis_url:
-            import redis.asyncio as redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import ExponentialBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-            from redis.exceptions import TimeoutError as RedisTimeoutError
-
-            # A publish after Redis came back first meets a pooled connection that died with it: tried again on a
-            # new one rather than lost. The name tells this process's connections apart in `CLIENT LIST`.
+            # Named for this process in `CLIENT LIST`. The listener's own client lets a lost connection reach it: a
+            # subscription that silently came back would not know what was published while it was away (listen()
+            # reads everything back when it subscribes again).
             name = f"marketplace-ranking-{self._origin}"
-            self._redis = redis.Redis.from_url(
-                self.redis_url,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                client_name=name,
-            )
-            # The listener's own client does not retry: a subscription that silently came back would not know what
-            # was published while it was away (listen() reads everything back when it subscribes again).
-            self._subscriber = redis.Redis.from_url(self.redis_url, client_name=name)
+            self._redis = redis_client(self.redis_url, name)
+            self._subscriber = redis_client(self.redis_url, name, replace_dead=False)
             self._channel = f"{CHANNEL}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
 
     async def listen(self) -> None:

@@ -1072,7 +1072,13 @@ async def withdraw(
     done = await session.scalar(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == ledger_key))
     if done is None:
         owed = Money(balances[AccountKind.RECEIVABLE], amount.currency)
-        debts = await _open_charges(session, business.id, amount.currency) if owed.is_positive else []
+        # As they stand before the collection below (which settles or cancels them in this transaction): a refusal
+        # rolls that back and names them as they still are.
+        debts = (
+            [_OpenDebt.of(d) for d in await _open_charges(session, business.id, amount.currency)]
+            if owed.is_positive
+            else []
+        )
         if owed.is_positive:
             await collect_debts(session, settings, business.id, amount.currency)
             balances = await store.lock_wallet(session, business.id, amount.currency)
@@ -1115,8 +1121,22 @@ async def _open_charges(session: AsyncSession, business_id: str, currency: str) 
     return list(await session.scalars(_open_charges_query(business_id, currency)))
 
 
+@dataclass(frozen=True, slots=True)
+class _OpenDebt:
+    """An open debt as a withdrawal read it, before its collection changed the row."""
+
+    id: str
+    amount: Money
+    status: str
+    reference: str | None
+
+    @classmethod
+    def of(cls, row: Settlement) -> _OpenDebt:
+        return cls(row.id, Money(row.amount_minor, row.currency), row.status, row.reference)
+
+
 def _not_withdrawable(
-    amount: Money, available: Money, owed: Money, debts: list[Settlement], held: Money
+    amount: Money, available: Money, owed: Money, debts: list[_OpenDebt], held: Money
 ) -> InsufficientFunds:
     """The refusal of a withdrawal: what can be withdrawn, the earnings held (until their buyers pay and can no longer
     return the leads), and the open debts that come first, by name."""
@@ -1129,11 +1149,10 @@ def _not_withdrawable(
     if not owed.is_positive:
         return InsufficientFunds(f"{amount} asked, {available} can be withdrawn{waiting}", extra=extra)
     extra["open_debts"] = [
-        {"settlement_id": d.id, "amount": Money(d.amount_minor, d.currency).to_json(), "status": d.status,
-         "reference": d.reference}
+        {"settlement_id": d.id, "amount": d.amount.to_json(), "status": d.status, "reference": d.reference}
         for d in debts
-    ]  # fmt: skip
-    named = ", ".join(f"{d.id} ({Money(d.amount_minor, d.currency)}, {d.status})" for d in debts) or "none listed"
+    ]
+    named = ", ".join(f"{d.id} ({d.amount}, {d.status})" for d in debts) or "none listed"
     return InsufficientFunds(
         f"the business owes {owed} (open debts: {named}); what it owes is paid from the wallet before any "
         f"withdrawal, which leaves {available} to withdraw{waiting}, not {amount}",

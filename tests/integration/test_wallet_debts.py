@@ -404,6 +404,8 @@ async def test_a_withdrawal_pays_open_debts_first_or_is_refused_naming_them(app,
     assert "insufficient-funds" in problem["type"] and debt["id"] in problem["detail"]
     assert problem["withdrawable"] == money(10_000 - PRICE) and problem["owed"] == money(PRICE)
     assert [d["settlement_id"] for d in problem["open_debts"]] == [debt["id"]]
+    # Named as they stand (the collection the refusal rolled back had cancelled it in its transaction).
+    assert [d["status"] for d in problem["open_debts"]] == ["pending"] and "pending" in problem["detail"]
     # Refused as a whole: the debt is still open, nothing was offset or paid out.
     state = await wallet(client, lb)
     assert state["available"] == money(10_000) and state["owed"] == money(PRICE)

@@ -186,6 +186,8 @@ def create_app(
             path=DOCS_PATH,
             render_plugins=[SwaggerRenderPlugin()],
             components=COMPONENTS,
+            # Each handler's docstring is its operation's description: what it does, as the README says it.
+            use_handler_docstrings=True,
         ),
         on_app_init=[_quiet_defaults],
     )

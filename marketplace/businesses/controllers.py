@@ -40,6 +40,7 @@ class BusinessController(Controller):
 
     @get("/businesses/me", opt=access(Access.BUSINESS))
     async def me(self, state: State, request: Request[Any, Any, Any]) -> schemas.Business:
+        """The calling business's own account and profile (never its token)."""
         async with state.uow() as uow:
             business = await services.get_business(uow.session, current_principal(request).id)
             return services.to_schema(business)
@@ -48,6 +49,8 @@ class BusinessController(Controller):
     async def update_me(
         self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.BusinessUpdate]
     ) -> schemas.Business:
+        """Change the calling business's name, email, phone or profile (categories, regions, deal sizes, caps); fields
+        left out keep their values, and open offers the new profile no longer fits are withdrawn."""
         async with state.uow() as uow:
             business = await services.update_business(uow.session, state.settings, current_principal(request).id, data)
             out = services.to_schema(business)
@@ -58,6 +61,7 @@ class BusinessController(Controller):
 
     @get("/businesses/me/bids", opt=access(Access.LEAD_BUYER))
     async def my_bids(self, state: State, request: Request[Any, Any, Any]) -> schemas.Bids:
+        """A lead buyer's highest bid per category it serves, beside the category's list price."""
         async with state.uow() as uow:
             business = await services.get_business(uow.session, current_principal(request).id)
             return schemas.Bids(services.bids_of(state.settings, business))
@@ -76,6 +80,7 @@ class BusinessController(Controller):
 
     @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))
     async def get_one(self, state: State, business_id: FromPath[str]) -> schemas.Business:
+        """One business's account, for operators."""
         async with state.uow() as uow:
             return services.to_schema(await services.get_business(uow.session, business_id))
 

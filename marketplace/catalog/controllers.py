@@ -27,6 +27,10 @@ class CategoryOut(msgspec.Struct):
     exclusive_price: MoneyOut
     max_exposures: int
     commission_rate_bp: int
+    # The jurisdiction's VAT on the prices above: whether they include it (Israel) or it is added on the invoice
+    # (Germany), and its rate in basis points (1800 = 18 %).
+    prices_include_vat: bool
+    vat_rate_bp: int
 
 
 class CatalogController(Controller):
@@ -34,13 +38,14 @@ class CatalogController(Controller):
 
     @get("/v1/regions", opt=access(Access.PUBLIC))
     async def regions(self, state: State) -> list[RegionOut]:
+        """The regions a lead and a business's profile name."""
         return [RegionOut(r.code, r.name) for r in state.settings.regions.values()]
 
     @get("/v1/categories", opt=access(Access.PUBLIC))
     async def categories(self, state: State) -> list[CategoryOut]:
         """Categories with their prices and the commission rate of the plan in force (what a deal maker claiming
         a lead now agrees to pay on its paid deal)."""
-        cur = state.settings.currency
+        cur, jurisdiction = state.settings.currency, state.settings.jurisdiction
         async with state.uow() as uow:
             rates = await rates_in_force(uow.session, state.settings)
         return [
@@ -51,6 +56,8 @@ class CatalogController(Controller):
                 exclusive_price=MoneyOut(c.exclusive_price_minor, cur),
                 max_exposures=c.max_exposures,
                 commission_rate_bp=rates[c.code],
+                prices_include_vat=jurisdiction.prices_include_vat,
+                vat_rate_bp=jurisdiction.vat_rate_bp,
             )
             for c in state.settings.categories.values()
         ]
@@ -63,6 +70,7 @@ class CatalogController(Controller):
 
     @get("/health", opt=access(Access.PUBLIC))
     async def health(self, state: State) -> Response[dict[str, str]]:
+        """200 when the database answers (and, in production, Redis), 503 as a problem naming what is down."""
         try:
             async with state.sessions() as session:
                 await session.execute(text("SELECT 1"))

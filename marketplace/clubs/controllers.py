@@ -39,6 +39,7 @@ class ClubController(Controller):
     async def list_clubs(
         self, state: State, limit: FromQuery[QueryInt] = QueryInt(50), cursor: FromQuery[str | None] = None
     ) -> Page[schemas.Club]:
+        """The clubs, for operators."""
         async with state.uow() as uow:
             items, next_cursor = await services.list_clubs(uow.session, state.settings, check_limit(limit), cursor)
         return Page(items=items, next_cursor=next_cursor)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -10,12 +10,12 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.db.models import Business
 from marketplace.errors import NotFound
-from marketplace.exposures import schemas, services
+from marketplace.exposures import rules, schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
-from marketplace.http.strict import QueryInt
+from marketplace.http.strict import QueryInt, one_of
 from marketplace.leads.services import get_lead
 from marketplace.ranking.events import Event
 from marketplace.ranking.service import moved
@@ -34,8 +34,10 @@ class ExposureController(Controller):
         request: Request[Any, Any, Any],
         limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
+        status: Annotated[str | None, one_of(rules.NEXT, "only the exposures in this status")] = None,
     ) -> Page[schemas.Exposure]:
+        """The calling business's exposures (the leads whose contact it has), newest first, with contact, status and
+        history; `?status=` keeps one status."""
         async with state.uow() as uow:
             rows, next_cursor = await services.list_own(
                 uow.session, current_principal(request), check_limit(limit), cursor, status
@@ -47,6 +49,8 @@ class ExposureController(Controller):
     async def get_exposure(
         self, state: State, request: Request[Any, Any, Any], exposure_id: FromPath[str]
     ) -> schemas.Exposure:
+        """One of the calling business's exposures, with the lead's contact, its status and history (another business's
+        is a 404)."""
         async with state.uow() as uow:
             exposure = await services.get_own(uow.session, current_principal(request), exposure_id)
             return await services.to_schema(uow.session, state.settings, exposure)
@@ -99,6 +103,8 @@ class ExposureController(Controller):
         exposure_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
+        """A lead buyer's shared exposure made exclusive while no competitor has seen the contact, paying the difference
+        to the exclusive price; 409 once another business holds the lead."""
         business = current_principal(request)
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:

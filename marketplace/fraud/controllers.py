@@ -3,7 +3,7 @@ notification outbox, fraud alerts and decisions, and a business's risk (operator
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
@@ -14,7 +14,8 @@ from marketplace.errors import InvalidInput
 from marketplace.fraud import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
-from marketplace.http.strict import QueryInt
+from marketplace.http.strict import QueryInt, one_of
+from marketplace.outbox import NOTIFICATION_KINDS
 
 
 async def _survey_link_first(request: Request[Any, Any, Any]) -> None:
@@ -63,7 +64,7 @@ class NotificationController(Controller):
         state: State,
         limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
-        kind: FromQuery[str | None] = None,
+        kind: Annotated[str | None, one_of(NOTIFICATION_KINDS, "only the messages of this kind")] = None,
         reference: FromQuery[str | None] = None,
     ) -> Page[schemas.Notification]:
         """Every message the service sent or would send (survey links, alerts), newest first. Without a mail
@@ -85,7 +86,7 @@ class FraudController(Controller):
         state: State,
         limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
+        status: Annotated[str | None, one_of(ALERT_STATUSES, "only the alerts in this status (open: queued)")] = None,
     ) -> Page[schemas.Alert]:
         """Alerts, newest first (`?status=open` for the queue), each with its risk score, reasons and the
         evidence with the leads behind it."""
@@ -98,6 +99,7 @@ class FraudController(Controller):
 
     @get("/alerts/{alert_id:str}", opt=access(Access.OPERATOR))
     async def get_alert(self, state: State, alert_id: FromPath[str]) -> schemas.Alert:
+        """One fraud alert with its risk score, reasons and evidence."""
         async with state.uow() as uow:
             alert = await services.get_alert(uow.session, alert_id)
             return (await services.alerts_out(uow.session, [alert]))[0]

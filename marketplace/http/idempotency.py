@@ -31,9 +31,21 @@ from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
 # The header as a handler parameter: `idempotency_key: IdempotencyKey = None`.
 IDEMPOTENCY_KEY = "Idempotency-Key"
-IdempotencyKey = Annotated[str | None, HeaderParameter(name=IDEMPOTENCY_KEY, required=False)]
-Work = Callable[[UnitOfWork], Awaitable[tuple[int, Any]]]
 MAX_KEY_LENGTH = 200
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name=IDEMPOTENCY_KEY,
+        required=False,
+        description=(
+            "Any string of 1 to 200 characters, unique per request: a retry with the same key and body gets the first "
+            "answer (`Idempotent-Replayed: true`), the same key with another body a 422. Keys are the caller's own."
+        ),
+        # Checked by run_idempotent (a 422 naming the header); here for the schema.
+        schema_extra={"minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    ),
+]
+Work = Callable[[UnitOfWork], Awaitable[tuple[int, Any]]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Union, get_args, get_origin
 
@@ -20,6 +20,7 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import SerializationException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
 
 from marketplace.errors import BadRequest, UnsupportedMediaType
 
@@ -346,3 +347,10 @@ class StrictRequest(Request[Any, Any, Any]):
             raise ValidationException(
                 detail="Validation failed", extra=[{"message": m, "source": "body"} for m in messages]
             ) from exc
+
+
+def one_of(values: Iterable[str], description: str) -> Any:
+    """A query filter's parameter whose allowed values the served schema lists (`enum`): `status: Annotated[str |
+    None, one_of(STATUSES, "...")] = None`. The handler still checks the value and answers a 422 naming the
+    parameter and the values (problems: Litestar's own refusal would not say which values are allowed)."""
+    return Parameter(description=description, schema_extra={"enum": list(values)})

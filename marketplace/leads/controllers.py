@@ -79,5 +79,6 @@ class LeadController(Controller):
 
     @get("/leads/{lead_id:str}", opt=access(Access.OPERATOR))
     async def get_one(self, state: State, lead_id: FromPath[str]) -> schemas.LeadDetail:
+        """One lead as operators see it: its status, exposures and offers."""
         async with state.uow() as uow:
             return await services.detail(uow.session, await services.get_lead(uow.session, lead_id))

@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from litestar import Controller, Request, Response, get, post
@@ -24,7 +24,7 @@ from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idemp
 from marketplace.http.negotiation import preferred
 from marketplace.http.pagination import Page, check_cursor, check_limit, page_of
 from marketplace.http.problems import documented
-from marketplace.http.strict import QueryInt, QueryTime
+from marketplace.http.strict import QueryInt, QueryTime, one_of
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.ranking.sync import ALL
@@ -37,6 +37,7 @@ from marketplace.wallet.ledger import TransferKind
 
 CSV_PAGE = 1000
 SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
+ENTRY_FORMATS = ("json", "csv")
 KINDS = frozenset(k.value for k in TransferKind)
 # The headers of an answer whose form the request's Accept header chose (RFC 9110 12.5.5).
 NEGOTIATED = {"Vary": "Accept"}
@@ -80,13 +81,19 @@ class WalletController(Controller):
         cursor: FromQuery[str | None] = None,
         since: FromQuery[QueryTime | None] = None,
         until: FromQuery[QueryTime | None] = None,
-        kind: FromQuery[str | None] = None,
-        format: FromQuery[str] = "json",
+        kind: Annotated[str | None, one_of(sorted(KINDS), "only the entries of this kind of transaction")] = None,
+        format: Annotated[str, one_of(ENTRY_FORMATS, "json: a page; csv: every entry (no limit or cursor)")] = "json",
     ) -> Response[Any]:
         """Own ledger entries, newest first, filtered by date and kind; `?format=csv` exports them all."""
         business_id = current_principal(request).id
-        if format not in ("json", "csv"):
-            raise InvalidInput.field("format", "json or csv")
+        if format not in ENTRY_FORMATS:
+            raise InvalidInput.field("format", " or ".join(ENTRY_FORMATS))
+        if format == "csv":
+            # The export is every entry the filters take; a page's limit or cursor there would be ignored, and a
+            # client that sent one expects fewer rows than it gets.
+            for name in ("limit", "cursor"):
+                if name in request.query_params:
+                    raise InvalidInput.field(name, "the CSV export holds every entry; page the JSON list instead")
         if kind is not None and kind not in KINDS:
             raise InvalidInput.field("kind", f"one of {', '.join(sorted(KINDS))}")
         for name, value in (("since", since), ("until", until)):  # each an RFC 3339 time with its offset
@@ -216,6 +223,8 @@ class WalletController(Controller):
         cursor: FromQuery[str | None] = None,
         business_id: FromQuery[str | None] = None,
     ) -> Page[schemas.InvoiceSummary]:
+        """The calling business's invoices and credit notes, newest first (operators: every business's, or
+        `?business_id=`)."""
         async with state.uow() as uow:
             items, next_cursor = await queries.invoices_for(
                 uow.session, current_principal(request), business_id, check_limit(limit), cursor
@@ -255,10 +264,12 @@ class WalletController(Controller):
         self,
         state: State,
         request: Request[Any, Any, Any],
-        status: FromQuery[str | None] = None,
+        status: Annotated[str | None, one_of(SETTLEMENT_STATUSES, "only the settlements in this status")] = None,
         limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Settlement]:
+        """Charges and payouts through the payment provider, newest first: a business sees its own, operators every one;
+        `?status=` keeps one status."""
         if status is not None and status not in SETTLEMENT_STATUSES:
             raise InvalidInput.field("status", f"one of {', '.join(SETTLEMENT_STATUSES)}")
         async with state.uow() as uow:
@@ -305,7 +316,7 @@ class WalletController(Controller):
     async def list_payables(
         self,
         state: State,
-        account: FromQuery[str | None] = None,
+        account: Annotated[str | None, one_of(payables.KINDS, "only the payables on this kind of account")] = None,
         limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
     ) -> Page[schemas.Payable]:

@@ -483,6 +483,8 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
                 failures.append(f"{method} {path}: limit is not documented as 1 to 200")
         if path in MOVES_MONEY and "Idempotency-Key" not in {p["name"] for p in op.get("parameters", [])}:
             failures.append(f"{method} {path}: Idempotency-Key is not documented")
+        if not op.get("description", "").strip():
+            failures.append(f"{method} {path}: what the call does is not described")
         if (op.get("security") == [{"bearer": []}]) == (path in PUBLIC):
             failures.append(f"{method} {path}: the bearer token is {'' if path in PUBLIC else 'not '}required")
         expected_errors = {"422"} | ({"401", "403"} if path not in PUBLIC else set())
@@ -517,6 +519,24 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
         "application/pdf",
     }
     assert served[("POST", "/v1/offers/{}/claim")]["requestBody"]["required"] is False
+    # A filter's values are listed (a client learns them from the schema, not from a 422); so are a key's bounds.
+    def parameter(call: tuple[str, str], name: str) -> dict[str, Any]:
+        return next(p for p in served[call].get("parameters", []) if p["name"] == name)
+
+    filters = {
+        (("GET", "/v1/exposures"), "status"): {"new", "contacted", "quoted", "won", "lost", "invoiced", "paid"},
+        (("GET", "/v1/fraud/alerts"), "status"): {"open", "confirmed", "dismissed"},
+        (("GET", "/v1/settlements"), "status"): {"pending", "confirmed", "failed", "cancelled"},
+        (("GET", "/v1/wallet/entries"), "format"): {"json", "csv"},
+        (("GET", "/v1/wallet/entries"), "kind"): {"exposure_purchase", "deal_commission", "withdrawal"},
+        (("GET", "/v1/payables"), "account"): {"club_payable", "referrer_payable"},
+        (("GET", "/v1/notifications"), "kind"): {"survey", "alert", "invoice"},
+    }
+    for (call, name), some in filters.items():
+        listed = parameter(call, name)["schema"].get("enum")
+        assert listed and some <= set(listed), (call, name, listed)
+    key = parameter(("POST", "/v1/wallet/withdrawals"), "Idempotency-Key")["schema"]
+    assert (key.get("minLength"), key.get("maxLength")) == (1, 200), key
     # A field a PATCH may leave out keeps the bounds the server enforces (a lower bound of 0 too).
     patch = components["ProfilePatch"]["properties"]
     assert patch["min_deal_minor"] == {"type": "integer", "minimum": 0, "maximum": 10**15}

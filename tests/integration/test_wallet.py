@@ -473,6 +473,9 @@ async def test_in_germany_returning_an_upgraded_lead_credits_each_invoice_at_its
             eur = {"currency": "EUR"}
             regions = (await client.get("/v1/regions")).json()
             assert [r["code"] for r in regions] == ["berlin", "hamburg", "bavaria", "nrw", "hesse"]  # Germany's own
+            # A client can tell the prices shown are net, with 19 % added on the invoice.
+            legal = next(c for c in (await client.get("/v1/categories")).json() if c["code"] == "legal")
+            assert legal["prices_include_vat"] is False and legal["vat_rate_bp"] == 1900, legal
             profile = {"categories": ["legal"], "regions": ["berlin"]}
             lb_id, lb = await register(client, "lead_buyer", **eur, phone="+49 30 901820", profile=profile)
             budget = {"amount_minor": 500_000, **eur}
@@ -960,6 +963,7 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert under_v1.json()["commission_rate_bp"] == 3000
     categories = {c["code"]: c for c in (await client.get("/v1/categories")).json()}
     assert categories["legal"]["commission_rate_bp"] == 2000 and categories["plumbing"]["commission_rate_bp"] == 1500
+    assert categories["legal"]["prices_include_vat"] is True and categories["legal"]["vat_rate_bp"] == 1800  # Israel
     lead2 = await _sell(client, seller, category="legal")
     (offer2,) = await offer_lead_to(app, lead2, [dm_id])
     offered = (await client.get("/v1/offers", headers=auth(dm))).json()["items"]

@@ -463,6 +463,9 @@ async def test_statement_filters_are_checked(app, client, db):
         ({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
         ({"since": "2026-02-01T00:00:00"}, "since"),
         ({"until": "2026-02-01T00:00:00", "format": "csv"}, "until"),
+        # The CSV export is every entry: a page's limit or cursor (garbage or not) would be silently ignored.
+        ({"limit": "10", "format": "csv"}, "limit"),
+        ({"cursor": "garbage", "format": "csv"}, "cursor"),
     ):
         response = await client.get("/v1/wallet/entries", headers=auth(lb), params=params)
         assert response.status_code == 422, (params, response.text)

@@ -70,8 +70,9 @@ class BusinessController(Controller):
     async def set_my_bids(
         self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.BidsIn]
     ) -> schemas.Bids:
-        """A lead buyer's highest bid per category; each lead costs the least that keeps its place in the
-        ranking (generalised second price), never below the category's price and never above the bid."""
+        """A lead buyer's highest bid per category, all at once (a category not named has its bid withdrawn); each
+        lead costs the least that keeps its place in the ranking (generalised second price), never below the
+        category's price and never above the bid."""
         business_id = current_principal(request).id
         async with state.uow() as uow:
             bids = await services.set_bids(uow.session, state.settings, business_id, data)

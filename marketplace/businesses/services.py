@@ -350,8 +350,9 @@ def to_schema(business: Business) -> schemas.Business:
 async def set_bids(
     session: AsyncSession, settings: Settings, business_id: str, data: schemas.BidsIn
 ) -> list[schemas.Bid]:
-    """A lead buyer's highest bid per category it serves; never below the category's price (the reserve).
-    It pays the generalised second price of each lead, at most its bid."""
+    """A lead buyer's highest bid per category it serves, all of them at once (a category not named has its bid
+    withdrawn); never below the category's price (the reserve). It pays the generalised second price of each lead,
+    at most its bid. Refused as a whole, naming every error, with nothing changed."""
     business = await get_business(session, business_id, for_update=True)
     rows = {row.category: row for row in business.category_rows}
     errors = []
@@ -386,20 +387,26 @@ async def set_bids(
             )
     if errors:
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the bids are invalid", errors=errors)
-    for bid in data.bids:
-        rows[bid.category].max_bid_minor = bid.max_bid.amount_minor if bid.max_bid is not None else None
+    # A PUT replaces the bids: a category of the business the body does not name has its bid withdrawn, as an
+    # explicit null does (RFC 9110: the body is the new state, not a patch of the old one).
+    wanted: dict[str, int | None] = {category: None for category in rows}
+    wanted.update({bid.category: bid.max_bid.amount_minor if bid.max_bid is not None else None for bid in data.bids})
+    for category_code, max_bid_minor in wanted.items():
+        rows[category_code].max_bid_minor = max_bid_minor
+        if category_code not in settings.categories:
+            continue  # a category the marketplace no longer lists has no open offers to cap
         # An open offer's second price was set under the old bid: a lowered (or withdrawn) bid caps it, so that a
         # claim never costs more than the bid in force, and the list shows what the claim charges. A raised bid
         # leaves it: the price was the least that kept the place.
-        list_price = settings.categories[bid.category].lead_price_minor
-        ceiling = bid.max_bid.amount_minor if bid.max_bid is not None else list_price
+        list_price = settings.categories[category_code].lead_price_minor
+        ceiling = max_bid_minor if max_bid_minor is not None else list_price
         await session.execute(
             update(Offer)
             .where(
                 Offer.business_id == business.id,
                 Offer.status == "open",
                 Offer.price_minor > ceiling,
-                Offer.lead_id.in_(select(Lead.id).where(Lead.category == bid.category)),
+                Offer.lead_id.in_(select(Lead.id).where(Lead.category == category_code)),
             )
             .values(price_minor=ceiling)
         )

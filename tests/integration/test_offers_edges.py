@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from marketplace.db.models import Offer
 from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
@@ -293,3 +293,39 @@ async def test_a_clubs_lead_prices_its_members_by_second_price_and_skips_one_at_
     assert set(offers) == set(members[:3])
     assert [offers[b].price_minor for b in members[:3]] == [12_000, 9_000, 7_000]
     assert capped_id not in offers and outsider not in offers
+
+
+async def test_a_put_of_bids_withdraws_the_bid_of_a_category_it_does_not_name(app, client, db, settings):
+    """PUT replaces the bids (RFC 9110): a category of the business the body leaves out has its bid withdrawn, as an
+    explicit null does (it kept its old bid: the PUT merged). The withdrawal caps that category's open offers at the
+    list price and reaches the ranking core; a refused PUT still changes nothing."""
+    plumbing = settings.categories["plumbing"].lead_price_minor
+    renovation = settings.categories["renovation"].lead_price_minor
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["plumbing", "renovation"]})
+    both = await _put_bids(client, buyer, _bid("plumbing", plumbing + 100), _bid("renovation", renovation + 200))
+    assert both.status_code == 200, both.text
+    lead = await submit_lead(client, category="renovation")
+    (offer,) = await offer_lead_to(app, lead, [buyer_id])
+    async with app.state.uow() as uow:  # offered under the renovation bid
+        await uow.session.execute(update(Offer).where(Offer.id == offer).values(price_minor=renovation + 200))
+    await app.state.ranking_sync.settled()
+    assert app.state.ranker.standings[buyer_id].bids["renovation"] == renovation + 200
+
+    # Refused (a category not its own): nothing changes, the renovation bid included.
+    refused = await _put_bids(client, buyer, _bid("plumbing", plumbing + 300), _bid("legal", None))
+    assert refused.status_code == 422, refused.text
+    kept = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
+    assert [b["max_bid"]["amount_minor"] for b in kept] == [plumbing + 100, renovation + 200]
+    one = await _put_bids(client, buyer, _bid("plumbing", plumbing + 300))
+    assert one.status_code == 200, one.text
+    expected = {"plumbing": {"amount_minor": plumbing + 300, "currency": "ILS"}, "renovation": None}
+    assert {b["category"]: b["max_bid"] for b in one.json()["bids"]} == expected
+    shown = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
+    assert {b["category"]: b["max_bid"] for b in shown} == expected
+    assert await db.scalar(select(Offer.price_minor).where(Offer.id == offer)) == renovation
+    await app.state.ranking_sync.settled()
+    assert app.state.ranker.standings[buyer_id].bids == {"plumbing": plumbing + 300, "renovation": None}
+    # An empty list withdraws every bid.
+    assert (await _put_bids(client, buyer)).status_code == 200
+    shown = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
+    assert [b["max_bid"] for b in shown] == [None, None]

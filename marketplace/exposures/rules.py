@@ -18,8 +18,10 @@ NEXT: dict[str, tuple[str, ...]] = {
 UNDECIDED = ("new", "contacted", "quoted")
 UNPAID = ("won", "invoiced")
 WON = (*UNPAID, "paid")
-# Statuses that keep a deal open: a business that has not updated one in time has a stale lead.
-OPEN = (*UNDECIDED, *UNPAID)
+# A business that has not updated an undecided deal in time has a stale lead (the customer's decision unreported).
+# A won or invoiced deal waits for the customer's payment, which only `paid` may follow: it never goes stale (the
+# ranking and the fraud signals read stale on undecided deals only; an unpaid win counts by its own term, unpaid_days).
+STALEABLE = UNDECIDED
 # What a blocked business may still report: the deals it kept through the block (those it won, and those whose
 # customer says it hired it) won, invoiced and paid, so their commission is charged.
 SETTLING = ("won", "invoiced", "paid")

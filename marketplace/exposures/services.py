@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import ColumnElement, bindparam, case, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339, utcnow
-from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, LeadContact, Offer
+from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, LeadContact, Offer, Survey
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
@@ -69,6 +69,17 @@ _OWN_LOCKED = _OWN.with_for_update()
 _RELEASED = select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == bindparam("exposure_id"))
 _LOCK_LEAD = select(Lead.id).where(Lead.id == bindparam("lead_id")).with_for_update(key_share=True)
 _HISTORY = select(ExposureEvent).where(ExposureEvent.exposure_id == bindparam("exposure_id")).order_by(ExposureEvent.id)
+# The customer's answered survey of the lead saying it hired this business: the lead made a deal, whatever the status.
+_HIRED_ME = (
+    select(Survey.id)
+    .where(
+        Survey.lead_id == bindparam("lead_id"),
+        Survey.answered_at.is_not(None),
+        Survey.hired.is_(True),
+        Survey.business_id == bindparam("business_id"),
+    )
+    .limit(1)
+)
 
 
 async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
@@ -118,7 +129,8 @@ async def to_schema(
         commission_rate_bp=exposure.commission_rate_bp if exposure.mode == "deal_maker" else None,
         status=exposure.status,
         turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
-        stale=exposure.stale,
+        # A won deal marked stale before mark_stale kept to undecided deals is not stale (rules.STALEABLE).
+        stale=exposure.stale and exposure.status in rules.STALEABLE,
         lead=summary(lead),
         contact=contact,
         created_at=exposure.created_at,
@@ -234,8 +246,11 @@ async def update_status(
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.
     await fraud.on_deal_reported(session, settings, exposure, data.status)
-    if data.status in rules.SETTLING and before.status not in rules.SETTLING:
-        # The customer hired this business: nobody else is offered, nor sold, its contact from now on.
+    if exposure.mode == "deal_maker" and data.status in rules.SETTLING and before.status not in rules.SETTLING:
+        # The customer hired this business: nobody else is offered, nor sold, its contact from now on. Only a deal
+        # maker's word, which commits it to a commission: a lead buyer's reports are a lead manager of its own that
+        # owes nothing, and its free `won` would otherwise buy exclusivity at the shared price. (Its customer's
+        # survey answer naming a hire still takes the lead off the market: fraud.answer_survey.)
         await take_off_the_market(session, exposure.lead_id)
     if data.status == "paid" and exposure.mode == "deal_maker":
         lead = await session.get(Lead, exposure.lead_id)
@@ -314,6 +329,10 @@ async def return_exposure(
         raise Conflict(f"a lead in status {exposure.status} cannot be returned")
     if exposure.status == "lost" and await _released(session, exposure):
         raise Conflict("this lead was released by a block: its place already went back to the market")
+    # A lead is returnable only before a deal was made on it (rules.RETURNABLE): the customer's word that it hired
+    # this business is a deal, whatever the business reported (lost, or nothing yet).
+    if await session.scalar(_HIRED_ME, {"lead_id": exposure.lead_id, "business_id": business.id}) is not None:
+        raise Conflict("the customer says it hired this business for this lead: it is a deal, not an irrelevant lead")
     deadline = exposure.created_at + timedelta(days=settings.windows.return_days)
     if now > deadline:
         raise Conflict(
@@ -346,13 +365,16 @@ async def return_exposure(
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:
-    """Open deals with no update for `stale_days` become stale; their businesses have news for the fraud
-    assessment (a stale lead is one of its signals). Idempotent. Returns how many deals became stale."""
+    """Undecided deals with no update for `stale_days` become stale (a won deal waiting for its payment does not:
+    rules.STALEABLE); their businesses have news for the fraud assessment (a stale lead is one of its signals).
+    Idempotent. Returns how many deals became stale."""
     cutoff = utcnow() - timedelta(days=settings.windows.stale_days)
     owners = list(
         await session.scalars(
             update(Exposure)
-            .where(Exposure.status.in_(rules.OPEN), Exposure.status_changed_at <= cutoff, Exposure.stale.is_(False))
+            .where(
+                Exposure.status.in_(rules.STALEABLE), Exposure.status_changed_at <= cutoff, Exposure.stale.is_(False)
+            )
             .values(stale=True)
             .returning(Exposure.business_id)
         )
@@ -370,7 +392,7 @@ async def business_stats(session: AsyncSession, business_id: str) -> schemas.Bus
             select(
                 func.count(Exposure.id),
                 count_where(Exposure.status == "returned"),
-                count_where(Exposure.stale.is_(True)),
+                count_where(and_(Exposure.stale.is_(True), Exposure.status.in_(rules.STALEABLE))),
                 count_where(Exposure.status.in_(("won", "invoiced", "paid"))),
                 count_where(Exposure.status == "lost"),
                 count_where(Exposure.status == "paid"),

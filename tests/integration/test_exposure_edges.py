@@ -3,14 +3,18 @@ meets them: beyond test_lifecycle.py, test_contract.py, test_wallet.py and test_
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from marketplace.db.models import Exposure, Invoice, LedgerTransaction, Settlement
-from tests.factories import auth, operator_token, register
+from marketplace.clock import clock
+from marketplace.db.models import Exposure, Invoice, LedgerTransaction, Offer, Settlement
+from tests.factories import auth, offer_lead_to, operator_token, register, submit_lead
+from tests.integration.fraud_market import answer, claimed_deal, hired, report, survey_token
 from tests.integration.test_bad_input import assert_problem
 from tests.integration.test_contract import claimed_exposure
+from workers.actors import mark_stale
 
 
 def money(amount: int, currency: str = "ILS") -> dict[str, Any]:
@@ -86,3 +90,103 @@ async def test_a_lead_buyer_reports_its_deals_without_a_turnover_it_owes_nothing
     assert_problem(await _report(client, dm, dm_exposure, {"status": "paid"}), 422, "turnover")
     assert await db.scalar(select(Exposure.status).where(Exposure.id == dm_exposure)) == "won"
     assert await db.count(Settlement, Settlement.reference == dm_exposure) == 0
+
+
+async def _return(client: Any, token: str, exposure_id: str) -> Any:
+    return await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "irrelevant"})
+
+
+async def test_a_lead_the_customer_says_it_hired_this_business_for_cannot_be_returned(app, client, db):
+    """A lead may be returned only before a deal was made on it. A business that reported its deal `lost` (or nothing)
+    returned it as irrelevant after its customer had answered that it hired that very business: a lead buyer got its
+    price back, a deal maker a replacement. It is now a 409, and nothing changes; a holder the customer did not hire
+    may still return its lead."""
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    other_id, other = await register(client, "lead_buyer")
+    lead_id, exposure_id = await claimed_deal(app, client, lb_id, lb)
+    (other_offer,) = await offer_lead_to(app, lead_id, [other_id])
+    claimed = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(other), json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    await report(client, lb, exposure_id, "lost")
+    token = await survey_token(client, operator, lead_id)
+    assert (await answer(client, token, **hired(lb_id, 150_000, satisfaction=5))).status_code == 200
+    transactions = await db.count(LedgerTransaction)
+
+    refused = assert_problem(await _return(client, lb, exposure_id), 409)
+    assert "hired this business" in refused["detail"]
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+    assert await db.scalar(select(Exposure.returned_at).where(Exposure.id == exposure_id)) is None
+    assert await db.count(LedgerTransaction) == transactions  # no refund
+    shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(lb))).json()
+    assert shown["status"] == "lost" and shown["contact"] is not None
+
+    # The other holder was not hired: its lead may be irrelevant, and its return is refunded as ever.
+    returned = await _return(client, other, claimed.json()["id"])
+    assert returned.status_code == 200, returned.text
+    assert returned.json()["refund"] is not None
+
+    # A deal maker whose customer says it hired it gets no replacement for the lead either.
+    dm_id, dm = await register(client, "deal_maker")
+    dm_lead, dm_exposure = await claimed_deal(app, client, dm_id, dm)
+    await submit_lead(client)  # an open lead a replacement could be made of
+    await report(client, dm, dm_exposure, "lost")
+    token = await survey_token(client, operator, dm_lead)
+    assert (await answer(client, token, **hired(dm_id, 150_000))).status_code == 200
+    offers = await db.count(Offer, Offer.business_id == dm_id)
+    assert_problem(await _return(client, dm, dm_exposure), 409)
+    assert await db.count(Offer, Offer.business_id == dm_id) == offers
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == dm_exposure)) == "lost"
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == dm_exposure)) is None
+
+
+async def test_a_lead_buyer_s_won_report_leaves_the_lead_on_the_market(app, client, db):
+    """A lead buyer's reports are a lead manager of its own and owe nothing: its free `won` took the lead off the
+    market, so a buyer that paid the shared price and reported `won` at once had bought exclusivity (the other
+    businesses offered the lead got a 409). Its report now leaves the lead on the market; a deal maker's `won`, which
+    commits it to a commission, still takes it off."""
+    a_id, a = await register(client, "lead_buyer")
+    b_id, b = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    offer_a, offer_b = await offer_lead_to(app, lead_id, [a_id, b_id])
+    claimed = await client.post(f"/v1/offers/{offer_a}/claim", headers=auth(a), json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    await report(client, a, claimed.json()["id"], "won")
+    assert await db.scalar(select(Offer.status).where(Offer.id == offer_b)) == "open"
+    second = await client.post(f"/v1/offers/{offer_b}/claim", headers=auth(b), json={"exclusive": False})
+    assert second.status_code == 201, second.text
+
+    dm_id, dm = await register(client, "deal_maker")
+    c_id, c = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    offer_dm, offer_c = await offer_lead_to(app, lead_id, [dm_id, c_id])
+    claimed = await client.post(f"/v1/offers/{offer_dm}/claim", headers=auth(dm))
+    assert claimed.status_code == 201, claimed.text
+    await report(client, dm, claimed.json()["id"], "won", turnover=150_000)
+    assert await db.scalar(select(Offer.status).where(Offer.id == offer_c)) != "open"
+    refused = await client.post(f"/v1/offers/{offer_c}/claim", headers=auth(c), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+
+
+async def test_a_won_deal_waiting_for_its_payment_does_not_go_stale(app, client, db, settings):
+    """A deal stays stale-free while the customer's payment is awaited: only `paid` may follow `won`, so a won deal
+    marked stale could not be cleared honestly. Only undecided deals (new, contacted, quoted) go stale now; a won one
+    marked stale before (by the old sweep) is not shown nor counted as stale."""
+    _, token, won_id = await claimed_exposure(app, client, "deal_maker")
+    _, _, open_id = await claimed_exposure(app, client, "deal_maker")
+    await report(client, token, won_id, "won", turnover=150_000)
+    clock.advance(timedelta(days=settings.windows.stale_days, seconds=1))
+    await mark_stale()
+    assert await db.scalar(select(Exposure.stale).where(Exposure.id == won_id)) is False
+    # (The other deal maker's undecided deal did go stale.)
+    assert await db.scalar(select(Exposure.stale).where(Exposure.id == open_id)) is True
+    stats = (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()
+    assert (stats["stale"], stats["won"]) == (0, 1)
+
+    # One the old sweep marked stale: neither shown nor counted as stale.
+    async with app.state.uow() as uow:
+        await uow.session.execute(update(Exposure).where(Exposure.id == won_id).values(stale=True))
+    assert (await client.get(f"/v1/exposures/{won_id}", headers=auth(token))).json()["stale"] is False
+    assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 0
+    paid = await _report(client, token, won_id, {"status": "paid", "turnover": money(150_000)})
+    assert paid.status_code == 200 and paid.json()["stale"] is False

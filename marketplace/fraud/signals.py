@@ -34,6 +34,9 @@ PATTERNS = (BELOW_BUDGET, LOWERED_TURNOVER, LOST_RATE, RETURN_RATE, STALE_LEADS,
 # Evidence weights (the rule score is 1 - exp(-total weight); 0.69 of weight is a score of 0.5).
 HIDDEN_AS_LOST = 1.0  # the customer hired it; it reported `lost`
 HIDDEN_AS_NOTHING = 0.8  # the customer hired it; it still reports an open deal after the grace period
+# The customer hired it and names what it paid; the business reported the deal won but never paid, `unpaid_after` since
+# the win: the commission, charged at `paid`, is never charged. As strong as a deal reported as nothing.
+HIDDEN_AS_UNPAID = HIDDEN_AS_NOTHING
 RETURNED_HIRED = 1.0  # it returned the lead as irrelevant; the customer hired it
 UNDER_REPORT_MAX = 1.0  # per deal, scaled by how far below the customer's amount the turnover is
 STRONG_CAP = 4.0
@@ -287,6 +290,7 @@ def assess(
         )
     under: list[tuple[Deal, float]] = []
     below_budget: list[Deal] = []
+    hidden_unpaid: set[str] = set()
     if deal_maker:
         as_lost = [d for d, _ in hired_me if d.status == "lost"]
         as_nothing = [
@@ -294,22 +298,42 @@ def assess(
             for d, a in hired_me
             if d.status in OPEN_PIPELINE and (d.stale or now - a.answered_at >= config.report_grace)
         ]
-        hidden = as_lost + as_nothing
+        # Won and never paid, though the customer says it paid this business a named amount: dated from the win as
+        # NEVER_PAID dates it. Without the customer's word it is only that pattern, which can never open an alert.
+        as_unpaid = [
+            d
+            for d, a in hired_me
+            if d.status in UNPAID
+            and a.amount_minor
+            and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
+        ]
+        hidden_unpaid = {d.exposure_id for d in as_unpaid}
+        hidden = as_lost + as_nothing + as_unpaid
         if hidden:
             parts = []
             if as_lost:
                 parts.append(f"{len(as_lost)} reported lost")
             if as_nothing:
                 parts.append(f"{len(as_nothing)} never reported")
+            if as_unpaid:
+                parts.append(f"{len(as_unpaid)} won, paid by the customer, never reported paid")
+            # One weight per exposure, in the order of `hidden`: rules.undecided and new_evidence read them in pairs.
+            key_weights = (
+                [HIDDEN_AS_LOST] * len(as_lost)
+                + [HIDDEN_AS_NOTHING] * len(as_nothing)
+                + [HIDDEN_AS_UNPAID] * len(as_unpaid)
+            )
             signals.append(
                 Signal(
                     HIDDEN_DEAL,
-                    HIDDEN_AS_LOST * len(as_lost) + HIDDEN_AS_NOTHING * len(as_nothing),
+                    HIDDEN_AS_LOST * len(as_lost)
+                    + HIDDEN_AS_NOTHING * len(as_nothing)
+                    + HIDDEN_AS_UNPAID * len(as_unpaid),
                     len(hidden),
                     f"{_plural(len(hidden), 'deal')} the customer says it hired this business for ({', '.join(parts)})",
                     _leads(hidden),
                     tuple(d.exposure_id for d in hidden),
-                    tuple([HIDDEN_AS_LOST] * len(as_lost) + [HIDDEN_AS_NOTHING] * len(as_nothing)),
+                    tuple(key_weights),
                     float(len(hidden)),
                 )
             )
@@ -435,9 +459,14 @@ def assess(
                     value=z,
                 )
             )
-        # Dated from the win, as the ranking dates its payment term: an invoice does not restart it.
+        # Dated from the win, as the ranking dates its payment term: an invoice does not restart it. A deal the
+        # customer says it paid is a hidden deal already, and not counted twice.
         unpaid = [
-            d for d in deals if d.status in UNPAID and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
+            d
+            for d in deals
+            if d.status in UNPAID
+            and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
+            and d.exposure_id not in hidden_unpaid
         ]
         if unpaid:
             signals.append(

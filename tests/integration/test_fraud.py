@@ -440,6 +440,38 @@ async def test_a_won_deal_counts_as_never_paid_from_its_win_not_from_its_invoice
     assert lead_id in evidence["never_paid"]["leads"]
 
 
+async def test_won_deals_the_customers_paid_for_and_never_reported_paid_open_an_alert(app, client, db, settings):
+    """A deal maker reports deals won and never paid, so it is charged no commission; each customer says it hired the
+    business and names what it paid. Once the win's payment term is over, that is a hidden deal, not only the capped
+    never-paid pattern: the daily rescan (time alone moved the signal) opens an alert naming the leads."""
+    operator = await operator_token(app)
+    business_id, token = await register(client, "deal_maker", name="Never Paid Pipes")
+    clock.freeze(clock.now())
+    leads = []
+    for _ in range(3):
+        lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+        await report(client, token, exposure_id, "won", 1_000_000)
+        response = await answer(client, await survey_token(client, operator, lead_id), **hired(business_id, 1_000_000))
+        assert response.status_code == 200, response.text
+        leads.append(lead_id)
+    await app.state.jobs.run_due()
+    await fraud_scan()
+    clock.advance(timedelta(days=settings.fraud.unpaid_days - 1))
+    await train_fraud_model()  # the daily rescan: within the term the business may still report them paid
+    assert await alerts(client, operator) == []
+    clock.advance(timedelta(days=2))
+    await train_fraud_model()
+    (alert,) = await alerts(client, operator)
+    assert alert["business_id"] == business_id and alert["risk_score"] >= settings.fraud.alert_threshold_bp / 10_000
+    evidence = {e["kind"]: e for e in alert["evidence"]}
+    hidden = evidence["hidden_deal"]
+    assert sorted(hidden["leads"]) == sorted(leads) and hidden["count"] == 3
+    assert hidden["weight"] == pytest.approx(3 * 0.8) and "3 won, paid by the customer, never reported paid" in hidden[
+        "text"
+    ]
+    assert "never_paid" not in evidence  # the same deals are not counted again as the pattern
+
+
 async def test_a_turnover_lowered_after_the_win_is_a_pattern_naming_the_lead(app, client, db, settings):
     """A deal maker reports 10,000.00 at the win and 1.00 at payment, and so owes commission on 1.00: the scan names
     the deal on the business's own word, a pattern that opens no alert on its own."""

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from marketplace.fraud.rules import PastAlert, new_evidence, rule_score, undecided
 from marketplace.fraud.signals import (
     BELOW_BUDGET,
     FEATURES,
@@ -22,6 +23,7 @@ from marketplace.fraud.signals import (
     STALE_LEADS,
     UNDER_REPORTED,
     RuleConfig,
+    Signal,
     assess,
 )
 from tests.unit.fraud.histories import ME, NOW, OTHER, answer, deal, peers
@@ -202,6 +204,72 @@ def test_won_deals_that_never_reach_paid():
     assert kinds([reinvoiced])[NEVER_PAID].leads == (reinvoiced.lead_id,)
     fresh_win = deal("invoiced", turnover=100_000, days_ago=60, changed_days_ago=10, won_days_ago=30)
     assert NEVER_PAID not in kinds([fresh_win])
+
+
+def test_a_won_deal_the_customer_says_it_paid_for_and_never_reported_paid_is_a_hidden_deal():
+    # Won 50 days ago (past the 45), never paid; the customer says it hired this business and names the amount.
+    won = deal("won", answer(amount=100_000, days_ago=48), turnover=100_000, days_ago=60, changed_days_ago=50)
+    # Dated from the win, as NEVER_PAID dates it: an invoice sent 10 days ago does not restart it.
+    invoiced = deal(
+        "invoiced", answer(amount=80_000), turnover=80_000, days_ago=60, changed_days_ago=10, won_days_ago=50
+    )
+    signal = kinds([won, invoiced])[HIDDEN_DEAL]
+    assert signal.count == 2 and set(signal.leads) == {won.lead_id, invoiced.lead_id}
+    assert signal.weight == pytest.approx(2 * 0.8) and signal.key_weights == (0.8, 0.8)
+    assert signal.keys == (won.exposure_id, invoiced.exposure_id)
+    assert "2 won, paid by the customer, never reported paid" in signal.text
+    # Counted once: the pattern is left to the unpaid deals no customer vouches for.
+    assert NEVER_PAID not in kinds([won, invoiced])
+    bare = deal("won", turnover=100_000, days_ago=60, changed_days_ago=50)
+    no_amount = deal("won", answer(amount=None), turnover=100_000, days_ago=60, changed_days_ago=50)
+    someone_else = deal("won", answer(business_id=OTHER, amount=100_000), turnover=100_000, days_ago=60,
+                        changed_days_ago=50)
+    found = kinds([won, bare, no_amount, someone_else])
+    assert found[HIDDEN_DEAL].keys == (won.exposure_id,)
+    assert set(found[NEVER_PAID].leads) == {bare.lead_id, no_amount.lead_id, someone_else.lead_id}
+    assert found[NEVER_PAID].count == 3
+    # Not yet: within the 45 days of its win the business may still report it paid.
+    recent = deal("won", answer(amount=100_000, days_ago=1), turnover=100_000, days_ago=40, changed_days_ago=30)
+    reinvoiced = deal("invoiced", answer(amount=100_000), turnover=100_000, days_ago=60, changed_days_ago=40,
+                      won_days_ago=30)
+    assert HIDDEN_DEAL not in kinds([recent, reinvoiced])
+    assert HIDDEN_DEAL not in kinds([won], config=RuleConfig(unpaid_after=timedelta(days=51)))
+    paid = deal("paid", answer(amount=100_000), turnover=100_000, days_ago=90)
+    assert HIDDEN_DEAL not in kinds([paid])
+    # A lead buyer owes no commission on a deal.
+    assert HIDDEN_DEAL not in kinds([won, invoiced], mode="lead_buyer")
+
+
+def test_many_won_deals_never_paid_against_the_customers_word_reach_the_alert_threshold():
+    """The tester's history: 12 deals reported won at 10,000.00, each customer says it hired this business for
+    10,000.00, none reported paid in 90 days. The pattern alone (at most 0.3) kept it below any alert."""
+    deals = [
+        deal("won", answer(amount=1_000_000, days_ago=85), turnover=1_000_000, budget=1_000_000, days_ago=90)
+        for _ in range(12)
+    ]
+    found = assess(ME, "deal_maker", deals, peers(), NOW)
+    by_kind = {s.kind: s for s in found.signals}
+    assert set(by_kind) == {HIDDEN_DEAL} and by_kind[HIDDEN_DEAL].count == 12
+    assert rule_score(found.signals) >= 0.98  # the strong cap (4.0): 1 - exp(-4)
+    assert found.features["hidden_weight"] == pytest.approx(12 * 0.8) and found.features["never_paid"] == 0
+    assert found.features["contradicted_share"] == pytest.approx(1.0)
+
+
+def test_a_hidden_deal_keeps_one_weight_per_exposure_across_its_parts():
+    """rules.undecided and new_evidence pair each key with its weight: a dismissed alert on the lost deal leaves the
+    unpaid one's weight, and only it, as new evidence."""
+    lost = deal("lost", answer(days_ago=0))
+    silent = deal("contacted", answer(days_ago=3))
+    unpaid = deal("won", answer(amount=100_000), turnover=100_000, days_ago=60, changed_days_ago=50)
+    signal = kinds([unpaid, silent, lost])[HIDDEN_DEAL]
+    assert signal.keys == (lost.exposure_id, silent.exposure_id, unpaid.exposure_id)
+    assert signal.key_weights == (1.0, 0.8, 0.8) and signal.weight == pytest.approx(sum(signal.key_weights))
+    assert "1 reported lost, 1 never reported, 1 won, paid by the customer, never reported paid" in signal.text
+    dismissed = [PastAlert("dismissed", [Signal(HIDDEN_DEAL, 1.8, 2, "", keys=(lost.exposure_id, silent.exposure_id),
+                                                key_weights=(1.0, 0.8)).to_json()])]
+    (left,) = undecided([signal], dismissed)
+    assert left.keys == (unpaid.exposure_id,) and left.key_weights == (0.8,) and left.weight == pytest.approx(0.8)
+    assert new_evidence([signal], dismissed) == pytest.approx(0.8)
 
 
 def test_return_rate_far_above_the_peers():

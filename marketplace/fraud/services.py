@@ -74,7 +74,9 @@ from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 log = logging.getLogger("marketplace.fraud")
 
 SURVEY = "survey"  # the signed link's purpose
-QUIET_STATUSES = (*OPEN_PIPELINE, "returned")
+# A lost deal too: reported lost at once, its lead's only survey went out before the customer decided, and a deal
+# closed later would stay hidden behind it. Asked again, a customer who names the business contradicts the report.
+QUIET_STATUSES = (*OPEN_PIPELINE, "lost", "returned")
 # Leads older than this are not surveyed when they go quiet (a first deploy must not mail last year's customers).
 QUIET_HORIZON = timedelta(days=90)
 MAX_DELIVERY_ATTEMPTS = 5
@@ -342,8 +344,8 @@ async def on_deal_reported(session: AsyncSession, settings: Settings, exposure: 
 
 
 async def send_quiet_surveys(session: AsyncSession, settings: Settings, limit: int = 500) -> int:
-    """Leads gone quiet: an open (or returned) deal with no news for `quiet_days`. Their customers are asked
-    who they hired, which is how deals hidden behind silence or a return come to light."""
+    """Leads gone quiet: an open, lost or returned deal with no news for `quiet_days`. Their customers are asked
+    who they hired, which is how deals hidden behind silence, a return or an early `lost` come to light."""
     now = utcnow()
     fraud = settings.fraud
     cutoff = now - timedelta(days=fraud.quiet_days)

@@ -25,6 +25,7 @@ from marketplace.db.models import (
     FraudModel,
     Lead,
     Offer,
+    Survey,
 )
 from marketplace.fraud import services as fraud
 from tests.factories import auth, offers_of, operator_token, register, submit_lead
@@ -327,6 +328,37 @@ async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, clie
     assert changed.status_code == 403 and "turnover" in changed.json()["detail"]
     paid = await report(client, silent, quiet_exposure, "paid", turnover=50_000)
     assert paid["status"] == "paid" and paid["turnover"]["amount_minor"] == 50_000
+
+
+async def test_a_deal_reported_lost_at_once_is_asked_about_again_once_its_lead_goes_quiet(app, client, db, settings):
+    """A deal maker reports `lost` right after claiming: the lead's survey goes out before the customer decided, and
+    the customer answers "not hired". The lost deal's lead is surveyed again once quiet; a later "hired, this
+    business" contradicts the report."""
+    operator = await operator_token(app)
+    business_id, token = await register(client, "deal_maker", name="Quick Loser")
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    await report(client, token, exposure_id, "lost")
+    first = await survey_token(client, operator, lead_id)
+    assert (await answer(client, first, hired=False, satisfaction=3)).status_code == 200
+    await send_quiet_surveys()
+    assert len(await notifications(client, operator, kind="survey", reference=lead_id)) == 1  # not quiet yet
+
+    clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+    await send_quiet_surveys()
+    sent = await notifications(client, operator, kind="survey", reference=lead_id)
+    assert len(sent) == 2
+    surveys = list(await db.scalars(select(Survey).where(Survey.lead_id == lead_id).order_by(Survey.created_at)))
+    assert [s.cause for s in surveys] == ["lost", "quiet"]
+    second = await survey_token(client, operator, lead_id)
+    assert second != first
+    response = await answer(client, second, **hired(business_id, 120_000))
+    assert response.status_code == 200, response.text
+    await app.state.jobs.run_due()
+    await fraud_scan()
+    (alert,) = await alerts(client, operator, status="open")
+    assert alert["business_id"] == business_id
+    assert alert["reasons"][0]["kind"] == "hidden_deal" and alert["reasons"][0]["leads"] == [lead_id]
+    assert "reported lost" in alert["reasons"][0]["text"]
 
 
 async def test_decisions_train_the_model_that_then_scores_businesses(app, client, db, settings):

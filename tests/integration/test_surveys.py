@@ -179,6 +179,39 @@ async def test_a_quiet_lead_gets_a_survey_and_quiet_leads_are_asked_again_later(
             assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
 
 
+async def test_a_lost_deal_s_lead_is_asked_again_when_quiet_under_the_same_limits(app, client, db, settings):
+    """A deal reported lost leaves its lead a quiet-lead survey like an open deal does: once its report is
+    `quiet_days` old, no sooner than `quiet_days` after the last survey, up to `max_surveys_per_lead`, and never
+    after the customer named whom it hired."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lead_id, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, exposure_id, "lost")  # the first survey, cause "lost"
+    await send_quiet_surveys()
+    assert await db.count(Survey, Survey.lead_id == lead_id) == 1  # one unanswered at a time, and not quiet yet
+    token = await survey_token(client, operator, lead_id)
+    assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    for n in range(2, settings.fraud.max_surveys_per_lead + 2):
+        clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+        await send_quiet_surveys()
+        surveys = await db.count(Survey, Survey.lead_id == lead_id)
+        assert surveys == min(n, settings.fraud.max_surveys_per_lead)
+        if surveys < settings.fraud.max_surveys_per_lead:
+            token = await survey_token(client, operator, lead_id)
+            assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    causes = list(await db.scalars(select(Survey.cause).where(Survey.lead_id == lead_id).order_by(Survey.created_at)))
+    assert causes == ["lost"] + ["quiet"] * (settings.fraud.max_surveys_per_lead - 1)
+
+    # A customer who says it hired someone is not asked again, whatever the lost report.
+    other_lead, other_exposure = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, other_exposure, "lost")
+    token = await survey_token(client, operator, other_lead)
+    assert (await answer(client, token, hired=True, satisfaction=4)).status_code == 200
+    clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+    await send_quiet_surveys()
+    assert await db.count(Survey, Survey.lead_id == other_lead) == 1
+
+
 async def test_notifications_are_for_operators_newest_first_and_paginated(app, client, db):
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker")

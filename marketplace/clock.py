@@ -57,6 +57,11 @@ def day_start(now: datetime, zone: ZoneInfo) -> datetime:
     return _local_midnight(local_date(now, zone), zone)
 
 
+def next_day_start(now: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) the local day after the one holding `now` begins: when daily caps start again."""
+    return _local_midnight(local_date(now, zone) + timedelta(days=1), zone)
+
+
 def month_start(now: datetime, zone: ZoneInfo) -> datetime:
     """The instant (UTC) the local month holding `now` began."""
     return _local_midnight(local_date(now, zone).replace(day=1), zone)

@@ -15,7 +15,7 @@ from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.clock import day_start, month_start, utcnow
+from marketplace.clock import day_start, month_start, next_day_start, utcnow
 from marketplace.clubs.services import is_member
 from marketplace.db.models import (
     Business,
@@ -260,6 +260,15 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         await session.execute(_NEXT_WAVE_DUE, {"lead_id": lead_id, "due": due})  # found again if the job is lost
         due_in = (due - now).total_seconds()
         uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=due_in))
+    else:
+        # Nobody left to offer it now. A business at its daily cap (or, on the 1st, its monthly one) becomes a candidate
+        # again when the local day starts, with no change of its own to wake the lead (a sign-up, a wider profile or a
+        # business back to active do: offer_open_leads): the lead tries once more then, while it is on the market.
+        retry = next_day_start(now, settings.jurisdiction.zone)
+        if retry < lead.expires_at:
+            await session.execute(_NEXT_WAVE_DUE, {"lead_id": lead_id, "due": retry})
+            due_in = (retry - now).total_seconds()
+            uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=due_in))
     return len(chosen)
 
 

@@ -73,6 +73,10 @@ class ProfitabilityRanker:
         self.priors: dict[str, CategoryPrior] = {}
         self.rates: dict[str, int] = {}  # each category's commission rate under the plan in force
         self.standings: dict[str, Standing] = {}
+        # Active businesses the core holds out for now because they reached a cap, and the local day the core counts
+        # caps on: when a new day starts they are candidates again (turn_of_day), without a database read.
+        self._capped: set[str] = set()
+        self._day: date | None = None
 
     # --- keeping the core in step --------------------------------------------------------------
 
@@ -175,6 +179,29 @@ class ProfitabilityRanker:
         self.standings[business_id] = standing
         snapshot = lay_out(self.settings, self.priors, self.rates, business_id, standing, utcnow())
         self.core.upsert(snapshot.profile, snapshot.scores)
+        if standing.status == "active" and not snapshot.profile.active:
+            self._capped.add(business_id)
+        else:
+            self._capped.discard(business_id)
+
+    def turn_of_day(self, now: datetime) -> None:
+        """Caps count per local day and month: once a new day has started, the businesses held out at a cap are
+        candidates again, in this core at once (not at its next full refresh, minutes later: a wave sent as the day
+        starts would pass them over). Their counts start again as count_exposure starts them."""
+        today = local_date(now, self.settings.jurisdiction.zone)
+        if today == self._day:
+            return
+        self._day = today
+        for business_id in list(self._capped):
+            standing = self.standings.get(business_id)
+            if standing is None:
+                self._capped.discard(business_id)
+                continue
+            if standing.day < today:
+                if (standing.day.year, standing.day.month) != (today.year, today.month):
+                    standing.this_month = 0
+                standing.day, standing.today = today, 0
+                self._put(business_id, standing)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
         self.priors = await load_category_priors(session, self.settings)
@@ -195,6 +222,7 @@ class ProfitabilityRanker:
 
     def rank(self, lead: LeadView, candidates: Sequence[Candidate], now: datetime) -> list[Ranked]:
         """Order given candidates (the explanation endpoint): the core's ranking restricted to them."""
+        self.turn_of_day(now)
         wanted = {c.business_id for c in candidates}
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k=10**9, explore=False)
         picked = [i for i, b in enumerate(ranking.business_ids) if b in wanted]
@@ -202,6 +230,7 @@ class ProfitabilityRanker:
 
     def select(self, lead: LeadView, k: int, exclude: Iterable[str]) -> list[Ranked]:
         """The hot path: the top k matching businesses straight from the in-memory buckets."""
+        self.turn_of_day(utcnow())
         exclude = set(exclude)
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k, exclude=exclude)
         after = None

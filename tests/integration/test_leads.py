@@ -54,11 +54,11 @@ async def test_same_contact_after_the_window_is_a_new_lead(settings, client, db)
 
 
 async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it(app, client, db):
-    # A buyer claims the lead and reports the deal won (the lead is taken off the market): the same request again a
-    # moment later, from the customer or from the buyer selling the contact back, is the same lead, not a new one
-    # to sell other buyers a customer already served.
+    # A deal maker claims the lead and reports the deal won (the lead is taken off the market): the same request again
+    # a moment later, from the customer or from a business selling the contact on, is the same lead, not a new one
+    # to sell other businesses a customer already served.
     body = lead_body(category="plumbing", region="tel-aviv")
-    _, buyer = await register(client, "lead_buyer")
+    _, buyer = await register(client, "deal_maker")
     lead_id = (await client.post("/v1/leads", json=body)).json()["id"]
     await app.state.jobs.run_due()
     (offer,) = await offers_of(client, buyer)

@@ -329,3 +329,34 @@ async def test_a_put_of_bids_withdraws_the_bid_of_a_category_it_does_not_name(ap
     assert (await _put_bids(client, buyer)).status_code == 200
     shown = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
     assert [b["max_bid"] for b in shown] == [None, None]
+
+
+async def test_a_lead_left_with_nobody_is_offered_again_when_the_day_starts_and_a_cap_frees_its_business(
+    app, client, db, settings
+):
+    """The waves stop when nobody fitting is left to offer a lead to. A business at its daily cap becomes a candidate
+    again when the local day starts, with no change of its own to wake the lead: the lead tries again then."""
+    from datetime import timedelta
+
+    from marketplace.clock import clock, next_day_start, utcnow
+    from marketplace.db.models import Lead
+
+    _, buyer = await register(client, "lead_buyer", profile={"daily_cap": 1, "monthly_cap": 10})
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    (first,) = await offers_of(client, buyer)
+    assert (await client.post(f"/v1/offers/{first['offer_id']}/claim", headers=auth(buyer))).status_code == 201
+
+    waiting = await submit_lead(client)  # its only fitting business is at its cap today
+    await app.state.jobs.run_due()
+    assert await offers_of(client, buyer) == []
+    assert await db.scalar(select(Lead.next_wave_at).where(Lead.id == waiting)) is not None
+    clock.advance(next_day_start(utcnow(), settings.jurisdiction.zone) - utcnow() - timedelta(minutes=1))
+    await app.state.jobs.run_due()
+    assert await offers_of(client, buyer) == []  # still today: the cap holds
+    clock.advance(timedelta(minutes=2))
+    await app.state.jobs.run_due()
+    (offer,) = await offers_of(client, buyer)
+    assert offer["lead_id"] == waiting
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(buyer))
+    assert claimed.status_code == 201, claimed.text

@@ -1,6 +1,9 @@
-"""Normalising contact details: phones to E.164 (libphonenumber), emails checked and lower-cased."""
+"""Normalising contact details: phones to E.164 (libphonenumber), emails checked and lower-cased; and hiding the
+contact details a customer writes into free text from those who have not paid for them."""
 
 from __future__ import annotations
+
+import re
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -44,3 +47,31 @@ def normalise_email(raw: str, field: str) -> str:
         return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise InvalidInput.field(field, str(exc)) from exc
+
+
+# --- contact details written into free text -------------------------------------------------------------------
+
+# An address in a customer's words: what a business would copy to write to it.
+_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# A number in the text counts as a phone when libphonenumber finds it possible and it is written as phones are:
+# with its country code (+972 ...), or at least as many digits as a national number has (03-6123456, 054-1234567:
+# nine or ten in Israel, more in Germany). Shorter runs are budgets, sizes, dates and order numbers (2000000, 90,
+# 2025-03-04, 12345678), which the description may well hold.
+_MIN_PHONE_DIGITS = 9
+PHONE_HIDDEN = "[phone hidden]"
+EMAIL_HIDDEN = "[email hidden]"
+
+
+def hide_contact_details(text: str, default_region: str = "IL") -> str:
+    """The text with the phone numbers and email addresses in it replaced, for what businesses see of a lead before
+    they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the description
+    would otherwise hand its contact to every business offered the lead, for nothing."""
+    text = _EMAIL_IN_TEXT.sub(EMAIL_HIDDEN, text)
+    found = [
+        m
+        for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=phonenumbers.Leniency.POSSIBLE)
+        if m.raw_string.lstrip().startswith("+") or sum(c.isdigit() for c in m.raw_string) >= _MIN_PHONE_DIGITS
+    ]
+    for m in reversed(found):  # from the end, so that the earlier matches' positions still hold
+        text = text[: m.start] + PHONE_HIDDEN + text[m.end :]
+    return text

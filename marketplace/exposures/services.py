@@ -100,12 +100,16 @@ async def _released(session: AsyncSession, exposure: Exposure) -> bool:
 async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact | None:
     """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
     back to the market, so the contact is no longer this business's to see)."""
+    row = await _visible_contact_row(session, exposure)
+    return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+
+
+async def _visible_contact_row(session: AsyncSession, exposure: Exposure) -> LeadContact | None:
     if exposure.status == "returned":
         return None
     if exposure.status == "lost" and await _released(session, exposure):
         return None
-    row = await session.get(LeadContact, exposure.lead_id)
-    return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+    return await session.get(LeadContact, exposure.lead_id)
 
 
 async def to_schema(
@@ -115,7 +119,11 @@ async def to_schema(
     just made the first), so they are not read back."""
     lead = await session.get(Lead, exposure.lead_id)
     assert lead is not None
-    contact = await visible_contact(session, exposure)
+    row = await _visible_contact_row(session, exposure)
+    contact = None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+    shown = summary(lead)
+    if row is not None and row.description is not None:  # the customer's words, contact details and all
+        shown = msgspec.structs.replace(shown, description=row.description)
     events = history if history is not None else await session.scalars(_HISTORY, {"exposure_id": exposure.id})
     cur = exposure.currency
     return schemas.Exposure(
@@ -131,7 +139,7 @@ async def to_schema(
         turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
         # A won deal marked stale before mark_stale kept to undecided deals is not stale (rules.STALEABLE).
         stale=exposure.stale and exposure.status in rules.STALEABLE,
-        lead=summary(lead),
+        lead=shown,
         contact=contact,
         created_at=exposure.created_at,
         status_changed_at=exposure.status_changed_at,
@@ -153,18 +161,29 @@ async def to_schema(
 
 
 def _without_contact(body: Any) -> Any:
-    return {**body, "contact": None} if isinstance(body, dict) and "contact" in body else body
+    """The answer as it is stored: no contact, nor the description (the customer's words may hold contact details)."""
+    if not isinstance(body, dict) or "contact" not in body:
+        return body
+    lead = body.get("lead")
+    return {**body, "contact": None, "lead": {**lead, "description": None} if isinstance(lead, dict) else lead}
 
 
 async def _with_contact_now(uow: UnitOfWork, business_id: str, body: Any) -> Any:
-    """The contact as the business's exposure may show it now (none once it was returned)."""
+    """The contact and description as the business's exposure may show them now (once it was returned: no contact,
+    and the description with contact details hidden)."""
     if not isinstance(body, dict) or "contact" not in body:
         return body
     exposure = await uow.session.get(Exposure, body.get("id"))
-    contact = None
-    if exposure is not None and exposure.business_id == business_id:
-        contact = await visible_contact(uow.session, exposure)
-    return {**body, "contact": None if contact is None else msgspec.to_builtins(contact)}
+    if exposure is None or exposure.business_id != business_id:
+        return {**body, "contact": None}
+    row = await _visible_contact_row(uow.session, exposure)
+    contact = None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+    restored = {**body, "contact": None if contact is None else msgspec.to_builtins(contact)}
+    lead = await uow.session.get(Lead, exposure.lead_id)
+    if isinstance(body.get("lead"), dict) and lead is not None:
+        described = row.description if row is not None and row.description is not None else lead.description
+        restored["lead"] = {**body["lead"], "description": described}
+    return restored
 
 
 # An answer with an exposure's contact is stored without it; a replay shows the contact as the exposure may now.

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.clubs.services import is_member
-from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
+from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, hide_contact_details, normalise_email, normalise_phone
 from marketplace.db.models import Club, Exposure, Lead, LeadContact
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
@@ -141,11 +141,15 @@ async def submit_lead(
         )
 
     category = settings.categories[data.category]
+    description = data.description.strip()
+    shown = hide_contact_details(description, region)
     lead = Lead(
         id=new_id("lead"),
         category=data.category,
         region=data.region,
-        description=data.description.strip(),
+        # Phone numbers and emails in the customer's words are part of its contact: hidden from the summary every
+        # business is offered for free, and kept with the contact for those that hold it.
+        description=shown,
         budget_minor=data.budget.amount_minor,
         currency=data.budget.currency,
         source="business" if seller_business_id else "customer",
@@ -164,7 +168,15 @@ async def submit_lead(
         expires_at=now + timedelta(hours=settings.windows.lead_ttl_hours),
     )
     session.add(lead)
-    session.add(LeadContact(lead_id=lead.id, name=data.contact.name.strip(), phone=phone, email=email))
+    session.add(
+        LeadContact(
+            lead_id=lead.id,
+            name=data.contact.name.strip(),
+            phone=phone,
+            email=email,
+            description=description if description != shown else None,
+        )
+    )
     await session.flush()
     return lead, False
 
@@ -220,7 +232,7 @@ async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
         id=lead.id,
         category=lead.category,
         region=lead.region,
-        description=lead.description,
+        description=contact.description or lead.description,  # operators see the customer's words
         budget=MoneyOut(lead.budget_minor, lead.currency),
         status=lead.status,
         source=lead.source,

@@ -8,7 +8,38 @@ from sqlalchemy import select, update
 
 from marketplace.clock import clock, utcnow
 from marketplace.db.models import Lead, LeadContact
-from tests.factories import auth, lead_body, offers_of, operator_token, register
+from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register
+
+
+async def test_contact_details_written_in_the_description_are_seen_only_by_the_contact_s_holders(app, client, db):
+    """A customer writing its phone and email into the description: every business offered the lead reads them
+    hidden; the business that claims it, and operators, read the words as written; a return takes them away again,
+    and a retried claim (the same Idempotency-Key) shows them as the exposure may now."""
+    words = "Leaking pipe. Call me at 054-123-4567 or write to dana.levi@gmail.com, Dana"
+    hidden = "Leaking pipe. Call me at [phone hidden] or write to [email hidden], Dana"
+    buyer_id, buyer = await register(client, "lead_buyer")
+    lead_id = (await client.post("/v1/leads", json=lead_body(description=words))).json()["id"]
+    (offer,) = await offer_lead_to(app, lead_id, [buyer_id])
+    (listed,) = await offers_of(client, buyer)
+    assert listed["lead"]["description"] == hidden and "054" not in str(listed) and "gmail" not in str(listed)
+    assert await db.scalar(select(Lead.description).where(Lead.id == lead_id)) == hidden  # the free summary's
+
+    claim = {**auth(buyer), "Idempotency-Key": "claim-described"}
+    claimed = await client.post(f"/v1/offers/{offer}/claim", headers=claim, json={"exclusive": False})
+    assert claimed.status_code == 201 and claimed.json()["lead"]["description"] == words, claimed.text
+    exposure_id = claimed.json()["id"]
+    held = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(buyer))).json()
+    assert held["lead"]["description"] == words
+    op = await operator_token(app)
+    assert (await client.get(f"/v1/leads/{lead_id}", headers=auth(op))).json()["description"] == words
+
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(buyer), json={"reason": "no"})
+    assert returned.status_code == 200, returned.text
+    after = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(buyer))).json()
+    assert after["contact"] is None and after["lead"]["description"] == hidden
+    replayed = await client.post(f"/v1/offers/{offer}/claim", headers=claim, json={"exclusive": False})
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    assert replayed.json()["contact"] is None and replayed.json()["lead"]["description"] == hidden
 
 
 async def test_customer_lead_is_normalised_and_contact_stored_apart(app, client, db):

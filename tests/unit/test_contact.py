@@ -1,10 +1,11 @@
-"""Contact details: phones normalised to E.164, and what is refused said in the service's own words."""
+"""Contact details: phones normalised to E.164, what is refused said in the service's own words, and contact details
+hidden in free text."""
 
 from __future__ import annotations
 
 import pytest
 
-from marketplace.contact import normalise_phone
+from marketplace.contact import hide_contact_details, normalise_phone
 from marketplace.errors import InvalidInput
 
 
@@ -28,3 +29,32 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
     (error,) = refused.value.errors
     assert error.field == "contact.phone" and reason in error.message
     assert "(1)" not in error.message and "string supplied" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "region", "shown"),
+    [
+        (
+            "Please call me at 054-123-4567 or mail dana.levi@gmail.com, I'm Dana",
+            "IL",
+            "Please call me at [phone hidden] or mail [email hidden], I'm Dana",
+        ),
+        ("call 0541234567 tomorrow", "IL", "call [phone hidden] tomorrow"),
+        ("office 03-6123456, ask for Ron", "IL", "office [phone hidden], ask for Ron"),
+        ("+972 52 765 4321 after six", "IL", "[phone hidden] after six"),
+        ("ph: 972-54-1234567", "IL", "ph: [phone hidden]"),
+        ("Rufen Sie 030 12345678 an", "DE", "Rufen Sie [phone hidden] an"),
+        ("mail: a.b+c@sub.example.co.il.", "IL", "mail: [email hidden]."),
+        # Budgets, sizes, dates and order numbers are not phones.
+        *(
+            (kept, "IL", kept)
+            for kept in (
+                "budget 100000 to 2000000, 4 rooms, 90 sqm, year 2026",
+                "order no. 12345678 from 2025-03-04, 15,000-20,000 ILS",
+                "Leaking pipe under the kitchen sink",
+            )
+        ),
+    ],
+)
+def test_contact_details_in_free_text_are_hidden_and_nothing_else(text: str, region: str, shown: str) -> None:
+    assert hide_contact_details(text, region) == shown

@@ -57,3 +57,6 @@ class LeadContact(Base):
     name: Mapped[str] = mapped_column(String(200))
     phone: Mapped[str] = mapped_column(String(20))
     email: Mapped[str | None] = mapped_column(String(320))
+    # The customer's own description, where the lead's (the free summary) had contact details hidden from it; None
+    # where they are the same.
+    description: Mapped[str | None] = mapped_column(Text)

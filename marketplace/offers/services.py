@@ -141,7 +141,11 @@ _WITHDRAW_OVER_CREDIT = (
     )
     .values(status="closed")
 )
-_MADE_AGAIN = ("wave", "rank", "score", "factors", "price_minor", "replaces_exposure_id", "created_at", "expires_at")
+# Under a new id too: the business's list is newest first by id, and a client that reads it until an id it knows would
+# never see an offer made again under its old one (a withdrawn offer has no exposure: nothing refers to its id).
+_MADE_AGAIN = (
+    "id", "wave", "rank", "score", "factors", "price_minor", "replaces_exposure_id", "created_at", "expires_at"
+)  # fmt: skip
 
 
 def _offer_upsert(make: Any) -> Any:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from sqlalchemy import delete, select, update
 
-from marketplace.clock import clock
+from marketplace.clock import clock, next_day_start
 from marketplace.db.models import BusinessRegion, Exposure, ExposureEvent, IdempotencyRecord, Lead, Offer
 from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 from tests.integration.fraud_market import claimed_deal
@@ -464,8 +464,10 @@ async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already
     assert refused.status_code == 409 and "withdrawn" in refused.json()["detail"]
     returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
     # The lead it gave back no longer counts: the other lead, its offer withdrawn, is offered again as the replacement.
-    assert returned.status_code == 200 and returned.json()["replacement_offer_id"] == offers[second]
-    assert (await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))).status_code == 201
+    assert returned.status_code == 200, returned.text
+    replacement_id = returned.json()["replacement_offer_id"]  # made again under a new id
+    assert [o["lead_id"] for o in await offers_of(client, dm) if o["offer_id"] == replacement_id] == [second]
+    assert (await client.post(f"/v1/offers/{replacement_id}/claim", headers=auth(dm))).status_code == 201
     await app.state.ranking_sync.settled()
     # And the ranking core counts it as the database does: at its cap again, a new lead is not offered to it.
     third = await submit_lead(client, category="plumbing")
@@ -515,11 +517,13 @@ async def test_a_lead_whose_offer_was_withdrawn_may_be_the_replacement(app, clie
         await uow.session.execute(update(Offer).where(Offer.id == withdrawn).values(status="closed"))
     claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(dm))
     returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
-    assert returned.json()["replacement_offer_id"] == withdrawn  # the same row, open again, for the replacement
-    (offer,) = [o for o in await offers_of(client, dm) if o["offer_id"] == withdrawn]
+    replacement_id = returned.json()["replacement_offer_id"]  # the same row, open again under a new id
+    assert replacement_id != withdrawn and await db.count(Offer, Offer.lead_id == second) == 1
+    (offer,) = [o for o in await offers_of(client, dm) if o["offer_id"] == replacement_id]
     assert offer["lead_id"] == second
-    assert (await db.scalar(select(Offer).where(Offer.id == withdrawn))).replaces_exposure_id == claimed.json()["id"]
-    assert (await client.post(f"/v1/offers/{withdrawn}/claim", headers=auth(dm))).status_code == 201
+    made_again = await db.scalar(select(Offer).where(Offer.id == replacement_id))
+    assert made_again.replaces_exposure_id == claimed.json()["id"]
+    assert (await client.post(f"/v1/offers/{replacement_id}/claim", headers=auth(dm))).status_code == 201
 
 
 async def test_a_next_wave_whose_job_was_lost_is_sent_again(app, client, db, settings):
@@ -551,8 +555,14 @@ async def test_a_next_wave_whose_job_was_lost_is_sent_again(app, client, db, set
     await resend_lost_waves()
     await app.state.jobs.run_due()
     assert sorted(await db.scalars(select(Offer.wave).where(Offer.lead_id == lead_id))) == [1, 1, 1, 2]
-    # Nobody is left: no next wave is due, and the sweep sends nothing more.
-    assert await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id)) is None
+    # Nobody is left: the next wave is due when the local day starts (caps free businesses then), and the sweep
+    # sends nothing more before.
+    retry = await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))
+    assert retry.replace(tzinfo=UTC) == next_day_start(clock.now(), settings.jurisdiction.zone)
+    clock.advance(timedelta(minutes=5))
+    await resend_lost_waves()
+    await app.state.jobs.run_due()
+    assert await db.scalar(select(Lead.waves_sent).where(Lead.id == lead_id)) == 2
 
 
 async def test_wave_message_delivered_twice_changes_nothing(app, client, db):
@@ -659,7 +669,10 @@ async def test_a_business_let_back_in_is_offered_again_the_leads_its_block_withd
     clock.advance(timedelta(seconds=app.state.settings.categories["legal"].wave_delay_seconds + 1))
     await app.state.jobs.run_due()
     (again,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead_id]
-    assert again["offer_id"] == first["offer_id"] and again["wave"] == 2  # the withdrawn offer, made again
+    # The withdrawn offer made again, under a new id (the list is newest first by id); the old id is no offer now.
+    assert again["offer_id"] != first["offer_id"] and again["wave"] == 2
+    gone = await client.post(f"/v1/offers/{first['offer_id']}/claim", headers=auth(token))
+    assert gone.status_code == 404, gone.text
     assert (await client.post(f"/v1/offers/{again['offer_id']}/claim", headers=auth(token))).status_code == 201
     assert await db.count(Offer, Offer.lead_id == lead_id) == 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from msgspec import UnsetType
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,6 +96,7 @@ async def register_business(
     if data.invitation is not None:
         await clubs.check_invitation(session, data.invitation, email)  # refused before anything is written
     await _check_phone_free_of_marks(session, phone)
+    await _check_name_not_listed(session, data.name.strip())
     now = utcnow()
     business = Business(
         id=new_id("biz"),
@@ -177,6 +178,8 @@ async def update_business(
             "a business marked unreliable keeps the name it is listed under until an operator takes it off the list",
             errors=[FieldError("name", "cannot change while the business is marked unreliable")],
         )
+    if name != business.name:
+        await _check_name_not_listed(session, name, business.id)
     if phone is not None and phone != business.phone:
         await _check_phone_free_of_marks(session, phone)
     new_email = email if email is not None and email != business.email else None
@@ -248,6 +251,23 @@ async def _check_phone_free_of_marks(session: AsyncSession, phone: str) -> None:
         raise Conflict(
             "this phone belongs to an account that was blocked or marked unreliable; contact the marketplace",
             errors=[FieldError("phone", "belongs to an account that was blocked or marked unreliable")],
+        )
+
+
+async def _check_name_not_listed(session: AsyncSession, name: str, business_id: str = "") -> None:
+    """Refuses the name (any case) of a business on the public unreliable list: the list warns by name, so another
+    business under it would carry the warning, and the listed one could come back under it with a new email and
+    phone. (The listed business itself keeps its name: update_business.) A handful of rows: the list is short."""
+    query = select(Business.id).where(
+        Business.unreliable_since.is_not(None),
+        func.lower(Business.name) == func.lower(name),
+        Business.id != business_id,
+    )
+    if await session.scalar(query.limit(1)):
+        raise Conflict(
+            "a business of this name is on the public list of unreliable businesses; choose a name that tells yours "
+            "apart",
+            errors=[FieldError("name", "the name of a business listed as unreliable")],
         )
 
 

@@ -240,6 +240,15 @@ async def test_a_business_marked_unreliable_keeps_the_name_it_is_listed_under(ap
     kept = await client.patch("/v1/businesses/me", headers=auth(token), json=same)
     assert kept.status_code == 200, kept.text
     assert (kept.json()["name"], kept.json()["profile"]["daily_cap"]) == ("Shady Pipes", 7)
+    # Nor may anyone else take the listed name (any case): neither a new sign-up (with a fresh email and phone, the
+    # listed business coming back) nor another business renaming itself; refused, nothing is written.
+    businesses = await db.count(Business)
+    clone = await client.post("/v1/businesses", json=business_body("lead_buyer", name="shady pipes"))
+    assert clone.status_code == 409 and clone.json()["errors"][0]["field"] == "name", clone.text
+    assert await db.count(Business) == businesses
+    _, honest = await register(client, name="Other Pipes")
+    taken = await client.patch("/v1/businesses/me", headers=auth(honest), json={"name": "Shady Pipes"})
+    assert taken.status_code == 409 and taken.json()["errors"][0]["field"] == "name", taken.text
     # Suspended and listed, it may not rename either (only a blocked business is refused every change).
     suspend = {"status": "suspended", "reason": "under review", "unreliable": True}
     suspended = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=suspend)

@@ -1017,6 +1017,35 @@ async def test_a_deal_maker_owing_beyond_its_limit_holds_no_open_offer(app, clie
     assert all(c["excluded"] is None for c in ranking if c["business_id"] == dm_id)
 
 
+async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers_and_one_raised_brings_leads_again(
+    app, client, db, settings
+):
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    exposure = await buy(app, client, dm_id, dm, category="legal")
+    assert (await close_deal(client, dm, exposure["id"], 1_000_000)).status_code == 200  # 300,000.00 owed: within
+    _, waiting = await offered_lead(app, client, dm_id, category="legal")
+    assert [o["offer_id"] for o in await offers_of(client, dm)] == [waiting]
+
+    # Allowed to owe less than it owes: its open offer could only be refused, so it is withdrawn at once.
+    lowered = await client.post(url, headers=auth(operator), json={"amount": money(100_000)})
+    assert lowered.status_code == 200, lowered.text
+    assert await offers_of(client, dm) == []
+    assert (await claim(client, dm, waiting)).status_code == 409
+    passed_over = await submit_lead(client, category="legal")  # its waves find nobody else
+    await app.state.jobs.run_due()
+    assert await offers_of(client, dm) == []
+
+    # Allowed to owe more again: the open leads that fit it are offered to it (after the wave delay, as any wave).
+    raised = await client.post(url, headers=auth(operator), json={"amount": money(1_000_000)})
+    assert raised.status_code == 200, raised.text
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    assert passed_over in {o["lead_id"] for o in await offers_of(client, dm)}
+
 async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, db):
     operator = await operator_token(app)
     lb_id, lb = await register(client, "lead_buyer")

@@ -148,15 +148,23 @@ def undecided(signals: Sequence[Signal], past: Iterable[PastAlert]) -> list[Sign
     out: list[Signal] = []
     for s in signals:
         if s.strong:
-            kept = [(k, w) for k, w in zip(s.keys, s.key_weights, strict=True) if (s.kind, k) not in keys]
-            if kept:
+            kept = [i for i, k in enumerate(s.keys) if (s.kind, k) not in keys]
+            if len(kept) == len(s.keys):
+                out.append(s)
+            elif kept:
+                # Said as what is left: a reason naming the decided deals too would put them before the operator
+                # again as grounds. (A contradiction names one lead per deal, in the order of its keys.)
+                leads = tuple(s.leads[i] for i in kept) if len(s.leads) == len(s.keys) else s.leads
+                deals = "deal" if len(kept) == 1 else "deals"
                 out.append(
                     dataclasses.replace(
                         s,
-                        weight=sum(w for _, w in kept),
+                        weight=sum(s.key_weights[i] for i in kept),
                         count=len(kept),
-                        keys=tuple(k for k, _ in kept),
-                        key_weights=tuple(w for _, w in kept),
+                        text=f"{len(kept)} {deals} no operator has decided on yet, of: {s.text}",
+                        leads=leads,
+                        keys=tuple(s.keys[i] for i in kept),
+                        key_weights=tuple(s.key_weights[i] for i in kept),
                     )
                 )
         elif s.weight > weights.get(s.kind, 0.0):

@@ -939,6 +939,13 @@ async def decide(
     alert = await get_alert(session, alert_id, lock=True)
     if alert.status != "open":
         raise Conflict(f"this alert was already decided ({alert.status})", extra={"alert_status": alert.status})
+    if data.decision == "confirm" and not alert.evidence:
+        # Its evidence is gone since it opened (the deal it was about reported paid, say): a block and a public
+        # listing would rest on nothing the operator can point to.
+        raise Conflict(
+            "this alert holds no evidence any more (what it was about has been resolved since it opened): dismiss it",
+            extra={"alert_status": alert.status, "risk_score": alert.risk_score},
+        )
     now = utcnow()
     session.add(
         FraudDecision(

@@ -241,7 +241,12 @@ async def test_a_dismissed_alert_reopens_only_on_new_evidence(app, client, db, s
     await app.state.jobs.run_due()
     await fraud_scan()  # the scheduled scan takes the answer's news
     (reopened,) = await alerts(client, operator, status="open")
-    assert reopened["id"] != alert["id"] and lead_id in reopened["reasons"][0]["leads"]
+    assert reopened["id"] != alert["id"]
+    # Its reason is the new deal alone, said so: the dismissed one is not put before the operator again as grounds
+    # (the evidence, kept for the record, still lists both).
+    reason = reopened["reasons"][0]
+    assert reason["leads"] == [lead_id] and reason["text"].startswith("1 deal no operator has decided on yet"), reason
+    assert len(reopened["evidence"][0]["leads"]) == 2
     assert (await db.scalar(reliability)) < 10_000  # the new hidden deal counts
     (old,) = await alerts(client, operator, status="dismissed")
     assert old["id"] == alert["id"] and old["decision"]["note"].startswith("The customer mixed")
@@ -502,6 +507,23 @@ async def test_won_deals_the_customers_paid_for_and_never_reported_paid_open_an_
         "text"
     ]
     assert "never_paid" not in evidence  # the same deals are not counted again as the pattern
+
+    # It reports them paid at last (its commission charged): the open alert is left with no evidence, and a block
+    # would rest on nothing, so a confirmation is refused (409) and the alert can only be dismissed.
+    async with app.state.uow() as uow:
+        won = await uow.session.scalars(select(Exposure.id).where(Exposure.business_id == business_id))
+        exposure_ids = list(won)
+    for exposure_id in exposure_ids:
+        await report(client, token, exposure_id, "paid")
+    await fraud_scan()
+    (resolved,) = await alerts(client, operator)
+    assert resolved["status"] == "open" and resolved["evidence"] == [] and resolved["risk_score"] == 0
+    url = f"/v1/fraud/alerts/{alert['id']}/decision"
+    refused = await client.post(url, headers=auth(operator), json={"decision": "confirm", "note": "queue"})
+    assert refused.status_code == 409 and "no evidence" in refused.json()["detail"], refused.text
+    assert (await db.scalar(select(Business.status).where(Business.id == business_id))) == "active"
+    dismissed = await client.post(url, headers=auth(operator), json={"decision": "dismiss", "note": "paid since"})
+    assert dismissed.status_code == 200, dismissed.text
 
 
 async def test_a_turnover_lowered_after_the_win_is_a_pattern_naming_the_lead(app, client, db, settings):

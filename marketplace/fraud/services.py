@@ -8,6 +8,7 @@ Services never commit: the request or the job's unit of work does. Jobs that nee
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import weakref
@@ -505,10 +506,53 @@ _ANSWERS = select(
 ).where(Survey.lead_id.in_(bindparam("lead_ids", expanding=True)), Survey.answered_at.is_not(None))
 
 
+# A business's settled deals (lost, paid, returned) are kept in memory between scans, per database (engine), and only
+# what may have changed since is read again: every deal not settled, and every deal a report, a claim or a return
+# dated after the last read. Every change of a deal dates itself (status_changed_at: a report, a return, a block's
+# release; created_at: a claim), a settled deal changes only by such a report (lost -> returned), and what a deal is
+# judged by besides (its lead's category and budget, the turnovers of its history) is written with it; the customers'
+# answers are read again every time. The margin takes in a change dated a little before the last read that committed
+# after it (another process's request still running then). The hourly scan of a 28-day simulated market read every
+# deal of its 60 businesses with news, 6,000 rows joined to their leads: two thirds of its time.
+SETTLED = ("lost", "paid", "returned")
+KEPT_MARGIN = timedelta(minutes=10)
+
+
+@dataclass
+class _Kept:
+    read_at: datetime
+    settled: dict[str, Deal]  # exposure id -> deal
+
+
+_kept_deals: weakref.WeakKeyDictionary[Any, dict[str, _Kept]] = weakref.WeakKeyDictionary()
+_DEALS_SINCE = _DEALS.where(
+    or_(
+        Exposure.status.not_in(SETTLED),
+        Exposure.status_changed_at > bindparam("since"),
+        Exposure.created_at > bindparam("since"),
+    )
+)
+
+
 async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict[str, list[Deal]]:
-    """Every exposure of these businesses, with the customers' answers about each lead."""
-    rows = list(await session.execute(_DEALS, {"business_ids": list(business_ids)}))
-    lead_ids = sorted({r[2] for r in rows})
+    """Every exposure of these businesses, with the customers' answers about each lead, oldest first."""
+    now = utcnow()
+    kept_here = _kept_deals.setdefault(session.sync_session.get_bind(), {})
+    known = [b for b in business_ids if b in kept_here and kept_here[b].read_at <= now]
+    fresh = [b for b in business_ids if b not in known]
+    rows: list[Any] = []
+    if fresh:
+        rows += list(await session.execute(_DEALS, {"business_ids": fresh}))
+    if known:
+        since = min(kept_here[b].read_at for b in known) - KEPT_MARGIN
+        rows += list(await session.execute(_DEALS_SINCE, {"business_ids": known, "since": since}))
+    read: dict[str, dict[str, Any]] = defaultdict(dict)
+    for r in rows:
+        read[r[0]][r[1]] = r
+    lead_ids = sorted(
+        {r[2] for r in rows}
+        | {d.lead_id for b in known for d in kept_here[b].settled.values() if d.exposure_id not in read[b]}
+    )
     answers: dict[str, list[Answer]] = defaultdict(list)
     for start in range(0, len(lead_ids), CHUNK):
         for s in await session.execute(_ANSWERS, {"lead_ids": lead_ids[start : start + CHUNK]}):
@@ -516,25 +560,40 @@ async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict
             answers[s.lead_id].append(
                 Answer(s.id, bool(s.hired), s.business_id, s.amount_minor, int(s.satisfaction or 0), s.answered_at)
             )
-    deals: dict[str, list[Deal]] = defaultdict(list)
-    for r in rows:
-        deals[r[0]].append(
-            Deal(
-                exposure_id=r[1],
-                lead_id=r[2],
-                category=r[3],
-                status=r[4],
-                budget_minor=int(r[5]),
-                turnover_minor=r[6],
-                created_at=r[7],
-                status_changed_at=r[8],
-                stale=bool(r[9]),
-                won_at=r[10],
-                highest_turnover_minor=r[11],
-                answers=tuple(answers.get(r[2], ())),
-            )
-        )
+    deals: dict[str, list[Deal]] = {}
+    for business_id in business_ids:
+        kept = kept_here.get(business_id) if business_id in known else None
+        own: list[Deal] = []
+        if kept is not None:
+            for exposure_id, deal in kept.settled.items():
+                if exposure_id in read[business_id]:
+                    continue  # read again: reported since (returned, say)
+                said = tuple(answers.get(deal.lead_id, ()))
+                own.append(deal if deal.answers == said else dataclasses.replace(deal, answers=said))
+        own += [_deal(r, tuple(answers.get(r[2], ()))) for r in read[business_id].values()]
+        own.sort(key=lambda d: (d.created_at, d.exposure_id))  # as one read orders them
+        if own:
+            deals[business_id] = own
+        kept_here[business_id] = _Kept(now, {d.exposure_id: d for d in own if d.status in SETTLED})
     return deals
+
+
+def _deal(r: Any, answers: tuple[Answer, ...]) -> Deal:
+    """A row of _DEALS as a Deal."""
+    return Deal(
+        exposure_id=r[1],
+        lead_id=r[2],
+        category=r[3],
+        status=r[4],
+        budget_minor=int(r[5]),
+        turnover_minor=r[6],
+        created_at=r[7],
+        status_changed_at=r[8],
+        stale=bool(r[9]),
+        won_at=r[10],
+        highest_turnover_minor=r[11],
+        answers=answers,
+    )
 
 
 _models: dict[str, risk_model.RiskModel] = {}

@@ -261,3 +261,63 @@ async def test_a_decision_missing_its_fields_names_every_one_and_decides_nothing
     assert await db.count(FraudDecision) == 0
     (still,) = await alerts(client, operator)
     assert still["status"] == alert["status"] and still["decision"] is None
+
+
+async def test_deals_kept_between_scans_read_as_a_whole_read_does_after_every_kind_of_change(app, client, db):
+    """The scan keeps a business's settled deals in memory and reads again only what may have changed: after each
+    change (a claim, reports to every status, a lost deal returned, a survey answered about a settled deal, time
+    passing, a block closing open deals) what it reads is what a read of everything gives."""
+    import weakref
+    from datetime import timedelta
+
+    from marketplace.fraud import services as fraud_services
+
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lb_id, lb = await register(client, "lead_buyer")
+    ids = [dm_id, lb_id]
+
+    async def same_as_a_whole_read(closed_by_a_block: int = 0) -> None:
+        # Past the last read's margin, so that what was read then is served from memory now.
+        clock.advance(fraud_services.KEPT_MARGIN + timedelta(minutes=1))
+        async with app.state.sessions() as session:
+            kept = await load_deals(session, ids)
+            saved = fraud_services._kept_deals
+            fraud_services._kept_deals = weakref.WeakKeyDictionary()
+            try:
+                whole = await load_deals(session, ids)
+            finally:
+                fraud_services._kept_deals = saved
+        assert kept == whole
+        assert sum(len(d) for d in kept.values()) == await db.count(Exposure) - closed_by_a_block
+
+    await same_as_a_whole_read()  # nothing yet
+    lost_lead, lost = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, lost, "lost")
+    _, paid = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, paid, "won", turnover=500_000)
+    await same_as_a_whole_read()  # settled and open deals kept / read
+    clock.advance(timedelta(hours=1))
+    await report(client, dm, paid, "paid", turnover=400_000)  # settled now, at a lower turnover
+    _, bought = await claimed_deal(app, client, lb_id, lb)
+    await same_as_a_whole_read()
+    clock.advance(timedelta(hours=1))
+    returned = await client.post(f"/v1/exposures/{lost}/return", headers=auth(dm), json={"reason": "not mine"})
+    assert returned.status_code == 200, returned.text  # a settled deal (lost) changed: returned
+    await report(client, lb, bought, "lost")
+    await same_as_a_whole_read()
+    clock.advance(timedelta(hours=1))
+    token = await survey_token(client, operator, lost_lead)  # the customer answers about a settled deal later
+    assert (await answer(client, token, **hired(dm_id, 100_000))).status_code == 200
+    await same_as_a_whole_read()
+    _, open_deal = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, open_deal, "contacted")
+    clock.advance(timedelta(days=9))  # stale by now, and a full day of nothing
+    await app.state.jobs.run_due()
+    await same_as_a_whole_read()
+    blocked = await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator), json={"reason": "x"})
+    assert blocked.status_code == 200, blocked.text  # its open deal closed by the block: no deal of its any more
+    async with app.state.sessions() as session:
+        kept = await load_deals(session, ids)
+    assert open_deal not in {d.exposure_id for d in kept[dm_id]}
+    await same_as_a_whole_read(closed_by_a_block=1)

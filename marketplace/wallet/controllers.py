@@ -292,8 +292,9 @@ class WalletController(Controller):
         settlement_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        """A bank transfer was received (a charge) or paid out (a withdrawal): the ledger moves it. Money moves,
-        so an `Idempotency-Key` replays the first answer."""
+        """A bank transfer was received (a charge, pending or failed and still owed) or paid out (a withdrawal): the
+        ledger moves it. A cancelled charge is a 409, naming the attempt that took its place. Money moves, so an
+        `Idempotency-Key` replays the first answer."""
         return await _decide_settlement(state, request, settlement_id, idempotency_key, services.confirm_settlement)
 
     @post(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, exists, func, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, exists, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
@@ -872,17 +872,18 @@ async def _close_charge(session: AsyncSession, charge: Settlement, was: str) -> 
     return changed == 1
 
 
+def _chain_query(charge: Settlement) -> Select[Settlement]:
+    """Every charge of the debt this charge belongs to (the same ledger transaction)."""
+    return select(Settlement).where(
+        Settlement.business_id == charge.business_id,
+        Settlement.transaction_id == charge.transaction_id,
+        Settlement.direction == "charge",
+    )
+
+
 async def _chain(session: AsyncSession, charge: Settlement) -> list[Settlement]:
     """Every charge of the debt this charge belongs to (the same ledger transaction), one after the other."""
-    return list(
-        await session.scalars(
-            select(Settlement).where(
-                Settlement.business_id == charge.business_id,
-                Settlement.transaction_id == charge.transaction_id,
-                Settlement.direction == "charge",
-            )
-        )
-    )
+    return list(await session.scalars(_chain_query(charge)))
 
 
 def _failures(chain: list[Settlement]) -> int:
@@ -1163,23 +1164,37 @@ def _not_withdrawable(
 async def confirm_settlement(
     session: AsyncSession, settings: Settings, settlement_id: str, operator: str
 ) -> Settlement:
-    """The operator saw the money arrive (a charge) or leave (a payout): the ledger moves it through clearing."""
+    """The operator saw the money arrive (a charge) or leave (a payout): the ledger moves it through clearing.
+
+    A charge is confirmed while it is pending, and also once it has failed while it is still the open debt (not
+    cancelled: paid from the wallet, superseded by a later attempt, or its lead returned): a business whose charges
+    failed, until the collector gave up or between two attempts, may pay by bank transfer all the same. The debt
+    is paid once: its charges are locked first, and only its latest attempt, while none of them is confirmed, can
+    be; a superseded charge's refusal names the attempt to confirm instead (_supersede_older_charges)."""
     settlement = await _settlement(session, settlement_id)
     if settlement.status == "confirmed":
         return settlement
+    if settlement.direction == "charge":
+        # Every attempt at this debt, held until the commit (in id order, as any two confirmations take them): of two
+        # confirmations of one debt's charges at once, the second reads what the first did.
+        await session.execute(_chain_query(settlement).order_by(Settlement.id).with_for_update())
+    confirmable = or_(
+        Settlement.status == "pending", and_(Settlement.status == "failed", Settlement.direction == "charge")
+    )
     changed = await rows_changed(
         session,
         update(Settlement)
-        .where(Settlement.id == settlement_id, Settlement.status == "pending")
+        .where(Settlement.id == settlement_id, confirmable)
         .values(status="confirmed", confirmed_at=utcnow(), confirmed_by=operator),
     )
     if changed != 1:
         settlement = await _decided_meanwhile(session, settlement_id)
         if settlement.status == "confirmed":  # by a repeat of this very call that got there first
             return settlement
-        raise Conflict(f"settlement {settlement_id} is {settlement.status}; only a pending one can be confirmed")
+        raise await _not_confirmable(session, settlement)
     amount = Money(settlement.amount_minor, settlement.currency)
     if settlement.direction == "charge":
+        await _supersede_older_charges(session, settlement)
         # Whoever earned from what this charge paid for (a sold lead's seller) may spend those earnings now: they pay
         # its open debts first. Every wallet locked in one order, as a purchase locks buyer and seller.
         earners = await _earned_from(session, settlement)
@@ -1207,6 +1222,56 @@ async def confirm_settlement(
         settlement.confirmed_transaction_id = paid.transaction_id
     await session.refresh(settlement)
     return settlement
+
+
+async def _others_of_debt(session: AsyncSession, charge: Settlement) -> list[Settlement]:
+    """The other charges of this charge's debt as committed now, oldest first."""
+    rows = await session.scalars(
+        _chain_query(charge).where(Settlement.id != charge.id).execution_options(populate_existing=True)
+    )
+    return sorted(rows, key=lambda c: (c.created_at, c.id))
+
+
+async def _supersede_older_charges(session: AsyncSession, charge: Settlement) -> None:
+    """The charge being confirmed pays its debt: a debt is never collected twice. Each attempt cancels the one
+    before it (the collector's and the wallet's conditional updates), so its debt has no other open or confirmed
+    charge; should it ever have one, a newer attempt or a payment refuses this confirmation, naming it, and an
+    older attempt still open is cancelled, superseded by this one (or the collector would charge it again)."""
+    others = await _others_of_debt(session, charge)
+    for other in others:
+        newer = (other.created_at, other.id) > (charge.created_at, charge.id)
+        if other.status == "confirmed" or (newer and other.status in OPEN_CHARGE):
+            raise _already_charged(charge, other)
+    for other in others:
+        if other.status in OPEN_CHARGE:
+            await _close_charge(session, other, other.status)
+
+
+def _already_charged(charge: Settlement, other: Settlement) -> Conflict:
+    """The refusal to confirm a charge whose debt is open, or was paid, as another charge."""
+    amount = Money(other.amount_minor, other.currency)
+    if other.status == "confirmed":
+        detail = f"settlement {charge.id} is {charge.status}; its debt was paid as settlement {other.id} ({amount})"
+    else:
+        detail = (
+            f"settlement {charge.id} is {charge.status}; its debt is open as settlement {other.id} ({amount}, "
+            f"{other.status}): confirm that one"
+        )
+    return Conflict(detail, extra={"charge_of_debt": {"settlement_id": other.id, "status": other.status}})
+
+
+async def _not_confirmable(session: AsyncSession, settlement: Settlement) -> Conflict:
+    """Why a settlement that is not confirmed cannot be: a charge superseded by a later attempt at its debt names
+    that attempt (the one an operator who saw the money arrive confirms instead)."""
+    if settlement.direction == "charge":
+        others = [c for c in await _others_of_debt(session, settlement) if c.status in ("confirmed", *OPEN_CHARGE)]
+        if others:
+            return _already_charged(settlement, others[-1])
+        return Conflict(
+            f"settlement {settlement.id} is {settlement.status}; only a pending charge, or a failed one still owed, "
+            "can be confirmed"
+        )
+    return Conflict(f"settlement {settlement.id} is {settlement.status}; only a pending one can be confirmed")
 
 
 async def _earned_from(session: AsyncSession, charge: Settlement) -> list[str]:

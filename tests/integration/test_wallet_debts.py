@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from marketplace.clock import clock
 from marketplace.db.models import LedgerAccount, LedgerTransaction, Settlement
+from marketplace.ids import new_id
 from marketplace.wallet import services
 from marketplace.wallet.queries import RETURN_SETTLING
 from tests.factories import auth, operator_token, register
@@ -381,6 +382,226 @@ async def test_earnings_arriving_while_an_operator_confirms_the_debt_pay_it_once
         assert state["available"] == money(earned - PRICE) and state["owed"] == money(0)
         assert (await settlement(db, debt["id"])).status == "cancelled"
     await no_negative_balance(db)
+    await assert_sound(client, operator)
+
+
+# --- a failed charge paid by bank transfer after all ---------------------------------------------------------
+
+
+async def confirm(client: httpx.AsyncClient, operator: str, settlement_id: str, **headers: str) -> httpx.Response:
+    return await client.post(f"/v1/settlements/{settlement_id}/confirm", headers={**auth(operator), **headers})
+
+
+async def fail_until_given_up(app: Any, client: httpx.AsyncClient, operator: str, buyer: str) -> list[str]:
+    """The buyer's one debt fails five times, each retry on schedule; then the collector leaves it to an operator.
+    Returns the ids of its charges, oldest first (the last one failed and open)."""
+    charges = []
+    for failures in range(1, services.MAX_CHARGE_ATTEMPTS + 1):
+        (debt,) = (await wallet(client, buyer))["open_debts"]
+        assert debt["status"] == "pending"
+        charges.append(debt["id"])
+        assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
+        clock.advance(timedelta(days=2 ** (failures - 1), minutes=1))
+        assert (await collect(app)).retried == (1 if failures < services.MAX_CHARGE_ATTEMPTS else 0)
+    return charges
+
+
+async def received(db: Any, settlement_id: str) -> int:
+    """How many times the money of this charge came in (its `received:` ledger transaction)."""
+    return int(await db.count(LedgerTransaction, LedgerTransaction.idempotency_key == f"received:{settlement_id}"))
+
+
+async def test_a_charge_the_collector_gave_up_on_is_confirmed_when_the_transfer_arrives(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    *superseded, last = await fail_until_given_up(app, client, operator, buyer)
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(PRICE) and [d["id"] for d in state["open_debts"]] == [last]
+    clock.advance(timedelta(days=30))
+    assert (await collect(app)).retried == 0  # left to an operator
+
+    # The business pays by bank transfer: the operator records it on the failed charge, as on a pending one.
+    keyed = {"Idempotency-Key": "bank-statement-2026-12-31"}
+    confirmed = await confirm(client, operator, last, **keyed)
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["status"] == "confirmed" and confirmed.json()["confirmed_at"]
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(0) and state["open_debts"] == [] and state["available"] == money(0)
+    assert await received(db, last) == 1
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    assert ("charge_received", "receivable", -PRICE) in await entries(client, buyer)
+
+    # Said again, with its key or without: the first answer, nothing moves; and it can no longer fail.
+    again = await confirm(client, operator, last, **keyed)
+    assert again.status_code == 200 and again.json() == confirmed.json()
+    assert (await confirm(client, operator, last)).json()["status"] == "confirmed"
+    assert (await client.post(f"/v1/settlements/{last}/fail", headers=auth(operator))).status_code == 409
+    # An earlier attempt (cancelled, superseded) is no second way to collect it: refused, naming the payment.
+    earlier = await confirm(client, operator, superseded[-1])
+    assert earlier.status_code == 409 and last in earlier.json()["detail"]
+    assert earlier.json()["charge_of_debt"] == {"settlement_id": last, "status": "confirmed"}
+    assert await received(db, last) == 1 and await received(db, superseded[-1]) == 0
+    clock.advance(timedelta(days=365))
+    assert (await collect(app)).retried == 0
+    assert await db.count(Settlement, Settlement.business_id == buyer_id) == services.MAX_CHARGE_ATTEMPTS
+    assert (await wallet(client, buyer))["owed"] == money(0)
+    await assert_sound(client, operator)
+
+
+async def test_money_arriving_between_two_attempts_is_confirmed_on_the_failed_one(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (debt,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(hours=3))  # the next attempt is a day after the failure
+    assert (await confirm(client, operator, debt["id"])).status_code == 200
+    assert (await wallet(client, buyer))["owed"] == money(0)
+    clock.advance(timedelta(days=2))
+    assert (await collect(app)).retried == 0  # paid: nothing to charge again
+    assert await db.count(Settlement, Settlement.business_id == buyer_id) == 1
+    assert await received(db, debt["id"]) == 1
+    await assert_sound(client, operator)
+
+
+async def test_a_superseded_failed_charge_names_the_pending_retry_to_confirm_instead(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (first,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(days=1, minutes=1))
+    assert (await collect(app)).retried == 1
+    (retry,) = (await wallet(client, buyer))["open_debts"]
+    assert retry["status"] == "pending" and retry["id"] != first["id"]
+
+    # The transfer the operator sees answers the first request: confirming that charge would collect the debt a
+    # second time once the pending retry is paid too. Refused, naming the retry; nothing moves.
+    refused = await confirm(client, operator, first["id"])
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["charge_of_debt"] == {"settlement_id": retry["id"], "status": "pending"}
+    assert retry["id"] in refused.json()["detail"] and "confirm that one" in refused.json()["detail"]
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(PRICE) and [d["id"] for d in state["open_debts"]] == [retry["id"]]
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 0
+
+    assert (await confirm(client, operator, retry["id"])).status_code == 200
+    assert (await wallet(client, buyer))["owed"] == money(0)
+    assert (await confirm(client, operator, first["id"])).status_code == 409
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    await assert_sound(client, operator)
+
+
+async def test_a_cancelled_charge_or_a_failed_payout_stays_unconfirmable(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    exposure_id = await buy_from(app, client, (buyer_id, buyer), None)
+    (debt,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
+    await return_lead(client, buyer, exposure_id)  # the price of a returned lead is collected from nobody
+    assert (await settlement(db, debt["id"])).status == "cancelled"
+    refused = await confirm(client, operator, debt["id"])
+    assert refused.status_code == 409 and "cancelled" in refused.json()["detail"]
+    assert "charge_of_debt" not in refused.json()
+    assert (await wallet(client, buyer))["owed"] == money(0)
+
+    # A failed payout went back to the wallet: it was never paid out, and confirming it would pay it out twice.
+    await fund(app, buyer_id, "lead_buyer", 5_000)
+    payout = await client.post("/v1/wallet/withdrawals", headers=auth(buyer), json={"amount": money(5_000)})
+    assert payout.status_code == 201, payout.text
+    payout_id = payout.json()["id"]
+    assert (await client.post(f"/v1/settlements/{payout_id}/fail", headers=auth(operator))).status_code == 200
+    assert (await confirm(client, operator, payout_id)).status_code == 409
+    assert (await wallet(client, buyer))["available"] == money(5_000)
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 0
+    await assert_sound(client, operator)
+
+
+async def test_confirming_a_failed_charge_while_the_collector_retries_it_collects_once(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (first,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(days=1, minutes=1))  # the retry is due
+
+    confirmed, collected = await asyncio.gather(confirm(client, operator, first["id"]), collect(app))
+    if confirmed.status_code == 200:  # the transfer was booked first: nothing left to charge again
+        assert collected.retried == 0
+        assert await db.count(Settlement, Settlement.business_id == buyer_id) == 1
+    else:  # the retry came first: the refusal names it, and the money is booked on it
+        assert confirmed.status_code == 409, confirmed.text
+        assert collected.retried == 1
+        retry = confirmed.json()["charge_of_debt"]
+        assert retry["status"] == "pending"
+        assert (await confirm(client, operator, retry["settlement_id"])).status_code == 200
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(0) and state["open_debts"] == [] and state["pending_settlements"] == []
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    await assert_sound(client, operator)
+
+
+async def test_confirming_the_old_failed_and_the_new_pending_attempt_at_once_collects_once(app, client, db):
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (first,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(days=1, minutes=1))
+    assert (await collect(app)).retried == 1
+    (retry,) = (await wallet(client, buyer))["open_debts"]
+
+    old, new = await asyncio.gather(confirm(client, operator, first["id"]), confirm(client, operator, retry["id"]))
+    assert (old.status_code, new.status_code) == (409, 200), (old.text, new.text)
+    assert old.json()["charge_of_debt"]["settlement_id"] == retry["id"]
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    assert (await wallet(client, buyer))["owed"] == money(0)
+    await assert_sound(client, operator)
+
+
+async def test_two_open_attempts_at_one_debt_confirmed_at_once_collect_it_once(app, client, db):
+    """A state no path of the service leaves (each attempt cancels the one before it): a failed charge and a newer
+    pending one of the same debt, both open, as a provider retrying on its own might leave them. Confirmed at once,
+    in either order, the newer one is the payment and the older one is refused, then cancelled, never charged.
+    The buyer owes for another lead too, so the ledger's receivable (never below zero) would not catch a second
+    collection of the first debt: it would silently pay the other one."""
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (first,) = (await wallet(client, buyer))["open_debts"]
+    await buy_from(app, client, (buyer_id, buyer), None)
+    (other,) = [d for d in (await wallet(client, buyer))["open_debts"] if d["id"] != first["id"]]
+    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    clock.advance(timedelta(minutes=1))
+    async with app.state.uow() as uow:
+        old = await uow.session.get(Settlement, first["id"])
+        assert old is not None
+        newer = Settlement(
+            id=new_id("stl"),
+            business_id=buyer_id,
+            direction="charge",
+            method=old.method,
+            amount_minor=old.amount_minor,
+            currency=old.currency,
+            status="pending",
+            transaction_id=old.transaction_id,
+            invoice_id=old.invoice_id,
+            reference=old.reference,
+            created_at=clock.now(),
+        )
+        uow.session.add(newer)
+        newer_id = newer.id
+
+    answers = await asyncio.gather(confirm(client, operator, first["id"]), confirm(client, operator, newer_id))
+    assert [a.status_code for a in answers] == [409, 200], [a.text for a in answers]
+    assert answers[0].json()["charge_of_debt"]["settlement_id"] == newer_id
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    assert (await settlement(db, first["id"])).status == "cancelled"  # superseded by the payment
+    state = await wallet(client, buyer)
+    assert state["owed"] == money(PRICE) and [d["id"] for d in state["open_debts"]] == [other["id"]]
+    clock.advance(timedelta(days=365))
+    assert (await collect(app)).retried == 0
     await assert_sound(client, operator)
 
 

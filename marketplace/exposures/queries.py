@@ -1,4 +1,5 @@
-"""SQL expressions over exposures that other parts read (the ranking's history, the fraud module's deals)."""
+"""SQL expressions over exposures that other parts read (the ranking's history, the fraud module's deals, the
+business's stats)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 
-from marketplace.db.models import Exposure, ExposureEvent
+from marketplace.db.models import Exposure, ExposureEvent, FraudRelease
+
+# Deals a block closed (as lost) while they were open: the block's doing, not a report of their business's, so no
+# part of its history: not a fraud signal, not a category norm, not a loss in its ranking or the conversion model's
+# training, not `lost` in its stats (a business let back in keeps them closed; its own reports are what it is judged
+# on). A handful of rows (blocks are rare): a list, not a lookup per exposure.
+CLOSED_BY_BLOCK = select(FraudRelease.exposure_id).where(FraudRelease.closed.is_(True))
 
 
 def won_at_column() -> ColumnElement[Any]:

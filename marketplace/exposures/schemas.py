@@ -72,5 +72,6 @@ class BusinessStats(msgspec.Struct):
     return_rate_bp: int
     stale: int
     won: int
-    lost: int
+    lost: int  # reported lost by the business (not those a block closed)
     paid: int
+    closed_by_block: int  # open deals a block closed (as lost) and gave back to the market

@@ -16,6 +16,7 @@ from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, L
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
+from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
 from marketplace.http.idempotency import Private
 from marketplace.http.pagination import check_cursor
@@ -413,12 +414,13 @@ async def business_stats(session: AsyncSession, business_id: str) -> schemas.Bus
                 count_where(Exposure.status == "returned"),
                 count_where(and_(Exposure.stale.is_(True), Exposure.status.in_(rules.STALEABLE))),
                 count_where(Exposure.status.in_(("won", "invoiced", "paid"))),
-                count_where(Exposure.status == "lost"),
+                count_where(and_(Exposure.status == "lost", Exposure.id.not_in(CLOSED_BY_BLOCK))),
                 count_where(Exposure.status == "paid"),
+                count_where(Exposure.id.in_(CLOSED_BY_BLOCK)),
             ).where(Exposure.business_id == business_id)
         )
     ).one()
-    total, returned, stale, won, lost, paid = (int(v or 0) for v in row)
+    total, returned, stale, won, lost, paid, closed_by_block = (int(v or 0) for v in row)
     return schemas.BusinessStats(
         business_id=business_id,
         exposures=total,
@@ -428,4 +430,5 @@ async def business_stats(session: AsyncSession, business_id: str) -> schemas.Bus
         won=won,
         lost=lost,
         paid=paid,
+        closed_by_block=closed_by_block,
     )

@@ -44,7 +44,7 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import of_session, per_database, rows_changed
 from marketplace.errors import Conflict, FieldError, Gone, InvalidInput, NotFound
-from marketplace.exposures.queries import highest_turnover_column, won_at_column
+from marketplace.exposures.queries import CLOSED_BY_BLOCK, highest_turnover_column, won_at_column
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.mailer import Message, SmtpConfig, send_all
@@ -438,12 +438,6 @@ async def peers_now(session: AsyncSession) -> tuple[datetime, dict[tuple[str, st
     peers = await load_peers(session)
     _peers_read[engine] = (now, peers)
     return now, peers
-
-
-# Deals a block closed (as lost) while they were open: the block's doing, not a report of their business's, so no
-# signal of it and no part of a norm (a business let back in keeps them closed; its own reports are what it is judged
-# on). A handful of rows (blocks are rare): a list, not a lookup per exposure.
-CLOSED_BY_BLOCK = select(FraudRelease.exposure_id).where(FraudRelease.closed.is_(True))
 
 
 async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCounts]:

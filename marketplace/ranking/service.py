@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, local_date, month_start, utcnow
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Exposure, Lead, RankingModel
-from marketplace.exposures.queries import won_at_column
+from marketplace.exposures.queries import CLOSED_BY_BLOCK, won_at_column
 from marketplace.exposures.rules import UNDECIDED, UNPAID, WON
 from marketplace.ids import new_id
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
@@ -363,7 +363,8 @@ def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved
 
 def history_columns() -> list[ColumnElement[Any]]:
     """Aggregates of exposures into a history row (RECEIVED, PAID, TURNOVER, ...), as `scoring.outcome` classes
-    them."""
+    them. Every read of a history leaves out the deals a block closed (CLOSED_BY_BLOCK): the block's doing, not a
+    loss the business reported, so one let back in ranks as its own reports have it."""
     win = Exposure.status.in_(WON)
     stated = and_(win, Exposure.turnover_minor.is_not(None))
 
@@ -402,6 +403,7 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
     rows = await session.execute(
         select(Lead.category, Exposure.mode, *history_columns())
         .join(Lead, Lead.id == Exposure.lead_id)
+        .where(Exposure.id.not_in(CLOSED_BY_BLOCK))
         .group_by(Lead.category, Exposure.mode)
     )
     stats = {(r[0], r[1]): [int(v or 0) for v in r[2:]] for r in rows}
@@ -554,7 +556,7 @@ async def load_standings(
     history_rows = await session.execute(
         select(Exposure.business_id, Lead.category, *history_columns())
         .join(Lead, Lead.id == Exposure.lead_id)
-        .where(Exposure.business_id.in_(ids))
+        .where(Exposure.business_id.in_(ids), Exposure.id.not_in(CLOSED_BY_BLOCK))
         .group_by(Exposure.business_id, Lead.category)
     )
     rows: dict[str, dict[str, list[int]]] = defaultdict(dict)
@@ -652,7 +654,7 @@ async def train_conversion_model(session: AsyncSession, settings: Settings) -> R
         )
         .join(Lead, Lead.id == Exposure.lead_id)
         .join(Business, Business.id == Exposure.business_id)
-        .where(Exposure.mode == "deal_maker", decided)
+        .where(Exposure.mode == "deal_maker", decided, Exposure.id.not_in(CLOSED_BY_BLOCK))
         .order_by(Exposure.id)
         .limit(200_000)
     )
@@ -660,7 +662,7 @@ async def train_conversion_model(session: AsyncSession, settings: Settings) -> R
     history_rows = await session.execute(
         select(Exposure.business_id, Lead.category, *history_columns())
         .join(Lead, Lead.id == Exposure.lead_id)
-        .where(Exposure.mode == "deal_maker")
+        .where(Exposure.mode == "deal_maker", Exposure.id.not_in(CLOSED_BY_BLOCK))
         .group_by(Exposure.business_id, Lead.category)
     )
     win_rate = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from marketplace.clock import clock
@@ -321,3 +322,58 @@ async def test_deals_kept_between_scans_read_as_a_whole_read_does_after_every_ki
         kept = await load_deals(session, ids)
     assert open_deal not in {d.exposure_id for d in kept[dm_id]}
     await same_as_a_whole_read(closed_by_a_block=1)
+
+
+async def test_deals_a_block_closed_are_no_losses_in_the_ranking_the_model_or_the_stats(app, client, db, monkeypatch):
+    """A deal maker claims four leads and leaves them `new`; an operator blocks it by mistake and lets it back in. The
+    block closed the four deals as lost, and they counted as its own losses: `lost: 4` in its stats, p_won 0.25 ->
+    0.1786 and its score 30000 -> 21429 against a newcomer's 30000, and as lost samples for the conversion model and
+    the category's prior. Now its ranking equals a peer's with the same real history (one deal each reported lost),
+    and its stats say `closed_by_block: 4`, `lost: 1`."""
+    from marketplace.ranking import service as ranking
+
+    operator = await operator_token(app)
+    d1_id, d1 = await register(client, "deal_maker")
+    peer_id, peer = await register(client, "deal_maker")
+    for business_id, token in ((d1_id, d1), (peer_id, peer)):
+        _, own_loss = await claimed_deal(app, client, business_id, token)
+        await report(client, token, own_loss, "lost")
+    for _ in range(4):
+        await claimed_deal(app, client, d1_id, d1)  # left `new`
+    blocked = await client.post(
+        f"/v1/businesses/{d1_id}/block", headers=auth(operator), json={"reason": "mistake", "unreliable": False}
+    )
+    assert blocked.status_code == 200, blocked.text
+    back = await client.post(
+        f"/v1/businesses/{d1_id}/status",
+        headers=auth(operator),
+        json={"status": "active", "reason": "block was a mistake"},
+    )
+    assert back.status_code == 200, back.text
+
+    for path, token in (("/v1/businesses/me/stats", d1), (f"/v1/businesses/{d1_id}/stats", operator)):
+        stats = (await client.get(path, headers=auth(token))).json()
+        assert (stats["exposures"], stats["lost"], stats["closed_by_block"]) == (5, 1, 4), stats
+
+    lead_id = await submit_lead(client)
+    ranking_out = await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))
+    assert ranking_out.status_code == 200, ranking_out.text
+    factors = {c["business_id"]: c["factors"] for c in ranking_out.json()["candidates"]}
+    assert factors[d1_id]["history_exposures"] == factors[peer_id]["history_exposures"] == 1
+    assert factors[d1_id]["p_won"] < 0.25  # its own reported loss still counts
+    mine, theirs = ({k: v for k, v in factors[b].items() if k != "explored"} for b in (d1_id, peer_id))
+    assert mine == theirs
+
+    # The conversion model learns from the two losses the businesses reported, each from a business whose win rate
+    # is one loss in; the category's prior counts those two decided deals only.
+    samples: list[ranking.Sample] = []
+    monkeypatch.setattr(ranking, "train", lambda s: samples.extend(s))
+    async with app.state.uow() as uow:
+        assert await ranking.train_conversion_model(uow.session, app.state.settings) is None
+        priors = await ranking.load_category_priors(uow.session, app.state.settings)
+    assert [s.won for s in samples] == [False, False]
+    k = ranking.PRIOR_STRENGTH
+    prior = priors["plumbing"].win_rate
+    assert prior == pytest.approx(k * ranking.DEFAULT_WIN_RATE / (2 + k))
+    assert [s.business_win_rate for s in samples] == [pytest.approx(k * prior / (1 + k))] * 2
+

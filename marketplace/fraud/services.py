@@ -1040,7 +1040,8 @@ async def release_open_deals(
 ) -> list[tuple[str, int]]:
     """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
     its open deals (closed as lost, with a note) and the leads it reported lost, each freeing its lead's slot
-    once. A lead whose customer says it hired a business (this one or another) stays where it is, whatever the
+    once. Only leads still on the market (open or full, not past their time): a deal on an expired lead stays as it
+    is. A lead whose customer says it hired a business (this one or another) stays where it is, whatever the
     business reported: that customer has been served, and a fresh round of calls would only bother them. Returns
     (lead, next wave) of the leads that are open again. Won, invoiced and paid deals stay: their commissions are
     owed whatever happens (the blocked business may still report a hired deal won, invoiced and paid). A deal
@@ -1048,6 +1049,11 @@ async def release_open_deals(
     owes for them."""
     why = "after a confirmed fraud alert" if alert_id else "by an operator"
     hired = exists().where(Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True))  # by whomever
+    # Only a lead still on the market can go back to it: one past its time (expired, or not yet swept) would be
+    # offered to nobody, so its deal stays as it is, contact and report duty with it (the business is blocked anyway).
+    on_the_market = exists().where(
+        Lead.id == Exposure.lead_id, Lead.status.in_(("open", "full")), Lead.expires_at > now
+    )
     exposures = list(
         await session.scalars(
             select(Exposure)
@@ -1056,6 +1062,7 @@ async def release_open_deals(
                 Exposure.mode == "deal_maker",
                 Exposure.status.in_((*OPEN_PIPELINE, "lost")),
                 ~hired,
+                on_the_market,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
             .order_by(Exposure.created_at, Exposure.id)

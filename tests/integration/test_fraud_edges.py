@@ -5,18 +5,18 @@ fraud route (never a 500), and the reliability the ranking reads once a block is
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from marketplace.clock import clock
-from marketplace.db.models import Business, Exposure, FraudDecision, Survey, UsedLink
+from marketplace.db.models import Business, Exposure, FraudDecision, Lead, Survey, UsedLink
 from marketplace.fraud.services import load_deals, load_peers
 from tests.factories import auth, operator_token, register, submit_lead
 from tests.integration.fraud_market import answer, claimed_deal, hired, notifications, report, survey_token
 from tests.integration.test_fraud import alerts, hide_a_won_deal
-from workers.actors import fraud_scan
+from workers.actors import expire_lapsed, fraud_scan
 
 
 async def _reliability(db, business_id: str) -> int:
@@ -377,3 +377,49 @@ async def test_deals_a_block_closed_are_no_losses_in_the_ranking_the_model_or_th
     assert prior == pytest.approx(k * ranking.DEFAULT_WIN_RATE / (2 + k))
     assert [s.business_win_rate for s in samples] == [pytest.approx(k * prior / (1 + k))] * 2
 
+
+async def test_a_block_releases_only_deals_whose_lead_is_still_on_the_market(app, client, db):
+    """A confirmed alert's block gave back leads already past their time: `released_leads` named an expired lead no
+    wave went out for, and the deal on it was closed as lost with its contact hidden, for nobody. Now a deal on a
+    lead past its time (swept to `expired` or not yet) stays as it is; a live lead in the same block is released."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, dm_id, dm)
+    (alert,) = await alerts(client, operator)
+    swept_lead, swept = await claimed_deal(app, client, dm_id, dm)
+    clock.advance(timedelta(hours=app.state.settings.windows.lead_ttl_hours + 1))
+    await expire_lapsed()
+    assert await db.scalar(select(Lead.status).where(Lead.id == swept_lead)) == "expired"
+    live_lead, live = await claimed_deal(app, client, dm_id, dm)
+
+    decided = await client.post(
+        f"/v1/fraud/alerts/{alert['id']}/decision", headers=auth(operator), json={"decision": "confirm", "note": "x"}
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["released_leads"] == [live_lead]
+    kept = (await client.get(f"/v1/exposures/{swept}", headers=auth(dm))).json()
+    assert kept["status"] == "new" and kept["contact"] is not None
+    released = (await client.get(f"/v1/exposures/{live}", headers=auth(dm))).json()
+    assert released["status"] == "lost" and released["contact"] is None
+    swept_row = await db.scalar(select(Lead).where(Lead.id == swept_lead))
+    assert (swept_row.status, swept_row.exposure_count) == ("expired", 1)
+    live_row = await db.scalar(select(Lead).where(Lead.id == live_lead))
+    assert (live_row.status, live_row.exposure_count) == ("open", 0)
+
+
+async def test_an_operators_block_leaves_a_deal_on_a_lead_past_its_time_not_yet_swept(app, client, db):
+    """The lead's time ran out but the sweep has not marked it `expired` yet: still not on the market, so not
+    released (it was: closed as lost, its contact hidden, and the lead turned `expired` by the release itself)."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    lapsed_lead, lapsed = await claimed_deal(app, client, dm_id, dm)
+    clock.advance(timedelta(hours=app.state.settings.windows.lead_ttl_hours + 1))
+    live_lead, live = await claimed_deal(app, client, dm_id, dm)
+    before = await db.scalar(select(Lead.status).where(Lead.id == lapsed_lead))
+    assert (await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator))).status_code == 200
+    kept = (await client.get(f"/v1/exposures/{lapsed}", headers=auth(dm))).json()
+    assert kept["status"] == "new" and kept["contact"] is not None
+    lapsed_row = await db.scalar(select(Lead).where(Lead.id == lapsed_lead))
+    assert (lapsed_row.status, lapsed_row.exposure_count) == (before, 1)
+    assert (await client.get(f"/v1/exposures/{live}", headers=auth(dm))).json()["contact"] is None
+    assert await db.scalar(select(Lead.exposure_count).where(Lead.id == live_lead)) == 0

@@ -267,12 +267,11 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     else:
         # Nobody left to offer it now. A business at its daily cap (or, on the 1st, its monthly one) becomes a candidate
         # again when the local day starts, with no change of its own to wake the lead (a sign-up, a wider profile or a
-        # business back to active do: offer_open_leads): the lead tries once more then, while it is on the market.
+        # business back to active do: offer_open_leads): the lead tries once more then, while it is on the market. Due
+        # then for the periodic sweep of waves due (resend_lost_waves), not a message held for hours by a worker.
         retry = next_day_start(now, settings.jurisdiction.zone)
         if retry < lead.expires_at:
             await session.execute(_NEXT_WAVE_DUE, {"lead_id": lead_id, "due": retry})
-            due_in = (retry - now).total_seconds()
-            uow.after_commit(lambda: jobs.enqueue("send_wave", lead_id, wave + 1, delay_seconds=due_in))
     return len(chosen)
 
 

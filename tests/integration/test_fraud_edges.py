@@ -316,11 +316,13 @@ async def test_deals_kept_between_scans_read_as_a_whole_read_does_after_every_ki
     clock.advance(timedelta(days=9))  # stale by now, and a full day of nothing
     await app.state.jobs.run_due()
     await same_as_a_whole_read()
+    _, live_deal = await claimed_deal(app, client, dm_id, dm)  # on a lead still on the market
+    await same_as_a_whole_read()
     blocked = await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator), json={"reason": "x"})
     assert blocked.status_code == 200, blocked.text  # its open deal closed by the block: no deal of its any more
     async with app.state.sessions() as session:
         kept = await load_deals(session, ids)
-    assert open_deal not in {d.exposure_id for d in kept[dm_id]}
+    assert live_deal not in {d.exposure_id for d in kept[dm_id]} and open_deal in {d.exposure_id for d in kept[dm_id]}
     await same_as_a_whole_read(closed_by_a_block=1)
 
 

@@ -150,6 +150,19 @@ async def test_one_survey_at_a_time(app, client, db, settings):
     assert len(await notifications(client, operator, kind="survey", reference=lead_id)) == 1  # paid asks nothing
 
 
+async def _asked_again_up_to_the_limit(client: Any, db: Any, settings: Any, operator: str, lead_id: str) -> None:
+    """Each time the lead has been quiet `quiet_days` more, one more survey, answered "not hired yet", up to the
+    limit of surveys per lead."""
+    for n in range(2, settings.fraud.max_surveys_per_lead + 2):
+        clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+        await send_quiet_surveys()
+        surveys = await db.count(Survey, Survey.lead_id == lead_id)
+        assert surveys == min(n, settings.fraud.max_surveys_per_lead)
+        if surveys < settings.fraud.max_surveys_per_lead:
+            token = await survey_token(client, operator, lead_id)
+            assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+
+
 async def test_a_quiet_lead_gets_a_survey_and_quiet_leads_are_asked_again_later(app, client, db, settings):
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker")
@@ -169,14 +182,7 @@ async def test_a_quiet_lead_gets_a_survey_and_quiet_leads_are_asked_again_later(
     # Still quiet after the customer said "not yet": asked again once as long has passed, up to the limit.
     await send_quiet_surveys()
     assert await db.count(Survey, Survey.lead_id == lead_id) == 1
-    for n in range(2, settings.fraud.max_surveys_per_lead + 2):
-        clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
-        await send_quiet_surveys()
-        surveys = await db.count(Survey, Survey.lead_id == lead_id)
-        assert surveys == min(n, settings.fraud.max_surveys_per_lead)
-        if surveys < settings.fraud.max_surveys_per_lead:
-            token = await survey_token(client, operator, lead_id)
-            assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    await _asked_again_up_to_the_limit(client, db, settings, operator, lead_id)
 
 
 async def test_a_lost_deal_s_lead_is_asked_again_when_quiet_under_the_same_limits(app, client, db, settings):
@@ -191,14 +197,7 @@ async def test_a_lost_deal_s_lead_is_asked_again_when_quiet_under_the_same_limit
     assert await db.count(Survey, Survey.lead_id == lead_id) == 1  # one unanswered at a time, and not quiet yet
     token = await survey_token(client, operator, lead_id)
     assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
-    for n in range(2, settings.fraud.max_surveys_per_lead + 2):
-        clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
-        await send_quiet_surveys()
-        surveys = await db.count(Survey, Survey.lead_id == lead_id)
-        assert surveys == min(n, settings.fraud.max_surveys_per_lead)
-        if surveys < settings.fraud.max_surveys_per_lead:
-            token = await survey_token(client, operator, lead_id)
-            assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    await _asked_again_up_to_the_limit(client, db, settings, operator, lead_id)
     causes = list(await db.scalars(select(Survey.cause).where(Survey.lead_id == lead_id).order_by(Survey.created_at)))
     assert causes == ["lost"] + ["quiet"] * (settings.fraud.max_surveys_per_lead - 1)
 

@@ -275,12 +275,26 @@ async def test_failed_charges_are_retried_page_by_page_and_at_most_five_times(ap
     await assert_sound(client, operator)
 
 
-async def test_concurrent_debt_collection_charges_a_failed_debt_once(app, client, db):
-    operator = await operator_token(app)
+async def a_failed_charge(app: Any, client: Any, operator: str) -> tuple[str, str, dict[str, Any]]:
+    """A lead buyer owing a purchase whose charge failed: its id, its token and the failed charge."""
     buyer_id, buyer = await register(client, "lead_buyer")
     await buy_from(app, client, (buyer_id, buyer), None)
-    (first,) = (await wallet(client, buyer))["open_debts"]
-    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    (charge,) = (await wallet(client, buyer))["open_debts"]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/fail", headers=auth(operator))).status_code == 200
+    return buyer_id, buyer, charge
+
+
+async def a_retried_charge(app: Any, client: Any, operator: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A failed charge the collector has tried again: the buyer's token, the failed charge and the pending retry."""
+    _, buyer, first = await a_failed_charge(app, client, operator)
+    clock.advance(timedelta(days=1, minutes=1))
+    assert (await collect(app)).retried == 1
+    (retry,) = (await wallet(client, buyer))["open_debts"]
+    return buyer, first, retry
+
+async def test_concurrent_debt_collection_charges_a_failed_debt_once(app, client, db):
+    operator = await operator_token(app)
+    _, buyer, _first = await a_failed_charge(app, client, operator)
     clock.advance(timedelta(days=2))
     results = await asyncio.gather(*(collect(app) for _ in range(4)))
     assert sum(r.retried for r in results) == 1
@@ -451,10 +465,7 @@ async def test_a_charge_the_collector_gave_up_on_is_confirmed_when_the_transfer_
 
 async def test_money_arriving_between_two_attempts_is_confirmed_on_the_failed_one(app, client, db):
     operator = await operator_token(app)
-    buyer_id, buyer = await register(client, "lead_buyer")
-    await buy_from(app, client, (buyer_id, buyer), None)
-    (debt,) = (await wallet(client, buyer))["open_debts"]
-    assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
+    buyer_id, buyer, debt = await a_failed_charge(app, client, operator)
     clock.advance(timedelta(hours=3))  # the next attempt is a day after the failure
     assert (await confirm(client, operator, debt["id"])).status_code == 200
     assert (await wallet(client, buyer))["owed"] == money(0)
@@ -467,13 +478,7 @@ async def test_money_arriving_between_two_attempts_is_confirmed_on_the_failed_on
 
 async def test_a_superseded_failed_charge_names_the_pending_retry_to_confirm_instead(app, client, db):
     operator = await operator_token(app)
-    buyer_id, buyer = await register(client, "lead_buyer")
-    await buy_from(app, client, (buyer_id, buyer), None)
-    (first,) = (await wallet(client, buyer))["open_debts"]
-    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
-    clock.advance(timedelta(days=1, minutes=1))
-    assert (await collect(app)).retried == 1
-    (retry,) = (await wallet(client, buyer))["open_debts"]
+    buyer, first, retry = await a_retried_charge(app, client, operator)
     assert retry["status"] == "pending" and retry["id"] != first["id"]
 
     # The transfer the operator sees answers the first request: confirming that charge would collect the debt a
@@ -520,10 +525,7 @@ async def test_a_cancelled_charge_or_a_failed_payout_stays_unconfirmable(app, cl
 
 async def test_confirming_a_failed_charge_while_the_collector_retries_it_collects_once(app, client, db):
     operator = await operator_token(app)
-    buyer_id, buyer = await register(client, "lead_buyer")
-    await buy_from(app, client, (buyer_id, buyer), None)
-    (first,) = (await wallet(client, buyer))["open_debts"]
-    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
+    buyer_id, buyer, first = await a_failed_charge(app, client, operator)
     clock.advance(timedelta(days=1, minutes=1))  # the retry is due
 
     confirmed, collected = await asyncio.gather(confirm(client, operator, first["id"]), collect(app))
@@ -544,13 +546,7 @@ async def test_confirming_a_failed_charge_while_the_collector_retries_it_collect
 
 async def test_confirming_the_old_failed_and_the_new_pending_attempt_at_once_collects_once(app, client, db):
     operator = await operator_token(app)
-    buyer_id, buyer = await register(client, "lead_buyer")
-    await buy_from(app, client, (buyer_id, buyer), None)
-    (first,) = (await wallet(client, buyer))["open_debts"]
-    assert (await client.post(f"/v1/settlements/{first['id']}/fail", headers=auth(operator))).status_code == 200
-    clock.advance(timedelta(days=1, minutes=1))
-    assert (await collect(app)).retried == 1
-    (retry,) = (await wallet(client, buyer))["open_debts"]
+    buyer, first, retry = await a_retried_charge(app, client, operator)
 
     old, new = await asyncio.gather(confirm(client, operator, first["id"]), confirm(client, operator, retry["id"]))
     assert (old.status_code, new.status_code) == (409, 200), (old.text, new.text)

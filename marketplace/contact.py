@@ -51,15 +51,37 @@ def normalise_email(raw: str, field: str) -> str:
 
 # --- contact details written into free text -------------------------------------------------------------------
 
-# An address in a customer's words: what a business would copy to write to it.
-_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-# A number in the text counts as a phone when libphonenumber finds it possible and it is written as phones are:
-# with its country code (+972 ...), or at least as many digits as a national number has (03-6123456, 054-1234567:
-# nine or ten in Israel, more in Germany). Shorter runs are budgets, sizes, dates and order numbers (2000000, 90,
-# 2025-03-04, 12345678), which the description may well hold.
-_MIN_PHONE_DIGITS = 9
+# An address in a customer's words: what a business would copy to write to it (letters of any script: müller@gmx.de,
+# an address in Hebrew).
+_EMAIL_IN_TEXT = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
+# What libphonenumber finds possible is a phone when it is written as phones are: with its country's code (+972 ...,
+# 00972 ..., or 972 ... with enough digits for one) or its trunk prefix (0: 054-1234567, 03-6123456, 0228 1234). A
+# number that starts otherwise is a budget, a size, a range or an order number (50000-70000, 2000000, 12345678), and a
+# date (03.04.2025) is no phone either, though it starts with 0.
+_MIN_NATIONAL_DIGITS = 8
+_MIN_WITH_COUNTRY_DIGITS = 11
+_DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 PHONE_HIDDEN = "[phone hidden]"
 EMAIL_HIDDEN = "[email hidden]"
+
+
+def _part_of_a_longer_number(before: str) -> bool:
+    """Whether the text before a match ends a run of digits it belongs to: the end of a date range (15.03.2025-),
+    an account number's groups (DE89 3704 0044 ...)."""
+    tail = before.rstrip()
+    if tail != before and tail[-1:].isdigit():
+        return True  # a digit group, a space, then the match
+    return before[-1:].isdigit() or (tail[-1:] in (".", "-", "/") and tail[-2:-1].isdigit())
+
+
+def _written_as_a_phone(raw: str, country_code: str) -> bool:
+    written = raw.strip().lstrip("(")
+    digits = sum(c.isdigit() for c in written)
+    if written.startswith(("+", "00")):
+        return True
+    if written.startswith("0"):
+        return digits >= _MIN_NATIONAL_DIGITS and not _DATE.fullmatch(written)
+    return written.startswith(country_code) and digits >= _MIN_WITH_COUNTRY_DIGITS
 
 
 def hide_contact_details(text: str, default_region: str = "IL") -> str:
@@ -67,10 +89,11 @@ def hide_contact_details(text: str, default_region: str = "IL") -> str:
     they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the description
     would otherwise hand its contact to every business offered the lead, for nothing."""
     text = _EMAIL_IN_TEXT.sub(EMAIL_HIDDEN, text)
+    country_code = str(phonenumbers.country_code_for_region(default_region))
     found = [
         m
         for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=phonenumbers.Leniency.POSSIBLE)
-        if m.raw_string.lstrip().startswith("+") or sum(c.isdigit() for c in m.raw_string) >= _MIN_PHONE_DIGITS
+        if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(text[: m.start])
     ]
     for m in reversed(found):  # from the end, so that the earlier matches' positions still hold
         text = text[: m.start] + PHONE_HIDDEN + text[m.end :]

@@ -45,13 +45,30 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
         ("ph: 972-54-1234567", "IL", "ph: [phone hidden]"),
         ("Rufen Sie 030 12345678 an", "DE", "Rufen Sie [phone hidden] an"),
         ("mail: a.b+c@sub.example.co.il.", "IL", "mail: [email hidden]."),
+        ("00972 54 123 4567", "IL", "[phone hidden]"),
+        ("050-1234567 / 050 123 4567, (054) 1234567", "IL", "[phone hidden] / [phone hidden], [phone hidden]"),
+        ("טלפון: 054-1234567 תודה", "IL", "טלפון: [phone hidden] תודה"),
+        ("Tel 0228 1234 oder 089 12345", "DE", "Tel [phone hidden] oder [phone hidden]"),
+        ("E-Mail: müller@gmx.de", "DE", "E-Mail: [email hidden]"),
+        ("דנה@דוגמה.ישראל", "IL", "[email hidden]"),
         # Budgets, sizes, dates and order numbers are not phones.
+        *(
+            (kept, "DE", kept)
+            for kept in (
+                "Budget 20.000-25.000 €, 200000-250000 €",
+                "zwischen 15.03.2025-20.03.2025, am 03.04.2025 um 10:00",
+                "IBAN DE89 3704 0044 0532 0130 00",
+            )
+        ),
         *(
             (kept, "IL", kept)
             for kept in (
                 "budget 100000 to 2000000, 4 rooms, 90 sqm, year 2026",
                 "order no. 12345678 from 2025-03-04, 15,000-20,000 ILS",
                 "Leaking pipe under the kitchen sink",
+                "budget 50000-70000 NIS, 2 x 12345678, order 123456789",
+                "תקציב 100000-120000",
+                "price per m2 12000-15000",
             )
         ),
     ],

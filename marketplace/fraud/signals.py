@@ -34,9 +34,11 @@ PATTERNS = (BELOW_BUDGET, LOWERED_TURNOVER, LOST_RATE, RETURN_RATE, STALE_LEADS,
 # Evidence weights (the rule score is 1 - exp(-total weight); 0.69 of weight is a score of 0.5).
 HIDDEN_AS_LOST = 1.0  # the customer hired it; it reported `lost`
 HIDDEN_AS_NOTHING = 0.8  # the customer hired it; it still reports an open deal after the grace period
-# The customer hired it and names what it paid; the business reported the deal won but never paid, `unpaid_after` since
-# the win: the commission, charged at `paid`, is never charged. As strong as a deal reported as nothing.
-HIDDEN_AS_UNPAID = HIDDEN_AS_NOTHING
+# The customer hired it and names an amount; the business reported the deal won but never paid, `unpaid_after` since
+# the win: the commission, charged at `paid`, is never charged. Half a deal reported as nothing: the survey asks whom
+# the customer hired and for how much, so its amount may be the price agreed rather than paid, and a customer may
+# still owe a last instalment; one such deal (0.4: risk 0.33) opens no alert, two do.
+HIDDEN_AS_UNPAID = 0.4
 RETURNED_HIRED = 1.0  # it returned the lead as irrelevant; the customer hired it
 UNDER_REPORT_MAX = 1.0  # per deal, scaled by how far below the customer's amount the turnover is
 STRONG_CAP = 4.0

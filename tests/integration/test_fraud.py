@@ -503,7 +503,7 @@ async def test_won_deals_the_customers_paid_for_and_never_reported_paid_open_an_
     evidence = {e["kind"]: e for e in alert["evidence"]}
     hidden = evidence["hidden_deal"]
     assert sorted(hidden["leads"]) == sorted(leads) and hidden["count"] == 3
-    assert hidden["weight"] == pytest.approx(3 * 0.8) and "3 won, paid by the customer, never reported paid" in hidden[
+    assert hidden["weight"] == pytest.approx(3 * 0.4) and "3 won, paid by the customer, never reported paid" in hidden[
         "text"
     ]
     assert "never_paid" not in evidence  # the same deals are not counted again as the pattern

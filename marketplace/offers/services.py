@@ -267,9 +267,12 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     else:
         # Nobody left to offer it now. A business at its daily cap (or, on the 1st, its monthly one) becomes a candidate
         # again when the local day starts, with no change of its own to wake the lead (a sign-up, a wider profile or a
-        # business back to active do: offer_open_leads): the lead tries once more then, while it is on the market. Due
-        # then for the periodic sweep of waves due (resend_lost_waves), not a message held for hours by a worker.
+        # business back to active do: offer_open_leads): the lead tries once more then, while it is on the market, or
+        # as the off hours end if the day starts in them (no wave goes out at night). Due then for the periodic sweep of
+        # waves due (resend_lost_waves), not a message held for hours by a worker.
         retry = next_day_start(now, settings.jurisdiction.zone)
+        if off_hours.is_off(retry):
+            retry = off_hours.open_at(retry)
         if retry < lead.expires_at:
             await session.execute(_NEXT_WAVE_DUE, {"lead_id": lead_id, "due": retry})
     return len(chosen)

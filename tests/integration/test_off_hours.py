@@ -91,3 +91,13 @@ async def test_a_wave_asked_for_at_night_goes_out_when_the_night_ends(app, clien
     await app.state.jobs.run_due()
     offered = [o for _, token in buyers for o in await offers_of(client, token) if o["wave"] == 2]
     assert len(offered) == 1 and parse(offered[0]["expires_at"]) == local(6, 9)
+
+
+async def test_a_lead_left_with_nobody_tries_again_when_the_off_hours_of_the_new_day_end(app, client, db, settings):
+    """Its waves found nobody: the next local day frees the capped, but it starts in the off hours, so the lead is
+    due again as they end (07:00), not at midnight (where its wave would only be put off until the morning)."""
+    lead_id = await submit_lead(client, category="legal")  # nobody fits it
+    await app.state.jobs.run_due()
+    assert (await db.scalar(select(Lead.waves_sent).where(Lead.id == lead_id))) == 1
+    due = await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))
+    assert due.replace(tzinfo=UTC) == local(6, 7, 0)

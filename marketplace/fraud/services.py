@@ -508,8 +508,12 @@ _ANSWERS = select(
 # answers are read again every time. The margin takes in a change dated a little before the last read that committed
 # after it (another process's request still running then). The hourly scan of a 28-day simulated market read every
 # deal of its 60 businesses with news, 6,000 rows joined to their leads: two thirds of its time.
+# Kept only by the hourly scans (committed data; never by a request's own transaction, which may roll back), for a
+# day at most (memory: the businesses with news that day), and the daily rescan of every business reads every deal
+# afresh and empties the store (a correction made in the database by hand is read within a day).
 SETTLED = ("lost", "paid", "returned")
 KEPT_MARGIN = timedelta(minutes=10)
+KEPT_MAX_AGE = timedelta(days=1)
 
 
 @dataclass
@@ -519,6 +523,11 @@ class _Kept:
 
 
 _kept_deals: weakref.WeakKeyDictionary[Any, dict[str, _Kept]] = weakref.WeakKeyDictionary()
+
+
+def forget_kept_deals(session: AsyncSession) -> None:
+    """Empty the store of settled deals of this session's database (the next read of each business reads all)."""
+    _kept_deals.pop(session.sync_session.get_bind(), None)
 _DEALS_SINCE = _DEALS.where(
     or_(
         Exposure.status.not_in(SETTLED),
@@ -528,11 +537,14 @@ _DEALS_SINCE = _DEALS.where(
 )
 
 
-async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict[str, list[Deal]]:
-    """Every exposure of these businesses, with the customers' answers about each lead, oldest first."""
+async def load_deals(
+    session: AsyncSession, business_ids: Sequence[str], *, keep: bool = False
+) -> dict[str, list[Deal]]:
+    """Every exposure of these businesses, with the customers' answers about each lead, oldest first. `keep`: store
+    their settled deals for the next read (the scans of businesses with news)."""
     now = utcnow()
     kept_here = _kept_deals.setdefault(session.sync_session.get_bind(), {})
-    known = [b for b in business_ids if b in kept_here and kept_here[b].read_at <= now]
+    known = [b for b in business_ids if b in kept_here and timedelta(0) <= now - kept_here[b].read_at < KEPT_MAX_AGE]
     fresh = [b for b in business_ids if b not in known]
     rows: list[Any] = []
     if fresh:
@@ -568,7 +580,11 @@ async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict
         own.sort(key=lambda d: (d.created_at, d.exposure_id))  # as one read orders them
         if own:
             deals[business_id] = own
-        kept_here[business_id] = _Kept(now, {d.exposure_id: d for d in own if d.status in SETTLED})
+        if keep:
+            kept_here[business_id] = _Kept(now, {d.exposure_id: d for d in own if d.status in SETTLED})
+    if keep:
+        for business_id in [b for b, k in kept_here.items() if not timedelta(0) <= now - k.read_at < KEPT_MAX_AGE]:
+            del kept_here[business_id]  # a day old: read afresh next time, and not held meanwhile
     return deals
 
 
@@ -626,8 +642,11 @@ def rule_config(settings: Settings) -> RuleConfig:
     )
 
 
-async def assess_businesses(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> ScanResult:
-    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing)."""
+async def assess_businesses(
+    session: AsyncSession, settings: Settings, business_ids: Sequence[str], *, keep_deals: bool = False
+) -> ScanResult:
+    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing).
+    `keep_deals`: keep their settled deals for the next scan (load_deals)."""
     result = ScanResult()
     if not business_ids:
         return result
@@ -641,7 +660,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     if not businesses:
         return result
     peers_at, peers = await peers_now(session)
-    deals = await load_deals(session, list(businesses))
+    deals = await load_deals(session, list(businesses), keep=keep_deals)
     loaded = await current_model(session, settings)
     model_id, model = loaded if loaded is not None else (None, None)
     alerts: dict[str, list[FraudAlert]] = defaultdict(list)
@@ -803,7 +822,7 @@ async def scan_dirty(uow: UnitOfWorkFactory, settings: Settings, limit: int = CH
         return ScanResult()
     try:
         async with uow() as unit:
-            return await assess_businesses(unit.session, settings, ids)
+            return await assess_businesses(unit.session, settings, ids, keep_deals=True)
     except Exception:
         async with uow() as unit:
             mark_dirty(unit.session, *ids)
@@ -817,6 +836,8 @@ async def scan_all(uow: UnitOfWorkFactory, settings: Settings, batch: int = CHUN
     after = ""
     while True:
         async with uow() as unit:
+            if not after:
+                forget_kept_deals(unit.session)  # every deal read afresh today, and none kept for a whole market
             ids = list(
                 await unit.session.scalars(
                     select(Business.id).where(Business.id > after).order_by(Business.id).limit(batch)

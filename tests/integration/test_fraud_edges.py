@@ -282,7 +282,7 @@ async def test_deals_kept_between_scans_read_as_a_whole_read_does_after_every_ki
         # Past the last read's margin, so that what was read then is served from memory now.
         clock.advance(fraud_services.KEPT_MARGIN + timedelta(minutes=1))
         async with app.state.sessions() as session:
-            kept = await load_deals(session, ids)
+            kept = await load_deals(session, ids, keep=True)  # as the scans of businesses with news read them
             saved = fraud_services._kept_deals
             fraud_services._kept_deals = weakref.WeakKeyDictionary()
             try:
@@ -321,9 +321,16 @@ async def test_deals_kept_between_scans_read_as_a_whole_read_does_after_every_ki
     blocked = await client.post(f"/v1/businesses/{dm_id}/block", headers=auth(operator), json={"reason": "x"})
     assert blocked.status_code == 200, blocked.text  # its open deal closed by the block: no deal of its any more
     async with app.state.sessions() as session:
-        kept = await load_deals(session, ids)
+        kept = await load_deals(session, ids, keep=True)
     assert live_deal not in {d.exposure_id for d in kept[dm_id]} and open_deal in {d.exposure_id for d in kept[dm_id]}
     await same_as_a_whole_read(closed_by_a_block=1)
+    # Kept a day at most: past it, every deal is read again (and a day-old store is not held).
+    engine = app.state.engine.sync_engine
+    assert set(fraud_services._kept_deals[engine]) == set(ids)
+    clock.advance(fraud_services.KEPT_MAX_AGE)
+    async with app.state.sessions() as session:
+        await load_deals(session, [lb_id], keep=True)
+    assert set(fraud_services._kept_deals[engine]) == {lb_id}
 
 
 async def test_deals_a_block_closed_are_no_losses_in_the_ranking_the_model_or_the_stats(app, client, db, monkeypatch):

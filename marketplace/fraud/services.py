@@ -1013,11 +1013,14 @@ async def decide(
     alert = await get_alert(session, alert_id, lock=True)
     if alert.status != "open":
         raise Conflict(f"this alert was already decided ({alert.status})", extra={"alert_status": alert.status})
-    if data.decision == "confirm" and not alert.evidence:
-        # Its evidence is gone since it opened (the deal it was about reported paid, say): a block and a public
-        # listing would rest on nothing the operator can point to.
+    threshold = settings.fraud.alert_threshold_bp / 10_000
+    if data.decision == "confirm" and alert.risk_score < threshold:
+        # Its risk fell below the threshold since it opened (the deal it was about reported paid, say): a block and a
+        # public listing would rest on what no longer opens an alert (patterns alone never do). An operator who knows
+        # more blocks the business by hand.
         raise Conflict(
-            "this alert holds no evidence any more (what it was about has been resolved since it opened): dismiss it",
+            f"this alert's risk has fallen to {alert.risk_score:.2f} since it opened, below the alert threshold "
+            f"{threshold:.2f} (what it was about has been resolved): dismiss it, or block the business by hand",
             extra={"alert_status": alert.status, "risk_score": alert.risk_score},
         )
     now = utcnow()

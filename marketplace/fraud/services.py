@@ -75,9 +75,14 @@ from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 log = logging.getLogger("marketplace.fraud")
 
 SURVEY = "survey"  # the signed link's purpose
-# A lost deal too: reported lost at once, its lead's only survey went out before the customer decided, and a deal
-# closed later would stay hidden behind it. Asked again, a customer who names the business contradicts the report.
-QUIET_STATUSES = (*OPEN_PIPELINE, "lost", "returned")
+# Deals that leave a lead quiet: open ones, returned ones, and a deal maker's own `lost` report (reported lost at
+# once, its lead's only survey went out before the customer decided, and a deal closed later would stay hidden behind
+# it; asked again, a customer who names the business contradicts the report). Not a lead buyer's lost (it owes no
+# commission on its deals), nor a deal a block closed (not the business's report).
+QUIET_DEALS = or_(
+    Exposure.status.in_((*OPEN_PIPELINE, "returned")),
+    and_(Exposure.status == "lost", Exposure.mode == "deal_maker", Exposure.id.not_in(CLOSED_BY_BLOCK)),
+)
 # Leads older than this are not surveyed when they go quiet (a first deploy must not mail last year's customers).
 QUIET_HORIZON = timedelta(days=90)
 MAX_DELIVERY_ATTEMPTS = 5
@@ -366,7 +371,7 @@ async def send_quiet_surveys(session: AsyncSession, settings: Settings, limit: i
             select(Exposure.lead_id)
             .join(LeadContact, LeadContact.lead_id == Exposure.lead_id)
             .where(
-                Exposure.status.in_(QUIET_STATUSES),
+                QUIET_DEALS,
                 Exposure.status_changed_at <= cutoff,
                 Exposure.created_at >= now - QUIET_HORIZON,
                 LeadContact.email.is_not(None),

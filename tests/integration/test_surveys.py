@@ -211,6 +211,20 @@ async def test_a_lost_deal_s_lead_is_asked_again_when_quiet_under_the_same_limit
     assert await db.count(Survey, Survey.lead_id == other_lead) == 1
 
 
+async def test_a_lead_buyer_s_lost_deal_leaves_its_lead_unasked(app, client, db, settings):
+    """A lead buyer owes no commission on its deals: its `lost` asks the customer nothing more when the lead goes
+    quiet (a deal maker's does: test above)."""
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    lead_id, exposure_id = await claimed_deal(app, client, lb_id, lb)
+    await report(client, lb, exposure_id, "lost")
+    token = await survey_token(client, operator, lead_id)
+    assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+    await send_quiet_surveys()
+    assert await db.count(Survey, Survey.lead_id == lead_id) == 1
+
+
 async def test_notifications_are_for_operators_newest_first_and_paginated(app, client, db):
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker")

@@ -116,9 +116,27 @@ _OVER_CREDIT = and_(
     _businesses.mode == "deal_maker",
     func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
 )
-# The wave's picks that may still be offered the lead: active, fitting it, and not a deal maker owing more than its
-# credit limit (its claim would be refused, wallet.refuse_new_leads_over_limit: the offer would take a place in the
-# wave that a business able to take the lead should have; the ranking core does not know balances).
+
+
+def _received_since(since: str) -> Any:
+    """How many leads the business (the row being updated) has received since the bound time, those it gave back
+    aside: what its caps count (as _check_claimer counts them)."""
+    return (
+        select(func.count())
+        .where(
+            _EXPOSURES.c.business_id == _businesses.id,
+            _EXPOSURES.c.created_at >= bindparam(since),
+            _EXPOSURES.c.returned_at.is_(None),
+        )
+        .correlate(_BUSINESSES)
+        .scalar_subquery()
+    )
+
+
+# The wave's picks that may still be offered the lead: active, fitting it, below its caps, and not a deal maker owing
+# more than its credit limit (its claim would be refused, wallet.refuse_new_leads_over_limit: the offer would take a
+# place in the wave that a business able to take the lead should have; the ranking core does not know balances, and a
+# process's core may not have heard of claims another process took while Redis was away: the caps are counted here).
 _MARK_OFFERED = (
     update(_BUSINESSES)
     .where(
@@ -126,6 +144,8 @@ _MARK_OFFERED = (
         _businesses.status == "active",
         *FITS_THE_LEAD,
         ~_OVER_CREDIT,
+        _received_since("day") < _businesses.daily_cap,
+        _received_since("month") < _businesses.monthly_cap,
     )
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)
@@ -234,7 +254,19 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         fit = {"category": lead.view.category, "region": lead.view.region, "budget": lead.view.budget_minor}
         limit = settings.wallet.default_credit_limit_minor
         active = set(
-            (await session.execute(_MARK_OFFERED, {"ids": ids, "now": now, "default_limit": limit, **fit})).scalars()
+            (
+                await session.execute(
+                    _MARK_OFFERED,
+                    {
+                        "ids": ids,
+                        "now": now,
+                        "default_limit": limit,
+                        "day": day_start(now, settings.jurisdiction.zone),
+                        "month": month_start(now, settings.jurisdiction.zone),
+                        **fit,
+                    },
+                )
+            ).scalars()
         )
         chosen = [p for p in picks if p.business_id in active]
     if chosen:

@@ -364,3 +364,24 @@ async def test_a_lead_left_with_nobody_is_offered_again_when_the_day_starts_and_
     assert offer["lead_id"] == waiting
     claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(buyer))
     assert claimed.status_code == 201, claimed.text
+
+
+async def test_a_wave_counts_the_caps_in_the_database_not_only_in_its_process_s_ranking(app, client, db):
+    """A process's ranking core may not have heard of a claim or a cap another process took (Redis away): the wave
+    counts each pick's leads of the day in the database and passes over one at its cap (its claim could only be
+    refused), offering the lead to the next one instead."""
+    from marketplace.db.models import Business
+
+    capped_id, capped = await register(client, "lead_buyer", profile={"daily_cap": 5, "monthly_cap": 50})
+    _, other = await register(client, "lead_buyer", profile={"daily_cap": 5, "monthly_cap": 50})
+    await submit_lead(client)
+    await app.state.jobs.run_due()
+    (first,) = await offers_of(client, capped)
+    assert (await client.post(f"/v1/offers/{first['offer_id']}/claim", headers=auth(capped))).status_code == 201
+    # Another process lowered its cap to the one lead it has had today; this process's core never heard of it.
+    async with app.state.uow() as uow:
+        await uow.session.execute(update(Business).where(Business.id == capped_id).values(daily_cap=1))
+    waiting = await submit_lead(client)
+    await app.state.jobs.run_due()
+    assert [o["lead_id"] for o in await offers_of(client, capped)] == []
+    assert waiting in {o["lead_id"] for o in await offers_of(client, other)}

@@ -27,12 +27,13 @@ from marketplace.db.models import (
     Offer,
 )
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
-from marketplace.errors import Conflict, Forbidden, NotFound
+from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
+from marketplace.money import Money
 from marketplace.offers import schemas
 from marketplace.offers.matching import FITS_THE_LEAD, find_candidates, fits_business, owed_replacement
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
@@ -649,6 +650,25 @@ OWED_TRIES = 3
 
 async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
     await session.execute(_CLOSE_OPEN_OFFERS, {"of_lead": lead_id})
+
+
+async def apply_credit_limit(uow: UnitOfWork, settings: Settings, jobs: Jobs, business_id: str, amount: Money) -> None:
+    """An operator sets how much a business may owe through the payment provider. A deal maker that now owes more
+    has its open offers withdrawn at once (its claims would be refused until it pays); one let owe more is offered
+    the open leads whose waves passed it over, once the new limit has committed (the job reads it)."""
+    business = await uow.session.get(Business, business_id, with_for_update=True)
+    if business is None:
+        raise NotFound(f"no business {business_id}")
+    if amount.currency != business.currency:
+        raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
+    before = business.credit_limit_minor
+    if before is None:
+        before = settings.wallet.default_credit_limit_minor
+    business.credit_limit_minor = amount.amount_minor
+    await uow.session.flush()
+    await withdraw_offers_over_credit(uow.session, settings, business_id)
+    if amount.amount_minor > before:
+        uow.after_commit(lambda: jobs.enqueue("offer_open_leads", business_id))
 
 
 async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings, business_id: str) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339
 from marketplace.db.models import Business, CommissionPlanVersion, Settlement
-from marketplace.errors import InvalidInput, NotAcceptable, NotFound
+from marketplace.errors import InvalidInput, NotAcceptable
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import preferred
@@ -27,7 +27,7 @@ from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, QueryTime, one_of
 from marketplace.ids import new_id
 from marketplace.money import Money
-from marketplace.offers.services import withdraw_offers_over_credit
+from marketplace.offers.services import apply_credit_limit
 from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -398,21 +398,10 @@ class WalletController(Controller):
         """How much a business may owe through the payment provider before purchases are refused. A deal maker that
         now owes more has its open offers withdrawn (its claims would be refused until it pays); one let owe more is
         offered the open leads that fit it again."""
+        amount = Money(data.amount.amount_minor, data.amount.currency)
         async with state.uow() as uow:
-            business = await uow.session.get(Business, business_id, with_for_update=True)
-            if business is None:
-                raise NotFound(f"no business {business_id}")
-            if data.amount.currency != business.currency:
-                raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
-            before = business.credit_limit_minor
-            if before is None:
-                before = state.settings.wallet.default_credit_limit_minor
-            business.credit_limit_minor = data.amount.amount_minor
-            await uow.session.flush()
-            await withdraw_offers_over_credit(uow.session, state.settings, business_id)
+            await apply_credit_limit(uow, state.settings, state.jobs, business_id, amount)
             out = await queries.wallet_of(uow.session, state.settings, business_id)
-        if data.amount.amount_minor > before:
-            state.jobs.enqueue("offer_open_leads", business_id)  # open leads whose waves passed it over
         return out
 
 

@@ -343,6 +343,13 @@ async def return_exposure(
     if not reason.strip():
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
     exposure = await get_own(session, business, exposure_id, lock=True)
+    # The lead's row next (the exposure's, then the lead's, as ever), before anything is checked: its claims take it
+    # first, and so does a customer's survey answer (fraud.answer_survey). A return and a concurrent claim of the lead
+    # follow one another, so each sees the other (the qualified-lead fee a return takes back goes to a claim made
+    # meanwhile); and an answer that this business was hired either committed before the hire check below reads it
+    # (a 409), or waits until the return has committed (a return then hired: a fraud signal), never a refund made
+    # after the hire was committed.
+    await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     before = Before.of(exposure)
     now = utcnow()
     if exposure.status not in rules.RETURNABLE:
@@ -364,9 +371,6 @@ async def return_exposure(
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
     exposure.stale = False
-    # The lead's row, as its claims take it first: a return and a concurrent claim of the lead follow one another,
-    # so each sees the other (the qualified-lead fee a return takes back goes to a claim made meanwhile).
-    await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":

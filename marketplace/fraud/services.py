@@ -291,7 +291,10 @@ async def answer_survey(
     """Store the customer's answer (the link is spent in the same transaction) and mark every business of
     the lead for re-assessment. Returns the survey and those businesses."""
     survey = await _survey_by_token(session, settings, token)
-    lead = await session.get(Lead, survey.lead_id)
+    # The lead's row, locked as a return locks it (FOR NO KEY UPDATE), whether or not the lead is still on the market
+    # (take_off_the_market updates, and so locks, only one that is): a return of one of its deals waits for this
+    # answer, or this answer for the return (exposures.return_exposure), never a refund after a hire committed.
+    lead = await session.get(Lead, survey.lead_id, with_for_update={"key_share": True})
     assert lead is not None
     holders = [business_id for business_id, _ in await _holders(session, lead.id)]
     errors = []

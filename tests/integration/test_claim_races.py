@@ -1,14 +1,19 @@
-"""Races the database must decide: many buyers on one exclusive lead, a limit of 3, repeated keys, upgrades."""
+"""Races the database must decide: many buyers on one exclusive lead, a limit of 3, repeated keys, upgrades, a return
+and its customer's answer that it hired the business."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
-from marketplace.db.models import Exposure, Lead, Offer
+from marketplace.clock import clock
+from marketplace.db.models import Exposure, Lead, Offer, Survey
 from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
+from tests.integration.fraud_market import answer, claimed_deal, hired, report, survey_token
 
 
 async def _buyers(client, n):
@@ -192,3 +197,88 @@ async def test_a_claim_whose_offer_is_withdrawn_on_its_way_says_so_not_already_c
     assert refused.status_code == 409, refused.text
     assert "withdrawn" in refused.json()["detail"] and "already been claimed" not in refused.json()["detail"]
     assert await db.count(Exposure, Exposure.business_id == buyer_id) == 0
+
+
+async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_the_hire(app, client, db, monkeypatch):
+    """A lead buyer returns a lead (its price refunded) while its customer answers that it hired that very business
+    (a deal: no return, test_exposure_edges.py). Either the answer commits first and the return is a 409, or the return
+    commits first and the hire is recorded after it (a return then hired, a fraud signal): never a refund made after
+    the hire had committed. The return checked for the hire before it took the lead's row, which the answer holds, so
+    it refunded once the answer committed; and an answer about a lead off the market (take_off_the_market then locks
+    nothing) did not wait for a return at all. Each case is forced once, then both run at once, on and off the
+    market."""
+    from marketplace.fraud import services as fraud_services
+    from marketplace.wallet import services as wallet_services
+
+    operator = await operator_token(app)
+    answering, refunding = asyncio.Event(), asyncio.Event()
+    pause = {"answer": 0.0, "return": 0.0}
+    refunds_after_a_hire: list[str] = []
+    take_off, refund = fraud_services.take_off_the_market, wallet_services.refund_exposure
+
+    async def answer_holding_the_lead(session, lead_id):
+        await take_off(session, lead_id)
+        answering.set()
+        await asyncio.sleep(pause["answer"])
+
+    async def watched_refund(session, settings, exposure):
+        refunding.set()
+        await asyncio.sleep(pause["return"])
+        # What is committed by now (each statement reads it on PostgreSQL; SQLite runs one writer at a time).
+        hire = select(Survey.id).where(
+            Survey.lead_id == exposure.lead_id, Survey.business_id == exposure.business_id, Survey.hired.is_(True)
+        )
+        if await session.scalar(hire.limit(1)) is not None:
+            refunds_after_a_hire.append(exposure.id)
+        return await refund(session, settings, exposure)
+
+    monkeypatch.setattr(fraud_services, "take_off_the_market", answer_holding_the_lead)
+    monkeypatch.setattr(wallet_services, "refund_exposure", watched_refund)
+
+    async def deal(*, off_the_market: bool) -> tuple[str, str, str, str]:
+        """A lead buyer's deal reported lost, its survey's token, and the lead's expiry passed if asked."""
+        buyer_id, buyer = await register(client, "lead_buyer")
+        lead_id, exposure_id = await claimed_deal(app, client, buyer_id, buyer)
+        await report(client, buyer, exposure_id, "lost")
+        token = await survey_token(client, operator, lead_id)
+        if off_the_market:  # past the lead's expiry (72 hours), within the return window (7 days)
+            clock.advance(timedelta(days=4))
+        return buyer_id, buyer, exposure_id, token
+
+    def return_of(buyer: str, exposure_id: str) -> Any:
+        return client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(buyer), json={"reason": "irrelevant"})
+
+    # The answer first, holding the lead's row: the return waits for it, then sees the hire.
+    buyer_id, buyer, exposure_id, token = await deal(off_the_market=False)
+    pause["answer"], answering = 0.5, asyncio.Event()
+    answered = asyncio.create_task(answer(client, token, **hired(buyer_id, 150_000)))
+    await answering.wait()
+    returned = await return_of(buyer, exposure_id)
+    assert (await answered).status_code == 200
+    assert returned.status_code == 409 and "hired this business" in returned.json()["detail"], returned.text
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+    pause["answer"] = 0.0
+
+    # The return first, on a lead off the market: the answer waits for the return to commit.
+    buyer_id, buyer, exposure_id, token = await deal(off_the_market=True)
+    pause["return"], refunding = 0.5, asyncio.Event()
+    returning = asyncio.create_task(return_of(buyer, exposure_id))
+    await refunding.wait()
+    answered_later = await answer(client, token, **hired(buyer_id, 150_000))
+    returned = await returning
+    assert returned.status_code == 200 and returned.json()["refund"] is not None, returned.text
+    assert answered_later.status_code == 200, answered_later.text
+    pause["return"] = 0.0
+    assert refunds_after_a_hire == []
+
+    # Both at once, as they come.
+    for off_the_market in (False, True) * 4:
+        buyer_id, buyer, exposure_id, token = await deal(off_the_market=off_the_market)
+        returned, answered_now = await asyncio.gather(
+            return_of(buyer, exposure_id), answer(client, token, **hired(buyer_id, 150_000))
+        )
+        assert answered_now.status_code == 200, answered_now.text
+        assert returned.status_code in (200, 409), returned.text
+        if returned.status_code == 409:
+            assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+        assert refunds_after_a_hire == [], off_the_market

@@ -1236,15 +1236,26 @@ async def _supersede_older_charges(session: AsyncSession, charge: Settlement) ->
     """The charge being confirmed pays its debt: a debt is never collected twice. Each attempt cancels the one
     before it (the collector's and the wallet's conditional updates), so its debt has no other open or confirmed
     charge; should it ever have one, a newer attempt or a payment refuses this confirmation, naming it, and an
-    older attempt still open is cancelled, superseded by this one (or the collector would charge it again)."""
+    older attempt still open is cancelled, superseded by this one (or the collector would charge it again): at the
+    provider too when it is pending, as collect_debts cancels a charge the wallet paid. One the provider can no longer
+    stop may yet collect the debt: this confirmation is refused, naming it, until its outcome is known."""
     others = await _others_of_debt(session, charge)
     for other in others:
         newer = (other.created_at, other.id) > (charge.created_at, charge.id)
         if other.status == "confirmed" or (newer and other.status in OPEN_CHARGE):
             raise _already_charged(charge, other)
     for other in others:
-        if other.status in OPEN_CHARGE:
-            await _close_charge(session, other, other.status)
+        if other.status not in OPEN_CHARGE:
+            continue
+        was = other.status
+        if was == "pending" and not await provider.cancel(session, other):
+            amount = Money(other.amount_minor, other.currency)
+            raise Conflict(
+                f"its debt is also charged as settlement {other.id} ({amount}, pending), which the payment provider "
+                "can no longer stop: confirm or fail that one first",
+                extra={"charge_of_debt": {"settlement_id": other.id, "status": was}},
+            )
+        await _close_charge(session, other, was)
 
 
 def _already_charged(charge: Settlement, other: Settlement) -> Conflict:

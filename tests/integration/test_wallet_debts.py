@@ -601,6 +601,63 @@ async def test_two_open_attempts_at_one_debt_confirmed_at_once_collect_it_once(a
     await assert_sound(client, operator)
 
 
+async def test_an_older_pending_attempt_superseded_by_a_confirmed_one_is_cancelled_at_the_provider_too(
+    app, client, db, monkeypatch
+):
+    """Two pending attempts at one debt (no path of the service leaves them; a provider retrying on its own might):
+    confirming the newer cancelled the older in the database only, so a card provider would still collect it, the
+    debt paid twice. It is withdrawn at the provider as well, as collect_debts withdraws a charge the wallet paid;
+    one the provider can no longer stop refuses the confirmation, naming it, and nothing changes."""
+    operator = await operator_token(app)
+    cancelled_at_provider: list[str] = []
+    stoppable = {"yes": True}
+
+    class Provider(services.ManualBankTransfer):
+        async def cancel(self, session: Any, settlement: Settlement) -> bool:
+            if stoppable["yes"]:
+                cancelled_at_provider.append(settlement.id)
+            return stoppable["yes"]
+
+    monkeypatch.setattr(services, "provider", Provider())
+
+    async def two_pending_attempts() -> tuple[str, str]:
+        buyer_id, buyer = await register(client, "lead_buyer")
+        await buy_from(app, client, (buyer_id, buyer), None)
+        (first,) = (await wallet(client, buyer))["open_debts"]
+        clock.advance(timedelta(minutes=1))
+        async with app.state.uow() as uow:
+            old = await uow.session.get(Settlement, first["id"])
+            assert old is not None and old.status == "pending"
+            newer = replace_settlement(old, id=new_id("stl"), created_at=clock.now())
+            uow.session.add(newer)
+        return first["id"], newer.id
+
+    # The provider cannot stop the older one: the payment is refused, naming it; nothing is cancelled nor received.
+    stoppable["yes"] = False
+    older, newer = await two_pending_attempts()
+    refused = await confirm(client, operator, newer)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["charge_of_debt"] == {"settlement_id": older, "status": "pending"}
+    assert (await settlement(db, older)).status == "pending" and (await settlement(db, newer)).status == "pending"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 0
+
+    # It can: the older one is cancelled at the provider and in the database, the newer one is the payment.
+    stoppable["yes"] = True
+    older, newer = await two_pending_attempts()
+    confirmed = await confirm(client, operator, newer)
+    assert confirmed.status_code == 200, confirmed.text
+    assert cancelled_at_provider == [older]
+    assert (await settlement(db, older)).status == "cancelled"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 1
+    await assert_sound(client, operator)
+
+
+def replace_settlement(row: Settlement, **changes: Any) -> Settlement:
+    """A copy of a settlement row (a new one to add), with some columns changed."""
+    columns = {c.key: getattr(row, c.key) for c in Settlement.__table__.columns}
+    return Settlement(**{**columns, **changes})
+
+
 # --- gap 3: withdrawals while owing --------------------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from msgspec import UnsetType
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,7 @@ from marketplace.offers.matching import fits_business
 from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
-from marketplace.text import blank
+from marketplace.text import blank, name_key
 
 T = TypeVar("T")
 
@@ -255,15 +255,15 @@ async def _check_phone_free_of_marks(session: AsyncSession, phone: str) -> None:
 
 
 async def _check_name_not_listed(session: AsyncSession, name: str, business_id: str = "") -> None:
-    """Refuses the name (any case) of a business on the public unreliable list: the list warns by name, so another
-    business under it would carry the warning, and the listed one could come back under it with a new email and
-    phone. (The listed business itself keeps its name: update_business.) A handful of rows: the list is short."""
-    query = select(Business.id).where(
-        Business.unreliable_since.is_not(None),
-        func.lower(Business.name) == func.lower(name),
-        Business.id != business_id,
+    """Refuses the name of a business on the public unreliable list, however it is written (text.name_key: case,
+    punctuation and spaces aside): the list warns by name, so another business under it would carry the warning, and
+    the listed one could come back under it with a new email and phone. (The listed business itself keeps its name:
+    update_business.) Compared here, not in SQL, where SQLite's lower() folds ASCII letters only: the list is short."""
+    key = name_key(name)
+    listed = await session.scalars(
+        select(Business.name).where(Business.unreliable_since.is_not(None), Business.id != business_id)
     )
-    if await session.scalar(query.limit(1)):
+    if any(name_key(other) == key for other in listed):
         raise Conflict(
             "a business of this name is on the public list of unreliable businesses; choose a name that tells yours "
             "apart",

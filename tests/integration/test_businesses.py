@@ -249,6 +249,20 @@ async def test_a_business_marked_unreliable_keeps_the_name_it_is_listed_under(ap
     _, honest = await register(client, name="Other Pipes")
     taken = await client.patch("/v1/businesses/me", headers=auth(honest), json={"name": "Shady Pipes"})
     assert taken.status_code == 409 and taken.json()["errors"][0]["field"] == "name", taken.text
+    # However it is written: punctuation and spaces aside, and case over all of Unicode on both databases (SQLite's
+    # lower() folded ASCII letters only, and an exact match let a full stop or a second space through).
+    for written in ("SHADY  PIPES.", "Shady-Pipes!"):
+        refused = await client.post("/v1/businesses", json=business_body("lead_buyer", name=written))
+        assert refused.status_code == 409 and refused.json()["errors"][0]["field"] == "name", (written, refused.text)
+        renaming = await client.patch("/v1/businesses/me", headers=auth(honest), json={"name": written})
+        assert renaming.status_code == 409 and renaming.json()["errors"][0]["field"] == "name", renaming.text
+    bau_id, _ = await register(client, name="Öko Bau")
+    assert (await client.post(f"/v1/businesses/{bau_id}/block", headers=auth(op))).status_code == 200
+    for written in ("ÖKO BAU", "öko bau.", "Oeko Bau"):
+        answer = await client.post("/v1/businesses", json=business_body("lead_buyer", name=written))
+        expected = 201 if written == "Oeko Bau" else 409  # another name, however close
+        assert answer.status_code == expected, (written, answer.text)
+    assert await db.count(Business) == businesses + 3
     # Suspended and listed, it may not rename either (only a blocked business is refused every change).
     suspend = {"status": "suspended", "reason": "under review", "unreliable": True}
     suspended = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=suspend)

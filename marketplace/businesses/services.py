@@ -17,7 +17,7 @@ from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Bu
 from marketplace.db.models.businesses import with_profile
 from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
 from marketplace.http.pagination import after_time_cursor, check_limit, time_cursor
-from marketplace.identity.services import issue_business_token
+from marketplace.identity.services import issue_business_token, refuse_if_blocked
 from marketplace.ids import new_id
 from marketplace.offers.matching import fits_business
 from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
@@ -146,6 +146,7 @@ async def update_business(
     session: AsyncSession, settings: Settings, business_id: str, data: schemas.BusinessUpdate
 ) -> Business:
     business = await get_business(session, business_id, for_update=True)
+    await refuse_if_blocked(session, business_id)  # under the row lock just taken: its status as of now
     # Every field is checked before any is changed, and all that are wrong are named at once.
     found = FieldErrors()
     if not isinstance(data.name, UnsetType):
@@ -374,6 +375,7 @@ async def set_bids(
     withdrawn); never below the category's price (the reserve). It pays the generalised second price of each lead,
     at most its bid. Refused as a whole, naming every error, with nothing changed."""
     business = await get_business(session, business_id, for_update=True)
+    await refuse_if_blocked(session, business_id)  # under the row lock just taken: its status as of now
     rows = {row.category: row for row in business.category_rows}
     errors = []
     named: set[str] = set()

@@ -14,7 +14,7 @@ from marketplace.db.models import Business
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.strict import QueryInt
-from marketplace.identity.services import issue_club_token, reissue_club_token
+from marketplace.identity.services import issue_club_token, refuse_if_blocked, reissue_club_token
 
 
 class ClubController(Controller):
@@ -108,8 +108,11 @@ class ClubController(Controller):
     async def leave(self, state: State, request: Request[Any, Any, Any], club_id: FromPath[str]) -> None:
         """Leave a club: its leads are no longer offered to the business, and its open offers of them are
         withdrawn."""
+        business_id = current_principal(request).id
         async with state.uow() as uow:
-            await services.leave(uow.session, club_id, current_principal(request).id)
+            # Here, not in services.leave: an operator removes a blocked business as any other.
+            await refuse_if_blocked(uow.session, business_id)
+            await services.leave(uow.session, club_id, business_id)
 
     @get("/businesses/me/clubs", opt=access(Access.BUSINESS))
     async def my_clubs(
@@ -133,6 +136,8 @@ class ClubController(Controller):
         """Join a club with an invitation; its open leads that fit the business's profile are offered to it."""
         business_id = current_principal(request).id
         async with state.uow() as uow:
+            # Here, not in services.join: a sign-up with an invitation joins through it too, and is not blocked.
+            await refuse_if_blocked(uow.session, business_id)
             business = await uow.session.get(Business, business_id)
             assert business is not None
             club, member = await services.join(uow.session, data.invitation, business_id, business.email)

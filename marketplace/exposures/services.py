@@ -20,7 +20,7 @@ from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
 from marketplace.http.idempotency import Private
 from marketplace.http.pagination import check_cursor
-from marketplace.identity.services import Principal
+from marketplace.identity.services import Principal, held_status, refuse_if_blocked
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
 from marketplace.money import Money
@@ -231,9 +231,12 @@ def _record(
 async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
 ) -> StatusChange:
+    # Its status in the database (the principal may be a moment old: another process's block), its row taken
+    # before the deal's, as a block takes them.
+    status = await held_status(session, business.id)
     exposure = await get_own(session, business, exposure_id, lock=True)
     before = Before.of(exposure)
-    if business.status == "blocked":
+    if status == "blocked":
         if data.status not in rules.SETTLING:
             raise Forbidden("this account is blocked: it may only report the deals it still holds won, invoiced, paid")
         if data.turnover is not None and exposure.turnover_minor not in (None, data.turnover.amount_minor):
@@ -284,6 +287,7 @@ async def upgrade_to_exclusive(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str
 ) -> Exposure:
     """A lead buyer holding the only exposure buys it exclusively, paying the difference to the exclusive price."""
+    await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)
     if exposure.kind == "exclusive":
         raise Conflict("this exposure is already exclusive")
@@ -342,6 +346,7 @@ async def return_exposure(
     the business's caps."""
     if not reason.strip():
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
+    await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)
     # The lead's row next (the exposure's, then the lead's, as ever), before anything is checked: its claims take it
     # first, and so does a customer's survey answer (fraud.answer_survey). A return and a concurrent claim of the lead

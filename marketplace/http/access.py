@@ -106,7 +106,9 @@ def _check(level: Access, principal: Principal, method: str) -> None:
             return
         raise Forbidden("this endpoint is for businesses")
     # A blocked business may still read its own records (it still owes what it owes), but not act, except to
-    # settle what it owes.
+    # settle what it owes. The principal may be a moment old (a block made in another process, not heard of yet):
+    # this is a first answer only; every act that changes something asks the database again, in its transaction
+    # (identity.services.refuse_if_blocked).
     if principal.status == "blocked" and method not in ("GET", "HEAD") and level != Access.BUSINESS_SETTLING:
         raise Forbidden("this account is blocked")
     if level == Access.LEAD_BUYER and principal.mode != "lead_buyer":

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.db.models import ApiToken, Business, Operator, UsedLink
-from marketplace.errors import Gone
+from marketplace.errors import Forbidden, Gone
 from marketplace.identity.links import LinkClaims
 from marketplace.identity.tokens import hash_token, new_token
 from marketplace.ids import new_id
@@ -79,6 +79,33 @@ async def resolve_token(db: AsyncConnection | AsyncSession, token_hash: str) -> 
     if row.club_id is not None:
         return Principal(kind="club", id=row.club_id)
     return Principal(kind="business", id=row.business_id, mode=row.mode, status=row.status)
+
+
+# A business's status as of now, its row held until the transaction ends. FOR SHARE waits for a block's update of
+# the status and holds up one that comes after (FOR KEY SHARE would do neither: it does not conflict with an update
+# of a non-key column). A block takes the business row first and its deals after, so an act takes this before any
+# deal, lead or offer row of its own; an act that updates the business row itself takes that row FOR UPDATE first
+# (two of them holding FOR SHARE and each waiting to update would deadlock) and reads this under its own lock.
+_HELD_STATUS = select(Business.status).where(Business.id == bindparam("business_id")).with_for_update(read=True)
+
+
+async def held_status(session: AsyncSession, business_id: str) -> str | None:
+    """A business's status in the database, its row held against a block until the transaction ends (None: no such
+    business). The guard's principal may be a moment old (another process blocked the business and this one has not
+    heard yet): the database, not the cached principal, decides whether an act that changes something may go on."""
+    return await session.scalar(_HELD_STATUS, {"business_id": business_id})
+
+
+def refuse_blocked(status: str | None) -> None:
+    """A blocked business's act that changes something is a 403 (what it may still settle is decided by the
+    service of that act: exposures.update_status)."""
+    if status == "blocked":
+        raise Forbidden("this account is blocked")
+
+
+async def refuse_if_blocked(session: AsyncSession, business_id: str) -> None:
+    """403 unless the business is other than blocked in the database now; held so until the transaction ends."""
+    refuse_blocked(await held_status(session, business_id))
 
 
 async def spend_link(session: AsyncSession, claims: LinkClaims) -> None:

@@ -15,6 +15,7 @@ from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, hide_contact_details
 from marketplace.db.models import Club, Exposure, Lead, LeadContact
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
+from marketplace.identity.services import refuse_if_blocked
 from marketplace.ids import new_id
 from marketplace.leads import schemas
 from marketplace.schemas import MoneyOut
@@ -95,6 +96,8 @@ async def submit_lead(
 
     Returns the lead and whether it was a duplicate.
     """
+    if seller_business_id is not None:  # a blocked business sells nothing (it would earn from the lead's claims)
+        await refuse_if_blocked(session, seller_business_id)
     errors = _validate(settings, data)
     region = DEFAULT_REGION_BY_CURRENCY.get(settings.currency, "IL")
     phone = email = None

@@ -29,7 +29,7 @@ from marketplace.db.models import (
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor
-from marketplace.identity.services import Principal
+from marketplace.identity.services import Principal, refuse_blocked
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
@@ -407,9 +407,12 @@ _TAKE_SHARED = (
     )
     .returning(*_LEADS.c)
 )
+# With its business's status as of now: a block withdraws the business's open offers, and its claim (the principal
+# a moment old, in a process that has not heard of the block yet) is a 403 as every other act of it, not a 409.
 _OFFER = select(
     _offers.id, _offers.lead_id, _offers.business_id, _offers.status, _offers.expires_at, _offers.price_minor,
     _offers.replaces_exposure_id,
+    select(_businesses.status).where(_businesses.id == _offers.business_id).scalar_subquery().label("business_status"),
 ).where(_offers.id == bindparam("offer_id"))  # fmt: skip
 # Offers by table: a claim reads its offer as a row, so the session holds no offer object to keep in step.
 _CLAIM_OFFER = (
@@ -441,11 +444,19 @@ CLOSE_OTHER_OFFERS = (
 )
 
 
-# The claimer's caps and credit limit, its row locked: its concurrent claims queue here, so two of them cannot both
-# take the last place under a cap. What it has received and owes is read after the lock, in a statement of its own:
-# on PostgreSQL a statement that waited for a row lock still reads what it counts as of its start.
+# The claimer's caps, credit limit and status, its row locked: its concurrent claims queue here, so two of them cannot
+# both take the last place under a cap, and a block waits for the claim (its release then finds the deal) or the
+# claim for the block (and reads the business blocked: the lock re-reads the row). What it has received and owes is
+# read after the lock, in a statement of its own: on PostgreSQL a statement that waited for a row lock still reads
+# what it counts as of its start.
 _LOCK_CLAIMER = (
-    select(_businesses.daily_cap, _businesses.monthly_cap, _businesses.credit_limit_minor, _businesses.currency)
+    select(
+        _businesses.daily_cap,
+        _businesses.monthly_cap,
+        _businesses.credit_limit_minor,
+        _businesses.currency,
+        _businesses.status,
+    )
     .where(_businesses.id == bindparam("business_id"))
     # FOR NO KEY UPDATE: it does not wait for, nor hold up, the key-share locks that rows referring to the business
     # take (another business's claim writing its earnings), which FOR UPDATE would deadlock with.
@@ -476,12 +487,14 @@ async def _check_claimer(
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
     limit (wallet.refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
-    gave it back, and its replacement (or any other lead) takes its place within the caps. Returns whether this
-    claim reaches a cap (its other open offers are then withdrawn: see claim_offer)."""
+    gave it back, and its replacement (or any other lead) takes its place within the caps. A blocked business's
+    claim is a 403. Returns whether this claim reaches a cap (its other open offers are then withdrawn: see
+    claim_offer)."""
     row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
     if row is None:
         return False
-    daily_cap, monthly_cap, limit, currency = row
+    daily_cap, monthly_cap, limit, currency, status = row
+    refuse_blocked(status)
     zone = settings.jurisdiction.zone
     params = {
         "business_id": business.id,
@@ -511,6 +524,7 @@ async def claim_offer(
     offer = (await session.execute(_OFFER, {"offer_id": offer_id})).one_or_none()
     if offer is None or offer.business_id != business.id:
         raise NotFound(f"no offer {offer_id}")
+    refuse_blocked(offer.business_status)  # held against a block only later, by _check_claimer's lock
     if exclusive and business.mode != "lead_buyer":
         raise Forbidden("only lead buyers buy a lead exclusively; a deal maker claims it shared")
     if offer.status == "claimed":

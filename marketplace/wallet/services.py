@@ -43,7 +43,8 @@ from marketplace.db.models import (
     Settlement,
 )
 from marketplace.db.statements import of_session, per_database, rows_changed, table
-from marketplace.errors import Conflict, FieldError, Forbidden, InsufficientFunds, InvalidInput, NotFound
+from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidInput, NotFound
+from marketplace.identity.services import refuse_if_blocked
 from marketplace.ids import key_digest, new_id
 from marketplace.money import Money
 from marketplace.outbox import notify
@@ -1057,12 +1058,9 @@ async def withdraw(
         raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
     if not amount.is_positive:
         raise InvalidInput.field("amount.amount_minor", "must be above zero")
-    # Its status as of now, the row held against a block until this commits (FOR SHARE waits for a block's update
-    # and holds one up): a block that committed after the request was let in refuses it here, and a block that comes
-    # after this payout is written finds it written.
-    status = await session.scalar(select(Business.status).where(Business.id == business.id).with_for_update(read=True))
-    if status == "blocked":
-        raise Forbidden("this account is blocked")
+    # Its status as of now, the row held against a block until this commits: a block that committed after the
+    # request was let in refuses it here, and a block that comes after this payout is written finds it written.
+    await refuse_if_blocked(session, business.id)
     ref = key_digest(key)  # a key may be longer than the references' columns take
     ledger_key = f"withdrawal:{business.id}:{ref}"
     transfer = build_withdrawal(

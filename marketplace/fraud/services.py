@@ -8,7 +8,6 @@ Services never commit: the request or the job's unit of work does. Jobs that nee
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import weakref
@@ -508,65 +507,10 @@ _ANSWERS = select(
 ).where(Survey.lead_id.in_(bindparam("lead_ids", expanding=True)), Survey.answered_at.is_not(None))
 
 
-# A business's settled deals (lost, paid, returned) are kept in memory between scans, per database (engine), and only
-# what may have changed since is read again: every deal not settled, and every deal a report, a claim or a return
-# dated after the last read. Every change of a deal dates itself (status_changed_at: a report, a return, a block's
-# release; created_at: a claim), a settled deal changes only by such a report (lost -> returned), and what a deal is
-# judged by besides (its lead's category and budget, the turnovers of its history) is written with it; the customers'
-# answers are read again every time. The margin takes in a change dated a little before the last read that committed
-# after it (another process's request still running then). The hourly scan of a 28-day simulated market read every
-# deal of its 60 businesses with news, 6,000 rows joined to their leads: two thirds of its time.
-# Kept only by the hourly scans (committed data; never by a request's own transaction, which may roll back), for a
-# day at most (memory: the businesses with news that day), and the daily rescan of every business reads every deal
-# afresh and empties the store (a correction made in the database by hand is read within a day).
-SETTLED = ("lost", "paid", "returned")
-KEPT_MARGIN = timedelta(minutes=10)
-KEPT_MAX_AGE = timedelta(days=1)
-
-
-@dataclass
-class _Kept:
-    read_at: datetime
-    settled: dict[str, Deal]  # exposure id -> deal
-
-
-_kept_deals: weakref.WeakKeyDictionary[Any, dict[str, _Kept]] = weakref.WeakKeyDictionary()
-
-
-def forget_kept_deals(session: AsyncSession) -> None:
-    """Empty the store of settled deals of this session's database (the next read of each business reads all)."""
-    _kept_deals.pop(session.sync_session.get_bind(), None)
-_DEALS_SINCE = _DEALS.where(
-    or_(
-        Exposure.status.not_in(SETTLED),
-        Exposure.status_changed_at > bindparam("since"),
-        Exposure.created_at > bindparam("since"),
-    )
-)
-
-
-async def load_deals(
-    session: AsyncSession, business_ids: Sequence[str], *, keep: bool = False
-) -> dict[str, list[Deal]]:
-    """Every exposure of these businesses, with the customers' answers about each lead, oldest first. `keep`: store
-    their settled deals for the next read (the scans of businesses with news)."""
-    now = utcnow()
-    kept_here = _kept_deals.setdefault(session.sync_session.get_bind(), {})
-    known = [b for b in business_ids if b in kept_here and timedelta(0) <= now - kept_here[b].read_at < KEPT_MAX_AGE]
-    fresh = [b for b in business_ids if b not in known]
-    rows: list[Any] = []
-    if fresh:
-        rows += list(await session.execute(_DEALS, {"business_ids": fresh}))
-    if known:
-        since = min(kept_here[b].read_at for b in known) - KEPT_MARGIN
-        rows += list(await session.execute(_DEALS_SINCE, {"business_ids": known, "since": since}))
-    read: dict[str, dict[str, Any]] = defaultdict(dict)
-    for r in rows:
-        read[r[0]][r[1]] = r
-    lead_ids = sorted(
-        {r[2] for r in rows}
-        | {d.lead_id for b in known for d in kept_here[b].settled.values() if d.exposure_id not in read[b]}
-    )
+async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict[str, list[Deal]]:
+    """Every exposure of these businesses, with the customers' answers about each lead."""
+    rows = list(await session.execute(_DEALS, {"business_ids": list(business_ids)}))
+    lead_ids = sorted({r[2] for r in rows})
     answers: dict[str, list[Answer]] = defaultdict(list)
     for start in range(0, len(lead_ids), CHUNK):
         for s in await session.execute(_ANSWERS, {"lead_ids": lead_ids[start : start + CHUNK]}):
@@ -574,44 +518,25 @@ async def load_deals(
             answers[s.lead_id].append(
                 Answer(s.id, bool(s.hired), s.business_id, s.amount_minor, int(s.satisfaction or 0), s.answered_at)
             )
-    deals: dict[str, list[Deal]] = {}
-    for business_id in business_ids:
-        kept = kept_here.get(business_id) if business_id in known else None
-        own: list[Deal] = []
-        if kept is not None:
-            for exposure_id, deal in kept.settled.items():
-                if exposure_id in read[business_id]:
-                    continue  # read again: reported since (returned, say)
-                said = tuple(answers.get(deal.lead_id, ()))
-                own.append(deal if deal.answers == said else dataclasses.replace(deal, answers=said))
-        own += [_deal(r, tuple(answers.get(r[2], ()))) for r in read[business_id].values()]
-        own.sort(key=lambda d: (d.created_at, d.exposure_id))  # as one read orders them
-        if own:
-            deals[business_id] = own
-        if keep:
-            kept_here[business_id] = _Kept(now, {d.exposure_id: d for d in own if d.status in SETTLED})
-    if keep:
-        for business_id in [b for b, k in kept_here.items() if not timedelta(0) <= now - k.read_at < KEPT_MAX_AGE]:
-            del kept_here[business_id]  # a day old: read afresh next time, and not held meanwhile
+    deals: dict[str, list[Deal]] = defaultdict(list)
+    for r in rows:
+        deals[r[0]].append(
+            Deal(
+                exposure_id=r[1],
+                lead_id=r[2],
+                category=r[3],
+                status=r[4],
+                budget_minor=int(r[5]),
+                turnover_minor=r[6],
+                created_at=r[7],
+                status_changed_at=r[8],
+                stale=bool(r[9]),
+                won_at=r[10],
+                highest_turnover_minor=r[11],
+                answers=tuple(answers.get(r[2], ())),
+            )
+        )
     return deals
-
-
-def _deal(r: Any, answers: tuple[Answer, ...]) -> Deal:
-    """A row of _DEALS as a Deal."""
-    return Deal(
-        exposure_id=r[1],
-        lead_id=r[2],
-        category=r[3],
-        status=r[4],
-        budget_minor=int(r[5]),
-        turnover_minor=r[6],
-        created_at=r[7],
-        status_changed_at=r[8],
-        stale=bool(r[9]),
-        won_at=r[10],
-        highest_turnover_minor=r[11],
-        answers=answers,
-    )
 
 
 _models: dict[str, risk_model.RiskModel] = {}
@@ -650,11 +575,8 @@ def rule_config(settings: Settings) -> RuleConfig:
     )
 
 
-async def assess_businesses(
-    session: AsyncSession, settings: Settings, business_ids: Sequence[str], *, keep_deals: bool = False
-) -> ScanResult:
-    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing).
-    `keep_deals`: keep their settled deals for the next scan (load_deals)."""
+async def assess_businesses(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> ScanResult:
+    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing)."""
     result = ScanResult()
     if not business_ids:
         return result
@@ -668,7 +590,7 @@ async def assess_businesses(
     if not businesses:
         return result
     peers_at, peers = await peers_now(session)
-    deals = await load_deals(session, list(businesses), keep=keep_deals)
+    deals = await load_deals(session, list(businesses))
     loaded = await current_model(session, settings)
     model_id, model = loaded if loaded is not None else (None, None)
     alerts: dict[str, list[FraudAlert]] = defaultdict(list)
@@ -830,7 +752,7 @@ async def scan_dirty(uow: UnitOfWorkFactory, settings: Settings, limit: int = CH
         return ScanResult()
     try:
         async with uow() as unit:
-            return await assess_businesses(unit.session, settings, ids, keep_deals=True)
+            return await assess_businesses(unit.session, settings, ids)
     except Exception:
         async with uow() as unit:
             mark_dirty(unit.session, *ids)
@@ -844,8 +766,6 @@ async def scan_all(uow: UnitOfWorkFactory, settings: Settings, batch: int = CHUN
     after = ""
     while True:
         async with uow() as unit:
-            if not after:
-                forget_kept_deals(unit.session)  # every deal read afresh today, and none kept for a whole market
             ids = list(
                 await unit.session.scalars(
                     select(Business.id).where(Business.id > after).order_by(Business.id).limit(batch)

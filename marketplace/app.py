@@ -40,7 +40,7 @@ from marketplace.settings import Settings, get_settings
 from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet.controllers import WalletController
 from workers import runtime
-from workers.broker import make_broker, use_broker
+from workers.broker import API_SOCKET_TIMEOUT_SECONDS, make_broker, use_broker
 
 log = logging.getLogger("marketplace")
 
@@ -130,7 +130,7 @@ def create_app(
     settings = settings or get_settings()
     engine = create_engine(settings.service.database_url)
     sessions = create_session_factory(engine)
-    broker = use_broker(make_broker(settings.service.redis_url))
+    broker = use_broker(make_broker(settings.service.redis_url, socket_timeout=API_SOCKET_TIMEOUT_SECONDS))
     jobs = DramatiqJobs(broker, settings.service.redis_url) if settings.service.redis_url else InProcessJobs(broker)
     uow = UnitOfWorkFactory(sessions)
     ranker = make_ranker(settings.ranking.policy, settings)

@@ -37,12 +37,28 @@ class Jobs(Protocol):
     async def status(self) -> str: ...
 
 
+# After a send failed (Redis refused, timed out or hung), further sends are skipped this long: a Redis that hangs
+# costs an API process one short stall (the broker's timeouts, workers/broker.py) per interval, not one per job.
+BREAKER_SECONDS = 5.0
+# A job worker (`marketplace worker`) writes this key every HEARTBEAT_SECONDS (workers/broker.py: WorkerHeartbeat);
+# GET /health names the queue "no worker seen" when it is missing or older than WORKER_SEEN_SECONDS.
+HEARTBEAT_KEY = "worker:heartbeat"
+HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_KEEP_SECONDS = 7 * 24 * 3600  # the key's expiry: /health can say for how long no worker was seen
+WORKER_SEEN_SECONDS = 60.0
+
+
+def heartbeat_key(namespace: str) -> str:
+    return f"{namespace}:{HEARTBEAT_KEY}"
+
+
 class DramatiqJobs:
     def __init__(self, broker: dramatiq.Broker, redis_url: str = "") -> None:
         self.broker = broker
         self._redis_url = redis_url
         self._probe: Any = None  # a client of its own for status(), with short timeouts
         self.probe_name = f"marketplace-health-{uuid.uuid4().hex[:12]}"  # its connection's name in `CLIENT LIST`
+        self._closed_until = 0.0  # time.monotonic() before which sends are skipped (the breaker is open)
 
     def enqueue(self, actor_name: str, *args: Any, delay_seconds: float = 0) -> None:
         """Send the job to the workers. A broker that cannot be reached is logged, not raised: the caller has
@@ -50,13 +66,24 @@ class DramatiqJobs:
         (lost first waves, businesses with fraud news, overdue waves) take up the work from the database."""
         self._send(actor_name, args, delay_seconds)
 
+    def _open(self) -> bool:
+        return time.monotonic() < self._closed_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._closed_until = time.monotonic() + BREAKER_SECONDS
+        log.error("could not enqueue %s (%s: %s); the periodic sweeps take up what they can; no job is sent for "
+                  "%.0f s", what, type(exc).__name__, exc, BREAKER_SECONDS)
+
     def _send(self, actor_name: str, args: tuple[Any, ...], delay_seconds: float = 0) -> bool:
         actor = self.broker.get_actor(actor_name)  # an unknown actor is a mistake in the code: raised
+        if self._open():
+            log.warning("not enqueueing %s%r: the job queue failed less than %.0f s ago", actor_name, args,
+                        BREAKER_SECONDS)
+            return False
         try:
             actor.send_with_options(args=args, delay=int(delay_seconds * 1000) or None)
         except (redis.exceptions.RedisError, dramatiq.errors.BrokerError, OSError) as exc:
-            log.error("could not enqueue %s%r (%s: %s); the periodic sweeps take up what they can",
-                      actor_name, args, type(exc).__name__, exc)
+            self._failed(f"{actor_name}{args!r}", exc)
             return False
         return True
 
@@ -68,12 +95,15 @@ class DramatiqJobs:
         if client is None:
             self._send(actor_name, ())
             return
+        if self._open():
+            log.warning("not enqueueing %s: the job queue failed less than %.0f s ago", actor_name, BREAKER_SECONDS)
+            return
         key = f"{getattr(self.broker, 'namespace', 'dramatiq')}:once:{actor_name}"
         try:
             if not client.set(key, utcnow().isoformat(), nx=True, ex=max(1, int(seconds))):
                 return
         except (redis.exceptions.RedisError, OSError) as exc:
-            log.error("could not enqueue %s (%s: %s)", actor_name, type(exc).__name__, exc)
+            self._failed(actor_name, exc)
             return
         if not self._send(actor_name, ()):
             # Not sent after all: the key must not keep every process from sending it for the whole period.
@@ -84,17 +114,25 @@ class DramatiqJobs:
         return 0  # dramatiq workers run the jobs
 
     async def status(self) -> str:
-        """"ok" when the broker answers a ping within a second, else what went wrong (GET /health says it). The
-        probe has its own client with one-second timeouts: a broker that hangs holds no thread or pooled connection
-        of the service's."""
+        """"ok" when the broker answers within a second and a job worker wrote its heartbeat within a minute, else
+        what is wrong (GET /health says it). The probe has its own client with one-second timeouts: a broker that
+        hangs holds no thread or pooled connection of the service's."""
         if not self._redis_url:
             return "ok"
         if self._probe is None:
             self._probe = redis_client(self._redis_url, self.probe_name, socket_connect_timeout=1, socket_timeout=1)
         try:
-            await asyncio.wait_for(self._probe.ping(), 1.5)
+            beat = await asyncio.wait_for(
+                self._probe.get(heartbeat_key(getattr(self.broker, "namespace", "dramatiq"))), 1.5
+            )
         except Exception as exc:  # any failure to reach it
             return f"unreachable ({type(exc).__name__})"
+        try:
+            age = time.time() - float(beat)
+        except (TypeError, ValueError):  # none (never, or not for a week), or not a time
+            return "no worker seen"
+        if age > WORKER_SEEN_SECONDS:
+            return f"no worker seen for {int(age)} s"
         return "ok"
 
 

@@ -143,8 +143,10 @@ class RankingSync:
             # subscription that silently came back would not know what was published while it was away (listen()
             # reads everything back when it subscribes again).
             name = f"marketplace-ranking-{self._origin}"
-            self._redis = redis_client(self.redis_url, name)
-            self._subscriber = redis_client(self.redis_url, name, replace_dead=False)
+            # A publish runs as a task of its own, yet against a Redis that hangs each would keep a connection
+            # waiting redis-py's 5 s: a second bounds it. The listener's reads wait for news as long as there is none.
+            self._redis = redis_client(self.redis_url, name, socket_connect_timeout=1, socket_timeout=1)
+            self._subscriber = redis_client(self.redis_url, name, replace_dead=False, socket_connect_timeout=1)
             self._channel = f"{CHANNEL}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
 
     async def listen(self) -> None:
@@ -170,6 +172,11 @@ class RankingSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away (or answered nonsense): listen again
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled (a shutdown) while connecting to a Redis that hangs: redis-py's connect can turn
+                    # the cancellation into its own TimeoutError, and going on would keep the shutdown waiting.
+                    raise asyncio.CancelledError from exc
                 log.warning("lost the ranking channel (%r); subscribing again in %.1f s", exc, pause)
             finally:
                 with contextlib.suppress(Exception):

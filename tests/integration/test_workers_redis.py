@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from sqlalchemy import func, select
 
 from marketplace.app import create_app, shutdown, startup
 from marketplace.db.models import Offer
+from marketplace.jobs import heartbeat_key
 from marketplace.settings import get_settings
 from tests.conftest import make_settings, unavailable
 from tests.factories import auth, lead_body, operator_token, register
@@ -160,11 +162,15 @@ async def test_health_calls_a_broker_that_is_back_reachable() -> None:
     from marketplace.jobs import DramatiqJobs
 
     admin = admin_client(REDIS_URL)
-    jobs = DramatiqJobs(StubBroker(), REDIS_URL)
+    broker = StubBroker()
+    broker.namespace = f"marketplace-test-{uuid.uuid4().hex[:8]}"  # type: ignore[attr-defined]
+    admin.set(heartbeat_key(broker.namespace), f"{time.time():.3f}", ex=60)  # a worker runs: "ok" is the queue's
+    jobs = DramatiqJobs(broker, REDIS_URL)
     try:
         assert await jobs.status() == "ok"
         assert cut(admin, jobs.probe_name)
         assert await jobs.status() == "ok"
     finally:
         await jobs._probe.aclose()
+        admin.delete(heartbeat_key(broker.namespace))
         admin.close()

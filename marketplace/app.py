@@ -236,8 +236,8 @@ async def _periodic(state: State) -> None:
         try:
             if loop.time() - last >= PERIODIC_SECONDS:
                 last = loop.time()
-                for name in PERIODIC:
-                    state.jobs.enqueue(name)
+                for name in PERIODIC:  # not while the last one waits for a worker
+                    state.jobs.enqueue_unless_queued(name)
             if loop.time() - last_daily >= 24 * 3600:
                 last_daily = loop.time()
                 for name in DAILY:  # once a day across the processes that share the queue

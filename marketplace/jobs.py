@@ -32,6 +32,8 @@ class Jobs(Protocol):
 
     def enqueue_once_per(self, actor_name: str, seconds: float) -> None: ...
 
+    def enqueue_unless_queued(self, actor_name: str) -> None: ...
+
     async def run_due(self) -> int: ...
 
     async def status(self) -> str: ...
@@ -46,6 +48,13 @@ HEARTBEAT_KEY = "worker:heartbeat"
 HEARTBEAT_SECONDS = 10.0
 HEARTBEAT_KEEP_SECONDS = 7 * 24 * 3600  # the key's expiry: /health can say for how long no worker was seen
 WORKER_SEEN_SECONDS = 60.0
+# A periodic job sent and not yet taken by a worker is not sent again (every API process sends each every 30 s: a
+# weekend without a worker piled up some 80,000); should its message be lost, another goes out after this long.
+QUEUED_KEEP_SECONDS = 600
+
+
+def queued_key(namespace: str, actor_name: str) -> str:
+    return f"{namespace}:queued:{actor_name}"
 
 
 def heartbeat_key(namespace: str) -> str:
@@ -110,6 +119,27 @@ class DramatiqJobs:
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
                 client.delete(key)
 
+    def enqueue_unless_queued(self, actor_name: str) -> None:
+        """Send a periodic job (no arguments) unless one is in the queue, sent by any process, that no worker has
+        taken yet: a key set when it is sent, deleted when a worker takes it (workers/broker.py: PeriodicTaken)."""
+        client = getattr(self.broker, "client", None)
+        if client is None:
+            self._send(actor_name, ())
+            return
+        if self._open():
+            log.warning("not enqueueing %s: the job queue failed less than %.0f s ago", actor_name, BREAKER_SECONDS)
+            return
+        key = queued_key(getattr(self.broker, "namespace", "dramatiq"), actor_name)
+        try:
+            if not client.set(key, utcnow().isoformat(), nx=True, ex=QUEUED_KEEP_SECONDS):
+                return  # one waits for a worker already
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._failed(actor_name, exc)
+            return
+        if not self._send(actor_name, ()):
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                client.delete(key)
+
     async def run_due(self) -> int:
         return 0  # dramatiq workers run the jobs
 
@@ -154,6 +184,10 @@ class InProcessJobs:
 
     def enqueue_once_per(self, actor_name: str, seconds: float) -> None:
         self.enqueue(actor_name)  # one process: its own schedule is the only one
+
+    def enqueue_unless_queued(self, actor_name: str) -> None:
+        if not any(name == actor_name and not args for _, _, name, args in self._heap):
+            self.enqueue(actor_name)
 
     def pending(self) -> int:
         return len(self._heap)

@@ -9,6 +9,7 @@ import time
 import dramatiq
 import redis
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
@@ -16,7 +17,7 @@ from dramatiq.middleware.asyncio import AsyncIO
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from marketplace.jobs import HEARTBEAT_KEEP_SECONDS, HEARTBEAT_SECONDS, heartbeat_key
+from marketplace.jobs import HEARTBEAT_KEEP_SECONDS, HEARTBEAT_SECONDS, heartbeat_key, queued_key
 
 log = logging.getLogger("marketplace.jobs")
 
@@ -71,6 +72,19 @@ class WorkerHeartbeat(Middleware):
                 return
 
 
+class PeriodicTaken(Middleware):
+    """A worker taking a periodic job (one without arguments) lets the next one be sent (`Jobs.enqueue_unless_queued`
+    sends none while one waits in the queue)."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        if message.args or not isinstance(broker, RedisBroker):
+            return
+        try:
+            broker.client.delete(queued_key(broker.namespace, message.actor_name))
+        except (redis.RedisError, OSError) as exc:  # it expires: the next is sent a few minutes late at worst
+            log.warning("could not mark %s taken (%r)", message.actor_name, exc)
+
+
 # An API process sends on its event loop (dramatiq's Redis client is synchronous): a Redis that accepts and never
 # answers must hold the loop, and every request on it, this long at most, not redis-py's 5 s per command (a round of
 # the periodic jobs took 35 s). `DramatiqJobs` then skips sending for a while (its breaker).
@@ -103,6 +117,7 @@ def make_broker(
     broker.add_middleware(RuntimeShutdown())
     if isinstance(broker, RedisBroker):
         broker.add_middleware(WorkerHeartbeat())
+        broker.add_middleware(PeriodicTaken())
     return broker
 
 

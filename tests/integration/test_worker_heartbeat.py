@@ -9,13 +9,14 @@ import uuid
 
 import httpx
 import pytest
-from dramatiq import Worker
+from dramatiq import Message, Worker
+from dramatiq.broker import MessageProxy
 
 from marketplace.app import create_app, shutdown, startup
-from marketplace.jobs import heartbeat_key
+from marketplace.jobs import DramatiqJobs, heartbeat_key
 from tests.conftest import make_settings
 from tests.redis_clients import admin_client
-from workers.broker import make_broker, use_broker
+from workers.broker import PeriodicTaken, make_broker, use_broker
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -64,3 +65,33 @@ def test_a_running_worker_writes_its_heartbeat():
         worker.stop()
         broker.close()
         admin.delete(key)
+
+
+def test_a_periodic_job_is_not_queued_again_until_a_worker_takes_it():
+    """Every API process sends each periodic job every 30 s: without a worker they piled up (a weekend, ~80,000)."""
+    admin = admin_client(REDIS_URL)
+    namespace = f"marketplace-test-{uuid.uuid4().hex[:8]}"
+    broker = use_broker(make_broker(REDIS_URL, namespace))
+    processes = [DramatiqJobs(broker, REDIS_URL), DramatiqJobs(broker, REDIS_URL)]  # two API processes
+
+    def queued() -> int:
+        return sum(int(admin.hlen(key)) for key in admin.keys(f"{namespace}:*.msgs"))
+
+    try:
+        for _ in range(3):
+            for jobs in processes:
+                jobs.enqueue_unless_queued("expire_lapsed")
+                jobs.enqueue_unless_queued("mark_stale")
+        assert queued() == 2  # one of each, waiting for a worker
+        # A worker takes the one of expire_lapsed (what dramatiq's worker calls before it runs a message): the next
+        # round sends that one again, not the other, still waiting.
+        taken = next(m for m in broker.middleware if isinstance(m, PeriodicTaken))
+        taken.before_process_message(broker, MessageProxy(Message("default", "expire_lapsed", (), {}, {})))
+        for jobs in processes:
+            jobs.enqueue_unless_queued("expire_lapsed")
+            jobs.enqueue_unless_queued("mark_stale")
+        assert queued() == 3
+    finally:
+        for key in admin.keys(f"{namespace}*"):
+            admin.delete(key)
+        broker.close()

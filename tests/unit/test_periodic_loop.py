@@ -24,6 +24,9 @@ class FlakyJobs:
     def enqueue_once_per(self, name: str, seconds: float) -> None:
         self.enqueue(name)
 
+    def enqueue_unless_queued(self, name: str) -> None:
+        self.enqueue(name)
+
     async def run_due(self) -> int:
         self.rounds += 1
         return 0

@@ -39,7 +39,7 @@ class RuntimeShutdown(Middleware):
 class WorkerHeartbeat(Middleware):
     """While a worker runs, write the time to a key every few seconds (expiring after a week), so that GET /health
     can tell a queue that nobody takes jobs from ("no worker seen for N s") from a working one: a Redis that
-    answers says nothing about that, and every API process keeps sending the periodic jobs meanwhile."""
+    answers says nothing about that."""
 
     def __init__(self) -> None:
         self._stop = threading.Event()

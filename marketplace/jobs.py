@@ -100,28 +100,18 @@ class DramatiqJobs:
         """Send the job unless another process (every API replica runs the same schedule, and each starts it anew
         when it starts) has sent it within `seconds`: the first to set a key in Redis, expiring after that long,
         sends it. So the daily trainings run once a day, not once per process and restart."""
-        client = getattr(self.broker, "client", None)
-        if client is None:
-            self._send(actor_name, ())
-            return
-        if self._open():
-            log.warning("not enqueueing %s: the job queue failed less than %.0f s ago", actor_name, BREAKER_SECONDS)
-            return
-        key = f"{getattr(self.broker, 'namespace', 'dramatiq')}:once:{actor_name}"
-        try:
-            if not client.set(key, utcnow().isoformat(), nx=True, ex=max(1, int(seconds))):
-                return
-        except (redis.exceptions.RedisError, OSError) as exc:
-            self._failed(actor_name, exc)
-            return
-        if not self._send(actor_name, ()):
-            # Not sent after all: the key must not keep every process from sending it for the whole period.
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
-                client.delete(key)
+        namespace = getattr(self.broker, "namespace", "dramatiq")
+        self._send_unless_keyed(actor_name, f"{namespace}:once:{actor_name}", max(1, int(seconds)))
 
     def enqueue_unless_queued(self, actor_name: str) -> None:
         """Send a periodic job (no arguments) unless one is in the queue, sent by any process, that no worker has
         taken yet: a key set when it is sent, deleted when a worker takes it (workers/broker.py: PeriodicTaken)."""
+        key = queued_key(getattr(self.broker, "namespace", "dramatiq"), actor_name)
+        self._send_unless_keyed(actor_name, key, QUEUED_KEEP_SECONDS)
+
+    def _send_unless_keyed(self, actor_name: str, key: str, expire_seconds: int) -> None:
+        """Send the job (no arguments) if this process is the one to set the key (in Redis, expiring after
+        `expire_seconds`); without a Redis client (the stub broker), send it."""
         client = getattr(self.broker, "client", None)
         if client is None:
             self._send(actor_name, ())
@@ -129,14 +119,14 @@ class DramatiqJobs:
         if self._open():
             log.warning("not enqueueing %s: the job queue failed less than %.0f s ago", actor_name, BREAKER_SECONDS)
             return
-        key = queued_key(getattr(self.broker, "namespace", "dramatiq"), actor_name)
         try:
-            if not client.set(key, utcnow().isoformat(), nx=True, ex=QUEUED_KEEP_SECONDS):
-                return  # one waits for a worker already
+            if not client.set(key, utcnow().isoformat(), nx=True, ex=expire_seconds):
+                return  # another process sent it (within the period, or it waits for a worker)
         except (redis.exceptions.RedisError, OSError) as exc:
             self._failed(actor_name, exc)
             return
         if not self._send(actor_name, ()):
+            # Not sent after all: the key must not keep every process from sending it.
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
                 client.delete(key)
 

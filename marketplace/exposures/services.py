@@ -101,8 +101,17 @@ async def _released(session: AsyncSession, exposure: Exposure) -> bool:
 async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact | None:
     """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
     back to the market, so the contact is no longer this business's to see)."""
-    row = await _visible_contact_row(session, exposure)
+    return _contact_of(await _visible_contact_row(session, exposure))
+
+
+def _contact_of(row: LeadContact | None) -> Contact | None:
     return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+
+
+def _description(lead: Lead, row: LeadContact | None) -> str:
+    """The lead's description as the exposure shows it: the customer's words, contact details and all, while the
+    contact is visible; else the summary's, with them hidden."""
+    return row.description if row is not None and row.description is not None else lead.description
 
 
 async def _visible_contact_row(session: AsyncSession, exposure: Exposure) -> LeadContact | None:
@@ -121,10 +130,8 @@ async def to_schema(
     lead = await session.get(Lead, exposure.lead_id)
     assert lead is not None
     row = await _visible_contact_row(session, exposure)
-    contact = None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
-    shown = summary(lead)
-    if row is not None and row.description is not None:  # the customer's words, contact details and all
-        shown = msgspec.structs.replace(shown, description=row.description)
+    contact = _contact_of(row)
+    shown = msgspec.structs.replace(summary(lead), description=_description(lead, row))
     events = history if history is not None else await session.scalars(_HISTORY, {"exposure_id": exposure.id})
     cur = exposure.currency
     return schemas.Exposure(
@@ -178,12 +185,11 @@ async def _with_contact_now(uow: UnitOfWork, business_id: str, body: Any) -> Any
     if exposure is None or exposure.business_id != business_id:
         return {**body, "contact": None}
     row = await _visible_contact_row(uow.session, exposure)
-    contact = None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
+    contact = _contact_of(row)
     restored = {**body, "contact": None if contact is None else msgspec.to_builtins(contact)}
     lead = await uow.session.get(Lead, exposure.lead_id)
     if isinstance(body.get("lead"), dict) and lead is not None:
-        described = row.description if row is not None and row.description is not None else lead.description
-        restored["lead"] = {**body["lead"], "description": described}
+        restored["lead"] = {**body["lead"], "description": _description(lead, row)}
     return restored
 
 

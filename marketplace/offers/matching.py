@@ -113,6 +113,11 @@ def _received_since(start: str) -> Any:
     )
 
 
+# Below its daily and monthly caps (bound `day` and `month`: the local day's and month's first moments), as the
+# database counts them: a wave's and a replacement's picks, whatever a process's ranking core last heard.
+UNDER_CAPS = (_received_since("day") < Business.daily_cap, _received_since("month") < Business.monthly_cap)
+
+
 # The deal maker owed a replacement the longest whom a new lead fits (profile, club, caps) and that holds no open
 # replacement offer for it already: built once, read by every first wave (the partial index holds only the debts).
 # On PostgreSQL the debt's row is locked, and one a concurrent wave holds is skipped: two first waves at once offer
@@ -133,8 +138,7 @@ _OWED = (
             exists().where(ClubMember.club_id == bindparam("club"), ClubMember.business_id == Business.id),
         ),
         Business.id.not_in(select(Offer.business_id).where(Offer.lead_id == bindparam("lead_id"))),
-        _received_since("day") < Business.daily_cap,
-        _received_since("month") < Business.monthly_cap,
+        *UNDER_CAPS,
     )
     .order_by(Exposure.replacement_owed_since)
     .limit(1)

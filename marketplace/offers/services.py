@@ -35,7 +35,7 @@ from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
 from marketplace.money import Money
 from marketplace.offers import schemas
-from marketplace.offers.matching import FITS_THE_LEAD, find_candidates, fits_business, owed_replacement
+from marketplace.offers.matching import FITS_THE_LEAD, UNDER_CAPS, find_candidates, fits_business, owed_replacement
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -119,21 +119,6 @@ _OVER_CREDIT = and_(
 )
 
 
-def _received_since(since: str) -> Any:
-    """How many leads the business (the row being updated) has received since the bound time, those it gave back
-    aside: what its caps count (as _check_claimer counts them)."""
-    return (
-        select(func.count())
-        .where(
-            _EXPOSURES.c.business_id == _businesses.id,
-            _EXPOSURES.c.created_at >= bindparam(since),
-            _EXPOSURES.c.returned_at.is_(None),
-        )
-        .correlate(_BUSINESSES)
-        .scalar_subquery()
-    )
-
-
 # The wave's picks that may still be offered the lead: active, fitting it, below its caps, and not a deal maker owing
 # more than its credit limit (its claim would be refused, wallet.refuse_new_leads_over_limit: the offer would take a
 # place in the wave that a business able to take the lead should have; the ranking core does not know balances, and a
@@ -145,8 +130,7 @@ _MARK_OFFERED = (
         _businesses.status == "active",
         *FITS_THE_LEAD,
         ~_OVER_CREDIT,
-        _received_since("day") < _businesses.daily_cap,
-        _received_since("month") < _businesses.monthly_cap,
+        *UNDER_CAPS,
     )
     .values(last_offered_at=bindparam("now"))
     .returning(_businesses.id)

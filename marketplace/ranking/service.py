@@ -187,7 +187,7 @@ class ProfitabilityRanker:
     def turn_of_day(self, now: datetime) -> None:
         """Caps count per local day and month: once a new day has started, the businesses held out at a cap are
         candidates again, in this core at once (not at its next full refresh, minutes later: a wave sent as the day
-        starts would pass them over). Their counts start again as count_exposure starts them."""
+        starts would pass them over). Their counts start again (Standing.start_day)."""
         today = local_date(now, self.settings.jurisdiction.zone)
         if today == self._day:
             return
@@ -198,9 +198,7 @@ class ProfitabilityRanker:
                 self._capped.discard(business_id)
                 continue
             if standing.day < today:
-                if (standing.day.year, standing.day.month) != (today.year, today.month):
-                    standing.this_month = 0
-                standing.day, standing.today = today, 0
+                standing.start_day(today)
                 self._put(business_id, standing)
 
     async def refresh_priors(self, session: AsyncSession) -> None:
@@ -503,11 +501,15 @@ class Standing:
         """One more exposure on the local date `on`: the day's count starts again on a new day, the month's
         on a new month."""
         if on != self.day:
-            if (on.year, on.month) != (self.day.year, self.day.month):
-                self.this_month = 0
-            self.day, self.today = on, 0
+            self.start_day(on)
         self.today += 1
         self.this_month += 1
+
+    def start_day(self, on: date) -> None:
+        """The counts of a new local day: the day's from zero, the month's too on a new month."""
+        if (on.year, on.month) != (self.day.year, self.day.month):
+            self.this_month = 0
+        self.day, self.today = on, 0
 
 
 def lay_out(

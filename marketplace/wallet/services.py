@@ -1172,10 +1172,14 @@ async def confirm_settlement(
     settlement = await _settlement(session, settlement_id)
     if settlement.status == "confirmed":
         return settlement
+    others: list[Settlement] = []  # the debt's other charges, as they stand under the lock
     if settlement.direction == "charge":
         # Every attempt at this debt, held until the commit (in id order, as any two confirmations take them): of two
         # confirmations of one debt's charges at once, the second reads what the first did.
-        await session.execute(_chain_query(settlement).order_by(Settlement.id).with_for_update())
+        chain = await session.scalars(
+            _chain_query(settlement).order_by(Settlement.id).with_for_update().execution_options(populate_existing=True)
+        )
+        others = sorted((c for c in chain if c.id != settlement.id), key=lambda c: (c.created_at, c.id))
     confirmable = or_(
         Settlement.status == "pending", and_(Settlement.status == "failed", Settlement.direction == "charge")
     )
@@ -1189,10 +1193,10 @@ async def confirm_settlement(
         settlement = await _decided_meanwhile(session, settlement_id)
         if settlement.status == "confirmed":  # by a repeat of this very call that got there first
             return settlement
-        raise await _not_confirmable(session, settlement)
+        raise _not_confirmable(settlement, others)
     amount = Money(settlement.amount_minor, settlement.currency)
     if settlement.direction == "charge":
-        await _supersede_older_charges(session, settlement)
+        await _supersede_older_charges(session, settlement, others)
         # Whoever earned from what this charge paid for (a sold lead's seller) may spend those earnings now: they pay
         # its open debts first. Every wallet locked in one order, as a purchase locks buyer and seller.
         earners = await _earned_from(session, settlement)
@@ -1222,22 +1226,14 @@ async def confirm_settlement(
     return settlement
 
 
-async def _others_of_debt(session: AsyncSession, charge: Settlement) -> list[Settlement]:
-    """The other charges of this charge's debt as committed now, oldest first."""
-    rows = await session.scalars(
-        _chain_query(charge).where(Settlement.id != charge.id).execution_options(populate_existing=True)
-    )
-    return sorted(rows, key=lambda c: (c.created_at, c.id))
-
-
-async def _supersede_older_charges(session: AsyncSession, charge: Settlement) -> None:
+async def _supersede_older_charges(session: AsyncSession, charge: Settlement, others: list[Settlement]) -> None:
     """The charge being confirmed pays its debt: a debt is never collected twice. Each attempt cancels the one
     before it (the collector's and the wallet's conditional updates), so its debt has no other open or confirmed
     charge; should it ever have one, a newer attempt or a payment refuses this confirmation, naming it, and an
     older attempt still open is cancelled, superseded by this one (or the collector would charge it again): at the
     provider too when it is pending, as collect_debts cancels a charge the wallet paid. One the provider can no longer
-    stop may yet collect the debt: this confirmation is refused, naming it, until its outcome is known."""
-    others = await _others_of_debt(session, charge)
+    stop may yet collect the debt: this confirmation is refused, naming it, until its outcome is known. `others`: the
+    debt's other charges, read under confirm_settlement's lock, oldest first."""
     for other in others:
         newer = (other.created_at, other.id) > (charge.created_at, charge.id)
         if other.status == "confirmed" or (newer and other.status in OPEN_CHARGE):
@@ -1269,13 +1265,13 @@ def _already_charged(charge: Settlement, other: Settlement) -> Conflict:
     return Conflict(detail, extra={"charge_of_debt": {"settlement_id": other.id, "status": other.status}})
 
 
-async def _not_confirmable(session: AsyncSession, settlement: Settlement) -> Conflict:
-    """Why a settlement that is not confirmed cannot be: a charge superseded by a later attempt at its debt names
-    that attempt (the one an operator who saw the money arrive confirms instead)."""
+def _not_confirmable(settlement: Settlement, others: list[Settlement]) -> Conflict:
+    """Why a settlement that is not confirmed cannot be: a charge superseded by a later attempt at its debt (`others`,
+    oldest first) names that attempt (the one an operator who saw the money arrive confirms instead)."""
     if settlement.direction == "charge":
-        others = [c for c in await _others_of_debt(session, settlement) if c.status in ("confirmed", *OPEN_CHARGE)]
-        if others:
-            return _already_charged(settlement, others[-1])
+        standing = [c for c in others if c.status in ("confirmed", *OPEN_CHARGE)]
+        if standing:
+            return _already_charged(settlement, standing[-1])
         return Conflict(
             f"settlement {settlement.id} is {settlement.status}; only a pending charge, or a failed one still owed, "
             "can be confirmed"

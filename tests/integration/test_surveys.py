@@ -185,6 +185,17 @@ async def test_a_quiet_lead_gets_a_survey_and_quiet_leads_are_asked_again_later(
     await _asked_again_up_to_the_limit(client, db, settings, operator, lead_id)
 
 
+async def _reported_lost_and_answered(
+    app: Any, client: Any, operator: str, business: tuple[str, str], **said: Any
+) -> str:
+    """A lead the business claims and reports lost at once, its survey answered as `said`: the lead's id."""
+    business_id, token = business
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    await report(client, token, exposure_id, "lost")
+    assert (await answer(client, await survey_token(client, operator, lead_id), **said)).status_code == 200
+    return lead_id
+
+
 async def test_a_lost_deal_s_lead_is_asked_again_when_quiet_under_the_same_limits(app, client, db, settings):
     """A deal reported lost leaves its lead a quiet-lead survey like an open deal does: once its report is
     `quiet_days` old, no sooner than `quiet_days` after the last survey, up to `max_surveys_per_lead`, and never
@@ -202,10 +213,7 @@ async def test_a_lost_deal_s_lead_is_asked_again_when_quiet_under_the_same_limit
     assert causes == ["lost"] + ["quiet"] * (settings.fraud.max_surveys_per_lead - 1)
 
     # A customer who says it hired someone is not asked again, whatever the lost report.
-    other_lead, other_exposure = await claimed_deal(app, client, dm_id, dm)
-    await report(client, dm, other_exposure, "lost")
-    token = await survey_token(client, operator, other_lead)
-    assert (await answer(client, token, hired=True, satisfaction=4)).status_code == 200
+    other_lead = await _reported_lost_and_answered(app, client, operator, (dm_id, dm), hired=True, satisfaction=4)
     clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
     await send_quiet_surveys()
     assert await db.count(Survey, Survey.lead_id == other_lead) == 1
@@ -215,11 +223,8 @@ async def test_a_lead_buyer_s_lost_deal_leaves_its_lead_unasked(app, client, db,
     """A lead buyer owes no commission on its deals: its `lost` asks the customer nothing more when the lead goes
     quiet (a deal maker's does: test above)."""
     operator = await operator_token(app)
-    lb_id, lb = await register(client, "lead_buyer")
-    lead_id, exposure_id = await claimed_deal(app, client, lb_id, lb)
-    await report(client, lb, exposure_id, "lost")
-    token = await survey_token(client, operator, lead_id)
-    assert (await answer(client, token, hired=False, satisfaction=3)).status_code == 200
+    buyer = await register(client, "lead_buyer")
+    lead_id = await _reported_lost_and_answered(app, client, operator, buyer, hired=False, satisfaction=3)
     clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
     await send_quiet_surveys()
     assert await db.count(Survey, Survey.lead_id == lead_id) == 1

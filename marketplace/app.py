@@ -23,7 +23,7 @@ from marketplace.clubs.controllers import ClubController
 from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
-from marketplace.fraud.controllers import FraudController, NotificationController, SurveyController
+from marketplace.fraud.controllers import FraudController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.openapi import COMPONENTS, QueryIntSchema, QueryTimeSchema, document_access
 from marketplace.http.problems import EXCEPTION_HANDLERS, document_problems
@@ -32,11 +32,13 @@ from marketplace.http.strict import TYPE_DECODERS, StrictRequest
 from marketplace.identity.cache import PrincipalCache
 from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
+from marketplace.notifications.controllers import NotificationController
 from marketplace.offers.controllers import OfferController
 from marketplace.offers.services import waves_to_send_again
 from marketplace.ranking.policies import make_ranker
 from marketplace.ranking.sync import ALL, RankingSync
 from marketplace.settings import Settings, get_settings
+from marketplace.surveys.controllers import SurveyController
 from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet.controllers import WalletController
 from workers import runtime

@@ -13,7 +13,9 @@ import dramatiq
 
 from marketplace.exposures import services as exposures
 from marketplace.fraud import services as fraud
+from marketplace.notifications import services as notifications
 from marketplace.offers import services as offers
+from marketplace.surveys import services as surveys
 from workers import runtime
 
 
@@ -103,13 +105,13 @@ async def send_quiet_surveys() -> None:
     """Customers of leads gone quiet get a survey link."""
     rt = await runtime.current()
     async with rt.uow() as uow:
-        await fraud.send_quiet_surveys(uow.session, rt.settings)
+        await surveys.send_quiet_surveys(uow.session, rt.settings)
 
 
 async def deliver_notifications() -> None:
     """Send the outbox through the mail server, when one is configured."""
     rt = await runtime.current()
-    await fraud.deliver_notifications(rt.uow, rt.settings)
+    await notifications.deliver_notifications(rt.uow, rt.settings)
 
 
 async def train_fraud_model() -> None:

@@ -20,7 +20,7 @@ from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor, page_of
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
-from marketplace.outbox import notify
+from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
 from marketplace.text import blank
 from marketplace.wallet.ledger import AccountKind

@@ -32,6 +32,7 @@ from marketplace.offers.services import (
 )
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.surveys import services as surveys
 from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
 
@@ -274,12 +275,12 @@ async def update_status(
     exposure.stale = False
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.
-    await fraud.on_deal_reported(session, settings, exposure, data.status)
+    await surveys.on_deal_reported(session, settings, exposure, data.status)
     if exposure.mode == "deal_maker" and data.status in rules.SETTLING and before.status not in rules.SETTLING:
         # The customer hired this business: nobody else is offered, nor sold, its contact from now on. Only a deal
         # maker's word, which commits it to a commission: a lead buyer's reports are a lead manager of its own that
         # owes nothing, and its free `won` would otherwise buy exclusivity at the shared price. (Its customer's
-        # survey answer naming a hire still takes the lead off the market: fraud.answer_survey.)
+        # survey answer naming a hire still takes the lead off the market: surveys.answer_survey.)
         await take_off_the_market(session, exposure.lead_id)
     if data.status == "paid" and exposure.mode == "deal_maker":
         lead = await session.get(Lead, exposure.lead_id)
@@ -355,7 +356,7 @@ async def return_exposure(
     await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)
     # The lead's row next (the exposure's, then the lead's, as ever), before anything is checked: its claims take it
-    # first, and so does a customer's survey answer (fraud.answer_survey). A return and a concurrent claim of the lead
+    # first, and so does a customer's survey answer (surveys.answer_survey). A return and a concurrent claim of the lead
     # follow one another, so each sees the other (the qualified-lead fee a return takes back goes to a claim made
     # meanwhile); and an answer that this business was hired either committed before the hire check below reads it
     # (a 409), or waits until the return has committed (a return then hired: a fraud signal), never a refund made

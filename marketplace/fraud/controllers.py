@@ -1,5 +1,4 @@
-"""HTTP routes of the fraud module: customers' surveys (their signed link is the credential), the operators'
-notification outbox, fraud alerts and decisions, and a business's risk (operators only)."""
+"""HTTP routes of the fraud module: fraud alerts and decisions, and a business's risk (operators only)."""
 
 from __future__ import annotations
 
@@ -15,65 +14,6 @@ from marketplace.fraud import schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.strict import QueryInt, one_of
-from marketplace.outbox import NOTIFICATION_KINDS
-
-
-async def _survey_link_first(request: Request[Any, Any, Any]) -> None:
-    """Before the answer's body is read: a forged link is a 404 and a spent or expired one a 410 whatever the
-    body says (the body's own errors are 422s only on a link that still works)."""
-    state = request.app.state
-    async with state.uow() as uow:
-        await services.check_survey_link(uow.session, state.settings, request.path_params["token"])
-
-
-class SurveyController(Controller):
-    path = "/v1/surveys"
-    tags = ["surveys"]
-
-    @get("/{token:str}", opt=access(Access.PUBLIC))
-    async def show(self, state: State, token: FromPath[str]) -> schemas.SurveyView:
-        """The customer's survey: its request and the businesses that received its contact. A forged link is
-        a 404; an expired or already answered one a 410."""
-        async with state.uow() as uow:
-            return await services.survey_view(uow.session, state.settings, token)
-
-    @post("/{token:str}", opt=access(Access.PUBLIC), status_code=200, before_request=_survey_link_first)
-    async def answer(
-        self, state: State, token: FromPath[str], data: JSONBody[schemas.SurveyAnswerIn]
-    ) -> schemas.SurveyAnswer:
-        """Whether the customer hired one of the businesses, for how much, and how satisfied it is. The link
-        works once; the answer is news for the lead's businesses, which the scheduled scan re-assesses (every
-        30 seconds in a served process), and for the hired one again when its grace for reporting the deal has
-        passed."""
-        async with state.uow() as uow:
-            survey, _ = await services.answer_survey(uow.session, state.settings, token, data)
-            hired = survey.business_id
-            if hired is not None:
-                delay = services.recheck_delay_seconds(state.settings)
-                uow.after_commit(lambda: state.jobs.enqueue("fraud_recheck", hired, delay_seconds=delay))
-            return services.answer_out(survey)
-
-
-class NotificationController(Controller):
-    path = "/v1/notifications"
-    tags = ["notifications"]
-
-    @get("", opt=access(Access.OPERATOR))
-    async def list_notifications(
-        self,
-        state: State,
-        limit: FromQuery[QueryInt] = QueryInt(50),
-        cursor: FromQuery[str | None] = None,
-        kind: Annotated[str | None, one_of(NOTIFICATION_KINDS, "only the messages of this kind")] = None,
-        reference: FromQuery[str | None] = None,
-    ) -> Page[schemas.Notification]:
-        """Every message the service sent or would send (survey links, alerts), newest first. Without a mail
-        server (the embedded default) this is where they land."""
-        async with state.uow() as uow:
-            rows, next_cursor = await services.list_notifications(
-                uow.session, check_limit(limit), cursor, kind, reference
-            )
-        return Page(items=[services.notification_out(m) for m in rows], next_cursor=next_cursor)
 
 
 class FraudController(Controller):

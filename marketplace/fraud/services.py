@@ -1,5 +1,6 @@
-"""The fraud module in the database: the notification outbox, customers' surveys, assessments of businesses
-(signals, rule and model scores, the reliability the ranking reads), alerts and operators' decisions.
+"""The fraud module in the database: assessments of businesses (signals, rule and model scores, the reliability
+the ranking reads), alerts and operators' decisions. Customers' surveys, its main evidence, are marketplace/surveys/;
+the messages it sends (alerts) go through marketplace/notifications/.
 
 Services never commit: the request or the job's unit of work does. Jobs that need several transactions
 (delivering mail, a full rescan) take the unit-of-work factory.
@@ -7,7 +8,6 @@ Services never commit: the request or the job's unit of work does. Jobs that nee
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import weakref
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, exists, func, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, case, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -36,17 +36,13 @@ from marketplace.db.models import (
     FraudModel,
     FraudRelease,
     Lead,
-    LeadContact,
-    Notification,
     Survey,
-    UsedLink,
 )
-from marketplace.db.statements import of_session, per_database, rows_changed
-from marketplace.errors import Conflict, FieldError, Gone, InvalidInput, NotFound
+from marketplace.db.statements import of_session, per_database
+from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.exposures.queries import CLOSED_BY_BLOCK, highest_turnover_column, won_at_column
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
-from marketplace.fraud.mailer import Message, SmtpConfig, send_all
 from marketplace.fraud.signals import (
     OPEN_PIPELINE,
     UNPAID,
@@ -60,336 +56,17 @@ from marketplace.fraud.signals import (
     undecided_features,
 )
 from marketplace.http.pagination import check_cursor
-from marketplace.identity.links import read_link, sign_link
-from marketplace.identity.services import Principal, spend_link
+from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
-from marketplace.offers.services import take_off_the_market
-from marketplace.outbox import NOTIFICATION_KINDS, notify
-from marketplace.schemas import MoneyOut
+from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("marketplace.fraud")
 
-SURVEY = "survey"  # the signed link's purpose
-# Deals that leave a lead quiet: open ones, returned ones, and a deal maker's own `lost` report (reported lost at
-# once, its lead's only survey went out before the customer decided, and a deal closed later would stay hidden behind
-# it; asked again, a customer who names the business contradicts the report). Not a lead buyer's lost (it owes no
-# commission on its deals), nor a deal a block closed (not the business's report).
-QUIET_DEALS = or_(
-    Exposure.status.in_((*OPEN_PIPELINE, "returned")),
-    and_(Exposure.status == "lost", Exposure.mode == "deal_maker", Exposure.id.not_in(CLOSED_BY_BLOCK)),
-)
-# Leads older than this are not surveyed when they go quiet (a first deploy must not mail last year's customers).
-QUIET_HORIZON = timedelta(days=90)
-MAX_DELIVERY_ATTEMPTS = 5
-DELIVERY_CLAIM = timedelta(minutes=10)
 CHUNK = 500
-
-
-# --- the notification outbox ------------------------------------------------------------------------------
-
-
-async def list_notifications(
-    session: AsyncSession, limit: int, cursor: str | None, kind: str | None = None, reference: str | None = None
-) -> tuple[list[Notification], str | None]:
-    query = select(Notification)
-    if kind:
-        if kind not in NOTIFICATION_KINDS:
-            raise InvalidInput.field("kind", f"one of {', '.join(NOTIFICATION_KINDS)}")
-        query = query.where(Notification.kind == kind)
-    if reference:
-        query = query.where(Notification.reference == reference)
-    if check_cursor(cursor, "ntf"):
-        query = query.where(Notification.id < cursor)
-    rows = list(await session.scalars(query.order_by(Notification.id.desc()).limit(limit + 1)))
-    items = rows[:limit]
-    return items, (items[-1].id if len(rows) > limit and items else None)
-
-
-def notification_out(message: Notification) -> schemas.Notification:
-    return schemas.Notification(
-        id=message.id,
-        kind=message.kind,
-        recipient=message.recipient,
-        subject=message.subject,
-        body=message.body,
-        link=message.link,
-        reference=message.reference,
-        created_at=message.created_at,
-        sent_at=message.sent_at,
-    )
-
-
-async def deliver_notifications(uow: UnitOfWorkFactory, settings: Settings, limit: int = 100) -> int:
-    """Send unsent messages through the configured mail server; without one they are only kept.
-
-    Each message is claimed with a conditional update first (committed), so two senders never send it
-    twice; a failure is recorded and retried later, up to MAX_DELIVERY_ATTEMPTS times.
-    """
-    if not settings.notifications.smtp_url:
-        return 0
-    config = SmtpConfig.from_url(settings.notifications.smtp_url)
-    now = utcnow()
-    claimable = and_(
-        Notification.sent_at.is_(None),
-        Notification.attempts < MAX_DELIVERY_ATTEMPTS,
-        or_(Notification.claimed_at.is_(None), Notification.claimed_at < now - DELIVERY_CLAIM),
-    )
-    claimed: list[tuple[str, Message]] = []
-    async with uow() as unit:
-        rows = list(
-            await unit.session.scalars(select(Notification).where(claimable).order_by(Notification.id).limit(limit))
-        )
-        for row in rows:
-            taken = await rows_changed(
-                unit.session,
-                update(Notification)
-                .where(Notification.id == row.id, claimable)
-                .values(claimed_at=now, attempts=Notification.attempts + 1),
-            )
-            if taken == 1:
-                claimed.append((row.id, Message(row.recipient, row.subject, _with_link(row.body, row.link))))
-    if not claimed:
-        return 0
-    try:
-        results = await asyncio.to_thread(send_all, config, settings.notifications.from_address, claimed)
-    except OSError as exc:  # the server is unreachable: every claimed message is retried later
-        results = {message_id: f"{type(exc).__name__}: {exc}" for message_id, _ in claimed}
-    sent = 0
-    async with uow() as unit:
-        for message_id, error in results.items():
-            if error is None:
-                sent += 1
-                values: dict[str, Any] = {"sent_at": utcnow(), "last_error": None}
-            else:
-                log.warning("notification %s not sent: %s", message_id, error)
-                values = {"claimed_at": None, "last_error": error[:2000]}
-            await unit.session.execute(update(Notification).where(Notification.id == message_id).values(**values))
-    return sent
-
-
-def _with_link(body: str, link: str | None) -> str:
-    return body if not link or link in body else f"{body}\n\n{link}"
-
-
-# --- surveys ------------------------------------------------------------------------------------------------
-
-
-# Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):
-# a won or lost report asks for a survey, and a customer's answer reads the survey and the lead's holders.
-_LEAD_LOCKED = select(Lead).where(Lead.id == bindparam("lead_id")).with_for_update()
-_SURVEYS_OF_LEAD = select(Survey).where(Survey.lead_id == bindparam("lead_id"))
-_SURVEY_OF_LINK = select(Survey).where(Survey.link_id == bindparam("link_id"))
-_HOLDERS = (
-    select(Business.id, Business.name)
-    .join(Exposure, Exposure.business_id == Business.id)
-    .where(Exposure.lead_id == bindparam("lead_id"))
-    .order_by(Exposure.created_at, Exposure.id)
-)
-
-
-async def request_survey(
-    session: AsyncSession, settings: Settings, lead_id: str, cause: str, exposure_id: str | None = None
-) -> Survey | None:
-    """Send the lead's customer a survey link, unless it cannot be reached or was asked enough: one
-    unanswered survey at a time, none after the customer named whom it hired, at most
-    `max_surveys_per_lead`, and after a lead went quiet only if no survey went out for as long."""
-    now = utcnow()
-    contact = await session.get(LeadContact, lead_id)
-    if contact is None or not contact.email:
-        return None
-    # The lead row serialises two businesses reporting on the same lead at once (one survey, not two).
-    lead = (await session.execute(_LEAD_LOCKED, {"lead_id": lead_id})).scalar_one_or_none()
-    if lead is None:
-        return None
-    fraud = settings.fraud
-    earlier = list(await session.scalars(_SURVEYS_OF_LEAD, {"lead_id": lead_id}))
-    if len(earlier) >= fraud.max_surveys_per_lead or any(s.hired for s in earlier):
-        return None
-    if any(s.answered_at is None and s.expires_at > now for s in earlier):
-        return None
-    if cause == "quiet" and any(s.created_at > now - timedelta(days=fraud.quiet_days) for s in earlier):
-        return None
-    expires_at = now + timedelta(days=fraud.survey_ttl_days)
-    token = sign_link(settings.service.secret_key, SURVEY, lead_id, expires_at)
-    claims = read_link(settings.service.secret_key, token, SURVEY, now)
-    survey = Survey(
-        id=new_id("srv"),
-        lead_id=lead_id,
-        link_id=claims.link_id,
-        cause=cause,
-        exposure_id=exposure_id,
-        created_at=now,
-        expires_at=expires_at,
-    )
-    session.add(survey)
-    category = settings.categories.get(lead.category)
-    what = category.name.lower() if category else lead.category
-    link = f"{settings.notifications.public_base_url}/v1/surveys/{token}"
-    notify(
-        session,
-        "survey",
-        contact.email,
-        f"How did your {what} request go?",
-        f"Hello {contact.name},\n\nyou asked for help with {what} on {lead.created_at:%d %B %Y}. Did you hire one "
-        f"of the businesses we put you in touch with, for how much, and how satisfied are you? It takes a "
-        f"minute:\n\n{link}\n\nThe link works once, until {expires_at:%d %B %Y}.",
-        link=link,
-        reference=lead_id,
-    )
-    await session.flush()
-    return survey
-
-
-async def check_survey_link(session: AsyncSession, settings: Settings, token: str) -> None:
-    """Refuse a forged (404), expired or spent (410) survey link, whatever the answer sent with it."""
-    await _survey_by_token(session, settings, token)
-
-
-async def _survey_by_token(session: AsyncSession, settings: Settings, token: str) -> Survey:
-    """The survey behind a link: a forged one is a 404; an expired, answered or used one a 410."""
-    claims = read_link(settings.service.secret_key, token, SURVEY, utcnow())
-    survey = (await session.execute(_SURVEY_OF_LINK, {"link_id": claims.link_id})).scalar_one_or_none()
-    if survey is None or survey.lead_id != claims.subject:
-        raise NotFound("no such survey")
-    if survey.answered_at is not None or await session.get(UsedLink, claims.link_id) is not None:
-        raise Gone("this survey has already been answered")
-    return survey
-
-
-async def _holders(session: AsyncSession, lead_id: str) -> list[tuple[str, str]]:
-    """(id, name) of every business that received the lead's contact, first holder first."""
-    rows = await session.execute(_HOLDERS, {"lead_id": lead_id})
-    return [(r[0], r[1]) for r in rows]
-
-
-async def survey_view(session: AsyncSession, settings: Settings, token: str) -> schemas.SurveyView:
-    survey = await _survey_by_token(session, settings, token)
-    lead = await session.get(Lead, survey.lead_id)
-    assert lead is not None
-    return schemas.SurveyView(
-        lead_id=lead.id,
-        category=lead.category,
-        businesses=[schemas.SurveyBusiness(id=i, name=n) for i, n in await _holders(session, lead.id)],
-        expires_at=survey.expires_at,
-    )
-
-
-def recheck_delay_seconds(settings: Settings) -> float:
-    """When to assess a business a customer says it hired once more: after its grace for reporting the deal (a
-    hire still unreported then is a hidden deal), and a minute."""
-    return settings.fraud.report_grace_days * 86_400 + 60
-
-
-async def answer_survey(
-    session: AsyncSession, settings: Settings, token: str, data: schemas.SurveyAnswerIn
-) -> tuple[Survey, list[str]]:
-    """Store the customer's answer (the link is spent in the same transaction) and mark every business of
-    the lead for re-assessment. Returns the survey and those businesses."""
-    survey = await _survey_by_token(session, settings, token)
-    # The lead's row, locked as a return locks it (FOR NO KEY UPDATE), whether or not the lead is still on the market
-    # (take_off_the_market updates, and so locks, only one that is): a return of one of its deals waits for this
-    # answer, or this answer for the return (exposures.return_exposure), never a refund after a hire committed.
-    lead = await session.get(Lead, survey.lead_id, with_for_update={"key_share": True})
-    assert lead is not None
-    holders = [business_id for business_id, _ in await _holders(session, lead.id)]
-    errors = []
-    if data.business_id is not None:
-        if not data.hired:
-            errors.append(FieldError("business_id", "name a business only when you hired one"))
-        elif data.business_id not in holders:
-            errors.append(FieldError("business_id", "not one of the businesses this survey lists"))
-    if data.amount is not None:
-        if not data.hired:
-            errors.append(FieldError("amount", "an amount belongs to a hire"))
-        elif data.amount.currency != lead.currency:
-            errors.append(FieldError("amount.currency", f"this request was in {lead.currency}"))
-        elif data.amount.amount_minor == 0:
-            errors.append(FieldError("amount.amount_minor", "what the customer paid is above zero (or left out)"))
-    if errors:
-        raise InvalidInput(errors[0].message if len(errors) == 1 else "the answer is invalid", errors=errors)
-    await spend_link(session, read_link(settings.service.secret_key, token, SURVEY, utcnow()))
-    survey.answered_at = utcnow()
-    survey.hired = data.hired
-    survey.business_id = data.business_id
-    survey.amount_minor = data.amount.amount_minor if data.amount is not None else None
-    survey.currency = data.amount.currency if data.amount is not None else None
-    survey.satisfaction = data.satisfaction
-    survey.comment = data.comment.strip() if data.comment and data.comment.strip() else None
-    mark_dirty(session, *holders)
-    if data.hired:
-        await take_off_the_market(session, lead.id)
-    await session.flush()
-    return survey, holders
-
-
-def answer_out(survey: Survey) -> schemas.SurveyAnswer:
-    assert survey.answered_at is not None and survey.hired is not None and survey.satisfaction is not None
-    amount = (
-        MoneyOut(survey.amount_minor, survey.currency)
-        if survey.amount_minor is not None and survey.currency is not None
-        else None
-    )
-    return schemas.SurveyAnswer(
-        lead_id=survey.lead_id,
-        hired=survey.hired,
-        business_id=survey.business_id,
-        amount=amount,
-        satisfaction=survey.satisfaction,
-        comment=survey.comment,
-        answered_at=survey.answered_at,
-    )
-
-
-async def on_deal_reported(session: AsyncSession, settings: Settings, exposure: Exposure, status: str) -> None:
-    """A business moved a deal: its assessment is due again, and a won or lost deal asks the customer."""
-    mark_dirty(session, exposure.business_id)
-    if status in ("won", "lost"):
-        await request_survey(session, settings, exposure.lead_id, status, exposure.id)
-
-
-async def send_quiet_surveys(session: AsyncSession, settings: Settings, limit: int = 500) -> int:
-    """Leads gone quiet: an open, lost or returned deal with no news for `quiet_days`. Their customers are asked
-    who they hired, which is how deals hidden behind silence, a return or an early `lost` come to light."""
-    now = utcnow()
-    fraud = settings.fraud
-    cutoff = now - timedelta(days=fraud.quiet_days)
-    blocking_survey = exists().where(
-        Survey.lead_id == Exposure.lead_id,
-        or_(
-            Survey.created_at > cutoff,
-            Survey.hired.is_(True),
-            and_(Survey.answered_at.is_(None), Survey.expires_at > now),
-        ),
-    )
-    surveys_so_far = (
-        select(func.count(Survey.id)).where(Survey.lead_id == Exposure.lead_id).correlate(Exposure).scalar_subquery()
-    )
-    lead_ids = list(
-        await session.scalars(
-            select(Exposure.lead_id)
-            .join(LeadContact, LeadContact.lead_id == Exposure.lead_id)
-            .where(
-                QUIET_DEALS,
-                Exposure.status_changed_at <= cutoff,
-                Exposure.created_at >= now - QUIET_HORIZON,
-                LeadContact.email.is_not(None),
-                ~blocking_survey,
-                surveys_so_far < fraud.max_surveys_per_lead,
-            )
-            .group_by(Exposure.lead_id)
-            .order_by(Exposure.lead_id)
-            .limit(limit)
-        )
-    )
-    sent = 0
-    for lead_id in lead_ids:
-        if await request_survey(session, settings, lead_id, "quiet") is not None:
-            sent += 1
-    return sent
 
 
 # --- assessments ------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidI
 from marketplace.identity.services import refuse_if_blocked
 from marketplace.ids import key_digest, new_id
 from marketplace.money import Money
-from marketplace.outbox import notify
+from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet import referrals, store

@@ -110,8 +110,8 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
     assert "ix_offers_open_expires_at (expires_at<?)" in plans["expiry sweep"], plans
 
     # The outbox by kind, newest first, a page after a cursor: read off the index, not sorted whole.
-    from marketplace.fraud.services import list_notifications
     from marketplace.ids import new_id
+    from marketplace.notifications.services import list_notifications
 
     listed: list[str] = []
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from marketplace.clock import clock
 from marketplace.db.models import Notification, Survey, UsedLink
 from marketplace.fraud import services as fraud
+from marketplace.notifications import services as delivery
 from tests.factories import auth, operator_token, register
 from tests.integration.fraud_market import answer, claimed_deal, hired, notifications, report, survey_token
 from workers.actors import deliver_notifications, send_quiet_surveys
@@ -325,8 +326,8 @@ async def test_the_outbox_is_sent_through_smtp_once_and_a_refused_message_is_ret
             fraud.notify(uow.session, "alert", "nobody@example.com", "Alert", "Look")
         await deliver_notifications()
         assert server.messages == []
-        assert await fraud.deliver_notifications(app.state.uow, smtp) == 1
-        assert await fraud.deliver_notifications(app.state.uow, smtp) == 0  # sent ones are not sent again
+        assert await delivery.deliver_notifications(app.state.uow, smtp) == 1
+        assert await delivery.deliver_notifications(app.state.uow, smtp) == 0  # sent ones are not sent again
         ((recipients, text),) = server.messages
         assert recipients == ["dana@example.com"] and "Subject: How did it go?" in text and "http://x/1" in text
         rows = {n.recipient: n for n in await db.scalars(select(Notification))}
@@ -334,10 +335,10 @@ async def test_the_outbox_is_sent_through_smtp_once_and_a_refused_message_is_ret
         refused = rows["nobody@example.com"]
         assert refused.sent_at is None and "550" in (refused.last_error or "") and refused.claimed_at is None
         # Retried on later runs, up to the limit of attempts.
-        for _ in range(fraud.MAX_DELIVERY_ATTEMPTS + 2):
-            await fraud.deliver_notifications(app.state.uow, smtp)
+        for _ in range(delivery.MAX_DELIVERY_ATTEMPTS + 2):
+            await delivery.deliver_notifications(app.state.uow, smtp)
         refused = await db.scalar(select(Notification).where(Notification.recipient == "nobody@example.com"))
-        assert refused.attempts == fraud.MAX_DELIVERY_ATTEMPTS and refused.sent_at is None
+        assert refused.attempts == delivery.MAX_DELIVERY_ATTEMPTS and refused.sent_at is None
         assert len(server.messages) == 1
     finally:
         await server.stop()
@@ -355,13 +356,13 @@ async def test_a_connection_lost_half_way_sends_nothing_twice(app, db, settings)
             for name in ("ann", "ben", "cy"):
                 fraud.notify(uow.session, "survey", f"{name}@example.com", "How did it go?", "Tell us")
         # The server takes the first message, then drops the connection: the first is sent, the others retried.
-        assert await fraud.deliver_notifications(app.state.uow, smtp) == 1
+        assert await delivery.deliver_notifications(app.state.uow, smtp) == 1
         ((taken, _),) = server.messages
         rows = {n.recipient: n for n in await db.scalars(select(Notification))}
         assert [r for r, n in rows.items() if n.sent_at is not None] == taken
         assert all(n.last_error and n.claimed_at is None for r, n in rows.items() if r not in taken)
-        assert await fraud.deliver_notifications(app.state.uow, smtp) == 2
-        assert await fraud.deliver_notifications(app.state.uow, smtp) == 0
+        assert await delivery.deliver_notifications(app.state.uow, smtp) == 2
+        assert await delivery.deliver_notifications(app.state.uow, smtp) == 0
         assert sorted(recipients[0] for recipients, _ in server.messages) == [
             "ann@example.com",
             "ben@example.com",

@@ -1,7 +1,7 @@
 """The outbox: every message the service sends (or, with no mail server, would send) is kept here in the caller's
 transaction, so it goes out only if that commits: customers' survey links, operators' fraud alerts, businesses'
 invoices and credit notes, clubs' invitations, the plan's non-cash rewards. A sender delivers them
-(fraud/mailer.py); operators list them."""
+(notifications/services.py, through notifications/mailer.py); operators list them."""
 
 from __future__ import annotations
 
@@ -42,5 +42,3 @@ def notify(
     )
     session.add(message)
     return message
-
-

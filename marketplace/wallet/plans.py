@@ -11,8 +11,10 @@ A plan is JSON an operator edits (``default_plan()`` shows every part)::
                           (no club, no recommender)
     tiers                 fees and bonuses the marketplace pays on top, each {role, fixed | percent_bp}:
                           qualified_lead (a qualified lead), closed_sale (a paid deal, percent of the
-                          commission), lifetime_bonus (a list, each with a threshold: paid once when the
-                          role's lifetime revenue crosses it), retention_bonus (a repeat purchase)
+                          commission), lifetime_bonus (a list, each with a threshold: paid when the
+                          role's lifetime revenue crosses it, standing while it stays there: a return that
+                          brings it below takes it back, wallet/referrals.py), retention_bonus (a repeat
+                          purchase)
     customer_referrer     {referrer_bp, sponsor_chain_bp: [bp, ...], mode}: a referred customer's revenue
                           earns the referrer referrer_bp and each sponsor up the chain its rate; mode
                           "difference" pays a sponsor only the difference to what was already paid below it

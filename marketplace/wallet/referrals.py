@@ -16,6 +16,10 @@ route calls it).
   lead buyer's net price, a deal's net commission), and its sponsors up the chain theirs: in mode "difference"
   only what the rate below did not already pay (seed 001: 5 % and 20 % of 1,000.00 are 50.00 and 150.00). A
   returned lead's price is given back, and so are the rewards it earned.
+
+A lifetime bonus stands while the referrer's lifetime revenue (net of returns) is at its threshold, at most one per
+threshold, whichever purchases make the lifetime up (_settle_lifetime_bonuses); a retention bonus while an earlier
+purchase of the customer stands (_take_back_retention). Each is its own transfer, so a return takes it back alone.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from marketplace.wallet.plans import (
     ROLE_REFERRER,
     CommissionPlan,
     EventKind,
+    PayoutReason,
     PlanEvent,
     evaluate,
     sponsor_role,
@@ -260,13 +265,17 @@ async def reward_revenue(
 ) -> None:
     """A referred lead brought the marketplace revenue (net of VAT): a lead buyer's purchase or upgrade (`step`
     "purchase", "upgrade") or a deal's commission ("commission"). A partner earns the closed-sale share of a
-    commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue."""
+    commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue.
+
+    The rates are one transfer under the event's key; a retention bonus is its own (a return of the purchase that
+    made this one a repeat takes it back alone), and so is a lifetime bonus (_settle_lifetime_bonuses: it stands
+    while the lifetime is at its threshold, whichever purchase carried it there)."""
     referrer = await _referrer(session, lead)
     if referrer is None or not revenue.is_positive:
         return
     if referrer.kind == PARTNER and step != "commission":
         return  # a partner is paid per qualified lead and per closed sale; its lifetime counts commissions
-    before = await _add_lifetime_revenue(session, referrer, revenue)
+    before = await _add_lifetime_revenue(session, referrer, revenue)  # the referrer's row locked till the commit
     accounts = {ROLE_REFERRER: referrer.id}
     if referrer.kind == CUSTOMER and plan.customer_referrer is not None:
         sponsors = await _sponsors(session, referrer, len(plan.customer_referrer.sponsor_chain_bp))
@@ -276,17 +285,36 @@ async def reward_revenue(
         kind,
         revenue,
         present_roles=frozenset(accounts),
-        lifetime_revenue_before=before,
         repeat_purchase=await _is_repeat_purchase(session, lead),
     )
     result = evaluate(plan, event)
+    memo = f"Referral rewards: lead {lead.id}, {step} (plan v{result.plan_version})"
     await _pay(
         session,
         _revenue_key(step, exposure.id),
-        [(p.recipient_role, p.amount) for p in result.bonuses],
+        [(p.recipient_role, p.amount) for p in result.bonuses if p.reason is not PayoutReason.RETENTION_BONUS],
         accounts,
-        memo=f"Referral rewards: lead {lead.id}, {step} (plan v{result.plan_version})",
+        memo=memo,
         reference=exposure.id,
+    )
+    await _pay(
+        session,
+        f"{_RETENTION}{step}:{exposure.id}",
+        [(p.recipient_role, p.amount) for p in result.bonuses if p.reason is PayoutReason.RETENTION_BONUS],
+        accounts,
+        memo=f"Retention bonus: lead {lead.id}, {step} (plan v{result.plan_version})",
+        reference=exposure.id,
+    )
+    await _settle_lifetime_bonuses(
+        session,
+        referrer,
+        before,
+        before + revenue,
+        plan=plan,
+        accounts=accounts,
+        base=revenue,
+        reference=exposure.id,
+        memo=f"Lifetime bonus: lead {lead.id}, {step} (plan v{result.plan_version})",
     )
 
 
@@ -294,14 +322,146 @@ def _revenue_key(step: str, exposure_id: str) -> str:
     return f"referral:{step}:{exposure_id}"
 
 
+_RETENTION = "referral:retention:"
+_LIFETIME = "referral:lifetime:"
+
+
+def _lifetime_prefix(referrer_id: str, role: str, threshold: Money) -> str:
+    """The keys of one lifetime bonus of a referrer (a role's, at a threshold) end in the crossing's number: the
+    first time its lifetime reaches the threshold is 1, a crossing again after a return took the bonus back 2, ..."""
+    return f"{_LIFETIME}{referrer_id}:{role}:{threshold.amount_minor}:{threshold.currency}:"
+
+
+async def _settle_lifetime_bonuses(
+    session: AsyncSession,
+    referrer: Referrer,
+    before: Money,
+    lifetime: Money,
+    *,
+    plan: CommissionPlan | None = None,
+    accounts: dict[str, str] | None = None,
+    base: Money | None = None,
+    reference: str,
+    memo: str = "",
+) -> None:
+    """Bring the referrer's lifetime bonuses in line with its lifetime revenue (`before` this event, `lifetime`
+    after it), with its row locked (so events of one referrer settle in turn): a standing bonus whose threshold the
+    lifetime is below now is taken back (a return brought it down), and, for a revenue event's plan, a bonus is paid
+    when the lifetime reaches its threshold and none of it stands: as the lifetime crosses it, or again after a
+    return took it back. So at most one stands per threshold, and only while the lifetime is at it. Each is its own
+    transfer, keyed by referrer, role, threshold and crossing number; a percent bonus is of the event that paid it."""
+    rows = await session.scalars(
+        select(LedgerTransaction.idempotency_key).where(
+            LedgerTransaction.idempotency_key.startswith(f"{_LIFETIME}{referrer.id}:", autoescape=True)
+        )
+    )
+    keys = set(rows)
+    paid: dict[str, int] = {}  # per bonus (its key's prefix): how many were paid
+    standing: dict[str, str] = {}  # per bonus: the key of the one that stands
+    for key in keys:
+        if key.endswith(_TAKEN_BACK):
+            continue
+        prefix = key[: key.rindex(":") + 1]
+        paid[prefix] = paid.get(prefix, 0) + 1
+        if key + _TAKEN_BACK not in keys:
+            standing[prefix] = key
+    for prefix, key in sorted(standing.items()):
+        threshold_minor = int(prefix.rstrip(":").split(":")[-2])
+        if lifetime.amount_minor < threshold_minor:
+            memo_back = f"Lifetime revenue {lifetime} below the bonus's threshold again: lifetime bonus back"
+            await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo_back, reference=reference)
+            del standing[prefix]
+    if plan is None or accounts is None or base is None:
+        return
+    for bonus in plan.lifetime_bonus:
+        prefix = _lifetime_prefix(referrer.id, bonus.role, bonus.threshold)
+        if bonus.role not in accounts or prefix in standing or not bonus.threshold <= lifetime:
+            continue
+        if before < bonus.threshold or paid.get(prefix):  # crossed now, or reached again after a take-back
+            amount = bonus.amount.of(base)
+            await _pay(
+                session,
+                f"{prefix}{paid.get(prefix, 0) + 1}",
+                [(bonus.role, amount)],
+                accounts,
+                memo=memo,
+                reference=reference,
+            )
+            standing[prefix] = prefix
+
+
+async def _lock_referrer(session: AsyncSession, referrer_id: str) -> Referrer | None:
+    """The referrer's row, locked until the commit (its events settle in turn)."""
+    return await session.scalar(
+        select(Referrer).where(Referrer.id == referrer_id).with_for_update()
+    )
+
+
 async def take_back_rewards(session: AsyncSession, lead: Lead, exposure: Exposure, refunded_net: Money) -> None:
-    """A returned lead's price was given back: so are the rewards its purchase and upgrade earned, and the revenue
-    leaves the referrer's lifetime."""
+    """A returned lead's price was given back: so are the rewards its purchase and upgrade earned (their retention
+    bonuses too), and the revenue leaves the referrer's lifetime: a lifetime bonus the lifetime is now below is taken
+    back, whichever purchase paid it; and a retention bonus on a later purchase of the same customer that this
+    purchase made a repeat, if no other earlier purchase of it stands."""
     if not lead.referral_code:
         return
+    referrer = await _lock_referrer(session, referrer_of(lead.referral_code))  # before anything is read
     for step in ("purchase", "upgrade"):
         key = _revenue_key(step, exposure.id)
-        await _reverse(session, key, f"{key}:returned", f"Returned lead {lead.id}: rewards back", reference=exposure.id)
-    referrer = await session.get(Referrer, referrer_of(lead.referral_code))
-    if referrer is not None and referrer.kind == CUSTOMER:
-        await _add_lifetime_revenue(session, referrer, -refunded_net)
+        memo = f"Returned lead {lead.id}: rewards back"
+        await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=exposure.id)
+        key = f"{_RETENTION}{step}:{exposure.id}"
+        await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=exposure.id)
+    if referrer is None:
+        return
+    if referrer.kind == CUSTOMER:
+        before = await _add_lifetime_revenue(session, referrer, -refunded_net)
+        await _settle_lifetime_bonuses(session, referrer, before, before - refunded_net, reference=exposure.id)
+    await _take_back_retention(session, lead, exposure)
+
+
+async def _take_back_retention(session: AsyncSession, lead: Lead, returned: Exposure) -> None:
+    """The returned purchase may have been what made a later purchase of the same customer (same phone, same code)
+    a repeat: that purchase's retention bonus stands while an earlier purchase of the customer still does."""
+    phone = select(LeadContact.phone).where(LeadContact.lead_id == lead.id).scalar_subquery()
+    later = (
+        select(Exposure.id)
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .join(LeadContact, LeadContact.lead_id == Lead.id)
+        .where(
+            Lead.referral_code == lead.referral_code,
+            Lead.id != lead.id,
+            Lead.created_at > lead.created_at,
+            LeadContact.phone == phone,
+        )
+    )
+    rows = (
+        await session.execute(
+            select(LedgerTransaction.idempotency_key, LedgerTransaction.reference).where(
+                LedgerTransaction.idempotency_key.startswith(_RETENTION, autoescape=True),
+                LedgerTransaction.reference.in_(later),
+            )
+        )
+    ).all()
+    paid = [(key, reference) for key, reference in rows if not key.endswith(_TAKEN_BACK)]
+    if not paid:
+        return
+    taken = set(
+        await session.scalars(
+            select(LedgerTransaction.idempotency_key).where(
+                LedgerTransaction.idempotency_key.in_([key + _TAKEN_BACK for key, _ in paid])
+            )
+        )
+    )
+    repeat: dict[str, bool] = {}
+    for key, reference in sorted(paid):
+        if key + _TAKEN_BACK in taken or reference is None:
+            continue
+        exposure = await session.get(Exposure, reference)
+        later_lead = await session.get(Lead, exposure.lead_id) if exposure is not None else None
+        if later_lead is None:
+            continue
+        if later_lead.id not in repeat:
+            repeat[later_lead.id] = await _is_repeat_purchase(session, later_lead)
+        if not repeat[later_lead.id]:
+            memo = f"Returned lead {lead.id}: lead {later_lead.id} was no repeat purchase, retention bonus back"
+            await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=returned.id)

@@ -8,6 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, Phase, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from marketplace.db.models import Exposure, LedgerTransaction
@@ -278,3 +281,239 @@ async def test_a_return_and_a_claim_at_once_leave_the_qualified_lead_fee_with_th
     await asyncio.gather(give_back(), take())
     assert await db.count(Exposure, Exposure.lead_id == lead_id, Exposure.status != "returned") == 1
     assert (await payables(client, operator)).get("site-9", 0) == fee  # B's claim holds it now
+
+
+# --- bonuses a return leaves standing or not -------------------------------------------------------------------
+
+NET = 21_186  # a legal lead's net price (250.00 with VAT): the revenue a purchase brings
+ACCOUNTING_NET = 10_169  # an accounting lead's (120.00)
+THRESHOLD, BONUS = 30_000, 5_000  # a lifetime bonus of 50.00 at 300.00: the second purchase crosses it
+
+
+async def low_threshold_plan(client: httpx.AsyncClient, operator: str) -> None:
+    from marketplace.wallet.plans import default_plan
+
+    plan = default_plan("ILS")
+    plan["customer_referrer"]["sponsor_chain_bp"] = []
+    plan["tiers"]["lifetime_bonus"] = [
+        {
+            "role": "referrer",
+            "threshold": {"amount_minor": THRESHOLD, "currency": "ILS"},
+            "fixed": {"amount_minor": BONUS, "currency": "ILS"},
+        }
+    ]
+    saved = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})
+    assert saved.status_code == 201, saved.text
+
+
+async def lifetime_bonuses(db: Any, referrer: str) -> tuple[int, int]:
+    """How many of the referrer's lifetime bonuses were paid, and how many stand (were not taken back)."""
+    async with db._sessions() as session:
+        keys = set(
+            await session.scalars(
+                select(LedgerTransaction.idempotency_key).where(
+                    LedgerTransaction.idempotency_key.startswith(f"referral:lifetime:{referrer}:")
+                )
+            )
+        )
+    paid = [k for k in keys if not k.endswith(":returned")]
+    return len(paid), sum(1 for k in paid if f"{k}:returned" not in keys)
+
+
+async def lifetime_of(db: Any, referrer: str) -> int:
+    from marketplace.db.models import Referrer
+
+    async with db._sessions() as session:
+        return int(await session.scalar(select(Referrer.lifetime_revenue_minor).where(Referrer.id == referrer)) or 0)
+
+
+async def give_back(client: httpx.AsyncClient, token: str, exposure_id: str) -> None:
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(token), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+
+
+async def test_a_lifetime_bonus_stands_once_while_the_lifetime_is_at_its_threshold(app, client, db):
+    """A tester's finding: the bonus was paid with the purchase that crossed the threshold and taken back only with
+    it. Purchases A, B (crosses: bonus), A returned (below again), C (crosses again) paid it twice; the crossing
+    purchase returned while the others still held the lifetime above the threshold left it paid not at all."""
+    operator = await operator_token(app)
+    await low_threshold_plan(client, operator)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    rate = pct(NET, 500)
+
+    async def purchase() -> str:
+        bought = await claim(client, lb, await referred_offer(app, client, lb_id, dana, category="legal"))
+        assert bought.status_code == 201, bought.text
+        return str(bought.json()["id"])
+
+    a = await purchase()
+    assert (await payables(client, operator))["dana"] == rate
+    b = await purchase()
+    assert (await payables(client, operator))["dana"] == 2 * rate + BONUS
+    await give_back(client, lb, a)  # the lifetime (211.86) is below the threshold again: the bonus is taken back
+    assert (await payables(client, operator))["dana"] == rate
+    assert await lifetime_bonuses(db, "dana") == (1, 0)
+    c = await purchase()  # across it again: earned again, and once
+    assert (await payables(client, operator))["dana"] == 2 * rate + BONUS
+    assert await lifetime_bonuses(db, "dana") == (2, 1)
+
+    # The crossing purchase returned, the lifetime still above the threshold (B and C, then C and D): it stands.
+    d = await purchase()
+    assert (await payables(client, operator))["dana"] == 3 * rate + BONUS
+    await give_back(client, lb, c)
+    assert (await payables(client, operator))["dana"] == 2 * rate + BONUS
+    assert await lifetime_bonuses(db, "dana") == (2, 1)
+    await give_back(client, lb, b)
+    assert (await payables(client, operator))["dana"] == rate
+    assert await lifetime_bonuses(db, "dana") == (2, 0)
+    await give_back(client, lb, d)
+    assert (await payables(client, operator)).get("dana", 0) == 0 and await lifetime_of(db, "dana") == 0
+
+
+async def test_a_lifetime_bonus_stands_when_the_purchase_that_crossed_the_threshold_is_returned(app, client, db):
+    operator = await operator_token(app)
+    await low_threshold_plan(client, operator)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    bought = [
+        await claim(client, lb, await referred_offer(app, client, lb_id, dana, category="legal")) for _ in range(3)
+    ]
+    rate = pct(NET, 500)
+    assert (await payables(client, operator))["dana"] == 3 * rate + BONUS
+    await give_back(client, lb, bought[1].json()["id"])  # the one that crossed it; A and C still hold 423.72
+    assert (await payables(client, operator))["dana"] == 2 * rate + BONUS
+    assert await lifetime_bonuses(db, "dana") == (1, 1)
+
+
+async def test_a_retention_bonus_stands_while_an_earlier_purchase_of_the_customer_does(app, client, db):
+    """A retention bonus rewards a repeat purchase: once every earlier purchase of the customer is returned, the
+    later one was no repeat, and its bonus is taken back (it stayed)."""
+    operator = await operator_token(app)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    (x_id, x), (y_id, y) = [
+        await register(client, "lead_buyer", profile={"categories": ["legal", "accounting"]}) for _ in range(2)
+    ]
+    customer = {"contact": {"phone": "+972525550777"}}
+    first = await client.post("/v1/leads", json=lead_body(referral_code=dana, category="legal", **customer))
+    offer_x, offer_y = await offer_lead_to(app, first.json()["id"], [x_id, y_id])
+    by_x, by_y = await claim(client, x, offer_x), await claim(client, y, offer_y)
+    assert by_x.status_code == by_y.status_code == 201, by_y.text
+    repeat = await claim(client, x, await referred_offer(app, client, x_id, dana, category="accounting", **customer))
+    assert repeat.status_code == 201, repeat.text
+    rate, retention = pct(NET, 500), pct(ACCOUNTING_NET, 200)
+    assert (await payables(client, operator))["dana"] == 2 * rate + pct(ACCOUNTING_NET, 500) + retention
+    await give_back(client, x, by_x.json()["id"])  # Y's purchase of the first lead still makes it a repeat
+    assert (await payables(client, operator))["dana"] == rate + pct(ACCOUNTING_NET, 500) + retention
+    await give_back(client, y, by_y.json()["id"])  # no earlier purchase stands: no repeat after all
+    assert (await payables(client, operator))["dana"] == pct(ACCOUNTING_NET, 500)
+    await give_back(client, x, repeat.json()["id"])  # the repeat purchase itself returned: nothing is taken twice
+    assert (await payables(client, operator)).get("dana", 0) == 0
+
+
+async def test_a_returned_repeat_purchase_takes_its_retention_bonus_back(app, client, db):
+    operator = await operator_token(app)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal", "accounting"]})
+    customer = {"contact": {"phone": "+972525550778"}}
+    first = await claim(client, lb, await referred_offer(app, client, lb_id, dana, category="legal", **customer))
+    repeat = await claim(client, lb, await referred_offer(app, client, lb_id, dana, category="accounting", **customer))
+    assert first.status_code == repeat.status_code == 201, repeat.text
+    assert (await payables(client, operator))["dana"] == pct(NET, 500) + pct(ACCOUNTING_NET, 500) + pct(
+        ACCOUNTING_NET, 200
+    )
+    await give_back(client, lb, repeat.json()["id"])
+    assert (await payables(client, operator))["dana"] == pct(NET, 500)
+
+
+async def test_a_partners_retention_bonus_goes_with_the_earlier_purchase_that_made_the_deal_a_repeat(app, client, db):
+    """A partner's customer bought a lead (a lead buyer's claim), then made a deal: the deal's retention bonus
+    (2 % of its net commission) is taken back when that purchase is returned; the commission's share stays."""
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-9")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["accounting"]})
+    customer = {"contact": {"phone": "+972525550779"}}
+    bought = await claim(client, lb, await referred_offer(app, client, lb_id, code, category="legal", **customer))
+    assert bought.status_code == 201, bought.text
+    deal = await claim(client, dm, await referred_offer(app, client, dm_id, code, category="accounting", **customer))
+    assert (await close_deal(client, dm, deal.json()["id"], 1_000_000)).status_code == 200
+    net = vat_breakdown(Money(200_000, "ILS"), 1800, True).net.amount_minor  # 20 % of 10,000.00
+    fee = 2_000  # the qualified-lead fee, once per lead
+    assert (await payables(client, operator))["site-9"] == 2 * fee + pct(net, 500) + pct(net, 200)
+    await give_back(client, lb, bought.json()["id"])  # its fee goes too, and the deal was no repeat after all
+    assert (await payables(client, operator))["site-9"] == fee + pct(net, 500)
+
+
+@pytest.mark.postgres_only
+async def test_two_returns_at_once_take_the_lifetime_bonus_back_once(app, client, db):
+    """Two returns at once bring the lifetime below the threshold between them: whichever settles second (the
+    referrer's row taken in turn) finds it below and takes the bonus back; neither leaves it, nor takes it twice."""
+    import asyncio
+
+    from marketplace.exposures.services import return_exposure
+    from marketplace.identity.services import Principal
+
+    operator = await operator_token(app)
+    await low_threshold_plan(client, operator)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    buyers = [await register(client, "lead_buyer", profile={"categories": ["legal"]}) for _ in range(3)]
+    bought = []
+    for buyer_id, token in buyers:
+        claimed = await claim(client, token, await referred_offer(app, client, buyer_id, dana, category="legal"))
+        assert claimed.status_code == 201, claimed.text
+        bought.append(claimed.json()["id"])
+    assert (await payables(client, operator))["dana"] == 3 * pct(NET, 500) + BONUS
+
+    async def give_back_at_once(index: int) -> None:
+        async with app.state.uow() as uow:
+            owner = Principal("business", buyers[index][0], "lead_buyer", "active")
+            await return_exposure(uow.session, app.state.settings, owner, bought[index], "not mine")
+
+    await asyncio.gather(give_back_at_once(0), give_back_at_once(1))
+    assert (await payables(client, operator))["dana"] == pct(NET, 500)
+    assert await lifetime_bonuses(db, "dana") == (1, 0) and await lifetime_of(db, "dana") == NET
+
+
+_examples = iter(range(10**6))
+
+
+@hsettings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(steps=[-1, -1, 0, -1])  # paid twice: A, B crosses, A returned, C crosses again
+@example(steps=[-1, -1, -1, 1])  # paid not at all: the crossing purchase B returned, A and C still above
+@given(steps=st.lists(st.one_of(st.just(-1), st.integers(0, 7)), min_size=3, max_size=9))
+async def test_random_purchases_and_returns_leave_one_lifetime_bonus_exactly_while_at_the_threshold(
+    app, client, db, steps
+):
+    """Purchases (-1) and returns (of the i-th purchase, if it is still kept) in any order: at most one lifetime
+    bonus stands, and one does exactly while the lifetime is at the threshold; what the referrer is owed is its rate
+    of the purchases kept and that bonus; the ledger stays sound."""
+    operator = await operator_token(app)
+    await low_threshold_plan(client, operator)
+    name = f"prop-{next(_examples)}"
+    code = await code_for(client, operator, referrer=name, kind="customer")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    bought: list[str] = []
+    kept: set[str] = set()
+    for step in steps:
+        if step < 0:
+            claimed = await claim(client, lb, await referred_offer(app, client, lb_id, code, category="legal"))
+            assert claimed.status_code == 201, claimed.text
+            bought.append(claimed.json()["id"])
+            kept.add(bought[-1])
+        elif step < len(bought) and bought[step] in kept:
+            await give_back(client, lb, bought[step])
+            kept.discard(bought[step])
+        lifetime = await lifetime_of(db, name)
+        assert lifetime == NET * len(kept)
+        expected = 1 if lifetime >= THRESHOLD else 0
+        owed = (await payables(client, operator)).get(name, 0)  # (payables checks the trial balance)
+        assert owed == pct(NET, 500) * len(kept) + BONUS * expected, (steps, step)
+        assert (await lifetime_bonuses(db, name))[1] == expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from litestar import Controller, Request, get, patch, post, put
@@ -11,15 +10,12 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from msgspec import UnsetType
 
 from marketplace.businesses import schemas, services
-from marketplace.clock import utcnow
 from marketplace.errors import InvalidInput
-from marketplace.fraud.services import assess_businesses, release_open_deals
+from marketplace.fraud.services import change_status
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
 from marketplace.http.strict import QueryInt
-from marketplace.identity.services import Principal
 from marketplace.ranking.service import joined
-from marketplace.uow import UnitOfWork
 
 
 class BusinessController(Controller):
@@ -100,24 +96,18 @@ class BusinessController(Controller):
         if data.unreliable is False and not data.reason.strip():
             raise InvalidInput.field("reason", "say why the business comes off the unreliable list")
         async with state.uow() as uow:
-            business = await services.set_status(
-                uow.session,
+            business = await change_status(
+                uow,
+                state.settings,
+                state.jobs,
                 business_id,
                 data.status,
-                actor=operator.actor,
+                operator=operator,
                 reason=data.reason.strip(),
                 unreliable=data.unreliable,
             )
-            if data.status == "blocked":
-                await _release_open_deals(state, uow, business_id, operator)
-            elif data.status == "active":
-                # Let back in: assessed afresh now, as a dismissal does (what a decided alert held no longer counts
-                # against it), so the ranking reads its reliability as of now, not as of the block.
-                await assess_businesses(uow.session, state.settings, [business_id])
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
-        if data.status == "active":
-            state.jobs.enqueue("offer_open_leads", business_id)
         return out
 
     @post("/businesses/{business_id:str}/block", opt=access(Access.OPERATOR), status_code=200)
@@ -133,15 +123,16 @@ class BusinessController(Controller):
         block = data or schemas.BlockRequest()
         operator = current_principal(request)
         async with state.uow() as uow:
-            business = await services.set_status(
-                uow.session,
+            business = await change_status(
+                uow,
+                state.settings,
+                state.jobs,
                 business_id,
                 "blocked",
-                actor=operator.actor,
+                operator=operator,
                 reason=block.reason.strip(),
                 unreliable=True if block.unreliable else None,  # a block never takes a mark back
             )
-            await _release_open_deals(state, uow, business_id, operator)
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
         return out
@@ -159,9 +150,3 @@ class BusinessController(Controller):
             if b.unreliable_since
         ]
         return Page(items=items, next_cursor=next_cursor)
-
-
-async def _release_open_deals(state: State, uow: UnitOfWork, business_id: str, operator: Principal) -> None:
-    """A blocked business's open leads back to the market: their next waves go out once the block commits."""
-    for lead_id, wave in await release_open_deals(uow.session, business_id, operator, utcnow()):
-        uow.after_commit(functools.partial(state.jobs.enqueue, "send_wave", lead_id, wave))

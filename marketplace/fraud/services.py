@@ -646,22 +646,51 @@ async def decide(
     alert.decided_at, alert.decided_by, alert.note = now, operator.actor, note
     alert.updated_at = now
     if data.decision == "confirm":
-        await set_status(
-            session,
+        await change_status(
+            uow,
+            settings,
+            jobs,
             alert.business_id,
             "blocked",
-            actor=operator.actor,
+            operator=operator,
             reason=f"confirmed fraud alert {alert.id}: {note}",
             unreliable=True,
+            alert_id=alert.id,
         )
-        waves = await release_open_deals(session, alert.business_id, operator, now, alert_id=alert.id)
-        for lead_id, wave in waves:
-            uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
     else:
         # What the operators looked at and dismissed no longer lowers the business's place in the ranking.
         await assess_businesses(session, settings, [alert.business_id])
     await session.flush()
     return alert
+
+
+async def change_status(
+    uow: UnitOfWork,
+    settings: Settings,
+    jobs: Jobs,
+    business_id: str,
+    status: str,
+    *,
+    operator: Principal,
+    reason: str,
+    unreliable: bool | None = None,
+    alert_id: str | None = None,
+) -> Business:
+    """An operator's change of an account's status, with what follows from it (by hand, or a confirmed alert's
+    block, `alert_id`): a block gives the business's open leads back to the market (their next waves go out once it
+    commits); a business let back in is assessed afresh, as a dismissal does (what a decided alert held no longer
+    counts against it, so the ranking reads its reliability as of now, not as of the block), and offered the open
+    leads that fit it once it commits. The caller tells the ranking of the change (ranking_sync.changed)."""
+    session = uow.session
+    actor = operator.actor
+    business = await set_status(session, business_id, status, actor=actor, reason=reason, unreliable=unreliable)
+    if status == "blocked":
+        for lead_id, wave in await release_open_deals(session, business_id, operator, utcnow(), alert_id=alert_id):
+            uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
+    elif status == "active":
+        await assess_businesses(session, settings, [business_id])
+        uow.after_commit(functools.partial(jobs.enqueue, "offer_open_leads", business_id))
+    return business
 
 
 async def release_open_deals(

@@ -96,6 +96,13 @@ async def submit_lead(
 
     Returns the lead and whether it was a duplicate.
     """
+    if seller_business_id is not None and data.referral_code is not None:
+        # The seller is the sold inquiry's recommender, paid its share of what the lead brings: a referrer's rewards
+        # on top (a partner's qualified-lead fee, 20.00 on a 60.00 lead whose seller earns 35.60) would cost the
+        # marketplace more than the lead earns it. A referral code is a customer's own request's.
+        raise InvalidInput.field(
+            "referral_code", "an inquiry a business sells has its seller as recommender and takes no referral code"
+        )
     if seller_business_id is not None:  # a blocked business sells nothing (it would earn from the lead's claims)
         await refuse_if_blocked(session, seller_business_id)
     errors = _validate(settings, data)

@@ -61,6 +61,7 @@ from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
 from marketplace.notifications.outbox import notify
+from marketplace.offers.services import withdraw_sold_leads
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -678,15 +679,17 @@ async def change_status(
 ) -> Business:
     """An operator's change of an account's status, with what follows from it (by hand, or a confirmed alert's
     block, `alert_id`): a block gives the business's open leads back to the market (their next waves go out once it
-    commits); a business let back in is assessed afresh, as a dismissal does (what a decided alert held no longer
-    counts against it, so the ranking reads its reliability as of now, not as of the block), and offered the open
-    leads that fit it once it commits. The caller tells the ranking of the change (ranking_sync.changed)."""
+    commits) and takes the inquiries it sold off it (offers.withdraw_sold_leads); a business let back in is assessed
+    afresh, as a dismissal does (what a decided alert held no longer counts against it, so the ranking reads its
+    reliability as of now, not as of the block), and offered the open leads that fit it once it commits. The caller
+    tells the ranking of the change (ranking_sync.changed)."""
     session = uow.session
     actor = operator.actor
     business = await set_status(session, business_id, status, actor=actor, reason=reason, unreliable=unreliable)
     if status == "blocked":
         for lead_id, wave in await release_open_deals(session, business_id, operator, utcnow(), alert_id=alert_id):
             uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
+        await withdraw_sold_leads(session, business_id)
     elif status == "active":
         await assess_businesses(session, settings, [business_id])
         uow.after_commit(functools.partial(jobs.enqueue, "offer_open_leads", business_id))

@@ -692,6 +692,23 @@ async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     await close_open_offers(session, lead_id)
 
 
+async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) -> list[str]:
+    """A blocked business's inquiries still on the market leave it, as a hired customer's lead does
+    (take_off_the_market): a business blocked as a fraud must not go on earning from the claims of leads it sold
+    (a fake inquiry is the obvious fraud of a seller). What was bought of them stands, returns included. Returns the
+    leads taken off."""
+    lead_ids = list(
+        await session.scalars(
+            select(Lead.id)
+            .where(Lead.seller_business_id == seller_business_id, Lead.expires_at > utcnow())
+            .order_by(Lead.id)
+        )
+    )
+    for lead_id in lead_ids:
+        await take_off_the_market(session, lead_id)
+    return lead_ids
+
+
 async def offer_replacement(
     session: AsyncSession, settings: Settings, business_id: str, returned: Exposure
 ) -> Offer | None:

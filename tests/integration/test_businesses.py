@@ -405,6 +405,31 @@ async def test_a_deal_released_by_a_block_cannot_be_returned_and_a_lead_buyer_ke
     assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))) == 1
 
 
+async def test_a_block_takes_the_inquiries_the_business_sold_off_the_market(app, client, db):
+    """A blocked seller earned on from every later claim of leads it sold (a tester: blocked and listed as
+    unreliable, its sold lead was still bought and paid it 148.30). What was bought before the block stands."""
+    op = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    first_id, first = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    assert sold.status_code == 201, sold.text
+    lead_id = sold.json()["id"]
+    offers = dict(zip((first_id, late_id), await offer_lead_to(app, lead_id, [first_id, late_id]), strict=True))
+    bought = await client.post(f"/v1/offers/{offers[first_id]}/claim", headers=auth(first), json={"exclusive": False})
+    assert bought.status_code == 201, bought.text
+
+    assert (await client.post(f"/v1/businesses/{seller_id}/block", headers=auth(op))).status_code == 200
+
+    refused = await client.post(f"/v1/offers/{offers[late_id]}/claim", headers=auth(late), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+    assert [o["offer_id"] for o in (await client.get("/v1/offers", headers=auth(late))).json()["items"]] == []
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+    # The purchase made before the block stands, contact and all.
+    kept = (await client.get(f"/v1/exposures/{bought.json()['id']}", headers=auth(first))).json()
+    assert kept["contact"] is not None
+
+
 async def test_the_stats_of_an_unknown_business_are_a_404(app, client):
     op = await operator_token(app)
     assert (await client.get("/v1/businesses/biz_nope/stats", headers=auth(op))).status_code == 404

@@ -168,20 +168,29 @@ _INSERT_OFFER = per_database(_offer_upsert)
 
 
 async def _candidates_in_order(
-    session: AsyncSession, ranker: Ranker, lead: WaveLead, wave_size: int, now: datetime, zone: ZoneInfo
+    session: AsyncSession,
+    ranker: Ranker,
+    lead: WaveLead,
+    wave_size: int,
+    now: datetime,
+    zone: ZoneInfo,
+    left_out: set[str],
 ) -> tuple[list[Ranked], bool]:
-    """The wave's candidates, best first, and whether anyone is left for a next wave.
+    """The wave's candidates, best first, and whether anyone is left for a next wave; none of `left_out` (those the
+    database refused a moment ago: send_wave), who are no competitors either (a lead buyer's second price is against
+    those who could take the lead).
 
     A ranker with an in-memory core selects them itself (the hot path: its explored places are among the
     wave's, not beyond it); send_wave then keeps those the database still has active. Otherwise the database
     matches and the ranker orders.
     """
     select_top = getattr(ranker, "select", None)
-    if select_top is None or lead.view.club_id is not None:  # the core's buckets do not know clubs; clubs are small
-        ranked = await rank_lead(session, ranker, lead, now, zone)
-        return ranked[:wave_size], len(ranked) > wave_size
     view = lead.view
-    offered = set((await session.execute(_OFFERED, {"lead_id": view.id})).scalars())
+    if select_top is None or view.club_id is not None:  # the core's buckets do not know clubs; clubs are small
+        found = await find_candidates(session, view, lead.seller_business_id, now, zone)
+        ranked = ranker.rank(view, [c for c in found if c.business_id not in left_out], now)
+        return ranked[:wave_size], len(ranked) > wave_size
+    offered = set((await session.execute(_OFFERED, {"lead_id": view.id})).scalars()) | left_out
     if lead.seller_business_id:
         offered.add(lead.seller_business_id)
     picks: list[Ranked] = select_top(view, wave_size, offered)
@@ -189,6 +198,27 @@ async def _candidates_in_order(
         return [], False
     more = bool(ranker.remaining(view, offered | {p.business_id for p in picks}))  # type: ignore[attr-defined]
     return picks, more
+
+
+async def _mark_offered(
+    session: AsyncSession, settings: Settings, lead: WaveLead, picks: list[Ranked], now: datetime
+) -> set[str]:
+    """Those of the picks the database has active, fitting the lead, under their caps and credit limit, marked
+    offered now (for the fair rotation)."""
+    if not picks:
+        return set()
+    zone = settings.jurisdiction.zone
+    params = {
+        "ids": [p.business_id for p in picks],
+        "now": now,
+        "default_limit": settings.wallet.default_credit_limit_minor,
+        "day": day_start(now, zone),
+        "month": month_start(now, zone),
+        "category": lead.view.category,
+        "region": lead.view.region,
+        "budget": lead.view.budget_minor,
+    }
+    return set((await session.execute(_MARK_OFFERED, params)).scalars())
 
 
 def offer_expiry(settings: Settings, now: datetime, lead_expires_at: datetime) -> datetime:
@@ -230,30 +260,20 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     category = settings.categories[lead.view.category]
     if wave == 1:  # first, the deal maker owed a replacement the longest that it fits; the ranked come beside it
         await offer_owed_replacement(session, settings, lead, now, offer_expiry(settings, now, lead.expires_at))
-    picks, more = await _candidates_in_order(
-        session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone
-    )
-    chosen: list[Ranked] = []
-    if picks:
-        ids = [p.business_id for p in picks]
-        fit = {"category": lead.view.category, "region": lead.view.region, "budget": lead.view.budget_minor}
-        limit = settings.wallet.default_credit_limit_minor
-        active = set(
-            (
-                await session.execute(
-                    _MARK_OFFERED,
-                    {
-                        "ids": ids,
-                        "now": now,
-                        "default_limit": limit,
-                        "day": day_start(now, settings.jurisdiction.zone),
-                        "month": month_start(now, settings.jurisdiction.zone),
-                        **fit,
-                    },
-                )
-            ).scalars()
+    # The picks the database still has able to take the lead are marked offered. One it refuses (over its credit
+    # limit, at a cap another process counted, blocked a moment ago) leaves its place to the next candidate: the wave
+    # is chosen again without it, and so are the prices, each the second price against a business that can take it.
+    left_out: set[str] = set()
+    while True:
+        picks, more = await _candidates_in_order(
+            session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone, left_out
         )
-        chosen = [p for p in picks if p.business_id in active]
+        active = await _mark_offered(session, settings, lead, picks, now)
+        refused = {p.business_id for p in picks} - active
+        if not refused:
+            break
+        left_out |= refused
+    chosen = picks
     if chosen:
         expires_at = offer_expiry(settings, now, lead.expires_at)
         await session.execute(

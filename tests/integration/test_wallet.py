@@ -1018,6 +1018,45 @@ async def test_a_deal_maker_owing_beyond_its_limit_holds_no_open_offer(app, clie
     assert all(c["excluded"] is None for c in ranking if c["business_id"] == dm_id)
 
 
+async def test_a_deal_maker_over_its_limit_leaves_its_wave_place_and_sets_no_ones_price(app, client, db, settings):
+    """It ranked first on its record, the wave dropped it and offered one place of two, and the lead buyer next to it
+    paid the second price against it (a tester: 486.12 where the next business able to take the lead set 333.34)."""
+    app.state.ranker.core.explore_share = 0.0  # the order by score alone
+    operator = await operator_token(app)
+    profile = {"categories": ["legal"]}
+    dm_id, dm = await register(client, "deal_maker", profile=profile)
+    for _ in range(2):  # a record that ranks it above newcomers, and 1,800.00 of commission owed
+        exposure = await buy(app, client, dm_id, dm, category="legal")
+        assert (await close_deal(client, dm, exposure["id"], 300_000)).status_code == 200
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(1_000)})).status_code == 200
+    newcomers = [(await register(client, "deal_maker", profile=profile))[0] for _ in range(2)]
+    buyer_id, buyer = await register(client, "lead_buyer", profile=profile)
+    bids = {"bids": [{"category": "legal", "max_bid": money(60_000)}]}
+    assert (await client.put("/v1/businesses/me/bids", headers=auth(buyer), json=bids)).status_code == 200
+    await app.state.ranking_sync.settled()
+
+    lead_id = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+
+    ranking = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))).json()["items"]
+    by_id = {c["business_id"]: c for c in ranking}
+    assert by_id[dm_id]["factors"]["score"] > max(by_id[b]["factors"]["score"] for b in newcomers)  # it ranks 2nd
+    offered = sorted(c["business_id"] for c in ranking if c["offered"])
+    assert len(offered) == settings.categories["legal"].wave_size == 2 and dm_id not in offered
+    assert buyer_id in offered
+    newcomer_score = max(by_id[b]["factors"]["score"] for b in newcomers)
+    (offer,) = [o for o in await offers_of(client, buyer) if o["lead_id"] == lead_id]
+    claimed = await claim(client, buyer, offer["offer_id"])
+    assert claimed.status_code == 201, claimed.text
+    # The second price against the best newcomer (what its bid, times its own factors, had to beat), not against the
+    # deal maker that could not take the lead.
+    per_bid = by_id[buyer_id]["factors"]["score"] / 60_000
+    second_price = max(settings.categories["legal"].lead_price_minor, newcomer_score / per_bid)
+    assert abs(claimed.json()["price"]["amount_minor"] - second_price) <= 1, (claimed.json()["price"], second_price)
+    assert claimed.json()["price"]["amount_minor"] < by_id[dm_id]["factors"]["score"] / per_bid
+
+
 async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers_and_one_raised_brings_leads_again(
     app, client, db, settings
 ):

@@ -506,6 +506,15 @@ def rank_bucket(
 
 
 @njit(cache=True, nogil=True)
+def _among(ranked: np.ndarray, slot: int) -> bool:  # pragma: no cover - compiled
+    """Whether slot is one of the ranked slots."""
+    hits = 0  # counted, not or-ed: the compiler vectorises a sum (a fifth of the time)
+    for t in range(ranked.shape[0]):
+        hits += ranked[t] == slot
+    return hits > 0
+
+
+@njit(cache=True, nogil=True)
 def explore_picks(
     r_slots: np.ndarray,
     r_lo: np.ndarray,
@@ -526,26 +535,28 @@ def explore_picks(
     """Which of the drawn candidates in [start, stop) of a bucket's Thompson ring take a lead's exploration
     places: the first `places` whose deal range holds the budget (any live one when it is unstated) and who
     are neither excluded (`mark`, read when `marked`) nor ranked already. `by_base`: nobody is excluded and the
-    ranked are the first eligible by base score, so a candidate is among them exactly when its base score is at
-    least `last_base`; otherwise a candidate is looked for among the ranked slots (a pass over a hundred slots in
-    cache costs less than marking them in the business-wide array and clearing the marks again). Writes ring
-    indices to `out`, returns how many."""
+    ranked are the first eligible by base score, so a candidate scoring above `last_base` is among them and one
+    scoring below is not; one scoring exactly `last_base` may or may not be (equal scores go to the entry written
+    first, and only some of the tied may have been ranked: businesses at their category's prior tie), so it is
+    looked for among the ranked slots, by identity. Otherwise every candidate is looked for there (a pass over a
+    hundred slots in cache costs less than marking them in the business-wide array and clearing the marks again).
+    Writes ring indices to `out`, returns how many."""
     stop = min(stop, r_slots.shape[0])
     n = 0
     for i in range(start, stop):
         if not _holds(r_lo[i], r_hi[i], budget, unstated):
             continue
         if by_base:
-            if r_base[i] >= last_base:
-                continue
+            b = r_base[i]
+            if b > last_base:
+                continue  # above the last ranked: ranked
+            if b == last_base and _among(ranked, r_slots[i]):
+                continue  # tied with the last ranked: ranked only if it is one of them
         else:
             slot = r_slots[i]
             if marked and mark[slot]:
                 continue
-            hits = 0  # counted, not or-ed: the compiler vectorises a sum (a fifth of the time)
-            for t in range(ranked.shape[0]):
-                hits += ranked[t] == slot
-            if hits:
+            if _among(ranked, slot):
                 continue
         out[n] = i
         n += 1

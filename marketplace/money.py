@@ -16,6 +16,8 @@ __all__ = [
     "CurrencyMismatch",
     "Money",
     "div_round_half_up",
+    "div_round_up",
+    "format_rate_bp",
     "minor_unit_exponent",
     "split_bp",
 ]
@@ -64,6 +66,27 @@ def div_round_half_up(numerator: int, denominator: int) -> int:
     if 2 * remainder >= denominator:
         quotient += 1
     return -quotient if numerator < 0 else quotient
+
+
+def div_round_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded up (toward +infinity): the least integer at least the exact quotient.
+
+    The rounding of a price that must reach a threshold (a second price: the least amount that keeps a place).
+    """
+    _require_int(numerator, "numerator")
+    _require_int(denominator, "denominator")
+    if denominator == 0:
+        raise ZeroDivisionError("denominator is zero")
+    return -(-numerator // denominator)
+
+
+def format_rate_bp(rate_bp: int) -> str:
+    """A rate in basis points as a percentage's number, without the sign and without floats: 3000 → "30",
+    1250 → "12.5", 1750 → "17.5", 5 → "0.05", 0 → "0"."""
+    _require_int(rate_bp, "rate_bp")
+    whole, rest = divmod(abs(rate_bp), BP_WHOLE // 100)
+    sign = "-" if rate_bp < 0 else ""
+    return f"{sign}{whole}" if rest == 0 else f"{sign}{whole}.{rest:02d}".rstrip("0")
 
 
 def _require_int(value: object, name: str) -> int:

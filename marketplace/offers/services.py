@@ -287,7 +287,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
                     "rank": rank,
                     "score": pick.score,
                     "factors": pick.factors,
-                    "price_minor": pick.factors.get("price_minor"),
+                    "price_minor": pick.price_minor,
                     "replaces_exposure_id": None,
                     "status": "open",
                     "created_at": now,

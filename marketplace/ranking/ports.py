@@ -31,7 +31,10 @@ class Candidate:
 class Ranked:
     business_id: str
     score: float
-    factors: dict[str, Any] = field(default_factory=dict)
+    factors: dict[str, Any] = field(default_factory=dict)  # the explanation: shown, never charged from
+    # What a lead buyer's claim of this offer costs (a shared one), in minor units; None: no price of its own (a deal
+    # maker, or a policy that sets none: the category's list price applies).
+    price_minor: int | None = None
 
 
 class Ranker(Protocol):

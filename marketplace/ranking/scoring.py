@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from marketplace.exposures.rules import UNDECIDED, UNPAID
+from marketplace.money import BP_WHOLE, div_round_up
 
 # The outcome classes (see `outcome`) that are wins.
 WIN_CLASSES = frozenset({"won_unpaid", "paid"})
@@ -190,15 +191,51 @@ def outcome(status: str, *, stale: bool = False) -> str:
     return status
 
 
-def gsp_price(next_score: float | None, p_keep: float, reliability: float, bonus: float, reserve: int, bid: int) -> int:
-    """Generalised second price: the least a lead buyer could have bid and kept its place above the next
-    candidate, never below the category's price (the reserve) and never above its own bid."""
-    if next_score is None or p_keep <= 0 or reliability <= 0:
+# An exact rational as (numerator, denominator), the denominator positive: a second price's inputs. Plain integers,
+# not fractions.Fraction, whose every step looks for a common divisor: a wave prices its places in microseconds.
+Ratio = tuple[int, int]
+
+
+def exact_value(alpha: float, beta: float, worth: float, bonus: float, reliability_bp: int) -> Ratio:
+    """A score's value from its parts, exactly: reliability x (alpha / (alpha + beta) x worth + bonus), the reliability
+    the integer basis points it is kept in (Business.reliability_bp), every other part the exact rational its float is
+    (the float `Score.value` is this, rounded at every step)."""
+    an, ad = alpha.as_integer_ratio()
+    bn, bd = beta.as_integer_ratio()
+    wn, wd = worth.as_integer_ratio()
+    on, od = bonus.as_integer_ratio()
+    kept = an * bd  # alpha / (alpha + beta) = kept / whole
+    whole = kept + bn * ad
+    return reliability_bp * (kept * wn * od + on * whole * wd), BP_WHOLE * whole * wd * od
+
+
+def gsp_price(
+    next_score: Ratio | None,
+    alpha: float,
+    beta: float,
+    reliability_bp: int,
+    bonus: float,
+    reserve: int,
+    ceiling: int,
+) -> int:
+    """Generalised second price: the least whole amount a lead buyer could have bid and kept its place above the next
+    candidate (whose exact score is `next_score`, see `exact_value`), never below the category's price (the reserve)
+    and never above its own bid (the ceiling). `alpha`, `beta`, `reliability_bp` and `bonus` are the buyer's parts.
+
+    Exact: with p = alpha / (alpha + beta) and r = reliability_bp / 10,000, keeping the place at a price x needs
+    r x (p x x + bonus) >= next_score, so x >= (next_score / r - bonus) x (alpha + beta) / alpha: a rational computed
+    in integers, without rounding, then rounded up once to a minor unit (money.div_round_up). So a next bidder with
+    the same return record, bonus and reliability is matched at exactly its own bid, whatever float error their
+    scores carry."""
+    if next_score is None or alpha <= 0 or reliability_bp <= 0:
         return reserve
-    needed = (next_score / reliability - bonus) / p_keep
-    # A score is a float product: the next bidder's own bid comes back as 26,000.000000000004 from 20,000.0 / 0.769...,
-    # and rounding that up charged a minor unit more than keeping the place needs. A value within float error of a
-    # whole amount is that amount.
-    whole = round(needed)
-    price = whole if abs(needed - whole) <= 1e-9 * max(1.0, abs(needed)) else math.ceil(needed)
-    return max(reserve, min(bid, price))
+    sn, sd = next_score
+    an, ad = alpha.as_integer_ratio()
+    bn, bd = beta.as_integer_ratio()
+    on, od = bonus.as_integer_ratio()
+    # next_score / r - bonus = (sn 10,000 od - on sd r_bp) / (sd r_bp od); (alpha + beta) / alpha = whole / kept.
+    kept = an * bd
+    whole = kept + bn * ad
+    numerator = (sn * BP_WHOLE * od - on * sd * reliability_bp) * whole
+    denominator = sd * reliability_bp * od * kept
+    return max(reserve, min(ceiling, div_round_up(numerator, denominator)))

@@ -19,6 +19,7 @@ from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Ex
 from marketplace.exposures.queries import CLOSED_BY_BLOCK, won_at_column
 from marketplace.exposures.rules import UNDECIDED, UNPAID, WON
 from marketplace.ids import new_id
+from marketplace.money import BP_WHOLE
 from marketplace.ranking.core import LeadFactor, Profile, Ranking, RankingCore, warm_up
 from marketplace.ranking.events import Event, Exposed, Joined, Moved, business_ids
 from marketplace.ranking.model import Sample, train
@@ -27,9 +28,11 @@ from marketplace.ranking.scoring import (
     WIN_CLASSES,
     CategoryPrior,
     History,
+    Ratio,
     Score,
     Terms,
     category_prior,
+    exact_value,
     gsp_price,
     outcome,
     pay_rate,
@@ -238,7 +241,7 @@ class ProfitabilityRanker:
             # The wave's last place by score pays what keeps it above whoever comes next: the best of the rest.
             wave = exclude | set(ranking.business_ids)
             rest = self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=wave, explore=False)
-            after = float(rest.scores[0]) if len(rest) else None
+            after = exact_score(rest, 0) if len(rest) else None
         return self._ranked(lead, ranking, list(range(n)), after=after)
 
     def remaining(self, lead: LeadView, exclude: Iterable[str]) -> bool:
@@ -246,11 +249,11 @@ class ProfitabilityRanker:
         return len(self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=exclude, explore=False)) > 0
 
     def _ranked(
-        self, lead: LeadView, ranking: Ranking, indexes: list[int], after: float | None = None
+        self, lead: LeadView, ranking: Ranking, indexes: list[int], after: Ratio | None = None
     ) -> list[Ranked]:
         """The picks with their factors; a lead buyer's price is the second price against the next place won by
-        score (an explored place below is a random draw, not a competitor it beat; for the last, `after`: the best
-        score outside the picks). An explored place pays the list price."""
+        score (an explored place below is a random draw, not a competitor it beat; for the last, `after`: the exact
+        score of the best outside the picks). An explored place pays the list price."""
         category = self.settings.categories[lead.category]
         rate = self.rates.get(lead.category, category.commission_rate_bp)
         prior = self.priors.get(lead.category)
@@ -260,22 +263,21 @@ class ProfitabilityRanker:
             p = parts.alpha / (parts.alpha + parts.beta)
             received = ranking.received(i)
             factors: dict[str, Any] = {"policy": self.name, "score": round(float(ranking.scores[i]), 4)}
+            price: int | None = None
             if ranking.buyer[i]:
-                bid = round(parts.worth)
-                below = (float(ranking.scores[j]) for j in indexes[position + 1 :] if not ranking.explored[j])
-                next_score = None if ranking.explored[i] else next(below, after)
+                # The bid its score was made with (lay_out): the standing's, never below the list price.
+                standing = self.standings.get(ranking.business_ids[i])
+                lead_price = category.lead_price_minor
+                bid = max(lead_price, (standing.bids.get(lead.category) if standing else None) or 0)
+                next_score = None
+                if not ranking.explored[i]:
+                    beaten = next((j for j in indexes[position + 1 :] if not ranking.explored[j]), None)
+                    next_score = after if beaten is None else exact_score(ranking, beaten)
+                price = gsp_price(
+                    next_score, parts.alpha, parts.beta, reliability_bp(parts), parts.bonus, lead_price, bid
+                )
                 factors.update(
-                    mode="lead_buyer",
-                    price_or_bid_minor=bid,
-                    p_not_returned=round(p, 6),
-                    price_minor=gsp_price(
-                        next_score,
-                        p,
-                        parts.reliability,
-                        parts.bonus,
-                        category.lead_price_minor,
-                        max(bid, category.lead_price_minor),
-                    ),
+                    mode="lead_buyer", price_or_bid_minor=bid, p_not_returned=round(p, 6), price_minor=price
                 )
             else:
                 standing = self.standings.get(ranking.business_ids[i])
@@ -300,8 +302,25 @@ class ProfitabilityRanker:
                 lead_factor=round(ranking.lead_factor(i), 4),
                 explored=bool(ranking.explored[i]),
             )
-            out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors))
+            out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors, price))
         return out
+
+
+def exact_score(ranking: Ranking, j: int) -> Ratio:
+    """The score of a ranking's place j, exactly, for a second price: from its parts (scoring.exact_value) when the
+    ranking compared its base score as it is (every lead buyer; a deal maker without a per-lead factor), else the
+    float score the ranking compared, as the rational it is."""
+    parts = ranking.parts(j)
+    value = float(ranking.scores[j])
+    if value != parts.value:
+        return value.as_integer_ratio()
+    return exact_value(parts.alpha, parts.beta, parts.worth, parts.bonus, reliability_bp(parts))
+
+
+def reliability_bp(parts: Score) -> int:
+    """A score's reliability as the integer basis points it came from (Business.reliability_bp / 10,000, see
+    `load_standings`): the float is within 1e-12 of a whole number of basis points, so rounding gives them back."""
+    return round(parts.reliability * BP_WHOLE)
 
 
 # --- events from what a request committed (the pure event types are in ranking/events.py) ------------

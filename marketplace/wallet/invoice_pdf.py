@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from marketplace.clock import rfc3339
-from marketplace.money import BP_WHOLE, Money
+from marketplace.money import Money, format_rate_bp
 from marketplace.wallet.offset import OffsetPlan
 
 # Type sizes in typographic points (9.5 pt, 10 pt): layout, never money, which stays in integer minor units.
@@ -26,7 +26,6 @@ __all__ = [
     "InvoiceLine",
     "Party",
     "PaymentStep",
-    "format_rate_bp",
     "render_invoice_pdf",
     "steps_from_offset",
 ]
@@ -190,12 +189,6 @@ class InvoiceDocument:
         )
 
 
-def format_rate_bp(rate_bp: int) -> str:
-    """1800 → "18%", 1750 → "17.5%"."""
-    whole, rest = divmod(rate_bp, BP_WHOLE // 100)
-    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
-
-
 class _Pdf:
     """fpdf2 with the few drawing helpers an invoice needs."""
 
@@ -272,7 +265,7 @@ def render_invoice_pdf(invoice: InvoiceDocument | Mapping[str, Any]) -> bytes:
     pdf.ln(4)
 
     widths = (width * 0.46, width * 0.18, width * 0.18, width * 0.18)
-    rate = format_rate_bp(doc.vat_rate_bp)
+    rate = f"{format_rate_bp(doc.vat_rate_bp)}%"
     out.font(9.5)
     # A table, unlike cells, wraps a long description instead of running over the amounts.
     with pdf.table(

@@ -46,7 +46,7 @@ from marketplace.db.statements import of_session, per_database, rows_changed, ta
 from marketplace.errors import Conflict, FieldError, InsufficientFunds, InvalidInput, NotFound
 from marketplace.identity.services import refuse_if_blocked
 from marketplace.ids import key_digest, new_id
-from marketplace.money import Money
+from marketplace.money import Money, format_rate_bp
 from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
@@ -82,6 +82,7 @@ from marketplace.wallet.plans import (
     PlanEvent,
     PlanResult,
     Tier,
+    deal_commission,
     default_plan,
     evaluate,
     is_referral_role,
@@ -588,7 +589,7 @@ async def settle_commission(
     A commission of nothing (a plan's rate of 0 %, a turnover of a few agorot) closes the deal with no charge."""
     assert exposure.turnover_minor is not None
     rate = exposure.commission_rate_bp  # the plan's rate when it was claimed, as the deal maker was shown it
-    gross = Money(exposure.turnover_minor, exposure.currency).percent_bp(rate)
+    gross = deal_commission(Money(exposure.turnover_minor, exposure.currency), rate)
     if not gross.is_positive:
         return None
     business = await _business(session, exposure.business_id)
@@ -608,7 +609,7 @@ async def settle_commission(
         elif payout.recipient_role == ROLE_CLUB_OPERATOR and lead.club_id:
             # Owed to the club's operator, paid out by an operator's bank transfer (wallet/payables.py).
             shares.append(Allocation(marketplace_account(AccountKind.CLUB_PAYABLE, lead.club_id), payout.amount))
-    description = f"Commission {rate / 100:g} % on deal for lead {lead.id} (plan v{result.plan_version})"
+    description = f"Commission {format_rate_bp(rate)} % on deal for lead {lead.id} (plan v{result.plan_version})"
     charged = await _charge(
         session,
         settings,

@@ -98,6 +98,26 @@ async def test_each_place_pays_the_next_places_bid_and_the_wave_s_last_pays_agai
         assert shown["exclusive_price"]["amount_minor"] == settings.categories["plumbing"].exclusive_price_minor
 
 
+async def test_an_offer_carries_the_ranker_s_price_not_its_explanation(app, client, db, settings, monkeypatch):
+    """The price charged is the ranker's typed Ranked.price_minor; the factors only explain it (a ranking whose
+    explanation shows another number, or none, still offers at the price it set)."""
+    import dataclasses
+
+    buyers = await _buyers_with_bids(client, 14_000, 12_000)
+    app.state.ranker.core.explore_share = 0.0
+    await app.state.ranking_sync.settled()
+    select_top = app.state.ranker.select
+
+    def shown_otherwise(*args: Any, **kwargs: Any) -> Any:
+        return [dataclasses.replace(r, factors={**r.factors, "price_minor": None}) for r in select_top(*args, **kwargs)]
+
+    monkeypatch.setattr(app.state.ranker, "select", shown_otherwise)
+    lead = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
+    assert offers[buyers[0][0]].price_minor == 12_000  # the second price, not the list price a None would mean
+
+
 async def test_a_claim_never_costs_more_than_the_bid_in_force(app, client, db, settings):
     """A buyer bids 14,000 and is offered a lead at the second price 12,000; before claiming it lowers its bid to
     the list price (or withdraws it). The claim costs at most the bid in force when it claims (here the list price),

@@ -192,9 +192,9 @@ async def test_the_last_place_of_a_wave_pays_what_keeps_it_above_the_next_candid
     (first,) = ranker.select(lead, 1, exclude=())  # a wave of one
     assert bidders[first.business_id] == 2 * price
     # Same return record: the runner-up's bid (outside the wave) is what the first must match, not the list price.
-    assert first.factors["price_minor"] == price + 2000
+    assert first.price_minor == price + 2000 and first.factors["price_minor"] == first.price_minor  # shown as charged
     (last,) = ranker.select(lead, 1, exclude={first.business_id})
-    assert last.factors["price_minor"] == price  # nobody left to outbid: the list price
+    assert last.price_minor == price  # nobody left to outbid: the list price
 
 
 async def test_a_place_above_an_explored_one_pays_against_the_best_it_beat_not_the_random_draw(
@@ -213,8 +213,8 @@ async def test_a_place_above_an_explored_one_pays_against_the_best_it_beat_not_t
     assert bidders[drawn.business_id] != best_beaten  # the seeded draw is not the runner-up: the test tells them apart
     # The first kept its place against the best candidate it outranked, outside the wave; the explored place below
     # it is a random draw, whatever its bid, and pays the list price.
-    assert first.factors["price_minor"] == best_beaten
-    assert drawn.factors["price_minor"] == price
+    assert first.price_minor == best_beaten
+    assert drawn.price_minor == price
 
 
 async def test_deal_makers_are_scored_at_the_commission_rate_of_the_plan_in_force(app, client):

@@ -34,7 +34,7 @@ from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
 from marketplace.money import Money
-from marketplace.wallet import services, store
+from marketplace.wallet import plans, services, store
 from marketplace.wallet.ledger import build_lead_earnings
 from marketplace.wallet.plans import default_plan
 from marketplace.wallet.queries import RETURN_SETTLING
@@ -158,8 +158,19 @@ async def assert_sound(client: httpx.AsyncClient, operator: str) -> dict[str, An
 # --- the design's worked examples ---------------------------------------------------------------------
 
 
-async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfer(app, client, db, settings):
+async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfer(
+    app, client, db, settings, monkeypatch
+):
     assert settings.categories["legal"].commission_rate_bp == 3000
+    # The commission is plans.deal_commission's, the one rule the worked examples and property tests check.
+    computed: list[tuple[Money, int, Money]] = []
+
+    def deal_commission(turnover: Money, rate_bp: int) -> Money:
+        result = plans.deal_commission(turnover, rate_bp)
+        computed.append((turnover, rate_bp, result))
+        return result
+
+    monkeypatch.setattr(services, "deal_commission", deal_commission)
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
     await fund(app, dm_id, "deal_maker", 120_000)
@@ -175,6 +186,7 @@ async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfe
 
     paid = await close_deal(client, dm, assigned.json()["id"], 1_000_000)  # 10,000.00 ILS turnover
     assert paid.status_code == 200, paid.text
+    assert computed == [(Money(1_000_000, ILS), 3000, Money(300_000, ILS))]
 
     # Commission 3,000.00: 1,200.00 offset from credit, 1,800.00 charged by bank transfer.
     after = await wallet(client, dm)

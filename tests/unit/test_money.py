@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from marketplace.money import CurrencyMismatch, Money, div_round_half_up, minor_unit_exponent, split_bp
+from marketplace.money import (
+    CurrencyMismatch,
+    Money,
+    div_round_half_up,
+    div_round_up,
+    format_rate_bp,
+    minor_unit_exponent,
+    split_bp,
+)
 
 ILS = "ILS"
 EUR = "EUR"
@@ -128,6 +136,48 @@ def test_div_round_half_up_refuses_floats_and_zero() -> None:
         div_round_half_up(1.0, 2)  # type: ignore[arg-type]
     with pytest.raises(ZeroDivisionError):
         div_round_half_up(1, 0)
+
+
+@pytest.mark.parametrize(
+    ("numerator", "denominator", "expected"),
+    [(6, 3, 2), (7, 3, 3), (8, 3, 3), (-7, 3, -2), (7, -3, -2), (-7, -3, 3), (0, 5, 0), (1, 10**20, 1)],
+)
+def test_div_round_up_is_the_ceiling(numerator: int, denominator: int, expected: int) -> None:
+    assert div_round_up(numerator, denominator) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(10**30), 10**30), st.integers(-(10**30), 10**30).filter(bool))
+def test_div_round_up_is_the_least_integer_at_least_the_quotient(numerator: int, denominator: int) -> None:
+    result = div_round_up(numerator, denominator)
+    assert Fraction(result - 1) < Fraction(numerator, denominator) <= result
+
+
+def test_div_round_up_refuses_floats_and_zero() -> None:
+    with pytest.raises(TypeError):
+        div_round_up(1.0, 2)  # type: ignore[arg-type]
+    with pytest.raises(ZeroDivisionError):
+        div_round_up(1, 0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "text"),
+    [(3000, "30"), (1250, "12.5"), (1800, "18"), (1750, "17.5"), (5, "0.05"), (1, "0.01"), (0, "0"),
+     (10_000, "100"), (12_345, "123.45"), (-250, "-2.5")],
+)  # fmt: skip
+def test_format_rate_bp(rate: int, text: str) -> None:
+    assert format_rate_bp(rate) == text
+
+
+def test_format_rate_bp_says_what_the_float_format_said_for_every_rate() -> None:
+    # The commission's description once read f"{rate / 100:g}": the same text for every rate from 0 to 100 %.
+    for rate in range(10_001):
+        assert format_rate_bp(rate) == f"{rate / 100:g}"
+
+
+def test_format_rate_bp_refuses_floats() -> None:
+    with pytest.raises(TypeError):
+        format_rate_bp(30.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

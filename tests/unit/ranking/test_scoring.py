@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -12,13 +14,16 @@ from marketplace.ranking.events import Moved
 from marketplace.ranking.scoring import (
     CategoryPrior,
     History,
+    Score,
     Terms,
     category_prior,
+    exact_value,
     gsp_price,
     outcome,
     score,
     unpaid_weight,
 )
+from marketplace.ranking.service import reliability_bp
 
 PRIOR = CategoryPrior(win_rate=0.2, mean_turnover_minor=1_000_000, return_rate=0.1, strength=10)
 
@@ -164,32 +169,97 @@ def test_which_moves_change_a_score():
     assert Moved("b", "c", "contacted").moves_score  # not known what it was: the business is read back
 
 
+def ratio(value: int | Fraction) -> tuple[int, int]:
+    exact = Fraction(value)
+    return exact.numerator, exact.denominator
+
+
+def test_exact_value_is_the_score_without_rounding():
+    # reliability 0.5 x (alpha 1 / (1 + 2) x 3,000 + 0.25) = 500.125, exactly.
+    assert Fraction(*exact_value(1.0, 2.0, 3000.0, 0.25, 5000)) == Fraction(4001, 8)
+    s = score(History(received=7, returned=2, sold_revenue_minor=300), PRIOR, Terms("lead_buyer", 6000, 0, 9000), 0.8)
+    exact = Fraction(*exact_value(s.alpha, s.beta, s.worth, s.bonus, 8000))
+    assert float(exact) == pytest.approx(s.value, rel=1e-12)
+
+
 def test_generalised_second_price():
-    # The next candidate scores 5,400; this buyer keeps 90 % of its leads: it needs a bid of 6,000 to stay above.
-    assert gsp_price(5400, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 6000
+    # The next candidate scores 5,400; this buyer keeps 90 % of its leads (alpha 9, beta 1): it needs a bid of 6,000.
+    assert gsp_price(ratio(5400), 9.0, 1.0, 10_000, 0.0, reserve=5000, ceiling=9000) == 6000
     # Never below the category's price, never above its own bid.
-    assert gsp_price(100, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 5000
-    assert gsp_price(50_000, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 9000
+    assert gsp_price(ratio(100), 9.0, 1.0, 10_000, 0.0, reserve=5000, ceiling=9000) == 5000
+    assert gsp_price(ratio(50_000), 9.0, 1.0, 10_000, 0.0, reserve=5000, ceiling=9000) == 9000
     # The last one pays the reserve.
-    assert gsp_price(None, 0.9, 1.0, 0.0, reserve=5000, bid=9000) == 5000
+    assert gsp_price(None, 9.0, 1.0, 10_000, 0.0, reserve=5000, ceiling=9000) == 5000
     # A bonus of its own counts toward its place, so it needs to bid less.
-    assert gsp_price(5400, 0.9, 1.0, 900.0, reserve=1000, bid=9000) == 5000
-    # Float error is not a minor unit: 20,000.0 / 0.7692307692307692 is 26,000.000000000004; the price was 26,001.
-    assert gsp_price(20_000.0, 0.7692307692307692, 1.0, 0.0, reserve=25_000, bid=28_000) == 26_000
-    assert gsp_price(26_000.5 * (10 / 13), 10 / 13, 1.0, 0.0, reserve=25_000, bid=28_000) == 26_001
+    assert gsp_price(ratio(5400), 9.0, 1.0, 10_000, 900.0, reserve=1000, ceiling=9000) == 5000
+    # Exact, not float: 20,000 at p = 10/13 is 26,000 (in floats 20,000.0 / 0.7692307692307692 = 26,000.000000000004,
+    # once charged as 26,001); half a minor unit more is rounded up.
+    assert gsp_price(ratio(20_000), 10.0, 3.0, 10_000, 0.0, reserve=25_000, ceiling=28_000) == 26_000
+    half_more = Fraction(52_001, 2) * Fraction(10, 13)
+    assert gsp_price(ratio(half_more), 10.0, 3.0, 10_000, 0.0, reserve=25_000, ceiling=28_000) == 26_001
+    # Any excess at all is a minor unit more: at 26,000 this buyer would score below the next one. (The float rule's
+    # epsilon took 26,000 + 1e-10 for 26,000, and above 5e8 minor units rounded to the nearest instead of up.)
+    tiny_more = (26_000 + Fraction(1, 10**10)) * Fraction(10, 13)
+    assert gsp_price(ratio(tiny_more), 10.0, 3.0, 10_000, 0.0, reserve=25_000, ceiling=28_000) == 26_001
+    large = Fraction(10**9) + Fraction(3, 10)
+    assert gsp_price(ratio(large), 1.0, 0.0, 10_000, 0.0, reserve=1, ceiling=10**12) == 10**9 + 1
+    # Reliabilities are whole basis points, not the floats 0.9 and 0.75 (0.9 / 0.75 x 10,000 = 12,000.000000000002):
+    # the next bidder bids 10,000 at 90 %, this one, at 75 % and the same record, needs exactly 12,000.
+    next_score = exact_value(9.0, 1.0, 10_000.0, 0.0, 9000)
+    assert gsp_price(next_score, 9.0, 1.0, 7500, 0.0, reserve=6000, ceiling=30_000) == 12_000
+
+
+def test_a_reliability_is_read_back_as_the_basis_points_it_was_made_of():
+    for bp in range(10_001):
+        parts = Score(0.0, 1.0, 1.0, 0.0, 0.0, bp / 10_000)  # as load_standings and Joined make it
+        assert reliability_bp(parts) == bp
+
+
+_parts = st.fixed_dictionaries(
+    {
+        "alpha": st.floats(min_value=1e-9, max_value=1e4),
+        "beta": st.floats(min_value=0.0, max_value=1e4),
+        "bonus": st.floats(min_value=0.0, max_value=1e6),
+        "reliability_bp": st.integers(min_value=1, max_value=10_000),
+    }
+)
+
+
+def _own_value(parts: dict[str, float], price: int) -> Fraction:
+    return Fraction(*exact_value(parts["alpha"], parts["beta"], float(price), parts["bonus"], parts["reliability_bp"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    own=_parts,
+    other=_parts,
+    next_bid=st.integers(min_value=1, max_value=10**12),
+    reserve=st.integers(min_value=1, max_value=10**8),
+    extra=st.integers(min_value=0, max_value=10**12),
+)
+def test_a_second_price_stays_between_reserve_and_bid_and_is_the_exact_rule_rounded_up(
+    own, other, next_bid, reserve, extra
+):
+    ceiling = reserve + extra
+    next_score = exact_value(other["alpha"], other["beta"], float(next_bid), other["bonus"], other["reliability_bp"])
+    price = gsp_price(next_score, own["alpha"], own["beta"], own["reliability_bp"], own["bonus"], reserve, ceiling)
+    assert isinstance(price, int) and reserve <= price <= ceiling
+    # The documented rule, computed here with Python's exact ceiling of a rational.
+    a, b = Fraction(own["alpha"]), Fraction(own["beta"])
+    needed = (Fraction(*next_score) / Fraction(own["reliability_bp"], 10_000) - Fraction(own["bonus"])) * (a + b) / a
+    assert price == max(reserve, min(ceiling, math.ceil(needed)))
+    # Unclamped, it is the least whole amount that keeps the place: one minor unit less would not.
+    if reserve < price < ceiling:
+        assert _own_value(own, price) >= Fraction(*next_score) > _own_value(own, price - 1)
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    next_bid=st.integers(min_value=1, max_value=10**12),
-    p_keep=st.floats(min_value=0.01, max_value=1.0),
-    reliability=st.floats(min_value=0.05, max_value=1.0),
-)
-def test_a_second_price_is_the_next_bid_when_both_keep_alike(next_bid, p_keep, reliability):
-    # The next bidder's score is its bid x the same P(not returned) x the same reliability: keeping the place costs
-    # exactly its bid, whatever float error the product carries.
-    next_score = next_bid * p_keep * reliability
-    assert gsp_price(next_score, p_keep, reliability, 0.0, reserve=1, bid=10**13) == next_bid
+@given(parts=_parts, next_bid=st.integers(min_value=1, max_value=10**12))
+def test_a_second_price_is_the_next_bid_when_both_keep_alike(parts, next_bid):
+    # The next bidder has the same return record, bonus and reliability: keeping the place costs exactly its bid.
+    next_score = exact_value(parts["alpha"], parts["beta"], float(next_bid), parts["bonus"], parts["reliability_bp"])
+    price = gsp_price(next_score, parts["alpha"], parts["beta"], parts["reliability_bp"], parts["bonus"], 1, 10**13)
+    assert price == next_bid
 
 
 def test_a_turnover_reported_far_beyond_the_category_is_believed_only_up_to_its_cap():

@@ -14,7 +14,6 @@ from marketplace.wallet.invoice_pdf import (
     InvoiceLine,
     Party,
     PaymentStep,
-    format_rate_bp,
     render_invoice_pdf,
     steps_from_offset,
 )
@@ -101,10 +100,3 @@ def test_unicode_names_render_with_a_unicode_font() -> None:
 def test_an_invoice_whose_figures_disagree_is_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         commission_invoice(**changes)
-
-
-@pytest.mark.parametrize(
-    ("rate", "text"), [(1800, "18%"), (1900, "19%"), (1750, "17.5%"), (5, "0.05%"), (0, "0%")]
-)
-def test_format_rate_bp(rate: int, text: str) -> None:
-    assert format_rate_bp(rate) == text

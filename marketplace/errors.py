@@ -65,10 +65,6 @@ class Gone(MarketplaceError):
     status_code, title, type_slug = 410, "Gone", "gone"
 
 
-class PayloadTooLarge(MarketplaceError):
-    status_code, title, type_slug = 413, "Request body too large", "payload-too-large"
-
-
 class UnsupportedMediaType(MarketplaceError):
     status_code, title, type_slug = 415, "Unsupported media type", "unsupported-media-type"
 

@@ -1,4 +1,8 @@
-"""The actors. Each takes ids, runs one service call in one unit of work, and is safe to deliver twice.
+"""The actors: thin, each safe to deliver twice. An actor for an event takes the ids it is about and runs its service
+in one unit of work; a scheduled one (PERIODIC, DAILY) takes nothing and may use several units of work, so that a
+long run keeps no transaction open: fraud_scan a batch per unit (up to 20 a run), deliver_notifications one to
+claim and one to record around the mail, collect_debts one per debtor, train_fraud_model one to learn and then a
+batch per unit to re-assess.
 
 The job functions stay plain coroutines (tests and the in-process queue await them); `ALL` holds the
 dramatiq actors declared from them.
@@ -154,7 +158,13 @@ ALL = [
     _actor(train_fraud_model, "maintenance", 1),
     _actor(collect_debts, "maintenance", 3),
 ]
-PERIODIC = ["expire_lapsed", "mark_stale", "resend_lost_waves", "fraud_scan", "send_quiet_surveys",
-            "deliver_notifications"]
-PERIODIC.append("collect_debts")
+PERIODIC = [
+    "expire_lapsed",
+    "mark_stale",
+    "resend_lost_waves",
+    "fraud_scan",
+    "send_quiet_surveys",
+    "deliver_notifications",
+    "collect_debts",
+]
 DAILY = ["train_ranking_model", "train_fraud_model"]

@@ -14,17 +14,16 @@ NEXT: dict[str, tuple[str, ...]] = {
     "paid": (),
     "returned": (),
 }
-# Before the customer's decision; won and not paid yet; won (the deals that owe a commission once paid).
+# Before the customer's decision; won and not paid yet; won, whatever came of it since (a deal was made: a deal
+# maker's owes a commission once paid, and takes the lead off the market); decided either way.
 UNDECIDED = ("new", "contacted", "quoted")
 UNPAID = ("won", "invoiced")
 WON = (*UNPAID, "paid")
+DECIDED = (*WON, "lost")
 # A business that has not updated an undecided deal in time has a stale lead (the customer's decision unreported).
 # A won or invoiced deal waits for the customer's payment, which only `paid` may follow: it never goes stale (the
 # ranking and the fraud signals read stale on undecided deals only; an unpaid win counts by its own term, unpaid_days).
 STALEABLE = UNDECIDED
-# What a blocked business may still report: the deals it kept through the block (those it won, and those whose
-# customer says it hired it) won, invoiced and paid, so their commission is charged.
-SETTLING = ("won", "invoiced", "paid")
 # A lead may be returned only before any deal was made on it.
 RETURNABLE = ("new", "contacted", "quoted", "lost")
 

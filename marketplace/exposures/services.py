@@ -99,12 +99,6 @@ async def _released(session: AsyncSession, exposure: Exposure) -> bool:
     return found is not None
 
 
-async def visible_contact(session: AsyncSession, exposure: Exposure) -> Contact | None:
-    """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
-    back to the market, so the contact is no longer this business's to see)."""
-    return _contact_of(await _visible_contact_row(session, exposure))
-
-
 def _contact_of(row: LeadContact | None) -> Contact | None:
     return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
 
@@ -116,6 +110,8 @@ def _description(lead: Lead, row: LeadContact | None) -> str:
 
 
 async def _visible_contact_row(session: AsyncSession, exposure: Exposure) -> LeadContact | None:
+    """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
+    back to the market, so the contact is no longer this business's to see)."""
     if exposure.status == "returned":
         return None
     if exposure.status == "lost" and await _released(session, exposure):
@@ -244,7 +240,9 @@ async def update_status(
     exposure = await get_own(session, business, exposure_id, lock=True)
     before = Before.of(exposure)
     if status == "blocked":
-        if data.status not in rules.SETTLING:
+        # What it may still report: the deals it kept through the block (those it won, and those whose customer
+        # says it hired it) won, invoiced and paid, so their commission is charged.
+        if data.status not in rules.WON:
             raise Forbidden("this account is blocked: it may only report the deals it still holds won, invoiced, paid")
         if data.turnover is not None and exposure.turnover_minor not in (None, data.turnover.amount_minor):
             raise Forbidden("this account is blocked: the turnover it reported stands")
@@ -255,7 +253,7 @@ async def update_status(
             extra={"current_status": exposure.status, "allowed_next": list(allowed)},
         )
     if data.turnover is not None:
-        if data.status not in ("won", "invoiced", "paid"):
+        if data.status not in rules.WON:
             raise InvalidInput.field("turnover", "a turnover belongs to a won, invoiced or paid deal")
         if data.turnover.currency != exposure.currency:
             raise InvalidInput.field("turnover.currency", f"this deal is in {exposure.currency}")
@@ -276,7 +274,7 @@ async def update_status(
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.
     await surveys.on_deal_reported(session, settings, exposure, data.status)
-    if exposure.mode == "deal_maker" and data.status in rules.SETTLING and before.status not in rules.SETTLING:
+    if exposure.mode == "deal_maker" and data.status in rules.WON and before.status not in rules.WON:
         # The customer hired this business: nobody else is offered, nor sold, its contact from now on. Only a deal
         # maker's word, which commits it to a commission: a lead buyer's reports are a lead manager of its own that
         # owes nothing, and its free `won` would otherwise buy exclusivity at the shared price. (Its customer's
@@ -429,7 +427,7 @@ async def business_stats(session: AsyncSession, business_id: str) -> schemas.Bus
                 func.count(Exposure.id),
                 count_where(Exposure.status == "returned"),
                 count_where(and_(Exposure.stale.is_(True), Exposure.status.in_(rules.STALEABLE))),
-                count_where(Exposure.status.in_(("won", "invoiced", "paid"))),
+                count_where(Exposure.status.in_(rules.WON)),
                 count_where(and_(Exposure.status == "lost", Exposure.id.not_in(CLOSED_BY_BLOCK))),
                 count_where(Exposure.status == "paid"),
                 count_where(Exposure.id.in_(CLOSED_BY_BLOCK)),

@@ -12,7 +12,7 @@ import functools
 import logging
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,12 +41,10 @@ from marketplace.db.models import (
 from marketplace.db.statements import of_session, per_database
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.exposures.queries import CLOSED_BY_BLOCK, highest_turnover_column, won_at_column
+from marketplace.exposures.rules import DECIDED, UNDECIDED, UNPAID, WON
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.signals import (
-    OPEN_PIPELINE,
-    UNPAID,
-    WON,
     Answer,
     CategoryCounts,
     Deal,
@@ -133,10 +131,10 @@ async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCou
             Exposure.mode,
             Lead.category,
             func.count(Exposure.id),
-            func.sum(case((Exposure.status.in_(("won", "invoiced", "paid", "lost")), 1), else_=0)),
+            func.sum(case((Exposure.status.in_(DECIDED), 1), else_=0)),
             func.sum(case((Exposure.status == "lost", 1), else_=0)),
             func.sum(case((Exposure.status == "returned", 1), else_=0)),
-            func.sum(case((and_(Exposure.stale.is_(True), Exposure.status.in_(OPEN_PIPELINE)), 1), else_=0)),
+            func.sum(case((and_(Exposure.stale.is_(True), Exposure.status.in_(UNDECIDED)), 1), else_=0)),
         )
         .join(Lead, Lead.id == Exposure.lead_id)
         # The few blocked businesses as one list, not a lookup of every exposure's business: half the statement's
@@ -721,7 +719,7 @@ async def release_open_deals(
             .where(
                 Exposure.business_id == business_id,
                 Exposure.mode == "deal_maker",
-                Exposure.status.in_((*OPEN_PIPELINE, "lost")),
+                Exposure.status.in_((*UNDECIDED, "lost")),
                 ~hired,
                 on_the_market,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
@@ -732,7 +730,7 @@ async def release_open_deals(
     )
     reopened: list[tuple[str, int]] = []
     for exposure in exposures:
-        closing = exposure.status in OPEN_PIPELINE
+        closing = exposure.status in UNDECIDED
         session.add(
             FraudRelease(
                 exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert_id, released_at=now, closed=closing
@@ -757,11 +755,3 @@ async def release_open_deals(
             reopened.append((exposure.lead_id, freed[1] + 1))
     await session.flush()
     return reopened
-
-
-async def alerts_of(session: AsyncSession, business_ids: Iterable[str]) -> list[FraudAlert]:
-    return list(
-        await session.scalars(
-            select(FraudAlert).where(FraudAlert.business_id.in_(list(business_ids))).order_by(FraudAlert.id)
-        )
-    )

@@ -12,8 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from marketplace.exposures.rules import UNDECIDED as OPEN_PIPELINE
-from marketplace.exposures.rules import UNPAID, WON
+from marketplace.exposures.rules import DECIDED, UNDECIDED, UNPAID, WON
 
 # Kinds of signal. Strong ones are per-lead contradictions; a dismissed alert reopens on a new one.
 HIDDEN_DEAL = "hidden_deal"
@@ -246,12 +245,12 @@ def own_counts(deals: Sequence[Deal], as_of: datetime | None = None) -> dict[str
         if as_of is not None and d.status_changed_at > as_of:
             continue
         status = d.status
-        if status in WON or status == "lost":
+        if status in DECIDED:
             c[1] += 1
             c[2] += status == "lost"
         elif status == "returned":
             c[3] += 1
-        elif d.stale and status in OPEN_PIPELINE:
+        elif d.stale and status in UNDECIDED:
             c[4] += 1
     return {code: CategoryCounts(*c) for code, c in sums.items()}
 
@@ -298,7 +297,7 @@ def assess(
         as_nothing = [
             d
             for d, a in hired_me
-            if d.status in OPEN_PIPELINE and (d.stale or now - a.answered_at >= config.report_grace)
+            if d.status in UNDECIDED and (d.stale or now - a.answered_at >= config.report_grace)
         ]
         # Won and never paid, though the customer says it paid this business a named amount: dated from the win as
         # NEVER_PAID dates it. Without the customer's word it is only that pattern, which can never open an alert.
@@ -449,7 +448,7 @@ def assess(
         total = sum(n for _, n, _ in stale_rows)
         z = _binomial_z(stale_rows)
         if total >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR:
-            stale = [d for d in deals if d.stale and d.status in OPEN_PIPELINE]
+            stale = [d for d in deals if d.stale and d.status in UNDECIDED]
             signals.append(
                 Signal(
                     STALE_LEADS,

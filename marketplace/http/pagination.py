@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
-from sqlalchemy import Select
 
 from marketplace.errors import InvalidInput
 from marketplace.ids import is_id
@@ -40,14 +39,6 @@ def check_cursor(cursor: str | None, prefix: str) -> str | None:
     if not is_id(cursor, prefix):
         raise InvalidInput.field("cursor", "not a cursor this list gave out")
     return cursor
-
-
-def paginate_desc(query: Select[Any], id_column: Any, limit: int, cursor: str | None) -> Select[Any]:
-    """Newest first: ids below the cursor, one more row than asked to know whether a next page exists."""
-    check_limit(limit)
-    if cursor:
-        query = query.where(id_column < cursor)
-    return query.order_by(id_column.desc()).limit(limit + 1)
 
 
 def page_of(rows: Sequence[Any], limit: int, id_of: Any) -> tuple[list[Any], str | None]:

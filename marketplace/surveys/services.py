@@ -20,8 +20,8 @@ from marketplace.db.models import (
 )
 from marketplace.errors import FieldError, Gone, InvalidInput, NotFound
 from marketplace.exposures.queries import CLOSED_BY_BLOCK
+from marketplace.exposures.rules import UNDECIDED
 from marketplace.fraud.services import mark_dirty
-from marketplace.fraud.signals import OPEN_PIPELINE
 from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import spend_link
 from marketplace.ids import new_id
@@ -37,7 +37,7 @@ SURVEY = "survey"  # the signed link's purpose
 # it; asked again, a customer who names the business contradicts the report). Not a lead buyer's lost (it owes no
 # commission on its deals), nor a deal a block closed (not the business's report).
 QUIET_DEALS = or_(
-    Exposure.status.in_((*OPEN_PIPELINE, "returned")),
+    Exposure.status.in_((*UNDECIDED, "returned")),
     and_(Exposure.status == "lost", Exposure.mode == "deal_maker", Exposure.id.not_in(CLOSED_BY_BLOCK)),
 )
 # Leads older than this are not surveyed when they go quiet (a first deploy must not mail last year's customers).

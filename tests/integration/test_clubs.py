@@ -77,7 +77,7 @@ async def test_a_clubs_lead_is_offered_to_its_members_only(app, client, db):
     assert {o["lead_id"] for o in await offers_of(client, outsider)} == {public}
     # The operator's explanation lists the members alone as the club lead's candidates.
     ranking = await client.get(f"/v1/leads/{inside.json()['id']}/ranking", headers=auth(operator))
-    assert {c["business_id"] for c in ranking.json()["candidates"]} == {insider_id}
+    assert {c["business_id"] for c in ranking.json()["items"]} == {insider_id}
 
     listed = await client.get("/v1/businesses/me/clubs", headers=auth(insider))
     assert [m["club_id"] for m in listed.json()["items"]] == [club] and listed.json()["next_cursor"] is None

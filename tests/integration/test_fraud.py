@@ -99,7 +99,7 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     assert (await client.get("/v1/fraud/businesses/biz_nope", headers=auth(operator))).status_code == 404
     fresh_lead = await submit_lead(client)
     ranking = await client.get(f"/v1/leads/{fresh_lead}/ranking", headers=auth(operator))
-    factors = {c["business_id"]: c["factors"] for c in ranking.json()["candidates"] if not c["offered"]}
+    factors = {c["business_id"]: c["factors"] for c in ranking.json()["items"] if not c["offered"]}
     assert factors[hider_id]["reliability"] == hider_row.reliability_bp / 10_000
     assert factors[honest_id]["reliability"] == 1.0
 

@@ -27,7 +27,7 @@ async def _ranking_reliability(client, operator: str, business_id: str) -> float
     lead_id = await submit_lead(client)
     ranking = await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))
     assert ranking.status_code == 200, ranking.text
-    (factors,) = [c["factors"] for c in ranking.json()["candidates"] if c["business_id"] == business_id]
+    (factors,) = [c["factors"] for c in ranking.json()["items"] if c["business_id"] == business_id]
     return float(factors["reliability"])
 
 
@@ -298,7 +298,7 @@ async def test_deals_a_block_closed_are_no_losses_in_the_ranking_the_model_or_th
     lead_id = await submit_lead(client)
     ranking_out = await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))
     assert ranking_out.status_code == 200, ranking_out.text
-    factors = {c["business_id"]: c["factors"] for c in ranking_out.json()["candidates"]}
+    factors = {c["business_id"]: c["factors"] for c in ranking_out.json()["items"]}
     assert factors[d1_id]["history_exposures"] == factors[peer_id]["history_exposures"] == 1
     assert factors[d1_id]["p_won"] < 0.25  # its own reported loss still counts
     mine, theirs = ({k: v for k, v in factors[b].items() if k != "explored"} for b in (d1_id, peer_id))

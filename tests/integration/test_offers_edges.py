@@ -172,14 +172,14 @@ async def test_suspended_and_blocked_businesses_are_never_offered_nor_ranked(app
     assert {c["business_id"] for c in ranking["items"]} == {active}
     # A suspended business changing its profile is offered nothing either.
     widened = await client.patch("/v1/businesses/me", headers=auth(s_token), json={"profile": {"regions": ["haifa"]}})
-    assert widened.status_code in (200, 401, 403), widened.text
+    assert widened.status_code == 200, widened.text  # suspended, not blocked: it still manages its account
     await app.state.jobs.run_due()
     assert suspended not in set(await db.scalars(select(Offer.business_id)))
 
 
 async def test_a_lead_s_ranking_pages_through_every_candidate_once(app, client):
     """Seven fitting businesses, a wave of three offered: pages of two cover all seven once, positions 1..7, the
-    last page with no next cursor; `candidates` repeats `items`."""
+    last page with no next cursor; each page in the contract's list shape."""
     ids = {
         (await register(client, mode, profile={"categories": ["plumbing"]}))[0]
         for mode in ["lead_buyer"] * 4 + ["deal_maker"] * 3
@@ -195,7 +195,7 @@ async def test_a_lead_s_ranking_pages_through_every_candidate_once(app, client):
         page = await client.get(f"/v1/leads/{lead}/ranking?{query}", headers=auth(op))
         assert page.status_code == 200, page.text
         body = page.json()
-        assert body["items"] == body["candidates"] and len(body["items"]) <= 2
+        assert set(body) == {"lead_id", "policy", "items", "next_cursor"} and len(body["items"]) <= 2
         seen += body["items"]
         cursor = body["next_cursor"]
         if cursor is None:

@@ -100,16 +100,16 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
     assert response.status_code == 200
     body = response.json()
     assert body["policy"] == "profitability"
-    offered = [c for c in body["candidates"] if c["offered"]]
+    offered = [c for c in body["items"] if c["offered"]]
     assert len(offered) == 2
     assert sorted((c["wave"], c["rank"]) for c in offered) == [(1, 1), (1, 2)]
-    assert all(c["wave"] is None for c in body["candidates"] if not c["offered"])
+    assert all(c["wave"] is None for c in body["items"] if not c["offered"])
     assert {c["offer_status"] for c in offered} == {"open"}
     # Each business once: an open offer's holder is not also a candidate for the next waves.
-    waiting = [c["business_id"] for c in body["candidates"] if not c["offered"]]
+    waiting = [c["business_id"] for c in body["items"] if not c["offered"]]
     assert not {c["business_id"] for c in offered} & set(waiting) and len(waiting) == len(set(waiting))
-    assert [c["rank"] for c in body["candidates"] if not c["offered"]] == list(range(1, len(waiting) + 1))
-    assert [c["position"] for c in body["candidates"]] == list(range(1, len(body["candidates"]) + 1))  # unique
+    assert [c["rank"] for c in body["items"] if not c["offered"]] == list(range(1, len(waiting) + 1))
+    assert [c["position"] for c in body["items"]] == list(range(1, len(body["items"]) + 1))  # unique
     for candidate in offered:
         factors = candidate["factors"]
         assert factors["score"] > 0 and factors["mode"] in ("deal_maker", "lead_buyer")
@@ -133,7 +133,7 @@ async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, c
 
     whole = await client.get(url, headers=auth(op))  # 200 a page by default: all of them, and no next page
     assert whole.status_code == 200, whole.text
-    everyone = [key(c) for c in whole.json()["candidates"]]
+    everyone = [key(c) for c in whole.json()["items"]]
     assert len(everyone) == 5 and whole.json()["next_cursor"] is None
     assert [c[0] for c in everyone] == [1, 2, 3, 4, 5]
     assert any(c[2] for c in everyone) and not all(c[2] for c in everyone)  # offered ones, and ones to offer next
@@ -143,7 +143,7 @@ async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, c
         assert page.status_code == 200, page.text
         body = page.json()
         assert body["lead_id"] == lead_id and body["policy"] == "profitability"
-        assert body["items"] == body["candidates"]  # a list's shape, and the explanation's earlier name
+        assert body["items"] == body["items"]  # a list's shape, and the explanation's earlier name
         pages.append(len(body["items"]))
         walked += [key(c) for c in body["items"]]
         cursor = body["next_cursor"]
@@ -228,7 +228,7 @@ async def test_deal_makers_are_scored_at_the_commission_rate_of_the_plan_in_forc
     await app.state.ranking_sync.settled()  # a saved plan has every process read its rates at once
     lead_id = await submit_lead(client, category="plumbing")
     body = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()
-    (maker,) = [c for c in body["candidates"] if c["factors"]["mode"] == "deal_maker"]
+    (maker,) = [c for c in body["items"] if c["factors"]["mode"] == "deal_maker"]
     assert maker["factors"]["commission_rate_bp"] == 4500
 
 
@@ -254,7 +254,7 @@ async def test_the_ranking_says_which_offered_business_is_out_of_the_running_and
     assert set(await db.scalars(select(Offer.business_id).where(Offer.lead_id == lead_id))) == {blocked_id, other_id}
     assert (await client.post(f"/v1/businesses/{blocked_id}/block", headers=auth(op), json={})).status_code == 200
     body = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()
-    entries = [(c["business_id"], c["offered"], c["offer_status"], c["excluded"]) for c in body["candidates"]]
+    entries = [(c["business_id"], c["offered"], c["offer_status"], c["excluded"]) for c in body["items"]]
     assert (blocked_id, True, "closed", "blocked") in entries  # its offer withdrawn, and why
     assert (other_id, True, "open", None) in entries
     assert [e for e in entries if e[0] == blocked_id and not e[1]] == []  # never among those to offer next

@@ -13,6 +13,7 @@ from marketplace.businesses import schemas
 from marketplace.clock import day_start, month_start, utcnow
 from marketplace.clubs import services as clubs
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
+from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
 from marketplace.db.models.businesses import with_profile
 from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
@@ -120,6 +121,8 @@ async def register_business(
         async with session.begin_nested():
             await session.flush()
     except IntegrityError as exc:
+        if not violates(exc, "uq_businesses_email"):
+            raise
         raise _email_taken() from exc
     if data.invitation is not None:
         await clubs.join(session, data.invitation, business.id, email)
@@ -214,8 +217,10 @@ async def update_business(
     try:
         async with session.begin_nested():
             await session.flush()
-    except IntegrityError as exc:  # another business took the email between the check above and this write
-        raise _email_taken() from exc
+    except IntegrityError as exc:
+        if not violates(exc, "uq_businesses_email"):
+            raise
+        raise _email_taken() from exc  # another business took the email between the check above and this write
     return business
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.clubs import schemas
 from marketplace.contact import normalise_email
+from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, Club, ClubInvitation, ClubMember, Lead, Offer
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.http.pagination import check_cursor, page_of
@@ -142,6 +143,8 @@ async def join(
             session.add(member)
             await session.flush()
     except IntegrityError as exc:  # a join of the same business with another invitation, at the same moment
+        if not violates(exc, "pk_club_members"):
+            raise
         raise Conflict(f"the business is already a member of club {invitation.club_id}") from exc
     return await get_club(session, invitation.club_id), member
 

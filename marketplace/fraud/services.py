@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from marketplace.businesses.services import set_status
 from marketplace.clock import utcnow
 from marketplace.db.at_commit import at_commit, defer
+from marketplace.db.conflicts import violates
 from marketplace.db.models import (
     Business,
     Exposure,
@@ -378,8 +379,10 @@ async def _open_alert(
         async with session.begin_nested():
             session.add(alert)
             await session.flush()
-    except IntegrityError:
-        return None  # another scan opened this business's alert a moment ago: one alert per business
+    except IntegrityError as exc:
+        if not violates(exc, "uq_fraud_alerts_business_id_open"):
+            raise
+        return None  # another scan opened this business's alert a moment ago: one open alert per business
     top = "; ".join(r["text"] for r in scored.reasons[:3])
     notify(
         session,

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from marketplace.clock import utcnow
+from marketplace.db.conflicts import violates
 from marketplace.db.models import ApiToken, Business, Operator, UsedLink
 from marketplace.errors import Forbidden, Gone
 from marketplace.identity.links import LinkClaims
@@ -117,4 +118,6 @@ async def spend_link(session: AsyncSession, claims: LinkClaims) -> None:
                 insert(UsedLink).values(link_id=claims.link_id, purpose=claims.purpose, used_at=utcnow())
             )
     except IntegrityError as exc:
+        if not violates(exc, "pk_used_links"):
+            raise
         raise Gone("this link has already been used") from exc

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import day_start, month_start, next_day_start, utcnow
 from marketplace.clubs.services import is_member
+from marketplace.db.conflicts import violates
 from marketplace.db.models import (
     Business,
     ClubMember,
@@ -595,7 +596,9 @@ async def claim_offer(
     session.add(first)
     try:
         await session.flush()
-    except IntegrityError as exc:  # the unique (lead, business) pair: this business already holds the lead
+    except IntegrityError as exc:
+        if not violates(exc, "uq_exposures_lead_id_business_id"):
+            raise
         raise Conflict("this business already holds an exposure of this lead") from exc
     if lead.status == "full":
         await close_open_offers(session, lead.id)
@@ -654,7 +657,9 @@ async def offer_owed_replacement(
         try:
             async with session.begin_nested():
                 await session.execute(of_session(_INSERT_OFFER, session), row)
-        except IntegrityError:
+        except IntegrityError as exc:
+            if not violates(exc, "ux_offers_open_replacement"):
+                raise
             # A concurrent first wave offered this debt (one open replacement per exposure): its offer is committed
             # now, so the next read passes over the debt to the next one.
             continue

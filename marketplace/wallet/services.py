@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, aliased
 
 from marketplace.clock import utcnow
 from marketplace.db.at_commit import at_commit, defer
+from marketplace.db.conflicts import violates
 from marketplace.db.models import (
     Business,
     CommissionPlanVersion,
@@ -262,6 +263,8 @@ async def save_plan(
             session.add(row)
             await session.flush()
     except IntegrityError as exc:  # the very first versions, saved at once before any row existed to queue on
+        if not violates(exc, "uq_commission_plans_name_version"):
+            raise
         raise Conflict("another version of the plan was saved at the same time; send it again") from exc
     return row
 

@@ -100,9 +100,10 @@ class OfferController(Controller):
         over for now says why too: `over_credit_limit`, a deal maker owing more than its credit limit (until it pays,
         a lead's offer to it would take a place in the wave for a claim bound to be refused).
 
-        Paginated: `items` holds up to `limit` of them (200 by default, at most 200), each with its `position` in
-        the whole list; `next_cursor` (null on the last page) fetches the next page as `?cursor=`. The ranking is
-        computed afresh for each page, so a page goes on after that position in the ranking as it is then."""
+        Paginated: `items` (also under its earlier name `candidates`) holds up to `limit` of them (200 by default,
+        at most 200), each with its `position` in the whole list; `next_cursor` (null on the last page) fetches the
+        next page as `?cursor=`. The ranking is computed afresh for each page, so a page goes on after that position
+        in the ranking as it is then."""
         check_limit(limit)
         await state.ranking_sync.settled()  # what this process changed (a reliability, a profile) is in the core
         async with state.uow() as uow:
@@ -148,4 +149,5 @@ class OfferController(Controller):
             policy=state.ranker.name,
             items=page,
             next_cursor=position_cursor(lead_id, end) if len(candidates) > end else None,
+            candidates=page,
         )

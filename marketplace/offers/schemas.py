@@ -63,3 +63,4 @@ class LeadRanking(msgspec.Struct):
     policy: str
     items: list[RankedCandidate]  # one page of the candidates, in the order of their `position` (a list's shape)
     next_cursor: str | None  # the next page's `?cursor=`; null on the last page
+    candidates: list[RankedCandidate]  # the same page under the name the explanation had before it was paginated

@@ -195,7 +195,7 @@ async def test_a_lead_s_ranking_pages_through_every_candidate_once(app, client):
         page = await client.get(f"/v1/leads/{lead}/ranking?{query}", headers=auth(op))
         assert page.status_code == 200, page.text
         body = page.json()
-        assert set(body) == {"lead_id", "policy", "items", "next_cursor"} and len(body["items"]) <= 2
+        assert set(body) == {"lead_id", "policy", "items", "next_cursor", "candidates"} and len(body["items"]) <= 2
         seen += body["items"]
         cursor = body["next_cursor"]
         if cursor is None:

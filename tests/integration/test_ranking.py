@@ -143,7 +143,7 @@ async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, c
         assert page.status_code == 200, page.text
         body = page.json()
         assert body["lead_id"] == lead_id and body["policy"] == "profitability"
-        assert body["items"] == body["items"]  # a list's shape, and the explanation's earlier name
+        assert body["items"] == body["candidates"]  # a list's shape, and the explanation's earlier name
         pages.append(len(body["items"]))
         walked += [key(c) for c in body["items"]]
         cursor = body["next_cursor"]

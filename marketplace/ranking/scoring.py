@@ -3,7 +3,8 @@
 deal maker:  P(close and pay | business, category) x expected turnover x commission rate,
              where P(close and pay) = P(won | decided) x P(paid | won)
 lead buyer:  price or bid x P(not returned | business, category)
-both:        + revenue the marketplace earned from leads the business sold it, per lead it received
+both:        + revenue the marketplace earned from leads the business sold it (what buyers paid and deals' commissions,
+               less the seller's own share of it), per lead it received
              x reliability (1 until the fraud module lowers it)
 
 Every estimate is shrunk toward the category's average with a prior of `strength` pseudo-exposures, so a
@@ -46,7 +47,7 @@ class History:
     paid_deals: int = 0
     turnover_minor: int = 0  # stated on its wins: won, invoiced or paid deals
     returned: int = 0
-    sold_revenue_minor: int = 0  # what the marketplace earned from leads this business sold it (all categories)
+    sold_revenue_minor: int = 0  # what leads this business sold brought in (all categories), its own share included
     undecided: int = 0  # open, before any decision, and not stale: the customer may still choose it
     won_unpaid: int = 0  # won or invoiced, not paid (yet)
     unpaid_weight: float = 0.0  # those wins as failures to pay: the share of each one's payment term gone by
@@ -91,6 +92,9 @@ class Terms:
     price_minor: int
     commission_rate_bp: int
     bid_minor: int | None = None
+    # What the marketplace keeps of the revenue of a lead the business sold it: all but the seller's own share of it
+    # (the plan's recommender share), which the marketplace pays out and so does not earn.
+    sold_kept_bp: int = BP_WHOLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,8 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
     k = prior.strength
     # Net of refunds; never below zero (an event applied out of order could make it so for a moment), so a
     # score is never negative, which the core's early stop relies on.
-    bonus = max(0, history.sold_revenue_minor) / (history.received + k)
+    kept_minor = max(0, history.sold_revenue_minor) * terms.sold_kept_bp / BP_WHOLE
+    bonus = kept_minor / (history.received + k)
     if terms.mode == "deal_maker":
         wins = history.wins
         alpha = wins + k * prior.win_rate
@@ -144,7 +149,9 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
     value = reliability * (p * worth + bonus)
     factors.update(
         {
-            "sold_leads_bonus_minor": round(bonus, 2),
+            "sold_leads_bonus_minor": round(bonus),
+            "sold_revenue_minor": history.sold_revenue_minor,
+            "sold_kept_bp": terms.sold_kept_bp,
             "reliability": reliability,
             "history_exposures": history.received,
             "prior_weight": round(k / (history.received + k), 4),

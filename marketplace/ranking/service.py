@@ -4,6 +4,7 @@ database (the truth), learns estimates from history, and prices lead buyers by g
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from marketplace.ranking.scoring import (
     unpaid_weight,
 )
 from marketplace.settings import Settings
-from marketplace.wallet.services import rates_in_force
+from marketplace.wallet.services import plan_in_force, rates_of
 
 if TYPE_CHECKING:
     from marketplace.exposures.services import Before
@@ -75,6 +76,7 @@ class ProfitabilityRanker:
         self.core = RankingCore(explore_share=explore_share, seed=seed)
         self.priors: dict[str, CategoryPrior] = {}
         self.rates: dict[str, int] = {}  # each category's commission rate under the plan in force
+        self.sold_kept_bp = BP_WHOLE  # what the marketplace keeps of a sold lead's revenue under that plan
         self.standings: dict[str, Standing] = {}
         # Active businesses the core holds out for now because they reached a cap, and the local day the core counts
         # caps on: when a new day starts they are candidates again (turn_of_day), without a database read.
@@ -87,7 +89,7 @@ class ProfitabilityRanker:
         """Build the core from the database (start-up); later changes go through `refresh`."""
         warm_up()
         self.priors = await load_category_priors(session, self.settings)
-        self.rates = await rates_in_force(session, self.settings)
+        await self._load_plan(session)
         await self._load_model(session)
         ids = list(await session.scalars(select(Business.id)))
         for start in range(0, len(ids), 2000):
@@ -101,7 +103,7 @@ class ProfitabilityRanker:
             return
         if not self.priors:
             self.priors = await load_category_priors(session, self.settings)
-            self.rates = await rates_in_force(session, self.settings)
+            await self._load_plan(session)
         standings = await load_standings(session, business_ids, now, self.settings.jurisdiction.zone)
         for business_id, standing in standings.items():
             self._put(business_id, standing)
@@ -180,7 +182,9 @@ class ProfitabilityRanker:
 
     def _put(self, business_id: str, standing: Standing) -> None:
         self.standings[business_id] = standing
-        snapshot = lay_out(self.settings, self.priors, self.rates, business_id, standing, utcnow())
+        snapshot = lay_out(
+            self.settings, self.priors, self.rates, business_id, standing, utcnow(), sold_kept_bp=self.sold_kept_bp
+        )
         self.core.upsert(snapshot.profile, snapshot.scores)
         if standing.status == "active" and not snapshot.profile.active:
             self._capped.add(business_id)
@@ -206,8 +210,49 @@ class ProfitabilityRanker:
 
     async def refresh_priors(self, session: AsyncSession) -> None:
         self.priors = await load_category_priors(session, self.settings)
-        self.rates = await rates_in_force(session, self.settings)
+        await self._load_plan(session)
         await self._load_model(session)
+
+    def _inputs(self, business_id: str, category: str, prior: CategoryPrior | None) -> dict[str, Any] | None:
+        """What a score is worked out from, beside its factors, so that an operator can check it by hand: the
+        business's record in the category (exposures received, decided, won, paid, returned, the turnover its wins
+        state), what the leads it sold brought in and the share of it the marketplace keeps, and the category's
+        prior it is shrunk toward (`strength` pseudo-exposures of it)."""
+        standing = self.standings.get(business_id)
+        if standing is None:
+            return None
+        h = standing.history_of(category, utcnow(), payment_term(self.settings))
+        return {
+            "received": h.received,
+            "decided": h.decided,
+            "undecided": h.undecided,
+            "wins": h.wins,
+            "paid_deals": h.paid_deals,
+            "won_unpaid": h.won_unpaid,
+            "returned": h.returned,
+            "stated_turnover_minor": h.turnover_minor,
+            "wins_with_turnover": h.turnover_known,
+            "sold_revenue_minor": h.sold_revenue_minor,
+            "sold_kept_bp": self.sold_kept_bp,
+            "category_prior": _prior_out(prior),
+        }
+
+    def _turnover_capped(self, business_id: str, category: str, prior: CategoryPrior | None) -> bool:
+        """Whether the turnover its wins state, shrunk toward the category's, is above what a win is believed to be
+        worth at most (the prior's cap): its expected turnover is the cap, not what it reported."""
+        standing = self.standings.get(business_id)
+        if standing is None or prior is None or math.isinf(prior.turnover_cap_minor):
+            return False
+        h = standing.history_of(category, utcnow(), payment_term(self.settings))
+        k = prior.strength
+        return (h.turnover_minor + k * prior.mean_turnover_minor) / (h.turnover_known + k) > prior.turnover_cap_minor
+
+    async def _load_plan(self, session: AsyncSession) -> None:
+        """The commission plan in force: each category's rate, and the share of a sold lead's revenue its seller
+        earns (the rest is what the marketplace earns of it: the sold-leads bonus)."""
+        plan = await plan_in_force(session, self.settings)
+        self.rates = rates_of(plan, self.settings)
+        self.sold_kept_bp = BP_WHOLE - plan.recommender_share_bp()
 
     async def _load_model(self, session: AsyncSession) -> None:
         row = (
@@ -293,9 +338,11 @@ class ProfitabilityRanker:
                     p_paid_if_won=round(paid, 6),
                     commission_rate_bp=rate,
                     expected_turnover_minor=round(parts.worth * 10_000 / max(rate, 1) / max(paid, 1e-9)),
+                    turnover_capped=self._turnover_capped(ranking.business_ids[i], lead.category, prior),
                 )
             factors.update(
-                sold_leads_bonus_minor=round(parts.bonus, 2),
+                sold_leads_bonus_minor=round(parts.bonus),
+                inputs=self._inputs(ranking.business_ids[i], lead.category, prior),
                 reliability=round(parts.reliability, 4),
                 history_exposures=received,
                 prior_weight=round(prior.strength / (received + prior.strength), 4) if prior else None,
@@ -304,6 +351,20 @@ class ProfitabilityRanker:
             )
             out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors, price))
         return out
+
+
+def _prior_out(prior: CategoryPrior | None) -> dict[str, Any] | None:
+    if prior is None:
+        return None
+    cap = None if math.isinf(prior.turnover_cap_minor) else round(prior.turnover_cap_minor)
+    return {
+        "win_rate": round(prior.win_rate, 6),
+        "pay_rate": round(prior.pay_rate, 6),
+        "mean_turnover_minor": round(prior.mean_turnover_minor),
+        "turnover_cap_minor": cap,
+        "return_rate": round(prior.return_rate, 6),
+        "strength": prior.strength,
+    }
 
 
 def exact_score(ranking: Ranking, j: int) -> Ratio:
@@ -472,7 +533,7 @@ class Standing:
     bids: dict[str, int | None]  # per category it serves: its highest bid (None: the list price)
     history: dict[str, list[int]]  # category -> its history row (RECEIVED, PAID, TURNOVER, ...)
     won_at: dict[str, dict[str, datetime]]  # category -> its unpaid wins: exposure id -> when it was won
-    sold_minor: int  # what the marketplace earned from leads this business sold it
+    sold_minor: int  # what the leads this business sold brought in, its own share of it included
     day: date  # the local day `today` counts exposures of
     today: int
     this_month: int
@@ -538,6 +599,8 @@ def lay_out(
     business_id: str,
     s: Standing,
     now: datetime,
+    *,
+    sold_kept_bp: int = BP_WHOLE,
 ) -> _Snapshot:
     """The core's view of a standing: its profile (active only below its caps) and a score per category."""
     active = s.status == "active" and s.today < s.daily_cap and s.this_month < s.monthly_cap
@@ -547,7 +610,7 @@ def lay_out(
     for code in categories:
         category = settings.categories[code]
         rate = rates.get(code, category.commission_rate_bp)
-        terms = Terms(s.mode, category.lead_price_minor, rate, s.bids.get(code))
+        terms = Terms(s.mode, category.lead_price_minor, rate, s.bids.get(code), sold_kept_bp)
         history = s.history_of(code, now, payment_term(settings))
         scores[code] = score(history, priors[code], terms, reliability=s.reliability)
     return _Snapshot(profile, scores)
@@ -590,7 +653,7 @@ async def load_standings(
         .where(Exposure.business_id.in_(ids), Exposure.status.in_(UNPAID))
     ):
         won_at[business_id].setdefault(category, {})[exposure_id] = at
-    # What the marketplace earned from leads each business sold it: prices paid (not those refunded on a
+    # What the leads each business sold brought in: prices paid (not those refunded on a
     # return) and commissions on them.
     sold_rows = await session.execute(
         select(
@@ -649,8 +712,9 @@ async def load_snapshots(
     session: AsyncSession, settings: Settings, priors: dict[str, CategoryPrior], ids: Sequence[str], now: datetime
 ) -> list[_Snapshot]:
     standings = await load_standings(session, ids, now, settings.jurisdiction.zone)
-    rates = await rates_in_force(session, settings)
-    return [lay_out(settings, priors, rates, business_id, s, now) for business_id, s in standings.items()]
+    plan = await plan_in_force(session, settings)
+    rates, kept = rates_of(plan, settings), BP_WHOLE - plan.recommender_share_bp()
+    return [lay_out(settings, priors, rates, b, s, now, sold_kept_bp=kept) for b, s in standings.items()]
 
 
 async def train_conversion_model(session: AsyncSession, settings: Settings) -> RankingModel | None:

@@ -206,6 +206,11 @@ class CommissionPlan:
         """The commission rate for a category under this plan, or the category's configured default."""
         return self.commission_rates_bp.get(category, default_bp)
 
+    def recommender_share_bp(self) -> int:
+        """The recommender's share of the split (what a business that sold a lead earns of its revenue), in basis
+        points; a fixed amount is no share of it and counts nothing here."""
+        return sum(r.share_bp or 0 for r in self.split if r.role == ROLE_RECOMMENDER)
+
     def to_json(self) -> dict[str, Any]:
         """The plan as canonical JSON; parse_plan(plan.to_json()) == plan."""
         return {

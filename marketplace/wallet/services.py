@@ -188,17 +188,26 @@ async def active_plan(session: AsyncSession, settings: Settings) -> tuple[str, C
     return latest
 
 
-async def rates_in_force(session: AsyncSession, settings: Settings) -> dict[str, int]:
-    """Each category's commission rate under the plan in force: what a deal maker claiming a lead now is shown and
-    charged. Read only (before a first version is saved, the default plan's, as active_plan would save it)."""
+async def plan_in_force(session: AsyncSession, settings: Settings) -> CommissionPlan:
+    """The commission plan a claim made now would be settled under. Read only (before a first version is saved,
+    the default plan's, as active_plan would save it)."""
     latest = await _latest_plan(session)
     if latest is not None:
-        plan = latest[1]
-    else:
-        plan = _DEFAULT_PARSED.get(settings.currency) or _DEFAULT_PARSED.setdefault(
-            settings.currency, parse_plan(dict(default_plan(settings.currency), version=1))
-        )
+        return latest[1]
+    return _DEFAULT_PARSED.get(settings.currency) or _DEFAULT_PARSED.setdefault(
+        settings.currency, parse_plan(dict(default_plan(settings.currency), version=1))
+    )
+
+
+def rates_of(plan: CommissionPlan, settings: Settings) -> dict[str, int]:
+    """Each category's commission rate under the plan."""
     return {code: plan.rate_bp(code, c.commission_rate_bp) for code, c in settings.categories.items()}
+
+
+async def rates_in_force(session: AsyncSession, settings: Settings) -> dict[str, int]:
+    """Each category's commission rate under the plan in force: what a deal maker claiming a lead now is shown and
+    charged."""
+    return rates_of(await plan_in_force(session, settings), settings)
 
 
 _DEFAULT_PARSED: dict[str, CommissionPlan] = {}

@@ -118,6 +118,40 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert expected in factors
 
 
+async def test_a_sellers_bonus_is_what_the_marketplace_keeps_and_the_explanation_gives_its_inputs(
+    app, client, settings
+):
+    """The sold-leads bonus counted what buyers paid for a seller's leads, its own 70 % share included (a tester:
+    a bonus of 5,000 where the marketplace had earned a third of that); the explanation gave no inputs to check it."""
+    from tests.factories import lead_body
+
+    profile = {"categories": ["plumbing"]}
+    seller_id, seller = await register(client, "lead_buyer", profile=profile)
+    buyer_id, buyer = await register(client, "lead_buyer", profile=profile)
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    assert sold.status_code == 201, sold.text
+    (offer,) = await offer_lead_to(app, sold.json()["id"], [buyer_id])
+    bought = await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert bought.status_code == 201, bought.text
+    paid = bought.json()["price"]["amount_minor"]
+    await app.state.ranking_sync.settled()
+
+    lead_id = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    op = await operator_token(app)
+    items = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()["items"]
+    (mine,) = [c["factors"] for c in items if c["business_id"] == seller_id]
+    inputs = mine["inputs"]
+    assert inputs["sold_revenue_minor"] == paid and inputs["sold_kept_bp"] == 10_000 - 7_000  # the default plan
+    assert inputs["received"] == 0 and inputs["returned"] == 0
+    assert inputs["category_prior"]["strength"] == PRIOR_STRENGTH
+    # What the marketplace keeps of it, per exposure received (none yet, so over the prior's 10 pseudo-exposures).
+    assert mine["sold_leads_bonus_minor"] == round(paid * 3_000 / 10_000 / PRIOR_STRENGTH)
+    assert isinstance(mine["sold_leads_bonus_minor"], int)
+    (theirs,) = [c["factors"] for c in items if c["business_id"] == buyer_id]
+    assert theirs["inputs"]["received"] == 1 and theirs["inputs"]["sold_revenue_minor"] == 0
+
+
 async def test_a_leads_ranking_is_paginated_in_the_order_of_its_positions(app, client):
     for _ in range(5):
         await register(client, "lead_buyer", profile={"categories": ["plumbing"]})

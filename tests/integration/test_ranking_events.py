@@ -20,10 +20,11 @@ from tests.integration.fraud_market import report
 
 
 async def _fresh_copy(app) -> ProfitabilityRanker:
-    """A ranker read from the database alone, with the same category averages as the running one."""
+    """A ranker read from the database alone, with the same category averages and plan terms as the running one."""
     live = app.state.ranker
     fresh = ProfitabilityRanker(app.state.settings)
     fresh.priors = dict(live.priors)
+    fresh.rates, fresh.sold_kept_bp = dict(live.rates), live.sold_kept_bp
     async with app.state.sessions() as session:
         ids = list(await session.scalars(select(Business.id)))
         await fresh.refresh(session, ids, utcnow())

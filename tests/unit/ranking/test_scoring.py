@@ -57,6 +57,17 @@ def test_sold_leads_bonus_and_reliability():
     assert s.value == pytest.approx(0.5 * (p_keep * 6000 + 2500))
 
 
+def test_the_sold_leads_bonus_counts_only_what_the_marketplace_keeps_of_a_sold_lead():
+    # 50,000 brought in by its sold leads, 70 % of it the seller's own share: the marketplace keeps 15,000, so the
+    # bonus is 15,000 / (10 + 10) = 750 per exposure (it was 2,500: what buyers paid, the seller's share included).
+    history = History(received=10, returned=0, sold_revenue_minor=50_000)
+    s = score(history, PRIOR, Terms("lead_buyer", 6000, 0, sold_kept_bp=3000))
+    assert s.bonus == pytest.approx(750)
+    assert s.factors["sold_leads_bonus_minor"] == 750 and s.factors["sold_revenue_minor"] == 50_000
+    assert s.factors["sold_kept_bp"] == 3000
+    assert s.value == pytest.approx((10 + 9) / 20 * 6000 + 750)
+
+
 def test_refunds_beyond_the_earnings_never_make_a_score_negative():
     # A seller's refunds applied before its earnings (events out of order): the bonus stops at zero.
     s = score(History(received=0, sold_revenue_minor=-90_000), PRIOR, Terms("lead_buyer", 6000, 0))

@@ -106,16 +106,19 @@ class ExposureController(Controller):
         """A lead buyer's shared exposure made exclusive while no competitor has seen the contact, paying the difference
         to the exclusive price; 409 once another business holds the lead."""
         business = current_principal(request)
+        sellers: list[str] = []  # the lead's seller earned from the difference: its sold-leads bonus moves
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             exposure = await services.upgrade_to_exclusive(uow.session, state.settings, business, exposure_id)
+            seller = (await get_lead(uow.session, exposure.lead_id)).seller_business_id
+            sellers.extend([seller] if seller else [])
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, None)
         response = await run_idempotent(
             state.uow, business.id, idempotency_key, fingerprint, work, private=services.CONTACT
         )
-        state.ranking_sync.changed(business.id)
+        state.ranking_sync.changed(business.id, *sellers)
         return response
 
     @post(

@@ -4,6 +4,7 @@ contact details a customer writes into free text from those who have not paid fo
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -51,9 +52,37 @@ def normalise_email(raw: str, field: str) -> str:
 
 # --- contact details written into free text -------------------------------------------------------------------
 
+PHONE_HIDDEN = "[phone hidden]"
+EMAIL_HIDDEN = "[email hidden]"
 # An address in a customer's words: what a business would copy to write to it (letters of any script: müller@gmx.de,
 # an address in Hebrew).
 _EMAIL_IN_TEXT = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
+# An address written so that a filter would miss it, as a reader still copies it: spaces around its @
+# ("dana @ gmail.com"), or its @ and dots spelled out in brackets or between spaces ("dana(at)gmail.com",
+# "dana [at] gmail dot com", "dana{at}gmail[dot]com"). A bare " at " is not read as an @ ("meet at home.com",
+# "call at 5.30" are words), a dot is one only when it joins two labels (the full stop of "... @ home. Thanks" is not),
+# and the last label must be letters, as every top-level domain is ("2 @ 12.50" is a price).
+_AT = r"(?:\s*@\s*|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
+_DOT = r"(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
+# From the @ on: its local part is read back from there (a pattern starting at the local part would try each word
+# of a long text as one, and take seconds over a description of mere letters).
+_SPELLED_OUT_DOMAIN = re.compile(rf"{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_]{{2,}}\b", re.IGNORECASE)
+_LOCAL_PART = re.compile(r"[\w.%+-]")
+
+
+def _hide_spelled_out_emails(text: str) -> str:
+    kept: list[str] = []
+    done = 0
+    for m in _SPELLED_OUT_DOMAIN.finditer(text):
+        start = m.start()
+        while start > done and _LOCAL_PART.fullmatch(text[start - 1]):
+            start -= 1
+        if start < m.start():  # not an @ with nothing of an address before it (" @ home.com")
+            kept += [text[done:start], EMAIL_HIDDEN]
+            done = m.end()
+    return "".join(kept) + text[done:]
+
+
 # What libphonenumber finds possible is a phone when it is written as phones are: with its country's code (+972 ...,
 # 00972 ..., or 972 ... with enough digits for one) or its trunk prefix (0: 054-1234567, 03-6123456, 0228 1234). A
 # number that starts otherwise is a budget, a size, a range or an order number (50000-70000, 2000000, 12345678), and a
@@ -61,8 +90,6 @@ _EMAIL_IN_TEXT = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
 _MIN_NATIONAL_DIGITS = 8
 _MIN_WITH_COUNTRY_DIGITS = 11
 _DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
-PHONE_HIDDEN = "[phone hidden]"
-EMAIL_HIDDEN = "[email hidden]"
 
 
 def _part_of_a_longer_number(before: str) -> bool:
@@ -74,8 +101,19 @@ def _part_of_a_longer_number(before: str) -> bool:
     return before[-1:].isdigit() or (tail[-1:] in (".", "-", "/") and tail[-2:-1].isdigit())
 
 
+_ANY_DIGIT = re.compile(r"\d")  # of any script (Unicode's decimal digits, category Nd), as the matcher reads them
+
+
+def _in_ascii_digits(raw: str) -> str:
+    """The number as ASCII: full-width forms (digits and plus, U+FF10 to U+FF19 and U+FF0B) by compatibility, the
+    digits of other scripts (Arabic-Indic ٠٥٢, Persian ۰۵۲, Devanagari ...) by their decimal value. libphonenumber
+    reads a number in any of them, and a customer writes its phone in them: a number is told a phone by its prefix
+    whatever its digits (the span hidden is the one written)."""
+    return _ANY_DIGIT.sub(lambda d: str(unicodedata.decimal(d.group())), unicodedata.normalize("NFKC", raw))
+
+
 def _written_as_a_phone(raw: str, country_code: str) -> bool:
-    written = raw.strip().lstrip("(")
+    written = _in_ascii_digits(raw).strip().lstrip("(")
     digits = sum(c.isdigit() for c in written)
     if written.startswith(("+", "00")):
         return True
@@ -88,7 +126,7 @@ def hide_contact_details(text: str, default_region: str = "IL") -> str:
     """The text with the phone numbers and email addresses in it replaced, for what businesses see of a lead before
     they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the description
     would otherwise hand its contact to every business offered the lead, for nothing."""
-    text = _EMAIL_IN_TEXT.sub(EMAIL_HIDDEN, text)
+    text = _hide_spelled_out_emails(_EMAIL_IN_TEXT.sub(EMAIL_HIDDEN, text))
     country_code = str(phonenumbers.country_code_for_region(default_region))
     found = [
         m

@@ -18,7 +18,7 @@ from litestar.typing import FieldDefinition
 
 from marketplace.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.http.idempotency import IDEMPOTENCY_KEY
-from marketplace.http.strict import unpaired_surrogate
+from marketplace.http.strict import refuse_other_media, unpaired_surrogate
 from marketplace.identity.services import Principal, resolve_token
 from marketplace.identity.tokens import hash_token
 
@@ -184,7 +184,10 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
         raise InvalidInput.field(IDEMPOTENCY_KEY, "given more than once with different values; send one key")
     if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
         return
-    body = (await connection.body()).strip() if isinstance(connection, Request) else b""  # 413 past the limit
+    raw = await connection.body() if isinstance(connection, Request) else b""  # 413 past the limit
+    # Another media type is a 415 here too, as on a call that takes a body: `{}` as text/plain is no JSON body.
+    refuse_other_media(connection.headers.get("content-type"), raw)
+    body = raw.strip()
     if not body or _NO_BODY.fullmatch(body):
         return
     try:  # malformed JSON is a 400 on every call, as the contract says; well-formed JSON here is a 422

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from marketplace.errors import NotAcceptable
+
 
 def _ranges(accept: str) -> list[tuple[str, str, float]]:
     """(type, subtype, q) of each media range of an Accept header; a q that does not parse counts as 0."""
@@ -50,3 +52,16 @@ def preferred(accept: str, offered: list[str]) -> str | None:
     scored = [(quality(accept, media), -i, media) for i, media in enumerate(offered)]
     q, _, media = max(scored)
     return media if q > 0 else None
+
+
+def negotiate(accept: str, offered: list[str], what: str, hint: str = "") -> str:
+    """The form to answer in (`preferred`), or a 406 naming the forms `what` comes in (`available`) when the Accept
+    header takes none of them: every resource under the contract's Accept rule, lists as well as items."""
+    form = preferred(accept, offered)
+    if form is None:
+        takes = "neither" if len(offered) == 2 else "none of them" if len(offered) > 2 else "it"
+        raise NotAcceptable(
+            f"{what} comes as {' or '.join(offered)}; the Accept header takes {takes}{hint}",
+            extra={"available": offered},
+        )
+    return form

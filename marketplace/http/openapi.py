@@ -85,7 +85,7 @@ class _CompletingOpenAPIPlugin(OpenAPIPlugin):
     def provide_openapi(self) -> OpenAPI:
         if not self._openapi:
             self._openapi = self._build_openapi()
-            _complete(self._openapi, self.included_routes.values())
+            _complete(self._openapi, self.included_routes.values(), self.app.state.settings.currency)
         return self._openapi
 
 
@@ -102,13 +102,14 @@ def _optional_bodies(routes: Iterable[HTTPRoute]) -> set[tuple[str, str]]:
     return optional
 
 
-def _complete(schema: OpenAPI, routes: Iterable[HTTPRoute]) -> None:
+def _complete(schema: OpenAPI, routes: Iterable[HTTPRoute], currency: str) -> None:
     paths: dict[str, Any] = schema.paths or {}
     for path, method in _optional_bodies(routes):
         operation = getattr(paths[path], method)
         if operation.request_body is not None:
             operation.request_body.required = False
     _bound_struct_fields(schema)
+    _taken_values(schema, currency)
     for path_item in paths.values():  # every list's page size, as pagination.check_limit enforces it
         for parameter in path_item.get.parameters or [] if path_item.get else []:
             if isinstance(parameter, Parameter) and parameter.name == "limit" and isinstance(parameter.schema, Schema):
@@ -158,8 +159,31 @@ def _bound_struct_fields(schema: OpenAPI) -> None:
                 only = prop.one_of[0]
                 prop.type, prop.items, prop.one_of = only.type, only.items, None
                 prop.enum = prop.enum if prop.enum is not None else only.enum  # `kind: Literal[...] | UnsetType`
+            item = field.type.item_type if isinstance(field.type, mi.ListType) else None
+            if isinstance(item, mi.StrType) and isinstance(prop.items, Schema):  # each code of a profile's list
+                if prop.items.min_length is None and item.min_length is not None:
+                    prop.items.min_length = item.min_length
+                if prop.items.max_length is None and item.max_length is not None:
+                    prop.items.max_length = item.max_length
             if isinstance(field.type, mi.IntType):
                 if prop.minimum is None and field.type.ge is not None:
                     prop.minimum = field.type.ge
                 if prop.maximum is None and field.type.le is not None:
                     prop.maximum = field.type.le
+
+
+# Fields the service takes one value of, though their type has more: (component, field) -> the value and why. A
+# currency is the marketplace's own (its jurisdiction's, `settings.currency`: every amount sent is refused in any
+# other), and a customer's consent must be given.
+def _taken_values(schema: OpenAPI, currency: str) -> None:
+    only: dict[tuple[str, str], tuple[Any, str]] = {
+        ("LeadCreate", "consent"): (True, "The customer consents to being contacted: must be true (false is a 422)"),
+        ("BusinessCreate", "currency"): (currency, f"The marketplace's currency, {currency}: any other is a 422"),
+        ("MoneyIn", "currency"): (currency, f"The marketplace's currency, {currency}: any other is a 422"),
+    }
+    components = schema.components.schemas if schema.components and schema.components.schemas else {}
+    for (name, field), (value, description) in only.items():
+        component = components.get(name)
+        prop = component.properties.get(field) if isinstance(component, Schema) and component.properties else None
+        if isinstance(prop, Schema):
+            prop.enum, prop.description = [value], description

@@ -249,10 +249,10 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
     access = handler.opt.get("access")
     writes = bool(handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"})
     statuses = [400, 422]  # Litestar documents a 400 for every route with parameters: it must show our shape
-    if handler.parsed_data_field is not None:
-        statuses += [413, 415]
+    if handler.parsed_data_field is not None or handler.http_methods & {"POST", "PUT", "PATCH"}:
+        statuses += [413, 415]  # a call that takes no body still reads one to refuse it (a 415 if not JSON)
     elif writes:
-        statuses.append(413)  # a call that takes no body still reads one to refuse it
+        statuses.append(413)
     if access != "public":
         statuses += [401, 403]
     if "{" in path or path in _NAMES_IN_THE_BODY:

@@ -307,13 +307,17 @@ def invalid_body(errors: list[tuple[str, str]]) -> ValidationException:
     )
 
 
+def refuse_other_media(content_type: str | None, body: bytes) -> None:
+    """A body sent as another type (a form, plain text) is a 415, not read as JSON anyway, on every call that reads
+    one (a call that takes none reads it to refuse it); a body without a Content-Type is taken for JSON, and no body
+    at all is no body whatever the header says."""
+    if content_type is not None and not is_json(content_type) and body:
+        raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type}")
+
+
 class StrictRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
-        # A body sent as another type (a form, plain text) is refused, not read as JSON anyway; a body without a
-        # Content-Type is taken for JSON.
-        content_type = self.headers.get("content-type")
-        if content_type is not None and not is_json(content_type) and await self.body():
-            raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type}")
+        refuse_other_media(self.headers.get("content-type"), await self.body())
         # Malformed JSON is still Litestar's 400; only well-formed JSON reaches the strict conversion.
         try:
             try:

@@ -10,9 +10,11 @@ from litestar.params import FromPath, JSONBody
 from msgspec import UNSET
 
 from marketplace.http.access import Access, access, current_principal
+from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.problems import documented
 from marketplace.identity.links import sign_referral_code
 from marketplace.leads import schemas, services
+from marketplace.uow import UnitOfWork
 from marketplace.wallet.referrals import register_referrer
 
 # A new lead is a 201; the same customer's same need within the dedup window is a 200 naming the lead it is.
@@ -35,25 +37,40 @@ class LeadController(Controller):
 
     @post("/businesses/me/leads", opt=access(Access.BUSINESS), status_code=201, responses=INTAKE_RESPONSES)
     async def sell(
-        self, state: State, request: Request[Any, Any, Any], data: JSONBody[schemas.LeadCreate]
-    ) -> Response[schemas.LeadAccepted]:
-        """Sell an inquiry the business cannot serve; it earns from the lead's exposures."""
-        return await self._accept(state, data, seller_business_id=current_principal(request).id)
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        data: JSONBody[schemas.LeadCreate],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Any]:
+        """Sell an inquiry the business cannot serve; it earns from the lead's exposures. With an `Idempotency-Key`,
+        a retry gets the first answer (`Idempotent-Replayed: true`) and the key with another inquiry is a 422."""
+        seller = current_principal(request).id
 
-    @staticmethod
+        async def work(uow: UnitOfWork) -> tuple[int, Any]:
+            return await self._submit(uow, state, data, seller_business_id=seller)
+
+        fingerprint = request_hash("POST", request.url.path, data)
+        return await run_idempotent(state.uow, seller, idempotency_key, fingerprint, work)
+
+    @classmethod
     async def _accept(
-        state: State, data: schemas.LeadCreate, seller_business_id: str | None
+        cls, state: State, data: schemas.LeadCreate, seller_business_id: str | None
     ) -> Response[schemas.LeadAccepted]:
         async with state.uow() as uow:
-            lead, duplicate = await services.submit_lead(
-                uow.session, state.settings, data, seller_business_id=seller_business_id
-            )
-            if not duplicate:
-                uow.after_commit(lambda: state.jobs.enqueue("lead_submitted", lead.id))
-        return Response(
-            schemas.LeadAccepted(id=lead.id, status=lead.status, duplicate=duplicate),
-            status_code=200 if duplicate else 201,
+            status, accepted = await cls._submit(uow, state, data, seller_business_id)
+        return Response(accepted, status_code=status)
+
+    @staticmethod
+    async def _submit(
+        uow: UnitOfWork, state: State, data: schemas.LeadCreate, seller_business_id: str | None
+    ) -> tuple[int, schemas.LeadAccepted]:
+        lead, duplicate = await services.submit_lead(
+            uow.session, state.settings, data, seller_business_id=seller_business_id
         )
+        if not duplicate:
+            uow.after_commit(lambda: state.jobs.enqueue("lead_submitted", lead.id))
+        return 200 if duplicate else 201, schemas.LeadAccepted(id=lead.id, status=lead.status, duplicate=duplicate)
 
     @post("/referral-codes", opt=access(Access.OPERATOR), status_code=201)
     async def referral_code(

@@ -616,12 +616,20 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
         return "this lead is taken: another business bought it exclusively"
     if lead is not None and (lead.status == "full" or lead.exposure_count >= lead.max_exposures):
         return "this lead is full: as many businesses as it may reach have had its contact"
+    if lead is not None and lead.expires_at < offer.expires_at:
+        # Its lead's expiry was brought forward, which only take_off_the_market does (an offer never outlives its
+        # lead otherwise: offer_expiry): withdrawn because the customer was served, not because time ran out.
+        return _LEFT_THE_MARKET
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
     return _WITHDRAWN
 
 
 _WITHDRAWN = "this offer was withdrawn: the business reached a cap, no longer fits the lead, or was blocked"
+_LEFT_THE_MARKET = (
+    "this offer was withdrawn: its lead has left the market, the customer having hired a business (a deal reported "
+    "won, or the customer's own answer)"
+)
 _WHY_NOT_OPEN = {"claimed": "this offer has already been claimed", "expired": "this offer has expired"}
 
 

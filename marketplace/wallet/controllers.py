@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339
 from marketplace.db.models import Business, CommissionPlanVersion, Settlement
-from marketplace.errors import InvalidInput, NotAcceptable
+from marketplace.errors import InvalidInput
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
-from marketplace.http.negotiation import preferred
+from marketplace.http.negotiation import negotiate
 from marketplace.http.pagination import Page, check_cursor, check_limit, page_of
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, QueryTime, one_of
@@ -39,11 +39,15 @@ from marketplace.wallet.ledger import TransferKind
 CSV_PAGE = 1000
 SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 ENTRY_FORMATS = ("json", "csv")
+ENTRY_MEDIA = {"json": "application/json", "csv": "text/csv"}
 KINDS = frozenset(k.value for k in TransferKind)
 # The headers of an answer whose form the request's Accept header chose (RFC 9110 12.5.5).
 NEGOTIATED = {"Vary": "Accept"}
 # The forms an invoice comes in, the first the default (no Accept header, or one that takes both alike).
 INVOICE_FORMS = ["application/json", "application/pdf"]
+# A list's one form.
+LIST_FORMS = ["application/json"]
+_PDF_HINT = " (an invoice's PDF is at GET /v1/invoices/{id})"
 
 
 # A posting's id is a 64-bit integer in both databases: a larger "cursor" was never given out (and SQLite cannot
@@ -71,7 +75,7 @@ class WalletController(Controller):
 
     @get(
         "/wallet/entries",
-        opt=access(Access.BUSINESS),
+        opt={**access(Access.BUSINESS), "negotiated": True},
         responses={200: documented(Page[schemas.Entry], "A page of entries; `?format=csv` gives CSV")},
     )
     async def entries(
@@ -85,10 +89,19 @@ class WalletController(Controller):
         kind: Annotated[str | None, one_of(sorted(KINDS), "only the entries of this kind of transaction")] = None,
         format: Annotated[str, one_of(ENTRY_FORMATS, "json: a page; csv: every entry (no limit or cursor)")] = "json",
     ) -> Response[Any]:
-        """Own ledger entries, newest first, filtered by date and kind; `?format=csv` exports them all."""
+        """Own ledger entries, newest first, filtered by date and kind; `?format=csv` exports them all. The form is
+        the one `?format=` names: an Accept header that does not take it is a 406."""
         business_id = current_principal(request).id
         if format not in ENTRY_FORMATS:
             raise InvalidInput.field("format", " or ".join(ENTRY_FORMATS))
+        # `?format=` chooses the form (README); an Accept header that does not take it is a 406 (the contract's rule
+        # for invoices), not an answer in a form the client said it cannot read.
+        negotiate(
+            request.headers.get("accept", ""),
+            [ENTRY_MEDIA[format]],
+            "this export" if format == "csv" else "this page of entries",
+            "" if format == "csv" else " (`?format=csv` gives the entries as text/csv)",
+        )
         if format == "csv":
             # The export is every entry the filters take; a page's limit or cursor there would be ignored, and a
             # client that sent one expects fewer rows than it gets.
@@ -215,7 +228,7 @@ class WalletController(Controller):
             ],
         )
 
-    @get("/invoices", opt=access(Access.BUSINESS_OR_OPERATOR))
+    @get("/invoices", opt={**access(Access.BUSINESS_OR_OPERATOR), "negotiated": True})
     async def invoices(
         self,
         state: State,
@@ -225,7 +238,9 @@ class WalletController(Controller):
         business_id: FromQuery[str | None] = None,
     ) -> Page[schemas.InvoiceSummary]:
         """The calling business's invoices and credit notes, newest first (operators: every business's, or
-        `?business_id=`)."""
+        `?business_id=`). The list comes as JSON only (each invoice's PDF is at its own address): an Accept that
+        does not take JSON is a 406."""
+        negotiate(request.headers.get("accept", ""), LIST_FORMS, "the list of invoices", _PDF_HINT)
         async with state.uow() as uow:
             items, next_cursor = await queries.invoices_for(
                 uow.session, current_principal(request), business_id, check_limit(limit), cursor
@@ -244,12 +259,7 @@ class WalletController(Controller):
         # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred, and a
         # 406 naming both when it takes neither (after the lookup: another's invoice is a 404 whatever is asked).
         # Every answer says it depends on Accept, so that a cache never gives one to a client that asked for another.
-        form = preferred(request.headers.get("accept", ""), INVOICE_FORMS)
-        if form is None:
-            raise NotAcceptable(
-                f"an invoice comes as {' or '.join(INVOICE_FORMS)}; the Accept header takes neither",
-                extra={"available": INVOICE_FORMS},
-            )
+        form = negotiate(request.headers.get("accept", ""), INVOICE_FORMS, "an invoice")
         if form == "application/pdf":
             pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
             number = invoice.document["number"]

@@ -614,3 +614,43 @@ async def test_an_unpaired_surrogate_escape_is_422_naming_the_field_and_writes_n
     paired = lead.replace('"Leaking pipe', '"Leaking \\ud83d\\udca7 pipe', 1)
     created = await client.post("/v1/leads", content=paired, headers=as_json)
     assert created.status_code == 201, created.text
+
+
+async def test_a_call_that_takes_no_body_refuses_one_sent_as_another_media_type_with_a_415(app, client, db):
+    """The README's rule for every POST: a body sent as another media type (a form, `text/plain`) is a 415, `{}` as
+    text/plain included; no body at all stays no body, whatever its Content-Type says."""
+    from litestar.handlers import HTTPRouteHandler
+
+    lb_id, lb = await register(client, "lead_buyer")
+    (offer_id,) = await offer_lead_to(app, await submit_lead(client), [lb_id])
+    exposure_id = (await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(lb))).json()["id"]
+    op = await operator_token(app)
+    calls = {
+        "/v1/exposures/{exposure_id:str}/exclusive": (f"/v1/exposures/{exposure_id}/exclusive", lb),
+        "/v1/settlements/{settlement_id:str}/confirm": ("/v1/settlements/stl_none/confirm", op),
+        "/v1/settlements/{settlement_id:str}/fail": ("/v1/settlements/stl_none/fail", op),
+        "/v1/clubs/{club_id:str}/operator-token": ("/v1/clubs/club_none/operator-token", op),
+    }
+    bodiless = {
+        route.path
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if isinstance(handler, HTTPRouteHandler)
+        and handler.http_methods & {"POST", "PUT", "PATCH"}
+        and "data" not in handler.parsed_fn_signature.parameters
+    }
+    assert bodiless == set(calls)  # a new call that takes no body is checked here too
+    for path, token in calls.values():
+        for content_type, body in (("application/x-www-form-urlencoded", b"a=1"), ("text/plain", b"{}")):
+            refused = await client.post(path, headers={**auth(token), "Content-Type": content_type}, content=body)
+            problem = assert_problem(refused, 415)
+            assert "application/json" in problem["detail"], (path, content_type)
+        # No body: past the media type check to the call itself (done, or a 404 for an id that does not exist).
+        answered = await client.post(path, headers={**auth(token), "Content-Type": "text/plain"})
+        assert answered.status_code in (200, 404), (path, answered.text)
+    assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "exclusive"
+    schema = (await client.get("/schema/openapi.json")).json()
+    for path, _ in calls.values():
+        template = re.sub(r"/(stl|club)_none/", lambda m: "/{settlement_id}/" if m[1] == "stl" else "/{club_id}/", path)
+        template = template.replace(exposure_id, "{exposure_id}")
+        assert "415" in schema["paths"][template]["post"]["responses"], template

@@ -711,3 +711,16 @@ async def test_a_query_parameter_a_route_does_not_take_is_422_naming_it(app, cli
         assert [e["field"] for e in response.json()["errors"]] == [name]
     assert (await client.get("/v1/invoices?limit=5", headers=auth(token))).status_code == 200
     assert (await client.get("/v1/settlements?status=pending", headers=auth(operator))).status_code == 200
+
+
+async def test_the_schema_states_the_values_the_service_refuses_beyond_their_types(settings, client):
+    """What the server enforces is in the served schema: a profile's codes are non-empty strings, a customer's
+    consent must be true, and every currency sent is the marketplace's own (from its settings)."""
+    components = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
+    for name in ("ProfileIn", "ProfilePatch"):
+        for field in ("categories", "regions"):
+            items = components[name]["properties"][field]["items"]
+            assert (items.get("minLength"), items.get("maxLength")) == (1, 60), (name, field, items)
+    assert components["LeadCreate"]["properties"]["consent"]["enum"] == [True]
+    for name in ("MoneyIn", "BusinessCreate"):
+        assert components[name]["properties"]["currency"]["enum"] == [settings.currency], name

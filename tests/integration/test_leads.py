@@ -42,6 +42,28 @@ async def test_contact_details_written_in_the_description_are_seen_only_by_the_c
     assert replayed.json()["contact"] is None and replayed.json()["lead"]["description"] == hidden
 
 
+async def test_a_phone_in_digits_of_another_script_or_an_address_spelled_out_is_hidden_from_the_offered(app, client):
+    """Arabic-Indic, Persian and full-width digits, and an @ with spaces or in brackets: each still a contact the
+    customer handed over, hidden from the businesses offered the lead as an ASCII one is."""
+    written = {
+        "اتصل بي ٠٥٢٥٥٥١٢٣٤": "اتصل بي [phone hidden]",
+        "شماره ۰۵۲۵۵۵۱۲۳۴ لطفا": "شماره [phone hidden] لطفا",
+        "Contact: ０５２５５５１２３４": "Contact: [phone hidden]",  # noqa: RUF001
+        "or ٠٠٩٧٢٥٢٥٥٥١٢٣٤ / ٩٧٢٥٢٥٥٥٤٣٢١": "or [phone hidden] / [phone hidden]",
+        "mail: dana @ gmail.com or dana(at)walla.co.il": "mail: [email hidden] or [email hidden]",
+    }
+    buyer_id, buyer = await register(client, "lead_buyer")
+    leads = {}
+    for i, words in enumerate(written):
+        body = lead_body(description=words, contact={"phone": f"+97252555{i:04d}", "email": f"c{i}@example.com"})
+        response = await client.post("/v1/leads", json=body)
+        assert response.status_code == 201, response.text
+        leads[response.json()["id"]] = words
+        await offer_lead_to(app, response.json()["id"], [buyer_id])
+    shown = {offer["lead_id"]: offer["lead"]["description"] for offer in await offers_of(client, buyer)}
+    assert shown == {lead_id: written[words] for lead_id, words in leads.items()}
+
+
 async def test_customer_lead_is_normalised_and_contact_stored_apart(app, client, db):
     body = lead_body(contact={"phone": "052-555-0199", "email": "Dana@Example.COM"})
     response = await client.post("/v1/leads", json=body)
@@ -182,3 +204,22 @@ async def test_a_number_of_its_countrys_length_is_taken_whether_or_not_the_libra
     for wrong in ("050-123", "+972 50 123 4567 8901"):
         refused = await client.post("/v1/leads", json=lead_body(contact={"phone": wrong}))
         assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "contact.phone", refused.text
+
+
+async def test_an_inquiry_sold_with_an_idempotency_key_is_one_lead_and_another_inquiry_under_it_a_422(client, db):
+    """`POST /v1/businesses/me/leads` takes an `Idempotency-Key` as every other POST that does: a retry is answered
+    with the first answer, the key with another inquiry is refused, and neither makes a second lead."""
+    _, seller = await register(client, "deal_maker")
+    headers = {**auth(seller), "Idempotency-Key": "sell-once"}
+    body = lead_body(category="renovation")
+    first = await client.post("/v1/businesses/me/leads", headers=headers, json=body)
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers, first.text
+    again = await client.post("/v1/businesses/me/leads", headers=headers, json=body)
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json()
+    other = await client.post("/v1/businesses/me/leads", headers=headers, json=lead_body(category="renovation"))
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key", other.text
+    assert await db.count(Lead) == 1
+    schema = (await client.get("/schema/openapi.json")).json()
+    parameters = schema["paths"]["/v1/businesses/me/leads"]["post"].get("parameters", [])
+    assert "Idempotency-Key" in {p["name"] for p in parameters}

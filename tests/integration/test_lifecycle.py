@@ -694,6 +694,14 @@ async def test_a_newcomer_is_offered_a_lead_whose_first_offers_are_still_open_af
     assert await db.count(Offer, Offer.lead_id == lead_id) == 2
 
 
+async def test_an_offer_claimed_after_its_time_is_refused_as_expired(app, client, db):
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    (offer,) = await offer_lead_to(app, await submit_lead(client, category="plumbing"), [buyer_id])
+    clock.advance(timedelta(hours=80))  # past the offer's time and its lead's
+    refused = await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert refused.status_code == 409 and refused.json()["detail"] == "this offer has expired", refused.text
+
+
 async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db):
     """The customer hired the deal maker: its competitors' offers are withdrawn, nobody else buys the contact, and the
     lead goes out in no more waves. Those already holding it keep what they hold."""
@@ -711,6 +719,8 @@ async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db
     assert await offers_of(client, late) == []
     refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
     assert refused.status_code == 409, refused.text
+    # Said as it is: withdrawn as the customer was served, not "expired" (the offer's own time had not run out).
+    assert "left the market" in refused.json()["detail"] and "expired" not in refused.json()["detail"]
     assert await db.count(Exposure, Exposure.lead_id == lead_id) == 2
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
     assert lead.expires_at <= clock.now()

@@ -63,6 +63,29 @@ async def test_invoices_and_settlements_of_another_business_are_not_found(app, c
     assert s == []
 
 
+async def test_the_lists_of_invoices_and_entries_answer_406_to_an_accept_they_cannot_serve(app, client, db):
+    """The contract's Accept rule holds for the invoice list as for an invoice: JSON only, so a PDF or CSV asked for
+    is a 406 naming what it comes in; the entries come in the form `?format=` names, and an Accept that does not take
+    it is a 406 too (pointing at `?format=csv`). What takes JSON, however it says so, gets the list."""
+    a_id, a = await register(client, "lead_buyer")
+    await buy(app, client, a_id, a)
+    for path, fine in (("/v1/invoices", "application/json"), ("/v1/wallet/entries", "application/json")):
+        for accept in ("application/pdf", "text/csv", "text/html, application/json;q=0"):
+            refused = await client.get(path, headers={**auth(a), "Accept": accept})
+            assert refused.status_code == 406, (path, accept, refused.text)
+            assert refused.json()["available"] == [fine] and refused.headers["Vary"] == "Accept"
+        for accept in (None, "*/*", "application/*", "application/json", "text/csv;q=1, application/json;q=0.1"):
+            headers = {**auth(a), **({"Accept": accept} if accept else {})}
+            listed = await client.get(path, headers=headers)
+            assert listed.status_code == 200 and listed.json()["items"], (path, accept, listed.text)
+    assert "format=csv" in (await client.get("/v1/wallet/entries", headers={**auth(a), "Accept": "text/csv"})).text
+    for accept in ("text/csv", "text/*", "*/*"):
+        exported = await client.get("/v1/wallet/entries?format=csv", headers={**auth(a), "Accept": accept})
+        assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv"), accept
+    refused = await client.get("/v1/wallet/entries?format=csv", headers={**auth(a), "Accept": "application/json"})
+    assert refused.status_code == 406 and refused.json()["available"] == ["text/csv"]
+
+
 async def test_confirming_a_charge_is_for_operators_and_a_keyed_retry_replays(app, client, db):
     a_id, a = await register(client, "lead_buyer")
     exposure = await buy(app, client, a_id, a)

@@ -51,6 +51,19 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
         ("Tel 0228 1234 oder 089 12345", "DE", "Tel [phone hidden] oder [phone hidden]"),
         ("E-Mail: müller@gmx.de", "DE", "E-Mail: [email hidden]"),
         ("דנה@דוגמה.ישראל", "IL", "[email hidden]"),
+        # Digits of other scripts are digits: the prefix that tells a phone is read in them too.
+        ("اتصل بي ٠٥٢٥٥٥١٢٣٤", "IL", "اتصل بي [phone hidden]"),
+        ("شماره ۰۵۲۵۵۵۱۲۳۴", "IL", "شماره [phone hidden]"),
+        ("Contact: ０５２５５５１２３４", "IL", "Contact: [phone hidden]"),  # noqa: RUF001
+        ("x ٠٠٩٧٢٥٢٥٥٥١٢٣٤ y", "IL", "x [phone hidden] y"),
+        ("x ٩٧٢٥٢٥٥٥١٢٣٤ y", "IL", "x [phone hidden] y"),
+        ("x ＋９７２ ５２ ５５５ １２３４", "IL", "x [phone hidden]"),  # noqa: RUF001
+        ("Anruf ٠٣٠ ١٢٣٤٥٦٧٨", "DE", "Anruf [phone hidden]"),
+        # An address with its @ spaced or spelled out, as a reader still copies it.
+        ("mail: dana @ gmail.com. Thanks", "IL", "mail: [email hidden]. Thanks"),
+        ("dana(at)gmail.com", "IL", "[email hidden]"),
+        ("write dana [at] gmail dot com today", "IL", "write [email hidden] today"),
+        ("dana {AT} walla [dot] co [dot] il", "IL", "[email hidden]"),
         # Budgets, sizes, dates and order numbers are not phones.
         *(
             (kept, "DE", kept)
@@ -69,6 +82,9 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
                 "budget 50000-70000 NIS, 2 x 12345678, order 123456789",
                 "תקציב 100000-120000",
                 "price per m2 12000-15000",
+                "תקציב ١٠٠٠٠٠-١٢٠٠٠٠, ٠٣.٠٤.٢٠٢٥",  # noqa: RUF001
+                "order ١٢٣٤٥٦٧٨, ５００００-７００００ NIS",  # noqa: RUF001
+                "2 @ 12.50 each, meet at home.com, I am @ home. Thanks",
             )
         ),
     ],

@@ -256,19 +256,21 @@ class WalletController(Controller):
         """The invoice as JSON, or as a PDF with `Accept: application/pdf`; an Accept that takes neither is a 406."""
         async with state.uow() as uow:
             invoice = await queries.invoice_for(uow.session, current_principal(request), invoice_id)
+            # As issued, with its payment steps as they stand (the charge paid later from the wallet, cancelled...).
+            document = await queries.invoice_document(uow.session, invoice)
         # The Accept header's preference, q-values included (q=0 refuses); JSON unless the PDF is preferred, and a
         # 406 naming both when it takes neither (after the lookup: another's invoice is a 404 whatever is asked).
         # Every answer says it depends on Accept, so that a cache never gives one to a client that asked for another.
         form = negotiate(request.headers.get("accept", ""), INVOICE_FORMS, "an invoice")
         if form == "application/pdf":
-            pdf = await anyio.to_thread.run_sync(render_invoice_pdf, invoice.document)
+            pdf = await anyio.to_thread.run_sync(render_invoice_pdf, document)
             number = invoice.document["number"]
             return Response(
                 pdf,
                 media_type="application/pdf",
                 headers={"Content-Disposition": f'inline; filename="{number}.pdf"', **NEGOTIATED},
             )
-        return Response(queries.invoice_detail(invoice), headers=NEGOTIATED)
+        return Response(queries.invoice_detail(invoice, document), headers=NEGOTIATED)
 
     @get("/settlements", opt=access(Access.BUSINESS_OR_OPERATOR))
     async def settlements(

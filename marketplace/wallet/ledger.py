@@ -387,18 +387,26 @@ def build_lead_refund(
     price: VatBreakdown,
     *,
     cancel_receivable: Money | None = None,
+    to_available: Money | None = None,
     memo: str = "",
 ) -> Transfer:
-    """A returned lead's price back: first cancels the unpaid part (cancel_receivable), the rest to credit.
+    """A returned lead's price back: first cancels the unpaid part (cancel_receivable), gives what was paid from the
+    available balance back to it (to_available: a lead buyer's withdrawable money stays withdrawable), the rest to
+    credit.
 
     price is the breakdown of the original purchase, so that VAT is reversed exactly as it was charged.
     """
     _positive(price.gross, "price.gross")
-    cancelled = cancel_receivable if cancel_receivable is not None else Money.zero(price.currency)
-    if cancelled.currency != price.currency:
-        raise CurrencyMismatch(price.currency, cancelled.currency, "refund")
-    if cancelled.is_negative or cancelled > price.gross:
-        raise ValueError(f"cancel_receivable must be between 0 and {price.gross}, got {cancelled}")
+    zero = Money.zero(price.currency)
+    cancelled = cancel_receivable if cancel_receivable is not None else zero
+    available = to_available if to_available is not None else zero
+    for name, part in (("cancel_receivable", cancelled), ("to_available", available)):
+        if part.currency != price.currency:
+            raise CurrencyMismatch(price.currency, part.currency, "refund")
+        if part.is_negative:
+            raise ValueError(f"{name} must not be negative, got {part}")
+    if cancelled + available > price.gross:
+        raise ValueError(f"cancel_receivable and to_available ({cancelled} + {available}) exceed {price.gross}")
     return _transfer(
         idempotency_key,
         TransferKind.LEAD_REFUND,
@@ -406,7 +414,8 @@ def build_lead_refund(
             Posting(marketplace_account(AccountKind.REVENUE), price.net),
             Posting(marketplace_account(AccountKind.VAT_PAYABLE), price.vat),
             Posting(business_account(business_id, AccountKind.RECEIVABLE), -cancelled),
-            Posting(business_account(business_id, AccountKind.CREDIT), -(price.gross - cancelled)),
+            Posting(business_account(business_id, AccountKind.AVAILABLE), -available),
+            Posting(business_account(business_id, AccountKind.CREDIT), -(price.gross - cancelled - available)),
         ],
         memo,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +24,7 @@ from marketplace.errors import InvalidInput, NotFound
 from marketplace.exposures.rules import RETURNABLE
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
+from marketplace.money import Money
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.wallet import schemas
@@ -241,6 +244,156 @@ async def entries_of(
     return items, (str(items[-1].posting_id) if len(rows) > limit and items else None)
 
 
+# --- an invoice's payment steps as they stand --------------------------------------------------------------------
+
+# How the part of an invoice charged through the provider stands now (invoice_steps): the debt it left is paid by
+# the charge (confirmed), still owed (pending, failed), paid later from the wallet (a debt offset) or cancelled
+# (its lead returned: the credit note says how).
+CHARGE_PAID = "Charged via the payment provider, paid"
+CHARGE_PENDING = "Charged via the payment provider"
+CHARGE_FAILED = "Charged via the payment provider, failed (still owed)"
+PAID_LATER = {
+    AccountKind.CREDIT: "Charged, then paid from wallet credit",
+    AccountKind.AVAILABLE: "Charged, then paid from available balance",
+}
+CHARGE_CANCELLED = "Charge cancelled, not collected"
+# A credit note's steps (written when it is issued): how the refund was made.
+REFUND_CANCELLED = "Open charge cancelled"
+REFUND_TO = {
+    AccountKind.CREDIT: "Refunded as wallet credit",
+    AccountKind.AVAILABLE: "Refunded to available balance",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChargedPart:
+    """What became of an invoice's charge, from the ledger and the settlements of its transaction (one source of
+    truth: nothing is written to the invoice after it is issued). Amounts in minor units."""
+
+    from_available: int
+    """Paid from the available balance at issue."""
+    to_charge: int
+    """Left to charge through the provider at issue (the receivable the invoice's transaction opened)."""
+    later: Mapping[AccountKind, int]
+    """Of to_charge, paid later from the wallet (debt offsets of its charges), per account."""
+    confirmed: int
+    pending: int
+    failed: int
+
+    @property
+    def cancelled(self) -> int:
+        """Of to_charge, neither paid nor owed any more: cancelled (its lead returned)."""
+        return self.to_charge - sum(self.later.values()) - self.confirmed - self.pending - self.failed
+
+    @property
+    def paid_from_available(self) -> int:
+        """What the business paid for it out of its available balance, at issue or later."""
+        return self.from_available + self.later.get(AccountKind.AVAILABLE, 0)
+
+    def steps(self, currency: str) -> list[dict[str, Any]]:
+        parts = [
+            (CHARGE_PAID, self.confirmed),
+            *((PAID_LATER[kind], self.later.get(kind, 0)) for kind in (AccountKind.CREDIT, AccountKind.AVAILABLE)),
+            (CHARGE_PENDING, self.pending),
+            (CHARGE_FAILED, self.failed),
+            (CHARGE_CANCELLED, self.cancelled),
+        ]
+        return [{"description": d, "amount": Money(a, currency).to_json()} for d, a in parts if a]
+
+
+# An invoice's transaction (a purchase, an upgrade, a commission), and the debt offsets that paid its charge later.
+_CHARGING_KINDS = tuple(
+    kind.value for kind in (TransferKind.EXPOSURE_PURCHASE, TransferKind.DEAL_COMMISSION, TransferKind.DEBT_OFFSET)
+)
+
+
+async def charged_parts(session: AsyncSession, invoices: list[Invoice]) -> dict[str, ChargedPart]:
+    """Per invoice id (those of a transaction that charged: a purchase, an upgrade, a commission), how its charge
+    stands: two queries for any number of invoices."""
+    by_txn = {i.transaction_id: i for i in invoices if i.kind == "invoice" and i.transaction_id}
+    if not by_txn:
+        return {}
+    charges = list(
+        await session.scalars(
+            select(Settlement).where(
+                Settlement.transaction_id.in_(list(by_txn)), Settlement.direction == "charge"
+            )
+        )
+    )
+    charges = [c for c in charges if c.business_id == by_txn[c.transaction_id].business_id]
+    # The debt offsets that paid (part of) a charge from the wallet: each names the charge's transaction.
+    offset_of = {
+        c.confirmed_transaction_id: c.transaction_id
+        for c in charges
+        if c.status == "cancelled" and c.confirmed_transaction_id is not None
+    }
+    rows = await session.execute(
+        select(LedgerPosting.transaction_id, LedgerAccount.owner_id, LedgerAccount.kind, LedgerPosting.amount_minor)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .where(
+            LedgerPosting.transaction_id.in_([*by_txn, *offset_of]),
+            LedgerAccount.owner == "business",
+            LedgerAccount.kind.in_(
+                (AccountKind.CREDIT.value, AccountKind.AVAILABLE.value, AccountKind.RECEIVABLE.value)
+            ),
+            LedgerTransaction.kind.in_(_CHARGING_KINDS),
+        )
+    )
+    from_available: dict[str, int] = {}
+    to_charge: dict[str, int] = {}
+    later: dict[str, dict[AccountKind, int]] = {}
+    for txn_id, owner_id, kind, amount in rows:
+        origin = offset_of.get(txn_id, txn_id)
+        if owner_id != by_txn[origin].business_id:
+            continue  # a share of a commission paid to another business
+        account = AccountKind(kind)
+        if txn_id in offset_of:  # a debt offset: taken from credit or available (receivable goes down)
+            if account is not AccountKind.RECEIVABLE:
+                spent = later.setdefault(origin, {})
+                spent[account] = spent.get(account, 0) + amount
+        elif account is AccountKind.AVAILABLE:
+            from_available[origin] = from_available.get(origin, 0) + amount
+        elif account is AccountKind.RECEIVABLE:
+            to_charge[origin] = to_charge.get(origin, 0) + amount
+    parts = {}
+    for txn_id, inv in by_txn.items():
+        mine = [c for c in charges if c.transaction_id == txn_id]
+        parts[inv.id] = ChargedPart(
+            from_available=from_available.get(txn_id, 0),
+            to_charge=to_charge.get(txn_id, 0),
+            later=later.get(txn_id, {}),
+            confirmed=sum(c.amount_minor for c in mine if c.status == "confirmed"),
+            pending=sum(c.amount_minor for c in mine if c.status == "pending"),
+            failed=sum(c.amount_minor for c in mine if c.status == "failed"),
+        )
+    return parts
+
+
+def _charged_step(step: Mapping[str, Any]) -> bool:
+    return str(step.get("description", "")).startswith("Charged via")
+
+
+def steps_as_they_stand(invoice: Invoice, part: ChargedPart | None) -> list[dict[str, Any]]:
+    """The invoice's payment steps: those of its issue paid from the wallet, and the charge as it stands now (paid,
+    still owed, paid later from the wallet, cancelled). A document whose figures do not agree with the ledger (none
+    known) is shown as issued."""
+    issued: list[dict[str, Any]] = list(invoice.document.get("steps") or [])
+    if part is None or part.to_charge <= 0 or part.cancelled < 0:
+        return issued
+    kept = [step for step in issued if not _charged_step(step)]
+    steps = kept + part.steps(invoice.currency)
+    if sum(int(step["amount"]["amount_minor"]) for step in steps) != invoice.gross_minor:
+        return issued
+    return steps
+
+
+async def invoice_document(session: AsyncSession, invoice: Invoice) -> dict[str, Any]:
+    """The invoice's document as served (JSON and PDF): as issued, with its payment steps as they stand."""
+    parts = await charged_parts(session, [invoice])
+    return {**invoice.document, "steps": steps_as_they_stand(invoice, parts.get(invoice.id))}
+
+
 def invoice_summary(i: Invoice) -> schemas.InvoiceSummary:
     return schemas.InvoiceSummary(
         id=i.id,
@@ -256,9 +409,11 @@ def invoice_summary(i: Invoice) -> schemas.InvoiceSummary:
     )
 
 
-def invoice_detail(i: Invoice) -> schemas.InvoiceDetail:
+def invoice_detail(i: Invoice, document: dict[str, Any] | None = None) -> schemas.InvoiceDetail:
     s = invoice_summary(i)
-    return schemas.InvoiceDetail(**{f: getattr(s, f) for f in s.__struct_fields__}, document=i.document)
+    return schemas.InvoiceDetail(
+        **{f: getattr(s, f) for f in s.__struct_fields__}, document=i.document if document is None else document
+    )
 
 
 async def invoice_for(session: AsyncSession, principal: Principal, invoice_id: str) -> Invoice:

@@ -7,7 +7,7 @@ the status change or the return that caused it, or not at all.
 
 Open debts. What a business owes is its `receivable`, and each part of it is an open charge: a settlement in
 `pending` (the provider is collecting it) or `failed`. A debt is collected (collect_debts) from wallet money as it
-arrives (earnings, refunds to credit, a failed payout), before any withdrawal, and by the `collect_debts` worker,
+arrives (earnings, refunds, a failed payout), before any withdrawal, and by the `collect_debts` worker,
 which also tries failed charges again on a schedule. Either way the charge it replaces is `cancelled` (paid from
 the wallet, or superseded by the next attempt, which keeps its transaction, invoice and reference), so that the
 open charges always add up to what is owed.
@@ -52,7 +52,14 @@ from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet import referrals, store
-from marketplace.wallet.invoice_pdf import InvoiceDocument, InvoiceKind, InvoiceLine, Party, steps_from_offset
+from marketplace.wallet.invoice_pdf import (
+    InvoiceDocument,
+    InvoiceKind,
+    InvoiceLine,
+    Party,
+    PaymentStep,
+    steps_from_offset,
+)
 from marketplace.wallet.ledger import (
     AccountKind,
     Allocation,
@@ -90,7 +97,17 @@ from marketplace.wallet.plans import (
     parse_plan,
 )
 from marketplace.wallet.provider import ManualBankTransfer, PaymentProvider
-from marketplace.wallet.queries import credit_limit, held_earnings, spendable, standing_limit, within_first_limit
+from marketplace.wallet.queries import (
+    REFUND_CANCELLED,
+    REFUND_TO,
+    ChargedPart,
+    charged_parts,
+    credit_limit,
+    held_earnings,
+    spendable,
+    standing_limit,
+    within_first_limit,
+)
 from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ISSUER = "marketplace"
@@ -374,6 +391,7 @@ def issue_invoice(
     transaction_id: str,
     offset: OffsetPlan | None = None,
     corrects: Invoice | None = None,
+    steps: tuple[PaymentStep, ...] = (),
 ) -> Invoice:
     """An invoice (or, with `corrects`, a credit note) for a charge of this transaction. Its id is known at once;
     its number, date, document and message are written when the transaction commits (_number_invoices)."""
@@ -403,7 +421,7 @@ def issue_invoice(
         vat=amount.vat,
         gross=amount.gross,
         vat_rate_bp=settings.jurisdiction.vat_rate_bp,
-        steps=steps_from_offset(offset) if offset is not None else (),
+        steps=steps_from_offset(offset) if offset is not None else steps,
         kind=kind,
         corrects=corrects.document["number"] if corrects is not None else None,
     )
@@ -667,13 +685,23 @@ async def _record_rewards(
 
 async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> Money | None:
     """A lead buyer's returned lead: its price comes back, first cancelling what is still unpaid of the
-    charge, the rest as wallet credit. Returns the price given back.
+    charge, then what was paid from the available balance back to it (at the purchase, or later from earnings that
+    paid the charge: withdrawable money stays withdrawable), the rest as wallet credit. Each credit note lists how.
+    Returns the price given back.
 
     The lead's seller earned a share of that price (charge_exposure); the price is given back, so the share is
     taken back too (reverse_earnings), in the same transaction.
     """
     if exposure.price_minor <= 0:
         return None
+    refunded = await session.scalar(
+        select(func.sum(LedgerPosting.amount_minor))
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+        .where(LedgerTransaction.idempotency_key == f"refund:{exposure.id}", LedgerAccount.owner == "business")
+    )
+    if refunded is not None:  # refunded before: what it gave back, and nothing moves again (its charges are gone)
+        return Money(-int(refunded), exposure.currency)
     business = await _business(session, exposure.business_id)
     lead = await session.get(Lead, exposure.lead_id)
     seller_id = lead.seller_business_id if lead is not None else None
@@ -717,6 +745,10 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
     )
     unpaid = Money(sum(s.amount_minor for s in pending), exposure.currency)
     cancel = min(unpaid, amount.gross)
+    # What the buyer paid out of its available balance (at the purchase, or later from its earnings for the charge it
+    # left) goes back there: withdrawable money stays withdrawable. Read before the charges are cancelled below.
+    refunds = _refund_parts(amount, cancel, charged if invoiced_exactly else [], await charged_parts(session, charged))
+    to_available = Money.sum((r.to_available for r in refunds), exposure.currency)
     # Buyer and seller locked in one order, as for the purchase that paid the seller (store.lock_wallets).
     wallets = {business.id} | ({seller_id} if seller_id else set())
     locked = await store.lock_wallets(session, wallets, exposure.currency)
@@ -727,6 +759,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
             business.id,
             amount,
             cancel_receivable=cancel if cancel.is_positive else None,
+            to_available=to_available if to_available.is_positive else None,
             memo=f"Returned lead {exposure.lead_id}",
         ),
         business_id=business.id,
@@ -736,7 +769,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
         for settlement in pending:
             settlement.status = "cancelled"
         if invoiced_exactly:  # a credit note for each invoice (a purchase, its upgrade), for what that one said
-            for original in charged:
+            for original, refund in zip(charged, refunds, strict=True):
                 issue_invoice(
                     session,
                     settings,
@@ -749,8 +782,10 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
                     f"Credit note: returned lead {exposure.lead_id}",
                     transaction_id=posted.transaction_id,
                     corrects=original,
+                    steps=refund.steps(),
                 )
         else:
+            (refund,) = refunds
             issue_invoice(
                 session,
                 settings,
@@ -759,6 +794,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
                 f"Credit note: returned lead {exposure.lead_id}",
                 transaction_id=posted.transaction_id,
                 corrects=charged[0] if charged else None,
+                steps=refund.steps(),
             )
     if seller_id is not None and seller_id != business.id:
         await reverse_earnings(session, exposure, seller_id)
@@ -768,6 +804,50 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
     if locked[business.id].get(AccountKind.RECEIVABLE, 0) > cancel.amount_minor and amount.gross > cancel:
         await collect_debts(session, settings, business.id, exposure.currency)
     return amount.gross
+
+
+@dataclass(frozen=True, slots=True)
+class _Refund:
+    """How one credit note's amount comes back: the open charge cancelled, to available, the rest as credit."""
+
+    gross: Money
+    cancelled: Money
+    to_available: Money
+
+    def steps(self) -> tuple[PaymentStep, ...]:
+        parts = (
+            (REFUND_CANCELLED, self.cancelled),
+            (REFUND_TO[AccountKind.AVAILABLE], self.to_available),
+            (REFUND_TO[AccountKind.CREDIT], self.gross - self.cancelled - self.to_available),
+        )
+        return tuple(PaymentStep(description, part) for description, part in parts if part.is_positive)
+
+
+def _refund_parts(
+    amount: VatBreakdown, cancel: Money, notes: list[Invoice], parts: Mapping[str, ChargedPart]
+) -> list[_Refund]:
+    """A refund of `amount` that cancels `cancel` of open charges, per credit note: one for each of `notes` (the
+    invoices it corrects one by one), else one for the whole. Each gives back what its invoice's buyer paid from
+    `available` to available, after its own open charge is cancelled; the rest is credit."""
+    currency = amount.currency
+    if not notes:
+        paid = sum(part.paid_from_available for part in parts.values())
+        return [_Refund(amount.gross, cancel, min(Money(paid, currency), amount.gross - cancel))]
+    gross = [Money(note.gross_minor, currency) for note in notes]
+    none = ChargedPart(from_available=0, to_charge=0, later={}, confirmed=0, pending=0, failed=0)
+    part_of = [parts.get(note.id, none) for note in notes]
+    owed = [Money(part.pending + part.failed, currency) for part in part_of]
+    cancelled, left = [], cancel
+    for index in range(len(notes)):  # each note's own open charge first
+        cancelled.append(min(owed[index], gross[index], left))
+        left = left - cancelled[index]
+    for index in range(len(notes)):  # what is left (an open charge of the lead on no invoice: none known)
+        more = min(left, gross[index] - cancelled[index])
+        cancelled[index], left = cancelled[index] + more, left - more
+    refunds = []
+    for part, whole, cut in zip(part_of, gross, cancelled, strict=True):
+        refunds.append(_Refund(whole, cut, min(Money(part.paid_from_available, currency), whole - cut)))
+    return refunds
 
 
 async def reverse_earnings(session: AsyncSession, exposure: Exposure, seller_id: str) -> Money | None:

@@ -246,8 +246,17 @@ def test_lead_refund_cancels_the_unpaid_part_and_credits_the_rest() -> None:
         VAT: 2_288,
         CREDIT: -15_000,
     }
-    with pytest.raises(ValueError, match="between 0 and"):
+    with pytest.raises(ValueError, match="exceed"):
         build_lead_refund("ret-3", BIZ, price_ils(15_000), cancel_receivable=ils(15_001))
+
+
+def test_lead_refund_gives_what_was_paid_from_available_back_to_available() -> None:
+    transfer = build_lead_refund(
+        "ret-4", BIZ, price_ils(15_000), cancel_receivable=ils(7_000), to_available=ils(5_000)
+    )
+    assert as_map(transfer) == {REVENUE: 12_712, VAT: 2_288, RECEIVABLE: -7_000, AVAILABLE: -5_000, CREDIT: -3_000}
+    with pytest.raises(ValueError, match="exceed"):
+        build_lead_refund("ret-5", BIZ, price_ils(15_000), cancel_receivable=ils(7_000), to_available=ils(8_001))
 
 
 def test_lead_earnings_by_mode() -> None:

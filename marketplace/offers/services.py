@@ -124,18 +124,18 @@ _OVER_CREDIT = and_(
 # more than its credit limit (its claim would be refused, wallet.refuse_new_leads_over_limit: the offer would take a
 # place in the wave that a business able to take the lead should have; the ranking core does not know balances, and a
 # process's core may not have heard of claims another process took while Redis was away: the caps are counted here).
-_MARK_OFFERED = (
-    update(_BUSINESSES)
-    .where(
-        _businesses.id.in_(bindparam("ids", expanding=True)),
-        _businesses.status == "active",
-        *FITS_THE_LEAD,
-        ~_OVER_CREDIT,
-        *UNDER_CAPS,
-    )
-    .values(last_offered_at=bindparam("now"))
-    .returning(_businesses.id)
+_CAN_TAKE_IT = (
+    _businesses.id.in_(bindparam("ids", expanding=True)),
+    _businesses.status == "active",
+    *FITS_THE_LEAD,
+    ~_OVER_CREDIT,
+    *UNDER_CAPS,
 )
+_MARK_OFFERED = (
+    update(_BUSINESSES).where(*_CAN_TAKE_IT).values(last_offered_at=bindparam("now")).returning(_businesses.id)
+)
+# The same question of businesses the wave does not offer the lead: the one whose score set a lead buyer's price.
+_ABLE = select(_businesses.id).where(*_CAN_TAKE_IT)
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
 # wallet.refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
 _WITHDRAW_OVER_CREDIT = (
@@ -208,9 +208,20 @@ async def _mark_offered(
     offered now (for the fair rotation)."""
     if not picks:
         return set()
+    params = _can_take_params(settings, lead, [p.business_id for p in picks], now)
+    return set((await session.execute(_MARK_OFFERED, params)).scalars())
+
+
+async def _able(session: AsyncSession, settings: Settings, lead: WaveLead, ids: set[str], now: datetime) -> set[str]:
+    """Those of these businesses the database would let take the lead now (as _mark_offered asks, marking none)."""
+    params = _can_take_params(settings, lead, sorted(ids), now)
+    return set((await session.execute(_ABLE, params)).scalars())
+
+
+def _can_take_params(settings: Settings, lead: WaveLead, ids: list[str], now: datetime) -> dict[str, Any]:
     zone = settings.jurisdiction.zone
-    params = {
-        "ids": [p.business_id for p in picks],
+    return {
+        "ids": ids,
         "now": now,
         "default_limit": settings.wallet.default_credit_limit_minor,
         "day": day_start(now, zone),
@@ -219,7 +230,6 @@ async def _mark_offered(
         "region": lead.view.region,
         "budget": lead.view.budget_minor,
     }
-    return set((await session.execute(_MARK_OFFERED, params)).scalars())
 
 
 def offer_expiry(settings: Settings, now: datetime, lead_expires_at: datetime) -> datetime:
@@ -269,8 +279,14 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         picks, more = await _candidates_in_order(
             session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone, left_out
         )
+        ids = {p.business_id for p in picks}
         active = await _mark_offered(session, settings, lead, picks, now)
-        refused = {p.business_id for p in picks} - active
+        refused = ids - active
+        # A lead buyer's second price is set by the best candidate below it, which may be outside the wave: one the
+        # database would refuse the lead is no competitor either.
+        rivals = {p.priced_against for p in picks if p.priced_against is not None} - ids
+        if rivals:
+            refused |= rivals - await _able(session, settings, lead, rivals, now)
         if not refused:
             break
         left_out |= refused

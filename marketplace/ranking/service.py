@@ -286,7 +286,7 @@ class ProfitabilityRanker:
             # The wave's last place by score pays what keeps it above whoever comes next: the best of the rest.
             wave = exclude | set(ranking.business_ids)
             rest = self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=wave, explore=False)
-            after = exact_score(rest, 0) if len(rest) else None
+            after = (exact_score(rest, 0), rest.business_ids[0]) if len(rest) else None
         return self._ranked(lead, ranking, list(range(n)), after=after)
 
     def remaining(self, lead: LeadView, exclude: Iterable[str]) -> bool:
@@ -294,7 +294,7 @@ class ProfitabilityRanker:
         return len(self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=exclude, explore=False)) > 0
 
     def _ranked(
-        self, lead: LeadView, ranking: Ranking, indexes: list[int], after: Ratio | None = None
+        self, lead: LeadView, ranking: Ranking, indexes: list[int], after: tuple[Ratio, str] | None = None
     ) -> list[Ranked]:
         """The picks with their factors; a lead buyer's price is the second price against the next place won by
         score (an explored place below is a random draw, not a competitor it beat; for the last, `after`: the exact
@@ -309,6 +309,7 @@ class ProfitabilityRanker:
             received = ranking.received(i)
             factors: dict[str, Any] = {"policy": self.name, "score": round(float(ranking.scores[i]), 4)}
             price: int | None = None
+            rival: str | None = None
             if ranking.buyer[i]:
                 # The bid its score was made with (lay_out): the standing's, never below the list price.
                 standing = self.standings.get(ranking.business_ids[i])
@@ -317,7 +318,10 @@ class ProfitabilityRanker:
                 next_score = None
                 if not ranking.explored[i]:
                     beaten = next((j for j in indexes[position + 1 :] if not ranking.explored[j]), None)
-                    next_score = after if beaten is None else exact_score(ranking, beaten)
+                    if beaten is not None:
+                        next_score, rival = exact_score(ranking, beaten), ranking.business_ids[beaten]
+                    elif after is not None:
+                        next_score, rival = after
                 price = gsp_price(
                     next_score, parts.alpha, parts.beta, reliability_bp(parts), parts.bonus, lead_price, bid
                 )
@@ -349,7 +353,7 @@ class ProfitabilityRanker:
                 lead_factor=round(ranking.lead_factor(i), 4),
                 explored=bool(ranking.explored[i]),
             )
-            out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors, price))
+            out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors, price, rival))
         return out
 
 

@@ -1069,6 +1069,44 @@ async def test_a_deal_maker_over_its_limit_leaves_its_wave_place_and_sets_no_one
     assert claimed.json()["price"]["amount_minor"] < by_id[dm_id]["factors"]["score"] / per_bid
 
 
+async def test_a_deal_maker_over_its_limit_just_below_the_wave_sets_no_price_either(app, client, db, settings):
+    """The wave's last lead buyer pays the second price against the best candidate outside the wave: that was the
+    deal maker over its limit, which could not take the lead (a tester: 486.12 where 333.34 was due)."""
+    app.state.ranker.core.explore_share = 0.0
+    operator = await operator_token(app)
+    profile = {"categories": ["legal"]}
+    dm_id, dm = await register(client, "deal_maker", profile=profile)
+    for _ in range(2):
+        exposure = await buy(app, client, dm_id, dm, category="legal")
+        assert (await close_deal(client, dm, exposure["id"], 300_000)).status_code == 200
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(1_000)})).status_code == 200
+    newcomers = [(await register(client, "deal_maker", profile=profile))[0] for _ in range(2)]
+    buyers = {}
+    for bid in (70_000, 65_000):
+        buyer_id, buyer = await register(client, "lead_buyer", profile=profile)
+        bids = {"bids": [{"category": "legal", "max_bid": money(bid)}]}
+        assert (await client.put("/v1/businesses/me/bids", headers=auth(buyer), json=bids)).status_code == 200
+        buyers[buyer_id] = buyer
+    await app.state.ranking_sync.settled()
+
+    lead_id = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+
+    ranking = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))).json()["items"]
+    by_id = {c["business_id"]: c for c in ranking}
+    assert sorted(c["business_id"] for c in ranking if c["offered"]) == sorted(buyers)
+    second_id = min(buyers, key=lambda b: by_id[b]["factors"]["score"])  # the wave's last place
+    assert by_id[dm_id]["factors"]["score"] > max(by_id[b]["factors"]["score"] for b in newcomers)
+    (offer,) = [o for o in await offers_of(client, buyers[second_id]) if o["lead_id"] == lead_id]
+    claimed = await claim(client, buyers[second_id], offer["offer_id"])
+    assert claimed.status_code == 201, claimed.text
+    per_bid = by_id[second_id]["factors"]["score"] / 65_000
+    newcomer_score = max(by_id[b]["factors"]["score"] for b in newcomers)
+    second_price = max(settings.categories["legal"].lead_price_minor, newcomer_score / per_bid)
+    assert abs(claimed.json()["price"]["amount_minor"] - second_price) <= 1, (claimed.json()["price"], second_price)
+
+
 async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers_and_one_raised_brings_leads_again(
     app, client, db, settings
 ):

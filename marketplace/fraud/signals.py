@@ -269,256 +269,329 @@ def assess(
     norms were summed (the business is taken out of them as it stood then; None: they are current)."""
     config = config or RuleConfig()
     deal_maker = mode == "deal_maker"
-    signals: list[Signal] = []
     mine = [(d, d.verdict()) for d in deals]
     hired_me = [(d, a) for d, a in mine if a is not None and a.hired and a.business_id == business_id]
 
     # --- contradictions on one lead -------------------------------------------------------------
-    returned = [d for d, _ in hired_me if d.status == "returned"]
-    if returned:
-        signals.append(
-            Signal(
-                RETURNED_THEN_HIRED,
-                RETURNED_HIRED * len(returned),
-                len(returned),
-                f"{_plural(len(returned), 'lead')} returned as irrelevant, then the customer said it hired "
-                "this business",
-                _leads(returned),
-                tuple(d.exposure_id for d in returned),
-                tuple(RETURNED_HIRED for _ in returned),
-                float(len(returned)),
-            )
-        )
-    under: list[tuple[Deal, float]] = []
-    below_budget: list[Deal] = []
+    found: list[Signal | None] = [_returned_then_hired(hired_me)]
     hidden_unpaid: set[str] = set()
     if deal_maker:
-        as_lost = [d for d, _ in hired_me if d.status == "lost"]
-        as_nothing = [
-            d
-            for d, a in hired_me
-            if d.status in UNDECIDED and (d.stale or now - a.answered_at >= config.report_grace)
-        ]
-        # Won and never paid, though the customer says it paid this business a named amount: dated from the win as
-        # NEVER_PAID dates it. Without the customer's word it is only that pattern, which can never open an alert.
-        as_unpaid = [
-            d
-            for d, a in hired_me
-            if d.status in UNPAID
-            and a.amount_minor
-            and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
-        ]
-        hidden_unpaid = {d.exposure_id for d in as_unpaid}
-        hidden = as_lost + as_nothing + as_unpaid
-        if hidden:
-            parts = []
-            if as_lost:
-                parts.append(f"{len(as_lost)} reported lost")
-            if as_nothing:
-                parts.append(f"{len(as_nothing)} never reported")
-            if as_unpaid:
-                parts.append(f"{len(as_unpaid)} won, paid by the customer, never reported paid")
-            # One weight per exposure, in the order of `hidden`: rules.undecided and new_evidence read them in pairs.
-            key_weights = (
-                [HIDDEN_AS_LOST] * len(as_lost)
-                + [HIDDEN_AS_NOTHING] * len(as_nothing)
-                + [HIDDEN_AS_UNPAID] * len(as_unpaid)
-            )
-            signals.append(
-                Signal(
-                    HIDDEN_DEAL,
-                    HIDDEN_AS_LOST * len(as_lost)
-                    + HIDDEN_AS_NOTHING * len(as_nothing)
-                    + HIDDEN_AS_UNPAID * len(as_unpaid),
-                    len(hidden),
-                    f"{_plural(len(hidden), 'deal')} the customer says it hired this business for ({', '.join(parts)})",
-                    _leads(hidden),
-                    tuple(d.exposure_id for d in hidden),
-                    tuple(key_weights),
-                    float(len(hidden)),
-                )
-            )
-        for d, a in hired_me:
-            if d.status not in WON or d.turnover_minor is None:
-                continue
-            if a.amount_minor:
-                ratio = d.turnover_minor / a.amount_minor
-                if ratio < UNDER_REPORT_RATIO:
-                    under.append((d, ratio))
-        if under:
-            weights = tuple(
-                UNDER_REPORT_MAX * min(1.0, (UNDER_REPORT_RATIO - r) / (UNDER_REPORT_RATIO - UNDER_REPORT_FULL))
-                for _, r in under
-            )
-            worst = min(r for _, r in under)
-            signals.append(
-                Signal(
-                    UNDER_REPORTED,
-                    sum(weights),
-                    len(under),
-                    f"{_plural(len(under), 'deal')} reported with a turnover below what the customer says it "
-                    f"paid (lowest {worst:.0%} of it)",
-                    _leads(d for d, _ in under),
-                    tuple(d.exposure_id for d, _ in under),
-                    weights,
-                    worst,
-                )
-            )
-        under_ids = {d.exposure_id for d, _ in under}
-        below_budget = [
-            d
-            for d, _ in mine
-            if d.status in WON
-            and d.turnover_minor is not None
-            and d.budget_minor > 0
-            and d.turnover_minor < BELOW_BUDGET_RATIO * d.budget_minor
-            and d.exposure_id not in under_ids
-        ]
-        if below_budget:
-            signals.append(
-                Signal(
-                    BELOW_BUDGET,
-                    min(PATTERN_MAX[BELOW_BUDGET], BELOW_BUDGET_EACH * len(below_budget)),
-                    len(below_budget),
-                    f"{_plural(len(below_budget), 'deal')} reported below {BELOW_BUDGET_RATIO:.0%} of the "
-                    "customer's budget",
-                    _leads(below_budget),
-                    value=float(len(below_budget)),
-                )
-            )
-        # On the business's own word: a higher turnover it reported earlier on the deal says what the deal was worth.
-        # A deal the customer's amount already shows under-reported says so more strongly, and is not counted again;
-        # one whose customer names an amount the lower turnover agrees with was renegotiated, not hidden.
-        lowered = [
-            (d, d.turnover_minor / d.highest_turnover_minor)
-            for d, a in mine
-            if d.status in WON
-            and d.turnover_minor is not None
-            and d.highest_turnover_minor
-            and d.turnover_minor < UNDER_REPORT_RATIO * d.highest_turnover_minor
-            and d.exposure_id not in under_ids
-            and not _customer_agrees(d.turnover_minor, a, business_id)
-        ]
-        if lowered:
-            deepest = min(r for _, r in lowered)
-            signals.append(
-                Signal(
-                    LOWERED_TURNOVER,
-                    min(PATTERN_MAX[LOWERED_TURNOVER], LOWERED_EACH * len(lowered)),
-                    len(lowered),
-                    f"{_plural(len(lowered), 'won deal')} whose turnover it lowered after the win (lowest "
-                    f"{_share(deepest)} of the most it had reported)",
-                    _leads(d for d, _ in lowered),
-                    value=float(len(lowered)),
-                )
-            )
+        hidden, hidden_unpaid = _hidden_deals(hired_me, now, config)
+        under, under_ids = _under_reported(hired_me)
+        found += [hidden, under, _below_budget(deals, under_ids), _lowered_turnover(mine, business_id, under_ids)]
 
     # --- patterns against the category's peers -------------------------------------------------------
+    own, others = _own_and_others(deals, peers, peers_at)
+    if deal_maker:
+        found += [
+            _lost_rate(deals, own, others),
+            _stale_leads(deals, own, others),
+            _never_paid(deals, now, config, hidden_unpaid),
+        ]
+    return_rate, return_z = _return_rate(deals, own, others)
+    low_satisfaction, satisfaction = _low_satisfaction(hired_me)
+    found += [return_rate, low_satisfaction]
+
+    signals = [s for s in found if s is not None]
+    signals.sort(key=lambda s: (-s.weight, s.kind))
+    features = _features(signals, deals, hired_me, satisfaction, return_z)
+    return Assessment(business_id, tuple(signals), features)
+
+
+def _returned_then_hired(hired_me: Sequence[tuple[Deal, Answer]]) -> Signal | None:
+    """Leads returned as irrelevant whose customer then says it hired this business (both modes)."""
+    returned = [d for d, _ in hired_me if d.status == "returned"]
+    if not returned:
+        return None
+    return Signal(
+        RETURNED_THEN_HIRED,
+        RETURNED_HIRED * len(returned),
+        len(returned),
+        f"{_plural(len(returned), 'lead')} returned as irrelevant, then the customer said it hired this business",
+        _leads(returned),
+        tuple(d.exposure_id for d in returned),
+        tuple(RETURNED_HIRED for _ in returned),
+        float(len(returned)),
+    )
+
+
+def _hidden_deals(
+    hired_me: Sequence[tuple[Deal, Answer]], now: datetime, config: RuleConfig
+) -> tuple[Signal | None, set[str]]:
+    """Deals the customer says it hired this business for that the business reported lost, never reported
+    (open past the grace period, or stale), or reported won and never paid though the customer names an amount.
+
+    Also returns the exposures of the last kind (won, paid by the customer, never reported paid): NEVER_PAID
+    does not count them again."""
+    as_lost = [d for d, _ in hired_me if d.status == "lost"]
+    as_nothing = [
+        d for d, a in hired_me if d.status in UNDECIDED and (d.stale or now - a.answered_at >= config.report_grace)
+    ]
+    # Won and never paid, though the customer says it paid this business a named amount: dated from the win as
+    # NEVER_PAID dates it. Without the customer's word it is only that pattern, which can never open an alert.
+    as_unpaid = [
+        d
+        for d, a in hired_me
+        if d.status in UNPAID and a.amount_minor and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
+    ]
+    hidden_unpaid = {d.exposure_id for d in as_unpaid}
+    hidden = as_lost + as_nothing + as_unpaid
+    if not hidden:
+        return None, hidden_unpaid
+    parts = []
+    if as_lost:
+        parts.append(f"{len(as_lost)} reported lost")
+    if as_nothing:
+        parts.append(f"{len(as_nothing)} never reported")
+    if as_unpaid:
+        parts.append(f"{len(as_unpaid)} won, paid by the customer, never reported paid")
+    # One weight per exposure, in the order of `hidden`: rules.undecided and new_evidence read them in pairs.
+    key_weights = (
+        [HIDDEN_AS_LOST] * len(as_lost) + [HIDDEN_AS_NOTHING] * len(as_nothing) + [HIDDEN_AS_UNPAID] * len(as_unpaid)
+    )
+    signal = Signal(
+        HIDDEN_DEAL,
+        HIDDEN_AS_LOST * len(as_lost) + HIDDEN_AS_NOTHING * len(as_nothing) + HIDDEN_AS_UNPAID * len(as_unpaid),
+        len(hidden),
+        f"{_plural(len(hidden), 'deal')} the customer says it hired this business for ({', '.join(parts)})",
+        _leads(hidden),
+        tuple(d.exposure_id for d in hidden),
+        tuple(key_weights),
+        float(len(hidden)),
+    )
+    return signal, hidden_unpaid
+
+
+def _under_reported(hired_me: Sequence[tuple[Deal, Answer]]) -> tuple[Signal | None, set[str]]:
+    """Won deals whose turnover is below UNDER_REPORT_RATIO of the amount the customer says it paid, each weighed by
+    how far below (in full at UNDER_REPORT_FULL). Also returns their exposures: the patterns on turnover (below
+    budget, lowered) do not count them again."""
+    under: list[tuple[Deal, float]] = []
+    for d, a in hired_me:
+        if d.status not in WON or d.turnover_minor is None:
+            continue
+        if a.amount_minor:
+            ratio = d.turnover_minor / a.amount_minor
+            if ratio < UNDER_REPORT_RATIO:
+                under.append((d, ratio))
+    under_ids = {d.exposure_id for d, _ in under}
+    if not under:
+        return None, under_ids
+    weights = tuple(
+        UNDER_REPORT_MAX * min(1.0, (UNDER_REPORT_RATIO - r) / (UNDER_REPORT_RATIO - UNDER_REPORT_FULL))
+        for _, r in under
+    )
+    worst = min(r for _, r in under)
+    signal = Signal(
+        UNDER_REPORTED,
+        sum(weights),
+        len(under),
+        f"{_plural(len(under), 'deal')} reported with a turnover below what the customer says it "
+        f"paid (lowest {worst:.0%} of it)",
+        _leads(d for d, _ in under),
+        tuple(d.exposure_id for d, _ in under),
+        weights,
+        worst,
+    )
+    return signal, under_ids
+
+
+def _below_budget(deals: Sequence[Deal], under_ids: set[str]) -> Signal | None:
+    """Pattern: won deals reported below BELOW_BUDGET_RATIO of the customer's budget, but for the `under_ids` the
+    customer's amount already shows under-reported."""
+    below = [
+        d
+        for d in deals
+        if d.status in WON
+        and d.turnover_minor is not None
+        and d.budget_minor > 0
+        and d.turnover_minor < BELOW_BUDGET_RATIO * d.budget_minor
+        and d.exposure_id not in under_ids
+    ]
+    if not below:
+        return None
+    return Signal(
+        BELOW_BUDGET,
+        min(PATTERN_MAX[BELOW_BUDGET], BELOW_BUDGET_EACH * len(below)),
+        len(below),
+        f"{_plural(len(below), 'deal')} reported below {BELOW_BUDGET_RATIO:.0%} of the customer's budget",
+        _leads(below),
+        value=float(len(below)),
+    )
+
+
+def _lowered_turnover(
+    mine: Sequence[tuple[Deal, Answer | None]], business_id: str, under_ids: set[str]
+) -> Signal | None:
+    """Pattern: won deals whose turnover the business cut below UNDER_REPORT_RATIO of the most it reported on them.
+
+    On the business's own word: a higher turnover it reported earlier on the deal says what the deal was worth.
+    A deal the customer's amount already shows under-reported (`under_ids`) says so more strongly, and is not counted
+    again; one whose customer names an amount the lower turnover agrees with was renegotiated, not hidden."""
+    lowered = [
+        (d, d.turnover_minor / d.highest_turnover_minor)
+        for d, a in mine
+        if d.status in WON
+        and d.turnover_minor is not None
+        and d.highest_turnover_minor
+        and d.turnover_minor < UNDER_REPORT_RATIO * d.highest_turnover_minor
+        and d.exposure_id not in under_ids
+        and not _customer_agrees(d.turnover_minor, a, business_id)
+    ]
+    if not lowered:
+        return None
+    deepest = min(r for _, r in lowered)
+    return Signal(
+        LOWERED_TURNOVER,
+        min(PATTERN_MAX[LOWERED_TURNOVER], LOWERED_EACH * len(lowered)),
+        len(lowered),
+        f"{_plural(len(lowered), 'won deal')} whose turnover it lowered after the win (lowest "
+        f"{_share(deepest)} of the most it had reported)",
+        _leads(d for d, _ in lowered),
+        value=float(len(lowered)),
+    )
+
+
+def _own_and_others(
+    deals: Sequence[Deal], peers: Mapping[str, CategoryCounts], peers_at: datetime | None
+) -> tuple[dict[str, CategoryCounts], dict[str, CategoryCounts]]:
+    """The business's own counts per category, and its peers' in the same categories without it: taken out as it
+    stood at `peers_at`, when the norms were summed (None: they are current)."""
     own = own_counts(deals)
     counted = own if peers_at is None else own_counts(deals, as_of=peers_at)
-    others = {
-        code: peers.get(code, CategoryCounts()).minus(counted.get(code, CategoryCounts())) for code in own
-    }
+    others = {code: peers.get(code, CategoryCounts()).minus(counted.get(code, CategoryCounts())) for code in own}
+    return own, others
+
+
+def _rate_weight(kind: str, z: float) -> float:
+    """A rate pattern's weight: 0.1 at Z_FLOOR, 0.1 more per unit of z, capped."""
+    return min(PATTERN_MAX[kind], 0.1 * (z - Z_FLOOR + 1))
+
+
+def _lost_rate(
+    deals: Sequence[Deal], own: Mapping[str, CategoryCounts], others: Mapping[str, CategoryCounts]
+) -> Signal | None:
+    """Pattern: a share of decided deals reported lost far above the category's peers (z >= Z_FLOOR, pooled over
+    categories, on at least MIN_DEALS_FOR_RATE decided deals)."""
     default = DEFAULT_PEERS
-    if deal_maker:
-        rows = [
-            (c.lost, c.decided, _peer_rate(others[code].lost, others[code].decided, default.lost / default.decided))
-            for code, c in own.items()
-        ]
-        decided = sum(n for _, n, _ in rows)
-        z = _binomial_z(rows)
-        if decided >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR:
-            lost = [d for d in deals if d.status == "lost"]
-            expected = sum(n * p for _, n, p in rows) / decided
-            signals.append(
-                Signal(
-                    LOST_RATE,
-                    min(PATTERN_MAX[LOST_RATE], 0.1 * (z - Z_FLOOR + 1)),
-                    len(lost),
-                    f"loses {len(lost) / decided:.0%} of its decided deals where its category's peers lose "
-                    f"{expected:.0%} (z = {z:.1f}, {decided} deals)",
-                    _leads(lost),
-                    value=z,
-                )
-            )
-        stale_rows = [
-            (c.stale, c.exposures, _peer_rate(others[code].stale, others[code].exposures, default.stale / 100))
-            for code, c in own.items()
-        ]
-        total = sum(n for _, n, _ in stale_rows)
-        z = _binomial_z(stale_rows)
-        if total >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR:
-            stale = [d for d in deals if d.stale and d.status in UNDECIDED]
-            signals.append(
-                Signal(
-                    STALE_LEADS,
-                    min(PATTERN_MAX[STALE_LEADS], 0.1 * (z - Z_FLOOR + 1)),
-                    len(stale),
-                    f"{_plural(len(stale), 'lead')} with no status update for too long, {len(stale) / total:.0%} of "
-                    f"its leads (z = {z:.1f} against its peers)",
-                    _leads(stale),
-                    value=z,
-                )
-            )
-        # Dated from the win, as the ranking dates its payment term: an invoice does not restart it. A deal the
-        # customer says it paid is a hidden deal already, and not counted twice.
-        unpaid = [
-            d
-            for d in deals
-            if d.status in UNPAID
-            and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
-            and d.exposure_id not in hidden_unpaid
-        ]
-        if unpaid:
-            signals.append(
-                Signal(
-                    NEVER_PAID,
-                    min(PATTERN_MAX[NEVER_PAID], NEVER_PAID_EACH * len(unpaid)),
-                    len(unpaid),
-                    f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the win",
-                    _leads(unpaid),
-                    value=float(len(unpaid)),
-                )
-            )
-    return_rows = [
+    rows = [
+        (c.lost, c.decided, _peer_rate(others[code].lost, others[code].decided, default.lost / default.decided))
+        for code, c in own.items()
+    ]
+    decided = sum(n for _, n, _ in rows)
+    z = _binomial_z(rows)
+    if not (decided >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR):
+        return None
+    lost = [d for d in deals if d.status == "lost"]
+    expected = sum(n * p for _, n, p in rows) / decided
+    return Signal(
+        LOST_RATE,
+        _rate_weight(LOST_RATE, z),
+        len(lost),
+        f"loses {len(lost) / decided:.0%} of its decided deals where its category's peers lose "
+        f"{expected:.0%} (z = {z:.1f}, {decided} deals)",
+        _leads(lost),
+        value=z,
+    )
+
+
+def _stale_leads(
+    deals: Sequence[Deal], own: Mapping[str, CategoryCounts], others: Mapping[str, CategoryCounts]
+) -> Signal | None:
+    """Pattern: a share of leads left open with no status update for too long far above the category's peers."""
+    default = DEFAULT_PEERS
+    rows = [
+        (c.stale, c.exposures, _peer_rate(others[code].stale, others[code].exposures, default.stale / 100))
+        for code, c in own.items()
+    ]
+    total = sum(n for _, n, _ in rows)
+    z = _binomial_z(rows)
+    if not (total >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR):
+        return None
+    stale = [d for d in deals if d.stale and d.status in UNDECIDED]
+    return Signal(
+        STALE_LEADS,
+        _rate_weight(STALE_LEADS, z),
+        len(stale),
+        f"{_plural(len(stale), 'lead')} with no status update for too long, {len(stale) / total:.0%} of "
+        f"its leads (z = {z:.1f} against its peers)",
+        _leads(stale),
+        value=z,
+    )
+
+
+def _never_paid(deals: Sequence[Deal], now: datetime, config: RuleConfig, hidden_unpaid: set[str]) -> Signal | None:
+    """Pattern: won deals not paid `config.unpaid_after` since the win.
+
+    Dated from the win, as the ranking dates its payment term: an invoice does not restart it. A deal the customer
+    says it paid (`hidden_unpaid`) is a hidden deal already, and not counted twice."""
+    unpaid = [
+        d
+        for d in deals
+        if d.status in UNPAID
+        and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
+        and d.exposure_id not in hidden_unpaid
+    ]
+    if not unpaid:
+        return None
+    return Signal(
+        NEVER_PAID,
+        min(PATTERN_MAX[NEVER_PAID], NEVER_PAID_EACH * len(unpaid)),
+        len(unpaid),
+        f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the win",
+        _leads(unpaid),
+        value=float(len(unpaid)),
+    )
+
+
+def _return_rate(
+    deals: Sequence[Deal], own: Mapping[str, CategoryCounts], others: Mapping[str, CategoryCounts]
+) -> tuple[Signal | None, float]:
+    """Pattern (both modes): a share of leads returned far above the category's peers. Also returns the z-score,
+    which the model reads whether or not it is a signal."""
+    default = DEFAULT_PEERS
+    rows = [
         (c.returned, c.exposures, _peer_rate(others[code].returned, others[code].exposures, default.returned / 100))
         for code, c in own.items()
     ]
-    total = sum(n for _, n, _ in return_rows)
-    return_z = _binomial_z(return_rows)
-    if total >= MIN_DEALS_FOR_RATE and return_z >= Z_FLOOR:
-        returned_all = [d for d in deals if d.status == "returned"]
-        signals.append(
-            Signal(
-                RETURN_RATE,
-                min(PATTERN_MAX[RETURN_RATE], 0.1 * (return_z - Z_FLOOR + 1)),
-                len(returned_all),
-                f"returns {len(returned_all) / total:.0%} of its leads, far more than its category's peers "
-                f"(z = {return_z:.1f})",
-                _leads(returned_all),
-                value=return_z,
-            )
-        )
+    total = sum(n for _, n, _ in rows)
+    z = _binomial_z(rows)
+    if not (total >= MIN_DEALS_FOR_RATE and z >= Z_FLOOR):
+        return None, z
+    returned = [d for d in deals if d.status == "returned"]
+    signal = Signal(
+        RETURN_RATE,
+        _rate_weight(RETURN_RATE, z),
+        len(returned),
+        f"returns {len(returned) / total:.0%} of its leads, far more than its category's peers (z = {z:.1f})",
+        _leads(returned),
+        value=z,
+    )
+    return signal, z
+
+
+def _low_satisfaction(hired_me: Sequence[tuple[Deal, Answer]]) -> tuple[Signal | None, float]:
+    """Pattern (both modes): the customers who hired the business rate it low, their mean shrunk toward a fair prior
+    (SATISFACTION_PRIOR over SATISFACTION_PRIOR_WEIGHT ratings), on at least MIN_RATINGS ratings. Also returns the
+    satisfaction the model reads: that shrunk mean, or the prior without any rating."""
     ratings = [(d, a) for d, a in hired_me if 1 <= a.satisfaction <= 5]
     mean = (sum(a.satisfaction for _, a in ratings) + SATISFACTION_PRIOR * SATISFACTION_PRIOR_WEIGHT) / (
         len(ratings) + SATISFACTION_PRIOR_WEIGHT
     )
-    if len(ratings) >= MIN_RATINGS and mean < SATISFACTION_LOW:
-        low = [d for d, a in ratings if a.satisfaction <= 2]
-        signals.append(
-            Signal(
-                LOW_SATISFACTION,
-                min(PATTERN_MAX[LOW_SATISFACTION], 0.25 * (SATISFACTION_LOW - mean)),
-                len(ratings),
-                f"its customers rate it {sum(a.satisfaction for _, a in ratings) / len(ratings):.1f} of 5 on "
-                f"average ({_plural(len(ratings), 'answer')})",
-                _leads(low),
-                value=mean,
-            )
-        )
-    signals.sort(key=lambda s: (-s.weight, s.kind))
-    features = _features(signals, deals, hired_me, mean if ratings else SATISFACTION_PRIOR, return_z)
-    return Assessment(business_id, tuple(signals), features)
+    satisfaction = mean if ratings else SATISFACTION_PRIOR
+    if not (len(ratings) >= MIN_RATINGS and mean < SATISFACTION_LOW):
+        return None, satisfaction
+    low = [d for d, a in ratings if a.satisfaction <= 2]
+    signal = Signal(
+        LOW_SATISFACTION,
+        min(PATTERN_MAX[LOW_SATISFACTION], 0.25 * (SATISFACTION_LOW - mean)),
+        len(ratings),
+        f"its customers rate it {sum(a.satisfaction for _, a in ratings) / len(ratings):.1f} of 5 on "
+        f"average ({_plural(len(ratings), 'answer')})",
+        _leads(low),
+        value=mean,
+    )
+    return signal, satisfaction
 
 
 # The model's inputs, oriented so that more is more suspicious (the unsupervised model looks for outliers).

@@ -47,6 +47,7 @@ from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.signals import (
     Answer,
+    Assessment,
     CategoryCounts,
     Deal,
     RuleConfig,
@@ -252,12 +253,49 @@ def rule_config(settings: Settings) -> RuleConfig:
     )
 
 
+@dataclass(slots=True)
+class _ScanInputs:
+    """What a scan of some businesses reads from the database, loaded in one pass before anything is scored."""
+
+    businesses: dict[str, Business]
+    peers_at: datetime
+    peers: dict[tuple[str, str], CategoryCounts]
+    deals: dict[str, list[Deal]]
+    model_id: str | None
+    model: risk_model.RiskModel | None
+    alerts: dict[str, list[FraudAlert]]
+    assessments: dict[str, FraudAssessment]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """One business's signals, its past alerts, the features the model read and the scores."""
+
+    found: Assessment
+    past: list[rules.PastAlert]
+    features: dict[str, float]
+    scored: rules.Score
+
+
 async def assess_businesses(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> ScanResult:
     """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing)."""
     result = ScanResult()
     if not business_ids:
         return result
     now = utcnow()
+    inputs = await _load_scan(session, settings, business_ids)
+    if inputs is None:
+        return result
+    scored = _score_scan(inputs, settings, now)
+    for business_id, business in inputs.businesses.items():
+        await _persist_scan(session, settings, inputs, business, scored[business_id], now, result)
+    await session.flush()
+    return result
+
+
+async def _load_scan(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> _ScanInputs | None:
+    """The businesses (None: none of them exists), their category norms, deals, alerts and assessments, and the
+    current model."""
     businesses = {
         b.id: b
         for b in await session.scalars(
@@ -265,7 +303,7 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
         )
     }
     if not businesses:
-        return result
+        return None
     peers_at, peers = await peers_now(session)
     deals = await load_deals(session, list(businesses))
     loaded = await current_model(session, settings)
@@ -279,19 +317,25 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
         a.business_id: a
         for a in await session.scalars(select(FraudAssessment).where(FraudAssessment.business_id.in_(list(businesses))))
     }
-    threshold = settings.fraud.alert_threshold_bp / 10_000
+    return _ScanInputs(businesses, peers_at, peers, deals, model_id, model, alerts, assessments)
+
+
+def _score_scan(inputs: _ScanInputs, settings: Settings, now: datetime) -> dict[str, _Scored]:
+    """Every business's signals and scores (pure: nothing is written)."""
     config = rule_config(settings)
+    model = inputs.model
     found_all = {}
-    for business_id, business in businesses.items():
-        mode_peers = {code: counts for (mode, code), counts in peers.items() if mode == business.mode}
+    for business_id, business in inputs.businesses.items():
+        mode_peers = {code: counts for (mode, code), counts in inputs.peers.items() if mode == business.mode}
         found_all[business_id] = assess(
-            business_id, business.mode, deals.get(business_id, []), mode_peers, now, config, peers_at=peers_at
+            business_id, business.mode, inputs.deals.get(business_id, []), mode_peers, now, config,
+            peers_at=inputs.peers_at,
         )
     # Scored on what no decided alert held: what operators dismissed (or confirmed, then forgave) counts against the
     # business neither in its risk and reliability nor towards a new alert, in the rules and in the model alike.
     # The evidence kept (on the assessment and an alert) is all of it, for the record and for what the next decision
     # saw.
-    pasts = {b: [rules.PastAlert(a.status, a.evidence) for a in alerts[b]] for b in businesses}
+    pasts = {b: [rules.PastAlert(a.status, a.evidence) for a in inputs.alerts[b]] for b in inputs.businesses}
     fresh_all = {b: rules.undecided(found.signals, pasts[b]) for b, found in found_all.items()}
     model_features = {
         b: undecided_features(found.features, found.signals, fresh_all[b]) for b, found in found_all.items()
@@ -302,43 +346,57 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     if model is not None and with_evidence:
         scores = model.scores([model_features[b] for b in with_evidence])
         model_scores = {b: float(v) for b, v in zip(with_evidence, scores, strict=True)}
-    for business_id, business in businesses.items():
-        found = found_all[business_id]
+    out = {}
+    for business_id in inputs.businesses:
         model_score = model_scores.get(business_id, 0.0) if model is not None else None
         features = model_features[business_id]
         reason = model.explain(features, model_score) if model is not None and model_score else None
-        past, fresh = pasts[business_id], fresh_all[business_id]
-        scored = rules.score(fresh, model_score, bool(model and model.supervised), reason)
-        signals_json = [s.to_json() for s in found.signals]
-        reasons_json = list(scored.reasons)
-        row = assessments.get(business_id)
-        if row is None:
-            row = FraudAssessment(business_id=business_id)
-            session.add(row)
-        row.risk_score, row.rule_score, row.model_score = scored.risk, scored.rule, scored.model
-        row.model_id = model_id
-        row.reasons, row.signals, row.features = reasons_json, signals_json, features
-        row.computed_at = now
-        result.assessed += 1
+        scored = rules.score(fresh_all[business_id], model_score, bool(model and model.supervised), reason)
+        out[business_id] = _Scored(found_all[business_id], pasts[business_id], features, scored)
+    return out
 
-        if business.status == "active":
-            target = rules.reliability_bp(scored.risk)
-            if target != business.reliability_bp and (abs(target - business.reliability_bp) >= 100 or target == 10_000):
-                business.reliability_bp = target
-                result.reliability_changed.append(business_id)
 
-        action = rules.alert_action(scored.risk, threshold, found.signals, past)
-        if business.status == "blocked" and action == rules.OPEN:
-            action = rules.NOTHING  # already out of the market; a block by hand needs no alert
-        if action == rules.UPDATE:
-            alert = next(a for a in alerts[business_id] if a.status == "open")
-            _refresh_alert(alert, scored, signals_json, features, now)
-        elif action == rules.OPEN:
-            opened = await _open_alert(session, settings, business, scored, found.signals, features, now)
-            if opened is not None:
-                result.opened.append(opened.id)
-    await session.flush()
-    return result
+async def _persist_scan(
+    session: AsyncSession,
+    settings: Settings,
+    inputs: _ScanInputs,
+    business: Business,
+    s: _Scored,
+    now: datetime,
+    result: ScanResult,
+) -> None:
+    """One business's assessment row, its reliability (an active business's), and its alert (open, update or
+    nothing), counted in `result`."""
+    scored = s.scored
+    signals_json = [sig.to_json() for sig in s.found.signals]
+    reasons_json = list(scored.reasons)
+    row = inputs.assessments.get(business.id)
+    if row is None:
+        row = FraudAssessment(business_id=business.id)
+        session.add(row)
+    row.risk_score, row.rule_score, row.model_score = scored.risk, scored.rule, scored.model
+    row.model_id = inputs.model_id
+    row.reasons, row.signals, row.features = reasons_json, signals_json, s.features
+    row.computed_at = now
+    result.assessed += 1
+
+    if business.status == "active":
+        target = rules.reliability_bp(scored.risk)
+        if target != business.reliability_bp and (abs(target - business.reliability_bp) >= 100 or target == 10_000):
+            business.reliability_bp = target
+            result.reliability_changed.append(business.id)
+
+    threshold = settings.fraud.alert_threshold_bp / 10_000
+    action = rules.alert_action(scored.risk, threshold, s.found.signals, s.past)
+    if business.status == "blocked" and action == rules.OPEN:
+        action = rules.NOTHING  # already out of the market; a block by hand needs no alert
+    if action == rules.UPDATE:
+        alert = next(a for a in inputs.alerts[business.id] if a.status == "open")
+        _refresh_alert(alert, scored, signals_json, s.features, now)
+    elif action == rules.OPEN:
+        opened = await _open_alert(session, settings, business, scored, s.found.signals, s.features, now)
+        if opened is not None:
+            result.opened.append(opened.id)
 
 
 def _refresh_alert(

@@ -1,11 +1,10 @@
-"""create_app(): plugins, routes, exception handlers, and the resources the routes share."""
+"""create_app(): plugins, routes, exception handlers, and the resources the routes share; the lifespan that starts and
+stops them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +14,6 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.routes import HTTPRoute
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 from marketplace.businesses.controllers import BusinessController
 from marketplace.catalog.controllers import CatalogController
@@ -25,6 +23,7 @@ from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
 from marketplace.fraud.controllers import FraudController
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
+from marketplace.http.middleware import head_as_get, request_id_middleware
 from marketplace.http.openapi import COMPONENTS, QueryIntSchema, QueryTimeSchema, document_access
 from marketplace.http.problems import EXCEPTION_HANDLERS, document_problems
 from marketplace.http.ratelimit import make_limiter
@@ -35,6 +34,7 @@ from marketplace.leads.controllers import LeadController
 from marketplace.notifications.controllers import NotificationController
 from marketplace.offers.controllers import OfferController
 from marketplace.offers.services import waves_to_send_again
+from marketplace.periodic import run_periodic
 from marketplace.ranking.policies import make_ranker
 from marketplace.ranking.sync import ALL, RankingSync
 from marketplace.settings import Settings, get_settings
@@ -43,8 +43,6 @@ from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet.controllers import WalletController
 from workers import runtime
 from workers.broker import API_SOCKET_TIMEOUT_SECONDS, make_broker, use_broker
-
-log = logging.getLogger("marketplace")
 
 CONTROLLERS: list[Any] = [
     CatalogController,
@@ -58,69 +56,6 @@ CONTROLLERS: list[Any] = [
     NotificationController,
     FraudController,
 ]
-# How often the periodic jobs (expiry, stale leads, lost first waves) are enqueued.
-PERIODIC_SECONDS = 30.0
-PERIODIC_RETRY_SECONDS = 5.0  # after a round of the periodic loop failed
-RANKING_REFRESH_SECONDS = 300.0
-# The daily jobs (model trainings): every process asks once a day, from its start; the first to ask in 23 hours
-# sends them (a process started later in the day finds them sent).
-DAILY_ONCE_SECONDS = 23 * 3600.0
-
-
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["request_id"] = uuid.uuid4().hex[:16]
-        await app(scope, receive, send)
-
-    return middleware
-
-
-def head_as_get(app: ASGIApp, methods: dict[str, frozenset[str]] | None = None) -> ASGIApp:
-    """HEAD answered wherever GET is (RFC 9110: the same status and headers, no body), as load balancers probe
-    /health with it. Wraps the application's handler, before routing (Litestar's middleware runs after it).
-
-    `methods` (each route's methods, by path template) puts the whole set in the `Allow` an OPTIONS answer carries:
-    Litestar's answer lists those of the first controller that declared the path (one that declares another method
-    of it later, e.g. PATCH beside GET, keeps the first answer). HEAD is listed wherever GET is."""
-
-    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") == "HEAD":
-            await app({**scope, "method": "GET"}, receive, _with_allow(_without_body(send), scope, methods))  # type: ignore[arg-type]
-            return
-        if scope["type"] == "http":
-            send = _with_allow(send, scope, methods)
-        await app(scope, receive, send)
-
-    return handler
-
-
-def _with_allow(send: Send, scope: Scope, methods: dict[str, frozenset[str]] | None) -> Send:
-    async def send_allow(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            headers = message.get("headers") or []
-            given = [value for name, value in headers if name.lower() == b"allow"]
-            if given:
-                allowed = {m.strip() for m in given[0].decode("latin-1").split(",") if m.strip()}
-                if scope.get("method") == "OPTIONS" and methods:  # routed: the path's template is known
-                    allowed |= methods.get(scope.get("path_template", ""), frozenset())
-                if "GET" in allowed:
-                    allowed.add("HEAD")
-                headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
-                headers.append((b"allow", ", ".join(sorted(allowed)).encode("latin-1")))
-                message = {**message, "headers": headers}
-        await send(message)
-
-    return send_allow
-
-
-def _without_body(send: Send) -> Send:
-    async def send_headers_only(message: Any) -> None:
-        if message["type"] == "http.response.body":
-            message = {**message, "body": b""}
-        await send(message)
-
-    return send_headers_only
 
 
 def create_app(
@@ -221,39 +156,8 @@ async def startup(state: State) -> None:
                 waves = await waves_to_send_again(uow.session, overdue_by=None)
             for lead_id, wave, due_in in waves:
                 state.jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in)
-        state.background_tasks.append(asyncio.create_task(_periodic(state)))
+        state.background_tasks.append(asyncio.create_task(run_periodic(state)))
         state.background_tasks.append(asyncio.create_task(state.ranking_sync.listen()))
-
-
-async def _periodic(state: State) -> None:
-    """Enqueue the periodic jobs (every replica may: they are idempotent) and, in process, run due jobs. A round
-    that fails (the database or the broker away for a moment) is logged and the loop goes on: ended, it would leave
-    this process without its sweeps and its full ranking refresh for good."""
-    from workers.actors import DAILY, PERIODIC
-
-    loop = asyncio.get_running_loop()
-    last = last_daily = float("-inf")
-    last_ranking = loop.time()  # start-up has just built the core
-    while True:
-        try:
-            if loop.time() - last >= PERIODIC_SECONDS:
-                last = loop.time()
-                for name in PERIODIC:  # not while the last one waits for a worker
-                    state.jobs.enqueue_unless_queued(name)
-            if loop.time() - last_daily >= 24 * 3600:
-                last_daily = loop.time()
-                for name in DAILY:  # once a day across the processes that share the queue
-                    state.jobs.enqueue_once_per(name, DAILY_ONCE_SECONDS)
-            if loop.time() - last_ranking >= RANKING_REFRESH_SECONDS:
-                # Every process refreshes its own core in full now and then: caps reset with the day, and
-                # category averages drift with history.
-                last_ranking = loop.time()
-                state.ranking_sync.changed(ALL)
-            await state.jobs.run_due()
-        except Exception:
-            log.exception("a round of the periodic loop failed; the next one comes in %s s", PERIODIC_RETRY_SECONDS)
-            await asyncio.sleep(PERIODIC_RETRY_SECONDS)
-        await asyncio.sleep(0.2)
 
 
 async def shutdown(state: State) -> None:

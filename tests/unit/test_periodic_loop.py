@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from types import SimpleNamespace
 
-from marketplace import app as app_module
+from marketplace import periodic
 
 
 class FlakyJobs:
@@ -33,10 +33,10 @@ class FlakyJobs:
 
 
 async def test_a_failed_round_does_not_end_the_periodic_loop(monkeypatch):
-    monkeypatch.setattr(app_module, "PERIODIC_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(periodic, "PERIODIC_RETRY_SECONDS", 0.01)
     jobs = FlakyJobs()
     state = SimpleNamespace(jobs=jobs, ranking_sync=SimpleNamespace(changed=lambda *ids: None))
-    task = asyncio.create_task(app_module._periodic(state))  # type: ignore[arg-type]
+    task = asyncio.create_task(periodic.run_periodic(state))  # type: ignore[arg-type]
     try:
         for _ in range(100):
             await asyncio.sleep(0.02)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
@@ -12,7 +13,7 @@ from marketplace.db.models import Business
 from marketplace.errors import NotFound
 from marketplace.exposures import rules, schemas, services
 from marketplace.http.access import Access, access, current_principal
-from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
+from marketplace.http.idempotency import IdempotencyKey, Private, request_hash, run_idempotent
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, one_of
@@ -21,6 +22,32 @@ from marketplace.ranking.events import Event
 from marketplace.ranking.service import moved
 from marketplace.schemas import MoneyOut
 from marketplace.uow import UnitOfWork
+
+
+def _without_contact(body: Any) -> Any:
+    """The answer as it is stored: no contact, nor the description (the customer's words may hold contact details)."""
+    if not isinstance(body, dict) or "contact" not in body:
+        return body
+    lead = body.get("lead")
+    return {**body, "contact": None, "lead": {**lead, "description": None} if isinstance(lead, dict) else lead}
+
+
+async def _with_contact_now(uow: UnitOfWork, business_id: str, body: Any) -> Any:
+    """The contact and description as the business's exposure may show them now (services.shown_now)."""
+    if not isinstance(body, dict) or "contact" not in body:
+        return body
+    shown = await services.shown_now(uow.session, business_id, body.get("id"))
+    if shown is None:
+        return {**body, "contact": None}
+    restored = {**body, "contact": None if shown.contact is None else msgspec.to_builtins(shown.contact)}
+    if isinstance(body.get("lead"), dict) and shown.description is not None:
+        restored["lead"] = {**body["lead"], "description": shown.description}
+    return restored
+
+
+# An answer with an exposure's contact (an exposure's, or a claim's) is stored without it; a replay shows the contact
+# as the exposure may now.
+CONTACT = Private(strip=_without_contact, restore=_with_contact_now)
 
 
 class ExposureController(Controller):
@@ -84,9 +111,7 @@ class ExposureController(Controller):
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, data)
-        response = await run_idempotent(
-            state.uow, business.id, idempotency_key, fingerprint, work, private=services.CONTACT
-        )
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work, private=CONTACT)
         state.ranking_sync.record(*made)
         return response
 
@@ -115,9 +140,7 @@ class ExposureController(Controller):
             return 200, await services.to_schema(uow.session, state.settings, exposure)
 
         fingerprint = request_hash("POST", request.url.path, None)
-        response = await run_idempotent(
-            state.uow, business.id, idempotency_key, fingerprint, work, private=services.CONTACT
-        )
+        response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work, private=CONTACT)
         state.ranking_sync.changed(business.id, *sellers)
         return response
 

@@ -18,7 +18,6 @@ from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, No
 from marketplace.exposures import rules, schemas
 from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
-from marketplace.http.idempotency import Private
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked
 from marketplace.leads.schemas import Contact
@@ -33,7 +32,6 @@ from marketplace.offers.services import (
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.surveys import services as surveys
-from marketplace.uow import UnitOfWork
 from marketplace.wallet import services as wallet
 
 
@@ -165,33 +163,25 @@ async def to_schema(
     )
 
 
-def _without_contact(body: Any) -> Any:
-    """The answer as it is stored: no contact, nor the description (the customer's words may hold contact details)."""
-    if not isinstance(body, dict) or "contact" not in body:
-        return body
-    lead = body.get("lead")
-    return {**body, "contact": None, "lead": {**lead, "description": None} if isinstance(lead, dict) else lead}
+@dataclass(frozen=True, slots=True)
+class ShownNow:
+    """What a business's exposure shows of the lead now: its contact (None once returned or released) and the
+    description (None when the lead is not found)."""
+
+    contact: Contact | None
+    description: str | None
 
 
-async def _with_contact_now(uow: UnitOfWork, business_id: str, body: Any) -> Any:
+async def shown_now(session: AsyncSession, business_id: str, exposure_id: Any) -> ShownNow | None:
     """The contact and description as the business's exposure may show them now (once it was returned: no contact,
-    and the description with contact details hidden)."""
-    if not isinstance(body, dict) or "contact" not in body:
-        return body
-    exposure = await uow.session.get(Exposure, body.get("id"))
+    and the description with contact details hidden); None when the exposure is not the business's."""
+    exposure = await session.get(Exposure, exposure_id)
     if exposure is None or exposure.business_id != business_id:
-        return {**body, "contact": None}
-    row = await _visible_contact_row(uow.session, exposure)
+        return None
+    row = await _visible_contact_row(session, exposure)
     contact = _contact_of(row)
-    restored = {**body, "contact": None if contact is None else msgspec.to_builtins(contact)}
-    lead = await uow.session.get(Lead, exposure.lead_id)
-    if isinstance(body.get("lead"), dict) and lead is not None:
-        restored["lead"] = {**body["lead"], "description": _description(lead, row)}
-    return restored
-
-
-# An answer with an exposure's contact is stored without it; a replay shows the contact as the exposure may now.
-CONTACT = Private(strip=_without_contact, restore=_with_contact_now)
+    lead = await session.get(Lead, exposure.lead_id)
+    return ShownNow(contact, None if lead is None else _description(lead, row))
 
 
 async def list_own(

@@ -9,8 +9,9 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from marketplace.clock import utcnow
+from marketplace.exposures.controllers import CONTACT
 from marketplace.exposures.schemas import Exposure
-from marketplace.exposures.services import CONTACT, to_schema
+from marketplace.exposures.services import to_schema
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.pagination import MAX_LIMIT, Page, after_position, check_limit, position_cursor

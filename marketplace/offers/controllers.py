@@ -8,7 +8,6 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from marketplace.clock import utcnow
 from marketplace.exposures.controllers import CONTACT
 from marketplace.exposures.schemas import Exposure
 from marketplace.exposures.services import to_schema
@@ -110,39 +109,7 @@ class OfferController(Controller):
         async with state.uow() as uow:
             lead = await get_lead(uow.session, lead_id)  # an unknown lead is a 404 before its cursor is read
             after = after_position(cursor, lead_id)
-            offered = await services.offers_of_lead(uow.session, lead_id)
-            waves_go_on = lead.status == "open" and lead.expires_at > utcnow() and not lead.is_exclusive
-            zone = state.settings.jurisdiction.zone
-            ranked = await services.rank_lead(uow.session, state.ranker, lead, utcnow(), zone) if waves_go_on else []
-            statuses = await services.statuses_of(uow.session, sorted({o.business_id for o in offered}))
-            holding = {o.business_id for o in offered if o.status != "closed"}
-            ranked = [r for r in ranked if r.business_id not in holding]
-            owing = await services.over_credit_limit(uow.session, state.settings, [r.business_id for r in ranked])
-        candidates = [
-            schemas.RankedCandidate(
-                business_id=o.business_id,
-                rank=o.rank,
-                score=o.score,
-                factors=o.factors,
-                offered=True,
-                wave=o.wave,
-                offer_status=o.status,
-                excluded=None if statuses.get(o.business_id, "active") == "active" else statuses[o.business_id],
-            )
-            for o in offered
-        ] + [
-            schemas.RankedCandidate(
-                business_id=r.business_id,
-                rank=i,
-                score=r.score,
-                factors=r.factors,
-                offered=False,
-                excluded=schemas.OVER_CREDIT_LIMIT if r.business_id in owing else None,
-            )
-            for i, r in enumerate(ranked, start=1)
-        ]
-        for position, candidate in enumerate(candidates, start=1):
-            candidate.position = position
+            candidates = await services.explain_ranking(uow.session, state.settings, state.ranker, lead)
         end = after + limit
         page = candidates[after:end]
         return schemas.LeadRanking(

@@ -75,14 +75,22 @@ async def rank_lead(
 _LEADS, _OFFERS, _BUSINESSES, _EXPOSURES = table(Lead), table(Offer), table(Business), table(Exposure)
 _leads, _offers, _businesses = _LEADS.c, _OFFERS.c, _BUSINESSES.c
 _members = table(ClubMember).c
+
+
+def takes_waves(lead: Any, now: Any) -> tuple[Any, ...]:
+    """The lead still takes waves: open, and not expired at `now`. The one definition for SQL and Python: given a
+    lead's columns (`table(Lead).c`, with `now` a bind parameter) the conditions of a WHERE; given a Lead, booleans
+    that are all true when it does."""
+    return (lead.status == "open", lead.expires_at > now)
+
+
 # The wave counter moves from wave-1 to wave, and the lead is read, in one statement.
 _TAKE_WAVE = (
     update(_LEADS)
     .where(
         _leads.id == bindparam("lead_id"),
         _leads.waves_sent == bindparam("previous"),
-        _leads.status == "open",
-        _leads.expires_at > bindparam("now"),
+        *takes_waves(_leads, bindparam("now")),
     )
     .values(waves_sent=bindparam("wave"), next_wave_at=None)
     .returning(
@@ -95,9 +103,7 @@ _NEXT_WAVE_DUE = update(_LEADS).where(_leads.id == bindparam("lead_id")).values(
 _DUE_UNLESS_SENT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous"))
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
-_OFFERED = select(_offers.business_id).where(
-    _offers.lead_id == bindparam("lead_id"), _offers.status != "closed"
-)
+_OFFERED = select(_offers.business_id).where(_offers.lead_id == bindparam("lead_id"), _offers.status != "closed")
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
 # rotation, in the same statement.
@@ -502,9 +508,7 @@ RECEIVED_AND_OWED = select(
 )
 
 
-async def _check_claimer(
-    session: AsyncSession, settings: Settings, business: Principal, now: datetime
-) -> bool:
+async def _check_claimer(session: AsyncSession, settings: Settings, business: Principal, now: datetime) -> bool:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
     limit (wallet.refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
@@ -809,9 +813,7 @@ async def offer_replacement(
 # (The status is written into the SQL, not bound, as with every comparison of offers.status: db.base.PartialIndexKey.
 # The partial index of open offers, migration 0010, serves only a statement that names its condition.)
 _EXPIRE_OFFERS = (
-    update(_OFFERS)
-    .where(_offers.status == "open", _offers.expires_at <= bindparam("now"))
-    .values(status="expired")
+    update(_OFFERS).where(_offers.status == "open", _offers.expires_at <= bindparam("now")).values(status="expired")
 )
 
 
@@ -915,3 +917,47 @@ async def statuses_of(session: AsyncSession, business_ids: list[str]) -> dict[st
 
 async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:
     return list(await session.scalars(select(Offer).where(Offer.lead_id == lead_id).order_by(Offer.wave, Offer.rank)))
+
+
+async def explain_ranking(
+    session: AsyncSession, settings: Settings, ranker: Ranker, lead: Lead
+) -> list[schemas.RankedCandidate]:
+    """The lead's candidates as the ranker orders them now, each with its `position` in the whole list: those already
+    offered the lead first (wave, rank and score as recorded on the offer, and the offer's status; `excluded` when the
+    business has since been blocked or suspended), then the others in the order the next waves would offer it to them
+    (none once no next wave goes out; a withdrawn offer's business among them; `excluded` when a deal maker owes more
+    than its credit limit)."""
+    now = utcnow()
+    offered = await offers_of_lead(session, lead.id)
+    waves_go_on = all(takes_waves(lead, now)) and not lead.is_exclusive
+    ranked = await rank_lead(session, ranker, lead, now, settings.jurisdiction.zone) if waves_go_on else []
+    statuses = await statuses_of(session, sorted({o.business_id for o in offered}))
+    holding = {o.business_id for o in offered if o.status != "closed"}
+    ranked = [r for r in ranked if r.business_id not in holding]
+    owing = await over_credit_limit(session, settings, [r.business_id for r in ranked])
+    candidates = [
+        schemas.RankedCandidate(
+            business_id=o.business_id,
+            rank=o.rank,
+            score=o.score,
+            factors=o.factors,
+            offered=True,
+            wave=o.wave,
+            offer_status=o.status,
+            excluded=None if statuses.get(o.business_id, "active") == "active" else statuses[o.business_id],
+        )
+        for o in offered
+    ] + [
+        schemas.RankedCandidate(
+            business_id=r.business_id,
+            rank=i,
+            score=r.score,
+            factors=r.factors,
+            offered=False,
+            excluded=schemas.OVER_CREDIT_LIMIT if r.business_id in owing else None,
+        )
+        for i, r in enumerate(ranked, start=1)
+    ]
+    for position, candidate in enumerate(candidates, start=1):
+        candidate.position = position
+    return candidates

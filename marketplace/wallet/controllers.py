@@ -13,16 +13,15 @@ import anyio
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339
-from marketplace.db.models import Business, CommissionPlanVersion, Settlement
+from marketplace.db.models import Business, Settlement
 from marketplace.errors import InvalidInput
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import negotiate
-from marketplace.http.pagination import Page, check_cursor, check_limit, page_of
+from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, QueryTime, one_of
 from marketplace.ids import new_id
@@ -375,14 +374,7 @@ class WalletController(Controller):
         """Every version of the commission plan, newest first (settled deals name the version they used)."""
         async with state.uow() as uow:
             await services.active_plan(uow.session, state.settings)
-            # By version, newest first (ids made in the same instant need not sort as versions do); the cursor is
-            # the last version's id.
-            query = select(CommissionPlanVersion).order_by(CommissionPlanVersion.version.desc())
-            if check_cursor(cursor, "plan"):
-                after = select(CommissionPlanVersion.version).where(CommissionPlanVersion.id == cursor)
-                query = query.where(CommissionPlanVersion.version < after.scalar_subquery())
-            rows = list(await uow.session.scalars(query.limit(check_limit(limit) + 1)))
-            rows, next_cursor = page_of(rows, limit, lambda r: r.id)
+            rows, next_cursor = await queries.plan_versions(uow.session, limit, cursor)
             items = [schemas.Plan(r.id, r.version, r.definition, r.created_by, r.created_at) for r in rows]
         return Page(items=items, next_cursor=next_cursor)
 

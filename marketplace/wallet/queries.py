@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.db.models import (
     Business,
+    CommissionPlanVersion,
     Exposure,
     Invoice,
     LedgerAccount,
@@ -22,7 +23,7 @@ from marketplace.db.models import (
 )
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.exposures.rules import RETURNABLE
-from marketplace.http.pagination import check_cursor
+from marketplace.http.pagination import check_cursor, check_limit, page_of
 from marketplace.identity.services import Principal
 from marketplace.money import Money
 from marketplace.schemas import MoneyOut
@@ -453,3 +454,17 @@ async def settlements_for(
     rows = list(await session.scalars(query.order_by(Settlement.id.desc()).limit(limit + 1)))
     items = [settlement_out(s) for s in rows[:limit]]
     return items, (items[-1].id if len(rows) > limit and items else None)
+
+
+async def plan_versions(
+    session: AsyncSession, limit: int, cursor: str | None
+) -> tuple[list[CommissionPlanVersion], str | None]:
+    """One page of the commission plan's versions, newest first, and the next page's cursor."""
+    # By version, newest first (ids made in the same instant need not sort as versions do); the cursor is the last
+    # version's id.
+    query = select(CommissionPlanVersion).order_by(CommissionPlanVersion.version.desc())
+    if check_cursor(cursor, "plan"):
+        after = select(CommissionPlanVersion.version).where(CommissionPlanVersion.id == cursor)
+        query = query.where(CommissionPlanVersion.version < after.scalar_subquery())
+    rows = list(await session.scalars(query.limit(check_limit(limit) + 1)))
+    return page_of(rows, limit, lambda r: r.id)

@@ -18,15 +18,16 @@ route calls it).
   returned lead's price is given back, and so are the rewards it earned.
 
 A lifetime bonus stands while the referrer's lifetime revenue (net of returns) is at its threshold, at most one per
-threshold, whichever purchases make the lifetime up (_settle_lifetime_bonuses); a retention bonus while an earlier
-purchase of the customer stands (_take_back_retention). Each is its own transfer, so a return takes it back alone.
+threshold, whichever purchases make the lifetime up (_settle_lifetime_bonuses); a retention bonus while its purchase
+and an earlier purchase of the customer stand, taken back and paid again as they come and go (_settle_retention).
+Each is its own transfer, so a return takes it back alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Select, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -244,8 +245,8 @@ async def take_back_qualified_fee(session: AsyncSession, lead: Lead, returned: E
     return taken
 
 
-async def _reverse(session: AsyncSession, key: str, reversal_key: str, memo: str, *, reference: str) -> None:
-    """Take back what the transaction under `key` credited to referrers' payables (if anything)."""
+async def _credited(session: AsyncSession, key: str) -> list[tuple[AccountKey, Money]]:
+    """What the transaction under `key` credited to referrers' payables (each credit as a positive amount)."""
     rows = (
         await session.execute(
             select(LedgerAccount.code, LedgerPosting.amount_minor, LedgerPosting.currency)
@@ -254,7 +255,12 @@ async def _reverse(session: AsyncSession, key: str, reversal_key: str, memo: str
             .where(LedgerTransaction.idempotency_key == key, LedgerAccount.kind == AccountKind.REFERRER_PAYABLE)
         )
     ).all()
-    credited = [(AccountKey.parse(code), Money(-amount, cur)) for code, amount, cur in rows]
+    return [(AccountKey.parse(code), Money(-amount, cur)) for code, amount, cur in rows]
+
+
+async def _reverse(session: AsyncSession, key: str, reversal_key: str, memo: str, *, reference: str) -> None:
+    """Take back what the transaction under `key` credited to referrers' payables (if anything)."""
+    credited = await _credited(session, key)
     if credited:
         reversal = build_reversal(reversal_key, build_partner_bonuses(key, credited), memo=memo)
         await store.post(session, reversal, reference=reference)
@@ -268,11 +274,14 @@ async def reward_revenue(
     commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue.
 
     The rates are one transfer under the event's key; a retention bonus is its own (a return of the purchase that
-    made this one a repeat takes it back alone), and so is a lifetime bonus (_settle_lifetime_bonuses: it stands
+    made this one a repeat takes it back alone, and this purchase pays back those of later ones it makes repeats
+    again: _settle_retention), and so is a lifetime bonus (_settle_lifetime_bonuses: it stands
     while the lifetime is at its threshold, whichever purchase carried it there)."""
     referrer = await _referrer(session, lead)
     if referrer is None or not revenue.is_positive:
         return
+    await _lock_referrer(session, referrer.id)  # its events settle in turn, from here to the commit
+    await _settle_retention(session, lead, exposure)  # this purchase may make later ones repeats again
     if referrer.kind == PARTNER and step != "commission":
         return  # a partner is paid per qualified lead and per closed sale; its lifetime counts commissions
     before = await _add_lifetime_revenue(session, referrer, revenue)  # the referrer's row locked till the commit
@@ -299,7 +308,7 @@ async def reward_revenue(
     )
     await _pay(
         session,
-        f"{_RETENTION}{step}:{exposure.id}",
+        _retention_key(step, exposure.id, 1),
         [(p.recipient_role, p.amount) for p in result.bonuses if p.reason is PayoutReason.RETENTION_BONUS],
         accounts,
         memo=f"Retention bonus: lead {lead.id}, {step} (plan v{result.plan_version})",
@@ -401,27 +410,73 @@ async def take_back_rewards(session: AsyncSession, lead: Lead, exposure: Exposur
     """A returned lead's price was given back: so are the rewards its purchase and upgrade earned (their retention
     bonuses too), and the revenue leaves the referrer's lifetime: a lifetime bonus the lifetime is now below is taken
     back, whichever purchase paid it; and a retention bonus on a later purchase of the same customer that this
-    purchase made a repeat, if no other earlier purchase of it stands."""
+    purchase made a repeat, if no other earlier purchase of it stands (_settle_retention)."""
     if not lead.referral_code:
         return
     referrer = await _lock_referrer(session, referrer_of(lead.referral_code))  # before anything is read
+    memo = f"Returned lead {lead.id}: rewards back"
     for step in ("purchase", "upgrade"):
         key = _revenue_key(step, exposure.id)
-        memo = f"Returned lead {lead.id}: rewards back"
         await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=exposure.id)
-        key = f"{_RETENTION}{step}:{exposure.id}"
-        await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=exposure.id)
+    for _, (_, standing) in sorted((await _retention_bonuses(session, [exposure.id])).items()):
+        if standing is not None:
+            await _reverse(session, standing, f"{standing}{_TAKEN_BACK}", memo, reference=exposure.id)
     if referrer is None:
         return
     if referrer.kind == CUSTOMER:
         before = await _add_lifetime_revenue(session, referrer, -refunded_net)
         await _settle_lifetime_bonuses(session, referrer, before, before - refunded_net, reference=exposure.id)
-    await _take_back_retention(session, lead, exposure)
+    await _settle_retention(session, lead, exposure)
 
 
-async def _take_back_retention(session: AsyncSession, lead: Lead, returned: Exposure) -> None:
-    """The returned purchase may have been what made a later purchase of the same customer (same phone, same code)
-    a repeat: that purchase's retention bonus stands while an earlier purchase of the customer still does."""
+def _retention_key(step: str, exposure_id: str, number: int) -> str:
+    """The key of a purchase's retention bonus (an event's `step` of the exposure): the first one paid has no
+    number, as it always had; one paid again after a take-back (an earlier purchase of the customer stands again)
+    ends in its number, 2, 3, ...; its take-back adds `:returned`."""
+    key = f"{_RETENTION}{step}:{exposure_id}"
+    return key if number == 1 else f"{key}:{number}"
+
+
+async def _retention_bonuses(
+    session: AsyncSession, exposure_ids: Sequence[str] | Select[str]
+) -> dict[tuple[str, str], tuple[list[str], str | None]]:
+    """Per purchase (its step and exposure) of the given ones that was paid a retention bonus: the keys of those
+    paid, in order, and the one that stands (not taken back), if any. Each is referenced by its purchase's exposure;
+    a take-back may be referenced by the return that caused it, so it is looked up by key."""
+    rows = await session.scalars(
+        select(LedgerTransaction.idempotency_key).where(
+            LedgerTransaction.idempotency_key.startswith(_RETENTION, autoescape=True),
+            LedgerTransaction.reference.in_(exposure_ids),
+        )
+    )
+    paid = [key for key in rows if not key.endswith(_TAKEN_BACK)]
+    if not paid:
+        return {}
+    taken = set(
+        await session.scalars(
+            select(LedgerTransaction.idempotency_key).where(
+                LedgerTransaction.idempotency_key.in_([key + _TAKEN_BACK for key in paid])
+            )
+        )
+    )
+    bonuses: dict[tuple[str, str], tuple[list[str], str | None]] = {}
+    for key in sorted(paid, key=lambda k: int(k.split(":")[4]) if k.count(":") == 4 else 1):
+        step, exposure_id = key[len(_RETENTION) :].split(":")[:2]
+        keys, standing = bonuses.get((step, exposure_id), ([], None))
+        keys.append(key)
+        if key + _TAKEN_BACK not in taken:
+            standing = key
+        bonuses[(step, exposure_id)] = (keys, standing)
+    return bonuses
+
+
+async def _settle_retention(session: AsyncSession, lead: Lead, event: Exposure) -> None:
+    """A purchase of the lead (`event`) became standing or was returned, with the referrer's row locked: the retention
+    bonuses of later purchases of the same customer (same phone, same code) are brought in line with the rule that
+    one stands while its purchase does and an earlier purchase of the customer does. One whose last earlier purchase
+    is gone is taken back; one taken back so is paid again (the same amounts as the first, under the next number)
+    when an earlier purchase stands again (another business's claim of a returned lead, say). A purchase paid no
+    retention bonus (none of its customer's earlier leads was bought when it was made) is left as it is."""
     phone = select(LeadContact.phone).where(LeadContact.lead_id == lead.id).scalar_subquery()
     later = (
         select(Exposure.id)
@@ -434,34 +489,21 @@ async def _take_back_retention(session: AsyncSession, lead: Lead, returned: Expo
             LeadContact.phone == phone,
         )
     )
-    rows = (
-        await session.execute(
-            select(LedgerTransaction.idempotency_key, LedgerTransaction.reference).where(
-                LedgerTransaction.idempotency_key.startswith(_RETENTION, autoescape=True),
-                LedgerTransaction.reference.in_(later),
-            )
-        )
-    ).all()
-    paid = [(key, reference) for key, reference in rows if not key.endswith(_TAKEN_BACK)]
-    if not paid:
-        return
-    taken = set(
-        await session.scalars(
-            select(LedgerTransaction.idempotency_key).where(
-                LedgerTransaction.idempotency_key.in_([key + _TAKEN_BACK for key, _ in paid])
-            )
-        )
-    )
     repeat: dict[str, bool] = {}
-    for key, reference in sorted(paid):
-        if key + _TAKEN_BACK in taken or reference is None:
-            continue
-        exposure = await session.get(Exposure, reference)
+    for (step, exposure_id), (keys, standing) in sorted((await _retention_bonuses(session, later)).items()):
+        exposure = await session.get(Exposure, exposure_id)
         later_lead = await session.get(Lead, exposure.lead_id) if exposure is not None else None
-        if later_lead is None:
+        if exposure is None or later_lead is None:
             continue
         if later_lead.id not in repeat:
             repeat[later_lead.id] = await _is_repeat_purchase(session, later_lead)
-        if not repeat[later_lead.id]:
-            memo = f"Returned lead {lead.id}: lead {later_lead.id} was no repeat purchase, retention bonus back"
-            await _reverse(session, key, f"{key}{_TAKEN_BACK}", memo, reference=returned.id)
+        stands = exposure.status != "returned" and repeat[later_lead.id]
+        if standing is not None and not stands:
+            memo = f"Lead {lead.id} returned: lead {later_lead.id} was no repeat purchase, retention bonus back"
+            await _reverse(session, standing, f"{standing}{_TAKEN_BACK}", memo, reference=event.id)
+        elif standing is None and stands:
+            credited = await _credited(session, keys[0])
+            if credited:
+                memo = f"Retention bonus again: lead {later_lead.id}, {step} (lead {lead.id} bought: a repeat again)"
+                key = _retention_key(step, exposure_id, len(keys) + 1)  # the keys are 1, 2, ... in order
+                await store.post(session, build_partner_bonuses(key, credited, memo=memo), reference=exposure_id)

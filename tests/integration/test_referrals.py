@@ -287,6 +287,7 @@ async def test_a_return_and_a_claim_at_once_leave_the_qualified_lead_fee_with_th
 
 NET = 21_186  # a legal lead's net price (250.00 with VAT): the revenue a purchase brings
 ACCOUNTING_NET = 10_169  # an accounting lead's (120.00)
+PRICES = (25_000, 12_000, 15_000)  # a legal, an accounting, a renovation lead (with VAT)
 THRESHOLD, BONUS = 30_000, 5_000  # a lifetime bonus of 50.00 at 300.00: the second purchase crosses it
 
 
@@ -411,6 +412,68 @@ async def test_a_retention_bonus_stands_while_an_earlier_purchase_of_the_custome
     assert (await payables(client, operator)).get("dana", 0) == 0
 
 
+async def retention_bonuses(db: Any, exposure_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Per exposure: how many retention bonuses its purchase was paid, and how many stand (not taken back)."""
+    async with db._sessions() as session:
+        keys = set(
+            await session.scalars(
+                select(LedgerTransaction.idempotency_key).where(
+                    LedgerTransaction.idempotency_key.startswith("referral:retention:")
+                )
+            )
+        )
+    counts: dict[str, tuple[int, int]] = {}
+    for key in keys:
+        if key.endswith(":returned") or key.split(":")[3] not in exposure_ids:
+            continue
+        paid, standing = counts.get(key.split(":")[3], (0, 0))
+        counts[key.split(":")[3]] = (paid + 1, standing + (f"{key}:returned" not in keys))
+    return counts
+
+
+async def test_a_retention_bonus_taken_back_stands_again_when_an_earlier_purchase_does(app, client, db):
+    """A tester's finding: L1 offered to X and Y, X buys it; the same customer's L2 bought by Z is a repeat (its
+    retention bonus). X returns L1: no earlier purchase stands, the bonus is taken back. Y then claims its offer of
+    L1: an earlier purchase stands again, and so does the bonus (it was not paid again)."""
+    operator = await operator_token(app)
+    dana = await code_for(client, operator, referrer="dana", kind="customer")
+    (x_id, x), (y_id, y) = [await register(client, "lead_buyer", profile={"categories": ["legal"]}) for _ in range(2)]
+    z_id, z = await register(client, "lead_buyer", profile={"categories": ["accounting"]})
+    customer = {"contact": {"phone": "+972525550777"}}
+    first = await client.post("/v1/leads", json=lead_body(referral_code=dana, category="legal", **customer))
+    offer_x, offer_y = await offer_lead_to(app, first.json()["id"], [x_id, y_id])
+    by_x = await claim(client, x, offer_x)
+    repeat = await claim(client, z, await referred_offer(app, client, z_id, dana, category="accounting", **customer))
+    assert by_x.status_code == repeat.status_code == 201, repeat.text
+    rate, later, retention = pct(NET, 500), pct(ACCOUNTING_NET, 500), pct(ACCOUNTING_NET, 200)
+    assert (await payables(client, operator))["dana"] == rate + later + retention == 1_770
+    await give_back(client, x, by_x.json()["id"])
+    assert (await payables(client, operator))["dana"] == later == 508
+    by_y = await claim(client, y, offer_y)  # L1 bought again: L2 a repeat again
+    assert by_y.status_code == 201, by_y.text
+    assert (await payables(client, operator))["dana"] == rate + later + retention
+    assert await retention_bonuses(db, [repeat.json()["id"]]) == {repeat.json()["id"]: (2, 1)}
+
+    # Settled again (as the next event of the referrer would), nothing moves: one stands at most.
+    from marketplace.db.models import Exposure, Lead
+    from marketplace.wallet.referrals import _lock_referrer, _settle_retention
+
+    async with app.state.uow() as uow:
+        await _lock_referrer(uow.session, "dana")
+        lead = await uow.session.get(Lead, first.json()["id"])
+        exposure = await uow.session.get(Exposure, by_y.json()["id"])
+        assert lead is not None and exposure is not None
+        await _settle_retention(uow.session, lead, exposure)
+    assert (await payables(client, operator))["dana"] == rate + later + retention
+    assert await retention_bonuses(db, [repeat.json()["id"]]) == {repeat.json()["id"]: (2, 1)}
+
+    await give_back(client, y, by_y.json()["id"])  # taken back again, under its own number
+    assert (await payables(client, operator))["dana"] == later
+    assert await retention_bonuses(db, [repeat.json()["id"]]) == {repeat.json()["id"]: (2, 0)}
+    await give_back(client, z, repeat.json()["id"])
+    assert (await payables(client, operator)).get("dana", 0) == 0
+
+
 async def test_a_returned_repeat_purchase_takes_its_retention_bonus_back(app, client, db):
     operator = await operator_token(app)
     dana = await code_for(client, operator, referrer="dana", kind="customer")
@@ -488,32 +551,69 @@ _examples = iter(range(10**6))
 )
 @example(steps=[-1, -1, 0, -1])  # paid twice: A, B crosses, A returned, C crosses again
 @example(steps=[-1, -1, -1, 1])  # paid not at all: the crossing purchase B returned, A and C still above
-@given(steps=st.lists(st.one_of(st.just(-1), st.integers(0, 7)), min_size=3, max_size=9))
-async def test_random_purchases_and_returns_leave_one_lifetime_bonus_exactly_while_at_the_threshold(
+@example(steps=[-1, -1, -1, -1, 0, 8])  # retention taken back with lead 0's purchase, not paid again on B's claim of it
+@given(steps=st.lists(st.one_of(st.just(-1), st.integers(0, 7), st.integers(8, 11)), min_size=3, max_size=9))
+async def test_random_purchases_and_returns_leave_the_lifetime_and_retention_bonuses_exactly_while_due(
     app, client, db, steps
 ):
-    """Purchases (-1) and returns (of the i-th purchase, if it is still kept) in any order: at most one lifetime
-    bonus stands, and one does exactly while the lifetime is at the threshold; what the referrer is owed is its rate
-    of the purchases kept and that bonus; the ledger stays sound."""
+    """Purchases (-1: a new lead, bought by A), returns (0..7: of the i-th purchase, if it is still kept) and B's
+    claims of a lead offered to it too (8..11: lead i - 8, once) in any order. Leads go to three customers in turn
+    (lead k: customer k % 3; legal leads first, so the lifetime examples above stay as they were). At most one
+    lifetime bonus stands, and one does exactly while the lifetime is at the threshold; a purchase that was paid a
+    retention bonus (a repeat when it was made) has one standing exactly while it is kept and an earlier lead of its
+    customer is bought and kept, and never more than one; what the referrer is owed is its rate of the purchases kept
+    and those bonuses; the ledger stays sound."""
     operator = await operator_token(app)
     await low_threshold_plan(client, operator)
-    name = f"prop-{next(_examples)}"
+    index = next(_examples)
+    name = f"prop-{index}"
     code = await code_for(client, operator, referrer=name, kind="customer")
-    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
-    bought: list[str] = []
+    categories = ["legal", "accounting", "renovation"]
+    (a_id, a), (b_id, b) = [await register(client, "lead_buyer", profile={"categories": categories}) for _ in range(2)]
+    prices = zip(categories, PRICES, strict=True)
+    nets = {c: vat_breakdown(Money(p, "ILS"), 1800, True).net.amount_minor for c, p in prices}
+    leads: list[tuple[str, str]] = []  # per lead: its id and category
+    offers_b: dict[int, str] = {}  # per lead: B's offer of it, until B claims it
+    bought: list[tuple[str, int, str]] = []  # per purchase: exposure, lead index, buyer's token
     kept: set[str] = set()
+    repeats: set[str] = set()  # purchases paid a retention bonus: a repeat when they were made
+
+    def earlier_kept(lead: int) -> bool:
+        return any(e in kept and k < lead and k % 3 == lead % 3 for e, k, _ in bought)
+
+    async def buy(lead: int, token: str, offer_id: str) -> None:
+        claimed = await claim(client, token, offer_id)
+        assert claimed.status_code == 201, claimed.text
+        bought.append((claimed.json()["id"], lead, token))
+        if earlier_kept(lead):
+            repeats.add(claimed.json()["id"])
+        kept.add(claimed.json()["id"])
+
     for step in steps:
-        if step < 0:
-            claimed = await claim(client, lb, await referred_offer(app, client, lb_id, code, category="legal"))
-            assert claimed.status_code == 201, claimed.text
-            bought.append(claimed.json()["id"])
-            kept.add(bought[-1])
-        elif step < len(bought) and bought[step] in kept:
-            await give_back(client, lb, bought[step])
-            kept.discard(bought[step])
+        if step == -1:
+            k = len(leads)
+            category = categories[k // 3 % 3]
+            customer = {"contact": {"phone": f"+97252{index % 1000:03d}{k % 3:04d}"}}
+            created = await client.post("/v1/leads", json=lead_body(referral_code=code, category=category, **customer))
+            assert created.status_code == 201, created.text
+            offer_a, offers_b[k] = await offer_lead_to(app, created.json()["id"], [a_id, b_id])
+            leads.append((created.json()["id"], category))
+            await buy(k, a, offer_a)
+        elif step >= 8:
+            if step - 8 in offers_b:
+                await buy(step - 8, b, offers_b.pop(step - 8))
+        elif step < len(bought) and bought[step][0] in kept:
+            await give_back(client, bought[step][2], bought[step][0])
+            kept.discard(bought[step][0])
+        net = {e: nets[leads[k][1]] for e, k, _ in bought}
         lifetime = await lifetime_of(db, name)
-        assert lifetime == NET * len(kept)
+        assert lifetime == sum(net[e] for e in kept)
         expected = 1 if lifetime >= THRESHOLD else 0
+        standing = {e for e, k, _ in bought if e in kept and e in repeats and earlier_kept(k)}
         owed = (await payables(client, operator)).get(name, 0)  # (payables checks the trial balance)
-        assert owed == pct(NET, 500) * len(kept) + BONUS * expected, (steps, step)
+        due = sum(pct(net[e], 500) for e in kept) + sum(pct(net[e], 200) for e in standing) + BONUS * expected
+        assert owed == due, (steps, step)
         assert (await lifetime_bonuses(db, name))[1] == expected
+        retention = await retention_bonuses(db, [e for e, _, _ in bought])
+        assert {e for e, (_, now) in retention.items() if now} == standing, (steps, step)
+        assert all(now <= 1 for _, now in retention.values()) and set(retention) == repeats

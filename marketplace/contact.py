@@ -63,24 +63,77 @@ _EMAIL_IN_TEXT = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
 # "call at 5.30" are words), a dot is one only when it joins two labels (the full stop of "... @ home. Thanks" is not),
 # and the last label must be letters, as every top-level domain is ("2 @ 12.50" is a price).
 _AT = r"(?:\s*@\s*|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
-_DOT = r"(?:\.|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
+# A dot with a space before it joins two labels as well ("dana @ walla . co . il", "dana@gmail .com"): after an @ the
+# address is clear, and a full stop is written against its word ("I am @ home. Thanks" is a sentence).
+_DOT = r"(?:\.|\s+\.\s*|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
 # From the @ on: its local part is read back from there (a pattern starting at the local part would try each word
 # of a long text as one, and take seconds over a description of mere letters).
 _SPELLED_OUT_DOMAIN = re.compile(rf"{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_]{{2,}}\b", re.IGNORECASE)
 _LOCAL_PART = re.compile(r"[\w.%+-]")
+_MASK = "\0"  # what stands for an address found already, in the copy searched for the next: no part of one
 
 
-def _hide_spelled_out_emails(text: str) -> str:
-    kept: list[str] = []
+def _compatibility_form(text: str) -> tuple[str, list[int], list[int]]:
+    """The text in its compatibility form (NFKC: a full-width at sign or full stop, U+FF20 and U+FF0E, a small at
+    sign, U+FE6B, full-width letters and digits are the @, dot, letters and digits they look like), with where each of
+    its characters was written: character i of it comes from text[starts[i]:ends[i]]. Each character is normalised with
+    the combining marks that follow it, as NFKC composes them, and may give several (or none)."""
+    normal: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    i = 0
+    while i < len(text):
+        j = i + 1
+        while j < len(text) and unicodedata.combining(text[j]):
+            j += 1
+        form = unicodedata.normalize("NFKC", text[i:j])
+        normal.append(form)
+        starts += [i] * len(form)
+        ends += [j] * len(form)
+        i = j
+    return "".join(normal), starts, ends
+
+
+_SPACED_DOT = re.compile(r"\s+\.\s*(\w+)")
+
+
+def _domain_end(m: re.Match[str]) -> int | None:
+    """Where the domain found ends: before a spaced dot followed by a capitalised word ("dana @ gmail . com . Thanks",
+    "I am @ home . See you": a full stop ending a sentence, not a dot of the address), if what stays is a domain."""
+    for dot in _SPACED_DOT.finditer(m.group()):
+        label = dot.group(1)
+        if label[:1].isupper() and not label.isupper():
+            kept = m.group()[: dot.start()]
+            return m.start() + len(kept) if _SPELLED_OUT_DOMAIN.fullmatch(kept) else None
+    return m.end()
+
+
+def _email_spans(text: str) -> list[tuple[int, int]]:
+    """Where the addresses in the text are, as spans of the text itself."""
+    spans: list[tuple[int, int]] = [m.span() for m in _EMAIL_IN_TEXT.finditer(text)]
+    masked = list(text)
+    for start, end in spans:
+        masked[start:end] = _MASK * (end - start)
+    searched = "".join(masked)
     done = 0
-    for m in _SPELLED_OUT_DOMAIN.finditer(text):
-        start = m.start()
-        while start > done and _LOCAL_PART.fullmatch(text[start - 1]):
+    for m in _SPELLED_OUT_DOMAIN.finditer(searched):
+        start, domain_end = m.start(), _domain_end(m)
+        while start > done and _LOCAL_PART.fullmatch(searched[start - 1]):
             start -= 1
-        if start < m.start():  # not an @ with nothing of an address before it (" @ home.com")
-            kept += [text[done:start], EMAIL_HIDDEN]
+        # Not an @ with nothing of an address before it (" @ home.com"), nor a sentence's full stop.
+        if start < m.start() and domain_end is not None:
+            spans.append((start, domain_end))
             done = m.end()
-    return "".join(kept) + text[done:]
+    return sorted(spans)
+
+
+def _hide_emails(text: str) -> str:
+    """The text with its addresses hidden: found in its compatibility form (an address written in full-width or
+    look-alike characters, with a full-width @ or dot, is one a reader copies), the span hidden is the one written."""
+    normal, starts, ends = _compatibility_form(text)
+    for start, end in reversed(_email_spans(normal)):
+        text = text[: starts[start]] + EMAIL_HIDDEN + text[ends[end - 1] :]
+    return text
 
 
 # What libphonenumber finds possible is a phone when it is written as phones are: with its country's code (+972 ...,
@@ -112,8 +165,15 @@ def _in_ascii_digits(raw: str) -> str:
     return _ANY_DIGIT.sub(lambda d: str(unicodedata.decimal(d.group())), unicodedata.normalize("NFKC", raw))
 
 
+# Where the number ends and an extension (054-1234567 ext 12, x12, #12) or anything else begins: libphonenumber reads
+# "0521 x 5551 x 234" as 0521-5551 extension 234, and a size is no phone.
+_NUMBER_AS_WRITTEN = re.compile(r"[\d\s+()./-]*")
+
+
 def _written_as_a_phone(raw: str, country_code: str) -> bool:
-    written = _in_ascii_digits(raw).strip().lstrip("(")
+    # Told by the number before any extension marker: its digits are the ones counted.
+    before_extension = _NUMBER_AS_WRITTEN.match(_in_ascii_digits(raw).strip().lstrip("("))
+    written = before_extension.group().strip() if before_extension else ""
     digits = sum(c.isdigit() for c in written)
     if written.startswith(("+", "00")):
         return True
@@ -126,7 +186,7 @@ def hide_contact_details(text: str, default_region: str = "IL") -> str:
     """The text with the phone numbers and email addresses in it replaced, for what businesses see of a lead before
     they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the description
     would otherwise hand its contact to every business offered the lead, for nothing."""
-    text = _hide_spelled_out_emails(_EMAIL_IN_TEXT.sub(EMAIL_HIDDEN, text))
+    text = _hide_emails(text)
     country_code = str(phonenumbers.country_code_for_region(default_region))
     found = [
         m

@@ -59,11 +59,30 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
         ("x ٩٧٢٥٢٥٥٥١٢٣٤ y", "IL", "x [phone hidden] y"),
         ("x ＋９７２ ５２ ５５５ １２３４", "IL", "x [phone hidden]"),  # noqa: RUF001
         ("Anruf ٠٣٠ ١٢٣٤٥٦٧٨", "DE", "Anruf [phone hidden]"),
+        # A phone with an extension is one (its number before the marker told it a phone), and hidden with it.
+        ("call 054-1234567 ext 12 please, or 050 1234567 #3", "IL", "call [phone hidden] please, or [phone hidden]"),
+        ("call 054-1234567 x12", "IL", "call [phone hidden]"),
         # An address with its @ spaced or spelled out, as a reader still copies it.
         ("mail: dana @ gmail.com. Thanks", "IL", "mail: [email hidden]. Thanks"),
         ("dana(at)gmail.com", "IL", "[email hidden]"),
         ("write dana [at] gmail dot com today", "IL", "write [email hidden] today"),
         ("dana {AT} walla [dot] co [dot] il", "IL", "[email hidden]"),
+        # An address in full-width or look-alike characters is read in its compatibility form (NFKC); the span hidden
+        # is the one written, whatever the lengths the normalising changes.
+        ("write me: dana\uff20gmail.com, thanks", "IL", "write me: [email hidden], thanks"),
+        ("dana@gmail\uff0ecom", "IL", "[email hidden]"),
+        ("dana\ufe6bgmail.com or call", "IL", "[email hidden] or call"),
+        (
+            "\uff44\uff41\uff4e\uff41\uff20\uff47\uff4d\uff41\uff49\uff4c\uff0e\uff43\uff4f\uff4d ok",
+            "IL",
+            "[email hidden] ok",
+        ),
+        ("dana\uff08at\uff09gmail\uff0ecom", "IL", "[email hidden]"),
+        ("\ufb01ne: cafe\u0301@example.de, Ma\u00dfe 3", "DE", "\ufb01ne: [email hidden], Ma\u00dfe 3"),
+        # Dots spaced after an @ (or its spelled-out form) are an address's; a full stop ending a sentence is not.
+        ("or dana @ walla . co . il, not via the site", "IL", "or [email hidden], not via the site"),
+        ("dana@gmail .com or dana(at)gmail . com", "IL", "[email hidden] or [email hidden]"),
+        ("mail dana @ gmail . com . Thanks", "IL", "mail [email hidden] . Thanks"),
         # Budgets, sizes, dates and order numbers are not phones.
         *(
             (kept, "DE", kept)
@@ -71,6 +90,7 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
                 "Budget 20.000-25.000 €, 200000-250000 €",
                 "zwischen 15.03.2025-20.03.2025, am 03.04.2025 um 10:00",
                 "IBAN DE89 3704 0044 0532 0130 00",
+                "Ma\u00dfe 0120 x 8000 x 7500 mm, Gr\u00f6\u00dfe 0521 x 5551 x 234",
             )
         ),
         *(
@@ -85,6 +105,11 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
                 "תקציב ١٠٠٠٠٠-١٢٠٠٠٠, ٠٣.٠٤.٢٠٢٥",  # noqa: RUF001
                 "order ١٢٣٤٥٦٧٨, ５００００-７００００ NIS",  # noqa: RUF001
                 "2 @ 12.50 each, meet at home.com, I am @ home. Thanks",
+                "I am @ home . See you at 5 . 30, meet @ home. thanks, 2 @ 12 . 50",
+                "we meet at home . com or at walla . co . il",
+                "\uff12 \uff20 \uff11\uff12\uff0e\uff15\uff10 each, 12\uff0e03\uff0e2025",
+                "dimensions 0521 x 5551 x 234, 0521x5551x234 cm",
+                "\u05de\u05d9\u05d3\u05d5\u05ea 0521 x 5551 x 234 \u05e1\u05f4\u05de",
             )
         ),
     ],

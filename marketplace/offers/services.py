@@ -26,9 +26,11 @@ from marketplace.db.models import (
     Lead,
     LedgerAccount,
     Offer,
+    Survey,
 )
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
+from marketplace.exposures import rules as exposure_rules
 from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal, refuse_blocked
 from marketplace.ids import new_id
@@ -638,11 +640,28 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
         return "this lead is full: as many businesses as it may reach have had its contact"
     if lead is not None and lead.expires_at < offer.expires_at:
         # Its lead's expiry was brought forward, which only take_off_the_market does (an offer never outlives its
-        # lead otherwise: offer_expiry): withdrawn because the customer was served, not because time ran out.
-        return _LEFT_THE_MARKET
+        # lead otherwise: offer_expiry): withdrawn because the lead left the market, not because time ran out.
+        return await _why_off_the_market(session, lead)
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
     return _WITHDRAWN
+
+
+async def _why_off_the_market(session: AsyncSession, lead: Lead) -> str:
+    """Why take_off_the_market took the lead off, as it can be told: its customer hired a business (a deal maker's
+    deal reported won, or the customer's survey answer), or the business that sold it was blocked
+    (withdraw_sold_leads). A hire is said first: a seller blocked after it took nothing more off."""
+    hired = exists().where(Survey.lead_id == lead.id, Survey.hired.is_(True))
+    won = exists().where(
+        Exposure.lead_id == lead.id, Exposure.mode == "deal_maker", Exposure.status.in_(exposure_rules.WON)
+    )
+    if await session.scalar(select(or_(hired, won))):
+        return _LEFT_THE_MARKET
+    if lead.seller_business_id is not None:
+        seller_status = await session.scalar(select(Business.status).where(Business.id == lead.seller_business_id))
+        if seller_status == "blocked":
+            return _SELLER_BLOCKED
+    return _TAKEN_OFF
 
 
 _WITHDRAWN = "this offer was withdrawn: the business reached a cap, no longer fits the lead, or was blocked"
@@ -650,6 +669,8 @@ _LEFT_THE_MARKET = (
     "this offer was withdrawn: its lead has left the market, the customer having hired a business (a deal reported "
     "won, or the customer's own answer)"
 )
+_SELLER_BLOCKED = "this offer was withdrawn: its lead was taken off the market, the business that sold it was blocked"
+_TAKEN_OFF = "this offer was withdrawn: its lead was taken off the market"
 _WHY_NOT_OPEN = {"claimed": "this offer has already been claimed", "expired": "this offer has expired"}
 
 

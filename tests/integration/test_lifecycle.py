@@ -733,3 +733,45 @@ async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db
         json={"status": "invoiced", "turnover": {"amount_minor": 100_000, "currency": "ILS"}},
     )  # fmt: skip
     assert invoiced.status_code == 200, invoiced.text
+
+
+async def _sold_and_offered(app, client, seller, *business_ids):
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    assert sold.status_code == 201, sold.text
+    return sold.json()["id"], await offer_lead_to(app, sold.json()["id"], list(business_ids))
+
+
+async def test_an_offer_of_a_blocked_sellers_lead_is_refused_saying_so(app, client, db):
+    """A block takes the leads the business sold off the market (offers.withdraw_sold_leads): a claim of one's offer
+    is refused for that, not for a hire that never happened (nor as expired)."""
+    op = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["renovation"]})
+    late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    _, (offer,) = await _sold_and_offered(app, client, seller, late_id)
+    blocked = await client.post(f"/v1/businesses/{seller_id}/block", headers=auth(op), json={"reason": "fraud"})
+    assert blocked.status_code == 200, blocked.text
+
+    refused = await client.post(f"/v1/offers/{offer}/claim", headers=auth(late), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert "taken off the market" in detail and "sold it was blocked" in detail, detail
+    assert "hired" not in detail and "expired" not in detail
+
+
+async def test_a_hired_customers_lead_is_said_hired_though_its_seller_is_blocked_later(app, client, db):
+    """The customer hired first (a deal maker's won deal took the lead off the market); its seller's block later took
+    nothing more off: a claim of another offer says the customer hired."""
+    op = await operator_token(app)
+    seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["renovation"]})
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    _, (dm_offer, late_offer) = await _sold_and_offered(app, client, seller, dm_id, late_id)
+    exposure = (await client.post(f"/v1/offers/{dm_offer}/claim", headers=auth(dm))).json()
+    won = await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json={"status": "won"})
+    assert won.status_code == 200, won.text
+    blocked = await client.post(f"/v1/businesses/{seller_id}/block", headers=auth(op), json={"reason": "fraud"})
+    assert blocked.status_code == 200, blocked.text
+
+    refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+    assert "hired a business" in refused.json()["detail"] and "blocked" not in refused.json()["detail"]

@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from marketplace.errors import ServiceUnavailable
 from marketplace.http.access import Access, access
+from marketplace.http.negotiation import ANY_ACCEPT
 from marketplace.schemas import MoneyOut
 from marketplace.wallet.services import rates_in_force
 
@@ -62,13 +63,17 @@ class CatalogController(Controller):
             for c in state.settings.categories.values()
         ]
 
-    @get(["/openapi.json", "/schema/openapi.json"], opt=access(Access.PUBLIC), include_in_schema=False)
+    @get(
+        ["/openapi.json", "/schema/openapi.json"],
+        opt={**access(Access.PUBLIC), ANY_ACCEPT: True},
+        include_in_schema=False,
+    )
     async def openapi(self, request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         """The served OpenAPI schema (also at /docs/openapi.json, beside its Swagger UI at /docs), where clients
         commonly look for it."""
         return Response(request.app.openapi_schema.to_schema(), media_type="application/vnd.oai.openapi+json")
 
-    @get("/health", opt=access(Access.PUBLIC))
+    @get("/health", opt={**access(Access.PUBLIC), ANY_ACCEPT: True})
     async def health(self, state: State) -> Response[dict[str, str]]:
         """200 when the database answers (and, in production, Redis), 503 as a problem naming what is down."""
         try:

@@ -18,6 +18,7 @@ from litestar.typing import FieldDefinition
 
 from marketplace.errors import BadRequest, Forbidden, InvalidInput, NotFound, Unauthorized
 from marketplace.http.idempotency import IDEMPOTENCY_KEY
+from marketplace.http.negotiation import refuses_other_accept, require_json
 from marketplace.http.strict import refuse_other_media, unpaired_surrogate
 from marketplace.identity.services import Principal, resolve_token
 from marketplace.identity.tokens import hash_token
@@ -169,6 +170,9 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
     for a call that takes none (`{}` is none): a field sent to it would otherwise be silently ignored, and the
     answer would look as if it had been read (an upgrade asked for with options it does not have)."""
     _refuse_nul(connection)
+    if refuses_other_accept(handler):
+        # The contract's Accept rule on every read (README): a client that said it cannot read JSON is not sent JSON.
+        require_json(connection.headers.get("accept", ""))
     known: frozenset[str] = handler.opt.get(_QUERY, frozenset())
     for name in connection.query_params:
         if name not in known:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from litestar.handlers.base import BaseRouteHandler
+
 from marketplace.errors import NotAcceptable
 
 
@@ -59,9 +61,42 @@ def negotiate(accept: str, offered: list[str], what: str, hint: str = "") -> str
     header takes none of them: every resource under the contract's Accept rule, lists as well as items."""
     form = preferred(accept, offered)
     if form is None:
-        takes = "neither" if len(offered) == 2 else "none of them" if len(offered) > 2 else "it"
+        takes = (
+            "takes neither" if len(offered) == 2 else "takes none of them" if len(offered) > 2 else "does not take it"
+        )
         raise NotAcceptable(
-            f"{what} comes as {' or '.join(offered)}; the Accept header takes {takes}{hint}",
+            f"{what} comes as {' or '.join(offered)}; the Accept header {takes}{hint}",
             extra={"available": offered},
         )
     return form
+
+
+JSON = "application/json"
+# What a client that takes JSON may say instead of application/json (a wildcard is read by `quality`): a problem is
+# JSON, and one that asks for problems reads the JSON they come in.
+_JSON_FORMS = [JSON, "application/problem+json"]
+
+
+def require_json(accept: str, what: str = "this resource") -> None:
+    """A 406 when the Accept header takes no JSON (for an answer that comes as JSON only), naming application/json as
+    what there is; absent, `*/*`, `application/*` and q-values read as `quality` reads them."""
+    if preferred(accept, _JSON_FORMS) is None:
+        negotiate(accept, [JSON], what)
+
+
+# A route's opt flags for its Accept header. Every GET answers JSON only, and the guard answers an Accept that
+# takes no JSON with a 406 (`access._check_request`), unless the route says otherwise: CHOOSES_FORM, it chooses its
+# form by Accept itself (an invoice as JSON or PDF, the entries as JSON or CSV) and answers the 406 itself;
+# ANY_ACCEPT, it answers whatever the header says (/health for probes, the OpenAPI schema for tools: a 406 would
+# help neither).
+CHOOSES_FORM = "negotiated"
+ANY_ACCEPT = "any_accept"
+
+
+def refuses_other_accept(handler: BaseRouteHandler) -> bool:
+    """Whether the guard answers this route's requests that take no JSON with a 406 (its reads)."""
+    return (
+        "GET" in getattr(handler, "http_methods", ())
+        and not handler.opt.get(CHOOSES_FORM)
+        and not handler.opt.get(ANY_ACCEPT)
+    )

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from marketplace.db.conflicts import is_transient
 from marketplace.errors import MarketplaceError, NotAcceptable, Unauthorized
+from marketplace.http.negotiation import CHOOSES_FORM, refuses_other_accept
 from marketplace.schemas import pattern_in_words
 
 log = logging.getLogger("marketplace.http")
@@ -257,7 +258,8 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses += [401, 403]
     if "{" in path or path in _NAMES_IN_THE_BODY:
         statuses.append(404)
-    if handler.opt.get("negotiated"):  # the form chosen by Accept: one it does not take at all is a 406
+    # The form chosen by Accept (a read's JSON, or its own forms): one it does not take at all is a 406.
+    if handler.opt.get(CHOOSES_FORM) or refuses_other_accept(handler):
         statuses.append(406)
     if path == "/v1/businesses":  # a sign-up without an invitation where sign-up is by invitation only
         statuses.append(403)

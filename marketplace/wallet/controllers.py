@@ -20,7 +20,7 @@ from marketplace.db.models import Business, Settlement
 from marketplace.errors import InvalidInput
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
-from marketplace.http.negotiation import negotiate
+from marketplace.http.negotiation import CHOOSES_FORM, negotiate
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, QueryTime, one_of
@@ -74,7 +74,7 @@ class WalletController(Controller):
 
     @get(
         "/wallet/entries",
-        opt={**access(Access.BUSINESS), "negotiated": True},
+        opt={**access(Access.BUSINESS), CHOOSES_FORM: True},
         responses={200: documented(Page[schemas.Entry], "A page of entries; `?format=csv` gives CSV")},
     )
     async def entries(
@@ -227,7 +227,7 @@ class WalletController(Controller):
             ],
         )
 
-    @get("/invoices", opt={**access(Access.BUSINESS_OR_OPERATOR), "negotiated": True})
+    @get("/invoices", opt={**access(Access.BUSINESS_OR_OPERATOR), CHOOSES_FORM: True})
     async def invoices(
         self,
         state: State,
@@ -248,7 +248,7 @@ class WalletController(Controller):
 
     @get(
         "/invoices/{invoice_id:str}",
-        opt={**access(Access.BUSINESS_OR_OPERATOR), "negotiated": True},
+        opt={**access(Access.BUSINESS_OR_OPERATOR), CHOOSES_FORM: True},
         responses={200: documented(schemas.InvoiceDetail, "The invoice; with `Accept: application/pdf`, its PDF")},
     )
     async def invoice(self, state: State, request: Request[Any, Any, Any], invoice_id: FromPath[str]) -> Response[Any]:

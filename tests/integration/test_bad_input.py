@@ -654,3 +654,77 @@ async def test_a_call_that_takes_no_body_refuses_one_sent_as_another_media_type_
         template = re.sub(r"/(stl|club)_none/", lambda m: "/{settlement_id}/" if m[1] == "stl" else "/{club_id}/", path)
         template = template.replace(exposure_id, "{exposure_id}")
         assert "415" in schema["paths"][template]["post"]["responses"], template
+
+
+async def test_every_read_answers_406_to_an_accept_that_takes_no_json_and_json_to_one_that_does(app, client, db):
+    """The README's Accept rule on every GET, in one place (the access guard): a read that comes as JSON only answers
+    an Accept that takes no JSON (`text/csv`) with a 406 naming application/json, as the invoices and entries did
+    alone before; what takes JSON however it says so (no header, `*/*`, `application/*`, q-values, problem+json) is
+    answered as before. The routes that choose their form themselves keep their own answer (an invoice's PDF, the
+    entries' CSV), and /health and the OpenAPI schema answer whatever is asked. Each such 406 is in the schema."""
+    from litestar.handlers import HTTPRouteHandler
+
+    from marketplace.http.negotiation import ANY_ACCEPT, CHOOSES_FORM
+
+    _, lead_buyer = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    token_for = {
+        Access.PUBLIC: None,
+        Access.OPERATOR: operator,
+        Access.BUSINESS_OR_OPERATOR: operator,
+        Access.CLUB_OR_OPERATOR: operator,
+        Access.BUSINESS: lead_buyer,
+        Access.LEAD_BUYER: lead_buyer,
+        Access.BUSINESS_SETTLING: lead_buyer,
+    }
+    reads = [
+        (route.path, handler)
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        if isinstance(handler, HTTPRouteHandler) and "GET" in handler.http_methods and "access" in handler.opt
+    ]
+    assert len(reads) >= 30, [path for path, _ in reads]
+    own_forms = {path for path, handler in reads if handler.opt.get(CHOOSES_FORM)}
+    assert own_forms == {"/v1/invoices", "/v1/invoices/{invoice_id:str}", "/v1/wallet/entries"}
+    any_accept = {path for path, handler in reads if handler.opt.get(ANY_ACCEPT)}
+    assert any_accept == {"/health", "/openapi.json", "/schema/openapi.json"}
+    table = Table()
+    for template, handler in reads:
+        path = re.sub(r"\{[^}]+\}", "x", template)
+        token = token_for[handler.opt["access"]]
+        headers = auth(token) if token else {}
+        csv = await client.get(path, headers={**headers, "Accept": "text/csv"})
+        if template in any_accept:
+            assert csv.status_code == 200, (path, csv.text)
+        elif template == "/v1/invoices/{invoice_id:str}":  # its 406 comes after the lookup: test_exposure_edges
+            table.check(f"{path} text/csv", csv, 404)
+        else:
+            table.check(f"{path} text/csv", csv, 406)
+            if csv.status_code == 406:
+                assert csv.json()["available"] == ["application/json"], path  # the entries' CSV: `?format=csv`
+                assert csv.headers["vary"] == "Accept", path
+        for accept in ("*/*", None):
+            answered = await client.get(path, headers={**headers, **({"Accept": accept} if accept else {})})
+            # As without the header: a list or one's own record, or a 404 for the id "x" (a survey's link is a 422).
+            assert answered.status_code in (200, 404, 422), (path, accept, answered.text)
+            if "{" not in template:
+                assert answered.status_code == 200, (path, accept, answered.text)
+    table.done()
+    for accept in (
+        "application/*",
+        "application/json;q=0.1, text/csv",
+        "application/problem+json",
+        "text/html, */*;q=0.1",
+        "application/json, application/problem+json",
+    ):
+        answered = await client.get("/v1/offers", headers={**auth(lead_buyer), "Accept": accept})
+        assert answered.status_code == 200 and answered.json()["items"] == [], (accept, answered.text)
+    for accept in ("text/html, application/json;q=0", "image/*", "application/xml"):
+        assert_problem(await client.get("/v1/wallet", headers={**auth(lead_buyer), "Accept": accept}), 406)
+    head = await client.head("/v1/exposures", headers={**auth(lead_buyer), "Accept": "text/csv"})
+    assert head.status_code == 406 and head.content == b""
+    schema = (await client.get("/schema/openapi.json")).json()
+    for path, operations in schema["paths"].items():
+        if "get" in operations and path != "/health":
+            assert "406" in operations["get"]["responses"], path
+    assert "406" not in schema["paths"]["/health"]["get"]["responses"]

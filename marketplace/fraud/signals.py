@@ -408,16 +408,16 @@ def _below_budget(deals: Sequence[Deal], under_ids: set[str]) -> Signal | None:
         and d.turnover_minor < BELOW_BUDGET_RATIO * d.budget_minor
         and d.exposure_id not in under_ids
     ]
-    if not below:
+    text = f"{_plural(len(below), 'deal')} reported below {BELOW_BUDGET_RATIO:.0%} of the customer's budget"
+    return _counted(BELOW_BUDGET, BELOW_BUDGET_EACH, below, text)
+
+
+def _counted(kind: str, each: float, deals: Sequence[Deal], text: str) -> Signal | None:
+    """A pattern that counts deals: `each` per deal, capped at the pattern's most (PATTERN_MAX); none without one."""
+    if not deals:
         return None
-    return Signal(
-        BELOW_BUDGET,
-        min(PATTERN_MAX[BELOW_BUDGET], BELOW_BUDGET_EACH * len(below)),
-        len(below),
-        f"{_plural(len(below), 'deal')} reported below {BELOW_BUDGET_RATIO:.0%} of the customer's budget",
-        _leads(below),
-        value=float(len(below)),
-    )
+    n = len(deals)
+    return Signal(kind, min(PATTERN_MAX[kind], each * n), n, text, _leads(deals), value=float(n))
 
 
 def _lowered_turnover(
@@ -441,15 +441,11 @@ def _lowered_turnover(
     if not lowered:
         return None
     deepest = min(r for _, r in lowered)
-    return Signal(
-        LOWERED_TURNOVER,
-        min(PATTERN_MAX[LOWERED_TURNOVER], LOWERED_EACH * len(lowered)),
-        len(lowered),
+    text = (
         f"{_plural(len(lowered), 'won deal')} whose turnover it lowered after the win (lowest "
-        f"{_share(deepest)} of the most it had reported)",
-        _leads(d for d, _ in lowered),
-        value=float(len(lowered)),
+        f"{_share(deepest)} of the most it had reported)"
     )
+    return _counted(LOWERED_TURNOVER, LOWERED_EACH, [d for d, _ in lowered], text)
 
 
 def _own_and_others(
@@ -532,16 +528,8 @@ def _never_paid(deals: Sequence[Deal], now: datetime, config: RuleConfig, hidden
         and now - (d.won_at or d.status_changed_at) >= config.unpaid_after
         and d.exposure_id not in hidden_unpaid
     ]
-    if not unpaid:
-        return None
-    return Signal(
-        NEVER_PAID,
-        min(PATTERN_MAX[NEVER_PAID], NEVER_PAID_EACH * len(unpaid)),
-        len(unpaid),
-        f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the win",
-        _leads(unpaid),
-        value=float(len(unpaid)),
-    )
+    text = f"{_plural(len(unpaid), 'won deal')} not paid {config.unpaid_after.days} days after the win"
+    return _counted(NEVER_PAID, NEVER_PAID_EACH, unpaid, text)
 
 
 def _return_rate(

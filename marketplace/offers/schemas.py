@@ -56,6 +56,11 @@ class RankedCandidate(msgspec.Struct):
     # may still take the lead. A business out of the running is not among those not offered yet. One of those that
     # the next wave would pass over for now: "over_credit_limit" (a deal maker owing more than its credit limit).
     excluded: str | None = None
+    # What its score is worked out from, as its record stands now (the factors of an offered business are those of
+    # its offer, as they stood then): exposures received, decided, won, paid, returned, the turnover its wins state,
+    # what the leads it sold brought in and the share the marketplace keeps, and the category's prior. Null for a
+    # policy that keeps no such record.
+    inputs: dict[str, Any] | None = None
 
 
 class LeadRanking(msgspec.Struct):

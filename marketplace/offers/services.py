@@ -979,6 +979,9 @@ async def explain_ranking(
         )
         for i, r in enumerate(ranked, start=1)
     ]
+    inputs_of = getattr(ranker, "inputs_of", None)
     for position, candidate in enumerate(candidates, start=1):
         candidate.position = position
+        if inputs_of is not None:
+            candidate.inputs = inputs_of(candidate.business_id, lead.category)
     return candidates

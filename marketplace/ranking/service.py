@@ -213,7 +213,7 @@ class ProfitabilityRanker:
         await self._load_plan(session)
         await self._load_model(session)
 
-    def _inputs(self, business_id: str, category: str, prior: CategoryPrior | None) -> dict[str, Any] | None:
+    def inputs_of(self, business_id: str, category: str) -> dict[str, Any] | None:
         """What a score is worked out from, beside its factors, so that an operator can check it by hand: the
         business's record in the category (exposures received, decided, won, paid, returned, the turnover its wins
         state), what the leads it sold brought in and the share of it the marketplace keeps, and the category's
@@ -221,6 +221,7 @@ class ProfitabilityRanker:
         standing = self.standings.get(business_id)
         if standing is None:
             return None
+        prior = self.priors.get(category)
         h = standing.history_of(category, utcnow(), payment_term(self.settings))
         return {
             "received": h.received,
@@ -272,7 +273,7 @@ class ProfitabilityRanker:
         wanted = {c.business_id for c in candidates}
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k=10**9, explore=False)
         picked = [i for i, b in enumerate(ranking.business_ids) if b in wanted]
-        return self._ranked(lead, ranking, picked)
+        return self._ranked(lead, ranking, picked, explain=True)
 
     def select(self, lead: LeadView, k: int, exclude: Iterable[str]) -> list[Ranked]:
         """The hot path: the top k matching businesses straight from the in-memory buckets."""
@@ -294,11 +295,19 @@ class ProfitabilityRanker:
         return len(self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=exclude, explore=False)) > 0
 
     def _ranked(
-        self, lead: LeadView, ranking: Ranking, indexes: list[int], after: tuple[Ratio, str] | None = None
+        self,
+        lead: LeadView,
+        ranking: Ranking,
+        indexes: list[int],
+        after: tuple[Ratio, str] | None = None,
+        *,
+        explain: bool = False,
     ) -> list[Ranked]:
         """The picks with their factors; a lead buyer's price is the second price against the next place won by
         score (an explored place below is a random draw, not a competitor it beat; for the last, `after`: the exact
-        score of the best outside the picks). An explored place pays the list price."""
+        score of the best outside the picks). An explored place pays the list price. `explain`: for the ranking's
+        explanation, not a wave (whose factors every offer stores): a deal maker's factors also say whether its
+        expected turnover is the category's cap."""
         category = self.settings.categories[lead.category]
         rate = self.rates.get(lead.category, category.commission_rate_bp)
         prior = self.priors.get(lead.category)
@@ -342,11 +351,11 @@ class ProfitabilityRanker:
                     p_paid_if_won=round(paid, 6),
                     commission_rate_bp=rate,
                     expected_turnover_minor=round(parts.worth * 10_000 / max(rate, 1) / max(paid, 1e-9)),
-                    turnover_capped=self._turnover_capped(ranking.business_ids[i], lead.category, prior),
                 )
+                if explain:
+                    factors["turnover_capped"] = self._turnover_capped(ranking.business_ids[i], lead.category, prior)
             factors.update(
                 sold_leads_bonus_minor=round(parts.bonus),
-                inputs=self._inputs(ranking.business_ids[i], lead.category, prior),
                 reliability=round(parts.reliability, 4),
                 history_exposures=received,
                 prior_weight=round(prior.strength / (received + prior.strength), 4) if prior else None,

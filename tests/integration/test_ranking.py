@@ -140,16 +140,20 @@ async def test_a_sellers_bonus_is_what_the_marketplace_keeps_and_the_explanation
     await app.state.jobs.run_due()
     op = await operator_token(app)
     items = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()["items"]
-    (mine,) = [c["factors"] for c in items if c["business_id"] == seller_id]
-    inputs = mine["inputs"]
+    (candidate,) = [c for c in items if c["business_id"] == seller_id]
+    mine, inputs = candidate["factors"], candidate["inputs"]
     assert inputs["sold_revenue_minor"] == paid and inputs["sold_kept_bp"] == 10_000 - 7_000  # the default plan
     assert inputs["received"] == 0 and inputs["returned"] == 0
     assert inputs["category_prior"]["strength"] == PRIOR_STRENGTH
     # What the marketplace keeps of it, per exposure received (none yet, so over the prior's 10 pseudo-exposures).
     assert mine["sold_leads_bonus_minor"] == round(paid * 3_000 / 10_000 / PRIOR_STRENGTH)
     assert isinstance(mine["sold_leads_bonus_minor"], int)
-    (theirs,) = [c["factors"] for c in items if c["business_id"] == buyer_id]
-    assert theirs["inputs"]["received"] == 1 and theirs["inputs"]["sold_revenue_minor"] == 0
+    (theirs,) = [c["inputs"] for c in items if c["business_id"] == buyer_id]
+    assert theirs["received"] == 1 and theirs["sold_revenue_minor"] == 0
+    # What a wave stores with every offer stays lean: the inputs are the explanation's, as the record stands now.
+    async with app.state.sessions() as session:
+        stored = await session.scalars(select(Offer.factors).where(Offer.lead_id == lead_id))
+        assert all("inputs" not in factors for factors in stored)
 
 
 async def test_an_upgrade_of_a_sold_lead_moves_its_sellers_bonus_at_once(app, client):

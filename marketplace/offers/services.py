@@ -142,7 +142,7 @@ _CAN_TAKE_IT = (
 _MARK_OFFERED = (
     update(_BUSINESSES).where(*_CAN_TAKE_IT).values(last_offered_at=bindparam("now")).returning(_businesses.id)
 )
-# The same question of businesses the wave does not offer the lead: the one whose score set a lead buyer's price.
+# The same question, marking nobody: asked of a wave's picks and of the business whose score set a lead buyer's price.
 _ABLE = select(_businesses.id).where(*_CAN_TAKE_IT)
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
 # wallet.refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
@@ -279,26 +279,25 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     category = settings.categories[lead.view.category]
     if wave == 1:  # first, the deal maker owed a replacement the longest that it fits; the ranked come beside it
         await offer_owed_replacement(session, settings, lead, now, offer_expiry(settings, now, lead.expires_at))
-    # The picks the database still has able to take the lead are marked offered. One it refuses (over its credit
-    # limit, at a cap another process counted, blocked a moment ago) leaves its place to the next candidate: the wave
-    # is chosen again without it, and so are the prices, each the second price against a business that can take it.
+    # The picks the database would let take the lead: one it refuses (over its credit limit, at a cap another process
+    # counted, blocked a moment ago) leaves its place to the next candidate, and the wave is chosen again without it,
+    # prices included: a lead buyer's second price is set by the best candidate below it, which may be outside the
+    # wave, and one the database would refuse is no competitor either. Asked first, marked after: a pick marked
+    # offered and then left out of a wave chosen again would lose its turn in the rotation for nothing.
     left_out: set[str] = set()
     while True:
         picks, more = await _candidates_in_order(
             session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone, left_out
         )
-        ids = {p.business_id for p in picks}
-        active = await _mark_offered(session, settings, lead, picks, now)
-        refused = ids - active
-        # A lead buyer's second price is set by the best candidate below it, which may be outside the wave: one the
-        # database would refuse the lead is no competitor either.
-        rivals = {p.priced_against for p in picks if p.priced_against is not None} - ids
-        if rivals:
-            refused |= rivals - await _able(session, settings, lead, rivals, now)
+        asked = {p.business_id for p in picks} | {p.priced_against for p in picks if p.priced_against is not None}
+        refused = asked - await _able(session, settings, lead, asked, now) if asked else set()
         if not refused:
             break
         left_out |= refused
-    chosen = picks
+    # Marked in one statement, which asks again: one refused since (a claim or a block that committed meanwhile) is
+    # not offered the lead.
+    active = await _mark_offered(session, settings, lead, picks, now)
+    chosen = [p for p in picks if p.business_id in active]
     if chosen:
         expires_at = offer_expiry(settings, now, lead.expires_at)
         await session.execute(
@@ -770,16 +769,20 @@ async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) ->
     """A blocked business's inquiries still on the market leave it, as a hired customer's lead does
     (take_off_the_market): a business blocked as a fraud must not go on earning from the claims of leads it sold
     (a fake inquiry is the obvious fraud of a seller). What was bought of them stands, returns included. Returns the
-    leads taken off."""
-    lead_ids = list(
-        await session.scalars(
-            select(Lead.id)
-            .where(Lead.seller_business_id == seller_business_id, Lead.expires_at > utcnow())
-            .order_by(Lead.id)
-        )
+    leads taken off. In two statements however many they are (a block holds their rows until it commits)."""
+    now = utcnow()
+    taken_off = (
+        update(Lead)
+        .where(Lead.seller_business_id == seller_business_id, Lead.expires_at > now)
+        .values(expires_at=now, status=case((Lead.status == "open", "expired"), else_=Lead.status))
+        .returning(Lead.id)
+        .execution_options(synchronize_session="fetch")
     )
-    for lead_id in lead_ids:
-        await take_off_the_market(session, lead_id)
+    lead_ids = sorted(await session.scalars(taken_off))
+    if lead_ids:
+        await session.execute(
+            update(_OFFERS).where(_offers.lead_id.in_(lead_ids), _offers.status == "open").values(status="closed")
+        )
     return lead_ids
 
 

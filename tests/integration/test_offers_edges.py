@@ -405,3 +405,41 @@ async def test_a_wave_counts_the_caps_in_the_database_not_only_in_its_process_s_
     await app.state.jobs.run_due()
     assert [o["lead_id"] for o in await offers_of(client, capped)] == []
     assert waiting in {o["lead_id"] for o in await offers_of(client, other)}
+
+
+async def test_a_pick_the_wave_passes_over_takes_no_one_elses_turn_in_the_rotation(app, database_url):
+    """The rotation policy offers the businesses offered longest ago first. A deal maker over its credit limit was
+    first in turn: the wave marked the next one offered, chose again without the refused one, and the rotation then
+    put the just-marked business at the back: it lost its turn without being offered the lead (a review)."""
+    import httpx
+
+    from marketplace.app import create_app, shutdown, startup
+    from marketplace.db.models import Business
+    from tests.conftest import make_settings
+
+    settings = make_settings(database_url, MARKETPLACE__RANKING__POLICY="rotation")
+    rotating = create_app(settings, migrate_on_start=False, run_jobs_in_background=False)
+    await startup(rotating.state)
+    try:
+        transport = httpx.ASGITransport(app=rotating, client=("127.0.0.1", 50002))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            profile = {"categories": ["legal"]}
+            a, b, c, d = [(await register(client, "deal_maker", profile=profile))[0] for _ in range(4)]
+            async with rotating.state.sessions() as session:  # a owes more than it may: 0 above a limit below zero
+                await session.execute(update(Business).where(Business.id == a).values(credit_limit_minor=-1))
+                await session.commit()
+            assert settings.categories["legal"].wave_size == 2
+            lead_id = await submit_lead(client, category="legal")
+            await rotating.state.jobs.run_due()
+            async with rotating.state.sessions() as session:
+                offered = set(await session.scalars(select(Offer.business_id).where(Offer.lead_id == lead_id)))
+                marked = set(
+                    await session.scalars(
+                        select(Business.id).where(Business.id.in_([a, b, c, d]), Business.last_offered_at.is_not(None))
+                    )
+                )
+    finally:
+        await shutdown(rotating.state)
+        await rotating.state.engine.dispose()
+    assert offered == {b, c}
+    assert marked == {b, c}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Row, Table
+from sqlalchemy import CursorResult, Row, Table, and_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,6 +33,16 @@ def of_session(statements: dict[str, S], session: AsyncSession | Session) -> S:
 def insert_for(session: AsyncSession | Session) -> Any:
     """This session's database's `insert` (for a statement built on the spot: ON CONFLICT differs by dialect)."""
     return _INSERTS[session.get_bind().dialect.name]
+
+
+def starts_with(session: AsyncSession | Session, column: Any, prefix: str) -> Any:
+    """`column` begins with `prefix`, as an index can read it on this session's database: on PostgreSQL a LIKE (which
+    an index with text_pattern_ops serves under any collation, the unique one only under "C"), on SQLite a range of
+    the column's own index (its BINARY collation is byte order, and SQLite's LIKE ignores case, so reads no index).
+    For ASCII prefixes, such as the service's keys."""
+    if session.get_bind().dialect.name == "sqlite" and prefix and prefix.isascii() and ord(prefix[-1]) < 127:
+        return and_(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    return column.startswith(prefix, autoescape=True)
 
 
 async def rows_changed(session: AsyncSession, statement: Any, params: dict[str, Any] | None = None) -> int:

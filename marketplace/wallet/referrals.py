@@ -40,6 +40,7 @@ from marketplace.db.models import (
     LedgerTransaction,
     Referrer,
 )
+from marketplace.db.statements import starts_with
 from marketplace.errors import Conflict, InvalidInput
 from marketplace.identity.links import referrer_of
 from marketplace.money import Money
@@ -221,7 +222,7 @@ async def _standing_fees(session: AsyncSession, lead: Lead) -> list[tuple[str, s
         await session.execute(
             select(LedgerTransaction.idempotency_key, LedgerTransaction.reference).where(
                 LedgerTransaction.reference.in_(select(Exposure.id).where(Exposure.lead_id == lead.id)),
-                LedgerTransaction.idempotency_key.startswith(f"{_QUALIFIED}{lead.id}", autoescape=True),
+                starts_with(session, LedgerTransaction.idempotency_key, f"{_QUALIFIED}{lead.id}"),
             )
         )
     ).all()
@@ -361,7 +362,7 @@ async def _settle_lifetime_bonuses(
     transfer, keyed by referrer, role, threshold and crossing number; a percent bonus is of the event that paid it."""
     rows = await session.scalars(
         select(LedgerTransaction.idempotency_key).where(
-            LedgerTransaction.idempotency_key.startswith(f"{_LIFETIME}{referrer.id}:", autoescape=True)
+            starts_with(session, LedgerTransaction.idempotency_key, f"{_LIFETIME}{referrer.id}:")
         )
     )
     keys = set(rows)
@@ -445,7 +446,7 @@ async def _retention_bonuses(
     a take-back may be referenced by the return that caused it, so it is looked up by key."""
     rows = await session.scalars(
         select(LedgerTransaction.idempotency_key).where(
-            LedgerTransaction.idempotency_key.startswith(_RETENTION, autoescape=True),
+            starts_with(session, LedgerTransaction.idempotency_key, _RETENTION),
             LedgerTransaction.reference.in_(exposure_ids),
         )
     )

@@ -19,6 +19,8 @@ class Lead(Base):
         CheckConstraint("NOT is_exclusive OR exposure_count = 1", name="exclusive_single"),
         CheckConstraint("budget_minor >= 0", name="budget"),
         Index("ix_leads_dedup_key_created_at", "dedup_key", "created_at"),
+        # A referrer's customers' leads, oldest first (wallet/referrals.py: repeat purchases and retention bonuses).
+        Index("ix_leads_referral_code_created_at", "referral_code", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -55,7 +57,7 @@ class LeadContact(Base):
 
     lead_id: Mapped[str] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    phone: Mapped[str] = mapped_column(String(20))
+    phone: Mapped[str] = mapped_column(String(20), index=True)  # a customer's other leads (repeat purchases)
     email: Mapped[str | None] = mapped_column(String(320))
     # The customer's own description, where the lead's (the free summary) had contact details hidden from it; None
     # where they are the same.

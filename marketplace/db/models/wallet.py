@@ -51,6 +51,16 @@ class LedgerAccount(Base):
 
 class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        # The keys of a referrer's bonuses by their prefix (wallet/referrals.py): PostgreSQL's unique index serves a
+        # LIKE 'prefix%' only under the "C" collation; this one under any. (SQLite reads them by a range of the unique
+        # index, its BINARY collation being byte order.)
+        Index(
+            "ix_ledger_transactions_idempotency_key_prefix",
+            "idempotency_key",
+            postgresql_ops={"idempotency_key": "text_pattern_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)

@@ -3,6 +3,7 @@ contact details a customer writes into free text from those who have not paid fo
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 
@@ -56,7 +57,11 @@ PHONE_HIDDEN = "[phone hidden]"
 EMAIL_HIDDEN = "[email hidden]"
 # An address in a customer's words: what a business would copy to write to it (letters of any script: müller@gmx.de,
 # an address in Hebrew).
-_EMAIL_IN_TEXT = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
+# Read from where a run of the local part's characters begins, and at most 64 of them (the longest local part SMTP
+# carries): a pattern that tried every character of a long run as a start would take a time quadratic in the run
+# (seconds over a description of mere letters). A longer local part is read back from its @ by the search that follows.
+# Each try of the domain starts at an @ and none of its labels can hold one, so the domains are read once each.
+_EMAIL_IN_TEXT = re.compile(r"(?<![\w.%+-])[\w.%+-]{1,64}@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
 # An address written so that a filter would miss it, as a reader still copies it: spaces around its @
 # ("dana @ gmail.com"), or its @ and dots spelled out in brackets or between spaces ("dana(at)gmail.com",
 # "dana [at] gmail dot com", "dana{at}gmail[dot]com"). A bare " at " is not read as an @ ("meet at home.com",
@@ -67,17 +72,31 @@ _AT = r"(?:\s*@\s*|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
 # address is clear, and a full stop is written against its word ("I am @ home. Thanks" is a sentence).
 _DOT = r"(?:\.|\s+\.\s*|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
 # From the @ on: its local part is read back from there (a pattern starting at the local part would try each word
-# of a long text as one, and take seconds over a description of mere letters).
-_SPELLED_OUT_DOMAIN = re.compile(rf"{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_]{{2,}}\b", re.IGNORECASE)
+# of a long text as one, and take seconds over a description of mere letters). It starts after a character that is no
+# space, the first of a run of spaces: tried from each space of a long run, its leading spaces would take a time
+# quadratic in the run.
+_SPELLED_OUT_DOMAIN = re.compile(rf"(?<!\s){_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_]{{2,}}\b", re.IGNORECASE)
 _LOCAL_PART = re.compile(r"[\w.%+-]")
 _MASK = "\0"  # what stands for an address found already, in the copy searched for the next: no part of one
 
 
-def _compatibility_form(text: str) -> tuple[str, list[int], list[int]]:
+# The compatibility form searched for addresses is at most this long: four times the longest description (5,000
+# characters), which text as customers write it never comes near (a full-width or accented letter is one letter, a
+# ligature two), and a description of characters that each stand for several (U+3316 is six letters, U+FDFA eighteen
+# characters) does not make the search that much longer. What is written past it is hidden whole (TEXT_HIDDEN).
+_SEARCHED_AT_MOST = 20_000
+TEXT_HIDDEN = "[text hidden]"
+# How far back from the end of what is searched its cut looks for a space, so as not to leave the start of an address
+# the search did not read whole shown.
+_CUT_LOOKS_BACK = 320
+
+
+def _compatibility_form(text: str, at_most: int) -> tuple[str, list[int], list[int]]:
     """The text in its compatibility form (NFKC: a full-width at sign or full stop, U+FF20 and U+FF0E, a small at
     sign, U+FE6B, full-width letters and digits are the @, dot, letters and digits they look like), with where each of
     its characters was written: character i of it comes from text[starts[i]:ends[i]]. Each character is normalised with
-    the combining marks that follow it, as NFKC composes them, and may give several (or none)."""
+    the combining marks that follow it, as NFKC composes them, and may give several (or none). At most `at_most`
+    characters of it: of the text up to ends[-1] when it stops short of the text's end."""
     normal: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -87,6 +106,8 @@ def _compatibility_form(text: str) -> tuple[str, list[int], list[int]]:
         while j < len(text) and unicodedata.combining(text[j]):
             j += 1
         form = unicodedata.normalize("NFKC", text[i:j])
+        if len(starts) + len(form) > at_most:
+            break
         normal.append(form)
         starts += [i] * len(form)
         ends += [j] * len(form)
@@ -94,7 +115,7 @@ def _compatibility_form(text: str) -> tuple[str, list[int], list[int]]:
     return "".join(normal), starts, ends
 
 
-_SPACED_DOT = re.compile(r"\s+\.\s*(\w+)")
+_SPACED_DOT = re.compile(r"(?<!\s)\s+\.\s*(\w+)")  # from the first space of a run, as _SPELLED_OUT_DOMAIN
 
 
 def _domain_end(m: re.Match[str]) -> int | None:
@@ -129,11 +150,32 @@ def _email_spans(text: str) -> list[tuple[int, int]]:
 
 def _hide_emails(text: str) -> str:
     """The text with its addresses hidden: found in its compatibility form (an address written in full-width or
-    look-alike characters, with a full-width @ or dot, is one a reader copies), the span hidden is the one written."""
-    normal, starts, ends = _compatibility_form(text)
-    for start, end in reversed(_email_spans(normal)):
-        text = text[: starts[start]] + EMAIL_HIDDEN + text[ends[end - 1] :]
-    return text
+    look-alike characters, with a full-width @ or dot, is one a reader copies), the span hidden is the one written.
+    What is written past the form searched (`_SEARCHED_AT_MOST`) is hidden whole, from the space before the cut."""
+    normal, starts, ends = _compatibility_form(text, _SEARCHED_AT_MOST)
+    read = ends[-1] if ends else 0
+    if read < len(text) and normal:
+        # Nothing is known of what was not read: cut at the last space, not inside a word that may be an address's.
+        cut = read
+        while cut > 0 and read - cut < _CUT_LOOKS_BACK and not text[cut - 1].isspace():
+            cut -= 1
+        if cut > 0 and text[cut - 1].isspace():
+            read = cut
+        kept = bisect.bisect_left(starts, read)
+        normal, starts, ends = normal[:kept], starts[:kept], ends[:kept]
+    pieces: list[str] = []
+    at = 0
+    for start, end in _email_spans(normal):
+        written_start, written_end = starts[start], ends[end - 1]
+        if written_start < at:  # in a character the address before ends in as well: hidden with it
+            at = max(at, written_end)
+            continue
+        pieces += [text[at:written_start], EMAIL_HIDDEN]
+        at = written_end
+    pieces.append(text[at:read])
+    if read < len(text):
+        pieces.append(TEXT_HIDDEN)
+    return "".join(pieces)
 
 
 # What libphonenumber finds possible is a phone when it is written as phones are: with its country's code (+972 ...,

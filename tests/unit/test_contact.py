@@ -116,3 +116,59 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
 )
 def test_contact_details_in_free_text_are_hidden_and_nothing_else(text: str, region: str, shown: str) -> None:
     assert hide_contact_details(text, region) == shown
+
+
+# Adversarial descriptions (each within the schema's 5,000 characters, or its compatibility form far beyond them): read
+# in a time linear in their length (the patterns start where a run begins, or at an @), and with the right result.
+# No timings here: the ones measured are in the commit that made the patterns linear.
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "a" * 5000,
+        "a." * 2500,
+        "a.-%+" * 1000,
+        " " * 4999 + "x",
+        "0" * 5000,
+        "1" * 5000,
+        "\uff10" * 5000,  # full-width zeros
+        "05 " * 1666,
+        "0-" * 2500,
+        "x @ " + "b " * 2498,
+        "a@" + "b." * 2499,  # no top-level domain
+        "a @ b" + " . c" * 1248 + " . 1",
+        "@" * 5000,
+    ],
+    ids=lambda text: f"{text[:6]!r}x{len(text)}",
+)
+def test_long_runs_without_contact_details_are_kept(kept: str) -> None:
+    assert hide_contact_details(kept, "IL") == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("a" * 4990 + "@gmail.com", "[email hidden]"),  # a local part longer than 64: read back from its @
+        ("b" * 64 + "@b.co and " + "c" * 65 + "@b.co", "[email hidden] and [email hidden]"),
+        ("x" + " " * 4000 + "@ gmail.com", "[email hidden]"),
+        ("dana@" + "b." * 2400 + "com", "[email hidden]"),
+        ("0" * 4000 + " dana@gmail.com", "0" * 4000 + " [email hidden]"),
+        ("\u3316" * 4000 + " dana\uff20gmail.com", "\u3316" * 3333 + "[text hidden]"),
+    ],
+    ids=["local-part-4990", "local-part-64-65", "spaces-4000", "labels-2400", "zeros-4000", "km-4000"],
+)
+def test_contact_details_after_long_runs_are_hidden(text: str, shown: str) -> None:
+    assert hide_contact_details(text, "IL") == shown
+
+
+def test_what_is_written_past_the_compatibility_form_searched_is_hidden_whole() -> None:
+    # U+3316 is six letters in its compatibility form: 5,000 of them are 30,000, past the 20,000 searched.
+    assert hide_contact_details("\u3316" * 5000, "IL") == "\u3316" * 3333 + "[text hidden]"
+    assert hide_contact_details("a" * 100_000, "IL") == "a" * 20_000 + "[text hidden]"
+    # Cut at the last space before the end of what was searched: the start of an address is not left shown.
+    words = ("\u3316" * 9 + " ") * 500
+    shown = hide_contact_details(words, "IL")
+    assert shown.endswith(" [text hidden]") and words.startswith(shown.removesuffix("[text hidden]"))
+    assert len(shown.removesuffix("[text hidden]")) == 3630  # 363 words of 54 letters and a space: 19,965 searched
+    # Text as customers write it is never near the limit: full-width, accented, ligatures are read whole.
+    text = "\uff41" * 4000 + " dana\uff20gmail.com \ufb01ne"
+    assert hide_contact_details(text, "IL") == "\uff41" * 4000 + " [email hidden] \ufb01ne"

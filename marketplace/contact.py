@@ -187,6 +187,9 @@ _MIN_WITH_COUNTRY_DIGITS = 11
 _DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 
 
+_LOOKED_BEFORE = 16
+
+
 def _part_of_a_longer_number(before: str) -> bool:
     """Whether the text before a match ends a run of digits it belongs to: the end of a date range (15.03.2025-),
     an account number's groups (DE89 3704 0044 ...)."""
@@ -230,11 +233,14 @@ def hide_contact_details(text: str, default_region: str = "IL") -> str:
     would otherwise hand its contact to every business offered the lead, for nothing."""
     text = _hide_emails(text)
     country_code = str(phonenumbers.country_code_for_region(default_region))
-    found = [
-        m
-        for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=phonenumbers.Leniency.POSSIBLE)
-        if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(text[: m.start])
-    ]
-    for m in reversed(found):  # from the end, so that the earlier matches' positions still hold
-        text = text[: m.start] + PHONE_HIDDEN + text[m.end :]
-    return text
+    pieces: list[str] = []
+    at = 0  # where the last phone hidden ends: a phone written right after another is no group of a longer number
+    for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=phonenumbers.Leniency.POSSIBLE):
+        # What is written just before the match tells a group of a longer number (a few characters of it: a copy of
+        # all the text before each match would take a time quadratic in the text).
+        before = text[max(at, m.start - _LOOKED_BEFORE) : m.start]
+        if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
+            pieces += [text[at : m.start], PHONE_HIDDEN]
+            at = m.end
+    pieces.append(text[at:])
+    return "".join(pieces)

@@ -62,6 +62,10 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
         # A phone with an extension is one (its number before the marker told it a phone), and hidden with it.
         ("call 054-1234567 ext 12 please, or 050 1234567 #3", "IL", "call [phone hidden] please, or [phone hidden]"),
         ("call 054-1234567 x12", "IL", "call [phone hidden]"),
+        # Phones written one after another, a space between: each is hidden (the one before is no group of a longer
+        # number, as an account number's are).
+        ("call 0541234567 0521234567", "IL", "call [phone hidden] [phone hidden]"),
+        ("054-1234567 052-1234567 03-6123456", "IL", "[phone hidden] [phone hidden] [phone hidden]"),
         # An address with its @ spaced or spelled out, as a reader still copies it.
         ("mail: dana @ gmail.com. Thanks", "IL", "mail: [email hidden]. Thanks"),
         ("dana(at)gmail.com", "IL", "[email hidden]"),
@@ -153,8 +157,19 @@ def test_long_runs_without_contact_details_are_kept(kept: str) -> None:
         ("dana@" + "b." * 2400 + "com", "[email hidden]"),
         ("0" * 4000 + " dana@gmail.com", "0" * 4000 + " [email hidden]"),
         ("\u3316" * 4000 + " dana\uff20gmail.com", "\u3316" * 3333 + "[text hidden]"),
+        ("0541234567 " * 454, "[phone hidden] " * 454),
+        ("0" * 4000 + ", call 054-1234567", "0" * 4000 + ", call [phone hidden]"),
     ],
-    ids=["local-part-4990", "local-part-64-65", "spaces-4000", "labels-2400", "zeros-4000", "km-4000"],
+    ids=[
+        "local-part-4990",
+        "local-part-64-65",
+        "spaces-4000",
+        "labels-2400",
+        "zeros-4000",
+        "km-4000",
+        "phones-454",
+        "zeros-then-phone",
+    ],
 )
 def test_contact_details_after_long_runs_are_hidden(text: str, shown: str) -> None:
     assert hide_contact_details(text, "IL") == shown

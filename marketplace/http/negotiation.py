@@ -12,6 +12,8 @@ def _ranges(accept: str) -> list[tuple[str, str, float]]:
     out = []
     for part in accept.split(","):
         media, *params = (p.strip() for p in part.split(";"))
+        if media == "*":  # a bare `*`, as some old clients send for anything (HTTP/1.0's `Accept: *`)
+            media = "*/*"
         if "/" not in media:
             continue
         kind, _, sub = media.lower().partition("/")
@@ -29,13 +31,18 @@ def _ranges(accept: str) -> list[tuple[str, str, float]]:
 
 def quality(accept: str, media_type: str) -> float:
     """The q the header gives media_type: that of its most specific matching range (RFC 9110 12.5.1); 1 when
-    the header is empty (anything goes), 0 when no range matches (not acceptable)."""
+    the header is empty (anything goes), 0 when no range matches (not acceptable). A range of a structured syntax
+    suffix, `application/*+json` (not RFC 9110's, but sent by clients that read any JSON, RFC 6839), takes the types of
+    that syntax, `application/json` and every `application/...+json`, ranked between its type's `application/*` and
+    the exact type; a named `+json` type (`application/vnd.x+json`) is a type of its own, matched exactly."""
     if not accept.strip():
         return 1.0
     kind, _, sub = media_type.lower().partition("/")
     best: tuple[int, float] | None = None
     for r_kind, r_sub, q in _ranges(accept):
         if (r_kind, r_sub) == (kind, sub):
+            rank = 3
+        elif r_kind == kind and r_sub.startswith("*+") and _of_syntax(sub, r_sub[2:]):
             rank = 2
         elif r_kind == kind and r_sub == "*":
             rank = 1
@@ -46,6 +53,11 @@ def quality(accept: str, media_type: str) -> float:
         if best is None or rank > best[0]:
             best = (rank, q)
     return best[1] if best is not None else 0.0
+
+
+def _of_syntax(sub: str, syntax: str) -> bool:
+    """Whether a subtype is of a structured syntax: the syntax's own (`json`) or one with its suffix (`a+json`)."""
+    return bool(syntax) and (sub == syntax or sub.endswith("+" + syntax))
 
 
 def preferred(accept: str, offered: list[str]) -> str | None:
@@ -79,7 +91,8 @@ _JSON_FORMS = [JSON, "application/problem+json"]
 
 def require_json(accept: str, what: str = "this resource") -> None:
     """A 406 when the Accept header takes no JSON (for an answer that comes as JSON only), naming application/json as
-    what there is; absent, `*/*`, `application/*` and q-values read as `quality` reads them."""
+    what there is; absent, `*/*` (or a bare `*`), `application/*`, `application/*+json` and q-values read as
+    `quality` reads them."""
     if preferred(accept, _JSON_FORMS) is None:
         negotiate(accept, [JSON], what)
 

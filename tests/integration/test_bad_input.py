@@ -716,10 +716,12 @@ async def test_every_read_answers_406_to_an_accept_that_takes_no_json_and_json_t
         "application/problem+json",
         "text/html, */*;q=0.1",
         "application/json, application/problem+json",
+        "*",  # a bare star, as old clients send: */*
+        "application/*+json",  # any JSON (RFC 6839's suffix)
     ):
         answered = await client.get("/v1/offers", headers={**auth(lead_buyer), "Accept": accept})
         assert answered.status_code == 200 and answered.json()["items"] == [], (accept, answered.text)
-    for accept in ("text/html, application/json;q=0", "image/*", "application/xml"):
+    for accept in ("text/html, application/json;q=0", "image/*", "application/xml", "application/*+xml"):
         assert_problem(await client.get("/v1/wallet", headers={**auth(lead_buyer), "Accept": accept}), 406)
     head = await client.head("/v1/exposures", headers={**auth(lead_buyer), "Accept": "text/csv"})
     assert head.status_code == 406 and head.content == b""

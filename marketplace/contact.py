@@ -57,11 +57,14 @@ PHONE_HIDDEN = "[phone hidden]"
 EMAIL_HIDDEN = "[email hidden]"
 # An address in a customer's words: what a business would copy to write to it (letters of any script: müller@gmx.de,
 # an address in Hebrew).
-# Read from where a run of the local part's characters begins, and at most 64 of them (the longest local part SMTP
-# carries): a pattern that tried every character of a long run as a start would take a time quadratic in the run
-# (seconds over a description of mere letters). A longer local part is read back from its @ by the search that follows.
-# Each try of the domain starts at an @ and none of its labels can hold one, so the domains are read once each.
-_EMAIL_IN_TEXT = re.compile(r"(?<![\w.%+-])[\w.%+-]{1,64}@[\w-]+(?:\.[\w-]+)*\.\w{2,}")
+_ADDRESS = r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.\w{2,}"
+# Searched for only from where a run of the local part's characters begins (the lookbehind), or right where the address
+# before ends (`_plain_address_spans`): a search that tried every character of a long run as a start would read the
+# rest of the run from each, a time quadratic in the run (seconds over a description of mere letters). No address
+# starts inside a run otherwise (the one from the run's start would be found first), so each run is read once, and each
+# domain once: a try of it starts at an @, and none of its labels can hold one.
+_EMAIL_IN_TEXT = re.compile(rf"(?<![\w.%+-]){_ADDRESS}")
+_EMAIL_HERE = re.compile(_ADDRESS)
 # An address written so that a filter would miss it, as a reader still copies it: spaces around its @
 # ("dana @ gmail.com"), or its @ and dots spelled out in brackets or between spaces ("dana(at)gmail.com",
 # "dana [at] gmail dot com", "dana{at}gmail[dot]com"). A bare " at " is not read as an @ ("meet at home.com",
@@ -129,9 +132,23 @@ def _domain_end(m: re.Match[str]) -> int | None:
     return m.end()
 
 
+def _plain_address_spans(text: str) -> list[tuple[int, int]]:
+    """Where the addresses written plainly are (`_EMAIL_IN_TEXT`): those `finditer` of it without its lookbehind
+    would find, in a time linear in the text."""
+    spans: list[tuple[int, int]] = []
+    at = 0
+    while True:
+        # Right after an address, in the run it ends in ("a@b.com-c@d.com"), or from where a run begins.
+        m = (_EMAIL_HERE.match(text, at) if spans else None) or _EMAIL_IN_TEXT.search(text, at)
+        if m is None:
+            return spans
+        spans.append(m.span())
+        at = m.end()
+
+
 def _email_spans(text: str) -> list[tuple[int, int]]:
     """Where the addresses in the text are, as spans of the text itself."""
-    spans: list[tuple[int, int]] = [m.span() for m in _EMAIL_IN_TEXT.finditer(text)]
+    spans = _plain_address_spans(text)
     masked = list(text)
     for start, end in spans:
         masked[start:end] = _MASK * (end - start)

@@ -66,6 +66,9 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
         # number, as an account number's are).
         ("call 0541234567 0521234567", "IL", "call [phone hidden] [phone hidden]"),
         ("054-1234567 052-1234567 03-6123456", "IL", "[phone hidden] [phone hidden] [phone hidden]"),
+        # An address right after another, in the same run of characters: hidden too.
+        ("x@b.com-y@c.com", "IL", "[email hidden][email hidden]"),
+        ("-05a@b.com+9722025a@b.com05 ok", "IL", "[email hidden][email hidden] ok"),
         # An address with its @ spaced or spelled out, as a reader still copies it.
         ("mail: dana @ gmail.com. Thanks", "IL", "mail: [email hidden]. Thanks"),
         ("dana(at)gmail.com", "IL", "[email hidden]"),

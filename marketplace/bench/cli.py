@@ -74,7 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("BENCH_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="PostgreSQL connection used to create the scratch database",
     )
-    http.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="Redis for the jobs (flushed)")
+    http.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/14",
+        help="Redis for the started server's jobs (default database 14). Its database is EMPTIED (FLUSHDB) at the "
+        "start: name one that no other service or benchmark running at the same time uses",
+    )
     http.add_argument(
         "--uvicorn-options",
         default="--no-access-log --loop uvloop --http httptools",
@@ -162,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = args.url
     try:
         if server is not None:
-            print(f"preparing the scratch database {args.database} (dropped, created, migrated) ...", flush=True)
+            print(
+                f"preparing the scratch database {args.database} (dropped, created, migrated) and emptying Redis "
+                f"{args.redis_url} (FLUSHDB) ...",
+                flush=True,
+            )
             asyncio.run(server.prepare_database())
             server.start()
             print(

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +32,9 @@ DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 class ServerConfig:
     database: str = "bench_http"
     admin_dsn: str = DEFAULT_ADMIN_DSN  # where CREATE DATABASE is run
-    redis_url: str = "redis://127.0.0.1:6379/14"  # a database of its own: FLUSHDB at start
+    # A Redis database of the benchmark's own: emptied (FLUSHDB) at the start, so never one that another run or a
+    # service uses; two benchmarks at once need two (`--redis-url`).
+    redis_url: str = "redis://127.0.0.1:6379/14"
     host: str = "127.0.0.1"
     port: int = 18080
     workers: int = 2
@@ -40,7 +43,8 @@ class ServerConfig:
     job_worker: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. MARKETPLACE__RANKING__POLICY=rotation
     nice: int = 0  # scheduling niceness of the started processes (negative: ahead of other processes)
-    log_dir: Path = Path("/tmp/marketplace-bench")
+    # The servers' logs: a fresh temporary folder per run (printed), so that runs at once keep their own.
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="marketplace-bench-")))
 
     @property
     def database_url(self) -> str:

@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from marketplace.settings import Settings, SettingsError, load_settings
-from marketplace.simulation.scenario import Scenario, ScenarioError, available, load_scenario
+from marketplace.simulation.scenario import Scenario, ScenarioError, available, check_categories, load_scenario
 
 # The embedded default needs no secret, but a simulation must not create one beside the developer's files.
 SIMULATION_SECRET = "simulation-only-secret-key-0123456789"
@@ -31,9 +33,11 @@ def _parser(compare: bool) -> argparse.ArgumentParser:
             "With --url the server keeps its wall clock: waves after the first, expiries, stale sweeps and return "
             "windows follow real time there, so time-dependent figures are not meaningful; start that server with "
             "MARKETPLACE__SERVICE__INTAKE_RATE_LIMIT_PER_MINUTE, MARKETPLACE__WALLET__DEFAULT_CREDIT_LIMIT_MINOR and "
-            "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR raised. The database in process: --database-url, else "
-            "DATABASE_URL when it is PostgreSQL, else a fresh "
-            "SQLite file in the output folder."
+            "MARKETPLACE__WALLET__FIRST_CREDIT_LIMIT_MINOR raised (the simulator cannot lift them there). Without "
+            "--operator-token the customers never see the survey links (read from GET /v1/notifications), and "
+            "neither the fraud alerts nor the trial balance are read: the report says so. The database in process: "
+            "--database-url, else DATABASE_URL when it is PostgreSQL, else a fresh SQLite file in the output folder; "
+            "a database that already holds tables is refused unless --reset-database."
         ),
     )
     parser.add_argument("--scenario", default="default", help=f"a name ({', '.join(available())}) or a .toml path")
@@ -56,11 +60,18 @@ def _parser(compare: bool) -> argparse.ArgumentParser:
     default_out = "reports/compare-<scenario>-<seed>/" if compare else "reports/sim-<scenario>-<seed>/"
     parser.add_argument("--out", type=Path, help=f"output folder (default {default_out})")
     parser.add_argument("--url", help="drive a running server at this base URL instead of the in-process app")
-    parser.add_argument("--operator-token", help="with --url: an operator token, to read the trial balance")
-    parser.add_argument("--database-url", help="in process: the database to run on (it must be empty)")
+    parser.add_argument(
+        "--operator-token",
+        help="with --url: an operator token (checked at the start), to send the survey links to the customers and "
+        "read the fraud alerts and the trial balance; without it those are missing from the report",
+    )
+    parser.add_argument(
+        "--database-url", help="in process: the database to run on (it must be empty: one with tables is refused)"
+    )
     parser.add_argument(
         "--reset-database", action="store_true",
-        help="in process on PostgreSQL: wipe the database's public schema first (it must otherwise be empty)",
+        help="in process: wipe the database first (PostgreSQL: its public schema; SQLite: the file), "
+        "else it must be empty",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -93,18 +104,22 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    problem = _check_options(args, compare)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if compare:
         rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
-        if not rankers:
-            print("--rankers: name at least one policy", file=sys.stderr)
-            return 2
         out = args.out or Path("reports") / f"compare-{scenario.name}-{scenario.seed}"
         return asyncio.run(_compare(scenario, rankers, out, args))
     out = args.out or Path("reports") / f"sim-{scenario.name}-{scenario.seed}"
     try:
         data = asyncio.run(_simulate(scenario, args.ranker, out, args))
-    except (SettingsError, ScenarioError, RuntimeError, ValueError) as exc:
-        print(f"simulation error: {exc}", file=sys.stderr)
+    except ScenarioError as exc:
+        print(f"scenario error: {exc}", file=sys.stderr)
+        return 2
+    except FAILURES as exc:
+        print(f"simulation error: {_describe(exc)}", file=sys.stderr)
         return 2
     from marketplace.simulation.report import summary
 
@@ -113,16 +128,58 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+# What ends a run with one line (exit 2) rather than a traceback: wrong settings or scenario, a database or a server
+# that cannot be used, an output folder that cannot be written.
+FAILURES = (SettingsError, RuntimeError, ValueError, OSError, httpx.HTTPError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.HTTPError):
+        url = getattr(getattr(exc, "_request", None), "url", None)
+        return f"{type(exc).__name__}{f' ({url})' if url else ''}: {exc or 'no answer'}"
+    return str(exc) or type(exc).__name__
+
+
+def _check_options(args: argparse.Namespace, compare: bool) -> str | None:
+    """What can be refused before anything is started or written: a line naming the option, or None."""
+    from marketplace.settings import RANKING_POLICIES
+
+    if compare:
+        rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
+        if not rankers:
+            return "--rankers: name at least one policy"
+        unknown = [r for r in rankers if r not in RANKING_POLICIES]
+        if unknown:
+            return f"--rankers: unknown ranking policy {unknown[0]!r} (known: {', '.join(RANKING_POLICIES)})"
+        if len(set(rankers)) != len(rankers):
+            return f"--rankers: a policy is named twice ({args.rankers})"
+    elif args.ranker is not None and args.ranker not in RANKING_POLICIES:
+        return f"--ranker: unknown ranking policy {args.ranker!r} (known: {', '.join(RANKING_POLICIES)})"
+    if args.url:
+        try:
+            url = httpx.URL(args.url)
+        except httpx.InvalidURL as exc:
+            return f"--url {args.url}: not a URL ({exc})"
+        if url.scheme not in ("http", "https") or not url.host:
+            return f"--url {args.url}: expected the server's base URL, e.g. http://127.0.0.1:8000"
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        return f"--out {args.out}: exists and is not a folder"
+    return None
+
+
 async def _compare(scenario: Scenario, rankers: list[str], out: Path, args: argparse.Namespace) -> int:
     from marketplace.simulation.report import comparison_text, write_comparison
 
     runs: dict[str, dict[str, Any]] = {}
     for i, ranker in enumerate(rankers):
         try:
-            # Every run after the first finds the previous run's market in a PostgreSQL database.
+            # Every run after the first finds the previous run's market in the database it was given.
             runs[ranker] = await _simulate(scenario, ranker, out / ranker, args, reset=args.reset_database or i > 0)
-        except (SettingsError, ScenarioError, RuntimeError, ValueError) as exc:
-            print(f"simulation error ({ranker}): {exc}", file=sys.stderr)
+        except ScenarioError as exc:
+            print(f"scenario error: {exc}", file=sys.stderr)
+            return 2
+        except FAILURES as exc:
+            print(f"simulation error ({ranker}): {_describe(exc)}", file=sys.stderr)
             return 2
     write_comparison(runs, out)
     print(comparison_text(runs))
@@ -155,10 +212,15 @@ async def _simulate(
         )
         simulation = Simulation(scenario, service, ranker="the server's (ranking.policy)", progress=progress)
     else:
-        url = _database_url(args, out)
-        if url.startswith("postgresql"):
-            await prepare_postgres(url, reset=args.reset_database if reset is None else reset)
+        url, fresh = _database_url(args, out)
         settings = simulation_settings(url, scenario)
+        # Before anything is written: a misspelt category in the scenario, against the service's own.
+        check_categories(scenario, settings.categories)
+        reset = fresh or (args.reset_database if reset is None else reset)
+        if url.startswith("postgresql"):
+            await prepare_postgres(url, reset=reset)
+        elif url.startswith("sqlite"):
+            await prepare_sqlite(url, reset=reset)
         # The policy is made here even when it is the service's own, so that it is seeded with the scenario's seed.
         app = in_process_app(settings, ranker or settings.ranking.policy, scenario.seed)
         simulation = Simulation(scenario, InProcessService(app), ranker=app.state.ranker.name, progress=progress)
@@ -166,18 +228,15 @@ async def _simulate(
     return write_report(result, out)
 
 
-def _database_url(args: argparse.Namespace, out: Path) -> str:
+def _database_url(args: argparse.Namespace, out: Path) -> tuple[str, bool]:
+    """The database to run on, and whether it is the run's own SQLite file (made afresh: an earlier run's removed)."""
     if args.database_url:
-        return str(args.database_url)
+        return str(args.database_url), False
     env_url = os.environ.get("DATABASE_URL", "")
     if env_url.startswith(("postgresql", "postgres://")):
-        return env_url
+        return env_url, False
     # A fresh SQLite file per run, never the developer's ./marketplace.db.
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "market.db"
-    for stale in out.glob("market.db*"):
-        stale.unlink()
-    return f"sqlite+aiosqlite:///{path.resolve()}"
+    return f"sqlite+aiosqlite:///{(out / 'market.db').resolve()}", True
 
 
 def in_process_app(settings: Settings, ranker: str | None, seed: int, *, migrate: bool = True) -> Any:
@@ -195,6 +254,46 @@ def in_process_app(settings: Settings, ranker: str | None, seed: int, *, migrate
         if sync is not None:
             sync.ranker = chosen  # the sync keeps the ranker's in-memory core in step with the database
     return app
+
+
+async def prepare_sqlite(url: str, *, reset: bool) -> None:
+    """As `prepare_postgres`, for a SQLite file: wiped (the file removed) when asked, else it must hold no table."""
+    from sqlalchemy import text
+
+    from marketplace.db.engine import create_engine
+
+    path = _sqlite_file(url, reset=reset)
+    if path is None:
+        return
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            tables = (
+                await conn.execute(text("SELECT count(*) FROM sqlite_master WHERE type = 'table'"))
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    if tables:
+        raise RuntimeError(
+            f"{path} already holds {tables} tables: a simulation needs an empty database (name a new file, or pass "
+            "--reset-database to wipe this one)"
+        )
+
+
+def _sqlite_file(url: str, *, reset: bool) -> Path | None:
+    """The SQLite file to look into, or None: in memory, not there yet, or removed (reset)."""
+    from sqlalchemy import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    path = Path(database)
+    if reset:
+        path.parent.mkdir(parents=True, exist_ok=True)  # the run's own output folder, for a fresh file
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return None
+    return path if path.exists() else None
 
 
 async def prepare_postgres(url: str, *, reset: bool) -> None:

@@ -48,7 +48,7 @@ from marketplace.simulation.agents import (
     within_work_hours,
 )
 from marketplace.simulation.asgi_client import AsgiClient, AsgiResponse
-from marketplace.simulation.scenario import Scenario
+from marketplace.simulation.scenario import Scenario, check_categories
 
 log = logging.getLogger("marketplace.simulation")
 
@@ -147,6 +147,9 @@ class Result:
     job_stats: dict[str, tuple[int, float]] = field(default_factory=dict)  # per actor: jobs, seconds
     survey_answers: int = 0  # surveys the customers answered
     alerts: list[dict[str, Any]] = field(default_factory=list)  # the fraud alerts at the end, as operators see them
+    # Whether the simulator had an operator's token: without one (--url without --operator-token) the survey
+    # links, the fraud alerts and the trial balance were not read.
+    operator: bool = True
 
 
 # --- the service, in process or remote ---------------------------------------------------------------
@@ -273,9 +276,26 @@ class RemoteService:
         self.description = url
 
     async def start(self) -> None:
-        response = await self.client.get("/health")
+        try:
+            response = await self.client.get("/health")
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"cannot reach {self.description} ({type(exc).__name__}: {exc or 'no answer'})") from exc
         if response.status_code != 200:
             raise RuntimeError(f"{self.description}/health answered {response.status_code}: {response.text[:200]}")
+        if self._operator is not None:
+            # One operator-only read: a wrong token is refused now, not found out as a string of 401s at the end.
+            response = await self.client.get(
+                "/v1/fraud/alerts", params={"limit": 1}, headers={"Authorization": f"Bearer {self._operator}"}
+            )
+            if response.status_code in (401, 403):
+                raise RuntimeError(
+                    f"--operator-token: {self.description} refused it ({response.status_code}); pass an operator's "
+                    "token (`marketplace operator create --name NAME` on the server)"
+                )
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"--operator-token: GET /v1/fraud/alerts answered {response.status_code}: {response.text[:200]}"
+                )
 
     async def stop(self) -> None:
         await self.client.aclose()
@@ -405,6 +425,7 @@ class Simulation:
             # were never offered anything) by sign-up time, so equal times would let random ids decide.
             self.service.set_time(s.start - timedelta(seconds=s.businesses + 60))
             catalog = await self._catalog()
+            check_categories(s, catalog.categories)  # before anything is written
             self.market = build_market(s, catalog)
             self._operator = await self.service.operator_token()
             bar = tqdm(
@@ -465,6 +486,7 @@ class Simulation:
             job_stats=self.service.job_stats(),
             survey_answers=self.survey_answers,
             alerts=alerts,
+            operator=self._operator is not None,
         )
 
     async def _catalog(self) -> Catalog:

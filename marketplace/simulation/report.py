@@ -31,6 +31,15 @@ def _ratio(part: float, whole: float) -> float:
     return round(part / whole, 4) if whole else 0.0
 
 
+def _defined_ratio(part: float, whole: float) -> float | None:
+    """A ratio that means nothing over nothing (precision with no alert): None, printed "n/a"."""
+    return round(part / whole, 4) if whole else None
+
+
+def _fmt(value: float | None, spec: str = "") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def gini(values: list[int]) -> float:
     """0 when every business got as many exposures as every other, towards 1 when one got them all."""
     ordered = sorted(values)
@@ -238,11 +247,14 @@ def figures(result: Result) -> dict[str, Any]:
             "share_of_exposures": _ratio(sum(newcomer_exposures), len(exposures)),
             "share_of_exposures_per_day": [_ratio(newcomer_exposures[d], all_exposures[d]) for d in range(days)],
             "share_of_businesses_per_day": newcomer_population,
-            # Exposures per business-day, newcomers against established businesses: 1.0 is parity.
-            "exposure_rate_vs_established": _ratio(
+            # Exposures per business-day, newcomers against established businesses: 1.0 is parity; None (n/a)
+            # when there were no newcomers, or the established businesses got no exposure to compare with.
+            "exposure_rate_vs_established": _defined_ratio(
                 _ratio(sum(newcomer_exposures), newcomer_days_total),
                 _ratio(len(exposures) - sum(newcomer_exposures), established_days_total),
-            ),
+            )
+            if newcomer_days_total
+            else None,
         },
         "returns": {
             "overall": return_rate(exposures),
@@ -305,9 +317,18 @@ def _fraud_figures(result: Result, signed_up: list[Any]) -> dict[str, Any]:
     cheated = {ids[e.business] for e in result.exposures if e.act in CHEATS and e.business in ids}
     # This run's businesses only: a running server may hold earlier runs' alerts.
     alerted = {a["business_id"] for a in result.alerts} & set(ids.values())
+    note = (
+        "alerts at the end against the ground truth; cheaters: dishonest businesses that cheated at least "
+        "once (hid a won deal, returned a converted lead, under-reported a turnover)"
+    )
+    if not result.operator:
+        note = (
+            "not read: without an operator token (--url without --operator-token) the customers never saw the "
+            "survey links and the fraud alerts were not listed"
+        )
     return {
-        "note": "alerts at the end against the ground truth; cheaters: dishonest businesses that cheated at least "
-        "once (hid a won deal, returned a converted lead, under-reported a turnover)",
+        "note": note,
+        "read": result.operator,
         "survey_answers": result.survey_answers,
         "alerts": sum(a["business_id"] in alerted for a in result.alerts),
         "alerts_by_status": dict(
@@ -316,10 +337,11 @@ def _fraud_figures(result: Result, signed_up: list[Any]) -> dict[str, Any]:
         "businesses_alerted": len(alerted),
         "alerted_dishonest": len(alerted & dishonest),
         "false_alerts": len(alerted - dishonest),
-        "precision": _ratio(len(alerted & dishonest), len(alerted)),
+        # None (n/a) when undefined: no business alerted, no cheater to catch, or the alerts were not read.
+        "precision": _defined_ratio(len(alerted & dishonest), len(alerted)) if result.operator else None,
         "cheaters": len(cheated),
         "cheaters_alerted": len(alerted & cheated),
-        "recall": _ratio(len(alerted & cheated), len(cheated)),
+        "recall": _defined_ratio(len(alerted & cheated), len(cheated)) if result.operator else None,
     }
 
 
@@ -511,27 +533,41 @@ def headline(data: dict[str, Any]) -> list[tuple[str, str]]:
         trial = "zero (balanced)" if tb["balanced"] else f"NOT zero: {tb['totals']}"
     ttfc = data["time_to_first_claim_minutes"]
     fraud = data["fraud"]
+    remote = data["mode"] != "in-process"
+    if fraud.get("read", True):
+        surveys = f"{fraud['survey_answers']:,}"
+        alerted = f"{fraud['businesses_alerted']} ({fraud['false_alerts']})"
+        catch = f"{_fmt(fraud['precision'], '.2f')} / {_fmt(fraud['recall'], '.2f')} " + (
+            f"({fraud['cheaters_alerted']} of {fraud['cheaters']})"
+        )
+    else:
+        surveys = "none: no operator token, so no survey link was read"
+        alerted = catch = "not read (no operator token)"
+        if tb["balanced"] is None:
+            trial = "not read (no operator token)"
     return [
         ("businesses (at start + newcomers)", f"{data['businesses']['at_start']} + {data['businesses']['newcomers']}"),
         ("leads submitted", f"{data['leads']['submitted']:,}"),
         ("exposures", f"{data['exposures']['total']:,} ({data['exposures']['per_lead']} per lead)"),
         ("fill rate", f"{100 * data['leads']['fill_rate']:.1f} %"),
-        ("time to first claim, median / p90", f"{ttfc['median']} / {ttfc['p90']} min"),
+        ("time to first claim, median / p90", f"{_fmt(ttfc['median'])} / {_fmt(ttfc['p90'])} min"),
         ("revenue", money(data["revenue"]["total_minor"], cur)),
         ("revenue per lead", money(data["revenue"]["per_lead_minor"], cur)),
-        ("ledger: revenue + VAT payable", money(data["revenue"]["ledger_revenue_and_vat_minor"], cur)),
+        (
+            "ledger: revenue + VAT payable" + (" (whole server, every run)" if remote else ""),
+            money(data["revenue"]["ledger_revenue_and_vat_minor"], cur),
+        ),
         ("exposure Gini", f"{data['exposure_share']['gini']}"),
         ("newcomers' share of exposures", f"{100 * data['newcomers']['share_of_exposures']:.1f} %"),
-        ("newcomers' exposure rate vs established", f"{data['newcomers']['exposure_rate_vs_established']}"),
+        ("newcomers' exposure rate vs established", _fmt(data["newcomers"]["exposure_rate_vs_established"])),
         ("return rate", f"{100 * data['returns']['overall']['rate']:.1f} %"),
         ("commission owed / charged", f"{money(data['commission']['owed_minor'], cur)} / "
          f"{money(data['commission']['charged_minor'], cur)}"),
         ("commission leakage", f"{money(data['commission']['leakage_minor'], cur)} "
          f"({100 * data['commission']['leakage_share']:.1f} %)"),
-        ("survey answers", f"{fraud['survey_answers']:,}"),
-        ("fraud alerts: businesses (false)", f"{fraud['businesses_alerted']} ({fraud['false_alerts']})"),
-        ("fraud: precision / recall of cheaters", f"{fraud['precision']:.2f} / {fraud['recall']:.2f} "
-         f"({fraud['cheaters_alerted']} of {fraud['cheaters']})"),
+        ("survey answers", surveys),
+        ("fraud alerts: businesses (false)", alerted),
+        ("fraud: precision / recall of cheaters", catch),
         ("trial balance", trial),
         ("HTTP calls / errors", f"{data['performance']['http_calls']:,} / {data['errors']['count']}"),
         ("wall time", f"{data['performance']['wall_seconds']} s"),
@@ -543,8 +579,18 @@ def summary(data: dict[str, Any]) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"Simulated market {data['scenario']!r}, seed {data['seed']}, ranker {data['ranker']}, "
              f"{data['days']} days from {data['start'][:10]} ({data['mode']})"]
+    if data["mode"] != "in-process":
+        lines.append(f"  warning: {REMOTE_WARNING}")
     lines += [f"  {label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)
+
+
+# What a --url run's figures do not mean; the summary and the report say it first.
+REMOTE_WARNING = (
+    "a running server (--url) keeps its wall clock while the simulated days pass in minutes: waves after the first, "
+    "expiries, stale sweeps and return windows did not follow the simulated days, so time figures (time to first "
+    "claim, returns, payments, figures per day) are not meaningful; the ledger figures cover the whole server"
+)
 
 
 def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
@@ -556,6 +602,11 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
         "Every figure below comes from the service's HTTP answers (claims, prices, refunds, reported "
         "turnover) set against the simulator's ground truth (`ground_truth.json`).",
         "",
+    ]
+    remote = data["mode"] != "in-process"
+    if remote:
+        lines += [f"**Warning:** {REMOTE_WARNING}.", ""]
+    lines += [
         "| figure | value |",
         "| --- | --- |",
     ]
@@ -585,9 +636,11 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
         "",
         f"{f['note']}. Customers answered {f['survey_answers']:,} surveys; {f['alerts']} alerts "
         f"({f['alerts_by_status']}) on {f['businesses_alerted']} businesses, {f['alerted_dishonest']} of them "
-        f"dishonest (precision {f['precision']:.2f}); {f['cheaters_alerted']} of {f['cheaters']} cheaters alerted "
-        f"(recall {f['recall']:.2f}).",
+        f"dishonest (precision {_fmt(f['precision'], '.2f')}); {f['cheaters_alerted']} of {f['cheaters']} "
+        f"cheaters alerted (recall {_fmt(f['recall'], '.2f')}).",
     ]
+    if not f.get("read", True):
+        lines[-1] = f"Fraud figures {f['note']}."
     r = data["returns"]
     lines += ["", "## Returns", "", "| exposures of | exposures | returned | rate | of converted leads |",
               "| --- | ---: | ---: | ---: | ---: |"]
@@ -596,6 +649,9 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
                      f"{v['of_converted_leads']} |")
     tb = data["trial_balance"]
     lines += ["", "## Ledger", "", f"Source: {tb['source']}."]
+    if remote and tb["balanced"] is not None:
+        lines += ["", "The trial balance is the whole server's: every earlier run's and every other client's money "
+                  "is in it, not only this run's."]
     if tb["balanced"] is not None:
         lines += [
             "",
@@ -640,12 +696,22 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
         "- Fill rate: leads that got at least one exposure. Time to first claim: from the customer's request to "
         "the first successful claim.",
         "- Newcomers: businesses that signed up during the run, in their first window days; those present at "
-        "the start stand for established businesses.",
-        "- Businesses hear of new offers as they would by a notification; the service has no notification feed "
-        "for them yet, so the simulator stands in for it and each business then reads `GET /v1/offers`.",
-        "- Service settings for the run: intake rate limit and credit limit lifted (one address sends every "
-        "request; nobody confirms bank transfers), everything else as configured.",
+        "the start stand for established businesses. n/a: no newcomers, or nothing to compare them with.",
     ]
+    if remote:
+        lines += [
+            "- Businesses cannot be notified of new offers by a running server: each looks at `GET /v1/offers` on "
+            "its own cadence (at least every 30 simulated minutes of its working hours).",
+            "- Service settings: the server's own. The simulator cannot lift its intake rate limit or credit "
+            "limits; what they refused shows in the statuses per call under \"Where the time went\".",
+        ]
+    else:
+        lines += [
+            "- Businesses hear of new offers as they would by a notification; the service has no notification feed "
+            "for them yet, so the simulator stands in for it and each business then reads `GET /v1/offers`.",
+            "- Service settings for the run: intake rate limit and credit limit lifted (one address sends every "
+            "request; nobody confirms bank transfers), everything else as configured.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -658,11 +724,12 @@ COMPARED = (
     ("exposure Gini", lambda d: str(d["exposure_share"]["gini"])),
     ("businesses with no exposure", lambda d: str(d["exposure_share"]["businesses_with_none"])),
     ("newcomers' share of exposures", lambda d: f"{100 * d['newcomers']['share_of_exposures']:.1f} %"),
-    ("newcomers' rate vs established", lambda d: str(d["newcomers"]["exposure_rate_vs_established"])),
+    ("newcomers' rate vs established", lambda d: _fmt(d["newcomers"]["exposure_rate_vs_established"])),
     ("return rate", lambda d: f"{100 * d['returns']['overall']['rate']:.1f} %"),
     ("commission charged", lambda d: money(d["commission"]["charged_minor"], d["revenue"]["currency"])),
     ("commission leakage", lambda d: f"{100 * d['commission']['leakage_share']:.1f} %"),
-    ("fraud: precision / recall", lambda d: f"{d['fraud']['precision']:.2f} / {d['fraud']['recall']:.2f}"),
+    ("fraud: precision / recall", lambda d: f"{_fmt(d['fraud']['precision'], '.2f')} / "
+     f"{_fmt(d['fraud']['recall'], '.2f')}"),
     ("trial balance zero", lambda d: str(d["trial_balance"]["balanced"])),
     ("wall time (s)", lambda d: str(d["performance"]["wall_seconds"])),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -282,6 +282,8 @@ def _range(name: str, value: Range, lo: float = 0.0, hi: float | None = None) ->
 
 
 def _check(s: Scenario) -> None:
+    if s.seed < 0:
+        raise ScenarioError(f"seed (--seed): must be a non-negative integer, got {s.seed}")
     if s.days < 1 or s.businesses < 1 or s.newcomers < 0 or s.leads_per_day < 0:
         raise ScenarioError("days and businesses must be at least 1; newcomers and leads_per_day not negative")
     if s.periodic_minutes < 1 or s.tick_minutes < 1 or s.newcomer_days < 1:
@@ -333,3 +335,15 @@ def _check(s: Scenario) -> None:
 
 
 DISHONEST_KINDS = ("hider", "returner", "under_reporter")
+
+
+def check_categories(scenario: Scenario, known: Iterable[str]) -> None:
+    """Every [categories.CODE] the scenario tunes must be a category the service trades: a misspelt code would
+    otherwise leave the real category on its defaults without a word, as no other misspelt key does."""
+    codes = sorted(known)
+    unknown = sorted(set(scenario.categories) - set(codes))
+    if unknown:
+        raise ScenarioError(
+            f"categories.{unknown[0]}: unknown category (known: {', '.join(codes)})"
+            + (f"; also unknown: {', '.join(unknown[1:])}" if unknown[1:] else "")
+        )

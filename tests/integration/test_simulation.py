@@ -21,8 +21,8 @@ from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAlert,
 from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
 from marketplace.simulation.cli import in_process_app
 from marketplace.simulation.market import InProcessService, Result, Simulation, simulation_env
-from marketplace.simulation.report import figures, gini, ground_truth
-from marketplace.simulation.scenario import ScenarioError, build, load_scenario
+from marketplace.simulation.report import figures, gini, ground_truth, markdown, summary
+from marketplace.simulation.scenario import ScenarioError, build, check_categories, load_scenario
 from tests.conftest import _truncate, make_settings
 
 SMALL = load_scenario("small")
@@ -94,6 +94,30 @@ async def test_the_market_traded_without_unexpected_answers(small_market: Run) -
     repeated = [lead for lead in small_market.result.leads if lead.duplicate]
     assert repeated and all(lead.id in small_market.leads for lead in repeated)
     assert len(small_market.leads) == data["leads"]["submitted"]
+
+
+async def test_the_report_says_what_each_mode_does(small_market: Run) -> None:
+    """In process the report tells of the lifted limits and the notification stand-in; against a running server
+    (--url) it warns that time figures mean nothing there, that the ledger is the whole server's, and, without an
+    operator token, that surveys, fraud alerts and the trial balance were not read."""
+    local = figures(small_market.result)
+    text = markdown(local, {})
+    assert "intake rate limit and credit limit lifted" in text and "the simulator stands in for it" in text
+    assert "Warning" not in text and "whole server" not in summary(local)
+    remote_result = dataclasses.replace(
+        small_market.result, mode="http://127.0.0.1:8000", database="the server's", operator=False, alerts=[],
+        trial_balance={"balanced": True, "totals": {}, "marketplace_accounts": [], "mismatches": []},
+    )
+    remote = figures(remote_result)
+    text, short = markdown(remote, {}), summary(remote)
+    for shown in (text, short):
+        assert "time figures" in shown and "not meaningful" in shown
+        assert "ledger: revenue + VAT payable (whole server, every run)" in shown
+        assert "not read (no operator token)" in shown
+    assert "intake rate limit and credit limit lifted" not in text and "stands in for it" not in text
+    assert "cannot lift its intake rate limit" in text and "on its own cadence" in text
+    assert "The trial balance is the whole server's" in text
+    assert remote["fraud"]["read"] is False and remote["fraud"]["precision"] is None
 
 
 def partial_index_keys() -> set[tuple[str, str]]:
@@ -273,9 +297,17 @@ def test_scenario_files_load_and_mistakes_are_named() -> None:
         ({"business": {"claim_rate": [0.9, 0.1]}}, "business.claim_rate"),
         ({"honesty": {"mix": {"liar": 1.0}}}, "honesty.mix"),
         ({"days": "many"}, "days"),
+        ({"seed": -1}, "seed"),
     ):
         with pytest.raises(ScenarioError, match=named.replace(".", r"\.")):
             build(bad)
+
+
+def test_a_category_the_service_does_not_trade_is_refused() -> None:
+    scenario = build({"categories": {"plumbnig": {"close_rate": 0.9}}})
+    with pytest.raises(ScenarioError, match=r"categories\.plumbnig: unknown category \(known: legal, plumbing\)"):
+        check_categories(scenario, ["plumbing", "legal"])
+    check_categories(build({"categories": {"plumbing": {"close_rate": 0.9}}}), ["plumbing", "legal"])
 
 
 def test_gini() -> None:

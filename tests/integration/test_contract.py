@@ -588,8 +588,9 @@ def wire_style_faults(node: Any, where: str = "$") -> list[str]:
     elif isinstance(node, list):
         for i, item in enumerate(node):
             faults += wire_style_faults(item, f"{where}[{i}]")
-    elif isinstance(node, float) and "score" not in where and "factors" not in where:
-        faults.append(f"{where}: a float {node}")  # only the ranking's scores and factors are not money
+    elif isinstance(node, float) and not any(part in where for part in ("score", "factors", "category_prior")):
+        # Only the ranking's scores, factors and a category's prior (rates, pseudo-exposures) are not money.
+        faults.append(f"{where}: a float {node}")
     return faults
 
 

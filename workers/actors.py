@@ -132,7 +132,7 @@ async def train_fraud_model() -> None:
 async def collect_debts() -> None:
     """Open debts are paid from wallet money that arrived since, and failed charges are tried again on their
     schedule (one attempt per debt at a time, each with its own idempotency key)."""
-    from marketplace.wallet.services import collect_open_debts
+    from marketplace.wallet.debts import collect_open_debts
 
     rt = await runtime.current()
     await collect_open_debts(rt.uow, rt.settings)

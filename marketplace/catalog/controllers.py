@@ -13,7 +13,7 @@ from marketplace.errors import ServiceUnavailable
 from marketplace.http.access import Access, access
 from marketplace.http.negotiation import ANY_ACCEPT
 from marketplace.schemas import MoneyOut
-from marketplace.wallet.services import rates_in_force
+from marketplace.wallet.plan_versions import rates_in_force
 
 
 class RegionOut(msgspec.Struct):

@@ -1,6 +1,6 @@
 """Clubs: an operator founds one and invites businesses with single-use codes; a business joins with one (at sign-up
 or later); a lead inside a club is offered to its members only (offers/matching.py), and the club's operator earns
-the plan's club share of the commissions on its leads (wallet/services.settle_commission, its club_payable)."""
+the plan's club share of the commissions on its leads (wallet/charges.settle_commission, its club_payable)."""
 
 from __future__ import annotations
 

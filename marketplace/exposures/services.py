@@ -32,7 +32,7 @@ from marketplace.offers.services import (
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.surveys import services as surveys
-from marketplace.wallet import services as wallet
+from marketplace.wallet import charges, refunds
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +273,7 @@ async def update_status(
     if data.status == "paid" and exposure.mode == "deal_maker":
         lead = await session.get(Lead, exposure.lead_id)
         assert lead is not None
-        await wallet.settle_commission(session, settings, exposure, lead)
+        await charges.settle_commission(session, settings, exposure, lead)
         await withdraw_offers_over_credit(session, settings, exposure.business_id)
     return StatusChange(exposure, before)
 
@@ -315,7 +315,7 @@ async def upgrade_to_exclusive(
     exposure.kind = "exclusive"
     if difference > 0:
         exposure.price_minor = category.exclusive_price_minor
-        await wallet.charge_exposure(session, settings, exposure, lead, price_minor=difference, step="upgrade")
+        await charges.charge_exposure(session, settings, exposure, lead, price_minor=difference, step="upgrade")
     session.add(
         ExposureEvent(
             exposure_id=exposure.id,
@@ -380,10 +380,10 @@ async def return_exposure(
             # one offered now that closes unclaimed (its lead filled first, the offer expired) leaves it owed too.
             exposure.replacement_owed_since = now
     else:
-        refund = await wallet.refund_exposure(session, settings, exposure)
+        refund = await refunds.refund_exposure(session, settings, exposure)
     lead = await session.get(Lead, exposure.lead_id)
     if lead is not None:  # a partner's qualified-lead fee stands on a claim that is kept
-        await wallet.claim_returned(session, settings, lead, exposure)
+        await refunds.claim_returned(session, settings, lead, exposure)
     await session.flush()
     return Returned(exposure, before, replacement, refund)
 

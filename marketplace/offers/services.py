@@ -43,8 +43,9 @@ from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
-from marketplace.wallet import services as wallet
+from marketplace.wallet.charges import charge_exposure, lead_taken, refuse_new_leads_over_limit
 from marketplace.wallet.ledger import AccountKind
+from marketplace.wallet.plan_versions import active_plan, rates_in_force
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ _OVER_CREDIT = and_(
 
 
 # The wave's picks that may still be offered the lead: active, fitting it, below its caps, and not a deal maker owing
-# more than its credit limit (its claim would be refused, wallet.refuse_new_leads_over_limit: the offer would take a
+# more than its credit limit (its claim would be refused, refuse_new_leads_over_limit: the offer would take a
 # place in the wave that a business able to take the lead should have; the ranking core does not know balances, and a
 # process's core may not have heard of claims another process took while Redis was away: the caps are counted here).
 _CAN_TAKE_IT = (
@@ -145,7 +146,7 @@ _MARK_OFFERED = (
 # The same question, marking nobody: asked of a wave's picks and of the business whose score set a lead buyer's price.
 _ABLE = select(_businesses.id).where(*_CAN_TAKE_IT)
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
-# wallet.refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
+# refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
 _WITHDRAW_OVER_CREDIT = (
     update(_OFFERS)
     .where(
@@ -377,7 +378,7 @@ async def list_offers(
         query, params["cursor"] = _OPEN_OFFERS_AFTER, cursor
     rows = (await session.execute(query, params)).all()
     buyer = business.mode == "lead_buyer"
-    rates = None if buyer or not rows else await wallet.rates_in_force(session, settings)
+    rates = None if buyer or not rows else await rates_in_force(session, settings)
     items = [_offer_out(settings, rates, row) for row in rows[:limit]]
     return items, (items[-1].offer_id if len(rows) > limit and items else None)
 
@@ -512,7 +513,7 @@ RECEIVED_AND_OWED = select(
 async def _check_claimer(session: AsyncSession, settings: Settings, business: Principal, now: datetime) -> bool:
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
-    limit (wallet.refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
+    limit (refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
     gave it back, and its replacement (or any other lead) takes its place within the caps. A blocked business's
     claim is a 403. Returns whether this claim reaches a cap (its other open offers are then withdrawn: see
     claim_offer)."""
@@ -534,7 +535,7 @@ async def _check_claimer(session: AsyncSession, settings: Settings, business: Pr
     if this_month >= monthly_cap:
         raise Conflict(f"the business's monthly cap of {monthly_cap} leads is reached")
     if business.mode == "deal_maker":
-        wallet.refuse_new_leads_over_limit(settings, int(owed or 0), limit, currency)
+        refuse_new_leads_over_limit(settings, int(owed or 0), limit, currency)
     return today + 1 >= daily_cap or this_month + 1 >= monthly_cap
 
 
@@ -587,7 +588,7 @@ async def claim_offer(
         await session.execute(_SETTLE_OWED, {"exposure_id": offer.replaces_exposure_id, "owed_to": business.id})
 
     category = settings.categories[lead.category]
-    plan_version_id, plan = await wallet.active_plan(session, settings)
+    plan_version_id, plan = await active_plan(session, settings)
     if business.mode == "lead_buyer":
         kind = "exclusive" if exclusive else "shared"
         # A shared claim pays the second price the ranking set on the offer (the list price without one).
@@ -625,8 +626,8 @@ async def claim_offer(
         await close_open_offers(session, lead.id)
     if price:
         # In the same transaction as the claim: no contact without the charge, no charge without the contact.
-        await wallet.charge_exposure(session, settings, exposure, lead, price_minor=price, step="purchase")
-    await wallet.lead_taken(session, settings, plan, exposure, lead)
+        await charge_exposure(session, settings, exposure, lead, price_minor=price, step="purchase")
+    await lead_taken(session, settings, plan, exposure, lead)
     return exposure, first
 
 

@@ -41,7 +41,7 @@ from marketplace.ranking.scoring import (
     unpaid_weight,
 )
 from marketplace.settings import Settings
-from marketplace.wallet.services import plan_in_force, rates_of
+from marketplace.wallet.plan_versions import plan_in_force, rates_of
 
 if TYPE_CHECKING:
     from marketplace.exposures.services import Before

@@ -1,4 +1,4 @@
-"""The e-wallet: pure ledger rules, offsets, VAT, commission plans and invoice rendering.
-
-The modules here import neither the web framework nor the database; services call them.
+"""The e-wallet: pure rules (ledger, offset, VAT, commission plans, invoice rendering) that import neither the web
+framework nor the database, and the services that move money through the ledger, one module per job (plan
+versions, invoices, charges, refunds, debts, withdrawals, settlements).
 """

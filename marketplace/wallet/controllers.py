@@ -31,9 +31,11 @@ from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
-from marketplace.wallet import payables, queries, schemas, services, store
+from marketplace.wallet import payables, provider, queries, schemas, store, withdrawals
 from marketplace.wallet.invoice_pdf import render_invoice_pdf
 from marketplace.wallet.ledger import TransferKind
+from marketplace.wallet.plan_versions import active_plan, save_plan
+from marketplace.wallet.settlements import confirm_settlement, fail_settlement
 
 CSV_PAGE = 1000
 SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
@@ -201,7 +203,7 @@ class WalletController(Controller):
             business = await uow.session.get(Business, principal.id)
             assert business is not None
             amount = Money(data.amount.amount_minor, data.amount.currency)
-            settlement = await services.withdraw(uow.session, state.settings, business, amount, ledger_key)
+            settlement = await withdrawals.withdraw(uow.session, state.settings, business, amount, ledger_key)
             return 201, queries.settlement_out(settlement)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -306,7 +308,7 @@ class WalletController(Controller):
         """A bank transfer was received (a charge, pending or failed and still owed) or paid out (a withdrawal): the
         ledger moves it. A cancelled charge is a 409, naming the attempt that took its place. Money moves, so an
         `Idempotency-Key` replays the first answer."""
-        return await _decide_settlement(state, request, settlement_id, idempotency_key, services.confirm_settlement)
+        return await _decide_settlement(state, request, settlement_id, idempotency_key, confirm_settlement)
 
     @post(
         "/settlements/{settlement_id:str}/fail",
@@ -323,7 +325,7 @@ class WalletController(Controller):
     ) -> Response[Any]:
         """The transfer did not happen: a charge's debt stays open, a payout goes back to the wallet (money moves,
         so an `Idempotency-Key` replays the first answer instead of a 409 for a failure already recorded)."""
-        return await _decide_settlement(state, request, settlement_id, idempotency_key, services.fail_settlement)
+        return await _decide_settlement(state, request, settlement_id, idempotency_key, fail_settlement)
 
     @get("/payables", opt=access(Access.OPERATOR))
     async def list_payables(
@@ -361,7 +363,7 @@ class WalletController(Controller):
         ledger_key = idempotency_key or new_id("po")
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            settlement = await payables.pay_out(uow.session, state.settings, services.provider, data, ledger_key)
+            settlement = await payables.pay_out(uow.session, state.settings, provider.in_use, data, ledger_key)
             return 201, queries.settlement_out(settlement)
 
         fingerprint = request_hash("POST", request.url.path, data)
@@ -373,7 +375,7 @@ class WalletController(Controller):
     ) -> Page[schemas.Plan]:
         """Every version of the commission plan, newest first (settled deals name the version they used)."""
         async with state.uow() as uow:
-            await services.active_plan(uow.session, state.settings)
+            await active_plan(uow.session, state.settings)
             rows, next_cursor = await queries.plan_versions(uow.session, limit, cursor)
             items = [schemas.Plan(r.id, r.version, r.definition, r.created_by, r.created_at) for r in rows]
         return Page(items=items, next_cursor=next_cursor)
@@ -384,7 +386,7 @@ class WalletController(Controller):
     ) -> schemas.Plan:
         """A new plan version, in force for exposures from now on; every field is checked, errors name it."""
         async with state.uow() as uow:
-            row = await services.save_plan(
+            row = await save_plan(
                 uow.session,
                 data.definition,
                 current_principal(request).actor,

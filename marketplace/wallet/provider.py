@@ -117,3 +117,7 @@ class ManualBankTransfer:
         )
         session.add(settlement)
         return settlement
+
+
+# The provider every charge, payout and cancellation goes through (a test swaps it here).
+in_use: PaymentProvider = ManualBankTransfer()

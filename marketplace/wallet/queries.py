@@ -72,7 +72,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     )
     if business.mode == "deal_maker":
         # It buys nothing, so the first limit (on purchases) never applies: the standing one guards its next lead
-        # (wallet.services.refuse_new_leads_over_limit).
+        # (wallet.charges.refuse_new_leads_over_limit).
         limit = standing_limit(settings, business.credit_limit_minor)
     else:
         limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)

@@ -208,13 +208,13 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
     nothing) did not wait for a return at all. Each case is forced once, then both run at once, on and off the
     market."""
     from marketplace.surveys import services as survey_services
-    from marketplace.wallet import services as wallet_services
+    from marketplace.wallet import refunds as wallet_refunds
 
     operator = await operator_token(app)
     answering, refunding = asyncio.Event(), asyncio.Event()
     pause = {"answer": 0.0, "return": 0.0}
     refunds_after_a_hire: list[str] = []
-    take_off, refund = survey_services.take_off_the_market, wallet_services.refund_exposure
+    take_off, refund = survey_services.take_off_the_market, wallet_refunds.refund_exposure
 
     async def answer_holding_the_lead(session, lead_id):
         await take_off(session, lead_id)
@@ -233,7 +233,7 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
         return await refund(session, settings, exposure)
 
     monkeypatch.setattr(survey_services, "take_off_the_market", answer_holding_the_lead)
-    monkeypatch.setattr(wallet_services, "refund_exposure", watched_refund)
+    monkeypatch.setattr(wallet_refunds, "refund_exposure", watched_refund)
 
     async def deal(*, off_the_market: bool) -> tuple[str, str, str, str]:
         """A lead buyer's deal reported lost, its survey's token, and the lead's expiry passed if asked."""

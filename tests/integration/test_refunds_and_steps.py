@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from marketplace.db.models import Exposure, Invoice, LedgerTransaction
-from marketplace.wallet import services
+from marketplace.wallet import debts, refunds
 from tests.factories import auth, offer_lead_to, operator_token, register, submit_lead
 from tests.integration.test_wallet import (
     ILS,
@@ -43,7 +43,7 @@ async def _claim(app: Any, client: Any, business_id: str, token: str, *, exclusi
 
 async def _collect(app: Any, business_id: str) -> None:
     async with app.state.uow() as uow:
-        await services.collect_debts(uow.session, app.state.settings, business_id, ILS)
+        await debts.collect_debts(uow.session, app.state.settings, business_id, ILS)
 
 
 async def test_a_returned_lead_gives_back_to_available_what_was_paid_from_available(app, client, db):
@@ -89,7 +89,7 @@ async def test_a_returned_lead_gives_back_to_available_what_was_paid_from_availa
     async with app.state.uow() as uow:
         row = await uow.session.get(Exposure, exposure["id"])
         assert row is not None
-        again = await services.refund_exposure(uow.session, app.state.settings, row)
+        again = await refunds.refund_exposure(uow.session, app.state.settings, row)
     assert again is not None and again.amount_minor == EXCLUSIVE
     assert await db.count(LedgerTransaction, LedgerTransaction.kind == "lead_refund") == 1
     assert len([i for i in await invoices(client, lb) if i["kind"] == "credit_note"]) == 1

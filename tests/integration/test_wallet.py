@@ -34,11 +34,11 @@ from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
 from marketplace.money import Money
-from marketplace.wallet import plans, services, store
+from marketplace.wallet import charges, debts, plans, store, withdrawals
+from marketplace.wallet.debts import collect_open_debts
 from marketplace.wallet.ledger import build_lead_earnings
 from marketplace.wallet.plans import default_plan
 from marketplace.wallet.queries import RETURN_SETTLING
-from marketplace.wallet.services import collect_open_debts
 from tests.conftest import _truncate, make_settings
 from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 
@@ -170,7 +170,7 @@ async def test_commission_worked_example_offset_from_credit_rest_by_bank_transfe
         computed.append((turnover, rate_bp, result))
         return result
 
-    monkeypatch.setattr(services, "deal_commission", deal_commission)
+    monkeypatch.setattr(charges, "deal_commission", deal_commission)
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
     await fund(app, dm_id, "deal_maker", 120_000)
@@ -594,7 +594,7 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     # Paid: the buyer's own earnings arrive and pay its debt first. The earnings are the seller's to take out.
     await fund(app, buyer_id, "lead_buyer", PRICE)
     async with app.state.uow() as uow:
-        await services.collect_debts(uow.session, app.state.settings, buyer_id, ILS)
+        await debts.collect_debts(uow.session, app.state.settings, buyer_id, ILS)
     assert (await wallet(client, buyer))["open_debts"] == []
     free = await wallet(client, seller)
     assert free["held"] == money(0) and free["withdrawable_amount"] == money(2 * share)
@@ -714,7 +714,7 @@ async def test_a_withdrawal_let_in_before_a_block_committed_is_refused_once_it_h
         business = await uow.session.get(Business, lb_id)
         assert business is not None
         try:
-            await services.withdraw(uow.session, settings, business, Money(1_000, ILS), "race")
+            await withdrawals.withdraw(uow.session, settings, business, Money(1_000, ILS), "race")
         except Forbidden as refused:
             assert "blocked" in refused.detail
         else:

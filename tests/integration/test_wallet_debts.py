@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from marketplace.clock import clock
 from marketplace.db.models import LedgerAccount, LedgerTransaction, Settlement
 from marketplace.ids import new_id
-from marketplace.wallet import services
+from marketplace.wallet import debts, provider
 from marketplace.wallet.queries import RETURN_SETTLING
 from tests.factories import auth, operator_token, register
 from tests.integration.test_wallet import (
@@ -67,7 +67,7 @@ async def no_negative_balance(db: Any) -> None:
 
 
 def collect(app):
-    return services.collect_open_debts(app.state.uow, app.state.settings)
+    return debts.collect_open_debts(app.state.uow, app.state.settings)
 
 
 def owed_matches_open_debts(state: dict[str, Any]) -> None:
@@ -249,7 +249,7 @@ async def test_failed_charges_are_retried_page_by_page_and_at_most_five_times(ap
     pages, retried, after = 0, 0, None
     while True:
         async with app.state.uow() as uow:
-            charged, after = await services.retry_failed_charges(uow.session, clock.now(), limit=1, after=after)
+            charged, after = await debts.retry_failed_charges(uow.session, clock.now(), limit=1, after=after)
         pages, retried = pages + 1, retried + len(charged)
         if after is None:
             break
@@ -410,13 +410,13 @@ async def fail_until_given_up(app: Any, client: httpx.AsyncClient, operator: str
     """The buyer's one debt fails five times, each retry on schedule; then the collector leaves it to an operator.
     Returns the ids of its charges, oldest first (the last one failed and open)."""
     charges = []
-    for failures in range(1, services.MAX_CHARGE_ATTEMPTS + 1):
+    for failures in range(1, debts.MAX_CHARGE_ATTEMPTS + 1):
         (debt,) = (await wallet(client, buyer))["open_debts"]
         assert debt["status"] == "pending"
         charges.append(debt["id"])
         assert (await client.post(f"/v1/settlements/{debt['id']}/fail", headers=auth(operator))).status_code == 200
         clock.advance(timedelta(days=2 ** (failures - 1), minutes=1))
-        assert (await collect(app)).retried == (1 if failures < services.MAX_CHARGE_ATTEMPTS else 0)
+        assert (await collect(app)).retried == (1 if failures < debts.MAX_CHARGE_ATTEMPTS else 0)
     return charges
 
 
@@ -458,7 +458,7 @@ async def test_a_charge_the_collector_gave_up_on_is_confirmed_when_the_transfer_
     assert await received(db, last) == 1 and await received(db, superseded[-1]) == 0
     clock.advance(timedelta(days=365))
     assert (await collect(app)).retried == 0
-    assert await db.count(Settlement, Settlement.business_id == buyer_id) == services.MAX_CHARGE_ATTEMPTS
+    assert await db.count(Settlement, Settlement.business_id == buyer_id) == debts.MAX_CHARGE_ATTEMPTS
     assert (await wallet(client, buyer))["owed"] == money(0)
     await assert_sound(client, operator)
 
@@ -612,13 +612,13 @@ async def test_an_older_pending_attempt_superseded_by_a_confirmed_one_is_cancell
     cancelled_at_provider: list[str] = []
     stoppable = {"yes": True}
 
-    class Provider(services.ManualBankTransfer):
+    class Provider(provider.ManualBankTransfer):
         async def cancel(self, session: Any, settlement: Settlement) -> bool:
             if stoppable["yes"]:
                 cancelled_at_provider.append(settlement.id)
             return stoppable["yes"]
 
-    monkeypatch.setattr(services, "provider", Provider())
+    monkeypatch.setattr(provider, "in_use", Provider())
 
     async def two_pending_attempts() -> tuple[str, str]:
         buyer_id, buyer = await register(client, "lead_buyer")

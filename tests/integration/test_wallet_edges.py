@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from marketplace.db.models import Invoice, LedgerTransaction, Settlement
-from marketplace.wallet import services
+from marketplace.wallet import settlements
 from tests.factories import auth, operator_token, register
 from tests.integration.test_wallet import (
     assert_sound,
@@ -221,7 +221,7 @@ async def test_a_withdrawal_while_an_operator_fails_a_debt_still_pays_the_debt_f
     await fund(app, a_id, "lead_buyer", 10_000)
     (debt,) = (await wallet(client, a))["open_debts"]
     async with app.state.uow() as uow:  # the operator's "fail" in flight, holding the charge's row
-        await services.fail_settlement(uow.session, app.state.settings, debt["id"], "operator:test")
+        await settlements.fail_settlement(uow.session, app.state.settings, debt["id"], "operator:test")
         task = asyncio.create_task(
             client.post("/v1/wallet/withdrawals", headers=auth(a), json={"amount": money(10_000)})
         )

@@ -33,7 +33,7 @@ from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead
 from marketplace.money import Money
-from marketplace.wallet import services, store
+from marketplace.wallet import invoices, store
 from marketplace.wallet.ledger import IdempotencyConflict, Transfer, build_lead_earnings, build_withdrawal
 from marketplace.wallet.vat import VatBreakdown
 from tests.factories import auth, lead_body, operator_token, register
@@ -169,7 +169,7 @@ async def test_invoice_numbers_stay_consecutive_under_concurrency_and_rollback(a
     with pytest.raises(Abandoned):
         async with app.state.uow() as uow:
             business = await uow.session.get(Business, buyers[0][0])
-            issued = services.issue_invoice(
+            issued = invoices.issue_invoice(
                 uow.session, app.state.settings, business, amount, "abandoned", transaction_id="txn_none"
             )
             assert issued.number is None  # numbered as its transaction commits
@@ -178,7 +178,7 @@ async def test_invoice_numbers_stay_consecutive_under_concurrency_and_rollback(a
     with pytest.raises(IntegrityError):
         async with app.state.uow() as uow:
             business = await uow.session.get(Business, buyers[0][0])
-            clash = services.issue_invoice(
+            clash = invoices.issue_invoice(
                 uow.session, app.state.settings, business, amount, "abandoned", transaction_id="txn_none"
             )
             clash.id = existing  # a duplicate key: the commit's flush fails after numbering
@@ -191,7 +191,7 @@ async def test_invoice_numbers_stay_consecutive_under_concurrency_and_rollback(a
     async with app.state.uow() as uow:
         business = await uow.session.get(Business, buyers[1][0])
         pair = [
-            services.issue_invoice(
+            invoices.issue_invoice(
                 uow.session, app.state.settings, business, amount, f"pair {i}", transaction_id=f"txn_pair{i}"
             )
             for i in range(2)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketplace.money import Money
+from marketplace.wallet.debts import CHARGE_RETRY_AFTER, MAX_CHARGE_ATTEMPTS, retry_due
 from marketplace.wallet.ledger import (
     AccountKind,
     BusinessMode,
@@ -28,7 +29,6 @@ from marketplace.wallet.ledger import (
     marketplace_account,
 )
 from marketplace.wallet.offset import OffsetPlan, plan_offset
-from marketplace.wallet.services import CHARGE_RETRY_AFTER, MAX_CHARGE_ATTEMPTS, retry_due
 from marketplace.wallet.vat import vat_breakdown
 
 ILS = "ILS"

@@ -1,4 +1,5 @@
-"""Offsetting: the part of a charge the wallet pays (credit, then available) and the rest to charge."""
+"""Offsetting: the part of a charge the wallet pays (credit, then available) and the rest to charge; what is left to
+withdraw once what is owed is paid."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 from marketplace.money import CurrencyMismatch, Money
 
-__all__ = ["OffsetPlan", "plan_offset"]
+__all__ = ["OffsetPlan", "plan_offset", "withdrawable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +69,25 @@ def plan_offset(
     from_credit = min(charge, credit)
     from_available = Money.zero(charge.currency) if credit_only else min(charge - from_credit, available)
     return OffsetPlan(from_credit, from_available, charge - from_credit - from_available)
+
+
+def withdrawable(
+    available: Money,
+    owed: Money,
+    held_available: Money,
+    *,
+    credit: Money | None = None,
+    held_credit: Money | None = None,
+) -> Money:
+    """What a lead buyer can take out of its available balance: what it owes is paid from its spendable credit
+    first (as collect_debts pays, held earnings spent on nothing), and what credit cannot pay comes out of
+    available, whether the collection pays it now or it stays owed (a payout never leaves a debt behind); its held
+    earnings stay too.
+
+    The wallet view passes its credit (the debts the next withdrawal collects first); a withdrawal, having just
+    collected, passes none: what is still owed then is what the collection could not pay (a charge an operator is
+    settling at that moment), which available alone covers."""
+    zero = Money.zero(available.currency)
+    spend_credit = max(credit - (held_credit or zero), zero) if credit is not None else zero
+    beyond_credit = owed - min(max(owed, zero), spend_credit)
+    return max(available - held_available - beyond_credit, zero)

@@ -30,6 +30,7 @@ from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.wallet import schemas
 from marketplace.wallet.ledger import AccountKind, TransferKind
+from marketplace.wallet.offset import withdrawable as withdrawable_after_debts
 
 
 def settlement_out(s: Settlement) -> schemas.Settlement:
@@ -77,13 +78,19 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     else:
         limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)
     available = balances.get(AccountKind.AVAILABLE, 0)
-    owed_beyond_credit = max(0, balances.get(AccountKind.RECEIVABLE, 0) - balances.get(AccountKind.CREDIT, 0))
     # A lead buyer's earnings can be paid out; a deal maker's are credit only, and a blocked account withdraws nothing.
     withdrawable = business.mode == "lead_buyer" and business.status != "blocked"
     credit = balances.get(AccountKind.CREDIT, 0)
     held_in = await held_earnings(session, settings, business_id, cur) if available > 0 or credit > 0 else {}
     held = sum(held_in.values())
-    held_available = held_in.get(AccountKind.AVAILABLE, 0)
+    # What the next withdrawal would allow: it collects the open debts from the wallet first (offset.withdrawable).
+    free = withdrawable_after_debts(
+        Money(available, cur),
+        Money(balances.get(AccountKind.RECEIVABLE, 0), cur),
+        Money(held_in.get(AccountKind.AVAILABLE, 0), cur),
+        credit=Money(credit, cur),
+        held_credit=Money(held_in.get(AccountKind.CREDIT, 0), cur),
+    )
     return schemas.Wallet(
         business_id=business_id,
         currency=cur,
@@ -94,9 +101,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
         withdrawable=withdrawable,
         pending_settlements=[settlement_out(s) for s in pending if s.status == "pending"],
         open_debts=[settlement_out(s) for s in pending if s.direction == "charge" and s.currency == cur],
-        withdrawable_amount=MoneyOut(
-            max(0, available - owed_beyond_credit - held_available) if withdrawable else 0, cur
-        ),
+        withdrawable_amount=MoneyOut(free.amount_minor if withdrawable else 0, cur),
         held=MoneyOut(held, cur),
     )
 

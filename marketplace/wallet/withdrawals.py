@@ -23,6 +23,7 @@ from marketplace.wallet.ledger import (
     AccountKind,
     build_withdrawal,
 )
+from marketplace.wallet.offset import withdrawable
 from marketplace.wallet.queries import held_earnings
 
 
@@ -68,7 +69,7 @@ async def withdraw(
         # What is still owed after that (a debt whose charge an operator is settling at this moment is passed over
         # by the collection, its row locked) stays in the wallet too: a payout never leaves a debt behind.
         still_owed = Money(balances[AccountKind.RECEIVABLE], amount.currency)
-        free = max(available - held - still_owed, Money(0, amount.currency))
+        free = withdrawable(available, still_owed, held)
         if free < amount:
             raise _not_withdrawable(amount, free, owed, debts, held)
     posted = await store.post(session, transfer, business_id=business.id, reference=f"withdrawal:{ref}")

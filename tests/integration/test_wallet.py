@@ -724,6 +724,30 @@ async def test_a_withdrawal_let_in_before_a_block_committed_is_refused_once_it_h
     assert await db.count(Settlement, Settlement.business_id == lb_id) == 0
 
 
+async def test_the_wallet_shows_as_withdrawable_what_a_withdrawal_allows_after_paying_what_is_owed(app, client, db):
+    """A lead buyer that owes a purchase and has credit and available money: its wallet's withdrawable amount is what
+    a withdrawal, which pays the debt from the wallet first (credit, then available), then allows, not a cent more."""
+    for available, credit, expected in (
+        (10_000, 0, 4_000),
+        (10_000, 2_000, 6_000),
+        (10_000, 8_000, 10_000),
+        (3_000, 2_000, 0),
+    ):
+        lb_id, lb = await register(client, "lead_buyer")
+        await buy(app, client, lb_id, lb)
+        await fund(app, lb_id, "lead_buyer", available)
+        if credit:
+            await fund(app, lb_id, "deal_maker", credit)  # setup: wallet credit for the lead buyer
+        shown = await wallet(client, lb)
+        assert shown["owed"] == money(PRICE) and shown["withdrawable_amount"] == money(expected), shown
+        more = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(expected + 1)})
+        assert more.status_code == 409 and more.json()["withdrawable"] == money(expected), more.text
+        if expected:
+            done = await client.post("/v1/wallet/withdrawals", headers=auth(lb), json={"amount": money(expected)})
+            assert done.status_code == 201, done.text
+            assert (await wallet(client, lb))["withdrawable_amount"] == money(0)
+
+
 async def test_withdrawals_from_available_only_and_payouts_confirmed_or_failed(app, client, db):
     operator = await operator_token(app)
     lb_id, lb = await register(client, "lead_buyer")

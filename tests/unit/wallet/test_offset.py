@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from marketplace.money import CurrencyMismatch, Money
-from marketplace.wallet.offset import OffsetPlan, plan_offset
+from marketplace.wallet.offset import OffsetPlan, plan_offset, withdrawable
 
 
 def ils(minor: int) -> Money:
@@ -88,3 +88,34 @@ def test_offset_sums_to_the_charge_and_never_exceeds_a_balance(
     if plan.to_charge.is_positive:
         assert plan.from_credit == ils(credit)
         assert credit_only or plan.from_available == ils(available)
+
+
+_minor = st.integers(0, 50_000)
+
+
+@settings(max_examples=500)
+@given(available=_minor, credit=_minor, owed=_minor, held_available=_minor, held_credit=_minor)
+def test_the_wallet_view_shows_what_a_withdrawal_then_allows(
+    available: int, credit: int, owed: int, held_available: int, held_credit: int
+) -> None:
+    """The wallet view's withdrawable amount (its balances, the debts not collected yet) is what a withdrawal allows
+    once it has collected them (collect_debts: spendable credit first, then spendable available, held earnings
+    spent on nothing), and paying it out leaves the held earnings and any debt still owed covered."""
+    held_available, held_credit = min(held_available, available), min(held_credit, credit)
+    shown = withdrawable(
+        ils(available), ils(owed), ils(held_available), credit=ils(credit), held_credit=ils(held_credit)
+    )
+    spend_credit, spend_available = ils(credit - held_credit), ils(available - held_available)
+    paid = plan_offset(min(ils(owed), spend_credit + spend_available), spend_credit, spend_available)
+    after_available, still_owed = ils(available) - paid.from_available, ils(owed) - paid.total
+    allowed = withdrawable(after_available, still_owed, ils(held_available))
+    assert shown == allowed
+    if allowed.is_positive:
+        assert after_available - allowed >= ils(held_available) + still_owed
+    # As the view had it before the rule was shared (a lead buyer's earnings are never held in credit).
+    if held_credit == 0:
+        assert shown == ils(max(0, available - max(0, owed - credit) - held_available))
+    # As the withdrawal had it: what is left of available after held earnings and what is still owed.
+    assert allowed == ils(
+        max(0, available - paid.from_available.amount_minor - held_available - still_owed.amount_minor)
+    )

@@ -43,7 +43,14 @@ from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork
-from marketplace.wallet.charges import charge_exposure, lead_taken, refuse_new_leads_over_limit
+from marketplace.wallet.charges import charge_exposure, lead_taken
+from marketplace.wallet.credit import (
+    OVER_CREDIT,
+    over_credit_limit,
+    over_credit_params,
+    refuse_new_leads_over_limit,
+    standing_limit,
+)
 from marketplace.wallet.ledger import AccountKind
 from marketplace.wallet.plan_versions import active_plan, rates_in_force
 
@@ -110,34 +117,16 @@ _OFFERED = select(_offers.business_id).where(_offers.lead_id == bindparam("lead_
 # Those the database still has active and fitting the lead (the database is the truth: another process may have
 # blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
 # rotation, in the same statement.
-_ledger = table(LedgerAccount).c
-# What a business owes through the payment provider now: its receivable account in its own currency.
-_OWES = (
-    select(_ledger.balance_minor)
-    .where(
-        _ledger.owner == "business",
-        _ledger.owner_id == _businesses.id,
-        _ledger.kind == AccountKind.RECEIVABLE.value,
-        _ledger.currency == _businesses.currency,
-    )
-    .correlate(_BUSINESSES)
-    .scalar_subquery()
-)
-_OVER_CREDIT = and_(
-    _businesses.mode == "deal_maker",
-    func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
-)
-
-
 # The wave's picks that may still be offered the lead: active, fitting it, below its caps, and not a deal maker owing
-# more than its credit limit (its claim would be refused, refuse_new_leads_over_limit: the offer would take a
-# place in the wave that a business able to take the lead should have; the ranking core does not know balances, and a
-# process's core may not have heard of claims another process took while Redis was away: the caps are counted here).
+# more than its credit limit (credit.OVER_CREDIT; its claim would be refused, refuse_new_leads_over_limit: the offer
+# would take a place in the wave that a business able to take the lead should have; the ranking core does not know
+# balances, and a process's core may not have heard of claims another process took while Redis was away: the caps are
+# counted here).
 _CAN_TAKE_IT = (
     _businesses.id.in_(bindparam("ids", expanding=True)),
     _businesses.status == "active",
     *FITS_THE_LEAD,
-    ~_OVER_CREDIT,
+    ~OVER_CREDIT,
     *UNDER_CAPS,
 )
 _MARK_OFFERED = (
@@ -152,7 +141,7 @@ _WITHDRAW_OVER_CREDIT = (
     .where(
         _offers.business_id == bindparam("of_business"),
         _offers.status == "open",
-        exists().where(_businesses.id == bindparam("of_business"), _OVER_CREDIT),
+        exists().where(_businesses.id == bindparam("of_business"), OVER_CREDIT),
     )
     .values(status="closed")
 )
@@ -232,7 +221,7 @@ def _can_take_params(settings: Settings, lead: WaveLead, ids: list[str], now: da
     return {
         "ids": ids,
         "now": now,
-        "default_limit": settings.wallet.default_credit_limit_minor,
+        **over_credit_params(settings),
         "day": day_start(now, zone),
         "month": month_start(now, zone),
         "category": lead.view.category,
@@ -534,8 +523,7 @@ async def _check_claimer(session: AsyncSession, settings: Settings, business: Pr
         raise Conflict(f"the business's daily cap of {daily_cap} leads is reached; it takes more tomorrow")
     if this_month >= monthly_cap:
         raise Conflict(f"the business's monthly cap of {monthly_cap} leads is reached")
-    if business.mode == "deal_maker":
-        refuse_new_leads_over_limit(settings, int(owed or 0), limit, currency)
+    refuse_new_leads_over_limit(settings, business.mode, int(owed or 0), limit, currency)
     return today + 1 >= daily_cap or this_month + 1 >= monthly_cap
 
 
@@ -733,9 +721,7 @@ async def apply_credit_limit(uow: UnitOfWork, settings: Settings, jobs: Jobs, bu
         raise NotFound(f"no business {business_id}")
     if amount.currency != business.currency:
         raise InvalidInput.field("amount.currency", f"the wallet is in {business.currency}")
-    before = business.credit_limit_minor
-    if before is None:
-        before = settings.wallet.default_credit_limit_minor
+    before = standing_limit(settings, business.credit_limit_minor)
     business.credit_limit_minor = amount.amount_minor
     await uow.session.flush()
     await withdraw_offers_over_credit(uow.session, settings, business_id)
@@ -746,8 +732,7 @@ async def apply_credit_limit(uow: UnitOfWork, settings: Settings, jobs: Jobs, bu
 async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings, business_id: str) -> None:
     """A deal maker's paid deal made it owe more than its credit limit: its open offers are withdrawn (its claims
     would be refused until it pays). (The ranking core does not know the limit: the waves check it, _MARK_OFFERED.)"""
-    limit = settings.wallet.default_credit_limit_minor
-    await session.execute(_WITHDRAW_OVER_CREDIT, {"of_business": business_id, "default_limit": limit})
+    await session.execute(_WITHDRAW_OVER_CREDIT, {"of_business": business_id, **over_credit_params(settings)})
 
 
 async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
@@ -919,17 +904,6 @@ async def waves_to_send_again(session: AsyncSession, overdue_by: timedelta | Non
         for lead_id, sent, due in rows
     ]
 
-
-_OVER_CREDIT_AMONG = select(_businesses.id).where(_businesses.id.in_(bindparam("ids", expanding=True)), _OVER_CREDIT)
-
-
-async def over_credit_limit(session: AsyncSession, settings: Settings, business_ids: list[str]) -> set[str]:
-    """The deal makers among these that owe more than their credit limit: a wave passes over them (_MARK_OFFERED)
-    until they pay."""
-    if not business_ids:
-        return set()
-    params = {"ids": business_ids, "default_limit": settings.wallet.default_credit_limit_minor}
-    return set((await session.execute(_OVER_CREDIT_AMONG, params)).scalars())
 
 
 async def statuses_of(session: AsyncSession, business_ids: list[str]) -> dict[str, str]:

@@ -26,6 +26,7 @@ from marketplace.money import Money, format_rate_bp
 from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
 from marketplace.wallet import provider, referrals, store
+from marketplace.wallet.credit import credit_limit, within_first_limit
 from marketplace.wallet.debts import charge_key, collect_debts
 from marketplace.wallet.invoices import breakdown, issue_invoice
 from marketplace.wallet.ledger import (
@@ -51,12 +52,7 @@ from marketplace.wallet.plans import (
     deal_commission,
     evaluate,
 )
-from marketplace.wallet.queries import (
-    credit_limit,
-    spendable,
-    standing_limit,
-    within_first_limit,
-)
+from marketplace.wallet.queries import spendable
 from marketplace.wallet.vat import VatBreakdown
 
 
@@ -201,22 +197,6 @@ async def lead_taken(
     if lead.referral_code:  # (the lead's place count says nothing: returned places are not given again)
         price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
         await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
-
-
-def refuse_new_leads_over_limit(settings: Settings, owed_minor: int, limit_minor: int | None, currency: str) -> None:
-    """A deal maker that owes more than its credit limit (commissions on deals it reported paid, not paid yet) is
-    assigned no new lead until it pays: the limit never refuses the report of a paid deal (that would reward not
-    reporting), so it guards the next lead instead. An operator can raise the limit. (The first limit, for businesses
-    not yet known to pay, guards purchases: a deal maker owes only on deals it reports paid, and a throw-away one
-    reports none.)"""
-    limit = standing_limit(settings, limit_minor)
-    if owed_minor > limit:
-        owed, allowed = Money(owed_minor, currency), Money(limit, currency)
-        raise InsufficientFunds(
-            f"this business owes {owed}, above its credit limit of {allowed}: it is assigned new leads again once it "
-            "has paid what it owes",
-            extra={"owed": owed.to_json(), "credit_limit": allowed.to_json()},
-        )
 
 
 async def settle_commission(

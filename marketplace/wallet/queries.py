@@ -29,6 +29,7 @@ from marketplace.money import Money
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.wallet import schemas
+from marketplace.wallet.credit import credit_limit, standing_limit
 from marketplace.wallet.ledger import AccountKind, TransferKind
 from marketplace.wallet.offset import withdrawable as withdrawable_after_debts
 
@@ -73,7 +74,7 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     )
     if business.mode == "deal_maker":
         # It buys nothing, so the first limit (on purchases) never applies: the standing one guards its next lead
-        # (wallet.charges.refuse_new_leads_over_limit).
+        # (wallet.credit.refuse_new_leads_over_limit).
         limit = standing_limit(settings, business.credit_limit_minor)
     else:
         limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)
@@ -113,44 +114,6 @@ RETURN_SETTLING = timedelta(hours=1)
 # share of a deal_commission): each is held until what it was paid from is paid (and a purchase until it can no
 # longer be returned).
 _EARNING_KINDS = (TransferKind.LEAD_EARNINGS.value, TransferKind.DEAL_COMMISSION.value)
-
-
-async def credit_limit(session: AsyncSession, settings: Settings, business_id: str, own_limit_minor: int | None) -> int:
-    """How much a business may owe through the payment provider: its own limit (an operator's), else the
-    marketplace's default once it has paid a charge of its own, and the smaller first limit until then."""
-    limit = standing_limit(settings, own_limit_minor)
-    if own_limit_minor is not None or settings.wallet.first_credit_limit_minor >= limit:
-        return limit
-    return limit if await has_paid(session, business_id) else settings.wallet.first_credit_limit_minor
-
-
-def standing_limit(settings: Settings, own_limit_minor: int | None) -> int:
-    """An operator's limit for the business, else the marketplace's default: what a business known to pay may owe."""
-    return settings.wallet.default_credit_limit_minor if own_limit_minor is None else own_limit_minor
-
-
-def within_first_limit(settings: Settings, own_limit_minor: int | None, owing_minor: int) -> bool:
-    """Whether owing this much is allowed whatever the business's history (so that the hot path reads none)."""
-    limit = standing_limit(settings, own_limit_minor)
-    if own_limit_minor is None:
-        limit = min(settings.wallet.first_credit_limit_minor, limit)
-    return owing_minor <= limit
-
-
-async def has_paid(session: AsyncSession, business_id: str) -> bool:
-    """Whether a charge of the business's own has been received (an operator confirmed its bank transfer) for
-    something it kept: a lead it returned gave the money back (as credit), so paying for it proves nothing."""
-    paid = await session.scalar(
-        select(Settlement.id)
-        .where(
-            Settlement.business_id == business_id,
-            Settlement.direction == "charge",
-            Settlement.status == "confirmed",
-            ~exists().where(Exposure.id == Settlement.reference, Exposure.status == "returned"),
-        )
-        .limit(1)
-    )
-    return paid is not None
 
 
 async def held_earnings(

@@ -132,6 +132,12 @@ _CAN_TAKE_IT = (
 _MARK_OFFERED = (
     update(_BUSINESSES).where(*_CAN_TAKE_IT).values(last_offered_at=bindparam("now")).returning(_businesses.id)
 )
+_LOCK_PICKS = (
+    select(_businesses.id)
+    .where(_businesses.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_businesses.id)
+    .with_for_update(key_share=True)
+)
 # The same question, marking nobody: asked of a wave's picks and of the business whose score set a lead buyer's price.
 _ABLE = select(_businesses.id).where(*_CAN_TAKE_IT)
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
@@ -285,7 +291,13 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             break
         left_out |= refused
     # Marked in one statement, which asks again: one refused since (a claim or a block that committed meanwhile) is
-    # not offered the lead.
+    # not offered the lead. On PostgreSQL the picks' rows are locked first, in id order, in a statement of their own:
+    # a report that takes a deal maker over its credit limit holds its row (FOR SHARE) until it commits, and an UPDATE
+    # that waited for it would judge the balance by its own older snapshot (offering the lead to a business whose
+    # report has just withdrawn its offers, found by a tester); the marking, a later statement, reads the balance as
+    # committed. And waves lock their picks in one order, not each in its scan's (two waves deadlocked).
+    if picks and session.get_bind().dialect.name == "postgresql":
+        await session.execute(_LOCK_PICKS, {"ids": sorted(p.business_id for p in picks)})
     active = await _mark_offered(session, settings, lead, picks, now)
     chosen = [p for p in picks if p.business_id in active]
     if chosen:

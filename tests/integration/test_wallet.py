@@ -1131,6 +1131,52 @@ async def test_a_deal_maker_over_its_limit_just_below_the_wave_sets_no_price_eit
     assert abs(claimed.json()["price"]["amount_minor"] - second_price) <= 1, (claimed.json()["price"], second_price)
 
 
+async def test_a_wave_racing_the_report_that_takes_a_deal_maker_over_its_limit_offers_it_nothing(
+    app, client, db, monkeypatch
+):
+    """The paid report withdraws the deal maker's open offers and commits; a wave that had waited for the report's
+    hold on the business's row judged its balance by its own older snapshot and offered it the lead all the same (a
+    tester, two API processes and a job worker on PostgreSQL: open offers it could only be refused, 5 runs in 8)."""
+    import asyncio
+
+    from marketplace.exposures import services as exposure_services
+
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(1_000)})).status_code == 200
+    exposure = await buy(app, client, dm_id, dm, category="legal")
+    won = {"status": "won", "turnover": money(100_000)}  # 300.00 of commission once paid: over the 10.00 limit
+    assert (await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json=won)).status_code == 200
+
+    reported, go_on = asyncio.Event(), asyncio.Event()
+    withdraw = exposure_services.withdraw_offers_over_credit
+
+    async def withdraw_then_hold(session, settings, business_id):  # the report, its commission posted, not committed
+        await withdraw(session, settings, business_id)
+        reported.set()
+        await go_on.wait()
+
+    monkeypatch.setattr(exposure_services, "withdraw_offers_over_credit", withdraw_then_hold)
+    paid = asyncio.create_task(
+        client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json={"status": "paid"})
+    )
+    await reported.wait()
+
+    async def a_lead_and_its_wave() -> str:
+        lead_id = await submit_lead(client, category="legal")
+        await app.state.jobs.run_due()
+        return lead_id
+
+    waved = asyncio.create_task(a_lead_and_its_wave())
+    await asyncio.sleep(0.5)  # the wave waits for the report's hold (on SQLite, for the one connection)
+    go_on.set()
+    assert (await paid).status_code == 200
+    lead_id = await waved
+    assert await offers_of(client, dm) == []
+    assert await db.count(Offer, Offer.lead_id == lead_id, Offer.business_id == dm_id) == 0
+
+
 async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers_and_one_raised_brings_leads_again(
     app, client, db, settings
 ):

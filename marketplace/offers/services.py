@@ -114,9 +114,6 @@ _DUE_UNLESS_SENT = _NEXT_WAVE_DUE.where(_leads.waves_sent == bindparam("previous
 # Who was offered the lead already; an offer withdrawn (closed: the lead filled, the business was blocked or its
 # profile changed) does not count, so the business may be offered it again once it fits and a place is free.
 _OFFERED = select(_offers.business_id).where(_offers.lead_id == bindparam("lead_id"), _offers.status != "closed")
-# Those the database still has active and fitting the lead (the database is the truth: another process may have
-# blocked one, or changed its profile, a moment before its core heard of it) are marked offered now, for the fair
-# rotation, in the same statement.
 # The wave's picks that may still be offered the lead: active, fitting it, below its caps, and not a deal maker owing
 # more than its credit limit (credit.OVER_CREDIT; its claim would be refused, refuse_new_leads_over_limit: the offer
 # would take a place in the wave that a business able to take the lead should have; the ranking core does not know
@@ -280,24 +277,28 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     # prices included: a lead buyer's second price is set by the best candidate below it, which may be outside the
     # wave, and one the database would refuse is no competitor either. Asked first, marked after: a pick marked
     # offered and then left out of a wave chosen again would lose its turn in the rotation for nothing.
+    # On PostgreSQL the rows asked about are locked first (FOR NO KEY UPDATE), in a statement of their own, so that the
+    # question reads them as committed: a report taking a deal maker over its credit limit holds its row (FOR SHARE)
+    # until it commits, and a statement that had waited for it would judge the balance by its own older snapshot
+    # (offering the lead to a business whose report had just withdrawn its offers: a tester). Each round's new rows in
+    # id order (two waves deadlocked once, locking their picks each in its own scan's order).
     left_out: set[str] = set()
+    locked: set[str] = set()
+    lock_first = session.get_bind().dialect.name == "postgresql"
     while True:
         picks, more = await _candidates_in_order(
             session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone, left_out
         )
         asked = {p.business_id for p in picks} | {p.priced_against for p in picks if p.priced_against is not None}
+        if lock_first and asked - locked:
+            await session.execute(_LOCK_PICKS, {"ids": sorted(asked - locked)})
+            locked |= asked
         refused = asked - await _able(session, settings, lead, asked, now) if asked else set()
         if not refused:
             break
         left_out |= refused
-    # Marked in one statement, which asks again: one refused since (a claim or a block that committed meanwhile) is
-    # not offered the lead. On PostgreSQL the picks' rows are locked first, in id order, in a statement of their own:
-    # a report that takes a deal maker over its credit limit holds its row (FOR SHARE) until it commits, and an UPDATE
-    # that waited for it would judge the balance by its own older snapshot (offering the lead to a business whose
-    # report has just withdrawn its offers, found by a tester); the marking, a later statement, reads the balance as
-    # committed. And waves lock their picks in one order, not each in its scan's (two waves deadlocked).
-    if picks and session.get_bind().dialect.name == "postgresql":
-        await session.execute(_LOCK_PICKS, {"ids": sorted(p.business_id for p in picks)})
+    # Marked in one statement, which asks again (on SQLite, the one writer, nothing came between; on PostgreSQL the
+    # rows are held): the answer is the question's.
     active = await _mark_offered(session, settings, lead, picks, now)
     chosen = [p for p in picks if p.business_id in active]
     if chosen:
@@ -767,21 +768,18 @@ async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) ->
     """A blocked business's inquiries still on the market leave it, as a hired customer's lead does
     (take_off_the_market): a business blocked as a fraud must not go on earning from the claims of leads it sold
     (a fake inquiry is the obvious fraud of a seller). What was bought of them stands, returns included. Returns the
-    leads taken off. In two statements however many they are (a block holds their rows until it commits)."""
+    leads taken off. In three statements however many they are (a block holds their rows until it commits)."""
     now = utcnow()
-    taken_off = (
-        update(Lead)
-        .where(Lead.seller_business_id == seller_business_id, Lead.expires_at > now)
-        .values(expires_at=now, status=case((Lead.status == "open", "expired"), else_=Lead.status))
-        .returning(Lead.id)
-        .execution_options(synchronize_session="fetch")
-    )
-    lead_ids = sorted(await session.scalars(taken_off))
+    on_the_market = (Lead.seller_business_id == seller_business_id, Lead.expires_at > now)
+    # ORM updates with plain values, as take_off_the_market's: a Lead this session holds sees them.
+    expired = update(Lead).where(*on_the_market, Lead.status == "open").values(expires_at=now, status="expired")
+    lead_ids = set(await session.scalars(expired.returning(Lead.id)))
+    lead_ids |= set(await session.scalars(update(Lead).where(*on_the_market).values(expires_at=now).returning(Lead.id)))
     if lead_ids:
         await session.execute(
             update(_OFFERS).where(_offers.lead_id.in_(lead_ids), _offers.status == "open").values(status="closed")
         )
-    return lead_ids
+    return sorted(lead_ids)
 
 
 async def offer_replacement(

@@ -1141,6 +1141,7 @@ async def test_a_wave_racing_the_report_that_takes_a_deal_maker_over_its_limit_o
 
     from marketplace.exposures import services as exposure_services
 
+    app.state.ranker.core.explore_share = 0.0
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
     url = f"/v1/businesses/{dm_id}/credit-limit"
@@ -1148,6 +1149,9 @@ async def test_a_wave_racing_the_report_that_takes_a_deal_maker_over_its_limit_o
     exposure = await buy(app, client, dm_id, dm, category="legal")
     won = {"status": "won", "turnover": money(100_000)}  # 300.00 of commission once paid: over the 10.00 limit
     assert (await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json=won)).status_code == 200
+    # Two newcomers below it: the wave's two places are theirs once it is passed over, not one of them.
+    newcomers = {(await register(client, "deal_maker", profile={"categories": ["legal"]}))[0] for _ in range(2)}
+    await app.state.ranking_sync.settled()
 
     reported, go_on = asyncio.Event(), asyncio.Event()
     withdraw = exposure_services.withdraw_offers_over_credit
@@ -1175,6 +1179,7 @@ async def test_a_wave_racing_the_report_that_takes_a_deal_maker_over_its_limit_o
     lead_id = await waved
     assert await offers_of(client, dm) == []
     assert await db.count(Offer, Offer.lead_id == lead_id, Offer.business_id == dm_id) == 0
+    assert set(await db.scalars(select(Offer.business_id).where(Offer.lead_id == lead_id))) == newcomers
 
 
 async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers_and_one_raised_brings_leads_again(

@@ -9,6 +9,11 @@ prefix while the referrer's row and the wallets are locked: PostgreSQL's unique 
 under the "C" collation, so a text_pattern_ops index serves it under any (SQLite reads a range of the unique index).
 Whether a purchase is a repeat, and which later purchases a return leaves without an earlier one, read a referrer's
 customers' leads by referral code and phone: neither column had an index, so each read scanned every lead.
+
+Built inside the upgrade's transaction, which holds writes to ledger_transactions (every posting) while it builds: on
+a large ledger, build it first without holding them, and this migration finds it there:
+    CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ledger_transactions_idempotency_key_prefix
+        ON ledger_transactions (idempotency_key text_pattern_ops);
 """
 
 from collections.abc import Sequence
@@ -29,6 +34,7 @@ def upgrade() -> None:
             ["idempotency_key"],
             unique=False,
             postgresql_ops={"idempotency_key": "text_pattern_ops"},
+            if_not_exists=True,
         )
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.create_index("ix_leads_referral_code_created_at", ["referral_code", "created_at"], unique=False)

@@ -86,7 +86,9 @@ def withdrawable(
 
     The wallet view passes its credit (the debts the next withdrawal collects first); a withdrawal, having just
     collected, passes none: what is still owed then is what the collection could not pay (a charge an operator is
-    settling at that moment), which available alone covers."""
+    settling at that moment, one the provider can no longer stop), which available alone covers. So the view's figure
+    is what a withdrawal allows unless such a debt is skipped at that moment: then the withdrawal allows less (its
+    refusal names the debt), never more."""
     zero = Money.zero(available.currency)
     spend_credit = max(credit - (held_credit or zero), zero) if credit is not None else zero
     beyond_credit = owed - min(max(owed, zero), spend_credit)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -753,14 +753,7 @@ async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     served, and more calls would only bother it, or sell a buyer a customer already taken. Its lead goes out in
     no more waves and takes no more claims (its expiry is brought forward to now, and an open one is expired), and
     its open offers are withdrawn."""
-    now = utcnow()
-    # Whatever its status: a full lead a block's release reopens later is expired, not open again. An open one says
-    # so at once, as the expiry sweep would only later (a duplicate of the request, the exposures' lead summaries and
-    # the operator's view would show it open meanwhile). (An ORM update: a Lead this session holds sees it.)
-    on_the_market = (Lead.id == lead_id, Lead.expires_at > now)
-    open_now = update(Lead).where(*on_the_market, Lead.status == "open")
-    await session.execute(open_now.values(expires_at=now, status="expired"))
-    await session.execute(update(Lead).where(*on_the_market).values(expires_at=now))
+    await _off_the_market(session, Lead.id == lead_id)
     await close_open_offers(session, lead_id)
 
 
@@ -769,16 +762,27 @@ async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) ->
     (take_off_the_market): a business blocked as a fraud must not go on earning from the claims of leads it sold
     (a fake inquiry is the obvious fraud of a seller). What was bought of them stands, returns included. Returns the
     leads taken off. In three statements however many they are (a block holds their rows until it commits)."""
-    now = utcnow()
-    on_the_market = (Lead.seller_business_id == seller_business_id, Lead.expires_at > now)
-    # ORM updates with plain values, as take_off_the_market's: a Lead this session holds sees them.
-    expired = update(Lead).where(*on_the_market, Lead.status == "open").values(expires_at=now, status="expired")
-    lead_ids = set(await session.scalars(expired.returning(Lead.id)))
-    lead_ids |= set(await session.scalars(update(Lead).where(*on_the_market).values(expires_at=now).returning(Lead.id)))
+    lead_ids = await _off_the_market(session, Lead.seller_business_id == seller_business_id)
     if lead_ids:
         await session.execute(
             update(_OFFERS).where(_offers.lead_id.in_(lead_ids), _offers.status == "open").values(status="closed")
         )
+    return lead_ids
+
+
+async def _off_the_market(session: AsyncSession, which: ColumnElement[bool]) -> list[str]:
+    """The leads `which` names that are still on the market leave it now: their expiry brought forward to now, an
+    open one expired. Returns them.
+
+    Whatever its status: a full lead a block's release reopens later is expired, not open again. An open one says so
+    at once, as the expiry sweep would only later (a duplicate of the request, the exposures' lead summaries and the
+    operator's view would show it open meanwhile). ORM updates with plain values: a Lead this session holds sees
+    them."""
+    now = utcnow()
+    on_the_market = (which, Lead.expires_at > now)
+    expired = update(Lead).where(*on_the_market, Lead.status == "open").values(expires_at=now, status="expired")
+    lead_ids = set(await session.scalars(expired.returning(Lead.id)))
+    lead_ids |= set(await session.scalars(update(Lead).where(*on_the_market).values(expires_at=now).returning(Lead.id)))
     return sorted(lead_ids)
 
 

@@ -126,8 +126,7 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
         beta = (history.decided - wins) + k * (1.0 - prior.win_rate)
         p = alpha / (alpha + beta)
         paid = pay_rate(history, prior)
-        reported = (history.turnover_minor + k * prior.mean_turnover_minor) / (history.turnover_known + k)
-        turnover = min(reported, prior.turnover_cap_minor)
+        turnover, capped = expected_turnover(history, prior)
         worth = paid * turnover * terms.commission_rate_bp / 10_000
         factors: dict[str, Any] = {
             "mode": "deal_maker",
@@ -135,7 +134,7 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
             "p_won": round(p, 6),
             "p_paid_if_won": round(paid, 6),
             "expected_turnover_minor": round(turnover),
-            "turnover_capped": reported > turnover,
+            "turnover_capped": capped,
             "commission_rate_bp": terms.commission_rate_bp,
             "decided_exposures": history.decided,
         }
@@ -159,6 +158,15 @@ def score(history: History, prior: CategoryPrior, terms: Terms, reliability: flo
         }
     )
     return Score(value, max(alpha, 1e-9), max(beta, 1e-9), worth, bonus, reliability, factors)
+
+
+def expected_turnover(history: History, prior: CategoryPrior) -> tuple[float, bool]:
+    """What a win is expected to be worth: the turnover its wins state, shrunk toward the category's mean, at most the
+    category's cap; and whether the cap cut it (a turnover reported far beyond what the category's customers ask for
+    cannot buy a business the top of the list)."""
+    k = prior.strength
+    reported = (history.turnover_minor + k * prior.mean_turnover_minor) / (history.turnover_known + k)
+    return min(reported, prior.turnover_cap_minor), reported > prior.turnover_cap_minor
 
 
 def pay_rate(history: History, prior: CategoryPrior) -> float:

@@ -34,6 +34,7 @@ from marketplace.ranking.scoring import (
     Terms,
     category_prior,
     exact_value,
+    expected_turnover,
     gsp_price,
     outcome,
     pay_rate,
@@ -242,11 +243,9 @@ class ProfitabilityRanker:
         """Whether the turnover its wins state, shrunk toward the category's, is above what a win is believed to be
         worth at most (the prior's cap): its expected turnover is the cap, not what it reported."""
         standing = self.standings.get(business_id)
-        if standing is None or prior is None or math.isinf(prior.turnover_cap_minor):
+        if standing is None or prior is None:
             return False
-        h = standing.history_of(category, utcnow(), payment_term(self.settings))
-        k = prior.strength
-        return (h.turnover_minor + k * prior.mean_turnover_minor) / (h.turnover_known + k) > prior.turnover_cap_minor
+        return expected_turnover(standing.history_of(category, utcnow(), payment_term(self.settings)), prior)[1]
 
     async def _load_plan(self, session: AsyncSession) -> None:
         """The commission plan in force: each category's rate, and the share of a sold lead's revenue its seller

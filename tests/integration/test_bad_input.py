@@ -378,14 +378,9 @@ async def test_bad_query_parameter_is_422_naming_it(client):
     table.done()
 
 
-# Not plain decimal digits: each a 422 naming `limit` on every list, never read as a number (`1e2` was 100).
-NOT_DIGITS = ["1.0", "1e0", "1e2", "5.", "+5", "-5", " 5", "5 ", "0x10", "1_0", "", "\u0665", "\uff15", "abc"]
-
-
-async def test_every_lists_limit_is_plain_digits_leading_zeros_allowed(app, client):
-    lead_buyer_id, lead_buyer = await register(client, "lead_buyer")
-    operator = await operator_token(app)
-    token_for = {
+def tokens_by_access(operator: str, lead_buyer: str) -> dict[Access, str | None]:
+    """A token each route's access rule lets in: the operator's, the lead buyer's, none for public routes."""
+    return {
         Access.PUBLIC: None,
         Access.OPERATOR: operator,
         Access.BUSINESS_OR_OPERATOR: operator,
@@ -394,6 +389,16 @@ async def test_every_lists_limit_is_plain_digits_leading_zeros_allowed(app, clie
         Access.LEAD_BUYER: lead_buyer,
         Access.BUSINESS_SETTLING: lead_buyer,
     }
+
+
+# Not plain decimal digits: each a 422 naming `limit` on every list, never read as a number (`1e2` was 100).
+NOT_DIGITS = ["1.0", "1e0", "1e2", "5.", "+5", "-5", " 5", "5 ", "0x10", "1_0", "", "\u0665", "\uff15", "abc"]
+
+
+async def test_every_lists_limit_is_plain_digits_leading_zeros_allowed(app, client):
+    lead_buyer_id, lead_buyer = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    token_for = tokens_by_access(operator, lead_buyer)
     lists = [
         (re.sub(r"\{[^}]+\}", "x", route.path), token_for[handler.opt["access"]])
         for route in app.routes
@@ -668,15 +673,7 @@ async def test_every_read_answers_406_to_an_accept_that_takes_no_json_and_json_t
 
     _, lead_buyer = await register(client, "lead_buyer")
     operator = await operator_token(app)
-    token_for = {
-        Access.PUBLIC: None,
-        Access.OPERATOR: operator,
-        Access.BUSINESS_OR_OPERATOR: operator,
-        Access.CLUB_OR_OPERATOR: operator,
-        Access.BUSINESS: lead_buyer,
-        Access.LEAD_BUYER: lead_buyer,
-        Access.BUSINESS_SETTLING: lead_buyer,
-    }
+    token_for = tokens_by_access(operator, lead_buyer)
     reads = [
         (route.path, handler)
         for route in app.routes

@@ -87,7 +87,7 @@ class WalletController(Controller):
         cursor: FromQuery[str | None] = None,
         since: FromQuery[QueryTime | None] = None,
         until: FromQuery[QueryTime | None] = None,
-        kind: Annotated[str | None, one_of(sorted(KINDS), "only the entries of this kind of transaction")] = None,
+        kind: Annotated[str | None, one_of(sorted(KINDS), "only the entries shown with this kind")] = None,
         format: Annotated[str, one_of(ENTRY_FORMATS, "json: a page; csv: every entry (no limit or cursor)")] = "json",
     ) -> Response[Any]:
         """Own ledger entries, newest first, filtered by date and kind; `?format=csv` exports them all. The form is

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -172,6 +172,25 @@ async def spendable(
     return max(0, credit - held[AccountKind.CREDIT]), max(0, available - held[AccountKind.AVAILABLE])
 
 
+# A deal's commission is one balanced transaction: the deal maker pays it (debits to its wallet) and the plan's shares
+# come out of its net, the lead's seller's credited to the seller's wallet. To the seller that credit is earnings from
+# a lead it sold, as its share of a purchase is (a lead_earnings transaction of its own): its entries show it so, in
+# kind and memo, and `kind` filters by the kind shown, so the list, the filter and the CSV export agree. The ledger
+# keeps the one transaction.
+_SHARE_OF_COMMISSION = and_(
+    LedgerTransaction.kind == TransferKind.DEAL_COMMISSION.value, LedgerPosting.amount_minor < 0
+)
+_SHOWN_KIND = case((_SHARE_OF_COMMISSION, TransferKind.LEAD_EARNINGS.value), else_=LedgerTransaction.kind)
+
+
+def _entry_memo(txn: LedgerTransaction, lead_id: str | None) -> str:
+    """The transaction's memo, but for a seller's share of a commission (the only entry whose lead the query reads:
+    the deal maker's memo names its rate and its deal, not what the seller earned)."""
+    if lead_id is None:
+        return txn.memo
+    return f"Sold lead {lead_id}: share of the commission on the deal another business made of it"
+
+
 async def entries_of(
     session: AsyncSession,
     business_id: str,
@@ -183,9 +202,16 @@ async def entries_of(
     kind: str | None,
 ) -> tuple[list[schemas.Entry], str | None]:
     query = (
-        select(LedgerPosting, LedgerAccount.kind.label("account_kind"), LedgerTransaction)
+        select(
+            LedgerPosting,
+            LedgerAccount.kind.label("account_kind"),
+            LedgerTransaction,
+            _SHOWN_KIND.label("shown_kind"),
+            Exposure.lead_id,
+        )
         .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+        .outerjoin(Exposure, and_(_SHARE_OF_COMMISSION, Exposure.id == LedgerTransaction.reference))
         .where(LedgerAccount.owner == "business", LedgerAccount.owner_id == business_id)
     )
     if cursor is not None:
@@ -195,20 +221,20 @@ async def entries_of(
     if until is not None:
         query = query.where(LedgerTransaction.created_at < until)
     if kind:
-        query = query.where(LedgerTransaction.kind == kind)
+        query = query.where(_SHOWN_KIND == kind)  # noqa: SIM300 (a CASE expression, not a constant)
     rows = (await session.execute(query.order_by(LedgerPosting.id.desc()).limit(limit + 1))).all()
     items = [
         schemas.Entry(
             posting_id=str(posting.id),
             transaction_id=txn.id,
-            kind=txn.kind,
+            kind=shown_kind,
             account=account_kind,
             amount=MoneyOut(posting.amount_minor * AccountKind(account_kind).normal_sign, posting.currency),
-            memo=txn.memo,
+            memo=_entry_memo(txn, lead_id),
             reference=txn.reference,
             at=txn.created_at,
         )
-        for posting, account_kind, txn in rows[:limit]
+        for posting, account_kind, txn, shown_kind, lead_id in rows[:limit]
     ]
     return items, (str(items[-1].posting_id) if len(rows) > limit and items else None)
 

@@ -49,6 +49,8 @@ class Wallet(msgspec.Struct):
 class Entry(msgspec.Struct):
     posting_id: str  # opaque, as every id
     transaction_id: str
+    # What the posting is for this business: its transaction's kind, but `lead_earnings` for its share, as a lead's
+    # seller, of the commission on the deal another business made of it (a `deal_commission` transaction).
     kind: str
     account: str
     # In the account's own terms: +100 on `credit` means the business has 1.00 more credit.

@@ -551,6 +551,44 @@ async def test_a_sold_lead_earns_the_seller_its_share_of_the_net_price(app, clie
     assert balances["marketplace::revenue"] == 2 * PRICE_NET
 
 
+async def test_a_sellers_share_of_a_deals_commission_is_shown_to_it_as_earnings(app, client, db):
+    """The commission on a deal made of a sold lead is one transaction: the deal maker's charge, the shares out of its
+    net. To the seller its share is earnings from the lead it sold, in kind and memo, and the kind filter and the
+    export take it as shown (a tester: it read `deal_commission`, "Commission 30 % on deal ...", as if charged, and
+    `?kind=lead_earnings` left it out)."""
+    _, seller = await register(client, "deal_maker")
+    maker_id, maker = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    lead_id = await _sell(client, seller, category="legal")
+    (offer_id,) = await offer_lead_to(app, lead_id, [maker_id])
+    exposure = (await claim(client, maker, offer_id)).json()
+    assert (await close_deal(client, maker, exposure["id"], 1_000_000)).status_code == 200
+    share = 177_966  # 70 % of the net of the 3,000.00 commission (2,542.37)
+    memo = f"Sold lead {lead_id}: share of the commission on the deal another business made of it"
+
+    def shown(items: list[dict[str, Any]]) -> list[tuple[str, str, int, str]]:
+        return [(e["kind"], e["account"], e["amount"]["amount_minor"], e["memo"]) for e in items]
+
+    listed = (await client.get("/v1/wallet/entries", headers=auth(seller))).json()["items"]
+    assert shown(listed) == [("lead_earnings", "credit", share, memo)]
+    by_kind = (await client.get("/v1/wallet/entries", headers=auth(seller), params={"kind": "lead_earnings"})).json()
+    assert by_kind["items"] == listed
+    charged = await client.get("/v1/wallet/entries", headers=auth(seller), params={"kind": "deal_commission"})
+    assert charged.json()["items"] == []
+    exported = await client.get("/v1/wallet/entries", headers=auth(seller), params={"format": "csv"})
+    rows = list(csv.reader(io.StringIO(exported.text)))[1:]
+    assert [(r[3], r[4], int(r[5]), r[7]) for r in rows] == shown(listed)
+
+    # The deal maker's own entries of the same transaction are the commission it was charged.
+    paid = (await client.get("/v1/wallet/entries", headers=auth(maker))).json()["items"]
+    assert {e["transaction_id"] for e in paid} == {listed[0]["transaction_id"]}
+    assert {(e["kind"], e["memo"]) for e in paid} == {
+        ("deal_commission", f"Commission 30 % on deal for lead {lead_id} (plan v1)")
+    }
+    assert sum(e["amount"]["amount_minor"] for e in paid if e["account"] == "receivable") == 300_000
+    only = await client.get("/v1/wallet/entries", headers=auth(maker), params={"kind": "deal_commission"})
+    assert only.json()["items"] == paid
+
+
 async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_paid(app, client, db):
     """Two accounts must not turn a purchase nobody pays for into cash: the seller's earnings count in its balance
     at once, but a withdrawal waits for the buyer's charge."""

@@ -176,8 +176,10 @@ class ExposureController(Controller):
             return 200, schemas.ReturnResult(
                 exposure_id=returned.exposure.id,
                 status=returned.exposure.status,
-                refund=MoneyOut(refund.amount_minor, refund.currency) if refund is not None else None,
+                refund=MoneyOut(refund.gross.amount_minor, refund.currency) if refund is not None else None,
                 replacement_offer_id=returned.replacement.id if returned.replacement else None,
+                refund_net=MoneyOut(refund.net.amount_minor, refund.currency) if refund is not None else None,
+                refund_vat=MoneyOut(refund.vat.amount_minor, refund.currency) if refund is not None else None,
                 replacement_owed=returned.replacement is None and returned.exposure.replacement_owed_since is not None,
             )
 

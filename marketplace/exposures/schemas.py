@@ -58,8 +58,13 @@ class ReturnRequest(msgspec.Struct, forbid_unknown_fields=True):
 class ReturnResult(msgspec.Struct):
     exposure_id: str
     status: str
-    refund: MoneyOut | None
+    refund: MoneyOut | None  # the gross given back
     replacement_offer_id: str | None
+    # What the refund reverses (refund = net + VAT, as on its credit notes), so that it can be checked against the
+    # exposure's `price`: where prices include VAT (Israel) the price is the gross, where VAT is added on top
+    # (Germany) the price is the net, and the refund the gross paid for it. Null with no refund.
+    refund_net: MoneyOut | None = None
+    refund_vat: MoneyOut | None = None
     # A deal maker's return that found no open lead to replace it: the first wave of the next lead that fits its
     # profile offers that lead as the replacement (within windows.replacement_days).
     replacement_owed: bool = False

@@ -22,7 +22,6 @@ from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
-from marketplace.money import Money
 from marketplace.offers.services import (
     close_open_offers,
     offer_replacement,
@@ -33,6 +32,7 @@ from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.surveys import services as surveys
 from marketplace.wallet import charges, refunds
+from marketplace.wallet.vat import VatBreakdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class Returned:
     exposure: Exposure
     before: Before
     replacement: Offer | None
-    refund: Money | None
+    refund: VatBreakdown | None
 
 
 # Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):

@@ -69,25 +69,35 @@ async def claim_returned(session: AsyncSession, settings: Settings, lead: Lead, 
         await referrals.reward_qualified_lead(session, plan, lead, holder, price)
 
 
-async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> Money | None:
+async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> VatBreakdown | None:
     """A lead buyer's returned lead: its price comes back, first cancelling what is still unpaid of the
     charge, then what was paid from the available balance back to it (at the purchase, or later from earnings that
     paid the charge: withdrawable money stays withdrawable), the rest as wallet credit. Each credit note lists how.
-    Returns the price given back.
+    Returns what was given back: the gross, and the net and VAT it reverses (where prices are net, the net is the
+    exposure's price and the gross what was paid for it, VAT on top).
 
     The lead's seller earned a share of that price (charge_exposure); the price is given back, so the share is
     taken back too (reverse_earnings), in the same transaction.
     """
     if exposure.price_minor <= 0:
         return None
-    refunded = await session.scalar(
-        select(func.sum(LedgerPosting.amount_minor))
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
-        .where(LedgerTransaction.idempotency_key == f"refund:{exposure.id}", LedgerAccount.owner == "business")
+    # The refund's postings by account kind: revenue and VAT debited with the net and VAT it reverses, the buyer's
+    # accounts credited with their sum (build_lead_refund).
+    refunded = dict(
+        (
+            await session.execute(
+                select(LedgerAccount.kind, func.sum(LedgerPosting.amount_minor))
+                .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
+                .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
+                .where(LedgerTransaction.idempotency_key == f"refund:{exposure.id}")
+                .group_by(LedgerAccount.kind)
+            )
+        ).all()
     )
-    if refunded is not None:  # refunded before: what it gave back, and nothing moves again (its charges are gone)
-        return Money(-int(refunded), exposure.currency)
+    if refunded:  # refunded before: what it gave back, and nothing moves again (its charges are gone)
+        net = Money(int(refunded.get(AccountKind.REVENUE.value) or 0), exposure.currency)
+        vat = Money(int(refunded.get(AccountKind.VAT_PAYABLE.value) or 0), exposure.currency)
+        return VatBreakdown(net, vat, net + vat)
     business = await business_of(session, exposure.business_id)
     lead = await session.get(Lead, exposure.lead_id)
     seller_id = lead.seller_business_id if lead is not None else None
@@ -189,7 +199,7 @@ async def refund_exposure(session: AsyncSession, settings: Settings, exposure: E
     # Credit given back pays the buyer's other open debts first.
     if locked[business.id].get(AccountKind.RECEIVABLE, 0) > cancel.amount_minor and amount.gross > cancel:
         await collect_debts(session, settings, business.id, exposure.currency)
-    return amount.gross
+    return amount
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,8 @@ async def test_a_returned_lead_gives_back_to_available_what_was_paid_from_availa
     pending = [*issued, step("Charged via the payment provider", 10_000)]
     assert (await invoice(client, lb, charged["id"]))["document"]["steps"] == pending
 
-    assert (await _return(client, lb, exposure["id"]))["refund"] == money(EXCLUSIVE)
+    returned = await _return(client, lb, exposure["id"])
+    assert returned["refund"] == money(EXCLUSIVE)
     after = await wallet(client, lb)
     assert (after["credit"], after["available"], after["owed"]) == (money(2000), money(3000), money(0))
     assert after["withdrawable_amount"] == money(3000) and after["open_debts"] == []
@@ -90,7 +91,13 @@ async def test_a_returned_lead_gives_back_to_available_what_was_paid_from_availa
         row = await uow.session.get(Exposure, exposure["id"])
         assert row is not None
         again = await refunds.refund_exposure(uow.session, app.state.settings, row)
-    assert again is not None and again.amount_minor == EXCLUSIVE
+    assert again is not None and again.gross.amount_minor == EXCLUSIVE
+    # With the net and VAT the first answer named: those of the invoice it corrects.
+    assert (
+        [again.net.amount_minor, again.vat.amount_minor]
+        == [returned[f"refund_{part}"]["amount_minor"] for part in ("net", "vat")]
+        == [charged[part]["amount_minor"] for part in ("net", "vat")]
+    )
     assert await db.count(LedgerTransaction, LedgerTransaction.kind == "lead_refund") == 1
     assert len([i for i in await invoices(client, lb) if i["kind"] == "credit_note"]) == 1
     await assert_sound(client, operator)

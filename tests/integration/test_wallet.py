@@ -397,7 +397,8 @@ async def test_returning_a_paid_lead_gives_the_price_as_credit_that_pays_the_nex
     assert (await wallet(client, lb))["owed"] == money(0)
 
     returned = await _return(client, lb, exposure["id"])
-    assert returned["refund"] == money(PRICE)
+    assert returned["refund"] == money(PRICE) == exposure["price"]  # the price includes VAT here (Israel)
+    assert (returned["refund_net"], returned["refund_vat"]) == (money(PRICE_NET), money(PRICE_VAT))
     state = await wallet(client, lb)
     assert state["credit"] == money(PRICE) and state["owed"] == money(0) and state["available"] == money(0)
     assert await db.scalar(select(Settlement.status).where(Settlement.id == pending["id"])) == "confirmed"
@@ -504,6 +505,12 @@ async def test_in_germany_returning_an_upgraded_lead_credits_each_invoice_at_its
             url = f"/v1/exposures/{exposure['id']}/return"
             returned = await client.post(url, headers=auth(lb), json={"reason": "x"})
             assert returned.status_code == 200 and returned.json()["refund"]["amount_minor"] == 83_300, returned.text
+            # The refund is the gross paid; it names the net and VAT it reverses, so that a buyer can check it against
+            # the exposure's price, which is net here (a tester saw `price 40000` and `refund 47600`, and nothing
+            # that tied the two).
+            price = (await client.get(f"/v1/exposures/{exposure['id']}", headers=auth(lb))).json()["price"]
+            assert price == returned.json()["refund_net"] == {"amount_minor": 70_000, **eur}, returned.text
+            assert returned.json()["refund_vat"] == {"amount_minor": 13_300, **eur}
             notes = [i for i in await invoices(client, lb) if i["kind"] == "credit_note"]
             assert [n["corrects_invoice_id"] for n in notes] == [i["id"] for i in charged]
             assert [(n["net"], n["vat"]) for n in notes] == [(i["net"], i["vat"]) for i in charged]

@@ -558,6 +558,25 @@ async def test_a_sold_lead_earns_the_seller_its_share_of_the_net_price(app, clie
     assert balances["marketplace::revenue"] == 2 * PRICE_NET
 
 
+async def test_a_sold_lead_bought_shared_then_upgraded_earns_its_seller_a_share_of_each_step(app, client, db):
+    """A purchase and its later upgrade are charged and shared each on its own (README, Wallet: Rounding): the
+    seller's share is split of each one's net, so it may differ by a minor unit, either way, from its share of a
+    direct exclusive purchase of the same lead."""
+    for category, stepwise, direct in (("accounting", 17_796, 17_797), ("plumbing", 8_899, 8_898)):
+        buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": [category]})
+        earned = {}
+        for exclusive in (False, True):
+            seller_id, seller = await register(client, "lead_buyer")
+            offer_id = await quick_offer(app, buyer_id, seller_id=seller_id, category=category)
+            bought = await claim(client, buyer, offer_id, exclusive=exclusive)
+            assert bought.status_code == 201, bought.text
+            if not exclusive:
+                upgraded = await client.post(f"/v1/exposures/{bought.json()['id']}/exclusive", headers=auth(buyer))
+                assert upgraded.status_code == 200, upgraded.text
+            earned[exclusive] = (await wallet(client, seller))["available"]["amount_minor"]
+        assert (earned[False], earned[True]) == (stepwise, direct), category
+
+
 async def test_a_sellers_share_of_a_deals_commission_is_shown_to_it_as_earnings(app, client, db):
     """The commission on a deal made of a sold lead is one transaction: the deal maker's charge, the shares out of its
     net. To the seller its share is earnings from the lead it sold, in kind and memo, and the kind filter and the

@@ -33,12 +33,32 @@ def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
     except phonenumbers.NumberParseException as exc:
         message = _UNREADABLE.get(exc.error_type, "not a phone number (one is written like +972 50 123 4567)")
         raise InvalidInput.field(field, message) from exc
+    if _letters_in_the_number(raw, number.extension):
+        raise InvalidInput.field(field, "not a phone number: letters in it (write the number in digits)")
     # A number of a length its country's numbers have. Not checked against the ranges allocated today: the
     # library's list of them lags the carriers (+972 50-123-4567 is a mobile number it calls invalid), and a
     # customer refused for a number that works is a lead lost.
     if not phonenumbers.is_possible_number(number):
         raise InvalidInput.field(field, "not a possible phone number (too short or too long for its country)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_AFTER_THE_LAST_DIGIT = re.compile(r"\D+$")
+
+
+def _letters_in_the_number(raw: str, extension: str | None) -> bool:
+    """Whether letters are written among the number's digits. libphonenumber reads them as a keypad spelling (three
+    or more: "+972 54 CALL NOW" is +972 54 225 5669) or leaves them out ("054-12l4567" is 054-124567): either way a
+    number the customer did not give, which its lead would sell as its contact. Letters before the number (a label:
+    "tel: 054-...") and an extension's marker ("054-1234567 ext 12", the extension the library read) change no digit
+    of it."""
+    start = next((i for i, c in enumerate(raw) if c.isdigit() or c in "+\uff0b"), len(raw))
+    number = raw[start:]
+    if extension:
+        # The library reads an extension only at the end, its digits as written, then perhaps a #.
+        number = number.rstrip().removesuffix("#").rstrip().removesuffix(extension)
+        number = _AFTER_THE_LAST_DIGIT.sub("", number)  # the marker
+    return any(c.isalpha() for c in number)
 
 
 def normalise_email(raw: str, field: str) -> str:

@@ -92,6 +92,9 @@ LEAD_CASES: list[tuple[str, Callable[[], dict[str, Any]], str]] = [
     ("region-unknown", lambda: lead_body(region="atlantis"), "region"),
     ("phone-too-short-a-number", lambda: lead_body(contact={"phone": "12345"}), "contact.phone"),
     ("phone-words", lambda: lead_body(contact={"phone": "call me maybe"}), "contact.phone"),
+    # Read as a keypad spelling, it would be stored (and sold) as +972542255669, a number nobody gave.
+    ("phone-spelled-in-letters", lambda: lead_body(contact={"phone": "+972 54 CALL NOW"}), "contact.phone"),
+    ("phone-a-letter-among-digits", lambda: lead_body(contact={"phone": "052-555-O199"}), "contact.phone"),
     ("phone-missing", lambda: without(lead_body(), "contact", "phone"), "contact.phone"),
     ("phone-a-number", lambda: lead_body(contact={"phone": 525550100}), "contact.phone"),
     ("email-invalid", lambda: lead_body(contact={"email": "dana-at-example"}), "contact.email"),
@@ -148,6 +151,10 @@ async def test_business_selling_an_invalid_inquiry_gets_the_same_answers(client,
     assert_problem(response, 422, "consent")
     response = await client.post(
         "/v1/businesses/me/leads", headers=auth(token), json=lead_body(contact={"phone": "0000"})
+    )
+    assert_problem(response, 422, "contact.phone")
+    response = await client.post(
+        "/v1/businesses/me/leads", headers=auth(token), json=lead_body(contact={"phone": "+972 54 CALL NOW"})
     )
     assert_problem(response, 422, "contact.phone")
     await nothing_written(db, Lead, LeadContact)
@@ -284,6 +291,7 @@ SIGNUP_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("mode-unknown", {"mode": "broker"}, "mode"),
     ("currency-foreign", {"currency": "EUR"}, "currency"),
     ("phone-invalid", {"phone": "12345"}, "phone"),
+    ("phone-spelled-in-letters", {"phone": "+972 52 PIPES 99"}, "phone"),
     ("email-invalid", {"email": "not-an-email"}, "email"),
     ("categories-empty", {"profile": {"categories": []}}, "profile.categories"),
     ("regions-empty", {"profile": {"regions": []}}, "profile.regions"),
@@ -332,6 +340,7 @@ PATCH_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("category-unknown", {"profile": {"categories": ["astrology"]}}, "profile.categories[0]"),
     ("cap-a-float", {"profile": {"daily_cap": 12.5}}, "profile.daily_cap"),
     ("phone-invalid", {"phone": "12345"}, "phone"),
+    ("phone-spelled-in-letters", {"phone": "+972 52 PIPES 99"}, "phone"),
     ("name-empty", {"name": ""}, "name"),
 ]
 

@@ -32,6 +32,43 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        "+972 54 CALL NOW",  # a keypad spelling: libphonenumber reads +972 54 225 5669
+        "1-800-FLOWERS",
+        "052-555-O199",  # a letter O for a zero: left out, the number is one digit short
+        "054 12345 AB",
+        "0521 x 5551 x 234",  # not an extension: letters among the number's digits
+    ],
+)
+def test_letters_in_a_phone_are_refused_not_read_as_digits(raw):
+    with pytest.raises(InvalidInput) as refused:
+        normalise_phone(raw, "contact.phone", "IL")
+    (error,) = refused.value.errors
+    assert error.field == "contact.phone" and "letters" in error.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+972 54 123 4567",
+        "054-1234567",
+        "(054) 123.4567",
+        "+972 (54) 123-45-67",
+        "054\u20131234567",  # an en dash
+        "\uff0b972 54 123 4567",  # a full-width plus
+        "\u0660\u0665\u0664\u0661\u0662\u0663\u0664\u0665\u0666\u0667",  # Arabic-Indic digits
+        "tel: 054-1234567",  # a label before the number changes none of its digits
+        "054-1234567 ext 12",  # an extension's marker neither
+        "+972 54 123 4567 x12",
+        "tel:+972-54-123-4567;ext=12",
+    ],
+)
+def test_a_phone_written_as_numbers_are_is_read(raw):
+    assert normalise_phone(raw, "contact.phone", "IL") == "+972541234567"
+
+
+@pytest.mark.parametrize(
     ("text", "region", "shown"),
     [
         (

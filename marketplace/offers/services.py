@@ -48,6 +48,7 @@ from marketplace.wallet.credit import (
     OVER_CREDIT,
     over_credit_limit,
     over_credit_params,
+    refuse_if_over_limit,
     refuse_new_leads_over_limit,
     standing_limit,
 )
@@ -558,7 +559,13 @@ async def claim_offer(
     if offer.status == "claimed":
         raise Conflict("this offer has already been claimed")
     if offer.status != "open" or offer.expires_at <= now:
-        raise Conflict(await _why_closed(session, offer, now))
+        why = await _why_closed(session, offer, now)
+        if why is _WITHDRAWN:
+            # A deal maker's paid deal or a lowered limit withdrew its offers as it came to owe more than its credit
+            # limit: what it must do (pay) is what it is told, with the amounts, as a claim of an open offer is
+            # (_check_claimer), not the withdrawal's other possible causes.
+            await refuse_if_over_limit(session, settings, business.id)
+        raise Conflict(why)
 
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
@@ -665,7 +672,9 @@ async def _why_off_the_market(session: AsyncSession, lead: Lead) -> str:
     return _TAKEN_OFF
 
 
-_WITHDRAWN = "this offer was withdrawn: the business reached a cap, no longer fits the lead, or was blocked"
+_WITHDRAWN = (
+    "this offer was withdrawn: the business reached a cap or its credit limit, no longer fits the lead, or was blocked"
+)
 _LEFT_THE_MARKET = (
     "this offer was withdrawn: its lead has left the market, the customer having hired a business (a deal reported "
     "won, or the customer's own answer)"
@@ -917,7 +926,6 @@ async def waves_to_send_again(session: AsyncSession, overdue_by: timedelta | Non
         (lead_id, sent + 1, max(0.0, (due - now).total_seconds()) if due is not None else 0.0)
         for lead_id, sent, due in rows
     ]
-
 
 
 async def statuses_of(session: AsyncSession, business_ids: list[str]) -> dict[str, str]:

@@ -106,6 +106,22 @@ def over_credit_params(settings: Settings) -> dict[str, int]:
     return {"default_limit": settings.wallet.default_credit_limit_minor}
 
 
+# What refuse_new_leads_over_limit reads, for one business.
+_CREDIT_STANDING = select(
+    _businesses.mode, func.coalesce(_OWES, 0), _businesses.credit_limit_minor, _businesses.currency
+).where(_businesses.id == bindparam("business_id"))
+
+
+async def refuse_if_over_limit(session: AsyncSession, settings: Settings, business_id: str) -> None:
+    """refuse_new_leads_over_limit, of what the business owes and may owe now: for a claim of an offer its limit
+    withdrew (withdraw_offers_over_credit), which is told what it owes, as a claim of an open offer is, not only that
+    the offer was withdrawn."""
+    row = (await session.execute(_CREDIT_STANDING, {"business_id": business_id})).one_or_none()
+    if row is not None:
+        mode, owed, limit, currency = row
+        refuse_new_leads_over_limit(settings, mode, int(owed), limit, currency)
+
+
 _OVER_CREDIT_AMONG = select(_businesses.id).where(_businesses.id.in_(bindparam("ids", expanding=True)), OVER_CREDIT)
 
 

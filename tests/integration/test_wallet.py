@@ -1261,7 +1261,11 @@ async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers
     lowered = await client.post(url, headers=auth(operator), json={"amount": money(100_000)})
     assert lowered.status_code == 200, lowered.text
     assert await offers_of(client, dm) == []
-    assert (await claim(client, dm, waiting)).status_code == 409
+    refused = await claim(client, dm, waiting)
+    assert refused.status_code == 409, refused.text
+    # Told why, and what to do: it owes more than its limit (not "a cap, no longer fits, or blocked").
+    assert "insufficient-funds" in refused.json()["type"]
+    assert (refused.json()["owed"], refused.json()["credit_limit"]) == (money(300_000), money(100_000))
     passed_over = await submit_lead(client, category="legal")  # its waves find nobody else
     await app.state.jobs.run_due()
     assert await offers_of(client, dm) == []
@@ -1274,6 +1278,35 @@ async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers
     clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
     await app.state.jobs.run_due()
     assert passed_over in {o["lead_id"] for o in await offers_of(client, dm)}
+
+
+async def test_a_deal_maker_whose_paid_deal_withdrew_its_offer_is_told_it_owes_more_than_its_limit(app, client, db):
+    """Its report of a paid deal takes it over its credit limit and withdraws the offer it holds: its claim of that
+    offer is refused as a claim of an open one is, a 409 insufficient-funds naming what it owes and its limit (it was
+    a bare 409 saying the offer was withdrawn as the business reached a cap, no longer fit or was blocked)."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(5_000)})).status_code == 200
+    exposure = await buy(app, client, dm_id, dm, category="legal")
+    _, held = await offered_lead(app, client, dm_id, category="legal")
+    assert (await close_deal(client, dm, exposure["id"], 100_000)).status_code == 200  # 30,000 owed: over 5,000
+    assert await offers_of(client, dm) == []
+
+    refused = await claim(client, dm, held)
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert "insufficient-funds" in problem["type"] and "credit limit" in problem["detail"]
+    assert (problem["owed"], problem["credit_limit"]) == (money(30_000), money(5_000))
+    # Any other withdrawn offer is still said to be withdrawn: a lead buyer's, its business blocked.
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    _, withdrawn = await offered_lead(app, client, lb_id, category="legal")
+    async with app.state.uow() as uow:  # withdrawn as a profile change or a cap reached withdraws it
+        await uow.session.execute(update(Offer).where(Offer.id == withdrawn).values(status="closed"))
+    refused = await claim(client, lb, withdrawn)
+    assert refused.status_code == 409 and "conflict" in refused.json()["type"], refused.text
+    assert "withdrawn" in refused.json()["detail"]
+
 
 async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, db):
     operator = await operator_token(app)

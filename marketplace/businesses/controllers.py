@@ -119,10 +119,12 @@ class BusinessController(Controller):
         data: JSONBody[schemas.BlockRequest | None] = None,
     ) -> schemas.Business:
         """Block an account; by default it is also listed publicly as unreliable. Its open leads go back to the
-        market (deals not yet won are closed as lost); won, invoiced and paid deals stay, with what they owe."""
+        market (deals not yet won are closed as lost); won, invoiced and paid deals stay, with what they owe. Blocking
+        a blocked business again changes only what is given: left out, `unreliable` keeps its current mark."""
         block = data or schemas.BlockRequest()
         operator = current_principal(request)
         async with state.uow() as uow:
+            unreliable = await services.block_lists_unreliable(uow.session, business_id, block.unreliable)
             business = await change_status(
                 uow,
                 state.settings,
@@ -131,7 +133,7 @@ class BusinessController(Controller):
                 "blocked",
                 operator=operator,
                 reason=block.reason.strip(),
-                unreliable=True if block.unreliable else None,  # a block never takes a mark back
+                unreliable=unreliable,
             )
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)

@@ -62,7 +62,9 @@ class StatusChange(msgspec.Struct, forbid_unknown_fields=True):
 
 class BlockRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
-    unreliable: bool = True
+    # true: list it publicly as unreliable; false: do not (a block never takes a mark back); left out: list it, unless
+    # it is blocked already, when its mark stays as it is (services.block_lists_unreliable).
+    unreliable: bool | UnsetType = UNSET
 
 
 class Profile(msgspec.Struct):

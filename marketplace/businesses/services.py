@@ -283,6 +283,18 @@ def _email_taken() -> Conflict:
     )
 
 
+async def block_lists_unreliable(session: AsyncSession, business_id: str, asked: bool | UnsetType) -> bool | None:
+    """What `POST .../block` asks of set_status for the public mark: `unreliable: true` lists the business, false
+    leaves the list as it is (a block never takes a mark back: the status call does, with a reason), and left out
+    lists it unless the business is blocked already. A retry, or a second block for another reason, changes only
+    what it names: it would otherwise publish the mark the first block declined (`unreliable: false`). Read under
+    the business's lock (set_status takes it again), so a block on its way is waited for, and read as it left it."""
+    if not isinstance(asked, UnsetType):
+        return True if asked else None
+    business = await get_business(session, business_id, for_update=True)
+    return None if business.status == "blocked" else True
+
+
 async def set_status(
     session: AsyncSession,
     business_id: str,

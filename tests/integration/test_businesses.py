@@ -216,6 +216,45 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert reason == "no reason given"
 
 
+async def test_a_second_block_publishes_no_mark_the_operator_did_not_ask_for(app, client, db):
+    """A block with `unreliable: false`, sent again without it (a retry, or another reason added), listed the business
+    publicly as unreliable: a block of a blocked business changes only what it names, and keeps its mark otherwise."""
+    op = await operator_token(app)
+
+    async def block(business_id: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        response = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def listed() -> list[str]:
+        return [b["id"] for b in (await client.get("/v1/unreliable")).json()["items"]]
+
+    quiet_id, _ = await register(client)
+    assert (await block(quiet_id, {"reason": "chargeback review", "unreliable": False}))["unreliable"] is False
+    assert (await block(quiet_id, {"reason": "chargeback review"}))["unreliable"] is False
+    assert (await block(quiet_id))["unreliable"] is False
+    assert await listed() == []
+    # Blocked through the status call (no mark), then by the block call: unmarked too.
+    status_id, _ = await register(client)
+    changed = await client.post(f"/v1/businesses/{status_id}/status", headers=auth(op), json={"status": "blocked"})
+    assert changed.status_code == 200, changed.text
+    assert (await block(status_id))["unreliable"] is False
+    assert await listed() == []
+    # Asked for, the mark is published, on a blocked business as on an active one (the first block's default).
+    assert (await block(quiet_id, {"reason": "fraud confirmed", "unreliable": True}))["unreliable"] is True
+    active_id, _ = await register(client)
+    assert (await block(active_id))["unreliable"] is True
+    assert sorted(await listed()) == sorted([quiet_id, active_id])
+    # And kept by a block that leaves it out.
+    assert (await block(active_id, {"reason": "again"}))["unreliable"] is True
+    marks = await db.scalars(
+        select(BusinessStatusChange.unreliable)
+        .where(BusinessStatusChange.business_id == quiet_id)
+        .order_by(BusinessStatusChange.changed_at, BusinessStatusChange.id)
+    )
+    assert marks == [False, False, False, True]
+
+
 async def test_a_business_marked_unreliable_keeps_the_name_it_is_listed_under(app, client, db):
     op = await operator_token(app)
     business_id, token = await register(client, name="Shady Pipes")

@@ -1,4 +1,4 @@
-"""The `marketplace` command: serve, db upgrade, operator create."""
+"""The `marketplace` command: serve, db upgrade, operator create and revoke."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     op_sub = op.add_subparsers(dest="operator_command", required=True)
     create = op_sub.add_parser("create", help="create an operator and print its API token")
     create.add_argument("--name", required=True, type=_operator_name, help="who the operator is (1 to 200 characters)")
+    revoke = op_sub.add_parser(
+        "revoke", help="revoke every API token of an operator (leaked or lost) and print a new one for it"
+    )
+    whose = revoke.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--token", help="a token of the operator (the leaked one; a revoked one will do)")
+    whose.add_argument("--id", dest="operator_id", help="the operator's id (`operator:<id>` in its decisions)")
 
     sub.add_parser("worker", help="run dramatiq workers for the actors (needs REDIS_URL)")
 
@@ -87,6 +93,25 @@ async def _create_operator(settings: Settings, name: str) -> str:
         await engine.dispose()
 
 
+async def _revoke_operator(settings: Settings, token: str | None, operator_id: str | None) -> str | None:
+    """A new token for the operator (None: no such operator), every earlier one revoked. From the command line, not
+    an endpoint: whoever holds a leaked operator token could otherwise replace it and lock the operator out."""
+    from marketplace.db.engine import create_engine, create_session_factory
+    from marketplace.identity.services import operator_of_token, reissue_operator_token
+    from marketplace.uow import UnitOfWorkFactory
+
+    if settings.service.is_sqlite:
+        await _upgrade(settings)
+    engine = create_engine(settings.service.database_url)
+    try:
+        async with UnitOfWorkFactory(create_session_factory(engine))() as uow:
+            if token is not None:
+                operator_id = await operator_of_token(uow.session, token.strip())
+            return None if operator_id is None else await reissue_operator_token(uow.session, operator_id)
+    finally:
+        await engine.dispose()
+
+
 async def _load_demo(settings: Settings) -> list[str]:
     from marketplace.demo import load_demo
 
@@ -130,6 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_revision(settings, args.message))
         return 0
     if args.command == "operator":
+        if args.operator_command == "revoke":
+            token = asyncio.run(_revoke_operator(settings, args.token, args.operator_id))
+            if token is None:
+                print("operator revoke: no operator has that " + ("token" if args.token else "id"), file=sys.stderr)
+                return 1
+            print(token)
+            return 0
         print(asyncio.run(_create_operator(settings, args.name)))
         return 0
     if args.command == "ranking":

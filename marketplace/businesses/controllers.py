@@ -15,6 +15,7 @@ from marketplace.fraud.services import change_status
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.pagination import Page
 from marketplace.http.strict import QueryInt
+from marketplace.identity.services import reissue_business_token
 from marketplace.ranking.service import joined
 
 
@@ -55,6 +56,20 @@ class BusinessController(Controller):
             state.jobs.enqueue("offer_open_leads", business.id)
         return out
 
+    # A blocked business may replace its token too: it still reads the contacts it bought and what it owes with it,
+    # and a leaked one would read them as well.
+    @post("/businesses/me/api-token", opt=access(Access.BUSINESS_SETTLING), status_code=201)
+    async def my_api_token(self, state: State, request: Request[Any, Any, Any]) -> schemas.ApiToken:
+        """Replace the calling business's API token (a leaked one, or routine rotation): the new token is shown only
+        here, and every earlier one, the one this call was made with included, stops working at once in this process
+        (within `service.principal_cache_ms` in others; at once there too with Redis). A blocked business may do so
+        as well."""
+        business_id = current_principal(request).id
+        async with state.uow() as uow:
+            token = await reissue_business_token(uow.session, business_id)
+        state.ranking_sync.changed(business_id)  # every process forgets its cached tokens
+        return schemas.ApiToken(business_id, token)
+
     @get("/businesses/me/bids", opt=access(Access.LEAD_BUYER))
     async def my_bids(self, state: State, request: Request[Any, Any, Any]) -> schemas.Bids:
         """A lead buyer's highest bid per category it serves, beside the category's list price."""
@@ -80,6 +95,17 @@ class BusinessController(Controller):
         """One business's account, for operators."""
         async with state.uow() as uow:
             return services.to_schema(await services.get_business(uow.session, business_id))
+
+    @post("/businesses/{business_id:str}/api-token", opt=access(Access.OPERATOR), status_code=201)
+    async def api_token(self, state: State, business_id: FromPath[str]) -> schemas.ApiToken:
+        """A new API token for a business that lost its own or had it stolen, to hand over to it: shown only here;
+        every earlier token of the business stops working at once in this process (within
+        `service.principal_cache_ms` in others; at once there too with Redis)."""
+        async with state.uow() as uow:
+            await services.get_business(uow.session, business_id)
+            token = await reissue_business_token(uow.session, business_id)
+        state.ranking_sync.changed(business_id)  # every process forgets its cached tokens
+        return schemas.ApiToken(business_id, token)
 
     @post("/businesses/{business_id:str}/status", opt=access(Access.OPERATOR), status_code=200)
     async def change_status(

@@ -105,6 +105,11 @@ class BusinessCreated(msgspec.Struct):
     api_token: str
 
 
+class ApiToken(msgspec.Struct):
+    business_id: str
+    api_token: str  # shown once; the business's earlier tokens no longer work
+
+
 class UnreliableBusiness(msgspec.Struct):
     id: str
     name: str

@@ -33,7 +33,7 @@ class Access(StrEnum):
     OPERATOR = "operator"
     BUSINESS_OR_OPERATOR = "business_or_operator"
     # Any business on its own data, a blocked one too: what it still owes it may settle (the service decides
-    # which of its acts that allows).
+    # which of its acts that allows), and it may replace its token (which still reads what it bought).
     BUSINESS_SETTLING = "business_settling"
     # A marketplace operator, or the operator of the club the route names (the service checks which club).
     CLUB_OR_OPERATOR = "club_or_operator"

@@ -39,7 +39,10 @@ COMPONENTS = Components(
         BEARER: SecurityScheme(
             type="http",
             scheme="bearer",
-            description="A business's token (given once at sign-up) or an operator's (`marketplace operator create`).",
+            description=(
+                "A business's token (given once at sign-up; replaced by `POST /v1/businesses/me/api-token`) or an "
+                "operator's (`marketplace operator create`; replaced by `marketplace operator revoke`)."
+            ),
         )
     }
 )

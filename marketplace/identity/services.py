@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from marketplace.clock import utcnow
 from marketplace.db.conflicts import violates
@@ -32,10 +33,14 @@ class Principal:
 async def create_operator(session: AsyncSession, name: str) -> tuple[Operator, str]:
     operator = Operator(id=new_id("op"), name=name, created_at=utcnow())
     session.add(operator)
-    token = new_token("operator")
     await session.flush()
-    session.add(ApiToken(id=new_id("tok"), token_hash=hash_token(token), operator_id=operator.id, created_at=utcnow()))
-    return operator, token
+    return operator, issue_operator_token(session, operator.id)
+
+
+def issue_operator_token(session: AsyncSession, operator_id: str) -> str:
+    token = new_token("operator")
+    session.add(ApiToken(id=new_id("tok"), token_hash=hash_token(token), operator_id=operator_id, created_at=utcnow()))
+    return token
 
 
 def issue_business_token(session: AsyncSession, business_id: str) -> str:
@@ -51,12 +56,42 @@ def issue_club_token(session: AsyncSession, club_id: str) -> str:
     return token
 
 
+async def _revoke_tokens(session: AsyncSession, owner: InstrumentedAttribute[str | None], owner_id: str) -> None:
+    """Every live token of one owner (a business, an operator, a club: `owner` is its ApiToken column) refused from
+    now on. Caches keep a token's principal a while: the caller makes the processes forget it (`PrincipalCache`)."""
+    await session.execute(
+        update(ApiToken).where(owner == owner_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
+    )
+
+
 async def reissue_club_token(session: AsyncSession, club_id: str) -> str:
     """Revoke every token of the club's operator (lost, leaked, or never had one) and issue a new one."""
-    await session.execute(
-        update(ApiToken).where(ApiToken.club_id == club_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
-    )
+    await _revoke_tokens(session, ApiToken.club_id, club_id)
     return issue_club_token(session, club_id)
+
+
+async def reissue_business_token(session: AsyncSession, business_id: str) -> str:
+    """Revoke every token of the business (lost or leaked) and issue a new one, shown once. The business row is held
+    first: two replacements at once (the business and whoever stole its token, say) would otherwise each revoke only
+    what it saw and both new tokens would stand; the later one now revokes the earlier one's too."""
+    await session.execute(select(Business.id).where(Business.id == business_id).with_for_update())
+    await _revoke_tokens(session, ApiToken.business_id, business_id)
+    return issue_business_token(session, business_id)
+
+
+async def operator_of_token(session: AsyncSession, token: str) -> str | None:
+    """The operator a token was issued to, revoked or not (None: no operator's token)."""
+    return await session.scalar(select(ApiToken.operator_id).where(ApiToken.token_hash == hash_token(token)))
+
+
+async def reissue_operator_token(session: AsyncSession, operator_id: str) -> str | None:
+    """Revoke every token of a marketplace operator and issue a new one (None: no such operator). Its decisions stay
+    under its id. Processes that cached an old token keep it `service.principal_cache_ms` at most: an operator's
+    tokens are not forgotten by owner (this runs from the command line, outside every serving process)."""
+    if await session.get(Operator, operator_id) is None:
+        return None
+    await _revoke_tokens(session, ApiToken.operator_id, operator_id)
+    return issue_operator_token(session, operator_id)
 
 
 # Built once: every request whose token is not in the principal cache reads it, and building the statement and its

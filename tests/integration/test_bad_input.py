@@ -644,6 +644,9 @@ async def test_a_call_that_takes_no_body_refuses_one_sent_as_another_media_type_
         "/v1/settlements/{settlement_id:str}/confirm": ("/v1/settlements/stl_none/confirm", op),
         "/v1/settlements/{settlement_id:str}/fail": ("/v1/settlements/stl_none/fail", op),
         "/v1/clubs/{club_id:str}/operator-token": ("/v1/clubs/club_none/operator-token", op),
+        "/v1/businesses/{business_id:str}/api-token": ("/v1/businesses/biz_none/api-token", op),
+        # Last: answered, it revokes the token it was called with.
+        "/v1/businesses/me/api-token": ("/v1/businesses/me/api-token", (await register(client, "deal_maker"))[1]),
     }
     bodiless = {
         route.path
@@ -661,11 +664,12 @@ async def test_a_call_that_takes_no_body_refuses_one_sent_as_another_media_type_
             assert "application/json" in problem["detail"], (path, content_type)
         # No body: past the media type check to the call itself (done, or a 404 for an id that does not exist).
         answered = await client.post(path, headers={**auth(token), "Content-Type": "text/plain"})
-        assert answered.status_code in (200, 404), (path, answered.text)
+        assert answered.status_code in (200, 201, 404), (path, answered.text)
     assert await db.scalar(select(Exposure.kind).where(Exposure.id == exposure_id)) == "exclusive"
     schema = (await client.get("/schema/openapi.json")).json()
+    ids = {"stl": "/{settlement_id}/", "club": "/{club_id}/", "biz": "/{business_id}/"}
     for path, _ in calls.values():
-        template = re.sub(r"/(stl|club)_none/", lambda m: "/{settlement_id}/" if m[1] == "stl" else "/{club_id}/", path)
+        template = re.sub(r"/(stl|club|biz)_none/", lambda m: ids[m[1]], path)
         template = template.replace(exposure_id, "{exposure_id}")
         assert "415" in schema["paths"][template]["post"]["responses"], template
 

@@ -474,3 +474,97 @@ async def test_the_stats_of_an_unknown_business_are_a_404(app, client):
     assert (await client.get("/v1/businesses/biz_nope/stats", headers=auth(op))).status_code == 404
     business_id, _ = await register(client)
     assert (await client.get(f"/v1/businesses/{business_id}/stats", headers=auth(op))).status_code == 200
+
+
+# --- replacing a business's API token (a leaked one could only be blocked before) --------------------------------
+
+
+async def live_tokens(db, business_id: str) -> list[str]:
+    return list(
+        await db.scalars(
+            select(ApiToken.token_hash).where(ApiToken.business_id == business_id, ApiToken.revoked_at.is_(None))
+        )
+    )
+
+
+async def test_a_business_replaces_its_own_token_and_the_old_one_is_refused_at_once(app, client, db):
+    business_id, old = await register(client, "lead_buyer")
+    other_id, other = await register(client, "deal_maker")
+    # The old token in use just before (so this process holds it in its principal cache): a leaked token replaced
+    # stops working at once here, not when the cached entry ages out.
+    assert (await client.get("/v1/businesses/me", headers=auth(old))).status_code == 200
+    assert (await client.get("/v1/businesses/me", headers=auth(other))).status_code == 200
+    replaced = await client.post("/v1/businesses/me/api-token", headers=auth(old))
+    assert replaced.status_code == 201, replaced.text
+    assert replaced.json()["business_id"] == business_id
+    new = replaced.json()["api_token"]
+    assert new.startswith("mkb_") and new != old
+    for call in (
+        client.get("/v1/businesses/me", headers=auth(old)),
+        client.get("/v1/exposures", headers=auth(old)),
+        client.patch("/v1/businesses/me", headers=auth(old), json={"email": "thief@example.com"}),
+        client.post("/v1/businesses/me/api-token", headers=auth(old)),  # nor can it replace the new one
+    ):
+        refused = await call
+        assert refused.status_code == 401 and refused.headers["content-type"] == "application/problem+json"
+    me = await client.get("/v1/businesses/me", headers=auth(new))
+    assert me.status_code == 200 and me.json()["id"] == business_id and me.json()["email"] != "thief@example.com"
+    assert "api_token" not in me.json()  # shown once, in the answer to the replacement only
+    # Another business is untouched; the business has the one live token, stored hashed.
+    assert (await client.get("/v1/businesses/me", headers=auth(other))).json()["id"] == other_id
+    assert await live_tokens(db, business_id) == [hash_token(new)]
+    assert await live_tokens(db, other_id) == [hash_token(other)]
+
+
+async def test_a_blocked_business_may_replace_its_token_and_stays_blocked(app, client, db):
+    # A blocked business still reads the contacts it bought with its token (and what it owes): a leaked one would
+    # read them too, so it may cut that token off. The new token is as blocked as the old.
+    business_id, old = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    assert (await client.post(f"/v1/businesses/{business_id}/block", headers=auth(operator))).status_code == 200
+    replaced = await client.post("/v1/businesses/me/api-token", headers=auth(old))
+    assert replaced.status_code == 201, replaced.text
+    new = replaced.json()["api_token"]
+    assert (await client.get("/v1/businesses/me", headers=auth(old))).status_code == 401
+    me = await client.get("/v1/businesses/me", headers=auth(new))
+    assert me.status_code == 200 and me.json()["status"] == "blocked"
+    sell = await client.post("/v1/businesses/me/leads", headers=auth(new), json=lead_body())
+    assert sell.status_code == 403, sell.text
+    assert await db.count(Lead) == 0
+
+
+async def test_an_operator_issues_a_business_a_new_token_and_only_operators_may(app, client, db):
+    business_id, old = await register(client, "deal_maker")
+    other_id, other = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    club = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
+    club_operator = club.json()["operator_token"]
+    assert (await client.get("/v1/businesses/me", headers=auth(old))).status_code == 200  # cached here
+    for headers, status in ((auth(other), 403), (auth(club_operator), 403), ({}, 401), (auth("mkb_nobody"), 401)):
+        refused = await client.post(f"/v1/businesses/{business_id}/api-token", headers=headers)
+        assert refused.status_code == status and refused.headers["content-type"] == "application/problem+json"
+    assert await live_tokens(db, business_id) == [hash_token(old)]  # nothing changed by the refusals
+    issued = await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))
+    assert issued.status_code == 201, issued.text
+    assert issued.json()["business_id"] == business_id
+    new = issued.json()["api_token"]
+    assert (await client.get("/v1/businesses/me", headers=auth(old))).status_code == 401
+    assert (await client.get("/v1/businesses/me", headers=auth(new))).json()["id"] == business_id
+    assert (await client.get("/v1/businesses/me", headers=auth(other))).json()["id"] == other_id
+    assert await live_tokens(db, business_id) == [hash_token(new)]
+    missing = await client.post("/v1/businesses/biz_nowhere/api-token", headers=auth(operator))
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_replaced_token_is_forgotten_by_every_process(app, client, monkeypatch):
+    # Other processes forget a business's cached tokens when they hear it changed (the ranking's pub/sub message,
+    # as for a block): both replacements publish it, as every change of a business does.
+    from marketplace.ranking.sync import CHANGED
+
+    published: list[tuple[str, tuple[str, ...]]] = []
+    monkeypatch.setattr(app.state.ranking_sync, "_publish", lambda kind, ids: published.append((kind, tuple(ids))))
+    business_id, token = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    assert (await client.post("/v1/businesses/me/api-token", headers=auth(token))).status_code == 201
+    assert (await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))).status_code == 201
+    assert published.count((CHANGED, (business_id,))) == 2

@@ -22,6 +22,7 @@ from marketplace.db import migrate
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.exposures.controllers import ExposureController
 from marketplace.fraud.controllers import FraudController
+from marketplace.http import logs
 from marketplace.http.access import DOCS_PATH, access_guard, check_declared
 from marketplace.http.middleware import head_as_get, request_id_middleware
 from marketplace.http.openapi import COMPONENTS, QueryIntSchema, QueryTimeSchema, document_access
@@ -65,6 +66,7 @@ def create_app(
     run_jobs_in_background: bool = True,
 ) -> Litestar:
     settings = settings or get_settings()
+    logs.install()  # customers' survey links out of the access log and the service's own
     engine = create_engine(settings.service.database_url)
     sessions = create_session_factory(engine)
     broker = use_broker(make_broker(settings.service.redis_url, socket_timeout=API_SOCKET_TIMEOUT_SECONDS))

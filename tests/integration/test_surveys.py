@@ -393,3 +393,50 @@ async def test_a_customer_who_says_it_hired_someone_gets_no_more_offers_made_of_
     assert await db.count(Offer, Offer.lead_id == lead_id) == 2  # the claimed one and the withdrawn one: no new
     await expire_lapsed()
     assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+
+
+async def test_a_survey_link_s_token_is_in_no_log_line(app, settings, capsys, caplog, monkeypatch):
+    # A customer's survey link is a bearer credential: uvicorn's access log wrote it in full for every request
+    # (`marketplace serve`), and so would the service's own line about an unexpected error on such a path.
+    import logging
+    import socket
+
+    import httpx
+    import uvicorn
+
+    from marketplace.identity.links import sign_link
+    from marketplace.surveys import services as surveys
+
+    token = sign_link(settings.service.secret_key, "survey", "lead_nowhere", clock.now() + timedelta(days=7))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # uvicorn's own logging set-up (as `marketplace serve` has it): its access lines go to stdout, captured here.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(500):  # ten seconds at most
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get(f"/v1/surveys/{token}")).status_code == 404  # a well-signed link of no lead
+            assert (await http.get(f"/V1/Surveys/{token}/?x=1")).status_code == 404
+            monkeypatch.setattr(surveys, "check_survey_link", _boom)
+            with caplog.at_level(logging.ERROR, logger="marketplace"):
+                assert (await http.post(f"/v1/surveys/{token}", json={"hired": False})).status_code == 500
+    finally:
+        server.should_exit = True
+        await serving
+    access = capsys.readouterr().out
+    assert '"GET /v1/surveys/<redacted> HTTP/1.1" 404' in access, access
+    assert '"GET /V1/Surveys/<redacted>/?x=1 HTTP/1.1" 404' in access, access
+    assert '"POST /v1/surveys/<redacted> HTTP/1.1" 500' in access, access
+    (error,) = [r for r in caplog.records if r.name == "marketplace.http"]
+    assert "unexpected error handling POST /v1/surveys/<redacted> (request " in error.getMessage()
+    logged = access + "\n".join(r.getMessage() for r in caplog.records)
+    assert token not in logged and token.split(".")[0] not in logged and token.split(".")[1] not in logged
+
+
+async def _boom(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("boom")

@@ -43,6 +43,9 @@ class ServiceSettings:
     registration_by_invitation: bool = False
     # How long a club's invitation may be used.
     invitation_days: int = 30
+    # Invitations a club's operator has the marketplace mail in a day: to one address, and in all.
+    club_invitations_per_email_per_day: int = 3
+    club_invitation_emails_per_day: int = 100
 
     @property
     def is_sqlite(self) -> bool:
@@ -318,6 +321,16 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
             _bool(svc, "service", "registration_by_invitation") if "registration_by_invitation" in svc else False
         ),
         invitation_days=_int(svc, "service", "invitation_days", minimum=1) if "invitation_days" in svc else 30,
+        club_invitations_per_email_per_day=(
+            _int(svc, "service", "club_invitations_per_email_per_day", minimum=1)
+            if "club_invitations_per_email_per_day" in svc
+            else 3
+        ),
+        club_invitation_emails_per_day=(
+            _int(svc, "service", "club_invitation_emails_per_day", minimum=1)
+            if "club_invitation_emails_per_day" in svc
+            else 100
+        ),
     )
     win = _section(data, "windows")
     windows = Windows(

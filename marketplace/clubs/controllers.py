@@ -74,10 +74,19 @@ class ClubController(Controller):
         with the code); the code is shown
         only here. A business signs up with it (`invitation`, required where sign-up is by invitation) or, already
         signed up, joins with it. The club's own operator invites too (with the token it got when the club was
-        founded); another club is a 404 to it."""
-        services.check_own_club(current_principal(request), club_id)
+        founded); another club is a 404 to it. A club's operator has at most
+        `service.club_invitations_per_email_per_day` sent to one address and `service.club_invitation_emails_per_day`
+        in all a day: a 429 with Retry-After beyond, nothing sent."""
+        principal = current_principal(request)
+        services.check_own_club(principal, club_id)
         async with state.uow() as uow:
-            return await services.invite(uow.session, state.settings, club_id, data or schemas.InvitationCreate())
+            return await services.invite(
+                uow.session,
+                state.settings,
+                club_id,
+                data or schemas.InvitationCreate(),
+                by_club_operator=principal.kind == "club",
+            )
 
     @get("/clubs/{club_id:str}/members", opt=access(Access.CLUB_OR_OPERATOR))
     async def list_members(

@@ -5,8 +5,9 @@ the plan's club share of the commissions on its leads (wallet/charges.settle_com
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +18,7 @@ from marketplace.clubs import schemas
 from marketplace.contact import normalise_email
 from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, Club, ClubInvitation, ClubMember, Lead, Offer
-from marketplace.errors import Conflict, InvalidInput, NotFound
+from marketplace.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from marketplace.http.pagination import check_cursor, page_of
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
@@ -28,6 +29,8 @@ from marketplace.wallet.ledger import AccountKind
 from marketplace.wallet.payables import owed_to
 
 CODE_PREFIX = "inv_"
+# The day over which the invitations a club's operator has mailed are counted (a sliding one).
+INVITATION_WINDOW = timedelta(days=1)
 
 
 def _hash(code: str) -> str:
@@ -76,12 +79,19 @@ async def list_clubs(
 
 
 async def invite(
-    session: AsyncSession, settings: Settings, club_id: str, data: schemas.InvitationCreate
+    session: AsyncSession,
+    settings: Settings,
+    club_id: str,
+    data: schemas.InvitationCreate,
+    *,
+    by_club_operator: bool = False,
 ) -> schemas.Invitation:
     club = await get_club(session, club_id)
     email = normalise_email(data.email, "email") if data.email is not None else None
     code = CODE_PREFIX + secrets.token_urlsafe(18)
     now = utcnow()
+    if email is not None and by_club_operator:
+        await _check_invitation_emails(session, settings, club.id, email, now)
     invitation = ClubInvitation(
         id=new_id("cinv"),
         club_id=club.id,
@@ -105,6 +115,35 @@ async def invite(
         )
     await session.flush()
     return schemas.Invitation(invitation.id, club.id, code, email, invitation.expires_at)
+
+
+async def _check_invitation_emails(
+    session: AsyncSession, settings: Settings, club_id: str, email: str, now: datetime
+) -> None:
+    """A club's operator (a third party) has the marketplace mail whom it names: at most
+    `service.club_invitations_per_email_per_day` to one address and `service.club_invitation_emails_per_day` in all
+    a day, counted from the invitations themselves (every process, and a restart, sees the same count); a 429 with
+    Retry-After, nothing sent, beyond. The club's row is held first, so two invitations at once are counted one after
+    the other (SQLite's transactions already are)."""
+    await session.execute(select(Club.id).where(Club.id == club_id).with_for_update())
+    service = settings.service
+    for limit, to_this_address, what in (
+        (service.club_invitations_per_email_per_day, True, "to one address"),
+        (service.club_invitation_emails_per_day, False, "by email"),
+    ):
+        query = select(ClubInvitation.created_at).where(
+            ClubInvitation.club_id == club_id,
+            ClubInvitation.created_at > now - INVITATION_WINDOW,
+            ClubInvitation.email == email if to_this_address else ClubInvitation.email.is_not(None),
+        )
+        # The newest `limit` of them: a new one may go when the oldest of those leaves the day.
+        newest = list(await session.scalars(query.order_by(ClubInvitation.created_at.desc()).limit(limit)))
+        if len(newest) >= limit:
+            wait = (newest[-1] + INVITATION_WINDOW - now).total_seconds()
+            raise TooManyRequests(
+                f"a club's operator sends at most {limit} invitations {what} a day; try again later",
+                extra={"retry_after_seconds": max(1, math.ceil(wait))},
+            )
 
 
 async def check_invitation(session: AsyncSession, code: str, email: str, field: str = "invitation") -> ClubInvitation:

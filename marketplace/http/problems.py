@@ -244,6 +244,8 @@ _DESCRIPTIONS = {
 _NO_DATABASE = frozenset({"/v1/regions", "/v1/categories"})
 # Calls whose body names something that may not exist (a payout's owner): a 404 like an unknown id in a path.
 _NAMES_IN_THE_BODY = frozenset({"/v1/payables/payouts"})
+# Calls whose service limits how often they are made (a club's operator's invitations by email, a day).
+_LIMITED_BY_THE_SERVICE = frozenset({"/v1/clubs/{club_id:str}/invitations"})
 
 
 def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
@@ -267,7 +269,7 @@ def _problem_statuses(handler: HTTPRouteHandler, path: str) -> list[int]:
         statuses.append(409)
     if path.startswith("/v1/surveys/"):
         statuses.append(410)
-    if handler.opt.get("rate_limit"):
+    if handler.opt.get("rate_limit") or path in _LIMITED_BY_THE_SERVICE:
         statuses.append(429)
     if path not in _NO_DATABASE:  # the database unreachable (/health), or a concurrent change (database_error)
         statuses.append(503)

@@ -400,3 +400,54 @@ async def test_a_repeat_inside_a_club_is_the_same_lead(app, client, db):
     first = await client.post("/v1/leads", json=body)
     again = await client.post("/v1/leads", json=body)
     assert (first.status_code, again.status_code) == (201, 200) and again.json()["id"] == first.json()["id"]
+
+
+async def test_a_clubs_operator_has_a_few_invitations_a_day_emailed_and_no_more(app, client, db):
+    # A club operator's token (a third party's) made the marketplace email any address, as often as it liked.
+    import dataclasses
+    from datetime import timedelta
+
+    from marketplace.clock import clock
+    from marketplace.db.models import ClubInvitation, Notification
+
+    settings = app.state.settings
+    app.state.settings = dataclasses.replace(
+        settings,
+        service=dataclasses.replace(
+            settings.service, club_invitations_per_email_per_day=3, club_invitation_emails_per_day=5
+        ),
+    )
+    operator = await operator_token(app)
+    founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
+    club, club_op = founded.json()["id"], auth(founded.json()["operator_token"])
+    other = await client.post("/v1/clubs", headers=auth(operator), json={"name": "D", "operator_name": "Op"})
+
+    async def invite(headers: dict[str, str], email: str | None, club_id: str = club) -> httpx.Response:
+        return await client.post(f"/v1/clubs/{club_id}/invitations", headers=headers, json={"email": email})
+
+    async def mailed(to: str) -> int:
+        return sum(n["recipient"] == to for n in await notifications(client, operator, kind="invitation"))
+
+    assert [(await invite(club_op, "victim@example.org")).status_code for _ in range(3)] == [201] * 3
+    for email, per in (("Victim@Example.org", "to one address"), (None, None), ("a@x.example", None)):
+        response = await invite(club_op, email)
+        if per is None:
+            assert response.status_code == 201, response.text  # a code handed over, or another address
+            continue
+        assert response.status_code == 429 and response.headers["content-type"] == "application/problem+json"
+        problem = response.json()
+        assert per in problem["detail"] and "3" in problem["detail"]
+        wait = int(response.headers["Retry-After"])
+        assert problem["retry_after_seconds"] == wait and 86_000 < wait <= 86_400
+    assert await mailed("victim@example.org") == 3
+    assert (await invite(club_op, "b@x.example")).status_code == 201  # five emailed by this club today
+    refused = await invite(club_op, "c@x.example")
+    assert refused.status_code == 429 and "5 invitations by email a day" in refused.json()["detail"], refused.text
+    assert await mailed("c@x.example") == 0
+    assert await db.count(ClubInvitation) == 6 and await db.count(Notification) == 5  # nothing of the refusals
+    assert (await invite(club_op, None)).status_code == 201  # a code for the operator to hand over: nobody mailed
+    # The marketplace's own operators are not limited, nor is another club.
+    assert (await invite(auth(operator), "victim@example.org")).status_code == 201
+    assert (await invite(auth(other.json()["operator_token"]), "c@x.example", other.json()["id"])).status_code == 201
+    clock.advance(timedelta(days=1, seconds=1))  # a day later: the first ones are out of the count
+    assert (await invite(club_op, "victim@example.org")).status_code == 201

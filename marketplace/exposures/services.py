@@ -305,8 +305,13 @@ async def upgrade_to_exclusive(
     )
     if won != 1:
         lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
+        if lead is not None and lead.status == "closed":
+            raise Conflict(
+                "this lead is closed: it was taken off the market (its customer hired a business, or its seller was "
+                "blocked)"
+            )
         if lead is not None and lead.expires_at <= utcnow():
-            raise Conflict("this lead is no longer on the market (its time ran out, or the customer hired someone)")
+            raise Conflict("this lead is no longer on the market: its time ran out")
         raise Conflict("a competitor has seen this lead's contact, so it can no longer be exclusive")
     lead = await session.get(Lead, exposure.lead_id, populate_existing=True)
     assert lead is not None

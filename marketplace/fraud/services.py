@@ -760,9 +760,10 @@ async def release_open_deals(
 ) -> list[tuple[str, int]]:
     """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
     its open deals (closed as lost, with a note) and the leads it reported lost, each freeing its lead's slot
-    once. Only leads still on the market (open or full, not past their time): a deal on an expired lead stays as it
-    is. A lead whose customer says it hired a business (this one or another) stays where it is, whatever the
-    business reported: that customer has been served, and a fresh round of calls would only bother them. Returns
+    once. Only leads still on the market (open or full, not past their time): a deal on an expired lead, or on a
+    closed one (its customer hired a business, its seller was blocked), stays as it is. A lead whose customer says it
+    hired a business (this one or another) stays where it is, whatever the business reported: that customer has been
+    served, and a fresh round of calls would only bother them. Returns
     (lead, next wave) of the leads that are open again. Won, invoiced and paid deals stay: their commissions are
     owed whatever happens (the blocked business may still report a hired deal won, invoiced and paid). A deal
     maker's deals only: a lead buyer paid for its leads, and keeps them (and their contacts) as it keeps what it

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from marketplace.db.models.leads import LeadStatus
 from marketplace.schemas import MoneyIn, MoneyOut, pattern
 
 __all__ = ["MoneyIn", "MoneyOut"]
@@ -66,7 +67,7 @@ class ReferralCode(msgspec.Struct):
 
 class LeadAccepted(msgspec.Struct):
     id: str
-    status: str
+    status: LeadStatus
     duplicate: bool = False
 
 
@@ -84,7 +85,7 @@ class LeadSummary(msgspec.Struct):
     region: str
     description: str
     budget: MoneyOut
-    status: str
+    status: LeadStatus
     created_at: datetime
     # The club the lead came in through (offered to its members only); None for the open market.
     club_id: str | None = None
@@ -98,7 +99,7 @@ class LeadDetail(msgspec.Struct):
     region: str
     description: str
     budget: MoneyOut
-    status: str
+    status: LeadStatus
     source: str
     seller_business_id: str | None
     referral_code: str | None

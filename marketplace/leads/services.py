@@ -13,6 +13,7 @@ from marketplace.clock import utcnow
 from marketplace.clubs.services import is_member
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, hide_contact_details, normalise_email, normalise_phone
 from marketplace.db.models import Club, Exposure, Lead, LeadContact
+from marketplace.db.models.leads import LeadStatus
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
 from marketplace.identity.services import refuse_if_blocked
@@ -217,7 +218,7 @@ class LeadColumns(Protocol):
     description: str
     budget_minor: int
     currency: str
-    status: str
+    status: LeadStatus
     created_at: datetime
     club_id: str | None
 

@@ -572,7 +572,7 @@ async def claim_offer(
     take, refusal = (
         (_TAKE_EXCLUSIVE, "another business has seen this lead's contact, so it can no longer be bought exclusively")
         if exclusive
-        else (_TAKE_SHARED, "this lead is taken: it is full, bought exclusively, or expired")
+        else (_TAKE_SHARED, "this lead is taken: it is full, bought exclusively, closed (off the market) or expired")
     )
     taken = (await session.execute(take, {"lead_id": offer.lead_id, "now": now})).one_or_none()
     if taken is None:
@@ -647,8 +647,9 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
     if lead is not None and (lead.status == "full" or lead.exposure_count >= lead.max_exposures):
         return "this lead is full: as many businesses as it may reach have had its contact"
     if lead is not None and lead.expires_at < offer.expires_at:
-        # Its lead's expiry was brought forward, which only take_off_the_market does (an offer never outlives its
-        # lead otherwise: offer_expiry): withdrawn because the lead left the market, not because time ran out.
+        # Its lead's expiry was brought forward, which only closing it does (_off_the_market; an offer never outlives
+        # its lead otherwise: offer_expiry): withdrawn because the lead left the market, not because time ran out. (By
+        # the expiry, not the lead's status: an offer whose own time ran out before the lead closed has expired.)
         return await _why_off_the_market(session, lead)
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
@@ -760,8 +761,8 @@ async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings,
 async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     """The customer has hired someone (its survey says so, or a business reports the deal won): it has been
     served, and more calls would only bother it, or sell a buyer a customer already taken. Its lead goes out in
-    no more waves and takes no more claims (its expiry is brought forward to now, and an open one is expired), and
-    its open offers are withdrawn."""
+    no more waves and takes no more claims (it is closed, its expiry brought forward to now), and its open offers
+    are withdrawn."""
     await _off_the_market(session, Lead.id == lead_id)
     await close_open_offers(session, lead_id)
 
@@ -780,19 +781,21 @@ async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) ->
 
 
 async def _off_the_market(session: AsyncSession, which: ColumnElement[bool]) -> list[str]:
-    """The leads `which` names that are still on the market leave it now: their expiry brought forward to now, an
-    open one expired. Returns them.
+    """The leads `which` names that are still on the market (open or full, before their time) leave it now: closed,
+    their expiry brought forward to now. Returns them.
 
-    Whatever its status: a full lead a block's release reopens later is expired, not open again. An open one says so
-    at once, as the expiry sweep would only later (a duplicate of the request, the exposures' lead summaries and the
-    operator's view would show it open meanwhile). ORM updates with plain values: a Lead this session holds sees
-    them."""
+    Closed, not expired: the deal maker that won it and the operator are told the customer was served (or the
+    seller blocked), not that nobody took it in time; and at once, not at the next sweep (a duplicate of the request,
+    the exposures' lead summaries and the operator's view would show it open meanwhile). A full one closes too: a
+    block's release reopens only a lead still open or full (fraud.release_open_deals). An ORM update with plain
+    values: a Lead this session holds sees them."""
     now = utcnow()
-    on_the_market = (which, Lead.expires_at > now)
-    expired = update(Lead).where(*on_the_market, Lead.status == "open").values(expires_at=now, status="expired")
-    lead_ids = set(await session.scalars(expired.returning(Lead.id)))
-    lead_ids |= set(await session.scalars(update(Lead).where(*on_the_market).values(expires_at=now).returning(Lead.id)))
-    return sorted(lead_ids)
+    closed = (
+        update(Lead)
+        .where(which, Lead.status.in_(("open", "full")), Lead.expires_at > now)
+        .values(expires_at=now, status="closed")
+    )
+    return sorted(await session.scalars(closed.returning(Lead.id)))
 
 
 async def offer_replacement(

@@ -463,7 +463,7 @@ async def test_a_block_takes_the_inquiries_the_business_sold_off_the_market(app,
     refused = await client.post(f"/v1/offers/{offers[late_id]}/claim", headers=auth(late), json={"exclusive": False})
     assert refused.status_code == 409, refused.text
     assert [o["offer_id"] for o in (await client.get("/v1/offers", headers=auth(late))).json()["items"]] == []
-    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "closed"
     # The purchase made before the block stands, contact and all.
     kept = (await client.get(f"/v1/exposures/{bought.json()['id']}", headers=auth(first))).json()
     assert kept["contact"] is not None

@@ -124,14 +124,15 @@ async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it
         json={"status": "won", "turnover": {"amount_minor": 500_000, "currency": "ILS"}},
     )
     assert won.status_code == 200, won.text
-    assert won.json()["lead"]["status"] == "expired"
+    # Closed, not expired: the customer was served, which is not a lead nobody took in time.
+    assert won.json()["lead"]["status"] == "closed"
     assert (await db.scalar(select(Lead.expires_at).where(Lead.id == lead_id))) <= utcnow()
     # It says so at once, not only once the expiry sweep has run.
-    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "closed"
 
     again = await client.post("/v1/leads", json=body)
     assert again.status_code == 200 and again.json()["id"] == lead_id and again.json()["duplicate"] is True
-    assert again.json()["status"] == "expired"
+    assert again.json()["status"] == "closed"
     sold_back = await client.post("/v1/businesses/me/leads", headers=auth(buyer), json=body)
     assert sold_back.status_code == 200 and sold_back.json()["id"] == lead_id
     # An expired one too (its lifetime is the window's, so this only happens when it ended early).

@@ -715,6 +715,11 @@ async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db
     exposure = (await client.post(f"/v1/offers/{dm_offer}/claim", headers=auth(dm))).json()
     won = await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json={"status": "won"})
     assert won.status_code == 200, won.text
+    # Closed, as the deal maker and the operator read it: its customer was served, not "expired" as if nobody had
+    # taken it in time.
+    assert won.json()["lead"]["status"] == "closed"
+    operator = await operator_token(app)
+    assert (await client.get(f"/v1/leads/{lead_id}", headers=auth(operator))).json()["status"] == "closed"
 
     assert await offers_of(client, late) == []
     refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
@@ -733,6 +738,35 @@ async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db
         json={"status": "invoiced", "turnover": {"amount_minor": 100_000, "currency": "ILS"}},
     )  # fmt: skip
     assert invoiced.status_code == 200, invoiced.text
+
+
+async def test_a_full_lead_whose_deal_is_won_is_closed_and_stays_closed(app, client, db):
+    """A full lead says closed too once its customer hired a business (it stayed `full`, its expiry brought forward,
+    so nothing told it from a lead whose places were taken and that is still on the market); neither the expiry sweep
+    nor the release of a blocked business's open deal on it brings it back."""
+    from workers.actors import expire_lapsed
+
+    dms = [await register(client, "deal_maker", profile={"categories": ["plumbing"]}) for _ in range(3)]
+    lead_id = await submit_lead(client, category="plumbing")
+    offers = await offer_lead_to(app, lead_id, [business_id for business_id, _ in dms])
+    exposures = []
+    for (_, token), offer in zip(dms, offers, strict=True):
+        claimed = await client.post(f"/v1/offers/{offer}/claim", headers=auth(token))
+        assert claimed.status_code == 201, claimed.text
+        exposures.append(claimed.json()["id"])
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "full"
+
+    won = await client.post(f"/v1/exposures/{exposures[0]}/status", headers=auth(dms[0][1]), json={"status": "won"})
+    assert won.status_code == 200 and won.json()["lead"]["status"] == "closed", won.text
+    operator = await operator_token(app)
+    blocked = await client.post(f"/v1/businesses/{dms[1][0]}/block", headers=auth(operator), json={"reason": "x"})
+    assert blocked.status_code == 200, blocked.text
+    clock.advance(timedelta(hours=app.state.settings.windows.lead_ttl_hours + 1))
+    await expire_lapsed()
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert (lead.status, lead.exposure_count) == ("closed", 3)
+    # The blocked business's open deal stays as it was: its lead was not given back to the market.
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposures[1])) == "new"
 
 
 async def _sold_and_offered(app, client, seller, *business_ids):

@@ -138,3 +138,93 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
         rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", (None,) * sql.count("?"))
         plan = " | ".join(str(r[-1]) for r in rows)
     assert "ix_notifications_kind_id (kind=? AND id<?)" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_leads_taken_off_the_market_before_0023_are_closed(tmp_path) -> None:
+    """Before 0023 a lead taken off the market was left `expired` (an open one) or `full`, its expiry brought forward
+    to the moment: those whose hire (a deal maker's won, invoiced or paid; a customer's answer naming a hire) or
+    seller's block came by then are closed; one whose time ran out first, or only a lead buyer's report, stays."""
+    from alembic import command
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from marketplace.db.migrate import _config, upgrade
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'before.db'}")
+    day = "2026-11-2{} {}:00:00.000000".format
+    leads = {  # id: (status, seller, exposure_count, max_exposures, expires_at)
+        "won_early": ("expired", None, 1, 2, day(1, 12)),
+        "seller_blocked": ("full", "biz_seller", 2, 2, day(1, 9)),
+        "hired_early": ("full", None, 2, 2, day(1, 8)),
+        "won_late": ("expired", None, 1, 2, day(3, 10)),
+        "buyer_won": ("expired", None, 1, 2, day(1, 12)),
+        "on_the_market": ("open", None, 0, 2, day(9, 10)),
+    }
+    try:
+        await upgrade(engine, "0022_referral_indexes")
+        async with engine.begin() as conn:
+            for lead_id, (status, seller, count, most, expires_at) in leads.items():
+                await conn.execute(
+                    text(
+                        "INSERT INTO leads (id, category, region, description, budget_minor, currency, source,"
+                        " seller_business_id, status, max_exposures, exposure_count, is_exclusive, waves_sent,"
+                        " seen_count, last_seen_at, dedup_key, created_at, expires_at) VALUES (:id, 'plumbing',"
+                        " 'tel-aviv', 'x', 0, 'ILS', 'customer', :seller, :status, :most, :count, FALSE, 1, 1, :at,"
+                        " :id, :at, :expires_at)"
+                    ),
+                    {"id": lead_id, "seller": seller, "status": status, "most": most, "count": count,
+                     "at": day(0, 10), "expires_at": expires_at},
+                )  # fmt: skip
+            for lead_id, mode, at in (
+                ("won_early", "deal_maker", day(1, 12)),
+                ("won_late", "deal_maker", day(4, 10)),
+                ("buyer_won", "lead_buyer", day(1, 11)),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO exposures (id, lead_id, business_id, offer_id, mode, kind, price_minor, currency,"
+                        " commission_rate_bp, status, stale, created_at, status_changed_at) VALUES (:id, :lead,"
+                        " 'biz_1', :id, :mode, 'shared', 0, 'ILS', 0, 'won', FALSE, :at, :at)"
+                    ),
+                    {"id": f"exp_{lead_id}", "lead": lead_id, "mode": mode, "at": at},
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO exposure_events (exposure_id, actor, from_status, to_status, at)"
+                        " VALUES (:id, 'business:biz_1', 'new', 'won', :at)"
+                    ),
+                    {"id": f"exp_{lead_id}", "at": at},
+                )
+            await conn.execute(
+                text(
+                    "INSERT INTO surveys (id, lead_id, link_id, cause, hired, answered_at, created_at, expires_at)"
+                    " VALUES ('srv_1', 'hired_early', 'l1', 'quiet', TRUE, :at, :at, :at)"
+                ),
+                {"at": day(1, 8)},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO business_status_changes (id, business_id, from_status, to_status, unreliable, reason,"
+                    " changed_by, changed_at) VALUES ('bsc_1', 'biz_seller', 'active', 'blocked', TRUE, '', 'op', :at)"
+                ),
+                {"at": day(1, 9)},
+            )
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            statuses = dict((await conn.execute(text("SELECT id, status FROM leads"))).all())
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(_config(sync), "0022_referral_indexes"))
+        async with engine.connect() as conn:
+            before = dict((await conn.execute(text("SELECT id, status FROM leads"))).all())
+    finally:
+        await engine.dispose()
+    assert statuses == {
+        "won_early": "closed",
+        "seller_blocked": "closed",
+        "hired_early": "closed",
+        "won_late": "expired",
+        "buyer_won": "expired",
+        "on_the_market": "open",
+    }
+    # Downgraded, each is as that revision left it: a full one full, an open one expired.
+    assert before == {lead_id: status for lead_id, (status, *_) in leads.items()}

@@ -385,14 +385,16 @@ async def test_a_customer_who_says_it_hired_someone_gets_no_more_offers_made_of_
     await report(client, a, exposure, "lost")
     assert (await answer(client, await survey_token(client, operator, lead_id), hired=True)).status_code == 200
 
-    # Served: its open offers are withdrawn, no next wave goes out, and the sweep closes it.
+    # Served: its open offers are withdrawn, no next wave goes out, and it is closed at once (not expired: its
+    # customer was served, it did not run out of time), as the sweep leaves it.
     assert await db.count(Offer, Offer.lead_id == lead_id, Offer.status == "open") == 0
     await app.state.jobs.run_due()
     app.state.jobs.enqueue("send_wave", lead_id, 2)
     await app.state.jobs.run_due()
     assert await db.count(Offer, Offer.lead_id == lead_id) == 2  # the claimed one and the withdrawn one: no new
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "closed"
     await expire_lapsed()
-    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "expired"
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "closed"  # not expired by the sweep
 
 
 async def test_a_survey_link_s_token_is_in_no_log_line(app, settings, capsys, caplog, monkeypatch):

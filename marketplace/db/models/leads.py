@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from marketplace.db.base import Base, UTCDateTime
 
+# open: on the market, places left; full: on the market, every place taken (or bought exclusively); expired: its time
+# ran out; closed: taken off the market before its time, its customer having hired a business (a deal maker's deal
+# reported won, or the customer's survey answer) or the business that sold it blocked (offers._off_the_market).
+# Expired and closed are told apart because a client (the deal maker that won it, the operator) must be able to tell
+# a customer served from a lead nobody took in time; a full lead that closes says closed too.
+LeadStatus = Literal["open", "full", "expired", "closed"]
+
 
 class Lead(Base):
     __tablename__ = "leads"
     __table_args__ = (
-        CheckConstraint("status IN ('open', 'full', 'expired')", name="status"),
+        CheckConstraint("status IN ('open', 'full', 'expired', 'closed')", name="status"),
         CheckConstraint("source IN ('customer', 'business')", name="source"),
         CheckConstraint("exposure_count >= 0 AND exposure_count <= max_exposures", name="exposure_limit"),
         CheckConstraint("NOT is_exclusive OR exposure_count = 1", name="exclusive_single"),
@@ -34,7 +42,7 @@ class Lead(Base):
     referral_code: Mapped[str | None] = mapped_column(String(80))
     # A lead inside a club is offered to the club's members only.
     club_id: Mapped[str | None] = mapped_column(ForeignKey("clubs.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    status: Mapped[LeadStatus] = mapped_column(String(20), default="open", index=True)
     max_exposures: Mapped[int] = mapped_column(Integer)
     exposure_count: Mapped[int] = mapped_column(Integer, default=0)
     is_exclusive: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 
 from marketplace.db.models import Exposure, ExposureEvent, FraudRelease
+from marketplace.exposures.rules import WON
 
 # Deals a block closed (as lost) while they were open: the block's doing, not a report of their business's, so no
 # part of its history: not a fraud signal, not a category norm, not a loss in its ranking or the conversion model's
@@ -17,11 +18,12 @@ CLOSED_BY_BLOCK = select(FraudRelease.exposure_id).where(FraudRelease.closed.is_
 
 
 def won_at_column() -> ColumnElement[Any]:
-    """When a won or invoiced deal was won, by its first `won` event: its payment term runs from then, so an
-    invoice does not restart it (a deal without the event, from before events were kept: its last step)."""
+    """When a won or invoiced deal was won, by its first event into won, invoiced or paid (a report of invoiced
+    straight from an undecided deal won it then): its payment term runs from then, so an invoice does not restart it
+    (a deal without the event, from before events were kept: its last step)."""
     first_won = (
         select(func.min(ExposureEvent.at))
-        .where(ExposureEvent.exposure_id == Exposure.id, ExposureEvent.to_status == "won")
+        .where(ExposureEvent.exposure_id == Exposure.id, ExposureEvent.to_status.in_(WON))
         .correlate(Exposure)
         .scalar_subquery()
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-# new → contacted → quoted → won | lost, then won → invoiced → paid. A business may skip forward
-# (a first call can end in a sale), never go back; lost, paid and returned are final.
+# new → contacted → quoted → won | lost, then won → invoiced → paid. A business may skip forward across the whole
+# chain (a first call can end in a sale; a lead buyer keeping its own pipeline reports the payment alone), never go
+# back; lost, paid and returned are final. A skip past `won` (new to invoiced or paid) wins the deal on the way, with
+# all a `won` brings: decision() says so.
 NEXT: dict[str, tuple[str, ...]] = {
-    "new": ("contacted", "quoted", "won", "lost"),
-    "contacted": ("quoted", "won", "lost"),
-    "quoted": ("won", "lost"),
+    "new": ("contacted", "quoted", "won", "lost", "invoiced", "paid"),
+    "contacted": ("quoted", "won", "lost", "invoiced", "paid"),
+    "quoted": ("won", "lost", "invoiced", "paid"),
     "won": ("invoiced", "paid"),
     "invoiced": ("paid",),
     "lost": (),
@@ -34,6 +36,17 @@ def allowed_next(status: str) -> tuple[str, ...]:
 
 def can_move(current: str, target: str) -> bool:
     return target in allowed_next(current)
+
+
+def decision(current: str, target: str) -> str | None:
+    """The customer's decision a move reports: `won` when it makes the deal (from an undecided deal to won, invoiced
+    or paid: a skip past won wins it on the way), `lost`; None for a step that decides nothing (before the decision,
+    or after a win)."""
+    if target == "lost":
+        return "lost"
+    if target in WON and current not in WON:
+        return "won"
+    return None
 
 
 def turnover_required(target: str, mode: str) -> bool:

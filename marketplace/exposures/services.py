@@ -262,9 +262,11 @@ async def update_status(
     exposure.status_changed_at = now
     exposure.stale = False
     await session.flush()
-    # A won or lost deal asks the customer how it went; every report is news for the fraud assessment.
-    await surveys.on_deal_reported(session, settings, exposure, data.status)
-    if exposure.mode == "deal_maker" and data.status in rules.WON and before.status not in rules.WON:
+    # A won or lost deal asks the customer how it went; every report is news for the fraud assessment. Won by its
+    # decision, not its name: a report of invoiced or paid straight from an undecided deal wins it on the way.
+    decided = rules.decision(before.status, data.status)
+    await surveys.on_deal_reported(session, settings, exposure, decided)
+    if exposure.mode == "deal_maker" and decided == "won":
         # The customer hired this business: nobody else is offered, nor sold, its contact from now on. Only a deal
         # maker's word, which commits it to a commission: a lead buyer's reports are a lead manager of its own that
         # owes nothing, and its free `won` would otherwise buy exclusivity at the shared price. (Its customer's

@@ -210,11 +210,14 @@ def answer_out(survey: Survey) -> schemas.SurveyAnswer:
     )
 
 
-async def on_deal_reported(session: AsyncSession, settings: Settings, exposure: Exposure, status: str) -> None:
-    """A business moved a deal: its assessment is due again, and a won or lost deal asks the customer."""
+async def on_deal_reported(
+    session: AsyncSession, settings: Settings, exposure: Exposure, decision: str | None
+) -> None:
+    """A business moved a deal: its assessment is due again, and a move that decided it (`decision`, won or lost:
+    exposures.rules.decision) asks the customer."""
     mark_dirty(session, exposure.business_id)
-    if status in ("won", "lost"):
-        await request_survey(session, settings, exposure.lead_id, status, exposure.id)
+    if decision in ("won", "lost"):
+        await request_survey(session, settings, exposure.lead_id, decision, exposure.id)
 
 
 async def send_quiet_surveys(session: AsyncSession, settings: Settings, limit: int = 500) -> int:

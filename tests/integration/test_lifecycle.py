@@ -154,11 +154,15 @@ async def test_impossible_transition_names_the_allowed_states(app, client, db):
     await app.state.jobs.run_due()
     offer = (await offers_of(client, token))[0]
     exposure_id = (await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token))).json()["id"]
-    response = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "paid"})
+    quoted = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "quoted"})
+    assert quoted.status_code == 200, quoted.text
+    response = await client.post(
+        f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "contacted"}
+    )
     assert response.status_code == 409
     assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["allowed_next"] == ["contacted", "quoted", "won", "lost"]
-    assert "contacted" in response.json()["detail"]
+    assert response.json()["allowed_next"] == ["won", "lost", "invoiced", "paid"]
+    assert "won" in response.json()["detail"]
     lost = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "lost"})
     assert lost.status_code == 200
     again = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json={"status": "won"})
@@ -169,6 +173,11 @@ async def test_impossible_transition_names_the_allowed_states(app, client, db):
     await app.state.jobs.run_due()
     offer2 = (await offers_of(client, token))[0]
     e2 = (await client.post(f"/v1/offers/{offer2['offer_id']}/claim", headers=auth(token))).json()["id"]
+    # Straight from new too (a skip past won): refused, and nothing of the win happened.
+    no_turnover = await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "paid"})
+    assert no_turnover.status_code == 422 and no_turnover.json()["errors"][0]["field"] == "turnover"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == e2)) == "new"
+    assert await db.scalar(select(Lead.status).where(Lead.id == offer2["lead_id"])) == "open"
     await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "won"})
     no_turnover = await client.post(f"/v1/exposures/{e2}/status", headers=auth(token), json={"status": "paid"})
     assert no_turnover.status_code == 422 and no_turnover.json()["errors"][0]["field"] == "turnover"
@@ -179,6 +188,48 @@ async def test_impossible_transition_names_the_allowed_states(app, client, db):
         assert response.status_code == 422 and response.json()["errors"][0]["field"] == "turnover.amount_minor"
     assert await db.scalar(select(Exposure.status).where(Exposure.id == e2)) == "won"
     assert await db.scalar(select(Exposure.turnover_minor).where(Exposure.id == e2)) is None
+
+
+async def test_a_report_skipping_past_won_wins_the_deal_on_the_way(app, client, db):
+    """Forward skips run across the whole chain: a deal maker's `paid` (or `invoiced`) straight from `new` wins the
+    deal on the way, with everything a `won` brings: its lead leaves the market (closed, a competitor's claim
+    refused), its customer is asked (a survey caused by the win), its commission is charged on the turnover. It was a
+    409 (allowed next: contacted, quoted, won, lost), so a business using the product as a plain lead manager needed
+    a call per step it had nothing to say about."""
+    from marketplace.db.models import Invoice, Survey
+
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+    lead_id = await submit_lead(client, category="plumbing")
+    dm_offer, late_offer = await offer_lead_to(app, lead_id, [dm_id, late_id])
+    exposure = (await client.post(f"/v1/offers/{dm_offer}/claim", headers=auth(dm))).json()
+    paid = await client.post(
+        f"/v1/exposures/{exposure['id']}/status",
+        headers=auth(dm),
+        json={"status": "paid", "turnover": {"amount_minor": 100_000, "currency": "ILS"}},
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "paid" and paid.json()["lead"]["status"] == "closed"
+    assert [(h["from_status"], h["to_status"]) for h in paid.json()["history"]] == [(None, "new"), ("new", "paid")]
+    refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
+    assert refused.status_code == 409 and "left the market" in refused.json()["detail"], refused.text
+    assert await db.scalar(select(Survey.cause).where(Survey.lead_id == lead_id)) == "won"
+    assert await db.count(Invoice, Invoice.business_id == dm_id) == 1  # the commission
+
+    # A lead buyer (a lead manager of its own: no turnover needed) reports the payment alone; its customer is asked
+    # too, and its lead stays on the market (a lead buyer's word takes nothing off it).
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    other = await submit_lead(client, category="legal")
+    (offer,) = await offer_lead_to(app, other, [buyer_id])
+    bought = (await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer))).json()
+    invoiced = await client.post(
+        f"/v1/exposures/{bought['id']}/status", headers=auth(buyer), json={"status": "invoiced"}
+    )
+    assert invoiced.status_code == 200 and invoiced.json()["lead"]["status"] == "open", invoiced.text
+    assert await db.scalar(select(Survey.cause).where(Survey.lead_id == other)) == "won"
+    paid = await client.post(f"/v1/exposures/{bought['id']}/status", headers=auth(buyer), json={"status": "paid"})
+    assert paid.status_code == 200, paid.text
+    assert await db.count(Survey, Survey.lead_id == other) == 1  # asked once, at the win
 
 
 async def test_claims_on_expired_full_or_foreign_offers_are_refused(app, client, db, settings):

@@ -318,7 +318,7 @@ def _returned_then_hired(hired_me: Sequence[tuple[Deal, Answer]]) -> Signal | No
 def _hidden_deals(
     hired_me: Sequence[tuple[Deal, Answer]], now: datetime, config: RuleConfig
 ) -> tuple[Signal | None, set[str]]:
-    """Deals the customer says it hired this business for that the business reported lost, never reported
+    """Deals the customer says it hired this business for that the business reported lost, did not report won or lost
     (open past the grace period, or stale), or reported won and never paid though the customer names an amount.
 
     Also returns the exposures of the last kind (won, paid by the customer, never reported paid): NEVER_PAID
@@ -342,7 +342,8 @@ def _hidden_deals(
     if as_lost:
         parts.append(f"{len(as_lost)} reported lost")
     if as_nothing:
-        parts.append(f"{len(as_nothing)} never reported")
+        # Still open: the business may have called and quoted (`contacted`, `quoted`), so "never reported" misread it.
+        parts.append(f"{len(as_nothing)} not reported won or lost")
     if as_unpaid:
         parts.append(f"{len(as_unpaid)} won, paid by the customer, never reported paid")
     # One weight per exposure, in the order of `hidden`: rules.undecided and new_evidence read them in pairs.

@@ -312,7 +312,7 @@ async def test_silence_and_returns_are_caught_by_the_quiet_lead_survey(app, clie
     await fraud_scan()
     open_now = {a["business_id"]: a for a in await alerts(client, operator, status="open")}
     assert set(open_now) == {returner_id, silent_id}
-    assert "never reported" in open_now[silent_id]["reasons"][0]["text"]
+    assert "(1 not reported won or lost)" in open_now[silent_id]["reasons"][0]["text"]
 
     # Confirmed: the deal it never reported stays with it (its customer says it hired it; no new round of calls),
     # and the blocked business may still report it won and paid, at the turnover it states first.

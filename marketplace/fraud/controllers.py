@@ -29,7 +29,7 @@ class FraudController(Controller):
         status: Annotated[str | None, one_of(ALERT_STATUSES, "only the alerts in this status (open: queued)")] = None,
     ) -> Page[schemas.Alert]:
         """Alerts, newest first (`?status=open` for the queue), each with its risk score, reasons and the
-        evidence with the leads behind it."""
+        evidence with the leads behind it, what it opened with, and the deals behind the evidence (`deals`)."""
         if status is not None and status not in ALERT_STATUSES:
             raise InvalidInput.field("status", f"one of {', '.join(ALERT_STATUSES)}")
         async with state.uow() as uow:
@@ -39,7 +39,9 @@ class FraudController(Controller):
 
     @get("/alerts/{alert_id:str}", opt=access(Access.OPERATOR))
     async def get_alert(self, state: State, alert_id: FromPath[str]) -> schemas.Alert:
-        """One fraud alert with its risk score, reasons and evidence."""
+        """One fraud alert with its risk score, reasons and evidence, what it opened with (`opened_*`: the rest
+        follows later scans while it is open), and each deal its evidence names: what the business reported on it
+        and when, and what the customer answered about the lead."""
         async with state.uow() as uow:
             alert = await services.get_alert(uow.session, alert_id)
             return (await services.alerts_out(uow.session, [alert]))[0]

@@ -43,6 +43,7 @@ from marketplace.db.statements import of_session, per_database
 from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.exposures.queries import CLOSED_BY_BLOCK, highest_turnover_column, won_at_column
 from marketplace.exposures.rules import DECIDED, UNDECIDED, UNPAID, WON
+from marketplace.exposures.schemas import HistoryEntry
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.signals import (
@@ -62,6 +63,7 @@ from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
 from marketplace.notifications.outbox import notify
 from marketplace.offers.services import withdraw_sold_leads
+from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -430,6 +432,9 @@ async def _open_alert(
         reasons=list(scored.reasons),
         evidence=[s.to_json() for s in signals],
         features=features,
+        opened_risk_score=scored.risk,
+        opened_reasons=list(scored.reasons),
+        opened_evidence=[s.to_json() for s in signals],
         opened_at=now,
         updated_at=now,
     )
@@ -619,7 +624,91 @@ def _evidence(s: dict[str, Any]) -> schemas.Evidence:
     )
 
 
+def _named_leads(alert: FraudAlert) -> list[str]:
+    """The leads an alert's evidence names, now and at its opening, strongest evidence first."""
+    evidence = [*alert.evidence, *(alert.opened_evidence or ())]
+    return list(dict.fromkeys(lead for s in evidence for lead in s.get("leads", ())))
+
+
+def _kinds_naming(evidence: Sequence[dict[str, Any]] | None, lead_id: str) -> list[str]:
+    return [str(s["kind"]) for s in evidence or () if lead_id in s.get("leads", ())]
+
+
+async def _alert_deals(session: AsyncSession, alerts: Sequence[FraudAlert]) -> dict[str, list[schemas.AlertDeal]]:
+    """Per alert, the deals its evidence names, with their history and the customers' answers: the facts behind
+    each reason (three reads for a page of alerts, in chunks of lead ids)."""
+    # surveys.services imports this module (mark_dirty): its answer's wire shape is imported where it is used.
+    from marketplace.surveys.services import answer_out
+
+    named = {a.id: _named_leads(a) for a in alerts}
+    wanted = {(a.business_id, lead_id) for a in alerts for lead_id in named[a.id]}
+    lead_ids = sorted({lead_id for _, lead_id in wanted})
+    business_ids = sorted({a.business_id for a in alerts})
+    deals: dict[tuple[str, str], tuple[Exposure, Lead]] = {}
+    answers: dict[str, list[Survey]] = defaultdict(list)
+    for start in range(0, len(lead_ids), CHUNK):
+        chunk = lead_ids[start : start + CHUNK]
+        for exposure, lead in await session.execute(
+            select(Exposure, Lead)
+            .join(Lead, Lead.id == Exposure.lead_id)
+            .where(Exposure.lead_id.in_(chunk), Exposure.business_id.in_(business_ids))
+        ):
+            if (exposure.business_id, exposure.lead_id) in wanted:
+                deals[exposure.business_id, exposure.lead_id] = (exposure, lead)
+        for survey in await session.scalars(
+            select(Survey)
+            .where(Survey.lead_id.in_(chunk), Survey.answered_at.is_not(None))
+            .order_by(Survey.answered_at, Survey.id)
+        ):
+            answers[survey.lead_id].append(survey)
+    exposure_ids = sorted(e.id for e, _ in deals.values())
+    history: dict[str, list[ExposureEvent]] = defaultdict(list)
+    for start in range(0, len(exposure_ids), CHUNK):
+        for event in await session.scalars(
+            select(ExposureEvent)
+            .where(ExposureEvent.exposure_id.in_(exposure_ids[start : start + CHUNK]))
+            .order_by(ExposureEvent.at, ExposureEvent.id)
+        ):
+            history[event.exposure_id].append(event)
+    out: dict[str, list[schemas.AlertDeal]] = {}
+    for alert in alerts:
+        shown = []
+        for lead_id in named[alert.id]:
+            found = deals.get((alert.business_id, lead_id))
+            if found is None:
+                continue
+            exposure, lead = found
+            cur = exposure.currency
+            shown.append(
+                schemas.AlertDeal(
+                    exposure_id=exposure.id,
+                    lead_id=lead_id,
+                    category=lead.category,
+                    budget=MoneyOut(lead.budget_minor, lead.currency),
+                    status=exposure.status,
+                    turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
+                    evidence=_kinds_naming(alert.evidence, lead_id),
+                    opened_evidence=_kinds_naming(alert.opened_evidence, lead_id),
+                    history=[
+                        HistoryEntry(
+                            actor=e.actor,
+                            from_status=e.from_status,
+                            to_status=e.to_status,
+                            at=e.at,
+                            turnover=None if e.turnover_minor is None else MoneyOut(e.turnover_minor, cur),
+                            note=e.note,
+                        )
+                        for e in history[exposure.id]
+                    ],
+                    answers=[answer_out(s) for s in answers[lead_id]],
+                )
+            )
+        out[alert.id] = shown
+    return out
+
+
 async def alerts_out(session: AsyncSession, alerts: Sequence[FraudAlert]) -> list[schemas.Alert]:
+    """Alerts on the wire, each with the deals behind its evidence (`_alert_deals`)."""
     if not alerts:
         return []
     ids = [a.id for a in alerts]
@@ -636,6 +725,7 @@ async def alerts_out(session: AsyncSession, alerts: Sequence[FraudAlert]) -> lis
         .order_by(FraudRelease.released_at, FraudRelease.lead_id)
     ):
         released[alert_id].append(lead_id)
+    deals = await _alert_deals(session, alerts)
     out = []
     for a in alerts:
         business = businesses[a.business_id]
@@ -652,6 +742,10 @@ async def alerts_out(session: AsyncSession, alerts: Sequence[FraudAlert]) -> lis
                 model_score=None if a.model_score is None else round(a.model_score, 4),
                 reasons=[_reason(r) for r in a.reasons],
                 evidence=[_evidence(s) for s in a.evidence],
+                opened_risk_score=None if a.opened_risk_score is None else round(a.opened_risk_score, 4),
+                opened_reasons=None if a.opened_reasons is None else [_reason(r) for r in a.opened_reasons],
+                opened_evidence=None if a.opened_evidence is None else [_evidence(s) for s in a.opened_evidence],
+                deals=deals[a.id],
                 opened_at=a.opened_at,
                 updated_at=a.updated_at,
                 decision=schemas.Decision(d.decision, d.note, d.decided_by, d.decided_at) if d else None,

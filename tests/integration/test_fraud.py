@@ -526,6 +526,72 @@ async def test_won_deals_the_customers_paid_for_and_never_reported_paid_open_an_
     assert dismissed.status_code == 200, dismissed.text
 
 
+async def test_an_alert_shows_the_deals_behind_it_and_keeps_what_it_opened_with(app, client, db):
+    """An operator decides on facts: each deal the evidence names, with what the business reported on it and when, and
+    what its customer answered (a tester saw "lowest 70% of it" and a lead id, and no route showing the rest). A
+    business that then corrects its report takes the open alert's risk and reasons to nothing; what the alert opened
+    with stays beside them, so the operator still sees why it opened."""
+    operator = await operator_token(app)
+    business_id, token = await register(client, "deal_maker", name="Low Pipes")
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    await report(client, token, exposure_id, "contacted")
+    await report(client, token, exposure_id, "won", turnover=50_000)
+    said = hired(business_id, 100_000, satisfaction=2, comment="Paid 1,000.00 in cash")
+    assert (await answer(client, await survey_token(client, operator, lead_id), **said)).status_code == 200
+    await app.state.jobs.run_due()
+    await fraud_scan()
+
+    (listed,) = await alerts(client, operator)
+    one = await client.get(f"/v1/fraud/alerts/{listed['id']}", headers=auth(operator))
+    assert one.status_code == 200, one.text
+    alert = one.json()
+    assert alert == listed  # the list shows the same facts
+    assert [r["kind"] for r in alert["reasons"]] == ["under_reported"] and alert["risk_score"] >= 0.5
+    assert alert["opened_risk_score"] == alert["risk_score"]
+    assert alert["opened_reasons"] == alert["reasons"] and alert["opened_evidence"] == alert["evidence"]
+    (deal,) = alert["deals"]
+    assert {k: deal[k] for k in ("exposure_id", "lead_id", "category", "status", "evidence", "opened_evidence")} == {
+        "exposure_id": exposure_id,
+        "lead_id": lead_id,
+        "category": "plumbing",
+        "status": "won",
+        "evidence": ["under_reported"],
+        "opened_evidence": ["under_reported"],
+    }
+    assert deal["budget"] == {"amount_minor": 150_000, "currency": "ILS"}
+    assert deal["turnover"] == {"amount_minor": 50_000, "currency": "ILS"}
+    steps = [(h["from_status"], h["to_status"], h["turnover"]) for h in deal["history"]]
+    assert steps == [(None, "new", None), ("new", "contacted", None), ("contacted", "won", deal["turnover"])]
+    assert all(h["at"] and h["actor"] for h in deal["history"])
+    (said_back,) = deal["answers"]
+    assert said_back["hired"] is True and said_back["business_id"] == business_id and said_back["lead_id"] == lead_id
+    assert said_back["amount"] == {"amount_minor": 100_000, "currency": "ILS"} and said_back["satisfaction"] == 2
+    assert said_back["comment"] == "Paid 1,000.00 in cash" and said_back["answered_at"]
+
+    # It reports the deal paid at the customer's amount: the alert, still open, is left with no risk and no reasons,
+    # and keeps what it opened with, the deal (now paid) with it.
+    await report(client, token, exposure_id, "paid", turnover=100_000)
+    await fraud_scan()
+    now = (await client.get(f"/v1/fraud/alerts/{alert['id']}", headers=auth(operator))).json()
+    assert now["status"] == "open" and now["risk_score"] == 0 and now["reasons"] == [] and now["evidence"] == []
+    assert now["opened_risk_score"] == alert["risk_score"] and now["opened_reasons"] == alert["reasons"]
+    assert now["opened_evidence"] == alert["evidence"]
+    (deal,) = now["deals"]
+    assert (deal["status"], deal["evidence"], deal["opened_evidence"]) == ("paid", [], ["under_reported"])
+    assert deal["turnover"]["amount_minor"] == 100_000 and deal["history"][-1]["to_status"] == "paid"
+    decided = await client.post(
+        f"/v1/fraud/alerts/{alert['id']}/decision", headers=auth(operator), json={"decision": "dismiss", "note": "paid"}
+    )
+    assert decided.status_code == 200 and decided.json()["deals"] == now["deals"], decided.text
+    # An alert opened before migration 0023 kept nothing of its opening: shown as null, not as an empty opening.
+    async with app.state.uow() as uow:
+        row = await uow.session.get(FraudAlert, alert["id"])
+        row.opened_risk_score = row.opened_reasons = row.opened_evidence = None
+    old = (await client.get(f"/v1/fraud/alerts/{alert['id']}", headers=auth(operator))).json()
+    assert (old["opened_risk_score"], old["opened_reasons"], old["opened_evidence"]) == (None, None, None)
+    assert old["deals"] == []  # its evidence is empty now, and its opening's is unknown
+
+
 async def test_a_turnover_lowered_after_the_win_is_a_pattern_naming_the_lead(app, client, db, settings):
     """A deal maker reports 10,000.00 at the win and 1.00 at payment, and so owes commission on 1.00: the scan names
     the deal on the business's own word, a pattern that opens no alert on its own."""

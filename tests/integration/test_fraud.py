@@ -583,7 +583,7 @@ async def test_an_alert_shows_the_deals_behind_it_and_keeps_what_it_opened_with(
         f"/v1/fraud/alerts/{alert['id']}/decision", headers=auth(operator), json={"decision": "dismiss", "note": "paid"}
     )
     assert decided.status_code == 200 and decided.json()["deals"] == now["deals"], decided.text
-    # An alert opened before migration 0023 kept nothing of its opening: shown as null, not as an empty opening.
+    # An alert opened before migration 0024 kept nothing of its opening: shown as null, not as an empty opening.
     async with app.state.uow() as uow:
         row = await uow.session.get(FraudAlert, alert["id"])
         row.opened_risk_score = row.opened_reasons = row.opened_evidence = None

@@ -139,7 +139,7 @@ class FraudAlert(Base):
     evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     features: Mapped[dict[str, float]] = mapped_column(JSON)
     # What it opened with, never refreshed: a business that corrects its reports takes the risk, reasons and evidence
-    # above down to nothing while the alert is still open, and the operator is owed why it opened (migration 0023;
+    # above down to nothing while the alert is still open, and the operator is owed why it opened (migration 0024;
     # null for the alerts opened before).
     opened_risk_score: Mapped[float | None] = mapped_column(Float)
     opened_reasons: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

@@ -1,7 +1,7 @@
 """fraud_alerts.opened_risk_score, opened_reasons, opened_evidence: what an alert opened with
 
-Revision ID: 0023_alert_opened_with
-Revises: 0022_referral_indexes
+Revision ID: 0024_alert_opened_with
+Revises: 0023_lead_closed
 Create Date: 2026-11-29 17:20:00.000000
 
 An open alert follows each scan of its business: one that corrected its reports (paid at the customer's amount)
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0023_alert_opened_with"
-down_revision: str | None = "0022_referral_indexes"
+revision: str = "0024_alert_opened_with"
+down_revision: str | None = "0023_lead_closed"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -227,7 +227,8 @@ async def update_business(
 async def _withdraw_offers_at_cap(session: AsyncSession, settings: Settings, business: Business) -> None:
     """A cap lowered to what the business has already received today or this month (leads it gave back do not
     count): every claim of its open offers would be refused, so they are withdrawn, as when a claim reaches a cap
-    (offers.services.claim_offer, with the same count and statement). Replacements it is owed stay."""
+    (offers.services.claim_offer, with the same count and statement), a replacement's too (the debt stands, and is
+    offered again once the cap allows)."""
     now, zone = utcnow(), settings.jurisdiction.zone
     today, this_month, _ = (
         await session.execute(

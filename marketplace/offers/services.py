@@ -467,10 +467,10 @@ CLOSE_OTHER_OFFERS = (
     .where(
         _offers.business_id == bindparam("of_business"),
         _offers.status == "open",
+        # A replacement too: its claim would be refused as well. The debt it was offered for stands (settled only by a
+        # replacement claimed, _SETTLE_OWED), so the next lead that fits once the cap allows offers it again
+        # (offer_owed_replacement, which passes over a debt only while its replacement offer is open).
         _offers.id != bindparam("claimed"),
-        # A replacement stays: it is what the business's return is owed (withdrawn, the debt would wait for a new
-        # lead's first wave to be offered again).
-        _offers.replaces_exposure_id.is_(None),
     )
     .values(status="closed")
 )

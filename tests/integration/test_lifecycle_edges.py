@@ -4,7 +4,7 @@ input on every lifecycle call refused with nothing changed."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -51,6 +51,46 @@ async def test_a_replacement_offered_at_the_return_that_fills_before_the_claim_l
     await app.state.jobs.run_due()
     mine = [o for o in await offers_of(client, returner) if o["lead_id"] == following]
     assert [o["replaces_exposure_id"] for o in mine] == [exposure_id], mine
+
+
+async def test_a_claim_that_reaches_a_cap_withdraws_a_replacement_offer_and_the_replacement_stays_owed(
+    app, client, db
+):
+    """A deal maker with a replacement offer open claims another offer that reaches its daily cap: the replacement
+    stayed listed, and its claim was a 409 for the cap (the claim that reaches a cap withdraws the offers it could only
+    be refused). It is withdrawn now; the replacement stays owed, and the next day's first lead that fits is offered
+    as it."""
+    clock.freeze(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # mid-day where the marketplace trades
+    returner_id, returner = await register(
+        client, "deal_maker", profile={"categories": ["legal"], "daily_cap": 1, "monthly_cap": 100}
+    )
+    _, exposure_id = await claimed_deal(app, client, returner_id, returner, category="legal")
+    replacement_lead = await submit_lead(client, category="legal")  # open: the return offers it as the replacement
+    other_lead = await submit_lead(client, category="legal")
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    replacement_offer = returned.json()["replacement_offer_id"]
+    assert await db.scalar(select(Offer.lead_id).where(Offer.id == replacement_offer)) == replacement_lead
+    (other_offer,) = await offer_lead_to(app, other_lead, [returner_id])
+    claimed = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(returner))
+    assert claimed.status_code == 201, claimed.text  # its one lead of the day: the cap is reached
+
+    assert await db.scalar(select(Offer.status).where(Offer.id == replacement_offer)) == "closed"
+    assert replacement_offer not in {o["offer_id"] for o in await offers_of(client, returner)}
+    refused = await client.post(f"/v1/offers/{replacement_offer}/claim", headers=auth(returner))
+    assert refused.status_code == 409 and "withdrawn" in refused.json()["detail"], refused.text
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is not None
+
+    # The next day the cap takes a lead again: the first lead that fits is offered as the replacement still owed.
+    clock.advance(timedelta(days=1))
+    await app.state.ranking_sync.settled()
+    following = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    (again,) = [o for o in await offers_of(client, returner) if o["lead_id"] == following]
+    assert again["replaces_exposure_id"] == exposure_id
+    taken = await client.post(f"/v1/offers/{again['offer_id']}/claim", headers=auth(returner))
+    assert taken.status_code == 201, taken.text
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
 
 
 async def test_an_upgrade_of_a_lead_no_longer_on_the_market_is_refused_and_changes_nothing(app, client, db):

@@ -26,8 +26,22 @@ DECIDED = (*WON, "lost")
 # A won or invoiced deal waits for the customer's payment, which only `paid` may follow: it never goes stale (the
 # ranking and the fraud signals read stale on undecided deals only; an unpaid win counts by its own term, unpaid_days).
 STALEABLE = UNDECIDED
-# A lead may be returned only before any deal was made on it.
-RETURNABLE = ("new", "contacted", "quoted", "lost")
+# A lead may be returned as irrelevant only while nobody has worked it as a relevant one: new, or contacted (the call
+# is how a business learns the customer wants something it does not do). A lead quoted on was relevant (it priced a
+# job for the customer), and a deal lost was a deal, which a return would turn into a free replacement or refund; a
+# deal made (won onwards) is the commission's.
+RETURNABLE = ("new", "contacted")
+_WHY_NOT_RETURNABLE = {
+    "quoted": "the business quoted the customer, so the lead was relevant",
+    "lost": "the business reported the deal lost, so the lead was relevant: a deal lost is not an irrelevant lead",
+    "returned": "it was returned already",
+}
+
+
+def why_not_returnable(status: str) -> str:
+    """The refusal of a return from `status` (not in RETURNABLE), naming the status and why."""
+    why = _WHY_NOT_RETURNABLE.get(status, "a deal was made on it")
+    return f"a lead in status {status} cannot be returned: {why} (a lead is returned only while new or contacted)"
 
 
 def allowed_next(status: str) -> tuple[str, ...]:

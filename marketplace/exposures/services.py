@@ -341,7 +341,7 @@ async def upgrade_to_exclusive(
 async def return_exposure(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, reason: str
 ) -> Returned:
-    """Return an irrelevant lead within the window: a deal maker gets a replacement offer (another lead), a lead
+    """Return an irrelevant lead within the window, while new or contacted (rules.RETURNABLE): a deal maker gets a replacement offer (another lead), a lead
     buyer's price is owed back as a refund (the wallet credits it). The returned lead's place does not go back to the
     market: the business has seen the contact, and a lead is exposed to at most `max_exposures` businesses (the
     customer is called by no more; nor can a claim and a return hand the contact on). It no longer counts against
@@ -359,12 +359,13 @@ async def return_exposure(
     await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     before = Before.of(exposure)
     now = utcnow()
-    if exposure.status not in rules.RETURNABLE:
-        raise Conflict(f"a lead in status {exposure.status} cannot be returned")
+    # A deal a block released is `lost` by the block's doing, not the business's report: said as it is.
     if exposure.status == "lost" and await _released(session, exposure):
         raise Conflict("this lead was released by a block: its place already went back to the market")
-    # A lead is returnable only before a deal was made on it (rules.RETURNABLE): the customer's word that it hired
-    # this business is a deal, whatever the business reported (lost, or nothing yet).
+    if exposure.status not in rules.RETURNABLE:
+        raise Conflict(rules.why_not_returnable(exposure.status))
+    # A lead is returnable only before it was worked as a relevant one (rules.RETURNABLE): the customer's word that it
+    # hired this business is a deal, whatever the business reported (contacted, or nothing yet).
     if await session.scalar(_HIRED_ME, {"lead_id": exposure.lead_id, "business_id": business.id}) is not None:
         raise Conflict("the customer says it hired this business for this lead: it is a deal, not an irrelevant lead")
     deadline = exposure.created_at + timedelta(days=settings.windows.return_days)

@@ -236,10 +236,17 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
     monkeypatch.setattr(wallet_refunds, "refund_exposure", watched_refund)
 
     async def deal(*, off_the_market: bool) -> tuple[str, str, str, str]:
-        """A lead buyer's deal reported lost, its survey's token, and the lead's expiry passed if asked."""
+        """A lead buyer's deal reported contacted (still returnable), the survey's token (sent as another holder
+        reports its deal lost), and the lead's expiry passed if asked."""
         buyer_id, buyer = await register(client, "lead_buyer")
+        witness_id, witness = await register(client, "lead_buyer")
         lead_id, exposure_id = await claimed_deal(app, client, buyer_id, buyer)
-        await report(client, buyer, exposure_id, "lost")
+        (witness_offer,) = await offer_lead_to(app, lead_id, [witness_id])
+        shared = {"exclusive": False}
+        witnessed = await client.post(f"/v1/offers/{witness_offer}/claim", headers=auth(witness), json=shared)
+        assert witnessed.status_code == 201, witnessed.text
+        await report(client, buyer, exposure_id, "contacted")
+        await report(client, witness, witnessed.json()["id"], "lost")
         token = await survey_token(client, operator, lead_id)
         if off_the_market:  # past the lead's expiry (72 hours), within the return window (7 days)
             clock.advance(timedelta(days=4))
@@ -256,7 +263,7 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
     returned = await return_of(buyer, exposure_id)
     assert (await answered).status_code == 200
     assert returned.status_code == 409 and "hired this business" in returned.json()["detail"], returned.text
-    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "contacted"
     pause["answer"] = 0.0
 
     # The return first, on a lead off the market: the answer waits for the return to commit.
@@ -280,5 +287,5 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
         assert answered_now.status_code == 200, answered_now.text
         assert returned.status_code in (200, 409), returned.text
         if returned.status_code == 409:
-            assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+            assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "contacted"
         assert refunds_after_a_hire == [], off_the_market

@@ -97,29 +97,33 @@ async def _return(client: Any, token: str, exposure_id: str) -> Any:
 
 
 async def test_a_lead_the_customer_says_it_hired_this_business_for_cannot_be_returned(app, client, db):
-    """A lead may be returned only before a deal was made on it. A business that reported its deal `lost` (or nothing)
-    returned it as irrelevant after its customer had answered that it hired that very business: a lead buyer got its
-    price back, a deal maker a replacement. It is now a 409, and nothing changes; a holder the customer did not hire
-    may still return its lead."""
+    """A lead may be returned only before a deal was made on it. A business that reported nothing, or its call
+    (`contacted`), returned it as irrelevant after its customer had answered that it hired that very business: a lead
+    buyer got its price back, a deal maker a replacement. It is now a 409, and nothing changes; a holder the customer
+    did not hire may still return its lead. (A third holder's `lost` sends the customer the survey.)"""
     operator = await operator_token(app)
     lb_id, lb = await register(client, "lead_buyer")
     other_id, other = await register(client, "lead_buyer")
+    witness_id, witness = await register(client, "lead_buyer")
     lead_id, exposure_id = await claimed_deal(app, client, lb_id, lb)
-    (other_offer,) = await offer_lead_to(app, lead_id, [other_id])
+    other_offer, witness_offer = await offer_lead_to(app, lead_id, [other_id, witness_id])
     claimed = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(other), json={"exclusive": False})
     assert claimed.status_code == 201, claimed.text
-    await report(client, lb, exposure_id, "lost")
+    witnessed = await client.post(f"/v1/offers/{witness_offer}/claim", headers=auth(witness), json={"exclusive": False})
+    assert witnessed.status_code == 201, witnessed.text
+    await report(client, lb, exposure_id, "contacted")
+    await report(client, witness, witnessed.json()["id"], "lost")
     token = await survey_token(client, operator, lead_id)
     assert (await answer(client, token, **hired(lb_id, 150_000, satisfaction=5))).status_code == 200
     transactions = await db.count(LedgerTransaction)
 
     refused = assert_problem(await _return(client, lb, exposure_id), 409)
     assert "hired this business" in refused["detail"]
-    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "contacted"
     assert await db.scalar(select(Exposure.returned_at).where(Exposure.id == exposure_id)) is None
     assert await db.count(LedgerTransaction) == transactions  # no refund
     shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(lb))).json()
-    assert shown["status"] == "lost" and shown["contact"] is not None
+    assert shown["status"] == "contacted" and shown["contact"] is not None
 
     # The other holder was not hired: its lead may be irrelevant, and its return is refunded as ever.
     returned = await _return(client, other, claimed.json()["id"])
@@ -128,16 +132,54 @@ async def test_a_lead_the_customer_says_it_hired_this_business_for_cannot_be_ret
 
     # A deal maker whose customer says it hired it gets no replacement for the lead either.
     dm_id, dm = await register(client, "deal_maker")
+    dm2_id, dm2 = await register(client, "deal_maker")
     dm_lead, dm_exposure = await claimed_deal(app, client, dm_id, dm)
+    (dm2_offer,) = await offer_lead_to(app, dm_lead, [dm2_id])
+    lost = await client.post(f"/v1/offers/{dm2_offer}/claim", headers=auth(dm2), json={"exclusive": False})
+    assert lost.status_code == 201, lost.text
     await submit_lead(client)  # an open lead a replacement could be made of
-    await report(client, dm, dm_exposure, "lost")
+    await report(client, dm2, lost.json()["id"], "lost")
     token = await survey_token(client, operator, dm_lead)
     assert (await answer(client, token, **hired(dm_id, 150_000))).status_code == 200
     offers = await db.count(Offer, Offer.business_id == dm_id)
     assert_problem(await _return(client, dm, dm_exposure), 409)
     assert await db.count(Offer, Offer.business_id == dm_id) == offers
-    assert await db.scalar(select(Exposure.status).where(Exposure.id == dm_exposure)) == "lost"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == dm_exposure)) == "new"
     assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == dm_exposure)) is None
+
+
+async def test_a_lead_worked_as_relevant_cannot_be_returned(app, client, db):
+    """A deal maker reported a lead contacted, quoted and lost, then returned it as irrelevant, and was owed a free
+    replacement (a lead buyer got its price back): a lead it quoted on was relevant, and every deal lost would have
+    turned into a new lead. A lead is returned only while new or contacted; once quoted or lost the return is a 409
+    naming the status and why, and nothing changes (no replacement, no refund). A contacted one is still returned."""
+    dm_id, dm = await register(client, "deal_maker")
+    await submit_lead(client)  # an open lead a replacement could be made of
+    for worked in (("contacted", "quoted"), ("contacted", "quoted", "lost"), ("lost",)):
+        _, exposure_id = await claimed_deal(app, client, dm_id, dm)
+        for status in worked:
+            await report(client, dm, exposure_id, status)
+        offers = await db.count(Offer, Offer.business_id == dm_id)
+        refused = assert_problem(await _return(client, dm, exposure_id), 409)
+        assert f"status {worked[-1]}" in refused["detail"] and "relevant" in refused["detail"], refused
+        assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == worked[-1]
+        assert await db.scalar(select(Exposure.returned_at).where(Exposure.id == exposure_id)) is None
+        assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
+        assert await db.count(Offer, Offer.business_id == dm_id) == offers  # no replacement offered
+    lb_id, lb = await register(client, "lead_buyer")
+    _, bought = await claimed_deal(app, client, lb_id, lb)
+    await report(client, lb, bought, "lost")
+    transactions = await db.count(LedgerTransaction)
+    refused = assert_problem(await _return(client, lb, bought), 409)
+    assert "status lost" in refused["detail"], refused
+    assert await db.count(LedgerTransaction) == transactions  # no refund
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == bought)) == "lost"
+
+    # A lead the business only called is returned as ever: the call is how it learns the lead is irrelevant.
+    _, called = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, called, "contacted")
+    returned = await _return(client, dm, called)
+    assert returned.status_code == 200 and returned.json()["status"] == "returned", returned.text
 
 
 async def test_a_lead_buyer_s_won_report_leaves_the_lead_on_the_market(app, client, db):

@@ -115,7 +115,8 @@ class BusinessController(Controller):
         business_id: FromPath[str],
         data: JSONBody[schemas.StatusChange],
     ) -> schemas.Business:
-        """Suspend, reactivate or block an account; a block gives its open leads back to the market (as
+        """Suspend, reactivate or block an account (a suspended one keeps its deals but is offered nothing and may not
+        claim, buy exclusively, sell inquiries or withdraw); a block gives its open leads back to the market (as
         `POST .../block` does, without listing it as unreliable unless `unreliable` is true). `unreliable: false`
         takes the business off the public unreliable list (a mark found wrong), kept with the reason."""
         operator = current_principal(request)

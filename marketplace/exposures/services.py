@@ -19,7 +19,7 @@ from marketplace.exposures import rules, schemas
 from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
 from marketplace.http.pagination import check_cursor
-from marketplace.identity.services import Principal, held_status, refuse_if_blocked
+from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
 from marketplace.offers.services import (
@@ -284,7 +284,7 @@ async def upgrade_to_exclusive(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str
 ) -> Exposure:
     """A lead buyer holding the only exposure buys it exclusively, paying the difference to the exclusive price."""
-    await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them
+    await refuse_if_inactive(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)
     if exposure.kind == "exclusive":
         raise Conflict("this exposure is already exclusive")

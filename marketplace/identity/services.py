@@ -144,6 +144,22 @@ async def refuse_if_blocked(session: AsyncSession, business_id: str) -> None:
     refuse_blocked(await held_status(session, business_id))
 
 
+def refuse_inactive(status: str | None) -> None:
+    """A business that is not active takes nothing more from the market, nor brings it anything: claiming, buying
+    exclusively, selling an inquiry and withdrawing earnings are a 403 for a suspended account as for a blocked one.
+    A suspension is an operator's hold, not a verdict: the suspended business keeps its deals (it may report them,
+    return one in its window, pay what it owes) and its account (profile, bids, clubs: they decide only what it is
+    offered once let back in, and its email is where the marketplace writes to it)."""
+    refuse_blocked(status)
+    if status == "suspended":
+        raise Forbidden("this account is suspended: until it is let back in it may not claim, buy, sell or withdraw")
+
+
+async def refuse_if_inactive(session: AsyncSession, business_id: str) -> None:
+    """403 unless the business is active in the database now; held so until the transaction ends."""
+    refuse_inactive(await held_status(session, business_id))
+
+
 async def spend_link(session: AsyncSession, claims: LinkClaims) -> None:
     """Mark a link used inside the caller's transaction; a second use is a 410."""
     try:

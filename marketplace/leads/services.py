@@ -16,7 +16,7 @@ from marketplace.db.models import Club, Exposure, Lead, LeadContact
 from marketplace.db.models.leads import LeadStatus
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
-from marketplace.identity.services import refuse_if_blocked
+from marketplace.identity.services import refuse_if_inactive
 from marketplace.ids import new_id
 from marketplace.leads import schemas
 from marketplace.schemas import MoneyOut
@@ -104,8 +104,8 @@ async def submit_lead(
         raise InvalidInput.field(
             "referral_code", "an inquiry a business sells has its seller as recommender and takes no referral code"
         )
-    if seller_business_id is not None:  # a blocked business sells nothing (it would earn from the lead's claims)
-        await refuse_if_blocked(session, seller_business_id)
+    if seller_business_id is not None:  # a blocked or suspended one sells nothing (it would earn from the claims)
+        await refuse_if_inactive(session, seller_business_id)
     errors = _validate(settings, data)
     region = DEFAULT_REGION_BY_CURRENCY.get(settings.currency, "IL")
     phone = email = None

@@ -32,7 +32,7 @@ from marketplace.db.statements import attach, of_session, per_database, rows_cha
 from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules as exposure_rules
 from marketplace.http.pagination import check_cursor
-from marketplace.identity.services import Principal, refuse_blocked
+from marketplace.identity.services import Principal, refuse_inactive
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
@@ -517,14 +517,14 @@ async def _check_claimer(session: AsyncSession, settings: Settings, business: Pr
     """Offers are made below the caps, but several may be open at once: a claim that would take the business over
     its daily or monthly cap of leads is refused (409), and so is a deal maker's while it owes more than its credit
     limit (refuse_new_leads_over_limit). The offer stays open. A returned lead does not count: the business
-    gave it back, and its replacement (or any other lead) takes its place within the caps. A blocked business's
-    claim is a 403. Returns whether this claim reaches a cap (its other open offers are then withdrawn: see
+    gave it back, and its replacement (or any other lead) takes its place within the caps. A blocked or suspended
+    business's claim is a 403. Returns whether this claim reaches a cap (its other open offers are then withdrawn: see
     claim_offer)."""
     row = (await session.execute(_LOCK_CLAIMER, {"business_id": business.id})).one_or_none()
     if row is None:
         return False
     daily_cap, monthly_cap, limit, currency, status = row
-    refuse_blocked(status)
+    refuse_inactive(status)
     zone = settings.jurisdiction.zone
     params = {
         "business_id": business.id,
@@ -553,7 +553,9 @@ async def claim_offer(
     offer = (await session.execute(_OFFER, {"offer_id": offer_id})).one_or_none()
     if offer is None or offer.business_id != business.id:
         raise NotFound(f"no offer {offer_id}")
-    refuse_blocked(offer.business_status)  # held against a block only later, by _check_claimer's lock
+    # A blocked or suspended business's offers were withdrawn: it is told why it may not claim, not that the offer
+    # was withdrawn. Held against a block only later, by _check_claimer's lock.
+    refuse_inactive(offer.business_status)
     if exclusive and business.mode != "lead_buyer":
         raise Forbidden("only lead buyers buy a lead exclusively; a deal maker claims it shared")
     if offer.status == "claimed":

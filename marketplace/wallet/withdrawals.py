@@ -13,7 +13,7 @@ from marketplace.db.models import (
     Settlement,
 )
 from marketplace.errors import InsufficientFunds, InvalidInput
-from marketplace.identity.services import refuse_if_blocked
+from marketplace.identity.services import refuse_if_inactive
 from marketplace.ids import key_digest
 from marketplace.money import Money
 from marketplace.settings import Settings
@@ -42,7 +42,7 @@ async def withdraw(
         raise InvalidInput.field("amount.amount_minor", "must be above zero")
     # Its status as of now, the row held against a block until this commits: a block that committed after the
     # request was let in refuses it here, and a block that comes after this payout is written finds it written.
-    await refuse_if_blocked(session, business.id)
+    await refuse_if_inactive(session, business.id)  # a suspended one's earnings wait for its reactivation too
     ref = key_digest(key)  # a key may be longer than the references' columns take
     ledger_key = f"withdrawal:{business.id}:{ref}"
     transfer = build_withdrawal(

@@ -376,6 +376,50 @@ async def test_operator_suspends_and_reactivates(app, client, db):
     assert missing.status_code == 404
 
 
+async def test_a_suspended_business_keeps_its_deals_but_takes_nothing_from_the_market(app, client, db):
+    """A suspension is a hold, not a block: the business may read its account, manage it and report its deals, but
+    not claim, buy exclusively, sell an inquiry nor withdraw, each a 403 that says it is suspended, nothing changed.
+    Let back in, it may again."""
+    from marketplace.db.models import Exposure
+
+    op = await operator_token(app)
+    business_id, token = await register(client, "lead_buyer")
+    held_lead, waiting_lead = await submit_lead(client), await submit_lead(client, category="renovation")
+    (held_offer,), (waiting_offer,) = [await offer_lead_to(app, x, [business_id]) for x in (held_lead, waiting_lead)]
+    claimed = await client.post(f"/v1/offers/{held_offer}/claim", headers=auth(token), json={"exclusive": False})
+    assert claimed.status_code == 201, claimed.text
+    exposure_id = claimed.json()["id"]
+    suspend = {"status": "suspended", "reason": "checking its sold inquiries"}
+    suspended = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=suspend)
+    assert suspended.status_code == 200, suspended.text
+    leads, exposures = await db.count(Lead), await db.count(Exposure)
+
+    sold = lead_body(contact={"name": "Sold Inquiry", "phone": "+972525550166", "email": "sold@example.com"})
+    for method, path, body in (
+        ("POST", f"/v1/offers/{waiting_offer}/claim", {"exclusive": False}),
+        ("POST", f"/v1/exposures/{exposure_id}/exclusive", None),
+        ("POST", "/v1/businesses/me/leads", sold),
+        ("POST", "/v1/wallet/withdrawals", {"amount": {"amount_minor": 100, "currency": "ILS"}}),
+    ):
+        refused = await client.request(method, path, headers=auth(token), json=body)
+        assert refused.status_code == 403 and "suspended" in refused.json()["detail"], (path, refused.text)
+    assert (await db.count(Lead), await db.count(Exposure)) == (leads, exposures)
+    exposure = await db.scalar(select(Exposure).where(Exposure.id == exposure_id))
+    assert exposure.kind == "shared"
+
+    # What it holds and its account are still its own.
+    assert (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(token))).status_code == 200
+    contacted = {"status": "contacted"}
+    reported = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(token), json=contacted)
+    assert reported.status_code == 200, reported.text
+    renamed = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "Held Pipes"})
+    assert renamed.status_code == 200 and renamed.json()["status"] == "suspended"
+
+    back = {"status": "active", "reason": "inquiries checked"}
+    assert (await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)).status_code == 200
+    assert (await client.post("/v1/businesses/me/leads", headers=auth(token), json=sold)).status_code == 201
+
+
 async def test_an_operators_block_gives_the_open_leads_back_to_the_market(app, client, db):
     from marketplace.db.models import Exposure, Lead
     from tests.integration.fraud_market import claimed_deal, report

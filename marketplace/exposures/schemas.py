@@ -21,6 +21,17 @@ class HistoryEntry(msgspec.Struct):
     note: str | None = None
 
 
+class Replacement(msgspec.Struct):
+    """What a deal maker's return is owed: `owed` until `owed_until` (the first wave of the next lead that fits offers
+    it), `offered` while an offer of one is open (`offer_id`), `claimed` once one is (`offer_id`: the exposure it
+    gave is the one with that offer_id), `lapsed` when `owed_until` passed with none claimed nor open."""
+
+    status: Literal["owed", "offered", "claimed", "lapsed"]
+    # The return plus windows.replacement_days: no replacement is offered after it (one offered before stays open).
+    owed_until: datetime
+    offer_id: str | None = None
+
+
 class Exposure(msgspec.Struct):
     id: str
     lead_id: str
@@ -42,6 +53,8 @@ class Exposure(msgspec.Struct):
     returnable_until: datetime
     returned_at: datetime | None
     return_reason: str | None
+    # A deal maker's returned exposure: the replacement it is owed and what became of it; null otherwise.
+    replacement: Replacement | None
     history: list[HistoryEntry]
 
 
@@ -66,7 +79,8 @@ class ReturnResult(msgspec.Struct):
     refund_net: MoneyOut | None = None
     refund_vat: MoneyOut | None = None
     # A deal maker's return that found no open lead to replace it: the first wave of the next lead that fits its
-    # profile offers that lead as the replacement (within windows.replacement_days).
+    # profile offers that lead as the replacement (within windows.replacement_days). The exposure's `replacement`
+    # shows what becomes of it.
     replacement_owed: bool = False
 
 

@@ -68,6 +68,12 @@ _OWN = select(Exposure).where(Exposure.id == bindparam("exposure_id"), Exposure.
 _OWN_LOCKED = _OWN.with_for_update()
 _RELEASED = select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == bindparam("exposure_id"))
 _LOCK_LEAD = select(Lead.id).where(Lead.id == bindparam("lead_id")).with_for_update(key_share=True)
+# A returned deal's replacement offers (ix_offers_replaces_exposure_id): a claimed one first, then an open one.
+_REPLACEMENT_OFFERS = (
+    select(Offer.id, Offer.status, Offer.expires_at)
+    .where(Offer.replaces_exposure_id == bindparam("exposure_id"), Offer.status.in_(("claimed", "open")))
+    .order_by((Offer.status == "claimed").desc(), Offer.created_at.desc())
+)
 _HISTORY = select(ExposureEvent).where(ExposureEvent.exposure_id == bindparam("exposure_id")).order_by(ExposureEvent.id)
 # The customer's answered survey of the lead saying it hired this business: the lead made a deal, whatever the status.
 _HIRED_ME = (
@@ -149,6 +155,7 @@ async def to_schema(
         returnable_until=exposure.created_at + timedelta(days=settings.windows.return_days),
         returned_at=exposure.returned_at,
         return_reason=exposure.return_reason,
+        replacement=await replacement_of(session, settings, exposure),
         history=[
             schemas.HistoryEntry(
                 actor=e.actor,
@@ -161,6 +168,24 @@ async def to_schema(
             for e in events
         ],
     )
+
+
+async def replacement_of(session: AsyncSession, settings: Settings, exposure: Exposure) -> schemas.Replacement | None:
+    """What a deal maker's returned exposure is owed (None for any other). The debt itself is cleared both when a
+    replacement is claimed and when it lapses (offers.services.expire_lapsed): the offers that name the exposure tell
+    the two apart, and the window the lapse, before the sweep has run too."""
+    if exposure.mode != "deal_maker" or exposure.returned_at is None:
+        return None
+    owed_until = exposure.returned_at + timedelta(days=settings.windows.replacement_days)
+    now = utcnow()
+    for offer_id, status, expires_at in await session.execute(_REPLACEMENT_OFFERS, {"exposure_id": exposure.id}):
+        if status == "claimed":
+            return schemas.Replacement("claimed", owed_until, offer_id)
+        if expires_at > now:  # open and not past its time (the expiry sweep may not have run yet)
+            return schemas.Replacement("offered", owed_until, offer_id)
+    if exposure.replacement_owed_since is not None and now <= owed_until:
+        return schemas.Replacement("owed", owed_until)
+    return schemas.Replacement("lapsed", owed_until)
 
 
 @dataclass(frozen=True, slots=True)

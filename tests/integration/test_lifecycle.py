@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
@@ -364,6 +364,19 @@ async def test_a_return_with_nothing_to_replace_it_gets_the_next_lead_that_fits(
     returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
     assert returned.status_code == 200, returned.text
     assert returned.json()["replacement_offer_id"] is None and returned.json()["replacement_owed"] is True
+
+    async def replacement() -> dict:
+        """What the returned exposure shows of its replacement, the same in the list as on its own."""
+        shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()["replacement"]
+        listed = (await client.get("/v1/exposures", headers=auth(returner))).json()["items"]
+        assert [e["replacement"] for e in listed if e["id"] == exposure_id] == [shown]
+        return shown
+
+    shown = await replacement()
+    assert shown["status"] == "owed" and shown["offer_id"] is None
+    returned_at = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()["returned_at"]
+    window = timedelta(days=settings.windows.replacement_days)
+    assert datetime.fromisoformat(shown["owed_until"]) == datetime.fromisoformat(returned_at) + window
     # Others who would take the whole first wave of the next plumbing lead.
     for _ in range(settings.categories["plumbing"].wave_size):
         await register(client, "deal_maker", profile={"categories": ["plumbing"]})
@@ -379,13 +392,39 @@ async def test_a_return_with_nothing_to_replace_it_gets_the_next_lead_that_fits(
     assert await db.count(Offer, Offer.lead_id == fitting) == settings.categories["plumbing"].wave_size + 1
     owed = select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)
     assert await db.scalar(owed) is not None  # owed until it takes a replacement
+    assert (await replacement())["status"] == "offered" and (await replacement())["offer_id"] == offer["offer_id"]
     claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(returner))
     assert claimed.status_code == 201, claimed.text
     assert await db.scalar(owed) is None
+    assert (await replacement())["status"] == "claimed" and (await replacement())["offer_id"] == offer["offer_id"]
+    assert claimed.json()["replacement"] is None  # the deal it took replaces nothing of its own
     # Settled: the next plumbing lead goes by the ranking alone.
     later = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
     assert not any(o.replaces_exposure_id for o in await db.scalars(select(Offer).where(Offer.lead_id == later)))
+
+
+async def test_a_returned_deal_shows_its_replacement_lapsed_once_the_window_passed(app, client, db, settings):
+    """A replacement owed and never offered lapses after windows.replacement_days: the exposure says so (before the
+    sweep clears the debt and after), not silently nothing. A lead buyer's return owes no replacement (a refund)."""
+    from workers.actors import expire_lapsed
+
+    returner_id, returner = await register(client, "deal_maker", profile={"categories": ["plumbing"]})
+    buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    _, exposure_id = await claimed_deal(app, client, returner_id, returner, category="plumbing")
+    _, bought_id = await claimed_deal(app, client, buyer_id, buyer, category="legal")  # no plumbing lead to offer
+    for token, held in ((returner, exposure_id), (buyer, bought_id)):
+        returned = await client.post(f"/v1/exposures/{held}/return", headers=auth(token), json={"reason": "x"})
+        assert returned.status_code == 200, returned.text
+    assert (await client.get(f"/v1/exposures/{bought_id}", headers=auth(buyer))).json()["replacement"] is None
+    shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()
+    assert shown["replacement"]["status"] == "owed"
+    clock.advance(timedelta(days=settings.windows.replacement_days, seconds=1))
+    lapsed = {"status": "lapsed", "owed_until": shown["replacement"]["owed_until"], "offer_id": None}
+    assert (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()["replacement"] == lapsed
+    await expire_lapsed()
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
+    assert (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()["replacement"] == lapsed
 
 
 async def test_a_wave_offers_only_to_businesses_whose_profile_in_the_database_fits(app, client, db):

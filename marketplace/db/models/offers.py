@@ -50,6 +50,14 @@ class Offer(Base):
             sqlite_where=text("status = 'open' AND replaces_exposure_id IS NOT NULL"),
             postgresql_where=text("status = 'open' AND replaces_exposure_id IS NOT NULL"),
         ),
+        # Every offer of a returned exposure's replacement, claimed ones too: what its `replacement` shows
+        # (exposures.services.replacement_of). Replacement offers alone are in it (migration 0023).
+        Index(
+            "ix_offers_replaces_exposure_id",
+            "replaces_exposure_id",
+            sqlite_where=text("replaces_exposure_id IS NOT NULL"),
+            postgresql_where=text("replaces_exposure_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

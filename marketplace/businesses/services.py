@@ -20,6 +20,7 @@ from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, Inv
 from marketplace.http.pagination import after_time_cursor, check_limit, time_cursor
 from marketplace.identity.services import issue_business_token, refuse_if_blocked
 from marketplace.ids import new_id
+from marketplace.notifications.outbox import notify
 from marketplace.offers.matching import fits_business
 from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.schemas import MoneyOut
@@ -305,14 +306,17 @@ async def set_status(
     reason: str,
     unreliable: bool | None = None,
 ) -> Business:
-    """Operators only, kept with who made the change and why. A business that is no longer active loses the
-    offers it has not claimed. `unreliable`: True lists it publicly as unreliable, False takes it off that list
+    """Operators only, kept with who made the change and why, and told to the business (an `account_status` message
+    to its email, in this transaction's outbox) when it changes something. A business that is no longer active loses
+    the offers it has not claimed. `unreliable`: True lists it publicly as unreliable, False takes it off that list
     (an operator's correction, kept with its reason), None leaves the list as it is."""
     business = await get_business(session, business_id, for_update=True)
     now = utcnow()
     # Saying it again (a second block, say) is kept as asked, but changes nothing: updated_at stays.
     listed = business.unreliable_since is not None
     changes = status != business.status or (unreliable is not None and unreliable != listed)
+    if changes:
+        _tell_status(session, business, status, reason, listed=listed if unreliable is None else unreliable)
     if unreliable is False and business.unreliable_since is not None:
         business.unreliable_since = None
         reason = f"taken off the unreliable list: {reason}" if reason else "taken off the unreliable list"
@@ -339,6 +343,42 @@ async def set_status(
         )
     await session.flush()
     return business
+
+
+_STATUS_NEWS = {
+    "active": (
+        "Your account is active again",
+        "An operator let your account back in: you are offered the leads that fit your profile again.",
+    ),
+    "suspended": (
+        "Your account is suspended",
+        "An operator suspended your account. Until it is let back in you are offered no leads and may not claim one, "
+        "buy one exclusively, sell inquiries nor withdraw earnings; you may still read your account, report and "
+        "return the deals you hold, and pay what you owe.",
+    ),
+    "blocked": (
+        "Your account is blocked",
+        "An operator blocked your account. You are offered no leads and may change nothing but the deals you kept: "
+        "report them won, invoiced and paid. What you owe stays owed.",
+    ),
+}
+
+
+def _tell_status(session: AsyncSession, business: Business, status: str, reason: str, *, listed: bool) -> None:
+    """The business hears of an operator's change of its account from the marketplace, not by finding its calls
+    refused: why, and what it may still do (a message to its email; `listed`: on the public unreliable list after
+    the change)."""
+    subject, body = _STATUS_NEWS[status]
+    was_listed = business.unreliable_since is not None
+    if status == business.status:  # only the public mark changes
+        subject = "Your account is listed as unreliable" if listed else "Your account is off the unreliable list"
+        body = ""
+    if listed and not was_listed:
+        body += " It is listed publicly as unreliable (GET /v1/unreliable)."
+    elif was_listed and not listed:
+        body += " It is no longer on the public list of unreliable businesses."
+    body = f"{business.name}: {body.strip()} Reason: {reason.strip() or 'none given'}."
+    notify(session, "account_status", business.email, subject, body, reference=business.id)
 
 
 async def list_unreliable(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[Business], str | None]:

@@ -420,6 +420,38 @@ async def test_a_suspended_business_keeps_its_deals_but_takes_nothing_from_the_m
     assert (await client.post("/v1/businesses/me/leads", headers=auth(token), json=sold)).status_code == 201
 
 
+async def test_a_business_is_told_when_an_operator_changes_its_account_status(app, client):
+    """Each change of status (and of the public mark) puts an `account_status` message to the business's email in
+    the outbox, with the reason; saying the same again sends nothing."""
+    op = await operator_token(app)
+    business_id, _ = await register(client, "deal_maker", name="Told Pipes", email="told@example.com")
+    for path, body in (
+        ("status", {"status": "suspended", "reason": "unpaid invoices"}),
+        ("status", {"status": "suspended", "reason": "still unpaid"}),  # no change: no message
+        ("status", {"status": "active", "reason": "paid"}),
+        ("block", {"reason": "fake inquiries"}),
+        ("block", {"reason": "fake inquiries"}),  # a retry: no message
+        ("status", {"status": "blocked", "unreliable": False, "reason": "the mark was wrong"}),
+    ):
+        changed = await client.post(f"/v1/businesses/{business_id}/{path}", headers=auth(op), json=body)
+        assert changed.status_code == 200, changed.text
+    listed = await client.get(f"/v1/notifications?kind=account_status&reference={business_id}", headers=auth(op))
+    assert listed.status_code == 200, listed.text
+    messages = list(reversed(listed.json()["items"]))  # oldest first
+    assert [(m["recipient"], m["subject"]) for m in messages] == [
+        ("told@example.com", "Your account is suspended"),
+        ("told@example.com", "Your account is active again"),
+        ("told@example.com", "Your account is blocked"),
+        ("told@example.com", "Your account is off the unreliable list"),
+    ]
+    suspended, active, blocked, delisted = (m["body"] for m in messages)
+    assert suspended.startswith("Told Pipes:") and "may not claim" in suspended
+    assert suspended.endswith("Reason: unpaid invoices.")
+    assert active.endswith("Reason: paid.")
+    assert "listed publicly as unreliable" in blocked and blocked.endswith("Reason: fake inquiries.")
+    assert "no longer on the public list" in delisted and "the mark was wrong" in delisted
+
+
 async def test_an_operators_block_gives_the_open_leads_back_to_the_market(app, client, db):
     from marketplace.db.models import Exposure, Lead
     from tests.integration.fraud_market import claimed_deal, report

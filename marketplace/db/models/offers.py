@@ -51,7 +51,7 @@ class Offer(Base):
             postgresql_where=text("status = 'open' AND replaces_exposure_id IS NOT NULL"),
         ),
         # Every offer of a returned exposure's replacement, claimed ones too: what its `replacement` shows
-        # (exposures.services.replacement_of). Replacement offers alone are in it (migration 0023).
+        # (exposures.services.replacement_of). Replacement offers alone are in it (migration 0025).
         Index(
             "ix_offers_replaces_exposure_id",
             "replaces_exposure_id",

@@ -1,7 +1,7 @@
 """offers: a partial index on replaces_exposure_id, so that a returned deal shows what became of its replacement
 
-Revision ID: 0023_replacement_offers
-Revises: 0022_referral_indexes
+Revision ID: 0025_replacement_offers
+Revises: 0024_alert_opened_with
 Create Date: 2026-11-29 17:45:00.000000
 
 A deal maker's returned exposure now says whether its replacement is owed, offered, claimed or lapsed (`replacement`
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0023_replacement_offers"
-down_revision: str | None = "0022_referral_indexes"
+revision: str = "0025_replacement_offers"
+down_revision: str | None = "0024_alert_opened_with"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -305,18 +305,21 @@ async def set_status(
     actor: str,
     reason: str,
     unreliable: bool | None = None,
+    told: str | None = None,
 ) -> Business:
     """Operators only, kept with who made the change and why, and told to the business (an `account_status` message
-    to its email, in this transaction's outbox) when it changes something. A business that is no longer active loses
-    the offers it has not claimed. `unreliable`: True lists it publicly as unreliable, False takes it off that list
-    (an operator's correction, kept with its reason), None leaves the list as it is."""
+    to its email, in this transaction's outbox) when it changes something, with `told` as the reason if given (the
+    operators' own note may be theirs alone: a confirmed fraud alert's block tells what the alert found). A business
+    that is no longer active loses the offers it has not claimed. `unreliable`: True lists it publicly as unreliable,
+    False takes it off that list (an operator's correction, kept with its reason), None leaves the list as it is."""
     business = await get_business(session, business_id, for_update=True)
     now = utcnow()
     # Saying it again (a second block, say) is kept as asked, but changes nothing: updated_at stays.
     listed = business.unreliable_since is not None
     changes = status != business.status or (unreliable is not None and unreliable != listed)
     if changes:
-        _tell_status(session, business, status, reason, listed=listed if unreliable is None else unreliable)
+        shown = reason if told is None else told
+        _tell_status(session, business, status, shown, listed=listed if unreliable is None else unreliable)
     if unreliable is False and business.unreliable_since is not None:
         business.unreliable_since = None
         reason = f"taken off the unreliable list: {reason}" if reason else "taken off the unreliable list"

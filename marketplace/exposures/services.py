@@ -366,11 +366,11 @@ async def upgrade_to_exclusive(
 async def return_exposure(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, reason: str
 ) -> Returned:
-    """Return an irrelevant lead within the window, while new or contacted (rules.RETURNABLE): a deal maker gets a replacement offer (another lead), a lead
-    buyer's price is owed back as a refund (the wallet credits it). The returned lead's place does not go back to the
-    market: the business has seen the contact, and a lead is exposed to at most `max_exposures` businesses (the
-    customer is called by no more; nor can a claim and a return hand the contact on). It no longer counts against
-    the business's caps."""
+    """Return an irrelevant lead within the window, while new or contacted (rules.RETURNABLE): a deal maker gets a
+    replacement offer (another lead), a lead buyer's price is owed back as a refund (the wallet credits it). The
+    returned lead's place does not go back to the market: the business has seen the contact, and a lead is exposed to
+    at most `max_exposures` businesses (the customer is called by no more; nor can a claim and a return hand the
+    contact on). It no longer counts against the business's caps."""
     if not reason.strip():
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
     await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them

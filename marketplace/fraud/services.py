@@ -607,6 +607,13 @@ async def get_alert(session: AsyncSession, alert_id: str, *, lock: bool = False)
     return alert
 
 
+def _found(alert: FraudAlert) -> str:
+    """What a confirmed alert found, in the words its reasons show operators (what its business is told)."""
+    reasons = alert.opened_reasons if not alert.reasons and alert.opened_reasons else alert.reasons
+    texts = "; ".join(str(r["text"]) for r in reasons or ())
+    return f"a fraud alert was confirmed ({texts})" if texts else "a fraud alert was confirmed"
+
+
 def _reason(r: dict[str, Any]) -> schemas.Reason:
     return schemas.Reason(
         kind=str(r["kind"]), text=str(r["text"]), weight=float(r["weight"]), leads=list(r.get("leads", []))
@@ -810,6 +817,8 @@ async def decide(
             reason=f"confirmed fraud alert {alert.id}: {note}",
             unreliable=True,
             alert_id=alert.id,
+            # The business is told what the alert found, not the operator's note (kept for the operators).
+            told=_found(alert),
         )
     else:
         # What the operators looked at and dismissed no longer lowers the business's place in the ranking.
@@ -829,6 +838,7 @@ async def change_status(
     reason: str,
     unreliable: bool | None = None,
     alert_id: str | None = None,
+    told: str | None = None,
 ) -> Business:
     """An operator's change of an account's status, with what follows from it (by hand, or a confirmed alert's
     block, `alert_id`): a block gives the business's open leads back to the market (their next waves go out once it
@@ -838,7 +848,9 @@ async def change_status(
     tells the ranking of the change (ranking_sync.changed)."""
     session = uow.session
     actor = operator.actor
-    business = await set_status(session, business_id, status, actor=actor, reason=reason, unreliable=unreliable)
+    business = await set_status(
+        session, business_id, status, actor=actor, reason=reason, unreliable=unreliable, told=told
+    )
     if status == "blocked":
         for lead_id, wave in await release_open_deals(session, business_id, operator, utcnow(), alert_id=alert_id):
             uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))

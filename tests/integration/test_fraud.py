@@ -141,6 +141,10 @@ async def test_a_hidden_deal_opens_one_alert_and_a_confirmation_blocks_and_frees
     (block,) = await db.scalars(select(BusinessStatusChange).where(BusinessStatusChange.business_id == hider_id))
     assert (block.to_status, block.unreliable, block.changed_by) == ("blocked", True, body["decision"]["decided_by"])
     assert alert["id"] in block.reason and "1,800.00 ILS" in block.reason
+    # The business is told what the alert found, in the words its reasons show; the operator's note stays theirs.
+    (told,) = await notifications(client, operator, kind="account_status")
+    assert told["subject"] == "Your account is blocked" and "1,800.00 ILS" not in told["body"]
+    assert f"Reason: a fraud alert was confirmed ({updated['reasons'][0]['text']}" in told["body"]
     # Its open leads and the lead it reported lost are freed. The won and the paid one stay, and so do the leads
     # whose customers say they hired it: they were served, and new calls would only bother them.
     assert set(body["released_leads"]) == {lead_id for lead_id, _ in open_leads} | {lost_lead}

@@ -87,6 +87,15 @@ _HIRED_ME = (
     .limit(1)
 )
 
+# The customer hired a business for the lead, any business (its answer, or a deal reported won on the lead by any of
+# its holders): a customer with a real need, so the lead was relevant to whoever lost it to a competitor, whose return
+# would turn a lost race into a free replacement or a refund (a lead closed because its seller was blocked, with no
+# hire, may still be returned: it may never have been a customer's).
+_HIRED_ANYONE = select(
+    exists().where(Survey.lead_id == bindparam("lead_id"), Survey.answered_at.is_not(None), Survey.hired.is_(True))
+    | exists().where(Exposure.lead_id == bindparam("lead_id"), Exposure.status.in_(rules.WON))
+)
+
 
 async def get_own(session: AsyncSession, business: Principal, exposure_id: str, *, lock: bool = False) -> Exposure:
     """A business's own exposure; another's is a 404, so ids reveal nothing."""
@@ -393,6 +402,11 @@ async def return_exposure(
     # hired this business is a deal, whatever the business reported (contacted, or nothing yet).
     if await session.scalar(_HIRED_ME, {"lead_id": exposure.lead_id, "business_id": business.id}) is not None:
         raise Conflict("the customer says it hired this business for this lead: it is a deal, not an irrelevant lead")
+    if await session.scalar(_HIRED_ANYONE, {"lead_id": exposure.lead_id}):
+        raise Conflict(
+            "the customer hired a business for this lead (a competitor's deal, or the customer's own answer): a lead "
+            "whose customer hired someone was relevant, and is not returned"
+        )
     deadline = exposure.created_at + timedelta(days=settings.windows.return_days)
     if now > deadline:
         raise Conflict(

@@ -100,7 +100,8 @@ async def test_a_lead_the_customer_says_it_hired_this_business_for_cannot_be_ret
     """A lead may be returned only before a deal was made on it. A business that reported nothing, or its call
     (`contacted`), returned it as irrelevant after its customer had answered that it hired that very business: a lead
     buyer got its price back, a deal maker a replacement. It is now a 409, and nothing changes; a holder the customer
-    did not hire may still return its lead. (A third holder's `lost` sends the customer the survey.)"""
+    did not hire may not either: the customer hired someone, so the lead was relevant (test below). (A third
+    holder's `lost` sends the customer the survey.)"""
     operator = await operator_token(app)
     lb_id, lb = await register(client, "lead_buyer")
     other_id, other = await register(client, "lead_buyer")
@@ -125,10 +126,11 @@ async def test_a_lead_the_customer_says_it_hired_this_business_for_cannot_be_ret
     shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(lb))).json()
     assert shown["status"] == "contacted" and shown["contact"] is not None
 
-    # The other holder was not hired: its lead may be irrelevant, and its return is refunded as ever.
-    returned = await _return(client, other, claimed.json()["id"])
-    assert returned.status_code == 200, returned.text
-    assert returned.json()["refund"] is not None
+    # The other holder was not hired, but the customer hired someone: a real customer with a real need, whom it lost
+    # to a competitor; its lead was relevant too, and is not refunded.
+    refused = assert_problem(await _return(client, other, claimed.json()["id"]), 409)
+    assert "competitor" in refused["detail"], refused
+    assert await db.count(LedgerTransaction) == transactions
 
     # A deal maker whose customer says it hired it gets no replacement for the lead either.
     dm_id, dm = await register(client, "deal_maker")
@@ -180,6 +182,37 @@ async def test_a_lead_worked_as_relevant_cannot_be_returned(app, client, db):
     await report(client, dm, called, "contacted")
     returned = await _return(client, dm, called)
     assert returned.status_code == 200 and returned.json()["status"] == "returned", returned.text
+
+
+async def test_a_lead_whose_customer_hired_a_competitor_cannot_be_returned(app, client, db):
+    """A holder that lost the customer to a competitor (a deal maker's `won` closed the lead) returned it from `new`
+    or `contacted` for a free replacement or its price back (a tester): a lead whose customer hired someone was
+    relevant. A 409, nothing changes; a lead closed because its seller was blocked, with no hire, is still returned."""
+    winner_id, winner = await register(client, "deal_maker")
+    loser_id, loser = await register(client, "deal_maker")
+    buyer_id, buyer = await register(client, "lead_buyer")
+    await submit_lead(client)  # an open lead a replacement could be made of
+    lead_id = await submit_lead(client)
+    offers = await offer_lead_to(app, lead_id, [winner_id, loser_id, buyer_id])
+    exposures = []
+    for offer_id, token in zip(offers, (winner, loser, buyer), strict=True):
+        claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={"exclusive": False})
+        assert claimed.status_code == 201, claimed.text
+        exposures.append(claimed.json()["id"])
+    await report(client, loser, exposures[1], "contacted")
+    await report(client, winner, exposures[0], "won", turnover=150_000)
+    transactions, offers_made = await db.count(LedgerTransaction), await db.count(Offer)
+    for token, exposure_id, status in ((loser, exposures[1], "contacted"), (buyer, exposures[2], "new")):
+        refused = assert_problem(await _return(client, token, exposure_id), 409)
+        assert "hired" in refused["detail"] and "competitor" in refused["detail"], refused
+        assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == status
+    assert await db.count(LedgerTransaction) == transactions and await db.count(Offer) == offers_made
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposures[1])) is None
+
+    # (The customer's own answer naming a competitor: test_a_lead_the_customer_says_it_hired_this_business_for_...)
+    # A lead nobody was hired for is returned as ever.
+    _, kept = await claimed_deal(app, client, loser_id, loser)
+    assert (await _return(client, loser, kept)).status_code == 200
 
 
 async def test_a_lead_buyer_s_won_report_leaves_the_lead_on_the_market(app, client, db):

@@ -66,25 +66,8 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     dm2_offer = (await offers_of(client, dm2_token))[0]
     dm2_exposure = await client.post(f"/v1/offers/{dm2_offer['offer_id']}/claim", headers=auth(dm2_token))
     assert dm2_exposure.status_code == 201, dm2_exposure.text
-    won = await client.post(
-        f"/v1/exposures/{exposure_id}/status",
-        headers=auth(dm_token),
-        json={"status": "won", "turnover": {"amount_minor": 1_000_000, "currency": "ILS"}},
-    )
-    assert won.status_code == 200, won.text
-    paid = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm_token), json={"status": "paid"})
-    assert paid.status_code == 200, paid.text
-    body = paid.json()
-    assert body["status"] == "paid" and body["turnover"] == {"amount_minor": 1_000_000, "currency": "ILS"}
-    assert [(h["from_status"], h["to_status"]) for h in body["history"]] == [
-        (None, "new"),
-        ("new", "won"),
-        ("won", "paid"),
-    ]
-    assert all(h["actor"] == f"business:{market['dm1'][0]}" for h in body["history"])
-    assert await db.count(ExposureEvent, ExposureEvent.exposure_id == exposure_id) == 3
-
-    # The other deal maker returns its lead and gets a replacement offer of a matching lead.
+    # The other deal maker returns its lead (before any deal on it: once the customer hired someone, a return is
+    # refused) and gets a replacement offer of a matching lead.
     other_lead = await submit_lead(client, category="plumbing", region="tel-aviv")
     returned = await client.post(
         f"/v1/exposures/{dm2_exposure.json()['id']}/return",
@@ -102,6 +85,24 @@ async def test_lead_to_closed_deal_end_to_end(app, client, db, settings):
     assert lead.exposure_count == 3  # lb1 and dm1 hold it; dm2 saw the contact: its place is not offered again
     stats = await client.get("/v1/businesses/me/stats", headers=auth(dm2_token))
     assert stats.json()["returned"] == 1 and stats.json()["return_rate_bp"] == 10_000
+
+    won = await client.post(
+        f"/v1/exposures/{exposure_id}/status",
+        headers=auth(dm_token),
+        json={"status": "won", "turnover": {"amount_minor": 1_000_000, "currency": "ILS"}},
+    )
+    assert won.status_code == 200, won.text
+    paid = await client.post(f"/v1/exposures/{exposure_id}/status", headers=auth(dm_token), json={"status": "paid"})
+    assert paid.status_code == 200, paid.text
+    body = paid.json()
+    assert body["status"] == "paid" and body["turnover"] == {"amount_minor": 1_000_000, "currency": "ILS"}
+    assert [(h["from_status"], h["to_status"]) for h in body["history"]] == [
+        (None, "new"),
+        ("new", "won"),
+        ("won", "paid"),
+    ]
+    assert all(h["actor"] == f"business:{market['dm1'][0]}" for h in body["history"])
+    assert await db.count(ExposureEvent, ExposureEvent.exposure_id == exposure_id) == 3
 
 
 async def test_lead_buyer_return_is_recorded_for_a_refund(app, client, db):

@@ -892,12 +892,19 @@ async def release_open_deals(
                 on_the_market,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
-            .order_by(Exposure.created_at, Exposure.id)
+            # In the leads' order: their rows are updated in it below, as another block's release updates them.
+            .order_by(Exposure.lead_id, Exposure.id)
             .with_for_update()
         )
     )
     reopened: list[tuple[str, int]] = []
     for exposure in exposures:
+        # The place first: the select above locked the business's deals, not their leads, and another deal maker's
+        # `won` on the lead may have taken it off the market since (free_a_place checks again, in its update). Such a
+        # deal stays as it is, as one on a closed lead does.
+        freed = await free_a_place(session, exposure.lead_id, now)
+        if freed is None:
+            continue
         closing = exposure.status in UNDECIDED
         session.add(
             FraudRelease(
@@ -918,8 +925,6 @@ async def release_open_deals(
             exposure.status = "lost"
             exposure.status_changed_at = now
             exposure.stale = False
-        freed = await free_a_place(session, exposure.lead_id, now)
-        if freed is not None and freed[0] == "open":
-            reopened.append((exposure.lead_id, freed[1] + 1))
+        reopened.append((exposure.lead_id, freed[1] + 1))
     await session.flush()
     return reopened

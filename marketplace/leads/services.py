@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Select, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -262,17 +262,22 @@ async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
 
 async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tuple[str, int] | None:
     """An exposure of the lead gave its place back (a block's release; a return does not): the lead is open again,
-    or expired if its time is up, and exclusive no more. Returns its status and waves sent, or None when it held no
-    place (never below zero)."""
+    and exclusive no more. Returns its status and waves sent, or None when it is no longer on the market (open or full,
+    before its time) or held no place (never below zero): nothing changed, and the caller leaves its deal as it is.
+
+    The condition is in the update, not in what the caller read before: a deal maker's `won` on the same lead
+    (offers.take_off_the_market) may commit between the two, closing it with its expiry brought forward to a time
+    after `now`; on PostgreSQL the update waits for that row and re-reads it, so a hired lead never goes back out."""
     row = (
         await session.execute(
             update(Lead)
-            .where(Lead.id == lead_id, Lead.exposure_count > 0)
-            .values(
-                exposure_count=Lead.exposure_count - 1,
-                is_exclusive=False,
-                status=case((Lead.expires_at > now, "open"), else_="expired"),
+            .where(
+                Lead.id == lead_id,
+                Lead.exposure_count > 0,
+                Lead.status.in_(("open", "full")),
+                Lead.expires_at > now,
             )
+            .values(exposure_count=Lead.exposure_count - 1, is_exclusive=False, status="open")
             .returning(Lead.status, Lead.waves_sent)
         )
     ).one_or_none()

@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
 from marketplace.clock import clock
@@ -289,3 +290,35 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
         if returned.status_code == 409:
             assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "contacted"
         assert refunds_after_a_hire == [], off_the_market
+
+
+@pytest.mark.postgres_only  # SQLite runs one writer at a time: the report would wait for the block to commit
+async def test_a_blocks_release_never_reopens_a_lead_another_deal_maker_won_meanwhile(app, client, db, monkeypatch):
+    """A block's release read the blocked deal maker's deal on a lead still on the market, and another deal maker's
+    `won` on that lead committed before the release gave its place back (the select locks the business's deals, not
+    their leads). The release freed the place regardless: the hired customer's lead went back out (open, a wave
+    queued, its expiry set after the block's `now`) and the blocked deal was closed as lost on a lead off the
+    market. Now the deal stays as it is, as one on a closed lead does."""
+    from marketplace.db.models import FraudRelease
+    from marketplace.fraud import services as fraud_services
+
+    (maker_id, maker), (winner_id, winner) = [await register(client, "deal_maker") for _ in range(2)]
+    lead_id = await submit_lead(client, category="plumbing")
+    maker_offer, winner_offer = await offer_lead_to(app, lead_id, [maker_id, winner_id])
+    held = await client.post(f"/v1/offers/{maker_offer}/claim", headers=auth(maker), json={"exclusive": False})
+    won = await client.post(f"/v1/offers/{winner_offer}/claim", headers=auth(winner), json={"exclusive": False})
+    assert held.status_code == 201 and won.status_code == 201
+    real = fraud_services.free_a_place
+
+    async def won_meanwhile(session, lead, now):
+        await report(client, winner, won.json()["id"], "won", turnover=50_000)  # commits in a session of its own
+        return await real(session, lead, now)
+
+    monkeypatch.setattr(fraud_services, "free_a_place", won_meanwhile)
+    operator = await operator_token(app)
+    blocked = await client.post(f"/v1/businesses/{maker_id}/block", headers=auth(operator))
+    assert blocked.status_code == 200, blocked.text
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.status == "closed" and lead.exposure_count == 2
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == held.json()["id"])) == "new"
+    assert await db.count(FraudRelease, FraudRelease.exposure_id == held.json()["id"]) == 0

@@ -50,7 +50,9 @@ class Exposure(msgspec.Struct):
     contact: Contact | None
     created_at: datetime
     status_changed_at: datetime
-    returnable_until: datetime
+    # The end of the return window while a return is open to the deal's status (new or contacted,
+    # rules.RETURNABLE); null once it is not (quoted, decided, returned, released by a block): no window is left.
+    returnable_until: datetime | None
     returned_at: datetime | None
     return_reason: str | None
     # A deal maker's returned exposure: the replacement it is owed and what became of it; null otherwise.

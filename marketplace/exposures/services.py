@@ -161,7 +161,11 @@ async def to_schema(
         contact=contact,
         created_at=exposure.created_at,
         status_changed_at=exposure.status_changed_at,
-        returnable_until=exposure.created_at + timedelta(days=settings.windows.return_days),
+        returnable_until=(
+            exposure.created_at + timedelta(days=settings.windows.return_days)
+            if exposure.status in rules.RETURNABLE
+            else None
+        ),
         returned_at=exposure.returned_at,
         return_reason=exposure.return_reason,
         replacement=await replacement_of(session, settings, exposure),

@@ -213,6 +213,29 @@ async def test_a_lead_whose_customer_hired_a_competitor_cannot_be_returned(app, 
     # A lead nobody was hired for is returned as ever.
     _, kept = await claimed_deal(app, client, loser_id, loser)
     assert (await _return(client, loser, kept)).status_code == 200
+async def test_returnable_until_is_shown_only_while_a_return_is_open_to_the_deal(app, client, db, settings):
+    """`returnable_until` was the claim plus the return window for every deal, a quoted, lost, won or returned one
+    too, though only a new or contacted one may be returned (rules.RETURNABLE): a client read a window that no return
+    could use. It is null once the status is not returnable."""
+    dm_id, dm = await register(client, "deal_maker")
+
+    async def until(exposure_id: str) -> str | None:
+        response = await client.get(f"/v1/exposures/{exposure_id}", headers=auth(dm))
+        assert response.status_code == 200, response.text
+        return response.json()["returnable_until"]  # type: ignore[no-any-return]
+
+    _, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    created = await db.scalar(select(Exposure.created_at).where(Exposure.id == exposure_id))
+    window_end = created + timedelta(days=settings.windows.return_days)
+    assert await until(exposure_id) == window_end.isoformat().replace("+00:00", "Z")
+    await report(client, dm, exposure_id, "contacted")
+    assert await until(exposure_id) is not None
+    for status in ("quoted", "won"):
+        await report(client, dm, exposure_id, status, turnover=50_000 if status == "won" else None)
+        assert await until(exposure_id) is None, status
+    _, returned = await claimed_deal(app, client, dm_id, dm)
+    assert (await _return(client, dm, returned)).status_code == 200
+    assert await until(returned) is None
 
 
 async def test_a_lead_buyer_s_won_report_leaves_the_lead_on_the_market(app, client, db):

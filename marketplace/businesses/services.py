@@ -134,7 +134,11 @@ async def register_business(
 async def get_business(session: AsyncSession, business_id: str, *, for_update: bool = False) -> Business:
     query = select(Business).where(Business.id == business_id).options(*with_profile())
     if for_update:
-        query = query.with_for_update()
+        # FOR NO KEY UPDATE, as offers._LOCK_CLAIMER: its callers change no key of the row, and FOR UPDATE would wait
+        # for, and hold up, the key-share locks that a transaction writing a row referring to the business takes,
+        # deadlocking with them. It still queues with a claim's lock on the row and a status held FOR SHARE
+        # (identity.held_status).
+        query = query.with_for_update(key_share=True)
     business = (await session.execute(query)).scalar_one_or_none()
     if business is None:
         raise NotFound(f"no business {business_id}")

@@ -645,3 +645,28 @@ async def test_a_replaced_token_is_forgotten_by_every_process(app, client, monke
     assert (await client.post("/v1/businesses/me/api-token", headers=auth(token))).status_code == 201
     assert (await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))).status_code == 201
     assert published.count((CHANGED, (business_id,))) == 2
+
+
+@pytest.mark.postgres_only  # SQLite has no row locks
+async def test_a_block_or_a_profile_change_does_not_wait_for_rows_referring_to_the_business(app, client, db):
+    """A transaction writing a row that refers to a business (an exposure, a status change) holds a key-share lock on
+    the business's row until it commits. The services that lock the row to change it (get_business(for_update=True):
+    a block, a profile change, bids) took it FOR UPDATE, which waits for that lock (and deadlocks with it once the
+    writer waits in turn); FOR NO KEY UPDATE does not, as a claim's lock on its business does not."""
+    business_id, token = await register(client, "deal_maker")
+    operator = await operator_token(app)
+    calls = (
+        lambda: client.patch("/v1/businesses/me", headers=auth(token), json={"name": "Renamed Ltd"}),
+        lambda: client.post(f"/v1/businesses/{business_id}/block", headers=auth(operator), json={}),
+    )
+    for call in calls:
+        async with app.state.sessions() as session, session.begin():
+            await session.execute(
+                select(Business.id).where(Business.id == business_id).with_for_update(read=True, key_share=True)
+            )
+            task = asyncio.create_task(call())
+            done, _ = await asyncio.wait({task}, timeout=5)
+        response = await task
+        assert response.status_code == 200, response.text
+        assert done, "it waited for the key-share lock"
+    assert await db.scalar(select(Business.status).where(Business.id == business_id)) == "blocked"

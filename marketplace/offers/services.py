@@ -471,6 +471,15 @@ CLOSE_OTHER_OFFERS = (
         # replacement claimed, _SETTLE_OWED), so the next lead that fits once the cap allows offers it again
         # (offer_owed_replacement, which passes over a debt only while its replacement offer is open).
         _offers.id != bindparam("claimed"),
+        # But not one whose debt is not recorded (windows.replacement_days 0: no later lead is offered as one, so the
+        # offer made at the return is all that is owed): withdrawn, the replacement would be lost without a word. It
+        # stays, its claim refused while the cap holds (a lead returned meanwhile makes room for it).
+        or_(
+            _offers.replaces_exposure_id.is_(None),
+            exists().where(
+                _EXPOSURES.c.id == _offers.replaces_exposure_id, _EXPOSURES.c.replacement_owed_since.is_not(None)
+            ),
+        ),
     )
     .values(status="closed")
 )

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from marketplace.clock import clock
-from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Lead, Offer
+from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Exposure, Lead, Offer
 from marketplace.identity.tokens import hash_token
 from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
 
@@ -94,9 +94,12 @@ async def test_lowering_a_cap_to_what_was_received_withdraws_the_open_offers_rep
     claimed, kept, owed = [(await offer_lead_to(app, await submit_lead(client), [buyer_id]))[0] for _ in range(3)]
     exposure = await client.post(f"/v1/offers/{claimed}/claim", headers=auth(buyer), json={"exclusive": False})
     assert exposure.status_code == 201, exposure.text
-    async with app.state.uow() as uow:  # a replacement it is owed, as a return makes one
+    async with app.state.uow() as uow:  # a replacement it is owed, as a return makes one (its debt recorded)
         await uow.session.execute(
             update(Offer).where(Offer.id == owed).values(replaces_exposure_id=exposure.json()["id"])
+        )
+        await uow.session.execute(
+            update(Exposure).where(Exposure.id == exposure.json()["id"]).values(replacement_owed_since=clock.now())
         )
 
     async def listed() -> set[str]:

@@ -4,6 +4,7 @@ input on every lifecycle call refused with nothing changed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -91,6 +92,39 @@ async def test_a_claim_that_reaches_a_cap_withdraws_a_replacement_offer_and_the_
     taken = await client.post(f"/v1/offers/{again['offer_id']}/claim", headers=auth(returner))
     assert taken.status_code == 201, taken.text
     assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
+
+
+async def test_a_claim_that_reaches_a_cap_keeps_a_replacement_offer_no_debt_stands_behind(app, client, db, settings):
+    """With windows.replacement_days 0 no debt is recorded at a return (no later lead is offered as the replacement):
+    the offer made at the return is all that is owed. A claim reaching the cap withdrew it as any other offer, and the
+    replacement was lost without a word. It stays open now: refused while the cap holds, claimed once a lead returned
+    makes room."""
+    app.state.settings = replace(settings, windows=replace(settings.windows, replacement_days=0))
+    clock.freeze(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # mid-day where the marketplace trades
+    returner_id, returner = await register(
+        client, "deal_maker", profile={"categories": ["legal"], "daily_cap": 1, "monthly_cap": 100}
+    )
+    _, exposure_id = await claimed_deal(app, client, returner_id, returner, category="legal")
+    replacement_lead = await submit_lead(client, category="legal")  # open: the return offers it as the replacement
+    other_lead = await submit_lead(client, category="legal")
+    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    replacement_offer = returned.json()["replacement_offer_id"]
+    assert await db.scalar(select(Offer.lead_id).where(Offer.id == replacement_offer)) == replacement_lead
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
+    (other_offer,) = await offer_lead_to(app, other_lead, [returner_id])
+    claimed = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(returner))
+    assert claimed.status_code == 201, claimed.text  # its one lead of the day: the cap is reached
+
+    assert await db.scalar(select(Offer.status).where(Offer.id == replacement_offer)) == "open"
+    refused = await client.post(f"/v1/offers/{replacement_offer}/claim", headers=auth(returner))
+    assert refused.status_code == 409 and "daily cap" in refused.json()["detail"], refused.text
+    given_back = await client.post(
+        f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(returner), json={"reason": "x"}
+    )
+    assert given_back.status_code == 200, given_back.text
+    taken = await client.post(f"/v1/offers/{replacement_offer}/claim", headers=auth(returner))
+    assert taken.status_code == 201, taken.text
 
 
 async def test_an_upgrade_of_a_lead_no_longer_on_the_market_is_refused_and_changes_nothing(app, client, db):

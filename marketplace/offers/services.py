@@ -653,15 +653,16 @@ async def claim_offer(
 async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
     """Why an offer can no longer be claimed, as the business would want to hear it: its lead's state first."""
     lead = await session.get(Lead, offer.lead_id)
-    if lead is not None and lead.is_exclusive:
-        return "this lead is taken: another business bought it exclusively"
-    if lead is not None and (lead.status == "full" or lead.exposure_count >= lead.max_exposures):
-        return "this lead is full: as many businesses as it may reach have had its contact"
     if lead is not None and lead.expires_at < offer.expires_at:
         # Its lead's expiry was brought forward, which only closing it does (_off_the_market; an offer never outlives
         # its lead otherwise: offer_expiry): withdrawn because the lead left the market, not because time ran out. (By
         # the expiry, not the lead's status: an offer whose own time ran out before the lead closed has expired.)
+        # First: a lead full or bought exclusively and then closed has left the market, which is what stands now.
         return await _why_off_the_market(session, lead)
+    if lead is not None and lead.is_exclusive:
+        return "this lead is taken: another business bought it exclusively"
+    if lead is not None and (lead.status == "full" or lead.exposure_count >= lead.max_exposures):
+        return "this lead is full: as many businesses as it may reach have had its contact"
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
     return _WITHDRAWN

@@ -831,6 +831,23 @@ async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db
     assert invoiced.status_code == 200, invoiced.text
 
 
+
+async def test_a_claim_of_a_full_lead_then_won_says_it_left_the_market_not_that_it_is_full(app, client, db):
+    """A lead that filled (its other offers withdrawn) and was then won by one of its deal makers has left the market:
+    a late claim of a withdrawn offer was told the lead is full, which it was before the customer was served."""
+    (dm_id, dm), (other_id, other) = [await register(client, "deal_maker") for _ in range(2)]
+    late_id, late = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client, category="legal")  # two places
+    dm_offer, other_offer, late_offer = await offer_lead_to(app, lead_id, [dm_id, other_id, late_id])
+    exposure = (await client.post(f"/v1/offers/{dm_offer}/claim", headers=auth(dm))).json()
+    assert (await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(other))).status_code == 201
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "full"
+    won = await client.post(f"/v1/exposures/{exposure['id']}/status", headers=auth(dm), json={"status": "won"})
+    assert won.status_code == 200 and won.json()["lead"]["status"] == "closed", won.text
+    refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
+    assert refused.status_code == 409, refused.text
+    assert "left the market" in refused.json()["detail"] and "full" not in refused.json()["detail"], refused.text
+
 async def test_a_full_lead_whose_deal_is_won_is_closed_and_stays_closed(app, client, db):
     """A full lead says closed too once its customer hired a business (it stayed `full`, its expiry brought forward,
     so nothing told it from a lead whose places were taken and that is still on the market); neither the expiry sweep

@@ -4,12 +4,15 @@ and history."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import msgspec
 
 from marketplace.leads.schemas import Contact, LeadSummary
 from marketplace.schemas import MoneyIn, MoneyOut
+
+if TYPE_CHECKING:
+    from marketplace.db.models import ExposureEvent
 
 
 class HistoryEntry(msgspec.Struct):
@@ -19,6 +22,12 @@ class HistoryEntry(msgspec.Struct):
     at: datetime
     turnover: MoneyOut | None = None
     note: str | None = None
+
+    @classmethod
+    def of(cls, event: ExposureEvent, currency: str) -> HistoryEntry:
+        """A step of a deal's history as shown (to its business, and to operators on an alert)."""
+        turnover = None if event.turnover_minor is None else MoneyOut(event.turnover_minor, currency)
+        return cls(event.actor, event.from_status, event.to_status, event.at, turnover, event.note)
 
 
 class Replacement(msgspec.Struct):

@@ -169,17 +169,7 @@ async def to_schema(
         returned_at=exposure.returned_at,
         return_reason=exposure.return_reason,
         replacement=await replacement_of(session, settings, exposure),
-        history=[
-            schemas.HistoryEntry(
-                actor=e.actor,
-                from_status=e.from_status,
-                to_status=e.to_status,
-                at=e.at,
-                turnover=None if e.turnover_minor is None else MoneyOut(e.turnover_minor, cur),
-                note=e.note,
-            )
-            for e in events
-        ],
+        history=[schemas.HistoryEntry.of(e, cur) for e in events],
     )
 
 

@@ -696,17 +696,7 @@ async def _alert_deals(session: AsyncSession, alerts: Sequence[FraudAlert]) -> d
                     turnover=None if exposure.turnover_minor is None else MoneyOut(exposure.turnover_minor, cur),
                     evidence=_kinds_naming(alert.evidence, lead_id),
                     opened_evidence=_kinds_naming(alert.opened_evidence, lead_id),
-                    history=[
-                        HistoryEntry(
-                            actor=e.actor,
-                            from_status=e.from_status,
-                            to_status=e.to_status,
-                            at=e.at,
-                            turnover=None if e.turnover_minor is None else MoneyOut(e.turnover_minor, cur),
-                            note=e.note,
-                        )
-                        for e in history[exposure.id]
-                    ],
+                    history=[HistoryEntry.of(e, cur) for e in history[exposure.id]],
                     answers=[answer_out(s) for s in answers[lead_id]],
                 )
             )

@@ -28,13 +28,18 @@ _UNREADABLE = {
 def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
     if not raw.strip():
         raise InvalidInput.field(field, "required: a phone number (one is written like +972 50 123 4567)")
+    written, after = _without_what_follows(raw)
     try:
-        number = phonenumbers.parse(raw, default_region)
+        # Without what follows its last digit: libphonenumber reads three letters or more anywhere as a keypad spelling,
+        # a label's too ("054-1234567 (cell)" would be 054-1234567-2355).
+        number = phonenumbers.parse(written, default_region)
     except phonenumbers.NumberParseException as exc:
+        if after:  # "+972 5 CALL": its letters may be the rest of it
+            raise InvalidInput.field(field, _LETTERS) from exc
         message = _UNREADABLE.get(exc.error_type, "not a phone number (one is written like +972 50 123 4567)")
         raise InvalidInput.field(field, message) from exc
-    if _letters_in_the_number(raw, number.extension):
-        raise InvalidInput.field(field, "not a phone number: letters in it (write the number in digits)")
+    if _letters_among_the_digits(written, number.extension) or (after and _may_be_its_digits(number, after)):
+        raise InvalidInput.field(field, _LETTERS)
     # A number of a length its country's numbers have. Not checked against the ranges allocated today: the
     # library's list of them lags the carriers (+972 50-123-4567 is a mobile number it calls invalid), and a
     # customer refused for a number that works is a lead lost.
@@ -43,22 +48,59 @@ def normalise_phone(raw: str, field: str, default_region: str = "IL") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+_LETTERS = "not a phone number: letters in it (write the number in digits)"
 _AFTER_THE_LAST_DIGIT = re.compile(r"\D+$")
 
 
-def _letters_in_the_number(raw: str, extension: str | None) -> bool:
+def _without_what_follows(raw: str) -> tuple[str, str]:
+    """The phone as written up to its last digit (of any script), and what follows it when that has letters in it (a
+    label, "054-1234567 (cell)", or the end of a number spelled in letters, "+972 54 CALL NOW"); else the phone
+    whole and nothing ("054-1234567 ext 12#")."""
+    end = next((i + 1 for i in range(len(raw) - 1, -1, -1) if raw[i].isdigit()), 0)
+    if end and any(c.isalpha() for c in raw[end:]):
+        return raw[:end], raw[end:]
+    return raw, ""
+
+
+def _letters_among_the_digits(written: str, extension: str | None) -> bool:
     """Whether letters are written among the number's digits. libphonenumber reads them as a keypad spelling (three
-    or more: "+972 54 CALL NOW" is +972 54 225 5669) or leaves them out ("054-12l4567" is 054-124567): either way a
-    number the customer did not give, which its lead would sell as its contact. Letters before the number (a label:
-    "tel: 054-...") and an extension's marker ("054-1234567 ext 12", the extension the library read) change no digit
-    of it."""
-    start = next((i for i, c in enumerate(raw) if c.isdigit() or c in "+\uff0b"), len(raw))
-    number = raw[start:]
+    or more: "1-800-FLOWERS") or leaves them out ("054-12l4567" is 054-124567): either way a number the customer did
+    not give, which its lead would sell as its contact. Letters before the number (a label: "tel: 054-...") and an
+    extension's marker ("054-1234567 ext 12", the extension the library read) change no digit of it."""
+    start = next((i for i, c in enumerate(written) if c.isdigit() or c in "+\uff0b"), len(written))
+    number = written[start:]
     if extension:
         # The library reads an extension only at the end, its digits as written, then perhaps a #.
         number = number.rstrip().removesuffix("#").rstrip().removesuffix(extension)
         number = _AFTER_THE_LAST_DIGIT.sub("", number)  # the marker
     return any(c.isalpha() for c in number)
+
+
+def _may_be_its_digits(number: phonenumbers.PhoneNumber, after: str) -> bool:
+    """Whether the letters after the number's last digit may be the rest of it, spelled on a keypad: when the number is
+    not whole without them, of a length and a shape its country's numbers have ("+972 54 CALL NOW" is +972 54; "054
+    12345 AB" a mobile prefix with seven digits, where mobile numbers have nine), and read as digits they would not
+    make it too long (a label would: "054 123 4567 - Dana" is 054-1234567-3262). The shape is libphonenumber's pattern
+    of all its country's numbers (+972 5 and any eight digits), not the ranges allocated today, which lag the carriers;
+    a label after a number of a range it lacks is taken as one when it is long enough ("(cell)"). Letters of other
+    scripts have no keypad digits."""
+    if not phonenumbers.is_possible_number(number):
+        return True
+    calling_code = number.country_code or 0  # parse sets it
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        calling_code, phonenumbers.region_code_for_country_code(calling_code)
+    )
+    pattern = metadata.general_desc.national_number_pattern if metadata and metadata.general_desc else None
+    if pattern is None or re.fullmatch(pattern, phonenumbers.national_significant_number(number)):
+        return False
+    keyed = phonenumbers.convert_alpha_characters_in_number(unicodedata.normalize("NFKC", after))
+    digits = "".join(c for c in keyed if c in "0123456789")
+    if not digits:
+        return False
+    spelled = phonenumbers.PhoneNumber()
+    spelled.merge_from(number)
+    spelled.national_number = int(f"{number.national_number}{digits}")
+    return phonenumbers.is_possible_number(spelled)
 
 
 def normalise_email(raw: str, field: str) -> str:

@@ -37,8 +37,10 @@ def test_an_unreadable_phone_is_refused_for_its_field_with_a_plain_reason(raw, r
         "+972 54 CALL NOW",  # a keypad spelling: libphonenumber reads +972 54 225 5669
         "1-800-FLOWERS",
         "052-555-O199",  # a letter O for a zero: left out, the number is one digit short
-        "054 12345 AB",
+        "054 12345 AB",  # 054-12345 is no mobile number, 054-1234522 (AB on a keypad) would be one
+        "054 12345 \uff21\uff22",  # in full-width letters
         "0521 x 5551 x 234",  # not an extension: letters among the number's digits
+        "+972 5 CALL",  # too short without its letters
     ],
 )
 def test_letters_in_a_phone_are_refused_not_read_as_digits(raw):
@@ -62,6 +64,14 @@ def test_letters_in_a_phone_are_refused_not_read_as_digits(raw):
         "054-1234567 ext 12",  # an extension's marker neither
         "+972 54 123 4567 x12",
         "tel:+972-54-123-4567;ext=12",
+        # A label after the number changes none of its digits (libphonenumber would read three letters or more of it
+        # as a keypad spelling: "(cell)" as 2355, a number too long).
+        "054-1234567 (cell)",
+        "054-1234567 mobile",
+        "054 123 4567 - Dana",
+        "054-1234567, Eli",
+        "054-1234567 (\u05e0\u05d9\u05d9\u05d3)",  # in Hebrew
+        "054-1234567 x12 cell",
     ],
 )
 def test_a_phone_written_as_numbers_are_is_read(raw):

@@ -16,6 +16,7 @@ from marketplace.errors import Forbidden, Gone
 from marketplace.identity.links import LinkClaims
 from marketplace.identity.tokens import hash_token, new_token
 from marketplace.ids import new_id
+from marketplace.notifications.outbox import notify
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +71,30 @@ async def reissue_club_token(session: AsyncSession, club_id: str) -> str:
     return issue_club_token(session, club_id)
 
 
-async def reissue_business_token(session: AsyncSession, business_id: str) -> str:
-    """Revoke every token of the business (lost or leaked) and issue a new one, shown once. The business row is held
-    first: two replacements at once (the business and whoever stole its token, say) would otherwise each revoke only
-    what it saw and both new tokens would stand; the later one now revokes the earlier one's too."""
-    await session.execute(select(Business.id).where(Business.id == business_id).with_for_update())
+async def reissue_business_token(session: AsyncSession, business_id: str, *, by_operator: bool = False) -> str:
+    """Revoke every token of the business (lost or leaked) and issue a new one, shown once; the business is told at
+    its email, in this transaction (`_tell_token_replaced`). The business row is held first: two replacements at once
+    (the business and whoever stole its token, say) would otherwise each revoke only what it saw and both new tokens
+    would stand; the later one now revokes the earlier one's too."""
+    business = await session.scalar(select(Business).where(Business.id == business_id).with_for_update())
     await _revoke_tokens(session, ApiToken.business_id, business_id)
+    if business is not None:
+        _tell_token_replaced(session, business, by_operator=by_operator)
     return issue_business_token(session, business_id)
+
+
+def _tell_token_replaced(session: AsyncSession, business: Business, *, by_operator: bool) -> None:
+    """Whoever holds a leaked token may replace it and lock the owner out (the call cannot tell the two apart): the
+    owner hears of every replacement at the email only it reads, and an operator's new token cuts the other off."""
+    if by_operator:
+        what = "An operator issued your account a new API token, to hand over to you"
+    else:
+        what = "Your account's API token was replaced by a call made with it"
+    body = (
+        f"{business.name}: {what}; every earlier token no longer works. If you did not ask for it, write to the "
+        "marketplace's operators: an operator can issue you a new token, and the one made now stops working."
+    )
+    notify(session, "account_token", business.email, "Your API token was replaced", body, reference=business.id)
 
 
 async def operator_of_token(session: AsyncSession, token: str) -> str | None:

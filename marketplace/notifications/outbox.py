@@ -1,8 +1,8 @@
 """The outbox: every message the service sends (or, with no mail server, would send) is kept here in the caller's
 transaction, so it goes out only if that commits: customers' survey links, operators' fraud alerts, businesses'
-invoices and credit notes and the changes of their account's status, clubs' invitations, the plan's non-cash
-rewards. A sender delivers them
-(notifications/services.py, through notifications/mailer.py); operators list them."""
+invoices and credit notes, the changes of their account's status and the replacements of their token, clubs'
+invitations, the plan's non-cash rewards. A sender delivers them (notifications/services.py, through
+notifications/mailer.py); operators list them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marketplace.db.models import Notification
 from marketplace.ids import new_id
 
 # What the outbox sends.
-NOTIFICATION_KINDS = ("account_status", "alert", "invitation", "invoice", "reward", "survey")
+NOTIFICATION_KINDS = ("account_status", "account_token", "alert", "invitation", "invoice", "reward", "survey")
 
 
 def notify(

@@ -636,6 +636,28 @@ async def test_an_operator_issues_a_business_a_new_token_and_only_operators_may(
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
 
 
+async def test_a_business_is_told_at_its_email_of_every_replacement_of_its_token(app, client):
+    """Whoever holds a leaked token may replace it and lock the business out: each replacement, its own or an
+    operator's, puts an `account_token` message to the business's email in the outbox, the new token not in it."""
+    business_id, old = await register(client, "deal_maker", name="Keyed Pipes", email="keyed@example.com")
+    other_id, _ = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    replaced = await client.post("/v1/businesses/me/api-token", headers=auth(old))
+    assert replaced.status_code == 201, replaced.text
+    issued = await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))
+    assert issued.status_code == 201, issued.text
+    listed = await client.get(f"/v1/notifications?kind=account_token&reference={business_id}", headers=auth(operator))
+    assert listed.status_code == 200, listed.text
+    by_itself, by_operator = reversed(listed.json()["items"])  # oldest first
+    for message in (by_itself, by_operator):
+        assert (message["recipient"], message["subject"]) == ("keyed@example.com", "Your API token was replaced")
+        assert message["body"].startswith("Keyed Pipes:") and "an operator can issue you a new token" in message["body"]
+        assert replaced.json()["api_token"] not in message["body"] and issued.json()["api_token"] not in message["body"]
+    assert "made with it" in by_itself["body"] and "An operator issued" in by_operator["body"]
+    others = await client.get(f"/v1/notifications?kind=account_token&reference={other_id}", headers=auth(operator))
+    assert others.json()["items"] == []
+
+
 async def test_a_replaced_token_is_forgotten_by_every_process(app, client, monkeypatch):
     # Other processes forget a business's cached tokens when they hear it changed (the ranking's pub/sub message,
     # as for a block): both replacements publish it, as every change of a business does.

@@ -176,11 +176,15 @@ async def spendable(
 # come out of its net, the lead's seller's credited to the seller's wallet. To the seller that credit is earnings from
 # a lead it sold, as its share of a purchase is (a lead_earnings transaction of its own): its entries show it so, in
 # kind and memo, and `kind` filters by the kind shown, so the list, the filter and the CSV export agree. The ledger
-# keeps the one transaction.
-_SHARE_OF_COMMISSION = and_(
-    LedgerTransaction.kind == TransferKind.DEAL_COMMISSION.value, LedgerPosting.amount_minor < 0
+# keeps the one transaction. A share is told by whose it is, not by its sign: a posting of the commission to a
+# business other than the deal's maker (the exposure the transaction references), whatever the maker's own postings
+# (from credit, available, receivable) look like.
+_SHARE_OF_COMMISSION_JOIN = and_(
+    LedgerTransaction.kind == TransferKind.DEAL_COMMISSION.value,
+    Exposure.id == LedgerTransaction.reference,
+    Exposure.business_id != LedgerAccount.owner_id,
 )
-_SHOWN_KIND = case((_SHARE_OF_COMMISSION, TransferKind.LEAD_EARNINGS.value), else_=LedgerTransaction.kind)
+_SHOWN_KIND = case((Exposure.id.is_not(None), TransferKind.LEAD_EARNINGS.value), else_=LedgerTransaction.kind)
 
 
 def _entry_memo(txn: LedgerTransaction, lead_id: str | None) -> str:
@@ -211,7 +215,7 @@ async def entries_of(
         )
         .join(LedgerAccount, LedgerAccount.id == LedgerPosting.account_id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .outerjoin(Exposure, and_(_SHARE_OF_COMMISSION, Exposure.id == LedgerTransaction.reference))
+        .outerjoin(Exposure, _SHARE_OF_COMMISSION_JOIN)  # only for a seller's share: its lead
         .where(LedgerAccount.owner == "business", LedgerAccount.owner_id == business_id)
     )
     if cursor is not None:
@@ -310,9 +314,7 @@ async def charged_parts(session: AsyncSession, invoices: list[Invoice]) -> dict[
         return {}
     charges = list(
         await session.scalars(
-            select(Settlement).where(
-                Settlement.transaction_id.in_(list(by_txn)), Settlement.direction == "charge"
-            )
+            select(Settlement).where(Settlement.transaction_id.in_(list(by_txn)), Settlement.direction == "charge")
         )
     )
     charges = [c for c in charges if c.business_id == by_txn[c.transaction_id].business_id]

@@ -615,6 +615,50 @@ async def test_a_sellers_share_of_a_deals_commission_is_shown_to_it_as_earnings(
     assert only.json()["items"] == paid
 
 
+async def test_a_deal_maker_paying_its_commission_from_its_wallet_sees_only_the_commission(app, client, db):
+    """The deal maker pays the commission partly from credit and available, the rest charged: each of its postings is
+    the commission it was charged, whatever its sign; only the seller's share is shown as earnings (a share is told
+    by whose it is: the business of the deal's exposure pays, any other business of the transaction earns)."""
+    _, seller = await register(client, "deal_maker")
+    maker_id, maker = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    await fund(app, maker_id, "deal_maker", 100_000)  # credit
+    await fund(app, maker_id, "lead_buyer", 50_000)  # available
+    lead_id = await _sell(client, seller, category="legal")
+    (offer_id,) = await offer_lead_to(app, lead_id, [maker_id])
+    exposure = (await claim(client, maker, offer_id)).json()
+    assert (await close_deal(client, maker, exposure["id"], 1_000_000)).status_code == 200
+
+    paid = (await client.get("/v1/wallet/entries", headers=auth(maker), params={"kind": "deal_commission"})).json()
+    commission = f"Commission 30 % on deal for lead {lead_id} (plan v1)"
+    assert sorted((e["account"], e["amount"]["amount_minor"], e["memo"]) for e in paid["items"]) == [
+        ("available", -50_000, commission),
+        ("credit", -100_000, commission),
+        ("receivable", 150_000, commission),
+    ]
+    earned = await client.get("/v1/wallet/entries", headers=auth(maker), params={"kind": "lead_earnings"})
+    assert [e["memo"] for e in earned.json()["items"]] == ["test setup", "test setup"]  # its funding, not the deal
+    share = (await client.get("/v1/wallet/entries", headers=auth(seller))).json()["items"]
+    assert [(e["kind"], e["account"], e["amount"]["amount_minor"]) for e in share] == [
+        ("lead_earnings", "credit", 177_966)
+    ]
+    assert {e["transaction_id"] for e in paid["items"]} == {share[0]["transaction_id"]}
+
+
+async def test_a_commission_its_maker_shares_with_itself_is_shown_to_it_as_the_commission(app, client, db):
+    """A lead offered to the business that sold it (matching never does; `settle_commission` allows for it): its
+    share and what it paid from credit are one merged posting to its credit, a credit on balance. That is still its
+    own commission, not "earnings from a deal another business made" (which the posting's sign alone would say)."""
+    maker_id, maker = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    await fund(app, maker_id, "deal_maker", 10_000)
+    offer_id = await quick_offer(app, maker_id, seller_id=maker_id, category="legal")
+    exposure = (await claim(client, maker, offer_id)).json()
+    assert (await close_deal(client, maker, exposure["id"], 1_000_000)).status_code == 200
+    entries = (await client.get("/v1/wallet/entries", headers=auth(maker))).json()["items"]
+    commission = [e for e in entries if e["reference"] == exposure["id"] and e["memo"] != "test setup"]
+    assert {(e["kind"], e["account"]) for e in commission} >= {("deal_commission", "credit")}
+    assert all(e["kind"] == "deal_commission" and e["memo"].startswith("Commission ") for e in commission)
+
+
 async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_paid(app, client, db):
     """Two accounts must not turn a purchase nobody pays for into cash: the seller's earnings count in its balance
     at once, but a withdrawal waits for the buyer's charge."""

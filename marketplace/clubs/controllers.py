@@ -76,7 +76,8 @@ class ClubController(Controller):
         signed up, joins with it. The club's own operator invites too (with the token it got when the club was
         founded); another club is a 404 to it. A club's operator has at most
         `service.club_invitations_per_email_per_day` sent to one address and `service.club_invitation_emails_per_day`
-        in all a day: a 429 with Retry-After beyond, nothing sent."""
+        in all a day (the marketplace's operators' invitations not counted): a 429 with Retry-After beyond, nothing
+        sent."""
         principal = current_principal(request)
         services.check_own_club(principal, club_id)
         async with state.uow() as uow:
@@ -85,7 +86,7 @@ class ClubController(Controller):
                 state.settings,
                 club_id,
                 data or schemas.InvitationCreate(),
-                by_club_operator=principal.kind == "club",
+                actor=principal.actor,
             )
 
     @get("/clubs/{club_id:str}/members", opt=access(Access.CLUB_OR_OPERATOR))

@@ -9,7 +9,7 @@ import math
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,13 +84,14 @@ async def invite(
     club_id: str,
     data: schemas.InvitationCreate,
     *,
-    by_club_operator: bool = False,
+    actor: str,
 ) -> schemas.Invitation:
+    """`actor`: who invites, the club's operator ("club:<id>") or the marketplace's ("operator:<id>")."""
     club = await get_club(session, club_id)
     email = normalise_email(data.email, "email") if data.email is not None else None
     code = CODE_PREFIX + secrets.token_urlsafe(18)
     now = utcnow()
-    if email is not None and by_club_operator:
+    if email is not None and actor == _club_operator(club.id):
         await _check_invitation_emails(session, settings, club.id, email, now)
     invitation = ClubInvitation(
         id=new_id("cinv"),
@@ -98,6 +99,7 @@ async def invite(
         code_hash=_hash(code),
         email=email,
         created_at=now,
+        created_by=actor,
         expires_at=now + timedelta(days=settings.service.invitation_days),
     )
     session.add(invitation)
@@ -117,14 +119,19 @@ async def invite(
     return schemas.Invitation(invitation.id, club.id, code, email, invitation.expires_at)
 
 
+def _club_operator(club_id: str) -> str:
+    return Principal("club", club_id).actor
+
+
 async def _check_invitation_emails(
     session: AsyncSession, settings: Settings, club_id: str, email: str, now: datetime
 ) -> None:
     """A club's operator (a third party) has the marketplace mail whom it names: at most
     `service.club_invitations_per_email_per_day` to one address and `service.club_invitation_emails_per_day` in all
-    a day, counted from the invitations themselves (every process, and a restart, sees the same count); a 429 with
-    Retry-After, nothing sent, beyond. The club's row is held first, so two invitations at once are counted one after
-    the other (SQLite's transactions already are)."""
+    a day, counted from its own invitations (every process, and a restart, sees the same count; the marketplace's
+    operators', not limited, are not counted against it; those made before migration 0026, whose maker is not known,
+    are); a 429 with Retry-After, nothing sent, beyond. The club's row is held first, so two invitations at once are
+    counted one after the other (SQLite's transactions already are)."""
     await session.execute(select(Club.id).where(Club.id == club_id).with_for_update())
     service = settings.service
     for limit, to_this_address, what in (
@@ -134,6 +141,7 @@ async def _check_invitation_emails(
         query = select(ClubInvitation.created_at).where(
             ClubInvitation.club_id == club_id,
             ClubInvitation.created_at > now - INVITATION_WINDOW,
+            or_(ClubInvitation.created_by == _club_operator(club_id), ClubInvitation.created_by.is_(None)),
             ClubInvitation.email == email if to_this_address else ClubInvitation.email.is_not(None),
         )
         # The newest `limit` of them: a new one may go when the oldest of those leaves the day.

@@ -451,3 +451,39 @@ async def test_a_clubs_operator_has_a_few_invitations_a_day_emailed_and_no_more(
     assert (await invite(auth(other.json()["operator_token"]), "c@x.example", other.json()["id"])).status_code == 201
     clock.advance(timedelta(days=1, seconds=1))  # a day later: the first ones are out of the count
     assert (await invite(club_op, "victim@example.org")).status_code == 201
+
+
+async def test_the_marketplace_operators_invitations_do_not_use_up_the_club_operators_day(app, client, db):
+    """Only the club's own operator is limited, and only its invitations are counted: each invitation keeps who made
+    it (`created_by`), and the marketplace's operators' invitations into the club leave the club operator's day
+    whole."""
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from marketplace.db.models import ClubInvitation
+
+    settings = app.state.settings
+    app.state.settings = dataclasses.replace(
+        settings,
+        service=dataclasses.replace(
+            settings.service, club_invitations_per_email_per_day=2, club_invitation_emails_per_day=3
+        ),
+    )
+    operator = await operator_token(app)
+    founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
+    club, club_op = founded.json()["id"], auth(founded.json()["operator_token"])
+
+    async def invite(headers: dict[str, str], email: str) -> int:
+        response = await client.post(f"/v1/clubs/{club}/invitations", headers=headers, json={"email": email})
+        return response.status_code
+
+    mailed = ["dana@x.example", "dana@x.example", "ron@x.example"]
+    assert [await invite(auth(operator), address) for address in mailed] == [201] * 3
+    # The club's operator still has its two to one address and its three in all.
+    assert [await invite(club_op, address) for address in mailed] == [201] * 3
+    assert await invite(club_op, "dana@x.example") == 429
+    assert await invite(club_op, "noa@x.example") == 429
+    made_by = sorted(await db.scalars(select(ClubInvitation.created_by)))
+    assert made_by[:3] == [f"club:{club}"] * 3
+    assert len(set(made_by[3:])) == 1 and made_by[3].startswith("operator:op")

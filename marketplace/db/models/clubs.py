@@ -33,6 +33,9 @@ class ClubInvitation(Base):
     # Meant for this address, when given (a business signing up with another email cannot use it).
     email: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Who invited: "club:<id>" (the club's own operator, whose emailed invitations are limited a day) or
+    # "operator:<id>" (the marketplace's); null for those made before migration 0026, not known.
+    created_by: Mapped[str | None] = mapped_column(String(80))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_by: Mapped[str | None] = mapped_column(ForeignKey("businesses.id"))
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from marketplace import cli
 from marketplace.app import create_app, shutdown, startup
 from marketplace.clock import utcnow
 from marketplace.db.models import ApiToken, Operator, UsedLink
@@ -140,3 +142,56 @@ async def test_operator_create_prints_a_token_that_authenticates_as_an_operator(
         assert not any(token in t.token_hash or other in t.token_hash for t in stored)
     finally:
         await shutdown(app.state)
+
+
+@pytest.fixture
+def cli_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """The command run in process, on a SQLite file of its own (`main` reads and keeps its settings)."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.setenv("SECRET_KEY", "unit-test-secret-0123456789abcdef")
+    cli.get_settings.cache_clear()
+    yield monkeypatch
+    cli.get_settings.cache_clear()
+
+
+async def _principal(settings, token: str):
+    from marketplace.db.engine import create_engine
+    from marketplace.identity.services import resolve_token
+    from marketplace.identity.tokens import hash_token
+
+    engine = create_engine(settings.service.database_url)
+    try:
+        async with engine.connect() as conn:
+            return await resolve_token(conn, hash_token(token))
+    finally:
+        await engine.dispose()
+
+
+def test_operator_revoke_cuts_off_a_leaked_token_and_prints_a_new_one(cli_environment, capsys):
+    # An operator's token could not be revoked at all: a leaked one read every business's data for good.
+    assert cli.main(["operator", "create", "--name", "Night shift"]) == 0
+    leaked = capsys.readouterr().out.strip()
+    assert cli.main(["operator", "create", "--name", "Day shift"]) == 0
+    other = capsys.readouterr().out.strip()
+    settings = cli.get_settings()
+    operator = asyncio.run(_principal(settings, leaked))
+    assert operator is not None and operator.kind == "operator"
+
+    assert cli.main(["operator", "revoke", "--token", leaked]) == 0
+    new = capsys.readouterr().out.strip()
+    assert new.startswith("mko_") and len(new.splitlines()) == 1  # the token alone, for scripts
+    assert asyncio.run(_principal(settings, leaked)) is None  # the guard's read: 401
+    assert asyncio.run(_principal(settings, new)) == operator  # the same operator: its decisions stay its own
+    assert asyncio.run(_principal(settings, other)) is not None  # another operator is untouched
+    # By id too (a lost token); the revoked one still names its operator, so it may be used to find it again.
+    assert cli.main(["operator", "revoke", "--id", operator.id]) == 0
+    newer = capsys.readouterr().out.strip()
+    assert asyncio.run(_principal(settings, new)) is None and asyncio.run(_principal(settings, newer)) == operator
+    assert cli.main(["operator", "revoke", "--token", leaked]) == 0
+    assert asyncio.run(_principal(settings, newer)) is None
+    capsys.readouterr()
+    # A token or an id of no operator: refused, nothing printed to stdout.
+    for args in (["--token", "mko_nobody"], ["--id", "op_nobody"]):
+        assert cli.main(["operator", "revoke", *args]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and "no operator has that" in err

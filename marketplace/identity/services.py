@@ -76,7 +76,11 @@ async def reissue_business_token(session: AsyncSession, business_id: str, *, by_
     its email, in this transaction (`_tell_token_replaced`). The business row is held first: two replacements at once
     (the business and whoever stole its token, say) would otherwise each revoke only what it saw and both new tokens
     would stand; the later one now revokes the earlier one's too."""
-    business = await session.scalar(select(Business).where(Business.id == business_id).with_for_update())
+    # FOR NO KEY UPDATE, the claimer's lock (businesses.services.get_business): a plain FOR UPDATE would wait for, and
+    # deadlock with, the key-share locks of rows referring to the business.
+    business = await session.scalar(
+        select(Business).where(Business.id == business_id).with_for_update(key_share=True)
+    )
     await _revoke_tokens(session, ApiToken.business_id, business_id)
     if business is not None:
         _tell_token_replaced(session, business, by_operator=by_operator)

@@ -68,20 +68,21 @@ async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app,
     await app.state.ranking_sync.settled()
     assert exposures, "somebody claimed something"
 
-    # A deal maker's deal reaches paid; a lead buyer returns one.
+    # A lead buyer returns one (before any deal on its lead: once a customer hired someone, a return is refused); a
+    # deal maker's deal reaches paid.
     maker_id, maker = makers[1]
     assert makers[0][0] in exposures and maker_id in exposures and all(b in exposures for b, _ in buyers)
+    buyer_id, buyer = buyers[0]
+    returned = await client.post(
+        f"/v1/exposures/{exposures[buyer_id][0]}/return", headers=auth(buyer), json={"reason": "not a plumbing job"}
+    )
+    assert returned.status_code == 200, returned.text
     exposure_id = exposures[maker_id][0]
     for status in ("contacted", "quoted", "won", "invoiced"):
         await report(client, maker, exposure_id, status)
     await report(client, maker, exposure_id, "paid", 1_234_567)
     # The capped deal maker loses its deal: decided, not won.
     await report(client, makers[0][1], exposures[makers[0][0]][0], "lost")
-    buyer_id, buyer = buyers[0]
-    returned = await client.post(
-        f"/v1/exposures/{exposures[buyer_id][0]}/return", headers=auth(buyer), json={"reason": "not a plumbing job"}
-    )
-    assert returned.status_code == 200, returned.text
     await app.state.ranking_sync.settled()
 
     assert refreshed == [], "claims, statuses and returns were applied without reading the database back"

@@ -129,18 +129,26 @@ _EMAIL_IN_TEXT = re.compile(rf"(?<![\w.%+-]){_ADDRESS}")
 _EMAIL_HERE = re.compile(_ADDRESS)
 # An address written so that a filter would miss it, as a reader still copies it: spaces around its @
 # ("dana @ gmail.com"), or its @ and dots spelled out in brackets or between spaces ("dana(at)gmail.com",
-# "dana [at] gmail dot com", "dana{at}gmail[dot]com"). A bare " at " is not read as an @ ("meet at home.com",
-# "call at 5.30" are words), a dot is one only when it joins two labels (the full stop of "... @ home. Thanks" is not),
-# and the last label must be letters, as every top-level domain is ("2 @ 12.50" is a price).
+# "dana [at] gmail dot com", "dana{at}gmail[dot]com"). A dot is one only when it joins two labels (the full stop of
+# "... @ home. Thanks" is not), and the last label must be letters, as every top-level domain is ("2 @ 12.50" is a
+# price).
 _AT = r"(?:\s*@\s*|\s*[(\[{<]\s*at\s*[)\]}>]\s*)"
+_SPELLED_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
 # A dot with a space before it joins two labels as well ("dana @ walla . co . il", "dana@gmail .com"): after an @ the
 # address is clear, and a full stop is written against its word ("I am @ home. Thanks" is a sentence).
-_DOT = r"(?:\.|\s+\.\s*|\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+)"
+_DOT = rf"(?:\.|\s+\.\s*|{_SPELLED_DOT})"
+# A bare " at " is an @ only when every dot after it is spelled out too, and the address ends in a top-level domain
+# mail is kept at ("dana at gmail dot com", "dana at walla dot co dot il"): "meet at home.com", "call at 5.30", "we
+# meet at home . com" are words, and so is "look at the dot in the corner" (in, it, to, no are country codes).
+_MAIL_TLD = r"(?:com|net|org|info|biz|io|co|il|de|uk|ru|ua|fr|eu|us|ca|au|me|edu|gov|ac)"
+_BARE_AT = rf"\s+at\s+[\w-]+(?:{_SPELLED_DOT}[\w-]+)*{_SPELLED_DOT}{_MAIL_TLD}"
 # From the @ on: its local part is read back from there (a pattern starting at the local part would try each word
 # of a long text as one, and take seconds over a description of mere letters). It starts after a character that is no
 # space, the first of a run of spaces: tried from each space of a long run, its leading spaces would take a time
 # quadratic in the run.
-_SPELLED_OUT_DOMAIN = re.compile(rf"(?<!\s){_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_]{{2,}}\b", re.IGNORECASE)
+_SPELLED_OUT_DOMAIN = re.compile(
+    rf"(?<!\s)(?:{_AT}[\w-]+(?:{_DOT}[\w-]+)*{_DOT}[^\W\d_]{{2,}}|{_BARE_AT})\b", re.IGNORECASE
+)
 _LOCAL_PART = re.compile(r"[\w.%+-]")
 _MASK = "\0"  # what stands for an address found already, in the copy searched for the next: no part of one
 
@@ -306,11 +314,107 @@ def _written_as_a_phone(raw: str, country_code: str) -> bool:
     return written.startswith(country_code) and digits >= _MIN_WITH_COUNTRY_DIGITS
 
 
+# A phone spelled out in words ("zero five four one two three four five six seven", "oh five two, double one ...",
+# in Hebrew "אפס חמש ארבע ..."), perhaps with some of its digits as digits: a run of them, as many digits as a phone
+# has at the least (seven, a local number's), two of them words at the least. Words of single digits only: "one two
+# three" counts, a budget in words ("fifty thousand") is no run, and neither is "a 3 bedroom" nor "2 x 12345678".
+_DIGIT_WORDS = {
+    **dict.fromkeys(["zero", "oh", "אפס"], 0),
+    **dict.fromkeys(["one", "אחת", "אחד"], 1),
+    **dict.fromkeys(["two", "שתיים", "שתים"], 2),
+    **dict.fromkeys(["three", "שלוש", "שלושה"], 3),
+    **dict.fromkeys(["four", "ארבע", "ארבעה"], 4),
+    **dict.fromkeys(["five", "חמש", "חמישה"], 5),
+    **dict.fromkeys(["six", "שש", "שישה"], 6),
+    **dict.fromkeys(["seven", "שבע", "שבעה"], 7),
+    **dict.fromkeys(["eight", "שמונה"], 8),
+    **dict.fromkeys(["nine", "תשע", "תשעה"], 9),
+}
+_TIMES = {"double": 2, "triple": 3}
+# Hebrew joins "and" to the word after it (ושש, "and six"). Each separator's spaces are possessive: a run of spaces
+# tried again with fewer would be read once for each length, a time quadratic in the run.
+_DIGIT_TOKEN = (
+    rf"(?:(?:{'|'.join(_TIMES)})\s++)?(?:ו?(?:{'|'.join(sorted(_DIGIT_WORDS, key=len, reverse=True))})|\d+)\b"  # noqa: RUF001
+)
+_SPELLED_PHONE = re.compile(rf"\b{_DIGIT_TOKEN}(?:\s*+[,./-]?\s*+{_DIGIT_TOKEN})*", re.IGNORECASE)
+_TOKEN_IN_RUN = re.compile(rf"(?:({'|'.join(_TIMES)})\s+)?ו?(?:(\d+)|(\w+))", re.IGNORECASE)  # noqa: RUF001
+_SPELLED_PHONE_MIN_DIGITS = 7
+_SPELLED_PHONE_MIN_WORDS = 2
+
+
+def _is_spelled_phone(run: str) -> bool:
+    digits = words = 0
+    for token in _TOKEN_IN_RUN.finditer(run):
+        times, number, word = token.groups()
+        if number is not None:
+            digits += len(number) * (_TIMES[times.lower()] if times else 1)
+        elif word.lower() in _DIGIT_WORDS:  # not a word of a time ("double", "triple") read alone
+            digits += _TIMES[times.lower()] if times else 1
+            words += 1
+    return digits >= _SPELLED_PHONE_MIN_DIGITS and words >= _SPELLED_PHONE_MIN_WORDS
+
+
+def _hide_spelled_phones(text: str) -> str:
+    return _SPELLED_PHONE.sub(lambda m: PHONE_HIDDEN if _is_spelled_phone(m.group()) else m.group(), text)
+
+
+# A messenger or social network's handle: what a business would copy to write to the customer there, as its phone.
+# The name of the network (or the address of profiles on it) stays, the handle is hidden: "telegram [handle hidden]",
+# "instagram.com/[handle hidden]", as "wa.me/[phone hidden]".
+HANDLE_HIDDEN = "[handle hidden]"
+# An @ against a handle, not after a character of an address's local part ("dana@home" is no handle, and an address
+# was hidden before), its first character a letter or _ ("2 @12.50" is a price); its last no dot (a full stop).
+_AT_HANDLE = re.compile(r"(?<![\w.%+-])@[A-Za-z_][\w.]*\w", re.ASCII)
+_PROFILE_SITE = (
+    r"(?:t\.me|telegram\.me|wa\.me|m\.me|fb\.me|fb\.com|facebook\.com|instagram\.com|instagr\.am|linkedin\.com/in"
+    r"|tiktok\.com/@|twitter\.com|x\.com)"
+)
+# A profile's address: the site (with its scheme and www or m. perhaps), then its path up to a space, a comma or a
+# full stop ending a sentence. Tried only where a site's name starts a word (no "box.com/").
+_PROFILE_LINK = re.compile(
+    rf"(?<![\w.-])((?:https?://)?(?:(?:www|m|web|mobile)\.)?{_PROFILE_SITE}/)([\w%+~=?&#/-]+(?:\.[\w%+~=?&#/-]+)*)",
+    re.IGNORECASE,
+)
+# A messenger's name (in Hebrew perhaps after the letter of "in", "to", "and", "the": בוואטסאפ), perhaps with a label
+# ("skype id", "telegram username") and a colon or dash, then the number or the handle: hidden when it is written as
+# one (five digits and more; a letter, then a digit, an underscore or a dot: "dana.cohen77"; Skype's "live:"), after a
+# label, or, for Skype and Telegram, whatever word follows a colon ("skype: dana"). "skype me", "whatsapp only",
+# "viber 5pm", "telegram or phone", "the signal is weak" and "signal: weak" are words.
+_MESSENGER = re.compile(
+    r"(?<!\w)[בלוה]?"
+    r"(skype|telegram|signal|viber|whats\s?app"
+    r"|סקייפ|טלגרם|וייבר|וו?א?טסאפ)"  # noqa: RUF001
+    r"(\s++(?:id|user\s?name|user|nick(?:name)?|handle)\b)?(\s*+[:=-])?\s*+"
+    r"(?:(\+?\d(?:[\s.-]?\d){4,})|((?:live:)?\w+(?:[.-]\w+)*))",
+    re.IGNORECASE,
+)
+_SAID_AFTER_A_COLON = ("skype", "telegram", "סקייפ", "טלגרם")
+
+
+def _messenger_handle(m: re.Match[str]) -> str:
+    name, label, separator, number, handle = m.groups()
+    written_as_one = number is not None or (
+        handle[0].isalpha() and (handle.lower().startswith("live:") or any(c in "._" or c.isdigit() for c in handle))
+    )
+    after_a_colon = separator is not None and separator.strip() in ":=" and name.lower() in _SAID_AFTER_A_COLON
+    if written_as_one or label or after_a_colon:
+        return m.group()[: (m.start(4) if number is not None else m.start(5)) - m.start()] + HANDLE_HIDDEN
+    return m.group()
+
+
+def _hide_handles(text: str) -> str:
+    text = _PROFILE_LINK.sub(lambda m: m.group(1) + HANDLE_HIDDEN, text)
+    text = _MESSENGER.sub(_messenger_handle, text)
+    return _AT_HANDLE.sub(HANDLE_HIDDEN, text)
+
+
 def hide_contact_details(text: str, default_region: str = "IL") -> str:
-    """The text with the phone numbers and email addresses in it replaced, for what businesses see of a lead before
-    they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the description
-    would otherwise hand its contact to every business offered the lead, for nothing."""
-    text = _hide_emails(text)
+    """The text with the phone numbers, email addresses and messenger handles in it replaced, for what businesses see
+    of a lead before they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the
+    description would otherwise hand its contact to every business offered the lead, for nothing. Street addresses
+    are left: told from a description of the work only by guessing ("12 Herzl St" and "2 rooms on Herzl St" read
+    alike), they would hide too much that is no contact."""
+    text = _hide_spelled_phones(_hide_emails(text))
     country_code = str(phonenumbers.country_code_for_region(default_region))
     pieces: list[str] = []
     at = 0  # where the last phone hidden ends: a phone written right after another is no group of a longer number
@@ -322,4 +426,5 @@ def hide_contact_details(text: str, default_region: str = "IL") -> str:
             pieces += [text[at : m.start], PHONE_HIDDEN]
             at = m.end
     pieces.append(text[at:])
-    return "".join(pieces)
+    # After the phones: a number after a messenger's name that is a phone is hidden as one ("whatsapp [phone hidden]").
+    return _hide_handles("".join(pieces))

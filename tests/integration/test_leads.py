@@ -43,14 +43,23 @@ async def test_contact_details_written_in_the_description_are_seen_only_by_the_c
 
 
 async def test_a_phone_in_digits_of_another_script_or_an_address_spelled_out_is_hidden_from_the_offered(app, client):
-    """Arabic-Indic, Persian and full-width digits, and an @ with spaces or in brackets: each still a contact the
-    customer handed over, hidden from the businesses offered the lead as an ASCII one is."""
+    """Arabic-Indic, Persian and full-width digits, an @ with spaces or in brackets, a phone in words, a bare "at" with
+    "dot"s, messenger handles and profile links: each still a contact the customer handed over, hidden from the
+    businesses offered the lead as an ASCII one is."""
     written = {
         "اتصل بي ٠٥٢٥٥٥١٢٣٤": "اتصل بي [phone hidden]",
         "شماره ۰۵۲۵۵۵۱۲۳۴ لطفا": "شماره [phone hidden] لطفا",
         "Contact: ０５２５５５１２３４": "Contact: [phone hidden]",  # noqa: RUF001
         "or ٠٠٩٧٢٥٢٥٥٥١٢٣٤ / ٩٧٢٥٢٥٥٥٤٣٢١": "or [phone hidden] / [phone hidden]",
         "mail: dana @ gmail.com or dana(at)walla.co.il": "mail: [email hidden] or [email hidden]",
+        "telegram @dana_plumb, instagram instagram.com/dana.plumb, fb facebook.com/dana.cohen": (
+            "telegram [handle hidden], instagram instagram.com/[handle hidden], fb facebook.com/[handle hidden]"
+        ),
+        "skype: dana.cohen77, name Dana Cohen, 12 Herzl St apt 4 Haifa": (
+            "skype: [handle hidden], name Dana Cohen, 12 Herzl St apt 4 Haifa"
+        ),
+        "my phone is zero five four one two three four five six seven": "my phone is [phone hidden]",
+        "email dana at gmail dot com": "email [email hidden]",
     }
     buyer_id, buyer = await register(client, "lead_buyer")
     leads = {}

@@ -137,6 +137,61 @@ def test_a_phone_written_as_numbers_are_is_read(raw):
         ("or dana @ walla . co . il, not via the site", "IL", "or [email hidden], not via the site"),
         ("dana@gmail .com or dana(at)gmail . com", "IL", "[email hidden] or [email hidden]"),
         ("mail dana @ gmail . com . Thanks", "IL", "mail [email hidden] . Thanks"),
+        # A bare " at " is an @ when the dots after it are spelled out too and it ends in a mail domain.
+        ("email dana at gmail dot com", "IL", "email [email hidden]"),
+        ("or dana.levi at walla dot co dot il, thanks", "IL", "or [email hidden], thanks"),
+        # A phone spelled out in words, in English or Hebrew, with "double" and "triple", some of its digits as digits.
+        ("my phone is zero five four one two three four five six seven", "IL", "my phone is [phone hidden]"),
+        ("call Oh-five-four, double one, triple two. Thanks", "IL", "call [phone hidden]. Thanks"),
+        ("zero five four 1234567 after six", "IL", "[phone hidden] after six"),
+        (
+            "טלפון אפס חמש ארבע אחת שתיים שלוש ושבע",  # "phone zero five four one two three and seven"
+            "IL",
+            "טלפון [phone hidden]",
+        ),
+        # Messenger and social network handles and profile links: the handle hidden, the network's name kept.
+        (
+            "telegram @dana_plumb, instagram instagram.com/dana.plumb, fb facebook.com/dana.cohen",
+            "IL",
+            "telegram [handle hidden], instagram instagram.com/[handle hidden], fb facebook.com/[handle hidden]",
+        ),
+        (
+            "https://t.me/dana_plumb or https://www.facebook.com/profile.php?id=100012345678. Thanks",
+            "IL",
+            "https://t.me/[handle hidden] or https://www.facebook.com/[handle hidden]. Thanks",
+        ),
+        (
+            "m.me/dana.c, linkedin.com/in/dana-cohen/, TikTok.com/@dana, x.com/dana77, twitter.com/dana, fb.com/dana",
+            "IL",
+            "m.me/[handle hidden], linkedin.com/in/[handle hidden], TikTok.com/[handle hidden], x.com/[handle hidden], "
+            "twitter.com/[handle hidden], fb.com/[handle hidden]",
+        ),
+        ("https://wa.me/+972541234567", "IL", "https://wa.me/[phone hidden]"),
+        (
+            "skype: dana.cohen77, name Dana Cohen, 12 Herzl St apt 4 Haifa",  # a street address is left: see the README
+            "IL",
+            "skype: [handle hidden], name Dana Cohen, 12 Herzl St apt 4 Haifa",
+        ),
+        (
+            "Skype live:dana.c or skype id dana, telegram: dana",
+            "IL",
+            "Skype [handle hidden] or skype id [handle hidden], telegram: [handle hidden]",
+        ),
+        (
+            "telegram dana_plumb, signal dana.01, viber 541234567",
+            "IL",
+            "telegram [handle hidden], signal [handle hidden], viber [handle hidden]",
+        ),
+        (
+            "WhatsApp 054-1234567 or whatsapp: +972 54 123 4567",
+            "IL",
+            "WhatsApp [phone hidden] or whatsapp: [phone hidden]",
+        ),
+        (
+            "זמין בוואטסאפ dana_plumb",
+            "IL",
+            "זמין בוואטסאפ [handle hidden]",
+        ),  # "on WhatsApp"
         # Budgets, sizes, dates and order numbers are not phones.
         *(
             (kept, "DE", kept)
@@ -166,6 +221,21 @@ def test_a_phone_written_as_numbers_are_is_read(raw):
                 "\u05de\u05d9\u05d3\u05d5\u05ea 0521 x 5551 x 234 \u05e1\u05f4\u05de",
             )
         ),
+        # Words of the rules above written as words are kept: "at", digits in words, messengers, @, sites.
+        *(
+            (kept, "IL", kept)
+            for kept in (
+                "I want it at 5, a 3 bedroom at home, meet at home dot something",
+                "look at the dot in the corner, at noon dot on the map",
+                "one two three rooms, four or five days, fifty thousand, 2 x 12345678, one 12345678",
+                "Oh, one more thing: double or triple glazing, seven to nine days",
+                "skype me, skype dana, whatsapp only, whatsapp-only, telegram or phone, viber - later",
+                "viber 5pm, whatsapp 2x",
+                "the signal is weak, signal: weak, WiFi signal strength 5",
+                "2 @12.50 each, @ home, a@b, box.com/dana, mybox.com/x, instagram.com",
+                "שלוש חדרים, חמש ימים",  # "three rooms, five days"
+            )
+        ),
     ],
 )
 def test_contact_details_in_free_text_are_hidden_and_nothing_else(text: str, region: str, shown: str) -> None:
@@ -191,6 +261,17 @@ def test_contact_details_in_free_text_are_hidden_and_nothing_else(text: str, reg
         "a@" + "b." * 2499,  # no top-level domain
         "a @ b" + " . c" * 1248 + " . 1",
         "@" * 5000,
+        "at " * 1666,
+        "x at " + "b dot " * 830,  # no mail domain at its end
+        "a at b dot c at " * 300,
+        "one" + " " * 4990 + "x",
+        "double " * 714,
+        "skype " * 833,
+        "skype id" + " " * 4990 + ":",
+        "whatsapp " + "a" * 4990,
+        "@a" * 2500,
+        "1 " * 2500,
+        "whatsapp 1" + "  1" * 1600,
     ],
     ids=lambda text: f"{text[:6]!r}x{len(text)}",
 )
@@ -209,6 +290,11 @@ def test_long_runs_without_contact_details_are_kept(kept: str) -> None:
         ("\u3316" * 4000 + " dana\uff20gmail.com", "\u3316" * 3333 + "[text hidden]"),
         ("0541234567 " * 454, "[phone hidden] " * 454),
         ("0" * 4000 + ", call 054-1234567", "0" * 4000 + ", call [phone hidden]"),
+        ("one " * 1250, "[phone hidden] "),
+        ("x" + " " * 2000 + "at" + " " * 2000 + "b dot com", "[email hidden]"),
+        ("whatsapp 1" + " 1" * 1600 + "x", "whatsapp [handle hidden]x"),
+        ("instagram.com/" + "a." * 2490, "instagram.com/[handle hidden]."),
+        ("@" + "a." * 2499, "[handle hidden]."),
     ],
     ids=[
         "local-part-4990",
@@ -219,6 +305,11 @@ def test_long_runs_without_contact_details_are_kept(kept: str) -> None:
         "km-4000",
         "phones-454",
         "zeros-then-phone",
+        "digit-words-1250",
+        "bare-at-spaces-4000",
+        "messenger-number-1600",
+        "profile-labels-2490",
+        "handle-labels-2499",
     ],
 )
 def test_contact_details_after_long_runs_are_hidden(text: str, shown: str) -> None:

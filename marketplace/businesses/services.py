@@ -196,6 +196,19 @@ async def update_business(
         taken = await session.scalar(select(Business.id).where(Business.email == new_email, Business.id != business.id))
         if taken:
             raise _email_taken()
+        # The address it had hears of the change, in this transaction: whoever holds a leaked token could otherwise
+        # move the account's mail to itself first and then replace the token unheard (identity: the replacement's
+        # message goes to the address of the moment; a review).
+        notify(
+            session,
+            "account_email",
+            business.email,
+            "Your account's email was changed",
+            f"{business.name}: the account's email was changed from this address to {new_email}. If you did not "
+            "change it, its API token may be in someone else's hands: ask an operator for a new token, which cuts "
+            "off every earlier one.",
+            reference=business.id,
+        )
         business.email = new_email
     business.name = name
     if phone is not None:

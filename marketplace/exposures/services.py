@@ -87,13 +87,16 @@ _HIRED_ME = (
     .limit(1)
 )
 
-# The customer hired a business for the lead, any business (its answer, or a deal reported won on the lead by any of
-# its holders): a customer with a real need, so the lead was relevant to whoever lost it to a competitor, whose return
-# would turn a lost race into a free replacement or a refund (a lead closed because its seller was blocked, with no
-# hire, may still be returned: it may never have been a customer's).
+# The customer hired a business for the lead, any business (its answer, or a deal maker's deal reported won on the
+# lead: its word commits it to a commission; a lead buyer's free `won` is a lead manager of its own and takes nobody's
+# return away, as it leaves the lead on the market): a customer with a real need, so the lead was relevant to whoever
+# lost it to a competitor, whose return would turn a lost race into a free replacement or a refund (a lead closed
+# because its seller was blocked, with no hire, may still be returned: it may never have been a customer's).
 _HIRED_ANYONE = select(
     exists().where(Survey.lead_id == bindparam("lead_id"), Survey.answered_at.is_not(None), Survey.hired.is_(True))
-    | exists().where(Exposure.lead_id == bindparam("lead_id"), Exposure.status.in_(rules.WON))
+    | exists().where(
+        Exposure.lead_id == bindparam("lead_id"), Exposure.mode == "deal_maker", Exposure.status.in_(rules.WON)
+    )
 )
 
 
@@ -283,6 +286,11 @@ async def update_status(
             "a deal maker's paid deal needs its turnover (the commission is its share)",
             errors=[FieldError("turnover", "required for paid")],
         )
+    if exposure.mode == "deal_maker" and rules.decision(before.status, data.status) == "won":
+        # The lead's row before the win is written (the deal's, then the lead's, as a return takes them): a return of
+        # another holder's deal on the lead, which refuses once the customer hired someone (_HIRED_ANYONE), either
+        # committed first or waits and sees this win; never refunded beside it (a review found the gap).
+        await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     # One moment for the event and the deal: the ranking dates a win by either (events.Moved.at, won_at_column).
     now = utcnow()
     _record(session, exposure, business.actor, data.status, data.note, at=now)

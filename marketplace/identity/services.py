@@ -79,7 +79,10 @@ async def reissue_business_token(session: AsyncSession, business_id: str, *, by_
     # FOR NO KEY UPDATE, the claimer's lock (businesses.services.get_business): a plain FOR UPDATE would wait for, and
     # deadlock with, the key-share locks of rows referring to the business.
     business = await session.scalar(
-        select(Business).where(Business.id == business_id).with_for_update(key_share=True)
+        select(Business)
+        .where(Business.id == business_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)  # the email as of the lock, not as an earlier read of it held it
     )
     await _revoke_tokens(session, ApiToken.business_id, business_id)
     if business is not None:

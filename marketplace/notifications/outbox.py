@@ -14,7 +14,9 @@ from marketplace.db.models import Notification
 from marketplace.ids import new_id
 
 # What the outbox sends.
-NOTIFICATION_KINDS = ("account_status", "account_token", "alert", "invitation", "invoice", "reward", "survey")
+NOTIFICATION_KINDS = (
+    "account_email", "account_status", "account_token", "alert", "invitation", "invoice", "reward", "survey"
+)  # fmt: skip
 
 
 def notify(

@@ -658,6 +658,21 @@ async def test_a_business_is_told_at_its_email_of_every_replacement_of_its_token
     assert others.json()["items"] == []
 
 
+async def test_the_old_address_hears_of_an_email_change(app, client):
+    """Whoever holds a leaked token could move the account's mail to itself and then replace the token, the
+    replacement's message going to its own address: the address the account had hears of the change."""
+    business_id, token = await register(client, "deal_maker", name="Moved Pipes", email="first@example.com")
+    operator = await operator_token(app)
+    changed = await client.patch("/v1/businesses/me", headers=auth(token), json={"email": "thief@example.net"})
+    assert changed.status_code == 200, changed.text
+    again = await client.patch("/v1/businesses/me", headers=auth(token), json={"email": "thief@example.net"})
+    assert again.status_code == 200, again.text  # the same address again: no change, no message
+    listed = await client.get(f"/v1/notifications?kind=account_email&reference={business_id}", headers=auth(operator))
+    (message,) = listed.json()["items"]
+    assert (message["recipient"], message["subject"]) == ("first@example.com", "Your account's email was changed")
+    assert "thief@example.net" in message["body"] and "ask an operator for a new token" in message["body"]
+
+
 async def test_a_replaced_token_is_forgotten_by_every_process(app, client, monkeypatch):
     # Other processes forget a business's cached tokens when they hear it changed (the ranking's pub/sub message,
     # as for a block): both replacements publish it, as every change of a business does.

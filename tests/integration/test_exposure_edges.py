@@ -210,9 +210,23 @@ async def test_a_lead_whose_customer_hired_a_competitor_cannot_be_returned(app, 
     assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposures[1])) is None
 
     # (The customer's own answer naming a competitor: test_a_lead_the_customer_says_it_hired_this_business_for_...)
-    # A lead nobody was hired for is returned as ever.
+    # A lead nobody was hired for is returned as ever; so is one a lead buyer reported won (its free report owes
+    # nothing and leaves the lead on the market: it takes nobody's return away).
     _, kept = await claimed_deal(app, client, loser_id, loser)
     assert (await _return(client, loser, kept)).status_code == 200
+    other_id, other = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    offers = await offer_lead_to(app, lead_id, [buyer_id, other_id])
+    held = []
+    for offer_id, token in zip(offers, (buyer, other), strict=True):
+        claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={"exclusive": False})
+        assert claimed.status_code == 201, claimed.text
+        held.append(claimed.json()["id"])
+    await report(client, buyer, held[0], "won")
+    returned = await _return(client, other, held[1])
+    assert returned.status_code == 200 and returned.json()["refund"] is not None, returned.text
+
+
 async def test_returnable_until_is_shown_only_while_a_return_is_open_to_the_deal(app, client, db, settings):
     """`returnable_until` was the claim plus the return window for every deal, a quoted, lost, won or returned one
     too, though only a new or contacted one may be returned (rules.RETURNABLE): a client read a window that no return

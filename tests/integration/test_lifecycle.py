@@ -831,7 +831,6 @@ async def test_a_deal_reported_won_takes_its_lead_off_the_market(app, client, db
     assert invoiced.status_code == 200, invoiced.text
 
 
-
 async def test_a_claim_of_a_full_lead_then_won_says_it_left_the_market_not_that_it_is_full(app, client, db):
     """A lead that filled (its other offers withdrawn) and was then won by one of its deal makers has left the market:
     a late claim of a withdrawn offer was told the lead is full, which it was before the customer was served."""
@@ -847,6 +846,7 @@ async def test_a_claim_of_a_full_lead_then_won_says_it_left_the_market_not_that_
     refused = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(late), json={"exclusive": False})
     assert refused.status_code == 409, refused.text
     assert "left the market" in refused.json()["detail"] and "full" not in refused.json()["detail"], refused.text
+
 
 async def test_a_full_lead_whose_deal_is_won_is_closed_and_stays_closed(app, client, db):
     """A full lead says closed too once its customer hired a business (it stayed `full`, its expiry brought forward,

@@ -322,3 +322,52 @@ async def test_a_blocks_release_never_reopens_a_lead_another_deal_maker_won_mean
     assert lead.status == "closed" and lead.exposure_count == 2
     assert await db.scalar(select(Exposure.status).where(Exposure.id == held.json()["id"])) == "new"
     assert await db.count(FraudRelease, FraudRelease.exposure_id == held.json()["id"]) == 0
+
+
+@pytest.mark.postgres_only  # SQLite runs one writer at a time: the return would wait for the report to commit
+async def test_a_return_racing_a_deal_makers_won_on_the_lead_is_refused_never_refunded_beside_it(
+    app, client, db, monkeypatch
+):
+    """A lead buyer returns its lead while a deal maker holding the same lead reports it won (the customer hired
+    someone: no return, _HIRED_ANYONE). The report wrote `won` and took the lead's row only later (off the market),
+    so a return taking that row in between read no uncommitted win, refunded, and both committed: a refund beside the
+    hire. Now the report takes the lead's row before it writes the win: the return, forced into the window after the
+    win is written, waits for the report to commit, then sees the hire (a 409)."""
+    from marketplace.db.models import LedgerTransaction
+    from marketplace.surveys import services as survey_services
+
+    (maker_id, maker), (buyer_id, buyer) = await register(client, "deal_maker"), await register(client, "lead_buyer")
+    lead_id = await submit_lead(client, category="plumbing")
+    maker_offer, buyer_offer = await offer_lead_to(app, lead_id, [maker_id, buyer_id])
+    shared = {"exclusive": False}
+    deal = await client.post(f"/v1/offers/{maker_offer}/claim", headers=auth(maker), json=shared)
+    bought = await client.post(f"/v1/offers/{buyer_offer}/claim", headers=auth(buyer), json=shared)
+    assert deal.status_code == 201 and bought.status_code == 201, (deal.text, bought.text)
+    deal_id, bought_id = deal.json()["id"], bought.json()["id"]
+    won_written = asyncio.Event()
+    real = survey_services.on_deal_reported
+
+    async def won_written_and_held(session, *args, **kwargs):
+        # `won` is flushed, not committed: the return runs now, within the report's transaction.
+        won_written.set()
+        await asyncio.sleep(0.5)
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(survey_services, "on_deal_reported", won_written_and_held)
+    winning = asyncio.create_task(
+        client.post(
+            f"/v1/exposures/{deal_id}/status",
+            headers=auth(maker),
+            json={"status": "won", "turnover": {"amount_minor": 50_000, "currency": "ILS"}},
+        )
+    )
+    await won_written.wait()
+    returned = await client.post(
+        f"/v1/exposures/{bought_id}/return", headers=auth(buyer), json={"reason": "irrelevant"}
+    )
+    won = await winning
+    assert won.status_code == 200, won.text
+    assert returned.status_code == 409 and "hired a business" in returned.json()["detail"], returned.text
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == deal_id)) == "won"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == bought_id)) == "new"
+    assert await db.count(LedgerTransaction, LedgerTransaction.idempotency_key == f"refund:{bought_id}") == 0

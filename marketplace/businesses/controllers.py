@@ -83,11 +83,14 @@ class BusinessController(Controller):
     ) -> schemas.Bids:
         """A lead buyer's highest bid per category, all at once (a category not named has its bid withdrawn); each
         lead costs the least that keeps its place in the ranking (generalised second price), never below the
-        category's price and never above the bid."""
+        category's price and never above the bid. A bid lowered below an open offer's price withdraws the offer: the
+        place was earned by the old bid."""
         business_id = current_principal(request).id
         async with state.uow() as uow:
-            bids = await services.set_bids(uow.session, state.settings, business_id, data)
+            bids, withdrew = await services.set_bids(uow.session, state.settings, business_id, data)
         state.ranking_sync.changed(business_id)
+        if withdrew:  # the leads whose offers a lowered bid withdrew go on with a next wave, the business in it anew
+            state.jobs.enqueue("offer_open_leads", business_id)
         return schemas.Bids(bids)
 
     @get("/businesses/{business_id:str}", opt=access(Access.OPERATOR))

@@ -16,6 +16,7 @@ from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, nor
 from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
 from marketplace.db.models.businesses import with_profile
+from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
 from marketplace.http.pagination import after_time_cursor, check_limit, time_cursor
 from marketplace.identity.services import issue_business_token, refuse_if_blocked
@@ -448,10 +449,11 @@ def to_schema(business: Business) -> schemas.Business:
 
 async def set_bids(
     session: AsyncSession, settings: Settings, business_id: str, data: schemas.BidsIn
-) -> list[schemas.Bid]:
+) -> tuple[list[schemas.Bid], bool]:
     """A lead buyer's highest bid per category it serves, all of them at once (a category not named has its bid
     withdrawn); never below the category's price (the reserve). It pays the generalised second price of each lead,
-    at most its bid. Refused as a whole, naming every error, with nothing changed."""
+    at most its bid. Refused as a whole, naming every error, with nothing changed. Returns the bids and whether a
+    lowered bid withdrew open offers (their leads are then to be offered again: the controller's job)."""
     business = await get_business(session, business_id, for_update=True)
     await refuse_if_blocked(session, business_id)  # under the row lock just taken: its status as of now
     rows = {row.category: row for row in business.category_rows}
@@ -491,16 +493,22 @@ async def set_bids(
     # explicit null does (RFC 9110: the body is the new state, not a patch of the old one).
     wanted: dict[str, int | None] = {category: None for category in rows}
     wanted.update({bid.category: bid.max_bid.amount_minor if bid.max_bid is not None else None for bid in data.bids})
+    withdrawn = 0
     for category_code, max_bid_minor in wanted.items():
         rows[category_code].max_bid_minor = max_bid_minor
         if category_code not in settings.categories:
-            continue  # a category the marketplace no longer lists has no open offers to cap
-        # An open offer's second price was set under the old bid: a lowered (or withdrawn) bid caps it, so that a
-        # claim never costs more than the bid in force, and the list shows what the claim charges. A raised bid
-        # leaves it: the price was the least that kept the place.
+            continue  # a category the marketplace no longer lists has no open offers to withdraw
+        # An open offer's place was earned by the old bid: its second price is the least that kept the place against
+        # the next candidate. A bid lowered (or withdrawn: the list price) below that price would not have earned it,
+        # so the offer is withdrawn rather than kept at a lower price (a buyer bidding high to rank first and lowering
+        # the bid before claiming would otherwise take the place at the list price, while those it pushed down pay
+        # more for theirs). A bid still at or above the price would have earned the place: the offer stays, at its
+        # price. A withdrawn offer does not count as offered: the lead is offered again (the controller's
+        # offer_open_leads job), the business ranked by the bid in force among those not offered it yet.
         list_price = settings.categories[category_code].lead_price_minor
         ceiling = max_bid_minor if max_bid_minor is not None else list_price
-        await session.execute(
+        withdrawn += await rows_changed(
+            session,
             update(Offer)
             .where(
                 Offer.business_id == business.id,
@@ -508,11 +516,11 @@ async def set_bids(
                 Offer.price_minor > ceiling,
                 Offer.lead_id.in_(select(Lead.id).where(Lead.category == category_code)),
             )
-            .values(price_minor=ceiling)
+            .values(status="closed"),
         )
     business.updated_at = utcnow()
     await session.flush()
-    return bids_of(settings, business)
+    return bids_of(settings, business), withdrawn > 0
 
 
 def bids_of(settings: Settings, business: Business) -> list[schemas.Bid]:

@@ -686,7 +686,8 @@ async def _why_off_the_market(session: AsyncSession, lead: Lead) -> str:
 
 
 _WITHDRAWN = (
-    "this offer was withdrawn: the business reached a cap or its credit limit, no longer fits the lead, or was blocked"
+    "this offer was withdrawn: the business reached a cap or its credit limit, no longer fits the lead, lowered its "
+    "bid below the offer's price, or was blocked"
 )
 _LEFT_THE_MARKET = (
     "this offer was withdrawn: its lead has left the market, the customer having hired a business (a deal reported "

@@ -1,17 +1,19 @@
 """Edges of offers, waves and bids over HTTP.
 
 Covers: a bid kept across a profile change; each wave place paying the next place's bid (core and club paths), and
-what a claim costs against the bid in force (a lowered bid caps the open offers' prices); each
+a bid lowered below an open offer's price withdrawing the offer (and the lead offered again); each
 business seeing and claiming only its own offers; odd paging, claim and bid input as 4xx that change nothing; the
 deal range's bounds; suspended, blocked, capped and non-member businesses never offered; paging a lead's ranking and
 the offers list; a refused claim changing nothing; a narrower profile withdrawing only the offers that no longer fit."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
+from marketplace.clock import clock
 from marketplace.db.models import Offer
 from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
 
@@ -118,24 +120,58 @@ async def test_an_offer_carries_the_ranker_s_price_not_its_explanation(app, clie
     assert offers[buyers[0][0]].price_minor == 12_000  # the second price, not the list price a None would mean
 
 
-async def test_a_claim_never_costs_more_than_the_bid_in_force(app, client, db, settings):
-    """A buyer bids 14,000 and is offered a lead at the second price 12,000; before claiming it lowers its bid to
-    the list price (or withdraws it). The claim costs at most the bid in force when it claims (here the list price),
-    and the offer list says so. (It cost the 12,000 set when the offer was made, above the buyer's bid: set_bids
-    left open offers' prices alone.)"""
+async def test_a_bid_lowered_below_an_offer_s_price_withdraws_the_offer_and_the_lead_is_offered_again(
+    app, client, db, settings
+):
+    """Three buyers bid 14,000, 12,000 and 9,000 (list price 6,000): the first is offered a lead at 12,000. It lowers
+    its bid to the list price before claiming (bidding high to rank first, claiming at the list price, while the
+    second pays 9,000 for the place below): the place was earned by the old bid, so its offer is withdrawn (gone from
+    its list, its claim a 409 saying so, the ranking showing it closed). The others' offers stand. After the wave
+    delay the lead goes on with a next wave, the buyer in it by the bid in force, at the list price. (Before, the
+    offer stayed, its price capped at the lowered bid.)"""
     price = settings.categories["plumbing"].lead_price_minor
-    (_, top), _ = await _buyers_with_bids(client, 14_000, 12_000)
+    (top_id, top), (second_id, _), (third_id, _) = await _buyers_with_bids(client, 14_000, 12_000, 9_000)
     app.state.ranker.core.explore_share = 0.0
     await app.state.ranking_sync.settled()
     lead = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
     (offer,) = [o for o in await offers_of(client, top) if o["lead_id"] == lead]
     assert offer["price"]["amount_minor"] == 12_000
-    assert (await _put_bids(client, top, _bid("plumbing", None))).status_code == 200
+    assert (await _put_bids(client, top, _bid("plumbing", price))).status_code == 200
+    assert [o for o in await offers_of(client, top) if o["lead_id"] == lead] == []
+    refused = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(top))
+    assert refused.status_code == 409, refused.text
+    assert "lowered its bid" in refused.json()["detail"]
+    offers = {o.business_id: o.status for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
+    assert offers == {top_id: "closed", second_id: "open", third_id: "open"}
+    op = await operator_token(app)
+    ranking = (await client.get(f"/v1/leads/{lead}/ranking", headers=auth(op))).json()["items"]
+    assert [c["offer_status"] for c in ranking if c["business_id"] == top_id and c["offered"]] == ["closed"]
+    # The withdrawn place is not lost: the lead is offered again after the wave delay, the buyer by its new bid.
+    clock.advance(timedelta(seconds=settings.categories["plumbing"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    again = await db.scalar(select(Offer).where(Offer.lead_id == lead, Offer.business_id == top_id))
+    assert again is not None and again.status == "open" and again.wave == 2 and again.price_minor == price
     (offer,) = [o for o in await offers_of(client, top) if o["lead_id"] == lead]
     claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(top))
     assert claimed.status_code == 201, claimed.text
-    assert claimed.json()["price"]["amount_minor"] <= price  # the bid in force: none, so the list price
+    assert claimed.json()["price"]["amount_minor"] == price
+
+
+async def test_a_bid_lowered_or_withdrawn_keeps_the_offers_it_would_still_have_earned(app, client, db, settings):
+    """An offer at 12,000 (the second price against a 12,000 bid) stays at its price when the 14,000 bid is lowered
+    to 12,000, which would have earned the place; withdrawn (the list price), the bid no longer does."""
+    (top_id, top), _ = await _buyers_with_bids(client, 14_000, 12_000)
+    app.state.ranker.core.explore_share = 0.0
+    await app.state.ranking_sync.settled()
+    lead = await submit_lead(client, category="plumbing")
+    await app.state.jobs.run_due()
+    assert (await _put_bids(client, top, _bid("plumbing", 12_000))).status_code == 200
+    (offer,) = [o for o in await offers_of(client, top) if o["lead_id"] == lead]
+    assert offer["price"]["amount_minor"] == 12_000
+    assert (await _put_bids(client, top, _bid("plumbing", None))).status_code == 200
+    status = await db.scalar(select(Offer.status).where(Offer.lead_id == lead, Offer.business_id == top_id))
+    assert status == "closed"
 
 
 async def test_waves_reach_the_deal_range_s_bounds_and_nobody_outside_it(app, client, db):
@@ -317,8 +353,9 @@ async def test_a_clubs_lead_prices_its_members_by_second_price_and_skips_one_at_
 
 async def test_a_put_of_bids_withdraws_the_bid_of_a_category_it_does_not_name(app, client, db, settings):
     """PUT replaces the bids (RFC 9110): a category of the business the body leaves out has its bid withdrawn, as an
-    explicit null does (it kept its old bid: the PUT merged). The withdrawal caps that category's open offers at the
-    list price and reaches the ranking core; a refused PUT still changes nothing."""
+    explicit null does (it kept its old bid: the PUT merged). The withdrawal withdraws that category's open offers
+    priced above the list price (the places the old bid earned) and reaches the ranking core; a refused PUT still
+    changes nothing."""
     plumbing = settings.categories["plumbing"].lead_price_minor
     renovation = settings.categories["renovation"].lead_price_minor
     buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["plumbing", "renovation"]})
@@ -342,7 +379,7 @@ async def test_a_put_of_bids_withdraws_the_bid_of_a_category_it_does_not_name(ap
     assert {b["category"]: b["max_bid"] for b in one.json()["bids"]} == expected
     shown = (await client.get("/v1/businesses/me/bids", headers=auth(buyer))).json()["bids"]
     assert {b["category"]: b["max_bid"] for b in shown} == expected
-    assert await db.scalar(select(Offer.price_minor).where(Offer.id == offer)) == renovation
+    assert await db.scalar(select(Offer.status).where(Offer.id == offer)) == "closed"
     await app.state.ranking_sync.settled()
     assert app.state.ranker.standings[buyer_id].bids == {"plumbing": plumbing + 300, "renovation": None}
     # An empty list withdraws every bid.

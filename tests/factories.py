@@ -55,6 +55,15 @@ def lead_body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
+def sold_body(**overrides: Any) -> dict[str, Any]:
+    """A lead's body as an inquiry its seller sells, of its own customer: lead_body's email is every test customer's,
+    and a contact the seller got from the marketplace (a lead it bought) is not its to sell."""
+    body = lead_body(**overrides)
+    if "email" not in (overrides.get("contact") or {}):
+        body["contact"]["email"] = f"own{body['contact']['phone'].lstrip('+')}@example.com"
+    return body
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

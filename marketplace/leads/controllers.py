@@ -43,8 +43,10 @@ class LeadController(Controller):
         data: JSONBody[schemas.LeadCreate],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        """Sell an inquiry the business cannot serve; it earns from the lead's exposures. With an `Idempotency-Key`,
-        a retry gets the first answer (`Idempotent-Replayed: true`) and the key with another inquiry is a 422."""
+        """Sell an inquiry the business cannot serve; it earns from the lead's exposures. A customer whose phone or
+        email the business got from the marketplace (any lead it held, any category) is a 409 naming the field. With
+        an `Idempotency-Key`, a retry gets the first answer (`Idempotent-Replayed: true`) and the key with another
+        inquiry is a 422."""
         seller = current_principal(request).id
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, update
+from sqlalchemy import Exists, Select, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -59,10 +59,10 @@ def _same_need(in_club: bool) -> Select[str]:
     The same customer's need inside a club and on the open market (or in another club) are two leads: served by
     different businesses, neither joins the other. Within the window a lead is joined while it is open, and once any
     business has had its contact whatever became of it since (sold in full, returned, or taken off the market because
-    the customer hired someone: a submission a moment later is the same request again, or a business selling back a
-    contact it got here; as a new lead it would sell buyers a customer already served). Only a lead that ended
-    unserved, its time run out with nobody holding it (`lead_ttl_hours` shorter than the window), is joined by
-    nothing: asking again is the same need still unserved."""
+    the customer hired someone: a submission a moment later is the same request again; as a new lead it would sell
+    buyers a customer already served; a business selling back a contact it got here is refused before:
+    _refuse_contact_received_here). Only a lead that ended unserved, its time run out with nobody holding it
+    (`lead_ttl_hours` shorter than the window), is joined by nothing: asking again is the same need still unserved."""
     return (
         select(Lead.id)
         .where(
@@ -77,13 +77,42 @@ def _same_need(in_club: bool) -> Select[str]:
 
 
 _SAME_NEED, _SAME_NEED_IN_CLUB = _same_need(False), _same_need(True)
-# Whether the seller ever held an exposure of a lead of this customer and category (whatever became of it).
-_RECEIVED_HERE = (
-    select(Exposure.id)
-    .join(Lead, Lead.id == Exposure.lead_id)
-    .where(Lead.dedup_key == bindparam("key"), Exposure.business_id == bindparam("seller"))
-    .limit(1)
-)
+
+
+def _received_here(column: Any) -> Exists:
+    """Whether the seller ever held an exposure (any category, returned or not, whatever became of it) of a lead
+    whose contact has this phone or email (`column`, compared with the normalised value)."""
+    return exists().where(
+        Exposure.business_id == bindparam("seller"),
+        LeadContact.lead_id == Exposure.lead_id,
+        column == bindparam("value"),
+    )
+
+
+_PHONE_RECEIVED_HERE = select(_received_here(LeadContact.phone))
+_EMAIL_RECEIVED_HERE = select(_received_here(LeadContact.email))
+
+
+async def _refuse_contact_received_here(session: AsyncSession, seller_business_id: str, phone: str, email: str) -> None:
+    """A business sells only its own inquiries: a customer whose phone or email it got from the marketplace (a lead it
+    was sold or assigned, in any category) is not one. Sold back, in the same category past the duplicate window or in
+    another at any time, it would earn the seller's share of every claim of a contact it bought once (three claims pay
+    more than the one price it paid), and the customer, who agreed to be called about its own request, would be called
+    all over again about one it never made. Asked before the duplicate check, so that a refusal writes nothing."""
+    errors = [
+        FieldError(field, "a contact this business received from the marketplace")
+        for field, query, value in (
+            ("contact.phone", _PHONE_RECEIVED_HERE, phone),
+            ("contact.email", _EMAIL_RECEIVED_HERE, email),
+        )
+        if await session.scalar(query, {"seller": seller_business_id, "value": value})
+    ]
+    if errors:
+        raise Conflict(
+            "this customer came to this business from the marketplace (a lead with this phone or email): a contact "
+            "received here is not the business's own inquiry to sell",
+            errors=errors,
+        )
 
 
 async def submit_lead(
@@ -125,6 +154,8 @@ async def submit_lead(
         session, data.club, seller_business_id
     ):
         raise Forbidden(f"only members of club {data.club} bring leads into it")
+    if seller_business_id is not None:
+        await _refuse_contact_received_here(session, seller_business_id, phone, email)
 
     now = utcnow()
     key = dedup_key(data.category, phone)
@@ -141,15 +172,6 @@ async def submit_lead(
         lead = await session.get(Lead, existing, populate_existing=True)
         assert lead is not None
         return lead, True
-    if seller_business_id is not None and await session.scalar(
-        _RECEIVED_HERE, {"key": key, "seller": seller_business_id}
-    ):
-        # Past the window a contact bought here would be a new lead, and its buyer would earn from every claim of it
-        # (three claims earn more than the one price it paid) while the customer is called all over again.
-        raise Conflict(
-            "this customer came to this business from the marketplace (a lead of the same category and phone): "
-            "a contact received here is not the business's own inquiry to sell"
-        )
 
     category = settings.categories[data.category]
     description = data.description.strip()

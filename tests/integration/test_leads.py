@@ -117,8 +117,9 @@ async def test_same_contact_after_the_window_is_a_new_lead(settings, client, db)
 
 async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it(app, client, db):
     # A deal maker claims the lead and reports the deal won (the lead is taken off the market): the same request again
-    # a moment later, from the customer or from a business selling the contact on, is the same lead, not a new one
-    # to sell other businesses a customer already served.
+    # a moment later from the customer is the same lead, not a new one to sell other businesses a customer already
+    # served. The business that got the contact here selling it on is refused outright (a 409, nothing written: not
+    # counted as seen again), as a contact it received from the marketplace.
     body = lead_body(category="plumbing", region="tel-aviv")
     _, buyer = await register(client, "deal_maker")
     lead_id = (await client.post("/v1/leads", json=body)).json()["id"]
@@ -143,13 +144,14 @@ async def test_the_same_need_within_the_window_is_one_lead_whatever_became_of_it
     assert again.status_code == 200 and again.json()["id"] == lead_id and again.json()["duplicate"] is True
     assert again.json()["status"] == "closed"
     sold_back = await client.post("/v1/businesses/me/leads", headers=auth(buyer), json=body)
-    assert sold_back.status_code == 200 and sold_back.json()["id"] == lead_id
+    assert sold_back.status_code == 409, sold_back.text
+    assert [e["field"] for e in sold_back.json()["errors"]] == ["contact.phone", "contact.email"]
     # An expired one too (its lifetime is the window's, so this only happens when it ended early).
     async with app.state.uow() as uow:
         await uow.session.execute(update(Lead).where(Lead.id == lead_id).values(status="expired"))
     assert (await client.post("/v1/leads", json=body)).json()["id"] == lead_id
     assert await db.count(Lead) == 1
-    assert await db.scalar(select(Lead.seen_count)) == 4
+    assert await db.scalar(select(Lead.seen_count)) == 3
     assert await db.scalar(select(Lead.seller_business_id)) is None  # the seller route changed nothing of it
 
     clock.advance(timedelta(hours=72, minutes=1))

@@ -40,7 +40,16 @@ from marketplace.wallet.ledger import build_lead_earnings
 from marketplace.wallet.plans import default_plan
 from marketplace.wallet.queries import RETURN_SETTLING
 from tests.conftest import _truncate, make_settings
-from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
+from tests.factories import (
+    auth,
+    lead_body,
+    offer_lead_to,
+    offers_of,
+    operator_token,
+    register,
+    sold_body,
+    submit_lead,
+)
 
 ILS = "ILS"
 # plumbing: 60.00 ILS a lead, 150.00 exclusive. At 18 % VAT included: 60.00 = 50.85 net + 9.15 VAT
@@ -70,7 +79,7 @@ async def quick_offer(app: Any, business_id: str, *, seller_id: str | None = Non
     """A new lead (sold by seller_id, if given) offered to the business, in one unit of work through the services
     (the intake routes are tested elsewhere; this keeps many-step tests fast). Returns the offer id."""
     now = utcnow()
-    data = msgspec.convert(lead_body(**lead), LeadCreate)
+    data = msgspec.convert(lead_body(**lead) if seller_id is None else sold_body(**lead), LeadCreate)
     async with app.state.uow() as uow:
         created, duplicate = await submit_lead_service(
             uow.session, app.state.settings, data, seller_business_id=seller_id
@@ -527,7 +536,7 @@ async def test_in_germany_returning_an_upgraded_lead_credits_each_invoice_at_its
 
 
 async def _sell(client: httpx.AsyncClient, token: str, **lead: Any) -> str:
-    response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=lead_body(**lead))
+    response = await client.post("/v1/businesses/me/leads", headers=auth(token), json=sold_body(**lead))
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 

@@ -36,7 +36,7 @@ from marketplace.money import Money
 from marketplace.wallet import invoices, store
 from marketplace.wallet.ledger import IdempotencyConflict, Transfer, build_lead_earnings, build_withdrawal
 from marketplace.wallet.vat import VatBreakdown
-from tests.factories import auth, lead_body, operator_token, register
+from tests.factories import auth, lead_body, operator_token, register, sold_body
 
 ILS = "ILS"
 PRICE = 6000  # a plumbing lead
@@ -60,7 +60,7 @@ async def leads_offered_to(app: Any, business_ids: list[str], sellers: list[str]
     async with app.state.uow() as uow:
         for index, business_id in enumerate(business_ids):
             seller = sellers[index] if sellers else None
-            data = msgspec.convert(lead_body(), LeadCreate)
+            data = msgspec.convert(lead_body() if seller is None else sold_body(), LeadCreate)
             lead, _ = await submit_lead(uow.session, app.state.settings, data, seller_business_id=seller)
             offer = Offer(
                 id=new_id("off"),

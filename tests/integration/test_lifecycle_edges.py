@@ -54,13 +54,12 @@ async def test_a_replacement_offered_at_the_return_that_fills_before_the_claim_l
     assert [o["replaces_exposure_id"] for o in mine] == [exposure_id], mine
 
 
-async def test_a_claim_that_reaches_a_cap_withdraws_a_replacement_offer_and_the_replacement_stays_owed(
-    app, client, db
-):
-    """A deal maker with a replacement offer open claims another offer that reaches its daily cap: the replacement
-    stayed listed, and its claim was a 409 for the cap (the claim that reaches a cap withdraws the offers it could only
-    be refused). It is withdrawn now; the replacement stays owed, and the next day's first lead that fits is offered
-    as it."""
+async def _replacement_offered_then_capped(
+    app: Any, client: Any, db: Any, *, owed: bool = True
+) -> tuple[str, str, str, str]:
+    """A deal maker with a daily cap of one returns a lead and is offered a replacement (an open lead that fits), then
+    claims another lead, which reaches its cap: (its token, the returned exposure, the replacement offer, the
+    exposure the capping claim gave). `owed`: whether the return recorded a debt (windows.replacement_days above 0)."""
     clock.freeze(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # mid-day where the marketplace trades
     returner_id, returner = await register(
         client, "deal_maker", profile={"categories": ["legal"], "daily_cap": 1, "monthly_cap": 100}
@@ -72,9 +71,20 @@ async def test_a_claim_that_reaches_a_cap_withdraws_a_replacement_offer_and_the_
     assert returned.status_code == 200, returned.text
     replacement_offer = returned.json()["replacement_offer_id"]
     assert await db.scalar(select(Offer.lead_id).where(Offer.id == replacement_offer)) == replacement_lead
+    owed_since = await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id))
+    assert (owed_since is not None) == owed
     (other_offer,) = await offer_lead_to(app, other_lead, [returner_id])
     claimed = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(returner))
     assert claimed.status_code == 201, claimed.text  # its one lead of the day: the cap is reached
+    return returner, exposure_id, replacement_offer, claimed.json()["id"]
+
+
+async def test_a_claim_that_reaches_a_cap_withdraws_a_replacement_offer_and_the_replacement_stays_owed(app, client, db):
+    """A deal maker with a replacement offer open claims another offer that reaches its daily cap: the replacement
+    stayed listed, and its claim was a 409 for the cap (the claim that reaches a cap withdraws the offers it could only
+    be refused). It is withdrawn now; the replacement stays owed, and the next day's first lead that fits is offered
+    as it."""
+    returner, exposure_id, replacement_offer, _ = await _replacement_offered_then_capped(app, client, db)
 
     assert await db.scalar(select(Offer.status).where(Offer.id == replacement_offer)) == "closed"
     assert replacement_offer not in {o["offer_id"] for o in await offers_of(client, returner)}
@@ -100,28 +110,12 @@ async def test_a_claim_that_reaches_a_cap_keeps_a_replacement_offer_no_debt_stan
     replacement was lost without a word. It stays open now: refused while the cap holds, claimed once a lead returned
     makes room."""
     app.state.settings = replace(settings, windows=replace(settings.windows, replacement_days=0))
-    clock.freeze(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))  # mid-day where the marketplace trades
-    returner_id, returner = await register(
-        client, "deal_maker", profile={"categories": ["legal"], "daily_cap": 1, "monthly_cap": 100}
-    )
-    _, exposure_id = await claimed_deal(app, client, returner_id, returner, category="legal")
-    replacement_lead = await submit_lead(client, category="legal")  # open: the return offers it as the replacement
-    other_lead = await submit_lead(client, category="legal")
-    returned = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "x"})
-    assert returned.status_code == 200, returned.text
-    replacement_offer = returned.json()["replacement_offer_id"]
-    assert await db.scalar(select(Offer.lead_id).where(Offer.id == replacement_offer)) == replacement_lead
-    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
-    (other_offer,) = await offer_lead_to(app, other_lead, [returner_id])
-    claimed = await client.post(f"/v1/offers/{other_offer}/claim", headers=auth(returner))
-    assert claimed.status_code == 201, claimed.text  # its one lead of the day: the cap is reached
+    returner, _, replacement_offer, capping = await _replacement_offered_then_capped(app, client, db, owed=False)
 
     assert await db.scalar(select(Offer.status).where(Offer.id == replacement_offer)) == "open"
     refused = await client.post(f"/v1/offers/{replacement_offer}/claim", headers=auth(returner))
     assert refused.status_code == 409 and "daily cap" in refused.json()["detail"], refused.text
-    given_back = await client.post(
-        f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(returner), json={"reason": "x"}
-    )
+    given_back = await client.post(f"/v1/exposures/{capping}/return", headers=auth(returner), json={"reason": "x"})
     assert given_back.status_code == 200, given_back.text
     taken = await client.post(f"/v1/offers/{replacement_offer}/claim", headers=auth(returner))
     assert taken.status_code == 201, taken.text

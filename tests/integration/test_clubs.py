@@ -402,21 +402,27 @@ async def test_a_repeat_inside_a_club_is_the_same_lead(app, client, db):
     assert (first.status_code, again.status_code) == (201, 200) and again.json()["id"] == first.json()["id"]
 
 
+def _limit_invitations(app: Any, *, per_email: int, per_day: int) -> None:
+    """The club operators' invitation email limits, as the test needs them."""
+    import dataclasses
+
+    service = app.state.settings.service
+    app.state.settings = dataclasses.replace(
+        app.state.settings,
+        service=dataclasses.replace(
+            service, club_invitations_per_email_per_day=per_email, club_invitation_emails_per_day=per_day
+        ),
+    )
+
+
 async def test_a_clubs_operator_has_a_few_invitations_a_day_emailed_and_no_more(app, client, db):
     # A club operator's token (a third party's) made the marketplace email any address, as often as it liked.
-    import dataclasses
     from datetime import timedelta
 
     from marketplace.clock import clock
     from marketplace.db.models import ClubInvitation, Notification
 
-    settings = app.state.settings
-    app.state.settings = dataclasses.replace(
-        settings,
-        service=dataclasses.replace(
-            settings.service, club_invitations_per_email_per_day=3, club_invitation_emails_per_day=5
-        ),
-    )
+    _limit_invitations(app, per_email=3, per_day=5)
     operator = await operator_token(app)
     founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
     club, club_op = founded.json()["id"], auth(founded.json()["operator_token"])
@@ -457,19 +463,12 @@ async def test_the_marketplace_operators_invitations_do_not_use_up_the_club_oper
     """Only the club's own operator is limited, and only its invitations are counted: each invitation keeps who made
     it (`created_by`), and the marketplace's operators' invitations into the club leave the club operator's day
     whole."""
-    import dataclasses
 
     from sqlalchemy import select
 
     from marketplace.db.models import ClubInvitation
 
-    settings = app.state.settings
-    app.state.settings = dataclasses.replace(
-        settings,
-        service=dataclasses.replace(
-            settings.service, club_invitations_per_email_per_day=2, club_invitation_emails_per_day=3
-        ),
-    )
+    _limit_invitations(app, per_email=2, per_day=3)
     operator = await operator_token(app)
     founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
     club, club_op = founded.json()["id"], auth(founded.json()["operator_token"])

@@ -286,7 +286,9 @@ async def update_status(
             "a deal maker's paid deal needs its turnover (the commission is its share)",
             errors=[FieldError("turnover", "required for paid")],
         )
-    if exposure.mode == "deal_maker" and rules.decision(before.status, data.status) == "won":
+    # The customer's decision this report states (won, lost, or none): a skip past won wins the deal on the way.
+    decided = rules.decision(before.status, data.status)
+    if exposure.mode == "deal_maker" and decided == "won":
         # The lead's row before the win is written (the deal's, then the lead's, as a return takes them): a return of
         # another holder's deal on the lead, which refuses once the customer hired someone (_HIRED_ANYONE), either
         # committed first or waits and sees this win; never refunded beside it (a review found the gap).
@@ -300,7 +302,6 @@ async def update_status(
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment. Won by its
     # decision, not its name: a report of invoiced or paid straight from an undecided deal wins it on the way.
-    decided = rules.decision(before.status, data.status)
     await surveys.on_deal_reported(session, settings, exposure, decided)
     if exposure.mode == "deal_maker" and decided == "won":
         # The customer hired this business: nobody else is offered, nor sold, its contact from now on. Only a deal

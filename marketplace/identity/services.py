@@ -12,7 +12,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from marketplace.clock import utcnow
 from marketplace.db.conflicts import violates
 from marketplace.db.models import ApiToken, Business, Operator, UsedLink
-from marketplace.errors import Forbidden, Gone
+from marketplace.errors import Forbidden, Gone, NotFound
 from marketplace.identity.links import LinkClaims
 from marketplace.identity.tokens import hash_token, new_token
 from marketplace.ids import new_id
@@ -84,9 +84,10 @@ async def reissue_business_token(session: AsyncSession, business_id: str, *, by_
         .with_for_update(key_share=True)
         .execution_options(populate_existing=True)  # the email as of the lock, not as an earlier read of it held it
     )
+    if business is None:
+        raise NotFound(f"no business {business_id}")
     await _revoke_tokens(session, ApiToken.business_id, business_id)
-    if business is not None:
-        _tell_token_replaced(session, business, by_operator=by_operator)
+    _tell_token_replaced(session, business, by_operator=by_operator)
     return issue_business_token(session, business_id)
 
 

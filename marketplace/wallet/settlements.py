@@ -14,6 +14,7 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, NotFound
+from marketplace.identity.services import held_status
 from marketplace.money import Money
 from marketplace.settings import Settings
 from marketplace.wallet import provider, store
@@ -49,6 +50,9 @@ async def confirm_settlement(
             chain_query(settlement).order_by(Settlement.id).with_for_update().execution_options(populate_existing=True)
         )
         others = sorted((c for c in chain if c.id != settlement.id), key=lambda c: (c.created_at, c.id))
+    elif settlement.business_id is not None and settlement.status == "pending":
+        # Its status as of now, the row held against a block until this commits (as a withdrawal holds it).
+        _refuse_payout_to_inactive(settlement, await held_status(session, settlement.business_id))
     confirmable = or_(
         Settlement.status == "pending", and_(Settlement.status == "failed", Settlement.direction == "charge")
     )
@@ -93,6 +97,25 @@ async def confirm_settlement(
         settlement.confirmed_transaction_id = paid.transaction_id
     await session.refresh(settlement)
     return settlement
+
+
+def _refuse_payout_to_inactive(payout: Settlement, status: str | None) -> None:
+    """A business's payout leaves only while the business is active: one requested before a block (a confirmed fraud
+    alert) or a suspension is not paid out after it. The operator fails it (the money goes back to the wallet, where
+    it pays what the business owes) or, for a suspension, confirms it once the business is let back in."""
+    if status == "blocked":
+        raise Conflict(
+            f"settlement {payout.id} is a payout to business {payout.business_id}, which is blocked: it is not paid "
+            f"out; fail it (POST /v1/settlements/{payout.id}/fail) to return the money to the business's wallet",
+            extra={"business_status": status},
+        )
+    if status == "suspended":
+        raise Conflict(
+            f"settlement {payout.id} is a payout to business {payout.business_id}, which is suspended: confirm it once "
+            f"the business is let back in, or fail it (POST /v1/settlements/{payout.id}/fail) to return the money "
+            "to its wallet",
+            extra={"business_status": status},
+        )
 
 
 async def _supersede_older_charges(session: AsyncSession, charge: Settlement, others: list[Settlement]) -> None:

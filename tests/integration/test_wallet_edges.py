@@ -9,6 +9,7 @@ import asyncio
 from collections import Counter
 
 import pytest
+from sqlalchemy import select
 
 from marketplace.db.models import Invoice, LedgerTransaction, Settlement
 from marketplace.wallet import settlements
@@ -241,3 +242,42 @@ async def test_statement_dates_beyond_the_calendar_in_utc_are_a_422(app, client,
     for query in ("since=0001-01-01T00:00:00%2B01:00", "until=9999-12-31T23:59:59-05:00"):
         response = await client.get(f"/v1/wallet/entries?{query}", headers=auth(token))
         assert response.status_code == 422, (query, response.status_code, response.text)
+
+
+@pytest.mark.parametrize("hold", ["blocked", "suspended"])
+async def test_a_payout_requested_before_a_block_or_suspension_is_not_confirmed_after_it(app, client, db, hold):
+    """The money of a business taken out of the market does not leave: the operator fails the payout (back to the
+    wallet) or, after a suspension, confirms it once the business is let back in."""
+    a_id, a = await register(client, "lead_buyer")
+    await fund(app, a_id, "lead_buyer", 10_000)
+    r = await client.post(
+        "/v1/wallet/withdrawals", headers={**auth(a), "Idempotency-Key": "w1"}, json={"amount": money(4_000)}
+    )
+    assert r.status_code == 201, r.text
+    payout = r.json()
+    op = await operator_token(app)
+    if hold == "blocked":
+        r = await client.post(f"/v1/businesses/{a_id}/block", headers=auth(op), json={"reason": "fraud"})
+    else:
+        r = await client.post(
+            f"/v1/businesses/{a_id}/status", headers=auth(op), json={"status": "suspended", "reason": "checks"}
+        )
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/settlements/{payout['id']}/confirm", headers=auth(op))
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert hold in r.json()["detail"] and r.json()["business_status"] == hold
+    assert await db.scalar(select(Settlement.status).where(Settlement.id == payout["id"])) == "pending"
+    assert await db.count(LedgerTransaction, LedgerTransaction.idempotency_key == f"paid-out:{payout['id']}") == 0
+    if hold == "suspended":
+        r = await client.post(
+            f"/v1/businesses/{a_id}/status", headers=auth(op), json={"status": "active", "reason": "cleared"}
+        )
+        assert r.status_code == 200, r.text
+        r = await client.post(f"/v1/settlements/{payout['id']}/confirm", headers=auth(op))
+        assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+    else:
+        r = await client.post(f"/v1/settlements/{payout['id']}/fail", headers=auth(op))
+        assert r.status_code == 200 and r.json()["status"] == "failed", r.text
+        assert (await wallet(client, a))["available"] == money(10_000)
+    await assert_sound(client, op)

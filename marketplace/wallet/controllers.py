@@ -397,6 +397,13 @@ class WalletController(Controller):
         state.ranking_sync.changed(ALL)  # deal makers' scores follow the plan's rates at once, in every process
         return out
 
+    @get("/businesses/{business_id:str}/wallet", opt=access(Access.OPERATOR))
+    async def wallet_of_business(self, state: State, business_id: FromPath[str]) -> schemas.Wallet:
+        """A business's wallet as the business sees it at `GET /v1/wallet`: what an operator deciding a settlement,
+        a credit limit or a fraud alert needs to see (an unknown business is a 404)."""
+        async with state.uow() as uow:
+            return await queries.wallet_of(uow.session, state.settings, business_id)
+
     @post("/businesses/{business_id:str}/credit-limit", opt=access(Access.OPERATOR), status_code=200)
     async def credit_limit(
         self, state: State, business_id: FromPath[str], data: JSONBody[schemas.CreditLimit]

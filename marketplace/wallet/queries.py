@@ -79,8 +79,9 @@ async def wallet_of(session: AsyncSession, settings: Settings, business_id: str)
     else:
         limit = await credit_limit(session, settings, business_id, business.credit_limit_minor)
     available = balances.get(AccountKind.AVAILABLE, 0)
-    # A lead buyer's earnings can be paid out; a deal maker's are credit only, and a blocked account withdraws nothing.
-    withdrawable = business.mode == "lead_buyer" and business.status != "blocked"
+    # A lead buyer's earnings can be paid out; a deal maker's are credit only, and an account that is not active
+    # (blocked, or suspended until it is let back in) withdraws nothing (identity.services.refuse_inactive).
+    withdrawable = business.mode == "lead_buyer" and business.status == "active"
     credit = balances.get(AccountKind.CREDIT, 0)
     held_in = await held_earnings(session, settings, business_id, cur) if available > 0 or credit > 0 else {}
     held = sum(held_in.values())

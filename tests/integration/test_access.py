@@ -68,6 +68,7 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("POST", "/v1/settlements/{}/fail"): A.OPERATOR,
     ("GET", "/v1/wallet/trial-balance"): A.OPERATOR,
     ("POST", "/v1/businesses/{}/credit-limit"): A.OPERATOR,
+    ("GET", "/v1/businesses/{}/wallet"): A.OPERATOR,
     ("GET", "/v1/commission-plans"): A.OPERATOR,
     ("POST", "/v1/commission-plans"): A.OPERATOR,
     ("POST", "/v1/referral-codes"): A.OPERATOR,

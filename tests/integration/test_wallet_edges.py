@@ -281,3 +281,25 @@ async def test_a_payout_requested_before_a_block_or_suspension_is_not_confirmed_
         assert r.status_code == 200 and r.json()["status"] == "failed", r.text
         assert (await wallet(client, a))["available"] == money(10_000)
     await assert_sound(client, op)
+
+
+async def test_an_operator_sees_a_business_wallet_as_the_business_does_and_a_suspended_one_withdraws_nothing(
+    app, client, db
+):
+    a_id, a = await register(client, "lead_buyer")
+    await fund(app, a_id, "lead_buyer", 10_000)
+    await buy(app, client, a_id, a)
+    op = await operator_token(app)
+    own = await wallet(client, a)
+    r = await client.get(f"/v1/businesses/{a_id}/wallet", headers=auth(op))
+    assert r.status_code == 200, r.text
+    assert r.json() == own and own["withdrawable"] is True
+    assert (await client.get("/v1/businesses/biz_nope/wallet", headers=auth(op))).status_code == 404
+    assert (await client.get(f"/v1/businesses/{a_id}/wallet", headers=auth(a))).status_code == 403
+    r = await client.post(
+        f"/v1/businesses/{a_id}/status", headers=auth(op), json={"status": "suspended", "reason": "checks"}
+    )
+    assert r.status_code == 200, r.text
+    shown = await wallet(client, a)
+    assert shown["withdrawable"] is False and shown["withdrawable_amount"] == money(0)
+    assert shown["available"] == own["available"]  # the money stays; it is not paid out meanwhile

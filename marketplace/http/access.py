@@ -186,11 +186,11 @@ async def _check_request(connection: ASGIConnection[Any, Any, Any, Any], handler
     # be a new request (a second charge) instead of the first one's answer.
     if _differs(connection, IDEMPOTENCY_KEY):
         raise InvalidInput.field(IDEMPOTENCY_KEY, "given more than once with different values; send one key")
-    if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH"):
+    if handler.opt.get(_BODY, True) or connection.scope.get("method") not in ("POST", "PUT", "PATCH", "DELETE"):
         return
     raw = await connection.body() if isinstance(connection, Request) else b""  # 413 past the limit
     # Another media type is a 415 here too, as on a call that takes a body: `{}` as text/plain is no JSON body.
-    refuse_other_media(connection.headers.get("content-type"), raw)
+    refuse_other_media(connection.headers.get("content-type"), raw, connection.headers.get("content-encoding"))
     body = raw.strip()
     if not body or _NO_BODY.fullmatch(body):
         return

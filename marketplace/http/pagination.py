@@ -62,7 +62,7 @@ def after_position(cursor: str | None, list_key: str) -> int:
         return 0
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: a cursor that is not ASCII (UnicodeDecodeError is one too)
         raw = ""
     key, _, position = raw.rpartition(":")
     # Only the exact text it gives out: no other spelling (padding, leading zeros) of the same position.

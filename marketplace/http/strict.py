@@ -307,17 +307,25 @@ def invalid_body(errors: list[tuple[str, str]]) -> ValidationException:
     )
 
 
-def refuse_other_media(content_type: str | None, body: bytes) -> None:
+def refuse_other_media(content_type: str | None, body: bytes, content_encoding: str | None = None) -> None:
     """A body sent as another type (a form, plain text) is a 415, not read as JSON anyway, on every call that reads
     one (a call that takes none reads it to refuse it); a body without a Content-Type is taken for JSON, and no body
-    at all is no body whatever the header says."""
+    at all is no body whatever the header says. So is a body in a content coding (gzip, br: RFC 9110 15.5.16): the
+    service reads plain JSON only, and a compressed body read as JSON would be a misleading 400, a body labelled
+    compressed but sent plain read as though the label were not there."""
     if content_type is not None and not is_json(content_type) and body:
         raise UnsupportedMediaType(f"the body must be JSON (Content-Type: application/json), not {content_type}")
+    if body and content_encoding is not None and content_encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"the body must be sent uncompressed: Content-Encoding {content_encoding} is not accepted"
+        )
 
 
 class StrictRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
-        refuse_other_media(self.headers.get("content-type"), await self.body())
+        refuse_other_media(
+            self.headers.get("content-type"), await self.body(), self.headers.get("content-encoding")
+        )
         # Malformed JSON is still Litestar's 400; only well-formed JSON reaches the strict conversion.
         try:
             try:

@@ -8,6 +8,7 @@ from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.params import FromQuery
 
+from marketplace.errors import InvalidInput
 from marketplace.http.access import Access, access
 from marketplace.http.pagination import Page, check_limit
 from marketplace.http.strict import QueryInt, one_of
@@ -30,6 +31,8 @@ class NotificationController(Controller):
     ) -> Page[schemas.Notification]:
         """Every message the service sent or would send (survey links, alerts), newest first. Without a mail
         server (the embedded default) this is where they land."""
+        if reference is not None and not reference:  # `?reference=` is no filter the caller meant to leave out
+            raise InvalidInput.field("reference", "must not be empty (leave it out for every message)")
         async with state.uow() as uow:
             rows, next_cursor = await services.list_notifications(
                 uow.session, check_limit(limit), cursor, kind, reference

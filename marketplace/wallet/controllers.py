@@ -242,6 +242,8 @@ class WalletController(Controller):
         `?business_id=`). The list comes as JSON only (each invoice's PDF is at its own address): an Accept that
         does not take JSON is a 406."""
         negotiate(request.headers.get("accept", ""), LIST_FORMS, "the list of invoices", _PDF_HINT)
+        if business_id is not None and not business_id:  # `?business_id=` would otherwise list every business's
+            raise InvalidInput.field("business_id", "must not be empty (leave it out for every business's invoices)")
         async with state.uow() as uow:
             items, next_cursor = await queries.invoices_for(
                 uow.session, current_principal(request), business_id, check_limit(limit), cursor

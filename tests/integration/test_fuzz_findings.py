@@ -228,3 +228,64 @@ async def test_a_commission_plan_with_a_list_or_object_where_a_name_goes_is_a_42
     table.done()
     listed = await client.get("/v1/commission-plans", headers=auth(operator))
     assert len(listed.json()["items"]) == saved_before
+
+
+async def test_a_ranking_cursor_that_is_not_ascii_is_a_422_not_a_500(app, client, db):
+    """`?cursor=%C3%A9` reached base64 decoding as text it cannot take (a ValueError, not a binascii.Error): a 500."""
+    lead_id = await submit_lead(client)
+    op = await operator_token(app)
+    for cursor in ("%C3%A9", "%FF", "%ED%A0%80", "%D7%A9%D7%9C%D7%95%D7%9D"):
+        r = await client.get(f"/v1/leads/{lead_id}/ranking?cursor={cursor}", headers=auth(op))
+        assert_problem(r, 422, "cursor")
+
+
+async def test_a_call_that_takes_no_body_refuses_one_on_delete_too_and_keeps_the_member(app, client, db):
+    """A DELETE acted whatever its body was (malformed JSON, text, a field): a call that takes no body refuses one."""
+    from tests.integration.test_clubs import found_club, member
+
+    op = await operator_token(app)
+    club = await found_club(client, op)
+    member_id, token = await member(client, op, club, "deal_maker")
+    for url, headers in (
+        (f"/v1/businesses/me/clubs/{club}", auth(token)),
+        (f"/v1/clubs/{club}/members/{member_id}", auth(op)),
+    ):
+        for content, content_type, status in (
+            (b"{", "application/json", 400),
+            (b"hello", "text/plain", 415),
+            (b'{"reason": 5}', "application/json", 422),
+        ):
+            r = await client.request("DELETE", url, headers={**headers, "Content-Type": content_type}, content=content)
+            assert_problem(r, status)
+    members = (await client.get(f"/v1/clubs/{club}/members", headers=auth(op))).json()["items"]
+    assert [m["business_id"] for m in members] == [member_id]
+    r = await client.request("DELETE", f"/v1/businesses/me/clubs/{club}", headers=auth(token))
+    assert r.status_code == 204, r.text
+
+
+async def test_a_compressed_body_is_a_415_and_one_labelled_compressed_is_not_read_as_plain(app, client, db):
+    import gzip
+
+    _, token = await register(client, "lead_buyer")
+    plain = b'{"name": "Renamed Ltd"}'
+    for content, encoding in ((gzip.compress(plain), "gzip"), (plain, "br"), (plain, "gzip, identity")):
+        r = await client.patch(
+            "/v1/businesses/me",
+            headers={**auth(token), "Content-Type": "application/json", "Content-Encoding": encoding},
+            content=content,
+        )
+        assert_problem(r, 415)
+    assert (await client.get("/v1/businesses/me", headers=auth(token))).json()["name"] != "Renamed Ltd"
+    r = await client.patch(
+        "/v1/businesses/me",
+        headers={**auth(token), "Content-Type": "application/json", "Content-Encoding": "identity"},
+        content=plain,
+    )
+    assert r.status_code == 200 and r.json()["name"] == "Renamed Ltd", r.text
+
+
+async def test_an_empty_filter_value_is_a_422_not_every_item(app, client, db):
+    op = await operator_token(app)
+    assert_problem(await client.get("/v1/notifications?reference=", headers=auth(op)), 422, "reference")
+    assert_problem(await client.get("/v1/invoices?business_id=", headers=auth(op)), 422, "business_id")
+    assert (await client.get("/v1/notifications?reference=nope", headers=auth(op))).status_code == 200

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from marketplace.clock import utcnow
 from marketplace.settings import Settings, SettingsError, get_settings, load_settings
-from marketplace.text import blank
+from marketplace.text import name_problem
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,8 +128,9 @@ def _operator_name(raw: str) -> str:
     column = Operator.__table__.c.name.type
     assert isinstance(column, String) and column.length is not None
     name, longest = raw.strip(), column.length
-    if blank(name):
-        raise argparse.ArgumentTypeError("must not be blank")
+    problem = name_problem(name)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     if len(name) > longest:
         raise argparse.ArgumentTypeError(f"at most {longest} characters")
     return name

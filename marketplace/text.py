@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # Characters that show nothing: spaces and line breaks of every kind (Z*), control characters (Cc) and format
@@ -15,6 +16,27 @@ def blank(text: str) -> bool:
     A name or a description is what customers, businesses and operators read; one that shows nothing is no name.
     """
     return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
+
+
+# A link written in a name: what a name is shown beside (a survey's greeting, an operator's alert, the public list of
+# unreliable businesses) must not carry one the marketplace would then send out under its own name.
+_LINK = re.compile(r"[a-z][a-z0-9+.-]*://|\bwww\.", re.IGNORECASE)
+# Line breaks of every kind and control characters (tabs included): a name is one line of text.
+_NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
+
+
+def name_problem(name: str) -> str | None:
+    """Why this is no name (None: it is one). A name shows something (`blank`), is one line without control
+    characters, and holds no link: it is written into the messages the marketplace sends (a survey's "Hello Dana",
+    an alert's "A fraud alert opened for ..."), and a name of several lines with a link in it ("Dana\\n\\nYour account
+    is suspended. Verify at http://...") made those messages say what the marketplace never wrote."""
+    if blank(name):
+        return "must not be blank"
+    if any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in name):
+        return "must be one line, without line breaks or control characters"
+    if _LINK.search(name):
+        return "must be a name, not a link"
+    return None
 
 
 def name_key(name: str) -> str:

@@ -26,7 +26,7 @@ from marketplace.offers.matching import fits_business
 from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
-from marketplace.text import blank, name_key
+from marketplace.text import name_key, name_problem
 
 T = TypeVar("T")
 
@@ -60,8 +60,9 @@ def _check_profile(
 
 def _check_name(name: str) -> None:
     # The name is what customers and operators see: spaces or invisible characters alone are no name (text.blank).
-    if blank(name):
-        raise InvalidInput.field("name", "must not be blank")
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidInput.field("name", problem)
 
 
 def _default_phone_region(settings: Settings) -> str:

@@ -24,7 +24,7 @@ from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
 from marketplace.settings import Settings
-from marketplace.text import blank
+from marketplace.text import name_problem
 from marketplace.wallet.ledger import AccountKind
 from marketplace.wallet.payables import owed_to
 
@@ -39,9 +39,10 @@ def _hash(code: str) -> str:
 
 async def create_club(session: AsyncSession, data: schemas.ClubCreate, actor: str) -> Club:
     name, operator_name = data.name.strip(), data.operator_name.strip()
-    errors = [f for f, v in (("name", name), ("operator_name", operator_name)) if blank(v)]
-    if errors:
-        raise InvalidInput.field(errors[0], "must not be blank")
+    for field, value in (("name", name), ("operator_name", operator_name)):
+        problem = name_problem(value)
+        if problem is not None:
+            raise InvalidInput.field(field, problem)
     club = Club(id=new_id("club"), name=name, operator_name=operator_name, created_at=utcnow(), created_by=actor)
     session.add(club)
     await session.flush()

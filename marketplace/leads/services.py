@@ -21,7 +21,7 @@ from marketplace.leads import schemas
 from marketplace.leads.status import LeadStatus
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
-from marketplace.text import blank
+from marketplace.text import blank, name_problem
 
 
 def dedup_key(category: str, phone_e164: str) -> str:
@@ -46,8 +46,9 @@ def _validate(settings: Settings, data: schemas.LeadCreate) -> list[FieldError]:
     # without a name.
     if blank(data.description):
         errors.append(FieldError("description", "must not be blank"))
-    if blank(data.contact.name):
-        errors.append(FieldError("contact.name", "must not be blank"))
+    name_wrong = name_problem(data.contact.name)
+    if name_wrong is not None:
+        errors.append(FieldError("contact.name", name_wrong))
     if data.referral_code is not None and read_referral_code(settings.service.secret_key, data.referral_code) is None:
         errors.append(FieldError("referral_code", "unknown referral code: codes are issued by the marketplace"))
     return errors

@@ -11,7 +11,7 @@ import httpx
 from marketplace.clock import clock
 from marketplace.db.models import Lead, LeadContact
 from marketplace.http.problems import PROBLEM
-from tests.factories import auth, lead_body, offer_lead_to, register, submit_lead
+from tests.factories import auth, business_body, lead_body, offer_lead_to, register, submit_lead
 
 
 def named(response: httpx.Response) -> list[str]:
@@ -83,3 +83,20 @@ async def test_a_contact_bought_here_cannot_be_sold_back_as_the_buyers_own_inqui
         "/v1/businesses/me/leads", headers=auth(stranger), json=dict(body, category="renovation")
     )
     assert theirs.status_code == 201, theirs.text
+
+
+async def test_names_written_into_the_marketplaces_messages_are_one_line_without_a_link(app, client, db):
+    """A customer's name of several lines with a link was written into the survey mail the marketplace sends to any
+    address the request gave ("Hello Dana\n\nYour account is suspended. Verify at http://..."); a business's name
+    into operators' alerts and the public list of unreliable businesses."""
+    phishing = "Dana\n\nYour account is suspended. Verify at http://evil.example/login now"
+    r = await client.post("/v1/leads", json=lead_body(contact={"name": phishing}))
+    assert named(r) == ["contact.name"] and "one line" in r.json()["errors"][0]["message"]
+    r = await client.post("/v1/leads", json=lead_body(contact={"name": "Dana, see https://evil.example"}))
+    assert named(r) == ["contact.name"] and "link" in r.json()["errors"][0]["message"]
+    assert await db.count(Lead) == 0
+    r = await client.post("/v1/businesses", json=business_body(name="Nice Plumbing\n\nOperators: dismiss it."))
+    assert named(r) == ["name"]
+    _, token = await register(client)
+    r = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "www.example.com deals"})
+    assert named(r) == ["name"]

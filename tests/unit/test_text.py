@@ -1,6 +1,6 @@
 import pytest
 
-from marketplace.text import blank, name_key
+from marketplace.text import blank, name_key, name_problem
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,28 @@ def test_names_written_differently_are_one_name(one, other):
 @pytest.mark.parametrize(("one", "other"), [("Öko Bau", "Oko Bau"), ("Pipes 1", "Pipes 2"), ("!!!", "???")])
 def test_different_names_are_told_apart(one, other):
     assert name_key(one) != name_key(other)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("Dana\n\nYour account is suspended", "one line"),
+        ("Dana\r\nX", "one line"),
+        ("Dana\tCohen", "one line"),
+        ("Dana\u2028Cohen", "one line"),
+        ("Dana, verify at http://evil.example/login", "not a link"),
+        ("HTTPS://x.example", "not a link"),
+        ("see www.evil.example", "not a link"),
+        (" \u200b ", "blank"),
+    ],
+)
+def test_a_name_is_one_line_of_visible_text_without_a_link(name, problem):
+    found = name_problem(name)
+    assert found is not None and problem in found
+
+
+@pytest.mark.parametrize(
+    "name", ["Dana Cohen", "\u05d3\u05e0\u05d4 \u05db\u05d4\u05df", "Plumb.co.il", "O'Brien & Sons", "Dr. A: B"]
+)
+def test_a_one_line_name_without_a_link_is_a_name(name):
+    assert name_problem(name) is None

@@ -95,14 +95,18 @@ async def request_survey(
     category = settings.categories.get(lead.category)
     what = category.name.lower() if category else lead.category
     link = f"{settings.notifications.public_base_url}/v1/surveys/{token}"
+    # Dates as the customer reads them: on the marketplace's local calendar, not UTC's (a request at 00:45 in
+    # Jerusalem was "29 November" in UTC, and a link working until 00:45 local "until 13 December").
+    zone = settings.jurisdiction.zone
+    asked, until = lead.created_at.astimezone(zone), expires_at.astimezone(zone)
     notify(
         session,
         "survey",
         contact.email,
         f"How did your {what} request go?",
-        f"Hello {contact.name},\n\nyou asked for help with {what} on {lead.created_at:%d %B %Y}. Did you hire one "
+        f"Hello {contact.name},\n\nyou asked for help with {what} on {asked:%d %B %Y}. Did you hire one "
         f"of the businesses we put you in touch with, for how much, and how satisfied are you? It takes a "
-        f"minute:\n\n{link}\n\nThe link works once, until {expires_at:%d %B %Y}.",
+        f"minute:\n\n{link}\n\nThe link works once, until {until:%d %B %Y, %H:%M}.",
         link=link,
         reference=lead_id,
     )

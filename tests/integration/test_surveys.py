@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -442,3 +442,19 @@ async def test_a_survey_link_s_token_is_in_no_log_line(app, settings, capsys, ca
 
 async def _boom(*args: Any, **kwargs: Any) -> None:
     raise RuntimeError("boom")
+
+
+async def test_the_survey_mail_gives_its_dates_on_the_marketplaces_local_calendar(app, client, db, settings):
+    """A request made at 00:45 in Jerusalem (22:45 UTC the day before) was "asked on 29 November", and a link working
+    until 00:45 local on 14 December "until 13 December": the dates were UTC's."""
+    assert settings.jurisdiction.time_zone == "Asia/Jerusalem"
+    clock.freeze(datetime(2026, 11, 29, 22, 45, tzinfo=UTC))
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    _, exposure_id = await claimed_deal(app, client, dm_id, dm)
+    await report(client, dm, exposure_id, "won", turnover=150_000)
+    (message,) = await notifications(client, operator, kind="survey")
+    assert "on 30 November 2026." in message["body"], message["body"]
+    expires = datetime(2026, 11, 29, 22, 45, tzinfo=UTC) + timedelta(days=settings.fraud.survey_ttl_days)
+    local = expires.astimezone(settings.jurisdiction.zone)
+    assert f"until {local:%d %B %Y, %H:%M}." in message["body"] and local.hour == 0, message["body"]

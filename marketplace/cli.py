@@ -142,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _delegate(argv[0], argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic's start-up chatter (a line per plugin it sets up) says nothing to whoever runs a command; its lines on
+    # the migrations it runs stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         settings = get_settings()
     except SettingsError as exc:

@@ -31,6 +31,7 @@ from marketplace.offers.services import (
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.surveys import services as surveys
+from marketplace.text import blank
 from marketplace.wallet import charges, refunds
 from marketplace.wallet.vat import VatBreakdown
 
@@ -383,7 +384,7 @@ async def return_exposure(
     returned lead's place does not go back to the market: the business has seen the contact, and a lead is exposed to
     at most `max_exposures` businesses (the customer is called by no more; nor can a claim and a return hand the
     contact on). It no longer counts against the business's caps."""
-    if not reason.strip():
+    if blank(reason):  # zero-width characters alone say nothing either (text.blank)
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
     await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)

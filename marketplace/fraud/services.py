@@ -65,6 +65,7 @@ from marketplace.notifications.outbox import notify
 from marketplace.offers.services import withdraw_sold_leads
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.text import blank
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("marketplace.fraud")
@@ -764,7 +765,7 @@ async def decide(
     """
     session = uow.session
     note = data.note.strip()
-    if not note:
+    if blank(note):  # zero-width characters alone say nothing either (text.blank)
         raise InvalidInput.field("note", "say why")
     alert = await get_alert(session, alert_id, lock=True)
     if alert.status != "open":

@@ -363,3 +363,27 @@ async def test_an_operators_block_leaves_a_deal_on_a_lead_past_its_time_not_yet_
     assert (lapsed_row.status, lapsed_row.exposure_count) == (before, 1)
     assert (await client.get(f"/v1/exposures/{live}", headers=auth(dm))).json()["contact"] is None
     assert await db.scalar(select(Lead.exposure_count).where(Lead.id == live_lead)) == 0
+
+
+async def test_a_note_or_a_return_reason_of_invisible_characters_alone_is_refused_and_nothing_moves(app, client, db):
+    """`"\\u200b"` passed where blank text is refused: an alert was dismissed, and a lead returned for its refund,
+    on a reason that says nothing (text.blank, as names and descriptions are read)."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, dm_id, dm)
+    (alert,) = await alerts(client, operator)
+    for note in ("\u200b", "\u200b\u200f", "\ufeff", " \u2060\u200d "):
+        r = await client.post(
+            f"/v1/fraud/alerts/{alert['id']}/decision",
+            headers=auth(operator),
+            json={"decision": "dismiss", "note": note},
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "note", r.text
+    (still,) = await alerts(client, operator)
+    assert still["status"] == "open"
+    lb_id, lb = await register(client, "lead_buyer")
+    _, exposure_id = await claimed_deal(app, client, lb_id, lb)
+    for reason in ("\u200b", "\ufeff", "\u2060\u200d"):
+        r = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(lb), json={"reason": reason})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason", r.text
+    assert (await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id))) == "new"

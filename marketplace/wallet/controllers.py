@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339
 from marketplace.db.models import Business, Settlement
-from marketplace.errors import InvalidInput
+from marketplace.errors import FieldError, InvalidInput
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import CHOOSES_FORM, negotiate
@@ -388,13 +388,18 @@ class WalletController(Controller):
     ) -> schemas.Plan:
         """A new plan version, in force for exposures from now on; every field is checked, errors name it."""
         async with state.uow() as uow:
-            row = await save_plan(
-                uow.session,
-                data.definition,
-                current_principal(request).actor,
-                currency=state.settings.currency,
-                categories=state.settings.categories,
-            )
+            try:
+                row = await save_plan(
+                    uow.session,
+                    data.definition,
+                    current_principal(request).actor,
+                    currency=state.settings.currency,
+                    categories=state.settings.categories,
+                )
+            except InvalidInput as exc:  # the plan's fields are the body's `definition.`: named as the client sent them
+                raise InvalidInput(
+                    exc.detail, errors=[FieldError(f"definition.{e.field}", e.message) for e in exc.errors]
+                ) from None
             out = schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
         state.ranking_sync.changed(ALL)  # deal makers' scores follow the plan's rates at once, in every process
         return out

@@ -73,7 +73,7 @@ async def test_a_plan_amount_beyond_what_money_may_be_is_refused_not_saved_to_br
         claimed = await client.post(f"/v1/offers/{offer}/claim", headers=auth(dm), json={"exclusive": False})
         assert claimed.status_code != 500, "a saved plan breaks every claim of a referred lead with a 500"
     assert saved.status_code == 422, saved.text
-    assert saved.json()["errors"][0]["field"].startswith("tiers.qualified_lead.fixed")
+    assert saved.json()["errors"][0]["field"].startswith("definition.tiers.qualified_lead.fixed")
 
 
 # --- what held ----------------------------------------------------------------------------------------

@@ -224,7 +224,7 @@ async def test_a_commission_plan_with_a_list_or_object_where_a_name_goes_is_a_42
             target = target[step]
         target[path[-1]] = value
         response = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": definition})
-        table.check(f"{field}={value!r}", response, 422, field)
+        table.check(f"{field}={value!r}", response, 422, f"definition.{field}")
     table.done()
     listed = await client.get("/v1/commission-plans", headers=auth(operator))
     assert len(listed.json()["items"]) == saved_before

@@ -1061,17 +1061,18 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     misspelt = default_plan(ILS)
     misspelt["commission_rates_bp"] = {"legall": 2000}
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": misspelt})
-    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "commission_rates_bp.legall"
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["field"] == "definition.commission_rates_bp.legall"
     invalid = default_plan(ILS)
     invalid["commission_split"]["recipients"][0]["share_bp"] = 12_000
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": invalid})
     assert refused.status_code == 422, refused.text
-    assert "commission_split.recipients[0].share_bp" in {e["field"] for e in refused.json()["errors"]}
+    assert "definition.commission_split.recipients[0].share_bp" in {e["field"] for e in refused.json()["errors"]}
     # A fixed amount in another currency than the marketplace's could never apply: every deal under it would fail.
     foreign = default_plan("EUR")
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": foreign})
     assert refused.status_code == 422, refused.text
-    assert {e["field"] for e in refused.json()["errors"]} >= {"tiers.qualified_lead.fixed"}
+    assert {e["field"] for e in refused.json()["errors"]} >= {"definition.tiers.qualified_lead.fixed"}
     assert "ILS" in refused.json()["errors"][0]["message"]
     # A share for a role nobody is paid as (a referrer is paid by the referral tiers) would go to unclaimed_to unseen.
     unpaid = default_plan(ILS)
@@ -1080,7 +1081,7 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": unpaid})
     assert refused.status_code == 422, refused.text
     (error,) = refused.json()["errors"]
-    assert error["field"] == "commission_split.recipients[3].role" and "referral tiers" in error["message"]
+    assert error["field"] == "definition.commission_split.recipients[3].role" and "referral tiers" in error["message"]
     # A tier pays the referrer or a sponsor above it: a misspelt role would never be paid, and nothing would say so.
     misnamed = default_plan(ILS)
     misnamed["tiers"]["qualified_lead"]["role"] = "refferer"
@@ -1088,8 +1089,8 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": misnamed})
     assert refused.status_code == 422, refused.text
     assert {e["field"] for e in refused.json()["errors"]} == {
-        "tiers.qualified_lead.role",
-        "tiers.lifetime_bonus[0].role",
+        "definition.tiers.qualified_lead.role",
+        "definition.tiers.lifetime_bonus[0].role",
     }
     assert (
         await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})

@@ -9,21 +9,21 @@ A plan is JSON an operator edits (``default_plan()`` shows every part)::
                           share_bp of all such recipients sum to 10,000) or a fixed amount (taken first);
                           unclaimed_to: the role that receives the share of a role absent from the deal
                           (no club, no recommender)
-    tiers                 fees and bonuses the marketplace pays on top, each {role, fixed | percent_bp}:
-                          qualified_lead (a qualified lead), closed_sale (a paid deal, percent of the
-                          commission), lifetime_bonus (a list, each with a threshold: paid when the
-                          role's lifetime revenue crosses it, standing while it stays there: a return that
-                          brings it below takes it back, wallet/referrals.py), retention_bonus (a repeat
-                          purchase)
+    tiers                 a partner's fees and bonuses, paid by the marketplace on top, each {role, fixed |
+                          percent_bp}: qualified_lead (a qualified lead), closed_sale (a paid deal, percent of
+                          the commission), lifetime_bonus (a list, each with a threshold: paid when the
+                          role's lifetime revenue, its paid deals' commissions, crosses it), retention_bonus
+                          (a paid deal of a customer who bought before); never a customer referrer's
     customer_referrer     {referrer_bp, sponsor_chain_bp: [bp, ...], mode}: a referred customer's revenue
-                          earns the referrer referrer_bp and each sponsor up the chain its rate; mode
+                          earns the referrer referrer_bp and each sponsor up the chain its rate, and nothing
+                          else (the tiers are a partner's; seed 001: customers stay customers); mode
                           "difference" pays a sponsor only the difference to what was already paid below it
                           (seed 001: 20 % - 5 % = 15 %), "company_pays" pays every rate in full
     rewards               non-cash thanks [{on, role, description}], recorded and never paid
 
 Events: ``qualified_lead`` (amount: the lead's price), ``deal_paid`` (amount: the commission; the split
-applies, so pass the net commission, since VAT is not shared), ``customer_purchase`` (amount: the revenue
-from a referred customer).
+applies, so pass the net commission, since VAT is not shared; with the partner's tiers), ``customer_purchase``
+(amount: the revenue from a referred customer; the customer_referrer rule only).
 """
 
 from __future__ import annotations
@@ -689,7 +689,7 @@ def evaluate(plan: CommissionPlan, event: PlanEvent) -> PlanResult:
         for role, amount, reason in _customer_referrer(plan.customer_referrer, event.amount, event.has):
             pay(role, amount, reason)
 
-    if event.kind in (EventKind.DEAL_PAID, EventKind.CUSTOMER_PURCHASE):
+    if event.kind is EventKind.DEAL_PAID:  # the partner's tiers: a customer referrer earns its rate only
         if event.repeat_purchase:
             tier(plan.retention_bonus, PayoutReason.RETENTION_BONUS)
         before = event.lifetime_revenue_before

@@ -15,12 +15,13 @@ route calls it).
 - A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a
   lead buyer's net price, a deal's net commission), and its sponsors up the chain theirs: in mode "difference"
   only what the rate below did not already pay (seed 001: 5 % and 20 % of 1,000.00 are 50.00 and 150.00). A
-  returned lead's price is given back, and so are the rewards it earned.
+  returned lead's price is given back, and so are the rewards it earned. Nothing else: the tiers are a partner's.
 
-A lifetime bonus stands while the referrer's lifetime revenue (net of returns) is at its threshold, at most one per
-threshold, whichever purchases make the lifetime up (_settle_lifetime_bonuses); a retention bonus while its purchase
-and an earlier purchase of the customer stand, taken back and paid again as they come and go (_settle_retention).
-Each is its own transfer, so a return takes it back alone.
+A partner's lifetime bonus is paid once its lifetime (paid deals' commissions, never returned) crosses the threshold,
+at most one per threshold (_settle_lifetime_bonuses); a retention bonus stands while an earlier purchase of the
+customer does, taken back and paid again as those come and go (_settle_retention). Each is its own transfer, so a
+return takes it back alone. (A customer referrer's lifetime and retention bonuses paid before the tiers were a
+partner's only are still taken back as they were, never paid again.)
 """
 
 from __future__ import annotations
@@ -272,7 +273,8 @@ async def reward_revenue(
 ) -> None:
     """A referred lead brought the marketplace revenue (net of VAT): a lead buyer's purchase or upgrade (`step`
     "purchase", "upgrade") or a deal's commission ("commission"). A partner earns the closed-sale share of a
-    commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue.
+    commission and the lifetime and retention bonuses; a customer and its sponsors their rates of any revenue, and
+    nothing else (the plan's tiers are a partner's: evaluate pays a customer_purchase the customer_referrer rule only).
 
     The rates are one transfer under the event's key; a retention bonus is its own (a return of the purchase that
     made this one a repeat takes it back alone, and this purchase pays back those of later ones it makes repeats
@@ -282,7 +284,7 @@ async def reward_revenue(
     if referrer is None or not revenue.is_positive:
         return
     await _lock_referrer(session, referrer.id)  # its events settle in turn, from here to the commit
-    await _settle_retention(session, lead, exposure)  # this purchase may make later ones repeats again
+    await _settle_retention(session, lead, exposure, repay=referrer.kind == PARTNER)  # later ones repeats again?
     if referrer.kind == PARTNER and step != "commission":
         return  # a partner is paid per qualified lead and per closed sale; its lifetime counts commissions
     before = await _add_lifetime_revenue(session, referrer, revenue)  # the referrer's row locked till the commit
@@ -295,7 +297,7 @@ async def reward_revenue(
         kind,
         revenue,
         present_roles=frozenset(accounts),
-        repeat_purchase=await _is_repeat_purchase(session, lead),
+        repeat_purchase=kind is EventKind.DEAL_PAID and await _is_repeat_purchase(session, lead),
     )
     result = evaluate(plan, event)
     memo = f"Referral rewards: lead {lead.id}, {step} (plan v{result.plan_version})"
@@ -315,6 +317,8 @@ async def reward_revenue(
         memo=f"Retention bonus: lead {lead.id}, {step} (plan v{result.plan_version})",
         reference=exposure.id,
     )
+    if referrer.kind != PARTNER:
+        return  # a customer's lifetime is kept (a bonus paid it before the tiers were a partner's goes by it), no bonus
     await _settle_lifetime_bonuses(
         session,
         referrer,
@@ -427,7 +431,7 @@ async def take_back_rewards(session: AsyncSession, lead: Lead, exposure: Exposur
     if referrer.kind == CUSTOMER:
         before = await _add_lifetime_revenue(session, referrer, -refunded_net)
         await _settle_lifetime_bonuses(session, referrer, before, before - refunded_net, reference=exposure.id)
-    await _settle_retention(session, lead, exposure)
+    await _settle_retention(session, lead, exposure, repay=referrer.kind == PARTNER)
 
 
 def _retention_key(step: str, exposure_id: str, number: int) -> str:
@@ -471,13 +475,14 @@ async def _retention_bonuses(
     return bonuses
 
 
-async def _settle_retention(session: AsyncSession, lead: Lead, event: Exposure) -> None:
+async def _settle_retention(session: AsyncSession, lead: Lead, event: Exposure, *, repay: bool = True) -> None:
     """A purchase of the lead (`event`) became standing or was returned, with the referrer's row locked: the retention
     bonuses of later purchases of the same customer (same phone, same code) are brought in line with the rule that
     one stands while its purchase does and an earlier purchase of the customer does. One whose last earlier purchase
     is gone is taken back; one taken back so is paid again (the same amounts as the first, under the next number)
     when an earlier purchase stands again (another business's claim of a returned lead, say). A purchase paid no
-    retention bonus (none of its customer's earlier leads was bought when it was made) is left as it is."""
+    retention bonus (none of its customer's earlier leads was bought when it was made) is left as it is. `repay`
+    False (a customer referrer's, which the tiers no longer pay) takes back and pays nothing again."""
     phone = select(LeadContact.phone).where(LeadContact.lead_id == lead.id).scalar_subquery()
     later = (
         select(Exposure.id)
@@ -502,7 +507,7 @@ async def _settle_retention(session: AsyncSession, lead: Lead, event: Exposure) 
         if standing is not None and not stands:
             memo = f"Lead {lead.id} returned: lead {later_lead.id} was no repeat purchase, retention bonus back"
             await _reverse(session, standing, f"{standing}{_TAKEN_BACK}", memo, reference=event.id)
-        elif standing is None and stands:
+        elif standing is None and stands and repay:
             credited = await _credited(session, keys[0])
             if credited:
                 memo = f"Retention bonus again: lead {later_lead.id}, {step} (lead {lead.id} bought: a repeat again)"

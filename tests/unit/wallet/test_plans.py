@@ -290,28 +290,31 @@ def test_a_fee_for_an_absent_role_is_not_paid() -> None:
 
 
 def test_lifetime_bonus_is_paid_once_when_the_threshold_is_crossed() -> None:
-    def bonus(before: int, amount: int) -> list[Payout]:
-        event = PlanEvent(
-            EventKind.CUSTOMER_PURCHASE, Money(amount, "ILS"), lifetime_revenue_before=Money(before, "ILS")
-        )
+    def bonus(before: int, amount: int, kind: EventKind = EventKind.DEAL_PAID) -> list[Payout]:
+        event = PlanEvent(kind, Money(amount, "ILS"), lifetime_revenue_before=Money(before, "ILS"))
         return [p for p in evaluate(_tiered(), event).payouts if p.reason is PayoutReason.LIFETIME_BONUS]
 
     assert bonus(9_990_000, 10_000) == [Payout("referrer", Money(50_000, "ILS"), PayoutReason.LIFETIME_BONUS)]
     assert bonus(9_990_000, 9_999) == []  # not yet
     assert bonus(10_000_000, 10_000) == []  # already paid when it was crossed
-    no_history = evaluate(_tiered(), PlanEvent(EventKind.CUSTOMER_PURCHASE, Money(10**9, "ILS")))
+    no_history = evaluate(_tiered(), PlanEvent(EventKind.DEAL_PAID, Money(10**9, "ILS")))
     assert no_history.payouts and all(p.reason is not PayoutReason.LIFETIME_BONUS for p in no_history.payouts)
+    # A tester's finding: a customer referrer got the partner's lifetime bonus. The tiers are a partner's.
+    assert bonus(9_990_000, 10_000, EventKind.CUSTOMER_PURCHASE) == []
 
 
-def test_retention_bonus_only_on_a_repeat_purchase() -> None:
-    first = evaluate(_tiered(), PlanEvent(EventKind.CUSTOMER_PURCHASE, Money(100_000, "ILS")))
-    repeat = evaluate(
-        _tiered(), PlanEvent(EventKind.CUSTOMER_PURCHASE, Money(100_000, "ILS"), repeat_purchase=True)
-    )
+def test_retention_bonus_only_on_a_partners_repeat_purchase() -> None:
+    first = evaluate(_tiered(), PlanEvent(EventKind.DEAL_PAID, Money(100_000, "ILS")))
+    repeat = evaluate(_tiered(), PlanEvent(EventKind.DEAL_PAID, Money(100_000, "ILS"), repeat_purchase=True))
     assert [p for p in first.payouts if p.reason is PayoutReason.RETENTION_BONUS] == []
     assert [p for p in repeat.payouts if p.reason is PayoutReason.RETENTION_BONUS] == [
         Payout("referrer", Money(2_000, "ILS"), PayoutReason.RETENTION_BONUS)
     ]
+    # A customer referrer's repeat purchase earns its rate, no retention bonus (a tester's finding: it earned both).
+    event = PlanEvent(EventKind.CUSTOMER_PURCHASE, Money(100_000, "ILS"), frozenset({"referrer"}), repeat_purchase=True)
+    assert evaluate(_tiered(), event).payouts == (
+        Payout("referrer", Money(5_000, "ILS"), PayoutReason.CUSTOMER_REFERRER),
+    )
 
 
 def test_fixed_amounts_apply_only_in_their_currency() -> None:

@@ -4,26 +4,32 @@ until the transfer is confirmed (POST /v1/settlements/{id}/confirm), owed again 
 
 Part of what is owed is held, and not paid out yet: a share of a commission, or a reward on a purchase, whose payer
 has not paid (its charge is pending or failed: the marketplace has not received the money it would pay out of),
-and a reward on a lead its buyer may still return (within the return window: the return takes the reward back)."""
+and a reward on a lead its buyer may still return (within the return window: the return takes the reward back).
+A retention bonus stands on another purchase too, an earlier one of the same customer (wallet/referrals.py: the return
+of the last of those takes it back): it is held until one of them can no longer be returned and its charge is paid."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from marketplace.clock import utcnow
 from marketplace.db.models import (
     Club,
     Exposure,
+    Lead,
+    LeadContact,
     LedgerAccount,
     LedgerPosting,
     LedgerTransaction,
     Referrer,
     Settlement,
 )
+from marketplace.db.statements import starts_with
 from marketplace.errors import FieldErrors, InsufficientFunds, InvalidInput, NotFound
 from marketplace.exposures.rules import RETURNABLE
 from marketplace.ids import key_digest
@@ -33,6 +39,7 @@ from marketplace.settings import Settings
 from marketplace.wallet import schemas, store
 from marketplace.wallet.ledger import AccountKey, AccountKind, build_payable_payout, marketplace_account
 from marketplace.wallet.provider import PaymentProvider
+from marketplace.wallet.referrals import RETENTION_PREFIX, TAKEN_BACK
 
 KINDS = {
     AccountKind.CLUB_PAYABLE.value: AccountKind.CLUB_PAYABLE,
@@ -67,15 +74,50 @@ async def _held(session: AsyncSession, settings: Settings, now: datetime, accoun
         Settlement.direction == "charge",
         Settlement.status.in_(("pending", "failed")),
     )
+    cutoff = now - timedelta(days=settings.windows.return_days)  # returnable up to the deadline
     returnable = exists().where(
         Exposure.id == LedgerTransaction.reference,
         Exposure.status.in_(RETURNABLE),
-        Exposure.created_at >= now - timedelta(days=settings.windows.return_days),  # returnable up to the deadline
+        Exposure.created_at >= cutoff,
+    )
+    # A retention bonus (referral:retention:{step}:{exposure}[:n]) stands while an earlier purchase of the customer
+    # does: held until one of them is final (kept, past its return window, its charge not pending or failed). One
+    # taken back and its take-back (`:returned`) net to nothing, and are not held either.
+    retention = starts_with(session, LedgerTransaction.idempotency_key, RETENTION_PREFIX)
+    take_back = aliased(LedgerTransaction)
+    taken_back = or_(
+        LedgerTransaction.idempotency_key.endswith(TAKEN_BACK),
+        exists().where(take_back.idempotency_key == LedgerTransaction.idempotency_key + TAKEN_BACK),
+    )
+    repeat, repeat_lead, repeat_contact = aliased(Exposure), aliased(Lead), aliased(LeadContact)
+    earlier, earlier_lead, earlier_contact = aliased(Exposure), aliased(Lead), aliased(LeadContact)
+    final_earlier = exists().where(
+        repeat.id == LedgerTransaction.reference,
+        repeat_lead.id == repeat.lead_id,
+        repeat_contact.lead_id == repeat_lead.id,
+        earlier_lead.referral_code == repeat_lead.referral_code,
+        earlier_lead.id != repeat_lead.id,
+        earlier_lead.created_at < repeat_lead.created_at,
+        earlier_contact.lead_id == earlier_lead.id,
+        earlier_contact.phone == repeat_contact.phone,
+        earlier.lead_id == earlier_lead.id,
+        earlier.status != "returned",
+        or_(earlier.price_minor > 0, earlier.status == "paid"),  # a purchase, as _is_repeat_purchase counts one
+        ~and_(earlier.status.in_(RETURNABLE), earlier.created_at >= cutoff),
+        ~exists().where(
+            Settlement.reference == earlier.id,
+            Settlement.direction == "charge",
+            Settlement.status.in_(("pending", "failed")),
+        ),
     )
     rows = await session.execute(
         select(LedgerPosting.account_id, func.sum(LedgerPosting.amount_minor))
         .join(LedgerTransaction, LedgerTransaction.id == LedgerPosting.transaction_id)
-        .where(LedgerPosting.account_id.in_(list(account_ids)), or_(unpaid, returnable))
+        .where(
+            LedgerPosting.account_id.in_(list(account_ids)),
+            or_(unpaid, returnable, and_(retention, ~final_earlier)),
+            ~and_(retention, taken_back),
+        )
         .group_by(LedgerPosting.account_id)
     )
     return {account_id: max(0, -int(total or 0)) for account_id, total in rows}

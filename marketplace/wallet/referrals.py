@@ -19,7 +19,8 @@ route calls it).
 
 A partner's lifetime bonus is paid once its lifetime (paid deals' commissions, never returned) crosses the threshold,
 at most one per threshold (_settle_lifetime_bonuses); a retention bonus stands while an earlier purchase of the
-customer does, taken back and paid again as those come and go (_settle_retention). Each is its own transfer, so a
+customer does, taken back and paid again as those come and go (_settle_retention), and is held from payout until an
+earlier purchase of the customer can no longer be returned (wallet/payables.py). Each is its own transfer, so a
 return takes it back alone. (A customer referrer's lifetime and retention bonuses paid before the tiers were a
 partner's only are still taken back as they were, never paid again.)
 """
@@ -213,7 +214,7 @@ async def reward_qualified_lead(
 
 
 _QUALIFIED = "referral:qualified:"
-_TAKEN_BACK = ":returned"
+TAKEN_BACK = _TAKEN_BACK = ":returned"  # a take-back's key: the key it takes back, and this
 
 
 async def _standing_fees(session: AsyncSession, lead: Lead) -> list[tuple[str, str | None]]:
@@ -336,7 +337,7 @@ def _revenue_key(step: str, exposure_id: str) -> str:
     return f"referral:{step}:{exposure_id}"
 
 
-_RETENTION = "referral:retention:"
+RETENTION_PREFIX = _RETENTION = "referral:retention:"  # held by its earlier purchases too (wallet/payables.py)
 _LIFETIME = "referral:lifetime:"
 
 

@@ -489,6 +489,46 @@ async def test_a_partners_retention_bonus_goes_with_the_earlier_purchase_that_ma
     assert (await payables(client, operator))["site-9"] == fee + pct(net, 500)
 
 
+@pytest.mark.parametrize("earlier", ["returned", "kept"])
+async def test_a_retention_bonus_is_held_until_the_earlier_purchase_can_no_longer_be_returned(
+    app, client, db, settings, earlier
+):
+    """A tester's finding: a retention bonus stands on an earlier purchase of the customer (its return takes the
+    bonus back), yet was paid out while that purchase could still be returned; the return then left the referrer's
+    payable at minus the bonus. It is held until the earlier purchase is past its return window (and paid for)."""
+    from datetime import timedelta
+
+    from marketplace.clock import clock
+
+    operator = await operator_token(app)
+    _, ((lb, offer),), dm, later = await partner_with_customer(app, client, operator, "site-8", "+972525550775", 1)
+    bought = await claim(client, lb, offer)  # E1: the customer's first purchase, returnable for the window
+    assert bought.status_code == 201, bought.text
+    await repeat_deal(client, dm, later)  # E2: its deal, a repeat purchase (the retention bonus)
+    for token in (lb, dm):  # both charges paid: only the return window holds anything
+        (charge,) = [s for s in (await client.get("/v1/settlements", headers=auth(token))).json()["items"]]
+        assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).is_success
+
+    async def site_now() -> dict[str, int]:
+        listed = (await client.get("/v1/payables", headers=auth(operator))).json()["items"]  # one owed nothing: none
+        mine = [p for p in listed if p["owner"] == "site-8"]
+        return {k: sum(p[k]["amount_minor"] for p in mine) for k in ("owed", "held", "payable")}
+
+    fee, share, retention = 2_000, pct(DEAL_NET, 500), pct(DEAL_NET, 200)
+    # E1's fee is held by E1's own window; the retention bonus on E2 by E1's too.
+    assert await site_now() == {"owed": 2 * fee + share + retention, "held": fee + retention, "payable": fee + share}
+    paid = {"amount_minor": fee + share, "currency": "ILS"}
+    body = {"account": "referrer_payable", "owner": "site-8", "amount": paid}
+    assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=body)).status_code == 201
+    if earlier == "returned":
+        await give_back(client, lb, bought.json()["id"])  # E1's fee and E2's retention bonus back: nothing paid out
+        assert await site_now() == {"owed": 0, "held": 0, "payable": 0}
+        assert (await payables(client, operator)).get("site-8", 0) == 0  # (the trial balance: never below zero)
+    else:
+        clock.advance(timedelta(days=settings.windows.return_days, minutes=1))
+        assert await site_now() == {"owed": fee + retention, "held": 0, "payable": fee + retention}
+
+
 @pytest.mark.postgres_only
 async def test_two_returns_at_once_take_their_revenue_out_of_the_lifetime_once_each(app, client, db):
     """Two returns at once (the referrer's row taken in turn) each take their revenue out of the lifetime and their

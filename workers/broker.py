@@ -8,7 +8,7 @@ import time
 
 import dramatiq
 import redis
-from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.asyncio import EventLoopThread, get_event_loop_thread, set_event_loop_thread
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -20,6 +20,20 @@ from redis.retry import Retry
 from marketplace.jobs import HEARTBEAT_KEEP_SECONDS, HEARTBEAT_SECONDS, heartbeat_key, queued_key
 
 log = logging.getLogger("marketplace.jobs")
+
+
+class DaemonAsyncIO(AsyncIO):
+    """dramatiq's AsyncIO middleware, its event loop thread a daemon. dramatiq's is not: a worker process that
+    exits without stopping the worker (dramatiq's "Killing worker process...", a second SIGTERM calling sys.exit in
+    the middle of `worker.stop`) waited for that thread forever in `threading._shutdown` while its consumer and
+    worker threads, daemons, went on taking jobs; only SIGKILL ended it. A graceful stop is unchanged: the loop
+    is stopped and joined in `after_worker_shutdown`."""
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        event_loop_thread = EventLoopThread(self.logger)
+        event_loop_thread.daemon = True
+        event_loop_thread.start(timeout=1.0)
+        set_event_loop_thread(event_loop_thread)
 
 
 class RuntimeShutdown(Middleware):
@@ -113,7 +127,7 @@ def make_broker(
             retry=Retry(NoBackoff(), 0),
         )
         broker = RedisBroker(client=client, namespace=namespace)
-    broker.add_middleware(AsyncIO())
+    broker.add_middleware(DaemonAsyncIO())
     broker.add_middleware(RuntimeShutdown())
     if isinstance(broker, RedisBroker):
         broker.add_middleware(WorkerHeartbeat())

@@ -587,7 +587,18 @@ async def claim_offer(
     )
     taken = (await session.execute(take, {"lead_id": offer.lead_id, "now": now})).one_or_none()
     if taken is None:
-        raise Conflict(refusal)
+        # Lost a race on the lead row (a deal won, the lead filled or bought exclusively while this claim waited for
+        # it): told why as a claim a moment later is, from the offer and its lead as they are now (read after the
+        # winner committed), the fixed refusal only where they say nothing more precise.
+        again = (await session.execute(_OFFER, {"offer_id": offer_id})).one()
+        if again.status == "claimed":
+            raise Conflict(_WHY_NOT_OPEN["claimed"])
+        why = await _why_closed(session, again, now)
+        if why is _WITHDRAWN and again.status == "open":
+            why = refusal
+        elif why is _WITHDRAWN:
+            await refuse_if_over_limit(session, settings, business.id)
+        raise Conflict(why)
     lead = attach(session, Lead, taken)
     if lead.club_id is not None and not await is_member(session, lead.club_id, business.id):
         # Offered while it was a member (a wave that read the members as it left): the contact is for members only.

@@ -371,3 +371,73 @@ async def test_a_return_racing_a_deal_makers_won_on_the_lead_is_refused_never_re
     assert await db.scalar(select(Exposure.status).where(Exposure.id == deal_id)) == "won"
     assert await db.scalar(select(Exposure.status).where(Exposure.id == bought_id)) == "new"
     assert await db.count(LedgerTransaction, LedgerTransaction.idempotency_key == f"refund:{bought_id}") == 0
+
+
+@pytest.mark.postgres_only  # SQLite runs one writer at a time: the claim would wait for the report to commit
+async def test_a_claim_losing_the_lead_to_a_deal_won_at_once_hears_why_as_a_claim_a_moment_later(
+    app, client, db, monkeypatch
+):
+    """A lead buyer's shared claim read its offer open while a deal maker's `won` on the same lead was written and not
+    yet committed, then waited for the lead's row and lost it: it was told the vague "this lead is taken: it is full,
+    bought exclusively, closed (off the market) or expired", while a claim a moment later hears the lead left the
+    market, the customer having hired a business. Now both hear the latter."""
+    from marketplace.surveys import services as survey_services
+
+    (maker_id, maker), (buyer_id, buyer) = await register(client, "deal_maker"), await register(client, "lead_buyer")
+    lead_id = await submit_lead(client, category="plumbing")
+    maker_offer, buyer_offer = await offer_lead_to(app, lead_id, [maker_id, buyer_id])
+    deal = await client.post(f"/v1/offers/{maker_offer}/claim", headers=auth(maker), json={"exclusive": False})
+    assert deal.status_code == 201, deal.text
+    won_written = asyncio.Event()
+    real = survey_services.on_deal_reported
+
+    async def won_written_and_held(session, *args, **kwargs):
+        won_written.set()  # the lead's row is held by the report until it commits
+        await asyncio.sleep(0.5)
+        return await real(session, *args, **kwargs)
+
+    monkeypatch.setattr(survey_services, "on_deal_reported", won_written_and_held)
+    winning = asyncio.create_task(report(client, maker, deal.json()["id"], "won", turnover=50_000))
+    await won_written.wait()
+    lost = await client.post(f"/v1/offers/{buyer_offer}/claim", headers=auth(buyer), json={"exclusive": False})
+    await winning
+    later = await client.post(f"/v1/offers/{buyer_offer}/claim", headers=auth(buyer), json={"exclusive": False})
+    assert lost.status_code == later.status_code == 409, (lost.text, later.text)
+    assert "hired a business" in later.json()["detail"], later.text
+    assert lost.json()["detail"] == later.json()["detail"], (lost.text, later.text)
+    assert await db.count(Exposure, Exposure.business_id == buyer_id) == 0
+
+
+@pytest.mark.postgres_only  # SQLite runs one writer at a time: the second claim would wait for the first to commit
+async def test_a_claim_losing_the_last_place_hears_the_lead_is_full(app, client, db, monkeypatch):
+    """Two shared claims for a lead's last place: the loser, which read its offer open and waited for the lead's row,
+    hears the lead is full, as a claim a moment later does, not the vague "taken" refusal."""
+    from marketplace.offers import services as offer_services
+
+    buyers = await _buyers(client, 4)
+    lead_id = await submit_lead(client, category="plumbing")  # three places
+    offers = await offer_lead_to(app, lead_id, [b for b, _ in buyers])
+    for offer_id, (_, token) in zip(offers[:2], buyers[:2], strict=True):
+        taken = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={"exclusive": False})
+        assert taken.status_code == 201, taken.text
+    (winner_id, winner), (_, loser) = buyers[2:]
+    lead_held = asyncio.Event()
+    real = offer_services._check_claimer
+
+    async def holding_the_lead(session, settings, business, now):
+        if business.id == winner_id:
+            lead_held.set()  # the winner has taken the lead's last place, its row held until it commits
+            await asyncio.sleep(0.5)
+        return await real(session, settings, business, now)
+
+    monkeypatch.setattr(offer_services, "_check_claimer", holding_the_lead)
+    winning = asyncio.create_task(
+        client.post(f"/v1/offers/{offers[2]}/claim", headers=auth(winner), json={"exclusive": False})
+    )
+    await lead_held.wait()
+    lost = await client.post(f"/v1/offers/{offers[3]}/claim", headers=auth(loser), json={"exclusive": False})
+    assert (await winning).status_code == 201
+    later = await client.post(f"/v1/offers/{offers[3]}/claim", headers=auth(loser), json={"exclusive": False})
+    assert lost.status_code == later.status_code == 409, (lost.text, later.text)
+    assert "this lead is full" in later.json()["detail"], later.text
+    assert lost.json()["detail"] == later.json()["detail"], (lost.text, later.text)

@@ -13,9 +13,9 @@ from marketplace.businesses import schemas, services
 from marketplace.errors import InvalidInput
 from marketplace.fraud.services import change_status
 from marketplace.http.access import Access, access, current_principal
-from marketplace.http.pagination import Page
 from marketplace.http.strict import QueryInt
 from marketplace.identity.services import reissue_business_token
+from marketplace.pagination import Page
 from marketplace.ranking.service import joined
 
 

@@ -18,12 +18,12 @@ from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Bu
 from marketplace.db.models.businesses import with_profile
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
-from marketplace.http.pagination import after_time_cursor, check_limit, time_cursor
 from marketplace.identity.services import issue_business_token, refuse_if_blocked
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
 from marketplace.offers.matching import fits_business
 from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
+from marketplace.pagination import after_time_cursor, check_limit, time_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.text import name_key, name_problem

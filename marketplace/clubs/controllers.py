@@ -12,9 +12,9 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from marketplace.clubs import schemas, services
 from marketplace.db.models import Business
 from marketplace.http.access import Access, access, current_principal
-from marketplace.http.pagination import Page, check_limit
 from marketplace.http.strict import QueryInt
 from marketplace.identity.services import issue_club_token, refuse_if_blocked, reissue_club_token
+from marketplace.pagination import Page, check_limit
 
 
 class ClubController(Controller):

@@ -19,10 +19,10 @@ from marketplace.contact import normalise_email
 from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, Club, ClubInvitation, ClubMember, Lead, Offer
 from marketplace.errors import Conflict, InvalidInput, NotFound, TooManyRequests
-from marketplace.http.pagination import check_cursor, page_of
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
+from marketplace.pagination import check_cursor, page_of
 from marketplace.settings import Settings
 from marketplace.text import name_problem
 from marketplace.wallet.ledger import AccountKind

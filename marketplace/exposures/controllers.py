@@ -14,10 +14,10 @@ from marketplace.errors import NotFound
 from marketplace.exposures import rules, schemas, services
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, Private, request_hash, run_idempotent
-from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, one_of
 from marketplace.leads.services import get_lead
+from marketplace.pagination import Page, check_limit
 from marketplace.ranking.events import Event
 from marketplace.ranking.service import moved
 from marketplace.schemas import MoneyOut

@@ -18,7 +18,6 @@ from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, No
 from marketplace.exposures import rules, schemas
 from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
-from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import summary
@@ -28,6 +27,7 @@ from marketplace.offers.services import (
     take_off_the_market,
     withdraw_offers_over_credit,
 )
+from marketplace.pagination import check_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.surveys import services as surveys

@@ -12,8 +12,8 @@ from marketplace.db.models.fraud import ALERT_STATUSES
 from marketplace.errors import InvalidInput
 from marketplace.fraud import schemas, services
 from marketplace.http.access import Access, access, current_principal
-from marketplace.http.pagination import Page, check_limit
 from marketplace.http.strict import QueryInt, one_of
+from marketplace.pagination import Page, check_limit
 
 
 class FraudController(Controller):

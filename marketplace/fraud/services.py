@@ -56,13 +56,13 @@ from marketplace.fraud.signals import (
     assess,
     undecided_features,
 )
-from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
 from marketplace.notifications.outbox import notify
 from marketplace.offers.services import withdraw_sold_leads
+from marketplace.pagination import check_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.text import blank

@@ -1,1 +1,1 @@
-"""HTTP plumbing shared by every controller: access rules, problem+json, units of work, pagination."""
+"""HTTP plumbing shared by every controller: access rules, problem+json, units of work."""

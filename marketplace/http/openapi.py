@@ -30,8 +30,8 @@ from litestar.routes import HTTPRoute
 from litestar.typing import FieldDefinition
 
 from marketplace.http.access import Access
-from marketplace.http.pagination import MAX_LIMIT
 from marketplace.http.strict import QueryInt, QueryTime
+from marketplace.pagination import MAX_LIMIT
 
 BEARER = "bearer"
 COMPONENTS = Components(

@@ -10,10 +10,10 @@ from litestar.params import FromQuery
 
 from marketplace.errors import InvalidInput
 from marketplace.http.access import Access, access
-from marketplace.http.pagination import Page, check_limit
 from marketplace.http.strict import QueryInt, one_of
 from marketplace.notifications import schemas, services
 from marketplace.notifications.outbox import NOTIFICATION_KINDS
+from marketplace.pagination import Page, check_limit
 
 
 class NotificationController(Controller):

@@ -15,10 +15,10 @@ from marketplace.clock import utcnow
 from marketplace.db.models import Notification
 from marketplace.db.statements import rows_changed
 from marketplace.errors import InvalidInput
-from marketplace.http.pagination import check_cursor
 from marketplace.notifications import schemas
 from marketplace.notifications.mailer import Message, SmtpConfig, send_all
 from marketplace.notifications.outbox import NOTIFICATION_KINDS
+from marketplace.pagination import check_cursor
 from marketplace.settings import Settings
 from marketplace.uow import UnitOfWorkFactory
 

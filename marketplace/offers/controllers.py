@@ -13,11 +13,11 @@ from marketplace.exposures.schemas import Exposure
 from marketplace.exposures.services import to_schema
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
-from marketplace.http.pagination import MAX_LIMIT, Page, after_position, check_limit, position_cursor
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt
 from marketplace.leads.services import get_lead
 from marketplace.offers import schemas, services
+from marketplace.pagination import MAX_LIMIT, Page, after_position, check_limit, position_cursor
 from marketplace.ranking.events import Event
 from marketplace.ranking.service import exposed
 from marketplace.uow import UnitOfWork

@@ -31,7 +31,6 @@ from marketplace.db.models import (
 from marketplace.db.statements import attach, of_session, per_database, rows_changed, table
 from marketplace.errors import Conflict, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules as exposure_rules
-from marketplace.http.pagination import check_cursor
 from marketplace.identity.services import Principal, refuse_inactive
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
@@ -39,6 +38,7 @@ from marketplace.leads.services import LeadColumns, summary
 from marketplace.money import Money
 from marketplace.offers import schemas
 from marketplace.offers.matching import FITS_THE_LEAD, UNDER_CAPS, find_candidates, fits_business, owed_replacement
+from marketplace.pagination import check_cursor
 from marketplace.ranking.ports import LeadView, Ranked, Ranker
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings

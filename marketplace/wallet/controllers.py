@@ -21,12 +21,12 @@ from marketplace.errors import FieldError, InvalidInput
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
 from marketplace.http.negotiation import CHOOSES_FORM, negotiate
-from marketplace.http.pagination import Page, check_limit
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, QueryTime, one_of
 from marketplace.ids import new_id
 from marketplace.money import Money
 from marketplace.offers.services import apply_credit_limit
+from marketplace.pagination import Page, check_limit
 from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -57,7 +57,7 @@ _LARGEST_ID = 2**63 - 1
 
 
 def _cursor(raw: str | None) -> int | None:
-    if not raw:  # `?cursor=` is the first page, as on every other list (http/pagination.check_cursor)
+    if not raw:  # `?cursor=` is the first page, as on every other list (pagination.check_cursor)
         return None
     if not (raw.isascii() and raw.isdigit()) or int(raw) > _LARGEST_ID:
         raise InvalidInput.field("cursor", "not a cursor this list gave out")

@@ -23,9 +23,9 @@ from marketplace.db.models import (
 )
 from marketplace.errors import InvalidInput, NotFound
 from marketplace.exposures.rules import RETURNABLE
-from marketplace.http.pagination import check_cursor, check_limit, page_of
 from marketplace.identity.services import Principal
 from marketplace.money import Money
+from marketplace.pagination import check_cursor, check_limit, page_of
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.wallet import schemas

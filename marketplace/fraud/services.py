@@ -65,6 +65,7 @@ from marketplace.offers.services import withdraw_sold_leads
 from marketplace.pagination import check_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
+from marketplace.surveys.schemas import SurveyAnswer
 from marketplace.text import blank
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -645,9 +646,6 @@ def _kinds_naming(evidence: Sequence[dict[str, Any]] | None, lead_id: str) -> li
 async def _alert_deals(session: AsyncSession, alerts: Sequence[FraudAlert]) -> dict[str, list[schemas.AlertDeal]]:
     """Per alert, the deals its evidence names, with their history and the customers' answers: the facts behind
     each reason (three reads for a page of alerts, in chunks of lead ids)."""
-    # surveys.services imports this module (mark_dirty): its answer's wire shape is imported where it is used.
-    from marketplace.surveys.services import answer_out
-
     named = {a.id: _named_leads(a) for a in alerts}
     wanted = {(a.business_id, lead_id) for a in alerts for lead_id in named[a.id]}
     lead_ids = sorted({lead_id for _, lead_id in wanted})
@@ -698,7 +696,7 @@ async def _alert_deals(session: AsyncSession, alerts: Sequence[FraudAlert]) -> d
                     evidence=_kinds_naming(alert.evidence, lead_id),
                     opened_evidence=_kinds_naming(alert.opened_evidence, lead_id),
                     history=[HistoryEntry.of(e, cur) for e in history[exposure.id]],
-                    answers=[answer_out(s) for s in answers[lead_id]],
+                    answers=[SurveyAnswer.of(s) for s in answers[lead_id]],
                 )
             )
         out[alert.id] = shown

@@ -45,4 +45,4 @@ class SurveyController(Controller):
             if hired is not None:
                 delay = services.recheck_delay_seconds(state.settings)
                 uow.after_commit(lambda: state.jobs.enqueue("fraud_recheck", hired, delay_seconds=delay))
-            return services.answer_out(survey)
+            return schemas.SurveyAnswer.of(survey)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
 from marketplace.schemas import MoneyIn, MoneyOut
+
+if TYPE_CHECKING:
+    from marketplace.db.models import Survey
 
 
 class SurveyBusiness(msgspec.Struct):
@@ -41,3 +44,22 @@ class SurveyAnswer(msgspec.Struct):
     satisfaction: int
     comment: str | None
     answered_at: datetime
+
+    @classmethod
+    def of(cls, survey: Survey) -> SurveyAnswer:
+        """A customer's answer as shown (to the customer who sent it, and to operators on an alert)."""
+        assert survey.answered_at is not None and survey.hired is not None and survey.satisfaction is not None
+        amount = (
+            MoneyOut(survey.amount_minor, survey.currency)
+            if survey.amount_minor is not None and survey.currency is not None
+            else None
+        )
+        return cls(
+            lead_id=survey.lead_id,
+            hired=survey.hired,
+            business_id=survey.business_id,
+            amount=amount,
+            satisfaction=survey.satisfaction,
+            comment=survey.comment,
+            answered_at=survey.answered_at,
+        )

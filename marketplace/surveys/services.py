@@ -27,7 +27,6 @@ from marketplace.identity.services import spend_link
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
 from marketplace.offers.services import take_off_the_market
-from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.surveys import schemas
 
@@ -194,24 +193,6 @@ async def answer_survey(
         await take_off_the_market(session, lead.id)
     await session.flush()
     return survey, holders
-
-
-def answer_out(survey: Survey) -> schemas.SurveyAnswer:
-    assert survey.answered_at is not None and survey.hired is not None and survey.satisfaction is not None
-    amount = (
-        MoneyOut(survey.amount_minor, survey.currency)
-        if survey.amount_minor is not None and survey.currency is not None
-        else None
-    )
-    return schemas.SurveyAnswer(
-        lead_id=survey.lead_id,
-        hired=survey.hired,
-        business_id=survey.business_id,
-        amount=amount,
-        satisfaction=survey.satisfaction,
-        comment=survey.comment,
-        answered_at=survey.answered_at,
-    )
 
 
 async def on_deal_reported(

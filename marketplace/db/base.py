@@ -22,6 +22,13 @@ NAMING_CONVENTION = {
 }
 
 
+def one_of(column: str, names: tuple[str, ...]) -> str:
+    """The text of a CHECK that `column` holds one of `names` (a status set kept as one tuple in its model's module):
+    `status IN ('open', 'full')`."""
+    quoted = ", ".join(f"'{name}'" for name in names)
+    return f"{column} IN ({quoted})"
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timestamps are stored in UTC and always come back timezone-aware, on SQLite as on PostgreSQL."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from marketplace.leads.status import LeadStatus
+from marketplace.db.models.leads import LeadStatus
 from marketplace.schemas import MoneyIn, MoneyOut, pattern
 
 __all__ = ["MoneyIn", "MoneyOut"]

@@ -13,12 +13,12 @@ from marketplace.clock import utcnow
 from marketplace.clubs.services import is_member
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, hide_contact_details, normalise_email, normalise_phone
 from marketplace.db.models import Club, Exposure, Lead, LeadContact
+from marketplace.db.models.leads import LeadStatus
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.identity.links import read_referral_code
 from marketplace.identity.services import refuse_if_inactive
 from marketplace.ids import new_id
 from marketplace.leads import schemas
-from marketplace.leads.status import LeadStatus
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.text import blank, name_problem

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339
 from marketplace.db.models import Business, Settlement
+from marketplace.db.models.wallet import SETTLEMENT_STATUSES
 from marketplace.errors import FieldError, InvalidInput
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idempotent
@@ -38,7 +39,6 @@ from marketplace.wallet.plan_versions import active_plan, save_plan
 from marketplace.wallet.settlements import confirm_settlement, fail_settlement
 
 CSV_PAGE = 1000
-SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
 ENTRY_FORMATS = ("json", "csv")
 ENTRY_MEDIA = {"json": "application/json", "csv": "text/csv"}
 KINDS = frozenset(k.value for k in TransferKind)

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from marketplace.db.base import Base, UTCDateTime
-from marketplace.leads.status import LeadStatus  # the CheckConstraint below names the same values
+from marketplace.db.base import Base, UTCDateTime, one_of
+
+# A lead's status, the one type the API's schemas and this model both use (the CHECK below is written from it).
+# open: on the market, places left; full: on the market, every place taken (or bought exclusively); expired: its time
+# ran out; closed: taken off the market before its time, its customer having hired a business (a deal maker's deal
+# reported won, or the customer's survey answer) or the business that sold it blocked (offers._off_the_market).
+# Expired and closed are told apart because a client (the deal maker that won it, the operator) must be able to tell
+# a customer served from a lead nobody took in time; a full lead that closes says closed too.
+LeadStatus = Literal["open", "full", "expired", "closed"]
+LEAD_STATUSES: tuple[str, ...] = get_args(LeadStatus)
 
 
 class Lead(Base):
     __tablename__ = "leads"
     __table_args__ = (
-        CheckConstraint("status IN ('open', 'full', 'expired', 'closed')", name="status"),
+        CheckConstraint(one_of("status", LEAD_STATUSES), name="status"),
         CheckConstraint("source IN ('customer', 'business')", name="source"),
         CheckConstraint("exposure_count >= 0 AND exposure_count <= max_exposures", name="exposure_limit"),
         CheckConstraint("NOT is_exclusive OR exposure_count = 1", name="exclusive_single"),

@@ -20,8 +20,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from marketplace.db.base import Base, PartialIndexKey, UTCDateTime
+from marketplace.db.base import Base, PartialIndexKey, UTCDateTime, one_of
 
+# Each status set once: the CHECK constraints below are written from these (exposures.rules.NEXT has a key for each
+# exposure status, which a unit test holds it to).
 EXPOSURE_STATUSES = ("new", "contacted", "quoted", "won", "lost", "invoiced", "paid", "returned")
 OFFER_STATUSES = ("open", "claimed", "expired", "closed")
 
@@ -30,7 +32,7 @@ class Offer(Base):
     __tablename__ = "offers"
     __table_args__ = (
         UniqueConstraint("lead_id", "business_id"),
-        CheckConstraint("status IN ('open', 'claimed', 'expired', 'closed')", name="status"),
+        CheckConstraint(one_of("status", OFFER_STATUSES), name="status"),
         Index("ix_offers_business_id_status", "business_id", "status"),
         # The expiry sweep's own range: open offers past their time, not every offer that ever expired. Partial,
         # so that SQLite's planner (no statistics) never prefers it to the business's or the lead's own index.
@@ -83,10 +85,7 @@ class Exposure(Base):
     __table_args__ = (
         UniqueConstraint("lead_id", "business_id"),
         CheckConstraint("kind IN ('shared', 'exclusive', 'assigned')", name="kind"),
-        CheckConstraint(
-            "status IN ('new', 'contacted', 'quoted', 'won', 'lost', 'invoiced', 'paid', 'returned')",
-            name="status",
-        ),
+        CheckConstraint(one_of("status", EXPOSURE_STATUSES), name="status"),
         CheckConstraint("price_minor >= 0", name="price"),
         Index("ix_exposures_business_id_created_at", "business_id", "created_at"),
         # Replacements owed, oldest first: a handful at most, read by every lead's first wave.

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from marketplace.db.base import Base, UTCDateTime
+from marketplace.db.base import Base, UTCDateTime, one_of
 
 
 class LedgerAccount(Base):
@@ -120,12 +120,16 @@ class Invoice(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+# A settlement's status: the CHECK below is written from it, and the operators' list filters by it.
+SETTLEMENT_STATUSES = ("pending", "confirmed", "failed", "cancelled")
+
+
 class Settlement(Base):
     """Money through the payment provider: a charge to collect or a payout to make, until confirmed."""
 
     __tablename__ = "settlements"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'confirmed', 'failed', 'cancelled')", name="status"),
+        CheckConstraint(one_of("status", SETTLEMENT_STATUSES), name="status"),
         CheckConstraint("direction IN ('charge', 'payout')", name="direction"),
         CheckConstraint("amount_minor > 0", name="positive"),
         CheckConstraint("(business_id IS NULL) <> (payee IS NULL)", name="one_party"),

@@ -9,7 +9,7 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,6 @@ class Settings:
     ranking: RankingSettings
     notifications: NotificationSettings
     fraud: FraudSettings
-    config_dir: Path = field(default=DEFAULT_CONFIG_DIR)
 
     @property
     def jurisdiction(self) -> Jurisdiction:
@@ -297,7 +296,7 @@ def _secret_key(raw: str, database_url: str) -> str:
     return secret
 
 
-def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
+def _build(data: Mapping[str, Any]) -> Settings:
     svc = _section(data, "service")
     database_url = _database_url(_str(svc, "service", "database_url", allow_empty=True))
     redis_url = _str(svc, "service", "redis_url", allow_empty=True)
@@ -439,9 +438,7 @@ def _build(data: Mapping[str, Any], config_dir: Path) -> Settings:
     # Last, once every other setting is valid: the embedded default may create its secret file, and a
     # refused start-up must leave nothing behind.
     service = replace(service, secret_key=_secret_key(service.secret_key, database_url))
-    return Settings(
-        service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud, config_dir
-    )
+    return Settings(service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud)
 
 
 def _notifications(section: Mapping[str, Any]) -> NotificationSettings:
@@ -478,7 +475,7 @@ def load_settings(env: Mapping[str, str] | None = None, config_dir: Path | None 
     directory = Path(config_dir or env.get("MARKETPLACE_CONFIG_DIR") or DEFAULT_CONFIG_DIR)
     data = _read_toml_dir(directory)
     _apply_env(data, env)
-    return _build(data, directory)
+    return _build(data)
 
 
 @lru_cache(maxsize=1)

@@ -63,7 +63,6 @@ GAP_EVERY = 8  # a re-spread bucket has one free place after every 8 entries
 GAP_WINDOW = 64  # how far an insertion looks for a free place first
 WIDE_WINDOW = 2048  # and then, before the bucket is re-spread
 WINDOWS = (GAP_WINDOW, WIDE_WINDOW)
-MERGE_AT = GAP_EVERY * GAP_WINDOW  # kept for callers of the former delta design: updates between re-spreads
 # An exploration ring's arrays (slots, deal ranges, base scores, shown rows) for a ranking that explores nothing.
 _NO_RING = (
     np.empty(0, np.int64),
@@ -847,11 +846,6 @@ class RankingCore:
             if entries:
                 out[key] = entries
         return out
-
-    def memory_bytes(self) -> int:
-        """Bytes held by the arrays (the id map and list come on top: about 150 bytes per business)."""
-        arrays = self._version.nbytes + self._mark.nbytes + self._uniform.nbytes + self._normal.nbytes
-        return arrays + sum(b.table.nbytes + b.bounds.nbytes + b.seg.nbytes for b in self._buckets.values())
 
 
 @functools.cache  # once a process: what it compiles or loads stays loaded

@@ -110,9 +110,6 @@ class Score:
     reliability: float
     factors: dict[str, Any] = field(default_factory=dict)
 
-    def sampled(self, p: float) -> float:
-        return self.reliability * (p * self.worth + self.bonus)
-
 
 def score(history: History, prior: CategoryPrior, terms: Terms, reliability: float = 1.0) -> Score:
     k = prior.strength

@@ -278,9 +278,6 @@ class Transfer:
         }
         return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
 
-    def postings_for(self, account: AccountKey) -> list[Posting]:
-        return [p for p in self.postings if p.account == account]
-
 
 # --- builders --------------------------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ from marketplace.errors import FieldError, InvalidInput
 from marketplace.money import BP_WHOLE, MAX_AMOUNT_MINOR, CurrencyMismatch, Money, minor_unit_exponent
 
 __all__ = [
-    "DEFAULT_PLAN",
     "ROLE_CLUB_OPERATOR",
     "ROLE_PLATFORM",
     "ROLE_RECOMMENDER",
@@ -273,9 +272,6 @@ def default_plan(currency: str = "ILS") -> dict[str, Any]:
             }
         ],
     }
-
-
-DEFAULT_PLAN: dict[str, Any] = default_plan("ILS")
 
 
 # --- parsing -----------------------------------------------------------------------------------------

@@ -65,7 +65,6 @@ from marketplace.wallet.plans import (
 )
 
 PARTNER, CUSTOMER = "partner", "customer"
-REFERRER_KINDS = (PARTNER, CUSTOMER)
 
 
 async def register_referrer(

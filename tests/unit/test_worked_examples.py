@@ -13,7 +13,7 @@ from marketplace.wallet.ledger import (
     marketplace_account,
 )
 from marketplace.wallet.offset import plan_offset
-from marketplace.wallet.plans import DEFAULT_PLAN, EventKind, PlanEvent, evaluate, parse_plan
+from marketplace.wallet.plans import EventKind, PlanEvent, default_plan, evaluate, parse_plan
 from marketplace.wallet.plans import deal_commission as commission_on
 from marketplace.wallet.vat import vat_breakdown
 
@@ -27,13 +27,13 @@ def eur(text: str) -> Money:
 
 
 def _split(commission: Money) -> dict[str, Money]:
-    result = evaluate(parse_plan(DEFAULT_PLAN), PlanEvent(EventKind.DEAL_PAID, commission))
+    result = evaluate(parse_plan(default_plan()), PlanEvent(EventKind.DEAL_PAID, commission))
     return {p.recipient_role: p.amount for p in result.split}
 
 
 def _referred(mode: str, revenue: Money) -> dict[str, Money]:
     plan = parse_plan(
-        {**DEFAULT_PLAN, "customer_referrer": {"referrer_bp": 500, "sponsor_chain_bp": [2000], "mode": mode}}
+        {**default_plan(), "customer_referrer": {"referrer_bp": 500, "sponsor_chain_bp": [2000], "mode": mode}}
     )
     result = evaluate(plan, PlanEvent(EventKind.CUSTOMER_PURCHASE, revenue))
     return {p.recipient_role: p.amount for p in result.payouts}

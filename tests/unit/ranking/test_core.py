@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from marketplace.ranking import core as ranking_core
 from marketplace.ranking.core import (
-    MERGE_AT,
     LeadFactor,
     Profile,
     RankingCore,
@@ -62,11 +62,25 @@ def test_a_business_is_never_listed_twice_after_updates():
     assert len(ids) == len(set(ids)) == 50
 
 
-def test_incremental_updates_equal_a_fresh_build():
+def test_incremental_updates_equal_a_fresh_build(monkeypatch):
+    # Updates go in place once a bucket is laid out; a bucket laid out small runs out of free places as businesses
+    # join, and is re-spread. Count the re-spreads, so that the loop is known to cross several in every bucket.
+    respreads: dict[int, int] = {}
+    respread = ranking_core._Bucket.respread
+
+    def counted(bucket, *args, **kwargs):
+        respreads[id(bucket)] = respreads.get(id(bucket), 0) + 1
+        return respread(bucket, *args, **kwargs)
+
+    monkeypatch.setattr(ranking_core._Bucket, "respread", counted)
     rng = random.Random(7)
     final: dict[int, tuple[Profile, dict]] = {}
     core = RankingCore(explore_share=0.0)
-    for step in range(3 * MERGE_AT):  # enough updates to cross several delta merges
+    first = Profile("b0000", "deal_maker", ("plumbing",), ("east", "north", "south"), 0, 10**9, True)
+    core.upsert(first, {"plumbing": _score(0, 0)})
+    final[0] = (first, {"plumbing": _score(0, 0)})
+    core.compact()  # every bucket laid out with one entry: from here on, updates go in place
+    for step in range(1500):  # joins, moves, changes of region, blocks
         i = rng.randrange(120)
         regions = tuple(sorted(rng.sample(["north", "south", "east"], rng.randint(1, 3))))
         profile = Profile(f"b{i:04d}", "deal_maker", ("plumbing",), regions, 0, 10**9, rng.random() > 0.1)
@@ -85,6 +99,7 @@ def test_incremental_updates_equal_a_fresh_build():
                 ),
                 scores,
             )
+    assert len(respreads) == 3 and min(respreads.values()) >= 3
     fresh = build(list(final.values()), explore_share=0.0)
     assert core.snapshot() == fresh.snapshot()
     for region in ("north", "south", "east"):

@@ -4,7 +4,6 @@ upgrade and their return reversing exactly; the referrer chain in both modes; th
 
 from __future__ import annotations
 
-import copy
 from fractions import Fraction
 from typing import Any
 
@@ -26,13 +25,13 @@ from marketplace.wallet.ledger import (
 )
 from marketplace.wallet.offset import plan_offset
 from marketplace.wallet.plans import (
-    DEFAULT_PLAN,
     ROLE_CLUB_OPERATOR,
     ROLE_PLATFORM,
     ROLE_RECOMMENDER,
     EventKind,
     PlanEvent,
     deal_commission,
+    default_plan,
     evaluate,
     parse_plan,
     sponsor_role,
@@ -41,7 +40,7 @@ from marketplace.wallet.vat import VatBreakdown, vat_breakdown
 
 ILS = "ILS"
 MAKER, SELLER, CLUB = "biz_maker", "biz_seller", "club_1"
-PLAN = parse_plan(DEFAULT_PLAN)
+PLAN = parse_plan(default_plan())
 
 
 def ils(minor: int) -> Money:
@@ -197,7 +196,7 @@ def fixed_split_plans(draw: st.DrawFn) -> tuple[Any, list[str]]:
         else:
             index = shared.index(role)
             recipients.append({"role": role, "share_bp": bounds[index + 1] - bounds[index]})
-    data = copy.deepcopy(DEFAULT_PLAN)
+    data = default_plan()
     data["tiers"] = {}
     data["commission_split"] = {"recipients": recipients, "unclaimed_to": draw(st.sampled_from(roles))}
     return parse_plan(data), roles
@@ -239,7 +238,7 @@ def test_company_pays_gives_each_level_its_own_rate_of_the_revenue(
     revenue: int, referrer_bp: int, chain: list[int]
 ) -> None:
     assume(referrer_bp + sum(chain) <= BP_WHOLE)  # a plan paying out more than the revenue is refused (parse_plan)
-    data = copy.deepcopy(DEFAULT_PLAN)
+    data = default_plan()
     data["tiers"] = {}
     data["customer_referrer"] = {"referrer_bp": referrer_bp, "sponsor_chain_bp": chain, "mode": "company_pays"}
     roles = frozenset({"referrer", *(sponsor_role(level) for level in range(1, len(chain) + 1))})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 from fractions import Fraction
 from typing import Any
@@ -14,7 +13,6 @@ from hypothesis import strategies as st
 from marketplace.errors import InvalidInput
 from marketplace.money import CurrencyMismatch, Money
 from marketplace.wallet.plans import (
-    DEFAULT_PLAN,
     CommissionPlan,
     EventKind,
     Payout,
@@ -37,7 +35,7 @@ def eur(text: str) -> Money:
 
 def plan(**changes: Any) -> CommissionPlan:
     """The default plan, minus its ILS fixed amounts, with changes on top."""
-    data: dict[str, Any] = copy.deepcopy(DEFAULT_PLAN)
+    data: dict[str, Any] = default_plan()
     data["tiers"] = {}
     data.update(changes)
     return parse_plan(data)
@@ -52,7 +50,7 @@ def split_of(result_plan: CommissionPlan, amount: Money, roles: set[str] | None 
 
 
 def test_default_plan_parses_and_round_trips() -> None:
-    parsed = parse_plan(DEFAULT_PLAN)
+    parsed = parse_plan(default_plan())
     assert parsed.version == 1
     assert [(r.role, r.share_bp) for r in parsed.split] == [
         ("recommender", 7000),
@@ -70,7 +68,7 @@ def _errors(data: Any) -> dict[str, str]:
 
 
 def test_plan_errors_are_invalid_input_naming_each_field() -> None:
-    data = copy.deepcopy(DEFAULT_PLAN)
+    data = default_plan()
     del data["version"]
     data["commission_split"]["recipients"][1]["share_bp"] = 2000
     data["customer_referrer"]["mode"] = "sponsor_pays"
@@ -121,7 +119,7 @@ def test_plan_errors_are_invalid_input_naming_each_field() -> None:
     ],
 )
 def test_a_wrong_field_is_named(path: tuple[Any, ...], value: Any, field: str | None) -> None:
-    data = copy.deepcopy(DEFAULT_PLAN)
+    data = default_plan()
     target = data
     for step in path[:-1]:
         target = target[step]
@@ -135,7 +133,7 @@ def test_a_wrong_field_is_named(path: tuple[Any, ...], value: Any, field: str | 
 
 
 def test_company_pays_may_not_give_away_more_than_everything() -> None:
-    data = copy.deepcopy(DEFAULT_PLAN)
+    data = default_plan()
     data["customer_referrer"] = {"referrer_bp": 5000, "sponsor_chain_bp": [6000], "mode": "company_pays"}
     assert "customer_referrer" in _errors(data)
 
@@ -246,7 +244,7 @@ def test_the_split_always_sums_to_the_commission(share_list: list[int], minor: i
 
 
 def _tiered() -> CommissionPlan:
-    return parse_plan(DEFAULT_PLAN)
+    return parse_plan(default_plan())
 
 
 @pytest.mark.parametrize(
@@ -418,6 +416,6 @@ def test_default_plan_in_another_currency() -> None:
     result = evaluate(euro, PlanEvent(EventKind.QUALIFIED_LEAD, eur("150.00")))
     assert result.payouts == (Payout("referrer", eur("20.00"), PayoutReason.QUALIFIED_LEAD),)
     assert default_plan("JPY")["tiers"]["qualified_lead"]["fixed"] == {"amount_minor": 20, "currency": "JPY"}
-    assert default_plan() == DEFAULT_PLAN and default_plan() is not default_plan()
+    assert default_plan() == default_plan("ILS") and default_plan() is not default_plan()
     with pytest.raises(ValueError):
         default_plan("eur")

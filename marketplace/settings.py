@@ -9,10 +9,10 @@ import os
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marketplace.off_hours import NO_OFF_HOURS, OffHours, OffHoursError
@@ -33,7 +33,7 @@ class ServiceSettings:
     jurisdiction: str
     max_body_bytes: int
     intake_rate_limit_per_minute: int
-    principal_cache_ms: int = 2000
+    principal_cache_ms: int
     # Addresses of reverse proxies whose X-Forwarded-For names the client (comma-separated; "*" trusts any).
     # Empty: the connection's own address is the client's, so nobody evades the intake rate limit with a header.
     trusted_proxies: str = ""
@@ -296,52 +296,113 @@ def _secret_key(raw: str, database_url: str) -> str:
     return secret
 
 
+def _default(of: type, key: str) -> Any:
+    """The default the settings dataclass `of` gives its field `key`: what that setting is when the files leave it
+    out (one place for it, the dataclass; a field without a default is a required setting)."""
+    for f in fields(of):
+        if f.name == key:
+            if f.default is MISSING:
+                raise TypeError(f"{of.__name__}.{key} has no default: it is a required setting")
+            return f.default
+    raise TypeError(f"{of.__name__} has no field {key}")
+
+
+def _opt_int(
+    section: Mapping[str, Any], where: str, key: str, of: type, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """An integer setting the files may leave out (then the default of `of`'s field `key`)."""
+    if key not in section:
+        return cast(int, _default(of, key))
+    return _int(section, where, key, minimum=minimum, maximum=maximum)
+
+
+def _opt_str(section: Mapping[str, Any], where: str, key: str, of: type, *, allow_empty: bool = False) -> str:
+    """A string setting the files may leave out (then the default of `of`'s field `key`)."""
+    if key not in section:
+        return cast(str, _default(of, key))
+    return _str(section, where, key, allow_empty=allow_empty)
+
+
+def _opt_bool(section: Mapping[str, Any], where: str, key: str, of: type) -> bool:
+    """A boolean setting the files may leave out (then the default of `of`'s field `key`)."""
+    if key not in section:
+        return cast(bool, _default(of, key))
+    return _bool(section, where, key)
+
+
 def _build(data: Mapping[str, Any]) -> Settings:
-    svc = _section(data, "service")
+    service = _service(_section(data, "service"))
+    win = _section(data, "windows")
+    windows = _windows(win)
+    jurisdictions = _jurisdictions(_section(data, "jurisdictions"), service.jurisdiction)
+    windows = replace(windows, off_hours=_off_hours(win, jurisdictions[service.jurisdiction].time_zone))
+    categories = _categories(data.get("categories"))
+    regions = _regions(data.get("regions"), jurisdictions, service.jurisdiction)
+    wallet = _wallet(_section(data, "wallet"))
+    ranking = _ranking(_section(data, "ranking"))
+    notifications = _notifications(_section(data, "notifications"))
+    fraud = _fraud(_section(data, "fraud"))
+    # Last, once every other setting is valid: the embedded default may create its secret file, and a
+    # refused start-up must leave nothing behind.
+    service = replace(service, secret_key=_secret_key(service.secret_key, service.database_url))
+    return Settings(service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud)
+
+
+def _service(svc: Mapping[str, Any]) -> ServiceSettings:
     database_url = _database_url(_str(svc, "service", "database_url", allow_empty=True))
     redis_url = _str(svc, "service", "redis_url", allow_empty=True)
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL: must start with redis:// or rediss://, got {redis_url!r}")
-    service = ServiceSettings(
+    return ServiceSettings(
         database_url=database_url,
         redis_url=redis_url,
-        secret_key=_str(svc, "service", "secret_key", allow_empty=True),  # checked last, see below
+        secret_key=_str(svc, "service", "secret_key", allow_empty=True),  # checked last (_build)
         jurisdiction=_str(svc, "service", "jurisdiction"),
         max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
         principal_cache_ms=_int(svc, "service", "principal_cache_ms", minimum=0),
-        trusted_proxies=_str(svc, "service", "trusted_proxies", allow_empty=True) if "trusted_proxies" in svc else "",
-        signup_rate_limit_per_minute=(
-            _int(svc, "service", "signup_rate_limit_per_minute", minimum=1)
-            if "signup_rate_limit_per_minute" in svc
-            else 300
+        trusted_proxies=_opt_str(svc, "service", "trusted_proxies", ServiceSettings, allow_empty=True),
+        signup_rate_limit_per_minute=_opt_int(
+            svc, "service", "signup_rate_limit_per_minute", ServiceSettings, minimum=1
         ),
-        registration_by_invitation=(
-            _bool(svc, "service", "registration_by_invitation") if "registration_by_invitation" in svc else False
+        registration_by_invitation=_opt_bool(svc, "service", "registration_by_invitation", ServiceSettings),
+        invitation_days=_opt_int(svc, "service", "invitation_days", ServiceSettings, minimum=1),
+        club_invitations_per_email_per_day=_opt_int(
+            svc, "service", "club_invitations_per_email_per_day", ServiceSettings, minimum=1
         ),
-        invitation_days=_int(svc, "service", "invitation_days", minimum=1) if "invitation_days" in svc else 30,
-        club_invitations_per_email_per_day=(
-            _int(svc, "service", "club_invitations_per_email_per_day", minimum=1)
-            if "club_invitations_per_email_per_day" in svc
-            else 3
-        ),
-        club_invitation_emails_per_day=(
-            _int(svc, "service", "club_invitation_emails_per_day", minimum=1)
-            if "club_invitation_emails_per_day" in svc
-            else 100
+        club_invitation_emails_per_day=_opt_int(
+            svc, "service", "club_invitation_emails_per_day", ServiceSettings, minimum=1
         ),
     )
-    win = _section(data, "windows")
-    windows = Windows(
+
+
+def _windows(win: Mapping[str, Any]) -> Windows:
+    """The windows but their off hours, which need the jurisdiction's time zone (_off_hours)."""
+    return Windows(
         dedup_hours=_int(win, "windows", "dedup_hours", minimum=0),
         return_days=_int(win, "windows", "return_days", minimum=0),
         stale_days=_int(win, "windows", "stale_days", minimum=1),
         offer_ttl_minutes=_int(win, "windows", "offer_ttl_minutes", minimum=1),
         lead_ttl_hours=_int(win, "windows", "lead_ttl_hours", minimum=1),
-        replacement_days=_int(win, "windows", "replacement_days", minimum=0) if "replacement_days" in win else 14,
+        replacement_days=_opt_int(win, "windows", "replacement_days", Windows, minimum=0),
     )
+
+
+def _off_hours(win: Mapping[str, Any], jurisdiction_zone: str) -> OffHours:
+    # Both optional, and neither a field of Windows: no `off_hours` is none; no `off_hours_time_zone` is the
+    # jurisdiction's.
+    zone = _str(win, "windows", "off_hours_time_zone", allow_empty=True) if "off_hours_time_zone" in win else ""
+    spec = _str(win, "windows", "off_hours", allow_empty=True) if "off_hours" in win else ""
+    try:
+        return OffHours.parse(spec, zone or jurisdiction_zone)
+    except OffHoursError as exc:
+        raise SettingsError(f"windows.off_hours: {exc}") from None
+
+
+def _jurisdictions(section: Mapping[str, Any], served: str) -> dict[str, Jurisdiction]:
+    """Every jurisdiction the files describe; `served` (service.jurisdiction) must be one of them."""
     jurisdictions: dict[str, Jurisdiction] = {}
-    for code, raw in _section(data, "jurisdictions").items():
+    for code, raw in section.items():
         where = f"jurisdictions.{code}"
         if not isinstance(raw, Mapping):
             raise SettingsError(f"{where}: must be a table")
@@ -354,12 +415,10 @@ def _build(data: Mapping[str, Any]) -> Settings:
             currency=currency,
             vat_rate_bp=_int(raw, where, "vat_rate_bp", maximum=10000),
             prices_include_vat=_bool(raw, where, "prices_include_vat"),
-            time_zone=_str(raw, where, "time_zone") if "time_zone" in raw else "UTC",
-            **{
-                key: _str(raw, where, key)
-                for key in ("issuer_name", "issuer_tax_id", "issuer_address")
-                if key in raw
-            },
+            time_zone=_opt_str(raw, where, "time_zone", Jurisdiction),
+            issuer_name=_opt_str(raw, where, "issuer_name", Jurisdiction),
+            issuer_tax_id=_opt_str(raw, where, "issuer_tax_id", Jurisdiction),
+            issuer_address=_opt_str(raw, where, "issuer_address", Jurisdiction),
         )
         try:
             ZoneInfo(jurisdictions[code].time_zone)
@@ -367,17 +426,13 @@ def _build(data: Mapping[str, Any]) -> Settings:
             raise SettingsError(
                 f"{where}.time_zone: {jurisdictions[code].time_zone!r} is not a time zone (e.g. Asia/Jerusalem)"
             ) from None
-    if service.jurisdiction not in jurisdictions:
-        raise SettingsError(f"MARKETPLACE_JURISDICTION: {service.jurisdiction!r} is not one of {sorted(jurisdictions)}")
-    zone = _str(win, "windows", "off_hours_time_zone", allow_empty=True) if "off_hours_time_zone" in win else ""
-    spec = _str(win, "windows", "off_hours", allow_empty=True) if "off_hours" in win else ""
-    try:
-        off_hours = OffHours.parse(spec, zone or jurisdictions[service.jurisdiction].time_zone)
-    except OffHoursError as exc:
-        raise SettingsError(f"windows.off_hours: {exc}") from None
-    windows = replace(windows, off_hours=off_hours)
+    if served not in jurisdictions:
+        raise SettingsError(f"MARKETPLACE_JURISDICTION: {served!r} is not one of {sorted(jurisdictions)}")
+    return jurisdictions
+
+
+def _categories(raw_categories: Any) -> dict[str, Category]:
     categories: dict[str, Category] = {}
-    raw_categories = data.get("categories")
     if not isinstance(raw_categories, list) or not raw_categories:
         raise SettingsError("categories: at least one [[categories]] entry is required")
     for i, raw in enumerate(raw_categories):
@@ -399,8 +454,12 @@ def _build(data: Mapping[str, Any]) -> Settings:
         if category.exclusive_price_minor < category.lead_price_minor:
             raise SettingsError(f"{where}.exclusive_price_minor: must not be below lead_price_minor")
         categories[code] = category
+    return categories
+
+
+def _regions(raw_regions: Any, jurisdictions: Mapping[str, Jurisdiction], served: str) -> dict[str, Region]:
+    """The regions of the jurisdiction served (`served`) and those that name none."""
     regions: dict[str, Region] = {}
-    raw_regions = data.get("regions")
     if not isinstance(raw_regions, list) or not raw_regions:
         raise SettingsError("regions: at least one [[regions]] entry is required")
     for i, raw in enumerate(raw_regions):
@@ -412,33 +471,31 @@ def _build(data: Mapping[str, Any]) -> Settings:
         served_in = raw.get("jurisdiction") if isinstance(raw, Mapping) else None
         if served_in is not None and (not isinstance(served_in, str) or served_in not in jurisdictions):
             raise SettingsError(f"regions.{code}.jurisdiction: {served_in!r} is not one of {sorted(jurisdictions)}")
-        if served_in in (None, service.jurisdiction):
+        if served_in in (None, served):
             regions[code] = Region(code=code, name=_str(raw, f"regions.{code}", "name"))
     if not regions:
-        raise SettingsError(f"regions: none for the jurisdiction {service.jurisdiction}")
-    wal = _section(data, "wallet")
-    wallet = WalletSettings(
+        raise SettingsError(f"regions: none for the jurisdiction {served}")
+    return regions
+
+
+def _wallet(wal: Mapping[str, Any]) -> WalletSettings:
+    return WalletSettings(
         default_credit_limit_minor=_int(wal, "wallet", "default_credit_limit_minor"),
         issuer_name=_str(wal, "wallet", "issuer_name"),
         issuer_tax_id=_str(wal, "wallet", "issuer_tax_id"),
         issuer_address=_str(wal, "wallet", "issuer_address"),
-        first_credit_limit_minor=(
-            _int(wal, "wallet", "first_credit_limit_minor") if "first_credit_limit_minor" in wal else 500_000
-        ),
+        first_credit_limit_minor=_opt_int(wal, "wallet", "first_credit_limit_minor", WalletSettings),
     )
-    rank = _section(data, "ranking")
+
+
+def _ranking(rank: Mapping[str, Any]) -> RankingSettings:
     ranking = RankingSettings(
         policy=_str(rank, "ranking", "policy"),
         explore_share_bp=_int(rank, "ranking", "explore_share_bp", maximum=10_000),
     )
     if ranking.policy not in RANKING_POLICIES:
         raise SettingsError(f"ranking.policy: must be one of {', '.join(RANKING_POLICIES)}, got {ranking.policy!r}")
-    notifications = _notifications(_section(data, "notifications"))
-    fraud = _fraud(_section(data, "fraud"))
-    # Last, once every other setting is valid: the embedded default may create its secret file, and a
-    # refused start-up must leave nothing behind.
-    service = replace(service, secret_key=_secret_key(service.secret_key, database_url))
-    return Settings(service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud)
+    return ranking
 
 
 def _notifications(section: Mapping[str, Any]) -> NotificationSettings:

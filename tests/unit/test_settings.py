@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from marketplace.settings import DEFAULT_CONFIG_DIR, SQLITE_DEFAULT_URL, SettingsError, load_settings
+from marketplace.settings import (
+    DEFAULT_CONFIG_DIR,
+    SQLITE_DEFAULT_URL,
+    ServiceSettings,
+    SettingsError,
+    WalletSettings,
+    Windows,
+    load_settings,
+)
 
 SECRET = "unit-test-secret-0123456789abcdef"
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +81,32 @@ def test_the_shipped_defaults_load(tmp_path, monkeypatch):
     assert settings.categories["plumbing"].exclusive_price_minor == plumbing["exclusive_price_minor"]
     assert settings.categories["plumbing"].max_exposures == plumbing["max_exposures"]
     assert settings.categories["plumbing"].commission_rate_bp == plumbing["commission_rate_bp"]
+
+
+def test_a_setting_the_files_leave_out_takes_its_dataclass_default_which_the_shipped_file_repeats(tmp_path):
+    """An optional setting's default is its settings dataclass's field default; config/default.toml spells each one
+    out too (it documents them), and must say the same."""
+    optional = {
+        "service": (ServiceSettings, ("trusted_proxies", "signup_rate_limit_per_minute", "registration_by_invitation",
+                                      "invitation_days", "club_invitations_per_email_per_day",
+                                      "club_invitation_emails_per_day")),
+        "windows": (Windows, ("replacement_days",)),
+        "wallet": (WalletSettings, ("first_credit_limit_minor",)),
+    }  # fmt: skip
+    data = shipped()
+    text = (DEFAULT_CONFIG_DIR / "default.toml").read_text(encoding="utf-8")
+    for section, (of, keys) in optional.items():
+        defaults = {f.name: f.default for f in dataclasses.fields(of)}
+        for key in keys:
+            assert data[section][key] == defaults[key], f"{section}.{key}"
+            text = "\n".join(line for line in text.splitlines() if not line.startswith(f"{key} ="))
+    folder = tmp_path / "config"
+    shutil.copytree(DEFAULT_CONFIG_DIR, folder)
+    (folder / "default.toml").write_text(text, encoding="utf-8")
+    left_out = load_settings(env={"SECRET_KEY": SECRET}, config_dir=folder)
+    assert left_out.service == load_settings(env={"SECRET_KEY": SECRET}).service
+    assert left_out.wallet == load_settings(env={"SECRET_KEY": SECRET}).wallet
+    assert left_out.windows.replacement_days == data["windows"]["replacement_days"]
 
 
 def test_with_no_settings_at_all_it_runs_on_sqlite_in_the_working_folder_with_a_kept_secret(tmp_path, monkeypatch):

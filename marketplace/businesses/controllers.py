@@ -10,8 +10,8 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from msgspec import UnsetType
 
 from marketplace.businesses import schemas, services
-from marketplace.errors import InvalidInput
-from marketplace.fraud.services import change_status
+from marketplace.businesses import status as account_status
+from marketplace.fraud import services as fraud
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.strict import QueryInt
 from marketplace.identity.services import reissue_business_token
@@ -122,10 +122,8 @@ class BusinessController(Controller):
         `POST .../block` does, without listing it as unreliable unless `unreliable` is true). `unreliable: false`
         takes the business off the public unreliable list (a mark found wrong), kept with the reason."""
         operator = current_principal(request)
-        if data.unreliable is False and not data.reason.strip():
-            raise InvalidInput.field("reason", "say why the business comes off the unreliable list")
         async with state.uow() as uow:
-            business = await change_status(
+            business = await account_status.change_status(
                 uow,
                 state.settings,
                 state.jobs,
@@ -134,6 +132,7 @@ class BusinessController(Controller):
                 operator=operator,
                 reason=data.reason.strip(),
                 unreliable=data.unreliable,
+                assess=fraud.assess_businesses,
             )
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)
@@ -153,8 +152,8 @@ class BusinessController(Controller):
         block = data or schemas.BlockRequest()
         operator = current_principal(request)
         async with state.uow() as uow:
-            unreliable = await services.block_lists_unreliable(uow.session, business_id, block.unreliable)
-            business = await change_status(
+            unreliable = await account_status.block_lists_unreliable(uow.session, business_id, block.unreliable)
+            business = await account_status.change_status(
                 uow,
                 state.settings,
                 state.jobs,
@@ -163,6 +162,7 @@ class BusinessController(Controller):
                 operator=operator,
                 reason=block.reason.strip(),
                 unreliable=unreliable,
+                assess=fraud.assess_businesses,
             )
             out = services.to_schema(business)
         state.ranking_sync.changed(business_id)

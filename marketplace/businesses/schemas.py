@@ -63,7 +63,7 @@ class StatusChange(msgspec.Struct, forbid_unknown_fields=True):
 class BlockRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     # true: list it publicly as unreliable; false: do not (a block never takes a mark back); left out: list it, unless
-    # it is blocked already, when its mark stays as it is (services.block_lists_unreliable).
+    # it is blocked already, when its mark stays as it is (status.block_lists_unreliable).
     unreliable: bool | UnsetType = UNSET
 
 

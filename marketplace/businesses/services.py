@@ -1,4 +1,5 @@
-"""Business commands: register, change the profile, change the status (operators). Services never commit."""
+"""Business commands: register, change the profile and the bids. An account's status (operators' suspensions, blocks
+and the unreliable mark) is businesses/status.py. Services never commit."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from marketplace.clock import day_start, month_start, utcnow
 from marketplace.clubs import services as clubs
 from marketplace.contact import DEFAULT_REGION_BY_CURRENCY, normalise_email, normalise_phone
 from marketplace.db.conflicts import violates
-from marketplace.db.models import Business, BusinessCategory, BusinessRegion, BusinessStatusChange, Lead, Offer
+from marketplace.db.models import Business, BusinessCategory, BusinessRegion, Lead, Offer
 from marketplace.db.models.businesses import with_profile
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, InvalidInput, NotFound
@@ -302,105 +303,6 @@ def _email_taken() -> Conflict:
     return Conflict(
         "a business with this email is already registered", errors=[FieldError("email", "already registered")]
     )
-
-
-async def block_lists_unreliable(session: AsyncSession, business_id: str, asked: bool | UnsetType) -> bool | None:
-    """What `POST .../block` asks of set_status for the public mark: `unreliable: true` lists the business, false
-    leaves the list as it is (a block never takes a mark back: the status call does, with a reason), and left out
-    lists it unless the business is blocked already. A retry, or a second block for another reason, changes only
-    what it names: it would otherwise publish the mark the first block declined (`unreliable: false`). Read under
-    the business's lock (set_status takes it again), so a block on its way is waited for, and read as it left it."""
-    if not isinstance(asked, UnsetType):
-        return True if asked else None
-    business = await get_business(session, business_id, for_update=True)
-    return None if business.status == "blocked" else True
-
-
-async def set_status(
-    session: AsyncSession,
-    business_id: str,
-    status: str,
-    *,
-    actor: str,
-    reason: str,
-    unreliable: bool | None = None,
-    told: str | None = None,
-) -> Business:
-    """Operators only, kept with who made the change and why, and told to the business (an `account_status` message
-    to its email, in this transaction's outbox) when it changes something, with `told` as the reason if given (the
-    operators' own note may be theirs alone: a confirmed fraud alert's block tells what the alert found). A business
-    that is no longer active loses the offers it has not claimed. `unreliable`: True lists it publicly as unreliable,
-    False takes it off that list (an operator's correction, kept with its reason), None leaves the list as it is."""
-    business = await get_business(session, business_id, for_update=True)
-    now = utcnow()
-    # Saying it again (a second block, say) is kept as asked, but changes nothing: updated_at stays.
-    listed = business.unreliable_since is not None
-    changes = status != business.status or (unreliable is not None and unreliable != listed)
-    if changes:
-        shown = reason if told is None else told
-        _tell_status(session, business, status, shown, listed=listed if unreliable is None else unreliable)
-    if unreliable is False and business.unreliable_since is not None:
-        business.unreliable_since = None
-        reason = f"taken off the unreliable list: {reason}" if reason else "taken off the unreliable list"
-    session.add(
-        BusinessStatusChange(
-            id=new_id("bsc"),
-            business_id=business_id,
-            from_status=business.status,
-            to_status=status,
-            unreliable=bool(unreliable) and business.unreliable_since is None,
-            reason=reason or "no reason given",  # that none was given is worth keeping too
-            changed_by=actor,
-            changed_at=now,
-        )
-    )
-    business.status = status
-    if changes:
-        business.updated_at = now
-    if unreliable and business.unreliable_since is None:
-        business.unreliable_since = now
-    if status != "active":
-        await session.execute(
-            update(Offer).where(Offer.business_id == business_id, Offer.status == "open").values(status="closed")
-        )
-    await session.flush()
-    return business
-
-
-_STATUS_NEWS = {
-    "active": (
-        "Your account is active again",
-        "An operator let your account back in: you are offered the leads that fit your profile again.",
-    ),
-    "suspended": (
-        "Your account is suspended",
-        "An operator suspended your account. Until it is let back in you are offered no leads and may not claim one, "
-        "buy one exclusively, sell inquiries nor withdraw earnings; you may still read your account, report and "
-        "return the deals you hold, and pay what you owe.",
-    ),
-    "blocked": (
-        "Your account is blocked",
-        "An operator blocked your account. You are offered no leads and may change nothing but the deals you kept: "
-        "report them won, invoiced and paid. What you owe stays owed.",
-    ),
-}
-
-
-def _tell_status(session: AsyncSession, business: Business, status: str, reason: str, *, listed: bool) -> None:
-    """The business hears of an operator's change of its account from the marketplace, not by finding its calls
-    refused: why, and what it may still do (a message to its email; `listed`: on the public unreliable list after
-    the change)."""
-    subject, body = _STATUS_NEWS[status]
-    was_listed = business.unreliable_since is not None
-    if status == business.status:  # only the public mark changes
-        subject = "Your account is listed as unreliable" if listed else "Your account is off the unreliable list"
-        body = ""
-    if listed and not was_listed:
-        body += " It is listed publicly as unreliable (GET /v1/unreliable)."
-    elif was_listed and not listed:
-        body += " It is no longer on the public list of unreliable businesses."
-    body = f"{business.name}: {body.strip()} Reason: {reason.strip() or 'none given'}."
-    notify(session, "account_status", business.email, subject, body, reference=business.id)
 
 
 async def list_unreliable(session: AsyncSession, limit: int, cursor: str | None) -> tuple[list[Business], str | None]:

@@ -111,7 +111,7 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
 
 
 async def _released(session: AsyncSession, exposure: Exposure) -> bool:
-    """Whether a block gave this (lost) deal's place back to the market (fraud.release_open_deals)."""
+    """Whether a block gave this (lost) deal's place back to the market (businesses.status.release_open_deals)."""
     found = await session.scalar(_RELEASED, {"exposure_id": exposure.id})
     return found is not None
 

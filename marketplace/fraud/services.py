@@ -8,7 +8,6 @@ Services never commit: the request or the job's unit of work does. Jobs that nee
 
 from __future__ import annotations
 
-import functools
 import logging
 import weakref
 from collections import defaultdict
@@ -17,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, exists, func, select
+from sqlalchemy import Integer, and_, bindparam, case, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from marketplace.businesses.services import set_status
+from marketplace.businesses import status as account_status
 from marketplace.clock import utcnow
 from marketplace.db.at_commit import at_commit, defer
 from marketplace.db.conflicts import violates
@@ -59,9 +58,7 @@ from marketplace.fraud.signals import (
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
-from marketplace.leads.services import free_a_place
 from marketplace.notifications.outbox import notify
-from marketplace.offers.services import withdraw_sold_leads
 from marketplace.pagination import check_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -796,7 +793,7 @@ async def decide(
     alert.decided_at, alert.decided_by, alert.note = now, operator.actor, note
     alert.updated_at = now
     if data.decision == "confirm":
-        await change_status(
+        await account_status.change_status(
             uow,
             settings,
             jobs,
@@ -808,112 +805,10 @@ async def decide(
             alert_id=alert.id,
             # The business is told what the alert found, not the operator's note (kept for the operators).
             told=_found(alert),
+            assess=assess_businesses,
         )
     else:
         # What the operators looked at and dismissed no longer lowers the business's place in the ranking.
         await assess_businesses(session, settings, [alert.business_id])
     await session.flush()
     return alert
-
-
-async def change_status(
-    uow: UnitOfWork,
-    settings: Settings,
-    jobs: Jobs,
-    business_id: str,
-    status: str,
-    *,
-    operator: Principal,
-    reason: str,
-    unreliable: bool | None = None,
-    alert_id: str | None = None,
-    told: str | None = None,
-) -> Business:
-    """An operator's change of an account's status, with what follows from it (by hand, or a confirmed alert's
-    block, `alert_id`): a block gives the business's open leads back to the market (their next waves go out once it
-    commits) and takes the inquiries it sold off it (offers.withdraw_sold_leads); a business let back in is assessed
-    afresh, as a dismissal does (what a decided alert held no longer counts against it, so the ranking reads its
-    reliability as of now, not as of the block), and offered the open leads that fit it once it commits. The caller
-    tells the ranking of the change (ranking_sync.changed)."""
-    session = uow.session
-    actor = operator.actor
-    business = await set_status(
-        session, business_id, status, actor=actor, reason=reason, unreliable=unreliable, told=told
-    )
-    if status == "blocked":
-        for lead_id, wave in await release_open_deals(session, business_id, operator, utcnow(), alert_id=alert_id):
-            uow.after_commit(functools.partial(jobs.enqueue, "send_wave", lead_id, wave))
-        await withdraw_sold_leads(session, business_id)
-    elif status == "active":
-        await assess_businesses(session, settings, [business_id])
-        uow.after_commit(functools.partial(jobs.enqueue, "offer_open_leads", business_id))
-    return business
-
-
-async def release_open_deals(
-    session: AsyncSession, business_id: str, operator: Principal, now: datetime, *, alert_id: str | None = None
-) -> list[tuple[str, int]]:
-    """Give a blocked business's leads back to the market (on a confirmed fraud alert, or an operator's block):
-    its open deals (closed as lost, with a note) and the leads it reported lost, each freeing its lead's slot
-    once. Only leads still on the market (open or full, not past their time): a deal on an expired lead, or on a
-    closed one (its customer hired a business, its seller was blocked), stays as it is. A lead whose customer says it
-    hired a business (this one or another) stays where it is, whatever the business reported: that customer has been
-    served, and a fresh round of calls would only bother them. Returns
-    (lead, next wave) of the leads that are open again. Won, invoiced and paid deals stay: their commissions are
-    owed whatever happens (the blocked business may still report a hired deal won, invoiced and paid). A deal
-    maker's deals only: a lead buyer paid for its leads, and keeps them (and their contacts) as it keeps what it
-    owes for them."""
-    why = "after a confirmed fraud alert" if alert_id else "by an operator"
-    hired = exists().where(Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True))  # by whomever
-    # Only a lead still on the market can go back to it: one past its time (expired, or not yet swept) would be
-    # offered to nobody, so its deal stays as it is, contact and report duty with it (the business is blocked anyway).
-    on_the_market = exists().where(
-        Lead.id == Exposure.lead_id, Lead.status.in_(("open", "full")), Lead.expires_at > now
-    )
-    exposures = list(
-        await session.scalars(
-            select(Exposure)
-            .where(
-                Exposure.business_id == business_id,
-                Exposure.mode == "deal_maker",
-                Exposure.status.in_((*UNDECIDED, "lost")),
-                ~hired,
-                on_the_market,
-                ~exists().where(FraudRelease.exposure_id == Exposure.id),
-            )
-            # In the leads' order: their rows are updated in it below, as another block's release updates them.
-            .order_by(Exposure.lead_id, Exposure.id)
-            .with_for_update()
-        )
-    )
-    reopened: list[tuple[str, int]] = []
-    for exposure in exposures:
-        # The place first: the select above locked the business's deals, not their leads, and another deal maker's
-        # `won` on the lead may have taken it off the market since (free_a_place checks again, in its update). Such a
-        # deal stays as it is, as one on a closed lead does.
-        freed = await free_a_place(session, exposure.lead_id, now)
-        if freed is None:
-            continue
-        closing = exposure.status in UNDECIDED
-        session.add(
-            FraudRelease(
-                exposure_id=exposure.id, lead_id=exposure.lead_id, alert_id=alert_id, released_at=now, closed=closing
-            )
-        )
-        if closing:
-            session.add(
-                ExposureEvent(
-                    exposure_id=exposure.id,
-                    actor=operator.actor,
-                    from_status=exposure.status,
-                    to_status="lost",
-                    note=f"released to the market: the business was blocked {why}",
-                    at=now,
-                )
-            )
-            exposure.status = "lost"
-            exposure.status_changed_at = now
-            exposure.stale = False
-        reopened.append((exposure.lead_id, freed[1] + 1))
-    await session.flush()
-    return reopened

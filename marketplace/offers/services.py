@@ -811,8 +811,8 @@ async def _off_the_market(session: AsyncSession, which: ColumnElement[bool]) -> 
     Closed, not expired: the deal maker that won it and the operator are told the customer was served (or the
     seller blocked), not that nobody took it in time; and at once, not at the next sweep (a duplicate of the request,
     the exposures' lead summaries and the operator's view would show it open meanwhile). A full one closes too: a
-    block's release reopens only a lead still open or full (fraud.release_open_deals). An ORM update with plain
-    values: a Lead this session holds sees them."""
+    block's release reopens only a lead still open or full (businesses.status.release_open_deals). An ORM update with
+    plain values: a Lead this session holds sees them."""
     now = utcnow()
     closed = (
         update(Lead)

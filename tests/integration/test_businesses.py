@@ -710,3 +710,19 @@ async def test_a_block_or_a_profile_change_does_not_wait_for_rows_referring_to_t
         assert response.status_code == 200, response.text
         assert done, "it waited for the key-share lock"
     assert await db.scalar(select(Business.status).where(Business.id == business_id)) == "blocked"
+
+
+async def test_the_mark_comes_off_with_a_reason_whoever_asks(app, client, db):
+    """`unreliable: false` needs a reason in the service that writes the reason (businesses.status.set_status), not in
+    the HTTP route alone: a call from elsewhere is refused alike, before it changes anything."""
+    from marketplace.businesses import status as account_status
+    from marketplace.errors import InvalidInput
+
+    business_id, _ = await register(client)
+    with pytest.raises(InvalidInput) as refused:
+        async with app.state.uow() as uow:
+            await account_status.set_status(
+                uow.session, business_id, "active", actor="operator:test", reason="  ", unreliable=False
+            )
+    assert refused.value.errors[0].field == "reason"
+    assert await db.count(BusinessStatusChange, BusinessStatusChange.business_id == business_id) == 0

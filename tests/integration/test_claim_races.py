@@ -299,8 +299,8 @@ async def test_a_blocks_release_never_reopens_a_lead_another_deal_maker_won_mean
     their leads). The release freed the place regardless: the hired customer's lead went back out (open, a wave
     queued, its expiry set after the block's `now`) and the blocked deal was closed as lost on a lead off the
     market. Now the deal stays as it is, as one on a closed lead does."""
+    from marketplace.businesses import status as account_status
     from marketplace.db.models import FraudRelease
-    from marketplace.fraud import services as fraud_services
 
     (maker_id, maker), (winner_id, winner) = [await register(client, "deal_maker") for _ in range(2)]
     lead_id = await submit_lead(client, category="plumbing")
@@ -308,13 +308,13 @@ async def test_a_blocks_release_never_reopens_a_lead_another_deal_maker_won_mean
     held = await client.post(f"/v1/offers/{maker_offer}/claim", headers=auth(maker), json={"exclusive": False})
     won = await client.post(f"/v1/offers/{winner_offer}/claim", headers=auth(winner), json={"exclusive": False})
     assert held.status_code == 201 and won.status_code == 201
-    real = fraud_services.free_a_place
+    real = account_status.free_a_place
 
     async def won_meanwhile(session, lead, now):
         await report(client, winner, won.json()["id"], "won", turnover=50_000)  # commits in a session of its own
         return await real(session, lead, now)
 
-    monkeypatch.setattr(fraud_services, "free_a_place", won_meanwhile)
+    monkeypatch.setattr(account_status, "free_a_place", won_meanwhile)
     operator = await operator_token(app)
     blocked = await client.post(f"/v1/businesses/{maker_id}/block", headers=auth(operator))
     assert blocked.status_code == 200, blocked.text

@@ -23,13 +23,13 @@ from marketplace.db.models import (
     Business,
     BusinessStatusChange,
     Exposure,
-    ExposureEvent,
     FraudRelease,
     Lead,
     Offer,
     Survey,
 )
 from marketplace.errors import InvalidInput
+from marketplace.exposures.moves import move_to
 from marketplace.exposures.rules import UNDECIDED
 from marketplace.identity.services import Principal
 from marketplace.ids import new_id
@@ -232,19 +232,8 @@ async def release_open_deals(
             )
         )
         if closing:
-            session.add(
-                ExposureEvent(
-                    exposure_id=exposure.id,
-                    actor=operator.actor,
-                    from_status=exposure.status,
-                    to_status="lost",
-                    note=f"released to the market: the business was blocked {why}",
-                    at=now,
-                )
-            )
-            exposure.status = "lost"
-            exposure.status_changed_at = now
-            exposure.stale = False
+            note = f"released to the market: the business was blocked {why}"
+            move_to(session, exposure, operator.actor, "lost", note, now)
         reopened.append((exposure.lead_id, freed[1] + 1))
     await session.flush()
     return reopened

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -16,6 +16,7 @@ from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, L
 from marketplace.db.statements import rows_changed
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
+from marketplace.exposures.moves import move_to
 from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
@@ -232,27 +233,6 @@ async def list_own(
     return items, (items[-1].id if len(rows) > limit and items else None)
 
 
-def _record(
-    session: AsyncSession,
-    exposure: Exposure,
-    actor: str,
-    to_status: str,
-    note: str | None = None,
-    at: datetime | None = None,
-) -> None:
-    session.add(
-        ExposureEvent(
-            exposure_id=exposure.id,
-            actor=actor,
-            from_status=exposure.status,
-            to_status=to_status,
-            turnover_minor=exposure.turnover_minor,
-            note=note,
-            at=at or utcnow(),
-        )
-    )
-
-
 async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
 ) -> StatusChange:
@@ -296,10 +276,7 @@ async def update_status(
         await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     # One moment for the event and the deal: the ranking dates a win by either (events.Moved.at, won_at_column).
     now = utcnow()
-    _record(session, exposure, business.actor, data.status, data.note, at=now)
-    exposure.status = data.status
-    exposure.status_changed_at = now
-    exposure.stale = False
+    move_to(session, exposure, business.actor, data.status, data.note, now)
     await session.flush()
     # A won or lost deal asks the customer how it went; every report is news for the fraud assessment. Won by its
     # decision, not its name: a report of invoiced or paid straight from an undecided deal wins it on the way.
@@ -416,12 +393,9 @@ async def return_exposure(
         raise Conflict(
             f"the return window closed at {rfc3339(deadline)}", extra={"returnable_until": rfc3339(deadline)}
         )
-    _record(session, exposure, business.actor, "returned", reason.strip())
-    exposure.status = "returned"
-    exposure.status_changed_at = now
+    move_to(session, exposure, business.actor, "returned", reason.strip(), now)
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
-    exposure.stale = False
     fraud.mark_dirty(session, business.id)
     replacement, refund = None, None
     if exposure.mode == "deal_maker":

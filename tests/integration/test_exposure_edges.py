@@ -302,3 +302,45 @@ async def test_a_won_deal_waiting_for_its_payment_does_not_go_stale(app, client,
     assert (await client.get("/v1/businesses/me/stats", headers=auth(token))).json()["stale"] == 0
     paid = await _report(client, token, won_id, {"status": "paid", "turnover": money(150_000)})
     assert paid.status_code == 200 and paid.json()["stale"] is False
+
+
+async def test_a_deal_moves_one_way_whoever_moves_it(app, client, db):
+    """A report, a return and a block's release each move a deal as exposures.moves.move_to does: an event from its
+    status to the new one, with who and why, at the very moment the deal's status changed, and the deal no longer
+    stale. (A return stamped its event with a clock read of its own, a moment after the deal's.)"""
+    from marketplace.db.models import ExposureEvent
+
+    business_id, token = await register(client, "deal_maker")
+    _, reported = await claimed_deal(app, client, business_id, token)
+    _, returned = await claimed_deal(app, client, business_id, token)
+    _, released = await claimed_deal(app, client, business_id, token)
+    async with app.state.uow() as uow:
+        await uow.session.execute(update(Exposure).where(Exposure.business_id == business_id).values(stale=True))
+    moved = await _report(client, token, reported, {"status": "contacted", "note": "called back"})
+    assert moved.status_code == 200, moved.text
+    back = await client.post(f"/v1/exposures/{returned}/return", headers=auth(token), json={"reason": "not mine"})
+    assert back.status_code == 200, back.text
+    operator = await operator_token(app)
+    assert (await client.post(f"/v1/businesses/{business_id}/block", headers=auth(operator))).status_code == 200
+
+    async def moves(exposure_id: str) -> list[tuple[Any, ...]]:
+        events = await db.scalars(
+            select(ExposureEvent).where(ExposureEvent.exposure_id == exposure_id).order_by(ExposureEvent.at)
+        )
+        return [(e.from_status, e.to_status, e.note, e.turnover_minor, e.at) for e in events]
+
+    for exposure_id, expected in (
+        (reported, [(None, "new"), ("new", "contacted", "called back"), ("contacted", "lost")]),
+        (returned, [(None, "new"), ("new", "returned", "not mine")]),
+        (released, [(None, "new"), ("new", "lost")]),
+    ):
+        deal = await db.scalar(select(Exposure).where(Exposure.id == exposure_id))
+        history = await moves(exposure_id)
+        assert [m[:2] for m in history] == [e[:2] for e in expected]
+        assert [m[2] for m, e in zip(history, expected, strict=True) if len(e) == 3] == [
+            e[2] for e in expected if len(e) == 3
+        ]
+        *_, (_, last, note, turnover, at) = history
+        assert (last, at, deal.stale, turnover) == (deal.status, deal.status_changed_at, False, None)
+        if last == "lost":
+            assert note == "released to the market: the business was blocked by an operator"

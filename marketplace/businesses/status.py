@@ -35,6 +35,7 @@ from marketplace.identity.services import Principal
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
+from marketplace.leads.status import on_the_market
 from marketplace.notifications.outbox import notify
 from marketplace.offers.services import withdraw_sold_leads
 from marketplace.settings import Settings
@@ -198,9 +199,7 @@ async def release_open_deals(
     hired = exists().where(Survey.lead_id == Exposure.lead_id, Survey.hired.is_(True))  # by whomever
     # Only a lead still on the market can go back to it: one past its time (expired, or not yet swept) would be
     # offered to nobody, so its deal stays as it is, contact and report duty with it (the business is blocked anyway).
-    on_the_market = exists().where(
-        Lead.id == Exposure.lead_id, Lead.status.in_(("open", "full")), Lead.expires_at > now
-    )
+    still_offered = exists().where(Lead.id == Exposure.lead_id, *on_the_market(Lead, now))
     exposures = list(
         await session.scalars(
             select(Exposure)
@@ -209,7 +208,7 @@ async def release_open_deals(
                 Exposure.mode == "deal_maker",
                 Exposure.status.in_((*UNDECIDED, "lost")),
                 ~hired,
-                on_the_market,
+                still_offered,
                 ~exists().where(FraudRelease.exposure_id == Exposure.id),
             )
             # In the leads' order: their rows are updated in it below, as another block's release updates them.

@@ -19,6 +19,7 @@ from marketplace.identity.links import read_referral_code
 from marketplace.identity.services import refuse_if_inactive
 from marketplace.ids import new_id
 from marketplace.leads import schemas
+from marketplace.leads.status import on_the_market
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.text import blank, name_problem
@@ -297,8 +298,7 @@ async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tu
             .where(
                 Lead.id == lead_id,
                 Lead.exposure_count > 0,
-                Lead.status.in_(("open", "full")),
-                Lead.expires_at > now,
+                *on_the_market(Lead, now),
             )
             .values(exposure_count=Lead.exposure_count - 1, is_exclusive=False, status="open")
             .returning(Lead.status, Lead.waves_sent)

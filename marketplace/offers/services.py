@@ -35,6 +35,7 @@ from marketplace.identity.services import Principal, refuse_inactive
 from marketplace.ids import new_id
 from marketplace.jobs import Jobs
 from marketplace.leads.services import LeadColumns, summary
+from marketplace.leads.status import on_the_market
 from marketplace.money import Money
 from marketplace.offers import schemas
 from marketplace.offers.matching import FITS_THE_LEAD, UNDER_CAPS, find_candidates, fits_business, owed_replacement
@@ -816,7 +817,7 @@ async def _off_the_market(session: AsyncSession, which: ColumnElement[bool]) -> 
     now = utcnow()
     closed = (
         update(Lead)
-        .where(which, Lead.status.in_(("open", "full")), Lead.expires_at > now)
+        .where(which, *on_the_market(Lead, now))
         .values(expires_at=now, status="closed")
     )
     return sorted(await session.scalars(closed.returning(Lead.id)))

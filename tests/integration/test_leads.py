@@ -8,7 +8,8 @@ from sqlalchemy import select, update
 
 from marketplace.clock import clock, utcnow
 from marketplace.db.models import Lead, LeadContact
-from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register
+from marketplace.leads.status import on_the_market
+from tests.factories import auth, lead_body, offer_lead_to, offers_of, operator_token, register, submit_lead
 
 
 async def test_contact_details_written_in_the_description_are_seen_only_by_the_contact_s_holders(app, client, db):
@@ -235,3 +236,26 @@ async def test_an_inquiry_sold_with_an_idempotency_key_is_one_lead_and_another_i
     schema = (await client.get("/schema/openapi.json")).json()
     parameters = schema["paths"]["/v1/businesses/me/leads"]["post"].get("parameters", [])
     assert "Idempotency-Key" in {p["name"] for p in parameters}
+
+
+async def test_on_the_market_is_open_or_full_before_its_time(app, client, db):
+    """leads.status.on_the_market, the one definition a block's release (the freed place, the deals it reopens) and a
+    lead's taking off the market read: open or full, and not past its time, whatever its status still says."""
+    now = utcnow()
+    kinds = {
+        "open": ("open", timedelta(days=1)),
+        "full": ("full", timedelta(days=1)),
+        "open, past its time": ("open", -timedelta(seconds=1)),
+        "full, past its time": ("full", -timedelta(seconds=1)),
+        "expired": ("expired", -timedelta(days=1)),
+        "closed": ("closed", timedelta(days=1)),
+    }
+    ids = {}
+    for kind, (status, left) in kinds.items():
+        ids[kind] = await submit_lead(client)
+        async with app.state.uow() as uow:
+            await uow.session.execute(
+                update(Lead).where(Lead.id == ids[kind]).values(status=status, expires_at=now + left)
+            )
+    found = set(await db.scalars(select(Lead.id).where(Lead.id.in_(ids.values()), *on_the_market(Lead, now))))
+    assert found == {ids["open"], ids["full"]}

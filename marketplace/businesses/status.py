@@ -39,6 +39,7 @@ from marketplace.leads.status import on_the_market
 from marketplace.notifications.outbox import notify
 from marketplace.offers.services import withdraw_sold_leads
 from marketplace.settings import Settings
+from marketplace.text import blank
 from marketplace.uow import UnitOfWork
 
 # Re-assesses businesses for fraud (fraud.services.assess_businesses): what a reactivation runs.
@@ -73,7 +74,7 @@ async def set_status(
     that is no longer active loses the offers it has not claimed. `unreliable`: True lists it publicly as unreliable,
     False takes it off that list (an operator's correction, kept with its reason, which it needs), None leaves the
     list as it is."""
-    if unreliable is False and not reason.strip():
+    if unreliable is False and blank(reason):  # zero-width characters alone say nothing either (text.blank)
         raise InvalidInput.field("reason", "say why the business comes off the unreliable list")
     business = await get_business(session, business_id, for_update=True)
     now = utcnow()

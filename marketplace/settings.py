@@ -389,8 +389,8 @@ def _windows(win: Mapping[str, Any]) -> Windows:
 
 
 def _off_hours(win: Mapping[str, Any], jurisdiction_zone: str) -> OffHours:
-    # Both optional, and neither a field of Windows: no `off_hours` is none; no `off_hours_time_zone` is the
-    # jurisdiction's.
+    # Both optional, read as text (the Windows field `off_hours` is what they are parsed into): no `off_hours` is
+    # none; no `off_hours_time_zone` is the jurisdiction's.
     zone = _str(win, "windows", "off_hours_time_zone", allow_empty=True) if "off_hours_time_zone" in win else ""
     spec = _str(win, "windows", "off_hours", allow_empty=True) if "off_hours" in win else ""
     try:

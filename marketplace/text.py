@@ -23,6 +23,9 @@ def blank(text: str) -> bool:
 _LINK = re.compile(r"[a-z][a-z0-9+.-]*://|\bwww\.", re.IGNORECASE)
 # Line breaks of every kind and control characters (tabs included): a name is one line of text.
 _NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
+# Embeddings, overrides and isolates of the bidirectional algorithm: they reorder what a reader sees ("Dana\u202eevil"
+# shows "Dana" and the rest backwards). The marks (U+200E, U+200F) a Hebrew name may need are not among them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def name_problem(name: str) -> str | None:
@@ -30,10 +33,11 @@ def name_problem(name: str) -> str | None:
     characters, and holds no link: it is written into the messages the marketplace sends (a survey's "Hello Dana",
     an alert's "A fraud alert opened for ..."), and a name of several lines with a link in it ("Dana\\n\\nYour account
     is suspended. Verify at http://...") made those messages say what the marketplace never wrote."""
+    name = name.strip()  # as every name is stored: a line break or tab after it (a form's, a paste's) is not in it
     if blank(name):
         return "must not be blank"
-    if any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in name):
-        return "must be one line, without line breaks or control characters"
+    if any(unicodedata.category(ch) in _NOT_ONE_LINE or ch in _BIDI_CONTROLS for ch in name):
+        return "must be one line, without line breaks, control characters or direction overrides"
     if _LINK.search(name):
         return "must be a name, not a link"
     return None

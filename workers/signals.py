@@ -51,10 +51,12 @@ class _Coalesced:
         return self.handler(signum, frame)
 
 
-def coalesce_stop_signals(window: float = STOP_SIGNAL_WINDOW_SECONDS) -> None:
+def coalesce_stop_signals(window: float = STOP_SIGNAL_WINDOW_SECONDS, *, owner: str = "dramatiq.cli") -> None:
     """Wrap the process's SIGTERM and SIGHUP handlers (dramatiq's worker process sets them before it imports the
     broker module, `workers.worker_entry`, which calls this) so that those arriving within `window` seconds of the
-    first are one. Does nothing outside the main thread or where no handler of Python's is set."""
+    first are one. Only handlers defined in the module `owner` (dramatiq's own) are wrapped: a process that imports
+    the broker module with handlers of its own (a test, a tool) keeps them as they are. Does nothing outside the main
+    thread or where no handler of Python's is set."""
     if threading.current_thread() is not threading.main_thread():
         return
     first = _FirstStop()
@@ -63,6 +65,6 @@ def coalesce_stop_signals(window: float = STOP_SIGNAL_WINDOW_SECONDS) -> None:
         if signum is None:
             continue
         handler = signal.getsignal(signum)
-        if not callable(handler) or isinstance(handler, _Coalesced):
+        if not callable(handler) or isinstance(handler, _Coalesced) or getattr(handler, "__module__", None) != owner:
             continue
         signal.signal(signum, _Coalesced(handler, first, window))

@@ -4,7 +4,8 @@ deals back to the market and takes the inquiries it sold off it, a business let 
 the open leads that fit it.
 
 The fraud assessment a reactivation runs is passed in by the caller (`assess`: fraud.services.assess_businesses), so
-that this module, like the rest of businesses, does not import fraud (fraud imports it). Services never commit.
+that this module and the businesses' services do not import fraud (fraud imports them; only the HTTP routes,
+`businesses/controllers.py`, hand the assessment over). Services never commit.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def won_at_column() -> ColumnElement[Any]:
 
 def highest_turnover_column() -> ColumnElement[Any]:
     """The most the business reported as a deal's turnover at any step: every status report records the deal's
-    turnover after it, and only the business's own reports set one (null: none reported, or none kept in events)."""
+    turnover after it (a block's release records the turnover the deal had, never another), so only the
+    business's own reports set one (null: none reported, or none kept in events)."""
     return (
         select(func.max(ExposureEvent.turnover_minor))
         .where(ExposureEvent.exposure_id == Exposure.id)

@@ -592,6 +592,7 @@ async def claim_offer(
         # it): told why as a claim a moment later is, from the offer and its lead as they are now (read after the
         # winner committed), the fixed refusal only where they say nothing more precise.
         again = (await session.execute(_OFFER, {"offer_id": offer_id})).one()
+        refuse_inactive(again.business_status)  # blocked or suspended meanwhile: a 403, as a claim a moment later
         if again.status == "claimed":
             raise Conflict(_WHY_NOT_OPEN["claimed"])
         why = await _why_closed(session, again, now)

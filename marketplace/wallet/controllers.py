@@ -4,6 +4,7 @@ settlements confirmed by operators, the trial balance, commission plans and cred
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Awaitable, Callable
 from datetime import UTC
@@ -306,11 +307,20 @@ class WalletController(Controller):
         request: Request[Any, Any, Any],
         settlement_id: FromPath[str],
         idempotency_key: IdempotencyKey = None,
+        already_sent: Annotated[
+            str | None,
+            one_of(["true"], "a payout to a business blocked or suspended since: the transfer had left before"),
+        ] = None,
     ) -> Response[Any]:
         """A bank transfer was received (a charge, pending or failed and still owed) or paid out (a withdrawal): the
-        ledger moves it. A cancelled charge is a 409, naming the attempt that took its place. Money moves, so an
+        ledger moves it. A cancelled charge is a 409, naming the attempt that took its place. A payout to a business
+        blocked or suspended since it asked is a 409 (fail it, and its money goes back to the wallet), unless
+        `?already_sent=true` says the transfer left before: then it is recorded as any payout. Money moves, so an
         `Idempotency-Key` replays the first answer."""
-        return await _decide_settlement(state, request, settlement_id, idempotency_key, confirm_settlement)
+        if already_sent is not None and already_sent != "true":
+            raise InvalidInput.field("already_sent", "true, or leave it out")
+        confirm = functools.partial(confirm_settlement, already_sent=already_sent == "true")
+        return await _decide_settlement(state, request, settlement_id, idempotency_key, confirm)
 
     @post(
         "/settlements/{settlement_id:str}/fail",
@@ -397,9 +407,9 @@ class WalletController(Controller):
                     categories=state.settings.categories,
                 )
             except InvalidInput as exc:  # the plan's fields are the body's `definition.`: named as the client sent them
-                raise InvalidInput(
-                    exc.detail, errors=[FieldError(f"definition.{e.field}", e.message) for e in exc.errors]
-                ) from None
+                errors = [FieldError(f"definition.{e.field}", e.message) for e in exc.errors]
+                detail = f"{errors[0].field}: {errors[0].message}" if len(errors) == 1 else exc.detail
+                raise InvalidInput(detail, errors=errors, extra=exc.extra) from None
             out = schemas.Plan(row.id, row.version, row.definition, row.created_by, row.created_at)
         state.ranking_sync.changed(ALL)  # deal makers' scores follow the plan's rates at once, in every process
         return out

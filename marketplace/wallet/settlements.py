@@ -30,7 +30,7 @@ from marketplace.wallet.ledger import (
 
 
 async def confirm_settlement(
-    session: AsyncSession, settings: Settings, settlement_id: str, operator: str
+    session: AsyncSession, settings: Settings, settlement_id: str, operator: str, *, already_sent: bool = False
 ) -> Settlement:
     """The operator saw the money arrive (a charge) or leave (a payout): the ledger moves it through clearing.
 
@@ -52,7 +52,9 @@ async def confirm_settlement(
         others = sorted((c for c in chain if c.id != settlement.id), key=lambda c: (c.created_at, c.id))
     elif settlement.business_id is not None and settlement.status == "pending":
         # Its status as of now, the row held against a block until this commits (as a withdrawal holds it).
-        _refuse_payout_to_inactive(settlement, await held_status(session, settlement.business_id))
+        status = await held_status(session, settlement.business_id)
+        if not already_sent:  # the operator says the transfer left before the block: a fact to record, not refuse
+            _refuse_payout_to_inactive(settlement, status)
     confirmable = or_(
         Settlement.status == "pending", and_(Settlement.status == "failed", Settlement.direction == "charge")
     )
@@ -102,18 +104,21 @@ async def confirm_settlement(
 def _refuse_payout_to_inactive(payout: Settlement, status: str | None) -> None:
     """A business's payout leaves only while the business is active: one requested before a block (a confirmed fraud
     alert) or a suspension is not paid out after it. The operator fails it (the money goes back to the wallet, where
-    it pays what the business owes) or, for a suspension, confirms it once the business is let back in."""
+    it pays what the business owes) or, for a suspension, confirms it once the business is let back in. A transfer
+    that had already left is recorded all the same (`already_sent`): the confirmation is a fact, not a permission."""
+    sent = "; if the transfer had already left, confirm with ?already_sent=true to record it"
     if status == "blocked":
         raise Conflict(
             f"settlement {payout.id} is a payout to business {payout.business_id}, which is blocked: it is not paid "
-            f"out; fail it (POST /v1/settlements/{payout.id}/fail) to return the money to the business's wallet",
+            f"out; fail it (POST /v1/settlements/{payout.id}/fail) to return the money to the business's wallet"
+            + sent,
             extra={"business_status": status},
         )
     if status == "suspended":
         raise Conflict(
             f"settlement {payout.id} is a payout to business {payout.business_id}, which is suspended: confirm it once "
             f"the business is let back in, or fail it (POST /v1/settlements/{payout.id}/fail) to return the money "
-            "to its wallet",
+            "to its wallet" + sent,
             extra={"business_status": status},
         )
 

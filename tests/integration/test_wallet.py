@@ -1063,6 +1063,7 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": misspelt})
     assert refused.status_code == 422, refused.text
     assert refused.json()["errors"][0]["field"] == "definition.commission_rates_bp.legall"
+    assert refused.json()["detail"] == "definition.commission_rates_bp.legall: no such category"
     invalid = default_plan(ILS)
     invalid["commission_split"]["recipients"][0]["share_bp"] = 12_000
     refused = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": invalid})

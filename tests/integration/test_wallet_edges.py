@@ -283,6 +283,28 @@ async def test_a_payout_requested_before_a_block_or_suspension_is_not_confirmed_
     await assert_sound(client, op)
 
 
+async def test_a_payout_that_left_before_the_block_is_recorded_when_the_operator_says_so(app, client, db):
+    """Confirming a payout records that the money left: one sent before the block is confirmed with
+    `?already_sent=true` (the refusal says so), never made to look as if it came back to the wallet."""
+    a_id, a = await register(client, "lead_buyer")
+    await fund(app, a_id, "lead_buyer", 10_000)
+    r = await client.post(
+        "/v1/wallet/withdrawals", headers={**auth(a), "Idempotency-Key": "w1"}, json={"amount": money(4_000)}
+    )
+    payout = r.json()
+    op = await operator_token(app)
+    assert (await client.post(f"/v1/businesses/{a_id}/block", headers=auth(op))).status_code == 200
+    refused = await client.post(f"/v1/settlements/{payout['id']}/confirm", headers=auth(op))
+    assert refused.status_code == 409 and "already_sent=true" in refused.json()["detail"], refused.text
+    wrong = await client.post(f"/v1/settlements/{payout['id']}/confirm?already_sent=yes", headers=auth(op))
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "already_sent", wrong.text
+    r = await client.post(f"/v1/settlements/{payout['id']}/confirm?already_sent=true", headers=auth(op))
+    assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+    assert await db.count(LedgerTransaction, LedgerTransaction.idempotency_key == f"paid-out:{payout['id']}") == 1
+    assert (await client.get(f"/v1/businesses/{a_id}/wallet", headers=auth(op))).json()["available"] == money(6_000)
+    await assert_sound(client, op)
+
+
 async def test_an_operator_sees_a_business_wallet_as_the_business_does_and_a_suspended_one_withdraws_nothing(
     app, client, db
 ):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.redis_clients import admin_client
-from workers.signals import coalesce_stop_signals
+from workers.signals import _Coalesced, coalesce_stop_signals
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 REPO = Path(__file__).resolve().parents[2]
@@ -145,8 +145,10 @@ def test_sigterms_within_the_window_are_one_stop_request_and_a_later_one_reaches
     signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
     signal.signal(signal.SIGHUP, lambda signum, frame: calls.append(signum))
     try:
-        coalesce_stop_signals(window=0.5)
-        coalesce_stop_signals(window=0.5)  # twice is once
+        coalesce_stop_signals(window=0.5, owner="elsewhere")  # handlers of another module than dramatiq's are kept
+        assert not any(isinstance(signal.getsignal(s), _Coalesced) for s in (signal.SIGTERM, signal.SIGHUP))
+        coalesce_stop_signals(window=0.5, owner=__name__)
+        coalesce_stop_signals(window=0.5, owner=__name__)  # twice is once
 
         def send(sig: int) -> None:
             os.kill(os.getpid(), sig)

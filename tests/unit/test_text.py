@@ -51,6 +51,8 @@ def test_different_names_are_told_apart(one, other):
         ("HTTPS://x.example", "not a link"),
         ("see www.evil.example", "not a link"),
         (" \u200b ", "blank"),
+        ("Dana\u202eevil", "direction overrides"),
+        ("Dana\u2067x\u2069", "direction overrides"),
     ],
 )
 def test_a_name_is_one_line_of_visible_text_without_a_link(name, problem):
@@ -59,7 +61,17 @@ def test_a_name_is_one_line_of_visible_text_without_a_link(name, problem):
 
 
 @pytest.mark.parametrize(
-    "name", ["Dana Cohen", "\u05d3\u05e0\u05d4 \u05db\u05d4\u05df", "Plumb.co.il", "O'Brien & Sons", "Dr. A: B"]
+    "name",
+    [
+        "Dana Cohen",
+        "\u05d3\u05e0\u05d4 \u05db\u05d4\u05df",
+        "Plumb.co.il",
+        "O'Brien & Sons",
+        "Dr. A: B",
+        "Dana Cohen\n",
+        "\tDana Cohen\r\n",
+        "\u05d3\u05e0\u05d4\u200f 3",
+    ],
 )
 def test_a_one_line_name_without_a_link_is_a_name(name):
     assert name_problem(name) is None

@@ -97,8 +97,9 @@ class OfferController(Controller):
         them (none once the lead is full, exclusive or closed: no next wave goes out; one whose offer was withdrawn
         may be offered again, so it is among them). An offered business since blocked or suspended says so
         (`excluded`); such a business is never among the others. One of the others that the next wave would pass
-        over for now says why too: `over_credit_limit`, a deal maker owing more than its credit limit (until it pays,
-        a lead's offer to it would take a place in the wave for a claim bound to be refused).
+        over for now says why too: `over_credit_limit`, a deal maker owing more than its credit limit, or a lead buyer
+        that could not pay the lead's list price from its wallet and within its credit limit (until it pays, a lead's
+        offer to it would take a place in the wave for a claim bound to be refused).
 
         Paginated: `items` (also under its earlier name `candidates`) holds up to `limit` of them (200 by default,
         at most 200), each with its `position` in the whole list; `next_cursor` (null on the last page) fetches the

@@ -54,7 +54,8 @@ class RankedCandidate(msgspec.Struct):
     position: int = 0
     # Why an offered business is out of the running now (its account "blocked" or "suspended"); null while it
     # may still take the lead. A business out of the running is not among those not offered yet. One of those that
-    # the next wave would pass over for now: "over_credit_limit" (a deal maker owing more than its credit limit).
+    # the next wave would pass over for now: "over_credit_limit" (a deal maker owing more than its credit limit, or a
+    # lead buyer that could not pay the lead's list price: wallet first, the rest charged within its credit limit).
     excluded: str | None = None
     # What its score is worked out from, as its record stands now (the factors of an offered business are those of
     # its offer, as they stood then): exposures received, decided, won, paid, returned, the turnover its wins state,

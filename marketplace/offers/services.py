@@ -47,6 +47,7 @@ from marketplace.uow import UnitOfWork
 from marketplace.wallet.charges import charge_exposure, lead_taken
 from marketplace.wallet.credit import (
     OVER_CREDIT,
+    cannot_pay_sql,
     over_credit_limit,
     over_credit_params,
     refuse_if_over_limit,
@@ -140,13 +141,17 @@ _LOCK_PICKS = (
 # The same question, marking nobody: asked of a wave's picks and of the business whose score set a lead buyer's price.
 _ABLE = select(_businesses.id).where(*_CAN_TAKE_IT)
 # A deal maker owing more than its credit limit is assigned no new lead until it pays (its claim would be refused:
-# refuse_new_leads_over_limit, with the same limit): its open offers could only be refused.
+# refuse_new_leads_over_limit, with the same limit), and a lead buyer that could not pay an offer's price is refused
+# its claim (charges._charge): their open offers could only be refused. (The offer's price is a lower bound of what
+# its claim is charged, VAT included.)
 _WITHDRAW_OVER_CREDIT = (
     update(_OFFERS)
     .where(
         _offers.business_id == bindparam("of_business"),
         _offers.status == "open",
-        exists().where(_businesses.id == bindparam("of_business"), OVER_CREDIT),
+        exists().where(
+            _businesses.id == bindparam("of_business"), cannot_pay_sql(func.coalesce(_offers.price_minor, 1))
+        ),
     )
     .values(status="closed")
 )
@@ -226,7 +231,7 @@ def _can_take_params(settings: Settings, lead: WaveLead, ids: list[str], now: da
     return {
         "ids": ids,
         "now": now,
-        **over_credit_params(settings),
+        **over_credit_params(settings, lead.view.category),
         "day": day_start(now, zone),
         "month": month_start(now, zone),
         "category": lead.view.category,
@@ -576,7 +581,7 @@ async def claim_offer(
             # A deal maker's paid deal or a lowered limit withdrew its offers as it came to owe more than its credit
             # limit: what it must do (pay) is what it is told, with the amounts, as a claim of an open offer is
             # (_check_claimer), not the withdrawal's other possible causes.
-            await refuse_if_over_limit(session, settings, business.id)
+            await refuse_if_over_limit(session, settings, business.id, offer.price_minor)
         raise Conflict(why)
 
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
@@ -762,9 +767,10 @@ async def close_open_offers(session: AsyncSession, lead_id: str) -> None:
 
 
 async def apply_credit_limit(uow: UnitOfWork, settings: Settings, jobs: Jobs, business_id: str, amount: Money) -> None:
-    """An operator sets how much a business may owe through the payment provider. A deal maker that now owes more
-    has its open offers withdrawn at once (its claims would be refused until it pays); one let owe more is offered
-    the open leads whose waves passed it over, once the new limit has committed (the job reads it)."""
+    """An operator sets how much a business may owe through the payment provider. A deal maker that now owes more,
+    or a lead buyer that could not pay an offer's price, has its open offers withdrawn at once (their claims would be
+    refused until it pays); one let owe more is offered the open leads whose waves passed it over, once the new limit
+    has committed (the job reads it)."""
     business = await uow.session.get(Business, business_id, with_for_update=True)
     if business is None:
         raise NotFound(f"no business {business_id}")
@@ -984,7 +990,7 @@ async def explain_ranking(
     statuses = await statuses_of(session, sorted({o.business_id for o in offered}))
     holding = {o.business_id for o in offered if o.status != "closed"}
     ranked = [r for r in ranked if r.business_id not in holding]
-    owing = await over_credit_limit(session, settings, [r.business_id for r in ranked])
+    owing = await over_credit_limit(session, settings, [r.business_id for r in ranked], lead.category)
     candidates = [
         schemas.RankedCandidate(
             business_id=o.business_id,

@@ -1,10 +1,13 @@
-"""Credit limits: how much a business may owe through the payment provider, and the rule that a deal maker owing
-more than its limit is assigned no new lead until it pays, in Python and as the SQL expression the waves and the
-offer withdrawals filter by (the two agree: tests/integration/test_credit_rule.py)."""
+"""Credit limits: how much a business may owe through the payment provider, and the rules that a deal maker owing
+more than its limit is assigned no new lead until it pays, and that a lead buyer that could not pay for a lead (its
+wallet first, the rest charged within its limit) is offered none, in Python and as the SQL expression the waves, the
+second prices and the offer withdrawals filter by (the two agree: tests/integration/test_credit_rule.py)."""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, exists, func, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, Exposure, LedgerAccount, Settlement
@@ -13,6 +16,7 @@ from marketplace.errors import InsufficientFunds
 from marketplace.money import Money
 from marketplace.settings import Settings
 from marketplace.wallet.ledger import AccountKind
+from marketplace.wallet.vat import vat_breakdown
 
 _BUSINESSES = table(Business)
 _businesses, _ledger = _BUSINESSES.c, table(LedgerAccount).c
@@ -94,41 +98,146 @@ _OWES = (
     .correlate(_BUSINESSES)
     .scalar_subquery()
 )
-# over_limit over the businesses table, for statements that filter by it; they bind over_credit_params.
-OVER_CREDIT = and_(
-    _businesses.mode == "deal_maker",
-    func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
+# What its wallet holds to pay a purchase from first: credit and available, in its own currency. All of it, held
+# earnings included (what it may spend, queries.spendable, is no more): so a lead buyer told apart here as unable to pay
+# is one that could not pay even if all of it were spendable, never one that could.
+_WALLET = (
+    select(func.coalesce(func.sum(_ledger.balance_minor), 0))
+    .where(
+        _ledger.owner == "business",
+        _ledger.owner_id == _businesses.id,
+        _ledger.kind.in_((AccountKind.CREDIT.value, AccountKind.AVAILABLE.value)),
+        _ledger.currency == _businesses.currency,
+    )
+    .correlate(_BUSINESSES)
+    .scalar_subquery()
+)
+_settlements, _exposures = table(Settlement).c, table(Exposure).c
+# has_paid, over the businesses table.
+_HAS_PAID = (
+    exists()
+    .where(
+        _settlements.business_id == _businesses.id,
+        _settlements.direction == "charge",
+        _settlements.status == "confirmed",
+        ~exists().where(_exposures.id == _settlements.reference, _exposures.status == "returned"),
+    )
+    .correlate(_BUSINESSES)
 )
 
 
-def over_credit_params(settings: Settings) -> dict[str, int]:
-    """The parameters OVER_CREDIT takes."""
-    return {"default_limit": settings.wallet.default_credit_limit_minor}
+def _buyer_cannot_pay(least_price: ColumnElement[Any]) -> ColumnElement[bool]:
+    """cannot_pay over the businesses table, for a purchase of at least `least_price` (gross)."""
+    owes = func.coalesce(_OWES, 0)
+    # What it would owe after paying that much, the wallet first, is more than `limit`: max(0, price - wallet) > limit
+    # - owes, said without GREATEST (which SQLite lacks).
+    short = owes + least_price - func.coalesce(_WALLET, 0)
+
+    def beyond(limit: Any) -> ColumnElement[bool]:
+        return or_(owes > limit, short > limit)
+
+    own = _businesses.credit_limit_minor
+    return and_(
+        _businesses.mode == "lead_buyer",
+        or_(
+            and_(own.is_not(None), beyond(own)),
+            # The smaller first limit until it has paid (credit_limit): beyond the default, or beyond the first one
+            # without a payment of its own.
+            and_(
+                own.is_(None),
+                or_(beyond(bindparam("default_limit")), and_(beyond(bindparam("first_limit")), ~_HAS_PAID)),
+            ),
+        ),
+    )
 
 
-# What refuse_new_leads_over_limit reads, for one business.
+def cannot_pay_sql(least_price: ColumnElement[Any]) -> ColumnElement[bool]:
+    """Whether the business is passed over by a wave and set no lead buyer's price, and its open offers are withdrawn:
+    a deal maker owing more than its standing limit (over_limit), or a lead buyer that could not pay a purchase of
+    `least_price` (cannot_pay). Statements using it bind over_credit_params."""
+    deal_maker_over = and_(
+        _businesses.mode == "deal_maker",
+        func.coalesce(_OWES, 0) > func.coalesce(_businesses.credit_limit_minor, bindparam("default_limit")),
+    )
+    return or_(deal_maker_over, _buyer_cannot_pay(least_price))
+
+
+def cannot_pay(owed_minor: int, wallet_minor: int, price_minor: int, limit_minor: int) -> bool:
+    """Whether a lead buyer could not pay a purchase of `price_minor` (gross) now: paid from its wallet (credit and
+    available, `wallet_minor`) first, the rest is charged and may take what it owes (`owed_minor`) up to its credit
+    limit (credit_limit: the first one until it has paid) and no further (charges._charge refuses the claim). A buyer
+    already owing its limit with nothing in its wallet can pay nothing. OVER_CREDIT says the same in SQL."""
+    return owed_minor + max(0, price_minor - wallet_minor) > limit_minor
+
+
+# Who a wave passes over, for a lead whose least price binds `least_price` (a lead buyer's shared price is never below
+# its category's list price, the ranking's reserve; its exclusive price is higher still). Bind over_credit_params.
+OVER_CREDIT = cannot_pay_sql(bindparam("least_price"))
+
+
+def least_price(settings: Settings, category: str | None) -> int:
+    """The least a lead buyer pays for a lead of the category, VAT included: its list price (the reserve of the second
+    price). A lead buyer that could not pay that could pay no claim of it."""
+    if category is None or category not in settings.categories:
+        return 1
+    jurisdiction = settings.jurisdiction
+    price = Money(settings.categories[category].lead_price_minor, jurisdiction.currency)
+    return vat_breakdown(price, jurisdiction.vat_rate_bp, jurisdiction.prices_include_vat).gross.amount_minor
+
+
+def over_credit_params(settings: Settings, category: str | None = None) -> dict[str, int]:
+    """The parameters OVER_CREDIT takes (for a lead of `category`; without one, the least price is one minor unit:
+    a lead buyer that could pay nothing)."""
+    return {
+        "default_limit": settings.wallet.default_credit_limit_minor,
+        "first_limit": settings.wallet.first_credit_limit_minor,
+        "least_price": least_price(settings, category),
+    }
+
+
+# What refuse_if_over_limit reads, for one business.
 _CREDIT_STANDING = select(
-    _businesses.mode, func.coalesce(_OWES, 0), _businesses.credit_limit_minor, _businesses.currency
+    _businesses.mode,
+    func.coalesce(_OWES, 0),
+    _businesses.credit_limit_minor,
+    _businesses.currency,
+    func.coalesce(_WALLET, 0),
 ).where(_businesses.id == bindparam("business_id"))
 
 
-async def refuse_if_over_limit(session: AsyncSession, settings: Settings, business_id: str) -> None:
-    """refuse_new_leads_over_limit, of what the business owes and may owe now: for a claim of an offer its limit
-    withdrew (withdraw_offers_over_credit), which is told what it owes, as a claim of an open offer is, not only that
-    the offer was withdrawn."""
+async def refuse_if_over_limit(
+    session: AsyncSession, settings: Settings, business_id: str, price_minor: int | None = None
+) -> None:
+    """refuse_new_leads_over_limit, of what the business owes and may owe now, and for a lead buyer whether it could
+    pay the offer's price (cannot_pay): for a claim of an offer its limit withdrew (withdraw_offers_over_credit),
+    which is told what it owes, as a claim of an open offer is, not only that the offer was withdrawn."""
     row = (await session.execute(_CREDIT_STANDING, {"business_id": business_id})).one_or_none()
-    if row is not None:
-        mode, owed, limit, currency = row
-        refuse_new_leads_over_limit(settings, mode, int(owed), limit, currency)
+    if row is None:
+        return
+    mode, owed, own_limit, currency, wallet = row
+    if mode != "lead_buyer":
+        refuse_new_leads_over_limit(settings, mode, int(owed), own_limit, currency)
+        return
+    limit = await credit_limit(session, settings, business_id, own_limit)
+    price = price_minor if price_minor is not None else 1
+    if cannot_pay(int(owed), max(0, int(wallet)), price, limit):
+        owes, allowed = Money(int(owed), currency), Money(limit, currency)
+        raise InsufficientFunds(
+            f"this business owes {owes} and may owe at most {allowed}: its wallet cannot pay the offer's price of "
+            f"{Money(price, currency)}, and charging the rest would take it beyond its credit limit",
+            extra={"owed": owes.to_json(), "credit_limit": allowed.to_json()},
+        )
 
 
 _OVER_CREDIT_AMONG = select(_businesses.id).where(_businesses.id.in_(bindparam("ids", expanding=True)), OVER_CREDIT)
 
 
-async def over_credit_limit(session: AsyncSession, settings: Settings, business_ids: list[str]) -> set[str]:
-    """The deal makers among these that owe more than their credit limit: a wave passes over them (offers'
-    _MARK_OFFERED) until they pay."""
+async def over_credit_limit(
+    session: AsyncSession, settings: Settings, business_ids: list[str], category: str | None = None
+) -> set[str]:
+    """Those among these that a wave of a lead of `category` passes over (offers' _MARK_OFFERED) until they pay: the
+    deal makers owing more than their credit limit, and the lead buyers that could not pay its least price."""
     if not business_ids:
         return set()
-    params = {"ids": business_ids, **over_credit_params(settings)}
+    params = {"ids": business_ids, **over_credit_params(settings, category)}
     return set((await session.execute(_OVER_CREDIT_AMONG, params)).scalars())

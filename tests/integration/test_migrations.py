@@ -85,6 +85,8 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
                 "region": "haifa",
                 "budget": 0,
                 "default_limit": 0,
+                "first_limit": 0,
+                "least_price": 1,
                 "day": now,
                 "month": now,
             },
@@ -112,6 +114,10 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
         await conn.rollback()
     assert "USING INDEX sqlite_autoindex_businesses_1 (id=?)" in plans["wave marks businesses"], plans
     assert "SEARCH ledger_accounts USING INDEX" in plans["wave marks businesses"], plans  # what a pick owes
+    # Whether a lead buyer has paid a charge of its own (the first credit limit until then), off its own settlements.
+    assert (
+        "SEARCH settlements USING INDEX ix_settlements_business_id (business_id=?)" in plans["wave marks businesses"]
+    ), plans
     # What a pick has received today and this month (its caps), off the business's own exposures.
     assert "USING INDEX ix_exposures_business_id_created_at (business_id=?" in plans["wave marks businesses"], plans
     assert "ix_offers_business_id_status (business_id=? AND status=?)" in plans["a business's open offers"], plans

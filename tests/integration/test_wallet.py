@@ -1250,6 +1250,68 @@ async def test_a_deal_maker_over_its_limit_just_below_the_wave_sets_no_price_eit
     assert abs(claimed.json()["price"]["amount_minor"] - second_price) <= 1, (claimed.json()["price"], second_price)
 
 
+async def test_a_lead_buyer_that_cannot_pay_leaves_its_wave_place_sets_no_price_and_holds_no_offer(
+    app, client, db, settings
+):
+    """A lead buyer owing its whole credit limit (an operator's 0), with nothing in its wallet, could pay for no lead:
+    its open offers are withdrawn as the limit drops, a wave passes it over (its place to the next buyer that can
+    pay), and the buyer ranked above it pays the second price against that next buyer, not against it (a tester:
+    159.43 where the 150.00 set by the next payer was due, its claim a 409 "may owe at most 0.00")."""
+    app.state.ranker.core.explore_share = 0.0
+    operator = await operator_token(app)
+    profile = {"categories": ["legal"]}
+    buyers: dict[str, tuple[str, str]] = {}
+    for name, bid in (("x", 70_000), ("owing", 65_000), ("y", 60_000)):
+        buyers[name] = await register(client, "lead_buyer", profile=profile)
+        bids = {"bids": [{"category": "legal", "max_bid": money(bid)}]}
+        put = await client.put("/v1/businesses/me/bids", headers=auth(buyers[name][1]), json=bids)
+        assert put.status_code == 200, put.text
+    owing_id, owing = buyers["owing"]
+    await buy(app, client, owing_id, owing, category="plumbing")  # 60.00 owed
+    _, waiting = await offered_lead(app, client, owing_id, category="legal")
+
+    url = f"/v1/businesses/{owing_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(0)})).status_code == 200
+    state = await wallet(client, owing)
+    assert (state["owed"], state["credit_limit"]) == (money(PRICE), money(0))
+    assert state["available"] == state["credit"] == money(0)
+    # Its open offer could only be refused: withdrawn, and its claim says why.
+    assert await offers_of(client, owing) == []
+    refused = await claim(client, owing, waiting)
+    assert refused.status_code == 409, refused.text
+    assert "insufficient-funds" in refused.json()["type"]
+    assert (refused.json()["owed"], refused.json()["credit_limit"]) == (money(PRICE), money(0))
+    await app.state.ranking_sync.settled()
+
+    lead_id = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    ranking = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))).json()["items"]
+    by_id = {c["business_id"]: c for c in ranking}
+    x_id, y_id = buyers["x"][0], buyers["y"][0]
+    assert by_id[x_id]["factors"]["score"] > by_id[owing_id]["factors"]["score"] > by_id[y_id]["factors"]["score"]
+    # Its place goes to the next buyer that can pay (a wave of 2).
+    assert sorted(c["business_id"] for c in ranking if c["offered"]) == sorted([x_id, y_id])
+    assert [(c["offered"], c["excluded"]) for c in ranking if c["business_id"] == owing_id] == [
+        (False, "over_credit_limit")
+    ]
+    assert await offers_of(client, owing) == []
+    # The buyer above it pays what it took to keep its place against the next buyer that could take the lead: that
+    # buyer's own bid (the same record), not what the owing buyer's score set.
+    (offer,) = [o for o in await offers_of(client, buyers["x"][1]) if o["lead_id"] == lead_id]
+    claimed = await claim(client, buyers["x"][1], offer["offer_id"])
+    assert claimed.status_code == 201, claimed.text
+    assert claimed.json()["price"] == money(60_000)
+
+    # Allowed to owe more again: the open lead that passed it over is offered to it (after the wave delay).
+    raised = await client.post(url, headers=auth(operator), json={"amount": money(1_000_000)})
+    assert raised.status_code == 200, raised.text
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    assert lead_id in {o["lead_id"] for o in await offers_of(client, owing)}
+
+
 async def test_a_wave_racing_the_report_that_takes_a_deal_maker_over_its_limit_offers_it_nothing(
     app, client, db, monkeypatch
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,7 +25,7 @@ from marketplace.wallet.ledger import (
     build_withdrawal,
 )
 from marketplace.wallet.offset import withdrawable
-from marketplace.wallet.queries import held_earnings
+from marketplace.wallet.queries import RETURN_SETTLING, held_earnings
 
 
 async def withdraw(
@@ -98,6 +99,19 @@ class _OpenDebt:
         return cls(row.id, Money(row.amount_minor, row.currency), row.status, row.reference)
 
 
+def _duration(span: timedelta) -> str:
+    """A span of whole minutes in words: "an hour", "2 hours", "30 minutes"."""
+    minutes = int(span.total_seconds()) // 60
+    if minutes % 60:
+        return f"{minutes} minutes"
+    return "an hour" if minutes == 60 else f"{minutes // 60} hours"
+
+
+# How long past a purchase's return deadline its seller's earnings stay held (queries.RETURN_SETTLING), as a refusal
+# says it.
+_SETTLING = _duration(RETURN_SETTLING)
+
+
 def _not_withdrawable(
     amount: Money, available: Money, owed: Money, debts: list[_OpenDebt], held: Money
 ) -> InsufficientFunds:
@@ -105,7 +119,8 @@ def _not_withdrawable(
     return the leads), and the open debts that come first, by name."""
     extra: dict[str, object] = {"withdrawable": available.to_json(), "owed": owed.to_json(), "held": held.to_json()}
     waiting = (
-        f" ({held} of earnings wait for the buyers of the leads sold to pay, or for their return windows to close)"
+        f" ({held} of earnings wait for the buyers of the leads sold to pay, or until {_SETTLING} after their return "
+        "windows close)"
         if held.is_positive
         else ""
     )

@@ -699,6 +699,11 @@ async def test_earnings_for_a_sold_lead_are_paid_out_only_once_its_buyer_has_pai
     # Just past the deadline a return is refused, but one begun before it may still be committing: held a while.
     clock.advance(timedelta(days=app.state.settings.windows.return_days, minutes=1))
     assert (await wallet(client, seller))["withdrawable_amount"] == money(0)
+    # Its refusal says so: the windows have closed, the earnings wait the hour after (it said "for their return
+    # windows to close", which they had: a tester).
+    settling = await client.post("/v1/wallet/withdrawals", headers=auth(seller), json={"amount": money(share)})
+    assert settling.status_code == 409, settling.text
+    assert "until an hour after their return windows close" in settling.json()["detail"], settling.text
     clock.advance(RETURN_SETTLING)
     two = await wallet(client, seller)
     assert two["available"] == money(2 * share) and two["withdrawable_amount"] == money(share)

@@ -419,7 +419,7 @@ async def set_bids(
                 Offer.price_minor > ceiling,
                 Offer.lead_id.in_(select(Lead.id).where(Lead.category == category_code)),
             )
-            .values(status="closed"),
+            .values(status="closed", withdrawn_for="bid_lowered"),
         )
     business.updated_at = utcnow()
     await session.flush()

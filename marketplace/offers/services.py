@@ -153,7 +153,7 @@ _WITHDRAW_OVER_CREDIT = (
             _businesses.id == bindparam("of_business"), cannot_pay_sql(func.coalesce(_offers.price_minor, 1))
         ),
     )
-    .values(status="closed")
+    .values(status="closed", withdrawn_for="credit_limit")
 )
 # Under a new id too: the business's list is newest first by id, and a client that reads it until an id it knows would
 # never see an offer made again under its old one (a withdrawn offer has no exposure: nothing refers to its id).
@@ -168,7 +168,7 @@ def _offer_upsert(make: Any) -> Any:
     again = {c: stmt.excluded[c] for c in _MADE_AGAIN}
     return stmt.on_conflict_do_update(
         index_elements=["lead_id", "business_id"],
-        set_={**again, "status": "open"},
+        set_={**again, "status": "open", "withdrawn_for": None},
         where=_offers.status == "closed",
     )
 
@@ -449,7 +449,7 @@ _TAKE_SHARED = (
 # a moment old, in a process that has not heard of the block yet) is a 403 as every other act of it, not a 409.
 _OFFER = select(
     _offers.id, _offers.lead_id, _offers.business_id, _offers.status, _offers.expires_at, _offers.price_minor,
-    _offers.replaces_exposure_id,
+    _offers.replaces_exposure_id, _offers.withdrawn_for,
     select(_businesses.status).where(_businesses.id == _offers.business_id).scalar_subquery().label("business_status"),
 ).where(_offers.id == bindparam("offer_id"))  # fmt: skip
 # Offers by table: a claim reads its offer as a row, so the session holds no offer object to keep in step.
@@ -487,7 +487,7 @@ CLOSE_OTHER_OFFERS = (
             ),
         ),
     )
-    .values(status="closed")
+    .values(status="closed", withdrawn_for="cap")
 )
 
 
@@ -577,7 +577,7 @@ async def claim_offer(
         raise Conflict("this offer has already been claimed")
     if offer.status != "open" or offer.expires_at <= now:
         why = await _why_closed(session, offer, now)
-        if why is _WITHDRAWN:
+        if why is _WITHDRAWN or why is WITHDRAWN_FOR["credit_limit"]:
             # A deal maker's paid deal or a lowered limit withdrew its offers as it came to owe more than its credit
             # limit: what it must do (pay) is what it is told, with the amounts, as a claim of an open offer is
             # (_check_claimer), not the withdrawal's other possible causes.
@@ -616,7 +616,7 @@ async def claim_offer(
         # Claimed, or withdrawn (a block, the deal won elsewhere) while this claim was on its way: said as it is now.
         # (Its lead is read as this claim changed it, so the offer's own status says why.)
         again = (await session.execute(_OFFER, {"offer_id": offer_id})).one()
-        raise Conflict(_WHY_NOT_OPEN.get(again.status, _WITHDRAWN))
+        raise Conflict(_WHY_NOT_OPEN.get(again.status) or WITHDRAWN_FOR.get(again.withdrawn_for, _WITHDRAWN))
     if reaches_cap:
         # Its other open offers could only be refused: withdrawn, they leave its list and the leads' places (a
         # withdrawn offer does not count as offered, so a lead still open when the cap allows is offered again).
@@ -683,7 +683,7 @@ async def _why_closed(session: AsyncSession, offer: Any, now: datetime) -> str:
         return "this lead is full: as many businesses as it may reach have had its contact"
     if offer.status == "expired" or offer.expires_at <= now or (lead is not None and lead.expires_at <= now):
         return "this offer has expired"
-    return _WITHDRAWN
+    return WITHDRAWN_FOR.get(offer.withdrawn_for, _WITHDRAWN)
 
 
 async def _why_off_the_market(session: AsyncSession, lead: Lead) -> str:
@@ -707,6 +707,12 @@ _WITHDRAWN = (
     "this offer was withdrawn: the business reached a cap or its credit limit, no longer fits the lead, lowered its "
     "bid below the offer's price, or was blocked"
 )
+# Why an offer was withdrawn, where the offer records it (offers.withdrawn_for).
+WITHDRAWN_FOR = {
+    "bid_lowered": "this offer was withdrawn: the business lowered its bid below the offer's price",
+    "cap": "this offer was withdrawn: the business reached its daily or monthly cap of leads",
+    "credit_limit": "this offer was withdrawn: the business owed more than its credit limit allowed it to take",
+}
 _LEFT_THE_MARKET = (
     "this offer was withdrawn: its lead has left the market, the customer having hired a business (a deal reported "
     "won, or the customer's own answer)"

@@ -120,6 +120,7 @@ async def test_lowering_a_cap_to_what_was_received_withdraws_the_open_offers_rep
     assert await db.scalar(select(Offer.status).where(Offer.id == owed)) == "closed"
     refused = await client.post(f"/v1/offers/{kept}/claim", headers=auth(buyer), json={"exclusive": False})
     assert refused.status_code == 409 and "withdrawn" in refused.json()["detail"], refused.text
+    assert "reached its daily or monthly cap" in refused.json()["detail"], refused.text
 
     # The next day the daily cap takes leads again, but a monthly cap lowered to the month's one lead is reached.
     clock.advance(timedelta(days=1))

@@ -163,7 +163,7 @@ async def test_a_business_never_claims_beyond_its_daily_cap_even_with_offers_ope
     assert Counter(r.status_code for r in responses) == {201: 2, 409: 4}, [r.text for r in responses]
     # Refused at the cap, or, once a claim reached it, as withdrawn (its other offers could only be refused).
     refusals = [r.json()["detail"] for r in responses if r.status_code == 409]
-    assert all("daily cap of 2" in d or "reached a cap" in d for d in refusals), refusals
+    assert all("daily cap of 2" in d or "reached its daily or monthly cap" in d for d in refusals), refusals
     assert await offers_of(client, buyer) == []
     assert await db.count(Exposure, Exposure.business_id == buyer_id) == 2
     # The refused claims left nothing: their leads still have their places for others.

@@ -553,6 +553,8 @@ async def test_a_returned_lead_frees_its_place_under_the_caps_for_a_lead_already
     assert await offers_of(client, dm) == []
     refused = await client.post(f"/v1/offers/{offers[second]}/claim", headers=auth(dm))
     assert refused.status_code == 409 and "withdrawn" in refused.json()["detail"]
+    # Why, as the offer recorded it (it was every possible cause at once).
+    assert "reached its daily or monthly cap" in refused.json()["detail"], refused.text
     returned = await client.post(f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(dm), json={"reason": "x"})
     # The lead it gave back no longer counts: the other lead, its offer withdrawn, is offered again as the replacement.
     assert returned.status_code == 200, returned.text

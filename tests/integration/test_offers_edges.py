@@ -172,6 +172,10 @@ async def test_a_bid_lowered_or_withdrawn_keeps_the_offers_it_would_still_have_e
     assert (await _put_bids(client, top, _bid("plumbing", None))).status_code == 200
     status = await db.scalar(select(Offer.status).where(Offer.lead_id == lead, Offer.business_id == top_id))
     assert status == "closed"
+    # Its claim says why, as the README promises (it was one 409 naming every cause a withdrawal may have).
+    refused = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(top))
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == "this offer was withdrawn: the business lowered its bid below the offer's price"
 
 
 async def test_waves_reach_the_deal_range_s_bounds_and_nobody_outside_it(app, client, db):

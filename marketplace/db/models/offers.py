@@ -75,6 +75,9 @@ class Offer(Base):
     # A replacement for a returned lead (deal makers) names the exposure it replaces.
     replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(PartialIndexKey(20, OFFER_STATUSES), default="open")
+    # Why a closed offer was withdrawn, when its claim is told so (offers.services.WITHDRAWN_FOR): "bid_lowered",
+    # "cap" or "credit_limit"; null for any other withdrawal (migration 0027). Cleared when the offer is made again.
+    withdrawn_for: Mapped[str | None] = mapped_column(String(20))
     # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -10,17 +10,34 @@ import unicodedata
 _INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
 
 
+# Characters of other categories that show nothing either: fillers drawn as blank (Hangul's, the braille blank), the
+# combining grapheme joiner, and the variation selectors (which only choose how the character before them looks).
+_SHOWS_NOTHING = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0"
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))
+    + "".join(chr(c) for c in range(0xE0100, 0xE01F0))
+)
+
+
 def blank(text: str) -> bool:
-    """True when the text shows nothing: empty, or spaces and invisible characters alone (`"\\u200b"`, `" \\ufeff "`).
+    """True when the text shows nothing: empty, or spaces and invisible characters alone (`"\\u200b"`, `" \\ufeff "`,
+    a Hangul filler `"\\u3164"`, the braille blank `"\\u2800"`).
 
     A name or a description is what customers, businesses and operators read; one that shows nothing is no name.
     """
-    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE for ch in text)
+    return all(ch.isspace() or ch in _SHOWS_NOTHING or unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 # A link written in a name: what a name is shown beside (a survey's greeting, an operator's alert, the public list of
 # unreliable businesses) must not carry one the marketplace would then send out under its own name.
-_LINK = re.compile(r"[a-z][a-z0-9+.-]*://|\bwww\.", re.IGNORECASE)
+_LINK = re.compile(
+    r"[a-z][a-z0-9+.-]*://"  # a scheme's link
+    r"|www\."  # a web address without one
+    r"|\bmailto:"
+    r"|[\w.+-]+@[\w-]+(\.[\w-]+)+"  # an email address (mail programs show it as a link)
+    r"|\b[\w-]+(\.[\w-]+)+/",  # a domain with a path after it (secure-pay.example/deposit)
+    re.IGNORECASE,
+)
 # Line breaks of every kind and control characters (tabs included): a name is one line of text.
 _NOT_ONE_LINE = frozenset({"Cc", "Zl", "Zp"})
 # Embeddings, overrides and isolates of the bidirectional algorithm: they reorder what a reader sees ("Dana\u202eevil"
@@ -38,8 +55,8 @@ def name_problem(name: str) -> str | None:
         return "must not be blank"
     if any(unicodedata.category(ch) in _NOT_ONE_LINE or ch in _BIDI_CONTROLS for ch in name):
         return "must be one line, without line breaks, control characters or direction overrides"
-    if _LINK.search(name):
-        return "must be a name, not a link"
+    if _LINK.search(unicodedata.normalize("NFKC", name)):  # full-width letters and stops are `www.` to a reader
+        return "must be a name, not a link or an email address"
     return None
 
 

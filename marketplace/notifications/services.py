@@ -32,7 +32,7 @@ async def list_notifications(
     session: AsyncSession, limit: int, cursor: str | None, kind: str | None = None, reference: str | None = None
 ) -> tuple[list[Notification], str | None]:
     query = select(Notification)
-    if kind:
+    if kind is not None:  # `?kind=` is no kind either: a 422, not every message
         if kind not in NOTIFICATION_KINDS:
             raise InvalidInput.field("kind", f"one of {', '.join(NOTIFICATION_KINDS)}")
         query = query.where(Notification.kind == kind)

@@ -372,7 +372,7 @@ async def test_a_note_or_a_return_reason_of_invisible_characters_alone_is_refuse
     dm_id, dm = await register(client, "deal_maker")
     await hide_a_won_deal(app, client, operator, dm_id, dm)
     (alert,) = await alerts(client, operator)
-    for note in ("\u200b", "\u200b\u200f", "\ufeff", " \u2060\u200d "):
+    for note in ("\u200b", "\u200b\u200f", "\ufeff", " \u2060\u200d ", "\u2800", "\u3164"):
         r = await client.post(
             f"/v1/fraud/alerts/{alert['id']}/decision",
             headers=auth(operator),
@@ -383,7 +383,7 @@ async def test_a_note_or_a_return_reason_of_invisible_characters_alone_is_refuse
     assert still["status"] == "open"
     lb_id, lb = await register(client, "lead_buyer")
     _, exposure_id = await claimed_deal(app, client, lb_id, lb)
-    for reason in ("\u200b", "\ufeff", "\u2060\u200d"):
+    for reason in ("\u200b", "\ufeff", "\u2060\u200d", "\u3164", "\u115f\uffa0", "\u034f"):
         r = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(lb), json={"reason": reason})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason", r.text
     assert (await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id))) == "new"

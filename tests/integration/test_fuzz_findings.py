@@ -287,5 +287,6 @@ async def test_a_compressed_body_is_a_415_and_one_labelled_compressed_is_not_rea
 async def test_an_empty_filter_value_is_a_422_not_every_item(app, client, db):
     op = await operator_token(app)
     assert_problem(await client.get("/v1/notifications?reference=", headers=auth(op)), 422, "reference")
+    assert_problem(await client.get("/v1/notifications?kind=", headers=auth(op)), 422, "kind")
     assert_problem(await client.get("/v1/invoices?business_id=", headers=auth(op)), 422, "business_id")
     assert (await client.get("/v1/notifications?reference=nope", headers=auth(op))).status_code == 200

@@ -6,7 +6,8 @@ from marketplace.text import blank, name_key, name_problem
 @pytest.mark.parametrize(
     "text",
     ["", " ", "\t\n", "\u00a0", "\u3000", "\u200b", "\u200c\u200d", "\ufeff", "\u00ad", "\u200e\u200f", "\u2060",
-     "\u2028\u2029", "\x00\x1f", " \u200b \ufeff "],
+     "\u2028\u2029", "\x00\x1f", " \u200b \ufeff ", "\u3164", "\u2800\u2800", "\u115f", "\uffa0", "\u034f",
+     "\ufe0f"],
 )
 def test_text_showing_nothing_is_blank(text):
     assert blank(text)
@@ -52,6 +53,11 @@ def test_different_names_are_told_apart(one, other):
         ("see www.evil.example", "not a link"),
         (" \u200b ", "blank"),
         ("Dana\u202eevil", "direction overrides"),
+        ("Dana, pay at secure-pay-il.com/deposit", "not a link"),
+        ("Dana, write to billing@secure-pay-il.com", "email"),
+        ("mailto:x@evil.com", "not a link"),
+        ("\uff57\uff57\uff57\uff0eevil\uff0ecom", "not a link"),
+        ("_www.evil.com", "not a link"),
         ("Dana\u2067x\u2069", "direction overrides"),
     ],
 )

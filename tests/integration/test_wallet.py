@@ -1308,12 +1308,7 @@ async def test_a_lead_buyer_that_cannot_pay_leaves_its_wave_place_sets_no_price_
     assert claimed.json()["price"] == money(60_000)
 
     # Allowed to owe more again: the open lead that passed it over is offered to it (after the wave delay).
-    raised = await client.post(url, headers=auth(operator), json={"amount": money(1_000_000)})
-    assert raised.status_code == 200, raised.text
-    await app.state.ranking_sync.settled()
-    await app.state.jobs.run_due()
-    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
-    await app.state.jobs.run_due()
+    await _raise_limit_and_run_the_waves(app, client, settings, url, operator)
     assert lead_id in {o["lead_id"] for o in await offers_of(client, owing)}
 
 
@@ -1393,12 +1388,7 @@ async def test_a_limit_lowered_below_what_a_deal_maker_owes_withdraws_its_offers
     assert await offers_of(client, dm) == []
 
     # Allowed to owe more again: the open leads that fit it are offered to it (after the wave delay, as any wave).
-    raised = await client.post(url, headers=auth(operator), json={"amount": money(1_000_000)})
-    assert raised.status_code == 200, raised.text
-    await app.state.ranking_sync.settled()
-    await app.state.jobs.run_due()
-    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
-    await app.state.jobs.run_due()
+    await _raise_limit_and_run_the_waves(app, client, settings, url, operator)
     assert passed_over in {o["lead_id"] for o in await offers_of(client, dm)}
 
 
@@ -1712,3 +1702,15 @@ async def test_a_purchase_of_a_sold_lead_earns_its_seller_no_non_cash_reward(app
     listed = await client.get("/v1/notifications", headers=auth(operator), params={"kind": "reward"})
     assert listed.status_code == 200 and listed.json()["items"] == []
     await assert_sound(client, operator)
+
+
+async def _raise_limit_and_run_the_waves(
+    app: Any, client: httpx.AsyncClient, settings: Any, url: str, operator: str
+) -> None:
+    """An operator lets the business owe more; the open leads that fit it are offered to it after the wave delay."""
+    raised = await client.post(url, headers=auth(operator), json={"amount": money(1_000_000)})
+    assert raised.status_code == 200, raised.text
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()

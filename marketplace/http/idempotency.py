@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from marketplace.clock import utcnow
 from marketplace.db.models import IdempotencyRecord
+from marketplace.db.statements import table
 from marketplace.errors import Conflict, InvalidInput, MarketplaceError
 from marketplace.http.problems import PROBLEM, problem_body
 from marketplace.uow import UnitOfWork, UnitOfWorkFactory
@@ -127,14 +128,11 @@ async def run_idempotent(
     raise refusal  # kept under the key, now committed
 
 
-# Built once (SQLAlchemy builds a statement and its cache key at each call otherwise). The record is never an object
-# of the session, so the update has nothing to synchronise.
-_TAKE = insert(IdempotencyRecord)
-_ANSWER = (
-    update(IdempotencyRecord)
-    .where(IdempotencyRecord.scope == bindparam("b_scope"), IdempotencyRecord.key == bindparam("b_key"))
-    .execution_options(synchronize_session=False)
-)
+# Built once (SQLAlchemy builds a statement and its cache key at each call otherwise), on the table: the record is
+# never an object of the session, and statements on the mapped class went through the ORM's bulk insert and update.
+_RECORDS = table(IdempotencyRecord)
+_TAKE = insert(_RECORDS)
+_ANSWER = update(_RECORDS).where(_RECORDS.c.scope == bindparam("b_scope"), _RECORDS.c["key"] == bindparam("b_key"))
 
 
 # A refusal the key answers again (the state or the body refused it: not found, a conflict, invalid): once a key has

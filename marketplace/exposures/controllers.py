@@ -106,9 +106,9 @@ class ExposureController(Controller):
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             change = await services.update_status(uow.session, state.settings, business, exposure_id, data)
             exposure = change.exposure
-            lead = await get_lead(uow.session, exposure.lead_id)
+            lead = await services.lead_shown(uow.session, exposure.lead_id)
             made.append(moved(exposure, lead, change.before))
-            return 200, await services.to_schema(uow.session, state.settings, exposure)
+            return 200, await services.to_schema(uow.session, state.settings, exposure, lead=lead)
 
         fingerprint = request_hash("POST", request.url.path, data)
         response = await run_idempotent(state.uow, business.id, idempotency_key, fingerprint, work, private=CONTACT)

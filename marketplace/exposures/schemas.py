@@ -4,7 +4,7 @@ and history."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 import msgspec
 
@@ -13,6 +13,17 @@ from marketplace.schemas import MoneyIn, MoneyOut
 
 if TYPE_CHECKING:
     from marketplace.db.models import ExposureEvent
+
+
+class EventColumns(Protocol):
+    """What a step of a deal's history shows: an ExposureEvent, or a row holding these of its columns."""
+
+    actor: str
+    from_status: str | None
+    to_status: str
+    at: datetime
+    turnover_minor: int | None
+    note: str | None
 
 
 class HistoryEntry(msgspec.Struct):
@@ -24,7 +35,7 @@ class HistoryEntry(msgspec.Struct):
     note: str | None = None
 
     @classmethod
-    def of(cls, event: ExposureEvent, currency: str) -> HistoryEntry:
+    def of(cls, event: ExposureEvent | EventColumns, currency: str) -> HistoryEntry:
         """A step of a deal's history as shown (to its business, and to operators on an alert)."""
         turnover = None if event.turnover_minor is None else MoneyOut(event.turnover_minor, currency)
         return cls(event.actor, event.from_status, event.to_status, event.at, turnover, event.note)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import rfc3339, utcnow
 from marketplace.db.models import Exposure, ExposureEvent, FraudRelease, Lead, LeadContact, Offer, Survey
-from marketplace.db.statements import rows_changed
+from marketplace.db.statements import rows_changed, table
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.exposures.moves import move_to
@@ -21,7 +22,7 @@ from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
-from marketplace.leads.services import summary
+from marketplace.leads.services import LeadColumns, summary
 from marketplace.offers.services import (
     close_open_offers,
     offer_replacement,
@@ -76,7 +77,26 @@ _REPLACEMENT_OFFERS = (
     .where(Offer.replaces_exposure_id == bindparam("exposure_id"), Offer.status.in_(("claimed", "open")))
     .order_by((Offer.status == "claimed").desc(), Offer.created_at.desc())
 )
-_HISTORY = select(ExposureEvent).where(ExposureEvent.exposure_id == bindparam("exposure_id")).order_by(ExposureEvent.id)
+# What an exposure shows of its lead, its contact and its history, read as rows of the tables (Core): every answer
+# about an exposure (a claim, a status report, the lists) shows them, and loading them as ORM objects cost more than
+# reading them. An object the session already holds is used as it is (_held), as session.get would.
+_LEAD_COLUMNS, _CONTACT_COLUMNS, _EVENT_COLUMNS = table(Lead).c, table(LeadContact).c, table(ExposureEvent).c
+_LEAD_SHOWN = select(
+    _LEAD_COLUMNS.id, _LEAD_COLUMNS.category, _LEAD_COLUMNS.region, _LEAD_COLUMNS.description,
+    _LEAD_COLUMNS.budget_minor, _LEAD_COLUMNS.currency, _LEAD_COLUMNS.status, _LEAD_COLUMNS.created_at,
+    _LEAD_COLUMNS.club_id, _LEAD_COLUMNS.seller_business_id,
+).where(_LEAD_COLUMNS.id == bindparam("lead_id"))  # fmt: skip
+_CONTACT_SHOWN = select(
+    _CONTACT_COLUMNS.name, _CONTACT_COLUMNS.phone, _CONTACT_COLUMNS.email, _CONTACT_COLUMNS.description
+).where(_CONTACT_COLUMNS.lead_id == bindparam("lead_id"))
+_HISTORY = (
+    select(
+        _EVENT_COLUMNS.actor, _EVENT_COLUMNS.from_status, _EVENT_COLUMNS.to_status, _EVENT_COLUMNS.at,
+        _EVENT_COLUMNS.turnover_minor, _EVENT_COLUMNS.note,
+    )
+    .where(_EVENT_COLUMNS.exposure_id == bindparam("exposure_id"))
+    .order_by(_EVENT_COLUMNS.id)
+)  # fmt: skip
 # The customer's answered survey of the lead saying it hired this business: the lead made a deal, whatever the status.
 _HIRED_ME = (
     select(Survey.id)
@@ -117,37 +137,84 @@ async def _released(session: AsyncSession, exposure: Exposure) -> bool:
     return found is not None
 
 
-def _contact_of(row: LeadContact | None) -> Contact | None:
+class ContactColumns(Protocol):
+    """What an exposure shows of a lead's contact: a LeadContact, or a row of these of its columns."""
+
+    name: str
+    phone: str
+    email: str | None
+    description: str | None
+
+
+class ShownLead(LeadColumns, Protocol):
+    """What an exposure's answer and its ranking event read of the lead: a Lead, or a row of _LEAD_SHOWN."""
+
+    seller_business_id: str | None
+
+
+M = TypeVar("M")
+
+
+def _held(session: AsyncSession, model: type[M], key: str) -> M | None:
+    """The object of this row that the session holds, loaded and not expired (what session.get would hand back
+    without a query); None when it holds none."""
+    mapper = sa_inspect(model)
+    held = session.sync_session.identity_map.get(mapper.identity_key_from_primary_key([key]))
+    if held is None or sa_inspect(held).expired_attributes:
+        return None
+    return held
+
+
+async def lead_shown(session: AsyncSession, lead_id: str) -> Lead | ShownLead:
+    """The exposure's lead as its answer shows it: the Lead the session holds, else its columns read as a row."""
+    held = _held(session, Lead, lead_id)
+    if held is not None:
+        return held
+    row = (await session.execute(_LEAD_SHOWN, {"lead_id": lead_id})).one_or_none()
+    if row is None:
+        raise NotFound(f"no lead {lead_id}")
+    return row
+
+
+def _contact_of(row: ContactColumns | None) -> Contact | None:
     return None if row is None else Contact(name=row.name, phone=row.phone, email=row.email)
 
 
-def _description(lead: Lead, row: LeadContact | None) -> str:
+def _description(lead: LeadColumns, row: ContactColumns | None) -> str:
     """The lead's description as the exposure shows it: the customer's words, contact details and all, while the
     contact is visible; else the summary's, with them hidden."""
     return row.description if row is not None and row.description is not None else lead.description
 
 
-async def _visible_contact_row(session: AsyncSession, exposure: Exposure) -> LeadContact | None:
+async def _visible_contact_row(session: AsyncSession, exposure: Exposure) -> ContactColumns | None:
     """The lead's contact as its exposure shows it: none once returned, or released by a block (its place went
     back to the market, so the contact is no longer this business's to see)."""
     if exposure.status == "returned":
         return None
     if exposure.status == "lost" and await _released(session, exposure):
         return None
-    return await session.get(LeadContact, exposure.lead_id)
+    held = _held(session, LeadContact, exposure.lead_id)
+    if held is not None:
+        return held
+    return (await session.execute(_CONTACT_SHOWN, {"lead_id": exposure.lead_id})).one_or_none()
 
 
 async def to_schema(
-    session: AsyncSession, settings: Settings, exposure: Exposure, *, history: Sequence[ExposureEvent] | None = None
+    session: AsyncSession,
+    settings: Settings,
+    exposure: Exposure,
+    *,
+    history: Sequence[ExposureEvent] | None = None,
+    lead: Lead | ShownLead | None = None,
 ) -> schemas.Exposure:
     """The exposure as its business sees it. `history`: its events, when the caller holds all of them (a claim
-    just made the first), so they are not read back."""
-    lead = await session.get(Lead, exposure.lead_id)
-    assert lead is not None
+    just made the first), so they are not read back; `lead`: its lead, when the caller has read it (lead_shown)."""
+    if lead is None:
+        lead = await lead_shown(session, exposure.lead_id)
     row = await _visible_contact_row(session, exposure)
     contact = _contact_of(row)
     shown = msgspec.structs.replace(summary(lead), description=_description(lead, row))
-    events = history if history is not None else await session.scalars(_HISTORY, {"exposure_id": exposure.id})
+    events = history if history is not None else (await session.execute(_HISTORY, {"exposure_id": exposure.id})).all()
     cur = exposure.currency
     return schemas.Exposure(
         id=exposure.id,

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
@@ -425,7 +425,14 @@ def payment_term(settings: Settings) -> timedelta:
     return timedelta(days=settings.fraud.unpaid_days)
 
 
-def moved(exposure: Exposure, lead: Lead, before: Before | None = None) -> Moved:
+class EventLead(Protocol):
+    """What a ranking event reads of the lead: a Lead, or a row with these of its columns."""
+
+    category: str
+    seller_business_id: str | None
+
+
+def moved(exposure: Exposure, lead: Lead | EventLead, before: Before | None = None) -> Moved:
     """The event of a committed status move, from the deal as it stood `before` (None: not known, so the
     business is read back)."""
     turnover = exposure.turnover_minor

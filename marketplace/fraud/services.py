@@ -201,21 +201,24 @@ async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict
                 Answer(s.id, bool(s.hired), s.business_id, s.amount_minor, int(s.satisfaction or 0), s.answered_at)
             )
     deals: dict[str, list[Deal]] = defaultdict(list)
-    for r in rows:
-        deals[r[0]].append(
+    none: tuple[Answer, ...] = ()
+    for business, exposure_id, lead_id, category, status, budget, turnover, created, changed, stale, won, most in rows:
+        said = answers.get(lead_id)
+        deals[business].append(
+            # In Deal's field order (positional: a named tuple's keywords cost more than its fields).
             Deal(
-                exposure_id=r[1],
-                lead_id=r[2],
-                category=r[3],
-                status=r[4],
-                budget_minor=int(r[5]),
-                turnover_minor=r[6],
-                created_at=r[7],
-                status_changed_at=r[8],
-                stale=bool(r[9]),
-                won_at=r[10],
-                highest_turnover_minor=r[11],
-                answers=tuple(answers.get(r[2], ())),
+                exposure_id,
+                lead_id,
+                category,
+                status,
+                int(budget),
+                turnover,
+                created,
+                changed,
+                bool(stale),
+                tuple(said) if said else none,
+                won,
+                most,
             )
         )
     return deals

@@ -20,6 +20,8 @@ from sqlalchemy import Integer, and_, bindparam, case, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from marketplace.businesses import status as account_status
 from marketplace.clock import utcnow
@@ -271,7 +273,6 @@ class _ScanInputs:
     model_id: str | None
     model: risk_model.RiskModel | None
     alerts: dict[str, list[FraudAlert]]
-    assessments: dict[str, FraudAssessment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,15 +295,58 @@ async def assess_businesses(session: AsyncSession, settings: Settings, business_
     if inputs is None:
         return result
     scored = _score_scan(inputs, settings, now)
+    rows: list[dict[str, Any]] = []
     for business_id, business in inputs.businesses.items():
-        await _persist_scan(session, settings, inputs, business, scored[business_id], now, result)
+        rows.append(await _persist_scan(session, settings, inputs, business, scored[business_id], now, result))
+    await _write_assessments(session, rows)
     await session.flush()
     return result
 
 
+_ASSESSMENT_COLUMNS = (
+    "business_id",
+    "risk_score",
+    "rule_score",
+    "model_score",
+    "model_id",
+    "reasons",
+    "signals",
+    "features",
+    "computed_at",
+)
+
+
+def _assessment_upsert(insert: Any) -> Any:
+    statement = insert(FraudAssessment).values({c: bindparam(f"a_{c}") for c in _ASSESSMENT_COLUMNS})
+    return statement.on_conflict_do_update(
+        index_elements=["business_id"],
+        set_={c: statement.excluded[c] for c in _ASSESSMENT_COLUMNS if c != "business_id"},
+    )
+
+
+# One statement for a scan's assessments, each row replaced whole: the rows were read as ORM objects only to be
+# overwritten (their JSON decoded, compared at the flush), a tenth of a scan.
+_UPSERT_ASSESSMENTS = per_database(_assessment_upsert)
+
+
+async def _write_assessments(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Every business's assessment row, inserted or replaced. An assessment this session holds as an object (none
+    does in a scan's own transaction) is given the values written, as they are now in the database (expired, it
+    would read them with IO an async session cannot do on attribute access)."""
+    if not rows:
+        return
+    await session.execute(of_session(_UPSERT_ASSESSMENTS, session), rows)
+    identity_map = session.sync_session.identity_map
+    for row in rows:
+        held = identity_map.get(identity_key(FraudAssessment, row["a_business_id"]))
+        if held is not None:
+            for column in _ASSESSMENT_COLUMNS:
+                set_committed_value(held, column, row[f"a_{column}"])
+
+
 async def _load_scan(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> _ScanInputs | None:
-    """The businesses (None: none of them exists), their category norms, deals, alerts and assessments, and the
-    current model."""
+    """The businesses (None: none of them exists), their category norms, deals and alerts, and the current model.
+    (Their assessments are not read: _write_assessments replaces them.)"""
     businesses = {
         b.id: b
         for b in await session.scalars(
@@ -320,11 +364,7 @@ async def _load_scan(session: AsyncSession, settings: Settings, business_ids: Se
         select(FraudAlert).where(FraudAlert.business_id.in_(list(businesses))).order_by(FraudAlert.opened_at)
     ):
         alerts[alert.business_id].append(alert)
-    assessments = {
-        a.business_id: a
-        for a in await session.scalars(select(FraudAssessment).where(FraudAssessment.business_id.in_(list(businesses))))
-    }
-    return _ScanInputs(businesses, peers_at, peers, deals, model_id, model, alerts, assessments)
+    return _ScanInputs(businesses, peers_at, peers, deals, model_id, model, alerts)
 
 
 def _score_scan(inputs: _ScanInputs, settings: Settings, now: datetime) -> dict[str, _Scored]:
@@ -371,20 +411,23 @@ async def _persist_scan(
     s: _Scored,
     now: datetime,
     result: ScanResult,
-) -> None:
-    """One business's assessment row, its reliability (an active business's), and its alert (open, update or
-    nothing), counted in `result`."""
+) -> dict[str, Any]:
+    """One business's reliability (an active business's) and its alert (open, update or nothing), counted in
+    `result`; returns its assessment row's values (written for the whole scan at once: _write_assessments)."""
     scored = s.scored
     signals_json = [sig.to_json() for sig in s.found.signals]
     reasons_json = list(scored.reasons)
-    row = inputs.assessments.get(business.id)
-    if row is None:
-        row = FraudAssessment(business_id=business.id)
-        session.add(row)
-    row.risk_score, row.rule_score, row.model_score = scored.risk, scored.rule, scored.model
-    row.model_id = inputs.model_id
-    row.reasons, row.signals, row.features = reasons_json, signals_json, s.features
-    row.computed_at = now
+    row = {
+        "a_business_id": business.id,
+        "a_risk_score": scored.risk,
+        "a_rule_score": scored.rule,
+        "a_model_score": scored.model,
+        "a_model_id": inputs.model_id,
+        "a_reasons": reasons_json,
+        "a_signals": signals_json,
+        "a_features": s.features,
+        "a_computed_at": now,
+    }
     result.assessed += 1
 
     if business.status == "active":
@@ -404,6 +447,7 @@ async def _persist_scan(
         opened = await _open_alert(session, settings, business, scored, s.found.signals, s.features, now)
         if opened is not None:
             result.opened.append(opened.id)
+    return row
 
 
 def _refresh_alert(

@@ -481,6 +481,22 @@ async def test_a_won_deal_counts_as_never_paid_from_its_win_not_from_its_invoice
     assert lead_id in evidence["never_paid"]["leads"]
 
 
+async def test_an_assessment_the_session_holds_reads_what_a_later_scan_wrote(app, client, settings):
+    """A scan writes its assessments in one statement, not through the session's objects: one the session already
+    holds is expired, so that it reads the scan's row rather than the one before."""
+    business_id, token = await register(client, "deal_maker")
+    await claimed_deal(app, client, business_id, token)
+    clock.freeze(clock.now())
+    async with app.state.uow() as uow:
+        await fraud.assess_businesses(uow.session, settings, [business_id])
+        held = await uow.session.get(FraudAssessment, business_id)
+        assert held is not None and held.computed_at == clock.now()
+        clock.advance(timedelta(hours=1))
+        await fraud.assess_businesses(uow.session, settings, [business_id])
+        assert held.computed_at == clock.now()
+        assert await uow.session.get(FraudAssessment, business_id) is held
+
+
 async def test_won_deals_the_customers_paid_for_and_never_reported_paid_open_an_alert(app, client, db, settings):
     """A deal maker reports deals won and never paid, so it is charged no commission; each customer says it hired the
     business and names what it paid. Once the win's payment term is over, that is a hidden deal, not only the capped

@@ -32,10 +32,12 @@ def blank(text: str) -> bool:
 # unreliable businesses) must not carry one the marketplace would then send out under its own name.
 _LINK = re.compile(
     r"[a-z][a-z0-9+.-]*://"  # a scheme's link
-    r"|www\."  # a web address without one
+    r"|(?<![a-z0-9])www\."  # a web address without one (not "Awww.Cakes")
     r"|\bmailto:"
     r"|[\w.+-]+@[\w-]+(\.[\w-]+)+"  # an email address (mail programs show it as a link)
-    r"|\b[\w-]+(\.[\w-]+)+/",  # a domain with a path after it (secure-pay.example/deposit)
+    # A domain with a path after it (secure-pay.example/deposit), its last label in lower-case letters as domains are
+    # written: not "Dr.Cohen/Levi", "Studio 2.0/3D", "Rated 4.9/5".
+    r"|\b[\w-]+(\.[\w-]+)*\.(?-i:[a-z]{2,})/",
     re.IGNORECASE,
 )
 # Line breaks of every kind and control characters (tabs included): a name is one line of text.

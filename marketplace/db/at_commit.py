@@ -24,7 +24,8 @@ _WRITERS: dict[str, Writer] = {}
 
 
 def at_commit(key: str) -> Callable[[Writer], Writer]:
-    """Register the writer of what transactions queue under `key`; it runs inside the commit, before its flush."""
+    """Register the writer of what transactions queue under `key`; it runs inside the commit, after the session's
+    pending changes are flushed."""
 
     def register(writer: Writer) -> Writer:
         _WRITERS[key] = writer
@@ -55,6 +56,10 @@ def requeue(session: AsyncSession | Session, mark: dict[str, int]) -> None:
 def _write(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint: the writes wait for the transaction itself
+    if any(session.info.get(key) for key in _WRITERS):
+        # The transaction's own changes first: a writer's statement on a table does not flush them (only an ORM
+        # statement autoflushes), and the row it takes would be held through that flush too.
+        session.flush()
     for key, writer in _WRITERS.items():
         items = session.info.pop(key, None)
         if items:

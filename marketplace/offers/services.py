@@ -603,8 +603,8 @@ async def claim_offer(
         why = await _why_closed(session, again, now)
         if why is _WITHDRAWN and again.status == "open":
             why = refusal
-        elif why is _WITHDRAWN:
-            await refuse_if_over_limit(session, settings, business.id)
+        elif why is _WITHDRAWN or why is WITHDRAWN_FOR["credit_limit"]:  # as a claim a moment later (above)
+            await refuse_if_over_limit(session, settings, business.id, again.price_minor)
         raise Conflict(why)
     lead = attach(session, Lead, taken)
     if lead.club_id is not None and not await is_member(session, lead.club_id, business.id):

@@ -100,3 +100,32 @@ async def test_a_failure_that_is_not_a_refusal_leaves_the_key_free(client, app, 
 
     done = await run_idempotent(app.state.uow, SCOPE, "k-free", "body", works)
     assert done.status_code == 201
+
+
+async def test_a_write_left_for_the_commit_comes_after_the_transactions_own_changes(client, app, db):
+    """The fraud mark is a statement on the table, which does not autoflush: written first, its row would be held
+    through the flush of the transaction's own changes (db/at_commit.py flushes them before the writers run)."""
+    from sqlalchemy import event
+
+    from marketplace.db.models import Business
+    from tests.factories import register
+
+    business_id, _ = await register(client)
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]).lower())
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        async with app.state.uow() as uow:
+            business = await uow.session.get(Business, business_id)
+            assert business is not None
+            business.name = "Renamed at the commit"  # pending: flushed by the commit
+            mark_dirty(uow.session, business_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    updates = [i for i, s in enumerate(sent) if s.startswith("update businesses")]
+    marks = [i for i, s in enumerate(sent) if s.startswith("insert into fraud_dirty")]
+    assert updates and marks and updates[0] < marks[0], sent

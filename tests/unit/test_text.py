@@ -77,6 +77,15 @@ def test_a_name_is_one_line_of_visible_text_without_a_link(name, problem):
         "Dana Cohen\n",
         "\tDana Cohen\r\n",
         "\u05d3\u05e0\u05d4\u200f 3",
+        "Dr.Cohen/Levi Clinic",
+        "Hauptstr.5/7 Bau",
+        "Studio 2.0/3D",
+        "Rated 4.9/5 Plumbing",
+        "Mr.Fix/It",
+        "Awww.Cakes",
+        "Cohen Plumbing 24/7",
+        "A.B. Cohen",
+        "M\u00fcller & S\u00f6hne GmbH",
     ],
 )
 def test_a_one_line_name_without_a_link_is_a_name(name):

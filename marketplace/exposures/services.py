@@ -370,7 +370,9 @@ async def upgrade_to_exclusive(
     exposure = await get_own(session, business, exposure_id, lock=True)
     if exposure.kind == "exclusive":
         raise Conflict("this exposure is already exclusive")
-    if exposure.kind != "shared" or exposure.status == "returned":
+    if exposure.status == "returned":  # its contact went back with it: nothing is left to buy exclusively
+        raise Conflict("this exposure was returned: a returned lead cannot be bought exclusively")
+    if exposure.kind != "shared":
         raise Conflict("only a lead buyer's shared exposure can become exclusive")
     # Decided by the lead row: only while this exposure is the one and only, and no competitor has ever seen the
     # contact (an exposure returned since still counts).

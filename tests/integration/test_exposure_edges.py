@@ -344,3 +344,16 @@ async def test_a_deal_moves_one_way_whoever_moves_it(app, client, db):
         assert (last, at, deal.stale, turnover) == (deal.status, deal.status_changed_at, False, None)
         if last == "lost":
             assert note == "released to the market: the business was blocked by an operator"
+
+
+async def test_a_returned_exposure_is_not_bought_exclusively_and_hears_why(app, client, db):
+    """Its upgrade was refused as "only a lead buyer's shared exposure can become exclusive", which it is: the reason
+    is that it was returned."""
+    lb_id, lb = await register(client, "lead_buyer")
+    _, exposure_id = await claimed_deal(app, client, lb_id, lb)
+    r = await client.post(f"/v1/exposures/{exposure_id}/return", headers=auth(lb), json={"reason": "wrong city"})
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/exposures/{exposure_id}/exclusive", headers=auth(lb))
+    body = assert_problem(r, 409)
+    assert "returned" in body["detail"], body
+    assert await db.count(Invoice) == 2  # the purchase and its credit note: nothing charged for the refusal

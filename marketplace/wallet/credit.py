@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.db.models import Business, Exposure, LedgerAccount, Settlement
@@ -130,28 +130,18 @@ _HAS_PAID = (
 
 
 def _buyer_cannot_pay(least_price: ColumnElement[Any]) -> ColumnElement[bool]:
-    """cannot_pay over the businesses table, for a purchase of at least `least_price` (gross)."""
-    owes = func.coalesce(_OWES, 0)
-    # What it would owe after paying that much, the wallet first, is more than `limit`: max(0, price - wallet) > limit
-    # - owes, said without GREATEST (which SQLite lacks).
-    short = owes + least_price - func.coalesce(_WALLET, 0)
-
-    def beyond(limit: Any) -> ColumnElement[bool]:
-        return or_(owes > limit, short > limit)
-
+    """cannot_pay over the businesses table, for a purchase of at least `least_price` (gross): what it owes, plus what
+    its wallet would leave of the price, beyond its limit (credit_limit's: its own, else the default once it has paid,
+    the smaller first limit until then). Each subquery written once: they run for every candidate of a wave."""
+    wallet = func.coalesce(_WALLET, 0)
+    left_to_charge = case((least_price > wallet, least_price - wallet), else_=0)  # max(0, ...): SQLite has no GREATEST
     own = _businesses.credit_limit_minor
-    return and_(
-        _businesses.mode == "lead_buyer",
-        or_(
-            and_(own.is_not(None), beyond(own)),
-            # The smaller first limit until it has paid (credit_limit): beyond the default, or beyond the first one
-            # without a payment of its own.
-            and_(
-                own.is_(None),
-                or_(beyond(bindparam("default_limit")), and_(beyond(bindparam("first_limit")), ~_HAS_PAID)),
-            ),
-        ),
+    limit = case(
+        (own.is_not(None), own),
+        (_HAS_PAID, bindparam("default_limit")),
+        else_=bindparam("first_limit"),  # over_credit_params binds the smaller of the first and default limits
     )
+    return and_(_businesses.mode == "lead_buyer", func.coalesce(_OWES, 0) + left_to_charge > limit)
 
 
 def cannot_pay_sql(least_price: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -193,7 +183,8 @@ def over_credit_params(settings: Settings, category: str | None = None) -> dict[
     a lead buyer that could pay nothing)."""
     return {
         "default_limit": settings.wallet.default_credit_limit_minor,
-        "first_limit": settings.wallet.first_credit_limit_minor,
+        # What a business that has not paid yet may owe (credit_limit): the first limit, or the default if smaller.
+        "first_limit": min(settings.wallet.first_credit_limit_minor, settings.wallet.default_credit_limit_minor),
         "least_price": least_price(settings, category),
     }
 

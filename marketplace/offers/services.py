@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, or_, select, update
@@ -556,6 +556,17 @@ async def _check_claimer(session: AsyncSession, settings: Settings, business: Pr
     return today + 1 >= daily_cap or this_month + 1 >= monthly_cap
 
 
+async def _refuse_closed(
+    session: AsyncSession, settings: Settings, business_id: str, offer: Any, why: str
+) -> NoReturn:
+    """A claim of an offer no longer open, refused with `why` (_why_closed). One withdrawn as its business came to owe
+    more than its credit limit (a deal maker's paid deal, a lowered limit), or for no recorded reason, is told what it
+    must do (pay), with the amounts, as a claim of an open offer is (_check_claimer), if that is what stands now."""
+    if why is _WITHDRAWN or why is WITHDRAWN_FOR["credit_limit"]:
+        await refuse_if_over_limit(session, settings, business_id, offer.price_minor)
+    raise Conflict(why)
+
+
 async def claim_offer(
     session: AsyncSession, settings: Settings, business: Principal, offer_id: str, exclusive: bool
 ) -> tuple[Exposure, ExposureEvent]:
@@ -576,13 +587,7 @@ async def claim_offer(
     if offer.status == "claimed":
         raise Conflict("this offer has already been claimed")
     if offer.status != "open" or offer.expires_at <= now:
-        why = await _why_closed(session, offer, now)
-        if why is _WITHDRAWN or why is WITHDRAWN_FOR["credit_limit"]:
-            # A deal maker's paid deal or a lowered limit withdrew its offers as it came to owe more than its credit
-            # limit: what it must do (pay) is what it is told, with the amounts, as a claim of an open offer is
-            # (_check_claimer), not the withdrawal's other possible causes.
-            await refuse_if_over_limit(session, settings, business.id, offer.price_minor)
-        raise Conflict(why)
+        await _refuse_closed(session, settings, business.id, offer, await _why_closed(session, offer, now))
 
     # The lead row is taken first, so racing claims queue on it before touching any offer row (no deadlock
     # with the winner closing the lead's other offers).
@@ -603,9 +608,7 @@ async def claim_offer(
         why = await _why_closed(session, again, now)
         if why is _WITHDRAWN and again.status == "open":
             why = refusal
-        elif why is _WITHDRAWN or why is WITHDRAWN_FOR["credit_limit"]:  # as a claim a moment later (above)
-            await refuse_if_over_limit(session, settings, business.id, again.price_minor)
-        raise Conflict(why)
+        await _refuse_closed(session, settings, business.id, again, why)
     lead = attach(session, Lead, taken)
     if lead.club_id is not None and not await is_member(session, lead.club_id, business.id):
         # Offered while it was a member (a wave that read the members as it left): the contact is for members only.

@@ -3,7 +3,7 @@ without reading the database back, and ends where a fresh read of the database w
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -32,6 +32,9 @@ async def _fresh_copy(app) -> ProfitabilityRanker:
 
 
 async def test_events_update_the_core_as_a_fresh_read_of_the_database_would(app, client, db, settings):
+    # A fixed mid-morning: on the wall clock just before the local midnight, the wave delay below crossed into a new
+    # local day, whose counts the core and a fresh read then dated differently.
+    clock.freeze(datetime(2026, 3, 10, 8, 0, tzinfo=UTC))
     ranker = app.state.ranker
     assert isinstance(ranker, ProfitabilityRanker)
     one_a_day = {"categories": ["plumbing"], "daily_cap": 1}

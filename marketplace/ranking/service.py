@@ -200,7 +200,10 @@ class ProfitabilityRanker:
         if today == self._day:
             return
         self._day = today
-        for business_id in list(self._capped):
+        # In the order of their ids (sign-up order), not the set's: at equal scores the core prefers the entry written
+        # first, and a set of strings iterates in an order that changes from process to process (hash seeds), so the
+        # same seeded simulation gave its ties to different businesses after each local midnight.
+        for business_id in sorted(self._capped):
             standing = self.standings.get(business_id)
             if standing is None:
                 self._capped.discard(business_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -244,6 +245,9 @@ def in_process_app(settings: Settings, ranker: str | None, seed: int, *, migrate
     start, its jobs run by the simulation on simulated time rather than by a background loop."""
     from marketplace.app import create_app
 
+    # A simulation migrates a database of its own at every run: a line per migration (27 of them) before its progress
+    # bar says nothing to whoever runs it. A failing migration still raises.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     app = create_app(settings, migrate_on_start=migrate, run_jobs_in_background=False)
     if ranker is not None:
         from marketplace.ranking.policies import make_ranker

@@ -58,3 +58,12 @@ def test_ratios_over_nothing_are_na(finished_run: Path) -> None:
     fraud = data["fraud"]
     if fraud["businesses_alerted"] == 0:
         assert fraud["precision"] is None and "precision n/a" in report
+
+
+def test_a_run_does_not_log_a_line_per_migration_of_its_own_database(
+    tmp_path: Path, monkeypatch_module: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*FIRST_DAY, "--businesses", "4", "--out", str(tmp_path / "quiet")]) == 0
+    logged = capfd.readouterr()
+    assert "Running upgrade" not in logged.err + logged.out
+    assert (tmp_path / "quiet" / "market.db").exists()  # it did migrate a database of its own

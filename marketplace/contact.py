@@ -408,23 +408,207 @@ def _hide_handles(text: str) -> str:
     return _AT_HANDLE.sub(HANDLE_HIDDEN, text)
 
 
-def hide_contact_details(text: str, default_region: str = "IL") -> str:
+# --- the lead's own contact, and the separators a writer puts between a phone's digits -----------------------------
+
+# Between two digits, what a customer writes to keep a filter from reading its phone while a reader still does: any
+# dash (Unicode's category Pd: en and em dashes, the minus-like hyphens), any space (a newline, a tab, a no-break
+# space), an underscore, a comma, a tilde, a dot, and invisible format characters (category Cf: a zero-width space or
+# joiner, a soft hyphen). In the copy libphonenumber's matcher reads, a dash, an underscore and a tilde are a hyphen,
+# a space of any kind a space, and an invisible character nothing: "054\u20137654718", "054\n7654560", "054_765_4321"
+# read as "054-7654718", "054 7654560", "054-765-4321". A comma is a hyphen only when it stands alone between two
+# digits ("054,765,4321"; "5,000" reads "5-000", which no prefix tells a phone, and the ", " of a list stays).
+_DASH_LIKE = "_~"
+
+
+def _is_separator(c: str) -> bool:
+    return c.isspace() or c in "_~,." or unicodedata.category(c) in ("Pd", "Cf")
+
+
+def _with_plain_separators(text: str) -> tuple[str, list[int]]:
+    """The text with the separators between digits as the matcher reads them, and where each of its characters was
+    written (character i of it is text[at[i]]; at[len] is len(text))."""
+    out: list[str] = []
+    at: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if not c.isdigit() or i + 1 >= n or not _is_separator(text[i + 1]):
+            out.append(c)
+            at.append(i)
+            i += 1
+            continue
+        out.append(c)
+        at.append(i)
+        j = i + 1
+        while j < n and _is_separator(text[j]):
+            j += 1
+        if j >= n or not text[j].isdigit():  # no digit after: what follows is no separator between digits
+            i += 1
+            continue
+        gap = text[i + 1 : j]
+        for k, g in enumerate(gap, start=i + 1):
+            if unicodedata.category(g) == "Cf":
+                continue
+            if g.isspace():
+                g = " "
+            elif g in _DASH_LIKE or unicodedata.category(g) == "Pd" or (g == "," and len(gap) == 1):
+                g = "-"
+            out.append(g)
+            at.append(k)
+        i = j
+    at.append(n)
+    return "".join(out), at
+
+
+def _in_ascii_digits_in_place(text: str) -> str:
+    """The text with each digit of any script (category Nd: Arabic-Indic, Persian, full-width ...) its ASCII digit, one
+    character for one."""
+    return _ANY_DIGIT.sub(lambda d: str(unicodedata.decimal(d.group())), text)
+
+
+# Between the digits of the lead's own phone, anything that is neither a letter nor a digit, up to three of them
+# ("054 - 765", "054)\n765", "054\u200b765"): the digits are the customer's, so no separator makes them a price.
+_OWN_SEPARATOR = r"[\W_]{0,3}"
+# A letter O for a zero, when it is no letter of a word ("O54-7654321"; not the o of "hello 54...").
+_ZERO = r"(?:0|(?<![^\W\d_Oo])[Oo](?![^\W\d_Oo]))"
+# The national significant number alone is searched for only when it is this long: a shorter one may be a quantity.
+_OWN_NUMBER_ALONE_DIGITS = 7
+
+
+def _digits_pattern(digits: str) -> str:
+    return _OWN_SEPARATOR.join(_ZERO if d == "0" else d for d in digits)
+
+
+def _own_phone_pattern(phone: str) -> re.Pattern[str] | None:
+    """The lead's own phone (E.164) as a customer may write it: with its country code (+972 54..., 00972 54...,
+    972 54..., +972 (0)54...), with its trunk prefix (054...) or without (54...), its digits in any script (read
+    one for one as ASCII digits), a letter O for a zero, and anything between them (up to three characters that are
+    no letter or digit)."""
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return None
+    national = phonenumbers.national_significant_number(number)
+    calling_code = number.country_code or 0  # parse sets it
+    if not national or not calling_code:
+        return None
+    country = str(calling_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        calling_code, phonenumbers.region_code_for_country_code(calling_code)
+    )
+    trunk = (metadata.national_prefix if metadata is not None else None) or ""
+    prefixes = sorted(
+        {p for p in ("00" + country + trunk, "00" + country, country + trunk, country, trunk) if p},
+        key=len,
+        reverse=True,
+    )
+    prefix = "|".join(_digits_pattern(p) for p in prefixes)
+    optional = "?" if len(national) >= _OWN_NUMBER_ALONE_DIGITS else ""
+    # Not within a longer run of digits: "6547654321" and "5476543210" are other numbers.
+    return re.compile(
+        rf"(?<![0-9])(?:[+\uff0b]\s?)?(?:(?:{prefix}){_OWN_SEPARATOR}){optional}{_digits_pattern(national)}(?![0-9])"
+    )
+
+
+# An address's tail after the local part: the @ (or " at ", "(at)", "[at]") and its domain, dots and all, or its
+# letters spaced one by one ("g m a i l . c o m"), its dots perhaps spelled out ("gmail dot com").
+_AT_WORD = r"(?:@|[(\[{<]\s*at\s*[)\]}>]|\bat\b)"
+_DOMAIN = rf"(?:(?:\w[\s.]{{1,3}})+\w(?!\w)|[\w-]+(?:(?:\.|\s\.\s?|{_SPELLED_DOT})[\w-]+)*)"
+_ADDRESS_TAIL = rf"({_OWN_SEPARATOR}{_AT_WORD}\s*{_DOMAIN})?"
+# A local part is looked for without the rest of its address only when it has this many letters and digits at the
+# least: "a b" for "ab@..." is as likely a plan's options.
+_LOCAL_ALONE_AT_LEAST = 3
+# and, written plainly, when a reader would not take it for a word: this many with a digit among them ("dan727"), or
+# words joined ("dan.baker").
+_LOCAL_PLAIN_AT_LEAST = 4
+
+
+def _own_email_hider(email: str) -> tuple[re.Pattern[str], tuple[bool, bool]] | None:
+    """The local part of the lead's own address as a customer may write it: its letters and digits with anything
+    between them ("dan.baker322", "d a n 727", "dan_baker", "Dan Baker"), perhaps followed by the rest of the address
+    ("@ gmail", "at gmail", "@ g m a i l . c o m"), hidden whole; and whether it is hidden without the rest of its
+    address, spelled and written plainly (`_hidden_alone`)."""
+    local_part = email.partition("@")[0]
+    local = [c for c in local_part if c.isalnum()]
+    if not local:
+        return None
+    body = _OWN_SEPARATOR.join(re.escape(c) for c in local)
+    return re.compile(rf"(?<![^\W_]){body}(?![^\W_]){_ADDRESS_TAIL}", re.IGNORECASE), _hidden_alone(local_part)
+
+
+def _hidden_alone(local_part: str) -> tuple[bool, bool]:
+    """Whether the local part is hidden without the rest of its address written after it: spelled with something
+    between its letters ("d a n", "Dan Baker"), and written plainly. A plain word ("customer", "dana", "info") is
+    hidden only as an address or so spelled, one of one or two letters only as an address."""
+    local = [c for c in local_part if c.isalnum()]
+    spelled = len(local) >= _LOCAL_ALONE_AT_LEAST
+    plainly = len(local) >= _LOCAL_PLAIN_AT_LEAST and (
+        any(c.isdigit() for c in local) or any(not c.isalnum() for c in local_part)
+    )
+    return spelled, plainly
+
+
+def _hide_own_contact(text: str, phone: str | None, email: str | None) -> str:
+    """The text with the lead's own phone and the local part of its own address hidden, however written: the
+    service knows them, so what matches them is theirs whatever the separators, and nothing else is."""
+    if email:
+        hider = _own_email_hider(email)
+        if hider is not None:
+            pattern, (spelled, plainly) = hider
+
+            def hidden(m: re.Match[str]) -> str:
+                if m.group(1) is not None:  # with the rest of the address
+                    return EMAIL_HIDDEN
+                return EMAIL_HIDDEN if (plainly if m.group().isalnum() else spelled) else m.group()
+
+            text = pattern.sub(hidden, text)
+    if phone:
+        own_phone = _own_phone_pattern(phone)
+        if own_phone is not None:
+            digits = _in_ascii_digits_in_place(text)  # one for one: the spans found are the text's
+            pieces: list[str] = []
+            at = 0
+            for m in own_phone.finditer(digits):
+                pieces += [text[at : m.start()], PHONE_HIDDEN]
+                at = m.end()
+            pieces.append(text[at:])
+            text = "".join(pieces)
+    return text
+
+
+# An address without its top-level domain ("dan.baker322@gmail"), which the search for whole addresses leaves: a
+# local part with a letter in it, against an @, then a domain of two letters or more starting with a letter ("2@12.50"
+# is a price, "a@b" no address).
+_ADDRESS_WITHOUT_TLD = re.compile(r"(?<![\w.%+-])([\w.%+-]+)@[^\W\d_][\w-]+")
+
+
+def _hide_addresses_without_tld(text: str) -> str:
+    return _ADDRESS_WITHOUT_TLD.sub(lambda m: EMAIL_HIDDEN if any(c.isalpha() for c in m.group(1)) else m.group(), text)
+
+
+def hide_contact_details(
+    text: str, default_region: str = "IL", *, phone: str | None = None, email: str | None = None
+) -> str:
     """The text with the phone numbers, email addresses and messenger handles in it replaced, for what businesses see
     of a lead before they pay for (or are assigned) its contact: a customer who writes "call me at 054-1234567" in the
-    description would otherwise hand its contact to every business offered the lead, for nothing. Street addresses
-    are left: told from a description of the work only by guessing ("12 Herzl St" and "2 rooms on Herzl St" read
-    alike), they would hide too much that is no contact."""
-    text = _hide_spelled_phones(_hide_emails(text))
+    description would otherwise hand its contact to every business offered the lead, for nothing. The lead's own
+    phone (E.164) and email, when given, are hidden however they are written as well (`_hide_own_contact`). Street
+    addresses are left: told from a description of the work only by guessing ("12 Herzl St" and "2 rooms on Herzl
+    St" read alike), they would hide too much that is no contact."""
+    text = _hide_spelled_phones(_hide_addresses_without_tld(_hide_emails(text)))
     country_code = str(phonenumbers.country_code_for_region(default_region))
+    read, at_in_text = _with_plain_separators(text)
     pieces: list[str] = []
-    at = 0  # where the last phone hidden ends: a phone written right after another is no group of a longer number
-    for m in phonenumbers.PhoneNumberMatcher(text, default_region, leniency=phonenumbers.Leniency.POSSIBLE):
+    at = 0  # where the last phone hidden ends (in what is read): a phone written right after another is no group
+    for m in phonenumbers.PhoneNumberMatcher(read, default_region, leniency=phonenumbers.Leniency.POSSIBLE):
         # What is written just before the match tells a group of a longer number (a few characters of it: a copy of
         # all the text before each match would take a time quadratic in the text).
-        before = text[max(at, m.start - _LOOKED_BEFORE) : m.start]
+        before = read[max(at, m.start - _LOOKED_BEFORE) : m.start]
         if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
-            pieces += [text[at : m.start], PHONE_HIDDEN]
+            pieces += [text[at_in_text[at] : at_in_text[m.start]], PHONE_HIDDEN]
             at = m.end
-    pieces.append(text[at:])
+    pieces.append(text[at_in_text[at] :])
     # After the phones: a number after a messenger's name that is a phone is hidden as one ("whatsapp [phone hidden]").
-    return _hide_handles("".join(pieces))
+    # The lead's own contact last: what the searches above hid is hidden as they hide it (an extension, a sentence's
+    # full stop after an address kept), and what they leave of it is hidden here.
+    return _hide_own_contact(_hide_handles("".join(pieces)), phone, email)

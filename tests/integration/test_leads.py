@@ -74,6 +74,35 @@ async def test_a_phone_in_digits_of_another_script_or_an_address_spelled_out_is_
     assert shown == {lead_id: written[words] for lead_id, words in leads.items()}
 
 
+async def test_the_lead_s_own_phone_and_email_are_hidden_from_the_offered_however_written(app, client, db):
+    """An en dash, a newline, a zero-width space between the phone's digits, a letter O for its zero, the address's
+    local part spaced out or with " at ": the businesses offered the lead read none of them; its holders read the
+    words as written."""
+    written = {
+        "Call 054\u20137654718 after six": "Call [phone hidden] after six",
+        "054\n7654718 or 054\u200b7654718": "[phone hidden] or [phone hidden]",
+        "O54-7654718, d a n 727 @ g m a i l . c o m, budget 5,000": "[phone hidden], [email hidden], budget 5,000",
+        "write dan727 at gmail, 3\u20134 days": "write [email hidden], 3\u20134 days",
+    }
+    buyer_id, buyer = await register(client, "lead_buyer")
+    leads = {}
+    for i, words in enumerate(written):
+        contact = {"phone": "+972547654718", "email": "dan727@gmail.com"}
+        body = lead_body(
+            description=words, category=["plumbing", "renovation", "legal", "accounting"][i], contact=contact
+        )
+        response = await client.post("/v1/leads", json=body)
+        assert response.status_code == 201, response.text
+        leads[response.json()["id"]] = words
+        await offer_lead_to(app, response.json()["id"], [buyer_id])
+    listed = await offers_of(client, buyer)
+    shown = {offer["lead_id"]: offer["lead"]["description"] for offer in listed}
+    assert shown == {lead_id: written[words] for lead_id, words in leads.items()}
+    assert "7654718" not in str(listed) and "gmail" not in str(listed)
+    for lead_id, words in leads.items():  # the words as written, for the contact's holders
+        assert await db.scalar(select(LeadContact.description).where(LeadContact.lead_id == lead_id)) == words
+
+
 async def test_customer_lead_is_normalised_and_contact_stored_apart(app, client, db):
     body = lead_body(contact={"phone": "052-555-0199", "email": "Dana@Example.COM"})
     response = await client.post("/v1/leads", json=body)

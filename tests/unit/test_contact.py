@@ -328,3 +328,96 @@ def test_what_is_written_past_the_compatibility_form_searched_is_hidden_whole() 
     # Text as customers write it is never near the limit: full-width, accented, ligatures are read whole.
     text = "\uff41" * 4000 + " dana\uff20gmail.com \ufb01ne"
     assert hide_contact_details(text, "IL") == "\uff41" * 4000 + " [email hidden] \ufb01ne"
+
+
+# Separators between a phone's digits that a filter of hyphens and spaces misses while a reader copies the number: any
+# dash (Pd), any space (newline, tab), an invisible format character (Cf), an underscore, a comma, a tilde.
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("call 054\u20137654718 please", "call [phone hidden] please"),  # an en dash
+        ("054\u20147654718, 054\u22127654718", "[phone hidden], 054\u22127654718"),  # an em dash; a minus is Sm
+        ("054\n7654560", "[phone hidden]"),
+        ("054\t7654818", "[phone hidden]"),
+        ("054\u00a07654818", "[phone hidden]"),  # a no-break space
+        ("054\u200b7654514 thanks", "[phone hidden] thanks"),  # a zero-width space
+        ("a\u200b\u200b054\u200b\u200b765\u00ad4718 z", "a\u200b\u200b[phone hidden] z"),  # and a soft hyphen
+        ("054_765_4321", "[phone hidden]"),
+        ("054,765,4321", "[phone hidden]"),
+        ("054~765~4321", "[phone hidden]"),
+        ("054 \u2013 765 \u2013 4321 or 054_765_4322", "[phone hidden] or [phone hidden]"),
+        # An address without its top-level domain is one a reader completes.
+        ("mail dan.baker322@gmail please", "mail [email hidden] please"),
+        ("dana@walla. Thanks", "[email hidden]. Thanks"),
+    ],
+)
+def test_a_phone_with_any_separator_between_its_digits_and_an_address_without_tld_are_hidden(text, shown):
+    assert hide_contact_details(text, "IL") == shown
+
+
+OWN_PHONE = "+972547654321"
+
+
+# The lead's own phone and email, known to the service: hidden however written, and nothing else with them.
+@pytest.mark.parametrize(
+    ("text", "email", "shown"),
+    [
+        ("call O54-7654321", "dana@example.com", "call [phone hidden]"),  # a letter O for the zero
+        ("call o54 765 432l", "dana@example.com", "call o54 765 432l"),  # an l for a one is no digit
+        ("call 547654321 after six", "dana@example.com", "call [phone hidden] after six"),  # no trunk prefix
+        ("972547654321 or 00972-54-765-4321", "dana@example.com", "[phone hidden] or [phone hidden]"),
+        ("+972 (0)54 765 43 21. Thanks", "dana@example.com", "[phone hidden]. Thanks"),
+        ("054 / 765 / 43 / 21", "dana@example.com", "[phone hidden]"),
+        ("054)\n765+4321", "dana@example.com", "[phone hidden]"),
+        ("x \u0660\u0665\u0664 \u0667\u0666\u0665 \u0664\u0663\u0662\u0661", "dana@example.com", "x [phone hidden]"),
+        ("\uff10\uff15\uff14\u00b7\uff17\uff16\uff15\uff14\uff13\uff12\uff11", "dana@example.com", "[phone hidden]"),
+        ("write dan.baker at gmail", "dan.baker@gmail.com", "write [email hidden]"),
+        ("d a n 727 @ g m a i l . c o m thanks", "dan727@gmail.com", "[email hidden] thanks"),
+        ("DAN_727 or dan727", "dan727@gmail.com", "[email hidden] or [email hidden]"),
+        ("I am Dan Baker, dan-baker", "dan.baker@gmail.com", "I am [email hidden], [email hidden]"),
+        ("dana at walla or d.a.n.a", "dana@walla.co.il", "[email hidden] or [email hidden]"),
+        # A local part that is a word is hidden only as an address or with something between its letters.
+        ("Dana here, the customer is me", "customer@example.com", "Dana here, the customer is me"),
+        ("Dana here", "dana@walla.co.il", "Dana here"),
+        ("dan727 or dan 7 2 7", "dan727@gmail.com", "[email hidden] or [email hidden]"),
+        ("plan a b, plan ab, ab at home", "a.b@gmail.com", "plan a b, plan ab, [email hidden]"),
+        ("I am dan, d a n", "dan@gmail.com", "I am dan, [email hidden]"),
+    ],
+)
+def test_the_lead_s_own_contact_is_hidden_however_written(text, email, shown):
+    assert hide_contact_details(text, "IL", phone=OWN_PHONE, email=email) == shown
+
+
+def test_the_own_phone_read_with_a_letter_o_or_without_its_prefix_only_as_the_lead_s_own():
+    # Without the lead's phone, no 9 digits without a prefix and no letter O are read as a phone (sizes, codes).
+    assert hide_contact_details("call O54-7654321 or 547654321", "IL") == "call O54-7654321 or 547654321"
+    assert hide_contact_details("code 547654322", "IL", phone=OWN_PHONE) == "code 547654322"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "budget 5,000-7,000 ILS, 15,000, 1,250,000, 0,5 kg",
+        "on 03.04.2025, 3\u20134 days, 10\u201312 m2, 2 x 5 rooms, 12_000, 1~3 weeks, 5\u200b000",
+        "rooms 3, 4, 5 and 054 is an area code, O5 zone, hello 54 times",
+        "between 15.03.2025\u201320.03.2025, at 10:00\n12 m\t3 floors",
+        "order 12345678, 54 765 rooms, 0547 654, 76543210, 6547654321",  # the own phone's digits in part or in more
+        "Leaking pipe, the customer wants a quote, info at the site",
+    ],
+)
+def test_ordinary_text_stays_with_the_lead_s_own_contact_known(kept):
+    assert hide_contact_details(kept, "IL", phone=OWN_PHONE, email="customer.care@example.com") == kept
+    assert hide_contact_details(kept, "IL") == kept
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        *("0 " * 2500, "O" * 5000, "o5" * 2500, "5" * 5000, "0\u200b" * 2500),
+        *("d a n " * 833, "dan7" * 1250, "dan727 at " * 500),
+    ],
+    ids=lambda text: f"{text[:6]!r}x{len(text)}",
+)
+def test_long_runs_are_read_in_linear_time_with_the_lead_s_own_contact_known(kept):
+    shown = hide_contact_details(kept, "IL", phone=OWN_PHONE, email="dan72@gmail.com")
+    assert "[" not in shown or "dan727" in kept  # "dan727 at dan727 ..." is the own local part with a domain

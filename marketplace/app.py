@@ -34,7 +34,7 @@ from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.notifications.controllers import NotificationController
 from marketplace.offers.controllers import OfferController
-from marketplace.offers.services import waves_to_send_again
+from marketplace.offers.waves import waves_to_send_again
 from marketplace.periodic import run_periodic
 from marketplace.ranking.policies import make_ranker
 from marketplace.ranking.sync import ALL, RankingSync

@@ -18,7 +18,8 @@ import dramatiq
 from marketplace.exposures import services as exposures
 from marketplace.fraud import services as fraud
 from marketplace.notifications import services as notifications
-from marketplace.offers import services as offers
+from marketplace.offers import closing as offer_closing
+from marketplace.offers import waves as offer_waves
 from marketplace.surveys import services as surveys
 from workers import runtime
 
@@ -33,7 +34,7 @@ async def send_wave(lead_id: str, wave: int) -> None:
     rt = await runtime.current()
     await rt.ranking_sync.settled()  # changes this process made just before are in the core
     async with rt.uow() as uow:
-        await offers.send_wave(uow, rt.settings, rt.jobs, rt.ranker, lead_id, wave)
+        await offer_waves.send_wave(uow, rt.settings, rt.jobs, rt.ranker, lead_id, wave)
 
 
 async def offer_open_leads(business_id: str) -> None:
@@ -42,7 +43,7 @@ async def offer_open_leads(business_id: str) -> None:
     rt = await runtime.current()
     await rt.ranking_sync.settled()  # the business is in the core before a wave ranks it
     async with rt.uow() as uow:
-        waves = await offers.open_leads_for(uow.session, rt.settings, business_id)
+        waves = await offer_waves.open_leads_for(uow.session, rt.settings, business_id)
     for lead_id, wave, due_in in waves:
         rt.jobs.enqueue("send_wave", lead_id, wave, delay_seconds=due_in)
 
@@ -51,7 +52,7 @@ async def expire_lapsed() -> None:
     """Offers past their time expire; leads nobody filled in time close; replacements owed too long lapse."""
     rt = await runtime.current()
     async with rt.uow() as uow:
-        await offers.expire_lapsed(uow.session, rt.settings)
+        await offer_closing.expire_lapsed(uow.session, rt.settings)
 
 
 async def mark_stale() -> None:
@@ -66,7 +67,7 @@ async def resend_lost_waves() -> None:
     get it now."""
     rt = await runtime.current()
     async with rt.uow() as uow:
-        due = await offers.waves_to_send_again(uow.session, overdue_by=timedelta(minutes=1))
+        due = await offer_waves.waves_to_send_again(uow.session, overdue_by=timedelta(minutes=1))
     for lead_id, wave, _ in due:
         rt.jobs.enqueue("send_wave", lead_id, wave)
 

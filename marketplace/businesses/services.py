@@ -22,8 +22,8 @@ from marketplace.errors import Conflict, FieldError, FieldErrors, Forbidden, Inv
 from marketplace.identity.services import issue_business_token, refuse_if_blocked
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
+from marketplace.offers.claims import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.offers.matching import fits_business
-from marketplace.offers.services import CLOSE_OTHER_OFFERS, RECEIVED_AND_OWED
 from marketplace.pagination import after_time_cursor, check_limit, time_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -248,7 +248,7 @@ async def update_business(
 async def _withdraw_offers_at_cap(session: AsyncSession, settings: Settings, business: Business) -> None:
     """A cap lowered to what the business has already received today or this month (leads it gave back do not
     count): every claim of its open offers would be refused, so they are withdrawn, as when a claim reaches a cap
-    (offers.services.claim_offer, with the same count and statement), a replacement's too (the debt stands, and is
+    (offers.claims.claim_offer, with the same count and statement), a replacement's too (the debt stands, and is
     offered again once the cap allows)."""
     now, zone = utcnow(), settings.jurisdiction.zone
     today, this_month, _ = (

@@ -38,7 +38,7 @@ from marketplace.jobs import Jobs
 from marketplace.leads.services import free_a_place
 from marketplace.leads.status import on_the_market
 from marketplace.notifications.outbox import notify
-from marketplace.offers.services import withdraw_sold_leads
+from marketplace.offers.closing import withdraw_sold_leads
 from marketplace.settings import Settings
 from marketplace.text import blank
 from marketplace.uow import UnitOfWork

@@ -23,12 +23,8 @@ from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
 from marketplace.leads.services import LeadColumns, summary
-from marketplace.offers.services import (
-    close_open_offers,
-    offer_replacement,
-    take_off_the_market,
-    withdraw_offers_over_credit,
-)
+from marketplace.offers.closing import close_open_offers, take_off_the_market, withdraw_offers_over_credit
+from marketplace.offers.waves import offer_replacement
 from marketplace.pagination import check_cursor
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
@@ -247,7 +243,7 @@ async def to_schema(
 
 async def replacement_of(session: AsyncSession, settings: Settings, exposure: Exposure) -> schemas.Replacement | None:
     """What a deal maker's returned exposure is owed (None for any other). The debt itself is cleared both when a
-    replacement is claimed and when it lapses (offers.services.expire_lapsed): the offers that name the exposure tell
+    replacement is claimed and when it lapses (offers.closing.expire_lapsed): the offers that name the exposure tell
     the two apart, and the window the lapse, before the sweep has run too."""
     if exposure.mode != "deal_maker" or exposure.returned_at is None:
         return None

@@ -16,7 +16,7 @@ from marketplace.http.idempotency import IdempotencyKey, request_hash, run_idemp
 from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt
 from marketplace.leads.services import get_lead
-from marketplace.offers import schemas, services
+from marketplace.offers import claims, schemas, services
 from marketplace.pagination import MAX_LIMIT, Page, after_position, check_limit, position_cursor
 from marketplace.ranking.events import Event
 from marketplace.ranking.service import exposed
@@ -62,7 +62,7 @@ class OfferController(Controller):
         made: list[Event] = []
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
-            exposure, first = await services.claim_offer(
+            exposure, first = await claims.claim_offer(
                 uow.session, state.settings, business, offer_id, claim.exclusive
             )
             made.append(exposed(exposure, await get_lead(uow.session, exposure.lead_id)))

@@ -26,7 +26,7 @@ from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import spend_link
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
-from marketplace.offers.services import take_off_the_market
+from marketplace.offers.closing import take_off_the_market
 from marketplace.settings import Settings
 from marketplace.surveys import schemas
 

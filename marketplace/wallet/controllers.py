@@ -27,7 +27,7 @@ from marketplace.http.problems import documented
 from marketplace.http.strict import QueryInt, QueryTime, one_of
 from marketplace.ids import new_id
 from marketplace.money import Money
-from marketplace.offers.services import apply_credit_limit
+from marketplace.offers.closing import apply_credit_limit
 from marketplace.pagination import Page, check_limit
 from marketplace.ranking.sync import ALL
 from marketplace.schemas import MoneyOut

@@ -182,18 +182,18 @@ async def test_one_customer_submitting_twenty_times_at_once_is_one_lead(client, 
 async def test_a_claim_whose_offer_is_withdrawn_on_its_way_says_so_not_already_claimed(app, client, db, monkeypatch):
     """The offer was open when the claim read it, and withdrawn (a block, the deal won elsewhere) before the claim
     took it: the refusal says why as things stand, not that someone claimed it."""
-    from marketplace.offers import services as offer_services
+    from marketplace.offers import claims as offer_claims
 
     buyer_id, buyer = await register(client, "lead_buyer")
     (offer_id,) = await offer_lead_to(app, await submit_lead(client), [buyer_id])
-    real = offer_services._check_claimer
+    real = offer_claims._check_claimer
 
     async def withdrawn_meanwhile(session, *args, **kwargs):
         reaches_cap = await real(session, *args, **kwargs)
         await session.execute(update(Offer).where(Offer.id == offer_id).values(status="closed"))
         return reaches_cap
 
-    monkeypatch.setattr(offer_services, "_check_claimer", withdrawn_meanwhile)
+    monkeypatch.setattr(offer_claims, "_check_claimer", withdrawn_meanwhile)
     refused = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(buyer), json={"exclusive": False})
     assert refused.status_code == 409, refused.text
     assert "withdrawn" in refused.json()["detail"] and "already been claimed" not in refused.json()["detail"]
@@ -412,7 +412,7 @@ async def test_a_claim_losing_the_lead_to_a_deal_won_at_once_hears_why_as_a_clai
 async def test_a_claim_losing_the_last_place_hears_the_lead_is_full(app, client, db, monkeypatch):
     """Two shared claims for a lead's last place: the loser, which read its offer open and waited for the lead's row,
     hears the lead is full, as a claim a moment later does, not the vague "taken" refusal."""
-    from marketplace.offers import services as offer_services
+    from marketplace.offers import claims as offer_claims
 
     buyers = await _buyers(client, 4)
     lead_id = await submit_lead(client, category="plumbing")  # three places
@@ -422,7 +422,7 @@ async def test_a_claim_losing_the_last_place_hears_the_lead_is_full(app, client,
         assert taken.status_code == 201, taken.text
     (winner_id, winner), (_, loser) = buyers[2:]
     lead_held = asyncio.Event()
-    real = offer_services._check_claimer
+    real = offer_claims._check_claimer
 
     async def holding_the_lead(session, settings, business, now):
         if business.id == winner_id:
@@ -430,7 +430,7 @@ async def test_a_claim_losing_the_last_place_hears_the_lead_is_full(app, client,
             await asyncio.sleep(0.5)
         return await real(session, settings, business, now)
 
-    monkeypatch.setattr(offer_services, "_check_claimer", holding_the_lead)
+    monkeypatch.setattr(offer_claims, "_check_claimer", holding_the_lead)
     winning = asyncio.create_task(
         client.post(f"/v1/offers/{offers[2]}/claim", headers=auth(winner), json={"exclusive": False})
     )

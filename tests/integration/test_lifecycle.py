@@ -497,7 +497,7 @@ async def test_a_first_wave_that_read_a_debt_another_wave_just_offered_takes_the
     """The race the unique open replacement closes: a wave's read of the debts predates another wave's commit (on
     PostgreSQL the row lock it then takes is free), so it reads a debt already offered; its insert is refused, and it
     reads again and offers the next debt, not the same one twice."""
-    from marketplace.offers import services as offer_services
+    from marketplace.offers import waves as offer_waves
     from workers.actors import send_wave
 
     held = []
@@ -520,7 +520,7 @@ async def test_a_first_wave_that_read_a_debt_another_wave_just_offered_takes_the
     assert await db.scalar(select(Offer.replaces_exposure_id).where(Offer.lead_id == taken_lead, Offer.wave == 0)) == (
         first_debt
     )
-    real = offer_services.owed_replacement
+    real = offer_waves.owed_replacement
     first_owed = await db.scalar(select(Exposure.business_id).where(Exposure.id == first_debt))
     reads = []
 
@@ -530,7 +530,7 @@ async def test_a_first_wave_that_read_a_debt_another_wave_just_offered_takes_the
             return first_debt, first_owed
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(offer_services, "owed_replacement", stale_then_real)
+    monkeypatch.setattr(offer_waves, "owed_replacement", stale_then_real)
     later = await submit_lead(client, category="accounting")
     await send_wave(later, 1)
     replaces = await db.scalar(select(Offer.replaces_exposure_id).where(Offer.lead_id == later, Offer.wave == 0))
@@ -620,7 +620,7 @@ async def test_a_lead_whose_offer_was_withdrawn_may_be_the_replacement(app, clie
 
 
 async def test_a_next_wave_whose_job_was_lost_is_sent_again(app, client, db, settings):
-    from marketplace.offers.services import waves_to_send_again
+    from marketplace.offers.waves import waves_to_send_again
     from workers.actors import resend_lost_waves
 
     # A fixed mid-morning: run on the wall clock in the minutes before the local midnight, the advances below crossed

@@ -69,7 +69,9 @@ async def test_sqlite_plans_the_busy_statements_on_their_own_indexes(app: Litest
 
     from sqlalchemy import event
 
-    from marketplace.offers.services import _CLOSE_OPEN_OFFERS, _EXPIRE_OFFERS, _MARK_OFFERED, _OPEN_OFFERS_FIRST_PAGE
+    from marketplace.offers.closing import _CLOSE_OPEN_OFFERS, _EXPIRE_OFFERS
+    from marketplace.offers.services import _OPEN_OFFERS_FIRST_PAGE
+    from marketplace.offers.waves import _MARK_OFFERED
 
     engine = app.state.engine
     if engine.dialect.name != "sqlite":

@@ -250,7 +250,7 @@ async def test_a_return_and_a_claim_at_once_leave_the_qualified_lead_fee_with_th
 
     from marketplace.exposures.services import return_exposure
     from marketplace.identity.services import Principal
-    from marketplace.offers.services import claim_offer
+    from marketplace.offers.claims import claim_offer
 
     operator = await operator_token(app)
     code = await code_for(client, operator, referrer="site-9")

@@ -44,7 +44,7 @@ class Offer(Base):
         ),
         # One open replacement per returned exposure: two first waves at once cannot both offer the same debt (on
         # PostgreSQL the second one's read may predate the first's commit; its insert then waits, fails, and it
-        # takes the next debt: offers.services.offer_owed_replacement).
+        # takes the next debt: offers.waves.offer_owed_replacement).
         Index(
             "ux_offers_open_replacement",
             "replaces_exposure_id",
@@ -75,7 +75,7 @@ class Offer(Base):
     # A replacement for a returned lead (deal makers) names the exposure it replaces.
     replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(PartialIndexKey(20, OFFER_STATUSES), default="open")
-    # Why a closed offer was withdrawn, when its claim is told so (offers.services.WITHDRAWN_FOR): "bid_lowered",
+    # Why a closed offer was withdrawn, when its claim is told so (offers.claims.WITHDRAWN_FOR): "bid_lowered",
     # "cap" or "credit_limit"; null for any other withdrawal (migration 0027). Cleared when the offer is made again.
     withdrawn_for: Mapped[str | None] = mapped_column(String(20))
     # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).

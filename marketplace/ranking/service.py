@@ -5,6 +5,7 @@ database (the truth), learns estimates from history, and prices lead buyers by g
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -50,8 +51,13 @@ if TYPE_CHECKING:
 # Before any history, a category's win rate (of decided deals), pay rate (of wins), return rate, and the
 # weight of its prior in pseudo-exposures: a close rate of 0.25 x 0.8 = 0.2.
 DEFAULT_WIN_RATE = 0.25
-# A win's expected turnover is believed up to this multiple of the category's mean budget (scoring.CategoryPrior).
+# A win's expected turnover is believed up to this multiple of the category's typical budget (scoring.CategoryPrior).
 TURNOVER_CAP_MULTIPLE = 10.0
+# A category's typical budget, its prior's turnover before any deal states one: the median budget of its latest served
+# leads (claimed by a business), at least this many of them, else 20 times its lead price. Anyone may post a lead with
+# any budget, so neither a lead nobody took nor a few absurd budgets among those taken may move it.
+TYPICAL_BUDGET_LEADS = 1000
+TYPICAL_BUDGET_MIN_LEADS = 5
 DEFAULT_PAY_RATE = 0.8
 DEFAULT_RETURN_RATE = 0.1
 PRIOR_STRENGTH = 10.0
@@ -514,17 +520,10 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
         .where(Exposure.mode == "deal_maker", Exposure.status.in_(UNPAID))
     ):
         won_at[category].append(at)
-    budgets: dict[str, float] = dict(
-        (
-            await session.execute(
-                select(Lead.category, func.avg(Lead.budget_minor)).where(Lead.budget_minor > 0).group_by(Lead.category)
-            )
-        ).all()
-    )
     priors = {}
     empty = [0] * ROW_WIDTH
     for code, category in settings.categories.items():
-        typical_turnover = float(budgets.get(code) or category.lead_price_minor * 20)
+        typical_turnover = await typical_budget(session, code) or float(category.lead_price_minor * 20)
         default = CategoryPrior(
             DEFAULT_WIN_RATE,
             typical_turnover,
@@ -537,6 +536,24 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
         buyers = history(stats.get((code, "lead_buyer"), empty))
         priors[code] = category_prior(makers, default=default, returns=buyers)
     return priors
+
+
+async def typical_budget(session: AsyncSession, category: str) -> float | None:
+    """The median stated budget of the category's latest served leads (TYPICAL_BUDGET_LEADS of them); None while
+    there are fewer than TYPICAL_BUDGET_MIN_LEADS. The mean of every lead posted let three anonymous leads with a
+    budget of 10^15, that nobody even fitted, raise every deal maker's expected turnover (a tester: a newcomer's
+    score 6.8e6 -> 9.2e12), so that lead buyers could no longer rank in the category."""
+    budgets = list(
+        await session.scalars(
+            select(Lead.budget_minor)
+            .where(Lead.category == category, Lead.budget_minor > 0, Lead.exposure_count > 0)
+            .order_by(Lead.created_at.desc())
+            .limit(TYPICAL_BUDGET_LEADS)
+        )
+    )
+    if len(budgets) < TYPICAL_BUDGET_MIN_LEADS:
+        return None
+    return float(statistics.median(budgets))
 
 
 @dataclass

@@ -398,3 +398,53 @@ async def test_category_priors_learn_deal_makers_wins_and_lead_buyers_returns_fr
     assert prior.pay_rate == pytest.approx(k * DEFAULT_PAY_RATE / (share + k), rel=1e-4)
     # Lead buyers: 1 of 2 returned.
     assert prior.return_rate == pytest.approx((1 + k * DEFAULT_RETURN_RATE) / (2 + k))
+
+
+async def test_a_categorys_typical_turnover_is_the_median_budget_of_served_leads_not_what_anyone_posts(
+    app, client, settings
+):
+    """A category's prior turnover (and the cap, ten times it) was the mean budget of every lead ever posted in it: a
+    tester's three anonymous leads with a budget of 10^15, that nobody took, raised a newcomer deal maker's expected
+    turnover from 1.3e8 to 1.28e14. Now it is the median budget of the category's served leads."""
+    from sqlalchemy import update
+
+    from marketplace.clock import utcnow
+    from marketplace.db.models import Lead
+    from marketplace.ranking.service import TURNOVER_CAP_MULTIPLE
+
+    plumbing = {"categories": ["plumbing"], "regions": ["tel-aviv"]}
+    maker_id, _ = await register(client, "deal_maker", profile=plumbing)
+    default = settings.categories["plumbing"].lead_price_minor * 20
+
+    async def prior_turnover() -> tuple[float, float]:
+        async with app.state.sessions() as session:
+            prior = (await load_category_priors(session, settings))["plumbing"]
+        return prior.mean_turnover_minor, prior.turnover_cap_minor
+
+    served = []
+    for budget in (100_000, 200_000, 300_000, 400_000):
+        served.append(await submit_lead(client, budget={"amount_minor": budget, "currency": "ILS"}))
+
+    async def serve(lead_ids: list[str]) -> None:  # as a claim leaves them: taken by a business
+        async with app.state.sessions() as session:
+            await session.execute(update(Lead).where(Lead.id.in_(lead_ids)).values(exposure_count=1))
+            await session.commit()
+
+    await serve(served)
+    assert await prior_turnover() == (default, TURNOVER_CAP_MULTIPLE * default)  # too few served: the default
+    served.append(await submit_lead(client, budget={"amount_minor": 10**15, "currency": "ILS"}))
+    await serve(served[-1:])
+    # Served, one absurd budget among them does not count either: the median of five.
+    assert await prior_turnover() == (300_000, TURNOVER_CAP_MULTIPLE * 300_000)
+    for _ in range(3):  # anyone may post these; nobody takes them
+        await submit_lead(client, budget={"amount_minor": 10**15, "currency": "ILS"})
+    assert await prior_turnover() == (300_000, TURNOVER_CAP_MULTIPLE * 300_000)
+
+    async with app.state.sessions() as session:
+        await app.state.ranker.load(session, utcnow())  # the periodic refresh of the priors
+    probe = await submit_lead(client, budget={"amount_minor": 300_000, "currency": "ILS"})
+    op = await operator_token(app)
+    items = (await client.get(f"/v1/leads/{probe}/ranking", headers=auth(op))).json()["items"]
+    (newcomer,) = [c for c in items if c["business_id"] == maker_id]
+    assert newcomer["factors"]["expected_turnover_minor"] == 300_000
+    assert newcomer["inputs"]["category_prior"]["mean_turnover_minor"] == 300_000

@@ -115,6 +115,12 @@ async def statuses_of(session: AsyncSession, business_ids: list[str]) -> dict[st
     return {business_id: status for business_id, status in rows}
 
 
+def status_at(offer: Offer, now: datetime) -> str:
+    """The offer's status as it stands at `now`: an open offer past its time has expired, as a claim of it and
+    GET /v1/offers already have it, though the sweep that writes so (expire_lapsed) may not have run yet."""
+    return "expired" if offer.status == "open" and offer.expires_at <= now else offer.status
+
+
 async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:
     return list(await session.scalars(select(Offer).where(Offer.lead_id == lead_id).order_by(Offer.wave, Offer.rank)))
 
@@ -143,7 +149,7 @@ async def explain_ranking(
             factors=o.factors,
             offered=True,
             wave=o.wave,
-            offer_status=o.status,
+            offer_status=status_at(o, now),
             excluded=None if statuses.get(o.business_id, "active") == "active" else statuses[o.business_id],
         )
         for o in offered

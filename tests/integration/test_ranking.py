@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from marketplace.clock import clock
+from marketplace.clock import clock, utcnow
 from marketplace.db.models import Offer
 from marketplace.exposures.services import mark_stale
 from marketplace.ranking.service import (
@@ -116,6 +116,32 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert factors["prior_weight"] == 1.0  # newcomers: the category's prior, not zero
         expected = "p_close_and_pay" if factors["mode"] == "deal_maker" else "p_not_returned"
         assert expected in factors
+
+
+async def test_the_explanation_says_an_offer_past_its_time_has_expired_before_the_sweep_runs(app, client, db):
+    """An offer past its `expires_at` read "open" in the explanation (a tester: its claim already refused with 409
+    "this offer has expired") until the expiry sweep ran, up to ~30 s later."""
+    claimer_id, claimer = await register(client, "lead_buyer")
+    idle_id, idle = await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    await app.state.jobs.run_due()
+    offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead_id))}
+    assert set(offers) == {claimer_id, idle_id}
+    claimed = await client.post(f"/v1/offers/{offers[claimer_id].id}/claim", headers=auth(claimer), json={})
+    assert claimed.status_code == 201, claimed.text
+    op = await operator_token(app)
+
+    async def statuses() -> dict[str, str | None]:
+        body = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))).json()
+        return {c["business_id"]: c["offer_status"] for c in body["items"] if c["offered"]}
+
+    assert await statuses() == {claimer_id: "claimed", idle_id: "open"}
+    clock.advance(offers[idle_id].expires_at - utcnow())  # exactly its time: no longer claimable
+    late = await client.post(f"/v1/offers/{offers[idle_id].id}/claim", headers=auth(idle), json={})
+    assert late.status_code == 409 and "expired" in late.text
+    assert await statuses() == {claimer_id: "claimed", idle_id: "expired"}  # no sweep has run
+    async with app.state.sessions() as session:
+        assert await session.scalar(select(Offer.status).where(Offer.id == offers[idle_id].id)) == "open"
 
 
 async def test_a_sellers_bonus_is_what_the_marketplace_keeps_and_the_explanation_gives_its_inputs(
@@ -408,7 +434,6 @@ async def test_a_categorys_typical_turnover_is_the_median_budget_of_served_leads
     turnover from 1.3e8 to 1.28e14. Now it is the median budget of the category's served leads."""
     from sqlalchemy import update
 
-    from marketplace.clock import utcnow
     from marketplace.db.models import Lead
     from marketplace.ranking.service import TURNOVER_CAP_MULTIPLE
 

@@ -71,7 +71,7 @@ def create_app(
     sessions = create_session_factory(engine)
     broker = use_broker(make_broker(settings.service.redis_url, socket_timeout=API_SOCKET_TIMEOUT_SECONDS))
     jobs = DramatiqJobs(broker, settings.service.redis_url) if settings.service.redis_url else InProcessJobs(broker)
-    uow = UnitOfWorkFactory(sessions)
+    uow = UnitOfWorkFactory(sessions, jobs)  # it sends the jobs its sessions queue (uow.enqueue_after_commit)
     ranker = make_ranker(settings.ranking.policy, settings)
     sync = RankingSync(ranker, sessions, settings.service.redis_url)
     principals = PrincipalCache(settings.service.principal_cache_ms / 1000)

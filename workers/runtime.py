@@ -76,9 +76,8 @@ async def current() -> Runtime:
             ranker = make_ranker(settings.ranking.policy, settings)
             sync = RankingSync(ranker, sessions, settings.service.redis_url)
             await sync.start()
-            runtime = Runtime(
-                settings, UnitOfWorkFactory(sessions), DramatiqJobs(dramatiq.get_broker()), ranker, sync, engine=engine
-            )
+            jobs = DramatiqJobs(dramatiq.get_broker())
+            runtime = Runtime(settings, UnitOfWorkFactory(sessions, jobs), jobs, ranker, sync, engine=engine)
             runtime.tasks.append(asyncio.get_running_loop().create_task(sync.listen()))
             _runtime = runtime
     return _runtime

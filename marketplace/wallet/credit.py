@@ -9,13 +9,15 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from marketplace.db.models import Business, Exposure, LedgerAccount, Settlement
 from marketplace.db.statements import table
 from marketplace.errors import InsufficientFunds
 from marketplace.money import Money
 from marketplace.settings import Settings
-from marketplace.wallet.ledger import AccountKind
+from marketplace.uow import enqueue_after_commit
+from marketplace.wallet.ledger import AccountKind, Transfer
 from marketplace.wallet.vat import vat_breakdown
 
 _BUSINESSES = table(Business)
@@ -58,6 +60,24 @@ async def has_paid(session: AsyncSession, business_id: str) -> bool:
         .limit(1)
     )
     return paid is not None
+
+
+def offer_again_once_paid(session: AsyncSession | Session, transfer: Transfer) -> None:
+    """A transfer that lowers what a business owes or adds to its wallet may bring it back within the credit rule (a
+    deal maker under its limit, a lead buyer able to pay): its debt paid (a charge confirmed, paid from its wallet),
+    a refund or earnings credited, a payout that failed. The waves of open leads passed it over, and may have
+    stopped for want of candidates: once the transfer commits, they are offered to it again (job offer_open_leads,
+    as a raised limit does: offers.closing.apply_credit_limit), not at the lead's next try the next day. Every such
+    transfer, whether the business was passed over or not (that would take a read on the hot path of every sale);
+    the job costs one query when no open lead fits the business, and a wave it sends again is idempotent. Called by
+    the ledger (store.post) for every transfer it writes, so that no way money comes in is missed."""
+    for posting in transfer.postings:
+        account = posting.account
+        if not account.is_business or account.owner_id is None:
+            continue
+        freed = posting.balance_delta < 0 if account.kind is AccountKind.RECEIVABLE else posting.balance_delta > 0
+        if freed:
+            enqueue_after_commit(session, "offer_open_leads", account.owner_id)
 
 
 # --- new leads for a deal maker over its limit -------------------------------------------------------------------

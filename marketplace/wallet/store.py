@@ -26,6 +26,7 @@ from marketplace.db.statements import insert_for, table
 from marketplace.errors import InsufficientFunds
 from marketplace.ids import new_id
 from marketplace.money import Money
+from marketplace.wallet.credit import offer_again_once_paid
 from marketplace.wallet.ledger import (
     AccountKey,
     AccountKind,
@@ -169,6 +170,7 @@ async def post(
         if previous is None:
             raise
         return _replay(previous, fingerprint)
+    offer_again_once_paid(session, transfer)
     return Posted(transaction_id, replayed=False)
 
 

@@ -35,6 +35,7 @@ from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
 from marketplace.money import Money
 from marketplace.wallet import charges, debts, plans, store, withdrawals
+from marketplace.wallet.credit import least_price
 from marketplace.wallet.debts import collect_open_debts
 from marketplace.wallet.ledger import build_lead_earnings
 from marketplace.wallet.plans import default_plan
@@ -1176,6 +1177,61 @@ async def test_a_deal_maker_owing_beyond_its_limit_holds_no_open_offer(app, clie
     assert offered_again in {o["lead_id"] for o in await offers_of(client, dm)}
     ranking = (await client.get(f"/v1/leads/{skipped}/ranking", headers=auth(operator))).json()["items"]
     assert all(c["excluded"] is None for c in ranking if c["business_id"] == dm_id)
+
+
+async def test_a_deal_maker_passed_over_is_offered_the_open_lead_once_its_debt_is_paid(app, client, db, settings):
+    """A wave passed the deal maker over (beyond its limit) and the lead's waves stopped for want of candidates; the
+    operator confirms its bank transfer, which takes it back under its limit: the open lead is offered to it after
+    the wave delay, as a raised limit would have it (a tester: nothing until the lead's next try at midnight)."""
+    operator = await operator_token(app)
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    url = f"/v1/businesses/{dm_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(100_000)})).status_code == 200
+    exposure = await buy(app, client, dm_id, dm, category="legal")
+    assert (await close_deal(client, dm, exposure["id"], 1_000_000)).status_code == 200  # 300,000.00 owed now
+    await app.state.ranking_sync.settled()
+    skipped = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    ranking = (await client.get(f"/v1/leads/{skipped}/ranking", headers=auth(operator))).json()["items"]
+    assert [(c["offered"], c["excluded"]) for c in ranking if c["business_id"] == dm_id] == [
+        (False, "over_credit_limit")
+    ]
+
+    (charge,) = (await wallet(client, dm))["pending_settlements"]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    assert (await wallet(client, dm))["owed"] == money(0)
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    assert skipped in {o["lead_id"] for o in await offers_of(client, dm)}
+
+
+async def test_a_lead_buyer_that_could_not_pay_is_offered_the_open_lead_once_refunded(app, client, db, settings):
+    """A lead buyer owing its limit could not pay a legal lead's list price, and its wave passed it over; it returns
+    the lead it owed for, and the refund takes what it owes back to nothing: the open lead is offered to it after the
+    wave delay, not at the lead's next try the next day."""
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    exposure = await buy(app, client, lb_id, lb, category="plumbing")  # 60.00 owed
+    legal_price = least_price(settings, "legal")
+    url = f"/v1/businesses/{lb_id}/credit-limit"
+    assert (await client.post(url, headers=auth(operator), json={"amount": money(legal_price)})).status_code == 200
+    await app.state.ranking_sync.settled()
+    skipped = await submit_lead(client, category="legal")
+    await app.state.jobs.run_due()
+    ranking = (await client.get(f"/v1/leads/{skipped}/ranking", headers=auth(operator))).json()["items"]
+    assert [(c["offered"], c["excluded"]) for c in ranking if c["business_id"] == lb_id] == [
+        (False, "over_credit_limit")
+    ]
+
+    await _return(client, lb, exposure["id"])
+    assert (await wallet(client, lb))["owed"] == money(0)
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    assert skipped in {o["lead_id"] for o in await offers_of(client, lb)}
 
 
 async def test_a_deal_maker_over_its_limit_leaves_its_wave_place_and_sets_no_ones_price(app, client, db, settings):

@@ -105,6 +105,14 @@ _LOCK_PICKS = (
     .order_by(_businesses.id)
     .with_for_update(key_share=True)
 )
+# A later round's picks below an id the wave already holds: taken only if free now (SKIP LOCKED never waits), as
+# waiting for a lower id while holding a higher one breaks the order every transaction takes business rows in.
+_TRY_LOCK_PICKS = (
+    select(_businesses.id)
+    .where(_businesses.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_businesses.id)
+    .with_for_update(key_share=True, skip_locked=True)
+)
 # The same question, marking nobody: asked of a wave's picks and of the business whose score set a lead buyer's price.
 _ABLE = select(_businesses.id).where(*_CAN_TAKE_IT)
 # Under a new id too: the business's list is newest first by id, and a client that reads it until an id it knows would
@@ -170,6 +178,21 @@ async def _mark_offered(
         return set()
     params = _can_take_params(settings, lead, [p.business_id for p in picks], now)
     return set((await session.execute(_MARK_OFFERED, params)).scalars())
+
+
+async def _lock_in_order(session: AsyncSession, ids: set[str], locked: set[str]) -> set[str]:
+    """Lock these business rows (FOR NO KEY UPDATE) without breaking the id order: those above every id in `locked`
+    waiting for their holders, in id order; those below only if free now. Adds what it locked to `locked`; returns
+    those below that another transaction holds (not locked: the wave passes them over)."""
+    top = max(locked) if locked else None
+    below = sorted(i for i in ids if top is not None and i < top)
+    above = sorted(i for i in ids if top is None or i > top)
+    got = set((await session.execute(_TRY_LOCK_PICKS, {"ids": below})).scalars()) if below else set()
+    # (A row that is not there is not returned either: passed over as well, as _able would refuse it anyway.)
+    if above:
+        await session.execute(_LOCK_PICKS, {"ids": above})
+    locked |= got | set(above)
+    return set(below) - got
 
 
 async def _able(session: AsyncSession, settings: Settings, lead: WaveLead, ids: set[str], now: datetime) -> set[str]:
@@ -239,8 +262,12 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     # On PostgreSQL the rows asked about are locked first (FOR NO KEY UPDATE), in a statement of their own, so that the
     # question reads them as committed: a report taking a deal maker over its credit limit holds its row (FOR SHARE)
     # until it commits, and a statement that had waited for it would judge the balance by its own older snapshot
-    # (offering the lead to a business whose report had just withdrawn its offers: a tester). Each round's new rows in
-    # id order (two waves deadlocked once, locking their picks each in its own scan's order).
+    # (offering the lead to a business whose report had just withdrawn its offers: a tester). The rows are taken in the
+    # one order of the service (README, "Lock order"): the lead's (its wave counter, above) before any business's, and
+    # businesses in id order. A round's new rows above every id the wave holds are waited for in id order; one below
+    # (a later round's pick, after a refusal) is taken only if nobody holds it now, and one held is passed over for
+    # this wave as a refused one is (waiting for it while holding a higher id deadlocked with a claim, a report or
+    # another wave holding it and waiting for ours).
     left_out: set[str] = set()
     locked: set[str] = set()
     lock_first = session.get_bind().dialect.name == "postgresql"
@@ -249,10 +276,10 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
             session, ranker, lead, category.wave_size, now, settings.jurisdiction.zone, left_out
         )
         asked = {p.business_id for p in picks} | {p.priced_against for p in picks if p.priced_against is not None}
+        busy: set[str] = set()
         if lock_first and asked - locked:
-            await session.execute(_LOCK_PICKS, {"ids": sorted(asked - locked)})
-            locked |= asked
-        refused = asked - await _able(session, settings, lead, asked, now) if asked else set()
+            busy = await _lock_in_order(session, asked - locked, locked)
+        refused = (asked - await _able(session, settings, lead, asked - busy, now)) if asked else set()
         if not refused:
             break
         left_out |= refused

@@ -67,6 +67,12 @@ _OWN = select(Exposure).where(Exposure.id == bindparam("exposure_id"), Exposure.
 _OWN_LOCKED = _OWN.with_for_update()
 _RELEASED = select(FraudRelease.exposure_id).where(FraudRelease.exposure_id == bindparam("exposure_id"))
 _LOCK_LEAD = select(Lead.id).where(Lead.id == bindparam("lead_id")).with_for_update(key_share=True)
+# A business's deal's lead and mode, read before any row is locked: an act on a deal that takes its lead's row takes it
+# first, before the business's and the deal's (README, "Lock order"). A row, not an object: the deal is loaded under its
+# lock after.
+_OWN_LEAD = select(Exposure.lead_id, Exposure.mode).where(
+    Exposure.id == bindparam("exposure_id"), Exposure.business_id == bindparam("business_id")
+)
 # A returned deal's replacement offers (ix_offers_replaces_exposure_id): a claimed one first, then an open one.
 _REPLACEMENT_OFFERS = (
     select(Offer.id, Offer.status, Offer.expires_at)
@@ -125,6 +131,17 @@ async def get_own(session: AsyncSession, business: Principal, exposure_id: str, 
     if exposure is None:
         raise NotFound(f"no exposure {exposure_id}")
     return exposure
+
+
+async def _lock_lead_of_own(session: AsyncSession, business: Principal, exposure_id: str) -> Any:
+    """The business's deal's lead row locked (FOR NO KEY UPDATE), before its business's row and the deal's: claims and
+    waves hold a lead's row while they take business rows, so an act that took the business's row first and the lead's
+    after deadlocked with them. Returns the deal's (lead_id, mode); a deal not the business's is a 404."""
+    row = (await session.execute(_OWN_LEAD, {"exposure_id": exposure_id, "business_id": business.id})).one_or_none()
+    if row is None:
+        raise NotFound(f"no exposure {exposure_id}")
+    await session.execute(_LOCK_LEAD, {"lead_id": row.lead_id})
+    return row
 
 
 async def _released(session: AsyncSession, exposure: Exposure) -> bool:
@@ -299,6 +316,14 @@ async def list_own(
 async def update_status(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str, data: schemas.StatusUpdate
 ) -> StatusChange:
+    # A report that may decide the deal (won, invoiced, paid, lost) takes the lead's row first (README, "Lock order"):
+    # a decision asks the customer (surveys.request_survey holds the lead's row: one survey for two reports at once),
+    # and a deal maker's win takes the lead off the market, so a return of another holder's deal on the lead, which
+    # refuses once the customer hired someone (_HIRED_ANYONE), either committed first or waits and sees this win; never
+    # refunded beside it (a review found the gap). Taken after the business's row, as it was, it deadlocked with claims
+    # and waves, which hold the lead's row while they take business rows.
+    if data.status in rules.DECIDED:
+        await _lock_lead_of_own(session, business, exposure_id)
     # Its status in the database (the principal may be a moment old: another process's block), its row taken
     # before the deal's, as a block takes them.
     status = await held_status(session, business.id)
@@ -332,11 +357,6 @@ async def update_status(
         )
     # The customer's decision this report states (won, lost, or none): a skip past won wins the deal on the way.
     decided = rules.decision(before.status, data.status)
-    if exposure.mode == "deal_maker" and decided == "won":
-        # The lead's row before the win is written (the deal's, then the lead's, as a return takes them): a return of
-        # another holder's deal on the lead, which refuses once the customer hired someone (_HIRED_ANYONE), either
-        # committed first or waits and sees this win; never refunded beside it (a review found the gap).
-        await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     # One moment for the event and the deal: the ranking dates a win by either (events.Moved.at, won_at_column).
     now = utcnow()
     move_to(session, exposure, business.actor, data.status, data.note, now)
@@ -362,6 +382,8 @@ async def upgrade_to_exclusive(
     session: AsyncSession, settings: Settings, business: Principal, exposure_id: str
 ) -> Exposure:
     """A lead buyer holding the only exposure buys it exclusively, paying the difference to the exclusive price."""
+    # The lead's row first, then the business's and the deal's (README, "Lock order"): the upgrade writes the lead.
+    await _lock_lead_of_own(session, business, exposure_id)
     await refuse_if_inactive(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)
     if exposure.kind == "exclusive":
@@ -428,15 +450,15 @@ async def return_exposure(
     contact on). It no longer counts against the business's caps."""
     if blank(reason):  # zero-width characters alone say nothing either (text.blank)
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
+    # The lead's row first (README, "Lock order"), before anything is checked, then the business's and the deal's: its
+    # claims and waves take it before any business row, and so does a customer's survey answer (surveys.answer_survey).
+    # A return and a concurrent claim of the lead follow one another, so each sees the other (the qualified-lead fee a
+    # return takes back goes to a claim made meanwhile); and an answer that this business was hired either committed
+    # before the hire check below reads it (a 409), or waits until the return has committed (a return then hired: a
+    # fraud signal), never a refund made after the hire was committed.
+    await _lock_lead_of_own(session, business, exposure_id)
     await refuse_if_blocked(session, business.id)  # the business row before the deal's, as a block takes them
     exposure = await get_own(session, business, exposure_id, lock=True)
-    # The lead's row next (the exposure's, then the lead's, as ever), before anything is checked: its claims take it
-    # first, and so does a customer's survey answer (surveys.answer_survey). A return and a concurrent claim of the lead
-    # follow one another, so each sees the other (the qualified-lead fee a return takes back goes to a claim made
-    # meanwhile); and an answer that this business was hired either committed before the hire check below reads it
-    # (a 409), or waits until the return has committed (a return then hired: a fraud signal), never a refund made
-    # after the hire was committed.
-    await session.execute(_LOCK_LEAD, {"lead_id": exposure.lead_id})
     before = Before.of(exposure)
     now = utcnow()
     # A deal a block released is `lost` by the block's doing, not the business's report: said as it is.

@@ -146,7 +146,8 @@ async def resolve_token(db: AsyncConnection | AsyncSession, token_hash: str) -> 
 # A business's status as of now, its row held until the transaction ends. FOR SHARE waits for a block's update of
 # the status and holds up one that comes after (FOR KEY SHARE would do neither: it does not conflict with an update
 # of a non-key column). A block takes the business row first and its deals after, so an act takes this before any
-# deal, lead or offer row of its own; an act that updates the business row itself takes that row FOR UPDATE first
+# deal or offer row of its own; a lead's row comes before it (claims and waves hold a lead's row while they take
+# business rows: README, "Lock order"); an act that updates the business row itself takes that row FOR UPDATE first
 # (two of them holding FOR SHARE and each waiting to update would deadlock) and reads this under its own lock.
 _HELD_STATUS = select(Business.status).where(Business.id == bindparam("business_id")).with_for_update(read=True)
 

@@ -45,7 +45,9 @@ QUIET_HORIZON = timedelta(days=90)
 
 # Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):
 # a won or lost report asks for a survey, and a customer's answer reads the survey and the lead's holders.
-_LEAD_LOCKED = select(Lead).where(Lead.id == bindparam("lead_id")).with_for_update()
+# FOR NO KEY UPDATE, as every other taker of a lead's row: it serialises the reports all the same, and does not wait
+# for (nor hold up) the key-share locks of rows referring to the lead (an offer made of it, an exposure).
+_LEAD_LOCKED = select(Lead).where(Lead.id == bindparam("lead_id")).with_for_update(key_share=True)
 _SURVEYS_OF_LEAD = select(Survey).where(Survey.lead_id == bindparam("lead_id"))
 _SURVEY_OF_LINK = select(Survey).where(Survey.link_id == bindparam("link_id"))
 _HOLDERS = (

@@ -13,12 +13,13 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from marketplace.db.models import Business, Offer
+from marketplace.db.models import Business, Exposure, Offer
 from marketplace.ranking.ports import Ranked
 from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB
-from tests.factories import register, submit_lead
+from tests.factories import auth, register, submit_lead
+from tests.integration.fraud_market import claimed_deal
 
 pytestmark = pytest.mark.postgres_only  # SQLite runs one writer at a time: nothing waits for a row, nor deadlocks
 
@@ -62,6 +63,43 @@ async def _other_side(first: tuple[str, str], then: tuple[str, str], act: Callab
     finally:
         await other.close()
         await watcher.close()
+
+
+async def _returnable_deal(app: Any, client: Any, mode: str) -> tuple[str, str, str, str]:
+    business_id, token = await register(client, mode)
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    return business_id, token, lead_id, exposure_id
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "body"),
+    [
+        ("lead_buyer", "return", {"reason": "irrelevant"}),
+        ("deal_maker", "return", {"reason": "irrelevant"}),
+        ("lead_buyer", "exclusive", None),
+        ("lead_buyer", "status", {"status": "lost"}),
+        ("deal_maker", "status", {"status": "won", "turnover": {"amount_minor": 50_000, "currency": "ILS"}}),
+    ],
+)
+async def test_an_act_on_a_deal_takes_its_lead_row_before_its_business_row(app, client, db, mode, path, body):
+    """A claim of the lead (or its wave) holds the lead's row and then asks for a business's row; the business's
+    return, upgrade or deciding report of its deal on that lead took the business's row first and waited for the
+    lead's: a deadlock, the act undone (503). Now it waits for the lead's row holding no business row, and goes
+    through once the claim has ended."""
+    business_id, token, lead_id, exposure_id = await _returnable_deal(app, client, mode)
+
+    def act() -> Awaitable[Any]:
+        url = f"/v1/exposures/{exposure_id}/{path}"
+        return (
+            client.post(url, headers=auth(token), json=body)
+            if body is not None
+            else client.post(url, headers=auth(token))
+        )
+
+    answer = await _other_side(("leads", lead_id), ("businesses", business_id), act)
+    assert answer.status_code == 200, answer.text
+    expected = {"return": "returned", "exclusive": "new", "status": (body or {}).get("status")}[path]
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == expected
 
 
 async def test_a_waves_later_round_never_waits_for_a_lower_business_id_than_one_it_holds(app, client, db, monkeypatch):

@@ -165,9 +165,9 @@ async def change_status(
 ) -> Business:
     """An operator's change of an account's status, with what follows from it (by hand, or a confirmed alert's
     block, `alert_id`): a block gives the business's open leads back to the market (their next waves go out once it
-    commits) and takes the inquiries it sold off it (offers.withdraw_sold_leads); a business let back in is assessed
-    afresh, as a dismissal does (what a decided alert held no longer counts against it, so the ranking reads its
-    reliability as of now, not as of the block; `assess` does it: fraud.services.assess_businesses), and offered the
+    commits) and takes the inquiries it sold off it (offers.closing.withdraw_sold_leads); a business let back in is
+    assessed afresh, as a dismissal does (what a decided alert held no longer counts against it, so the ranking reads
+    its reliability as of now, not as of the block; `assess` does it: fraud.services.assess_businesses), and offered the
     open leads that fit it once it commits. The caller tells the ranking of the change (ranking_sync.changed)."""
     session = uow.session
     actor = operator.actor

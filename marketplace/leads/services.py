@@ -291,8 +291,9 @@ async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tu
     before its time) or held no place (never below zero): nothing changed, and the caller leaves its deal as it is.
 
     The condition is in the update, not in what the caller read before: a deal maker's `won` on the same lead
-    (offers.take_off_the_market) may commit between the two, closing it with its expiry brought forward to a time
-    after `now`; on PostgreSQL the update waits for that row and re-reads it, so a hired lead never goes back out."""
+    (offers.closing.take_off_the_market) may commit between the two, closing it with its expiry brought forward to a
+    time after `now`; on PostgreSQL the update waits for that row and re-reads it, so a hired lead never goes back
+    out."""
     row = (
         await session.execute(
             update(Lead)

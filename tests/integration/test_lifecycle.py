@@ -889,8 +889,8 @@ async def _sold_and_offered(app, client, seller, *business_ids):
 
 
 async def test_an_offer_of_a_blocked_sellers_lead_is_refused_saying_so(app, client, db):
-    """A block takes the leads the business sold off the market (offers.withdraw_sold_leads): a claim of one's offer
-    is refused for that, not for a hire that never happened (nor as expired)."""
+    """A block takes the leads the business sold off the market (offers.closing.withdraw_sold_leads): a claim of one's
+    offer is refused for that, not for a hire that never happened (nor as expired)."""
     op = await operator_token(app)
     seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["renovation"]})
     late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})

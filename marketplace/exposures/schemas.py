@@ -44,12 +44,16 @@ class HistoryEntry(msgspec.Struct):
 class Replacement(msgspec.Struct):
     """What a deal maker's return is owed: `owed` until `owed_until` (the first wave of the next lead that fits offers
     it), `offered` while an offer of one is open (`offer_id`), `claimed` once one is (`offer_id`: the exposure it
-    gave is the one with that offer_id), `lapsed` when `owed_until` passed with none claimed nor open."""
+    gave is the one with that offer_id), `lapsed` when `owed_until` passed with none claimed nor open. A return the
+    customer contradicted (it says it hired this business: the returned_then_hired fraud signal) is `held` while an
+    operator reviews the alert naming it (nothing is offered; a dismissal makes it owed again), and `forfeited`
+    (`forfeited_at`) once the alert is confirmed: a false return earns no replacement."""
 
-    status: Literal["owed", "offered", "claimed", "lapsed"]
+    status: Literal["owed", "offered", "claimed", "lapsed", "held", "forfeited"]
     # The return plus windows.replacement_days: no replacement is offered after it (one offered before stays open).
     owed_until: datetime
     offer_id: str | None = None
+    forfeited_at: datetime | None = None
 
 
 class Exposure(msgspec.Struct):

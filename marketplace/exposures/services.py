@@ -266,13 +266,18 @@ async def replacement_of(session: AsyncSession, settings: Settings, exposure: Ex
         return None
     owed_until = exposure.returned_at + timedelta(days=settings.windows.replacement_days)
     now = utcnow()
-    for offer_id, status, expires_at in await session.execute(_REPLACEMENT_OFFERS, {"exposure_id": exposure.id}):
-        if status == "claimed":
+    offers = list(await session.execute(_REPLACEMENT_OFFERS, {"exposure_id": exposure.id}))
+    for offer_id, status, _ in offers:
+        if status == "claimed":  # taken before any alert said the return was false: it stands, as it was
             return schemas.Replacement("claimed", owed_until, offer_id)
+    if exposure.replacement_forfeited_at is not None:  # a confirmed alert found the return false
+        return schemas.Replacement("forfeited", owed_until, forfeited_at=exposure.replacement_forfeited_at)
+    for offer_id, _, expires_at in offers:
         if expires_at > now:  # open and not past its time (the expiry sweep may not have run yet)
             return schemas.Replacement("offered", owed_until, offer_id)
     if exposure.replacement_owed_since is not None and now <= owed_until:
-        return schemas.Replacement("owed", owed_until)
+        # Held while an open alert names the return as contradicted by its customer (fraud.services).
+        return schemas.Replacement("held" if exposure.replacement_held_by else "owed", owed_until)
     return schemas.Replacement("lapsed", owed_until)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, func, select
+from sqlalchemy import Integer, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -38,6 +38,7 @@ from marketplace.db.models import (
     FraudModel,
     FraudRelease,
     Lead,
+    Offer,
     Survey,
 )
 from marketplace.db.statements import of_session, per_database, table
@@ -48,6 +49,7 @@ from marketplace.exposures.schemas import HistoryEntry
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
 from marketplace.fraud.signals import (
+    RETURNED_THEN_HIRED,
     Answer,
     Assessment,
     CategoryCounts,
@@ -443,11 +445,78 @@ async def _persist_scan(
     if action == rules.UPDATE:
         alert = next(a for a in inputs.alerts[business.id] if a.status == "open")
         _refresh_alert(alert, scored, signals_json, s.features, now)
+        await _hold_replacements(session, alert)
     elif action == rules.OPEN:
         opened = await _open_alert(session, settings, business, scored, s.found.signals, s.features, now)
         if opened is not None:
             result.opened.append(opened.id)
+            await _hold_replacements(session, opened)
     return row
+
+
+def _contradicted_returns(alert: FraudAlert) -> list[str]:
+    """The returns an alert's evidence (now and at its opening) names as contradicted by their customers: exposures
+    returned as irrelevant whose customer then said it hired the business (returned_then_hired's keys)."""
+    evidence = [*alert.evidence, *(alert.opened_evidence or ())]
+    return sorted({str(k) for e in evidence if e.get("kind") == RETURNED_THEN_HIRED for k in e.get("keys", ())})
+
+
+async def _withdraw_replacement_offers(session: AsyncSession, exposure_ids: Sequence[str]) -> None:
+    await session.execute(
+        update(Offer)
+        .where(Offer.replaces_exposure_id.in_(exposure_ids), Offer.status == "open")
+        .values(status="closed", withdrawn_for="fraud_alert")
+    )
+
+
+async def _hold_replacements(session: AsyncSession, alert: FraudAlert) -> None:
+    """A deal maker's return its customer contradicted (it says it hired the business) earns no replacement while
+    the open alert naming it waits for an operator: none is offered (offers.matching._OWED passes a held debt over),
+    and one offered and still open is withdrawn, not claimable meanwhile. The customer's word alone is not taken as
+    proof (customers are unverified, and a dismissal makes the replacement owed again), but neither is a replacement
+    handed out on a return the operators are about to judge false: a replacement claimed cannot be taken back."""
+    returns = _contradicted_returns(alert)
+    if not returns:
+        return
+    await session.execute(
+        update(Exposure)
+        .where(
+            Exposure.id.in_(returns),
+            Exposure.business_id == alert.business_id,
+            Exposure.mode == "deal_maker",
+            Exposure.replacement_held_by.is_(None),
+            Exposure.replacement_forfeited_at.is_(None),
+        )
+        .values(replacement_held_by=alert.id)
+    )
+    await _withdraw_replacement_offers(session, returns)
+
+
+async def _decide_replacements(session: AsyncSession, alert: FraudAlert, confirmed: bool, now: datetime) -> None:
+    """An operator's decision on the returns an alert names as contradicted by their customers. Confirmed: the
+    return was false (DESIGN: a good lead returned as irrelevant), so its replacement is forfeited: no longer owed,
+    any open offer of one withdrawn, and never offered again, the business let back in or not (one claimed before
+    stays claimed). Dismissed: what the alert held is owed again, within its window."""
+    if not confirmed:
+        await session.execute(
+            update(Exposure).where(Exposure.replacement_held_by == alert.id).values(replacement_held_by=None)
+        )
+        return
+    returns = _contradicted_returns(alert)
+    if not returns:
+        return
+    await session.execute(
+        update(Exposure)
+        .where(
+            Exposure.id.in_(returns),
+            Exposure.business_id == alert.business_id,
+            Exposure.mode == "deal_maker",
+            Exposure.returned_at.is_not(None),
+            Exposure.replacement_forfeited_at.is_(None),
+        )
+        .values(replacement_owed_since=None, replacement_held_by=None, replacement_forfeited_at=now)
+    )
+    await _withdraw_replacement_offers(session, returns)
 
 
 def _refresh_alert(
@@ -804,9 +873,10 @@ async def decide(
     """An operator's decision on an open alert, kept with who and why and the features it labels.
 
     Confirm: the business is blocked and listed publicly as unreliable, its open deals go back to the
-    market (each lead's slot is freed and a new wave is sent after the commit); what it owes stays owed.
+    market (each lead's slot is freed and a new wave is sent after the commit); what it owes stays owed; a
+    replacement earned by a return the alert names as contradicted by its customer is forfeited.
     Dismiss: the alert closes, and reopens only on new evidence; the reliability factor is worked out again
-    from the evidence nobody has decided on.
+    from the evidence nobody has decided on; a replacement it held is owed again.
     """
     session = uow.session
     note = data.note.strip()
@@ -842,6 +912,7 @@ async def decide(
     alert.status = "confirmed" if data.decision == "confirm" else "dismissed"
     alert.decided_at, alert.decided_by, alert.note = now, operator.actor, note
     alert.updated_at = now
+    await _decide_replacements(session, alert, data.decision == "confirm", now)
     if data.decision == "confirm":
         await account_status.change_status(
             uow,

@@ -321,6 +321,10 @@ WITHDRAWN_FOR = {
     "bid_lowered": "this offer was withdrawn: the business lowered its bid below the offer's price",
     "cap": "this offer was withdrawn: the business reached its daily or monthly cap of leads",
     "credit_limit": "this offer was withdrawn: the business owed more than its credit limit allowed it to take",
+    "fraud_alert": (
+        "this replacement offer was withdrawn: the customer of the lead it replaces says it hired this business, and "
+        "an operator reviews the return (no replacement is offered meanwhile; none is owed once the alert is confirmed)"
+    ),
 }
 _LEFT_THE_MARKET = (
     "this offer was withdrawn: its lead has left the market, the customer having hired a business (a deal reported "

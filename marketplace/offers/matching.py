@@ -119,7 +119,8 @@ UNDER_CAPS = (_received_since("day") < Business.daily_cap, _received_since("mont
 
 
 # The deal maker owed a replacement the longest whom a new lead fits (profile, club, caps) and that holds no open
-# replacement offer for it already: built once, read by every first wave (the partial index holds only the debts).
+# replacement offer for it already, nor an open fraud alert holding it: built once, read by every first wave (the
+# partial index holds only the debts).
 # On PostgreSQL the debt's row is locked, and one a concurrent wave holds is skipped: two first waves at once offer
 # two different debts, not the same one twice (and not none to the second).
 _OWED = (
@@ -128,6 +129,8 @@ _OWED = (
     .where(
         Exposure.replacement_owed_since.is_not(None),
         Exposure.replacement_owed_since >= bindparam("since"),
+        # Not while an open fraud alert names its return as contradicted by the customer (fraud.services: held).
+        Exposure.replacement_held_by.is_(None),
         ~exists().where(Offer.replaces_exposure_id == Exposure.id, Offer.status == "open"),
         Business.status == "active",
         Business.currency == bindparam("currency"),

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from marketplace.clock import clock
-from marketplace.db.models import Business, Exposure, FraudDecision, Lead, Survey, UsedLink
+from marketplace.db.models import Business, Exposure, FraudDecision, Lead, Offer, Survey, UsedLink
 from marketplace.fraud.services import load_deals, load_peers
-from tests.factories import auth, operator_token, register, submit_lead
+from tests.factories import auth, offers_of, operator_token, register, submit_lead
 from tests.integration.fraud_market import answer, claimed_deal, hired, notifications, report, survey_token
 from tests.integration.test_fraud import alerts, hide_a_won_deal
-from workers.actors import expire_lapsed, fraud_scan
+from workers.actors import expire_lapsed, fraud_scan, send_quiet_surveys
 
 
 async def _reliability(db, business_id: str) -> int:
@@ -78,6 +78,96 @@ async def test_the_unreliable_list_pages_on_after_the_cursor_business_is_taken_o
     second = await client.get("/v1/unreliable", params={"limit": 1, "cursor": first["next_cursor"]})
     assert second.status_code == 200, second.text
     assert [b["id"] for b in second.json()["items"]] == everyone[1:2]
+
+
+async def _replacement_of(client, token: str, exposure_id: str) -> dict:
+    response = await client.get(f"/v1/exposures/{exposure_id}", headers=auth(token))
+    assert response.status_code == 200, response.text
+    return dict(response.json()["replacement"])
+
+
+async def _replacements_offered(app, client, token: str, exposure_id: str) -> list[dict]:
+    """The next lead that fits goes out in its first wave: the offers it makes the business as the replacement."""
+    await app.state.ranking_sync.settled()
+    lead_id = await submit_lead(client)
+    await app.state.jobs.run_due()
+    mine = await offers_of(client, token)
+    return [o for o in mine if o["lead_id"] == lead_id and o["replaces_exposure_id"] == exposure_id]
+
+
+async def _returned_then_hired(app, client, db, settings) -> tuple[str, str, str, str, str, str]:
+    """A deal maker returns a lead as irrelevant (owed a replacement, none open), is offered one by the next lead that
+    fits, and the customer then says it hired it: the scan opens a returned_then_hired alert. (operator, business id,
+    token, returned exposure, the replacement offer made before the alert, the alert)."""
+    operator = await operator_token(app)
+    returner_id, returner = await register(client, "deal_maker", name="Returner")
+    lead_id, exposure_id = await claimed_deal(app, client, returner_id, returner)
+    returned = await client.post(
+        f"/v1/exposures/{exposure_id}/return", headers=auth(returner), json={"reason": "not our area"}
+    )
+    assert returned.status_code == 200 and returned.json()["replacement_owed"] is True, returned.text
+    clock.advance(timedelta(days=settings.fraud.quiet_days, minutes=1))
+    await send_quiet_surveys()
+    response = await answer(client, await survey_token(client, operator, lead_id), **hired(returner_id, 50_000))
+    assert response.status_code == 200, response.text
+    (offer,) = await _replacements_offered(app, client, returner, exposure_id)  # before any scan: offered
+    await fraud_scan()
+    (alert,) = await alerts(client, operator, status="open")
+    assert alert["business_id"] == returner_id and alert["reasons"][0]["kind"] == "returned_then_hired"
+    return operator, returner_id, returner, exposure_id, offer["offer_id"], alert["id"]
+
+
+async def test_a_confirmed_alert_forfeits_the_replacement_of_a_return_its_customer_contradicted(
+    app, client, db, settings
+):
+    """A deal maker returned a lead as irrelevant, and its customer says it hired that business (DESIGN: a good lead
+    returned as irrelevant). The replacement stayed owed through the alert (its open offer claimable) and after the
+    confirmation; once the business was let back in, the next lead was offered to it as that replacement. While the
+    alert is open the replacement is held (the offer withdrawn, none made); confirmed, it is forfeited for good."""
+    operator, returner_id, returner, exposure_id, offer_id, alert_id = await _returned_then_hired(
+        app, client, db, settings
+    )
+
+    # Open alert: the offer made before it is withdrawn, and no new one is made.
+    assert await db.scalar(select(Offer.withdrawn_for).where(Offer.id == offer_id)) == "fraud_alert"
+    refused = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(returner))
+    assert refused.status_code == 409 and "hired this business" in refused.json()["detail"], refused.text
+    assert (await _replacement_of(client, returner, exposure_id))["status"] == "held"
+    assert await _replacements_offered(app, client, returner, exposure_id) == []
+
+    decided = await client.post(
+        f"/v1/fraud/alerts/{alert_id}/decision", headers=auth(operator), json={"decision": "confirm", "note": "lied"}
+    )
+    assert decided.status_code == 200, decided.text
+    replacement = await _replacement_of(client, returner, exposure_id)
+    assert replacement["status"] == "forfeited" and replacement["forfeited_at"] is not None, replacement
+    assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None
+
+    # Let back in: still no replacement for the false return.
+    back = await client.post(
+        f"/v1/businesses/{returner_id}/status", headers=auth(operator), json={"status": "active", "reason": "talked"}
+    )
+    assert back.status_code == 200, back.text
+    await app.state.jobs.run_due()
+    assert await _replacements_offered(app, client, returner, exposure_id) == []
+    assert (await _replacement_of(client, returner, exposure_id))["status"] == "forfeited"
+
+
+async def test_a_dismissed_alert_makes_the_replacement_it_held_owed_again(app, client, db, settings):
+    """The customer's word alone costs the deal maker nothing for good (customers are unverified): dismissed, the
+    alert's hold is lifted, and the next lead that fits is offered as the replacement."""
+    operator, _, returner, exposure_id, _, alert_id = await _returned_then_hired(app, client, db, settings)
+    assert (await _replacement_of(client, returner, exposure_id))["status"] == "held"
+
+    decided = await client.post(
+        f"/v1/fraud/alerts/{alert_id}/decision", headers=auth(operator), json={"decision": "dismiss", "note": "ok"}
+    )
+    assert decided.status_code == 200, decided.text
+    assert (await _replacement_of(client, returner, exposure_id))["status"] == "owed"
+    (offer,) = await _replacements_offered(app, client, returner, exposure_id)
+    taken = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(returner))
+    assert taken.status_code == 201, taken.text
+    assert (await _replacement_of(client, returner, exposure_id))["status"] == "claimed"
 
 
 # --- what held (kept: each could break) -----------------------------------------------------------------------

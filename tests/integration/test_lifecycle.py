@@ -421,7 +421,8 @@ async def test_a_returned_deal_shows_its_replacement_lapsed_once_the_window_pass
     shown = (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()
     assert shown["replacement"]["status"] == "owed"
     clock.advance(timedelta(days=settings.windows.replacement_days, seconds=1))
-    lapsed = {"status": "lapsed", "owed_until": shown["replacement"]["owed_until"], "offer_id": None}
+    owed_until = shown["replacement"]["owed_until"]
+    lapsed = {"status": "lapsed", "owed_until": owed_until, "offer_id": None, "forfeited_at": None}
     assert (await client.get(f"/v1/exposures/{exposure_id}", headers=auth(returner))).json()["replacement"] == lapsed
     await expire_lapsed()
     assert await db.scalar(select(Exposure.replacement_owed_since).where(Exposure.id == exposure_id)) is None

@@ -76,7 +76,8 @@ class Offer(Base):
     replaces_exposure_id: Mapped[str | None] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(PartialIndexKey(20, OFFER_STATUSES), default="open")
     # Why a closed offer was withdrawn, when its claim is told so (offers.claims.WITHDRAWN_FOR): "bid_lowered",
-    # "cap" or "credit_limit"; null for any other withdrawal (migration 0027). Cleared when the offer is made again.
+    # "cap", "credit_limit" or "fraud_alert" (a replacement held or forfeited: migration 0028); null for any other
+    # withdrawal (migration 0027). Cleared when the offer is made again.
     withdrawn_for: Mapped[str | None] = mapped_column(String(20))
     # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -120,6 +121,11 @@ class Exposure(Base):
     # A deal maker's return that found no open lead to replace it: since when a replacement is owed (the first
     # wave of a new lead that fits offers it; cleared as the replacement offer is made).
     replacement_owed_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A return whose customer then said it hired this business (the returned_then_hired fraud signal): the open alert
+    # that names it holds its replacement (none is offered) until an operator decides; a dismissal lets it be owed
+    # again, a confirmation forfeits it (replacement_forfeited_at, the debt cleared for good). Migration 0028.
+    replacement_held_by: Mapped[str | None] = mapped_column(String(40))
+    replacement_forfeited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

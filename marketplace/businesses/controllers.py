@@ -119,8 +119,9 @@ class BusinessController(Controller):
     ) -> schemas.Business:
         """Suspend, reactivate or block an account (a suspended one keeps its deals but is offered nothing and may not
         claim, buy exclusively, sell inquiries or withdraw); a block gives its open leads back to the market (as
-        `POST .../block` does, without listing it as unreliable unless `unreliable` is true). `unreliable: false`
-        takes the business off the public unreliable list (a mark found wrong), kept with the reason."""
+        `POST .../block` does, without listing it as unreliable unless `unreliable` is true, and never taking the mark
+        back). `unreliable: false` with another status takes the business off the public unreliable list (a mark
+        found wrong), kept with the reason."""
         operator = current_principal(request)
         async with state.uow() as uow:
             business = await account_status.change_status(

@@ -74,7 +74,11 @@ async def set_status(
     operators' own note may be theirs alone: a confirmed fraud alert's block tells what the alert found). A business
     that is no longer active loses the offers it has not claimed. `unreliable`: True lists it publicly as unreliable,
     False takes it off that list (an operator's correction, kept with its reason, which it needs), None leaves the
-    list as it is."""
+    list as it is, and so does False with a block (a block never takes a mark back, as `POST .../block`: the status
+    call's `{"status": "blocked", "unreliable": false}` took the public warning off a business it kept blocked; the
+    mark comes off as the business is let back in, `{"status": "active", "unreliable": false}`)."""
+    if status == "blocked" and unreliable is False:
+        unreliable = None
     if unreliable is False and blank(reason):  # zero-width characters alone say nothing either (text.blank)
         raise InvalidInput.field("reason", "say why the business comes off the unreliable list")
     business = await get_business(session, business_id, for_update=True)

@@ -221,6 +221,33 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert reason == "no reason given"
 
 
+async def test_a_block_through_the_status_call_never_takes_the_public_mark_back(app, client, db):
+    """`POST .../status {"status": "blocked", "unreliable": false}` on a blocked business listed as unreliable took it
+    off the public list while it stayed blocked, where `POST .../block {"unreliable": false}` keeps the mark (a block
+    never takes a mark back). Both keep it now; letting the business back in with `unreliable: false` takes it off."""
+    op = await operator_token(app)
+    business_id, _ = await register(client)
+
+    async def listed() -> list[str]:
+        return [b["id"] for b in (await client.get("/v1/unreliable")).json()["items"]]
+
+    blocked = await client.post(f"/v1/businesses/{business_id}/block", headers=auth(op), json={"reason": "fraud"})
+    assert blocked.status_code == 200 and blocked.json()["unreliable"] is True, blocked.text
+    for path, body in (
+        ("block", {"reason": "re-block", "unreliable": False}),
+        ("status", {"status": "blocked", "unreliable": False, "reason": "status call as a block"}),
+    ):
+        again = await client.post(f"/v1/businesses/{business_id}/{path}", headers=auth(op), json=body)
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "blocked" and again.json()["unreliable"] is True, (path, again.text)
+        assert await listed() == [business_id]
+    assert await db.scalar(select(Business.unreliable_since).where(Business.id == business_id)) is not None
+    back = {"status": "active", "unreliable": False, "reason": "the mark was wrong"}
+    cleared = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=back)
+    assert cleared.status_code == 200 and cleared.json()["unreliable"] is False, cleared.text
+    assert await listed() == []
+
+
 async def test_a_second_block_publishes_no_mark_the_operator_did_not_ask_for(app, client, db):
     """A block with `unreliable: false`, sent again without it (a retry, or another reason added), listed the business
     publicly as unreliable: a block of a blocked business changes only what it names, and keeps its mark otherwise."""
@@ -435,7 +462,7 @@ async def test_a_business_is_told_when_an_operator_changes_its_account_status(ap
         ("status", {"status": "active", "reason": "paid"}),
         ("block", {"reason": "fake inquiries"}),
         ("block", {"reason": "fake inquiries"}),  # a retry: no message
-        ("status", {"status": "blocked", "unreliable": False, "reason": "the mark was wrong"}),
+        ("status", {"status": "active", "unreliable": False, "reason": "the mark was wrong"}),
     ):
         changed = await client.post(f"/v1/businesses/{business_id}/{path}", headers=auth(op), json=body)
         assert changed.status_code == 200, changed.text
@@ -446,7 +473,7 @@ async def test_a_business_is_told_when_an_operator_changes_its_account_status(ap
         ("told@example.com", "Your account is suspended"),
         ("told@example.com", "Your account is active again"),
         ("told@example.com", "Your account is blocked"),
-        ("told@example.com", "Your account is off the unreliable list"),
+        ("told@example.com", "Your account is active again"),
     ]
     suspended, active, blocked, delisted = (m["body"] for m in messages)
     assert suspended.startswith("Told Pipes:") and "may not claim" in suspended

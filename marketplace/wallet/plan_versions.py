@@ -132,8 +132,12 @@ async def save_plan(
     currency: str | None = None,
     categories: Mapping[str, object] | None = None,
 ) -> CommissionPlanVersion:
-    """A new version of the plan (never an edit of an old one, which settled deals still point at)."""
-    plan = parse_plan(definition, currency)  # refuses an invalid plan with every bad field named
+    """A new version of the plan (never an edit of an old one, which settled deals still point at), numbered after
+    the latest. `version` may be left out; sent, it must be that next number (a 422 naming it otherwise): it was
+    required and then replaced by the next number, so a plan sent as version 99 was stored as 9 without a word."""
+    sent = "version" in definition
+    # Refuses an invalid plan with every bad field named (a version left out is numbered below, so not missing).
+    plan = parse_plan(definition if sent else dict(definition, version=1), currency)
     unknown = sorted(set(plan.commission_rates_bp) - set(categories)) if categories is not None else []
     if unknown:  # a misspelt code would silently set nobody's rate
         raise InvalidInput(
@@ -169,6 +173,12 @@ async def save_plan(
         select(func.max(CommissionPlanVersion.version)).where(CommissionPlanVersion.name == DEFAULT_PLAN_NAME)
     )
     version = int(latest or 0) + 1
+    if sent and plan.version != version:  # an old or a future number would name another version than the one saved
+        raise InvalidInput(
+            f"version: must be the next version number, {version} (or left out)",
+            errors=[FieldError("version", f"must be the next version number, {version} (or left out)")],
+            extra={"expected_version": version},
+        )
     stored = dict(definition, version=version)
     row = CommissionPlanVersion(
         id=new_id("plan"),

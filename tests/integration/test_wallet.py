@@ -1037,6 +1037,41 @@ async def test_a_deal_whose_commission_is_nothing_is_paid_without_a_charge(app, 
     assert await invoices(client, dm) == []
 
 
+async def test_a_plans_version_is_optional_and_when_sent_must_be_the_next_number(app, client, db):
+    """`definition.version` was required, then replaced by the next number without a word (99 stored as 2). Left out,
+    the plan is numbered for the operator; sent, it must be the next number, or a 422 names it with that number and
+    nothing is saved."""
+    operator = await operator_token(app)
+
+    async def post(version: object = None, *, sent: bool = True) -> httpx.Response:
+        plan = default_plan(ILS)
+        plan.pop("version")
+        if sent:
+            plan["version"] = version
+        return await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})
+
+    async def versions() -> list[int]:
+        listed = await client.get("/v1/commission-plans", headers=auth(operator))
+        return [p["version"] for p in listed.json()["items"]]
+
+    assert await versions() == [1]  # the default plan, saved as it is first read
+    for wrong in (99, 1, 3):  # a future number, the one in force, one past the next
+        refused = await post(wrong)
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["errors"]
+        assert error["field"] == "definition.version" and "2" in error["message"], error
+        assert refused.json()["detail"].startswith("definition.version:")
+    assert (await post("two")).json()["errors"][0]["field"] == "definition.version"
+    assert await versions() == [1]
+    left_out = await post(sent=False)
+    assert left_out.status_code == 201, left_out.text
+    assert left_out.json()["version"] == 2 and left_out.json()["definition"]["version"] == 2
+    named = await post(3)
+    assert named.status_code == 201, named.text
+    assert named.json()["version"] == 3 and named.json()["definition"]["version"] == 3
+    assert await versions() == [3, 2, 1]
+
+
 async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_exposure(app, client, db):
     operator = await operator_token(app)
     listed = await client.get("/v1/commission-plans", headers=auth(operator))
@@ -1056,6 +1091,7 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
     assert under_v1.status_code == 201, under_v1.text
 
     changed = default_plan(ILS)
+    changed["version"] = 2  # the next number (it may be left out)
     changed["commission_rates_bp"] = {"legal": 2000}
     changed["commission_split"]["recipients"][0]["share_bp"] = 6000  # recommender 60 %
     changed["commission_split"]["recipients"][1]["share_bp"] = 3500  # platform 35 %

@@ -169,6 +169,21 @@ class BusinessController(Controller):
         state.ranking_sync.changed(business_id)
         return out
 
+    @get("/businesses/{business_id:str}/status-changes", opt=access(Access.OPERATOR))
+    async def status_changes(
+        self,
+        state: State,
+        business_id: FromPath[str],
+        limit: FromQuery[QueryInt] = QueryInt(50),
+        cursor: FromQuery[str | None] = None,
+    ) -> Page[schemas.StatusChangeOut]:
+        """The history of an account's status and public mark as operators changed it (suspensions, blocks,
+        reactivations, confirmed alerts' blocks, marks taken off), newest first, with who and why; paginated like
+        every list."""
+        async with state.uow() as uow:
+            items, next_cursor = await account_status.status_changes(uow.session, business_id, limit, cursor)
+        return Page(items=items, next_cursor=next_cursor)
+
     @get("/unreliable", opt=access(Access.PUBLIC))
     async def unreliable(
         self, state: State, limit: FromQuery[QueryInt] = QueryInt(50), cursor: FromQuery[str | None] = None

@@ -116,6 +116,23 @@ class UnreliableBusiness(msgspec.Struct):
     since: datetime
 
 
+class StatusChangeOut(msgspec.Struct):
+    """An operator's change of an account's status or public mark, as kept (businesses.status.set_status)."""
+
+    id: str
+    from_status: str
+    status: str
+    # Whether this change listed the business publicly as unreliable. A mark taken off is said in `reason`
+    # ("taken off the unreliable list: ..."), as it was recorded.
+    listed_unreliable: bool
+    reason: str
+    # Who made it: the actor as recorded ("operator:<id>"), and the operator's id and name (null if not an operator).
+    changed_by: str
+    operator_id: str | None
+    operator_name: str | None
+    at: datetime
+
+
 class BidIn(msgspec.Struct, forbid_unknown_fields=True):
     category: Code
     # None withdraws the bid: the lead is priced at the category's list price again.

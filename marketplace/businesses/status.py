@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from msgspec import UnsetType
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.businesses import schemas
 from marketplace.businesses.services import get_business
 from marketplace.clock import utcnow
 from marketplace.db.models import (
@@ -27,6 +28,7 @@ from marketplace.db.models import (
     FraudRelease,
     Lead,
     Offer,
+    Operator,
     Survey,
 )
 from marketplace.errors import InvalidInput
@@ -39,6 +41,7 @@ from marketplace.leads.services import free_a_place
 from marketplace.leads.status import on_the_market
 from marketplace.notifications.outbox import notify
 from marketplace.offers.closing import withdraw_sold_leads
+from marketplace.pagination import check_cursor, check_limit, page_of
 from marketplace.settings import Settings
 from marketplace.text import blank
 from marketplace.uow import UnitOfWork
@@ -115,6 +118,38 @@ async def set_status(
         )
     await session.flush()
     return business
+
+
+async def status_changes(
+    session: AsyncSession, business_id: str, limit: int, cursor: str | None
+) -> tuple[list[schemas.StatusChangeOut], str | None]:
+    """Every operator's change of the business's status or public mark, newest first (ids are time-ordered), with
+    who made it and why; an unknown business is a 404."""
+    after = check_cursor(cursor, "bsc")
+    await get_business(session, business_id)
+    query = (
+        select(BusinessStatusChange, Operator.id, Operator.name)
+        .outerjoin(Operator, BusinessStatusChange.changed_by == literal("operator:") + Operator.id)
+        .where(BusinessStatusChange.business_id == business_id)
+    )
+    if after is not None:
+        query = query.where(BusinessStatusChange.id < after)
+    rows = list(await session.execute(query.order_by(BusinessStatusChange.id.desc()).limit(check_limit(limit) + 1)))
+    items, next_cursor = page_of(rows, limit, lambda row: row[0].id)
+    return [
+        schemas.StatusChangeOut(
+            id=change.id,
+            from_status=change.from_status,
+            status=change.to_status,
+            listed_unreliable=change.unreliable,
+            reason=change.reason,
+            changed_by=change.changed_by,
+            operator_id=operator_id,
+            operator_name=operator_name,
+            at=change.changed_at,
+        )
+        for change, operator_id, operator_name in items
+    ], next_cursor
 
 
 _STATUS_NEWS = {

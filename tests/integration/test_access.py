@@ -38,6 +38,7 @@ CONTRACT: dict[tuple[str, str], Access] = {
     ("GET", "/v1/businesses/{}/stats"): A.OPERATOR,
     ("POST", "/v1/businesses/{}/status"): A.OPERATOR,
     ("POST", "/v1/businesses/{}/block"): A.OPERATOR,
+    ("GET", "/v1/businesses/{}/status-changes"): A.OPERATOR,
     ("POST", "/v1/businesses/me/api-token"): A.BUSINESS_SETTLING,
     ("POST", "/v1/businesses/{}/api-token"): A.OPERATOR,
     ("GET", "/v1/unreliable"): A.PUBLIC,

@@ -248,6 +248,44 @@ async def test_a_block_through_the_status_call_never_takes_the_public_mark_back(
     assert await listed() == []
 
 
+async def test_operators_read_the_history_of_an_accounts_status_newest_first(app, client, db):
+    """Every operator's change of an account is kept "with who made it and why" (business_status_changes), and could
+    not be read over HTTP. `GET /v1/businesses/{id}/status-changes`: operators only, newest first, paged."""
+    op = await operator_token(app)
+    business_id, token = await register(client, "deal_maker")
+    for path, body in (
+        ("status", {"status": "suspended", "reason": "unpaid invoices"}),
+        ("status", {"status": "active", "reason": "paid"}),
+        ("block", {"reason": "fake inquiries"}),
+        ("status", {"status": "active", "unreliable": False, "reason": "the mark was wrong"}),
+    ):
+        changed = await client.post(f"/v1/businesses/{business_id}/{path}", headers=auth(op), json=body)
+        assert changed.status_code == 200, changed.text
+    url = f"/v1/businesses/{business_id}/status-changes"
+    listed = await client.get(url, headers=auth(op))
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [(i["from_status"], i["status"], i["listed_unreliable"]) for i in items] == [
+        ("blocked", "active", False),
+        ("active", "blocked", True),
+        ("suspended", "active", False),
+        ("active", "suspended", False),
+    ]
+    assert items[0]["reason"] == "taken off the unreliable list: the mark was wrong"
+    assert items[-1]["reason"] == "unpaid invoices" and items[-1]["at"]
+    operator_id = items[0]["changed_by"].removeprefix("operator:")
+    assert all(i["operator_id"] == operator_id and i["operator_name"] for i in items), items
+    assert listed.json()["next_cursor"] is None
+    # A page at a time, each change once.
+    first = (await client.get(url, headers=auth(op), params={"limit": 3})).json()
+    rest = (await client.get(url, headers=auth(op), params={"cursor": first["next_cursor"]})).json()
+    assert [i["id"] for i in first["items"] + rest["items"]] == [i["id"] for i in items] and rest["next_cursor"] is None
+    assert (await client.get(url, headers=auth(op), params={"cursor": "nonsense"})).status_code == 422
+    # Operators only; an unknown business is a 404.
+    assert (await client.get(url, headers=auth(token))).status_code == 403
+    assert (await client.get("/v1/businesses/biz_nobody/status-changes", headers=auth(op))).status_code == 404
+
+
 async def test_a_second_block_publishes_no_mark_the_operator_did_not_ask_for(app, client, db):
     """A block with `unreliable: false`, sent again without it (a retry, or another reason added), listed the business
     publicly as unreliable: a block of a blocked business changes only what it names, and keeps its mark otherwise."""

@@ -53,11 +53,21 @@ if TYPE_CHECKING:
 DEFAULT_WIN_RATE = 0.25
 # A win's expected turnover is believed up to this multiple of the category's typical budget (scoring.CategoryPrior).
 TURNOVER_CAP_MULTIPLE = 10.0
-# A category's typical budget, its prior's turnover before any deal states one: the median budget of its latest served
-# leads (claimed by a business), at least this many of them, else 20 times its lead price. Anyone may post a lead with
-# any budget, so neither a lead nobody took nor a few absurd budgets among those taken may move it.
+# A category's typical budget, its prior's turnover before any deal states one (typical_budget): over the category's
+# latest served leads (its latest TYPICAL_BUDGET_LEADS claims), one vote per business that served them, the median
+# budget of the leads it served; the median of the votes, at least TYPICAL_BUDGET_MIN_BUSINESSES of them, else the
+# default (20 times its lead price). Anyone may post a lead with any budget, and a deal maker's claim is free: a
+# business claiming its own absurd leads, however many, is one vote among the category's businesses, so neither a
+# lead nobody took nor one business may move it.
 TYPICAL_BUDGET_LEADS = 1000
-TYPICAL_BUDGET_MIN_LEADS = 5
+TYPICAL_BUDGET_MIN_BUSINESSES = 5
+TYPICAL_BUDGET_DEFAULT_LEAD_PRICES = 20
+# A backstop where the votes are a handful of sign-ups (a quiet category): the typical budget is held within these
+# multiples of the default. From the lead price itself (nobody pays more for a lead than its job is worth) to 2,000
+# lead prices: the simulated market's categories ask 1.25 (plumbing) to 13.3 (renovation) times their default
+# (config/scenarios/default.toml against config/categories.toml), so real markets stay well inside.
+TYPICAL_BUDGET_FLOOR = 1 / TYPICAL_BUDGET_DEFAULT_LEAD_PRICES
+TYPICAL_BUDGET_CEILING = 100.0
 DEFAULT_PAY_RATE = 0.8
 DEFAULT_RETURN_RATE = 0.1
 PRIOR_STRENGTH = 10.0
@@ -523,7 +533,7 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
     priors = {}
     empty = [0] * ROW_WIDTH
     for code, category in settings.categories.items():
-        typical_turnover = await typical_budget(session, code) or float(category.lead_price_minor * 20)
+        typical_turnover = await typical_budget(session, code, category.lead_price_minor)
         default = CategoryPrior(
             DEFAULT_WIN_RATE,
             typical_turnover,
@@ -538,22 +548,35 @@ async def load_category_priors(session: AsyncSession, settings: Settings) -> dic
     return priors
 
 
-async def typical_budget(session: AsyncSession, category: str) -> float | None:
-    """The median stated budget of the category's latest served leads (TYPICAL_BUDGET_LEADS of them); None while
-    there are fewer than TYPICAL_BUDGET_MIN_LEADS. The mean of every lead posted let three anonymous leads with a
-    budget of 10^15, that nobody even fitted, raise every deal maker's expected turnover (a tester: a newcomer's
-    score 6.8e6 -> 9.2e12), so that lead buyers could no longer rank in the category."""
-    budgets = list(
-        await session.scalars(
-            select(Lead.budget_minor)
-            .where(Lead.category == category, Lead.budget_minor > 0, Lead.exposure_count > 0)
-            .order_by(Lead.created_at.desc())
-            .limit(TYPICAL_BUDGET_LEADS)
+async def typical_budget(session: AsyncSession, category: str, lead_price_minor: int) -> float:
+    """The category's typical budget: over its latest served leads (TYPICAL_BUDGET_LEADS claims, a return or a
+    block's closing left out), each business that served them votes the median budget of those it served, and the
+    median of the votes (the lower middle one: a tie is no majority) is it, held within TYPICAL_BUDGET_FLOOR and
+    TYPICAL_BUDGET_CEILING times the default; the default (TYPICAL_BUDGET_DEFAULT_LEAD_PRICES lead prices) while fewer
+    than TYPICAL_BUDGET_MIN_BUSINESSES businesses vote. A median over leads let one deal maker move it for free (a
+    tester: six anonymous leads of 10^15 it claimed itself took the prior from 240,000 to 10^15, a newcomer's score
+    from 9,600 to 5.1e13, and lead buyers out of the category's offers); the mean of every lead posted before it, three
+    anonymous leads that nobody took. A blocked business does not vote."""
+    default = float(lead_price_minor * TYPICAL_BUDGET_DEFAULT_LEAD_PRICES)
+    served: dict[str, list[int]] = defaultdict(list)
+    for business_id, budget in await session.execute(
+        select(Exposure.business_id, Lead.budget_minor)
+        .join(Lead, Lead.id == Exposure.lead_id)
+        .where(
+            Lead.category == category,
+            Lead.budget_minor > 0,
+            Exposure.status != "returned",
+            Exposure.id.not_in(CLOSED_BY_BLOCK),
+            Exposure.business_id.not_in(select(Business.id).where(Business.status == "blocked")),
         )
-    )
-    if len(budgets) < TYPICAL_BUDGET_MIN_LEADS:
-        return None
-    return float(statistics.median(budgets))
+        .order_by(Exposure.created_at.desc(), Exposure.id.desc())
+        .limit(TYPICAL_BUDGET_LEADS)
+    ):
+        served[business_id].append(budget)
+    if len(served) < TYPICAL_BUDGET_MIN_BUSINESSES:
+        return default
+    typical = float(statistics.median_low([statistics.median(budgets) for budgets in served.values()]))
+    return min(max(typical, TYPICAL_BUDGET_FLOOR * default), TYPICAL_BUDGET_CEILING * default)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from marketplace.ranking.service import (
     load_category_priors,
 )
 from tests.factories import auth, offer_lead_to, offers_of, operator_token, register, submit_lead
-from tests.integration.fraud_market import report
+from tests.integration.fraud_market import claimed_deal, report
 
 
 async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_second_price(app, client, db, settings):
@@ -426,44 +426,49 @@ async def test_category_priors_learn_deal_makers_wins_and_lead_buyers_returns_fr
     assert prior.return_rate == pytest.approx((1 + k * DEFAULT_RETURN_RATE) / (2 + k))
 
 
+async def prior_turnover(app: Any, settings: Any, category: str) -> tuple[float, float]:
+    """The category prior's turnover and turnover cap, as the periodic refresh reads them."""
+    async with app.state.sessions() as session:
+        prior = (await load_category_priors(session, settings))[category]
+    return prior.mean_turnover_minor, prior.turnover_cap_minor
+
+
+async def serve(app: Any, client: Any, budgets: Iterable[int], category: str = "plumbing", **business: Any) -> str:
+    """A new deal maker (a free sign-up) claims (for free) a lead of each budget, offered to it: its id."""
+    region = {"plumbing": "tel-aviv"}.get(category, "south")
+    business_id, token = await register(
+        client, "deal_maker", profile={"categories": [category], "regions": [region], **business}
+    )
+    for budget in budgets:
+        await claimed_deal(
+            app, client, business_id, token, category=category, region=region,
+            budget={"amount_minor": budget, "currency": "ILS"},
+        )  # fmt: skip
+    return business_id
+
+
 async def test_a_categorys_typical_turnover_is_the_median_budget_of_served_leads_not_what_anyone_posts(
     app, client, settings
 ):
     """A category's prior turnover (and the cap, ten times it) was the mean budget of every lead ever posted in it: a
     tester's three anonymous leads with a budget of 10^15, that nobody took, raised a newcomer deal maker's expected
-    turnover from 1.3e8 to 1.28e14. Now it is the median budget of the category's served leads."""
-    from sqlalchemy import update
-
-    from marketplace.db.models import Lead
+    turnover from 1.3e8 to 1.28e14. Now it is the median of its serving businesses' budgets (each the median budget
+    of the leads it served)."""
     from marketplace.ranking.service import TURNOVER_CAP_MULTIPLE
 
-    plumbing = {"categories": ["plumbing"], "regions": ["tel-aviv"]}
-    maker_id, _ = await register(client, "deal_maker", profile=plumbing)
+    maker_id, _ = await register(client, "deal_maker", profile={"categories": ["plumbing"], "regions": ["tel-aviv"]})
     default = settings.categories["plumbing"].lead_price_minor * 20
-
-    async def prior_turnover() -> tuple[float, float]:
-        async with app.state.sessions() as session:
-            prior = (await load_category_priors(session, settings))["plumbing"]
-        return prior.mean_turnover_minor, prior.turnover_cap_minor
-
-    served = []
-    for budget in (100_000, 200_000, 300_000, 400_000):
-        served.append(await submit_lead(client, budget={"amount_minor": budget, "currency": "ILS"}))
-
-    async def serve(lead_ids: list[str]) -> None:  # as a claim leaves them: taken by a business
-        async with app.state.sessions() as session:
-            await session.execute(update(Lead).where(Lead.id.in_(lead_ids)).values(exposure_count=1))
-            await session.commit()
-
-    await serve(served)
-    assert await prior_turnover() == (default, TURNOVER_CAP_MULTIPLE * default)  # too few served: the default
-    served.append(await submit_lead(client, budget={"amount_minor": 10**15, "currency": "ILS"}))
-    await serve(served[-1:])
-    # Served, one absurd budget among them does not count either: the median of five.
-    assert await prior_turnover() == (300_000, TURNOVER_CAP_MULTIPLE * 300_000)
+    for budgets in ((100_000,), (150_000, 250_000), (300_000,), (400_000,)):
+        await serve(app, client, budgets)
+    # Four businesses served: too few votes, the default.
+    assert await prior_turnover(app, settings, "plumbing") == (default, TURNOVER_CAP_MULTIPLE * default)
+    await serve(app, client, [10**15])
+    # Five businesses: 100,000, 200,000 (the median of its two), 300,000, 400,000 and one absurd budget, the median
+    # of five.
+    assert await prior_turnover(app, settings, "plumbing") == (300_000, TURNOVER_CAP_MULTIPLE * 300_000)
     for _ in range(3):  # anyone may post these; nobody takes them
         await submit_lead(client, budget={"amount_minor": 10**15, "currency": "ILS"})
-    assert await prior_turnover() == (300_000, TURNOVER_CAP_MULTIPLE * 300_000)
+    assert await prior_turnover(app, settings, "plumbing") == (300_000, TURNOVER_CAP_MULTIPLE * 300_000)
 
     async with app.state.sessions() as session:
         await app.state.ranker.load(session, utcnow())  # the periodic refresh of the priors
@@ -473,3 +478,50 @@ async def test_a_categorys_typical_turnover_is_the_median_budget_of_served_leads
     (newcomer,) = [c for c in items if c["business_id"] == maker_id]
     assert newcomer["factors"]["expected_turnover_minor"] == 300_000
     assert newcomer["inputs"]["category_prior"]["mean_turnover_minor"] == 300_000
+
+
+async def test_a_deal_maker_claiming_its_own_planted_leads_does_not_move_its_categorys_typical_turnover(
+    app, client, settings
+):
+    """A tester's deal maker posted six anonymous leads with a budget of 10^15 in a quiet category and claimed them
+    all (a deal maker's claim is free): the median budget of the category's served leads, the prior's turnover, went
+    from 240,000 to 10^15, a newcomer's score from 9,600 to 5.1e13, and lead buyers were offered its leads no more.
+    Each serving business is one vote now, however many leads it serves."""
+    from marketplace.ranking.service import TURNOVER_CAP_MULTIPLE
+
+    default = settings.categories["accounting"].lead_price_minor * 20
+    planter = await serve(app, client, [10**15] * 6, category="accounting", max_deal_minor=10**15)
+    assert await prior_turnover(app, settings, "accounting") == (default, TURNOVER_CAP_MULTIPLE * default)
+    for budget in (400_000, 500_000, 600_000, 700_000):
+        await serve(app, client, [budget], category="accounting")
+    # Five businesses, the planter one of them: the median of 400,000, 500,000, 600,000, 700,000 and 10^15.
+    assert await prior_turnover(app, settings, "accounting") == (600_000, TURNOVER_CAP_MULTIPLE * 600_000)
+    await serve(app, client, [800_000], category="accounting")
+    # Six: a tie is no majority, the lower middle vote.
+    assert await prior_turnover(app, settings, "accounting") == (600_000, TURNOVER_CAP_MULTIPLE * 600_000)
+
+    async with app.state.sessions() as session:
+        await app.state.ranker.load(session, utcnow())
+    probe = await submit_lead(client, category="accounting", region="south")
+    items = (await client.get(f"/v1/leads/{probe}/ranking", headers=auth(await operator_token(app)))).json()["items"]
+    (planted,) = [c for c in items if c["business_id"] == planter]
+    assert planted["inputs"]["category_prior"]["mean_turnover_minor"] == 600_000
+
+
+async def test_a_categorys_typical_turnover_stays_within_a_band_around_its_default(app, client, settings):
+    """A handful of sign-ups, each claiming one planted lead, are a majority of a quiet category's votes: its
+    typical budget is held within TYPICAL_BUDGET_FLOOR and TYPICAL_BUDGET_CEILING times the default."""
+    from marketplace.ranking.service import TURNOVER_CAP_MULTIPLE, TYPICAL_BUDGET_CEILING, TYPICAL_BUDGET_FLOOR
+
+    price = settings.categories["accounting"].lead_price_minor
+    default = price * 20
+    for _ in range(5):
+        await serve(app, client, [10**15], category="accounting", max_deal_minor=10**15)
+    ceiling = TYPICAL_BUDGET_CEILING * default
+    assert ceiling == 2_000 * price
+    assert await prior_turnover(app, settings, "accounting") == (ceiling, TURNOVER_CAP_MULTIPLE * ceiling)
+    for _ in range(6):
+        await serve(app, client, [1], category="accounting", min_deal_minor=0)
+    floor = TYPICAL_BUDGET_FLOOR * default
+    assert floor == price  # nobody pays more for a lead than its job is worth
+    assert await prior_turnover(app, settings, "accounting") == (floor, TURNOVER_CAP_MULTIPLE * floor)

@@ -33,6 +33,7 @@ from marketplace.identity.cache import PrincipalCache
 from marketplace.jobs import DramatiqJobs, InProcessJobs
 from marketplace.leads.controllers import LeadController
 from marketplace.notifications.controllers import NotificationController
+from marketplace.offers.closing import after_commit_handlers
 from marketplace.offers.controllers import OfferController
 from marketplace.offers.waves import waves_to_send_again
 from marketplace.periodic import run_periodic
@@ -71,7 +72,7 @@ def create_app(
     sessions = create_session_factory(engine)
     broker = use_broker(make_broker(settings.service.redis_url, socket_timeout=API_SOCKET_TIMEOUT_SECONDS))
     jobs = DramatiqJobs(broker, settings.service.redis_url) if settings.service.redis_url else InProcessJobs(broker)
-    uow = UnitOfWorkFactory(sessions, jobs)  # it sends the jobs its sessions queue (uow.enqueue_after_commit)
+    uow = UnitOfWorkFactory(sessions, after_commit_handlers(settings, jobs))  # the ledger's facts, once committed
     ranker = make_ranker(settings.ranking.policy, settings)
     sync = RankingSync(ranker, sessions, settings.service.redis_url)
     principals = PrincipalCache(settings.service.principal_cache_ms / 1000)

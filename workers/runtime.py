@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.jobs import DramatiqJobs, Jobs
+from marketplace.offers.closing import after_commit_handlers
 from marketplace.ranking.policies import make_ranker
 from marketplace.ranking.ports import Ranker
 from marketplace.ranking.sync import RankingSync
@@ -77,7 +78,8 @@ async def current() -> Runtime:
             sync = RankingSync(ranker, sessions, settings.service.redis_url)
             await sync.start()
             jobs = DramatiqJobs(dramatiq.get_broker())
-            runtime = Runtime(settings, UnitOfWorkFactory(sessions, jobs), jobs, ranker, sync, engine=engine)
+            uow = UnitOfWorkFactory(sessions, after_commit_handlers(settings, jobs))
+            runtime = Runtime(settings, uow, jobs, ranker, sync, engine=engine)
             runtime.tasks.append(asyncio.get_running_loop().create_task(sync.listen()))
             _runtime = runtime
     return _runtime

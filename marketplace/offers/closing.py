@@ -4,6 +4,7 @@ Services never commit."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement, bindparam, exists, func, update
@@ -17,8 +18,14 @@ from marketplace.jobs import Jobs
 from marketplace.leads.status import on_the_market
 from marketplace.money import Money
 from marketplace.settings import Settings
-from marketplace.uow import UnitOfWork
-from marketplace.wallet.credit import cannot_pay_sql, over_credit_params, standing_limit
+from marketplace.uow import Handler, UnitOfWork
+from marketplace.wallet.credit import (
+    WalletEased,
+    cannot_pay_sql,
+    credit_freed,
+    over_credit_params,
+    standing_limit,
+)
 
 _OFFERS, _BUSINESSES = table(Offer), table(Business)
 _offers, _businesses = _OFFERS.c, _BUSINESSES.c
@@ -64,6 +71,20 @@ async def apply_credit_limit(uow: UnitOfWork, settings: Settings, jobs: Jobs, bu
     await withdraw_offers_over_credit(uow.session, settings, business_id)
     if amount.amount_minor > before:
         uow.after_commit(lambda: jobs.enqueue("offer_open_leads", business_id))
+
+
+def after_commit_handlers(settings: Settings, jobs: Jobs) -> Mapping[type, Handler]:
+    """What the units of work of the service and the workers do with the ledger's facts once committed
+    (UnitOfWorkFactory(handlers=...)): a business that a debt paid, a refund, earnings or a failed payout took back
+    within its credit rule (wallet.credit.credit_freed) is offered the open leads whose waves passed it over (job
+    offer_open_leads, as a raised limit is: apply_credit_limit), not at the lead's next try the next day. One whose
+    money moved without its having been outside the rule (a sale's seller that could pay anyway) is offered nothing."""
+
+    async def offer_open_leads_once_freed(session: AsyncSession, facts: list[WalletEased]) -> None:
+        for business_id in await credit_freed(session, settings, facts):
+            jobs.enqueue("offer_open_leads", business_id)
+
+    return {WalletEased: offer_open_leads_once_freed}
 
 
 async def withdraw_offers_over_credit(session: AsyncSession, settings: Settings, business_id: str) -> None:

@@ -5,19 +5,19 @@ second prices and the offer withdrawals filter by (the two agree: tests/integrat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
 from marketplace.db.models import Business, Exposure, LedgerAccount, Settlement
 from marketplace.db.statements import table
 from marketplace.errors import InsufficientFunds
 from marketplace.money import Money
 from marketplace.settings import Settings
-from marketplace.uow import enqueue_after_commit
-from marketplace.wallet.ledger import AccountKind, Transfer
+from marketplace.wallet.ledger import AccountKind
 from marketplace.wallet.vat import vat_breakdown
 
 _BUSINESSES = table(Business)
@@ -62,22 +62,79 @@ async def has_paid(session: AsyncSession, business_id: str) -> bool:
     return paid is not None
 
 
-def offer_again_once_paid(session: AsyncSession | Session, transfer: Transfer) -> None:
-    """A transfer that lowers what a business owes or adds to its wallet may bring it back within the credit rule (a
-    deal maker under its limit, a lead buyer able to pay): its debt paid (a charge confirmed, paid from its wallet),
-    a refund or earnings credited, a payout that failed. The waves of open leads passed it over, and may have
-    stopped for want of candidates: once the transfer commits, they are offered to it again (job offer_open_leads,
-    as a raised limit does: offers.closing.apply_credit_limit), not at the lead's next try the next day. Every such
-    transfer, whether the business was passed over or not (that would take a read on the hot path of every sale);
-    the job costs one query when no open lead fits the business, and a wave it sends again is idempotent. Called by
-    the ledger (store.post) for every transfer it writes, so that no way money comes in is missed."""
-    for posting in transfer.postings:
-        account = posting.account
-        if not account.is_business or account.owner_id is None:
+@dataclass(frozen=True, slots=True)
+class WalletEased:
+    """A fact the ledger records for the commit (store.post): a transfer lowered what a business owes or added to
+    its wallet (a charge confirmed, a debt paid from its wallet, a refund, earnings, a payout that failed). `before`
+    and `after` are its balances around the transfer, as the transaction locked them (store.lock_wallets), or None
+    when it did not lock them. Whether that took the business back within its credit rule is credit_freed's to say."""
+
+    business_id: str
+    currency: str
+    before: Mapping[AccountKind, int] | None
+    after: Mapping[AccountKind, int] | None
+
+
+def _owed_and_wallet(balances: Mapping[AccountKind, int]) -> tuple[int, int]:
+    wallet = balances.get(AccountKind.CREDIT, 0) + balances.get(AccountKind.AVAILABLE, 0)
+    return balances.get(AccountKind.RECEIVABLE, 0), wallet
+
+
+def _list_prices(settings: Settings) -> list[int]:
+    return sorted({least_price(settings, category) for category in settings.categories}) or [1]
+
+
+async def credit_freed(session: AsyncSession, settings: Settings, facts: list[WalletEased]) -> list[str]:
+    """The businesses these transfers took from outside their credit rule to within it (cannot_pay_sql's): a deal
+    maker from owing more than its limit to within it; a lead buyer from unable to pay some lead's list price
+    (least_price, of any category) to able. Of the balances the transfers had (the first before and the last after
+    of each business): no read of them, and the business's row is the session's own when the transaction loaded it
+    (a sale's seller, a refund's buyer). A lead buyer with no limit of its own is taken as not yet known to pay
+    before (the first limit), so a first confirmed payment that lifts its limit counts; after, its limit is read
+    (has_paid) only if the answer turns on it. A business whose balances were not locked is taken as freed."""
+    first: dict[str, WalletEased] = {}
+    last: dict[str, WalletEased] = {}
+    for fact in facts:
+        first.setdefault(fact.business_id, fact)
+        last[fact.business_id] = fact
+    freed = []
+    for business_id, earliest in first.items():
+        before, after = earliest.before, last[business_id].after
+        if before is None or after is None:
+            freed.append(business_id)
             continue
-        freed = posting.balance_delta < 0 if account.kind is AccountKind.RECEIVABLE else posting.balance_delta > 0
-        if freed:
-            enqueue_after_commit(session, "offer_open_leads", account.owner_id)
+        business = await session.get(Business, business_id)
+        if business is None or business.currency != earliest.currency:
+            continue
+        owed_before, wallet_before = _owed_and_wallet(before)
+        owed_after, wallet_after = _owed_and_wallet(after)
+        own = business.credit_limit_minor
+        if business.mode == "deal_maker":
+            limit = standing_limit(settings, own)
+            if owed_before > limit >= owed_after:
+                freed.append(business_id)
+            continue
+        if business.mode != "lead_buyer":
+            continue
+        prices = _list_prices(settings)
+        first_limit = min(settings.wallet.first_credit_limit_minor, settings.wallet.default_credit_limit_minor)
+        limit_before = own if own is not None else first_limit
+        could_not = [p for p in prices if cannot_pay(owed_before, max(0, wallet_before), p, limit_before)]
+        if not could_not:
+            continue
+        most = standing_limit(settings, own)
+        if all(cannot_pay(owed_after, max(0, wallet_after), p, most) for p in could_not):
+            continue  # not even on its standing limit
+        limit_after = most
+        if (
+            own is None
+            and first_limit < most
+            and any(cannot_pay(owed_after, max(0, wallet_after), p, first_limit) for p in could_not)
+        ):
+            limit_after = await credit_limit(session, settings, business_id, own)
+        if any(not cannot_pay(owed_after, max(0, wallet_after), p, limit_after) for p in could_not):
+            freed.append(business_id)
+    return freed
 
 
 # --- new leads for a deal maker over its limit -------------------------------------------------------------------

@@ -26,7 +26,8 @@ from marketplace.db.statements import insert_for, table
 from marketplace.errors import InsufficientFunds
 from marketplace.ids import new_id
 from marketplace.money import Money
-from marketplace.wallet.credit import offer_again_once_paid
+from marketplace.uow import after_commit
+from marketplace.wallet.credit import WalletEased
 from marketplace.wallet.ledger import (
     AccountKey,
     AccountKind,
@@ -80,6 +81,9 @@ async def account_ids(session: AsyncSession, keys: set[tuple[AccountKey, str]]) 
 # would vanish with a rollback.
 _COMMITTED_IDS: weakref.WeakKeyDictionary[Engine, dict[tuple[str, str], int]] = weakref.WeakKeyDictionary()
 _SEEN = "ledger_account_ids"
+# The balances of the business wallets this transaction locked (lock_wallets), kept in step by its transfers: what
+# post tells a transfer that lowered what a business owes or added to its wallet (WalletEased) with, no read.
+_LOCKED = "ledger_locked_balances"
 
 
 def _known_ids(session: AsyncSession) -> dict[tuple[str, str], int]:
@@ -90,6 +94,7 @@ def _known_ids(session: AsyncSession) -> dict[tuple[str, str], int]:
 def _keep_committed_ids(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint released (SQLAlchemy calls that a commit too): the transaction may still roll back
+    session.info.pop(_LOCKED, None)
     seen = session.info.pop(_SEEN, None)
     if seen:
         _COMMITTED_IDS.setdefault(session.get_bind(), {}).update(seen)  # type: ignore[arg-type]
@@ -98,6 +103,8 @@ def _keep_committed_ids(session: Session) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_seen_ids(session: Session, _transaction: Any) -> None:
     session.info.pop(_SEEN, None)
+    # A savepoint rolled back too: the balances it moved are no longer known (a wallet locked again is).
+    session.info.pop(_LOCKED, None)
 
 
 async def insert_ignore(session: AsyncSession, model: Any, rows: dict[str, Any] | list[dict[str, Any]]) -> None:
@@ -148,6 +155,9 @@ async def lock_wallets(
     balances: dict[str, dict[AccountKind, int]] = {business_id: {} for business_id in wanted}
     for r in rows:
         balances[r.owner_id][AccountKind(r.kind)] = r.balance_minor
+    locked = session.info.setdefault(_LOCKED, {})
+    for business_id, held in balances.items():
+        locked[(business_id, currency)] = dict(held)
     return balances
 
 
@@ -170,8 +180,35 @@ async def post(
         if previous is None:
             raise
         return _replay(previous, fingerprint)
-    offer_again_once_paid(session, transfer)
+    _note_eased(session, transfer)
     return Posted(transaction_id, replayed=False)
+
+
+def _note_eased(session: AsyncSession, transfer: Transfer) -> None:
+    """Record, for the commit, each business this transfer took down what it owes (receivable) or up its wallet
+    (credit, available), with its balances before and after (WalletEased): a layer above may offer it the leads it
+    was passed over for. The ledger says what moved, not what follows from it. Balances come from the wallet's lock
+    (lock_wallets), kept in step here; a purchase (a wallet down, a debt up) records nothing."""
+    moved: dict[tuple[str, str], dict[AccountKind, int]] = {}
+    for posting in transfer.postings:
+        account = posting.account
+        if account.is_business and account.owner_id is not None:
+            deltas = moved.setdefault((account.owner_id, posting.amount.currency), {})
+            deltas[account.kind] = deltas.get(account.kind, 0) + posting.balance_delta
+    if not moved:
+        return
+    locked: dict[tuple[str, str], dict[AccountKind, int]] = session.info.get(_LOCKED, {})
+    for (business_id, currency), deltas in moved.items():
+        before = locked.get((business_id, currency))
+        after = None
+        if before is not None:
+            after = {kind: before.get(kind, 0) + deltas.get(kind, 0) for kind in BUSINESS_KINDS}
+            locked[(business_id, currency)] = after
+        eased = deltas.get(AccountKind.RECEIVABLE, 0) < 0 or any(
+            deltas.get(kind, 0) > 0 for kind in (AccountKind.CREDIT, AccountKind.AVAILABLE)
+        )
+        if eased:
+            after_commit(session, WalletEased(business_id, currency, before, after))
 
 
 async def _previous(session: AsyncSession, key: str) -> LedgerTransaction | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -34,6 +35,7 @@ from marketplace.ids import new_id
 from marketplace.leads.schemas import LeadCreate
 from marketplace.leads.services import submit_lead as submit_lead_service
 from marketplace.money import Money
+from marketplace.uow import UnitOfWorkFactory
 from marketplace.wallet import charges, debts, plans, store, withdrawals
 from marketplace.wallet.credit import least_price
 from marketplace.wallet.debts import collect_open_debts
@@ -1268,6 +1270,59 @@ async def test_a_lead_buyer_that_could_not_pay_is_offered_the_open_lead_once_ref
     clock.advance(timedelta(seconds=settings.categories["legal"].wave_delay_seconds + 1))
     await app.state.jobs.run_due()
     assert skipped in {o["lead_id"] for o in await offers_of(client, lb)}
+
+
+async def test_a_business_never_over_its_limit_is_offered_nothing_again_by_a_sale_or_a_settlement(
+    app, client, db, monkeypatch
+):
+    """A sale credits its seller's earnings and a confirmed charge lowers what its buyer owes, but neither business
+    was ever outside its credit rule: no offer_open_leads is queued for them (a tester: one for each, and each found
+    up to a hundred open leads to send a wave of again)."""
+    operator = await operator_token(app)
+    buyer_id, buyer = await register(client, "lead_buyer")
+    sellers = {mode: await register(client, mode) for mode in ("lead_buyer", "deal_maker")}
+    queued: list[tuple[Any, ...]] = []
+    enqueue = app.state.jobs.enqueue
+
+    def recording(actor_name: str, *args: Any, **options: Any) -> Any:
+        queued.append((actor_name, *args))
+        return enqueue(actor_name, *args, **options)
+
+    monkeypatch.setattr(app.state.jobs, "enqueue", recording)
+    for mode, (_, seller) in sellers.items():
+        (offer_id,) = await offer_lead_to(app, await _sell(client, seller), [buyer_id])
+        assert (await claim(client, buyer, offer_id)).status_code == 201
+        earned = await wallet(client, seller)  # its share of the sale
+        assert earned["available" if mode == "lead_buyer" else "credit"]["amount_minor"] > 0
+    for charge in (await wallet(client, buyer))["pending_settlements"]:
+        confirmed = await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))
+        assert confirmed.status_code == 200
+    assert (await wallet(client, buyer))["owed"] == money(0)
+    await app.state.jobs.run_due()
+    assert [job for job in queued if job[0] == "offer_open_leads"] == []
+
+
+async def test_a_unit_of_work_with_no_handler_for_the_ledgers_facts_says_it_dropped_them(app, client, db, caplog):
+    """A command line tool's unit of work (UnitOfWorkFactory without handlers) that moves money: the ledger's "wallet
+    eased" facts cannot be acted on there, and are logged as dropped, not lost silently; one of a failed attempt is
+    forgotten with it."""
+    business_id, _ = await register(client, "lead_buyer")
+    earnings = build_lead_earnings(new_id("setup"), business_id, "lead_buyer", Money(1_000, ILS), memo="test setup")
+    async with UnitOfWorkFactory(app.state.sessions)() as uow:
+        await store.lock_wallet(uow.session, business_id, ILS)
+        await store.post(uow.session, earnings, business_id=business_id)
+    assert any(
+        r.levelname == "WARNING" and "WalletEased" in r.getMessage() and "dropped" in r.getMessage()
+        for r in caplog.records
+    )
+    caplog.clear()
+    again = build_lead_earnings(new_id("setup"), business_id, "lead_buyer", Money(1_000, ILS), memo="test setup")
+    async with UnitOfWorkFactory(app.state.sessions)() as uow:
+        with pytest.raises(RuntimeError):
+            async with uow.attempt():
+                await store.post(uow.session, again, business_id=business_id)
+                raise RuntimeError("the attempt fails")
+    assert not any("WalletEased" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_deal_maker_over_its_limit_leaves_its_wave_place_and_sets_no_ones_price(app, client, db, settings):

@@ -3,7 +3,7 @@ for each batch it claims), over a simulated market's SQLite database: what one s
 (`_load_scan`: the businesses, the category norms, every deal with its customers' answers, the model, alerts and
 assessments), its scoring (`_score_scan`: signals, rules, model) and its writes (`_persist_scan` and the flush).
 
-    python benchmarks/fraud_scan.py --db PATH [--businesses 60] [--pick busy|recent] [-n 20]
+    python benchmarks/fraud_scan.py --db PATH [--businesses 60] [--pick busy|recent] [-n 20] [--hourly K]
         [--save FILE | --check FILE] [--ab OTHER_CHECKOUT --rounds 3]
 
 --db names a simulated market's database (`marketplace simulate --days 14 --out DIR` leaves DIR/market.db); it is
@@ -11,6 +11,12 @@ copied first, and every scan runs in a transaction that is rolled back, so each 
 service's clock is frozen at the market's last moment (its newest deal event). The businesses: the `--businesses`
 with the most deals (`busy`), or those whose deals moved in the market's last simulated hour, as the hourly scan
 finds them (`recent`, up to `--businesses`).
+
+The scans run as the hourly scheduled scan does (`scan_dirty`): through the process's cache of deals where the
+checkout has one (fraud/deal_cache.py, twenty-seventh session; the warm-up scan reads every deal, the timed ones what
+changed since). `--hourly K`: between two scans the clock moves an hour and K deals of the businesses move (the
+oldest undecided first: contacted, then lost), committed, as a market's hour would, so that what a scan re-reads is
+news; each scan's results are kept and compared. The copy is migrated to this checkout's schema first.
 
 Prints the mean milliseconds per scan and per business, wall clock and CPU (time.process_time), for the whole scan
 and each part. `--save FILE` writes what the scan wrote (the assessment rows, the businesses' reliability, their
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import shutil
@@ -32,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +47,10 @@ from sqlalchemy import func, select
 
 from marketplace.clock import clock
 from marketplace.db.engine import create_engine, create_session_factory
+from marketplace.db.migrate import upgrade
 from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAlert, FraudAssessment
+from marketplace.exposures.moves import move_to
+from marketplace.exposures.rules import UNDECIDED
 from marketplace.fraud import services
 from marketplace.simulation.cli import simulation_settings
 from marketplace.simulation.scenario import load_scenario
@@ -103,8 +114,6 @@ async def pick(session: Any, how: str, count: int) -> list[str]:
         )
         return sorted(r[0] for r in rows)
     last = await session.scalar(select(func.max(ExposureEvent.at)))
-    from datetime import timedelta
-
     rows = await session.execute(
         select(Exposure.business_id)
         .join(ExposureEvent, ExposureEvent.exposure_id == Exposure.id)
@@ -149,49 +158,76 @@ async def written(session: Any, ids: list[str], result: services.ScanResult) -> 
     )
 
 
-async def run(database: Path, how: str, count: int, scans: int) -> tuple[dict[str, Any], dict[str, Any]]:
+async def move_deals(sessions: Any, ids: list[str], count: int) -> None:
+    """An hour of the market: `count` of these businesses' undecided deals move (the oldest first: new or quoted to
+    contacted, contacted to lost), committed, dated now."""
+    async with sessions() as session:
+        deals = list(
+            await session.scalars(
+                select(Exposure)
+                .where(Exposure.business_id.in_(ids), Exposure.status.in_(UNDECIDED))
+                .order_by(Exposure.status_changed_at, Exposure.id)
+                .limit(count)
+            )
+        )
+        for exposure in deals:
+            to = "lost" if exposure.status == "contacted" else "contacted"
+            move_to(session, exposure, "benchmark", to, None, clock.now())
+        await session.commit()
+
+
+async def run(
+    database: Path, how: str, count: int, scans: int, hourly: int = 0
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     url = f"sqlite+aiosqlite:///{database}"
     settings = simulation_settings(url, load_scenario("default"))
     engine = create_engine(url)
+    await upgrade(engine)  # this checkout's schema (a market made by another's may lack its columns)
     sessions = create_session_factory(engine)
     timer = Timer()
     for name in PARTS:
         timer.wrap(name)
+    # As the scheduled scan reads (scan_dirty): through the process's cache of deals, where the checkout has one.
+    cached = {"cached": True} if "cached" in inspect.signature(services.assess_businesses).parameters else {}
     try:
         async with sessions() as session:
             last = await session.scalar(select(func.max(ExposureEvent.at)))
             ids = await pick(session, how, count)
             deals = await session.scalar(select(func.count(Exposure.id)).where(Exposure.business_id.in_(ids)))
             await session.rollback()
+        assert last is not None
         clock.freeze(last)
-        snapshot: dict[str, Any] | None = None
+        snapshots: list[dict[str, Any]] = []
         walls: list[float] = []
         cpus: list[float] = []
-        for i in range(scans + 1):  # the first warms up: the category norms and the model are read once
+        for i in range(scans + 1):  # the first warms up: the category norms, the model and the deals are read once
             if i == 1:
                 timer.wall.clear()
                 timer.cpu.clear()
+            if hourly and i:
+                clock.advance(timedelta(hours=1))
+                await move_deals(sessions, ids, hourly)
             async with sessions() as session:
                 wall, cpu = time.perf_counter(), time.process_time()
-                result = await services.assess_businesses(session, settings, ids)
+                result = await services.assess_businesses(session, settings, ids, **cached)
                 if i:
                     walls.append(time.perf_counter() - wall)
                     cpus.append(time.process_time() - cpu)
                 seen = await written(session, ids, result)
                 await session.rollback()
-            if snapshot is None:
-                snapshot = seen
-            elif seen != snapshot:
+            if hourly or not snapshots:
+                snapshots.append(seen)
+            elif seen != snapshots[0]:
                 raise SystemExit("two scans of the same market wrote different results")
     finally:
         clock.reset()
         await engine.dispose()
-    assert snapshot is not None
     total_wall, total_cpu = sum(walls), sum(cpus)
-    figures = {
+    figures: dict[str, Any] = {
         "businesses": len(ids),
         "deals": deals,
         "scans": scans,
+        "hourly": hourly,
         "wall_ms": 1000 * total_wall / scans,
         "cpu_ms": 1000 * total_cpu / scans,
         # The least a scan took: on a shared machine, less at the mercy of what else runs than the mean.
@@ -208,13 +244,14 @@ async def run(database: Path, how: str, count: int, scans: int) -> tuple[dict[st
         figures["wall_ms"] - load_wall - score_wall,
         figures["cpu_ms"] - load_cpu - score_cpu,
     )
-    return figures, snapshot
+    return figures, snapshots
 
 
 def report(figures: dict[str, Any], label: str = "") -> str:
     n = figures["businesses"]
     lines = [
-        f"{label}{n} businesses ({figures['deals']} deals), {figures['scans']} scans: "
+        f"{label}{n} businesses ({figures['deals']} deals), {figures['scans']} scans"
+        f"{' an hour apart, ' + str(figures['hourly']) + ' deals moving each hour' if figures.get('hourly') else ''}: "
         f"{figures['wall_ms']:.1f} ms wall, {figures['cpu_ms']:.1f} ms CPU per scan "
         f"({figures['wall_ms'] / n:.2f} / {figures['cpu_ms'] / n:.2f} ms per business); "
         f"the fastest {figures['min_wall_ms']:.1f} ms wall, {figures['min_cpu_ms']:.1f} ms CPU"
@@ -234,6 +271,8 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
             else:
                 out += differences(a[key], b[key], f"{where}/{key}")
         return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]")]
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
@@ -252,6 +291,8 @@ def ab(args: argparse.Namespace) -> int:
             args.pick,
             "-n",
             str(args.n),
+            "--hourly",
+            str(args.hourly),
             "--json",
         ]
         results: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
@@ -284,6 +325,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--businesses", type=int, default=60)
     parser.add_argument("--pick", choices=("busy", "recent"), default="busy")
     parser.add_argument("-n", type=int, default=20, help="scans timed (after one that warms up)")
+    parser.add_argument("--hourly", type=int, default=0, help="deals moved, an hour apart, between two scans")
     parser.add_argument("--save", type=Path, help="write what the scan wrote to this file")
     parser.add_argument("--check", type=Path, help="compare what the scan wrote with this file")
     parser.add_argument("--json", action="store_true", help="print the figures as one line of JSON")
@@ -295,7 +337,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-fraud-scan-") as folder:
         database = Path(folder) / "market.db"
         copy_database(args.db, database)
-        figures, snapshot = asyncio.run(run(database, args.pick, args.businesses, args.n))
+        figures, snapshot = asyncio.run(run(database, args.pick, args.businesses, args.n, args.hourly))
     if args.save:
         args.save.write_text(json.dumps(snapshot, sort_keys=True))
     if args.check:

@@ -43,14 +43,14 @@ from marketplace.db.models import (
 )
 from marketplace.db.statements import of_session, per_database, table
 from marketplace.errors import Conflict, InvalidInput, NotFound
-from marketplace.exposures.queries import CLOSED_BY_BLOCK, highest_turnover_column, won_at_column
-from marketplace.exposures.rules import DECIDED, UNDECIDED, UNPAID, WON
+from marketplace.exposures.queries import CLOSED_BY_BLOCK
+from marketplace.exposures.rules import DECIDED, UNDECIDED
 from marketplace.exposures.schemas import HistoryEntry
 from marketplace.fraud import model as risk_model
 from marketplace.fraud import rules, schemas
+from marketplace.fraud.deal_cache import cached_deals, load_deals
 from marketplace.fraud.signals import (
     RETURNED_THEN_HIRED,
-    Answer,
     Assessment,
     CategoryCounts,
     Deal,
@@ -158,76 +158,6 @@ async def load_peers(session: AsyncSession) -> dict[tuple[str, str], CategoryCou
     return {(r[0], r[1]): CategoryCounts(*(int(v or 0) for v in r[2:])) for r in rows}
 
 
-# A scan's two reads, built once: building a statement and its cache key cost SQLAlchemy about a millisecond a scan,
-# a tenth of a busy business's assessment.
-_DEALS = (
-    select(
-        Exposure.business_id,
-        Exposure.id,
-        Exposure.lead_id,
-        Lead.category,
-        Exposure.status,
-        Lead.budget_minor,
-        Exposure.turnover_minor,
-        Exposure.created_at,
-        Exposure.status_changed_at,
-        Exposure.stale,
-        case((Exposure.status.in_(UNPAID), won_at_column()), else_=None),
-        # Only a won deal can have been lowered after its win; the others are not looked up.
-        case((Exposure.status.in_(WON), highest_turnover_column()), else_=None),
-    )
-    .join(Lead, Lead.id == Exposure.lead_id)
-    .where(Exposure.business_id.in_(bindparam("business_ids", expanding=True)), Exposure.id.not_in(CLOSED_BY_BLOCK))
-    .order_by(Exposure.business_id, Exposure.created_at, Exposure.id)
-)
-# Columns, not Survey objects: a busy business's leads have hundreds of answers, and loading each as an ORM object
-# was most of a fraud scan's time.
-_ANSWERS = select(
-    Survey.id,
-    Survey.lead_id,
-    Survey.hired,
-    Survey.business_id,
-    Survey.amount_minor,
-    Survey.satisfaction,
-    Survey.answered_at,
-).where(Survey.lead_id.in_(bindparam("lead_ids", expanding=True)), Survey.answered_at.is_not(None))
-
-
-async def load_deals(session: AsyncSession, business_ids: Sequence[str]) -> dict[str, list[Deal]]:
-    """Every exposure of these businesses, with the customers' answers about each lead."""
-    rows = list(await session.execute(_DEALS, {"business_ids": list(business_ids)}))
-    lead_ids = sorted({r[2] for r in rows})
-    answers: dict[str, list[Answer]] = defaultdict(list)
-    for start in range(0, len(lead_ids), CHUNK):
-        for s in await session.execute(_ANSWERS, {"lead_ids": lead_ids[start : start + CHUNK]}):
-            assert s.answered_at is not None
-            answers[s.lead_id].append(
-                Answer(s.id, bool(s.hired), s.business_id, s.amount_minor, int(s.satisfaction or 0), s.answered_at)
-            )
-    deals: dict[str, list[Deal]] = defaultdict(list)
-    none: tuple[Answer, ...] = ()
-    for business, exposure_id, lead_id, category, status, budget, turnover, created, changed, stale, won, most in rows:
-        said = answers.get(lead_id)
-        deals[business].append(
-            # In Deal's field order (positional: a named tuple's keywords cost more than its fields).
-            Deal(
-                exposure_id,
-                lead_id,
-                category,
-                status,
-                int(budget),
-                turnover,
-                created,
-                changed,
-                bool(stale),
-                tuple(said) if said else none,
-                won,
-                most,
-            )
-        )
-    return deals
-
-
 _models: dict[str, risk_model.RiskModel] = {}
 
 
@@ -287,13 +217,17 @@ class _Scored:
     scored: rules.Score
 
 
-async def assess_businesses(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> ScanResult:
-    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing)."""
+async def assess_businesses(
+    session: AsyncSession, settings: Settings, business_ids: Sequence[str], *, cached: bool = False
+) -> ScanResult:
+    """Re-assess these businesses: signals, score, reliability, and their alert (open, update or nothing).
+    `cached`: their deals are read through this process's cache (deal_cache.py), which keeps what it reads as the
+    database's: only for a transaction that wrote nothing of theirs before (the scheduled scan's)."""
     result = ScanResult()
     if not business_ids:
         return result
     now = utcnow()
-    inputs = await _load_scan(session, settings, business_ids)
+    inputs = await _load_scan(session, settings, business_ids, cached=cached)
     if inputs is None:
         return result
     scored = _score_scan(inputs, settings, now)
@@ -346,7 +280,9 @@ async def _write_assessments(session: AsyncSession, rows: list[dict[str, Any]]) 
                 set_committed_value(held, column, row[f"a_{column}"])
 
 
-async def _load_scan(session: AsyncSession, settings: Settings, business_ids: Sequence[str]) -> _ScanInputs | None:
+async def _load_scan(
+    session: AsyncSession, settings: Settings, business_ids: Sequence[str], *, cached: bool = False
+) -> _ScanInputs | None:
     """The businesses (None: none of them exists), their category norms, deals and alerts, and the current model.
     (Their assessments are not read: _write_assessments replaces them.)"""
     businesses = {
@@ -358,7 +294,7 @@ async def _load_scan(session: AsyncSession, settings: Settings, business_ids: Se
     if not businesses:
         return None
     peers_at, peers = await peers_now(session)
-    deals = await load_deals(session, list(businesses))
+    deals = await (cached_deals if cached else load_deals)(session, list(businesses))
     loaded = await current_model(session, settings)
     model_id, model = loaded if loaded is not None else (None, None)
     alerts: dict[str, list[FraudAlert]] = defaultdict(list)
@@ -612,7 +548,8 @@ async def scan_dirty(uow: UnitOfWorkFactory, settings: Settings, limit: int = CH
         return ScanResult()
     try:
         async with uow() as unit:
-            return await assess_businesses(unit.session, settings, ids)
+            # Nothing written before in this transaction: the deals it reads are the database's, and may be kept.
+            return await assess_businesses(unit.session, settings, ids, cached=True)
     except Exception:
         async with uow() as unit:
             mark_dirty(unit.session, *ids)

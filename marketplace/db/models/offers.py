@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from marketplace.clock import utcnow
 from marketplace.db.base import Base, PartialIndexKey, UTCDateTime, one_of
 
 # Each status set once: the CHECK constraints below are written from these (exposures.rules.NEXT has a key for each
@@ -92,6 +93,8 @@ class Exposure(Base):
         CheckConstraint(one_of("status", EXPOSURE_STATUSES), name="status"),
         CheckConstraint("price_minor >= 0", name="price"),
         Index("ix_exposures_business_id_created_at", "business_id", "created_at"),
+        # A business's exposures changed since a moment: what the fraud scan's cache re-reads (fraud/deal_cache.py).
+        Index("ix_exposures_business_id_changed_at", "business_id", "changed_at"),
         # Replacements owed, oldest first: a handful at most, read by every lead's first wave.
         Index(
             "ix_exposures_replacement_owed_since",
@@ -128,6 +131,11 @@ class Exposure(Base):
     replacement_forfeited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When anything of it last changed (the row's version, on the service's clock): set by every insert and update
+    # the service sends, its own statements (the stale sweep's) as much as the flush of an object. The fraud scan's
+    # cache of deals re-reads the exposures changed since it last read them (fraud/deal_cache.py).
+    # (Nullable in the schema only: migration 0028 did not copy the table to forbid it; every row has one.)
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class ExposureEvent(Base):

@@ -67,13 +67,15 @@ _DEALS = (
     .where(Exposure.business_id.in_(bindparam("business_ids", expanding=True)), Exposure.id.not_in(CLOSED_BY_BLOCK))
     .order_by(Exposure.business_id, Exposure.created_at, Exposure.id)
 )
-# The exposures of these businesses changed since a moment, with whether a block closed them (gone from the deals).
+# The exposures of these businesses changed since a moment, with whether a block closed them (gone from the deals):
+# off the index of changed_at (the market's changes of the last hour or so), the businesses a filter (`|| ''` keeps
+# SQLite off the index of business_id, which would walk every exposure of theirs).
 _CHANGED = (
     select(*_COLUMNS, Exposure.id.in_(CLOSED_BY_BLOCK))
     .join(Lead, Lead.id == Exposure.lead_id)
     .where(
-        Exposure.business_id.in_(bindparam("business_ids", expanding=True)),
         Exposure.changed_at >= bindparam("since"),
+        (Exposure.business_id + "").in_(bindparam("business_ids", expanding=True)),
     )
 )
 # Columns, not Survey objects: a busy business's leads have hundreds of answers, and loading each as an ORM object

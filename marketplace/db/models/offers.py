@@ -93,8 +93,10 @@ class Exposure(Base):
         CheckConstraint(one_of("status", EXPOSURE_STATUSES), name="status"),
         CheckConstraint("price_minor >= 0", name="price"),
         Index("ix_exposures_business_id_created_at", "business_id", "created_at"),
-        # A business's exposures changed since a moment: what the fraud scan's cache re-reads (fraud/deal_cache.py).
-        Index("ix_exposures_business_id_changed_at", "business_id", "changed_at"),
+        # The exposures changed since a moment: what the fraud scan's cache re-reads (fraud/deal_cache.py). On
+        # changed_at alone, which no other statement filters on: with business_id first, SQLite (no statistics) could
+        # choose it for other reads of a business's exposures, and return their rows in another order.
+        Index("ix_exposures_changed_at", "changed_at"),
         # Replacements owed, oldest first: a handful at most, read by every lead's first wave.
         Index(
             "ix_exposures_replacement_owed_since",

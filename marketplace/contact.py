@@ -304,7 +304,8 @@ _NUMBER_AS_WRITTEN = re.compile(r"[\d\s+()./-]*")
 
 def _written_as_a_phone(raw: str, country_code: str) -> bool:
     # Told by the number before any extension marker: its digits are the ones counted.
-    before_extension = _NUMBER_AS_WRITTEN.match(_in_ascii_digits(raw).strip().lstrip("("))
+    # An en dash is what the copy with plain separators writes for one (`_with_plain_separators`): a hyphen here.
+    before_extension = _NUMBER_AS_WRITTEN.match(_in_ascii_digits(raw).replace(_DASH, "-").strip().lstrip("("))
     written = before_extension.group().strip() if before_extension else ""
     digits = sum(c.isdigit() for c in written)
     if written.startswith(("+", "00")):
@@ -411,53 +412,66 @@ def _hide_handles(text: str) -> str:
 # --- the lead's own contact, and the separators a writer puts between a phone's digits -----------------------------
 
 # Between two digits, what a customer writes to keep a filter from reading its phone while a reader still does: any
-# dash (Unicode's category Pd: en and em dashes, the minus-like hyphens), any space (a newline, a tab, a no-break
-# space), an underscore, a comma, a tilde, a dot, and invisible format characters (category Cf: a zero-width space or
-# joiner, a soft hyphen). In the copy libphonenumber's matcher reads, a dash, an underscore and a tilde are a hyphen,
-# a space of any kind a space, and an invisible character nothing: "054\u20137654718", "054\n7654560", "054_765_4321"
-# read as "054-7654718", "054 7654560", "054-765-4321". A comma is a hyphen only when it stands alone between two
-# digits ("054,765,4321"; "5,000" reads "5-000", which no prefix tells a phone, and the ", " of a list stays).
-_DASH_LIKE = "_~"
+# character that is neither a letter nor a digit (Unicode's punctuation, symbols and spaces, categories P*, S*, Z*,
+# a newline or a tab, and the invisible format characters, Cf: a zero-width space or joiner, a soft hyphen). In the
+# copy libphonenumber's matcher reads, a space of any kind is a space, an invisible character nothing, the dot, the
+# slash and the brackets the matcher reads itself stay, and any other one (a dash of any kind, an underscore, a tilde,
+# a bar, a colon, a star, a middle dot, a bullet, a minus sign, an apostrophe, the Braille blank ...) is an en dash
+# (U+2013), which the matcher reads as a hyphen within a number and as the end of one between two numbers too long to
+# be one ("0521234567_0547654321" is two phones): "054_765_4321", "054\n7654560", "054|7654718" read as 054-765-4321,
+# 054 7654560, 054-7654718. A comma is one only when it stands alone between two digits ("054,765,4321"; the ", " of a
+# list stays). What the copy makes of prices, dates, ranges and quantities ("5,000", "1,500-2,000", "2-3"; a dot
+# stays: "12.03.2026") is told no phone by `_written_as_a_phone`; a time's colon stays ("09:00-12:00").
+_GAP = re.compile(r"(?<=\d)[\W_]+(?=\d)")  # between two digits of any script
+_KEPT_IN_A_GAP = frozenset(".()/[]")
+_DASH = "\u2013"
+_TIME = re.compile(r"(?<!\d)\d{1,2}(:)\d{2}(?!\d)")  # its colon stays: "09:00-12:00" is no 0900-1200
 
 
-def _is_separator(c: str) -> bool:
-    return c.isspace() or c in "_~,." or unicodedata.category(c) in ("Pd", "Cf")
-
-
-def _with_plain_separators(text: str) -> tuple[str, list[int]]:
-    """The text with the separators between digits as the matcher reads them, and where each of its characters was
-    written (character i of it is text[at[i]]; at[len] is len(text))."""
+def _plain_gap(gap: str) -> str:
     out: list[str] = []
+    for g in gap:
+        category = unicodedata.category(g)
+        if category == "Cf":
+            continue
+        if g.isspace():
+            out.append(" ")
+        elif g in _KEPT_IN_A_GAP or (g == "," and len(gap) > 1) or category[0] not in "PSZ":
+            out.append(g)  # a combining mark or a control character: what the matcher makes of it
+        else:
+            out.append(g if g == "-" else _DASH)
+    return "".join(out)
+
+
+def _with_plain_separators(text: str) -> tuple[str, list[int] | None]:
+    """The text with the separators between digits as the matcher reads them, and where each of its characters was
+    written (character i of it is text[at[i]]; at[len] is len(text)); the text itself and None when no separator
+    between digits reads otherwise (most descriptions: then the matcher reads the text once)."""
+    pieces: list[str] = []
     at: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if not c.isdigit() or i + 1 >= n or not _is_separator(text[i + 1]):
-            out.append(c)
-            at.append(i)
-            i += 1
+    done = 0
+    times = {t.start(1) for t in _TIME.finditer(text)} if ":" in text else set()
+    for m in _GAP.finditer(text):
+        gap = m.group()
+        plain = _plain_gap(gap)
+        if plain == gap or m.start() in times:
             continue
-        out.append(c)
-        at.append(i)
-        j = i + 1
-        while j < n and _is_separator(text[j]):
-            j += 1
-        if j >= n or not text[j].isdigit():  # no digit after: what follows is no separator between digits
-            i += 1
-            continue
-        gap = text[i + 1 : j]
-        for k, g in enumerate(gap, start=i + 1):
-            if unicodedata.category(g) == "Cf":
-                continue
-            if g.isspace():
-                g = " "
-            elif g in _DASH_LIKE or unicodedata.category(g) == "Pd" or (g == "," and len(gap) == 1):
-                g = "-"
-            out.append(g)
-            at.append(k)
-        i = j
-    at.append(n)
-    return "".join(out), at
+        pieces.append(text[done : m.start()])
+        at.extend(range(done, m.start()))
+        if len(plain) == len(gap):
+            pieces.append(plain)
+            at.extend(range(m.start(), m.end()))
+        else:  # invisible characters dropped
+            for k, g in enumerate(gap, start=m.start()):
+                if unicodedata.category(g) != "Cf":
+                    at.append(k)
+            pieces.append(plain)
+        done = m.end()
+    if not pieces:
+        return text, None
+    pieces.append(text[done:])
+    at.extend(range(done, len(text) + 1))
+    return "".join(pieces), at
 
 
 def _in_ascii_digits_in_place(text: str) -> str:
@@ -618,6 +632,43 @@ def _hide_addresses_without_tld(text: str) -> str:
     return _ADDRESS_WITHOUT_TLD.sub(lambda m: EMAIL_HIDDEN if any(c.isalpha() for c in m.group(1)) else m.group(), text)
 
 
+def _phone_spans(read: str, at_in_text: list[int] | None, country_code: str, region: str) -> list[tuple[int, int]]:
+    """Where the phones the matcher finds in `read` are written in the text (`read` is the text, or its copy with
+    plain separators, character i of it written at text[at_in_text[i]])."""
+    spans: list[tuple[int, int]] = []
+    at = 0  # where the last phone found ends (in what is read): a phone written right after another is no group
+    for m in phonenumbers.PhoneNumberMatcher(read, region, leniency=phonenumbers.Leniency.POSSIBLE):
+        # What is written just before the match tells a group of a longer number (a few characters of it: a copy of
+        # all the text before each match would take a time quadratic in the text).
+        before = read[max(at, m.start - _LOOKED_BEFORE) : m.start]
+        if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
+            if at_in_text is None:
+                spans.append((m.start, m.end))
+            else:
+                spans.append((at_in_text[m.start], at_in_text[m.end - 1] + 1))
+            at = m.end
+    return spans
+
+
+_LINE_OR_TAB = re.compile(r"[^\S \u00a0\u2000-\u200a\u202f\u205f\u3000]")  # a space that is no space in a line
+
+
+def _within_its_line(text: str, start: int, end: int, country_code: str, region: str) -> int:
+    """Where a phone the copy with plain separators reads ends: before a line's end or a tab in it when what is written
+    before them is a phone already ("054 7654321\n2 rooms": the 2 is another number), else where the copy's ends
+    ("054\n7654560")."""
+    while True:
+        breaks = [m.start() for m in _LINE_OR_TAB.finditer(text, start, end)]
+        if not breaks:
+            return end
+        before = text[start : breaks[-1]]
+        read, at = _with_plain_separators(before)
+        found = _phone_spans(read, at, country_code, region)
+        if not found or found[0][0] != 0:
+            return end
+        end = start + found[0][1]
+
+
 def hide_contact_details(
     text: str, default_region: str = "IL", *, phone: str | None = None, email: str | None = None
 ) -> str:
@@ -629,17 +680,26 @@ def hide_contact_details(
     St" read alike), they would hide too much that is no contact."""
     text = _hide_spelled_phones(_hide_addresses_without_tld(_hide_emails(text)))
     country_code = str(phonenumbers.country_code_for_region(default_region))
+    # The matcher reads the text as written, and the copy with its separators plain, when it has any to make plain: the
+    # phones of both are hidden. The text as written tells two phones joined by one separator apart
+    # ("052-1234567,054-7654321", "0521234567_0547654321": in the copy one number of 20 digits, no phone); the copy a
+    # phone whose digits a separator the matcher does not read divides ("054|7654718").
+    spans = _phone_spans(text, None, country_code, default_region)
     read, at_in_text = _with_plain_separators(text)
+    if at_in_text is not None:
+        spans += [
+            (start, _within_its_line(text, start, end, country_code, default_region))
+            for start, end in _phone_spans(read, at_in_text, country_code, default_region)
+        ]
     pieces: list[str] = []
-    at = 0  # where the last phone hidden ends (in what is read): a phone written right after another is no group
-    for m in phonenumbers.PhoneNumberMatcher(read, default_region, leniency=phonenumbers.Leniency.POSSIBLE):
-        # What is written just before the match tells a group of a longer number (a few characters of it: a copy of
-        # all the text before each match would take a time quadratic in the text).
-        before = read[max(at, m.start - _LOOKED_BEFORE) : m.start]
-        if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
-            pieces += [text[at_in_text[at] : at_in_text[m.start]], PHONE_HIDDEN]
-            at = m.end
-    pieces.append(text[at_in_text[at] :])
+    at = 0
+    for start, end in sorted(spans):
+        if end <= at:
+            continue
+        if start >= at:
+            pieces += [text[at:start], PHONE_HIDDEN]
+        at = end
+    pieces.append(text[at:])
     # After the phones: a number after a messenger's name that is a phone is hidden as one ("whatsapp [phone hidden]").
     # The lead's own contact last: what the searches above hid is hidden as they hide it (an extension, a sentence's
     # full stop after an address kept), and what they leave of it is hidden here.

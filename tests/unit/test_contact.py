@@ -336,7 +336,7 @@ def test_what_is_written_past_the_compatibility_form_searched_is_hidden_whole() 
     ("text", "shown"),
     [
         ("call 054\u20137654718 please", "call [phone hidden] please"),  # an en dash
-        ("054\u20147654718, 054\u22127654718", "[phone hidden], 054\u22127654718"),  # an em dash; a minus is Sm
+        ("054\u20147654718, 054\u22127654718", "[phone hidden], [phone hidden]"),  # an em dash; a minus sign (Sm)
         ("054\n7654560", "[phone hidden]"),
         ("054\t7654818", "[phone hidden]"),
         ("054\u00a07654818", "[phone hidden]"),  # a no-break space
@@ -353,6 +353,71 @@ def test_what_is_written_past_the_compatibility_form_searched_is_hidden_whole() 
 )
 def test_a_phone_with_any_separator_between_its_digits_and_an_address_without_tld_are_hidden(text, shown):
     assert hide_contact_details(text, "IL") == shown
+
+
+# Any single character between two digits that is no letter or digit (punctuation, a symbol, a space, an invisible
+# character) separates a phone's digits for a reader.
+@pytest.mark.parametrize(
+    "separator",
+    [*"|*:'=+_~,\\^", "\u00b7", "\u2022", "\u2212", "\u2796", "\u2800", "\u2013", "\u00a0", "\u200b"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_a_phone_is_hidden_whatever_single_character_separates_its_digits(separator):
+    assert hide_contact_details(f"call 054{separator}7654718 today", "IL") == "call [phone hidden] today"
+
+
+# Two phones joined by one separator are two phones, each hidden: read as one number of 20 digits they would be none.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "052-1234567,054-7654321",
+        "0521234567_0547654321",
+        "0521234567\u20130547654321",
+        "0521234567~0547654321",
+        "0521234567|0547654321",
+        "052-1234567, 054-7654321",
+        "0521234567\n0547654321",
+    ],
+)
+def test_two_phones_joined_by_a_separator_are_both_hidden(text):
+    shown = hide_contact_details(text, "IL")
+    assert shown.count("[phone hidden]") == 2
+    assert not any(c.isdigit() for c in shown)
+
+
+# A line's end or a tab after a phone ends it: the number on the next line or after the tab is another.
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("054 7654321\n2 rooms", "[phone hidden]\n2 rooms"),
+        ("03-5551234\t12 sqm", "[phone hidden]\t12 sqm"),
+        ("054\n7654321\n2 rooms", "[phone hidden]\n2 rooms"),
+        ("call 054_7654321\r\n3 floors, 054|7654321\t4 m", "call [phone hidden]\r\n3 floors, [phone hidden]\t4 m"),
+        ("054\n7654560", "[phone hidden]"),  # what is before the line's end is no phone: the digits after are its own
+    ],
+)
+def test_a_number_after_a_line_s_end_or_a_tab_is_not_taken_into_the_phone(text, shown):
+    assert hide_contact_details(text, "IL") == shown
+
+
+# What the separators made plain would make a phone of is kept when it is written as prices, dates, ranges, times,
+# quantities and model numbers are.
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "5,000 ILS",
+        "12.03.2026",
+        "2-3 rooms",
+        "1,500-2,000",
+        "RTX-3080, RTX 3080, i7-12700",
+        "hours 08:00-12:00, 09:30\u201317:30, at 07:45",
+        "1'500'000, 3*4=12, 2+1 rooms, ratio 1:2, 0.5*1200",
+        "12\u00b703\u00b72026, 03|04|2025, 12/03/2026",
+        "budget 05,000 \u2022 3 rooms \u2022 2 baths",
+    ],
+)
+def test_prices_dates_ranges_times_and_model_numbers_stay(kept):
+    assert hide_contact_details(kept, "IL") == kept
 
 
 OWN_PHONE = "+972547654321"

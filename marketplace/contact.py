@@ -443,40 +443,87 @@ def _plain_gap(gap: str) -> str:
     return "".join(out)
 
 
-def _with_plain_separators(text: str) -> tuple[str, list[int] | None]:
-    """The text with the separators between digits as the matcher reads them, and where each of its characters was
-    written (character i of it is text[at[i]]; at[len] is len(text)); the text itself and None when no separator
-    between digits reads otherwise (most descriptions: then the matcher reads the text once)."""
+# A run of characters that are no letters, with a digit in it: its separators are made plain only when it may hold a
+# phone (`_may_hold_a_phone`), so that most descriptions are read by the matcher once. Searched for only from where such
+# a run begins (the lookbehind): tried from each character of a long run it would be read again from each, a time
+# quadratic in the run.
+_RUN_WITH_A_DIGIT = re.compile(r"(?<![\W\d_])[\W\d_]*?\d[\W\d_]*")
+_DIGIT_GROUP = re.compile(r"\d+")
+
+
+def _may_hold_a_phone(run: str) -> bool:
+    """Whether a phone `_written_as_a_phone` may start in the run: at a group of digits that is no thousands of a
+    number ("5,000"), after a + or with a 0 and followed by as many digits as a national number has at the least, or
+    with as many as one with its country code has ("5,000-7,000", "1,500,000-2,500,000", "2~3" hold none)."""
+    groups = [(m.start(), m.end()) for m in _DIGIT_GROUP.finditer(run)]
+    left = sum(end - start for start, end in groups)
+    before = 0  # where the group before ends
+    for i, (start, end) in enumerate(groups):
+        thousands = i > 0 and end - start == 3 and run[before:start] == "," and groups[i - 1][1] - groups[i - 1][0] <= 3
+        if not thousands and (
+            left >= _MIN_WITH_COUNTRY_DIGITS
+            or (left >= _MIN_NATIONAL_DIGITS and (unicodedata.decimal(run[start]) == 0 or "+" in run[before:start]))
+        ):
+            return True
+        left -= end - start
+        before = end
+    return False
+
+
+# What the matcher reads of the copy past such a run: a short word and the digits after it, perhaps an extension's
+# marker and number ("ext. 12", "x12"; "ILS, on 12.03.2026" is read in the text as written only).
+_AFTER_A_RUN = re.compile(r"[^\W\d_]{1,5}\.?[^\S\n]*\d[\W\d_]*")
+
+
+def _with_plain_separators(text: str) -> tuple[str, list[int] | None, list[tuple[int, int]]]:
+    """The text with the separators between digits as the matcher reads them, where each of its characters was
+    written (character i of it is text[at[i]]; at[len] is len(text)), and the parts of it where a separator was made
+    plain, which the matcher reads (with what follows them, an extension). The text itself, None and no part when no
+    separator between digits reads otherwise (most descriptions: then the matcher reads the text once)."""
+    if not any(_plain_gap(gap) != gap for gap in _GAP.findall(text)):  # a pass over the text: most have none
+        return text, None, []
     pieces: list[str] = []
     at: list[int] = []
+    parts: list[tuple[int, int]] = []  # of the text, made of the copy's below
     done = 0
     times = {t.start(1) for t in _TIME.finditer(text)} if ":" in text else set()
-    for m in _GAP.finditer(text):
-        gap = m.group()
-        plain = _plain_gap(gap)
-        if plain == gap or m.start() in times:
+    for run in _RUN_WITH_A_DIGIT.finditer(text):
+        if len(run.group()) < _MIN_NATIONAL_DIGITS or not _may_hold_a_phone(run.group()):
             continue
-        pieces.append(text[done : m.start()])
-        at.extend(range(done, m.start()))
-        if len(plain) == len(gap):
+        made_plain = False
+        for m in _GAP.finditer(text, run.start(), run.end()):
+            gap = m.group()
+            plain = _plain_gap(gap)
+            if plain == gap or m.start() in times:
+                continue
+            made_plain = True
+            pieces.append(text[done : m.start()])
+            at.extend(range(done, m.start()))
             pieces.append(plain)
-            at.extend(range(m.start(), m.end()))
-        else:  # invisible characters dropped
-            for k, g in enumerate(gap, start=m.start()):
-                if unicodedata.category(g) != "Cf":
-                    at.append(k)
-            pieces.append(plain)
-        done = m.end()
+            if len(plain) == len(gap):
+                at.extend(range(m.start(), m.end()))
+            else:  # invisible characters dropped
+                at.extend(k for k, g in enumerate(gap, start=m.start()) if unicodedata.category(g) != "Cf")
+            done = m.end()
+        if made_plain:
+            after = _AFTER_A_RUN.match(text, run.end())
+            end = after.end() if after else run.end()
+            if parts and parts[-1][1] >= run.start():
+                parts[-1] = (parts[-1][0], end)
+            else:
+                parts.append((run.start(), end))
     if not pieces:
-        return text, None
+        return text, None, []
     pieces.append(text[done:])
     at.extend(range(done, len(text) + 1))
-    return "".join(pieces), at
+    return "".join(pieces), at, [(bisect.bisect_left(at, start), bisect.bisect_left(at, end)) for start, end in parts]
 
 
 def _in_ascii_digits_in_place(text: str) -> str:
     """The text with each digit of any script (category Nd: Arabic-Indic, Persian, full-width ...) its ASCII digit, one
     character for one."""
+    if text.isascii():  # most descriptions: nothing to convert
+        return text
     return _ANY_DIGIT.sub(lambda d: str(unicodedata.decimal(d.group())), text)
 
 
@@ -571,8 +618,9 @@ def _without_separators(text: str) -> str:
     return _SEPARATORS.sub("", text)
 
 
-def _digits_only(text: str) -> str:
-    return _NOT_DIGIT_OR_O.sub("", _in_ascii_digits_in_place(text)).replace("O", "0").replace("o", "0")
+def _digits_only(ascii_digits: str) -> str:
+    """The digits of text whose digits are ASCII already (`_in_ascii_digits_in_place`), a letter O read as a zero."""
+    return _NOT_DIGIT_OR_O.sub("", ascii_digits).replace("O", "0").replace("o", "0")
 
 
 def _national_digits(phone: str) -> str:
@@ -595,8 +643,6 @@ def _hide_own_contact(text: str, phone: str | None, email: str | None) -> str:
     # characters stand together in it. Most descriptions hold neither, and cost a pass over the text.
     if email and not _may_hold(_without_separators(text).lower(), _without_separators(email.partition("@")[0]).lower()):
         email = None
-    if phone and not _may_hold(_digits_only(text), _national_digits(phone)):
-        phone = None
     if email:
         hider = _own_email_hider(email)
         if hider is not None:
@@ -609,9 +655,10 @@ def _hide_own_contact(text: str, phone: str | None, email: str | None) -> str:
 
             text = pattern.sub(hidden, text)
     if phone:
-        own_phone = _own_phone_pattern(phone)
+        # Read after the address is hidden, as the search below: one for one, the spans found are the text's.
+        digits = _in_ascii_digits_in_place(text)
+        own_phone = _own_phone_pattern(phone) if _may_hold(_digits_only(digits), _national_digits(phone)) else None
         if own_phone is not None:
-            digits = _in_ascii_digits_in_place(text)  # one for one: the spans found are the text's
             pieces: list[str] = []
             at = 0
             for m in own_phone.finditer(digits):
@@ -632,21 +679,23 @@ def _hide_addresses_without_tld(text: str) -> str:
     return _ADDRESS_WITHOUT_TLD.sub(lambda m: EMAIL_HIDDEN if any(c.isalpha() for c in m.group(1)) else m.group(), text)
 
 
-def _phone_spans(read: str, at_in_text: list[int] | None, country_code: str, region: str) -> list[tuple[int, int]]:
-    """Where the phones the matcher finds in `read` are written in the text (`read` is the text, or its copy with
-    plain separators, character i of it written at text[at_in_text[i]])."""
+def _phone_spans(
+    read: str, at_in_text: list[int] | None, country_code: str, region: str, parts: list[tuple[int, int]] | None = None
+) -> list[tuple[int, int]]:
+    """Where the phones the matcher finds in `read` (in the parts of it given, else all of it) are written in the text
+    (`read` is the text, or its copy with plain separators, character i of it written at text[at_in_text[i]])."""
     spans: list[tuple[int, int]] = []
     at = 0  # where the last phone found ends (in what is read): a phone written right after another is no group
-    for m in phonenumbers.PhoneNumberMatcher(read, region, leniency=phonenumbers.Leniency.POSSIBLE):
-        # What is written just before the match tells a group of a longer number (a few characters of it: a copy of
-        # all the text before each match would take a time quadratic in the text).
-        before = read[max(at, m.start - _LOOKED_BEFORE) : m.start]
-        if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
-            if at_in_text is None:
-                spans.append((m.start, m.end))
-            else:
-                spans.append((at_in_text[m.start], at_in_text[m.end - 1] + 1))
-            at = m.end
+    for part_start, part_end in parts if parts is not None else [(0, len(read))]:
+        part = read[part_start:part_end] if parts is not None else read
+        for m in phonenumbers.PhoneNumberMatcher(part, region, leniency=phonenumbers.Leniency.POSSIBLE):
+            start, end = part_start + m.start, part_start + m.end
+            # What is written just before the match tells a group of a longer number (a few characters of it: a copy
+            # of all the text before each match would take a time quadratic in the text).
+            before = read[max(at, start - _LOOKED_BEFORE) : start]
+            if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
+                spans.append((start, end) if at_in_text is None else (at_in_text[start], at_in_text[end - 1] + 1))
+                at = end
     return spans
 
 
@@ -662,8 +711,8 @@ def _within_its_line(text: str, start: int, end: int, country_code: str, region:
         if not breaks:
             return end
         before = text[start : breaks[-1]]
-        read, at = _with_plain_separators(before)
-        found = _phone_spans(read, at, country_code, region)
+        read, at, parts = _with_plain_separators(before)
+        found = _phone_spans(read, at, country_code, region, parts if at is not None else None)
         if not found or found[0][0] != 0:
             return end
         end = start + found[0][1]
@@ -685,11 +734,11 @@ def hide_contact_details(
     # ("052-1234567,054-7654321", "0521234567_0547654321": in the copy one number of 20 digits, no phone); the copy a
     # phone whose digits a separator the matcher does not read divides ("054|7654718").
     spans = _phone_spans(text, None, country_code, default_region)
-    read, at_in_text = _with_plain_separators(text)
+    read, at_in_text, parts = _with_plain_separators(text)
     if at_in_text is not None:
         spans += [
             (start, _within_its_line(text, start, end, country_code, default_region))
-            for start, end in _phone_spans(read, at_in_text, country_code, default_region)
+            for start, end in _phone_spans(read, at_in_text, country_code, default_region, parts)
         ]
     pieces: list[str] = []
     at = 0

@@ -589,12 +589,19 @@ def _own_email_hider(email: str) -> tuple[re.Pattern[str], tuple[bool, bool]] | 
     between them ("dan.baker322", "d a n 727", "dan_baker", "Dan Baker"), perhaps followed by the rest of the address
     ("@ gmail", "at gmail", "@ g m a i l . c o m"), hidden whole; and whether it is hidden without the rest of its
     address, spelled and written plainly (`_hidden_alone`)."""
-    local_part = email.partition("@")[0]
+    local_part = _local_part(email)
     local = [c for c in local_part if c.isalnum()]
     if not local:
         return None
     body = _OWN_SEPARATOR.join(re.escape(c) for c in local)
     return re.compile(rf"(?<![^\W_]){body}(?![^\W_]){_ADDRESS_TAIL}", re.IGNORECASE), _hidden_alone(local_part)
+
+
+def _local_part(email: str) -> str:
+    """The address's local part without its tag: mail to dana+leads@ is dana's, who is written to as dana@ as well."""
+    local_part = email.partition("@")[0]
+    untagged = local_part.partition("+")[0]
+    return untagged or local_part
 
 
 def _hidden_alone(local_part: str) -> tuple[bool, bool]:
@@ -641,7 +648,10 @@ def _hide_own_contact(text: str, phone: str | None, email: str | None) -> str:
     # every lead), so first a test they could match at all: what they match are the contact's characters in order with
     # only separators (no letter or digit) between them, so with every separator taken out of the text those
     # characters stand together in it. Most descriptions hold neither, and cost a pass over the text.
-    if email and not _may_hold(_without_separators(text).lower(), _without_separators(email.partition("@")[0]).lower()):
+    # Case-folded on both sides, as the pattern matches (IGNORECASE reads a long s, U+017F, as an s; lower() does not).
+    if email and not _may_hold(
+        _without_separators(text).casefold(), _without_separators(_local_part(email)).casefold()
+    ):
         email = None
     if email:
         hider = _own_email_hider(email)

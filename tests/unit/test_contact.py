@@ -453,6 +453,21 @@ def test_the_lead_s_own_contact_is_hidden_however_written(text, email, shown):
     assert hide_contact_details(text, "IL", phone=OWN_PHONE, email=email) == shown
 
 
+# The own address's local part is read as the pattern reads it, case-folded (a long s, U+017F, is an s), and without
+# its tag: mail to dana77+leads@ reaches dana77@.
+@pytest.mark.parametrize(
+    ("text", "email", "shown"),
+    [
+        ("write \u017fara77 today", "sara77@gmail.com", "write [email hidden] today"),
+        ("write S\u017fARA77", "ssara77@gmail.com", "write [email hidden]"),
+        ("write dan727 or d a n 7 2 7", "dan727+leads@gmail.com", "write [email hidden] or [email hidden]"),
+        ("dana at gmail, d a n a, Dana here", "dana+x@gmail.com", "[email hidden], [email hidden], Dana here"),
+    ],
+)
+def test_the_own_address_is_read_case_folded_and_without_its_tag(text, email, shown):
+    assert hide_contact_details(text, "IL", phone=OWN_PHONE, email=email) == shown
+
+
 def test_the_own_phone_read_with_a_letter_o_or_without_its_prefix_only_as_the_lead_s_own():
     # Without the lead's phone, no 9 digits without a prefix and no letter O are read as a phone (sizes, codes).
     assert hide_contact_details("call O54-7654321 or 547654321", "IL") == "call O54-7654321 or 547654321"

@@ -4,6 +4,7 @@ contact details a customer writes into free text from those who have not paid fo
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import unicodedata
 
@@ -283,7 +284,7 @@ def _part_of_a_longer_number(before: str) -> bool:
     tail = before.rstrip()
     if tail != before and tail[-1:].isdigit():
         return True  # a digit group, a space, then the match
-    return before[-1:].isdigit() or (tail[-1:] in (".", "-", "/") and tail[-2:-1].isdigit())
+    return before[-1:].isdigit() or (tail[-1:] in (".", "-", "/", _DASH) and tail[-2:-1].isdigit())
 
 
 _ANY_DIGIT = re.compile(r"\d")  # of any script (Unicode's decimal digits, category Nd), as the matcher reads them
@@ -428,7 +429,8 @@ _DASH = "\u2013"
 _TIME = re.compile(r"(?<!\d)\d{1,2}(:)\d{2}(?!\d)")  # its colon stays: "09:00-12:00" is no 0900-1200
 
 
-def _plain_gap(gap: str) -> str:
+@functools.lru_cache(maxsize=1024)  # a description's gaps are mostly the same few
+def _plain_gap(gap: str, dash: str = "-") -> str:
     out: list[str] = []
     for g in gap:
         category = unicodedata.category(g)
@@ -439,7 +441,7 @@ def _plain_gap(gap: str) -> str:
         elif g in _KEPT_IN_A_GAP or (g == "," and len(gap) > 1) or category[0] not in "PSZ":
             out.append(g)  # a combining mark or a control character: what the matcher makes of it
         else:
-            out.append(g if g == "-" else _DASH)
+            out.append(g if g == "-" else dash)
     return "".join(out)
 
 
@@ -491,11 +493,19 @@ def _with_plain_separators(text: str) -> tuple[str, list[int] | None, list[tuple
         if len(run.group()) < _MIN_NATIONAL_DIGITS or not _may_hold_a_phone(run.group()):
             continue
         made_plain = False
+        digits = 0  # since the run's start or the last en dash written
         for m in _GAP.finditer(text, run.start(), run.end()):
             gap = m.group()
             plain = _plain_gap(gap)
             if plain == gap or m.start() in times:
                 continue
+            # An en dash where the digits before it make a phone already, and end in a group of three at the least (a
+            # phone's last group): the end of one ("0521234567_0547654321", "054-765-4321~052..."); a hyphen elsewhere
+            # (the matcher tries each en dash of a number as the end of one: 5,000 characters of "0_0_0_..." took 60
+            # ms so, 12 with hyphens).
+            digits += len(_ANY_DIGIT.findall(text, done if made_plain else run.start(), m.start()))
+            if digits >= _MIN_NATIONAL_DIGITS and text[m.start() - 3 : m.start()].isdigit():
+                plain, digits = _plain_gap(gap, _DASH), 0
             made_plain = True
             pieces.append(text[done : m.start()])
             at.extend(range(done, m.start()))

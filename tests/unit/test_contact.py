@@ -377,6 +377,8 @@ def test_a_phone_is_hidden_whatever_single_character_separates_its_digits(separa
         "0521234567|0547654321",
         "052-1234567, 054-7654321",
         "0521234567\n0547654321",
+        "054-765-4321~052-765-4321",
+        "054|7654718|052|1234567",
     ],
 )
 def test_two_phones_joined_by_a_separator_are_both_hidden(text):

@@ -417,11 +417,12 @@ def _hide_handles(text: str) -> str:
 # a newline or a tab, and the invisible format characters, Cf: a zero-width space or joiner, a soft hyphen). In the
 # copy libphonenumber's matcher reads, a space of any kind is a space, an invisible character nothing, the dot, the
 # slash and the brackets the matcher reads itself stay, and any other one (a dash of any kind, an underscore, a tilde,
-# a bar, a colon, a star, a middle dot, a bullet, a minus sign, an apostrophe, the Braille blank ...) is an en dash
-# (U+2013), which the matcher reads as a hyphen within a number and as the end of one between two numbers too long to
-# be one ("0521234567_0547654321" is two phones): "054_765_4321", "054\n7654560", "054|7654718" read as 054-765-4321,
-# 054 7654560, 054-7654718. A comma is one only when it stands alone between two digits ("054,765,4321"; the ", " of a
-# list stays). What the copy makes of prices, dates, ranges and quantities ("5,000", "1,500-2,000", "2-3"; a dot
+# a bar, a colon, a star, a middle dot, a bullet, a minus sign, an apostrophe, the Braille blank ...) is a hyphen, or an
+# en dash (U+2013) where the digits before it make a phone already: the matcher reads an en dash as a hyphen within a
+# number and as the end of one between two numbers too long to be one ("0521234567_0547654321" is two phones; see
+# `_with_plain_separators`): "054_765_4321", "054\n7654560", "054|7654718" read as 054-765-4321, 054 7654560,
+# 054-7654718. A comma is one only when it stands alone between two digits ("054,765,4321"; the ", " of a list
+# stays). What the copy makes of prices, dates, ranges and quantities ("5,000", "1,500-2,000", "2-3"; a dot
 # stays: "12.03.2026") is told no phone by `_written_as_a_phone`; a time's colon stays ("09:00-12:00").
 _GAP = re.compile(r"(?<=\d)[\W_]+(?=\d)")  # between two digits of any script
 _KEPT_IN_A_GAP = frozenset(".()/[]")

@@ -273,6 +273,12 @@ def _hide_emails(text: str) -> str:
 _MIN_NATIONAL_DIGITS = 8
 _MIN_WITH_COUNTRY_DIGITS = 11
 _DATE = re.compile(r"\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
+# A month and its year ("09/2026 3*4" is no phone: the copy with plain separators reads 09/2026 3-4).
+_MONTH = re.compile(r"\d{1,2}/(?:19|20)\d{2}(?!\d)")
+# A date (or a month) ending what is written before a match, a space between: no group of the number
+# ("12.03.2026 054-7654321", "09/2026 054-7654321").
+_DATE_AND_SPACE = re.compile(r"(?<![\d./-])(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2}/(?:19|20)\d{2})\s+")
+_DATE_AT_THE_END = re.compile(r"(?<![\d./-])(?:\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2}/(?:19|20)\d{2})$")
 
 
 _LOOKED_BEFORE = 16
@@ -280,10 +286,13 @@ _LOOKED_BEFORE = 16
 
 def _part_of_a_longer_number(before: str) -> bool:
     """Whether the text before a match ends a run of digits it belongs to: the end of a date range (15.03.2025-),
-    an account number's groups (DE89 3704 0044 ...)."""
+    an account number's groups (DE89 3704 0044 ...), the thousands of a number or the minutes of a time written against
+    it (2,000 12.03.2026; 12:00 - 1'200)."""
     tail = before.rstrip()
     if tail != before and tail[-1:].isdigit():
-        return True  # a digit group, a space, then the match
+        return not _DATE_AT_THE_END.search(tail)  # a digit group, a space, then the match
+    if before[-1:] in (",", ":") and before[-2:-1].isdigit():  # not a list's ", "
+        return True
     return before[-1:].isdigit() or (tail[-1:] in (".", "-", "/", _DASH) and tail[-2:-1].isdigit())
 
 
@@ -312,7 +321,7 @@ def _written_as_a_phone(raw: str, country_code: str) -> bool:
     if written.startswith(("+", "00")):
         return True
     if written.startswith("0"):
-        return digits >= _MIN_NATIONAL_DIGITS and not _DATE.fullmatch(written)
+        return digits >= _MIN_NATIONAL_DIGITS and not _DATE.fullmatch(written) and not _MONTH.match(written)
     return written.startswith(country_code) and digits >= _MIN_WITH_COUNTRY_DIGITS
 
 
@@ -432,17 +441,20 @@ _TIME = re.compile(r"(?<!\d)\d{1,2}(:)\d{2}(?!\d)")  # its colon stays: "09:00-1
 
 @functools.lru_cache(maxsize=1024)  # a description's gaps are mostly the same few
 def _plain_gap(gap: str, dash: str = "-") -> str:
+    """The gap as the matcher reads it. Among other characters (a space: "054 | 765", "5,000; 1'200", "12:00: 1,500"),
+    only a dash, an underscore or a tilde is one: a bar, a colon, a comma ... with a space is a list's, a sentence's."""
+    visible = [g for g in gap if unicodedata.category(g) != "Cf"]
     out: list[str] = []
-    for g in gap:
+    for g in visible:
         category = unicodedata.category(g)
-        if category == "Cf":
-            continue
         if g.isspace():
             out.append(" ")
-        elif g in _KEPT_IN_A_GAP or (g == "," and len(gap) > 1) or category[0] not in "PSZ":
+        elif g in _KEPT_IN_A_GAP or category[0] not in "PSZ":
             out.append(g)  # a combining mark or a control character: what the matcher makes of it
-        else:
+        elif len(visible) == 1 or category == "Pd" or g in "_~":
             out.append(g if g == "-" else dash)
+        else:
+            out.append(g)
     return "".join(out)
 
 
@@ -494,7 +506,8 @@ def _with_plain_separators(text: str) -> tuple[str, list[int] | None, list[tuple
         if len(run.group()) < _MIN_NATIONAL_DIGITS or not _may_hold_a_phone(run.group()):
             continue
         made_plain = False
-        digits = 0  # since the run's start or the last en dash written
+        digits = 0  # since the run's start, the last en dash written or the last date and its space
+        reset = counted = run.start()  # where they were last set to 0, and counted up to
         for m in _GAP.finditer(text, run.start(), run.end()):
             gap = m.group()
             plain = _plain_gap(gap)
@@ -504,9 +517,16 @@ def _with_plain_separators(text: str) -> tuple[str, list[int] | None, list[tuple
             # phone's last group): the end of one ("0521234567_0547654321", "054-765-4321~052..."); a hyphen elsewhere
             # (the matcher tries each en dash of a number as the end of one: 5,000 characters of "0_0_0_..." took 60
             # ms so, 12 with hyphens).
-            digits += len(_ANY_DIGIT.findall(text, done if made_plain else run.start(), m.start()))
+            # A date and a space before are no phone's digits ("09/2026\n054|7654321"): searched from a little before
+            # where the count is (a date the last gap ends in), not from where it was reset (a time quadratic in a run).
+            for date in _DATE_AND_SPACE.finditer(text, max(reset, counted - _LOOKED_BEFORE), m.start()):
+                reset = counted = date.end()
+                digits = 0
+            digits += len(_ANY_DIGIT.findall(text, counted, m.start()))
+            counted = m.start()
             if digits >= _MIN_NATIONAL_DIGITS and text[m.start() - 3 : m.start()].isdigit():
                 plain, digits = _plain_gap(gap, _DASH), 0
+                reset = counted = m.end()
             made_plain = True
             pieces.append(text[done : m.start()])
             at.extend(range(done, m.start()))
@@ -701,22 +721,42 @@ def _hide_addresses_without_tld(text: str) -> str:
 
 
 def _phone_spans(
-    read: str, at_in_text: list[int] | None, country_code: str, region: str, parts: list[tuple[int, int]] | None = None
+    read: str,
+    at_in_text: list[int] | None,
+    country_code: str,
+    region: str,
+    parts: list[tuple[int, int]] | None = None,
+    text: str = "",
+    after: int = 0,
 ) -> list[tuple[int, int]]:
     """Where the phones the matcher finds in `read` (in the parts of it given, else all of it) are written in the text
-    (`read` is the text, or its copy with plain separators, character i of it written at text[at_in_text[i]])."""
+    (`read` is the text, or its copy with plain separators, character i of it written at text[at_in_text[i]]), none
+    read as a group of a number before `after`. A phone of the copy ends before a line's end or a tab when what is
+    before them is a phone already (`_within_its_line`), and what follows them is read again."""
     spans: list[tuple[int, int]] = []
-    at = 0  # where the last phone found ends (in what is read): a phone written right after another is no group
+    at = after  # where the last phone found ends (in what is read): a phone written right after another is no group
     for part_start, part_end in parts if parts is not None else [(0, len(read))]:
         part = read[part_start:part_end] if parts is not None else read
         for m in phonenumbers.PhoneNumberMatcher(part, region, leniency=phonenumbers.Leniency.POSSIBLE):
             start, end = part_start + m.start, part_start + m.end
+            if end <= at:
+                continue
             # What is written just before the match tells a group of a longer number (a few characters of it: a copy
             # of all the text before each match would take a time quadratic in the text).
             before = read[max(at, start - _LOOKED_BEFORE) : start]
-            if _written_as_a_phone(m.raw_string, country_code) and not _part_of_a_longer_number(before):
-                spans.append((start, end) if at_in_text is None else (at_in_text[start], at_in_text[end - 1] + 1))
+            if not _written_as_a_phone(m.raw_string, country_code) or _part_of_a_longer_number(before):
+                continue
+            if at_in_text is None:
+                spans.append((start, end))
                 at = end
+                continue
+            written_start, written_end = at_in_text[start], at_in_text[end - 1] + 1
+            cut = _within_its_line(text, written_start, written_end, country_code, region)
+            spans.append((written_start, cut))
+            at = bisect.bisect_left(at_in_text, cut)
+            if cut < written_end:  # the rest of the part, from the line's end or the tab, is read again
+                spans += _phone_spans(read, at_in_text, country_code, region, [(at, part_end)], text, at)
+                break
     return spans
 
 
@@ -733,7 +773,7 @@ def _within_its_line(text: str, start: int, end: int, country_code: str, region:
             return end
         before = text[start : breaks[-1]]
         read, at, parts = _with_plain_separators(before)
-        found = _phone_spans(read, at, country_code, region, parts if at is not None else None)
+        found = _phone_spans(read, at, country_code, region, parts if at is not None else None, before)
         if not found or found[0][0] != 0:
             return end
         end = start + found[0][1]
@@ -757,10 +797,7 @@ def hide_contact_details(
     spans = _phone_spans(text, None, country_code, default_region)
     read, at_in_text, parts = _with_plain_separators(text)
     if at_in_text is not None:
-        spans += [
-            (start, _within_its_line(text, start, end, country_code, default_region))
-            for start, end in _phone_spans(read, at_in_text, country_code, default_region, parts)
-        ]
+        spans += _phone_spans(read, at_in_text, country_code, default_region, parts, text)
     pieces: list[str] = []
     at = 0
     for start, end in sorted(spans):

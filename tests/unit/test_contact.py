@@ -426,6 +426,40 @@ def test_prices_dates_ranges_times_and_model_numbers_stay(kept):
     assert hide_contact_details(kept, "IL") == kept
 
 
+# Read among other numbers, a phone is hidden and the numbers around it are kept: a date or a month before it is no
+# group of it, a list's "; " or ": " or " | " joins nothing, and a time's colon or a thousands' comma written against
+# the number after it makes that number part of theirs.
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("09/2026 054|7654321, thanks", "09/2026 [phone hidden], thanks"),
+        ("09/2026\n054|7654321", "09/2026\n[phone hidden]"),
+        ("12.03.2026 054-7654321", "12.03.2026 [phone hidden]"),
+        ("ref 0012-3456-78\t054|7654321", "ref [phone hidden]\t[phone hidden]"),
+        ("tel 054-7654321; 2-3 rooms", "tel [phone hidden]; 2-3 rooms"),
+        ("1,500-2,000 12.03.2026, 054|7654321; ", "1,500-2,000 12.03.2026, [phone hidden]; "),
+        ("2+1 | 054|7654321 | RTX-3080", "2+1 | [phone hidden] | RTX-3080"),
+    ],
+)
+def test_a_phone_among_other_numbers_is_hidden_and_they_are_kept(text, shown):
+    assert hide_contact_details(text, "IL") == shown
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        "09/2026 3*4",
+        "09/2026; 1'200",
+        "50%: 2+1, 09:00-12:00 - 1'200 5,000 ILS",
+        "09:00-12:00: 1,500-2,000, 3*4 - 0.5 kg",
+        "0.5 kg\t09:00-12:00\n09/2026, tel",
+        "budget 15,000-20,000 - 09/2026 12\u201314 days",
+    ],
+)
+def test_numbers_joined_by_a_list_s_separators_are_no_phone(kept):
+    assert hide_contact_details(kept, "IL") == kept
+
+
 OWN_PHONE = "+972547654321"
 
 

@@ -63,7 +63,7 @@ def copy_database(source: Path, target: Path) -> None:
             shutil.copy(path, str(target) + suffix)
 
 
-async def run_kind(kind: str, database: Path, n: int) -> tuple[list[float], Counter[int], list[float]]:
+async def run_kind(kind: str, database: Path, n: int) -> tuple[list[float], list[float], Counter[int], list[float]]:
     settings = simulation_settings(f"sqlite+aiosqlite:///{database}", load_scenario("default"))
     app = in_process_app(settings, None, 1, migrate=False)
     service = InProcessService(app)

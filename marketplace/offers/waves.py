@@ -267,9 +267,12 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
     # businesses in id order. A round's new rows above every id the wave holds are waited for in id order; one below
     # (a later round's pick, after a refusal) is taken only if nobody holds it now, and one held is passed over for
     # this wave as a refused one is (waiting for it while holding a higher id deadlocked with a claim, a report or
-    # another wave holding it and waiting for ours).
+    # another wave holding it and waiting for ours). One passed over so is still a candidate, merely busy (any act of
+    # its own holds its row FOR SHARE): the lead goes on with a next wave after the delay, which asks it again, even
+    # when the ranker, told it was left out, says nobody is left (else the lead waited for the next local day).
     left_out: set[str] = set()
     locked: set[str] = set()
+    passed_over_busy: set[str] = set()
     lock_first = session.get_bind().dialect.name == "postgresql"
     while True:
         picks, more = await _candidates_in_order(
@@ -279,6 +282,7 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         busy: set[str] = set()
         if lock_first and asked - locked:
             busy = await _lock_in_order(session, asked - locked, locked)
+            passed_over_busy |= busy
         refused = (asked - await _able(session, settings, lead, asked - busy, now)) if asked else set()
         if not refused:
             break
@@ -309,7 +313,9 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
                 for rank, pick in enumerate(chosen, start=1)
             ],
         )
-    if more:  # candidates are left for a next wave, if the lead is not taken by then (the delay counts open time)
+    # Candidates are left for a next wave (a busy one passed over among them), if the lead is not taken by then (the
+    # delay counts open time).
+    if more or passed_over_busy:
         due = next_wave_at(settings, category.code, now)
         await session.execute(_NEXT_WAVE_DUE, {"lead_id": lead_id, "due": due})  # found again if the job is lost
         due_in = (due - now).total_seconds()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import select, update
 
-from marketplace.db.models import Business, Exposure, Offer
+from marketplace.clock import clock, utcnow
+from marketplace.db.models import Business, Exposure, Lead, Offer
 from marketplace.ranking.ports import Ranked
 from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB
 from tests.factories import auth, register, submit_lead
@@ -133,7 +135,58 @@ async def test_a_waves_later_round_never_waits_for_a_lower_business_id_than_one_
         return "sent"
 
     assert await _other_side(("businesses", low), ("businesses", high), wave) == "sent"
-    # Its second round found the lower id held and passed it over: nobody is offered the lead by this wave (the next
-    # wave asks again).
+    # Its second round found the lower id held and passed it over: nobody is offered the lead by this wave; the next
+    # wave, after the delay, asks again (though the ranker said nobody was left).
     assert rounds == [set(), {high}, {high, low}]
     assert await db.count(Offer, Offer.lead_id == lead_id) == 0
+    due = await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))
+    delay = app.state.settings.categories["plumbing"].wave_delay_seconds
+    assert due is not None and due.replace(tzinfo=None) <= (utcnow() + timedelta(seconds=delay)).replace(tzinfo=None)
+
+
+async def test_a_business_passed_over_as_busy_is_asked_again_by_the_next_wave(app, client, db, settings):
+    """A later round's pick below an id the wave holds, held by another transaction (every act of that business
+    holds its row FOR SHARE: `held_status`), is passed over for that wave. It is still a candidate: the lead goes on
+    with a next wave after the wave delay, which asks it again. (It was counted neither as offered nor as left, so
+    the ranker said nobody was left and the lead's waves stopped until the next local day.) The real ranker orders
+    the candidates (by their bids, with no exploration) and says whether anyone is left."""
+    plumbing = settings.categories["plumbing"]
+    assert plumbing.wave_size == 3  # the wave's three, and a fourth the last lead buyer's price is set against
+    # Five buyers, the lowest bid registered first (ids are time-ordered): the lowest id, so that the round that
+    # reaches it holds higher ids already.
+    buyers = []
+    for amount in (7_000, 14_000, 12_000, 10_000, 9_000):
+        business_id, token = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
+        bid = {"category": "plumbing", "max_bid": {"amount_minor": amount, "currency": "ILS"}}
+        put = await client.put("/v1/businesses/me/bids", headers=auth(token), json={"bids": [bid]})
+        assert put.status_code == 200, put.text
+        buyers.append(business_id)
+    busy, top, *rest = buyers
+    assert busy == min(buyers)
+    app.state.ranker.core.explore_share = 0.0
+    await app.state.ranking_sync.settled()
+    await app.state.jobs.run_due()
+    # The best is refused by the database (suspended there; the ranker has not heard): the first round asks it, the
+    # next two and the fourth (the third's price); the second round asks the fifth, the busy one, for the third's price.
+    async with app.state.sessions() as session:
+        await session.execute(update(Business).where(Business.id == top).values(status="suspended"))
+        await session.commit()
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_TEST_DB}"
+    other = await asyncpg.connect(dsn)
+    try:
+        await other.execute("BEGIN")
+        await other.execute("SELECT 1 FROM businesses WHERE id = $1 FOR SHARE", busy)  # an act of its own
+        lead_id = await submit_lead(client, category="plumbing")
+        await app.state.jobs.run_due()
+        await other.execute("ROLLBACK")
+    finally:
+        await other.close()
+    offered = {o.business_id: o.wave for o in await db.scalars(select(Offer).where(Offer.lead_id == lead_id))}
+    assert offered == dict.fromkeys(rest, 1)
+    due = await db.scalar(select(Lead.next_wave_at).where(Lead.id == lead_id))
+    assert due is not None
+    assert due.replace(tzinfo=None) <= (utcnow() + timedelta(seconds=plumbing.wave_delay_seconds)).replace(tzinfo=None)
+    clock.advance(timedelta(seconds=plumbing.wave_delay_seconds + 1))
+    await app.state.jobs.run_due()
+    offered = {o.business_id: o.wave for o in await db.scalars(select(Offer).where(Offer.lead_id == lead_id))}
+    assert offered == {**dict.fromkeys(rest, 1), busy: 2}

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from msgspec import UnsetType
-from sqlalchemy import exists, literal, select, update
+from sqlalchemy import exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.businesses import schemas
@@ -58,8 +58,35 @@ async def block_lists_unreliable(session: AsyncSession, business_id: str, asked:
     the business's lock (set_status takes it again), so a block on its way is waited for, and read as it left it."""
     if not isinstance(asked, UnsetType):
         return True if asked else None
+    await lock_a_blocks_leads(session, business_id)  # the leads' rows before the business's (README, "Lock order")
     business = await get_business(session, business_id, for_update=True)
     return None if business.status == "blocked" else True
+
+
+async def lock_a_blocks_leads(session: AsyncSession, business_id: str) -> None:
+    """The rows of the leads a block of this business may write, locked (FOR NO KEY UPDATE, as every taker of a lead's
+    row) in id order, before its business's row is taken (README, "Lock order": a lead's row before any business's):
+    those of its deal maker's deals a release may give back (release_open_deals: leads.free_a_place) and the inquiries
+    it sold (offers.closing.withdraw_sold_leads), while on the market. Which they are is read unlocked, in the same
+    statement. A claim or a wave holds a lead's row while it takes business rows (the claimant's, FOR SHARE; a wave's
+    picks): a block that took its business's row first and its deals' leads after deadlocked with one on such a lead,
+    and a business's own return, upgrade or deciding report (lead, then its business FOR SHARE) likewise. A deal made
+    between this read and the business's lock (a claim that committed meanwhile) has its lead's row taken after, by the
+    release, as before."""
+    deals = select(Exposure.lead_id).where(
+        Exposure.business_id == business_id,
+        Exposure.mode == "deal_maker",
+        Exposure.status.in_((*UNDECIDED, "lost")),
+    )
+    await session.execute(
+        select(Lead.id)
+        .where(
+            or_(Lead.id.in_(deals), Lead.seller_business_id == business_id),
+            *on_the_market(Lead, utcnow()),
+        )
+        .order_by(Lead.id)
+        .with_for_update(key_share=True)
+    )
 
 
 async def set_status(
@@ -210,6 +237,8 @@ async def change_status(
     open leads that fit it once it commits. The caller tells the ranking of the change (ranking_sync.changed)."""
     session = uow.session
     actor = operator.actor
+    if status == "blocked":  # the leads it gives back or takes off the market, before the business's row
+        await lock_a_blocks_leads(session, business_id)
     business = await set_status(
         session, business_id, status, actor=actor, reason=reason, unreliable=unreliable, told=told
     )

@@ -1,9 +1,10 @@
 """The one order every transaction takes rows in (README, "Lock order"): a lead's row before any business's, business
 rows in id order, then the deals' and the wallets'. Claims and waves hold a lead's row while they take business rows;
-an act that took its business's row first and a lead's after (a return, a report that decides a deal, an upgrade), or
-a wave that waited for a lower business id than one it held, closed a cycle with them, and PostgreSQL undid one side
-(a 503 `concurrent-change`, a wave job failed and retried). Each test holds the other side's rows from a connection
-of its own, in the order a claim or a wave takes them, and asks for the second row once the act under test waits."""
+an act that took its business's row first and a lead's after (a return, a report that decides a deal, an upgrade, a
+block), or a wave that waited for a lower business id than one it held, closed a cycle with them, and PostgreSQL undid
+one side (a 503 `concurrent-change`, a wave job failed and retried). Each test holds the other side's rows from a
+connection of its own, in the order a claim or a wave takes them, and asks for the second row once the act under test
+waits."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from marketplace.clock import clock, utcnow
 from marketplace.db.models import Business, Exposure, Lead, Offer
 from marketplace.ranking.ports import Ranked
 from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB
-from tests.factories import auth, register, submit_lead
+from tests.factories import auth, operator_token, register, submit_lead
 from tests.integration.fraud_market import claimed_deal
 
 pytestmark = pytest.mark.postgres_only  # SQLite runs one writer at a time: nothing waits for a row, nor deadlocks
@@ -190,3 +191,36 @@ async def test_a_business_passed_over_as_busy_is_asked_again_by_the_next_wave(ap
     await app.state.jobs.run_due()
     offered = {o.business_id: o.wave for o in await db.scalars(select(Offer).where(Offer.lead_id == lead_id))}
     assert offered == {**dict.fromkeys(rest, 1), busy: 2}
+
+
+@pytest.mark.parametrize("how", ["block", "status", "fraud alert"])
+async def test_a_block_takes_its_deals_leads_rows_before_its_business_row(app, client, db, how):
+    """A block gives a deal maker's open deals back to the market (their leads' places freed): it took the business's
+    row, then its deals', then their leads'. A claim of one of those leads (or its wave, or the business's own return or
+    report) holds the lead's row and then asks for the business's: a deadlock, the block undone (503). Now the block
+    locks its deals' leads first, in id order, then the business's row: it waits for the claim, which goes on, and then
+    blocks. By hand (`POST .../block`, `POST .../status`) and on a confirmed fraud alert (fraud.decide)."""
+    from tests.integration.test_fraud import alerts, hide_a_won_deal
+
+    operator = await operator_token(app)
+    business_id, token = await register(client, "deal_maker")
+    if how == "fraud alert":
+        await hide_a_won_deal(app, client, operator, business_id, token)
+        (alert,) = await alerts(client, operator)
+    lead_id, exposure_id = await claimed_deal(app, client, business_id, token)
+    places = await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))
+
+    def act() -> Awaitable[Any]:
+        if how == "block":
+            return client.post(f"/v1/businesses/{business_id}/block", headers=auth(operator))
+        if how == "status":
+            body = {"status": "blocked", "reason": "fraud"}
+            return client.post(f"/v1/businesses/{business_id}/status", headers=auth(operator), json=body)
+        decision = {"decision": "confirm", "note": "it hid a deal"}
+        return client.post(f"/v1/fraud/alerts/{alert['id']}/decision", headers=auth(operator), json=decision)
+
+    answer = await _other_side(("leads", lead_id), ("businesses", business_id), act)
+    assert answer.status_code == 200, answer.text
+    assert await db.scalar(select(Business.status).where(Business.id == business_id)) == "blocked"
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id)) == "lost"
+    assert await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id)) == places - 1

@@ -292,13 +292,14 @@ async def test_a_return_racing_the_customers_hired_answer_never_refunds_after_th
         assert refunds_after_a_hire == [], off_the_market
 
 
-@pytest.mark.postgres_only  # SQLite runs one writer at a time: the report would wait for the block to commit
+@pytest.mark.postgres_only  # SQLite runs one writer at a time: the report would wait for the block to commit anyway
 async def test_a_blocks_release_never_reopens_a_lead_another_deal_maker_won_meanwhile(app, client, db, monkeypatch):
     """A block's release read the blocked deal maker's deal on a lead still on the market, and another deal maker's
-    `won` on that lead committed before the release gave its place back (the select locks the business's deals, not
+    `won` on that lead committed before the release gave its place back (the select locked the business's deals, not
     their leads). The release freed the place regardless: the hired customer's lead went back out (open, a wave
-    queued, its expiry set after the block's `now`) and the blocked deal was closed as lost on a lead off the
-    market. Now the deal stays as it is, as one on a closed lead does."""
+    queued, its expiry set after the block's `now`). Now a block locks the leads it may write before its business's
+    row (README "Lock order"), and a deciding report locks its lead first too: a `won` sent while the block releases
+    waits for the block to commit, then takes the lead off the market. Either order, the hired lead ends closed."""
     from marketplace.businesses import status as account_status
     from marketplace.db.models import FraudRelease
 
@@ -309,19 +310,23 @@ async def test_a_blocks_release_never_reopens_a_lead_another_deal_maker_won_mean
     won = await client.post(f"/v1/offers/{winner_offer}/claim", headers=auth(winner), json={"exclusive": False})
     assert held.status_code == 201 and won.status_code == 201
     real = account_status.free_a_place
+    reports: list[asyncio.Task[dict[str, Any]]] = []
 
     async def won_meanwhile(session, lead, now):
-        await report(client, winner, won.json()["id"], "won", turnover=50_000)  # commits in a session of its own
+        reports.append(asyncio.create_task(report(client, winner, won.json()["id"], "won", turnover=50_000)))
+        await asyncio.sleep(0.3)
+        assert not reports[0].done()  # it waits for the lead's row, which the block holds
         return await real(session, lead, now)
 
     monkeypatch.setattr(account_status, "free_a_place", won_meanwhile)
     operator = await operator_token(app)
     blocked = await client.post(f"/v1/businesses/{maker_id}/block", headers=auth(operator))
     assert blocked.status_code == 200, blocked.text
+    assert (await asyncio.wait_for(reports[0], 10))["status"] == "won"
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
-    assert lead.status == "closed" and lead.exposure_count == 2
-    assert await db.scalar(select(Exposure.status).where(Exposure.id == held.json()["id"])) == "new"
-    assert await db.count(FraudRelease, FraudRelease.exposure_id == held.json()["id"]) == 0
+    assert lead.status == "closed"  # the hire took it off the market after the block gave the place back
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == held.json()["id"])) == "lost"
+    assert await db.count(FraudRelease, FraudRelease.exposure_id == held.json()["id"]) == 1
 
 
 @pytest.mark.postgres_only  # SQLite runs one writer at a time: the return would wait for the report to commit

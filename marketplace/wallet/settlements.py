@@ -13,7 +13,7 @@ from marketplace.db.models import (
     Settlement,
 )
 from marketplace.db.statements import rows_changed
-from marketplace.errors import Conflict, NotFound
+from marketplace.errors import Conflict, InvalidInput, NotFound
 from marketplace.identity.services import held_status
 from marketplace.money import Money
 from marketplace.settings import Settings
@@ -40,6 +40,10 @@ async def confirm_settlement(
     is paid once: its charges are locked first, and only its latest attempt, while none of them is confirmed, can
     be; a superseded charge's refusal names the attempt to confirm instead (_supersede_older_charges)."""
     settlement = await _settlement(session, settlement_id)
+    if already_sent and settlement.direction != "payout":  # a charge's money comes in: nothing was sent
+        raise InvalidInput.field(
+            "already_sent", f"only a payout's confirmation takes already_sent; settlement {settlement.id} is a charge"
+        )
     if settlement.status == "confirmed":
         return settlement
     others: list[Settlement] = []  # the debt's other charges, as they stand under the lock

@@ -107,6 +107,27 @@ async def test_confirming_a_charge_is_for_operators_and_a_keyed_retry_replays(ap
     assert exposure["status"] == "new"
 
 
+async def test_already_sent_on_a_charge_is_refused_and_changes_nothing(app, client, db):
+    """`already_sent` says a payout's transfer left: on a charge (money coming in) it means nothing, so it is a 422
+    naming it, not silently ignored, and the charge stays as it was."""
+    a_id, a = await register(client, "lead_buyer")
+    await buy(app, client, a_id, a)
+    (debt,) = (await wallet(client, a))["open_debts"]
+    op = await operator_token(app)
+    r = await client.post(f"/v1/settlements/{debt['id']}/confirm?already_sent=true", headers=auth(op))
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    (error,) = r.json()["errors"]
+    assert error["field"] == "already_sent" and "only a payout" in error["message"], r.text
+    assert await db.scalar(select(Settlement.status).where(Settlement.id == debt["id"])) == "pending"
+    assert await db.count(LedgerTransaction, LedgerTransaction.kind == "charge_received") == 0
+    r = await client.post(f"/v1/settlements/{debt['id']}/confirm", headers=auth(op))
+    assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+    r = await client.post(f"/v1/settlements/{debt['id']}/confirm?already_sent=true", headers=auth(op))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "already_sent", r.text
+    await assert_sound(client, op)
+
+
 async def test_a_keyed_claim_retried_charges_once_offset_from_the_wallet(app, client, db):
     b_id, b = await register(client, "lead_buyer")
     await fund(app, b_id, "lead_buyer", 2_000)

@@ -27,13 +27,19 @@ class FraudController(Controller):
         limit: FromQuery[QueryInt] = QueryInt(50),
         cursor: FromQuery[str | None] = None,
         status: Annotated[str | None, one_of(ALERT_STATUSES, "only the alerts in this status (open: queued)")] = None,
+        business_id: FromQuery[str | None] = None,
     ) -> Page[schemas.Alert]:
-        """Alerts, newest first (`?status=open` for the queue), each with its risk score, reasons and the
-        evidence with the leads behind it, what it opened with, and the deals behind the evidence (`deals`)."""
+        """Alerts, newest first (`?status=open` for the queue, `?business_id=` for one business's, together or
+        apart), each with its risk score, reasons and the evidence with the leads behind it, what it opened with,
+        and the deals behind the evidence (`deals`)."""
         if status is not None and status not in ALERT_STATUSES:
             raise InvalidInput.field("status", f"one of {', '.join(ALERT_STATUSES)}")
+        if business_id is not None and not business_id:  # `?business_id=` would otherwise list every business's
+            raise InvalidInput.field("business_id", "must not be empty (leave it out for every business's alerts)")
         async with state.uow() as uow:
-            rows, next_cursor = await services.list_alerts(uow.session, status, check_limit(limit), cursor)
+            rows, next_cursor = await services.list_alerts(
+                uow.session, status, check_limit(limit), cursor, business_id=business_id
+            )
             items = await services.alerts_out(uow.session, rows)
         return Page(items=items, next_cursor=next_cursor)
 

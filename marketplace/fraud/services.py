@@ -639,12 +639,14 @@ async def business_risk(session: AsyncSession, business_id: str) -> schemas.Busi
 
 
 async def list_alerts(
-    session: AsyncSession, status: str | None, limit: int, cursor: str | None
+    session: AsyncSession, status: str | None, limit: int, cursor: str | None, *, business_id: str | None = None
 ) -> tuple[list[FraudAlert], str | None]:
-    """Newest first."""
+    """Newest first; `status` and `business_id` narrow it (an unknown business has none)."""
     query = select(FraudAlert)
     if status:
         query = query.where(FraudAlert.status == status)
+    if business_id is not None:
+        query = query.where(FraudAlert.business_id == business_id)
     if check_cursor(cursor, "alr"):
         query = query.where(FraudAlert.id < cursor)
     rows = list(await session.scalars(query.order_by(FraudAlert.id.desc()).limit(limit + 1)))

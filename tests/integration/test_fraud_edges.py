@@ -242,6 +242,39 @@ async def test_lists_page_through_every_item_once(app, client):
             assert response.status_code == 422, (path, params, response.text)
 
 
+async def test_alerts_filter_by_business_with_status_and_pages(app, client, db):
+    """An operator reviewing one business lists its alerts alone (`?business_id=`), with `?status=` and page by page;
+    an empty `?business_id=` is a 422 naming it, not every business's alerts."""
+    clock.freeze(datetime(2025, 3, 3, 12, tzinfo=UTC))
+    operator = await operator_token(app)
+    a_id, a = await register(client, "deal_maker")
+    b_id, b = await register(client, "deal_maker")
+    await hide_a_won_deal(app, client, operator, a_id, a)
+    await hide_a_won_deal(app, client, operator, b_id, b)
+    (first,) = await alerts(client, operator, business_id=a_id)
+    assert first["business_id"] == a_id
+    r = await client.post(
+        f"/v1/fraud/alerts/{first['id']}/decision", headers=auth(operator), json={"decision": "dismiss", "note": "ok"}
+    )
+    assert r.status_code == 200, r.text
+    clock.advance(timedelta(days=1))
+    await hide_a_won_deal(app, client, operator, a_id, a)
+    of_a = await alerts(client, operator, business_id=a_id)
+    assert [x["business_id"] for x in of_a] == [a_id, a_id] and of_a[1]["id"] == first["id"], of_a
+    assert [x["id"] for x in await alerts(client, operator, business_id=a_id, status="dismissed")] == [first["id"]]
+    assert [x["id"] for x in await alerts(client, operator, business_id=a_id, status="open")] == [of_a[0]["id"]]
+    assert [x["business_id"] for x in await alerts(client, operator, business_id=b_id)] == [b_id]
+    assert await alerts(client, operator, business_id=b_id, status="dismissed") == []
+    assert await alerts(client, operator, business_id="biz_nope") == []
+    page = await client.get("/v1/fraud/alerts", headers=auth(operator), params={"business_id": a_id, "limit": 1})
+    assert [x["id"] for x in page.json()["items"]] == [of_a[0]["id"]] and page.json()["next_cursor"], page.text
+    params = {"business_id": a_id, "limit": 1, "cursor": page.json()["next_cursor"]}
+    rest = await client.get("/v1/fraud/alerts", headers=auth(operator), params=params)
+    assert [x["id"] for x in rest.json()["items"]] == [first["id"]] and rest.json()["next_cursor"] is None, rest.text
+    empty = await client.get("/v1/fraud/alerts?business_id=", headers=auth(operator))
+    assert empty.status_code == 422 and empty.json()["errors"][0]["field"] == "business_id", empty.text
+
+
 async def test_odd_input_on_the_fraud_routes_is_refused_never_a_500(app, client, db):
     operator = await operator_token(app)
     dm_id, dm = await register(client, "deal_maker")

@@ -11,12 +11,14 @@ from msgspec import UnsetType
 
 from marketplace.businesses import schemas, services
 from marketplace.businesses import status as account_status
+from marketplace.errors import InvalidInput
 from marketplace.fraud import services as fraud
 from marketplace.http.access import Access, access, current_principal
 from marketplace.http.strict import QueryInt
 from marketplace.identity.services import reissue_business_token
 from marketplace.pagination import Page
 from marketplace.ranking.service import joined
+from marketplace.text import blank
 
 
 class BusinessController(Controller):
@@ -121,7 +123,10 @@ class BusinessController(Controller):
         claim, buy exclusively, sell inquiries or withdraw); a block gives its open leads back to the market (as
         `POST .../block` does, without listing it as unreliable unless `unreliable` is true, and never taking the mark
         back). `unreliable: false` with another status takes the business off the public unreliable list (a mark
-        found wrong), kept with the reason."""
+        found wrong), kept with the reason. Every change through it says why (`reason`, which the business is told):
+        a blank one is a 422 and changes nothing."""
+        if blank(data.reason):  # zero-width characters alone say nothing either (text.blank)
+            raise InvalidInput.field("reason", "say why (the business is told it)")
         operator = current_principal(request)
         async with state.uow() as uow:
             business = await account_status.change_status(

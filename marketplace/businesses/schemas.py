@@ -55,7 +55,8 @@ class BusinessUpdate(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
 class StatusChange(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["active", "suspended", "blocked"]
-    reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    # Why, required: the business is told it, and it is kept with the change (blank text is refused, text.blank).
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
     # true: list it publicly as unreliable; false: take it off that list (say why); left out: as it is.
     unreliable: bool | None = None
 

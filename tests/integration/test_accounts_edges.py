@@ -104,7 +104,7 @@ async def test_operator_calls_on_an_unknown_business_are_404_and_a_bad_status_is
     operator = await operator_token(app)
     h = auth(operator)
     assert (await client.post("/v1/businesses/biz_nope/block", headers=h)).status_code == 404
-    r = await client.post("/v1/businesses/biz_nope/status", headers=h, json={"status": "suspended"})
+    r = await client.post("/v1/businesses/biz_nope/status", headers=h, json={"status": "suspended", "reason": "checks"})
     assert r.status_code == 404, r.text
     r = await client.post("/v1/businesses/biz_nope/credit-limit", headers=h, json={"amount": ils(5)})
     assert r.status_code == 404, r.text

@@ -268,7 +268,7 @@ async def test_a_business_reading_or_changing_another_is_refused_and_nothing_cha
     blocked = await client.post(f"/v1/businesses/{victim_id}/block", headers=auth(intruder), json={"reason": "x"})
     assert_problem(blocked, 403)
     status = await client.post(
-        f"/v1/businesses/{victim_id}/status", headers=auth(intruder), json={"status": "suspended"}
+        f"/v1/businesses/{victim_id}/status", headers=auth(intruder), json={"status": "suspended", "reason": "x"}
     )
     assert_problem(status, 403)
     assert_problem(await client.get("/v1/exposures/exp_not_mine", headers=auth(intruder)), 404)
@@ -349,7 +349,7 @@ async def test_invalid_profile_changes_are_422_and_change_nothing(app, client, d
     business_id, token = await register(client, "lead_buyer")
     op = await operator_token(app)
     suspended = await client.post(
-        f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": "suspended"}
+        f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": "suspended", "reason": "checks"}
     )
     assert suspended.status_code == 200
     before = (await client.get("/v1/businesses/me", headers=auth(token))).json()

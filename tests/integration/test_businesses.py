@@ -213,12 +213,7 @@ async def test_operator_blocks_and_the_business_is_listed_unreliable(app, client
     assert (await client.post(f"/v1/businesses/{other_id}/block", headers=auth(op))).status_code == 200
     reason = await db.scalar(select(BusinessStatusChange.reason).where(BusinessStatusChange.business_id == other_id))
     assert reason == "no reason given"
-    # So is one through the status change.
-    other_id, _ = await register(client)
-    changed = await client.post(f"/v1/businesses/{other_id}/status", headers=auth(op), json={"status": "suspended"})
-    assert changed.status_code == 200, changed.text
-    reason = await db.scalar(select(BusinessStatusChange.reason).where(BusinessStatusChange.business_id == other_id))
-    assert reason == "no reason given"
+    # The status change takes none (test_a_status_change_says_why_or_changes_nothing).
 
 
 async def test_a_block_through_the_status_call_never_takes_the_public_mark_back(app, client, db):
@@ -306,7 +301,8 @@ async def test_a_second_block_publishes_no_mark_the_operator_did_not_ask_for(app
     assert await listed() == []
     # Blocked through the status call (no mark), then by the block call: unmarked too.
     status_id, _ = await register(client)
-    changed = await client.post(f"/v1/businesses/{status_id}/status", headers=auth(op), json={"status": "blocked"})
+    blocking = {"status": "blocked", "reason": "chargeback review"}
+    changed = await client.post(f"/v1/businesses/{status_id}/status", headers=auth(op), json=blocking)
     assert changed.status_code == 200, changed.text
     assert (await block(status_id))["unreliable"] is False
     assert await listed() == []
@@ -427,7 +423,7 @@ async def test_a_blocked_or_unreliable_business_phone_signs_up_no_one_else(app, 
 async def test_operator_suspends_and_reactivates(app, client, db):
     business_id, _ = await register(client)
     op = await operator_token(app)
-    for status, reason in (("suspended", "  unpaid invoices "), ("active", "")):
+    for status, reason in (("suspended", "  unpaid invoices "), ("active", "paid")):
         response = await client.post(
             f"/v1/businesses/{business_id}/status", headers=auth(op), json={"status": status, "reason": reason}
         )
@@ -437,12 +433,41 @@ async def test_operator_suspends_and_reactivates(app, client, db):
     changes = list(await db.scalars(select(BusinessStatusChange).order_by(BusinessStatusChange.changed_at)))
     assert [(c.from_status, c.to_status, c.reason, c.unreliable) for c in changes] == [
         ("active", "suspended", "unpaid invoices", False),
-        ("suspended", "active", "no reason given", False),
+        ("suspended", "active", "paid", False),
     ]
     assert {c.changed_by for c in changes} == {changes[0].changed_by} and changes[0].changed_by.startswith("operator:")
     assert all(c.business_id == business_id for c in changes)
-    missing = await client.post("/v1/businesses/biz_nope/status", headers=auth(op), json={"status": "active"})
+    back = {"status": "active", "reason": "paid"}
+    missing = await client.post("/v1/businesses/biz_nope/status", headers=auth(op), json=back)
     assert missing.status_code == 404
+
+
+async def test_a_status_change_says_why_or_changes_nothing(app, client, db):
+    """The business is told why its status changed: a suspension, a block or a reactivation through the status call
+    with no reason, an empty one or one of invisible characters alone is a 422 naming `reason`, and nothing changes
+    (no status, no record, no message)."""
+    from marketplace.db.models import Notification
+
+    op = await operator_token(app)
+    active_id, _ = await register(client)
+    suspended_id, _ = await register(client)
+    suspend = {"status": "suspended", "reason": "unpaid invoices"}
+    assert (
+        await client.post(f"/v1/businesses/{suspended_id}/status", headers=auth(op), json=suspend)
+    ).status_code == 200
+    changes, messages = await db.count(BusinessStatusChange), await db.count(Notification)
+    for business_id, status in ((active_id, "suspended"), (active_id, "blocked"), (suspended_id, "active")):
+        before = await db.scalar(select(Business.status).where(Business.id == business_id))
+        for reason in (None, "", "   ", "\u200b\u2060", "\u3164\n"):
+            body = {"status": status} | ({} if reason is None else {"reason": reason})
+            r = await client.post(f"/v1/businesses/{business_id}/status", headers=auth(op), json=body)
+            assert r.status_code == 422, (status, reason, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            assert [e["field"] for e in r.json()["errors"]] == ["reason"], (status, reason, r.text)
+        assert await db.scalar(select(Business.status).where(Business.id == business_id)) == before
+    assert (await db.count(BusinessStatusChange), await db.count(Notification)) == (changes, messages)
+    # The block call is as it was: a reason is its own choice there.
+    assert (await client.post(f"/v1/businesses/{active_id}/block", headers=auth(op))).status_code == 200
 
 
 async def test_a_suspended_business_keeps_its_deals_but_takes_nothing_from_the_market(app, client, db):
@@ -559,7 +584,8 @@ async def test_a_block_through_the_status_call_gives_the_open_leads_back_too(app
     op = await operator_token(app)
     blocked_id, blocked = await register(client, "deal_maker")
     lead_id, exposure_id = await claimed_deal(app, client, blocked_id, blocked)
-    response = await client.post(f"/v1/businesses/{blocked_id}/status", headers=auth(op), json={"status": "blocked"})
+    blocking = {"status": "blocked", "reason": "fraud"}
+    response = await client.post(f"/v1/businesses/{blocked_id}/status", headers=auth(op), json=blocking)
     assert response.status_code == 200 and response.json()["status"] == "blocked"
     assert (await db.scalar(select(Exposure.status).where(Exposure.id == exposure_id))) == "lost"
     assert (await db.scalar(select(Lead.exposure_count).where(Lead.id == lead_id))) == 0

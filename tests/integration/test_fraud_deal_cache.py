@@ -96,7 +96,9 @@ async def test_what_the_cache_re_reads_makes_the_deals_a_full_read_does(app, cli
     # of c's any more (the one on the lead past its time stays).
     _, open_c = await claimed_deal(app, client, c, tc)
     await same("a claim")
-    response = await client.post(f"/v1/businesses/{c}/status", headers=auth(operator), json={"status": "blocked"})
+    response = await client.post(
+        f"/v1/businesses/{c}/status", headers=auth(operator), json={"status": "blocked", "reason": "fraud"}
+    )
     assert response.status_code == 200, response.text
     assert await db.scalar(select(Exposure.status).where(Exposure.id == open_c)) == "lost"
     async with app.state.uow() as uow:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import ColumnElement, Integer, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -397,10 +397,27 @@ def _contradicted_returns(alert: FraudAlert) -> list[str]:
     return sorted({str(k) for e in evidence if e.get("kind") == RETURNED_THEN_HIRED for k in e.get("keys", ())})
 
 
-async def _withdraw_replacement_offers(session: AsyncSession, exposure_ids: Sequence[str]) -> None:
+async def _set_contradicted_replacements(
+    session: AsyncSession, alert: FraudAlert, *conditions: ColumnElement[bool], **values: Any
+) -> None:
+    """On the deal maker's returns the alert names as contradicted by their customers (and meeting `conditions`),
+    set `values`, and withdraw any open offer of their replacement: neither a hold nor a forfeit leaves one to claim."""
+    returns = _contradicted_returns(alert)
+    if not returns:
+        return
+    await session.execute(
+        update(Exposure)
+        .where(
+            Exposure.id.in_(returns),
+            Exposure.business_id == alert.business_id,
+            Exposure.mode == "deal_maker",
+            *conditions,
+        )
+        .values(**values)
+    )
     await session.execute(
         update(Offer)
-        .where(Offer.replaces_exposure_id.in_(exposure_ids), Offer.status == "open")
+        .where(Offer.replaces_exposure_id.in_(returns), Offer.status == "open")
         .values(status="closed", withdrawn_for="fraud_alert")
     )
 
@@ -411,21 +428,13 @@ async def _hold_replacements(session: AsyncSession, alert: FraudAlert) -> None:
     and one offered and still open is withdrawn, not claimable meanwhile. The customer's word alone is not taken as
     proof (customers are unverified, and a dismissal makes the replacement owed again), but neither is a replacement
     handed out on a return the operators are about to judge false: a replacement claimed cannot be taken back."""
-    returns = _contradicted_returns(alert)
-    if not returns:
-        return
-    await session.execute(
-        update(Exposure)
-        .where(
-            Exposure.id.in_(returns),
-            Exposure.business_id == alert.business_id,
-            Exposure.mode == "deal_maker",
-            Exposure.replacement_held_by.is_(None),
-            Exposure.replacement_forfeited_at.is_(None),
-        )
-        .values(replacement_held_by=alert.id)
+    await _set_contradicted_replacements(
+        session,
+        alert,
+        Exposure.replacement_held_by.is_(None),
+        Exposure.replacement_forfeited_at.is_(None),
+        replacement_held_by=alert.id,
     )
-    await _withdraw_replacement_offers(session, returns)
 
 
 async def _decide_replacements(session: AsyncSession, alert: FraudAlert, confirmed: bool, now: datetime) -> None:
@@ -438,21 +447,15 @@ async def _decide_replacements(session: AsyncSession, alert: FraudAlert, confirm
             update(Exposure).where(Exposure.replacement_held_by == alert.id).values(replacement_held_by=None)
         )
         return
-    returns = _contradicted_returns(alert)
-    if not returns:
-        return
-    await session.execute(
-        update(Exposure)
-        .where(
-            Exposure.id.in_(returns),
-            Exposure.business_id == alert.business_id,
-            Exposure.mode == "deal_maker",
-            Exposure.returned_at.is_not(None),
-            Exposure.replacement_forfeited_at.is_(None),
-        )
-        .values(replacement_owed_since=None, replacement_held_by=None, replacement_forfeited_at=now)
+    await _set_contradicted_replacements(
+        session,
+        alert,
+        Exposure.returned_at.is_not(None),
+        Exposure.replacement_forfeited_at.is_(None),
+        replacement_owed_since=None,
+        replacement_held_by=None,
+        replacement_forfeited_at=now,
     )
-    await _withdraw_replacement_offers(session, returns)
 
 
 def _refresh_alert(

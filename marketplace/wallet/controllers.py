@@ -320,7 +320,8 @@ class WalletController(Controller):
         if already_sent is not None and already_sent != "true":
             raise InvalidInput.field("already_sent", "true, or leave it out")
         confirm = functools.partial(confirm_settlement, already_sent=already_sent == "true")
-        return await _decide_settlement(state, request, settlement_id, idempotency_key, confirm)
+        options = {"already_sent": True} if already_sent == "true" else None
+        return await _decide_settlement(state, request, settlement_id, idempotency_key, confirm, options)
 
     @post(
         "/settlements/{settlement_id:str}/fail",
@@ -441,12 +442,15 @@ async def _decide_settlement(
     settlement_id: str,
     idempotency_key: str | None,
     decide: Callable[[AsyncSession, Settings, str, str], Awaitable[Settlement]],
+    options: dict[str, Any] | None = None,
 ) -> Response[Any]:
-    """An operator's confirmation or failure of a settlement, replayed for a repeated `Idempotency-Key`."""
+    """An operator's confirmation or failure of a settlement, replayed for a repeated `Idempotency-Key`. `options`:
+    the query's choices that change the decision (`already_sent`), part of the request a key stands for: the same key
+    with other options is another request (a 422), never the first one's answer."""
     operator = current_principal(request)
 
     async def work(uow: UnitOfWork) -> tuple[int, Any]:
         return 200, queries.settlement_out(await decide(uow.session, state.settings, settlement_id, operator.actor))
 
-    fingerprint = request_hash("POST", request.url.path, None)
+    fingerprint = request_hash("POST", request.url.path, options)
     return await run_idempotent(state.uow, operator.id, idempotency_key, fingerprint, work)

@@ -128,6 +128,26 @@ async def test_already_sent_on_a_charge_is_refused_and_changes_nothing(app, clie
     await assert_sound(client, op)
 
 
+async def test_a_settlement_key_stands_for_its_options_too(app, client, db):
+    """`?already_sent=true` changes what a confirmation does: the same `Idempotency-Key` without it (the call the
+    refusal asked for) is another request, a 422 naming the key, not the first answer replayed as its own."""
+    a_id, a = await register(client, "lead_buyer")
+    await buy(app, client, a_id, a)
+    (debt,) = (await wallet(client, a))["open_debts"]
+    op = await operator_token(app)
+    keyed = {**auth(op), "Idempotency-Key": "decide-1"}
+    r = await client.post(f"/v1/settlements/{debt['id']}/confirm?already_sent=true", headers=keyed)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "already_sent", r.text
+    again = await client.post(f"/v1/settlements/{debt['id']}/confirm?already_sent=true", headers=keyed)
+    assert again.status_code == 422 and again.headers.get("idempotent-replayed") == "true", again.text
+    other = await client.post(f"/v1/settlements/{debt['id']}/confirm", headers=keyed)
+    assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key", other.text
+    assert await db.scalar(select(Settlement.status).where(Settlement.id == debt["id"])) == "pending"
+    r = await client.post(f"/v1/settlements/{debt['id']}/confirm", headers={**auth(op), "Idempotency-Key": "decide-2"})
+    assert r.status_code == 200 and r.json()["status"] == "confirmed", r.text
+    await assert_sound(client, op)
+
+
 async def test_a_keyed_claim_retried_charges_once_offset_from_the_wallet(app, client, db):
     b_id, b = await register(client, "lead_buyer")
     await fund(app, b_id, "lead_buyer", 2_000)

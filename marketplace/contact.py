@@ -114,6 +114,20 @@ def normalise_email(raw: str, field: str) -> str:
         raise InvalidInput.field(field, str(exc)) from exc
 
 
+# Gmail delivers v.ictim@ and victim@ (and @googlemail.com) to one mailbox; other providers differ on dots.
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def mailbox(email: str) -> str:
+    """The mailbox a normalised address (normalise_email) delivers to, for counting what is sent to one person: the
+    address without its +tag (dana+leads@ is dana's, for every domain), and for Gmail without the dots of its local
+    part, googlemail.com read as gmail.com. A key only: mail goes to the address as given."""
+    local, domain = _local_part(email.lower()), email.lower().rpartition("@")[2]
+    if domain in _GMAIL_DOMAINS:
+        local, domain = local.replace(".", "") or local, "gmail.com"
+    return f"{local}@{domain}"
+
+
 # --- contact details written into free text -------------------------------------------------------------------
 
 PHONE_HIDDEN = "[phone hidden]"

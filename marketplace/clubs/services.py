@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
 from marketplace.clubs import schemas
-from marketplace.contact import normalise_email
+from marketplace.contact import mailbox, normalise_email
 from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, Club, ClubInvitation, ClubMember, Lead, Offer
 from marketplace.errors import Conflict, InvalidInput, NotFound, TooManyRequests
@@ -128,27 +128,37 @@ async def _check_invitation_emails(
     session: AsyncSession, settings: Settings, club_id: str, email: str, now: datetime
 ) -> None:
     """A club's operator (a third party) has the marketplace mail whom it names: at most
-    `service.club_invitations_per_email_per_day` to one address and `service.club_invitation_emails_per_day` in all
+    `service.club_invitations_per_email_per_day` to one mailbox and `service.club_invitation_emails_per_day` in all
     a day, counted from its own invitations (every process, and a restart, sees the same count; the marketplace's
     operators', not limited, are not counted against it; those made before migration 0026, whose maker is not known,
-    are); a 429 with Retry-After, nothing sent, beyond. The club's row is held first, so two invitations at once are
-    counted one after the other (SQLite's transactions already are)."""
+    are); a 429 with Retry-After, nothing sent, beyond. One mailbox is every spelling that reaches it (`mailbox`:
+    victim+1@, and v.ictim@ at Gmail, are victim@), which a count of the address as written would take for others.
+    The club's row is held first, so two invitations at once are counted one after the other (SQLite's transactions
+    already are)."""
     await session.execute(select(Club.id).where(Club.id == club_id).with_for_update())
     service = settings.service
-    for limit, to_this_address, what in (
-        (service.club_invitations_per_email_per_day, True, "to one address"),
-        (service.club_invitation_emails_per_day, False, "by email"),
-    ):
-        query = select(ClubInvitation.created_at).where(
-            ClubInvitation.club_id == club_id,
-            ClubInvitation.created_at > now - INVITATION_WINDOW,
-            or_(ClubInvitation.created_by == _club_operator(club_id), ClubInvitation.created_by.is_(None)),
-            ClubInvitation.email == email if to_this_address else ClubInvitation.email.is_not(None),
+    # The mailbox is not stored, so the day's emailed invitations are read whole, newest first: no more than the
+    # limit in all (a day's, `club_invitation_emails_per_day`) were let through.
+    sent = list(
+        await session.execute(
+            select(ClubInvitation.email, ClubInvitation.created_at)
+            .where(
+                ClubInvitation.club_id == club_id,
+                ClubInvitation.created_at > now - INVITATION_WINDOW,
+                or_(ClubInvitation.created_by == _club_operator(club_id), ClubInvitation.created_by.is_(None)),
+                ClubInvitation.email.is_not(None),
+            )
+            .order_by(ClubInvitation.created_at.desc())
         )
-        # The newest `limit` of them: a new one may go when the oldest of those leaves the day.
-        newest = list(await session.scalars(query.order_by(ClubInvitation.created_at.desc()).limit(limit)))
-        if len(newest) >= limit:
-            wait = (newest[-1] + INVITATION_WINDOW - now).total_seconds()
+    )
+    to_this_mailbox = [r.created_at for r in sent if mailbox(r.email) == mailbox(email)]
+    for limit, counted, what in (
+        (service.club_invitations_per_email_per_day, to_this_mailbox, "to one address"),
+        (service.club_invitation_emails_per_day, [r.created_at for r in sent], "by email"),
+    ):
+        if len(counted) >= limit:
+            # A new one may go when the oldest of the newest `limit` leaves the day.
+            wait = (counted[limit - 1] + INVITATION_WINDOW - now).total_seconds()
             raise TooManyRequests(
                 f"a club's operator sends at most {limit} invitations {what} a day; try again later",
                 extra={"retry_after_seconds": max(1, math.ceil(wait))},

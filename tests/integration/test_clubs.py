@@ -459,6 +459,32 @@ async def test_a_clubs_operator_has_a_few_invitations_a_day_emailed_and_no_more(
     assert (await invite(club_op, "victim@example.org")).status_code == 201
 
 
+async def test_a_clubs_operator_s_invitations_to_one_mailbox_are_counted_however_its_address_is_spelled(
+    app, client, db
+):
+    """victim+1@gmail.com, v.ictim@gmail.com and victim@googlemail.com reach victim@gmail.com's mailbox: counted as
+    one address (they were three more, and a +tag per mail made the limit none). Each is mailed as it was written; a
+    +tag elsewhere is the same mailbox, dots elsewhere another one."""
+    _limit_invitations(app, per_email=3, per_day=20)
+    operator = await operator_token(app)
+    founded = await client.post("/v1/clubs", headers=auth(operator), json={"name": "C", "operator_name": "Op"})
+    club, club_op = founded.json()["id"], auth(founded.json()["operator_token"])
+
+    async def invite(email: str) -> int:
+        response = await client.post(f"/v1/clubs/{club}/invitations", headers=club_op, json={"email": email})
+        return response.status_code
+
+    spellings = ["victim+1@gmail.com", "v.ictim@gmail.com", "Victim+x@GoogleMail.com"]
+    assert [await invite(address) for address in spellings] == [201] * 3
+    assert [await invite(a) for a in ("victim@gmail.com", "victim+2@gmail.com", "vic.tim@googlemail.com")] == [429] * 3
+    recipients = sorted(n["recipient"] for n in await notifications(client, operator, kind="invitation"))
+    assert recipients == sorted(["victim+1@gmail.com", "v.ictim@gmail.com", "victim+x@googlemail.com"])
+    assert [await invite("dana@x.example") for _ in range(2)] == [201] * 2
+    assert await invite("dana+leads@x.example") == 201
+    assert await invite("Dana+other@x.example") == 429
+    assert await invite("d.ana@x.example") == 201  # not Gmail: a dot may make another mailbox
+
+
 async def test_the_marketplace_operators_invitations_do_not_use_up_the_club_operators_day(app, client, db):
     """Only the club's own operator is limited, and only its invitations are counted: each invitation keeps who made
     it (`created_by`), and the marketplace's operators' invitations into the club leave the club operator's day

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from marketplace.contact import hide_contact_details, normalise_phone
+from marketplace.contact import hide_contact_details, mailbox, normalise_phone
 from marketplace.errors import InvalidInput
 
 
@@ -552,3 +552,18 @@ def test_long_runs_are_kept_with_the_lead_s_own_contact_known(kept):
 )
 def test_the_lead_s_own_contact_after_long_runs_is_hidden(text, shown):
     assert hide_contact_details(text, "IL", phone=OWN_PHONE, email="dan72@gmail.com") == shown
+
+
+@pytest.mark.parametrize(
+    ("email", "box"),
+    [
+        ("victim+0@gmail.com", "victim@gmail.com"),
+        ("v.i.c.tim+a+b@googlemail.com", "victim@gmail.com"),
+        ("V.Ictim@Gmail.com", "victim@gmail.com"),
+        ("dana+leads@x.example", "dana@x.example"),
+        ("d.ana@x.example", "d.ana@x.example"),  # dots are Gmail's to ignore, not every provider's
+        ("+only@x.example", "+only@x.example"),  # nothing before the tag: the local part as it is
+    ],
+)
+def test_an_address_s_mailbox_drops_its_tag_and_gmail_s_dots(email, box):
+    assert mailbox(email) == box

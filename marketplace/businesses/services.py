@@ -230,7 +230,7 @@ async def update_business(
         await session.execute(
             update(Offer)
             .where(Offer.business_id == business.id, Offer.status == "open", Offer.lead_id.in_(unfit))
-            .values(status="closed")
+            .values(status="closed", withdrawn_for="unfit")
         )
         await _withdraw_offers_at_cap(session, settings, business)
     if session.is_modified(business):  # a change that changes nothing (an empty PATCH) is not an update

@@ -139,9 +139,11 @@ async def set_status(
         business.updated_at = now
     if unreliable and business.unreliable_since is None:
         business.unreliable_since = now
-    if status != "active":
+    if status != "active":  # withdrawn for it ("suspended", "blocked"), which a claim once let back in is told
         await session.execute(
-            update(Offer).where(Offer.business_id == business_id, Offer.status == "open").values(status="closed")
+            update(Offer)
+            .where(Offer.business_id == business_id, Offer.status == "open")
+            .values(status="closed", withdrawn_for=status)
         )
     await session.flush()
     return business

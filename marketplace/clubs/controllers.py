@@ -112,7 +112,7 @@ class ClubController(Controller):
         offered to it, and its open offers of them are withdrawn; what it claimed stays its own."""
         services.check_own_club(current_principal(request), club_id)
         async with state.uow() as uow:
-            await services.leave(uow.session, club_id, business_id)
+            await services.leave(uow.session, club_id, business_id, removed=True)
 
     @delete("/businesses/me/clubs/{club_id:str}", opt=access(Access.BUSINESS))
     async def leave(self, state: State, request: Request[Any, Any, Any], club_id: FromPath[str]) -> None:

@@ -207,9 +207,10 @@ async def join(
     return await get_club(session, invitation.club_id), member
 
 
-async def leave(session: AsyncSession, club_id: str, business_id: str) -> None:
-    """A business leaves a club (or its operator removes it): the club's leads are no longer offered to it, and
-    its open offers of them are withdrawn. What it already claimed stays its own (it saw the contact)."""
+async def leave(session: AsyncSession, club_id: str, business_id: str, *, removed: bool = False) -> None:
+    """A business leaves a club (or, `removed`, its operator removes it): the club's leads are no longer offered to
+    it, and its open offers of them are withdrawn, for that (their claims say so: offers.withdrawn_for). What it
+    already claimed stays its own (it saw the contact)."""
     gone = await session.execute(
         delete(ClubMember)
         .where(ClubMember.club_id == club_id, ClubMember.business_id == business_id)
@@ -224,7 +225,7 @@ async def leave(session: AsyncSession, club_id: str, business_id: str) -> None:
             Offer.status == "open",
             Offer.lead_id.in_(select(Lead.id).where(Lead.club_id == club_id)),
         )
-        .values(status="closed")
+        .values(status="closed", withdrawn_for="club_removed" if removed else "club_left")
     )
 
 

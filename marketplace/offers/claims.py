@@ -162,9 +162,7 @@ async def _check_claimer(session: AsyncSession, settings: Settings, business: Pr
     return today + 1 >= daily_cap or this_month + 1 >= monthly_cap
 
 
-async def _refuse_closed(
-    session: AsyncSession, settings: Settings, business_id: str, offer: Any, why: str
-) -> NoReturn:
+async def _refuse_closed(session: AsyncSession, settings: Settings, business_id: str, offer: Any, why: str) -> NoReturn:
     """A claim of an offer no longer open, refused with `why` (_why_closed). One withdrawn as its business came to owe
     more than its credit limit (a deal maker's paid deal, a lowered limit), or for no recorded reason, is told what it
     must do (pay), with the amounts, as a claim of an open offer is (_check_claimer), if that is what stands now."""
@@ -312,15 +310,25 @@ async def _why_off_the_market(session: AsyncSession, lead: Lead) -> str:
     return _TAKEN_OFF
 
 
+# For an offer withdrawn with no reason recorded: before migration 0027, or before its reason had an entry below.
 _WITHDRAWN = (
     "this offer was withdrawn: the business reached a cap or its credit limit, no longer fits the lead, lowered its "
-    "bid below the offer's price, or was blocked"
+    "bid below the offer's price, left the lead's club, or was blocked"
 )
 # Why an offer was withdrawn, where the offer records it (offers.withdrawn_for).
 WITHDRAWN_FOR = {
     "bid_lowered": "this offer was withdrawn: the business lowered its bid below the offer's price",
     "cap": "this offer was withdrawn: the business reached its daily or monthly cap of leads",
     "credit_limit": "this offer was withdrawn: the business owed more than its credit limit allowed it to take",
+    "unfit": (
+        "this offer was withdrawn: the business's profile (categories, regions, deal range) no longer fits the lead"
+    ),
+    "club_left": "this offer was withdrawn: the business left the lead's club, whose leads are for its members only",
+    "club_removed": (
+        "this offer was withdrawn: the business was removed from the lead's club, whose leads are for its members only"
+    ),
+    "suspended": "this offer was withdrawn: the business's account was suspended",
+    "blocked": "this offer was withdrawn: the business's account was blocked",
     "fraud_alert": (
         "this replacement offer was withdrawn: the customer of the lead it replaces says it hired this business, and "
         "an operator reviews the return (no replacement is offered meanwhile; none is owed once the alert is confirmed)"

@@ -329,11 +329,19 @@ async def test_a_member_leaves_or_is_removed_and_is_offered_the_clubs_leads_no_m
     removed_id, removed = await member(client, operator, club, "lead_buyer")
     lead = await club_lead(app, client, club)
     assert [o["lead_id"] for o in await offers_of(client, leaver)] == [lead]
+    (left_offer,), (removed_offer,) = await offers_of(client, leaver), await offers_of(client, removed)
 
     assert (await client.delete(f"/v1/businesses/me/clubs/{club}", headers=auth(leaver))).status_code == 204
     gone = await client.delete(f"/v1/clubs/{club}/members/{removed_id}", headers=auth(club_op))
     assert gone.status_code == 204, gone.text
     assert await offers_of(client, leaver) == [] and await offers_of(client, removed) == []  # withdrawn
+    # A claim of an offer so withdrawn is told that (it was one 409 naming caps, credit, bids and blocks, not clubs).
+    for token, offer, why in ((leaver, left_offer, "left"), (removed, removed_offer, "was removed from")):
+        claim = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(token), json={})
+        assert claim.status_code == 409, claim.text
+        assert claim.json()["detail"] == (
+            f"this offer was withdrawn: the business {why} the lead's club, whose leads are for its members only"
+        )
     again = await client.delete(f"/v1/businesses/me/clubs/{club}", headers=auth(leaver))
     assert again.status_code == 404
     assert (await client.get(f"/v1/clubs/{club}", headers=auth(club_op))).json()["members"] == 0

@@ -217,6 +217,26 @@ async def test_suspended_and_blocked_businesses_are_never_offered_nor_ranked(app
     assert suspended not in set(await db.scalars(select(Offer.business_id)))
 
 
+async def test_an_offer_withdrawn_by_a_suspension_says_so_once_the_business_is_let_back_in(app, client, db):
+    """A suspension withdraws the business's open offers; while suspended its claim is a 403, and once it is active
+    again the claim of such an offer is a 409 naming the suspension (the offer records it), as with a block."""
+    op = await operator_token(app)
+    for status in ("suspended", "blocked"):
+        buyer_id, buyer = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+        (offer,) = await offer_lead_to(app, await submit_lead(client, category="legal"), [buyer_id])
+        change = {"status": status, "reason": "checking"}
+        assert (
+            await client.post(f"/v1/businesses/{buyer_id}/status", headers=auth(op), json=change)
+        ).status_code == 200
+        assert (await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json={})).status_code == 403
+        back = {"status": "active", "reason": "checked"}
+        assert (await client.post(f"/v1/businesses/{buyer_id}/status", headers=auth(op), json=back)).status_code == 200
+        refused = await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json={})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == f"this offer was withdrawn: the business's account was {status}"
+        assert await db.scalar(select(Offer.status).where(Offer.id == offer)) == "closed"
+
+
 async def test_a_lead_s_ranking_pages_through_every_candidate_once(app, client):
     """Seven fitting businesses, a wave of three offered: pages of two cover all seven once, positions 1..7, the
     last page with no next cursor; each page in the contract's list shape."""
@@ -287,8 +307,7 @@ async def test_a_narrower_region_or_deal_range_withdraws_only_the_offers_that_no
     center = await submit_lead(client, region="center", budget={"amount_minor": 100_000, "currency": "ILS"})
     big = await submit_lead(client, region="tel-aviv", budget={"amount_minor": 900_000, "currency": "ILS"})
     unstated = await submit_lead(client, region="tel-aviv", budget={"amount_minor": 0, "currency": "ILS"})
-    for lead in (tlv, center, big, unstated):
-        await offer_lead_to(app, lead, [buyer_id])
+    offers = {lead: (await offer_lead_to(app, lead, [buyer_id]))[0] for lead in (tlv, center, big, unstated)}
     changed = await client.patch(
         "/v1/businesses/me",
         headers=auth(buyer),
@@ -296,6 +315,13 @@ async def test_a_narrower_region_or_deal_range_withdraws_only_the_offers_that_no
     )
     assert changed.status_code == 200, changed.text
     assert {o["lead_id"] for o in await offers_of(client, buyer)} == {tlv, unstated}
+    # Their claims say why (the offer records it, as a lowered bid's does).
+    for lead in (center, big):
+        refused = await client.post(f"/v1/offers/{offers[lead]}/claim", headers=auth(buyer), json={})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == (
+            "this offer was withdrawn: the business's profile (categories, regions, deal range) no longer fits the lead"
+        )
 
 
 async def test_odd_claim_and_bid_bodies_are_client_errors_that_change_nothing(app, client, db, settings):

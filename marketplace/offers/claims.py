@@ -319,7 +319,10 @@ _WITHDRAWN = (
 WITHDRAWN_FOR = {
     "bid_lowered": "this offer was withdrawn: the business lowered its bid below the offer's price",
     "cap": "this offer was withdrawn: the business reached its daily or monthly cap of leads",
-    "credit_limit": "this offer was withdrawn: the business owed more than its credit limit allowed it to take",
+    "credit_limit": (
+        "this offer was withdrawn: the business's credit limit did not cover it (a deal maker owing more than the "
+        "limit, or a lead buyer whose wallet and limit could not pay the offer's price)"
+    ),
     "unfit": (
         "this offer was withdrawn: the business's profile (categories, regions, deal range) no longer fits the lead"
     ),

@@ -1567,6 +1567,23 @@ async def test_a_deal_maker_whose_paid_deal_withdrew_its_offer_is_told_it_owes_m
     assert "withdrawn" in refused.json()["detail"]
 
 
+async def test_an_offer_withdrawn_by_a_lowered_limit_says_the_limit_did_not_cover_it_not_that_it_owed(app, client):
+    """A lead buyer owing nothing whose limit drops below an offer's price has the offer withdrawn; claimed after the
+    limit is raised again, the 409 names the limit that did not cover the price, not a debt it never had."""
+    operator = await operator_token(app)
+    lb_id, lb = await register(client, "lead_buyer")
+    _, offer_id = await offered_lead(app, client, lb_id)
+    for amount in (0, 2 * PRICE):  # (the test's offer has no price: the least price, 1, is what it is checked for)
+        limit = {"amount": money(amount)}
+        r = await client.post(f"/v1/businesses/{lb_id}/credit-limit", headers=auth(operator), json=limit)
+        assert r.status_code == 200, r.text
+    assert (await wallet(client, lb))["owed"] == money(0)
+    refused = await claim(client, lb, offer_id)
+    assert refused.status_code == 409, refused.text
+    assert "credit limit did not cover it" in refused.json()["detail"], refused.text
+    assert "owed more" not in refused.json()["detail"], refused.text
+
+
 async def test_credit_limit_caps_purchases_but_never_a_commission(app, client, db):
     operator = await operator_token(app)
     lb_id, lb = await register(client, "lead_buyer")

@@ -6,6 +6,7 @@ shows figures that disagree with each other.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,10 @@ _FONT_CANDIDATES = (
     Path("/usr/share/fonts/TTF/DejaVuSans.ttf"),
     Path("/Library/Fonts/DejaVuSans.ttf"),
 )
+# Characters drawn without a glyph of their own (line breaks, joiners and direction marks, combining marks the shaper
+# places or leaves out): the font lacking one is no reason to show a replacement.
+_NO_GLYPH_NEEDED = frozenset({"Cc", "Cf", "Mn", "Me"})
+_REPLACEMENT = "\ufffd"
 
 
 class InvoiceKind(StrEnum):
@@ -195,23 +200,41 @@ class _Pdf:
     def __init__(self) -> None:
         # fpdf2 pulls in Pillow and fontTools (about a second); only a process that renders pays for it.
         from fpdf import FPDF
+        from fpdf.fonts import TTFFont
 
         self.pdf = FPDF(format="A4")
         self.pdf.set_margins(18, 18, 18)
         self.pdf.set_auto_page_break(auto=True, margin=18)
         font = next((path for path in _FONT_CANDIDATES if path.is_file()), None)
         self.unicode = font is not None
+        self.glyphs: Mapping[int, Any] = {}
         if font is not None:
             self.pdf.add_font("Body", "", str(font))
             bold = font.with_name("DejaVuSans-Bold.ttf")
             self.pdf.add_font("Body", "B", str(bold if bold.is_file() else font))
             self.family = "Body"
+            body = self.pdf.fonts["body"]
+            self.glyphs = body.cmap if isinstance(body, TTFFont) else {}
+            # Shaping (HarfBuzz) with the bidi algorithm draws a right-to-left run, a name in Hebrew, in the order it
+            # is read, beside latin text and figures kept left to right; without it the letters come out mirrored.
+            self.pdf.set_text_shaping(True)
         else:
             self.family = "Helvetica"
 
     def text(self, value: str) -> str:
         # Helvetica cannot draw characters outside Latin-1; a '?' is better than a failed invoice.
-        return value if self.unicode else value.encode("latin-1", "replace").decode("latin-1")
+        if not self.unicode:
+            return value.encode("latin-1", "replace").decode("latin-1")
+        # A character the font has no glyph for (an emoji in a name) would be left out without a trace; the
+        # replacement character shows that something is there which the PDF cannot draw.
+        if value.isascii():
+            return value
+        return "".join(
+            ch
+            if ord(ch) in self.glyphs or unicodedata.category(ch) in _NO_GLYPH_NEEDED
+            else _REPLACEMENT
+            for ch in value
+        )
 
     def font(self, size: Points, *, bold: bool = False) -> None:
         self.pdf.set_font(self.family, "B" if bold else "", size)

@@ -91,7 +91,8 @@ class StatusUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ReturnRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(max_length=2000)]
+    # Why the lead is irrelevant, required (blank text is refused too, text.blank).
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
 
 class ReturnResult(msgspec.Struct):

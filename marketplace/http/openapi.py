@@ -1,7 +1,8 @@
 """What the served OpenAPI schema says beyond what Litestar derives from the handlers: how callers authenticate
-(a bearer token on every route but the public ones), the invoice's PDF form, the bodies that may be left out, the
-bounds of fields that may be left out (Litestar drops a lower bound of 0, and wraps such a field in a oneOf of
-one schema), and that an integer query parameter (`QueryInt`) is an integer and a time one (`QueryTime`) a date-time."""
+(a bearer token on every route but the public ones), the invoice's PDF form and the entries' CSV one, the bodies
+that may be left out, the bounds of fields that may be left out (Litestar drops a lower bound of 0, and wraps such a
+field in a oneOf of one schema), and that an integer query parameter (`QueryInt`) is an integer and a time one
+(`QueryTime`) a date-time."""
 
 from __future__ import annotations
 
@@ -46,8 +47,21 @@ COMPONENTS = Components(
         )
     }
 )
-# Operations that answer in another form on request (`Accept`), beside JSON.
-_ALSO_AS = {("/v1/invoices/{invoice_id}", "get", "200"): "application/pdf"}
+# Operations that answer in another form on request, beside JSON: the invoice as a PDF (by `Accept`), the wallet's
+# entries as CSV (by `?format=csv`), each with the schema of its body.
+_ALSO_AS: dict[tuple[str, str, str], tuple[str, Schema]] = {
+    ("/v1/invoices/{invoice_id}", "get", "200"): (
+        "application/pdf",
+        Schema(type=OpenAPIType.STRING, format="binary"),  # type: ignore[arg-type]
+    ),
+    ("/v1/wallet/entries", "get", "200"): (
+        "text/csv",
+        Schema(
+            type=OpenAPIType.STRING,
+            description="With `?format=csv`: every entry the filters take, one row each after a header row",
+        ),
+    ),
+}
 
 
 class QueryIntSchema(OpenAPISchemaPlugin):
@@ -127,12 +141,9 @@ def _complete(schema: OpenAPI, routes: Iterable[HTTPRoute], currency: str) -> No
                         description="Seconds to wait before the next request is let through",
                     )
                 }
-    for (path, method, status), media_type in _ALSO_AS.items():
+    for (path, method, status), (media_type, body) in _ALSO_AS.items():
         response = getattr(paths[path], method).responses[status]
-        response.content = {
-            **(response.content or {}),
-            media_type: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format="binary")),  # type: ignore[arg-type]
-        }
+        response.content = {**(response.content or {}), media_type: OpenAPIMediaType(schema=body)}
 
 
 def _structs(base: type[msgspec.Struct] = msgspec.Struct) -> dict[str, type[msgspec.Struct]]:

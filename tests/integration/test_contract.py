@@ -513,11 +513,15 @@ async def test_the_served_openapi_schema_agrees_with_the_contract(client):
         "scheme": "bearer",
         "description": schema["components"]["securitySchemes"]["bearer"]["description"],
     }
-    # The invoice's PDF form; the claim's body may be left out (a shared claim), as the server accepts.
+    # The invoice's PDF form and the entries' CSV one (`?format=csv`); the claim's body may be left out (a shared
+    # claim), as the server accepts.
     assert set(served[("GET", "/v1/invoices/{}")]["responses"]["200"]["content"]) == {
         "application/json",
         "application/pdf",
     }
+    entries = served[("GET", "/v1/wallet/entries")]["responses"]["200"]["content"]
+    assert set(entries) == {"application/json", "text/csv"}
+    assert entries["text/csv"]["schema"]["type"] == "string"
     assert served[("POST", "/v1/offers/{}/claim")]["requestBody"]["required"] is False
     # A filter's values are listed (a client learns them from the schema, not from a 422); so are a key's bounds.
     def parameter(call: tuple[str, str], name: str) -> dict[str, Any]:
@@ -716,12 +720,17 @@ async def test_a_query_parameter_a_route_does_not_take_is_422_naming_it(app, cli
 
 async def test_the_schema_states_the_values_the_service_refuses_beyond_their_types(settings, client):
     """What the server enforces is in the served schema: a profile's codes are non-empty strings, a customer's
-    consent must be true, and every currency sent is the marketplace's own (from its settings)."""
+    consent must be true, a return's reason is not empty, and every currency sent is the marketplace's own (from its
+    settings)."""
     components = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]
     for name in ("ProfileIn", "ProfilePatch"):
         for field in ("categories", "regions"):
             items = components[name]["properties"][field]["items"]
             assert (items.get("minLength"), items.get("maxLength")) == (1, 60), (name, field, items)
     assert components["LeadCreate"]["properties"]["consent"]["enum"] == [True]
+    # A reason that must be given says so (an empty one is a 422), as a status change's does.
+    for name in ("ReturnRequest", "StatusChange"):
+        reason = components[name]["properties"]["reason"]
+        assert (reason.get("minLength"), reason.get("maxLength")) == (1, 2000), (name, reason)
     for name in ("MoneyIn", "BusinessCreate"):
         assert components[name]["properties"]["currency"]["enum"] == [settings.currency], name

@@ -13,7 +13,7 @@ from marketplace.businesses import schemas, services
 from marketplace.businesses import status as account_status
 from marketplace.errors import InvalidInput
 from marketplace.fraud import services as fraud
-from marketplace.http.access import Access, access, current_principal
+from marketplace.http.access import Access, access, current_principal, current_token_hash
 from marketplace.http.strict import QueryInt
 from marketplace.identity.services import reissue_business_token
 from marketplace.pagination import Page
@@ -65,10 +65,11 @@ class BusinessController(Controller):
         """Replace the calling business's API token (a leaked one, or routine rotation): the new token is shown only
         here, and every earlier one, the one this call was made with included, stops working at once in this process
         (within `service.principal_cache_ms` in others; at once there too with Redis). A blocked business may do so
-        as well."""
+        as well. A token replaced while the call was on its way (by an operator, or by another call made with it) is
+        a 401: nothing is changed and no one is told."""
         business_id = current_principal(request).id
         async with state.uow() as uow:
-            token = await reissue_business_token(uow.session, business_id)
+            token = await reissue_business_token(uow.session, business_id, presented_hash=current_token_hash(request))
         state.ranking_sync.changed(business_id)  # every process forgets its cached tokens
         return schemas.ApiToken(business_id, token)
 

@@ -89,6 +89,7 @@ async def access_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     _check(level, principal, str(connection.scope.get("method", "GET")))
     await _check_request(connection, handler)
     connection.state.principal = principal
+    connection.state.token_hash = token_hash
 
 
 def _check(level: Access, principal: Principal, method: str) -> None:
@@ -121,6 +122,15 @@ def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Princip
     if principal is None:
         raise Unauthorized("not authenticated")
     return principal
+
+
+def current_token_hash(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The hash of the token the call came with (`tokens.hash_token`): a service that must know the token still
+    stands in its own transaction reads it there (the guard's principal may come from the cache)."""
+    token_hash = getattr(connection.state, "token_hash", None)
+    if token_hash is None:
+        raise Unauthorized("not authenticated")
+    return token_hash
 
 
 def _is_docs(path: str) -> bool:

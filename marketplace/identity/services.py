@@ -12,7 +12,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from marketplace.clock import utcnow
 from marketplace.db.conflicts import violates
 from marketplace.db.models import ApiToken, Business, Operator, UsedLink
-from marketplace.errors import Forbidden, Gone, NotFound
+from marketplace.errors import Forbidden, Gone, NotFound, Unauthorized
 from marketplace.identity.links import LinkClaims
 from marketplace.identity.tokens import hash_token, new_token
 from marketplace.ids import new_id
@@ -71,11 +71,19 @@ async def reissue_club_token(session: AsyncSession, club_id: str) -> str:
     return issue_club_token(session, club_id)
 
 
-async def reissue_business_token(session: AsyncSession, business_id: str, *, by_operator: bool = False) -> str:
+async def reissue_business_token(
+    session: AsyncSession, business_id: str, *, by_operator: bool = False, presented_hash: str | None = None
+) -> str:
     """Revoke every token of the business (lost or leaked) and issue a new one, shown once; the business is told at
     its email, in this transaction (`_tell_token_replaced`). The business row is held first: two replacements at once
     (the business and whoever stole its token, say) would otherwise each revoke only what it saw and both new tokens
-    would stand; the later one now revokes the earlier one's too."""
+    would stand; the later one now revokes the earlier one's too.
+
+    `presented_hash`: the business's own replacement, made with that token (its hash). The guard let the call in on a
+    token that may have been replaced since (while the call waited for the row, or in another process whose news
+    this one's principal cache has not heard yet): under the lock the database says whether it still stands, and
+    a token replaced meanwhile is a 401, nothing changed and no message sent. Otherwise a thief's call in flight
+    would revoke the token an operator just issued to cut it off, and keep a working one of its own."""
     # FOR NO KEY UPDATE, the claimer's lock (businesses.services.get_business): a plain FOR UPDATE would wait for, and
     # deadlock with, the key-share locks of rows referring to the business.
     business = await session.scalar(
@@ -86,9 +94,22 @@ async def reissue_business_token(session: AsyncSession, business_id: str, *, by_
     )
     if business is None:
         raise NotFound(f"no business {business_id}")
+    if presented_hash is not None and not await _token_stands(session, business_id, presented_hash):
+        raise Unauthorized("unknown or revoked token")
     await _revoke_tokens(session, ApiToken.business_id, business_id)
     _tell_token_replaced(session, business, by_operator=by_operator)
     return issue_business_token(session, business_id)
+
+
+async def _token_stands(session: AsyncSession, business_id: str, token_hash: str) -> bool:
+    """The business's token with this hash is unrevoked in the database now (read under the business's row lock, so
+    a replacement that held it before has committed and is seen)."""
+    live = await session.scalar(
+        select(ApiToken.id).where(
+            ApiToken.token_hash == token_hash, ApiToken.business_id == business_id, ApiToken.revoked_at.is_(None)
+        )
+    )
+    return live is not None
 
 
 def _tell_token_replaced(session: AsyncSession, business: Business, *, by_operator: bool) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -777,6 +779,167 @@ async def test_a_replaced_token_is_forgotten_by_every_process(app, client, monke
     assert (await client.post("/v1/businesses/me/api-token", headers=auth(token))).status_code == 201
     assert (await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))).status_code == 201
     assert published.count((CHANGED, (business_id,))) == 2
+
+
+async def _token_messages(app: Any, client: Any, business_id: str) -> list[dict[str, Any]]:
+    operator = await operator_token(app, "Reader")
+    listed = await client.get(f"/v1/notifications?kind=account_token&reference={business_id}", headers=auth(operator))
+    assert listed.status_code == 200, listed.text
+    return list(listed.json()["items"])
+
+
+def _refused_as_revoked(response: Any) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"] == 'Bearer realm="marketplace"'
+    assert response.json()["type"].endswith("not-authenticated")
+
+
+def _gate(monkeypatch: pytest.MonkeyPatch, hold: Callable[[bool], Awaitable[None]]) -> None:
+    """Each token replacement over HTTP, once past the guard (its token let in) and before its transaction reads
+    anything, awaits `hold(by_operator)`."""
+    from marketplace.businesses import controllers
+
+    real = controllers.reissue_business_token
+
+    async def gated(session: Any, business_id: str, **kwargs: Any) -> str:
+        await hold(bool(kwargs.get("by_operator")))
+        return await real(session, business_id, **kwargs)
+
+    monkeypatch.setattr(controllers, "reissue_business_token", gated)
+
+
+@pytest.mark.parametrize("thief_first", [False, True])
+async def test_an_operators_new_token_outlives_a_replacement_made_with_the_stolen_one_on_its_way(
+    app, client, db, monkeypatch, thief_first
+):
+    """A thief's replacement made with the stolen token, let in by the guard while that token still stood, went on
+    after an operator's replacement had cut the token off: it revoked the token the operator handed to the owner and
+    kept a working one of its own. Its transaction now finds the token it came with replaced: a 401, nothing changed,
+    no message. Had the thief's gone first, the operator's cuts the thief's new token off."""
+    business_id, stolen = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    assert (await client.get("/v1/businesses/me", headers=auth(stolen))).status_code == 200  # cached here
+    thief_in, go = asyncio.Event(), asyncio.Event()
+
+    async def hold(by_operator: bool) -> None:
+        if not by_operator:
+            thief_in.set()
+            await go.wait()
+
+    _gate(monkeypatch, hold)
+    if thief_first:
+        go.set()
+        thief = await client.post("/v1/businesses/me/api-token", headers=auth(stolen))
+        assert thief.status_code == 201, thief.text
+        issued = await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))
+    else:
+        in_flight = asyncio.ensure_future(client.post("/v1/businesses/me/api-token", headers=auth(stolen)))
+        await asyncio.wait({in_flight, asyncio.ensure_future(thief_in.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        assert thief_in.is_set(), (await in_flight).text  # past the guard with the stolen token
+        issued = await client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator))
+        go.set()
+        thief = await in_flight
+        _refused_as_revoked(thief)
+    assert issued.status_code == 201, issued.text
+    handed_over = issued.json()["api_token"]
+    me = await client.get("/v1/businesses/me", headers=auth(handed_over))
+    assert me.status_code == 200 and me.json()["id"] == business_id
+    assert await live_tokens(db, business_id) == [hash_token(handed_over)]
+    if thief_first:
+        assert (await client.get("/v1/businesses/me", headers=auth(thief.json()["api_token"]))).status_code == 401
+    messages = await _token_messages(app, client, business_id)
+    assert len(messages) == (2 if thief_first else 1)  # the refused call told no one anything
+    assert "An operator issued" in messages[0]["body"]  # newest first
+
+
+async def test_of_replacements_made_at_once_with_one_token_one_is_made_and_the_others_are_refused(
+    app, client, db, monkeypatch
+):
+    """Four replacements with one token, each let in by the guard before any had replaced it, then made one at a time
+    (the business's row lock; SQLite's one writer): each answered 201 and three of the new tokens were dead on arrival,
+    four messages sent. The first replaces it; the others find the token they came with gone: 401, as one sent after it
+    is."""
+    business_id, token = await register(client, "deal_maker")
+    assert (await client.get("/v1/businesses/me", headers=auth(token))).status_code == 200  # cached here
+    calls, arrived, go = 4, [], asyncio.Event()
+
+    async def hold(_by_operator: bool) -> None:
+        arrived.append(True)
+        if len(arrived) == calls:
+            go.set()
+        await go.wait()
+
+    _gate(monkeypatch, hold)
+    answers = await asyncio.gather(
+        *(client.post("/v1/businesses/me/api-token", headers=auth(token)) for _ in range(calls))
+    )
+    made = [a for a in answers if a.status_code == 201]
+    assert len(made) == 1, [a.text for a in answers]
+    for refused in (a for a in answers if a.status_code != 201):
+        _refused_as_revoked(refused)
+    new = made[0].json()["api_token"]
+    assert (await client.get("/v1/businesses/me", headers=auth(new))).status_code == 200
+    assert await live_tokens(db, business_id) == [hash_token(new)]
+    assert len(await _token_messages(app, client, business_id)) == 1
+    # And one after another: the second is refused at the guard.
+    _refused_as_revoked(await client.post("/v1/businesses/me/api-token", headers=auth(token)))
+
+
+async def test_a_replacement_made_with_a_token_another_process_replaced_is_refused(app, client, db):
+    """The guard may let a token in from this process's principal cache after another process replaced it (before
+    this one hears of it): the replacement asks the database, not the cache, whether the token stands."""
+    from marketplace.identity.services import reissue_business_token
+
+    business_id, stolen = await register(client, "lead_buyer")
+    assert (await client.get("/v1/businesses/me", headers=auth(stolen))).status_code == 200  # cached here
+    async with app.state.uow() as uow:  # an operator's replacement in another process: this cache is not told
+        handed_over = await reissue_business_token(uow.session, business_id, by_operator=True)
+    _refused_as_revoked(await client.post("/v1/businesses/me/api-token", headers=auth(stolen)))
+    assert await live_tokens(db, business_id) == [hash_token(handed_over)]
+    assert len(await _token_messages(app, client, business_id)) == 1
+
+
+@pytest.mark.postgres_only  # SQLite has no row locks
+async def test_a_replacement_waiting_for_the_row_behind_an_operators_is_refused(app, client, db):
+    """The thief's replacement queued for the business's row behind the operator's (both let in while the stolen
+    token stood) takes the row once the operator's has committed: it reads the token revoked and is a 401."""
+    import asyncpg
+
+    from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB
+
+    business_id, stolen = await register(client, "lead_buyer")
+    operator = await operator_token(app)
+    assert (await client.get("/v1/businesses/me", headers=auth(stolen))).status_code == 200  # cached here
+    dsn = PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{PG_TEST_DB}"
+    holder, watcher = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+
+    async def queued(count: int) -> None:
+        for _ in range(1000):
+            if await watcher.fetchval(waiting) >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{count} calls never waited for the business's row")
+
+    try:
+        await holder.execute("BEGIN")
+        await holder.execute("SELECT 1 FROM businesses WHERE id = $1 FOR NO KEY UPDATE", business_id)
+        issuing = asyncio.ensure_future(client.post(f"/v1/businesses/{business_id}/api-token", headers=auth(operator)))
+        await queued(1)
+        stealing = asyncio.ensure_future(client.post("/v1/businesses/me/api-token", headers=auth(stolen)))
+        await queued(2)
+        await holder.execute("ROLLBACK")
+        issued, thief = await asyncio.wait_for(asyncio.gather(issuing, stealing), timeout=30)
+    finally:
+        await holder.close()
+        await watcher.close()
+    assert issued.status_code == 201, issued.text
+    _refused_as_revoked(thief)
+    handed_over = issued.json()["api_token"]
+    assert (await client.get("/v1/businesses/me", headers=auth(handed_over))).status_code == 200
+    assert await live_tokens(db, business_id) == [hash_token(handed_over)]
+    assert len(await _token_messages(app, client, business_id)) == 1
 
 
 @pytest.mark.postgres_only  # SQLite has no row locks

@@ -188,15 +188,31 @@ async def charge_exposure(
     return charged
 
 
+def qualifying_revenue(settings: Settings, exposure: Exposure) -> Money | None:
+    """What a claim brought the marketplace that makes its lead a qualified one for its partner (the base of a
+    percent qualified-lead tier), or None while it brought nothing: a lead buyer's purchase its net price, at once; a
+    deal maker's claim, which costs it nothing, only its deal's net commission once charged (reported paid with a
+    turnover whose commission is above nothing: settle_commission). A deal maker's deal lost, returned or released by
+    a block never brings one, so a partner cannot earn fees through a deal maker that claims leads and drops them."""
+    if exposure.mode != "deal_maker":
+        return breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
+    if exposure.status != "paid" or exposure.turnover_minor is None:
+        return None
+    gross = deal_commission(Money(exposure.turnover_minor, exposure.currency), exposure.commission_rate_bp)
+    return breakdown(settings, gross).net if gross.is_positive else None
+
+
 async def lead_taken(
     session: AsyncSession, settings: Settings, plan: CommissionPlan, exposure: Exposure, lead: Lead
 ) -> None:
-    """A business claimed the lead: a claim of a referred lead earns its partner the qualified-lead fee while no
-    claim kept holds it (once per lead: a later claim finds it standing; after the returns of every claim that held
-    it, the next claim earns it again)."""
+    """A business claimed the lead: a lead buyer's purchase of a referred lead earns its partner the qualified-lead
+    fee while no kept claim holds it (once per lead: a later claim finds it standing; after the returns of every
+    claim that held it, the next qualifying claim earns it again). A deal maker's claim earns it only when its
+    commission is charged (settle_commission)."""
     if lead.referral_code:  # (the lead's place count says nothing: returned places are not given again)
-        price = breakdown(settings, Money(exposure.price_minor, exposure.currency)).net
-        await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
+        price = qualifying_revenue(settings, exposure)
+        if price is not None:
+            await referrals.reward_qualified_lead(session, plan, lead, exposure, price)
 
 
 async def settle_commission(
@@ -242,6 +258,9 @@ async def settle_commission(
         await collect_debts(session, settings, seller.id, exposure.currency)
     await _record_rewards(session, result, lead, seller, exposure)
     if lead.referral_code:
+        # The deal brought revenue: the lead is a qualified one now, if no kept purchase made it one already. The fee
+        # references this deal, so it is held while the commission's charge is unpaid (wallet/payables.py).
+        await referrals.reward_qualified_lead(session, plan, lead, exposure, amount.net)
         await referrals.reward_revenue(session, plan, lead, exposure, amount.net, step="commission")
     return charged
 

@@ -7,11 +7,11 @@ transfer; the service records the debt, not the payout, yet (the ledger has `bui
 route calls it).
 
 - A **partner** (a business or site with a referral link) earns the plan's tiers: the qualified-lead fee when a
-  business first takes one of its leads (claimed after seeing the summary; taken back when that claim is returned,
-  and earned again by the claim of a business still holding the lead, or by a later one), a share of each closed
-  sale's commission, the
-  lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on a referred
-  customer's repeat purchase.
+  business first pays for one of its leads (a lead buyer's purchase; a deal maker's claim costs nothing, so only its
+  deal's commission, once charged, qualifies the lead; taken back when that claim is returned, and earned again by
+  the qualifying claim of a business still holding the lead, or by a later one), a share of each closed sale's
+  commission, the lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on
+  a referred customer's repeat purchase.
 - A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a
   lead buyer's net price, a deal's net commission), and its sponsors up the chain theirs: in mode "difference"
   only what the rate below did not already pay (seed 001: 5 % and 20 % of 1,000.00 are 50.00 and 150.00). A
@@ -192,8 +192,9 @@ async def _pay(
 async def reward_qualified_lead(
     session: AsyncSession, plan: CommissionPlan, lead: Lead, exposure: Exposure, price: Money
 ) -> None:
-    """A business took a partner's lead: the plan's qualified-lead fee (a percent tier applies to the price paid,
-    nothing for a deal maker's assignment). Once per lead while it stands: a later claim finds it paid, whatever the
+    """A business's claim made a partner's lead a qualified one (charges.qualifying_revenue: a lead buyer's purchase,
+    or a deal maker's deal once its commission is charged): the plan's qualified-lead fee (a percent tier applies to
+    `price`, what the claim brought, net). Once per lead while it stands: a later claim finds it paid, whatever the
     plan in force says now, unless a return took it back (take_back_qualified_fee)."""
     referrer = await _referrer(session, lead)
     if referrer is None or referrer.kind != PARTNER:

@@ -26,7 +26,7 @@ from marketplace.db.models import (
 from marketplace.money import Money
 from marketplace.settings import Settings
 from marketplace.wallet import provider, referrals, store
-from marketplace.wallet.charges import business_of
+from marketplace.wallet.charges import business_of, qualifying_revenue
 from marketplace.wallet.debts import OPEN_CHARGE, charge_key, collect_debts
 from marketplace.wallet.invoice_pdf import PaymentStep
 from marketplace.wallet.invoices import breakdown, issue_invoice
@@ -49,24 +49,29 @@ from marketplace.wallet.vat import VatBreakdown
 
 async def claim_returned(session: AsyncSession, settings: Settings, lead: Lead, exposure: Exposure) -> None:
     """A claim of a partner's lead was returned: the qualified-lead fee it earned is taken back, and the claim of a
-    business still holding the lead (the earliest; not one a block released) earns it instead."""
+    business still holding the lead that qualifies it (the earliest: a lead buyer's purchase, a deal maker's deal whose
+    commission was charged; not one a block released) earns it instead."""
     if not lead.referral_code or not await referrals.take_back_qualified_fee(session, lead, exposure):
         return
-    holder = await session.scalar(
-        select(Exposure)
-        .where(
-            Exposure.lead_id == lead.id,
-            Exposure.id != exposure.id,
-            Exposure.status != "returned",
-            ~exists().where(FraudRelease.exposure_id == Exposure.id),
+    holders = list(
+        await session.scalars(
+            select(Exposure)
+            .where(
+                Exposure.lead_id == lead.id,
+                Exposure.id != exposure.id,
+                Exposure.status != "returned",
+                (Exposure.mode != "deal_maker") | (Exposure.status == "paid"),
+                ~exists().where(FraudRelease.exposure_id == Exposure.id),
+            )
+            .order_by(Exposure.created_at, Exposure.id)
         )
-        .order_by(Exposure.created_at, Exposure.id)
-        .limit(1)
     )
-    if holder is not None:
-        plan = await plan_of(session, settings, holder.plan_version_id)
-        price = breakdown(settings, Money(holder.price_minor, holder.currency)).net
-        await referrals.reward_qualified_lead(session, plan, lead, holder, price)
+    for holder in holders:
+        price = qualifying_revenue(settings, holder)
+        if price is not None:
+            plan = await plan_of(session, settings, holder.plan_version_id)
+            await referrals.reward_qualified_lead(session, plan, lead, holder, price)
+            return
 
 
 async def refund_exposure(session: AsyncSession, settings: Settings, exposure: Exposure) -> VatBreakdown | None:

@@ -226,20 +226,87 @@ async def test_a_reward_on_a_purchase_is_paid_out_only_once_the_lead_can_no_long
     assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=body)).status_code == 201
 
 
-async def test_a_deal_makers_return_takes_back_the_fixed_qualified_lead_fee(app, client, db):
-    """A deal maker pays nothing for a claim, yet the plan's fixed tier pays the partner: its return (no refund, a
-    replacement instead) takes the fee back too, or a partner could farm fees through a deal maker it works with."""
+async def test_a_deal_makers_claim_earns_no_qualified_lead_fee_until_its_commission_is_charged(app, client, db):
+    """A tester's finding: a deal maker pays nothing for a claim, yet its claim earned the partner the qualified-lead
+    fee, and a deal reported lost closed the return window: the fee was paid out in cash. A partner posting leads
+    with its code and a friendly deal maker claiming and dropping them farmed the marketplace. A deal maker's claim
+    qualifies the lead only once its deal's commission is charged; the fee is held until that charge is paid."""
     operator = await operator_token(app)
     code = await code_for(client, operator, referrer="site-9")
-    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    (dm_id, dm), (other_id, other) = [
+        await register(client, "deal_maker", profile={"categories": ["legal"]}) for _ in range(2)
+    ]
+
+    # The farm: claimed and reported lost, or claimed and returned: no fee, nothing owed or payable.
+    for drop in ("lost", "returned"):
+        lead_id = (await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))).json()["id"]
+        (offer_id,) = await offer_lead_to(app, lead_id, [dm_id])
+        assigned = await claim(client, dm, offer_id)
+        assert assigned.status_code == 201, assigned.text
+        assert (await payables(client, operator)).get("site-9", 0) == 0
+        url = f"/v1/exposures/{assigned.json()['id']}"
+        if drop == "lost":
+            dropped = await client.post(f"{url}/status", headers=auth(dm), json={"status": "lost"})
+        else:
+            dropped = await client.post(f"{url}/return", headers=auth(dm), json={"reason": "not ours"})
+        assert dropped.status_code == 200, dropped.text
+        assert (await payables(client, operator)).get("site-9", 0) == 0
+    listed = (await client.get("/v1/payables", headers=auth(operator))).json()["items"]
+    assert [p for p in listed if p["owner"] == "site-9"] == []
+    body = {"account": "referrer_payable", "owner": "site-9", "amount": {"amount_minor": 2_000, "currency": "ILS"}}
+    assert (await client.post("/v1/payables/payouts", headers=auth(operator), json=body)).status_code == 409
+
+    # A deal won and paid with a turnover brings a commission: the fee (20.00) and the closed sale's 5 % of its net,
+    # once per lead, though two deal makers close deals on it.
     lead_id = (await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))).json()["id"]
-    (offer_id,) = await offer_lead_to(app, lead_id, [dm_id])
-    assigned = await claim(client, dm, offer_id)
-    assert assigned.status_code == 201, assigned.text
-    assert (await payables(client, operator))["site-9"] == 2_000
-    url = f"/v1/exposures/{assigned.json()['id']}/return"
-    assert (await client.post(url, headers=auth(dm), json={"reason": "not ours"})).status_code == 200
+    offer_dm, offer_other = await offer_lead_to(app, lead_id, [dm_id, other_id])
+    first, second = await claim(client, dm, offer_dm), await claim(client, other, offer_other)
+    assert first.status_code == second.status_code == 201, second.text
     assert (await payables(client, operator)).get("site-9", 0) == 0
+    assert (await close_deal(client, dm, first.json()["id"], 1_000_000)).status_code == 200
+    assert (await payables(client, operator))["site-9"] == 2_000 + pct(254_237, 500)
+    assert (await close_deal(client, other, second.json()["id"], 1_000_000)).status_code == 200
+    assert (await payables(client, operator))["site-9"] == 2_000 + 2 * pct(254_237, 500)
+    fees = await db.scalars(select(LedgerTransaction.reference).where(LedgerTransaction.memo.startswith("Qualified")))
+    assert list(fees) == [first.json()["id"]]
+
+    # Held, as the closed-sale share is, until the deal maker pays the commission's charge.
+    held = await client.post("/v1/payables/payouts", headers=auth(operator), json=body)
+    assert held.status_code == 409 and held.json()["held"]["amount_minor"] == 2_000 + 2 * pct(254_237, 500), held.text
+    (charge,) = [
+        s for s in (await client.get("/v1/settlements", headers=auth(dm))).json()["items"] if s["status"] == "pending"
+    ]
+    assert (await client.post(f"/v1/settlements/{charge['id']}/confirm", headers=auth(operator))).status_code == 200
+    paid = await client.post("/v1/payables/payouts", headers=auth(operator), json=body)
+    assert paid.status_code == 201, paid.text
+
+
+async def test_a_lead_buyers_returned_purchase_leaves_the_fee_to_a_deal_makers_deal_once_its_commission_is_charged(
+    app, client, db
+):
+    """A lead buyer's purchase qualifies the lead at once; returned, its fee is taken back, and a business still holding
+    the lead earns it only with a claim that qualifies it: a deal maker's open deal does not, until its commission is
+    charged."""
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-5")
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["accounting"]})
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["accounting"]})
+    lead_id = (await client.post("/v1/leads", json=lead_body(referral_code=code, category="accounting"))).json()["id"]
+    offer_lb, offer_dm = await offer_lead_to(app, lead_id, [lb_id, dm_id])
+    bought = await claim(client, lb, offer_lb)
+    assert bought.status_code == 201, bought.text
+    assert (await payables(client, operator))["site-5"] == 2_000
+    deal = await claim(client, dm, offer_dm)
+    assert deal.status_code == 201, deal.text
+    returned = await client.post(f"/v1/exposures/{bought.json()['id']}/return", headers=auth(lb), json={"reason": "x"})
+    assert returned.status_code == 200, returned.text
+    assert (await payables(client, operator)).get("site-5", 0) == 0  # the deal maker's claim brought nothing yet
+    assert (await close_deal(client, dm, deal.json()["id"], 1_000_000)).status_code == 200
+    commission = Money(1_000_000, "ILS").percent_bp(deal.json()["commission_rate_bp"])  # 20 %: 2,000.00
+    closed_sale = pct(vat_breakdown(commission, 1800, True).net.amount_minor, 500)
+    assert (await payables(client, operator))["site-5"] == 2_000 + closed_sale
+    fees = await db.scalars(select(LedgerTransaction.reference).where(LedgerTransaction.memo.startswith("Qualified")))
+    assert sorted(fees) == sorted([bought.json()["id"], deal.json()["id"]])  # the purchase's (taken back), the deal's
 
 
 @pytest.mark.postgres_only

@@ -35,6 +35,8 @@ DEFAULT_PLAN_NAME = "default"
 SPLIT_ROLES = (ROLE_RECOMMENDER, ROLE_PLATFORM, ROLE_CLUB_OPERATOR)
 _NOT_IN_SPLIT = "a referrer and its sponsors are paid by the referral tiers, on top of the split"
 _TIERS_PAY = "the referral tiers pay a lead's referrer and its sponsors; a commission's sharers are in the split"
+# What a tier's role may be (plans.is_referral_role): the first sponsor up the chain is "sponsor", never "sponsor_1".
+_TIER_ROLES = "referrer, sponsor (the referrer's sponsor) or sponsor_2, sponsor_3, ... (sponsors further up its chain)"
 
 # A plan version is never edited once saved (settled deals point at it), so its parsed form can be kept by id.
 _PARSED_PLANS: dict[str, CommissionPlan] = {}
@@ -156,7 +158,7 @@ async def save_plan(
     tier_roles |= {"retention_bonus": plan.retention_bonus}
     tier_roles |= {f"lifetime_bonus[{i}]": bonus for i, bonus in enumerate(plan.lifetime_bonus)}
     unpaid += [
-        FieldError(f"tiers.{name}.role", f"referrer, sponsor or sponsor_N ({_TIERS_PAY})")
+        FieldError(f"tiers.{name}.role", f"{_TIER_ROLES} ({_TIERS_PAY})")
         for name, tier in tier_roles.items()
         if tier is not None and not is_referral_role(tier.role)
     ]

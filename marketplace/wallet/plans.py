@@ -61,6 +61,7 @@ __all__ = [
     "evaluate",
     "is_referral_role",
     "parse_plan",
+    "sponsor_level",
     "sponsor_role",
 ]
 
@@ -75,6 +76,14 @@ _ROLE_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 def sponsor_role(level: int) -> str:
     """The role of the sponsor `level` steps above the referrer: sponsor, sponsor_2, sponsor_3, ..."""
     return "sponsor" if level == 1 else f"sponsor_{level}"
+
+
+def sponsor_level(role: str) -> int | None:
+    """The level of a sponsor role (sponsor 1, sponsor_2 2, ...); None for any other role."""
+    if role == "sponsor":
+        return 1
+    found = re.fullmatch(r"sponsor_([2-9]|[1-9][0-9]+)", role)
+    return int(found.group(1)) if found else None
 
 
 _REFERRAL_ROLE_RE = re.compile(r"referrer|sponsor(_[2-9]|_[1-9][0-9]+)?")
@@ -204,6 +213,13 @@ class CommissionPlan:
     def rate_bp(self, category: str, default_bp: int) -> int:
         """The commission rate for a category under this plan, or the category's configured default."""
         return self.commission_rates_bp.get(category, default_bp)
+
+    def tier_sponsor_levels(self) -> int:
+        """How far up a partner's sponsor chain its tiers pay: the deepest sponsor level a tier's role names (0 when
+        they pay the referrer only)."""
+        roles = [t.role for t in (self.qualified_lead, self.closed_sale, self.retention_bonus) if t is not None]
+        roles += [b.role for b in self.lifetime_bonus]
+        return max((sponsor_level(role) or 0 for role in roles), default=0)
 
     def recommender_share_bp(self) -> int:
         """The recommender's share of the split (what a business that sold a lead earns of its revenue), in basis

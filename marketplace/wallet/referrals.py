@@ -11,7 +11,8 @@ route calls it).
   deal's commission, once charged, qualifies the lead; taken back when that claim is returned, and earned again by
   the qualifying claim of a business still holding the lead, or by a later one), a share of each closed sale's
   commission, the lifetime bonus when the commission its leads brought crosses a threshold, and the retention bonus on
-  a referred customer's repeat purchase.
+  a referred customer's repeat purchase. A tier whose role is a sponsor (sponsor, sponsor_2, ...) pays the partner's
+  sponsor that many steps up instead (nobody, when there is none).
 - A **customer** who refers others earns the customer-referrer rate of the revenue each referred lead brings (a
   lead buyer's net price, a deal's net commission), and its sponsors up the chain theirs: in mode "difference"
   only what the rate below did not already pay (seed 001: 5 % and 20 % of 1,000.00 are 50.00 and 150.00). A
@@ -147,6 +148,21 @@ async def _sponsors(session: AsyncSession, referrer: Referrer, levels: int) -> l
     return chain
 
 
+async def _payees(session: AsyncSession, plan: CommissionPlan, referrer: Referrer) -> dict[str, str]:
+    """Who the plan pays for the referrer's lead, by role: the referrer, and its sponsors up the chain as far as the
+    plan pays them: a customer's by the customer-referrer rule's sponsor rates, a partner's by the tiers that name a
+    sponsor role (sponsor, sponsor_2, ...). A role with nobody behind it (a partner with no sponsor) is paid nothing."""
+    accounts = {ROLE_REFERRER: referrer.id}
+    if referrer.kind == PARTNER:
+        levels = plan.tier_sponsor_levels()
+    else:
+        levels = len(plan.customer_referrer.sponsor_chain_bp) if plan.customer_referrer is not None else 0
+    if levels:
+        sponsors = await _sponsors(session, referrer, levels)
+        accounts.update({sponsor_role(level): sponsor for level, sponsor in enumerate(sponsors, start=1)})
+    return accounts
+
+
 async def _is_repeat_purchase(session: AsyncSession, lead: Lead) -> bool:
     """The same customer (phone), brought by the same code, bought before: an earlier lead of it was bought or
     closed and not returned."""
@@ -193,21 +209,23 @@ async def reward_qualified_lead(
     session: AsyncSession, plan: CommissionPlan, lead: Lead, exposure: Exposure, price: Money
 ) -> None:
     """A business's claim made a partner's lead a qualified one (charges.qualifying_revenue: a lead buyer's purchase,
-    or a deal maker's deal once its commission is charged): the plan's qualified-lead fee (a percent tier applies to
-    `price`, what the claim brought, net). Once per lead while it stands: a later claim finds it paid, whatever the
-    plan in force says now, unless a return took it back (take_back_qualified_fee)."""
+    or a deal maker's deal once its commission is charged): the plan's qualified-lead fee, to the referrer or the
+    sponsor its role names (a percent tier applies to `price`, what the claim brought, net). Once per lead while it
+    stands: a later claim finds it paid, whatever the plan in force says now, unless a return took it back
+    (take_back_qualified_fee)."""
     referrer = await _referrer(session, lead)
     if referrer is None or referrer.kind != PARTNER:
         return
     if await _standing_fees(session, lead):
         return
-    event = PlanEvent(EventKind.QUALIFIED_LEAD, price, present_roles=frozenset({ROLE_REFERRER}))
+    accounts = await _payees(session, plan, referrer)
+    event = PlanEvent(EventKind.QUALIFIED_LEAD, price, present_roles=frozenset(accounts))
     result = evaluate(plan, event)
     await _pay(
         session,
         f"{_QUALIFIED}{lead.id}:{exposure.id}",
         [(p.recipient_role, p.amount) for p in result.bonuses],
-        {ROLE_REFERRER: referrer.id},
+        accounts,
         memo=f"Qualified lead {lead.id} (plan v{result.plan_version})",
         reference=exposure.id,
     )
@@ -289,10 +307,7 @@ async def reward_revenue(
     if referrer.kind == PARTNER and step != "commission":
         return  # a partner is paid per qualified lead and per closed sale; its lifetime counts commissions
     before = await _add_lifetime_revenue(session, referrer, revenue)  # the referrer's row locked till the commit
-    accounts = {ROLE_REFERRER: referrer.id}
-    if referrer.kind == CUSTOMER and plan.customer_referrer is not None:
-        sponsors = await _sponsors(session, referrer, len(plan.customer_referrer.sponsor_chain_bp))
-        accounts.update({sponsor_role(level): sponsor for level, sponsor in enumerate(sponsors, start=1)})
+    accounts = await _payees(session, plan, referrer)
     kind = EventKind.DEAL_PAID if referrer.kind == PARTNER else EventKind.CUSTOMER_PURCHASE
     event = PlanEvent(
         kind,

@@ -309,6 +309,37 @@ async def test_a_lead_buyers_returned_purchase_leaves_the_fee_to_a_deal_makers_d
     assert sorted(fees) == sorted([bought.json()["id"], deal.json()["id"]])  # the purchase's (taken back), the deal's
 
 
+async def test_a_partners_tiers_that_name_a_sponsor_pay_its_sponsor_chain(app, client, db):
+    """A tester's finding: a plan's tier paying role `sponsor` was accepted, and a partner registered with a sponsor,
+    yet a partner's tiers paid its referrer only: the sponsor never earned. A tier names who it pays: the partner's
+    sponsor (sponsor), the sponsor's (sponsor_2), ...; nobody where the chain ends."""
+    from marketplace.wallet.plans import default_plan
+
+    operator = await operator_token(app)
+    plan = default_plan("ILS")
+    del plan["version"]  # numbered as the next version
+    plan["tiers"]["qualified_lead"] = {"role": "sponsor", "fixed": {"amount_minor": 1_500, "currency": "ILS"}}
+    plan["tiers"]["closed_sale"] = {"role": "sponsor_2", "percent_bp": 500}
+    saved = await client.post("/v1/commission-plans", headers=auth(operator), json={"definition": plan})
+    assert saved.status_code == 201, saved.text
+    await code_for(client, operator, referrer="top")
+    await code_for(client, operator, referrer="boss", sponsor="top")
+    agent = await code_for(client, operator, referrer="agent", sponsor="boss")
+    solo = await code_for(client, operator, referrer="solo")
+
+    lb_id, lb = await register(client, "lead_buyer", profile={"categories": ["legal"]})
+    assert (await claim(client, lb, await referred_offer(app, client, lb_id, agent, category="legal"))).is_success
+    assert await payables(client, operator) == {"boss": 1_500, "costs": 1_500}
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    deal = await claim(client, dm, await referred_offer(app, client, dm_id, agent, category="legal"))
+    assert (await close_deal(client, dm, deal.json()["id"], 1_000_000)).status_code == 200
+    closed_sale = pct(254_237, 500)
+    assert await payables(client, operator) == {"boss": 3_000, "top": closed_sale, "costs": 3_000 + closed_sale}
+    # A partner with no sponsor: the sponsors' tiers pay nobody.
+    assert (await claim(client, lb, await referred_offer(app, client, lb_id, solo, category="legal"))).is_success
+    assert await payables(client, operator) == {"boss": 3_000, "top": closed_sale, "costs": 3_000 + closed_sale}
+
+
 @pytest.mark.postgres_only
 @pytest.mark.parametrize("mode", ["lead_buyer", "deal_maker"])
 async def test_a_return_and_a_claim_at_once_leave_the_qualified_lead_fee_with_the_claim_kept(app, client, db, mode):

@@ -1138,6 +1138,9 @@ async def test_plans_are_versioned_and_a_deal_is_settled_under_the_plan_of_its_e
         "definition.tiers.qualified_lead.role",
         "definition.tiers.lifetime_bonus[0].role",
     }
+    # The message names the roles accepted: "sponsor_1" is refused, so it must not invite a "sponsor_N".
+    message = refused.json()["errors"][1]["message"]
+    assert "sponsor_N" not in message and "sponsor (the referrer's sponsor) or sponsor_2, sponsor_3" in message
     assert (
         await client.post("/v1/commission-plans", headers=auth(seller), json={"definition": changed})
     ).status_code == 403

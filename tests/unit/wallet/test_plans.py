@@ -25,6 +25,7 @@ from marketplace.wallet.plans import (
     evaluate,
     is_referral_role,
     parse_plan,
+    sponsor_level,
     sponsor_role,
 )
 
@@ -264,6 +265,17 @@ def _tiered() -> CommissionPlan:
 def test_a_tier_pays_the_referrer_or_a_sponsor_by_the_name_sponsor_role_gives(role: str, paid: bool) -> None:
     assert is_referral_role(role) is paid
     assert all(is_referral_role(sponsor_role(level)) for level in range(1, 30))
+    assert (sponsor_level(role) is not None) is (paid and role != "referrer")
+    assert all(sponsor_level(sponsor_role(level)) == level for level in range(1, 30))
+
+
+def test_a_partners_tiers_pay_as_far_up_its_sponsor_chain_as_their_roles_name() -> None:
+    data = default_plan()
+    assert parse_plan(data).tier_sponsor_levels() == 0  # the default plan's tiers pay the referrer only
+    data["tiers"]["closed_sale"]["role"] = "sponsor"
+    assert parse_plan(data).tier_sponsor_levels() == 1
+    data["tiers"]["lifetime_bonus"][0]["role"] = "sponsor_3"
+    assert parse_plan(data).tier_sponsor_levels() == 3
 
 
 def test_qualified_lead_fee() -> None:

@@ -165,6 +165,9 @@ class ExposureController(Controller):
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:
             returned = await services.return_exposure(uow.session, state.settings, business, exposure_id, data.reason)
+            if returned.next_wave is not None:  # an exclusive lead back on the market: its waves go on
+                lead_id, wave = returned.exposure.lead_id, returned.next_wave
+                uow.after_commit(lambda: state.jobs.enqueue("send_wave", lead_id, wave))
             made.append(
                 moved(
                     returned.exposure,

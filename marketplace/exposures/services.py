@@ -22,7 +22,7 @@ from marketplace.exposures.queries import CLOSED_BY_BLOCK
 from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
-from marketplace.leads.services import LeadColumns, summary
+from marketplace.leads.services import LeadColumns, end_exclusivity, summary
 from marketplace.offers.closing import close_open_offers, take_off_the_market, withdraw_offers_over_credit
 from marketplace.offers.waves import offer_replacement
 from marketplace.pagination import check_cursor
@@ -59,6 +59,9 @@ class Returned:
     before: Before
     replacement: Offer | None
     refund: VatBreakdown | None
+    # The lead's next wave, when the return put it back on the market (an exclusive holder's: end_exclusivity); the
+    # caller sends it once the return has committed, as a block's release does. None: its waves go on as they were.
+    next_wave: int | None = None
 
 
 # Built once (SQLAlchemy builds a statement and its cache key at each call otherwise, about as costly as the read):
@@ -452,7 +455,9 @@ async def return_exposure(
     replacement offer (another lead), a lead buyer's price is owed back as a refund (the wallet credits it). The
     returned lead's place does not go back to the market: the business has seen the contact, and a lead is exposed to
     at most `max_exposures` businesses (the customer is called by no more; nor can a claim and a return hand the
-    contact on). It no longer counts against the business's caps."""
+    contact on). It no longer counts against the business's caps. An exclusive lead returned by its holder is
+    exclusive no more and goes back on the market with the places it has left (end_exclusivity; `next_wave` of the
+    answer: its next wave, for the caller to send once this commits)."""
     if blank(reason):  # zero-width characters alone say nothing either (text.blank)
         raise InvalidInput.field("reason", "say why the lead is irrelevant")
     # The lead's row first (README, "Lock order"), before anything is checked, then the business's and the deal's: its
@@ -489,7 +494,7 @@ async def return_exposure(
     exposure.returned_at = now
     exposure.return_reason = reason.strip()
     fraud.mark_dirty(session, business.id)
-    replacement, refund = None, None
+    replacement, refund, next_wave = None, None, None
     if exposure.mode == "deal_maker":
         replacement = await offer_replacement(session, settings, business.id, exposure)
         if settings.windows.replacement_days > 0:
@@ -498,11 +503,19 @@ async def return_exposure(
             exposure.replacement_owed_since = now
     else:
         refund = await refunds.refund_exposure(session, settings, exposure)
+    if exposure.kind == "exclusive":
+        # The only holder of an exclusive lead gave it back: kept off the market until it expired, the lead was a
+        # refund's worth of keeping every competitor out. It goes back as a shared lead with the places it has left (the
+        # returned one stays used, and none may buy it exclusively now that the returner saw the contact); its waves go
+        # on, offering it again to those whose offers were withdrawn as it filled (a withdrawn offer is made again).
+        reopened = await end_exclusivity(session, exposure.lead_id, now)
+        if reopened is not None and reopened[0] == "open":
+            next_wave = reopened[1] + 1
     lead = await session.get(Lead, exposure.lead_id)
     if lead is not None:  # a partner's qualified-lead fee stands on a claim that is kept
         await refunds.claim_returned(session, settings, lead, exposure)
     await session.flush()
-    return Returned(exposure, before, replacement, refund)
+    return Returned(exposure, before, replacement, refund, next_wave)
 
 
 async def mark_stale(session: AsyncSession, settings: Settings) -> int:

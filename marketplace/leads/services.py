@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Exists, Select, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import Exists, Select, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
@@ -286,9 +286,10 @@ async def detail(session: AsyncSession, lead: Lead) -> schemas.LeadDetail:
 
 
 async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tuple[str, int] | None:
-    """An exposure of the lead gave its place back (a block's release; a return does not): the lead is open again,
-    and exclusive no more. Returns its status and waves sent, or None when it is no longer on the market (open or full,
-    before its time) or held no place (never below zero): nothing changed, and the caller leaves its deal as it is.
+    """An exposure of the lead gave its place back (a block's release; a return does not: end_exclusivity): the lead is
+    open again, and exclusive no more. Returns its status and waves sent, or None when it is no longer on the market
+    (open or full, before its time) or held no place (never below zero): nothing changed, and the caller leaves its
+    deal as it is.
 
     The condition is in the update, not in what the caller read before: a deal maker's `won` on the same lead
     (offers.closing.take_off_the_market) may commit between the two, closing it with its expiry brought forward to a
@@ -303,6 +304,31 @@ async def free_a_place(session: AsyncSession, lead_id: str, now: datetime) -> tu
                 *on_the_market(Lead, now),
             )
             .values(exposure_count=Lead.exposure_count - 1, is_exclusive=False, status="open")
+            .returning(Lead.status, Lead.waves_sent)
+        )
+    ).one_or_none()
+    return None if row is None else (row.status, row.waves_sent)
+
+
+async def end_exclusivity(session: AsyncSession, lead_id: str, now: datetime) -> tuple[str, int] | None:
+    """Its exclusive holder returned the lead (the one exposure an exclusive lead has): it is exclusive no more, and
+    back on the market as a shared lead with the places it has left, open again unless none is left. The returned
+    place stays used (a lead's contact reaches at most `max_exposures` businesses, returns included; unlike a block's
+    release, free_a_place), and nobody may buy the lead exclusively again: the returner saw the contact (a claim or an
+    upgrade refuses while any exposure of the lead, a returned one too, exists). Returns its status and waves sent, or
+    None when it is no longer on the market (open or full, before its time) or was not exclusive: nothing changed.
+    The caller holds the lead's row (exposures.services.return_exposure: README, "Lock order")."""
+    row = (
+        await session.execute(
+            update(Lead)
+            .where(Lead.id == lead_id, Lead.is_exclusive.is_(True), *on_the_market(Lead, now))
+            .values(
+                is_exclusive=False,
+                status=case((Lead.exposure_count >= Lead.max_exposures, "full"), else_="open"),
+                # Its next wave is due now: the caller sends it once this commits, and the periodic sweep of waves due
+                # (offers.waves.waves_to_send_again) finds it again if that job is lost.
+                next_wave_at=now,
+            )
             .returning(Lead.status, Lead.waves_sent)
         )
     ).one_or_none()

@@ -152,6 +152,90 @@ async def test_no_exclusivity_once_a_competitor_has_seen_the_contact_even_if_a_b
     assert not lead.is_exclusive and lead.exposure_count == 1
 
 
+async def _returned_exclusive_goes_back_on_the_market(app, client, db, *, upgrade: bool) -> None:
+    """An exclusive lead its holder returned went on being exclusive and full until it expired: refunded in full, the
+    holder kept every competitor out (a tester). It goes back on the market as a shared lead with its remaining places:
+    the businesses whose offers were withdrawn as it filled are offered it again, and may claim it shared; nobody may
+    buy it exclusively, as the returner saw the contact."""
+    buyers = await _buyers(client, 4)
+    lead_id = await submit_lead(client)
+    await app.state.jobs.run_due()  # the first wave: three of the four (the category's wave size)
+    offered = {o.business_id: o.id for o in await db.scalars(select(Offer).where(Offer.lead_id == lead_id))}
+    assert len(offered) == 3
+    holder_id, holder = next((b, t) for b, t in buyers if b in offered)
+    if upgrade:
+        held = await client.post(f"/v1/offers/{offered[holder_id]}/claim", headers=auth(holder), json={})
+        assert held.status_code == 201, held.text
+        made = await client.post(f"/v1/exposures/{held.json()['id']}/exclusive", headers=auth(holder))
+        assert made.status_code == 200, made.text
+    else:
+        claim = {"exclusive": True}
+        held = await client.post(f"/v1/offers/{offered[holder_id]}/claim", headers=auth(holder), json=claim)
+        assert held.status_code == 201, held.text
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.is_exclusive and lead.status == "full"
+    others = [(b, t) for b, t in buyers if b != holder_id]
+    for _, token in others:  # the others' offers were withdrawn as the lead filled
+        assert [o for o in await offers_of(client, token) if o["lead_id"] == lead_id] == []
+
+    returned = await client.post(
+        f"/v1/exposures/{held.json()['id']}/return", headers=auth(holder), json={"reason": "not my trade"}
+    )
+    assert returned.status_code == 200, returned.text
+    assert returned.json()["refund"]["amount_minor"] == 15000  # the exclusive price, in full
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    # Shared again, open, its returned place still used (its contact reaches at most max_exposures businesses).
+    assert (lead.status, lead.is_exclusive, lead.exposure_count) == ("open", False, 1)
+
+    await app.state.jobs.run_due()  # its next wave, at once: the three others (the wave size)
+    listed = []
+    for business_id, token in others:
+        mine = [o for o in await offers_of(client, token) if o["lead_id"] == lead_id]
+        assert len(mine) == 1, (business_id, mine)
+        assert mine[0]["exclusive_available"] is False  # the list says what the claim would answer
+        listed.append((token, mine[0]["offer_id"]))
+    (first, first_offer), (second, second_offer) = listed[:2]
+    exclusive = await client.post(f"/v1/offers/{first_offer}/claim", headers=auth(first), json={"exclusive": True})
+    assert exclusive.status_code == 409 and "seen" in exclusive.json()["detail"], exclusive.text
+    shared = await client.post(f"/v1/offers/{first_offer}/claim", headers=auth(first), json={"exclusive": False})
+    assert shared.status_code == 201, shared.text
+    assert shared.json()["kind"] == "shared"
+    # The one holder now cannot make it exclusive either: the returner saw the contact.
+    upgraded = await client.post(f"/v1/exposures/{shared.json()['id']}/exclusive", headers=auth(first))
+    assert upgraded.status_code == 409, upgraded.text
+    # The last place: the lead fills with the returned place counted (1 returned + 2 claims = max_exposures 3).
+    last = await client.post(f"/v1/offers/{second_offer}/claim", headers=auth(second), json={"exclusive": False})
+    assert last.status_code == 201, last.text
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert (lead.status, lead.is_exclusive, lead.exposure_count) == ("full", False, 3)
+
+
+async def test_an_exclusive_lead_returned_by_its_buyer_goes_back_on_the_market_shared(app, client, db):
+    await _returned_exclusive_goes_back_on_the_market(app, client, db, upgrade=False)
+
+
+async def test_a_lead_upgraded_to_exclusive_and_returned_goes_back_on_the_market_shared(app, client, db):
+    await _returned_exclusive_goes_back_on_the_market(app, client, db, upgrade=True)
+
+
+async def test_an_exclusive_lead_returned_after_its_time_stays_off_the_market(app, client, db):
+    """Only a lead still on the market goes back to it: one past its time is offered to nobody."""
+    (holder_id, holder), (other_id, other) = await _buyers(client, 2)
+    lead_id = await submit_lead(client)
+    holder_offer, _ = await offer_lead_to(app, lead_id, [holder_id, other_id])
+    held = await client.post(f"/v1/offers/{holder_offer}/claim", headers=auth(holder), json={"exclusive": True})
+    assert held.status_code == 201, held.text
+    clock.advance(timedelta(hours=80))  # past lead_ttl_hours (72), within the return window (7 days)
+    returned = await client.post(
+        f"/v1/exposures/{held.json()['id']}/return", headers=auth(holder), json={"reason": "not my trade"}
+    )
+    assert returned.status_code == 200, returned.text
+    await app.state.jobs.run_due()
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.status == "full" and lead.is_exclusive
+    assert [o for o in await offers_of(client, other) if o["lead_id"] == lead_id] == []
+
+
 async def test_a_business_never_claims_beyond_its_daily_cap_even_with_offers_open_at_once(app, client, db):
     buyer_id, buyer = await register(client, "lead_buyer", profile={"daily_cap": 2})
     offers = []

@@ -91,11 +91,12 @@ class OfferController(Controller):
         limit: FromQuery[QueryInt] = QueryInt(MAX_LIMIT),
         cursor: FromQuery[str | None] = None,
     ) -> schemas.LeadRanking:
-        """The lead's candidates as the ranker orders them now, each with its score's factors; those
-        already offered the lead come first, with the wave, score and rank (within that wave) recorded on their
-        offer and the offer's status, then the others ranked from 1 in the order the next waves would offer it to
-        them (none once the lead is full, exclusive or closed: no next wave goes out; one whose offer was withdrawn
-        may be offered again, so it is among them). An offered business since blocked or suspended says so
+        """The lead's candidates as the ranker orders them now, each with its score's factors and its `rank`: one
+        order over the whole list, from 1, unique (the same number as its `position`). Those already offered the
+        lead come first, with the wave, score and rank within that wave (`wave_rank`) recorded on their offer and the
+        offer's status, then the others in the order the next waves would offer it to them (none once the lead is
+        full, exclusive or closed: no next wave goes out; one whose offer was withdrawn may be offered again, so it is
+        among them). An offered business since blocked or suspended says so
         (`excluded`); such a business is never among the others. One of the others that the next wave would pass
         over for now says why too: `over_credit_limit`, a deal maker owing more than its credit limit, or a lead buyer
         that could not pay the lead's list price from its wallet and within its credit limit (until it pays, a lead's

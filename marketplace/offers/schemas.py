@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -39,13 +39,30 @@ OVER_CREDIT_LIMIT = "over_credit_limit"
 
 class RankedCandidate(msgspec.Struct):
     business_id: str
-    # Offered: the rank within its wave, as recorded on the offer. Not offered yet: its place among those not
-    # offered yet, in the order the next waves would offer the lead now.
-    rank: int
+    # One order over the whole list (it restarted at 1 for those not offered yet, so two candidates showed rank 1: a
+    # tester); an offered candidate's rank within its wave is `wave_rank`.
+    rank: Annotated[
+        int,
+        msgspec.Meta(
+            description=(
+                "The candidate's rank in the whole list, from 1, unique (the offered first, by wave and rank within "
+                "it, then those not offered yet in the order the next waves would reach them); equal to `position`"
+            )
+        ),
+    ]
     score: float
     factors: dict[str, Any]
     offered: bool
     wave: int | None = None  # the wave that offered it; null while not offered
+    wave_rank: Annotated[
+        int | None,
+        msgspec.Meta(
+            description=(
+                "The rank within its wave recorded on the offer (the offer's `rank` in GET /v1/offers); null while "
+                "not offered"
+            )
+        ),
+    ] = None
     # The offer's status (open, claimed, expired, or closed: withdrawn, and it may be offered again); null while
     # not offered.
     offer_status: str | None = None

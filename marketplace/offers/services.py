@@ -128,11 +128,11 @@ async def offers_of_lead(session: AsyncSession, lead_id: str) -> list[Offer]:
 async def explain_ranking(
     session: AsyncSession, settings: Settings, ranker: Ranker, lead: Lead
 ) -> list[schemas.RankedCandidate]:
-    """The lead's candidates as the ranker orders them now, each with its `position` in the whole list: those already
-    offered the lead first (wave, rank and score as recorded on the offer, and the offer's status; `excluded` when the
-    business has since been blocked or suspended), then the others in the order the next waves would offer it to them
-    (none once no next wave goes out; a withdrawn offer's business among them; `excluded` when a deal maker owes more
-    than its credit limit)."""
+    """The lead's candidates as the ranker orders them now, each with its `rank` (and `position`) in the whole list:
+    those already offered the lead first (wave, rank within it as `wave_rank`, and score as recorded on the offer, and
+    the offer's status; `excluded` when the business has since been blocked or suspended), then the others in the
+    order the next waves would offer it to them (none once no next wave goes out; a withdrawn offer's business among
+    them; `excluded` when a deal maker owes more than its credit limit)."""
     now = utcnow()
     offered = await offers_of_lead(session, lead.id)
     waves_go_on = all(takes_waves(lead, now)) and not lead.is_exclusive
@@ -144,11 +144,12 @@ async def explain_ranking(
     candidates = [
         schemas.RankedCandidate(
             business_id=o.business_id,
-            rank=o.rank,
+            rank=0,  # its place in the whole list, set below
             score=o.score,
             factors=o.factors,
             offered=True,
             wave=o.wave,
+            wave_rank=o.rank,
             offer_status=status_at(o, now),
             excluded=None if statuses.get(o.business_id, "active") == "active" else statuses[o.business_id],
         )
@@ -156,17 +157,18 @@ async def explain_ranking(
     ] + [
         schemas.RankedCandidate(
             business_id=r.business_id,
-            rank=i,
+            rank=0,
             score=r.score,
             factors=r.factors,
             offered=False,
             excluded=schemas.OVER_CREDIT_LIMIT if r.business_id in owing else None,
         )
-        for i, r in enumerate(ranked, start=1)
+        for r in ranked
     ]
     inputs_of = getattr(ranker, "inputs_of", None)
     for position, candidate in enumerate(candidates, start=1):
-        candidate.position = position
+        # One order over the whole list: an offered candidate's rank within its wave is its `wave_rank`.
+        candidate.rank = candidate.position = position
         if inputs_of is not None:
             candidate.inputs = inputs_of(candidate.business_id, lead.category)
     return candidates

@@ -102,13 +102,12 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
     assert body["policy"] == "profitability"
     offered = [c for c in body["items"] if c["offered"]]
     assert len(offered) == 2
-    assert sorted((c["wave"], c["rank"]) for c in offered) == [(1, 1), (1, 2)]
+    assert sorted((c["wave"], c["wave_rank"]) for c in offered) == [(1, 1), (1, 2)]  # as the offers recorded them
     assert all(c["wave"] is None for c in body["items"] if not c["offered"])
     assert {c["offer_status"] for c in offered} == {"open"}
     # Each business once: an open offer's holder is not also a candidate for the next waves.
     waiting = [c["business_id"] for c in body["items"] if not c["offered"]]
     assert not {c["business_id"] for c in offered} & set(waiting) and len(waiting) == len(set(waiting))
-    assert [c["rank"] for c in body["items"] if not c["offered"]] == list(range(1, len(waiting) + 1))
     assert [c["position"] for c in body["items"]] == list(range(1, len(body["items"]) + 1))  # unique
     for candidate in offered:
         factors = candidate["factors"]
@@ -116,6 +115,31 @@ async def test_operator_sees_each_candidates_score_and_factors(app, client):
         assert factors["prior_weight"] == 1.0  # newcomers: the category's prior, not zero
         expected = "p_close_and_pay" if factors["mode"] == "deal_maker" else "p_not_returned"
         assert expected in factors
+
+
+async def test_a_candidates_rank_is_one_order_over_the_whole_list(app, client):
+    """`rank` restarted at 1 for the candidates not offered yet (the offered 1, 2, 3, then the others 1, 2): two
+    candidates showed rank 1 (a tester). It is one order over the whole list; an offered candidate's rank within its
+    wave, as its offer recorded it, is `wave_rank`."""
+    for _ in range(5):
+        await register(client, "lead_buyer")
+    lead_id = await submit_lead(client)
+    await app.state.jobs.run_due()  # the first wave: three of the five (the category's wave size)
+    op = await operator_token(app)
+    response = await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op))
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    assert [c["offered"] for c in items] == [True] * 3 + [False] * 2
+    assert [c["rank"] for c in items] == [1, 2, 3, 4, 5] == [c["position"] for c in items]
+    assert [(c["wave"], c["wave_rank"]) for c in items] == [(1, 1), (1, 2), (1, 3), (None, None), (None, None)]
+    # A page goes on with the same numbers.
+    page = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op), params={"limit": 2})).json()
+    rest = await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(op), params={"cursor": page["next_cursor"]})
+    assert [c["rank"] for c in page["items"] + rest.json()["items"]] == [1, 2, 3, 4, 5]
+    # The served schema says what each number is.
+    fields = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]["RankedCandidate"]
+    assert "whole list" in fields["properties"]["rank"]["description"]
+    assert "within its wave" in str(fields["properties"]["wave_rank"])
 
 
 async def test_the_explanation_says_an_offer_past_its_time_has_expired_before_the_sweep_runs(app, client, db):

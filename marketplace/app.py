@@ -68,7 +68,7 @@ def create_app(
 ) -> Litestar:
     settings = settings or get_settings()
     logs.install()  # customers' survey links out of the access log and the service's own
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     sessions = create_session_factory(engine)
     broker = use_broker(make_broker(settings.service.redis_url, socket_timeout=API_SOCKET_TIMEOUT_SECONDS))
     jobs = DramatiqJobs(broker, settings.service.redis_url) if settings.service.redis_url else InProcessJobs(broker)

@@ -59,7 +59,7 @@ async def _upgrade(settings: Settings) -> None:
     from marketplace.db import migrate
     from marketplace.db.engine import create_engine
 
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     try:
         await migrate.upgrade(engine)
     finally:
@@ -70,7 +70,7 @@ async def _revision(settings: Settings, message: str) -> None:
     from marketplace.db import migrate
     from marketplace.db.engine import create_engine
 
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     try:
         await migrate.revision(engine, message)
     finally:
@@ -84,7 +84,7 @@ async def _create_operator(settings: Settings, name: str) -> str:
 
     if settings.service.is_sqlite:
         await _upgrade(settings)
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     try:
         async with UnitOfWorkFactory(create_session_factory(engine))() as uow:
             _, token = await create_operator(uow.session, name)
@@ -102,7 +102,7 @@ async def _revoke_operator(settings: Settings, token: str | None, operator_id: s
 
     if settings.service.is_sqlite:
         await _upgrade(settings)
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     try:
         async with UnitOfWorkFactory(create_session_factory(engine))() as uow:
             if token is not None:
@@ -222,7 +222,7 @@ async def _ranking(settings: Settings, args: argparse.Namespace) -> str:
     from marketplace.ranking.service import train_conversion_model
     from marketplace.uow import UnitOfWorkFactory
 
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     uow = UnitOfWorkFactory(create_session_factory(engine))
     try:
         if args.ranking_command == "train":

@@ -31,7 +31,7 @@ _LEADS = [
 
 async def load_demo(settings: Settings) -> list[str]:
     """Create the demo market (idempotent: a second run reports what exists) and return lines to print."""
-    engine = create_engine(settings.service.database_url)
+    engine = create_engine(settings.service.database_url, settings.database)
     uow_factory = UnitOfWorkFactory(create_session_factory(engine))
     lines = ["Demo market:"]
     regions = list(settings.regions)

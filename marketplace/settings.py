@@ -53,6 +53,26 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """Each process's connection pool on PostgreSQL (SQLite keeps one connection a process, whatever these say).
+
+    Every process (each API worker, each `marketplace worker`) may open pool_size + max_overflow connections: their
+    sum over the processes must stay under the server's max_connections, with room for psql and migrations. The
+    defaults keep the README's production shape (four API workers and one worker: 5 x 15 = 75) under PostgreSQL's
+    default of 100."""
+
+    pool_size: int = 10
+    max_overflow: int = 5
+    # How long a request waits for a connection of its process's pool when all are in use (a burst queues here
+    # rather than asking the server for more than it allows); beyond, a 503 with Retry-After.
+    pool_timeout_seconds: int = 30
+
+    @property
+    def connections_per_process(self) -> int:
+        return self.pool_size + self.max_overflow
+
+
+@dataclass(frozen=True, slots=True)
 class Windows:
     dedup_hours: int
     return_days: int
@@ -165,6 +185,7 @@ class Settings:
     ranking: RankingSettings
     notifications: NotificationSettings
     fraud: FraudSettings
+    database: DatabaseSettings = DatabaseSettings()
 
     @property
     def jurisdiction(self) -> Jurisdiction:
@@ -342,10 +363,23 @@ def _build(data: Mapping[str, Any]) -> Settings:
     ranking = _ranking(_section(data, "ranking"))
     notifications = _notifications(_section(data, "notifications"))
     fraud = _fraud(_section(data, "fraud"))
+    database = _database(data.get("database", {}))
     # Last, once every other setting is valid: the embedded default may create its secret file, and a
     # refused start-up must leave nothing behind.
     service = replace(service, secret_key=_secret_key(service.secret_key, service.database_url))
-    return Settings(service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud)
+    return Settings(
+        service, windows, jurisdictions, categories, regions, wallet, ranking, notifications, fraud, database
+    )
+
+
+def _database(section: Any) -> DatabaseSettings:
+    if not isinstance(section, Mapping):
+        raise SettingsError("database: must be a table")
+    return DatabaseSettings(
+        pool_size=_opt_int(section, "database", "pool_size", DatabaseSettings, minimum=1),
+        max_overflow=_opt_int(section, "database", "max_overflow", DatabaseSettings, minimum=0),
+        pool_timeout_seconds=_opt_int(section, "database", "pool_timeout_seconds", DatabaseSettings, minimum=1),
+    )
 
 
 def _service(svc: Mapping[str, Any]) -> ServiceSettings:

@@ -72,7 +72,7 @@ async def current() -> Runtime:
             import dramatiq
 
             settings = get_settings()
-            engine = create_engine(settings.service.database_url)
+            engine = create_engine(settings.service.database_url, settings.database)
             sessions = create_session_factory(engine)
             ranker = make_ranker(settings.ranking.policy, settings)
             sync = RankingSync(ranker, sessions, settings.service.redis_url)

@@ -10,8 +10,21 @@ from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from marketplace.settings import DatabaseSettings
 
-def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
+
+class DatabaseUnavailable(Exception):
+    """The database would not give a connection: it refused (too many clients, starting up or shutting down) or
+    could not be reached. Nothing was sent on that connection; the HTTP layer answers 503 with Retry-After."""
+
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(f"{what}: {message}")
+        self.what = what  # the driver's error: TooManyConnectionsError, ConnectionRefusedError, ...
+
+
+def create_engine(database_url: str, pool: DatabaseSettings | None = None, **overrides: Any) -> AsyncEngine:
+    """An engine for `database_url`, its pool as `pool` says (settings.database; its defaults when None): on
+    PostgreSQL its size and timeout, on a SQLite file its timeout (one connection a process); `overrides` on top."""
     if database_url.startswith("sqlite"):
         from marketplace.db import sqlite_driver  # registers the in-loop aiosqlite dialect
 
@@ -20,17 +33,45 @@ def create_engine(database_url: str, **overrides: Any) -> AsyncEngine:
         if f"+{sqlite_driver.DRIVER}:" in database_url and ":memory:" not in database_url:
             # Statements run on the event loop's thread (see sqlite_driver): one connection per engine, so that
             # a request waits for the database on the pool, never in SQLite's busy handler on the loop.
-            overrides = {"pool_size": 1, "max_overflow": 0, **overrides}
+            pool_timeout = (pool or DatabaseSettings()).pool_timeout_seconds
+            overrides = {"pool_size": 1, "max_overflow": 0, "pool_timeout": pool_timeout, **overrides}
         engine = create_async_engine(database_url, connect_args={"timeout": 30}, **overrides)
         _sqlite_pragmas(engine)
         return engine
-    options: dict[str, Any] = {"pool_size": 20, "max_overflow": 60}
+    pool = pool or DatabaseSettings()
+    options: dict[str, Any] = {
+        "pool_size": pool.pool_size,
+        "max_overflow": pool.max_overflow,
+        "pool_timeout": pool.pool_timeout_seconds,
+    }
     options.update(overrides)
     engine = create_async_engine(database_url, **options)
     if not options.get("pool_pre_ping"):
         _ping_idle_connections(engine)
     _discard_confused_connections(engine)
+    _tell_refused_connections(engine)
     return engine
+
+
+# PostgreSQL's SQLSTATEs for a connection it will not give now: too many connections (max_connections reached),
+# the server starting up, recovering or shutting down.
+REFUSED_SQLSTATES = frozenset({"53300", "57P03"})
+
+
+def _tell_refused_connections(engine: AsyncEngine) -> None:
+    """A connection the server refuses, or cannot be reached for, raises DatabaseUnavailable: the one error that
+    says this connection never reached the database, told apart from a fault (a wrong password or database name stays
+    what the driver raised). Only new connections pass here, never a statement on one."""
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) in REFUSED_SQLSTATES or isinstance(exc, OSError | TimeoutError):
+                driver = exc.__cause__ or exc  # asyncpg's own error, under SQLAlchemy's adapter
+                raise DatabaseUnavailable(type(driver).__name__, str(driver)) from exc
+            raise
 
 
 def _discard_confused_connections(engine: AsyncEngine) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +14,10 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from marketplace.db.conflicts import is_transient
+from marketplace.db.engine import DatabaseUnavailable
 from marketplace.errors import MarketplaceError, NotAcceptable, Unauthorized
 from marketplace.http.negotiation import CHOOSES_FORM, refuses_other_accept
 from marketplace.schemas import pattern_in_words
@@ -189,6 +192,40 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
     )
 
 
+# How long a caller waits before sending again a request that got no database connection.
+RETRY_UNAVAILABLE_SECONDS = 2
+# A burst that finds the pool or the server full fails many requests at once: one log line this often at most, saying
+# how many were answered 503 since the last one (not a traceback each).
+UNAVAILABLE_LOG_EVERY_SECONDS = 10.0
+_unavailable_log: dict[str, float] = {"at": float("-inf"), "unlogged": 0}
+
+
+def database_unavailable(request: Request[Any, Any, Any], exc: DatabaseUnavailable | PoolTimeout) -> Response[Any]:
+    """No connection to be had: every one of this process's pool was in use past settings.database's
+    pool_timeout_seconds (sqlalchemy's TimeoutError), or the server refused a new one or could not be reached
+    (DatabaseUnavailable: db/engine.py). A state of the service, not a fault of the request: a 503 to send again."""
+    request_id = _request_id(request)
+    what = exc.what if isinstance(exc, DatabaseUnavailable) else "PoolTimeout"
+    now = time.monotonic()
+    _unavailable_log["unlogged"] += 1
+    if now - _unavailable_log["at"] >= UNAVAILABLE_LOG_EVERY_SECONDS:
+        log.warning(
+            "no database connection for %s %s (request %s): %s; %d request(s) answered 503 for it since the last line",
+            request.method, request.url.path, request_id, exc, _unavailable_log["unlogged"],
+        )  # fmt: skip
+        _unavailable_log.update(at=now, unlogged=0)
+    return _problem(
+        503,
+        "Service unavailable",
+        "the database could not take the request now (no connection to be had): send it again after Retry-After",
+        "service-unavailable",
+        headers={"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)},
+        retry_after_seconds=RETRY_UNAVAILABLE_SECONDS,
+        database=what,
+        request_id=request_id,
+    )
+
+
 class ProblemFieldError(msgspec.Struct):
     field: str
     message: str
@@ -217,7 +254,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     held: dict[str, Any] | None = None
     payable: dict[str, Any] | None = None  # 409 on a payout of a club's or a referrer's payable: what may go now
     open_debts: list[dict[str, Any]] | None = None  # 409 on a withdrawal: the debts it must wait for
-    database: str | None = None  # 503 on /health: what failed to reach the database
+    database: str | None = None  # 503: what failed to reach the database
     available: list[str] | None = None  # 406: the media types the resource comes in
 
 
@@ -303,5 +340,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ValidationException: validation_error,
     HTTPException: http_error,
     DBAPIError: database_error,
+    DatabaseUnavailable: database_unavailable,
+    PoolTimeout: database_unavailable,
     Exception: unexpected_error,
 }

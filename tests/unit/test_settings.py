@@ -16,6 +16,7 @@ import pytest
 from marketplace.settings import (
     DEFAULT_CONFIG_DIR,
     SQLITE_DEFAULT_URL,
+    DatabaseSettings,
     ServiceSettings,
     SettingsError,
     WalletSettings,
@@ -92,6 +93,7 @@ def test_a_setting_the_files_leave_out_takes_its_dataclass_default_which_the_shi
                                       "club_invitation_emails_per_day")),
         "windows": (Windows, ("replacement_days",)),
         "wallet": (WalletSettings, ("first_credit_limit_minor",)),
+        "database": (DatabaseSettings, ("pool_size", "max_overflow", "pool_timeout_seconds")),
     }  # fmt: skip
     data = shipped()
     text = (DEFAULT_CONFIG_DIR / "default.toml").read_text(encoding="utf-8")
@@ -106,6 +108,7 @@ def test_a_setting_the_files_leave_out_takes_its_dataclass_default_which_the_shi
     left_out = load_settings(env={"SECRET_KEY": SECRET}, config_dir=folder)
     assert left_out.service == load_settings(env={"SECRET_KEY": SECRET}).service
     assert left_out.wallet == load_settings(env={"SECRET_KEY": SECRET}).wallet
+    assert left_out.database == load_settings(env={"SECRET_KEY": SECRET}).database == DatabaseSettings()
     assert left_out.windows.replacement_days == data["windows"]["replacement_days"]
 
 
@@ -163,6 +166,42 @@ def test_an_explicit_env_mapping_ignores_the_process_environment(monkeypatch):
         load_settings()  # while without a mapping, the process environment is read
 
 
+def test_the_database_pool_is_set_per_process_and_the_shipped_one_fits_the_production_shape_under_100():
+    shipped_pool = load_settings(env={"SECRET_KEY": SECRET}).database
+    # The README's production shape: `serve --workers 4` and one `marketplace worker`, against PostgreSQL's default
+    # max_connections of 100 (3 of them kept for superusers), with room left for psql and migrations.
+    assert (4 + 1) * shipped_pool.connections_per_process <= 100 - 3 - 10
+    assert shipped_pool.pool_timeout_seconds > 0
+    settings = load_settings(
+        env={
+            "SECRET_KEY": SECRET,
+            "MARKETPLACE__DATABASE__POOL_SIZE": "4",
+            "MARKETPLACE__DATABASE__MAX_OVERFLOW": "0",
+            "MARKETPLACE__DATABASE__POOL_TIMEOUT_SECONDS": "7",
+        }
+    )
+    assert settings.database == DatabaseSettings(pool_size=4, max_overflow=0, pool_timeout_seconds=7)
+
+
+async def test_the_engine_takes_its_pool_from_the_settings():
+    from marketplace.db.engine import create_engine
+
+    pool = DatabaseSettings(pool_size=3, max_overflow=2, pool_timeout_seconds=9)
+    engine = create_engine("postgresql+asyncpg://market@db.invalid/market", pool)  # connects only when used
+    try:
+        queue = engine.sync_engine.pool
+        assert (queue.size(), queue._max_overflow, queue._timeout) == (3, 2, 9)  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
+    shipped_engine = create_engine("postgresql+asyncpg://market@db.invalid/market")
+    try:
+        queue = shipped_engine.sync_engine.pool
+        default = DatabaseSettings()
+        assert (queue.size(), queue._max_overflow) == (default.pool_size, default.max_overflow)  # type: ignore[attr-defined]
+    finally:
+        await shipped_engine.dispose()
+
+
 # --- what does not ----------------------------------------------------------------------------------------
 
 ENV_CASES = [
@@ -177,6 +216,9 @@ ENV_CASES = [
     ("window-negative", {"MARKETPLACE__WINDOWS__RETURN_DAYS": "-1"}, "windows.return_days"),
     ("window-a-float", {"MARKETPLACE__WINDOWS__DEDUP_HOURS": "1.5"}, "windows.dedup_hours"),
     ("body-limit-too-small", {"MARKETPLACE__SERVICE__MAX_BODY_BYTES": "10"}, "service.max_body_bytes"),
+    ("pool-size-zero", {"MARKETPLACE__DATABASE__POOL_SIZE": "0"}, "database.pool_size"),
+    ("pool-overflow-negative", {"MARKETPLACE__DATABASE__MAX_OVERFLOW": "-1"}, "database.max_overflow"),
+    ("pool-timeout-a-word", {"MARKETPLACE__DATABASE__POOL_TIMEOUT_SECONDS": "long"}, "database.pool_timeout_seconds"),
     ("override-name-malformed", {"MARKETPLACE__WINDOWS": "3"}, "MARKETPLACE__WINDOWS"),
     ("config-folder-missing", {"MARKETPLACE_CONFIG_DIR": "/nonexistent/config"}, "MARKETPLACE_CONFIG_DIR"),
 ]

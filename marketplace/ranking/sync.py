@@ -31,6 +31,10 @@ REMOTE_BATCH_SECONDS = 0.2
 # A listener that lost Redis (a restart, a network blip) subscribes again after this long, doubling up to the most.
 RESUBSCRIBE_FIRST_SECONDS = 0.5
 RESUBSCRIBE_MOST_SECONDS = 10.0
+# A read back that failed (no database connection to be had, say) is tried again after this long, doubling up to the
+# most; a change of this process tries at once.
+REFLUSH_FIRST_SECONDS = 1.0
+REFLUSH_MOST_SECONDS = 30.0
 
 
 class RankingSync:
@@ -47,6 +51,9 @@ class RankingSync:
         self._channel = CHANNEL
         # Messages carry their origin, so a process does not refresh twice what it published itself.
         self._origin = uuid.uuid4().hex[:12]
+        self._stopping = False
+        self._reflush: asyncio.TimerHandle | None = None  # a failed read back, tried again
+        self._reflush_pause = REFLUSH_FIRST_SECONDS
         # Others that keep something of a business in memory (e.g. the principal cache) and must forget it
         # when it changes, here or in another process.
         self.listeners: list[Callable[[Sequence[str]], None]] = []
@@ -108,7 +115,22 @@ class RankingSync:
         if seconds and not wake.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), seconds)
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:  # the businesses are pending again (flush): read them after a pause
+            if self._stopping:
+                log.warning("could not read %d businesses back into the ranking: %r", len(self._pending), exc)
+                return
+            pause, self._reflush_pause = self._reflush_pause, min(self._reflush_pause * 2, REFLUSH_MOST_SECONDS)
+            log.warning(
+                "could not read %d businesses back into the ranking (%r); trying again in %.0f s",
+                len(self._pending), exc, pause,
+            )  # fmt: skip
+            if self._reflush is not None:
+                self._reflush.cancel()
+            self._reflush = asyncio.get_running_loop().call_later(pause, self._schedule)
+        else:
+            self._reflush_pause = REFLUSH_FIRST_SECONDS
 
     async def settled(self) -> None:
         """Wait until the changes this process knows of are in its core (without waiting out a gathering)."""
@@ -120,6 +142,8 @@ class RankingSync:
             await self.flush()
 
     async def flush(self) -> None:
+        """Read the pending businesses back. If the read fails they are pending again (with what arrived meanwhile),
+        and the error is raised."""
         while self._pending:
             ids, self._pending = self._pending, set()
             self._refreshing = ids
@@ -130,10 +154,14 @@ class RankingSync:
                         await self.ranker.load(session, utcnow())
                     else:
                         await self.ranker.refresh(session, sorted(ids), utcnow())
+            except BaseException:
+                self._pending |= ids
+                raise
             finally:
                 self._refreshing = set()
 
     async def start(self) -> None:
+        self._stopping = False
         if self.enabled:
             async with self.sessions() as session:
                 count = await self.ranker.load(session, utcnow())
@@ -201,6 +229,9 @@ class RankingSync:
             self._schedule(after=REMOTE_BATCH_SECONDS)
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._reflush is not None:
+            self._reflush.cancel()
         if self._flushing is not None:
             with contextlib.suppress(Exception):
                 await self._flushing

@@ -40,7 +40,10 @@ def _check_profile(
     max_deal: int,
     daily_cap: int,
     monthly_cap: int,
+    kept: frozenset[str] = frozenset(),
 ) -> None:
+    """`kept`: the profile fields a change left as stored (PATCH). A pair that disagrees is named by the field the
+    client sent, not by the stored one it did not touch."""
     errors = [
         FieldError(f"profile.categories[{i}]", f"unknown category {code!r}")
         for i, code in enumerate(categories)
@@ -52,9 +55,15 @@ def _check_profile(
         if code not in settings.regions
     ]
     if max_deal < min_deal:
-        errors.append(FieldError("profile.max_deal_minor", "must not be below min_deal_minor"))
+        if "max_deal_minor" in kept:
+            errors.append(FieldError("profile.min_deal_minor", f"must not be above max_deal_minor ({max_deal})"))
+        else:
+            errors.append(FieldError("profile.max_deal_minor", "must not be below min_deal_minor"))
     if monthly_cap < daily_cap:
-        errors.append(FieldError("profile.monthly_cap", "must not be below daily_cap"))
+        if "monthly_cap" in kept:
+            errors.append(FieldError("profile.daily_cap", f"must not be above monthly_cap ({monthly_cap})"))
+        else:
+            errors.append(FieldError("profile.monthly_cap", "must not be below daily_cap"))
     if errors:
         raise InvalidInput(errors[0].message if len(errors) == 1 else "the profile is invalid", errors=errors)
 
@@ -179,7 +188,9 @@ async def update_business(
             _given(p.daily_cap, business.daily_cap),
             _given(p.monthly_cap, business.monthly_cap),
         )
-        found.check(_check_profile, settings, *profile)
+        pairs = ("max_deal_minor", "monthly_cap")
+        kept = frozenset(name for name in pairs if isinstance(getattr(p, name), UnsetType))
+        found.check(_check_profile, settings, *profile, kept)
     found.refuse_if_any("the change is invalid")
     # Conflicts with the current state are checked before any field changes too: a refused change changes nothing.
     name = data.name.strip() if not isinstance(data.name, UnsetType) else business.name

@@ -85,7 +85,8 @@ async def test_profile_change_with_caps_out_of_order_is_refused(client):
     _, token = await register(client)
     response = await client.patch("/v1/businesses/me", headers=auth(token), json={"profile": {"daily_cap": 9999}})
     assert response.status_code == 422
-    assert response.json()["errors"][0]["field"] == "profile.monthly_cap"
+    (error,) = response.json()["errors"]
+    assert error["field"] == "profile.daily_cap" and "monthly_cap" in error["message"], error
     me = await client.get("/v1/businesses/me", headers=auth(token))
     assert me.json()["profile"]["daily_cap"] == 50
 

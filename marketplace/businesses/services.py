@@ -412,13 +412,13 @@ async def set_bids(
         rows[category_code].max_bid_minor = max_bid_minor
         if category_code not in settings.categories:
             continue  # a category the marketplace no longer lists has no open offers to withdraw
-        # An open offer's place was earned by the old bid: its second price is the least that kept the place against
-        # the next candidate. A bid lowered (or withdrawn: the list price) below that price would not have earned it,
-        # so the offer is withdrawn rather than kept at a lower price (a buyer bidding high to rank first and lowering
-        # the bid before claiming would otherwise take the place at the list price, while those it pushed down pay
-        # more for theirs). A bid still at or above the price would have earned the place: the offer stays, at its
-        # price. A withdrawn offer does not count as offered: the lead is offered again (the controller's
-        # offer_open_leads job), the business ranked by the bid in force among those not offered it yet.
+        # An open offer's place was earned by the old bid: its second price is the least that kept the place in its
+        # wave against the best candidate outside it. A bid lowered (or withdrawn: the list price) below that price
+        # would not have earned it, so the offer is withdrawn rather than kept at a lower price (a buyer bidding high
+        # to take a place and lowering the bid before claiming would otherwise take it at the list price, while the
+        # others of its wave pay more for theirs). A bid still at or above the price would have earned the place: the
+        # offer stays, at its price. A withdrawn offer does not count as offered: the lead is offered again (the
+        # controller's offer_open_leads job), the business ranked by the bid in force among those not offered it yet.
         list_price = settings.categories[category_code].lead_price_minor
         ceiling = max_bid_minor if max_bid_minor is not None else list_price
         withdrawn += await rows_changed(

@@ -256,9 +256,9 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
         await offer_owed_replacement(session, settings, lead, now, offer_expiry(settings, now, lead.expires_at))
     # The picks the database would let take the lead: one it refuses (over its credit limit, at a cap another process
     # counted, blocked a moment ago) leaves its place to the next candidate, and the wave is chosen again without it,
-    # prices included: a lead buyer's second price is set by the best candidate below it, which may be outside the
-    # wave, and one the database would refuse is no competitor either. Asked first, marked after: a pick marked
-    # offered and then left out of a wave chosen again would lose its turn in the rotation for nothing.
+    # prices included: a lead buyer's second price is set by the best candidate outside the wave, and one the
+    # database would refuse is no competitor either. Asked first, marked after: a pick marked offered and then left
+    # out of a wave chosen again would lose its turn in the rotation for nothing.
     # On PostgreSQL the rows asked about are locked first (FOR NO KEY UPDATE), in a statement of their own, so that the
     # question reads them as committed: a report taking a deal maker over its credit limit holds its row (FOR SHARE)
     # until it commits, and a statement that had waited for it would judge the balance by its own older snapshot

@@ -35,7 +35,7 @@ class Ranked:
     # What a lead buyer's claim of this offer costs (a shared one), in minor units; None: no price of its own (a deal
     # maker, or a policy that sets none: the category's list price applies).
     price_minor: int | None = None
-    # Whose score set that price (the best candidate below it that it beat), when it is not the list price.
+    # Whose score set that price (the best candidate outside its wave, which it beat), when it is not the list price.
     priced_against: str | None = None
 
 

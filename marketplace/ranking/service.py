@@ -291,7 +291,10 @@ class ProfitabilityRanker:
         wanted = {c.business_id for c in candidates}
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k=10**9, explore=False)
         picked = [i for i, b in enumerate(ranking.business_ids) if b in wanted]
-        return self._ranked(lead, ranking, picked, explain=True)
+        # In the order the waves offer them: each wave_size in turn is a wave (the database path of a wave takes the
+        # first wave_size of this list), priced against the first candidate after it.
+        wave_size = self.settings.categories[lead.category].wave_size
+        return self._ranked(lead, ranking, picked, wave_size, explain=True)
 
     def select(self, lead: LeadView, k: int, exclude: Iterable[str]) -> list[Ranked]:
         """The hot path: the top k matching businesses straight from the in-memory buckets."""
@@ -300,13 +303,12 @@ class ProfitabilityRanker:
         ranking = self.core.rank(lead.category, lead.region, lead.budget_minor, k, exclude=exclude)
         after = None
         n = len(ranking)
-        last_ranked = max((i for i in range(n) if not ranking.explored[i]), default=None)
-        if last_ranked is not None and ranking.buyer[last_ranked]:
-            # The wave's last place by score pays what keeps it above whoever comes next: the best of the rest.
+        if any(ranking.buyer[i] and not ranking.explored[i] for i in range(n)):
+            # The wave's lead buyers pay what keeps their places in it against whoever comes next: the best of the rest.
             wave = exclude | set(ranking.business_ids)
             rest = self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=wave, explore=False)
             after = (exact_score(rest, 0), rest.business_ids[0]) if len(rest) else None
-        return self._ranked(lead, ranking, list(range(n)), after=after)
+        return self._ranked(lead, ranking, list(range(n)), max(n, 1), after=after)
 
     def remaining(self, lead: LeadView, exclude: Iterable[str]) -> bool:
         """Whether any matching business is left besides these (a next wave would have someone to offer)."""
@@ -317,15 +319,19 @@ class ProfitabilityRanker:
         lead: LeadView,
         ranking: Ranking,
         indexes: list[int],
+        wave_size: int,
         after: tuple[Ratio, str] | None = None,
         *,
         explain: bool = False,
     ) -> list[Ranked]:
-        """The picks with their factors; a lead buyer's price is the second price against the next place won by
-        score (an explored place below is a random draw, not a competitor it beat; for the last, `after`: the exact
-        score of the best outside the picks). An explored place pays the list price. `explain`: for the ranking's
-        explanation, not a wave (whose factors every offer stores): a deal maker's factors also say whether its
-        expected turnover is the category's cap."""
+        """The picks with their factors, in waves of `wave_size` places in turn. A place in a wave is one good (every
+        offer of a wave is made at once, with one expiry, and a category's wave holds its max_exposures), so each lead
+        buyer of a wave pays the least that keeps it in the wave: the second price against the best candidate outside
+        it, the first the ranking takes next (the (k+1)-th, as a uniform-price auction of k places has it; an
+        explored place is a random draw, not a competitor; after the last wave, `after`: the exact score of the best
+        outside the picks), never below the list price nor above its bid. An explored place pays the list price.
+        `explain`: for the ranking's explanation, not a wave (whose factors every offer stores): a deal maker's
+        factors also say whether its expected turnover is the category's cap."""
         category = self.settings.categories[lead.category]
         rate = self.rates.get(lead.category, category.commission_rate_bp)
         prior = self.priors.get(lead.category)
@@ -344,7 +350,8 @@ class ProfitabilityRanker:
                 bid = max(lead_price, (standing.bids.get(lead.category) if standing else None) or 0)
                 next_score = None
                 if not ranking.explored[i]:
-                    beaten = next((j for j in indexes[position + 1 :] if not ranking.explored[j]), None)
+                    outside = (position // wave_size + 1) * wave_size
+                    beaten = next((j for j in indexes[outside:] if not ranking.explored[j]), None)
                     if beaten is not None:
                         next_score, rival = exact_score(ranking, beaten), ranking.business_ids[beaten]
                     elif after is not None:

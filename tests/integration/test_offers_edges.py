@@ -1,6 +1,7 @@
 """Edges of offers, waves and bids over HTTP.
 
-Covers: a bid kept across a profile change; each wave place paying the next place's bid (core and club paths), and
+Covers: a bid kept across a profile change; each wave place paying the bid of the first left out (core and club
+paths), and
 a bid lowered below an open offer's price withdrawing the offer (and the lead offered again); each
 business seeing and claiming only its own offers; odd paging, claim and bid input as 4xx that change nothing; the
 deal range's bounds; suspended, blocked, capped and non-member businesses never offered; paging a lead's ranking and
@@ -81,11 +82,10 @@ async def _buyers_with_bids(client: Any, *amounts: int | None) -> list[tuple[str
     return out
 
 
-async def test_each_place_pays_the_next_places_bid_and_the_wave_s_last_pays_against_the_first_left_out(
-    app, client, db, settings
-):
+async def test_each_place_of_a_wave_pays_against_the_first_left_out(app, client, db, settings):
     """Four buyers of equal record bid 14,000, 12,000, 9,000 and 7,000 on plumbing (list price 6,000, waves of
-    three): the wave's three pay 12,000, 9,000 and 7,000 (the last against the first left for the next wave)."""
+    three): the wave's three places are one good, each kept against the first left for the next wave, so each pays
+    7,000 (they paid 12,000, 9,000 and 7,000, each against the next place inside the wave)."""
     buyers = await _buyers_with_bids(client, 14_000, 12_000, 9_000, 7_000)
     app.state.ranker.core.explore_share = 0.0
     await app.state.ranking_sync.settled()
@@ -93,7 +93,7 @@ async def test_each_place_pays_the_next_places_bid_and_the_wave_s_last_pays_agai
     await app.state.jobs.run_due()
     offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
     assert set(offers) == {b for b, _ in buyers[:3]}
-    assert [offers[b].price_minor for b, _ in buyers[:3]] == [12_000, 9_000, 7_000]
+    assert [offers[b].price_minor for b, _ in buyers[:3]] == [7_000, 7_000, 7_000]
     for (business_id, token), bid in zip(buyers[:3], (14_000, 12_000, 9_000), strict=True):
         (shown,) = [o for o in await offers_of(client, token) if o["lead_id"] == lead]
         assert shown["price"]["amount_minor"] == offers[business_id].price_minor <= bid
@@ -105,7 +105,7 @@ async def test_an_offer_carries_the_ranker_s_price_not_its_explanation(app, clie
     explanation shows another number, or none, still offers at the price it set)."""
     import dataclasses
 
-    buyers = await _buyers_with_bids(client, 14_000, 12_000)
+    buyers = await _buyers_with_bids(client, 14_000, 12_000, 9_000, 8_000)
     app.state.ranker.core.explore_share = 0.0
     await app.state.ranking_sync.settled()
     select_top = app.state.ranker.select
@@ -117,26 +117,28 @@ async def test_an_offer_carries_the_ranker_s_price_not_its_explanation(app, clie
     lead = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
     offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
-    assert offers[buyers[0][0]].price_minor == 12_000  # the second price, not the list price a None would mean
+    # The second price against the first left out, not the list price a None would mean.
+    assert offers[buyers[0][0]].price_minor == 8_000
 
 
 async def test_a_bid_lowered_below_an_offer_s_price_withdraws_the_offer_and_the_lead_is_offered_again(
     app, client, db, settings
 ):
-    """Three buyers bid 14,000, 12,000 and 9,000 (list price 6,000): the first is offered a lead at 12,000. It lowers
-    its bid to the list price before claiming (bidding high to rank first, claiming at the list price, while the
-    second pays 9,000 for the place below): the place was earned by the old bid, so its offer is withdrawn (gone from
-    its list, its claim a 409 saying so, the ranking showing it closed). The others' offers stand. After the wave
+    """Four buyers bid 14,000, 12,000, 9,000 and 7,000 (list price 6,000): the first three are offered a lead at
+    7,000, what keeps their places against the fourth. The first lowers its bid to the list price before claiming
+    (bidding high to take a place, claiming at the list price, while the others pay 7,000 for theirs): the place was
+    earned by the old bid, so its offer is withdrawn (gone from its list, its claim a 409 saying so, the ranking
+    showing it closed). The others' offers stand. After the wave
     delay the lead goes on with a next wave, the buyer in it by the bid in force, at the list price. (Before, the
     offer stayed, its price capped at the lowered bid.)"""
     price = settings.categories["plumbing"].lead_price_minor
-    (top_id, top), (second_id, _), (third_id, _) = await _buyers_with_bids(client, 14_000, 12_000, 9_000)
+    (top_id, top), (second_id, _), (third_id, _), _ = await _buyers_with_bids(client, 14_000, 12_000, 9_000, 7_000)
     app.state.ranker.core.explore_share = 0.0
     await app.state.ranking_sync.settled()
     lead = await submit_lead(client, category="plumbing")
     await app.state.jobs.run_due()
     (offer,) = [o for o in await offers_of(client, top) if o["lead_id"] == lead]
-    assert offer["price"]["amount_minor"] == 12_000
+    assert offer["price"]["amount_minor"] == 7_000
     assert (await _put_bids(client, top, _bid("plumbing", price))).status_code == 200
     assert [o for o in await offers_of(client, top) if o["lead_id"] == lead] == []
     refused = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(top))
@@ -159,9 +161,10 @@ async def test_a_bid_lowered_below_an_offer_s_price_withdraws_the_offer_and_the_
 
 
 async def test_a_bid_lowered_or_withdrawn_keeps_the_offers_it_would_still_have_earned(app, client, db, settings):
-    """An offer at 12,000 (the second price against a 12,000 bid) stays at its price when the 14,000 bid is lowered
-    to 12,000, which would have earned the place; withdrawn (the list price), the bid no longer does."""
-    (top_id, top), _ = await _buyers_with_bids(client, 14_000, 12_000)
+    """An offer at 12,000 (the second price against the 12,000 bid left out of the wave) stays at its price when the
+    14,000 bid is lowered to 12,000, which would have earned the place; withdrawn (the list price), the bid no longer
+    does."""
+    (top_id, top), *_ = await _buyers_with_bids(client, 14_000, 12_000, 12_000, 12_000)
     app.state.ranker.core.explore_share = 0.0
     await app.state.ranking_sync.settled()
     lead = await submit_lead(client, category="plumbing")
@@ -358,8 +361,8 @@ async def test_odd_claim_and_bid_bodies_are_client_errors_that_change_nothing(ap
 
 async def test_a_clubs_lead_prices_its_members_by_second_price_and_skips_one_at_its_cap(app, client, db):
     """Inside a club (waves matched by the database, not the core): four members bid 14,000, 12,000, 9,000 and
-    7,000, a fifth is at its daily cap; the wave of three pays 12,000, 9,000 and 7,000, and the capped member and
-    every outsider are not offered it."""
+    7,000, a fifth is at its daily cap; the capped member and
+    every outsider are not offered it: the wave of three pays 7,000 each, what keeps its places against the fourth."""
     from tests.integration.test_clubs import club_lead, found_club, member
 
     op = await operator_token(app)
@@ -377,7 +380,7 @@ async def test_a_clubs_lead_prices_its_members_by_second_price_and_skips_one_at_
     lead = await club_lead(app, client, club)
     offers = {o.business_id: o for o in await db.scalars(select(Offer).where(Offer.lead_id == lead))}
     assert set(offers) == set(members[:3])
-    assert [offers[b].price_minor for b in members[:3]] == [12_000, 9_000, 7_000]
+    assert [offers[b].price_minor for b in members[:3]] == [7_000, 7_000, 7_000]
     assert capped_id not in offers and outsider not in offers
 
 

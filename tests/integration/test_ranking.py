@@ -70,6 +70,9 @@ async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_seco
     _, dm = await register(client, "deal_maker")
     refused = await client.put("/v1/businesses/me/bids", headers=auth(dm), json={"bids": []})
     assert refused.status_code == 403
+    # Two more bidders: the wave of three takes one of them, the other is the best candidate left outside it.
+    third_id, _ = (await plumbing_bidders(app, client, (price + 3000,))).popitem()
+    fourth_id, _ = (await plumbing_bidders(app, client, (price + 2000,))).popitem()
 
     app.state.ranker.core.explore_share = 0.0  # this test is about the order, not about exploration
     lead_id = await submit_lead(client, category="plumbing")
@@ -79,9 +82,10 @@ async def test_bids_are_validated_and_a_higher_bid_ranks_first_and_pays_the_seco
     assert ranked.index(high_id) < ranked.index(low_id)
     top = next(o for o in offers if o.business_id == high_id)
     runner_up = next(o for o in offers if o.business_id == low_id)
-    # Same return record, so the place is kept by matching the runner-up's bid: it pays 2x, not its own bid.
-    assert top.price_minor == 2 * price
-    assert runner_up.price_minor == price  # nobody below it to outbid: the list price
+    assert {o.business_id for o in offers} == {high_id, low_id, third_id} and fourth_id not in ranked
+    # Same return record, so a place in the wave is kept by matching the bid of the best left out of it: each pays
+    # that, not its own bid (the places of a wave are one good: its rank in the wave buys nothing).
+    assert top.price_minor == runner_up.price_minor == price + 2000
     assert top.factors["policy"] == "profitability" and "p_not_returned" in top.factors
     offer = next(o for o in await offers_of(client, high) if o["lead_id"] == lead_id)
     assert offer["price"]["amount_minor"] == top.price_minor

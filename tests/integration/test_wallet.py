@@ -1410,14 +1410,15 @@ async def test_a_lead_buyer_that_cannot_pay_leaves_its_wave_place_sets_no_price_
     app, client, db, settings
 ):
     """A lead buyer owing its whole credit limit (an operator's 0), with nothing in its wallet, could pay for no lead:
-    its open offers are withdrawn as the limit drops, a wave passes it over (its place to the next buyer that can
-    pay), and the buyer ranked above it pays the second price against that next buyer, not against it (a tester:
-    159.43 where the 150.00 set by the next payer was due, its claim a 409 "may owe at most 0.00")."""
+    its open offers are withdrawn as the limit drops, a wave passes it over, and the wave's buyers pay the second
+    price against the best buyer outside the wave that can pay, not against it (a tester: 159.43 where the 150.00 set
+    by the next payer was due, its claim a 409 "may owe at most 0.00"); ranked just below the wave, it is asked about
+    as the one that set the price, refused, and the wave is chosen again."""
     app.state.ranker.core.explore_share = 0.0
     operator = await operator_token(app)
     profile = {"categories": ["legal"]}
     buyers: dict[str, tuple[str, str]] = {}
-    for name, bid in (("x", 70_000), ("owing", 65_000), ("y", 60_000)):
+    for name, bid in (("x", 70_000), ("y", 68_000), ("owing", 65_000), ("z", 60_000)):
         buyers[name] = await register(client, "lead_buyer", profile=profile)
         bids = {"bids": [{"category": "legal", "max_bid": money(bid)}]}
         put = await client.put("/v1/businesses/me/bids", headers=auth(buyers[name][1]), json=bids)
@@ -1443,16 +1444,18 @@ async def test_a_lead_buyer_that_cannot_pay_leaves_its_wave_place_sets_no_price_
     await app.state.jobs.run_due()
     ranking = (await client.get(f"/v1/leads/{lead_id}/ranking", headers=auth(operator))).json()["items"]
     by_id = {c["business_id"]: c for c in ranking}
-    x_id, y_id = buyers["x"][0], buyers["y"][0]
-    assert by_id[x_id]["factors"]["score"] > by_id[owing_id]["factors"]["score"] > by_id[y_id]["factors"]["score"]
-    # Its place goes to the next buyer that can pay (a wave of 2).
+    x_id, y_id, z_id = buyers["x"][0], buyers["y"][0], buyers["z"][0]
+    assert by_id[y_id]["factors"]["score"] > by_id[owing_id]["factors"]["score"] > by_id[z_id]["factors"]["score"]
+    # The wave of 2 (x and y) and, outside it, the next buyer that can pay.
     assert sorted(c["business_id"] for c in ranking if c["offered"]) == sorted([x_id, y_id])
     assert [(c["offered"], c["excluded"]) for c in ranking if c["business_id"] == owing_id] == [
         (False, "over_credit_limit")
     ]
     assert await offers_of(client, owing) == []
-    # The buyer above it pays what it took to keep its place against the next buyer that could take the lead: that
-    # buyer's own bid (the same record), not what the owing buyer's score set.
+    # The wave's buyers pay what it took to keep their places against the best buyer outside it that could take the
+    # lead: that buyer's own bid (the same record), not what the owing buyer's score set.
+    (y_offer,) = [o for o in await offers_of(client, buyers["y"][1]) if o["lead_id"] == lead_id]
+    assert y_offer["price"] == money(60_000)
     (offer,) = [o for o in await offers_of(client, buyers["x"][1]) if o["lead_id"] == lead_id]
     claimed = await claim(client, buyers["x"][1], offer["offer_id"])
     assert claimed.status_code == 201, claimed.text

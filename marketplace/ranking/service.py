@@ -338,7 +338,10 @@ class ProfitabilityRanker:
         out = []
         for position, i in enumerate(indexes):
             parts = ranking.parts(i)
-            p = parts.alpha / (parts.alpha + parts.beta)
+            p = mean = parts.alpha / (parts.alpha + parts.beta)
+            explored = bool(ranking.explored[i])
+            if explored:
+                p = drawn_chance(float(ranking.scores[i]), parts, mean)
             received = ranking.received(i)
             factors: dict[str, Any] = {"policy": self.name, "score": round(float(ranking.scores[i]), 4)}
             price: int | None = None
@@ -362,6 +365,8 @@ class ProfitabilityRanker:
                 factors.update(
                     mode="lead_buyer", price_or_bid_minor=bid, p_not_returned=round(p, 6), price_minor=price
                 )
+                if explored:
+                    factors["p_not_returned_mean"] = round(mean, 6)
             else:
                 standing = self.standings.get(ranking.business_ids[i])
                 paid = (
@@ -377,6 +382,8 @@ class ProfitabilityRanker:
                     commission_rate_bp=rate,
                     expected_turnover_minor=round(parts.worth * 10_000 / max(rate, 1) / max(paid, 1e-9)),
                 )
+                if explored:
+                    factors.update(p_close_and_pay_mean=round(mean * paid, 6), p_won_mean=round(mean, 6))
                 if explain:
                     factors["turnover_capped"] = self._turnover_capped(ranking.business_ids[i], lead.category, prior)
             factors.update(
@@ -385,7 +392,7 @@ class ProfitabilityRanker:
                 history_exposures=received,
                 prior_weight=round(prior.strength / (received + prior.strength), 4) if prior else None,
                 lead_factor=round(ranking.lead_factor(i), 4),
-                explored=bool(ranking.explored[i]),
+                explored=explored,
             )
             out.append(Ranked(ranking.business_ids[i], float(ranking.scores[i]), factors, price, rival))
         return out
@@ -414,6 +421,16 @@ def exact_score(ranking: Ranking, j: int) -> Ratio:
     if value != parts.value:
         return value.as_integer_ratio()
     return exact_value(parts.alpha, parts.beta, parts.worth, parts.bonus, reliability_bp(parts))
+
+
+def drawn_chance(value: float, parts: Score, mean: float) -> float:
+    """The probability an explored place's Thompson draw took (of a win for a deal maker, of keeping the lead for a
+    lead buyer), from the score it gave: value = reliability x (draw x worth + bonus), so its factors multiply out to
+    its score (a newcomer explored next is drawn at its mean). Where the probability weighs nothing in the score (no
+    worth, no reliability), the mean."""
+    if parts.worth <= 0 or parts.reliability <= 0:
+        return mean
+    return min(max((value / parts.reliability - parts.bonus) / parts.worth, 0.0), 1.0)
 
 
 def reliability_bp(parts: Score) -> int:

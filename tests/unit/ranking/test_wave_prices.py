@@ -1,11 +1,12 @@
 """A wave's lead buyers and their prices: a place in a wave is one good, so each pays what keeps it in the wave against
-the best candidate outside it."""
+the best candidate outside it; and an explored place's factors multiply out to the score its draw gave."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,42 @@ def test_a_wave_with_nobody_outside_it_pays_the_list_price() -> None:
         ("lb_c", LIST_PRICE, None),
     ]
     assert [p.price_minor for p in ranker.rank(LEAD, _candidates(ranker), NOW)] == [LIST_PRICE] * 3
+
+
+def _product(f: dict[str, Any]) -> float:
+    """The score as the factors give it (as a reader of the explanation would multiply them out)."""
+    if f["mode"] == "deal_maker":
+        worth = f["p_close_and_pay"] * f["expected_turnover_minor"] * f["commission_rate_bp"] / 10_000
+    else:
+        worth = f["p_not_returned"] * f["price_or_bid_minor"]
+    return float(f["reliability"] * (worth + f["sold_leads_bonus_minor"]) * f["lead_factor"])
+
+
+def test_an_explored_places_factors_multiply_out_to_its_drawn_score_and_keep_the_mean_estimate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    businesses: list[tuple[str, str, int | None]] = [(f"dm_{i}", "deal_maker", None) for i in range(6)]
+    businesses += [(f"lb_{i}", "lead_buyer", 6_000 + 500 * i) for i in range(6)]
+    ranker = _ranker(businesses, explore_share=0.5)
+    monkeypatch.setattr(ranker.core, "_places", lambda n: 1)  # each wave's last place explores
+    seen = {"deal_maker": 0, "lead_buyer": 0}
+    drawn_off_the_mean = 0
+    for n in range(40):
+        lead = LeadView(f"lead_{n}", "plumbing", "center", 150_000, "ILS", NOW)
+        *_, explored = ranker.select(lead, 3, exclude=())
+        f = explored.factors
+        assert f["explored"] is True
+        assert _product(f) == pytest.approx(explored.score, rel=1e-4), f
+        seen[f["mode"]] += 1
+        if f["mode"] == "deal_maker":
+            assert f["p_won_mean"] == pytest.approx(0.25) and f["p_close_and_pay_mean"] == pytest.approx(0.2)
+            assert f["p_close_and_pay"] == pytest.approx(f["p_won"] * f["p_paid_if_won"], abs=1e-6)
+            drawn_off_the_mean += abs(f["p_won"] - f["p_won_mean"]) > 1e-3
+        else:
+            assert f["p_not_returned_mean"] == pytest.approx(0.9)
+            drawn_off_the_mean += abs(f["p_not_returned"] - f["p_not_returned_mean"]) > 1e-3
+    # Both kinds were explored, and the draws were not the means (or the test could not tell them apart).
+    assert seen["deal_maker"] and seen["lead_buyer"] and drawn_off_the_mean
+    # A place ranked by score shows its estimates only: no draw, no mean beside them.
+    ranked = ranker.rank(LEAD, _candidates(ranker), NOW)
+    assert not any("p_won_mean" in r.factors or "p_not_returned_mean" in r.factors for r in ranked)

@@ -338,7 +338,7 @@ PATCH_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("caps-out-of-order-with-a-valid-name", {"name": "Renamed", "profile": {"daily_cap": 600}}, "profile.daily_cap"),
     ("deals-out-of-order", {"profile": {"min_deal_minor": 20_000_000}}, "profile.min_deal_minor"),
     ("monthly-cap-below-the-stored-daily", {"profile": {"monthly_cap": 10}}, "profile.monthly_cap"),
-    ("max-deal-below-the-stored-min", {"profile": {"max_deal_minor": 0, "min_deal_minor": 1}}, "profile.max_deal_minor"),
+    ("max-deal-below-min", {"profile": {"max_deal_minor": 0, "min_deal_minor": 1}}, "profile.max_deal_minor"),
     ("categories-empty", {"profile": {"categories": []}}, "profile.categories"),
     ("category-unknown", {"profile": {"categories": ["astrology"]}}, "profile.categories[0]"),
     ("cap-a-float", {"profile": {"daily_cap": 12.5}}, "profile.daily_cap"),

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.clock import utcnow
 from marketplace.db.models import Exposure, Lead, Survey
 from marketplace.exposures.queries import CLOSED_BY_BLOCK, highest_turnover_column, won_at_column
-from marketplace.exposures.rules import UNPAID, WON
+from marketplace.exposures.rules import WON
 from marketplace.fraud.signals import Answer, Deal
 
 CHUNK = 500
@@ -55,7 +55,8 @@ _COLUMNS = (
     Exposure.created_at,
     Exposure.status_changed_at,
     Exposure.stale,
-    case((Exposure.status.in_(UNPAID), won_at_column()), else_=None),
+    # When a won deal was won: a paid one's too (a customer's answer after the win may contradict it).
+    case((Exposure.status.in_(WON), won_at_column()), else_=None),
     # Only a won deal can have been lowered after its win; the others are not looked up.
     case((Exposure.status.in_(WON), highest_turnover_column()), else_=None),
 )

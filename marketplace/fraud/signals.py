@@ -19,6 +19,8 @@ from marketplace.exposures.rules import DECIDED, UNDECIDED, UNPAID, WON
 HIDDEN_DEAL = "hidden_deal"
 RETURNED_THEN_HIRED = "returned_then_hired"
 UNDER_REPORTED = "under_reported"
+# A deal maker's `won` that the customer, asked after it, contradicts (hired nobody, or another business).
+WON_CONTRADICTED = "won_contradicted"
 # Pattern signals: each adds a little, and together they are capped below the alert threshold.
 BELOW_BUDGET = "below_budget"
 LOWERED_TURNOVER = "lowered_turnover"
@@ -28,7 +30,10 @@ STALE_LEADS = "stale_leads"
 NEVER_PAID = "never_paid"
 LOW_SATISFACTION = "low_satisfaction"
 
-STRONG = (HIDDEN_DEAL, RETURNED_THEN_HIRED, UNDER_REPORTED)
+# The contradictions resting on a hire of this business the customer names (the model's `contradicted_share` is their
+# share of those hires), and all of them.
+HIRE_CONTRADICTIONS = (HIDDEN_DEAL, RETURNED_THEN_HIRED, UNDER_REPORTED)
+STRONG = (*HIRE_CONTRADICTIONS, WON_CONTRADICTED)
 PATTERNS = (BELOW_BUDGET, LOWERED_TURNOVER, LOST_RATE, RETURN_RATE, STALE_LEADS, NEVER_PAID, LOW_SATISFACTION)
 
 # Evidence weights (the rule score is 1 - exp(-total weight); 0.69 of weight is a score of 0.5).
@@ -41,6 +46,11 @@ HIDDEN_AS_NOTHING = 0.8  # the customer hired it; it still reports an open deal 
 HIDDEN_AS_UNPAID = 0.4
 RETURNED_HIRED = 1.0  # it returned the lead as irrelevant; the customer hired it
 UNDER_REPORT_MAX = 1.0  # per deal, scaled by how far below the customer's amount the turnover is
+# It reported the deal won; the customer, asked after the win, says it hired nobody or another business. The `won` took
+# the lead off the market (offers.closing.take_off_the_market): reported at the claim, it bought exclusivity for free.
+# Half a hidden deal's weight: a customer may back out after agreeing, and a won deal cannot be reported lost, so one
+# such deal (risk 0.39) opens no alert, two do. (The answer also puts the lead back on the market.)
+WON_DENIED = 0.5
 STRONG_CAP = 4.0
 PATTERN_CAP = 0.6  # patterns alone never reach a score of 0.5 (1 - exp(-0.6) = 0.45)
 
@@ -107,7 +117,7 @@ class Deal(NamedTuple):
     status_changed_at: datetime
     stale: bool = False
     answers: tuple[Answer, ...] = ()
-    won_at: datetime | None = None  # a won or invoiced deal: when it was won (None: at its last step)
+    won_at: datetime | None = None  # a won, invoiced or paid deal: when it was won (None: at its last step)
     # A won, invoiced or paid deal: the most the business reported as its turnover, at any step (None: unknown)
     highest_turnover_minor: int | None = None
 
@@ -280,7 +290,13 @@ def assess(
     if deal_maker:
         hidden, hidden_unpaid = _hidden_deals(hired_me, now, config)
         under, under_ids = _under_reported(hired_me)
-        found += [hidden, under, _below_budget(deals, under_ids), _lowered_turnover(mine, business_id, under_ids)]
+        found += [
+            hidden,
+            under,
+            _won_contradicted(deals, business_id),
+            _below_budget(deals, under_ids),
+            _lowered_turnover(mine, business_id, under_ids),
+        ]
 
     # --- patterns against the category's peers -------------------------------------------------------
     own, others = _own_and_others(deals, peers, peers_at)
@@ -363,6 +379,48 @@ def _hidden_deals(
         float(len(hidden)),
     )
     return signal, hidden_unpaid
+
+
+def _won_contradicted(deals: Sequence[Deal], business_id: str) -> Signal | None:
+    """Deals the business reported won (invoiced, paid) that the customer, answering after the win, says it did not
+    hire it for: its word then (the latest answer naming a hire, else the latest answer, as Deal.verdict reads them)
+    is that it hired nobody, or another business. An answer before the win says nothing of it (the customer had not
+    decided yet), nor does a hire whose business the customer leaves unnamed. A customer who confirms the hire, at any
+    time after the win, clears it."""
+    hired_nobody: list[Deal] = []
+    hired_another: list[Deal] = []
+    for d in deals:
+        if d.status not in WON or not d.answers:
+            continue
+        won_at = d.won_at or d.status_changed_at
+        after = [a for a in d.answers if a.answered_at >= won_at]
+        if not after:
+            continue
+        hires = [a for a in after if a.hired]
+        said = max(hires or after, key=lambda a: (a.answered_at, a.survey_id))
+        if not said.hired:
+            hired_nobody.append(d)
+        elif said.business_id is not None and said.business_id != business_id:
+            hired_another.append(d)
+    contradicted = hired_nobody + hired_another
+    if not contradicted:
+        return None
+    parts = []
+    if hired_nobody:
+        parts.append(f"{len(hired_nobody)} hired nobody")
+    if hired_another:
+        parts.append(f"{len(hired_another)} hired another business")
+    return Signal(
+        WON_CONTRADICTED,
+        WON_DENIED * len(contradicted),
+        len(contradicted),
+        f"{_plural(len(contradicted), 'deal')} reported won (its lead taken off the market) that the customer, asked "
+        f"after the win, says it did not hire this business for ({', '.join(parts)})",
+        _leads(contradicted),
+        tuple(d.exposure_id for d in contradicted),
+        tuple(WON_DENIED for _ in contradicted),
+        float(len(contradicted)),
+    )
 
 
 def _under_reported(hired_me: Sequence[tuple[Deal, Answer]]) -> tuple[Signal | None, set[str]]:
@@ -618,7 +676,7 @@ def _features(
         s = by_kind.get(kind)
         return s.value if s else 0.0
 
-    contradicted = sum(by_kind[k].count for k in STRONG if k in by_kind)
+    contradicted = sum(by_kind[k].count for k in HIRE_CONTRADICTIONS if k in by_kind)
     return {
         "hidden_weight": weight(HIDDEN_DEAL),
         "returned_hired": weight(RETURNED_THEN_HIRED),
@@ -642,8 +700,8 @@ def undecided_features(
     held counts against the business in neither."""
     if len(undecided) == len(signals) and all(a is b for a, b in zip(undecided, signals, strict=True)):
         return features
-    before = {s.kind: s for s in signals if s.kind in STRONG}
-    after = {s.kind: s for s in undecided if s.kind in STRONG}
+    before = {s.kind: s for s in signals if s.kind in HIRE_CONTRADICTIONS}
+    after = {s.kind: s for s in undecided if s.kind in HIRE_CONTRADICTIONS}
     out = dict(features)
     for kind, feature in ((HIDDEN_DEAL, "hidden_weight"), (RETURNED_THEN_HIRED, "returned_hired"),
                           (UNDER_REPORTED, "under_reported_weight")):

@@ -5,15 +5,16 @@ Services never commit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, bindparam, exists, func, update
+from sqlalchemy import ColumnElement, bindparam, case, exists, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.clock import utcnow
-from marketplace.db.models import Business, Exposure, Lead, Offer
+from marketplace.db.models import Business, BusinessStatusChange, Exposure, Lead, Offer, Survey
 from marketplace.db.statements import rows_changed, table
 from marketplace.errors import InvalidInput, NotFound
+from marketplace.exposures.rules import WON
 from marketplace.jobs import Jobs
 from marketplace.leads.status import on_the_market
 from marketplace.money import Money
@@ -100,6 +101,55 @@ async def take_off_the_market(session: AsyncSession, lead_id: str) -> None:
     are withdrawn."""
     await _off_the_market(session, Lead.id == lead_id)
     await close_open_offers(session, lead_id)
+
+
+async def back_on_the_market(session: AsyncSession, settings: Settings, lead: Lead, now: datetime) -> int | None:
+    """The customer answered that it hired nobody, while the lead was closed by a deal maker's `won` (or invoiced, or
+    paid) alone: that report took it off the market on the business's word, and the customer's contradicts it. Unless
+    something else closed it (a customer's earlier answer naming a hire, its seller's block), and while its time
+    (`windows.lead_ttl_hours` from its request: closing it brought its expiry forward to then) has not run out, it
+    goes back on the market with the places it has left, open again unless none is, so that other businesses may
+    serve the customer; the won deals stay as reported (the fraud module weighs them: signals.WON_CONTRADICTED).
+    Returns its next wave, for the caller to send once this commits (None: it stays as it is). The caller holds the
+    lead's row (surveys.answer_survey: README, "Lock order")."""
+    ends_at = lead.created_at + timedelta(hours=settings.windows.lead_ttl_hours)
+    if lead.status != "closed" or ends_at <= now:
+        return None
+    won_by_a_deal_maker = exists().where(
+        Exposure.lead_id == Lead.id, Exposure.mode == "deal_maker", Exposure.status.in_(WON)
+    )
+    hired = exists().where(Survey.lead_id == Lead.id, Survey.hired.is_(True))
+    seller_blocked = exists().where(
+        BusinessStatusChange.business_id == Lead.seller_business_id,
+        BusinessStatusChange.to_status == "blocked",
+        BusinessStatusChange.changed_at >= Lead.created_at,
+    )
+    row = (
+        await session.execute(
+            update(Lead)
+            .where(
+                Lead.id == lead.id,
+                Lead.status == "closed",
+                won_by_a_deal_maker,
+                ~hired,
+                or_(Lead.seller_business_id.is_(None), ~seller_blocked),
+            )
+            .values(
+                status=case(
+                    (or_(Lead.is_exclusive.is_(True), Lead.exposure_count >= Lead.max_exposures), "full"),
+                    else_="open",
+                ),
+                expires_at=ends_at,
+                # Due now: the caller sends it once this commits, and the periodic sweep of waves due
+                # (offers.waves.waves_to_send_again) finds it again if that job is lost.
+                next_wave_at=now,
+            )
+            .returning(Lead.status, Lead.waves_sent)
+        )
+    ).one_or_none()
+    if row is None or row.status != "open":
+        return None
+    return int(row.waves_sent) + 1
 
 
 async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) -> list[str]:

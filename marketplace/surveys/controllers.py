@@ -38,11 +38,15 @@ class SurveyController(Controller):
         """Whether the customer hired one of the businesses, for how much, and how satisfied it is. The link
         works once; the answer is news for the lead's businesses, which the scheduled scan re-assesses (every
         30 seconds in a served process), and for the hired one again when its grace for reporting the deal has
-        passed."""
+        passed. "Hired nobody" puts back on the market a lead a deal maker's `won` alone had taken off it: its
+        next wave goes out once the answer commits."""
         async with state.uow() as uow:
-            survey, _ = await services.answer_survey(uow.session, state.settings, token, data)
+            survey, _, next_wave = await services.answer_survey(uow.session, state.settings, token, data)
             hired = survey.business_id
             if hired is not None:
                 delay = services.recheck_delay_seconds(state.settings)
                 uow.after_commit(lambda: state.jobs.enqueue("fraud_recheck", hired, delay_seconds=delay))
+            if next_wave is not None:
+                lead_id, wave = survey.lead_id, next_wave
+                uow.after_commit(lambda: state.jobs.enqueue("send_wave", lead_id, wave))
             return schemas.SurveyAnswer.of(survey)

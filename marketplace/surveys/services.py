@@ -1,6 +1,7 @@
 """Customers' surveys: a signed link mailed when a deal is reported won or lost or its lead goes quiet, the
 customer's answer (whom it hired, for how much, how satisfied), and what that answer changes: the lead leaves the
-market on a hire, and the lead's businesses are due for the fraud module's assessment (fraud.services.mark_dirty)."""
+market on a hire (and goes back on it when the customer hired nobody and a deal maker's `won` alone had taken it
+off), and the lead's businesses are due for the fraud module's assessment (fraud.services.mark_dirty)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from marketplace.identity.links import read_link, sign_link
 from marketplace.identity.services import spend_link
 from marketplace.ids import new_id
 from marketplace.notifications.outbox import notify
-from marketplace.offers.closing import take_off_the_market
+from marketplace.offers.closing import back_on_the_market, take_off_the_market
 from marketplace.settings import Settings
 from marketplace.surveys import schemas
 
@@ -157,9 +158,11 @@ def recheck_delay_seconds(settings: Settings) -> float:
 
 async def answer_survey(
     session: AsyncSession, settings: Settings, token: str, data: schemas.SurveyAnswerIn
-) -> tuple[Survey, list[str]]:
+) -> tuple[Survey, list[str], int | None]:
     """Store the customer's answer (the link is spent in the same transaction) and mark every business of
-    the lead for re-assessment. Returns the survey and those businesses."""
+    the lead for re-assessment. A hire takes the lead off the market; "hired nobody" puts back on it a lead that a
+    deal maker's `won` alone had taken off (offers.closing.back_on_the_market). Returns the survey, those businesses,
+    and the lead's next wave when it is back on the market (for the caller to send once this commits)."""
     survey = await _survey_by_token(session, settings, token)
     # The lead's row, locked as a return locks it (FOR NO KEY UPDATE), whether or not the lead is still on the market
     # (take_off_the_market updates, and so locks, only one that is): a return of one of its deals waits for this
@@ -191,10 +194,15 @@ async def answer_survey(
     survey.satisfaction = data.satisfaction
     survey.comment = data.comment.strip() if data.comment and data.comment.strip() else None
     mark_dirty(session, *holders)
+    next_wave = None
     if data.hired:
         await take_off_the_market(session, lead.id)
+    else:
+        # A deal maker reporting `won` at its claim took the lead off the market on its own word: the customer who
+        # hired nobody was left with that one business, which had exclusivity without paying for it (a tester).
+        next_wave = await back_on_the_market(session, settings, lead, utcnow())
     await session.flush()
-    return survey, holders
+    return survey, holders, next_wave
 
 
 async def on_deal_reported(

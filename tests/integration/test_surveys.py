@@ -458,3 +458,127 @@ async def test_the_survey_mail_gives_its_dates_on_the_marketplaces_local_calenda
     expires = datetime(2026, 11, 29, 22, 45, tzinfo=UTC) + timedelta(days=settings.fraud.survey_ttl_days)
     local = expires.astimezone(settings.jurisdiction.zone)
     assert f"until {local:%d %B %Y, %H:%M}." in message["body"] and local.hour == 0, message["body"]
+
+
+async def _won_at_the_claim(app: Any, client: Any, db: Any) -> dict[str, Any]:
+    """Two deal makers offered one lead by its first wave; one claims it and reports it won at once, taking the lead off
+    the market (its competitor's offer withdrawn, its claim a 409). Returns the parties and the survey token."""
+    from marketplace.db.models import Lead, Offer
+    from tests.factories import offers_of, submit_lead
+
+    operator = await operator_token(app)
+    winner_id, winner = await register(client, "deal_maker", name="Early Wins")
+    rival_id, rival = await register(client, "deal_maker", name="Slow Quotes")
+    lead_id = await submit_lead(client)
+    await app.state.jobs.run_due()  # the first wave: both deal makers
+    offered = {o.business_id: o.id for o in await db.scalars(select(Offer).where(Offer.lead_id == lead_id))}
+    assert set(offered) == {winner_id, rival_id}
+    claimed = await client.post(f"/v1/offers/{offered[winner_id]}/claim", headers=auth(winner), json={})
+    assert claimed.status_code == 201, claimed.text
+    exposure_id = claimed.json()["id"]
+    await report(client, winner, exposure_id, "won", turnover=150_000)
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    assert lead.status == "closed"
+    assert [o for o in await offers_of(client, rival) if o["lead_id"] == lead_id] == []
+    refused = await client.post(f"/v1/offers/{offered[rival_id]}/claim", headers=auth(rival), json={})
+    assert refused.status_code == 409 and "hired" in refused.json()["detail"], refused.text
+    return {
+        "operator": operator, "lead_id": lead_id, "exposure_id": exposure_id, "winner_id": winner_id,
+        "winner": winner, "rival_id": rival_id, "rival": rival, "token": await survey_token(client, operator, lead_id),
+    }
+
+
+async def _evidence(app: Any, client: Any, operator: str, business_id: str) -> dict[str, dict[str, Any]]:
+    await fraud.scan_dirty(app.state.uow, app.state.settings)
+    found = await client.get(f"/v1/fraud/businesses/{business_id}", headers=auth(operator))
+    assert found.status_code == 200, found.text
+    return {e["kind"]: e for e in found.json()["evidence"]}
+
+
+async def test_a_won_reported_at_the_claim_that_the_customer_says_it_hired_nobody_for_puts_the_lead_back(
+    app, client, db, settings
+):
+    """A deal maker's `won` at its claim took the lead off the market on its word alone: every competitor shut out for
+    free (what a lead buyer pays the exclusive price for), and the customer, who hired nobody, left with that one
+    business; its "not hired" changed nothing (a tester). Now the lead goes back on the market with its places and its
+    waves go on, and the contradicted `won` is evidence against the deal maker; the deal stays as reported."""
+    from marketplace.db.models import Exposure, Lead
+    from tests.factories import offers_of
+
+    won = await _won_at_the_claim(app, client, db)
+    lead_id, rival = won["lead_id"], won["rival"]
+    closed_at = (await db.scalar(select(Lead).where(Lead.id == lead_id))).expires_at
+    answered = await answer(client, won["token"], hired=False, satisfaction=3, comment="still comparing quotes")
+    assert answered.status_code == 200, answered.text
+    lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
+    # Open again until its own time (the won had brought its expiry forward to the report), its place still used.
+    assert (lead.status, lead.exposure_count, lead.is_exclusive) == ("open", 1, False)
+    assert lead.expires_at == lead.created_at + timedelta(hours=settings.windows.lead_ttl_hours) > closed_at
+    assert await db.scalar(select(Exposure.status).where(Exposure.id == won["exposure_id"])) == "won"
+
+    await app.state.jobs.run_due()  # its next wave, sent once the answer committed: the competitor is offered it again
+    (offer,) = [o for o in await offers_of(client, rival) if o["lead_id"] == lead_id]
+    claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(rival), json={})
+    assert claimed.status_code == 201, claimed.text
+    assert claimed.json()["contact"]["email"] == "dana@example.com"
+
+    evidence = await _evidence(app, client, won["operator"], won["winner_id"])
+    signal = evidence["won_contradicted"]
+    assert signal["leads"] == [lead_id] and signal["count"] == 1 and signal["weight"] == 0.5
+    assert "reported won" in signal["text"] and "1 hired nobody" in signal["text"]
+    assert "won_contradicted" not in await _evidence(app, client, won["operator"], won["rival_id"])
+    # Reported paid since (a token turnover's commission): still contradicted, the answer dated after the win, not
+    # the payment.
+    await report(client, won["winner"], won["exposure_id"], "paid", turnover=150_000)
+    assert (await _evidence(app, client, won["operator"], won["winner_id"]))["won_contradicted"]["count"] == 1
+
+
+async def test_a_won_reported_at_the_claim_that_the_customer_confirms_keeps_the_lead_closed(app, client, db):
+    """The honest deal maker: its customer says it hired it. The lead stays off the market, no competitor is offered
+    it, and the deal maker has no evidence against it."""
+    from marketplace.db.models import Lead
+    from tests.factories import offers_of
+
+    won = await _won_at_the_claim(app, client, db)
+    lead_id = won["lead_id"]
+    answered = await answer(client, won["token"], **hired(won["winner_id"], 150_000, satisfaction=5))
+    assert answered.status_code == 200, answered.text
+    await app.state.jobs.run_due()
+    app.state.jobs.enqueue("send_wave", lead_id, 2)
+    await app.state.jobs.run_due()
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "closed"
+    assert [o for o in await offers_of(client, won["rival"]) if o["lead_id"] == lead_id] == []
+    assert await _evidence(app, client, won["operator"], won["winner_id"]) == {}
+
+
+async def test_a_contradicted_won_on_a_lead_past_its_time_or_hired_elsewhere_stays_closed(app, client, db):
+    """Only a lead a deal maker's `won` alone took off the market, and still within its time, goes back on it: a
+    customer who hired another business was served (still evidence against the deal maker that reported it won), and
+    one answering after the lead's time is offered to nobody."""
+    from marketplace.db.models import Lead
+    from tests.factories import offer_lead_to, submit_lead
+
+    operator = await operator_token(app)
+    winner_id, winner = await register(client, "deal_maker")
+    rival_id, rival = await register(client, "deal_maker")
+    lead_id = await submit_lead(client)
+    winner_offer, rival_offer = await offer_lead_to(app, lead_id, [winner_id, rival_id])
+    for token, offer_id in ((rival, rival_offer), (winner, winner_offer)):
+        claimed = await client.post(f"/v1/offers/{offer_id}/claim", headers=auth(token), json={})
+        assert claimed.status_code == 201, claimed.text
+    await report(client, winner, claimed.json()["id"], "won", turnover=150_000)
+    assert (await answer(client, await survey_token(client, operator, lead_id), **hired(rival_id))).status_code == 200
+    assert await db.scalar(select(Lead.status).where(Lead.id == lead_id)) == "closed"
+    signal = (await _evidence(app, client, operator, winner_id))["won_contradicted"]
+    assert signal["leads"] == [lead_id] and "1 hired another business" in signal["text"]
+
+    late_id = await submit_lead(client)
+    (late_offer,) = await offer_lead_to(app, late_id, [winner_id])
+    claimed = await client.post(f"/v1/offers/{late_offer}/claim", headers=auth(winner), json={})
+    assert claimed.status_code == 201, claimed.text
+    await report(client, winner, claimed.json()["id"], "won", turnover=150_000)
+    clock.advance(timedelta(hours=80))  # past lead_ttl_hours (72), within the survey's 14 days
+    answered = await answer(client, await survey_token(client, operator, late_id), hired=False)
+    assert answered.status_code == 200, answered.text
+    assert await db.scalar(select(Lead.status).where(Lead.id == late_id)) == "closed"
+    assert (await _evidence(app, client, operator, winner_id))["won_contradicted"]["count"] == 2

@@ -22,6 +22,7 @@ from marketplace.fraud.signals import (
     RETURNED_THEN_HIRED,
     STALE_LEADS,
     UNDER_REPORTED,
+    WON_CONTRADICTED,
     RuleConfig,
     Signal,
     assess,
@@ -325,3 +326,46 @@ def test_norms_read_earlier_lose_the_business_as_it_stood_then():
     assert assess(ME, "deal_maker", mine, earlier, NOW, peers_at=read_at).signals == expected
     # Taken out as it stands now, it would take from the earlier norms ten lost deals they never held.
     assert assess(ME, "deal_maker", mine, earlier, NOW).signals != expected
+
+
+def test_a_won_deal_the_customer_asked_after_the_win_says_it_did_not_hire_the_business_for_is_a_contradiction():
+    # Reported won at the claim (its lead taken off the market); asked after the win, the customer hired nobody, or
+    # another business it names.
+    nobody = deal("won", answer(hired=False, days_ago=4), turnover=100_000, days_ago=5)
+    another = deal("invoiced", answer(business_id=OTHER, days_ago=2), turnover=100_000, days_ago=5, won_days_ago=4)
+    paid = deal(
+        "paid", answer(hired=False, days_ago=1), turnover=100_000, days_ago=6, changed_days_ago=2, won_days_ago=5
+    )
+    signal = kinds([nobody, another, paid])[WON_CONTRADICTED]
+    assert signal.strong and signal.count == 3
+    assert signal.keys == (nobody.exposure_id, paid.exposure_id, another.exposure_id)
+    assert signal.weight == pytest.approx(1.5) and signal.key_weights == (0.5, 0.5, 0.5)
+    assert set(signal.leads) == {nobody.lead_id, another.lead_id, paid.lead_id}
+    assert "2 hired nobody" in signal.text and "1 hired another business" in signal.text
+    # One opens no alert on its own (a customer may back out after agreeing, and a won deal cannot be reported lost):
+    # two do.
+    assert rule_score(assess(ME, "deal_maker", [nobody], peers(), NOW).signals) < 0.5
+    assert rule_score(assess(ME, "deal_maker", [nobody, another], peers(), NOW).signals) >= 0.5
+    # Not the model's share of contradicted hires: it names no hire of this business.
+    assert assess(ME, "deal_maker", [nobody], peers(), NOW).features["contradicted_share"] == 0
+
+    # An honest deal maker is not affected: the customer confirms the hire (after a "not yet" too), or answered
+    # "not hired" before the win (it had not decided), or hired without naming whom, or has not answered.
+    confirmed = deal("won", answer(days_ago=3), turnover=100_000, days_ago=5)
+    confirmed_later = deal("won", answer(hired=False, days_ago=4), answer(days_ago=1), turnover=100_000, days_ago=5)
+    asked_before = deal("won", answer(hired=False, days_ago=8), turnover=100_000, days_ago=10, changed_days_ago=6)
+    unnamed = deal("won", answer(business_id=None, days_ago=3), turnover=100_000, days_ago=5)
+    unasked = deal("won", turnover=100_000, days_ago=5)
+    assert WON_CONTRADICTED not in kinds([confirmed, confirmed_later, asked_before, unnamed, unasked])
+    # A paid deal is dated from its win, not its payment: an answer between the two counts.
+    paid_before = deal("paid", answer(hired=False, days_ago=9), turnover=100_000, days_ago=12, changed_days_ago=2,
+                       won_days_ago=8)
+    assert WON_CONTRADICTED not in kinds([paid_before])
+    # Only a deal maker's `won` takes a lead off the market; a lead buyer's reports are its own lead manager.
+    assert WON_CONTRADICTED not in kinds([nobody, another], mode="lead_buyer")
+    # A dismissed alert that held it reopens only on another such deal.
+    dismissed = [PastAlert("dismissed", [signal.to_json()])]
+    assert undecided(list(kinds([nobody, another, paid]).values()), dismissed) == []
+    later = deal("won", answer(hired=False, days_ago=1), turnover=100_000, days_ago=2)
+    fresh = new_evidence(list(kinds([nobody, another, paid, later]).values()), dismissed)
+    assert fresh == pytest.approx(0.5)

@@ -15,8 +15,9 @@ factor their entries can get is known before any entry is read (a range centred 
 badly). Without a per-lead factor, or with one that keeps each part's order, the top k is a merge of the parts;
 with one that reorders them (bounded), the scan reads a block at a time from the part that could still score
 most, keeps the k best exact scores, and stops where no part could still reach the k-th. A configured share of
-offer places explores: Thompson draws from the posteriors of a random sample of the bucket take the last places,
-so newcomers get seen and estimates keep learning.
+offer places explores: businesses new to the bucket first, in the order they came (_Bucket.welcome), then
+Thompson draws from the posteriors of a random sample of the bucket take the last places, so newcomers get seen
+and estimates keep learning.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ from marketplace.ranking.scoring import Score
 
 RING_SAMPLE = 1024  # entries sampled for one batch of Thompson draws
 RING_SIZE = 512  # the best draws kept for the next leads' exploration places
+NEWCOMERS_READ = 64  # of a bucket's newcomers waiting to be explored, those a lead reads (the first, in order)
+# A newcomer no exploration place could take for this many of its bucket's exploring leads (its deal range fits
+# none of their budgets) waits no longer, so that such newcomers cannot hold the queue's front for ever: it is one
+# Thompson draw among the others from then on.
+NEWCOMER_PATIENCE = 1000
 RANDOM_BUFFER = 1 << 16
 PLACE_COUNTS = 4096  # exploration place counts drawn at a time, per k
 # A dead entry's (or a free place's) deal range is DEAD_LO..DEAD_HI: no budget fits it, so the range filter
@@ -154,8 +160,8 @@ class _Bucket:
     An entry is written as one int64 column (see `entry`): negated score, deal range, slot, posterior."""
 
     __slots__ = (
-        "best", "bounds", "buyer", "classes", "hi", "keys", "lo", "neg", "pending", "post", "ring", "ring_at", "seg",
-        "slot", "spans", "table", "writes",
+        "best", "bounds", "buyer", "classes", "explorations", "hi", "keys", "lo", "neg", "pending", "post", "ring",
+        "ring_at", "seg", "slot", "spans", "table", "waiting", "writes",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -168,6 +174,10 @@ class _Bucket:
         # (slots, deal ranges, base scores, (slot, draw, base score, posterior) rows), best draw first.
         self.ring: tuple[Any, ...] | None = None
         self.ring_at = 0
+        # Businesses new to the bucket not explored yet, in the order they came (slot, the bucket's exploring leads
+        # when it came): they take the bucket's next exploration places before any drawn candidate.
+        self.waiting: list[tuple[int, int]] = []
+        self.explorations = 0  # leads that explored here
         self.keys: list[tuple[bool, int, int]] = []  # the parts' classes, in table order
         self.classes: dict[tuple[bool, int, int], int] = {}  # class -> its part's index
         self.seg = np.zeros((2, 0), np.int64)  # each part's first place and the place after its last
@@ -284,29 +294,19 @@ class _Bucket:
             self.best[p] = self.bounds[BEST, p] = score
 
     def _strike(self, slot: int) -> None:
-        """A drawn business changed: its draws rest on what it was, so it may no longer explore (each copy the ring
-        still holds: one drawn, and one welcomed since)."""
+        """A drawn business changed: its draws rest on what it was, so it may no longer explore from the ring (a
+        business waiting as a newcomer is read from the table when a lead explores: it keeps its turn)."""
         if self.ring is not None:
             kernels.strike(self.ring[0], self.ring[1], self.ring_at, slot)
 
-    def welcome(self, neg: float, entry: NDArray[np.int64]) -> None:
-        """A business new to the bucket (a sign-up, a profile change) is explored next: it joins the drawn
-        ring at the place the next lead reads. A ring drawn before it came could not reach it, and a redraw
-        would start again from the best draws, so newcomers would wait for a whole turn of the ring."""
-        ring = self.ring
-        if ring is None or self.ring_at >= len(ring[0]):
-            return  # the next lead draws a ring, with it
-        slots, r_lo, r_hi, r_base, shown = ring
-        at = self.ring_at
-        row = np.empty(shown.shape[1])
-        row[0], row[1], row[2], row[3:] = entry[SLOT], -neg, -neg, entry[POST:].view(np.float64)
-        self.ring = (
-            np.insert(slots, at, entry[SLOT]),
-            np.insert(r_lo, at, entry[LO]),
-            np.insert(r_hi, at, entry[HI]),
-            np.insert(r_base, at, -neg),
-            np.insert(shown, at, row, axis=0),
-        )
+    def welcome(self, slot: int) -> None:
+        """A business new to the bucket (a sign-up, or a profile change that brings it here) is explored next: it
+        waits, behind those that came before it, for the bucket's next exploration place it can take
+        (RankingCore._with_newcomers), whatever state the ring of drawn candidates is in. In the ring it would
+        be one draw among the others once a used-up ring was drawn again, a small bucket's usual case (a ring of
+        nine candidates lasts two exploring leads)."""
+        if all(s != slot for s, _ in self.waiting):
+            self.waiting.append((slot, self.explorations))
 
     def move(
         self,
@@ -512,6 +512,9 @@ class RankingCore:
         # businesses tied at their category's prior are not served by the class of their deal range.
         self._turn = 0
         self._stamp = 0
+        # Once the core is laid out (compact) or has ranked a lead, a business that joins a bucket is new to it
+        # (_Bucket.welcome); those loaded before (start-up) are not.
+        self._started = False
         # Range classes as small numbers, for entries waiting to be laid out (start-up) to name theirs cheaply.
         self._classes: list[tuple[bool, int, int]] = []
         self._class_ids: dict[tuple[bool, int, int], int] = {}
@@ -558,6 +561,8 @@ class RankingCore:
             and all((c in scores) == (c in stored[1]) for c in profile.categories)
         )
         old_scores = stored[1] if stored is not None else {}
+        # The buckets it was in (active or held out): coming back to one of them is not being new to it.
+        old_profile = stored[0] if stored is not None else None
         if moving:
             self._version[slot] += 1  # entries still pending die
         else:
@@ -588,6 +593,17 @@ class RankingCore:
                 if bucket is None:
                     bucket = buckets[(category, region)] = _Bucket()
                 pending = bucket.pending
+                if (
+                    not moving
+                    and self._started
+                    and (
+                        old_profile is None
+                        or category not in old_scores
+                        or category not in old_profile.categories
+                        or region not in old_profile.regions
+                    )
+                ):
+                    bucket.welcome(slot)
                 if pending is not None:
                     pending.neg.append(neg)
                     pending.lo.append(lo)
@@ -604,8 +620,6 @@ class RankingCore:
                         entry = _entry(neg, lo, hi, slot, posterior, stamp)
                     if not (moving and bucket.move(old_cls, old, slot, cls, neg, entry)):
                         bucket.insert(cls, neg, entry)
-                        if not moving:
-                            bucket.welcome(neg, entry)
 
     def _kill(self, slot: int) -> None:
         """End a business's current entries in place (found by their score with a binary search), so a scan
@@ -681,6 +695,7 @@ class RankingCore:
 
     def compact(self) -> None:
         """Lay out pending buckets and re-spread the others (dead entries out, free places evenly again)."""
+        self._started = True
         for bucket in self._buckets.values():
             if bucket.pending is not None:
                 self._lay_out_pending(bucket)
@@ -698,6 +713,7 @@ class RankingCore:
         exclude: Iterable[str] = (),
         explore: bool | None = None,
     ) -> Ranking:
+        self._started = True
         bucket = self._buckets.get((category, region))
         if bucket is None or k <= 0:
             return self._none()
@@ -744,10 +760,14 @@ class RankingCore:
             ring = bucket.ring
             if ring is None or bucket.ring_at >= len(ring[0]):
                 ring = self._ring(bucket)
-            start = bucket.ring_at
+            read = start = bucket.ring_at
             stop = bucket.ring_at = start + 2 * places + 2
+            bucket.explorations += 1
+            welcomed = 0
+            if bucket.waiting:
+                ring, start, stop, welcomed = self._with_newcomers(bucket, category, ring, start, stop)
         else:
-            ring, start, stop = _NO_RING, 0, 0
+            ring, read, start, stop, welcomed = _NO_RING, 0, 0, 0, 0
         found, slots, scores, base = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k), np.empty(k)
         self._turn += 1
         n, explored = kernels.rank_bucket(
@@ -758,10 +778,70 @@ class RankingCore:
         # per-lead factor reorders it) only when an explanation is read.
         if n < k:
             slots, scores, base = slots[:n], scores[:n], base[:n]
-            if places:  # nobody explored: the ring's next candidates (a newcomer first) wait for the next lead
-                bucket.ring_at = start
+            if places:  # nobody explored: the ring's next candidates wait for the next lead
+                bucket.ring_at = read
+        if welcomed:  # newcomers placed (explored, or ranked on their own score) wait no longer
+            placed = set(slots.tolist())
+            bucket.waiting = [w for w in bucket.waiting if w[0] not in placed]
         keep = n - explored
         return Ranking(self._ids, slots, scores, base, self._flags(n, keep), None, bucket, found, keep, ring[4])
+
+    def _with_newcomers(
+        self, bucket: _Bucket, category: str, ring: tuple[Any, ...], start: int, stop: int
+    ) -> tuple[tuple[Any, ...], int, int, int]:
+        """The candidates a lead's exploration places are picked from, in order: the bucket's waiting newcomers
+        (the first NEWCOMERS_READ, in the order they came, as their entries stand now), then the ring's slice
+        [start, stop). A newcomer is picked before any drawn candidate whenever its deal range holds the lead's
+        budget and it is neither excluded nor ranked already (kernels.explore_picks); its drawn copy, if the
+        slice holds one, is left out. Newcomers gone from the bucket leave the queue, and so do those out of
+        patience (NEWCOMER_PATIENCE); one held out (a cap) keeps its turn. Returns the candidates as a ring, its
+        start and stop, and how many newcomers lead it."""
+        slots: list[int] = []
+        negs: list[float] = []
+        firsts: list[int] = []
+        caps: list[int] = []
+        gone: list[int] = []
+        stored_of = self._stored
+        patience = bucket.explorations - NEWCOMER_PATIENCE
+        for slot, came in bucket.waiting[:NEWCOMERS_READ]:
+            stored = stored_of[slot]
+            parts = stored[1].get(category) if stored is not None else None
+            if stored is None or parts is None or came < patience:
+                gone.append(slot)
+                continue
+            profile = stored[0]
+            if not profile.active:
+                continue  # held out for now: it keeps its turn
+            p = bucket.classes.get(_class_of(profile))
+            if p is None:
+                gone.append(slot)
+                continue
+            first, cap = bucket.spans[p]
+            slots.append(slot)
+            negs.append(-parts.value)
+            firsts.append(first)
+            caps.append(cap)
+        w = len(slots)
+        if w:
+            r_slots, r_lo, r_hi, r_base, shown = ring
+            size = w + max(min(stop, len(r_slots)) - start, 0)
+            found, at = np.array(slots, np.int64), np.empty(w, np.int64)
+            candidates = (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.int64),
+                          np.empty(size), np.empty((size, shown.shape[1])))  # fmt: skip
+            size = kernels.newcomers_first(
+                bucket.neg, bucket.table, found, np.array(negs), np.array(firsts, np.int64), np.array(caps, np.int64),
+                r_slots, r_lo, r_hi, r_base, shown, start, stop, *candidates, at,
+            )  # fmt: skip
+            if size < len(candidates[0]):  # some had no live entry here: they left the bucket
+                missing = found[at < 0].tolist()
+                gone.extend(missing)
+                w -= len(missing)
+                candidates = tuple(c[:size] for c in candidates)  # type: ignore[assignment]
+        if gone:
+            bucket.waiting = [e for e in bucket.waiting if e[0] not in gone]
+        if not w:
+            return ring, start, stop, 0
+        return candidates, 0, size, w
 
     def _explore_places(self, n: int, explore: bool | None) -> int:
         """How many of n ranked places explore: drawn (see _places), or a third of them when asked to explore."""

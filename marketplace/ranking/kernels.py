@@ -605,6 +605,58 @@ def explore_fill(
     return found
 
 
+@njit(cache=True, nogil=True)
+def newcomers_first(
+    negs: np.ndarray,
+    table: np.ndarray,
+    new_slots: np.ndarray,
+    new_negs: np.ndarray,
+    firsts: np.ndarray,
+    caps: np.ndarray,
+    r_slots: np.ndarray,
+    r_lo: np.ndarray,
+    r_hi: np.ndarray,
+    r_base: np.ndarray,
+    shown: np.ndarray,
+    start: int,
+    stop: int,
+    slots: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    base: np.ndarray,
+    rows: np.ndarray,
+    at: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """A lead's exploration candidates as a ring of their own (slots, lo, hi, base, rows: room for every newcomer
+    and the slice): a bucket's waiting newcomers (slot i scoring -new_negs[i], its live entry looked for in the part
+    [firsts[i], caps[i])) as their entries stand, then the ring's slice [start, stop), a drawn copy of a newcomer
+    among them with its deal range emptied (no second place). Each newcomer's place in the table goes to `at` (-1:
+    it has no live entry there). Returns how many candidates were written. (Arrays in and out, no tuple: a tuple
+    argument or result costs microseconds at the call.)"""
+    w = new_slots.shape[0]
+    posts = table[POST:].view(np.float64)
+    j = 0
+    for i in range(w):
+        p = find(negs, table, new_negs[i], new_slots[i], firsts[i], caps[i])
+        at[i] = p
+        if p < 0:
+            continue
+        slots[j], lo[j], hi[j], base[j] = new_slots[i], table[LO, p], table[HI, p], -negs[p]
+        rows[j, 0], rows[j, 1], rows[j, 2] = slots[j], base[j], base[j]  # (a newcomer's draw shown is its score)
+        rows[j, 3:] = posts[:, p]
+        j += 1
+    live = j
+    for i in range(start, min(stop, r_slots.shape[0])):
+        s = r_slots[i]
+        slots[j], lo[j], hi[j], base[j] = s, r_lo[i], r_hi[i], r_base[i]
+        for t in range(live):
+            if slots[t] == s:
+                lo[j] = DEAD_LO
+        rows[j, :] = shown[i, :]
+        j += 1
+    return j
+
+
 # A ring's sample is deduplicated by marking places in a scratch array and reading it in order when the bucket has
 # at most this many places per sample (a pass over the marks costs less than sorting the sample), else by a sort.
 MARK_PLACES_PER_SAMPLE = 32

@@ -216,8 +216,8 @@ def test_explanations_read_after_the_bucket_changed_are_refused():
 
 
 def test_leads_nobody_fits_leave_the_exploration_ring_where_it_was():
-    # A newcomer joins the ring where the next lead reads it; leads no business fits rank nobody and explore
-    # nobody, so they must not move the ring on past it.
+    # A newcomer waits for the next explored place; leads no business fits rank nobody and explore nobody, so
+    # they must not use its turn up.
     core = RankingCore(explore_share=0.3, seed=5)
     for i in range(200):
         core.upsert(_profile(i), {"plumbing": _score(200, 40 + i % 20)})

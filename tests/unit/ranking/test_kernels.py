@@ -336,7 +336,7 @@ def test_everyone_is_asked_for_without_allocating_for_a_billion():
 
 def test_a_business_welcomed_twice_into_the_ring_is_struck_where_it_waits():
     """A business still waiting in the drawn ring changes profile (not a move: its entry ends and a new one is
-    welcomed at the ring's reading place), then is blocked: no lead may explore it."""
+    made, and it is new to the bucket it joins), then is blocked: no lead may explore it."""
     core = RankingCore(explore_share=1.0, seed=1)
     for i in range(300):
         core.upsert(Profile(f"b{i}", "deal_maker", ("p",), ("n",), 0, 10**9), {"p": _plain(float(i % 50 + 1))})
@@ -353,8 +353,8 @@ def test_a_business_welcomed_twice_into_the_ring_is_struck_where_it_waits():
 
 
 def test_a_business_welcomed_again_keeps_its_live_ring_copy_struck_after_others_are_welcomed():
-    """A drawn business re-enters the bucket (its drawn copy struck, a fresh one welcomed), then another newcomer is
-    welcomed, then the first changes: its fresh copy must be struck, whatever else came in between."""
+    """A drawn business re-enters the bucket (its drawn copy struck), then a newcomer is welcomed, then the first
+    changes and is blocked: no lead may explore it, whatever else came in between."""
     core = RankingCore(explore_share=0.0, seed=1)
     for i in range(20):
         core.upsert(Profile(f"b{i}", "deal_maker", ("c",), ("r",), 0, 10**6), {"c": _plain(float(i))})
@@ -364,7 +364,7 @@ def test_a_business_welcomed_again_keeps_its_live_ring_copy_struck_after_others_
     assert bucket.ring is not None
     business_id = core._ids[int(bucket.ring[0][bucket.ring_at + 5])]  # drawn, waiting further on
     core.set_active(business_id, False)
-    core.set_active(business_id, True)  # its drawn copy struck, a fresh one welcomed at the reading place
+    core.set_active(business_id, True)  # its drawn copy struck (back from a block: not new to the bucket)
     core.upsert(Profile("new", "deal_maker", ("c",), ("r",), 0, 10**6), {"c": _plain(0.5)})  # another welcome
     core.upsert(Profile(business_id, "deal_maker", ("c",), ("r",), 2 * 10**6, 3 * 10**6), {"c": _plain(100.0)})
     core.set_active(business_id, False)

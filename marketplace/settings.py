@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields, replace
@@ -17,7 +18,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marketplace.off_hours import NO_OFF_HOURS, OffHours, OffHoursError
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+def installed_config_dir(package_file: str = __file__, prefix: str = sys.prefix) -> Path:
+    """config/ beside the package in a checkout (an editable install, a clone); an installed wheel carries it as data
+    files under the environment's prefix (pyproject.toml, tool.setuptools.data-files)."""
+    checkout = Path(package_file).resolve().parent.parent / "config"
+    return checkout if checkout.is_dir() else Path(prefix) / "share" / "marketplace" / "config"
+
+
+DEFAULT_CONFIG_DIR = installed_config_dir()
 SQLITE_DEFAULT_URL = "sqlite+aiosqlite:///./marketplace.db"
 
 

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent.parent / "config" / "scenarios"
+from marketplace.settings import DEFAULT_CONFIG_DIR
+
+SCENARIO_DIR = DEFAULT_CONFIG_DIR / "scenarios"
 
 Range = tuple[float, float]
 

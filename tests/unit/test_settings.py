@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import shutil
 import stat
@@ -21,6 +22,7 @@ from marketplace.settings import (
     SettingsError,
     WalletSettings,
     Windows,
+    installed_config_dir,
     load_settings,
 )
 
@@ -327,3 +329,27 @@ def test_the_command_stops_on_a_broken_config_file(config, tmp_path):
     assert result.stderr.strip() == (
         "configuration error: categories.plumbing.lead_price_minor: must be at least 1, got -1"
     )
+
+
+def test_an_installed_wheel_carries_every_config_file_and_finds_them_under_its_prefix(tmp_path: Path) -> None:
+    """A wheel has no checkout beside its package: config/ travels as data files (pyproject's data-files, every
+    file of config/ and its scenarios) and the settings look for it under the environment's prefix."""
+    root = Path(__file__).resolve().parents[2]
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {
+        (target, Path(path).name)
+        for target, patterns in data_files.items()
+        for pattern in patterns
+        for path in glob.glob(str(root / pattern))
+    }
+    config = root / "config"
+    wanted = {
+        (str(Path("share/marketplace") / path.parent.relative_to(root)), path.name) for path in config.rglob("*.toml")
+    }
+    assert wanted and shipped == wanted
+    # Installed: the package under site-packages, no config/ beside it; the prefix's share/ holds it.
+    package = tmp_path / "lib" / "site-packages" / "marketplace" / "settings.py"
+    package.parent.mkdir(parents=True)
+    assert installed_config_dir(str(package), str(tmp_path)) == tmp_path / "share" / "marketplace" / "config"
+    # A checkout: config/ beside the package.
+    assert installed_config_dir(str(root / "marketplace" / "settings.py"), str(tmp_path)) == config

@@ -54,8 +54,9 @@ def create_engine(database_url: str, pool: DatabaseSettings | None = None, **ove
 
 
 # PostgreSQL's SQLSTATEs for a connection it will not give now: too many connections (max_connections reached),
-# the server starting up, recovering or shutting down.
-REFUSED_SQLSTATES = frozenset({"53300", "57P03"})
+# the server starting up, recovering or shutting down, the database not accepting connections (ALTER DATABASE ...
+# ALLOW_CONNECTIONS false, as during maintenance: 55000 at connect time).
+REFUSED_SQLSTATES = frozenset({"53300", "57P03", "55000"})
 
 
 def _tell_refused_connections(engine: AsyncEngine) -> None:

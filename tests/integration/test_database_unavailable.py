@@ -96,6 +96,12 @@ async def test_a_request_that_waits_past_the_pool_timeout_is_a_503_with_retry_af
         (asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"), "TooManyConnectionsError"),
         (asyncpg.exceptions.CannotConnectNowError("the database system is starting up"), "CannotConnectNowError"),
         (ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"), "ConnectionRefusedError"),
+        (
+            asyncpg.exceptions.ObjectNotInPrerequisiteStateError(
+                'database "marketplace" is not currently accepting connections'
+            ),
+            "ObjectNotInPrerequisiteStateError",
+        ),
     ],
 )
 async def test_a_connection_the_server_refuses_is_a_503_with_retry_after(

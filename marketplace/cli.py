@@ -151,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 
+    if args.command in ("operator", "ranking"):
+        refused = _refuse_unless_at_head(settings)
+        if refused is not None:
+            return refused
+
     if args.command == "db":
         if args.db_command == "upgrade":
             asyncio.run(_upgrade(settings))
@@ -181,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"this worker writes (quiet-lead surveys, alerts) point there; set {_BASE_URL_ENV}",
                 file=sys.stderr,
             )
+        refused = _refuse_unless_at_head(settings)
+        if refused is not None:
+            return refused
         from dramatiq.cli import main as dramatiq_main
 
         sys.argv = ["dramatiq", "workers.worker_entry", "--processes", "1", "--threads", "4"]
@@ -195,7 +203,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        refused = _refuse_unless_at_head(settings)
+        if refused is not None:
+            return refused
         return _serve(_served_at(settings, args), args)
+    return 2
+
+
+def _refuse_unless_at_head(settings: Settings) -> int | None:
+    """On PostgreSQL (migrated by hand), 2 and one line when the database is not at this code's revision, or 1 and
+    one line when it cannot be reached; None to go on. SQLite migrates itself where it is used."""
+    if settings.service.is_sqlite:
+        return None
+    from sqlalchemy.exc import DBAPIError
+
+    from marketplace.db import migrate
+    from marketplace.db.engine import DatabaseUnavailable, create_engine
+
+    async def check() -> str | None:
+        engine = create_engine(settings.service.database_url, settings.database)
+        try:
+            return await migrate.check(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        problem = asyncio.run(check())
+    except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+        # Unreachable, refused, a wrong password or database name: the driver's own error, in one line.
+        driver: BaseException = exc
+        if isinstance(exc, DBAPIError) and exc.orig is not None:
+            driver = exc.orig.__cause__ or exc.orig  # asyncpg's own error, under SQLAlchemy's adapter
+        said = str(driver) if isinstance(driver, DatabaseUnavailable) else f"{type(driver).__name__}: {driver}"
+        print(f"database error: cannot use the database: {' '.join(said.split())}", file=sys.stderr)
+        return 1
+    if problem is None:
+        return None
+    print(f"database error: {problem}", file=sys.stderr)
     return 2
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
-from sqlalchemy import text
 
+from marketplace.db import migrate
 from marketplace.errors import ServiceUnavailable
 from marketplace.http.access import Access, access
 from marketplace.http.negotiation import ANY_ACCEPT
@@ -75,14 +75,17 @@ class CatalogController(Controller):
 
     @get("/health", opt={**access(Access.PUBLIC), ANY_ACCEPT: True})
     async def health(self, state: State) -> Response[dict[str, str]]:
-        """200 when the database answers (and, in production, Redis), 503 as a problem naming what is down."""
+        """200 when the database answers, at the revision this code needs (and, in production, Redis answers), 503 as
+        a problem naming what is down or behind."""
         try:
             async with state.sessions() as session:
-                await session.execute(text("SELECT 1"))
+                behind = migrate.schema_problem(await migrate.revisions(await session.connection()))
         except Exception as exc:  # any failure to reach the database means unhealthy
             raise ServiceUnavailable(
                 "the database cannot be reached", extra={"database": type(exc).__name__}
             ) from exc
+        if behind is not None:  # code deployed without `marketplace db upgrade`: its writes would fail
+            raise ServiceUnavailable(behind, extra={"database": "wrong revision"})
         # 200 while the database answers (the contract); a job queue that does not is named, for whoever watches:
         # writes still succeed, and the periodic sweeps take up the follow-up work once it is back.
         return Response({"status": "ok", "database": "ok", "jobs": await state.jobs.status()})

@@ -3,6 +3,7 @@ constraints): a model changed without its migration, or the reverse, fails here.
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from litestar import Litestar
@@ -236,3 +237,150 @@ async def test_leads_taken_off_the_market_before_0023_are_closed(tmp_path) -> No
     }
     # Downgraded, each is as that revision left it: a full one full, an open one expired.
     assert before == {lead_id: status for lead_id, (status, *_) in leads.items()}
+
+
+# --- a PostgreSQL database not at this code's revision ------------------------------------------------------------
+# PostgreSQL is migrated by hand (`marketplace db upgrade`): code deployed on a database one migration behind started,
+# said healthy and answered 500s (a column it writes missing); on an empty one a command printed a 137-line traceback.
+
+
+async def _scratch_postgres(name: str) -> str:
+    """An empty PostgreSQL database of this test's own (the shared test database stays at the head)."""
+    import asyncpg
+
+    from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB, unavailable
+
+    try:
+        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable("PostgreSQL", exc)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}_{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{PG_TEST_DB}_{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{PG_TEST_DB}_{name}"
+
+
+async def _drop_postgres(name: str) -> None:
+    import asyncpg
+
+    from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB
+
+    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}_{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _migrate(url: str, revision: str | None, *statements: str) -> None:
+    """Migrate to `revision` (None: not at all), then run `statements`."""
+    from sqlalchemy import text
+
+    from marketplace.db.engine import create_engine
+    from marketplace.db.migrate import upgrade
+
+    engine = create_engine(url)
+    try:
+        if revision is not None:
+            await upgrade(engine, revision)
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def test_the_commands_refuse_a_postgresql_database_not_at_this_codes_revision(monkeypatch, capsys) -> None:
+    import asyncio
+
+    import uvicorn
+
+    from marketplace import cli
+    from marketplace.db.migrate import head
+
+    url = asyncio.run(_scratch_postgres("revision"))
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789abcdef")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started"))
+
+    def refused(*argv: str, redis: bool = False) -> str:
+        if redis:
+            monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # never reached: refused before
+        cli.get_settings.cache_clear()
+        try:
+            code = cli.main(list(argv))
+        finally:
+            monkeypatch.delenv("REDIS_URL", raising=False)
+        captured = capsys.readouterr()
+        assert (code, captured.out) == (2, ""), (argv, captured)
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 or (argv == ("worker",) and lines[0].startswith("warning:")), captured.err
+        return lines[-1]
+
+    commands = [("serve", "--port", "8772"), ("operator", "create", "--name", "Ops"),
+                ("operator", "revoke", "--id", "op_1"), ("ranking", "train")]  # fmt: skip
+    try:
+        needed = head()
+        empty = f"database error: the database is empty (no migration applied); this code needs {needed}: run `marketplace db upgrade`"  # noqa: E501
+        for argv in commands:
+            assert refused(*argv) == empty
+        assert refused("worker", redis=True) == empty
+
+        asyncio.run(_migrate(url, "0028_replacement_forfeits"))  # the release before, not upgraded
+        behind = (
+            f"database error: the database is at revision 0028_replacement_forfeits; this code needs {needed}: "
+            "run `marketplace db upgrade`"
+        )
+        for argv in commands:
+            assert refused(*argv) == behind
+        assert refused("worker", redis=True) == behind
+
+        # Migrated by a later release than this code: refused too, with what to do about it.
+        asyncio.run(_migrate(url, "head", "UPDATE alembic_version SET version_num = '0099_from_a_later_release'"))
+        ahead = refused("operator", "create", "--name", "Ops")
+        assert ahead.startswith(
+            "database error: the database is at revision 0099_from_a_later_release, which this code does not know"
+        ), ahead
+
+        asyncio.run(_migrate(url, None, f"UPDATE alembic_version SET version_num = '{needed}'"))
+        cli.get_settings.cache_clear()
+        assert cli.main(["operator", "create", "--name", "Ops"]) == 0  # at the head, it runs
+        assert capsys.readouterr().out.startswith("mko_")
+    finally:
+        cli.get_settings.cache_clear()
+        asyncio.run(_drop_postgres("revision"))
+
+
+async def test_health_says_the_database_is_behind() -> None:
+    """A server started on a database behind (`uvicorn marketplace.asgi:app` runs no command's check) is not called
+    healthy: /health is a 503 naming the revisions, so a load balancer keeps requests off it."""
+    import httpx
+
+    from marketplace.app import create_app, shutdown, startup
+    from marketplace.db.migrate import head
+    from tests.conftest import make_settings
+
+    url = await _scratch_postgres("health")
+    try:
+        await _migrate(url, "0028_replacement_forfeits")
+        app = create_app(make_settings(url), migrate_on_start=False, run_jobs_in_background=False)
+        await startup(app.state)
+        try:
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                answer = await client.get("/health")
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["detail"] == (
+                    f"the database is at revision 0028_replacement_forfeits; this code needs {head()}: "
+                    "run `marketplace db upgrade`"
+                )
+                await _migrate(url, "head")
+                assert (await client.get("/health")).status_code == 200  # upgraded: healthy, no restart needed
+        finally:
+            await shutdown(app.state)
+    finally:
+        await _drop_postgres("health")

@@ -5,11 +5,12 @@ A wrong or missing setting raises SettingsError with one line naming the setting
 
 from __future__ import annotations
 
+import difflib
 import os
 import secrets
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -205,6 +206,82 @@ class Settings:
         return self.jurisdiction.currency
 
 
+# --- the names there are ---------------------------------------------------------------------------
+# A name the files or the environment give that is not one of these is a misspelling: refused with the closest
+# known name, rather than ignored with the default left in force (MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATON
+# left sign-up open). What is free-form is the codes: a jurisdiction's table is named by its code
+# (jurisdictions.IL), categories and regions are lists of entries each carrying its code.
+
+
+def _kinds(of: type) -> dict[str, str]:
+    """A settings dataclass's fields and their types' names (`str`, `int`, ...)."""
+    return {f.name: str(f.type) for f in fields(of)}
+
+
+# The sections of single settings, each key with its type's name: the environment may set any of them
+# (MARKETPLACE__<SECTION>__<KEY>), and a `str` one is taken as it is written, whatever its characters.
+SECTIONS: dict[str, dict[str, str]] = {
+    "service": _kinds(ServiceSettings),
+    "database": _kinds(DatabaseSettings),
+    # off_hours is written as text (parsed into the field), and its time zone has no field of its own.
+    "windows": {**_kinds(Windows), "off_hours": "str", "off_hours_time_zone": "str"},
+    "ranking": _kinds(RankingSettings),
+    "notifications": _kinds(NotificationSettings),
+    "fraud": _kinds(FraudSettings),
+    "wallet": _kinds(WalletSettings),
+}
+# The sections of entries, and the keys of an entry: files only.
+ENTRIES: dict[str, set[str]] = {
+    "jurisdictions": set(_kinds(Jurisdiction)) - {"code"},  # the code is the table's name
+    "categories": set(_kinds(Category)),
+    "regions": set(_kinds(Region)) | {"jurisdiction"},
+}
+
+
+def _closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt one, if one is close."""
+    match = difflib.get_close_matches(name, sorted(known), n=1)
+    return match[0] if match else None
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    match = _closest(name, known)
+    return f" (did you mean {match}?)" if match else ""
+
+
+def _check_names(data: Mapping[str, Any], file: str) -> None:
+    """Every section and key of one config file is known (the values are checked later, merged)."""
+    for section, value in data.items():
+        if section in SECTIONS:
+            if isinstance(value, Mapping):
+                for key in value:
+                    if key not in SECTIONS[section]:
+                        raise SettingsError(
+                            f"{section}.{key}: no such setting in {file}{_did_you_mean(key, SECTIONS[section])}"
+                        )
+        elif section == "jurisdictions":
+            if isinstance(value, Mapping):
+                for code, entry in value.items():
+                    _check_entry(entry, ENTRIES[section], f"{section}.{code}", file)
+        elif section in ENTRIES:
+            if isinstance(value, list):
+                for i, entry in enumerate(value):
+                    code = entry.get("code") if isinstance(entry, Mapping) else None
+                    where = f"{section}.{code}" if isinstance(code, str) else f"{section}[{i}]"
+                    _check_entry(entry, ENTRIES[section], where, file)
+        else:
+            raise SettingsError(
+                f"{section}: no such section in {file}{_did_you_mean(section, [*SECTIONS, *ENTRIES])}"
+            )
+
+
+def _check_entry(entry: Any, known: set[str], where: str, file: str) -> None:
+    if isinstance(entry, Mapping):
+        for key in entry:
+            if key not in known:
+                raise SettingsError(f"{where}.{key}: no such setting in {file}{_did_you_mean(key, known)}")
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 
@@ -217,6 +294,7 @@ def _read_toml_dir(config_dir: Path) -> dict[str, Any]:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path.name}: not valid TOML ({exc})") from exc
+        _check_names(data, path.name)
         _deep_merge(merged, data)
     return merged
 
@@ -253,7 +331,20 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
         path = [part.lower() for part in name.removeprefix("MARKETPLACE__").split("__")]
         if len(path) != 2 or not all(path):
             raise SettingsError(f"{name}: expected MARKETPLACE__<SECTION>__<KEY>")
-        data.setdefault(path[0], {})[path[1]] = _env_value(raw)
+        section, key = path
+        if section in ENTRIES:
+            raise SettingsError(f"{name}: {section} are set in config/*.toml, not the environment")
+        if section not in SECTIONS:
+            match = _closest(section, SECTIONS)
+            hint = f" (did you mean MARKETPLACE__{match.upper()}__{key.upper()}?)" if match else ""
+            raise SettingsError(f"{name}: no such section {section}{hint}")
+        kind = SECTIONS[section].get(key)
+        if kind is None:
+            match = _closest(key, SECTIONS[section])
+            hint = f" (did you mean MARKETPLACE__{section.upper()}__{match.upper()}?)" if match else ""
+            raise SettingsError(f"{name}: no such setting{hint}")
+        # A text setting is the text given (a secret of digits is not a number); the others are TOML literals.
+        data.setdefault(section, {})[key] = raw if kind == "str" else _env_value(raw)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -271,13 +362,24 @@ def _int(section: Mapping[str, Any], where: str, key: str, *, minimum: int = 0, 
     return value
 
 
-def _str(section: Mapping[str, Any], where: str, key: str, *, allow_empty: bool = False) -> str:
+def _str(
+    section: Mapping[str, Any], where: str, key: str, *, allow_empty: bool = False, secret: bool = False
+) -> str:
+    """A text setting; a `secret` one's value is never part of the error (it would reach logs and terminals)."""
     if key not in section:
         raise SettingsError(f"{where}.{key}: missing")
     value = section[key]
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise SettingsError(f"{where}.{key}: must be a non-empty string, got {value!r}")
+        got = "" if secret else f", got {value!r}"
+        quote = " (in a file, quote it)" if secret and not isinstance(value, str) else ""
+        raise SettingsError(f"{where}.{key}: must be a {'' if allow_empty else 'non-empty '}string{quote}{got}")
     return value.strip()
+
+
+def _without_credentials(url: str) -> str:
+    """A URL fit for an error message: the user and password before its host left out."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
 
 
 def _bool(section: Mapping[str, Any], where: str, key: str) -> bool:
@@ -392,14 +494,16 @@ def _database(section: Any) -> DatabaseSettings:
 
 
 def _service(svc: Mapping[str, Any]) -> ServiceSettings:
-    database_url = _database_url(_str(svc, "service", "database_url", allow_empty=True))
-    redis_url = _str(svc, "service", "redis_url", allow_empty=True)
+    database_url = _database_url(_str(svc, "service", "database_url", allow_empty=True, secret=True))
+    redis_url = _str(svc, "service", "redis_url", allow_empty=True, secret=True)
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"REDIS_URL: must start with redis:// or rediss://, got {redis_url!r}")
+        raise SettingsError(
+            f"REDIS_URL: must start with redis:// or rediss://, got {_without_credentials(redis_url)!r}"
+        )
     return ServiceSettings(
         database_url=database_url,
         redis_url=redis_url,
-        secret_key=_str(svc, "service", "secret_key", allow_empty=True),  # checked last (_build)
+        secret_key=_str(svc, "service", "secret_key", allow_empty=True, secret=True),  # checked last (_build)
         jurisdiction=_str(svc, "service", "jurisdiction"),
         max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
@@ -542,10 +646,11 @@ def _ranking(rank: Mapping[str, Any]) -> RankingSettings:
 
 
 def _notifications(section: Mapping[str, Any]) -> NotificationSettings:
-    smtp_url = _str(section, "notifications", "smtp_url", allow_empty=True)
+    smtp_url = _str(section, "notifications", "smtp_url", allow_empty=True, secret=True)
     if smtp_url and not smtp_url.startswith(("smtp://", "smtps://")):
         raise SettingsError(
-            f"notifications.smtp_url: must be empty or start with smtp:// or smtps://, got {smtp_url.split('@')[-1]!r}"
+            "notifications.smtp_url: must be empty or start with smtp:// or smtps://, "
+            f"got {_without_credentials(smtp_url)!r}"
         )
     base_url = _str(section, "notifications", "public_base_url").rstrip("/")
     if not base_url.startswith(("http://", "https://")):

@@ -223,6 +223,12 @@ ENV_CASES = [
     ("pool-timeout-a-word", {"MARKETPLACE__DATABASE__POOL_TIMEOUT_SECONDS": "long"}, "database.pool_timeout_seconds"),
     ("override-name-malformed", {"MARKETPLACE__WINDOWS": "3"}, "MARKETPLACE__WINDOWS"),
     ("config-folder-missing", {"MARKETPLACE_CONFIG_DIR": "/nonexistent/config"}, "MARKETPLACE_CONFIG_DIR"),
+    # A misspelt name was ignored, its default left in force (sign-up stayed open).
+    ("key-misspelt", {"MARKETPLACE__WINDOWS__RETURN_DAY": "14"}, "MARKETPLACE__WINDOWS__RETURN_DAY"),
+    ("section-misspelt", {"MARKETPLACE__WINDOW__RETURN_DAYS": "14"}, "MARKETPLACE__WINDOW__RETURN_DAYS"),
+    ("invitation-misspelt", {"MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATON": "true"},
+     "MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATON"),
+    ("entries-from-the-environment", {"MARKETPLACE__CATEGORIES__PLUMBING": "1"}, "MARKETPLACE__CATEGORIES__PLUMBING"),
 ]
 
 
@@ -247,7 +253,7 @@ FILE_CASES = [
      "categories.plumbing.commission_rate_bp"),
     ("category-defined-twice", "categories.toml", 'code = "legal"', 'code = "plumbing"', "categories.plumbing"),
     ("category-without-code", "categories.toml", 'code = "renovation"\n', "", "categories[0].code"),
-    ("no-categories", "categories.toml", "[[categories]]", "[[categorie]]", "categories"),
+    ("no-categories", "categories.toml", "[[categories]]", "[[categorie]]", "categorie"),
     ("region-name-missing", "regions.toml", 'name = "Haifa"\n', "", "regions.haifa.name"),
     ("jurisdiction-unknown", "default.toml", 'jurisdiction = "IL"', 'jurisdiction = "FR"',
      "MARKETPLACE_JURISDICTION"),
@@ -256,9 +262,16 @@ FILE_CASES = [
     ("vat-rate-a-string", "default.toml", "vat_rate_bp = 1800", 'vat_rate_bp = "18%"', "jurisdictions.IL.vat_rate_bp"),
     ("vat-included-not-a-boolean", "default.toml", "prices_include_vat = true", 'prices_include_vat = "yes"',
      "jurisdictions.IL.prices_include_vat"),
-    ("windows-section-missing", "default.toml", "[windows]", "[windowz]", "windows"),
+    ("windows-section-misspelt", "default.toml", "[windows]", "[windowz]", "windowz"),
     ("window-missing", "default.toml", "return_days = 7\n", "", "windows.return_days"),
-    ("wallet-section-missing", "default.toml", "[wallet]", "[walet]", "wallet"),
+    ("window-misspelt", "default.toml", "return_days = 7\n", "return_day = 7\n", "windows.return_day"),
+    ("wallet-section-misspelt", "default.toml", "[wallet]", "[walet]", "walet"),
+    ("jurisdiction-key-misspelt", "default.toml", 'time_zone = "Europe/Berlin"', 'timezone = "Europe/Berlin"',
+     "jurisdictions.DE.timezone"),
+    ("category-key-misspelt", "categories.toml", "wave_size = 3\nwave_delay_seconds = 300",
+     "wave_sise = 3\nwave_delay_seconds = 300", "categories.plumbing.wave_sise"),
+    ("region-key-misspelt", "regions.toml", 'jurisdiction = "IL"', 'jurisdictoin = "IL"',
+     "regions.tel-aviv.jurisdictoin"),
     ("not-toml", "default.toml", "[service]", "[service", "default.toml"),
     ("not-toml-value", "regions.toml", 'name = "Haifa"', "name = Haifa", "regions.toml"),
 ]
@@ -276,6 +289,54 @@ def test_a_wrong_or_missing_file_setting_is_one_line_naming_it(config, tmp_path,
     one_line_naming(raised.value, name)
     # Refused before the embedded default created its secret file: a failed start leaves nothing behind.
     assert not (tmp_path / "market.secret").exists()
+
+
+def test_a_misspelt_name_is_refused_with_the_closest_known_one(config):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATON": "true"})
+    assert str(raised.value) == (
+        "MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATON: no such setting"
+        " (did you mean MARKETPLACE__SERVICE__REGISTRATION_BY_INVITATION?)"
+    )
+    edit(config / "default.toml", "[windows]", "[windowz]")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={"SECRET_KEY": SECRET}, config_dir=config)
+    assert str(raised.value) == "windowz: no such section in default.toml (did you mean windows?)"
+
+
+def test_the_codes_of_jurisdictions_categories_and_regions_are_free(config):
+    # Entries are named by their codes, which a marketplace chooses: only the keys inside them are checked.
+    with (config / "zz-france.toml").open("w", encoding="utf-8") as more:
+        more.write('[jurisdictions.FR]\nname = "France"\ncurrency = "EUR"\nvat_rate_bp = 2000\n'
+                   'prices_include_vat = false\ntime_zone = "Europe/Paris"\n\n'
+                   '[[regions]]\ncode = "paris"\nname = "Paris"\njurisdiction = "FR"\n')  # fmt: skip
+    edit(config / "categories.toml", 'code = "plumbing"', 'code = "roofing-and-gutters"')
+    settings = load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE_JURISDICTION": "FR"}, config_dir=config)
+    assert settings.currency == "EUR" and list(settings.regions) == ["paris"]
+    assert "roofing-and-gutters" in settings.categories
+
+
+def test_a_text_setting_from_the_environment_is_the_text_given():
+    # A secret of digits was read as a TOML number and refused as "must be a non-empty string, got <the secret>".
+    digits = "98765432109876543210"
+    settings = load_settings(env={"MARKETPLACE__SERVICE__SECRET_KEY": digits, "MARKETPLACE__WINDOWS__OFF_HOURS": ""})
+    assert settings.service.secret_key == digits
+    numbers = load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE__WINDOWS__RETURN_DAYS": "14"})
+    assert numbers.windows.return_days == 14  # the others are still TOML literals
+
+
+def test_no_error_prints_a_secret(config):
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={"SECRET_KEY": SECRET, "REDIS_URL": "http://u:hunter2@redis:6379/0"})
+    assert str(raised.value) == "REDIS_URL: must start with redis:// or rediss://, got 'http://redis:6379/0'"
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE__NOTIFICATIONS__SMTP_URL": "mail://u:hun/ter2@mx:25"})
+    assert "hun" not in str(raised.value) and "mail://mx:25" in str(raised.value)
+    edit(config / "default.toml", 'secret_key = ""', "secret_key = 98765432109876543210")
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={}, config_dir=config)
+    one_line_naming(raised.value, "service.secret_key")
+    assert "98765" not in str(raised.value)
 
 
 def test_a_refused_configuration_leaves_no_secret_file_behind(tmp_path, monkeypatch):

@@ -20,8 +20,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="API worker processes")
+    serve.add_argument("--port", type=_port, default=8000, help="1 to 65535")
+    serve.add_argument("--workers", type=_at_least_one, default=1, help="API worker processes (at least 1)")
     serve.add_argument("--demo", action="store_true", help="load a small demo market first")
 
     db = sub.add_parser("db", help="database schema")
@@ -116,6 +116,29 @@ async def _load_demo(settings: Settings) -> list[str]:
     from marketplace.demo import load_demo
 
     return await load_demo(settings)
+
+
+def _port(raw: str) -> int:
+    """A TCP port: one beyond 65535 was taken modulo 65536 by the socket (70000 listened on 4464, announced as
+    70000); 0 would be a port the links in messages cannot name."""
+    port = _integer(raw)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {port}")
+    return port
+
+
+def _at_least_one(raw: str) -> int:
+    number = _integer(raw)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _integer(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
 
 
 def _operator_name(raw: str) -> str:

@@ -115,3 +115,25 @@ async def test_the_demo_loads_where_sign_up_is_by_invitation(environment):
     await cli._upgrade(settings)
     lines = await cli._load_demo(settings)
     assert sum("token: mkb_" in line for line in lines) == 4, lines
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--port", "70000"], "argument --port: must be between 1 and 65535, got 70000"),
+        (["--port", "0"], "argument --port: must be between 1 and 65535, got 0"),
+        (["--workers", "0"], "argument --workers: must be at least 1, got 0"),
+        (["--workers", "-2"], "argument --workers: must be at least 1, got -2"),
+    ],
+    ids=["port-beyond-65535", "port-zero", "no-workers", "negative-workers"],
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(environment, capsys, args, said):
+    # --port 70000 listened on 4464 (the socket takes the port modulo 65536) while announcing :70000, and
+    # --workers 0 or -2 were accepted.
+    import uvicorn
+
+    environment.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started"))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["serve", *args])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(f"marketplace serve: error: {said}")

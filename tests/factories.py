@@ -57,8 +57,9 @@ def lead_body(**overrides: Any) -> dict[str, Any]:
 
 def sold_body(**overrides: Any) -> dict[str, Any]:
     """A lead's body as an inquiry its seller sells, of its own customer: lead_body's email is every test customer's,
-    and a contact the seller got from the marketplace (a lead it bought) is not its to sell."""
-    body = lead_body(**overrides)
+    and a contact the seller got from the marketplace (a lead it bought) is not its to sell. In Haifa unless told,
+    outside business_body's regions: a seller sells only what its own profile does not hold (a 422 otherwise)."""
+    body = lead_body(**{"region": "haifa", **overrides})
     if "email" not in (overrides.get("contact") or {}):
         body["contact"]["email"] = f"own{body['contact']['phone'].lstrip('+')}@example.com"
     return body

@@ -43,10 +43,12 @@ class LeadController(Controller):
         data: JSONBody[schemas.LeadCreate],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
-        """Sell an inquiry the business cannot serve; it earns from the lead's exposures. A customer whose phone or
-        email the business got from the marketplace (any lead it held, any category) is a 409 naming the field. With
-        an `Idempotency-Key`, a retry gets the first answer (`Idempotent-Replayed: true`) and the key with another
-        inquiry is a 422."""
+        """Sell an inquiry the business cannot serve; it earns from the lead's exposures. One its own profile holds (one
+        of its categories and regions, and a budget within its deal range or not stated, 0: as matching reads a
+        profile) is a 422 naming `category`, `region` and `budget.amount_minor`: serve it, or change the profile. A
+        customer whose phone or email the business got from the marketplace (any lead it held, any category) is a 409
+        naming the field, asked first. With an `Idempotency-Key`, a retry gets the first answer, a refusal included
+        (`Idempotent-Replayed: true`), and the key with another inquiry is a 422."""
         seller = current_principal(request).id
 
         async def work(uow: UnitOfWork) -> tuple[int, Any]:

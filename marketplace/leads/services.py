@@ -20,6 +20,7 @@ from marketplace.identity.services import refuse_if_inactive
 from marketplace.ids import new_id
 from marketplace.leads import schemas
 from marketplace.leads.status import on_the_market
+from marketplace.offers.matching import profile_fits
 from marketplace.schemas import MoneyOut
 from marketplace.settings import Settings
 from marketplace.text import blank, name_problem
@@ -117,6 +118,30 @@ async def _refuse_contact_received_here(session: AsyncSession, seller_business_i
         )
 
 
+async def _refuse_what_the_seller_serves(
+    session: AsyncSession, seller_business_id: str, data: schemas.LeadCreate
+) -> None:
+    """A business sells the inquiries it cannot serve: one its own profile holds (its category, region and deal size,
+    as matching reads a profile: offers.matching) is its own customer to serve. Sold, it would be paid its share of
+    what every rival pays for a contact it may serve itself. Asked before the duplicate check, so that a refusal
+    writes nothing."""
+    budget = data.budget.amount_minor
+    if not await profile_fits(session, seller_business_id, data.category, data.region, budget, data.budget.currency):
+        return
+    raise InvalidInput(
+        "this inquiry fits your own profile: serve it, or change your profile (its category, region and budget are "
+        "all within it, and a business sells only the inquiries it cannot serve)",
+        errors=[
+            FieldError("category", "one of your profile's categories"),
+            FieldError("region", "one of your profile's regions"),
+            FieldError(
+                "budget.amount_minor",
+                "within your profile's deal range" if budget else "not stated (0), which fits every deal range",
+            ),
+        ],
+    )
+
+
 async def submit_lead(
     session: AsyncSession,
     settings: Settings,
@@ -157,7 +182,9 @@ async def submit_lead(
     ):
         raise Forbidden(f"only members of club {data.club} bring leads into it")
     if seller_business_id is not None:
+        # A customer it got here is not its own, whatever the inquiry: that refusal (a 409) first.
         await _refuse_contact_received_here(session, seller_business_id, phone, email)
+        await _refuse_what_the_seller_serves(session, seller_business_id, data)
 
     now = utcnow()
     key = dedup_key(data.category, phone)

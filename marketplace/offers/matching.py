@@ -98,6 +98,31 @@ FITS_THE_LEAD = (
 )
 
 
+# The bound business's profile holds the bound lead (FITS_THE_LEAD, in the business's currency): asked of one business,
+# a seller of an inquiry it could serve itself (leads.services).
+_PROFILE_HOLDS = select(Business.id).where(
+    Business.id == bindparam("business"), Business.currency == bindparam("currency"), *FITS_THE_LEAD
+)
+
+
+async def profile_fits(
+    session: AsyncSession, business_id: str, category: str, region: str, budget_minor: int, currency: str
+) -> bool:
+    """Whether this business's profile holds a lead of this category, region and budget (in this currency), as
+    matching reads a profile: one of its categories and regions, a budget within its deal range or not stated (0)."""
+    found = await session.scalar(
+        _PROFILE_HOLDS,
+        {
+            "business": business_id,
+            "currency": currency,
+            "category": category,
+            "region": region,
+            "budget": budget_minor,
+        },
+    )
+    return found is not None
+
+
 def _received_since(start: str) -> Any:
     """How many leads the business received since the bound moment, not counting those it returned (its caps)."""
     received = Exposure.__table__.alias(f"received_{start}")  # apart from the owed exposure the query reads

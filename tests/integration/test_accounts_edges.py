@@ -16,7 +16,16 @@ from typing import Any
 from sqlalchemy import select
 
 from marketplace.db.models import ClubInvitation, ClubMember
-from tests.factories import auth, business_body, lead_body, offer_lead_to, offers_of, operator_token, register
+from tests.factories import (
+    auth,
+    business_body,
+    lead_body,
+    offer_lead_to,
+    offers_of,
+    operator_token,
+    register,
+    sold_body,
+)
 from tests.integration.test_clubs import found_club, invitation, member
 
 
@@ -314,7 +323,7 @@ async def test_a_club_lead_sold_by_a_member_pays_each_party_its_part(app, client
     _, seller = await member(client, operator, club, "lead_buyer")
     dm_id, dm = await member(client, operator, club, "deal_maker")
     sold = await client.post(
-        "/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing", club=club)
+        "/v1/businesses/me/leads", headers=auth(seller), json=sold_body(category="plumbing", club=club)
     )
     assert sold.status_code == 201, sold.text
     (offer,) = await offer_lead_to(app, sold.json()["id"], [dm_id])
@@ -339,12 +348,12 @@ async def test_a_sold_inquiry_takes_no_referral_code(app, client, db):
     code = await code_for(client, operator, referrer="site-1")
     _, seller = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
     r = await client.post(
-        "/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing", referral_code=code)
+        "/v1/businesses/me/leads", headers=auth(seller), json=sold_body(category="plumbing", referral_code=code)
     )
     assert r.status_code == 422, r.text
     assert [e["field"] for e in r.json()["errors"]] == ["referral_code"]
     # Nothing was made of it: the same inquiry without the code is a new lead, not the duplicate of one.
-    again = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    again = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=sold_body(category="plumbing"))
     assert again.status_code == 201, again.text
     # The same code on a customer's own request is taken.
     assert (await client.post("/v1/leads", json=lead_body(category="plumbing", referral_code=code))).status_code == 201

@@ -13,7 +13,16 @@ from sqlalchemy import select, update
 from marketplace.clock import clock
 from marketplace.db.models import ApiToken, Business, BusinessStatusChange, Exposure, Lead, Offer
 from marketplace.identity.tokens import hash_token
-from tests.factories import auth, business_body, lead_body, offer_lead_to, operator_token, register, submit_lead
+from tests.factories import (
+    auth,
+    business_body,
+    lead_body,
+    offer_lead_to,
+    operator_token,
+    register,
+    sold_body,
+    submit_lead,
+)
 
 
 async def test_sign_up_each_mode_returns_token_once_and_stores_it_hashed(client, db):
@@ -491,7 +500,9 @@ async def test_a_suspended_business_keeps_its_deals_but_takes_nothing_from_the_m
     assert suspended.status_code == 200, suspended.text
     leads, exposures = await db.count(Lead), await db.count(Exposure)
 
-    sold = lead_body(contact={"name": "Sold Inquiry", "phone": "+972525550166", "email": "sold@example.com"})
+    # In Haifa: outside its own profile's regions, an inquiry it may sell.
+    contact = {"name": "Sold Inquiry", "phone": "+972525550166", "email": "sold@example.com"}
+    sold = lead_body(region="haifa", contact=contact)
     for method, path, body in (
         ("POST", f"/v1/offers/{waiting_offer}/claim", {"exclusive": False}),
         ("POST", f"/v1/exposures/{exposure_id}/exclusive", None),
@@ -626,7 +637,7 @@ async def test_a_block_takes_the_inquiries_the_business_sold_off_the_market(app,
     seller_id, seller = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
     first_id, first = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
     late_id, late = await register(client, "lead_buyer", profile={"categories": ["plumbing"]})
-    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=sold_body(category="plumbing"))
     assert sold.status_code == 201, sold.text
     lead_id = sold.json()["id"]
     offers = dict(zip((first_id, late_id), await offer_lead_to(app, lead_id, [first_id, late_id]), strict=True))

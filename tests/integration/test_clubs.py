@@ -129,10 +129,14 @@ async def test_leads_name_a_known_club_and_only_members_sell_into_it(app, client
     unknown = await client.post("/v1/leads", json=lead_body(club="club_nowhere"))
     assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "club"
     _, outsider = await register(client, "deal_maker")
-    sold = await client.post("/v1/businesses/me/leads", headers=auth(outsider), json=lead_body(club=club))
+    sold = await client.post(
+        "/v1/businesses/me/leads", headers=auth(outsider), json=lead_body(club=club, region="haifa")
+    )
     assert sold.status_code == 403
     _, insider = await member(client, operator, club, "deal_maker")
-    sold = await client.post("/v1/businesses/me/leads", headers=auth(insider), json=lead_body(club=club))
+    sold = await client.post(
+        "/v1/businesses/me/leads", headers=auth(insider), json=lead_body(club=club, region="haifa")
+    )
     assert sold.status_code == 201, sold.text
 
 

@@ -601,7 +601,8 @@ def wire_style_faults(node: Any, where: str = "$") -> list[str]:
 async def test_timestamps_are_rfc3339_utc_and_money_is_minor_units_with_a_currency_everywhere(app, client):
     operator = await operator_token(app)
     seller_id, seller = await register(client, "lead_buyer")
-    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="renovation"))
+    outside = lead_body(category="renovation", region="haifa")  # outside its own profile: its to sell
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=outside)
     assert sold.status_code == 201, sold.text
     maker_id, maker, deal = await claimed_exposure(app, client, "deal_maker")
     buyer_id, buyer, bought = await claimed_exposure(app, client, "lead_buyer", category="renovation")

@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
 from marketplace.clock import clock
 from marketplace.db.models import Lead, LeadContact
 from marketplace.http.problems import PROBLEM
-from tests.factories import auth, business_body, lead_body, offer_lead_to, register, submit_lead
+from tests.factories import auth, business_body, lead_body, offer_lead_to, register, sold_body, submit_lead
 
 
 def named(response: httpx.Response) -> list[str]:
@@ -77,8 +78,8 @@ async def test_a_contact_bought_here_cannot_be_sold_back_as_the_buyers_own_inqui
         assert other_need.status_code == 409, other_need.text
         assert [e["field"] for e in other_need.json()["errors"]] == fields
     assert await db.count(Lead) == 1 and await db.count(LeadContact) == 1
-    # The customer sold by a business that never received it is a new lead.
-    _, stranger = await register(client, "lead_buyer")
+    # The customer sold by a business that never received it (and whose profile does not hold it) is a new lead.
+    _, stranger = await register(client, "lead_buyer", profile={"categories": ["legal"]})
     theirs = await client.post(
         "/v1/businesses/me/leads", headers=auth(stranger), json=dict(body, category="renovation")
     )
@@ -100,3 +101,40 @@ async def test_names_written_into_the_marketplaces_messages_are_one_line_without
     _, token = await register(client)
     r = await client.patch("/v1/businesses/me", headers=auth(token), json={"name": "www.example.com deals"})
     assert named(r) == ["name"]
+
+
+@pytest.mark.parametrize("mode", ["lead_buyer", "deal_maker"])
+async def test_an_inquiry_that_fits_the_sellers_own_profile_is_refused_and_one_outside_it_sold(client, db, mode):
+    # Seed 002: a business is paid for selling the customers it cannot serve. A lead buyer (or a deal maker) selling a
+    # legal, Jerusalem, 10,000.00 inquiry with exactly that profile was paid 70 % of each rival's purchase of its own
+    # customer. Fitting is matching's: category, region, and a budget within the range or not stated (0).
+    profile = {"categories": ["legal"], "regions": ["jerusalem"], "min_deal_minor": 100_000}
+    profile["max_deal_minor"] = 5_000_000
+    _, token = await register(client, mode, profile=profile)
+
+    def inquiry(category: str = "legal", region: str = "jerusalem", budget: int = 1_000_000) -> dict[str, Any]:
+        return sold_body(category=category, region=region, budget={"amount_minor": budget, "currency": "ILS"})
+
+    for budget in (1_000_000, 100_000, 5_000_000, 0):
+        refused = await client.post("/v1/businesses/me/leads", headers=auth(token), json=inquiry(budget=budget))
+        assert named(refused) == ["category", "region", "budget.amount_minor"], budget
+        assert "fits your own profile: serve it, or change your profile" in refused.json()["detail"]
+    # Under an Idempotency-Key the refusal is kept as any other is: a retry gets it again, and nothing was written.
+    keyed = {**auth(token), "Idempotency-Key": "sell-my-own"}
+    body = inquiry()
+    first = await client.post("/v1/businesses/me/leads", headers=keyed, json=body)
+    assert named(first) == ["category", "region", "budget.amount_minor"]
+    again = await client.post("/v1/businesses/me/leads", headers=keyed, json=body)
+    assert again.status_code == 422 and again.headers.get("Idempotent-Replayed") == "true", again.text
+    assert await db.count(Lead) == 0 and await db.count(LeadContact) == 0
+
+    # Outside the profile by any one of them, it is an inquiry the business cannot serve: sold.
+    for outside in (
+        inquiry(category="renovation"),
+        inquiry(region="haifa"),
+        inquiry(budget=5_000_100),
+        inquiry(budget=99_900),
+    ):
+        sold = await client.post("/v1/businesses/me/leads", headers=auth(token), json=outside)
+        assert sold.status_code == 201, sold.text
+    assert await db.count(Lead) == 4

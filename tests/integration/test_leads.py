@@ -268,7 +268,7 @@ async def test_an_inquiry_sold_with_an_idempotency_key_is_one_lead_and_another_i
     with the first answer, the key with another inquiry is refused, and neither makes a second lead."""
     _, seller = await register(client, "deal_maker")
     headers = {**auth(seller), "Idempotency-Key": "sell-once"}
-    body = lead_body(category="renovation")
+    body = lead_body(category="renovation", region="haifa")  # outside its profile's regions: its to sell
     first = await client.post("/v1/businesses/me/leads", headers=headers, json=body)
     assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers, first.text
     again = await client.post("/v1/businesses/me/leads", headers=headers, json=body)

@@ -182,7 +182,8 @@ async def test_a_sellers_bonus_is_what_the_marketplace_keeps_and_the_explanation
     profile = {"categories": ["plumbing"]}
     seller_id, seller = await register(client, "lead_buyer", profile=profile)
     buyer_id, buyer = await register(client, "lead_buyer", profile=profile)
-    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    outside = lead_body(category="plumbing", region="haifa")  # outside the seller's regions: its to sell
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=outside)
     assert sold.status_code == 201, sold.text
     (offer,) = await offer_lead_to(app, sold.json()["id"], [buyer_id])
     bought = await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json={"exclusive": False})
@@ -218,7 +219,8 @@ async def test_an_upgrade_of_a_sold_lead_moves_its_sellers_bonus_at_once(app, cl
     profile = {"categories": ["plumbing"]}
     seller_id, seller = await register(client, "lead_buyer", profile=profile)
     buyer_id, buyer = await register(client, "lead_buyer", profile=profile)
-    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=lead_body(category="plumbing"))
+    outside = lead_body(category="plumbing", region="haifa")  # outside the seller's regions: its to sell
+    sold = await client.post("/v1/businesses/me/leads", headers=auth(seller), json=outside)
     (offer,) = await offer_lead_to(app, sold.json()["id"], [buyer_id])
     bought = await client.post(f"/v1/offers/{offer}/claim", headers=auth(buyer), json={"exclusive": False})
     assert bought.status_code == 201, bought.text

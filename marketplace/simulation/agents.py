@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from marketplace.money import MAX_AMOUNT_MINOR
 from marketplace.simulation.scenario import DISHONEST_KINDS, Scenario
 
 # Purposes of the seeded generators (part of their seeds: never reuse a number for another purpose).
@@ -305,6 +306,35 @@ def _assign_honesty(market: Market) -> None:
                 business.under_report_factor = float(g.uniform(*h.under_report_factor))
 
 
+def fits_profile(business: BusinessAgent, category: str, region: str, budget_minor: int) -> bool:
+    """Whether the business's profile holds an inquiry, as the service matches one (offers/matching.py): one of its
+    categories and regions, and a budget within its deal range or not stated (0)."""
+    return (
+        category in business.categories
+        and region in business.regions
+        and (budget_minor == 0 or business.min_deal_minor <= budget_minor <= business.max_deal_minor)
+    )
+
+
+def outside_profile(
+    business: BusinessAgent, regions: tuple[str, ...], category: str, region: str, budget_minor: int
+) -> tuple[str, int] | None:
+    """The region and budget of an inquiry of `category` the business cannot serve, the service refusing the sale of
+    one its profile holds (a 422): those drawn when they are already outside its profile (its categories leave
+    others, the usual case); otherwise another region, else a budget beyond its deal range, chosen from the draw
+    (no draw of their own: the day's other leads stay as the seed made them). None when it serves them all."""
+    if not fits_profile(business, category, region, budget_minor):
+        return region, budget_minor
+    outside = [r for r in regions if r not in business.regions]
+    if outside:
+        return outside[regions.index(region) % len(outside)], budget_minor
+    if business.max_deal_minor < MAX_AMOUNT_MINOR:
+        return region, min(MAX_AMOUNT_MINOR, business.max_deal_minor + budget_minor)
+    if business.min_deal_minor > 1:
+        return region, business.min_deal_minor // 2
+    return None
+
+
 def leads_of_day(market: Market, day: int, first_index: int, first_customer: int) -> list[LeadPlan]:
     """The day's customer requests, arriving as a Poisson process shaped by the hourly profile, plus the
     inquiries businesses sell that day. Indexes continue from the previous day's."""
@@ -348,17 +378,25 @@ def leads_of_day(market: Market, day: int, first_index: int, first_customer: int
             others = [c for c in codes if c not in own] or codes
             category = others[int(g.integers(0, len(others)))]
         median = s.category(category, catalog.categories[category].lead_price_minor).budget_median_minor
-        budget = int(round(median * g.lognormal(0.0, s.customers.budget_sigma), -2))
+        budget = max(100, int(round(median * g.lognormal(0.0, s.customers.budget_sigma), -2)))
+        region = catalog.regions[int(g.integers(0, len(catalog.regions)))]
+        junk = bool(g.random() < s.customers.junk_share)
+        answers_survey = bool(g.random() < s.customers.survey_response_rate)
+        if seller is not None:
+            sold = outside_profile(market.businesses[seller], catalog.regions, category, region, budget)
+            if sold is None:  # it serves every inquiry it could be asked: none of its own to sell
+                continue
+            region, budget = sold
         plan = LeadPlan(
             index=index,
             at=at,
             category=category,
-            region=catalog.regions[int(g.integers(0, len(catalog.regions)))],
-            budget_minor=max(100, budget),
+            region=region,
+            budget_minor=budget,
             customer=customer,
-            junk=bool(g.random() < s.customers.junk_share),
+            junk=junk,
             seller=seller,
-            answers_survey=bool(g.random() < s.customers.survey_response_rate),
+            answers_survey=answers_survey,
         )
         customer += 1
         plans.append(plan)

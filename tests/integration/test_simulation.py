@@ -18,7 +18,14 @@ from sqlalchemy.engine import Engine
 from marketplace.db.base import Base
 from marketplace.db.engine import create_engine, create_session_factory
 from marketplace.db.models import Business, Exposure, ExposureEvent, FraudAlert, FraudAssessment, Lead, Survey
-from marketplace.simulation.agents import Catalog, CatalogCategory, build_market, deal_plan, leads_of_day
+from marketplace.simulation.agents import (
+    Catalog,
+    CatalogCategory,
+    build_market,
+    deal_plan,
+    fits_profile,
+    leads_of_day,
+)
 from marketplace.simulation.cli import in_process_app
 from marketplace.simulation.market import InProcessService, Result, Simulation, simulation_env
 from marketplace.simulation.report import figures, gini, ground_truth, markdown, summary
@@ -274,6 +281,25 @@ def test_dishonest_share_and_mix_are_honoured() -> None:
     assert kinds["honest"] == 80
     assert kinds["hider"] + kinds["returner"] + kinds["under_reporter"] == 20
     assert min(kinds["hider"], kinds["returner"], kinds["under_reporter"]) >= 5
+
+
+def test_businesses_sell_only_inquiries_outside_their_own_profile() -> None:
+    # The service refuses the sale of an inquiry the seller's profile holds (a 422): the simulated businesses sell the
+    # ones they cannot serve, as a real one would. With two categories, those serving both sold one of theirs.
+    scenario = build({"businesses": 200, "newcomers": 0, "seed": 5, "business": {"sold_inquiries_per_day": 1.0}})
+    market = build_market(scenario, CATALOG)
+    sold = [lead for day in range(3) for lead in leads_of_day(market, day, 0, 0) if lead.seller is not None]
+    sellers = [market.businesses[lead.seller] for lead in sold if lead.seller is not None]
+    assert len(sold) > 300
+    fitting = [
+        lead
+        for lead, b in zip(sold, sellers, strict=True)
+        if fits_profile(b, lead.category, lead.region, lead.budget_minor)
+    ]
+    assert not fitting
+    # Those serving every category still sell, outside their regions or deal range; the draw stays the seed's.
+    assert any(set(b.categories) == set(CATALOG.categories) for b in sellers)
+    assert leads_of_day(market, 1, 0, 0) == leads_of_day(build_market(scenario, CATALOG), 1, 0, 0)
 
 
 def test_leads_arrive_over_the_day_as_the_profile_says() -> None:

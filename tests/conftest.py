@@ -46,18 +46,21 @@ def unavailable(what: str, exc: Exception) -> None:
     pytest.skip(message)
 
 
-async def _fresh_postgres() -> str:
+async def fresh_postgres(suffix: str = "") -> str:
+    """An empty PostgreSQL database: the suite's own, or with a suffix a test's own beside it (the shared one stays
+    at the head). Returns its URL."""
+    name = f"{PG_TEST_DB}_{suffix}" if suffix else PG_TEST_DB
     try:
         admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
         unavailable("PostgreSQL", exc)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{PG_TEST_DB}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{PG_TEST_DB}"
+    return f"{base}/{name}"
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -65,7 +68,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
     else:
-        url = await _fresh_postgres()
+        url = await fresh_postgres()
     engine = create_engine(url)
     await migrate.upgrade(engine)
     await engine.dispose()

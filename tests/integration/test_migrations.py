@@ -10,6 +10,7 @@ from litestar import Litestar
 
 import marketplace.db.models  # noqa: F401  (every model registered on the metadata)
 from marketplace.db.base import Base
+from tests.conftest import fresh_postgres
 
 
 async def test_the_migrated_database_matches_the_models(app: Litestar) -> None:
@@ -244,25 +245,6 @@ async def test_leads_taken_off_the_market_before_0023_are_closed(tmp_path) -> No
 # said healthy and answered 500s (a column it writes missing); on an empty one a command printed a 137-line traceback.
 
 
-async def _scratch_postgres(name: str) -> str:
-    """An empty PostgreSQL database of this test's own (the shared test database stays at the head)."""
-    import asyncpg
-
-    from tests.conftest import PG_ADMIN_DSN, PG_TEST_DB, unavailable
-
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        unavailable("PostgreSQL", exc)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEST_DB}_{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{PG_TEST_DB}_{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{PG_TEST_DB}_{name}"
-
-
 async def _drop_postgres(name: str) -> None:
     import asyncpg
 
@@ -301,7 +283,7 @@ def test_the_commands_refuse_a_postgresql_database_not_at_this_codes_revision(mo
     from marketplace import cli
     from marketplace.db.migrate import head
 
-    url = asyncio.run(_scratch_postgres("revision"))
+    url = asyncio.run(fresh_postgres("revision"))
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("SECRET_KEY", "test-secret-key-0123456789abcdef")
     monkeypatch.delenv("REDIS_URL", raising=False)
@@ -364,7 +346,7 @@ async def test_health_says_the_database_is_behind() -> None:
     from marketplace.db.migrate import head
     from tests.conftest import make_settings
 
-    url = await _scratch_postgres("health")
+    url = await fresh_postgres("health")
     try:
         await _migrate(url, "0028_replacement_forfeits")
         app = create_app(make_settings(url), migrate_on_start=False, run_jobs_in_background=False)

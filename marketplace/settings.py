@@ -6,6 +6,7 @@ A wrong or missing setting raises SettingsError with one line naming the setting
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import secrets
 import sys
@@ -455,6 +456,21 @@ def _opt_str(section: Mapping[str, Any], where: str, key: str, of: type, *, allo
     return _str(section, where, key, allow_empty=allow_empty)
 
 
+def _proxies(value: str) -> str:
+    """service.trusted_proxies: comma-separated addresses or networks (uvicorn's forwarded_allow_ips), or "*". One it
+    cannot read would trust nobody, silently, and the operator would believe the proxy trusted: refused at start."""
+    for item in (part.strip() for part in value.split(",")):
+        if item == "*" or (not item and not value.strip()):
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"service.trusted_proxies: {item!r} is no IP address or network (comma-separated, or *)"
+            ) from None
+    return value
+
+
 def _opt_bool(section: Mapping[str, Any], where: str, key: str, of: type) -> bool:
     """A boolean setting the files may leave out (then the default of `of`'s field `key`)."""
     if key not in section:
@@ -508,7 +524,7 @@ def _service(svc: Mapping[str, Any]) -> ServiceSettings:
         max_body_bytes=_int(svc, "service", "max_body_bytes", minimum=1024),
         intake_rate_limit_per_minute=_int(svc, "service", "intake_rate_limit_per_minute", minimum=1),
         principal_cache_ms=_int(svc, "service", "principal_cache_ms", minimum=0),
-        trusted_proxies=_opt_str(svc, "service", "trusted_proxies", ServiceSettings, allow_empty=True),
+        trusted_proxies=_proxies(_opt_str(svc, "service", "trusted_proxies", ServiceSettings, allow_empty=True)),
         signup_rate_limit_per_minute=_opt_int(
             svc, "service", "signup_rate_limit_per_minute", ServiceSettings, minimum=1
         ),

@@ -339,6 +339,21 @@ def test_no_error_prints_a_secret(config):
     assert "98765" not in str(raised.value)
 
 
+@pytest.mark.parametrize("proxies", ["10.0.0.1;10.0.0.2", "10.0.0.300", "10.0.0.1,,10.0.0.2", "proxy.internal"])
+def test_trusted_proxies_that_are_no_address_stop_start_up(proxies):
+    # uvicorn takes what it cannot read as an address for a literal host name that never matches: the proxy the
+    # operator meant to trust would be trusted by nobody, the rate limit counting every customer as the proxy.
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE__SERVICE__TRUSTED_PROXIES": proxies})
+    one_line_naming(raised.value, "service.trusted_proxies")
+
+
+@pytest.mark.parametrize("proxies", ["", "*", "10.0.0.1", "10.0.0.1, 10.0.0.0/8", "::1,fd00::/8"])
+def test_trusted_proxies_are_addresses_networks_or_everyone(proxies):
+    settings = load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE__SERVICE__TRUSTED_PROXIES": proxies})
+    assert settings.service.trusted_proxies == proxies
+
+
 def test_a_refused_configuration_leaves_no_secret_file_behind(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SettingsError):

@@ -18,7 +18,7 @@ from marketplace.db.statements import rows_changed, table
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.exposures.moves import move_to
-from marketplace.exposures.queries import CLOSED_BY_BLOCK
+from marketplace.exposures.queries import CLOSED_BY_BLOCK, won_at_column
 from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
@@ -119,10 +119,20 @@ _HIRED_ME = (
 # return away, as it leaves the lead on the market): a customer with a real need, so the lead was relevant to whoever
 # lost it to a competitor, whose return would turn a lost race into a free replacement or a refund (a lead closed
 # because its seller was blocked, with no hire, may still be returned: it may never have been a customer's).
+# A deal maker's `won` the customer contradicted, answering after the win that it hired nobody, is no hire: that
+# answer put the lead back on the market (offers.closing.back_on_the_market), and those who take it then may return
+# it as anyone may (the contradicted `won` left every later claim unreturnable, refunds and replacements lost).
 _HIRED_ANYONE = select(
     exists().where(Survey.lead_id == bindparam("lead_id"), Survey.answered_at.is_not(None), Survey.hired.is_(True))
     | exists().where(
-        Exposure.lead_id == bindparam("lead_id"), Exposure.mode == "deal_maker", Exposure.status.in_(rules.WON)
+        Exposure.lead_id == bindparam("lead_id"),
+        Exposure.mode == "deal_maker",
+        Exposure.status.in_(rules.WON),
+        ~exists().where(
+            Survey.lead_id == Exposure.lead_id,
+            Survey.answered_at >= won_at_column(),
+            Survey.hired.is_(False),
+        ),
     )
 )
 

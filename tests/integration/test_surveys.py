@@ -521,6 +521,13 @@ async def test_a_won_reported_at_the_claim_that_the_customer_says_it_hired_nobod
     claimed = await client.post(f"/v1/offers/{offer['offer_id']}/claim", headers=auth(rival), json={})
     assert claimed.status_code == 201, claimed.text
     assert claimed.json()["contact"]["email"] == "dana@example.com"
+    # The contradicted `won` is no hire: the lead taken again may be returned as any lead may (it was refused as one
+    # "whose customer hired someone", a review).
+    returned = await client.post(
+        f"/v1/exposures/{claimed.json()['id']}/return", headers=auth(rival), json={"reason": "not my kind of job"}
+    )
+    assert returned.status_code == 200, returned.text
+    assert returned.json()["status"] == "returned"
 
     evidence = await _evidence(app, client, won["operator"], won["winner_id"])
     signal = evidence["won_contradicted"]

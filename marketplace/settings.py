@@ -25,7 +25,8 @@ def installed_config_dir(package_file: str = __file__, prefix: str = sys.prefix)
     """config/ beside the package in a checkout (an editable install, a clone); an installed wheel carries it as data
     files under the environment's prefix (pyproject.toml, tool.setuptools.data-files)."""
     checkout = Path(package_file).resolve().parent.parent / "config"
-    return checkout if checkout.is_dir() else Path(prefix) / "share" / "marketplace" / "config"
+    # Ours by its default.toml: under site-packages, another distribution's `config` folder may sit beside us.
+    return checkout if (checkout / "default.toml").is_file() else Path(prefix) / "share" / "marketplace" / "config"
 
 
 DEFAULT_CONFIG_DIR = installed_config_dir()

@@ -427,5 +427,9 @@ def test_an_installed_wheel_carries_every_config_file_and_finds_them_under_its_p
     package = tmp_path / "lib" / "site-packages" / "marketplace" / "settings.py"
     package.parent.mkdir(parents=True)
     assert installed_config_dir(str(package), str(tmp_path)) == tmp_path / "share" / "marketplace" / "config"
+    # Another distribution's `config` package beside ours in site-packages is not ours.
+    (package.parent.parent / "config").mkdir()
+    (package.parent.parent / "config" / "__init__.py").write_text("")
+    assert installed_config_dir(str(package), str(tmp_path)) == tmp_path / "share" / "marketplace" / "config"
     # A checkout: config/ beside the package.
     assert installed_config_dir(str(root / "marketplace" / "settings.py"), str(tmp_path)) == config

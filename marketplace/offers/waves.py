@@ -313,6 +313,12 @@ async def send_wave(uow: UnitOfWork, settings: Settings, jobs: Jobs, ranker: Ran
                 for rank, pick in enumerate(chosen, start=1)
             ],
         )
+        # A newcomer waiting in the ranking core for its turn has had it once the offer stands (not when a ranking
+        # placed it: a wave chosen again, or rolled back, ranks the lead again).
+        told = getattr(ranker, "offered", None)
+        if told is not None:
+            view, offered_to = lead.view, [p.business_id for p in chosen]
+            uow.after_commit(lambda: told(view, offered_to))
     # Candidates are left for a next wave (a busy one passed over among them), if the lead is not taken by then (the
     # delay counts open time).
     if more or passed_over_busy:

@@ -730,6 +730,15 @@ class RankingCore:
             if excluded:
                 self._mark[excluded] = False
 
+    def offered(self, category: str, region: str, business_ids: Iterable[str]) -> None:
+        """A lead of the bucket was offered to these businesses (its wave committed): a newcomer among them has had
+        its turn and waits no longer."""
+        bucket = self._buckets.get((category, region))
+        if bucket is None or not bucket.waiting:
+            return
+        offered = {self._slot[b] for b in business_ids if b in self._slot}
+        bucket.waiting = [w for w in bucket.waiting if w[0] not in offered]
+
     def _none(self) -> Ranking:
         empty_f = np.empty(0)
         return Ranking(
@@ -763,11 +772,10 @@ class RankingCore:
             read = start = bucket.ring_at
             stop = bucket.ring_at = start + 2 * places + 2
             bucket.explorations += 1
-            welcomed = 0
             if bucket.waiting:
-                ring, start, stop, welcomed = self._with_newcomers(bucket, category, ring, start, stop)
+                ring, start, stop, _ = self._with_newcomers(bucket, category, ring, start, stop)
         else:
-            ring, read, start, stop, welcomed = _NO_RING, 0, 0, 0, 0
+            ring, read, start, stop = _NO_RING, 0, 0, 0
         found, slots, scores, base = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k), np.empty(k)
         self._turn += 1
         n, explored = kernels.rank_bucket(
@@ -780,9 +788,9 @@ class RankingCore:
             slots, scores, base = slots[:n], scores[:n], base[:n]
             if places:  # nobody explored: the ring's next candidates wait for the next lead
                 bucket.ring_at = read
-        if welcomed:  # newcomers placed (explored, or ranked on their own score) wait no longer
-            placed = set(slots.tolist())
-            bucket.waiting = [w for w in bucket.waiting if w[0] not in placed]
+        # Newcomers placed here (explored, or ranked on their own score) keep their turn until the lead is offered to
+        # them (offered): a wave chosen again after the database refused one of its picks, or rolled back, ranks the
+        # lead again, and a newcomer dequeued by the first ranking would then be one draw among the others.
         keep = n - explored
         return Ranking(self._ids, slots, scores, base, self._flags(n, keep), None, bucket, found, keep, ring[4])
 

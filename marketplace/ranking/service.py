@@ -310,6 +310,10 @@ class ProfitabilityRanker:
             after = (exact_score(rest, 0), rest.business_ids[0]) if len(rest) else None
         return self._ranked(lead, ranking, list(range(n)), max(n, 1), after=after)
 
+    def offered(self, lead: LeadView, business_ids: Iterable[str]) -> None:
+        """The wave offering the lead to these businesses committed: the core's newcomers among them had their turn."""
+        self.core.offered(lead.category, lead.region, business_ids)
+
     def remaining(self, lead: LeadView, exclude: Iterable[str]) -> bool:
         """Whether any matching business is left besides these (a next wave would have someone to offer)."""
         return len(self.core.rank(lead.category, lead.region, lead.budget_minor, 1, exclude=exclude, explore=False)) > 0

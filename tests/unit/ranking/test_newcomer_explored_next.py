@@ -34,6 +34,7 @@ def _explored(core: RankingCore, budget: int = 500_000, exclude: tuple[str, ...]
     # k = 3 with exploration: two ranked places (the best two established) and one explored.
     ranking = core.rank("c", region, budget, 3, exclude=exclude, explore=True)
     assert len(ranking) == 3
+    core.offered("c", region, ranking.business_ids)  # the wave made: the offers stand
     return [b for b, e in zip(ranking.business_ids, ranking.explored, strict=True) if e]
 
 
@@ -112,7 +113,22 @@ def test_a_newcomer_placed_by_its_own_score_is_not_explored_on_top():
     core.upsert(profile, {"c": Score(1000.0, 1.0, 1.0, 1000.0, 0.0, 1.0)})  # the best score: ranked first
     ranking = core.rank("c", "r", 500_000, 3, explore=True)
     assert ranking.business_ids[0] == "strong" and ranking.business_ids.count("strong") == 1
+    core.offered("c", "r", ranking.business_ids)
     assert core._buckets[("c", "r")].waiting == []
+
+
+def test_a_newcomer_keeps_its_turn_until_the_lead_is_offered_to_it():
+    """A wave chosen again (the database refused one of its picks) or rolled back ranks the lead again: the newcomer
+    the first ranking placed is still the one explored (a review: it had left the queue at the first ranking)."""
+    for seed in range(6):
+        core = _core(seed)
+        _use_up_ring(core)
+        core.upsert(*_newcomer("new"))
+        for _ in range(3):  # rankings of one lead, no offer made yet
+            ranking = core.rank("c", "r", 500_000, 3, explore=True)
+            assert [b for b, e in zip(ranking.business_ids, ranking.explored, strict=True) if e] == ["new"], seed
+        core.offered("c", "r", ranking.business_ids)
+        assert core._buckets[("c", "r")].waiting == [], seed
 
 
 def test_exploration_with_newcomers_is_the_same_for_the_same_seed():

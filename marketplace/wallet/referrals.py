@@ -224,11 +224,22 @@ async def reward_qualified_lead(
     await _pay(
         session,
         f"{_QUALIFIED}{lead.id}:{exposure.id}",
-        [(p.recipient_role, p.amount) for p in result.bonuses],
+        within(price, [(p.recipient_role, p.amount) for p in result.bonuses if p.recipient_role in accounts]),
         accounts,
         memo=f"Qualified lead {lead.id} (plan v{result.plan_version})",
         reference=exposure.id,
     )
+
+
+def within(revenue: Money, payouts: Sequence[tuple[str, Money]]) -> list[tuple[str, Money]]:
+    """The qualified-lead fee never pays out more than the claim that qualified the lead brought, net: a fixed fee above
+    it (20.00 on a deal maker's commission of 0.01, a turnover of a few agorot reported paid) is cut to it, its parts
+    in proportion (largest remainder), so a partner and a friendly deal maker cannot farm fees for nothing."""
+    total = sum(amount.amount_minor for _, amount in payouts)
+    if total <= revenue.amount_minor:
+        return list(payouts)
+    parts = revenue.allocate([amount.amount_minor for _, amount in payouts])
+    return [(role, part) for (role, _), part in zip(payouts, parts, strict=True)]
 
 
 _QUALIFIED = "referral:qualified:"

@@ -281,6 +281,24 @@ async def test_a_deal_makers_claim_earns_no_qualified_lead_fee_until_its_commiss
     assert paid.status_code == 201, paid.text
 
 
+async def test_the_qualified_lead_fee_is_never_more_than_the_revenue_that_qualified_the_lead(app, client, db):
+    """A tester's finding: a friendly deal maker reporting its deal paid at a turnover of a few agorot (a commission of
+    0.01) earned the partner the whole 20.00 fee, the farm back for 0.01 a lead. The fee is cut to what the deal
+    brought, net."""
+    operator = await operator_token(app)
+    code = await code_for(client, operator, referrer="site-10")
+    dm_id, dm = await register(client, "deal_maker", profile={"categories": ["legal"]})
+    lead_id = (await client.post("/v1/leads", json=lead_body(referral_code=code, category="legal"))).json()["id"]
+    (offer_id,) = await offer_lead_to(app, lead_id, [dm_id])
+    assigned = await claim(client, dm, offer_id)
+    assert assigned.status_code == 201, assigned.text
+    assert (await close_deal(client, dm, assigned.json()["id"], 7)).status_code == 200  # 30 % of 0.07: 0.02 gross
+    fee = await db.scalar(select(LedgerTransaction).where(LedgerTransaction.memo.startswith("Qualified")))
+    assert fee is not None
+    owed = (await payables(client, operator))["site-10"]
+    assert 0 < owed <= 2, owed  # the net of a 0.02 commission, not 20.00 (and nothing more: no closed-sale share)
+
+
 async def test_a_lead_buyers_returned_purchase_leaves_the_fee_to_a_deal_makers_deal_once_its_commission_is_charged(
     app, client, db
 ):

@@ -460,14 +460,16 @@ def _opt_str(section: Mapping[str, Any], where: str, key: str, of: type, *, allo
 def _proxies(value: str) -> str:
     """service.trusted_proxies: comma-separated addresses or networks (uvicorn's forwarded_allow_ips), or "*". One it
     cannot read would trust nobody, silently, and the operator would believe the proxy trusted: refused at start."""
+    if value.strip() in ("", "*"):  # nobody, or everyone (uvicorn reads "*" so only when it stands alone)
+        return value
     for item in (part.strip() for part in value.split(",")):
-        if item == "*" or (not item and not value.strip()):
-            continue
         try:
-            ipaddress.ip_network(item, strict=False)
+            # As uvicorn reads it (strict: a network with host bits set, 10.1.2.3/8, is no network to it either).
+            ipaddress.ip_network(item, strict=True)
         except ValueError:
             raise SettingsError(
-                f"service.trusted_proxies: {item!r} is no IP address or network (comma-separated, or *)"
+                f"service.trusted_proxies: {item!r} is no IP address or network (comma-separated, host bits "
+                "clear, or * alone)"
             ) from None
     return value
 

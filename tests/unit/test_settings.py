@@ -339,7 +339,10 @@ def test_no_error_prints_a_secret(config):
     assert "98765" not in str(raised.value)
 
 
-@pytest.mark.parametrize("proxies", ["10.0.0.1;10.0.0.2", "10.0.0.300", "10.0.0.1,,10.0.0.2", "proxy.internal"])
+@pytest.mark.parametrize(
+    "proxies",
+    ["10.0.0.1;10.0.0.2", "10.0.0.300", "10.0.0.1,,10.0.0.2", "proxy.internal", "10.1.2.3/8", "*, 10.0.0.1"],
+)
 def test_trusted_proxies_that_are_no_address_stop_start_up(proxies):
     # uvicorn takes what it cannot read as an address for a literal host name that never matches: the proxy the
     # operator meant to trust would be trusted by nobody, the rate limit counting every customer as the proxy.

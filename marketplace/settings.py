@@ -23,10 +23,28 @@ from marketplace.off_hours import NO_OFF_HOURS, OffHours, OffHoursError
 
 def installed_config_dir(package_file: str = __file__, prefix: str = sys.prefix) -> Path:
     """config/ beside the package in a checkout (an editable install, a clone); an installed wheel carries it as data
-    files under the environment's prefix (pyproject.toml, tool.setuptools.data-files)."""
+    files (pyproject.toml, tool.setuptools.data-files) under the prefix it was installed to: the environment's, or
+    another (`pip install --user`: the user's base), which the distribution's record of its files says."""
     checkout = Path(package_file).resolve().parent.parent / "config"
     # Ours by its default.toml: under site-packages, another distribution's `config` folder may sit beside us.
-    return checkout if (checkout / "default.toml").is_file() else Path(prefix) / "share" / "marketplace" / "config"
+    if (checkout / "default.toml").is_file():
+        return checkout
+    recorded = _recorded_config_dir()
+    return recorded if recorded is not None else Path(prefix) / "share" / "marketplace" / "config"
+
+
+def _recorded_config_dir() -> Path | None:
+    """Where the installed distribution's record puts its config/default.toml, if it was installed with one."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("marketplace").files or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.as_posix().endswith("share/marketplace/config/default.toml"):
+            return Path(str(file.locate())).resolve().parent
+    return None
 
 
 DEFAULT_CONFIG_DIR = installed_config_dir()

@@ -436,3 +436,19 @@ def test_an_installed_wheel_carries_every_config_file_and_finds_them_under_its_p
     assert installed_config_dir(str(package), str(tmp_path)) == tmp_path / "share" / "marketplace" / "config"
     # A checkout: config/ beside the package.
     assert installed_config_dir(str(root / "marketplace" / "settings.py"), str(tmp_path)) == config
+
+
+def test_a_wheel_installed_under_another_prefix_finds_its_config_by_its_record(tmp_path, monkeypatch):
+    """`pip install --user` (or --prefix) puts the data files under that base, not the interpreter's prefix (a
+    tester): the distribution's record of its files says where."""
+    site = tmp_path / "lib" / "site-packages"
+    info = site / "marketplace-9.9.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: marketplace\nVersion: 9.9\n")
+    (info / "RECORD").write_text("../../share/marketplace/config/default.toml,,\nmarketplace/settings.py,,\n")
+    config = tmp_path / "share" / "marketplace" / "config"
+    config.mkdir(parents=True)
+    (config / "default.toml").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    package = site / "marketplace" / "settings.py"
+    assert installed_config_dir(str(package), str(tmp_path / "elsewhere")) == config.resolve()

@@ -101,6 +101,11 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # One the server ended a moment ago (pg_terminate_backend, a restart) is known closed to the driver already:
+        # replaced at no cost, not handed out to fail its request with a 500 ("connection is closed").
+        driver = getattr(dbapi_connection, "_connection", None)
+        if driver is not None and driver.is_closed():
+            raise InvalidatePoolError("a pooled connection was closed by the server")
         idle_since = record.info.get("idle_since")
         if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
             return

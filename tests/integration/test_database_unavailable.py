@@ -153,3 +153,34 @@ async def test_a_connection_that_fails_for_a_fault_is_still_a_500(
     assert answer.status_code == 500, answer.text
     assert answer.json()["type"] == "https://errors.marketplace.example/internal-error"
     assert "retry-after" not in answer.headers
+
+
+@pytest.mark.postgres_only
+async def test_a_pooled_connection_the_server_ended_a_moment_ago_is_replaced_not_a_500(
+    app: Litestar, client: httpx.AsyncClient
+) -> None:
+    """An administrator's pg_terminate_backend, or a restart, ends a connection the pool used a moment ago (less than
+    the idle time after which it is pinged): the driver knows it closed, so the checkout replaces it (it was handed
+    out and the request answered 500 "connection is closed", a tester)."""
+    import asyncio
+
+    from tests.conftest import PG_ADMIN_DSN
+
+    _, token = await register(client, "lead_buyer")
+    first = await client.post("/v1/wallet/withdrawals", json=WITHDRAWAL, headers=auth(token))
+    assert first.status_code == 409, first.text
+    pool = app.state.engine.pool
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        database = app.state.engine.url.database
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid() AND state = 'idle'",
+            database,
+        )
+    finally:
+        await admin.close()
+    assert ended >= 1 and pool.checkedin() >= 1
+    await asyncio.sleep(0.2)  # the server's goodbye reaches the driver
+    answers = [await client.post("/v1/wallet/withdrawals", json=WITHDRAWAL, headers=auth(token)) for _ in range(3)]
+    assert [a.status_code for a in answers] == [409, 409, 409], [a.text for a in answers]

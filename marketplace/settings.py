@@ -397,9 +397,13 @@ def _str(
 
 
 def _without_credentials(url: str) -> str:
-    """A URL fit for an error message: the user and password before its host left out."""
+    """A URL fit for an error message: the user and password before its host left out, and its query and fragment
+    (`?password=...` is a password too)."""
     scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
 
 
 def _bool(section: Mapping[str, Any], where: str, key: str) -> bool:

@@ -332,6 +332,9 @@ def test_no_error_prints_a_secret(config):
     with pytest.raises(SettingsError) as raised:
         load_settings(env={"SECRET_KEY": SECRET, "MARKETPLACE__NOTIFICATIONS__SMTP_URL": "mail://u:hun/ter2@mx:25"})
     assert "hun" not in str(raised.value) and "mail://mx:25" in str(raised.value)
+    with pytest.raises(SettingsError) as raised:  # a password in the query string is one too (a tester)
+        load_settings(env={"SECRET_KEY": SECRET, "REDIS_URL": "http://h:6379/0?password=s3cretpw2#x"})
+    assert "s3cret" not in str(raised.value) and "'http://h:6379/0'" in str(raised.value), raised.value
     edit(config / "default.toml", 'secret_key = ""', "secret_key = 98765432109876543210")
     with pytest.raises(SettingsError) as raised:
         load_settings(env={}, config_dir=config)

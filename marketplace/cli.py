@@ -181,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "db":
         if args.db_command == "upgrade":
-            asyncio.run(_upgrade(settings))
-            print("database is at the latest migration")
+            return _db_upgrade(settings)
         else:
             asyncio.run(_revision(settings, args.message))
         return 0
@@ -253,17 +252,47 @@ def _refuse_unless_at_head(settings: Settings) -> int | None:
     try:
         problem = asyncio.run(check())
     except (DatabaseUnavailable, DBAPIError, OSError) as exc:
-        # Unreachable, refused, a wrong password or database name: the driver's own error, in one line.
-        driver: BaseException = exc
-        if isinstance(exc, DBAPIError) and exc.orig is not None:
-            driver = exc.orig.__cause__ or exc.orig  # asyncpg's own error, under SQLAlchemy's adapter
-        said = str(driver) if isinstance(driver, DatabaseUnavailable) else f"{type(driver).__name__}: {driver}"
-        print(f"database error: cannot use the database: {' '.join(said.split())}", file=sys.stderr)
+        _say_unusable(exc)
         return 1
     if problem is None:
         return None
     print(f"database error: {problem}", file=sys.stderr)
     return 2
+
+
+def _say_unusable(exc: BaseException) -> None:
+    """Unreachable, refused, a wrong password or database name: the driver's own error, in one line."""
+    from sqlalchemy.exc import DBAPIError
+
+    from marketplace.db.engine import DatabaseUnavailable
+
+    driver: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        driver = exc.orig.__cause__ or exc.orig  # asyncpg's own error, under SQLAlchemy's adapter
+    said = str(driver) if isinstance(driver, DatabaseUnavailable) else f"{type(driver).__name__}: {driver}"
+    print(f"database error: cannot use the database: {' '.join(said.split())}", file=sys.stderr)
+
+
+def _db_upgrade(settings: Settings) -> int:
+    """`marketplace db upgrade`: 0 at the latest migration; 2 and one line for a database at a revision this code
+    does not know (a later release migrated it); 1 and one line when it cannot be used."""
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    from marketplace.db import migrate
+    from marketplace.db.engine import DatabaseUnavailable
+
+    try:
+        asyncio.run(_upgrade(settings))
+    except CommandError as exc:
+        said = " ".join(str(exc).split())
+        print(f"database error: {said}; this code's migrations end at {migrate.head()}", file=sys.stderr)
+        return 2
+    except (DatabaseUnavailable, DBAPIError, OSError) as exc:
+        _say_unusable(exc)
+        return 1
+    print("database is at the latest migration")
+    return 0
 
 
 _SHIPPED_BASE_URL = "http://127.0.0.1:8000"

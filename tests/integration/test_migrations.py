@@ -327,6 +327,9 @@ def test_the_commands_refuse_a_postgresql_database_not_at_this_codes_revision(mo
         assert ahead.startswith(
             "database error: the database is at revision 0099_from_a_later_release, which this code does not know"
         ), ahead
+        # Nor can this code's `db upgrade` migrate it: one line, not alembic's traceback (a tester).
+        upgrade = refused("db", "upgrade")
+        assert "0099_from_a_later_release" in upgrade and f"this code's migrations end at {needed}" in upgrade, upgrade
 
         asyncio.run(_migrate(url, None, f"UPDATE alembic_version SET version_num = '{needed}'"))
         cli.get_settings.cache_clear()

@@ -327,6 +327,13 @@ WITHDRAWN_FOR = {
         "this offer was withdrawn: the business's profile (categories, regions, deal range) no longer fits the lead"
     ),
     "club_left": "this offer was withdrawn: the business left the lead's club, whose leads are for its members only",
+    # Withdrawn with its lead (filled, bought exclusively, taken off the market), told so only once the lead is back on
+    # the market (a returned exclusive purchase, a customer's "hired nobody"): the lead's state says why before.
+    "lead_taken": (
+        "this offer was withdrawn as its lead filled, was bought exclusively or left the market; the lead is back on "
+        "the market and is offered again (GET /v1/offers)"
+    ),
+    "seller_blocked": "this offer was withdrawn: the business that sold the lead was blocked",
     "club_removed": (
         "this offer was withdrawn: the business was removed from the lead's club, whose leads are for its members only"
     ),

@@ -48,7 +48,9 @@ _WITHDRAW_OVER_CREDIT = (
     .values(status="closed", withdrawn_for="credit_limit")
 )
 _CLOSE_OPEN_OFFERS = (
-    update(_OFFERS).where(_offers.lead_id == bindparam("of_lead"), _offers.status == "open").values(status="closed")
+    update(_OFFERS)
+    .where(_offers.lead_id == bindparam("of_lead"), _offers.status == "open")
+    .values(status="closed", withdrawn_for="lead_taken")
 )
 
 
@@ -160,7 +162,9 @@ async def withdraw_sold_leads(session: AsyncSession, seller_business_id: str) ->
     lead_ids = await _off_the_market(session, Lead.seller_business_id == seller_business_id)
     if lead_ids:
         await session.execute(
-            update(_OFFERS).where(_offers.lead_id.in_(lead_ids), _offers.status == "open").values(status="closed")
+            update(_OFFERS)
+            .where(_offers.lead_id.in_(lead_ids), _offers.status == "open")
+            .values(status="closed", withdrawn_for="seller_blocked")
         )
     return lead_ids
 

@@ -186,6 +186,11 @@ async def _returned_exclusive_goes_back_on_the_market(app, client, db, *, upgrad
     lead = await db.scalar(select(Lead).where(Lead.id == lead_id))
     # Shared again, open, its returned place still used (its contact reaches at most max_exposures businesses).
     assert (lead.status, lead.is_exclusive, lead.exposure_count) == ("open", False, 1)
+    # An offer withdrawn as the lead filled says so, and that the lead is offered again (it said every other cause of
+    # a withdrawal but that one, the lead's state no longer telling: a tester).
+    other_id, other = next((b, t) for b, t in others if b in offered)
+    old = await client.post(f"/v1/offers/{offered[other_id]}/claim", headers=auth(other), json={})
+    assert old.status_code == 409 and "offered again" in old.json()["detail"], old.text
 
     await app.state.jobs.run_due()  # its next wave, at once: the three others (the wave size)
     listed = []

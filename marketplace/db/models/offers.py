@@ -78,8 +78,9 @@ class Offer(Base):
     status: Mapped[str] = mapped_column(PartialIndexKey(20, OFFER_STATUSES), default="open")
     # Why a closed offer was withdrawn by something of its business, its claim told so (offers.claims.WITHDRAWN_FOR):
     # "bid_lowered", "cap", "credit_limit", "fraud_alert" (a replacement held or forfeited: migration 0028), "unfit"
-    # (its profile changed), "club_left", "club_removed", "suspended" or "blocked"; null for offers withdrawn with
-    # their lead (whose state says why) and those withdrawn before (migration 0027). Cleared when made again.
+    # (its profile changed), "club_left", "club_removed", "suspended" or "blocked"; "lead_taken" and "seller_blocked"
+    # for offers withdrawn with their lead (whose state says why, until it is back on the market); null for those
+    # withdrawn before (migration 0027). Cleared when made again.
     withdrawn_for: Mapped[str | None] = mapped_column(String(20))
     # Indexed: offers made since a moment (what businesses are notified of; the simulator reads it every tick).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

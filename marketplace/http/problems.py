@@ -40,6 +40,12 @@ def _problem(
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def _unavailable(title: str, detail: str, slug: str, retry_after: int, **extra: Any) -> Response[dict[str, Any]]:
+    """A 503 to send again: its Retry-After as a header and in the body."""
+    headers = {"Retry-After": str(retry_after)}
+    return _problem(503, title, detail, slug, headers=headers, retry_after_seconds=retry_after, **extra)
+
+
 MAX_ERRORS_LISTED = 50
 
 
@@ -181,13 +187,11 @@ def database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response
         "%s %s (request %s) undone by a concurrent transaction: %s [statement: %s]",
         request.method, request.url.path, request_id, exc.orig, (exc.statement or "")[:300],
     )  # fmt: skip
-    return _problem(
-        503,
+    return _unavailable(
         "Try again",
         "the request met a concurrent change and was undone; nothing of this attempt was kept: send it again",
         "concurrent-change",
-        headers={"Retry-After": str(RETRY_CONFLICT_SECONDS)},
-        retry_after_seconds=RETRY_CONFLICT_SECONDS,
+        RETRY_CONFLICT_SECONDS,
         request_id=request_id,
     )
 
@@ -214,13 +218,11 @@ def database_unavailable(request: Request[Any, Any, Any], exc: DatabaseUnavailab
             request.method, request.url.path, request_id, exc, _unavailable_log["unlogged"],
         )  # fmt: skip
         _unavailable_log.update(at=now, unlogged=0)
-    return _problem(
-        503,
+    return _unavailable(
         "Service unavailable",
         "the database could not take the request now (no connection to be had): send it again after Retry-After",
         "service-unavailable",
-        headers={"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)},
-        retry_after_seconds=RETRY_UNAVAILABLE_SECONDS,
+        RETRY_UNAVAILABLE_SECONDS,
         database=what,
         request_id=request_id,
     )

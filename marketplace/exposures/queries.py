@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Exists, exists, func, select
 
 from marketplace.db.models import Exposure, ExposureEvent, FraudRelease
 from marketplace.exposures.rules import WON
@@ -15,6 +15,14 @@ from marketplace.exposures.rules import WON
 # training, not `lost` in its stats (a business let back in keeps them closed; its own reports are what it is judged
 # on). A handful of rows (blocks are rare): a list, not a lookup per exposure.
 CLOSED_BY_BLOCK = select(FraudRelease.exposure_id).where(FraudRelease.closed.is_(True))
+
+
+def deal_maker_won(lead_id: Any, *also: ColumnElement[bool]) -> Exists:
+    """A deal maker's deal on the lead reported won, invoiced or paid (its word commits it to a commission, and took
+    the lead off the market), with `also` of that exposure."""
+    return exists().where(
+        Exposure.lead_id == lead_id, Exposure.mode == "deal_maker", Exposure.status.in_(WON), *also
+    )
 
 
 def won_at_column() -> ColumnElement[Any]:

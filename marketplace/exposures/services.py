@@ -18,7 +18,7 @@ from marketplace.db.statements import rows_changed, table
 from marketplace.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from marketplace.exposures import rules, schemas
 from marketplace.exposures.moves import move_to
-from marketplace.exposures.queries import CLOSED_BY_BLOCK, won_at_column
+from marketplace.exposures.queries import CLOSED_BY_BLOCK, deal_maker_won, won_at_column
 from marketplace.fraud import services as fraud
 from marketplace.identity.services import Principal, held_status, refuse_if_blocked, refuse_if_inactive
 from marketplace.leads.schemas import Contact
@@ -124,14 +124,10 @@ _HIRED_ME = (
 # it as anyone may (the contradicted `won` left every later claim unreturnable, refunds and replacements lost).
 _HIRED_ANYONE = select(
     exists().where(Survey.lead_id == bindparam("lead_id"), Survey.answered_at.is_not(None), Survey.hired.is_(True))
-    | exists().where(
-        Exposure.lead_id == bindparam("lead_id"),
-        Exposure.mode == "deal_maker",
-        Exposure.status.in_(rules.WON),
+    | deal_maker_won(
+        bindparam("lead_id"),
         ~exists().where(
-            Survey.lead_id == Exposure.lead_id,
-            Survey.answered_at >= won_at_column(),
-            Survey.hired.is_(False),
+            Survey.lead_id == Exposure.lead_id, Survey.answered_at >= won_at_column(), Survey.hired.is_(False)
         ),
     )
 )

@@ -20,7 +20,7 @@ from marketplace.db.conflicts import violates
 from marketplace.db.models import Business, Exposure, ExposureEvent, Lead, LedgerAccount, Offer, Survey
 from marketplace.db.statements import attach, rows_changed, table
 from marketplace.errors import Conflict, Forbidden, NotFound
-from marketplace.exposures import rules as exposure_rules
+from marketplace.exposures.queries import deal_maker_won
 from marketplace.identity.services import Principal, refuse_inactive
 from marketplace.ids import new_id
 from marketplace.offers.closing import close_open_offers
@@ -298,10 +298,7 @@ async def _why_off_the_market(session: AsyncSession, lead: Lead) -> str:
     deal reported won, or the customer's survey answer), or the business that sold it was blocked
     (withdraw_sold_leads). A hire is said first: a seller blocked after it took nothing more off."""
     hired = exists().where(Survey.lead_id == lead.id, Survey.hired.is_(True))
-    won = exists().where(
-        Exposure.lead_id == lead.id, Exposure.mode == "deal_maker", Exposure.status.in_(exposure_rules.WON)
-    )
-    if await session.scalar(select(or_(hired, won))):
+    if await session.scalar(select(or_(hired, deal_maker_won(lead.id)))):
         return _LEFT_THE_MARKET
     if lead.seller_business_id is not None:
         seller_status = await session.scalar(select(Business.status).where(Business.id == lead.seller_business_id))

@@ -14,7 +14,7 @@ from marketplace.clock import utcnow
 from marketplace.db.models import Business, BusinessStatusChange, Exposure, Lead, Offer, Survey
 from marketplace.db.statements import rows_changed, table
 from marketplace.errors import InvalidInput, NotFound
-from marketplace.exposures.rules import WON
+from marketplace.exposures.queries import deal_maker_won
 from marketplace.jobs import Jobs
 from marketplace.leads.status import on_the_market
 from marketplace.money import Money
@@ -117,9 +117,6 @@ async def back_on_the_market(session: AsyncSession, settings: Settings, lead: Le
     ends_at = lead.created_at + timedelta(hours=settings.windows.lead_ttl_hours)
     if lead.status != "closed" or ends_at <= now:
         return None
-    won_by_a_deal_maker = exists().where(
-        Exposure.lead_id == Lead.id, Exposure.mode == "deal_maker", Exposure.status.in_(WON)
-    )
     hired = exists().where(Survey.lead_id == Lead.id, Survey.hired.is_(True))
     seller_blocked = exists().where(
         BusinessStatusChange.business_id == Lead.seller_business_id,
@@ -132,7 +129,7 @@ async def back_on_the_market(session: AsyncSession, settings: Settings, lead: Le
             .where(
                 Lead.id == lead.id,
                 Lead.status == "closed",
-                won_by_a_deal_maker,
+                deal_maker_won(Lead.id),
                 ~hired,
                 or_(Lead.seller_business_id.is_(None), ~seller_blocked),
             )
